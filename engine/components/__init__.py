@@ -1,0 +1,18 @@
+"""Component kinds, by the name used in ``kind:``."""
+
+from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.configuration import ConfigurationComponent
+from engine.components.postgres import PostgresComponent
+from engine.components.redis import RedisComponent
+from engine.components.vectorstore import VectorstoreComponent
+from engine.components.volumes import VolumesComponent
+from engine.registry import Registry
+
+component_kinds: Registry[type[Component]] = Registry("component kind")
+component_kinds.register(PostgresComponent)
+component_kinds.register(RedisComponent)
+component_kinds.register(VectorstoreComponent)
+component_kinds.register(VolumesComponent)
+component_kinds.register(ConfigurationComponent)
+
+__all__ = ["ArtifactSource", "Component", "Health", "SeedParams", "component_kinds"]

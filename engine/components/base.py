@@ -1,0 +1,94 @@
+"""The contract every component kind fulfils.
+
+A component kind is one class: its ``name`` is the YAML ``kind:``, its ``Params`` model
+validates the ``seed:`` section, and the methods below are everything a drill or the
+standalone engine needs. Faults reach into a component only through its public methods
+and its ``service``/``path``, so a fault never needs to know which runtime is in use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import IO, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.fingerprint import Fingerprint
+from engine.manifest import ArtifactRecord
+from engine.repository.base import BackupSetWriter
+from engine.runtime.base import Runtime
+
+
+class SeedParams(BaseModel):
+    """Base of every component's ``seed:`` model; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    random_seed: int = 42
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool
+    detail: str
+
+
+class ArtifactSource:
+    """Opens the artifacts of one component in one backup set, verified."""
+
+    def __init__(self, artifacts: dict[str, ArtifactRecord], opener: Any) -> None:
+        self.artifacts = artifacts
+        self._opener = opener
+
+    def names(self) -> list[str]:
+        return sorted(self.artifacts)
+
+    def open(self, name: str) -> Any:
+        """Context manager yielding a readable stream of the decompressed artifact."""
+        return self._opener(self.artifacts[name])
+
+
+class Component(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[SeedParams]]
+    description: ClassVar[str]
+
+    def __init__(self, instance: str, params: SeedParams, runtime: Runtime) -> None:
+        self.instance = instance
+        self.params = params
+        self.runtime = runtime
+
+    @abstractmethod
+    def provision(self) -> None:
+        """Ask the runtime for the server or directory; wait until it answers."""
+
+    @abstractmethod
+    def seed(self) -> dict[str, Any]:
+        """Fill with deterministic data; return what was created (for the report)."""
+
+    @abstractmethod
+    def fingerprint(self) -> Fingerprint: ...
+
+    @abstractmethod
+    def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        """Write full-backup artifacts; return details for the manifest."""
+
+    @abstractmethod
+    def restore(self, source: ArtifactSource) -> None:
+        """Bring the component back to the backed-up state, replacing what is there."""
+
+    @abstractmethod
+    def health(self) -> Health: ...
+
+    def tool_versions(self) -> dict[str, str]:
+        return {}
+
+    def _fp(self, parts: dict[str, Any]) -> Fingerprint:
+        return Fingerprint.build(self.instance, self.name, parts)
+
+
+def copy_into(stream: IO[bytes], sink: IO[bytes]) -> int:
+    from engine.streams import copy_stream
+
+    return copy_stream(stream, sink)

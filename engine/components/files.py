@@ -1,0 +1,101 @@
+"""Shared machinery for components that are directories of files.
+
+volumes, configuration and the FAISS vector store all live in directories, so their
+backup is a streamed tar archive and their restore extracts into a staging directory
+that is swapped in only once extraction succeeded: a failed restore leaves the current
+contents exactly as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from engine.errors import ComponentError
+from engine.fingerprint import Part, PartHasher
+from engine.streams import CHUNK
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every non-directory entry under root, sorted, without following symlinks."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+        for name in dirnames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                yield p
+
+
+def file_part(path: Path) -> Part:
+    """Digest of one entry: its type, mode bits and content (or link target)."""
+    st = path.lstat()
+    h = PartHasher("bytes")
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path).encode("utf-8", "surrogateescape")
+        h.add(b"symlink\0" + target, count=0)
+        return h.part()
+    h.add(b"file\0" + oct(stat.S_IMODE(st.st_mode)).encode(), count=0)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.add(chunk, count=len(chunk))
+    return h.part()
+
+
+def tree_parts(root: Path, prefix: str = "file ") -> dict[str, Part]:
+    parts: dict[str, Part] = {}
+    for p in walk_files(root):
+        rel = p.relative_to(root).as_posix()
+        try:
+            parts[prefix + rel] = file_part(p)
+        except OSError as exc:
+            parts[prefix + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+    return parts
+
+
+def write_tar(root: Path, sink: IO[bytes]) -> int:
+    """Stream root's contents (not root itself) as a tar; return the number of entries."""
+    count = 0
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in [*sorted(dirnames), *sorted(filenames)]:
+                p = Path(dirpath) / name
+                tar.add(p, arcname=p.relative_to(root).as_posix(), recursive=False)
+                count += 1
+    return count
+
+
+def extract_tar(stream: IO[bytes], target: Path) -> None:
+    """Replace target's contents with the archive's, atomically from a reader's view.
+
+    The ``data`` filter refuses absolute paths, ``..`` members, links that escape the
+    target and device files, so a hostile archive cannot write outside the target.
+    """
+    target = target.resolve()
+    staging = target.with_name(target.name + ".drproof-restoring")
+    replaced = target.with_name(target.name + ".drproof-replaced")
+    for leftover in (staging, replaced):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(mode=0o700)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            tar.extractall(staging, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        staging.chmod(stat.S_IMODE(target.stat().st_mode))
+        os.rename(target, replaced)
+    os.rename(staging, target)
+    shutil.rmtree(replaced, ignore_errors=True)

@@ -1,0 +1,317 @@
+"""PostgreSQL: a database with related tables, a role and grants.
+
+Backups are ``pg_dump`` custom-format archives (uncompressed by pg_dump, compressed by
+drproof with zstd, which is several times faster than the gzip the embedded binaries
+offer) plus the cluster's roles from ``pg_dumpall --globals-only``: a database restored
+without its roles loses its grants. The fingerprint hashes every row of every table in
+a stable order, so it pinpoints the table that differs.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg2
+import psycopg2.extensions
+from pydantic import Field
+
+from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.tools import stream_in, stream_out
+from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.repository.base import BackupSetWriter
+from engine.runtime.base import PostgresService
+
+SEED_SCHEMA = """
+CREATE TABLE customers (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL,
+    email       text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL
+);
+CREATE TABLE orders (
+    id          bigserial PRIMARY KEY,
+    customer_id integer NOT NULL REFERENCES customers(id),
+    amount      numeric(10, 2) NOT NULL CHECK (amount >= 0),
+    status      text NOT NULL,
+    placed_at   timestamptz NOT NULL
+);
+CREATE INDEX orders_customer_idx ON orders (customer_id);
+CREATE VIEW order_totals AS
+    SELECT customer_id, count(*) AS orders, sum(amount) AS total FROM orders GROUP BY customer_id;
+"""
+
+STATUSES = ("placed", "paid", "shipped", "delivered", "refunded")
+FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Frances", "Donald")
+LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Allen", "Knuth")
+
+# Lines pg_restore/psql print that are expected when restoring globals into a fresh cluster.
+_BENIGN = (r'role "postgres" already exists',)
+
+
+class PostgresParams(SeedParams):
+    database: str = Field(default="app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database to create.")
+    customers: int = Field(default=200, ge=0, le=10_000_000, description="Rows in `customers`.")
+    orders_per_customer: int = Field(default=3, ge=0, le=1000, description="Rows in `orders` per customer.")
+    sql_file: Path | None = Field(
+        default=None, description="SQL run after the generated data (relative to the scenario file)."
+    )
+    generate: bool = Field(default=True, description="Create the built-in customers/orders schema.")
+
+
+class PostgresComponent(Component):
+    name: ClassVar[str] = "postgres"
+    Params: ClassVar[type[SeedParams]] = PostgresParams
+    description: ClassVar[str] = "A PostgreSQL database, backed up with pg_dump and restored with pg_restore."
+
+    params: PostgresParams
+
+    def provision(self) -> None:
+        self.service: PostgresService = self.runtime.postgres(self.instance)
+
+    @property
+    def db(self) -> str:
+        return self.params.database
+
+    def connect(self, dbname: str | None = None) -> psycopg2.extensions.connection:
+        env = self.service.tool_env()
+        try:
+            conn = psycopg2.connect(self.service.dsn(dbname or self.db), password=env.get("PGPASSWORD"))
+        except psycopg2.OperationalError as exc:
+            raise ComponentError(f"postgres {self.instance!r}: cannot connect: {str(exc).strip()}") from exc
+        return conn
+
+    # -- seed ---------------------------------------------------------------------------
+    def seed(self) -> dict[str, Any]:
+        admin = self.connect("postgres")
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.db}"')
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app_readonly'")
+            if cur.fetchone() is None:
+                cur.execute("CREATE ROLE app_readonly NOLOGIN")
+        admin.close()
+        conn = self.connect()
+        p = self.params
+        orders = 0
+        try:
+            with conn, conn.cursor() as cur:
+                if p.generate:
+                    cur.execute(SEED_SCHEMA)
+                    rng = random.Random(p.random_seed)
+                    base = datetime(2026, 1, 1, tzinfo=UTC)
+                    customers = io.StringIO()
+                    for i in range(1, p.customers + 1):
+                        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+                        when = base + timedelta(seconds=rng.randrange(0, 86400 * 300))
+                        customers.write(f"{i}\t{name}\tuser{i}@example.test\t{when.isoformat()}\n")
+                    customers.seek(0)
+                    cur.copy_expert("COPY customers (id, name, email, created_at) FROM STDIN", customers)
+                    rows = io.StringIO()
+                    for c in range(1, p.customers + 1):
+                        for _ in range(p.orders_per_customer):
+                            orders += 1
+                            amount = rng.randrange(100, 100_000) / 100
+                            when = base + timedelta(seconds=rng.randrange(0, 86400 * 300))
+                            rows.write(f"{orders}\t{c}\t{amount:.2f}\t{rng.choice(STATUSES)}\t{when.isoformat()}\n")
+                    rows.seek(0)
+                    cur.copy_expert("COPY orders (id, customer_id, amount, status, placed_at) FROM STDIN", rows)
+                    cur.execute("SELECT setval('customers_id_seq', greatest(1, (SELECT max(id) FROM customers)))")
+                    cur.execute("SELECT setval('orders_id_seq', greatest(1, (SELECT max(id) FROM orders)))")
+                    cur.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_readonly")
+                if p.sql_file is not None:
+                    cur.execute(p.sql_file.read_text(encoding="utf-8"))
+        except psycopg2.Error as exc:
+            raise ComponentError(f"postgres {self.instance!r}: seeding failed: {str(exc).strip()}") from exc
+        finally:
+            conn.close()
+        return {"database": self.db, "customers": p.customers if p.generate else 0, "orders": orders}
+
+    # -- fingerprint ----------------------------------------------------------------------
+    def tables(self, conn: psycopg2.extensions.connection) -> list[tuple[str, str]]:
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                     AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY 1, 2"""
+            )
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def fingerprint(self) -> Fingerprint:
+        try:
+            conn = self.connect()
+        except ComponentError as exc:
+            # An absent database is a state to compare, not a crash: every table shows as missing.
+            return self._fp({"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")})
+        parts: dict[str, Part] = {}
+        try:
+            conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
+            for schema, table in self.tables(conn):
+                parts[f"table {schema}.{table}"] = self._table_part(conn, schema, table)
+            parts["catalog"] = self._catalog_part(conn)
+            parts["sequences"] = self._sequences_part(conn)
+            conn.rollback()
+        except psycopg2.Error as exc:
+            raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
+        finally:
+            conn.close()
+        admin = self.connect("postgres")
+        try:
+            parts["roles"] = self._roles_part(admin)
+        finally:
+            admin.close()
+        return self._fp(parts)
+
+    def _table_part(self, conn: psycopg2.extensions.connection, schema: str, table: str) -> Part:
+        h = PartHasher("rows")
+        ident = f'"{schema}"."{table}"'
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                     || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
+                   FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
+                (ident,),
+            )
+            row = cur.fetchone()
+            h.add(("columns: " + (row[0] if row and row[0] else "")).encode(), count=0)
+        # A server-side cursor streams rows; ordering by the row's text makes the digest
+        # independent of physical row order, which a restore is free to change.
+        with conn.cursor(name=f"fp_{abs(hash(ident))}") as cur:
+            cur.itersize = 5000
+            cur.execute(f"SELECT r FROM (SELECT t::text COLLATE \"C\" AS r FROM ONLY {ident} t) s ORDER BY r")
+            for (text,) in cur:
+                h.add(text.encode("utf-8"))
+        return h.part()
+
+    def _catalog_part(self, conn: psycopg2.extensions.connection) -> Part:
+        h = PartHasher("objects")
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT kind, name, def FROM (
+                     SELECT 'index' AS kind, schemaname || '.' || indexname AS name, indexdef AS def FROM pg_indexes
+                       WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+                     UNION ALL
+                     SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
+                       FROM pg_constraint WHERE connamespace NOT IN
+                         (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))
+                     UNION ALL
+                     SELECT 'view', schemaname || '.' || viewname, definition FROM pg_views
+                       WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+                     UNION ALL
+                     SELECT 'grant', c.oid::regclass::text, coalesce(c.relacl::text, '')
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                       WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                   ) o"""
+            )
+            # Sorted here, not in SQL, so the order never depends on the database's collation.
+            for kind, name, definition in sorted(cur.fetchall()):
+                h.add(f"{kind}\0{name}\0{definition}".encode())
+        return h.part()
+
+    def _sequences_part(self, conn: psycopg2.extensions.connection) -> Part:
+        h = PartHasher("sequences")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT schemaname, sequencename, last_value FROM pg_sequences "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+            )
+            for schema, name, last in cur.fetchall():
+                h.add(f"{schema}.{name}\0{last}".encode())
+        return h.part()
+
+    def _roles_part(self, conn: psycopg2.extensions.connection) -> Part:
+        h = PartHasher("roles")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT rolname, rolsuper, rolcanlogin, rolinherit, rolcreatedb, rolcreaterole "
+                "FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
+            )
+            for row in cur.fetchall():
+                h.add("\0".join(str(v) for v in row).encode())
+        return h.part()
+
+    # -- backup and restore -----------------------------------------------------------------
+    def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        env = self.service.tool_env()
+        with writer.artifact(self.instance, "globals.sql") as sink:
+            stream_out(
+                [*self.service.tool("pg_dumpall"), "--globals-only", "-d", self.service.dsn("postgres")],
+                env,
+                sink,
+                f"pg_dumpall --globals-only for {self.instance!r}",
+            )
+        with writer.artifact(self.instance, "database.dump") as sink:
+            size = stream_out(
+                [*self.service.tool("pg_dump"), "--format=custom", "--compress=0", "-d", self.service.dsn(self.db)],
+                env,
+                sink,
+                f"pg_dump of {self.instance!r}",
+            )
+        return {"database": self.db, "server_version": self.service.version(), "dump_bytes": size,
+                "method": "pg_dump custom format + pg_dumpall --globals-only"}
+
+    def restore(self, source: ArtifactSource) -> None:
+        self.service.ensure_running()
+        env = self.service.tool_env()
+        with source.open("globals.sql") as stream:
+            stream_in(
+                [*self.service.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", self.service.dsn("postgres")],
+                env,
+                stream,
+                f"restoring roles of {self.instance!r}",
+                ignore_errors=_BENIGN,
+            )
+        # DROP DATABASE fails while sessions are connected; end them (ours included).
+        admin = self.connect("postgres")
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (self.db,),
+                )
+        finally:
+            admin.close()
+        with source.open("database.dump") as stream:
+            stream_in(
+                [
+                    *self.service.tool("pg_restore"),
+                    "--clean", "--if-exists", "--create", "--exit-on-error",
+                    "-d", self.service.dsn("postgres"),
+                ],
+                env,
+                stream,
+                f"pg_restore of {self.instance!r}",
+            )
+
+    def health(self) -> Health:
+        if not self.service.is_running():
+            return Health(ok=False, detail="server process is not running")
+        try:
+            conn = self.connect()
+        except ComponentError as exc:
+            return Health(ok=False, detail=str(exc))
+        try:
+            with conn.cursor() as cur:
+                tables = self.tables(conn)
+                for schema, table in tables:
+                    cur.execute(f'SELECT 1 FROM "{schema}"."{table}" LIMIT 1')
+                    cur.fetchall()
+            return Health(ok=True, detail=f"database {self.db!r} answers; {len(tables)} tables readable")
+        except psycopg2.Error as exc:
+            return Health(ok=False, detail=f"query failed: {str(exc).strip()}")
+        finally:
+            conn.close()
+
+    def tool_versions(self) -> dict[str, str]:
+        from engine.components.tools import version
+
+        return {
+            "postgres server": self.service.version(),
+            "pg_dump": version([*self.service.tool("pg_dump"), "--version"]),
+            "pg_restore": version([*self.service.tool("pg_restore"), "--version"]),
+        }

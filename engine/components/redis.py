@@ -1,0 +1,258 @@
+"""Redis: key spaces of strings, hashes, lists, sets and sorted sets.
+
+The backup is taken over the network with DUMP (payload in Redis's own serialisation)
+and restored with RESTORE ... REPLACE ABSTTL in pipelined batches, so neither needs
+access to the server's files, a restart, or a particular persistence setting. Expiry is
+kept as an absolute time, so a key that would have expired by restore time stays gone.
+The fingerprint, in contrast, is built from values read back by type, because DUMP
+payloads depend on internal encodings that may differ between two equal datasets.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections import defaultdict
+from typing import IO, Any, ClassVar
+
+import redis
+from pydantic import Field
+
+from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.repository.base import BackupSetWriter
+from engine.runtime.base import RedisService
+
+_MAGIC = b"DRPROOF-REDIS-DUMP-1\n"
+_REC = struct.Struct(">HIqI")  # db, key length, absolute expiry ms (0 = none), payload length
+_BATCH = 1000
+TYPES = ("string", "hash", "list", "set", "zset")
+
+
+class RedisParams(SeedParams):
+    keys: int = Field(default=500, ge=0, le=50_000_000, description="Number of keys to create.")
+    key_spaces: list[str] = Field(
+        default_factory=lambda: ["user", "session", "cart"],
+        min_length=1,
+        description="Key prefixes; keys are named `<space>:<n>` and fingerprinted per space.",
+    )
+    value_size: int = Field(default=64, ge=1, le=1_000_000, description="Bytes per string value / field.")
+    expiring_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Share of keys given a (long) TTL, to exercise expiry restore."
+    )
+
+
+def key_space(key: bytes) -> str:
+    head, sep, _ = key.partition(b":")
+    return head.decode("utf-8", "backslashreplace") if sep else "(no prefix)"
+
+
+class RedisComponent(Component):
+    name: ClassVar[str] = "redis"
+    Params: ClassVar[type[SeedParams]] = RedisParams
+    description: ClassVar[str] = "A Redis server, backed up with DUMP and restored with RESTORE over the network."
+
+    params: RedisParams
+    service: RedisService
+
+    def provision(self) -> None:
+        self.service = self.runtime.redis(self.instance)
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return self.service.client(db)
+
+    def seed(self) -> dict[str, Any]:
+        p = self.params
+        rng = random.Random(p.random_seed)
+        r = self.client()
+        pipe = r.pipeline(transaction=False)
+        for i in range(p.keys):
+            space = p.key_spaces[i % len(p.key_spaces)]
+            kind = TYPES[i % len(TYPES)]
+            key = f"{space}:{i}"
+            value = rng.randbytes(p.value_size)
+            if kind == "string":
+                pipe.set(key, value)
+            elif kind == "hash":
+                pipe.hset(key, mapping={"a": value, "b": rng.randbytes(p.value_size), "n": str(i)})
+            elif kind == "list":
+                pipe.rpush(key, value, rng.randbytes(p.value_size), str(i))
+            elif kind == "set":
+                pipe.sadd(key, value, rng.randbytes(p.value_size), str(i))
+            else:
+                pipe.zadd(key, {value: rng.random(), str(i): float(i)})
+            if rng.random() < p.expiring_fraction:
+                pipe.expire(key, 86400)
+            if i % _BATCH == _BATCH - 1:
+                pipe.execute()
+        pipe.execute()
+        return {"keys": p.keys, "key_spaces": p.key_spaces}
+
+    def _dbs(self) -> list[int]:
+        info = self.client().info("keyspace")
+        return sorted(int(name[2:]) for name in info if name.startswith("db"))
+
+    def fingerprint(self) -> Fingerprint:
+        try:
+            dbs = self._dbs()
+        except redis.RedisError as exc:
+            return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")})
+        parts: dict[str, Part] = {}
+        for db in dbs:
+            r = self.client(db)
+            spaces: dict[str, list[bytes]] = defaultdict(list)
+            for key in r.scan_iter(count=1000):
+                spaces[key_space(key)].append(key)
+            for space, keys in spaces.items():
+                h = PartHasher("keys")
+                keys.sort()
+                for start in range(0, len(keys), _BATCH):
+                    for key, value in zip(keys[start : start + _BATCH], self._values(r, keys[start : start + _BATCH]), strict=True):
+                        if value is not None:
+                            h.add(key + b"\0" + value)
+                parts[f"db{db} keyspace {space}"] = h.part()
+        return self._fp(parts)
+
+    def _values(self, r: redis.Redis, keys: list[bytes]) -> list[bytes | None]:
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.type(k)
+            pipe.pttl(k)
+        meta = pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        kinds = [meta[i].decode() for i in range(0, len(meta), 2)]
+        for k, kind in zip(keys, kinds, strict=True):
+            if kind == "string":
+                pipe.get(k)
+            elif kind == "hash":
+                pipe.hgetall(k)
+            elif kind == "list":
+                pipe.lrange(k, 0, -1)
+            elif kind == "set":
+                pipe.smembers(k)
+            elif kind == "zset":
+                pipe.zrange(k, 0, -1, withscores=True)
+            elif kind == "stream":
+                pipe.xrange(k)
+            else:
+                pipe.echo(b"")
+        raw = pipe.execute()
+        out: list[bytes | None] = []
+        for i, (kind, value) in enumerate(zip(kinds, raw, strict=True)):
+            if kind == "none":
+                out.append(None)
+                continue
+            expiring = b"ttl" if meta[2 * i + 1] >= 0 else b"persistent"
+            out.append(kind.encode() + b"\0" + expiring + b"\0" + _canonical(value))
+        return out
+
+    def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        count = 0
+        with writer.artifact(self.instance, "keys.dump") as sink:
+            sink.write(_MAGIC)
+            for db in self._dbs():
+                r = self.client(db)
+                batch: list[bytes] = []
+                for key in r.scan_iter(count=1000):
+                    batch.append(key)
+                    if len(batch) >= _BATCH:
+                        count += self._dump_batch(r, db, batch, sink)
+                        batch = []
+                count += self._dump_batch(r, db, batch, sink)
+        return {"keys": count, "server_version": self.service.version(), "method": "DUMP/RESTORE over the network"}
+
+    def _dump_batch(self, r: redis.Redis, db: int, keys: list[bytes], sink: IO[bytes]) -> int:
+        if not keys:
+            return 0
+        pipe = r.pipeline(transaction=False)
+        for k in keys:
+            pipe.dump(k)
+            pipe.pttl(k)
+        res = pipe.execute()
+        now_ms = int(time.time() * 1000)
+        written = 0
+        for i, key in enumerate(keys):
+            payload, pttl = res[2 * i], res[2 * i + 1]
+            if payload is None:  # expired or deleted since SCAN saw it
+                continue
+            expires_at = now_ms + pttl if pttl > 0 else 0
+            sink.write(_REC.pack(db, len(key), expires_at, len(payload)))
+            sink.write(key)
+            sink.write(payload)
+            written += 1
+        return written
+
+    def restore(self, source: ArtifactSource) -> None:
+        self.service.ensure_running()
+        root = self.client()
+        root.flushall()
+        with source.open("keys.dump") as stream:
+            if _read_exact(stream, len(_MAGIC)) != _MAGIC:
+                raise ComponentError(f"redis {self.instance!r}: artifact keys.dump is not a drproof Redis dump")
+            pipes: dict[int, Any] = {}
+            pending = 0
+            while header := stream.read(_REC.size):
+                if len(header) != _REC.size:
+                    raise ComponentError(f"redis {self.instance!r}: keys.dump is truncated")
+                db, klen, expires_at, plen = _REC.unpack(header)
+                key = _read_exact(stream, klen)
+                payload = _read_exact(stream, plen)
+                if db not in pipes:
+                    pipes[db] = self.client(db).pipeline(transaction=False)
+                if expires_at:
+                    if expires_at <= int(time.time() * 1000):
+                        continue
+                    pipes[db].restore(key, expires_at, payload, replace=True, absttl=True)
+                else:
+                    pipes[db].restore(key, 0, payload, replace=True)
+                pending += 1
+                if pending >= _BATCH:
+                    for pipe in pipes.values():
+                        pipe.execute()
+                    pending = 0
+            for pipe in pipes.values():
+                pipe.execute()
+
+    def health(self) -> Health:
+        try:
+            r = self.client()
+            if not r.ping():
+                return Health(ok=False, detail="PING did not answer PONG")
+            total = sum(self.client(db).dbsize() for db in self._dbs())
+            return Health(ok=True, detail=f"PING answered; {total} keys")
+        except redis.RedisError as exc:
+            return Health(ok=False, detail=f"not answering: {exc}")
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"redis server": self.service.version()}
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise ComponentError("redis dump artifact is truncated")
+        data += chunk
+    return data
+
+
+def _canonical(value: Any) -> bytes:
+    if value is None:
+        return b"\x00nil"
+    if isinstance(value, bytes):
+        return b"b" + len(value).to_bytes(8, "big") + value
+    if isinstance(value, str):
+        return _canonical(value.encode())
+    if isinstance(value, int | float):
+        return b"n" + repr(value).encode()
+    if isinstance(value, dict):
+        items = sorted((_canonical(k), _canonical(v)) for k, v in value.items())
+        return b"d" + b"".join(k + v for k, v in items)
+    if isinstance(value, set):
+        return b"s" + b"".join(sorted(_canonical(v) for v in value))
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(_canonical(v) for v in value)
+    raise TypeError(f"unexpected redis value type {type(value).__name__}")

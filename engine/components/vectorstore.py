@@ -1,0 +1,138 @@
+"""A FAISS vector store: index, id map and metadata in one directory.
+
+Three files make the store: ``index.faiss`` (an IndexIDMap2 over a flat index, so every
+vector can be read back by id), ``ids.jsonl`` (vector id → document key) and
+``metadata.json`` (embedding model name, dimension, metric). A restore that mixes an index
+built for another model or dimension is worse than none, so the health check refuses a
+store whose parts disagree. The fingerprint covers the raw bytes of each file *and* the
+vectors themselves in id ranges, so a mismatch says which ids changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import faiss
+import numpy as np
+from pydantic import Field
+
+from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.files import extract_tar, tree_parts, write_tar
+from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.repository.base import BackupSetWriter
+
+INDEX = "index.faiss"
+IDS = "ids.jsonl"
+META = "metadata.json"
+BUCKET = 1000  # vector ids per fingerprint part
+
+
+class VectorstoreParams(SeedParams):
+    vectors: int = Field(default=1000, ge=1, le=100_000_000, description="Number of vectors.")
+    dimension: int = Field(default=64, ge=1, le=65536, description="Embedding dimension.")
+    metric: Literal["l2", "inner_product"] = Field(default="l2", description="Distance metric of the index.")
+    model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="Name of the embedding model recorded in the metadata (no model is loaded).",
+    )
+
+
+class VectorstoreComponent(Component):
+    name: ClassVar[str] = "vectorstore"
+    Params: ClassVar[type[SeedParams]] = VectorstoreParams
+    description: ClassVar[str] = "A FAISS index with its id map and embedding metadata, backed up as one archive."
+
+    params: VectorstoreParams
+    path: Path
+
+    def provision(self) -> None:
+        self.path = self.runtime.directory(self.instance)
+
+    def seed(self) -> dict[str, Any]:
+        p = self.params
+        rng = np.random.default_rng(p.random_seed)
+        vectors = rng.standard_normal((p.vectors, p.dimension), dtype=np.float32)
+        if p.metric == "inner_product":
+            faiss.normalize_L2(vectors)
+        ids = np.arange(1, p.vectors + 1, dtype=np.int64) * 7  # sparse ids: the id map matters
+        flat = faiss.IndexFlatL2(p.dimension) if p.metric == "l2" else faiss.IndexFlatIP(p.dimension)
+        index = faiss.IndexIDMap2(flat)
+        index.add_with_ids(vectors, ids)
+        faiss.write_index(index, str(self.path / INDEX))
+        with open(self.path / IDS, "w", encoding="utf-8") as fh:
+            for i in ids.tolist():
+                fh.write(json.dumps({"id": i, "document": f"doc-{i:09d}"}) + "\n")
+        meta = {"model": p.model, "dimension": p.dimension, "metric": p.metric, "count": p.vectors,
+                "index_type": "IDMap2,Flat"}
+        (self.path / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
+
+    def _load(self) -> tuple[Any, dict[str, Any], dict[int, str]]:
+        meta = json.loads((self.path / META).read_text(encoding="utf-8"))
+        index = faiss.read_index(str(self.path / INDEX))
+        ids: dict[int, str] = {}
+        with open(self.path / IDS, encoding="utf-8") as fh:
+            for line in fh:
+                entry = json.loads(line)
+                ids[int(entry["id"])] = str(entry["document"])
+        return index, meta, ids
+
+    def fingerprint(self) -> Fingerprint:
+        parts: dict[str, Part] = tree_parts(self.path)
+        try:
+            index, _meta, _ids = self._load()
+            stored_ids = faiss.vector_to_array(index.id_map)
+            vectors = index.index.reconstruct_n(0, index.ntotal)
+        except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
+            parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
+            return self._fp(parts)
+        order = np.argsort(stored_ids, kind="stable")
+        for start in range(0, len(order), BUCKET):
+            chunk = order[start : start + BUCKET]
+            h = PartHasher("vectors")
+            for pos in chunk:
+                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vectors[pos].tobytes())
+            lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
+            parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
+        return self._fp(parts)
+
+    def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        with writer.artifact(self.instance, "store.tar") as sink:
+            entries = write_tar(self.path, sink)
+        return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
+
+    def restore(self, source: ArtifactSource) -> None:
+        with source.open("store.tar") as stream:
+            extract_tar(stream, self.path)
+
+    def health(self) -> Health:
+        try:
+            index, meta, ids = self._load()
+        except Exception as exc:
+            return Health(ok=False, detail=f"cannot load the store: {type(exc).__name__}: {exc}"[:500])
+        problems = []
+        if index.d != meta.get("dimension"):
+            problems.append(f"index dimension {index.d} but metadata says {meta.get('dimension')}")
+        metric = "l2" if index.metric_type == faiss.METRIC_L2 else "inner_product"
+        if metric != meta.get("metric"):
+            problems.append(f"index metric {metric} but metadata says {meta.get('metric')}")
+        if index.ntotal != len(ids):
+            problems.append(f"index holds {index.ntotal} vectors but the id map has {len(ids)}")
+        if problems:
+            return Health(ok=False, detail="; ".join(problems))
+        if index.ntotal:
+            # Probe: the first stored vector must find itself first.
+            first = int(faiss.vector_to_array(index.id_map)[0])
+            probe = index.index.reconstruct(0).reshape(1, -1)
+            _, found = index.search(probe, 1)
+            if int(found[0][0]) != first:
+                return Health(ok=False, detail=f"probe query for id {first} returned id {int(found[0][0])}")
+        return Health(ok=True, detail=f"{index.ntotal} vectors, dim {index.d}, {metric}, model {meta.get('model')}; probe query ok")
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"faiss": faiss.__version__}
+
+

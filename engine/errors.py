@@ -1,0 +1,94 @@
+"""The errors drproof shows to users.
+
+Everything a user can cause or fix (bad input, a server that will not start, a damaged
+backup) is raised as one of these, with a message that says what to do. Any other
+exception escaping drproof is a bug and is shown with its traceback.
+
+    DrproofError                   exit code 2 unless noted
+    ├── ConfigError                the scenario or configuration is invalid
+    │   └── ValidationFailed       many located problems at once (file:line:col)
+    ├── RuntimeStartError          a server or directory of the stack could not be provided
+    ├── ComponentError             a component could not be seeded, fingerprinted or restored
+    ├── FaultError                 a fault could not be injected
+    ├── RepositoryError            the backup repository could not be read or written
+    │   ├── BackupNotFound         no backup set with that id or name
+    │   └── IntegrityError         stored bytes differ from the manifest (exit 1 in verify)
+    └── Interrupted                the user pressed Ctrl-C or the process got SIGTERM
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class DrproofError(Exception):
+    """Base of every error meant for a user rather than a developer."""
+
+    exit_code = 2
+
+
+class ConfigError(DrproofError):
+    """Input (scenario, configuration, command line) that drproof cannot accept."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ValidationFailed(ConfigError):
+    """All the problems found in one input, reported together so users fix them in one go."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} found"
+        super().__init__(head + ":\n" + "\n".join(str(p) for p in self.problems))
+
+
+class RuntimeStartError(DrproofError):
+    """A runtime could not provide a server or directory the scenario asks for."""
+
+
+class ComponentError(DrproofError):
+    """A component operation (seed, fingerprint, backup, restore, health) failed."""
+
+
+class FaultError(DrproofError):
+    """A fault could not be injected as configured."""
+
+
+class RepositoryError(DrproofError):
+    """The backup repository could not be read or written."""
+
+
+class BackupNotFound(RepositoryError):
+    """No backup set matches the requested id or name."""
+
+
+class IntegrityError(RepositoryError):
+    """Stored backup data no longer match the checksums in their manifest."""
+
+    exit_code = 1
+
+
+class Interrupted(DrproofError):
+    """The run was interrupted (Ctrl-C or SIGTERM); cleanup has run."""
+
+    exit_code = 130

@@ -1,0 +1,90 @@
+"""The manifest: the single source of truth about what a backup set holds.
+
+A backup set is complete if and only if its manifest exists; the manifest is written
+last, after every artifact is on disk and hashed. Verification and restore trust
+nothing but the digests recorded here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import RepositoryError
+from engine.fingerprint import Fingerprint
+
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real manifest is kilobytes; refuse anything absurd.
+
+
+class ArtifactRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    component: str
+    name: str
+    path: str = Field(description="Path of the stored file, relative to the backup set.")
+    compression: Literal["zstd"] = "zstd"
+    size: int = Field(description="Stored (compressed) size in bytes.")
+    sha256: str = Field(description="SHA-256 of the stored bytes; what `verify` re-computes.")
+    raw_size: int = Field(description="Size before compression.")
+    raw_sha256: str = Field(description="SHA-256 of the content before compression.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.component}/{self.name}"
+
+
+class ComponentRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    artifacts: list[str]
+    fingerprint: Fingerprint | None = Field(
+        default=None, description="Content fingerprint taken when the backup was made."
+    )
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = 1
+    id: str
+    label: str | None = Field(default=None, description="A human name, e.g. the drill step's name.")
+    created_at: datetime
+    completed_at: datetime
+    components: list[ComponentRecord]
+    artifacts: list[ArtifactRecord]
+    tools: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def component(self, name: str) -> ComponentRecord:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def artifacts_of(self, component: str) -> list[ArtifactRecord]:
+        return [a for a in self.artifacts if a.component == component]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+        return Manifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise RepositoryError(f"{path}: cannot read manifest: {exc.strerror}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc

@@ -1,0 +1,213 @@
+"""A backup repository in a local directory.
+
+Layout::
+
+    <root>/sets/<id>/manifest.json          present only for complete sets
+    <root>/sets/<id>/<component>/<name>.zst
+    <root>/.staging/<id>/...                in-progress sets; never listed
+
+A set is assembled in ``.staging`` and renamed into ``sets`` after its manifest has been
+written and fsynced, so a crash at any point leaves either a complete set or an
+unlisted staging directory, never a half set that looks whole.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, ClassVar
+
+from engine.errors import BackupNotFound, IntegrityError, RepositoryError
+from engine.manifest import MANIFEST_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
+from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
+from engine.streams import CHUNK, HashingReader, HashingWriter, sha256_file, zstd_compressor, zstd_decompressor
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_backup_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _safe_segment(text: str) -> str:
+    if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
+        raise RepositoryError(f"invalid name for a stored artifact: {text!r}")
+    return text
+
+
+class _LocalSetWriter(BackupSetWriter):
+    def __init__(self, repo: LocalRepository, label: str | None) -> None:
+        self._repo = repo
+        self.created_at = datetime.now(UTC)
+        self.id = new_backup_id(self.created_at)
+        self.label = label
+        self.staging = repo.root / ".staging" / self.id
+        self.staging.mkdir(parents=True)
+        self.records: list[ArtifactRecord] = []
+
+    @contextmanager
+    def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
+        rel = f"{_safe_segment(component)}/{_safe_segment(name)}.zst"
+        if any(r.path == rel for r in self.records):
+            raise RepositoryError(f"artifact {component}/{name} written twice in backup {self.id}")
+        target = self.staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as fh:
+            stored = HashingWriter(fh)
+            with zstd_compressor().stream_writer(stored, closefd=False) as compressed:
+                raw = HashingWriter(compressed)  # type: ignore[arg-type]
+                yield raw  # type: ignore[misc]
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records.append(
+            ArtifactRecord(
+                component=component,
+                name=name,
+                path=rel,
+                size=stored.size,
+                sha256=stored.hexdigest(),
+                raw_size=raw.size,
+                raw_sha256=raw.hexdigest(),
+            )
+        )
+
+    def commit(
+        self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]
+    ) -> Manifest:
+        components = [
+            c.model_copy(update={"artifacts": [r.name for r in self.records if r.component == c.name]})
+            for c in components
+        ]
+        manifest = Manifest(
+            id=self.id,
+            label=self.label,
+            created_at=self.created_at,
+            completed_at=datetime.now(UTC),
+            components=components,
+            artifacts=self.records,
+            tools=tools,
+            labels=labels,
+        )
+        path = self.staging / MANIFEST_NAME
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(manifest.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(self.staging)
+        final = self._repo.root / "sets" / self.id
+        os.rename(self.staging, final)
+        _fsync_dir(final.parent)
+        return manifest
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class LocalRepository(Repository):
+    name: ClassVar[str] = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            (root / "sets").mkdir(parents=True, exist_ok=True)
+            (root / ".staging").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create repository at {root}: {exc.strerror}") from exc
+
+    def begin(self, label: str | None = None) -> BackupSetWriter:
+        return _LocalSetWriter(self, label)
+
+    def _set_dir(self, backup_id: str) -> Path:
+        return self.root / "sets" / _safe_segment(backup_id)
+
+    def list(self) -> list[Manifest]:
+        out = []
+        for entry in sorted((self.root / "sets").iterdir()):
+            if (entry / MANIFEST_NAME).is_file():
+                out.append(load_manifest(entry / MANIFEST_NAME))
+        return sorted(out, key=lambda m: (m.created_at, m.id))
+
+    def get(self, backup_id: str) -> Manifest:
+        path = self._set_dir(backup_id) / MANIFEST_NAME
+        if not path.is_file():
+            raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
+        return load_manifest(path)
+
+    def _stored_path(self, manifest: Manifest, artifact: ArtifactRecord) -> Path:
+        base = self._set_dir(manifest.id).resolve()
+        path = (base / artifact.path).resolve()
+        if not path.is_relative_to(base):
+            raise IntegrityError(f"backup {manifest.id}: artifact path {artifact.path!r} escapes the set")
+        return path
+
+    def _check(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
+        path = self._stored_path(manifest, artifact)
+        base = dict(
+            artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size
+        )
+        try:
+            digest, size = sha256_file(path)
+        except FileNotFoundError:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem="missing")
+        except OSError as exc:
+            return ArtifactCheck(
+                **base, ok=False, actual_sha256=None, actual_size=None, problem=f"unreadable: {exc.strerror}"
+            )
+        problem = None
+        if size != artifact.size:
+            problem = f"size {size} bytes, manifest says {artifact.size}"
+        elif digest != artifact.sha256:
+            problem = "sha256 differs from manifest"
+        return ArtifactCheck(**base, ok=problem is None, actual_sha256=digest, actual_size=size, problem=problem)
+
+    def verify(self, backup_id: str) -> VerifyReport:
+        manifest = self.get(backup_id)
+        checks = [self._check(manifest, a) for a in manifest.artifacts]
+        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+
+    @contextmanager
+    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        # Check first, so a damaged artifact is refused before a single byte is restored;
+        # then hash again while streaming in case the file changes underneath us.
+        check = self._check(manifest, artifact)
+        if not check.ok:
+            raise IntegrityError(
+                f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
+            )
+        path = self._stored_path(manifest, artifact)
+        with open(path, "rb") as fh:
+            stored = HashingReader(fh)
+            reader = zstd_decompressor().stream_reader(stored, read_size=CHUNK)
+            try:
+                yield reader
+                while reader.read(CHUNK):
+                    pass
+            finally:
+                reader.close()
+            stored.drain()
+            if stored.hexdigest() != artifact.sha256:
+                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
+
+    def describe(self) -> dict[str, str]:
+        return {"type": self.name, "path": str(self.root)}
+
+    def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
+        return self._stored_path(manifest, artifact).stat().st_size
+
+    def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
+        with open(self._stored_path(manifest, artifact), "r+b") as fh:
+            fh.seek(offset)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())

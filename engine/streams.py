@@ -1,0 +1,101 @@
+"""Streaming building blocks: every artifact passes through these and is never held whole.
+
+Backups can be far larger than memory, so artifacts are compressed, hashed and counted
+chunk by chunk as they flow between a tool's pipe and the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from typing import IO, Any
+
+import zstandard
+
+CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat.
+
+
+class HashingWriter(io.RawIOBase):
+    """Write-through wrapper that hashes and counts the bytes it passes on."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self.size += len(view)
+        self._sink.write(view)
+        return len(view)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class HashingReader(io.RawIOBase):
+    """Read-through wrapper that hashes and counts the bytes it hands out."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self._hash.update(data)
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        """Read to the end so the digest covers every byte, even those a consumer skipped."""
+        while self.read(CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def sha256_file(path: str | bytes | Any) -> tuple[str, int]:
+    """Digest and size of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def copy_stream(source: IO[bytes], sink: IO[bytes] | HashingWriter) -> int:
+    total = 0
+    while chunk := source.read(CHUNK):
+        sink.write(chunk)
+        total += len(chunk)
+    return total
+
+
+def iter_chunks(source: IO[bytes]) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
+def zstd_compressor(level: int = 3) -> zstandard.ZstdCompressor:
+    # threads=-1 uses every core for large artifacts; content checksums let zstd itself
+    # notice corruption even before the manifest digest is compared.
+    return zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+
+
+def zstd_decompressor() -> zstandard.ZstdDecompressor:
+    return zstandard.ZstdDecompressor()
