@@ -89,6 +89,9 @@ class Repository(ABC):
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int: ...
 
     @abstractmethod
+    def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None: ...
 
     def iter_sets(self) -> Iterator[Manifest]:

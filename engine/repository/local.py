@@ -205,6 +205,11 @@ class LocalRepository(Repository):
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
         return self._stored_path(manifest, artifact).stat().st_size
 
+    def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes:
+        with open(self._stored_path(manifest, artifact), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         with open(self._stored_path(manifest, artifact), "r+b") as fh:
             fh.seek(offset)

@@ -1,0 +1,1 @@
+"""drproof's drill runner: YAML scenario → validated model → timeline → results."""

@@ -1,0 +1,72 @@
+"""The contract every assertion fulfils, and the state it judges.
+
+An assertion never measures anything itself: it reads what the runner recorded in the
+drill state during the run and turns it into a verdict with evidence. That keeps every
+verdict traceable to a measurement taken at a known moment of the timeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.components.base import Component
+from engine.fingerprint import Fingerprint
+from engine.journal import AssertionResult, ComponentResult, DisasterRecord
+from engine.manifest import Manifest
+from engine.repository.base import Repository
+
+
+class AssertionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class RestoreAttempt:
+    step: int
+    backup: str
+    backup_id: str
+    component: str
+    outcome: str  # ok | refused | failed
+    detail: str
+    expected: str  # success | refused
+
+
+@dataclass
+class DrillState:
+    """Everything the runner recorded, for assertions and the journal."""
+
+    repository: Repository
+    components: dict[str, Component] = field(default_factory=dict)
+    results: dict[str, ComponentResult] = field(default_factory=dict)
+    backups: dict[str, Manifest] = field(default_factory=dict)  # by step name, in order
+    disasters: list[DisasterRecord] = field(default_factory=list)
+    restores: list[RestoreAttempt] = field(default_factory=list)
+    final_fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+    fingerprint_errors: dict[str, str] = field(default_factory=dict)
+    rto_objective: float | None = None
+    stack_rto: float | None = None
+    first_disaster_offset: float | None = None
+
+    def backup_name_of(self, backup_id: str) -> str | None:
+        for name, m in self.backups.items():
+            if m.id == backup_id:
+                return name
+        return None
+
+
+class Assertion(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[AssertionParams]]
+    description: ClassVar[str]
+
+    @abstractmethod
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        """One result per thing judged (e.g. per component), each with its evidence."""
+
+
+def result(id: str, name: str, status: str, summary: str, **kw: Any) -> AssertionResult:
+    return AssertionResult(id=id, name=name, status=status, summary=summary, **kw)  # type: ignore[arg-type]

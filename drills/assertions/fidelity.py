@@ -1,0 +1,84 @@
+"""fidelity: after the drill, each component holds exactly what its backup captured."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from engine.fingerprint import compare
+from engine.journal import AssertionResult
+
+
+class FidelityParams(AssertionParams):
+    components: list[str] | None = Field(default=None, description="Components to check; default: all.")
+
+
+class Fidelity(Assertion):
+    name: ClassVar[str] = "fidelity"
+    Params: ClassVar[type[AssertionParams]] = FidelityParams
+    description: ClassVar[str] = (
+        "Per component, the content fingerprint at the end of the drill equals the fingerprint taken when the "
+        "backup it was restored from was made; a mismatch names the table, key space, file or vector range."
+    )
+
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        assert isinstance(params, FidelityParams)
+        names = params.components or list(state.components)
+        return [self._one(name, state) for name in names]
+
+    def _one(self, name: str, state: DrillState) -> AssertionResult:
+        rid = f"fidelity[{name}]"
+        comp = state.results[name]
+        restored = [r for r in state.restores if r.component == name and r.outcome == "ok"]
+        if restored:
+            backup_name = restored[-1].backup
+        else:
+            holding = [n for n, m in state.backups.items() if any(c.name == name for c in m.components)]
+            if not holding:
+                return result(rid, self.name, "error", f"{name}: no backup holds this component; nothing to compare")
+            backup_name = holding[-1]
+        manifest = state.backups[backup_name]
+        expected = manifest.component(name).fingerprint
+        if expected is None:
+            return result(rid, self.name, "error", f"{name}: backup {backup_name} recorded no fingerprint")
+        if name in state.fingerprint_errors:
+            return result(
+                rid, self.name, "error", f"{name}: could not fingerprint after the drill",
+                findings=[state.fingerprint_errors[name]],
+            )
+        actual = state.final_fingerprints[name]
+        diffs = compare(expected, actual)
+        comp.differences = diffs
+        evidence: dict[str, Any] = {
+            "backup": backup_name,
+            "backup_id": manifest.id,
+            "expected_sha256": expected.digest,
+            "actual_sha256": actual.digest,
+            "parts_compared": len(set(expected.parts) | set(actual.parts)),
+            "content_compared": _totals(expected.parts),
+        }
+        findings = []
+        if not restored and comp.damaged_by:
+            findings.append(f"{name} was damaged by {', '.join(comp.damaged_by)} and never restored")
+        findings += [d.describe() for d in diffs]
+        if diffs:
+            return result(
+                rid, self.name, "fail",
+                f"{name}: {len(diffs)} of {evidence['parts_compared']} parts differ from backup {backup_name}",
+                evidence=evidence, findings=findings,
+            )
+        return result(
+            rid, self.name, "pass",
+            f"{name}: all {evidence['parts_compared']} parts match backup {backup_name} "
+            f"(sha256 {actual.digest[:12]}…)",
+            evidence=evidence, findings=findings,
+        )
+
+
+def _totals(parts: dict[str, Any]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for p in parts.values():
+        totals[p.unit] = totals.get(p.unit, 0) + p.count
+    return totals

@@ -1,0 +1,64 @@
+"""rto: the measured time to recover is within the objective."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.durations import Duration, format_duration
+from engine.journal import AssertionResult
+
+
+class RtoParams(AssertionParams):
+    max: Duration | None = Field(default=None, description="Objective for this check; default: objectives.rto.")
+    component: str | None = Field(default=None, description="Check one component's RTO; default: the whole stack.")
+
+
+class Rto(Assertion):
+    name: ClassVar[str] = "rto"
+    Params: ClassVar[type[AssertionParams]] = RtoParams
+    description: ClassVar[str] = (
+        "Measured recovery time, from the first disaster's injection until every damaged component (or the one "
+        "named) is restored and healthy, is at most the objective."
+    )
+
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        assert isinstance(params, RtoParams)
+        objective = params.max if params.max is not None else state.rto_objective
+        scope = params.component or "stack"
+        rid = f"rto[{scope}]"
+        if objective is None:
+            return [result(rid, self.name, "error", "no RTO objective: set objectives.rto or rto.max")]
+        if state.first_disaster_offset is None:
+            return [result(rid, self.name, "error", "no disaster happened, so there is no recovery to time")]
+        measured = state.results[params.component].rto_seconds if params.component else state.stack_rto
+        evidence: dict[str, Any] = {
+            "objective_seconds": objective,
+            "measured_seconds": measured,
+            "clock": "monotonic",
+            "from": "injection of the first disaster",
+            "until": "restored and healthy",
+        }
+        if measured is None:
+            not_recovered = [
+                r.name for r in state.results.values() if r.damaged_by and r.rto_seconds is None
+            ]
+            return [result(
+                rid, self.name, "fail", f"{scope} never recovered, so the RTO is unbounded",
+                evidence=evidence,
+                findings=[f"{n}: damaged and not restored to a healthy state" for n in not_recovered],
+            )]
+        if measured <= objective:
+            return [result(
+                rid, self.name, "pass",
+                f"{scope} recovered in {measured:.2f} s, within the {format_duration(objective)} objective",
+                evidence=evidence,
+            )]
+        return [result(
+            rid, self.name, "fail",
+            f"{scope} recovered in {measured:.2f} s, over the {format_duration(objective)} objective",
+            evidence=evidence,
+            findings=[f"RTO exceeded by {measured - objective:.2f} s"],
+        )]

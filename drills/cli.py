@@ -1,0 +1,199 @@
+"""The ``drproof`` command.
+
+Exit codes are part of the interface (CI gates on them): 0 every assertion passed, 1 an
+assertion failed, 2 the input was invalid or the drill could not run, 130 interrupted.
+Domain errors are printed as one clear message; any other exception is a bug in drproof
+and is printed with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from engine import __version__
+from engine.errors import DrproofError, ValidationFailed
+from engine.journal import Phase, Results
+
+_STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
+_VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drproof", description="Declarative disaster-recovery drills.")
+    p.add_argument("--version", action="version", version=f"drproof {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a drill scenario and write its reports")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--runtime", help="override stack.runtime (e.g. local)")
+    run.add_argument("--report-dir", type=Path,
+                     help="where to write report.html, results.json, junit.xml "
+                          "(default ./drproof-reports/<scenario>-<UTC time>/)")
+    run.add_argument("--work-dir", type=Path, help="parent directory for the run's private files (default: temp)")
+    run.add_argument("--keep-workdir", action="store_true", help="keep the run's private files for inspection")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    run.add_argument("--json", action="store_true", help="print results.json to stdout instead of progress")
+
+    val = sub.add_parser("validate", help="check scenario files without running them")
+    val.add_argument("files", type=Path, nargs="+")
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of scenarios (or of results.json)")
+    sch.add_argument("--results", action="store_true", help="the schema of results.json instead")
+
+    rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
+    return p
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _default_report_dir(name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("drproof-reports") / f"{name}-{stamp}"
+
+
+def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills.loader import load_scenario
+    from drills.runner import DrillRunner, Hooks
+    from reports import write_all
+
+    loaded = load_scenario(args.scenario)
+    quiet = args.quiet or args.json
+    report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
+
+    def started(name: str) -> None:
+        if not quiet:
+            err.print(f"[dim]…[/dim] {name}", highlight=False)
+
+    def finished(phase: Phase) -> None:
+        if not quiet:
+            style = _STATUS_STYLE.get(phase.status, "")
+            detail = f" — {phase.detail}" if phase.detail and phase.status != "ok" else ""
+            err.print(f"  [{style}]{phase.status:>7}[/{style}] {phase.name} "
+                      f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}", highlight=False)
+
+    runner = DrillRunner(loaded, runtime=args.runtime, work_root=args.work_dir,
+                         keep_workdir=args.keep_workdir, hooks=Hooks(phase_started=started, phase_finished=finished))
+    if not quiet:
+        err.print(f"[bold]drproof[/bold] running [bold]{loaded.scenario.name}[/bold] "
+                  f"on the {runner.runtime_name} runtime", highlight=False)
+    try:
+        results = runner.run()
+    except KeyboardInterrupt:
+        results = runner.interrupted_results
+        _write(results, report_dir, loaded, write_all)
+        err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {report_dir}")
+        return 130
+    paths = _write(results, report_dir, loaded, write_all)
+    if args.json:
+        out.print_json(json.dumps(results.model_dump(mode="json")))
+    _summary(results, paths, err, quiet=args.quiet)
+    return results.exit_code
+
+
+def _write(results: Results, report_dir: Path, loaded: Any, write_all: Any) -> dict[str, Path]:
+    formats = tuple(loaded.scenario.report.formats)
+    if "json" not in formats:
+        formats = (*formats, "json")  # the machine record is always kept
+    return dict(write_all(results, report_dir, formats=formats))
+
+
+def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool) -> None:
+    style = _VERDICT_STYLE[results.verdict]
+    rto = results.measured.rto_seconds
+    rto_text = f"{rto:.2f} s" if rto is not None else "not measured"
+    if not quiet:
+        for a in results.assertions:
+            s = {"pass": "green", "fail": "red", "error": "bold red", "not_run": "bold red"}[a.status]
+            err.print(f"  [{s}]{a.status.upper():>7}[/{s}] {a.id}: {a.summary}", highlight=False)
+            for f in a.findings[:10]:
+                err.print(f"           - {f}", highlight=False)
+        if results.error:
+            err.print(f"[bold red]error:[/bold red] {results.error}", highlight=False)
+    err.print(f"[{style}]{results.verdict.upper()}[/{style}] {results.scenario.name}: stack RTO {rto_text}, "
+              f"drill {results.measured.drill_seconds:.1f} s; report: {paths.get('html', paths.get('json'))}",
+              highlight=False)
+
+
+def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills.loader import load_scenario
+
+    code = 0
+    for f in args.files:
+        try:
+            load_scenario(f)
+            out.print(f"{f}: ok", highlight=False)
+        except ValidationFailed as exc:
+            code = 2
+            for p in exc.problems:
+                err.print(str(p), highlight=False, markup=False)
+    return code
+
+
+def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.results:
+        schema = Results.model_json_schema()
+    else:
+        from drills.scenario import Scenario
+
+        schema = Scenario.model_json_schema()
+    sys.stdout.write(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from reports import load_results, write_all
+
+    results = load_results(args.results)
+    target = args.out or args.results.parent
+    paths = write_all(results, target, formats=("html", "junit"))
+    for kind, path in paths.items():
+        out.print(f"{kind}: {path}", highlight=False)
+    return 0
+
+
+_SECRET = re.compile(r"(?i)(password|passwd|pgpassword|secret|token)=\S+")
+
+
+def redact(text: str) -> str:
+    """Last line of defence: mask anything that looks like a credential in a message."""
+    return _SECRET.sub(lambda m: m.group(1) + "=***", text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    commands = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "report": _cmd_report}
+    try:
+        return commands[args.command](args, out, err)
+    except ValidationFailed as exc:
+        for p in exc.problems:
+            err.print(redact(str(p)), highlight=False, markup=False)
+        return exc.exit_code
+    except DrproofError as exc:
+        err.print(f"drproof: error: {redact(str(exc))}", highlight=False, markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("drproof: interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os._exit(main())

@@ -1,0 +1,447 @@
+"""Executing a scenario's timeline and recording what really happened.
+
+The runner owns the order of events and the clock: every phase is timed with the
+monotonic clock (wall-clock UTC is recorded beside it for people), and every verdict is
+left to the assertions, which judge only what was recorded here. Whatever happens —
+a failed step, Ctrl-C, a bug — the runtime is torn down and a journal is produced; a
+drill that did not run to the end is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drills.assertions import DrillState, RestoreAttempt, assertion_kinds
+from drills.loader import LoadedScenario
+from drills.scenario import DisasterCommon, assertion_params
+from engine import __version__
+from engine import backup as engine_backup
+from engine.components import component_kinds
+from engine.components.base import Component
+from engine.errors import DrproofError, IntegrityError
+from engine.faults import REPOSITORY_TARGET, FaultContext, faults
+from engine.journal import (
+    AssertionResult,
+    BackupRecord,
+    ComponentResult,
+    DisasterRecord,
+    Measured,
+    Objectives,
+    Phase,
+    Results,
+    ScenarioInfo,
+    SourceLocation,
+)
+from engine.manifest import Manifest
+from engine.repository import LocalRepository
+from engine.runtime import runtimes
+from engine.runtime.base import Runtime
+
+HEALTH_TIMEOUT = 30.0
+
+
+class StepFailed(DrproofError):
+    """A step that must succeed for the drill to continue did not."""
+
+
+@dataclass
+class Hooks:
+    """Callbacks for progress output and for tests that tamper with a run on purpose."""
+
+    phase_started: Callable[[str], None] = lambda name: None
+    phase_finished: Callable[[Phase], None] = lambda phase: None
+    after_restore: Callable[[Component], None] = lambda comp: None
+
+
+@dataclass
+class _Clock:
+    start: float = field(default_factory=time.monotonic)
+
+    def offset(self) -> float:
+        return time.monotonic() - self.start
+
+
+class DrillRunner:
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        *,
+        runtime: str | None = None,
+        work_root: Path | None = None,
+        keep_workdir: bool = False,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.scenario = loaded.scenario
+        self.runtime_name = runtime or self.scenario.stack.runtime
+        self.work_root = work_root
+        self.keep_workdir = keep_workdir
+        self.hooks = hooks or Hooks()
+        self.phases: list[Phase] = []
+        self.backup_records: list[BackupRecord] = []
+        self.tools: dict[str, str] = {}
+        self.clock = _Clock()
+        self.workdir: Path | None = None
+        self.runtime: Runtime | None = None
+        self.runtime_facts: dict[str, str] = {"runtime": self.runtime_name}
+        self.state: DrillState | None = None
+
+    # -- phases --------------------------------------------------------------------------
+    @contextmanager
+    def phase(
+        self, name: str, kind: str, *, step: int | None = None, component: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Time a phase; the body may set ``status``, ``detail`` and ``data`` in the dict it gets."""
+        self.hooks.phase_started(name)
+        rec: dict[str, Any] = {"status": "ok", "detail": "", "data": {}}
+        started_at = datetime.now(UTC)
+        t0 = self.clock.offset()
+        try:
+            yield rec
+        except BaseException as exc:
+            rec["status"] = "error"
+            rec["detail"] = str(exc) if isinstance(exc, DrproofError) else f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            phase = Phase(
+                name=name,
+                kind=kind,
+                step=step,
+                component=component,
+                status=rec["status"],
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                offset_seconds=round(t0, 6),
+                duration_seconds=round(self.clock.offset() - t0, 6),
+                detail=rec["detail"],
+                data=rec["data"],
+            )
+            self.phases.append(phase)
+            self.hooks.phase_finished(phase)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> Results:
+        started_at = datetime.now(UTC)
+        self.clock = _Clock()
+        error: str | None = None
+        interrupted: BaseException | None = None
+        self.assertion_results: list[AssertionResult] | None = None
+        try:
+            self._run_timeline()
+            assert self.state is not None
+            self.state.stack_rto = self._stack_rto()
+            # Judged before teardown: some checks (backup_integrity) read the repository.
+            with self.phase("evaluate assertions", "check"):
+                self.assertion_results = self._assertions()
+        except DrproofError as exc:
+            error = str(exc)
+        except KeyboardInterrupt as exc:
+            error = "interrupted by the user (Ctrl-C or SIGTERM); the drill did not finish"
+            interrupted = exc
+        finally:
+            teardown_error = self._teardown()
+            if teardown_error and error is None:
+                error = teardown_error
+        results = self._results(started_at, error)
+        if interrupted is not None:
+            self.interrupted_results = results
+            raise interrupted
+        return results
+
+    def _run_timeline(self) -> None:
+        s = self.scenario
+        parent = self.work_root or Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"drproof-{s.name}-", dir=parent))
+        if s.repository.path is not None:
+            repo_path = s.repository.path
+            if not repo_path.is_absolute():
+                repo_path = self.loaded.base_dir / repo_path
+        else:
+            repo_path = self.workdir / "repository"
+        repository = LocalRepository(repo_path)
+        self.state = state = DrillState(repository=repository, rto_objective=s.objectives.rto)
+
+        with self.phase(f"start {self.runtime_name} runtime", "provision"):
+            try:
+                runtime_cls = runtimes.get(self.runtime_name)
+            except KeyError as exc:
+                raise StepFailed(str(exc.args[0])) from None
+            self.runtime = runtime_cls(self.workdir)  # type: ignore[call-arg]
+
+        for name, spec in s.stack.components.items():
+            kind = component_kinds.get(spec.kind)  # type: ignore[union-attr]
+            params = spec.seed  # type: ignore[union-attr]
+            sql_file = getattr(params, "sql_file", None)
+            if sql_file is not None and not sql_file.is_absolute():
+                params = params.model_copy(update={"sql_file": self.loaded.base_dir / sql_file})
+            comp = kind(name, params, self.runtime)
+            state.components[name] = comp
+            state.results[name] = ComponentResult(name=name, kind=kind.name)
+            with self.phase(f"provision {name}", "provision", component=name) as rec:
+                comp.provision()
+            with self.phase(f"seed {name}", "seed", component=name) as rec:
+                rec["data"] = state.results[name].seed = comp.seed()
+        self.runtime_facts = self.runtime.describe() if self.runtime else self.runtime_facts
+
+        for i, step in enumerate(s.steps):
+            kind_name = s.step_kind(i)
+            spec: Any = getattr(step, kind_name)
+            if kind_name == "backup":
+                self._backup(i, spec)
+            elif kind_name == "wait":
+                with self.phase(f"wait {spec:g}s", "wait", step=i):
+                    time.sleep(spec)
+            elif kind_name == "disaster":
+                self._disaster(i, spec)
+            elif kind_name == "restore":
+                self._restore(i, spec)
+
+        with self.phase("final fingerprints", "check") as rec:
+            for name, comp in state.components.items():
+                try:
+                    fp = comp.fingerprint()
+                    state.final_fingerprints[name] = fp
+                    state.results[name].fingerprint_final = fp.digest
+                except DrproofError as exc:
+                    state.fingerprint_errors[name] = str(exc)
+                health = comp.health()
+                if state.results[name].healthy is None or not health.ok:
+                    state.results[name].healthy = health.ok
+                    state.results[name].health_detail = health.detail
+            rec["data"] = {n: f.digest for n, f in state.final_fingerprints.items()}
+
+    def _backup(self, i: int, spec: Any) -> None:
+        state = self.state
+        assert state is not None
+        name = spec.name or f"step{i + 1}-backup"
+        chosen = [state.components[c] for c in (spec.components or list(state.components))]
+        with self.phase(f"backup {name}", "backup", step=i) as rec:
+            t0 = time.monotonic()
+            fingerprints = {c.instance: c.fingerprint() for c in chosen}
+            t_fp = time.monotonic() - t0
+            manifest = engine_backup.backup(
+                state.repository,
+                chosen,
+                label=name,
+                labels={"scenario": self.scenario.name, "scenario_sha256": self.loaded.sha256, "step": str(i + 1)},
+                fingerprints=fingerprints,
+            )
+            duration = time.monotonic() - t0
+            state.backups[name] = manifest
+            for c in chosen:
+                state.results[c.instance].fingerprint_at_backup = fingerprints[c.instance].digest
+            self.tools.update(manifest.tools)
+            self.backup_records.append(
+                BackupRecord(
+                    name=name,
+                    id=manifest.id,
+                    created_at=manifest.created_at,
+                    components=[c.instance for c in chosen],
+                    artifacts=[{"key": a.key, "size": a.size, "raw_size": a.raw_size, "sha256": a.sha256}
+                               for a in manifest.artifacts],
+                    manifest_sha256=hashlib.sha256(manifest.to_json().encode()).hexdigest(),
+                    duration_seconds=round(duration, 6),
+                )
+            )
+            rec["detail"] = f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, " \
+                            f"{sum(a.size for a in manifest.artifacts)} bytes stored"
+            rec["data"] = {"backup_id": manifest.id, "fingerprint_seconds": round(t_fp, 6)}
+
+    def _find_backup(self, name: str | None) -> Manifest:
+        state = self.state
+        assert state is not None
+        if not state.backups:
+            raise StepFailed("no backup has been taken yet")
+        if name is None:
+            return list(state.backups.values())[-1]
+        return state.backups[name]
+
+    def _disaster(self, i: int, spec: Any) -> None:
+        state = self.state
+        assert state is not None and isinstance(spec, DisasterCommon)
+        fault_name: str = spec.fault  # type: ignore[attr-defined]
+        fault = faults.get(fault_name)(spec)  # type: ignore[arg-type]
+        name = spec.name or fault_name
+        target = spec.target
+        component = None if target == REPOSITORY_TARGET else state.components[target]
+        ctx = FaultContext(
+            component=component,
+            repository=state.repository,
+            find_backup=self._find_backup,
+            rng=random.Random(spec.random_seed),  # type: ignore[attr-defined]
+        )
+        with self.phase(f"disaster {name} on {target}", "disaster", step=i, component=component and target) as rec:
+            effect = fault.inject(ctx)
+            injected = self.clock.offset()
+            rec["data"] = effect
+            rec["detail"] = ", ".join(f"{k}={v}" for k, v in effect.items() if not isinstance(v, list | dict))
+        if state.first_disaster_offset is None:
+            state.first_disaster_offset = injected
+        if component is not None:
+            state.results[target].damaged_by.append(name)
+        state.disasters.append(
+            DisasterRecord(step=i, name=name, fault=fault_name, target=target, injected_at=datetime.now(UTC),
+                           offset_seconds=round(injected, 6), effect=effect)
+        )
+
+    def _restore(self, i: int, spec: Any) -> None:
+        state = self.state
+        assert state is not None
+        manifest = self._find_backup(spec.from_)
+        backup_name = state.backup_name_of(manifest.id) or manifest.id
+        targets = spec.components or [c.name for c in manifest.components]
+        for name in targets:
+            comp = state.components[name]
+            result = state.results[name]
+            with self.phase(f"restore {name} from {backup_name}", "restore", step=i, component=name) as rec:
+                t0 = time.monotonic()
+                try:
+                    engine_backup.restore(state.repository, manifest, comp)
+                except IntegrityError as exc:
+                    outcome, detail = "refused", str(exc)
+                except DrproofError as exc:
+                    outcome, detail = "failed", str(exc)
+                else:
+                    self.hooks.after_restore(comp)
+                    health = _wait_healthy(comp)
+                    result.healthy, result.health_detail = health.ok, health.detail
+                    outcome = "ok" if health.ok else "failed"
+                    detail = health.detail if health.ok else f"restored but not healthy: {health.detail}"
+                elapsed = time.monotonic() - t0
+                state.restores.append(RestoreAttempt(i, backup_name, manifest.id, name, outcome, detail, spec.expect))
+                rec["detail"] = detail
+                rec["data"] = {"backup_id": manifest.id, "outcome": outcome, "expected": spec.expect}
+                if outcome == "ok":
+                    result.restored_from = manifest.id
+                    result.restore_seconds = round(elapsed, 6)
+                    if state.first_disaster_offset is not None:
+                        result.rto_seconds = round(self.clock.offset() - state.first_disaster_offset, 6)
+                if spec.expect == "refused":
+                    rec["status"] = "refused" if outcome == "refused" else "failed"
+                    if outcome == "ok":
+                        rec["detail"] = "expected the restore to be refused, but it went ahead: " + detail
+                else:
+                    rec["status"] = {"ok": "ok", "refused": "refused", "failed": "failed"}[outcome]
+
+    def _teardown(self) -> str | None:
+        problem = None
+        if self.runtime is not None:
+            try:
+                with self.phase(f"stop {self.runtime_name} runtime", "teardown"):
+                    self.runtime.close()
+            except DrproofError as exc:
+                problem = f"teardown: {exc}"
+            except Exception as exc:  # never let cleanup hide the real result
+                problem = f"teardown: {type(exc).__name__}: {exc}"
+        if self.workdir is not None and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return problem
+
+    # -- results -----------------------------------------------------------------------------
+    def _source(self, index: int) -> SourceLocation:
+        mark = self.loaded.document.locate(("assertions", index))
+        return SourceLocation(file=str(self.loaded.path), line=mark.line if mark else None,
+                              column=mark.column if mark else None)
+
+    def _assertions(self) -> list[AssertionResult]:
+        state = self.state
+        assert state is not None
+        out: list[AssertionResult] = []
+        for idx, spec in enumerate(self.scenario.assertions):
+            tag, params = assertion_params(spec)
+            source = self._source(idx)
+            try:
+                for r in assertion_kinds.get(tag)().evaluate(params, state):
+                    r.source = source
+                    out.append(r)
+            except DrproofError as exc:
+                out.append(AssertionResult(id=tag, name=tag, status="error", summary=str(exc), source=source))
+        return out
+
+    def _stack_rto(self) -> float | None:
+        state = self.state
+        if state is None or state.first_disaster_offset is None:
+            return None
+        damaged = [r for r in state.results.values() if r.damaged_by]
+        considered = damaged or [r for r in state.results.values() if r.restored_from]
+        if not considered or any(r.rto_seconds is None for r in considered):
+            return None
+        return max(r.rto_seconds for r in considered if r.rto_seconds is not None)
+
+    def _results(self, started_at: datetime, error: str | None) -> Results:
+        state = self.state
+        if error is None and self.assertion_results is not None:
+            assertions = self.assertion_results
+        else:
+            assertions = [
+                AssertionResult(id=tag, name=tag, status="not_run", source=self._source(idx),
+                                summary="not checked: the drill stopped before the end")
+                for idx, (tag, _) in enumerate(assertion_params(a) for a in self.scenario.assertions)
+            ]
+        statuses = {a.status for a in assertions}
+        if error is not None or "error" in statuses or "not_run" in statuses or not assertions:
+            verdict, code = "error", 2
+        elif "fail" in statuses:
+            verdict, code = "fail", 1
+        else:
+            verdict, code = "pass", 0
+        components = list(state.results.values()) if state else []
+        s = self.scenario
+        return Results(
+            drproof_version=__version__,
+            scenario=ScenarioInfo(name=s.name, description=s.description, file=str(self.loaded.path),
+                                  sha256=self.loaded.sha256, source=self.loaded.document.text),
+            verdict=verdict,  # type: ignore[arg-type]
+            exit_code=code,
+            runtime=self.runtime_facts,
+            repository=state.repository.describe() if state else {},
+            environment=_environment(),
+            tools=self.tools,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            objectives=Objectives(rto_seconds=s.objectives.rto, rpo_seconds=s.objectives.rpo),
+            measured=Measured(
+                rto_seconds=state.stack_rto if state else None,
+                components={r.name: r.rto_seconds for r in components},
+                drill_seconds=round(self.clock.offset(), 6),
+            ),
+            components=components,
+            phases=self.phases,
+            backups=self.backup_records,
+            disasters=state.disasters if state else [],
+            assertions=assertions,
+            error=error,
+            report={k: v for k, v in s.report.model_dump().items() if v is not None},
+        )
+
+
+def _wait_healthy(comp: Component) -> Any:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    health = comp.health()
+    while not health.ok and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = comp.health()
+    return health
+
+
+def _environment() -> dict[str, str]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+    }

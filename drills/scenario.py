@@ -1,0 +1,244 @@
+"""The scenario schema, assembled from the registries.
+
+Component kinds, faults and assertions contribute their own parameter models, so the
+schema (and ``drproof schema``) always matches exactly what is installed: registering a
+new fault makes it valid YAML, documented in the JSON Schema, with no edit here.
+Unknown keys are errors everywhere; a misspelt check must never silently not run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+)
+
+from drills.assertions import assertion_kinds
+from drills.durations import Duration
+from engine.components import component_kinds
+from engine.faults import faults
+from engine.runtime import runtimes
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Lower-case letters, digits, - and _.")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    # The YAML key or literal value that selects this model inside a union; used to
+    # find the model for a precise "unknown key" message.
+    drproof_tag: ClassVar[str | None] = None
+
+
+def _tagged(model: type[Strict], tag: str) -> type[Strict]:
+    model.drproof_tag = tag
+    return model
+
+
+# -- stack ---------------------------------------------------------------------------------
+
+def _component_model(kind: Any) -> type[Strict]:
+    model = create_model(
+        f"{kind.name.capitalize()}Component",
+        __base__=Strict,
+        __doc__=kind.description,
+        kind=(Literal[kind.name], Field(description="Component kind.")),  # type: ignore[valid-type]
+        description=(str, Field(default="", description="What this component stands for in your stack.")),
+        seed=(kind.Params, Field(default_factory=kind.Params, description="Deterministic seed data.")),
+    )
+    return _tagged(model, kind.name)
+
+
+_component_models = [_component_model(k) for k in component_kinds]
+ComponentSpec = Annotated[
+    Union[tuple(_component_models)],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+RuntimeName = Literal[tuple(runtimes.names())]  # type: ignore[valid-type]
+
+
+class Stack(Strict):
+    runtime: RuntimeName = Field(default="local", description="Where the stack runs (overridable with --runtime).")
+    components: dict[Name, ComponentSpec] = Field(
+        min_length=1, description="Named components; the name is how steps and assertions refer to them."
+    )
+
+
+class RepositorySpec(Strict):
+    type: Literal["local"] = "local"
+    path: Path | None = Field(
+        default=None,
+        description="Directory for backup sets (relative to the scenario). Default: a private repository in the "
+        "run's work directory, removed afterwards.",
+    )
+
+
+class Objectives(Strict):
+    rto: Duration | None = Field(default=None, description="Recovery time objective, e.g. 5m.")
+    rpo: Duration | None = Field(default=None, description="Recovery point objective, e.g. 1m (measured from issue 5 on).")
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class BackupSpec(Strict):
+    name: Name | None = Field(default=None, description="Name later steps use to refer to this backup.")
+    components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
+
+
+class RestoreSpec(Strict):
+    from_: Name | None = Field(default=None, alias="from", description="Backup step name; default: the latest.")
+    components: list[Name] | None = Field(default=None, description="Components to restore; default: all in the backup.")
+    expect: Literal["success", "refused"] = Field(
+        default="success",
+        description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
+    )
+
+
+class DisasterCommon(Strict):
+    target: str = Field(description="Component name, or `repository` for faults on stored backups.")
+    name: Name | None = Field(default=None, description="Name for the report; default: the fault name.")
+
+
+def _fault_model(fault: Any) -> type[Strict]:
+    model = create_model(
+        f"{''.join(p.capitalize() for p in fault.name.split('_'))}Disaster",
+        __base__=(DisasterCommon, fault.Params),
+        __doc__=fault.description,
+        fault=(Literal[fault.name], Field(description="Fault to inject.")),  # type: ignore[valid-type]
+    )
+    return _tagged(model, fault.name)
+
+
+_fault_models = [_fault_model(f) for f in faults]
+DisasterSpec = Annotated[Union[tuple(_fault_models)], Field(discriminator="fault")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+class BackupStep(Strict):
+    """Take a full backup of the components into the repository."""
+
+    backup: Annotated[BackupSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=BackupSpec)
+
+
+class WaitStep(Strict):
+    """Let time pass (for example between a backup and a disaster)."""
+
+    wait: Duration
+
+
+class DisasterStep(Strict):
+    """Break something on purpose."""
+
+    disaster: DisasterSpec
+
+
+class RestoreStep(Strict):
+    """Restore components from a backup and wait until they are healthy."""
+
+    restore: Annotated[RestoreSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=RestoreSpec)
+
+
+STEP_MODELS: dict[str, type[Strict]] = {
+    "backup": _tagged(BackupStep, "backup"),
+    "wait": _tagged(WaitStep, "wait"),
+    "disaster": _tagged(DisasterStep, "disaster"),
+    "restore": _tagged(RestoreStep, "restore"),
+}
+
+
+def _single_key(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next(iter(value)) if len(value) == 1 else None
+    if isinstance(value, Strict):
+        return value.drproof_tag
+    return None
+
+
+Step = Annotated[
+    Union[tuple(Annotated[m, Tag(t)] for t, m in STEP_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(
+        _single_key,
+        custom_error_type="step_shape",
+        custom_error_message="a step is a mapping with exactly one key: " + ", ".join(STEP_MODELS),
+    ),
+]
+
+
+# -- assertions ----------------------------------------------------------------------------
+
+def _assertion_model(kind: Any) -> type[Strict]:
+    model = create_model(
+        f"{''.join(p.capitalize() for p in kind.name.split('_'))}Assertion",
+        __base__=Strict,
+        __doc__=kind.description,
+        **{kind.name: (Annotated[kind.Params, BeforeValidator(_none_is_empty)], Field(default_factory=kind.Params))},
+    )
+    return _tagged(model, kind.name)
+
+
+ASSERTION_MODELS = {k.name: _assertion_model(k) for k in assertion_kinds}
+
+
+def _bare_name(value: Any) -> Any:
+    return {value: {}} if isinstance(value, str) else value
+
+
+AssertionSpec = Annotated[
+    Union[tuple(Annotated[m, Tag(t)] for t, m in ASSERTION_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(
+        _single_key,
+        custom_error_type="assertion_shape",
+        custom_error_message="an assertion is a name or a mapping with exactly one key: " + ", ".join(ASSERTION_MODELS),
+    ),
+    BeforeValidator(_bare_name),
+]
+
+
+# -- report and scenario -------------------------------------------------------------------
+
+class ReportSpec(Strict):
+    title: str | None = Field(default=None, description="Report title; default: the scenario name.")
+    operator: str | None = Field(default=None, description="Who runs the drill, for the audit trail.")
+    formats: list[Literal["html", "json", "junit"]] = Field(
+        default_factory=lambda: ["html", "json", "junit"], min_length=1
+    )
+
+
+class Scenario(Strict):
+    """A disaster-recovery drill."""
+
+    version: Literal[1] = Field(default=1, description="Scenario format version.")
+    name: Name
+    description: str = ""
+    objectives: Objectives = Field(default_factory=Objectives)
+    stack: Stack
+    repository: RepositorySpec = Field(default_factory=RepositorySpec)
+    steps: list[Step] = Field(min_length=1, description="The timeline, run in order.")
+    assertions: list[AssertionSpec] = Field(min_length=1, description="What must hold for the drill to pass.")
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    def step_kind(self, index: int) -> str:
+        tag = type(self.steps[index]).drproof_tag
+        assert tag is not None
+        return tag
+
+
+def assertion_params(spec: Strict) -> tuple[str, BaseModel]:
+    tag = type(spec).drproof_tag
+    assert tag is not None
+    params = getattr(spec, tag)
+    assert isinstance(params, BaseModel)
+    return tag, params

@@ -1,0 +1,314 @@
+"""Turning every problem in a scenario into ``file:line:col: key.path: what (expected)``.
+
+Two passes: pydantic checks shape and types; then cross-references (targets exist and
+fit their fault, backups are named before they are restored, objectives exist for the
+checks that need them) are checked against the document so that they too carry a line.
+All problems are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from drills.scenario import ASSERTION_MODELS, STEP_MODELS, Scenario, Strict
+from drills.yamlsource import Document, PathKey, render_path
+from engine.components import component_kinds
+from engine.errors import Problem
+from engine.faults import REPOSITORY_TARGET, faults
+
+
+def _problem(doc: Document, path: PathKey, message: str, anchor: PathKey | None = None) -> Problem:
+    mark = None
+    probe = anchor if anchor is not None else path
+    while mark is None:
+        mark = doc.locate(probe)
+        if mark is None and not probe:
+            break
+        if mark is None:
+            probe = probe[:-1]
+    message = message.replace("; (", " (")  # no suggestion: keep the sentence tidy
+    return Problem(doc.file, mark.line if mark else None, mark.column if mark else None, render_path(path), message)
+
+
+# -- pass 1: shape and types ---------------------------------------------------------------
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _members(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return [_unwrap(a) for a in get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _field_type(model: type[BaseModel], key: str) -> Any:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info.annotation
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at ``loc``; best effort, for suggestions."""
+    tp: Any = root
+    for seg in loc:
+        members = _members(tp)
+        if len(members) > 1:
+            chosen = [m for m in members if isinstance(m, type) and issubclass(m, Strict) and m.drproof_tag == seg]
+            if not chosen:
+                return None
+            tp = chosen[0]
+            continue
+        tp = members[0]
+        origin = get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            tp = _field_type(tp, str(seg))
+            if tp is None:
+                return None
+        elif origin is dict:
+            tp = get_args(tp)[1]
+        elif origin is list:
+            tp = get_args(tp)[0]
+        else:
+            return None
+    final = [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return final[0] if len(final) == 1 else None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
+    """Drop union tags from a pydantic location, keeping only real document keys."""
+    node = doc.data
+    out: list[str | int] = []
+    for i, seg in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and seg in node:
+            node = node[seg]
+            out.append(seg)
+        elif isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
+            node = node[seg]
+            out.append(seg)
+        elif last:
+            out.append(seg)
+        # else: a union tag pydantic put in the location; not a key of the document
+    return tuple(out)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    path = _doc_path(doc, loc)
+    msg = str(err["msg"])
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_at(root, loc[:-1])
+        allowed = _keys_of(model) if model else []
+        hint = _suggest(key, allowed)
+        expected = f"(expected one of: {', '.join(allowed)})" if allowed else ""
+        return _problem(doc, path, f"unknown key {key!r}; {hint}{expected}".rstrip("; "))
+    if kind == "missing":
+        return _problem(doc, path, f"required key {loc[-1]!r} is missing", anchor=path[:-1])
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        tag = str(ctx.get("tag"))
+        expected_tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        field = ctx.get("discriminator", "").strip("'")
+        hint = _suggest(tag, expected_tags)
+        return _problem(
+            doc, _doc_path(doc, (*loc, field)),
+            f"unknown {field} {tag!r}; {hint}(expected one of: {', '.join(expected_tags)})",
+        )
+    if kind in {"step_shape", "assertion_shape"}:
+        what, options = ("step", list(STEP_MODELS)) if kind == "step_shape" else ("assertion", list(ASSERTION_MODELS))
+        value = err.get("input")
+        if isinstance(value, dict) and len(value) == 1:
+            key = str(next(iter(value)))
+            return _problem(doc, (*path, key),
+                            f"unknown {what} {key!r}; {_suggest(key, options)}(expected one of: {', '.join(options)})")
+        if isinstance(value, str):
+            return _problem(doc, path,
+                            f"unknown {what} {value!r}; {_suggest(value, options)}(expected one of: {', '.join(options)})")
+        return _problem(doc, path, msg)
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        msg = f"{msg} (got {_short(err['input'])})"
+    if kind == "literal_error" and loc and loc[-1] == "kind":
+        msg = f"unknown component kind {err['input']!r}; {_suggest(str(err['input']), component_kinds.names())}" \
+              f"(expected one of: {', '.join(component_kinds.names())})"
+    return _problem(doc, path, msg)
+
+
+# -- pass 2: cross-references --------------------------------------------------------------
+# Run on the raw document, defensively, so that they are reported even when pass 1 found
+# problems elsewhere: users get every problem in one go.
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _single(value: Any) -> tuple[str | None, dict[str, Any]]:
+    if isinstance(value, str):
+        return value, {}
+    if isinstance(value, dict) and len(value) == 1:
+        key, inner = next(iter(value.items()))
+        return str(key), _d(inner)
+    return None, {}
+
+
+def _str_list(value: Any) -> list[tuple[int, str]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _cross_checks(doc: Document) -> list[Problem]:
+    problems: list[Problem] = []
+    data = _d(doc.data)
+    comps = _d(_d(data.get("stack")).get("components"))
+    names = [str(n) for n in comps]
+    kinds = {str(n): _d(c).get("kind") for n, c in comps.items()}
+    objectives = _d(data.get("objectives"))
+
+    def bad_component(path: PathKey, name: str, what: str = "component") -> None:
+        problems.append(_problem(doc, path, f"no {what} named {name!r}; {_suggest(name, names)}"
+                                 f"(components: {', '.join(names)})"))
+
+    def check_components(path: PathKey, value: Any) -> None:
+        for j, c in _str_list(value):
+            if c not in comps:
+                bad_component((*path, j), c)
+
+    if REPOSITORY_TARGET in comps:
+        problems.append(_problem(doc, ("stack", "components", REPOSITORY_TARGET),
+                                 f"{REPOSITORY_TARGET!r} is reserved for faults on the backup repository"))
+    for name, spec in comps.items():
+        sql_file = _d(_d(spec).get("seed")).get("sql_file")
+        if isinstance(sql_file, str):
+            resolved = Path(sql_file) if Path(sql_file).is_absolute() else Path(doc.file).parent / sql_file
+            if not resolved.is_file():
+                problems.append(_problem(doc, ("stack", "components", name, "seed", "sql_file"),
+                                         f"SQL file not found: {resolved}"))
+
+    backups: list[str] = []
+    step_names: dict[str, int] = {}
+    has_disaster = has_restore = False
+    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    for i, raw in enumerate(steps):
+        kind, spec = _single(raw)
+        base: PathKey = ("steps", i, kind or "")
+        name = spec.get("name") if isinstance(spec.get("name"), str) else None
+        if name:
+            if name in step_names:
+                problems.append(_problem(doc, (*base, "name"),
+                                         f"step name {name!r} already used by step {step_names[name] + 1}"))
+            step_names[name] = i
+        if kind == "backup":
+            backups.append(name or f"step{i + 1}-backup")
+            check_components((*base, "components"), spec.get("components"))
+        elif kind == "disaster":
+            has_disaster = True
+            fault_name, target = spec.get("fault"), spec.get("target")
+            if not isinstance(fault_name, str) or fault_name not in faults or not isinstance(target, str):
+                continue  # pass 1 reports these
+            fault = faults.get(fault_name)
+            if target == REPOSITORY_TARGET:
+                if REPOSITORY_TARGET not in fault.targets:
+                    problems.append(_problem(doc, (*base, "target"),
+                                             f"fault {fault.name!r} hits {', '.join(sorted(fault.targets))} "
+                                             "components, not the repository"))
+                if not backups:
+                    problems.append(_problem(doc, base, "a repository fault needs an earlier backup step"))
+                ref = spec.get("backup")
+                if isinstance(ref, str) and ref not in backups:
+                    problems.append(_problem(doc, (*base, "backup"),
+                                             f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
+                                             f"(earlier backups: {', '.join(backups) or 'none'})"))
+                comp = spec.get("component")
+                if isinstance(comp, str) and comp not in comps:
+                    bad_component((*base, "component"), comp)
+            elif target not in comps:
+                bad_component((*base, "target"), target, "target")
+            elif isinstance(kinds[target], str) and kinds[target] not in fault.targets:
+                kind_name = kinds[target]
+                fitting = [f.name for f in faults if kind_name in f.targets]
+                problems.append(_problem(doc, (*base, "fault"),
+                                         f"fault {fault.name!r} cannot hit {target!r} (a {kind_name}); "
+                                         f"faults for {kind_name}: {', '.join(fitting) or 'none'}"))
+        elif kind == "restore":
+            has_restore = True
+            ref = spec.get("from")
+            if not backups:
+                problems.append(_problem(doc, base, "restore needs an earlier backup step"))
+            elif isinstance(ref, str) and ref not in backups:
+                problems.append(_problem(doc, (*base, "from"),
+                                         f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
+                                         f"(earlier backups: {', '.join(backups)})"))
+            check_components((*base, "components"), spec.get("components"))
+
+    assertions = data.get("assertions") if isinstance(data.get("assertions"), list) else []
+    for i, raw in enumerate(assertions):
+        tag, params = _single(raw)
+        base = ("assertions", i, tag or "")
+        if tag == "fidelity":
+            check_components((*base, "components"), params.get("components"))
+            if not backups:
+                problems.append(_problem(doc, ("assertions", i), "fidelity needs a backup step to compare against"))
+        elif tag == "rto":
+            if params.get("max") is None and objectives.get("rto") is None:
+                problems.append(_problem(doc, ("assertions", i),
+                                         "rto needs an objective: set objectives.rto or rto.max"))
+            if not (has_disaster and has_restore):
+                problems.append(_problem(doc, ("assertions", i),
+                                         "rto needs a disaster step and a restore step to time"))
+            comp = params.get("component")
+            if isinstance(comp, str) and comp not in comps:
+                bad_component((*base, "component"), comp)
+        elif tag == "backup_integrity":
+            ref = params.get("backup")
+            if not backups:
+                problems.append(_problem(doc, ("assertions", i), "backup_integrity needs a backup step"))
+            elif isinstance(ref, str) and ref not in backups:
+                problems.append(_problem(doc, (*base, "backup"),
+                                         f"no backup step named {ref!r}; {_suggest(ref, backups)}"
+                                         f"(backups: {', '.join(backups)})"))
+    return problems
+
+
+def validate(doc: Document) -> tuple[Scenario | None, list[Problem]]:
+    if not isinstance(doc.data, dict):
+        got = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+        return None, [Problem(doc.file, 1, 1, "", f"a scenario is a mapping with keys name, stack, steps, ...; got {got}")]
+    scenario: Scenario | None = None
+    problems: list[Problem] = []
+    try:
+        scenario = Scenario.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [_translate(doc, e, Scenario) for e in exc.errors()]
+    for p in _cross_checks(doc):
+        if p not in problems:
+            problems.append(p)
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
+    return (scenario if not problems else None), problems
+
+

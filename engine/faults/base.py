@@ -1,0 +1,56 @@
+"""The contract every fault fulfils.
+
+A fault class names what it breaks (``targets``: component kinds, or ``repository``),
+validates its parameters with ``Params``, and returns from ``inject`` a precise record
+of the damage done, which becomes evidence in the report: an auditor must be able to
+see that the disaster really happened.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.components.base import Component
+from engine.manifest import Manifest
+from engine.repository.base import Repository
+
+REPOSITORY_TARGET = "repository"
+
+
+class FaultParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    random_seed: int = 1
+
+
+@dataclass
+class FaultContext:
+    component: Component | None
+    repository: Repository
+    find_backup: Callable[[str | None], Manifest]
+    rng: random.Random
+
+
+class Fault(ABC):
+    name: ClassVar[str]
+    targets: ClassVar[frozenset[str]]
+    Params: ClassVar[type[FaultParams]]
+    description: ClassVar[str]
+
+    def __init__(self, params: FaultParams) -> None:
+        self.params = params
+
+    @abstractmethod
+    def inject(self, ctx: FaultContext) -> dict[str, Any]:
+        """Break the target; return what exactly was broken."""
+
+
+def flip_bytes(data: bytes) -> bytes:
+    """Every bit inverted: guaranteed to differ from the input at every position."""
+    return bytes(b ^ 0xFF for b in data)

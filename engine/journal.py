@@ -1,0 +1,136 @@
+"""The drill journal: what happened, when, and what was measured.
+
+This model *is* the results.json schema (documented in docs/results-schema.md and
+exported by ``drproof schema --results``). Reports are rendered only from it, so every
+figure a report shows is one recorded here during the run, never recomputed or assumed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.fingerprint import PartDifference
+
+SCHEMA_VERSION = 1
+
+Verdict = Literal["pass", "fail", "error"]
+AssertionStatus = Literal["pass", "fail", "error", "not_run"]
+PhaseStatus = Literal["ok", "failed", "refused", "error", "skipped"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceLocation(_Model):
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+
+class Phase(_Model):
+    """One timed phase: provisioning, seeding, a step of the timeline, or teardown."""
+
+    name: str
+    kind: str = Field(description="provision | seed | backup | wait | disaster | restore | check | teardown")
+    step: int | None = Field(default=None, description="Index of the scenario step (0-based), if any.")
+    component: str | None = None
+    status: PhaseStatus
+    started_at: datetime = Field(description="Wall-clock UTC start, for people.")
+    finished_at: datetime
+    offset_seconds: float = Field(description="Monotonic seconds from the drill start to the phase start.")
+    duration_seconds: float = Field(description="Monotonic duration.")
+    detail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackupRecord(_Model):
+    name: str
+    id: str
+    created_at: datetime
+    components: list[str]
+    artifacts: list[dict[str, Any]] = Field(description="key, size, sha256 of each stored artifact.")
+    manifest_sha256: str
+    duration_seconds: float
+
+
+class DisasterRecord(_Model):
+    step: int
+    name: str
+    fault: str
+    target: str
+    injected_at: datetime
+    offset_seconds: float
+    effect: dict[str, Any]
+
+
+class ComponentResult(_Model):
+    name: str
+    kind: str
+    seed: dict[str, Any] = Field(default_factory=dict)
+    damaged_by: list[str] = Field(default_factory=list, description="Names of disaster steps that hit it.")
+    restored_from: str | None = Field(default=None, description="Backup id of the last successful restore.")
+    restore_seconds: float | None = Field(default=None, description="Duration of the restore operation itself.")
+    rto_seconds: float | None = Field(
+        default=None, description="From the first disaster to restored and healthy; null if never recovered."
+    )
+    healthy: bool | None = None
+    health_detail: str | None = None
+    fingerprint_at_backup: str | None = None
+    fingerprint_final: str | None = None
+    differences: list[PartDifference] = Field(default_factory=list)
+
+
+class AssertionResult(_Model):
+    id: str = Field(description="Unique within the run, e.g. `fidelity[db]`.")
+    name: str = Field(description="Assertion type: fidelity | rto | backup_integrity.")
+    status: AssertionStatus
+    summary: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    findings: list[str] = Field(default_factory=list, description="What is wrong, one line each, most specific first.")
+    source: SourceLocation | None = None
+
+
+class Measured(_Model):
+    rto_seconds: float | None = Field(description="Stack RTO: first disaster → every damaged component recovered.")
+    components: dict[str, float | None] = Field(description="Per-component RTO in seconds (null: not recovered).")
+    drill_seconds: float
+
+
+class Objectives(_Model):
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+
+
+class ScenarioInfo(_Model):
+    name: str
+    description: str = ""
+    file: str
+    sha256: str
+    source: str = Field(description="The scenario file as run, for the evidence appendix.")
+
+
+class Results(_Model):
+    schema_version: int = SCHEMA_VERSION
+    drproof_version: str
+    scenario: ScenarioInfo
+    verdict: Verdict
+    exit_code: int
+    runtime: dict[str, str]
+    repository: dict[str, str]
+    environment: dict[str, str]
+    tools: dict[str, str] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+    objectives: Objectives
+    measured: Measured
+    components: list[ComponentResult]
+    phases: list[Phase]
+    backups: list[BackupRecord]
+    disasters: list[DisasterRecord]
+    assertions: list[AssertionResult]
+    error: str | None = Field(default=None, description="Why the drill could not run to the end, if it could not.")
+    report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator.")
