@@ -357,10 +357,41 @@ class DrillRunner:
         return SourceLocation(file=str(self.loaded.path), line=mark.line if mark else None,
                               column=mark.column if mark else None)
 
+    def _timeline_check(self) -> AssertionResult:
+        """The steps' own declarations hold: each restore did what its ``expect`` said.
+
+        Always present, because a restore that failed (or went ahead when the scenario
+        said it must be refused) must never leave a drill green, whatever it asserts.
+        """
+        state = self.state
+        assert state is not None
+        findings = [
+            f"step {r.step + 1}: restore of {r.component} from {r.backup} was expected to "
+            f"{'be refused' if r.expected == 'refused' else 'succeed'} but {r.outcome}"
+            + (f": {r.detail}" if r.outcome != "ok" else "")
+            for r in state.restores
+            if (r.expected == "refused") != (r.outcome == "refused") or (r.expected == "success" and r.outcome != "ok")
+        ]
+        evidence = {
+            "steps_run": len(self.scenario.steps),
+            "restores": [{"step": r.step + 1, "component": r.component, "backup": r.backup,
+                          "expected": r.expected, "outcome": r.outcome} for r in state.restores],
+        }
+        mark = self.loaded.document.locate(("steps",))
+        source = SourceLocation(file=str(self.loaded.path), line=mark.line if mark else None,
+                                column=mark.column if mark else None)
+        if findings:
+            return AssertionResult(id="timeline", name="timeline", status="fail", evidence=evidence, source=source,
+                                   summary=f"{len(findings)} restore(s) did not do what the scenario declared",
+                                   findings=findings)
+        return AssertionResult(id="timeline", name="timeline", status="pass", evidence=evidence, source=source,
+                               summary=f"all {len(self.scenario.steps)} steps ran; "
+                                       f"{len(state.restores)} restore(s) behaved as declared")
+
     def _assertions(self) -> list[AssertionResult]:
         state = self.state
         assert state is not None
-        out: list[AssertionResult] = []
+        out: list[AssertionResult] = [self._timeline_check()]
         for idx, spec in enumerate(self.scenario.assertions):
             tag, params = assertion_params(spec)
             source = self._source(idx)

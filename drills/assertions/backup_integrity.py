@@ -66,6 +66,12 @@ class BackupIntegrity(Assertion):
             findings += [f"{a}: damaged, but no fault of this drill touched it" for a in sorted(found - expected)]
         if expected - found:
             findings += [f"{a}: damaged on purpose, but verification did not notice" for a in sorted(expected - found)]
+        findings += [
+            f"{r.component}: the restore from {name} (step {r.step + 1}) was expected to be refused, "
+            "but the backup verified clean and the restore went ahead"
+            for r in state.restores
+            if r.backup_id == manifest.id and r.expected == "refused" and r.outcome == "ok"
+        ]
         damaged_components = {a.split("/", 1)[0] for a in expected}
         attempts = [r for r in state.restores if r.backup_id == manifest.id and r.component in damaged_components]
         evidence["restore_attempts"] = [

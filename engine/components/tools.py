@@ -44,6 +44,8 @@ def stream_out(argv: Sequence[str], env: dict[str, str], sink: IO[bytes], what: 
             proc.kill()
             proc.wait()
             raise
+        finally:
+            proc.stdout.close()
         code = proc.wait()
         err.seek(0)
         stderr = err.read().decode(errors="replace")

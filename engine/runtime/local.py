@@ -287,19 +287,35 @@ class LocalRedis(RedisService):
             processes.stop(self.proc, signal.SIGTERM)
 
 
+def _traversable_by_others(path: Path) -> bool:
+    """Whether every ancestor lets other users pass (o+x), as the server user needs."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
 
     def __init__(self, workdir: Path) -> None:
         self.root = workdir / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
+        self.pg_root = self.root
+        self._extra_dirs: list[Path] = []
         self._pg_user: str | None = None
         if processes.current_is_root():
             _ensure_system_user(PG_SYSTEM_USER)
             self._pg_user = PG_SYSTEM_USER
-            # The unprivileged server user must be able to traverse into its directory.
+            # The unprivileged server user must be able to reach its data directory. We
+            # open up only the directories this run created; if a parent we do not own is
+            # closed (e.g. a 0700 home or pytest's temp root), the servers get a private
+            # directory of their own under the system temp directory instead.
             for p in (workdir, self.root):
                 p.chmod(p.stat().st_mode | 0o711)
+            if not _traversable_by_others(self.root):
+                import tempfile
+
+                self.pg_root = Path(tempfile.mkdtemp(prefix="drproof-pg-"))
+                self.pg_root.chmod(0o711)
+                self._extra_dirs.append(self.pg_root)
         self._postgres: dict[str, LocalPostgres] = {}
         self._redis: dict[str, LocalRedis] = {}
         self._dirs: dict[str, Path] = {}
@@ -308,7 +324,7 @@ class LocalRuntime(Runtime):
 
     def postgres(self, instance: str) -> LocalPostgres:
         if instance not in self._postgres:
-            svc = LocalPostgres(self.root / f"postgres-{instance}", self._pg_user)
+            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user)
             self._postgres[instance] = svc
             svc.ensure_running()
         return self._postgres[instance]
@@ -349,6 +365,7 @@ class LocalRuntime(Runtime):
                 svc.stop()
             except Exception as exc:  # keep stopping the others; report at the end
                 errors.append(f"{type(svc).__name__}: {exc}")
-        shutil.rmtree(self.root, ignore_errors=True)
+        for path in [self.root, *self._extra_dirs]:
+            shutil.rmtree(path, ignore_errors=True)
         if errors:
             raise RuntimeStartError("some servers could not be stopped cleanly: " + "; ".join(errors))

@@ -1,0 +1,26 @@
+"""Shared fixtures.
+
+Integration tests start real servers from the embedded wheels. They are marked
+``integration`` so a quick loop can deselect them (``-m "not integration"``); the README's
+test command and CI run everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def scenarios_dir() -> Path:
+    return SCENARIOS
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA

@@ -1,0 +1,396 @@
+"""Reports are what an auditor and a CI system see of a drill, so these tests pin what
+each must say: a failing or unrunnable check is never green in JUnit, the HTML shows
+exactly which table differs, and nothing user-supplied can inject markup."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.fingerprint import Part, PartDifference
+from engine.journal import (
+    AssertionResult,
+    BackupRecord,
+    ComponentResult,
+    DisasterRecord,
+    Measured,
+    Objectives,
+    Phase,
+    Results,
+    ScenarioInfo,
+    SourceLocation,
+)
+from reports import load_results, render_html, render_junit, write_all, write_html, write_json, write_junit
+from reports.view import format_bytes, format_seconds, timeline
+
+T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+XSS = "<script>alert('x')</script>"
+
+
+def _phase(name: str, kind: str, offset: float, duration: float, status: str = "ok", **kw: object) -> Phase:
+    return Phase.model_validate(
+        {
+            "name": name,
+            "kind": kind,
+            "status": status,
+            "started_at": T0 + timedelta(seconds=offset),
+            "finished_at": T0 + timedelta(seconds=offset + duration),
+            "offset_seconds": offset,
+            "duration_seconds": duration,
+            **kw,
+        }
+    )
+
+
+@pytest.fixture
+def results() -> Results:
+    orders_before = Part(digest="a" * 64, count=1200, unit="rows")
+    orders_after = Part(digest="b" * 64, count=1187, unit="rows")
+    payments = Part(digest="c" * 64, count=300, unit="rows")
+    return Results(
+        drproof_version="0.1.0",
+        scenario=ScenarioInfo(
+            name="orders-db-loss",
+            description=f"Lose the orders database and restore it. {XSS}",
+            file="scenarios/orders.yaml",
+            sha256="d" * 64,
+            source="name: orders-db-loss\nsteps:\n  - backup: nightly\n  - disaster: drop-db\n",
+        ),
+        verdict="fail",
+        exit_code=1,
+        runtime={"runtime": "local", "postgres:db": "16.2"},
+        repository={"type": "local", "path": "/tmp/repo"},
+        environment={"python": "3.11.7", "os": "Linux"},
+        tools={"pg_dump": "16.2"},
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=125.3),
+        objectives=Objectives(rto_seconds=60.0, rpo_seconds=300.0),
+        measured=Measured(rto_seconds=42.5, components={"db": 42.5, "cache": None}, drill_seconds=125.3),
+        components=[
+            ComponentResult(
+                name="db",
+                kind="postgres",
+                seed={"tables": 2, "rows": 1500},
+                damaged_by=["drop-db"],
+                restored_from="bk-20250314-0001",
+                restore_seconds=38.2,
+                rto_seconds=42.5,
+                healthy=True,
+                health_detail="accepting connections",
+                fingerprint_at_backup="e" * 64,
+                fingerprint_final="f" * 64,
+                differences=[
+                    PartDifference(part="public.orders", change="changed", expected=orders_before, actual=orders_after),
+                    PartDifference(part="public.payments", change="missing", expected=payments),
+                ],
+            ),
+            ComponentResult(
+                name="cache",
+                kind="redis",
+                healthy=None,
+                fingerprint_at_backup="1" * 64,
+                fingerprint_final="1" * 64,
+            ),
+        ],
+        phases=[
+            _phase("provision", "provision", 0.0, 3.1),
+            _phase("seed db", "seed", 3.1, 2.0, component="db"),
+            _phase("backup nightly", "backup", 5.1, 10.0, step=0),
+            _phase("drop-db", "disaster", 20.0, 0.0, step=1, component="db"),
+            _phase("restore db", "restore", 20.5, 38.2, step=2, component="db"),
+            _phase("restore cache", "restore", 59.0, 1.0, status="refused", detail="artifact damaged"),
+            _phase("teardown", "teardown", 120.0, 5.3),
+        ],
+        backups=[
+            BackupRecord(
+                name="nightly",
+                id="bk-20250314-0001",
+                created_at=T0 + timedelta(seconds=5),
+                components=["db", "cache"],
+                artifacts=[
+                    {"key": "db/dump.sql", "size": 5_242_880, "sha256": "9" * 64},
+                    {"key": "cache/dump.rdb", "size": 512, "sha256": "8" * 64},
+                ],
+                manifest_sha256="7" * 64,
+                duration_seconds=10.0,
+            )
+        ],
+        disasters=[
+            DisasterRecord(
+                step=1,
+                name="drop-db",
+                fault="postgres.drop_database",
+                target="db",
+                injected_at=T0 + timedelta(seconds=20),
+                offset_seconds=20.0,
+                effect={"dropped": "orders", "tables": ["public.orders", "public.payments"]},
+            )
+        ],
+        assertions=[
+            AssertionResult(
+                id="fidelity[db]",
+                name="fidelity",
+                status="fail",
+                summary="db differs from the backup in 2 parts",
+                evidence={"compared": {"parts": 2}, "digest_equal": False},
+                findings=["public.orders: content differs", "public.payments: missing after restore"],
+                source=SourceLocation(file="scenarios/orders.yaml", line=12, column=5),
+            ),
+            AssertionResult(
+                id="rto",
+                name="rto",
+                status="pass",
+                summary="recovered in 42.50 s, within 60 s",
+                evidence={"measured": 42.5, "objective": 60},
+            ),
+            AssertionResult(
+                id="backup_integrity",
+                name="backup_integrity",
+                status="error",
+                summary="could not read the manifest",
+                findings=["manifest.json: permission denied"],
+            ),
+            AssertionResult(
+                id="fidelity[cache]",
+                name="fidelity",
+                status="not_run",
+                summary="cache was never restored",
+            ),
+        ],
+        report={"operator": "jane.doe", "title": "Q1 DR drill"},
+    )
+
+
+@pytest.fixture
+def instant() -> Results:
+    """A drill that ended the moment it started: the degenerate case for every ratio."""
+    return Results(
+        drproof_version="0.1.0",
+        scenario=ScenarioInfo(name="empty", file="s.yaml", sha256="0" * 64, source=""),
+        verdict="pass",
+        exit_code=0,
+        runtime={},
+        repository={},
+        environment={},
+        started_at=T0,
+        finished_at=T0,
+        objectives=Objectives(),
+        measured=Measured(rto_seconds=None, components={}, drill_seconds=0.0),
+        components=[],
+        phases=[_phase("provision", "provision", 0.0, 0.0), _phase("teardown", "teardown", 0.0, 0.0)],
+        backups=[],
+        disasters=[],
+        assertions=[],
+    )
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def test_json_round_trips(results: Results, tmp_path: Path) -> None:
+    path = write_json(results, tmp_path / "results.json")
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("}\n")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert load_results(path) == results
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "temporary file left behind"
+
+
+def test_json_overwrites_atomically(results: Results, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text("stale", encoding="utf-8")
+    write_json(results, path)
+    assert load_results(path).scenario.name == "orders-db-loss"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"schema_version": 99}', "schema_version is 99"),
+        ('{"schema_version": 1, "verdict": "maybe"}', "problems"),
+    ],
+)
+def test_load_results_rejects_invalid_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_results(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_results_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such results file"):
+        load_results(tmp_path / "absent.json")
+
+
+# --- JUnit ---------------------------------------------------------------------------------
+
+
+def test_junit_counts_not_run_as_error(results: Results, tmp_path: Path) -> None:
+    root = ET.parse(write_junit(results, tmp_path / "junit.xml")).getroot()
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "orders-db-loss"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "4",
+        "1",
+        "2",
+        "0",
+    )
+    assert suite.get("time") == "125.300"
+    assert suite.get("timestamp") == "2025-03-14T09:26:53"
+    assert root.find(".//skipped") is None
+
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == {"fidelity[db]", "rto", "backup_integrity", "fidelity[cache]"}
+    assert all(c.get("classname") == "drproof.orders-db-loss" for c in cases.values())
+
+    failure = cases["fidelity[db]"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "db differs from the backup in 2 parts"
+    assert failure.text == "public.orders: content differs\npublic.payments: missing after restore"
+    assert len(cases["rto"]) == 0
+    error = cases["backup_integrity"].find("error")
+    assert error is not None and error.get("message") == "could not read the manifest"
+    not_run = cases["fidelity[cache]"].find("error")
+    assert not_run is not None
+    assert (not_run.get("message") or "").startswith("not run: ")
+
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["verdict"] == "fail"
+    assert props["runtime"] == "local"
+    assert props["measured_rto_seconds"] == "42.500"
+
+
+def test_junit_drill_error_adds_testcase(results: Results) -> None:
+    broken = results.model_copy(update={"verdict": "error", "error": "postgres did not start\x00: port in use"})
+    suite = ET.fromstring(render_junit(broken)).find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("errors")) == ("5", "3")
+    drill = suite.find("testcase[@name='drill']")
+    assert drill is not None
+    error = drill.find("error")
+    assert error is not None and "port in use" in (error.text or "")
+
+
+def test_junit_never_green_when_verdict_is_not(instant: Results) -> None:
+    failed = instant.model_copy(update={"verdict": "error", "exit_code": 2})
+    suite = ET.fromstring(render_junit(failed)).find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+
+
+# --- HTML ----------------------------------------------------------------------------------
+
+
+class _TagCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+
+def test_html_report_content(results: Results, tmp_path: Path) -> None:
+    html = write_html(results, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert "FAIL" in html
+    order = ["FAIL", *(f'<section id="{s}"' for s in ("objectives", "assertions", "components", "timeline"))]
+    order += [f'<section id="{s}"' for s in ("disasters", "backups", "environment", "appendix")]
+    positions = [html.index(marker) for marker in order]
+    assert positions == sorted(positions), "sections out of the order an auditor reads them"
+    assert "Q1 DR drill" in html and "jane.doe" in html
+    # Which table differs, in PartDifference.describe()'s words.
+    assert "public.orders: content differs" in html
+    assert "public.payments: missing after restore (had 300 rows)" in html
+    assert "<svg" in html and "<title>" in html
+    assert "not run" in html
+    assert "not measured in this drill" in html
+    assert "2025-03-14 09:26:53 UTC" in html
+    assert "42.50 s" in html and "2 min 5 s" in html
+    assert 'title="' + "e" * 64 + '"' in html and "e" * 16 + "…" in html
+    assert "5.0 MiB" in html
+    assert "Generated by drproof" in html
+
+
+def test_html_is_self_contained_and_escaped(results: Results) -> None:
+    html = render_html(results)
+    assert "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    parser = _TagCollector()
+    parser.feed(html)
+    assert {"header", "main", "section", "table", "caption", "footer", "svg", "style"} <= set(parser.tags)
+    assert not [v for k, v in parser.attrs if k == "src"]
+    assert all((v or "").startswith("#") or v == "data:," for k, v in parser.attrs if k == "href")
+    assert ("scope", "col") in parser.attrs and ("scope", "row") in parser.attrs
+
+
+def test_html_shows_drill_error_prominently(results: Results) -> None:
+    broken = results.model_copy(update={"verdict": "error", "error": "restore <db> failed"})
+    html = render_html(broken)
+    assert "ERROR" in html
+    assert 'role="alert"' in html and "restore &lt;db&gt; failed" in html
+
+
+def test_zero_duration_drill_renders(instant: Results, tmp_path: Path) -> None:
+    html = render_html(instant)
+    assert "PASS" in html and "<svg" in html
+    assert "not asserted" in html
+    assert "not measured in this drill" not in html
+    layout = timeline(instant)
+    assert layout.span_seconds == 1.0
+    assert all(bar.width > 0 for bar in layout.bars)
+    no_phases = instant.model_copy(update={"phases": []})
+    assert "No phases were recorded" in render_html(no_phases)
+
+
+# --- write_all and formatting --------------------------------------------------------------
+
+
+def test_write_all(results: Results, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "run-1"
+    written = write_all(results, out)
+    assert written == {"html": out / "report.html", "json": out / "results.json", "junit": out / "junit.xml"}
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "results.json"]
+    assert write_all(results, tmp_path / "j", formats=["json"]) == {"json": tmp_path / "j" / "results.json"}
+
+
+def test_write_all_rejects_unknown_format_before_writing(results: Results, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'pdf'"):
+        write_all(results, tmp_path / "out", formats=("json", "pdf"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (0.0, "0.00 s"),
+        (4.214, "4.21 s"),
+        (59.999, "1 min"),
+        (125.3, "2 min 5 s"),
+        (3600, "1 h"),
+        (3605, "1 h 0 min 5 s"),
+        (3725, "1 h 2 min 5 s"),
+        (-4.5, "-4.50 s"),
+    ],
+)
+def test_format_seconds(seconds: float | None, text: str) -> None:
+    assert format_seconds(seconds) == text
+
+
+def test_format_bytes() -> None:
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.5 KiB (1,536 bytes)"
+    assert format_bytes(None) == "—"
