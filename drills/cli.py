@@ -176,8 +176,9 @@ def redact(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     commands = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "report": _cmd_report}
     try:

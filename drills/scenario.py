@@ -167,6 +167,11 @@ def _single_key(value: Any) -> str | None:
     return None
 
 
+def _bare_name(value: Any) -> Any:
+    """`- backup` means `- backup: {}`: steps and assertions with all defaults."""
+    return {value: None} if isinstance(value, str) else value
+
+
 Step = Annotated[
     Union[tuple(Annotated[m, Tag(t)] for t, m in STEP_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
     Discriminator(
@@ -174,6 +179,7 @@ Step = Annotated[
         custom_error_type="step_shape",
         custom_error_message="a step is a mapping with exactly one key: " + ", ".join(STEP_MODELS),
     ),
+    BeforeValidator(_bare_name),
 ]
 
 
@@ -190,10 +196,6 @@ def _assertion_model(kind: Any) -> type[Strict]:
 
 
 ASSERTION_MODELS = {k.name: _assertion_model(k) for k in assertion_kinds}
-
-
-def _bare_name(value: Any) -> Any:
-    return {value: {}} if isinstance(value, str) else value
 
 
 AssertionSpec = Annotated[

@@ -15,18 +15,20 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from drills.scenario import ASSERTION_MODELS, STEP_MODELS, Scenario, Strict
+from drills.scenario import ASSERTION_MODELS, NAME_PATTERN, STEP_MODELS, Scenario, Strict
 from drills.yamlsource import Document, PathKey, render_path
 from engine.components import component_kinds
 from engine.errors import Problem
 from engine.faults import REPOSITORY_TARGET, faults
 
 
-def _problem(doc: Document, path: PathKey, message: str, anchor: PathKey | None = None) -> Problem:
+def _problem(
+    doc: Document, path: PathKey, message: str, anchor: PathKey | None = None, at_key: bool = False
+) -> Problem:
     mark = None
     probe = anchor if anchor is not None else path
     while mark is None:
-        mark = doc.locate(probe)
+        mark = doc.locate(probe, prefer_key=at_key)
         if mark is None and not probe:
             break
         if mark is None:
@@ -105,6 +107,8 @@ def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
         elif isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
             node = node[seg]
             out.append(seg)
+        elif out and seg == out[-1] and not (isinstance(node, dict) and seg in node):
+            continue  # a wrapper's field named like its tag (`wait: 5s`): already consumed
         elif last:
             out.append(seg)
         # else: a union tag pydantic put in the location; not a key of the document
@@ -127,7 +131,7 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         allowed = _keys_of(model) if model else []
         hint = _suggest(key, allowed)
         expected = f"(expected one of: {', '.join(allowed)})" if allowed else ""
-        return _problem(doc, path, f"unknown key {key!r}; {hint}{expected}".rstrip("; "))
+        return _problem(doc, path, f"unknown key {key!r}; {hint}{expected}".rstrip("; "), at_key=True)
     if kind == "missing":
         return _problem(doc, path, f"required key {loc[-1]!r} is missing", anchor=path[:-1])
     if kind == "union_tag_invalid":
@@ -140,6 +144,11 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
             doc, _doc_path(doc, (*loc, field)),
             f"unknown {field} {tag!r}; {hint}(expected one of: {', '.join(expected_tags)})",
         )
+    if kind == "union_tag_not_found":
+        field = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+        options = {"fault": faults.names(), "kind": component_kinds.names()}.get(field, [])
+        expected = f" (expected one of: {', '.join(options)})" if options else ""
+        return _problem(doc, path, f"required key {field!r} is missing{expected}")
     if kind in {"step_shape", "assertion_shape"}:
         what, options = ("step", list(STEP_MODELS)) if kind == "step_shape" else ("assertion", list(ASSERTION_MODELS))
         value = err.get("input")
@@ -150,6 +159,9 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         if isinstance(value, str):
             return _problem(doc, path,
                             f"unknown {what} {value!r}; {_suggest(value, options)}(expected one of: {', '.join(options)})")
+        return _problem(doc, path, msg)
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        msg = f"expected a name of lower-case letters, digits, '-' and '_' (got {_short(err['input'])})"
         return _problem(doc, path, msg)
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
@@ -169,12 +181,18 @@ def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_KNOWN = {"backup", "wait", "disaster", "restore", "fidelity", "rto", "backup_integrity"}
+
+
 def _single(value: Any) -> tuple[str | None, dict[str, Any]]:
+    """The step or assertion a raw entry stands for; a malformed entry still counts as
+    its first known key, so that one mistake does not cause misleading follow-on errors."""
     if isinstance(value, str):
         return value, {}
-    if isinstance(value, dict) and len(value) == 1:
-        key, inner = next(iter(value.items()))
-        return str(key), _d(inner)
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if len(value) == 1 or key in _KNOWN:
+                return str(key), _d(inner)
     return None, {}
 
 

@@ -36,8 +36,10 @@ class Document:
     keys: dict[PathKey, Mark] = field(default_factory=dict)
     values: dict[PathKey, Mark] = field(default_factory=dict)
 
-    def locate(self, path: PathKey) -> Mark | None:
+    def locate(self, path: PathKey, prefer_key: bool = False) -> Mark | None:
         """The most precise mark for ``path``: the value for scalars, else the key."""
+        if prefer_key and path in self.keys:
+            return self.keys[path]
         if path in self.values and not isinstance(self._get(path), dict | list):
             return self.values[path]
         if path in self.keys:
@@ -105,7 +107,11 @@ def parse(text: str, file: str) -> Document:
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        what = exc.problem or ""
+        if exc.context:
+            opened = exc.context_mark
+            where = f" (opened at line {opened.line + 1}, column {opened.column + 1})" if opened else ""
+            what = f"{exc.context}{where}: {what}"
         raise ValidationFailed(
             [Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
                      f"invalid YAML: {what}")]
