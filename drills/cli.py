@@ -37,9 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a drill scenario and write its reports")
     run.add_argument("scenario", type=Path)
     run.add_argument("--runtime", help="override stack.runtime (e.g. local)")
-    run.add_argument("--report-dir", type=Path,
-                     help="where to write report.html, results.json, junit.xml "
-                          "(default ./drproof-reports/<scenario>-<UTC time>/)")
+    run.add_argument(
+        "--report-dir",
+        type=Path,
+        help="where to write report.html, results.json, junit.xml (default ./drproof-reports/<scenario>-<UTC time>/)",
+    )
     run.add_argument("--work-dir", type=Path, help="parent directory for the run's private files (default: temp)")
     run.add_argument("--keep-workdir", action="store_true", help="keep the run's private files for inspection")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
@@ -83,14 +85,24 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if not quiet:
             style = _STATUS_STYLE.get(phase.status, "")
             detail = f" — {phase.detail}" if phase.detail and phase.status != "ok" else ""
-            err.print(f"  [{style}]{phase.status:>7}[/{style}] {phase.name} "
-                      f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}", highlight=False)
+            err.print(
+                f"  [{style}]{phase.status:>7}[/{style}] {phase.name} "
+                f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}",
+                highlight=False,
+            )
 
-    runner = DrillRunner(loaded, runtime=args.runtime, work_root=args.work_dir,
-                         keep_workdir=args.keep_workdir, hooks=Hooks(phase_started=started, phase_finished=finished))
+    runner = DrillRunner(
+        loaded,
+        runtime=args.runtime,
+        work_root=args.work_dir,
+        keep_workdir=args.keep_workdir,
+        hooks=Hooks(phase_started=started, phase_finished=finished),
+    )
     if not quiet:
-        err.print(f"[bold]drproof[/bold] running [bold]{loaded.scenario.name}[/bold] "
-                  f"on the {runner.runtime_name} runtime", highlight=False)
+        err.print(
+            f"[bold]drproof[/bold] running [bold]{loaded.scenario.name}[/bold] on the {runner.runtime_name} runtime",
+            highlight=False,
+        )
     try:
         results = runner.run()
     except KeyboardInterrupt:
@@ -124,9 +136,11 @@ def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool
                 err.print(f"           - {f}", highlight=False)
         if results.error:
             err.print(f"[bold red]error:[/bold red] {results.error}", highlight=False)
-    err.print(f"[{style}]{results.verdict.upper()}[/{style}] {results.scenario.name}: stack RTO {rto_text}, "
-              f"drill {results.measured.drill_seconds:.1f} s; report: {paths.get('html', paths.get('json'))}",
-              highlight=False)
+    err.print(
+        f"[{style}]{results.verdict.upper()}[/{style}] {results.scenario.name}: stack RTO {rto_text}, "
+        f"drill {results.measured.drill_seconds:.1f} s; report: {paths.get('html', paths.get('json'))}",
+        highlight=False,
+    )
 
 
 def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:

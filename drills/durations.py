@@ -33,8 +33,13 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     if minutes < 60:
         return f"{int(minutes)}m{secs:g}s" if secs else f"{int(minutes)}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)}h{int(minutes)}m"
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{hours}h"
+    if minutes:
+        text += f"{minutes}m"
+    if secs:
+        text += f"{secs:g}s"
+    return text
 
 
 Duration = Annotated[

@@ -182,9 +182,9 @@ class DrillRunner:
                 raise StepFailed(str(exc.args[0])) from None
             self.runtime = runtime_cls(self.workdir)  # type: ignore[call-arg]
 
-        for name, spec in s.stack.components.items():
-            kind = component_kinds.get(spec.kind)  # type: ignore[union-attr]
-            params = spec.seed  # type: ignore[union-attr]
+        for name, comp_spec in s.stack.components.items():
+            kind = component_kinds.get(comp_spec.kind)
+            params = comp_spec.seed
             sql_file = getattr(params, "sql_file", None)
             if sql_file is not None and not sql_file.is_absolute():
                 params = params.model_copy(update={"sql_file": self.loaded.base_dir / sql_file})
@@ -251,14 +251,18 @@ class DrillRunner:
                     id=manifest.id,
                     created_at=manifest.created_at,
                     components=[c.instance for c in chosen],
-                    artifacts=[{"key": a.key, "size": a.size, "raw_size": a.raw_size, "sha256": a.sha256}
-                               for a in manifest.artifacts],
+                    artifacts=[
+                        {"key": a.key, "size": a.size, "raw_size": a.raw_size, "sha256": a.sha256}
+                        for a in manifest.artifacts
+                    ],
                     manifest_sha256=hashlib.sha256(manifest.to_json().encode()).hexdigest(),
                     duration_seconds=round(duration, 6),
                 )
             )
-            rec["detail"] = f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, " \
-                            f"{sum(a.size for a in manifest.artifacts)} bytes stored"
+            rec["detail"] = (
+                f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, "
+                f"{sum(a.size for a in manifest.artifacts)} bytes stored"
+            )
             rec["data"] = {"backup_id": manifest.id, "fingerprint_seconds": round(t_fp, 6)}
 
     def _find_backup(self, name: str | None) -> Manifest:
@@ -284,7 +288,9 @@ class DrillRunner:
             find_backup=self._find_backup,
             rng=random.Random(spec.random_seed),  # type: ignore[attr-defined]
         )
-        with self.phase(f"disaster {name} on {target}", "disaster", step=i, component=component and target) as rec:
+        with self.phase(
+            f"disaster {name} on {target}", "disaster", step=i, component=None if component is None else target
+        ) as rec:
             effect = fault.inject(ctx)
             injected = self.clock.offset()
             rec["data"] = effect
@@ -294,8 +300,15 @@ class DrillRunner:
         if component is not None:
             state.results[target].damaged_by.append(name)
         state.disasters.append(
-            DisasterRecord(step=i, name=name, fault=fault_name, target=target, injected_at=datetime.now(UTC),
-                           offset_seconds=round(injected, 6), effect=effect)
+            DisasterRecord(
+                step=i,
+                name=name,
+                fault=fault_name,
+                target=target,
+                injected_at=datetime.now(UTC),
+                offset_seconds=round(injected, 6),
+                effect=effect,
+            )
         )
 
     def _restore(self, i: int, spec: Any) -> None:
@@ -354,8 +367,9 @@ class DrillRunner:
     # -- results -----------------------------------------------------------------------------
     def _source(self, index: int) -> SourceLocation:
         mark = self.loaded.document.locate(("assertions", index))
-        return SourceLocation(file=str(self.loaded.path), line=mark.line if mark else None,
-                              column=mark.column if mark else None)
+        return SourceLocation(
+            file=str(self.loaded.path), line=mark.line if mark else None, column=mark.column if mark else None
+        )
 
     def _timeline_check(self) -> AssertionResult:
         """The steps' own declarations hold: each restore did what its ``expect`` said.
@@ -374,19 +388,39 @@ class DrillRunner:
         ]
         evidence = {
             "steps_run": len(self.scenario.steps),
-            "restores": [{"step": r.step + 1, "component": r.component, "backup": r.backup,
-                          "expected": r.expected, "outcome": r.outcome} for r in state.restores],
+            "restores": [
+                {
+                    "step": r.step + 1,
+                    "component": r.component,
+                    "backup": r.backup,
+                    "expected": r.expected,
+                    "outcome": r.outcome,
+                }
+                for r in state.restores
+            ],
         }
         mark = self.loaded.document.locate(("steps",))
-        source = SourceLocation(file=str(self.loaded.path), line=mark.line if mark else None,
-                                column=mark.column if mark else None)
+        source = SourceLocation(
+            file=str(self.loaded.path), line=mark.line if mark else None, column=mark.column if mark else None
+        )
         if findings:
-            return AssertionResult(id="timeline", name="timeline", status="fail", evidence=evidence, source=source,
-                                   summary=f"{len(findings)} restore(s) did not do what the scenario declared",
-                                   findings=findings)
-        return AssertionResult(id="timeline", name="timeline", status="pass", evidence=evidence, source=source,
-                               summary=f"all {len(self.scenario.steps)} steps ran; "
-                                       f"{len(state.restores)} restore(s) behaved as declared")
+            return AssertionResult(
+                id="timeline",
+                name="timeline",
+                status="fail",
+                evidence=evidence,
+                source=source,
+                summary=f"{len(findings)} restore(s) did not do what the scenario declared",
+                findings=findings,
+            )
+        return AssertionResult(
+            id="timeline",
+            name="timeline",
+            status="pass",
+            evidence=evidence,
+            source=source,
+            summary=f"all {len(self.scenario.steps)} steps ran; {len(state.restores)} restore(s) behaved as declared",
+        )
 
     def _assertions(self) -> list[AssertionResult]:
         state = self.state
@@ -419,8 +453,13 @@ class DrillRunner:
             assertions = self.assertion_results
         else:
             assertions = [
-                AssertionResult(id=tag, name=tag, status="not_run", source=self._source(idx),
-                                summary="not checked: the drill stopped before the end")
+                AssertionResult(
+                    id=tag,
+                    name=tag,
+                    status="not_run",
+                    source=self._source(idx),
+                    summary="not checked: the drill stopped before the end",
+                )
                 for idx, (tag, _) in enumerate(assertion_params(a) for a in self.scenario.assertions)
             ]
         statuses = {a.status for a in assertions}
@@ -434,8 +473,13 @@ class DrillRunner:
         s = self.scenario
         return Results(
             drproof_version=__version__,
-            scenario=ScenarioInfo(name=s.name, description=s.description, file=str(self.loaded.path),
-                                  sha256=self.loaded.sha256, source=self.loaded.document.text),
+            scenario=ScenarioInfo(
+                name=s.name,
+                description=s.description,
+                file=str(self.loaded.path),
+                sha256=self.loaded.sha256,
+                source=self.loaded.document.text,
+            ),
             verdict=verdict,  # type: ignore[arg-type]
             exit_code=code,
             runtime=self.runtime_facts,

@@ -9,7 +9,7 @@ Unknown keys are errors everywhere; a misspelt check must never silently not run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,11 @@ class Strict(BaseModel):
     drproof_tag: ClassVar[str | None] = None
 
 
+def _literal(value: str) -> Any:
+    """``Literal[value]`` for a value known only at run time."""
+    return Literal.__getitem__(value)
+
+
 def _tagged(model: type[Strict], tag: str) -> type[Strict]:
     model.drproof_tag = tag
     return model
@@ -46,12 +51,13 @@ def _tagged(model: type[Strict], tag: str) -> type[Strict]:
 
 # -- stack ---------------------------------------------------------------------------------
 
+
 def _component_model(kind: Any) -> type[Strict]:
     model = create_model(
         f"{kind.name.capitalize()}Component",
         __base__=Strict,
         __doc__=kind.description,
-        kind=(Literal[kind.name], Field(description="Component kind.")),  # type: ignore[valid-type]
+        kind=(_literal(kind.name), Field(description="Component kind.")),
         description=(str, Field(default="", description="What this component stands for in your stack.")),
         seed=(kind.Params, Field(default_factory=kind.Params, description="Deterministic seed data.")),
     )
@@ -59,12 +65,12 @@ def _component_model(kind: Any) -> type[Strict]:
 
 
 _component_models = [_component_model(k) for k in component_kinds]
-ComponentSpec = Annotated[
-    Union[tuple(_component_models)],  # type: ignore[valid-type]  # noqa: UP007
-    Field(discriminator="kind"),
-]
-
-RuntimeName = Literal[tuple(runtimes.names())]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # built from the registries at import time; opaque to a static checker
+    ComponentSpec = Any
+    RuntimeName = str
+else:
+    ComponentSpec = Annotated[Union[tuple(_component_models)], Field(discriminator="kind")]  # noqa: UP007
+    RuntimeName = Literal[tuple(runtimes.names())]
 
 
 class Stack(Strict):
@@ -85,10 +91,13 @@ class RepositorySpec(Strict):
 
 class Objectives(Strict):
     rto: Duration | None = Field(default=None, description="Recovery time objective, e.g. 5m.")
-    rpo: Duration | None = Field(default=None, description="Recovery point objective, e.g. 1m (measured from issue 5 on).")
+    rpo: Duration | None = Field(
+        default=None, description="Recovery point objective, e.g. 1m (measured from issue 5 on)."
+    )
 
 
 # -- steps ---------------------------------------------------------------------------------
+
 
 def _none_is_empty(value: Any) -> Any:
     return {} if value is None else value
@@ -101,7 +110,9 @@ class BackupSpec(Strict):
 
 class RestoreSpec(Strict):
     from_: Name | None = Field(default=None, alias="from", description="Backup step name; default: the latest.")
-    components: list[Name] | None = Field(default=None, description="Components to restore; default: all in the backup.")
+    components: list[Name] | None = Field(
+        default=None, description="Components to restore; default: all in the backup."
+    )
     expect: Literal["success", "refused"] = Field(
         default="success",
         description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
@@ -118,13 +129,16 @@ def _fault_model(fault: Any) -> type[Strict]:
         f"{''.join(p.capitalize() for p in fault.name.split('_'))}Disaster",
         __base__=(DisasterCommon, fault.Params),
         __doc__=fault.description,
-        fault=(Literal[fault.name], Field(description="Fault to inject.")),  # type: ignore[valid-type]
+        fault=(_literal(fault.name), Field(description="Fault to inject.")),
     )
     return _tagged(model, fault.name)
 
 
 _fault_models = [_fault_model(f) for f in faults]
-DisasterSpec = Annotated[Union[tuple(_fault_models)], Field(discriminator="fault")]  # type: ignore[valid-type]  # noqa: UP007
+if TYPE_CHECKING:
+    DisasterSpec = Any
+else:
+    DisasterSpec = Annotated[Union[tuple(_fault_models)], Field(discriminator="fault")]  # noqa: UP007
 
 
 class BackupStep(Strict):
@@ -172,25 +186,32 @@ def _bare_name(value: Any) -> Any:
     return {value: None} if isinstance(value, str) else value
 
 
-Step = Annotated[
-    Union[tuple(Annotated[m, Tag(t)] for t, m in STEP_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(
-        _single_key,
-        custom_error_type="step_shape",
-        custom_error_message="a step is a mapping with exactly one key: " + ", ".join(STEP_MODELS),
-    ),
-    BeforeValidator(_bare_name),
-]
+if TYPE_CHECKING:
+    Step = Any
+else:
+    Step = Annotated[
+        Union[tuple(Annotated[m, Tag(t)] for t, m in STEP_MODELS.items())],  # noqa: UP007
+        Discriminator(
+            _single_key,
+            custom_error_type="step_shape",
+            custom_error_message="a step is a mapping with exactly one key: " + ", ".join(STEP_MODELS),
+        ),
+        BeforeValidator(_bare_name),
+    ]
 
 
 # -- assertions ----------------------------------------------------------------------------
 
+
 def _assertion_model(kind: Any) -> type[Strict]:
+    fields: dict[str, Any] = {
+        kind.name: (Annotated[kind.Params, BeforeValidator(_none_is_empty)], Field(default_factory=kind.Params))
+    }
     model = create_model(
         f"{''.join(p.capitalize() for p in kind.name.split('_'))}Assertion",
         __base__=Strict,
         __doc__=kind.description,
-        **{kind.name: (Annotated[kind.Params, BeforeValidator(_none_is_empty)], Field(default_factory=kind.Params))},
+        **fields,
     )
     return _tagged(model, kind.name)
 
@@ -198,25 +219,32 @@ def _assertion_model(kind: Any) -> type[Strict]:
 ASSERTION_MODELS = {k.name: _assertion_model(k) for k in assertion_kinds}
 
 
-AssertionSpec = Annotated[
-    Union[tuple(Annotated[m, Tag(t)] for t, m in ASSERTION_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(
-        _single_key,
-        custom_error_type="assertion_shape",
-        custom_error_message="an assertion is a name or a mapping with exactly one key: " + ", ".join(ASSERTION_MODELS),
-    ),
-    BeforeValidator(_bare_name),
-]
+if TYPE_CHECKING:
+    AssertionSpec = Any
+else:
+    AssertionSpec = Annotated[
+        Union[tuple(Annotated[m, Tag(t)] for t, m in ASSERTION_MODELS.items())],  # noqa: UP007
+        Discriminator(
+            _single_key,
+            custom_error_type="assertion_shape",
+            custom_error_message="an assertion is a name or a mapping with exactly one key: "
+            + ", ".join(ASSERTION_MODELS),
+        ),
+        BeforeValidator(_bare_name),
+    ]
 
 
 # -- report and scenario -------------------------------------------------------------------
 
+
+ReportFormat = Literal["html", "json", "junit"]
+_ALL_FORMATS: tuple[ReportFormat, ...] = ("html", "json", "junit")
+
+
 class ReportSpec(Strict):
     title: str | None = Field(default=None, description="Report title; default: the scenario name.")
     operator: str | None = Field(default=None, description="Who runs the drill, for the audit trail.")
-    formats: list[Literal["html", "json", "junit"]] = Field(
-        default_factory=lambda: ["html", "json", "junit"], min_length=1
-    )
+    formats: list[ReportFormat] = Field(default_factory=lambda: list(_ALL_FORMATS), min_length=1)
 
 
 class Scenario(Strict):
@@ -233,7 +261,7 @@ class Scenario(Strict):
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     def step_kind(self, index: int) -> str:
-        tag = type(self.steps[index]).drproof_tag
+        tag: str | None = type(self.steps[index]).drproof_tag
         assert tag is not None
         return tag
 

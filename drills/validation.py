@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -38,6 +38,7 @@ def _problem(
 
 
 # -- pass 1: shape and types ---------------------------------------------------------------
+
 
 def _unwrap(tp: Any) -> Any:
     while get_origin(tp) is Annotated:
@@ -101,10 +102,9 @@ def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
     out: list[str | int] = []
     for i, seg in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and seg in node:
-            node = node[seg]
-            out.append(seg)
-        elif isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
+        if (isinstance(node, dict) and seg in node) or (
+            isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node)
+        ):
             node = node[seg]
             out.append(seg)
         elif out and seg == out[-1] and not (isinstance(node, dict) and seg in node):
@@ -141,7 +141,8 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         field = ctx.get("discriminator", "").strip("'")
         hint = _suggest(tag, expected_tags)
         return _problem(
-            doc, _doc_path(doc, (*loc, field)),
+            doc,
+            _doc_path(doc, (*loc, field)),
             f"unknown {field} {tag!r}; {hint}(expected one of: {', '.join(expected_tags)})",
         )
     if kind == "union_tag_not_found":
@@ -154,11 +155,17 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         value = err.get("input")
         if isinstance(value, dict) and len(value) == 1:
             key = str(next(iter(value)))
-            return _problem(doc, (*path, key),
-                            f"unknown {what} {key!r}; {_suggest(key, options)}(expected one of: {', '.join(options)})")
+            return _problem(
+                doc,
+                (*path, key),
+                f"unknown {what} {key!r}; {_suggest(key, options)}(expected one of: {', '.join(options)})",
+            )
         if isinstance(value, str):
-            return _problem(doc, path,
-                            f"unknown {what} {value!r}; {_suggest(value, options)}(expected one of: {', '.join(options)})")
+            return _problem(
+                doc,
+                path,
+                f"unknown {what} {value!r}; {_suggest(value, options)}(expected one of: {', '.join(options)})",
+            )
         return _problem(doc, path, msg)
     if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
         msg = f"expected a name of lower-case letters, digits, '-' and '_' (got {_short(err['input'])})"
@@ -168,14 +175,17 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
     elif "input" in err and not isinstance(err["input"], dict | list):
         msg = f"{msg} (got {_short(err['input'])})"
     if kind == "literal_error" and loc and loc[-1] == "kind":
-        msg = f"unknown component kind {err['input']!r}; {_suggest(str(err['input']), component_kinds.names())}" \
-              f"(expected one of: {', '.join(component_kinds.names())})"
+        msg = (
+            f"unknown component kind {err['input']!r}; {_suggest(str(err['input']), component_kinds.names())}"
+            f"(expected one of: {', '.join(component_kinds.names())})"
+        )
     return _problem(doc, path, msg)
 
 
 # -- pass 2: cross-references --------------------------------------------------------------
 # Run on the raw document, defensively, so that they are reported even when pass 1 found
 # problems elsewhere: users get every problem in one go.
+
 
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
@@ -209,8 +219,9 @@ def _cross_checks(doc: Document) -> list[Problem]:
     objectives = _d(data.get("objectives"))
 
     def bad_component(path: PathKey, name: str, what: str = "component") -> None:
-        problems.append(_problem(doc, path, f"no {what} named {name!r}; {_suggest(name, names)}"
-                                 f"(components: {', '.join(names)})"))
+        problems.append(
+            _problem(doc, path, f"no {what} named {name!r}; {_suggest(name, names)}(components: {', '.join(names)})")
+        )
 
     def check_components(path: PathKey, value: Any) -> None:
         for j, c in _str_list(value):
@@ -218,31 +229,42 @@ def _cross_checks(doc: Document) -> list[Problem]:
                 bad_component((*path, j), c)
 
     if REPOSITORY_TARGET in comps:
-        problems.append(_problem(doc, ("stack", "components", REPOSITORY_TARGET),
-                                 f"{REPOSITORY_TARGET!r} is reserved for faults on the backup repository"))
+        problems.append(
+            _problem(
+                doc,
+                ("stack", "components", REPOSITORY_TARGET),
+                f"{REPOSITORY_TARGET!r} is reserved for faults on the backup repository",
+            )
+        )
     for name, spec in comps.items():
         sql_file = _d(_d(spec).get("seed")).get("sql_file")
         if isinstance(sql_file, str):
             resolved = Path(sql_file) if Path(sql_file).is_absolute() else Path(doc.file).parent / sql_file
             if not resolved.is_file():
-                problems.append(_problem(doc, ("stack", "components", name, "seed", "sql_file"),
-                                         f"SQL file not found: {resolved}"))
+                problems.append(
+                    _problem(doc, ("stack", "components", name, "seed", "sql_file"), f"SQL file not found: {resolved}")
+                )
 
     backups: list[str] = []
     step_names: dict[str, int] = {}
     has_disaster = has_restore = False
-    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
     for i, raw in enumerate(steps):
         kind, spec = _single(raw)
         base: PathKey = ("steps", i, kind or "")
-        name = spec.get("name") if isinstance(spec.get("name"), str) else None
-        if name:
-            if name in step_names:
-                problems.append(_problem(doc, (*base, "name"),
-                                         f"step name {name!r} already used by step {step_names[name] + 1}"))
-            step_names[name] = i
+        step_name: str | None = spec["name"] if isinstance(spec.get("name"), str) else None
+        if step_name:
+            if step_name in step_names:
+                problems.append(
+                    _problem(
+                        doc,
+                        (*base, "name"),
+                        f"step name {step_name!r} already used by step {step_names[step_name] + 1}",
+                    )
+                )
+            step_names[step_name] = i
         if kind == "backup":
-            backups.append(name or f"step{i + 1}-backup")
+            backups.append(step_name or f"step{i + 1}-backup")
             check_components((*base, "components"), spec.get("components"))
         elif kind == "disaster":
             has_disaster = True
@@ -252,16 +274,26 @@ def _cross_checks(doc: Document) -> list[Problem]:
             fault = faults.get(fault_name)
             if target == REPOSITORY_TARGET:
                 if REPOSITORY_TARGET not in fault.targets:
-                    problems.append(_problem(doc, (*base, "target"),
-                                             f"fault {fault.name!r} hits {', '.join(sorted(fault.targets))} "
-                                             "components, not the repository"))
+                    problems.append(
+                        _problem(
+                            doc,
+                            (*base, "target"),
+                            f"fault {fault.name!r} hits {', '.join(sorted(fault.targets))} "
+                            "components, not the repository",
+                        )
+                    )
                 if not backups:
                     problems.append(_problem(doc, base, "a repository fault needs an earlier backup step"))
                 ref = spec.get("backup")
                 if isinstance(ref, str) and ref not in backups:
-                    problems.append(_problem(doc, (*base, "backup"),
-                                             f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
-                                             f"(earlier backups: {', '.join(backups) or 'none'})"))
+                    problems.append(
+                        _problem(
+                            doc,
+                            (*base, "backup"),
+                            f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
+                            f"(earlier backups: {', '.join(backups) or 'none'})",
+                        )
+                    )
                 comp = spec.get("component")
                 if isinstance(comp, str) and comp not in comps:
                     bad_component((*base, "component"), comp)
@@ -270,21 +302,31 @@ def _cross_checks(doc: Document) -> list[Problem]:
             elif isinstance(kinds[target], str) and kinds[target] not in fault.targets:
                 kind_name = kinds[target]
                 fitting = [f.name for f in faults if kind_name in f.targets]
-                problems.append(_problem(doc, (*base, "fault"),
-                                         f"fault {fault.name!r} cannot hit {target!r} (a {kind_name}); "
-                                         f"faults for {kind_name}: {', '.join(fitting) or 'none'}"))
+                problems.append(
+                    _problem(
+                        doc,
+                        (*base, "fault"),
+                        f"fault {fault.name!r} cannot hit {target!r} (a {kind_name}); "
+                        f"faults for {kind_name}: {', '.join(fitting) or 'none'}",
+                    )
+                )
         elif kind == "restore":
             has_restore = True
             ref = spec.get("from")
             if not backups:
                 problems.append(_problem(doc, base, "restore needs an earlier backup step"))
             elif isinstance(ref, str) and ref not in backups:
-                problems.append(_problem(doc, (*base, "from"),
-                                         f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
-                                         f"(earlier backups: {', '.join(backups)})"))
+                problems.append(
+                    _problem(
+                        doc,
+                        (*base, "from"),
+                        f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
+                        f"(earlier backups: {', '.join(backups)})",
+                    )
+                )
             check_components((*base, "components"), spec.get("components"))
 
-    assertions = data.get("assertions") if isinstance(data.get("assertions"), list) else []
+    assertions: list[Any] = data["assertions"] if isinstance(data.get("assertions"), list) else []
     for i, raw in enumerate(assertions):
         tag, params = _single(raw)
         base = ("assertions", i, tag or "")
@@ -294,11 +336,13 @@ def _cross_checks(doc: Document) -> list[Problem]:
                 problems.append(_problem(doc, ("assertions", i), "fidelity needs a backup step to compare against"))
         elif tag == "rto":
             if params.get("max") is None and objectives.get("rto") is None:
-                problems.append(_problem(doc, ("assertions", i),
-                                         "rto needs an objective: set objectives.rto or rto.max"))
+                problems.append(
+                    _problem(doc, ("assertions", i), "rto needs an objective: set objectives.rto or rto.max")
+                )
             if not (has_disaster and has_restore):
-                problems.append(_problem(doc, ("assertions", i),
-                                         "rto needs a disaster step and a restore step to time"))
+                problems.append(
+                    _problem(doc, ("assertions", i), "rto needs a disaster step and a restore step to time")
+                )
             comp = params.get("component")
             if isinstance(comp, str) and comp not in comps:
                 bad_component((*base, "component"), comp)
@@ -307,16 +351,22 @@ def _cross_checks(doc: Document) -> list[Problem]:
             if not backups:
                 problems.append(_problem(doc, ("assertions", i), "backup_integrity needs a backup step"))
             elif isinstance(ref, str) and ref not in backups:
-                problems.append(_problem(doc, (*base, "backup"),
-                                         f"no backup step named {ref!r}; {_suggest(ref, backups)}"
-                                         f"(backups: {', '.join(backups)})"))
+                problems.append(
+                    _problem(
+                        doc,
+                        (*base, "backup"),
+                        f"no backup step named {ref!r}; {_suggest(ref, backups)}(backups: {', '.join(backups)})",
+                    )
+                )
     return problems
 
 
 def validate(doc: Document) -> tuple[Scenario | None, list[Problem]]:
     if not isinstance(doc.data, dict):
         got = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
-        return None, [Problem(doc.file, 1, 1, "", f"a scenario is a mapping with keys name, stack, steps, ...; got {got}")]
+        return None, [
+            Problem(doc.file, 1, 1, "", f"a scenario is a mapping with keys name, stack, steps, ...; got {got}")
+        ]
     scenario: Scenario | None = None
     problems: list[Problem] = []
     try:
@@ -328,5 +378,3 @@ def validate(doc: Document) -> tuple[Scenario | None, list[Problem]]:
             problems.append(p)
     problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
     return (scenario if not problems else None), problems
-
-

@@ -76,8 +76,13 @@ def _walk(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem]
             if key in seen:
                 first = seen[key]
                 problems.append(
-                    Problem(doc.file, mark.line, mark.column, render_path((*path, key)),
-                            f"duplicate key (first defined at line {first.line})")
+                    Problem(
+                        doc.file,
+                        mark.line,
+                        mark.column,
+                        render_path((*path, key)),
+                        f"duplicate key (first defined at line {first.line})",
+                    )
                 )
                 continue
             seen[key] = mark
@@ -113,8 +118,15 @@ def parse(text: str, file: str) -> Document:
             where = f" (opened at line {opened.line + 1}, column {opened.column + 1})" if opened else ""
             what = f"{exc.context}{where}: {what}"
         raise ValidationFailed(
-            [Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, "",
-                     f"invalid YAML: {what}")]
+            [
+                Problem(
+                    file,
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    "",
+                    f"invalid YAML: {what}",
+                )
+            ]
         ) from None
     except yaml.YAMLError as exc:
         raise ValidationFailed([Problem(file, None, None, "", f"invalid YAML: {exc}")]) from None

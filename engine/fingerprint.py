@@ -57,8 +57,7 @@ class PartDifference(BaseModel):
         if self.expected.count != self.actual.count:
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
         return (
-            f"{self.part}: content differs (sha256 {self.expected.digest[:12]}… → "
-            f"{self.actual.digest[:12]}…{counts})"
+            f"{self.part}: content differs (sha256 {self.expected.digest[:12]}… → {self.actual.digest[:12]}…{counts})"
         )
 
 

@@ -83,14 +83,35 @@ class BackupIntegrity(Assertion):
             if r.outcome == "ok"
         ]
         if findings:
-            return [result(rid, self.name, "fail", f"backup {name}: integrity check did not hold",
-                           evidence=evidence, findings=findings)]
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "fail",
+                    f"backup {name}: integrity check did not hold",
+                    evidence=evidence,
+                    findings=findings,
+                )
+            ]
         if expected:
             refused = sum(1 for r in attempts if r.outcome == "refused")
             tail = f"; {refused} restore attempt(s) refused" if attempts else "; no restore was attempted from it"
-            return [result(rid, self.name, "pass",
-                           f"backup {name}: verification named the {len(expected)} damaged artifact(s){tail}",
-                           evidence=evidence)]
-        return [result(rid, self.name, "pass",
-                       f"backup {name}: all {len(report.checks)} artifacts match their SHA-256 "
-                       f"({evidence['bytes_hashed']} bytes re-hashed)", evidence=evidence)]
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "pass",
+                    f"backup {name}: verification named the {len(expected)} damaged artifact(s){tail}",
+                    evidence=evidence,
+                )
+            ]
+        return [
+            result(
+                rid,
+                self.name,
+                "pass",
+                f"backup {name}: all {len(report.checks)} artifacts match their SHA-256 "
+                f"({evidence['bytes_hashed']} bytes re-hashed)",
+                evidence=evidence,
+            )
+        ]

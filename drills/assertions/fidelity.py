@@ -45,7 +45,10 @@ class Fidelity(Assertion):
             return result(rid, self.name, "error", f"{name}: backup {backup_name} recorded no fingerprint")
         if name in state.fingerprint_errors:
             return result(
-                rid, self.name, "error", f"{name}: could not fingerprint after the drill",
+                rid,
+                self.name,
+                "error",
+                f"{name}: could not fingerprint after the drill",
                 findings=[state.fingerprint_errors[name]],
             )
         actual = state.final_fingerprints[name]
@@ -65,15 +68,20 @@ class Fidelity(Assertion):
         findings += [d.describe() for d in diffs]
         if diffs:
             return result(
-                rid, self.name, "fail",
+                rid,
+                self.name,
+                "fail",
                 f"{name}: {len(diffs)} of {evidence['parts_compared']} parts differ from backup {backup_name}",
-                evidence=evidence, findings=findings,
+                evidence=evidence,
+                findings=findings,
             )
         return result(
-            rid, self.name, "pass",
-            f"{name}: all {evidence['parts_compared']} parts match backup {backup_name} "
-            f"(sha256 {actual.digest[:12]}…)",
-            evidence=evidence, findings=findings,
+            rid,
+            self.name,
+            "pass",
+            f"{name}: all {evidence['parts_compared']} parts match backup {backup_name} (sha256 {actual.digest[:12]}…)",
+            evidence=evidence,
+            findings=findings,
         )
 
 

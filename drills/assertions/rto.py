@@ -42,23 +42,34 @@ class Rto(Assertion):
             "until": "restored and healthy",
         }
         if measured is None:
-            not_recovered = [
-                r.name for r in state.results.values() if r.damaged_by and r.rto_seconds is None
+            not_recovered = [r.name for r in state.results.values() if r.damaged_by and r.rto_seconds is None]
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "fail",
+                    f"{scope} never recovered, so the RTO is unbounded",
+                    evidence=evidence,
+                    findings=[f"{n}: damaged and not restored to a healthy state" for n in not_recovered],
+                )
             ]
-            return [result(
-                rid, self.name, "fail", f"{scope} never recovered, so the RTO is unbounded",
-                evidence=evidence,
-                findings=[f"{n}: damaged and not restored to a healthy state" for n in not_recovered],
-            )]
         if measured <= objective:
-            return [result(
-                rid, self.name, "pass",
-                f"{scope} recovered in {measured:.2f} s, within the {format_duration(objective)} objective",
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "pass",
+                    f"{scope} recovered in {measured:.2f} s, within the {format_duration(objective)} objective",
+                    evidence=evidence,
+                )
+            ]
+        return [
+            result(
+                rid,
+                self.name,
+                "fail",
+                f"{scope} recovered in {measured:.2f} s, over the {format_duration(objective)} objective",
                 evidence=evidence,
-            )]
-        return [result(
-            rid, self.name, "fail",
-            f"{scope} recovered in {measured:.2f} s, over the {format_duration(objective)} objective",
-            evidence=evidence,
-            findings=[f"RTO exceeded by {measured - objective:.2f} s"],
-        )]
+                findings=[f"RTO exceeded by {measured - objective:.2f} s"],
+            )
+        ]

@@ -40,9 +40,7 @@ def _default_files(rng: random.Random) -> dict[str, str]:
             "database:\n  host: db.internal\n  port: 5432\n  pool_size: 20\n"
         ),
         "database.ini": "[primary]\nhost = db.internal\nport = 5432\nsslmode = require\n\n[replica]\nhost = db-ro.internal\n",
-        "feature-flags.json": json.dumps(
-            {f"flag_{i}": rng.random() < 0.5 for i in range(12)}, indent=2, sort_keys=True
-        )
+        "feature-flags.json": json.dumps({f"flag_{i}": rng.random() < 0.5 for i in range(12)}, indent=2, sort_keys=True)
         + "\n",
         "nginx/site.conf": "server {\n    listen 80;\n    location / { proxy_pass http://127.0.0.1:8080; }\n}\n",
     }

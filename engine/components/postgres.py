@@ -185,7 +185,7 @@ class PostgresComponent(Component):
         # independent of physical row order, which a restore is free to change.
         with conn.cursor(name=f"fp_{abs(hash(ident))}") as cur:
             cur.itersize = 5000
-            cur.execute(f"SELECT r FROM (SELECT t::text COLLATE \"C\" AS r FROM ONLY {ident} t) s ORDER BY r")
+            cur.execute(f'SELECT r FROM (SELECT t::text COLLATE "C" AS r FROM ONLY {ident} t) s ORDER BY r')
             for (text,) in cur:
                 h.add(text.encode("utf-8"))
         return h.part()
@@ -254,8 +254,12 @@ class PostgresComponent(Component):
                 sink,
                 f"pg_dump of {self.instance!r}",
             )
-        return {"database": self.db, "server_version": self.service.version(), "dump_bytes": size,
-                "method": "pg_dump custom format + pg_dumpall --globals-only"}
+        return {
+            "database": self.db,
+            "server_version": self.service.version(),
+            "dump_bytes": size,
+            "method": "pg_dump custom format + pg_dumpall --globals-only",
+        }
 
     def restore(self, source: ArtifactSource) -> None:
         self.service.ensure_running()
@@ -283,8 +287,12 @@ class PostgresComponent(Component):
             stream_in(
                 [
                     *self.service.tool("pg_restore"),
-                    "--clean", "--if-exists", "--create", "--exit-on-error",
-                    "-d", self.service.dsn("postgres"),
+                    "--clean",
+                    "--if-exists",
+                    "--create",
+                    "--exit-on-error",
+                    "-d",
+                    self.service.dsn("postgres"),
                 ],
                 env,
                 stream,

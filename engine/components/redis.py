@@ -82,7 +82,7 @@ class RedisComponent(Component):
             elif kind == "set":
                 pipe.sadd(key, value, rng.randbytes(p.value_size), str(i))
             else:
-                pipe.zadd(key, {value: rng.random(), str(i): float(i)})
+                pipe.zadd(key, {value: rng.random(), str(i).encode(): float(i)})
             if rng.random() < p.expiring_fraction:
                 pipe.expire(key, 86400)
             if i % _BATCH == _BATCH - 1:
@@ -109,7 +109,9 @@ class RedisComponent(Component):
                 h = PartHasher("keys")
                 keys.sort()
                 for start in range(0, len(keys), _BATCH):
-                    for key, value in zip(keys[start : start + _BATCH], self._values(r, keys[start : start + _BATCH]), strict=True):
+                    for key, value in zip(
+                        keys[start : start + _BATCH], self._values(r, keys[start : start + _BATCH]), strict=True
+                    ):
                         if value is not None:
                             h.add(key + b"\0" + value)
                 parts[f"db{db} keyspace {space}"] = h.part()

@@ -20,7 +20,6 @@ from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, tree_parts, write_tar
-from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
 
@@ -65,8 +64,13 @@ class VectorstoreComponent(Component):
         with open(self.path / IDS, "w", encoding="utf-8") as fh:
             for i in ids.tolist():
                 fh.write(json.dumps({"id": i, "document": f"doc-{i:09d}"}) + "\n")
-        meta = {"model": p.model, "dimension": p.dimension, "metric": p.metric, "count": p.vectors,
-                "index_type": "IDMap2,Flat"}
+        meta = {
+            "model": p.model,
+            "dimension": p.dimension,
+            "metric": p.metric,
+            "count": p.vectors,
+            "index_type": "IDMap2,Flat",
+        }
         (self.path / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
@@ -130,9 +134,10 @@ class VectorstoreComponent(Component):
             _, found = index.search(probe, 1)
             if int(found[0][0]) != first:
                 return Health(ok=False, detail=f"probe query for id {first} returned id {int(found[0][0])}")
-        return Health(ok=True, detail=f"{index.ntotal} vectors, dim {index.d}, {metric}, model {meta.get('model')}; probe query ok")
+        return Health(
+            ok=True,
+            detail=f"{index.ntotal} vectors, dim {index.d}, {metric}, model {meta.get('model')}; probe query ok",
+        )
 
     def tool_versions(self) -> dict[str, str]:
         return {"faiss": faiss.__version__}
-
-

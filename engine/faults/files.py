@@ -37,6 +37,7 @@ def _pick(ctx: FaultContext, files: list[Path], fraction: float, count: int | No
 
 # -- vectorstore ---------------------------------------------------------------------------
 
+
 class DeleteIndex(Fault):
     name: ClassVar[str] = "delete_index"
     targets: ClassVar[frozenset[str]] = frozenset({VectorstoreComponent.name})
@@ -85,6 +86,7 @@ class CorruptBytes(Fault):
 
 # -- volumes ---------------------------------------------------------------------------------
 
+
 class FileSelection(FaultParams):
     fraction: float = Field(default=0.5, gt=0, le=1, description="Share of files hit (ignored if `count` is set).")
     count: int | None = Field(default=None, ge=1, description="Exact number of files hit.")
@@ -129,11 +131,15 @@ class EncryptFiles(Fault):
                 fh.flush()
                 os.fsync(fh.fileno())
             total += size
-        return {"files_encrypted": len(victims), "bytes_overwritten": total,
-                "examples": [v.relative_to(root).as_posix() for v in victims[:10]]}
+        return {
+            "files_encrypted": len(victims),
+            "bytes_overwritten": total,
+            "examples": [v.relative_to(root).as_posix() for v in victims[:10]],
+        }
 
 
 # -- configuration --------------------------------------------------------------------------
+
 
 class ConfigFileParams(FaultParams):
     file: str | None = Field(default=None, description="File to hit, relative to the component; default: all.")

@@ -58,7 +58,9 @@ class DeleteDataDir(Fault):
     name: ClassVar[str] = "delete_data_dir"
     targets: ClassVar[frozenset[str]] = frozenset({"postgres"})
     Params: ClassVar[type[FaultParams]] = FaultParams
-    description: ClassVar[str] = "Kill the server (SIGKILL) and delete its whole data directory: total loss of the cluster."
+    description: ClassVar[str] = (
+        "Kill the server (SIGKILL) and delete its whole data directory: total loss of the cluster."
+    )
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         comp = _pg(ctx)

@@ -46,9 +46,7 @@ class BackupSetWriter(ABC):
         """A writable stream for raw content; compression and hashing happen behind it."""
 
     @abstractmethod
-    def commit(
-        self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]
-    ) -> Manifest:
+    def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         """Publish the set atomically. Before this returns, the set does not exist.
 
         Each component record's ``artifacts`` is filled in from what was written for it.

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
@@ -65,9 +65,10 @@ class _LocalSetWriter(BackupSetWriter):
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as fh:
             stored = HashingWriter(fh)
-            with zstd_compressor().stream_writer(stored, closefd=False) as compressed:
-                raw = HashingWriter(compressed)  # type: ignore[arg-type]
-                yield raw  # type: ignore[misc]
+            sink: Any = stored  # zstandard accepts any object with write(); its stubs want IO
+            with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
+                raw: Any = HashingWriter(compressed)
+                yield raw
             fh.flush()
             os.fsync(fh.fileno())
         self.records.append(
@@ -82,9 +83,7 @@ class _LocalSetWriter(BackupSetWriter):
             )
         )
 
-    def commit(
-        self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]
-    ) -> Manifest:
+    def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         components = [
             c.model_copy(update={"artifacts": [r.name for r in self.records if r.component == c.name]})
             for c in components
@@ -153,9 +152,7 @@ class LocalRepository(Repository):
 
     def _check(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
         path = self._stored_path(manifest, artifact)
-        base = dict(
-            artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size
-        )
+        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
         try:
             digest, size = sha256_file(path)
         except FileNotFoundError:
@@ -188,7 +185,8 @@ class LocalRepository(Repository):
         path = self._stored_path(manifest, artifact)
         with open(path, "rb") as fh:
             stored = HashingReader(fh)
-            reader = zstd_decompressor().stream_reader(stored, read_size=CHUNK)
+            source: Any = stored  # zstandard accepts any object with read(); its stubs want IO
+            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
             try:
                 yield reader
                 while reader.read(CHUNK):

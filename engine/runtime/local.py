@@ -8,6 +8,7 @@ created for this run, keeps all its files under the run's work directory, and is
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -104,7 +105,7 @@ class LocalPostgres(PostgresService):
                 f"({probe.stderr.strip() or 'permission denied'}). Install drproof in a virtual environment "
                 "that other users can read (for example inside the project directory, not under /root)."
             )
-        self._version = probe.stdout.strip()
+        self._version: str = probe.stdout.strip()
 
     def data_dir(self) -> Path:
         return self.base / "data"
@@ -137,9 +138,12 @@ class LocalPostgres(PostgresService):
             result = subprocess.run(
                 [
                     str(self.bin / "initdb"),
-                    "-D", str(self.data_dir()),
-                    "-U", self.superuser,
-                    "--pwfile", str(pwfile),
+                    "-D",
+                    str(self.data_dir()),
+                    "-U",
+                    self.superuser,
+                    "--pwfile",
+                    str(pwfile),
                     "--auth-host=scram-sha-256",
                     "--auth-local=peer",
                     "--encoding=UTF8",
@@ -158,18 +162,22 @@ class LocalPostgres(PostgresService):
     def _start(self) -> None:
         argv = [
             str(self.bin / "postgres"),
-            "-D", str(self.data_dir()),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"port={self.port}",
-            "-c", f"unix_socket_directories={self.base / 'socket'}",
-            "-c", "logging_collector=off",
+            "-D",
+            str(self.data_dir()),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            f"unix_socket_directories={self.base / 'socket'}",
+            "-c",
+            "logging_collector=off",
         ]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
         if not processes.wait_until(self._answers, timeout=60, interval=0.1):
             processes.stop(self.proc, signal.SIGINT)
             raise RuntimeStartError(
-                f"PostgreSQL on 127.0.0.1:{self.port} did not answer within 60 s. Log:\n"
-                + processes.tail(self.log)
+                f"PostgreSQL on 127.0.0.1:{self.port} did not answer within 60 s. Log:\n" + processes.tail(self.log)
             )
 
     def _answers(self) -> bool:
@@ -200,10 +208,8 @@ class LocalPostgres(PostgresService):
             return
         # The whole process group: orphaned backends would otherwise hold the shared
         # memory segment and stop a restarted server from starting.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
         processes.wait_until(lambda: not _group_alive(self.proc.pid if self.proc else 0), timeout=10)
 
@@ -214,10 +220,8 @@ class LocalPostgres(PostgresService):
     def stop(self) -> None:
         if self.proc is not None:
             processes.stop(self.proc, signal.SIGINT)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -360,7 +364,8 @@ class LocalRuntime(Runtime):
             return
         self._closed = True
         errors = []
-        for svc in [*self._postgres.values(), *self._redis.values()]:
+        services: list[LocalPostgres | LocalRedis] = [*self._postgres.values(), *self._redis.values()]
+        for svc in services:
             try:
                 svc.stop()
             except Exception as exc:  # keep stopping the others; report at the end

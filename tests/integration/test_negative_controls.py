@@ -112,8 +112,9 @@ def test_backup_integrity_fails_when_an_expected_refusal_does_not_happen(tmp_pat
 def test_fault_that_cannot_be_injected_is_an_error_not_a_pass(tmp_path: Path) -> None:
     report = tmp_path / "r"
     work = tmp_path / "w"
-    code = run_cli(["run", str(DRILLS / "fault-cannot-run.yaml"), "--report-dir", str(report),
-                    "--work-dir", str(work), "-q"])
+    code = run_cli(
+        ["run", str(DRILLS / "fault-cannot-run.yaml"), "--report-dir", str(report), "--work-dir", str(work), "-q"]
+    )
     assert code == 2
     results = read_results(report)
     assert results["verdict"] == "error"
@@ -135,9 +136,20 @@ def test_ctrl_c_stops_servers_and_writes_an_error_result(tmp_path: Path) -> None
     report = tmp_path / "r"
     work = tmp_path / "w"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drills.cli", "run", str(DRILLS / "long-wait.yaml"),
-         "--report-dir", str(report), "--work-dir", str(work)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "drills.cli",
+            "run",
+            str(DRILLS / "long-wait.yaml"),
+            "--report-dir",
+            str(report),
+            "--work-dir",
+            str(work),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
     deadline = time.monotonic() + 120

@@ -28,7 +28,9 @@ def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     code = run_cli(["run", str(scenario), "--report-dir", str(report), "--work-dir", str(work), "--quiet"])
     results = read_results(report)
-    failing = [(a["id"], a["status"], a["summary"], a["findings"]) for a in results["assertions"] if a["status"] != "pass"]
+    failing = [
+        (a["id"], a["status"], a["summary"], a["findings"]) for a in results["assertions"] if a["status"] != "pass"
+    ]
     assert code == 0, (results["error"], failing)
     assert results["verdict"] == "pass"
     assert results["exit_code"] == 0
