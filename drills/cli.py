@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from engine import __version__
 from engine.errors import DrproofError, ValidationFailed
@@ -79,14 +80,14 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     def started(name: str) -> None:
         if not quiet:
-            err.print(f"[dim]…[/dim] {name}", highlight=False)
+            err.print(f"[dim]…[/dim] {escape(name)}", highlight=False)
 
     def finished(phase: Phase) -> None:
         if not quiet:
             style = _STATUS_STYLE.get(phase.status, "")
-            detail = f" — {phase.detail}" if phase.detail and phase.status != "ok" else ""
+            detail = f" — {escape(phase.detail)}" if phase.detail and phase.status != "ok" else ""
             err.print(
-                f"  [{style}]{phase.status:>7}[/{style}] {phase.name} "
+                f"  [{style}]{phase.status:>7}[/{style}] {escape(phase.name)} "
                 f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}",
                 highlight=False,
             )
@@ -108,7 +109,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     except KeyboardInterrupt:
         results = runner.interrupted_results
         _write(results, report_dir, loaded, write_all)
-        err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {report_dir}")
+        err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
     paths = _write(results, report_dir, loaded, write_all)
     if args.json:
@@ -131,14 +132,16 @@ def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool
     if not quiet:
         for a in results.assertions:
             s = {"pass": "green", "fail": "red", "error": "bold red", "not_run": "bold red"}[a.status]
-            err.print(f"  [{s}]{a.status.upper():>7}[/{s}] {a.id}: {a.summary}", highlight=False)
+            err.print(f"  [{s}]{a.status.upper():>7}[/{s}] {escape(a.id)}: {escape(a.summary)}", highlight=False)
             for f in a.findings[:10]:
-                err.print(f"           - {f}", highlight=False)
+                err.print(f"           - {escape(f)}", highlight=False)
+            if len(a.findings) > 10:
+                err.print(f"           … and {len(a.findings) - 10} more in the report", highlight=False)
         if results.error:
-            err.print(f"[bold red]error:[/bold red] {results.error}", highlight=False)
+            err.print(f"[bold red]error:[/bold red] {escape(results.error)}", highlight=False)
     err.print(
         f"[{style}]{results.verdict.upper()}[/{style}] {results.scenario.name}: stack RTO {rto_text}, "
-        f"drill {results.measured.drill_seconds:.1f} s; report: {paths.get('html', paths.get('json'))}",
+        f"drill {results.measured.drill_seconds:.1f} s; report: {escape(str(paths.get('html', paths.get('json'))))}",
         highlight=False,
     )
 
@@ -150,7 +153,7 @@ def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
     for f in args.files:
         try:
             load_scenario(f)
-            out.print(f"{f}: ok", highlight=False)
+            out.print(f"{f}: ok", highlight=False, markup=False)
         except ValidationFailed as exc:
             code = 2
             for p in exc.problems:
@@ -176,7 +179,7 @@ def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     target = args.out or args.results.parent
     paths = write_all(results, target, formats=("html", "junit"))
     for kind, path in paths.items():
-        out.print(f"{kind}: {path}", highlight=False)
+        out.print(f"{kind}: {path}", highlight=False, markup=False)
     return 0
 
 
