@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine import __version__
-from engine.errors import DrproofError, ValidationFailed
+from engine.errors import ConfigError, DrproofError, ValidationFailed
 from engine.journal import Phase, Results
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
@@ -75,6 +75,10 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from reports import write_all
 
     loaded = load_scenario(args.scenario)
+    from engine.runtime import runtimes
+
+    if args.runtime is not None and args.runtime not in runtimes:
+        raise ConfigError(f"--runtime {args.runtime!r} is not available (available: {', '.join(runtimes.names())})")
     quiet = args.quiet or args.json
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
 
