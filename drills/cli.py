@@ -110,6 +110,8 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
     try:
         results = runner.run()
+        if runner.internal_error:
+            err.print(runner.internal_error, highlight=False, markup=False)
     except KeyboardInterrupt:
         results = runner.interrupted_results
         _write(results, report_dir, loaded, write_all)

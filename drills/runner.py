@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class DrillRunner:
         self.runtime: Runtime | None = None
         self.runtime_facts: dict[str, str] = {"runtime": self.runtime_name}
         self.state: DrillState | None = None
+        self.internal_error: str | None = None
 
     # -- phases --------------------------------------------------------------------------
     @contextmanager
@@ -151,12 +153,18 @@ class DrillRunner:
         except KeyboardInterrupt as exc:
             error = "interrupted by the user (Ctrl-C or SIGTERM); the drill did not finish"
             interrupted = exc
+        except Exception as exc:
+            # A bug in drproof or an unexpected library error: the drill could not run.
+            # Record it (exit 2, never a pass), keep the traceback for the bug report.
+            self.internal_error = traceback.format_exc()
+            error = f"internal error (a bug in drproof; traceback on stderr): {type(exc).__name__}: {exc}"
         finally:
             teardown_error = self._teardown()
             if teardown_error and error is None:
                 error = teardown_error
         results = self._results(started_at, error)
         if interrupted is not None:
+            results.exit_code = 130
             self.interrupted_results = results
             raise interrupted
         return results
@@ -203,7 +211,7 @@ class DrillRunner:
             if kind_name == "backup":
                 self._backup(i, spec)
             elif kind_name == "wait":
-                with self.phase(f"wait {spec:g}s", "wait", step=i):
+                with self.phase(f"wait {spec:g}s", "wait", step=i + 1):
                     time.sleep(spec)
             elif kind_name == "disaster":
                 self._disaster(i, spec)
@@ -229,7 +237,7 @@ class DrillRunner:
         assert state is not None
         name = spec.name or f"step{i + 1}-backup"
         chosen = [state.components[c] for c in (spec.components or list(state.components))]
-        with self.phase(f"backup {name}", "backup", step=i) as rec:
+        with self.phase(f"backup {name}", "backup", step=i + 1) as rec:
             t0 = time.monotonic()
             fingerprints = {c.instance: c.fingerprint() for c in chosen}
             t_fp = time.monotonic() - t0
@@ -289,7 +297,7 @@ class DrillRunner:
             rng=random.Random(spec.random_seed),  # type: ignore[attr-defined]
         )
         with self.phase(
-            f"disaster {name} on {target}", "disaster", step=i, component=None if component is None else target
+            f"disaster {name} on {target}", "disaster", step=i + 1, component=None if component is None else target
         ) as rec:
             effect = fault.inject(ctx)
             injected = self.clock.offset()
@@ -298,10 +306,14 @@ class DrillRunner:
         if state.first_disaster_offset is None:
             state.first_disaster_offset = injected
         if component is not None:
-            state.results[target].damaged_by.append(name)
+            result = state.results[target]
+            result.damaged_by.append(name)
+            # Damaged again after a restore: it is down until the next successful restore.
+            result.rto_seconds = None
+            result.healthy = None
         state.disasters.append(
             DisasterRecord(
-                step=i,
+                step=i + 1,
                 name=name,
                 fault=fault_name,
                 target=target,
@@ -320,7 +332,7 @@ class DrillRunner:
         for name in targets:
             comp = state.components[name]
             result = state.results[name]
-            with self.phase(f"restore {name} from {backup_name}", "restore", step=i, component=name) as rec:
+            with self.phase(f"restore {name} from {backup_name}", "restore", step=i + 1, component=name) as rec:
                 t0 = time.monotonic()
                 try:
                     engine_backup.restore(state.repository, manifest, comp)

@@ -92,7 +92,8 @@ class RepositorySpec(Strict):
 class Objectives(Strict):
     rto: Duration | None = Field(default=None, description="Recovery time objective, e.g. 5m.")
     rpo: Duration | None = Field(
-        default=None, description="Recovery point objective, e.g. 1m (measured from issue 5 on)."
+        default=None,
+        description="Recovery point objective, e.g. 1m. Shown in the report; this version does not measure RPO yet.",
     )
 
 

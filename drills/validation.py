@@ -99,9 +99,12 @@ def _suggest(word: str, options: list[str]) -> str:
 def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
     """Drop union tags from a pydantic location, keeping only real document keys."""
     node = doc.data
-    out: list[str | int] = []
+    out: list[Any] = []
     for i, seg in enumerate(loc):
         last = i == len(loc) - 1
+        if isinstance(node, dict) and seg not in node and isinstance(seg, str):
+            # pydantic renders non-text keys (null, 1.5, true) as text in locations.
+            seg = next((k for k in node if not isinstance(k, str) and str(k) == seg), seg)
         if (isinstance(node, dict) and seg in node) or (
             isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node)
         ):
@@ -145,6 +148,13 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
             _doc_path(doc, (*loc, field)),
             f"unknown {field} {tag!r}; {hint}(expected one of: {', '.join(expected_tags)})",
         )
+    if kind == "invalid_key":
+        # pydantic reports the key as text; find the real (non-text) key to point at it.
+        mapping_path = _doc_path(doc, loc[:-1])
+        for candidate in doc.keys:
+            if candidate[:-1] == mapping_path and not isinstance(candidate[-1], str) and str(candidate[-1]) == str(loc[-1]):
+                return _problem(doc, candidate, f"keys must be text, got {candidate[-1]!r}", at_key=True)
+        return _problem(doc, mapping_path, f"keys must be text, got {loc[-1]}")
     if kind == "union_tag_not_found":
         field = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
         options = {"fault": faults.names(), "kind": component_kinds.names()}.get(field, [])

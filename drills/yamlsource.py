@@ -16,7 +16,7 @@ import yaml
 
 from engine.errors import Problem, ValidationFailed
 
-PathKey = tuple[str | int, ...]
+PathKey = tuple[Any, ...]
 MAX_SCENARIO_BYTES = 2 * 1024 * 1024
 
 
@@ -59,17 +59,48 @@ def _mark(m: yaml.Mark) -> Mark:
     return Mark(m.line + 1, m.column + 1)
 
 
-def _scalar_key(node: yaml.Node) -> str | int:
-    value = yaml.SafeLoader("").construct_object(node) if isinstance(node, yaml.ScalarNode) else None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return str(getattr(node, "value", value))
-    return value
+MAX_NODES = 100_000  # far beyond any real scenario; stops alias "billion laughs" expansion
+MAX_DEPTH = 64
 
 
-def _walk(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem]) -> None:
+def _scalar_key(node: yaml.Node) -> Any:
+    """The key exactly as the data holds it (str, int, float, bool, None), so paths match."""
+    if isinstance(node, yaml.ScalarNode):
+        value = yaml.SafeLoader("").construct_object(node)
+        try:
+            hash(value)
+            return value
+        except TypeError:
+            pass
+    return f"<{node.tag}>"
+
+
+class _TooBig(Exception):
+    pass
+
+
+@dataclass
+class _Budget:
+    nodes: int = 0
+    active: set[int] = field(default_factory=set)  # ids of nodes on the current path
+
+
+def _walk(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem], budget: _Budget) -> None:
+    budget.nodes += 1
+    if budget.nodes > MAX_NODES:
+        raise _TooBig(f"the document expands to more than {MAX_NODES} values (through aliases?)")
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(f"the document nests deeper than {MAX_DEPTH} levels")
+    if id(node) in budget.active:
+        mark = _mark(node.start_mark)
+        problems.append(Problem(doc.file, mark.line, mark.column, render_path(path), "an alias refers to itself"))
+        return
     doc.values[path] = _mark(node.start_mark)
+    if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        return
+    budget.active.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: dict[str | int, Mark] = {}
+        seen: dict[Any, Mark] = {}
         for key_node, value_node in node.value:
             key = _scalar_key(key_node)
             mark = _mark(key_node.start_mark)
@@ -87,11 +118,12 @@ def _walk(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem]
                 continue
             seen[key] = mark
             doc.keys[(*path, key)] = mark
-            _walk(value_node, (*path, key), doc, problems)
-    elif isinstance(node, yaml.SequenceNode):
+            _walk(value_node, (*path, key), doc, problems, budget)
+    else:
         for i, item in enumerate(node.value):
             doc.keys[(*path, i)] = _mark(item.start_mark)
-            _walk(item, (*path, i), doc, problems)
+            _walk(item, (*path, i), doc, problems, budget)
+    budget.active.discard(id(node))
 
 
 def render_path(path: PathKey) -> str:
@@ -106,10 +138,13 @@ def render_path(path: PathKey) -> str:
 
 def parse(text: str, file: str) -> Document:
     """Parse YAML text; raise ValidationFailed with located problems on syntax errors."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise ValidationFailed([Problem(file, None, None, "", "invalid YAML: nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or ""
@@ -131,11 +166,15 @@ def parse(text: str, file: str) -> Document:
     except yaml.YAMLError as exc:
         raise ValidationFailed([Problem(file, None, None, "", f"invalid YAML: {exc}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     doc = Document(file=file, text=text, data=data)
     problems: list[Problem] = []
     if node is not None:
-        _walk(node, (), doc, problems)
+        try:
+            _walk(node, (), doc, problems, _Budget())
+        except _TooBig as exc:
+            raise ValidationFailed([Problem(file, None, None, "", str(exc))]) from None
     if problems:
         raise ValidationFailed(problems)
     return doc

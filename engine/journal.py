@@ -36,7 +36,7 @@ class Phase(_Model):
 
     name: str
     kind: str = Field(description="provision | seed | backup | wait | disaster | restore | check | teardown")
-    step: int | None = Field(default=None, description="Index of the scenario step (0-based), if any.")
+    step: int | None = Field(default=None, description="Number of the scenario step (1-based), if any.")
     component: str | None = None
     status: PhaseStatus
     started_at: datetime = Field(description="Wall-clock UTC start, for people.")
@@ -52,13 +52,13 @@ class BackupRecord(_Model):
     id: str
     created_at: datetime
     components: list[str]
-    artifacts: list[dict[str, Any]] = Field(description="key, size, sha256 of each stored artifact.")
+    artifacts: list[dict[str, Any]] = Field(description="key, size, raw_size, sha256 of each stored artifact.")
     manifest_sha256: str
     duration_seconds: float
 
 
 class DisasterRecord(_Model):
-    step: int
+    step: int = Field(description="Number of the scenario step (1-based).")
     name: str
     fault: str
     target: str
@@ -86,7 +86,7 @@ class ComponentResult(_Model):
 
 class AssertionResult(_Model):
     id: str = Field(description="Unique within the run, e.g. `fidelity[db]`.")
-    name: str = Field(description="Assertion type: fidelity | rto | backup_integrity.")
+    name: str = Field(description="Assertion type: fidelity | rto | backup_integrity | timeline.")
     status: AssertionStatus
     summary: str
     evidence: dict[str, Any] = Field(default_factory=dict)
@@ -133,4 +133,4 @@ class Results(_Model):
     disasters: list[DisasterRecord]
     assertions: list[AssertionResult]
     error: str | None = Field(default=None, description="Why the drill could not run to the end, if it could not.")
-    report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator.")
+    report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator, formats.")

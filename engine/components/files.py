@@ -72,11 +72,25 @@ def write_tar(root: Path, sink: IO[bytes]) -> int:
     return count
 
 
+def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """The ``data`` filter's safety checks, but keeping the file's permission bits.
+
+    ``data`` also clears group/other write bits, so a restored file would differ from the
+    backed-up one. Set-id and sticky bits are still dropped: restoring them from a backup
+    is a privilege decision a drill should not take silently (fidelity then reports it).
+    """
+    safe = tarfile.data_filter(member, dest)
+    if safe is not None and member.isreg():
+        safe = safe.replace(mode=member.mode & 0o777, deep=False)
+    return safe
+
+
 def extract_tar(stream: IO[bytes], target: Path) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
-    The ``data`` filter refuses absolute paths, ``..`` members, links that escape the
-    target and device files, so a hostile archive cannot write outside the target.
+    The ``data`` filter refuses ``..`` members, links that escape the target and device
+    files, and strips a leading ``/`` so absolute members land inside the target: a
+    hostile archive cannot write outside it.
     """
     target = target.resolve()
     staging = target.with_name(target.name + ".drproof-restoring")
@@ -87,7 +101,7 @@ def extract_tar(stream: IO[bytes], target: Path) -> None:
     staging.mkdir(mode=0o700)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(staging, filter="data")
+            tar.extractall(staging, filter=_restore_filter)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc

@@ -11,6 +11,7 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +28,36 @@ INDEX = "index.faiss"
 IDS = "ids.jsonl"
 META = "metadata.json"
 BUCKET = 1000  # vector ids per fingerprint part
+
+
+_HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
+
+
+def check_index_layout(path: Path) -> None:
+    """Refuse an index file whose length fields disagree with its size, before faiss reads it.
+
+    faiss trusts the lengths stored in the file: one flipped bit in a length makes it try
+    to allocate many gigabytes before failing. The store always writes IndexIDMap2 over a
+    flat index, whose size follows exactly from its dimension and vector count.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise ValueError(f"{path.name}: {size} bytes, too short for an index header")
+    outer, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
+    if outer != b"IxM2" or inner not in (b"IxF2", b"IxFI"):
+        raise ValueError(f"{path.name}: not an IndexIDMap2 over a flat index ({outer!r}/{inner!r})")
+    if d != d2 or ntotal != ntotal2 or d <= 0 or ntotal < 0 or codes != ntotal * d:
+        raise ValueError(f"{path.name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
+    expected = _HEADER.size + codes * 4 + 8 + ntotal * 8
+    if size != expected:
+        raise ValueError(f"{path.name}: {size} bytes, but its header describes {expected}")
+    with open(path, "rb") as fh:
+        fh.seek(_HEADER.size + codes * 4)
+        (ids,) = struct.unpack("<Q", fh.read(8))
+    if ids != ntotal:
+        raise ValueError(f"{path.name}: id map holds {ids} entries for {ntotal} vectors")
 
 
 class VectorstoreParams(SeedParams):
@@ -76,6 +107,7 @@ class VectorstoreComponent(Component):
 
     def _load(self) -> tuple[Any, dict[str, Any], dict[int, str]]:
         meta = json.loads((self.path / META).read_text(encoding="utf-8"))
+        check_index_layout(self.path / INDEX)
         index = faiss.read_index(str(self.path / INDEX))
         ids: dict[int, str] = {}
         with open(self.path / IDS, encoding="utf-8") as fh:

@@ -24,6 +24,14 @@ def _dir(ctx: FaultContext) -> Path:
     return path
 
 
+def _inside(root: Path, rel: str, fault: str) -> Path:
+    """A path named in a fault's parameters, refused if it leaves the component's directory."""
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise FaultError(f"{fault}: {rel!r} is outside the component's directory")
+    return path
+
+
 def _regular_files(root: Path) -> list[Path]:
     return [f for f in walk_files(root) if f.is_file() and not f.is_symlink()]
 
@@ -67,11 +75,13 @@ class CorruptBytes(Fault):
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         p = self.params
         assert isinstance(p, CorruptBytesParams)
-        path = _dir(ctx) / p.file
+        path = _inside(_dir(ctx), p.file, "corrupt_bytes")
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             raise FaultError(f"corrupt_bytes: {p.file} does not exist in the store") from None
+        if size == 0:
+            raise FaultError(f"corrupt_bytes: {p.file} is empty, so there is nothing to corrupt")
         offsets = sorted(ctx.rng.sample(range(size), min(p.count, size)))
         with open(path, "r+b") as fh:
             for off in offsets:
@@ -155,12 +165,14 @@ class DeleteConfig(Fault):
         p = self.params
         assert isinstance(p, ConfigFileParams)
         root = _dir(ctx)
-        files = _regular_files(root) if p.file is None else [root / p.file]
+        files = _regular_files(root) if p.file is None else [_inside(root, p.file, "delete")]
         for f in files:
             if not f.is_file():
                 raise FaultError(f"delete: configuration file {p.file!r} does not exist")
             f.unlink()
-        return {"files_deleted": [f.relative_to(root).as_posix() for f in files]}
+        if not files:
+            raise FaultError("delete: the component has no files to delete")
+        return {"files_deleted": [f.relative_to(root.resolve()).as_posix() for f in files]}
 
 
 class ModifyParams(ConfigFileParams):
@@ -181,9 +193,9 @@ class ModifyConfig(Fault):
         p = self.params
         assert isinstance(p, ModifyParams)
         root = _dir(ctx)
-        target = root / (p.file or "app.yaml")
+        target = _inside(root, p.file or "app.yaml", "modify")
         if not target.is_file():
             raise FaultError(f"modify: configuration file {p.file!r} does not exist")
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(p.append)
-        return {"file": target.relative_to(root).as_posix(), "bytes_appended": len(p.append.encode())}
+        return {"file": target.relative_to(root.resolve()).as_posix(), "bytes_appended": len(p.append.encode())}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import redis
+
 from engine.components.redis import RedisComponent
+from engine.errors import FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams
 
 
@@ -21,8 +24,11 @@ class FlushAll(Fault):
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         comp = _redis(ctx)
-        before = sum(comp.client(db).dbsize() for db in comp._dbs())
-        comp.client().flushall()
+        try:
+            before = sum(comp.client(db).dbsize() for db in comp._dbs())
+            comp.client().flushall()
+        except redis.RedisError as exc:
+            raise FaultError(f"flushall: redis {comp.instance!r} is not answering: {exc}") from exc
         return {"keys_deleted": before}
 
 

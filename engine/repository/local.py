@@ -131,10 +131,15 @@ class LocalRepository(Repository):
         return self.root / "sets" / _safe_segment(backup_id)
 
     def list(self) -> list[Manifest]:
+        """Complete sets, oldest first; sets whose manifest cannot be read go to ``broken``."""
         out = []
+        self.broken: dict[str, str] = {}
         for entry in sorted((self.root / "sets").iterdir()):
             if (entry / MANIFEST_NAME).is_file():
-                out.append(load_manifest(entry / MANIFEST_NAME))
+                try:
+                    out.append(load_manifest(entry / MANIFEST_NAME))
+                except RepositoryError as exc:
+                    self.broken[entry.name] = str(exc)
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def get(self, backup_id: str) -> Manifest:

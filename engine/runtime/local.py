@@ -127,13 +127,14 @@ class LocalPostgres(PostgresService):
 
     def _initdb(self) -> None:
         pwfile = self.base / "pwfile"
-        pwfile.write_text(self.password + "\n")
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.password + "\n")
         if self.user is not None:
             import pwd
 
             entry = pwd.getpwnam(self.user)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        pwfile.chmod(0o600)
         try:
             result = subprocess.run(
                 [
@@ -249,11 +250,12 @@ class LocalRedis(RedisService):
         self._version = _version_of([str(self.bin / "redis-server"), "--version"])
         conf = base / "redis.conf"
         # The password lives in a 0600 file, not in argv where `ps` would show it.
-        conf.touch(mode=0o600)
-        conf.write_text(
-            f"bind 127.0.0.1\nport {self.port}\ndir {base}\nrequirepass {self.password}\n"
-            'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
-        )
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                f"bind 127.0.0.1\nport {self.port}\ndir {base}\nrequirepass {self.password}\n"
+                'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
+            )
 
     def version(self) -> str:
         return self._version
