@@ -377,8 +377,9 @@ class DrillRunner:
         return problem
 
     # -- results -----------------------------------------------------------------------------
-    def _source(self, index: int) -> SourceLocation:
-        mark = self.loaded.document.locate(("assertions", index))
+    def _source(self, *path: str | int) -> SourceLocation:
+        """Where in the scenario file a check was declared, for the report and failures."""
+        mark = self.loaded.document.locate(path)
         return SourceLocation(
             file=str(self.loaded.path), line=mark.line if mark else None, column=mark.column if mark else None
         )
@@ -411,27 +412,19 @@ class DrillRunner:
                 for r in state.restores
             ],
         }
-        mark = self.loaded.document.locate(("steps",))
-        source = SourceLocation(
-            file=str(self.loaded.path), line=mark.line if mark else None, column=mark.column if mark else None
+        summary = (
+            f"{len(findings)} restore(s) did not do what the scenario declared"
+            if findings
+            else f"all {len(self.scenario.steps)} steps ran; {len(state.restores)} restore(s) behaved as declared"
         )
-        if findings:
-            return AssertionResult(
-                id="timeline",
-                name="timeline",
-                status="fail",
-                evidence=evidence,
-                source=source,
-                summary=f"{len(findings)} restore(s) did not do what the scenario declared",
-                findings=findings,
-            )
         return AssertionResult(
             id="timeline",
             name="timeline",
-            status="pass",
+            status="fail" if findings else "pass",
             evidence=evidence,
-            source=source,
-            summary=f"all {len(self.scenario.steps)} steps ran; {len(state.restores)} restore(s) behaved as declared",
+            source=self._source("steps"),
+            summary=summary,
+            findings=findings,
         )
 
     def _assertions(self) -> list[AssertionResult]:
@@ -440,7 +433,7 @@ class DrillRunner:
         out: list[AssertionResult] = [self._timeline_check()]
         for idx, spec in enumerate(self.scenario.assertions):
             tag, params = assertion_params(spec)
-            source = self._source(idx)
+            source = self._source("assertions", idx)
             try:
                 for r in assertion_kinds.get(tag)().evaluate(params, state):
                     r.source = source
@@ -469,7 +462,7 @@ class DrillRunner:
                     id=tag,
                     name=tag,
                     status="not_run",
-                    source=self._source(idx),
+                    source=self._source("assertions", idx),
                     summary="not checked: the drill stopped before the end",
                 )
                 for idx, (tag, _) in enumerate(assertion_params(a) for a in self.scenario.assertions)
