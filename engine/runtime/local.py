@@ -95,7 +95,7 @@ def _mirror_install(source: Path, target: Path) -> None:
     (a virtual environment under a 0700 /root, or tox's 0700 .tox). The mirror lives in
     this run's own directory, so nobody else can have planted files in it.
     """
-    for dirpath, dirnames, filenames in os.walk(source):
+    for dirpath, _dirnames, filenames in os.walk(source):
         rel = Path(dirpath).relative_to(source)
         (target / rel).mkdir(mode=0o755, exist_ok=True)
         for name in filenames:
