@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schema", help="print the JSON Schema of scenarios (or of results.json)")
     sch.add_argument("--results", action="store_true", help="the schema of results.json instead")
 
+    doc = sub.add_parser("doctor", help="check that this machine can run drills, with a fix for each problem")
+    doc.add_argument("--runtime", choices=["local", "docker"], help="also require what this runtime needs")
+
+    cln = sub.add_parser("clean", help="remove Docker containers, volumes and networks left by crashed runs")
+    cln.add_argument("--all", action="store_true", help="also remove those of runs that are still going")
+    cln.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
     rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
@@ -189,6 +196,39 @@ def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills.doctor import docker_checks, local_checks
+    from engine.runtime.docker import DEFAULT_IMAGES
+
+    checks = [*local_checks(), *docker_checks(DEFAULT_IMAGES, required=args.runtime == "docker")]
+    failed = False
+    for c in checks:
+        mark = "[green]ok[/green]  " if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
+        line = f"{mark} {escape(c.name)}: {escape(c.detail)}"
+        if not c.ok and c.fix:
+            line += f" [dim]→ {escape(c.fix)}[/dim]"
+        out.print(line, highlight=False)
+        failed = failed or (not c.ok and c.required)
+    return 1 if failed else 0
+
+
+def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from engine.runtime.docker import LABEL_RUN, docker_client, leftovers, remove_labelled
+
+    client = docker_client()
+    runs = leftovers(client, everything=args.all)
+    if not runs:
+        out.print("nothing to clean: no drproof-labelled containers, volumes or networks of finished runs")
+        return 0
+    for run, items in sorted(runs.items()):
+        if args.dry_run:
+            out.print(f"run {run}: would remove " + ", ".join(items), highlight=False, markup=False)
+        else:
+            gone = remove_labelled(client, {LABEL_RUN: run})
+            out.print(f"run {run}: removed " + ", ".join(gone), highlight=False, markup=False)
+    return 0
+
+
 _SECRET = re.compile(r"(?i)(password|passwd|pgpassword|secret|token)=\S+")
 
 
@@ -203,7 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    commands = {"run": _cmd_run, "validate": _cmd_validate, "schema": _cmd_schema, "report": _cmd_report}
+    commands = {
+        "run": _cmd_run,
+        "validate": _cmd_validate,
+        "schema": _cmd_schema,
+        "report": _cmd_report,
+        "doctor": _cmd_doctor,
+        "clean": _cmd_clean,
+    }
     try:
         return commands[args.command](args, out, err)
     except ValidationFailed as exc:

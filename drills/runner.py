@@ -188,7 +188,7 @@ class DrillRunner:
                 runtime_cls = runtimes.get(self.runtime_name)
             except KeyError as exc:
                 raise StepFailed(str(exc.args[0])) from None
-            self.runtime = runtime_cls(self.workdir)  # type: ignore[call-arg]
+            self.runtime = runtime_cls(self.workdir, images={str(k): v for k, v in s.stack.images.items()})
 
         for name, comp_spec in s.stack.components.items():
             kind = component_kinds.get(comp_spec.kind)

@@ -75,6 +75,11 @@ else:
 
 class Stack(Strict):
     runtime: RuntimeName = Field(default="local", description="Where the stack runs (overridable with --runtime).")
+    images: dict[Literal["postgres", "redis"], str] = Field(
+        default_factory=dict,
+        description="Container images per component kind for the docker runtime "
+        "(defaults: postgres:17, redis:8); ignored by the local runtime.",
+    )
     components: dict[Name, ComponentSpec] = Field(
         min_length=1, description="Named components; the name is how steps and assertions refer to them."
     )

@@ -152,7 +152,11 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         # pydantic reports the key as text; find the real (non-text) key to point at it.
         mapping_path = _doc_path(doc, loc[:-1])
         for candidate in doc.keys:
-            if candidate[:-1] == mapping_path and not isinstance(candidate[-1], str) and str(candidate[-1]) == str(loc[-1]):
+            if (
+                candidate[:-1] == mapping_path
+                and not isinstance(candidate[-1], str)
+                and str(candidate[-1]) == str(loc[-1])
+            ):
                 return _problem(doc, candidate, f"keys must be text, got {candidate[-1]!r}", at_key=True)
         return _problem(doc, mapping_path, f"keys must be text, got {loc[-1]}")
     if kind == "union_tag_not_found":

@@ -242,14 +242,20 @@ class PostgresComponent(Component):
         env = self.service.tool_env()
         with writer.artifact(self.instance, "globals.sql") as sink:
             stream_out(
-                [*self.service.tool("pg_dumpall"), "--globals-only", "-d", self.service.dsn("postgres")],
+                [*self.service.tool("pg_dumpall"), "--globals-only", "-d", self.service.tool_dsn("postgres")],
                 env,
                 sink,
                 f"pg_dumpall --globals-only for {self.instance!r}",
             )
         with writer.artifact(self.instance, "database.dump") as sink:
             size = stream_out(
-                [*self.service.tool("pg_dump"), "--format=custom", "--compress=0", "-d", self.service.dsn(self.db)],
+                [
+                    *self.service.tool("pg_dump"),
+                    "--format=custom",
+                    "--compress=0",
+                    "-d",
+                    self.service.tool_dsn(self.db),
+                ],
                 env,
                 sink,
                 f"pg_dump of {self.instance!r}",
@@ -266,7 +272,15 @@ class PostgresComponent(Component):
         env = self.service.tool_env()
         with source.open("globals.sql") as stream:
             stream_in(
-                [*self.service.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", self.service.dsn("postgres")],
+                [
+                    *self.service.tool("psql"),
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=0",
+                    "-d",
+                    self.service.tool_dsn("postgres"),
+                ],
                 env,
                 stream,
                 f"restoring roles of {self.instance!r}",
@@ -292,7 +306,7 @@ class PostgresComponent(Component):
                     "--create",
                     "--exit-on-error",
                     "-d",
-                    self.service.dsn("postgres"),
+                    self.service.tool_dsn("postgres"),
                 ],
                 env,
                 stream,

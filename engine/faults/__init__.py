@@ -1,6 +1,7 @@
 """Faults, by the name used in a disaster step's ``fault:``."""
 
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
+from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
 from engine.faults.postgres import DeleteDataDir, DropTable
 from engine.faults.redis import FlushAll, Kill
@@ -20,6 +21,10 @@ for _fault in (
     DeleteConfig,
     ModifyConfig,
     CorruptArtifact,
+    KillContainer,
+    StopContainer,
+    RemoveContainer,
+    RemoveVolume,
 ):
     faults.register(_fault)
 

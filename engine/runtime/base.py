@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
 
@@ -22,7 +22,11 @@ class PostgresService(ABC):
 
     @abstractmethod
     def dsn(self, dbname: str = "postgres") -> str:
-        """A libpq connection string (no password in it; see ``env``)."""
+        """A libpq connection string for drproof itself (no password in it; see ``tool_env``)."""
+
+    def tool_dsn(self, dbname: str = "postgres") -> str:
+        """The connection string client tools use; differs when they run inside a container."""
+        return self.dsn(dbname)
 
     @abstractmethod
     def tool(self, name: str) -> list[str]:
@@ -44,10 +48,11 @@ class PostgresService(ABC):
 
     @abstractmethod
     def wipe_data(self) -> None:
-        """Kill the server and delete its data directory: total loss."""
+        """Kill the server and delete its data directory: total loss. Must verify the loss."""
 
     @abstractmethod
-    def data_dir(self) -> Path: ...
+    def data_location(self) -> str:
+        """Where the data live, for reports (a path, or a volume and mount point)."""
 
     @abstractmethod
     def ensure_running(self) -> None:
@@ -78,10 +83,34 @@ class RedisService(ABC):
     def ensure_running(self) -> None: ...
 
 
+class ContainerOps(ABC):
+    """Container-level operations, offered only by services that run in containers.
+
+    Faults such as kill_container or remove_volume look for this interface and refuse
+    clearly on runtimes that have no containers.
+    """
+
+    @abstractmethod
+    def kill_container(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def stop_container(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def remove_container(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def remove_volume(self) -> dict[str, Any]: ...
+
+
 class Runtime(ABC):
     """Provides and owns every server and directory of one drill run."""
 
     name: ClassVar[str]
+
+    @abstractmethod
+    def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
+        """Own ``workdir``; ``images`` maps kinds to container images for runtimes that use them."""
 
     @abstractmethod
     def postgres(self, instance: str) -> PostgresService: ...

@@ -135,6 +135,9 @@ class LocalPostgres(PostgresService):
     def data_dir(self) -> Path:
         return self.base / "data"
 
+    def data_location(self) -> str:
+        return str(self.data_dir())
+
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={self.superuser} dbname={dbname} connect_timeout=5"
 
@@ -242,6 +245,8 @@ class LocalPostgres(PostgresService):
     def wipe_data(self) -> None:
         self.kill()
         shutil.rmtree(self.data_dir(), ignore_errors=True)
+        if self.data_dir().exists():
+            raise RuntimeStartError(f"could not delete {self.data_dir()}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -326,7 +331,8 @@ def _traversable_by_others(path: Path) -> bool:
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
+        # ``images`` is for container runtimes; the local runtime runs the embedded wheels.
         self.root = workdir / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
         self.pg_root = self.root

@@ -25,4 +25,4 @@ def test_sql_file_seed_round_trips(tmp_path: Path) -> None:
 def test_unknown_runtime_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
     code = run_cli(["run", str(DATA / "drills" / "postgres-sql-file.yaml"), "--runtime", "k8s"])
     assert code == 2
-    assert "--runtime 'k8s' is not available (available: local)" in capsys.readouterr().err
+    assert "--runtime 'k8s' is not available (available: docker, local)" in capsys.readouterr().err

@@ -1,0 +1,421 @@
+"""The Docker runtime: PostgreSQL and Redis in containers started through testcontainers.
+
+Data live in named Docker volumes, so a disaster can destroy a server's data without
+touching the host; client tools (pg_dump, pg_restore, psql) run *inside* the server's
+container with ``docker exec`` so their version always matches the server, and their
+output streams straight into the repository. Directory components (vectorstore, volumes,
+configuration) stay on the host in the run's work directory: they need no server, and a
+host directory is what a backup agent sees in production too (see docs/runtimes.md).
+
+Every container, volume and network carries the labels in :data:`LABELS`, with this run's
+id; ``close`` removes exactly those, and ``drproof clean`` removes leftovers of crashed
+runs by the same labels. The Ryuk reaper is not used (it cannot be pulled here): cleanup
+is explicit, on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import psycopg2
+import redis
+
+from engine.errors import RuntimeStartError
+from engine.runtime import processes
+from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime
+
+# drproof removes what it creates itself, on every exit path; the Ryuk reaper container
+# testcontainers would otherwise pull is neither needed nor available without a registry.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+DEFAULT_IMAGES = {"postgres": "postgres:17", "redis": "redis:8"}
+LABEL_MANAGED = "dev.drproof.managed"
+LABEL_RUN = "dev.drproof.run"
+LABEL_PID = "dev.drproof.pid"
+LABEL_HOST = "dev.drproof.host"
+PGDATA = "/var/lib/postgresql/data"
+READY_TIMEOUT = 90.0
+
+
+def docker_client() -> Any:
+    """A Docker SDK client, or a RuntimeStartError that says how to get an engine."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except DockerException as exc:
+        raise RuntimeStartError(
+            f"no Docker engine answers ({exc}). Start one (e.g. `dockerd &`, or run tests/docker/engine.sh "
+            "as root) and check with `drproof doctor`."
+        ) from exc
+    return client
+
+
+class _Container:
+    """One service container with its named volume: (re)created from the same image on demand."""
+
+    def __init__(self, runtime: DockerRuntime, instance: str, kind: str, mount: str, port: int) -> None:
+        self.runtime = runtime
+        self.instance = instance
+        self.kind = kind
+        self.mount = mount
+        self.port = port
+        self.image = runtime.images[kind]
+        self.volume = f"drproof-{runtime.run_id}-{instance}-data"
+        self.generation = 0
+        self.host_port: int | None = None
+        self.container: Any = None
+        self._ensure_volume()
+
+    def _ensure_volume(self) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self.runtime.client.volumes.get(self.volume)
+        except NotFound:
+            self.runtime.client.volumes.create(self.volume, labels=self.runtime.labels)
+
+    def start(self, env: dict[str, str], command: list[str] | None, binds: dict[str, dict[str, str]]) -> None:
+        """Create and start a fresh container from the image, keeping (or recreating) the volume."""
+        from docker.errors import ImageNotFound
+        from testcontainers.core.container import DockerContainer
+
+        self._ensure_volume()
+        self.generation += 1
+        tc = DockerContainer(self.image)
+        for key, value in env.items():
+            tc.with_env(key, value)
+        if command:
+            tc.with_command(command)
+        tc.with_volume_mapping(self.volume, self.mount, "rw")
+        for host, spec in binds.items():
+            tc.with_volume_mapping(host, spec["bind"], spec["mode"])
+        # Published on loopback only: nothing outside this machine can reach the stack.
+        cast(dict[str, Any], tc.ports)[f"{self.port}/tcp"] = ("127.0.0.1", None)
+        tc.with_name(f"drproof-{self.runtime.run_id}-{self.instance}-{self.generation}")
+        tc.with_kwargs(labels=self.runtime.labels, network=self.runtime.network_name)
+        try:
+            tc.start()
+        except ImageNotFound as exc:
+            raise RuntimeStartError(
+                f"image {self.image!r} is not present and cannot be pulled here. Build it with "
+                "tests/docker/build-images.sh, or set stack.images.{self.kind} to an image you have."
+            ) from exc
+        self.container = tc.get_wrapped_container()
+        self.host_port = int(tc.get_exposed_port(self.port))
+        self.runtime.remember_image(self.kind, self.image)
+
+    def exists(self) -> bool:
+        from docker.errors import NotFound
+
+        if self.container is None:
+            return False
+        try:
+            self.container.reload()
+            return True
+        except NotFound:
+            return False
+
+    def running(self) -> bool:
+        return self.exists() and self.container.status == "running"
+
+    def logs(self) -> str:
+        try:
+            return cast(bytes, self.container.logs(tail=20)).decode(errors="replace")
+        except Exception:  # the container may be gone; logs are only a hint
+            return "(no logs)"
+
+    def kill(self) -> dict[str, Any]:
+        if self.running():
+            self.container.kill(signal="SIGKILL")
+        return {"container": self.container.name, "signal": "SIGKILL"}
+
+    def stop(self) -> dict[str, Any]:
+        if self.running():
+            self.container.stop(timeout=15)
+        return {"container": self.container.name, "stopped": not self.running()}
+
+    def remove(self) -> dict[str, Any]:
+        name = self.container.name if self.container is not None else None
+        if self.exists():
+            self.container.remove(force=True)
+        self.container = None
+        return {"container": name, "removed": True}
+
+    def remove_volume(self) -> dict[str, Any]:
+        from docker.errors import NotFound
+
+        detail = self.remove()
+        with contextlib.suppress(NotFound):
+            self.runtime.client.volumes.get(self.volume).remove(force=True)
+        return {**detail, "volume": self.volume, "volume_removed": True}
+
+    def exec_version(self, argv: list[str]) -> str:
+        code, out = self.container.exec_run(argv)
+        return cast(bytes, out).decode(errors="replace").strip() if code == 0 else "unknown"
+
+
+class DockerPostgres(PostgresService, ContainerOps):
+    def __init__(self, runtime: DockerRuntime, instance: str) -> None:
+        self.password = secrets.token_urlsafe(24)
+        self.box = _Container(runtime, instance, "postgres", PGDATA, 5432)
+        self._version = "unknown"
+        self.ensure_running()
+
+    def _env(self) -> dict[str, str]:
+        return {"POSTGRES_USER": self.superuser, "POSTGRES_PASSWORD": self.password, "POSTGRES_DB": "postgres"}
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.box.host_port} user={self.superuser} dbname={dbname} connect_timeout=5"
+
+    def tool_dsn(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port=5432 user={self.superuser} dbname={dbname} connect_timeout=10"
+
+    def tool(self, name: str) -> list[str]:
+        # `-e PGPASSWORD` without a value copies it from our environment: never in argv.
+        return ["docker", "exec", "-i", "-e", "PGPASSWORD", self.box.container.id, name]
+
+    def tool_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.password}
+
+    def version(self) -> str:
+        return self._version
+
+    def is_running(self) -> bool:
+        return self.box.running()
+
+    def kill(self) -> None:
+        self.box.kill()
+
+    def wipe_data(self) -> None:
+        self.box.remove_volume()
+
+    def data_location(self) -> str:
+        return f"volume {self.box.volume} at {PGDATA}"
+
+    def ensure_running(self) -> None:
+        if self.box.running():
+            return
+        if self.box.exists():
+            self.box.container.start()
+            self.box.container.reload()
+            ports = self.box.container.attrs["NetworkSettings"]["Ports"][f"{self.box.port}/tcp"]
+            self.box.host_port = int(ports[0]["HostPort"])
+        else:
+            self.box.start(self._env(), None, {})
+        if not processes.wait_until(self._answers, timeout=READY_TIMEOUT, interval=0.2):
+            raise RuntimeStartError(
+                f"PostgreSQL container for {self.box.instance!r} did not answer within {READY_TIMEOUT:.0f} s. "
+                f"Logs:\n{self.box.logs()}"
+            )
+        self._version = self.box.exec_version(["postgres", "--version"])
+
+    def _answers(self) -> bool:
+        if not self.box.running():
+            raise RuntimeStartError(f"PostgreSQL container for {self.box.instance!r} exited. Logs:\n{self.box.logs()}")
+        try:
+            conn = psycopg2.connect(self.dsn(), password=self.password)
+        except psycopg2.OperationalError:
+            return False
+        conn.close()
+        return True
+
+    def kill_container(self) -> dict[str, Any]:
+        return self.box.kill()
+
+    def stop_container(self) -> dict[str, Any]:
+        return self.box.stop()
+
+    def remove_container(self) -> dict[str, Any]:
+        return self.box.remove()
+
+    def remove_volume(self) -> dict[str, Any]:
+        return self.box.remove_volume()
+
+
+class DockerRedis(RedisService, ContainerOps):
+    def __init__(self, runtime: DockerRuntime, instance: str, workdir: Path) -> None:
+        self.host = "127.0.0.1"
+        self.password = secrets.token_urlsafe(24)
+        self.box = _Container(runtime, instance, "redis", "/data", 6379)
+        conf_dir = workdir / f"redis-{instance}"
+        conf_dir.mkdir(parents=True)
+        conf = conf_dir / "redis.conf"
+        # Password in a 0600 file mounted read-only, never in the container's command line.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f'bind 0.0.0.0\nport 6379\ndir /data\nrequirepass {self.password}\nsave ""\nappendonly no\n')
+        self.conf = conf
+        self.port = 0
+        self._version = "unknown"
+        self.ensure_running()
+
+    def version(self) -> str:
+        return self._version
+
+    def is_running(self) -> bool:
+        return self.box.running()
+
+    def kill(self) -> None:
+        self.box.kill()
+
+    def ensure_running(self) -> None:
+        if self.box.running():
+            return
+        if self.box.exists():
+            self.box.container.start()
+            self.box.container.reload()
+            ports = self.box.container.attrs["NetworkSettings"]["Ports"][f"{self.box.port}/tcp"]
+            self.box.host_port = int(ports[0]["HostPort"])
+        else:
+            binds = {str(self.conf): {"bind": "/etc/drproof/redis.conf", "mode": "ro"}}
+            self.box.start({}, ["redis-server", "/etc/drproof/redis.conf"], binds)
+        assert self.box.host_port is not None
+        self.port = self.box.host_port
+        if not processes.wait_until(self._answers, timeout=READY_TIMEOUT, interval=0.1):
+            raise RuntimeStartError(
+                f"Redis container for {self.box.instance!r} did not answer within {READY_TIMEOUT:.0f} s. "
+                f"Logs:\n{self.box.logs()}"
+            )
+        self._version = self.box.exec_version(["redis-server", "--version"])
+
+    def _answers(self) -> bool:
+        if not self.box.running():
+            raise RuntimeStartError(f"Redis container for {self.box.instance!r} exited. Logs:\n{self.box.logs()}")
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def kill_container(self) -> dict[str, Any]:
+        return self.box.kill()
+
+    def stop_container(self) -> dict[str, Any]:
+        return self.box.stop()
+
+    def remove_container(self) -> dict[str, Any]:
+        return self.box.remove()
+
+    def remove_volume(self) -> dict[str, Any]:
+        return self.box.remove_volume()
+
+
+class DockerRuntime(Runtime):
+    name: ClassVar[str] = "docker"
+
+    def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
+        self.client = docker_client()
+        self.images = {**DEFAULT_IMAGES, **(images or {})}
+        self.run_id = secrets.token_hex(6)
+        self.labels = {
+            LABEL_MANAGED: "true",
+            LABEL_RUN: self.run_id,
+            LABEL_PID: str(os.getpid()),
+            LABEL_HOST: socket.gethostname(),
+        }
+        self.root = workdir / "runtime"
+        self.root.mkdir(parents=True, exist_ok=False)
+        self.network_name = f"drproof-{self.run_id}"
+        # A private network per run: the run's containers see each other and nothing else.
+        self.client.networks.create(self.network_name, labels=self.labels, driver="bridge")
+        self._postgres: dict[str, DockerPostgres] = {}
+        self._redis: dict[str, DockerRedis] = {}
+        self._dirs: dict[str, Path] = {}
+        self._image_ids: dict[str, str] = {}
+        self._closed = False
+
+    def remember_image(self, kind: str, image: str) -> None:
+        if kind not in self._image_ids:
+            self._image_ids[kind] = str(self.client.images.get(image).id)
+
+    def postgres(self, instance: str) -> DockerPostgres:
+        if instance not in self._postgres:
+            self._postgres[instance] = DockerPostgres(self, instance)
+        return self._postgres[instance]
+
+    def redis(self, instance: str) -> DockerRedis:
+        if instance not in self._redis:
+            self._redis[instance] = DockerRedis(self, instance, self.root)
+        return self._redis[instance]
+
+    def directory(self, instance: str) -> Path:
+        if instance not in self._dirs:
+            path = self.root / f"dir-{instance}"
+            path.mkdir()
+            self._dirs[instance] = path
+        return self._dirs[instance]
+
+    def describe(self) -> dict[str, str]:
+        facts = {
+            "runtime": self.name,
+            "engine": str(self.client.version().get("Version", "unknown")),
+            "run_id": self.run_id,
+            "isolation": "fresh containers and volumes per run on a private bridge network, ports published on "
+            "127.0.0.1 only, per-run random passwords; directory components on the host",
+        }
+        for kind, image_id in sorted(self._image_ids.items()):
+            facts[f"image:{kind}"] = f"{self.images[kind]} ({image_id})"
+        for name, pg in self._postgres.items():
+            facts[f"postgres:{name}"] = pg.version()
+        for name, rd in self._redis.items():
+            facts[f"redis:{name}"] = rd.version()
+        return facts
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        remove_labelled(self.client, {LABEL_RUN: self.run_id})
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.client.close()
+
+
+def remove_labelled(client: Any, labels: dict[str, str]) -> list[str]:
+    """Remove containers, then volumes, then networks carrying all ``labels``; return what went."""
+    selector = [f"{k}={v}" for k, v in labels.items()]
+    gone: list[str] = []
+    for c in client.containers.list(all=True, filters={"label": selector}):
+        c.remove(force=True, v=True)
+        gone.append(f"container {c.name}")
+    for v in client.volumes.list(filters={"label": selector}):
+        v.remove(force=True)
+        gone.append(f"volume {v.name}")
+    for n in client.networks.list(filters={"label": selector}):
+        n.remove()
+        gone.append(f"network {n.name}")
+    return gone
+
+
+def leftovers(client: Any, *, everything: bool = False) -> dict[str, list[str]]:
+    """drproof-labelled resources by run id, for runs whose process is gone (or all)."""
+    runs: dict[str, list[str]] = {}
+    me = socket.gethostname()
+    selector = {"label": [f"{LABEL_MANAGED}=true"]}
+    items: list[tuple[str, dict[str, str]]] = []
+    items += [(f"container {c.name}", c.labels) for c in client.containers.list(all=True, filters=selector)]
+    items += [(f"volume {v.name}", v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
+    items += [(f"network {n.name}", n.attrs.get("Labels") or {}) for n in client.networks.list(filters=selector)]
+    for what, labels in items:
+        run, pid, host = labels.get(LABEL_RUN, "?"), labels.get(LABEL_PID, ""), labels.get(LABEL_HOST, "")
+        alive = host == me and pid.isdigit() and _pid_alive(int(pid))
+        if everything or not alive:
+            runs.setdefault(run, []).append(what)
+    return runs
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
