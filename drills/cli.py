@@ -54,6 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schema", help="print the JSON Schema of scenarios (or of results.json)")
     sch.add_argument("--results", action="store_true", help="the schema of results.json instead")
 
+    bak = sub.add_parser("backup", help="back up a running stack (standalone engine; see backup-config.yaml)")
+    bak.add_argument("--config", type=Path, required=True, help="backup-config.yaml")
+    bak.add_argument("--components", nargs="+", metavar="NAME", help="only these components (default: all)")
+    bak.add_argument("--type", choices=["full", "database-only", "incremental"], default="full")
+    bak.add_argument("--label", help="a name for this backup set")
+    bak.add_argument("--json", action="store_true", help="print the backup summary as JSON")
+
+    rec = sub.add_parser("recovery", help="list, verify and restore backups (standalone engine)")
+    rsub = rec.add_subparsers(dest="recovery_command", required=True)
+    for name, text in (
+        ("list", "list complete backup sets"),
+        ("verify", "re-hash every artifact of a backup"),
+        ("restore", "restore components from a backup"),
+    ):
+        r = rsub.add_parser(name, help=text)
+        r.add_argument("--config", type=Path, help="backup-config.yaml (required for restore)")
+        r.add_argument("--repository", type=Path, help="repository directory (instead of the config's)")
+        r.add_argument("--json", action="store_true", help="machine-readable output")
+        if name != "list":
+            which = r.add_mutually_exclusive_group()
+            which.add_argument("--id", help="backup id (default: the latest)")
+            which.add_argument("--timestamp", type=_utc, help="the latest backup at or before this ISO time")
+        if name == "restore":
+            r.add_argument("--components", nargs="+", metavar="NAME", help="only these (default: all in the backup)")
+
     doc = sub.add_parser("doctor", help="check that this machine can run drills, with a fix for each problem")
     doc.add_argument("--runtime", choices=["local", "docker"], help="also require what this runtime needs")
 
@@ -65,6 +90,104 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
     return p
+
+
+def _utc(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2026-11-24T02:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _progress(err: Console, quiet: bool) -> Any:
+    def report(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]…[/dim] {escape(message)}", highlight=False)
+
+    return report
+
+
+def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills import standalone
+    from drills.backup_config import load_config, unknown_components
+
+    config = load_config(args.config)
+    if args.components:
+        unknown_components(config, args.components, str(args.config))
+    manifest = standalone.take_backup(config, args.components, args.type, args.label, _progress(err, args.json))
+    if args.json:
+        sys.stdout.write(json.dumps(standalone.summary(manifest), indent=2) + "\n")
+    else:
+        s = standalone.summary(manifest)
+        err.print(
+            f"[green]backup complete[/green]: {len(s['components'])} components, {s['artifacts']} artifacts, "
+            f"{s['stored_bytes']} bytes stored",
+            highlight=False,
+        )
+        sys.stdout.write(manifest.id + "\n")
+    return 0
+
+
+def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills import standalone
+    from drills.backup_config import load_config, unknown_components
+
+    config = load_config(args.config) if args.config else None
+    repo = standalone.repository(config, args.repository)
+    if args.recovery_command == "list":
+        sets = [standalone.summary(m) for m in repo.list()]
+        broken = getattr(repo, "broken", {})
+        if args.json:
+            sys.stdout.write(json.dumps({"backups": sets, "unreadable": broken}, indent=2) + "\n")
+        else:
+            for s in sets:
+                out.print(
+                    f"{s['id']}  {s['created_at']}  {s['type']:<13} {','.join(s['components'])}  "
+                    f"{s['stored_bytes']} bytes" + (f"  ({s['label']})" if s["label"] else ""),
+                    highlight=False,
+                    markup=False,
+                )
+            for name, problem in broken.items():
+                err.print(f"unreadable backup set {name}: {problem}", highlight=False, markup=False)
+        return 0 if not broken else 1
+    manifest = standalone.find(repo, args.id, args.timestamp)
+    if args.recovery_command == "verify":
+        report = repo.verify(manifest.id)
+        if args.json:
+            sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        else:
+            for c in report.checks:
+                mark = "ok     " if c.ok else "DAMAGED"
+                out.print(
+                    f"{mark} {c.artifact} ({c.expected_size} bytes){'' if c.ok else ': ' + str(c.problem)}",
+                    highlight=False,
+                    markup=False,
+                )
+            verdict = "verified" if report.ok else f"{len(report.damaged)} damaged artifact(s)"
+            err.print(f"backup {manifest.id}: {verdict}", highlight=False, markup=False)
+        return 0 if report.ok else 1
+    if config is None:
+        raise ConfigError("recovery restore needs --config: it says where each component is restored to")
+    if args.components:
+        unknown_components(config, args.components, str(args.config))
+    outcomes = standalone.restore(config, manifest, args.components, _progress(err, args.json))
+    if args.json:
+        sys.stdout.write(
+            json.dumps({"backup": manifest.id, "components": [o.__dict__ for o in outcomes]}, indent=2) + "\n"
+        )
+    else:
+        for o in outcomes:
+            style = {"restored": "green", "refused": "yellow", "failed": "red"}[o.status]
+            err.print(
+                f"[{style}]{o.status:>8}[/{style}] {escape(o.component)}: {escape(o.detail)}; fidelity: {o.fidelity}",
+                highlight=False,
+            )
+            for d in o.differences[:10]:
+                err.print(f"           - {escape(d)}", highlight=False)
+    if any(o.status == "failed" for o in outcomes):
+        return 2
+    return 1 if any(o.status == "refused" or o.fidelity == "differs" for o in outcomes) else 0
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -249,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": _cmd_schema,
         "report": _cmd_report,
         "doctor": _cmd_doctor,
+        "backup": _cmd_backup,
+        "recovery": _cmd_recovery,
         "clean": _cmd_clean,
     }
     try:

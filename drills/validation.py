@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -66,7 +66,7 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
     for seg in loc:
         members = _members(tp)
         if len(members) > 1:
-            chosen = [m for m in members if isinstance(m, type) and issubclass(m, Strict) and m.drproof_tag == seg]
+            chosen = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel) and _tagged_as(m, seg)]
             if not chosen:
                 return None
             tp = chosen[0]
@@ -85,6 +85,16 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
             return None
     final = [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
     return final[0] if len(final) == 1 else None
+
+
+def _tagged_as(model: type[BaseModel], tag: Any) -> bool:
+    """Whether a union member is the one pydantic selected with ``tag``."""
+    if isinstance(model, type) and issubclass(model, Strict) and model.drproof_tag == tag:
+        return True
+    return any(
+        get_origin(info.annotation) is Literal and tag in get_args(info.annotation)
+        for info in model.model_fields.values()
+    )
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
@@ -112,9 +122,10 @@ def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
             out.append(seg)
         elif out and seg == out[-1] and not (isinstance(node, dict) and seg in node):
             continue  # a wrapper's field named like its tag (`wait: 5s`): already consumed
-        elif last:
+        elif last and not (isinstance(node, dict) and seg in node.values()):
             out.append(seg)
-        # else: a union tag pydantic put in the location; not a key of the document
+        # else: a union tag pydantic put in the location (a `kind:` or `fault:` value),
+        # not a key of the document
     return tuple(out)
 
 
@@ -373,6 +384,17 @@ def _cross_checks(doc: Document) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def model_problems(doc: Document, model: type[BaseModel]) -> tuple[BaseModel | None, list[Problem]]:
+    """Validate a document against any drproof model; problems located in the file."""
+    if not isinstance(doc.data, dict):
+        got = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+        return None, [Problem(doc.file, 1, 1, "", f"expected a mapping of keys; got {got}")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        return None, [_translate(doc, e, model) for e in exc.errors()]
 
 
 def validate(doc: Document) -> tuple[Scenario | None, list[Problem]]:

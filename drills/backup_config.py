@@ -1,0 +1,192 @@
+"""backup-config.yaml: what the standalone engine backs up, from where, and into where.
+
+Components name *existing* servers and directories. Secrets are never inline: a password
+or key is given as the name of an environment variable or the path of a file, so the
+configuration can be committed, printed and attached to an audit without leaking
+anything. A URL with a password in it is refused for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from drills import yamlsource
+from drills.scenario import Name, Strict
+from drills.validation import model_problems
+from engine.errors import ConfigError, Problem, ValidationFailed
+from engine.runtime.external import PostgresTarget, RedisTarget
+
+
+class SecretRef(Strict):
+    """Where a secret comes from: an environment variable or a file, never the YAML."""
+
+    password_env: str | None = Field(default=None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(default=None, description="File whose first line is the password.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def resolve_password(self, what: str) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"{what}: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"{what}: cannot read password_file {self.password_file}: {exc}") from None
+        return None
+
+
+def _no_inline_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        raise ValueError("passwords may not be written in the URL; use password_env or password_file")
+    return url
+
+
+class PostgresTargetSpec(SecretRef):
+    kind: Literal["postgres"]
+    url: str = Field(description="postgresql://USER@HOST:PORT/DATABASE (no password).")
+
+    _check_url = field_validator("url")(_no_inline_password)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
+        return url
+
+    def target(self, name: str) -> PostgresTarget:
+        p = urlsplit(self.url)
+        return PostgresTarget(
+            host=p.hostname or "127.0.0.1",
+            port=p.port or 5432,
+            user=unquote(p.username or "postgres"),
+            dbname=unquote(p.path.strip("/")),
+            password=self.resolve_password(name),
+        )
+
+
+class RedisTargetSpec(SecretRef):
+    kind: Literal["redis"]
+    url: str = Field(description="redis://HOST:PORT (no password); every logical database is backed up.")
+
+    _check_url = field_validator("url")(_no_inline_password)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError("expected redis://HOST:PORT")
+        return url
+
+    def target(self, name: str) -> RedisTarget:
+        p = urlsplit(self.url)
+        db = int(p.path.strip("/") or 0)
+        return RedisTarget(
+            host=p.hostname or "127.0.0.1", port=p.port or 6379, db=db, password=self.resolve_password(name)
+        )
+
+
+class DirectorySpec(Strict):
+    kind: Literal["vectorstore", "volumes", "configuration"]
+    path: Path = Field(description="The directory to back up and restore (relative to the config file).")
+
+
+if TYPE_CHECKING:
+    TargetSpec = Any
+else:
+    TargetSpec = Annotated[
+        Union[PostgresTargetSpec, RedisTargetSpec, DirectorySpec],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
+
+
+class LocalRepositorySpec(Strict):
+    type: Literal["local"] = "local"
+    path: Path = Field(description="Directory of the repository (relative to the config file).")
+
+
+class EncryptionSpec(Strict):
+    key_env: str | None = Field(default=None, description="Environment variable with a 32-byte key (hex or base64).")
+    key_file: Path | None = Field(default=None, description="File with a 32-byte key (raw, hex or base64).")
+    passphrase_env: str | None = Field(default=None, description="Environment variable with a passphrase (scrypt).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EncryptionSpec:
+        given = [x for x in (self.key_env, self.key_file, self.passphrase_env) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of key_env, key_file, passphrase_env")
+        return self
+
+
+class RetentionSpec(Strict):
+    keep_last: int = Field(default=0, ge=0, description="Always keep the newest N backups.")
+    daily: int = Field(default=0, ge=0, description="Keep the newest backup of each of the last N days with backups.")
+    weekly: int = Field(default=0, ge=0, description="... of each of the last N ISO weeks with backups.")
+    monthly: int = Field(default=0, ge=0, description="... of each of the last N months with backups.")
+
+
+class HooksSpec(Strict):
+    before_restore: list[list[str]] = Field(default_factory=list, description="Commands (argv lists) run first.")
+    after_restore: list[list[str]] = Field(default_factory=list, description="Commands run after a restore.")
+
+
+class BackupConfig(Strict):
+    """The standalone engine's configuration."""
+
+    version: Literal[1] = 1
+    repository: LocalRepositorySpec
+    compression_level: int = Field(default=3, ge=1, le=19, description="zstd level.")
+    encryption: EncryptionSpec | None = None
+    retention: RetentionSpec | None = None
+    hooks: HooksSpec = Field(default_factory=HooksSpec)
+    components: dict[Name, TargetSpec] = Field(min_length=1)
+
+
+def load_config(path: Path) -> BackupConfig:
+    doc = yamlsource.load(path)
+    model, problems = model_problems(doc, BackupConfig)
+    if problems or model is None:
+        raise ValidationFailed(problems)
+    assert isinstance(model, BackupConfig)
+    base = path.resolve().parent
+    # Relative paths in the file are relative to the file, as in scenarios.
+    model.repository.path = base / model.repository.path
+    for spec in model.components.values():
+        if isinstance(spec, DirectorySpec):
+            spec.path = base / spec.path
+    if model.encryption and model.encryption.key_file:
+        model.encryption.key_file = base / model.encryption.key_file
+    return model
+
+
+def unknown_components(config: BackupConfig, names: list[str], file: str) -> None:
+    missing = [n for n in names if n not in config.components]
+    if missing:
+        raise ValidationFailed(
+            [
+                Problem(
+                    file,
+                    None,
+                    None,
+                    "--components",
+                    f"unknown component {n!r} (configured: {', '.join(config.components)})",
+                )
+                for n in missing
+            ]
+        )
