@@ -19,6 +19,7 @@ from engine import backup as engine_backup
 from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
 from engine.components.postgres import PostgresParams
+from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.fingerprint import compare
 from engine.manifest import Manifest
@@ -31,11 +32,17 @@ BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
 def repository(config: BackupConfig | None, path: Path | None) -> Repository:
-    if path is not None:
+    if path is not None and config is None:
         return LocalRepository(path)
     if config is None:
         raise ConfigError("say where the repository is: --repository PATH or --config FILE")
-    return LocalRepository(config.repository.path)
+    if path is not None:
+        config.repository.path = path
+    encryption = None
+    if config.encryption is not None:
+        e = config.encryption
+        encryption = Encryption.from_settings(e.key_env, e.key_file, e.passphrase_env)
+    return LocalRepository(config.repository.path, encryption)
 
 
 def components(config: BackupConfig, names: Sequence[str] | None) -> list[Component]:

@@ -61,6 +61,9 @@ class Manifest(BaseModel):
     components: list[ComponentRecord]
     artifacts: list[ArtifactRecord]
     tools: dict[str, str] = Field(default_factory=dict)
+    encryption: dict[str, Any] | None = Field(
+        default=None, description="Scheme, KDF parameters, key source and key fingerprint; never the key."
+    )
     labels: dict[str, str] = Field(default_factory=dict)
 
     def component(self, name: str) -> ComponentRecord:

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from engine.errors import BackupNotFound, IntegrityError, RepositoryError
+from engine.crypto import Encryption, SetCipher
+from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
 from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
 from engine.streams import CHUNK, HashingReader, HashingWriter, sha256_file, zstd_compressor, zstd_decompressor
@@ -55,6 +56,10 @@ class _LocalSetWriter(BackupSetWriter):
         self.staging = repo.root / ".staging" / self.id
         self.staging.mkdir(parents=True)
         self.records: list[ArtifactRecord] = []
+        self.cipher: SetCipher | None = None
+        self.encryption_info: dict[str, Any] | None = None
+        if repo.encryption is not None:
+            self.cipher, self.encryption_info = repo.encryption.for_new_set()
 
     @contextmanager
     def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
@@ -65,10 +70,14 @@ class _LocalSetWriter(BackupSetWriter):
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as fh:
             stored = HashingWriter(fh)
-            sink: Any = stored  # zstandard accepts any object with write(); its stubs want IO
+            # raw → zstd → (AES-GCM) → hashed → file; the stored digest covers exactly the
+            # bytes on disk, so verify needs no key.
+            sink: Any = stored if self.cipher is None else self.cipher.writer(stored, f"{component}/{name}")
             with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
                 raw: Any = HashingWriter(compressed)
                 yield raw
+            if sink is not stored:
+                sink.close()
             fh.flush()
             os.fsync(fh.fileno())
         self.records.append(
@@ -95,6 +104,7 @@ class _LocalSetWriter(BackupSetWriter):
             completed_at=datetime.now(UTC),
             components=components,
             artifacts=self.records,
+            encryption=self.encryption_info,
             tools=tools,
             labels=labels,
         )
@@ -116,8 +126,9 @@ class _LocalSetWriter(BackupSetWriter):
 class LocalRepository(Repository):
     name: ClassVar[str] = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, encryption: Encryption | None = None) -> None:
         self.root = root
+        self.encryption = encryption
         try:
             (root / "sets").mkdir(parents=True, exist_ok=True)
             (root / ".staging").mkdir(exist_ok=True)
@@ -188,9 +199,10 @@ class LocalRepository(Repository):
                 f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
             )
         path = self._stored_path(manifest, artifact)
+        cipher = self._cipher_for(manifest)
         with open(path, "rb") as fh:
             stored = HashingReader(fh)
-            source: Any = stored  # zstandard accepts any object with read(); its stubs want IO
+            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
             reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
             try:
                 yield reader
@@ -202,8 +214,21 @@ class LocalRepository(Repository):
             if stored.hexdigest() != artifact.sha256:
                 raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
 
+    def _cipher_for(self, manifest: Manifest) -> SetCipher | None:
+        if manifest.encryption is None:
+            return None
+        if self.encryption is None:
+            raise ConfigError(
+                f"backup {manifest.id} is encrypted (key {manifest.encryption.get('key_fingerprint')}); "
+                "configure encryption (key_env, key_file or passphrase_env) to restore it"
+            )
+        return self.encryption.for_manifest(manifest.id, manifest.encryption)
+
     def describe(self) -> dict[str, str]:
-        return {"type": self.name, "path": str(self.root)}
+        facts = {"type": self.name, "path": str(self.root)}
+        if self.encryption is not None:
+            facts["encryption"] = f"aes-256-gcm, key from {self.encryption.source}"
+        return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
         return self._stored_path(manifest, artifact).stat().st_size

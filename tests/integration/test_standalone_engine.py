@@ -124,3 +124,32 @@ def test_inline_password_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run_cli(["backup", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"{cfg}:3:" in err and "passwords may not be written in the URL" in err and "s3cret" not in err
+
+
+def test_encrypted_backup_restores_only_with_the_right_key(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    config = yaml.safe_load(stack["config"].read_text())
+    config["encryption"] = {"key_env": "DRPROOF_TEST_KEY"}
+    stack["config"].write_text(yaml.safe_dump(config))
+    cfg = str(stack["config"])
+    key = os.urandom(32).hex()
+    monkeypatch.setenv("DRPROOF_TEST_KEY", key)
+    assert run_cli(["backup", "--config", cfg, "--components", "conf", "files", "--json"]) == 0
+    backup_id = _json(capsys)["id"]
+    manifest = (stack["config"].parent / "repo" / "sets" / backup_id / "manifest.json").read_text()
+    assert "aes-256-gcm-chunked-v1" in manifest and key not in manifest
+
+    (stack["conf"].path / "app.yaml").unlink()
+    monkeypatch.setenv("DRPROOF_TEST_KEY", os.urandom(32).hex())
+    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf"]) == 2
+    err = capsys.readouterr().err
+    assert "wrong key" in err and key not in err
+    assert not (stack["conf"].path / "app.yaml").exists(), "nothing was restored with the wrong key"
+
+    monkeypatch.setenv("DRPROOF_TEST_KEY", key)
+    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf", "--json"]) == 0
+    [outcome] = _json(capsys)["components"]
+    assert (outcome["status"], outcome["fidelity"]) == ("restored", "match")
