@@ -140,6 +140,12 @@ class RetentionSpec(Strict):
     weekly: int = Field(default=0, ge=0, description="... of each of the last N ISO weeks with backups.")
     monthly: int = Field(default=0, ge=0, description="... of each of the last N months with backups.")
 
+    @model_validator(mode="after")
+    def _keeps_something(self) -> RetentionSpec:
+        if not any((self.keep_last, self.daily, self.weekly, self.monthly)):
+            raise ValueError("a retention policy that keeps nothing would delete every backup; set at least one count")
+        return self
+
 
 class HooksSpec(Strict):
     before_restore: list[list[str]] = Field(default_factory=list, description="Commands (argv lists) run first.")

@@ -67,12 +67,15 @@ def _parser() -> argparse.ArgumentParser:
         ("list", "list complete backup sets"),
         ("verify", "re-hash every artifact of a backup"),
         ("restore", "restore components from a backup"),
+        ("prune", "delete backups the retention policy does not keep"),
     ):
         r = rsub.add_parser(name, help=text)
         r.add_argument("--config", type=Path, help="backup-config.yaml (required for restore)")
         r.add_argument("--repository", type=Path, help="repository directory (instead of the config's)")
         r.add_argument("--json", action="store_true", help="machine-readable output")
-        if name != "list":
+        if name == "prune":
+            r.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+        if name not in ("list", "prune"):
             which = r.add_mutually_exclusive_group()
             which.add_argument("--id", help="backup id (default: the latest)")
             which.add_argument("--timestamp", type=_utc, help="the latest backup at or before this ISO time")
@@ -116,6 +119,10 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.components:
         unknown_components(config, args.components, str(args.config))
     manifest = standalone.take_backup(config, args.components, args.type, args.label, _progress(err, args.json))
+    if config.retention is not None:
+        pruned = standalone.prune(config, dry_run=False, progress=_progress(err, args.json))
+        if pruned.deleted and not args.json:
+            err.print(f"retention: deleted {len(pruned.deleted)} old backup(s)", highlight=False)
     if args.json:
         sys.stdout.write(json.dumps(standalone.summary(manifest), indent=2) + "\n")
     else:
@@ -151,9 +158,23 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             for name, problem in broken.items():
                 err.print(f"unreadable backup set {name}: {problem}", highlight=False, markup=False)
         return 0 if not broken else 1
+    if args.recovery_command == "prune":
+        if config is None:
+            raise ConfigError("recovery prune needs --config: the retention policy is in it")
+        result = standalone.prune(config, args.dry_run, _progress(err, args.json))
+        if args.json:
+            sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
+        else:
+            verb = "would delete" if args.dry_run else "deleted"
+            for k in result.kept:
+                out.print(f"keep   {k['id']}  {k['created_at']}  ({', '.join(k['reasons'])})", markup=False)
+            for gone in result.deleted:
+                out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}", markup=False)
+        return 0
     manifest = standalone.find(repo, args.id, args.timestamp)
     if args.recovery_command == "verify":
         report = repo.verify(manifest.id)
+        repo.record_verification(report)
         if args.json:
             sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         else:

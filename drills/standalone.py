@@ -25,6 +25,7 @@ from engine.fingerprint import compare
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.repository.base import Repository
+from engine.retention import Policy, plan
 from engine.runtime.external import ExternalRuntime
 
 Progress = Callable[[str], None]
@@ -98,13 +99,48 @@ def take_backup(
     repo = repository(config, None)
     comps = components(config, select_for_type(config, names, backup_type))
     fingerprints = {}
-    if fingerprint:
-        for c in comps:
-            progress(f"fingerprinting {c.instance}")
-            fingerprints[c.instance] = c.fingerprint()
-    return engine_backup.backup(
-        repo, comps, label=label, labels={"type": backup_type}, fingerprints=fingerprints, progress=progress
-    )
+    with repo.lock(exclusive=False):
+        if fingerprint:
+            for c in comps:
+                progress(f"fingerprinting {c.instance}")
+                fingerprints[c.instance] = c.fingerprint()
+        manifest = engine_backup.backup(
+            repo, comps, label=label, labels={"type": backup_type}, fingerprints=fingerprints, progress=progress
+        )
+        progress(f"verifying {manifest.id}")
+        report = repo.verify(manifest.id)
+        repo.record_verification(report)
+    if not report.ok:
+        raise IntegrityError(f"backup {manifest.id} failed verification right after writing: {report.damaged}")
+    return manifest
+
+
+@dataclass
+class PruneResult:
+    kept: list[dict[str, Any]]
+    deleted: list[dict[str, Any]]
+    dry_run: bool
+
+
+def prune(config: BackupConfig, dry_run: bool, progress: Progress) -> PruneResult:
+    if config.retention is None:
+        raise ConfigError("no retention policy in the configuration (add retention: {keep_last: N, daily: N, ...})")
+    r = config.retention
+    policy = Policy(keep_last=r.keep_last, daily=r.daily, weekly=r.weekly, monthly=r.monthly)
+    repo = repository(config, None)
+    with repo.lock(exclusive=True):
+        decisions = plan(repo.list(), policy, repo.verified_ids())
+        kept = [
+            {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
+            for d in decisions
+            if d.keep
+        ]
+        deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
+        if not dry_run:
+            for d in deleted:
+                progress(f"deleting {d['id']}")
+                repo.delete(d["id"])
+    return PruneResult(kept, deleted, dry_run)
 
 
 def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
@@ -146,6 +182,13 @@ def restore(
     config: BackupConfig, manifest: Manifest, names: Sequence[str] | None, progress: Progress
 ) -> list[RestoreOutcome]:
     repo = repository(config, None)
+    with repo.lock(exclusive=False):
+        return _restore(repo, config, manifest, names, progress)
+
+
+def _restore(
+    repo: Repository, config: BackupConfig, manifest: Manifest, names: Sequence[str] | None, progress: Progress
+) -> list[RestoreOutcome]:
     wanted = list(names) if names else [c.name for c in manifest.components]
     missing = [n for n in wanted if n not in config.components]
     if missing:

@@ -18,6 +18,7 @@ from engine.errors import RepositoryError
 from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
+VERIFIED_NAME = "verified.json"  # written beside the manifest by a full verification
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real manifest is kilobytes; refuse anything absurd.
 
 

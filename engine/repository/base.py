@@ -92,5 +92,20 @@ class Repository(ABC):
     @abstractmethod
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None: ...
 
+    @abstractmethod
+    def record_verification(self, report: VerifyReport) -> None:
+        """Remember a full verification's outcome; retention protects verified sets."""
+
+    @abstractmethod
+    def verified_ids(self) -> set[str]: ...
+
+    @abstractmethod
+    def delete(self, backup_id: str) -> None:
+        """Remove a set so that it is unlisted before any of its files go."""
+
+    @abstractmethod
+    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
+        """Shared for backups and restores, exclusive for pruning."""
+
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()

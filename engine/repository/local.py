@@ -13,6 +13,8 @@ unlisted staging directory, never a half set that looks whole.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +26,7 @@ from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption, SetCipher
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
-from engine.manifest import MANIFEST_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
+from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
 from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
 from engine.streams import CHUNK, HashingReader, HashingWriter, sha256_file, zstd_compressor, zstd_decompressor
 
@@ -223,6 +225,49 @@ class LocalRepository(Repository):
                 "configure encryption (key_env, key_file or passphrase_env) to restore it"
             )
         return self.encryption.for_manifest(manifest.id, manifest.encryption)
+
+    # -- verification records, deletion and locking (retention) -------------------------------
+
+    def record_verification(self, report: VerifyReport) -> None:
+        """Remember the outcome of a full verification; retention protects verified sets."""
+        path = self._set_dir(report.backup_id) / VERIFIED_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
+        )
+        os.replace(tmp, path)
+
+    def verified_ids(self) -> set[str]:
+        out = set()
+        for entry in (self.root / "sets").iterdir():
+            try:
+                if json.loads((entry / VERIFIED_NAME).read_text()).get("ok") is True:
+                    out.add(entry.name)
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def delete(self, backup_id: str) -> None:
+        """Unlist the set first (rename out of sets/), then remove its files."""
+        source = self._set_dir(backup_id)
+        if not (source / MANIFEST_NAME).is_file():
+            raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
+        trash = self.root / ".trash"
+        trash.mkdir(exist_ok=True)
+        target = trash / f"{backup_id}-{secrets.token_hex(3)}"
+        os.rename(source, target)
+        _fsync_dir(self.root / "sets")
+        shutil.rmtree(target, ignore_errors=True)
+
+    @contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """Shared for backups and restores, exclusive for pruning: a restore never loses its set."""
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def describe(self) -> dict[str, str]:
         facts = {"type": self.name, "path": str(self.root)}

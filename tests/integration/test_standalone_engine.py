@@ -153,3 +153,26 @@ def test_encrypted_backup_restores_only_with_the_right_key(
     assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf", "--json"]) == 0
     [outcome] = _json(capsys)["components"]
     assert (outcome["status"], outcome["fidelity"]) == ("restored", "match")
+
+
+def test_retention_prunes_after_backup_and_dry_run_deletes_nothing(
+    stack: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load(stack["config"].read_text())
+    cfg = str(stack["config"])
+    ids = []
+    for _ in range(3):
+        assert run_cli(["backup", "--config", cfg, "--components", "conf", "--json"]) == 0
+        ids.append(_json(capsys)["id"])
+    config["retention"] = {"keep_last": 1}
+    stack["config"].write_text(yaml.safe_dump(config))
+    assert run_cli(["recovery", "prune", "--config", cfg, "--dry-run", "--json"]) == 0
+    plan = _json(capsys)
+    assert [k["id"] for k in plan["kept"]] == [ids[-1]] and {d["id"] for d in plan["deleted"]} == set(ids[:2])
+    assert run_cli(["recovery", "list", "--config", cfg, "--json"]) == 0
+    assert len(_json(capsys)["backups"]) == 3, "a dry run deletes nothing"
+    # A backup applies the policy afterwards.
+    assert run_cli(["backup", "--config", cfg, "--components", "conf", "--json"]) == 0
+    newest = _json(capsys)["id"]
+    assert run_cli(["recovery", "list", "--config", cfg, "--json"]) == 0
+    assert [b["id"] for b in _json(capsys)["backups"]] == [newest]

@@ -1,0 +1,77 @@
+"""Which backups to keep: keep-last N and grandfather-father-son, with one safety rule.
+
+The plan is a pure function of the backups, the policy and which backups were verified,
+so it can be shown (``--dry-run``), tested exhaustively and applied by any repository.
+The safety rule wins over the policy: the newest verified backup of every component is
+never deleted, so pruning can never leave a component with no restorable backup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from engine.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_last: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+
+    def keeps_anything(self) -> bool:
+        return any((self.keep_last, self.daily, self.weekly, self.monthly))
+
+
+@dataclass
+class Decision:
+    backup_id: str
+    created_at: datetime
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def _buckets(
+    newest_first: Sequence[Manifest],
+    count: int,
+    key: Callable[[datetime], Hashable],
+    label: str,
+    decisions: dict[str, Decision],
+) -> None:
+    """Keep the newest backup of each of the ``count`` most recent periods that have one."""
+    seen: list[Hashable] = []
+    for m in newest_first:
+        period = key(m.created_at)
+        if period in seen:
+            continue
+        if len(seen) == count:
+            break
+        seen.append(period)
+        decisions[m.id].keep = True
+        decisions[m.id].reasons.append(f"{label} {period}")
+
+
+def plan(manifests: Sequence[Manifest], policy: Policy, verified: set[str]) -> list[Decision]:
+    """Decisions for every backup, newest first."""
+    newest_first = sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True)
+    decisions = {m.id: Decision(m.id, m.created_at, keep=False) for m in newest_first}
+    for m in newest_first[: policy.keep_last]:
+        decisions[m.id].keep = True
+        decisions[m.id].reasons.append("keep_last")
+    _buckets(newest_first, policy.daily, lambda t: t.date().isoformat(), "daily", decisions)
+    _buckets(
+        newest_first, policy.weekly, lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}", "weekly", decisions
+    )
+    _buckets(newest_first, policy.monthly, lambda t: t.strftime("%Y-%m"), "monthly", decisions)
+
+    components = {c.name for m in newest_first for c in m.components}
+    for name in sorted(components):
+        holding = [m for m in newest_first if m.id in verified and any(c.name == name for c in m.components)]
+        if holding and not any(decisions[m.id].keep for m in holding):
+            newest = holding[0]
+            decisions[newest.id].keep = True
+            decisions[newest.id].reasons.append(f"only verified backup of {name} left")
+    return [decisions[m.id] for m in newest_first]
