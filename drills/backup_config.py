@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drills import yamlsource
 from drills.scenario import Name, Strict
@@ -121,6 +121,29 @@ class LocalRepositorySpec(Strict):
     path: Path = Field(description="Directory of the repository (relative to the config file).")
 
 
+class S3RepositorySpec(Strict):
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, description="Bucket name.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    endpoint_url: str | None = Field(default=None, description="For S3-compatible stores (MinIO, Ceph, ...).")
+    region: str | None = None
+
+
+if TYPE_CHECKING:
+    RepositorySpec = Any
+else:
+    RepositorySpec = Annotated[
+        Union[LocalRepositorySpec, S3RepositorySpec],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+
+
+def _default_type(value: Any) -> Any:
+    if isinstance(value, dict) and "type" not in value:
+        return {**value, "type": "local"}
+    return value
+
+
 class EncryptionSpec(Strict):
     key_env: str | None = Field(default=None, description="Environment variable with a 32-byte key (hex or base64).")
     key_file: Path | None = Field(default=None, description="File with a 32-byte key (raw, hex or base64).")
@@ -156,7 +179,10 @@ class BackupConfig(Strict):
     """The standalone engine's configuration."""
 
     version: Literal[1] = 1
-    repository: LocalRepositorySpec
+    repository: Annotated[RepositorySpec, BeforeValidator(_default_type)]
+    offsite: Annotated[RepositorySpec, BeforeValidator(_default_type)] | None = Field(
+        default=None, description="A second repository every backup is copied to (e.g. S3)."
+    )
     compression_level: int = Field(default=3, ge=1, le=19, description="zstd level.")
     encryption: EncryptionSpec | None = None
     retention: RetentionSpec | None = None
@@ -172,7 +198,9 @@ def load_config(path: Path) -> BackupConfig:
     assert isinstance(model, BackupConfig)
     base = path.resolve().parent
     # Relative paths in the file are relative to the file, as in scenarios.
-    model.repository.path = base / model.repository.path
+    for repo in (model.repository, model.offsite):
+        if isinstance(repo, LocalRepositorySpec):
+            repo.path = base / repo.path
     for spec in model.components.values():
         if isinstance(spec, DirectorySpec):
             spec.path = base / spec.path

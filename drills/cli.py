@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         ("verify", "re-hash every artifact of a backup"),
         ("restore", "restore components from a backup"),
         ("prune", "delete backups the retention policy does not keep"),
+        ("copy", "copy a backup to the offsite repository (or back with --from-offsite)"),
     ):
         r = rsub.add_parser(name, help=text)
         r.add_argument("--config", type=Path, help="backup-config.yaml (required for restore)")
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "prune":
             r.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+        if name in ("list", "verify", "restore", "prune"):
+            r.add_argument("--offsite", action="store_true", help="use the configuration's offsite repository")
+        if name == "copy":
+            r.add_argument("--from-offsite", action="store_true", help="copy from offsite into the primary")
         if name not in ("list", "prune"):
             which = r.add_mutually_exclusive_group()
             which.add_argument("--id", help="backup id (default: the latest)")
@@ -119,6 +124,14 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.components:
         unknown_components(config, args.components, str(args.config))
     manifest = standalone.take_backup(config, args.components, args.type, args.label, _progress(err, args.json))
+    if config.offsite is not None:
+        try:
+            standalone.copy(config, manifest.id, True, _progress(err, args.json))
+        except DrproofError as exc:
+            sys.stdout.write(manifest.id + "\n")
+            raise DrproofError(
+                f"backup {manifest.id} is complete in the primary repository, but the offsite copy failed: {exc}"
+            ) from exc
     if config.retention is not None:
         pruned = standalone.prune(config, dry_run=False, progress=_progress(err, args.json))
         if pruned.deleted and not args.json:
@@ -141,7 +154,13 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     from drills.backup_config import load_config, unknown_components
 
     config = load_config(args.config) if args.config else None
-    repo = standalone.repository(config, args.repository)
+    if args.recovery_command == "copy":
+        if config is None:
+            raise ConfigError("recovery copy needs --config: it names both repositories")
+        manifest = standalone.copy(config, args.id, not args.from_offsite, _progress(err, args.json))
+        sys.stdout.write(manifest.id + "\n")
+        return 0
+    repo = standalone.repository(config, args.repository, offsite=getattr(args, "offsite", False))
     if args.recovery_command == "list":
         sets = [standalone.summary(m) for m in repo.list()]
         broken = getattr(repo, "broken", {})
@@ -192,7 +211,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise ConfigError("recovery restore needs --config: it says where each component is restored to")
     if args.components:
         unknown_components(config, args.components, str(args.config))
-    outcomes = standalone.restore(config, manifest, args.components, _progress(err, args.json))
+    outcomes = standalone.restore(config, manifest, args.components, _progress(err, args.json), repo)
     if args.json:
         sys.stdout.write(
             json.dumps({"backup": manifest.id, "components": [o.__dict__ for o in outcomes]}, indent=2) + "\n"

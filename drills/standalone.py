@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import BackupConfig, DirectorySpec, PostgresTargetSpec, RedisTargetSpec
+from drills.backup_config import BackupConfig, DirectorySpec, PostgresTargetSpec, RedisTargetSpec, S3RepositorySpec
 from engine import backup as engine_backup
 from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
@@ -23,7 +23,7 @@ from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.fingerprint import compare
 from engine.manifest import Manifest
-from engine.repository import LocalRepository
+from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository
 from engine.retention import Policy, plan
 from engine.runtime.external import ExternalRuntime
@@ -32,18 +32,39 @@ Progress = Callable[[str], None]
 BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
-def repository(config: BackupConfig | None, path: Path | None) -> Repository:
+def _open(spec: Any, encryption: Encryption | None) -> Repository:
+    if isinstance(spec, S3RepositorySpec):
+        return S3Repository(spec.bucket, spec.prefix, spec.endpoint_url, spec.region, encryption)
+    return LocalRepository(spec.path, encryption)
+
+
+def repository(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> Repository:
     if path is not None and config is None:
         return LocalRepository(path)
     if config is None:
         raise ConfigError("say where the repository is: --repository PATH or --config FILE")
-    if path is not None:
-        config.repository.path = path
     encryption = None
     if config.encryption is not None:
         e = config.encryption
         encryption = Encryption.from_settings(e.key_env, e.key_file, e.passphrase_env)
-    return LocalRepository(config.repository.path, encryption)
+    if offsite:
+        if config.offsite is None:
+            raise ConfigError("--offsite: the configuration has no offsite repository")
+        return _open(config.offsite, encryption)
+    if path is not None:
+        return LocalRepository(path, encryption)
+    return _open(config.repository, encryption)
+
+
+def copy(config: BackupConfig, backup_id: str | None, to_offsite: bool, progress: Progress) -> Manifest:
+    """Copy a set between the primary and the offsite repository, verbatim and verified."""
+    source = repository(config, None, offsite=not to_offsite)
+    target = repository(config, None, offsite=to_offsite)
+    manifest = find(source, backup_id, None)
+    progress(f"copying {manifest.id} to the {'offsite' if to_offsite else 'primary'} repository")
+    target.import_set(manifest, source)
+    target.record_verification(target.verify(manifest.id))
+    return manifest
 
 
 def components(config: BackupConfig, names: Sequence[str] | None) -> list[Component]:
@@ -179,9 +200,13 @@ def _run_hooks(commands: list[list[str]], when: str, progress: Progress) -> None
 
 
 def restore(
-    config: BackupConfig, manifest: Manifest, names: Sequence[str] | None, progress: Progress
+    config: BackupConfig,
+    manifest: Manifest,
+    names: Sequence[str] | None,
+    progress: Progress,
+    repo: Repository | None = None,
 ) -> list[RestoreOutcome]:
-    repo = repository(config, None)
+    repo = repo or repository(config, None)
     with repo.lock(exclusive=False):
         return _restore(repo, config, manifest, names, progress)
 

@@ -75,6 +75,14 @@ class Repository(ABC):
         """Decompressed content; raises IntegrityError if the stored bytes do not match."""
 
     @abstractmethod
+    def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> AbstractContextManager[IO[bytes]]:
+        """The stored bytes exactly as kept (compressed, maybe encrypted): for offsite copies."""
+
+    @abstractmethod
+    def import_set(self, manifest: Manifest, source: Repository) -> None:
+        """Copy a complete set from ``source`` verbatim, checking every digest; publish it last."""
+
+    @abstractmethod
     def verify(self, backup_id: str) -> VerifyReport:
         """Re-hash every stored artifact of the set against its manifest."""
 

@@ -216,6 +216,42 @@ class LocalRepository(Repository):
             if stored.hexdigest() != artifact.sha256:
                 raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
 
+    @contextmanager
+    def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        try:
+            fh = open(self._stored_path(manifest, artifact), "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise RepositoryError(f"backup {manifest.id}: cannot read {artifact.key}: {exc.strerror}") from exc
+        with fh:
+            yield fh
+
+    def import_set(self, manifest: Manifest, source: Repository) -> None:
+        if (self.root / "sets" / manifest.id / MANIFEST_NAME).exists():
+            raise RepositoryError(f"backup {manifest.id} is already in {self.root}")
+        staging = self.root / ".staging" / manifest.id
+        staging.mkdir(parents=True)
+        try:
+            for artifact in manifest.artifacts:
+                target = staging / artifact.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out, source.open_stored(manifest, artifact) as body:
+                    check = HashingWriter(out)
+                    while chunk := body.read(CHUNK):
+                        check.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if check.hexdigest() != artifact.sha256 or check.size != artifact.size:
+                    raise IntegrityError(f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied")
+            with open(staging / MANIFEST_NAME, "w", encoding="utf-8") as fh:
+                fh.write(manifest.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(staging, self.root / "sets" / manifest.id)
+            _fsync_dir(self.root / "sets")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
     def _cipher_for(self, manifest: Manifest) -> SetCipher | None:
         if manifest.encryption is None:
             return None

@@ -176,3 +176,43 @@ def test_retention_prunes_after_backup_and_dry_run_deletes_nothing(
     newest = _json(capsys)["id"]
     assert run_cli(["recovery", "list", "--config", cfg, "--json"]) == 0
     assert [b["id"] for b in _json(capsys)["backups"]] == [newest]
+
+
+def test_offsite_copy_survives_loss_of_every_local_backup(
+    stack: dict[str, Any], s3_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="offsite-drill")
+    config = yaml.safe_load(stack["config"].read_text())
+    config["offsite"] = {"type": "s3", "bucket": "offsite-drill", "prefix": "shop", "endpoint_url": s3_endpoint}
+    stack["config"].write_text(yaml.safe_dump(config))
+    cfg = str(stack["config"])
+    assert run_cli(["backup", "--config", cfg, "--components", "db", "conf", "--json"]) == 0
+    backup_id = _json(capsys)["id"]
+
+    shutil.rmtree(stack["config"].parent / "repo")  # every local backup is gone
+    (stack["conf"].path / "app.yaml").unlink()
+    assert run_cli(["recovery", "list", "--config", cfg, "--offsite", "--json"]) == 0
+    assert [b["id"] for b in _json(capsys)["backups"]] == [backup_id]
+    assert run_cli(["recovery", "verify", "--config", cfg, "--offsite", "--json"]) == 0
+    capsys.readouterr()
+    assert run_cli(["recovery", "restore", "--config", cfg, "--offsite", "--components", "conf", "--json"]) == 0
+    assert _json(capsys)["components"][0]["fidelity"] == "match"
+    assert run_cli(["recovery", "copy", "--config", cfg, "--from-offsite", "--id", backup_id]) == 0
+    assert capsys.readouterr().out.strip() == backup_id
+    assert run_cli(["recovery", "verify", "--config", cfg, "--id", backup_id]) == 0
+
+
+def test_unreachable_offsite_fails_the_backup_loudly(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.runtime.processes import free_port
+
+    config = yaml.safe_load(stack["config"].read_text())
+    config["offsite"] = {"type": "s3", "bucket": "nowhere", "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    stack["config"].write_text(yaml.safe_dump(config))
+    assert run_cli(["backup", "--config", str(stack["config"]), "--components", "conf"]) == 2
+    captured = capsys.readouterr()
+    backup_id = captured.out.strip()
+    assert backup_id and "complete in the primary repository, but the offsite copy failed" in captured.err

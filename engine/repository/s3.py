@@ -1,0 +1,397 @@
+"""A backup repository in an S3 bucket (or any S3-compatible store via ``endpoint_url``).
+
+Layout mirrors the local repository under a prefix: ``sets/<id>/<component>/<name>.zst``
+and ``sets/<id>/manifest.json``. S3 has no rename, so completeness rests on order: every
+artifact is uploaded (multipart, streamed in 8 MiB parts, never whole in memory) before
+the manifest, and a set is listed only if its manifest exists. A crashed backup leaves
+unlisted objects (and aborted multipart uploads) that ``delete``/prune can remove; it never
+looks complete. Credentials come from boto3's usual chain (environment, profile, instance
+role), never from drproof's configuration files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import IO, Any, ClassVar
+
+from engine.crypto import Encryption, SetCipher
+from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
+from engine.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest
+from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
+from engine.repository.local import _safe_segment, new_backup_id
+from engine.streams import CHUNK, HashingReader, HashingWriter, zstd_compressor, zstd_decompressor
+
+PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
+
+
+def _client(endpoint_url: str | None, region: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Standard retry mode: exponential backoff with jitter on throttling and 5xx errors.
+    config = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
+
+
+def _s3_error(exc: Exception, what: str) -> RepositoryError:
+    return RepositoryError(f"S3: {what} failed: {exc}")
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Every S3/botocore failure becomes a RepositoryError saying what was being done."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(exc, what) from exc
+
+
+class MultipartWriter(io.RawIOBase):
+    """Uploads a stream as an S3 multipart upload, one bounded part at a time."""
+
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self._client, self._bucket, self._key = client, bucket, key
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        while len(self._buffer) >= PART:
+            self._send(bytes(self._buffer[:PART]))
+            del self._buffer[:PART]
+        return len(view)
+
+    def _send(self, data: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)["UploadId"]
+        number = len(self._parts) + 1
+        etag = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
+        )["ETag"]
+        self._parts.append({"PartNumber": number, "ETag": etag})
+
+    def finish(self) -> None:
+        if self._upload_id is None:  # small object: one plain PUT
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+        else:
+            if self._buffer:
+                self._send(bytes(self._buffer))
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        if self._upload_id is not None:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+        self._buffer.clear()
+
+
+class _S3SetWriter(BackupSetWriter):
+    def __init__(self, repo: S3Repository, label: str | None, backup_id: str | None = None) -> None:
+        self._repo = repo
+        self.created_at = datetime.now(UTC)
+        self.id = backup_id or new_backup_id(self.created_at)
+        self.label = label
+        self.records: list[ArtifactRecord] = []
+        self.cipher: SetCipher | None = None
+        self.encryption_info: dict[str, Any] | None = None
+        if repo.encryption is not None:
+            self.cipher, self.encryption_info = repo.encryption.for_new_set()
+
+    @contextmanager
+    def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
+        rel = f"{_safe_segment(component)}/{_safe_segment(name)}.zst"
+        upload = MultipartWriter(self._repo.client, self._repo.bucket, self._repo.key(self.id, rel))
+        stored = HashingWriter(upload)  # type: ignore[arg-type]
+        sink: Any = stored if self.cipher is None else self.cipher.writer(stored, f"{component}/{name}")
+        try:
+            with _guard(f"uploading {component}/{name} of {self.id}"):
+                with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
+                    raw: Any = HashingWriter(compressed)
+                    yield raw
+                if sink is not stored:
+                    sink.close()
+                upload.finish()
+        except BaseException:
+            with suppress(Exception):  # the store may be unreachable; the set stays unlisted anyway
+                upload.abort()
+            raise
+        self.records.append(
+            ArtifactRecord(
+                component=component,
+                name=name,
+                path=rel,
+                size=stored.size,
+                sha256=stored.hexdigest(),
+                raw_size=raw.size,
+                raw_sha256=raw.hexdigest(),
+            )
+        )
+
+    def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
+        components = [
+            c.model_copy(update={"artifacts": [r.name for r in self.records if r.component == c.name]})
+            for c in components
+        ]
+        manifest = Manifest(
+            id=self.id,
+            label=self.label,
+            created_at=self.created_at,
+            completed_at=datetime.now(UTC),
+            components=components,
+            artifacts=self.records,
+            tools=tools,
+            labels=labels,
+            encryption=self.encryption_info,
+        )
+        self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode())  # last: this publishes the set
+        return manifest
+
+    def abort(self) -> None:
+        for r in self.records:
+            with suppress(Exception):  # unlisted without a manifest; prune can remove leftovers later
+                self._repo.client.delete_object(Bucket=self._repo.bucket, Key=self._repo.key(self.id, r.path))
+
+
+class S3Repository(Repository):
+    name: ClassVar[str] = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        encryption: Encryption | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.encryption = encryption
+        self.client = _client(endpoint_url, region)
+        self.broken: dict[str, str] = {}
+
+    def key(self, backup_id: str, rel: str) -> str:
+        parts = [p for p in (self.prefix, "sets", _safe_segment(backup_id), rel) if p]
+        return "/".join(parts)
+
+    def put(self, backup_id: str, rel: str, body: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(backup_id, rel), Body=body)
+        except Exception as exc:
+            raise _s3_error(exc, f"writing {rel} of {backup_id}") from exc
+
+    def _get_bytes(self, key: str, limit: int) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise _s3_error(exc, f"reading {key}") from exc
+        except BotoCoreError as exc:
+            raise _s3_error(exc, f"reading {key}") from exc
+        if obj["ContentLength"] > limit:
+            raise RepositoryError(f"S3 object {key} is {obj['ContentLength']} bytes, over the {limit} limit")
+        return bytes(obj["Body"].read())
+
+    def begin(self, label: str | None = None) -> BackupSetWriter:
+        return _S3SetWriter(self, label)
+
+    def _set_ids(self) -> list[str]:
+        prefix = "/".join(p for p in (self.prefix, "sets") if p) + "/"
+        ids: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            ):
+                ids += [cp["Prefix"][len(prefix) :].strip("/") for cp in page.get("CommonPrefixes", [])]
+        except Exception as exc:
+            raise _s3_error(exc, f"listing s3://{self.bucket}/{prefix}") from exc
+        return ids
+
+    def _manifest(self, backup_id: str) -> Manifest | None:
+        data = self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
+        if data is None:
+            return None
+        try:
+            return Manifest.model_validate_json(data)
+        except ValueError as exc:
+            raise RepositoryError(f"S3 backup {backup_id}: malformed manifest ({exc})") from exc
+
+    def list(self) -> list[Manifest]:
+        out, self.broken = [], {}
+        for backup_id in self._set_ids():
+            try:
+                m = self._manifest(backup_id)
+            except RepositoryError as exc:
+                self.broken[backup_id] = str(exc)
+                continue
+            if m is not None:
+                out.append(m)
+        return sorted(out, key=lambda m: (m.created_at, m.id))
+
+    def get(self, backup_id: str) -> Manifest:
+        m = self._manifest(backup_id)
+        if m is None:
+            raise BackupNotFound(f"no complete backup set {backup_id!r} in s3://{self.bucket}/{self.prefix}")
+        return m
+
+    @contextmanager
+    def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))["Body"]
+        except Exception as exc:
+            raise _s3_error(exc, f"reading {artifact.key} of {manifest.id}") from exc
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def _check(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
+        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with self.open_stored(manifest, artifact) as body, _guard(f"reading {artifact.key}"):
+                while chunk := body.read(CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+        except RepositoryError as exc:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem=f"missing: {exc}")
+        problem = None
+        if size != artifact.size:
+            problem = f"size {size} bytes, manifest says {artifact.size}"
+        elif h.hexdigest() != artifact.sha256:
+            problem = "sha256 differs from manifest"
+        return ArtifactCheck(**base, ok=problem is None, actual_sha256=h.hexdigest(), actual_size=size, problem=problem)
+
+    def verify(self, backup_id: str) -> VerifyReport:
+        manifest = self.get(backup_id)
+        checks = [self._check(manifest, a) for a in manifest.artifacts]
+        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+
+    @contextmanager
+    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        check = self._check(manifest, artifact)
+        if not check.ok:
+            raise IntegrityError(
+                f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
+            )
+        cipher = self._cipher_for(manifest)
+        with self.open_stored(manifest, artifact) as body:
+            stored = HashingReader(body)
+            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
+            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
+            try:
+                yield reader
+                while reader.read(CHUNK):
+                    pass
+            finally:
+                reader.close()
+            stored.drain()
+            if stored.hexdigest() != artifact.sha256:
+                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
+
+    def _cipher_for(self, manifest: Manifest) -> SetCipher | None:
+        if manifest.encryption is None:
+            return None
+        if self.encryption is None:
+            raise ConfigError(
+                f"backup {manifest.id} is encrypted (key {manifest.encryption.get('key_fingerprint')}); "
+                "configure encryption to restore it"
+            )
+        return self.encryption.for_manifest(manifest.id, manifest.encryption)
+
+    def describe(self) -> dict[str, str]:
+        facts = {"type": self.name, "bucket": self.bucket, "prefix": self.prefix}
+        if self.endpoint_url:
+            facts["endpoint_url"] = self.endpoint_url
+        return facts
+
+    def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))
+        return int(head["ContentLength"])
+
+    def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes:
+        obj = self.client.get_object(
+            Bucket=self.bucket, Key=self.key(manifest.id, artifact.path), Range=f"bytes={offset}-{offset + length - 1}"
+        )
+        return bytes(obj["Body"].read())
+
+    def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
+        key = self.key(manifest.id, artifact.path)
+        body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        body[offset : offset + len(data)] = data
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body))
+
+    def record_verification(self, report: VerifyReport) -> None:
+        body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged})
+        self.put(report.backup_id, VERIFIED_NAME, body.encode())
+
+    def verified_ids(self) -> set[str]:
+        out = set()
+        for backup_id in self._set_ids():
+            data = self._get_bytes(self.key(backup_id, VERIFIED_NAME), 1 << 20)
+            if data and json.loads(data).get("ok") is True:
+                out.add(backup_id)
+        return out
+
+    def delete(self, backup_id: str) -> None:
+        manifest = self.get(backup_id)
+        keys = [self.key(backup_id, MANIFEST_NAME)]  # first: the set stops being listed
+        keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
+        keys.append(self.key(backup_id, VERIFIED_NAME))
+        for key in keys:
+            with _guard(f"deleting {key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    @contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """S3 offers no lock. Backups are safe concurrently (unique ids, manifest last); run
+        prune from one place only (documented)."""
+        yield
+
+    def import_set(self, manifest: Manifest, source: Repository) -> None:
+        """Copy a set's stored bytes verbatim (same digests), manifest last."""
+        done: list[str] = []
+        try:
+            for artifact in manifest.artifacts:
+                key = self.key(manifest.id, artifact.path)
+                upload = MultipartWriter(self.client, self.bucket, key)
+                check = HashingWriter(upload)  # type: ignore[arg-type]
+                try:
+                    with _guard(f"copying {artifact.key} of {manifest.id}"):
+                        with source.open_stored(manifest, artifact) as body:
+                            while chunk := body.read(CHUNK):
+                                check.write(chunk)
+                        if check.hexdigest() != artifact.sha256 or check.size != artifact.size:
+                            raise IntegrityError(
+                                f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied"
+                            )
+                        upload.finish()
+                except BaseException:
+                    with suppress(Exception):  # the store may be unreachable; nothing is listed anyway
+                        upload.abort()
+                    raise
+                done.append(key)
+            self.put(manifest.id, MANIFEST_NAME, manifest.to_json().encode())
+        except BaseException:
+            for key in done:
+                with suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise
