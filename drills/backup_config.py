@@ -103,15 +103,23 @@ class RedisTargetSpec(SecretRef):
 
 
 class DirectorySpec(Strict):
-    kind: Literal["vectorstore", "volumes", "configuration"]
+    kind: Literal["volumes", "configuration"]
     path: Path = Field(description="The directory to back up and restore (relative to the config file).")
+
+
+class VectorstoreSpec(Strict):
+    kind: Literal["vectorstore"]
+    path: Path = Field(description="The store's directory (index.faiss, ids.jsonl, metadata.json).")
+    model: str | None = Field(default=None, description="Embedding model a restored store must have been built with.")
+    dimension: int | None = Field(default=None, ge=1, description="Dimension a restored store must have.")
+    metric: Literal["l2", "inner_product"] | None = Field(default=None, description="Metric a restored store must use.")
 
 
 if TYPE_CHECKING:
     TargetSpec = Any
 else:
     TargetSpec = Annotated[
-        Union[PostgresTargetSpec, RedisTargetSpec, DirectorySpec],  # noqa: UP007
+        Union[PostgresTargetSpec, RedisTargetSpec, VectorstoreSpec, DirectorySpec],  # noqa: UP007
         Field(discriminator="kind"),
     ]
 
@@ -202,7 +210,7 @@ def load_config(path: Path) -> BackupConfig:
         if isinstance(repo, LocalRepositorySpec):
             repo.path = base / repo.path
     for spec in model.components.values():
-        if isinstance(spec, DirectorySpec):
+        if isinstance(spec, DirectorySpec | VectorstoreSpec):
             spec.path = base / spec.path
     if model.encryption and model.encryption.key_file:
         model.encryption.key_file = base / model.encryption.key_file

@@ -14,7 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import BackupConfig, DirectorySpec, PostgresTargetSpec, RedisTargetSpec, S3RepositorySpec
+from drills.backup_config import (
+    BackupConfig,
+    DirectorySpec,
+    PostgresTargetSpec,
+    RedisTargetSpec,
+    S3RepositorySpec,
+    VectorstoreSpec,
+)
 from engine import backup as engine_backup
 from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
@@ -76,7 +83,7 @@ def components(config: BackupConfig, names: Sequence[str] | None) -> list[Compon
             pg[name] = spec.target(name)
         elif isinstance(spec, RedisTargetSpec):
             rd[name] = spec.target(name)
-        elif isinstance(spec, DirectorySpec):
+        elif isinstance(spec, DirectorySpec | VectorstoreSpec):
             dirs[name] = spec.path
     runtime = ExternalRuntime(Path("."), postgres=pg, redis_targets=rd, directories=dirs)
     out: list[Component] = []
@@ -91,6 +98,9 @@ def components(config: BackupConfig, names: Sequence[str] | None) -> list[Compon
             params = kind.Params()
         comp = kind(name, params, runtime)
         comp.provision()
+        if isinstance(spec, VectorstoreSpec):
+            wanted = {"model": spec.model, "dimension": spec.dimension, "metric": spec.metric}
+            comp.expected = {k: v for k, v in wanted.items() if v is not None} or None  # type: ignore[attr-defined]
         out.append(comp)
     return out
 

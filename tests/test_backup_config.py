@@ -18,6 +18,7 @@ def test_documented_example_is_valid() -> None:
     assert isinstance(config.components["orders-db"], PostgresTargetSpec)
     assert isinstance(config.components["uploads"], DirectorySpec)
     assert config.retention is not None and config.retention.daily == 7
+    assert config.components["embeddings"].dimension == 384
 
 
 @pytest.mark.parametrize(

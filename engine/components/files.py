@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -85,7 +85,7 @@ def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | Non
     return safe
 
 
-def extract_tar(stream: IO[bytes], target: Path) -> None:
+def extract_tar(stream: IO[bytes], target: Path, check: Callable[[Path], None] | None = None) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
     The ``data`` filter refuses ``..`` members, links that escape the target and device
@@ -108,6 +108,13 @@ def extract_tar(stream: IO[bytes], target: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if check is not None:
+        # Judge the restored content before it replaces anything live.
+        try:
+            check(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     if target.exists():
         staging.chmod(stat.S_IMODE(target.stat().st_mode))
         os.rename(target, replaced)

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, tree_parts, write_tar
+from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
 
@@ -80,6 +81,10 @@ class VectorstoreComponent(Component):
 
     def provision(self) -> None:
         self.path = self.runtime.directory(self.instance)
+        p = self.params
+        # What a restored store must match; the standalone engine sets it from the
+        # configuration (or to None when the operator declared no expectation).
+        self.expected: dict[str, Any] | None = {"model": p.model, "dimension": p.dimension, "metric": p.metric}
 
     def seed(self) -> dict[str, Any]:
         p = self.params
@@ -142,7 +147,31 @@ class VectorstoreComponent(Component):
 
     def restore(self, source: ArtifactSource) -> None:
         with source.open("store.tar") as stream:
-            extract_tar(stream, self.path)
+            extract_tar(stream, self.path, check=self._compatible)
+
+    def _compatible(self, staged: Path) -> None:
+        """Refuse a store built for another embedding model, dimension or metric.
+
+        Queries would still run against such an index, returning confident nonsense, so
+        the mismatch must stop the restore rather than surface later as bad search.
+        """
+        if not self.expected:
+            return
+        try:
+            meta = json.loads((staged / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ComponentError(f"vectorstore {self.instance!r}: the backup has no readable {META}: {exc}") from exc
+        wrong = [
+            f"{key} {meta.get(key)!r} (expected {value!r})"
+            for key, value in self.expected.items()
+            if value is not None and meta.get(key) != value
+        ]
+        if wrong:
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: refusing to restore a store built with "
+                + ", ".join(wrong)
+                + "; the live store was left untouched"
+            )
 
     def health(self) -> Health:
         try:

@@ -1,0 +1,69 @@
+"""A vector store built for another model, dimension or metric is never restored over a live one."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
+from engine.errors import ComponentError
+from engine.repository import LocalRepository
+
+
+class _Dirs:
+    """Just enough of a runtime for a directory component."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def directory(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _store(root: Path, name: str, **params: Any) -> VectorstoreComponent:
+    comp = VectorstoreComponent(name, VectorstoreParams(vectors=200, **params), _Dirs(root))  # type: ignore[arg-type]
+    comp.provision()
+    return comp
+
+
+@pytest.mark.parametrize(
+    ("live", "reason"),
+    [
+        ({"dimension": 16}, "dimension 8 (expected 16)"),
+        ({"dimension": 8, "model": "other/model"}, "model 'sentence-transformers/all-MiniLM-L6-v2' (expected 'other/model')"),
+        ({"dimension": 8, "metric": "inner_product"}, "metric 'l2' (expected 'inner_product')"),
+    ],
+)
+def test_mismatched_store_is_refused_and_live_data_untouched(live: dict[str, Any], reason: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        source = _store(root / "a", "vec", dimension=8)
+        source.seed()
+        repo = LocalRepository(root / "repo")
+        manifest = engine_backup.backup(repo, [source])
+        target = _store(root / "b", "vec", **live)
+        target.seed()
+        before = target.fingerprint()
+        with pytest.raises(ComponentError, match="refusing to restore") as exc:
+            engine_backup.restore(repo, manifest, target)
+        assert reason in str(exc.value)
+        assert target.fingerprint() == before
+        assert not list(target.path.parent.glob("*.drproof-restoring"))
+
+
+def test_matching_store_restores() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        source = _store(root / "a", "vec", dimension=8)
+        source.seed()
+        repo = LocalRepository(root / "repo")
+        manifest = engine_backup.backup(repo, [source])
+        (source.path / "index.faiss").unlink()
+        engine_backup.restore(repo, manifest, source)
+        assert source.health().ok
