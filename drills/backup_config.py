@@ -183,6 +183,19 @@ class HooksSpec(Strict):
     after_restore: list[list[str]] = Field(default_factory=list, description="Commands run after a restore.")
 
 
+Outcome = Literal["success", "failure"]
+_OUTCOMES: tuple[Outcome, ...] = ("success", "failure")
+
+
+class NotificationsSpec(Strict):
+    webhook_url_env: str = Field(description="Environment variable holding the webhook URL (it may carry a token).")
+    on: list[Outcome] = Field(default_factory=lambda: list(_OUTCOMES), description="Which outcomes to report.")
+
+
+class MetricsSpec(Strict):
+    textfile: Path = Field(description="Prometheus textfile-collector file to write after every backup run.")
+
+
 class BackupConfig(Strict):
     """The standalone engine's configuration."""
 
@@ -195,6 +208,8 @@ class BackupConfig(Strict):
     encryption: EncryptionSpec | None = None
     retention: RetentionSpec | None = None
     hooks: HooksSpec = Field(default_factory=HooksSpec)
+    notifications: NotificationsSpec | None = None
+    metrics: MetricsSpec | None = None
     components: dict[Name, TargetSpec] = Field(min_length=1)
 
 
@@ -212,6 +227,8 @@ def load_config(path: Path) -> BackupConfig:
     for spec in model.components.values():
         if isinstance(spec, DirectorySpec | VectorstoreSpec):
             spec.path = base / spec.path
+    if model.metrics is not None:
+        model.metrics.textfile = base / model.metrics.textfile
     if model.encryption and model.encryption.key_file:
         model.encryption.key_file = base / model.encryption.key_file
     return model

@@ -13,6 +13,7 @@ import json
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,13 +118,32 @@ def _progress(err: Console, quiet: bool) -> Any:
 
 
 def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from drills import standalone
     from drills.backup_config import load_config, unknown_components
 
     config = load_config(args.config)
     if args.components:
         unknown_components(config, args.components, str(args.config))
+    started = time.monotonic()
+    summary: dict[str, Any] | None = None
+    failure: str | None = None
+    try:
+        summary = _run_backup(args, config, err)
+        return 0
+    except DrproofError as exc:
+        failure = str(exc)
+        raise
+    except BaseException as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        _report_backup(config, summary, failure, time.monotonic() - started, err)
+
+
+def _run_backup(args: argparse.Namespace, config: Any, err: Console) -> dict[str, Any]:
+    from drills import standalone
+
     manifest = standalone.take_backup(config, args.components, args.type, args.label, _progress(err, args.json))
+    summary = standalone.summary(manifest)
     if config.offsite is not None:
         try:
             standalone.copy(config, manifest.id, True, _progress(err, args.json))
@@ -137,16 +157,41 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
         if pruned.deleted and not args.json:
             err.print(f"retention: deleted {len(pruned.deleted)} old backup(s)", highlight=False)
     if args.json:
-        sys.stdout.write(json.dumps(standalone.summary(manifest), indent=2) + "\n")
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
-        s = standalone.summary(manifest)
         err.print(
-            f"[green]backup complete[/green]: {len(s['components'])} components, {s['artifacts']} artifacts, "
-            f"{s['stored_bytes']} bytes stored",
+            f"[green]backup complete[/green]: {len(summary['components'])} components, {summary['artifacts']} "
+            f"artifacts, {summary['stored_bytes']} bytes stored",
             highlight=False,
         )
         sys.stdout.write(manifest.id + "\n")
-    return 0
+    summary["created_at_epoch"] = manifest.created_at.timestamp()
+    return summary
+
+
+def _report_backup(
+    config: Any, summary: dict[str, Any] | None, failure: str | None, duration: float, err: Console
+) -> None:
+    """Webhook and metrics after every backup run, successful or not; never fatal."""
+    from drills.reporting import notify, write_metrics
+
+    if config.metrics is not None:
+        try:
+            write_metrics(config.metrics.textfile, summary, failure is None, duration)
+        except DrproofError as exc:
+            err.print(f"[yellow]warning[/yellow]: {escape(str(exc))}", highlight=False)
+    n = config.notifications
+    if n is not None and ("failure" if failure else "success") in n.on:
+        payload = {
+            "event": "backup",
+            "status": "failure" if failure else "success",
+            "backup": {k: v for k, v in (summary or {}).items() if k != "created_at_epoch"},
+            "error": redact(failure) if failure else None,
+            "duration_seconds": round(duration, 3),
+        }
+        problem = notify(n.webhook_url_env, payload)
+        if problem:
+            err.print(f"[yellow]warning[/yellow]: notification not sent: {escape(problem)}", highlight=False)
 
 
 def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:

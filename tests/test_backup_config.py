@@ -24,16 +24,26 @@ def test_documented_example_is_valid() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("repository: {path: r}\ncomponents:\n  db: {kind: postgres, url: 'postgresql://u:pw@h/d'}\n",
-         ":3:29: components.db.url: passwords may not be written in the URL"),
-        ("repository: {path: r}\nretention: {keep_last: 0}\ncomponents:\n  f: {kind: volumes, path: x}\n",
-         ":2:1: retention: a retention policy that keeps nothing"),
-        ("repository: {path: r}\nencryption: {key_env: A, passphrase_env: B}\ncomponents:\n  f: {kind: volumes, path: x}\n",
-         ":2:1: encryption: give exactly one of key_env, key_file, passphrase_env"),
-        ("repository: {type: s3}\ncomponents:\n  f: {kind: volumes, path: x}\n",
-         ":1:1: repository.bucket: required key 'bucket' is missing"),
-        ("repository: {path: r}\ncomponents:\n  f: {kind: volume, path: x}\n",
-         ":3:13: components.f.kind: unknown kind 'volume'; did you mean 'volumes'?"),
+        (
+            "repository: {path: r}\ncomponents:\n  db: {kind: postgres, url: 'postgresql://u:pw@h/d'}\n",
+            ":3:29: components.db.url: passwords may not be written in the URL",
+        ),
+        (
+            "repository: {path: r}\nretention: {keep_last: 0}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            ":2:1: retention: a retention policy that keeps nothing",
+        ),
+        (
+            "repository: {path: r}\nencryption: {key_env: A, passphrase_env: B}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            ":2:1: encryption: give exactly one of key_env, key_file, passphrase_env",
+        ),
+        (
+            "repository: {type: s3}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            ":1:1: repository.bucket: required key 'bucket' is missing",
+        ),
+        (
+            "repository: {path: r}\ncomponents:\n  f: {kind: volume, path: x}\n",
+            ":3:13: components.f.kind: unknown kind 'volume'; did you mean 'volumes'?",
+        ),
     ],
 )
 def test_mistakes_are_located(tmp_path: Path, body: str, expected: str) -> None:

@@ -36,7 +36,10 @@ def _store(root: Path, name: str, **params: Any) -> VectorstoreComponent:
     ("live", "reason"),
     [
         ({"dimension": 16}, "dimension 8 (expected 16)"),
-        ({"dimension": 8, "model": "other/model"}, "model 'sentence-transformers/all-MiniLM-L6-v2' (expected 'other/model')"),
+        (
+            {"dimension": 8, "model": "other/model"},
+            "model 'sentence-transformers/all-MiniLM-L6-v2' (expected 'other/model')",
+        ),
         ({"dimension": 8, "metric": "inner_product"}, "metric 'l2' (expected 'inner_product')"),
     ],
 )

@@ -61,6 +61,9 @@ def tree_parts(root: Path, prefix: str = "file ") -> dict[str, Part]:
 
 def write_tar(root: Path, sink: IO[bytes]) -> int:
     """Stream root's contents (not root itself) as a tar; return the number of entries."""
+    if not root.is_dir():
+        # An empty archive of a missing directory would be a backup of nothing that looks fine.
+        raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path)")
     count = 0
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):

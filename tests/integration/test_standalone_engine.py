@@ -216,3 +216,57 @@ def test_unreachable_offsite_fails_the_backup_loudly(stack: dict[str, Any], caps
     captured = capsys.readouterr()
     backup_id = captured.out.strip()
     assert backup_id and "complete in the primary repository, but the offsite copy failed" in captured.err
+
+
+def test_webhook_and_metrics_report_success_and_failure_without_leaking_the_url(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(
+                {"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))}
+            )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        token_url = f"http://127.0.0.1:{server.server_port}/hooks/s3cr3t-token"
+        monkeypatch.setenv("DRPROOF_WEBHOOK", token_url)
+        config = yaml.safe_load(stack["config"].read_text())
+        config["notifications"] = {"webhook_url_env": "DRPROOF_WEBHOOK"}
+        config["metrics"] = {"textfile": "drproof.prom"}
+        stack["config"].write_text(yaml.safe_dump(config))
+        cfg = str(stack["config"])
+        assert run_cli(["backup", "--config", cfg, "--components", "conf", "--json"]) == 0
+        backup_id = _json(capsys)["id"]
+        assert received[-1]["path"] == "/hooks/s3cr3t-token"
+        assert received[-1]["body"]["status"] == "success" and received[-1]["body"]["backup"]["id"] == backup_id
+        metrics = (stack["config"].parent / "drproof.prom").read_text()
+        assert "drproof_backup_success 1" in metrics and "drproof_backup_stored_bytes " in metrics
+
+        # A failing backup is reported too; the URL (with its token) never appears in output.
+        config["components"]["conf"]["path"] = str(stack["config"].parent / "no-such-dir")
+        stack["config"].write_text(yaml.safe_dump(config))
+        assert run_cli(["backup", "--config", cfg, "--components", "conf"]) != 0
+        assert received[-1]["body"]["status"] == "failure" and received[-1]["body"]["error"]
+        assert "drproof_backup_success 0" in (stack["config"].parent / "drproof.prom").read_text()
+        server.shutdown()
+        server.server_close()  # connections are now refused, not left hanging
+        assert run_cli(["backup", "--config", cfg, "--components", "conf"]) != 0
+        captured = capsys.readouterr()
+        assert "notification not sent: the webhook could not be reached" in captured.err
+        assert "nothing to back up" in captured.err, "a missing directory is a failed backup, not an empty one"
+        assert "s3cr3t" not in captured.out + captured.err
+    finally:
+        server.server_close()
