@@ -189,7 +189,7 @@ _OUTCOMES: tuple[Outcome, ...] = ("success", "failure")
 
 class NotificationsSpec(Strict):
     webhook_url_env: str = Field(description="Environment variable holding the webhook URL (it may carry a token).")
-    on: list[Outcome] = Field(default_factory=lambda: list(_OUTCOMES), description="Which outcomes to report.")
+    events: list[Outcome] = Field(default_factory=lambda: list(_OUTCOMES), description="Which outcomes to report.")
 
 
 class MetricsSpec(Strict):

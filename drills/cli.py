@@ -181,7 +181,7 @@ def _report_backup(
         except DrproofError as exc:
             err.print(f"[yellow]warning[/yellow]: {escape(str(exc))}", highlight=False)
     n = config.notifications
-    if n is not None and ("failure" if failure else "success") in n.on:
+    if n is not None and ("failure" if failure else "success") in n.events:
         payload = {
             "event": "backup",
             "status": "failure" if failure else "success",

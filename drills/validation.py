@@ -106,6 +106,13 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def _same_key(key: Any, text: str) -> bool:
+    """Whether a non-text YAML key is the one pydantic renders as ``text`` (true as "1")."""
+    if isinstance(key, str):
+        return False
+    return str(key) == text or (isinstance(key, bool) and str(int(key)) == text)
+
+
 def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
     """Drop union tags from a pydantic location, keeping only real document keys."""
     node = doc.data
@@ -114,7 +121,7 @@ def _doc_path(doc: Document, loc: tuple[Any, ...]) -> PathKey:
         last = i == len(loc) - 1
         if isinstance(node, dict) and seg not in node and isinstance(seg, str):
             # pydantic renders non-text keys (null, 1.5, true) as text in locations.
-            seg = next((k for k in node if not isinstance(k, str) and str(k) == seg), seg)
+            seg = next((k for k in node if _same_key(k, seg)), seg)
         if (isinstance(node, dict) and seg in node) or (
             isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node)
         ):
@@ -163,12 +170,17 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         # pydantic reports the key as text; find the real (non-text) key to point at it.
         mapping_path = _doc_path(doc, loc[:-1])
         for candidate in doc.keys:
-            if (
-                candidate[:-1] == mapping_path
-                and not isinstance(candidate[-1], str)
-                and str(candidate[-1]) == str(loc[-1])
-            ):
-                return _problem(doc, candidate, f"keys must be text, got {candidate[-1]!r}", at_key=True)
+            if candidate[:-1] == mapping_path and _same_key(candidate[-1], str(loc[-1])):
+                key = candidate[-1]
+                shown = (
+                    {True: "true", False: "false", None: "null"}.get(key, repr(key))
+                    if isinstance(key, bool | None)
+                    else repr(key)
+                )
+                hint = (
+                    " (YAML reads on/off/yes/no/true/false as booleans: quote the key)" if isinstance(key, bool) else ""
+                )
+                return _problem(doc, candidate, f"keys must be text, got {shown}{hint}", at_key=True)
         return _problem(doc, mapping_path, f"keys must be text, got {loc[-1]}")
     if kind == "union_tag_not_found":
         field = str(err.get("ctx", {}).get("discriminator", "")).strip("'")

@@ -129,10 +129,11 @@ def _walk(node: yaml.Node, path: PathKey, doc: Document, problems: list[Problem]
 def render_path(path: PathKey) -> str:
     out = ""
     for seg in path:
-        if isinstance(seg, int):
+        if isinstance(seg, int) and not isinstance(seg, bool):
             out += f"[{seg}]"
         else:
-            out += ("." if out else "") + str(seg)
+            text = {True: "true", False: "false", None: "null"}.get(seg, seg) if isinstance(seg, bool | None) else seg
+            out += ("." if out else "") + str(text)
     return out
 
 
