@@ -67,6 +67,37 @@ class Manifest(BaseModel):
     )
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def assemble(
+        cls,
+        *,
+        backup_id: str,
+        label: str | None,
+        created_at: datetime,
+        components: list[ComponentRecord],
+        artifacts: list[ArtifactRecord],
+        tools: dict[str, str],
+        labels: dict[str, str],
+        encryption: dict[str, Any] | None,
+    ) -> Manifest:
+        """The manifest of a finished set; each component lists the artifacts written for it."""
+        from datetime import UTC
+
+        return cls(
+            id=backup_id,
+            label=label,
+            created_at=created_at,
+            completed_at=datetime.now(UTC),
+            components=[
+                c.model_copy(update={"artifacts": [a.name for a in artifacts if a.component == c.name]})
+                for c in components
+            ],
+            artifacts=artifacts,
+            tools=tools,
+            labels=labels,
+            encryption=encryption,
+        )
+
     def component(self, name: str) -> ComponentRecord:
         for c in self.components:
             if c.name == name:

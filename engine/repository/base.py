@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from typing import IO, ClassVar
+from contextlib import AbstractContextManager, contextmanager
+from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.crypto import Encryption, SetCipher
+from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest
+from engine.streams import CHUNK, HashingReader, zstd_decompressor
 
 
 class ArtifactCheck(BaseModel):
@@ -34,6 +38,10 @@ class VerifyReport(BaseModel):
     @property
     def damaged(self) -> list[str]:
         return [c.artifact for c in self.checks if not c.ok]
+
+
+class StoredArtifactMissing(RepositoryError):
+    """open_stored found no stored file or object for the artifact."""
 
 
 class BackupSetWriter(ABC):
@@ -70,9 +78,74 @@ class Repository(ABC):
     @abstractmethod
     def get(self, backup_id: str) -> Manifest: ...
 
-    @abstractmethod
-    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> AbstractContextManager[IO[bytes]]:
-        """Decompressed content; raises IntegrityError if the stored bytes do not match."""
+    encryption: Encryption | None = None
+
+    def check_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
+        """Re-hash one stored artifact against its manifest entry."""
+        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self.open_stored(manifest, artifact) as body:
+                while chunk := body.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except StoredArtifactMissing:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem="missing")
+        except RepositoryError as exc:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem=f"unreadable: {exc}")
+        problem = None
+        if size != artifact.size:
+            problem = f"size {size} bytes, manifest says {artifact.size}"
+        elif digest.hexdigest() != artifact.sha256:
+            problem = "sha256 differs from manifest"
+        return ArtifactCheck(
+            **base, ok=problem is None, actual_sha256=digest.hexdigest(), actual_size=size, problem=problem
+        )
+
+    def verify(self, backup_id: str) -> VerifyReport:
+        """Re-hash every stored artifact of the set against its manifest."""
+        manifest = self.get(backup_id)
+        checks = [self.check_artifact(manifest, a) for a in manifest.artifacts]
+        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+
+    @contextmanager
+    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        """Decompressed (and decrypted) content; raises IntegrityError if the stored bytes do not match.
+
+        Checked first, so a damaged artifact is refused before a single byte is restored;
+        then hashed again while streaming, in case the stored bytes change underneath.
+        """
+        check = self.check_artifact(manifest, artifact)
+        if not check.ok:
+            raise IntegrityError(
+                f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
+            )
+        cipher = self.cipher_for(manifest)
+        with self.open_stored(manifest, artifact) as body:
+            stored = HashingReader(body)
+            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
+            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
+            try:
+                yield reader
+                while reader.read(CHUNK):
+                    pass
+            finally:
+                reader.close()
+            stored.drain()
+            if stored.hexdigest() != artifact.sha256:
+                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
+
+    def cipher_for(self, manifest: Manifest) -> SetCipher | None:
+        """The cipher for an encrypted set, or a clear refusal when no (or the wrong) key is configured."""
+        if manifest.encryption is None:
+            return None
+        if self.encryption is None:
+            raise ConfigError(
+                f"backup {manifest.id} is encrypted (key {manifest.encryption.get('key_fingerprint')}); "
+                "configure encryption (key_env, key_file or passphrase_env) to restore it"
+            )
+        return self.encryption.for_manifest(manifest.id, manifest.encryption)
 
     @abstractmethod
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> AbstractContextManager[IO[bytes]]:
@@ -81,10 +154,6 @@ class Repository(ABC):
     @abstractmethod
     def import_set(self, manifest: Manifest, source: Repository) -> None:
         """Copy a complete set from ``source`` verbatim, checking every digest; publish it last."""
-
-    @abstractmethod
-    def verify(self, backup_id: str) -> VerifyReport:
-        """Re-hash every stored artifact of the set against its manifest."""
 
     @abstractmethod
     def describe(self) -> dict[str, str]:

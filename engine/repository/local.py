@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption, SetCipher
-from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
-from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
-from engine.streams import CHUNK, HashingReader, HashingWriter, sha256_file, zstd_compressor, zstd_decompressor
+from engine.repository.base import BackupSetWriter, Repository, StoredArtifactMissing, VerifyReport
+from engine.streams import CHUNK, HashingWriter, zstd_compressor
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,20 +95,15 @@ class _LocalSetWriter(BackupSetWriter):
         )
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
-        components = [
-            c.model_copy(update={"artifacts": [r.name for r in self.records if r.component == c.name]})
-            for c in components
-        ]
-        manifest = Manifest(
-            id=self.id,
+        manifest = Manifest.assemble(
+            backup_id=self.id,
             label=self.label,
             created_at=self.created_at,
-            completed_at=datetime.now(UTC),
             components=components,
             artifacts=self.records,
-            encryption=self.encryption_info,
             tools=tools,
             labels=labels,
+            encryption=self.encryption_info,
         )
         path = self.staging / MANIFEST_NAME
         with open(path, "w", encoding="utf-8") as fh:
@@ -168,58 +163,12 @@ class LocalRepository(Repository):
             raise IntegrityError(f"backup {manifest.id}: artifact path {artifact.path!r} escapes the set")
         return path
 
-    def _check(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
-        path = self._stored_path(manifest, artifact)
-        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
-        try:
-            digest, size = sha256_file(path)
-        except FileNotFoundError:
-            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem="missing")
-        except OSError as exc:
-            return ArtifactCheck(
-                **base, ok=False, actual_sha256=None, actual_size=None, problem=f"unreadable: {exc.strerror}"
-            )
-        problem = None
-        if size != artifact.size:
-            problem = f"size {size} bytes, manifest says {artifact.size}"
-        elif digest != artifact.sha256:
-            problem = "sha256 differs from manifest"
-        return ArtifactCheck(**base, ok=problem is None, actual_sha256=digest, actual_size=size, problem=problem)
-
-    def verify(self, backup_id: str) -> VerifyReport:
-        manifest = self.get(backup_id)
-        checks = [self._check(manifest, a) for a in manifest.artifacts]
-        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
-
-    @contextmanager
-    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
-        # Check first, so a damaged artifact is refused before a single byte is restored;
-        # then hash again while streaming in case the file changes underneath us.
-        check = self._check(manifest, artifact)
-        if not check.ok:
-            raise IntegrityError(
-                f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
-            )
-        path = self._stored_path(manifest, artifact)
-        cipher = self._cipher_for(manifest)
-        with open(path, "rb") as fh:
-            stored = HashingReader(fh)
-            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
-            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
-            try:
-                yield reader
-                while reader.read(CHUNK):
-                    pass
-            finally:
-                reader.close()
-            stored.drain()
-            if stored.hexdigest() != artifact.sha256:
-                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
-
     @contextmanager
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
         try:
             fh = open(self._stored_path(manifest, artifact), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise StoredArtifactMissing(f"backup {manifest.id}: {artifact.key} is missing") from exc
         except OSError as exc:
             raise RepositoryError(f"backup {manifest.id}: cannot read {artifact.key}: {exc.strerror}") from exc
         with fh:
@@ -251,18 +200,6 @@ class LocalRepository(Repository):
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-    def _cipher_for(self, manifest: Manifest) -> SetCipher | None:
-        if manifest.encryption is None:
-            return None
-        if self.encryption is None:
-            raise ConfigError(
-                f"backup {manifest.id} is encrypted (key {manifest.encryption.get('key_fingerprint')}); "
-                "configure encryption (key_env, key_file or passphrase_env) to restore it"
-            )
-        return self.encryption.for_manifest(manifest.id, manifest.encryption)
-
-    # -- verification records, deletion and locking (retention) -------------------------------
 
     def record_verification(self, report: VerifyReport) -> None:
         """Remember the outcome of a full verification; retention protects verified sets."""

@@ -11,7 +11,6 @@ role), never from drproof's configuration files.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -20,11 +19,11 @@ from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption, SetCipher
-from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest
-from engine.repository.base import ArtifactCheck, BackupSetWriter, Repository, VerifyReport
+from engine.repository.base import BackupSetWriter, Repository, StoredArtifactMissing, VerifyReport
 from engine.repository.local import _safe_segment, new_backup_id
-from engine.streams import CHUNK, HashingReader, HashingWriter, zstd_compressor, zstd_decompressor
+from engine.streams import CHUNK, HashingWriter, zstd_compressor
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
 
@@ -142,15 +141,10 @@ class _S3SetWriter(BackupSetWriter):
         )
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
-        components = [
-            c.model_copy(update={"artifacts": [r.name for r in self.records if r.component == c.name]})
-            for c in components
-        ]
-        manifest = Manifest(
-            id=self.id,
+        manifest = Manifest.assemble(
+            backup_id=self.id,
             label=self.label,
             created_at=self.created_at,
-            completed_at=datetime.now(UTC),
             components=components,
             artifacts=self.records,
             tools=tools,
@@ -253,69 +247,20 @@ class S3Repository(Repository):
 
     @contextmanager
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
+        from botocore.exceptions import ClientError
+
+        with _guard(f"reading {artifact.key} of {manifest.id}"):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise StoredArtifactMissing(f"backup {manifest.id}: {artifact.key} is missing") from exc
+                raise
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))["Body"]
-        except Exception as exc:
-            raise _s3_error(exc, f"reading {artifact.key} of {manifest.id}") from exc
-        try:
-            yield body
+            with _guard(f"reading {artifact.key} of {manifest.id}"):
+                yield body
         finally:
             body.close()
-
-    def _check(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
-        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
-        h = hashlib.sha256()
-        size = 0
-        try:
-            with self.open_stored(manifest, artifact) as body, _guard(f"reading {artifact.key}"):
-                while chunk := body.read(CHUNK):
-                    h.update(chunk)
-                    size += len(chunk)
-        except RepositoryError as exc:
-            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem=f"missing: {exc}")
-        problem = None
-        if size != artifact.size:
-            problem = f"size {size} bytes, manifest says {artifact.size}"
-        elif h.hexdigest() != artifact.sha256:
-            problem = "sha256 differs from manifest"
-        return ArtifactCheck(**base, ok=problem is None, actual_sha256=h.hexdigest(), actual_size=size, problem=problem)
-
-    def verify(self, backup_id: str) -> VerifyReport:
-        manifest = self.get(backup_id)
-        checks = [self._check(manifest, a) for a in manifest.artifacts]
-        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
-
-    @contextmanager
-    def open_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
-        check = self._check(manifest, artifact)
-        if not check.ok:
-            raise IntegrityError(
-                f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
-            )
-        cipher = self._cipher_for(manifest)
-        with self.open_stored(manifest, artifact) as body:
-            stored = HashingReader(body)
-            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
-            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
-            try:
-                yield reader
-                while reader.read(CHUNK):
-                    pass
-            finally:
-                reader.close()
-            stored.drain()
-            if stored.hexdigest() != artifact.sha256:
-                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
-
-    def _cipher_for(self, manifest: Manifest) -> SetCipher | None:
-        if manifest.encryption is None:
-            return None
-        if self.encryption is None:
-            raise ConfigError(
-                f"backup {manifest.id} is encrypted (key {manifest.encryption.get('key_fingerprint')}); "
-                "configure encryption to restore it"
-            )
-        return self.encryption.for_manifest(manifest.id, manifest.encryption)
 
     def describe(self) -> dict[str, str]:
         facts = {"type": self.name, "bucket": self.bucket, "prefix": self.prefix}

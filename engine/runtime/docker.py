@@ -113,6 +113,13 @@ class _Container:
         self.host_port = int(tc.get_exposed_port(self.port))
         self.runtime.remember_image(self.kind, self.image)
 
+    def resume(self) -> None:
+        """Start the stopped container again; its published port may have changed."""
+        self.container.start()
+        self.container.reload()
+        ports = self.container.attrs["NetworkSettings"]["Ports"][f"{self.port}/tcp"]
+        self.host_port = int(ports[0]["HostPort"])
+
     def exists(self) -> bool:
         from docker.errors import NotFound
 
@@ -205,10 +212,7 @@ class DockerPostgres(PostgresService, ContainerOps):
         if self.box.running():
             return
         if self.box.exists():
-            self.box.container.start()
-            self.box.container.reload()
-            ports = self.box.container.attrs["NetworkSettings"]["Ports"][f"{self.box.port}/tcp"]
-            self.box.host_port = int(ports[0]["HostPort"])
+            self.box.resume()
         else:
             self.box.start(self._env(), None, {})
         if not processes.wait_until(self._answers, timeout=READY_TIMEOUT, interval=0.2):
@@ -271,10 +275,7 @@ class DockerRedis(RedisService, ContainerOps):
         if self.box.running():
             return
         if self.box.exists():
-            self.box.container.start()
-            self.box.container.reload()
-            ports = self.box.container.attrs["NetworkSettings"]["Ports"][f"{self.box.port}/tcp"]
-            self.box.host_port = int(ports[0]["HostPort"])
+            self.box.resume()
         else:
             binds = {str(self.conf): {"bind": "/etc/drproof/redis.conf", "mode": "ro"}}
             self.box.start({}, ["redis-server", "/etc/drproof/redis.conf"], binds)
