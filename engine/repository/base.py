@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.crypto import Encryption, SetCipher
 from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest
-from engine.streams import CHUNK, HashingReader, zstd_decompressor
+from engine.streams import CHUNK, HashingReader, HashingWriter, zstd_compressor, zstd_decompressor
 
 
 class ArtifactCheck(BaseModel):
@@ -63,6 +65,75 @@ class BackupSetWriter(ABC):
     @abstractmethod
     def abort(self) -> None:
         """Throw away everything written so far."""
+
+
+def new_backup_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def safe_segment(text: str) -> str:
+    if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
+        raise RepositoryError(f"invalid name for a stored artifact: {text!r}")
+    return text
+
+
+class EncodingSetWriter(BackupSetWriter):
+    """The pipeline every backend shares: raw → zstd → (AES-GCM) → hashed → stored bytes.
+
+    The stored digest covers exactly the bytes kept, so ``verify`` needs no key. Backends
+    only say where stored bytes go (``_sink``) and how a finished set is published.
+    """
+
+    def __init__(self, encryption: Encryption | None, label: str | None, backup_id: str | None = None) -> None:
+        self.created_at = datetime.now(UTC)
+        self.id = backup_id or new_backup_id(self.created_at)
+        self.label = label
+        self.records: list[ArtifactRecord] = []
+        self.cipher: SetCipher | None = None
+        self.encryption_info: dict[str, Any] | None = None
+        if encryption is not None:
+            self.cipher, self.encryption_info = encryption.for_new_set()
+
+    @abstractmethod
+    def _sink(self, rel: str) -> AbstractContextManager[IO[bytes]]:
+        """Where one artifact's stored bytes go; kept only if the context exits cleanly."""
+
+    @contextmanager
+    def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
+        rel = f"{safe_segment(component)}/{safe_segment(name)}.zst"
+        if any(r.path == rel for r in self.records):
+            raise RepositoryError(f"artifact {component}/{name} written twice in backup {self.id}")
+        with self._sink(rel) as out:
+            stored = HashingWriter(out)
+            sink: Any = stored if self.cipher is None else self.cipher.writer(stored, f"{component}/{name}")
+            with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
+                raw: Any = HashingWriter(compressed)
+                yield raw
+            if sink is not stored:
+                sink.close()
+        self.records.append(
+            ArtifactRecord(
+                component=component,
+                name=name,
+                path=rel,
+                size=stored.size,
+                sha256=stored.hexdigest(),
+                raw_size=raw.size,
+                raw_sha256=raw.hexdigest(),
+            )
+        )
+
+    def _manifest(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
+        return Manifest.assemble(
+            backup_id=self.id,
+            label=self.label,
+            created_at=self.created_at,
+            components=components,
+            artifacts=self.records,
+            tools=tools,
+            labels=labels,
+            encryption=self.encryption_info,
+        )
 
 
 class Repository(ABC):

@@ -22,13 +22,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, ClassVar
 
-from engine.crypto import Encryption, SetCipher
+from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
-from engine.repository.base import BackupSetWriter, Repository, StoredArtifactMissing, VerifyReport
-from engine.streams import CHUNK, HashingWriter, zstd_compressor
+from engine.repository.base import (
+    BackupSetWriter,
+    EncodingSetWriter,
+    Repository,
+    StoredArtifactMissing,
+    VerifyReport,
+    safe_segment,
+)
+from engine.streams import CHUNK, HashingWriter
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,72 +46,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def new_backup_id(now: datetime) -> str:
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def _safe_segment(text: str) -> str:
-    if not text or text in {".", ".."} or "/" in text or "\\" in text or "\0" in text:
-        raise RepositoryError(f"invalid name for a stored artifact: {text!r}")
-    return text
-
-
-class _LocalSetWriter(BackupSetWriter):
+class _LocalSetWriter(EncodingSetWriter):
     def __init__(self, repo: LocalRepository, label: str | None) -> None:
+        super().__init__(repo.encryption, label)
         self._repo = repo
-        self.created_at = datetime.now(UTC)
-        self.id = new_backup_id(self.created_at)
-        self.label = label
         self.staging = repo.root / ".staging" / self.id
         self.staging.mkdir(parents=True)
-        self.records: list[ArtifactRecord] = []
-        self.cipher: SetCipher | None = None
-        self.encryption_info: dict[str, Any] | None = None
-        if repo.encryption is not None:
-            self.cipher, self.encryption_info = repo.encryption.for_new_set()
 
     @contextmanager
-    def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
-        rel = f"{_safe_segment(component)}/{_safe_segment(name)}.zst"
-        if any(r.path == rel for r in self.records):
-            raise RepositoryError(f"artifact {component}/{name} written twice in backup {self.id}")
+    def _sink(self, rel: str) -> Iterator[IO[bytes]]:
         target = self.staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as fh:
-            stored = HashingWriter(fh)
-            # raw → zstd → (AES-GCM) → hashed → file; the stored digest covers exactly the
-            # bytes on disk, so verify needs no key.
-            sink: Any = stored if self.cipher is None else self.cipher.writer(stored, f"{component}/{name}")
-            with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
-                raw: Any = HashingWriter(compressed)
-                yield raw
-            if sink is not stored:
-                sink.close()
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        self.records.append(
-            ArtifactRecord(
-                component=component,
-                name=name,
-                path=rel,
-                size=stored.size,
-                sha256=stored.hexdigest(),
-                raw_size=raw.size,
-                raw_sha256=raw.hexdigest(),
-            )
-        )
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
-        manifest = Manifest.assemble(
-            backup_id=self.id,
-            label=self.label,
-            created_at=self.created_at,
-            components=components,
-            artifacts=self.records,
-            tools=tools,
-            labels=labels,
-            encryption=self.encryption_info,
-        )
+        manifest = self._manifest(components, tools, labels)
         path = self.staging / MANIFEST_NAME
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(manifest.to_json())
@@ -136,7 +95,7 @@ class LocalRepository(Repository):
         return _LocalSetWriter(self, label)
 
     def _set_dir(self, backup_id: str) -> Path:
-        return self.root / "sets" / _safe_segment(backup_id)
+        return self.root / "sets" / safe_segment(backup_id)
 
     def list(self) -> list[Manifest]:
         """Complete sets, oldest first; sets whose manifest cannot be read go to ``broken``."""

@@ -18,12 +18,18 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
-from engine.crypto import Encryption, SetCipher
+from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest
-from engine.repository.base import BackupSetWriter, Repository, StoredArtifactMissing, VerifyReport
-from engine.repository.local import _safe_segment, new_backup_id
-from engine.streams import CHUNK, HashingWriter, zstd_compressor
+from engine.repository.base import (
+    BackupSetWriter,
+    EncodingSetWriter,
+    Repository,
+    StoredArtifactMissing,
+    VerifyReport,
+    safe_segment,
+)
+from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
 
@@ -98,59 +104,25 @@ class MultipartWriter(io.RawIOBase):
         self._buffer.clear()
 
 
-class _S3SetWriter(BackupSetWriter):
+class _S3SetWriter(EncodingSetWriter):
     def __init__(self, repo: S3Repository, label: str | None, backup_id: str | None = None) -> None:
+        super().__init__(repo.encryption, label, backup_id)
         self._repo = repo
-        self.created_at = datetime.now(UTC)
-        self.id = backup_id or new_backup_id(self.created_at)
-        self.label = label
-        self.records: list[ArtifactRecord] = []
-        self.cipher: SetCipher | None = None
-        self.encryption_info: dict[str, Any] | None = None
-        if repo.encryption is not None:
-            self.cipher, self.encryption_info = repo.encryption.for_new_set()
 
     @contextmanager
-    def artifact(self, component: str, name: str) -> Iterator[IO[bytes]]:
-        rel = f"{_safe_segment(component)}/{_safe_segment(name)}.zst"
+    def _sink(self, rel: str) -> Iterator[IO[bytes]]:
         upload = MultipartWriter(self._repo.client, self._repo.bucket, self._repo.key(self.id, rel))
-        stored = HashingWriter(upload)  # type: ignore[arg-type]
-        sink: Any = stored if self.cipher is None else self.cipher.writer(stored, f"{component}/{name}")
         try:
-            with _guard(f"uploading {component}/{name} of {self.id}"):
-                with zstd_compressor().stream_writer(sink, closefd=False) as compressed:
-                    raw: Any = HashingWriter(compressed)
-                    yield raw
-                if sink is not stored:
-                    sink.close()
+            with _guard(f"uploading {rel} of {self.id}"):
+                yield upload  # type: ignore[misc]
                 upload.finish()
         except BaseException:
             with suppress(Exception):  # the store may be unreachable; the set stays unlisted anyway
                 upload.abort()
             raise
-        self.records.append(
-            ArtifactRecord(
-                component=component,
-                name=name,
-                path=rel,
-                size=stored.size,
-                sha256=stored.hexdigest(),
-                raw_size=raw.size,
-                raw_sha256=raw.hexdigest(),
-            )
-        )
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
-        manifest = Manifest.assemble(
-            backup_id=self.id,
-            label=self.label,
-            created_at=self.created_at,
-            components=components,
-            artifacts=self.records,
-            tools=tools,
-            labels=labels,
-            encryption=self.encryption_info,
-        )
+        manifest = self._manifest(components, tools, labels)
         self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode())  # last: this publishes the set
         return manifest
 
@@ -179,7 +151,7 @@ class S3Repository(Repository):
         self.broken: dict[str, str] = {}
 
     def key(self, backup_id: str, rel: str) -> str:
-        parts = [p for p in (self.prefix, "sets", _safe_segment(backup_id), rel) if p]
+        parts = [p for p in (self.prefix, "sets", safe_segment(backup_id), rel) if p]
         return "/".join(parts)
 
     def put(self, backup_id: str, rel: str, body: bytes) -> None:
