@@ -68,9 +68,15 @@ def copy(config: BackupConfig, backup_id: str | None, to_offsite: bool, progress
     source = repository(config, None, offsite=not to_offsite)
     target = repository(config, None, offsite=to_offsite)
     manifest = find(source, backup_id, None)
-    progress(f"copying {manifest.id} to the {'offsite' if to_offsite else 'primary'} repository")
-    target.import_set(manifest, source)
-    target.record_verification(target.verify(manifest.id))
+    present = {m.id for m in target.list()}
+    # An incremental set is only restorable with its parents: copy missing ones first.
+    needed = {m.id: m for c in manifest.components for m in engine_backup.chain(source, manifest, c.name)}
+    for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)):
+        if m.id in present:
+            continue
+        progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
+        target.import_set(m, source)
+        target.record_verification(target.verify(m.id))
     return manifest
 
 
@@ -106,11 +112,6 @@ def components(config: BackupConfig, names: Sequence[str] | None) -> list[Compon
 
 
 def select_for_type(config: BackupConfig, names: Sequence[str] | None, backup_type: str) -> list[str]:
-    if backup_type == "incremental":
-        raise ConfigError(
-            "--type incremental is not available yet: this version takes full backups only "
-            "(use --type full, or --type database-only for PostgreSQL alone)"
-        )
     chosen = list(names) if names else list(config.components)
     if backup_type == "database-only":
         chosen = [n for n in chosen if config.components[n].kind == "postgres"]
@@ -131,12 +132,27 @@ def take_backup(
     comps = components(config, select_for_type(config, names, backup_type))
     fingerprints = {}
     with repo.lock(exclusive=False):
+        parent = None
+        if backup_type == "incremental":
+            # Volumes store only their changes since the newest set; other kinds take full
+            # backups inside the same set (their tools have no cheap incremental form here).
+            existing = repo.list()
+            parent = existing[-1] if existing else None
+            if parent is None:
+                progress("no earlier backup: this incremental backup is a full one")
+            fingerprint = True  # the next incremental needs this set's per-file digests
         if fingerprint:
             for c in comps:
                 progress(f"fingerprinting {c.instance}")
                 fingerprints[c.instance] = c.fingerprint()
         manifest = engine_backup.backup(
-            repo, comps, label=label, labels={"type": backup_type}, fingerprints=fingerprints, progress=progress
+            repo,
+            comps,
+            label=label,
+            labels={"type": backup_type},
+            fingerprints=fingerprints,
+            progress=progress,
+            parent=parent,
         )
         progress(f"verifying {manifest.id}")
         report = repo.verify(manifest.id)

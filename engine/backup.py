@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from engine import __version__
 from engine.components.base import ArtifactSource, Component
-from engine.errors import DrproofError, IntegrityError
+from engine.errors import BackupNotFound, DrproofError, IntegrityError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest
 from engine.repository.base import Repository
@@ -26,8 +26,13 @@ def backup(
     labels: dict[str, str] | None = None,
     fingerprints: dict[str, Fingerprint] | None = None,
     progress: Progress | None = None,
+    parent: Manifest | None = None,
 ) -> Manifest:
-    """Write one complete backup set of ``components``, or nothing at all."""
+    """Write one complete backup set of ``components``, or nothing at all.
+
+    With ``parent``, components that support it back up only what changed since that set
+    (recorded as their ``parent``); all others take a full backup as usual.
+    """
     writer = repository.begin(label)
     records: list[ComponentRecord] = []
     tools: dict[str, str] = {"drproof": __version__, "zstandard": _zstd_version()}
@@ -35,7 +40,12 @@ def backup(
         for comp in components:
             if progress:
                 progress(f"backing up {comp.instance} ({comp.name})")
-            details = comp.backup(writer)
+            base = _incremental_base(parent, comp)
+            if base is not None:
+                assert base.fingerprint is not None
+                details = comp.backup_incremental(writer, base.fingerprint)
+            else:
+                details = comp.backup(writer)
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
             records.append(
                 ComponentRecord(
@@ -44,12 +54,39 @@ def backup(
                     artifacts=[],
                     fingerprint=(fingerprints or {}).get(comp.instance),
                     details=details,
+                    parent=parent.id if base is not None and parent is not None else None,
                 )
             )
         return writer.commit(records, tools, labels or {})
     except BaseException:
         writer.abort()
         raise
+
+
+def _incremental_base(parent: Manifest | None, comp: Component) -> ComponentRecord | None:
+    if parent is None or not comp.supports_incremental:
+        return None
+    try:
+        record = parent.component(comp.instance)
+    except KeyError:
+        return None
+    return record if record.kind == comp.name and record.fingerprint is not None else None
+
+
+def chain(repository: Repository, manifest: Manifest, component: str) -> list[Manifest]:
+    """The sets a component's restore needs, full backup first; a missing link is damage."""
+    sets = [manifest]
+    while (parent := sets[-1].component(component).parent) is not None:
+        if len(sets) > 1000:
+            raise IntegrityError(f"backup {manifest.id}: the chain of {component!r} does not end")
+        try:
+            sets.append(repository.get(parent))
+        except BackupNotFound:
+            raise IntegrityError(
+                f"backup {manifest.id}: {component!r} is incremental on {parent}, which is gone; "
+                "it cannot be restored from this backup"
+            ) from None
+    return sets[::-1]
 
 
 def restore(repository: Repository, manifest: Manifest, component: Component) -> None:
@@ -65,21 +102,32 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
         raise DrproofError(
             f"backup {manifest.id}: {component.instance!r} was backed up as {record.kind}, not {component.name}"
         )
-    artifacts = {a.name: a for a in manifest.artifacts_of(component.instance)}
+    sets = chain(repository, manifest, component.instance)
+    # Verify every artifact the restore needs, across the whole chain, before touching the
+    # live data, so a damaged backup never half-overwrites a component.
+    for m in sets:
+        damaged = [
+            c for c in repository.verify(m.id).checks if not c.ok and c.artifact.split("/", 1)[0] == component.instance
+        ]
+        if damaged:
+            raise IntegrityError(
+                f"backup {m.id}: refusing to restore {component.instance!r}: "
+                + "; ".join(f"{c.artifact} {c.problem}" for c in damaged)
+            )
+    sources = [_source(repository, m, component.instance) for m in sets]
+    if len(sources) == 1:
+        component.restore(sources[0])
+    else:
+        component.restore_chain(sources)
+
+
+def _source(repository: Repository, manifest: Manifest, component: str) -> ArtifactSource:
+    artifacts = {a.name: a for a in manifest.artifacts_of(component)}
 
     def opener(artifact: object) -> object:
         return repository.open_artifact(manifest, artifact)  # type: ignore[arg-type]
 
-    # Verify every artifact of the component before touching the live data, so a
-    # damaged backup never half-overwrites a component.
-    report = repository.verify(manifest.id)
-    damaged = [c for c in report.checks if not c.ok and c.artifact.split("/", 1)[0] == component.instance]
-    if damaged:
-        raise IntegrityError(
-            f"backup {manifest.id}: refusing to restore {component.instance!r}: "
-            + "; ".join(f"{c.artifact} {c.problem}" for c in damaged)
-        )
-    component.restore(ArtifactSource(artifacts, opener))
+    return ArtifactSource(artifacts, opener)
 
 
 def _zstd_version() -> str:

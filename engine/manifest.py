@@ -49,6 +49,9 @@ class ComponentRecord(BaseModel):
         default=None, description="Content fingerprint taken when the backup was made."
     )
     details: dict[str, Any] = Field(default_factory=dict)
+    parent: str | None = Field(
+        default=None, description="For an incremental backup: the backup id this component's changes apply to."
+    )
 
 
 class Manifest(BaseModel):

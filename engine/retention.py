@@ -74,4 +74,17 @@ def plan(manifests: Sequence[Manifest], policy: Policy, verified: set[str]) -> l
             newest = holding[0]
             decisions[newest.id].keep = True
             decisions[newest.id].reasons.append(f"only verified backup of {name} left")
+    # A kept incremental backup is only restorable with the sets it builds on.
+    by_id = {m.id: m for m in newest_first}
+    changed = True
+    while changed:
+        changed = False
+        for m in newest_first:
+            if not decisions[m.id].keep:
+                continue
+            for c in m.components:
+                if c.parent in by_id and not decisions[c.parent].keep:
+                    decisions[c.parent].keep = True
+                    decisions[c.parent].reasons.append(f"parent of {m.id}")
+                    changed = True
     return [decisions[m.id] for m in newest_first]

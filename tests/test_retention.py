@@ -102,3 +102,22 @@ def test_only_verified_backup_of_a_component_survives_any_policy() -> None:
     decisions = plan([old_files, *recent], Policy(keep_last=2), verified={"0000"})
     by_id = {d.backup_id: d for d in decisions}
     assert by_id["0000"].keep and by_id["0000"].reasons == ["only verified backup of files left"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 24 * 60), st.booleans()), min_size=1, max_size=40), policies)
+def test_kept_incremental_backups_keep_their_whole_chain(history: list[tuple[int, bool]], policy: Policy) -> None:
+    manifests: list[Manifest] = []
+    for i, (hours, incremental) in enumerate(sorted(history)):
+        m = _manifest(i, hours, ["files"])
+        if incremental and manifests:
+            m.components[0].parent = manifests[-1].id
+        manifests.append(m)
+    decisions = {d.backup_id: d for d in plan(manifests, policy, verified=set())}
+    by_id = {m.id: m for m in manifests}
+    for m in manifests:
+        if decisions[m.id].keep:
+            parent = m.components[0].parent
+            while parent is not None:
+                assert decisions[parent].keep, (m.id, parent)
+                parent = by_id[parent].components[0].parent

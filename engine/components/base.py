@@ -78,6 +78,19 @@ class Component(ABC):
     def restore(self, source: ArtifactSource) -> None:
         """Bring the component back to the backed-up state, replacing what is there."""
 
+    # Incremental backups: only kinds that set ``supports_incremental`` implement these.
+    supports_incremental: ClassVar[bool] = False
+
+    def backup_incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> dict[str, Any]:
+        """Write only what changed since the backup whose fingerprint is ``parent``."""
+        raise NotImplementedError(f"{self.name} components take full backups only")
+
+    def restore_chain(self, sources: list[ArtifactSource]) -> None:
+        """Restore from a full backup followed by incremental ones, oldest first."""
+        if len(sources) != 1:
+            raise NotImplementedError(f"{self.name} components take full backups only")
+        self.restore(sources[0])
+
     @abstractmethod
     def health(self) -> Health: ...
 

@@ -12,7 +12,8 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -48,7 +49,10 @@ def file_part(path: Path) -> Part:
     return h.part()
 
 
-def tree_parts(root: Path, prefix: str = "file ") -> dict[str, Part]:
+FILE = "file "  # fingerprint part names of files: "file <relative path>"
+
+
+def tree_parts(root: Path, prefix: str = FILE) -> dict[str, Part]:
     parts: dict[str, Part] = {}
     for p in walk_files(root):
         rel = p.relative_to(root).as_posix()
@@ -59,13 +63,21 @@ def tree_parts(root: Path, prefix: str = "file ") -> dict[str, Part]:
     return parts
 
 
-def write_tar(root: Path, sink: IO[bytes]) -> int:
-    """Stream root's contents (not root itself) as a tar; return the number of entries."""
+def write_tar(root: Path, sink: IO[bytes], only: Sequence[str] | None = None) -> int:
+    """Stream root's contents (not root itself) as a tar; return the number of entries.
+
+    ``only`` limits the archive to these relative paths (an incremental backup's changes).
+    """
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
         raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path)")
     count = 0
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        if only is not None:
+            for rel in sorted(only):
+                tar.add(root / rel, arcname=rel, recursive=False)
+                count += 1
+            return count
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for name in [*sorted(dirnames), *sorted(filenames)]:
@@ -88,12 +100,42 @@ def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | Non
     return safe
 
 
+Layer = tuple[Callable[[], AbstractContextManager[IO[bytes]]], list[str]]
+
+
 def extract_tar(stream: IO[bytes], target: Path, check: Callable[[Path], None] | None = None) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
-    The ``data`` filter refuses ``..`` members, links that escape the target and device
-    files, and strips a leading ``/`` so absolute members land inside the target: a
+    The ``data`` filter's checks refuse ``..`` members, links that escape the target and
+    device files, and strip a leading ``/`` so absolute members land inside the target: a
     hostile archive cannot write outside it.
+    """
+
+    @contextmanager
+    def opened() -> Iterator[IO[bytes]]:
+        yield stream
+
+    extract_layers([(opened, [])], target, check)
+
+
+def _remove_inside(root: Path, rel: str) -> None:
+    """Remove the entry ``rel`` itself (never what a symlink points to), only inside ``root``."""
+    entry = root / rel
+    parent = entry.parent.resolve()
+    if entry.name in ("", ".", "..") or not parent.is_relative_to(root.resolve()) or Path(rel).is_absolute():
+        raise ComponentError(f"refusing to remove {rel!r}: outside the restored tree")
+    if entry.is_symlink() or entry.is_file():
+        entry.unlink()
+    elif entry.is_dir():
+        shutil.rmtree(entry)
+
+
+def extract_layers(layers: Sequence[Layer], target: Path, check: Callable[[Path], None] | None = None) -> None:
+    """Rebuild a tree from a full archive and the incremental layers on top of it.
+
+    Each layer first removes the paths it lists (deleted or changed since its parent), then
+    extracts its archive. Everything happens in a staging directory that replaces the
+    target only when every layer applied and ``check`` accepted the result.
     """
     target = target.resolve()
     staging = target.with_name(target.name + ".drproof-restoring")
@@ -103,21 +145,20 @@ def extract_tar(stream: IO[bytes], target: Path, check: Callable[[Path], None] |
             shutil.rmtree(leftover)
     staging.mkdir(mode=0o700)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(staging, filter=_restore_filter)
+        for open_stream, removals in layers:
+            for rel in removals:
+                _remove_inside(staging, rel)
+            with open_stream() as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                tar.extractall(staging, filter=_restore_filter)
+        if check is not None:
+            # Judge the restored content before it replaces anything live.
+            check(staging)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if check is not None:
-        # Judge the restored content before it replaces anything live.
-        try:
-            check(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     if target.exists():
         staging.chmod(stat.S_IMODE(target.stat().st_mode))
         os.rename(target, replaced)

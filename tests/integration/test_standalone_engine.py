@@ -113,9 +113,38 @@ def test_database_only_backup_and_refused_damaged_restore(
     assert outcome["status"] == "refused" and "db/database.dump" in outcome["detail"]
 
 
-def test_incremental_is_refused_clearly(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["backup", "--config", str(stack["config"]), "--type", "incremental"]) == 2
-    assert "--type incremental is not available yet" in capsys.readouterr().err
+def test_incremental_backups_store_only_changes_and_restore_the_chain(
+    stack: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = str(stack["config"])
+    files = stack["files"].path
+    assert run_cli(["backup", "--config", cfg, "--components", "files", "--type", "incremental", "--json"]) == 0
+    first = _json(capsys)
+    victims = sorted(p for p in files.rglob("*.bin") if not p.is_symlink())
+    victims[0].write_bytes(b"changed content")
+    victims[1].unlink()
+    (files / "new.txt").write_text("added after the first backup")
+    assert run_cli(["backup", "--config", cfg, "--components", "files", "--type", "incremental", "--json"]) == 0
+    second = _json(capsys)
+    assert second["stored_bytes"] < first["stored_bytes"] / 4, "only the changes are stored"
+    expected = stack["files"].fingerprint()
+
+    import shutil
+
+    shutil.rmtree(files)  # total loss of the volume
+    assert run_cli(["recovery", "restore", "--config", cfg, "--id", second["id"], "--json"]) == 0
+    [outcome] = _json(capsys)["components"]
+    assert (outcome["status"], outcome["fidelity"]) == ("restored", "match")
+    assert stack["files"].fingerprint() == expected
+    assert not victims[1].exists() and (files / "new.txt").read_text() == "added after the first backup"
+
+    # Damage in the parent set makes the child unrestorable: refused, not half-applied.
+    parent_tar = next((stack["config"].parent / "repo" / "sets" / first["id"] / "files").glob("files.tar.zst"))
+    data = bytearray(parent_tar.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    parent_tar.write_bytes(bytes(data))
+    assert run_cli(["recovery", "restore", "--config", cfg, "--id", second["id"], "--json"]) == 1
+    assert first["id"] in _json(capsys)["components"][0]["detail"]
 
 
 def test_inline_password_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -270,3 +299,33 @@ def test_webhook_and_metrics_report_success_and_failure_without_leaking_the_url(
         assert "s3cr3t" not in captured.out + captured.err
     finally:
         server.server_close()
+
+
+def test_copying_an_incremental_set_offsite_brings_its_parents(
+    stack: dict[str, Any], s3_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    cfg = str(stack["config"])
+    assert run_cli(["backup", "--config", cfg, "--components", "files", "--type", "incremental", "--json"]) == 0
+    parent = _json(capsys)["id"]
+    (stack["files"].path / "later.txt").write_text("after the first backup")
+    assert run_cli(["backup", "--config", cfg, "--components", "files", "--type", "incremental", "--json"]) == 0
+    child = _json(capsys)["id"]
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="chain-offsite")
+    config = yaml.safe_load(stack["config"].read_text())
+    config["offsite"] = {"type": "s3", "bucket": "chain-offsite", "endpoint_url": s3_endpoint}
+    stack["config"].write_text(yaml.safe_dump(config))
+    assert run_cli(["recovery", "copy", "--config", cfg, "--id", child]) == 0
+    capsys.readouterr()
+    assert run_cli(["recovery", "list", "--config", cfg, "--offsite", "--json"]) == 0
+    assert [b["id"] for b in _json(capsys)["backups"]] == [parent, child]
+
+    expected = stack["files"].fingerprint()
+    import shutil
+
+    shutil.rmtree(stack["files"].path)
+    assert run_cli(["recovery", "restore", "--config", cfg, "--offsite", "--id", child, "--json"]) == 0
+    assert _json(capsys)["components"][0]["fidelity"] == "match"
+    assert stack["files"].fingerprint() == expected
