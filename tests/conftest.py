@@ -16,6 +16,18 @@ SCENARIOS = ROOT / "scenarios"
 DATA = Path(__file__).resolve().parent / "data"
 
 
+class DirsRuntime:
+    """Just enough of a runtime for directory components: a fresh directory per instance."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def directory(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 @pytest.fixture
 def scenarios_dir() -> Path:
     return SCENARIOS

@@ -16,20 +16,11 @@ from engine.components.files import extract_layers
 from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.errors import ComponentError, IntegrityError
 from engine.repository import LocalRepository
-
-
-class _Dirs:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def directory(self, name: str) -> Path:
-        path = self.root / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+from tests.conftest import DirsRuntime
 
 
 def _volume(root: Path) -> VolumesComponent:
-    comp = VolumesComponent("files", VolumesParams(files=30, file_size=2048), _Dirs(root))  # type: ignore[arg-type]
+    comp = VolumesComponent("files", VolumesParams(files=30, file_size=2048), DirsRuntime(root))  # type: ignore[arg-type]
     comp.provision()
     return comp
 

@@ -12,22 +12,11 @@ from engine import backup as engine_backup
 from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
 from engine.errors import ComponentError
 from engine.repository import LocalRepository
-
-
-class _Dirs:
-    """Just enough of a runtime for a directory component."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def directory(self, name: str) -> Path:
-        path = self.root / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+from tests.conftest import DirsRuntime
 
 
 def _store(root: Path, name: str, **params: Any) -> VectorstoreComponent:
-    comp = VectorstoreComponent(name, VectorstoreParams(vectors=200, **params), _Dirs(root))  # type: ignore[arg-type]
+    comp = VectorstoreComponent(name, VectorstoreParams(vectors=200, **params), DirsRuntime(root))  # type: ignore[arg-type]
     comp.provision()
     return comp
 
