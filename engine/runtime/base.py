@@ -118,9 +118,17 @@ class Runtime(ABC):
     @abstractmethod
     def redis(self, instance: str) -> RedisService: ...
 
-    @abstractmethod
+    # Runtimes that own a run directory set these; ``directory`` then needs no override.
+    root: Path
+    _dirs: dict[str, Path]
+
     def directory(self, instance: str) -> Path:
-        """A fresh, empty directory that belongs to this run."""
+        """A fresh, empty directory that belongs to this run (created once per instance)."""
+        if instance not in self._dirs:
+            path = self.root / f"dir-{instance}"
+            path.mkdir()
+            self._dirs[instance] = path
+        return self._dirs[instance]
 
     @abstractmethod
     def describe(self) -> dict[str, str]:

@@ -170,7 +170,25 @@ class _Container:
         return cast(bytes, out).decode(errors="replace").strip() if code == 0 else "unknown"
 
 
-class DockerPostgres(PostgresService, ContainerOps):
+class _BoxOps(ContainerOps):
+    """Container faults act on the service's one container and volume."""
+
+    box: _Container
+
+    def kill_container(self) -> dict[str, Any]:
+        return self.box.kill()
+
+    def stop_container(self) -> dict[str, Any]:
+        return self.box.stop()
+
+    def remove_container(self) -> dict[str, Any]:
+        return self.box.remove()
+
+    def remove_volume(self) -> dict[str, Any]:
+        return self.box.remove_volume()
+
+
+class DockerPostgres(PostgresService, _BoxOps):
     def __init__(self, runtime: DockerRuntime, instance: str) -> None:
         self.password = secrets.token_urlsafe(24)
         self.box = _Container(runtime, instance, "postgres", PGDATA, 5432)
@@ -232,20 +250,8 @@ class DockerPostgres(PostgresService, ContainerOps):
         conn.close()
         return True
 
-    def kill_container(self) -> dict[str, Any]:
-        return self.box.kill()
 
-    def stop_container(self) -> dict[str, Any]:
-        return self.box.stop()
-
-    def remove_container(self) -> dict[str, Any]:
-        return self.box.remove()
-
-    def remove_volume(self) -> dict[str, Any]:
-        return self.box.remove_volume()
-
-
-class DockerRedis(RedisService, ContainerOps):
+class DockerRedis(RedisService, _BoxOps):
     def __init__(self, runtime: DockerRuntime, instance: str, workdir: Path) -> None:
         self.host = "127.0.0.1"
         self.password = secrets.token_urlsafe(24)
@@ -296,18 +302,6 @@ class DockerRedis(RedisService, ContainerOps):
         except redis.RedisError:
             return False
 
-    def kill_container(self) -> dict[str, Any]:
-        return self.box.kill()
-
-    def stop_container(self) -> dict[str, Any]:
-        return self.box.stop()
-
-    def remove_container(self) -> dict[str, Any]:
-        return self.box.remove()
-
-    def remove_volume(self) -> dict[str, Any]:
-        return self.box.remove_volume()
-
 
 class DockerRuntime(Runtime):
     name: ClassVar[str] = "docker"
@@ -346,13 +340,6 @@ class DockerRuntime(Runtime):
         if instance not in self._redis:
             self._redis[instance] = DockerRedis(self, instance, self.root)
         return self._redis[instance]
-
-    def directory(self, instance: str) -> Path:
-        if instance not in self._dirs:
-            path = self.root / f"dir-{instance}"
-            path.mkdir()
-            self._dirs[instance] = path
-        return self._dirs[instance]
 
     def describe(self) -> dict[str, str]:
         facts = {

@@ -391,13 +391,6 @@ class LocalRuntime(Runtime):
             svc.ensure_running()
         return self._redis[instance]
 
-    def directory(self, instance: str) -> Path:
-        if instance not in self._dirs:
-            path = self.root / f"dir-{instance}"
-            path.mkdir()
-            self._dirs[instance] = path
-        return self._dirs[instance]
-
     def describe(self) -> dict[str, str]:
         facts = {
             "runtime": self.name,
