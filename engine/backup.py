@@ -7,8 +7,9 @@ exactly the code an operator would run on the worst day.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
-from engine import __version__
+from engine import __version__, pitr
 from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, DrproofError, IntegrityError
 from engine.fingerprint import Fingerprint
@@ -40,6 +41,8 @@ def backup(
         for comp in components:
             if progress:
                 progress(f"backing up {comp.instance} ({comp.name})")
+            if comp.wants_history:
+                comp.backup_history(_latest_record(repository, comp))
             base = _incremental_base(parent, comp)
             if base is not None:
                 assert base.fingerprint is not None
@@ -61,6 +64,17 @@ def backup(
     except BaseException:
         writer.abort()
         raise
+
+
+def _latest_record(repository: Repository, comp: Component) -> ComponentRecord | None:
+    for m in sorted(repository.list(), key=lambda m: (m.created_at, m.id), reverse=True):
+        try:
+            record = m.component(comp.instance)
+        except KeyError:
+            continue
+        if record.kind == comp.name:
+            return record
+    return None
 
 
 def _incremental_base(parent: Manifest | None, comp: Component) -> ComponentRecord | None:
@@ -103,6 +117,34 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
             f"backup {manifest.id}: {component.instance!r} was backed up as {record.kind}, not {component.name}"
         )
     sets = chain(repository, manifest, component.instance)
+    _verify_before_restore(repository, sets, component)
+    sources = [_source(repository, m, component.instance) for m in sets]
+    if len(sources) == 1:
+        component.restore(sources[0])
+    else:
+        component.restore_chain(sources)
+
+
+def restore_to_time(repository: Repository, component: Component, target: datetime) -> list[Manifest]:
+    """Restore a component to a moment, from a base backup and the WAL after it.
+
+    Returns the sets used, base first. Every artifact of every set is verified before
+    the live component is touched, as for any restore.
+    """
+    if not getattr(component, "supports_point_in_time", False):
+        raise DrproofError(
+            f"{component.instance!r} ({component.name}) cannot be restored to a point in time; "
+            "only physical PostgreSQL backups (kind postgres-physical) carry the WAL that needs"
+        )
+    chosen = pitr.plan(repository.list(), component.instance, component.name, target)
+    _verify_before_restore(repository, chosen.sets, component)
+    component.restore_to_time(  # type: ignore[attr-defined]
+        [_source(repository, m, component.instance) for m in chosen.sets], target
+    )
+    return chosen.sets
+
+
+def _verify_before_restore(repository: Repository, sets: list[Manifest], component: Component) -> None:
     # Verify every artifact the restore needs, across the whole chain, before touching the
     # live data, so a damaged backup never half-overwrites a component.
     for m in sets:
@@ -113,11 +155,6 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
                 f"backup {m.id}: refusing to restore {component.instance!r}: "
                 + "; ".join(f"{c.artifact} {c.problem}" for c in damaged)
             )
-    sources = [_source(repository, m, component.instance) for m in sets]
-    if len(sources) == 1:
-        component.restore(sources[0])
-    else:
-        component.restore_chain(sources)
 
 
 def _source(repository: Repository, manifest: Manifest, component: str) -> ArtifactSource:

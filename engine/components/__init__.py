@@ -3,6 +3,7 @@
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.configuration import ConfigurationComponent
 from engine.components.postgres import PostgresComponent
+from engine.components.postgres_physical import PostgresPhysicalComponent
 from engine.components.redis import RedisComponent
 from engine.components.vectorstore import VectorstoreComponent
 from engine.components.volumes import VolumesComponent
@@ -10,6 +11,7 @@ from engine.registry import Registry
 
 component_kinds: Registry[type[Component]] = Registry("component kind")
 component_kinds.register(PostgresComponent)
+component_kinds.register(PostgresPhysicalComponent)
 component_kinds.register(RedisComponent)
 component_kinds.register(VectorstoreComponent)
 component_kinds.register(VolumesComponent)

@@ -14,7 +14,7 @@ from typing import IO, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from engine.fingerprint import Fingerprint
-from engine.manifest import ArtifactRecord
+from engine.manifest import ArtifactRecord, ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import Runtime
 
@@ -90,6 +90,14 @@ class Component(ABC):
         if len(sources) != 1:
             raise NotImplementedError(f"{self.name} components take full backups only")
         self.restore(sources[0])
+
+    # Kinds whose backups continue the previous one (a WAL history) set ``wants_history``;
+    # the engine then hands them the newest earlier record of the same instance.
+    wants_history: ClassVar[bool] = False
+
+    def backup_history(self, previous: ComponentRecord | None) -> None:
+        """Receive the newest earlier backup record of this instance, before ``backup``."""
+        return None
 
     @abstractmethod
     def health(self) -> Health: ...

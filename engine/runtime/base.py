@@ -9,6 +9,7 @@ runtime knows how that server was created.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +58,33 @@ class PostgresService(ABC):
     @abstractmethod
     def ensure_running(self) -> None:
         """Start the server, creating an empty cluster first if its data are gone."""
+
+
+class PhysicalAccess(ABC):
+    """Server-side access that physical (file-level) PostgreSQL backups need.
+
+    A logical dump needs only a connection; a base backup restore replaces the data
+    directory and replays WAL, which only whoever runs the server can do. Services that
+    offer this implement it; the physical component refuses clearly on the others.
+    """
+
+    @abstractmethod
+    def wal_archive(self) -> Path:
+        """Directory the server's ``archive_command`` copies each completed WAL segment into."""
+
+    @abstractmethod
+    def server_file_owner(self) -> tuple[int, int] | None:
+        """uid and gid the server's files must belong to, or None to keep the current user's."""
+
+    @abstractmethod
+    def replace_cluster(self, populate: Callable[[Path], None], settings: dict[str, str]) -> float:
+        """Stop the server, rebuild its data directory with ``populate``, recover, promote.
+
+        ``settings`` go into the recovery configuration (restore_command, targets). The old
+        data directory is kept until the new cluster has promoted, and put back if recovery
+        fails, so a failed restore never leaves less than there was. Returns the seconds
+        spent in WAL replay and promotion.
+        """
 
 
 class RedisService(ABC):

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,7 +25,7 @@ import redis
 
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PostgresService, RedisService, Runtime
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
 
@@ -106,7 +107,7 @@ def _mirror_install(source: Path, target: Path) -> None:
                 shutil.copy2(src, dst)
 
 
-class LocalPostgres(PostgresService):
+class LocalPostgres(PostgresService, PhysicalAccess):
     def __init__(self, base: Path, user: str | None, server_bin: Path | None = None) -> None:
         self.base = base
         self.bin = postgres_bin_dir()  # client tools run as the current user from here
@@ -118,11 +119,12 @@ class LocalPostgres(PostgresService):
         self.log = base / "server.log"
         base.mkdir(parents=True)
         (base / "socket").mkdir()
+        (base / "wal-archive").mkdir()
         if user is not None:
             import pwd
 
             entry = pwd.getpwnam(user)
-            for p in (base, base / "socket"):
+            for p in (base, base / "socket", base / "wal-archive"):
                 os.chown(p, entry.pw_uid, entry.pw_gid)
         version = _server_version(self.server_bin, user)
         if version is None:
@@ -201,6 +203,14 @@ class LocalPostgres(PostgresService):
             f"unix_socket_directories={self.base / 'socket'}",
             "-c",
             "logging_collector=off",
+            # Every completed WAL segment is copied to the archive, so physical backups
+            # can replay to any point in time; summaries allow incremental base backups.
+            "-c",
+            "archive_mode=on",
+            "-c",
+            f"archive_command=test ! -f '{self.wal_archive()}/%f' && cp %p '{self.wal_archive()}/%f'",
+            "-c",
+            "summarize_wal=on",
         ]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
         if not processes.wait_until(self._answers, timeout=60, interval=0.1):
@@ -253,6 +263,67 @@ class LocalPostgres(PostgresService):
             processes.stop(self.proc, signal.SIGINT)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            processes.wait_until(lambda: not _group_alive(self.proc.pid if self.proc else 0), timeout=10)
+
+    # -- physical access ----------------------------------------------------------------
+    def wal_archive(self) -> Path:
+        return self.base / "wal-archive"
+
+    def server_file_owner(self) -> tuple[int, int] | None:
+        if self.user is None:
+            return None
+        import pwd
+
+        entry = pwd.getpwnam(self.user)
+        return entry.pw_uid, entry.pw_gid
+
+    def replace_cluster(self, populate: Callable[[Path], None], settings: dict[str, str]) -> float:
+        data, kept = self.data_dir(), self.base / "data.before-restore"
+        self.stop()
+        shutil.rmtree(kept, ignore_errors=True)
+        if data.exists():
+            data.rename(kept)
+        try:
+            data.mkdir(mode=0o700)
+            populate(data)
+            with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
+                fh.write("# written by drproof for this restore\n")
+                for key, value in settings.items():
+                    fh.write(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n")
+            (data / "recovery.signal").touch()
+            owner = self.server_file_owner()
+            if owner is not None:
+                for path in [data, *data.rglob("*")]:
+                    os.lchown(path, *owner)
+            started = time.monotonic()
+            self._start()
+            if not processes.wait_until(self._promoted, timeout=3600, interval=0.1):
+                raise RuntimeStartError("PostgreSQL did not finish recovery within an hour")
+            return time.monotonic() - started
+        except BaseException:
+            self.stop()
+            shutil.rmtree(data, ignore_errors=True)
+            if kept.exists():
+                kept.rename(data)
+                with contextlib.suppress(RuntimeStartError):
+                    self._start()
+            raise
+        finally:
+            shutil.rmtree(kept, ignore_errors=True)
+
+    def _promoted(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeStartError(
+                f"PostgreSQL exited with code {self.proc.returncode} during recovery. Log:\n" + processes.tail(self.log)
+            )
+        conn = psycopg2.connect(self.dsn(), password=self.password)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_is_in_recovery()")
+                row = cur.fetchone()
+                return row is not None and row[0] is False
+        finally:
+            conn.close()
 
 
 def _group_alive(pgid: int) -> bool:
