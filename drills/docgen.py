@@ -44,7 +44,7 @@ from drills.scenario import (
     Strict,
 )
 from engine.components import component_kinds
-from engine.faults import REPOSITORY_TARGET, FaultParams, faults
+from engine.faults import REPOSITORY_TARGET, FaultParams, faults, fits
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "scenario-reference.md"
 
@@ -277,7 +277,7 @@ def _doc(model: type[BaseModel]) -> str:
 
 
 def _faults_for(kind: str) -> str:
-    names = [f"[`{f.name}`](#{f.name})" for f in faults if kind in f.targets]
+    names = [f"[`{f.name}`](#{f.name})" for f in faults if fits(f, kind)]
     return ", ".join(names) if names else "none"
 
 

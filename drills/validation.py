@@ -19,7 +19,7 @@ from drills.scenario import ASSERTION_MODELS, NAME_PATTERN, STEP_MODELS, Scenari
 from drills.yamlsource import Document, PathKey, render_path
 from engine.components import component_kinds
 from engine.errors import Problem
-from engine.faults import REPOSITORY_TARGET, faults
+from engine.faults import REPOSITORY_TARGET, faults, fits
 
 
 def _problem(
@@ -336,9 +336,9 @@ def _cross_checks(doc: Document) -> list[Problem]:
                     bad_component((*base, "component"), comp)
             elif target not in comps:
                 bad_component((*base, "target"), target, "target")
-            elif isinstance(kinds[target], str) and kinds[target] not in fault.targets:
+            elif isinstance(kinds[target], str) and not fits(fault, kinds[target]):
                 kind_name = kinds[target]
-                fitting = [f.name for f in faults if kind_name in f.targets]
+                fitting = [f.name for f in faults if fits(f, kind_name)]
                 problems.append(
                     _problem(
                         doc,

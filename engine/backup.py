@@ -45,8 +45,8 @@ def backup(
                 comp.backup_history(_latest_record(repository, comp))
             base = _incremental_base(parent, comp)
             if base is not None:
-                assert base.fingerprint is not None
-                details = comp.backup_incremental(writer, base.fingerprint)
+                assert base.fingerprint is not None and parent is not None
+                details = comp.backup_incremental(writer, base.fingerprint, _source(repository, parent, comp.instance))
             else:
                 details = comp.backup(writer)
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
@@ -137,11 +137,14 @@ def restore_to_time(repository: Repository, component: Component, target: dateti
             "only physical PostgreSQL backups (kind postgres-physical) carry the WAL that needs"
         )
     chosen = pitr.plan(repository.list(), component.instance, component.name, target)
-    _verify_before_restore(repository, chosen.sets, component)
+    bases = chain(repository, chosen.base, component.instance)
+    _verify_before_restore(repository, [*bases[:-1], *chosen.sets], component)
     component.restore_to_time(  # type: ignore[attr-defined]
-        [_source(repository, m, component.instance) for m in chosen.sets], target
+        [_source(repository, m, component.instance) for m in bases],
+        [_source(repository, m, component.instance) for m in chosen.sets],
+        target,
     )
-    return chosen.sets
+    return [*bases[:-1], *chosen.sets]
 
 
 def _verify_before_restore(repository: Repository, sets: list[Manifest], component: Component) -> None:

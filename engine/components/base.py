@@ -81,8 +81,10 @@ class Component(ABC):
     # Incremental backups: only kinds that set ``supports_incremental`` implement these.
     supports_incremental: ClassVar[bool] = False
 
-    def backup_incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> dict[str, Any]:
-        """Write only what changed since the backup whose fingerprint is ``parent``."""
+    def backup_incremental(
+        self, writer: BackupSetWriter, parent: Fingerprint, parent_source: ArtifactSource
+    ) -> dict[str, Any]:
+        """Write only what changed since the parent backup (its fingerprint and artifacts)."""
         raise NotImplementedError(f"{self.name} components take full backups only")
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:

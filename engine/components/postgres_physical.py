@@ -17,16 +17,21 @@ only in how bytes get into and out of the repository, so a drill can compare the
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tarfile
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from engine.components.base import ArtifactSource, SeedParams
+from engine.components.base import ArtifactSource, SeedParams, copy_into
 from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.tarsniff import TarSniffer
 from engine.components.tools import stream_out
 from engine.errors import ComponentError, DrproofError
+from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import PhysicalAccess
@@ -98,26 +103,50 @@ class PostgresPhysicalComponent(PostgresComponent):
 
     # -- backup ---------------------------------------------------------------------------
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        return self._backup(writer, None)
+
+    supports_incremental: ClassVar[bool] = True
+
+    def backup_incremental(
+        self, writer: BackupSetWriter, parent: Fingerprint, parent_source: ArtifactSource
+    ) -> dict[str, Any]:
+        """Only blocks changed since the parent (PostgreSQL 17+, ``summarize_wal``).
+
+        The server decides what changed from its WAL summaries, given the parent's own
+        ``backup_manifest``; restore rebuilds a full data directory with pg_combinebackup.
+        """
+        if "backup_manifest" not in parent_source.artifacts:
+            raise ComponentError(f"{self.instance!r}: the parent backup has no backup_manifest to build on")
+        with tempfile.TemporaryDirectory(prefix="drproof-incr-") as tmp:
+            manifest = Path(tmp) / "parent_backup_manifest"
+            with parent_source.open("backup_manifest") as stream, manifest.open("wb") as out:
+                copy_into(stream, out)
+            return self._backup(writer, manifest)
+
+    def _backup(self, writer: BackupSetWriter, parent_manifest: Path | None) -> dict[str, Any]:
         system_id = str(self._query("SELECT system_identifier FROM pg_control_system()"))
         start_segment = self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
         env = self.service.tool_env()
+        argv = [
+            *self.service.tool("pg_basebackup"),
+            "--pgdata=-",
+            "--format=tar",
+            "--wal-method=fetch",
+            "--checkpoint=fast",
+            "--manifest-checksums=SHA256",
+            "--no-sync",  # the stream goes to the repository, which fsyncs what it stores
+            "-d",
+            self.service.tool_dsn("postgres"),
+        ]
+        if parent_manifest is not None:
+            argv.append(f"--incremental={parent_manifest}")
         with writer.artifact(self.instance, "base.tar") as sink:
-            size = stream_out(
-                [
-                    *self.service.tool("pg_basebackup"),
-                    "--pgdata=-",
-                    "--format=tar",
-                    "--wal-method=fetch",
-                    "--checkpoint=fast",
-                    "--manifest-checksums=SHA256",
-                    "--no-sync",  # the stream goes to the repository, which fsyncs what it stores
-                    "-d",
-                    self.service.tool_dsn("postgres"),
-                ],
-                env,
-                sink,
-                f"pg_basebackup of {self.instance!r}",
-            )
+            sniffer = TarSniffer(sink, "backup_manifest")
+            size = stream_out(argv, env, sniffer, f"pg_basebackup of {self.instance!r}")  # type: ignore[arg-type]
+        if sniffer.captured is None:
+            raise ComponentError(f"pg_basebackup of {self.instance!r} wrote no backup_manifest")
+        with writer.artifact(self.instance, "backup_manifest") as sink:
+            sink.write(sniffer.captured)
         backup_end = self._query("SELECT now()")
         wal_through, through_time = self._close_segment()
         previous = self.previous
@@ -131,11 +160,14 @@ class PostgresPhysicalComponent(PostgresComponent):
                 tar.add(self.physical.wal_archive() / name, arcname=name, recursive=False)
         segments = [n for n in names if SEGMENT.match(n)]
         return {
-            "method": "pg_basebackup (tar, WAL fetched) + archived WAL segments",
+            "method": "pg_basebackup (tar, WAL fetched"
+            + (", incremental" if parent_manifest else "")
+            + ") + archived WAL segments",
             "database": self.db,
             "server_version": self.service.version(),
             "system_identifier": system_id,
             "backup_id": writer.id,
+            "incremental": parent_manifest is not None,
             "base_bytes": size,
             "backup_end": backup_end.isoformat(),
             "wal_from": segments[0] if segments else None,
@@ -172,34 +204,37 @@ class PostgresPhysicalComponent(PostgresComponent):
     # -- restore --------------------------------------------------------------------------
     def restore(self, source: ArtifactSource) -> None:
         """Back to the end of the base backup: consistent, nothing later replayed."""
-        self._recover([source], {"recovery_target": "immediate"})
+        self._recover([source], [source], {"recovery_target": "immediate"})
 
-    def restore_to_time(self, sources: list[ArtifactSource], target: datetime) -> None:
-        """Base backup (first source) plus WAL from every source, replayed up to ``target``."""
+    def restore_chain(self, sources: list[ArtifactSource]) -> None:
+        """A full base backup and its incrementals, combined, then recovered to the last."""
+        self._recover(sources, [sources[-1]], {"recovery_target": "immediate"})
+
+    def restore_to_time(self, bases: list[ArtifactSource], wal: list[ArtifactSource], target: datetime) -> None:
+        """A base backup (``bases``: full first, then incrementals) replayed up to ``target``."""
         self._recover(
-            sources,
-            {
-                "recovery_target_time": target.isoformat(),
-                "recovery_target_inclusive": "false",
-            },
+            bases,
+            wal,
+            {"recovery_target_time": target.isoformat(), "recovery_target_inclusive": "false"},
         )
 
-    def _recover(self, sources: list[ArtifactSource], target: dict[str, str]) -> None:
-        archive = self.physical.wal_archive().parent / "restore-wal"
+    def _recover(self, bases: list[ArtifactSource], wal: list[ArtifactSource], target: dict[str, str]) -> None:
+        work = self.physical.wal_archive().parent
+        archive = work / "restore-wal"
+        staging = work / "restore-staging"
 
         def populate(data: Path) -> None:
-            with sources[0].open("base.tar") as stream:
-                _extract(stream, data, f"base backup of {self.instance!r}")
-            for name in ("backup_manifest",):
-                (data / name).unlink(missing_ok=True)
+            if len(bases) == 1:
+                with bases[0].open("base.tar") as stream:
+                    _extract(stream, data, f"base backup of {self.instance!r}")
+            else:
+                self._combine(bases, staging, data)
             _reset_dir(archive)
-            for src in sources:
+            for src in wal:
                 with src.open("wal.tar") as stream:
                     _extract(stream, archive, f"archived WAL of {self.instance!r}")
             owner = self.physical.server_file_owner()
             if owner is not None:
-                import os
-
                 for path in [archive, *archive.iterdir()]:
                     os.lchown(path, *owner)
 
@@ -215,6 +250,27 @@ class PostgresPhysicalComponent(PostgresComponent):
             raise ComponentError(f"physical restore of {self.instance!r} failed: {exc}") from exc
         finally:
             _reset_dir(archive, recreate=False)
+            _reset_dir(staging, recreate=False)
+
+    def _combine(self, bases: list[ArtifactSource], staging: Path, data: Path) -> None:
+        _reset_dir(staging)
+        dirs = []
+        try:
+            for i, src in enumerate(bases):
+                target = staging / f"{i:04d}"
+                target.mkdir(mode=0o700)
+                with src.open("base.tar") as stream:
+                    _extract(stream, target, f"base backup {i + 1} of {len(bases)} of {self.instance!r}")
+                dirs.append(str(target))
+            result = subprocess.run(
+                [*self.service.tool("pg_combinebackup"), *dirs, "-o", str(data)],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise ComponentError(f"pg_combinebackup for {self.instance!r} failed: {result.stderr.strip()[-2000:]}")
+        finally:
+            _reset_dir(staging, recreate=False)
 
 
 def _reset_dir(path: Path, recreate: bool = True) -> None:

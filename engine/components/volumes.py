@@ -76,7 +76,9 @@ class VolumesComponent(Component):
 
     supports_incremental: ClassVar[bool] = True
 
-    def backup_incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> dict[str, Any]:
+    def backup_incremental(
+        self, writer: BackupSetWriter, parent: Fingerprint, parent_source: ArtifactSource
+    ) -> dict[str, Any]:
         """Archive only files new or changed since ``parent``; list what to remove first.
 
         The parent's per-file digests come from its manifest, so deciding what changed

@@ -28,4 +28,23 @@ for _fault in (
 ):
     faults.register(_fault)
 
-__all__ = ["REPOSITORY_TARGET", "Fault", "FaultContext", "FaultParams", "faults"]
+
+
+def fits(fault: type[Fault], kind: str) -> bool:
+    """Whether ``fault`` can hit a component of ``kind``.
+
+    A kind built on another (postgres-physical on postgres) is the same server
+    underneath, so every fault for the base kind fits it too, with no list to update
+    when a variant is added.
+    """
+    from engine.components import component_kinds
+
+    if kind in fault.targets:
+        return True
+    if kind not in component_kinds:
+        return False
+    lineage = {c.__dict__["name"] for c in component_kinds.get(kind).__mro__ if isinstance(c.__dict__.get("name"), str)}
+    return bool(lineage & fault.targets)
+
+
+__all__ = ["REPOSITORY_TARGET", "Fault", "FaultContext", "FaultParams", "faults", "fits"]
