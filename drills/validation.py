@@ -336,8 +336,7 @@ def _cross_checks(doc: Document) -> list[Problem]:
                     bad_component((*base, "component"), comp)
             elif target not in comps:
                 bad_component((*base, "target"), target, "target")
-            elif isinstance(kinds[target], str) and not fits(fault, kinds[target]):
-                kind_name = kinds[target]
+            elif isinstance(kind_name := kinds[target], str) and not fits(fault, kind_name):
                 fitting = [f.name for f in faults if fits(f, kind_name)]
                 problems.append(
                     _problem(

@@ -82,7 +82,8 @@ class PostgresPhysicalComponent(PostgresComponent):
         if not isinstance(self.service, PhysicalAccess):
             raise ComponentError(
                 f"{self.instance!r}: physical backups need the server's data directory and WAL archive, which "
-                "this runtime does not give drproof; use the local runtime, or kind `postgres` (pg_dump)"
+                "this runtime does not give drproof; use the local runtime, declare `physical:` (data directory, "
+                "WAL archive, stop and start commands) for an existing server, or use kind `postgres` (pg_dump)"
             )
         self.physical: PhysicalAccess = self.service
         self.previous: ComponentRecord | None = None

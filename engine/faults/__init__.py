@@ -29,7 +29,6 @@ for _fault in (
     faults.register(_fault)
 
 
-
 def fits(fault: type[Fault], kind: str) -> bool:
     """Whether ``fault`` can hit a component of ``kind``.
 

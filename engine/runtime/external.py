@@ -9,8 +9,14 @@ server from PostgreSQL 9.2 on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +24,8 @@ import psycopg2
 import redis
 
 from engine.errors import RuntimeStartError
-from engine.runtime.base import PostgresService, RedisService, Runtime
+from engine.runtime import processes
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime
 from engine.runtime.local import postgres_bin_dir
 
 
@@ -29,6 +36,21 @@ class PostgresTarget:
     user: str
     dbname: str
     password: str | None
+
+
+@dataclass(frozen=True)
+class PhysicalTarget:
+    """What a physical restore of an existing server needs, all declared by the operator.
+
+    drproof never decides on its own to stop a server it did not start; it runs the
+    operator's own stop and start commands (systemctl, pg_ctlcluster, ...) around the
+    one operation that cannot be done on a running server.
+    """
+
+    data_directory: Path
+    wal_archive: Path
+    stop: list[str]
+    start: list[str]
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,89 @@ class ExternalPostgres(_NotOurs, PostgresService):
         return f"{self.target.host}:{self.target.port}"
 
 
+class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
+    """An existing server whose data directory and WAL archive drproof may use."""
+
+    def __init__(self, target: PostgresTarget, physical: PhysicalTarget) -> None:
+        super().__init__(target)
+        self.physical = physical
+        self.replaced: Path | None = None
+        self._owner: tuple[int, int] | None = None
+
+    def wal_archive(self) -> Path:
+        return self.physical.wal_archive
+
+    def server_file_owner(self) -> tuple[int, int] | None:
+        # Read once, from the server's own directory, before a restore replaces it with
+        # one drproof creates (and would otherwise own).
+        if self._owner is None:
+            data = self.physical.data_directory
+            st = (data if data.exists() else data.parent).stat()
+            self._owner = (st.st_uid, st.st_gid)
+        return self._owner
+
+    def _run(self, argv: list[str], what: str) -> None:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeStartError(f"the {what} command {argv[0]!r} could not run: {exc}") from exc
+        if result.returncode != 0:
+            raise RuntimeStartError(
+                f"the {what} command {argv[0]!r} failed (exit {result.returncode}): {result.stderr.strip()[-1000:]}"
+            )
+
+    def replace_cluster(self, populate: Callable[[Path], None], settings: dict[str, str]) -> float:
+        data = self.physical.data_directory
+        owner = self.server_file_owner()
+        self._run(self.physical.stop, "stop")
+        if not processes.wait_until(lambda: not self.is_running(), timeout=120, interval=0.2):
+            raise RuntimeStartError(f"{self.what} still answers after its stop command; nothing was changed")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        # The replaced directory is kept, not deleted: after a restore the operator may
+        # still need the state it replaced (forensics, a missed table). drproof says where.
+        kept = data.with_name(f"{data.name}.drproof-replaced-{stamp}")
+        if data.exists():
+            data.rename(kept)
+        try:
+            data.mkdir(mode=0o700)
+            populate(data)
+            with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
+                fh.write("# written by drproof for this restore\n")
+                for key, value in settings.items():
+                    fh.write(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n")
+            (data / "recovery.signal").touch()
+            if owner is not None:
+                for path in [data, *data.rglob("*")]:
+                    os.lchown(path, *owner)
+            started = time.monotonic()
+            self._run(self.physical.start, "start")
+            if not processes.wait_until(self._promoted, timeout=3600, interval=0.2):
+                raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
+            self.replaced = kept if kept.exists() else None
+            return time.monotonic() - started
+        except BaseException:
+            with contextlib.suppress(RuntimeStartError):
+                self._run(self.physical.stop, "stop")
+            shutil.rmtree(data, ignore_errors=True)
+            if kept.exists():
+                kept.rename(data)
+                self._run(self.physical.start, "start")
+            raise
+
+    def _promoted(self) -> bool:
+        try:
+            conn = psycopg2.connect(self.dsn("postgres"), password=self.target.password)
+        except psycopg2.OperationalError:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_is_in_recovery()")
+                row = cur.fetchone()
+                return row is not None and row[0] is False
+        finally:
+            conn.close()
+
+
 class ExternalRedis(_NotOurs, RedisService):
     def __init__(self, target: RedisTarget) -> None:
         self.host = target.host
@@ -140,10 +245,14 @@ class ExternalRuntime(Runtime):
         images: dict[str, str] | None = None,
         *,
         postgres: dict[str, PostgresTarget] | None = None,
+        physical: dict[str, PhysicalTarget] | None = None,
         redis_targets: dict[str, RedisTarget] | None = None,
         directories: dict[str, Path] | None = None,
     ) -> None:
-        self._pg = {k: ExternalPostgres(v) for k, v in (postgres or {}).items()}
+        self._pg: dict[str, ExternalPostgres] = {}
+        for name, target in (postgres or {}).items():
+            extra = (physical or {}).get(name)
+            self._pg[name] = ExternalPhysicalPostgres(target, extra) if extra else ExternalPostgres(target)
         self._redis = {k: ExternalRedis(v) for k, v in (redis_targets or {}).items()}
         self._dirs = dict(directories or {})
 
