@@ -125,24 +125,29 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
         component.restore_chain(sources)
 
 
-def restore_to_time(repository: Repository, component: Component, target: datetime) -> list[Manifest]:
+def restore_to_time(
+    repository: Repository, component: Component, target: datetime | None, *, live_wal: bool = False
+) -> list[Manifest]:
     """Restore a component to a moment, from a base backup and the WAL after it.
 
-    Returns the sets used, base first. Every artifact of every set is verified before
-    the live component is touched, as for any restore.
+    ``target`` None replays all the WAL there is. With ``live_wal``, segments the server
+    archived after the newest backup (its archive survived the disaster) continue the
+    replay. Returns the sets used, base first. Every artifact of every set is verified
+    before the live component is touched, as for any restore.
     """
     if not getattr(component, "supports_point_in_time", False):
         raise DrproofError(
             f"{component.instance!r} ({component.name}) cannot be restored to a point in time; "
             "only physical PostgreSQL backups (kind postgres-physical) carry the WAL that needs"
         )
-    chosen = pitr.plan(repository.list(), component.instance, component.name, target)
+    chosen = pitr.plan(repository.list(), component.instance, component.name, target, live_wal=live_wal)
     bases = chain(repository, chosen.base, component.instance)
     _verify_before_restore(repository, [*bases[:-1], *chosen.sets], component)
     component.restore_to_time(  # type: ignore[attr-defined]
         [_source(repository, m, component.instance) for m in bases],
         [_source(repository, m, component.instance) for m in chosen.sets],
         target,
+        live_after=chosen.live_after,
     )
     return [*bases[:-1], *chosen.sets]
 

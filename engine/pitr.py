@@ -21,7 +21,8 @@ class Plan:
     """The base set first, then every set whose WAL the replay needs, oldest first."""
 
     sets: list[Manifest]
-    target: datetime
+    target: datetime | None
+    live_after: str | None = None  # replay continues with the live archive after this segment
 
     @property
     def base(self) -> Manifest:
@@ -40,9 +41,16 @@ def _time(record: ComponentRecord, key: str) -> datetime:
     return datetime.fromisoformat(str(record.details[key]))
 
 
-def plan(manifests: list[Manifest], component: str, kind: str, target: datetime) -> Plan:
-    """The sets that restore ``component`` to ``target``; an error says what is missing."""
-    if target.tzinfo is None:
+def plan(
+    manifests: list[Manifest], component: str, kind: str, target: datetime | None, *, live_wal: bool = False
+) -> Plan:
+    """The sets that restore ``component`` to ``target``; an error says what is missing.
+
+    ``target`` None means "as far as the WAL goes". With ``live_wal``, WAL the server
+    archived after the newest set (still in its archive, not yet in the repository) may
+    carry the replay on; PostgreSQL itself then proves whether it reached the target.
+    """
+    if target is not None and target.tzinfo is None:
         raise ValueError("the target time must carry a time zone")
     history = sorted(
         ((m, r) for m in manifests if (r := _record(m, component, kind)) is not None),
@@ -50,6 +58,9 @@ def plan(manifests: list[Manifest], component: str, kind: str, target: datetime)
     )
     if not history:
         raise BackupNotFound(f"no physical backup of {component!r} is in the repository")
+    if target is None:
+        base, base_record = history[-1]
+        return Plan(sets=[base], target=None, live_after=base_record.details.get("wal_through") if live_wal else None)
     bases = [(m, r) for m, r in history if _time(r, "backup_end") <= target]
     if not bases:
         first = _time(history[0][1], "backup_end")
@@ -63,8 +74,17 @@ def plan(manifests: list[Manifest], component: str, kind: str, target: datetime)
     later = [(m, r) for m, r in history if _time(r, "backup_end") > _time(base_record, "backup_end")]
     while _time(last, "wal_through_time") < target:
         following = [(m, r) for m, r in later if r.details.get("wal_continues") == chosen[-1].id]
+        gapped = [(m, r) for m, r in later if r.details.get("wal_gap")]
+        if not following and gapped:
+            m, r = gapped[0]
+            raise IntegrityError(
+                f"the WAL of {component!r} after backup {chosen[-1].id} has a hole: backup {m.id} found "
+                f"{r.details['wal_gap']}, so no replay can cross from before it to {target.isoformat()}"
+            )
         if not following:
             reach = _time(last, "wal_through_time").isoformat()
+            if live_wal and chosen[-1] is history[-1][0]:
+                return Plan(sets=chosen, target=target, live_after=last.details.get("wal_through"))
             if any(r.details.get("system_identifier") == system for _, r in later):
                 raise IntegrityError(
                     f"the WAL of {component!r} after backup {chosen[-1].id} (up to {reach}) is not in the "

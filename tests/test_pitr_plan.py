@@ -99,3 +99,23 @@ def test_any_plan_is_an_unbroken_chain_that_reaches_the_target(n: int, offset: f
     # The base is the newest usable one: no later set ended before the target.
     later = [m for m in sets if m.created_at > plan.base.created_at]
     assert all(datetime.fromisoformat(m.components[0].details["backup_end"]) > target for m in later)
+
+
+def test_wal_gap_finds_the_first_missing_segment_within_a_timeline() -> None:
+    from engine.components.postgres_physical import wal_gap
+
+    size = 16 * 1024 * 1024  # 256 segments per log id
+    names = ["0000000100000000000000FE", "0000000100000000000000FF", "000000010000000100000000"]
+    assert wal_gap("0000000100000000000000FD", names, size) is None
+    assert wal_gap("0000000100000000000000FC", names, size) == "0000000100000000000000FD"
+    assert wal_gap(None, [names[0], names[2]], size) == "0000000100000000000000FF"
+    # A new timeline starts at its fork point: not a gap.
+    assert wal_gap("000000010000000000000009", ["000000020000000000000005", "00000002.history"], size) is None
+
+
+def test_a_set_that_found_a_wal_gap_explains_why_a_time_is_unreachable() -> None:
+    sets = _history(3)
+    sets[2].components[0].details["wal_continues"] = None
+    sets[2].components[0].details["wal_gap"] = "segment 000000010000000000000007 is missing from the WAL archive"
+    with pytest.raises(IntegrityError, match=r"has a hole: backup b2 found segment 000000010000000000000007"):
+        pitr.plan(sets, "db", "postgres-physical", T0 + timedelta(seconds=90))

@@ -18,6 +18,11 @@ from engine.manifest import ArtifactRecord, ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import Runtime
 
+# Records of the drill's live workload carry this name (table, key prefix, directory).
+# Fingerprints leave them out: the workload is judged by the recovery point it measures,
+# and its writes after a backup must not make every restore look unfaithful.
+WORKLOAD_MARK = "drproof_workload"
+
 
 class SeedParams(BaseModel):
     """Base of every component's ``seed:`` model; unknown keys are errors."""
@@ -77,6 +82,10 @@ class Component(ABC):
     @abstractmethod
     def restore(self, source: ArtifactSource) -> None:
         """Bring the component back to the backed-up state, replacing what is there."""
+
+    # Runtimes the kind works on; None means every runtime. A drill on another runtime
+    # stops before provisioning with a message naming the ones that work.
+    runtimes: ClassVar[frozenset[str] | None] = None
 
     # Incremental backups: only kinds that set ``supports_incremental`` implement these.
     supports_incremental: ClassVar[bool] = False

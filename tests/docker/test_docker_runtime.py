@@ -8,13 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from engine.components import component_kinds
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
-SHIPPED = sorted(SCENARIOS.glob("*.yaml"))
+
+def _runs_on_docker(path: Path) -> bool:
+    """Whether every component kind of a scenario declares it works on the docker runtime."""
+    kinds = [c["kind"] for c in yaml.safe_load(path.read_text())["stack"]["components"].values()]
+    return all(component_kinds.get(k).runtimes is None or "docker" in component_kinds.get(k).runtimes for k in kinds)
+
+
+SHIPPED = [p for p in sorted(SCENARIOS.glob("*.yaml")) if _runs_on_docker(p)]
 
 
 def _labelled(client: Any, run_id: str) -> list[str]:

@@ -31,3 +31,34 @@ def servers_under(path: Path) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def insert_mark(comp: Any, name: str) -> Any:
+    """Insert one row into a ``marks`` table; return the server's clock just after the commit."""
+    conn = comp.connect()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS marks (name text)")
+            cur.execute("INSERT INTO marks VALUES (%s)", (name,))
+            cur.execute("SELECT clock_timestamp()")
+            row = cur.fetchone()
+            assert row is not None
+            return row[0]
+    finally:
+        conn.close()
+
+
+def marks(comp: Any) -> list[str]:
+    """The rows of ``marks`` in name order; none if the table does not exist."""
+    conn = comp.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('marks') IS NOT NULL")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return []
+            cur.execute("SELECT name FROM marks ORDER BY name")
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()

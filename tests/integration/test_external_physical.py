@@ -23,6 +23,7 @@ from engine.repository import LocalRepository
 from engine.runtime import processes
 from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTarget
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import insert_mark, marks
 
 pytestmark = [pytest.mark.integration]
 PASSWORD = "external-test-password"
@@ -79,32 +80,6 @@ def _component(target: PostgresTarget, physical: PhysicalTarget) -> PostgresPhys
     return comp
 
 
-def _insert(comp: PostgresPhysicalComponent, name: str) -> datetime:
-    conn = comp.connect()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS marks (name text)")
-            cur.execute("INSERT INTO marks VALUES (%s)", (name,))
-            cur.execute("SELECT clock_timestamp()")
-            row = cur.fetchone()
-            assert row is not None
-            stamp: datetime = row[0]
-            return stamp
-    finally:
-        conn.close()
-
-
-def _marks(comp: PostgresPhysicalComponent) -> list[str]:
-    conn = comp.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT name FROM marks ORDER BY name")
-            return [r[0] for r in cur.fetchall()]
-    finally:
-        conn.close()
-
-
 def test_point_in_time_restore_of_an_existing_server_keeps_what_it_replaced(
     existing_server: tuple[PostgresTarget, PhysicalTarget], tmp_path: Path
 ) -> None:
@@ -113,14 +88,14 @@ def test_point_in_time_restore_of_an_existing_server_keeps_what_it_replaced(
     comp.seed()
     repo = LocalRepository(tmp_path / "repo")
     engine_backup.backup(repo, [comp])
-    first = _insert(comp, "first")
+    first = insert_mark(comp, "first")
     time.sleep(1)
-    second = _insert(comp, "second")
+    second = insert_mark(comp, "second")
     engine_backup.backup(repo, [comp])
 
     engine_backup.restore_to_time(repo, comp, first + (second - first) / 2)
 
-    assert _marks(comp) == ["first"]
+    assert marks(comp) == ["first"]
     replaced = sorted(physical.data_directory.parent.glob("data.drproof-replaced-*"))
     assert len(replaced) == 1 and (replaced[0] / "PG_VERSION").exists()
 
@@ -133,14 +108,14 @@ def test_failed_recovery_of_an_existing_server_restarts_it_on_its_old_data(
     comp.seed()
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
-    _insert(comp, "live")
+    insert_mark(comp, "live")
     source = engine_backup._source(repo, manifest, "db")
     beyond = datetime.fromisoformat(manifest.component("db").details["wal_through_time"]).replace(year=2099)
 
     with pytest.raises(ComponentError, match="physical restore of 'db' failed"):
         comp.restore_to_time([source], [source], beyond)
 
-    assert _marks(comp) == ["live"]
+    assert marks(comp) == ["live"]
     assert not list(physical.data_directory.parent.glob("data.drproof-replaced-*"))
 
 
@@ -151,3 +126,50 @@ def test_without_physical_access_the_component_refuses_and_names_the_ways_out(
     comp = PostgresPhysicalComponent("db", PostgresParams(), ExternalRuntime(Path("."), postgres={"db": target}))
     with pytest.raises(ComponentError, match=r"declare `physical:`.*kind `postgres`"):
         comp.provision()
+
+
+def test_cli_point_in_time_restore_of_an_existing_server(
+    existing_server: tuple[PostgresTarget, PhysicalTarget], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from tests.integration.helpers import run_cli
+
+    target, physical = existing_server
+    monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
+    config = tmp_path / "backup-config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "repository": {"type": "local", "path": str(tmp_path / "repo")},
+                "components": {
+                    "db": {
+                        "kind": "postgres-physical",
+                        "url": f"postgresql://postgres@127.0.0.1:{target.port}/postgres",
+                        "password_env": "DRPROOF_TEST_PG_PASSWORD",
+                        "physical": {
+                            "data_directory": str(physical.data_directory),
+                            "wal_archive": str(physical.wal_archive),
+                            "stop": physical.stop,
+                            "start": physical.start,
+                        },
+                    }
+                },
+            }
+        )
+    )
+    comp = _component(target, physical)
+    comp.params = comp.params.model_copy(update={"database": "postgres"})
+    assert run_cli(["backup", "--config", str(config)]) == 0
+    first = insert_mark(comp, "first")
+    time.sleep(1)
+    second = insert_mark(comp, "second")
+    assert run_cli(["backup", "--config", str(config)]) == 0
+
+    middle = (first + (second - first) / 2).isoformat()
+    code = run_cli(["recovery", "restore", "--config", str(config), "--components", "db", "--point-in-time", middle])
+
+    assert code == 0
+    assert marks(comp) == ["first"]
+    audit = [json.loads(line) for line in (tmp_path / "repo" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["event"] == "restore" and audit[-1]["outcome"] == "ok"

