@@ -55,9 +55,32 @@ def _no_inline_password(url: str) -> str:
     return url
 
 
+class PhysicalSpec(Strict):
+    """What a physical restore of an existing server needs; every command is the operator's."""
+
+    data_directory: Path = Field(description="The server's data directory (relative to the config file).")
+    wal_archive: Path = Field(
+        description="Directory the server's archive_command copies WAL segments into "
+        "(e.g. archive_command = 'test ! -f /srv/wal/%f && cp %p /srv/wal/%f')."
+    )
+    stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
+    start: list[str] = Field(min_length=1, description="argv that starts it again.")
+
+
 class PostgresTargetSpec(SecretRef):
-    kind: Literal["postgres"]
+    kind: Literal["postgres", "postgres-physical"]
     url: str = Field(description="postgresql://USER@HOST:PORT/DATABASE (no password).")
+    physical: PhysicalSpec | None = Field(
+        default=None, description="Required for kind postgres-physical: data directory, WAL archive, stop/start."
+    )
+
+    @model_validator(mode="after")
+    def _physical_matches_kind(self) -> PostgresTargetSpec:
+        if self.kind == "postgres-physical" and self.physical is None:
+            raise ValueError("kind postgres-physical needs `physical:` (data_directory, wal_archive, stop, start)")
+        if self.kind == "postgres" and self.physical is not None:
+            raise ValueError("`physical:` is only for kind postgres-physical (kind postgres uses pg_dump)")
+        return self
 
     _check_url = field_validator("url")(_no_inline_password)
 
@@ -210,6 +233,10 @@ class BackupConfig(Strict):
     hooks: HooksSpec = Field(default_factory=HooksSpec)
     notifications: NotificationsSpec | None = None
     metrics: MetricsSpec | None = None
+    audit_log: Path | None = Field(
+        default=None,
+        description="JSON-lines audit log (relative to the config file); default: audit.jsonl in a local repository.",
+    )
     components: dict[Name, TargetSpec] = Field(min_length=1)
 
 
@@ -227,8 +254,13 @@ def load_config(path: Path) -> BackupConfig:
     for spec in model.components.values():
         if isinstance(spec, DirectorySpec | VectorstoreSpec):
             spec.path = base / spec.path
+        if isinstance(spec, PostgresTargetSpec) and spec.physical is not None:
+            spec.physical.data_directory = base / spec.physical.data_directory
+            spec.physical.wal_archive = base / spec.physical.wal_archive
     if model.metrics is not None:
         model.metrics.textfile = base / model.metrics.textfile
+    if model.audit_log is not None:
+        model.audit_log = base / model.audit_log
     if model.encryption and model.encryption.key_file:
         model.encryption.key_file = base / model.encryption.key_file
     return model

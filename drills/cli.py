@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import time
@@ -23,9 +22,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from drills.progress import StepDisplay
 from engine import __version__
+from engine.audit import AuditLog, Event
 from engine.errors import ConfigError, DrproofError, ValidationFailed
 from engine.journal import Phase, Results
+from engine.redaction import redact
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
@@ -87,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
             which.add_argument("--timestamp", type=_utc, help="the latest backup at or before this ISO time")
         if name == "restore":
             r.add_argument("--components", nargs="+", metavar="NAME", help="only these (default: all in the backup)")
+            r.add_argument(
+                "--point-in-time",
+                type=_point_in_time,
+                metavar="TIME|latest",
+                help="postgres-physical only: replay archived WAL to this ISO time, or to the newest WAL there is",
+            )
 
     doc = sub.add_parser("doctor", help="check that this machine can run drills, with a fix for each problem")
     doc.add_argument("--runtime", choices=["local", "docker"], help="also require what this runtime needs")
@@ -101,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _point_in_time(text: str) -> datetime | str:
+    return "latest" if text == "latest" else _utc(text)
+
+
 def _utc(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -109,15 +121,25 @@ def _utc(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# The live step line of the command running now (set by ``main``); standalone
+# operations report each step through it.
+_display: StepDisplay | None = None
+
+
 def _progress(err: Console, quiet: bool) -> Any:
     def report(message: str) -> None:
-        if not quiet:
+        if quiet:
+            return
+        if _display is not None:
+            _display.begin(message)
+        else:
             err.print(f"[dim]…[/dim] {escape(message)}", highlight=False)
 
     return report
 
 
 def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills import standalone
     from drills.backup_config import load_config, unknown_components
 
     config = load_config(args.config)
@@ -127,7 +149,9 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
     summary: dict[str, Any] | None = None
     failure: str | None = None
     try:
-        summary = _run_backup(args, config, err)
+        audit = standalone.audit_log(config, None)
+        audit.check()  # an unwritable audit log stops the run before it changes anything
+        summary = _run_backup(args, config, err, audit)
         return 0
     except DrproofError as exc:
         failure = str(exc)
@@ -139,21 +163,23 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
         _report_backup(config, summary, failure, time.monotonic() - started, err)
 
 
-def _run_backup(args: argparse.Namespace, config: Any, err: Console) -> dict[str, Any]:
+def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: AuditLog) -> dict[str, Any]:
     from drills import standalone
 
-    manifest = standalone.take_backup(config, args.components, args.type, args.label, _progress(err, args.json))
+    manifest = standalone.take_backup(
+        config, args.components, args.type, args.label, _progress(err, args.json), audit=audit
+    )
     summary = standalone.summary(manifest)
     if config.offsite is not None:
         try:
-            standalone.copy(config, manifest.id, True, _progress(err, args.json))
+            standalone.copy(config, manifest.id, True, _progress(err, args.json), audit=audit)
         except DrproofError as exc:
             sys.stdout.write(manifest.id + "\n")
             raise DrproofError(
                 f"backup {manifest.id} is complete in the primary repository, but the offsite copy failed: {exc}"
             ) from exc
     if config.retention is not None:
-        pruned = standalone.prune(config, dry_run=False, progress=_progress(err, args.json))
+        pruned = standalone.prune(config, dry_run=False, progress=_progress(err, args.json), audit=audit)
         if pruned.deleted and not args.json:
             err.print(f"retention: deleted {len(pruned.deleted)} old backup(s)", highlight=False)
     if args.json:
@@ -199,13 +225,18 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     from drills.backup_config import load_config, unknown_components
 
     config = load_config(args.config) if args.config else None
+    audit = standalone.audit_log(config, args.repository)
+    if args.recovery_command != "list":
+        audit.check()  # an unwritable audit log stops the command before it changes anything
     if args.recovery_command == "copy":
         if config is None:
             raise ConfigError("recovery copy needs --config: it names both repositories")
-        manifest = standalone.copy(config, args.id, not args.from_offsite, _progress(err, args.json))
+        manifest = standalone.copy(config, args.id, not args.from_offsite, _progress(err, args.json), audit=audit)
         sys.stdout.write(manifest.id + "\n")
         return 0
-    repo = standalone.repository(config, args.repository, offsite=getattr(args, "offsite", False))
+    offsite = getattr(args, "offsite", False)
+    repo = standalone.repository(config, args.repository, offsite=offsite)
+    repo_where = standalone.where(config, args.repository, offsite=offsite)
     if args.recovery_command == "list":
         sets = [standalone.summary(m) for m in repo.list()]
         broken = getattr(repo, "broken", {})
@@ -225,7 +256,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.recovery_command == "prune":
         if config is None:
             raise ConfigError("recovery prune needs --config: the retention policy is in it")
-        result = standalone.prune(config, args.dry_run, _progress(err, args.json))
+        result = standalone.prune(config, args.dry_run, _progress(err, args.json), audit=audit)
         if args.json:
             sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
         else:
@@ -235,10 +266,12 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             for gone in result.deleted:
                 out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}", markup=False)
         return 0
-    manifest = standalone.find(repo, args.id, args.timestamp)
+    if args.recovery_command == "restore" and config is None:
+        raise ConfigError("recovery restore needs --config: it says where each component is restored to")
+    event: Event = "verify" if args.recovery_command == "verify" else "restore"
+    manifest = standalone.find_audited(repo, args.id, args.timestamp, audit, event, repo_where)
     if args.recovery_command == "verify":
-        report = repo.verify(manifest.id)
-        repo.record_verification(report)
+        report = standalone.verify(repo, manifest, repo_where, audit)
         if args.json:
             sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         else:
@@ -252,11 +285,19 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             verdict = "verified" if report.ok else f"{len(report.damaged)} damaged artifact(s)"
             err.print(f"backup {manifest.id}: {verdict}", highlight=False, markup=False)
         return 0 if report.ok else 1
-    if config is None:
-        raise ConfigError("recovery restore needs --config: it says where each component is restored to")
+    assert config is not None
     if args.components:
         unknown_components(config, args.components, str(args.config))
-    outcomes = standalone.restore(config, manifest, args.components, _progress(err, args.json), repo)
+    outcomes = standalone.restore(
+        config,
+        manifest,
+        args.components,
+        _progress(err, args.json),
+        repo,
+        audit=audit,
+        repo_where=repo_where,
+        point_in_time=args.point_in_time,
+    )
     if args.json:
         sys.stdout.write(
             json.dumps({"backup": manifest.id, "components": [o.__dict__ for o in outcomes]}, indent=2) + "\n"
@@ -297,19 +338,18 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     quiet = args.quiet or args.json
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
 
+    display = StepDisplay(err, quiet)
+
     def started(name: str) -> None:
-        if not quiet:
-            err.print(f"[dim]…[/dim] {escape(name)}", highlight=False)
+        display.begin(name)
 
     def finished(phase: Phase) -> None:
-        if not quiet:
-            style = _STATUS_STYLE.get(phase.status, "")
-            detail = f" — {escape(phase.detail)}" if phase.detail and phase.status != "ok" else ""
-            err.print(
-                f"  [{style}]{phase.status:>7}[/{style}] {escape(phase.name)} "
-                f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}",
-                highlight=False,
-            )
+        style = _STATUS_STYLE.get(phase.status, "")
+        detail = f" — {escape(phase.detail)}" if phase.detail and phase.status != "ok" else ""
+        display.end(
+            f"  [{style}]{phase.status:>7}[/{style}] {escape(phase.name)} "
+            f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}"
+        )
 
     runner = DrillRunner(
         loaded,
@@ -324,7 +364,8 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             highlight=False,
         )
     try:
-        results = runner.run()
+        with display:
+            results = runner.run()
         if runner.internal_error:
             err.print(runner.internal_error, highlight=False, markup=False)
     except KeyboardInterrupt:
@@ -437,14 +478,6 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-_SECRET = re.compile(r"(?i)(password|passwd|pgpassword|secret|token)=\S+")
-
-
-def redact(text: str) -> str:
-    """Last line of defence: mask anything that looks like a credential in a message."""
-    return _SECRET.sub(lambda m: m.group(1) + "=***", text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
@@ -461,8 +494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recovery": _cmd_recovery,
         "clean": _cmd_clean,
     }
+    global _display
     try:
-        return commands[args.command](args, out, err)
+        # Drills drive their own display (phase by phase); the engine commands share this one.
+        engine_command = args.command in ("backup", "recovery") and not getattr(args, "json", False)
+        with StepDisplay(err, quiet=not engine_command) as display:
+            _display = display if engine_command else None
+            return commands[args.command](args, out, err)
     except ValidationFailed as exc:
         for p in exc.problems:
             err.print(redact(str(p)), highlight=False, markup=False)
@@ -473,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("drproof: interrupted")
         return 130
+    finally:
+        _display = None
 
 
 if __name__ == "__main__":  # pragma: no cover

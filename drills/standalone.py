@@ -3,6 +3,9 @@
 These sit between the CLI and the engine: they turn a backup-config.yaml into
 components bound to existing servers, and run the same engine code drills run, so an
 operator's restore on the worst day is exactly what the monthly drill exercised.
+
+Every backup, verify, restore, deletion and copy is also recorded in the audit log
+(:mod:`engine.audit`) here, where the backup ids and components are known.
 """
 
 from __future__ import annotations
@@ -17,26 +20,62 @@ from typing import Any
 from drills.backup_config import (
     BackupConfig,
     DirectorySpec,
+    LocalRepositorySpec,
     PostgresTargetSpec,
     RedisTargetSpec,
     S3RepositorySpec,
     VectorstoreSpec,
 )
 from engine import backup as engine_backup
+from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
 from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
 from engine.components.postgres import PostgresParams
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
+from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError, RepositoryError
 from engine.fingerprint import compare
 from engine.manifest import Manifest
 from engine.repository import LocalRepository, S3Repository
-from engine.repository.base import Repository
+from engine.repository.base import Repository, VerifyReport
 from engine.retention import Policy, plan
-from engine.runtime.external import ExternalRuntime
+from engine.runtime.external import ExternalRuntime, PhysicalTarget
 
 Progress = Callable[[str], None]
 BACKUP_TYPES = ("full", "database-only", "incremental")
+
+
+def _describe(spec: Any) -> str:
+    if isinstance(spec, S3RepositorySpec):
+        facts = {"type": "s3", "bucket": spec.bucket, "prefix": spec.prefix}
+        if spec.endpoint_url:
+            facts["endpoint_url"] = spec.endpoint_url
+        return describe_repository(facts)
+    return describe_repository({"type": "local", "path": str(spec.path)})
+
+
+def where(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> str:
+    """The repository :func:`repository` opens, described for the audit log (no credentials)."""
+    if offsite and config is not None and config.offsite is not None:
+        return _describe(config.offsite)
+    if path is not None or config is None:
+        return describe_repository({"type": "local", "path": str(path)})
+    return _describe(config.repository)
+
+
+def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
+    """Where this command's audit lines go: the configured ``audit_log``, else
+    ``audit.jsonl`` in the local repository (``--repository`` or the configured one).
+
+    An S3 repository has no local directory that belongs to it, so without ``audit_log``
+    nothing is recorded rather than writing into whatever the current directory is.
+    """
+    if config is not None and config.audit_log is not None:
+        return AuditLog(config.audit_log)
+    if path is not None:
+        return AuditLog(path / DEFAULT_NAME)
+    if config is not None and isinstance(config.repository, LocalRepositorySpec):
+        return AuditLog(config.repository.path / DEFAULT_NAME)
+    return AuditLog(None)
 
 
 def _open(spec: Any, encryption: Encryption | None) -> Repository:
@@ -63,35 +102,62 @@ def repository(config: BackupConfig | None, path: Path | None, offsite: bool = F
     return _open(config.repository, encryption)
 
 
-def copy(config: BackupConfig, backup_id: str | None, to_offsite: bool, progress: Progress) -> Manifest:
+def copy(
+    config: BackupConfig,
+    backup_id: str | None,
+    to_offsite: bool,
+    progress: Progress,
+    audit: AuditLog | None = None,
+) -> Manifest:
     """Copy a set between the primary and the offsite repository, verbatim and verified."""
-    source = repository(config, None, offsite=not to_offsite)
-    target = repository(config, None, offsite=to_offsite)
-    manifest = find(source, backup_id, None)
-    present = {m.id for m in target.list()}
-    # An incremental set is only restorable with its parents: copy missing ones first.
-    needed = {m.id: m for c in manifest.components for m in engine_backup.chain(source, manifest, c.name)}
-    for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)):
-        if m.id in present:
-            continue
-        progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
-        target.import_set(m, source)
-        target.record_verification(target.verify(m.id))
+    audit = audit or AuditLog(None)
+    source_where = where(config, None, offsite=not to_offsite)
+    target_where = where(config, None, offsite=to_offsite)
+    with audit.operation("copy", target_where) as op:
+        # This line is written only if finding the set fails, or if nothing needs copying.
+        op.backup_ids = [backup_id] if backup_id else []
+        op.extra["source"] = source_where
+        source = repository(config, None, offsite=not to_offsite)
+        target = repository(config, None, offsite=to_offsite)
+        manifest = find(source, backup_id, None)
+        present = {m.id for m in target.list()}
+        # An incremental set is only restorable with its parents: copy missing ones first.
+        needed = {m.id: m for c in manifest.components for m in engine_backup.chain(source, manifest, c.name)}
+        pending = [m for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)) if m.id not in present]
+        op.backup_ids = [manifest.id]
+        op.components = [c.name for c in manifest.components]
+        op.extra["detail"] = "already present in the target"
+        op.record_success = not pending
+    # One line per set copied, so each parent of an incremental chain is on record too.
+    for m in pending:
+        with audit.operation("copy", target_where) as op:
+            op.backup_ids = [m.id]
+            op.components = [c.name for c in m.components]
+            op.extra["source"] = source_where
+            progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
+            target.import_set(m, source)
+            report = target.verify(m.id)
+            target.record_verification(report)
+            if not report.ok:
+                raise RepositoryError(f"the copy of {m.id} failed verification in the target: {report.damaged}")
     return manifest
 
 
 def components(config: BackupConfig, names: Sequence[str] | None) -> list[Component]:
     chosen = list(names) if names else list(config.components)
-    pg, rd, dirs = {}, {}, {}
+    pg, rd, dirs, physical = {}, {}, {}, {}
     for name in chosen:
         spec = config.components[name]
         if isinstance(spec, PostgresTargetSpec):
             pg[name] = spec.target(name)
+            if spec.physical is not None:
+                p = spec.physical
+                physical[name] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start))
         elif isinstance(spec, RedisTargetSpec):
             rd[name] = spec.target(name)
         elif isinstance(spec, DirectorySpec | VectorstoreSpec):
             dirs[name] = spec.path
-    runtime = ExternalRuntime(Path("."), postgres=pg, redis_targets=rd, directories=dirs)
+    runtime = ExternalRuntime(Path("."), postgres=pg, physical=physical, redis_targets=rd, directories=dirs)
     out: list[Component] = []
     for name in chosen:
         spec = config.components[name]
@@ -127,38 +193,46 @@ def take_backup(
     label: str | None,
     progress: Progress,
     fingerprint: bool = True,
+    audit: AuditLog | None = None,
 ) -> Manifest:
-    repo = repository(config, None)
-    comps = components(config, select_for_type(config, names, backup_type))
-    fingerprints = {}
-    with repo.lock(exclusive=False):
-        parent = None
-        if backup_type == "incremental":
-            # Volumes store only their changes since the newest set; other kinds take full
-            # backups inside the same set (their tools have no cheap incremental form here).
-            existing = repo.list()
-            parent = existing[-1] if existing else None
-            if parent is None:
-                progress("no earlier backup: this incremental backup is a full one")
-            fingerprint = True  # the next incremental needs this set's per-file digests
-        if fingerprint:
-            for c in comps:
-                progress(f"fingerprinting {c.instance}")
-                fingerprints[c.instance] = c.fingerprint()
-        manifest = engine_backup.backup(
-            repo,
-            comps,
-            label=label,
-            labels={"type": backup_type},
-            fingerprints=fingerprints,
-            progress=progress,
-            parent=parent,
-        )
-        progress(f"verifying {manifest.id}")
-        report = repo.verify(manifest.id)
-        repo.record_verification(report)
-    if not report.ok:
-        raise IntegrityError(f"backup {manifest.id} failed verification right after writing: {report.damaged}")
+    chosen = select_for_type(config, names, backup_type)
+    with (audit or AuditLog(None)).operation("backup", where(config, None)) as op:
+        op.components = chosen
+        op.extra["type"] = backup_type
+        if label:
+            op.extra["label"] = label
+        repo = repository(config, None)
+        comps = components(config, chosen)
+        fingerprints = {}
+        with repo.lock(exclusive=False):
+            parent = None
+            if backup_type == "incremental":
+                # Volumes store only their changes since the newest set; other kinds take full
+                # backups inside the same set (their tools have no cheap incremental form here).
+                existing = repo.list()
+                parent = existing[-1] if existing else None
+                if parent is None:
+                    progress("no earlier backup: this incremental backup is a full one")
+                fingerprint = True  # the next incremental needs this set's per-file digests
+            if fingerprint:
+                for c in comps:
+                    progress(f"fingerprinting {c.instance}")
+                    fingerprints[c.instance] = c.fingerprint()
+            manifest = engine_backup.backup(
+                repo,
+                comps,
+                label=label,
+                labels={"type": backup_type},
+                fingerprints=fingerprints,
+                progress=progress,
+                parent=parent,
+            )
+            op.backup_ids = [manifest.id]
+            progress(f"verifying {manifest.id}")
+            report = repo.verify(manifest.id)
+            repo.record_verification(report)
+        if not report.ok:
+            raise IntegrityError(f"backup {manifest.id} failed verification right after writing: {report.damaged}")
     return manifest
 
 
@@ -169,14 +243,17 @@ class PruneResult:
     dry_run: bool
 
 
-def prune(config: BackupConfig, dry_run: bool, progress: Progress) -> PruneResult:
+def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditLog | None = None) -> PruneResult:
     if config.retention is None:
         raise ConfigError("no retention policy in the configuration (add retention: {keep_last: N, daily: N, ...})")
     r = config.retention
     policy = Policy(keep_last=r.keep_last, daily=r.daily, weekly=r.weekly, monthly=r.monthly)
+    audit = audit or AuditLog(None)
     repo = repository(config, None)
     with repo.lock(exclusive=True):
-        decisions = plan(repo.list(), policy, repo.verified_ids())
+        sets = repo.list()
+        holds = {m.id: [c.name for c in m.components] for m in sets}
+        decisions = plan(sets, policy, repo.verified_ids())
         kept = [
             {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
             for d in decisions
@@ -185,9 +262,44 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress) -> PruneResul
         deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
         if not dry_run:
             for d in deleted:
-                progress(f"deleting {d['id']}")
-                repo.delete(d["id"])
+                # One line per deleted set, written while the exclusive lock is still held.
+                with audit.operation("delete", where(config, None)) as op:
+                    op.backup_ids = [d["id"]]
+                    op.components = holds.get(d["id"], [])
+                    op.extra.update(reason="retention policy", created_at=d["created_at"])
+                    progress(f"deleting {d['id']}")
+                    repo.delete(d["id"])
     return PruneResult(kept, deleted, dry_run)
+
+
+def find_audited(
+    repo: Repository,
+    backup_id: str | None,
+    timestamp: datetime | None,
+    audit: AuditLog,
+    event: Event,
+    repo_where: str,
+) -> Manifest:
+    """:func:`find`, with a failed ``event`` on record when the backup asked for is not there."""
+    with audit.operation(event, repo_where) as op:
+        op.backup_ids = [backup_id] if backup_id else []
+        op.record_success = False  # the verify or restore itself writes the line
+        if timestamp is not None:
+            op.extra["at_or_before"] = timestamp.isoformat()
+        manifest = find(repo, backup_id, timestamp)
+    return manifest
+
+
+def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLog | None = None) -> VerifyReport:
+    """Re-hash every stored artifact of a set and record the result (retention protects verified sets)."""
+    with (audit or AuditLog(None)).operation("verify", repo_where) as op:
+        op.backup_ids = [manifest.id]
+        op.components = [c.name for c in manifest.components]
+        report = repo.verify(manifest.id)
+        repo.record_verification(report)
+        if not report.ok:
+            op.fail(f"{len(report.damaged)} damaged artifact(s): {', '.join(report.damaged)}")
+    return report
 
 
 def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
@@ -231,22 +343,79 @@ def restore(
     names: Sequence[str] | None,
     progress: Progress,
     repo: Repository | None = None,
+    audit: AuditLog | None = None,
+    repo_where: str | None = None,
+    point_in_time: datetime | str | None = None,
 ) -> list[RestoreOutcome]:
-    repo = repo or repository(config, None)
-    with repo.lock(exclusive=False):
-        return _restore(repo, config, manifest, names, progress)
+    """Restore components from ``manifest``, or, with ``point_in_time`` (a time or "latest"),
+    physical PostgreSQL components from base backup plus WAL."""
+    with (audit or AuditLog(None)).operation("restore", repo_where or where(config, None)) as op:
+        op.backup_ids = [manifest.id]
+        op.components = list(names) if names else [c.name for c in manifest.components]
+        repo = repo or repository(config, None)
+        with repo.lock(exclusive=False):
+            outcomes = _restore(repo, config, manifest, names, progress, point_in_time)
+        op.extra["results"] = {o.component: f"{o.status}, fidelity {o.fidelity}" for o in outcomes}
+        failed = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "failed"]
+        refused = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "refused"]
+        differs = [o.component for o in outcomes if o.fidelity == "differs"]
+        if failed or differs:
+            problems = [f"failed: {'; '.join(failed)}"] if failed else []
+            problems += [f"content differs from the backup: {', '.join(differs)}"] if differs else []
+            problems += [f"refused: {'; '.join(refused)}"] if refused else []
+            op.fail("; ".join(problems))
+        elif refused:
+            op.fail(f"refused (damaged backup): {'; '.join(refused)}", outcome="refused")
+    return outcomes
+
+
+def _restore_point_in_time(
+    repo: Repository, comp: Component, point: datetime | str, progress: Progress
+) -> RestoreOutcome:
+    target = None if point == "latest" else point
+    assert target is None or isinstance(target, datetime)
+    progress(f"restoring {comp.instance} to {'the newest archived WAL' if target is None else target.isoformat()}")
+    try:
+        used = engine_backup.restore_to_time(repo, comp, target, live_wal=True)
+    except IntegrityError as exc:
+        return RestoreOutcome(comp.instance, "refused", str(exc))
+    except DrproofError as exc:
+        return RestoreOutcome(comp.instance, "failed", str(exc))
+    health = comp.health()
+    where = getattr(getattr(comp, "service", None), "replaced", None)
+    detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id} and the live archive"
+    if where is not None:
+        detail += f"; the replaced data directory is kept at {where}"
+    outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", detail)
+    outcome.fidelity = "not compared (a point in time has no backup fingerprint)"
+    return outcome
 
 
 def _restore(
-    repo: Repository, config: BackupConfig, manifest: Manifest, names: Sequence[str] | None, progress: Progress
+    repo: Repository,
+    config: BackupConfig,
+    manifest: Manifest,
+    names: Sequence[str] | None,
+    progress: Progress,
+    point_in_time: datetime | str | None = None,
 ) -> list[RestoreOutcome]:
     wanted = list(names) if names else [c.name for c in manifest.components]
+    if point_in_time is not None:
+        wrong = [n for n in wanted if n in config.components and config.components[n].kind != "postgres-physical"]
+        if wrong:
+            raise ConfigError(
+                f"a point-in-time restore applies to postgres-physical components only; {', '.join(wrong)} "
+                "cannot be: name the physical ones with --components"
+            )
     missing = [n for n in wanted if n not in config.components]
     if missing:
         raise ConfigError(f"backup {manifest.id} holds {', '.join(missing)}, which the configuration does not name")
     _run_hooks(config.hooks.before_restore, "before_restore", progress)
     outcomes: list[RestoreOutcome] = []
     for comp in components(config, wanted):
+        if point_in_time is not None:
+            outcomes.append(_restore_point_in_time(repo, comp, point_in_time, progress))
+            continue
         progress(f"restoring {comp.instance} from {manifest.id}")
         try:
             engine_backup.restore(repo, manifest, comp)

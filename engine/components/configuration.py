@@ -3,13 +3,25 @@
 Health is stricter than for volumes: every file must still parse in its format, because
 a configuration file that exists but no longer parses takes a service down as surely as
 a missing one.
+
+The fingerprint has one part per *setting* as well as one per file, so a fidelity finding
+says ``key app.yaml:database.port`` rather than only ``file app.yaml``. Configuration
+holds secrets, and drill reports are shared widely, so nothing this component outputs
+carries a setting's value: part names carry key paths, digests are hashes, a secret's
+digest is a slow salted hash (a plain SHA-256 of a short password is a dictionary lookup
+away), and free text built from file contents passes through
+:func:`engine.redaction.redact_value`.
 """
 
 from __future__ import annotations
 
 import configparser
+import functools
+import hashlib
 import json
 import random
+import re
+import string
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,8 +30,14 @@ from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, tree_parts, walk_files, write_tar
-from engine.fingerprint import Fingerprint
+from engine.fingerprint import Fingerprint, Part
+from engine.redaction import is_secret_key, redact, redact_value
 from engine.repository.base import BackupSetWriter
+
+KEY = "key "  # fingerprint part names of settings: "key <relative path>:<dotted.key.path>"
+MAX_PARSE_BYTES = 8 << 20  # larger files are data, not settings: whole-file part only
+MAX_SETTINGS_NODES = 100_000  # YAML aliases can make a small file a huge (or cyclic) tree
+MIN_SCRUB_CHARS = 4  # shorter "secrets" (flags, TTLs under secret-looking names) would garble text
 
 
 class ConfigurationParams(SeedParams):
@@ -31,23 +49,36 @@ class ConfigurationParams(SeedParams):
 
 def _default_files(rng: random.Random) -> dict[str, str]:
     workers = rng.randrange(2, 16)
+    flags = json.dumps({f"flag_{i}": rng.random() < 0.5 for i in range(12)}, indent=2, sort_keys=True) + "\n"
+    # Drawn last so the other files stay as they were for a given random_seed. Real
+    # configuration holds secrets; seeding them keeps the redaction checks meaningful.
+    alphabet = string.ascii_letters + string.digits
+    db_password = "".join(rng.choices(alphabet, k=24))
+    session_secret = "".join(rng.choices(alphabet, k=32))
     return {
         "app.yaml": (
             "service: checkout\n"
             f"workers: {workers}\n"
             "listen: 0.0.0.0:8080\n"
             "log_level: info\n"
+            f"session_secret: {session_secret}\n"
             "database:\n  host: db.internal\n  port: 5432\n  pool_size: 20\n"
         ),
-        "database.ini": "[primary]\nhost = db.internal\nport = 5432\nsslmode = require\n\n[replica]\nhost = db-ro.internal\n",
-        "feature-flags.json": json.dumps({f"flag_{i}": rng.random() < 0.5 for i in range(12)}, indent=2, sort_keys=True)
-        + "\n",
+        "database.ini": (
+            "[primary]\nhost = db.internal\nport = 5432\nsslmode = require\n"
+            f"user = checkout\npassword = {db_password}\n\n[replica]\nhost = db-ro.internal\n"
+        ),
+        "feature-flags.json": flags,
         "nginx/site.conf": "server {\n    listen 80;\n    location / { proxy_pass http://127.0.0.1:8080; }\n}\n",
     }
 
 
 def parse_check(path: Path) -> str | None:
-    """None if the file parses in the format its extension names, else the problem."""
+    """None if the file parses in the format its extension names, else the problem.
+
+    Only the first line of a parser's message is kept: the following ones quote the
+    offending line of the file, which may hold a secret.
+    """
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix in {".yaml", ".yml"}:
@@ -59,6 +90,243 @@ def parse_check(path: Path) -> str | None:
     except (yaml.YAMLError, ValueError, configparser.Error) as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None
+
+
+# -- settings: files read as nested keys ------------------------------------------------------
+
+
+def _format(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        return "yaml"
+    if suffix == ".json":
+        return "json"
+    if suffix in {".ini", ".cfg", ".conf"}:
+        return "ini"
+    if suffix == ".env" or path.name == ".env" or path.name.startswith(".env."):
+        return "dotenv"
+    return None
+
+
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*?)\s*")
+
+
+def _dotenv(text: str) -> dict[str, str] | None:
+    """KEY=VALUE lines (``export``, ``#`` comments and quotes allowed); None if any line is not."""
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _ENV_LINE.fullmatch(line)
+        if m is None:
+            return None
+        value = m.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        settings[m.group(1)] = value
+    return settings
+
+
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    # No interpolation and no DEFAULT inheritance: settings as written, each exactly once.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep the key's case
+    parser.read_string(text)
+    return {section: dict(parser[section].items()) for section in parser.sections()}
+
+
+def read_settings(path: Path) -> Any:
+    """The file's settings as nested dicts and lists, or None when it has none drproof can read.
+
+    A ``.conf``/``.cfg`` file that is not INI may still be ``KEY=VALUE`` lines; anything
+    else (nginx syntax, a file that does not parse) has no settings, only its file part.
+    """
+    fmt = _format(path)
+    if fmt is None or path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_PARSE_BYTES:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        if fmt == "yaml":
+            docs = list(yaml.safe_load_all(text))
+            return docs[0] if len(docs) == 1 else docs or None
+        if fmt == "json":
+            return json.loads(text)
+        if fmt == "ini":
+            try:
+                return _ini(text)
+            except configparser.MissingSectionHeaderError:
+                return _dotenv(text)
+        return _dotenv(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, configparser.Error, RecursionError):
+        return None
+
+
+_BARE = re.compile(r"[^\s.\[\]\"'\\]+")
+
+
+def _segment(key: object) -> str:
+    """``name``, or ``["a.b"]`` / ``[1]`` when a bare key would read like another path."""
+    if isinstance(key, str) and _BARE.fullmatch(key):
+        return key
+    return "[" + json.dumps(key, default=str, ensure_ascii=False) + "]"
+
+
+def _join(path: tuple[str, ...]) -> str:
+    return "".join(seg if i == 0 or seg.startswith("[") else "." + seg for i, seg in enumerate(path))
+
+
+def _secret_value(value: object) -> bool:
+    """A URL or connection string with a password in it is a secret whatever its key is called."""
+    return isinstance(value, str) and redact(value) != value
+
+
+def flatten(doc: Any) -> dict[str, tuple[Any, bool]] | None:
+    """Dotted key path → (value, is secret), or None when two paths would read the same.
+
+    Everything under a secret-looking key is one secret leaf: its child keys may be
+    secrets themselves (``api_keys: {sk-live-…: billing}``), so they are not named.
+    """
+    out: dict[str, tuple[Any, bool]] = {}
+    clash = False
+
+    def leaf(path: tuple[str, ...], value: Any, secret: bool) -> None:
+        nonlocal clash
+        name = _join(path)
+        clash = clash or name in out
+        out[name] = (value, secret)
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                child = (*path, _segment(k))
+                if isinstance(k, str) and is_secret_key(k):
+                    leaf(child, v, True)
+                else:
+                    walk(v, child)
+        elif isinstance(value, list) and value:
+            for i, v in enumerate(value):
+                walk(v, (*path, f"[{i}]"))
+        elif path:  # a file that is one bare scalar has no keys
+            leaf(path, value, _secret_value(value))
+
+    walk(doc, ())
+    return None if clash else out
+
+
+def _canonical(value: Any) -> str:
+    """A stable text form that tells types apart (5432 and "5432" are different settings)."""
+    if isinstance(value, dict):
+        items = sorted((_canonical(k), _canonical(v)) for k, v in value.items())
+        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, set | frozenset):
+        return "set[" + ",".join(sorted(_canonical(v) for v in value)) + "]"
+    return f"{type(value).__name__}:{json.dumps(value, default=str, ensure_ascii=False)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _slow_digest(salt: bytes, canonical: bytes) -> str:
+    # scrypt as for passphrases in engine/crypto.py, lighter (N=2^14): this runs on every
+    # fingerprint, but still makes guessing a short password from a report expensive.
+    return hashlib.scrypt(canonical, salt=salt, n=2**14, r=8, p=1, dklen=32).hex()
+
+
+def _digest(rel: str, path: str, value: Any, secret: bool) -> str:
+    canonical = _canonical(value).encode("utf-8", "surrogateescape")
+    # Salted per file and key: equal values in two places give unrelated digests.
+    salt = hashlib.sha256(f"drproof configuration setting\0{rel}\0{path}".encode("utf-8", "surrogateescape"))
+    if secret:
+        return _slow_digest(salt.digest(), canonical)
+    return hashlib.sha256(salt.digest() + canonical).hexdigest()
+
+
+def _bounded(doc: Any) -> bool:
+    """False for a tree of more than MAX_SETTINGS_NODES nodes, which includes every cyclic one."""
+    stack, seen = [doc], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_SETTINGS_NODES:
+            return False
+        if isinstance(value, dict):
+            stack += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack += list(value)
+    return True
+
+
+def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
+    doc = read_settings(path)
+    if doc is None or not _bounded(doc):
+        return None
+    try:
+        return flatten(doc)
+    except RecursionError:
+        return None
+
+
+def key_parts(root: Path) -> dict[str, Part]:
+    """One ``key <file>:<path>`` part per setting of every file drproof can read as settings."""
+    parts: dict[str, Part] = {}
+    for f in walk_files(root):
+        settings = _settings(f)
+        if not settings:
+            continue
+        rel = f.relative_to(root).as_posix()
+        try:
+            digests = {path: _digest(rel, path, value, secret) for path, (value, secret) in settings.items()}
+        except RecursionError:  # nested too deeply to hash key by key: the file part still covers it
+            continue
+        parts.update({f"{KEY}{rel}:{path}": Part(digest=d, count=1, unit="keys") for path, d in digests.items()})
+    return parts
+
+
+def secret_keys(root: Path) -> list[str]:
+    """``<file>:<path>`` of every setting treated as a secret."""
+    names = []
+    for f in walk_files(root):
+        rel = f.relative_to(root).as_posix()
+        names += [f"{rel}:{path}" for path, (_, secret) in (_settings(f) or {}).items() if secret]
+    return sorted(names)
+
+
+_LOOSE_ASSIGNMENT = re.compile(r"""\s*["']?([A-Za-z0-9_.\-]+)["']?\s*[:=]\s*["']?(.*?)["']?\s*,?\s*""")
+
+
+def _scalars(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_scalars(k), *_scalars(v))]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [s for v in value for s in _scalars(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def secret_values(root: Path) -> set[str]:
+    """The values of secret-looking keys in the files under ``root``, to mask in free text.
+
+    Files that parse give exact values; files that do not (the ones whose parse errors end
+    up in health texts) are read line by line for ``key: value`` and ``key = value``.
+    """
+    found: set[str] = set()
+    for f in walk_files(root):
+        settings = _settings(f)
+        if settings:
+            for value, secret in settings.values():
+                if secret:
+                    found.update(_scalars(value))
+            continue
+        try:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > MAX_PARSE_BYTES:
+                continue
+            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            m = _LOOSE_ASSIGNMENT.fullmatch(line)
+            if m and is_secret_key(m.group(1)):
+                found.add(m.group(2))
+    return {v for v in found if len(v) >= MIN_SCRUB_CHARS}
 
 
 class ConfigurationComponent(Component):
@@ -78,13 +346,15 @@ class ConfigurationComponent(Component):
             target = self.path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
-        return {"files": sorted(files)}
+        # Names only: which settings count as secrets (hashed slowly, never shown), not their values.
+        return {"files": sorted(files), "secret_keys": secret_keys(self.path)}
 
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file()]
 
     def fingerprint(self) -> Fingerprint:
-        return self._fp(tree_parts(self.path))
+        # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
+        return self._fp({**tree_parts(self.path), **key_parts(self.path)})
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
@@ -108,5 +378,6 @@ class ConfigurationComponent(Component):
             if issue:
                 problems.append(f"{f.relative_to(self.path)}: {issue}")
         if problems:
-            return Health(ok=False, detail="; ".join(problems))
+            detail = redact_value(redact("; ".join(problems)), secret_values(self.path))
+            return Health(ok=False, detail=detail)
         return Health(ok=True, detail=f"{len(files)} files present and parse")

@@ -329,3 +329,44 @@ def test_copying_an_incremental_set_offsite_brings_its_parents(
     assert run_cli(["recovery", "restore", "--config", cfg, "--offsite", "--id", child, "--json"]) == 0
     assert _json(capsys)["components"][0]["fidelity"] == "match"
     assert stack["files"].fingerprint() == expected
+
+
+def test_audit_log_records_backup_verify_restore_and_prune(
+    stack: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = str(stack["config"])
+    repo = stack["config"].parent / "repo"
+    ids = []
+    for _ in range(2):
+        assert run_cli(["backup", "--config", cfg, "--components", "db", "conf", "--json"]) == 0
+        ids.append(_json(capsys)["id"])
+    assert run_cli(["recovery", "verify", "--config", cfg, "--id", ids[1], "--json"]) == 0
+    dump = next((repo / "sets" / ids[0] / "db").glob("database.dump.zst"))
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    assert run_cli(["recovery", "verify", "--config", cfg, "--id", ids[0], "--json"]) == 1
+    assert run_cli(["recovery", "restore", "--config", cfg, "--id", ids[0], "--components", "db", "--json"]) == 1
+    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf", "--json"]) == 0
+    config = yaml.safe_load(stack["config"].read_text())
+    config["retention"] = {"keep_last": 1}
+    stack["config"].write_text(yaml.safe_dump(config))
+    assert run_cli(["recovery", "prune", "--config", cfg, "--json"]) == 0
+    capsys.readouterr()
+
+    text = (repo / "audit.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(x["event"], x["outcome"], x["backup_ids"], x["components"]) for x in lines] == [
+        ("backup", "ok", [ids[0]], ["db", "conf"]),
+        ("backup", "ok", [ids[1]], ["db", "conf"]),
+        ("verify", "ok", [ids[1]], ["db", "conf"]),
+        ("verify", "failed", [ids[0]], ["db", "conf"]),
+        ("restore", "refused", [ids[0]], ["db"]),
+        ("restore", "ok", [ids[1]], ["conf"]),
+        ("delete", "ok", [ids[0]], ["db", "conf"]),
+    ]
+    assert "db/database.dump" in lines[3]["error"] and "db/database.dump" in lines[4]["error"]
+    assert all(x["repository"] == f"local {repo}" and x["duration_seconds"] >= 0 for x in lines)
+    assert all("error" not in x for x in lines if x["outcome"] == "ok")
+    for secret in stack["secrets"]:
+        assert secret not in text

@@ -1,0 +1,92 @@
+"""Keeping secrets out of everything drproof prints, records or reports.
+
+Both the CLI (error messages) and the engine (audit log lines, configuration fingerprints)
+must mask the same things, so the rules live here, below both: the engine may not import
+the CLI. Deciding by key *name* is deliberate: drproof cannot tell a password from a port
+number by looking at the value, but configuration authors name their secrets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+
+REDACTED = "***"
+
+# Words that make a key a secret's. Multi-word names (api key, private key, access key) are
+# matched as consecutive words; the glued forms are single words of their own.
+_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "privatekey",
+        "accesskey",
+        "credential",
+        "auth",
+        "authorization",
+    }
+)
+_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+# A word *ending* in one of these is a secret too (PGPASSWORD, clientsecret, bottoken):
+# configuration keys glue words together more often than they separate them.
+_GLUED = ("password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey", "accesskey", "credential")
+
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def _words(name: str) -> list[str]:
+    """``DB_PASSWORD`` → db, password; ``apiKey`` → api, key; ``X-Auth-Token`` → x, auth, token."""
+    return [w.lower() for w in _WORD.findall(name)]
+
+
+def _singular(word: str) -> str:
+    """``tokens`` → ``token``, ``keys`` → ``key``; ``access`` and ``address`` stay as they are."""
+    stem = word[:-1]
+    if word.endswith("s") and (stem in _WORDS or stem == "key" or stem.endswith(_GLUED)):
+        return stem
+    return word
+
+
+def is_secret_key(name: str) -> bool:
+    """True when a key's name says its value is a secret (case-insensitive, by word part).
+
+    Whole words are compared, so ``author`` or ``tokenizer`` are not secrets, while
+    ``db_password``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY`` and ``pgpassword`` are.
+    Plurals count (``credentials``, ``tokens``).
+    """
+    words = [_singular(w) for w in _words(name)]
+    if any(w in _WORDS or w.endswith(_GLUED) for w in words):
+        return True
+    return any(pair in _PAIRS for pair in itertools.pairwise(words))
+
+
+def redact_value(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of the given secret values replaced by ``***``.
+
+    The guard for free text built from files drproof reads (a parser's error message may
+    quote the line it choked on). Longest values go first, so a secret that contains
+    another is masked whole.
+    """
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+_ASSIGNMENT = re.compile(r"([A-Za-z0-9_.\-]+)=(\S+)")
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def redact(text: str) -> str:
+    """Last line of defence: mask anything that looks like a credential in a message.
+
+    Tool and library errors quote connection strings (``password=...``) and URLs
+    (``scheme://user:password@host``); those values are masked before a message reaches a
+    terminal, a webhook or the audit log.
+    """
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return _ASSIGNMENT.sub(lambda m: m.group(1) + "=" + REDACTED if is_secret_key(m.group(1)) else m.group(0), text)
