@@ -29,6 +29,7 @@ __all__ = [
     "iso_utc",
     "mapping_items",
     "plain",
+    "rpo_assertion",
     "rto_assertion",
     "short_digest",
     "timeline",
@@ -131,6 +132,15 @@ def plain(value: Any) -> str:
     if isinstance(value, datetime):
         return format_utc(value)
     return str(value)
+
+
+def rpo_assertion(results: Results) -> AssertionResult | None:
+    """The stack RPO verdict, chosen like the RTO one."""
+    candidates = [a for a in results.assertions if a.name == "rpo"]
+    for assertion in candidates:
+        if assertion.id == "rpo[stack]":
+            return assertion
+    return candidates[0] if candidates else None
 
 
 def rto_assertion(results: Results) -> AssertionResult | None:

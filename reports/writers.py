@@ -300,6 +300,7 @@ def render_html(results: Results) -> str:
         "operator": results.report.get("operator"),
         "runtime_name": results.runtime.get("runtime") or results.runtime.get("name"),
         "rto_assertion": view.rto_assertion(results),
+        "rpo_assertion": view.rpo_assertion(results),
         "timeline": view.timeline(results),
         "counts": {
             status: sum(1 for a in results.assertions if a.status == status)

@@ -9,6 +9,7 @@ a stable order, so it pinpoints the table that differs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 from pydantic import Field
 
-from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.tools import stream_in, stream_out
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
@@ -54,6 +55,43 @@ LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamil
 # ALTER still sets every attribute to the backed-up state. Roles the backup lacks remain
 # and show up in the fingerprint's "roles" part.
 _BENIGN = (r'role ".+" already exists',)
+
+
+# Part-name prefixes for one part per role and per extension. The "roles" part above them
+# only says *that* the roles changed; these record the names at backup time, so a restore
+# that lost a role or an extension can be told which one.
+ROLE_PART = "role "
+EXTENSION_PART = "extension "
+
+
+def role_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
+    """SHA-256 of each role's attributes, by role name: the same record the "roles" part hashes."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT rolname, rolsuper, rolcanlogin, rolinherit, rolcreatedb, rolcreaterole "
+            "FROM pg_roles WHERE rolname !~ '^pg_'"
+        )
+        return {row[0]: hashlib.sha256("\0".join(str(v) for v in row).encode()).hexdigest() for row in cur.fetchall()}
+
+
+def extension_digests(conn: psycopg2.extensions.connection) -> dict[str, tuple[str, str]]:
+    """(version, SHA-256 of name and version) of each extension installed in the database, by name."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT extname, extversion FROM pg_extension")
+        return {
+            name: (version, hashlib.sha256(f"{name}\0{version}".encode()).hexdigest())
+            for name, version in cur.fetchall()
+        }
+
+
+def role_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
+    return {ROLE_PART + n: Part(digest=d, count=1, unit="roles") for n, d in role_digests(conn).items()}
+
+
+def extension_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
+    return {
+        EXTENSION_PART + n: Part(digest=d, count=1, unit="extensions") for n, (_, d) in extension_digests(conn).items()
+    }
 
 
 class PostgresParams(SeedParams):
@@ -142,7 +180,7 @@ class PostgresComponent(Component):
                    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                      AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY 1, 2"""
             )
-            return [(r[0], r[1]) for r in cur.fetchall()]
+            return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
     def fingerprint(self) -> Fingerprint:
         try:
@@ -157,6 +195,7 @@ class PostgresComponent(Component):
                 parts[f"table {schema}.{table}"] = self._table_part(conn, schema, table)
             parts["catalog"] = self._catalog_part(conn)
             parts["sequences"] = self._sequences_part(conn)
+            parts.update(extension_parts(conn))
             conn.rollback()
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
@@ -165,6 +204,7 @@ class PostgresComponent(Component):
         admin = self.connect("postgres")
         try:
             parts["roles"] = self._roles_part(admin)
+            parts.update(role_parts(admin))
         finally:
             admin.close()
         return self._fp(parts)
@@ -212,6 +252,8 @@ class PostgresComponent(Component):
             )
             # Sorted here, not in SQL, so the order never depends on the database's collation.
             for kind, name, definition in sorted(cur.fetchall()):
+                if WORKLOAD_MARK in name:
+                    continue
                 h.add(f"{kind}\0{name}\0{definition}".encode())
         return h.part()
 

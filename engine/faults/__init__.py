@@ -3,9 +3,11 @@
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
-from engine.faults.postgres import DeleteDataDir, DropTable
-from engine.faults.redis import FlushAll, Kill
-from engine.faults.repository import CorruptArtifact
+from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
+from engine.faults.postgres_storage import CorruptPage, DeleteWalSegments
+from engine.faults.redis import ExpireKeys, FlushAll, Kill
+from engine.faults.repository import CorruptArtifact, DeleteArtifact, TruncateArtifact
+from engine.faults.vectorstore import SwapModel, TruncateIndex
 from engine.registry import Registry
 
 faults: Registry[type[Fault]] = Registry("fault")
@@ -25,6 +27,15 @@ for _fault in (
     StopContainer,
     RemoveContainer,
     RemoveVolume,
+    DeleteAllRows,
+    TruncateTable,
+    CorruptPage,
+    DeleteWalSegments,
+    ExpireKeys,
+    TruncateIndex,
+    SwapModel,
+    TruncateArtifact,
+    DeleteArtifact,
 ):
     faults.register(_fault)
 
