@@ -40,8 +40,10 @@ from drills.scenario import (
     RepositorySpec,
     RestoreSpec,
     Scenario,
+    SqlSpec,
     Stack,
     Strict,
+    WorkloadSpec,
 )
 from engine.components import component_kinds
 from engine.faults import REPOSITORY_TARGET, FaultParams, faults, fits
@@ -433,6 +435,23 @@ def _step_section(tag: str, model: type[BaseModel]) -> list[str]:
             _doc(model),
             "```yaml\n- restore: {from: nightly, components: [orders-db]}\n```",
             _table(RestoreSpec),
+        )
+    if tag == "workload":
+        return _section(
+            3,
+            "workload",
+            _doc(model),
+            "```yaml\n- workload: {rate: 20}\n```",
+            "See [rpo.md](rpo.md) for what is recorded and how the recovery point is measured.",
+            _table(WorkloadSpec),
+        )
+    if tag == "sql":
+        return _section(
+            3,
+            "sql",
+            _doc(model),
+            '```yaml\n- sql: {target: orders-db, statement: "ALTER TABLE orders ADD COLUMN note text"}\n```',
+            _table(SqlSpec),
         )
     raise LookupError(f"docgen has no section for step type {tag!r}; add one to _step_section")
 

@@ -25,13 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+
 from drills.assertions import DrillState, RestoreAttempt, assertion_kinds
 from drills.loader import LoadedScenario
 from drills.scenario import DisasterCommon, assertion_params
+from drills.workload import writer_for
+from drills.workload.run import Workload, recovery_point
 from engine import __version__
 from engine import backup as engine_backup
 from engine.components import component_kinds
 from engine.components.base import Component
+from engine.components.postgres import PostgresComponent
 from engine.errors import DrproofError, IntegrityError
 from engine.faults import REPOSITORY_TARGET, FaultContext, faults
 from engine.journal import (
@@ -42,6 +47,7 @@ from engine.journal import (
     Measured,
     Objectives,
     Phase,
+    RecoveryPoint,
     Results,
     ScenarioInfo,
     SourceLocation,
@@ -100,6 +106,7 @@ class DrillRunner:
         self.runtime_facts: dict[str, str] = {"runtime": self.runtime_name}
         self.state: DrillState | None = None
         self.internal_error: str | None = None
+        self.workload: Workload | None = None
 
     # -- phases --------------------------------------------------------------------------
     @contextmanager
@@ -181,8 +188,20 @@ class DrillRunner:
         else:
             repo_path = self.workdir / "repository"
         repository = LocalRepository(repo_path)
-        self.state = state = DrillState(repository=repository, rto_objective=s.objectives.rto)
+        self.state = state = DrillState(
+            repository=repository, rto_objective=s.objectives.rto, rpo_objective=s.objectives.rpo
+        )
 
+        unsupported = [
+            f"{name} ({spec.kind}: {', '.join(sorted(k.runtimes))})"
+            for name, spec in s.stack.components.items()
+            if (k := component_kinds.get(spec.kind)).runtimes is not None and self.runtime_name not in k.runtimes
+        ]
+        if unsupported:
+            raise StepFailed(
+                f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)} "
+                "(the runtimes each kind supports are in parentheses)"
+            )
         with self.phase(f"start {self.runtime_name} runtime", "provision"):
             try:
                 runtime_cls = runtimes.get(self.runtime_name)
@@ -213,6 +232,10 @@ class DrillRunner:
             elif kind_name == "wait":
                 with self.phase(f"wait {spec:g}s", "wait", step=i + 1):
                     time.sleep(spec)
+            elif kind_name == "workload":
+                self._start_workload(i, spec)
+            elif kind_name == "sql":
+                self._sql(i, spec)
             elif kind_name == "disaster":
                 self._disaster(i, spec)
             elif kind_name == "restore":
@@ -231,6 +254,56 @@ class DrillRunner:
                     state.results[name].healthy = health.ok
                     state.results[name].health_detail = health.detail
             rec["data"] = {n: f.digest for n, f in state.final_fingerprints.items()}
+        if self.workload is not None:
+            self._measure_rpo()
+
+    # -- workload and recovery point -----------------------------------------------------------
+    def _start_workload(self, i: int, spec: Any) -> None:
+        state = self.state
+        assert state is not None
+        if self.workload is not None:
+            raise StepFailed(f"step {i + 1}: a workload is already running; a drill has one workload step")
+        workload = Workload(self.clock.offset)
+        names = spec.components or [n for n, c in state.components.items() if writer_for(c) is not None]
+        for name in names:
+            comp = state.components[name]
+            writer = writer_for(comp)
+            if writer is None:
+                raise StepFailed(f"step {i + 1}: no workload writer for {name!r} (a {comp.name})")
+            workload.add(name, writer(comp), spec.rate)
+        if not workload.streams:
+            raise StepFailed(f"step {i + 1}: no component of this stack takes a workload")
+        with self.phase(f"start workload ({spec.rate:g} writes/s)", "workload", step=i + 1) as rec:
+            workload.start()
+            rec["detail"] = "writing to " + ", ".join(workload.streams)
+        self.workload = workload
+        state.workload_ran = True
+
+    def _stop_workload(self, why: str) -> None:
+        workload = self.workload
+        if workload is None or not workload.running:
+            return
+        with self.phase(f"stop workload ({why})", "workload") as rec:
+            workload.stop()
+            rec["data"] = {
+                name: {"acknowledged": len(s.acks), "failed": s.failures} for name, s in workload.streams.items()
+            }
+            rec["detail"] = ", ".join(f"{n}: {len(s.acks)} acknowledged" for n, s in workload.streams.items())
+
+    def _measure_rpo(self) -> None:
+        state, workload = self.state, self.workload
+        assert state is not None and workload is not None and workload.started_at is not None
+        with self.phase("measure recovery point", "check") as rec:
+            windows: dict[str, float | None] = {}
+            for name, stream in workload.streams.items():
+                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at)
+                result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
+                state.results[name].recovery_point = result
+                windows[name] = result.loss_window_seconds
+            rec["data"] = windows
+            measured = [w for w in windows.values() if w is not None]
+            state.stack_rpo = max(measured) if measured and len(measured) == len(windows) else None
+            rec["detail"] = ", ".join(f"{n}: {w}s" for n, w in windows.items())
 
     def _backup(self, i: int, spec: Any) -> None:
         state = self.state
@@ -296,6 +369,15 @@ class DrillRunner:
             find_backup=self._find_backup,
             rng=random.Random(spec.random_seed),  # type: ignore[attr-defined]
         )
+        # The workload ends where the disaster begins: the last write it had acknowledged
+        # is the one a perfect recovery would keep.
+        self._stop_workload("disaster")
+        if state.first_disaster_at is None:
+            if self._wants_state_before_disaster():
+                with self.phase("fingerprints before the disaster", "check") as rec:
+                    state.fingerprints_before_disaster = {n: c.fingerprint() for n, c in state.components.items()}
+                    rec["data"] = {n: f.digest for n, f in state.fingerprints_before_disaster.items()}
+            state.first_disaster_at = datetime.now(UTC)
         with self.phase(
             f"disaster {name} on {target}", "disaster", step=i + 1, component=None if component is None else target
         ) as rec:
@@ -335,7 +417,10 @@ class DrillRunner:
             with self.phase(f"restore {name} from {backup_name}", "restore", step=i + 1, component=name) as rec:
                 t0 = time.monotonic()
                 try:
-                    engine_backup.restore(state.repository, manifest, comp)
+                    if spec.point_in_time is None:
+                        engine_backup.restore(state.repository, manifest, comp)
+                    else:
+                        self._restore_point_in_time(comp, spec.point_in_time)
                 except IntegrityError as exc:
                     outcome, detail = "refused", str(exc)
                 except DrproofError as exc:
@@ -362,8 +447,45 @@ class DrillRunner:
                 else:
                     rec["status"] = {"ok": "ok", "refused": "refused", "failed": "failed"}[outcome]
 
+    def _wants_state_before_disaster(self) -> bool:
+        return any(
+            getattr(params, "against", None) == "before_disaster"
+            for params in (assertion_params(a)[1] for a in self.scenario.assertions)
+        )
+
+    def _sql(self, i: int, spec: Any) -> None:
+        state = self.state
+        assert state is not None
+        comp = state.components[spec.target]
+        with self.phase(f"sql on {spec.target}", "change", step=i + 1, component=spec.target) as rec:
+            if not isinstance(comp, PostgresComponent):
+                raise StepFailed(f"step {i + 1}: {spec.target!r} is a {comp.name}, not a PostgreSQL component")
+            conn = comp.connect()
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(spec.statement)
+                    rec["detail"] = f"{cur.statusmessage} ({cur.rowcount} rows)"
+            except psycopg2.Error as exc:
+                raise StepFailed(f"step {i + 1}: SQL on {spec.target!r} failed: {str(exc).strip()}") from exc
+            finally:
+                conn.close()
+
+    def _restore_point_in_time(self, comp: Component, point: str) -> None:
+        state = self.state
+        assert state is not None
+        target = None
+        if point == "before_disaster":
+            if state.first_disaster_at is None:
+                raise StepFailed("point_in_time: before_disaster needs an earlier disaster step")
+            target = state.first_disaster_at
+        engine_backup.restore_to_time(state.repository, comp, target, live_wal=True)
+
     def _teardown(self) -> str | None:
         problem = None
+        try:
+            self._stop_workload("teardown")
+        except Exception as exc:  # never let cleanup hide the real result
+            problem = f"teardown: stopping the workload: {type(exc).__name__}: {exc}"
         if self.runtime is not None:
             try:
                 with self.phase(f"stop {self.runtime_name} runtime", "teardown"):
@@ -437,7 +559,7 @@ class DrillRunner:
             try:
                 for r in assertion_kinds.get(tag)().evaluate(params, state):
                     r.source = source
-                    out.append(r)
+                    out.append(_negative_control(r) if getattr(params, "expect", "pass") == "fail" else r)
             except DrproofError as exc:
                 out.append(AssertionResult(id=tag, name=tag, status="error", summary=str(exc), source=source))
         return out
@@ -498,6 +620,10 @@ class DrillRunner:
                 rto_seconds=state.stack_rto if state else None,
                 components={r.name: r.rto_seconds for r in components},
                 drill_seconds=round(self.clock.offset(), 6),
+                rpo_seconds=state.stack_rpo if state else None,
+                rpo_components={
+                    r.name: r.recovery_point.loss_window_seconds for r in components if r.recovery_point is not None
+                },
             ),
             components=components,
             phases=self.phases,
@@ -507,6 +633,25 @@ class DrillRunner:
             error=error,
             report={k: v for k, v in s.report.model_dump().items() if v is not None},
         )
+
+
+def _negative_control(r: AssertionResult) -> AssertionResult:
+    """Judge a check the scenario expects to fail: failing is its success.
+
+    A check that passes on damage injected for it is blind, and that fails the drill.
+    "error" and "not run" stay what they are: a check that could not run detected nothing.
+    """
+    r.expected, r.observed = "fail", r.status
+    if r.status == "fail":
+        r.status = "pass"
+        r.evidence = {**r.evidence, "findings_as_expected": r.findings}
+        r.summary = f"failed as expected: {r.summary}"
+        r.findings = []
+    elif r.status == "pass":
+        r.status = "fail"
+        r.findings = ["expected this check to fail on the damage the scenario injected, but it passed", *r.findings]
+        r.summary = f"passed, but was expected to fail: {r.summary}"
+    return r
 
 
 def _wait_healthy(comp: Component) -> Any:

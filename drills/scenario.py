@@ -78,7 +78,9 @@ class Stack(Strict):
     images: dict[Literal["postgres", "redis"], str] = Field(
         default_factory=dict,
         description="Container images per component kind for the docker runtime "
-        "(defaults: postgres:17, redis:8); ignored by the local runtime.",
+        "(defaults: postgres:17, redis:8). The local runtime ignores them, except that an absolute "
+        "`postgres` path to a directory holding `postgres` and `initdb` (e.g. /usr/lib/postgresql/15/bin) "
+        "runs its server and client tools from there instead of the embedded wheel.",
     )
     components: dict[Name, ComponentSpec] = Field(
         min_length=1, description="Named components; the name is how steps and assertions refer to them."
@@ -98,7 +100,8 @@ class Objectives(Strict):
     rto: Duration | None = Field(default=None, description="Recovery time objective, e.g. 5m.")
     rpo: Duration | None = Field(
         default=None,
-        description="Recovery point objective, e.g. 1m. Shown in the report; this version does not measure RPO yet.",
+        description="Recovery point objective, e.g. 30s: the most acknowledged writes a disaster may lose, measured "
+        "by a `workload` step and judged by the `rpo` assertion.",
     )
 
 
@@ -119,9 +122,24 @@ class RestoreSpec(Strict):
     components: list[Name] | None = Field(
         default=None, description="Components to restore; default: all in the backup."
     )
+    point_in_time: Literal["latest", "before_disaster"] | None = Field(
+        default=None,
+        description="Physical PostgreSQL only: replay archived WAL after the base backup, to the newest WAL that "
+        "survived (`latest`) or to the moment the first disaster began (`before_disaster`). Default: the state "
+        "of the backup itself.",
+    )
     expect: Literal["success", "refused"] = Field(
         default="success",
         description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
+    )
+
+
+class WorkloadSpec(Strict):
+    rate: float = Field(default=10.0, gt=0, le=1000, description="Acknowledged writes per second, per component.")
+    components: list[Name] | None = Field(
+        default=None,
+        description="Components to write to; default: every component whose kind has a workload writer "
+        "(postgres and its variants, redis and its variants, volumes).",
     )
 
 
@@ -159,6 +177,27 @@ class WaitStep(Strict):
     wait: Duration
 
 
+class WorkloadStep(Strict):
+    """Start writing numbered records in the background; they run until the first disaster.
+
+    Every acknowledged write is recorded outside the stack, so after the restore drproof
+    can count the writes that were lost and measure the recovery point (RPO).
+    """
+
+    workload: Annotated[WorkloadSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=WorkloadSpec)
+
+
+class SqlSpec(Strict):
+    target: Name = Field(description="A PostgreSQL component (any postgres kind).")
+    statement: str = Field(min_length=1, description="SQL run in one transaction, e.g. a migration.")
+
+
+class SqlStep(Strict):
+    """Change a database on purpose (a migration, a fix): a change the earlier backups do not hold."""
+
+    sql: SqlSpec
+
+
 class DisasterStep(Strict):
     """Break something on purpose."""
 
@@ -174,6 +213,8 @@ class RestoreStep(Strict):
 STEP_MODELS: dict[str, type[Strict]] = {
     "backup": _tagged(BackupStep, "backup"),
     "wait": _tagged(WaitStep, "wait"),
+    "workload": _tagged(WorkloadStep, "workload"),
+    "sql": _tagged(SqlStep, "sql"),
     "disaster": _tagged(DisasterStep, "disaster"),
     "restore": _tagged(RestoreStep, "restore"),
 }

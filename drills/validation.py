@@ -247,6 +247,24 @@ def _str_list(value: Any) -> list[tuple[int, str]]:
     return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
 
 
+def _supports_pitr(kind: str) -> bool:
+    return kind in component_kinds and bool(getattr(component_kinds.get(kind), "supports_point_in_time", False))
+
+
+def _built_on(kind: str, base: str) -> bool:
+    if kind not in component_kinds:
+        return True  # an unknown kind is reported on its own
+    return any(c.__dict__.get("name") == base for c in component_kinds.get(kind).__mro__)
+
+
+def _takes_workload(kind: str) -> bool:
+    from drills.workload import writer_kinds
+
+    if kind not in component_kinds:
+        return True  # an unknown kind is reported on its own
+    return any(c.__dict__.get("name") in writer_kinds for c in component_kinds.get(kind).__mro__)
+
+
 def _cross_checks(doc: Document) -> list[Problem]:
     problems: list[Problem] = []
     data = _d(doc.data)
@@ -284,7 +302,7 @@ def _cross_checks(doc: Document) -> list[Problem]:
 
     backups: list[str] = []
     step_names: dict[str, int] = {}
-    has_disaster = has_restore = False
+    has_disaster = has_restore = has_workload = False
     steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
     for i, raw in enumerate(steps):
         kind, spec = _single(raw)
@@ -361,6 +379,43 @@ def _cross_checks(doc: Document) -> list[Problem]:
                     )
                 )
             check_components((*base, "components"), spec.get("components"))
+            if spec.get("point_in_time") is not None:
+                chosen = [c for _, c in _str_list(spec.get("components"))] or names
+                for c in chosen:
+                    kind_name = kinds.get(c)
+                    if isinstance(kind_name, str) and not _supports_pitr(kind_name):
+                        problems.append(
+                            _problem(
+                                doc,
+                                (*base, "point_in_time"),
+                                f"{c!r} is a {kind_name}, which cannot be restored to a point in time; "
+                                "use kind postgres-physical, or list only such components in `components`",
+                            )
+                        )
+        elif kind == "sql":
+            target = spec.get("target")
+            if isinstance(target, str):
+                if target not in comps:
+                    bad_component((*base, "target"), target)
+                elif isinstance(kinds.get(target), str) and not _built_on(str(kinds[target]), "postgres"):
+                    problems.append(
+                        _problem(doc, (*base, "target"), f"{target!r} is a {kinds[target]}, not a PostgreSQL component")
+                    )
+        elif kind == "workload":
+            has_workload = True
+            listed = _str_list(spec.get("components"))
+            check_components((*base, "components"), spec.get("components"))
+            for j, c in listed:
+                kind_name = kinds.get(c)
+                if isinstance(kind_name, str) and not _takes_workload(kind_name):
+                    problems.append(
+                        _problem(
+                            doc,
+                            (*base, "components", j),
+                            f"{c!r} is a {kind_name}, which has no workload writer "
+                            "(writers: postgres and its variants, redis and its variants, volumes)",
+                        )
+                    )
 
     assertions: list[Any] = data["assertions"] if isinstance(data.get("assertions"), list) else []
     for i, raw in enumerate(assertions):
@@ -378,6 +433,22 @@ def _cross_checks(doc: Document) -> list[Problem]:
             if not (has_disaster and has_restore):
                 problems.append(
                     _problem(doc, ("assertions", i), "rto needs a disaster step and a restore step to time")
+                )
+            comp = params.get("component")
+            if isinstance(comp, str) and comp not in comps:
+                bad_component((*base, "component"), comp)
+        elif tag == "rpo":
+            if params.get("max") is None and objectives.get("rpo") is None:
+                problems.append(
+                    _problem(doc, ("assertions", i), "rpo needs an objective: set objectives.rpo or rpo.max")
+                )
+            if not has_workload:
+                problems.append(
+                    _problem(
+                        doc,
+                        ("assertions", i),
+                        "rpo needs a workload step: without writes in flight there is no recovery point to measure",
+                    )
                 )
             comp = params.get("component")
             if isinstance(comp, str) and comp not in comps:

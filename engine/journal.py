@@ -35,7 +35,9 @@ class Phase(_Model):
     """One timed phase: provisioning, seeding, a step of the timeline, or teardown."""
 
     name: str
-    kind: str = Field(description="provision | seed | backup | wait | disaster | restore | check | teardown")
+    kind: str = Field(
+        description="provision | seed | backup | wait | workload | change | disaster | restore | check | teardown"
+    )
     step: int | None = Field(default=None, description="Number of the scenario step (1-based), if any.")
     component: str | None = None
     status: PhaseStatus
@@ -67,6 +69,31 @@ class DisasterRecord(_Model):
     effect: dict[str, Any]
 
 
+class WritePoint(_Model):
+    seq: int
+    offset_seconds: float = Field(description="When it was acknowledged, on the drill's clock.")
+
+
+class RecoveryPoint(_Model):
+    """What a restore kept of the workload's acknowledged writes to one component."""
+
+    measured: bool
+    reason: str = Field(default="", description="Why it was not measured, when it was not.")
+    rate: float | None = Field(default=None, description="Configured writes per second.")
+    acknowledged: int = 0
+    failed_writes: int = Field(default=0, description="Writes the component refused or never answered.")
+    survived: int = 0
+    lost_writes: int = 0
+    last_acknowledged: WritePoint | None = None
+    newest_surviving: WritePoint | None = None
+    loss_window_seconds: float | None = Field(
+        default=None, description="From the newest surviving write to the last acknowledged one: the measured RPO."
+    )
+    note: str = ""
+    holes: list[int] = Field(default_factory=list, description="Up to 20 writes lost before the newest survivor.")
+    hole_count: int = 0
+
+
 class ComponentResult(_Model):
     name: str
     kind: str
@@ -82,6 +109,7 @@ class ComponentResult(_Model):
     fingerprint_at_backup: str | None = None
     fingerprint_final: str | None = None
     differences: list[PartDifference] = Field(default_factory=list)
+    recovery_point: RecoveryPoint | None = Field(default=None, description="Measured when a workload ran.")
 
 
 class AssertionResult(_Model):
@@ -92,12 +120,22 @@ class AssertionResult(_Model):
     evidence: dict[str, Any] = Field(default_factory=dict)
     findings: list[str] = Field(default_factory=list, description="What is wrong, one line each, most specific first.")
     source: SourceLocation | None = None
+    expected: Literal["pass", "fail"] = Field(
+        default="pass", description="`fail` for a negative control: the status then says whether it failed as it must."
+    )
+    observed: str | None = Field(
+        default=None, description="For a negative control: what the check itself concluded (pass | fail | ...)."
+    )
 
 
 class Measured(_Model):
     rto_seconds: float | None = Field(description="Stack RTO: first disaster → every damaged component recovered.")
     components: dict[str, float | None] = Field(description="Per-component RTO in seconds (null: not recovered).")
     drill_seconds: float
+    rpo_seconds: float | None = Field(
+        default=None, description="Stack RPO: the worst loss window of any component with a workload (null: none)."
+    )
+    rpo_components: dict[str, float | None] = Field(default_factory=dict, description="Per-component loss window.")
 
 
 class Objectives(_Model):

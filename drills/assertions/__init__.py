@@ -3,12 +3,16 @@
 from drills.assertions.backup_integrity import BackupIntegrity
 from drills.assertions.base import Assertion, AssertionParams, DrillState, RestoreAttempt
 from drills.assertions.fidelity import Fidelity
+from drills.assertions.postgres_checks import PostgresChecks
+from drills.assertions.rpo import Rpo
 from drills.assertions.rto import Rto
 from engine.registry import Registry
 
 assertion_kinds: Registry[type[Assertion]] = Registry("assertion")
 assertion_kinds.register(Fidelity)
 assertion_kinds.register(Rto)
+assertion_kinds.register(Rpo)
 assertion_kinds.register(BackupIntegrity)
+assertion_kinds.register(PostgresChecks)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

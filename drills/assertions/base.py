@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.components.base import Component
 from engine.fingerprint import Fingerprint
@@ -22,6 +23,12 @@ from engine.repository.base import Repository
 
 class AssertionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    expect: Literal["pass", "fail"] = Field(
+        default="pass",
+        description="`fail` for a negative control: the scenario injects the damage this check exists to detect, "
+        "and the drill passes only if the check fails (a check that passes then is blind).",
+    )
 
 
 @dataclass
@@ -50,6 +57,11 @@ class DrillState:
     rto_objective: float | None = None
     stack_rto: float | None = None
     first_disaster_offset: float | None = None
+    first_disaster_at: datetime | None = None  # wall clock, for point-in-time restores
+    rpo_objective: float | None = None
+    stack_rpo: float | None = None
+    workload_ran: bool = False
+    fingerprints_before_disaster: dict[str, Fingerprint] = field(default_factory=dict)
 
     def backup_name_of(self, backup_id: str) -> str | None:
         for name, m in self.backups.items():

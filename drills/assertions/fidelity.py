@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,12 @@ from engine.journal import AssertionResult
 
 class FidelityParams(AssertionParams):
     components: list[str] | None = Field(default=None, description="Components to check; default: all.")
+    against: Literal["backup", "before_disaster"] = Field(
+        default="backup",
+        description="`backup`: the fingerprint of the backup restored from (did the restore reproduce it?). "
+        "`before_disaster`: the fingerprint taken just before the first disaster (did recovery bring back "
+        "the state that was lost?); an old backup or a lost change then fails.",
+    )
 
 
 class Fidelity(Assertion):
@@ -26,7 +32,55 @@ class Fidelity(Assertion):
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, FidelityParams)
         names = params.components or list(state.components)
+        if params.against == "before_disaster":
+            return [self._before_disaster(name, state) for name in names]
         return [self._one(name, state) for name in names]
+
+    def _before_disaster(self, name: str, state: DrillState) -> AssertionResult:
+        rid = f"fidelity[{name}@before-disaster]"
+        expected = state.fingerprints_before_disaster.get(name)
+        if expected is None:
+            return result(rid, self.name, "error", f"{name}: no fingerprint was taken before a disaster")
+        if (unreadable := self._unreadable(rid, name, state)) is not None:
+            return unreadable
+        actual = state.final_fingerprints[name]
+        diffs = compare(expected, actual)
+        state.results[name].differences = diffs
+        parts = len(set(expected.parts) | set(actual.parts))
+        evidence: dict[str, Any] = {
+            "against": "the state just before the first disaster",
+            "expected_sha256": expected.digest,
+            "actual_sha256": actual.digest,
+            "parts_compared": parts,
+            "content_compared": _totals(expected.parts),
+        }
+        if diffs:
+            return result(
+                rid,
+                self.name,
+                "fail",
+                f"{name}: {len(diffs)} of {parts} parts differ from the state before the disaster",
+                evidence=evidence,
+                findings=[d.describe() for d in diffs],
+            )
+        return result(
+            rid,
+            self.name,
+            "pass",
+            f"{name}: all {parts} parts match the state before the disaster (sha256 {actual.digest[:12]}…)",
+            evidence=evidence,
+        )
+
+    def _unreadable(self, rid: str, name: str, state: DrillState) -> AssertionResult | None:
+        if name not in state.fingerprint_errors:
+            return None
+        return result(
+            rid,
+            self.name,
+            "error",
+            f"{name}: could not fingerprint after the drill",
+            findings=[state.fingerprint_errors[name]],
+        )
 
     def _one(self, name: str, state: DrillState) -> AssertionResult:
         rid = f"fidelity[{name}]"
@@ -43,14 +97,8 @@ class Fidelity(Assertion):
         expected = manifest.component(name).fingerprint
         if expected is None:
             return result(rid, self.name, "error", f"{name}: backup {backup_name} recorded no fingerprint")
-        if name in state.fingerprint_errors:
-            return result(
-                rid,
-                self.name,
-                "error",
-                f"{name}: could not fingerprint after the drill",
-                findings=[state.fingerprint_errors[name]],
-            )
+        if (unreadable := self._unreadable(rid, name, state)) is not None:
+            return unreadable
         actual = state.final_fingerprints[name]
         diffs = compare(expected, actual)
         comp.differences = diffs

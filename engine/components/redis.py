@@ -19,7 +19,7 @@ from typing import IO, Any, ClassVar
 import redis
 from pydantic import Field
 
-from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
@@ -105,6 +105,7 @@ class RedisComponent(Component):
             spaces: dict[str, list[bytes]] = defaultdict(list)
             for key in r.scan_iter(count=1000):
                 spaces[key_space(key)].append(key)
+            spaces.pop(WORKLOAD_MARK, None)
             for space, keys in spaces.items():
                 h = PartHasher("keys")
                 keys.sort()

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import ByteSize, Field
 
-from engine.components.base import ArtifactSource, Component, Health, SeedParams
+from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import FILE, extract_layers, extract_tar, tree_parts, walk_files, write_tar
 from engine.fingerprint import Fingerprint
 from engine.repository.base import BackupSetWriter
@@ -63,7 +63,8 @@ class VolumesComponent(Component):
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
     def fingerprint(self) -> Fingerprint:
-        return self._fp(tree_parts(self.path))
+        workload = f"{FILE}{WORKLOAD_MARK}/"
+        return self._fp({k: v for k, v in tree_parts(self.path).items() if not k.startswith(workload)})
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "files.tar") as sink:

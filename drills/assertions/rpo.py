@@ -1,0 +1,85 @@
+"""rpo: the acknowledged writes a disaster lost span no more time than the objective.
+
+The figure is measured, never inferred from backup times: a workload wrote numbered
+records, and the records that came back after the restore decide. A component that no
+workload wrote to has no measured recovery point, and that is an error, not a pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.durations import Duration, format_duration
+from engine.journal import AssertionResult
+
+
+class RpoParams(AssertionParams):
+    max: Duration | None = Field(default=None, description="Objective for this check; default: objectives.rpo.")
+    component: str | None = Field(default=None, description="Check one component; default: the whole stack.")
+    max_lost_writes: int | None = Field(
+        default=None, ge=0, description="Also fail if more acknowledged writes than this were lost."
+    )
+
+
+class Rpo(Assertion):
+    name: ClassVar[str] = "rpo"
+    Params: ClassVar[type[AssertionParams]] = RpoParams
+    description: ClassVar[str] = (
+        "Measured recovery point: from the newest acknowledged workload write that survived the restore to the "
+        "last one acknowledged before the disaster, per component (the stack's is the worst), is at most the "
+        "objective; writes lost before a surviving one are always a failure."
+    )
+
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        assert isinstance(params, RpoParams)
+        objective = params.max if params.max is not None else state.rpo_objective
+        scope = params.component or "stack"
+        rid = f"rpo[{scope}]"
+        if objective is None:
+            return [result(rid, self.name, "error", "no RPO objective: set objectives.rpo or rpo.max")]
+        if not state.workload_ran:
+            return [result(rid, self.name, "error", "RPO not measured: the scenario has no workload step")]
+        names = [params.component] if params.component else list(state.results)
+        points = {n: state.results[n].recovery_point for n in names}
+        missing = [n for n, p in points.items() if p is None or not p.measured]
+        if params.component and missing:
+            return [
+                result(rid, self.name, "error", f"RPO not measured for {params.component}: no workload wrote to it")
+            ]
+        measured = {n: p for n, p in points.items() if p is not None and p.measured}
+        if not measured:
+            return [result(rid, self.name, "error", "RPO not measured: no component acknowledged a workload write")]
+        worst_name, worst = max(measured.items(), key=lambda kv: kv[1].loss_window_seconds or 0.0)
+        window = worst.loss_window_seconds or 0.0
+        evidence: dict[str, Any] = {
+            "objective_seconds": objective,
+            "measured_seconds": window,
+            "worst_component": worst_name,
+            # Compact here; the full recovery point of each is in components[].recovery_point.
+            "components": {
+                n: f"{p.lost_writes} of {p.acknowledged} writes lost, window {p.loss_window_seconds} s"
+                + (f", {p.hole_count} hole(s)" if p.hole_count else "")
+                for n, p in measured.items()
+            },
+            "not_written": missing,
+        }
+        findings = []
+        for n, p in measured.items():
+            if p.hole_count:
+                findings.append(f"{n}: {p.hole_count} acknowledged write(s) lost before a surviving one: {p.holes}")
+            if (p.loss_window_seconds or 0.0) > objective:
+                findings.append(
+                    f"{n}: lost {p.lost_writes} of {p.acknowledged} acknowledged writes, "
+                    f"{p.loss_window_seconds:.2f} s of data ({p.note or 'newest survivor to last write'})"
+                )
+            if params.max_lost_writes is not None and p.lost_writes > params.max_lost_writes:
+                findings.append(f"{n}: lost {p.lost_writes} writes, more than the {params.max_lost_writes} allowed")
+        lost = sum(p.lost_writes for p in measured.values())
+        summary = (
+            f"{scope} lost {window:.2f} s of acknowledged writes ({lost} write(s)) at worst ({worst_name}), "
+            f"{'within' if window <= objective else 'over'} the {format_duration(objective)} objective"
+        )
+        return [result(rid, self.name, "fail" if findings else "pass", summary, evidence=evidence, findings=findings)]

@@ -1,0 +1,32 @@
+"""Workload keys ``drproof_workload:<n>``; each SET is acknowledged by the server."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import redis
+
+from drills.workload.base import WORKLOAD_MARK, Writer
+from engine.components.redis import RedisComponent
+
+
+class RedisWriter(Writer):
+    name: ClassVar[str] = "redis"
+
+    def open(self) -> None:
+        assert isinstance(self.component, RedisComponent)
+        self.client = self.component.client()
+
+    def write(self, seq: int) -> None:
+        self.client.set(f"{WORKLOAD_MARK}:{seq}", str(seq))
+
+    def survivors(self) -> set[int]:
+        assert isinstance(self.component, RedisComponent)
+        try:
+            keys = list(self.component.client().scan_iter(match=f"{WORKLOAD_MARK}:*", count=1000))
+        except redis.RedisError:
+            return set()
+        return {int(k.rsplit(b":", 1)[1]) for k in keys if k.rsplit(b":", 1)[1].isdigit()}
+
+    def close(self) -> None:
+        self.client.close()
