@@ -197,6 +197,11 @@ class DrillRunner:
             for name, spec in s.stack.components.items()
             if (k := component_kinds.get(spec.kind)).runtimes is not None and self.runtime_name not in k.runtimes
         ]
+        for i, step in enumerate(s.steps):
+            if s.step_kind(i) == "disaster":
+                fault = faults.get(step.disaster.fault)
+                if fault.runtimes is not None and self.runtime_name not in fault.runtimes:
+                    unsupported.append(f"step {i + 1}, fault {fault.name} ({', '.join(sorted(fault.runtimes))})")
         if unsupported:
             raise StepFailed(
                 f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)} "

@@ -114,3 +114,20 @@ def test_stream_out_passes_a_clean_tool_through(tmp_path: Path) -> None:
     sink = io.BytesIO()
     assert stream_out(argv, ENV, sink, "pg_dump of 'db'") == len(b"PGDMP whole")
     assert sink.getvalue() == b"PGDMP whole"
+
+
+def test_restoring_roles_keeps_the_password_of_the_role_drproof_connects_as() -> None:
+    """Replaying globals into another server must not lock drproof (and the operator) out."""
+    from engine.components.postgres import keep_own_password
+
+    sql = (
+        b"CREATE ROLE postgres;\n"
+        b"ALTER ROLE postgres WITH SUPERUSER INHERIT LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc';\n"
+        b'ALTER ROLE "Admin ""x""" WITH LOGIN PASSWORD \'secret\';\n'
+        b"ALTER ROLE app WITH LOGIN PASSWORD 'it''s';\n"
+    )
+    kept = keep_own_password(sql, "postgres")
+    assert b"ALTER ROLE postgres WITH SUPERUSER INHERIT LOGIN;\n" in kept
+    assert b"PASSWORD 'it''s'" in kept and b"PASSWORD 'secret'" in kept  # other roles keep theirs
+    quoted = keep_own_password(sql, 'Admin "x"')
+    assert b'ALTER ROLE "Admin ""x""" WITH LOGIN;\n' in quoted and b"SCRAM" in quoted

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,6 +93,28 @@ def extension_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
     return {
         EXTENSION_PART + n: Part(digest=d, count=1, unit="extensions") for n, (_, d) in extension_digests(conn).items()
     }
+
+
+MAX_GLOBALS = 256 * 1024 * 1024  # roles and tablespaces as SQL: kilobytes in practice
+
+
+def keep_own_password(sql: bytes, role: str) -> bytes:
+    """Drop the PASSWORD clause of the role drproof restores through.
+
+    ``pg_dumpall --globals-only`` sets every role's password, including the superuser's.
+    Replayed into another server (a new host after a loss, a staging copy), it would
+    silently replace the credentials drproof and the operator use for that server, and
+    lock both out mid-restore. Every other role keeps its backed-up password.
+    """
+    if len(sql) > MAX_GLOBALS:
+        raise ComponentError(f"globals.sql is over {MAX_GLOBALS} bytes; that is not a dump of roles")
+    name = re.escape(role.encode())
+    quoted = re.escape(b'"' + role.replace('"', '""').encode() + b'"')
+    pattern = re.compile(
+        rb"^(ALTER ROLE (?:" + name + rb"|" + quoted + rb") WITH [^;\n]*?) PASSWORD '(?:[^']|'')*'([^;\n]*;)$",
+        re.MULTILINE,
+    )
+    return pattern.sub(rb"\1\2", sql)
 
 
 class PostgresParams(SeedParams):
@@ -312,7 +335,8 @@ class PostgresComponent(Component):
     def restore(self, source: ArtifactSource) -> None:
         self.service.ensure_running()
         env = self.service.tool_env()
-        with source.open("globals.sql") as stream:
+        with source.open("globals.sql") as raw:
+            stream = io.BytesIO(keep_own_password(raw.read(MAX_GLOBALS + 1), self.service.superuser))
             stream_in(
                 [
                     *self.service.tool("psql"),

@@ -40,6 +40,9 @@ class FaultContext:
 class Fault(ABC):
     name: ClassVar[str]
     targets: ClassVar[frozenset[str]]
+    # Runtimes the fault can be injected on; None means every runtime. A drill on another
+    # runtime stops before anything starts, naming the ones that work.
+    runtimes: ClassVar[frozenset[str] | None] = None
     Params: ClassVar[type[FaultParams]]
     description: ClassVar[str]
 

@@ -73,6 +73,7 @@ class CorruptPage(Fault):
     """
 
     name: ClassVar[str] = "corrupt_page"
+    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local"})  # stops and edits the server's files
     targets: ClassVar[frozenset[str]] = frozenset({"postgres"})
     Params: ClassVar[type[FaultParams]] = CorruptPageParams
     description: ClassVar[str] = (

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from engine.components import component_kinds
+from engine.faults import faults
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli
 
@@ -18,9 +19,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
 
 def _runs_on_docker(path: Path) -> bool:
-    """Whether every component kind of a scenario declares it works on the docker runtime."""
-    kinds = [c["kind"] for c in yaml.safe_load(path.read_text())["stack"]["components"].values()]
-    return all(component_kinds.get(k).runtimes is None or "docker" in component_kinds.get(k).runtimes for k in kinds)
+    """Whether every component kind and fault of a scenario declares it works on docker."""
+    doc = yaml.safe_load(path.read_text())
+    kinds = [component_kinds.get(c["kind"]) for c in doc["stack"]["components"].values()]
+    used = [faults.get(s["disaster"]["fault"]) for s in doc["steps"] if isinstance(s, dict) and "disaster" in s]
+    return all(x.runtimes is None or "docker" in x.runtimes for x in [*kinds, *used])
 
 
 SHIPPED = [p for p in sorted(SCENARIOS.glob("*.yaml")) if _runs_on_docker(p)]
