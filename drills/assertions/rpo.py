@@ -65,6 +65,13 @@ class Rpo(Assertion):
                 for n, p in measured.items()
             },
             "not_written": missing,
+            # Components recovered to different moments: e.g. orders whose session keys or
+            # uploaded files did not come back. Zero when every component lost the same window.
+            "skew_seconds": round(
+                max(p.loss_window_seconds or 0.0 for p in measured.values())
+                - min(p.loss_window_seconds or 0.0 for p in measured.values()),
+                6,
+            ),
         }
         findings = []
         for n, p in measured.items():
