@@ -19,7 +19,10 @@ from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = "verified.json"  # written beside the manifest by a full verification
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a real manifest is kilobytes; refuse anything absurd.
+# A manifest carries ~200 bytes per file of a volume's fingerprint, so this admits about a
+# million files, and still refuses absurd input. Writing checks the same limit: a set
+# whose manifest could not be read back must never be published.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
 
 class ArtifactRecord(BaseModel):
@@ -111,7 +114,13 @@ class Manifest(BaseModel):
         return [a for a in self.artifacts if a.component == component]
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise RepositoryError(
+                f"backup {self.id}: its manifest would be {len(text)} bytes, over the {MAX_MANIFEST_BYTES}-byte "
+                "limit readers enforce; the set is not published"
+            )
+        return text
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -374,3 +374,20 @@ def test_same_artifact_twice_is_refused() -> None:
 def test_unsafe_backup_ids_are_refused(backup_id: str) -> None:
     with _repo() as repo, pytest.raises(RepositoryError):
         repo.get(backup_id)
+
+
+def test_a_manifest_too_large_to_read_back_is_never_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers refuse manifests over the limit; writing one would publish an unreadable set."""
+    from engine import manifest as manifest_module
+    from engine.errors import RepositoryError
+    from engine.repository import LocalRepository
+
+    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 200)
+    repo = LocalRepository(tmp_path / "repo")
+    writer = repo.begin("too-big")
+    with writer.artifact("c", "a") as sink:
+        sink.write(b"x")
+    with pytest.raises(RepositoryError, match="not published"):
+        writer.commit([ComponentRecord(name="c", kind="volumes", artifacts=[])], {}, {})
+    writer.abort()
+    assert repo.list() == []
