@@ -73,6 +73,9 @@ class PostgresTargetSpec(SecretRef):
     physical: PhysicalSpec | None = Field(
         default=None, description="Required for kind postgres-physical: data directory, WAL archive, stop/start."
     )
+    jobs: int = Field(
+        default=1, ge=1, le=64, description="kind postgres: parallel pg_dump/pg_restore jobs (directory format)."
+    )
 
     @model_validator(mode="after")
     def _physical_matches_kind(self) -> PostgresTargetSpec:

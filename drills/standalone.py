@@ -32,7 +32,7 @@ from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
 from engine.components.postgres import PostgresParams
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.fingerprint import compare
 from engine.manifest import Manifest
 from engine.repository import LocalRepository, S3Repository
@@ -120,10 +120,8 @@ def copy(
         source = repository(config, None, offsite=not to_offsite)
         target = repository(config, None, offsite=to_offsite)
         manifest = find(source, backup_id, None)
-        present = {m.id for m in target.list()}
         # An incremental set is only restorable with its parents: copy missing ones first.
-        needed = {m.id: m for c in manifest.components for m in engine_backup.chain(source, manifest, c.name)}
-        pending = [m for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)) if m.id not in present]
+        pending = engine_backup.sets_to_copy(source, target, manifest)
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         op.extra["detail"] = "already present in the target"
@@ -135,11 +133,7 @@ def copy(
             op.components = [c.name for c in m.components]
             op.extra["source"] = source_where
             progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
-            target.import_set(m, source)
-            report = target.verify(m.id)
-            target.record_verification(report)
-            if not report.ok:
-                raise RepositoryError(f"the copy of {m.id} failed verification in the target: {report.damaged}")
+            engine_backup.copy_set(source, target, m)
     return manifest
 
 
@@ -165,7 +159,7 @@ def components(config: BackupConfig, names: Sequence[str] | None) -> list[Compon
         params: SeedParams
         if isinstance(spec, PostgresTargetSpec):
             # No seeding here: only the database name matters for backup and restore.
-            params = PostgresParams.model_construct(database=pg[name].dbname)
+            params = PostgresParams.model_construct(database=pg[name].dbname, jobs=spec.jobs)
         else:
             params = kind.Params()
         comp = kind(name, params, runtime)

@@ -92,6 +92,21 @@ def stream_in(
     return stderr
 
 
+def run_tool(argv: Sequence[str], env: dict[str, str], what: str, ignore_errors: Iterable[str] = ()) -> str:
+    """Run a tool that reads and writes files itself; fail on a bad exit or error lines."""
+    with tempfile.TemporaryFile() as err:
+        code = subprocess.run(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+        ).returncode
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    problems = _errors(stderr, ignore_errors)
+    if code != 0 or problems:
+        detail = "\n".join(problems) or stderr.strip()[-2000:]
+        raise ComponentError(f"{what} failed (exit {code}): {detail}")
+    return stderr
+
+
 def version(argv: Sequence[str]) -> str:
     try:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=True).stdout.strip()
