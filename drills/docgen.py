@@ -36,6 +36,7 @@ from drills.scenario import (
     BackupSpec,
     DisasterCommon,
     Objectives,
+    OffsiteSpec,
     ReportSpec,
     RepositorySpec,
     RestoreSpec,
@@ -76,6 +77,7 @@ _SECTIONS: dict[type[BaseModel], str] = {
     Objectives: "objectives",
     Stack: "stack",
     RepositorySpec: "repository",
+    OffsiteSpec: "repository.offsite",
     ReportSpec: "report",
 }
 
@@ -135,7 +137,8 @@ def _type_text(tp: Any, metadata: Sequence[Any] = ()) -> str:
         key, value = get_args(tp)
         return f"mapping of {_type_text(key)} → {_type_text(value)}"
     if isinstance(tp, type) and tp in _SECTIONS:
-        return f"mapping (see [{_SECTIONS[tp]}](#{_SECTIONS[tp]}))"
+        # A dotted title's anchor drops the dot, as Markdown renderers make it.
+        return f"mapping (see [{_SECTIONS[tp]}](#{_SECTIONS[tp].replace('.', '')}))"
     if tp in _SCALARS:
         return _SCALARS[tp]
     raise TypeError(f"docgen does not know how to describe the type {tp!r}; teach _type_text")
@@ -317,6 +320,7 @@ def render() -> str:
         _component_entry_table(),
     )
     out += _section(2, "repository", _table(RepositorySpec))
+    out += _section(3, "repository.offsite", _table(OffsiteSpec))
     out += _section(2, "report", _table(ReportSpec))
 
     out += _section(

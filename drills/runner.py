@@ -10,6 +10,7 @@ drill that did not run to the end is an error, never a pass.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import random
 import shutil
@@ -37,7 +38,8 @@ from engine import backup as engine_backup
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.components.postgres import PostgresComponent
-from engine.errors import DrproofError, IntegrityError
+from engine.crypto import Encryption, fingerprint
+from engine.errors import ConfigError, DrproofError, IntegrityError
 from engine.faults import REPOSITORY_TARGET, FaultContext, faults
 from engine.journal import (
     AssertionResult,
@@ -54,10 +56,15 @@ from engine.journal import (
 )
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
+from engine.repository.base import Repository
 from engine.runtime import runtimes
 from engine.runtime.base import Runtime
 
 HEALTH_TIMEOUT = 30.0
+# A backup's offsite copy is retried this often, with this pause (seconds) times the
+# attempt number between tries: enough to ride out a blip, short enough for a drill.
+OFFSITE_ATTEMPTS = 3
+OFFSITE_BACKOFF = 0.2
 
 
 class StepFailed(DrproofError):
@@ -107,6 +114,10 @@ class DrillRunner:
         self.state: DrillState | None = None
         self.internal_error: str | None = None
         self.workload: Workload | None = None
+        self.offsite: Repository | None = None
+        # The run's encryption key: generated here, kept only in memory, never written.
+        self._key: bytes | None = None
+        self.backup_outcomes: list[dict[str, Any]] = []
 
     # -- phases --------------------------------------------------------------------------
     @contextmanager
@@ -187,7 +198,18 @@ class DrillRunner:
                 repo_path = self.loaded.base_dir / repo_path
         else:
             repo_path = self.workdir / "repository"
-        repository = LocalRepository(repo_path)
+        encryption = None
+        if s.repository.encryption:
+            self._key = os.urandom(32)
+            encryption = _drill_encryption(self._key)
+        repository = LocalRepository(repo_path, encryption)
+        if s.repository.offsite is not None:
+            offsite_path = s.repository.offsite.path
+            if offsite_path is None:
+                offsite_path = self.workdir / "offsite"
+            elif not offsite_path.is_absolute():
+                offsite_path = self.loaded.base_dir / offsite_path
+            self.offsite = LocalRepository(offsite_path, encryption)
         self.state = state = DrillState(
             repository=repository, rto_objective=s.objectives.rto, rpo_objective=s.objectives.rpo
         )
@@ -198,6 +220,10 @@ class DrillRunner:
             if (k := component_kinds.get(spec.kind)).runtimes is not None and self.runtime_name not in k.runtimes
         ]
         for i, step in enumerate(s.steps):
+            if s.step_kind(i) == "restore" and step.restore.repository == "offsite" and self.offsite is None:
+                raise StepFailed(
+                    f"step {i + 1}: restore from the offsite repository, but `repository.offsite` is not set"
+                )
             if s.step_kind(i) == "disaster":
                 fault = faults.get(step.disaster.fault)
                 if fault.runtimes is not None and self.runtime_name not in fault.runtimes:
@@ -311,9 +337,29 @@ class DrillRunner:
             rec["detail"] = ", ".join(f"{n}: {w}s" for n, w in windows.items())
 
     def _backup(self, i: int, spec: Any) -> None:
+        """One backup step; with ``expect: failure`` its failure is recorded and judged, not fatal."""
+        name = spec.name or f"step{i + 1}-backup"
+        if spec.expect == "success":
+            self._backup_step(i, spec, name)
+            self.backup_outcomes.append({"step": i + 1, "backup": name, "expected": "success", "outcome": "ok"})
+            return
+        try:
+            self._backup_step(i, spec, name)
+        except DrproofError as exc:
+            self.backup_outcomes.append(
+                {"step": i + 1, "backup": name, "expected": "failure", "outcome": "failed", "detail": str(exc)}
+            )
+            # The phase already recorded the failure as an error; it was declared, so say so.
+            last = self.phases[-1]
+            if last.step == i + 1 and last.kind == "backup":
+                last.status = "failed"
+                last.detail = f"failed as expected: {last.detail}"
+        else:
+            self.backup_outcomes.append({"step": i + 1, "backup": name, "expected": "failure", "outcome": "ok"})
+
+    def _backup_step(self, i: int, spec: Any, name: str) -> None:
         state = self.state
         assert state is not None
-        name = spec.name or f"step{i + 1}-backup"
         chosen = [state.components[c] for c in (spec.components or list(state.components))]
         with self.phase(f"backup {name}", "backup", step=i + 1) as rec:
             t0 = time.monotonic()
@@ -327,6 +373,11 @@ class DrillRunner:
                 fingerprints=fingerprints,
             )
             duration = time.monotonic() - t0
+            rec["data"] = {"backup_id": manifest.id, "fingerprint_seconds": round(t_fp, 6)}
+            if self.offsite is not None:
+                offsite: dict[str, Any] = {}
+                rec["data"]["offsite"] = offsite
+                self._copy_offsite(manifest, offsite)
             state.backups[name] = manifest
             for c in chosen:
                 state.results[c.instance].fingerprint_at_backup = fingerprints[c.instance].digest
@@ -349,7 +400,51 @@ class DrillRunner:
                 f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, "
                 f"{sum(a.size for a in manifest.artifacts)} bytes stored"
             )
-            rec["data"] = {"backup_id": manifest.id, "fingerprint_seconds": round(t_fp, 6)}
+
+    def _copy_offsite(self, manifest: Manifest, record: dict[str, Any]) -> None:
+        """Copy a new set (and any parent the offsite lacks) offsite, retrying; raise if it never works.
+
+        The backup step fails when this raises: a set that exists only locally is one
+        disk away from gone, and nobody notices a gap that is only logged. Every attempt
+        goes into ``record`` (the phase's data) as it happens, so a failure keeps them too.
+        """
+        state = self.state
+        assert state is not None and self.offsite is not None
+        attempts: list[dict[str, Any]] = []
+        record.update(repository=self.offsite.describe().get("path", ""), verified=False, attempts=attempts)
+        for attempt in range(1, OFFSITE_ATTEMPTS + 1):
+            t0 = time.monotonic()
+            try:
+                copied = engine_backup.sets_to_copy(state.repository, self.offsite, manifest)
+                for m in copied:
+                    engine_backup.copy_set(state.repository, self.offsite, m)
+            except DrproofError as exc:
+                attempts.append({"attempt": attempt, "ok": False, "error": str(exc)})
+                if attempt < OFFSITE_ATTEMPTS:
+                    time.sleep(OFFSITE_BACKOFF * attempt)
+                continue
+            attempts.append({"attempt": attempt, "ok": True, "seconds": round(time.monotonic() - t0, 6)})
+            record.update(copied=[m.id for m in copied], verified=True)
+            return
+        raise StepFailed(
+            f"backup set {manifest.id} was written locally, but its offsite copy failed "
+            f"{OFFSITE_ATTEMPTS} times (last: {attempts[-1]['error']}); it exists in one place only"
+        )
+
+    def _replace_offsite(self, repo: Repository) -> None:
+        self.offsite = repo
+
+    def _lose_key(self) -> dict[str, str]:
+        """Forget the run's key: every later operation on either repository gets a new random one."""
+        state = self.state
+        assert state is not None and self._key is not None
+        before = fingerprint(self._key)
+        self._key = os.urandom(32)
+        encryption = _drill_encryption(self._key)
+        state.repository.encryption = encryption
+        if self.offsite is not None:
+            self.offsite.encryption = encryption
+        return {"key_fingerprint_before": before, "key_fingerprint_after": fingerprint(self._key)}
 
     def _find_backup(self, name: str | None) -> Manifest:
         state = self.state
@@ -373,6 +468,9 @@ class DrillRunner:
             repository=state.repository,
             find_backup=self._find_backup,
             rng=random.Random(spec.random_seed),  # type: ignore[attr-defined]
+            offsite=self.offsite,
+            replace_offsite=self._replace_offsite if self.offsite is not None else None,
+            lose_key=self._lose_key if self._key is not None else None,
         )
         # The workload ends where the disaster begins: the last write it had acknowledged
         # is the one a perfect recovery would keep.
@@ -415,17 +513,27 @@ class DrillRunner:
         assert state is not None
         manifest = self._find_backup(spec.from_)
         backup_name = state.backup_name_of(manifest.id) or manifest.id
+        repository = state.repository
+        if spec.repository == "offsite":
+            assert self.offsite is not None  # checked before the drill started
+            repository = self.offsite
         targets = spec.components or [c.name for c in manifest.components]
         for name in targets:
             comp = state.components[name]
             result = state.results[name]
-            with self.phase(f"restore {name} from {backup_name}", "restore", step=i + 1, component=name) as rec:
+            where = " (offsite)" if spec.repository == "offsite" else ""
+            with self.phase(f"restore {name} from {backup_name}{where}", "restore", step=i + 1, component=name) as rec:
                 t0 = time.monotonic()
                 try:
+                    try:
+                        # A set the key on hand cannot open is refused before anything is touched.
+                        repository.cipher_for(manifest)
+                    except ConfigError as exc:
+                        raise IntegrityError(f"refusing to restore {name!r}: {exc}") from exc
                     if spec.point_in_time is None:
-                        engine_backup.restore(state.repository, manifest, comp)
+                        engine_backup.restore(repository, manifest, comp)
                     else:
-                        self._restore_point_in_time(comp, spec.point_in_time)
+                        self._restore_point_in_time(comp, spec.point_in_time, repository)
                 except IntegrityError as exc:
                     outcome, detail = "refused", str(exc)
                 except DrproofError as exc:
@@ -439,7 +547,12 @@ class DrillRunner:
                 elapsed = time.monotonic() - t0
                 state.restores.append(RestoreAttempt(i, backup_name, manifest.id, name, outcome, detail, spec.expect))
                 rec["detail"] = detail
-                rec["data"] = {"backup_id": manifest.id, "outcome": outcome, "expected": spec.expect}
+                rec["data"] = {
+                    "backup_id": manifest.id,
+                    "repository": spec.repository,
+                    "outcome": outcome,
+                    "expected": spec.expect,
+                }
                 if outcome == "ok":
                     result.restored_from = manifest.id
                     result.restore_seconds = round(elapsed, 6)
@@ -475,7 +588,7 @@ class DrillRunner:
             finally:
                 conn.close()
 
-    def _restore_point_in_time(self, comp: Component, point: str) -> None:
+    def _restore_point_in_time(self, comp: Component, point: str, repository: Repository) -> None:
         state = self.state
         assert state is not None
         target = None
@@ -483,7 +596,7 @@ class DrillRunner:
             if state.first_disaster_at is None:
                 raise StepFailed("point_in_time: before_disaster needs an earlier disaster step")
             target = state.first_disaster_at
-        engine_backup.restore_to_time(state.repository, comp, target, live_wal=True)
+        engine_backup.restore_to_time(repository, comp, target, live_wal=True)
 
     def _teardown(self) -> str | None:
         problem = None
@@ -525,6 +638,10 @@ class DrillRunner:
             + (f": {r.detail}" if r.outcome != "ok" else "")
             for r in state.restores
             if (r.expected == "refused") != (r.outcome == "refused") or (r.expected == "success" and r.outcome != "ok")
+        ] + [
+            f"step {b['step']}: backup {b['backup']} was expected to fail but succeeded"
+            for b in self.backup_outcomes
+            if b["expected"] == "failure" and b["outcome"] == "ok"
         ]
         evidence = {
             "steps_run": len(self.scenario.steps),
@@ -538,11 +655,17 @@ class DrillRunner:
                 }
                 for r in state.restores
             ],
+            "backups": self.backup_outcomes,
         }
         summary = (
-            f"{len(findings)} restore(s) did not do what the scenario declared"
+            f"{len(findings)} step(s) did not do what the scenario declared"
             if findings
             else f"all {len(self.scenario.steps)} steps ran; {len(state.restores)} restore(s) behaved as declared"
+            + (
+                f"; {failing} backup(s) failed as declared"
+                if (failing := sum(b["expected"] == "failure" for b in self.backup_outcomes))
+                else ""
+            )
         )
         return AssertionResult(
             id="timeline",
@@ -578,6 +701,14 @@ class DrillRunner:
         if not considered or any(r.rto_seconds is None for r in considered):
             return None
         return max(r.rto_seconds for r in considered if r.rto_seconds is not None)
+
+    def _describe_repositories(self) -> dict[str, str]:
+        if self.state is None:
+            return {}
+        facts = self.state.repository.describe()
+        if self.offsite is not None:
+            facts["offsite"] = self.offsite.describe().get("path", self.offsite.name)
+        return facts
 
     def _results(self, started_at: datetime, error: str | None) -> Results:
         state = self.state
@@ -615,7 +746,7 @@ class DrillRunner:
             verdict=verdict,  # type: ignore[arg-type]
             exit_code=code,
             runtime=self.runtime_facts,
-            repository=state.repository.describe() if state else {},
+            repository=self._describe_repositories(),
             environment=_environment(),
             tools=self.tools,
             started_at=started_at,
@@ -657,6 +788,10 @@ def _negative_control(r: AssertionResult) -> AssertionResult:
         r.findings = ["expected this check to fail on the damage the scenario injected, but it passed", *r.findings]
         r.summary = f"passed, but was expected to fail: {r.summary}"
     return r
+
+
+def _drill_encryption(key: bytes) -> Encryption:
+    return Encryption(key=key, source="the drill's in-memory key")
 
 
 def _wait_healthy(comp: Component) -> Any:

@@ -87,12 +87,33 @@ class Stack(Strict):
     )
 
 
+def _none_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class OffsiteSpec(Strict):
+    path: Path | None = Field(
+        default=None,
+        description="Directory standing for the offsite store (relative to the scenario). Default: a private "
+        "directory in the run's work directory, removed afterwards.",
+    )
+
+
 class RepositorySpec(Strict):
     type: Literal["local"] = "local"
     path: Path | None = Field(
         default=None,
         description="Directory for backup sets (relative to the scenario). Default: a private repository in the "
         "run's work directory, removed afterwards.",
+    )
+    offsite: Annotated[OffsiteSpec | None, BeforeValidator(_none_is_empty)] = Field(
+        default=None,
+        description="A second repository every backup step copies its new set to, verbatim and verified; a backup "
+        "whose copy fails (after 3 attempts) fails. `offsite: {}` uses a private directory.",
+    )
+    encryption: bool = Field(
+        default=False,
+        description="Encrypt every set (AES-256-GCM) with a random key made for this run and kept only in memory.",
     )
 
 
@@ -108,13 +129,14 @@ class Objectives(Strict):
 # -- steps ---------------------------------------------------------------------------------
 
 
-def _none_is_empty(value: Any) -> Any:
-    return {} if value is None else value
-
-
 class BackupSpec(Strict):
     name: Name | None = Field(default=None, description="Name later steps use to refer to this backup.")
     components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
+    expect: Literal["success", "failure"] = Field(
+        default="success",
+        description="`failure` when the drill proves a backup fails loudly (e.g. its offsite copy cannot be made); "
+        "the drill then fails if it succeeds.",
+    )
 
 
 class RestoreSpec(Strict):
@@ -127,6 +149,9 @@ class RestoreSpec(Strict):
         description="Physical PostgreSQL only: replay archived WAL after the base backup, to the newest WAL that "
         "survived (`latest`) or to the moment the first disaster began (`before_disaster`). Default: the state "
         "of the backup itself.",
+    )
+    repository: Literal["primary", "offsite"] = Field(
+        default="primary", description="Restore from the primary repository or from the offsite copy."
     )
     expect: Literal["success", "refused"] = Field(
         default="success",

@@ -11,10 +11,10 @@ from datetime import datetime
 
 from engine import __version__, pitr
 from engine.components.base import ArtifactSource, Component
-from engine.errors import BackupNotFound, DrproofError, IntegrityError
+from engine.errors import BackupNotFound, DrproofError, IntegrityError, RepositoryError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest
-from engine.repository.base import Repository
+from engine.repository.base import Repository, VerifyReport
 
 Progress = Callable[[str], None]
 
@@ -179,3 +179,26 @@ def _zstd_version() -> str:
     import zstandard
 
     return str(zstandard.__version__)
+
+
+def sets_to_copy(source: Repository, target: Repository, manifest: Manifest) -> list[Manifest]:
+    """The sets ``target`` lacks to restore ``manifest``: an incremental set needs its parents."""
+    present = {m.id for m in target.list()}
+    needed = {m.id: m for c in manifest.components for m in chain(source, manifest, c.name)}
+    return [m for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)) if m.id not in present]
+
+
+def copy_set(source: Repository, target: Repository, manifest: Manifest) -> VerifyReport:
+    """Copy one set verbatim and prove the copy: every stored digest re-read in the target.
+
+    Shared by the standalone ``copy`` command and the drill runner's offsite copy, so a
+    drill exercises the same path an operator's offsite job runs. A copy that does not
+    verify raises: an offsite set nobody can restore is worse than none, because it is
+    trusted.
+    """
+    target.import_set(manifest, source)
+    report = target.verify(manifest.id)
+    target.record_verification(report)
+    if not report.ok:
+        raise RepositoryError(f"the copy of {manifest.id} failed verification in the target: {report.damaged}")
+    return report

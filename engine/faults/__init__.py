@@ -3,6 +3,7 @@
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
+from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
 from engine.faults.postgres_storage import CorruptPage, DeleteWalSegments
 from engine.faults.redis import ExpireKeys, FlushAll, Kill
@@ -36,6 +37,9 @@ for _fault in (
     SwapModel,
     TruncateArtifact,
     DeleteArtifact,
+    DeleteLocalBackups,
+    LoseEncryptionKey,
+    OffsiteUnavailable,
 ):
     faults.register(_fault)
 

@@ -31,10 +31,20 @@ class FaultParams(BaseModel):
 
 @dataclass
 class FaultContext:
+    """What a fault may touch. The optional fields exist only in drills that configure them.
+
+    ``offsite`` and ``replace_offsite`` are set when the drill has an offsite repository;
+    ``lose_key`` when it encrypts: the key lives only in the runner's memory, so only the
+    runner can lose it. Each returns the evidence of what it changed.
+    """
+
     component: Component | None
     repository: Repository
     find_backup: Callable[[str | None], Manifest]
     rng: random.Random
+    offsite: Repository | None = None
+    replace_offsite: Callable[[Repository], None] | None = None
+    lose_key: Callable[[], dict[str, str]] | None = None
 
 
 class Fault(ABC):
