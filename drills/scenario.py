@@ -164,7 +164,7 @@ class WorkloadSpec(Strict):
     components: list[Name] | None = Field(
         default=None,
         description="Components to write to; default: every component whose kind has a workload writer "
-        "(postgres and its variants, redis and its variants, volumes).",
+        "(postgres and its variants, redis and its variants, volumes, vectorstore).",
     )
 
 

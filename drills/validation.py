@@ -413,7 +413,7 @@ def _cross_checks(doc: Document) -> list[Problem]:
                             doc,
                             (*base, "components", j),
                             f"{c!r} is a {kind_name}, which has no workload writer "
-                            "(writers: postgres and its variants, redis and its variants, volumes)",
+                            "(writers: postgres and its variants, redis and its variants, volumes, vectorstore)",
                         )
                     )
 

@@ -104,3 +104,33 @@ def test_layer_removals_cannot_leave_the_restored_tree(removal: str) -> None:
             extract_layers([(lambda: layer(_tar({"a/b.txt": b"x"})), []), (lambda: layer(_tar({})), [removal])], target)
         assert outside.read_text() == "must survive"
         assert (target / "keep.txt").read_text() == "live"
+
+
+def test_an_entry_that_vanishes_while_a_live_directory_is_archived_is_skipped(tmp_path: Path) -> None:
+    """Applications rename temporary files while a backup runs; tar must not crash on them."""
+    import io
+    import tarfile
+
+    from engine.components import files
+
+    root = tmp_path / "live"
+    root.mkdir()
+    (root / "keep.txt").write_text("kept")
+    (root / ".tmp-1").write_text("partial")
+    real_add = tarfile.TarFile.add
+
+    def racing_add(self: tarfile.TarFile, name: object, *args: object, **kw: object) -> None:
+        if str(name).endswith(".tmp-1"):
+            (root / ".tmp-1").rename(root / "renamed")  # the writer finished in between
+        real_add(self, name, *args, **kw)  # type: ignore[arg-type]
+
+    sink = io.BytesIO()
+    tarfile.TarFile.add = racing_add  # type: ignore[method-assign,assignment]
+    try:
+        count = files.write_tar(root, sink)
+    finally:
+        tarfile.TarFile.add = real_add  # type: ignore[method-assign]
+    with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as archive:
+        names = archive.getnames()
+    assert "keep.txt" in names and ".tmp-1" not in names
+    assert count == len(names)

@@ -149,3 +149,31 @@ def test_workload_paces_counts_failures_and_acknowledges_only_successes() -> Non
     assert stream.failures >= 1 and "server gone" in stream.last_error
     assert 20 <= len(acked) + stream.failures <= 80  # paced near 200/s, not a busy loop
     assert not workload.running
+
+
+def test_workload_vectors_leave_the_store_fingerprint_unchanged_and_are_counted(tmp_path: Any) -> None:
+    """Fidelity compares the seed; the workload's vectors are judged only by the RPO."""
+    from drills.workload.vectors import VectorWriter
+    from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
+    from tests.conftest import DirsRuntime
+
+    comp = VectorstoreComponent("v", VectorstoreParams(vectors=50, dimension=8), DirsRuntime(tmp_path))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    before = comp.fingerprint()
+    writer = VectorWriter(comp)
+    writer.open()
+    for seq in (3, 4, 9):
+        writer.write(seq)
+    assert writer.survivors() == {3, 4, 9}
+    assert comp.health().ok, "index and id map stay consistent"
+    assert comp.fingerprint().digest == before.digest
+    # A seed vector changed next to the workload's is still caught, by file and by id range.
+    import faiss
+    import numpy as np
+
+    index = faiss.read_index(str(comp.path / "index.faiss"))
+    index.remove_ids(np.array([7], dtype=np.int64))
+    faiss.write_index(index, str(comp.path / "index.faiss"))
+    changed = {d for d in comp.fingerprint().parts if comp.fingerprint().parts[d] != before.parts.get(d)}
+    assert "file index.faiss" in changed

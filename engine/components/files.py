@@ -49,6 +49,16 @@ def file_part(path: Path) -> Part:
     return h.part()
 
 
+def content_part(content: bytes, mode: int) -> Part:
+    """The part ``file_part`` gives a regular file holding ``content`` with ``mode``."""
+    h = PartHasher("bytes")
+    h.add(b"file\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
+    for start in range(0, len(content), CHUNK):
+        chunk = content[start : start + CHUNK]
+        h.add(chunk, count=len(chunk))
+    return h.part()
+
+
 FILE = "file "  # fingerprint part names of files: "file <relative path>"
 
 
@@ -75,16 +85,28 @@ def write_tar(root: Path, sink: IO[bytes], only: Sequence[str] | None = None) ->
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         if only is not None:
             for rel in sorted(only):
-                tar.add(root / rel, arcname=rel, recursive=False)
-                count += 1
+                count += _add(tar, root / rel, rel)
             return count
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for name in [*sorted(dirnames), *sorted(filenames)]:
                 p = Path(dirpath) / name
-                tar.add(p, arcname=p.relative_to(root).as_posix(), recursive=False)
-                count += 1
+                count += _add(tar, p, p.relative_to(root).as_posix())
     return count
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str) -> int:
+    """Archive one entry; 0 if it vanished since the directory was listed.
+
+    A live directory keeps changing while it is archived (an application renaming its
+    temporary files): an entry gone by the time it is opened was not there to back up.
+    tarfile opens a file before writing its header, so a vanished one leaves no trace.
+    """
+    try:
+        tar.add(path, arcname=arcname, recursive=False)
+    except FileNotFoundError:
+        return 0
+    return 1
 
 
 def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

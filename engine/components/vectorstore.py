@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
-from engine.components.files import extract_tar, tree_parts, write_tar
+from engine.components.files import content_part, extract_tar, tree_parts, write_tar
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
@@ -29,6 +30,9 @@ INDEX = "index.faiss"
 IDS = "ids.jsonl"
 META = "metadata.json"
 BUCKET = 1000  # vector ids per fingerprint part
+# Ids from here up belong to a drill's live workload (drills/workload/vectors.py). The
+# fingerprint leaves them out, as it leaves out every component's workload records.
+WORKLOAD_IDS = 1 << 48
 
 
 _HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
@@ -81,6 +85,10 @@ class VectorstoreComponent(Component):
 
     def provision(self) -> None:
         self.path = self.runtime.directory(self.instance)
+        # The three files change together; a writer in another thread (the workload)
+        # holds this while it changes them, and backup, restore and fingerprint hold it
+        # while they read or replace them, so none sees half a write.
+        self.store_lock = threading.RLock()
         p = self.params
         # What a restored store must match; the standalone engine sets it from the
         # configuration (or to None when the operator declared no expectation).
@@ -122,6 +130,10 @@ class VectorstoreComponent(Component):
         return index, meta, ids
 
     def fingerprint(self) -> Fingerprint:
+        with self.store_lock:
+            return self._fingerprint()
+
+    def _fingerprint(self) -> Fingerprint:
         parts: dict[str, Part] = tree_parts(self.path)
         try:
             index, _meta, _ids = self._load()
@@ -130,6 +142,18 @@ class VectorstoreComponent(Component):
         except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
             parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
             return self._fp(parts)
+        keep = stored_ids < WORKLOAD_IDS
+        if not keep.all():
+            # The file parts as they would be without the workload's vectors: the same
+            # index rebuilt from the other vectors serialises to exactly those bytes.
+            stored_ids, vectors = stored_ids[keep], vectors[keep]
+            rebuilt = faiss.IndexIDMap2(faiss.IndexFlat(index.d, index.metric_type))
+            rebuilt.add_with_ids(vectors, stored_ids)
+            index_mode = (self.path / INDEX).stat().st_mode
+            parts[f"file {INDEX}"] = content_part(bytes(faiss.serialize_index(rebuilt)), index_mode)
+            with open(self.path / IDS, "rb") as fh:
+                lines = b"".join(line for line in fh if int(json.loads(line)["id"]) < WORKLOAD_IDS)
+            parts[f"file {IDS}"] = content_part(lines, (self.path / IDS).stat().st_mode)
         order = np.argsort(stored_ids, kind="stable")
         for start in range(0, len(order), BUCKET):
             chunk = order[start : start + BUCKET]
@@ -141,12 +165,12 @@ class VectorstoreComponent(Component):
         return self._fp(parts)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
-        with writer.artifact(self.instance, "store.tar") as sink:
+        with self.store_lock, writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink)
         return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
 
     def restore(self, source: ArtifactSource) -> None:
-        with source.open("store.tar") as stream:
+        with self.store_lock, source.open("store.tar") as stream:
             extract_tar(stream, self.path, check=self._compatible)
 
     def _compatible(self, staged: Path) -> None:

@@ -36,7 +36,7 @@ def test_nightly_backup_loses_the_time_since_the_backup_and_fails_a_tight_object
     assert results.verdict == "fail" and results.exit_code == 1
     [rpo] = [a for a in results.assertions if a.name == "rpo"]
     assert rpo.status == "fail"
-    for name in ("orders-db", "sessions", "uploads"):
+    for name in ("orders-db", "sessions", "uploads", "embeddings"):
         point = next(c.recovery_point for c in results.components if c.name == name)
         assert point is not None and point.lost_writes > 0 and point.hole_count == 0
         # Writes went on for 5 s after the backup: the window is that, within one
