@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -50,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-workdir", action="store_true", help="keep the run's private files for inspection")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
     run.add_argument("--json", action="store_true", help="print results.json to stdout instead of progress")
+    run.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="FILE",
+        help="sign the report directory with this Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY, if set)",
+    )
 
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("files", type=Path, nargs="+")
@@ -106,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
+
+    keys = sub.add_parser("keys", help="manage the Ed25519 key pair that signs report directories")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kinit = ksub.add_parser("init", help="generate a signing key pair (never overwrites an existing key)")
+    kinit.add_argument("--private", type=Path, default=Path("drproof-signing.key"), help="private key file (0600)")
+    kinit.add_argument("--public", type=Path, default=Path("drproof-signing.pub"), help="public key file (0644)")
+
+    evi = sub.add_parser("evidence", help="verify the signed evidence of a report directory")
+    esub = evi.add_subparsers(dest="evidence_command", required=True)
+    ever = esub.add_parser("verify", help="check evidence.sig, then every file listed in evidence.json")
+    ever.add_argument("directory", type=Path)
+    ever.add_argument("--public-key", type=Path, required=True, metavar="FILE", help="the signer's public key PEM")
+    ever.add_argument("--json", action="store_true", help="print the verdict as JSON")
     return p
 
 
@@ -337,6 +357,8 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise ConfigError(f"--runtime {args.runtime!r} is not available (available: {', '.join(runtimes.names())})")
     quiet = args.quiet or args.json
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
+    # Loaded before the drill so a missing or unreadable key costs no drill run.
+    signing_key = _signing_key(args.sign_key)
 
     display = StepDisplay(err, quiet)
 
@@ -377,7 +399,72 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.json:
         out.print_json(json.dumps(results.model_dump(mode="json")))
     _summary(results, paths, err, quiet=args.quiet)
+    if signing_key is not None:
+        _sign_reports(report_dir, signing_key, err, quiet=quiet)
     return results.exit_code
+
+
+def _signing_key(path: Path | None) -> Any:
+    """The private key to sign reports with, or None when no signing was asked for.
+
+    Signing is asked for by ``--sign-key FILE`` or by a non-empty ``DRPROOF_SIGNING_KEY``
+    (the PEM text, as CI secret stores hand it over; a path would put nothing secret in argv
+    either, but a variable needs no file on the runner's disk).
+    """
+    from engine.evidence import KEY_ENV, load_private_key
+
+    if path is None and not os.environ.get(KEY_ENV):
+        return None
+    return load_private_key(path)
+
+
+def _sign_reports(report_dir: Path, key: Any, err: Console, quiet: bool) -> None:
+    """Sign after the reports are complete; a failure is exit 2, since the evidence asked for is missing."""
+    from engine.evidence import EVIDENCE_FILE, sign_directory
+
+    try:
+        manifest = sign_directory(report_dir, key)
+    except DrproofError as exc:
+        raise DrproofError(f"the reports are written but signing them failed, so there is no evidence: {exc}") from None
+    if not quiet:
+        err.print(
+            f"evidence: {len(manifest['files'])} files signed by key {manifest['key_fingerprint']} "
+            f"in {report_dir / EVIDENCE_FILE}",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _cmd_keys(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from engine.evidence import PASSPHRASE_ENV, init_keys
+
+    pair = init_keys(args.private, args.public)
+    protection = f"encrypted with ${PASSPHRASE_ENV}" if pair.encrypted else "unencrypted"
+    out.print(f"private key: {pair.private_path} (mode 0600, {protection}; keep it secret)", markup=False)
+    out.print(f"public key:  {pair.public_path} (mode 0644; give it to whoever verifies)", markup=False)
+    out.print(f"fingerprint: {pair.fingerprint}", markup=False)
+    return 0
+
+
+def _cmd_evidence(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Exit 0 when intact, 1 on any tampering (a verdict), 2 when there is nothing usable to check."""
+    from engine.evidence import load_public_key, verify_directory
+
+    report = verify_directory(args.directory, load_public_key(args.public_key))
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        for line in report.problems():
+            out.print(line, highlight=False, markup=False)
+        if report.ok:
+            err.print(
+                f"evidence intact: {report.checked} files, signed {report.created_at} by key {report.key_fingerprint}",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            err.print(f"evidence NOT intact: {len(report.problems())} problem(s)", highlight=False, markup=False)
+    return 0 if report.ok else 1
 
 
 def _write(results: Results, report_dir: Path, loaded: Any, write_all: Any) -> dict[str, Path]:
@@ -493,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backup": _cmd_backup,
         "recovery": _cmd_recovery,
         "clean": _cmd_clean,
+        "keys": _cmd_keys,
+        "evidence": _cmd_evidence,
     }
     global _display
     try:
