@@ -29,6 +29,7 @@ from typing import Any
 import psycopg2
 
 from drills.assertions import DrillState, RestoreAttempt, assertion_kinds
+from drills.controls import evaluate as evaluate_controls
 from drills.loader import LoadedScenario
 from drills.scenario import DisasterCommon, assertion_params
 from drills.workload import writer_for
@@ -734,7 +735,7 @@ class DrillRunner:
             verdict, code = "pass", 0
         components = list(state.results.values()) if state else []
         s = self.scenario
-        return Results(
+        results = Results(
             drproof_version=__version__,
             scenario=ScenarioInfo(
                 name=s.name,
@@ -769,6 +770,8 @@ class DrillRunner:
             error=error,
             report={k: v for k, v in s.report.model_dump().items() if v is not None},
         )
+        results.controls = evaluate_controls(s.controls, results)
+        return results
 
 
 def _negative_control(r: AssertionResult) -> AssertionResult:

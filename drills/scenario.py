@@ -331,6 +331,11 @@ class Scenario(Strict):
     steps: list[Step] = Field(min_length=1, description="The timeline, run in order.")
     assertions: list[AssertionSpec] = Field(min_length=1, description="What must hold for the drill to pass.")
     report: ReportSpec = Field(default_factory=ReportSpec)
+    controls: list[str] = Field(
+        default_factory=list,
+        description="Compliance control ids this drill is evidence for, e.g. `NIST CP-9(1)`; each is judged on "
+        "the run's results and shown in the report; see [controls](controls.md) for the catalogue.",
+    )
 
     def step_kind(self, index: int) -> str:
         tag: str | None = type(self.steps[index]).drproof_tag

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from drills.controls import control_ids
 from drills.scenario import ASSERTION_MODELS, NAME_PATTERN, STEP_MODELS, Scenario, Strict
 from drills.yamlsource import Document, PathKey, render_path
 from engine.components import component_kinds
@@ -465,6 +466,24 @@ def _cross_checks(doc: Document) -> list[Problem]:
                         f"no backup step named {ref!r}; {_suggest(ref, backups)}(backups: {', '.join(backups)})",
                     )
                 )
+    problems.extend(_control_checks(doc, data.get("controls")))
+    return problems
+
+
+def _control_checks(doc: Document, declared: Any) -> list[Problem]:
+    """Unknown control ids are errors: a misspelt id would otherwise drop a control from
+    the report without a word, and the auditor would never see it was asked for."""
+    known = control_ids()
+    problems = []
+    for i, value in _str_list(declared):
+        if value not in known:
+            problems.append(
+                _problem(
+                    doc,
+                    ("controls", i),
+                    f"unknown control {value!r}; {_suggest(value, known)}(known controls: {', '.join(known)})",
+                )
+            )
     return problems
 
 

@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 Verdict = Literal["pass", "fail", "error"]
 AssertionStatus = Literal["pass", "fail", "error", "not_run"]
 PhaseStatus = Literal["ok", "failed", "refused", "error", "skipped"]
+ControlStatus = Literal["evidenced", "failed", "not evidenced"]
 
 
 class _Model(BaseModel):
@@ -151,6 +152,23 @@ class ScenarioInfo(_Model):
     source: str = Field(description="The scenario file as run, for the evidence appendix.")
 
 
+class ControlResult(_Model):
+    """How this run bears on one compliance control the scenario declared (see docs/controls.md).
+
+    The description travels with the result so a report renders from results.json alone.
+    """
+
+    id: str = Field(description="Control id as written in the scenario, e.g. `NIST CP-9(1)`.")
+    framework: str
+    title: str
+    description: str = Field(default="", description="What the control asks, in drproof's words.")
+    status: ControlStatus = Field(
+        description="evidenced: the rule was met by passing checks or recorded facts; failed: a relevant check "
+        "ran and did not pass; not evidenced: this run did not produce the evidence."
+    )
+    evidence: list[str] = Field(default_factory=list, description="Assertion ids and facts the status rests on.")
+
+
 class Results(_Model):
     schema_version: int = SCHEMA_VERSION
     drproof_version: str
@@ -170,5 +188,8 @@ class Results(_Model):
     backups: list[BackupRecord]
     disasters: list[DisasterRecord]
     assertions: list[AssertionResult]
+    controls: list[ControlResult] = Field(
+        default_factory=list, description="Compliance controls the scenario declared, judged on this run."
+    )
     error: str | None = Field(default=None, description="Why the drill could not run to the end, if it could not.")
     report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator, formats.")

@@ -394,3 +394,51 @@ def test_format_bytes() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.5 KiB (1,536 bytes)"
     assert format_bytes(None) == "—"
+
+
+def test_html_controls_section(results: Results) -> None:
+    from engine.journal import ControlResult
+
+    assert 'id="controls"' not in render_html(results), "no section when the scenario declared no controls"
+    declared = results.model_copy(
+        update={
+            "controls": [
+                ControlResult(
+                    id="NIST CP-9(2)",
+                    framework="NIST SP 800-53 r5",
+                    title="System backup: test restoration using sampling",
+                    description="Restore part of the backed-up <data> when testing.",
+                    status="failed",
+                    evidence=["fidelity[db]: fail"],
+                ),
+                ControlResult(
+                    id="NIST CP-9(8)",
+                    framework="NIST SP 800-53 r5",
+                    title="System backup: cryptographic protection",
+                    status="not evidenced",
+                ),
+                ControlResult(
+                    id="DORA 12(3)",
+                    framework="EU DORA",
+                    title="Art. 12(3): restoration on segregated systems",
+                    status="evidenced",
+                    evidence=["runtime isolation: private processes"],
+                ),
+            ]
+        }
+    )
+    html = render_html(declared)
+    order = ['<section id="objectives"', '<section id="controls"', '<section id="assertions"']
+    positions = [html.index(marker) for marker in order]
+    assert positions == sorted(positions), "controls belong right after the objectives"
+    section = html[html.index('<section id="controls"') : html.index('<section id="assertions"')]
+    assert "Controls evidenced" in section and "<caption>" in section and 'scope="col"' in section
+    assert '<a href="#controls">' in html
+    assert "NIST CP-9(2)" in section and "EU DORA" in section
+    assert "&lt;data&gt;" in section
+    assert 'badge-fail"><span aria-hidden="true">✘ </span>failed' in section
+    assert "not evidenced</span>" in section and "badge-neutral" in section
+    assert 'badge-pass"><span aria-hidden="true">✔ </span>evidenced' in section
+    assert "fidelity[db]: fail" in section and "runtime isolation: private processes" in section
+    assert "did not produce the evidence" in section
+    assert "<script" not in html.lower()
