@@ -169,6 +169,31 @@ class ControlResult(_Model):
     evidence: list[str] = Field(default_factory=list, description="Assertion ids and facts the status rests on.")
 
 
+class TrendPoint(_Model):
+    """One earlier (or this) run of the same scenario, as the report's trend chart needs it."""
+
+    started_at: datetime
+    verdict: str
+    rto_seconds: float | None
+    rpo_seconds: float | None
+
+
+class History(_Model):
+    """This run seen against the recorded runs of the same scenario (``drproof run --history``).
+
+    Kept in results.json so the trend a report shows is the one the gate judged, even when
+    the history database is later pruned or lost.
+    """
+
+    runs: list[TrendPoint] = Field(description="Oldest first, at most the last 20, this run last.")
+    last_pass_rto_seconds: float | None = Field(description="RTO of the last earlier run that passed.")
+    rto_change_percent: float | None = Field(
+        description="This run's RTO against last_pass_rto_seconds, in percent; positive means slower."
+    )
+    regression_threshold_percent: float | None = Field(description="--fail-on-regression, if given.")
+    regressed: bool = False
+
+
 class Results(_Model):
     schema_version: int = SCHEMA_VERSION
     drproof_version: str
@@ -193,3 +218,4 @@ class Results(_Model):
     )
     error: str | None = Field(default=None, description="Why the drill could not run to the end, if it could not.")
     report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator, formats.")
+    history: History | None = Field(default=None, description="Trend against earlier runs, with --history.")

@@ -1,0 +1,120 @@
+"""One index page over many drill reports: ``drproof summary DIR... --out FILE``.
+
+A month of scheduled drills leaves a directory per run; an auditor wants one page that
+says which scenarios ran when, how each ended and how its RTO and RPO compared with the
+objectives, with a link into each full report. The page is rendered only from the
+results.json files found, like every other report, and is self-contained (inline CSS, no
+scripts, no fetched assets) so it can be archived or mailed as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from engine import __version__ as DRPROOF_VERSION
+from engine.errors import ConfigError
+from engine.journal import Results
+from reports.writers import FILENAMES, load_results
+
+TEMPLATE = "summary.html.j2"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One drill as the index lists it."""
+
+    results: Results
+    report_href: str | None  # relative to the index page; None when the run wrote no report.html
+    results_href: str
+
+
+@dataclass
+class SummaryPage:
+    entries: list[Entry] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def find_results(directories: Iterable[Path]) -> list[Path]:
+    """Every results.json under the directories (a directory may itself be one report)."""
+    found: set[Path] = set()
+    for directory in directories:
+        if not directory.is_dir():
+            raise ConfigError(f"{directory}: not a directory of drill reports")
+        found.update(p.resolve() for p in directory.rglob(FILENAMES["json"]) if p.is_file())
+    return sorted(found)
+
+
+def _href(target: Path, page_dir: Path) -> str:
+    """A link that still works when the index and the reports are moved together."""
+    return Path(os.path.relpath(target, page_dir)).as_posix()
+
+
+def collect(directories: Iterable[Path], out: Path) -> SummaryPage:
+    """Load the runs, newest first; an unreadable results.json is listed, not fatal."""
+    page = SummaryPage()
+    page_dir = out.resolve().parent
+    for path in find_results(directories):
+        try:
+            results = load_results(path)
+        except ConfigError as exc:
+            page.unreadable.append(str(exc))
+            continue
+        html = path.parent / FILENAMES["html"]
+        page.entries.append(
+            Entry(
+                results=results,
+                report_href=_href(html, page_dir) if html.is_file() else None,
+                results_href=_href(path, page_dir),
+            )
+        )
+    page.entries.sort(key=lambda e: e.results.started_at, reverse=True)
+    return page
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min"
+
+
+def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
+    env = Environment(
+        loader=PackageLoader("reports", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["seconds"] = _seconds
+    counts = {v: sum(1 for e in page.entries if e.results.verdict == v) for v in ("pass", "fail", "error")}
+    return env.get_template(TEMPLATE).render(
+        title=title,
+        page=page,
+        counts=counts,
+        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        version=DRPROOF_VERSION,
+    )
+
+
+def write_summary(directories: Iterable[Path], out: Path) -> SummaryPage:
+    """Render and write the index atomically, so a reader never sees half a page."""
+    page = collect(directories, out)
+    text = render_summary(page)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{out}: cannot write the summary page: {exc.strerror or exc}") from None
+    return page

@@ -1,0 +1,217 @@
+"""The run history: recording, trends, the regression gate and the summary page.
+
+No drill runs here: results are built by hand so each figure of the trend is known.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drills.history import (
+    NO_BASELINE,
+    SCHEMA_VERSION,
+    TREND_LENGTH,
+    HistoryError,
+    RunRecord,
+    apply_gate,
+    open_history,
+    parse_threshold,
+    regression_assertion,
+    trend,
+)
+from engine.errors import ConfigError
+from engine.journal import AssertionResult, Measured, Objectives, Results, ScenarioInfo
+from reports import write_json
+from reports.summary import write_summary
+
+T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+
+
+def _results(
+    rto: float | None, verdict: str = "pass", day: int = 0, name: str = "orders", rpo: float | None = None
+) -> Results:
+    started = T0 + timedelta(days=day)
+    return Results(
+        drproof_version="0.1.0",
+        scenario=ScenarioInfo(name=name, file=f"{name}.yaml", sha256="a" * 64, source=""),
+        verdict=verdict,  # type: ignore[arg-type]
+        exit_code={"pass": 0, "fail": 1, "error": 2}[verdict],
+        runtime={"runtime": "local"},
+        repository={},
+        environment={},
+        started_at=started,
+        finished_at=started + timedelta(seconds=30),
+        objectives=Objectives(rto_seconds=60.0),
+        measured=Measured(rto_seconds=rto, components={}, drill_seconds=30.0, rpo_seconds=rpo),
+        components=[],
+        phases=[],
+        backups=[],
+        disasters=[],
+        assertions=[AssertionResult(id="rto", name="rto", status="pass", summary="ok")],
+    )
+
+
+def _record(path: Path, *runs: Results) -> None:
+    with open_history(path) as h:
+        for r in runs:
+            h.record(r, Path(f"/reports/{r.scenario.name}-{r.started_at:%d}"), "f" * 64)
+
+
+def test_records_and_lists_newest_first_by_scenario(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    _record(db, _results(10.0, day=0), _results(12.0, day=2), _results(5.0, day=1, name="cache", rpo=1.5))
+    with open_history(db, create=False) as h:
+        everything = h.runs()
+        orders = h.runs("orders")
+    assert [r.rto_seconds for r in everything] == [12.0, 5.0, 10.0]
+    assert [r.started_at.day for r in orders] == [3, 1]
+    cache = everything[1].as_dict()
+    assert cache["scenario"] == "cache" and cache["rpo_seconds"] == 1.5 and cache["runtime"] == "local"
+    assert cache["started_at"] == "2026-11-02T02:00:00.000000+00:00" and cache["results_sha256"] == "f" * 64
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_reading_a_missing_history_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match="no history at"), open_history(tmp_path / "nope.sqlite", create=False):
+        pass
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_a_corrupt_history_is_a_domain_error(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    db.write_bytes(b"this is not sqlite at all, just some bytes " * 200)
+    with pytest.raises(HistoryError, match="not a readable drproof history") as caught, open_history(db):
+        pass
+    assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 2
+
+
+def test_a_history_from_a_newer_drproof_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(HistoryError, match="newer than this drproof"), open_history(db):
+        pass
+
+
+def test_a_locked_history_is_a_domain_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "h.sqlite"
+    _record(db, _results(10.0))
+    blocker = sqlite3.connect(db)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        real_connect = sqlite3.connect
+        # A short busy timeout so the test does not wait the real five seconds.
+        monkeypatch.setattr(sqlite3, "connect", lambda path, **kw: real_connect(path, timeout=0.05))
+        with pytest.raises(HistoryError, match="locked"), open_history(db) as h:
+            h.record(_results(11.0, day=1), tmp_path, "")
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+@pytest.mark.parametrize(("text", "value"), [("20%", 20.0), ("20", 20.0), (" 12.5 % ", 12.5), ("0", 0.0)])
+def test_threshold_parsing(text: str, value: float) -> None:
+    assert parse_threshold(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "twenty", "-5%", "nan", "inf%"])
+def test_bad_thresholds_are_usage_errors(text: str) -> None:
+    with pytest.raises(ConfigError, match="fail-on-regression"):
+        parse_threshold(text)
+
+
+def _earlier(tmp_path: Path, *runs: Results) -> list[RunRecord]:
+    db = tmp_path / "h.sqlite"
+    _record(db, *runs)
+    with open_history(db) as h:
+        return h.runs("orders")
+
+
+def test_trend_compares_with_the_last_passing_run_not_the_last_run(tmp_path: Path) -> None:
+    earlier = _earlier(tmp_path, _results(10.0, day=0), _results(20.0, day=1), _results(30.0, "fail", day=2))
+    history = trend(earlier, _results(25.0, day=3), threshold=20.0)
+    assert [p.rto_seconds for p in history.runs] == [10.0, 20.0, 30.0, 25.0]
+    assert [p.verdict for p in history.runs] == ["pass", "pass", "fail", "pass"]
+    assert history.last_pass_rto_seconds == 20.0
+    assert history.rto_change_percent == 25.0  # positive: slower
+    assert history.regressed and history.regression_threshold_percent == 20.0
+
+
+def test_trend_keeps_the_last_twenty_with_this_run_last(tmp_path: Path) -> None:
+    earlier = _earlier(tmp_path, *(_results(float(10 + d), day=d) for d in range(25)))
+    current = _results(8.0, day=30)
+    history = trend(earlier, current, threshold=None)
+    assert len(history.runs) == TREND_LENGTH
+    assert history.runs[-1].started_at == current.started_at and history.runs[0].rto_seconds == 16.0
+    assert history.rto_change_percent == pytest.approx(
+        -76.47, abs=0.01
+    )  # vs 34 s, the last run and not history.regressed
+
+
+def test_gate_fails_a_passing_run_that_regressed(tmp_path: Path) -> None:
+    current = _results(13.0, day=1)
+    history = trend(_earlier(tmp_path, _results(10.0)), current, threshold=20.0)
+    result = regression_assertion(history, 13.0)
+    assert (result.id, result.name, result.status, result.source) == ("regression[rto]", "regression", "fail", None)
+    assert "13.00 s" in result.summary and "10.00 s" in result.summary and "+30.0%" in result.summary
+    apply_gate(current, result)
+    assert (current.verdict, current.exit_code) == ("fail", 1)
+    assert current.assertions[-1] is result
+
+
+def test_gate_passes_within_the_threshold(tmp_path: Path) -> None:
+    current = _results(11.0, day=1)
+    result = regression_assertion(trend(_earlier(tmp_path, _results(10.0)), current, 20.0), 11.0)
+    apply_gate(current, result)
+    assert result.status == "pass" and "within 20%" in result.summary
+    assert (current.verdict, current.exit_code) == ("pass", 0)
+
+
+def test_gate_without_an_earlier_passing_run_passes_and_says_so(tmp_path: Path) -> None:
+    current = _results(99.0, day=1)
+    result = regression_assertion(trend(_earlier(tmp_path, _results(5.0, "fail")), current, 20.0), 99.0)
+    assert result.status == "pass" and result.summary == NO_BASELINE
+
+
+def test_a_failing_run_keeps_its_exit_code(tmp_path: Path) -> None:
+    current = _results(50.0, "error", day=1)
+    result = regression_assertion(trend(_earlier(tmp_path, _results(10.0)), current, 20.0), 50.0)
+    apply_gate(current, result)
+    assert result.status == "fail"
+    assert (current.verdict, current.exit_code) == ("error", 2)
+
+
+def test_results_json_round_trips_the_history(tmp_path: Path) -> None:
+    current = _results(12.0, day=1)
+    current.history = trend(_earlier(tmp_path, _results(10.0)), current, 20.0)
+    again = Results.model_validate_json(current.model_dump_json())
+    assert again.history == current.history
+
+
+def test_summary_lists_every_report_with_a_relative_link(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for day, (rto, verdict) in enumerate([(10.0, "pass"), (90.0, "fail")]):
+        d = runs / f"orders-{day}"
+        write_json(_results(rto, verdict, day=day), d / "results.json")
+        (d / "report.html").write_text("<html></html>", encoding="utf-8")
+    (runs / "broken").mkdir()
+    (runs / "broken" / "results.json").write_text("{", encoding="utf-8")
+    out = tmp_path / "site" / "index.html"
+    page = write_summary([runs], out)
+    html = out.read_text(encoding="utf-8")
+    assert len(page.entries) == 2 and len(page.unreadable) == 1
+    assert 'href="../runs/orders-0/report.html"' in html and 'href="../runs/orders-1/report.html"' in html
+    assert html.index("orders-1") < html.index("orders-0")  # newest first
+    assert 'class="badge fail"' in html and 'class="badge pass"' in html
+    assert "90.0 s</span> / 60.0 s" in html and 'class="over"' in html  # measured vs objective
+    assert "<script" not in html and "http" not in html.lower().replace('lang="en"', "")
