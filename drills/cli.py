@@ -32,6 +32,7 @@ from engine.redaction import redact
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
+DEFAULT_HISTORY = "drproof-history.sqlite"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +58,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="sign the report directory with this Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY, if set)",
     )
+
+    run.add_argument(
+        "--history",
+        type=Path,
+        metavar="FILE",
+        help="record this run in a SQLite history file and show the trend of earlier runs in the report",
+    )
+    run.add_argument(
+        "--fail-on-regression",
+        type=_threshold,
+        metavar="PCT",
+        help="fail when the RTO grew more than PCT (e.g. 20%%) over the last passing run (needs --history)",
+    )
+
+    hist = sub.add_parser("history", help="list the runs recorded with --history, newest first")
+    hist.add_argument("--history", type=Path, default=Path(DEFAULT_HISTORY), metavar="FILE", help="history file")
+    hist.add_argument("--scenario", metavar="NAME", help="only runs of this scenario")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+
+    summ = sub.add_parser("summary", help="write one index page of every results.json under some directories")
+    summ.add_argument("directories", type=Path, nargs="+", metavar="DIR")
+    summ.add_argument("--out", type=Path, required=True, metavar="FILE", help="the index HTML file to write")
 
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("files", type=Path, nargs="+")
@@ -127,6 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     ever.add_argument("--public-key", type=Path, required=True, metavar="FILE", help="the signer's public key PEM")
     ever.add_argument("--json", action="store_true", help="print the verdict as JSON")
     return p
+
+
+def _threshold(text: str) -> float:
+    from drills.history import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _point_in_time(text: str) -> datetime | str:
@@ -355,10 +387,14 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     if args.runtime is not None and args.runtime not in runtimes:
         raise ConfigError(f"--runtime {args.runtime!r} is not available (available: {', '.join(runtimes.names())})")
+    if args.fail_on_regression is not None and args.history is None:
+        raise ConfigError("--fail-on-regression needs --history FILE: it compares with the runs recorded there")
     quiet = args.quiet or args.json
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
     # Loaded before the drill so a missing or unreadable key costs no drill run.
     signing_key = _signing_key(args.sign_key)
+    if args.history is not None:
+        _check_history(args.history)  # likewise: a locked or damaged history fails before the drill
 
     display = StepDisplay(err, quiet)
 
@@ -391,17 +427,102 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if runner.internal_error:
             err.print(runner.internal_error, highlight=False, markup=False)
     except KeyboardInterrupt:
-        results = runner.interrupted_results
-        _write(results, report_dir, loaded, write_all)
+        # A second Ctrl-C can land while the runner is still tearing down, before it
+        # has assembled its partial results: then there is nothing to write.
+        partial = getattr(runner, "interrupted_results", None)
+        if partial is None:
+            err.print("[bold red]interrupted[/bold red] during teardown; no results were written")
+            return 130
+        _write(partial, report_dir, loaded, write_all)
         err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
+    earlier = _earlier_runs(args.history, results) if args.history is not None else None
+    if earlier is not None:
+        _add_history(results, earlier, args.fail_on_regression)
     paths = _write(results, report_dir, loaded, write_all)
+    if args.history is not None:
+        _record(args.history, results, report_dir, paths)
     if args.json:
         out.print_json(json.dumps(results.model_dump(mode="json")))
     _summary(results, paths, err, quiet=args.quiet)
     if signing_key is not None:
         _sign_reports(report_dir, signing_key, err, quiet=quiet)
     return results.exit_code
+
+
+def _check_history(path: Path) -> None:
+    from drills.history import open_history
+
+    with open_history(path):
+        pass
+
+
+def _earlier_runs(path: Path, results: Results) -> list[Any]:
+    """The recorded runs of this scenario, read before this one is added."""
+    from drills.history import TREND_LENGTH, open_history
+
+    with open_history(path) as history:
+        earlier = history.runs(results.scenario.name, limit=TREND_LENGTH * 5)
+    return earlier
+
+
+def _add_history(results: Results, earlier: list[Any], threshold: float | None) -> None:
+    """Fill ``results.history`` (and the regression gate) before any report is written.
+
+    The trend is computed twice when gating: the gate may turn this run into a failure, and
+    the trend must show the verdict the run finally got.
+    """
+    from drills.history import apply_gate, regression_assertion, trend
+
+    if threshold is not None:
+        apply_gate(results, regression_assertion(trend(earlier, results, threshold), results.measured.rto_seconds))
+    results.history = trend(earlier, results, threshold)
+
+
+def _record(path: Path, results: Results, report_dir: Path, paths: dict[str, Path]) -> None:
+    """Add the run after its reports exist, with the digest of the results.json it wrote."""
+    import hashlib
+
+    from drills.history import open_history
+
+    digest = hashlib.sha256(paths["json"].read_bytes()).hexdigest() if "json" in paths else ""
+    try:
+        with open_history(path) as history:
+            history.record(results, report_dir.resolve(), digest)
+    except DrproofError as exc:
+        raise DrproofError(f"the reports are written but the run was not recorded in the history: {exc}") from None
+
+
+def _cmd_history(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills.history import open_history
+
+    with open_history(args.history, create=False) as history:
+        runs = history.runs(args.scenario)
+    if args.json:
+        sys.stdout.write(json.dumps([r.as_dict() for r in runs], indent=2) + "\n")
+        return 0
+    if not runs:
+        err.print(f"no runs recorded in {args.history}", highlight=False, markup=False)
+    for r in runs:
+        rto = f"{r.rto_seconds:.2f} s" if r.rto_seconds is not None else "-"
+        rpo = f"{r.rpo_seconds:.2f} s" if r.rpo_seconds is not None else "-"
+        out.print(
+            f"{r.id:>5}  {r.started_at:%Y-%m-%d %H:%M:%S}Z  {r.scenario}  {r.verdict.upper():<5}  "
+            f"RTO {rto}  RPO {rpo}  {r.report_dir}",
+            highlight=False,
+            markup=False,
+        )
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from reports.summary import write_summary
+
+    page = write_summary(args.directories, args.out)
+    for problem in page.unreadable:
+        err.print(f"skipped {problem}", highlight=False, markup=False)
+    out.print(f"summary: {args.out} ({len(page.entries)} drills)", highlight=False, markup=False)
+    return 0
 
 
 def _signing_key(path: Path | None) -> Any:
@@ -582,6 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean": _cmd_clean,
         "keys": _cmd_keys,
         "evidence": _cmd_evidence,
+        "history": _cmd_history,
+        "summary": _cmd_summary,
     }
     global _display
     try:

@@ -115,6 +115,7 @@ class DrillRunner:
         self.state: DrillState | None = None
         self.internal_error: str | None = None
         self.workload: Workload | None = None
+        self.interrupted_results: Results | None = None  # set when Ctrl-C ends a run
         self.offsite: Repository | None = None
         # The run's encryption key: generated here, kept only in memory, never written.
         self._key: bytes | None = None
@@ -553,6 +554,7 @@ class DrillRunner:
                     "repository": spec.repository,
                     "outcome": outcome,
                     "expected": spec.expect,
+                    "point_in_time": spec.point_in_time,
                 }
                 if outcome == "ok":
                     result.restored_from = manifest.id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,22 +19,36 @@ from engine.journal import AssertionResult, Results
 
 __all__ = [
     "KIND_COLOURS",
+    "REMEDIATION",
     "Bar",
+    "ChartBar",
+    "ChartRow",
+    "ExecutiveSummary",
     "Marker",
+    "ObjectiveChart",
+    "Remediation",
+    "Sparkline",
     "Tick",
     "Timeline",
+    "Trend",
     "as_json",
+    "executive_summary",
     "format_bytes",
     "format_seconds",
     "format_utc",
     "iso_utc",
     "mapping_items",
+    "objective_chart",
     "plain",
+    "recovery_points",
+    "remediation",
     "rpo_assertion",
     "rto_assertion",
     "short_digest",
+    "slowest_restore",
     "timeline",
     "to_utc",
+    "trend",
 ]
 
 # Okabe-Ito derived palette: distinguishable with the common colour-vision deficiencies,
@@ -320,3 +335,378 @@ def timeline(results: Results) -> Timeline:
 def mapping_items(value: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Sorted so the same results always render the same page (reports get diffed)."""
     return sorted(value.items(), key=lambda item: str(item[0]))
+
+
+# --- executive summary -------------------------------------------------------------------
+
+# Runtime entries that describe how the stack was run rather than what software it ran;
+# they stay in the Environment section, the summary line is for versions.
+_NOT_VERSIONS = frozenset({"runtime", "name", "isolation"})
+VERSION_CHARS = 48
+
+
+@dataclass(frozen=True)
+class ExecutiveSummary:
+    verdict: str
+    date: str
+    scope: list[str]
+    runtime: str
+    versions: list[str]
+    operator: str
+    recovery_point: list[str]
+    rto_line: str
+    rpo_line: str | None
+
+
+def _objective_line(name: str, measured: float | None, objective: float | None, status: str | None) -> str:
+    """One sentence per objective, worded so it stands alone in a printed summary."""
+    got = format_seconds(measured, "not measured")
+    target = "no objective set" if objective is None else f"objective {format_seconds(objective)}"
+    verdict = f" — {status.replace('_', ' ')}" if status else ""
+    return f"{name} {got} against {target}{verdict}"
+
+
+def recovery_points(results: Results) -> list[str]:
+    """Which backup(s) the stack was restored from, as the restore phases recorded it.
+
+    An auditor's first question after "did it work" is "from what": a drill restored from
+    a fresh backup proves less than one restored from last night's. A restore phase that
+    says it went to a point in time is reported as such, because no single backup id then
+    describes what was recovered.
+    """
+    seen: dict[str, list[str]] = {}
+    for phase in results.phases:
+        if phase.kind != "restore" or phase.status != "ok":
+            continue
+        point = phase.data.get("point_in_time")
+        text = f"{phase.name} {phase.detail}".lower()
+        if point or "point in time" in text or "point-in-time" in text:
+            label = f"point in time ({point})" if isinstance(point, str) and point else "point in time"
+        else:
+            backup_id = phase.data.get("backup_id")
+            if not backup_id:
+                continue
+            name = next((b.name for b in results.backups if b.id == backup_id), None)
+            label = f"{name} ({backup_id})" if name else str(backup_id)
+        seen.setdefault(label, [])
+        if phase.component and phase.component not in seen[label]:
+            seen[label].append(phase.component)
+    if not seen:
+        # Older runs recorded the backup id only on the component; read it from there.
+        for comp in results.components:
+            if comp.restored_from:
+                name = next((b.name for b in results.backups if b.id == comp.restored_from), None)
+                label = f"{name} ({comp.restored_from})" if name else comp.restored_from
+                seen.setdefault(label, []).append(comp.name)
+    return [f"{label}: {', '.join(comps)}" if comps else label for label, comps in seen.items()]
+
+
+def executive_summary(results: Results) -> ExecutiveSummary:
+    """Everything an auditor signs off on, in one block, drawn only from the record."""
+    runtime = results.runtime.get("runtime") or results.runtime.get("name") or "not recorded"
+    versions = [
+        f"{key}: {_truncate(value, VERSION_CHARS)}"
+        for key, value in mapping_items(results.runtime)
+        if key not in _NOT_VERSIONS
+    ]
+    operator = results.report.get("operator")
+    rto = rto_assertion(results)
+    rpo = rpo_assertion(results)
+    has_rpo = results.objectives.rpo_seconds is not None or results.measured.rpo_seconds is not None
+    return ExecutiveSummary(
+        verdict=results.verdict.upper(),
+        date=format_utc(results.started_at),
+        scope=[f"{c.name} ({c.kind})" for c in results.components],
+        runtime=str(runtime),
+        versions=versions,
+        operator=str(operator) if operator else "not recorded",
+        recovery_point=recovery_points(results),
+        rto_line=_objective_line(
+            "RTO", results.measured.rto_seconds, results.objectives.rto_seconds, rto.status if rto else None
+        ),
+        rpo_line=_objective_line(
+            "RPO", results.measured.rpo_seconds, results.objectives.rpo_seconds, rpo.status if rpo else None
+        )
+        if has_rpo
+        else None,
+    )
+
+
+# --- objectives chart --------------------------------------------------------------------
+
+OBJ_WIDTH = 720
+OBJ_LEFT = 70
+OBJ_RIGHT_PAD = 170
+OBJ_BAR = 16
+OBJ_GROUP = 64
+OBJ_TOP = 8
+STATUS_FILLS = {"pass": "#0e6630", "fail": "#a1122a", "error": "#7a3f00", "none": "#45455a"}
+OBJECTIVE_FILL = "#9aa3ad"
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    label: str
+    text: str
+    x: float
+    y: float
+    width: float
+    text_x: float
+    text_y: float
+    fill: str
+
+
+@dataclass(frozen=True)
+class ChartRow:
+    name: str
+    status: str
+    label_y: float
+    objective: ChartBar | None
+    measured: ChartBar | None
+
+
+@dataclass(frozen=True)
+class ObjectiveChart:
+    width: int
+    height: int
+    left: int
+    rows: list[ChartRow]
+    description: str
+
+
+def _row_status(assertion: AssertionResult | None, measured: float | None, objective: float | None) -> str:
+    """The assertion's word when there is one; otherwise the comparison the numbers make."""
+    if assertion is not None:
+        return {"pass": "pass", "fail": "fail", "error": "error"}.get(assertion.status, "none")
+    if measured is None or objective is None:
+        return "none"
+    return "pass" if measured <= objective else "fail"
+
+
+def objective_chart(results: Results) -> ObjectiveChart | None:
+    """Horizontal bars, objective over measured, on one scale per chart.
+
+    One scale for RTO and RPO keeps the picture honest (both are seconds); each bar
+    carries its value and status in text so the chart still reads in black-and-white
+    print. Returns None when there is nothing to draw, rather than an empty frame.
+    """
+    specs: list[tuple[str, float | None, float | None, AssertionResult | None]] = [
+        ("RTO", results.measured.rto_seconds, results.objectives.rto_seconds, rto_assertion(results))
+    ]
+    if results.objectives.rpo_seconds is not None or results.measured.rpo_seconds is not None:
+        specs.append(("RPO", results.measured.rpo_seconds, results.objectives.rpo_seconds, rpo_assertion(results)))
+    values = [v for _, m, o, _ in specs for v in (m, o) if v is not None and math.isfinite(v) and v >= 0]
+    if not values:
+        return None
+    scale_max = max(values) or 1.0
+    span = OBJ_WIDTH - OBJ_LEFT - OBJ_RIGHT_PAD
+
+    def bar(kind: str, value: float | None, y: float, fill: str, suffix: str) -> ChartBar | None:
+        if value is None or not math.isfinite(value):
+            return None
+        width = round(max(min(max(value, 0.0), scale_max) / scale_max * span, MIN_BAR_WIDTH), 2)
+        text = f"{kind} {format_seconds(value)}{suffix}"
+        return ChartBar(
+            label=kind,
+            text=text,
+            x=float(OBJ_LEFT),
+            y=y,
+            width=width,
+            text_x=round(OBJ_LEFT + width + 6, 2),
+            text_y=y + OBJ_BAR - 3,
+            fill=fill,
+        )
+
+    rows: list[ChartRow] = []
+    described: list[str] = []
+    for index, (name, measured, objective, assertion) in enumerate(specs):
+        status = _row_status(assertion, measured, objective)
+        top = OBJ_TOP + index * OBJ_GROUP
+        word = {"none": "not judged"}.get(status, status)
+        if assertion is None and status in ("pass", "fail"):
+            # The numbers compare, but no assertion judged them: say so rather than "pass".
+            word = ("within" if status == "pass" else "over") + " objective, not asserted"
+        rows.append(
+            ChartRow(
+                name=name,
+                status=status,
+                label_y=top + OBJ_BAR + 6,
+                objective=bar("objective", objective, top, OBJECTIVE_FILL, ""),
+                measured=bar("measured", measured, top + OBJ_BAR + 4, STATUS_FILLS[status], f" — {word}"),
+            )
+        )
+        described.append(
+            f"{name}: measured {format_seconds(measured, 'not measured')}, "
+            f"objective {format_seconds(objective, 'none set')}, {word}."
+        )
+    return ObjectiveChart(
+        width=OBJ_WIDTH,
+        height=OBJ_TOP + len(specs) * OBJ_GROUP - 12,
+        left=OBJ_LEFT,
+        rows=rows,
+        description=" ".join(described),
+    )
+
+
+# --- remediation hints -------------------------------------------------------------------
+
+# What to do next, keyed by assertion name, or by ``postgres_checks:<check>`` for the
+# database checks whose findings open with ``[severity] check:``. Hints may use
+# ``{slowest_restore}``; add a key here and the report picks it up.
+REMEDIATION: dict[str, tuple[str, ...]] = {
+    "fidelity": (
+        "Compare the named parts (tables, keys, files) between the backup and the restored component.",
+        "Check the backup was taken after the last change to the data it should hold.",
+        "Re-run the drill with only the failing component to rule out interference.",
+    ),
+    "rto": (
+        "Profile the slowest restore phase: {slowest_restore}.",
+        "Consider physical backups or parallel restore jobs for the largest components.",
+    ),
+    "rpo": ("Take backups more often, or archive the WAL continuously so a restore can reach a later point.",),
+    "backup_integrity": (
+        "The repository storage is damaging data: verify every stored artifact and copy a good set offsite.",
+    ),
+    "postgres_checks": ("Read each finding below; the check it names says what in the database to inspect.",),
+    "postgres_checks:row_counts": ("Row counts differ from the backup: compare the listed tables with the dump.",),
+    "postgres_checks:sequences": ("Reset the listed sequences past the highest value in the columns they feed.",),
+    "postgres_checks:matviews": ("Run REFRESH MATERIALIZED VIEW on the listed views after the restore.",),
+    "postgres_checks:constraints": ("Validate the listed constraints and fix the rows that break them.",),
+    "postgres_checks:indexes": ("REINDEX the listed indexes; amcheck found them inconsistent.",),
+    "postgres_checks:roles_extensions": ("Restore roles and extensions (globals) along with the database dump.",),
+    "regression": ("Compare this run with the last passing run: what changed in data size, versions or hosts.",),
+    "timeline": ("The scenario's declared expectations for its steps were not met: read each step's finding.",),
+}
+GENERIC_HINT = "Read the findings and the evidence column of the assertion."
+_CHECK_PREFIX = re.compile(r"^\[[^\]]+\] ([a-z_]+):")
+
+
+@dataclass(frozen=True)
+class Remediation:
+    assertion_id: str
+    name: str
+    status: str
+    findings: list[str]
+    hints: list[str]
+
+
+def slowest_restore(results: Results) -> str:
+    """The restore phase that took longest, named for the RTO hint."""
+    restores = [p for p in results.phases if p.kind == "restore"]
+    if not restores:
+        return "no restore phase was recorded"
+    slowest = max(restores, key=lambda p: p.duration_seconds)
+    return f"{slowest.name} ({format_seconds(slowest.duration_seconds)})"
+
+
+def remediation(results: Results) -> list[Remediation]:
+    """A short "what to do" for each failed or errored assertion.
+
+    Hints are advice, not evidence: they live apart from the findings in the report so an
+    auditor can tell what was recorded from what drproof suggests.
+    """
+    context = {"slowest_restore": slowest_restore(results)}
+    out: list[Remediation] = []
+    for assertion in results.assertions:
+        if assertion.status not in ("fail", "error"):
+            continue
+        keys = [assertion.name]
+        for finding in assertion.findings:
+            match = _CHECK_PREFIX.match(finding)
+            if match and f"{assertion.name}:{match.group(1)}" not in keys:
+                keys.append(f"{assertion.name}:{match.group(1)}")
+        hints = [hint.format_map(context) for key in keys for hint in REMEDIATION.get(key, ())]
+        out.append(
+            Remediation(
+                assertion_id=assertion.id,
+                name=assertion.name,
+                status=assertion.status,
+                findings=list(assertion.findings),
+                hints=hints or [GENERIC_HINT],
+            )
+        )
+    return out
+
+
+# --- history sparkline -------------------------------------------------------------------
+
+SPARK_WIDTH = 320
+SPARK_HEIGHT = 60
+SPARK_PAD = 6
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    name: str
+    points: str
+    dots: list[tuple[float, float, str]]
+    first: str
+    last: str
+    minimum: str
+    maximum: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    width: int
+    height: int
+    runs: int
+    lines: list[Sparkline]
+    change: str
+
+
+def _spark(name: str, values: list[tuple[float | None, str]]) -> Sparkline | None:
+    known = [(i, v, verdict) for i, (v, verdict) in enumerate(values) if v is not None and math.isfinite(v)]
+    if not known:
+        return None
+    low = min(v for _, v, _ in known)
+    high = max(v for _, v, _ in known)
+    spread = (high - low) or 1.0
+    step = (SPARK_WIDTH - 2 * SPARK_PAD) / max(len(values) - 1, 1)
+    inner = SPARK_HEIGHT - 2 * SPARK_PAD
+    dots = [
+        (round(SPARK_PAD + i * step, 2), round(SPARK_PAD + inner - (v - low) / spread * inner, 2), verdict)
+        for i, v, verdict in known
+    ]
+    return Sparkline(
+        name=name,
+        points=" ".join(f"{x},{y}" for x, y, _ in dots),
+        dots=dots,
+        first=format_seconds(known[0][1]),
+        last=format_seconds(known[-1][1]),
+        minimum=format_seconds(low),
+        maximum=format_seconds(high),
+    )
+
+
+def trend(history: Any) -> Trend | None:
+    """Sparklines of RTO (and RPO when any run measured it) over past runs.
+
+    Takes the history duck-typed: it is optional in results.json, and a report must
+    render from an older file that has none.
+    """
+    runs = list(getattr(history, "runs", None) or [])
+    if not runs:
+        return None
+    lines = [
+        line
+        for line in (
+            _spark("RTO", [(getattr(p, "rto_seconds", None), str(getattr(p, "verdict", ""))) for p in runs]),
+            _spark("RPO", [(getattr(p, "rpo_seconds", None), str(getattr(p, "verdict", ""))) for p in runs]),
+        )
+        if line is not None
+    ]
+    last_pass = getattr(history, "last_pass_rto_seconds", None)
+    change = getattr(history, "rto_change_percent", None)
+    if last_pass is None or change is None:
+        text = "No earlier passing run to compare the RTO with."
+    else:
+        text = f"RTO {change:+.1f}% against the last passing run ({format_seconds(last_pass)})"
+        threshold = getattr(history, "regression_threshold_percent", None)
+        if getattr(history, "regressed", False):
+            text += f": a regression beyond the {threshold:g}% threshold." if threshold is not None else ": regressed."
+        elif threshold is not None:
+            text += f", within the {threshold:g}% threshold."
+        else:
+            text += "."
+    return Trend(width=SPARK_WIDTH, height=SPARK_HEIGHT, runs=len(runs), lines=lines, change=text)

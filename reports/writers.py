@@ -302,6 +302,11 @@ def render_html(results: Results) -> str:
         "rto_assertion": view.rto_assertion(results),
         "rpo_assertion": view.rpo_assertion(results),
         "timeline": view.timeline(results),
+        "summary": view.executive_summary(results),
+        "chart": view.objective_chart(results),
+        "remedies": view.remediation(results),
+        # getattr: older results files (and older journal models) have no history at all.
+        "trend": view.trend(getattr(results, "history", None)),
         "counts": {
             status: sum(1 for a in results.assertions if a.status == status)
             for status in ("pass", "fail", "error", "not_run")

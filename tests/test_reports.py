@@ -26,7 +26,7 @@ from engine.journal import (
     ScenarioInfo,
     SourceLocation,
 )
-from reports import load_results, render_html, render_junit, write_all, write_html, write_json, write_junit
+from reports import load_results, render_html, render_junit, view, write_all, write_html, write_json, write_junit
 from reports.view import format_bytes, format_seconds, timeline
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
@@ -442,3 +442,131 @@ def test_html_controls_section(results: Results) -> None:
     assert "fidelity[db]: fail" in section and "runtime isolation: private processes" in section
     assert "did not produce the evidence" in section
     assert "<script" not in html.lower()
+
+
+# --- auditor summary, objectives chart, remediation, trend --------------------------------
+
+
+def test_executive_summary_comes_first_with_operator_scope_and_recovery_point(results: Results) -> None:
+    html = render_html(results)
+    start = html.index('<section id="summary"')
+    block = html[start : html.index("</section>", start)]
+    assert html.index("verdict-word") < start < html.index('<section id="objectives"')
+    assert "Executive summary" in block
+    assert "jane.doe" in block
+    assert "db (postgres), cache (redis)" in block
+    assert "nightly (bk-20250314-0001): db" in block, "the backup restored from, named and with its id"
+    assert "local runtime" in block and "postgres:db: 16.2" in block
+    assert "2025-03-14 09:26:53 UTC" in block
+    assert "RTO 42.50 s against objective 1 min — pass" in block
+    assert "RPO not measured against objective 5 min" in block
+    anonymous = results.model_copy(update={"report": {}})
+    assert "not recorded" in view.executive_summary(anonymous).operator
+
+
+def test_recovery_point_names_a_point_in_time_restore(results: Results) -> None:
+    pitr = _phase("restore db", "restore", 20.5, 3.0, component="db", data={"point_in_time": "before_disaster"})
+    changed = results.model_copy(update={"phases": [pitr]})
+    assert view.recovery_points(changed) == ["point in time (before_disaster): db"]
+
+
+def test_objective_chart_is_an_accessible_svg_with_the_numbers(results: Results) -> None:
+    chart = view.objective_chart(results)
+    assert chart is not None
+    rto, rpo = chart.rows
+    assert (rto.name, rto.status, rpo.name, rpo.status) == ("RTO", "pass", "RPO", "none")
+    assert rto.objective is not None and rto.measured is not None
+    # One scale: the 300 s RPO objective is the longest bar, 60 s is a fifth of it.
+    assert rpo.objective is not None and rpo.measured is None
+    assert rto.objective.width == pytest.approx(rpo.objective.width * 60 / 300, abs=0.01)
+    assert rto.measured.width == pytest.approx(rpo.objective.width * 42.5 / 300, abs=0.01)
+    assert rto.measured.fill == view.STATUS_FILLS["pass"]
+    html = render_html(results)
+    section = html[html.index('<section id="objectives"') : html.index('<section id="assertions"')]
+    assert '<svg class="chart"' in section and 'role="img"' in section
+    assert '<title id="chart-title">' in section and '<desc id="chart-desc">' in section
+    assert "measured 42.50 s — pass" in section and "objective 1 min" in section
+    assert "RTO: measured 42.50 s, objective 1 min, pass." in section
+    failing = results.model_copy(
+        update={"measured": results.measured.model_copy(update={"rto_seconds": 90.0}), "assertions": []}
+    )
+    chart = view.objective_chart(failing)
+    assert chart is not None and chart.rows[0].status == "fail"
+    assert chart.rows[0].measured is not None and chart.rows[0].measured.fill == view.STATUS_FILLS["fail"]
+    assert chart.rows[0].measured.text == "measured 1 min 30 s — over objective, not asserted"
+
+
+def test_objective_chart_absent_when_nothing_to_draw(instant: Results) -> None:
+    assert view.objective_chart(instant) is None
+    assert '<svg class="chart"' not in render_html(instant)
+
+
+def test_failing_rto_gets_its_remediation_hint(results: Results) -> None:
+    failed = [
+        a.model_copy(update={"status": "fail", "summary": "took 90 s"}) if a.id == "rto" else a
+        for a in results.assertions
+    ]
+    slow = results.model_copy(update={"assertions": failed})
+    by_id = {m.assertion_id: m for m in view.remediation(slow)}
+    assert set(by_id) == {"fidelity[db]", "rto", "backup_integrity"}, "not_run and pass get no hint"
+    assert any("restore db (38.20 s)" in h and "slowest" in h for h in by_id["rto"].hints)
+    assert any("parallel" in h for h in by_id["rto"].hints)
+    assert any("after the last change" in h for h in by_id["fidelity[db]"].hints)
+    html = render_html(slow)
+    section = html[html.index('<section id="remediation"') : html.index('<section id="components"')]
+    assert "Profile the slowest restore phase: restore db (38.20 s)." in section
+    assert '<a href="#remediation">' in html
+
+
+def test_postgres_check_findings_get_hints_by_prefix(results: Results) -> None:
+    checks = AssertionResult(
+        id="postgres_checks[db]",
+        name="postgres_checks",
+        status="fail",
+        summary="1 critical finding",
+        findings=["[critical] sequences: orders_id_seq is behind max(id)", "[minor] matviews: none"],
+    )
+    (hint,) = view.remediation(results.model_copy(update={"assertions": [checks]}))
+    assert any("sequences" in h for h in hint.hints) and any("REFRESH MATERIALIZED VIEW" in h for h in hint.hints)
+    unknown = checks.model_copy(update={"name": "something_new", "findings": []})
+    (fallback,) = view.remediation(results.model_copy(update={"assertions": [unknown]}))
+    assert fallback.hints == [view.GENERIC_HINT]
+
+
+def test_history_sparkline_renders_when_history_is_given(results: Results) -> None:
+    from engine.journal import History, TrendPoint
+
+    runs = [
+        TrendPoint(started_at=T0 - timedelta(days=3 - i), verdict=v, rto_seconds=rto, rpo_seconds=None)
+        for i, (v, rto) in enumerate([("pass", 30.0), ("fail", 80.0), ("pass", 34.0), ("fail", 42.5)])
+    ]
+    history = History(
+        runs=runs,
+        last_pass_rto_seconds=34.0,
+        rto_change_percent=25.0,
+        regression_threshold_percent=20.0,
+        regressed=True,
+    )
+    layout = view.trend(history)
+    assert layout is not None and layout.runs == 4
+    (line,) = layout.lines
+    assert line.name == "RTO" and len(line.dots) == 4
+    ys = [y for _, y, _ in line.dots]
+    assert ys[1] == min(ys) and ys[0] == max(ys), "the slowest run is drawn highest"
+    assert "+25.0%" in layout.change and "34.00 s" in layout.change and "regression" in layout.change
+    html = render_html(results.model_copy(update={"history": history}))
+    assert '<svg class="spark"' in html and "RTO over recent runs" in html
+    assert "Trend over the last 4 runs" in html
+    assert "RTO +25.0% against the last passing run" in html
+    assert '<svg class="spark"' not in render_html(results)
+    assert view.trend(None) is None
+
+
+def test_report_has_no_script_and_no_external_assets(results: Results) -> None:
+    import re
+
+    html = render_html(results.model_copy(update={"report": {"operator": "https://evil.example/x.js"}}))
+    assert "<script" not in html.lower()
+    for attribute, value in re.findall(r'\b(src|href)="([^"]*)"', html):
+        assert not value.lower().startswith(("http://", "https://", "//")), (attribute, value)
+    assert "@media print" in html and "break-inside: avoid" in html
