@@ -78,6 +78,34 @@ def collect(directories: Iterable[Path], out: Path) -> SummaryPage:
     return page
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """Controls (rows) against scenarios (columns): each scenario's newest run decides its cell."""
+
+    scenarios: list[str]
+    rows: list[tuple[str, str, list[str | None]]]  # control id, title, status per scenario (None: not declared)
+
+
+def coverage(page: SummaryPage) -> Coverage:
+    """Which scenario evidences which control, from the results alone.
+
+    An auditor asks per control, not per drill: "which of this month's drills prove
+    CP-9(1), and did they pass?" A control no scenario declares does not appear.
+    """
+    newest: dict[str, Results] = {}
+    for entry in page.entries:  # newest first
+        newest.setdefault(entry.results.scenario.name, entry.results)
+    scenarios = sorted(newest)
+    titles: dict[str, str] = {}
+    status: dict[tuple[str, str], str] = {}
+    for name, results in newest.items():
+        for control in getattr(results, "controls", []):
+            titles.setdefault(control.id, control.title)
+            status[(control.id, name)] = str(control.status)
+    rows = [(cid, titles[cid], [status.get((cid, s)) for s in scenarios]) for cid in sorted(titles)]
+    return Coverage(scenarios=scenarios, rows=rows)
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "—"
@@ -100,6 +128,7 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
         title=title,
         page=page,
         counts=counts,
+        coverage=coverage(page),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         version=DRPROOF_VERSION,
     )

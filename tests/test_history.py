@@ -215,3 +215,28 @@ def test_summary_lists_every_report_with_a_relative_link(tmp_path: Path) -> None
     assert 'class="badge fail"' in html and 'class="badge pass"' in html
     assert "90.0 s</span> / 60.0 s" in html and 'class="over"' in html  # measured vs objective
     assert "<script" not in html and "http" not in html.lower().replace('lang="en"', "")
+
+
+def test_summary_page_has_a_control_coverage_matrix(tmp_path: Path) -> None:
+    """Per control, per scenario: the newest run's status; undeclared cells stay empty."""
+    from engine.journal import ControlResult
+    from reports.summary import collect, coverage, render_summary
+    from reports.writers import write_all
+
+    def run(name: str, when: int, status: str) -> None:
+        results = _results(1.0, day=when, name=name)
+        results.controls = [
+            ControlResult(id="NIST CP-9(1)", framework="NIST SP 800-53 r5", title="Backup testing", status=status)
+        ]
+        write_all(results, tmp_path / f"{name}-{when}")
+
+    run("alpha", 1, "failed")
+    run("alpha", 2, "evidenced")  # newer: this one counts
+    run("beta", 1, "not evidenced")
+    write_all(_results(1.0, day=1, name="gamma"), tmp_path / "gamma-1")  # declares no controls
+    page = collect([tmp_path], tmp_path / "index.html")
+    matrix = coverage(page)
+    assert matrix.scenarios == ["alpha", "beta", "gamma"]
+    assert matrix.rows == [("NIST CP-9(1)", "Backup testing", ["evidenced", "not evidenced", None])]
+    html = render_summary(page)
+    assert "Control coverage" in html and "NIST CP-9(1)" in html

@@ -106,6 +106,23 @@ def prepare_recovery(data: Path, settings: dict[str, str], owner: tuple[int, int
             os.lchown(path, *owner)
 
 
+def promoted(dsn: str, password: str | None) -> bool:
+    """Whether the server at ``dsn`` answers and has left recovery (False while it has not)."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(dsn, password=password)
+    except psycopg2.OperationalError:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            row = cur.fetchone()
+            return row is not None and row[0] is False
+    finally:
+        conn.close()
+
+
 class RedisService(ABC):
     """A Redis server owned by the runtime."""
 

@@ -25,7 +25,7 @@ import redis
 
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
 from engine.runtime.local import postgres_bin_dir
 
 
@@ -187,17 +187,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             raise
 
     def _promoted(self) -> bool:
-        try:
-            conn = psycopg2.connect(self.dsn("postgres"), password=self.target.password)
-        except psycopg2.OperationalError:
-            return False
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_is_in_recovery()")
-                row = cur.fetchone()
-                return row is not None and row[0] is False
-        finally:
-            conn.close()
+        return promoted(self.dsn("postgres"), self.target.password)
 
 
 class ExternalRedis(_NotOurs, RedisService):

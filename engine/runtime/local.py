@@ -28,7 +28,7 @@ import redis
 
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery
+from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
 
@@ -331,14 +331,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
             raise RuntimeStartError(
                 f"PostgreSQL exited with code {self.proc.returncode} during recovery. Log:\n" + processes.tail(self.log)
             )
-        conn = psycopg2.connect(self.dsn(), password=self.password)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_is_in_recovery()")
-                row = cur.fetchone()
-                return row is not None and row[0] is False
-        finally:
-            conn.close()
+        return promoted(self.dsn(), self.password)
 
 
 def _group_alive(pgid: int) -> bool:
