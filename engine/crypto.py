@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from engine.errors import ConfigError, IntegrityError
+from engine.errors import ConfigError, IntegrityError, WrongKey
 
 SCHEME = "aes-256-gcm-chunked-v1"
 MAGIC = b"DRPENC1\n"
@@ -123,7 +123,7 @@ class Encryption:
                 raise ConfigError(f"backup {backup_id} was encrypted with a key; configure key_env or key_file")
             key = self._key
         if fingerprint(key) != info.get("key_fingerprint"):
-            raise ConfigError(
+            raise WrongKey(
                 f"backup {backup_id} was encrypted with key {info.get('key_fingerprint')}, but the configured key "
                 f"({self.source}) is {fingerprint(key)}: wrong key, refusing to decrypt"
             )

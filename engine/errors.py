@@ -88,6 +88,14 @@ class IntegrityError(RepositoryError):
     exit_code = 1
 
 
+class WrongKey(IntegrityError):
+    """The configured key is not the one a backup was encrypted with.
+
+    A refusal like a damaged artifact (exit 1): the backup cannot be read back with what
+    the operator holds, and nothing live is touched.
+    """
+
+
 class Interrupted(DrproofError):
     """The run was interrupted (Ctrl-C or SIGTERM); cleanup has run."""
 

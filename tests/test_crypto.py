@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.crypto import CHUNK, MAGIC, Encryption, fingerprint, parse_key
-from engine.errors import ConfigError, IntegrityError
+from engine.errors import ConfigError, IntegrityError, WrongKey
 from engine.repository import LocalRepository
 
 KEY = bytes(range(32))
@@ -73,8 +73,9 @@ def test_chunk_moved_from_another_artifact_is_detected() -> None:
 def test_wrong_key_is_refused_up_front_with_both_fingerprints() -> None:
     _, info, _ = _seal(b"x")
     other = os.urandom(32)
-    with pytest.raises(ConfigError, match="wrong key") as exc:
+    with pytest.raises(WrongKey, match="wrong key") as exc:
         Encryption(key=other, source="env K").for_manifest("b", info)
+    assert exc.value.exit_code == 1  # a refusal, like a damaged artifact
     assert fingerprint(other) in str(exc.value) and KEY.hex() not in str(exc.value)
 
 
@@ -83,7 +84,7 @@ def test_passphrase_uses_scrypt_with_a_salt_per_set() -> None:
     (_, a), (_, b) = enc.for_new_set(), enc.for_new_set()
     assert a["kdf"] == "scrypt" and a["salt"] != b["salt"] and a["key_fingerprint"] != b["key_fingerprint"]
     enc.for_manifest("b", a)
-    with pytest.raises(ConfigError, match="wrong key"):
+    with pytest.raises(WrongKey, match="wrong key"):
         Encryption(passphrase=b"wrong", source="env P").for_manifest("b", a)
 
 
