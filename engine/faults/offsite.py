@@ -142,6 +142,14 @@ class UnreachableRepository(Repository):
         self._gate()
         self.inner.overwrite_stored(manifest, artifact, offset, data)
 
+    def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
+        self._gate()
+        self.inner.truncate_stored(manifest, artifact, length)
+
+    def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
+        self._gate()
+        self.inner.delete_stored(manifest, artifact)
+
     def record_verification(self, report: VerifyReport) -> None:
         self._gate()
         self.inner.record_verification(report)

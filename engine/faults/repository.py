@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -11,9 +9,6 @@ from pydantic import Field
 from engine.errors import FaultError
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams, flip_bytes
 from engine.manifest import ArtifactRecord, Manifest
-from engine.repository.base import Repository
-from engine.repository.local import LocalRepository
-from engine.repository.s3 import S3Repository
 
 
 class CorruptArtifactParams(FaultParams):
@@ -69,19 +64,6 @@ def _choose(ctx: FaultContext, p: ArtifactChoiceParams, fault: str, non_empty: b
     return manifest, ctx.rng.choice(candidates)
 
 
-def _local_file(repo: LocalRepository, manifest: Manifest, artifact: ArtifactRecord, fault: str) -> Path:
-    """Where the local repository keeps an artifact (its documented layout), kept inside the set."""
-    base = (repo.root / "sets" / manifest.id).resolve()
-    path = (base / artifact.path).resolve()
-    if not path.is_relative_to(base):
-        raise FaultError(f"{fault}: artifact path {artifact.path!r} leaves backup set {manifest.id}")
-    return path
-
-
-def _unsupported(repo: Repository, fault: str) -> FaultError:
-    return FaultError(f"{fault} cannot damage a {getattr(repo, 'name', type(repo).__name__)} repository")
-
-
 def _confirm(ctx: FaultContext, manifest: Manifest, artifact: ArtifactRecord, fault: str) -> str:
     """The repository's own check must now see the damage; returns its wording."""
     check = ctx.repository.check_artifact(manifest, artifact)
@@ -115,16 +97,7 @@ class TruncateArtifact(Fault):
         repo = ctx.repository
         before = repo.stored_size(manifest, artifact)
         keep = int(before * p.keep)
-        if isinstance(repo, LocalRepository):
-            path = _local_file(repo, manifest, artifact, self.name)
-            os.truncate(path, keep)
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        elif isinstance(repo, S3Repository):
-            body = repo.read_stored(manifest, artifact, 0, keep) if keep else b""
-            repo.client.put_object(Bucket=repo.bucket, Key=repo.key(manifest.id, artifact.path), Body=body)
-        else:
-            raise _unsupported(repo, self.name)
+        repo.truncate_stored(manifest, artifact, keep)
         after = repo.stored_size(manifest, artifact)
         if after != keep:
             raise FaultError(f"{self.name}: {artifact.key} is {after} bytes after cutting it to {keep}")
@@ -155,12 +128,7 @@ class DeleteArtifact(Fault):
         manifest, artifact = _choose(ctx, p, self.name, non_empty=False)
         repo = ctx.repository
         size = repo.stored_size(manifest, artifact)
-        if isinstance(repo, LocalRepository):
-            _local_file(repo, manifest, artifact, self.name).unlink()
-        elif isinstance(repo, S3Repository):
-            repo.client.delete_object(Bucket=repo.bucket, Key=repo.key(manifest.id, artifact.path))
-        else:
-            raise _unsupported(repo, self.name)
+        repo.delete_stored(manifest, artifact)
         return {
             "backup_id": manifest.id,
             "artifact": artifact.key,

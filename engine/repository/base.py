@@ -240,8 +240,16 @@ class Repository(ABC):
     @abstractmethod
     def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes: ...
 
+    # The three below damage stored bytes on purpose: they exist for drills' repository
+    # faults, which must break a set the way storage does, whatever the backend.
     @abstractmethod
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None: ...
+
+    @abstractmethod
+    def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None: ...
+
+    @abstractmethod
+    def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None: ...
 
     @abstractmethod
     def record_verification(self, report: VerifyReport) -> None:

@@ -215,6 +215,15 @@ class LocalRepository(Repository):
             fh.seek(offset)
             return fh.read(length)
 
+    def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
+        path = self._stored_path(manifest, artifact)
+        os.truncate(path, length)
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+    def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
+        self._stored_path(manifest, artifact).unlink()
+
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         with open(self._stored_path(manifest, artifact), "r+b") as fh:
             fh.seek(offset)

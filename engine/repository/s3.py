@@ -250,6 +250,13 @@ class S3Repository(Repository):
         )
         return bytes(obj["Body"].read())
 
+    def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
+        body = self.read_stored(manifest, artifact, 0, length) if length else b""
+        self.client.put_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path), Body=body)
+
+    def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))
+
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         key = self.key(manifest.id, artifact.path)
         body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
