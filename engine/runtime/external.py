@@ -131,6 +131,8 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         super().__init__(target)
         self.physical = physical
         self.replaced: Path | None = None
+        self._pid_seen = False
+        self._started = 0.0
         self._owner: tuple[int, int] | None = None
 
     def wal_archive(self) -> Path:
@@ -173,6 +175,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             prepare_recovery(data, settings, owner)
             started = time.monotonic()
             self._run(self.physical.start, "start")
+            self._pid_seen, self._started = False, time.monotonic()
             if not processes.wait_until(self._promoted, timeout=3600, interval=0.2):
                 raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
             self.replaced = kept if kept.exists() else None
@@ -187,7 +190,19 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             raise
 
     def _promoted(self) -> bool:
-        return promoted(self.dsn("postgres"), self.target.password)
+        if promoted(self.dsn("postgres"), self.target.password):
+            return True
+        # drproof did not start this server and cannot watch its process; its pid file
+        # says whether it still runs. A start command may return once the server accepts
+        # read-only connections, and recovery can still fail after that: without this
+        # check the wait would last the whole hour.
+        if (self.physical.data_directory / "postmaster.pid").exists():
+            self._pid_seen = True
+        elif self._pid_seen:
+            raise RuntimeStartError(f"{self.what} stopped during recovery; see the server's log")
+        elif time.monotonic() - self._started > 120:
+            raise RuntimeStartError(f"{self.what} did not start within 120 s of its start command")
+        return False
 
 
 class ExternalRedis(_NotOurs, RedisService):
