@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import redis
 
 from drills.assertions import DrillState, RestoreAttempt, assertion_kinds
 from drills.controls import evaluate as evaluate_controls
@@ -365,24 +366,24 @@ class DrillRunner:
         chosen = [state.components[c] for c in (spec.components or list(state.components))]
         with self.phase(f"backup {name}", "backup", step=i + 1) as rec:
             t0 = time.monotonic()
-            fingerprints = {c.instance: c.fingerprint() for c in chosen}
-            t_fp = time.monotonic() - t0
             manifest = engine_backup.backup(
                 state.repository,
                 chosen,
                 label=name,
                 labels={"scenario": self.scenario.name, "scenario_sha256": self.loaded.sha256, "step": str(i + 1)},
-                fingerprints=fingerprints,
+                fingerprint=True,
             )
             duration = time.monotonic() - t0
-            rec["data"] = {"backup_id": manifest.id, "fingerprint_seconds": round(t_fp, 6)}
+            rec["data"] = {"backup_id": manifest.id}
             if self.offsite is not None:
                 offsite: dict[str, Any] = {}
                 rec["data"]["offsite"] = offsite
                 self._copy_offsite(manifest, offsite)
             state.backups[name] = manifest
             for c in chosen:
-                state.results[c.instance].fingerprint_at_backup = fingerprints[c.instance].digest
+                taken = manifest.component(c.instance).fingerprint
+                assert taken is not None  # asked for above
+                state.results[c.instance].fingerprint_at_backup = taken.digest
             self.tools.update(manifest.tools)
             self.backup_records.append(
                 BackupRecord(
@@ -540,6 +541,8 @@ class DrillRunner:
                     outcome, detail = "refused", str(exc)
                 except DrproofError as exc:
                     outcome, detail = "failed", str(exc)
+                except (redis.RedisError, psycopg2.Error) as exc:
+                    outcome, detail = "failed", _driver_failure(name, exc)
                 else:
                     self.hooks.after_restore(comp)
                     health = _wait_healthy(comp)
@@ -793,6 +796,18 @@ def _negative_control(r: AssertionResult) -> AssertionResult:
         r.findings = ["expected this check to fail on the damage the scenario injected, but it passed", *r.findings]
         r.summary = f"passed, but was expected to fail: {r.summary}"
     return r
+
+
+def _driver_failure(name: str, exc: Exception) -> str:
+    """A client driver's error that escaped a component's restore, told as a failed restore.
+
+    Why: a server that refuses drproof's password during a restore (a rotated secret)
+    raised redis-py's ``AuthenticationError`` straight through ``engine.backup.restore``,
+    and the drill ended as an "internal error (a bug in drproof)" with a traceback instead
+    of a failed restore step. The drivers' messages never quote the password.
+    """
+    text = " ".join(str(exc).split())
+    return f"restore of {name!r} failed: {type(exc).__name__}: {text}"
 
 
 def _drill_encryption(key: bytes) -> Encryption:

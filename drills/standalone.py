@@ -197,7 +197,6 @@ def take_backup(
             op.extra["label"] = label
         repo = repository(config, None)
         comps = components(config, chosen)
-        fingerprints = {}
         with repo.lock(exclusive=False):
             parent = None
             if backup_type == "incremental":
@@ -208,16 +207,12 @@ def take_backup(
                 if parent is None:
                     progress("no earlier backup: this incremental backup is a full one")
                 fingerprint = True  # the next incremental needs this set's per-file digests
-            if fingerprint:
-                for c in comps:
-                    progress(f"fingerprinting {c.instance}")
-                    fingerprints[c.instance] = c.fingerprint()
             manifest = engine_backup.backup(
                 repo,
                 comps,
                 label=label,
                 labels={"type": backup_type},
-                fingerprints=fingerprints,
+                fingerprint=fingerprint,
                 progress=progress,
                 parent=parent,
             )

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from engine import __version__, pitr
 from engine.components.base import ArtifactSource, Component
-from engine.errors import BackupNotFound, DrproofError, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, RepositoryError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest
 from engine.repository.base import Repository, VerifyReport
@@ -26,17 +26,22 @@ def backup(
     label: str | None = None,
     labels: dict[str, str] | None = None,
     fingerprints: dict[str, Fingerprint] | None = None,
+    fingerprint: bool = False,
     progress: Progress | None = None,
     parent: Manifest | None = None,
 ) -> Manifest:
     """Write one complete backup set of ``components``, or nothing at all.
 
     With ``parent``, components that support it back up only what changed since that set
-    (recorded as their ``parent``); all others take a full backup as usual.
+    (recorded as their ``parent``); all others take a full backup as usual. With
+    ``fingerprint``, each record carries the component's fingerprint, taken by the
+    component during its backup where it can (the reference a restore is compared with,
+    and an incremental backup's per-file base); ``fingerprints`` given by the caller win.
     """
     writer = repository.begin(label)
     records: list[ComponentRecord] = []
     tools: dict[str, str] = {"drproof": __version__, "zstandard": _zstd_version()}
+    comp: Component | None = None  # the component being backed up, for the error if it fails
     try:
         for comp in components:
             if progress:
@@ -44,9 +49,15 @@ def backup(
             if comp.wants_history:
                 comp.backup_history(_latest_record(repository, comp))
             base = _incremental_base(parent, comp)
+            incremental = None
             if base is not None:
                 assert base.fingerprint is not None and parent is not None
-                details = comp.backup_incremental(writer, base.fingerprint, _source(repository, parent, comp.instance))
+                incremental = (base.fingerprint, _source(repository, parent, comp.instance))
+            fp = (fingerprints or {}).get(comp.instance)
+            if fp is None and fingerprint:
+                details, fp = comp.backup_fingerprinted(writer, incremental)
+            elif incremental is not None:
+                details = comp.backup_incremental(writer, *incremental)
             else:
                 details = comp.backup(writer)
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
@@ -55,15 +66,54 @@ def backup(
                     name=comp.instance,
                     kind=comp.name,
                     artifacts=[],
-                    fingerprint=(fingerprints or {}).get(comp.instance),
+                    fingerprint=fp,
                     details=details,
                     parent=parent.id if base is not None and parent is not None else None,
                 )
             )
+        comp = None
         return writer.commit(records, tools, labels or {})
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
-        raise
+        failure = _server_failure(comp, exc) if comp is not None and isinstance(exc, Exception) else None
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
+    """A component's backup failure, told as what happened to its server, or None to re-raise.
+
+    A server that dies mid-backup surfaces in two ways: a client driver error escaping the
+    component (redis-py, psycopg2: a bare traceback otherwise), or a ComponentError from a
+    tool such as pg_dump whose summary line ("PQgetCopyData() failed") does not say the
+    server went away. The first becomes a ComponentError naming the component; the second
+    is completed by asking the component whether its server still answers.
+    """
+    import psycopg2
+    import redis
+
+    done = "nothing was published"
+    if isinstance(
+        exc, redis.ConnectionError | redis.TimeoutError | psycopg2.OperationalError | psycopg2.InterfaceError
+    ):
+        detail = " ".join(str(exc).split())
+        return ComponentError(
+            f"{comp.name} {comp.instance!r}: lost the connection to its server during the backup ({detail}); {done}"
+        )
+    if not isinstance(exc, ComponentError):
+        return None
+    try:
+        health = comp.health()
+    except Exception:  # a probe that cannot run tells nothing more
+        return None
+    if health.ok:
+        return None
+    detail = " ".join(health.detail.split())
+    return ComponentError(
+        f"{str(exc).rstrip('.')}; {comp.instance!r} no longer answers ({detail}): its server stopped or became unreachable "
+        f"during the backup; {done}"
+    )
 
 
 def _latest_record(repository: Repository, comp: Component) -> ComponentRecord | None:

@@ -35,7 +35,11 @@ class ArtifactRecord(BaseModel):
     size: int = Field(description="Stored (compressed) size in bytes.")
     sha256: str = Field(description="SHA-256 of the stored bytes; what `verify` re-computes.")
     raw_size: int = Field(description="Size before compression.")
-    raw_sha256: str = Field(description="SHA-256 of the content before compression.")
+    raw_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the content before compression; kept in sets from earlier drproof versions; "
+        "no longer computed (a restore checks the stored digest and zstd's content checksum instead).",
+    )
 
     @property
     def key(self) -> str:

@@ -39,6 +39,35 @@ class HashingWriter(io.RawIOBase):
         return self._hash.hexdigest()
 
 
+# Largest piece handed to a multi-threaded zstd writer at once. Pieces above ~200 KiB
+# make libzstd's job pool hold ~40 MB more (measured: 80 MB peak RSS feeding 128 KiB
+# pieces, 122 MB feeding 1 MiB, same data and speed), so bigger writes are cut up.
+ZSTD_FEED = 128 * 1024
+
+
+class CountingWriter(io.RawIOBase):
+    """Write-through wrapper that counts, for content whose digest nobody checks.
+
+    It feeds its sink (a zstd writer) at most ``ZSTD_FEED`` bytes at a time, so memory
+    does not depend on how large the pieces a component writes are.
+    """
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._sink = sink
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        for start in range(0, n, ZSTD_FEED):
+            self._sink.write(view[start : start + ZSTD_FEED])
+        self.size += n
+        return n
+
+
 class HashingReader(io.RawIOBase):
     """Read-through wrapper that hashes and counts the bytes it hands out."""
 

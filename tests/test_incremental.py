@@ -117,19 +117,19 @@ def test_an_entry_that_vanishes_while_a_live_directory_is_archived_is_skipped(tm
     root.mkdir()
     (root / "keep.txt").write_text("kept")
     (root / ".tmp-1").write_text("partial")
-    real_add = tarfile.TarFile.add
+    real_info = tarfile.TarFile.gettarinfo
 
-    def racing_add(self: tarfile.TarFile, name: object, *args: object, **kw: object) -> None:
+    def racing_info(self: tarfile.TarFile, name: object, *args: object, **kw: object) -> tarfile.TarInfo:
         if str(name).endswith(".tmp-1"):
             (root / ".tmp-1").rename(root / "renamed")  # the writer finished in between
-        real_add(self, name, *args, **kw)  # type: ignore[arg-type]
+        return real_info(self, name, *args, **kw)  # type: ignore[arg-type]
 
     sink = io.BytesIO()
-    tarfile.TarFile.add = racing_add  # type: ignore[method-assign,assignment]
+    tarfile.TarFile.gettarinfo = racing_info  # type: ignore[method-assign,assignment]
     try:
         count = files.write_tar(root, sink)
     finally:
-        tarfile.TarFile.add = real_add  # type: ignore[method-assign]
+        tarfile.TarFile.gettarinfo = real_info  # type: ignore[method-assign]
     with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as archive:
         names = archive.getnames()
     assert "keep.txt" in names and ".tmp-1" not in names

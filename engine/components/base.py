@@ -83,6 +83,21 @@ class Component(ABC):
     def restore(self, source: ArtifactSource) -> None:
         """Bring the component back to the backed-up state, replacing what is there."""
 
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """Back up and fingerprint what was backed up: the manifest's reference for fidelity.
+
+        The default reads the component twice, fingerprint first. Kinds that read every
+        byte while archiving anyway (directory trees) override it to digest in the same
+        pass, so a backup costs one read of the data, and the fingerprint describes
+        exactly the bytes archived even when files change meanwhile.
+        """
+        fp = self.fingerprint()
+        if incremental is not None:
+            return self.backup_incremental(writer, *incremental), fp
+        return self.backup(writer), fp
+
     # Runtimes the kind works on; None means every runtime. A drill on another runtime
     # stops before provisioning with a message naming the ones that work.
     runtimes: ClassVar[frozenset[str] | None] = None

@@ -37,26 +37,93 @@ def walk_files(root: Path) -> Iterator[Path]:
 def file_part(path: Path) -> Part:
     """Digest of one entry: its type, mode bits and content (or link target)."""
     st = path.lstat()
-    h = PartHasher("bytes")
     if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(path).encode("utf-8", "surrogateescape")
-        h.add(b"symlink\0" + target, count=0)
-        return h.part()
-    h.add(b"file\0" + oct(stat.S_IMODE(st.st_mode)).encode(), count=0)
+        return symlink_part(os.readlink(path))
+    if not stat.S_ISREG(st.st_mode):
+        return special_part(st.st_mode)  # opening a FIFO would wait for a writer forever
     with open(path, "rb") as fh:
+        digest = ContentDigest(st.st_mode)
         while chunk := fh.read(CHUNK):
-            h.add(chunk, count=len(chunk))
+            digest.add(chunk)
+    return digest.part()
+
+
+def symlink_part(target: str) -> Part:
+    h = PartHasher("bytes")
+    h.add(b"symlink\0" + target.encode("utf-8", "surrogateescape"), count=0)
     return h.part()
+
+
+def special_part(mode: int) -> Part:
+    """A FIFO, socket or device: its type and mode bits (there is no content to read)."""
+    h = PartHasher("bytes")
+    h.add(b"special\0" + oct(stat.S_IFMT(mode)).encode() + b"\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
+    return h.part()
+
+
+class ContentDigest:
+    """A regular file's part, fed its content in pieces of any size.
+
+    The part hashes content in CHUNK-sized records, so pieces are re-cut at CHUNK
+    boundaries: the digest is the same whether the content came from ``file_part``'s
+    reads or from tarfile's copy loop.
+    """
+
+    def __init__(self, mode: int) -> None:
+        self._h = PartHasher("bytes")
+        self._h.add(b"file\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
+        self._pending = bytearray()
+
+    def add(self, data: bytes | memoryview) -> None:
+        if not self._pending and len(data) == CHUNK:
+            self._h.add(bytes(data) if isinstance(data, memoryview) else data, count=CHUNK)
+            return
+        self._pending += data
+        while len(self._pending) >= CHUNK:
+            self._h.add(bytes(self._pending[:CHUNK]), count=CHUNK)
+            del self._pending[:CHUNK]
+
+    def part(self) -> Part:
+        if self._pending:
+            self._h.add(bytes(self._pending), count=len(self._pending))
+            self._pending.clear()
+        return self._h.part()
+
+
+class _Appender:
+    """A write-only stream as tarfile's "w" mode wants it: it asks where it is, never seeks."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._sink = sink
+        self._offset = 0
+
+    def write(self, data: bytes) -> int:
+        self._sink.write(data)
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+
+class _DigestingReader:
+    """A file as tarfile reads it while archiving, digested on the way through."""
+
+    def __init__(self, fh: IO[bytes], digest: ContentDigest) -> None:
+        self._fh = fh
+        self._digest = digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._digest.add(data)
+        return data
 
 
 def content_part(content: bytes, mode: int) -> Part:
     """The part ``file_part`` gives a regular file holding ``content`` with ``mode``."""
-    h = PartHasher("bytes")
-    h.add(b"file\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
-    for start in range(0, len(content), CHUNK):
-        chunk = content[start : start + CHUNK]
-        h.add(chunk, count=len(chunk))
-    return h.part()
+    digest = ContentDigest(mode)
+    digest.add(content)
+    return digest.part()
 
 
 FILE = "file "  # fingerprint part names of files: "file <relative path>"
@@ -73,39 +140,68 @@ def tree_parts(root: Path, prefix: str = FILE) -> dict[str, Part]:
     return parts
 
 
-def write_tar(root: Path, sink: IO[bytes], only: Sequence[str] | None = None) -> int:
+def write_tar(
+    root: Path, sink: IO[bytes], only: Sequence[str] | None = None, parts: dict[str, Part] | None = None
+) -> int:
     """Stream root's contents (not root itself) as a tar; return the number of entries.
 
     ``only`` limits the archive to these relative paths (an incremental backup's changes).
+    ``parts`` receives the fingerprint part of every entry archived, digested from the
+    very bytes written, so fingerprinting costs no second read of the tree.
     """
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
         raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path)")
     count = 0
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    found: dict[str, Part] = {} if parts is None else parts
+    # Mode "w" (not the stream mode "w|") writes straight through: "w|" re-buffers every
+    # write into 10 KiB records by slicing a bytes object, which copies each MiB about a
+    # hundred times (2.4 s of a 925 MB backup, profiled). tarfile copies file data in
+    # 16 KiB pieces by default; CHUNK-sized pieces cut the Python calls per byte by 64
+    # and match the fingerprint's record size.
+    with tarfile.TarFile(fileobj=_Appender(sink), mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+        tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # an attribute typeshed omits
         if only is not None:
             for rel in sorted(only):
-                count += _add(tar, root / rel, rel)
+                count += _add(tar, root / rel, rel, found)
             return count
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             for name in [*sorted(dirnames), *sorted(filenames)]:
                 p = Path(dirpath) / name
-                count += _add(tar, p, p.relative_to(root).as_posix())
+                count += _add(tar, p, p.relative_to(root).as_posix(), found)
     return count
 
 
-def _add(tar: tarfile.TarFile, path: Path, arcname: str) -> int:
-    """Archive one entry; 0 if it vanished since the directory was listed.
+def _add(tar: tarfile.TarFile, path: Path, arcname: str, parts: dict[str, Part]) -> int:
+    """Archive one entry and record its fingerprint part; 0 if it vanished.
 
     A live directory keeps changing while it is archived (an application renaming its
     temporary files): an entry gone by the time it is opened was not there to back up.
-    tarfile opens a file before writing its header, so a vanished one leaves no trace.
+    The file is opened before its header is written, so a vanished one leaves no trace.
     """
     try:
-        tar.add(path, arcname=arcname, recursive=False)
+        info = tar.gettarinfo(str(path), arcname)
+        if info is None:  # a socket: tar archives none
+            return 0
+        # Whole seconds, as GNU tar keeps them: a fractional mtime costs a pax header
+        # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
+        info.mtime = int(info.mtime)
+        if info.isreg():
+            with open(path, "rb") as fh:
+                digest = ContentDigest(info.mode)
+                tar.addfile(info, _DigestingReader(fh, digest))
+            parts[FILE + arcname] = digest.part()
+            return 1
     except FileNotFoundError:
         return 0
+    tar.addfile(info)
+    if info.issym():
+        parts[FILE + arcname] = symlink_part(info.linkname)
+    elif info.islnk():  # a second name of a file already archived: same content and mode
+        parts[FILE + arcname] = parts.get(FILE + info.linkname) or file_part(path)
+    elif not info.isdir():
+        parts[FILE + arcname] = special_part(info.mode)
     return 1
 
 

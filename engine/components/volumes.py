@@ -18,7 +18,7 @@ from pydantic import ByteSize, Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import FILE, extract_layers, extract_tar, tree_parts, walk_files, write_tar
-from engine.fingerprint import Fingerprint
+from engine.fingerprint import Fingerprint, Part
 from engine.repository.base import BackupSetWriter
 
 
@@ -63,13 +63,27 @@ class VolumesComponent(Component):
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
     def fingerprint(self) -> Fingerprint:
+        return self._stable(tree_parts(self.path))
+
+    def _stable(self, parts: dict[str, Part]) -> Fingerprint:
+        """The fingerprint of the seed data: the live workload's files are left out."""
         workload = f"{FILE}{WORKLOAD_MARK}/"
-        return self._fp({k: v for k, v in tree_parts(self.path).items() if not k.startswith(workload)})
+        return self._fp({k: v for k, v in parts.items() if not k.startswith(workload)})
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        return self.backup_fingerprinted(writer)[0]
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """One read of the tree: each file is digested as it is archived."""
+        if incremental is not None:
+            current = tree_parts(self.path)
+            return self._write_changes(writer, incremental[0], current), self._stable(current)
+        parts: dict[str, Part] = {}
         with writer.artifact(self.instance, "files.tar") as sink:
-            entries = write_tar(self.path, sink)
-        return {"entries": entries, "method": "streamed tar"}
+            entries = write_tar(self.path, sink, parts=parts)
+        return {"entries": entries, "method": "streamed tar"}, self._stable(parts)
 
     def restore(self, source: ArtifactSource) -> None:
         with source.open("files.tar") as stream:
@@ -83,9 +97,11 @@ class VolumesComponent(Component):
         """Archive only files new or changed since ``parent``; list what to remove first.
 
         The parent's per-file digests come from its manifest, so deciding what changed
-        costs one read of the tree (the fingerprint this backup takes anyway).
+        costs one read of the tree, which is also this backup's fingerprint.
         """
-        current = tree_parts(self.path)
+        return self._write_changes(writer, parent, tree_parts(self.path))
+
+    def _write_changes(self, writer: BackupSetWriter, parent: Fingerprint, current: dict[str, Part]) -> dict[str, Any]:
         changed = sorted(
             name[len(FILE) :]
             for name, part in current.items()
