@@ -236,13 +236,19 @@ class PostgresPhysicalComponent(PostgresComponent):
         return segment, through_time
 
     # -- restore --------------------------------------------------------------------------
+    # The end of a base backup lies on the timeline it was taken on. "latest" would follow
+    # a newer timeline from the archive, and one that forked before this backup (an
+    # older backup restored since) makes PostgreSQL refuse to start: found by
+    # bench/postgres_pgbench.py restoring an older base backup, then a newer one.
+    _END_OF_BACKUP: ClassVar[dict[str, str]] = {"recovery_target": "immediate", "recovery_target_timeline": "current"}
+
     def restore(self, source: ArtifactSource) -> None:
         """Back to the end of the base backup: consistent, nothing later replayed."""
-        self._recover([source], [source], {"recovery_target": "immediate"})
+        self._recover([source], [source], self._END_OF_BACKUP)
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:
         """A full base backup and its incrementals, combined, then recovered to the last."""
-        self._recover(sources, [sources[-1]], {"recovery_target": "immediate"})
+        self._recover(sources, [sources[-1]], self._END_OF_BACKUP)
 
     def restore_to_time(
         self,

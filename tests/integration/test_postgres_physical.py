@@ -141,3 +141,25 @@ def test_two_restores_from_one_backup_leave_archiving_and_the_next_backup_workin
     insert_mark(comp, "after-two-restores")
     later = engine_backup.backup(repo, [comp])  # waits for its WAL to be archived
     assert later.component("db").details["wal_through"].startswith("00000003")
+
+
+def test_a_newer_backup_restores_after_an_older_one_was_restored(
+    stack: tuple[PostgresPhysicalComponent, LocalRepository],
+) -> None:
+    """Restoring backup A makes a timeline that forks before backup B; B must still restore.
+
+    Found by bench/postgres_pgbench.py: with ``recovery_target_timeline = 'latest'``
+    PostgreSQL followed A's timeline from the archive and refused to start ("requested
+    timeline 2 is not a child of this server's history").
+    """
+    comp, repo = stack
+    older = engine_backup.backup(repo, [comp])
+    insert_mark(comp, "between")
+    newer = engine_backup.backup(repo, [comp])
+
+    engine_backup.restore(repo, older, comp)
+    assert marks(comp) == []
+    engine_backup.restore(repo, newer, comp)
+
+    assert marks(comp) == ["between"]
+    assert comp.health().ok
