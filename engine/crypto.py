@@ -154,30 +154,43 @@ class EncryptingWriter(io.RawIOBase):
         self._name = name
         self._prefix = os.urandom(8)
         self._index = 0
-        self._buffer = bytearray()
+        # One fixed chunk buffer, filled in place: appending to and cutting from a growing
+        # bytearray moved each MiB several times (1.0-1.4 s per 500 MiB against 0.06 s
+        # for AES-GCM itself, docs/performance.md).
+        self._chunk = bytearray(CHUNK)
+        self._view = memoryview(self._chunk)
+        self._fill = 0
         sink.write(MAGIC + self._prefix)
 
     def writable(self) -> bool:
         return True
 
-    def _seal(self, data: bytes, final: bool) -> None:
+    def _seal(self, data: memoryview, final: bool) -> None:
         nonce = self._prefix + self._index.to_bytes(4, "big")
         sealed = self._aead.encrypt(nonce, data, _aad(self._name, self._index, final))
-        self._sink.write(_FRAME.pack(len(sealed)) + sealed)
+        self._sink.write(_FRAME.pack(len(sealed)))
+        self._sink.write(sealed)
         self._index += 1
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._buffer += view
-        while len(self._buffer) > CHUNK:  # keep at least one byte back for the final chunk
-            self._seal(bytes(self._buffer[:CHUNK]), final=False)
-            del self._buffer[:CHUNK]
-        return len(view)
+        taken = 0
+        while taken < len(view):
+            if self._fill == CHUNK:
+                # Sealed only once more data follows: the last chunk must carry the
+                # "final" mark, so a full chunk waits until the stream goes on or closes.
+                self._seal(self._view, final=False)
+                self._fill = 0
+            n = min(CHUNK - self._fill, len(view) - taken)
+            self._view[self._fill : self._fill + n] = view[taken : taken + n]
+            self._fill += n
+            taken += n
+        return taken
 
     def close(self) -> None:
         if not self.closed:
-            self._seal(bytes(self._buffer), final=True)
-            self._buffer.clear()
+            self._seal(self._view[: self._fill], final=True)
+            self._fill = 0
         super().close()
 
 
