@@ -33,10 +33,11 @@ class Fingerprint(BaseModel):
     @classmethod
     def build(cls, component: str, kind: str, parts: dict[str, Part]) -> Fingerprint:
         h = hashlib.sha256()
-        for name in sorted(parts):
+        ordered = {name: parts[name] for name in sorted(parts)}  # stored in order: manifests read alike
+        for name, part in ordered.items():
             h.update(name.encode("utf-8", "surrogateescape") + b"\0")
-            h.update(parts[name].digest.encode() + b"\0")
-        return cls(component=component, kind=kind, digest=h.hexdigest(), parts=parts)
+            h.update(part.digest.encode() + b"\0")
+        return cls(component=component, kind=kind, digest=h.hexdigest(), parts=ordered)
 
 
 class PartDifference(BaseModel):
