@@ -10,6 +10,8 @@ server from PostgreSQL 9.2 on.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psycopg2
 import redis
@@ -27,6 +29,8 @@ from engine.errors import RuntimeStartError
 from engine.runtime import processes
 from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
 from engine.runtime.local import postgres_bin_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class ExternalPostgres(_NotOurs, PostgresService):
 class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
     """An existing server whose data directory and WAL archive drproof may use."""
 
+    stop_timeout: ClassVar[float] = 120.0  # seconds the server may take to stop answering
+
     def __init__(self, target: PostgresTarget, physical: PhysicalTarget) -> None:
         super().__init__(target)
         self.physical = physical
@@ -140,10 +146,15 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
 
     def server_file_owner(self) -> tuple[int, int] | None:
         # Read once, from the server's own directory, before a restore replaces it with
-        # one drproof creates (and would otherwise own).
+        # one drproof creates (and would otherwise own). After an interrupted restore the
+        # directory at the server's path may be drproof's half-built one: the pre-restore
+        # directory it set aside is the server's own.
         if self._owner is None:
             data = self.physical.data_directory
-            st = (data if data.exists() else data.parent).stat()
+            marker = self._read_marker()
+            kept = data.with_name(marker["replaced"]) if marker and marker["replaced"] else None
+            source = kept if kept is not None and kept.is_dir() else data if data.exists() else data.parent
+            st = source.stat()
             self._owner = (st.st_uid, st.st_gid)
         return self._owner
 
@@ -157,18 +168,164 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
                 f"the {what} command {argv[0]!r} failed (exit {result.returncode}): {result.stderr.strip()[-1000:]}"
             )
 
+    def ensure_running(self) -> None:
+        if self.is_running():
+            return
+        marker = self._read_marker()
+        if marker is None:
+            super().ensure_running()
+            return
+        # A restore killed after it ran the stop command leaves the server down on purpose;
+        # the next restore resumes it (see ``replace_cluster``) instead of refusing.
+        log.warning(
+            "%s does not answer: a restore interrupted at %s stopped it (%s exists); running the restore again "
+            "resumes it",
+            self.what,
+            marker["started"],
+            self._marker_path(),
+        )
+
+    # -- the restore-in-progress marker ---------------------------------------------------------
+    #
+    # ``<data>.drproof-restore-in-progress`` exists from just before the operator's stop
+    # command until the restore succeeded or was rolled back. It names the directory the
+    # live data are (or are about to be) set aside to, so a run killed at any moment
+    # leaves enough for the next one to resume, and never loses the pre-restore data.
+    # ``phase``: "stopping" (the live data may still be at the server's path), "restoring"
+    # (they were set aside; the server's path holds drproof's new directory, if any),
+    # "rolling-back" (they are being put back).
+
+    def _marker_path(self) -> Path:
+        data = self.physical.data_directory
+        return data.with_name(f"{data.name}.drproof-restore-in-progress")
+
+    def _read_marker(self) -> dict[str, Any] | None:
+        path = self._marker_path()
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot read {path}, left by an interrupted restore: {exc}") from exc
+        try:
+            marker = json.loads(raw)
+            valid = (
+                isinstance(marker, dict)
+                and marker.get("phase") in {"stopping", "restoring", "rolling-back"}
+                and isinstance(marker.get("started"), str)
+                and (marker.get("replaced") is None or _plain_name(marker.get("replaced")))
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            raise RuntimeStartError(
+                f"{path}, left by an interrupted restore, is not one drproof can read; drproof changed nothing. "
+                f"Look next to it for {self.physical.data_directory.name}.drproof-replaced-* (the data the "
+                f"interrupted restore set aside), make sure the data you want is at {self.physical.data_directory}, "
+                "then delete the marker and run the restore again"
+            )
+        result: dict[str, Any] = marker
+        return result
+
+    def _write_marker(self, phase: str, replaced: Path | None, started: str) -> None:
+        path = self._marker_path()
+        body = json.dumps({"phase": phase, "replaced": replaced.name if replaced else None, "started": started})
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(body + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _sync_dir(path.parent)
+
+    def _remove_marker(self) -> None:
+        self._marker_path().unlink(missing_ok=True)
+        _sync_dir(self._marker_path().parent)
+
+    def _server_process_alive(self) -> bool:
+        """Whether the pid in the data directory's postmaster.pid is a live process."""
+        try:
+            first = (self.physical.data_directory / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first.strip())
+        except (OSError, ValueError):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return pid > 0
+
+    def _stop(self) -> None:
+        self._run(self.physical.stop, "stop")
+        if not processes.wait_until(lambda: not self.is_running(), timeout=self.stop_timeout, interval=0.2):
+            raise RuntimeStartError(f"{self.what} still answers after its stop command; nothing was changed")
+
+    def _resume(self, marker: dict[str, Any]) -> tuple[Path | None, str]:
+        """Take over from a restore that was killed: the directory to keep, and its start time.
+
+        Stops the server if it runs (the killed attempt may have started it on its new
+        directory) and moves whatever drproof had built at the server's path aside. The
+        pre-restore directory is never touched except to be set aside under the marker's
+        name when the killed attempt had not got that far.
+        """
+        data = self.physical.data_directory
+        started: str = marker["started"]
+        kept = data.with_name(marker["replaced"]) if marker["replaced"] else None
+        if kept is not None and not kept.exists() and not (marker["phase"] != "restoring" and data.exists()):
+            raise RuntimeStartError(
+                f"a restore interrupted at {started} set the data directory aside as {kept}, which no longer "
+                f"exists (its marker is {self._marker_path()}); drproof changed nothing. Check where that directory "
+                f"went: if it was moved, put it back at {kept}; if you already moved it back to {data} yourself, "
+                "delete the marker. Then run the restore again"
+            )
+        log.warning(
+            "found a restore of %s interrupted at %s (%s): resuming it; the pre-restore data are %s",
+            self.what,
+            started,
+            self._marker_path(),
+            f"kept at {kept}" if kept is not None else "none (there was no data directory)",
+        )
+        if self.is_running() or self._server_process_alive():
+            self._stop()
+        if kept is not None and not kept.exists():
+            # Killed before the live data were set aside (or after they were put back):
+            # what is at the server's path is still the pre-restore directory.
+            data.rename(kept)
+            _sync_dir(data.parent)
+        elif data.exists():
+            partial = _unused(data, "partial")
+            data.rename(partial)
+            _sync_dir(data.parent)
+            log.warning("the interrupted restore's unfinished data directory was moved to %s", partial)
+        return kept, started
+
     def replace_cluster(self, populate: Callable[[Path], None], settings: dict[str, str]) -> float:
         data = self.physical.data_directory
         owner = self.server_file_owner()
-        self._run(self.physical.stop, "stop")
-        if not processes.wait_until(lambda: not self.is_running(), timeout=120, interval=0.2):
-            raise RuntimeStartError(f"{self.what} still answers after its stop command; nothing was changed")
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        # The replaced directory is kept, not deleted: after a restore the operator may
-        # still need the state it replaced (forensics, a missed table). drproof says where.
-        kept = data.with_name(f"{data.name}.drproof-replaced-{stamp}")
-        if data.exists():
-            data.rename(kept)
+        marker = self._read_marker()
+        if marker is not None:
+            kept, begun = self._resume(marker)
+        else:
+            begun = datetime.now(UTC).isoformat(timespec="seconds")
+            # The replaced directory is kept, not deleted: after a restore the operator may
+            # still need the state it replaced (forensics, a missed table). drproof says where.
+            kept = _unused(data, "replaced") if data.exists() else None
+            self._write_marker("stopping", kept, begun)
+            try:
+                self._stop()
+            except RuntimeStartError:
+                # The stop command failed or the server still answers: the live data were
+                # not touched. (Interrupted here, the marker stays: a re-run resumes.)
+                self._remove_marker()
+                raise
+            if kept is not None:
+                data.rename(kept)
+                _sync_dir(data.parent)
+            elif data.exists():  # appeared while stopping: not the operator's to lose either
+                data.rename(_unused(data, "partial"))
+        self._write_marker("restoring", kept, begun)
         try:
             data.mkdir(mode=0o700)
             populate(data)
@@ -178,15 +335,22 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             self._pid_seen, self._started = False, time.monotonic()
             if not processes.wait_until(self._promoted, timeout=3600, interval=0.2):
                 raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
-            self.replaced = kept if kept.exists() else None
+            self.replaced = kept if kept is not None and kept.exists() else None
+            self._remove_marker()
             return time.monotonic() - started
         except BaseException:
+            with contextlib.suppress(OSError):
+                self._write_marker("rolling-back", kept, begun)
             with contextlib.suppress(RuntimeStartError):
                 self._run(self.physical.stop, "stop")
             shutil.rmtree(data, ignore_errors=True)
-            if kept.exists():
+            if kept is not None and kept.exists() and not data.exists():
                 kept.rename(data)
+                _sync_dir(data.parent)
+                self._remove_marker()
                 self._run(self.physical.start, "start")
+            elif kept is None:
+                self._remove_marker()
             raise
 
     def _promoted(self) -> bool:
@@ -203,6 +367,32 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         elif time.monotonic() - self._started > 120:
             raise RuntimeStartError(f"{self.what} did not start within 120 s of its start command")
         return False
+
+
+def _plain_name(value: object) -> bool:
+    """A directory name next to the data directory, nothing that could point elsewhere."""
+    return isinstance(value, str) and value not in {"", ".", ".."} and "/" not in value and "\0" not in value
+
+
+def _unused(data: Path, what: str) -> Path:
+    """``<data>.drproof-<what>-<UTC time>``, with a suffix if a directory already has that name."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = data.with_name(f"{data.name}.drproof-{what}-{stamp}")
+    n = 1
+    while path.exists():
+        path = data.with_name(f"{data.name}.drproof-{what}-{stamp}-{n}")
+        n += 1
+    return path
+
+
+def _sync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (power loss, not only a killed process)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class ExternalRedis(_NotOurs, RedisService):
