@@ -98,10 +98,17 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
         exc, redis.ConnectionError | redis.TimeoutError | psycopg2.OperationalError | psycopg2.InterfaceError
     ):
         detail = " ".join(str(exc).split())
+        if isinstance(exc, redis.AuthenticationError) or "password authentication failed" in detail:
+            return ComponentError(
+                f"{comp.name} {comp.instance!r}: its server refused the password during the backup ({detail}); "
+                f"check the configured password; {done}"
+            )
         return ComponentError(
             f"{comp.name} {comp.instance!r}: lost the connection to its server during the backup ({detail}); {done}"
         )
-    if not isinstance(exc, ComponentError):
+    # Only components with a server (``service``: PostgreSQL, Redis) are asked; a
+    # directory component's failure says what it needs to already.
+    if not isinstance(exc, ComponentError) or getattr(comp, "service", None) is None:
         return None
     try:
         health = comp.health()
@@ -110,6 +117,11 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
     if health.ok:
         return None
     detail = " ".join(health.detail.split())
+    if "password authentication failed" in detail or isinstance(exc.__cause__, redis.AuthenticationError):
+        return ComponentError(
+            f"{str(exc).rstrip('.')}; {comp.instance!r} refused the password ({detail}); check the configured "
+            f"password; {done}"
+        )
     return ComponentError(
         f"{str(exc).rstrip('.')}; {comp.instance!r} no longer answers ({detail}): its server stopped or became unreachable "
         f"during the backup; {done}"

@@ -13,16 +13,18 @@ unlisted staging directory, never a half set that looks whole.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
@@ -46,32 +48,93 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothing was published") -> RepositoryError:
+    """A failed write into the repository, told as what to do rather than as ``OSError``.
+
+    A full disk (ENOSPC) or quota (EDQUOT) is the common case on the worst day, and the
+    operator needs to know which repository filled up and that nothing half-written was
+    kept, not a traceback out of tarfile or zstd.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        head = f"repository {root} is full ({reason})"
+        advice = "free space in the repository (or prune old sets) and run again"
+    else:
+        head = f"cannot write to repository {root} ({reason})"
+        advice = "fix the repository's storage and run again"
+    return RepositoryError(f"{head} while {what}; {consequence}; {advice}")
+
+
+@contextmanager
+def _writing(root: Path, what: str, consequence: str = "nothing was published") -> Iterator[None]:
+    """Turn an ``OSError`` from repository I/O inside the block into a :func:`_write_error`."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(root, exc, what, consequence) from exc
+
+
+class _StoredFile(io.RawIOBase):
+    """The file an artifact's stored bytes go to, whose write errors name the repository.
+
+    Only this object's own writes are translated: an ``OSError`` a component meets while
+    reading its source passes through untouched, so it is never blamed on the repository.
+    """
+
+    def __init__(self, fh: IO[bytes], root: Path, what: str) -> None:
+        self._fh, self._root, self._what = fh, root, what
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        with _writing(self._root, self._what):
+            return self._fh.write(data)
+
+    def flush(self) -> None:
+        if not self._fh.closed:
+            with _writing(self._root, self._what):
+                self._fh.flush()
+
+
 class _LocalSetWriter(EncodingSetWriter):
     def __init__(self, repo: LocalRepository, label: str | None) -> None:
         super().__init__(repo.encryption, label)
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
-        self.staging.mkdir(parents=True)
+        with _writing(repo.root, f"starting set {self.id}"):
+            self.staging.mkdir(parents=True)
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
         target = self.staging / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        what = f"writing {rel} of set {self.id}"
+        with _writing(self._repo.root, what):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(target, "wb")  # noqa: SIM115 - closed below
+        try:
+            yield _StoredFile(fh, self._repo.root, what)  # type: ignore[misc]
+            with _writing(self._repo.root, what):
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            # After a successful flush and fsync nothing is left to write; after a failed
+            # write, closing would retry the buffered bytes and raise again, hiding the
+            # first (already translated) error.
+            with suppress(OSError):
+                fh.close()
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         manifest = self._manifest(components, tools, labels)
         path = self.staging / MANIFEST_NAME
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(manifest.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(self.staging)
-        final = self._repo.root / "sets" / self.id
-        os.rename(self.staging, final)
+        with _writing(self._repo.root, f"writing the manifest of set {self.id}"):
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(manifest.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(self.staging)
+            final = self._repo.root / "sets" / self.id
+            os.rename(self.staging, final)
         _fsync_dir(final.parent)
         return manifest
 
@@ -137,12 +200,20 @@ class LocalRepository(Repository):
         if (self.root / "sets" / manifest.id / MANIFEST_NAME).exists():
             raise RepositoryError(f"backup {manifest.id} is already in {self.root}")
         staging = self.root / ".staging" / manifest.id
-        staging.mkdir(parents=True)
+        what = f"copying set {manifest.id}"
+        with _writing(self.root, what):
+            staging.mkdir(parents=True)
         try:
             for artifact in manifest.artifacts:
                 target = staging / artifact.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") as out, source.open_stored(manifest, artifact) as body:
+                with _writing(self.root, what):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                # The source raises RepositoryError, not OSError: only our writes are caught.
+                with (
+                    _writing(self.root, what),
+                    open(target, "wb") as out,
+                    source.open_stored(manifest, artifact) as body,
+                ):
                     check = HashingWriter(out)
                     while chunk := body.read(CHUNK):
                         check.write(chunk)
@@ -150,11 +221,12 @@ class LocalRepository(Repository):
                     os.fsync(out.fileno())
                 if check.hexdigest() != artifact.sha256 or check.size != artifact.size:
                     raise IntegrityError(f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied")
-            with open(staging / MANIFEST_NAME, "w", encoding="utf-8") as fh:
-                fh.write(manifest.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.rename(staging, self.root / "sets" / manifest.id)
+            with _writing(self.root, what):
+                with open(staging / MANIFEST_NAME, "w", encoding="utf-8") as fh:
+                    fh.write(manifest.to_json())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.rename(staging, self.root / "sets" / manifest.id)
             _fsync_dir(self.root / "sets")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -164,10 +236,15 @@ class LocalRepository(Repository):
         """Remember the outcome of a full verification; retention protects verified sets."""
         path = self._set_dir(report.backup_id) / VERIFIED_NAME
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
-        )
-        os.replace(tmp, path)
+        body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
+        consequence = f"set {report.backup_id} is stored but its verification was not recorded"
+        try:
+            with _writing(self.root, f"recording the verification of {report.backup_id}", consequence):
+                tmp.write_text(body)
+                os.replace(tmp, path)
+        except RepositoryError:
+            tmp.unlink(missing_ok=True)  # a half-written .tmp would hold space for nothing
+            raise
 
     def verified_ids(self) -> set[str]:
         out = set()
@@ -194,7 +271,11 @@ class LocalRepository(Repository):
     @contextmanager
     def lock(self, exclusive: bool) -> Iterator[None]:
         """Shared for backups and restores, exclusive for pruning: a restore never loses its set."""
-        with open(self.root / ".lock", "a+") as fh:
+        try:
+            fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed below
+        except OSError as exc:  # a read-only or full repository: say which, not a traceback
+            raise _write_error(self.root, exc, "opening its lock file", "nothing was done") from exc
+        with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield

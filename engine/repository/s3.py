@@ -7,19 +7,28 @@ the manifest, and a set is listed only if its manifest exists. A crashed backup 
 unlisted objects (and aborted multipart uploads) that ``delete``/prune can remove; it never
 looks complete. Credentials come from boto3's usual chain (environment, profile, instance
 role), never from drproof's configuration files.
+
+Every request is retried with exponential backoff (botocore's "standard" mode) on
+throttling, 5xx answers, timeouts and dropped connections, and bounded by connect and
+read timeouts, so a dead or hung store fails the backup in bounded time. Three
+environment variables tune this (defaults in brackets): ``DRPROOF_S3_MAX_ATTEMPTS``
+[9, counting the first try], ``DRPROOF_S3_CONNECT_TIMEOUT`` [10 s] and
+``DRPROOF_S3_READ_TIMEOUT`` [60 s]. A request that still fails is reported with how many
+attempts were made.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
 from engine.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest
 from engine.repository.base import (
     BackupSetWriter,
@@ -34,49 +43,93 @@ from engine.streams import CHUNK, HashingWriter
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
 
 
+MAX_ATTEMPTS_ENV, CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV = (
+    "DRPROOF_S3_MAX_ATTEMPTS",
+    "DRPROOF_S3_CONNECT_TIMEOUT",
+    "DRPROOF_S3_READ_TIMEOUT",
+)
+
+
+def _env_number(name: str, default: float, minimum: float) -> float:
+    """A tuning value from the environment; a bad one is refused, not silently ignored."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+    return value
+
+
 def _client(endpoint_url: str | None, region: str | None) -> Any:
     import boto3
     from botocore.config import Config
 
-    # Standard retry mode: exponential backoff with jitter on throttling and 5xx errors.
-    config = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    # Standard retry mode: exponential backoff with jitter on throttling, 5xx errors,
+    # timeouts and dropped connections. The timeouts bound each attempt, so a store that
+    # accepts connections but never answers fails the backup instead of hanging it.
+    # total_max_attempts counts the first try (botocore's max_attempts counts only retries):
+    # 9 keeps the 8 retries drproof has always made.
+    attempts = _env_number(MAX_ATTEMPTS_ENV, 9, 1)
+    if not attempts.is_integer():
+        raise ConfigError(f"{MAX_ATTEMPTS_ENV}={os.environ[MAX_ATTEMPTS_ENV]!r}: expected a whole number")
+    config = Config(
+        retries={"total_max_attempts": int(attempts), "mode": "standard"},
+        connect_timeout=_env_number(CONNECT_TIMEOUT_ENV, 10, 0.1),
+        read_timeout=_env_number(READ_TIMEOUT_ENV, 60, 0.1),
+    )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
 
 
-def _s3_error(exc: Exception, what: str) -> RepositoryError:
-    return RepositoryError(f"S3: {what} failed: {exc}")
-
-
-@contextmanager
-def _guard(what: str) -> Iterator[None]:
-    """Every S3/botocore failure becomes a RepositoryError saying what was being done."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        raise _s3_error(exc, what) from exc
-
-
 class MultipartWriter(io.RawIOBase):
-    """Uploads a stream as an S3 multipart upload, one bounded part at a time."""
+    """Uploads a stream as an S3 multipart upload, one bounded part at a time.
 
-    def __init__(self, client: Any, bucket: str, key: str) -> None:
+    With ``translate``, a part that fails (after botocore's retries) is raised as the
+    RepositoryError it returns, and every later write raises that same error at once:
+    writers above (tar, zstd) write again while they unwind, and each of those writes
+    would otherwise go through the whole retry cycle again and bury the first error.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        translate: Callable[[Exception], RepositoryError] | None = None,
+    ) -> None:
         self._client, self._bucket, self._key = client, bucket, key
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
+        self._translate = translate
+        self._failed: RepositoryError | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self._failed is not None:
+            raise self._failed
         view = memoryview(data).cast("B")
         self._buffer += view
         while len(self._buffer) >= PART:
-            self._send(bytes(self._buffer[:PART]))
+            self._send_checked(bytes(self._buffer[:PART]))
             del self._buffer[:PART]
         return len(view)
+
+    def _send_checked(self, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._send(data)
+        except (BotoCoreError, ClientError) as exc:
+            if self._translate is None:
+                raise
+            self._failed = self._translate(exc)
+            raise self._failed from exc
 
     def _send(self, data: bytes) -> None:
         if self._upload_id is None:
@@ -88,11 +141,13 @@ class MultipartWriter(io.RawIOBase):
         self._parts.append({"PartNumber": number, "ETag": etag})
 
     def finish(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._upload_id is None:  # small object: one plain PUT
             self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
         else:
             if self._buffer:
-                self._send(bytes(self._buffer))
+                self._send_checked(bytes(self._buffer))
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
             )
@@ -111,9 +166,15 @@ class _S3SetWriter(EncodingSetWriter):
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
-        upload = MultipartWriter(self._repo.client, self._repo.bucket, self._repo.key(self.id, rel))
+        what = f"uploading {rel} of {self.id}"
+        upload = MultipartWriter(
+            self._repo.client,
+            self._repo.bucket,
+            self._repo.key(self.id, rel),
+            lambda exc: self._repo.error(exc, what, "nothing was published"),
+        )
         try:
-            with _guard(f"uploading {rel} of {self.id}"):
+            with self._repo.guard(what, "nothing was published"):
                 yield upload  # type: ignore[misc]
                 upload.finish()
         except BaseException:
@@ -123,13 +184,21 @@ class _S3SetWriter(EncodingSetWriter):
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         manifest = self._manifest(components, tools, labels)
-        self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode())  # last: this publishes the set
+        # Last: this publishes the set. If it fails, the set was not published.
+        self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode(), "nothing was published")
         return manifest
 
     def abort(self) -> None:
+        """Remove the artifacts uploaded so far; they are unlisted without a manifest anyway.
+
+        Stops at the first failed delete: when the store is what failed the backup, every
+        further delete would wait out the whole retry cycle again for nothing.
+        """
         for r in self.records:
-            with suppress(Exception):  # unlisted without a manifest; prune can remove leftovers later
+            try:
                 self._repo.client.delete_object(Bucket=self._repo.bucket, Key=self._repo.key(self.id, r.path))
+            except Exception:
+                break
 
 
 class S3Repository(Repository):
@@ -149,16 +218,53 @@ class S3Repository(Repository):
         self.encryption = encryption
         self.client = _client(endpoint_url, region)
         self.broken: dict[str, str] = {}
+        # Attempts of the API call in progress (one call = the first try and its retries),
+        # so an error can say how hard it was tried. Handlers must return None.
+        self.attempts = 0
+        self.client.meta.events.register("before-call.s3", self._new_call)
+        self.client.meta.events.register("before-send.s3", self._new_attempt)
+
+    def _new_call(self, **_: Any) -> None:
+        self.attempts = 0
+
+    def _new_attempt(self, **_: Any) -> None:
+        self.attempts += 1
+
+    def where(self) -> str:
+        """The bucket, prefix and endpoint, for messages (never credentials)."""
+        place = f"s3://{self.bucket}/{self.prefix}"
+        return place + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def error(self, exc: Exception, what: str, consequence: str | None = None) -> RepositoryError:
+        """An S3/botocore failure told as a RepositoryError: what, where, how often tried."""
+        tried = ""
+        if self.attempts > 1:
+            retries = self.attempts - 1
+            tried = (
+                f" after {self.attempts} attempts (retried {retries} time{'s' if retries != 1 else ''} with backoff)"
+            )
+        tail = f"; {consequence}" if consequence else ""
+        return RepositoryError(f"S3: {what} failed{tried} ({self.where()}): {exc}{tail}")
+
+    @contextmanager
+    def guard(self, what: str, consequence: str | None = None) -> Iterator[None]:
+        """Every S3/botocore failure becomes a RepositoryError saying what was being done."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error(exc, what, consequence) from exc
 
     def key(self, backup_id: str, rel: str) -> str:
         parts = [p for p in (self.prefix, "sets", safe_segment(backup_id), rel) if p]
         return "/".join(parts)
 
-    def put(self, backup_id: str, rel: str, body: bytes) -> None:
+    def put(self, backup_id: str, rel: str, body: bytes, consequence: str | None = None) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key(backup_id, rel), Body=body)
         except Exception as exc:
-            raise _s3_error(exc, f"writing {rel} of {backup_id}") from exc
+            raise self.error(exc, f"writing {rel} of {backup_id}", consequence) from exc
 
     def _get_bytes(self, key: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -168,9 +274,9 @@ class S3Repository(Repository):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise _s3_error(exc, f"reading {key}") from exc
+            raise self.error(exc, f"reading {key}") from exc
         except BotoCoreError as exc:
-            raise _s3_error(exc, f"reading {key}") from exc
+            raise self.error(exc, f"reading {key}") from exc
         if obj["ContentLength"] > limit:
             raise RepositoryError(f"S3 object {key} is {obj['ContentLength']} bytes, over the {limit} limit")
         return bytes(obj["Body"].read())
@@ -187,7 +293,7 @@ class S3Repository(Repository):
             ):
                 ids += [cp["Prefix"][len(prefix) :].strip("/") for cp in page.get("CommonPrefixes", [])]
         except Exception as exc:
-            raise _s3_error(exc, f"listing s3://{self.bucket}/{prefix}") from exc
+            raise self.error(exc, f"listing s3://{self.bucket}/{prefix}") from exc
         return ids
 
     def _manifest(self, backup_id: str) -> Manifest | None:
@@ -221,7 +327,7 @@ class S3Repository(Repository):
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
         from botocore.exceptions import ClientError
 
-        with _guard(f"reading {artifact.key} of {manifest.id}"):
+        with self.guard(f"reading {artifact.key} of {manifest.id}"):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))["Body"]
             except ClientError as exc:
@@ -229,7 +335,7 @@ class S3Repository(Repository):
                     raise StoredArtifactMissing(f"backup {manifest.id}: {artifact.key} is missing") from exc
                 raise
         try:
-            with _guard(f"reading {artifact.key} of {manifest.id}"):
+            with self.guard(f"reading {artifact.key} of {manifest.id}"):
                 yield body
         finally:
             body.close()
@@ -281,7 +387,7 @@ class S3Repository(Repository):
         keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
         keys.append(self.key(backup_id, VERIFIED_NAME))
         for key in keys:
-            with _guard(f"deleting {key}"):
+            with self.guard(f"deleting {key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
 
     @contextmanager
@@ -299,7 +405,7 @@ class S3Repository(Repository):
                 upload = MultipartWriter(self.client, self.bucket, key)
                 check = HashingWriter(upload)  # type: ignore[arg-type]
                 try:
-                    with _guard(f"copying {artifact.key} of {manifest.id}"):
+                    with self.guard(f"copying {artifact.key} of {manifest.id}"):
                         with source.open_stored(manifest, artifact) as body:
                             while chunk := body.read(CHUNK):
                                 check.write(chunk)
