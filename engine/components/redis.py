@@ -176,15 +176,17 @@ class RedisComponent(Component):
         res = pipe.execute()
         now_ms = int(time.time() * 1000)
         written = 0
+        # One write per batch, not three per key: each write passes the artifact's
+        # counting and zstd layers (1.4 s of an 18 s profiled 200k-key backup).
+        out: list[bytes] = []
         for i, key in enumerate(keys):
             payload, pttl = res[2 * i], res[2 * i + 1]
             if payload is None:  # expired or deleted since SCAN saw it
                 continue
             expires_at = now_ms + pttl if pttl > 0 else 0
-            sink.write(_REC.pack(db, len(key), expires_at, len(payload)))
-            sink.write(key)
-            sink.write(payload)
+            out += (_REC.pack(db, len(key), expires_at, len(payload)), key, payload)
             written += 1
+        sink.write(b"".join(out))
         return written
 
     def restore(self, source: ArtifactSource) -> None:

@@ -23,6 +23,7 @@ from typing import Any, cast
 import pytest
 
 from engine.backup import backup, restore
+from engine.components import redis_rdb
 from engine.components.base import ArtifactSource
 from engine.components.redis import RedisParams
 from engine.components.redis_rdb import ARTIFACT, RedisRdbComponent
@@ -130,14 +131,30 @@ def no_secrets(text: str, *passwords: str | None) -> None:
             assert password not in text
 
 
+@pytest.mark.parametrize("path", ["in-place", "migrate", "dump-restore"])
 @pytest.mark.parametrize("diskless", ["no", "yes"], ids=["disk", "diskless"])
 def test_snapshot_round_trip_keeps_every_key_and_its_absolute_expiry(
-    runtime: LocalRuntime, repo: LocalRepository, scratch: Scratch, diskless: str
+    runtime: LocalRuntime,
+    repo: LocalRepository,
+    scratch: Scratch,
+    monkeypatch: pytest.MonkeyPatch,
+    diskless: str,
+    path: str,
 ) -> None:
+    """Each way the keys can reach the live server gives the same keys and expiry.
+
+    in-place: the runtime's own server loads the checked file (DEBUG RELOAD), no scratch
+    server; migrate: a memory limit rules that out, so the scratch server MIGRATEs the
+    keys; dump-restore: MIGRATE fails, so the keys go through DUMP and RESTORE.
+    """
     comp = make(runtime)
     # Both answers a server can give to SYNC: a counted payload, or one ended by a mark.
     comp.client().config_set("repl-diskless-sync", diskless)
     comp.client().config_set("repl-diskless-sync-delay", "0")
+    if path != "in-place":
+        comp.client().config_set("maxmemory", "1gb")  # a limit loading would ignore
+    if path == "dump-restore":
+        monkeypatch.setattr(redis_rdb, "_migrate_batch", lambda *args: False)
     before = comp.fingerprint()
     measured = time.monotonic()
     expiring = ttls(comp)
@@ -154,6 +171,10 @@ def test_snapshot_round_trip_keeps_every_key_and_its_absolute_expiry(
     assert details["server_version"] == "6.2.14"
     assert raw_rdb(repo, manifest).startswith(b"REDIS0009")
 
+    # A disk transfer leaves the server's dump.rdb until its replication cron deletes it
+    # (rdb-del-sync-files), about a second later; the in-place load must not touch it.
+    own_dump = comp.service.base / ARTIFACT
+    own = own_dump.read_bytes() if own_dump.exists() else None
     comp.client().flushall()
     assert comp.fingerprint().digest != before.digest
     restore(repo, manifest, comp)
@@ -169,7 +190,12 @@ def test_snapshot_round_trip_keeps_every_key_and_its_absolute_expiry(
         # Absolute expiry: what is left now is what was left at backup, minus the time since.
         assert was - elapsed_ms - 1000 <= restored[key] <= was + 2, key
     scratch.assert_gone()
-    assert len(scratch.procs) == 1
+    assert len(scratch.procs) == (0 if path == "in-place" else 1)
+    assert not list(comp.service.base.glob(".drproof-restore-*")), "the loaded RDB was left behind"
+    assert comp.client().config_get("dbfilename")["dbfilename"] == ARTIFACT
+    if own_dump.exists():
+        assert own_dump.read_bytes() == own, "the server's own dump.rdb was changed"
+    assert comp.client().config_get("maxmemory")["maxmemory"] == ("0" if path == "in-place" else "1073741824")
 
 
 def test_a_key_that_expired_since_the_backup_stays_gone(
