@@ -154,6 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes; results go to a temp dir, docs untouched")
     p.add_argument("--docs", type=Path, default=DOCS, help="the page whose generated section is replaced")
     p.add_argument("--no-docs", action="store_true", help="run and keep the JSON, but leave the docs alone")
+    p.add_argument("--render", action="store_true", help="run nothing: rewrite the docs from the last suite.json")
     args = p.parse_args(argv)
     args.selected = [n.strip() for n in args.only.split(",") if n.strip()] or names
     unknown = set(args.selected) - set(names)
@@ -173,6 +174,7 @@ def run_step(step: Step, quick: bool, out_dir: Path) -> dict[str, object]:
     return {
         "name": step.name,
         "title": step.title,
+        "run_at": time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.time() - seconds)),
         "command": ".venv/bin/python " + shlex.join(_relative(a) for a in argv),
         "exit_code": proc.returncode,
         "seconds": round(seconds, 1),
@@ -209,6 +211,7 @@ def run_quickstart(out_dir: Path) -> dict[str, object]:
     return {
         "name": "quickstart",
         "title": "The quickstart drill on the local runtime (target: under 20 s)",
+        "run_at": time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.time() - sum(s for s, _ in runs))),
         "command": " ".join(["drproof", *argv[1:3]]),
         "exit_code": max(code for _, code in runs),
         "seconds": round(sum(s for s, _ in runs), 1),
@@ -223,7 +226,7 @@ def render(results: list[dict[str, object]], facts: dict[str, object], started: 
     machine = markdown_table(
         ["fact", "value"],
         [
-            ["measured", f"{started} (UTC), commit `{str(facts['git_commit'])[:10]}`"],
+            ["latest run", f"{started} (UTC), commit `{str(facts['git_commit'])[:10]}`; each table gives its own time"],
             [
                 "CPU",
                 f"{facts['cpus_usable']} usable of {facts['cpu_count']}: {facts['cpu_model']} ({', '.join(facts['cpu_flags'])})",
@@ -251,7 +254,7 @@ def render(results: list[dict[str, object]], facts: dict[str, object], started: 
         "```",
     ]
     for r in results:
-        parts += ["", f"### {r['title']}", ""]
+        parts += ["", f"### {r['title']}", "", f"Run {r.get('run_at', started)} UTC.", ""]
         if r["exit_code"] != 0:
             parts += [f"**This benchmark failed (exit {r['exit_code']}); its numbers below are incomplete.**", ""]
         parts.append(str(r["tables"]) or "(no output)")
@@ -280,13 +283,16 @@ def _with_earlier(results: list[dict[str, object]], path: Path) -> list[dict[str
     kept = []
     for r in earlier.get("results", []):
         if r["name"] not in fresh:
-            r = {**r, "title": str(r["title"]).split(" [run ")[0] + f" [run {earlier.get('started')} UTC]"}
-            kept.append(r)
+            kept.append({**r, "run_at": r.get("run_at", earlier.get("started"))})
     return sorted([*results, *kept], key=lambda r: order.index(str(r["name"])))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        last = json.loads((SUITE_DIR / "suite.json").read_text())
+        write_docs(args.docs, render(last["results"], last["facts"], last["started"]))
+        return 0
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     out_dir = Path(tempfile.mkdtemp(prefix="drproof-bench-suite-")) if args.quick else SUITE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)

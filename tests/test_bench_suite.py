@@ -54,7 +54,7 @@ def test_the_generated_section_replaces_only_what_is_between_the_markers(tmp_pat
     assert "old numbers" not in text and "| new |" in text
     assert text.startswith("# Title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
     assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
-    assert "commit `abcdef0123`" in text and "cmd postgres" in text
+    assert "commit `abcdef0123`" in text and "cmd postgres" in text and "latest run" in text
 
 
 def test_a_failed_benchmark_is_said_to_have_failed(tmp_path: Path) -> None:
@@ -77,7 +77,8 @@ def test_rerunning_some_benchmarks_keeps_the_others_and_dates_them(tmp_path: Pat
 
     assert [r["name"] for r in merged] == ["volume-2g", "postgres"]  # suite order, not run order
     assert merged[1]["tables"] == "| new pg |"
-    assert merged[0]["tables"] == "| old volume |" and "[run 2026-11-24 10:00 UTC]" in str(merged[0]["title"])
+    assert merged[0]["tables"] == "| old volume |" and merged[0]["run_at"] == "2026-11-24 10:00"
+    assert "Run 2026-11-24 10:00 UTC." in run_all.render(merged, FACTS, "2026-11-25 01:00")
 
 
 def test_an_unknown_benchmark_name_is_refused() -> None:
