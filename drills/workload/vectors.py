@@ -12,11 +12,12 @@ import json
 import os
 from typing import Any, ClassVar
 
-import faiss
-import numpy as np
-
 from drills.workload.base import Writer
 from engine.components.vectorstore import IDS, INDEX, WORKLOAD_IDS, VectorstoreComponent, check_index_layout
+from engine.lazy import lazy
+
+faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
+np = lazy("numpy")
 
 
 class VectorWriter(Writer):

@@ -17,15 +17,17 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import faiss
-import numpy as np
 from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import content_part, extract_tar, tree_parts, write_tar
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
+
+faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
+np = lazy("numpy")
 
 INDEX = "index.faiss"
 IDS = "ids.jsonl"

@@ -8,13 +8,15 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-import faiss
-import numpy as np
 from pydantic import Field
 
 from engine.components.vectorstore import INDEX, META, VectorstoreComponent, check_index_layout
 from engine.errors import FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams
+from engine.lazy import lazy
+
+faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
+np = lazy("numpy")
 
 
 def _store(ctx: FaultContext) -> Path:
