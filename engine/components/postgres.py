@@ -119,6 +119,11 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
     return pattern.sub(rb"\1\2", sql)
 
 
+# pg_restore replaces the whole database (drop, create, load) and stops at the first
+# error, whether the dump is one stream or a parallel directory.
+_RESTORE_FLAGS = ("--clean", "--if-exists", "--create", "--exit-on-error")
+
+
 class PostgresParams(SeedParams):
     database: str = Field(default="app", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database to create.")
     customers: int = Field(default=200, ge=0, le=10_000_000, description="Rows in `customers`.")
@@ -422,10 +427,7 @@ class PostgresComponent(Component):
             stream_in(
                 [
                     *self.service.tool("pg_restore"),
-                    "--clean",
-                    "--if-exists",
-                    "--create",
-                    "--exit-on-error",
+                    *_RESTORE_FLAGS,
                     "-d",
                     self.service.tool_dsn("postgres"),
                 ],
@@ -447,10 +449,7 @@ class PostgresComponent(Component):
                     *self.service.tool("pg_restore"),
                     "--format=directory",
                     f"--jobs={jobs}",
-                    "--clean",
-                    "--if-exists",
-                    "--create",
-                    "--exit-on-error",
+                    *_RESTORE_FLAGS,
                     "-d",
                     self.service.tool_dsn("postgres"),
                     str(target),

@@ -71,7 +71,12 @@ class VolumesComponent(Component):
         return self._fp({k: v for k, v in parts.items() if not k.startswith(workload)})
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
-        return self.backup_fingerprinted(writer)[0]
+        return self._write_full(writer, None)
+
+    def _write_full(self, writer: BackupSetWriter, parts: dict[str, Part] | None) -> dict[str, Any]:
+        with writer.artifact(self.instance, "files.tar") as sink:
+            entries = write_tar(self.path, sink, parts=parts)
+        return {"entries": entries, "method": "streamed tar"}
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -81,9 +86,8 @@ class VolumesComponent(Component):
             current = tree_parts(self.path)
             return self._write_changes(writer, incremental[0], current), self._stable(current)
         parts: dict[str, Part] = {}
-        with writer.artifact(self.instance, "files.tar") as sink:
-            entries = write_tar(self.path, sink, parts=parts)
-        return {"entries": entries, "method": "streamed tar"}, self._stable(parts)
+        details = self._write_full(writer, parts)
+        return details, self._stable(parts)
 
     def restore(self, source: ArtifactSource) -> None:
         with source.open("files.tar") as stream:

@@ -146,6 +146,14 @@ class RedisService(ABC):
     @abstractmethod
     def ensure_running(self) -> None: ...
 
+    def load_checked_rdb(self, rdb: Path, dbs: list[int]) -> bool:
+        """Load an RDB file drproof has already proven sound into this server, in place.
+
+        False where the service cannot (the default: a server drproof does not own);
+        the caller then copies the keys over a connection instead.
+        """
+        return False
+
 
 class ContainerOps(ABC):
     """Container-level operations, offered only by services that run in containers.

@@ -346,6 +346,9 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
+_RDB_LOAD_TIMEOUT = 3600.0  # seconds a server may take to load an RDB in place
+
+
 class LocalRedis(RedisService):
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -403,6 +406,88 @@ class LocalRedis(RedisService):
     def stop(self) -> None:
         if self.proc is not None:
             processes.stop(self.proc, signal.SIGTERM)
+
+    def load_checked_rdb(self, rdb: Path, dbs: list[int]) -> bool:
+        """Have the live server load the checked RDB itself, when drproof owns that server.
+
+        Why: a server reads an RDB at its own speed, several times faster than the keys
+        can be copied into it one by one (even with MIGRATE), and that speed is what the
+        raw alternative, "put the file back as dump.rdb and restart", gets. drproof can
+        do the same for a server the local runtime runs: its data directory is on this
+        host and nobody else's. ``DEBUG RELOAD NOSAVE`` empties the server and loads its
+        ``dbfilename`` in place, without a restart, so the server keeps its port,
+        password, clients and every setting changed with CONFIG SET since it started,
+        and blocks its clients while loading rather than refusing them.
+
+        Only under conditions where that gives exactly what the RESTORE copy gives;
+        otherwise (False) the caller copies the keys from the scratch server as before:
+
+        - the file was proven by redis-check-rdb (checksum and every record) run by the
+          same redis-server binary as the live server, so the loader accepts it;
+        - no memory limit (``maxmemory 0``): loading ignores a limit RESTORE would hit;
+        - no AOF (a restart would replay the old AOF) and no replicas (a reload is not
+          replicated), and the server has more databases than the file uses;
+        - the server's directory is the one the runtime made for it.
+
+        The file is put next to the server's own under a name of its own, and
+        ``dbfilename`` points at it only inside one MULTI/EXEC with the reload, so the
+        server's ``dump.rdb`` is never touched and a snapshot the server forks at the
+        same moment (for a replica, or BGSAVE) still writes to ``dump.rdb``, not over
+        the file being loaded. The old keys are dropped with FLUSHALL ASYNC in the same
+        transaction: the reload would free them on the main thread first (0.7 s of a
+        1M-key restore, measured), the server's background thread frees them while
+        it loads. Like the scratch server, the loader drops keys whose absolute expiry
+        has passed and keeps the others' absolute expiry. The file is removed as soon
+        as the server has read it, as the runtime leaves no RDB behind (a killed server
+        must not reload it). If the load fails all the same, the server is empty (or
+        restarted empty) and the caller's copy fills it.
+        """
+        live = redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            socket_timeout=_RDB_LOAD_TIMEOUT,
+            decode_responses=True,
+        )
+        try:
+            config: dict[str, str] = {}
+            for name in ("dir", "dbfilename", "appendonly", "maxmemory", "databases"):
+                config.update({str(k): str(v) for k, v in live.config_get(name).items()})
+            replication = live.info("replication")
+            if (
+                config["appendonly"] != "no"
+                or config["maxmemory"] != "0"
+                or int(config["databases"]) <= max(dbs, default=0)
+                or replication.get("role") != "master"
+                or replication.get("connected_slaves", 0) != 0
+                or Path(config["dir"]).resolve() != self.base.resolve()
+            ):
+                return False
+            staged = Path(config["dir"]) / f".drproof-restore-{secrets.token_hex(8)}.rdb"
+            try:
+                try:
+                    os.link(rdb, staged)  # same file system: no copy
+                except OSError:
+                    shutil.copyfile(rdb, staged)
+                tx = live.pipeline(transaction=True)
+                tx.config_set("dbfilename", staged.name)
+                tx.flushall(asynchronous=True)
+                tx.execute_command("DEBUG", "RELOAD", "NOSAVE")  # type: ignore[no-untyped-call]
+                tx.config_set("dbfilename", config["dbfilename"])
+                results = tx.execute(raise_on_error=False)
+            finally:
+                staged.unlink(missing_ok=True)
+            # Any refusal in the transaction (a server that protects dbfilename or has
+            # DEBUG disabled, a load error) leaves the keys to the caller's copy, which
+            # flushes whatever the transaction did load.
+            return not any(isinstance(r, Exception) for r in results)
+        except redis.ConnectionError:
+            self.ensure_running()  # it died loading; it restarts empty, without the file
+            return False
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            return False
+        finally:
+            live.close()
 
 
 def _binaries_from(image: str | None) -> Path | None:
