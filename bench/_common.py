@@ -222,6 +222,11 @@ def _status_kib(field_name: str) -> int:
     return 0
 
 
+def current_rss() -> int:
+    """This process's resident set (VmRSS) in bytes: what a step started from."""
+    return _status_kib("VmRSS") * 1024
+
+
 def current_peak_rss() -> int:
     """This process's high-water mark (VmHWM) in bytes."""
     return _status_kib("VmHWM") * 1024
@@ -245,6 +250,11 @@ class Phase:
     peak_rss: int = 0
     cpu_seconds: float = 0.0  # this process plus the tools it started and waited for in the block
     peak_is_phase_only: bool = True  # False if VmHWM could not be reset (then it is the process peak)
+
+
+def record_phase(series: Series, ph: Phase, start_rss: int, **extra: float) -> None:
+    """One in-process step's numbers, with the RSS it started from (its growth is the difference)."""
+    series.add(seconds=ph.seconds, cpu_seconds=ph.cpu_seconds, peak_rss=ph.peak_rss, start_rss=start_rss, **extra)
 
 
 def _cpu_now() -> float:

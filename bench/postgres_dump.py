@@ -39,8 +39,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    Phase,
     Series,
+    current_rss,
     default_out,
     log,
     machine_facts,
@@ -49,6 +49,7 @@ from _common import (
     measure,
     rate,
     ratio,
+    record_phase,
     run_measured,
     run_pipeline,
     secs,
@@ -79,25 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _phase(series: Series, ph: Phase, start_rss: int, **extra: float) -> None:
-    series.add(seconds=ph.seconds, cpu_seconds=ph.cpu_seconds, peak_rss=ph.peak_rss, start_rss=start_rss, **extra)
-
-
-def _rss_now() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _artifact(manifest: Manifest, name: str) -> tuple[int, int]:
+def artifact_sizes(manifest: Manifest, name: str) -> tuple[int, int]:
     """(raw, stored) bytes of one artifact of the set."""
     a = next(a for a in manifest.artifacts if a.name == name)
     return a.raw_size, a.size
 
 
-def _scalar(comp: PostgresComponent, sql: str, db: str | None = None) -> Any:
+def scalar(comp: PostgresComponent, sql: str, db: str | None = None) -> Any:
     conn = comp.connect(db)
     try:
         with conn.cursor() as cur:
@@ -131,36 +120,36 @@ def main(argv: list[str] | None = None) -> int:
             log(f"seeding {args.customers} customers x {args.orders_per_customer} orders")
             with measure() as seeded:
                 comp.seed()
-            _scalar(comp, "CHECKPOINT")
-            db_bytes = int(_scalar(comp, "SELECT pg_database_size(current_database())"))
+            scalar(comp, "CHECKPOINT")
+            db_bytes = int(scalar(comp, "SELECT pg_database_size(current_database())"))
             sizes["database_bytes"] = db_bytes
             log(f"database: {mb(db_bytes)} MB, seeded in {seeded.seconds:.1f} s")
             svc = comp.service
             env = svc.tool_env()
             app_dsn, admin_dsn = svc.tool_dsn(comp.db), svc.tool_dsn("postgres")
             restore_flags = ["--clean", "--if-exists", "--create", "--exit-on-error", "-d", admin_dsn]
-            orders = int(_scalar(comp, "SELECT count(*) FROM orders"))
+            orders = int(scalar(comp, "SELECT count(*) FROM orders"))
 
             for rep in range(1, args.repeats + 1):
                 log(f"repetition {rep}/{args.repeats}")
                 repo = LocalRepository(work / f"repo-{rep}")
                 log("  drproof fingerprint")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     fingerprint = comp.fingerprint()
-                _phase(s("drproof fingerprint"), ph, start)
+                record_phase(s("drproof fingerprint"), ph, start)
 
                 log("  drproof backup (postgres)")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     manifest = engine_backup.backup(repo, [comp], fingerprints={INSTANCE: fingerprint})
-                raw, stored = _artifact(manifest, "database.dump")
-                _phase(s("drproof backup"), ph, start, stored_bytes=stored, raw_bytes=raw)
-                start = _rss_now()
+                raw, stored = artifact_sizes(manifest, "database.dump")
+                record_phase(s("drproof backup"), ph, start, stored_bytes=stored, raw_bytes=raw)
+                start = current_rss()
                 with measure() as ph:
                     ok = repo.verify(manifest.id).ok
                 assert ok, "a fresh backup failed verification"
-                _phase(s("drproof verify"), ph, start)
+                record_phase(s("drproof verify"), ph, start)
 
                 if zstd:
                     log("  raw: pg_dump -Fc -Z0 | zstd")
@@ -187,16 +176,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
                 log("  drproof restore (postgres)")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     engine_backup.restore(repo, manifest, comp)
-                _phase(s("drproof restore"), ph, start)
-                start = _rss_now()
+                record_phase(s("drproof restore"), ph, start)
+                start = current_rss()
                 with measure() as ph:
                     differences = compare(fingerprint, comp.fingerprint())
                 if differences:
                     raise SystemExit(f"drproof restore differs: {[d.describe() for d in differences[:5]]}")
-                _phase(s("drproof fidelity check"), ph, start)
+                record_phase(s("drproof fidelity check"), ph, start)
 
                 if zstd:
                     log("  raw: zstd -d | pg_restore")
@@ -222,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                     physical.provision()
                     prepo = LocalRepository(work / f"repo-physical-{rep}")
                     log("  drproof backup (postgres-physical)")
-                    start = _rss_now()
+                    start = current_rss()
                     with measure() as ph:
                         pmanifest = engine_backup.backup(prepo, [physical])
-                    raw, stored = _artifact(pmanifest, "base.tar")
-                    wal_raw, wal_stored = _artifact(pmanifest, "wal.tar")
-                    _phase(
+                    raw, stored = artifact_sizes(pmanifest, "base.tar")
+                    wal_raw, wal_stored = artifact_sizes(pmanifest, "wal.tar")
+                    record_phase(
                         s("drproof physical backup"),
                         ph,
                         start,
@@ -265,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         out.unlink()
                     log("  drproof restore (postgres-physical)")
-                    start = _rss_now()
+                    start = current_rss()
                     with measure() as ph:
                         engine_backup.restore(prepo, pmanifest, physical)
                     _same_rows(comp, orders)
-                    _phase(s("drproof physical restore"), ph, start, replay_seconds=physical.replay_seconds)
+                    record_phase(s("drproof physical restore"), ph, start, replay_seconds=physical.replay_seconds)
                     # Stopping the server reaps it, which would charge its whole lifetime's CPU here.
                     s("drproof physical restore").runs[-1].pop("cpu_seconds")
                     shutil.rmtree(prepo.root, ignore_errors=True)
@@ -297,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _same_rows(comp: PostgresComponent, orders: int) -> None:
     """A restore that is fast but incomplete must not produce a number."""
-    got = int(_scalar(comp, "SELECT count(*) FROM orders"))
+    got = int(scalar(comp, "SELECT count(*) FROM orders"))
     if got != orders:
         raise SystemExit(f"restore incomplete: {got} orders, expected {orders}")
 

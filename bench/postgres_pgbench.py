@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Series,
+    current_rss,
     default_out,
     log,
     machine_facts,
@@ -56,13 +57,14 @@ from _common import (
     measure,
     rate,
     ratio,
+    record_phase,
     run_measured,
     run_pipeline,
     secs,
     tool,
     write_results,
 )
-from postgres_dump import _artifact, _phase, _rss_now, _scalar
+from postgres_dump import artifact_sizes, scalar
 
 from engine import backup as engine_backup
 from engine.components.postgres import PostgresComponent, PostgresParams
@@ -145,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
                 cur.execute("ALTER SYSTEM SET wal_keep_size = '4GB'")
                 cur.execute("SELECT pg_reload_conf()")
             admin.close()
-            _scalar(logical, "CHECKPOINT")
-            sizes["database_bytes"] = db = int(_scalar(logical, "SELECT pg_database_size(current_database())"))
-            sizes["cluster_bytes"] = int(_scalar(logical, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
-            accounts = int(_scalar(logical, "SELECT count(*) FROM pgbench_accounts"))
+            scalar(logical, "CHECKPOINT")
+            sizes["database_bytes"] = db = int(scalar(logical, "SELECT pg_database_size(current_database())"))
+            sizes["cluster_bytes"] = int(scalar(logical, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
+            accounts = int(scalar(logical, "SELECT count(*) FROM pgbench_accounts"))
             log(f"database {mb(db)} MB, {accounts} accounts, loaded in {loaded.seconds:.0f} s")
 
             def same_rows() -> None:
-                got = int(_scalar(logical, "SELECT count(*) FROM pgbench_accounts"))
+                got = int(scalar(logical, "SELECT count(*) FROM pgbench_accounts"))
                 if got != accounts:
                     raise SystemExit(f"restore incomplete: {got} accounts, expected {accounts}")
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             def settle() -> None:
                 """Nothing dirty left by the step before: no shutdown checkpoint or writeback
                 of someone else's data is charged to the next timed step."""
-                _scalar(logical, "CHECKPOINT")
+                scalar(logical, "CHECKPOINT")
                 sync()
 
             for rep in range(1, args.repeats + 1):
@@ -174,20 +176,20 @@ def main(argv: list[str] | None = None) -> int:
                 # -- logical ------------------------------------------------------------
                 settle()
                 log("  drproof fingerprint")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     fingerprint = logical.fingerprint()
-                _phase(s("drproof fingerprint"), ph, start)
+                record_phase(s("drproof fingerprint"), ph, start)
                 settle()
                 log("  drproof logical backup")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     manifest = engine_backup.backup(repo, [logical], fingerprints={INSTANCE: fingerprint})
                 stored = sum(a.size for a in manifest.artifacts)
-                _phase(s("drproof logical backup"), ph, start, stored_bytes=stored)
+                record_phase(s("drproof logical backup"), ph, start, stored_bytes=stored)
                 with measure() as ph:
                     assert repo.verify(manifest.id).ok, "a fresh backup failed verification"
-                _phase(s("drproof verify"), ph, start)
+                record_phase(s("drproof verify"), ph, start)
 
                 dump_dir = work / "dump.d"
                 shutil.rmtree(dump_dir, ignore_errors=True)
@@ -203,17 +205,17 @@ def main(argv: list[str] | None = None) -> int:
 
                 settle()
                 log("  drproof logical restore")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     engine_backup.restore(repo, manifest, logical)
                 same_rows()
-                _phase(s("drproof logical restore"), ph, start)
+                record_phase(s("drproof logical restore"), ph, start)
                 log("  drproof fidelity check")
                 with measure() as ph:
                     differences = compare(fingerprint, logical.fingerprint())
                 if differences:
                     raise SystemExit(f"drproof restore differs: {[d.describe() for d in differences[:5]]}")
-                _phase(s("drproof fidelity check"), ph, start)
+                record_phase(s("drproof fidelity check"), ph, start)
 
                 settle()
                 log(f"  raw: pg_restore -j{args.jobs}")
@@ -269,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 settle()
                 log("  drproof physical backup")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     pmanifest = engine_backup.backup(preppo, [physical])
                 with measure() as verified:
                     assert preppo.verify(pmanifest.id).ok
-                raw_wal, _ = _artifact(pmanifest, "wal.tar")
-                _phase(
+                raw_wal, _ = artifact_sizes(pmanifest, "wal.tar")
+                record_phase(
                     s("drproof physical backup"),
                     ph,
                     start,
@@ -328,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 settle()
                 log("  drproof physical restore")
-                start = _rss_now()
+                start = current_rss()
                 with measure() as ph:
                     engine_backup.restore(preppo, pmanifest, physical)
                 same_rows()
-                _phase(s("drproof physical restore"), ph, start, replay_seconds=physical.replay_seconds)
+                record_phase(s("drproof physical restore"), ph, start, replay_seconds=physical.replay_seconds)
                 s("drproof physical restore").runs[-1].pop("cpu_seconds")  # stopping the server reaps it
 
                 if pgbr is not None and label is not None:

@@ -55,6 +55,7 @@ import faiss
 from _common import (
     Phase,
     Series,
+    current_rss,
     default_out,
     log,
     machine_facts,
@@ -111,14 +112,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             if not any(a == flag or a.startswith(flag + "=") for a in given):
                 setattr(args, attr, small)
     return args
-
-
-def _rss_now() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _children(pid: int) -> list[int]:
@@ -233,26 +226,26 @@ def drproof_round(
             extra["server_cpu_seconds"] = server_cpu(pid) - server_before
         steps.append((name, {**values, "children_peak_rss": children.peak, **extra}))
 
-    start, server_before = _rss_now(), server_cpu(pid)
+    start, server_before = current_rss(), server_cpu(pid)
     with ChildPeak(pid) as kids, measure() as ph:
         fingerprint = comp.fingerprint()
     step("fingerprint", ph, start, kids)
     if expected is not None and (differences := compare(expected, fingerprint)):
         raise SystemExit(f"{prefix}: data differ before the backup: {[d.describe() for d in differences[:5]]}")
-    start, server_before = _rss_now(), server_cpu(pid)
+    start, server_before = current_rss(), server_cpu(pid)
     with ChildPeak(pid) as kids, measure() as ph:
         manifest = engine_backup.backup(repo, [comp], fingerprints={comp.instance: fingerprint})
     raw, stored = _stored(manifest)
     step("backup", ph, start, kids, raw_bytes=raw, stored_bytes=stored)
-    start, server_before = _rss_now(), server_cpu(pid)
+    start, server_before = current_rss(), server_cpu(pid)
     with ChildPeak(pid) as kids, measure() as ph:
         assert repo.verify(manifest.id).ok
     step("verify", ph, start, kids)
-    start, server_before = _rss_now(), server_cpu(pid)
+    start, server_before = current_rss(), server_cpu(pid)
     with ChildPeak(pid) as kids, measure() as ph:
         engine_backup.restore(repo, manifest, comp)
     step("restore", ph, start, kids)
-    start, server_before = _rss_now(), server_cpu(pid)
+    start, server_before = current_rss(), server_cpu(pid)
     with ChildPeak(pid) as kids, measure() as ph:
         differences = compare(fingerprint, comp.fingerprint())
     if differences:
