@@ -8,146 +8,22 @@ anything. A URL with a password in it is refused for the same reason.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
-from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from drills import yamlsource
 from drills.scenario import Name, Strict
+from drills.targets import target_kinds
 from drills.validation import model_problems
-from engine.errors import ConfigError, Problem, ValidationFailed
-from engine.runtime.external import PostgresTarget, RedisTarget
-
-
-class SecretRef(Strict):
-    """Where a secret comes from: an environment variable or a file, never the YAML."""
-
-    password_env: str | None = Field(default=None, description="Environment variable holding the password.")
-    password_file: Path | None = Field(default=None, description="File whose first line is the password.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        if self.password_env and self.password_file:
-            raise ValueError("give password_env or password_file, not both")
-        return self
-
-    def resolve_password(self, what: str) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"{what}: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
-            except (OSError, IndexError) as exc:
-                raise ConfigError(f"{what}: cannot read password_file {self.password_file}: {exc}") from None
-        return None
-
-
-def _no_inline_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        raise ValueError("passwords may not be written in the URL; use password_env or password_file")
-    return url
-
-
-class PhysicalSpec(Strict):
-    """What a physical restore of an existing server needs; every command is the operator's."""
-
-    data_directory: Path = Field(description="The server's data directory (relative to the config file).")
-    wal_archive: Path = Field(
-        description="Directory the server's archive_command copies WAL segments into "
-        "(e.g. archive_command = 'test ! -f /srv/wal/%f && cp %p /srv/wal/%f')."
-    )
-    stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
-    start: list[str] = Field(min_length=1, description="argv that starts it again.")
-
-
-class PostgresTargetSpec(SecretRef):
-    kind: Literal["postgres", "postgres-physical"]
-    url: str = Field(description="postgresql://USER@HOST:PORT/DATABASE (no password).")
-    physical: PhysicalSpec | None = Field(
-        default=None, description="Required for kind postgres-physical: data directory, WAL archive, stop/start."
-    )
-    jobs: int = Field(
-        default=1, ge=1, le=64, description="kind postgres: parallel pg_dump/pg_restore jobs (directory format)."
-    )
-
-    @model_validator(mode="after")
-    def _physical_matches_kind(self) -> PostgresTargetSpec:
-        if self.kind == "postgres-physical" and self.physical is None:
-            raise ValueError("kind postgres-physical needs `physical:` (data_directory, wal_archive, stop, start)")
-        if self.kind == "postgres" and self.physical is not None:
-            raise ValueError("`physical:` is only for kind postgres-physical (kind postgres uses pg_dump)")
-        return self
-
-    _check_url = field_validator("url")(_no_inline_password)
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
-            raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
-        return url
-
-    def target(self, name: str) -> PostgresTarget:
-        p = urlsplit(self.url)
-        return PostgresTarget(
-            host=p.hostname or "127.0.0.1",
-            port=p.port or 5432,
-            user=unquote(p.username or "postgres"),
-            dbname=unquote(p.path.strip("/")),
-            password=self.resolve_password(name),
-        )
-
-
-class RedisTargetSpec(SecretRef):
-    kind: Literal["redis"]
-    url: str = Field(description="redis://HOST:PORT (no password); every logical database is backed up.")
-
-    _check_url = field_validator("url")(_no_inline_password)
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError("expected redis://HOST:PORT")
-        return url
-
-    def target(self, name: str) -> RedisTarget:
-        p = urlsplit(self.url)
-        db = int(p.path.strip("/") or 0)
-        return RedisTarget(
-            host=p.hostname or "127.0.0.1", port=p.port or 6379, db=db, password=self.resolve_password(name)
-        )
-
-
-class DirectorySpec(Strict):
-    kind: Literal["volumes", "configuration"]
-    path: Path = Field(description="The directory to back up and restore (relative to the config file).")
-
-
-class VectorstoreSpec(Strict):
-    kind: Literal["vectorstore"]
-    path: Path = Field(description="The store's directory (index.faiss, ids.jsonl, metadata.json).")
-    model: str | None = Field(default=None, description="Embedding model a restored store must have been built with.")
-    dimension: int | None = Field(default=None, ge=1, description="Dimension a restored store must have.")
-    metric: Literal["l2", "inner_product"] | None = Field(default=None, description="Metric a restored store must use.")
-
+from engine.errors import Problem, ValidationFailed
 
 if TYPE_CHECKING:
     TargetSpec = Any
 else:
-    TargetSpec = Annotated[
-        Union[PostgresTargetSpec, RedisTargetSpec, VectorstoreSpec, DirectorySpec],  # noqa: UP007
-        Field(discriminator="kind"),
-    ]
+    # Built from the registry: a kind registered in drills.targets is valid here.
+    TargetSpec = Annotated[Union[tuple(target_kinds)], Field(discriminator="kind")]  # noqa: UP007
 
 
 class LocalRepositorySpec(Strict):
@@ -255,11 +131,7 @@ def load_config(path: Path) -> BackupConfig:
         if isinstance(repo, LocalRepositorySpec):
             repo.path = base / repo.path
     for spec in model.components.values():
-        if isinstance(spec, DirectorySpec | VectorstoreSpec):
-            spec.path = base / spec.path
-        if isinstance(spec, PostgresTargetSpec) and spec.physical is not None:
-            spec.physical.data_directory = base / spec.physical.data_directory
-            spec.physical.wal_archive = base / spec.physical.wal_archive
+        spec.resolve_paths(base)
     if model.metrics is not None:
         model.metrics.textfile = base / model.metrics.textfile
     if model.audit_log is not None:

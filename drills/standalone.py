@@ -17,20 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import (
-    BackupConfig,
-    DirectorySpec,
-    LocalRepositorySpec,
-    PostgresTargetSpec,
-    RedisTargetSpec,
-    S3RepositorySpec,
-    VectorstoreSpec,
-)
+from drills.backup_config import BackupConfig, LocalRepositorySpec, S3RepositorySpec
+from drills.targets import Binding
 from engine import backup as engine_backup
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
 from engine.components import component_kinds
-from engine.components.base import Component, SeedParams
-from engine.components.postgres import PostgresParams
+from engine.components.base import Component
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.fingerprint import compare
@@ -38,7 +30,7 @@ from engine.manifest import Manifest
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
 from engine.retention import Policy, plan
-from engine.runtime.external import ExternalRuntime, PhysicalTarget
+from engine.runtime.external import ExternalRuntime
 
 Progress = Callable[[str], None]
 BACKUP_TYPES = ("full", "database-only", "incremental")
@@ -138,35 +130,24 @@ def copy(
 
 
 def components(config: BackupConfig, names: Sequence[str] | None) -> list[Component]:
+    """The chosen components, bound to the servers and directories the configuration names."""
     chosen = list(names) if names else list(config.components)
-    pg, rd, dirs, physical = {}, {}, {}, {}
+    binding = Binding()
     for name in chosen:
-        spec = config.components[name]
-        if isinstance(spec, PostgresTargetSpec):
-            pg[name] = spec.target(name)
-            if spec.physical is not None:
-                p = spec.physical
-                physical[name] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start))
-        elif isinstance(spec, RedisTargetSpec):
-            rd[name] = spec.target(name)
-        elif isinstance(spec, DirectorySpec | VectorstoreSpec):
-            dirs[name] = spec.path
-    runtime = ExternalRuntime(Path("."), postgres=pg, physical=physical, redis_targets=rd, directories=dirs)
+        config.components[name].bind(name, binding)
+    runtime = ExternalRuntime(
+        Path("."),
+        postgres=binding.postgres,
+        physical=binding.physical,
+        redis_targets=binding.redis,
+        directories=binding.directories,
+    )
     out: list[Component] = []
     for name in chosen:
         spec = config.components[name]
-        kind = component_kinds.get(spec.kind)
-        params: SeedParams
-        if isinstance(spec, PostgresTargetSpec):
-            # No seeding here: only the database name matters for backup and restore.
-            params = PostgresParams.model_construct(database=pg[name].dbname, jobs=spec.jobs)
-        else:
-            params = kind.Params()
-        comp = kind(name, params, runtime)
+        comp = component_kinds.get(spec.kind)(name, spec.params(name, binding), runtime)
         comp.provision()
-        if isinstance(spec, VectorstoreSpec):
-            wanted = {"model": spec.model, "dimension": spec.dimension, "metric": spec.metric}
-            comp.expected = {k: v for k, v in wanted.items() if v is not None} or None  # type: ignore[attr-defined]
+        spec.configure(comp)
         out.append(comp)
     return out
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drills.backup_config import DirectorySpec, PostgresTargetSpec, S3RepositorySpec, load_config
+from drills.backup_config import S3RepositorySpec, load_config
+from drills.targets import PostgresSpec, VolumesSpec
 from engine.errors import ValidationFailed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_documented_example_is_valid() -> None:
     config = load_config(ROOT / "docs" / "examples" / "backup-config.yaml")
     assert isinstance(config.offsite, S3RepositorySpec)
-    assert isinstance(config.components["orders-db"], PostgresTargetSpec)
-    assert isinstance(config.components["uploads"], DirectorySpec)
+    assert isinstance(config.components["orders-db"], PostgresSpec)
+    assert isinstance(config.components["uploads"], VolumesSpec)
     assert config.retention is not None and config.retention.daily == 7
     assert config.components["embeddings"].dimension == 384
 

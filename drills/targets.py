@@ -1,0 +1,236 @@
+"""How backup-config.yaml binds each component kind to an existing server or directory.
+
+The standalone engine works on servers drproof did not create. Each component kind that
+it can back up has one ``TargetSpec`` here: the YAML a user writes for it (its ``kind``
+is the registry name), how it becomes a target of the external runtime, and the seed
+parameters the component needs. Registering a spec makes the kind valid in
+backup-config.yaml, so a kind is one class plus one registration line, never an edit to
+a list of ``isinstance`` checks.
+
+Secrets are never inline: a password is named by an environment variable or a file, so
+the configuration can be committed, printed and attached to an audit without leaking
+anything. A URL with a password in it is refused for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from drills.scenario import Strict
+from engine.components import component_kinds
+from engine.components.base import Component, SeedParams
+from engine.components.postgres import PostgresParams
+from engine.errors import ConfigError
+from engine.registry import Registry
+from engine.runtime.external import PhysicalTarget, PostgresTarget, RedisTarget
+
+
+@dataclass
+class Binding:
+    """Everything the external runtime needs, collected from the chosen components' specs."""
+
+    postgres: dict[str, PostgresTarget] = field(default_factory=dict)
+    physical: dict[str, PhysicalTarget] = field(default_factory=dict)
+    redis: dict[str, RedisTarget] = field(default_factory=dict)
+    directories: dict[str, Path] = field(default_factory=dict)
+
+
+class TargetSpec(Strict):
+    """Base of every component entry in backup-config.yaml."""
+
+    name: ClassVar[str]  # the ``kind:`` this spec configures, and its registry name
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        """Add this component's server or directory to ``binding``."""
+        raise NotImplementedError
+
+    def params(self, instance: str, binding: Binding) -> SeedParams:
+        """The component's parameters; nothing is seeded on an existing stack."""
+        return component_kinds.get(self.name).Params()
+
+    def configure(self, component: Component) -> None:
+        """Settings a provisioned component takes from the configuration (none by default)."""
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make paths written in the file relative to the file's directory."""
+
+
+target_kinds: Registry[type[TargetSpec]] = Registry("component kind")
+
+
+def register(spec: type[TargetSpec]) -> type[TargetSpec]:
+    spec.drproof_tag = spec.name
+    return target_kinds.register(spec)
+
+
+class SecretRef(Strict):
+    """Where a secret comes from: an environment variable or a file, never the YAML."""
+
+    password_env: str | None = Field(default=None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(default=None, description="File whose first line is the password.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def resolve_password(self, what: str) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"{what}: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").splitlines()[0]
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"{what}: cannot read password_file {self.password_file}: {exc}") from None
+        return None
+
+
+def no_inline_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        raise ValueError("passwords may not be written in the URL; use password_env or password_file")
+    return url
+
+
+class PhysicalSpec(Strict):
+    """What a physical restore of an existing server needs; every command is the operator's."""
+
+    data_directory: Path = Field(description="The server's data directory (relative to the config file).")
+    wal_archive: Path = Field(
+        description="Directory the server's archive_command copies WAL segments into "
+        "(e.g. archive_command = 'test ! -f /srv/wal/%f && cp %p /srv/wal/%f')."
+    )
+    stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
+    start: list[str] = Field(min_length=1, description="argv that starts it again.")
+
+
+@register
+class PostgresSpec(SecretRef, TargetSpec):
+    name: ClassVar[str] = "postgres"
+
+    kind: Literal["postgres"]
+    url: str = Field(description="postgresql://USER@HOST:PORT/DATABASE (no password).")
+    jobs: int = Field(
+        default=1, ge=1, le=64, description="kind postgres: parallel pg_dump/pg_restore jobs (directory format)."
+    )
+
+    _check_url = field_validator("url")(no_inline_password)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
+        return url
+
+    def target(self, name: str) -> PostgresTarget:
+        p = urlsplit(self.url)
+        return PostgresTarget(
+            host=p.hostname or "127.0.0.1",
+            port=p.port or 5432,
+            user=unquote(p.username or "postgres"),
+            dbname=unquote(p.path.strip("/")),
+            password=self.resolve_password(name),
+        )
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        binding.postgres[instance] = self.target(instance)
+
+    def params(self, instance: str, binding: Binding) -> SeedParams:
+        # No seeding here: only the database name matters for backup and restore.
+        return PostgresParams.model_construct(database=binding.postgres[instance].dbname, jobs=self.jobs)
+
+
+@register
+class PostgresPhysicalSpec(PostgresSpec):
+    name: ClassVar[str] = "postgres-physical"
+
+    kind: Literal["postgres-physical"]  # type: ignore[assignment]
+    physical: PhysicalSpec = Field(description="Data directory, WAL archive, and the commands that stop and start.")
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        super().bind(instance, binding)
+        p = self.physical
+        binding.physical[instance] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start))
+
+    def resolve_paths(self, base: Path) -> None:
+        self.physical.data_directory = base / self.physical.data_directory
+        self.physical.wal_archive = base / self.physical.wal_archive
+
+
+@register
+class RedisSpec(SecretRef, TargetSpec):
+    name: ClassVar[str] = "redis"
+
+    kind: Literal["redis"]
+    url: str = Field(description="redis://HOST:PORT (no password); every logical database is backed up.")
+
+    _check_url = field_validator("url")(no_inline_password)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError("expected redis://HOST:PORT")
+        return url
+
+    def target(self, name: str) -> RedisTarget:
+        p = urlsplit(self.url)
+        db = int(p.path.strip("/") or 0)
+        return RedisTarget(
+            host=p.hostname or "127.0.0.1", port=p.port or 6379, db=db, password=self.resolve_password(name)
+        )
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        binding.redis[instance] = self.target(instance)
+
+
+class DirectorySpec(TargetSpec):
+    path: Path = Field(description="The directory to back up and restore (relative to the config file).")
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        binding.directories[instance] = self.path
+
+    def resolve_paths(self, base: Path) -> None:
+        self.path = base / self.path
+
+
+@register
+class VolumesSpec(DirectorySpec):
+    name: ClassVar[str] = "volumes"
+
+    kind: Literal["volumes"]
+
+
+@register
+class ConfigurationSpec(DirectorySpec):
+    name: ClassVar[str] = "configuration"
+
+    kind: Literal["configuration"]
+
+
+@register
+class VectorstoreSpec(DirectorySpec):
+    name: ClassVar[str] = "vectorstore"
+
+    kind: Literal["vectorstore"]
+    path: Path = Field(description="The store's directory (index.faiss, ids.jsonl, metadata.json).")
+    model: str | None = Field(default=None, description="Embedding model a restored store must have been built with.")
+    dimension: int | None = Field(default=None, ge=1, description="Dimension a restored store must have.")
+    metric: Literal["l2", "inner_product"] | None = Field(default=None, description="Metric a restored store must use.")
+
+    def configure(self, component: Component) -> None:
+        wanted = {"model": self.model, "dimension": self.dimension, "metric": self.metric}
+        component.expected = {k: v for k, v in wanted.items() if v is not None} or None  # type: ignore[attr-defined]
