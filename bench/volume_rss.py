@@ -214,7 +214,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 # incremental needs the per-file digests; volumes take them while archiving),
                 # then re-hash the set and record the result.
                 parent = repo.list()[-1] if spec["incremental"] else None
-                manifest = engine_backup.backup(repo, [comp], fingerprint=True, parent=parent)
+                manifest = engine_backup.backup(repo, [comp], parent=parent)
                 t = mark("backup + fingerprint", t)
                 try:
                     report = repo.verify(manifest.id)

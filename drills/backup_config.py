@@ -119,9 +119,20 @@ class BackupConfig(Strict):
     components: dict[Name, TargetSpec] = Field(min_length=1)
 
 
-def load_config(path: Path) -> BackupConfig:
+class RestoreTargets(BackupConfig):
+    """A configuration naming where a restore goes instead: ``recovery restore --to FILE``.
+
+    Same format as backup-config.yaml, so a sandbox's servers and directories are written
+    the way production's are; its ``repository`` is not needed (backups are read from the
+    ``--config`` one) and its ``hooks`` are the sandbox's own.
+    """
+
+    repository: Annotated[RepositorySpec, BeforeValidator(_default_type)] | None = None
+
+
+def load_config(path: Path, model_type: type[BackupConfig] = BackupConfig) -> BackupConfig:
     doc = yamlsource.load(path)
-    model, problems = model_problems(doc, BackupConfig)
+    model, problems = model_problems(doc, model_type)
     if problems or model is None:
         raise ValidationFailed(problems)
     assert isinstance(model, BackupConfig)
@@ -156,3 +167,24 @@ def unknown_components(config: BackupConfig, names: list[str], file: str) -> Non
                 for n in missing
             ]
         )
+
+
+def secret_variables(*configs: BackupConfig | None) -> list[str]:
+    """Names of the environment variables these configurations keep secrets in.
+
+    Child processes that run the operator's own commands get the environment without
+    them (``engine.childenv.operator_environment``).
+    """
+    names: list[str] = []
+    for config in configs:
+        if config is None:
+            continue
+        for spec in config.components.values():
+            name = getattr(spec, "password_env", None)
+            if name:
+                names.append(name)
+        if config.encryption is not None:
+            names += [n for n in (config.encryption.key_env, config.encryption.passphrase_env) if n]
+        if config.notifications is not None:
+            names.append(config.notifications.webhook_url_env)
+    return names

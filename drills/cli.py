@@ -9,7 +9,9 @@ and is printed with its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -118,6 +120,22 @@ def _parser() -> argparse.ArgumentParser:
             which.add_argument("--id", help="backup id (default: the latest)")
             which.add_argument("--timestamp", type=_utc, help="the latest backup at or before this ISO time")
         if name == "restore":
+            where = r.add_mutually_exclusive_group()
+            where.add_argument(
+                "--to",
+                type=Path,
+                metavar="SCRATCH-CONFIG",
+                help="restore into the servers and directories this other backup-config names (a sandbox)",
+            )
+            where.add_argument(
+                "--in-place", action="store_true", help="replace the live data the configuration names (asks first)"
+            )
+            r.add_argument("--yes", action="store_true", help="confirm --in-place without asking (for scripts)")
+            r.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="prove the backup and show what would be replaced; change nothing",
+            )
             r.add_argument("--components", nargs="+", metavar="NAME", help="only these (default: all in the backup)")
             r.add_argument(
                 "--point-in-time",
@@ -274,7 +292,7 @@ def _report_backup(
 
 def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     from drills import standalone
-    from drills.backup_config import load_config, unknown_components
+    from drills.backup_config import load_config
 
     config = load_config(args.config) if args.config else None
     audit = standalone.audit_log(config, args.repository)
@@ -334,22 +352,58 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
                     highlight=False,
                     markup=False,
                 )
-            verdict = "verified" if report.ok else f"{len(report.damaged)} damaged artifact(s)"
+            for finding in report.findings:
+                out.print(f"NOT RESTORABLE {finding}", highlight=False, markup=False)
+            unproven = [c for c in report.checks if c.ok and not c.content_proven]
+            if unproven:
+                err.print(
+                    f"note: {len(unproven)} artifact(s) checked by their stored bytes only: the set is encrypted and "
+                    "no (or another) key is configured, so their content could not be decoded",
+                    highlight=False,
+                    markup=False,
+                )
+            verdict = (
+                "verified"
+                if report.ok
+                else "; ".join(
+                    ([f"{len(report.damaged)} damaged artifact(s)"] if report.damaged else [])
+                    + (["not restorable"] if report.findings else [])
+                )
+            )
             err.print(f"backup {manifest.id}: {verdict}", highlight=False, markup=False)
         return 0 if report.ok else 1
     assert config is not None
+    return _restore(args, config, repo, repo_where, manifest, audit, err)
+
+
+def _restore(
+    args: argparse.Namespace,
+    config: Any,
+    repo: Any,
+    repo_where: str,
+    manifest: Any,
+    audit: AuditLog,
+    err: Console,
+) -> int:
+    from drills import recovery
+    from drills.backup_config import RestoreTargets, load_config, unknown_components
+
+    targets = load_config(args.to, RestoreTargets) if args.to else None
     if args.components:
-        unknown_components(config, args.components, str(args.config))
-    outcomes = standalone.restore(
-        config,
-        manifest,
-        args.components,
-        _progress(err, args.json),
-        repo,
-        audit=audit,
-        repo_where=repo_where,
-        point_in_time=args.point_in_time,
+        unknown_components(targets or config, args.components, str(args.to or args.config))
+    request = recovery.Request.build(
+        config, manifest, args.components, targets=targets, in_place=args.in_place, point_in_time=args.point_in_time
     )
+    progress = _progress(err, args.json)
+    if not args.dry_run:
+        recovery.check_confirmable(request, args.yes)
+    if args.dry_run or (args.in_place and not args.yes):
+        steps = recovery.plan(request, repo, progress)
+        if args.dry_run:
+            return _print_plan(args, manifest, request, steps, err)
+        with _display.paused() if _display is not None else contextlib.nullcontext():
+            recovery.confirm(request, steps, err, args.yes)
+    outcomes = recovery.restore(request, repo, progress, audit=audit, repo_where=repo_where)
     if args.json:
         sys.stdout.write(
             json.dumps({"backup": manifest.id, "components": [o.__dict__ for o in outcomes]}, indent=2) + "\n"
@@ -363,9 +417,26 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
             for d in o.differences[:10]:
                 err.print(f"           - {escape(d)}", highlight=False)
-    if any(o.status == "failed" for o in outcomes):
-        return 2
-    return 1 if any(o.status == "refused" or o.fidelity == "differs" for o in outcomes) else 0
+    return recovery.exit_code(outcomes)
+
+
+def _print_plan(args: argparse.Namespace, manifest: Any, request: Any, steps: list[Any], err: Console) -> int:
+    """A dry run's account; exit 1 if a restore would be refused (a damaged artifact), else 0."""
+    damaged = any(not s.proof.startswith("every check") or s.backup_holds.startswith("no fingerprint") for s in steps)
+    if args.json:
+        body = {
+            "backup": manifest.id,
+            "in_place": request.in_place,
+            "dry_run": True,
+            "components": [s.__dict__ for s in steps],
+        }
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        verb = "replace LIVE data" if request.in_place else "restore into the --to targets"
+        err.print(f"dry run: backup {manifest.id} would {verb}; nothing was changed", highlight=False, markup=False)
+        for step in steps:
+            err.print(step.describe(), highlight=False, markup=False)
+    return 1 if damaged else 0
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -686,6 +757,24 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+class _Redacted(logging.Formatter):
+    """Engine log lines on stderr, masked like every other message drproof prints."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _log_to(err: Console, verbose: bool) -> None:
+    """Send the engine's log lines to ``err``: progress of long waits, and warnings."""
+    handler = logging.StreamHandler(err.file)
+    handler.setFormatter(_Redacted("drproof: %(message)s"))
+    engine_log = logging.getLogger("engine")
+    for old in [h for h in engine_log.handlers if isinstance(h.formatter, _Redacted)]:
+        engine_log.removeHandler(old)
+    engine_log.addHandler(handler)
+    engine_log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
@@ -710,6 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Drills drive their own display (phase by phase); the engine commands share this one.
         engine_command = args.command in ("backup", "recovery") and not getattr(args, "json", False)
+        # Long waits and warnings of the engine reach the operator; with --json only warnings do.
+        _log_to(err, verbose=engine_command)
         with StepDisplay(err, quiet=not engine_command) as display:
             _display = display if engine_command else None
             return commands[args.command](args, out, err)

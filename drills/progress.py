@@ -8,6 +8,8 @@ only the permanent lines are written, so logs stay readable and diffable.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 
 from rich.console import Console
@@ -41,6 +43,21 @@ class StepDisplay:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No live line while the user is asked something (a confirmation prompt)."""
+        if self._progress is None:
+            yield
+            return
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+        self._progress.stop()
+        try:
+            yield
+        finally:
+            self._progress.start()
 
     def begin(self, text: str) -> None:
         """A new step is running; the previous live one (if any) is over."""

@@ -371,7 +371,6 @@ class DrillRunner:
                 chosen,
                 label=name,
                 labels={"scenario": self.scenario.name, "scenario_sha256": self.loaded.sha256, "step": str(i + 1)},
-                fingerprint=True,
             )
             duration = time.monotonic() - t0
             rec["data"] = {"backup_id": manifest.id}

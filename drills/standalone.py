@@ -10,9 +10,8 @@ Every backup, verify, restore, deletion and copy is also recorded in the audit l
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
-from engine.fingerprint import compare
+from engine.errors import BackupNotFound, ConfigError, IntegrityError
 from engine.manifest import Manifest
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
@@ -129,8 +127,12 @@ def copy(
     return manifest
 
 
-def components(config: BackupConfig, names: Sequence[str] | None) -> list[Component]:
-    """The chosen components, bound to the servers and directories the configuration names."""
+def components(config: BackupConfig, names: Sequence[str] | None, provision: bool = True) -> list[Component]:
+    """The chosen components, bound to the servers and directories the configuration names.
+
+    ``provision=False`` leaves connecting to each to the caller, so one unreachable server
+    fails its own component, not every other one with it.
+    """
     chosen = list(names) if names else list(config.components)
     binding = Binding()
     for name in chosen:
@@ -146,8 +148,10 @@ def components(config: BackupConfig, names: Sequence[str] | None) -> list[Compon
     for name in chosen:
         spec = config.components[name]
         comp = component_kinds.get(spec.kind)(name, spec.params(name, binding), runtime)
-        comp.provision()
-        spec.configure(comp)
+        spec.prepare(comp)
+        if provision:
+            comp.provision()
+            spec.configure(comp)
         out.append(comp)
     return out
 
@@ -167,7 +171,6 @@ def take_backup(
     backup_type: str,
     label: str | None,
     progress: Progress,
-    fingerprint: bool = True,
     audit: AuditLog | None = None,
 ) -> Manifest:
     chosen = select_for_type(config, names, backup_type)
@@ -187,13 +190,11 @@ def take_backup(
                 parent = existing[-1] if existing else None
                 if parent is None:
                     progress("no earlier backup: this incremental backup is a full one")
-                fingerprint = True  # the next incremental needs this set's per-file digests
             manifest = engine_backup.backup(
                 repo,
                 comps,
                 label=label,
                 labels={"type": backup_type},
-                fingerprint=fingerprint,
                 progress=progress,
                 parent=parent,
             )
@@ -266,10 +267,30 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
+        report.findings = restorability(manifest)
+        report.ok = report.ok and not report.findings
         repo.record_verification(report)
         if not report.ok:
-            op.fail(f"{len(report.damaged)} damaged artifact(s): {', '.join(report.damaged)}")
+            problems = (
+                [f"{len(report.damaged)} damaged artifact(s): {', '.join(report.damaged)}"] if report.damaged else []
+            )
+            op.fail("; ".join(problems + report.findings))
     return report
+
+
+def restorability(manifest: Manifest) -> list[str]:
+    """What each component kind says would keep this set from restoring where it came from."""
+    findings = []
+    for record in manifest.components:
+        if record.kind not in component_kinds:
+            findings.append(f"{record.name}: kind {record.kind!r} is not one this drproof can restore")
+            continue
+        prefix = f"{record.name}: "
+        tools = {k[len(prefix) :]: v for k, v in manifest.tools.items() if k.startswith(prefix)}
+        findings += [
+            f"{record.name}: {f}" for f in component_kinds.get(record.kind).restorability(record.details, tools)
+        ]
+    return findings
 
 
 def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
@@ -283,128 +304,6 @@ def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) ->
     if not sets:
         raise BackupNotFound("the repository holds no complete backup")
     return sets[-1]
-
-
-@dataclass
-class RestoreOutcome:
-    component: str
-    status: str  # restored | refused | failed
-    detail: str
-    fidelity: str = "not checked"  # match | differs | not checked
-    differences: list[str] = field(default_factory=list)
-
-
-def _run_hooks(commands: list[list[str]], when: str, progress: Progress) -> None:
-    for argv in commands:
-        progress(f"{when} hook: {argv[0]}")
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise DrproofError(f"{when} hook {argv[0]!r} could not run: {exc}") from exc
-        if result.returncode != 0:
-            raise DrproofError(
-                f"{when} hook {argv[0]!r} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
-            )
-
-
-def restore(
-    config: BackupConfig,
-    manifest: Manifest,
-    names: Sequence[str] | None,
-    progress: Progress,
-    repo: Repository | None = None,
-    audit: AuditLog | None = None,
-    repo_where: str | None = None,
-    point_in_time: datetime | str | None = None,
-) -> list[RestoreOutcome]:
-    """Restore components from ``manifest``, or, with ``point_in_time`` (a time or "latest"),
-    physical PostgreSQL components from base backup plus WAL."""
-    with (audit or AuditLog(None)).operation("restore", repo_where or where(config, None)) as op:
-        op.backup_ids = [manifest.id]
-        op.components = list(names) if names else [c.name for c in manifest.components]
-        repo = repo or repository(config, None)
-        with repo.lock(exclusive=False):
-            outcomes = _restore(repo, config, manifest, names, progress, point_in_time)
-        op.extra["results"] = {o.component: f"{o.status}, fidelity {o.fidelity}" for o in outcomes}
-        failed = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "failed"]
-        refused = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "refused"]
-        differs = [o.component for o in outcomes if o.fidelity == "differs"]
-        if failed or differs:
-            problems = [f"failed: {'; '.join(failed)}"] if failed else []
-            problems += [f"content differs from the backup: {', '.join(differs)}"] if differs else []
-            problems += [f"refused: {'; '.join(refused)}"] if refused else []
-            op.fail("; ".join(problems))
-        elif refused:
-            op.fail(f"refused (damaged backup): {'; '.join(refused)}", outcome="refused")
-    return outcomes
-
-
-def _restore_point_in_time(
-    repo: Repository, comp: Component, point: datetime | str, progress: Progress
-) -> RestoreOutcome:
-    target = None if point == "latest" else point
-    assert target is None or isinstance(target, datetime)
-    progress(f"restoring {comp.instance} to {'the newest archived WAL' if target is None else target.isoformat()}")
-    try:
-        used = engine_backup.restore_to_time(repo, comp, target, live_wal=True)
-    except IntegrityError as exc:
-        return RestoreOutcome(comp.instance, "refused", str(exc))
-    except DrproofError as exc:
-        return RestoreOutcome(comp.instance, "failed", str(exc))
-    health = comp.health()
-    where = getattr(getattr(comp, "service", None), "replaced", None)
-    detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id} and the live archive"
-    if where is not None:
-        detail += f"; the replaced data directory is kept at {where}"
-    outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", detail)
-    outcome.fidelity = "not compared (a point in time has no backup fingerprint)"
-    return outcome
-
-
-def _restore(
-    repo: Repository,
-    config: BackupConfig,
-    manifest: Manifest,
-    names: Sequence[str] | None,
-    progress: Progress,
-    point_in_time: datetime | str | None = None,
-) -> list[RestoreOutcome]:
-    wanted = list(names) if names else [c.name for c in manifest.components]
-    if point_in_time is not None:
-        wrong = [n for n in wanted if n in config.components and config.components[n].kind != "postgres-physical"]
-        if wrong:
-            raise ConfigError(
-                f"a point-in-time restore applies to postgres-physical components only; {', '.join(wrong)} "
-                "cannot be: name the physical ones with --components"
-            )
-    missing = [n for n in wanted if n not in config.components]
-    if missing:
-        raise ConfigError(f"backup {manifest.id} holds {', '.join(missing)}, which the configuration does not name")
-    _run_hooks(config.hooks.before_restore, "before_restore", progress)
-    outcomes: list[RestoreOutcome] = []
-    for comp in components(config, wanted):
-        if point_in_time is not None:
-            outcomes.append(_restore_point_in_time(repo, comp, point_in_time, progress))
-            continue
-        progress(f"restoring {comp.instance} from {manifest.id}")
-        try:
-            engine_backup.restore(repo, manifest, comp)
-        except IntegrityError as exc:
-            outcomes.append(RestoreOutcome(comp.instance, "refused", str(exc)))
-            continue
-        except DrproofError as exc:
-            outcomes.append(RestoreOutcome(comp.instance, "failed", str(exc)))
-            continue
-        health = comp.health()
-        outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", health.detail)
-        expected = manifest.component(comp.instance).fingerprint
-        if expected is not None and health.ok:
-            diffs = compare(expected, comp.fingerprint())
-            outcome.fidelity = "differs" if diffs else "match"
-            outcome.differences = [d.describe() for d in diffs]
-        outcomes.append(outcome)
-    _run_hooks(config.hooks.after_restore, "after_restore", progress)
-    return outcomes
 
 
 def summary(manifest: Manifest) -> dict[str, Any]:

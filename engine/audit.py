@@ -40,9 +40,11 @@ from engine.errors import DrproofError, IntegrityError
 from engine.redaction import redact
 
 Event = Literal["backup", "verify", "restore", "delete", "copy"]
-Outcome = Literal["ok", "failed", "refused"]
+# "unverified": done, but nothing could prove the result (a point-in-time restore has no
+# fingerprint taken at that moment); never counted as "ok".
+Outcome = Literal["ok", "failed", "refused", "unverified"]
 EVENTS: tuple[Event, ...] = ("backup", "verify", "restore", "delete", "copy")
-OUTCOMES: tuple[Outcome, ...] = ("ok", "failed", "refused")
+OUTCOMES: tuple[Outcome, ...] = ("ok", "failed", "refused", "unverified")
 DEFAULT_NAME = "audit.jsonl"  # inside a local repository's directory when audit_log is not set
 _READS_BACKUPS = frozenset({"restore", "copy"})
 MAX_ERROR_CHARS = 2000  # keeps every line one modest write(), however verbose a tool's error

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from engine import __version__, pitr
 from engine.components.base import ArtifactSource, Component
-from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, RepositoryError
+from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest
 from engine.repository.base import Repository, VerifyReport
@@ -26,17 +26,17 @@ def backup(
     label: str | None = None,
     labels: dict[str, str] | None = None,
     fingerprints: dict[str, Fingerprint] | None = None,
-    fingerprint: bool = False,
     progress: Progress | None = None,
     parent: Manifest | None = None,
 ) -> Manifest:
     """Write one complete backup set of ``components``, or nothing at all.
 
     With ``parent``, components that support it back up only what changed since that set
-    (recorded as their ``parent``); all others take a full backup as usual. With
-    ``fingerprint``, each record carries the component's fingerprint, taken by the
-    component during its backup where it can (the reference a restore is compared with,
-    and an incremental backup's per-file base); ``fingerprints`` given by the caller win.
+    (recorded as their ``parent``); all others take a full backup as usual. Each record
+    carries the component's fingerprint, taken by the component during its backup where
+    it can: the reference every restore is proven against (a set without one cannot be
+    restored) and an incremental backup's per-file base. ``fingerprints`` given by the
+    caller win (benchmarks take them apart, so a backup's timing is the backup alone).
     """
     writer = repository.begin(label)
     records: list[ComponentRecord] = []
@@ -54,7 +54,7 @@ def backup(
                 assert base.fingerprint is not None and parent is not None
                 incremental = (base.fingerprint, _source(repository, parent, comp.instance))
             fp = (fingerprints or {}).get(comp.instance)
-            if fp is None and fingerprint:
+            if fp is None:
                 details, fp = comp.backup_fingerprinted(writer, incremental)
             elif incremental is not None:
                 details = comp.backup_incremental(writer, *incremental)
@@ -114,8 +114,8 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
         health = comp.health()
     except Exception:  # a probe that cannot run tells nothing more
         return None
-    if health.ok:
-        return None
+    if health.ok or health.detail.startswith("query failed"):
+        return None  # the server answers; what failed is the data (a damaged page), already said
     detail = " ".join(health.detail.split())
     if "password authentication failed" in detail or isinstance(exc.__cause__, redis.AuthenticationError):
         return ComponentError(
@@ -166,7 +166,14 @@ def chain(repository: Repository, manifest: Manifest, component: str) -> list[Ma
 
 
 def restore(repository: Repository, manifest: Manifest, component: Component) -> None:
-    """Restore one component from a backup set; damaged artifacts are refused first."""
+    """Restore one component from a backup set; nothing live changes unless it is proven.
+
+    Refused up front (an IntegrityError, nothing touched): a set without a fingerprint of
+    the component, since no restore of it could be proven; an artifact that is missing
+    or, for kinds that do not stage their restore, fails any check of its bytes. Kinds
+    that stage (``proves_while_staging``) refuse damage and a staged copy that differs
+    from the fingerprint before they swap anything in.
+    """
     try:
         record = manifest.component(component.instance)
     except KeyError:
@@ -178,13 +185,34 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
         raise DrproofError(
             f"backup {manifest.id}: {component.instance!r} was backed up as {record.kind}, not {component.name}"
         )
+    if record.fingerprint is None:
+        raise NotComparable(
+            f"backup {manifest.id} holds no fingerprint of {component.instance!r} taken at backup time, so no "
+            "restore of it could be proven to hold what was backed up; refusing to restore it (nothing was "
+            "touched). Restore from a backup taken with fingerprints (every `drproof backup` takes them)"
+        )
     sets = chain(repository, manifest, component.instance)
     _verify_before_restore(repository, sets, component)
     sources = [_source(repository, m, component.instance) for m in sets]
-    if len(sources) == 1:
-        component.restore(sources[0])
-    else:
-        component.restore_chain(sources)
+    try:
+        if len(sources) == 1:
+            component.restore(sources[0])
+        else:
+            component.restore_chain(sources)
+    except IntegrityError as exc:
+        # Damage met while staging, a staged copy that does not match, a hostile archive:
+        # every one is refused before the swap, and said the same way.
+        if str(exc).startswith("refusing to restore"):
+            raise
+        raise type(exc)(f"refusing to restore {component.instance!r} (the live data were not touched): {exc}") from exc
+    except (DrproofError, OSError) as exc:
+        if not component.proves_while_staging:
+            raise
+        # A staged restore that broke mid-stream (a tar parser meeting the end of a cut
+        # artifact) says what broke, not why: if the artifact itself is damaged, that is
+        # the finding, and a refusal.
+        _prove_all(repository, sets, component, cause=exc)
+        raise
 
 
 def restore_to_time(
@@ -215,26 +243,52 @@ def restore_to_time(
 
 
 def _verify_before_restore(repository: Repository, sets: list[Manifest], component: Component) -> None:
-    # Verify every artifact the restore needs, across the whole chain, before touching the
-    # live data, so a damaged backup never half-overwrites a component.
+    """Refuse before anything live changes: every artifact the restore needs, whole chain.
+
+    A kind that changes live data as it reads (``proves_while_staging`` False) gets every
+    artifact read to its end with every check first (``prove_artifact``); a kind that
+    stages is only asked whether each exists, since its own read proves the rest before
+    its swap.
+    """
     for m in sets:
-        checks = [repository.check_artifact(m, a) for a in m.artifacts_of(component.instance)]
+        artifacts = m.artifacts_of(component.instance)
+        if component.proves_while_staging:
+            checks = [repository.check_present(m, a) for a in artifacts]
+        else:
+            checks = [repository.prove_artifact(m, a) for a in artifacts]
         damaged = [c for c in checks if not c.ok]
         if damaged:
             raise IntegrityError(
-                f"backup {m.id}: refusing to restore {component.instance!r}: "
+                f"backup {m.id}: refusing to restore {component.instance!r} (nothing was touched): "
                 + "; ".join(f"{c.artifact} {c.problem}" for c in damaged)
             )
+
+
+def _prove_all(repository: Repository, sets: list[Manifest], component: Component, cause: BaseException) -> None:
+    for m in sets:
+        damaged = [c for c in (repository.prove_artifact(m, a) for a in m.artifacts_of(component.instance)) if not c.ok]
+        if damaged:
+            raise IntegrityError(
+                f"backup {m.id}: refusing to restore {component.instance!r} (the live data were not touched): "
+                + "; ".join(f"{c.artifact} {c.problem}" for c in damaged)
+            ) from cause
 
 
 def _source(repository: Repository, manifest: Manifest, component: str) -> ArtifactSource:
     artifacts = {a.name: a for a in manifest.artifacts_of(component)}
 
-    def opener(artifact: object) -> object:
-        # restore() verified every artifact of the chain just before; the stream is hashed again.
-        return repository.open_artifact(manifest, artifact, checked=True)  # type: ignore[arg-type]
+    def opener(artifact: object, whole: bool = True) -> object:
+        # Checked just before (proven, or present for kinds that stage); the stream
+        # itself runs every check again as it is read.
+        return repository.open_artifact(manifest, artifact, checked=True, whole=whole)  # type: ignore[arg-type]
 
-    return ArtifactSource(artifacts, opener)
+    try:
+        record = manifest.component(component)
+    except KeyError:
+        return ArtifactSource(artifacts, opener)
+    prefix = f"{component}: "
+    tools = {k[len(prefix) :]: v for k, v in manifest.tools.items() if k.startswith(prefix)}
+    return ArtifactSource(artifacts, opener, record.fingerprint, record.details, tools)
 
 
 def _zstd_version() -> str:

@@ -13,6 +13,9 @@ exception escaping drproof is a bug and is shown with its traceback.
     ├── RepositoryError            the backup repository could not be read or written
     │   ├── BackupNotFound         no backup set with that id or name
     │   └── IntegrityError         stored bytes differ from the manifest (exit 1 in verify)
+    │       ├── WrongKey           the set was encrypted with another key
+    │       ├── RestoreMismatch    a staged restore differs from the backup's fingerprint
+    │       └── NotComparable      no fingerprint to prove a restore against
     └── Interrupted                the user pressed Ctrl-C or the process got SIGTERM
 """
 
@@ -93,6 +96,22 @@ class WrongKey(IntegrityError):
 
     A refusal like a damaged artifact (exit 1): the backup cannot be read back with what
     the operator holds, and nothing live is touched.
+    """
+
+
+class RestoreMismatch(IntegrityError):
+    """What a restore built apart from the live data is not what the backup captured.
+
+    Raised before the staged copy replaces anything, so like a damaged artifact it is a
+    refusal (exit 1) that leaves the live data as they were.
+    """
+
+
+class NotComparable(IntegrityError):
+    """A backup holds no fingerprint of a component, so no restore of it can be proven.
+
+    A restore that nothing can be compared with would be reported as restored on trust;
+    drproof refuses it before touching anything instead.
     """
 
 

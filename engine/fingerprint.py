@@ -40,6 +40,15 @@ class Fingerprint(BaseModel):
         return cls(component=component, kind=kind, digest=h.hexdigest(), parts=ordered)
 
 
+def summarize(fingerprint: Fingerprint) -> str:
+    """What a fingerprint covers, in a few words: "2 parts: 1,500 rows, 1 roles"."""
+    totals: dict[str, int] = {}
+    for part in fingerprint.parts.values():
+        totals[part.unit] = totals.get(part.unit, 0) + part.count
+    counted = ", ".join(f"{n:,} {unit}" for unit, n in sorted(totals.items()) if n)
+    return f"{len(fingerprint.parts)} parts" + (f": {counted}" if counted else "")
+
+
 class PartDifference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

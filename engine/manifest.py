@@ -9,27 +9,44 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import RepositoryError
 from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = "verified.json"  # written beside the manifest by a full verification
-# A manifest carries ~200 bytes per file of a volume's fingerprint, so this admits about a
-# million files, and still refuses absurd input. Writing checks the same limit: a set
-# whose manifest could not be read back must never be published.
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+# A manifest carries ~200 bytes per file of a volume's fingerprint, so this admits about
+# 600,000 files, and refuses by size alone (before reading a byte) what would take
+# gigabytes to parse: a 162 MB manifest took 2 GB and 34 s to list. Writing checks the
+# same limit: a set whose manifest could not be read back must never be published.
+MAX_MANIFEST_BYTES = 128 * 1024 * 1024
+# A set holds a few artifacts per component; these bound every loop over a manifest
+# (verify, restore, copy) whoever wrote it.
+MAX_ARTIFACTS = 10_000
+MAX_COMPONENTS = 1_000
+
+
+def _segment(value: str) -> str:
+    """One path segment drproof could have written: no separators, not . or .., not empty."""
+    if not value or value in (".", "..") or len(value) > 200 or any(c in value for c in "/\\\0"):
+        raise ValueError(f"{value!r} is not a plain name (no path separators, not . or ..)")
+    return value
+
+
+Segment = Annotated[str, AfterValidator(_segment)]
 
 
 class ArtifactRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    component: str
-    name: str
-    path: str = Field(description="Path of the stored file, relative to the backup set.")
+    component: Segment
+    name: Segment
+    path: str = Field(
+        description="Path of the stored file, relative to the backup set: always `<component>/<name>.zst`."
+    )
     compression: Literal["zstd"] = "zstd"
     size: int = Field(description="Stored (compressed) size in bytes.")
     sha256: str = Field(description="SHA-256 of the stored bytes; what `verify` re-computes.")
@@ -43,6 +60,14 @@ class ArtifactRecord(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.component}/{self.name}"
+
+    @model_validator(mode="after")
+    def _derived_path(self) -> ArtifactRecord:
+        # drproof derives every stored path from the artifact's names; a manifest that says
+        # otherwise (``../``, a link inside the set) was not written by drproof.
+        if self.path != f"{self.component}/{self.name}.zst":
+            raise ValueError(f"artifact path {self.path!r} is not {self.component}/{self.name}.zst")
+        return self
 
 
 class ComponentRecord(BaseModel):
@@ -64,12 +89,12 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal[1] = 1
-    id: str
+    id: Segment
     label: str | None = Field(default=None, description="A human name, e.g. the drill step's name.")
     created_at: datetime
     completed_at: datetime
-    components: list[ComponentRecord]
-    artifacts: list[ArtifactRecord]
+    components: list[ComponentRecord] = Field(max_length=MAX_COMPONENTS)
+    artifacts: list[ArtifactRecord] = Field(max_length=MAX_ARTIFACTS)
     tools: dict[str, str] = Field(default_factory=dict)
     encryption: dict[str, Any] | None = Field(
         default=None, description="Scheme, KDF parameters, key source and key fingerprint; never the key."

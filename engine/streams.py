@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import zstandard
@@ -68,13 +68,12 @@ class CountingWriter(io.RawIOBase):
         return n
 
 
-class HashingReader(io.RawIOBase):
-    """Read-through wrapper that hashes and counts the bytes it hands out."""
+class TapReader(io.RawIOBase):
+    """Read-through wrapper that hands every byte it passes on to ``tap`` as well."""
 
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: IO[bytes], tap: Callable[[bytes], object]) -> None:
         self._source = source
-        self._hash = hashlib.sha256()
-        self.size = 0
+        self._tap = tap
 
     def readable(self) -> bool:
         return True
@@ -84,9 +83,21 @@ class HashingReader(io.RawIOBase):
         data = self._source.read(len(view))
         n = len(data)
         view[:n] = data
-        self._hash.update(data)
-        self.size += n
+        self._tap(data)
         return n
+
+
+class HashingReader(TapReader):
+    """Read-through wrapper that hashes and counts the bytes it hands out."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__(source, self._count)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def _count(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
 
     def drain(self) -> None:
         """Read to the end so the digest covers every byte, even those a consumer skipped."""

@@ -17,6 +17,7 @@ import yaml
 
 from drills import docgen
 from drills.assertions import assertion_kinds
+from drills.targets import target_kinds
 from engine.components import component_kinds
 from engine.faults import faults
 
@@ -63,6 +64,13 @@ def test_scenario_reference_covers_every_registered_name() -> None:
     text = docgen.render()
     for name in [*component_kinds.names(), *faults.names(), *assertion_kinds.names()]:
         assert f"\n### {name}\n" in text, name
+
+
+@pytest.mark.parametrize("kind", target_kinds.names())
+def test_every_kind_backup_config_accepts_is_in_the_backup_engine_table(kind: str) -> None:
+    text = (DOCS / "backup-engine.md").read_text(encoding="utf-8")
+    table = text.split("| kind | keys | how it is backed up |", 1)[1].split("\n\n", 1)[0]
+    assert f"`{kind}`" in table, f"docs/backup-engine.md's table of kinds lacks {kind}"
 
 
 @pytest.mark.parametrize("kind", component_kinds.names())

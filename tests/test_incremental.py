@@ -14,7 +14,7 @@ import pytest
 from engine import backup as engine_backup
 from engine.components.files import extract_layers
 from engine.components.volumes import VolumesComponent, VolumesParams
-from engine.errors import ComponentError, IntegrityError
+from engine.errors import IntegrityError
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
 
@@ -100,7 +100,7 @@ def test_layer_removals_cannot_leave_the_restored_tree(removal: str) -> None:
         def layer(data: bytes):  # type: ignore[no-untyped-def]
             yield io.BytesIO(data)
 
-        with pytest.raises(ComponentError):
+        with pytest.raises(IntegrityError):
             extract_layers([(lambda: layer(_tar({"a/b.txt": b"x"})), []), (lambda: layer(_tar({})), [removal])], target)
         assert outside.read_text() == "must survive"
         assert (target / "keep.txt").read_text() == "live"

@@ -24,6 +24,12 @@ from engine.runtime.base import Runtime
 WORKLOAD_MARK = "drproof_workload"
 
 
+# Metadata artifacts (removal lists, roles, pgBackRest's info) are read whole into memory;
+# above this size their compression ratio must also be plausible.
+MIN_BOMB_CHECK = 1 << 20
+MAX_METADATA_RATIO = 1000
+
+
 class SeedParams(BaseModel):
     """Base of every component's ``seed:`` model; unknown keys are errors."""
 
@@ -40,11 +46,28 @@ class Health(BaseModel):
 
 
 class ArtifactSource:
-    """Opens the artifacts of one component in one backup set, verified."""
+    """Opens the artifacts of one component in one backup set, verified.
 
-    def __init__(self, artifacts: dict[str, ArtifactRecord], opener: Any) -> None:
+    ``fingerprint`` is the component's fingerprint taken when that set was written: what
+    a restore that builds its result apart from the live data compares it with before
+    swapping it in (:meth:`Component.prove_restored`). ``details`` and ``tools`` are the
+    manifest's record of how the backup was taken, so a restore can refuse a target the
+    backup cannot be loaded into before it touches anything.
+    """
+
+    def __init__(
+        self,
+        artifacts: dict[str, ArtifactRecord],
+        opener: Any,
+        fingerprint: Fingerprint | None = None,
+        details: dict[str, Any] | None = None,
+        tools: dict[str, str] | None = None,
+    ) -> None:
         self.artifacts = artifacts
         self._opener = opener
+        self.fingerprint = fingerprint
+        self.details = details or {}  # what the component recorded about its backup
+        self.tools = tools or {}  # the tools that wrote it, by tool name
 
     def names(self) -> list[str]:
         return sorted(self.artifacts)
@@ -52,6 +75,39 @@ class ArtifactSource:
     def open(self, name: str) -> Any:
         """Context manager yielding a readable stream of the decompressed artifact."""
         return self._opener(self.artifacts[name])
+
+    def open_head(self, name: str) -> Any:
+        """Like ``open``, for a reader that needs only the start (a dump's table of contents).
+
+        Nothing is proven on exit, and the rest is not read: use it only for artifacts the
+        engine proved in full before the restore began (kinds that do not stage).
+        """
+        return self._opener(self.artifacts[name], whole=False)
+
+    def read_small(self, name: str, limit: int) -> bytes:
+        """A metadata artifact read whole, refused before memory grows if it is not small.
+
+        Its recorded content size must be within ``limit``, and above 1 MiB within 1,000
+        times its stored size: a few KiB that claim to hold a GiB of JSON are a
+        decompression bomb (or a forged manifest), not a list of paths. The stream itself
+        stops at the recorded size, so a manifest that under-states it fails too.
+        """
+        from engine.errors import IntegrityError
+
+        record = self.artifacts[name]
+        if record.raw_size > limit:
+            raise IntegrityError(
+                f"artifact {record.key} would decompress to {record.raw_size} bytes, over the {limit}-byte limit "
+                "for this kind of metadata; refused before reading it"
+            )
+        if record.raw_size > MIN_BOMB_CHECK and record.raw_size > MAX_METADATA_RATIO * max(record.size, 1):
+            raise IntegrityError(
+                f"artifact {record.key} claims {record.raw_size} bytes from {record.size} stored: a compression "
+                f"ratio over {MAX_METADATA_RATIO}:1 is a decompression bomb, not metadata; refused before reading it"
+            )
+        with self.open(name) as stream:
+            data: bytes = stream.read(record.raw_size + 1)
+        return data
 
 
 class Component(ABC):
@@ -97,6 +153,43 @@ class Component(ABC):
         if incremental is not None:
             return self.backup_incremental(writer, *incremental), fp
         return self.backup(writer), fp
+
+    # Kinds whose restore reads every artifact to its end into a staging area (a directory
+    # beside the target, a scratch server) and changes nothing live before that read
+    # ended and the staged state was proven, set this. The stream's own checks (GCM
+    # tags, the whole zstd frame, the stored digest) then refuse damage before the swap,
+    # and the engine skips reading every artifact once more beforehand. All other kinds
+    # get every artifact proven in full before their restore starts.
+    proves_while_staging: ClassVar[bool] = False
+
+    def prove_restored(self, expected: Fingerprint | None, actual: Fingerprint, where: str) -> None:
+        """Refuse a staged restore whose content differs from the backup's fingerprint.
+
+        Called before the staged state replaces anything live, so a refusal leaves the
+        live data exactly as they were. ``where`` says what was staged, for the message.
+        """
+        from engine.errors import RestoreMismatch
+        from engine.fingerprint import compare
+
+        if expected is None:
+            raise RestoreMismatch(
+                f"{self.name} {self.instance!r}: the backup holds no fingerprint to prove the restored copy against"
+            )
+        diffs = compare(expected, actual)
+        if diffs:
+            shown = "; ".join(d.describe() for d in diffs[:5]) + (
+                f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+            )
+            raise RestoreMismatch(
+                f"{self.name} {self.instance!r}: the restored copy ({where}) differs from the backup's fingerprint "
+                f"in {len(diffs)} part(s): {shown}; the copy was discarded"
+            )
+
+    @classmethod
+    def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
+        """Why a backup of this kind, as its manifest describes it, could not be restored
+        into the server it came from; found by ``verify`` without reading any data."""
+        return []
 
     # Runtimes the kind works on; None means every runtime. A drill on another runtime
     # stops before provisioning with a message naming the ones that work.

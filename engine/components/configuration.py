@@ -356,14 +356,19 @@ class ConfigurationComponent(Component):
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
         return self._fp({**tree_parts(self.path), **key_parts(self.path)})
 
+    proves_while_staging: ClassVar[bool] = True
+
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink)
         return {"entries": entries, "method": "streamed tar"}
 
     def restore(self, source: ArtifactSource) -> None:
-        with source.open("config.tar") as stream:
-            extract_tar(stream, self.path)
+        def check(staging: Path, parts: dict[str, Part]) -> None:
+            staged = self._fp({**parts, **key_parts(staging)})
+            self.prove_restored(source.fingerprint, staged, f"staged in {staging}")
+
+        extract_tar(functools.partial(source.open, "config.tar"), self.path, check)
 
     def health(self) -> Health:
         files = self.files()

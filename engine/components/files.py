@@ -13,10 +13,11 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
 
+from engine.components.untar import TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
 from engine.streams import CHUNK
@@ -217,72 +218,97 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, parts: dict[str, Part] 
     return 1
 
 
-def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """The ``data`` filter's safety checks, but keeping the file's permission bits.
-
-    ``data`` also clears group/other write bits, so a restored file would differ from the
-    backed-up one. Set-id and sticky bits are still dropped: restoring them from a backup
-    is a privilege decision a drill should not take silently (fidelity then reports it).
-    """
-    safe = tarfile.data_filter(member, dest)
-    if safe is not None and member.isreg():
-        safe = safe.replace(mode=member.mode & 0o777, deep=False)
-    return safe
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+Layer = tuple[Opener, list[str]]
+# ``check(staging, parts)``: judge the staged tree before it replaces anything; ``parts``
+# are the fingerprint parts of every entry, digested while it was written.
+Check = Callable[[Path, dict[str, Part]], None]
 
 
-Layer = tuple[Callable[[], AbstractContextManager[IO[bytes]]], list[str]]
-
-
-def extract_tar(stream: IO[bytes], target: Path, check: Callable[[Path], None] | None = None) -> None:
+def extract_tar(open_stream: Opener, target: Path, check: Check | None = None) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
-    The ``data`` filter's checks refuse ``..`` members, links that escape the target and
-    device files, and strip a leading ``/`` so absolute members land inside the target: a
-    hostile archive cannot write outside it.
+    ``open_stream`` is opened (and closed, which runs the stream's integrity checks)
+    inside the staging step, so damage found at the end of the stream stops the restore
+    before the swap. Members are written by :class:`engine.components.untar.TreeWriter`:
+    a hostile archive cannot write outside the target.
     """
-
-    @contextmanager
-    def opened() -> Iterator[IO[bytes]]:
-        yield stream
-
-    extract_layers([(opened, [])], target, check)
+    extract_layers([(open_stream, [])], target, check)
 
 
-def _remove_inside(root: Path, rel: str) -> None:
-    """Remove the entry ``rel`` itself (never what a symlink points to), only inside ``root``."""
-    entry = root / rel
-    parent = entry.parent.resolve()
-    if entry.name in ("", ".", "..") or not parent.is_relative_to(root.resolve()) or Path(rel).is_absolute():
-        raise ComponentError(f"refusing to remove {rel!r}: outside the restored tree")
-    if entry.is_symlink() or entry.is_file():
-        entry.unlink()
-    elif entry.is_dir():
-        shutil.rmtree(entry)
+class _Parts:
+    """Fingerprint parts of a tree being extracted, kept current across removals."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, Part] = {}
+        self._pending: tuple[str, ContentDigest] | None = None
+
+    def on_entry(self, rel: str, member: tarfile.TarInfo) -> Callable[[bytes], None] | None:
+        if member.isreg():
+            digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
+            self._pending = (rel, digest)
+            return digest.add
+        if member.issym():
+            self.parts[FILE + rel] = symlink_part(member.linkname)
+        elif member.islnk():
+            target = FILE + "/".join(member_parts(member.linkname))
+            self.parts[FILE + rel] = self.parts.get(target, Part(digest="unknown", count=0, unit="bytes"))
+        elif member.isfifo():
+            self.parts[FILE + rel] = special_part(stat.S_IFIFO | member.mode)
+        return None
+
+    def settle(self) -> None:
+        if self._pending is not None:
+            rel, digest = self._pending
+            self.parts[FILE + rel] = digest.part()
+            self._pending = None
+
+    def removed(self, rel: str) -> None:
+        key = FILE + rel
+        self.parts.pop(key, None)
+        for name in [k for k in self.parts if k.startswith(key + "/")]:
+            del self.parts[name]
 
 
-def extract_layers(layers: Sequence[Layer], target: Path, check: Callable[[Path], None] | None = None) -> None:
+def extract_layers(layers: Sequence[Layer], target: Path, check: Check | None = None) -> None:
     """Rebuild a tree from a full archive and the incremental layers on top of it.
 
     Each layer first removes the paths it lists (deleted or changed since its parent), then
     extracts its archive. Everything happens in a staging directory that replaces the
-    target only when every layer applied and ``check`` accepted the result.
+    target only when every layer applied, every stream passed its checks and ``check``
+    accepted the result. The replaced contents are removed only after the swap.
     """
-    target = target.resolve()
+    target = target.absolute()
+    if not target.parent.is_dir():
+        raise ComponentError(
+            f"cannot restore into {target}: its parent directory {target.parent} does not exist; create it "
+            "(with the owner and mode the application expects) and run the restore again"
+        )
     staging = target.with_name(target.name + ".drproof-restoring")
     replaced = target.with_name(target.name + ".drproof-replaced")
+    if replaced.is_dir() and not replaced.is_symlink() and not target.exists():
+        # A restore killed between its two renames: what it set aside is still the live
+        # data. Put it back before anything else, so a refusal now leaves it in place.
+        os.rename(replaced, target)
     for leftover in (staging, replaced):
-        if leftover.exists():
+        if leftover.is_symlink() or leftover.is_file():
+            leftover.unlink()
+        elif leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir(mode=0o700)
+    tracker = _Parts()
     try:
-        for open_stream, removals in layers:
-            for rel in removals:
-                _remove_inside(staging, rel)
-            with open_stream() as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                tar.extractall(staging, filter=_restore_filter)
+        with TreeWriter(staging, on_entry=tracker.on_entry) as writer:
+            for open_stream, removals in layers:
+                for rel in removals:
+                    writer.remove(rel)
+                    tracker.removed("/".join(member_parts(rel, "removal")))
+                with open_stream() as stream:
+                    _extract_stream(stream, writer, tracker)
+            writer.finish()
         if check is not None:
             # Judge the restored content before it replaces anything live.
-            check(staging)
+            check(staging, tracker.parts)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
@@ -294,3 +320,10 @@ def extract_layers(layers: Sequence[Layer], target: Path, check: Callable[[Path]
         os.rename(target, replaced)
     os.rename(staging, target)
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Parts) -> None:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            writer.add(member, tar.extractfile(member) if member.isreg() else None)
+            tracker.settle()

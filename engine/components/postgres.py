@@ -9,6 +9,8 @@ a stable order, so it pinpoints the table that differs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import random
@@ -22,10 +24,11 @@ import psycopg2
 import psycopg2.extensions
 from pydantic import Field
 
+from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, write_tar
-from engine.components.tools import run_tool, stream_in, stream_out
-from engine.errors import ComponentError
+from engine.components.tools import capture, run_tool, stream_in, stream_out
+from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import ContainerOps, PostgresService
@@ -57,7 +60,7 @@ LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamil
 # followed by ALTER ROLE ... WITH <attributes>, so the CREATE may fail harmlessly while the
 # ALTER still sets every attribute to the backed-up state. Roles the backup lacks remain
 # and show up in the fingerprint's "roles" part.
-_BENIGN = (r'role ".+" already exists',)
+_BENIGN = (r'role ".+" already exists', r'tablespace ".+" already exists')
 
 
 # Part-name prefixes for one part per role and per extension. The "roles" part above them
@@ -97,7 +100,7 @@ def extension_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
     }
 
 
-MAX_GLOBALS = 256 * 1024 * 1024  # roles and tablespaces as SQL: kilobytes in practice
+MAX_GLOBALS = 64 * 1024 * 1024  # roles and tablespaces as SQL: kilobytes in practice
 
 
 def keep_own_password(sql: bytes, role: str) -> bytes:
@@ -119,9 +122,25 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
     return pattern.sub(rb"\1\2", sql)
 
 
-# pg_restore replaces the whole database (drop, create, load) and stops at the first
-# error, whether the dump is one stream or a parallel directory.
-_RESTORE_FLAGS = ("--clean", "--if-exists", "--create", "--exit-on-error")
+def _cluster_part(name: str) -> bool:
+    """Parts that describe the cluster (roles), not the database a side restore builds."""
+    return name == "roles" or name.startswith(ROLE_PART)
+
+
+class DumpTooNew(IntegrityError):
+    """The target server is older than the pg_dump that wrote the backup: refused, untouched."""
+
+
+def dump_major(version: str) -> int | None:
+    """18 from "pg_dump (PostgreSQL) 18.6"; None if unknown."""
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)", version)
+    return int(m.group(1)) if m else None
+
+
+def server_major(version: str) -> int | None:
+    """15 from "PostgreSQL 15.20", "postgres (PostgreSQL) 18.6" or "PostgreSQL 9.6.24"; None if unknown."""
+    m = re.search(r"PostgreSQL\)?\s+(\d+)", version)
+    return int(m.group(1)) if m else None
 
 
 class PostgresParams(SeedParams):
@@ -220,11 +239,29 @@ class PostgresComponent(Component):
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
     def fingerprint(self) -> Fingerprint:
+        parts = self.database_parts(self.db)
+        if "database" in parts:  # unreachable: nothing more can be read
+            return self._fp(parts)
+        admin = self.connect(self.admin_db)
         try:
-            conn = self.connect()
+            parts["roles"] = self._roles_part(admin)
+            parts.update(role_parts(admin))
+        finally:
+            admin.close()
+        return self._fp(parts)
+
+    @property
+    def admin_db(self) -> str:
+        """Where drproof connects for cluster-wide work: never the database it restores."""
+        return "postgres" if self.db != "postgres" else "template1"
+
+    def database_parts(self, dbname: str) -> dict[str, Part]:
+        """The fingerprint parts that live inside one database (everything but roles)."""
+        try:
+            conn = self.connect(dbname)
         except ComponentError as exc:
             # An absent database is a state to compare, not a crash: every table shows as missing.
-            return self._fp({"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")})
+            return {"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
         parts: dict[str, Part] = {}
         try:
             conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
@@ -238,13 +275,7 @@ class PostgresComponent(Component):
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
         finally:
             conn.close()
-        admin = self.connect("postgres")
-        try:
-            parts["roles"] = self._roles_part(admin)
-            parts.update(role_parts(admin))
-        finally:
-            admin.close()
-        return self._fp(parts)
+        return parts
 
     def _table_part(self, conn: psycopg2.extensions.connection, schema: str, table: str) -> Part:
         h = PartHasher("rows")
@@ -390,72 +421,143 @@ class PostgresComponent(Component):
             )
 
     def restore(self, source: ArtifactSource) -> None:
+        """Load the dump beside the live database, prove it, then swap (``postgres_restore``)."""
         self.service.ensure_running()
+        self.check_restorable(source)
         env = self.service.tool_env()
-        with source.open("globals.sql") as raw:
-            stream = io.BytesIO(keep_own_password(raw.read(MAX_GLOBALS + 1), self.service.superuser))
-            stream_in(
-                [
-                    *self.service.tool("psql"),
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=0",
-                    "-d",
-                    self.service.tool_dsn("postgres"),
-                ],
-                env,
-                stream,
-                f"restoring roles of {self.instance!r}",
-                ignore_errors=_BENIGN,
-            )
-        # DROP DATABASE fails while sessions are connected; end them (ours included).
-        admin = self.connect("postgres")
+        roles = keep_own_password(source.read_small("globals.sql", MAX_GLOBALS), self.service.superuser)
+        admin = self.connect(self.admin_db)
         admin.autocommit = True
         try:
-            with admin.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (self.db,),
-                )
+            before = pg_restore.role_names(admin)
+            side = pg_restore.side_name()
+            created: set[str] = set()
+            try:
+                try:
+                    self._psql(pg_restore.creation_only(roles), env, f"creating the roles of {self.instance!r}")
+                finally:
+                    created = pg_restore.role_names(admin) - before
+                self._load_side(source, side, env)
+                expected = source.fingerprint
+                if expected is not None:
+                    expected = self._fp({k: v for k, v in expected.parts.items() if not _cluster_part(k)})
+                self.prove_restored(expected, self._fp(self.database_parts(side)), f"side database {side!r}")
+            except BaseException:
+                with contextlib.suppress(psycopg2.Error):
+                    pg_restore.drop_database(admin, side)
+                with contextlib.suppress(psycopg2.Error):
+                    pg_restore.drop_roles(admin, created)
+                raise
+            pg_restore.swap(admin, self.db, side)
+        except psycopg2.Error as exc:
+            raise ComponentError(f"postgres {self.instance!r}: restore failed: {str(exc).strip()}") from exc
         finally:
             admin.close()
+        self._psql(roles, env, f"restoring roles of {self.instance!r}")
+
+    def _psql(self, sql: bytes, env: dict[str, str], what: str) -> None:
+        stream_in(
+            [
+                *self.service.tool("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-d",
+                self.service.tool_dsn(self.admin_db),
+            ],
+            env,
+            io.BytesIO(sql),
+            what,
+            ignore_errors=_BENIGN,
+        )
+
+    def _load_side(self, source: ArtifactSource, side: str, env: dict[str, str]) -> None:
+        """Create the side database from the dump's own definition and load the dump into it."""
         if "database.dir.tar" in source.artifacts:
-            self._restore_parallel(source, env)
+            self._load_side_parallel(source, side, env)
             return
+        with source.open_head("database.dump") as head:
+            script = capture(
+                [*self.service.tool("pg_restore"), "--create", "--schema-only", "-f", "-"],
+                env,
+                f"reading the database definition in the dump of {self.instance!r}",
+                head,
+            )
+        sql = pg_restore.database_sql(script, self.db, side)
+        self._run_sql(sql.create, env, f"creating the side database for {self.instance!r}")
         with source.open("database.dump") as stream:
             stream_in(
-                [
-                    *self.service.tool("pg_restore"),
-                    *_RESTORE_FLAGS,
-                    "-d",
-                    self.service.tool_dsn("postgres"),
-                ],
+                [*self.service.tool("pg_restore"), "--exit-on-error", "-d", self.service.tool_dsn(side)],
                 env,
                 stream,
                 f"pg_restore of {self.instance!r}",
             )
+        self._run_sql(sql.properties, env, f"restoring the database properties of {self.instance!r}")
 
-    def _restore_parallel(self, source: ArtifactSource, env: dict[str, str]) -> None:
+    def _run_sql(self, sql: str, env: dict[str, str], what: str) -> None:
+        stream_in(
+            [
+                *self.service.tool("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.service.tool_dsn(self.admin_db),
+            ],
+            env,
+            io.BytesIO(sql.encode("utf-8")),
+            what,
+        )
+
+    def _load_side_parallel(self, source: ArtifactSource, side: str, env: dict[str, str]) -> None:
         self._require_host_tools()
         jobs = max(self.params.jobs, 2)
         with tempfile.TemporaryDirectory(prefix="drproof-pgrestore-") as tmp:
             target = Path(tmp) / "dump"
             target.mkdir()
-            with source.open("database.dir.tar") as stream:
-                extract_tar(stream, target)
+            extract_tar(functools.partial(source.open, "database.dir.tar"), target)
+            restore = [*self.service.tool("pg_restore"), "--format=directory"]
+            script = capture(
+                [*restore, "--create", "--schema-only", "-f", "-", str(target)],
+                env,
+                f"reading the database definition in the dump of {self.instance!r}",
+            )
+            sql = pg_restore.database_sql(script, self.db, side)
+            self._run_sql(sql.create, env, f"creating the side database for {self.instance!r}")
             run_tool(
-                [
-                    *self.service.tool("pg_restore"),
-                    "--format=directory",
-                    f"--jobs={jobs}",
-                    *_RESTORE_FLAGS,
-                    "-d",
-                    self.service.tool_dsn("postgres"),
-                    str(target),
-                ],
+                [*restore, f"--jobs={jobs}", "--exit-on-error", "-d", self.service.tool_dsn(side), str(target)],
                 env,
                 f"pg_restore -j {jobs} of {self.instance!r}",
+            )
+            self._run_sql(sql.properties, env, f"restoring the database properties of {self.instance!r}")
+
+    @classmethod
+    def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
+        written_by = dump_major(tools.get("pg_dump", ""))
+        server = server_major(str(details.get("server_version", "")))
+        if written_by is not None and server is not None and written_by > server:
+            return [
+                f"the dump was written by pg_dump {written_by} for a PostgreSQL {server} server: it restores only "
+                f"into PostgreSQL {written_by} or newer, not into the server it was taken from; take a new backup "
+                f"(drproof now uses PostgreSQL {server} tools for it)"
+            ]
+        return []
+
+    def check_restorable(self, source: ArtifactSource) -> None:
+        """Refuse, before anything changes, a target older than the dump's tools.
+
+        pg_dump writes what its own major version knows (PostgreSQL 18's starts with
+        ``SET transaction_timeout``), so a dump loads into its own major and newer ones.
+        """
+        written_by = dump_major(source.tools.get("pg_dump", ""))
+        target = server_major(self.service.version())
+        if written_by is not None and target is not None and target < written_by:
+            raise DumpTooNew(
+                f"postgres {self.instance!r}: the backup was written by pg_dump {written_by} "
+                f"({source.tools.get('pg_dump')}), which PostgreSQL {target} cannot load; restore it into "
+                f"PostgreSQL {written_by} or newer. Nothing was touched"
             )
 
     def health(self) -> Health:
@@ -484,4 +586,5 @@ class PostgresComponent(Component):
             "postgres server": self.service.version(),
             "pg_dump": version([*self.service.tool("pg_dump"), "--version"]),
             "pg_restore": version([*self.service.tool("pg_restore"), "--version"]),
+            "client tools": self.service.client_tools(),
         }

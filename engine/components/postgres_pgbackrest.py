@@ -36,9 +36,11 @@ import pwd
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.childenv import tool_environment
 from engine.components.base import ArtifactSource, SeedParams
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import ComponentError, DrproofError
@@ -66,13 +68,30 @@ _VERIFY_BAD = re.compile(r"status: (?!ok\b|valid\b)\S+|(?:missing|checksum inval
 def pgbackrest_version(executable: str) -> tuple[int, int]:
     """(major, minor) of the installed pgBackRest, from ``pgbackrest version``."""
     try:
-        out = subprocess.run([executable, "version"], capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            [executable, "version"], capture_output=True, text=True, timeout=30, check=True, env=tool_environment()
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise ComponentError(f"`{executable} version` failed ({exc}); {INSTALL_HINT}") from exc
     match = re.search(r"pgBackRest (\d+)\.(\d+)", out)
     if match is None:
         raise ComponentError(f"cannot read the pgBackRest version from {out.strip()!r}; {INSTALL_HINT}")
     return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class ExistingStanza:
+    """A pgBackRest stanza the operator runs already: drproof uses it as it is.
+
+    In a drill drproof sets pgBackRest up itself (a private configuration and repository,
+    WAL handed over with ``archive-push``). Against a production server the team's own
+    pgBackRest is the point: its configuration, its repository, its ``archive_command``;
+    drproof only runs ``backup``, ``info``, ``verify`` and ``restore`` with them.
+    """
+
+    stanza: str
+    config: Path | None = None  # the operator's pgbackrest.conf; None: pgBackRest's default
+    user: str | None = None  # the OS user to run pgbackrest as; None: the data directory's owner
 
 
 class PostgresPgBackRestComponent(PostgresComponent):
@@ -83,6 +102,10 @@ class PostgresPgBackRestComponent(PostgresComponent):
         "A PostgreSQL cluster backed up by pgBackRest into its own repository (full, then differential); the "
         "drproof set records and verifies that backup, and restores delegate to `pgbackrest restore`."
     )
+
+    @classmethod
+    def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
+        return []  # no dump: the cluster's own files, started by the target's own server
 
     def provision(self) -> None:
         super().provision()
@@ -110,16 +133,36 @@ class PostgresPgBackRestComponent(PostgresComponent):
         self.os_user = pwd.getpwuid(owner[0] if owner else os.geteuid()).pw_name
         # run_as wants a name, and None means "as we are": the same user, without a switch.
         self.run_user = self.os_user if owner is not None else None
+        self._pushed: set[str] = set()
+        if self.existing is not None:
+            self._adopt(self.existing)
+            return
         self.stanza = _STANZA.sub("_", self.instance)
         self.home = self.physical.wal_archive().parent / "pgbackrest"
-        self.repo = self.home / "repo"
-        self._pushed: set[str] = set()
+        self.repo: Path | str = self.home / "repo"
         self._grant_backup_role(server_num)
         self._write_config()
         out = self._run(["stanza-create"], "stanza-create", check=False)
         if out.returncode != 0:
             hint = f"; {INSTALL_HINT}" if "VersionNotSupported" in out.stderr + out.stdout else ""
             raise ComponentError(f"{self.instance!r}: pgbackrest stanza-create failed: {_problem(out)}{hint}")
+
+    # Set by the standalone engine (backup-config's ``pgbackrest:``) before provisioning.
+    existing: ExistingStanza | None = None
+
+    def _adopt(self, existing: ExistingStanza) -> None:
+        """Use the operator's stanza: no configuration, role or stanza of drproof's own."""
+        self.stanza = existing.stanza
+        if existing.user is not None:
+            self.os_user = self.run_user = existing.user
+        self.repo = f"stanza {existing.stanza} ({existing.config or 'pgBackRest default configuration'})"
+        out = self._run(["info", "--output=json"], "info", check=False)
+        if out.returncode != 0:
+            raise ComponentError(
+                f"{self.instance!r}: pgbackrest cannot read stanza {existing.stanza!r} "
+                f"({existing.config or 'its default configuration'}): {_problem(out)}. Check `stanza` and `config`, "
+                "and that pgBackRest works for this server as the user running drproof"
+            )
 
     # -- set-up ---------------------------------------------------------------------------
     def _setting(self, name: str) -> str:
@@ -203,6 +246,9 @@ class PostgresPgBackRestComponent(PostgresComponent):
                 os.lchown(path, *owner)
 
     def _argv(self, args: list[str]) -> list[str]:
+        if self.existing is not None:
+            config = [f"--config={self.existing.config}"] if self.existing.config else []
+            return [self.executable, *config, f"--stanza={self.stanza}", *args]
         return [
             self.executable,
             f"--config={self.home / 'pgbackrest.conf'}",
@@ -214,14 +260,15 @@ class PostgresPgBackRestComponent(PostgresComponent):
     def _run(self, args: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         # Environment options (PGBACKREST_*) and libpq variables (PG*) of the caller would
         # override the private configuration; the run must depend on nothing outside it.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # An operator's pgBackRest may be configured by its own PGBACKREST_* variables too.
+        env = tool_environment(prefixes=("PGBACKREST_",) if self.existing is not None else ())
         try:
             result: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
                 self._argv(args),
                 capture_output=True,
                 text=True,
                 env=env,
-                cwd=self.home,
+                cwd=self.home if self.existing is None else "/",
                 timeout=6 * 3600,
                 **processes.run_as(self.run_user),
             )
@@ -245,15 +292,19 @@ class PostgresPgBackRestComponent(PostgresComponent):
         before = {b["label"] for b in self._info().get("backup", [])}
         has_full = any(label.endswith("F") for label in before)
         kind = "diff" if has_full else "full"
-        self._push_wal()
-        self._run(["backup", f"--type={kind}", "--no-archive-check"], f"backup --type={kind}")
+        if self.existing is None:
+            self._push_wal()
+            self._run(["backup", f"--type={kind}", "--no-archive-check"], f"backup --type={kind}")
+        else:  # the server's own archive_command hands WAL to pgBackRest, which checks it
+            self._run(["backup", f"--type={kind}"], f"backup --type={kind}")
         new = [b for b in self._info().get("backup", []) if b["label"] not in before]
         if len(new) != 1:
             raise ComponentError(
                 f"{self.instance!r}: expected one new pgBackRest backup, found {[b['label'] for b in new]}"
             )
         label = str(new[0]["label"])
-        self._wait_and_push(str(new[0]["archive"]["stop"]))
+        if self.existing is None:
+            self._wait_and_push(str(new[0]["archive"]["stop"]))
         verified = self.check(label)
         info = self._info(label)
         [record] = [b for b in info.get("backup", []) if b["label"] == label]
@@ -400,7 +451,8 @@ class PostgresPgBackRestComponent(PostgresComponent):
             self.replay_seconds = self.physical.replace_cluster(populate, {})
         except DrproofError as exc:
             raise ComponentError(f"pgBackRest restore of {self.instance!r} failed: {exc}") from exc
-        self._push_new_timeline()
+        if self.existing is None:
+            self._push_new_timeline()
 
     def _push_new_timeline(self) -> None:
         """Hand the history file of the timeline the restore created to pgBackRest at once.

@@ -34,6 +34,7 @@ from engine.components.base import ArtifactSource, SeedParams, copy_into
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.tarsniff import TarSniffer
 from engine.components.tools import stream_out
+from engine.components.untar import TreeWriter, extract_into
 from engine.errors import ComponentError, DrproofError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord
@@ -85,9 +86,11 @@ def wal_gap(after: str | None, names: list[str], segment_size: int) -> str | Non
 
 
 def _extract(stream: IO[bytes], target: Path, what: str) -> None:
+    """Unpack into ``target``, a directory the restore just created (no swap needed)."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(target, filter="data")
+        with TreeWriter(target) as writer:
+            extract_into(stream, writer)
+            writer.finish()
     except (tarfile.TarError, OSError) as exc:
         raise ComponentError(f"{what}: cannot unpack: {exc}") from exc
 
@@ -102,6 +105,10 @@ class PostgresPhysicalComponent(PostgresComponent):
     )
     wants_history: ClassVar[bool] = True
     supports_point_in_time: ClassVar[bool] = True
+
+    @classmethod
+    def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
+        return []  # no dump: the cluster's own files, started by the target's own server
 
     def provision(self) -> None:
         super().provision()

@@ -20,6 +20,7 @@ import redis
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
+from engine.components.redis_stage import Stage, fingerprint_dbs
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.repository.base import BackupSetWriter
@@ -99,9 +100,13 @@ class RedisComponent(Component):
             dbs = self._dbs()
         except redis.RedisError as exc:
             return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")})
+        return self.fingerprint_of({db: db for db in dbs})
+
+    def fingerprint_of(self, mapping: dict[int, int]) -> Fingerprint:
+        """The fingerprint, reading each database ``d`` from ``mapping[d]`` (a staged copy)."""
         parts: dict[str, Part] = {}
-        for db in dbs:
-            r = self.client(db)
+        for db, actual in sorted(mapping.items()):
+            r = self.client(actual)
             spaces: dict[str, list[bytes]] = defaultdict(list)
             for key in r.scan_iter(count=1000):
                 spaces[key_space(key)].append(key)
@@ -164,7 +169,12 @@ class RedisComponent(Component):
                         count += self._dump_batch(r, db, batch, sink)
                         batch = []
                 count += self._dump_batch(r, db, batch, sink)
-        return {"keys": count, "server_version": self.service.version(), "method": "DUMP/RESTORE over the network"}
+        return {
+            "keys": count,
+            "dbs": self._dbs(),
+            "server_version": self.service.version(),
+            "method": "DUMP/RESTORE over the network",
+        }
 
     def _dump_batch(self, r: redis.Redis, db: int, keys: list[bytes], sink: IO[bytes]) -> int:
         if not keys:
@@ -190,9 +200,32 @@ class RedisComponent(Component):
         return written
 
     def restore(self, source: ArtifactSource) -> None:
+        """RESTORE every key into spare databases, prove the copy, then SWAPDB (``redis_stage``)."""
         self.service.ensure_running()
-        root = self.client()
-        root.flushall()
+        stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
+        try:
+            stage.prepare_direct()
+            expired = self._restore_keys(source, stage)
+            if not stage.direct:
+                self.prove_restored(
+                    source.fingerprint, self.fingerprint_of(stage.mapping()), "staged in spare databases"
+                )
+                for db, keys in expired.items():  # kept for the proof only: they expired since the backup
+                    for start in range(0, len(keys), _BATCH):
+                        self.client(stage.target(db)).delete(*keys[start : start + _BATCH])
+        except BaseException:
+            stage.discard()
+            raise
+        stage.swap()
+
+    def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, list[bytes]]:
+        """RESTORE the dump into the stage; return the keys whose expiry passed, by database.
+
+        Expired keys are staged too (with an hour to live), so the staged copy can be
+        compared with the fingerprint of the backup, which had them; the caller deletes
+        them before the swap. Restoring directly, they are skipped, as before.
+        """
+        expired: dict[int, list[bytes]] = defaultdict(list)
         with source.open("keys.dump") as stream:
             if _read_exact(stream, len(_MAGIC)) != _MAGIC:
                 raise ComponentError(f"redis {self.instance!r}: artifact keys.dump is not a drproof Redis dump")
@@ -204,14 +237,19 @@ class RedisComponent(Component):
                 db, klen, expires_at, plen = _REC.unpack(header)
                 key = _read_exact(stream, klen)
                 payload = _read_exact(stream, plen)
-                if db not in pipes:
-                    pipes[db] = self.client(db).pipeline(transaction=False)
-                if expires_at:
-                    if expires_at <= int(time.time() * 1000):
+                target = stage.target(db)
+                if target not in pipes:
+                    pipes[target] = self.client(target).pipeline(transaction=False)
+                now = int(time.time() * 1000)
+                if expires_at and expires_at <= now:
+                    if stage.direct:
                         continue
-                    pipes[db].restore(key, expires_at, payload, replace=True, absttl=True)
+                    expired[db].append(key)
+                    expires_at = now + 3_600_000
+                if expires_at:
+                    pipes[target].restore(key, expires_at, payload, replace=True, absttl=True)
                 else:
-                    pipes[db].restore(key, 0, payload, replace=True)
+                    pipes[target].restore(key, 0, payload, replace=True)
                 pending += 1
                 if pending >= _BATCH:
                     for pipe in pipes.values():
@@ -219,6 +257,7 @@ class RedisComponent(Component):
                     pending = 0
             for pipe in pipes.values():
                 pipe.execute()
+        return expired
 
     def health(self) -> Health:
         try:
@@ -232,6 +271,14 @@ class RedisComponent(Component):
 
     def tool_versions(self) -> dict[str, str]:
         return {"redis server": self.service.version()}
+
+
+def backup_dbs(source: ArtifactSource) -> set[int]:
+    """The logical databases a backup holds: recorded at backup time, else named by its fingerprint."""
+    recorded = source.details.get("dbs")
+    if isinstance(recorded, list) and all(isinstance(d, int) for d in recorded):
+        return set(recorded)
+    return fingerprint_dbs(source.fingerprint.parts) if source.fingerprint is not None else set()
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:

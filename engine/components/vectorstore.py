@@ -10,6 +10,7 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -121,15 +122,16 @@ class VectorstoreComponent(Component):
         (self.path / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
-    def _load(self) -> tuple[Any, dict[str, Any], dict[int, str]]:
-        meta = json.loads((self.path / META).read_text(encoding="utf-8"))
-        check_index_layout(self.path / INDEX)
-        index = faiss.read_index(str(self.path / INDEX))
-        return index, meta, self._ids()
+    def _load(self, root: Path | None = None) -> tuple[Any, dict[str, Any], dict[int, str]]:
+        root = root or self.path
+        meta = json.loads((root / META).read_text(encoding="utf-8"))
+        check_index_layout(root / INDEX)
+        index = faiss.read_index(str(root / INDEX))
+        return index, meta, self._ids(root)
 
-    def _ids(self) -> dict[int, str]:
+    def _ids(self, root: Path | None = None) -> dict[int, str]:
         ids: dict[int, str] = {}
-        with open(self.path / IDS, encoding="utf-8") as fh:
+        with open((root or self.path) / IDS, encoding="utf-8") as fh:
             for line in fh:
                 entry = json.loads(line)
                 ids[int(entry["id"])] = str(entry["document"])
@@ -139,13 +141,15 @@ class VectorstoreComponent(Component):
         with self.store_lock:
             return self._fingerprint()
 
-    def _fingerprint(self) -> Fingerprint:
-        parts: dict[str, Part] = tree_parts(self.path)
-        streamed = self._vector_parts_from_file(parts)
+    def _fingerprint(self, root: Path | None = None) -> Fingerprint:
+        """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
+        root = root or self.path
+        parts: dict[str, Part] = tree_parts(root)
+        streamed = self._vector_parts_from_file(parts, root)
         if streamed is not None:
             return streamed
         try:
-            index, _meta, _ids = self._load()
+            index, _meta, _ids = self._load(root)
             stored_ids = faiss.vector_to_array(index.id_map)
             vectors = index.index.reconstruct_n(0, index.ntotal)
         except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
@@ -158,11 +162,11 @@ class VectorstoreComponent(Component):
             stored_ids, vectors = stored_ids[keep], vectors[keep]
             rebuilt = faiss.IndexIDMap2(faiss.IndexFlat(index.d, index.metric_type))
             rebuilt.add_with_ids(vectors, stored_ids)
-            index_mode = (self.path / INDEX).stat().st_mode
+            index_mode = (root / INDEX).stat().st_mode
             parts[f"file {INDEX}"] = content_part(bytes(faiss.serialize_index(rebuilt)), index_mode)
-            with open(self.path / IDS, "rb") as fh:
+            with open(root / IDS, "rb") as fh:
                 lines = b"".join(line for line in fh if int(json.loads(line)["id"]) < WORKLOAD_IDS)
-            parts[f"file {IDS}"] = content_part(lines, (self.path / IDS).stat().st_mode)
+            parts[f"file {IDS}"] = content_part(lines, (root / IDS).stat().st_mode)
         order = np.argsort(stored_ids, kind="stable")
         for start in range(0, len(order), BUCKET):
             chunk = order[start : start + BUCKET]
@@ -173,7 +177,7 @@ class VectorstoreComponent(Component):
             parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
         return self._fp(parts)
 
-    def _vector_parts_from_file(self, parts: dict[str, Part]) -> Fingerprint | None:
+    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path) -> Fingerprint | None:
         """The vector parts read straight from ``index.faiss``, a bucket at a time.
 
         Why: loading the index with faiss and copying its vectors out with
@@ -189,9 +193,9 @@ class VectorstoreComponent(Component):
         (ids from ``WORKLOAD_IDS`` up), whose parts need the index rebuilt without them:
         the caller then takes the loading path.
         """
-        index_path = self.path / INDEX
+        index_path = root / INDEX
         try:
-            json.loads((self.path / META).read_text(encoding="utf-8"))
+            json.loads((root / META).read_text(encoding="utf-8"))
             check_index_layout(index_path)
             with open(index_path, "rb") as fh:
                 head = fh.read(_HEADER.size)
@@ -199,7 +203,7 @@ class VectorstoreComponent(Component):
                 row = d * 4
                 fh.seek(_HEADER.size + ntotal * row + 8)
                 stored_ids = np.frombuffer(fh.read(ntotal * 8), dtype="<i8")
-            self._ids()
+            self._ids(root)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
             parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
             return self._fp(parts)
@@ -238,9 +242,15 @@ class VectorstoreComponent(Component):
             entries = write_tar(self.path, sink)
         return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
 
+    proves_while_staging: ClassVar[bool] = True
+
     def restore(self, source: ArtifactSource) -> None:
-        with self.store_lock, source.open("store.tar") as stream:
-            extract_tar(stream, self.path, check=self._compatible)
+        def check(staging: Path, parts: dict[str, Part]) -> None:
+            self._compatible(staging)
+            self.prove_restored(source.fingerprint, self._fingerprint(staging), f"staged in {staging}")
+
+        with self.store_lock:
+            extract_tar(functools.partial(source.open, "store.tar"), self.path, check)
 
     def _compatible(self, staged: Path) -> None:
         """Refuse a store built for another embedding model, dimension or metric.

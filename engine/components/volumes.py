@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from pydantic import ByteSize, Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import FILE, extract_layers, extract_tar, tree_parts, walk_files, write_tar
+from engine.components.files import FILE, Check, extract_layers, extract_tar, tree_parts, walk_files, write_tar
+from engine.errors import IntegrityError
 from engine.fingerprint import Fingerprint, Part
 from engine.repository.base import BackupSetWriter
 
@@ -89,9 +90,18 @@ class VolumesComponent(Component):
         details = self._write_full(writer, parts)
         return details, self._stable(parts)
 
+    proves_while_staging: ClassVar[bool] = True
+
     def restore(self, source: ArtifactSource) -> None:
-        with source.open("files.tar") as stream:
-            extract_tar(stream, self.path)
+        extract_tar(functools.partial(source.open, "files.tar"), self.path, self._prover(source))
+
+    def _prover(self, source: ArtifactSource) -> Check:
+        """The staged tree, digested as it was written, against the fingerprint of ``source``."""
+
+        def check(staging: Path, parts: dict[str, Part]) -> None:
+            self.prove_restored(source.fingerprint, self._stable(parts), f"staged in {staging}")
+
+        return check
 
     supports_incremental: ClassVar[bool] = True
 
@@ -126,10 +136,9 @@ class VolumesComponent(Component):
         for source in sources:
             removals: list[str] = []
             if "changes.json" in source.artifacts:
-                with source.open("changes.json") as fh:
-                    removals = list(json.loads(fh.read().decode())["remove"])
+                removals = _removals(source)
             layers.append((functools.partial(source.open, "files.tar"), removals))
-        extract_layers(layers, self.path)
+        extract_layers(layers, self.path, self._prover(sources[-1]))
 
     def health(self) -> Health:
         if not self.path.is_dir():
@@ -146,3 +155,19 @@ class VolumesComponent(Component):
         if unreadable:
             return Health(ok=False, detail="unreadable: " + "; ".join(unreadable[:5]))
         return Health(ok=True, detail=f"{count} files readable")
+
+
+MAX_CHANGES = 256 * 1024 * 1024  # a list of changed paths: ~50 bytes a path, millions of paths
+
+
+def _removals(source: ArtifactSource) -> list[str]:
+    """An incremental layer's removal list, refused if it is not one (a bomb, a forgery)."""
+    data = source.read_small("changes.json", MAX_CHANGES)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        removals = doc["remove"]
+        if not isinstance(removals, list) or not all(isinstance(r, str) for r in removals):
+            raise TypeError("remove is not a list of paths")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"changes.json of an incremental backup is not a removal list ({exc})") from None
+    return removals

@@ -13,9 +13,10 @@ from typing import IO, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.crypto import Encryption, SetCipher
+from engine.decoding import decoded, prove
 from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest
-from engine.streams import CHUNK, CountingWriter, HashingReader, HashingWriter, zstd_compressor, zstd_decompressor
+from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
 class ArtifactCheck(BaseModel):
@@ -28,6 +29,11 @@ class ArtifactCheck(BaseModel):
     expected_size: int
     actual_size: int | None
     problem: str | None = None
+    content_proven: bool = Field(
+        default=False,
+        description="Whether the content was decoded too (GCM tags, whole zstd frame, checksum, size), "
+        "not only the stored bytes hashed.",
+    )
 
 
 class VerifyReport(BaseModel):
@@ -36,6 +42,9 @@ class VerifyReport(BaseModel):
     backup_id: str
     ok: bool
     checks: list[ArtifactCheck] = Field(default_factory=list)
+    findings: list[str] = Field(
+        default_factory=list, description="Why the set could not be restored although its bytes are sound."
+    )
 
     @property
     def damaged(self) -> list[str]:
@@ -176,21 +185,50 @@ class Repository(ABC):
             **base, ok=problem is None, actual_sha256=digest.hexdigest(), actual_size=size, problem=problem
         )
 
+    def check_present(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
+        """Whether the stored artifact exists, without reading it (its stream proves the rest)."""
+        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
+        try:
+            with self.open_stored(manifest, artifact):
+                pass
+        except StoredArtifactMissing:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem="missing")
+        except RepositoryError as exc:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem=f"unreadable: {exc}")
+        return ArtifactCheck(**base, ok=True, actual_sha256=None, actual_size=None)
+
     def verify(self, backup_id: str) -> VerifyReport:
-        """Re-hash every stored artifact of the set against its manifest."""
+        """Check every artifact of the set: in full where it can be read, else its stored bytes.
+
+        An unencrypted set, or an encrypted one with its key configured, is read through
+        every check a restore runs (``prove_artifact``), so "verified" means a restore
+        would read it back. Without the key only the stored bytes can be hashed, and each
+        check says so (``content_proven`` false).
+        """
         manifest = self.get(backup_id)
-        checks = [self.check_artifact(manifest, a) for a in manifest.artifacts]
+        readable = manifest.encryption is None or self.encryption is not None
+        if readable:
+            try:
+                self.cipher_for(manifest)
+            except (ConfigError, IntegrityError):
+                readable = False  # another key: the stored bytes can still be checked
+        check = self.prove_artifact if readable else self.check_artifact
+        checks = [check(manifest, a) for a in manifest.artifacts]
         return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
 
     @contextmanager
     def open_artifact(
-        self, manifest: Manifest, artifact: ArtifactRecord, *, checked: bool = False
+        self, manifest: Manifest, artifact: ArtifactRecord, *, checked: bool = False, whole: bool = True
     ) -> Iterator[IO[bytes]]:
-        """Decompressed (and decrypted) content; raises IntegrityError if the stored bytes do not match.
+        """Decompressed (and decrypted) content, proven as it streams (``engine.decoding``).
 
-        Checked first (unless the caller just did, ``checked=True``), so a damaged artifact is
-        refused before a single byte is restored; then hashed again while streaming, in case
-        the stored bytes change underneath.
+        Unless the caller just did (``checked=True``), the stored bytes are hashed first,
+        so a plainly damaged artifact is refused before a single byte is handed out.
+        Every other check (GCM tags, a whole zstd frame and its checksum, the content
+        size) needs the whole stream and runs when the context exits: a consumer must
+        keep what it read apart from live data until then, or call ``prove_artifact``
+        first. ``whole=False`` is for a reader of the head of an artifact proven before:
+        the rest is neither read nor checked.
         """
         check = None if checked else self.check_artifact(manifest, artifact)
         if check is not None and not check.ok:
@@ -198,19 +236,55 @@ class Repository(ABC):
                 f"backup {manifest.id}: artifact {artifact.key} is damaged ({check.problem}); refusing to restore it"
             )
         cipher = self.cipher_for(manifest)
-        with self.open_stored(manifest, artifact) as body:
-            stored = HashingReader(body)
-            source: Any = stored if cipher is None else cipher.reader(stored, artifact.key)
-            reader: Any = zstd_decompressor().stream_reader(source, read_size=CHUNK)
-            try:
-                yield reader
-                while reader.read(CHUNK):
-                    pass
-            finally:
-                reader.close()
-            stored.drain()
-            if stored.hexdigest() != artifact.sha256:
-                raise IntegrityError(f"backup {manifest.id}: artifact {artifact.key} changed while being restored")
+        with (
+            self.open_stored(manifest, artifact) as body,
+            decoded(body, whole=whole, **self._decoding(manifest, artifact, cipher)) as content,
+        ):
+            yield content
+
+    def prove_artifact(self, manifest: Manifest, artifact: ArtifactRecord) -> ArtifactCheck:
+        """Read one artifact to the end with every check it carries, discarding the content.
+
+        What a restore runs before it changes anything live: unlike ``check_artifact``
+        (stored bytes only), this also catches damage whose manifest entry was rewritten
+        to match, a truncated or padded compressed frame, and a chunk that fails its GCM
+        tag. Needs the key of an encrypted set (a missing or wrong key raises).
+        """
+        base: dict[str, Any] = dict(artifact=artifact.key, expected_sha256=artifact.sha256, expected_size=artifact.size)
+        cipher = self.cipher_for(manifest)
+        try:
+            with self.open_stored(manifest, artifact) as body:
+                prove(body, **self._decoding(manifest, artifact, cipher))
+        except StoredArtifactMissing:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem="missing")
+        except IntegrityError as exc:
+            problem = str(exc).removeprefix(f"backup {manifest.id}: ").removeprefix(f"artifact {artifact.key}")
+            problem = problem.removeprefix(" is damaged").lstrip(": ")
+            # Report what the stored bytes are too; when they alone disagree, that is the plainest account.
+            stored = self.check_artifact(manifest, artifact)
+            return ArtifactCheck(
+                **base,
+                ok=False,
+                actual_sha256=stored.actual_sha256,
+                actual_size=stored.actual_size,
+                problem=stored.problem or problem,
+            )
+        except RepositoryError as exc:
+            return ArtifactCheck(**base, ok=False, actual_sha256=None, actual_size=None, problem=f"unreadable: {exc}")
+        return ArtifactCheck(
+            **base, ok=True, actual_sha256=artifact.sha256, actual_size=artifact.size, content_proven=True
+        )
+
+    @staticmethod
+    def _decoding(manifest: Manifest, artifact: ArtifactRecord, cipher: SetCipher | None) -> dict[str, Any]:
+        return {
+            "what": f"backup {manifest.id}: artifact {artifact.key}",
+            "sha256": artifact.sha256,
+            "size": artifact.size,
+            "raw_size": artifact.raw_size,
+            "cipher": cipher,
+            "cipher_name": artifact.key,
+        }
 
     def cipher_for(self, manifest: Manifest) -> SetCipher | None:
         """The cipher for an encrypted set, or a clear refusal when no (or the wrong) key is configured."""

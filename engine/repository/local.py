@@ -39,6 +39,44 @@ from engine.repository.base import (
 )
 from engine.streams import CHUNK, HashingWriter
 
+# Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
+# configuration secrets), encrypted or not: nobody but the repository's owner reads them.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def _private_dirs(path: Path, upto: Path | None = None) -> None:
+    """Create ``path`` (and missing parents below ``upto``) as directories only the owner can enter."""
+    missing = []
+    p = path
+    while not p.exists() and p != upto and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with suppress(FileExistsError):
+            d.mkdir(mode=DIR_MODE)
+        d.chmod(DIR_MODE)  # mkdir's mode passes through the umask
+
+
+def _create(path: Path) -> IO[bytes]:
+    """A new file of the repository, owner-only; never an existing one, never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write a small file under a temporary name, fsync it, and rename it into place."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with _create(tmp) as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -103,15 +141,16 @@ class _LocalSetWriter(EncodingSetWriter):
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
         with _writing(repo.root, f"starting set {self.id}"):
-            self.staging.mkdir(parents=True)
+            self.staging.mkdir(mode=DIR_MODE)
+            self.staging.chmod(DIR_MODE)
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
         target = self.staging / rel
         what = f"writing {rel} of set {self.id}"
         with _writing(self._repo.root, what):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(target, "wb")  # noqa: SIM115 - closed below
+            _private_dirs(target.parent, self.staging)
+            fh = _create(target)
         try:
             yield _StoredFile(fh, self._repo.root, what)  # type: ignore[misc]
             with _writing(self._repo.root, what):
@@ -128,8 +167,8 @@ class _LocalSetWriter(EncodingSetWriter):
         manifest = self._manifest(components, tools, labels)
         path = self.staging / MANIFEST_NAME
         with _writing(self._repo.root, f"writing the manifest of set {self.id}"):
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(manifest.to_json())
+            with _create(path) as fh:
+                fh.write(manifest.to_json().encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
             _fsync_dir(self.staging)
@@ -149,8 +188,8 @@ class LocalRepository(Repository):
         self.root = root
         self.encryption = encryption
         try:
-            (root / "sets").mkdir(parents=True, exist_ok=True)
-            (root / ".staging").mkdir(exist_ok=True)
+            _private_dirs(root / "sets")
+            _private_dirs(root / ".staging")
         except OSError as exc:
             raise RepositoryError(f"cannot create repository at {root}: {exc.strerror}") from exc
 
@@ -167,7 +206,7 @@ class LocalRepository(Repository):
         for entry in sorted((self.root / "sets").iterdir()):
             if (entry / MANIFEST_NAME).is_file():
                 try:
-                    out.append(load_manifest(entry / MANIFEST_NAME))
+                    out.append(self.get(entry.name))
                 except RepositoryError as exc:
                     self.broken[entry.name] = str(exc)
         return sorted(out, key=lambda m: (m.created_at, m.id))
@@ -176,7 +215,10 @@ class LocalRepository(Repository):
         path = self._set_dir(backup_id) / MANIFEST_NAME
         if not path.is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
-        return load_manifest(path)
+        manifest = load_manifest(path)
+        if manifest.id != backup_id:
+            raise RepositoryError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
+        return manifest
 
     def _stored_path(self, manifest: Manifest, artifact: ArtifactRecord) -> Path:
         base = self._set_dir(manifest.id).resolve()
@@ -197,54 +239,64 @@ class LocalRepository(Repository):
             yield fh
 
     def import_set(self, manifest: Manifest, source: Repository) -> None:
-        if (self.root / "sets" / manifest.id / MANIFEST_NAME).exists():
+        """Copy a set verbatim: every artifact read from the source, checked, then renamed into place.
+
+        Paths come from the manifest, which the source controls: each must be drproof's own
+        ``<component>/<name>.zst`` (the manifest model refuses anything else), is created
+        only inside a fresh private staging directory that nothing else can have linked
+        into, with ``O_EXCL | O_NOFOLLOW``, under a temporary name renamed after the
+        source was read to its end and matched its digest. A refused copy leaves nothing.
+        """
+        if (self.root / "sets" / safe_segment(manifest.id) / MANIFEST_NAME).exists():
             raise RepositoryError(f"backup {manifest.id} is already in {self.root}")
-        staging = self.root / ".staging" / manifest.id
+        staging = self.root / ".staging" / f"{manifest.id}.copy-{secrets.token_hex(4)}"
         what = f"copying set {manifest.id}"
         with _writing(self.root, what):
-            staging.mkdir(parents=True)
+            staging.mkdir(mode=DIR_MODE)
+            staging.chmod(DIR_MODE)
         try:
             for artifact in manifest.artifacts:
-                target = staging / artifact.path
-                with _writing(self.root, what):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                # The source raises RepositoryError, not OSError: only our writes are caught.
-                with (
-                    _writing(self.root, what),
-                    open(target, "wb") as out,
-                    source.open_stored(manifest, artifact) as body,
-                ):
-                    check = HashingWriter(out)
-                    while chunk := body.read(CHUNK):
-                        check.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                if check.hexdigest() != artifact.sha256 or check.size != artifact.size:
-                    raise IntegrityError(f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied")
+                self._import_artifact(manifest, artifact, source, staging, what)
             with _writing(self.root, what):
-                with open(staging / MANIFEST_NAME, "w", encoding="utf-8") as fh:
-                    fh.write(manifest.to_json())
+                with _create(staging / MANIFEST_NAME) as fh:
+                    fh.write(manifest.to_json().encode("utf-8"))
                     fh.flush()
                     os.fsync(fh.fileno())
+                _fsync_dir(staging)
                 os.rename(staging, self.root / "sets" / manifest.id)
             _fsync_dir(self.root / "sets")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def _import_artifact(
+        self, manifest: Manifest, artifact: ArtifactRecord, source: Repository, staging: Path, what: str
+    ) -> None:
+        component, name = artifact.path.split("/")  # the model allows exactly this shape
+        directory = staging / component
+        part = directory / f".{name}.part"
+        # The source is opened (and raises RepositoryError, not OSError) before anything is created.
+        with source.open_stored(manifest, artifact) as body:
+            with _writing(self.root, what):
+                _private_dirs(directory, staging)
+                out = _create(part)
+            with _writing(self.root, what), out:
+                check = HashingWriter(out)
+                while chunk := body.read(CHUNK):
+                    check.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        if check.hexdigest() != artifact.sha256 or check.size != artifact.size:
+            raise IntegrityError(f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied")
+        os.rename(part, directory / name)
+
     def record_verification(self, report: VerifyReport) -> None:
         """Remember the outcome of a full verification; retention protects verified sets."""
         path = self._set_dir(report.backup_id) / VERIFIED_NAME
-        tmp = path.with_suffix(".tmp")
         body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
         consequence = f"set {report.backup_id} is stored but its verification was not recorded"
-        try:
-            with _writing(self.root, f"recording the verification of {report.backup_id}", consequence):
-                tmp.write_text(body)
-                os.replace(tmp, path)
-        except RepositoryError:
-            tmp.unlink(missing_ok=True)  # a half-written .tmp would hold space for nothing
-            raise
+        with _writing(self.root, f"recording the verification of {report.backup_id}", consequence):
+            _write_new(path, body)
 
     def verified_ids(self) -> set[str]:
         out = set()
@@ -262,7 +314,7 @@ class LocalRepository(Repository):
         if not (source / MANIFEST_NAME).is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
         trash = self.root / ".trash"
-        trash.mkdir(exist_ok=True)
+        _private_dirs(trash)
         target = trash / f"{backup_id}-{secrets.token_hex(3)}"
         os.rename(source, target)
         _fsync_dir(self.root / "sets")
@@ -272,7 +324,8 @@ class LocalRepository(Repository):
     def lock(self, exclusive: bool) -> Iterator[None]:
         """Shared for backups and restores, exclusive for pruning: a restore never loses its set."""
         try:
-            fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed below
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            fh = os.fdopen(fd, "r+")
         except OSError as exc:  # a read-only or full repository: say which, not a traceback
             raise _write_error(self.root, exc, "opening its lock file", "nothing was done") from exc
         with fh:

@@ -301,9 +301,12 @@ class S3Repository(Repository):
         if data is None:
             return None
         try:
-            return Manifest.model_validate_json(data)
+            manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise RepositoryError(f"S3 backup {backup_id}: malformed manifest ({exc})") from exc
+        if manifest.id != backup_id:
+            raise RepositoryError(f"S3 backup {backup_id}: its manifest says it is set {manifest.id}")
+        return manifest
 
     def list(self) -> list[Manifest]:
         out, self.broken = [], {}

@@ -37,6 +37,10 @@ class PostgresService(ABC):
     def tool_env(self) -> dict[str, str]:
         """Environment for client tools, carrying credentials out of argv."""
 
+    def client_tools(self) -> str:
+        """Where this server's client tools come from, for the manifest."""
+        return " ".join(self.tool("pg_dump"))
+
     @abstractmethod
     def version(self) -> str: ...
 
@@ -106,13 +110,51 @@ def prepare_recovery(data: Path, settings: dict[str, str], owner: tuple[int, int
             os.lchown(path, *owner)
 
 
+def login_refused(exc: Exception) -> str | None:
+    """The reason, when a connection failed because the server refused the login itself.
+
+    Wrong password, unknown role or a pg_hba.conf rule answer within milliseconds and
+    never heal by waiting; telling them apart from "not up yet" stops a restore from
+    waiting an hour on a server that is there but will not let drproof in.
+    """
+    text = " ".join(str(exc).split())
+    for marker in (
+        "password authentication failed",
+        "no password supplied",
+        "does not exist",
+        "pg_hba.conf",
+        "authentication failed",
+        "WRONGPASS",
+        "NOAUTH",
+        "invalid password",
+        "invalid username-password",
+    ):
+        if marker in text:
+            return text
+    return None
+
+
 def promoted(dsn: str, password: str | None) -> bool:
-    """Whether the server at ``dsn`` answers and has left recovery (False while it has not)."""
+    """Whether the server at ``dsn`` answers and has left recovery (False while it has not).
+
+    A login the server refuses raises at once (``RuntimeStartError``): after a physical
+    restore the roles are the backup's, and if the configured password is not theirs no
+    amount of waiting lets drproof in.
+    """
     import psycopg2
+
+    from engine.errors import RuntimeStartError
 
     try:
         conn = psycopg2.connect(dsn, password=password)
-    except psycopg2.OperationalError:
+    except psycopg2.OperationalError as exc:
+        refused = login_refused(exc)
+        if refused and "the database system is" not in refused:
+            raise RuntimeStartError(
+                f"the restored server answers but refuses drproof's login ({refused}): the restored cluster's "
+                "roles are the backup's, so the configured user or password must be the ones valid at backup "
+                "time. Recovery itself may have finished: check the server's log"
+            ) from None
         return False
     try:
         with conn.cursor() as cur:

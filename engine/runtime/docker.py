@@ -26,6 +26,7 @@ from typing import Any, ClassVar, cast
 import psycopg2
 import redis
 
+from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
 from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime
@@ -209,7 +210,8 @@ class DockerPostgres(PostgresService, _BoxOps):
         return ["docker", "exec", "-i", "-e", "PGPASSWORD", self.box.container.id, name]
 
     def tool_env(self) -> dict[str, str]:
-        return {**os.environ, "PGPASSWORD": self.password}
+        # docker exec needs the client's own settings (DOCKER_HOST, TLS) and nothing else.
+        return tool_environment({"PGPASSWORD": self.password}, prefixes=("DOCKER_",))
 
     def version(self) -> str:
         return self._version

@@ -25,10 +25,19 @@ from typing import Any, ClassVar
 import psycopg2
 import redis
 
+from engine import pgtools
+from engine.childenv import operator_environment, tool_environment
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
-from engine.runtime.local import postgres_bin_dir
+from engine.runtime.base import (
+    PhysicalAccess,
+    PostgresService,
+    RedisService,
+    Runtime,
+    login_refused,
+    prepare_recovery,
+    promoted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ class PostgresTarget:
     user: str
     dbname: str
     password: str | None
+    bindir: Path | None = None  # client tools to use; found by the server's major version when None
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class PhysicalTarget:
     """
 
     data_directory: Path
-    wal_archive: Path
+    wal_archive: Path | None  # None where WAL is archived by something else (pgBackRest)
     stop: list[str]
     start: list[str]
 
@@ -80,30 +90,61 @@ class ExternalPostgres(_NotOurs, PostgresService):
         self.superuser = target.user
         self.what = f"the PostgreSQL server at {target.host}:{target.port}"
         self._version = "unknown"
+        self._tools: pgtools.ToolSet | None = None
+        self._major: int | None = None
 
     def dsn(self, dbname: str = "postgres") -> str:
         t = self.target
         return f"host={t.host} port={t.port} user={t.user} dbname={dbname} connect_timeout=10"
 
+    # The tools every operation on this server may run; physical access adds its own.
+    needed_tools: ClassVar[tuple[str, ...]] = pgtools.LOGICAL_TOOLS
+
     def tool(self, name: str) -> list[str]:
-        return [str(postgres_bin_dir() / name)]
+        """A client tool of the server's own major version (see ``engine.pgtools``)."""
+        if self._tools is None:
+            self._tools = pgtools.for_server(
+                self.server_major(), configured=self.target.bindir, names=self.needed_tools, what=self.what
+            )
+        return self._tools.tool(name)
+
+    def client_tools(self) -> str:
+        """Which client tools this server gets, for manifests and messages."""
+        self.tool("pg_dump")
+        assert self._tools is not None
+        return f"{self._tools.version} from {self._tools.bindir} ({self._tools.source})"
+
+    def server_major(self) -> int:
+        if self._major is None:
+            try:
+                conn = psycopg2.connect(self.dsn("postgres"), password=self.target.password)
+            except psycopg2.OperationalError:
+                conn = psycopg2.connect(self.dsn(self.target.dbname), password=self.target.password)
+            try:
+                self._major = pgtools.major_of(conn.server_version)
+            finally:
+                conn.close()
+        return self._major
 
     def tool_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # libpq's own settings (PGSSLMODE, PGSSLROOTCERT, ...) apply; nothing else of ours does.
+        extra = {"PGCONNECT_TIMEOUT": "10"}
         if self.target.password is not None:
-            env["PGPASSWORD"] = self.target.password
-        return env
+            extra["PGPASSWORD"] = self.target.password
+        return tool_environment(extra, prefixes=("PG",))
 
     def version(self) -> str:
         return self._version
 
     def is_running(self) -> bool:
+        """Whether the server answers; a login it refuses is an error, not "not running"."""
         try:
             conn = psycopg2.connect(self.dsn(self.target.dbname), password=self.target.password)
         except psycopg2.OperationalError:
             try:
                 conn = psycopg2.connect(self.dsn("postgres"), password=self.target.password)
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as exc:
+                self._refused(exc)
                 return False
         try:
             with conn.cursor() as cur:
@@ -116,7 +157,18 @@ class ExternalPostgres(_NotOurs, PostgresService):
 
     def ensure_running(self) -> None:
         if not self.is_running():
-            raise RuntimeStartError(f"{self.what} does not answer; start it (or check the URL and password)")
+            raise RuntimeStartError(
+                f"{self.what} does not answer (connection refused or timed out after 10 s); start it, or check "
+                "the host and port in the URL"
+            )
+
+    def _refused(self, exc: Exception) -> None:
+        refused = login_refused(exc)
+        if refused is not None and "the database system is" not in refused:
+            raise RuntimeStartError(
+                f"{self.what} answers but refuses the login as {self.target.user!r}: {refused}. Check the user in "
+                "the URL and the password (password_env / password_file)"
+            ) from None
 
     def kill(self) -> None:
         raise self._refuse("kill")
@@ -131,6 +183,8 @@ class ExternalPostgres(_NotOurs, PostgresService):
 class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
     """An existing server whose data directory and WAL archive drproof may use."""
 
+    needed_tools: ClassVar[tuple[str, ...]] = (*pgtools.LOGICAL_TOOLS, "pg_basebackup")
+
     stop_timeout: ClassVar[float] = 120.0  # seconds the server may take to stop answering
 
     def __init__(self, target: PostgresTarget, physical: PhysicalTarget) -> None:
@@ -142,6 +196,11 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         self._owner: tuple[int, int] | None = None
 
     def wal_archive(self) -> Path:
+        if self.physical.wal_archive is None:
+            raise RuntimeStartError(
+                f"{self.what}: no `wal_archive` is configured; kind postgres-physical needs the directory the "
+                "server's archive_command copies WAL into"
+            )
         return self.physical.wal_archive
 
     def server_file_owner(self) -> tuple[int, int] | None:
@@ -160,7 +219,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
 
     def _run(self, argv: list[str], what: str) -> None:
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=operator_environment())
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeStartError(f"the {what} command {argv[0]!r} could not run: {exc}") from exc
         if result.returncode != 0:
@@ -333,7 +392,9 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             started = time.monotonic()
             self._run(self.physical.start, "start")
             self._pid_seen, self._started = False, time.monotonic()
-            if not processes.wait_until(self._promoted, timeout=3600, interval=0.2):
+            if not processes.wait_until(
+                self._promoted, timeout=3600, interval=0.2, progress=f"{self.what} to finish recovery"
+            ):
                 raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
             self.replaced = kept if kept is not None and kept.exists() else None
             self._remove_marker()
@@ -406,9 +467,20 @@ class ExternalRedis(_NotOurs, RedisService):
     def version(self) -> str:
         return self._version
 
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host=self.host, port=self.port, password=self.password, db=db, socket_timeout=30, socket_connect_timeout=10
+        )
+
     def is_running(self) -> bool:
+        """Whether the server answers; a password it refuses is an error, not "not running"."""
         try:
             info = self.client().info("server")
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            raise RuntimeStartError(
+                f"{self.what} answers but refuses drproof: {login_refused(exc) or exc}. Check the password "
+                "(password_env / password_file)"
+            ) from None
         except redis.RedisError:
             return False
         self._version = f"Redis {info.get('redis_version', '?')}"
@@ -416,7 +488,10 @@ class ExternalRedis(_NotOurs, RedisService):
 
     def ensure_running(self) -> None:
         if not self.is_running():
-            raise RuntimeStartError(f"{self.what} does not answer; start it (or check the URL and password)")
+            raise RuntimeStartError(
+                f"{self.what} does not answer (connection refused or timed out after 10 s); start it, or check "
+                "the host and port in the URL"
+            )
 
     def kill(self) -> None:
         raise self._refuse("kill")

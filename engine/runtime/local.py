@@ -26,6 +26,7 @@ from typing import ClassVar
 import psycopg2
 import redis
 
+from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.runtime import processes
 from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
@@ -61,6 +62,7 @@ def _ensure_system_user(name: str) -> None:
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
         capture_output=True,
         text=True,
+        env=tool_environment(),
     )
     if result.returncode != 0 and "already exists" not in result.stderr:
         raise RuntimeStartError(
@@ -71,7 +73,9 @@ def _ensure_system_user(name: str) -> None:
 
 def _version_of(argv: list[str]) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, check=True, env=tool_environment()
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeStartError(f"cannot run {argv[0]}: {exc}") from exc
     return out.strip()
@@ -85,6 +89,7 @@ def _server_version(bin_dir: Path, user: str | None) -> str | None:
             capture_output=True,
             text=True,
             timeout=30,
+            env=tool_environment(),
             **processes.run_as(user),  # type: ignore[call-overload]
         )
     except (OSError, subprocess.SubprocessError):
@@ -158,7 +163,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         return [str(self.bin / name)]
 
     def tool_env(self) -> dict[str, str]:
-        return {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"}
+        return tool_environment({"PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"}, prefixes=("PG",))
 
     def version(self) -> str:
         return self._version
@@ -202,6 +207,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
                 ],
                 capture_output=True,
                 text=True,
+                env=tool_environment(),
                 **processes.run_as(self.user),  # type: ignore[call-overload]
             )
         finally:
@@ -312,7 +318,9 @@ class LocalPostgres(PostgresService, PhysicalAccess):
             prepare_recovery(data, settings, self.server_file_owner())
             started = time.monotonic()
             self._start()
-            if not processes.wait_until(self._promoted, timeout=3600, interval=0.1):
+            if not processes.wait_until(
+                self._promoted, timeout=3600, interval=0.1, progress=f"PostgreSQL {self.base.name} to finish recovery"
+            ):
                 raise RuntimeStartError("PostgreSQL did not finish recovery within an hour")
             return time.monotonic() - started
         except BaseException:

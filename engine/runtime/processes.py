@@ -8,6 +8,7 @@ kernel kill them if drproof itself is SIGKILLed, so no server outlives its run.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pwd
 import signal
@@ -15,6 +16,10 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from engine.childenv import tool_environment
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -39,6 +44,8 @@ def spawn(
     if user is not None:
         entry = pwd.getpwnam(user)
         kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+    if env is None:
+        env = tool_environment()  # a server needs none of the secrets drproof holds
     with open(log, "ab") as log_fh:
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             list(argv),
@@ -73,11 +80,24 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
+def wait_until(
+    check: Callable[[], bool], timeout: float, interval: float = 0.05, progress: str | None = None, every: float = 15.0
+) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes; ``progress`` names the wait in a log line every ``every`` s.
+
+    Every wait in drproof has a deadline; the long ones (recovery of a large cluster)
+    also say, while they last, what they wait for and for how long already.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    said = started
     while time.monotonic() < deadline:
         if check():
             return True
+        now = time.monotonic()
+        if progress is not None and now - said >= every:
+            log.info("still waiting for %s: %.0f s of at most %.0f s", progress, now - started, timeout)
+            said = now
         time.sleep(interval)
     return check()
 

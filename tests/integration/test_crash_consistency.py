@@ -97,9 +97,10 @@ def test_a_killed_restore_can_simply_be_run_again(volume: tuple[Path, Path], tmp
     other = tmp_path / "restore-config.yaml"
     other.write_text(yaml.safe_dump(data))
     for delay in (0.2, 0.5):
-        _kill_after(["recovery", "restore", "--config", str(other)], delay)
+        _kill_after(["recovery", "restore", "--in-place", "--yes", "--config", str(other)], delay)
     done = subprocess.run(
-        [sys.executable, "-m", "drills.cli", "recovery", "restore", "--config", str(other)], capture_output=True
+        [sys.executable, "-m", "drills.cli", "recovery", "restore", "--in-place", "--yes", "--config", str(other)],
+        capture_output=True,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert b"fidelity: match" in done.stderr

@@ -233,7 +233,7 @@ def _holds(directory: Path, token: bytes) -> bool:
 
 def _restore(config: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "drills.cli", "recovery", "restore", "--config", config],
+        [sys.executable, "-m", "drills.cli", "recovery", "restore", "--in-place", "--yes", "--config", config],
         capture_output=True,
         env=env,
         timeout=300,
@@ -256,7 +256,7 @@ def _kill_restore_and_rerun(physical: dict[str, Any], kill_when: Callable[[], bo
     assert marks(comp) == ["backed-up", token]
     kept_before = _kept(data)
 
-    proc = _cli(["recovery", "restore", "--config", config], env=env)
+    proc = _cli(["recovery", "restore", "--in-place", "--yes", "--config", config], env=env)
     while proc.poll() is None and not kill_when():
         time.sleep(0.01)
     if proc.poll() is None:

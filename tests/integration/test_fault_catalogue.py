@@ -172,8 +172,11 @@ def test_corrupt_page_flips_exactly_the_recorded_bytes_and_the_server_notices(
     # Detectors: the fingerprint cannot read the table, and a new dump fails loudly.
     with pytest.raises(ComponentError, match="invalid page"):
         pg.fingerprint()
+    with pytest.raises(ComponentError, match="invalid page") as refused:
+        engine_backup.backup(repo, [pg])  # the backup's own fingerprint reads the table first
+    assert "stopped" not in str(refused.value)  # the server answers; the data are damaged
     with pytest.raises(ComponentError, match="pg_dump"):
-        engine_backup.backup(repo, [pg])
+        engine_backup.backup(repo, [pg], fingerprints={pg.instance: original})
 
     engine_backup.restore(repo, manifest, pg)
     assert pg.fingerprint().digest == original.digest

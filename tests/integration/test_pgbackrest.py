@@ -8,7 +8,6 @@ tests are skipped with that command.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,22 +21,9 @@ from engine.components.postgres_pgbackrest import INFO_ARTIFACT, PostgresPgBackR
 from engine.errors import ComponentError, RuntimeStartError
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
+from tests.integration.servers import PG15, require_pgbackrest
 
 pytestmark = [pytest.mark.integration]
-
-PG15 = Path("/usr/lib/postgresql/15/bin")
-
-
-def require_pgbackrest() -> None:
-    """Skip, or fail under CI=true, when pgBackRest or Debian's PostgreSQL 15 is missing."""
-    missing = [name for name, ok in (("pgbackrest", shutil.which("pgbackrest")), (str(PG15), PG15.is_dir())) if not ok]
-    if not missing:
-        return
-    reason = f"{' and '.join(missing)} not installed (apt-get install pgbackrest postgresql-15)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}; .ci/run must install them", pytrace=False)
-    pytest.skip(reason)
-
 
 Stack = tuple[PostgresPgBackRestComponent, LocalRepository]
 

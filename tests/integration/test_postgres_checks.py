@@ -375,10 +375,10 @@ class _Captured:
 
 
 class _BytesSource(ArtifactSource):
-    """Artifacts served from memory, as if read back from a repository."""
+    """Artifacts served from memory, as if read back from a repository (the engine's proof skipped)."""
 
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        super().__init__({}, None)
+    def __init__(self, blobs: dict[str, bytes], fingerprint: Fingerprint) -> None:
+        super().__init__({}, None, fingerprint)
         self.blobs = blobs
 
     def names(self) -> list[str]:
@@ -386,6 +386,12 @@ class _BytesSource(ArtifactSource):
 
     def open(self, name: str) -> Any:
         return contextlib.nullcontext(io.BytesIO(self.blobs[name]))
+
+    def open_head(self, name: str) -> Any:
+        return self.open(name)
+
+    def read_small(self, name: str, limit: int) -> bytes:
+        return self.blobs[name]
 
 
 @pytest.mark.parametrize("kept", [0.0, 0.05, 0.3, 0.5, 0.8, 0.95, 0.999, -1])
@@ -397,11 +403,19 @@ def test_a_dump_cut_short_makes_pg_restore_fail(module_stack: Stack, kept: float
     dump = captured.blobs["database.dump"]
     cut = len(dump) - 1 if kept == -1 else int(len(dump) * kept)
     assert 0 <= cut < len(dump)
-    source = _BytesSource({"globals.sql": captured.blobs["globals.sql"], "database.dump": dump[:cut]})
-    with pytest.raises(ComponentError, match=r"pg_restore of 'db' failed \(exit 1\): pg_restore: error: "):
+    source = _BytesSource(
+        {"globals.sql": captured.blobs["globals.sql"], "database.dump": dump[:cut]}, module_stack.baseline
+    )
+    live = module_stack.comp.fingerprint()
+    # Cut anywhere, pg_restore fails: listing the table of contents, or loading the side database.
+    with pytest.raises(
+        ComponentError,
+        match=r"(reading the database definition in the dump of|pg_restore of) .db. failed \(exit 1\): pg_restore: error: ",
+    ):
         module_stack.comp.restore(source)
+    assert module_stack.comp.fingerprint() == live, "the failed restore changed the live database"
     # Control: the same dump, whole, restores and verifies clean.
-    module_stack.comp.restore(_BytesSource(captured.blobs))
+    module_stack.comp.restore(_BytesSource(captured.blobs, module_stack.baseline))
     assert ladder_status(list(module_stack.ladder().values())) == "pass"
 
 

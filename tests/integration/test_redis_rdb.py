@@ -283,7 +283,7 @@ def test_an_rdb_newer_than_the_scratch_server_names_both_versions_and_kind_redis
     comp = make(runtime, keys=100)
     manifest = backup(repo, [comp])
     data = raw_rdb(repo, manifest)
-    newer = b"REDIS0012" + data[9:]  # what Redis 7.4 and 8 write
+    newer = b"REDIS0099" + data[9:]  # a format no server here reads (Valkey 9 reads even Redis 7.4's 12)
     live = comp.fingerprint()
     if not checker:
         _without_checker(monkeypatch)
@@ -291,8 +291,9 @@ def test_an_rdb_newer_than_the_scratch_server_names_both_versions_and_kind_redis
     with pytest.raises(ComponentError) as caught:
         comp.restore(source_of(newer))
     message = str(caught.value)
-    assert "format version 12" in message and "written by Redis 6.2.14" in message, message
-    assert "scratch redis-server 6.2.14" in message and "kind `redis`" in message, message
+    assert "format version 99" in message and "written by Redis 6.2.14" in message, message
+    assert "no scratch server on this host can read" in message and "redis-server 6.2.14" in message, message
+    assert "kind `redis`" in message and "Nothing live was touched" in message, message
     assert comp.fingerprint() == live
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
@@ -303,12 +304,17 @@ def test_a_live_server_that_refuses_the_keys_fails_the_restore_clearly(
 ) -> None:
     comp = make(runtime, keys=500)
     manifest = backup(repo, [comp])
+    comp.client().delete(*list(comp.client().scan_iter(count=1000))[:100])
+    live = comp.fingerprint()
     comp.client().config_set("maxmemory", "1")  # a full server: every RESTORE answers OOM
     with pytest.raises(ComponentError) as caught:
         restore(repo, manifest, comp)
     message = str(caught.value)
     assert "copying the snapshot into the live server failed" in message and "maxmemory" in message, message
-    assert "only part of the keys" in message
+    # Staged in spare databases: the failure left every live key as it was.
+    assert "the live data were not touched" in message
+    comp.client().config_set("maxmemory", "0")
+    assert comp.fingerprint() == live
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
     assert len(scratch.procs) == 1
@@ -405,7 +411,8 @@ def _fake_backup(tmp_path: Path, server: FakeServer) -> tuple[LocalRepository, M
     comp.service = cast(Any, FakeService(server.port))
     repository = LocalRepository(tmp_path / "fake-repo")
     try:
-        return repository, backup(repository, [comp])
+        # The fake speaks only the replication handshake: no fingerprint can be read from it.
+        return repository, backup(repository, [comp], fingerprints={"cache": Fingerprint.build("cache", comp.name, {})})
     except ComponentError as exc:
         return repository, exc
     finally:
@@ -491,7 +498,9 @@ def test_unreachable_server_is_a_component_error(tmp_path: Path) -> None:
     comp = RedisRdbComponent("cache", RedisParams(), cast(Any, None))
     comp.service = cast(Any, FakeService(processes.free_port()))
     with pytest.raises(ComponentError, match="cannot connect"):
-        backup(LocalRepository(tmp_path / "r"), [comp])
+        backup(
+            LocalRepository(tmp_path / "r"), [comp], fingerprints={"cache": Fingerprint.build("cache", comp.name, {})}
+        )
 
 
 def test_fingerprint_of_the_kind_is_the_redis_one(runtime: LocalRuntime) -> None:

@@ -48,14 +48,14 @@ def test_no_secret_in_any_output_of_any_command(
         run_cli(["backup", "--config", cfg, "--json"]),
         run_cli(["recovery", "list", "--config", cfg, "--json"]),
         run_cli(["recovery", "verify", "--config", cfg]),
-        run_cli(["recovery", "restore", "--config", cfg]),
-        run_cli(["recovery", "restore", "--config", cfg, "--json"]),
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg]),
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--json"]),
         run_cli(["recovery", "prune", "--config", cfg, "--dry-run"]),
     ]
     assert codes == [0, 0, 0, 0, 0, 0, 0]
     # Failure paths print the most: a wrong key and a wrong database password.
     monkeypatch.setenv("DRPROOF_KEY", secrets.token_hex(32))
-    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf"]) == 1
+    assert run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--components", "conf"]) == 1
     monkeypatch.setenv("DRPROOF_KEY", key)
     monkeypatch.setenv("SHOP_DB_PASSWORD", "wrong-" + secrets.token_hex(8))
     assert run_cli(["backup", "--config", cfg, "--components", "db"]) == 2

@@ -104,7 +104,9 @@ def test_encrypted_backup_restores_into_empty_servers_with_identical_fingerprint
         assert run_cli(["backup", "--config", str(prod_config)]) == 0
         backup_id = capsys.readouterr().out.strip().splitlines()[-1]
         assert run_cli(["recovery", "verify", "--config", str(empty_config), "--id", backup_id]) == 0
-        code = run_cli(["recovery", "restore", "--config", str(empty_config), "--id", backup_id])
+        code = run_cli(
+            ["recovery", "restore", "--config", str(prod_config), "--to", str(empty_config), "--id", backup_id]
+        )
 
         assert code == 0
         for name, fp in expected.items():

@@ -81,7 +81,12 @@ def test_backup_list_verify_restore(stack: dict[str, Any], capsys: pytest.Captur
         cur.execute("DELETE FROM orders")
     conn.close()
     stack["cache"].client().flushall()
-    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "db", "cache", "--json"]) == 0
+    assert (
+        run_cli(
+            ["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--components", "db", "cache", "--json"]
+        )
+        == 0
+    )
     result = _json(capsys)
     assert {c["component"]: (c["status"], c["fidelity"]) for c in result["components"]} == {
         "db": ("restored", "match"),
@@ -108,7 +113,7 @@ def test_database_only_backup_and_refused_damaged_restore(
     stored.write_bytes(bytes(data))
     assert run_cli(["recovery", "verify", "--config", cfg, "--json"]) == 1
     assert _json(capsys)["ok"] is False
-    assert run_cli(["recovery", "restore", "--config", cfg, "--json"]) == 1
+    assert run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--json"]) == 1
     [outcome] = _json(capsys)["components"]
     assert outcome["status"] == "refused" and "db/database.dump" in outcome["detail"]
 
@@ -132,7 +137,7 @@ def test_incremental_backups_store_only_changes_and_restore_the_chain(
     import shutil
 
     shutil.rmtree(files)  # total loss of the volume
-    assert run_cli(["recovery", "restore", "--config", cfg, "--id", second["id"], "--json"]) == 0
+    assert run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--id", second["id"], "--json"]) == 0
     [outcome] = _json(capsys)["components"]
     assert (outcome["status"], outcome["fidelity"]) == ("restored", "match")
     assert stack["files"].fingerprint() == expected
@@ -143,7 +148,7 @@ def test_incremental_backups_store_only_changes_and_restore_the_chain(
     data = bytearray(parent_tar.read_bytes())
     data[len(data) // 2] ^= 0xFF
     parent_tar.write_bytes(bytes(data))
-    assert run_cli(["recovery", "restore", "--config", cfg, "--id", second["id"], "--json"]) == 1
+    assert run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--id", second["id"], "--json"]) == 1
     assert first["id"] in _json(capsys)["components"][0]["detail"]
 
 
@@ -173,13 +178,17 @@ def test_encrypted_backup_restores_only_with_the_right_key(
 
     (stack["conf"].path / "app.yaml").unlink()
     monkeypatch.setenv("DRPROOF_TEST_KEY", os.urandom(32).hex())
-    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf"]) == 1  # refused
+    assert (
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--components", "conf"]) == 1
+    )  # refused
     err = capsys.readouterr().err
     assert "wrong key" in err and key not in err
     assert not (stack["conf"].path / "app.yaml").exists(), "nothing was restored with the wrong key"
 
     monkeypatch.setenv("DRPROOF_TEST_KEY", key)
-    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf", "--json"]) == 0
+    assert (
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--components", "conf", "--json"]) == 0
+    )
     [outcome] = _json(capsys)["components"]
     assert (outcome["status"], outcome["fidelity"]) == ("restored", "match")
 
@@ -228,7 +237,23 @@ def test_offsite_copy_survives_loss_of_every_local_backup(
     assert [b["id"] for b in _json(capsys)["backups"]] == [backup_id]
     assert run_cli(["recovery", "verify", "--config", cfg, "--offsite", "--json"]) == 0
     capsys.readouterr()
-    assert run_cli(["recovery", "restore", "--config", cfg, "--offsite", "--components", "conf", "--json"]) == 0
+    assert (
+        run_cli(
+            [
+                "recovery",
+                "restore",
+                "--in-place",
+                "--yes",
+                "--config",
+                cfg,
+                "--offsite",
+                "--components",
+                "conf",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert _json(capsys)["components"][0]["fidelity"] == "match"
     assert run_cli(["recovery", "copy", "--config", cfg, "--from-offsite", "--id", backup_id]) == 0
     assert capsys.readouterr().out.strip() == backup_id
@@ -326,7 +351,10 @@ def test_copying_an_incremental_set_offsite_brings_its_parents(
     import shutil
 
     shutil.rmtree(stack["files"].path)
-    assert run_cli(["recovery", "restore", "--config", cfg, "--offsite", "--id", child, "--json"]) == 0
+    assert (
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--offsite", "--id", child, "--json"])
+        == 0
+    )
     assert _json(capsys)["components"][0]["fidelity"] == "match"
     assert stack["files"].fingerprint() == expected
 
@@ -346,8 +374,27 @@ def test_audit_log_records_backup_verify_restore_and_prune(
     data[len(data) // 2] ^= 0xFF
     dump.write_bytes(bytes(data))
     assert run_cli(["recovery", "verify", "--config", cfg, "--id", ids[0], "--json"]) == 1
-    assert run_cli(["recovery", "restore", "--config", cfg, "--id", ids[0], "--components", "db", "--json"]) == 1
-    assert run_cli(["recovery", "restore", "--config", cfg, "--components", "conf", "--json"]) == 0
+    assert (
+        run_cli(
+            [
+                "recovery",
+                "restore",
+                "--in-place",
+                "--yes",
+                "--config",
+                cfg,
+                "--id",
+                ids[0],
+                "--components",
+                "db",
+                "--json",
+            ]
+        )
+        == 1
+    )
+    assert (
+        run_cli(["recovery", "restore", "--in-place", "--yes", "--config", cfg, "--components", "conf", "--json"]) == 0
+    )
     config = yaml.safe_load(stack["config"].read_text())
     config["retention"] = {"keep_last": 1}
     stack["config"].write_text(yaml.safe_dump(config))

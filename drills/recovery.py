@@ -1,0 +1,359 @@
+"""``drproof recovery restore``: restores that say where they write, ask first, and never guess.
+
+A restore replaces data. On the worst day an operator must know exactly what will be
+replaced before anything is, so a restore names its target explicitly:
+
+- ``--to SCRATCH.yaml``: another configuration naming other servers and directories (a
+  sandbox, a staging copy, a new host). A target that is (or lies inside) one the
+  production configuration names is refused: that is what ``--in-place`` is for.
+- ``--in-place``: the live servers and directories the configuration names. Confirmed
+  on a terminal, or with ``--yes`` where nobody is there to type.
+- ``--dry-run`` (with either): every artifact proven, what is at each target now and
+  what the backup holds, and nothing changed: no hooks, no restore.
+
+Each component gets its outcome whatever happens to the others: a server that cannot be
+reached or a directory whose parent is missing fails that component, and the rest are
+still restored and reported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+import redis
+
+from drills.backup_config import BackupConfig, secret_variables
+from engine import backup as engine_backup
+from engine.audit import AuditLog, Outcome
+from engine.childenv import operator_environment
+from engine.components.base import Component
+from engine.errors import ConfigError, DrproofError, IntegrityError
+from engine.fingerprint import compare, summarize
+from engine.manifest import Manifest
+from engine.repository.base import Repository
+
+Progress = Callable[[str], None]
+
+NOT_COMPARED_PITR = "not compared: a point in time has no fingerprint taken at backup time"
+
+
+@dataclass
+class RestoreOutcome:
+    component: str
+    status: str  # restored | refused | failed
+    detail: str
+    fidelity: str = "not compared"  # match | differs | not compared: <why>
+    differences: list[str] = field(default_factory=list)
+    target: str = ""
+
+
+@dataclass
+class Request:
+    """What to restore, from which backup, into which targets."""
+
+    config: BackupConfig  # where the backups are: repository and encryption
+    targets: BackupConfig  # where they go: ``config`` itself in place, or the --to file
+    in_place: bool
+    manifest: Manifest
+    names: list[str]
+    point_in_time: datetime | str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        config: BackupConfig,
+        manifest: Manifest,
+        names: Sequence[str] | None,
+        *,
+        targets: BackupConfig | None,
+        in_place: bool,
+        point_in_time: datetime | str | None = None,
+    ) -> Request:
+        if (targets is None) == (not in_place):
+            raise ConfigError(
+                "recovery restore needs a target: --to SCRATCH-CONFIG restores into the servers and directories "
+                "another configuration names (a sandbox), --in-place replaces the live data this configuration "
+                "names (after confirmation); add --dry-run to either to see what would happen"
+            )
+        request = cls(
+            config,
+            targets or config,
+            in_place,
+            manifest,
+            list(names or [c.name for c in manifest.components]),
+            point_in_time,
+        )
+        request.check()
+        return request
+
+    def check(self) -> None:
+        """Refuse a request that cannot be right before anything is read or written."""
+        missing = [n for n in self.names if n not in self.targets.components]
+        if missing:
+            where = "the configuration" if self.in_place else "the --to configuration"
+            raise ConfigError(f"backup {self.manifest.id} holds {', '.join(missing)}, which {where} does not name")
+        if self.point_in_time is not None:
+            wrong = [n for n in self.names if self.targets.components[n].kind != "postgres-physical"]
+            if wrong:
+                raise ConfigError(
+                    f"a point-in-time restore applies to postgres-physical components only; {', '.join(wrong)} "
+                    "cannot be: name the physical ones with --components"
+                )
+        if self.in_place:
+            return
+        for name in self.names:
+            target = self.targets.components[name]
+            clashes = [
+                p for p, spec in self.config.components.items() if spec.overlaps(target) or target.overlaps(spec)
+            ]
+            if clashes:
+                raise ConfigError(
+                    f"--to names {target.location()} for {name!r}, which is where production component "
+                    f"{clashes[0]!r} lives: a restore there replaces live data. Use --in-place for that (it asks "
+                    "first), or point the --to configuration at a scratch server or directory"
+                )
+
+
+# -- dry run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlannedStep:
+    component: str
+    kind: str
+    target: str
+    now: str
+    backup_holds: str
+    artifacts: int
+    stored_bytes: int
+    proof: str  # "proven" or the problems found
+
+    def describe(self) -> str:
+        return (
+            f"{self.component} ({self.kind}) -> {self.target}\n"
+            f"    now:          {self.now}\n"
+            f"    backup holds: {self.backup_holds}\n"
+            f"    artifacts:    {self.artifacts} ({self.stored_bytes:,} bytes stored), {self.proof}"
+        )
+
+
+def plan(request: Request, repo: Repository, progress: Progress) -> list[PlannedStep]:
+    """What a restore would do, with every artifact proven; changes nothing."""
+    from drills.standalone import components
+
+    steps = []
+    for comp in components(request.targets, request.names, provision=False):
+        spec = request.targets.components[comp.instance]
+        record = request.manifest.component(comp.instance)
+        artifacts = request.manifest.artifacts_of(comp.instance)
+        progress(f"proving the artifacts of {comp.instance}")
+        problems = [c for c in (repo.prove_artifact(request.manifest, a) for a in artifacts) if not c.ok]
+        proof = (
+            "every check passed"
+            if not problems
+            else "DAMAGED: " + "; ".join(f"{c.artifact} {c.problem}" for c in problems)
+        )
+        holds = (
+            summarize(record.fingerprint)
+            if record.fingerprint is not None
+            else "no fingerprint: a restore would be refused"
+        )
+        steps.append(
+            PlannedStep(
+                comp.instance,
+                comp.name,
+                spec.location(),
+                _current_state(comp),
+                holds,
+                len(artifacts),
+                sum(a.size for a in artifacts),
+                proof,
+            )
+        )
+    return steps
+
+
+def _current_state(comp: Component) -> str:
+    try:
+        comp.provision()
+        health = comp.health()
+    except (DrproofError, OSError, psycopg2.Error, redis.RedisError) as exc:
+        return f"cannot be read: {exc}"
+    return health.detail if health.ok else f"unhealthy: {health.detail}"
+
+
+def check_confirmable(request: Request, assume_yes: bool) -> None:
+    """Refuse at once, before anything is read, an in-place restore nobody can confirm."""
+    if request.in_place and not assume_yes and not sys.stdin.isatty():
+        raise ConfigError(
+            "--in-place replaces live data and nobody is at a terminal to confirm it; add --yes to confirm, or run "
+            "with --dry-run first to see what would be replaced"
+        )
+
+
+def confirm(request: Request, steps: list[PlannedStep], out: Any, assume_yes: bool) -> None:
+    """Ask before replacing live data; refuse where nobody can answer and --yes is absent."""
+    if not request.in_place or assume_yes:
+        return
+    check_confirmable(request, assume_yes)
+    out.print("This replaces LIVE data:", markup=False)
+    for step in steps:
+        out.print(step.describe(), markup=False, highlight=False)
+    out.print("Type 'yes' to restore in place: ", end="", markup=False)
+    if sys.stdin.readline().strip() != "yes":
+        raise ConfigError("not confirmed; nothing was changed")
+
+
+# -- restore -------------------------------------------------------------------------------------
+
+
+def restore(
+    request: Request,
+    repo: Repository,
+    progress: Progress,
+    audit: AuditLog | None = None,
+    repo_where: str = "",
+) -> list[RestoreOutcome]:
+    """Restore every requested component; one outcome each, recorded in the audit log."""
+    with (audit or AuditLog(None)).operation("restore", repo_where) as op:
+        op.backup_ids = [request.manifest.id]
+        op.components = list(request.names)
+        op.extra["target"] = (
+            "in place"
+            if request.in_place
+            else "--to " + ", ".join(request.targets.components[n].location() for n in request.names)
+        )
+        with repo.lock(exclusive=False):
+            outcomes = _restore_all(request, repo, progress)
+        op.extra["results"] = {o.component: f"{o.status}, fidelity {o.fidelity}" for o in outcomes}
+        problem = _audit_problem(outcomes)
+        if problem is not None:
+            op.fail(problem[0], outcome=problem[1])
+    return outcomes
+
+
+def _audit_problem(outcomes: list[RestoreOutcome]) -> tuple[str, Outcome] | None:
+    failed = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "failed"]
+    refused = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "refused"]
+    differs = [o.component for o in outcomes if o.fidelity == "differs"]
+    unproven = [o.component for o in outcomes if o.status == "restored" and o.fidelity.startswith("not compared")]
+    problems = [f"failed: {'; '.join(failed)}"] if failed else []
+    problems += [f"content differs from the backup: {', '.join(differs)}"] if differs else []
+    if problems:
+        problems += [f"refused: {'; '.join(refused)}"] if refused else []
+        problems += [f"restored but not compared with a fingerprint: {', '.join(unproven)}"] if unproven else []
+        return "; ".join(problems), "failed"
+    if refused:
+        return f"refused (nothing was changed): {'; '.join(refused)}", "refused"
+    if unproven:
+        return f"restored but not compared with a fingerprint: {', '.join(unproven)}", "unverified"
+    return None
+
+
+def _restore_all(request: Request, repo: Repository, progress: Progress) -> list[RestoreOutcome]:
+    from drills.standalone import components
+
+    hooks = request.targets.hooks
+    secrets = secret_variables(request.config, request.targets)
+    run_hooks(hooks.before_restore, "before_restore", progress, secrets)
+    outcomes: list[RestoreOutcome] = []
+    for comp in components(request.targets, request.names, provision=False):
+        outcome = _restore_one(request, repo, comp, progress)
+        outcome.target = request.targets.components[comp.instance].location()
+        outcomes.append(outcome)
+    run_hooks(hooks.after_restore, "after_restore", progress, secrets)
+    return outcomes
+
+
+def _restore_one(request: Request, repo: Repository, comp: Component, progress: Progress) -> RestoreOutcome:
+    """One component's restore, never raising for what a user can cause or fix."""
+    name = comp.instance
+    try:
+        comp.provision()
+        request.targets.components[name].configure(comp)
+        if request.point_in_time is not None:
+            return _restore_point_in_time(repo, comp, request.point_in_time, progress)
+        progress(f"restoring {name} from {request.manifest.id}")
+        engine_backup.restore(repo, request.manifest, comp)
+    except IntegrityError as exc:
+        return RestoreOutcome(name, "refused", str(exc))
+    except DrproofError as exc:
+        return RestoreOutcome(name, "failed", str(exc))
+    except (OSError, psycopg2.Error, redis.RedisError) as exc:
+        return RestoreOutcome(name, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    return _judge(comp, request.manifest, progress)
+
+
+def _judge(comp: Component, manifest: Manifest, progress: Progress) -> RestoreOutcome:
+    """Health, then the restored component's fingerprint against the backup's."""
+    try:
+        health = comp.health()
+        if not health.ok:
+            return RestoreOutcome(comp.instance, "failed", f"restored but not healthy: {health.detail}")
+        expected = manifest.component(comp.instance).fingerprint
+        outcome = RestoreOutcome(comp.instance, "restored", health.detail)
+        if expected is None:  # the engine refuses these; kept so no path can report "match" without one
+            outcome.fidelity = "not compared: the backup holds no fingerprint"
+            return outcome
+        progress(f"comparing {comp.instance} with the backup's fingerprint")
+        diffs = compare(expected, comp.fingerprint())
+    except (DrproofError, OSError, psycopg2.Error, redis.RedisError) as exc:
+        return RestoreOutcome(comp.instance, "failed", f"restored, but it could not be checked: {exc}")
+    outcome.fidelity = "differs" if diffs else "match"
+    outcome.differences = [d.describe() for d in diffs]
+    return outcome
+
+
+def _restore_point_in_time(
+    repo: Repository, comp: Component, point: datetime | str, progress: Progress
+) -> RestoreOutcome:
+    target = None if point == "latest" else point
+    assert target is None or isinstance(target, datetime)
+    progress(f"restoring {comp.instance} to {'the newest archived WAL' if target is None else target.isoformat()}")
+    used = engine_backup.restore_to_time(repo, comp, target, live_wal=True)
+    health = comp.health()
+    where = getattr(getattr(comp, "service", None), "replaced", None)
+    detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id} and the live archive"
+    if where is not None:
+        detail += f"; the replaced data directory is kept at {where}"
+    outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", detail)
+    outcome.fidelity = NOT_COMPARED_PITR
+    return outcome
+
+
+def exit_code(outcomes: list[RestoreOutcome]) -> int:
+    """0 only when every component was restored and matched its backup-time fingerprint.
+
+    2: something failed, or was restored without a comparison (nothing proves it);
+    1: refused (nothing changed) or restored but different from the backup.
+    """
+    if any(
+        o.status == "failed" or (o.status == "restored" and o.fidelity != "match" and o.fidelity != "differs")
+        for o in outcomes
+    ):
+        return 2
+    if any(o.status == "refused" or o.fidelity == "differs" for o in outcomes):
+        return 1
+    return 0
+
+
+def run_hooks(commands: list[list[str]], when: str, progress: Progress, secrets: Sequence[str] = ()) -> None:
+    """The operator's commands, argv only, with the environment minus drproof's secrets."""
+    for argv in commands:
+        progress(f"{when} hook: {argv[0]}")
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=600, env=operator_environment(secrets)
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise DrproofError(f"{when} hook {argv[0]!r} could not run: {exc}") from exc
+        if result.returncode != 0:
+            raise DrproofError(
+                f"{when} hook {argv[0]!r} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
+            )

@@ -1,0 +1,232 @@
+"""Logical PostgreSQL restores that never leave the live database worse than they found it.
+
+``pg_restore --clean --create`` drops the live database first and then loads the dump;
+a dump that turns out damaged, or that this server cannot load, leaves an empty or
+half-built database behind (measured on a PostgreSQL 15 server: every table 0 rows,
+then a traceback). So drproof restores beside the live database instead:
+
+1. **Side database.** The dump's own ``CREATE DATABASE`` (encoding, locale, template)
+   is run under a private name, ``drproof_restore_<random>``; the data go in with
+   ``pg_restore --exit-on-error`` (``-j`` for directory-format dumps); then the
+   database's owner, comments, privileges and settings (the entries ``--create``
+   would restore) are applied to it.
+2. **Proof.** The side database is fingerprinted and compared with the fingerprint
+   taken at backup time, part for part (tables, catalog, sequences, extensions). Any
+   difference, or any failure before this point, drops the side database and leaves
+   the live one exactly as it was.
+3. **Swap.** New connections to the live database are refused for the moment of the
+   swap (``ALLOW_CONNECTIONS false``), its sessions are ended, it is renamed aside, the
+   side database takes its name, and only then is the old one dropped. A rename that
+   fails puts everything back.
+
+Roles are cluster-wide, and the side database needs them to exist (owners, grants). So
+roles the backup has and the server lacks are created first: additive, no existing role
+is touched, and they are dropped again if the restore is refused. Attributes, passwords
+and memberships of roles (``ALTER ROLE``, ``GRANT role``) are set from the backup only
+after the swap, with the password of the role drproof connects as kept
+(``keep_own_password``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+
+from engine.errors import ComponentError
+
+log = logging.getLogger(__name__)
+
+SIDE_PREFIX = "drproof_restore_"
+REPLACED_PREFIX = "drproof_replaced_"
+
+_STATEMENT_HEAD = re.compile(r"^(?:CREATE|ALTER|COMMENT|GRANT|REVOKE|SECURITY LABEL)\b")
+# pg_dump's header of each entry: "-- Name: shop; Type: DATABASE; Schema: -; Owner: bob".
+_ENTRY = re.compile(r"^-- Name: (.*); Type: ([A-Z ]+); Schema: ")
+_RESTRICT = re.compile(r"^\\restrict (\S+)$")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ident_pattern(name: str) -> str:
+    """How pg_dump may have written ``name``: quoted, or bare when it is a plain identifier."""
+    forms = [re.escape(quote_ident(name))]
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        forms.append(re.escape(name) + r"(?![A-Za-z0-9_$])")
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _is_database_entry(name: str, kind: str) -> bool:
+    """The entries ``pg_restore --create`` restores and a restore into an existing database does not."""
+    return kind in ("DATABASE", "DATABASE PROPERTIES") or (
+        name.startswith("DATABASE ") and kind in ("COMMENT", "ACL", "SECURITY LABEL")
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSql:
+    create: str  # CREATE DATABASE under the side name
+    properties: str  # owner, comment, privileges, settings: applied once the data are in
+
+
+def database_sql(script: str, live: str, side: str) -> DatabaseSql:
+    """The database-level statements of a dump, renamed from ``live`` to ``side``.
+
+    ``script`` is ``pg_restore --create --schema-only -f -`` output (read from the
+    archive's table of contents alone, so from a stream it costs the head of the dump).
+    Only the entries of the database itself are kept, with the ``SET`` lines before
+    them. Only the first ``DATABASE <name>`` of a statement line is renamed, so text that
+    mentions the name keeps it. psql meta-commands (``\\connect`` and the like) are
+    dropped, except the dump's ``\\restrict`` guard, which is put around the whole
+    script so nothing in a name or comment can run one.
+    """
+    target = re.compile(r"\bDATABASE " + _ident_pattern(live))
+    create: list[str] = []
+    properties: list[str] = []
+    key = None
+    keep = True  # the preamble (SET lines) is kept
+    for line in script.splitlines():
+        if line.startswith("\\"):
+            match = _RESTRICT.match(line)
+            key = key or (match.group(1) if match else None)
+            continue
+        entry = _ENTRY.match(line)
+        if entry:
+            keep = _is_database_entry(entry.group(1), entry.group(2))
+        if not keep:
+            continue
+        if _STATEMENT_HEAD.match(line):
+            line = target.sub("DATABASE " + quote_ident(side), line, count=1)
+        (create if line.startswith("CREATE DATABASE ") else properties).append(line)
+    if not create:
+        raise ComponentError(f"the dump holds no CREATE DATABASE for {live!r}; it is not a pg_dump of that database")
+    if key is not None:
+        properties = [f"\\restrict {key}", *properties, f"\\unrestrict {key}"]
+    return DatabaseSql("\n".join(create) + "\n", "\n".join(properties) + "\n")
+
+
+_CREATE_ROLE = re.compile(rb"^CREATE ROLE (?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-z0-9_$]*);$", re.MULTILINE)
+_CREATE_TABLESPACE = re.compile(rb"^CREATE TABLESPACE [^\n]*;$", re.MULTILINE)
+
+
+def creation_only(globals_sql: bytes) -> bytes:
+    """Of ``pg_dumpall --globals-only`` output, what only adds: CREATE ROLE and CREATE TABLESPACE.
+
+    Run before the side database is loaded, so its owners and grants resolve; every
+    other statement (attributes, passwords, memberships, settings) waits for the swap.
+    """
+    lines = [m.group(0) for m in _CREATE_ROLE.finditer(globals_sql)]
+    lines += [m.group(0) for m in _CREATE_TABLESPACE.finditer(globals_sql)]
+    return b"SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n" + b"\n".join(lines) + b"\n"
+
+
+def role_names(conn: psycopg2.extensions.connection) -> set[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles")
+        return {row[0] for row in cur.fetchall()}
+
+
+def side_name() -> str:
+    return SIDE_PREFIX + secrets.token_hex(6)
+
+
+def drop_database(conn: psycopg2.extensions.connection, name: str) -> None:
+    """Drop ``name`` and its sessions; a no-op if it does not exist."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        if conn.server_version >= 130000:
+            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        else:
+            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+
+
+def drop_roles(conn: psycopg2.extensions.connection, names: set[str]) -> list[str]:
+    """Drop roles this restore created; return those that could not be dropped."""
+    kept = []
+    for name in sorted(names):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP ROLE IF EXISTS {quote_ident(name)}")
+        except psycopg2.Error:
+            kept.append(name)
+    return kept
+
+
+_RENAME_ATTEMPTS = 20
+
+
+def swap(conn: psycopg2.extensions.connection, live: str, side: str) -> str | None:
+    """Give ``side`` the name ``live``; return the name the old database was dropped under.
+
+    The old database is renamed aside first and dropped only once the side database has
+    its name; any failure on the way renames back and re-allows connections. Returns
+    None when there was no live database; if dropping the old one fails after a
+    successful swap, it is kept under that name and a warning says so.
+    """
+    replaced = REPLACED_PREFIX + secrets.token_hex(6)
+    with conn.cursor() as cur:
+        cur.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (live,))
+        row = cur.fetchone()
+    if row is None:
+        _execute(conn, f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(live)}")
+        return None
+    allowed = bool(row[0])
+    _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS false")
+    try:
+        _rename_out(conn, live, replaced)
+    except BaseException:
+        with contextlib.suppress(psycopg2.Error):
+            _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS {str(allowed).lower()}")
+        raise
+    try:
+        _execute(conn, f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(live)}")
+    except BaseException:
+        with contextlib.suppress(psycopg2.Error):
+            _execute(conn, f"ALTER DATABASE {quote_ident(replaced)} RENAME TO {quote_ident(live)}")
+            _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS {str(allowed).lower()}")
+        raise
+    try:
+        drop_database(conn, replaced)
+    except psycopg2.Error as exc:
+        # The restore itself succeeded; what is left is space, and the operator's to free.
+        log.warning(
+            "restored %r; the database it replaced could not be dropped and is kept as %r (%s): drop it when "
+            "you no longer need it",
+            live,
+            replaced,
+            " ".join(str(exc).split()),
+        )
+    return replaced
+
+
+def _rename_out(conn: psycopg2.extensions.connection, live: str, replaced: str) -> None:
+    """Rename the live database aside, ending the sessions that hold it (which may reconnect)."""
+    for attempt in range(_RENAME_ATTEMPTS):
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (live,),
+            )
+        try:
+            _execute(conn, f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(replaced)}")
+            return
+        except psycopg2.errors.ObjectInUse:
+            if attempt == _RENAME_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _execute(conn: psycopg2.extensions.connection, sql: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql)

@@ -1,0 +1,75 @@
+"""What integration tests need from the host, and how they say it is missing.
+
+.ci/run installs Debian's PostgreSQL 15, pgBackRest and redis-server; with CI=true a
+missing one fails the test (a skipped test would hide that CI lost a server), elsewhere
+it is skipped with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from engine.runtime import processes
+
+PG15 = Path("/usr/lib/postgresql/15/bin")
+DEBIAN_REDIS = Path("/usr/bin/redis-server")
+
+
+def require(what: str, present: bool, install: str) -> None:
+    if present:
+        return
+    reason = f"{what} is not installed ({install})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}; .ci/run must install it", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_pg15() -> Path:
+    require("Debian's PostgreSQL 15", (PG15 / "postgres").is_file(), "apt-get install postgresql-15")
+    return PG15
+
+
+def require_pgbackrest() -> None:
+    require_pg15()
+    require("pgBackRest", shutil.which("pgbackrest") is not None, "apt-get install pgbackrest")
+
+
+def require_debian_redis() -> Path:
+    require("Debian's redis-server 7", DEBIAN_REDIS.is_file(), "apt-get install redis-server")
+    return DEBIAN_REDIS
+
+
+@contextlib.contextmanager
+def debian_redis(root: Path, password: str) -> Iterator[int]:
+    """A Debian redis-server 7 on loopback with a password, as an operator runs one; yields its port."""
+    binary = require_debian_redis()
+    root.mkdir(parents=True, exist_ok=True)
+    port = processes.free_port()
+    conf = root / "redis.conf"
+    conf.write_text(
+        f'bind 127.0.0.1\nport {port}\ndir {root}\nrequirepass {password}\nsave ""\nappendonly no\ndaemonize no\n'
+    )
+    conf.chmod(0o600)
+    proc = processes.spawn([str(binary), str(conf)], log=root / "server.log")
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
+        if not processes.wait_until(lambda: _pings(client), timeout=20, interval=0.05):
+            raise RuntimeError(f"redis-server on {port} did not start: {processes.tail(root / 'server.log')}")
+        yield port
+    finally:
+        processes.stop(proc, signal.SIGTERM)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
