@@ -27,6 +27,7 @@ from pydantic import Field
 from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, write_tar
+from engine.components.postgres_sequences import HeadTap, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import Fingerprint, Part, PartHasher
@@ -122,9 +123,35 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
     return pattern.sub(rb"\1\2", sql)
 
 
-def _cluster_part(name: str) -> bool:
-    """Parts that describe the cluster (roles), not the database a side restore builds."""
-    return name == "roles" or name.startswith(ROLE_PART)
+def sequences_part(values: dict[tuple[str, str], str | None]) -> Part:
+    """Every sequence's ``last_value`` (None before the first ``nextval``), by name.
+
+    Sorted here, not in SQL, so the order never depends on the database's collation, and
+    values read from a server and from a dump's ``setval`` lines hash alike.
+    """
+    h = PartHasher("sequences")
+    for (schema, name), last in sorted(values.items()):
+        h.add(f"{schema}.{name}\0{last}".encode())
+    return h.part()
+
+
+def _proven_in_side(name: str) -> bool:
+    """The parts a side database is proven on before the swap: all but the roles.
+
+    Roles are cluster-wide and set after the swap; they are compared once the restore is
+    done, and a difference is reported there.
+    """
+    return name != "roles" and not name.startswith(ROLE_PART)
+
+
+def _read_sequences(archive: bytes | Path) -> dict[tuple[str, str], str | None] | None:
+    """The dump's own sequence values, or None if its table of contents cannot be read here."""
+    from engine.runtime.local import postgres_bin_dir
+
+    try:
+        return sequences_in_dump(postgres_bin_dir() / "pg_restore", archive)
+    except (ComponentError, ValueError, OSError):
+        return None
 
 
 class DumpTooNew(IntegrityError):
@@ -242,13 +269,7 @@ class PostgresComponent(Component):
         parts = self.database_parts(self.db)
         if "database" in parts:  # unreachable: nothing more can be read
             return self._fp(parts)
-        admin = self.connect(self.admin_db)
-        try:
-            parts["roles"] = self._roles_part(admin)
-            parts.update(role_parts(admin))
-        finally:
-            admin.close()
-        return self._fp(parts)
+        return self._fp({**parts, **self._cluster_parts()})
 
     @property
     def admin_db(self) -> str:
@@ -262,20 +283,31 @@ class PostgresComponent(Component):
         except ComponentError as exc:
             # An absent database is a state to compare, not a crash: every table shows as missing.
             return {"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
-        parts: dict[str, Part] = {}
         try:
             conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
+            return self._parts_in(conn)
+        finally:
+            conn.close()
+
+    def _parts_in(self, conn: psycopg2.extensions.connection) -> dict[str, Part]:
+        """The database's parts, read in ``conn``'s current transaction (one snapshot)."""
+        parts: dict[str, Part] = {}
+        try:
             for schema, table in self.tables(conn):
                 parts[f"table {schema}.{table}"] = self._table_part(conn, schema, table)
             parts["catalog"] = self._catalog_part(conn)
             parts["sequences"] = self._sequences_part(conn)
             parts.update(extension_parts(conn))
-            conn.rollback()
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
-        finally:
-            conn.close()
         return parts
+
+    def _cluster_parts(self) -> dict[str, Part]:
+        admin = self.connect(self.admin_db)
+        try:
+            return {"roles": self._roles_part(admin), **role_parts(admin)}
+        finally:
+            admin.close()
 
     def _table_part(self, conn: psycopg2.extensions.connection, schema: str, table: str) -> Part:
         h = PartHasher("rows")
@@ -326,15 +358,13 @@ class PostgresComponent(Component):
         return h.part()
 
     def _sequences_part(self, conn: psycopg2.extensions.connection) -> Part:
-        h = PartHasher("sequences")
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT schemaname, sequencename, last_value FROM pg_sequences "
-                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             )
-            for schema, name, last in cur.fetchall():
-                h.add(f"{schema}.{name}\0{last}".encode())
-        return h.part()
+            values = {(schema, name): None if last is None else str(last) for schema, name, last in cur.fetchall()}
+        return sequences_part(values)
 
     def _roles_part(self, conn: psycopg2.extensions.connection) -> Part:
         h = PartHasher("roles")
@@ -348,8 +378,55 @@ class PostgresComponent(Component):
         return h.part()
 
     # -- backup and restore -----------------------------------------------------------------
+    # Logical kinds dump inside the snapshot their fingerprint was read in; kinds built on
+    # this one that copy files instead (physical, pgBackRest) turn it off.
+    dumps_in_snapshot: ClassVar[bool] = True
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """Fingerprint and dump one snapshot, so the fingerprint describes exactly the dump.
+
+        Read one after the other on a live server, they would differ by whatever was
+        written in between, and the restore's proof (the side database against the
+        fingerprint) would refuse every restore of a busy database. So the fingerprint
+        is read in a REPEATABLE READ transaction that exports its snapshot, and pg_dump
+        runs with ``--snapshot`` while that transaction stays open.
+        """
+        if not self.dumps_in_snapshot or incremental is not None:
+            return super().backup_fingerprinted(writer, incremental)
+        conn = self.connect()
+        try:
+            conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_export_snapshot()")
+                row = cur.fetchone()
+            assert row is not None
+            parts = self._parts_in(conn)
+            details = self._dump(writer, snapshot=str(row[0]))
+            # Sequences are outside every snapshot: the values pg_dump wrote are taken from
+            # its archive; where they cannot be read there, the live ones just after it.
+            if self._dumped_sequences is not None:
+                parts["sequences"] = sequences_part(self._dumped_sequences)
+                details["sequences"] = "read from the dump"
+            else:
+                parts["sequences"] = self._sequences_part(conn)
+                details["sequences"] = "read from the server after the dump"
+        except psycopg2.Error as exc:
+            raise ComponentError(f"postgres {self.instance!r}: cannot take a snapshot: {str(exc).strip()}") from exc
+        finally:
+            conn.close()
+        details["snapshot"] = "fingerprint and dump read in one exported snapshot"
+        return details, self._fp({**parts, **self._cluster_parts()})
+
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        return self._dump(writer, snapshot=None)
+
+    def _dump(self, writer: BackupSetWriter, snapshot: str | None) -> dict[str, Any]:
+        """pg_dumpall --globals-only and pg_dump; with a snapshot, also the dump's sequence values."""
+        self._dumped_sequences: dict[tuple[str, str], str | None] | None = None
         env = self.service.tool_env()
+        in_snapshot = [f"--snapshot={snapshot}"] if snapshot else []
         with writer.artifact(self.instance, "globals.sql") as sink:
             stream_out(
                 [*self.service.tool("pg_dumpall"), "--globals-only", "-d", self.service.tool_dsn("postgres")],
@@ -358,20 +435,24 @@ class PostgresComponent(Component):
                 f"pg_dumpall --globals-only for {self.instance!r}",
             )
         if self.params.jobs > 1:
-            return self._backup_parallel(writer, env)
+            return self._backup_parallel(writer, env, in_snapshot)
         with writer.artifact(self.instance, "database.dump") as sink:
+            tap = HeadTap(sink)
             size = stream_out(
                 [
                     *self.service.tool("pg_dump"),
                     "--format=custom",
                     "--compress=0",
+                    *in_snapshot,
                     "-d",
                     self.service.tool_dsn(self.db),
                 ],
                 env,
-                sink,
+                tap,  # type: ignore[arg-type]
                 f"pg_dump of {self.instance!r}",
             )
+        if snapshot:
+            self._dumped_sequences = _read_sequences(bytes(tap.head))
         return {
             "database": self.db,
             "server_version": self.service.version(),
@@ -379,7 +460,7 @@ class PostgresComponent(Component):
             "method": "pg_dump custom format + pg_dumpall --globals-only",
         }
 
-    def _backup_parallel(self, writer: BackupSetWriter, env: dict[str, str]) -> dict[str, Any]:
+    def _backup_parallel(self, writer: BackupSetWriter, env: dict[str, str], in_snapshot: list[str]) -> dict[str, Any]:
         """pg_dump -Fd -j N into a private temporary directory, archived as one artifact.
 
         A directory-format dump cannot be streamed, so it needs local space the size of
@@ -394,6 +475,7 @@ class PostgresComponent(Component):
                     "--format=directory",
                     f"--jobs={self.params.jobs}",
                     "--compress=0",
+                    *in_snapshot,
                     "-f",
                     str(target),
                     "-d",
@@ -405,6 +487,8 @@ class PostgresComponent(Component):
             with writer.artifact(self.instance, "database.dir.tar") as sink:
                 entries = write_tar(target, sink)
             size = sum(p.stat().st_size for p in target.iterdir())
+            if in_snapshot:
+                self._dumped_sequences = _read_sequences(target)
         return {
             "database": self.db,
             "server_version": self.service.version(),
@@ -440,8 +524,9 @@ class PostgresComponent(Component):
                 self._load_side(source, side, env)
                 expected = source.fingerprint
                 if expected is not None:
-                    expected = self._fp({k: v for k, v in expected.parts.items() if not _cluster_part(k)})
-                self.prove_restored(expected, self._fp(self.database_parts(side)), f"side database {side!r}")
+                    expected = self._fp({k: v for k, v in expected.parts.items() if _proven_in_side(k)})
+                staged = {k: v for k, v in self.database_parts(side).items() if _proven_in_side(k)}
+                self.prove_restored(expected, self._fp(staged), f"side database {side!r}")
             except BaseException:
                 with contextlib.suppress(psycopg2.Error):
                     pg_restore.drop_database(admin, side)

@@ -107,6 +107,8 @@ class PostgresPgBackRestComponent(PostgresComponent):
     def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
         return []  # no dump: the cluster's own files, started by the target's own server
 
+    dumps_in_snapshot: ClassVar[bool] = False  # files, not a dump: fingerprinted, then copied
+
     def provision(self) -> None:
         super().provision()
         if not isinstance(self.service, PhysicalAccess):

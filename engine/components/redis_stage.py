@@ -29,6 +29,8 @@ from engine.errors import ComponentError
 log = logging.getLogger(__name__)
 
 _DB_PART = re.compile(r"^db(\d+) ")
+# Keys staged with little time left may expire before they are counted.
+_EXPIRY_SLACK = 0.01
 
 
 def fingerprint_dbs(parts: Iterable[str]) -> set[int]:
@@ -89,6 +91,16 @@ class Stage:
     def mapping(self) -> dict[int, int]:
         """Backed-up database -> where its staged keys are (itself when restoring directly)."""
         return {db: db for db in self.backup_dbs} if self.direct else dict(self.spare)
+
+    def check_counts(self, expected: dict[int, int]) -> None:
+        """Every key the backup restored is in its staged database (a few may expire meanwhile)."""
+        for db, count in expected.items():
+            staged = self.client(self.target(db)).dbsize()
+            if staged > count or staged < count - _EXPIRY_SLACK * count:
+                raise ComponentError(
+                    f"{self.what}: {count} keys of database {db} were restored into spare database "
+                    f"{self.target(db)}, which holds {staged}; the live data were not touched"
+                )
 
     def prepare_direct(self) -> None:
         """Restoring directly: empty the live server first, as the staged swap would."""

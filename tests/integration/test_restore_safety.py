@@ -427,3 +427,41 @@ def test_redis_rdb_of_a_redis_7_server_restores_through_a_scratch_server_that_re
         assert (
             "live-secret-1" not in captured.out + captured.err and "sandbox-secret-2" not in captured.out + captured.err
         )
+
+
+def test_a_busy_database_restores_exactly_what_its_backup_dumped(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writes (and nextval) never stop during the backup: fingerprint and dump are one snapshot."""
+    import threading
+    import time
+
+    db = site["live"]["db"]
+    stop = threading.Event()
+    written = [0]
+
+    def busy() -> None:
+        conn = db.connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS events (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+            while not stop.is_set():
+                cur.execute("INSERT INTO events DEFAULT VALUES")
+                cur.execute("UPDATE customers SET name = name || '.' WHERE id = 1 + %s %% 50", (written[0],))
+                written[0] += 1
+        conn.close()
+
+    writer = threading.Thread(target=busy, daemon=True)
+    writer.start()
+    try:
+        while written[0] < 50:
+            time.sleep(0.01)
+        assert run_cli(["backup", "--config", str(site["prod"]), "--components", "db"]) == 0
+    finally:
+        stop.set()
+        writer.join(10)
+    capsys.readouterr()
+    code = run_cli(["recovery", "restore", "--config", str(site["prod"]), "--to", str(site["scratch"]), "--json"])
+    [outcome] = json.loads(capsys.readouterr().out)["components"]
+    assert code == 0, outcome
+    assert outcome["status"] == "restored" and outcome["fidelity"] == "match", outcome
