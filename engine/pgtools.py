@@ -26,7 +26,6 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from engine.childenv import tool_environment
@@ -50,9 +49,13 @@ class ToolSet:
         return [str(self.bindir / name)]
 
 
-@lru_cache(maxsize=64)
+_PROBED: dict[Path, tuple[int, str]] = {}
+
+
 def _probe(bindir: Path) -> tuple[int, str] | None:
-    """(major, version line) of the tools in ``bindir``, or None if there are none."""
+    """(major, version line) of the tools in ``bindir``, or None if there are none (not remembered)."""
+    if bindir in _PROBED:
+        return _PROBED[bindir]
     try:
         out = subprocess.run(
             [str(bindir / "pg_dump"), "--version"],
@@ -65,7 +68,10 @@ def _probe(bindir: Path) -> tuple[int, str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     match = _VERSION.search(out)
-    return (int(match.group(1)), out) if match else None
+    if match is None:
+        return None
+    _PROBED[bindir] = (int(match.group(1)), out)
+    return _PROBED[bindir]
 
 
 def _distribution_dirs(major: int) -> Iterator[tuple[Path, str]]:

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from engine.childenv import tool_environment
@@ -39,8 +38,13 @@ class ServerBinary:
         return f"{flavour} {'.'.join(map(str, self.version))} ({self.source})"
 
 
-@lru_cache(maxsize=32)
+_PROBED: dict[Path, tuple[int, int, int]] = {}
+
+
 def probe(path: Path) -> tuple[int, int, int] | None:
+    """The binary's version; only answers are remembered, so a failed run is asked again."""
+    if path in _PROBED:
+        return _PROBED[path]
     try:
         out = subprocess.run(
             [str(path), "--version"], capture_output=True, text=True, timeout=30, check=True, env=tool_environment()
@@ -48,7 +52,10 @@ def probe(path: Path) -> tuple[int, int, int] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     m = _VERSION.search(out)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+    if m is None:
+        return None
+    _PROBED[path] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    return _PROBED[path]
 
 
 def _wheel_binary(package: str, relative: str) -> Path | None:

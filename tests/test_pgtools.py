@@ -30,9 +30,9 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, 
             yield d, "test"
 
     monkeypatch.setattr(pgtools, "candidates", candidates)
-    pgtools._probe.cache_clear()
+    pgtools._PROBED.clear()
     yield dirs
-    pgtools._probe.cache_clear()
+    pgtools._PROBED.clear()
 
 
 def test_the_tools_of_the_servers_major_are_found(host: dict[int, Path]) -> None:

@@ -354,9 +354,16 @@ class RedisRdbComponent(RedisComponent):
             except redis.RedisError as exc:
                 stage.discard()
                 left = "it now holds only part of the keys" if stage.direct else "the live data were not touched"
+                hint = ""
+                if "payload version" in str(exc):
+                    hint = (
+                        f"; the scratch server ({scratch.chosen.describe()}) writes keys in a newer format than "
+                        "the live server reads: install a redis-server of the live server's version on this host, "
+                        "or set `scratch_server:`"
+                    )
                 raise ComponentError(
                     f"{what}: copying the snapshot into the live server failed: "
-                    f"{_scrub(str(exc), self.service.password, scratch.password)}; {left}"
+                    f"{_scrub(str(exc), self.service.password, scratch.password)}; {left}{hint}"
                 ) from None
             except BaseException:
                 stage.discard()
