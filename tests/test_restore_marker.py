@@ -205,5 +205,7 @@ def test_an_unreadable_marker_is_an_error_that_changes_nothing(tmp_path: Path, b
 
 def test_without_a_marker_a_server_that_does_not_answer_is_still_refused(tmp_path: Path) -> None:
     server = _server(tmp_path)
-    with pytest.raises(RuntimeStartError, match=r"does not answer \(connection refused or timed out after 10 s\); start it"):
+    with pytest.raises(
+        RuntimeStartError, match=r"does not answer \(connection refused or timed out after 10 s\); start it"
+    ):
         server.ensure_running()
