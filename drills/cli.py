@@ -417,6 +417,8 @@ def _restore(
             )
             for d in o.differences[:10]:
                 err.print(f"           - {escape(d)}", highlight=False)
+            for note in o.notes:
+                err.print(f"           note: {escape(note)}", highlight=False)
     return recovery.exit_code(outcomes)
 
 

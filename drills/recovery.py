@@ -33,7 +33,7 @@ from engine import backup as engine_backup
 from engine.audit import AuditLog, Outcome
 from engine.childenv import operator_environment
 from engine.components.base import Component
-from engine.errors import ConfigError, DrproofError, IntegrityError
+from engine.errors import ConfigError, DrproofError, IntegrityError, NotComparable
 from engine.fingerprint import compare, summarize
 from engine.manifest import Manifest
 from engine.repository.base import Repository
@@ -51,6 +51,7 @@ class RestoreOutcome:
     fidelity: str = "not compared"  # match | differs | not compared: <why>
     differences: list[str] = field(default_factory=list)
     target: str = ""
+    notes: list[str] = field(default_factory=list)  # what the comparison could not see, and why
 
 
 @dataclass
@@ -302,11 +303,17 @@ def _judge(comp: Component, manifest: Manifest, progress: Progress) -> RestoreOu
             outcome.fidelity = "not compared: the backup holds no fingerprint"
             return outcome
         progress(f"comparing {comp.instance} with the backup's fingerprint")
-        diffs = compare(expected, comp.fingerprint())
+        # An older backup is compared in its own scheme, and the outcome says what that cannot see.
+        diffs = compare(expected, comp.fingerprint_like(expected))
+    except NotComparable as exc:
+        outcome.fidelity = f"not compared: {exc}"
+        return outcome
     except (DrproofError, OSError, psycopg2.Error, redis.RedisError) as exc:
         return RestoreOutcome(comp.instance, "failed", f"restored, but it could not be checked: {exc}")
     outcome.fidelity = "differs" if diffs else "match"
     outcome.differences = [d.describe() for d in diffs]
+    if (blind := comp.blind_spot(expected.scheme)) is not None:
+        outcome.notes.append(blind)
     return outcome
 
 

@@ -20,6 +20,27 @@ class Part(BaseModel):
     digest: str
     count: int = Field(description="Rows, keys, vectors or bytes covered by this part.")
     unit: str = Field(description="What `count` counts: rows, keys, vectors, bytes, files.")
+    # A measured part (Redis expiry times) matches within a tolerance instead of by digest:
+    # the same ``count``, and ``total`` within ``tolerance`` per counted item.
+    total: int | None = None
+    tolerance: int | None = None
+    earliest: int | None = Field(default=None, description="For expiry parts: the earliest expiry, ms since 1970.")
+
+    def matches(self, other: Part) -> bool:
+        if self.tolerance is not None and other.tolerance is not None:
+            return (
+                self.count == other.count
+                and self.total is not None
+                and other.total is not None
+                and abs(self.total - other.total) <= self.tolerance * max(self.count, 1)
+            )
+        return self.digest == other.digest
+
+
+# How a kind computes its parts. Fingerprints in manifests of earlier drproof versions have
+# no scheme and are "1"; a kind that changes what its parts cover gives the new way a new
+# scheme and keeps computing the old one, so old backups are still compared.
+LEGACY_SCHEME = "1"
 
 
 class Fingerprint(BaseModel):
@@ -29,15 +50,16 @@ class Fingerprint(BaseModel):
     kind: str
     digest: str
     parts: dict[str, Part]
+    scheme: str = Field(default=LEGACY_SCHEME, description="How the parts were computed (see each kind's docs).")
 
     @classmethod
-    def build(cls, component: str, kind: str, parts: dict[str, Part]) -> Fingerprint:
+    def build(cls, component: str, kind: str, parts: dict[str, Part], scheme: str = LEGACY_SCHEME) -> Fingerprint:
         h = hashlib.sha256()
         ordered = {name: parts[name] for name in sorted(parts)}  # stored in order: manifests read alike
         for name, part in ordered.items():
             h.update(name.encode("utf-8", "surrogateescape") + b"\0")
             h.update(part.digest.encode() + b"\0")
-        return cls(component=component, kind=kind, digest=h.hexdigest(), parts=ordered)
+        return cls(component=component, kind=kind, digest=h.hexdigest(), parts=ordered, scheme=scheme)
 
 
 def summarize(fingerprint: Fingerprint) -> str:
@@ -58,11 +80,33 @@ class PartDifference(BaseModel):
     actual: Part | None = None
 
     def describe(self) -> str:
+        return self._describe() + self._expiry_note()
+
+    def _expiry_note(self) -> str:
+        """Why keys with a time to live can be fewer after a restore than at the backup."""
+        e = self.expected
+        if e is None or e.earliest is None or self.change == "unexpected":
+            return ""
+        import time
+        from datetime import UTC, datetime
+
+        if e.earliest > time.time() * 1000:
+            return ""
+        when = datetime.fromtimestamp(e.earliest / 1000, UTC).isoformat(timespec="seconds")
+        return f" (keys of it have a time to live; the earliest expired at {when}, after the backup)"
+
+    def _describe(self) -> str:
         if self.change == "missing" and self.expected:
             return f"{self.part}: missing after restore (had {self.expected.count} {self.expected.unit})"
         if self.change == "unexpected" and self.actual:
             return f"{self.part}: present after restore but not in the backup ({self.actual.count} {self.actual.unit})"
         assert self.expected is not None and self.actual is not None
+        if self.expected.tolerance is not None and self.actual.total is not None and self.expected.total is not None:
+            return (
+                f"{self.part}: {self.expected.count} → {self.actual.count} {self.actual.unit}, expiry times "
+                f"{'within' if abs(self.expected.total - self.actual.total) <= self.expected.tolerance * max(self.expected.count, 1) else 'beyond'}"
+                f" {self.expected.tolerance} s each"
+            )
         counts = ""
         if self.expected.count != self.actual.count:
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
@@ -72,6 +116,16 @@ class PartDifference(BaseModel):
 
 
 def compare(expected: Fingerprint, actual: Fingerprint) -> list[PartDifference]:
+    """The parts that differ; two fingerprints of different schemes never compare equal."""
+    if expected.scheme != actual.scheme:
+        return [
+            PartDifference(
+                part=f"fingerprint scheme {expected.scheme} (backup) against {actual.scheme} (now)",
+                change="changed",
+                expected=Part(digest=expected.digest, count=len(expected.parts), unit="parts"),
+                actual=Part(digest=actual.digest, count=len(actual.parts), unit="parts"),
+            )
+        ]
     diffs: list[PartDifference] = []
     for name in sorted(set(expected.parts) | set(actual.parts)):
         e = expected.parts.get(name)
@@ -80,7 +134,7 @@ def compare(expected: Fingerprint, actual: Fingerprint) -> list[PartDifference]:
             diffs.append(PartDifference(part=name, change="missing", expected=e))
         elif e is None:
             diffs.append(PartDifference(part=name, change="unexpected", actual=a))
-        elif e.digest != a.digest:
+        elif not e.matches(a):
             diffs.append(PartDifference(part=name, change="changed", expected=e, actual=a))
     return diffs
 

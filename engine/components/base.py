@@ -13,7 +13,7 @@ from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.fingerprint import Fingerprint
+from engine.fingerprint import LEGACY_SCHEME, Fingerprint
 from engine.manifest import ArtifactRecord, ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import Runtime
@@ -224,8 +224,40 @@ class Component(ABC):
     def tool_versions(self) -> dict[str, str]:
         return {}
 
-    def _fp(self, parts: dict[str, Any]) -> Fingerprint:
-        return Fingerprint.build(self.instance, self.name, parts)
+    # The scheme of the fingerprints this kind takes now; ``fingerprint_like`` also
+    # computes older ones, so a backup taken by an earlier drproof is still compared.
+    fingerprint_scheme: ClassVar[str] = LEGACY_SCHEME
+
+    def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
+        """The fingerprint in ``expected``'s scheme, to compare with it."""
+        if expected.scheme == self.fingerprint_scheme:
+            return self.fingerprint()
+        legacy = self.legacy_fingerprint(expected.scheme)
+        if legacy is None:
+            from engine.errors import NotComparable
+
+            raise NotComparable(
+                f"{self.name} {self.instance!r}: the backup's fingerprint is of scheme {expected.scheme}, which this "
+                f"drproof cannot compute (it computes {self.fingerprint_scheme} and the older ones it documents)"
+            )
+        return legacy
+
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        """The fingerprint in an older ``scheme`` this kind still computes, or None."""
+        return None
+
+    # What a fingerprint of an older scheme did not record, so a comparison with it cannot
+    # say: shown beside its verdict. Scheme -> sentence.
+    legacy_blind_spots: ClassVar[dict[str, str]] = {}
+
+    def blind_spot(self, scheme: str) -> str | None:
+        """What a comparison in ``scheme`` cannot see, or None when it is the current one."""
+        if scheme == self.fingerprint_scheme:
+            return None
+        return self.legacy_blind_spots.get(scheme, f"the backup's fingerprint is of an older scheme ({scheme})")
+
+    def _fp(self, parts: dict[str, Any], scheme: str | None = None) -> Fingerprint:
+        return Fingerprint.build(self.instance, self.name, parts, scheme or self.fingerprint_scheme)
 
 
 def copy_into(stream: IO[bytes], sink: IO[bytes]) -> int:
