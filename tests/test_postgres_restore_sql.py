@@ -140,19 +140,16 @@ def test_server_major(text: str, major: int | None) -> None:
 
 
 def test_sequence_values_are_read_from_setval_lines_with_any_name() -> None:
-    from engine.components.postgres import sequences_part
     from engine.components.postgres_sequences import values_from_script
 
     script = (
         "SELECT pg_catalog.setval('public.orders_id_seq', 1500, true);\n"
         "SELECT pg_catalog.setval('public.lonely', 1, false);\n"
-        "SELECT pg_catalog.setval('\"My Schema\".\"it''s.\"\"odd\"\"\"', 7, true);\n"
+        'SELECT pg_catalog.setval(\'"My Schema"."it\'\'s.""odd"""\', 7, true);\n'
     )
     values = values_from_script(script)
     assert values == {
         ("public", "orders_id_seq"): "1500",
         ("public", "lonely"): None,
-        ("My Schema", "it's.\"odd\""): "7",
+        ("My Schema", 'it\'s."odd"'): "7",
     }
-    # The same values read from a server hash alike, whatever order they come in.
-    assert sequences_part(dict(reversed(list(values.items())))) == sequences_part(values)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import random
 import re
@@ -24,13 +23,16 @@ import psycopg2
 import psycopg2.extensions
 from pydantic import Field
 
+from engine.components import postgres_legacy
 from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar, write_tar
+from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts
+from engine.components.postgres_rows import row_parts
 from engine.components.postgres_sequences import HeadTap, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError
-from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.fingerprint import Fingerprint, Part
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import ContainerOps, PostgresService
 
@@ -64,43 +66,6 @@ LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamil
 _BENIGN = (r'role ".+" already exists', r'tablespace ".+" already exists')
 
 
-# Part-name prefixes for one part per role and per extension. The "roles" part above them
-# only says *that* the roles changed; these record the names at backup time, so a restore
-# that lost a role or an extension can be told which one.
-ROLE_PART = "role "
-EXTENSION_PART = "extension "
-
-
-def role_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
-    """SHA-256 of each role's attributes, by role name: the same record the "roles" part hashes."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT rolname, rolsuper, rolcanlogin, rolinherit, rolcreatedb, rolcreaterole "
-            "FROM pg_roles WHERE rolname !~ '^pg_'"
-        )
-        return {row[0]: hashlib.sha256("\0".join(str(v) for v in row).encode()).hexdigest() for row in cur.fetchall()}
-
-
-def extension_digests(conn: psycopg2.extensions.connection) -> dict[str, tuple[str, str]]:
-    """(version, SHA-256 of name and version) of each extension installed in the database, by name."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT extname, extversion FROM pg_extension")
-        return {
-            name: (version, hashlib.sha256(f"{name}\0{version}".encode()).hexdigest())
-            for name, version in cur.fetchall()
-        }
-
-
-def role_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
-    return {ROLE_PART + n: Part(digest=d, count=1, unit="roles") for n, d in role_digests(conn).items()}
-
-
-def extension_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
-    return {
-        EXTENSION_PART + n: Part(digest=d, count=1, unit="extensions") for n, (_, d) in extension_digests(conn).items()
-    }
-
-
 MAX_GLOBALS = 64 * 1024 * 1024  # roles and tablespaces as SQL: kilobytes in practice
 
 
@@ -123,25 +88,16 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
     return pattern.sub(rb"\1\2", sql)
 
 
-def sequences_part(values: dict[tuple[str, str], str | None]) -> Part:
-    """Every sequence's ``last_value`` (None before the first ``nextval``), by name.
-
-    Sorted here, not in SQL, so the order never depends on the database's collation, and
-    values read from a server and from a dump's ``setval`` lines hash alike.
-    """
-    h = PartHasher("sequences")
-    for (schema, name), last in sorted(values.items()):
-        h.add(f"{schema}.{name}\0{last}".encode())
-    return h.part()
-
-
 def _proven_in_side(name: str) -> bool:
-    """The parts a side database is proven on before the swap: all but the roles.
+    """The parts a side database is proven on before the swap: all but roles and matview rows.
 
-    Roles are cluster-wide and set after the swap; they are compared once the restore is
-    done, and a difference is reported there.
+    Roles are cluster-wide and set after the swap. A materialized view's rows are derived:
+    pg_restore refreshes it from the restored tables, so one that was stale at backup time
+    comes back different, rightly. Both are compared once the restore is done, and a
+    difference is reported there.
     """
-    return name != "roles" and not name.startswith(ROLE_PART)
+    matview_rows = name.startswith("materialized view ") and not name.startswith("materialized view definition ")
+    return name != "roles" and not name.startswith(ROLE_PART) and not matview_rows
 
 
 def _read_sequences(archive: bytes | Path) -> dict[tuple[str, str], str | None] | None:
@@ -265,11 +221,50 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
+    # Scheme 2 (this one): one part per catalog object, rows digested by the server without
+    # sorting. Scheme 1 (``postgres_legacy``) is still computed for older backups.
+    fingerprint_scheme: ClassVar[str] = "postgres/2"
+    legacy_blind_spots: ClassVar[dict[str, str]] = {postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED}
+    fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
+
     def fingerprint(self) -> Fingerprint:
         parts = self.database_parts(self.db)
-        if "database" in parts:  # unreachable: nothing more can be read
+        if "database unreachable" in parts:  # nothing more can be read
             return self._fp(parts)
         return self._fp({**parts, **self._cluster_parts()})
+
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        if scheme != postgres_legacy.SCHEME:
+            return None
+        parts = self._legacy_database_parts(self.db)
+        if "database" in parts:
+            return self._fp(parts, scheme)
+        admin = self.connect(self.admin_db)
+        try:
+            parts.update(postgres_legacy.cluster_parts(admin))
+        finally:
+            admin.close()
+        return self._fp(parts, scheme)
+
+    def _legacy_database_parts(self, dbname: str) -> dict[str, Part]:
+        try:
+            conn = self.connect(dbname)
+        except ComponentError as exc:
+            return {"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
+        try:
+            conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
+            return postgres_legacy.database_parts(conn, self.tables(conn))
+        finally:
+            conn.close()
+
+    def _side_proof(self, expected: Fingerprint | None, side: str) -> tuple[Fingerprint | None, Fingerprint]:
+        """The backup's and the side database's fingerprints, in the backup's scheme, of what a side proves."""
+        legacy = expected is not None and expected.scheme == postgres_legacy.SCHEME
+        scheme = postgres_legacy.SCHEME if legacy else None
+        staged = self._legacy_database_parts(side) if legacy else self.database_parts(side)
+        if expected is not None:
+            expected = self._fp({k: v for k, v in expected.parts.items() if _proven_in_side(k)}, scheme)
+        return expected, self._fp({k: v for k, v in staged.items() if _proven_in_side(k)}, scheme)
 
     @property
     def admin_db(self) -> str:
@@ -281,101 +276,71 @@ class PostgresComponent(Component):
         try:
             conn = self.connect(dbname)
         except ComponentError as exc:
-            # An absent database is a state to compare, not a crash: every table shows as missing.
-            return {"database": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
+            # An absent database is a state to compare, not a crash: every object shows as missing.
+            return {"database unreachable": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
         try:
             conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
-            return self._parts_in(conn)
+            return self._parts_in(conn, dbname=dbname)
         finally:
             conn.close()
 
-    def _parts_in(self, conn: psycopg2.extensions.connection) -> dict[str, Part]:
-        """The database's parts, read in ``conn``'s current transaction (one snapshot)."""
-        parts: dict[str, Part] = {}
+    def _parts_in(
+        self,
+        conn: psycopg2.extensions.connection,
+        sequence_values: dict[tuple[str, str], str | None] | None = None,
+        dbname: str | None = None,
+    ) -> dict[str, Part]:
+        """The database's parts, read in ``conn``'s current transaction (one snapshot).
+
+        Rows of tables and populated materialized views by ``postgres_rows``, every other
+        object by ``postgres_catalog``. Sequence values are outside snapshots: given from
+        the dump (``sequence_values``), or read now.
+        """
         try:
-            for schema, table in self.tables(conn):
-                parts[f"table {schema}.{table}"] = self._table_part(conn, schema, table)
-            parts["catalog"] = self._catalog_part(conn)
-            parts["sequences"] = self._sequences_part(conn)
-            parts.update(extension_parts(conn))
+            with conn.cursor() as cur:
+                cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
+            relations = self._row_relations(conn)
+            parts = row_parts(
+                conn,
+                relations,
+                connect=lambda: self.connect(dbname or self.db),
+                jobs=self.fingerprint_jobs,
+            )
+            values = sequence_values if sequence_values is not None else self._sequence_values(conn)
+            extra = {f"sequence {schema}.{name}": f" value {value}" for (schema, name), value in values.items()}
+            parts.update(catalog_parts(conn, conn.server_version, excluded=(WORKLOAD_MARK,), extra=extra))
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
         return parts
 
+    def _row_relations(self, conn: psycopg2.extensions.connection) -> list[tuple[str, str, str]]:
+        """(part label, schema, name) of every relation with rows: tables, populated materialized views."""
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'table' END, n.nspname, c.relname
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated))
+                     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+                     AND n.nspname !~ '^pg_temp_'
+                     AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                                     AND e.objid = c.oid AND e.deptype = 'e')"""
+            )
+            return [(label, schema, name) for label, schema, name in cur.fetchall() if name != WORKLOAD_MARK]
+
     def _cluster_parts(self) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            return {"roles": self._roles_part(admin), **role_parts(admin)}
+            return role_parts(admin, self.service.superuser)
         finally:
             admin.close()
 
-    def _table_part(self, conn: psycopg2.extensions.connection, schema: str, table: str) -> Part:
-        h = PartHasher("rows")
-        ident = f'"{schema}"."{table}"'
-        with conn.cursor() as cur:
-            cur.execute(
-                """SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-                                     || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
-                   FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
-                (ident,),
-            )
-            row = cur.fetchone()
-            h.add(("columns: " + (row[0] if row and row[0] else "")).encode(), count=0)
-        # A server-side cursor streams rows; ordering by the row's text makes the digest
-        # independent of physical row order, which a restore is free to change.
-        with conn.cursor(name=f"fp_{abs(hash(ident))}") as cur:
-            cur.itersize = 5000
-            cur.execute(f'SELECT r FROM (SELECT t::text COLLATE "C" AS r FROM ONLY {ident} t) s ORDER BY r')
-            for (text,) in cur:
-                h.add(text.encode("utf-8"))
-        return h.part()
-
-    def _catalog_part(self, conn: psycopg2.extensions.connection) -> Part:
-        h = PartHasher("objects")
-        with conn.cursor() as cur:
-            cur.execute(
-                """SELECT kind, name, def FROM (
-                     SELECT 'index' AS kind, schemaname || '.' || indexname AS name, indexdef AS def FROM pg_indexes
-                       WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
-                     UNION ALL
-                     SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
-                       FROM pg_constraint WHERE connamespace NOT IN
-                         (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))
-                     UNION ALL
-                     SELECT 'view', schemaname || '.' || viewname, definition FROM pg_views
-                       WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
-                     UNION ALL
-                     SELECT 'grant', c.oid::regclass::text, coalesce(c.relacl::text, '')
-                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                       WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                   ) o"""
-            )
-            # Sorted here, not in SQL, so the order never depends on the database's collation.
-            for kind, name, definition in sorted(cur.fetchall()):
-                if WORKLOAD_MARK in name:
-                    continue
-                h.add(f"{kind}\0{name}\0{definition}".encode())
-        return h.part()
-
-    def _sequences_part(self, conn: psycopg2.extensions.connection) -> Part:
+    def _sequence_values(self, conn: psycopg2.extensions.connection) -> dict[tuple[str, str], str | None]:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT schemaname, sequencename, last_value FROM pg_sequences "
                 "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             )
-            values = {(schema, name): None if last is None else str(last) for schema, name, last in cur.fetchall()}
-        return sequences_part(values)
-
-    def _roles_part(self, conn: psycopg2.extensions.connection) -> Part:
-        h = PartHasher("roles")
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT rolname, rolsuper, rolcanlogin, rolinherit, rolcreatedb, rolcreaterole "
-                "FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
-            )
-            for row in cur.fetchall():
-                h.add("\0".join(str(v) for v in row).encode())
-        return h.part()
+            return {(schema, name): None if last is None else str(last) for schema, name, last in cur.fetchall()}
 
     # -- backup and restore -----------------------------------------------------------------
     # Logical kinds dump inside the snapshot their fingerprint was read in; kinds built on
@@ -402,16 +367,12 @@ class PostgresComponent(Component):
                 cur.execute("SELECT pg_export_snapshot()")
                 row = cur.fetchone()
             assert row is not None
-            parts = self._parts_in(conn)
             details = self._dump(writer, snapshot=str(row[0]))
             # Sequences are outside every snapshot: the values pg_dump wrote are taken from
             # its archive; where they cannot be read there, the live ones just after it.
-            if self._dumped_sequences is not None:
-                parts["sequences"] = sequences_part(self._dumped_sequences)
-                details["sequences"] = "read from the dump"
-            else:
-                parts["sequences"] = self._sequences_part(conn)
-                details["sequences"] = "read from the server after the dump"
+            values = self._dumped_sequences
+            details["sequences"] = "read from the dump" if values is not None else "read from the server after the dump"
+            parts = self._parts_in(conn, sequence_values=values)
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: cannot take a snapshot: {str(exc).strip()}") from exc
         finally:
@@ -522,11 +483,7 @@ class PostgresComponent(Component):
                 finally:
                     created = pg_restore.role_names(admin) - before
                 self._load_side(source, side, env)
-                expected = source.fingerprint
-                if expected is not None:
-                    expected = self._fp({k: v for k, v in expected.parts.items() if _proven_in_side(k)})
-                staged = {k: v for k, v in self.database_parts(side).items() if _proven_in_side(k)}
-                self.prove_restored(expected, self._fp(staged), f"side database {side!r}")
+                self.prove_restored(*self._side_proof(source.fingerprint, side), f"side database {side!r}")
             except BaseException:
                 with contextlib.suppress(psycopg2.Error):
                     pg_restore.drop_database(admin, side)

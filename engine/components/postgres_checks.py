@@ -33,13 +33,9 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from engine.components.postgres import (
-    EXTENSION_PART,
-    ROLE_PART,
-    PostgresComponent,
-    extension_digests,
-    role_digests,
-)
+from engine.components import postgres_legacy
+from engine.components.postgres import PostgresComponent
+from engine.components.postgres_catalog import EXTENSION_PART, ROLE_PART, extension_versions, role_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 
@@ -184,7 +180,7 @@ def _row_counts(ctx: _Context, result: CheckResult) -> None:
         if name.startswith(TABLE_PART) and part.unit == "rows"
     }
     if not expected and not any(n.startswith(TABLE_PART) for n in ctx.baseline.parts):
-        unreachable = ctx.baseline.parts.get("database")
+        unreachable = ctx.baseline.parts.get("database unreachable") or ctx.baseline.parts.get("database")
         if unreachable is not None:
             result.not_run = f"the backup's fingerprint holds no tables ({unreachable.digest})"
             return
@@ -499,8 +495,13 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
     parts = ctx.baseline.parts
     roles_then = {n[len(ROLE_PART) :]: p.digest for n, p in parts.items() if n.startswith(ROLE_PART)}
     exts_then = {n[len(EXTENSION_PART) :]: p.digest for n, p in parts.items() if n.startswith(EXTENSION_PART)}
-    roles_now = role_digests(ctx.conn)
-    exts_now = extension_digests(ctx.conn)
+    if ctx.baseline.scheme == postgres_legacy.SCHEME:
+        roles_now = postgres_legacy.role_digests(ctx.conn)
+        exts_now = postgres_legacy.extension_digests(ctx.conn)
+    else:
+        connecting = ctx.component.service.superuser
+        roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in role_parts(ctx.conn, connecting).items()}
+        exts_now = extension_versions(ctx.conn)
     if not roles_then and not exts_then:
         # A fingerprint taken before role and extension names were recorded.
         result.not_run = "the backup's fingerprint records no role or extension names (taken by an older drproof)"
@@ -511,7 +512,7 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
         elif role not in roles_then:
             result.add("minor", f"role {role} exists but was not in the backup")
         elif roles_now[role] != roles_then[role]:
-            result.add("major", f"role {role}: attributes (superuser, login, inherit, createdb, createrole) differ")
+            result.add("major", f"role {role}: attributes, memberships, settings or password differ from the backup")
     for ext in sorted(set(exts_then) | set(exts_now)):
         if ext not in exts_now:
             result.add("major", f"extension {ext} is missing: its types and functions are gone")

@@ -1,0 +1,414 @@
+"""Everything a PostgreSQL database holds besides its rows, one fingerprint part per object.
+
+pg_dump carries far more than tables, indexes and constraints: function bodies and their
+attributes, triggers (and whether they fire), row-level security and its policies,
+column defaults, identity and generated columns, large objects, comments, owners and
+privileges of every object, partition bounds, enum labels nobody uses yet, the
+database's own settings. A restore can lose any of them while every row comes back, so
+each is a part of its own, named after the object (``function public.due(integer)``,
+``trigger public.orders.audit``), and a finding names what differs.
+
+How each class is compared: by the server's own canonical text of the object where
+PostgreSQL has one (``pg_get_functiondef``, ``pg_get_triggerdef``, ``pg_get_viewdef``,
+``pg_get_indexdef``, ``pg_get_constraintdef``, ``pg_get_expr``), else by its catalog
+row read as JSON (collations, event triggers, publications), plus owner, privileges and
+comment. Text the server prints is stable within a major version; across majors it may
+be printed differently, which restores into another major report as definition
+differences, never as lost content. Objects that belong to an extension are its own
+(``CREATE EXTENSION`` recreates them) and are covered by the extension's part.
+
+Row contents are not here: ``postgres_rows`` digests them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from engine.fingerprint import Part
+
+# Schemas that are PostgreSQL's own, in the form a WHERE clause takes.
+_USER_NS = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'"
+)
+
+
+def _not_extension_member(catalog: str, oid: str) -> str:
+    return (
+        f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {oid} "
+        "AND e.deptype = 'e')"
+    )
+
+
+# Owner, privileges and comment of an object, as one text: appended to every definition.
+def _meta(owner: str, acl: str, oid: str, catalog: str) -> str:
+    return (
+        f"' owner ' || coalesce(pg_get_userbyid({owner}), '') || ' acl ' || coalesce({acl}::text, '') "
+        f"|| ' comment ' || coalesce(obj_description({oid}, '{catalog}'), '')"
+    )
+
+
+@dataclass(frozen=True)
+class ObjectClass:
+    """One kind of catalog object: the prefix of its parts and the query that lists them.
+
+    ``sql(server_num)`` returns rows of (name, definition). ``unit`` says what a part
+    counts; ``content`` parts (large objects) compare data, the others definitions.
+    """
+
+    prefix: str
+    sql: Callable[[int], str]
+    unit: str = "objects"
+
+
+def _relations(kinds: str) -> str:
+    return f"c.relkind IN ({kinds}) AND {_USER_NS} AND {_not_extension_member('pg_class', 'c.oid')}"
+
+
+def _columns(oid: str) -> str:
+    """A relation's columns, in order, with everything a restore can get wrong about them."""
+    return f"""(SELECT string_agg(
+          quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+          || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+          || CASE a.attidentity WHEN 'a' THEN ' identity always' WHEN 'd' THEN ' identity by default' ELSE '' END
+          || CASE a.attgenerated WHEN 's' THEN ' generated stored' WHEN 'v' THEN ' generated virtual' ELSE '' END
+          || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+          || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+                  THEN ' collate ' || quote_ident(co.collname) ELSE '' END
+          || coalesce(' acl ' || a.attacl::text, '')
+          || coalesce(' comment ' || col_description(a.attrelid, a.attnum), ''),
+          ', ' ORDER BY a.attnum)
+        FROM pg_attribute a
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped)"""
+
+
+def _tables(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || c.relname,
+          'kind ' || c.relkind::text || ' persistence ' || c.relpersistence::text
+          || ' rls ' || c.relrowsecurity::text || ' forced ' || c.relforcerowsecurity::text || ' replica identity ' || c.relreplident::text
+          || ' access method ' || coalesce(am.amname, '') || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
+          || ' of type ' || coalesce(nullif(c.reloftype, 0)::regtype::text, '')
+          || ' inherits ' || coalesce((SELECT string_agg(i.inhparent::regclass::text, ',' ORDER BY i.inhseqno)
+                                       FROM pg_inherits i WHERE i.inhrelid = c.oid), '')
+          || ' partition bound ' || coalesce(CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END, '')
+          || ' partition key ' || coalesce(CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END, '')
+          || ' foreign ' || coalesce((SELECT s.srvname || ' ' || coalesce(array_to_string(f.ftoptions, ','), '')
+                                      FROM pg_foreign_table f JOIN pg_foreign_server s ON s.oid = f.ftserver
+                                      WHERE f.ftrelid = c.oid), '')
+          || ' columns ' || coalesce({_columns("c.oid")}, '')
+          || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_am am ON am.oid = c.relam
+        WHERE {_relations("'r', 'p', 'f'")}"""
+
+
+def _views(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || c.relname,
+          pg_get_viewdef(c.oid) || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
+          || ' columns ' || coalesce({_columns("c.oid")}, '')
+          || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_relations("'v'")}"""
+
+
+def _matviews(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || c.relname,
+          pg_get_viewdef(c.oid) || ' populated ' || c.relispopulated::text
+          || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
+          || ' columns ' || coalesce({_columns("c.oid")}, '')
+          || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_relations("'m'")}"""
+
+
+def _sequences(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || c.relname,
+          format_type(s.seqtypid, NULL) || ' start ' || s.seqstart || ' increment ' || s.seqincrement
+          || ' min ' || s.seqmin || ' max ' || s.seqmax || ' cache ' || s.seqcache || ' cycle ' || s.seqcycle::text
+          || ' persistence ' || c.relpersistence::text
+          || ' owned by ' || coalesce((SELECT d.refobjid::regclass::text || '.' || quote_ident(a.attname) || ' ' || d.deptype::text
+                                       FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+                                       LIMIT 1), '')
+          || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+        WHERE {_relations("'S'")}"""
+
+
+def _schemas(_v: int) -> str:
+    return f"""SELECT n.nspname, {_meta("n.nspowner", "n.nspacl", "n.oid", "pg_namespace")}
+        FROM pg_namespace n WHERE {_USER_NS} AND {_not_extension_member("pg_namespace", "n.oid")}"""
+
+
+def _indexes(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || c.relname,
+          pg_get_indexdef(c.oid) || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '')
+          || ' clustered ' || i.indisclustered::text
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_relations("'i', 'I'")}"""
+
+
+def _constraints(_v: int) -> str:
+    return f"""SELECT co.conrelid::regclass::text || '.' || co.conname,
+          pg_get_constraintdef(co.oid) || ' validated ' || co.convalidated::text
+          || ' comment ' || coalesce(obj_description(co.oid, 'pg_constraint'), '')
+        FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+        WHERE co.conrelid <> 0 AND {_USER_NS} AND {_not_extension_member("pg_constraint", "co.oid")}"""
+
+
+def _triggers(_v: int) -> str:
+    return f"""SELECT tg.tgrelid::regclass::text || '.' || tg.tgname,
+          pg_get_triggerdef(tg.oid) || ' enabled ' || tg.tgenabled::text
+          || ' comment ' || coalesce(obj_description(tg.oid, 'pg_trigger'), '')
+        FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT tg.tgisinternal AND {_USER_NS} AND {_not_extension_member("pg_trigger", "tg.oid")}"""
+
+
+def _policies(_v: int) -> str:
+    return f"""SELECT p.polrelid::regclass::text || '.' || p.polname,
+          'command ' || p.polcmd::text || ' permissive ' || p.polpermissive::text
+          || ' roles ' || coalesce((SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END, ','
+                                                      ORDER BY 1) FROM unnest(p.polroles) r), '')
+          || ' using ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+          || ' check ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+          || ' comment ' || coalesce(obj_description(p.oid, 'pg_policy'), '')
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_NS}"""
+
+
+def _rules(_v: int) -> str:
+    return f"""SELECT r.ev_class::regclass::text || '.' || r.rulename, pg_get_ruledef(r.oid) || ' enabled ' || r.ev_enabled::text
+        FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE r.rulename <> '_RETURN' AND {_USER_NS} AND {_not_extension_member("pg_rewrite", "r.oid")}"""
+
+
+def _routines(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+          CASE WHEN p.prokind = 'a' THEN
+                 'aggregate ' || to_jsonb(ag)::text
+               ELSE pg_get_functiondef(p.oid) END
+          || {_meta("p.proowner", "p.proacl", "p.oid", "pg_proc")}
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        LEFT JOIN (SELECT aggfnoid, aggkind, aggnumdirectargs, aggtransfn::text, aggfinalfn::text, aggcombinefn::text,
+                          aggtranstype::regtype::text, agginitval, aggsortop::regoperator::text
+                   FROM pg_aggregate) ag ON ag.aggfnoid = p.oid
+        WHERE {_USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}"""
+
+
+def _types(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || t.typname,
+          CASE t.typtype
+            WHEN 'e' THEN 'enum ' || coalesce((SELECT string_agg(quote_literal(e.enumlabel), ',' ORDER BY e.enumsortorder)
+                                              FROM pg_enum e WHERE e.enumtypid = t.oid), '')
+            WHEN 'd' THEN 'domain ' || format_type(t.typbasetype, t.typtypmod) || ' not null ' || t.typnotnull::text
+                          || ' default ' || coalesce(t.typdefault, '')
+                          || ' collation ' || coalesce((SELECT collname FROM pg_collation WHERE oid = t.typcollation), '')
+                          || ' constraints ' || coalesce((SELECT string_agg(cc.conname || ' ' || pg_get_constraintdef(cc.oid),
+                                                                           ',' ORDER BY cc.conname)
+                                                          FROM pg_constraint cc WHERE cc.contypid = t.oid), '')
+            WHEN 'c' THEN 'composite ' || coalesce({_columns("t.typrelid")}, '')
+            WHEN 'r' THEN 'range ' || coalesce((SELECT to_jsonb(r)::text FROM (SELECT rngsubtype::regtype::text,
+                                                  rngcollation, rngsubopc::regclass::text, rngcanonical::text,
+                                                  rngsubdiff::text FROM pg_range WHERE rngtypid = t.oid) r), '')
+            ELSE 'type ' || t.typtype::text || ' input ' || t.typinput::text || ' output ' || t.typoutput::text
+          END
+          || {_meta("t.typowner", "t.typacl", "t.oid", "pg_type")}
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE {_USER_NS} AND {_not_extension_member("pg_type", "t.oid")}
+          AND t.typtype IN ('b', 'c', 'd', 'e', 'r') AND NOT (t.typtype = 'b' AND t.typcategory = 'A')
+          AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')"""
+
+
+def _collations(_v: int) -> str:
+    # Not the encoding: pg_dump writes no encoding, so a collation made FROM "C" (any
+    # encoding) comes back tied to the database's; nor the version, which is the library's.
+    return f"""SELECT n.nspname || '.' || co.collname,
+          (to_jsonb(co) - 'oid' - 'collnamespace' - 'collowner' - 'collversion' - 'collencoding')::text
+          || ' owner ' || pg_get_userbyid(co.collowner)
+          || ' comment ' || coalesce(obj_description(co.oid, 'pg_collation'), '')
+        FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace
+        WHERE {_USER_NS} AND {_not_extension_member("pg_collation", "co.oid")}"""
+
+
+def _extensions(_v: int) -> str:
+    return """SELECT x.extname, x.extversion || ' schema ' || n.nspname
+        FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace"""
+
+
+def _event_triggers(_v: int) -> str:
+    return """SELECT evtname, evtevent || ' ' || evtfoid::regproc::text || ' enabled ' || evtenabled::text
+          || ' tags ' || coalesce(array_to_string(evttags, ','), '') || ' owner ' || pg_get_userbyid(evtowner)
+        FROM pg_event_trigger"""
+
+
+def _default_privileges(_v: int) -> str:
+    return """SELECT pg_get_userbyid(d.defaclrole) || ' in ' || coalesce(n.nspname, '(every schema)') || ' on '
+          || d.defaclobjtype::text, d.defaclacl::text
+        FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace"""
+
+
+def _publications(_v: int) -> str:
+    return """SELECT p.pubname, (to_jsonb(p) - 'oid')::text || ' tables ' || coalesce((SELECT string_agg(
+            pr.prrelid::regclass::text, ',' ORDER BY 1) FROM pg_publication_rel pr WHERE pr.prpubid = p.oid), '')
+        FROM pg_publication p"""
+
+
+def _statistics(_v: int) -> str:
+    return f"""SELECT n.nspname || '.' || s.stxname, pg_get_statisticsobjdef(s.oid)
+        FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {_USER_NS}"""
+
+
+def _foreign_servers(_v: int) -> str:
+    # Options may hold credentials: they enter a digest, never a message.
+    return """SELECT s.srvname, w.fdwname || ' type ' || coalesce(s.srvtype, '') || ' version ' || coalesce(s.srvversion, '')
+          || ' options ' || coalesce(array_to_string(s.srvoptions, ','), '') || ' owner ' || pg_get_userbyid(s.srvowner)
+          || ' acl ' || coalesce(s.srvacl::text, '')
+          || ' mappings ' || coalesce((SELECT string_agg(CASE WHEN um.umuser = 0 THEN 'public' ELSE pg_get_userbyid(um.umuser) END
+                                                       || '=' || coalesce(array_to_string(um.umoptions, ','), ''), ';' ORDER BY 1)
+                                       FROM pg_user_mapping um WHERE um.umserver = s.oid), '')
+        FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw"""
+
+
+def _large_objects(_v: int) -> str:
+    # The content's digest, computed by the server a large object at a time.
+    return """SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
+          || ' owner ' || pg_get_userbyid(m.lomowner) || ' acl ' || coalesce(m.lomacl::text, '')
+          || ' comment ' || coalesce(obj_description(m.oid, 'pg_largeobject'), '')
+        FROM pg_largeobject_metadata m CROSS JOIN LATERAL (SELECT lo_get(m.oid) AS data) c"""
+
+
+def _database(_v: int) -> str:
+    return """SELECT '', 'owner ' || pg_get_userbyid(d.datdba) || ' acl ' || coalesce(d.datacl::text, '')
+          || ' encoding ' || pg_encoding_to_char(d.encoding) || ' collate ' || d.datcollate || ' ctype ' || d.datctype
+          || ' comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '')
+          || ' settings ' || coalesce((SELECT string_agg(CASE WHEN s.setrole = 0 THEN '' ELSE pg_get_userbyid(s.setrole) || ': ' END
+                                                         || array_to_string(s.setconfig, ','), ';' ORDER BY s.setrole)
+                                       FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), '')
+        FROM pg_database d WHERE d.datname = current_database()"""
+
+
+CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("database", _database),
+    ObjectClass("schema", _schemas),
+    ObjectClass("table definition", _tables),
+    ObjectClass("view", _views),
+    ObjectClass("materialized view definition", _matviews),
+    ObjectClass("sequence", _sequences),
+    ObjectClass("index", _indexes),
+    ObjectClass("constraint", _constraints),
+    ObjectClass("trigger", _triggers),
+    ObjectClass("policy", _policies),
+    ObjectClass("rule", _rules),
+    ObjectClass("function", _routines),
+    ObjectClass("type", _types),
+    ObjectClass("collation", _collations),
+    ObjectClass("extension", _extensions),
+    ObjectClass("event trigger", _event_triggers),
+    ObjectClass("default privileges", _default_privileges),
+    ObjectClass("publication", _publications),
+    ObjectClass("statistics", _statistics),
+    ObjectClass("foreign server", _foreign_servers),
+    ObjectClass("large object", _large_objects, unit="large objects"),
+)
+
+
+def part_of(definition: str, unit: str = "objects") -> Part:
+    return Part(digest=hashlib.sha256(definition.encode("utf-8", "surrogateescape")).hexdigest(), count=1, unit=unit)
+
+
+def catalog_parts(
+    conn: psycopg2.extensions.connection,
+    server_num: int,
+    excluded: Iterable[str] = (),
+    extra: dict[str, str] | None = None,
+) -> dict[str, Part]:
+    """Every catalog object of the database, ``<class> <name>`` -> part.
+
+    Objects whose name contains one of ``excluded`` are left out (the drill workload's
+    table, judged by the recovery point instead). ``extra`` adds text to a part's
+    definition before it is digested (a sequence's value, which no catalog holds).
+    """
+    skip = tuple(excluded)
+    parts: dict[str, Part] = {}
+    with conn.cursor() as cur:
+        for cls in CLASSES:
+            cur.execute(cls.sql(server_num))
+            for name, definition in cur.fetchall():
+                if any(s in name for s in skip):
+                    continue
+                key = cls.prefix if not name else f"{cls.prefix} {name}"
+                parts[key] = part_of((definition or "") + (extra or {}).get(key, ""), cls.unit)
+    return parts
+
+
+ROLE_PART = "role "
+EXTENSION_PART = "extension "
+
+
+def role_definitions(conn: psycopg2.extensions.connection, connecting_role: str | None) -> dict[str, str]:
+    """Each role (not PostgreSQL's ``pg_*``) as text: attributes, memberships, settings, password.
+
+    The password verifier enters as its SHA-256, and only where it can be read (a
+    superuser reads ``pg_authid``); never the verifier itself. The role drproof connects
+    as is compared without its password, which a restore deliberately keeps as the
+    target has it.
+    """
+    server_num = conn.server_version
+    options = (
+        " || CASE WHEN m.inherit_option THEN ' inherit' ELSE '' END || CASE WHEN m.set_option THEN ' set' ELSE '' END"
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT r.rolname,
+                  'super ' || r.rolsuper || ' inherit ' || r.rolinherit || ' createrole ' || r.rolcreaterole
+                  || ' createdb ' || r.rolcreatedb || ' login ' || r.rolcanlogin || ' replication ' || r.rolreplication
+                  || ' bypassrls ' || r.rolbypassrls || ' connlimit ' || r.rolconnlimit
+                  || ' valid until ' || coalesce(r.rolvaliduntil::text, '')
+                  || ' member of ' || coalesce((SELECT string_agg(g.rolname
+                        || CASE WHEN m.admin_option THEN ' admin' ELSE '' END {options if server_num >= 160000 else ""},
+                        ',' ORDER BY g.rolname)
+                        FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), '')
+                  || ' settings ' || coalesce((SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
+                                              WHERE s.setrole = r.oid AND s.setdatabase = 0), '')
+                  || ' comment ' || coalesce(shobj_description(r.oid, 'pg_authid'), '')
+                FROM pg_roles r WHERE r.rolname !~ '^pg_'"""
+        )
+        roles = {name: text for name, text in cur.fetchall()}
+        verifiers = _password_digests(conn)
+    for name, digest in verifiers.items():
+        if name in roles and name != connecting_role:
+            roles[name] += " password " + digest
+    return roles
+
+
+def _password_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
+    """SHA-256 of each role's password verifier, or nothing where pg_authid cannot be read."""
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT drproof_authid")
+        try:
+            cur.execute(
+                "SELECT rolname, encode(sha256(convert_to(coalesce(rolpassword, ''), 'UTF8')), 'hex') "
+                "FROM pg_authid WHERE rolname !~ '^pg_'"
+            )
+            rows = {name: digest for name, digest in cur.fetchall()}
+        except psycopg2.errors.InsufficientPrivilege:
+            cur.execute("ROLLBACK TO SAVEPOINT drproof_authid")
+            return {}
+        cur.execute("RELEASE SAVEPOINT drproof_authid")
+        return rows
+
+
+def role_parts(conn: psycopg2.extensions.connection, connecting_role: str | None) -> dict[str, Part]:
+    return {ROLE_PART + name: part_of(text, "roles") for name, text in role_definitions(conn, connecting_role).items()}
+
+
+def extension_versions(conn: psycopg2.extensions.connection) -> dict[str, tuple[str, str]]:
+    """(version, part digest) of each extension, by name: what the ``extension <name>`` parts hold."""
+    with conn.cursor() as cur:
+        cur.execute(_extensions(conn.server_version))
+        return {name: (text.split(" ", 1)[0], part_of(text).digest) for name, text in cur.fetchall()}
