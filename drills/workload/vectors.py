@@ -1,9 +1,10 @@
 """Workload vectors added to the FAISS store, each written durably before it counts.
 
 A FAISS store has no server to acknowledge a write: the store's files are the truth.
-A write adds one vector (id ``WORKLOAD_IDS + seq``) and its id-map line, writes the
-index to a temporary file, fsyncs and renames it into place, all under the store's lock
-so a backup never archives an index and an id map from different moments.
+A write records its id (``WORKLOAD_IDS + seq``) in the store's workload file, adds one
+vector and its id-map line, writes the index to a temporary file, fsyncs and renames it
+into place, all under the store's lock so a backup never archives an index and an id map
+from different moments. The fingerprint leaves out exactly the recorded ids.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import os
 from typing import Any, ClassVar
 
 from drills.workload.base import Writer
-from engine.components.vectorstore import IDS, INDEX, WORKLOAD_IDS, VectorstoreComponent, check_index_layout
+from engine.components.vectorstore import (
+    IDS,
+    INDEX,
+    WORKLOAD_FILE,
+    WORKLOAD_IDS,
+    VectorstoreComponent,
+    check_index_layout,
+)
 from engine.lazy import lazy
 
 faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
@@ -33,6 +41,11 @@ class VectorWriter(Writer):
         vector = np.random.default_rng(seq).standard_normal((1, self.index.d), dtype=np.float32)
         vid = WORKLOAD_IDS + seq
         with self.store.store_lock:
+            # Recorded first, so the fingerprint can always tell this vector from the seed's.
+            with open(self.store.path / WORKLOAD_FILE, "a", encoding="ascii") as fh:
+                fh.write(f"{vid}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
             self.index.add_with_ids(vector, np.array([vid], dtype=np.int64))
             tmp = self.store.path / f".{INDEX}.workload"
             faiss.write_index(self.index, str(tmp))

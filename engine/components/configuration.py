@@ -29,8 +29,8 @@ import yaml
 from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
-from engine.components.files import extract_tar, tree_parts, walk_files, write_tar
-from engine.fingerprint import Fingerprint, Part
+from engine.components.files import extract_tar, tree_parts, walk_files, without_directories, write_tar
+from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.redaction import is_secret_key, redact, redact_value
 from engine.repository.base import BackupSetWriter
 
@@ -352,9 +352,21 @@ class ConfigurationComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file()]
 
+    # Scheme 2 adds a part per directory (empty ones and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "configuration/2"
+    legacy_blind_spots: ClassVar[dict[str, str]] = {
+        LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
+        "directories and directory modes are not compared"
+    }
+
     def fingerprint(self) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
         return self._fp({**tree_parts(self.path), **key_parts(self.path)})
+
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        if scheme != LEGACY_SCHEME:
+            return None
+        return self._fp(without_directories({**tree_parts(self.path), **key_parts(self.path)}), scheme)
 
     proves_while_staging: ClassVar[bool] = True
 
@@ -365,8 +377,12 @@ class ConfigurationComponent(Component):
 
     def restore(self, source: ArtifactSource) -> None:
         def check(staging: Path, parts: dict[str, Part]) -> None:
-            staged = self._fp({**parts, **key_parts(staging)})
-            self.prove_restored(source.fingerprint, staged, f"staged in {staging}")
+            staged = {**parts, **key_parts(staging)}
+            if source.fingerprint is not None and source.fingerprint.scheme == LEGACY_SCHEME:
+                fp = self._fp(without_directories(staged), LEGACY_SCHEME)
+            else:
+                fp = self._fp(staged)
+            self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
         extract_tar(functools.partial(source.open, "config.tar"), self.path, check)
 

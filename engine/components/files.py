@@ -128,9 +128,22 @@ def content_part(content: bytes, mode: int) -> Part:
 
 
 FILE = "file "  # fingerprint part names of files: "file <relative path>"
+DIR = "dir "  # and of directories below the root (scheme 2): "dir <relative path>"
+
+
+def dir_part(mode: int) -> Part:
+    """A directory: that it exists (empty or not) and its mode bits."""
+    h = PartHasher("directories")
+    h.add(b"dir\0" + oct(stat.S_IMODE(mode)).encode())
+    return h.part()
 
 
 def tree_parts(root: Path, prefix: str = FILE) -> dict[str, Part]:
+    """A part per entry below ``root``: files, links and special files, and every directory.
+
+    Directories are parts of their own because a restore can lose an empty one or its
+    mode without any file changing; the root is not one (its mode is the target's).
+    """
     parts: dict[str, Part] = {}
     for p in walk_files(root):
         rel = p.relative_to(root).as_posix()
@@ -138,7 +151,23 @@ def tree_parts(root: Path, prefix: str = FILE) -> dict[str, Part]:
             parts[prefix + rel] = file_part(p)
         except OSError as exc:
             parts[prefix + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+        for name in dirnames:
+            d = Path(dirpath) / name
+            if d.is_symlink():
+                continue  # a link to a directory is a file entry above
+            try:
+                parts[DIR + d.relative_to(root).as_posix()] = dir_part(d.lstat().st_mode)
+            except OSError as exc:
+                parts[DIR + d.relative_to(root).as_posix()] = Part(
+                    digest=f"unreadable: {exc.strerror}", count=0, unit="directories"
+                )
     return parts
+
+
+def without_directories(parts: dict[str, Part]) -> dict[str, Part]:
+    """The parts as scheme 1 had them: files only, for backups taken before directories counted."""
+    return {k: v for k, v in parts.items() if not k.startswith(DIR)}
 
 
 def write_tar(
@@ -213,7 +242,9 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, parts: dict[str, Part] 
         parts[FILE + arcname] = symlink_part(info.linkname)
     elif info.islnk():  # a second name of a file already archived: same content and mode
         parts[FILE + arcname] = parts.get(FILE + info.linkname) or file_part(path)
-    elif not info.isdir():
+    elif info.isdir():
+        parts[DIR + arcname] = dir_part(info.mode)
+    else:
         parts[FILE + arcname] = special_part(info.mode)
     return 1
 
@@ -255,6 +286,8 @@ class _Parts:
             self.parts[FILE + rel] = self.parts.get(target, Part(digest="unknown", count=0, unit="bytes"))
         elif member.isfifo():
             self.parts[FILE + rel] = special_part(stat.S_IFIFO | member.mode)
+        elif member.isdir():
+            self.parts[DIR + rel] = dir_part(member.mode)
         return None
 
     def settle(self) -> None:
@@ -264,10 +297,11 @@ class _Parts:
             self._pending = None
 
     def removed(self, rel: str) -> None:
-        key = FILE + rel
-        self.parts.pop(key, None)
-        for name in [k for k in self.parts if k.startswith(key + "/")]:
-            del self.parts[name]
+        for prefix in (FILE, DIR):
+            key = prefix + rel
+            self.parts.pop(key, None)
+            for name in [k for k in self.parts if k.startswith(key + "/")]:
+                del self.parts[name]
 
 
 def extract_layers(layers: Sequence[Layer], target: Path, check: Check | None = None) -> None:

@@ -162,6 +162,7 @@ class TreeWriter:
             if not self._clear(parent, name, parts, keep_dir=True):
                 os.mkdir(name, 0o700, dir_fd=parent)
             self._modes[parts] = member.mode & 0o3777
+            self._notify(member)
         elif member.isreg():
             self._clear(parent, name, parts, keep_dir=False)
             self._write_file(parent, name, member, data)

@@ -20,10 +20,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from engine.components.base import ArtifactSource, Component, Health, SeedParams
-from engine.components.files import content_part, extract_tar, tree_parts, write_tar
+from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
+from engine.components.files import content_part, extract_tar, tree_parts, without_directories, write_tar
 from engine.errors import ComponentError
-from engine.fingerprint import Fingerprint, Part, PartHasher
+from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
 
@@ -34,9 +34,12 @@ INDEX = "index.faiss"
 IDS = "ids.jsonl"
 META = "metadata.json"
 BUCKET = 1000  # vector ids per fingerprint part
-# Ids from here up belong to a drill's live workload (drills/workload/vectors.py). The
-# fingerprint leaves them out, as it leaves out every component's workload records.
+# A drill's live workload (drills/workload/vectors.py) adds vectors from this id up and
+# records each id it adds in WORKLOAD_FILE, beside the store's files. The fingerprint
+# leaves out exactly the recorded ids (scheme 2): a store whose own ids are large (63-bit
+# hashes of document ids) is fingerprinted whole. Scheme 1 left out every id from here up.
 WORKLOAD_IDS = 1 << 48
+WORKLOAD_FILE = f"{WORKLOAD_MARK}.ids"
 
 
 _HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
@@ -137,15 +140,41 @@ class VectorstoreComponent(Component):
                 ids[int(entry["id"])] = str(entry["document"])
         return ids
 
+    fingerprint_scheme: ClassVar[str] = "vectorstore/2"
+    legacy_blind_spots: ClassVar[dict[str, str]] = {
+        LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) left every vector with an id "
+        "of 2^48 or more out: those vectors are not compared"
+    }
+
     def fingerprint(self) -> Fingerprint:
         with self.store_lock:
             return self._fingerprint()
 
-    def _fingerprint(self, root: Path | None = None) -> Fingerprint:
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        if scheme != LEGACY_SCHEME:
+            return None
+        with self.store_lock:
+            return self._fingerprint(scheme=LEGACY_SCHEME)
+
+    def _workload(self, root: Path, stored_ids: Any, scheme: str) -> Any:
+        """A mask of the workload's vectors among ``stored_ids``: the recorded ones (scheme 1: an id range)."""
+        if scheme == LEGACY_SCHEME:
+            return stored_ids >= WORKLOAD_IDS
+        try:
+            text = (root / WORKLOAD_FILE).read_text(encoding="ascii")
+        except FileNotFoundError:
+            return np.zeros(len(stored_ids), dtype=bool)
+        recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
+        return np.isin(stored_ids, recorded)
+
+    def _fingerprint(self, root: Path | None = None, scheme: str | None = None) -> Fingerprint:
         """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
         root = root or self.path
-        parts: dict[str, Part] = tree_parts(root)
-        streamed = self._vector_parts_from_file(parts, root)
+        scheme = scheme or self.fingerprint_scheme
+        parts: dict[str, Part] = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
+        if scheme == LEGACY_SCHEME:
+            parts = without_directories(parts)
+        streamed = self._vector_parts_from_file(parts, root, scheme)
         if streamed is not None:
             return streamed
         try:
@@ -154,8 +183,9 @@ class VectorstoreComponent(Component):
             vectors = index.index.reconstruct_n(0, index.ntotal)
         except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
             parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
-            return self._fp(parts)
-        keep = stored_ids < WORKLOAD_IDS
+            return self._fp(parts, scheme)
+        workload = self._workload(root, stored_ids, scheme)
+        keep = ~workload
         if not keep.all():
             # The file parts as they would be without the workload's vectors: the same
             # index rebuilt from the other vectors serialises to exactly those bytes.
@@ -164,8 +194,9 @@ class VectorstoreComponent(Component):
             rebuilt.add_with_ids(vectors, stored_ids)
             index_mode = (root / INDEX).stat().st_mode
             parts[f"file {INDEX}"] = content_part(bytes(faiss.serialize_index(rebuilt)), index_mode)
+            left_out = {int(i) for i in faiss.vector_to_array(index.id_map)[workload]}
             with open(root / IDS, "rb") as fh:
-                lines = b"".join(line for line in fh if int(json.loads(line)["id"]) < WORKLOAD_IDS)
+                lines = b"".join(line for line in fh if int(json.loads(line)["id"]) not in left_out)
             parts[f"file {IDS}"] = content_part(lines, (root / IDS).stat().st_mode)
         order = np.argsort(stored_ids, kind="stable")
         for start in range(0, len(order), BUCKET):
@@ -175,9 +206,19 @@ class VectorstoreComponent(Component):
                 h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vectors[pos].tobytes())
             lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
             parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._fp(parts)
+        return self._checked(parts, len(stored_ids), scheme)
 
-    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path) -> Fingerprint | None:
+    def _checked(self, parts: dict[str, Part], expected: int, scheme: str) -> Fingerprint:
+        """The fingerprint, once its vector parts are seen to cover every vector they should."""
+        covered = sum(p.count for name, p in parts.items() if name.startswith("vectors #"))
+        if covered != expected:
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: the fingerprint covers {covered} of {expected} vectors; refusing a "
+                "fingerprint that leaves vectors out"
+            )
+        return self._fp(parts, scheme)
+
+    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint | None:
         """The vector parts read straight from ``index.faiss``, a bucket at a time.
 
         Why: loading the index with faiss and copying its vectors out with
@@ -206,10 +247,10 @@ class VectorstoreComponent(Component):
             self._ids(root)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
             parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
-            return self._fp(parts)
+            return self._fp(parts, scheme)
         if len(stored_ids) != ntotal:
             return None  # the file changed under us: let the loading path judge it
-        if not (stored_ids < WORKLOAD_IDS).all():
+        if self._workload(root, stored_ids, scheme).any():
             return None
         order = np.argsort(stored_ids, kind="stable")
         with open(index_path, "rb") as fh:
@@ -235,7 +276,7 @@ class VectorstoreComponent(Component):
                         h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
                 lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
                 parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._fp(parts)
+        return self._checked(parts, ntotal, scheme)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with self.store_lock, writer.artifact(self.instance, "store.tar") as sink:
@@ -247,7 +288,8 @@ class VectorstoreComponent(Component):
     def restore(self, source: ArtifactSource) -> None:
         def check(staging: Path, parts: dict[str, Part]) -> None:
             self._compatible(staging)
-            self.prove_restored(source.fingerprint, self._fingerprint(staging), f"staged in {staging}")
+            scheme = source.fingerprint.scheme if source.fingerprint is not None else None
+            self.prove_restored(source.fingerprint, self._fingerprint(staging, scheme), f"staged in {staging}")
 
         with self.store_lock:
             extract_tar(functools.partial(source.open, "store.tar"), self.path, check)

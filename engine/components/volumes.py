@@ -17,9 +17,19 @@ from typing import Any, ClassVar
 from pydantic import ByteSize, Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import FILE, Check, extract_layers, extract_tar, tree_parts, walk_files, write_tar
+from engine.components.files import (
+    DIR,
+    FILE,
+    Check,
+    extract_layers,
+    extract_tar,
+    tree_parts,
+    walk_files,
+    without_directories,
+    write_tar,
+)
 from engine.errors import IntegrityError
-from engine.fingerprint import Fingerprint, Part
+from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.repository.base import BackupSetWriter
 
 
@@ -66,10 +76,23 @@ class VolumesComponent(Component):
     def fingerprint(self) -> Fingerprint:
         return self._stable(tree_parts(self.path))
 
-    def _stable(self, parts: dict[str, Part]) -> Fingerprint:
+    # Scheme 2 adds a part per directory (empty ones and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "volumes/2"
+    legacy_blind_spots: ClassVar[dict[str, str]] = {
+        LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
+        "directories and directory modes are not compared"
+    }
+
+    def _stable(self, parts: dict[str, Part], scheme: str | None = None) -> Fingerprint:
         """The fingerprint of the seed data: the live workload's files are left out."""
-        workload = f"{FILE}{WORKLOAD_MARK}/"
-        return self._fp({k: v for k, v in parts.items() if not k.startswith(workload)})
+        workload = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
+        kept = {k: v for k, v in parts.items() if not k.startswith(workload)}
+        if scheme == LEGACY_SCHEME:
+            return self._fp(without_directories(kept), scheme)
+        return self._fp(kept)
+
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        return self._stable(tree_parts(self.path), scheme) if scheme == LEGACY_SCHEME else None
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         return self._write_full(writer, None)
@@ -99,7 +122,8 @@ class VolumesComponent(Component):
         """The staged tree, digested as it was written, against the fingerprint of ``source``."""
 
         def check(staging: Path, parts: dict[str, Part]) -> None:
-            self.prove_restored(source.fingerprint, self._stable(parts), f"staged in {staging}")
+            scheme = source.fingerprint.scheme if source.fingerprint is not None else None
+            self.prove_restored(source.fingerprint, self._stable(parts, scheme), f"staged in {staging}")
 
         return check
 
@@ -116,15 +140,18 @@ class VolumesComponent(Component):
         return self._write_changes(writer, parent, tree_parts(self.path))
 
     def _write_changes(self, writer: BackupSetWriter, parent: Fingerprint, current: dict[str, Part]) -> dict[str, Any]:
+        def rel(name: str) -> str:
+            return name.split(" ", 1)[1]
+
+        entries = [n for n in current if n.startswith((FILE, DIR))]
         changed = sorted(
-            name[len(FILE) :]
-            for name, part in current.items()
-            if name.startswith(FILE) and (name not in parent.parts or parent.parts[name].digest != part.digest)
+            rel(n) for n in entries if n not in parent.parts or parent.parts[n].digest != current[n].digest
         )
-        gone = sorted(name[len(FILE) :] for name in parent.parts if name.startswith(FILE) and name not in current)
-        # Changed paths are removed before extraction too, so a file that became a link
-        # (or the reverse) is replaced, not merged.
-        removals = sorted(set(gone) | {rel for rel in changed if FILE + rel in parent.parts})
+        gone = sorted(rel(n) for n in parent.parts if n.startswith((FILE, DIR)) and n not in current)
+        # Changed files are removed before extraction too, so a file that became a link
+        # (or the reverse) is replaced, not merged. A changed directory (its mode) is
+        # archived again on its own, never removed: its files stay.
+        removals = sorted(set(gone) | {r for r in changed if FILE + r in parent.parts})
         with writer.artifact(self.instance, "changes.json") as sink:
             sink.write(json.dumps({"remove": removals, "changed": changed}, indent=1).encode())
         with writer.artifact(self.instance, "files.tar") as sink:
