@@ -50,10 +50,11 @@ import redis
 
 from engine import redistools
 from engine.childenv import tool_environment
-from engine.components.base import ArtifactSource, SeedParams
+from engine.components.base import ArtifactSource, Component, SeedParams
 from engine.components.redis import RedisComponent, RedisParams, backup_dbs
 from engine.components.redis_stage import Stage
 from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
 from engine.runtime.local import redis_bin_dir
@@ -252,6 +253,17 @@ class RedisRdbComponent(RedisComponent):
     scratch_server: Path | None = None
 
     # -- backup ---------------------------------------------------------------------------
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """The fingerprint first, then the snapshot (not the ``redis`` kind's one-pass DUMP).
+
+        The RDB is the server's own snapshot of one moment, which no read of keys can
+        share: on a live server the two differ by the writes between them, and a
+        restore's comparison reports that.
+        """
+        return Component.backup_fingerprinted(self, writer, incremental)
+
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         svc = self.service
         where = f"redis-rdb {self.instance!r} ({svc.host}:{svc.port})"

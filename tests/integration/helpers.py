@@ -8,6 +8,8 @@ from typing import Any
 
 import psutil
 
+from engine.fingerprint import Fingerprint, compare
+
 
 def run_cli(args: list[str]) -> int:
     from drills.cli import main
@@ -62,3 +64,12 @@ def marks(comp: Any) -> list[str]:
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
+
+
+def unchanged(before: Fingerprint | dict[str, Fingerprint], after: Fingerprint | dict[str, Fingerprint]) -> bool:
+    """The same data: every part matches. Not ``==``: a Redis expiry part's measured total
+    moves by a millisecond between two reads of the same keys, within its tolerance."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return before.keys() == after.keys() and all(unchanged(before[n], after[n]) for n in before)
+    assert isinstance(before, Fingerprint) and isinstance(after, Fingerprint)
+    return before.digest == after.digest and compare(before, after) == []

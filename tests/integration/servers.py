@@ -50,7 +50,13 @@ def require_debian_redis() -> Path:
 @contextlib.contextmanager
 def debian_redis(root: Path, password: str) -> Iterator[int]:
     """A Debian redis-server 7 on loopback with a password, as an operator runs one; yields its port."""
-    binary = require_debian_redis()
+    with redis_server(require_debian_redis(), root, password) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def redis_server(binary: Path, root: Path, password: str) -> Iterator[int]:
+    """A server of ``binary`` (Redis or Valkey) on loopback with a password; yields its port."""
     root.mkdir(parents=True, exist_ok=True)
     port = processes.free_port()
     conf = root / "redis.conf"

@@ -28,12 +28,12 @@ from engine.components.base import ArtifactSource
 from engine.components.redis import RedisParams
 from engine.components.redis_rdb import ARTIFACT, RedisRdbComponent
 from engine.errors import ComponentError, IntegrityError
-from engine.fingerprint import Fingerprint
+from engine.fingerprint import Fingerprint, compare
 from engine.manifest import Manifest
 from engine.repository.local import LocalRepository
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import servers_under
+from tests.integration.helpers import servers_under, unchanged
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +180,7 @@ def test_snapshot_round_trip_keeps_every_key_and_its_absolute_expiry(
     restore(repo, manifest, comp)
 
     after = comp.fingerprint()
-    assert after.parts == before.parts
+    assert compare(before, after) == []
     assert after.digest == before.digest
     assert comp.health().ok
     restored = ttls(comp)
@@ -224,7 +224,7 @@ def test_stored_bit_rot_is_refused_before_live_data_are_touched(
     live = comp.fingerprint()
     with pytest.raises(IntegrityError, match=r"dump\.rdb"):
         restore(repo, manifest, comp)
-    assert comp.fingerprint() == live
+    assert unchanged(live, comp.fingerprint())
     assert scratch.procs == []
     scratch.assert_gone()
 
@@ -266,7 +266,7 @@ def test_a_damaged_rdb_is_refused_by_the_scratch_server_and_live_data_stay(
     else:
         assert "could not load the backed-up RDB" in message, message
     assert "Nothing live was touched" in message
-    assert comp.fingerprint() == live
+    assert unchanged(live, comp.fingerprint())
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
     assert len(scratch.procs) == (0 if checker else 1)
@@ -294,7 +294,7 @@ def test_an_rdb_newer_than_the_scratch_server_names_both_versions_and_kind_redis
     assert "format version 99" in message and "written by Redis 6.2.14" in message, message
     assert "no scratch server on this host can read" in message and "redis-server 6.2.14" in message, message
     assert "kind `redis`" in message and "Nothing live was touched" in message, message
-    assert comp.fingerprint() == live
+    assert unchanged(live, comp.fingerprint())
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
 
@@ -314,7 +314,7 @@ def test_a_live_server_that_refuses_the_keys_fails_the_restore_clearly(
     # Staged in spare databases: the failure left every live key as it was.
     assert "the live data were not touched" in message
     comp.client().config_set("maxmemory", "0")
-    assert comp.fingerprint() == live
+    assert unchanged(live, comp.fingerprint())
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
     assert len(scratch.procs) == 1
@@ -325,7 +325,7 @@ def test_an_artifact_that_is_no_rdb_at_all_is_refused(runtime: LocalRuntime, scr
     live = comp.fingerprint()
     with pytest.raises(ComponentError, match="not an RDB file"):
         comp.restore(source_of(b"DRPROOF-REDIS-DUMP-1\n" + bytes(200)))
-    assert comp.fingerprint() == live
+    assert unchanged(live, comp.fingerprint())
     scratch.assert_gone()
 
 
@@ -507,4 +507,8 @@ def test_fingerprint_of_the_kind_is_the_redis_one(runtime: LocalRuntime) -> None
     comp = make(runtime, keys=20)
     fp = comp.fingerprint()
     assert isinstance(fp, Fingerprint) and fp.kind == "redis-rdb"
-    assert set(fp.parts) == {"db0 keyspace cart", "db0 keyspace session", "db0 keyspace user", *DB5_PARTS}
+    keyspaces = {p for p in fp.parts if not p.endswith(" expiry")}
+    assert keyspaces == {"db0 keyspace cart", "db0 keyspace session", "db0 keyspace user", *DB5_PARTS}
+    # Keys with a time to live add a key space's expiry part, matched within its tolerance.
+    assert {p.removesuffix(" expiry") for p in fp.parts} == keyspaces
+    assert all(fp.parts[p].tolerance for p in fp.parts if p.endswith(" expiry"))
