@@ -395,6 +395,7 @@ def _du(path: Path) -> int:
 
 def pairs(jobs: int) -> list[tuple[str, str, str]]:
     return [
+        ("fingerprint", "drproof fingerprint", f"pg_dump -Fd -j{jobs}"),
         ("logical backup", "drproof logical backup", f"pg_dump -Fd -j{jobs}"),
         ("logical restore", "drproof logical restore", f"pg_restore -j{jobs}"),
         ("physical backup", "drproof physical backup", "pg_basebackup -Ft | zstd -T2"),
