@@ -23,10 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import psycopg2
-import redis
+from typing import TYPE_CHECKING, Any
 
 from drills.backup_config import BackupConfig, secret_variables
 from engine import backup as engine_backup
@@ -35,8 +32,16 @@ from engine.childenv import operator_environment
 from engine.components.base import Component
 from engine.errors import ConfigError, DrproofError, IntegrityError, NotComparable
 from engine.fingerprint import compare, summarize
+from engine.lazy import lazy
 from engine.manifest import Manifest
 from engine.repository.base import Repository
+
+if TYPE_CHECKING:
+    import psycopg2
+    import redis
+else:
+    psycopg2 = lazy("psycopg2")
+    redis = lazy("redis")
 
 Progress = Callable[[str], None]
 

@@ -24,10 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import psycopg2
-import redis
+from typing import TYPE_CHECKING, Any
 
 from drills.assertions import DrillState, RestoreAttempt, assertion_kinds
 from drills.controls import evaluate as evaluate_controls
@@ -56,11 +53,19 @@ from engine.journal import (
     ScenarioInfo,
     SourceLocation,
 )
+from engine.lazy import lazy
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.repository.base import Repository
 from engine.runtime import runtimes
 from engine.runtime.base import Runtime
+
+if TYPE_CHECKING:
+    import psycopg2
+    import redis
+else:
+    psycopg2 = lazy("psycopg2")
+    redis = lazy("redis")
 
 HEALTH_TIMEOUT = 30.0
 # A backup's offsite copy is retried this often, with this pause (seconds) times the

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar
-
-import psycopg2
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.postgres import PostgresComponent
 from engine.errors import ComponentError
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+else:
+    psycopg2 = lazy("psycopg2")
 
 
 class PostgresWriter(Writer):

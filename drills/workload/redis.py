@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import redis
+from typing import TYPE_CHECKING, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.redis import RedisComponent
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 
 class RedisWriter(Writer):

@@ -17,10 +17,8 @@ import re
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import psycopg2
-import psycopg2.extensions
 from pydantic import Field
 
 from engine.components import postgres_legacy
@@ -33,8 +31,15 @@ from engine.components.postgres_sequences import HeadTap, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import Fingerprint, Part
+from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import ContainerOps, PostgresService
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.extensions
+else:
+    psycopg2 = lazy("psycopg2")
 
 SEED_SCHEMA = """
 CREATE TABLE customers (

@@ -25,12 +25,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
+from typing import TYPE_CHECKING
 
 from engine.fingerprint import Part
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.errors
+    import psycopg2.extensions
+else:
+    psycopg2 = lazy("psycopg2")
 
 # Schemas that are PostgreSQL's own, in the form a WHERE clause takes.
 _USER_NS = (

@@ -26,18 +26,23 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
-
-import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
-from psycopg2 import sql
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from engine.components import postgres_legacy
 from engine.components.postgres import PostgresComponent
 from engine.components.postgres_catalog import EXTENSION_PART, ROLE_PART, extension_versions, role_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.errors
+    import psycopg2.extensions
+    from psycopg2 import sql
+else:
+    psycopg2 = lazy("psycopg2")
+    sql = lazy("psycopg2.sql")
 
 CheckName = Literal["row_counts", "sequences", "matviews", "constraints", "indexes", "roles_extensions"]
 CHECK_NAMES: tuple[CheckName, ...] = get_args(CheckName)

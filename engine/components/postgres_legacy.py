@@ -11,11 +11,16 @@ settings, ...) cannot be compared for it, which a restore of such a backup says.
 from __future__ import annotations
 
 import hashlib
-
-import psycopg2.extensions
+from typing import TYPE_CHECKING
 
 from engine.components.base import WORKLOAD_MARK
 from engine.fingerprint import Part, PartHasher
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
+else:
+    psycopg2 = lazy("psycopg2")
 
 SCHEME = "1"
 NOT_COVERED = (

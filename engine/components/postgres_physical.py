@@ -26,9 +26,7 @@ import tarfile
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar
-
-import psycopg2
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from engine.components.base import ArtifactSource, SeedParams, copy_into
 from engine.components.postgres import PostgresComponent, PostgresParams
@@ -37,9 +35,15 @@ from engine.components.tools import stream_out
 from engine.components.untar import TreeWriter, extract_into
 from engine.errors import ComponentError, DrproofError
 from engine.fingerprint import Fingerprint
+from engine.lazy import lazy
 from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import PhysicalAccess
+
+if TYPE_CHECKING:
+    import psycopg2
+else:
+    psycopg2 = lazy("psycopg2")
 
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")

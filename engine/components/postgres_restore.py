@@ -35,11 +35,16 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-
-import psycopg2
-import psycopg2.extensions
+from typing import TYPE_CHECKING
 
 from engine.errors import ComponentError
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.extensions
+else:
+    psycopg2 = lazy("psycopg2")
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import psycopg2.extensions
-from psycopg2 import sql
+from typing import TYPE_CHECKING
 
 from engine.fingerprint import Part
+from engine.lazy import lazy
 
-Connect = Callable[[], psycopg2.extensions.connection]
+if TYPE_CHECKING:
+    import psycopg2.extensions
+    from psycopg2 import sql
+else:
+    psycopg2 = lazy("psycopg2")
+    sql = lazy("psycopg2.sql")
+
+Connect = Callable[[], "psycopg2.extensions.connection"]
 
 
 # A table of more blocks than this is digested in block ranges, several connections at a

@@ -14,9 +14,8 @@ import random
 import struct
 import time
 from collections import defaultdict
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-import redis
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
@@ -24,8 +23,14 @@ from engine.components.redis_digest import GONE, KeyspaceSums, digested, record
 from engine.components.redis_stage import Stage, fingerprint_dbs
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
+from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import RedisService
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 _MAGIC = b"DRPROOF-REDIS-DUMP-1\n"
 _REC = struct.Struct(">HIqI")  # db, key length, absolute expiry ms (0 = none), payload length

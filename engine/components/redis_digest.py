@@ -30,11 +30,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from queue import Full, Queue
-from typing import cast
-
-import redis
+from typing import TYPE_CHECKING, cast
 
 from engine.fingerprint import Part
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 DIGEST_WIDTH = 40
 EXPIRY_WIDTH = 16

@@ -44,9 +44,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, ClassVar
-
-import redis
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from engine import redistools
 from engine.childenv import tool_environment
@@ -55,10 +53,16 @@ from engine.components.redis import RedisComponent, RedisParams, backup_dbs
 from engine.components.redis_stage import Stage
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
+from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
 from engine.runtime.local import redis_bin_dir
 from engine.streams import CHUNK
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 ARTIFACT = "dump.rdb"
 # A server preparing the RDB sends a newline every second, so a minute of silence means

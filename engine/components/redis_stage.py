@@ -21,10 +21,15 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable
-
-import redis
+from typing import TYPE_CHECKING
 
 from engine.errors import ComponentError
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 log = logging.getLogger(__name__)
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import psycopg2
-import psycopg2.extensions
-from psycopg2 import sql
 from pydantic import Field
 
 from engine.components.postgres import PostgresComponent
 from engine.errors import FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.extensions
+    from psycopg2 import sql
+else:
+    psycopg2 = lazy("psycopg2")
+    sql = lazy("psycopg2.sql")
 
 
 def _pg(ctx: FaultContext) -> PostgresComponent:

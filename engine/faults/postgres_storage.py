@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import psycopg2
-from psycopg2 import sql
 from pydantic import Field
 
 from engine.components.postgres import PostgresComponent
 from engine.components.postgres_physical import SEGMENT
 from engine.errors import DrproofError, FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams, flip_bytes
+from engine.lazy import lazy
 from engine.runtime.base import PhysicalAccess
+
+if TYPE_CHECKING:
+    import psycopg2
+    from psycopg2 import sql
+else:
+    psycopg2 = lazy("psycopg2")
+    sql = lazy("psycopg2.sql")
 
 # PostgreSQL's page header (pd_lsn .. pd_prune_xid). Bytes after it are the page body;
 # damaging them keeps the header plausible, so the server reports the checksum mismatch

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import redis
 from pydantic import Field
 
 from engine.components.redis import RedisComponent
 from engine.errors import FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy("redis")
 
 
 def _redis(ctx: FaultContext) -> RedisComponent:

@@ -21,15 +21,20 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, ClassVar, cast
-
-import psycopg2
-import redis
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
+from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime
+
+if TYPE_CHECKING:
+    import psycopg2
+    import redis
+else:
+    psycopg2 = lazy("psycopg2")
+    redis = lazy("redis")
 
 # drproof removes what it creates itself, on every exit path; the Ryuk reaper container
 # testcontainers would otherwise pull is neither needed nor available without a registry.

@@ -20,14 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
-
-import psycopg2
-import redis
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine import pgtools
 from engine.childenv import operator_environment, tool_environment
 from engine.errors import RuntimeStartError
+from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import (
     PhysicalAccess,
@@ -38,6 +36,13 @@ from engine.runtime.base import (
     prepare_recovery,
     promoted,
 )
+
+if TYPE_CHECKING:
+    import psycopg2
+    import redis
+else:
+    psycopg2 = lazy("psycopg2")
+    redis = lazy("redis")
 
 log = logging.getLogger(__name__)
 

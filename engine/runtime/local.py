@@ -21,15 +21,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
-
-import psycopg2
-import redis
+from typing import TYPE_CHECKING, ClassVar
 
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
+from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
+
+if TYPE_CHECKING:
+    import psycopg2
+    import redis
+else:
+    psycopg2 = lazy("psycopg2")
+    redis = lazy("redis")
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
 
