@@ -1,0 +1,129 @@
+"""The vector store's health check reads the files, not a loaded index, and still sees damage.
+
+Quiet controls: healthy stores of either metric, across the probe's block boundary,
+answer "ok", and the probe names the id faiss's own search names. Negative controls:
+each inconsistency the check exists for makes it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from engine.components import vectorstore
+from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
+from tests.conftest import DirsRuntime
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as d:
+        yield Path(d)
+
+
+def _store(root: Path, **params: Any) -> VectorstoreComponent:
+    comp = VectorstoreComponent("vec", VectorstoreParams(**params), DirsRuntime(root))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    return comp
+
+
+def _write(comp: VectorstoreComponent, vectors: np.ndarray, ids: np.ndarray, metric: int) -> None:
+    index = faiss.IndexIDMap2(faiss.IndexFlat(vectors.shape[1], metric))
+    index.add_with_ids(vectors, ids)
+    faiss.write_index(index, str(comp.path / vectorstore.INDEX))
+
+
+@pytest.mark.parametrize("metric", ["l2", "inner_product"])
+@pytest.mark.parametrize("vectors", [1, 5, vectorstore._PROBE_ROWS + 3])
+def test_a_healthy_store_is_healthy(root: Path, metric: str, vectors: int) -> None:
+    comp = _store(root, vectors=vectors, dimension=8, metric=metric)
+    health = comp.health()
+    assert health.ok, health.detail
+    assert f"{vectors} vectors, dim 8, {metric}" in health.detail
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_probe_answers_as_faiss_search_does(root: Path, seed: int) -> None:
+    """Unnormalised inner-product data, where the first vector is often not its own nearest."""
+    comp = _store(root, vectors=50, dimension=4, metric="inner_product")
+    rng = np.random.default_rng(seed)
+    vectors = (rng.standard_normal((50, 4)) * rng.uniform(0.1, 3, (50, 1))).astype(np.float32)
+    ids = np.arange(50, dtype=np.int64) * 7 + 7
+    _write(comp, vectors, ids, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.read_index(str(comp.path / vectorstore.INDEX))
+    _, found = index.search(vectors[:1], 1)
+    assert vectorstore._probe(comp.path / vectorstore.INDEX, 4, 50, faiss.METRIC_INNER_PRODUCT) == (
+        7,
+        int(found[0][0]),
+    )
+    assert comp.health().ok == (int(found[0][0]) == 7)
+
+
+def test_the_index_is_never_loaded_whole(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    comp = _store(root, vectors=100, dimension=8)
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("health loaded the whole index")
+
+    monkeypatch.setattr(faiss, "read_index", refuse)
+    assert comp.health().ok
+
+
+def _meta(comp: VectorstoreComponent, **changes: Any) -> None:
+    path = comp.path / vectorstore.META
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("damage", "finding"),
+    [
+        (lambda c: _meta(c, dimension=16), "index dimension 8 but metadata says 16"),
+        (lambda c: _meta(c, metric="inner_product"), "index metric l2 but metadata says inner_product"),
+        (
+            lambda c: (c.path / vectorstore.IDS).write_text(
+                "".join((c.path / vectorstore.IDS).read_text().splitlines(keepends=True)[:-1])
+            ),
+            "index holds 30 vectors but the id map has 29",
+        ),
+        (lambda c: (c.path / vectorstore.IDS).write_text("{not json\n"), "cannot load the store"),
+        (
+            lambda c: (c.path / vectorstore.INDEX).write_bytes((c.path / vectorstore.INDEX).read_bytes()[:-5]),
+            "cannot load the store",
+        ),
+        (lambda c: (c.path / vectorstore.META).unlink(), "cannot load the store"),
+    ],
+    ids=["dimension", "metric", "id-map-short", "id-map-garbage", "index-truncated", "no-metadata"],
+)
+def test_damage_is_seen(root: Path, damage: Any, finding: str) -> None:
+    comp = _store(root, vectors=30, dimension=8)
+    damage(comp)
+    health = comp.health()
+    assert not health.ok and finding in health.detail
+
+
+def test_a_first_vector_that_is_not_a_number_fails_the_probe(root: Path) -> None:
+    comp = _store(root, vectors=30, dimension=8)
+    vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
+    vectors[0, 3] = np.nan
+    _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, faiss.METRIC_L2)
+    health = comp.health()
+    assert not health.ok and "probe query for id 7 returned id -1" in health.detail
+
+
+def test_a_first_vector_outranked_by_another_fails_the_probe(root: Path) -> None:
+    comp = _store(root, vectors=30, dimension=8, metric="inner_product")
+    vectors = np.random.default_rng(2).standard_normal((30, 8)).astype(np.float32)
+    vectors[29] = vectors[0] * 10  # same direction, ten times as long: a larger inner product
+    _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, faiss.METRIC_INNER_PRODUCT)
+    health = comp.health()
+    assert not health.ok and "probe query for id 7 returned id 210" in health.detail
