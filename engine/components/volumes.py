@@ -168,20 +168,17 @@ class VolumesComponent(Component):
         extract_layers(layers, self.path, self._prover(sources[-1]))
 
     def health(self) -> Health:
+        """The tree is there and can be walked; its content is the fingerprint's to judge.
+
+        Why no file is opened: this ran before every fidelity check, which reads every
+        byte of every file anyway and names an unreadable one as a differing part. Opening
+        each file here first cost a second pass over the tree (issue 14: a tenth of a
+        millisecond per file, more than tar spends on it).
+        """
         if not self.path.is_dir():
             return Health(ok=False, detail=f"{self.path} is not a directory")
-        unreadable = []
-        count = 0
-        for f in self.files():
-            count += 1
-            try:
-                with open(f, "rb") as fh:
-                    fh.read(1)
-            except OSError as exc:
-                unreadable.append(f"{f.relative_to(self.path)}: {exc.strerror}")
-        if unreadable:
-            return Health(ok=False, detail="unreadable: " + "; ".join(unreadable[:5]))
-        return Health(ok=True, detail=f"{count} files readable")
+        count = sum(1 for _ in walk_files(self.path))
+        return Health(ok=True, detail=f"{count} entries listed")
 
 
 MAX_CHANGES = 256 * 1024 * 1024  # a list of changed paths: ~50 bytes a path, millions of paths
