@@ -308,7 +308,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     repo = standalone.repository(config, args.repository, offsite=offsite)
     repo_where = standalone.where(config, args.repository, offsite=offsite)
     if args.recovery_command == "list":
-        sets = [standalone.summary(m) for m in repo.list()]
+        sets = [standalone.summary(m) for m in repo.summaries()]
         broken = getattr(repo, "broken", {})
         if args.json:
             sys.stdout.write(json.dumps({"backups": sets, "unreadable": broken}, indent=2) + "\n")

@@ -24,7 +24,7 @@ from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError
-from engine.manifest import Manifest
+from engine.manifest import Manifest, ManifestSummary
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
 from engine.retention import Policy, plan
@@ -306,7 +306,7 @@ def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) ->
     return sets[-1]
 
 
-def summary(manifest: Manifest) -> dict[str, Any]:
+def summary(manifest: Manifest | ManifestSummary) -> dict[str, Any]:
     return {
         "id": manifest.id,
         "label": manifest.label,

@@ -391,3 +391,46 @@ def test_a_manifest_too_large_to_read_back_is_never_published(tmp_path: Path, mo
         writer.commit([ComponentRecord(name="c", kind="volumes", artifacts=[])], {}, {})
     writer.abort()
     assert repo.list() == []
+
+
+# -- the inventory: summaries read no fingerprint ------------------------------------------------
+
+
+def test_summaries_show_what_list_shows_oldest_first() -> None:
+    from engine.manifest import ManifestSummary
+
+    with _repo() as repo:
+        for i in range(3):
+            _write_set(repo, [bytes([i]), b"xy"], label=f"n{i}")
+        assert repo.summaries() == [ManifestSummary.of(m) for m in repo.list()]
+        assert [s.label for s in repo.summaries()] == ["n0", "n1", "n2"]
+
+
+def test_a_set_whose_fingerprint_is_damaged_still_lists_but_never_loads() -> None:
+    """The inventory skips fingerprints; get(), which restores use, still refuses the set."""
+    with _repo() as repo:
+        manifest = _write_set(repo, [b"a"])
+        path = repo.root / "sets" / manifest.id / MANIFEST_NAME
+        doc = json.loads(path.read_text())
+        doc["components"][0]["fingerprint"] = {"parts": "not a fingerprint"}
+        path.write_text(json.dumps(doc))
+        assert [s.id for s in repo.summaries()] == [manifest.id] and repo.broken == {}
+        with pytest.raises(RepositoryError, match="malformed manifest"):
+            repo.get(manifest.id)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda d: d.update(id="someone-else"), lambda d: d.pop("created_at"), lambda d: d.update(format=2)],
+    ids=["id-of-another-set", "no-created-at", "unknown-format"],
+)
+def test_a_set_the_inventory_cannot_read_is_named_broken(damage: object) -> None:
+    with _repo() as repo:
+        good = _write_set(repo, [b"a"])
+        bad = _write_set(repo, [b"b"])
+        path = repo.root / "sets" / bad.id / MANIFEST_NAME
+        doc = json.loads(path.read_text())
+        damage(doc)  # type: ignore[operator]
+        path.write_text(json.dumps(doc))
+        assert [s.id for s in repo.summaries()] == [good.id]
+        assert list(repo.broken) == [bad.id]

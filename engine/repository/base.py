@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 from abc import ABC, abstractmethod
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
 from engine.errors import ConfigError, IntegrityError, RepositoryError
-from engine.manifest import ArtifactRecord, ComponentRecord, Manifest
+from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
@@ -159,6 +160,14 @@ class Repository(ABC):
 
     @abstractmethod
     def get(self, backup_id: str) -> Manifest: ...
+
+    def summaries(self) -> builtins.list[ManifestSummary]:
+        """Complete sets, oldest first, as an inventory shows them (no fingerprints read).
+
+        A backend that can read less than whole manifests overrides this; sets it cannot
+        read go to ``broken`` as with ``list``.
+        """
+        return [ManifestSummary.of(m) for m in self.list()]
 
     encryption: Encryption | None = None
 

@@ -13,6 +13,7 @@ unlisted staging directory, never a half set that looks whole.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
 import io
@@ -28,7 +29,16 @@ from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
-from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest, load_manifest
+from engine.manifest import (
+    MANIFEST_NAME,
+    VERIFIED_NAME,
+    ArtifactRecord,
+    ComponentRecord,
+    Manifest,
+    ManifestSummary,
+    load_manifest,
+    load_manifest_summary,
+)
 from engine.repository.base import (
     BackupSetWriter,
     EncodingSetWriter,
@@ -207,6 +217,22 @@ class LocalRepository(Repository):
             if (entry / MANIFEST_NAME).is_file():
                 try:
                     out.append(self.get(entry.name))
+                except RepositoryError as exc:
+                    self.broken[entry.name] = str(exc)
+        return sorted(out, key=lambda m: (m.created_at, m.id))
+
+    def summaries(self) -> builtins.list[ManifestSummary]:
+        """As ``list``, one manifest at a time and without its fingerprints: memory stays flat."""
+        out = []
+        self.broken = {}
+        for entry in sorted((self.root / "sets").iterdir()):
+            path = entry / MANIFEST_NAME
+            if path.is_file():
+                try:
+                    summary = load_manifest_summary(path)
+                    if summary.id != entry.name:
+                        raise RepositoryError(f"{path}: the manifest in set {entry.name} says it is set {summary.id}")
+                    out.append(summary)
                 except RepositoryError as exc:
                     self.broken[entry.name] = str(exc)
         return sorted(out, key=lambda m: (m.created_at, m.id))

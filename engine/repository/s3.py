@@ -19,17 +19,26 @@ attempts were made.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
-from engine.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, VERIFIED_NAME, ArtifactRecord, ComponentRecord, Manifest
+from engine.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    VERIFIED_NAME,
+    ArtifactRecord,
+    ComponentRecord,
+    Manifest,
+    ManifestSummary,
+)
 from engine.repository.base import (
     BackupSetWriter,
     EncodingSetWriter,
@@ -82,6 +91,9 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         read_timeout=_env_number(READ_TIMEOUT_ENV, 60, 0.1),
     )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
+
+
+_M = TypeVar("_M", Manifest, ManifestSummary)
 
 
 class MultipartWriter(io.RawIOBase):
@@ -297,16 +309,32 @@ class S3Repository(Repository):
         return ids
 
     def _manifest(self, backup_id: str) -> Manifest | None:
+        return self._read_manifest(backup_id, Manifest)
+
+    def _read_manifest(self, backup_id: str, model: type[_M]) -> _M | None:
         data = self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         if data is None:
             return None
         try:
-            manifest = Manifest.model_validate_json(data)
+            manifest = model.model_validate_json(data)
         except ValueError as exc:
             raise RepositoryError(f"S3 backup {backup_id}: malformed manifest ({exc})") from exc
         if manifest.id != backup_id:
             raise RepositoryError(f"S3 backup {backup_id}: its manifest says it is set {manifest.id}")
         return manifest
+
+    def summaries(self) -> builtins.list[ManifestSummary]:
+        """As ``list``, without reading fingerprints: one manifest's bytes at a time."""
+        out, self.broken = [], {}
+        for backup_id in self._set_ids():
+            try:
+                m = self._read_manifest(backup_id, ManifestSummary)
+            except RepositoryError as exc:
+                self.broken[backup_id] = str(exc)
+                continue
+            if m is not None:
+                out.append(m)
+        return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def list(self) -> list[Manifest]:
         out, self.broken = [], {}

@@ -114,3 +114,16 @@ def test_unreachable_store_is_a_clear_error() -> None:
     repo.client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(RepositoryError, match="S3: listing"):
         repo.list()
+
+
+def test_summaries_list_what_list_lists_and_name_a_set_they_cannot_read(s3_endpoint: str, bucket: str) -> None:
+    from engine.manifest import ManifestSummary
+
+    repo = S3Repository(bucket, prefix="inv", endpoint_url=s3_endpoint)
+    first = _write(repo, {"a": b"1"})
+    second = _write(repo, {"b": b"22"})
+    assert repo.summaries() == [ManifestSummary.of(m) for m in repo.list()]
+    key = repo.key(second.id, "manifest.json")
+    repo.client.put_object(Bucket=bucket, Key=key, Body=b'{"id": "' + second.id.encode() + b'"}')
+    assert [s.id for s in repo.summaries()] == [first.id]
+    assert list(repo.broken) == [second.id]
