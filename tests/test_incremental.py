@@ -106,30 +106,33 @@ def test_layer_removals_cannot_leave_the_restored_tree(removal: str) -> None:
         assert (target / "keep.txt").read_text() == "live"
 
 
-def test_an_entry_that_vanishes_while_a_live_directory_is_archived_is_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["drproof-headers", "tarfile-headers"])
+def test_an_entry_that_vanishes_while_a_live_directory_is_archived_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
     """Applications rename temporary files while a backup runs; tar must not crash on them."""
     import io
+    import os
     import tarfile
 
     from engine.components import files
 
+    monkeypatch.setattr(files, "FAST_HEADERS", fast)
     root = tmp_path / "live"
     root.mkdir()
     (root / "keep.txt").write_text("kept")
     (root / ".tmp-1").write_text("partial")
-    real_info = tarfile.TarFile.gettarinfo
+    real_lstat = os.lstat
 
-    def racing_info(self: tarfile.TarFile, name: object, *args: object, **kw: object) -> tarfile.TarInfo:
-        if str(name).endswith(".tmp-1"):
+    def racing_lstat(name: object, *args: object, **kw: object) -> os.stat_result:
+        if str(name).endswith(".tmp-1") and (root / ".tmp-1").exists():
             (root / ".tmp-1").rename(root / "renamed")  # the writer finished in between
-        return real_info(self, name, *args, **kw)  # type: ignore[arg-type]
+        return real_lstat(name, *args, **kw)  # type: ignore[arg-type]
 
     sink = io.BytesIO()
-    tarfile.TarFile.gettarinfo = racing_info  # type: ignore[method-assign,assignment]
-    try:
-        count = files.write_tar(root, sink)
-    finally:
-        tarfile.TarFile.gettarinfo = real_info  # type: ignore[method-assign]
+    monkeypatch.setattr(os, "lstat", racing_lstat)
+    count = files.write_tar(root, sink)
+    monkeypatch.undo()
     with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as archive:
         names = archive.getnames()
     assert "keep.txt" in names and ".tmp-1" not in names
