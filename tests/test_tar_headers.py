@@ -82,19 +82,22 @@ def test_gnu_tar_lists_and_extracts_the_archive(tmp_path: Path, monkeypatch: pyt
     assert (out / "private").stat().st_mode & 0o7777 == 0o700
 
 
+@pytest.mark.parametrize("size", [100, 3 * CHUNK], ids=["small", "large"])
 def test_a_file_that_shrinks_while_archived_is_an_error_not_a_short_member(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
     (tmp_path / "tree").mkdir()
     victim = tmp_path / "tree" / "log"
-    victim.write_bytes(b"x" * (3 * CHUNK))
-    real_add = files.ContentDigest.add
+    victim.write_bytes(b"x" * size)
+    real_fstat = os.fstat
 
-    def truncate_after_the_first_chunk(self: files.ContentDigest, data: bytes | memoryview) -> None:
-        os.truncate(victim, 10)  # log rotation with copytruncate, mid-read
-        real_add(self, data)
+    def truncated_after_stat(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        if os.path.exists(victim) and result.st_ino == os.stat(victim).st_ino:
+            os.truncate(victim, 10)  # log rotation with copytruncate, between stat and read
+        return result
 
-    monkeypatch.setattr(files.ContentDigest, "add", truncate_after_the_first_chunk)
+    monkeypatch.setattr(os, "fstat", truncated_after_stat)
     with pytest.raises(OSError, match="unexpected end of data"):
         _archive(tmp_path / "tree", True, monkeypatch)
 
@@ -124,3 +127,11 @@ def test_any_plain_tree_archives_alike(
     assert _archive(root, True, monkeypatch) == _archive(root, False, monkeypatch)
     with tarfile.open(fileobj=io.BytesIO(_archive(root, True, monkeypatch)[0])) as tar:
         assert sorted(tar.getnames()) == sorted(n for n, _, _ in entries)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, CHUNK - 1, CHUNK])
+@pytest.mark.parametrize("mode", [0o100644, 0o100755, 0o104700])
+def test_the_small_file_part_is_the_general_one(size: int, mode: int) -> None:
+    data = os.urandom(size)
+    fast, general = files.small_file_part(mode, data), files.content_part(data, mode)
+    assert fast == general and fast.model_dump_json() == general.model_dump_json()

@@ -9,6 +9,7 @@ contents exactly as they were.
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 import shutil
@@ -91,6 +92,26 @@ class ContentDigest:
             self._h.add(bytes(self._pending), count=len(self._pending))
             self._pending.clear()
         return self._h.part()
+
+
+_MODE_RECORDS: dict[int, bytes] = {}
+
+
+def small_file_part(mode: int, data: bytes) -> Part:
+    """``ContentDigest(mode)`` fed ``data`` (at most CHUNK bytes) in one piece, without its machinery.
+
+    The same records hashed the same way (a test holds the two equal); written out
+    because the general path costs more per small file than archiving it does.
+    """
+    head = _MODE_RECORDS.get(mode)
+    if head is None:
+        record = b"file\0" + oct(stat.S_IMODE(mode)).encode()
+        head = _MODE_RECORDS.setdefault(mode, len(record).to_bytes(8, "big") + record)
+    h = hashlib.sha256(head)
+    if data:
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return Part.model_construct(digest=h.hexdigest(), count=len(data), unit="bytes")
 
 
 class _Appender:
@@ -247,42 +268,50 @@ def ustar_header(name: str, st: os.stat_result, typeflag: bytes, size: int, link
     write (a test holds the bytes equal).
     """
     mtime = int(st.st_mtime)
-    uname, gname = _owner_name("u", st.st_uid), _owner_name("g", st.st_gid)
+    owner = _owner_fields(st.st_uid, st.st_gid)
     try:
         raw_name, raw_link = name.encode("ascii"), linkname.encode("ascii")
     except UnicodeEncodeError:
         return None
     if (
-        uname is None
-        or gname is None
+        owner is None
         or len(raw_name) > 100
         or len(raw_link) > 100
-        or not (0 <= st.st_uid < _MAX_ID and 0 <= st.st_gid < _MAX_ID)
         or not (0 <= size < _MAX_NUM and 0 <= mtime < _MAX_NUM)
     ):
         return None
+    ids, names = owner
     block = bytearray(
         b"".join(
             (
                 raw_name.ljust(100, b"\0"),
-                _octal(stat.S_IMODE(st.st_mode), 8),
-                _octal(st.st_uid, 8),
-                _octal(st.st_gid, 8),
-                _octal(size, 12),
-                _octal(mtime, 12),
-                b"        ",
+                b"%07o\0" % stat.S_IMODE(st.st_mode),
+                ids,
+                b"%011o\0%011o\0        " % (size, mtime),
                 typeflag,
                 raw_link.ljust(100, b"\0"),
-                tarfile.POSIX_MAGIC,
-                uname.ljust(32, b"\0"),
-                gname.ljust(32, b"\0"),
-                _NUL8,
-                _NUL8,
+                names,
             )
         ).ljust(tarfile.BLOCKSIZE, b"\0")
     )
     block[148:155] = b"%06o\0" % sum(block)
     return bytes(block)
+
+
+_OWNERS: dict[tuple[int, int], tuple[bytes, bytes] | None] = {}
+
+
+def _owner_fields(uid: int, gid: int) -> tuple[bytes, bytes] | None:
+    """The uid and gid fields, and magic to device fields, of a header: the same for most files."""
+    key = (uid, gid)
+    if key not in _OWNERS:
+        uname, gname = _owner_name("u", uid), _owner_name("g", gid)
+        if uname is None or gname is None or not (0 <= uid < _MAX_ID and 0 <= gid < _MAX_ID):
+            _OWNERS[key] = None
+        else:
+            ids = _octal(uid, 8) + _octal(gid, 8)
+            _OWNERS[key] = (ids, tarfile.POSIX_MAGIC + uname.ljust(32, b"\0") + gname.ljust(32, b"\0") + _NUL8 * 2)
+    return _OWNERS[key]
 
 
 def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] | None) -> int | None:
@@ -324,13 +353,30 @@ def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, P
         return 0
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
+    st = os.fstat(fd)  # the size of what is read, not of what the walk saw
+    if st.st_size <= CHUNK:  # most files: one read, and header, content and padding in one write
+        try:
+            header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
+            data = os.read(fd, st.st_size) if header is not None else b""
+        finally:
+            os.close(fd)
+        if header is None:
+            return None
+        if len(data) < st.st_size:
+            raise OSError(f"unexpected end of data: {path} shrank while it was archived")
+        padding = -st.st_size % tarfile.BLOCKSIZE
+        tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
+        tar.offset += len(header) + st.st_size + padding
+        if parts is not None:
+            parts[FILE + arcname] = small_file_part(st.st_mode, data)
+        return 1
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)  # the size of what is read, not of what the walk saw
         header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
         if header is None:
             return None
-        _emit(tar, header)
         digest = ContentDigest(st.st_mode) if parts is not None else None
+        padding = -st.st_size % tarfile.BLOCKSIZE
+        _emit(tar, header)
         remaining = st.st_size
         while remaining:
             chunk = fh.read(min(CHUNK, remaining))
@@ -340,7 +386,6 @@ def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, P
             if digest is not None:
                 digest.add(chunk)
             remaining -= len(chunk)
-        padding = -st.st_size % tarfile.BLOCKSIZE
         if padding:
             tar.fileobj.write(b"\0" * padding)
         tar.offset += st.st_size + padding  # tarfile's own count, kept true
