@@ -217,7 +217,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 manifest = engine_backup.backup(repo, [comp], parent=parent)
                 t = mark("backup + fingerprint", t)
                 try:
-                    report = repo.verify(manifest.id)
+                    report = repo.verify(manifest.id, written=manifest)
                 except RepositoryError as exc:  # e.g. a manifest the repository refuses to read back
                     out["error"] = str(exc)
                 else:

@@ -200,7 +200,7 @@ def take_backup(
             )
             op.backup_ids = [manifest.id]
             progress(f"verifying {manifest.id}")
-            report = repo.verify(manifest.id)
+            report = repo.verify(manifest.id, written=manifest)
             repo.record_verification(report)
         if not report.ok:
             raise IntegrityError(f"backup {manifest.id} failed verification right after writing: {report.damaged}")

@@ -434,3 +434,37 @@ def test_a_set_the_inventory_cannot_read_is_named_broken(damage: object) -> None
         path.write_text(json.dumps(doc))
         assert [s.id for s in repo.summaries()] == [good.id]
         assert list(repo.broken) == [bad.id]
+
+
+# -- verifying a set just written: its manifest is compared, not parsed again ----------------------
+
+
+def test_verify_of_a_set_just_written_uses_the_written_manifest_when_the_bytes_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with _repo() as repo:
+        manifest = _write_set(repo, [b"abc", b"de"])
+
+        def no_parse(backup_id: str) -> Manifest:
+            raise AssertionError("the manifest was parsed again")
+
+        monkeypatch.setattr(repo, "get", no_parse)
+        report = repo.verify(manifest.id, written=manifest)
+        assert report.ok and len(report.checks) == 2
+
+
+def test_verify_of_a_set_just_written_reads_a_changed_manifest_as_a_restore_would() -> None:
+    """Bytes that differ from what was written: the stored manifest decides, and damage shows."""
+    with _repo() as repo:
+        manifest = _write_set(repo, [b"abc"])
+        path = repo.root / "sets" / manifest.id / MANIFEST_NAME
+        doc = json.loads(path.read_text())
+        doc["components"][0]["fingerprint"] = {"parts": "not a fingerprint"}
+        path.write_text(json.dumps(doc))
+        with pytest.raises(RepositoryError, match="malformed manifest"):
+            repo.verify(manifest.id, written=manifest)
+        doc = json.loads(manifest.to_json())
+        doc["artifacts"][0]["sha256"] = "0" * 64
+        path.write_text(json.dumps(doc))
+        report = repo.verify(manifest.id, written=manifest)
+        assert not report.ok and report.damaged == [manifest.artifacts[0].key]

@@ -31,6 +31,7 @@ from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import (
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     VERIFIED_NAME,
     ArtifactRecord,
     ComponentRecord,
@@ -236,6 +237,15 @@ class LocalRepository(Repository):
                 except RepositoryError as exc:
                     self.broken[entry.name] = str(exc)
         return sorted(out, key=lambda m: (m.created_at, m.id))
+
+    def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
+        path = self._set_dir(backup_id) / MANIFEST_NAME
+        try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                return None
+            return path.read_bytes()
+        except OSError:
+            return None
 
     def get(self, backup_id: str) -> Manifest:
         path = self._set_dir(backup_id) / MANIFEST_NAME

@@ -336,6 +336,12 @@ class S3Repository(Repository):
                 out.append(m)
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
+    def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
+        try:
+            return self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
+        except RepositoryError:
+            return None
+
     def list(self) -> list[Manifest]:
         out, self.broken = [], {}
         for backup_id in self._set_ids():
