@@ -131,15 +131,23 @@ def main(argv: list[str] | None = None) -> int:
             while made < n:  # copies of the manifest: list() reads nothing else
                 copy = template_repo / "sets" / f"{template.name[:-6]}{made:06x}"
                 copy.mkdir()
-                shutil.copy(template / "manifest.json", copy / "manifest.json")
+                # Each copy names itself: a manifest whose id is not its set's is refused.
+                text = (template / "manifest.json").read_text()
+                (copy / "manifest.json").write_text(text.replace(f'"id": "{template.name}"', f'"id": "{copy.name}"', 1))
                 made += 1
             name = f"list {n} sets of {counts[0]} files"
             for rep in range(1, args.repeats + 1):
                 log(f"listing {n} sets {rep}/{args.repeats}")
                 result = run_child({"op": "list", "repo": str(template_repo)}, env)
                 assert result["sets"] == n, result
+                newest = run_child({"op": "newest", "repo": str(template_repo)}, env)
+                assert newest["sets"] == n, newest
                 series.setdefault(name, Series(name)).add(
-                    seconds=result["phases"]["list"], process_seconds=result["seconds"], peak_rss=result["peak_rss"]
+                    seconds=result["phases"]["list"],
+                    process_seconds=result["seconds"],
+                    peak_rss=result["peak_rss"],
+                    newest_seconds=newest["phases"]["newest"],
+                    newest_peak_rss=newest["peak_rss"],
                 )
         imports = run_child({"op": "imports"}, env)
     finally:
@@ -207,8 +215,25 @@ def report(
     list_rows = []
     for n in sorted(set_counts):
         ser = series[f"list {n} sets of {counts[0]} files"]
-        list_rows.append([str(n), secs(ser.median("seconds")), mb(ser.median("peak_rss"))])
-    listing = markdown_table(["sets in repository", "repo.list() s", "process peak RSS MB"], list_rows)
+        list_rows.append(
+            [
+                str(n),
+                secs(ser.median("seconds")),
+                mb(ser.median("peak_rss")),
+                secs(ser.median("newest_seconds")),
+                mb(ser.median("newest_peak_rss")),
+            ]
+        )
+    listing = markdown_table(
+        [
+            "sets in repository",
+            "repo.list() s",
+            "peak RSS MB",
+            "summaries + newest set s (incremental parent, latest, prune)",
+            "peak RSS MB",
+        ],
+        list_rows,
+    )
     head = f"idle drproof process after imports: {mb(imports['peak_rss'])} MB"
     return f"{head}\n\n{backups}\n\nrepository listing, each set holding a {counts[0]}-file fingerprint:\n\n{listing}"
 

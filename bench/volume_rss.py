@@ -196,9 +196,16 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     encryption = Encryption.from_settings(KEY_ENV, None, None) if spec.get("encrypted") else None
     repo = LocalRepository(Path(spec["repo"]), encryption)
     if spec["op"] == "list":
-        # What an incremental backup, a restore by time and prune do first: list every set.
+        # Every set read whole: what pitr planning and `recovery verify` of all sets still do.
         out["sets"] = len(repo.list())
         mark("list", t)
+        return out
+    if spec["op"] == "newest":
+        # What an incremental backup, "restore the latest" and prune do now: the summaries,
+        # then the one manifest chosen.
+        out["sets"] = len(repo.summaries())
+        next(repo.newest_first(), None)
+        mark("newest", t)
         return out
     where = Path(spec["path"])
     runtime = ExternalRuntime(where.parent, directories={INSTANCE: where})

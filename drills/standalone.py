@@ -186,8 +186,7 @@ def take_backup(
             if backup_type == "incremental":
                 # Volumes store only their changes since the newest set; other kinds take full
                 # backups inside the same set (their tools have no cheap incremental form here).
-                existing = repo.list()
-                parent = existing[-1] if existing else None
+                parent = next(repo.newest_first(), None)
                 if parent is None:
                     progress("no earlier backup: this incremental backup is a full one")
             manifest = engine_backup.backup(
@@ -222,7 +221,7 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
     audit = audit or AuditLog(None)
     repo = repository(config, None)
     with repo.lock(exclusive=True):
-        sets = repo.list()
+        sets = repo.summaries()
         holds = {m.id: [c.name for c in m.components] for m in sets}
         decisions = plan(sets, policy, repo.verified_ids())
         kept = [
@@ -296,14 +295,15 @@ def restorability(manifest: Manifest) -> list[str]:
 def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
     if backup_id:
         return repo.get(backup_id)
-    sets = repo.list()
+    sets = repo.summaries()
     if timestamp is not None:
         sets = [m for m in sets if m.created_at <= timestamp]
         if not sets:
             raise BackupNotFound(f"no backup was taken at or before {timestamp.isoformat()}")
-    if not sets:
+    newest = next(repo.newest_first(sets), None)
+    if newest is None:
         raise BackupNotFound("the repository holds no complete backup")
-    return sets[-1]
+    return newest
 
 
 def summary(manifest: Manifest | ManifestSummary) -> dict[str, Any]:

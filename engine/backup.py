@@ -129,11 +129,9 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
 
 
 def _latest_record(repository: Repository, comp: Component) -> ComponentRecord | None:
-    for m in sorted(repository.list(), key=lambda m: (m.created_at, m.id), reverse=True):
-        try:
-            record = m.component(comp.instance)
-        except KeyError:
-            continue
+    holding = [s for s in repository.summaries() if any(c.name == comp.instance for c in s.components)]
+    for m in repository.newest_first(holding):
+        record = m.component(comp.instance)
         if record.kind == comp.name:
             return record
     return None

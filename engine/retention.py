@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine.manifest import Manifest
+from engine.manifest import Manifest, ManifestSummary
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Decision:
 
 
 def _buckets(
-    newest_first: Sequence[Manifest],
+    newest_first: Sequence[Manifest | ManifestSummary],
     count: int,
     key: Callable[[datetime], Hashable],
     label: str,
@@ -54,7 +54,7 @@ def _buckets(
         decisions[m.id].reasons.append(f"{label} {period}")
 
 
-def plan(manifests: Sequence[Manifest], policy: Policy, verified: set[str]) -> list[Decision]:
+def plan(manifests: Sequence[Manifest | ManifestSummary], policy: Policy, verified: set[str]) -> list[Decision]:
     """Decisions for every backup, newest first."""
     newest_first = sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True)
     decisions = {m.id: Decision(m.id, m.created_at, keep=False) for m in newest_first}

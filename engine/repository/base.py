@@ -6,7 +6,7 @@ import builtins
 import hashlib
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
@@ -160,6 +160,23 @@ class Repository(ABC):
 
     @abstractmethod
     def get(self, backup_id: str) -> Manifest: ...
+
+    def newest_first(self, sets: Sequence[ManifestSummary] | None = None) -> Iterator[Manifest]:
+        """Whole manifests, newest first, read one at a time as the caller asks for them.
+
+        Why: finding the newest set (an incremental's parent, "restore the latest") read
+        every manifest whole first: 1.5 GB for ten sets of 100,000 files (issue 14). The
+        order comes from the summaries; a set that cannot be read whole is skipped as
+        ``list`` skips it, and named in ``broken``.
+        """
+        chosen = self.summaries() if sets is None else sets
+        broken = dict(getattr(self, "broken", {}))
+        for summary in sorted(chosen, key=lambda m: (m.created_at, m.id), reverse=True):
+            try:
+                yield self.get(summary.id)
+            except RepositoryError as exc:
+                broken[summary.id] = str(exc)
+                self.broken = broken
 
     def summaries(self) -> builtins.list[ManifestSummary]:
         """Complete sets, oldest first, as an inventory shows them (no fingerprints read).
