@@ -111,7 +111,7 @@ def small_file_part(mode: int, data: bytes) -> Part:
     if data:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
-    return Part.model_construct(digest=h.hexdigest(), count=len(data), unit="bytes")
+    return Part(digest=h.hexdigest(), count=len(data), unit="bytes")
 
 
 class _Appender:
