@@ -16,6 +16,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 @dataclass(slots=True)
 class Part:
     """One named piece of a fingerprint: a digest and what it counted.
@@ -33,11 +37,13 @@ class Part:
     count: Annotated[int, Field(description="Rows, keys, vectors or bytes covered by this part.")]
     unit: Annotated[str, Field(description="What `count` counts: rows, keys, vectors, bytes, files.")]
     # A measured part (Redis expiry times) matches within a tolerance instead of by digest:
-    # the same ``count``, and ``total`` within ``tolerance`` per counted item.
-    total: int | None = None
-    tolerance: int | None = None
+    # the same ``count``, and ``total`` within ``tolerance`` per counted item. Left out of
+    # the JSON when unset, which they are for all but expiry parts: three lines a file of
+    # a volume's manifest (manifests that carry them as null read the same).
+    total: Annotated[int | None, Field(exclude_if=_unset)] = None
+    tolerance: Annotated[int | None, Field(exclude_if=_unset)] = None
     earliest: Annotated[
-        int | None, Field(description="For expiry parts: the earliest expiry, ms since 1970.")
+        int | None, Field(description="For expiry parts: the earliest expiry, ms since 1970.", exclude_if=_unset)
     ] = None
 
     def matches(self, other: Part) -> bool:
