@@ -189,17 +189,21 @@ class TreeWriter:
         return self._on_entry("/".join(member_parts(member.name)), member) if self._on_entry else None
 
     def _write_file(self, parent: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        # Straight to the descriptor: a buffered file object per member (open, flush,
+        # close) cost more than the write itself for small files, and every chunk is
+        # already CHUNK-sized.
         fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
-        digest = self._notify(member)
-        with os.fdopen(fd, "wb", closefd=True) as out:
+        try:
+            digest = self._notify(member)
             if data is not None:
                 while chunk := data.read(CHUNK):
-                    out.write(chunk)
+                    _write_all(fd, chunk)
                     if digest is not None:
                         digest(chunk)
-            os.fchmod(out.fileno(), member.mode & 0o777)
-            out.flush()
-            os.utime(out.fileno(), (member.mtime, member.mtime))
+            os.fchmod(fd, member.mode & 0o777)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
 
     def _link(self, parent: int, name: str, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         source = tuple(member_parts(member.linkname, "hard link target"))
@@ -240,6 +244,15 @@ class TreeWriter:
             fd = self._dir(parts, False, "/".join(parts))
             if fd is not None:
                 os.fchmod(fd, self._modes[parts])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError("the file system took none of the bytes written")
+        view = view[written:]
 
 
 def extract_into(stream: IO[bytes], writer: TreeWriter) -> int:
