@@ -221,7 +221,12 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
     audit = audit or AuditLog(None)
     repo = repository(config, None)
     with repo.lock(exclusive=True):
-        sets = repo.summaries()
+        # Only sets a restore could read count: a newer set whose manifest is damaged must
+        # never take the place of the good one retention would otherwise keep. Each is read
+        # whole once, one at a time, so memory stays that of one manifest.
+        summaries = repo.summaries()
+        readable = {m.id for m in repo.newest_first(summaries)}
+        sets = [m for m in summaries if m.id in readable]
         holds = {m.id: [c.name for c in m.components] for m in sets}
         decisions = plan(sets, policy, repo.verified_ids())
         kept = [

@@ -216,6 +216,29 @@ def test_retention_prunes_after_backup_and_dry_run_deletes_nothing(
     assert [b["id"] for b in _json(capsys)["backups"]] == [newest]
 
 
+def test_a_newer_set_with_a_damaged_manifest_never_takes_the_place_of_a_good_one_in_retention(
+    stack: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Negative control for prune reading summaries: the damaged set is not counted, the good one is kept."""
+    import json
+
+    config = yaml.safe_load(stack["config"].read_text())
+    cfg = str(stack["config"])
+    ids = []
+    for _ in range(2):
+        assert run_cli(["backup", "--config", cfg, "--components", "conf", "--json"]) == 0
+        ids.append(_json(capsys)["id"])
+    path = stack["config"].parent / "repo" / "sets" / ids[-1] / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["components"][0]["fingerprint"] = {"parts": "damaged"}
+    path.write_text(json.dumps(doc))
+    config["retention"] = {"keep_last": 1}
+    stack["config"].write_text(yaml.safe_dump(config))
+    assert run_cli(["recovery", "prune", "--config", cfg, "--dry-run", "--json"]) == 0
+    plan = _json(capsys)
+    assert [k["id"] for k in plan["kept"]] == [ids[0]] and plan["deleted"] == []
+
+
 def test_offsite_copy_survives_loss_of_every_local_backup(
     stack: dict[str, Any], s3_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
