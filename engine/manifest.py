@@ -200,18 +200,15 @@ class ManifestSummary(BaseModel):
         return cls.model_validate(manifest.model_dump(exclude={"components": {"__all__": {"fingerprint"}}}))
 
 
-def load_manifest_summary(path: Path) -> ManifestSummary:
-    return _load(path, ManifestSummary)
-
-
 def load_manifest(path: Path) -> Manifest:
-    return _load(path, Manifest)
+    return load_as(path, Manifest)
 
 
-_M = TypeVar("_M", Manifest, ManifestSummary)
+# A manifest read whole, or as the inventory reads it.
+ManifestModel = TypeVar("ManifestModel", Manifest, ManifestSummary)
 
 
-def _load(path: Path, model: type[_M]) -> _M:
+def load_as(path: Path, model: type[ManifestModel]) -> ManifestModel:
     try:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:

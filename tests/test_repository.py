@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -54,6 +55,18 @@ def _read(repo: LocalRepository, manifest: Manifest, artifact: ArtifactRecord) -
 
 def _stored_file(repo: LocalRepository, manifest: Manifest, artifact: ArtifactRecord) -> Path:
     return repo.root / "sets" / manifest.id / artifact.path
+
+
+def _edit_manifest(repo: LocalRepository, backup_id: str, edit: Callable[[dict[str, Any]], object]) -> None:
+    """Change a stored manifest as someone with write access to the repository could."""
+    path = repo.root / "sets" / backup_id / MANIFEST_NAME
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _damage_fingerprint(doc: dict[str, Any]) -> None:
+    doc["components"][0]["fingerprint"] = {"parts": "not a fingerprint"}
 
 
 # -- writing, listing, reading ---------------------------------------------------------------
@@ -410,10 +423,7 @@ def test_a_set_whose_fingerprint_is_damaged_still_lists_but_never_loads() -> Non
     """The inventory skips fingerprints; get(), which restores use, still refuses the set."""
     with _repo() as repo:
         manifest = _write_set(repo, [b"a"])
-        path = repo.root / "sets" / manifest.id / MANIFEST_NAME
-        doc = json.loads(path.read_text())
-        doc["components"][0]["fingerprint"] = {"parts": "not a fingerprint"}
-        path.write_text(json.dumps(doc))
+        _edit_manifest(repo, manifest.id, _damage_fingerprint)
         assert [s.id for s in repo.summaries()] == [manifest.id] and repo.broken == {}
         with pytest.raises(RepositoryError, match="malformed manifest"):
             repo.get(manifest.id)
@@ -424,14 +434,11 @@ def test_a_set_whose_fingerprint_is_damaged_still_lists_but_never_loads() -> Non
     [lambda d: d.update(id="someone-else"), lambda d: d.pop("created_at"), lambda d: d.update(format=2)],
     ids=["id-of-another-set", "no-created-at", "unknown-format"],
 )
-def test_a_set_the_inventory_cannot_read_is_named_broken(damage: object) -> None:
+def test_a_set_the_inventory_cannot_read_is_named_broken(damage: Callable[[dict[str, Any]], object]) -> None:
     with _repo() as repo:
         good = _write_set(repo, [b"a"])
         bad = _write_set(repo, [b"b"])
-        path = repo.root / "sets" / bad.id / MANIFEST_NAME
-        doc = json.loads(path.read_text())
-        damage(doc)  # type: ignore[operator]
-        path.write_text(json.dumps(doc))
+        _edit_manifest(repo, bad.id, damage)
         assert [s.id for s in repo.summaries()] == [good.id]
         assert list(repo.broken) == [bad.id]
 
@@ -457,14 +464,10 @@ def test_verify_of_a_set_just_written_reads_a_changed_manifest_as_a_restore_woul
     """Bytes that differ from what was written: the stored manifest decides, and damage shows."""
     with _repo() as repo:
         manifest = _write_set(repo, [b"abc"])
-        path = repo.root / "sets" / manifest.id / MANIFEST_NAME
-        doc = json.loads(path.read_text())
-        doc["components"][0]["fingerprint"] = {"parts": "not a fingerprint"}
-        path.write_text(json.dumps(doc))
+        _edit_manifest(repo, manifest.id, _damage_fingerprint)
         with pytest.raises(RepositoryError, match="malformed manifest"):
             repo.verify(manifest.id, written=manifest)
-        doc = json.loads(manifest.to_json())
-        doc["artifacts"][0]["sha256"] = "0" * 64
-        path.write_text(json.dumps(doc))
+        _edit_manifest(repo, manifest.id, lambda d: d.update(json.loads(manifest.to_json())))
+        _edit_manifest(repo, manifest.id, lambda d: d["artifacts"][0].update(sha256="0" * 64))
         report = repo.verify(manifest.id, written=manifest)
         assert not report.ok and report.damaged == [manifest.artifacts[0].key]

@@ -36,9 +36,9 @@ from engine.manifest import (
     ArtifactRecord,
     ComponentRecord,
     Manifest,
+    ManifestModel,
     ManifestSummary,
-    load_manifest,
-    load_manifest_summary,
+    load_as,
 )
 from engine.repository.base import (
     BackupSetWriter,
@@ -212,28 +212,19 @@ class LocalRepository(Repository):
 
     def list(self) -> list[Manifest]:
         """Complete sets, oldest first; sets whose manifest cannot be read go to ``broken``."""
+        return self._read_all(Manifest)
+
+    def summaries(self) -> builtins.list[ManifestSummary]:
+        """As ``list``, one manifest at a time and without its fingerprints: memory stays flat."""
+        return self._read_all(ManifestSummary)
+
+    def _read_all(self, model: type[ManifestModel]) -> builtins.list[ManifestModel]:
         out = []
         self.broken: dict[str, str] = {}
         for entry in sorted((self.root / "sets").iterdir()):
             if (entry / MANIFEST_NAME).is_file():
                 try:
-                    out.append(self.get(entry.name))
-                except RepositoryError as exc:
-                    self.broken[entry.name] = str(exc)
-        return sorted(out, key=lambda m: (m.created_at, m.id))
-
-    def summaries(self) -> builtins.list[ManifestSummary]:
-        """As ``list``, one manifest at a time and without its fingerprints: memory stays flat."""
-        out = []
-        self.broken = {}
-        for entry in sorted((self.root / "sets").iterdir()):
-            path = entry / MANIFEST_NAME
-            if path.is_file():
-                try:
-                    summary = load_manifest_summary(path)
-                    if summary.id != entry.name:
-                        raise RepositoryError(f"{path}: the manifest in set {entry.name} says it is set {summary.id}")
-                    out.append(summary)
+                    out.append(self._read(entry.name, model))
                 except RepositoryError as exc:
                     self.broken[entry.name] = str(exc)
         return sorted(out, key=lambda m: (m.created_at, m.id))
@@ -248,10 +239,13 @@ class LocalRepository(Repository):
             return None
 
     def get(self, backup_id: str) -> Manifest:
+        return self._read(backup_id, Manifest)
+
+    def _read(self, backup_id: str, model: type[ManifestModel]) -> ManifestModel:
         path = self._set_dir(backup_id) / MANIFEST_NAME
         if not path.is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
-        manifest = load_manifest(path)
+        manifest = load_as(path, model)
         if manifest.id != backup_id:
             raise RepositoryError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
         return manifest

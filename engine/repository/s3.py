@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import IO, Any, ClassVar, TypeVar
+from typing import IO, Any, ClassVar
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
@@ -37,6 +37,7 @@ from engine.manifest import (
     ArtifactRecord,
     ComponentRecord,
     Manifest,
+    ManifestModel,
     ManifestSummary,
 )
 from engine.repository.base import (
@@ -91,9 +92,6 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         read_timeout=_env_number(READ_TIMEOUT_ENV, 60, 0.1),
     )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
-
-
-_M = TypeVar("_M", Manifest, ManifestSummary)
 
 
 class MultipartWriter(io.RawIOBase):
@@ -311,7 +309,7 @@ class S3Repository(Repository):
     def _manifest(self, backup_id: str) -> Manifest | None:
         return self._read_manifest(backup_id, Manifest)
 
-    def _read_manifest(self, backup_id: str, model: type[_M]) -> _M | None:
+    def _read_manifest(self, backup_id: str, model: type[ManifestModel]) -> ManifestModel | None:
         data = self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         if data is None:
             return None
@@ -325,10 +323,13 @@ class S3Repository(Repository):
 
     def summaries(self) -> builtins.list[ManifestSummary]:
         """As ``list``, without reading fingerprints: one manifest's bytes at a time."""
+        return self._read_all(ManifestSummary)
+
+    def _read_all(self, model: type[ManifestModel]) -> builtins.list[ManifestModel]:
         out, self.broken = [], {}
         for backup_id in self._set_ids():
             try:
-                m = self._read_manifest(backup_id, ManifestSummary)
+                m = self._read_manifest(backup_id, model)
             except RepositoryError as exc:
                 self.broken[backup_id] = str(exc)
                 continue
@@ -343,16 +344,7 @@ class S3Repository(Repository):
             return None
 
     def list(self) -> list[Manifest]:
-        out, self.broken = [], {}
-        for backup_id in self._set_ids():
-            try:
-                m = self._manifest(backup_id)
-            except RepositoryError as exc:
-                self.broken[backup_id] = str(exc)
-                continue
-            if m is not None:
-                out.append(m)
-        return sorted(out, key=lambda m: (m.created_at, m.id))
+        return self._read_all(Manifest)
 
     def get(self, backup_id: str) -> Manifest:
         m = self._manifest(backup_id)
