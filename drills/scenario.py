@@ -9,12 +9,11 @@ Unknown keys are errors everywhere; a misspelt check must never silently not run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -23,30 +22,26 @@ from pydantic import (
 
 from drills.assertions import assertion_kinds
 from drills.durations import Duration
+from drills.steps import step_kinds
+from drills.steps.backup import BackupSpec
+from drills.steps.disaster import DisasterCommon
+from drills.steps.restore import RestoreSpec
+from drills.steps.sql import SqlSpec
+from drills.steps.workload import WorkloadSpec
+from drills.strict import NAME_PATTERN, Name, Strict, literal, none_is_empty, tagged
 from engine.components import component_kinds
-from engine.faults import faults
 from engine.runtime import runtimes
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Lower-case letters, digits, - and _.")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
-
-    # The YAML key or literal value that selects this model inside a union; used to
-    # find the model for a precise "unknown key" message.
-    drproof_tag: ClassVar[str | None] = None
-
-
-def _literal(value: str) -> Any:
-    """``Literal[value]`` for a value known only at run time."""
-    return Literal.__getitem__(value)
-
-
-def _tagged(model: type[Strict], tag: str) -> type[Strict]:
-    model.drproof_tag = tag
-    return model
+__all__ = [
+    "NAME_PATTERN",
+    "BackupSpec",
+    "DisasterCommon",
+    "Name",
+    "RestoreSpec",
+    "SqlSpec",
+    "Strict",
+    "WorkloadSpec",
+]
 
 
 # -- stack ---------------------------------------------------------------------------------
@@ -57,11 +52,11 @@ def _component_model(kind: Any) -> type[Strict]:
         f"{kind.name.capitalize()}Component",
         __base__=Strict,
         __doc__=kind.description,
-        kind=(_literal(kind.name), Field(description="Component kind.")),
+        kind=(literal(kind.name), Field(description="Component kind.")),
         description=(str, Field(default="", description="What this component stands for in your stack.")),
         seed=(kind.Params, Field(default_factory=kind.Params, description="Deterministic seed data.")),
     )
-    return _tagged(model, kind.name)
+    return tagged(model, kind.name)
 
 
 _component_models = [_component_model(k) for k in component_kinds]
@@ -87,10 +82,6 @@ class Stack(Strict):
     )
 
 
-def _none_is_empty(value: Any) -> Any:
-    return {} if value is None else value
-
-
 class OffsiteSpec(Strict):
     path: Path | None = Field(
         default=None,
@@ -106,7 +97,7 @@ class RepositorySpec(Strict):
         description="Directory for backup sets (relative to the scenario). Default: a private repository in the "
         "run's work directory, removed afterwards.",
     )
-    offsite: Annotated[OffsiteSpec | None, BeforeValidator(_none_is_empty)] = Field(
+    offsite: Annotated[OffsiteSpec | None, BeforeValidator(none_is_empty)] = Field(
         default=None,
         description="A second repository every backup step copies its new set to, verbatim and verified; a backup "
         "whose copy fails (after 3 attempts) fails. `offsite: {}` uses a private directory.",
@@ -129,120 +120,7 @@ class Objectives(Strict):
 # -- steps ---------------------------------------------------------------------------------
 
 
-class BackupSpec(Strict):
-    name: Name | None = Field(default=None, description="Name later steps use to refer to this backup.")
-    components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
-    expect: Literal["success", "failure"] = Field(
-        default="success",
-        description="`failure` when the drill proves a backup fails loudly (e.g. its offsite copy cannot be made); "
-        "the drill then fails if it succeeds.",
-    )
-
-
-class RestoreSpec(Strict):
-    from_: Name | None = Field(default=None, alias="from", description="Backup step name; default: the latest.")
-    components: list[Name] | None = Field(
-        default=None, description="Components to restore; default: all in the backup."
-    )
-    point_in_time: Literal["latest", "before_disaster"] | None = Field(
-        default=None,
-        description="Physical PostgreSQL only: replay archived WAL after the base backup, to the newest WAL that "
-        "survived (`latest`) or to the moment the first disaster began (`before_disaster`). Default: the state "
-        "of the backup itself.",
-    )
-    repository: Literal["primary", "offsite"] = Field(
-        default="primary", description="Restore from the primary repository or from the offsite copy."
-    )
-    expect: Literal["success", "refused"] = Field(
-        default="success",
-        description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
-    )
-
-
-class WorkloadSpec(Strict):
-    rate: float = Field(default=10.0, gt=0, le=1000, description="Acknowledged writes per second, per component.")
-    components: list[Name] | None = Field(
-        default=None,
-        description="Components to write to; default: every component whose kind has a workload writer "
-        "(postgres and its variants, redis and its variants, volumes, vectorstore).",
-    )
-
-
-class DisasterCommon(Strict):
-    target: str = Field(description="Component name, or `repository` for faults on stored backups.")
-    name: Name | None = Field(default=None, description="Name for the report; default: the fault name.")
-
-
-def _fault_model(fault: Any) -> type[Strict]:
-    model = create_model(
-        f"{''.join(p.capitalize() for p in fault.name.split('_'))}Disaster",
-        __base__=(DisasterCommon, fault.Params),
-        __doc__=fault.description,
-        fault=(_literal(fault.name), Field(description="Fault to inject.")),
-    )
-    return _tagged(model, fault.name)
-
-
-_fault_models = [_fault_model(f) for f in faults]
-if TYPE_CHECKING:
-    DisasterSpec = Any
-else:
-    DisasterSpec = Annotated[Union[tuple(_fault_models)], Field(discriminator="fault")]  # noqa: UP007
-
-
-class BackupStep(Strict):
-    """Take a full backup of the components into the repository."""
-
-    backup: Annotated[BackupSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=BackupSpec)
-
-
-class WaitStep(Strict):
-    """Let time pass (for example between a backup and a disaster)."""
-
-    wait: Duration
-
-
-class WorkloadStep(Strict):
-    """Start writing numbered records in the background; they run until the first disaster.
-
-    Every acknowledged write is recorded outside the stack, so after the restore drproof
-    can count the writes that were lost and measure the recovery point (RPO).
-    """
-
-    workload: Annotated[WorkloadSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=WorkloadSpec)
-
-
-class SqlSpec(Strict):
-    target: Name = Field(description="A PostgreSQL component (any postgres kind).")
-    statement: str = Field(min_length=1, description="SQL run in one transaction, e.g. a migration.")
-
-
-class SqlStep(Strict):
-    """Change a database on purpose (a migration, a fix): a change the earlier backups do not hold."""
-
-    sql: SqlSpec
-
-
-class DisasterStep(Strict):
-    """Break something on purpose."""
-
-    disaster: DisasterSpec
-
-
-class RestoreStep(Strict):
-    """Restore components from a backup and wait until they are healthy."""
-
-    restore: Annotated[RestoreSpec, BeforeValidator(_none_is_empty)] = Field(default_factory=RestoreSpec)
-
-
-STEP_MODELS: dict[str, type[Strict]] = {
-    "backup": _tagged(BackupStep, "backup"),
-    "wait": _tagged(WaitStep, "wait"),
-    "workload": _tagged(WorkloadStep, "workload"),
-    "sql": _tagged(SqlStep, "sql"),
-    "disaster": _tagged(DisasterStep, "disaster"),
-    "restore": _tagged(RestoreStep, "restore"),
-}
+STEP_MODELS: dict[str, type[Strict]] = {k.name: tagged(k.model, k.name) for k in step_kinds}
 
 
 def _single_key(value: Any) -> str | None:
@@ -277,7 +155,7 @@ else:
 
 def _assertion_model(kind: Any) -> type[Strict]:
     fields: dict[str, Any] = {
-        kind.name: (Annotated[kind.Params, BeforeValidator(_none_is_empty)], Field(default_factory=kind.Params))
+        kind.name: (Annotated[kind.Params, BeforeValidator(none_is_empty)], Field(default_factory=kind.Params))
     }
     model = create_model(
         f"{''.join(p.capitalize() for p in kind.name.split('_'))}Assertion",
@@ -285,7 +163,7 @@ def _assertion_model(kind: Any) -> type[Strict]:
         __doc__=kind.description,
         **fields,
     )
-    return _tagged(model, kind.name)
+    return tagged(model, kind.name)
 
 
 ASSERTION_MODELS = {k.name: _assertion_model(k) for k in assertion_kinds}

@@ -8,35 +8,21 @@ All problems are collected and reported together.
 
 from __future__ import annotations
 
-import difflib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from drills.assertions import assertion_kinds
 from drills.controls import control_ids
+from drills.crosscheck import CheckContext, as_dict, problem, str_list, suggest
 from drills.scenario import ASSERTION_MODELS, NAME_PATTERN, STEP_MODELS, Scenario, Strict
-from drills.yamlsource import Document, PathKey, render_path
+from drills.steps import step_kinds
+from drills.yamlsource import Document, PathKey
 from engine.components import component_kinds
 from engine.errors import Problem
-from engine.faults import REPOSITORY_TARGET, faults, fits
-
-
-def _problem(
-    doc: Document, path: PathKey, message: str, anchor: PathKey | None = None, at_key: bool = False
-) -> Problem:
-    mark = None
-    probe = anchor if anchor is not None else path
-    while mark is None:
-        mark = doc.locate(probe, prefer_key=at_key)
-        if mark is None and not probe:
-            break
-        if mark is None:
-            probe = probe[:-1]
-    message = message.replace("; (", " (")  # no suggestion: keep the sentence tidy
-    return Problem(doc.file, mark.line if mark else None, mark.column if mark else None, render_path(path), message)
-
+from engine.faults import REPOSITORY_TARGET, faults
 
 # -- pass 1: shape and types ---------------------------------------------------------------
 
@@ -102,11 +88,6 @@ def _keys_of(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 def _same_key(key: Any, text: str) -> bool:
     """Whether a non-text YAML key is the one pydantic renders as ``text`` (true as "1")."""
     if isinstance(key, str):
@@ -151,18 +132,18 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         key = str(loc[-1])
         model = _model_at(root, loc[:-1])
         allowed = _keys_of(model) if model else []
-        hint = _suggest(key, allowed)
+        hint = suggest(key, allowed)
         expected = f"(expected one of: {', '.join(allowed)})" if allowed else ""
-        return _problem(doc, path, f"unknown key {key!r}; {hint}{expected}".rstrip("; "), at_key=True)
+        return problem(doc, path, f"unknown key {key!r}; {hint}{expected}".rstrip("; "), at_key=True)
     if kind == "missing":
-        return _problem(doc, path, f"required key {loc[-1]!r} is missing", anchor=path[:-1])
+        return problem(doc, path, f"required key {loc[-1]!r} is missing", anchor=path[:-1])
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
         tag = str(ctx.get("tag"))
         expected_tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
         field = ctx.get("discriminator", "").strip("'")
-        hint = _suggest(tag, expected_tags)
-        return _problem(
+        hint = suggest(tag, expected_tags)
+        return problem(
             doc,
             _doc_path(doc, (*loc, field)),
             f"unknown {field} {tag!r}; {hint}(expected one of: {', '.join(expected_tags)})",
@@ -181,43 +162,43 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
                 hint = (
                     " (YAML reads on/off/yes/no/true/false as booleans: quote the key)" if isinstance(key, bool) else ""
                 )
-                return _problem(doc, candidate, f"keys must be text, got {shown}{hint}", at_key=True)
-        return _problem(doc, mapping_path, f"keys must be text, got {loc[-1]}")
+                return problem(doc, candidate, f"keys must be text, got {shown}{hint}", at_key=True)
+        return problem(doc, mapping_path, f"keys must be text, got {loc[-1]}")
     if kind == "union_tag_not_found":
         field = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
         options = {"fault": faults.names(), "kind": component_kinds.names()}.get(field, [])
         expected = f" (expected one of: {', '.join(options)})" if options else ""
-        return _problem(doc, path, f"required key {field!r} is missing{expected}")
+        return problem(doc, path, f"required key {field!r} is missing{expected}")
     if kind in {"step_shape", "assertion_shape"}:
         what, options = ("step", list(STEP_MODELS)) if kind == "step_shape" else ("assertion", list(ASSERTION_MODELS))
         value = err.get("input")
         if isinstance(value, dict) and len(value) == 1:
             key = str(next(iter(value)))
-            return _problem(
+            return problem(
                 doc,
                 (*path, key),
-                f"unknown {what} {key!r}; {_suggest(key, options)}(expected one of: {', '.join(options)})",
+                f"unknown {what} {key!r}; {suggest(key, options)}(expected one of: {', '.join(options)})",
             )
         if isinstance(value, str):
-            return _problem(
+            return problem(
                 doc,
                 path,
-                f"unknown {what} {value!r}; {_suggest(value, options)}(expected one of: {', '.join(options)})",
+                f"unknown {what} {value!r}; {suggest(value, options)}(expected one of: {', '.join(options)})",
             )
-        return _problem(doc, path, msg)
+        return problem(doc, path, msg)
     if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
         msg = f"expected a name of lower-case letters, digits, '-' and '_' (got {_short(err['input'])})"
-        return _problem(doc, path, msg)
+        return problem(doc, path, msg)
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
     elif "input" in err and not isinstance(err["input"], dict | list):
         msg = f"{msg} (got {_short(err['input'])})"
     if kind == "literal_error" and loc and loc[-1] == "kind":
         msg = (
-            f"unknown component kind {err['input']!r}; {_suggest(str(err['input']), component_kinds.names())}"
+            f"unknown component kind {err['input']!r}; {suggest(str(err['input']), component_kinds.names())}"
             f"(expected one of: {', '.join(component_kinds.names())})"
         )
-    return _problem(doc, path, msg)
+    return problem(doc, path, msg)
 
 
 # -- pass 2: cross-references --------------------------------------------------------------
@@ -225,11 +206,7 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
 # problems elsewhere: users get every problem in one go.
 
 
-def _d(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-_KNOWN = {"backup", "wait", "disaster", "restore", "fidelity", "rto", "backup_integrity"}
+_KNOWN = {"backup", "wait", "disaster", "restore", "fidelity", "rto", "backup_integrity"}  # a malformed entry counts as these
 
 
 def _single(value: Any) -> tuple[str | None, dict[str, Any]]:
@@ -240,234 +217,49 @@ def _single(value: Any) -> tuple[str | None, dict[str, Any]]:
     if isinstance(value, dict):
         for key, inner in value.items():
             if len(value) == 1 or key in _KNOWN:
-                return str(key), _d(inner)
+                return str(key), as_dict(inner)
     return None, {}
 
 
-def _str_list(value: Any) -> list[tuple[int, str]]:
-    return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _supports_pitr(kind: str) -> bool:
-    return kind in component_kinds and bool(getattr(component_kinds.get(kind), "supports_point_in_time", False))
-
-
-def _built_on(kind: str, base: str) -> bool:
-    if kind not in component_kinds:
-        return True  # an unknown kind is reported on its own
-    return any(c.__dict__.get("name") == base for c in component_kinds.get(kind).__mro__)
-
-
-def _takes_workload(kind: str) -> bool:
-    from drills.workload import writer_kinds
-
-    if kind not in component_kinds:
-        return True  # an unknown kind is reported on its own
-    return any(c.__dict__.get("name") in writer_kinds for c in component_kinds.get(kind).__mro__)
-
-
 def _cross_checks(doc: Document) -> list[Problem]:
-    problems: list[Problem] = []
-    data = _d(doc.data)
-    comps = _d(_d(data.get("stack")).get("components"))
-    names = [str(n) for n in comps]
-    kinds = {str(n): _d(c).get("kind") for n, c in comps.items()}
-    objectives = _d(data.get("objectives"))
-
-    def bad_component(path: PathKey, name: str, what: str = "component") -> None:
-        problems.append(
-            _problem(doc, path, f"no {what} named {name!r}; {_suggest(name, names)}(components: {', '.join(names)})")
+    ctx = CheckContext.of(doc)
+    data = as_dict(doc.data)
+    if REPOSITORY_TARGET in ctx.components:
+        ctx.add(
+            ("stack", "components", REPOSITORY_TARGET),
+            f"{REPOSITORY_TARGET!r} is reserved for faults on the backup repository",
         )
-
-    def check_components(path: PathKey, value: Any) -> None:
-        for j, c in _str_list(value):
-            if c not in comps:
-                bad_component((*path, j), c)
-
-    if REPOSITORY_TARGET in comps:
-        problems.append(
-            _problem(
-                doc,
-                ("stack", "components", REPOSITORY_TARGET),
-                f"{REPOSITORY_TARGET!r} is reserved for faults on the backup repository",
-            )
-        )
-    for name, spec in comps.items():
-        sql_file = _d(_d(spec).get("seed")).get("sql_file")
+    for name, spec in ctx.components.items():
+        sql_file = as_dict(as_dict(spec).get("seed")).get("sql_file")
         if isinstance(sql_file, str):
             resolved = Path(sql_file) if Path(sql_file).is_absolute() else Path(doc.file).parent / sql_file
             if not resolved.is_file():
-                problems.append(
-                    _problem(doc, ("stack", "components", name, "seed", "sql_file"), f"SQL file not found: {resolved}")
-                )
+                ctx.add(("stack", "components", name, "seed", "sql_file"), f"SQL file not found: {resolved}")
+    _check_steps(ctx, data["steps"] if isinstance(data.get("steps"), list) else [])
+    for i, raw in enumerate(data["assertions"] if isinstance(data.get("assertions"), list) else []):
+        tag, params = _single(raw)
+        if tag is not None and tag in assertion_kinds:
+            assertion_kinds.get(tag)().cross_check(ctx, i, params)
+    ctx.problems.extend(_control_checks(doc, data.get("controls")))
+    return ctx.problems
 
-    backups: list[str] = []
+
+def _check_steps(ctx: CheckContext, steps: list[Any]) -> None:
+    """Each step checks its own references; step names must be unique."""
     step_names: dict[str, int] = {}
-    has_disaster = has_restore = has_workload = False
-    steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
     for i, raw in enumerate(steps):
         kind, spec = _single(raw)
-        base: PathKey = ("steps", i, kind or "")
         step_name: str | None = spec["name"] if isinstance(spec.get("name"), str) else None
         if step_name:
             if step_name in step_names:
-                problems.append(
-                    _problem(
-                        doc,
-                        (*base, "name"),
-                        f"step name {step_name!r} already used by step {step_names[step_name] + 1}",
-                    )
+                ctx.add(
+                    ("steps", i, kind or "", "name"),
+                    f"step name {step_name!r} already used by step {step_names[step_name] + 1}",
                 )
             step_names[step_name] = i
-        if kind == "backup":
-            backups.append(step_name or f"step{i + 1}-backup")
-            check_components((*base, "components"), spec.get("components"))
-        elif kind == "disaster":
-            has_disaster = True
-            fault_name, target = spec.get("fault"), spec.get("target")
-            if not isinstance(fault_name, str) or fault_name not in faults or not isinstance(target, str):
-                continue  # pass 1 reports these
-            fault = faults.get(fault_name)
-            if target == REPOSITORY_TARGET:
-                if REPOSITORY_TARGET not in fault.targets:
-                    problems.append(
-                        _problem(
-                            doc,
-                            (*base, "target"),
-                            f"fault {fault.name!r} hits {', '.join(sorted(fault.targets))} "
-                            "components, not the repository",
-                        )
-                    )
-                if not backups:
-                    problems.append(_problem(doc, base, "a repository fault needs an earlier backup step"))
-                ref = spec.get("backup")
-                if isinstance(ref, str) and ref not in backups:
-                    problems.append(
-                        _problem(
-                            doc,
-                            (*base, "backup"),
-                            f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
-                            f"(earlier backups: {', '.join(backups) or 'none'})",
-                        )
-                    )
-                comp = spec.get("component")
-                if isinstance(comp, str) and comp not in comps:
-                    bad_component((*base, "component"), comp)
-            elif target not in comps:
-                bad_component((*base, "target"), target, "target")
-            elif isinstance(kind_name := kinds[target], str) and not fits(fault, kind_name):
-                fitting = [f.name for f in faults if fits(f, kind_name)]
-                problems.append(
-                    _problem(
-                        doc,
-                        (*base, "fault"),
-                        f"fault {fault.name!r} cannot hit {target!r} (a {kind_name}); "
-                        f"faults for {kind_name}: {', '.join(fitting) or 'none'}",
-                    )
-                )
-        elif kind == "restore":
-            has_restore = True
-            ref = spec.get("from")
-            if not backups:
-                problems.append(_problem(doc, base, "restore needs an earlier backup step"))
-            elif isinstance(ref, str) and ref not in backups:
-                problems.append(
-                    _problem(
-                        doc,
-                        (*base, "from"),
-                        f"no earlier backup step named {ref!r}; {_suggest(ref, backups)}"
-                        f"(earlier backups: {', '.join(backups)})",
-                    )
-                )
-            check_components((*base, "components"), spec.get("components"))
-            if spec.get("point_in_time") is not None:
-                chosen = [c for _, c in _str_list(spec.get("components"))] or names
-                for c in chosen:
-                    kind_name = kinds.get(c)
-                    if isinstance(kind_name, str) and not _supports_pitr(kind_name):
-                        problems.append(
-                            _problem(
-                                doc,
-                                (*base, "point_in_time"),
-                                f"{c!r} is a {kind_name}, which cannot be restored to a point in time; "
-                                "use kind postgres-physical, or list only such components in `components`",
-                            )
-                        )
-        elif kind == "sql":
-            target = spec.get("target")
-            if isinstance(target, str):
-                if target not in comps:
-                    bad_component((*base, "target"), target)
-                elif isinstance(kinds.get(target), str) and not _built_on(str(kinds[target]), "postgres"):
-                    problems.append(
-                        _problem(doc, (*base, "target"), f"{target!r} is a {kinds[target]}, not a PostgreSQL component")
-                    )
-        elif kind == "workload":
-            has_workload = True
-            listed = _str_list(spec.get("components"))
-            check_components((*base, "components"), spec.get("components"))
-            for j, c in listed:
-                kind_name = kinds.get(c)
-                if isinstance(kind_name, str) and not _takes_workload(kind_name):
-                    problems.append(
-                        _problem(
-                            doc,
-                            (*base, "components", j),
-                            f"{c!r} is a {kind_name}, which has no workload writer "
-                            "(writers: postgres and its variants, redis and its variants, volumes, vectorstore)",
-                        )
-                    )
-
-    assertions: list[Any] = data["assertions"] if isinstance(data.get("assertions"), list) else []
-    for i, raw in enumerate(assertions):
-        tag, params = _single(raw)
-        base = ("assertions", i, tag or "")
-        if tag == "fidelity":
-            check_components((*base, "components"), params.get("components"))
-            if not backups:
-                problems.append(_problem(doc, ("assertions", i), "fidelity needs a backup step to compare against"))
-        elif tag == "rto":
-            if params.get("max") is None and objectives.get("rto") is None:
-                problems.append(
-                    _problem(doc, ("assertions", i), "rto needs an objective: set objectives.rto or rto.max")
-                )
-            if not (has_disaster and has_restore):
-                problems.append(
-                    _problem(doc, ("assertions", i), "rto needs a disaster step and a restore step to time")
-                )
-            comp = params.get("component")
-            if isinstance(comp, str) and comp not in comps:
-                bad_component((*base, "component"), comp)
-        elif tag == "rpo":
-            if params.get("max") is None and objectives.get("rpo") is None:
-                problems.append(
-                    _problem(doc, ("assertions", i), "rpo needs an objective: set objectives.rpo or rpo.max")
-                )
-            if not has_workload:
-                problems.append(
-                    _problem(
-                        doc,
-                        ("assertions", i),
-                        "rpo needs a workload step: without writes in flight there is no recovery point to measure",
-                    )
-                )
-            comp = params.get("component")
-            if isinstance(comp, str) and comp not in comps:
-                bad_component((*base, "component"), comp)
-        elif tag == "backup_integrity":
-            ref = params.get("backup")
-            if not backups:
-                problems.append(_problem(doc, ("assertions", i), "backup_integrity needs a backup step"))
-            elif isinstance(ref, str) and ref not in backups:
-                problems.append(
-                    _problem(
-                        doc,
-                        (*base, "backup"),
-                        f"no backup step named {ref!r}; {_suggest(ref, backups)}(backups: {', '.join(backups)})",
-                    )
-                )
-    problems.extend(_control_checks(doc, data.get("controls")))
-    return problems
+        if kind is not None and kind in step_kinds:
+            step_kinds.get(kind)().cross_check(ctx, i, spec)
+            ctx.steps_seen.add(kind)
 
 
 def _control_checks(doc: Document, declared: Any) -> list[Problem]:
@@ -475,13 +267,13 @@ def _control_checks(doc: Document, declared: Any) -> list[Problem]:
     the report without a word, and the auditor would never see it was asked for."""
     known = control_ids()
     problems = []
-    for i, value in _str_list(declared):
+    for i, value in str_list(declared):
         if value not in known:
             problems.append(
-                _problem(
+                problem(
                     doc,
                     ("controls", i),
-                    f"unknown control {value!r}; {_suggest(value, known)}(known controls: {', '.join(known)})",
+                    f"unknown control {value!r}; {suggest(value, known)}(known controls: {', '.join(known)})",
                 )
             )
     return problems

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.crosscheck import CheckContext, suggest
 from engine.errors import DrproofError
 from engine.journal import AssertionResult
 
@@ -30,6 +31,16 @@ class BackupIntegrity(Assertion):
         "Re-hashes every stored artifact of a backup: passes when verification reports exactly the artifacts "
         "damaged on purpose (none, if none were) and every restore from a damaged artifact was refused."
     )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        ref = params.get("backup")
+        if not ctx.backups:
+            ctx.add(("assertions", index), "backup_integrity needs a backup step")
+        elif isinstance(ref, str) and ref not in ctx.backups:
+            ctx.add(
+                ("assertions", index, self.name, "backup"),
+                f"no backup step named {ref!r}; {suggest(ref, ctx.backups)}(backups: {', '.join(ctx.backups)})",
+            )
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, BackupIntegrityParams)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drills.crosscheck import CheckContext
 from engine.components.base import Component
 from engine.fingerprint import Fingerprint
 from engine.journal import AssertionResult, ComponentResult, DisasterRecord
@@ -78,6 +79,13 @@ class Assertion(ABC):
     @abstractmethod
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         """One result per thing judged (e.g. per component), each with its evidence."""
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        """Add to ``ctx`` what this check needs from the scenario and does not get (``params`` raw).
+
+        Called after every step was checked, so ``ctx`` knows the whole timeline.
+        """
+        return None
 
 
 def result(id: str, name: str, status: str, summary: str, **kw: Any) -> AssertionResult:

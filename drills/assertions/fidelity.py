@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.crosscheck import CheckContext
 from engine.fingerprint import compare
 from engine.journal import AssertionResult
 
@@ -28,6 +29,11 @@ class Fidelity(Assertion):
         "Per component, the content fingerprint at the end of the drill equals the fingerprint taken when the "
         "backup it was restored from was made; a mismatch names the table, key space, file or vector range."
     )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        ctx.check_components(("assertions", index, self.name, "components"), params.get("components"))
+        if not ctx.backups:
+            ctx.add(("assertions", index), "fidelity needs a backup step to compare against")
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, FidelityParams)

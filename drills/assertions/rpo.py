@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.crosscheck import CheckContext
 from drills.durations import Duration, format_duration
 from engine.journal import AssertionResult
 
@@ -32,6 +33,16 @@ class Rpo(Assertion):
         "last one acknowledged before the disaster, per component (the stack's is the worst), is at most the "
         "objective; writes lost before a surviving one are always a failure."
     )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        if params.get("max") is None and ctx.objectives.get("rpo") is None:
+            ctx.add(("assertions", index), "rpo needs an objective: set objectives.rpo or rpo.max")
+        if "workload" not in ctx.steps_seen:
+            ctx.add(
+                ("assertions", index),
+                "rpo needs a workload step: without writes in flight there is no recovery point to measure",
+            )
+        ctx.check_component(("assertions", index, self.name, "component"), params.get("component"))
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, RpoParams)

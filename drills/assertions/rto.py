@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.crosscheck import CheckContext
 from drills.durations import Duration, format_duration
 from engine.journal import AssertionResult
 
@@ -23,6 +24,13 @@ class Rto(Assertion):
         "Measured recovery time, from the first disaster's injection until every damaged component (or the one "
         "named) is restored and healthy, is at most the objective."
     )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        if params.get("max") is None and ctx.objectives.get("rto") is None:
+            ctx.add(("assertions", index), "rto needs an objective: set objectives.rto or rto.max")
+        if not {"disaster", "restore"} <= ctx.steps_seen:
+            ctx.add(("assertions", index), "rto needs a disaster step and a restore step to time")
+        ctx.check_component(("assertions", index, self.name, "component"), params.get("component"))
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, RtoParams)

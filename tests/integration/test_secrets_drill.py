@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import drills.runner
 import engine.components.configuration as configuration
 from drills.runner import DrillRunner
+from drills.steps.backup import Backup
+from drills.steps.restore import Restore
 from engine.crypto import Encryption
 from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import read_results, run_cli
@@ -244,13 +246,13 @@ def _send_wrong_passwords(runner: DrillRunner, planted: Planted) -> None:
 def test_a_drill_failing_on_wrong_passwords_at_restore_leaks_neither_the_right_nor_the_wrong_ones(
     tmp_path: Path, planted: Planted, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_restore = DrillRunner._restore
+    real_restore = Restore.run
 
-    def restore_with_wrong_passwords(self: DrillRunner, i: int, spec: Any) -> None:
-        _send_wrong_passwords(self, planted)
-        real_restore(self, i, spec)
+    def restore_with_wrong_passwords(self: Restore, runner: DrillRunner, i: int, spec: Any) -> None:
+        _send_wrong_passwords(runner, planted)
+        real_restore(self, runner, i, spec)
 
-    monkeypatch.setattr(DrillRunner, "_restore", restore_with_wrong_passwords)
+    monkeypatch.setattr(Restore, "run", restore_with_wrong_passwords)
     code = _drill(tmp_path, "secret-drill-fails", "drop_table", planted, capfd)
 
     results = read_results(tmp_path / "report-secret-drill-fails")
@@ -267,13 +269,13 @@ def test_a_drill_failing_on_wrong_passwords_at_restore_leaks_neither_the_right_n
 def test_a_drill_failing_on_wrong_passwords_at_backup_leaks_neither_the_right_nor_the_wrong_ones(
     tmp_path: Path, planted: Planted, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_backup = DrillRunner._backup
+    real_backup = Backup.run
 
-    def backup_with_wrong_passwords(self: DrillRunner, i: int, spec: Any) -> None:
-        _send_wrong_passwords(self, planted)
-        real_backup(self, i, spec)
+    def backup_with_wrong_passwords(self: Backup, runner: DrillRunner, i: int, spec: Any) -> None:
+        _send_wrong_passwords(runner, planted)
+        real_backup(self, runner, i, spec)
 
-    monkeypatch.setattr(DrillRunner, "_backup", backup_with_wrong_passwords)
+    monkeypatch.setattr(Backup, "run", backup_with_wrong_passwords)
     code = _drill(tmp_path, "secret-drill-no-backup", "drop_table", planted, capfd, sets_written=False)
 
     results = read_results(tmp_path / "report-secret-drill-no-backup")

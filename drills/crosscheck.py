@@ -1,0 +1,110 @@
+"""What the cross-reference pass of validation knows while it walks a scenario.
+
+Pass 2 of validation runs on the raw document, defensively, so that its problems are
+reported even when pass 1 found others: users get every problem in one go. Each step
+kind and each assertion checks its own references (a restore names an earlier backup, an
+rto has an objective) through the :class:`CheckContext` it is handed, so a new kind brings
+its own checks and validation itself has no list of kinds.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from drills.yamlsource import Document, PathKey, render_path
+from engine.components import component_kinds
+from engine.errors import Problem
+
+
+def problem(doc: Document, path: PathKey, message: str, anchor: PathKey | None = None, at_key: bool = False) -> Problem:
+    """A problem at ``path`` (or the nearest located ancestor of ``anchor``) of ``doc``."""
+    mark = None
+    probe = anchor if anchor is not None else path
+    while mark is None:
+        mark = doc.locate(probe, prefer_key=at_key)
+        if mark is None and not probe:
+            break
+        if mark is None:
+            probe = probe[:-1]
+    message = message.replace("; (", " (")  # no suggestion: keep the sentence tidy
+    return Problem(doc.file, mark.line if mark else None, mark.column if mark else None, render_path(path), message)
+
+
+def suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def str_list(value: Any) -> list[tuple[int, str]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def built_on(kind: str, base: str) -> bool:
+    """Whether component kind ``kind`` is ``base`` or built on it (an unknown kind counts: it is reported on its own)."""
+    if kind not in component_kinds:
+        return True
+    return any(c.__dict__.get("name") == base for c in component_kinds.get(kind).__mro__)
+
+
+@dataclass
+class CheckContext:
+    """The scenario as the cross-reference pass has read it so far, and the problems found.
+
+    Steps are checked in order, so ``backups`` holds the backups taken *before* the step
+    being checked; assertions are checked after every step.
+    """
+
+    doc: Document
+    components: dict[str, Any]
+    kinds: dict[str, Any]
+    objectives: dict[str, Any]
+    problems: list[Problem] = field(default_factory=list)
+    backups: list[str] = field(default_factory=list)
+    steps_seen: set[str] = field(default_factory=set)  # step kinds met so far
+
+    @classmethod
+    def of(cls, doc: Document) -> CheckContext:
+        data = as_dict(doc.data)
+        comps = as_dict(as_dict(data.get("stack")).get("components"))
+        return cls(
+            doc=doc,
+            components=comps,
+            kinds={str(n): as_dict(c).get("kind") for n, c in comps.items()},
+            objectives=as_dict(data.get("objectives")),
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [str(n) for n in self.components]
+
+    def add(self, path: PathKey, message: str, anchor: PathKey | None = None) -> None:
+        self.problems.append(problem(self.doc, path, message, anchor))
+
+    def bad_component(self, path: PathKey, name: str, what: str = "component") -> None:
+        names = self.names
+        self.add(path, f"no {what} named {name!r}; {suggest(name, names)}(components: {', '.join(names)})")
+
+    def check_components(self, path: PathKey, value: Any) -> None:
+        """Every name listed at ``path`` is a component of the stack."""
+        for j, c in str_list(value):
+            if c not in self.components:
+                self.bad_component((*path, j), c)
+
+    def check_component(self, path: PathKey, value: Any, what: str = "component") -> None:
+        if isinstance(value, str) and value not in self.components:
+            self.bad_component(path, value, what)
+
+    def check_backup_ref(self, path: PathKey, ref: Any, what: str = "earlier backup step") -> None:
+        """A named backup must be one taken before."""
+        if isinstance(ref, str) and ref not in self.backups:
+            self.add(
+                path,
+                f"no {what} named {ref!r}; {suggest(ref, self.backups)}"
+                f"(earlier backups: {', '.join(self.backups) or 'none'})",
+            )

@@ -1,0 +1,153 @@
+"""backup: take a backup set of the stack (and copy it offsite when the scenario has one)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field
+
+from drills.crosscheck import CheckContext
+from drills.steps.base import StepFailed, StepKind
+from drills.strict import Name, Strict, none_is_empty
+from engine import backup as engine_backup
+from engine.errors import DrproofError
+from engine.journal import BackupRecord
+from engine.manifest import Manifest
+
+if TYPE_CHECKING:
+    from drills.runner import DrillRunner
+
+# A backup's offsite copy is retried this often, with this pause (seconds) times the
+# attempt number between tries: enough to ride out a blip, short enough for a drill.
+OFFSITE_ATTEMPTS = 3
+OFFSITE_BACKOFF = 0.2
+
+
+class BackupSpec(Strict):
+    name: Name | None = Field(default=None, description="Name later steps use to refer to this backup.")
+    components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
+    expect: Literal["success", "failure"] = Field(
+        default="success",
+        description="`failure` when the drill proves a backup fails loudly (e.g. its offsite copy cannot be made); "
+        "the drill then fails if it succeeds.",
+    )
+
+
+class BackupStep(Strict):
+    """Take a full backup of the components into the repository."""
+
+    backup: Annotated[BackupSpec, BeforeValidator(none_is_empty)] = Field(default_factory=BackupSpec)
+
+
+def backup_name(index: int, spec: Any) -> str:
+    """The name later steps refer to a backup by: its own, else ``step<N>-backup``."""
+    name = spec.get("name") if isinstance(spec, dict) else spec.name
+    return name if isinstance(name, str) and name else f"step{index + 1}-backup"
+
+
+class Backup(StepKind):
+    name: ClassVar[str] = "backup"
+    model: ClassVar[type[Strict]] = BackupStep
+
+    def cross_check(self, ctx: CheckContext, index: int, spec: dict[str, Any]) -> None:
+        ctx.backups.append(backup_name(index, spec))
+        ctx.check_components(("steps", index, self.name, "components"), spec.get("components"))
+
+    def run(self, run: DrillRunner, index: int, spec: Any) -> None:
+        """One backup step; with ``expect: failure`` its failure is recorded and judged, not fatal."""
+        name = backup_name(index, spec)
+        if spec.expect == "success":
+            _take(run, index, spec, name)
+            run.backup_outcomes.append({"step": index + 1, "backup": name, "expected": "success", "outcome": "ok"})
+            return
+        try:
+            _take(run, index, spec, name)
+        except DrproofError as exc:
+            run.backup_outcomes.append(
+                {"step": index + 1, "backup": name, "expected": "failure", "outcome": "failed", "detail": str(exc)}
+            )
+            # The phase already recorded the failure as an error; it was declared, so say so.
+            last = run.phases[-1]
+            if last.step == index + 1 and last.kind == "backup":
+                last.status = "failed"
+                last.detail = f"failed as expected: {last.detail}"
+        else:
+            run.backup_outcomes.append({"step": index + 1, "backup": name, "expected": "failure", "outcome": "ok"})
+
+
+def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
+    state = run.state
+    assert state is not None
+    chosen = [state.components[c] for c in (spec.components or list(state.components))]
+    with run.phase(f"backup {name}", "backup", step=index + 1) as rec:
+        t0 = time.monotonic()
+        manifest = engine_backup.backup(
+            state.repository,
+            chosen,
+            label=name,
+            labels={"scenario": run.scenario.name, "scenario_sha256": run.loaded.sha256, "step": str(index + 1)},
+        )
+        duration = time.monotonic() - t0
+        rec["data"] = {"backup_id": manifest.id}
+        if run.offsite is not None:
+            offsite: dict[str, Any] = {}
+            rec["data"]["offsite"] = offsite
+            copy_offsite(run, manifest, offsite)
+        state.backups[name] = manifest
+        for c in chosen:
+            taken = manifest.component(c.instance).fingerprint
+            assert taken is not None  # asked for above
+            state.results[c.instance].fingerprint_at_backup = taken.digest
+        run.tools.update(manifest.tools)
+        run.backup_records.append(_record(manifest, name, [c.instance for c in chosen], duration))
+        rec["detail"] = (
+            f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, "
+            f"{sum(a.size for a in manifest.artifacts)} bytes stored"
+        )
+
+
+def _record(manifest: Manifest, name: str, components: list[str], duration: float) -> BackupRecord:
+    return BackupRecord(
+        name=name,
+        id=manifest.id,
+        created_at=manifest.created_at,
+        components=components,
+        artifacts=[
+            {"key": a.key, "size": a.size, "raw_size": a.raw_size, "sha256": a.sha256} for a in manifest.artifacts
+        ],
+        manifest_sha256=hashlib.sha256(manifest.to_json().encode()).hexdigest(),
+        duration_seconds=round(duration, 6),
+    )
+
+
+def copy_offsite(run: DrillRunner, manifest: Manifest, record: dict[str, Any]) -> None:
+    """Copy a new set (and any parent the offsite lacks) offsite, retrying; raise if it never works.
+
+    The backup step fails when this raises: a set that exists only locally is one
+    disk away from gone, and nobody notices a gap that is only logged. Every attempt
+    goes into ``record`` (the phase's data) as it happens, so a failure keeps them too.
+    """
+    state = run.state
+    assert state is not None and run.offsite is not None
+    attempts: list[dict[str, Any]] = []
+    record.update(repository=run.offsite.describe().get("path", ""), verified=False, attempts=attempts)
+    for attempt in range(1, OFFSITE_ATTEMPTS + 1):
+        t0 = time.monotonic()
+        try:
+            copied = engine_backup.sets_to_copy(state.repository, run.offsite, manifest)
+            for m in copied:
+                engine_backup.copy_set(state.repository, run.offsite, m)
+        except DrproofError as exc:
+            attempts.append({"attempt": attempt, "ok": False, "error": str(exc)})
+            if attempt < OFFSITE_ATTEMPTS:
+                time.sleep(OFFSITE_BACKOFF * attempt)
+            continue
+        attempts.append({"attempt": attempt, "ok": True, "seconds": round(time.monotonic() - t0, 6)})
+        record.update(copied=[m.id for m in copied], verified=True)
+        return
+    raise StepFailed(
+        f"backup set {manifest.id} was written locally, but its offsite copy failed "
+        f"{OFFSITE_ATTEMPTS} times (last: {attempts[-1]['error']}); it exists in one place only"
+    )
