@@ -67,17 +67,29 @@ class CheckContext:
     problems: list[Problem] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     steps_seen: set[str] = field(default_factory=set)  # step kinds met so far
+    # A restore test's `source:` (raw), when the scenario has one. Its components are known
+    # only when it lists them; otherwise they are whatever the chosen set holds, found at
+    # run time, and names cannot be checked here.
+    source: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, doc: Document) -> CheckContext:
         data = as_dict(doc.data)
-        comps = as_dict(as_dict(data.get("stack")).get("components"))
-        return cls(
-            doc=doc,
-            components=comps,
-            kinds={str(n): as_dict(c).get("kind") for n, c in comps.items()},
-            objectives=as_dict(data.get("objectives")),
-        )
+        comps = dict(as_dict(as_dict(data.get("stack")).get("components")))
+        kinds = {str(n): as_dict(c).get("kind") for n, c in comps.items()}
+        source = as_dict(data["source"]) if "source" in data else None
+        for _, name in str_list(as_dict(source).get("components")):
+            comps.setdefault(name, None)
+            kinds.setdefault(name, None)  # known from the backup only at run time
+        ctx = cls(doc=doc, components=comps, kinds=kinds, objectives=as_dict(data.get("objectives")), source=source)
+        if source is not None:
+            ctx.backups.append("source")
+        return ctx
+
+    @property
+    def names_unknown(self) -> bool:
+        """Whether component names cannot be checked: a source restoring every component of its set."""
+        return self.source is not None and not isinstance(self.source.get("components"), list)
 
     @property
     def names(self) -> list[str]:
@@ -87,6 +99,8 @@ class CheckContext:
         self.problems.append(problem(self.doc, path, message, anchor))
 
     def bad_component(self, path: PathKey, name: str, what: str = "component") -> None:
+        if self.names_unknown:
+            return
         names = self.names
         self.add(path, f"no {what} named {name!r}; {suggest(name, names)}(components: {', '.join(names)})")
 

@@ -46,6 +46,7 @@ from drills.scenario import (
     Strict,
     WorkloadSpec,
 )
+from drills.source import SourceSpec
 from engine.components import component_kinds
 from engine.faults import REPOSITORY_TARGET, FaultParams, faults, fits
 
@@ -79,6 +80,7 @@ _SECTIONS: dict[type[BaseModel], str] = {
     RepositorySpec: "repository",
     OffsiteSpec: "repository.offsite",
     ReportSpec: "report",
+    SourceSpec: "source",
 }
 
 _SCALARS: dict[Any, str] = {
@@ -141,6 +143,10 @@ def _type_text(tp: Any, metadata: Sequence[Any] = ()) -> str:
         return f"mapping (see [{_SECTIONS[tp]}](#{_SECTIONS[tp].replace('.', '')}))"
     if tp in _SCALARS:
         return _SCALARS[tp]
+    if isinstance(tp, type) and issubclass(tp, Strict) and len(tp.model_fields) <= 3:
+        # A small mapping written inline (a pick rule): its keys and their types.
+        keys = [f"{info.alias or name}: {_type_text(info.annotation, info.metadata)}" for name, info in tp.model_fields.items()]
+        return "mapping `{" + ", ".join(keys) + "}`"
     raise TypeError(f"docgen does not know how to describe the type {tp!r}; teach _type_text")
 
 
@@ -312,6 +318,13 @@ def render() -> str:
     ]
     out += _section(2, "Top-level keys", _table(Scenario))
     out += _section(2, "objectives", _table(Objectives))
+    out += _section(
+        2,
+        "source",
+        "A restore test of real backups (see [restore tests](restore-tests.md)): the set is read, read-only, "
+        "from the repository a backup-config names and restored into a sandbox; steps may then be left out.",
+        _table(SourceSpec),
+    )
     out += _section(
         2,
         "stack",

@@ -26,15 +26,19 @@ from typing import Any
 
 from drills.assertions import DrillState, assertion_kinds
 from drills.controls import evaluate as evaluate_controls
+from drills.durations import format_duration
 from drills.loader import LoadedScenario
 from drills.scenario import assertion_params
+from drills.source import SOURCE_BACKUP, SourceSpec, open_source, sandbox_component
 from drills.steps import StepFailed, step_kinds
 from drills.workload.run import Workload, recovery_point
 from engine import __version__
+from engine.audit import describe_repository
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption, fingerprint
 from engine.errors import DrproofError
+from engine.fingerprint import Fingerprint
 from engine.journal import (
     AssertionResult,
     BackupRecord,
@@ -45,6 +49,7 @@ from engine.journal import (
     RecoveryPoint,
     Results,
     ScenarioInfo,
+    Scope,
     SourceLocation,
 )
 from engine.manifest import Manifest
@@ -181,6 +186,8 @@ class DrillRunner:
         )
         self._preflight()
         self._start_runtime()
+        if s.source is not None:
+            self._provision_sandbox(s.source)
         self._provision_stack()
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
@@ -253,6 +260,46 @@ class DrillRunner:
                 rec["data"] = state.results[name].seed = comp.seed()
         self.runtime_facts = runtime.describe()
 
+    def _provision_sandbox(self, spec: SourceSpec) -> None:
+        """Open the source read-only, pick its set, and give each of its components an empty
+        sandbox server or directory of the version the backup needs (nothing is seeded)."""
+        state, runtime = self.state, self.runtime
+        assert state is not None and runtime is not None
+        with self.phase("open the source repository (read-only)", "provision") as rec:
+            opened = open_source(spec, self.loaded.base_dir)
+            state.source = opened
+            state.backups[SOURCE_BACKUP] = opened.manifest
+            state.repositories[SOURCE_BACKUP] = opened.repository
+            rec["detail"] = f"backup {opened.manifest.id}: {opened.picked.reason}"
+            rec["data"] = {"backup_id": opened.manifest.id, "age_seconds": round(opened.age_seconds, 3)}
+        for name in opened.components:
+            comp = sandbox_component(opened, name, runtime, self.runtime_name)
+            state.components[name] = comp
+            record = opened.manifest.component(name)
+            state.results[name] = ComponentResult(
+                name=name,
+                kind=comp.name,
+                fingerprint_at_backup=record.fingerprint.digest if record.fingerprint else None,
+            )
+            with self.phase(f"provision sandbox {name}", "provision", component=name):
+                comp.provision()
+
+    def _final_fingerprint(self, name: str, comp: Component) -> Fingerprint:
+        """The component's fingerprint now, in the scheme of the backup it was restored from.
+
+        A restore test may restore a set an earlier drproof took; its fingerprint is then
+        of an older scheme, which the kind still computes (``fingerprint_like``), so the
+        comparison is like with like and says what the old scheme cannot see.
+        """
+        state = self.state
+        assert state is not None
+        restored = [r for r in state.restores if r.component == name and r.outcome == "ok"]
+        manifest = state.backups.get(restored[-1].backup) if restored else None
+        expected = manifest.component(name).fingerprint if manifest is not None else None
+        if expected is not None and expected.scheme != comp.fingerprint_scheme:
+            return comp.fingerprint_like(expected)
+        return comp.fingerprint()
+
     def _final_checks(self) -> None:
         """The fingerprint and health of every component once the timeline has run."""
         state = self.state
@@ -260,7 +307,7 @@ class DrillRunner:
         with self.phase("final fingerprints", "check") as rec:
             for name, comp in state.components.items():
                 try:
-                    fp = comp.fingerprint()
+                    fp = self._final_fingerprint(name, comp)
                     state.final_fingerprints[name] = fp
                     state.results[name].fingerprint_final = fp.digest
                 except DrproofError as exc:
@@ -427,7 +474,7 @@ class DrillRunner:
 
     def _stack_rto(self) -> float | None:
         state = self.state
-        if state is None or state.first_disaster_offset is None:
+        if state is None or state.recovery_started is None:
             return None
         damaged = [r for r in state.results.values() if r.damaged_by]
         considered = damaged or [r for r in state.results.values() if r.restored_from]
@@ -502,8 +549,44 @@ class DrillRunner:
             error=error,
             report={k: v for k, v in s.report.model_dump().items() if v is not None},
         )
+        results.scope = self._scope(components)
         results.controls = evaluate_controls(s.controls, results)
         return results
+
+    def _scope(self, components: list[ComponentResult]) -> Scope:
+        """Say plainly whether this run restored a real backup or data drproof seeded."""
+        systems = [f"{c.name} ({c.kind})" for c in components]
+        seeded = [n for n in self.scenario.stack.components]
+        opened = self.state.source if self.state is not None else None
+        if opened is None:
+            if self.scenario.source is not None:  # the source could not be opened
+                statement = f"restore test of the backups {self.scenario.source.config} names; no backup could be opened"
+                return Scope(kind="restore-test", statement=statement, systems=systems)
+            statement = (
+                f"synthetic drill: drproof seeded deterministic data into a private {self.runtime_name} stack "
+                f"({', '.join(seeded)}); no production backup was involved"
+            )
+            return Scope(kind="synthetic", statement=statement, systems=systems)
+        m = opened.manifest
+        repo = "the repository " + describe_repository(opened.repository.describe())
+        statement = (
+            f"restore test of backup {m.id}, taken {m.created_at.strftime('%Y-%m-%d %H:%M:%S UTC')} "
+            f"({format_duration(max(round(opened.age_seconds), 0))} before the test) from {repo}, restored into a "
+            f"sandbox on the {self.runtime_name} runtime"
+            + (f"; also seeded by drproof: {', '.join(seeded)}" if seeded else "")
+        )
+        return Scope(
+            kind="restore-test",
+            statement=statement,
+            systems=systems,
+            backup_id=m.id,
+            backup_taken_at=m.created_at,
+            backup_age_seconds=round(opened.age_seconds, 3),
+            repository=repo,
+            source_config=str(opened.config_path),
+            picked=opened.picked.reason,
+            seed=opened.picked.seed,
+        )
 
 
 def _negative_control(r: AssertionResult) -> AssertionResult:

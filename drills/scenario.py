@@ -18,10 +18,12 @@ from pydantic import (
     Field,
     Tag,
     create_model,
+    model_validator,
 )
 
 from drills.assertions import assertion_kinds
 from drills.durations import Duration
+from drills.source import SOURCE_BACKUP, SourceSpec
 from drills.steps import step_kinds
 from drills.steps.backup import BackupSpec
 from drills.steps.disaster import DisasterCommon
@@ -78,7 +80,9 @@ class Stack(Strict):
         "runs its server and client tools from there instead of the embedded wheel.",
     )
     components: dict[Name, ComponentSpec] = Field(
-        min_length=1, description="Named components; the name is how steps and assertions refer to them."
+        default_factory=dict,
+        description="Named components; the name is how steps and assertions refer to them. At least one, unless "
+        "the scenario has a `source`.",
     )
 
 
@@ -204,9 +208,18 @@ class Scenario(Strict):
     name: Name
     description: str = ""
     objectives: Objectives = Field(default_factory=Objectives)
-    stack: Stack
+    source: SourceSpec | None = Field(
+        default=None,
+        description="A restore test: real backups from the team's repository, restored into a sandbox the runtime "
+        "builds (their components join `stack.components`, which may then be empty). See "
+        "[restore tests](restore-tests.md).",
+    )
+    stack: Stack = Field(default_factory=lambda: Stack(components={}))
     repository: RepositorySpec = Field(default_factory=RepositorySpec)
-    steps: list[Step] = Field(min_length=1, description="The timeline, run in order.")
+    steps: list[Step] = Field(
+        default_factory=list,
+        description="The timeline, run in order. Default with a `source`: one `restore: {from: source}`.",
+    )
     assertions: list[AssertionSpec] = Field(min_length=1, description="What must hold for the drill to pass.")
     report: ReportSpec = Field(default_factory=ReportSpec)
     controls: list[str] = Field(
@@ -214,6 +227,13 @@ class Scenario(Strict):
         description="Compliance control ids this drill is evidence for, e.g. `NIST CP-9(1)`; each is judged on "
         "the run's results and shown in the report; see [controls](controls.md) for the catalogue.",
     )
+
+    @model_validator(mode="after")
+    def _restore_test_steps(self) -> Scenario:
+        """A restore test with no steps restores its source: that is what it is for."""
+        if self.source is not None and not self.steps:
+            self.steps = [STEP_MODELS["restore"].model_validate({"restore": {"from": SOURCE_BACKUP}})]
+        return self
 
     def step_kind(self, index: int) -> str:
         tag: str | None = type(self.steps[index]).drproof_tag

@@ -27,6 +27,7 @@ from engine.components import component_kinds
 from engine.components.base import Component, SeedParams
 from engine.components.postgres import PostgresParams
 from engine.errors import ConfigError
+from engine.manifest import ComponentRecord
 from engine.registry import Registry
 from engine.runtime.external import PhysicalTarget, PostgresTarget, RedisTarget
 
@@ -52,6 +53,11 @@ class TargetSpec(Strict):
 
     def params(self, instance: str, binding: Binding) -> SeedParams:
         """The component's parameters; nothing is seeded on an existing stack."""
+        return component_kinds.get(self.name).Params()
+
+    def sandbox_params(self, record: ComponentRecord) -> SeedParams:
+        """The component's parameters in a restore test's sandbox: this entry's settings,
+        the backup's own facts, and nothing about where production runs."""
         return component_kinds.get(self.name).Params()
 
     def prepare(self, component: Component) -> None:
@@ -178,6 +184,10 @@ class PostgresSpec(SecretRef, TargetSpec):
     def params(self, instance: str, binding: Binding) -> SeedParams:
         # No seeding here: only the database name matters for backup and restore.
         return PostgresParams.model_construct(database=binding.postgres[instance].dbname, jobs=self.jobs)
+
+    def sandbox_params(self, record: ComponentRecord) -> SeedParams:
+        database = str(record.details.get("database") or unquote(urlsplit(self.url).path.strip("/")))
+        return PostgresParams.model_construct(database=database, jobs=self.jobs)
 
     def location(self) -> str:
         p = urlsplit(self.url)

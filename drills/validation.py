@@ -21,7 +21,7 @@ from drills.scenario import ASSERTION_MODELS, NAME_PATTERN, STEP_MODELS, Scenari
 from drills.steps import step_kinds
 from drills.yamlsource import Document, PathKey
 from engine.components import component_kinds
-from engine.errors import Problem
+from engine.errors import Problem, ValidationFailed
 from engine.faults import REPOSITORY_TARGET, faults
 
 # -- pass 1: shape and types ---------------------------------------------------------------
@@ -235,13 +235,59 @@ def _cross_checks(doc: Document) -> list[Problem]:
             resolved = Path(sql_file) if Path(sql_file).is_absolute() else Path(doc.file).parent / sql_file
             if not resolved.is_file():
                 ctx.add(("stack", "components", name, "seed", "sql_file"), f"SQL file not found: {resolved}")
-    _check_steps(ctx, data["steps"] if isinstance(data.get("steps"), list) else [])
+    _check_source(ctx, data)
+    steps = data["steps"] if isinstance(data.get("steps"), list) else []
+    _check_steps(ctx, steps)
+    if ctx.source is not None and not steps:
+        ctx.steps_seen.add("restore")  # the implicit `restore: {from: source}`
     for i, raw in enumerate(data["assertions"] if isinstance(data.get("assertions"), list) else []):
         tag, params = _single(raw)
         if tag is not None and tag in assertion_kinds:
             assertion_kinds.get(tag)().cross_check(ctx, i, params)
     ctx.problems.extend(_control_checks(doc, data.get("controls")))
     return ctx.problems
+
+
+def _check_source(ctx: CheckContext, data: dict[str, Any]) -> None:
+    """A scenario restores something: a seeded stack, or a source of real backups; the
+    source's backup-config exists and is valid, and its components do not clash."""
+    if ctx.source is None:
+        why = "(a drill seeds components and runs steps; a restore test names a `source:` instead)"
+        if "stack" not in data:
+            ctx.add(("stack",), f"required key 'stack' is missing {why}")
+        elif not as_dict(as_dict(data.get("stack")).get("components")):
+            ctx.add(("stack", "components"), f"a drill needs at least one component {why}")
+        if "steps" not in data:
+            ctx.add(("steps",), f"required key 'steps' is missing {why}")
+        elif isinstance(data["steps"], list) and not data["steps"]:
+            ctx.add(("steps",), "a drill needs at least one step")
+        return
+    seeded = as_dict(as_dict(data.get("stack")).get("components"))
+    for i, name in str_list(ctx.source.get("components")):
+        if name in seeded:
+            ctx.add(
+                ("source", "components", i),
+                f"{name!r} is both a seeded component of the stack and a component of the source; rename one",
+            )
+    config = ctx.source.get("config")
+    if isinstance(config, str):
+        path = Path(config) if Path(config).is_absolute() else Path(ctx.doc.file).parent / config
+        if not path.is_file():
+            ctx.add(("source", "config"), f"backup-config not found: {path}")
+        else:
+            ctx.problems.extend(_backup_config_problems(path))
+
+
+def _backup_config_problems(path: Path) -> list[Problem]:
+    """The source's backup-config, validated where it is: its problems carry its own file and line."""
+    from drills import yamlsource
+    from drills.backup_config import BackupConfig
+
+    try:
+        doc = yamlsource.load(path)
+    except ValidationFailed as exc:
+        return list(exc.problems)
+    return model_problems(doc, BackupConfig)[1]
 
 
 def _check_steps(ctx: CheckContext, steps: list[Any]) -> None:
@@ -305,5 +351,5 @@ def validate(doc: Document) -> tuple[Scenario | None, list[Problem]]:
     for p in _cross_checks(doc):
         if p not in problems:
             problems.append(p)
-    problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.path))
+    problems.sort(key=lambda p: (p.file != doc.file, p.file, p.line or 0, p.column or 0, p.path))
     return (scenario if not problems else None), problems

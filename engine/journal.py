@@ -194,6 +194,26 @@ class History(_Model):
     regressed: bool = False
 
 
+class Scope(_Model):
+    """What this run tested, as an auditor reads it: the team's real backup, or data drproof seeded.
+
+    A synthetic drill proves that drproof's round trip works on data it made minutes
+    before; a restore test proves that a real backup restores. Evidence that does not
+    say which it is would be read as the stronger one.
+    """
+
+    kind: Literal["synthetic", "restore-test"]
+    statement: str = Field(description="One sentence: what was restored, from where, into what.")
+    systems: list[str] = Field(default_factory=list, description="The components tested, as `name (kind)`.")
+    backup_id: str | None = Field(default=None, description="Restore tests: the backup restored.")
+    backup_taken_at: datetime | None = None
+    backup_age_seconds: float | None = Field(default=None, description="Its age when the test opened it.")
+    repository: str | None = Field(default=None, description="Where it was read from (no credentials).")
+    source_config: str | None = Field(default=None, description="The backup-config that names that repository.")
+    picked: str | None = Field(default=None, description="How the backup was chosen.")
+    seed: int | None = Field(default=None, description="The seed of a random pick, to repeat it.")
+
+
 class Results(_Model):
     schema_version: int = SCHEMA_VERSION
     drproof_version: str
@@ -219,3 +239,6 @@ class Results(_Model):
     error: str | None = Field(default=None, description="Why the drill could not run to the end, if it could not.")
     report: dict[str, Any] = Field(default_factory=dict, description="Report options: title, operator, formats.")
     history: History | None = Field(default=None, description="Trend against earlier runs, with --history.")
+    scope: Scope | None = Field(
+        default=None, description="What was tested: a real backup (restore test) or seeded data; absent in older results."
+    )

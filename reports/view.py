@@ -350,6 +350,7 @@ class ExecutiveSummary:
     verdict: str
     date: str
     scope: list[str]
+    tested: str  # real backup or synthetic data, in one sentence ("not recorded" for older results)
     runtime: str
     versions: list[str]
     operator: str
@@ -417,6 +418,7 @@ def executive_summary(results: Results) -> ExecutiveSummary:
         verdict=results.verdict.upper(),
         date=format_utc(results.started_at),
         scope=[f"{c.name} ({c.kind})" for c in results.components],
+        tested=results.scope.statement if results.scope is not None else "not recorded (results of an older drproof)",
         runtime=str(runtime),
         versions=versions,
         operator=str(operator) if operator else "not recorded",

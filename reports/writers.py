@@ -151,6 +151,19 @@ def _x(text: object) -> str:
     return _XML_ILLEGAL.sub("\ufffd", str(text))
 
 
+def _scope_properties(results: Results) -> list[tuple[str, str]]:
+    """What was tested, for CI dashboards that show a suite's properties: real backup or synthetic."""
+    scope = results.scope
+    if scope is None:
+        return []
+    facts = [("scope", scope.kind), ("scope_statement", scope.statement)]
+    if scope.backup_id is not None:
+        facts.append(("backup_id", scope.backup_id))
+    if scope.backup_age_seconds is not None:
+        facts.append(("backup_age_seconds", f"{scope.backup_age_seconds:.0f}"))
+    return facts
+
+
 def _seconds_attr(seconds: float | None) -> str:
     return f"{max(seconds or 0.0, 0.0):.3f}"
 
@@ -193,6 +206,7 @@ def render_junit(results: Results) -> bytes:
         ("drproof_version", results.drproof_version),
         ("scenario_file", results.scenario.file),
         ("scenario_sha256", results.scenario.sha256),
+        *_scope_properties(results),
     ):
         ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
 

@@ -3,6 +3,7 @@
 from drills.assertions.backup_integrity import BackupIntegrity
 from drills.assertions.base import Assertion, AssertionParams, DrillState, RestoreAttempt
 from drills.assertions.fidelity import Fidelity
+from drills.assertions.freshness import Freshness
 from drills.assertions.postgres_checks import PostgresChecks
 from drills.assertions.rpo import Rpo
 from drills.assertions.rto import Rto
@@ -14,5 +15,6 @@ assertion_kinds.register(Rto)
 assertion_kinds.register(Rpo)
 assertion_kinds.register(BackupIntegrity)
 assertion_kinds.register(PostgresChecks)
+assertion_kinds.register(Freshness)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

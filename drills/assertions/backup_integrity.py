@@ -59,7 +59,7 @@ class BackupIntegrity(Assertion):
             return [result(rid, self.name, "error", f"no backup named {name!r} was taken")]
         manifest = state.backups[name]
         try:
-            report = state.repository.verify(manifest.id)
+            report = state.repository_of(name).verify(manifest.id)
         except DrproofError as exc:
             return [result(rid, self.name, "error", f"verification could not run: {exc}")]
         expected = damaged_by_fault.get(manifest.id, set())

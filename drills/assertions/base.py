@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from drills.source import OpenedSource
 
 from drills.crosscheck import CheckContext
 from engine.components.base import Component
@@ -63,6 +66,16 @@ class DrillState:
     stack_rpo: float | None = None
     workload_ran: bool = False
     fingerprints_before_disaster: dict[str, Fingerprint] = field(default_factory=dict)
+    # Backups read from a repository other than the drill's own (a restore test's source), by name.
+    repositories: dict[str, Repository] = field(default_factory=dict)
+    # When the recovery being timed began, on the drill's clock, and what that moment was:
+    # the first disaster of a drill, or the start of a restore test's first restore.
+    recovery_started: float | None = None
+    recovery_started_by: str = "injection of the first disaster"
+    source: OpenedSource | None = None  # a restore test's chosen backup and repository
+
+    def repository_of(self, backup_name: str) -> Repository:
+        return self.repositories.get(backup_name, self.repository)
 
     def backup_name_of(self, backup_id: str) -> str | None:
         for name, m in self.backups.items():

@@ -116,6 +116,8 @@ class Fidelity(Assertion):
             "parts_compared": len(set(expected.parts) | set(actual.parts)),
             "content_compared": _totals(expected.parts),
         }
+        if (blind := state.components[name].blind_spot(expected.scheme)) is not None:
+            evidence["not_compared"] = blind  # an older scheme's fingerprint: what it cannot see
         findings = []
         if not restored and comp.damaged_by:
             findings.append(f"{name} was damaged by {', '.join(comp.damaged_by)} and never restored")

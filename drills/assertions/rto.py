@@ -28,7 +28,10 @@ class Rto(Assertion):
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
         if params.get("max") is None and ctx.objectives.get("rto") is None:
             ctx.add(("assertions", index), "rto needs an objective: set objectives.rto or rto.max")
-        if not {"disaster", "restore"} <= ctx.steps_seen:
+        if ctx.source is not None:
+            if "restore" not in ctx.steps_seen:
+                ctx.add(("assertions", index), "rto needs a restore step to time")
+        elif not {"disaster", "restore"} <= ctx.steps_seen:
             ctx.add(("assertions", index), "rto needs a disaster step and a restore step to time")
         ctx.check_component(("assertions", index, self.name, "component"), params.get("component"))
 
@@ -39,14 +42,14 @@ class Rto(Assertion):
         rid = f"rto[{scope}]"
         if objective is None:
             return [result(rid, self.name, "error", "no RTO objective: set objectives.rto or rto.max")]
-        if state.first_disaster_offset is None:
-            return [result(rid, self.name, "error", "no disaster happened, so there is no recovery to time")]
+        if state.recovery_started is None:
+            return [result(rid, self.name, "error", "no disaster happened and no restore test ran: nothing to time")]
         measured = state.results[params.component].rto_seconds if params.component else state.stack_rto
         evidence: dict[str, Any] = {
             "objective_seconds": objective,
             "measured_seconds": measured,
             "clock": "monotonic",
-            "from": "injection of the first disaster",
+            "from": state.recovery_started_by,
             "until": "restored and healthy",
         }
         if measured is None:

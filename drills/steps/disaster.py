@@ -117,6 +117,8 @@ class Disaster(StepKind):
             rec["detail"] = ", ".join(f"{k}={v}" for k, v in effect.items() if not isinstance(v, list | dict))
         if state.first_disaster_offset is None:
             state.first_disaster_offset = injected
+        if state.recovery_started is None:
+            state.recovery_started = injected
         if component is not None:
             result = state.results[target]
             result.damaged_by.append(name)

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field
 
 from drills.assertions import RestoreAttempt
 from drills.crosscheck import CheckContext, str_list
+from drills.source import SOURCE_BACKUP
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
 from engine import backup as engine_backup
@@ -94,7 +95,11 @@ class Restore(StepKind):
         state = run.state
         assert state is not None
         manifest = run.find_backup(spec.from_)
-        repository = state.repository
+        repository = state.repository_of(spec.from_ or "")
+        if spec.from_ == SOURCE_BACKUP and state.recovery_started is None:
+            # A restore test times the restore itself: the whole stack is lost from the start.
+            state.recovery_started = run.clock.offset()
+            state.recovery_started_by = f"start of the restore of backup {manifest.id}"
         if spec.repository == "offsite":
             assert run.offsite is not None  # checked before the drill started
             repository = run.offsite
@@ -127,8 +132,8 @@ def _restore_one(
         if outcome == "ok":
             result.restored_from = manifest.id
             result.restore_seconds = round(elapsed, 6)
-            if state.first_disaster_offset is not None:
-                result.rto_seconds = round(run.clock.offset() - state.first_disaster_offset, 6)
+            if state.recovery_started is not None:
+                result.rto_seconds = round(run.clock.offset() - state.recovery_started, 6)
         if spec.expect == "refused":
             rec["status"] = "refused" if outcome == "refused" else "failed"
             if outcome == "ok":

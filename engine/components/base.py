@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint
 from engine.manifest import ArtifactRecord, ComponentRecord
 from engine.repository.base import BackupSetWriter
-from engine.runtime.base import Runtime
+from engine.runtime.base import Runtime, ServerWanted
 
 # Records of the drill's live workload carry this name (table, key prefix, directory).
 # Fingerprints leave them out: the workload is judged by the recovery point it measures,
@@ -190,6 +190,15 @@ class Component(ABC):
         """Why a backup of this kind, as its manifest describes it, could not be restored
         into the server it came from; found by ``verify`` without reading any data."""
         return []
+
+    @classmethod
+    def server_wanted(cls, record: ComponentRecord, backup_id: str) -> ServerWanted | None:
+        """The server a sandbox needs to restore this backup into, or None where any will do.
+
+        A restore test of a real backup asks the runtime for this before it creates the
+        sandbox's server (``Runtime.want``); kinds without a server need nothing.
+        """
+        return None
 
     # Runtimes the kind works on; None means every runtime. A drill on another runtime
     # stops before provisioning with a message naming the ones that work.

@@ -32,8 +32,9 @@ from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import Fingerprint, Part
 from engine.lazy import lazy
+from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
-from engine.runtime.base import ContainerOps, PostgresService
+from engine.runtime.base import ContainerOps, PostgresService, ServerWanted
 
 if TYPE_CHECKING:
     import psycopg2
@@ -579,6 +580,17 @@ class PostgresComponent(Component):
                 f"pg_restore -j {jobs} of {self.instance!r}",
             )
             self._run_sql(sql.properties, env, f"restoring the database properties of {self.instance!r}")
+
+    @classmethod
+    def server_wanted(cls, record: ComponentRecord, backup_id: str) -> ServerWanted | None:
+        """The major the backup came from: a base backup loads only into it, and a dump's
+        catalog fingerprint is written in that major's words."""
+        version = str(record.details.get("server_version", ""))
+        major = server_major(version)
+        if major is None:
+            return None
+        why = f"backup {backup_id} of {record.name!r} was taken from {version}"
+        return ServerWanted("postgres", major, version, why)
 
     @classmethod
     def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:

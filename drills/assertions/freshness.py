@@ -1,0 +1,108 @@
+"""freshness: the backup a restore test restored was young enough to meet the RPO.
+
+A restore test of last night's backup proves the data come back; whether they come back
+recent enough is the other half of the objective. What a real loss would cost at the
+moment of the test is at least the age of the newest backup there is, so the age of the
+set the test restored is measured against the limit, on the wall clock (the repository
+records wall-clock times), when the test opened it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from drills.assertions.base import Assertion, AssertionParams, DrillState, result
+from drills.crosscheck import CheckContext, as_dict
+from drills.durations import Duration, format_duration
+from engine.journal import AssertionResult
+
+# A set dated this far in the future is not trusted for its age: the clock that stamped
+# it was wrong (or the manifest was written by someone else). Less is clock drift.
+FUTURE_TOLERANCE_S = 300.0
+
+
+class FreshnessParams(AssertionParams):
+    max: Duration | None = Field(
+        default=None,
+        description="Oldest acceptable backup, e.g. 26h; default: the source's `pick.latest_within`, "
+        "else objectives.rpo.",
+    )
+
+
+class Freshness(Assertion):
+    name: ClassVar[str] = "freshness"
+    Params: ClassVar[type[AssertionParams]] = FreshnessParams
+    description: ClassVar[str] = (
+        "Restore tests: the restored backup was at most this old when the test began (its age is the data a "
+        "loss at that moment would cost); a backup dated in the future is never trusted for its age."
+    )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        if ctx.source is None:
+            ctx.add(("assertions", index), "freshness needs a `source:` of real backups to judge their age")
+            return
+        pick = as_dict(ctx.source.get("pick"))
+        if params.get("max") is None and "latest_within" not in pick and ctx.objectives.get("rpo") is None:
+            ctx.add(
+                ("assertions", index),
+                "freshness needs a limit: freshness.max, source.pick.latest_within or objectives.rpo",
+            )
+
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        assert isinstance(params, FreshnessParams)
+        source = state.source
+        if source is None:
+            return [result("freshness", self.name, "error", "no source backup was opened; its age is unknown")]
+        limit, limit_from = _limit(params, source.freshness_limit, state.rpo_objective)
+        rid = f"freshness[{source.manifest.id}]"
+        if limit is None:
+            return [result(rid, self.name, "error", "no freshness limit: set freshness.max or objectives.rpo")]
+        age = source.age_seconds
+        evidence: dict[str, Any] = {
+            "backup_id": source.manifest.id,
+            "taken_at": source.manifest.created_at.isoformat(),
+            "opened_at": source.opened_at.isoformat(),
+            "age_seconds": round(age, 3),
+            "limit_seconds": limit,
+            "limit_from": limit_from,
+            "clock": "wall clock (UTC) of the manifest and of this host",
+        }
+        if age < -FUTURE_TOLERANCE_S:
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "fail",
+                    f"backup {source.manifest.id} is dated {format_duration(-age)} in the future: its age cannot "
+                    "be trusted",
+                    evidence=evidence,
+                    findings=[
+                        f"taken_at {evidence['taken_at']} is after this test began ({evidence['opened_at']}): the "
+                        "clock of the host that took it was wrong, or the manifest was not written by drproof"
+                    ],
+                )
+            ]
+        shown = format_duration(max(round(age), 0))
+        if age <= limit:
+            summary = f"backup {source.manifest.id} was {shown} old, within the {format_duration(limit)} limit"
+            return [result(rid, self.name, "pass", summary, evidence=evidence)]
+        return [
+            result(
+                rid,
+                self.name,
+                "fail",
+                f"backup {source.manifest.id} was {shown} old, over the {format_duration(limit)} limit",
+                evidence=evidence,
+                findings=[f"the newest backup restored is {format_duration(age - limit)} older than {limit_from} allows"],
+            )
+        ]
+
+
+def _limit(params: FreshnessParams, latest_within: float | None, rpo: float | None) -> tuple[float | None, str]:
+    if params.max is not None:
+        return params.max, "freshness.max"
+    if latest_within is not None:
+        return latest_within, "source.pick.latest_within"
+    return rpo, "objectives.rpo"

@@ -1,0 +1,95 @@
+"""A repository opened for reading only: what a restore test of production backups gets.
+
+A restore test reads the team's real repository. Nothing it does may change that
+repository: no verification marks, no lock files, no deleted or damaged sets, no new
+ones. Every method that would write raises instead, so a bug (or a fault aimed at the
+wrong repository) fails loudly rather than touching production backups.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, ClassVar, NoReturn
+
+from engine.crypto import Encryption
+from engine.errors import RepositoryError
+from engine.manifest import ArtifactRecord, Manifest, ManifestSummary
+from engine.repository.base import BackupSetWriter, Repository, VerifyReport
+
+
+class ReadOnlyRepository(Repository):
+    name: ClassVar[str] = "read-only"
+
+    def __init__(self, inner: Repository) -> None:
+        self.inner = inner
+
+    @property
+    def encryption(self) -> Encryption | None:
+        return self.inner.encryption
+
+    @encryption.setter
+    def encryption(self, value: Encryption | None) -> None:
+        self.inner.encryption = value
+
+    def _refuse(self, what: str) -> NoReturn:
+        where = ", ".join(f"{k} {v}" for k, v in self.inner.describe().items())
+        raise RepositoryError(f"refusing to {what}: the repository ({where}) is open read-only for a restore test")
+
+    # -- reading: the inner repository's own -------------------------------------------------
+    def list(self) -> builtins.list[Manifest]:
+        return self.inner.list()
+
+    def summaries(self) -> builtins.list[ManifestSummary]:
+        return self.inner.summaries()
+
+    def get(self, backup_id: str) -> Manifest:
+        return self.inner.get(backup_id)
+
+    def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
+        return self.inner.stored_manifest_bytes(backup_id)
+
+    def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:  # type: ignore[override]
+        return self.inner.open_stored(manifest, artifact)  # type: ignore[return-value]
+
+    def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
+        return self.inner.stored_size(manifest, artifact)
+
+    def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes:
+        return self.inner.read_stored(manifest, artifact, offset, length)
+
+    def verified_ids(self) -> set[str]:
+        return self.inner.verified_ids()
+
+    def describe(self) -> dict[str, str]:
+        return {**self.inner.describe(), "access": "read-only"}
+
+    @contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """No lock file is created or taken: a reader must not write one into production."""
+        if exclusive:
+            self._refuse("take the repository's exclusive lock")
+        yield
+
+    # -- writing: refused -------------------------------------------------------------------
+    def begin(self, label: str | None = None) -> BackupSetWriter:
+        self._refuse("write a backup set")
+
+    def import_set(self, manifest: Manifest, source: Repository) -> None:
+        self._refuse(f"copy backup {manifest.id} into it")
+
+    def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
+        self._refuse(f"change {artifact.key} of backup {manifest.id}")
+
+    def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
+        self._refuse(f"truncate {artifact.key} of backup {manifest.id}")
+
+    def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
+        self._refuse(f"delete {artifact.key} of backup {manifest.id}")
+
+    def record_verification(self, report: VerifyReport) -> None:
+        self._refuse(f"record a verification of backup {report.backup_id}")
+
+    def delete(self, backup_id: str) -> None:
+        self._refuse(f"delete backup {backup_id}")
