@@ -531,11 +531,14 @@ def _check_history(path: Path) -> None:
 
 
 def _earlier_runs(path: Path, results: Results) -> list[Any]:
-    """The recorded runs of this scenario, read before this one is added."""
+    """The recorded runs of this scenario (of this source, for a restore test), read before this one is added."""
     from drills.history import TREND_LENGTH, open_history
 
+    source = results.scope.source if results.scope is not None else None
     with open_history(path) as history:
-        earlier = history.runs(results.scenario.name, limit=TREND_LENGTH * 5)
+        # A restore test's trend is its source's: every test of that repository and those
+        # components, whichever scenario file ran it.
+        earlier = history.runs(results.scenario.name, limit=TREND_LENGTH * 5, source=source)
     return earlier
 
 

@@ -12,6 +12,7 @@ writes, every write is one transaction, and the schema carries its version in
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.journal import AssertionResult, History, Results, TrendPoint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TREND_LENGTH = 20
 REGRESSION_ID = "regression[rto]"
 NO_BASELINE = "no earlier passing run to compare with"
@@ -48,9 +49,19 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_scenario ON runs (scenario, started_at);
 """
 
+# Version 2: restore tests are recorded with their source (repository and components), the
+# backup they restored, its age, and the size of what came back, so trends show per source.
+_V2_COLUMNS = (
+    ("source", "TEXT"),
+    ("backup_id", "TEXT"),
+    ("backup_age_seconds", "REAL"),
+    ("content", "TEXT"),  # JSON: component -> {"content": {unit: count}, "rows": {table: rows}}
+)
+
 _COLUMNS = (
     "id, scenario, scenario_sha256, started_at, finished_at, verdict, exit_code, "
-    "rto_seconds, rpo_seconds, drill_seconds, runtime, report_dir, results_sha256"
+    "rto_seconds, rpo_seconds, drill_seconds, runtime, report_dir, results_sha256, "
+    "source, backup_id, backup_age_seconds, content"
 )
 
 
@@ -79,6 +90,10 @@ class RunRecord:
     runtime: str
     report_dir: str
     results_sha256: str
+    source: str | None = None
+    backup_id: str | None = None
+    backup_age_seconds: float | None = None
+    content: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +127,8 @@ class RunHistory:
 
     def record(self, results: Results, report_dir: Path, results_sha256: str) -> int:
         """Insert one finished run in its own transaction and return its id."""
+        scope = results.scope
+        content = {c.name: {"content": c.content, "rows": c.row_counts} for c in results.components if c.content}
         row = (
             results.scenario.name,
             results.scenario.sha256,
@@ -125,24 +142,28 @@ class RunHistory:
             results.runtime.get("runtime", ""),
             str(report_dir),
             results_sha256,
+            scope.source if scope is not None else None,
+            scope.backup_id if scope is not None else None,
+            scope.backup_age_seconds if scope is not None else None,
+            json.dumps(content, sort_keys=True) if content else None,
         )
         try:
             with self._conn:
                 cur = self._conn.execute(
-                    "INSERT INTO runs (scenario, scenario_sha256, started_at, finished_at, verdict, exit_code, "
-                    "rto_seconds, rpo_seconds, drill_seconds, runtime, report_dir, results_sha256) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
+                    f"INSERT INTO runs ({_COLUMNS.removeprefix('id, ')}) VALUES ({', '.join('?' * len(row))})", row
                 )
         except sqlite3.Error as exc:
             raise _problem(self.path, exc) from None
         return int(cur.lastrowid or 0)
 
-    def runs(self, scenario: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        """Recorded runs, newest first; only those of ``scenario`` when given."""
+    def runs(self, scenario: str | None = None, limit: int | None = None, source: str | None = None) -> list[RunRecord]:
+        """Recorded runs, newest first; only those of ``scenario`` (or restore tests of ``source``) when given."""
         sql = f"SELECT {_COLUMNS} FROM runs"
         params: list[Any] = []
-        if scenario is not None:
+        if source is not None:
+            sql += " WHERE source = ?"
+            params.append(source)
+        elif scenario is not None:
             sql += " WHERE scenario = ?"
             params.append(scenario)
         sql += " ORDER BY started_at DESC, id DESC"
@@ -168,6 +189,10 @@ class RunHistory:
                 runtime=r[10],
                 report_dir=r[11],
                 results_sha256=r[12],
+                source=r[13],
+                backup_id=r[14],
+                backup_age_seconds=r[15],
+                content=json.loads(r[16]) if r[16] else None,
             )
             for r in rows
         ]
@@ -184,6 +209,11 @@ def _prepare(path: Path, conn: sqlite3.Connection) -> None:
     if version < SCHEMA_VERSION:
         with conn:
             conn.executescript(_SCHEMA)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            for name, kind in _V2_COLUMNS:
+                if name not in present:  # a version 1 file: its runs keep NULL there
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            conn.execute("CREATE INDEX IF NOT EXISTS runs_by_source ON runs (source, started_at)")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -242,7 +272,13 @@ def trend(earlier: Sequence[RunRecord], results: Results, threshold: float | Non
     """
     ordered = sorted(earlier, key=lambda r: (_iso(r.started_at), r.id))
     points = [
-        TrendPoint(started_at=r.started_at, verdict=r.verdict, rto_seconds=r.rto_seconds, rpo_seconds=r.rpo_seconds)
+        TrendPoint(
+            started_at=r.started_at,
+            verdict=r.verdict,
+            rto_seconds=r.rto_seconds,
+            rpo_seconds=r.rpo_seconds,
+            backup_age_seconds=r.backup_age_seconds,
+        )
         for r in ordered
     ]
     points.append(
@@ -251,6 +287,7 @@ def trend(earlier: Sequence[RunRecord], results: Results, threshold: float | Non
             verdict=results.verdict,
             rto_seconds=results.measured.rto_seconds,
             rpo_seconds=results.measured.rpo_seconds,
+            backup_age_seconds=results.scope.backup_age_seconds if results.scope is not None else None,
         )
     )
     passing = [r for r in ordered if r.verdict == "pass" and r.rto_seconds is not None]

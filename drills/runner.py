@@ -29,7 +29,7 @@ from drills.controls import evaluate as evaluate_controls
 from drills.durations import format_duration
 from drills.loader import LoadedScenario
 from drills.scenario import assertion_params
-from drills.source import SOURCE_BACKUP, SourceSpec, open_source, sandbox_component
+from drills.source import SOURCE_BACKUP, SourceSpec, open_source, sandbox_component, source_record
 from drills.steps import StepFailed, step_kinds
 from drills.workload.run import Workload, recovery_point
 from engine import __version__
@@ -271,6 +271,7 @@ class DrillRunner:
             state.backups[SOURCE_BACKUP] = opened.manifest
             state.repositories[SOURCE_BACKUP] = opened.repository
             rec["detail"] = f"backup {opened.manifest.id}: {opened.picked.reason}"
+            self.backup_records.append(source_record(opened))
             rec["data"] = {"backup_id": opened.manifest.id, "age_seconds": round(opened.age_seconds, 3)}
         for name in opened.components:
             comp = sandbox_component(opened, name, runtime, self.runtime_name)
@@ -310,6 +311,7 @@ class DrillRunner:
                     fp = self._final_fingerprint(name, comp)
                     state.final_fingerprints[name] = fp
                     state.results[name].fingerprint_final = fp.digest
+                    state.results[name].content, state.results[name].row_counts = content_of(fp)
                 except DrproofError as exc:
                     state.fingerprint_errors[name] = str(exc)
                 health = comp.health()
@@ -583,10 +585,25 @@ class DrillRunner:
             backup_taken_at=m.created_at,
             backup_age_seconds=round(opened.age_seconds, 3),
             repository=repo,
+            source=f"{repo.removeprefix('the repository ')} :: {', '.join(sorted(opened.components))}",
             source_config=str(opened.config_path),
             picked=opened.picked.reason,
             seed=opened.picked.seed,
         )
+
+
+MAX_ROW_COUNTS = 1000  # tables listed per component in results.json; the totals cover all
+
+
+def content_of(fp: Fingerprint) -> tuple[dict[str, int], dict[str, int]]:
+    """What a fingerprint counted: totals by unit, and rows per table (the first thousand)."""
+    totals: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    for name, part in fp.parts.items():
+        totals[part.unit] = totals.get(part.unit, 0) + part.count
+        if part.unit == "rows" and len(rows) < MAX_ROW_COUNTS:
+            rows[name] = part.count
+    return totals, rows
 
 
 def _negative_control(r: AssertionResult) -> AssertionResult:

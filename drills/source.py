@@ -10,6 +10,7 @@ components to restore. The repository is opened read-only.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import Discriminator, Field, Tag
 from drills.durations import Duration
 from drills.strict import Name, Strict
 from engine.components import component_kinds
+from engine.journal import BackupRecord
 from engine.manifest import Manifest
 from engine.picking import Pick, Picked, pick_set
 from engine.repository.base import Repository
@@ -185,3 +187,17 @@ def sandbox_component(opened: OpenedSource, name: str, runtime: Runtime, runtime
     if spec is not None and spec.name == kind.name:
         spec.configure(comp)
     return comp
+
+
+def source_record(opened: OpenedSource) -> BackupRecord:
+    """The restored backup as the results list backups: what it holds and how long it took to take."""
+    m = opened.manifest
+    return BackupRecord(
+        name=SOURCE_BACKUP,
+        id=m.id,
+        created_at=m.created_at,
+        components=[c.name for c in m.components if c.name in opened.components],
+        artifacts=[{"key": a.key, "size": a.size, "raw_size": a.raw_size, "sha256": a.sha256} for a in m.artifacts],
+        manifest_sha256=hashlib.sha256(m.to_json().encode()).hexdigest(),
+        duration_seconds=round((m.completed_at - m.created_at).total_seconds(), 6),
+    )

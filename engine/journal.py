@@ -111,6 +111,14 @@ class ComponentResult(_Model):
     fingerprint_final: str | None = None
     differences: list[PartDifference] = Field(default_factory=list)
     recovery_point: RecoveryPoint | None = Field(default=None, description="Measured when a workload ran.")
+    content: dict[str, int] = Field(
+        default_factory=dict,
+        description="What the final fingerprint counted, by unit (rows, keys, files, bytes, vectors): the size "
+        "of what was restored, compared across restore tests of the same source.",
+    )
+    row_counts: dict[str, int] = Field(
+        default_factory=dict, description="Rows per table (and materialized view) in the final fingerprint."
+    )
 
 
 class AssertionResult(_Model):
@@ -176,6 +184,7 @@ class TrendPoint(_Model):
     verdict: str
     rto_seconds: float | None
     rpo_seconds: float | None
+    backup_age_seconds: float | None = Field(default=None, description="Restore tests: the restored backup's age.")
 
 
 class History(_Model):
@@ -209,6 +218,10 @@ class Scope(_Model):
     backup_taken_at: datetime | None = None
     backup_age_seconds: float | None = Field(default=None, description="Its age when the test opened it.")
     repository: str | None = Field(default=None, description="Where it was read from (no credentials).")
+    source: str | None = Field(
+        default=None,
+        description="Restore tests: the repository and components tested, the key runs are grouped by in the history.",
+    )
     source_config: str | None = Field(default=None, description="The backup-config that names that repository.")
     picked: str | None = Field(default=None, description="How the backup was chosen.")
     seed: int | None = Field(default=None, description="The seed of a random pick, to repeat it.")

@@ -106,12 +106,44 @@ def coverage(page: SummaryPage) -> Coverage:
     return Coverage(scenarios=scenarios, rows=rows)
 
 
+@dataclass(frozen=True)
+class SystemStatus:
+    """One system's restore tests: the newest run, and the newest that passed (None: never)."""
+
+    system: str  # "shop-db (postgres) from local /backups/shop"
+    newest: Entry
+    last_success: Entry | None
+
+
+def restore_test_systems(page: SummaryPage) -> list[SystemStatus]:
+    """Per system, the last successful restore test of its real backups.
+
+    What an auditor asks of a backup programme is "when did each system's backup last
+    restore?", not which scenario file ran. Synthetic drills are not restore tests of real
+    backups and are left out; a system whose tests never passed shows its newest run.
+    """
+    newest: dict[str, Entry] = {}
+    success: dict[str, Entry] = {}
+    for entry in page.entries:  # newest first
+        scope = entry.results.scope
+        if scope is None or scope.kind != "restore-test":
+            continue
+        for system in scope.systems:
+            key = f"{system} from {scope.repository or 'an unnamed repository'}"
+            newest.setdefault(key, entry)
+            if entry.results.verdict == "pass":
+                success.setdefault(key, entry)
+    return [SystemStatus(key, newest[key], success.get(key)) for key in sorted(newest)]
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "—"
     if value < 120:
         return f"{value:.1f} s"
-    return f"{value / 60:.1f} min"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
 
 
 def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
@@ -129,6 +161,7 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
         page=page,
         counts=counts,
         coverage=coverage(page),
+        systems=restore_test_systems(page),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         version=DRPROOF_VERSION,
     )

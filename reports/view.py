@@ -695,6 +695,10 @@ def trend(history: Any) -> Trend | None:
         for line in (
             _spark("RTO", [(getattr(p, "rto_seconds", None), str(getattr(p, "verdict", ""))) for p in runs]),
             _spark("RPO", [(getattr(p, "rpo_seconds", None), str(getattr(p, "verdict", ""))) for p in runs]),
+            # Restore tests: how old the restored backup was, test after test.
+            _spark(
+                "Backup age", [(getattr(p, "backup_age_seconds", None), str(getattr(p, "verdict", ""))) for p in runs]
+            ),
         )
         if line is not None
     ]

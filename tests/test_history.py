@@ -240,3 +240,80 @@ def test_summary_page_has_a_control_coverage_matrix(tmp_path: Path) -> None:
     assert matrix.rows == [("NIST CP-9(1)", "Backup testing", ["evidenced", "not evidenced", None])]
     html = render_summary(page)
     assert "Control coverage" in html and "NIST CP-9(1)" in html
+
+
+# -- restore tests: history per source (schema 2) ---------------------------------------------
+
+
+def _restore_test(rto: float, age: float, source: str, day: int, name: str = "shop-restore-test") -> Results:
+    from engine.journal import ComponentResult, Scope
+
+    r = _results(rto, day=day, name=name)
+    r.scope = Scope(
+        kind="restore-test",
+        statement="restore test",
+        backup_id=f"b{day}",
+        backup_age_seconds=age,
+        repository="local /backups",
+        source=source,
+    )
+    r.components = [
+        ComponentResult(name="db", kind="postgres", content={"rows": 1000 + day}, row_counts={"table public.t": 1000 + day})
+    ]
+    return r
+
+
+def test_restore_tests_are_recorded_and_trended_per_source(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    shop, other = "local /backups :: db", "local /other :: db"
+    _record(db, _restore_test(40.0, 3600, shop, 0), _restore_test(99.0, 60, other, 1, name="other-test"))
+    _record(db, _restore_test(42.0, 7200, shop, 2, name="shop-restore-test-renamed"))
+    with open_history(db, create=False) as h:
+        runs = h.runs(source=shop)
+    assert [r.backup_id for r in runs] == ["b2", "b0"]  # both scenario files, one source
+    assert runs[0].content == {"db": {"content": {"rows": 1002}, "rows": {"table public.t": 1002}}}
+    history = trend(runs, _restore_test(41.0, 1800, shop, 3), None)
+    assert [p.backup_age_seconds for p in history.runs] == [3600, 7200, 1800]
+    assert history.last_pass_rto_seconds == 42.0
+
+
+def test_a_version_1_history_is_migrated_in_place_keeping_its_runs(tmp_path: Path) -> None:
+    db = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, scenario TEXT NOT NULL, scenario_sha256 TEXT NOT NULL,
+        started_at TEXT NOT NULL, finished_at TEXT NOT NULL, verdict TEXT NOT NULL, exit_code INTEGER NOT NULL,
+        rto_seconds REAL, rpo_seconds REAL, drill_seconds REAL NOT NULL, runtime TEXT NOT NULL,
+        report_dir TEXT NOT NULL, results_sha256 TEXT NOT NULL);
+        INSERT INTO runs VALUES (NULL, 'orders', 'a', '2026-10-01T02:00:00.000000+00:00',
+        '2026-10-01T02:00:30.000000+00:00', 'pass', 0, 9.5, NULL, 30.0, 'local', '/r', 'f');
+        PRAGMA user_version = 1;"""
+    )
+    conn.close()
+    _record(db, _restore_test(40.0, 10, "s", 0))
+    with open_history(db, create=False) as h:
+        old, new = h.runs("orders")[0], h.runs(source="s")[0]
+    assert (old.rto_seconds, old.source, old.content) == (9.5, None, None)
+    assert new.backup_age_seconds == 10
+
+
+def test_the_summary_shows_the_last_successful_restore_test_per_system(tmp_path: Path) -> None:
+    from reports.summary import collect, restore_test_systems
+
+    passed = _restore_test(40.0, 6 * 3600, "s", 0)
+    passed.scope.systems = ["db (postgres)", "files (volumes)"]  # type: ignore[union-attr]
+    failed = _restore_test(45.0, 3600, "s", 1)
+    failed.verdict, failed.exit_code = "fail", 1
+    failed.scope.systems = ["db (postgres)", "files (volumes)"]  # type: ignore[union-attr]
+    synthetic = _results(3.0, day=2, name="quickstart")
+    for i, r in enumerate((passed, failed, synthetic)):
+        write_json(r, tmp_path / f"run{i}" / "results.json")
+    out = tmp_path / "index.html"
+    page = collect([tmp_path], out)
+    systems = restore_test_systems(page)
+    assert [s.system for s in systems] == ["db (postgres) from local /backups", "files (volumes) from local /backups"]
+    assert all(s.newest.results.verdict == "fail" and s.last_success is not None for s in systems)
+    assert systems[0].last_success is not None and systems[0].last_success.results.scope.backup_id == "b0"  # type: ignore[union-attr]
+    write_summary([tmp_path], out)
+    html = out.read_text()
+    assert "Restore tests of real backups" in html and "6.0 h" in html and "b0" in html

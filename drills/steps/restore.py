@@ -103,7 +103,9 @@ class Restore(StepKind):
         if spec.repository == "offsite":
             assert run.offsite is not None  # checked before the drill started
             repository = run.offsite
-        for name in spec.components or [c.name for c in manifest.components]:
+        # Default: every component of the backup this run has (a restore test may restore
+        # only some components of its source set).
+        for name in spec.components or [c.name for c in manifest.components if c.name in state.components]:
             _restore_one(run, index, spec, name, manifest, repository)
 
 
