@@ -488,6 +488,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         work_root=args.work_dir,
         keep_workdir=args.keep_workdir,
         hooks=Hooks(phase_started=started, phase_finished=finished),
+        history=args.history,
     )
     if not quiet:
         err.print(
@@ -677,7 +678,7 @@ def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool
     rto_text = f"{rto:.2f} s" if rto is not None else "not measured"
     if not quiet:
         for a in results.assertions:
-            s = {"pass": "green", "fail": "red", "error": "bold red", "not_run": "bold red"}[a.status]
+            s = {"pass": "green", "fail": "red", "error": "bold red", "not_run": "bold red", "not_compared": "yellow"}[a.status]
             err.print(f"  [{s}]{a.status.upper():>7}[/{s}] {escape(a.id)}: {escape(a.summary)}", highlight=False)
             for f in a.findings[:10]:
                 err.print(f"           - {escape(f)}", highlight=False)

@@ -52,6 +52,15 @@ def built_on(kind: str, base: str) -> bool:
     return any(c.__dict__.get("name") == base for c in component_kinds.get(kind).__mro__)
 
 
+def _foreign_kind(spec: dict[str, Any]) -> str | None:
+    from engine.foreign import foreign_formats
+
+    kind, fmt = spec.get("kind"), spec.get("format")
+    if isinstance(kind, str):
+        return kind
+    return foreign_formats.get(fmt).kinds[0] if isinstance(fmt, str) and fmt in foreign_formats else None
+
+
 @dataclass
 class CheckContext:
     """The scenario as the cross-reference pass has read it so far, and the problems found.
@@ -81,6 +90,9 @@ class CheckContext:
         for _, name in str_list(as_dict(source).get("components")):
             comps.setdefault(name, None)
             kinds.setdefault(name, None)  # known from the backup only at run time
+        for name, spec in as_dict(as_dict(source).get("backups")).items():
+            comps.setdefault(str(name), None)
+            kinds.setdefault(str(name), _foreign_kind(as_dict(spec)))
         ctx = cls(doc=doc, components=comps, kinds=kinds, objectives=as_dict(data.get("objectives")), source=source)
         if source is not None:
             ctx.backups.append("source")
@@ -89,7 +101,14 @@ class CheckContext:
     @property
     def names_unknown(self) -> bool:
         """Whether component names cannot be checked: a source restoring every component of its set."""
-        return self.source is not None and not isinstance(self.source.get("components"), list)
+        if self.source is None or isinstance(self.source.get("backups"), dict):
+            return False
+        return not isinstance(self.source.get("components"), list)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the source is backups other tools made (no repository, no fingerprints)."""
+        return self.source is not None and "backups" in self.source
 
     @property
     def names(self) -> list[str]:

@@ -29,6 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from drills.assertions import assertion_kinds
 from drills.durations import parse_duration
+from drills.foreign_source import FOREIGN_MODELS, S3Spec
 from drills.scenario import (
     ASSERTION_MODELS,
     NAME_PATTERN,
@@ -49,6 +50,7 @@ from drills.scenario import (
 from drills.source import SourceSpec
 from engine.components import component_kinds
 from engine.faults import REPOSITORY_TARGET, FaultParams, faults, fits
+from engine.foreign import foreign_formats
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "scenario-reference.md"
 
@@ -81,6 +83,7 @@ _SECTIONS: dict[type[BaseModel], str] = {
     OffsiteSpec: "repository.offsite",
     ReportSpec: "report",
     SourceSpec: "source",
+    S3Spec: "source.s3",
 }
 
 _SCALARS: dict[Any, str] = {
@@ -143,6 +146,8 @@ def _type_text(tp: Any, metadata: Sequence[Any] = ()) -> str:
         return f"mapping (see [{_SECTIONS[tp]}](#{_SECTIONS[tp].replace('.', '')}))"
     if tp in _SCALARS:
         return _SCALARS[tp]
+    if (family := _family([tp])) is not None:  # a tagged union of one member so far
+        return family
     if isinstance(tp, type) and issubclass(tp, Strict) and len(tp.model_fields) <= 3:
         # A small mapping written inline (a pick rule): its keys and their types.
         keys = [f"{info.alias or name}: {_type_text(info.annotation, info.metadata)}" for name, info in tp.model_fields.items()]
@@ -157,6 +162,8 @@ def _family(members: Sequence[Any]) -> str | None:
         return "step (see [Steps](#steps))"
     if all(m in ASSERTION_MODELS.values() for m in models):
         return "assertion (see [Assertions](#assertions))"
+    if all(m in FOREIGN_MODELS for m in models):
+        return "foreign backup (see [Foreign backup formats](#foreign-backup-formats))"
     if all(isinstance(m, type) and issubclass(m, Strict) and m.drproof_tag in component_kinds for m in models):
         return "component (see below)"
     return None
@@ -325,6 +332,7 @@ def render() -> str:
         "from the repository a backup-config names and restored into a sandbox; steps may then be left out.",
         _table(SourceSpec),
     )
+    out += _section(3, "source.s3", _table(S3Spec))
     out += _section(
         2,
         "stack",
@@ -373,6 +381,15 @@ def render() -> str:
         )
         table = _table(fault.Params, skip=FaultParams.model_fields, empty="No parameters of its own.")
         out += _section(3, fault.name, fault.description, f"Targets: {targets}.", table)
+
+    out += _section(
+        2,
+        "Foreign backup formats",
+        "The value of a `source.backups` entry's `format:`: backups drproof did not make, restored into a fresh "
+        "sandbox component (see [restore tests](restore-tests.md#backups-not-made-by-drproof)).",
+    )
+    for model, fmt in zip(FOREIGN_MODELS, foreign_formats, strict=True):
+        out += _section(3, fmt.name, fmt.description, _table(model))
 
     out += _section(
         2,

@@ -27,6 +27,7 @@ from typing import Any
 from drills.assertions import DrillState, assertion_kinds
 from drills.controls import evaluate as evaluate_controls
 from drills.durations import format_duration
+from drills.foreign_source import ForeignSource, foreign_component, open_foreign
 from drills.loader import LoadedScenario
 from drills.scenario import assertion_params
 from drills.source import SOURCE_BACKUP, SourceSpec, open_source, sandbox_component, source_record
@@ -85,6 +86,7 @@ class DrillRunner:
         work_root: Path | None = None,
         keep_workdir: bool = False,
         hooks: Hooks | None = None,
+        history: Path | None = None,
     ) -> None:
         self.loaded = loaded
         self.scenario = loaded.scenario
@@ -92,6 +94,7 @@ class DrillRunner:
         self.work_root = work_root
         self.keep_workdir = keep_workdir
         self.hooks = hooks or Hooks()
+        self.history = history  # where earlier restore tests are recorded (``drift``)
         self.phases: list[Phase] = []
         self.backup_records: list[BackupRecord] = []
         self.tools: dict[str, str] = {}
@@ -152,6 +155,7 @@ class DrillRunner:
             self._run_timeline()
             assert self.state is not None
             self.state.stack_rto = self._stack_rto()
+            self._previous_restore_test()
             # Judged before teardown: some checks (backup_integrity) read the repository.
             with self.phase("evaluate assertions", "check"):
                 self.assertion_results = self._assertions()
@@ -261,29 +265,93 @@ class DrillRunner:
         self.runtime_facts = runtime.describe()
 
     def _provision_sandbox(self, spec: SourceSpec) -> None:
-        """Open the source read-only, pick its set, and give each of its components an empty
-        sandbox server or directory of the version the backup needs (nothing is seeded)."""
-        state, runtime = self.state, self.runtime
-        assert state is not None and runtime is not None
+        """Open the source, and give each of its components an empty sandbox server or
+        directory of the version its backup needs (nothing is seeded)."""
+        state = self.state
+        assert state is not None
+        if spec.backups is not None:
+            self._provision_foreign(spec)
+            return
         with self.phase("open the source repository (read-only)", "provision") as rec:
             opened = open_source(spec, self.loaded.base_dir)
             state.source = opened
             state.backups[SOURCE_BACKUP] = opened.manifest
             state.repositories[SOURCE_BACKUP] = opened.repository
             rec["detail"] = f"backup {opened.manifest.id}: {opened.picked.reason}"
-            self.backup_records.append(source_record(opened))
             rec["data"] = {"backup_id": opened.manifest.id, "age_seconds": round(opened.age_seconds, 3)}
+            self.backup_records.append(source_record(opened))
         for name in opened.components:
-            comp = sandbox_component(opened, name, runtime, self.runtime_name)
-            state.components[name] = comp
+            assert self.runtime is not None
             record = opened.manifest.component(name)
-            state.results[name] = ComponentResult(
-                name=name,
-                kind=comp.name,
-                fingerprint_at_backup=record.fingerprint.digest if record.fingerprint else None,
-            )
-            with self.phase(f"provision sandbox {name}", "provision", component=name):
-                comp.provision()
+            fingerprint = record.fingerprint.digest if record.fingerprint else None
+            self._provision_one(name, sandbox_component(opened, name, self.runtime, self.runtime_name), fingerprint)
+
+    def _provision_foreign(self, spec: SourceSpec) -> None:
+        state = self.state
+        assert state is not None and spec.backups is not None and self.workdir is not None
+        with self.phase("inspect the foreign backups", "provision") as rec:
+            opened = open_foreign(spec.backups, spec.s3, self.loaded.base_dir, self.workdir)
+            state.source = opened
+            rec["detail"] = opened.describe()
+            rec["data"] = {
+                name: {"taken_at": b.facts.taken_at.isoformat() if b.facts.taken_at else None, **b.facts.details}
+                for name, b in opened.backups.items()
+            }
+        for name, backup in opened.backups.items():
+            assert self.runtime is not None
+            self._provision_one(name, foreign_component(backup, self.runtime), None)
+
+    def _provision_one(self, name: str, comp: Component, fingerprint_at_backup: str | None) -> None:
+        state = self.state
+        assert state is not None
+        state.components[name] = comp
+        state.results[name] = ComponentResult(name=name, kind=comp.name, fingerprint_at_backup=fingerprint_at_backup)
+        with self.phase(f"provision sandbox {name}", "provision", component=name):
+            comp.provision()
+
+    def _previous_restore_test(self) -> None:
+        """The newest passing restore test of this source in the history, for ``drift``."""
+        state = self.state
+        assert state is not None
+        key = self._scope([]).source if state.source is not None else None
+        if key is None:
+            return
+        if self.history is None or not self.history.is_file():
+            state.previous_why = "no history to compare with: run with --history FILE to record restore tests"
+            return
+        from drills.history import open_history
+
+        with open_history(self.history, create=False) as history:
+            passing = [r for r in history.runs(source=key, limit=100) if r.verdict == "pass"]
+        state.previous_restore_test = passing[0] if passing else None
+        if not passing:
+            state.previous_why = f"no earlier passing restore test of this source in {self.history}"
+
+    def _foreign_scope(self, opened: ForeignSource, systems: list[str], seeded: list[str]) -> Scope:
+        """A restore test of backups other tools made: each named with its format and location."""
+        taken = opened.taken_at
+        age = opened.age_seconds
+        when = (
+            f", the oldest taken {taken.strftime('%Y-%m-%d %H:%M:%S UTC')} "
+            f"({format_duration(max(round(age), 0))} before the test)"
+            if taken is not None
+            else ""
+        )
+        statement = (
+            f"restore test of backups not made by drproof ({opened.describe()}){when}, restored into a sandbox on "
+            f"the {self.runtime_name} runtime; no fingerprint was taken when they were made, so fidelity is not "
+            "compared" + (f"; also seeded by drproof: {', '.join(seeded)}" if seeded else "")
+        )
+        return Scope(
+            kind="restore-test",
+            statement=statement,
+            systems=systems,
+            backup_id=opened.backup_id,
+            backup_taken_at=taken,
+            backup_age_seconds=round(age, 3) if taken is not None else None,
+            repository="foreign backups",
+            source=opened.describe(),
+        )
 
     def _final_fingerprint(self, name: str, comp: Component) -> Fingerprint:
         """The component's fingerprint now, in the scheme of the backup it was restored from.
@@ -562,13 +630,16 @@ class DrillRunner:
         opened = self.state.source if self.state is not None else None
         if opened is None:
             if self.scenario.source is not None:  # the source could not be opened
-                statement = f"restore test of the backups {self.scenario.source.config} names; no backup could be opened"
+                named = self.scenario.source.config or ", ".join(self.scenario.source.backups or {})
+                statement = f"restore test of the backups of {named}; no backup could be opened"
                 return Scope(kind="restore-test", statement=statement, systems=systems)
             statement = (
                 f"synthetic drill: drproof seeded deterministic data into a private {self.runtime_name} stack "
                 f"({', '.join(seeded)}); no production backup was involved"
             )
             return Scope(kind="synthetic", statement=statement, systems=systems)
+        if isinstance(opened, ForeignSource):
+            return self._foreign_scope(opened, systems, seeded)
         m = opened.manifest
         repo = "the repository " + describe_repository(opened.repository.describe())
         statement = (

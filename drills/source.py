@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from drills.durations import Duration
+from drills.foreign_source import ForeignSpec, S3Spec
 from drills.strict import Name, Strict
 from engine.components import component_kinds
 from engine.journal import BackupRecord
@@ -83,10 +84,17 @@ else:
 class SourceSpec(Strict):
     """The real backups a restore test restores into a sandbox."""
 
-    config: Path = Field(
+    config: Path | None = Field(
+        default=None,
         description="The production backup-config.yaml (relative to the scenario): only its repository, offsite "
-        "and encryption key source are used; drproof never connects to the servers it names."
+        "and encryption key source are used; drproof never connects to the servers it names.",
     )
+    backups: dict[Name, ForeignSpec] | None = Field(
+        default=None,
+        description="Instead of `config`: backups drproof did not make, by sandbox component name (a pg_dump file, "
+        "a Redis RDB, a tar, ...); see [restore tests](restore-tests.md#backups-not-made-by-drproof).",
+    )
+    s3: S3Spec | None = Field(default=None, description="Endpoint and region for `s3://` paths of `backups`.")
     repository: Literal["primary", "offsite"] = Field(
         default="primary", description="Read the configured primary repository, or its offsite copy."
     )
@@ -98,6 +106,12 @@ class SourceSpec(Strict):
     components: list[Name] | None = Field(
         default=None, description="Components to restore into the sandbox; default: every component of the set."
     )
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> SourceSpec:
+        if (self.config is None) == (self.backups is None):
+            raise ValueError("give either `config` (a drproof repository) or `backups` (backups made by other tools)")
+        return self
 
     def rule(self) -> Pick:
         p = self.pick
@@ -128,6 +142,18 @@ class OpenedSource:
     freshness_limit: float | None = None  # the pick's `latest_within`, if it gave one
 
     @property
+    def backup_id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def label(self) -> str:
+        return f"backup {self.manifest.id}"
+
+    @property
+    def taken_at(self) -> datetime | None:
+        return self.manifest.created_at
+
+    @property
     def age_seconds(self) -> float:
         """How old the backup was when the test opened it (negative: dated in the future)."""
         return (self.opened_at - self.manifest.created_at).total_seconds()
@@ -143,6 +169,7 @@ def open_source(spec: SourceSpec, base_dir: Path) -> OpenedSource:
     from drills.backup_config import load_config
     from drills.standalone import repository
 
+    assert spec.config is not None
     config_path = spec.config if spec.config.is_absolute() else base_dir / spec.config
     config = load_config(config_path)
     repo = ReadOnlyRepository(repository(config, None, offsite=spec.repository == "offsite"))

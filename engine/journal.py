@@ -17,7 +17,11 @@ from engine.fingerprint import PartDifference
 SCHEMA_VERSION = 1
 
 Verdict = Literal["pass", "fail", "error"]
-AssertionStatus = Literal["pass", "fail", "error", "not_run"]
+# not_compared: the check had nothing to compare with (a backup made by another tool carries
+# no fingerprint; no earlier restore test of a source to measure drift against). Never shown
+# as a pass, and never evidence for a control; it does not by itself fail the run, whose
+# verdict rests on the checks that did compare.
+AssertionStatus = Literal["pass", "fail", "error", "not_run", "not_compared"]
 PhaseStatus = Literal["ok", "failed", "refused", "error", "skipped"]
 ControlStatus = Literal["evidenced", "failed", "not evidenced"]
 

@@ -196,3 +196,51 @@ def test_restore_test_problems_are_located_in_the_scenario_and_in_the_backup_con
         f"{scenario}:13:5: assertions[0]: freshness needs a limit: freshness.max, source.pick.latest_within or objectives.rpo",
         f"{config}:4:29: components.db.url: passwords may not be written in the URL; use password_env or password_file",
     ]
+
+
+# -- foreign backups ----------------------------------------------------------------------------
+
+
+def test_roles_a_dump_refers_to_are_found_and_builtins_left_out() -> None:
+    import io
+
+    from engine.foreign.pg_dump import _roles_in
+
+    script = b"""CREATE TABLE public.t (id int);
+ALTER TABLE public.t OWNER TO app_owner;
+ALTER SCHEMA sales OWNER TO "Sales Team";
+GRANT SELECT ON TABLE public.t TO reporting;
+GRANT ALL ON SCHEMA public TO PUBLIC;
+REVOKE ALL ON TABLE public.t FROM auditor;
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public GRANT SELECT ON TABLES TO readers;
+ALTER TABLE public.t OWNER TO postgres;
+-- GRANT SELECT ON t TO commented_out;
+"""
+    assert _roles_in(io.BytesIO(script)) == {"app_owner", "Sales Team", "reporting", "auditor", "readers"}
+
+
+def test_the_dump_time_is_trusted_only_in_a_zone_that_is_unambiguous() -> None:
+    from engine.foreign.pg_dump import _created
+
+    assert _created("2026-12-05 02:00:12 UTC") == datetime(2026, 12, 5, 2, 0, 12, tzinfo=UTC)
+    assert _created("2026-12-05 02:00:12 IST") is None  # India, Ireland or Israel: use the file's time
+    assert _created(None) is None and _created("yesterday") is None
+
+
+def test_a_restore_test_of_foreign_backups_refuses_checks_that_need_a_repository(tmp_path: Path) -> None:
+    (tmp_path / "a.dump").write_bytes(b"PGDMP")
+    (tmp_path / "rt.yaml").write_text(
+        "name: foreign\nsource:\n  backups:\n    db: {format: pg_dump, path: a.dump}\n"
+        "assertions:\n  - backup_integrity\n  - fidelity: {components: [dbb]}\n"
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        load_scenario(tmp_path / "rt.yaml")
+    messages = [p.message for p in caught.value.problems]
+    assert any("backup_integrity re-reads a drproof repository" in m for m in messages), messages
+    assert any("no component named 'dbb'; did you mean 'db'?" in m for m in messages), messages
+
+
+def test_a_source_is_either_a_config_or_backups(tmp_path: Path) -> None:
+    (tmp_path / "rt.yaml").write_text("name: neither\nsource: {}\nassertions: [rto]\n")
+    with pytest.raises(ValidationFailed, match="give either `config`"):
+        load_scenario(tmp_path / "rt.yaml")

@@ -2,6 +2,7 @@
 
 from drills.assertions.backup_integrity import BackupIntegrity
 from drills.assertions.base import Assertion, AssertionParams, DrillState, RestoreAttempt
+from drills.assertions.drift import Drift
 from drills.assertions.fidelity import Fidelity
 from drills.assertions.freshness import Freshness
 from drills.assertions.postgres_checks import PostgresChecks
@@ -16,5 +17,6 @@ assertion_kinds.register(Rpo)
 assertion_kinds.register(BackupIntegrity)
 assertion_kinds.register(PostgresChecks)
 assertion_kinds.register(Freshness)
+assertion_kinds.register(Drift)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

@@ -34,7 +34,13 @@ class BackupIntegrity(Assertion):
 
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
         ref = params.get("backup")
-        if not ctx.backups:
+        if ctx.foreign:
+            ctx.add(
+                ("assertions", index),
+                "backup_integrity re-reads a drproof repository against its manifest; backups made by other tools "
+                "have neither, and restoring them is what this test proves",
+            )
+        elif not ctx.backups:
             ctx.add(("assertions", index), "backup_integrity needs a backup step")
         elif isinstance(ref, str) and ref not in ctx.backups:
             ctx.add(

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from drills.foreign_source import ForeignSource
+    from drills.history import RunRecord
     from drills.source import OpenedSource
 
 from drills.crosscheck import CheckContext
@@ -72,7 +74,10 @@ class DrillState:
     # the first disaster of a drill, or the start of a restore test's first restore.
     recovery_started: float | None = None
     recovery_started_by: str = "injection of the first disaster"
-    source: OpenedSource | None = None  # a restore test's chosen backup and repository
+    source: OpenedSource | ForeignSource | None = None  # a restore test's backups, and where they are read
+    # The newest earlier passing restore test of the same source (from --history), for drift.
+    previous_restore_test: RunRecord | None = None
+    previous_why: str | None = None  # why there is none, when there is none
 
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)

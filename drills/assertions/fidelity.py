@@ -77,6 +77,30 @@ class Fidelity(Assertion):
             evidence=evidence,
         )
 
+    def _not_compared(self, rid: str, name: str, state: DrillState, what: str) -> AssertionResult:
+        """A backup made by another tool: nothing recorded what it held, so nothing is compared.
+
+        Never a pass. The restored state's fingerprint is the evidence, for the next test
+        of the same source to compare sizes with (``drift``).
+        """
+        if (unreadable := self._unreadable(rid, name, state)) is not None:
+            return unreadable
+        actual = state.final_fingerprints[name]
+        evidence = {
+            "restored_from": what,
+            "restored_sha256": actual.digest,
+            "parts": len(actual.parts),
+            "content_restored": _totals(actual.parts),
+        }
+        return result(
+            rid,
+            self.name,
+            "not_compared",
+            f"{name}: not compared: the {what} carries no fingerprint taken when it was made; the restored state "
+            f"was fingerprinted ({len(actual.parts)} parts, sha256 {actual.digest[:12]}…) as evidence",
+            evidence=evidence,
+        )
+
     def _unreadable(self, rid: str, name: str, state: DrillState) -> AssertionResult | None:
         if name not in state.fingerprint_errors:
             return None
@@ -91,6 +115,9 @@ class Fidelity(Assertion):
     def _one(self, name: str, state: DrillState) -> AssertionResult:
         rid = f"fidelity[{name}]"
         comp = state.results[name]
+        foreign = getattr(state.source, "backups", {})
+        if name in foreign:
+            return self._not_compared(rid, name, state, f"{foreign[name].format.name} backup {foreign[name].location}")
         restored = [r for r in state.restores if r.component == name and r.outcome == "ok"]
         if restored:
             backup_name = restored[-1].backup

@@ -56,13 +56,15 @@ class Freshness(Assertion):
         if source is None:
             return [result("freshness", self.name, "error", "no source backup was opened; its age is unknown")]
         limit, limit_from = _limit(params, source.freshness_limit, state.rpo_objective)
-        rid = f"freshness[{source.manifest.id}]"
+        rid = f"freshness[{source.backup_id}]"
         if limit is None:
             return [result(rid, self.name, "error", "no freshness limit: set freshness.max or objectives.rpo")]
-        age = source.age_seconds
+        age, taken = source.age_seconds, source.taken_at
+        if taken is None or age != age:  # NaN: a foreign backup that records no time
+            return [result(rid, self.name, "error", f"{source.label}: records no time it was taken")]
         evidence: dict[str, Any] = {
-            "backup_id": source.manifest.id,
-            "taken_at": source.manifest.created_at.isoformat(),
+            "backup_id": source.backup_id,
+            "taken_at": taken.isoformat(),
             "opened_at": source.opened_at.isoformat(),
             "age_seconds": round(age, 3),
             "limit_seconds": limit,
@@ -75,7 +77,7 @@ class Freshness(Assertion):
                     rid,
                     self.name,
                     "fail",
-                    f"backup {source.manifest.id} is dated {format_duration(-age)} in the future: its age cannot "
+                    f"{source.label} is dated {format_duration(-age)} in the future: its age cannot "
                     "be trusted",
                     evidence=evidence,
                     findings=[
@@ -86,14 +88,14 @@ class Freshness(Assertion):
             ]
         shown = format_duration(max(round(age), 0))
         if age <= limit:
-            summary = f"backup {source.manifest.id} was {shown} old, within the {format_duration(limit)} limit"
+            summary = f"{source.label} was {shown} old, within the {format_duration(limit)} limit"
             return [result(rid, self.name, "pass", summary, evidence=evidence)]
         return [
             result(
                 rid,
                 self.name,
                 "fail",
-                f"backup {source.manifest.id} was {shown} old, over the {format_duration(limit)} limit",
+                f"{source.label} was {shown} old, over the {format_duration(limit)} limit",
                 evidence=evidence,
                 findings=[f"the newest backup restored is {format_duration(age - limit)} older than {limit_from} allows"],
             )

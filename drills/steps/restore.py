@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field
 
 from drills.assertions import RestoreAttempt
 from drills.crosscheck import CheckContext, str_list
+from drills.foreign_source import ForeignBackup, ForeignSource
 from drills.source import SOURCE_BACKUP
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
@@ -94,6 +95,13 @@ class Restore(StepKind):
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         state = run.state
         assert state is not None
+        if spec.from_ == SOURCE_BACKUP and isinstance(state.source, ForeignSource):
+            if state.recovery_started is None:
+                state.recovery_started = run.clock.offset()
+                state.recovery_started_by = "start of the restore of the foreign backups"
+            for name in spec.components or state.source.components:
+                _restore_foreign(run, index, name, state.source.backups[name])
+            return
         manifest = run.find_backup(spec.from_)
         repository = state.repository_of(spec.from_ or "")
         if spec.from_ == SOURCE_BACKUP and state.recovery_started is None:
@@ -142,6 +150,36 @@ def _restore_one(
                 rec["detail"] = "expected the restore to be refused, but it went ahead: " + detail
         else:
             rec["status"] = {"ok": "ok", "refused": "refused", "failed": "failed"}[outcome]
+
+
+def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBackup) -> None:
+    """Restore one foreign backup into its fresh sandbox component, timed like any restore."""
+    state = run.state
+    assert state is not None
+    comp, result = state.components[name], state.results[name]
+    with run.phase(
+        f"restore {name} from {backup.format.name} {backup.location}", "restore", step=index + 1, component=name
+    ) as rec:
+        t0 = time.monotonic()
+        try:
+            details = backup.format.restore(comp, backup.local, backup.facts)
+        except DrproofError as exc:
+            outcome, detail, details = "failed", str(exc), {}
+        except (redis.RedisError, psycopg2.Error) as exc:
+            outcome, detail, details = "failed", driver_failure(name, exc), {}
+        else:
+            health = wait_healthy(comp)
+            result.healthy, result.health_detail = health.ok, health.detail
+            outcome = "ok" if health.ok else "failed"
+            detail = health.detail if health.ok else f"restored but not healthy: {health.detail}"
+        state.restores.append(RestoreAttempt(index, SOURCE_BACKUP, backup.location, name, outcome, detail, "success"))
+        rec["detail"], rec["status"] = detail, outcome
+        rec["data"] = {"format": backup.format.name, "location": backup.location, "outcome": outcome, **details}
+        if outcome == "ok":
+            result.restored_from = f"{backup.format.name} {backup.location}"
+            result.restore_seconds = round(time.monotonic() - t0, 6)
+            if state.recovery_started is not None:
+                result.rto_seconds = round(run.clock.offset() - state.recovery_started, 6)
 
 
 def _attempt(

@@ -27,7 +27,7 @@ from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
-from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime
+from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime, ServerWanted
 
 if TYPE_CHECKING:
     import psycopg2
@@ -74,7 +74,7 @@ class _Container:
         self.kind = kind
         self.mount = mount
         self.port = port
-        self.image = runtime.images[kind]
+        self.image = runtime.image_for(instance, kind)
         self.volume = f"drproof-{runtime.run_id}-{instance}-data"
         self.generation = 0
         self.host_port: int | None = None
@@ -316,6 +316,8 @@ class DockerRuntime(Runtime):
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
         self.client = docker_client()
         self.images = {**DEFAULT_IMAGES, **(images or {})}
+        self._chosen = set(images or {})  # kinds whose image the scenario named: never replaced
+        self._wanted: dict[str, str] = {}  # instance -> image a restore test's backup needs
         self.run_id = secrets.token_hex(6)
         self.labels = {
             LABEL_MANAGED: "true",
@@ -333,6 +335,15 @@ class DockerRuntime(Runtime):
         self._dirs: dict[str, Path] = {}
         self._image_ids: dict[str, str] = {}
         self._closed = False
+
+    def want(self, instance: str, wanted: ServerWanted) -> None:
+        """The official image of the backup's major (``postgres:15``, ``redis:7``), unless the
+        scenario named an image for that kind; a missing image is reported when it starts."""
+        if wanted.kind not in self._chosen:
+            self._wanted[instance] = f"{wanted.kind}:{wanted.major}"
+
+    def image_for(self, instance: str, kind: str) -> str:
+        return self._wanted.get(instance, self.images[kind])
 
     def remember_image(self, kind: str, image: str) -> None:
         if kind not in self._image_ids:
