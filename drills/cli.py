@@ -479,7 +479,8 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         detail = f" — {escape(phase.detail)}" if phase.detail and phase.status != "ok" else ""
         display.end(
             f"  [{style}]{phase.status:>7}[/{style}] {escape(phase.name)} "
-            f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}"
+            f"[dim]({phase.duration_seconds:.2f} s)[/dim]{detail}",
+            phase.name,
         )
 
     runner = DrillRunner(

@@ -114,6 +114,11 @@ class CheckContext:
     def names(self) -> list[str]:
         return [str(n) for n in self.components]
 
+    def stateless(self, name: str) -> bool:
+        """Whether component ``name`` is of a kind that holds no data (a service)."""
+        kind = self.kinds.get(name)
+        return isinstance(kind, str) and kind in component_kinds and not component_kinds.get(kind).stateful
+
     def add(self, path: PathKey, message: str, anchor: PathKey | None = None) -> None:
         self.problems.append(problem(self.doc, path, message, anchor))
 

@@ -87,6 +87,7 @@ _SECTIONS: dict[type[BaseModel], str] = {
 }
 
 _SCALARS: dict[Any, str] = {
+    Any: "any value",
     int: "integer",
     float: "number",
     str: "string",
@@ -148,7 +149,7 @@ def _type_text(tp: Any, metadata: Sequence[Any] = ()) -> str:
         return _SCALARS[tp]
     if (family := _family([tp])) is not None:  # a tagged union of one member so far
         return family
-    if isinstance(tp, type) and issubclass(tp, Strict) and len(tp.model_fields) <= 3:
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and len(tp.model_fields) <= 4:
         # A small mapping written inline (a pick rule): its keys and their types.
         keys = [f"{info.alias or name}: {_type_text(info.annotation, info.metadata)}" for name, info in tp.model_fields.items()]
         return "mapping `{" + ", ".join(keys) + "}`"
@@ -225,6 +226,10 @@ def _default_text(info: FieldInfo) -> str:
         return "—"
     if isinstance(value, BaseModel):
         return "all defaults"
+    if _is_duration(info.metadata) and isinstance(value, int | float):
+        from drills.durations import format_duration
+
+        return f"`{format_duration(value)}`"
     return f"`{_yaml_scalar(value)}`"
 
 
@@ -356,7 +361,7 @@ def render() -> str:
     out += _section(
         2,
         "Component kinds",
-        "The value of a component's `kind:`; its `seed:` mapping takes the parameters listed.",
+        "The value of a component's `kind:`; its `seed:` mapping (`run:` for a service) takes the parameters listed.",
     )
     for kind in component_kinds:
         out += _section(
@@ -364,8 +369,8 @@ def render() -> str:
             kind.name,
             kind.description,
             f"Faults that can hit it: {_faults_for(kind.name)}.",
-            "`seed:` parameters:",
-            _table(kind.Params),
+            f"`{kind.params_key}:` parameters:",
+            _table(kind.Params, skip=() if kind.stateful else ("random_seed",)),
         )
 
     out += _section(
@@ -399,7 +404,9 @@ def render() -> str:
         "A `timeline` check is always added; see [assertions.md](assertions.md#timeline).",
     )
     for assertion in assertion_kinds:
-        out += _section(3, assertion.name, assertion.description, _table(assertion.Params))
+        # `redis` is both a component kind and a check: the check's heading says which it is.
+        heading = f"{assertion.name} (check)" if assertion.name in component_kinds else assertion.name
+        out += _section(3, heading, assertion.description, _table(assertion.Params))
 
     while out and out[-1] == "":
         out.pop()
@@ -422,7 +429,7 @@ def _component_entry_table() -> list[str]:
     """The keys of one `stack.components` entry: shared by every kind except for `seed`'s content."""
     annotation = Stack.model_fields["components"].annotation
     union = get_args(get_args(annotation)[1])[0]
-    member: type[BaseModel] = get_args(union)[0]
+    member: type[BaseModel] = next(m for m in get_args(union) if "seed" in m.model_fields)
     fields = member.model_fields
     kinds = ", ".join(f"[`{n}`](#{n})" for n in component_kinds.names())
     kind_row = ["`kind`", "one of " + kinds, "required", fields["kind"].description or ""]
@@ -432,7 +439,13 @@ def _component_entry_table() -> list[str]:
         "all defaults",
         (fields["seed"].description or "") + " Its keys depend on the kind; see [Component kinds](#component-kinds).",
     ]
-    return _table(member, skip=("kind", "seed"), before=[kind_row], after=[seed_row])
+    run_row = [
+        "`run`",
+        "mapping",
+        "required",
+        "Instead of `seed`, for a service kind ([`application`](#application)): how to start and check it.",
+    ]
+    return _table(member, skip=("kind", "seed"), before=[kind_row], after=[seed_row, run_row])
 
 
 def _step_section(tag: str, model: type[BaseModel]) -> list[str]:

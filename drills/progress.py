@@ -25,7 +25,7 @@ class StepDisplay:
         self.quiet = quiet
         self.live = console.is_terminal and not quiet
         self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._tasks: dict[str, TaskID] = {}  # live steps by name: restores may run side by side
 
     def __enter__(self) -> StepDisplay:
         if self.live:
@@ -50,9 +50,9 @@ class StepDisplay:
         if self._progress is None:
             yield
             return
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-            self._task = None
+        for task in self._tasks.values():
+            self._progress.remove_task(task)
+        self._tasks.clear()
         self._progress.stop()
         try:
             yield
@@ -60,21 +60,22 @@ class StepDisplay:
             self._progress.start()
 
     def begin(self, text: str) -> None:
-        """A new step is running; the previous live one (if any) is over."""
+        """A new step is running (beside others, when restores run in parallel)."""
         if self.quiet:
             return
         if self._progress is None:
             self.console.print(f"[dim]…[/dim] {escape(text)}", highlight=False)
             return
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(escape(text))
+        if text in self._tasks:
+            self._progress.remove_task(self._tasks.pop(text))
+        self._tasks[text] = self._progress.add_task(escape(text))
 
-    def end(self, line: str) -> None:
-        """The running step finished: drop the live line, print ``line`` (rich markup) for good."""
+    def end(self, line: str, text: str | None = None) -> None:
+        """Step ``text`` (the only live one, if not given) finished: print ``line`` (rich markup) for good."""
         if self.quiet:
             return
-        if self._progress is not None and self._task is not None:
-            self._progress.remove_task(self._task)
-            self._task = None
+        if self._progress is not None:
+            key = text if text is not None else next(iter(self._tasks), None)
+            if key is not None and key in self._tasks:
+                self._progress.remove_task(self._tasks.pop(key))
         self.console.print(line, highlight=False)

@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drills import plan
 from drills.assertions import DrillState, assertion_kinds
 from drills.controls import evaluate as evaluate_controls
 from drills.durations import format_duration
@@ -95,6 +97,11 @@ class DrillRunner:
         self.keep_workdir = keep_workdir
         self.hooks = hooks or Hooks()
         self.history = history  # where earlier restore tests are recorded (``drift``)
+        # ``depends_on`` of every component: the order of starts and restores.
+        self.dependencies: dict[str, set[str]] = {
+            name: set(spec.depends_on) for name, spec in self.scenario.stack.components.items()
+        }
+        self._phase_lock = threading.Lock()  # phases of components restored in parallel
         self.phases: list[Phase] = []
         self.backup_records: list[BackupRecord] = []
         self.tools: dict[str, str] = {}
@@ -117,7 +124,8 @@ class DrillRunner:
         self, name: str, kind: str, *, step: int | None = None, component: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """Time a phase; the body may set ``status``, ``detail`` and ``data`` in the dict it gets."""
-        self.hooks.phase_started(name)
+        with self._phase_lock:
+            self.hooks.phase_started(name)
         rec: dict[str, Any] = {"status": "ok", "detail": "", "data": {}}
         started_at = datetime.now(UTC)
         t0 = self.clock.offset()
@@ -141,8 +149,9 @@ class DrillRunner:
                 detail=rec["detail"],
                 data=rec["data"],
             )
-            self.phases.append(phase)
-            self.hooks.phase_finished(phase)
+            with self._phase_lock:
+                self.phases.append(phase)
+                self.hooks.phase_finished(phase)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> Results:
@@ -186,7 +195,10 @@ class DrillRunner:
         parent.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"drproof-{s.name}-", dir=parent))
         self.state = DrillState(
-            repository=self._open_repositories(), rto_objective=s.objectives.rto, rpo_objective=s.objectives.rpo
+            repository=self._open_repositories(),
+            rto_objective=s.objectives.rto,
+            rpo_objective=s.objectives.rpo,
+            base_dir=self.loaded.base_dir,
         )
         self._preflight()
         self._start_runtime()
@@ -246,23 +258,41 @@ class DrillRunner:
             self.runtime = runtime_cls(self.workdir, images=images)
 
     def _provision_stack(self) -> None:
-        """Start and seed every component of the stack, in the scenario's order."""
+        """Start and seed every component of the stack, each after what it depends on.
+
+        A service that depends on a restore test's sandbox components is not started here:
+        those are empty until the restore, which starts it once they are back.
+        """
         state, runtime = self.state, self.runtime
         assert state is not None and runtime is not None
-        for name, comp_spec in self.scenario.stack.components.items():
+        specs = self.scenario.stack.components
+        sandbox = set(state.components)  # a restore test's, provisioned already
+        for name in plan.topological(list(specs), self.dependencies):
+            comp_spec = specs[name]
             kind = component_kinds.get(comp_spec.kind)
-            params = comp_spec.seed
-            sql_file = getattr(params, "sql_file", None)
-            if sql_file is not None:
-                params = params.model_copy(update={"sql_file": self._scenario_path(sql_file)})
-            comp = kind(name, params, runtime)
+            comp = kind(name, self._component_params(kind, comp_spec), runtime)
+            comp.dependencies = {d: state.components[d] for d in self.dependencies.get(name, set())}  # type: ignore[attr-defined]
             state.components[name] = comp
             state.results[name] = ComponentResult(name=name, kind=kind.name)
             with self.phase(f"provision {name}", "provision", component=name):
                 comp.provision()
-            with self.phase(f"seed {name}", "seed", component=name) as rec:
+            if not comp.stateful and self.dependencies.get(name, set()) & sandbox:
+                continue  # started by the restore, once its sandbox dependencies are back
+            with self.phase(f"seed {name}" if comp.stateful else f"start {name}", "seed", component=name) as rec:
                 rec["data"] = state.results[name].seed = comp.seed()
         self.runtime_facts = runtime.describe()
+
+    def _component_params(self, kind: type[Component], comp_spec: Any) -> Any:
+        """The component's parameters, with paths written in the scenario made relative to it."""
+        params = getattr(comp_spec, kind.params_key)
+        updates = {
+            key: self._scenario_path(value)
+            for key in ("sql_file", "cwd")
+            if isinstance(value := getattr(params, key, None), Path)
+        }
+        if "cwd" in type(params).model_fields and params.cwd is None:
+            updates["cwd"] = self.loaded.base_dir
+        return params.model_copy(update=updates) if updates else params
 
     def _provision_sandbox(self, spec: SourceSpec) -> None:
         """Open the source, and give each of its components an empty sandbox server or
@@ -370,23 +400,30 @@ class DrillRunner:
         return comp.fingerprint()
 
     def _final_checks(self) -> None:
-        """The fingerprint and health of every component once the timeline has run."""
+        """The fingerprint (of data components) and health of every component once the timeline has run."""
         state = self.state
         assert state is not None
         with self.phase("final fingerprints", "check") as rec:
             for name, comp in state.components.items():
-                try:
-                    fp = self._final_fingerprint(name, comp)
-                    state.final_fingerprints[name] = fp
-                    state.results[name].fingerprint_final = fp.digest
-                    state.results[name].content, state.results[name].row_counts = content_of(fp)
-                except DrproofError as exc:
-                    state.fingerprint_errors[name] = str(exc)
+                if comp.stateful:  # a service holds no data: its health is what counts
+                    self._record_final_fingerprint(name, comp)
                 health = comp.health()
                 if state.results[name].healthy is None or not health.ok:
                     state.results[name].healthy = health.ok
                     state.results[name].health_detail = health.detail
             rec["data"] = {n: f.digest for n, f in state.final_fingerprints.items()}
+
+    def _record_final_fingerprint(self, name: str, comp: Component) -> None:
+        state = self.state
+        assert state is not None
+        try:
+            fp = self._final_fingerprint(name, comp)
+        except DrproofError as exc:
+            state.fingerprint_errors[name] = str(exc)
+            return
+        state.final_fingerprints[name] = fp
+        state.results[name].fingerprint_final = fp.digest
+        state.results[name].content, state.results[name].row_counts = content_of(fp)
 
     def stop_workload(self, why: str) -> None:
         workload = self.workload
@@ -537,7 +574,7 @@ class DrillRunner:
             try:
                 for r in assertion_kinds.get(tag)().evaluate(params, state):
                     r.source = source
-                    out.append(_negative_control(r) if getattr(params, "expect", "pass") == "fail" else r)
+                    out.append(_negative_control(r) if getattr(params, "negative_control", False) else r)
             except DrproofError as exc:
                 out.append(AssertionResult(id=tag, name=tag, status="error", summary=str(exc), source=source))
         return out
@@ -610,6 +647,9 @@ class DrillRunner:
                 rpo_components={
                     r.name: r.recovery_point.loss_window_seconds for r in components if r.recovery_point is not None
                 },
+                critical_path=plan.critical_path(
+                    {r.name: r.rto_seconds for r in components if r.damaged_by or r.restored_from}, self.dependencies
+                ),
             ),
             components=components,
             phases=self.phases,

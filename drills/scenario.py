@@ -50,13 +50,31 @@ __all__ = [
 
 
 def _component_model(kind: Any) -> type[Strict]:
+    # Data kinds take ``seed:`` (what to fill them with); a service takes ``run:`` (how to start it).
+    params: dict[str, Any] = {
+        kind.params_key: (
+            kind.Params,
+            Field(
+                default_factory=kind.Params,
+                description="Deterministic seed data." if kind.stateful else "How to run and check the service.",
+            ),
+        )
+    }
     model = create_model(
         f"{kind.name.capitalize()}Component",
         __base__=Strict,
         __doc__=kind.description,
         kind=(literal(kind.name), Field(description="Component kind.")),
         description=(str, Field(default="", description="What this component stands for in your stack.")),
-        seed=(kind.Params, Field(default_factory=kind.Params, description="Deterministic seed data.")),
+        depends_on=(
+            list[Name],
+            Field(
+                default_factory=list,
+                description="Components this one needs running first: it is started after them, and a restore "
+                "brings it back only once they are back (independent ones in parallel, see `restore.parallel`).",
+            ),
+        ),
+        **params,
     )
     return tagged(model, kind.name)
 

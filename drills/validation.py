@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from drills import plan
 from drills.assertions import assertion_kinds
 from drills.controls import control_ids
 from drills.crosscheck import CheckContext, as_dict, problem, str_list, suggest
@@ -236,6 +237,7 @@ def _cross_checks(doc: Document) -> list[Problem]:
             if not resolved.is_file():
                 ctx.add(("stack", "components", name, "seed", "sql_file"), f"SQL file not found: {resolved}")
     _check_source(ctx, data)
+    _check_dependencies(ctx)
     steps = data["steps"] if isinstance(data.get("steps"), list) else []
     _check_steps(ctx, steps)
     if ctx.source is not None and not steps:
@@ -246,6 +248,23 @@ def _cross_checks(doc: Document) -> list[Problem]:
             assertion_kinds.get(tag)().cross_check(ctx, i, params)
     ctx.problems.extend(_control_checks(doc, data.get("controls")))
     return ctx.problems
+
+
+def _check_dependencies(ctx: CheckContext) -> None:
+    """``depends_on`` names components of this scenario, never itself, and makes no cycle."""
+    deps: dict[str, set[str]] = {}
+    for name, spec in as_dict(as_dict(as_dict(ctx.doc.data).get("stack")).get("components")).items():
+        listed = str_list(as_dict(spec).get("depends_on"))
+        path = ("stack", "components", name, "depends_on")
+        for j, dep in listed:
+            if dep == name:
+                ctx.add((*path, j), f"{name!r} cannot depend on itself")
+            else:
+                ctx.check_component((*path, j), dep)
+        deps[str(name)] = {d for _, d in listed if d != name}
+    found = plan.cycle(deps)
+    if found:
+        ctx.add(("stack", "components", found[0], "depends_on"), "depends_on makes a cycle: " + " → ".join(found))
 
 
 def _check_source(ctx: CheckContext, data: dict[str, Any]) -> None:

@@ -149,6 +149,10 @@ class Measured(_Model):
         default=None, description="Stack RPO: the worst loss window of any component with a workload (null: none)."
     )
     rpo_components: dict[str, float | None] = Field(default_factory=dict, description="Per-component loss window.")
+    critical_path: list[str] = Field(
+        default_factory=list,
+        description="The chain of dependent components that set the stack's RTO, first restored first.",
+    )
 
 
 class Objectives(_Model):

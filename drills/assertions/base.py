@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from drills.assertions.expect import ExpectSpec, check_short_form
 
 if TYPE_CHECKING:
     from drills.foreign_source import ForeignSource
@@ -35,6 +38,28 @@ class AssertionParams(BaseModel):
         description="`fail` for a negative control: the scenario injects the damage this check exists to detect, "
         "and the drill passes only if the check fails (a check that passes then is blind).",
     )
+
+    @property
+    def negative_control(self) -> bool:
+        """Whether the scenario expects this check to fail (it injected the damage it detects)."""
+        return self.expect == "fail"
+
+
+class CheckParams(AssertionParams):
+    """A user's check: ``expect`` is what the value read must be, ``outcome`` the negative control."""
+
+    expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(  # type: ignore[assignment]
+        default="rows",
+        description="`> 0`, `>= N`, `= N`, `!= N` on the first value read; `rows` / `no rows`; or "
+        "`{equals: X}`, `{matches: REGEX}`, `{contains: TEXT}`, `{rows: [[...], ...]}`.",
+    )
+    outcome: Literal["pass", "fail"] = Field(
+        default="pass", description="`fail` for a negative control: the scenario broke what this check reads."
+    )
+
+    @property
+    def negative_control(self) -> bool:
+        return self.outcome == "fail"
 
 
 @dataclass
@@ -78,6 +103,7 @@ class DrillState:
     # The newest earlier passing restore test of the same source (from --history), for drift.
     previous_restore_test: RunRecord | None = None
     previous_why: str | None = None  # why there is none, when there is none
+    base_dir: Path | None = None  # the scenario's directory: where a user's check programs run
 
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)

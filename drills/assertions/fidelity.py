@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.crosscheck import CheckContext
+from drills.crosscheck import CheckContext, str_list
 from engine.fingerprint import compare
 from engine.journal import AssertionResult
 
@@ -31,13 +31,17 @@ class Fidelity(Assertion):
     )
 
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
-        ctx.check_components(("assertions", index, self.name, "components"), params.get("components"))
+        path = ("assertions", index, self.name, "components")
+        ctx.check_components(path, params.get("components"))
+        for j, c in str_list(params.get("components")):
+            if ctx.stateless(c):
+                ctx.add((*path, j), f"{c!r} is a {ctx.kinds[c]}: it holds no data to compare; check it with http or command")
         if not ctx.backups:
             ctx.add(("assertions", index), "fidelity needs a backup step to compare against")
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, FidelityParams)
-        names = params.components or list(state.components)
+        names = params.components or [n for n, c in state.components.items() if c.stateful]
         if params.against == "before_disaster":
             return [self._before_disaster(name, state) for name in names]
         return [self._one(name, state) for name in names]

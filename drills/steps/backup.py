@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
-from drills.crosscheck import CheckContext
+from drills.crosscheck import CheckContext, str_list
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
 from engine import backup as engine_backup
@@ -53,7 +53,11 @@ class Backup(StepKind):
 
     def cross_check(self, ctx: CheckContext, index: int, spec: dict[str, Any]) -> None:
         ctx.backups.append(backup_name(index, spec))
-        ctx.check_components(("steps", index, self.name, "components"), spec.get("components"))
+        path = ("steps", index, self.name, "components")
+        ctx.check_components(path, spec.get("components"))
+        for j, c in str_list(spec.get("components")):
+            if ctx.stateless(c):
+                ctx.add((*path, j), f"{c!r} is a {ctx.kinds[c]}: it holds no data to back up")
 
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         """One backup step; with ``expect: failure`` its failure is recorded and judged, not fatal."""
@@ -80,7 +84,8 @@ class Backup(StepKind):
 def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
     state = run.state
     assert state is not None
-    chosen = [state.components[c] for c in (spec.components or list(state.components))]
+    # Services (application components) hold no data: a backup of "everything" leaves them out.
+    chosen = [state.components[c] for c in (spec.components or [n for n, c in state.components.items() if c.stateful])]
     with run.phase(f"backup {name}", "backup", step=index + 1) as rec:
         t0 = time.monotonic()
         manifest = engine_backup.backup(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
+from drills import plan
 from drills.assertions import RestoreAttempt
 from drills.crosscheck import CheckContext, str_list
 from drills.foreign_source import ForeignBackup, ForeignSource
@@ -51,6 +54,13 @@ class RestoreSpec(Strict):
         default="success",
         description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
     )
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Components restored at the same time; each still waits for those it `depends_on`. With "
+        "more than 1 the stack's RTO is its critical path, not the sum of its restores.",
+    )
 
 
 class RestoreStep(Strict):
@@ -69,6 +79,9 @@ class Restore(StepKind):
 
     def cross_check(self, ctx: CheckContext, index: int, spec: dict[str, Any]) -> None:
         base = ("steps", index, self.name)
+        listed = [c for _, c in str_list(spec.get("components"))]
+        if listed and all(ctx.stateless(c) for c in listed):
+            return  # services only: they are started again, nothing comes from a backup
         if not ctx.backups:
             ctx.add(base, "restore needs an earlier backup step")
         else:
@@ -95,31 +108,90 @@ class Restore(StepKind):
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         state = run.state
         assert state is not None
+        work: dict[str, Callable[[], str]] = {}
         if spec.from_ == SOURCE_BACKUP and isinstance(state.source, ForeignSource):
-            if state.recovery_started is None:
-                state.recovery_started = run.clock.offset()
-                state.recovery_started_by = "start of the restore of the foreign backups"
-            for name in spec.components or state.source.components:
-                _restore_foreign(run, index, name, state.source.backups[name])
-            return
-        manifest = run.find_backup(spec.from_)
-        repository = state.repository_of(spec.from_ or "")
-        if spec.from_ == SOURCE_BACKUP and state.recovery_started is None:
-            # A restore test times the restore itself: the whole stack is lost from the start.
-            state.recovery_started = run.clock.offset()
-            state.recovery_started_by = f"start of the restore of backup {manifest.id}"
-        if spec.repository == "offsite":
-            assert run.offsite is not None  # checked before the drill started
-            repository = run.offsite
-        # Default: every component of the backup this run has (a restore test may restore
-        # only some components of its source set).
-        for name in spec.components or [c.name for c in manifest.components if c.name in state.components]:
-            _restore_one(run, index, spec, name, manifest, repository)
+            _start_clock(run, "start of the restore of the foreign backups")
+            foreign = state.source
+            for name in spec.components or foreign.components:
+                if state.components[name].stateful:
+                    work[name] = functools.partial(_restore_foreign, run, index, name, foreign.backups[name])
+        elif spec.components is None or any(state.components[c].stateful for c in spec.components):
+            manifest = run.find_backup(spec.from_)
+            repository = state.repository_of(spec.from_ or "")
+            if spec.from_ == SOURCE_BACKUP:
+                # A restore test times the restore itself: the whole stack is lost from the start.
+                _start_clock(run, f"start of the restore of backup {manifest.id}")
+            if spec.repository == "offsite":
+                assert run.offsite is not None  # checked before the drill started
+                repository = run.offsite
+            # Default: every component of the backup this run has (a restore test may restore
+            # only some components of its source set).
+            held = [c.name for c in manifest.components if c.name in state.components]
+            for name in spec.components or held:
+                if state.components[name].stateful:
+                    work[name] = functools.partial(_restore_one, run, index, spec, name, manifest, repository)
+        # Services come back after the data they need: each is started again once its
+        # dependencies are restored (all of them when the step names no components).
+        for name, comp in state.components.items():
+            if not comp.stateful and (spec.components is None or name in spec.components):
+                work[name] = functools.partial(_recover_one, run, index, name)
+        plan.run(
+            list(work),
+            run.dependencies,
+            spec.parallel,
+            lambda name: work[name]() == "ok",
+            lambda name, failed: _not_attempted(run, index, spec, name, failed),
+        )
+
+
+def _start_clock(run: DrillRunner, why: str) -> None:
+    state = run.state
+    assert state is not None
+    if state.recovery_started is None:
+        state.recovery_started = run.clock.offset()
+        state.recovery_started_by = why
+
+
+def _recover_one(run: DrillRunner, index: int, name: str) -> str:
+    """Start a service again once what it depends on is back; timed like a restore."""
+    state = run.state
+    assert state is not None
+    comp, result = state.components[name], state.results[name]
+    with run.phase(f"start {name} again", "restore", step=index + 1, component=name) as rec:
+        t0 = time.monotonic()
+        try:
+            comp.recover()
+        except DrproofError as exc:
+            outcome, detail = "failed", str(exc)
+        else:
+            health = comp.health()
+            result.healthy, result.health_detail = health.ok, health.detail
+            outcome, detail = ("ok", health.detail) if health.ok else ("failed", f"started but not healthy: {health.detail}")
+        state.restores.append(RestoreAttempt(index, "restart", "", name, outcome, detail, "success"))
+        rec["detail"], rec["status"] = detail, outcome
+        rec["data"] = {"outcome": outcome, "restarted": True}
+        if outcome == "ok":
+            result.restored_from = "restarted"
+            result.restore_seconds = round(time.monotonic() - t0, 6)
+            if state.recovery_started is not None:
+                result.rto_seconds = round(run.clock.offset() - state.recovery_started, 6)
+    return outcome
+
+
+def _not_attempted(run: DrillRunner, index: int, spec: Any, name: str, failed: list[str]) -> None:
+    """A component whose dependencies did not come back is not attempted: it could not work."""
+    state = run.state
+    assert state is not None
+    detail = f"not attempted: {', '.join(failed)} (which it depends on) did not come back"
+    with run.phase(f"restore {name}", "restore", step=index + 1, component=name) as rec:
+        rec["detail"], rec["status"] = detail, "failed"
+        rec["data"] = {"outcome": "failed", "blocked_by": failed}
+    state.restores.append(RestoreAttempt(index, spec.from_ or "", "", name, "failed", detail, spec.expect))
 
 
 def _restore_one(
     run: DrillRunner, index: int, spec: Any, name: str, manifest: Manifest, repository: Repository
-) -> None:
+) -> str:
     state = run.state
     assert state is not None
     comp = state.components[name]
@@ -150,9 +222,10 @@ def _restore_one(
                 rec["detail"] = "expected the restore to be refused, but it went ahead: " + detail
         else:
             rec["status"] = {"ok": "ok", "refused": "refused", "failed": "failed"}[outcome]
+    return outcome
 
 
-def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBackup) -> None:
+def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBackup) -> str:
     """Restore one foreign backup into its fresh sandbox component, timed like any restore."""
     state = run.state
     assert state is not None
@@ -180,6 +253,7 @@ def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBac
             result.restore_seconds = round(time.monotonic() - t0, 6)
             if state.recovery_started is not None:
                 result.rto_seconds = round(run.clock.offset() - state.recovery_started, 6)
+    return outcome
 
 
 def _attempt(

@@ -1,5 +1,6 @@
 """Component kinds, by the name used in ``kind:``."""
 
+from engine.components.application import ApplicationComponent
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.configuration import ConfigurationComponent
 from engine.components.postgres import PostgresComponent
@@ -20,5 +21,6 @@ component_kinds.register(RedisRdbComponent)
 component_kinds.register(VectorstoreComponent)
 component_kinds.register(VolumesComponent)
 component_kinds.register(ConfigurationComponent)
+component_kinds.register(ApplicationComponent)
 
 __all__ = ["ArtifactSource", "Component", "Health", "SeedParams", "component_kinds"]

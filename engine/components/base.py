@@ -115,6 +115,14 @@ class Component(ABC):
     Params: ClassVar[type[SeedParams]]
     description: ClassVar[str]
 
+    # Kinds that hold data are backed up, restored from backups and fingerprinted. A kind
+    # that holds none (a service process) sets this False: backups and fidelity leave it
+    # out, and its "restore" is starting it again once what it depends on is back.
+    stateful: ClassVar[bool] = True
+    # The key of a component's entry that holds ``Params``: what is seeded for data kinds,
+    # how to run it for a service.
+    params_key: ClassVar[str] = "seed"
+
     def __init__(self, instance: str, params: SeedParams, runtime: Runtime) -> None:
         self.instance = instance
         self.params = params
@@ -232,6 +240,20 @@ class Component(ABC):
 
     def tool_versions(self) -> dict[str, str]:
         return {}
+
+    def connection_env(self) -> dict[str, str]:
+        """How a program reaches this component, as ``KEY -> value`` (``URL``, ``PASSWORD``, ``PATH``).
+
+        Given to the user's checks and to application components as ``DRPROOF_<NAME>_<KEY>``
+        (``engine.components.connections``); a password only ever travels this way, never
+        in a URL or an argument. The default serves the directory kinds: their ``path``.
+        """
+        path = getattr(self, "path", None)
+        return {"PATH": str(path)} if path is not None else {}
+
+    def recover(self) -> None:
+        """Bring a stateless component back (start it again); data kinds restore from backups."""
+        raise NotImplementedError(f"{self.name} components are restored from backups")
 
     # The scheme of the fingerprints this kind takes now; ``fingerprint_like`` also
     # computes older ones, so a backup taken by an earlier drproof is still compared.

@@ -638,6 +638,11 @@ class PostgresComponent(Component):
         finally:
             conn.close()
 
+    def connection_env(self) -> dict[str, str]:
+        from engine.components.connections import postgres_env
+
+        return postgres_env(self.service.dsn(self.db), self.service.tool_env().get("PGPASSWORD"))
+
     def tool_versions(self) -> dict[str, str]:
         from engine.components.tools import version
 

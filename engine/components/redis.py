@@ -83,6 +83,13 @@ class RedisComponent(Component):
     def client(self, db: int = 0) -> redis.Redis:
         return self.service.client(db)
 
+    def connection_env(self) -> dict[str, str]:
+        svc = self.service
+        env = {"URL": f"redis://{svc.host}:{svc.port}/0", "HOST": svc.host, "PORT": str(svc.port)}
+        if svc.password:
+            env["PASSWORD"] = svc.password
+        return env
+
     def seed(self) -> dict[str, Any]:
         p = self.params
         rng = random.Random(p.random_seed)

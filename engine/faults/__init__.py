@@ -1,5 +1,6 @@
 """Faults, by the name used in a disaster step's ``fault:``."""
 
+from engine.faults.application import KillProcess, StopProcess
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
@@ -40,6 +41,8 @@ for _fault in (
     DeleteLocalBackups,
     LoseEncryptionKey,
     OffsiteUnavailable,
+    KillProcess,
+    StopProcess,
 ):
     faults.register(_fault)
 

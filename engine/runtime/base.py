@@ -287,6 +287,25 @@ class Runtime(ABC):
     def close(self) -> None:
         """Stop every server and remove everything this runtime created. Idempotent."""
 
+    def adopt(self, stop: Callable[[], None]) -> None:
+        """Have ``stop`` called first when the runtime closes: a process a component started.
+
+        An application component starts its own process; like every server of the run it
+        must be gone when the run is, whatever the exit path.
+        """
+        self.__dict__.setdefault("_adopted", []).append(stop)
+
+    def stop_adopted(self) -> list[str]:
+        """Run the adopted stops (each at most once); the problems, for ``close`` to report."""
+        problems = []
+        adopted: list[Callable[[], None]] = self.__dict__.pop("_adopted", [])
+        for stop in reversed(adopted):
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the others; report at the end
+                problems.append(f"{getattr(stop, '__qualname__', 'process')}: {exc}")
+        return problems
+
     def __enter__(self) -> Runtime:
         return self
 

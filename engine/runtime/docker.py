@@ -379,9 +379,12 @@ class DockerRuntime(Runtime):
         if self._closed:
             return
         self._closed = True
+        problems = self.stop_adopted()
         remove_labelled(self.client, {LABEL_RUN: self.run_id})
         shutil.rmtree(self.root, ignore_errors=True)
         self.client.close()
+        if problems:
+            raise RuntimeStartError("some processes could not be stopped cleanly: " + "; ".join(problems))
 
 
 def remove_labelled(client: Any, labels: dict[str, str]) -> list[str]:

@@ -691,7 +691,7 @@ class LocalRuntime(Runtime):
         if self._closed:
             return
         self._closed = True
-        errors = []
+        errors = self.stop_adopted()
         services: list[LocalPostgres | LocalRedis] = [*self._postgres.values(), *self._redis.values()]
         for svc in services:
             try:

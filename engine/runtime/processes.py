@@ -13,8 +13,10 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.childenv import tool_environment
@@ -32,6 +34,28 @@ def _die_with_parent() -> None:
         pass
 
 
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _from_a_lasting_thread(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run ``start`` on a thread that lives as long as drproof: the main one, or one kept for it.
+
+    Why: PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
+    process. A server started from a worker thread of a parallel restore was SIGKILLed
+    the moment the restore's thread pool shut down (seen: a restored PostgreSQL gone
+    before the final fingerprint). Children started from worker threads are forked by one
+    thread that is never shut down instead, so they still die with drproof and only then.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return start()
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drproof-spawner")
+    return _spawner.submit(start).result()
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -39,6 +63,17 @@ def spawn(
     user: str | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    return _from_a_lasting_thread(lambda: _spawn(argv, log=log, user=user, env=env, cwd=cwd))
+
+
+def _spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    user: str | None,
+    env: dict[str, str] | None,
+    cwd: Path | None,
 ) -> subprocess.Popen[bytes]:
     kwargs: dict[str, object] = {}
     if user is not None:

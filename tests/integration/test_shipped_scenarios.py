@@ -58,14 +58,17 @@ def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
         rto = results["measured"]["rto_seconds"]
         assert rto is not None and 0 < rto <= results["objectives"]["rto_seconds"]
 
-    # Fingerprints were compared and equal.
+    # Fingerprints were compared and equal, for every component restored from a backup
+    # (a service is started again, not restored; a component no fault touched keeps its data).
     for c in results["components"]:
-        assert c["fingerprint_at_backup"] and c["fingerprint_final"] == c["fingerprint_at_backup"], c["name"]
+        if c["restored_from"] not in (None, "restarted"):
+            assert c["fingerprint_at_backup"] and c["fingerprint_final"] == c["fingerprint_at_backup"], c["name"]
 
     # The three outputs exist; the HTML is self-contained.
     html = (report / "report.html").read_text()
     assert "PASS" in html and results["scenario"]["name"] in html
-    assert "<script" not in html and "http://" not in html and "https://" not in html
+    # Self-contained: no script and nothing fetched (a checked URL may be shown as text).
+    assert "<script" not in html and not re.search(r"url\(\s*['\"]?https?:", html)
     assert re.findall(r'(?:src|href)="([^"#][^"]*)"', html) in ([], ["data:,"]), "only inline assets"
     suite = ET.parse(report / "junit.xml").getroot()
     cases = suite.findall(".//testcase")

@@ -1,0 +1,117 @@
+"""What a user's check expects of the value it reads: ``> 0``, ``{equals: ok}``, ``rows``, ...
+
+Shared by the ``query``, ``redis`` and ``http`` checks so a business rule is written the
+same way whatever it reads. The short forms are text, checked when the scenario is
+validated: a comparison with a number (``> 0``, ``>= 10``, ``= 42``, ``!= 0``) of the
+single value read, ``rows`` (a query returned at least one row) and ``no rows``. The
+long forms are mappings: ``{equals: X}`` (the value, as text, is X as text),
+``{matches: REGEX}`` (the value as text matches anywhere), ``{contains: TEXT}``, and
+``{rows: [[...], ...]}`` (a query returned exactly these rows, values compared as text).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_COMPARISON = re.compile(r"^(>=|<=|==|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)$")
+_WORDS = ("rows", "no rows")
+MAX_SHOWN = 300  # characters of a value shown in a finding
+
+
+class ExpectSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    equals: Any = Field(default=None, description="The value, as text, equals this (as text).")
+    matches: str | None = Field(default=None, description="A regular expression the value (as text) matches.")
+    contains: str | None = Field(default=None, description="Text the value (as text) contains.")
+    rows: list[list[Any]] | None = Field(default=None, description="A query's exact result, values as text.")
+
+    @model_validator(mode="after")
+    def _one(self) -> ExpectSpec:
+        given = [k for k in ("equals", "matches", "contains", "rows") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of equals, matches, contains, rows")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches: not a regular expression: {exc}") from None
+        return self
+
+
+Expect = str | ExpectSpec
+
+
+def check_short_form(text: str) -> str:
+    """Validate ``> 0`` / ``rows`` / ``no rows`` at load time; anything else is refused."""
+    if text.strip() in _WORDS or _COMPARISON.match(text.strip()):
+        return text.strip()
+    raise ValueError(
+        f"expect {text!r} is not understood: write a comparison with a number ('> 0', '= 42', '!= 0'), "
+        "'rows', 'no rows', or a mapping {equals: ...}, {matches: ...}, {contains: ...}, {rows: [...]}"
+    )
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def shown(value: Any) -> str:
+    text = as_text(value) if not isinstance(value, list | tuple) else repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def judge(expect: Expect, value: Any, rows: list[tuple[Any, ...]] | None = None) -> tuple[bool, str]:
+    """(held, what was seen) for ``value`` (the single value read) or ``rows`` (a query's result)."""
+    if isinstance(expect, ExpectSpec):
+        return _judge_spec(expect, value, rows)
+    text = expect.strip()
+    if text in _WORDS:
+        count = len(rows or []) if rows is not None else (0 if value is None else 1)
+        return (count > 0) == (text == "rows"), f"{count} row(s)"
+    m = _COMPARISON.match(text)
+    assert m is not None  # validated at load time
+    try:
+        number = float(as_text(value))
+    except ValueError:
+        return False, f"{shown(value)!r}, not a number"
+    if math.isnan(number):
+        return False, "NaN"
+    limit = float(m.group(2))
+    held = {
+        ">": number > limit,
+        ">=": number >= limit,
+        "<": number < limit,
+        "<=": number <= limit,
+        "=": number == limit,
+        "==": number == limit,
+        "!=": number != limit,
+    }[m.group(1)]
+    return held, shown(value)
+
+
+def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | None) -> tuple[bool, str]:
+    if expect.rows is not None:
+        got = [[as_text(v) for v in row] for row in (rows or [])]
+        want = [[as_text(v) for v in row] for row in expect.rows]
+        return got == want, f"{len(got)} row(s): {shown(got[:5])}"
+    text = as_text(value)
+    if expect.equals is not None:
+        return text == as_text(expect.equals), shown(value)
+    if expect.matches is not None:
+        return re.search(expect.matches, text) is not None, shown(value)
+    assert expect.contains is not None
+    return expect.contains in text, shown(value)
+
+
+def describe(expect: Expect) -> str:
+    if isinstance(expect, str):
+        return expect
+    key = next(k for k in ("equals", "matches", "contains", "rows") if getattr(expect, k) is not None)
+    return f"{key} {shown(getattr(expect, key))}"

@@ -1,0 +1,98 @@
+"""query: a business check on a restored database, in SQL, read-only, with a timeout.
+
+"Yesterday's orders are there" is the question a restore must answer, not "the bytes
+match". The SQL runs in a read-only transaction (so a check cannot change what it
+checks) with a statement timeout, and its result is judged against ``expect``. A result
+that does not meet it fails the drill (exit 1) with what was read; SQL that cannot run
+is an error (exit 2), except a table or column that does not exist in the restored
+database: that is what a broken restore looks like, so it fails.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
+from drills.assertions.expect import describe, judge, shown
+from drills.crosscheck import CheckContext, built_on
+from drills.durations import Duration
+from engine.components.postgres import PostgresComponent
+from engine.errors import DrproofError
+from engine.journal import AssertionResult
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+else:
+    psycopg2 = lazy("psycopg2")
+
+MAX_ROWS = 1000  # rows read from a check's result; evidence shows the first few
+SHOWN_ROWS = 10
+# SQLSTATEs that mean "the restored database lacks what the check reads": a failure of the
+# restore, not of the check (undefined table, column, function, schema).
+MISSING_OBJECT = {"42P01", "42703", "42883", "3F000"}
+
+
+class QueryParams(CheckParams):
+    target: str = Field(description="A PostgreSQL component (any postgres kind).")
+    sql: str = Field(min_length=1, description="One SQL statement, run read-only.")
+    timeout: Duration = Field(default=30.0, description="Statement timeout, e.g. 30s.")
+    name: str | None = Field(default=None, description="Name in the report; default: the target.")
+
+
+class Query(Assertion):
+    name: ClassVar[str] = "query"
+    Params: ClassVar[type[AssertionParams]] = QueryParams
+    description: ClassVar[str] = (
+        "A user's SQL check on a restored PostgreSQL component, in a read-only transaction with a timeout, "
+        "judged against an expectation; a result that misses it fails, SQL that cannot run is an error."
+    )
+
+    def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
+        target = params.get("target")
+        path = ("assertions", index, self.name, "target")
+        ctx.check_component(path, target)
+        kind = ctx.kinds.get(target) if isinstance(target, str) else None
+        if isinstance(kind, str) and not built_on(kind, "postgres"):
+            ctx.add(path, f"{target!r} is a {kind}, not a PostgreSQL component")
+
+    def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
+        assert isinstance(params, QueryParams)
+        rid = f"query[{params.name or params.target}]"
+        comp = state.components.get(params.target)
+        if not isinstance(comp, PostgresComponent):
+            return [result(rid, self.name, "error", f"{params.target!r} is not a PostgreSQL component of this run")]
+        evidence: dict[str, Any] = {"sql": params.sql, "expect": describe(params.expect), "timeout_seconds": params.timeout}
+        try:
+            rows = _read_only(comp, params.sql, params.timeout)
+        except psycopg2.Error as exc:
+            text = " ".join(str(exc).split())
+            evidence["sqlstate"] = exc.pgcode
+            if exc.pgcode in MISSING_OBJECT:
+                summary = f"{params.target}: what the query reads is missing from the restored database: {text}"
+                return [result(rid, self.name, "fail", summary, evidence=evidence, findings=[text])]
+            return [result(rid, self.name, "error", f"{params.target}: the query could not run: {text}", evidence=evidence)]
+        except DrproofError as exc:
+            return [result(rid, self.name, "error", f"{params.target}: could not run the query: {exc}", evidence=evidence)]
+        value = rows[0][0] if rows and rows[0] else None
+        held, seen = judge(params.expect, value, rows)
+        evidence.update(rows_read=len(rows), first_rows=[[shown(v) for v in row] for row in rows[:SHOWN_ROWS]])
+        if held:
+            return [result(rid, self.name, "pass", f"{params.target}: {seen} meets '{describe(params.expect)}'", evidence=evidence)]
+        finding = f"expected {describe(params.expect)}, got {seen}"
+        return [result(rid, self.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])]
+
+
+def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[Any, ...]]:
+    conn = comp.connect()
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
+            cur.execute(sql)
+            return list(cur.fetchmany(MAX_ROWS)) if cur.description else []
+    finally:
+        conn.rollback()
+        conn.close()
