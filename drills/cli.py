@@ -403,12 +403,19 @@ def _restore(
             return _print_plan(args, manifest, request, steps, err)
         with _display.paused() if _display is not None else contextlib.nullcontext():
             recovery.confirm(request, steps, err, args.yes)
-    outcomes = recovery.restore(request, repo, progress, audit=audit, repo_where=repo_where)
+    result = recovery.restore(request, repo, progress, audit=audit, repo_where=repo_where)
+    outcomes = result.outcomes
     if args.json:
-        sys.stdout.write(
-            json.dumps({"backup": manifest.id, "components": [o.__dict__ for o in outcomes]}, indent=2) + "\n"
-        )
+        body = {
+            "backup": manifest.id,
+            "components": [o.__dict__ for o in outcomes],
+            "hooks": [{**h.__dict__, "ok": h.ok} for h in result.hooks],
+        }
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
     else:
+        for h in result.hooks:
+            style = "green" if h.ok else "red"
+            err.print(f"[{style}]{'hook ok' if h.ok else 'hook failed':>8}[/{style}] {escape(h.describe())}", highlight=False)
         for o in outcomes:
             style = {"restored": "green", "refused": "yellow", "failed": "red"}[o.status]
             err.print(
@@ -419,7 +426,7 @@ def _restore(
                 err.print(f"           - {escape(d)}", highlight=False)
             for note in o.notes:
                 err.print(f"           note: {escape(note)}", highlight=False)
-    return recovery.exit_code(outcomes)
+    return recovery.exit_code(result)
 
 
 def _print_plan(args: argparse.Namespace, manifest: Any, request: Any, steps: list[Any], err: Console) -> int:

@@ -18,8 +18,10 @@ still restored and reported.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -219,14 +221,44 @@ def confirm(request: Request, steps: list[PlannedStep], out: Any, assume_yes: bo
 # -- restore -------------------------------------------------------------------------------------
 
 
+@dataclass
+class HookRun:
+    """One operator hook as it ran: recorded in the JSON output and the audit log, pass or fail."""
+
+    when: str  # before_restore | after_restore
+    argv: list[str]
+    exit_code: int | None  # None: it could not be started, or ran out of time
+    seconds: float
+    stdout: str = ""  # the last MAX_HOOK_OUTPUT characters, secrets masked
+    stderr: str = ""
+    error: str | None = None  # why it did not run to an exit code
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        what = f"{self.when} hook {self.argv[0]!r}"
+        if self.error is not None:
+            return f"{what} could not run: {self.error}"
+        last = (self.stderr or self.stdout).strip().splitlines()[-1:] or [""]
+        return f"{what} exited {self.exit_code}" + (f": {last[0][:300]}" if not self.ok else "")
+
+
+@dataclass
+class RestoreResult:
+    outcomes: list[RestoreOutcome]
+    hooks: list[HookRun] = field(default_factory=list)
+
+
 def restore(
     request: Request,
     repo: Repository,
     progress: Progress,
     audit: AuditLog | None = None,
     repo_where: str = "",
-) -> list[RestoreOutcome]:
-    """Restore every requested component; one outcome each, recorded in the audit log."""
+) -> RestoreResult:
+    """Restore every requested component; one outcome each, recorded in the audit log with the hooks."""
     with (audit or AuditLog(None)).operation("restore", repo_where) as op:
         op.backup_ids = [request.manifest.id]
         op.components = list(request.names)
@@ -236,16 +268,19 @@ def restore(
             else "--to " + ", ".join(request.targets.components[n].location() for n in request.names)
         )
         with repo.lock(exclusive=False):
-            outcomes = _restore_all(request, repo, progress)
-        op.extra["results"] = {o.component: f"{o.status}, fidelity {o.fidelity}" for o in outcomes}
-        problem = _audit_problem(outcomes)
+            result = _restore_all(request, repo, progress)
+        op.extra["results"] = {o.component: f"{o.status}, fidelity {o.fidelity}" for o in result.outcomes}
+        op.extra["hooks"] = [{"when": h.when, "argv0": h.argv[0], "exit_code": h.exit_code, "error": h.error} for h in result.hooks]
+        problem = _audit_problem(result)
         if problem is not None:
             op.fail(problem[0], outcome=problem[1])
-    return outcomes
+    return result
 
 
-def _audit_problem(outcomes: list[RestoreOutcome]) -> tuple[str, Outcome] | None:
-    failed = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "failed"]
+def _audit_problem(result: RestoreResult) -> tuple[str, Outcome] | None:
+    outcomes = result.outcomes
+    hooks = [h.describe() for h in result.hooks if not h.ok]
+    failed = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "failed"] + hooks
     refused = [f"{o.component}: {o.detail}" for o in outcomes if o.status == "refused"]
     differs = [o.component for o in outcomes if o.fidelity == "differs"]
     unproven = [o.component for o in outcomes if o.status == "restored" and o.fidelity.startswith("not compared")]
@@ -262,19 +297,21 @@ def _audit_problem(outcomes: list[RestoreOutcome]) -> tuple[str, Outcome] | None
     return None
 
 
-def _restore_all(request: Request, repo: Repository, progress: Progress) -> list[RestoreOutcome]:
+def _restore_all(request: Request, repo: Repository, progress: Progress) -> RestoreResult:
     from drills.standalone import components
 
     hooks = request.targets.hooks
     secrets = secret_variables(request.config, request.targets)
-    run_hooks(hooks.before_restore, "before_restore", progress, secrets)
-    outcomes: list[RestoreOutcome] = []
+    result = RestoreResult([])
+    result.hooks += run_hooks(hooks.before_restore, "before_restore", progress, secrets)
+    if not all(h.ok for h in result.hooks):
+        return result  # a failed before_restore hook: nothing is restored, nothing changed
     for comp in components(request.targets, request.names, provision=False):
         outcome = _restore_one(request, repo, comp, progress)
         outcome.target = request.targets.components[comp.instance].location()
-        outcomes.append(outcome)
-    run_hooks(hooks.after_restore, "after_restore", progress, secrets)
-    return outcomes
+        result.outcomes.append(outcome)
+    result.hooks += run_hooks(hooks.after_restore, "after_restore", progress, secrets)
+    return result
 
 
 def _restore_one(request: Request, repo: Repository, comp: Component, progress: Progress) -> RestoreOutcome:
@@ -339,33 +376,63 @@ def _restore_point_in_time(
     return outcome
 
 
-def exit_code(outcomes: list[RestoreOutcome]) -> int:
+def exit_code(result: RestoreResult) -> int:
     """0 only when every component was restored and matched its backup-time fingerprint.
 
-    2: something failed, or was restored without a comparison (nothing proves it);
-    1: refused (nothing changed) or restored but different from the backup.
+    2: something failed, or was restored without a comparison (nothing proves it), or a
+    before_restore hook failed (nothing was restored);
+    1: refused (nothing changed), restored but different from the backup, or an
+    after_restore hook (the operator's own check of the restored service) failed.
     """
-    if any(
+    outcomes = result.outcomes
+    before = [h for h in result.hooks if h.when == "before_restore"]
+    if any(not h.ok for h in before) or any(
         o.status == "failed" or (o.status == "restored" and o.fidelity != "match" and o.fidelity != "differs")
         for o in outcomes
     ):
         return 2
     if any(o.status == "refused" or o.fidelity == "differs" for o in outcomes):
         return 1
-    return 0
+    return 1 if any(not h.ok for h in result.hooks) else 0
 
 
-def run_hooks(commands: list[list[str]], when: str, progress: Progress, secrets: Sequence[str] = ()) -> None:
-    """The operator's commands, argv only, with the environment minus drproof's secrets."""
+MAX_HOOK_OUTPUT = 4000  # characters of a hook's stdout and of its stderr kept, the last ones
+HOOK_TIMEOUT = 600
+
+
+def run_hooks(commands: list[list[str]], when: str, progress: Progress, secrets: Sequence[str] = ()) -> list[HookRun]:
+    """The operator's commands, argv only, with the environment minus drproof's secrets.
+
+    Each is recorded with its exit code and output (masked, capped), failing or not; the
+    first that fails ends the list, as a failed hook means what follows cannot be trusted.
+    """
+    runs: list[HookRun] = []
+    values = [os.environ[name] for name in secrets if os.environ.get(name)]
     for argv in commands:
         progress(f"{when} hook: {argv[0]}")
+        started = time.monotonic()
         try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=600, env=operator_environment(secrets)
-            )
+            done = subprocess.run(argv, capture_output=True, timeout=HOOK_TIMEOUT, env=operator_environment(secrets))
         except (OSError, subprocess.SubprocessError) as exc:
-            raise DrproofError(f"{when} hook {argv[0]!r} could not run: {exc}") from exc
-        if result.returncode != 0:
-            raise DrproofError(
-                f"{when} hook {argv[0]!r} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
+            runs.append(HookRun(when, list(argv), None, round(time.monotonic() - started, 3), error=str(exc)))
+            break
+        runs.append(
+            HookRun(
+                when,
+                list(argv),
+                done.returncode,
+                round(time.monotonic() - started, 3),
+                _hook_output(done.stdout, values),
+                _hook_output(done.stderr, values),
             )
+        )
+        if done.returncode != 0:
+            break
+    return runs
+
+
+def _hook_output(data: bytes, secrets: list[str]) -> str:
+    from engine.redaction import redact, redact_value
+
+    text = redact(redact_value(data.decode("utf-8", "replace"), secrets))
+    return text if len(text) <= MAX_HOOK_OUTPUT else "…" + text[-MAX_HOOK_OUTPUT:]

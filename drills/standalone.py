@@ -196,6 +196,7 @@ def take_backup(
                 labels={"type": backup_type},
                 progress=progress,
                 parent=parent,
+                canaries={c.instance for c in comps if config.components[c.instance].canary},
             )
             op.backup_ids = [manifest.id]
             progress(f"verifying {manifest.id}")

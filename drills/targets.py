@@ -47,6 +47,19 @@ class TargetSpec(Strict):
 
     name: ClassVar[str]  # the ``kind:`` this spec configures, and its registry name
 
+    canary: bool = Field(
+        default=False,
+        description="Plant a canary (a random value in a drproof_canary table or a drproof:canary key) just before "
+        "each backup and record its SHA-256 in the manifest, so a restore test's `canary` check proves which "
+        "backup came back. It writes into the component; postgres and redis kinds only.",
+    )
+
+    @model_validator(mode="after")
+    def _canary_fits(self) -> TargetSpec:
+        if self.canary and not component_kinds.get(self.name).supports_canary:
+            raise ValueError(f"a {self.name} component cannot hold a canary (postgres and redis kinds can)")
+        return self
+
     def bind(self, instance: str, binding: Binding) -> None:
         """Add this component's server or directory to ``binding``."""
         raise NotImplementedError

@@ -6,10 +6,10 @@ exactly the code an operator would run on the worst day.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
-from engine import __version__, pitr
+from engine import __version__, canary, pitr
 from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
@@ -28,6 +28,7 @@ def backup(
     fingerprints: dict[str, Fingerprint] | None = None,
     progress: Progress | None = None,
     parent: Manifest | None = None,
+    canaries: Collection[str] = (),
 ) -> Manifest:
     """Write one complete backup set of ``components``, or nothing at all.
 
@@ -37,6 +38,8 @@ def backup(
     it can: the reference every restore is proven against (a set without one cannot be
     restored) and an incremental backup's per-file base. ``fingerprints`` given by the
     caller win (benchmarks take them apart, so a backup's timing is the backup alone).
+    Components named in ``canaries`` get a fresh canary planted just before their backup
+    (``engine.canary``); the manifest records its digest, never its value.
     """
     writer = repository.begin(label)
     records: list[ComponentRecord] = []
@@ -53,6 +56,7 @@ def backup(
             if base is not None:
                 assert base.fingerprint is not None and parent is not None
                 incremental = (base.fingerprint, _source(repository, parent, comp.instance))
+            planted = canary.plant(comp) if comp.instance in canaries else None
             fp = (fingerprints or {}).get(comp.instance)
             if fp is None:
                 details, fp = comp.backup_fingerprinted(writer, incremental)
@@ -60,6 +64,8 @@ def backup(
                 details = comp.backup_incremental(writer, *incremental)
             else:
                 details = comp.backup(writer)
+            if planted is not None:
+                details = {**details, "canary": planted}
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
             records.append(
                 ComponentRecord(

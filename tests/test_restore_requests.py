@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drills.backup_config import RestoreTargets, load_config
-from drills.recovery import NOT_COMPARED_PITR, Request, RestoreOutcome, exit_code
+from drills.recovery import NOT_COMPARED_PITR, HookRun, Request, RestoreOutcome, RestoreResult, exit_code
 from engine.childenv import operator_environment, tool_environment
 from engine.errors import ConfigError
 from engine.manifest import ComponentRecord, Manifest
@@ -82,7 +82,13 @@ def test_quiet_control_a_real_sandbox_is_accepted(tmp_path: Path) -> None:
     ],
 )
 def test_only_a_proven_match_is_green(outcomes: list[tuple[str, str]], code: int) -> None:
-    assert exit_code([RestoreOutcome(f"c{i}", s, "", f) for i, (s, f) in enumerate(outcomes)]) == code
+    result = RestoreResult([RestoreOutcome(f"c{i}", s, "", f) for i, (s, f) in enumerate(outcomes)])
+    assert exit_code(result) == code
+    # The operator's own check failing after a restore never leaves it green.
+    result.hooks.append(HookRun("after_restore", ["smoke-test"], 1, 0.1))
+    assert exit_code(result) == max(code, 1)
+    before = RestoreResult([], [HookRun("before_restore", ["stop-app"], 3, 0.1)])
+    assert exit_code(before) == 2
 
 
 def test_tools_get_an_allow_list_and_hooks_lose_named_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

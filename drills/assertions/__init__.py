@@ -2,6 +2,7 @@
 
 from drills.assertions.backup_integrity import BackupIntegrity
 from drills.assertions.base import Assertion, AssertionParams, DrillState, RestoreAttempt
+from drills.assertions.canary import Canary
 from drills.assertions.command_check import CommandCheck
 from drills.assertions.drift import Drift
 from drills.assertions.fidelity import Fidelity
@@ -26,5 +27,6 @@ assertion_kinds.register(Query)
 assertion_kinds.register(RedisCheck)
 assertion_kinds.register(HttpCheck)
 assertion_kinds.register(CommandCheck)
+assertion_kinds.register(Canary)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

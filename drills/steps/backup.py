@@ -28,6 +28,11 @@ OFFSITE_BACKOFF = 0.2
 class BackupSpec(Strict):
     name: Name | None = Field(default=None, description="Name later steps use to refer to this backup.")
     components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
+    canary: bool = Field(
+        default=False,
+        description="Plant a canary in each component that can hold one (postgres and redis kinds) just before the "
+        "backup; the `canary` check then proves a restore brought back this very backup.",
+    )
     expect: Literal["success", "failure"] = Field(
         default="success",
         description="`failure` when the drill proves a backup fails loudly (e.g. its offsite copy cannot be made); "
@@ -93,6 +98,7 @@ def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
             chosen,
             label=name,
             labels={"scenario": run.scenario.name, "scenario_sha256": run.loaded.sha256, "step": str(index + 1)},
+            canaries={c.instance for c in chosen if c.supports_canary} if spec.canary else (),
         )
         duration = time.monotonic() - t0
         rec["data"] = {"backup_id": manifest.id}

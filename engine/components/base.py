@@ -251,6 +251,17 @@ class Component(ABC):
         path = getattr(self, "path", None)
         return {"PATH": str(path)} if path is not None else {}
 
+    # Kinds that can hold a canary (``engine.canary``) set this and implement the two below.
+    supports_canary: ClassVar[bool] = False
+
+    def plant_canary(self, value: str) -> str:
+        """Store ``value`` as this component's canary, replacing any earlier one; say where."""
+        raise NotImplementedError(f"{self.name} components hold no canary")
+
+    def read_canary(self) -> str | None:
+        """The canary value this component holds now, or None if it holds none."""
+        raise NotImplementedError(f"{self.name} components hold no canary")
+
     def recover(self) -> None:
         """Bring a stateless component back (start it again); data kinds restore from backups."""
         raise NotImplementedError(f"{self.name} components are restored from backups")

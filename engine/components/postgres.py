@@ -638,6 +638,41 @@ class PostgresComponent(Component):
         finally:
             conn.close()
 
+    supports_canary: ClassVar[bool] = True
+
+    def plant_canary(self, value: str) -> str:
+        conn = self.connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "CREATE TABLE IF NOT EXISTS public.drproof_canary "
+                    "(id int PRIMARY KEY CHECK (id = 1), value text NOT NULL, planted_at timestamptz NOT NULL)"
+                )
+                cur.execute(
+                    "INSERT INTO public.drproof_canary VALUES (1, %s, now()) "
+                    "ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value, planted_at = EXCLUDED.planted_at",
+                    (value,),
+                )
+        except psycopg2.Error as exc:
+            raise ComponentError(f"postgres {self.instance!r}: cannot plant the canary: {str(exc).strip()}") from exc
+        finally:
+            conn.close()
+        return f"table public.drproof_canary of database {self.db}"
+
+    def read_canary(self) -> str | None:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('public.drproof_canary') IS NOT NULL")
+                row = cur.fetchone()
+                if not row or not row[0]:
+                    return None
+                cur.execute("SELECT value FROM public.drproof_canary WHERE id = 1")
+                found = cur.fetchone()
+                return str(found[0]) if found else None
+        finally:
+            conn.close()
+
     def connection_env(self) -> dict[str, str]:
         from engine.components.connections import postgres_env
 

@@ -83,6 +83,19 @@ class RedisComponent(Component):
     def client(self, db: int = 0) -> redis.Redis:
         return self.service.client(db)
 
+    supports_canary: ClassVar[bool] = True
+    CANARY_KEY: ClassVar[str] = "drproof:canary"
+
+    def plant_canary(self, value: str) -> str:
+        self.client(0).set(self.CANARY_KEY, value)
+        return f"key {self.CANARY_KEY} of database 0"
+
+    def read_canary(self) -> str | None:
+        value = self.client(0).get(self.CANARY_KEY)
+        if value is None:
+            return None
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
     def connection_env(self) -> dict[str, str]:
         svc = self.service
         env = {"URL": f"redis://{svc.host}:{svc.port}/0", "HOST": svc.host, "PORT": str(svc.port)}

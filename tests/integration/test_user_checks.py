@@ -128,3 +128,50 @@ def test_checks_that_cannot_run_are_errors_never_passes(tmp_path: Path) -> None:
     assert statuses["query[typo]"] == "error" and statuses["command[absent]"] == "error"
     assert statuses["query[writes]"] == "error"  # read-only: a check cannot change what it checks
     assert statuses["query[missing-table]"] == "fail"  # what a broken restore looks like
+
+
+def _canary_drill(tmp_path: Path, after_restore: list[Any]) -> Path:
+    data = {
+        "name": "canary",
+        "stack": {
+            "components": {
+                "shop-db": {"kind": "postgres", "seed": {"customers": 20}},
+                "sessions": {"kind": "redis", "seed": {"keys": 50}},
+            }
+        },
+        "steps": [
+            {"backup": {"name": "older", "canary": True}},
+            {"backup": {"name": "nightly", "canary": True}},
+            {"disaster": {"target": "shop-db", "fault": "delete_data_dir"}},
+            {"disaster": {"target": "sessions", "fault": "flushall"}},
+            {"restore": {"from": "nightly"}},
+            *after_restore,
+        ],
+        "assertions": ["canary"],
+    }
+    path = tmp_path / "canary.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_canary_proves_which_backup_came_back_and_never_shows_its_value(tmp_path: Path) -> None:
+    code, results = _run(tmp_path, _canary_drill(tmp_path, []))
+    import re
+
+    written = (tmp_path / "report" / "results.json").read_text() + (tmp_path / "report" / "report.html").read_text()
+    assert not re.search(r"[0-9a-f]{32}@20", written), "the canary's value never appears in the reports"
+    assert code == 0, results["assertions"]
+    by_id = {a["id"]: a for a in results["assertions"]}
+    assert "canary of backup" in by_id["canary[shop-db]"]["summary"] and by_id["canary[sessions]"]["status"] == "pass"
+    backup = next(b for b in results["backups"] if b["name"] == "nightly")
+    assert by_id["canary[shop-db]"]["evidence"]["backup_id"] == backup["id"]
+
+
+def test_the_canary_fails_when_the_restored_state_is_another_backups(tmp_path: Path) -> None:
+    # The older backup's sentinel put back over the restored one: faithful data, wrong backup.
+    older_into_db = {"sql": {"target": "shop-db", "statement": "UPDATE drproof_canary SET value = 'not this backup'"}}
+    code, results = _run(tmp_path, _canary_drill(tmp_path, [older_into_db, {"disaster": {"target": "sessions", "fault": "flushall"}}]))
+    assert code == 1
+    by_id = {a["id"]: a for a in results["assertions"]}
+    assert by_id["canary[shop-db]"]["status"] == "fail" and "another backup's" in by_id["canary[shop-db]"]["findings"][0]
+    assert by_id["canary[sessions]"]["status"] == "fail" and "no canary" in by_id["canary[sessions]"]["findings"][0]
