@@ -367,6 +367,12 @@ def _objective_line(name: str, measured: float | None, objective: float | None, 
     return f"{name} {got} against {target}{verdict}"
 
 
+def _critical_path(results: Results) -> str:
+    """The chain of dependent restores that set the RTO, when there was more than one link."""
+    path = list(getattr(results.measured, "critical_path", []) or [])
+    return f"; critical path {' → '.join(path)}" if len(path) > 1 else ""
+
+
 def recovery_points(results: Results) -> list[str]:
     """Which backup(s) the stack was restored from, as the restore phases recorded it.
 
@@ -425,7 +431,8 @@ def executive_summary(results: Results) -> ExecutiveSummary:
         recovery_point=recovery_points(results),
         rto_line=_objective_line(
             "RTO", results.measured.rto_seconds, results.objectives.rto_seconds, rto.status if rto else None
-        ),
+        )
+        + _critical_path(results),
         rpo_line=_objective_line(
             "RPO", results.measured.rpo_seconds, results.objectives.rpo_seconds, rpo.status if rpo else None
         )
