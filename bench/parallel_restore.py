@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, default_out, log, machine_facts, markdown_table, write_results  # noqa: E402
+from _common import REPO_ROOT, default_out, log, machine_facts, markdown_table, write_results
 
 
 def scenario(customers: int, parallel: int) -> dict[str, Any]:

@@ -173,6 +173,7 @@ class PostgresSpec(SecretRef, TargetSpec):
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
             raise ValueError("expected postgresql://USER@HOST:PORT/DATABASE")
+        _port(url)
         return url
 
     def target(self, name: str) -> PostgresTarget:
@@ -299,6 +300,10 @@ class RedisSpec(SecretRef, TargetSpec):
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError("expected redis://HOST:PORT")
+        _port(url)
+        db = parts.path.strip("/")
+        if db and not (db.isascii() and db.isdigit() and int(db) < 1_000_000):
+            raise ValueError(f"the database in redis://HOST:PORT/DB must be a number, not {db!r}")
         return url
 
     def target(self, name: str) -> RedisTarget:
@@ -380,6 +385,14 @@ class VectorstoreSpec(DirectorySpec):
     def configure(self, component: Component) -> None:
         wanted = {"model": self.model, "dimension": self.dimension, "metric": self.metric}
         component.expected = {k: v for k, v in wanted.items() if v is not None} or None  # type: ignore[attr-defined]
+
+
+def _port(url: str) -> int | None:
+    """The URL's port, refused here (with the line) when it is no port: 0 to 65535."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
 
 
 def _host(name: str | None) -> str:
