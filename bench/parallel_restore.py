@@ -112,10 +112,10 @@ def main() -> int:
             [
                 str(parallel),
                 f"{medians[parallel]:.2f} s",
-                f"{min(r['rto_seconds'] for r in mine):.2f}–{max(r['rto_seconds'] for r in mine):.2f} s",
-                f"{medians[parallel] / medians[settings[0]]:.2f}×",
+                f"{min(r['rto_seconds'] for r in mine):.2f}-{max(r['rto_seconds'] for r in mine):.2f} s",
+                f"{medians[parallel] / medians[settings[0]]:.2f}x",
                 "; ".join(sorted(paths)),
-                f"{min(loads):.1f}–{max(loads):.1f}",
+                f"{min(loads):.1f}-{max(loads):.1f}",
             ]
         )
     print(markdown_table(["parallel", "stack RTO (median)", "range", "vs sequential", "critical path", "load"], rows))
