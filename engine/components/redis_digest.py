@@ -81,6 +81,10 @@ local function stream(k)
 end
 
 local dump, db = ARGV[3] == '1', ARGV[4]
+-- First: PTTL counts from the moment the script started, so the absolute expiry is
+-- closest to right with the clock read before anything else.
+local t = call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local scan = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
 local keys = scan[2]
 local n = #keys
@@ -89,13 +93,9 @@ if n == 0 then return out end
 
 -- Atomically, within this script: no key of the database has a time to live, so none of
 -- this batch has one either, and PTTL need not be asked key by key.
-local expiring, now = true, 0
+local expiring = true
 local info = redis.pcall('INFO', 'keyspace')
 if type(info) == 'string' and info:match('\ndb' .. db .. ':keys=%d+,expires=0[,\r]') then expiring = false end
-if expiring then
-  local t = call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 local NONE = string.rep('f', 16)
 
 local vals
