@@ -28,7 +28,6 @@ Reply layout, per key the script read, in the order it read them:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from engine.components.base import WORKLOAD_MARK
@@ -59,38 +58,37 @@ class Decoded:
 
 def decode(kinds: bytes, sizes: bytes, data: bytes, expiries: bytes) -> Decoded:
     """Each present key's scheme ``redis/2`` digest, computed from the script's reply."""
-    numbers = iter(map(int, sizes.split(b":")[:-1]))
+    numbers = list(map(int, sizes.split(b":")[:-1]))
     keys: list[bytes] = []
     digests: list[int] = []
-    pos = 0
+    # Local names: this loop runs once per key of the database.
+    key, digest, index, sha1, from_bytes = keys.append, digests.append, data.index, _sha1, int.from_bytes
+    pos = at = 0
     for kind in kinds:
         if kind == _GONE:
             continue
-        colon = data.index(b":", pos)
+        colon = index(58, pos)  # b":"
         end = colon + 1 + int(data[pos:colon])
-        keys.append(data[colon + 1 : end])
+        key(data[colon + 1 : end])
         if kind in _WHOLE:
-            stop = pos + next(numbers)
-            digests.append(int.from_bytes(_sha1(data[pos:stop]).digest()))
+            stop = pos + numbers[at]
+            at += 1
+            digest(from_bytes(sha1(data[pos:stop]).digest()))
         elif kind == _GIVEN:
             stop = end + 40
-            digests.append(int(data[end:stop], 16))
-        else:
-            stop, value = _unordered(data, end, numbers)
-            digests.append(int.from_bytes(_sha1(data[pos:end] + _UNORDERED[kind] + value).digest()))
+            digest(int(data[end:stop], 16))
+        else:  # the units of a hash or set, each hashed; the sorted digests are the value
+            count = numbers[at]
+            units = []
+            stop = end
+            for size in numbers[at + 1 : at + 1 + count]:
+                units.append(sha1(data[stop : stop + size]).hexdigest())
+                stop += size
+            at += 1 + count
+            units.sort()
+            digest(from_bytes(sha1(data[pos:end] + _UNORDERED[kind] + ",".join(units).encode()).digest()))
         pos = stop
     return Decoded(keys, digests, _expiries(expiries, len(keys)))
-
-
-def _unordered(data: bytes, pos: int, numbers: Iterator[int]) -> tuple[int, bytes]:
-    """(where the key's units end, the canonical value: sorted unit digests joined by commas)."""
-    units = []
-    for _ in range(next(numbers)):
-        stop = pos + next(numbers)
-        units.append(_sha1(data[pos:stop]).hexdigest())
-        pos = stop
-    units.sort()
-    return pos, ",".join(units).encode()
 
 
 def _expiries(blob: bytes, count: int) -> list[int | None] | None:
