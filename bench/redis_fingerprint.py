@@ -276,7 +276,6 @@ def measure_server(
         comp.provision()
         log(f"{name}: seeding {args.keys} keys")
         comp.seed()
-        version = comp.service.version()
         for rep in range(1, args.repeats + 1):
             log(f"{name}: round {rep}/{args.repeats}")
             series.setdefault("raw backup", Series("raw backup")).add(
@@ -289,7 +288,6 @@ def measure_server(
                 series.setdefault("fingerprint before", Series("fingerprint before")).add(**measured)
                 if differences := compare(comp._fp(parts), fingerprint):
                     raise SystemExit(f"{name}: the records changed: {[d.describe() for d in differences[:5]]}")
-    log(f"{name}: {version}")
     return series
 
 
