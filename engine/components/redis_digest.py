@@ -88,7 +88,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local scan = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
 local keys = scan[2]
 local n = #keys
-local out = {scan[1], call('DBSIZE'), '', '', '', ''}
+local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', '', ''}
 if n == 0 then return out end
 
 -- Atomically, within this script: no key of the database has a time to live, so none of
@@ -108,34 +108,45 @@ else
   end
 end
 
+-- Three sections, each a few long strings (see redis_records): whole records (strings,
+-- lists, sorted sets), the units of hashes and sets, and digests made here.
+local WHOLE, UNITS, GIVEN = 1, 2, 3
+local wlens, wkeys, wsizes, wdata, nw, nwd = {}, {}, {}, {}, 0, 0
+local ukinds, usizes, udata, nu, nus, nud = {}, {}, {}, 0, 0, 0
+local gdata, ngd = {}, 0
 -- A key whose framed value is longer than this is digested here instead: what crosses
 -- the network per key stays small, whatever the size of the values.
 local BIG = 1024
-local kinds, sizes, data, expiries = {}, {}, {}, {}
-local ns, nd, ne = 0, 0, 0
-local function given(i, lk, k, digest)
-  kinds[i] = 'r'
-  data[nd + 1] = lk; data[nd + 2] = k; data[nd + 3] = digest; nd = nd + 3
+
+local function given(k, lk, digest)
+  gdata[ngd + 1] = lk; gdata[ngd + 2] = k; gdata[ngd + 3] = digest; ngd = ngd + 3
+  return GIVEN
 end
--- Lists and sorted sets are ordered: their whole framed record, for the client to hash.
-local function whole(i, letter, k, lk, name, items)
-  local start = nd
+-- Strings, lists and sorted sets are ordered: the whole framed record, for the client to hash.
+local function whole(k, lk, name, items)
+  local start = nwd
   local total = #lk + #k + #name
-  data[nd + 1] = lk; data[nd + 2] = k; data[nd + 3] = name; nd = nd + 3
+  wdata[nwd + 1] = lk; wdata[nwd + 2] = k; wdata[nwd + 3] = name; nwd = nwd + 3
   for j = 1, #items do
     local e = items[j]
     local le = LEN[#e]
     total = total + #le + #e
-    data[nd + 1] = le; data[nd + 2] = e; nd = nd + 2
+    wdata[nwd + 1] = le; wdata[nwd + 2] = e; nwd = nwd + 2
   end
   if total > BIG then
-    local record = concat(data, '', start + 1, nd)
-    nd = start
-    given(i, lk, k, sha1(record))
-  else
-    kinds[i] = letter
-    ns = ns + 1; sizes[ns] = LEN[total]
+    local record = concat(wdata, '', start + 1, nwd)
+    nwd = start
+    return given(k, lk, sha1(record))
   end
+  nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
+  return WHOLE
+end
+local function string_(k, lk, v)
+  local total = #lk + #k + 8 + #v
+  if total > BIG then return given(k, lk, sha1(lk .. k .. '6:string' .. v)) end
+  wdata[nwd + 1] = lk; wdata[nwd + 2] = k; wdata[nwd + 3] = '6:string'; wdata[nwd + 4] = v; nwd = nwd + 4
+  nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
+  return WHOLE
 end
 -- Hashes and sets have no order: each unit (framed field and value, or member) for the
 -- client to hash; the hexadecimal digests, sorted and joined by commas, are the value.
@@ -155,46 +166,48 @@ local function sorted_digests(items)
   sort(d)
   return concat(d, ',')
 end
-local function hash(i, k, lk)
+local function hash(k, lk)
   local flat = call('HGETALL', k)
-  local start, ss, total = nd, ns, 0
-  data[nd + 1] = lk; data[nd + 2] = k; nd = nd + 2
-  ns = ns + 1; sizes[ns] = LEN[#flat / 2]
+  local start, ss, total = nud, nus, 0
+  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
+  nus = nus + 1; usizes[nus] = LEN[#flat / 2]
   for j = 1, #flat, 2 do
     local f, x = flat[j], flat[j + 1]
     local lf, lx = LEN[#f], LEN[#x]
     local unit = #lf + #f + #lx + #x
     total = total + unit
-    ns = ns + 1; sizes[ns] = LEN[unit]
-    data[nd + 1] = lf; data[nd + 2] = f; data[nd + 3] = lx; data[nd + 4] = x; nd = nd + 4
+    nus = nus + 1; usizes[nus] = LEN[unit]
+    udata[nud + 1] = lf; udata[nud + 2] = f; udata[nud + 3] = lx; udata[nud + 4] = x; nud = nud + 4
   end
   if total > BIG then
-    nd, ns = start, ss
-    given(i, lk, k, sha1(lk .. k .. '4:hash' .. sorted_pairs(flat)))
-  else
-    kinds[i] = 'h'
+    nud, nus = start, ss
+    return given(k, lk, sha1(lk .. k .. '4:hash' .. sorted_pairs(flat)))
   end
+  nu = nu + 1; ukinds[nu] = 'h'
+  return UNITS
 end
-local function set(i, k, lk)
+local function set(k, lk)
   local members = call('SMEMBERS', k)
-  local start, ss, total = nd, ns, 0
-  data[nd + 1] = lk; data[nd + 2] = k; nd = nd + 2
-  ns = ns + 1; sizes[ns] = LEN[#members]
+  local start, ss, total = nud, nus, 0
+  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
+  nus = nus + 1; usizes[nus] = LEN[#members]
   for j = 1, #members do
     local e = members[j]
     total = total + #e
-    ns = ns + 1; sizes[ns] = LEN[#e]
-    data[nd + j] = e
+    nus = nus + 1; usizes[nus] = LEN[#e]
+    udata[nud + j] = e
   end
-  nd = nd + #members
+  nud = nud + #members
   if total > BIG then
-    nd, ns = start, ss
-    given(i, lk, k, sha1(lk .. k .. '3:set' .. sorted_digests(members)))
-  else
-    kinds[i] = 'S'
+    nud, nus = start, ss
+    return given(k, lk, sha1(lk .. k .. '3:set' .. sorted_digests(members)))
   end
+  nu = nu + 1; ukinds[nu] = 'S'
+  return UNITS
 end
 
+-- Expiries and DUMP payloads go with their key's section, in the same order.
+local expiries, payloads = {{}, {}, {}}, {{}, {}, {}}
 for i = 1, n do
   local k = keys[i]
   local v = vals[i]
@@ -204,36 +217,37 @@ for i = 1, n do
     kind = call('TYPE', k)['ok']
     if kind == 'string' then v = call('GET', k) end
   end
-  if kind == 'string' then
-    local total = #lk + #k + 8 + #v
-    if total > BIG then given(i, lk, k, sha1(lk .. k .. '6:string' .. v))
-    else
-      kinds[i] = 's'
-      ns = ns + 1; sizes[ns] = LEN[total]
-      data[nd + 1] = lk; data[nd + 2] = k; data[nd + 3] = '6:string'; data[nd + 4] = v; nd = nd + 4
-    end
-  elseif kind == 'list' then whole(i, 'l', k, lk, '4:list', call('LRANGE', k, '0', '-1'))
-  elseif kind == 'zset' then whole(i, 'z', k, lk, '4:zset', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
-  elseif kind == 'hash' then hash(i, k, lk)
-  elseif kind == 'set' then set(i, k, lk)
-  elseif kind == 'none' then kinds[i] = '-'
-  elseif kind == 'stream' then given(i, lk, k, sha1(lk .. k .. '6:stream' .. stream(k)))
-  else given(i, lk, k, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
-  if kind ~= 'none' then
+  local section
+  if kind == 'string' then section = string_(k, lk, v)
+  elseif kind == 'list' then section = whole(k, lk, '4:list', call('LRANGE', k, '0', '-1'))
+  elseif kind == 'zset' then section = whole(k, lk, '4:zset', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
+  elseif kind == 'hash' then section = hash(k, lk)
+  elseif kind == 'set' then section = set(k, lk)
+  elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))
+  elseif kind ~= 'none' then section = given(k, lk, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
+  if section then
     if expiring then
       local pttl = call('PTTL', k)
-      ne = ne + 1
-      if pttl >= 0 then expiries[ne] = fmt('%016x', now + pttl) else expiries[ne] = NONE end
+      local e = expiries[section]
+      if pttl >= 0 then e[#e + 1] = fmt('%016x', now + pttl) else e[#e + 1] = NONE end
     end
-    if dump then out[#out + 1] = call('DUMP', k) or '' end
+    if dump then local p = payloads[section]; p[#p + 1] = call('DUMP', k) or '' end
   end
 end
-out[3] = concat(kinds); out[4] = concat(sizes, '', 1, ns); out[5] = concat(data, '', 1, nd); out[6] = concat(expiries)
+out[3] = concat(wlens, '', 1, nw); out[4] = concat(wkeys, '', 1, nw); out[5] = concat(wsizes, '', 1, nw)
+out[6] = concat(wdata, '', 1, nwd)
+out[7] = concat(ukinds); out[8] = concat(usizes, '', 1, nus); out[9] = concat(udata, '', 1, nud)
+out[10] = concat(gdata, '', 1, ngd)
+out[11] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
+for s = 1, 3 do
+  local p = payloads[s]
+  for j = 1, #p do out[#out + 1] = p[j] end
+end
 return out
 """
 
 Batch = tuple[Decoded, list[bytes]]  # the batch's keys with digests and expiries; their DUMP payloads (or none)
-Reply = tuple[bytes, int, bytes, bytes, bytes, bytes, list[bytes]]
+Reply = tuple[bytes, int, list[bytes], list[bytes]]  # cursor, DBSIZE, the sections, DUMP payloads
 RECENT_BATCHES = 4
 
 
@@ -274,8 +288,8 @@ class Digester:
             self.send(self.cursor)
             reply = self.conn.read_response()
         self.cursor = None
-        cursor, dbsize, kinds, sizes, data, expiries, *payloads = reply
-        return cursor, int(dbsize), kinds, sizes, data, expiries, payloads
+        cursor, dbsize, *sections = reply[:11]
+        return cursor, int(dbsize), sections, reply[11:]
 
     def close(self) -> None:
         if self.cursor is not None:  # a reply is still on its way: the connection cannot be reused
@@ -346,12 +360,12 @@ def digested(
     try:
         digester.send(b"0")
         while True:
-            cursor, dbsize, kinds, sizes, data, expiries, payloads = digester.receive()
+            cursor, dbsize, sections, payloads = digester.receive()
             last = cursor in (b"0", 0, "0")
             if not last:
                 digester.send(cursor)
             tally.sizes.add(dbsize)
-            batch, payloads = recent.fresh(decode(kinds, sizes, data, expiries), payloads)
+            batch, payloads = recent.fresh(decode(*sections), payloads)
             tally.keys += len(batch.keys)
             yield batch, payloads
             if last:

@@ -13,22 +13,28 @@ members have no order, so each (framed field and value, or member) is hashed alo
 the hexadecimal digests, sorted and joined with commas, stand for the value. Streams and
 module types are rare and intricate: the script still digests those itself.
 
-Reply layout, per key the script read, in the order it read them:
+The reply comes in three sections, each a few long strings, so that the common case is
+handled by C loops (``map`` over slices) rather than a Python statement per key:
 
-- ``kinds``: one letter per key: ``s`` string, ``l`` list, ``z`` sorted set (their record
-  in ``data`` is whole); ``h`` hash, ``S`` set (framed key, then the units); ``r`` the
-  script's own record digest follows the framed key; ``-`` gone (nothing in ``data``);
-- ``sizes``: decimal numbers, each followed by ``:``: for ``s``/``l``/``z`` the record's
-  length; for ``h``/``S`` the number of units, then each unit's length;
-- ``data``: the bytes those sizes describe, back to back;
+- whole records (strings, lists, sorted sets): ``wlens`` (``<length>:`` of each key),
+  ``wkeys`` (the keys back to back), ``wsizes`` (``<length>:`` of each record) and
+  ``wdata`` (the records back to back);
+- units (hashes and sets): ``ukinds`` (``h`` or ``S`` per key), ``usizes`` (per key the
+  number of units, then each unit's length, each as ``<n>:``) and ``udata`` (per key the
+  framed key, then its units);
+- ``gdata``: per key the framed key and the 40 hexadecimal digits of a digest the script
+  made itself (large values, streams, module types);
 - ``expiries``: empty when the database had no key with a time to live; else 16
-  hexadecimal digits per key that is not gone: the absolute expiry in ms, or ``f`` * 16.
+  hexadecimal digits per key, in the order of the sections: the absolute expiry in ms,
+  or ``f`` * 16.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import methodcaller
 
 from engine.components.base import WORKLOAD_MARK
 from engine.fingerprint import Part
@@ -41,10 +47,8 @@ EXPIRY_TOLERANCE_S = 2
 NO_PREFIX = "(no prefix)"
 
 _sha1 = hashlib.sha1
-_WHOLE = frozenset(b"slz")
+_digest = methodcaller("digest")
 _UNORDERED = {ord("h"): b"4:hash", ord("S"): b"3:set"}
-_GIVEN = ord("r")
-_GONE = ord("-")
 
 
 @dataclass
@@ -56,39 +60,59 @@ class Decoded:
     expiries: list[int | None] | None  # None: no key of the database had a time to live
 
 
-def decode(kinds: bytes, sizes: bytes, data: bytes, expiries: bytes) -> Decoded:
-    """Each present key's scheme ``redis/2`` digest, computed from the script's reply."""
-    numbers = list(map(int, sizes.split(b":")[:-1]))
-    keys: list[bytes] = []
-    digests: list[int] = []
-    # Local names: this loop runs once per key of the database.
-    key, digest, index, sha1, from_bytes = keys.append, digests.append, data.index, _sha1, int.from_bytes
-    pos = at = 0
-    for kind in kinds:
-        if kind == _GONE:
-            continue
-        colon = index(58, pos)  # b":"
-        end = colon + 1 + int(data[pos:colon])
-        key(data[colon + 1 : end])
-        if kind in _WHOLE:
-            stop = pos + numbers[at]
-            at += 1
-            digest(from_bytes(sha1(data[pos:stop]).digest()))
-        elif kind == _GIVEN:
-            stop = end + 40
-            digest(int(data[end:stop], 16))
-        else:  # the units of a hash or set, each hashed; the sorted digests are the value
-            count = numbers[at]
-            units = []
-            stop = end
-            for size in numbers[at + 1 : at + 1 + count]:
-                units.append(sha1(data[stop : stop + size]).hexdigest())
-                stop += size
-            at += 1 + count
-            units.sort()
-            digest(from_bytes(sha1(data[pos:end] + _UNORDERED[kind] + ",".join(units).encode()).digest()))
-        pos = stop
+def decode(
+    wlens: bytes,
+    wkeys: bytes,
+    wsizes: bytes,
+    wdata: bytes,
+    ukinds: bytes,
+    usizes: bytes,
+    udata: bytes,
+    gdata: bytes,
+    expiries: bytes,
+) -> Decoded:
+    """Each key's scheme ``redis/2`` digest, computed from the script's reply; keys in section order."""
+    keys = _slices(wkeys, wlens)
+    digests = list(map(int.from_bytes, map(_digest, map(_sha1, _slices(wdata, wsizes)))))
+    _units(ukinds, usizes, udata, keys, digests)
+    _given(gdata, keys, digests)
     return Decoded(keys, digests, _expiries(expiries, len(keys)))
+
+
+def _slices(blob: bytes, lengths: bytes) -> list[bytes]:
+    """``blob`` cut into pieces of the lengths ``<n>:<n>:...`` gives, without a Python loop."""
+    ends = list(accumulate(map(int, lengths.split(b":")[:-1])))
+    return list(map(blob.__getitem__, map(slice, [0, *ends], ends)))
+
+
+def _units(kinds: bytes, sizes: bytes, data: bytes, keys: list[bytes], digests: list[int]) -> None:
+    """Hashes and sets: each unit hashed; the sorted hexadecimal digests, joined, are the value."""
+    numbers = list(map(int, sizes.split(b":")[:-1]))
+    sha1, at, pos = _sha1, 0, 0
+    for kind in kinds:
+        colon = data.index(b":", pos)
+        end = colon + 1 + int(data[pos:colon])
+        keys.append(data[colon + 1 : end])
+        count = numbers[at]
+        units = []
+        stop = end
+        for size in numbers[at + 1 : at + 1 + count]:
+            units.append(sha1(data[stop : stop + size]).hexdigest())
+            stop += size
+        at += 1 + count
+        units.sort()
+        digests.append(int.from_bytes(sha1(data[pos:end] + _UNORDERED[kind] + ",".join(units).encode()).digest()))
+        pos = stop
+
+
+def _given(data: bytes, keys: list[bytes], digests: list[int]) -> None:
+    pos = 0
+    while pos < len(data):
+        colon = data.index(b":", pos)
+        end = colon + 1 + int(data[pos:colon])
+        keys.append(data[colon + 1 : end])
+        digests.append(int(data[end : end + 40], 16))
+        pos = end + 40
 
 
 def _expiries(blob: bytes, count: int) -> list[int | None] | None:
