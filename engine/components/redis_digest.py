@@ -255,11 +255,10 @@ class Digester:
     """Runs the script on one connection of the client's pool, one request always in flight.
 
     Why not redis-py's ``evalsha``: it waits for each reply before the next request can
-    go out, and the server would sit idle while this process hashes and sums a batch. A
-    reader thread did overlap the two, but it needs Python's lock to send each request,
-    and the thread hashing held it for up to 5 ms at a time: the server waited about a
-    third of the read. Here the next batch is requested the moment a reply arrives,
-    before that reply is handled, by the only thread involved.
+    go out, and the server would sit idle while this process hashes and sums a batch.
+    Here the next batch is requested the moment a reply arrives, before that reply is
+    handled, by the one thread involved: a reader thread would need Python's lock to
+    send each request, which the hashing thread may hold for 5 ms at a time.
     """
 
     def __init__(self, client: redis.Redis, db: int, size: int, dump: bool) -> None:
