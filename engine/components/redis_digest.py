@@ -1,38 +1,42 @@
-"""Key digests computed inside Redis, a batch of keys at a time, in one atomic script.
+"""Reading every key of a database for its digest, a batch at a time, in one atomic script each.
 
 Scheme 1 read every value back through redis-py and sorted every key space: 48 s per
-million keys, 16 times the backup. Here a Lua script (``EVAL``) reads each key of a batch
-where it lives and returns one fixed-width record per key: the SHA-1 of the key with its
-type and canonical value, and its absolute expiry on the server's clock. Values that
-Redis holds without order (hash fields, set members) are canonicalised by sorting the
-SHA-1 digests of their elements, hexadecimal text that sorts the same in every locale.
-The caller sums the digests per key space (``KeyspaceSums``), so nothing is sorted
-across keys and memory does not grow with the data.
+million keys, 16 times the backup. Since scheme ``redis/2`` a Lua script (``EVALSHA``)
+reads each batch of keys where they live. The script here runs the ``SCAN`` step itself,
+so the keys it names and the values it reads are one atomic snapshot of that batch, and
+no key list travels to the client and back. It reads every string of the batch with one
+``MGET`` (other types answer nil and are then asked their ``TYPE``), asks ``PTTL`` only
+when the database has keys with a time to live at all (``INFO keyspace``, read in the same
+script), and frames the values; the client hashes them (``redis_records``), on its own
+core, while the server reads the next batch (``Digester``). At 1M keys of mixed types
+this about halved the server's time and the fingerprint's (docs/performance.md).
 
-The server is the bottleneck (about 8 µs per key of mixed types on these machines, most
-of it ``redis.call`` turning each value into Lua tables), so a reader thread keeps the
-next batch in flight while this process handles the one before (``digested``).
-
-With ``dump = 1`` the same script also returns each key's ``DUMP`` payload: a backup then
+With ``dump = 1`` the script also returns each key's ``DUMP`` payload: a backup then
 writes exactly the keys, values and expiries its fingerprint describes, whatever a live
-server does between batches (each batch is atomic).
+server does between batches.
+
+``SCAN`` may return a key twice when the key space shrinks while it is read (Redis
+documents this; measured here on Redis 6.2, 7.0 and Valkey 9). A key comes back only from
+the group of buckets just behind the cursor when the table shrank, so the keys of the last
+few batches are remembered and a key among them is not counted again (``Recent``). A
+shrink to less than about 1/4000 of the table could reach further back than that; on a
+database whose size did not change during the read, such a duplicate shows as more keys
+read than the database holds, and the fingerprint reads it again (``Tally``).
 
 Streams carry their entries and their consumer groups: each group's last delivered id
 and pending entries (id, consumer, delivery count), and its consumers' pending counts;
 times of delivery and of last activity are not compared. Types drproof does not know
-(modules) are digested by their ``DUMP`` payload.
+(modules) are digested by their ``DUMP`` payload. Both are digested inside the script.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from queue import Full, Queue
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
-from engine.fingerprint import Part
+from engine.components.redis_records import Decoded, decode
 from engine.lazy import lazy
 
 if TYPE_CHECKING:
@@ -40,39 +44,12 @@ if TYPE_CHECKING:
 else:
     redis = lazy("redis")
 
-DIGEST_WIDTH = 40
-EXPIRY_WIDTH = 16
-RECORD = DIGEST_WIDTH + EXPIRY_WIDTH
-GONE = b"-" * DIGEST_WIDTH  # the key vanished between SCAN and the script
-NO_EXPIRY = b"f" * EXPIRY_WIDTH
-# Two seconds per key: clocks of the server backed up and the one restored into, and the
-# millisecond a PTTL is read in, may disagree that much.
-EXPIRY_TOLERANCE_S = 2
-
 SCRIPT = r"""
 local call, sha1, concat, sort, fmt = redis.call, redis.sha1hex, table.concat, table.sort, string.format
-local function lp(s) return #s .. ':' .. s end
-local function sorted_pairs(flat)
-  local d, n = {}, 0
-  for j = 1, #flat, 2 do
-    local f, v = flat[j], flat[j + 1]
-    n = n + 1
-    d[n] = sha1(#f .. ':' .. f .. #v .. ':' .. v)
-  end
-  sort(d)
-  return concat(d, ',')
-end
-local function sorted_digests(items)
-  local d = {}
-  for i = 1, #items do d[i] = sha1(items[i]) end
-  sort(d)
-  return concat(d, ',')
-end
-local function framed(list)
-  local t = {}
-  for i = 1, #list do local e = list[i]; t[i] = #e .. ':' .. e end
-  return concat(t)
-end
+-- '<n>:' for each length n, made once per run: turning a number into text costs a printf,
+-- and the same few lengths recur thousands of times in a batch.
+local LEN = setmetatable({}, {__index = function(t, n) local s = n .. ':'; t[n] = s; return s end})
+local function lp(s) return LEN[#s] .. s end
 local function kv(list)
   local t = {}
   for i = 1, #list, 2 do t[list[i]] = list[i + 1] end
@@ -83,7 +60,7 @@ local function stream(k)
   for _, e in ipairs(call('XRANGE', k, '-', '+')) do
     local fields = {}
     for _, f in ipairs(e[2]) do fields[#fields + 1] = lp(f) end
-    parts[#parts + 1] = lp(e[1]) .. table.concat(fields)
+    parts[#parts + 1] = lp(e[1]) .. concat(fields)
   end
   local info = kv(call('XINFO', 'STREAM', k, 'FULL'))
   local groups = {}
@@ -96,159 +73,301 @@ local function stream(k)
       local ct = kv(c)
       consumers[#consumers + 1] = lp(ct['name']) .. lp(tostring(ct['pel-count']))
     end
-    table.sort(consumers)
-    groups[#groups + 1] = lp(gt['name']) .. lp(gt['last-delivered-id']) .. table.concat(pel) .. '|' .. table.concat(consumers)
+    sort(consumers)
+    groups[#groups + 1] = lp(gt['name']) .. lp(gt['last-delivered-id']) .. concat(pel) .. '|' .. concat(consumers)
   end
-  table.sort(groups)
-  return table.concat(parts) .. '#' .. lp(info['last-generated-id'] or '') .. table.concat(groups, ';')
+  sort(groups)
+  return concat(parts) .. '#' .. lp(info['last-generated-id'] or '') .. concat(groups, ';')
 end
+
+local dump, db = ARGV[3] == '1', ARGV[4]
+-- First: PTTL counts from the moment the script started, so the absolute expiry is
+-- closest to right with the clock read before anything else.
 local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local records = {}
-local dump = ARGV[1] == '1'
-local out = {''}
+local scan = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local keys = scan[2]
+local n = #keys
+local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', '', ''}
+if n == 0 then return out end
+
+-- Atomically, within this script: no key of the database has a time to live, so none of
+-- this batch has one either, and PTTL need not be asked key by key.
+local expiring = true
+local info = redis.pcall('INFO', 'keyspace')
+if type(info) == 'string' and info:match('\ndb' .. db .. ':keys=%d+,expires=0[,\r]') then expiring = false end
 local NONE = string.rep('f', 16)
-local GONE = string.rep('-', 40) .. NONE
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  local kind = call('TYPE', k)['ok']
-  if kind == 'none' then
-    records[i] = GONE
-    if dump then out[#out + 1] = '' end
-  else
-    local v
-    if kind == 'string' then v = call('GET', k)
-    elseif kind == 'hash' then v = sorted_pairs(call('HGETALL', k))
-    elseif kind == 'list' then v = framed(call('LRANGE', k, 0, -1))
-    elseif kind == 'set' then v = sorted_digests(call('SMEMBERS', k))
-    elseif kind == 'zset' then v = framed(call('ZRANGE', k, 0, -1, 'WITHSCORES'))
-    elseif kind == 'stream' then v = stream(k)
-    else v = call('DUMP', k) end
-    local expiry = NONE
-    local pttl = call('PTTL', k)
-    if pttl >= 0 then expiry = fmt('%016x', now + pttl) end
-    records[i] = sha1(#k .. ':' .. k .. #kind .. ':' .. kind .. v) .. expiry
-    if dump then out[#out + 1] = call('DUMP', k) or '' end
+
+local vals
+if n <= 4000 then vals = call('MGET', unpack(keys))
+else
+  vals = {}
+  for s = 1, n, 4000 do
+    local part = call('MGET', unpack(keys, s, math.min(s + 3999, n)))
+    for j = 1, #part do vals[s + j - 1] = part[j] end
   end
 end
-out[1] = concat(records)
+
+-- Three sections, each a few long strings (see redis_records): whole records (strings,
+-- lists, sorted sets), the units of hashes and sets, and digests made here.
+local WHOLE, UNITS, GIVEN = 1, 2, 3
+local wlens, wkeys, wsizes, wdata, nw, nwd = {}, {}, {}, {}, 0, 0
+local ukinds, usizes, udata, nu, nus, nud = {}, {}, {}, 0, 0, 0
+local gdata, ngd = {}, 0
+-- A key whose framed value is longer than this is digested here instead: what crosses
+-- the network per key stays small, whatever the size of the values.
+local BIG = 1024
+
+local function given(k, lk, digest)
+  gdata[ngd + 1] = lk; gdata[ngd + 2] = k; gdata[ngd + 3] = digest; ngd = ngd + 3
+  return GIVEN
+end
+-- Strings, lists and sorted sets are ordered: the whole framed record, for the client to hash.
+local function whole(k, lk, name, items)
+  local start = nwd
+  local total = #lk + #k + #name
+  wdata[nwd + 1] = lk; wdata[nwd + 2] = k; wdata[nwd + 3] = name; nwd = nwd + 3
+  for j = 1, #items do
+    local e = items[j]
+    local le = LEN[#e]
+    total = total + #le + #e
+    wdata[nwd + 1] = le; wdata[nwd + 2] = e; nwd = nwd + 2
+  end
+  if total > BIG then
+    local record = concat(wdata, '', start + 1, nwd)
+    nwd = start
+    return given(k, lk, sha1(record))
+  end
+  nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
+  return WHOLE
+end
+local function string_(k, lk, v)
+  local total = #lk + #k + 8 + #v
+  if total > BIG then return given(k, lk, sha1(lk .. k .. '6:string' .. v)) end
+  wdata[nwd + 1] = lk; wdata[nwd + 2] = k; wdata[nwd + 3] = '6:string'; wdata[nwd + 4] = v; nwd = nwd + 4
+  nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
+  return WHOLE
+end
+-- Hashes and sets have no order: each unit (framed field and value, or member) for the
+-- client to hash; the hexadecimal digests, sorted and joined by commas, are the value.
+local function sorted_pairs(flat)
+  local d, m = {}, 0
+  for j = 1, #flat, 2 do
+    local f, x = flat[j], flat[j + 1]
+    m = m + 1
+    d[m] = sha1(LEN[#f] .. f .. LEN[#x] .. x)
+  end
+  sort(d)
+  return concat(d, ',')
+end
+local function sorted_digests(items)
+  local d = {}
+  for j = 1, #items do d[j] = sha1(items[j]) end
+  sort(d)
+  return concat(d, ',')
+end
+local function hash(k, lk)
+  local flat = call('HGETALL', k)
+  local start, ss, total = nud, nus, 0
+  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
+  nus = nus + 1; usizes[nus] = LEN[#flat / 2]
+  for j = 1, #flat, 2 do
+    local f, x = flat[j], flat[j + 1]
+    local lf, lx = LEN[#f], LEN[#x]
+    local unit = #lf + #f + #lx + #x
+    total = total + unit
+    nus = nus + 1; usizes[nus] = LEN[unit]
+    udata[nud + 1] = lf; udata[nud + 2] = f; udata[nud + 3] = lx; udata[nud + 4] = x; nud = nud + 4
+  end
+  if total > BIG then
+    nud, nus = start, ss
+    return given(k, lk, sha1(lk .. k .. '4:hash' .. sorted_pairs(flat)))
+  end
+  nu = nu + 1; ukinds[nu] = 'h'
+  return UNITS
+end
+local function set(k, lk)
+  local members = call('SMEMBERS', k)
+  local start, ss, total = nud, nus, 0
+  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
+  nus = nus + 1; usizes[nus] = LEN[#members]
+  for j = 1, #members do
+    local e = members[j]
+    total = total + #e
+    nus = nus + 1; usizes[nus] = LEN[#e]
+    udata[nud + j] = e
+  end
+  nud = nud + #members
+  if total > BIG then
+    nud, nus = start, ss
+    return given(k, lk, sha1(lk .. k .. '3:set' .. sorted_digests(members)))
+  end
+  nu = nu + 1; ukinds[nu] = 'S'
+  return UNITS
+end
+
+-- Expiries and DUMP payloads go with their key's section, in the same order.
+local expiries, payloads = {{}, {}, {}}, {{}, {}, {}}
+for i = 1, n do
+  local k = keys[i]
+  local v = vals[i]
+  local lk = LEN[#k]
+  local kind = 'string'
+  if not v then
+    kind = call('TYPE', k)['ok']
+    if kind == 'string' then v = call('GET', k) end
+  end
+  local section
+  if kind == 'string' then section = string_(k, lk, v)
+  elseif kind == 'list' then section = whole(k, lk, '4:list', call('LRANGE', k, '0', '-1'))
+  elseif kind == 'zset' then section = whole(k, lk, '4:zset', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
+  elseif kind == 'hash' then section = hash(k, lk)
+  elseif kind == 'set' then section = set(k, lk)
+  elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))
+  elseif kind ~= 'none' then section = given(k, lk, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
+  if section then
+    if expiring then
+      local pttl = call('PTTL', k)
+      local e = expiries[section]
+      if pttl >= 0 then e[#e + 1] = fmt('%016x', now + pttl) else e[#e + 1] = NONE end
+    end
+    if dump then local p = payloads[section]; p[#p + 1] = call('DUMP', k) or '' end
+  end
+end
+out[3] = concat(wlens, '', 1, nw); out[4] = concat(wkeys, '', 1, nw); out[5] = concat(wsizes, '', 1, nw)
+out[6] = concat(wdata, '', 1, nwd)
+out[7] = concat(ukinds); out[8] = concat(usizes, '', 1, nus); out[9] = concat(udata, '', 1, nud)
+out[10] = concat(gdata, '', 1, ngd)
+out[11] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
+for s = 1, 3 do
+  local p = payloads[s]
+  for j = 1, #p do out[#out + 1] = p[j] end
+end
 return out
 """
 
+Batch = tuple[Decoded, list[bytes]]  # the batch's keys with digests and expiries; their DUMP payloads (or none)
+Reply = tuple[bytes, int, list[bytes], list[bytes]]  # cursor, DBSIZE, the sections, DUMP payloads
+RECENT_BATCHES = 4
+
 
 class Digester:
-    """Runs the script on one connection (loaded once, by its SHA-1)."""
+    """Runs the script on one connection of the client's pool, one request always in flight.
 
-    def __init__(self, client: redis.Redis) -> None:
+    Why not redis-py's ``evalsha``: it waits for each reply before the next request can
+    go out, and the server would sit idle while this process hashes and sums a batch.
+    Here the next batch is requested the moment a reply arrives, before that reply is
+    handled, by the one thread involved: a reader thread would need Python's lock to
+    send each request, which the hashing thread may hold for 5 ms at a time.
+    """
+
+    def __init__(self, client: redis.Redis, db: int, size: int, dump: bool) -> None:
         self.client = client
+        self.args = (size, "1" if dump else "0", db)
         self.sha = str(client.script_load(SCRIPT))
-
-    def batch(self, keys: list[bytes], dump: bool = False) -> tuple[bytes, list[bytes]]:
-        """Records of ``keys`` (``RECORD`` bytes each) and, with ``dump``, their payloads."""
-        args = (*keys, "1" if dump else "0")
+        self.pool = client.connection_pool
+        self.conn: Any  # redis-py's Connection: its methods are not annotated
         try:
-            reply = self.client.evalsha(self.sha, len(keys), *args)
+            self.conn = self.pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            self.conn = self.pool.get_connection("EVALSHA")
+        self.cursor: bytes | None = None  # the one whose reply is awaited
+
+    def send(self, cursor: bytes) -> None:
+        self.conn.send_command("EVALSHA", self.sha, 0, cursor, *self.args)
+        self.cursor = cursor
+
+    def receive(self) -> Reply:
+        """The reply to the request in flight: next cursor, DBSIZE, and the framed batch."""
+        assert self.cursor is not None
+        try:
+            reply = self.conn.read_response()
         except redis.exceptions.NoScriptError:  # the server was restarted or flushed its scripts
             self.sha = str(self.client.script_load(SCRIPT))
-            reply = self.client.evalsha(self.sha, len(keys), *args)
-        records: bytes = reply[0]
-        return records, list(reply[1:])
+            self.send(self.cursor)
+            reply = self.conn.read_response()
+        self.cursor = None
+        cursor, dbsize, *sections = reply[:11]
+        return cursor, int(dbsize), sections, reply[11:]
 
-
-Batch = tuple[list[bytes], bytes, list[bytes]]  # keys, their records, their DUMP payloads (or none)
-_DONE = object()
-
-
-def digested(client: redis.Redis, dump: bool = False, size: int = 1000) -> Iterator[Batch]:
-    """Every key of the client's database, a batch at a time, digested (and dumped) by the server.
-
-    Why a thread: the server is the bottleneck, and it would sit idle while this process
-    sums the records (or compresses the payloads) of each batch. A reader thread keeps
-    the next batch in flight while the caller handles the one before; two batches at most
-    are held, so memory stays bounded. An error on the reader's side is raised here.
-    """
-    digester = Digester(client)
-    queue: Queue[object] = Queue(maxsize=2)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(count=size):
-                batch.append(key)
-                if len(batch) >= size:
-                    if not put((batch, *digester.batch(batch, dump))):
-                        return
-                    batch = []
-            if batch and not put((batch, *digester.batch(batch, dump))):
-                return
-            put(_DONE)
-        except BaseException as exc:  # handed to the caller, who raises it
-            put(exc)
-
-    reader = threading.Thread(target=read, name="redis-digest", daemon=True)
-    reader.start()
-    try:
-        while (item := queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield cast(Batch, item)
-    finally:
-        stop.set()
-        reader.join()
-
-
-def record(records: bytes, i: int) -> tuple[bytes, int | None]:
-    """(digest, absolute expiry in ms or None) of key ``i``; the digest is GONE for a vanished key."""
-    r = records[i * RECORD : (i + 1) * RECORD]
-    expiry = r[DIGEST_WIDTH:]
-    return r[:DIGEST_WIDTH], None if expiry == NO_EXPIRY else int(expiry, 16)
+    def close(self) -> None:
+        if self.cursor is not None:  # a reply is still on its way: the connection cannot be reused
+            self.conn.disconnect()
+        self.pool.release(self.conn)
 
 
 @dataclass
-class KeyspaceSums:
-    """The order-independent digest of one key space: digests summed, with counts and expiries."""
+class Tally:
+    """What one read of a database saw: the keys it counted, and the database's size at each batch."""
 
-    total: int = 0
     keys: int = 0
-    expiring: int = 0
-    expiry_seconds: int = 0
-    earliest: int | None = None
-    _mod: int = field(default=1 << 256, repr=False)
+    sizes: set[int] = field(default_factory=set)
 
-    def add(self, digest: bytes, expiry_ms: int | None) -> None:
-        self.total = (self.total + int(digest, 16)) % self._mod
-        self.keys += 1
-        if expiry_ms is not None:
-            self.expiring += 1
-            self.expiry_seconds += expiry_ms // 1000
-            self.earliest = expiry_ms if self.earliest is None else min(self.earliest, expiry_ms)
+    @property
+    def read_twice(self) -> bool:
+        """The database kept one size throughout, yet more keys were read than it holds.
 
-    def parts(self, name: str) -> dict[str, Part]:
-        """``name`` (the keys and values) and, where keys expire, ``name + " expiry"``."""
-        out = {
-            name: Part(
-                digest=hashlib.sha256(f"keys {self.keys} {self.total:064x}".encode()).hexdigest(),
-                count=self.keys,
-                unit="keys",
-            )
-        }
-        if self.expiring:
-            out[name + " expiry"] = Part(
-                digest=hashlib.sha256(f"expiring {self.expiring}".encode()).hexdigest(),
-                count=self.expiring,
-                unit="expiring keys",
-                total=self.expiry_seconds,
-                tolerance=EXPIRY_TOLERANCE_S,
-                earliest=self.earliest,
-            )
-        return out
+        On an unchanging database SCAN returns every key at least once, so the surplus
+        are keys returned twice. A database written to while it is read can also keep
+        its size (as many keys created as deleted); then this may say so wrongly, and the
+        caller's extra read is the whole cost.
+        """
+        return len(self.sizes) == 1 and self.keys > next(iter(self.sizes))
+
+
+class Recent:
+    """The keys of the last few batches, to count a key SCAN returns twice only once."""
+
+    def __init__(self, batches: int = RECENT_BATCHES) -> None:
+        self.window: deque[set[bytes]] = deque(maxlen=batches)
+
+    def fresh(self, batch: Decoded, payloads: list[bytes]) -> Batch:
+        """``batch`` without the keys already read in it or in the batches before."""
+        keys = set(batch.keys)
+        if len(keys) == len(batch.keys) and all(keys.isdisjoint(old) for old in self.window):
+            self.window.append(keys)
+            return batch, payloads
+        seen: set[bytes] = set().union(*self.window)
+        keep = []
+        for i, key in enumerate(batch.keys):
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        self.window.append(set(batch.keys))
+        expiries = batch.expiries
+        return (
+            Decoded(
+                [batch.keys[i] for i in keep],
+                [batch.digests[i] for i in keep],
+                None if expiries is None else [expiries[i] for i in keep],
+            ),
+            [payloads[i] for i in keep] if payloads else payloads,
+        )
+
+
+def digested(
+    client: redis.Redis, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None
+) -> Iterator[Batch]:
+    """Every key of database ``db`` (the one ``client`` uses), a batch at a time, with digests.
+
+    The server reads the next batch while the caller handles this one (``Digester``);
+    one batch is held at a time, so memory stays bounded.
+    """
+    tally = tally if tally is not None else Tally()
+    recent = Recent()
+    digester = Digester(client, db, size, dump)
+    try:
+        digester.send(b"0")
+        while True:
+            cursor, dbsize, sections, payloads = digester.receive()
+            last = cursor in (b"0", 0, "0")
+            if not last:
+                digester.send(cursor)
+            tally.sizes.add(dbsize)
+            batch, payloads = recent.fresh(decode(*sections), payloads)
+            tally.keys += len(batch.keys)
+            yield batch, payloads
+            if last:
+                return
+    finally:
+        digester.close()

@@ -1,0 +1,243 @@
+"""The client half of the Redis digest read, without a server.
+
+``decode`` turns the script's framed reply into scheme redis/2 key digests; here it is
+held to a plain restatement of that scheme (``_record``), on replies framed the way the
+script frames them (``_reply``). The real script against the earlier one is
+tests/integration/test_redis_digest.py. Then the sums per key space, and the two guards
+against SCAN returning a key twice (``Recent``, ``Tally``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.components.base import WORKLOAD_MARK
+from engine.components.redis import RedisComponent, RedisParams
+from engine.components.redis_digest import Recent, Tally
+from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces, KeyspaceSums, decode, key_space
+from engine.errors import ComponentError
+
+Value = Any  # bytes, list of bytes, list of (member, score), dict, set
+
+
+def _lp(b: bytes) -> bytes:
+    return b"%d:%s" % (len(b), b)
+
+
+def _canonical(kind: str, value: Value) -> bytes:
+    """Scheme redis/2's canonical value of one key, restated from its definition."""
+    if kind == "string":
+        return bytes(value)
+    if kind == "list":
+        return b"".join(_lp(e) for e in value)
+    if kind == "zset":
+        return b"".join(_lp(m) + _lp(s) for m, s in value)
+    if kind == "hash":
+        return ",".join(sorted(hashlib.sha1(_lp(f) + _lp(v)).hexdigest() for f, v in value.items())).encode()
+    assert kind == "set"
+    return ",".join(sorted(hashlib.sha1(m).hexdigest() for m in value)).encode()
+
+
+def _record(key: bytes, kind: str, value: Value) -> int:
+    return int(hashlib.sha1(_lp(key) + _lp(kind.encode()) + _canonical(kind, value)).hexdigest(), 16)
+
+
+LETTER = {"hash": b"h", "set": b"S"}
+
+
+def _reply(entries: list[tuple[bytes, str, Value, bool]], expiries: list[int | None] | None) -> tuple[bytes, ...]:
+    """The script's reply for ``entries`` (key, type, value, digested by the server), in section order."""
+    wlens: list[int] = []
+    wsizes: list[int] = []
+    usizes: list[int] = []
+    wkeys: list[bytes] = []
+    wdata: list[bytes] = []
+    ukinds: list[bytes] = []
+    udata: list[bytes] = []
+    gdata: list[bytes] = []
+    for key, kind, value, by_server in entries:
+        if by_server:
+            gdata += [_lp(key), b"%040x" % _record(key, kind, value)]
+        elif kind in ("hash", "set"):
+            units = [_lp(f) + _lp(v) for f, v in value.items()] if kind == "hash" else list(value)
+            ukinds.append(LETTER[kind])
+            usizes += [len(units), *map(len, units)]
+            udata += [_lp(key), *units]
+        else:
+            record = _lp(key) + _lp(kind.encode()) + _canonical(kind, value)
+            wlens.append(len(key))
+            wkeys.append(key)
+            wsizes.append(len(record))
+            wdata.append(record)
+    blob = b"" if expiries is None else b"".join(b"f" * 16 if e is None else b"%016x" % e for e in expiries)
+
+    def numbers(values: list[int]) -> bytes:
+        return b"".join(b"%d:" % n for n in values)
+
+    join = b"".join
+    return (
+        numbers(wlens),
+        join(wkeys),
+        numbers(wsizes),
+        join(wdata),
+        join(ukinds),
+        numbers(usizes),
+        join(udata),
+        join(gdata),
+        blob,
+    )
+
+
+def _in_section_order(entries: list[tuple[bytes, str, Value, bool]]) -> list[tuple[bytes, str, Value, bool]]:
+    def section(entry: tuple[bytes, str, Value, bool]) -> int:
+        return 2 if entry[3] else 1 if entry[1] in LETTER else 0
+
+    return sorted(entries, key=section)  # stable: the script's order within each section
+
+
+_bytes = st.binary(max_size=40)
+_values = {
+    "string": _bytes,
+    "list": st.lists(_bytes, min_size=1, max_size=5),
+    "zset": st.lists(st.tuples(_bytes, st.sampled_from([b"1", b"-0.5", b"1e+100", b"3.25"])), min_size=1, max_size=4),
+    "hash": st.dictionaries(_bytes, _bytes, min_size=1, max_size=5),
+    "set": st.sets(_bytes, min_size=1, max_size=5),
+}
+_entry = st.sampled_from(sorted(_values)).flatmap(
+    lambda kind: st.tuples(st.binary(min_size=0, max_size=20), st.just(kind), _values[kind], st.booleans())
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(_entry, max_size=12), expiring=st.booleans())
+def test_decoded_digests_are_the_scheme_redis2_records(
+    entries: list[tuple[bytes, str, Value, bool]], expiring: bool
+) -> None:
+    ordered = _in_section_order(entries)
+    expiries = [None if i % 2 else 1_700_000_000_000 + i for i in range(len(entries))] if expiring else None
+    decoded = decode(*_reply(ordered, expiries))
+    assert decoded.keys == [key for key, *_ in ordered]
+    assert decoded.digests == [_record(key, kind, value) for key, kind, value, _ in ordered]
+    assert decoded.expiries == (expiries or None)  # an empty batch has no expiries to tell
+
+
+def test_a_reply_whose_expiries_do_not_match_its_keys_is_an_error() -> None:
+    *sections, _ = _reply([(b"k", "string", b"v", False)], None)
+    with pytest.raises(ValueError, match="32 bytes of expiries for 1 keys"):
+        decode(*sections, b"f" * 32)
+
+
+def test_sums_per_key_space_are_the_per_key_sums() -> None:
+    """``Keyspaces`` adds a batch per prefix; the result is what adding key by key gives."""
+    keys = [b"user:1", b"user:2", b"cart:1", b"plain", b":x", f"{WORKLOAD_MARK}:1".encode(), b"\xff:bin"]
+    digests = [_record(k, "string", b"v%d" % i) for i, k in enumerate(keys)]
+    expiries: list[int | None] = [None, 1_700_000_001_500, None, 1_700_000_000_000, None, 5, None]
+    spaces = Keyspaces()
+    spaces.add(Decoded(keys[:3], digests[:3], expiries[:3]))
+    spaces.add(Decoded(keys[3:], digests[3:], expiries[3:]))
+    one_by_one: dict[str, KeyspaceSums] = {}
+    for key, digest, expiry in zip(keys, digests, expiries, strict=True):
+        if key_space(key) != WORKLOAD_MARK:
+            one_by_one.setdefault(key_space(key), KeyspaceSums()).add(digest, expiry)
+    assert spaces.spaces == one_by_one
+    assert set(spaces.spaces) == {"user", "cart", NO_PREFIX, "", "\\xff"}
+    assert set(spaces.parts(3)) == {
+        "db3 keyspace user",
+        "db3 keyspace user expiry",
+        "db3 keyspace cart",
+        f"db3 keyspace {NO_PREFIX}",
+        f"db3 keyspace {NO_PREFIX} expiry",
+        "db3 keyspace ",
+        "db3 keyspace \\xff",
+    }
+
+
+def _batch(*keys: bytes) -> Decoded:
+    return Decoded(list(keys), [len(k) for k in keys], [None] * len(keys))
+
+
+def test_recent_drops_a_key_read_again_within_the_window_and_keeps_the_rest() -> None:
+    recent = Recent(batches=2)
+    assert recent.fresh(_batch(b"a", b"b"), [b"A", b"B"])[0].keys == [b"a", b"b"]
+    batch, payloads = recent.fresh(_batch(b"c", b"a", b"c", b"d"), [b"C", b"A", b"C", b"D"])
+    assert (batch.keys, batch.digests, payloads) == ([b"c", b"d"], [1, 1], [b"C", b"D"])
+    assert batch.expiries == [None, None]
+    recent.fresh(_batch(b"e"), [])
+    # "b" was three batches back: out of a window of two, so it is counted again (the limit).
+    assert recent.fresh(_batch(b"b", b"e"), [])[0].keys == [b"b"]
+
+
+def test_recent_hands_an_unrepeated_batch_over_as_it_is() -> None:
+    recent, batch = Recent(), _batch(b"x", b"y")
+    assert recent.fresh(batch, [])[0] is batch
+
+
+@pytest.mark.parametrize(
+    ("sizes", "keys", "twice"),
+    [
+        ({10}, 10, False),  # quiet control
+        ({10}, 11, True),  # one key more than an unchanging database holds
+        ({10, 11}, 12, False),  # the database changed: the count proves nothing
+        ({10}, 9, False),  # fewer (keys expired meanwhile): not a duplicate
+    ],
+)
+def test_tally_says_read_twice_only_for_a_surplus_on_an_unchanging_database(
+    sizes: set[int], keys: int, twice: bool
+) -> None:
+    assert Tally(keys=keys, sizes=sizes).read_twice is twice
+
+
+class _Service:
+    def client(self, db: int = 0) -> None:
+        return None
+
+
+def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[RedisComponent, list[int]]:
+    """A Redis component whose reads of database 0 are faked; the first ``surplus_reads`` count a key twice."""
+    comp = RedisComponent("cache", RedisParams(), runtime=None)  # type: ignore[arg-type]
+    comp.service = _Service()  # type: ignore[assignment]
+    monkeypatch.setattr(comp, "_dbs", lambda: [0])
+    reads: list[int] = []
+
+    def fake(client: None, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None) -> Iterator[Any]:
+        reads.append(db)
+        assert tally is not None
+        keys = [b"user:1", b"user:2"] + ([b"user:1"] if len(reads) <= surplus_reads else [])
+        tally.sizes.add(2)
+        tally.keys += len(keys)
+        yield Decoded(keys, [7] * len(keys), None), [b"payload"] * len(keys)
+
+    monkeypatch.setattr("engine.components.redis.digested", fake)
+    return comp, reads
+
+
+def test_a_fingerprint_read_with_a_surplus_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    comp, reads = _component(monkeypatch, surplus_reads=1)
+    [(name, part)] = comp.fingerprint().parts.items()
+    assert (name, part.count, len(reads)) == ("db0 keyspace user", 2, 2)
+
+
+def test_a_fingerprint_stops_reading_again_after_three_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    comp, reads = _component(monkeypatch, surplus_reads=99)
+    assert comp.fingerprint().parts["db0 keyspace user"].count == 3
+    assert len(reads) == 3
+
+
+def test_a_backup_whose_read_had_a_surplus_fails_and_says_to_run_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from engine.repository.local import LocalRepository
+
+    comp, _ = _component(monkeypatch, surplus_reads=1)
+    writer = LocalRepository(tmp_path / "repo").begin()
+    try:
+        with pytest.raises(ComponentError, match=r"read twice.*run the backup again"):
+            comp.backup_fingerprinted(writer)
+    finally:
+        writer.abort()
