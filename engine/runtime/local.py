@@ -44,6 +44,29 @@ else:
     psycopg2 = lazy("psycopg2")
     redis = lazy("redis")
 
+# A port is picked free, then bound by the server a moment later; under load another
+# process can take it in between ("Address already in use", seen failing a CI run). The
+# server is then started again on a new port, this many times at most.
+PORT_ATTEMPTS = 5
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _port_taken(log: Path, offset: int) -> bool:
+    """Whether the server's log, from ``offset`` on, says its port was taken."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            return b"Address already in use" in fh.read()
+    except OSError:
+        return False
+
+
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
 
 
@@ -228,7 +251,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         if result.returncode != 0:
             raise RuntimeStartError(f"initdb failed: {result.stderr.strip()[-2000:]}")
 
-    def _start(self) -> None:
+    def _start_once(self) -> None:
         argv = [
             str(self.server_bin / "postgres"),
             "-D",
@@ -283,6 +306,18 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         if not (self.data_dir() / "PG_VERSION").exists():
             self._initdb()
         self._start()
+
+    def _start(self) -> None:
+        """Start the server; on a port another process took meanwhile, again on a new one."""
+        for attempt in range(PORT_ATTEMPTS):
+            offset = _size(self.log)
+            try:
+                self._start_once()
+                return
+            except RuntimeStartError:
+                if attempt + 1 == PORT_ATTEMPTS or not _port_taken(self.log, offset):
+                    raise
+                self.port = processes.free_port()
 
     def kill(self) -> None:
         if self.proc is None:
@@ -384,12 +419,16 @@ class LocalRedis(RedisService):
         self.log = base / "server.log"
         base.mkdir(parents=True)
         self._version = _version_of([str(self.server), "--version"])
-        conf = base / "redis.conf"
+        self._write_conf()
+
+    def _write_conf(self) -> None:
+        conf = self.base / "redis.conf"
+        conf.unlink(missing_ok=True)
         # The password lives in a 0600 file, not in argv where `ps` would show it.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(
-                f"bind 127.0.0.1\nport {self.port}\ndir {base}\nrequirepass {self.password}\n"
+                f"bind 127.0.0.1\nport {self.port}\ndir {self.base}\nrequirepass {self.password}\n"
                 'save ""\nappendonly no\ndaemonize no\nprotected-mode yes\n'
                 # A replica-style snapshot (the redis-rdb kind) must leave no dump.rdb
                 # behind: a killed server would reload it and hide the loss it suffered.
@@ -419,6 +458,18 @@ class LocalRedis(RedisService):
     def ensure_running(self) -> None:
         if self.is_running():
             return
+        for attempt in range(PORT_ATTEMPTS):
+            offset = _size(self.log)
+            try:
+                self._start_once()
+                return
+            except RuntimeStartError:
+                if attempt + 1 == PORT_ATTEMPTS or not _port_taken(self.log, offset):
+                    raise
+                self.port = processes.free_port()  # another process took it since it was picked
+                self._write_conf()
+
+    def _start_once(self) -> None:
         self.proc = processes.spawn([str(self.server), str(self.base / "redis.conf")], log=self.log)
         if not processes.wait_until(self._answers, timeout=30):
             processes.stop(self.proc, signal.SIGTERM)
