@@ -3,11 +3,13 @@
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.directory import DirectoryTree
 from engine.foreign.pg_dump import PgDump
+from engine.foreign.rdb import RedisRdb
 from engine.foreign.tar_archive import TarArchive
 from engine.registry import Registry
 
 foreign_formats: Registry[type[ForeignFormat]] = Registry("foreign backup format")
 foreign_formats.register(PgDump)
+foreign_formats.register(RedisRdb)
 foreign_formats.register(TarArchive)
 foreign_formats.register(DirectoryTree)
 
