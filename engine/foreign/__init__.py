@@ -2,6 +2,7 @@
 
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.directory import DirectoryTree
+from engine.foreign.faiss_index import FaissIndex
 from engine.foreign.pg_dump import PgDump
 from engine.foreign.rdb import RedisRdb
 from engine.foreign.tar_archive import TarArchive
@@ -12,5 +13,6 @@ foreign_formats.register(PgDump)
 foreign_formats.register(RedisRdb)
 foreign_formats.register(TarArchive)
 foreign_formats.register(DirectoryTree)
+foreign_formats.register(FaissIndex)
 
 __all__ = ["ForeignFacts", "ForeignFormat", "ForeignParams", "foreign_formats"]
