@@ -3,6 +3,7 @@
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.directory import DirectoryTree
 from engine.foreign.faiss_index import FaissIndex
+from engine.foreign.pg_basebackup import PgBaseBackup
 from engine.foreign.pg_dump import PgDump
 from engine.foreign.rdb import RedisRdb
 from engine.foreign.tar_archive import TarArchive
@@ -10,6 +11,7 @@ from engine.registry import Registry
 
 foreign_formats: Registry[type[ForeignFormat]] = Registry("foreign backup format")
 foreign_formats.register(PgDump)
+foreign_formats.register(PgBaseBackup)
 foreign_formats.register(RedisRdb)
 foreign_formats.register(TarArchive)
 foreign_formats.register(DirectoryTree)

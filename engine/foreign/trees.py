@@ -175,13 +175,40 @@ def unpack(path: Path, target: Path, strip: int = 0, accept: Callable[[str], boo
     return stats
 
 
-def copy_tree(source: Path, target: Path) -> TreeStats:
+def read_members(path: Path, names: set[str], limit: int = 1 << 20) -> dict[str, bytes]:
+    """The content of the regular members ``names`` (small files), reading no further than needed.
+
+    Stops as soon as all were found; a member over ``limit`` bytes is not read.
+    """
+    found: dict[str, bytes] = {}
+    with _Translate(str(path)):
+        if compression(path) == "none":
+            with tarfile.open(path, mode="r:") as tar:
+                _collect(tar, names, limit, found)
+        else:
+            with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                _collect(tar, names, limit, found)
+    return found
+
+
+def _collect(tar: tarfile.TarFile, names: set[str], limit: int, found: dict[str, bytes]) -> None:
+    for info in tar:
+        name = stripped(info.name, 0)
+        if name in names and info.isreg() and info.size <= limit:
+            member = tar.extractfile(info)
+            if member is not None:
+                found[name] = member.read()
+        if found.keys() >= names:
+            return
+
+
+def copy_tree(source: Path, target: Path, skip: frozenset[str] = frozenset()) -> TreeStats:
     """Copy the tree below ``source`` into ``target`` (fresh and private), entry by entry.
 
     Each entry is described as tar would archive it (hard links recognised by inode) and
     written by the same ``TreeWriter`` as an archive member, so a link is copied, never
     followed, and a device node is refused. Sockets have no content to copy and are
-    skipped (counted).
+    skipped (counted), as are the top-level entries named in ``skip``.
     """
     stats = TreeStats()
     describer = tarfile.TarFile(fileobj=io.BytesIO(), mode="w")  # only for gettarinfo's link detection
@@ -189,6 +216,9 @@ def copy_tree(source: Path, target: Path) -> TreeStats:
         for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
             dirnames.sort()
             below = Path(dirpath).relative_to(source)
+            if below == Path("."):
+                dirnames[:] = [d for d in dirnames if d not in skip]
+                filenames = [f for f in filenames if f not in skip]
             for name in [*dirnames, *sorted(filenames)]:
                 rel = (below / name).as_posix()
                 info = describer.gettarinfo(os.path.join(dirpath, name), arcname=rel)
