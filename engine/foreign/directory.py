@@ -4,9 +4,10 @@ It is copied entry by entry through drproof's safe writer (``engine.foreign.tree
 links are copied as links and never followed, so a link in the backup pointing at
 ``/etc`` cannot make the copy read or write there; a device node refuses the copy.
 
-A tree records no time of its own: the newest modification time of an entry below it
+A tree records no time of its own: the newest modification time of a file or link in it
 is the latest moment its data can be from, so that is when the backup was taken at the
-earliest, and what ``freshness`` judges.
+earliest, and what ``freshness`` judges. Directories' times are left out: creating them
+(a copy, an S3 download) resets them, and with them the backup's apparent age.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class DirectoryTree(ForeignFormat):
         taken = stats.newest_time()
         return ForeignFacts(
             taken_at=taken or file_time(local),
-            taken_at_from="the newest modification time of an entry" if taken else "the directory's modification time",
+            taken_at_from="the newest modification time of a file or link in it"
+            if taken
+            else "the directory's modification time",
             size_bytes=stats.bytes,
             details={"entries": stats.entries, "files": stats.files, "content_bytes": stats.bytes},
         )

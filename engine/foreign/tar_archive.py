@@ -6,7 +6,8 @@ is read, and hostile names refused, while inspecting, before any sandbox exists;
 restore then unpacks through drproof's own safe writer (``engine.foreign.trees``).
 
 An archive records no time of its own. The moment it was taken lies between the newest
-modification time of its members (data older than the backup) and the archive file's
+modification time of its files and links (data older than the backup; a directory's time
+is left out, as a copy resets it) and the archive file's
 own modification time (written then, or later by a copy that did not keep it). By
 default the earlier of the two is used: ``freshness`` then never passes on a time the
 backup cannot be sure of. Trees that rarely change make that conservative; say
@@ -34,7 +35,7 @@ class TarParams(ForeignParams):
     )
     taken_at: Literal["newest", "file"] = Field(
         default="newest",
-        description="When the backup was taken: `newest` is the earlier of the newest member's modification time "
+        description="When the backup was taken: `newest` is the earlier of the newest file's modification time "
         "and the archive file's; `file` is the archive file's modification time.",
     )
 
@@ -58,7 +59,7 @@ class TarArchive(ForeignFormat):
         if self.params.taken_at == "file" or newest is None:
             taken, taken_from = written, "the archive file's modification time"
         elif newest <= written:
-            taken, taken_from = newest, "the newest modification time of a member"
+            taken, taken_from = newest, "the newest modification time of a file in it"
         else:
             taken, taken_from = written, "the archive file's modification time (a member is newer than the file)"
         return ForeignFacts(

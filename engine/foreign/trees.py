@@ -90,7 +90,7 @@ class TreeStats:
     entries: int = 0
     files: int = 0
     bytes: int = 0
-    newest: float | None = None  # newest modification time among the entries
+    newest: float | None = None  # newest modification time among the files and links
     skipped: int = 0  # the root entry, members above strip_components, sockets
 
     def count(self, info: tarfile.TarInfo) -> None:
@@ -98,7 +98,9 @@ class TreeStats:
         if info.isreg():
             self.files += 1
             self.bytes += info.size
-        if self.newest is None or info.mtime > self.newest:
+        # Files and links only: a directory's time is when an entry last changed in it,
+        # which a copy (an S3 download creating it) resets; a file's is kept.
+        if not info.isdir() and (self.newest is None or info.mtime > self.newest):
             self.newest = float(info.mtime)
 
     def newest_time(self) -> datetime | None:
