@@ -45,6 +45,10 @@ _TIMEOUT = 6 * 3600
 
 
 class PgBackRestParams(ClusterParams):
+    path: str = Field(
+        description="The pgBackRest repository (its repo1-path): a local directory, relative to the scenario or "
+        "absolute. pgBackRest reads it itself, so an S3 repository is not supported here yet."
+    )
     stanza: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The pgBackRest stanza.")
     set: str | None = Field(
         default=None,
