@@ -180,3 +180,56 @@ def test_a_pgbackrest_repository_in_s3_is_refused_at_validation(tmp_path: Path) 
     assert any("pgBackRest reads its repository itself" in m for m in messages), messages
     assert any("'volumes' or 'configuration' (got 'postgres')" in m for m in messages), messages
     assert len(messages) == 2, messages
+
+
+# -- foreign clusters -------------------------------------------------------------------------------
+
+
+def test_a_restored_cluster_gets_the_sandboxs_access_rules_and_none_of_productions_outward_settings(
+    tmp_path: Path,
+) -> None:
+    from engine.foreign.pg_cluster import SANDBOX_HBA, _sandbox_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pg_hba.conf").write_text("host all all 10.0.0.0/8 trust\n")
+    (data / "postgresql.conf").write_text(
+        "shared_buffers = 1GB\ndata_directory = '/var/lib/postgresql/15/main'\nssl = on\n"
+        "ssl_cert_file = '/etc/ssl/prod.pem'\ninclude_dir = 'conf.d'\nmax_connections = 300\n"
+    )
+    (data / "postgresql.auto.conf").write_text("primary_conninfo = 'host=prod'\nwork_mem = '64MB'\n")
+    (data / "standby.signal").touch()
+    _sandbox_config(data)
+    assert (data / "pg_hba.conf").read_text() == SANDBOX_HBA
+    assert (data / "pg_hba.conf.from-backup").read_text() == "host all all 10.0.0.0/8 trust\n"
+    live = [line for line in (data / "postgresql.conf").read_text().splitlines() if not line.startswith("#")]
+    assert live == ["shared_buffers = 1GB", "max_connections = 300"]
+    assert [line for line in (data / "postgresql.auto.conf").read_text().splitlines() if not line.startswith("#")] == [
+        "work_mem = '64MB'"
+    ]
+    assert not (data / "standby.signal").exists() and (data / "pg_ident.conf").exists()
+
+    debian = tmp_path / "debian"  # Debian keeps postgresql.conf in /etc: the backup has none
+    debian.mkdir()
+    _sandbox_config(debian)
+    assert (debian / "postgresql.conf").read_text().startswith("# written by drproof")
+
+
+def test_a_restored_cluster_with_a_link_out_of_its_data_directory_is_refused(tmp_path: Path) -> None:
+    from engine.foreign.pg_cluster import refuse_links
+
+    data = tmp_path / "data"
+    (data / "base").mkdir(parents=True)
+    refuse_links(data)  # nothing to refuse
+    os.symlink("/var/lib/postgresql/wal", data / "pg_wal")
+    with pytest.raises(ComponentError, match="symlink pg_wal -> /var/lib/postgresql/wal"):
+        refuse_links(data)
+
+
+def test_the_admission_script_quotes_the_role_and_its_password() -> None:
+    from engine.foreign.pg_cluster import _admission
+
+    script = _admission("we\"ird'role", "pa'ss")
+    assert 'CREATE ROLE "we""ird\'role"' in script and "rolname = 'we\"ird''role'" in script
+    assert "PASSWORD 'pa''ss'" in script
+    assert all(line for line in script.splitlines())  # one statement a line, as single-user mode reads them

@@ -142,6 +142,7 @@ def refuse_links(data: Path) -> None:
 
 
 def _sandbox_config(data: Path) -> None:
+    """The sandbox's access rules; production's outward settings and signal files out."""
     hba = data / "pg_hba.conf"
     if hba.exists():
         hba.rename(data / "pg_hba.conf.from-backup")
@@ -152,15 +153,12 @@ def _sandbox_config(data: Path) -> None:
     conf = data / "postgresql.conf"
     if not conf.exists():
         conf.write_text("# written by drproof: the backup held no postgresql.conf\n", encoding="utf-8")
-        return
-    lines = conf.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
-    kept = [f"# (not in the drproof sandbox) {line}" if _OUTSIDE.match(line) else line for line in lines]
-    conf.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
-    auto = data / "postgresql.auto.conf"
-    if auto.exists():  # ALTER SYSTEM of production: its archive and replication settings stay out too
-        lines = auto.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
-        kept = [f"# (not in the drproof sandbox) {line}" if _OUTSIDE.match(line) else line for line in lines]
-        auto.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
+    # postgresql.auto.conf is production's ALTER SYSTEM: its archive and replication settings stay out too.
+    for path in (conf, data / "postgresql.auto.conf"):
+        if path.exists():
+            lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
+            kept = [f"# (not in the drproof sandbox) {line}" if _OUTSIDE.match(line) else line for line in lines]
+            path.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
     for signal_file in ("standby.signal", "recovery.signal", "postmaster.pid"):
         (data / signal_file).unlink(missing_ok=True)
 
@@ -178,20 +176,26 @@ def _server_binary(svc: Any) -> Path:
     return Path(server_bin) / "postgres" if server_bin else Path(svc.tool("postgres")[0])
 
 
+def _admission(role: str, password: str) -> str:
+    """Single-user statements (one a line) that let drproof in as ``role``, saying what they found."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    name = "'" + role.replace("'", "''") + "'"
+    secret = "'" + password.replace("'", "''") + "'"
+    return (
+        "SELECT 'drproof-role ' || coalesce((SELECT CASE WHEN rolsuper AND rolcanlogin THEN 'kept' ELSE 'changed' "
+        f"END FROM pg_roles WHERE rolname = {name}), 'created')\n"
+        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN CREATE ROLE {quoted}; END IF; "
+        "END$$\n"
+        "SET password_encryption = 'scram-sha-256'\n"
+        f"ALTER ROLE {quoted} WITH SUPERUSER LOGIN PASSWORD {secret}\n"
+    )
+
+
 def _recover_single_user(data: Path, svc: Any, physical: PhysicalAccess, role: str, password: str) -> str:
     """Recover the backup (``backup_label``, WAL in ``pg_wal``) in single-user mode; let drproof's role in."""
     owner = physical.server_file_owner()
     user = pwd.getpwuid(owner[0]).pw_name if owner is not None else None
-    quoted = '"' + role.replace('"', '""') + '"'
-    literal = "'" + password.replace("'", "''") + "'"
-    script = (
-        f"SELECT 'drproof-role ' || coalesce((SELECT CASE WHEN rolsuper AND rolcanlogin THEN 'kept' ELSE 'changed' "
-        f"END FROM pg_roles WHERE rolname = '{role.replace(chr(39), chr(39) * 2)}'), 'created')\n"
-        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role.replace(chr(39), chr(39) * 2)}') "
-        f"THEN CREATE ROLE {quoted}; END IF; END$$\n"
-        "SET password_encryption = 'scram-sha-256'\n"
-        f"ALTER ROLE {quoted} WITH SUPERUSER LOGIN PASSWORD {literal}\n"
-    )
+    script = _admission(role, password)
     settings = {"archive_mode": "off", **_SANDBOX_SETTINGS}
     argv = [str(_server_binary(svc)), "--single", "-D", str(data)]
     for key, value in settings.items():
