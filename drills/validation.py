@@ -194,7 +194,9 @@ def _translate(doc: Document, err: Any, root: type[BaseModel]) -> Problem:
         msg = msg.removeprefix("Value error, ")
     elif "input" in err and not isinstance(err["input"], dict | list):
         msg = f"{msg} (got {_short(err['input'])})"
-    if kind == "literal_error" and loc and loc[-1] == "kind":
+    # A known kind refused is one the model does not accept there (a foreign format restores
+    # into some kinds only): pydantic's "Input should be ..." names the ones it does.
+    if kind == "literal_error" and loc and loc[-1] == "kind" and str(err["input"]) not in component_kinds.names():
         msg = (
             f"unknown component kind {err['input']!r}; {suggest(str(err['input']), component_kinds.names())}"
             f"(expected one of: {', '.join(component_kinds.names())})"

@@ -9,7 +9,9 @@ them; none is ever written in a scenario.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -53,6 +55,7 @@ def materialize(location: str, base_dir: Path, workdir: Path, s3: S3Location | N
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(target))
+            _keep_time(target, client.head_object(Bucket=bucket, Key=key)["LastModified"])
     except RepositoryError:
         raise
     except Exception as exc:  # botocore's ClientError, EndpointConnectionError, ...
@@ -72,6 +75,18 @@ def _download_prefix(client: object, bucket: str, prefix: str, target: Path) -> 
             dest = target.joinpath(*rel.parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, obj["Key"], str(dest))  # type: ignore[attr-defined]
+            _keep_time(dest, obj["LastModified"])
             count += 1
     if count == 0:
         raise RepositoryError(f"s3://{bucket}/{prefix}: no object under this prefix")
+
+
+def _keep_time(path: Path, modified: datetime) -> None:
+    """Give the download the object's time: a backup's age must not restart at the download.
+
+    Formats that record no time of their own (a plain SQL dump, a tar, an index file) fall
+    back on the file's modification time; the download's own would make every backup
+    look minutes old.
+    """
+    stamp = modified.timestamp()
+    os.utime(path, (stamp, stamp))

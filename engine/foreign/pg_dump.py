@@ -27,6 +27,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams, server
 from engine.components.tools import capture, run_tool, stream_in
 from engine.errors import ComponentError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
+from engine.foreign.stamps import pg_time
 
 _HEADER = {
     "created": re.compile(r"^;\s+Archive created at (.+)$", re.MULTILINE),
@@ -197,19 +198,7 @@ def _archive_header(local: Path) -> str:
 
 def _created(text: str | None) -> datetime | None:
     """pg_dump's "2026-12-05 02:00:12 UTC" (local time with a zone abbreviation); None when unsure."""
-    if not text:
-        return None
-    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\S*)", text)
-    if m is None:
-        return None
-    moment = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
-    zone = m.group(2).upper()
-    if zone in ("UTC", "GMT", "Z", "+00", "UCT"):
-        return moment.replace(tzinfo=UTC)
-    local = datetime.now().astimezone().tzinfo
-    if local is not None and zone and zone == datetime.now().astimezone().strftime("%Z").upper():
-        return moment.replace(tzinfo=local).astimezone(UTC)
-    return None  # another zone's abbreviation: ambiguous, use the file's time instead
+    return pg_time(text)
 
 
 def _mtime(local: Path) -> datetime:
