@@ -71,7 +71,22 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-on-regression",
         type=_threshold,
         metavar="PCT",
-        help="fail when the RTO grew more than PCT (e.g. 20%%) over the last passing run (needs --history)",
+        help="fail when the RTO grew more than PCT (e.g. 20%%) over the median of the last passing runs, by more "
+        "than the floor and than their own spread (needs --history)",
+    )
+    run.add_argument(
+        "--regression-runs",
+        type=int,
+        default=5,
+        metavar="N",
+        help="passing runs whose median RTO is the gate's baseline (default 5; at least 3 are needed to gate)",
+    )
+    run.add_argument(
+        "--regression-floor",
+        type=_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="RTO changes smaller than this never fail the gate (default 1s)",
     )
 
     hist = sub.add_parser("history", help="list the runs recorded with --history, newest first")
@@ -176,6 +191,15 @@ def _threshold(text: str) -> float:
     try:
         return parse_threshold(text)
     except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    from drills.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -458,6 +482,7 @@ def _default_report_dir(name: str) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills.history import add_trend, earlier_runs, record_run
     from drills.loader import load_scenario
     from drills.runner import DrillRunner, Hooks
     from reports import write_all
@@ -518,12 +543,11 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         _write(partial, report_dir, loaded, write_all)
         err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
-    earlier = _earlier_runs(args.history, results) if args.history is not None else None
-    if earlier is not None:
-        _add_history(results, earlier, args.fail_on_regression)
+    if args.history is not None:
+        add_trend(results, earlier_runs(args.history, results), _gate(args))
     paths = _write(results, report_dir, loaded, write_all)
     if args.history is not None:
-        _record(args.history, results, report_dir, paths)
+        record_run(args.history, results, report_dir, paths.get("json"))
     if args.json:
         out.print_json(json.dumps(results.model_dump(mode="json")))
     _summary(results, paths, err, quiet=args.quiet)
@@ -539,43 +563,12 @@ def _check_history(path: Path) -> None:
         pass
 
 
-def _earlier_runs(path: Path, results: Results) -> list[Any]:
-    """The recorded runs of this scenario (of this source, for a restore test), read before this one is added."""
-    from drills.history import TREND_LENGTH, open_history
+def _gate(args: argparse.Namespace) -> Any:
+    from drills.history import Gate
 
-    source = results.scope.source if results.scope is not None else None
-    with open_history(path) as history:
-        # A restore test's trend is its source's: every test of that repository and those
-        # components, whichever scenario file ran it.
-        earlier = history.runs(results.scenario.name, limit=TREND_LENGTH * 5, source=source)
-    return earlier
-
-
-def _add_history(results: Results, earlier: list[Any], threshold: float | None) -> None:
-    """Fill ``results.history`` (and the regression gate) before any report is written.
-
-    The trend is computed twice when gating: the gate may turn this run into a failure, and
-    the trend must show the verdict the run finally got.
-    """
-    from drills.history import apply_gate, regression_assertion, trend
-
-    if threshold is not None:
-        apply_gate(results, regression_assertion(trend(earlier, results, threshold), results.measured.rto_seconds))
-    results.history = trend(earlier, results, threshold)
-
-
-def _record(path: Path, results: Results, report_dir: Path, paths: dict[str, Path]) -> None:
-    """Add the run after its reports exist, with the digest of the results.json it wrote."""
-    import hashlib
-
-    from drills.history import open_history
-
-    digest = hashlib.sha256(paths["json"].read_bytes()).hexdigest() if "json" in paths else ""
-    try:
-        with open_history(path) as history:
-            history.record(results, report_dir.resolve(), digest)
-    except DrproofError as exc:
-        raise DrproofError(f"the reports are written but the run was not recorded in the history: {exc}") from None
+    if args.regression_runs < 1:
+        raise ConfigError("--regression-runs must be at least 1")
+    return Gate(threshold=args.fail_on_regression, runs=args.regression_runs, floor_seconds=args.regression_floor)
 
 
 def _cmd_history(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -42,7 +42,7 @@ SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR_NAME = "scenarios"
 # Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
 _SNIFF_LIMIT = 2 * 1024 * 1024 + 1
-_TOP_LEVEL_KEY = re.compile(r"^(stack|steps)[ \t]*:", re.MULTILINE)
+_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source)[ \t]*:", re.MULTILINE)
 # How many findings per assertion the failure text shows; the report has them all.
 MAX_FINDINGS = 10
 
@@ -62,6 +62,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run every collected scenario on this runtime instead of the one it declares",
     )
     group.addoption(
+        "--drproof-history",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="record every drill in this SQLite history and show its trend in the report (as drproof run --history)",
+    )
+    group.addoption(
+        "--drproof-fail-on-regression",
+        metavar="PCT",
+        default=None,
+        help="fail a drill whose RTO grew more than PCT over the median of its last passing runs (needs --drproof-history)",
+    )
+    group.addoption(
+        "--drproof-regression-runs",
+        metavar="N",
+        type=int,
+        default=5,
+        help="passing runs whose median RTO is the gate's baseline (default 5)",
+    )
+    group.addoption(
+        "--drproof-regression-floor",
+        metavar="DURATION",
+        default="1s",
+        help="RTO changes smaller than this never fail the gate (default 1s)",
+    )
+    group.addoption(
         "--drproof-report-dir",
         metavar="DIR",
         type=Path,
@@ -72,6 +98,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "drproof: a drproof drill scenario collected from a YAML file")
+    if config.getoption("drproof_fail_on_regression") is not None and config.getoption("drproof_history") is None:
+        raise pytest.UsageError("--drproof-fail-on-regression needs --drproof-history FILE")
     runtime = config.getoption("drproof_runtime")
     if runtime is not None:
         # Checked up front so a typo fails the session once, not every drill separately.
@@ -99,7 +127,8 @@ def _named_on_command_line(config: pytest.Config, file_path: Path) -> bool:
 
 
 def is_scenario_file(path: Path) -> bool:
-    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``.
+    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``, or a
+    restore test's ``source:``.
 
     A textual sniff rather than a YAML parse so a scenario with a syntax error is still
     recognised and reported as an invalid drill instead of silently not being collected.
@@ -109,7 +138,8 @@ def is_scenario_file(path: Path) -> bool:
             text = fh.read(_SNIFF_LIMIT).decode("utf-8", errors="replace")
     except OSError:
         return False
-    return {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)} == {"stack", "steps"}
+    keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
+    return "source" in keys or {"stack", "steps"} <= keys
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
@@ -195,7 +225,16 @@ class DrillItem(pytest.Item):
             if partial is not None:
                 write_all(partial, report_dir, formats=formats)
             raise
-        write_all(results, report_dir, formats=formats)
+        history = self.config.getoption("drproof_history")
+        if history is not None:
+            from drills.history import add_trend, earlier_runs
+
+            add_trend(results, earlier_runs(history, results), _gate(self.config))
+        written = write_all(results, report_dir, formats=formats)
+        if history is not None:
+            from drills.history import record_run
+
+            record_run(history, results, report_dir, written.get("json"))
         self.user_properties.append(("drproof_report_dir", str(report_dir)))
         self.user_properties.append(("drproof_verdict", results.verdict))
         if results.verdict != "pass":
@@ -215,6 +254,21 @@ class DrillItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, 0, f"drproof drill: {self.path.name}"
+
+
+def _gate(config: pytest.Config) -> Any:
+    """The regression gate from the command line; a bad value is a usage error, once."""
+    from drills.durations import parse_duration
+    from drills.history import Gate, parse_threshold
+    from engine.errors import ConfigError
+
+    raw = config.getoption("drproof_fail_on_regression")
+    try:
+        threshold = parse_threshold(raw) if raw is not None else None
+        floor = parse_duration(config.getoption("drproof_regression_floor"))
+    except (ConfigError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return Gate(threshold=threshold, runs=config.getoption("drproof_regression_runs"), floor_seconds=floor)
 
 
 def _location(a: AssertionResult) -> str:

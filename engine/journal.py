@@ -205,10 +205,23 @@ class History(_Model):
     runs: list[TrendPoint] = Field(description="Oldest first, at most the last 20, this run last.")
     last_pass_rto_seconds: float | None = Field(description="RTO of the last earlier run that passed.")
     rto_change_percent: float | None = Field(
-        description="This run's RTO against last_pass_rto_seconds, in percent; positive means slower."
+        description="This run's RTO against baseline_rto_seconds (before 0.2: last_pass_rto_seconds), in percent; "
+        "positive means slower."
     )
     regression_threshold_percent: float | None = Field(description="--fail-on-regression, if given.")
     regressed: bool = False
+    baseline_rto_seconds: float | None = Field(
+        default=None, description="Median RTO of the last passing runs the gate compares with."
+    )
+    baseline_runs: int = Field(default=0, description="How many passing runs that median is of.")
+    noise_seconds: float | None = Field(
+        default=None, description="Spread of those runs' RTOs (1.4826 × median absolute deviation)."
+    )
+    allowed_seconds: float | None = Field(
+        default=None,
+        description="How much slower than the baseline this run may be: the largest of the threshold's share, "
+        "the floor and three times the noise.",
+    )
 
 
 class Scope(_Model):

@@ -709,12 +709,17 @@ def trend(history: Any) -> Trend | None:
         )
         if line is not None
     ]
-    last_pass = getattr(history, "last_pass_rto_seconds", None)
+    baseline = getattr(history, "baseline_rto_seconds", None)
+    counted = int(getattr(history, "baseline_runs", 0) or 0)
+    last_pass = baseline if baseline is not None else getattr(history, "last_pass_rto_seconds", None)
+    against = (
+        f"the median of the last {counted} passing runs" if baseline is not None and counted > 1 else "the last passing run"
+    )
     change = getattr(history, "rto_change_percent", None)
     if last_pass is None or change is None:
         text = "No earlier passing run to compare the RTO with."
     else:
-        text = f"RTO {change:+.1f}% against the last passing run ({format_seconds(last_pass)})"
+        text = f"RTO {change:+.1f}% against {against} ({format_seconds(last_pass)})"
         threshold = getattr(history, "regression_threshold_percent", None)
         if getattr(history, "regressed", False):
             text += f": a regression beyond the {threshold:g}% threshold." if threshold is not None else ": regressed."

@@ -145,3 +145,34 @@ def test_unknown_runtime_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("scenarios", "--drproof-runtime", "no-such-runtime")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--drproof-runtime 'no-such-runtime' is not available*"])
+
+
+def test_history_and_the_regression_gate_through_pytest(pytester: pytest.Pytester) -> None:
+    _write(pytester, "scenarios/roundtrip.yaml", PASSING)
+    history = pytester.path / "history.sqlite"
+    for _ in range(4):
+        pytester.runpytest_subprocess(
+            "scenarios", "--drproof-history", str(history), "--drproof-fail-on-regression", "20%",
+            "--drproof-report-dir", str(pytester.path / "out"),
+        ).assert_outcomes(passed=1)
+    results = json.loads((pytester.path / "out" / "roundtrip" / "results.json").read_text(encoding="utf-8"))
+    gate = next(a for a in results["assertions"] if a["id"] == "regression[rto]")
+    # Three passing runs were recorded before the fourth: the gate compares, and unchanged code passes.
+    assert gate["status"] == "pass" and results["history"]["baseline_runs"] == 3
+    import sqlite3
+
+    with sqlite3.connect(history) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (4,)
+
+
+def test_the_gate_without_a_history_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    _write(pytester, "scenarios/roundtrip.yaml", PASSING)
+    result = pytester.runpytest_subprocess("scenarios", "--drproof-fail-on-regression", "20%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_restore_test_is_collected_by_its_source(pytester: pytest.Pytester) -> None:
+    from drills.pytest_plugin import is_scenario_file
+
+    path = _write(pytester, "scenarios/rt.yaml", "name: rt\nsource:\n  config: cfg.yaml\nassertions: [rto]\n")
+    assert is_scenario_file(path)

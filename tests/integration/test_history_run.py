@@ -33,11 +33,11 @@ def test_history_trend_regression_gate_and_summary(
 ) -> None:
     history = tmp_path / "history.sqlite"
     # Without the gate: sub-second RTOs of unslowed runs vary by more than 20% on a busy machine.
-    for n in (1, 2):
+    for n in (1, 2, 3):
         code, report = _run(tmp_path, n, history)
         assert code == 0
     second = read_results(report)
-    assert len(second["history"]["runs"]) == 2 and second["history"]["last_pass_rto_seconds"] is not None
+    assert len(second["history"]["runs"]) == 3 and second["history"]["last_pass_rto_seconds"] is not None
     assert second["history"]["regression_threshold_percent"] is None
     assert not any(a["id"] == "regression[rto]" for a in second["assertions"])
 
@@ -48,7 +48,7 @@ def test_history_trend_regression_gate_and_summary(
         original(self, source)
 
     monkeypatch.setattr(PostgresComponent, "restore", slow_restore)
-    code, report = _run(tmp_path, 3, history, "--fail-on-regression", "20%")
+    code, report = _run(tmp_path, 4, history, "--fail-on-regression", "20%", "--regression-floor", "1s")
     assert code == 1
     third = read_results(report)
     assert (third["verdict"], third["exit_code"]) == ("fail", 1)
@@ -56,19 +56,19 @@ def test_history_trend_regression_gate_and_summary(
     assert gate["status"] == "fail" and gate["name"] == "regression" and gate["source"] is None
     trend = third["history"]
     assert trend["regressed"] and trend["rto_change_percent"] > 20
-    assert [p["verdict"] for p in trend["runs"]] == ["pass", "pass", "fail"]
+    assert [p["verdict"] for p in trend["runs"]] == ["pass", "pass", "pass", "fail"]
     assert trend["last_pass_rto_seconds"] == second["measured"]["rto_seconds"]
-    assert f"{trend['last_pass_rto_seconds']:.2f} s" in gate["summary"]
+    assert trend["baseline_runs"] == 3 and f"{trend['baseline_rto_seconds']:.2f} s" in gate["summary"]
 
     capsys.readouterr()
     assert run_cli(["history", "--history", str(history), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [r["verdict"] for r in listed] == ["fail", "pass", "pass"]  # newest first
+    assert [r["verdict"] for r in listed] == ["fail", "pass", "pass", "pass"]  # newest first
     assert listed[0]["report_dir"] == str(report.resolve())
 
     index = tmp_path / "index.html"
     assert run_cli(["summary", str(tmp_path / "reports"), "--out", str(index)]) == 0
     html = index.read_text(encoding="utf-8")
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 4):
         assert f'href="reports/run{n}/report.html"' in html
-    assert html.count('class="badge pass"') == 2 and html.count('class="badge fail"') == 1
+    assert html.count('class="badge pass"') == 3 and html.count('class="badge fail"') == 1
