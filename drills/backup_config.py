@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BeforeValidator, Field, model_validator
 
 from drills import yamlsource
+from drills.crosscheck import suggest
 from drills.scenario import Name, Strict
 from drills.targets import target_kinds
 from drills.validation import model_problems
@@ -162,7 +163,8 @@ def unknown_components(config: BackupConfig, names: list[str], file: str) -> Non
                     None,
                     None,
                     "--components",
-                    f"unknown component {n!r} (configured: {', '.join(config.components)})",
+                    f"unknown component {n!r}; {suggest(n, list(config.components))}"
+                    f"(configured: {', '.join(config.components)})".replace("; (", " ("),
                 )
                 for n in missing
             ]
@@ -188,3 +190,9 @@ def secret_variables(*configs: BackupConfig | None) -> list[str]:
         if config.notifications is not None:
             names.append(config.notifications.webhook_url_env)
     return names
+
+
+def looks_like_backup_config(doc: yamlsource.Document) -> bool:
+    """Whether a parsed file is a backup-config rather than a scenario: its top-level keys say so."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    return "components" in data and not ({"name", "steps", "stack", "source", "assertions"} & set(data))

@@ -98,11 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     summ.add_argument("directories", type=Path, nargs="+", metavar="DIR")
     summ.add_argument("--out", type=Path, required=True, metavar="FILE", help="the index HTML file to write")
 
-    val = sub.add_parser("validate", help="check scenario files without running them")
+    val = sub.add_parser("validate", help="check scenario files (and backup-config files) without running them")
     val.add_argument("files", type=Path, nargs="+")
 
     sch = sub.add_parser("schema", help="print the JSON Schema of scenarios (or of results.json)")
-    sch.add_argument("--results", action="store_true", help="the schema of results.json instead")
+    what = sch.add_mutually_exclusive_group()
+    what.add_argument("--results", action="store_true", help="the schema of results.json instead")
+    what.add_argument("--backup-config", action="store_true", help="the schema of backup-config.yaml instead")
 
     bak = sub.add_parser("backup", help="back up a running stack (standalone engine; see backup-config.yaml)")
     bak.add_argument("--config", type=Path, required=True, help="backup-config.yaml")
@@ -110,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     bak.add_argument("--type", choices=["full", "database-only", "incremental"], default="full")
     bak.add_argument("--label", help="a name for this backup set")
     bak.add_argument("--json", action="store_true", help="print the backup summary as JSON")
+    bak.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check servers, credentials, tools, repository and audit log, and write nothing (exit 0 or 2)",
+    )
 
     rec = sub.add_parser("recovery", help="list, verify and restore backups (standalone engine)")
     rsub = rec.add_subparsers(dest="recovery_command", required=True)
@@ -239,6 +246,8 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = load_config(args.config)
     if args.components:
         unknown_components(config, args.components, str(args.config))
+    if args.dry_run:
+        return _backup_dry_run(args, config, out, err)
     started = time.monotonic()
     summary: dict[str, Any] | None = None
     failure: str | None = None
@@ -255,6 +264,21 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise
     finally:
         _report_backup(config, summary, failure, time.monotonic() - started, err)
+
+
+def _backup_dry_run(args: argparse.Namespace, config: Any, out: Console, err: Console) -> int:
+    """What a backup would need, checked: no set, no audit line, no webhook."""
+    from drills.preflight import dry_run
+
+    checks = dry_run(config, args.components)
+    if args.json:
+        sys.stdout.write(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
+    else:
+        for c in checks:
+            style = "green" if c.ok else "red"
+            err.print(f"[{style}]{'ok' if c.ok else 'FAIL':>5}[/{style}] {escape(c.what)}: {escape(c.detail)}", highlight=False)
+        err.print("dry run: nothing was backed up or written", highlight=False, markup=False)
+    return 0 if all(c.ok for c in checks) else 2
 
 
 def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: AuditLog) -> dict[str, Any]:
@@ -695,13 +719,11 @@ def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool
 
 
 def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from drills.loader import load_scenario
-
     code = 0
     for f in args.files:
         try:
-            load_scenario(f)
-            out.print(f"{f}: ok", highlight=False, markup=False)
+            what = _validate_file(f)
+            out.print(f"{f}: ok{what}", highlight=False, markup=False)
         except ValidationFailed as exc:
             code = 2
             for p in exc.problems:
@@ -709,9 +731,26 @@ def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
     return code
 
 
+def _validate_file(path: Path) -> str:
+    """Validate a scenario, or a backup-config (recognised by its keys); what it was, for the ok line."""
+    from drills import yamlsource
+    from drills.backup_config import load_config, looks_like_backup_config
+    from drills.loader import load_scenario
+
+    if looks_like_backup_config(yamlsource.load(path)):
+        load_config(path)
+        return " (backup-config)"
+    load_scenario(path)
+    return ""
+
+
 def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.results:
         schema = Results.model_json_schema()
+    elif args.backup_config:
+        from drills.backup_config import BackupConfig
+
+        schema = BackupConfig.model_json_schema()
     else:
         from drills.scenario import Scenario
 

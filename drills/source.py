@@ -172,7 +172,7 @@ def open_source(spec: SourceSpec, base_dir: Path) -> OpenedSource:
     assert spec.config is not None
     config_path = spec.config if spec.config.is_absolute() else base_dir / spec.config
     config = load_config(config_path)
-    repo = ReadOnlyRepository(repository(config, None, offsite=spec.repository == "offsite"))
+    repo = ReadOnlyRepository(repository(config, None, offsite=spec.repository == "offsite", create=False))
     now = datetime.now(UTC)
     sets = repo.summaries()
     wanted = spec.components or []

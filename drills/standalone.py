@@ -68,15 +68,18 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
     return AuditLog(None)
 
 
-def _open(spec: Any, encryption: Encryption | None) -> Repository:
+def _open(spec: Any, encryption: Encryption | None, create: bool = True) -> Repository:
     if isinstance(spec, S3RepositorySpec):
         return S3Repository(spec.bucket, spec.prefix, spec.endpoint_url, spec.region, encryption)
-    return LocalRepository(spec.path, encryption)
+    return LocalRepository(spec.path, encryption, create=create)
 
 
-def repository(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> Repository:
+def repository(
+    config: BackupConfig | None, path: Path | None, offsite: bool = False, create: bool = True
+) -> Repository:
+    """The repository a command works on; ``create=False`` for readers that must write nothing."""
     if path is not None and config is None:
-        return LocalRepository(path)
+        return LocalRepository(path, create=create)
     if config is None:
         raise ConfigError("say where the repository is: --repository PATH or --config FILE")
     encryption = None
@@ -86,10 +89,10 @@ def repository(config: BackupConfig | None, path: Path | None, offsite: bool = F
     if offsite:
         if config.offsite is None:
             raise ConfigError("--offsite: the configuration has no offsite repository")
-        return _open(config.offsite, encryption)
+        return _open(config.offsite, encryption, create)
     if path is not None:
-        return LocalRepository(path, encryption)
-    return _open(config.repository, encryption)
+        return LocalRepository(path, encryption, create=create)
+    return _open(config.repository, encryption, create)
 
 
 def copy(

@@ -215,7 +215,7 @@ class History(_Model):
     )
     baseline_runs: int = Field(default=0, description="How many passing runs that median is of.")
     noise_seconds: float | None = Field(
-        default=None, description="Spread of those runs' RTOs (1.4826 × median absolute deviation)."
+        default=None, description="Spread of those runs' RTOs (1.4826 times their median absolute deviation)."
     )
     allowed_seconds: float | None = Field(
         default=None,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from drills.history import (
-    Gate,
     NO_BASELINE,
     SCHEMA_VERSION,
     TREND_LENGTH,
+    Gate,
     HistoryError,
     RunRecord,
     apply_gate,

@@ -195,9 +195,18 @@ class _LocalSetWriter(EncodingSetWriter):
 class LocalRepository(Repository):
     name: ClassVar[str] = "local"
 
-    def __init__(self, root: Path, encryption: Encryption | None = None) -> None:
+    def __init__(self, root: Path, encryption: Encryption | None = None, create: bool = True) -> None:
+        """Open (with ``create``, make) the repository at ``root``.
+
+        ``create=False`` is for readers that must not write (a restore test, a dry run):
+        a directory without the repository's layout is an error, and nothing is made.
+        """
         self.root = root
         self.encryption = encryption
+        if not create:
+            if not (root / "sets").is_dir():
+                raise RepositoryError(f"no repository at {root} (it has no sets/ directory); nothing was created")
+            return
         try:
             _private_dirs(root / "sets")
             _private_dirs(root / ".staging")

@@ -47,6 +47,29 @@ else:
 log = logging.getLogger(__name__)
 
 
+def not_answering(what: str, failure: str, protocol: str) -> str:
+    """Why a configured server cannot be used, told from the client's own error.
+
+    "Does not answer" was all an operator got, also for a Redis URL pointing at a
+    PostgreSQL port: something answered there, in another protocol.
+    """
+    lowered = failure.lower()
+    if "refused" in lowered:
+        return f"{what} does not answer (connection refused): start it, or check the host and port in the URL"
+    if "closed by server" in lowered or "protocol" in lowered or "invalid response" in lowered:
+        return (
+            f"{what}: something on that host and port accepted the connection but does not speak the {protocol} "
+            f"protocol ({failure}); check the port in the URL (is it another service's?)"
+        )
+    if "timeout" in lowered or "timed out" in lowered:
+        return (
+            f"{what} did not answer within 10 s ({failure}): the host is unreachable or filtered, or the port "
+            f"belongs to a server that is not {protocol}; check the host and port in the URL"
+        )
+    reason = failure or "connection refused or timed out after 10 s"
+    return f"{what} does not answer ({reason}); start it, or check the host and port in the URL"
+
+
 @dataclass(frozen=True)
 class PostgresTarget:
     host: str
@@ -150,6 +173,7 @@ class ExternalPostgres(_NotOurs, PostgresService):
                 conn = psycopg2.connect(self.dsn("postgres"), password=self.target.password)
             except psycopg2.OperationalError as exc:
                 self._refused(exc)
+                self._failure = " ".join(str(exc).split())
                 return False
         try:
             with conn.cursor() as cur:
@@ -162,10 +186,7 @@ class ExternalPostgres(_NotOurs, PostgresService):
 
     def ensure_running(self) -> None:
         if not self.is_running():
-            raise RuntimeStartError(
-                f"{self.what} does not answer (connection refused or timed out after 10 s); start it, or check "
-                "the host and port in the URL"
-            )
+            raise RuntimeStartError(not_answering(self.what, getattr(self, "_failure", ""), "PostgreSQL"))
 
     def _refused(self, exc: Exception) -> None:
         refused = login_refused(exc)
@@ -486,17 +507,15 @@ class ExternalRedis(_NotOurs, RedisService):
                 f"{self.what} answers but refuses drproof: {login_refused(exc) or exc}. Check the password "
                 "(password_env / password_file)"
             ) from None
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            self._failure = " ".join(str(exc).split())
             return False
         self._version = f"Redis {info.get('redis_version', '?')}"
         return True
 
     def ensure_running(self) -> None:
         if not self.is_running():
-            raise RuntimeStartError(
-                f"{self.what} does not answer (connection refused or timed out after 10 s); start it, or check "
-                "the host and port in the URL"
-            )
+            raise RuntimeStartError(not_answering(self.what, getattr(self, "_failure", ""), "Redis"))
 
     def kill(self) -> None:
         raise self._refuse("kill")

@@ -249,3 +249,4 @@ def test_an_unreachable_repository_is_could_not_run_never_a_pass(
     assert code == 2 and results["verdict"] == "error", results["error"]
     assert all(a["status"] == "not_run" for a in results["assertions"])
     assert results["scope"]["kind"] == "restore-test"
+    assert not (tmp_path / "no-such-repository").exists(), "a read-only source creates nothing"
