@@ -169,9 +169,19 @@ def _parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check that this machine can run drills, with a fix for each problem")
     doc.add_argument("--runtime", choices=["local", "docker"], help="also require what this runtime needs")
 
-    cln = sub.add_parser("clean", help="remove Docker containers, volumes and networks left by crashed runs")
+    cln = sub.add_parser(
+        "clean",
+        help="remove what crashed runs left: Docker containers, volumes and networks, or (with --repository) "
+        "half-written backup sets",
+    )
     cln.add_argument("--all", action="store_true", help="also remove those of runs that are still going")
     cln.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    cln.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="instead of Docker: remove the sets a killed backup left in this local repository's .staging",
+    )
 
     rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
     rep.add_argument("results", type=Path)
@@ -787,6 +797,18 @@ def _cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.repository is not None:
+        from engine.repository import staging
+
+        if not (args.repository / "sets").is_dir():
+            raise ConfigError(f"{args.repository} is not a drproof repository (no sets/ directory)")
+        gone = staging.clean(args.repository, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for backup_id in gone:
+            out.print(f"{verb} the half-written set .staging/{backup_id}", highlight=False, markup=False)
+        if not gone:
+            out.print("nothing to clean: no set of a backup that is no longer running", highlight=False, markup=False)
+        return 0
     from engine.runtime.docker import LABEL_RUN, docker_client, leftovers, remove_labelled
 
     client = docker_client()

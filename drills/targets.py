@@ -147,6 +147,13 @@ class PhysicalSpec(Strict):
     )
     stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
     start: list[str] = Field(min_length=1, description="argv that starts it again.")
+    keep_replaced: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Data directories replaced by restores that are kept beside it (<data>.drproof-replaced-<time>), "
+        "newest first; older ones are deleted after a successful restore.",
+    )
 
 
 @register
@@ -218,7 +225,7 @@ class PostgresPhysicalSpec(PostgresSpec):
     def bind(self, instance: str, binding: Binding) -> None:
         super().bind(instance, binding)
         p = self.physical
-        binding.physical[instance] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start))
+        binding.physical[instance] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start), p.keep_replaced)
 
     def resolve_paths(self, base: Path) -> None:
         super().resolve_paths(base)
@@ -241,6 +248,13 @@ class ServerControlSpec(Strict):
     data_directory: Path = Field(description="The server's data directory (relative to the config file).")
     stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
     start: list[str] = Field(min_length=1, description="argv that starts it again.")
+    keep_replaced: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Data directories replaced by restores that are kept beside it (<data>.drproof-replaced-<time>), "
+        "newest first; older ones are deleted after a successful restore.",
+    )
 
 
 class PgBackRestStanzaSpec(Strict):
@@ -267,7 +281,7 @@ class PostgresPgBackRestSpec(PostgresSpec):
     def bind(self, instance: str, binding: Binding) -> None:
         super().bind(instance, binding)
         p = self.physical
-        binding.physical[instance] = PhysicalTarget(p.data_directory, None, list(p.stop), list(p.start))
+        binding.physical[instance] = PhysicalTarget(p.data_directory, None, list(p.stop), list(p.start), p.keep_replaced)
 
     def prepare(self, component: Component) -> None:
         from engine.components.postgres_pgbackrest import ExistingStanza

@@ -209,3 +209,29 @@ def test_without_a_marker_a_server_that_does_not_answer_is_still_refused(tmp_pat
         RuntimeStartError, match=r"does not answer \(connection refused or timed out after 10 s\); start it"
     ):
         server.ensure_running()
+
+
+def test_only_the_newest_replaced_data_directories_are_kept(tmp_path: Path) -> None:
+    from engine.runtime.external import prune_replaced
+
+    data = tmp_path / "main"
+    data.mkdir()
+    names = [
+        "main.drproof-replaced-20261101T020000Z",
+        "main.drproof-replaced-20261102T020000Z",
+        "main.drproof-replaced-20261102T020000Z-1",
+        "main.drproof-replaced-20261103T020000Z",
+        "main.drproof-partial-20261101T020000Z",  # not a replaced directory: never touched
+        "main.drproof-replaced-notes",  # not drproof's own name
+        "other.drproof-replaced-20261101T020000Z",  # another data directory's
+    ]
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "main.drproof-replaced-20261001T020000Z").symlink_to(tmp_path / "elsewhere")
+    gone = prune_replaced(data, 2)
+    assert sorted(p.name for p in gone) == ["main.drproof-replaced-20261101T020000Z", "main.drproof-replaced-20261102T020000Z"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert "main.drproof-replaced-20261103T020000Z" in left and "main.drproof-replaced-20261102T020000Z-1" in left
+    assert {"main.drproof-partial-20261101T020000Z", "main.drproof-replaced-notes", "other.drproof-replaced-20261101T020000Z"} <= set(left)
+    assert (tmp_path / "elsewhere").is_dir(), "a link is never followed"

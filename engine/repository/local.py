@@ -5,6 +5,7 @@ Layout::
     <root>/sets/<id>/manifest.json          present only for complete sets
     <root>/sets/<id>/<component>/<name>.zst
     <root>/.staging/<id>/...                in-progress sets; never listed
+    <root>/.staging/<id>.owner              who writes it (host, pid): a dead owner's set is removed
 
 A set is assembled in ``.staging`` and renamed into ``sets`` after its manifest has been
 written and fsynced, so a crash at any point leaves either a complete set or an
@@ -40,6 +41,7 @@ from engine.manifest import (
     ManifestSummary,
     load_as,
 )
+from engine.repository import staging as owners
 from engine.repository.base import (
     BackupSetWriter,
     EncodingSetWriter,
@@ -151,9 +153,11 @@ class _LocalSetWriter(EncodingSetWriter):
         super().__init__(repo.encryption, label)
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
+        owners.clean(repo.root)  # sets a killed backup left half-written (no live owner)
         with _writing(repo.root, f"starting set {self.id}"):
             self.staging.mkdir(mode=DIR_MODE)
             self.staging.chmod(DIR_MODE)
+            owners.write_owner(self.staging)
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
@@ -186,10 +190,12 @@ class _LocalSetWriter(EncodingSetWriter):
             final = self._repo.root / "sets" / self.id
             os.rename(self.staging, final)
         _fsync_dir(final.parent)
+        owners.remove_owner(self.staging)
         return manifest
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        owners.remove_owner(self.staging)
 
 
 class LocalRepository(Repository):
@@ -293,6 +299,7 @@ class LocalRepository(Repository):
         with _writing(self.root, what):
             staging.mkdir(mode=DIR_MODE)
             staging.chmod(DIR_MODE)
+            owners.write_owner(staging)
         try:
             for artifact in manifest.artifacts:
                 self._import_artifact(manifest, artifact, source, staging, what)
@@ -307,6 +314,8 @@ class LocalRepository(Repository):
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            owners.remove_owner(staging)
 
     def _import_artifact(
         self, manifest: Manifest, artifact: ArtifactRecord, source: Repository, staging: Path, what: str

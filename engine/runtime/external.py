@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -93,6 +94,7 @@ class PhysicalTarget:
     wal_archive: Path | None  # None where WAL is archived by something else (pgBackRest)
     stop: list[str]
     start: list[str]
+    keep_replaced: int = 2  # data directories replaced by restores that are kept, newest first
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         super().__init__(target)
         self.physical = physical
         self.replaced: Path | None = None
+        self.pruned: list[Path] = []  # replaced data directories the last restore deleted (keep_replaced)
         self._pid_seen = False
         self._started = 0.0
         self._owner: tuple[int, int] | None = None
@@ -424,6 +427,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
                 raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
             self.replaced = kept if kept is not None and kept.exists() else None
             self._remove_marker()
+            self.pruned = prune_replaced(data, self.physical.keep_replaced)
             return time.monotonic() - started
         except BaseException:
             with contextlib.suppress(OSError):
@@ -459,6 +463,27 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
 def _plain_name(value: object) -> bool:
     """A directory name next to the data directory, nothing that could point elsewhere."""
     return isinstance(value, str) and value not in {"", ".", ".."} and "/" not in value and "\0" not in value
+
+
+def prune_replaced(data: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` data directories earlier restores replaced; the deleted.
+
+    Each physical restore keeps the directory it replaced (``<data>.drproof-replaced-<time>``)
+    for forensics; kept forever, a nightly restore test filled the disk. Only names drproof
+    itself gives them are touched, never a link.
+    """
+    pattern = re.compile(re.escape(data.name) + r"\.drproof-replaced-(\d{8}T\d{6}Z)(?:-(\d+))?")
+    found = []
+    for entry in data.parent.iterdir():
+        m = pattern.fullmatch(entry.name)
+        if m and entry.is_dir() and not entry.is_symlink():
+            found.append((m.group(1), int(m.group(2) or 0), entry))
+    found.sort(reverse=True)
+    doomed = [entry for _, _, entry in found[keep:]]
+    for entry in doomed:
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("removed %s: older than the %d replaced data directories kept", entry, keep)
+    return doomed
 
 
 def _unused(data: Path, what: str) -> Path:

@@ -1,0 +1,73 @@
+"""Who is writing each set in a local repository's ``.staging``, and which are leftovers.
+
+A backup builds its set in ``.staging/<id>`` and renames it into ``sets/`` when complete.
+A backup that was killed (SIGKILL, a power loss) leaves its half-written set there
+forever: never listed, never restored, but holding disk. Each set being written has an
+owner note beside it (``.staging/<id>.owner``: host, pid and the process's start time), so
+the next backup and ``drproof clean`` can tell a live writer from a dead one. A set whose
+owner is a process of this host that no longer exists (or is another process now using
+the pid) is stale; one of another host is left alone unless it is older than a week; one
+without a note (an older drproof, or killed before writing it) after a day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+OTHER_HOST_STALE_S = 7 * 86400
+NO_NOTE_STALE_S = 86400
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def write_owner(staging: Path) -> None:
+    note = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    staging.with_name(staging.name + ".owner").write_text(json.dumps(note), encoding="utf-8")
+
+
+def remove_owner(staging: Path) -> None:
+    staging.with_name(staging.name + ".owner").unlink(missing_ok=True)
+
+
+def is_stale(staging: Path, now: float | None = None) -> bool:
+    """Whether nobody is writing ``staging`` any more (see the module's rules)."""
+    now = time.time() if now is None else now
+    note_path = staging.with_name(staging.name + ".owner")
+    try:
+        age = now - staging.stat().st_mtime
+        note = json.loads(note_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return age > NO_NOTE_STALE_S if staging.exists() else False
+    except (OSError, ValueError):
+        return False  # unreadable: not ours to judge
+    if note.get("host") != socket.gethostname():
+        return age > OTHER_HOST_STALE_S
+    pid = note.get("pid")
+    return not isinstance(pid, int) or _process_start(pid) != note.get("start")
+
+
+def clean(root: Path, dry_run: bool = False) -> list[str]:
+    """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids."""
+    staging_dir = root / ".staging"
+    if not staging_dir.is_dir():
+        return []
+    gone = []
+    for entry in sorted(staging_dir.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and is_stale(entry):
+            gone.append(entry.name)
+            if not dry_run:
+                shutil.rmtree(entry, ignore_errors=True)
+                remove_owner(entry)
+    return gone

@@ -1,0 +1,64 @@
+"""Half-written sets of killed backups are found and removed; a live writer's never is (issue 18)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drills.cli import main
+from engine.repository import staging
+from engine.repository.local import LocalRepository
+
+
+def _killed_backup(repo_root: Path) -> str:
+    """A backup process that starts a set and is SIGKILLed mid-write; the set's id."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom engine.repository.local import LocalRepository\n"
+        "w = LocalRepository(Path(sys.argv[1])).begin('x')\n"
+        "with w.artifact('c', 'a') as s:\n    s.write(b'x' * 1000)\n    print(w.id, flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(repo_root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    backup_id = proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    return backup_id
+
+
+def test_the_next_backup_removes_what_a_killed_one_left(tmp_path: Path) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    dead = _killed_backup(repo.root)
+    assert (repo.root / ".staging" / dead).is_dir()
+    live = repo.begin("live")  # this process is alive: its own set is never a leftover
+    assert not (repo.root / ".staging" / dead).exists() and not (repo.root / ".staging" / f"{dead}.owner").exists()
+    assert staging.clean(repo.root) == [] and (repo.root / ".staging" / live.id).is_dir()
+    live.abort()
+    assert list((repo.root / ".staging").iterdir()) == []
+
+
+def test_clean_lists_then_removes_and_leaves_other_hosts_and_recent_notes_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    dead = _killed_backup(repo.root)
+    other = repo.root / ".staging" / "20260101T000000Z-other"
+    other.mkdir()
+    (repo.root / ".staging" / "20260101T000000Z-other.owner").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    recent = repo.root / ".staging" / "20260101T000000Z-nonote"
+    recent.mkdir()
+    assert main(["clean", "--repository", str(repo.root), "--dry-run"]) == 0
+    assert f"would remove the half-written set .staging/{dead}" in capsys.readouterr().out
+    assert (repo.root / ".staging" / dead).exists()
+    assert main(["clean", "--repository", str(repo.root)]) == 0
+    assert not (repo.root / ".staging" / dead).exists() and other.exists() and recent.exists()
+    old = time.time() - staging.NO_NOTE_STALE_S - 60
+    os.utime(recent, (old, old))
+    assert staging.clean(repo.root) == ["20260101T000000Z-nonote"] and other.exists()
