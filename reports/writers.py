@@ -164,6 +164,26 @@ def _scope_properties(results: Results) -> list[tuple[str, str]]:
     return facts
 
 
+def _identity_properties(results: Results) -> list[tuple[str, str]]:
+    """Who ran the drill, as CI dashboards list a suite's properties; only what was recorded."""
+    ident = getattr(results, "identity", None)
+    if ident is None:
+        return []
+    facts = [
+        ("run_by_user", ident.user),
+        ("run_by_host", ident.host),
+        ("ci_provider", ident.ci_provider),
+        ("ci_job_url", ident.ci_job_url),
+        ("ci_run_id", ident.ci_run_id),
+        ("ci_actor", ident.ci_actor),
+        ("git_commit", ident.git_commit),
+        ("git_dirty", None if ident.git_dirty is None else str(ident.git_dirty).lower()),
+        ("scenario_git_state", ident.scenario_git_state),
+        ("operator_display_name", ident.display_name),
+    ]
+    return [(name, value) for name, value in facts if value is not None]
+
+
 def _seconds_attr(seconds: float | None) -> str:
     return f"{max(seconds or 0.0, 0.0):.3f}"
 
@@ -207,6 +227,7 @@ def render_junit(results: Results) -> bytes:
         ("scenario_file", results.scenario.file),
         ("scenario_sha256", results.scenario.sha256),
         *_scope_properties(results),
+        *_identity_properties(results),
     ):
         ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
 
@@ -320,6 +341,7 @@ def render_html(results: Results) -> str:
         "rpo_assertion": view.rpo_assertion(results),
         "timeline": view.timeline(results),
         "summary": view.executive_summary(results),
+        "identity": view.identity_view(results),
         "chart": view.objective_chart(results),
         "remedies": view.remediation(results),
         # getattr: older results files (and older journal models) have no history at all.
