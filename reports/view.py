@@ -33,6 +33,7 @@ __all__ = [
     "Timeline",
     "Trend",
     "as_json",
+    "component_content",
     "executive_summary",
     "format_bytes",
     "format_seconds",
@@ -779,3 +780,41 @@ def trend(history: Any) -> Trend | None:
         else:
             text += "."
     return Trend(width=SPARK_WIDTH, height=SPARK_HEIGHT, runs=len(runs), lines=lines, change=text)
+
+
+# --- what a component held -------------------------------------------------------------
+
+TABLES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ContentView:
+    """What a component really held at the end of the drill, for the components table."""
+
+    totals: list[str]  # "130,500 rows", "2,000 keys"
+    tables: list[tuple[str, int]]  # the largest first, at most TABLES_SHOWN
+    more_tables: int
+    seed_settings: dict[str, Any]  # what the seed was told, minus the counts it generated
+
+
+def component_content(component: Any) -> ContentView | None:
+    """The final fingerprint's counts, in place of the seed's own account of what it generated.
+
+    A seed reports what drproof's generator made: ``customers 0, orders 0`` for a database
+    loaded from the team's SQL file, which reads as "empty". The final fingerprint counted
+    what was really there, so the report shows that; None for results that did not record it.
+    """
+    content = dict(getattr(component, "content", None) or {})
+    rows = dict(getattr(component, "row_counts", None) or {})
+    if not content and not rows:
+        return None
+    ordered = sorted(rows.items(), key=lambda item: (-item[1], item[0]))
+    seed = {
+        k: v for k, v in (component.seed or {}).items() if isinstance(v, bool) or not isinstance(v, int | float)
+    }
+    return ContentView(
+        totals=[f"{count:,} {unit}" for unit, count in sorted(content.items())],
+        tables=ordered[:TABLES_SHOWN],
+        more_tables=max(len(ordered) - TABLES_SHOWN, 0),
+        seed_settings=seed,
+    )

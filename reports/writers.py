@@ -326,6 +326,7 @@ def _environment() -> Environment:
         plain=view.plain,
         items_sorted=view.mapping_items,
     )
+    env.globals["component_content"] = view.component_content
     return env
 
 
