@@ -160,13 +160,44 @@ def _parser() -> argparse.ArgumentParser:
     kinit = ksub.add_parser("init", help="generate a signing key pair (never overwrites an existing key)")
     kinit.add_argument("--private", type=Path, default=Path("drproof-signing.key"), help="private key file (0600)")
     kinit.add_argument("--public", type=Path, default=Path("drproof-signing.pub"), help="public key file (0644)")
+    kssh = ksub.add_parser(
+        "allowed-signers", help="print the allowed_signers line that lets `ssh-keygen -Y verify` check evidence"
+    )
+    kssh.add_argument("public_key", type=Path, metavar="PUBLIC-KEY", help="the public key PEM from keys init")
+    kssh.add_argument("--principal", default="drproof", help="the name to verify as (ssh-keygen -I), default drproof")
 
-    evi = sub.add_parser("evidence", help="verify the signed evidence of a report directory")
+    evi = sub.add_parser("evidence", help="verify the signed evidence of a report directory, or sign it off")
     esub = evi.add_subparsers(dest="evidence_command", required=True)
-    ever = esub.add_parser("verify", help="check evidence.sig, then every file listed in evidence.json")
+    ever = esub.add_parser("verify", help="check evidence.sig, then every file listed in evidence.json, then reviews")
     ever.add_argument("directory", type=Path)
-    ever.add_argument("--public-key", type=Path, required=True, metavar="FILE", help="the signer's public key PEM")
+    ever.add_argument(
+        "--public-key",
+        type=Path,
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a trusted signer's public key PEM (repeat for a reviewer's key)",
+    )
     ever.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    eoff = esub.add_parser("sign-off", help="append a reviewer's signed decision on verified evidence")
+    eoff.add_argument("directory", type=Path)
+    eoff.add_argument("--reviewer", required=True, help="who reviewed the evidence (a name, shown in reports)")
+    eoff.add_argument("--decision", required=True, choices=["accepted", "rejected", "action-required"])
+    eoff.add_argument("--note", help="why, or what must change")
+    eoff.add_argument("--ticket", help="the ticket tracking a corrective action, e.g. SEC-123")
+    eoff.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="FILE",
+        help="the reviewer's Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY)",
+    )
+    eoff.add_argument(
+        "--public-key",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the drill signer's public key: the evidence is verified before it is signed off",
+    )
     return p
 
 
@@ -642,13 +673,22 @@ def _sign_reports(report_dir: Path, key: Any, err: Console, quiet: bool) -> None
 
 
 def _cmd_keys(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from engine.evidence import PASSPHRASE_ENV, init_keys
+    from engine.evidence import PASSPHRASE_ENV, init_keys, load_public_key
+    from engine.sshsig import allowed_signers_line
 
+    if args.keys_command == "allowed-signers":
+        try:
+            line = allowed_signers_line(load_public_key(args.public_key), args.principal)
+        except ValueError as exc:
+            raise ConfigError(f"--principal: {exc}") from None
+        sys.stdout.write(line + "\n")
+        return 0
     pair = init_keys(args.private, args.public)
     protection = f"encrypted with ${PASSPHRASE_ENV}" if pair.encrypted else "unencrypted"
     out.print(f"private key: {pair.private_path} (mode 0600, {protection}; keep it secret)", markup=False)
     out.print(f"public key:  {pair.public_path} (mode 0644; give it to whoever verifies)", markup=False)
     out.print(f"fingerprint: {pair.fingerprint}", markup=False)
+    out.print(f"allowed_signers line for ssh-keygen -Y verify: {allowed_signers_line(load_public_key(pair.public_path))}", markup=False)
     return 0
 
 
@@ -656,21 +696,60 @@ def _cmd_evidence(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Exit 0 when intact, 1 on any tampering (a verdict), 2 when there is nothing usable to check."""
     from engine.evidence import load_public_key, verify_directory
 
-    report = verify_directory(args.directory, load_public_key(args.public_key))
+    if args.evidence_command == "sign-off":
+        return _sign_off(args, out, err)
+    first, *others = [load_public_key(path) for path in args.public_key]
+    report = verify_directory(args.directory, first, other_keys=others)
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
-    else:
-        for line in report.problems():
-            out.print(line, highlight=False, markup=False)
-        if report.ok:
+        return 0 if report.ok else 1
+    for line in report.problems():
+        out.print(line, highlight=False, markup=False)
+    if report.ok:
+        ssh = "; OpenSSH signature verified" if report.ssh_signature == "verified" else ""
+        err.print(
+            f"evidence intact: {report.checked} files, signed {report.created_at} by key {report.key_fingerprint}{ssh}",
+            highlight=False,
+            markup=False,
+        )
+        for r in report.reviews:
+            ticket = f", ticket {r.ticket}" if r.ticket else ""
             err.print(
-                f"evidence intact: {report.checked} files, signed {report.created_at} by key {report.key_fingerprint}",
+                f"review {r.path}: {r.decision} by {r.reviewer} at {r.reviewed_at} (key {r.key_fingerprint}{ticket})",
                 highlight=False,
                 markup=False,
             )
-        else:
-            err.print(f"evidence NOT intact: {len(report.problems())} problem(s)", highlight=False, markup=False)
+    else:
+        err.print(f"evidence NOT intact: {len(report.problems())} problem(s)", highlight=False, markup=False)
     return 0 if report.ok else 1
+
+
+def _sign_off(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Verify the drill's evidence, then append the reviewer's signed decision; tampered evidence is exit 1."""
+    from drills.identity import environment_facts
+    from engine.evidence import load_public_key, verify_directory
+    from engine.signoff import sign_off
+
+    key = _signing_key(args.sign_key)
+    if key is None:
+        raise ConfigError("sign-off needs the reviewer's key: pass --sign-key FILE or set DRPROOF_SIGNING_KEY")
+    report = verify_directory(args.directory, load_public_key(args.public_key))
+    if not report.ok:
+        for line in report.problems():
+            out.print(line, highlight=False, markup=False)
+        err.print("not signed off: the evidence is not intact", highlight=False, markup=False)
+        return 1
+    path, record = sign_off(
+        args.directory,
+        key,
+        reviewer=args.reviewer,
+        decision=args.decision,
+        note=args.note,
+        ticket=args.ticket,
+        signed_by=environment_facts(),
+    )
+    out.print(f"{record['decision']} by {record['reviewer']}: {path} (key {record['key_fingerprint']})", markup=False)
+    return 0
 
 
 def _write(results: Results, report_dir: Path, loaded: Any, write_all: Any) -> dict[str, Path]:

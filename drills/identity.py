@@ -23,7 +23,7 @@ from engine.childenv import tool_environment
 from engine.journal import Identity
 from engine.redaction import redact
 
-__all__ = ["ci_facts", "collect", "git_facts"]
+__all__ = ["ci_facts", "collect", "environment_facts", "git_facts"]
 
 GIT_TIMEOUT = 10.0
 # Options that stop a repository's configuration from running anything during a status.
@@ -146,6 +146,13 @@ def _user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else None
+
+
+def environment_facts(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """OS account, host and CI job of whoever runs a command now (a sign-off, say); no git."""
+    environ = os.environ if env is None else env
+    facts = {"user": _user(), "host": socket.gethostname() or None, **ci_facts(environ)}
+    return {k: v for k, v in facts.items() if v}
 
 
 def collect(scenario: Path, display_name: str | None, env: Mapping[str, str] | None = None) -> Identity:
