@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         help="sign the report directory with this Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY, if set)",
     )
 
+    run.add_argument("--pdf", action="store_true", help="also write report.pdf (needs WeasyPrint: drproof[pdf])")
     run.add_argument(
         "--history",
         type=Path,
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="write one index page of every results.json under some directories")
     summ.add_argument("directories", type=Path, nargs="+", metavar="DIR")
     summ.add_argument("--out", type=Path, required=True, metavar="FILE", help="the index HTML file to write")
+    summ.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="verify each drill's signed evidence and sign-off with this key (repeatable); else shown as claimed",
+    )
 
     val = sub.add_parser("validate", help="check scenario files without running them")
     val.add_argument("files", type=Path, nargs="+")
@@ -153,7 +161,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
     rep.add_argument("results", type=Path)
-    rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
+    rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json, unless signed)")
+    rep.add_argument("--pdf", action="store_true", help="also write report.pdf (needs WeasyPrint: drproof[pdf])")
+    rep.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="verify the signed evidence beside results.json and show the result (repeat for a reviewer's key)",
+    )
 
     keys = sub.add_parser("keys", help="manage the Ed25519 key pair that signs report directories")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
@@ -504,6 +520,10 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
     # Loaded before the drill so a missing or unreadable key costs no drill run.
     signing_key = _signing_key(args.sign_key)
+    if args.pdf:
+        from reports.pdf import check_available
+
+        check_available()  # likewise: no drill is spent when its PDF cannot be made
     if args.history is not None:
         _check_history(args.history)  # likewise: a locked or damaged history fails before the drill
 
@@ -546,13 +566,13 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if partial is None:
             err.print("[bold red]interrupted[/bold red] during teardown; no results were written")
             return 130
-        _write(partial, report_dir, loaded, write_all)
+        _write(partial, report_dir, loaded, write_all, pdf=args.pdf)
         err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
     earlier = _earlier_runs(args.history, results) if args.history is not None else None
     if earlier is not None:
         _add_history(results, earlier, args.fail_on_regression)
-    paths = _write(results, report_dir, loaded, write_all)
+    paths = _write(results, report_dir, loaded, write_all, pdf=args.pdf, signing_key=signing_key)
     if args.history is not None:
         _record(args.history, results, report_dir, paths)
     if args.json:
@@ -632,9 +652,11 @@ def _cmd_history(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from engine.evidence import load_public_key
     from reports.summary import write_summary
 
-    page = write_summary(args.directories, args.out)
+    keys = [load_public_key(p) for p in args.public_key or []]
+    page = write_summary(args.directories, args.out, keys=keys)
     for problem in page.unreadable:
         err.print(f"skipped {problem}", highlight=False, markup=False)
     out.print(f"summary: {args.out} ({len(page.entries)} drills)", highlight=False, markup=False)
@@ -752,11 +774,32 @@ def _sign_off(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _write(results: Results, report_dir: Path, loaded: Any, write_all: Any) -> dict[str, Path]:
+def _write(
+    results: Results, report_dir: Path, loaded: Any, write_all: Any, *, pdf: bool = False, signing_key: Any = None
+) -> dict[str, Path]:
+    """Every report the scenario asks for (and results.json always), then the PDF when asked for.
+
+    The PDF is made before the directory is signed, so the signature covers it too; the
+    HTML says which key will sign it.
+    """
+    from reports.evidence_view import pending
+
     formats = tuple(loaded.scenario.report.formats)
     if "json" not in formats:
         formats = (*formats, "json")  # the machine record is always kept
-    return dict(write_all(results, report_dir, formats=formats))
+    if pdf and "html" not in formats:
+        formats = (*formats, "html")  # the PDF is made from it
+    evidence = None
+    if signing_key is not None:
+        from engine.evidence import fingerprint
+
+        evidence = pending(fingerprint(signing_key.public_key()))
+    paths = dict(write_all(results, report_dir, formats=formats, evidence=evidence))
+    if pdf:
+        from reports.pdf import write_pdf
+
+        paths["pdf"] = write_pdf(results, paths["html"])
+    return paths
 
 
 def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool) -> None:
@@ -807,11 +850,27 @@ def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Re-render from results.json, with what is known of its evidence; never into signed evidence."""
+    from drills.scrub import scrub
+    from engine.evidence import EVIDENCE_FILE, load_public_key
     from reports import load_results, write_all
+    from reports.evidence_view import from_directory
 
-    results = load_results(args.results)
-    target = args.out or args.results.parent
-    paths = write_all(results, target, formats=("html", "junit"))
+    source = args.results.parent
+    target = args.out or source
+    if (source / EVIDENCE_FILE).is_file() and target.resolve() == source.resolve():
+        raise ConfigError(
+            f"{source} holds signed evidence: re-rendering there would change signed files; "
+            "pass --out DIR to render elsewhere"
+        )
+    # Results written before issue 19 may echo a scenario's secrets; a re-render does not.
+    results = scrub(load_results(args.results))
+    keys = [load_public_key(p) for p in args.public_key or []]
+    paths = write_all(results, target, formats=("html", "junit"), evidence=from_directory(source, keys))
+    if args.pdf:
+        from reports.pdf import write_pdf
+
+        paths["pdf"] = write_pdf(results, paths["html"])
     for kind, path in paths.items():
         out.print(f"{kind}: {path}", highlight=False, markup=False)
     return 0

@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from engine import __version__ as DRPROOF_VERSION
 from engine.errors import ConfigError
 from engine.journal import SCHEMA_VERSION, AssertionResult, Results
 from reports import view
+from reports.evidence_view import EvidenceView
 
 __all__ = [
     "FILENAMES",
@@ -330,11 +331,16 @@ def _environment() -> Environment:
     return env
 
 
-def render_html(results: Results) -> str:
-    """Render the auditor's report; exposed separately so callers can preview or test it."""
+def render_html(results: Results, evidence: EvidenceView | None = None) -> str:
+    """Render the auditor's report; exposed separately so callers can preview or test it.
+
+    ``evidence`` says what is known of the directory's signature and sign-off when the
+    page is rendered (see :mod:`reports.evidence_view`); None renders no such section.
+    """
     template = _environment().get_template(TEMPLATE)
     context: dict[str, Any] = {
         "results": results,
+        "evidence": evidence,
         "title": str(results.report.get("title") or f"Disaster-recovery drill: {results.scenario.name}"),
         "operator": results.report.get("operator"),
         "runtime_name": results.runtime.get("runtime") or results.runtime.get("name"),
@@ -359,17 +365,23 @@ def render_html(results: Results) -> str:
         raise RuntimeError(f"report template {TEMPLATE} is broken: {exc}") from exc
 
 
-def write_html(results: Results, path: Path) -> Path:
+def write_html(results: Results, path: Path, evidence: EvidenceView | None = None) -> Path:
     """Write the self-contained report an SRE hands to an auditor."""
-    return _atomic_write(path, render_html(results).encode("utf-8"))
+    return _atomic_write(path, render_html(results, evidence).encode("utf-8"))
 
 
 # --- all ---------------------------------------------------------------------------------
 
-_WRITERS = {"json": write_json, "junit": write_junit, "html": write_html}
+_WRITERS: dict[str, Callable[[Results, Path], Path]] = {"json": write_json, "junit": write_junit, "html": write_html}
 
 
-def write_all(results: Results, directory: Path, formats: Iterable[str] = ("html", "json", "junit")) -> dict[str, Path]:
+def write_all(
+    results: Results,
+    directory: Path,
+    formats: Iterable[str] = ("html", "json", "junit"),
+    *,
+    evidence: EvidenceView | None = None,
+) -> dict[str, Path]:
     """Write the requested reports into ``directory`` under their fixed names.
 
     Formats are validated before anything is written so a typo on the command line does
@@ -385,6 +397,8 @@ def write_all(results: Results, directory: Path, formats: Iterable[str] = ("html
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for fmt in FORMATS:
-        if fmt in requested:
+        if fmt == "html" and fmt in requested:
+            written[fmt] = write_html(results, directory / FILENAMES[fmt], evidence)
+        elif fmt in requested:
             written[fmt] = _WRITERS[fmt](results, directory / FILENAMES[fmt])
     return {fmt: written[fmt] for fmt in dict.fromkeys(requested)}
