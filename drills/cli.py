@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run.add_argument("--pdf", action="store_true", help="also write report.pdf (needs WeasyPrint: drproof[pdf])")
+    tel = run.add_argument_group("telemetry (docs/ci.md): sent after the reports are written; failures only warn")
+    tel.add_argument("--metrics-textfile", type=Path, metavar="FILE", help="write Prometheus metrics (node_exporter textfile collector)")
+    tel.add_argument("--pushgateway", metavar="URL", help="push Prometheus metrics to this Pushgateway (no credentials in the URL)")
+    tel.add_argument("--webhook-url-env", metavar="NAME", help="POST the JSON event to the URL held in this environment variable")
+    tel.add_argument(
+        "--webhook-on", choices=["always", "failure"], default="always", help="send the webhook on every run or only when it did not pass"
+    )
+    tel.add_argument("--event-file", type=Path, metavar="FILE", help="write the JSON event (schema drproof.drill.v1) to FILE")
     run.add_argument(
         "--history",
         type=Path,
@@ -524,6 +532,10 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         from reports.pdf import check_available
 
         check_available()  # likewise: no drill is spent when its PDF cannot be made
+    if args.pushgateway is not None:
+        from drills.reporting import check_pushgateway_url
+
+        check_pushgateway_url(args.pushgateway)
     if args.history is not None:
         _check_history(args.history)  # likewise: a locked or damaged history fails before the drill
 
@@ -580,7 +592,53 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     _summary(results, paths, err, quiet=args.quiet)
     if signing_key is not None:
         _sign_reports(report_dir, signing_key, err, quiet=quiet)
+    _telemetry(args, results, report_dir, paths, signing_key, err)
     return results.exit_code
+
+
+def _telemetry(
+    args: argparse.Namespace, results: Results, report_dir: Path, paths: dict[str, Path], key: Any, err: Console
+) -> None:
+    """Metrics, the JSON event and the webhook, after the evidence is complete; a failure only warns."""
+    import hashlib
+
+    from drills import reporting
+    from reports import telemetry
+
+    wanted = args.metrics_textfile or args.pushgateway or args.webhook_url_env or args.event_file
+    if not wanted:
+        return
+
+    def warn(problem: str) -> None:
+        err.print(f"[yellow]warning[/yellow]: {escape(problem)}", highlight=False)
+
+    registry = telemetry.registry(results)
+    if args.metrics_textfile is not None:
+        try:
+            reporting.write_textfile(args.metrics_textfile, registry)
+        except DrproofError as exc:
+            warn(str(exc))
+    if args.pushgateway is not None:
+        problem = reporting.push_metrics(args.pushgateway, registry, {"scenario": results.scenario.name})
+        if problem:
+            warn(f"metrics not pushed: {problem}")
+    from engine.evidence import fingerprint
+
+    event = telemetry.event(
+        results,
+        results_sha256=hashlib.sha256(paths["json"].read_bytes()).hexdigest() if "json" in paths else None,
+        report_dir=str(report_dir.resolve()),
+        signing_key=fingerprint(key.public_key()) if key is not None else None,
+    )
+    if args.event_file is not None:
+        try:
+            reporting.write_event(args.event_file, event)
+        except DrproofError as exc:
+            warn(str(exc))
+    if args.webhook_url_env and (args.webhook_on == "always" or results.verdict != "pass"):
+        problem = reporting.notify(args.webhook_url_env, event)
+        if problem:
+            warn(f"notification not sent: {problem}")
 
 
 def _check_history(path: Path) -> None:
