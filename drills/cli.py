@@ -578,7 +578,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if partial is None:
             err.print("[bold red]interrupted[/bold red] during teardown; no results were written")
             return 130
-        _write(partial, report_dir, loaded, write_all, pdf=args.pdf)
+        _write(partial, report_dir, loaded, write_all)  # no PDF: an interrupted run ends quickly
         err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
     earlier = _earlier_runs(args.history, results) if args.history is not None else None

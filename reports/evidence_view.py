@@ -72,7 +72,10 @@ def pending(key_fingerprint: str) -> EvidenceView:
     """For the report a signing run writes before it signs the directory."""
     return EvidenceView(
         state="pending",
-        summary=f"signed by key {key_fingerprint} when the run finished writing its reports; {HOW_TO_CHECK}",
+        summary=(
+            f"signed by key {key_fingerprint} when the run finished writing its reports (unless evidence.json "
+            f"and its signatures are missing beside this file: then signing failed); {HOW_TO_CHECK}"
+        ),
         key_fingerprint=key_fingerprint,
     )
 
