@@ -61,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
         help="sign the report directory with this Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY, if set)",
     )
 
+    run.add_argument("--pdf", action="store_true", help="also write report.pdf (needs WeasyPrint: drproof[pdf])")
+    tel = run.add_argument_group("telemetry (docs/ci.md): sent after the reports are written; failures only warn")
+    tel.add_argument("--metrics-textfile", type=Path, metavar="FILE", help="write Prometheus metrics (node_exporter textfile collector)")
+    tel.add_argument("--pushgateway", metavar="URL", help="push Prometheus metrics to this Pushgateway (no credentials in the URL)")
+    tel.add_argument("--webhook-url-env", metavar="NAME", help="POST the JSON event to the URL held in this environment variable")
+    tel.add_argument(
+        "--webhook-on", choices=["always", "failure"], default="always", help="send the webhook on every run or only when it did not pass"
+    )
+    tel.add_argument("--event-file", type=Path, metavar="FILE", help="write the JSON event (schema drproof.drill.v1) to FILE")
     run.add_argument(
         "--history",
         type=Path,
@@ -97,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="write one index page of every results.json under some directories")
     summ.add_argument("directories", type=Path, nargs="+", metavar="DIR")
     summ.add_argument("--out", type=Path, required=True, metavar="FILE", help="the index HTML file to write")
+    summ.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="verify each drill's signed evidence and sign-off with this key (repeatable); else shown as claimed",
+    )
 
     val = sub.add_parser("validate", help="check scenario files (and backup-config files) without running them")
     val.add_argument("files", type=Path, nargs="+")
@@ -185,20 +201,59 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render report.html (and junit.xml) from a results.json")
     rep.add_argument("results", type=Path)
-    rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json)")
+    rep.add_argument("--out", type=Path, help="directory to write to (default: beside results.json, unless signed)")
+    rep.add_argument("--pdf", action="store_true", help="also write report.pdf (needs WeasyPrint: drproof[pdf])")
+    rep.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="verify the signed evidence beside results.json and show the result (repeat for a reviewer's key)",
+    )
 
     keys = sub.add_parser("keys", help="manage the Ed25519 key pair that signs report directories")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     kinit = ksub.add_parser("init", help="generate a signing key pair (never overwrites an existing key)")
     kinit.add_argument("--private", type=Path, default=Path("drproof-signing.key"), help="private key file (0600)")
     kinit.add_argument("--public", type=Path, default=Path("drproof-signing.pub"), help="public key file (0644)")
+    kssh = ksub.add_parser(
+        "allowed-signers", help="print the allowed_signers line that lets `ssh-keygen -Y verify` check evidence"
+    )
+    kssh.add_argument("public_key", type=Path, metavar="PUBLIC-KEY", help="the public key PEM from keys init")
+    kssh.add_argument("--principal", default="drproof", help="the name to verify as (ssh-keygen -I), default drproof")
 
-    evi = sub.add_parser("evidence", help="verify the signed evidence of a report directory")
+    evi = sub.add_parser("evidence", help="verify the signed evidence of a report directory, or sign it off")
     esub = evi.add_subparsers(dest="evidence_command", required=True)
-    ever = esub.add_parser("verify", help="check evidence.sig, then every file listed in evidence.json")
+    ever = esub.add_parser("verify", help="check evidence.sig, then every file listed in evidence.json, then reviews")
     ever.add_argument("directory", type=Path)
-    ever.add_argument("--public-key", type=Path, required=True, metavar="FILE", help="the signer's public key PEM")
+    ever.add_argument(
+        "--public-key",
+        type=Path,
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="a trusted signer's public key PEM (repeat for a reviewer's key)",
+    )
     ever.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    eoff = esub.add_parser("sign-off", help="append a reviewer's signed decision on verified evidence")
+    eoff.add_argument("directory", type=Path)
+    eoff.add_argument("--reviewer", required=True, help="who reviewed the evidence (a name, shown in reports)")
+    eoff.add_argument("--decision", required=True, choices=["accepted", "rejected", "action-required"])
+    eoff.add_argument("--note", help="why, or what must change")
+    eoff.add_argument("--ticket", help="the ticket tracking a corrective action, e.g. SEC-123")
+    eoff.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="FILE",
+        help="the reviewer's Ed25519 private key (default: the PEM in $DRPROOF_SIGNING_KEY)",
+    )
+    eoff.add_argument(
+        "--public-key",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the drill signer's public key: the evidence is verified before it is signed off",
+    )
     return p
 
 
@@ -532,6 +587,14 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
     # Loaded before the drill so a missing or unreadable key costs no drill run.
     signing_key = _signing_key(args.sign_key)
+    if args.pdf:
+        from reports.pdf import check_available
+
+        check_available()  # likewise: no drill is spent when its PDF cannot be made
+    if args.pushgateway is not None:
+        from drills.reporting import check_pushgateway_url
+
+        check_pushgateway_url(args.pushgateway)
     if args.history is not None:
         _check_history(args.history)  # likewise: a locked or damaged history fails before the drill
 
@@ -574,12 +637,12 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         if partial is None:
             err.print("[bold red]interrupted[/bold red] during teardown; no results were written")
             return 130
-        _write(partial, report_dir, loaded, write_all)
+        _write(partial, report_dir, loaded, write_all)  # no PDF: an interrupted run ends quickly
         err.print(f"[bold red]interrupted[/bold red]: cleaned up; partial results in {escape(str(report_dir))}")
         return 130
     if args.history is not None:
         add_trend(results, earlier_runs(args.history, results), _gate(args))
-    paths = _write(results, report_dir, loaded, write_all)
+    paths = _write(results, report_dir, loaded, write_all, pdf=args.pdf, signing_key=signing_key)
     if args.history is not None:
         record_run(args.history, results, report_dir, paths.get("json"))
     if args.json:
@@ -587,7 +650,53 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     _summary(results, paths, err, quiet=args.quiet)
     if signing_key is not None:
         _sign_reports(report_dir, signing_key, err, quiet=quiet)
+    _telemetry(args, results, report_dir, paths, signing_key, err)
     return results.exit_code
+
+
+def _telemetry(
+    args: argparse.Namespace, results: Results, report_dir: Path, paths: dict[str, Path], key: Any, err: Console
+) -> None:
+    """Metrics, the JSON event and the webhook, after the evidence is complete; a failure only warns."""
+    import hashlib
+
+    from drills import reporting
+    from reports import telemetry
+
+    wanted = args.metrics_textfile or args.pushgateway or args.webhook_url_env or args.event_file
+    if not wanted:
+        return
+
+    def warn(problem: str) -> None:
+        err.print(f"[yellow]warning[/yellow]: {escape(problem)}", highlight=False)
+
+    registry = telemetry.registry(results)
+    if args.metrics_textfile is not None:
+        try:
+            reporting.write_textfile(args.metrics_textfile, registry)
+        except DrproofError as exc:
+            warn(str(exc))
+    if args.pushgateway is not None:
+        problem = reporting.push_metrics(args.pushgateway, registry, {"scenario": results.scenario.name})
+        if problem:
+            warn(f"metrics not pushed: {problem}")
+    from engine.evidence import fingerprint
+
+    event = telemetry.event(
+        results,
+        results_sha256=hashlib.sha256(paths["json"].read_bytes()).hexdigest() if "json" in paths else None,
+        report_dir=str(report_dir.resolve()),
+        signing_key=fingerprint(key.public_key()) if key is not None else None,
+    )
+    if args.event_file is not None:
+        try:
+            reporting.write_event(args.event_file, event)
+        except DrproofError as exc:
+            warn(str(exc))
+    if args.webhook_url_env and (args.webhook_on == "always" or results.verdict != "pass"):
+        problem = reporting.notify(args.webhook_url_env, event)
+        if problem:
+            warn(f"notification not sent: {problem}")
 
 
 def _check_history(path: Path) -> None:
@@ -628,9 +737,11 @@ def _cmd_history(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from engine.evidence import load_public_key
     from reports.summary import write_summary
 
-    page = write_summary(args.directories, args.out)
+    keys = [load_public_key(p) for p in args.public_key or []]
+    page = write_summary(args.directories, args.out, keys=keys)
     for problem in page.unreadable:
         err.print(f"skipped {problem}", highlight=False, markup=False)
     out.print(f"summary: {args.out} ({len(page.entries)} drills)", highlight=False, markup=False)
@@ -669,13 +780,22 @@ def _sign_reports(report_dir: Path, key: Any, err: Console, quiet: bool) -> None
 
 
 def _cmd_keys(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from engine.evidence import PASSPHRASE_ENV, init_keys
+    from engine.evidence import PASSPHRASE_ENV, init_keys, load_public_key
+    from engine.sshsig import allowed_signers_line
 
+    if args.keys_command == "allowed-signers":
+        try:
+            line = allowed_signers_line(load_public_key(args.public_key), args.principal)
+        except ValueError as exc:
+            raise ConfigError(f"--principal: {exc}") from None
+        sys.stdout.write(line + "\n")
+        return 0
     pair = init_keys(args.private, args.public)
     protection = f"encrypted with ${PASSPHRASE_ENV}" if pair.encrypted else "unencrypted"
     out.print(f"private key: {pair.private_path} (mode 0600, {protection}; keep it secret)", markup=False)
     out.print(f"public key:  {pair.public_path} (mode 0644; give it to whoever verifies)", markup=False)
     out.print(f"fingerprint: {pair.fingerprint}", markup=False)
+    out.print(f"allowed_signers line for ssh-keygen -Y verify: {allowed_signers_line(load_public_key(pair.public_path))}", markup=False)
     return 0
 
 
@@ -683,28 +803,88 @@ def _cmd_evidence(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Exit 0 when intact, 1 on any tampering (a verdict), 2 when there is nothing usable to check."""
     from engine.evidence import load_public_key, verify_directory
 
-    report = verify_directory(args.directory, load_public_key(args.public_key))
+    if args.evidence_command == "sign-off":
+        return _sign_off(args, out, err)
+    first, *others = [load_public_key(path) for path in args.public_key]
+    report = verify_directory(args.directory, first, other_keys=others)
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
-    else:
-        for line in report.problems():
-            out.print(line, highlight=False, markup=False)
-        if report.ok:
+        return 0 if report.ok else 1
+    for line in report.problems():
+        out.print(line, highlight=False, markup=False)
+    if report.ok:
+        ssh = "; OpenSSH signature verified" if report.ssh_signature == "verified" else ""
+        err.print(
+            f"evidence intact: {report.checked} files, signed {report.created_at} by key {report.key_fingerprint}{ssh}",
+            highlight=False,
+            markup=False,
+        )
+        for r in report.reviews:
+            ticket = f", ticket {r.ticket}" if r.ticket else ""
             err.print(
-                f"evidence intact: {report.checked} files, signed {report.created_at} by key {report.key_fingerprint}",
+                f"review {r.path}: {r.decision} by {r.reviewer} at {r.reviewed_at} (key {r.key_fingerprint}{ticket})",
                 highlight=False,
                 markup=False,
             )
-        else:
-            err.print(f"evidence NOT intact: {len(report.problems())} problem(s)", highlight=False, markup=False)
+    else:
+        err.print(f"evidence NOT intact: {len(report.problems())} problem(s)", highlight=False, markup=False)
     return 0 if report.ok else 1
 
 
-def _write(results: Results, report_dir: Path, loaded: Any, write_all: Any) -> dict[str, Path]:
+def _sign_off(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Verify the drill's evidence, then append the reviewer's signed decision; tampered evidence is exit 1."""
+    from drills.identity import environment_facts
+    from engine.evidence import load_public_key, verify_directory
+    from engine.signoff import sign_off
+
+    key = _signing_key(args.sign_key)
+    if key is None:
+        raise ConfigError("sign-off needs the reviewer's key: pass --sign-key FILE or set DRPROOF_SIGNING_KEY")
+    report = verify_directory(args.directory, load_public_key(args.public_key))
+    if not report.ok:
+        for line in report.problems():
+            out.print(line, highlight=False, markup=False)
+        err.print("not signed off: the evidence is not intact", highlight=False, markup=False)
+        return 1
+    path, record = sign_off(
+        args.directory,
+        key,
+        reviewer=args.reviewer,
+        decision=args.decision,
+        note=args.note,
+        ticket=args.ticket,
+        signed_by=environment_facts(),
+    )
+    out.print(f"{record['decision']} by {record['reviewer']}: {path} (key {record['key_fingerprint']})", markup=False)
+    return 0
+
+
+def _write(
+    results: Results, report_dir: Path, loaded: Any, write_all: Any, *, pdf: bool = False, signing_key: Any = None
+) -> dict[str, Path]:
+    """Every report the scenario asks for (and results.json always), then the PDF when asked for.
+
+    The PDF is made before the directory is signed, so the signature covers it too; the
+    HTML says which key will sign it.
+    """
+    from reports.evidence_view import pending
+
     formats = tuple(loaded.scenario.report.formats)
     if "json" not in formats:
         formats = (*formats, "json")  # the machine record is always kept
-    return dict(write_all(results, report_dir, formats=formats))
+    if pdf and "html" not in formats:
+        formats = (*formats, "html")  # the PDF is made from it
+    evidence = None
+    if signing_key is not None:
+        from engine.evidence import fingerprint
+
+        evidence = pending(fingerprint(signing_key.public_key()))
+    paths = dict(write_all(results, report_dir, formats=formats, evidence=evidence))
+    if pdf:
+        from reports.pdf import write_pdf
+
+        paths["pdf"] = write_pdf(results, paths["html"])
+    return paths
 
 
 def _summary(results: Results, paths: dict[str, Path], err: Console, quiet: bool) -> None:
@@ -770,11 +950,27 @@ def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Re-render from results.json, with what is known of its evidence; never into signed evidence."""
+    from drills.scrub import scrub
+    from engine.evidence import EVIDENCE_FILE, load_public_key
     from reports import load_results, write_all
+    from reports.evidence_view import from_directory
 
-    results = load_results(args.results)
-    target = args.out or args.results.parent
-    paths = write_all(results, target, formats=("html", "junit"))
+    source = args.results.parent
+    target = args.out or source
+    if (source / EVIDENCE_FILE).is_file() and target.resolve() == source.resolve():
+        raise ConfigError(
+            f"{source} holds signed evidence: re-rendering there would change signed files; "
+            "pass --out DIR to render elsewhere"
+        )
+    # Results written before issue 19 may echo a scenario's secrets; a re-render does not.
+    results = scrub(load_results(args.results))
+    keys = [load_public_key(p) for p in args.public_key or []]
+    paths = write_all(results, target, formats=("html", "junit"), evidence=from_directory(source, keys))
+    if args.pdf:
+        from reports.pdf import write_pdf
+
+        paths["pdf"] = write_pdf(results, paths["html"])
     for kind, path in paths.items():
         out.print(f"{kind}: {path}", highlight=False, markup=False)
     return 0

@@ -1,9 +1,10 @@
-"""Telling people and monitoring what a backup did: a webhook and a Prometheus textfile.
+"""Telling people and monitoring what a backup or a drill did: webhooks, Prometheus, JSON events.
 
 The webhook URL usually carries a token, so it is read from an environment variable, never
-from the configuration, and never printed: a failed notification says which variable
-and why, not where. A notification that fails never turns a good backup into a failed
-one; it is reported on stderr, so it is seen, not hidden.
+from the configuration or the command line, and never printed: a failed notification says
+which variable and why, not where. The same holds for Pushgateway credentials. A
+notification that fails never turns a good backup (or drill) into a failed one; it is
+reported on stderr, so it is seen, not hidden.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+
+PUSHGATEWAY_USER_ENV = "DRPROOF_PUSHGATEWAY_USER"
+PUSHGATEWAY_PASSWORD_ENV = "DRPROOF_PUSHGATEWAY_PASSWORD"
+PUSH_JOB = "drproof"
 
 
 def notify(url_env: str, payload: dict[str, Any], timeout: float = 10.0) -> str | None:
@@ -65,3 +71,65 @@ def write_metrics(path: Path, backup: dict[str, Any] | None, success: bool, dura
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"metrics: cannot write {path}: {exc.strerror}") from exc
+
+
+# --- drills ------------------------------------------------------------------------------
+
+
+def check_pushgateway_url(url: str) -> str:
+    """Refuse a URL that is not http(s) or that carries credentials (they would be in argv and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--pushgateway must be an http(s) URL such as http://pushgateway:9091, not {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"--pushgateway must not carry credentials (they would show in the process list); "
+            f"set {PUSHGATEWAY_USER_ENV} and {PUSHGATEWAY_PASSWORD_ENV} instead"
+        )
+    return url
+
+
+def push_metrics(url: str, registry: Any, grouping: dict[str, str], timeout: float = 10.0) -> str | None:
+    """PUT ``registry`` to a Pushgateway under job ``drproof`` and ``grouping``; a problem, or None.
+
+    PUT replaces the group's metrics, so a scenario's series never mix two runs.
+    """
+    from prometheus_client import exposition
+
+    password = os.environ.get(PUSHGATEWAY_PASSWORD_ENV)
+    user = os.environ.get(PUSHGATEWAY_USER_ENV, "")
+
+    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes) -> Any:
+        if password:
+            return exposition.basic_auth_handler(url, method, timeout, headers, data, user, password)
+        return exposition.default_handler(url, method, timeout, headers, data)
+
+    try:
+        exposition.push_to_gateway(url, PUSH_JOB, registry, grouping_key=grouping, timeout=timeout, handler=handler)
+    except urllib.error.HTTPError as exc:
+        return f"the Pushgateway answered HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"the Pushgateway could not be reached ({type(reason).__name__})"
+    return None
+
+
+def write_textfile(path: Path, registry: Any) -> None:
+    """The textfile collector's format, replaced in one step (node_exporter reads it any time)."""
+    from prometheus_client import write_to_textfile
+
+    try:
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        raise ConfigError(f"metrics: cannot write {path}: {exc.strerror}") from exc
+
+
+def write_event(path: Path, event: dict[str, Any]) -> None:
+    """The drill's JSON event, for a CI step that hands it to a compliance platform."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(event, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"event: cannot write {path}: {exc.strerror}") from exc

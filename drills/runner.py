@@ -661,7 +661,14 @@ class DrillRunner:
         )
         results.scope = self._scope(components)
         results.controls = evaluate_controls(s.controls, results)
-        return results
+        return self._attest(results)
+
+    def _attest(self, results: Results) -> Results:
+        """Who ran the drill (drills/identity.py), and the record with the scenario's secrets masked (drills/scrub.py)."""
+        from drills import identity, scrub
+
+        results.identity = identity.collect(self.loaded.path, self.scenario.report.operator)
+        return scrub.scrub(results)
 
     def _scope(self, components: list[ComponentResult]) -> Scope:
         """Say plainly whether this run restored a real backup or data drproof seeded."""

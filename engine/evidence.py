@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -34,7 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from engine import __version__
+from engine import __version__, sshsig
 from engine.errors import ConfigError, DrproofError
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
     "FORMAT",
     "KEY_ENV",
     "PASSPHRASE_ENV",
+    "REVIEWS_DIR",
     "SIGNATURE_FILE",
+    "SSH_SIGNATURE_FILE",
     "EvidenceReport",
     "KeyPair",
     "fingerprint",
@@ -50,15 +53,18 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "sign_directory",
+    "signer_of",
     "verify_directory",
 ]
 
 EVIDENCE_FILE = "evidence.json"
 SIGNATURE_FILE = "evidence.sig"
+SSH_SIGNATURE_FILE = "evidence.sshsig"  # the same signature in OpenSSH's format (ssh-keygen -Y verify)
+REVIEWS_DIR = "reviews"  # sign-off records, each signed on its own (engine/signoff.py)
 FORMAT = "drproof-evidence-v1"
 KEY_ENV = "DRPROOF_SIGNING_KEY"
 PASSPHRASE_ENV = "DRPROOF_SIGNING_KEY_PASSPHRASE"
-_OWN_FILES = frozenset({EVIDENCE_FILE, SIGNATURE_FILE})
+_OWN_FILES = frozenset({EVIDENCE_FILE, SIGNATURE_FILE, SSH_SIGNATURE_FILE})
 _BLOCK = 1 << 20
 
 
@@ -210,12 +216,16 @@ def _hash_file(path: Path) -> tuple[int, str]:
 
 
 def _present_files(directory: Path) -> list[str]:
-    """Every regular file under ``directory`` as a sorted relative POSIX path, minus the evidence itself."""
+    """Every regular file under ``directory`` as a sorted relative POSIX path, minus the evidence itself.
+
+    Sign-off records (``reviews/``) are left out too: they come after the signature and
+    are signed, and checked, on their own.
+    """
     found = []
     for path in directory.rglob("*"):
         if path.is_file():
             rel = path.relative_to(directory).as_posix()
-            if rel not in _OWN_FILES:
+            if rel not in _OWN_FILES and not rel.startswith(REVIEWS_DIR + "/"):
                 found.append(rel)
     return sorted(found)
 
@@ -256,6 +266,7 @@ def sign_directory(directory: Path, private_key: Ed25519PrivateKey) -> dict[str,
         signature = base64.b64encode(private_key.sign(data)) + b"\n"
         _atomic_write(directory / EVIDENCE_FILE, data)
         _atomic_write(directory / SIGNATURE_FILE, signature)
+        _atomic_write(directory / SSH_SIGNATURE_FILE, sshsig.sign(data, private_key).encode())
     except OSError as exc:
         raise DrproofError(f"cannot sign {directory}: {exc.strerror or exc} ({exc.filename or directory})") from None
     return manifest
@@ -278,19 +289,30 @@ class EvidenceReport:
     changed: dict[str, str] = field(default_factory=dict)  # path → what differs
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # "verified", "absent" (evidence of a drproof before issue 19) or what is wrong with it.
+    ssh_signature: str = "not checked"
+    reviews: list[Any] = field(default_factory=list)  # engine.signoff.ReviewCheck, oldest first
+
+    @property
+    def ssh_ok(self) -> bool:
+        return self.ssh_signature in ("verified", "absent")
 
     @property
     def ok(self) -> bool:
-        return self.signature_ok and not (self.changed or self.added or self.removed)
+        intact = self.signature_ok and self.ssh_ok and not (self.changed or self.added or self.removed)
+        return intact and all(r.ok for r in self.reviews)
 
     def problems(self) -> list[str]:
         """One line per problem, the signature first because without it nothing else is trustworthy."""
         lines = []
         if not self.signature_ok:
             lines.append(f"signature: {self.signature_problem}")
+        elif not self.ssh_ok:
+            lines.append(f"signature: {SSH_SIGNATURE_FILE}: {self.ssh_signature}")
         lines += [f"changed: {path} ({why})" for path, why in sorted(self.changed.items())]
         lines += [f"added: {path} (not in {EVIDENCE_FILE})" for path in self.added]
         lines += [f"removed: {path} (listed in {EVIDENCE_FILE} but missing)" for path in self.removed]
+        lines += [f"review: {r.path}: {r.problem}" for r in self.reviews if not r.ok]
         return lines
 
     def as_dict(self) -> dict[str, Any]:
@@ -306,6 +328,8 @@ class EvidenceReport:
             "changed": dict(sorted(self.changed.items())),
             "added": self.added,
             "removed": self.removed,
+            "ssh_signature": self.ssh_signature,
+            "reviews": [r.as_dict() for r in self.reviews],
             "problems": self.problems(),
         }
 
@@ -329,13 +353,49 @@ def _safe_relative(path: object) -> str | None:
     return path
 
 
-def verify_directory(directory: Path, public_key: Ed25519PublicKey) -> EvidenceReport:
-    """Check the signature, then every listed file, then look for files nobody listed.
+def signer_of(
+    data: bytes, signature: bytes, keys: Sequence[Ed25519PublicKey]
+) -> Ed25519PublicKey | None:
+    """The first of ``keys`` whose signature ``signature`` is over ``data``, or None."""
+    try:
+        raw = base64.b64decode(signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    for key in keys:
+        try:
+            key.verify(raw, data)
+            return key
+        except InvalidSignature:
+            continue
+    return None
+
+
+def _check_ssh_signature(directory: Path, data: bytes, key: Ed25519PublicKey) -> str:
+    try:
+        armored = (directory / SSH_SIGNATURE_FILE).read_bytes()
+    except FileNotFoundError:
+        return "absent"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    try:
+        sshsig.verify(armored, data, key)
+    except sshsig.SshsigError as exc:
+        return str(exc)
+    return "verified"
+
+
+def verify_directory(
+    directory: Path, public_key: Ed25519PublicKey, *, other_keys: Sequence[Ed25519PublicKey] = ()
+) -> EvidenceReport:
+    """Check the signature, then every listed file, then look for files nobody listed, then the reviews.
 
     The manifest is parsed only after its signature verifies: an unauthenticated listing
     says nothing, so a signature failure ends the check with that one verdict.
+    ``other_keys`` are further keys trusted to have signed (a reviewer's, a rotated
+    one): the evidence may be signed by any of the keys, each review too.
     Raises :class:`ConfigError` only when there is nothing to verify (no evidence.json).
     """
+    keys = [public_key, *other_keys]
     report = EvidenceReport(directory=str(directory), key_fingerprint=fingerprint(public_key))
     evidence = directory / EVIDENCE_FILE
     if not directory.is_dir():
@@ -354,23 +414,24 @@ def verify_directory(directory: Path, public_key: Ed25519PublicKey) -> EvidenceR
         return report
     except OSError as exc:
         raise ConfigError(f"cannot read {directory / SIGNATURE_FILE}: {exc.strerror}") from None
-    try:
-        signature = base64.b64decode(encoded.strip(), validate=True)
-        public_key.verify(signature, data)
-    except (binascii.Error, ValueError, InvalidSignature):
+    signer = signer_of(data, encoded, keys)
+    if signer is None:
         claimed = _claimed_fingerprint(data)
-        if claimed and claimed != report.key_fingerprint:
+        given = ", ".join(fingerprint(k) for k in keys)
+        which = f"this public key {given}" if len(keys) == 1 else f"any of the public keys {given}"
+        if claimed and claimed not in given:
             report.signature_problem = (
-                f"{EVIDENCE_FILE} claims to be signed by key {claimed}, not by this public key "
-                f"{report.key_fingerprint}: wrong key or forged evidence"
+                f"{EVIDENCE_FILE} claims to be signed by key {claimed}, not by {which}: wrong key or forged evidence"
             )
         else:
             report.signature_problem = (
-                f"{SIGNATURE_FILE} does not verify {EVIDENCE_FILE} with key {report.key_fingerprint}: "
+                f"{SIGNATURE_FILE} does not verify {EVIDENCE_FILE} with key {given}: "
                 f"{EVIDENCE_FILE} was modified, or it was signed with another key"
             )
         return report
     report.signature_ok = True
+    report.key_fingerprint = fingerprint(signer)
+    report.ssh_signature = _check_ssh_signature(directory, data, signer)
 
     try:
         manifest = json.loads(data)
@@ -405,4 +466,7 @@ def verify_directory(directory: Path, public_key: Ed25519PublicKey) -> EvidenceR
             report.changed[rel] = "SHA-256 differs from the signed value"
     report.added = [rel for rel in _present_files(directory) if rel not in seen]
     report.removed.sort()
+    from engine.signoff import check_reviews  # signoff builds on this module's helpers
+
+    report.reviews = check_reviews(directory, data, keys)
     return report

@@ -248,6 +248,38 @@ class Scope(_Model):
     seed: int | None = Field(default=None, description="The seed of a random pick, to repeat it.")
 
 
+class Identity(_Model):
+    """Who ran the drill and from what, read from the machine and the CI system, not the scenario.
+
+    A name typed into the YAML (``report.operator``) proves nothing: anyone can write any
+    name. What the environment says (the OS account, the host, the CI job and its URL, the
+    commit of the scenario file) can be checked against the CI system's own records, so
+    the operator is kept apart, as a display name only. Every field is ``None`` when it
+    could not be read ("not recorded"), never guessed.
+    """
+
+    user: str | None = Field(default=None, description="The OS account that ran drproof.")
+    host: str | None = Field(default=None, description="The host name of the machine that ran it.")
+    ci_provider: str | None = Field(
+        default=None, description="github-actions | gitlab-ci | jenkins | buildkite | circleci; null when not in CI."
+    )
+    ci_job_url: str | None = Field(default=None, description="The CI job's (or run's) web page.")
+    ci_run_id: str | None = Field(default=None, description="The CI system's id of the run (or build, or pipeline).")
+    ci_job: str | None = Field(default=None, description="The CI job or workflow name.")
+    ci_actor: str | None = Field(default=None, description="Who the CI system says started the run.")
+    git_commit: str | None = Field(default=None, description="HEAD of the repository holding the scenario file.")
+    git_dirty: bool | None = Field(
+        default=None, description="Whether that repository had uncommitted changes to tracked files."
+    )
+    scenario_git_state: Literal["committed", "modified", "untracked"] | None = Field(
+        default=None, description="The scenario file itself against that commit."
+    )
+    git_problem: str | None = Field(default=None, description="Why the git facts are not recorded, when they are not.")
+    display_name: str | None = Field(
+        default=None, description="`report.operator` from the scenario: a display name, not an identity."
+    )
+
+
 class Results(_Model):
     schema_version: int = SCHEMA_VERSION
     drproof_version: str
@@ -275,4 +307,7 @@ class Results(_Model):
     history: History | None = Field(default=None, description="Trend against earlier runs, with --history.")
     scope: Scope | None = Field(
         default=None, description="What was tested: a real backup (restore test) or seeded data; absent in older results."
+    )
+    identity: Identity | None = Field(
+        default=None, description="Who ran it, where, from which CI job and commit; absent in older results."
     )

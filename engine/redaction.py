@@ -90,3 +90,54 @@ def redact(text: str) -> str:
     """
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return _ASSIGNMENT.sub(lambda m: m.group(1) + "=" + REDACTED if is_secret_key(m.group(1)) else m.group(0), text)
+
+
+# Keys that *name* where a secret is kept (``password_env: PGPASSWORD``,
+# ``token_file: /run/secrets/t``) hold no secret themselves; masking them would only hide
+# which variable or file a reader should look at.
+_POINTER_WORDS = frozenset({"env", "file", "path"})
+
+
+def holds_secret(name: str) -> bool:
+    """A key whose *value* is a secret: :func:`is_secret_key`, minus keys naming a variable or file."""
+    words = _words(name)
+    return is_secret_key(name) and not (words and words[-1] in _POINTER_WORDS)
+
+
+# ``key: value``, ``key = value``, ``"key": "value",``, ``export KEY=value``: a setting on a
+# line of its own, as configuration files and YAML write them. Group 3 is the value.
+_SETTING_LINE = re.compile(
+    r"""^(?P<head>[ \t]*(?:-[ \t]+)?(?:export[ \t]+)?(?P<q>["']?)(?P<key>[A-Za-z0-9_.\-]+)(?P=q)[ \t]*[:=][ \t]*)"""
+    r"""(?P<value>[^\n]*?)(?P<tail>[ \t]*,?[ \t]*)$""",
+    re.MULTILINE,
+)
+_BLOCK_INDICATOR = re.compile(r"[|>][0-9+\-]*")
+
+
+def mask_settings(text: str) -> str:
+    """Mask the value of every ``key: value`` (or ``key = value``) line whose key holds a secret.
+
+    For text that quotes configuration drproof did not parse itself: a scenario's seed
+    files inside its YAML, a file shown in an error. Values of any length are masked here,
+    since the key says what they are; a YAML block indicator (``password: |``) is left,
+    its lines are the caller's to mask.
+    """
+
+    def mask(m: re.Match[str]) -> str:
+        value = m.group("value")
+        if not value or not holds_secret(m.group("key")) or _BLOCK_INDICATOR.fullmatch(value.strip()):
+            return m.group(0)
+        quote = value[0] if value[0] in "'\"" and len(value) > 1 and value[-1] == value[0] else ""
+        return f"{m.group('head')}{quote}{REDACTED}{quote}{m.group('tail')}"
+
+    return _SETTING_LINE.sub(mask, text)
+
+
+def scrub_text(text: str, secrets: Iterable[str] = (), min_chars: int = 4) -> str:
+    """Every rule at once: known secret values (``min_chars`` or longer), secret settings, credentials.
+
+    Short known values are left to the key-based rules: masking a two-letter password
+    everywhere would garble every word that contains it.
+    """
+    text = redact_value(text, [s for s in secrets if len(s) >= min_chars])
+    return redact(mask_settings(text))

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine import __version__ as DRPROOF_VERSION
 from engine.errors import ConfigError
 from engine.journal import Results
+from reports.evidence_view import EvidenceView, from_directory
 from reports.writers import FILENAMES, load_results
 
 TEMPLATE = "summary.html.j2"
@@ -33,6 +35,7 @@ class Entry:
     results: Results
     report_href: str | None  # relative to the index page; None when the run wrote no report.html
     results_href: str
+    evidence: EvidenceView | None = None  # its signature and sign-off, verified when keys were given
 
 
 @dataclass
@@ -56,7 +59,7 @@ def _href(target: Path, page_dir: Path) -> str:
     return Path(os.path.relpath(target, page_dir)).as_posix()
 
 
-def collect(directories: Iterable[Path], out: Path) -> SummaryPage:
+def collect(directories: Iterable[Path], out: Path, keys: Sequence[Ed25519PublicKey] = ()) -> SummaryPage:
     """Load the runs, newest first; an unreadable results.json is listed, not fatal."""
     page = SummaryPage()
     page_dir = out.resolve().parent
@@ -72,6 +75,7 @@ def collect(directories: Iterable[Path], out: Path) -> SummaryPage:
                 results=results,
                 report_href=_href(html, page_dir) if html.is_file() else None,
                 results_href=_href(path, page_dir),
+                evidence=from_directory(path.parent, keys),
             )
         )
     page.entries.sort(key=lambda e: e.results.started_at, reverse=True)
@@ -167,9 +171,9 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
     )
 
 
-def write_summary(directories: Iterable[Path], out: Path) -> SummaryPage:
+def write_summary(directories: Iterable[Path], out: Path, keys: Sequence[Ed25519PublicKey] = ()) -> SummaryPage:
     """Render and write the index atomically, so a reader never sees half a page."""
-    page = collect(directories, out)
+    page = collect(directories, out, keys)
     text = render_summary(page)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")

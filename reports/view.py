@@ -24,6 +24,7 @@ __all__ = [
     "ChartBar",
     "ChartRow",
     "ExecutiveSummary",
+    "IdentityView",
     "Marker",
     "ObjectiveChart",
     "Remediation",
@@ -32,10 +33,12 @@ __all__ = [
     "Timeline",
     "Trend",
     "as_json",
+    "component_content",
     "executive_summary",
     "format_bytes",
     "format_seconds",
     "format_utc",
+    "identity_view",
     "iso_utc",
     "mapping_items",
     "objective_chart",
@@ -343,6 +346,60 @@ def mapping_items(value: Mapping[str, Any]) -> list[tuple[str, Any]]:
 # they stay in the Environment section, the summary line is for versions.
 _NOT_VERSIONS = frozenset({"runtime", "name", "isolation"})
 VERSION_CHARS = 48
+
+
+_PROVIDER_NAMES = {
+    "github-actions": "GitHub Actions",
+    "gitlab-ci": "GitLab CI",
+    "jenkins": "Jenkins",
+    "buildkite": "Buildkite",
+    "circleci": "CircleCI",
+}
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """Who ran the drill, in the words the executive summary uses; "not recorded" where unknown."""
+
+    run_by: str
+    ci: str
+    ci_url: str | None  # only an http(s) URL, so the report never links anywhere else
+    commit: str
+    display_name: str
+
+
+def identity_view(results: Results) -> IdentityView:
+    """The environment's account of who ran the drill, apart from the name the scenario gives."""
+    ident = getattr(results, "identity", None)
+    operator = results.report.get("operator")
+    display = str(operator) if operator else "not given"
+    if ident is None:
+        missing = "not recorded (results of an older drproof)"
+        return IdentityView(missing, missing, None, missing, display)
+    who = ident.user or "an unrecorded account"
+    run_by = f"{who} on {ident.host}" if ident.host else who
+    if ident.ci_provider is None:
+        ci = "not run in a recognised CI system"
+    else:
+        parts = [_PROVIDER_NAMES.get(ident.ci_provider, ident.ci_provider)]
+        if ident.ci_job:
+            parts.append(ident.ci_job)
+        parts.append(f"run {ident.ci_run_id}" if ident.ci_run_id else "run id not recorded")
+        if ident.ci_actor:
+            parts.append(f"started by {ident.ci_actor}")
+        ci = ", ".join(parts)
+    url = ident.ci_job_url if ident.ci_job_url and ident.ci_job_url.startswith(("https://", "http://")) else None
+    if ident.git_commit is None:
+        commit = f"not recorded ({ident.git_problem})" if ident.git_problem else "not recorded"
+    else:
+        state = {
+            "committed": "the scenario file as committed",
+            "modified": "the scenario file has uncommitted changes",
+            "untracked": "the scenario file is not in git",
+        }.get(ident.scenario_git_state or "", "scenario file state not recorded")
+        tree = "other uncommitted changes in the repository" if ident.git_dirty else "repository clean"
+        commit = f"{ident.git_commit} ({state}; {tree})"
+    return IdentityView(run_by, ci, url, commit, display)
 
 
 @dataclass(frozen=True)
@@ -728,3 +785,41 @@ def trend(history: Any) -> Trend | None:
         else:
             text += "."
     return Trend(width=SPARK_WIDTH, height=SPARK_HEIGHT, runs=len(runs), lines=lines, change=text)
+
+
+# --- what a component held -------------------------------------------------------------
+
+TABLES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ContentView:
+    """What a component really held at the end of the drill, for the components table."""
+
+    totals: list[str]  # "130,500 rows", "2,000 keys"
+    tables: list[tuple[str, int]]  # the largest first, at most TABLES_SHOWN
+    more_tables: int
+    seed_settings: dict[str, Any]  # what the seed was told, minus the counts it generated
+
+
+def component_content(component: Any) -> ContentView | None:
+    """The final fingerprint's counts, in place of the seed's own account of what it generated.
+
+    A seed reports what drproof's generator made: ``customers 0, orders 0`` for a database
+    loaded from the team's SQL file, which reads as "empty". The final fingerprint counted
+    what was really there, so the report shows that; None for results that did not record it.
+    """
+    content = dict(getattr(component, "content", None) or {})
+    rows = dict(getattr(component, "row_counts", None) or {})
+    if not content and not rows:
+        return None
+    ordered = sorted(rows.items(), key=lambda item: (-item[1], item[0]))
+    seed = {
+        k: v for k, v in (component.seed or {}).items() if isinstance(v, bool) or not isinstance(v, int | float)
+    }
+    return ContentView(
+        totals=[f"{count:,} {unit}" for unit, count in sorted(content.items())],
+        tables=ordered[:TABLES_SHOWN],
+        more_tables=max(len(ordered) - TABLES_SHOWN, 0),
+        seed_settings=seed,
+    )

@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from engine import __version__ as DRPROOF_VERSION
 from engine.errors import ConfigError
 from engine.journal import SCHEMA_VERSION, AssertionResult, Results
 from reports import view
+from reports.evidence_view import EvidenceView
 
 __all__ = [
     "FILENAMES",
@@ -164,6 +165,26 @@ def _scope_properties(results: Results) -> list[tuple[str, str]]:
     return facts
 
 
+def _identity_properties(results: Results) -> list[tuple[str, str]]:
+    """Who ran the drill, as CI dashboards list a suite's properties; only what was recorded."""
+    ident = getattr(results, "identity", None)
+    if ident is None:
+        return []
+    facts = [
+        ("run_by_user", ident.user),
+        ("run_by_host", ident.host),
+        ("ci_provider", ident.ci_provider),
+        ("ci_job_url", ident.ci_job_url),
+        ("ci_run_id", ident.ci_run_id),
+        ("ci_actor", ident.ci_actor),
+        ("git_commit", ident.git_commit),
+        ("git_dirty", None if ident.git_dirty is None else str(ident.git_dirty).lower()),
+        ("scenario_git_state", ident.scenario_git_state),
+        ("operator_display_name", ident.display_name),
+    ]
+    return [(name, value) for name, value in facts if value is not None]
+
+
 def _seconds_attr(seconds: float | None) -> str:
     return f"{max(seconds or 0.0, 0.0):.3f}"
 
@@ -207,6 +228,7 @@ def render_junit(results: Results) -> bytes:
         ("scenario_file", results.scenario.file),
         ("scenario_sha256", results.scenario.sha256),
         *_scope_properties(results),
+        *_identity_properties(results),
     ):
         ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
 
@@ -305,14 +327,20 @@ def _environment() -> Environment:
         plain=view.plain,
         items_sorted=view.mapping_items,
     )
+    env.globals["component_content"] = view.component_content
     return env
 
 
-def render_html(results: Results) -> str:
-    """Render the auditor's report; exposed separately so callers can preview or test it."""
+def render_html(results: Results, evidence: EvidenceView | None = None) -> str:
+    """Render the auditor's report; exposed separately so callers can preview or test it.
+
+    ``evidence`` says what is known of the directory's signature and sign-off when the
+    page is rendered (see :mod:`reports.evidence_view`); None renders no such section.
+    """
     template = _environment().get_template(TEMPLATE)
     context: dict[str, Any] = {
         "results": results,
+        "evidence": evidence,
         "title": str(results.report.get("title") or f"Disaster-recovery drill: {results.scenario.name}"),
         "operator": results.report.get("operator"),
         "runtime_name": results.runtime.get("runtime") or results.runtime.get("name"),
@@ -320,6 +348,7 @@ def render_html(results: Results) -> str:
         "rpo_assertion": view.rpo_assertion(results),
         "timeline": view.timeline(results),
         "summary": view.executive_summary(results),
+        "identity": view.identity_view(results),
         "chart": view.objective_chart(results),
         "remedies": view.remediation(results),
         # getattr: older results files (and older journal models) have no history at all.
@@ -336,17 +365,23 @@ def render_html(results: Results) -> str:
         raise RuntimeError(f"report template {TEMPLATE} is broken: {exc}") from exc
 
 
-def write_html(results: Results, path: Path) -> Path:
+def write_html(results: Results, path: Path, evidence: EvidenceView | None = None) -> Path:
     """Write the self-contained report an SRE hands to an auditor."""
-    return _atomic_write(path, render_html(results).encode("utf-8"))
+    return _atomic_write(path, render_html(results, evidence).encode("utf-8"))
 
 
 # --- all ---------------------------------------------------------------------------------
 
-_WRITERS = {"json": write_json, "junit": write_junit, "html": write_html}
+_WRITERS: dict[str, Callable[[Results, Path], Path]] = {"json": write_json, "junit": write_junit, "html": write_html}
 
 
-def write_all(results: Results, directory: Path, formats: Iterable[str] = ("html", "json", "junit")) -> dict[str, Path]:
+def write_all(
+    results: Results,
+    directory: Path,
+    formats: Iterable[str] = ("html", "json", "junit"),
+    *,
+    evidence: EvidenceView | None = None,
+) -> dict[str, Path]:
     """Write the requested reports into ``directory`` under their fixed names.
 
     Formats are validated before anything is written so a typo on the command line does
@@ -362,6 +397,8 @@ def write_all(results: Results, directory: Path, formats: Iterable[str] = ("html
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for fmt in FORMATS:
-        if fmt in requested:
+        if fmt == "html" and fmt in requested:
+            written[fmt] = write_html(results, directory / FILENAMES[fmt], evidence)
+        elif fmt in requested:
             written[fmt] = _WRITERS[fmt](results, directory / FILENAMES[fmt])
     return {fmt: written[fmt] for fmt in dict.fromkeys(requested)}

@@ -22,7 +22,7 @@ import json
 import random
 import re
 import string
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import yaml
@@ -95,7 +95,7 @@ def parse_check(path: Path) -> str | None:
 # -- settings: files read as nested keys ------------------------------------------------------
 
 
-def _format(path: Path) -> str | None:
+def _format(path: Path | PurePosixPath) -> str | None:
     suffix = path.suffix.lower()
     if suffix in {".yaml", ".yml"}:
         return "yaml"
@@ -146,6 +146,13 @@ def read_settings(path: Path) -> Any:
         return None
     try:
         text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _parse(fmt, text)
+
+
+def _parse(fmt: str, text: str) -> Any:
+    try:
         if fmt == "yaml":
             docs = list(yaml.safe_load_all(text))
             return docs[0] if len(docs) == 1 else docs or None
@@ -157,7 +164,7 @@ def read_settings(path: Path) -> Any:
             except configparser.MissingSectionHeaderError:
                 return _dotenv(text)
         return _dotenv(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, configparser.Error, RecursionError):
+    except (yaml.YAMLError, ValueError, configparser.Error, RecursionError):
         return None
 
 
@@ -327,6 +334,31 @@ def secret_values(root: Path) -> set[str]:
             if m and is_secret_key(m.group(1)):
                 found.add(m.group(2))
     return {v for v in found if len(v) >= MIN_SCRUB_CHARS}
+
+
+def secrets_in_text(name: str, text: str) -> set[str]:
+    """The secret values of a file not on disk (a scenario's ``seed.files`` entry), by the same rules.
+
+    Why here: a scenario quotes the files it seeds, and whatever echoes the scenario must
+    mask exactly what this component would never show. All lengths are returned; the
+    caller decides which are long enough to mask by value.
+    """
+    fmt = _format(PurePosixPath(name))
+    doc = _parse(fmt, text) if fmt is not None and len(text) <= MAX_PARSE_BYTES else None
+    found: set[str] = set()
+    if doc is not None and _bounded(doc):
+        try:
+            settings = flatten(doc) or {}
+        except RecursionError:
+            settings = {}
+        for value, secret in settings.values():
+            if secret:
+                found.update(_scalars(value))
+    for line in text.splitlines():
+        m = _LOOSE_ASSIGNMENT.fullmatch(line)
+        if m and is_secret_key(m.group(1)) and m.group(2):
+            found.add(m.group(2))
+    return found
 
 
 class ConfigurationComponent(Component):

@@ -25,3 +25,7 @@ def test_the_shipped_restore_test_passes_on_the_backup_its_neighbour_makes(tmp_p
     assert results["backups"][0]["name"] == "source"
     assert {c["id"]: c["status"] for c in results["controls"]}["ISO A.8.13"] == "evidenced"
     assert {a["name"] for a in results["assertions"]} >= {"fidelity", "rto", "freshness", "backup_integrity"}
+    # Scope and identity, as the executive summary shows them (issue 19).
+    html = (tmp_path / "r2" / "report.html").read_text(encoding="utf-8")
+    assert "What was tested</dt><dd>restore test of backup" in html
+    assert f"Run by</dt><dd>{results['identity']['user']} on {results['identity']['host']}" in html
