@@ -58,7 +58,7 @@ from engine.journal import (
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.repository.base import Repository
-from engine.runtime import runtimes
+from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
 
 
@@ -234,26 +234,30 @@ class DrillRunner:
         """Refuse, before anything starts, components and steps this runtime cannot run."""
         s = self.scenario
         unsupported = [
-            f"{name} ({spec.kind}: {', '.join(sorted(k.runtimes))})"
+            f"{name} ({spec.kind} {why})"
             for name, spec in s.stack.components.items()
-            if (k := component_kinds.get(spec.kind)).runtimes is not None and self.runtime_name not in k.runtimes
+            if (k := component_kinds.get(spec.kind))
+            and (why := refusal(self.runtime_class(), k.needs, k.server)) is not None
         ]
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
             unsupported += step_kinds.get(kind_name)().preflight(self, i, getattr(step, kind_name))
         if unsupported:
             raise StepFailed(
-                f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)} "
-                "(the runtimes each kind supports are in parentheses)"
+                f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)}"
             )
+
+    def runtime_class(self) -> type[Runtime]:
+        """The class of the runtime this drill runs on, for checks made before it starts."""
+        try:
+            return runtimes.get(self.runtime_name)
+        except KeyError as exc:
+            raise StepFailed(str(exc.args[0])) from None
 
     def _start_runtime(self) -> None:
         assert self.workdir is not None
         with self.phase(f"start {self.runtime_name} runtime", "provision"):
-            try:
-                runtime_cls = runtimes.get(self.runtime_name)
-            except KeyError as exc:
-                raise StepFailed(str(exc.args[0])) from None
+            runtime_cls = self.runtime_class()
             images = {str(k): v for k, v in self.scenario.stack.images.items()}
             self.runtime = runtime_cls(self.workdir, images=images)
 

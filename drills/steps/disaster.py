@@ -81,10 +81,11 @@ class Disaster(StepKind):
         ctx.check_component((*base, "component"), spec.get("component"))
 
     def preflight(self, run: DrillRunner, index: int, spec: Any) -> list[str]:
+        from engine.runtime import refusal
+
         fault = faults.get(spec.fault)
-        if fault.runtimes is not None and run.runtime_name not in fault.runtimes:
-            return [f"step {index + 1}, fault {fault.name} ({', '.join(sorted(fault.runtimes))})"]
-        return []
+        why = refusal(run.runtime_class(), fault.needs)
+        return [] if why is None else [f"step {index + 1}, fault {fault.name} ({why})"]
 
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         state = run.state

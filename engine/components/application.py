@@ -66,6 +66,7 @@ class ApplicationParams(SeedParams):
 
 class ApplicationComponent(Component):
     name: ClassVar[str] = "application"
+    server: ClassVar[str | None] = "directory"
     Params: ClassVar[type[SeedParams]] = ApplicationParams
     description: ClassVar[str] = (
         "A service process started against the restored components (their connection details in its "

@@ -50,9 +50,9 @@ class FaultContext:
 class Fault(ABC):
     name: ClassVar[str]
     targets: ClassVar[frozenset[str]]
-    # Runtimes the fault can be injected on; None means every runtime. A drill on another
-    # runtime stops before anything starts, naming the ones that work.
-    runtimes: ClassVar[frozenset[str] | None] = None
+    # Runtime capabilities the fault needs (``engine.runtime.base.CAPABILITIES``); a drill
+    # on a runtime that lacks one stops before anything starts, naming the ones that have it.
+    needs: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type[FaultParams]]
     description: ClassVar[str]
 
