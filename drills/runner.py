@@ -208,6 +208,9 @@ class DrillRunner:
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
             step_kinds.get(kind_name)().run(self, i, getattr(step, kind_name))
+        # A workload a failover left running ends with the timeline: the recovery point is
+        # read from what the writers recorded, not from writes still in flight.
+        self.stop_workload("end of the timeline")
         self._final_checks()
         if self.workload is not None:
             self._measure_rpo()
@@ -446,7 +449,7 @@ class DrillRunner:
         with self.phase("measure recovery point", "check") as rec:
             windows: dict[str, float | None] = {}
             for name, stream in workload.streams.items():
-                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at)
+                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at, stream.takeovers)
                 result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
                 state.results[name].recovery_point = result
                 windows[name] = result.loss_window_seconds

@@ -11,11 +11,14 @@ from drills.workload.base import WORKLOAD_MARK, Ack, Writer, writer_for, writer_
 from drills.workload.files import VolumeWriter
 from drills.workload.postgres import PostgresWriter
 from drills.workload.redis import RedisWriter
+from drills.workload.redis_topologies import ClusterWriter, SentinelWriter
 from drills.workload.vectors import VectorWriter
 
 writer_kinds.register(PostgresWriter)
 writer_kinds.register(RedisWriter)
 writer_kinds.register(VolumeWriter)
 writer_kinds.register(VectorWriter)
+writer_kinds.register(SentinelWriter)
+writer_kinds.register(ClusterWriter)
 
 __all__ = ["WORKLOAD_MARK", "Ack", "Writer", "writer_for", "writer_kinds"]

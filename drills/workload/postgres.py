@@ -36,7 +36,12 @@ class PostgresWriter(Writer):
         self.conn = self.pg.connect()
         self.conn.autocommit = True  # a commit per write: acknowledged means durable
 
-    def write(self, seq: int) -> None:
+    def write(self, seq: int) -> str | None:
+        """One autocommitted INSERT; returns the server that took it (host:port of the connection).
+
+        Through a multi-host endpoint that is the primary libpq found, so a failover's
+        writes say which node acknowledged them.
+        """
         try:
             if self.conn is None or self.conn.closed:
                 self._connect()
@@ -45,6 +50,7 @@ class PostgresWriter(Writer):
         except psycopg2.Error:
             self._drop()
             raise
+        return f"{self.conn.info.host}:{self.conn.info.port}"
 
     def _drop(self) -> None:
         if self.conn is not None:

@@ -3,6 +3,7 @@
 from engine.faults.application import KillProcess, StopProcess
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
+from engine.faults.failover import KillPrimary, KillReplica, KillSentinelMajority, LagReplica, PausePrimary, StopPrimary
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
@@ -43,6 +44,12 @@ for _fault in (
     OffsiteUnavailable,
     KillProcess,
     StopProcess,
+    KillPrimary,
+    StopPrimary,
+    PausePrimary,
+    KillReplica,
+    LagReplica,
+    KillSentinelMajority,
 ):
     faults.register(_fault)
 

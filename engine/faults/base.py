@@ -53,6 +53,11 @@ class Fault(ABC):
     # Runtime capabilities the fault needs (``engine.runtime.base.CAPABILITIES``); a drill
     # on a runtime that lacks one stops before anything starts, naming the ones that have it.
     needs: ClassVar[frozenset[str]] = frozenset()
+    # Faults on one node of a replicated topology leave the workload writing: what the
+    # failover that follows loses is what the drill measures. Every other fault ends it.
+    keeps_workload: ClassVar[bool] = False
+    # Faults that take the primary away: the ones a ``failover`` step starts with.
+    hits_primary: ClassVar[bool] = False
     Params: ClassVar[type[FaultParams]]
     description: ClassVar[str]
 

@@ -7,6 +7,7 @@ registration lines here.
 """
 
 from engine.registry import Registry
+from engine.runtime import local_redis_ha, local_replicated
 from engine.runtime.base import CAPABILITIES, PostgresService, RedisService, Runtime, ServerKind
 from engine.runtime.docker import DockerRuntime
 from engine.runtime.external import ExternalRuntime
@@ -21,6 +22,13 @@ KNOWN_RUNTIMES: tuple[type[Runtime], ...] = (LocalRuntime, DockerRuntime, Extern
 
 LocalRuntime.provide(ServerKind("postgres", LocalRuntime.start_postgres, "a PostgreSQL server"))
 LocalRuntime.provide(ServerKind("redis", LocalRuntime.start_redis, "a Redis server"))
+LocalRuntime.provide(
+    ServerKind("postgres-replicated", local_replicated.start, "a PostgreSQL primary with streaming replicas")
+)
+LocalRuntime.provide(ServerKind("redis-cluster", local_redis_ha.start_cluster, "a Redis Cluster"))
+LocalRuntime.provide(
+    ServerKind("redis-sentinel", local_redis_ha.start_sentinel, "a Redis master and replicas under Sentinel")
+)
 DockerRuntime.provide(ServerKind("postgres", DockerRuntime.start_postgres, "a PostgreSQL container"))
 DockerRuntime.provide(ServerKind("redis", DockerRuntime.start_redis, "a Redis container"))
 ExternalRuntime.provide(ServerKind("postgres", lambda rt, i, _: rt.postgres(i), "an existing PostgreSQL server"))

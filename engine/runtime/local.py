@@ -31,6 +31,7 @@ from engine.runtime.base import (
     HOST_RDB,
     OWNED_PROCESSES,
     PHYSICAL_ACCESS,
+    REPLICAS,
     Check,
     PhysicalAccess,
     PostgresService,
@@ -188,6 +189,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         self.port = processes.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
+        # More ``-c`` settings for the server: a topology's replication settings.
+        self.settings: dict[str, str] = {}
         base.mkdir(parents=True)
         # A Unix socket path is limited to about 107 bytes, and run directories carry the
         # scenario's name: the socket gets a short private directory of its own. The
@@ -302,6 +305,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         ]
         if self._major >= 17:  # older servers refuse the unknown setting and do not start
             argv += ["-c", "summarize_wal=on"]
+        for key, value in self.settings.items():
+            argv += ["-c", f"{key}={value}"]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
         if not processes.wait_until(self._answers, timeout=60, interval=0.1):
             processes.stop(self.proc, signal.SIGINT)
@@ -442,6 +447,8 @@ class LocalRedis(RedisService):
         self.password = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
+        # More configuration lines: a topology's replication or cluster settings.
+        self.extra_conf: list[str] = []
         base.mkdir(parents=True)
         self._version = _version_of([str(self.server), "--version"])
         self._write_conf()
@@ -461,6 +468,7 @@ class LocalRedis(RedisService):
                 # Redis 7 turns DEBUG off by default; the in-place load of a checked RDB
                 # (``load_checked_rdb``) needs it, from this host only.
                 + ("enable-debug-command local\n" if _redis_major(self._version) >= 7 else "")
+                + "".join(f"{line}\n" for line in self.extra_conf)
             )
 
     def version(self) -> str:
@@ -668,7 +676,7 @@ def _traversable_by_others(path: Path) -> bool:
 
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES, HOST_RDB})
+    capabilities: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES, HOST_RDB, REPLICAS})
     doctor_required: ClassVar[bool] = True
 
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
