@@ -373,8 +373,9 @@ def _rejoin_fidelity(component: Any, stream: Stream, node: str) -> dict[str, Any
     from engine.fingerprint import compare
 
     writer = type(stream.writer)
+    primary = component.topology.primary()  # the node drproof knows as primary, not whatever the endpoint finds
     on_node = writer(component.on_node(node)).survivors()
-    on_primary = writer(component).survivors()
+    on_primary = writer(component.on_node(primary)).survivors()
     primary_fp, node_fp = component.node_fingerprints(node)
     diffs = compare(primary_fp, node_fp)
     diverged = sorted(on_node - on_primary)

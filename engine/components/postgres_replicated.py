@@ -19,6 +19,7 @@ from pydantic import Field
 from engine.components.base import SeedParams
 from engine.components.connections import libpq_fields
 from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.runtime.base import REPLICAS
 from engine.runtime.topology import ReplicatedSpec, Topology
@@ -69,8 +70,14 @@ class PostgresReplicatedComponent(PostgresComponent):
         return view
 
     def node_fingerprints(self, node: str) -> tuple[Fingerprint, Fingerprint]:
-        """The primary's fingerprint and ``node``'s, read one after the other (rejoin fidelity)."""
-        return self.fingerprint(), self.on_node(node).fingerprint()
+        """The primary's fingerprint and ``node``'s, each read on its own node (rejoin fidelity).
+
+        Not through the endpoint: an old primary back on its own would answer it too.
+        """
+        primary = self.topology.primary()
+        if primary is None:
+            raise ComponentError(f"{self.name} {self.instance!r}: no node answers as primary")
+        return self.on_node(primary).fingerprint(), self.on_node(node).fingerprint()
 
     def connection_env(self) -> dict[str, str]:
         """The endpoint as a multi-host URL (``HOST`` and ``PORT`` are libpq's comma lists)."""

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from engine.components.base import SeedParams
 from engine.components.redis import RedisComponent, RedisParams
+from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.runtime.base import REPLICAS
 from engine.runtime.topology import SentinelSpec, Topology
@@ -61,7 +62,14 @@ class RedisSentinelComponent(RedisComponent):
         return view
 
     def node_fingerprints(self, node: str) -> tuple[Fingerprint, Fingerprint]:
-        return self.fingerprint(), self.on_node(node).fingerprint()
+        """The primary's fingerprint and ``node``'s, each read on its own node (rejoin fidelity).
+
+        Not through the endpoint: an old primary back on its own would answer it too.
+        """
+        primary = self.topology.primary()
+        if primary is None:
+            raise ComponentError(f"{self.name} {self.instance!r}: no node answers as primary")
+        return self.on_node(primary).fingerprint(), self.on_node(node).fingerprint()
 
     def connection_env(self) -> dict[str, str]:
         """The master's address as the Sentinels give it now, and the Sentinels to ask after a failover."""

@@ -164,6 +164,12 @@ class LocalReplicatedPostgres(PostgresService, Topology):
 
     # -- the endpoint (PostgresService) ------------------------------------------------------
     def dsn(self, dbname: str = "postgres") -> str:
+        """Every node, in node order, asking for the one that accepts writes.
+
+        In order, not shuffled: libpq gives up at the first node that refuses the login
+        itself (a database a lagging replica does not have yet, right after it was
+        created) instead of trying the next one.
+        """
         nodes = list(self._nodes.values())
         hosts = ",".join("127.0.0.1" for _ in nodes)
         ports = ",".join(str(n.port) for n in nodes)
