@@ -2,9 +2,11 @@
 
 They act on one node of a topology (``engine.runtime.topology``): the primary (killed,
 stopped, paused), a replica (killed, made to lag), or the Sentinels that decide. The
-workload keeps writing through them (``keeps_workload``): what a failover loses is what
-the drill measures, so the writes in flight must go on. The primary's faults also start
-a ``failover`` step, which then recovers by the scenario's strategy and measures.
+workload keeps writing through the degradations (``keeps_workload``): what a later
+failover loses is what the drill measures. The primary's faults start a ``failover``
+step, which keeps it writing too and recovers by the scenario's strategy; in a
+``disaster`` step they end the workload like any disaster, and a ``restore`` step
+recovers from the backup instead.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class _OnTopology(Fault):
 class KillPrimary(_OnTopology):
     name: ClassVar[str] = "kill_primary"
     hits_primary: ClassVar[bool] = True
+    keeps_workload: ClassVar[bool] = False  # in a disaster step; a failover step keeps it anyway
     Params: ClassVar[type[FaultParams]] = FaultParams
     description: ClassVar[str] = (
         "SIGKILL the primary's server (with Patroni, the whole node: Patroni and its PostgreSQL): a crashed host."
@@ -58,6 +61,7 @@ class KillPrimary(_OnTopology):
 class StopPrimary(_OnTopology):
     name: ClassVar[str] = "stop_primary"
     hits_primary: ClassVar[bool] = True
+    keeps_workload: ClassVar[bool] = False  # in a disaster step; a failover step keeps it anyway
     Params: ClassVar[type[FaultParams]] = FaultParams
     description: ClassVar[str] = (
         "Shut the primary down cleanly (PostgreSQL fast shutdown, Redis SHUTDOWN): a planned stop nobody failed over for."
@@ -85,6 +89,7 @@ class PausePrimary(_OnTopology):
 
     name: ClassVar[str] = "pause_primary"
     hits_primary: ClassVar[bool] = True
+    keeps_workload: ClassVar[bool] = False  # in a disaster step; a failover step keeps it anyway
     Params: ClassVar[type[FaultParams]] = PauseParams
     description: ClassVar[str] = (
         "SIGSTOP the primary's server for `seconds`, then SIGCONT: a frozen host that comes back."

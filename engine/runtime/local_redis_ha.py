@@ -325,7 +325,14 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         }
 
     def _remonitor(self, node: str) -> list[str]:
-        """Have every live Sentinel monitor ``node`` as the master (so clients asking them find it)."""
+        """Have every live Sentinel monitor ``node`` as the master (so clients asking them find it).
+
+        ``SENTINEL MONITOR`` connects to the master at once, before ``SET auth-pass``
+        can follow; a link made without the password gets -NOAUTH to its PINGs, and
+        after ``down-after-milliseconds`` the Sentinel calls the new master down and
+        clients find none (seen in 2 of 13 runs). ``SENTINEL RESET`` drops the links,
+        which reconnect with the password; then each Sentinel must see the master up.
+        """
         told = []
         for name in self._live_sentinels():
             client = self._sentinel(name)
@@ -336,12 +343,28 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
                 for line in self._monitor(self._nodes[node].port)[1:]:
                     option, _name, value = line.split(" ", 2)
                     client.sentinel_set(MASTER, option, value)
+                client.sentinel_reset(MASTER)
                 told.append(name)
             except redis.RedisError:
                 continue
             finally:
                 client.close()
+        if not processes.wait_until(lambda: self._sentinels_see_master(told), timeout=READY_TIMEOUT, interval=0.05):
+            raise FaultError(f"the Sentinels of {self.instance!r} do not see {node} as an answering master")
         return told
+
+    def _sentinels_see_master(self, names: list[str]) -> bool:
+        for name in names:
+            client = self._sentinel(name)
+            try:
+                state: dict[str, Any] = client.sentinel_master(MASTER)  # type: ignore[assignment]
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            if not state.get("is_master") or state.get("is_sdown") or state.get("is_odown"):
+                return False
+        return True
 
     def rejoin(self, node: str) -> dict[str, Any]:
         """Start the old master again (empty: persistence is off) as a replica of the current one."""

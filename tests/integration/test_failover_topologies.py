@@ -226,3 +226,33 @@ def test_clean_finds_patroni_postgres_left_by_a_killed_drproof(tmp_path: Path) -
     gone = processes.remove_leftovers(owner)
     assert any("postgres" in g for g in gone)
     assert processes.wait_until(lambda: owner not in processes.leftovers(), timeout=15)
+
+
+RESTORE = """
+name: restore-instead
+description: no failover, restore from the backup
+objectives: {rto: 60s, rpo: 30s}
+stack:
+  components:
+    db: {kind: postgres-replicated, seed: {customers: 50, replicas: 1}}
+steps:
+  - workload: {rate: 20}
+  - backup: {name: nightly}
+  - wait: 1s
+  - disaster: {target: db, fault: kill_primary}
+  - restore: {from: nightly}
+assertions:
+  - fidelity
+  - rto
+  - rpo
+"""
+
+
+def test_restore_from_backup_is_the_third_strategy(tmp_path: Path) -> None:
+    """kill_primary in a disaster step ends the workload; the restore brings the old primary back and loads the dump."""
+    results = _drill(tmp_path, RESTORE)
+    assert results.verdict == "pass", [(a.id, a.findings) for a in results.assertions]
+    [db] = results.components
+    assert db.recovery_point is not None and db.recovery_point.lost_writes > 0  # the writes after the backup
+    assert db.recovery_point.hole_count == 0
+    assert [p.name for p in results.phases if p.name.startswith("stop workload")] == ["stop workload (disaster)"]
