@@ -342,7 +342,11 @@ class _Drill:
             except DrproofError as exc:
                 rec["status"], rec["detail"] = "failed", str(exc)
                 return {"node": old, "ok": False, "error": str(exc)}
-            result.update(_rejoin_fidelity(self.component, self.stream, old))
+            try:
+                result.update(_rejoin_fidelity(self.component, self.stream, old))
+            except DrproofError as exc:
+                rec["status"], rec["detail"] = "failed", f"rejoined, but its content could not be read: {exc}"
+                return {"node": old, "ok": False, "error": rec["detail"]}
             rec["data"] = result
             rec["detail"] = f"{old} rejoined in {result.get('seconds')}s; content equal: {result['content_equal']}"
         return {"ok": True, **result}

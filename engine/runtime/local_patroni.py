@@ -30,12 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from engine.childenv import tool_environment
 from engine.errors import FaultError, RuntimeStartError
+from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.local_replicated import CATCH_UP_TIMEOUT, NODE_SETTINGS, LocalReplicatedPostgres
 from engine.runtime.topology import ReplicatedSpec, Role
 
 if TYPE_CHECKING:
+    import psycopg2
+
     from engine.runtime.local import LocalPostgres, LocalRuntime
+else:
+    psycopg2 = lazy("psycopg2")
 
 # How fast Patroni notices and acts: the leader key lives TTL seconds unless renewed,
 # each node runs its loop every LOOP_WAIT seconds. Patroni's defaults are 30 s and 10 s
@@ -81,6 +86,23 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         for name in self.nodes()[1:]:
             if not processes.wait_until(lambda n=name: self.caught_up(n), timeout=START_TIMEOUT, interval=0.2):  # type: ignore[misc]
                 raise RuntimeStartError(f"Patroni did not bring {name} up as a replica. Log:\n" + self._log_tail(name))
+        if self.spec.synchronous and not processes.wait_until(self._synchronous, timeout=START_TIMEOUT, interval=0.2):
+            raise RuntimeStartError(f"Patroni did not make a replica of {self.instance!r} synchronous")
+
+    def _synchronous(self) -> bool:
+        """Patroni's synchronous_mode is in effect: a replica commits are waiting for.
+
+        Patroni names the synchronous standby in its loop, after the replica streams;
+        until then commits are asynchronous (a drill that killed the leader that early
+        lost a write, 2 runs in 5).
+        """
+        try:
+            row = self._query(
+                "node0", "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')"
+            )
+        except psycopg2.Error:
+            return False
+        return bool(row and row[0])
 
     def _start_etcd(self) -> None:
         self._etcd_dir.mkdir(mode=0o700)
@@ -218,8 +240,6 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
             return "down"
         if node in self._paused:
             return "no answer"
-        import psycopg2
-
         try:
             row = self._query(node, "SELECT pg_is_in_recovery()")
         except psycopg2.Error:
@@ -275,7 +295,7 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
             self.kill_node(node)
         started = time.monotonic()
         self._start_node(node)
-        if not processes.wait_until(lambda: self.caught_up(node), timeout=CATCH_UP_TIMEOUT * 2, interval=0.2):
+        if not processes.wait_until(lambda: self._settled(node), timeout=CATCH_UP_TIMEOUT * 2, interval=0.5):
             raise FaultError(
                 f"{node} of {self.instance!r} did not rejoin as a caught-up replica. Log:\n{self._log_tail(node)}"
             )
@@ -287,6 +307,38 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
             "timeline": self.timeline(node),
             "primary_timeline": self.timeline(primary) if primary else None,
         }
+
+    def _settled(self, node: str) -> bool:
+        """Patroni is done with the node: a running replica on the leader's timeline, caught up, twice in a row.
+
+        Patroni first starts a crashed old leader on its own to finish crash recovery,
+        then stops it, rewinds it and starts it again: in between it can look like a
+        caught-up replica for a moment (a fingerprint read then was cut off by the
+        restart, 1 run in 4). Patroni's own view (its REST API) and the timeline tell the end.
+        """
+        for attempt in range(2):
+            state = self._api_state(node)
+            primary = self.primary()
+            if (
+                state is None
+                or state.get("state") != "running"
+                or state.get("role") != "replica"
+                or primary is None
+                or self.timeline(node) != self.timeline(primary)
+                or not self.caught_up(node)
+            ):
+                return False
+            if attempt == 0:
+                time.sleep(1.0)
+        return True
+
+    def _api_state(self, node: str) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self._api[node]}/patroni", timeout=2) as reply:
+                state: dict[str, Any] = json.loads(reply.read())
+                return state
+        except (OSError, ValueError):
+            return None
 
     def primary(self) -> str | None:
         found = super().primary()

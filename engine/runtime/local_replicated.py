@@ -398,8 +398,11 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         primary = self.primary()
         if primary is None or self.role(node) != "replica":
             return False
-        target = self._lsn(primary, "pg_current_wal_lsn()")
-        return self._lsn(node, "pg_last_wal_replay_lsn()") >= target
+        try:
+            target = self._lsn(primary, "pg_current_wal_lsn()")
+            return self._lsn(node, "pg_last_wal_replay_lsn()") >= target
+        except psycopg2.Error:  # a node restarting between the two reads
+            return False
 
     def timeline(self, node: str) -> int | None:
         """The WAL timeline ``node`` writes (a primary) or receives (a replica); a promotion starts a new one."""
