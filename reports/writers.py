@@ -123,6 +123,12 @@ def load_results(path: Path) -> Results:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a drproof results file: expected a JSON object at the top level")
     version = data.get("schema_version")
+    if version is None:
+        keys = ", ".join(sorted(map(str, data))[:6]) or "none"
+        raise ConfigError(
+            f"{path}: not a drproof results file: it has no schema_version (its keys: {keys}); "
+            "give the results.json a drill wrote"
+        )
     if version != SCHEMA_VERSION:
         raise ConfigError(
             f"{path}: results schema_version is {version!r} but this drproof ({DRPROOF_VERSION}) reads "
