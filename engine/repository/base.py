@@ -102,7 +102,7 @@ class EncodingSetWriter(BackupSetWriter):
         self.cipher: SetCipher | None = None
         self.encryption_info: dict[str, Any] | None = None
         if encryption is not None:
-            self.cipher, self.encryption_info = encryption.for_new_set()
+            self.cipher, self.encryption_info = encryption.for_new_set(self.id)
 
     @abstractmethod
     def _sink(self, rel: str) -> AbstractContextManager[IO[bytes]]:
