@@ -78,8 +78,9 @@ def member_parts(name: str, what: str = "member") -> list[str]:
 class TreeWriter:
     """Writes archive members into ``root``, a directory that must be fresh and private.
 
-    ``on_file(rel, mode, digest_source)`` lets a caller digest each regular file's
-    content as it is written (a fingerprint at no extra read). Directory modes are
+    ``on_entry(rel, member)`` is told of every entry written; for a regular file (or a
+    hard link) it may return a function that is then fed the content, so a caller can
+    digest each file as it is written (a fingerprint at no extra read). Directory modes are
     applied by :meth:`finish`, deepest first, so a read-only directory does not stop
     its own contents from being written.
     """
@@ -220,7 +221,14 @@ class TreeWriter:
             raise HostileArchive(f"archive member {member.name!r} is a hard link to something that is not a file")
         self._clear(parent, name, parts, keep_dir=False)
         os.link(source[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
-        self._notify(member)
+        digest = self._notify(member)
+        if digest is not None:  # the content the link now shares, read back for the caller's digest
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                while chunk := os.read(fd, CHUNK):
+                    digest(chunk)
+            finally:
+                os.close(fd)
 
     def remove(self, rel: str) -> None:
         """Remove the entry ``rel`` itself (an incremental layer's removal list)."""
