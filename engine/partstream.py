@@ -24,6 +24,7 @@ and the component, never a comparison that passes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import hashlib
@@ -372,8 +373,10 @@ class PartSpool:
 
     def _spill(self) -> None:
         buf = self._sorted_buffer()
-        if buf:
-            self._runs.append(self._write(buf))
+        # A run per kind of part ("dir ...", "file ..."): a tree gives directories and
+        # files each in order but interleaved, so runs of one kind follow one another.
+        for start, end in _kinds([name for name, _ in buf]):
+            self._runs.append(self._write(buf[start:end]))
 
     def _write(self, recs: list[tuple[str, Part]]) -> _Run:
         if self._file is None:
@@ -421,6 +424,21 @@ class PartSpool:
         if out:
             self._runs.append(self._write(out))
         old.close()
+
+
+def _kinds(names: list[str]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each stretch of sorted ``names`` sharing the word before their first space."""
+    i = 0
+    while i < len(names):
+        head, space, _ = names[i].partition(" ")
+        if space:  # every name from "head " up to (not including) "head!" starts with "head "
+            j = bisect.bisect_left(names, head + "!", i)
+        else:
+            j = i + 1
+            while j < len(names) and " " not in names[j]:
+                j += 1
+        yield i, j
+        i = j
 
 
 def _numbered(parts: Iterator[tuple[str, Part]], index: int) -> Iterator[tuple[str, int, Part]]:

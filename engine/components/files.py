@@ -20,10 +20,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Protocol
 
-from engine.components.untar import TreeWriter, member_parts
+from engine.components.tarread import header_sum, members
+from engine.components.untar import TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
-from engine.streams import CHUNK
+from engine.streams import CHUNK, ZSTD_FEED
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -38,8 +39,12 @@ def walk_files(root: Path) -> Iterator[Path]:
                 yield p
 
 
-def _listing(path: str) -> list[tuple[str, bool]]:
-    """(name, is a directory) of the entries of ``path``, in the order ``sorted_tree`` visits them.
+# What a directory listing says an entry is (its d_type, without a stat): ``sorted_tree``'s kinds.
+OTHER, DIRECTORY, REGULAR = 0, 1, 2
+
+
+def _listing(path: str) -> list[tuple[str, int]]:
+    """(name, kind) of the entries of ``path``, in the order ``sorted_tree`` visits them.
 
     A directory sorts as its name followed by "/", so that visiting each one right where
     it sorts gives every path below in the order of its string: "a.txt" < "a/x" < "a0".
@@ -48,28 +53,40 @@ def _listing(path: str) -> list[tuple[str, bool]]:
     """
     try:
         with os.scandir(path) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            entries = [
+                (
+                    e.name,
+                    DIRECTORY
+                    if e.is_dir(follow_symlinks=False)
+                    else REGULAR
+                    if e.is_file(follow_symlinks=False)
+                    else OTHER,
+                )
+                for e in it
+            ]
     except OSError:
         return []
-    entries.sort(key=lambda e: e[0] + "/" if e[1] else e[0])
+    entries.sort(key=lambda e: e[0] + "/" if e[1] == DIRECTORY else e[0])
     return entries
 
 
-def sorted_tree(top: str) -> Iterator[tuple[str, str, bool]]:
-    """(path, path relative to ``top``, is a directory) of every entry below ``top``.
+def sorted_tree(top: str) -> Iterator[tuple[str, str, int]]:
+    """(path, path relative to ``top``, kind) of every entry below ``top``.
 
     Depth first, each directory right before what it holds, and in an order that gives
     fingerprint parts in the order of their names (see ``_listing``): the part stream of
     an archive or a walk then needs no sorting (:mod:`engine.partstream`). Nothing is
-    followed through a link; strings, not Paths, because this runs once per file.
+    followed through a link; strings, not Paths, because this runs once per file. The
+    kind is what the listing said (``DIRECTORY``, ``REGULAR`` or ``OTHER``): whoever
+    opens the entry checks again.
     """
     stack = [(top, "", iter(_listing(top)))]
     while stack:
         path, rel, entries = stack[-1]
-        for name, is_dir in entries:
+        for name, kind in entries:
             child, child_rel = f"{path}/{name}", f"{rel}/{name}" if rel else name
-            yield child, child_rel, is_dir
-            if is_dir and not os.path.islink(child):  # replaced by a link since it was listed: not followed
+            yield child, child_rel, kind
+            if kind == DIRECTORY and not os.path.islink(child):  # replaced by a link since it was listed: not followed
                 stack.append((child, child_rel, iter(_listing(child))))
                 break
         else:
@@ -115,27 +132,44 @@ class ContentDigest:
 
     The part hashes content in CHUNK-sized records, so pieces are re-cut at CHUNK
     boundaries: the digest is the same whether the content came from ``file_part``'s
-    reads or from tarfile's copy loop.
+    reads or from an archive's pieces. A file that arrives whole and smaller than a
+    record (most files of a volume of many) costs one ``small_file_part`` and no hasher.
     """
 
+    __slots__ = ("_h", "_mode", "_pending")
+
     def __init__(self, mode: int) -> None:
-        self._h = PartHasher("bytes")
-        self._h.add(b"file\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
-        self._pending = bytearray()
+        self._mode = mode
+        self._h: PartHasher | None = None
+        self._pending: bytes | bytearray = b""
+
+    def _hasher(self) -> PartHasher:
+        if self._h is None:
+            self._h = PartHasher("bytes")
+            self._h.add(b"file\0" + oct(stat.S_IMODE(self._mode)).encode(), count=0)
+        return self._h
 
     def add(self, data: bytes | memoryview) -> None:
-        if not self._pending and len(data) == CHUNK:
-            self._h.add(bytes(data) if isinstance(data, memoryview) else data, count=CHUNK)
-            return
-        self._pending += data
-        while len(self._pending) >= CHUNK:
-            self._h.add(bytes(self._pending[:CHUNK]), count=CHUNK)
-            del self._pending[:CHUNK]
+        if not self._pending:
+            if len(data) == CHUNK:
+                self._hasher().add(bytes(data), count=CHUNK)
+                return
+            if len(data) < CHUNK:
+                self._pending = bytes(data)
+                return
+        pending = self._pending if isinstance(self._pending, bytearray) else bytearray(self._pending)
+        pending += data
+        while len(pending) >= CHUNK:
+            self._hasher().add(bytes(pending[:CHUNK]), count=CHUNK)
+            del pending[:CHUNK]
+        self._pending = pending
 
     def part(self) -> Part:
+        if self._h is None:
+            return small_file_part(self._mode, bytes(self._pending))
         if self._pending:
             self._h.add(bytes(self._pending), count=len(self._pending))
-            self._pending.clear()
+            self._pending = b""
         return self._h.part()
 
 
@@ -152,24 +186,40 @@ def small_file_part(mode: int, data: bytes) -> Part:
     if head is None:
         record = b"file\0" + oct(stat.S_IMODE(mode)).encode()
         head = _MODE_RECORDS.setdefault(mode, len(record).to_bytes(8, "big") + record)
-    h = hashlib.sha256(head)
-    if data:
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return Part(digest=h.hexdigest(), count=len(data), unit="bytes")
+    if not data:
+        return Part(hashlib.sha256(head).hexdigest(), 0, "bytes")
+    return Part(hashlib.sha256(b"".join((head, len(data).to_bytes(8, "big"), data))).hexdigest(), len(data), "bytes")
 
 
 class _Appender:
-    """A write-only stream as tarfile's "w" mode wants it: it asks where it is, never seeks."""
+    """A write-only stream as tarfile's "w" mode wants it: it asks where it is, never seeks.
+
+    Small writes (a small file's header, content and padding) are gathered into pieces
+    of ``ZSTD_FEED``: one call down the sink's stack of writers per file cost more than
+    archiving the file did. :meth:`flush` when done.
+    """
 
     def __init__(self, sink: IO[bytes]) -> None:
         self._sink = sink
         self._offset = 0
+        self._pending = bytearray()
 
-    def write(self, data: bytes) -> int:
-        self._sink.write(data)
-        self._offset += len(data)
-        return len(data)
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if n >= ZSTD_FEED:
+            self.flush()
+            self._sink.write(data)
+        else:
+            self._pending += data
+            if len(self._pending) >= ZSTD_FEED:
+                self.flush()
+        self._offset += n
+        return n
+
+    def flush(self) -> None:
+        if self._pending:
+            self._sink.write(self._pending)
+            self._pending = bytearray()
 
     def tell(self) -> int:
         return self._offset
@@ -224,8 +274,8 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
     Parts arrive in the order of their names (files and directories each), so a spool
     of a million of them sorts nothing.
     """
-    for path, rel, is_dir in sorted_tree(str(root)):
-        if is_dir:
+    for path, rel, kind in sorted_tree(str(root)):
+        if kind == DIRECTORY:
             try:
                 sink[DIR + rel] = dir_part(os.lstat(path).st_mode)
             except OSError as exc:
@@ -269,16 +319,18 @@ def write_tar(root: Path, sink: IO[bytes], only: Iterable[str] | None = None, pa
     # hundred times (2.4 s of a 925 MB backup, profiled). tarfile copies file data in
     # 16 KiB pieces by default; CHUNK-sized pieces cut the Python calls per byte by 64
     # and match the fingerprint's record size.
-    with tarfile.TarFile(fileobj=_Appender(sink), mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+    out = _Appender(sink)
+    with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # an attribute typeshed omits
         if only is not None:
             for rel in only:
-                count += _add(tar, str(root / rel), rel, parts, linked)
-            return count
-        # Plain strings, not Paths: building and relativising three Path objects per
-        # entry was the largest cost left per small file (profiled, 100,000 files).
-        for path, rel, _is_dir in sorted_tree(str(root)):
-            count += _add(tar, path, rel, parts, linked)
+                count += _add(tar, str(root / rel), rel, parts, linked, OTHER)
+        else:
+            # Plain strings, not Paths: building and relativising three Path objects per
+            # entry was the largest cost left per small file (profiled, 100,000 files).
+            for path, rel, kind in sorted_tree(str(root)):
+                count += _add(tar, path, rel, parts, linked, kind)
+    out.flush()
     return count
 
 
@@ -331,21 +383,23 @@ def ustar_header(name: str, st: os.stat_result, typeflag: bytes, size: int, link
     ):
         return None
     ids, names = owner
-    block = bytearray(
-        b"".join(
-            (
-                raw_name.ljust(100, b"\0"),
-                b"%07o\0" % stat.S_IMODE(st.st_mode),
-                ids,
-                b"%011o\0%011o\0        " % (size, mtime),
-                typeflag,
-                raw_link.ljust(100, b"\0"),
-                names,
-            )
-        ).ljust(tarfile.BLOCKSIZE, b"\0")
+    head = b"".join(
+        (
+            raw_name.ljust(100, b"\0"),
+            b"%07o\0" % stat.S_IMODE(st.st_mode),
+            ids,
+            b"%011o\0%011o\0        " % (size, mtime),  # the checksum field counts as spaces
+            typeflag,
+            raw_link.ljust(100, b"\0") if raw_link else _NUL100,
+            names,
+            _TAIL,
+        )
     )
-    block[148:155] = b"%06o\0" % sum(block)
-    return bytes(block)
+    return b"%s%06o\0 %s" % (head[:148], header_sum(head), head[156:])
+
+
+_NUL100 = b"\0" * 100
+_TAIL = b"\0" * 167  # after the device fields (byte 345) to the end of the block
 
 
 _OWNERS: dict[tuple[int, int], tuple[bytes, bytes] | None] = {}
@@ -391,7 +445,7 @@ def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | N
         if parts is not None:
             parts[FILE + arcname] = symlink_part(target)
         return 1
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode):
         return None
     return _fast_file(tar, path, arcname, parts)
 
@@ -404,9 +458,12 @@ def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | 
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
     st = os.fstat(fd)  # the size of what is read, not of what the walk saw
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link (or no file): tarfile's
+        os.close(fd)
+        return None
     if st.st_size <= CHUNK:  # most files: one read, and header, content and padding in one write
         try:
-            header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
+            header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
             data = os.read(fd, st.st_size) if header is not None else b""
         finally:
             os.close(fd)
@@ -421,7 +478,7 @@ def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | 
             parts[FILE + arcname] = small_file_part(st.st_mode, data)
         return 1
     with os.fdopen(fd, "rb") as fh:
-        header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
+        header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
         if header is None:
             return None
         digest = ContentDigest(st.st_mode) if parts is not None else None
@@ -449,7 +506,9 @@ def _emit(tar: tarfile.TarFile, header: bytes) -> None:
     tar.offset += len(header)
 
 
-def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, linked: dict[str, Part]) -> int:
+def _add(
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, linked: dict[str, Part], kind: int
+) -> int:
     """Archive one entry and record its fingerprint part (unless ``parts`` is None); 0 if it vanished.
 
     A live directory keeps changing while it is archived (an application renaming its
@@ -462,7 +521,9 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, 
     # more than one name can be linked to again, so only those are kept.
     tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
     if FAST_HEADERS:
-        done = _fast_add(tar, path, arcname, parts)
+        # A file the listing says is regular is opened at once (and checked on the open
+        # descriptor): no lstat per file.
+        done = _fast_file(tar, path, arcname, parts) if kind == REGULAR else _fast_add(tar, path, arcname, parts)
         if done is not None:
             return done
     try:
@@ -527,7 +588,7 @@ class _Tracker:
         self.parts = parts
         self._pending: tuple[str, ContentDigest] | None = None
 
-    def on_entry(self, rel: str, member: tarfile.TarInfo) -> Callable[[bytes], None] | None:
+    def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
         if member.isreg() or member.islnk():
             # A hard link's content is read back from the file it now shares (TreeWriter).
             digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
@@ -633,8 +694,7 @@ def extract_layers(
 
 
 def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            writer.add(member, tar.extractfile(member) if member.isreg() else None)
-            if tracker is not None:
-                tracker.settle()
+    for member, content in members(stream):
+        writer.add(member, content)
+        if tracker is not None:
+            tracker.settle()

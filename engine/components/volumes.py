@@ -22,6 +22,7 @@ from pydantic import ByteSize, Field
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     DIR,
+    DIRECTORY,
     FILE,
     Check,
     extract_layers,
@@ -219,7 +220,7 @@ class VolumesComponent(Component):
         """
         if not self.path.is_dir():
             return Health(ok=False, detail=f"{self.path} is not a directory")
-        count = sum(1 for _path, _rel, is_dir in sorted_tree(str(self.path)) if not is_dir)
+        count = sum(1 for _path, _rel, kind in sorted_tree(str(self.path)) if kind != DIRECTORY)
         return Health(ok=True, detail=f"{count} entries listed")
 
 
