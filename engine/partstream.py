@@ -335,13 +335,13 @@ class PartSpool:
     another in order (the common case: drproof archives and walks trees in the order of
     part names) are only concatenated; others are merged once, at the end.
 
-    ``keep`` decides which names are parts at all (a volume leaves out the live
-    workload's files); :meth:`drop` forgets parts already added (an incremental layer's
+    Names starting with one of ``exclude`` are not parts at all (a volume leaves out the
+    live workload's files); :meth:`drop` forgets parts already added (an incremental layer's
     removals).
     """
 
-    def __init__(self, keep: Callable[[str], bool] | None = None, buffer: int | None = None) -> None:
-        self._keep = keep
+    def __init__(self, exclude: tuple[str, ...] = (), buffer: int | None = None) -> None:
+        self._exclude = exclude
         self._limit = buffer or BUFFER_PARTS
         self._buffer: list[tuple[str, Part]] = []
         self._file: _Scratch | None = None
@@ -350,7 +350,7 @@ class PartSpool:
         self._drops: list[tuple[int, Callable[[str], bool]]] = []
 
     def __setitem__(self, name: str, part: Part) -> None:
-        if self._keep is None or self._keep(name):
+        if not name.startswith(self._exclude):  # a prefix test, no call: this runs per file
             buffer = self._buffer
             buffer.append((name, part))
             if len(buffer) >= self._limit:

@@ -368,7 +368,7 @@ class ConfigurationComponent(Component):
     def _spool(self, scheme: str | None = None) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go (scheme 1 had no directory parts)."""
         if scheme == LEGACY_SCHEME:
-            return PartSpool(lambda name: not name.startswith(DIR))
+            return PartSpool(exclude=(DIR,))
         return PartSpool()
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:

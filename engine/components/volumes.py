@@ -91,12 +91,7 @@ class VolumesComponent(Component):
         A spool, not a dict: a volume of a million files has a million parts, kept sorted
         in a temporary file and, once backed up, in an artifact of their own.
         """
-        legacy = scheme == LEGACY_SCHEME
-
-        def keep(name: str) -> bool:
-            return not name.startswith(_WORKLOAD) and not (legacy and name.startswith(DIR))
-
-        return PartSpool(keep)
+        return PartSpool(exclude=(*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD)
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
