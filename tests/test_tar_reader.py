@@ -190,3 +190,46 @@ def test_a_cut_archive_is_an_error(cut: int) -> None:
 def test_an_empty_stream_is_no_archive() -> None:
     with pytest.raises(tarfile.ReadError, match="empty file"):
         _ours(b"")
+
+
+def test_a_tree_of_many_directories_restores_with_few_descriptors_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One descriptor per directory ran into the open-files limit (1,024 by default)."""
+    from engine.components import untar
+    from engine.components.files import extract_tar, tree_parts
+
+    monkeypatch.setattr(untar, "MAX_OPEN_DIRS", 3)
+    root = tmp_path / "src"
+    for i in range(40):
+        d = root / f"d{i:02d}" / "inner"
+        d.mkdir(parents=True)
+        (d / "f.txt").write_text(str(i))
+        (d.parent).chmod(0o750 if i % 2 else 0o755)
+    os.link(root / "d00" / "inner" / "f.txt", root / "d39" / "inner" / "same.txt")
+    sink = io.BytesIO()
+    write_tar(root, sink)
+    most = 0
+
+    class Counting(dict[str, Any]):
+        def __setitem__(self, name: str, part: Any) -> None:
+            nonlocal most
+            most = max(most, len(os.listdir("/proc/self/fd")))
+            super().__setitem__(name, part)
+
+    parts = Counting()
+    before = len(os.listdir("/proc/self/fd"))
+    extract_tar(lambda: _Stream(sink.getvalue()), tmp_path / "out", parts=parts)
+    assert dict(parts) == tree_parts(root) == tree_parts(tmp_path / "out")
+    assert most - before < 12, (most, before)  # three cached, the current chain, the streams
+
+
+class _Stream:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __enter__(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+    def __exit__(self, *exc: object) -> None:
+        pass

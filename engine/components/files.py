@@ -329,7 +329,10 @@ def write_tar(root: Path, sink: IO[bytes], only: Iterable[str] | None = None, pa
             # Plain strings, not Paths: building and relativising three Path objects per
             # entry was the largest cost left per small file (profiled, 100,000 files).
             for path, rel, kind in sorted_tree(str(root)):
-                count += _add(tar, path, rel, parts, linked, kind)
+                # A file the listing says is regular is opened at once (and checked on
+                # the open descriptor): no lstat, and no tarfile, for most files.
+                done = _fast_file(tar, path, rel, parts) if kind == REGULAR and FAST_HEADERS else None
+                count += done if done is not None else _add(tar, path, rel, parts, linked, kind)
     out.flush()
     return count
 
@@ -370,7 +373,9 @@ def ustar_header(name: str, st: os.stat_result, typeflag: bytes, size: int, link
     write (a test holds the bytes equal).
     """
     mtime = int(st.st_mtime)
-    owner = _owner_fields(st.st_uid, st.st_gid)
+    owner = _OWNERS.get((st.st_uid, st.st_gid))  # known owners without a call
+    if owner is None:
+        owner = _owner_fields(st.st_uid, st.st_gid)
     try:
         raw_name, raw_link = name.encode("ascii"), linkname.encode("ascii")
     except UnicodeEncodeError:
@@ -519,13 +524,11 @@ def _add(
     # (``inodes``, to spot hard links): about 2 KB per file, which made a backup's memory
     # grow with the file count (measured: +100 MB at 50,000 files). Only inodes with
     # more than one name can be linked to again, so only those are kept.
-    tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
-    if FAST_HEADERS:
-        # A file the listing says is regular is opened at once (and checked on the open
-        # descriptor): no lstat per file.
-        done = _fast_file(tar, path, arcname, parts) if kind == REGULAR else _fast_add(tar, path, arcname, parts)
+    if FAST_HEADERS and kind != REGULAR:  # a regular file was tried by the caller
+        done = _fast_add(tar, path, arcname, parts)
         if done is not None:
             return done
+    tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
     try:
         info = tar.gettarinfo(str(path), arcname)
         if info is None:  # a socket: tar archives none

@@ -47,6 +47,7 @@ from engine.streams import CHUNK
 
 NAME_MAX = 255
 PATH_MAX = 4095
+MAX_OPEN_DIRS = 256  # directory descriptors kept open between members
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -124,10 +125,23 @@ class TreeWriter:
         self._umask = _umask()
 
     def close(self) -> None:
+        self._close_dirs()
+        os.close(self._root_fd)
+
+    def _close_dirs(self) -> None:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
-        os.close(self._root_fd)
+
+    def _trim(self) -> None:
+        """Close the cached directory descriptors once there are many; they reopen as needed.
+
+        Why: one descriptor per directory of the archive ran into the open-files limit
+        (1,024 by default) for a tree of that many directories. Only between members, so
+        no descriptor in use is ever closed; reopening goes through the same checks.
+        """
+        if len(self._dirs) > MAX_OPEN_DIRS:
+            self._close_dirs()
 
     def __enter__(self) -> TreeWriter:
         return self
@@ -185,6 +199,7 @@ class TreeWriter:
     # -- members --------------------------------------------------------------------------
     def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
         """Write one member; ``content``: a regular file's bytes, in pieces."""
+        self._trim()
         parts = tuple(member_parts(member.name))  # the member's path, checked once
         parent = self._dir(parts[:-1], True, member.name)
         assert parent is not None
@@ -293,6 +308,7 @@ class TreeWriter:
 
     def remove(self, rel: str) -> None:
         """Remove the entry ``rel`` itself (an incremental layer's removal list)."""
+        self._trim()
         parts = tuple(member_parts(rel, "removal"))
         parent = self._dir(parts[:-1], False, rel)
         if parent is None:
@@ -310,6 +326,7 @@ class TreeWriter:
     def finish(self) -> None:
         """Apply directory modes, deepest first."""
         for parts in sorted(self._modes, key=len, reverse=True):
+            self._trim()
             fd = self._dir(parts, False, "/".join(parts))
             if fd is not None:
                 os.fchmod(fd, self._modes[parts])

@@ -2,8 +2,8 @@
 
 Backed up as a streamed tar (per-file digests live in the fingerprint, so a mismatch
 names the file; a volume of more than a few thousand files keeps them in an artifact of
-its own, see :mod:`engine.partstream`). Restores extract into a staging directory and swap it in, so files a
-ransomware-style fault encrypted in place are replaced, not merged.
+its own, see :mod:`engine.partstream`). Restores extract into a staging directory and
+swap it in, so files a ransomware-style fault encrypted in place are replaced, not merged.
 """
 
 from __future__ import annotations
