@@ -137,7 +137,9 @@ def _digest_text(f: Batch) -> bytes:
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
-        return b"".join(name_bytes(n) + b"\0" + d.encode() + b"\0" for n, d in zip(f[0::5], f[1::5], strict=True))
+        return b"".join(
+            name_bytes(n) + b"\0" + d.encode() + b"\0" for n, d in zip(f[0::FIELDS], f[1::FIELDS], strict=True)
+        )
 
 
 class Tally:
