@@ -93,6 +93,25 @@ def sorted_tree(top: str) -> Iterator[tuple[str, str, int]]:
             stack.pop()
 
 
+def count_entries(top: str) -> int:
+    """How many entries below ``top`` are not directories (as ``sorted_tree`` sees them), unsorted.
+
+    For a health check that only counts: no order, no entry handed out one at a time.
+    """
+    count, stack = 0, [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
 def file_part(path: Path | str) -> Part:
     """Digest of one entry: its type, mode bits and content (or link target)."""
     st = os.lstat(path)

@@ -103,6 +103,22 @@ def header_sum(block: bytes) -> int:
     return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
 
 
+def _check_sum(block: bytes) -> None:
+    """Refuse a header whose checksum is wrong; leave one summed as signed bytes to tarfile."""
+    actual = header_sum(block) - sum(block[148:156]) + 256
+    try:
+        if int(block[148:154], 8) == actual:  # "%06o\0 ", as tar writes it
+            return
+    except ValueError:
+        pass
+    recorded = _num(block[148:156])
+    if recorded == actual:
+        return
+    if recorded in tarfile.calc_chksums(block):  # type: ignore[attr-defined]
+        raise _Unsupported  # a signed checksum (old Sun tars): tarfile's
+    raise tarfile.ReadError("bad checksum")
+
+
 def _num(field: bytes) -> int:
     if field[-1] == 0:  # as tar writes them: octal digits and a NUL
         try:
@@ -218,12 +234,7 @@ class _Reader:
                 if pax is not None:
                     raise tarfile.ReadError("a pax header followed by the end of the archive")
                 return None
-            field = block[148:156]
-            recorded = _num(field)
-            if header_sum(block) - sum(field) + 256 != recorded:
-                if recorded in tarfile.calc_chksums(block):  # type: ignore[attr-defined]
-                    raise _Unsupported  # a signed checksum (old Sun tars): tarfile's
-                raise tarfile.ReadError("bad checksum")
+            _check_sum(block)
             if block[257:263] != _MAGIC:
                 raise _Unsupported
             kind = block[156:157]
@@ -279,14 +290,14 @@ def _built(block: bytes, kind: bytes, pax: dict[str, str] | None) -> Member:
         name = name.rstrip("/")
     if block[345]:
         name = _text(block[345:500]) + "/" + name
-    member = Member(
-        name,
-        kind,
-        _num(block[100:108]),
-        _num(block[136:148]),
-        _num(block[124:136]),
-        _text(block[157:257]) if block[157] else "",
-    )
+    if block[107] == block[135] == block[147] == 0:  # mode, size and mtime as tar writes them
+        try:
+            mode, size, mtime = int(block[100:107], 8), int(block[124:135], 8), int(block[136:147], 8)
+        except ValueError:
+            mode, size, mtime = _num(block[100:108]), _num(block[124:136]), _num(block[136:148])
+    else:
+        mode, size, mtime = _num(block[100:108]), _num(block[124:136]), _num(block[136:148])
+    member = Member(name, kind, mode, mtime, size, _text(block[157:257]) if block[157] else "")
     if pax:
         try:
             if "path" in pax:

@@ -269,7 +269,9 @@ class TreeWriter:
         try:
             digest = self._notify(rel, member)
             for chunk in content or ():
-                _write_all(fd, chunk)
+                written = os.write(fd, chunk)
+                if written != len(chunk):  # a short write: the rest, and a full disk said plainly
+                    _write_all(fd, memoryview(chunk)[written:])
                 if digest is not None:
                     digest(chunk)
             if mode & self._umask:
@@ -344,7 +346,7 @@ def _umask() -> int:
     return 0o777
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -22,11 +22,10 @@ from pydantic import ByteSize, Field
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     DIR,
-    DIRECTORY,
     FILE,
     Check,
+    count_entries,
     extract_layers,
-    sorted_tree,
     tree_parts_into,
     walk_files,
     write_tar,
@@ -215,7 +214,7 @@ class VolumesComponent(Component):
         """
         if not self.path.is_dir():
             return Health(ok=False, detail=f"{self.path} is not a directory")
-        count = sum(1 for _path, _rel, kind in sorted_tree(str(self.path)) if kind != DIRECTORY)
+        count = count_entries(str(self.path))
         return Health(ok=True, detail=f"{count} entries listed")
 
 
