@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from engine.components import tarread
 from engine.components.files import write_tar
+from engine.streams import CHUNK
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -178,6 +179,22 @@ def test_a_damaged_header_after_the_first_is_an_error_not_the_end() -> None:
         _ours(damaged)
     with pytest.raises(tarfile.ReadError, match="bad checksum"):
         _ours(_damaged_checksum(data, 0))
+
+
+@pytest.mark.parametrize("size", [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 17, 3 * tarread.READ_SIZE + 511])
+@pytest.mark.parametrize("read_content", [True, False])
+def test_members_larger_than_the_buffer_stream_through(size: int, read_content: bool) -> None:
+    """Content over a read's size comes in pieces from the stream; unread content is skipped."""
+    big = os.urandom(size)
+    data = _archive(
+        tarfile.PAX_FORMAT,
+        (_info("small", size=3), b"abc"),
+        (_info("big", size=size), big),
+        (_info("after", size=2), b"ok"),
+    )
+    assert _ours(data, read_content) == _tarfile(data, read_content)
+    pieces = [(m.name, [len(c) for c in content]) for m, content in tarread.members(io.BytesIO(data)) if content]
+    assert pieces[1][0] == "big" and max(pieces[1][1]) <= CHUNK and sum(pieces[1][1]) == size
 
 
 @pytest.mark.parametrize("cut", [100, 512, 700, 1024 + 200])
