@@ -343,7 +343,7 @@ def compare(expected: Fingerprint, actual: Fingerprint, limit: int = MAX_LISTED)
             total=1,
             compared=max(expected.part_count, actual.part_count),
         )
-    from engine.partmerge import merge
+    from engine.partmerge import merge  # here, not at the top: partmerge is built on this module
 
     with expected.open_batches() as theirs, actual.open_batches() as ours:
         return merge(theirs, ours, limit)
