@@ -25,12 +25,13 @@ validation problems rather than a traceback, because the fix is in the YAML, not
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from drills.scenario_files import SUFFIXES, is_scenario_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
@@ -38,11 +39,7 @@ if TYPE_CHECKING:
     from engine.errors import ValidationFailed
     from engine.journal import AssertionResult, Results
 
-SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR_NAME = "scenarios"
-# Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
-_SNIFF_LIMIT = 2 * 1024 * 1024 + 1
-_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source)[ \t]*:", re.MULTILINE)
 # How many findings per assertion the failure text shows; the report has them all.
 MAX_FINDINGS = 10
 
@@ -124,22 +121,6 @@ def _named_on_command_line(config: pytest.Config, file_path: Path) -> bool:
         except OSError:
             continue
     return False
-
-
-def is_scenario_file(path: Path) -> bool:
-    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``, or a
-    restore test's ``source:``.
-
-    A textual sniff rather than a YAML parse so a scenario with a syntax error is still
-    recognised and reported as an invalid drill instead of silently not being collected.
-    """
-    try:
-        with path.open("rb") as fh:
-            text = fh.read(_SNIFF_LIMIT).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
-    return "source" in keys or {"stack", "steps"} <= keys
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
