@@ -224,7 +224,8 @@ def run(
 
     On an interrupt (Ctrl-C, or SIGTERM as ``drproof`` turns it into one) no drill is
     started any more, each running drill is interrupted once and waited for (so it tears
-    down its servers and writes its partial results), and the interrupt goes on.
+    down its servers and writes its partial results), and :class:`Interrupted` carries
+    every drill's outcome on: those that never ran to the end are errors, never absent.
     """
     if parallel < 1:
         raise ConfigError("--parallel must be at least 1")
@@ -242,8 +243,20 @@ def run(
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         _interrupt(running)
-        raise
+        for item in running:
+            done[item.drill] = _outcome(item.drill, item.process.returncode, time.monotonic() - item.started)
+        for drill in drills:
+            done.setdefault(drill, Outcome(drill, 130, 0.0, None, "not run: the fleet was interrupted before it ran"))
+        raise Interrupted([done[d] for d in drills]) from None
     return [done[d] for d in drills]
+
+
+class Interrupted(KeyboardInterrupt):
+    """The fleet was interrupted: every drill's outcome, the interrupted and the never started included."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        super().__init__("the fleet was interrupted")
+        self.outcomes = outcomes
 
 
 def _reap(running: list[_Running]) -> Iterator[_Running]:

@@ -84,11 +84,11 @@ def run_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
                 highlight=False,
             )
 
+    interrupted = False
     try:
         outcomes = fleet.run(drills, parallel, options, finished)
-    except KeyboardInterrupt:
-        err.print(f"[bold red]interrupted[/bold red]: the running drills were stopped; their reports are in {escape(str(report_root))}")
-        return 130
+    except fleet.Interrupted as stop:
+        outcomes, interrupted = stop.outcomes, True
     paths = scorecard.write_outputs(outcomes, report_root)
     if args.json:
         sys.stdout.write(json.dumps(scorecard.rows(outcomes), indent=2) + "\n")
@@ -98,4 +98,7 @@ def run_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
     err.print(
         f"{scorecard.totals(outcomes)}; junit: {paths['junit']}; summary: {paths['summary']}", highlight=False, markup=False
     )
+    if interrupted:
+        err.print("[bold red]interrupted[/bold red]: no drill was started after it; the running ones were stopped and kept their partial results")
+        return 130
     return fleet.exit_code(outcomes)

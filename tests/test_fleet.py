@@ -204,9 +204,11 @@ def test_the_scorecard_orders_errors_then_failures_then_passes() -> None:
 
 
 def test_sigterm_stops_the_running_drills_once_and_keeps_their_partial_results(tmp_path: Path) -> None:
-    """As a Kubernetes pod is stopped: the fleet interrupts each drill, which tears down and writes what it has."""
+    """As a Kubernetes pod is stopped: the fleet interrupts each running drill, which tears down and
+    writes what it has, starts none after, and still writes its scorecard and JUnit with every drill."""
     _write(tmp_path, "drills/slow-a.yaml", SLOW.replace("config-slow", "config-slow-a"))
     _write(tmp_path, "drills/slow-b.yaml", SLOW.replace("config-slow", "config-slow-b"))
+    _write(tmp_path, "drills/slow-c.yaml", SLOW.replace("config-slow", "config-slow-c"))  # waits its turn
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
@@ -223,9 +225,14 @@ def test_sigterm_stops_the_running_drills_once_and_keeps_their_partial_results(t
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    proc_out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"interrupted" in err
     for name in ("slow-a", "slow-b"):
         results = json.loads((out / name / "results.json").read_text())
         assert results["exit_code"] == 130, name  # each drill was interrupted, tore down and said so
+    card = proc_out.decode().splitlines()
+    assert [line.split()[:2] for line in card] == [["ERROR", "slow-a"], ["ERROR", "slow-b"], ["ERROR", "slow-c"]]
+    assert "not run: the fleet was interrupted" in card[2]
+    suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
+    assert len(suites) == 3 and all(s.get("errors") != "0" for s in suites)  # all three drills, none green
