@@ -60,12 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--report-dir",
         type=Path,
-        help="where to write report.html, results.json, junit.xml (default ./drproof-reports/<scenario>-<UTC time>/)",
+        help="where to write report.html, results.json, junit.xml (default ./drproof-reports/<scenario>-<UTC time>/); "
+        "a fleet writes a subdirectory per scenario there (default ./drproof-reports/fleet-<UTC time>/)",
     )
     run.add_argument("--work-dir", type=Path, help="parent directory for the run's private files (default: temp)")
     run.add_argument("--keep-workdir", action="store_true", help="keep the run's private files for inspection")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
-    run.add_argument("--json", action="store_true", help="print results.json to stdout instead of progress")
+    run.add_argument(
+        "--json", action="store_true", help="print results.json (a fleet: its scorecard) to stdout instead of progress"
+    )
     run.add_argument(
         "--sign-key",
         type=Path,
