@@ -399,8 +399,21 @@ def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: Audi
             highlight=False,
         )
         sys.stdout.write(manifest.id + "\n")
+    _warn_changed_while_archived(manifest, err)
     summary["created_at_epoch"] = manifest.created_at.timestamp()
     return summary
+
+
+def _warn_changed_while_archived(manifest: Any, err: Console) -> None:
+    """Name what did not hold still: the set is consistent, but those files are as read, not as one moment."""
+    from engine.components.livechanges import describe
+
+    for comp in manifest.components:
+        lines = describe(comp.details)
+        if lines:
+            err.print(f"[yellow]warning[/yellow]: {comp.name}: entries changed while archived (stored as read):", highlight=False)
+            for line in lines:
+                err.print(f"  {line}", highlight=False, markup=False)
 
 
 def _report_backup(
