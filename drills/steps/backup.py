@@ -31,7 +31,7 @@ class BackupSpec(Strict):
     components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
     canary: bool = Field(
         default=False,
-        description="Plant a canary in each component that can hold one (postgres and redis kinds) just before the "
+        description="Plant a canary in each component that can hold one (postgres, redis, volumes and configuration kinds) just before the "
         "backup; the `canary` check then proves a restore brought back this very backup.",
     )
     expect: Literal["success", "failure"] = Field(

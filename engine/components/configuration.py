@@ -421,6 +421,20 @@ class ConfigurationComponent(Component):
         tree_parts_into(self.path, spool)
         return self._taken(spool, self.path, scheme)
 
+    # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
+    # fingerprinted and restored like any other file.
+    supports_canary: ClassVar[bool] = True
+
+    def plant_canary(self, value: str) -> str:
+        from engine.canary import plant_file
+
+        return plant_file(self.path, value)
+
+    def read_canary(self) -> str | None:
+        from engine.canary import read_file
+
+        return read_file(self.path)
+
     proves_while_staging: ClassVar[bool] = True
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:

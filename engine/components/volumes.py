@@ -127,6 +127,20 @@ class VolumesComponent(Component):
         details = self._write_full(writer, spool)
         return details, self._taken(spool)
 
+    # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
+    # fingerprinted and restored like any other file.
+    supports_canary: ClassVar[bool] = True
+
+    def plant_canary(self, value: str) -> str:
+        from engine.canary import plant_file
+
+        return plant_file(self.path, value)
+
+    def read_canary(self) -> str | None:
+        from engine.canary import read_file
+
+        return read_file(self.path)
+
     proves_while_staging: ClassVar[bool] = True
 
     def restore(self, source: ArtifactSource) -> None:
