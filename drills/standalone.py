@@ -27,7 +27,8 @@ from engine.errors import BackupNotFound, ConfigError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
-from engine.retention import Policy, plan
+from engine.repository.objectlock import Hold
+from engine.retention import Decision, Policy, plan
 from engine.runtime.external import ExternalRuntime
 
 Progress = Callable[[str], None]
@@ -232,13 +233,18 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
         readable = {m.id for m in repo.newest_first(summaries)}
         sets = [m for m in summaries if m.id in readable]
         holds = {m.id: [c.name for c in m.components] for m in sets}
-        decisions = plan(sets, policy, repo.verified_ids())
+        verified = repo.verified_ids()
+        locked = store_holds(repo, plan(sets, policy, verified))
+        decisions = plan(sets, policy, verified, {i: [h.reason() for h in hs] for i, hs in locked.items()})
         kept = [
             {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
+            | ({"locked": [h.as_dict() for h in locked[d.backup_id]]} if d.backup_id in locked else {})
             for d in decisions
             if d.keep
         ]
-        deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
+        deleted: list[dict[str, Any]] = [
+            {"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep
+        ]
         if not dry_run:
             for d in deleted:
                 # One line per deleted set, written while the exclusive lock is still held.
@@ -248,7 +254,22 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
                     op.extra.update(reason="retention policy", created_at=d["created_at"])
                     progress(f"deleting {d['id']}")
                     repo.delete(d["id"])
+                    d["storage_left"] = repo.left_after_delete(d["id"])
+                    d["freed"] = not d["storage_left"]
     return PruneResult(kept, deleted, dry_run)
+
+
+def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
+    """What the store still locks of each set the policy would delete (S3 Object Lock), by set id.
+
+    Asked only for those sets, so a bucket without Object Lock costs nothing more, and
+    retention never tries a delete the store would refuse half-way through a set.
+    """
+    found = {}
+    for d in decisions:
+        if not d.keep and (held := repo.holds(d.backup_id)):
+            found[d.backup_id] = held
+    return found
 
 
 def find_audited(

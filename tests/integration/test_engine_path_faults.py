@@ -380,6 +380,12 @@ def s3_setup(s3_server: SeaweedFS, tmp_path: Path, request: pytest.FixtureReques
     return {"bucket": bucket, "config": config, "direct": direct, "first": first, "env": env, "keys": keys}
 
 
+def _lock_or_settings(head: bytes) -> bool:
+    """The lease objects of the repository lock and the bucket's settings: spared by the proxy."""
+    line = head.split(b"\r\n", 1)[0]
+    return b"/locks/" in line or b"?versioning" in line or b"?object-lock" in line
+
+
 def _upstream_port(s3_endpoint: str) -> int:
     return int(s3_endpoint.rsplit(":", 1)[-1])
 
@@ -403,7 +409,7 @@ def _store_untouched(setup: dict[str, Any], s3_endpoint: str) -> None:
 def test_s3_errors_are_retried_with_backoff_then_the_backup_succeeds(
     s3_endpoint: str, s3_setup: dict[str, Any]
 ) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="pass", fail_first=3) as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="pass", fail_first=3, spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         result = _ok(_drproof(["backup", "--config", str(config), "--json"], s3_setup["env"]))
         assert proxy.failed == 3 and proxy.requests > 3, vars(proxy)
@@ -416,7 +422,7 @@ def test_s3_errors_are_retried_with_backoff_then_the_backup_succeeds(
 def test_s3_failing_every_request_fails_the_backup_after_bounded_retries(
     s3_endpoint: str, s3_setup: dict[str, Any]
 ) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="fail") as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="fail", spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         started = time.monotonic()
         failed = _drproof(["backup", "--config", str(config)], s3_setup["env"])
@@ -429,13 +435,14 @@ def test_s3_failing_every_request_fails_the_backup_after_bounded_retries(
     # Exactly 4: tar and zstd writing again while they unwind must not start the retry cycle
     # over (each would cost another 4 attempts), and nothing is attempted after the failure.
     assert proxy.requests == proxy.failed == 4, vars(proxy)
+    assert proxy.spared > 0, vars(proxy)  # the repository lock was taken and released through the proxy
     assert elapsed < 30, elapsed
     _no_secrets(failed, s3_setup["keys"])
     _store_untouched(s3_setup, s3_endpoint)
 
 
 def test_s3_that_never_answers_fails_the_backup_within_the_timeouts(s3_endpoint: str, s3_setup: dict[str, Any]) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="hang") as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="hang", spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         started = time.monotonic()
         failed = _drproof(["backup", "--config", str(config)], s3_setup["env"])
