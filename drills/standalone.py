@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import BackupConfig, LocalRepositorySpec, S3RepositorySpec
+from drills.backup_config import BackupConfig, LocalRepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
@@ -25,7 +25,7 @@ from engine.components.base import Component
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
-from engine.repository import LocalRepository, S3Repository
+from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository, VerifyReport
 from engine.repository.objectlock import Hold
 from engine.retention import Decision, Policy, plan
@@ -36,12 +36,7 @@ BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
 def _describe(spec: Any) -> str:
-    if isinstance(spec, S3RepositorySpec):
-        facts = {"type": "s3", "bucket": spec.bucket, "prefix": spec.prefix}
-        if spec.endpoint_url:
-            facts["endpoint_url"] = spec.endpoint_url
-        return describe_repository(facts)
-    return describe_repository({"type": "local", "path": str(spec.path)})
+    return describe_repository(spec.describe())
 
 
 def where(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> str:
@@ -70,9 +65,7 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
 
 
 def _open(spec: Any, encryption: Encryption | None, create: bool = True) -> Repository:
-    if isinstance(spec, S3RepositorySpec):
-        return S3Repository(spec.bucket, spec.prefix, spec.endpoint_url, spec.region, encryption)
-    return LocalRepository(spec.path, encryption, create=create)
+    return open_repository(spec, OpenContext(encryption=encryption, create=create))
 
 
 def repository(

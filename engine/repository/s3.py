@@ -27,7 +27,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
@@ -51,6 +53,7 @@ from engine.repository.base import (
 )
 from engine.repository.objectlock import Hold, ObjectLock, ObjectLocked
 from engine.repository.s3lease import DEFAULT_TTL, Lease, held
+from engine.repository.settings import BackendSettings, OpenContext
 from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
@@ -244,8 +247,116 @@ class _S3SetWriter(EncodingSetWriter):
                 break
 
 
+class ObjectLockSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        description="COMPLIANCE: nobody can delete or shorten the lock, not even the bucket's owner. GOVERNANCE: "
+        "only a principal allowed s3:BypassGovernanceRetention can (drproof never asks to)."
+    )
+    days: int = Field(ge=1, le=36500, description="How long each object is kept after it is written.")
+
+
+def _env_name(description: str) -> Any:
+    return Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=description)
+
+
+class S3Settings(BackendSettings):
+    bucket: str = Field(min_length=3, description="Bucket name.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    endpoint_url: str | None = Field(default=None, description="For S3-compatible stores (MinIO, Ceph, SeaweedFS, ...).")
+    endpoint_url_env: str | None = _env_name(
+        "Environment variable holding the endpoint URL instead (a drill in CI against a store started for it)."
+    )
+    region: str | None = Field(default=None, description="Region of the bucket; default us-east-1.")
+    access_key_id_env: str | None = _env_name(
+        "Environment variable holding the access key id; default: boto3's own chain (AWS_* variables, profile, "
+        "instance role). Keys are never written in the file."
+    )
+    secret_access_key_env: str | None = _env_name("Environment variable holding the secret access key.")
+    session_token_env: str | None = _env_name("Environment variable holding a session token (temporary keys).")
+    object_lock: ObjectLockSettings | None = Field(
+        default=None,
+        description="S3 Object Lock on every object drproof writes; the bucket must have Object Lock enabled "
+        "(else a configuration error before anything is written).",
+    )
+    lock_lease_seconds: int = Field(
+        default=int(DEFAULT_TTL.total_seconds()),
+        ge=5,
+        description="Lifetime of the repository lock's lease object unless renewed (renewed every third of it); "
+        "a holder that died blocks others for at most this long.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3Settings:
+        if self.endpoint_url and self.endpoint_url_env:
+            raise ValueError("give endpoint_url or endpoint_url_env, not both")
+        if self.endpoint_url and "@" in self.endpoint_url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ValueError("endpoint_url must not hold credentials; name variables in access_key_id_env/...")
+        if bool(self.access_key_id_env) != bool(self.secret_access_key_env):
+            raise ValueError("give access_key_id_env and secret_access_key_env together")
+        return self
+
+    def describe(self) -> dict[str, str]:
+        facts = {"type": "s3", "bucket": self.bucket, "prefix": self.prefix}
+        if self.endpoint_url:
+            facts["endpoint_url"] = self.endpoint_url
+        elif self.endpoint_url_env:
+            facts["endpoint_url"] = f"${self.endpoint_url_env}"
+        return facts
+
+    def secret_variables(self) -> list[str]:
+        return [n for n in (self.access_key_id_env, self.secret_access_key_env, self.session_token_env) if n]
+
+    def endpoint(self) -> str | None:
+        if self.endpoint_url_env is None:
+            return self.endpoint_url
+        return _required_env(self.endpoint_url_env, "repository.endpoint_url_env")
+
+    def credentials(self) -> Credentials | None:
+        if self.access_key_id_env is None or self.secret_access_key_env is None:
+            return None
+        token = self.session_token_env
+        return Credentials(
+            _required_env(self.access_key_id_env, "repository.access_key_id_env"),
+            _required_env(self.secret_access_key_env, "repository.secret_access_key_env"),
+            _required_env(token, "repository.session_token_env") if token else None,
+        )
+
+    def lock(self) -> ObjectLock | None:
+        if self.object_lock is None:
+            return None
+        return ObjectLock(self.object_lock.mode, timedelta(days=self.object_lock.days))
+
+
+def _required_env(name: str, key: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"{key}: the environment variable {name} is not set (or empty)")
+    return value
+
+
 class S3Repository(Repository):
     name: ClassVar[str] = "s3"
+    Settings: ClassVar[type[BackendSettings]] = S3Settings
+
+    @classmethod
+    def open(cls, settings: Any, ctx: OpenContext) -> S3Repository:
+        """A drill's run (``ctx.run_name``) keeps its sets under ``<prefix>/<run name>``."""
+        assert isinstance(settings, S3Settings)
+        prefix = settings.prefix
+        if ctx.run_name is not None:
+            prefix = "/".join(p for p in (prefix.strip("/"), ctx.run_name) if p)
+        return cls(
+            settings.bucket,
+            prefix,
+            settings.endpoint(),
+            settings.region,
+            ctx.encryption,
+            credentials=settings.credentials(),
+            object_lock=settings.lock(),
+            lease_ttl=timedelta(seconds=settings.lock_lease_seconds),
+        )
 
     def __init__(
         self,

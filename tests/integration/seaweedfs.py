@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.runtime import processes
 from tests.integration.servers import require
@@ -215,3 +216,17 @@ def bucket_name(hint: str) -> str:
     dashes (SeaweedFS, like AWS, refuses a name ending in ``-``), at most 63 characters."""
     stem = re.sub(r"[^a-z0-9]+", "-", hint.lower()).strip("-")[:48].rstrip("-")
     return f"{stem or 'drproof'}-{secrets.token_hex(4)}"
+
+
+DRILL_BUCKET = "drproof-drills"
+
+
+def s3_drill_environment(server: SeaweedFS, monkeypatch: Any) -> None:
+    """What the shipped S3 scenarios expect: the bucket ``drproof-drills`` (Object Lock
+    enabled) and the endpoint and keys in DRPROOF_S3_ENDPOINT, _KEY_ID and _SECRET."""
+    client: Any = server.client()
+    if DRILL_BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=DRILL_BUCKET, ObjectLockEnabledForBucket=True)
+    monkeypatch.setenv("DRPROOF_S3_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("DRPROOF_S3_KEY_ID", server.access_key)
+    monkeypatch.setenv("DRPROOF_S3_SECRET", server.secret_key)
