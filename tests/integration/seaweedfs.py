@@ -100,7 +100,15 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _answers(port: int) -> bool:
+def _serving(log: Path, port: int) -> bool:
+    """weed says it serves S3 on ``port``, and the port answers.
+
+    The log line first: a port that merely answers may be another process's that took it
+    (weed then exits with "address already in use" a few seconds later, once its S3
+    gateway tries to bind).
+    """
+    if f"at http port {port}" not in log.read_text(errors="replace"):
+        return False
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
     return False
@@ -144,7 +152,7 @@ def _start_once(binary: Path, root: Path) -> tuple[subprocess.Popen[bytes], dict
     log.write_text("")
     proc = processes.spawn(_argv(binary, root, ports), log=log)
     s3 = ports["s3.port"]
-    up = processes.wait_until(lambda: proc.poll() is not None or _answers(s3), timeout=START_TIMEOUT, interval=0.05)
+    up = processes.wait_until(lambda: proc.poll() is not None or _serving(log, s3), timeout=START_TIMEOUT, interval=0.05)
     if up and proc.poll() is None:
         return proc, ports
     text = log.read_text(errors="replace")
@@ -196,13 +204,22 @@ def seaweedfs(root: Path) -> Iterator[SeaweedFS]:
 
 def _wait_for_buckets(server: SeaweedFS) -> None:
     """The gateway answers before the filer behind it is ready: list buckets until it works."""
+    import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = server.client()
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1}),
+    )
 
     def ready() -> bool:
         try:
-            client.list_buckets()  # type: ignore[attr-defined]
+            client.list_buckets()
         except (BotoCoreError, ClientError):
             return False
         return True

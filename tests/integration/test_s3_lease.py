@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.errors import RepositoryError
 from engine.repository import S3Repository
+from engine.repository.objectlock import ObjectLocked
 from engine.repository.s3lease import LockBusy
 from tests.integration.seaweedfs import SeaweedFS, bucket_name
 
@@ -93,3 +96,49 @@ def test_a_held_lease_is_renewed_past_its_ttl(open_repo: Callable[..., S3Reposit
         threading.Event().wait(4.0)  # more than two ttls: renewals keep it alive
         with pytest.raises(LockBusy, match="locked by copy"), open_repo(wait=1.0).lock(exclusive=True):
             pass
+
+
+def test_copies_racing_prunes_lose_nothing(open_repo: Callable[..., S3Repository], tmp_path: Path) -> None:
+    """Each round a copy (shared lease) and a prune (exclusive) start together: the prune
+    either runs first (the copy then finds the set gone and says so) or waits for the copy;
+    a copy that started is never cut short by a delete under it."""
+    from engine import backup as engine_backup
+    from engine.errors import BackupNotFound
+    from engine.repository import LocalRepository
+
+    source = open_repo(ttl=3.0, wait=30.0)
+    outcomes: list[str] = []
+    for round_ in range(5):
+        writer = source.begin(f"r{round_}")
+        with writer.artifact("comp", "data") as fh:
+            fh.write(os.urandom(3 << 20))
+        manifest = writer.commit([], {}, {})
+        target = LocalRepository(tmp_path / f"offsite-{round_}")
+        errors: list[BaseException] = []
+
+        def copy(manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors) -> None:
+            try:
+                with open_repo(ttl=3.0, wait=30.0).lock(exclusive=False, operation="copy"):
+                    engine_backup.copy_set(source, target, source.get(manifest.id))
+            except BackupNotFound:
+                outcomes.append("pruned before the copy began")
+            except BaseException as exc:
+                errors.append(exc)
+            else:
+                outcomes.append("copied")
+
+        def prune(manifest: Any = manifest) -> None:
+            pruner = open_repo(ttl=3.0, wait=30.0)
+            with pruner.lock(exclusive=True, operation="prune"), suppress(ObjectLocked):
+                pruner.delete(manifest.id)  # with Object Lock the store keeps the set: nothing to race
+
+        threads = [threading.Thread(target=copy), threading.Thread(target=prune)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], errors  # never a copy broken half-way by a delete
+        if outcomes[-1] == "copied":
+            assert target.verify(manifest.id).ok
+    assert len(outcomes) == 5
+    print(f"\ncopy vs prune, 5 rounds: {outcomes}")

@@ -9,19 +9,23 @@ behind and never brings a deleted set back; a locked artifact survives a writer'
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engine.manifest import MANIFEST_NAME
 from engine.repository import S3Repository
 from engine.repository.objectlock import ObjectLock, ObjectLocked
 from engine.repository.s3 import ObjectLockUnsupported
 from engine.retention import Policy, plan
+from tests.integration.helpers import run_cli
 from tests.integration.seaweedfs import SeaweedFS, bucket_name
 
 pytestmark = [pytest.mark.integration]
@@ -173,3 +177,64 @@ def test_a_writer_cannot_delete_a_locked_artifact_and_the_set_still_verifies(
     loose.delete_stored(gone, gone.artifacts[0])
     report = loose.verify(gone.id)
     assert not report.ok and report.checks[0].problem == "missing"
+
+
+def _config(tmp_path: Path, bucket: str, endpoint: str, lock: bool) -> Path:
+    files = tmp_path / "files"
+    files.mkdir(exist_ok=True)
+    (files / "a.txt").write_text("a" * 5000)
+    repository: dict[str, Any] = {
+        "type": "s3",
+        "bucket": bucket,
+        "prefix": "prod",
+        "endpoint_url": endpoint,
+        "access_key_id_env": "BACKUP_S3_KEY_ID",
+        "secret_access_key_env": "BACKUP_S3_SECRET",
+    }
+    if lock:
+        repository["object_lock"] = {"mode": "GOVERNANCE", "days": 1}
+    config = {
+        "repository": repository,
+        "retention": {"keep_last": 1},
+        "components": {"files": {"kind": "volumes", "path": str(files)}},
+    }
+    path = tmp_path / f"config-{bucket}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_backup_config_object_lock_from_dry_run_to_prune(
+    s3_server: SeaweedFS,
+    make_bucket: MakeBucket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """backup-config.yaml end to end: keys from the named variables, the lock checked by the
+    dry run, every backup locked, and prune keeping the locked set with its object and date."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # only the variables the configuration names
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("BACKUP_S3_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("BACKUP_S3_SECRET", s3_server.secret_key)
+    unlocked = _config(tmp_path, make_bucket(versioned=True), s3_server.endpoint, lock=True)
+    assert run_cli(["backup", "--config", str(unlocked), "--dry-run", "--json"]) == 2
+    repo_check = next(c for c in json.loads(capsys.readouterr().out) if c["what"].startswith("repository"))
+    assert not repo_check["ok"] and "does not have Object Lock enabled" in repo_check["detail"]
+    assert run_cli(["backup", "--config", str(unlocked)]) == 2
+    assert "does not have Object Lock enabled" in capsys.readouterr().err
+
+    cfg = str(_config(tmp_path, make_bucket(lock=True), s3_server.endpoint, lock=True))
+    assert run_cli(["backup", "--config", cfg, "--dry-run", "--json"]) == 0
+    repo_check = next(c for c in json.loads(capsys.readouterr().out) if c["what"].startswith("repository"))
+    assert "Object Lock GOVERNANCE for 1 day (enabled on the bucket)" in repo_check["detail"], repo_check
+    ids = []
+    for _ in range(2):
+        assert run_cli(["backup", "--config", cfg, "--json"]) == 0
+        ids.append(json.loads(capsys.readouterr().out)["id"])
+    assert run_cli(["recovery", "prune", "--config", cfg, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["deleted"] == [] and sorted(k["id"] for k in result["kept"]) == sorted(ids)
+    older = next(k for k in result["kept"] if "keep_last" not in k["reasons"])
+    assert older["reasons"][0].startswith("object lock: prod/sets/") and "(GOVERNANCE) until" in older["reasons"][0]
+    assert {h["mode"] for h in older["locked"]} == {"GOVERNANCE"} and all(h["until"] for h in older["locked"])
+    assert s3_server.secret_key not in json.dumps(result)
