@@ -722,13 +722,11 @@ MAX_ROW_COUNTS = 1000  # tables listed per component in results.json; the totals
 
 def content_of(fp: Fingerprint) -> tuple[dict[str, int], dict[str, int]]:
     """What a fingerprint counted: totals by unit, and rows per table (the first thousand)."""
-    totals: dict[str, int] = {}
     rows: dict[str, int] = {}
-    for name, part in fp.parts.items():
-        totals[part.unit] = totals.get(part.unit, 0) + part.count
+    for name, part in fp.parts.items():  # inline parts only: a streamed tree has files, not tables
         if part.unit == "rows" and len(rows) < MAX_ROW_COUNTS:
             rows[name] = part.count
-    return totals, rows
+    return fp.totals(), rows
 
 
 def _negative_control(r: AssertionResult) -> AssertionResult:

@@ -289,7 +289,7 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
-        report.findings = restorability(manifest)
+        report.findings += restorability(manifest)
         report.ok = report.ok and not report.findings
         repo.record_verification(report)
         if not report.ok:

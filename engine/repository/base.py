@@ -17,6 +17,7 @@ from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
 from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
+from engine.partstream import parts_problems
 from engine.repository.objectlock import Hold
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
@@ -261,7 +262,12 @@ class Repository(ABC):
                 readable = False  # another key: the stored bytes can still be checked
         check = self.prove_artifact if readable else self.check_artifact
         checks = [check(manifest, a) for a in manifest.artifacts]
-        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+        findings: list[str] = []
+        if readable:  # stored fingerprint parts must also be the ones the manifest records
+            damaged = {c.artifact for c in checks if not c.ok}
+            findings = parts_problems(manifest, lambda a: self.open_artifact(manifest, a, checked=True), damaged)
+        ok = all(c.ok for c in checks) and not findings
+        return VerifyReport(backup_id=backup_id, ok=ok, checks=checks, findings=findings)
 
     @contextmanager
     def open_artifact(
