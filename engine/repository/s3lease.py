@@ -28,6 +28,7 @@ in docs/security.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -41,6 +42,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from engine.errors import RepositoryError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = timedelta(seconds=120)
 POLL = 0.5
@@ -89,6 +92,11 @@ def _code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _denied(exc: BaseException) -> bool:
+    """Access denied by the store, directly or as the cause of a RepositoryError."""
+    return any(_code(e) in ("AccessDenied", "403") for e in (exc, exc.__cause__) if isinstance(e, Exception))
+
+
 def _server_date(response: dict[str, Any]) -> datetime | None:
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     return parsedate_to_datetime(date).astimezone(UTC) if date else None
@@ -107,6 +115,7 @@ class Lease:
         self.server_now = datetime.now(UTC)  # replaced by the store's clock at the first answer
         self.renewed_at = 0.0  # monotonic time of the last successful write
         self.lost: str | None = None
+        self.unannounced = False  # a shared holder whose keys could not write its lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,6 +181,8 @@ class Lease:
             self._acquire_exclusive(deadline)
         else:
             self._acquire_shared(deadline)
+        if self.unannounced:
+            return
         self._thread = threading.Thread(target=self._renew_loop, name="drproof-s3-lease", daemon=True)
         self._thread.start()
 
@@ -221,7 +232,13 @@ class Lease:
         while True:
             current = self.holder(exclusive_key)
             if not self._alive(current):
-                self._write()
+                try:
+                    self._write()
+                except Exception as exc:
+                    if not _denied(exc):
+                        raise
+                    self._read_only(exc)
+                    return
                 current = self.holder(exclusive_key)  # announced: check again
                 if not self._alive(current):
                     return
@@ -229,6 +246,19 @@ class Lease:
             if time.monotonic() >= deadline:
                 raise self._busy([current] if current else [])
             time.sleep(POLL)
+
+    def _read_only(self, exc: Exception) -> None:
+        """Keys that may read but not write ``locks/`` (a restore with read-only keys): go on
+        unannounced rather than refuse a restore, and say that a prune is not kept out."""
+        self.unannounced = True
+        log.warning(
+            "S3 repository %s: could not write the shared lease %s (%s); going on without it, so a prune "
+            "started now would not wait for this %s",
+            self.store.where(),
+            self.key,
+            exc,
+            self.operation,
+        )
 
     # -- holding ----------------------------------------------------------------------------
     def _write(self, *, if_none_match: bool = False, conditional: bool = False) -> None:
@@ -278,7 +308,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._delete_own()
+        if not self.unannounced:
+            self._delete_own()
 
 
 @contextmanager

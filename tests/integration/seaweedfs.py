@@ -54,6 +54,7 @@ class SeaweedFS:
     access_key: str
     secret_key: str
     started_in: float  # seconds from spawn to the S3 port answering
+    reader_keys: tuple[str, str] = ("", "")  # a second identity that may only read and list
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
@@ -132,16 +133,19 @@ def _argv(binary: Path, root: Path, ports: dict[str, int]) -> list[str]:
     ]
 
 
-def _write_identity(root: Path, access_key: str, secret_key: str) -> None:
-    identity = {
-        "identities": [
-            {
-                "name": "drproof",
-                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ]
-    }
+def _write_identity(root: Path, access_key: str, secret_key: str, reader: tuple[str, str] = ("", "")) -> None:
+    identities = [
+        {
+            "name": "drproof",
+            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
+    if reader[0]:
+        identities.append(
+            {"name": "reader", "credentials": [{"accessKey": reader[0], "secretKey": reader[1]}], "actions": ["Read", "List"]}
+        )
+    identity = {"identities": identities}
     (root / "s3.json").write_text(json.dumps(identity))
 
 
@@ -183,7 +187,8 @@ def seaweedfs(root: Path) -> Iterator[SeaweedFS]:
     (root / "data").mkdir(exist_ok=True)
     # New keys each start: tests check that they never appear in drproof's output.
     access_key, secret_key = "AKDR" + secrets.token_hex(8).upper(), secrets.token_hex(20)
-    _write_identity(root, access_key, secret_key)
+    reader = ("AKRO" + secrets.token_hex(8).upper(), secrets.token_hex(20))
+    _write_identity(root, access_key, secret_key, reader)
     (root / "s3.json").chmod(0o600)
     began = time.monotonic()
     for _ in range(ATTEMPTS):
@@ -193,7 +198,9 @@ def seaweedfs(root: Path) -> Iterator[SeaweedFS]:
     else:
         raise RuntimeError(f"SeaweedFS: a port was taken during each of {ATTEMPTS} starts")
     proc, ports = started
-    server = SeaweedFS(f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, time.monotonic() - began)
+    server = SeaweedFS(
+        f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, time.monotonic() - began, reader
+    )
     try:
         _wait_for_buckets(server)
         yield server

@@ -142,3 +142,32 @@ def test_copies_racing_prunes_lose_nothing(open_repo: Callable[..., S3Repository
             assert target.verify(manifest.id).ok
     assert len(outcomes) == 5
     print(f"\ncopy vs prune, 5 rounds: {outcomes}")
+
+
+def test_read_only_keys_restore_unannounced_but_cannot_prune(
+    s3_server: SeaweedFS, open_repo: Callable[..., S3Repository], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restore with keys that may not write ``locks/`` goes on (saying a prune is not kept out); a prune cannot."""
+    from engine.repository.s3 import Credentials
+
+    writer = open_repo()
+    with writer.lock(exclusive=False, operation="backup"):
+        pass  # the bucket and prefix exist; nothing is left under locks/
+    reader = S3Repository(
+        writer.bucket,
+        prefix=writer.prefix,
+        endpoint_url=s3_server.endpoint,
+        credentials=Credentials(*s3_server.reader_keys),
+        lock_wait=timedelta(seconds=1),
+    )
+    with caplog.at_level("WARNING"), reader.lock(exclusive=False, operation="restore"):
+        assert "going on without it, so a prune started now would not wait for this restore" in caplog.text
+    with pytest.raises(RepositoryError, match="AccessDenied"), reader.lock(exclusive=True, operation="prune"):
+        pass
+    # A live prune still keeps the read-only restore out: reading the lease needs no write.
+    with (
+        writer.lock(exclusive=True, operation="prune"),
+        pytest.raises(LockBusy, match="locked by prune"),
+        reader.lock(exclusive=False, operation="restore"),
+    ):
+        pass
