@@ -196,6 +196,9 @@ def take_backup(
                 canaries={c.instance for c in comps if config.components[c.instance].canary},
             )
             op.backup_ids = [manifest.id]
+            moved = {c.name: c.details["changed_while_archived"] for c in manifest.components if "changed_while_archived" in c.details}
+            if moved:  # the audit trail says which files were captured as read, not as one moment
+                op.extra["changed_while_archived"] = moved
             progress(f"verifying {manifest.id}")
             report = repo.verify(manifest.id, written=manifest)
             repo.record_verification(report)

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import DIR, PartSink, extract_tar, tree_parts_into, walk_files, write_tar
+from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partstream import PartSpool
 from engine.redaction import is_secret_key, redact, redact_value
@@ -438,7 +439,10 @@ class ConfigurationComponent(Component):
         extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool)
 
     def health(self) -> Health:
-        files = self.files()
+        try:
+            files = self.files()
+        except ComponentError as exc:  # a directory that cannot be listed: not healthy, and why
+            return Health(ok=False, detail=str(exc))
         if not files:
             return Health(ok=False, detail="no configuration files")
         problems = []

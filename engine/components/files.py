@@ -8,6 +8,7 @@ contents exactly as they were.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import os
@@ -20,6 +21,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Protocol
 
+from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
 from engine.components.untar import TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
@@ -28,28 +30,29 @@ from engine.streams import CHUNK, ZSTD_FEED
 
 
 def walk_files(root: Path) -> Iterator[Path]:
-    """Every non-directory entry under root, sorted, without following symlinks."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
-        for name in dirnames:
-            p = Path(dirpath) / name
-            if p.is_symlink():
-                yield p
+    """Every non-directory entry under root, without following symlinks.
+
+    A directory that cannot be listed is an error (``sorted_tree``), never a silent gap:
+    ``os.walk`` skipped it, so a fault, health check or file list missed what was below.
+    """
+    for path, _rel, kind in sorted_tree(str(root)):
+        if kind != DIRECTORY:
+            yield Path(path)
 
 
 # What a directory listing says an entry is (its d_type, without a stat): ``sorted_tree``'s kinds.
 OTHER, DIRECTORY, REGULAR = 0, 1, 2
 
 
-def _listing(path: str) -> list[tuple[str, int]]:
+def _listing(path: str, rel: str, changes: LiveChanges | None = None) -> list[tuple[str, int]]:
     """(name, kind) of the entries of ``path``, in the order ``sorted_tree`` visits them.
 
     A directory sorts as its name followed by "/", so that visiting each one right where
     it sorts gives every path below in the order of its string: "a.txt" < "a/x" < "a0".
-    A link to a directory is not one here. A directory that cannot be listed has no
-    entries, as for ``os.walk``.
+    A link to a directory is not one here. A directory gone since its parent was listed
+    (a live tree) has no entries, noted in ``changes``; any other failure to list one
+    (a path over the system's limit, no permission) is an error: a walk that skipped it
+    would back up, or fingerprint, less than the tree and say nothing.
     """
     try:
         with os.scandir(path) as it:
@@ -64,13 +67,38 @@ def _listing(path: str) -> list[tuple[str, int]]:
                 )
                 for e in it
             ]
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
+        if changes is not None and rel:
+            changes.note(rel + "/", "directory vanished or was replaced while archived; nothing below it stored")
         return []
+    except OSError as exc:
+        raise unlistable(path, rel, exc) from exc
     entries.sort(key=lambda e: e[0] + "/" if e[1] == DIRECTORY else e[0])
     return entries
 
 
-def sorted_tree(top: str) -> Iterator[tuple[str, str, int]]:
+def unreadable_entry(root: Path, rel: str, exc: OSError) -> ComponentError:
+    """The error for an entry that could not be archived: the backup stops, naming it."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return unlistable(str(root / rel), rel, exc)
+    return ComponentError(
+        f"cannot archive {rel or root!r}: {exc.strerror or exc}; the backup was not completed (nothing is published)"
+    )
+
+
+def unlistable(path: str, rel: str, exc: OSError) -> ComponentError:
+    """The error for a directory of a tree that cannot be read, with what to do about it."""
+    where = f"directory {rel!r}" if rel else f"directory {path}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return ComponentError(
+            f"cannot read {where}: its path is {len(os.fsencode(path))} bytes, over this system's limit "
+            f"({os.pathconf('/', 'PC_PATH_MAX')} bytes): drproof cannot back up or check a tree this deep; "
+            "shorten or move the deepest directories"
+        )
+    return ComponentError(f"cannot read {where}: {exc.strerror}; nothing below it could be backed up or checked")
+
+
+def sorted_tree(top: str, changes: LiveChanges | None = None) -> Iterator[tuple[str, str, int]]:
     """(path, path relative to ``top``, kind) of every entry below ``top``.
 
     Depth first, each directory right before what it holds, and in an order that gives
@@ -80,14 +108,14 @@ def sorted_tree(top: str) -> Iterator[tuple[str, str, int]]:
     kind is what the listing said (``DIRECTORY``, ``REGULAR`` or ``OTHER``): whoever
     opens the entry checks again.
     """
-    stack = [(top, "", iter(_listing(top)))]
+    stack = [(top, "", iter(_listing(top, "", changes)))]
     while stack:
         path, rel, entries = stack[-1]
         for name, kind in entries:
             child, child_rel = f"{path}/{name}", f"{rel}/{name}" if rel else name
             yield child, child_rel, kind
             if kind == DIRECTORY and not os.path.islink(child):  # replaced by a link since it was listed: not followed
-                stack.append((child, child_rel, iter(_listing(child))))
+                stack.append((child, child_rel, iter(_listing(child, child_rel, changes))))
                 break
         else:
             stack.pop()
@@ -96,19 +124,23 @@ def sorted_tree(top: str) -> Iterator[tuple[str, str, int]]:
 def count_entries(top: str) -> int:
     """How many entries below ``top`` are not directories (as ``sorted_tree`` sees them), unsorted.
 
-    For a health check that only counts: no order, no entry handed out one at a time.
+    For a health check that only counts: no order, no entry handed out one at a time. A
+    directory that cannot be listed raises, as in ``sorted_tree``.
     """
     count, stack = 0, [top]
     while stack:
+        path = stack.pop()
         try:
-            with os.scandir(stack.pop()) as it:
+            with os.scandir(path) as it:
                 for entry in it:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                     else:
                         count += 1
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as exc:
+            raise unlistable(path, os.path.relpath(path, top), exc) from exc
     return count
 
 
@@ -244,16 +276,31 @@ class _Appender:
         return self._offset
 
 
-class _DigestingReader:
-    """A file as tarfile reads it while archiving, digested on the way through."""
+class _AnnouncedReader:
+    """A file as tarfile reads it while archiving: digested on the way, zero-filled if it shrank.
 
-    def __init__(self, fh: IO[bytes], digest: ContentDigest) -> None:
+    tarfile copies exactly the size its header announced and raises on a short read,
+    which was a traceback for a log truncated while it was archived. Zeros past the end
+    keep the archive readable (as GNU tar does); ``stored`` says how much was real.
+    """
+
+    def __init__(self, fh: IO[bytes], size: int, digest: ContentDigest | None) -> None:
         self._fh = fh
+        self._left = size
         self._digest = digest
+        self._ended = False  # the file ran out: no more reads, whatever it holds later
+        self.stored = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        self._digest.add(data)
+        want = self._left if size < 0 else min(size, self._left)
+        data = b"" if self._ended else self._fh.read(want)
+        self.stored += len(data)
+        if len(data) < want:
+            self._ended = True
+            data += bytes(want - len(data))
+        self._left -= len(data)
+        if self._digest is not None:
+            self._digest.add(data)
         return data
 
 
@@ -318,13 +365,21 @@ def without_directories(parts: dict[str, Part]) -> dict[str, Part]:
     return {k: v for k, v in parts.items() if not k.startswith(DIR)}
 
 
-def write_tar(root: Path, sink: IO[bytes], only: Iterable[str] | None = None, parts: PartSink | None = None) -> int:
+def write_tar(
+    root: Path,
+    sink: IO[bytes],
+    only: Iterable[str] | None = None,
+    parts: PartSink | None = None,
+    changes: LiveChanges | None = None,
+) -> int:
     """Stream root's contents (not root itself) as a tar; return the number of entries.
 
     ``only`` limits the archive to these relative paths, in the order given (an
     incremental backup's changes). ``parts`` receives the fingerprint part of every
     entry archived, digested from the very bytes written, so fingerprinting costs no
     second read of the tree; they arrive in the order of their names (``sorted_tree``).
+    ``changes`` hears of every entry that changed, shrank or vanished while archived
+    (:mod:`engine.components.livechanges`); the archive stays consistent either way.
     """
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
@@ -339,19 +394,24 @@ def write_tar(root: Path, sink: IO[bytes], only: Iterable[str] | None = None, pa
     # 16 KiB pieces by default; CHUNK-sized pieces cut the Python calls per byte by 64
     # and match the fingerprint's record size.
     out = _Appender(sink)
+    live = changes if changes is not None else LiveChanges()
     with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # an attribute typeshed omits
-        if only is not None:
-            for rel in only:
-                count += _add(tar, str(root / rel), rel, parts, linked, OTHER)
-        else:
-            # Plain strings, not Paths: building and relativising three Path objects per
-            # entry was the largest cost left per small file (profiled, 100,000 files).
-            for path, rel, kind in sorted_tree(str(root)):
-                # A file the listing says is regular is opened at once (and checked on
-                # the open descriptor): no lstat, and no tarfile, for most files.
-                done = _fast_file(tar, path, rel, parts) if kind == REGULAR and FAST_HEADERS else None
-                count += done if done is not None else _add(tar, path, rel, parts, linked, kind)
+        rel = ""
+        try:
+            if only is not None:
+                for rel in only:
+                    count += _add(tar, str(root / rel), rel, parts, linked, OTHER, live)
+            else:
+                # Plain strings, not Paths: building and relativising three Path objects per
+                # entry was the largest cost left per small file (profiled, 100,000 files).
+                for path, rel, kind in sorted_tree(str(root), live):
+                    # A file the listing says is regular is opened at once (and checked on
+                    # the open descriptor): no lstat, and no tarfile, for most files.
+                    done = _fast_file(tar, path, rel, parts, live) if kind == REGULAR and FAST_HEADERS else None
+                    count += done if done is not None else _add(tar, path, rel, parts, linked, kind, live)
+        except OSError as exc:  # not a vanished entry (noted above): one that cannot be read
+            raise unreadable_entry(root, rel, exc) from exc
     out.flush()
     return count
 
@@ -442,7 +502,9 @@ def _owner_fields(uid: int, gid: int) -> tuple[bytes, bytes] | None:
     return _OWNERS[key]
 
 
-def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None) -> int | None:
+def _fast_add(
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
     """Archive a plain file, directory or symlink without tarfile's per-member machinery.
 
     None when the entry is not one this covers (a hard link, a FIFO, a long or non-ASCII
@@ -451,6 +513,7 @@ def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | N
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     if stat.S_ISDIR(st.st_mode):
         header = ustar_header(arcname + "/", st, tarfile.DIRTYPE, 0)
@@ -471,13 +534,16 @@ def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | N
         return 1
     if not stat.S_ISREG(st.st_mode):
         return None
-    return _fast_file(tar, path, arcname, parts)
+    return _fast_file(tar, path, arcname, parts, changes)
 
 
-def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None) -> int | None:
+def _fast_file(
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
@@ -485,44 +551,81 @@ def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | 
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link (or no file): tarfile's
         os.close(fd)
         return None
-    if st.st_size <= CHUNK:  # most files: one read, and header, content and padding in one write
-        try:
-            header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
-            data = os.read(fd, st.st_size) if header is not None else b""
-        finally:
-            os.close(fd)
-        if header is None:
-            return None
-        if len(data) < st.st_size:
-            raise OSError(f"unexpected end of data: {path} shrank while it was archived")
-        padding = -st.st_size % tarfile.BLOCKSIZE
-        tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
-        tar.offset += len(header) + st.st_size + padding
-        if parts is not None:
-            parts[FILE + arcname] = small_file_part(st.st_mode, data)
-        return 1
+    if st.st_size <= CHUNK:
+        return _small_file(tar, fd, st, arcname, parts, changes)
     with os.fdopen(fd, "rb") as fh:
         header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
         if header is None:
             return None
         digest = ContentDigest(st.st_mode) if parts is not None else None
-        padding = -st.st_size % tarfile.BLOCKSIZE
         _emit(tar, header)
-        remaining = st.st_size
-        while remaining:
-            chunk = fh.read(min(CHUNK, remaining))
-            if not chunk:
-                raise OSError(f"unexpected end of data: {path} shrank while it was archived")
-            tar.fileobj.write(chunk)
-            if digest is not None:
-                digest.add(chunk)
-            remaining -= len(chunk)
-        if padding:
-            tar.fileobj.write(b"\0" * padding)
-        tar.offset += st.st_size + padding  # tarfile's own count, kept true
+        stored = _copy_announced(tar, fh, st.st_size, digest)
+        if stored < st.st_size:
+            changes.note(
+                arcname,
+                f"shrank from {st.st_size} to {stored} bytes while archived; stored zero-filled to {st.st_size} bytes",
+            )
+        else:
+            changes.after_read(arcname, fd, st, st.st_size)
     if digest is not None and parts is not None:
         parts[FILE + arcname] = digest.part()
     return 1
+
+
+def _small_file(
+    tar: tarfile.TarFile, fd: int, st: os.stat_result, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
+    """Most files: one read, and header, content and padding in one write.
+
+    The header is written after the read, so a file that shrank meanwhile is stored as
+    read, with the size it had; a later change is noted (``after_read``).
+    """
+    try:
+        data = os.read(fd, st.st_size)
+        if len(data) < st.st_size:
+            changes.note(arcname, f"shrank from {st.st_size} to {len(data)} bytes while archived; stored as read")
+        else:
+            changes.after_read(arcname, fd, st, len(data))
+    finally:
+        os.close(fd)
+    header = ustar_header(arcname, st, tarfile.REGTYPE, len(data))
+    if header is None:
+        return None
+    padding = -len(data) % tarfile.BLOCKSIZE
+    tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
+    tar.offset += len(header) + len(data) + padding
+    if parts is not None:
+        parts[FILE + arcname] = small_file_part(st.st_mode, data)
+    return 1
+
+
+def _copy_announced(tar: tarfile.TarFile, fh: IO[bytes], size: int, digest: ContentDigest | None) -> int:
+    """Copy the ``size`` bytes a header announced; return how many the file still had.
+
+    A file that shrank after its header was written is zero-filled to the announced size
+    (as GNU tar does), so the archive stays readable and its digest is of what is stored.
+    """
+    remaining, stored = size, 0
+    while remaining:
+        chunk = fh.read(min(CHUNK, remaining))
+        if not chunk:
+            break
+        stored += len(chunk)
+        tar.fileobj.write(chunk)
+        if digest is not None:
+            digest.add(chunk)
+        remaining -= len(chunk)
+    while remaining:
+        zeros = bytes(min(CHUNK, remaining))
+        tar.fileobj.write(zeros)
+        if digest is not None:
+            digest.add(zeros)
+        remaining -= len(zeros)
+    padding = -size % tarfile.BLOCKSIZE
+    if padding:
+        tar.fileobj.write(b"\0" * padding)
+    tar.offset += size + padding  # tarfile's own count, kept true
+    return stored
 
 
 def _emit(tar: tarfile.TarFile, header: bytes) -> None:
@@ -531,7 +634,13 @@ def _emit(tar: tarfile.TarFile, header: bytes) -> None:
 
 
 def _add(
-    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, linked: dict[str, Part], kind: int
+    tar: tarfile.TarFile,
+    path: str,
+    arcname: str,
+    parts: PartSink | None,
+    linked: dict[str, Part],
+    kind: int,
+    changes: LiveChanges,
 ) -> int:
     """Archive one entry and record its fingerprint part (unless ``parts`` is None); 0 if it vanished.
 
@@ -544,7 +653,7 @@ def _add(
     # grow with the file count (measured: +100 MB at 50,000 files). Only inodes with
     # more than one name can be linked to again, so only those are kept.
     if FAST_HEADERS and kind != REGULAR:  # a regular file was tried by the caller
-        done = _fast_add(tar, path, arcname, parts)
+        done = _fast_add(tar, path, arcname, parts, changes)
         if done is not None:
             return done
     tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
@@ -556,20 +665,9 @@ def _add(
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
         if info.isreg():
-            st = os.lstat(path)
-            if st.st_nlink == 1:
-                tar.inodes.pop((st.st_ino, st.st_dev), None)  # type: ignore[attr-defined]
-            with open(path, "rb") as fh:
-                if parts is None:
-                    tar.addfile(info, fh)
-                    return 1
-                digest = ContentDigest(info.mode)
-                tar.addfile(info, _DigestingReader(fh, digest))
-            part = parts[FILE + arcname] = digest.part()
-            if st.st_nlink > 1:
-                linked[arcname] = part
-            return 1
+            return _add_regular(tar, path, info, parts, linked, changes)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     tar.addfile(info)
     if parts is None:
@@ -582,6 +680,37 @@ def _add(
         parts[DIR + arcname] = dir_part(info.mode)
     else:
         parts[FILE + arcname] = special_part(info.mode)
+    return 1
+
+
+def _add_regular(
+    tar: tarfile.TarFile,
+    path: str,
+    info: tarfile.TarInfo,
+    parts: PartSink | None,
+    linked: dict[str, Part],
+    changes: LiveChanges,
+) -> int:
+    """A regular file through tarfile (a hard link's first name, a long or non-ASCII name)."""
+    st = os.lstat(path)
+    if st.st_nlink == 1:
+        tar.inodes.pop((st.st_ino, st.st_dev), None)  # type: ignore[attr-defined]
+    with open(path, "rb") as fh:
+        digest = ContentDigest(info.mode) if parts is not None else None
+        reader = _AnnouncedReader(fh, info.size, digest)
+        tar.addfile(info, reader)
+        if reader.stored < info.size:
+            changes.note(
+                info.name,
+                f"shrank from {info.size} to {reader.stored} bytes while archived; stored zero-filled to {info.size} bytes",
+            )
+        else:
+            changes.after_read(info.name, fh.fileno(), st, info.size)
+    if parts is None or digest is None:
+        return 1
+    part = parts[FILE + info.name] = digest.part()
+    if st.st_nlink > 1:
+        linked[info.name] = part
     return 1
 
 

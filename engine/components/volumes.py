@@ -30,7 +30,8 @@ from engine.components.files import (
     walk_files,
     write_tar,
 )
-from engine.errors import IntegrityError
+from engine.components.livechanges import LiveChanges
+from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partmerge import walk
 from engine.partstream import PartSpool
@@ -111,9 +112,10 @@ class VolumesComponent(Component):
         return self._write_full(writer, None)
 
     def _write_full(self, writer: BackupSetWriter, parts: PartSpool | None) -> dict[str, Any]:
+        changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
-            entries = write_tar(self.path, sink, parts=parts)
-        return {"entries": entries, "method": "streamed tar"}
+            entries = write_tar(self.path, sink, parts=parts, changes=changes)
+        return _with_changes({"entries": entries, "method": "streamed tar"}, changes)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -154,11 +156,45 @@ class VolumesComponent(Component):
         spool, workload = self._spool(), _PathList()
         tree_parts_into(self.path, _Routed(spool, workload))
         current = self._taken(spool)
+        archived, changes = self._spool(), LiveChanges()
         with workload:
-            return self._write_changes(writer, parent, current, workload), current
+            details = self._write_changes(writer, parent, current, workload, archived, changes)
+        settled = self._as_archived(current, self._taken(archived), changes)
+        return _with_changes(details, changes), settled
+
+    def _as_archived(self, current: Fingerprint, archived: Fingerprint, changes: LiveChanges) -> Fingerprint:
+        """``current`` with the parts of what was archived, where a live file changed in between.
+
+        An incremental backup fingerprints the tree first (to find what changed) and then
+        archives the changes: a file written in between is stored as it was when archived,
+        so the set's fingerprint must say that, or its own restore would be refused. One
+        pass compares the two sorted streams; a second rebuilds only when something differs.
+        """
+        vanished = {FILE + rel for rel in changes.vanished} | {DIR + rel for rel in changes.vanished}
+        differ = 0
+        for name, ours, theirs in _merged(current, archived):
+            if name in vanished or (ours is not None and theirs is not None and ours != theirs):
+                differ += 1
+                if name not in vanished:
+                    rel = name.split(" ", 1)[1]
+                    changes.note(rel, "changed between the fingerprint and the archive; the archived content is recorded")
+        if not differ:
+            return current
+        spool = self._spool()
+        for name, ours, theirs in _merged(current, archived):
+            part = theirs if theirs is not None else ours
+            if name not in vanished and part is not None:
+                spool[name] = part
+        return self._taken(spool)
 
     def _write_changes(
-        self, writer: BackupSetWriter, parent: Fingerprint, current: Fingerprint, workload: _PathList
+        self,
+        writer: BackupSetWriter,
+        parent: Fingerprint,
+        current: Fingerprint,
+        workload: _PathList,
+        archived: PartSpool,
+        changes: LiveChanges,
     ) -> dict[str, Any]:
         """The removal list and the archive of changes, found by one merge of the two fingerprints.
 
@@ -191,7 +227,7 @@ class VolumesComponent(Component):
             with writer.artifact(self.instance, "changes.json") as sink:
                 _write_changes_json(sink, {"remove": removals, "changed": changed})
             with writer.artifact(self.instance, "files.tar") as sink:
-                write_tar(self.path, sink, only=iter(changed))
+                write_tar(self.path, sink, only=iter(changed), parts=archived, changes=changes)
             return {"method": "incremental tar", "changed": changed.count, "removed": gone}
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:
@@ -214,7 +250,10 @@ class VolumesComponent(Component):
         """
         if not self.path.is_dir():
             return Health(ok=False, detail=f"{self.path} is not a directory")
-        count = count_entries(str(self.path))
+        try:
+            count = count_entries(str(self.path))
+        except ComponentError as exc:  # a directory that cannot be listed: not healthy, and why
+            return Health(ok=False, detail=str(exc))
         return Health(ok=True, detail=f"{count} entries listed")
 
 
@@ -223,6 +262,29 @@ _WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
 
 def _scheme(source: ArtifactSource) -> str | None:
     return source.fingerprint.scheme if source.fingerprint is not None else None
+
+
+def _with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any]:
+    """A backup's details, with what changed while it was archived when anything did."""
+    summary = changes.summary()
+    return {**details, "changed_while_archived": summary} if summary is not None else details
+
+
+def _merged(current: Fingerprint, archived: Fingerprint) -> Iterator[tuple[str, Part | None, Part | None]]:
+    """(name, part in ``current``, part in ``archived``) over both sorted streams, by name."""
+    with current.open_parts() as ours, archived.open_parts() as theirs:
+        a, b = next(ours, None), next(theirs, None)
+        while a is not None or b is not None:
+            if b is None or (a is not None and a[0] < b[0]):
+                assert a is not None
+                yield a[0], a[1], None
+                a = next(ours, None)
+            elif a is None or b[0] < a[0]:
+                yield b[0], None, b[1]
+                b = next(theirs, None)
+            else:
+                yield a[0], a[1], b[1]
+                a, b = next(ours, None), next(theirs, None)
 
 
 class _PathList:
