@@ -485,7 +485,9 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             for k in result.kept:
                 out.print(f"keep   {k['id']}  {k['created_at']}  ({', '.join(k['reasons'])})", markup=False)
             for gone in result.deleted:
-                out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}", markup=False)
+                left = gone.get("storage_left") or []
+                note = f"  (storage not freed: {len(left)} version(s) left)" if left else ""
+                out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}{note}", markup=False)
         return 0
     if args.recovery_command == "restore" and config is None:
         raise ConfigError("recovery restore needs --config: it says where each component is restored to")

@@ -18,6 +18,7 @@ from engine.decoding import decoded, prove
 from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import parts_problems
+from engine.repository.objectlock import Hold
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
@@ -393,6 +394,14 @@ class Repository(ABC):
     @abstractmethod
     def lock(self, exclusive: bool) -> AbstractContextManager[None]:
         """Shared for backups and restores, exclusive for pruning."""
+
+    def holds(self, backup_id: str) -> builtins.list[Hold]:
+        """Stored objects of a set the store refuses to delete yet (S3 Object Lock); retention keeps such sets."""
+        return []
+
+    def left_after_delete(self, backup_id: str) -> builtins.list[str]:
+        """What a deleted set still occupies (versions on a versioned bucket): storage not freed."""
+        return []
 
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()
