@@ -116,7 +116,9 @@ def test_copies_racing_prunes_lose_nothing(open_repo: Callable[..., S3Repository
         target = LocalRepository(tmp_path / f"offsite-{round_}")
         errors: list[BaseException] = []
 
-        def copy(manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors) -> None:
+        def copy(
+            manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors
+        ) -> None:
             try:
                 with open_repo(ttl=3.0, wait=30.0).lock(exclusive=False, operation="copy"):
                     engine_backup.copy_set(source, target, source.get(manifest.id))
