@@ -54,10 +54,22 @@ def _repository(config: BackupConfig) -> Check:
     try:
         repo = standalone.repository(config, None, create=False)  # resolves the encryption key too
         sets = len(repo.summaries())
+        storage = _s3_storage(repo)
     except DrproofError as exc:
         return Check(where, False, str(exc))
     key = "; encryption key resolved" if config.encryption else ""
-    return Check(where, True, f"readable ({sets} sets), writable{key}")
+    return Check(where, True, f"readable ({sets} sets), writable{key}{storage}")
+
+
+def _s3_storage(repo: object) -> str:
+    """An S3 bucket's versioning and Object Lock, checked as the first write would (raises if it cannot keep the lock)."""
+    from engine.repository import S3Repository
+
+    if not isinstance(repo, S3Repository):
+        return ""
+    repo.check_bucket()
+    lock = f"; Object Lock {repo.object_lock.describe()} (enabled on the bucket)" if repo.object_lock else ""
+    return ("; versioned bucket" if repo.versioned else "") + lock
 
 
 def _audit(config: BackupConfig) -> Check:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import BackupConfig, LocalRepositorySpec, S3RepositorySpec
+from drills.backup_config import BackupConfig, LocalRepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
@@ -25,9 +25,10 @@ from engine.components.base import Component
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
-from engine.repository import LocalRepository, S3Repository
+from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository, VerifyReport
-from engine.retention import Policy, plan
+from engine.repository.objectlock import Hold
+from engine.retention import Decision, Policy, plan
 from engine.runtime.external import ExternalRuntime
 
 Progress = Callable[[str], None]
@@ -35,12 +36,7 @@ BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
 def _describe(spec: Any) -> str:
-    if isinstance(spec, S3RepositorySpec):
-        facts = {"type": "s3", "bucket": spec.bucket, "prefix": spec.prefix}
-        if spec.endpoint_url:
-            facts["endpoint_url"] = spec.endpoint_url
-        return describe_repository(facts)
-    return describe_repository({"type": "local", "path": str(spec.path)})
+    return describe_repository(spec.describe())
 
 
 def where(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> str:
@@ -69,9 +65,7 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
 
 
 def _open(spec: Any, encryption: Encryption | None, create: bool = True) -> Repository:
-    if isinstance(spec, S3RepositorySpec):
-        return S3Repository(spec.bucket, spec.prefix, spec.endpoint_url, spec.region, encryption)
-    return LocalRepository(spec.path, encryption, create=create)
+    return open_repository(spec, OpenContext(encryption=encryption, create=create))
 
 
 def repository(
@@ -202,6 +196,9 @@ def take_backup(
                 canaries={c.instance for c in comps if config.components[c.instance].canary},
             )
             op.backup_ids = [manifest.id]
+            moved = {c.name: c.details["changed_while_archived"] for c in manifest.components if "changed_while_archived" in c.details}
+            if moved:  # the audit trail says which files were captured as read, not as one moment
+                op.extra["changed_while_archived"] = moved
             progress(f"verifying {manifest.id}")
             report = repo.verify(manifest.id, written=manifest)
             repo.record_verification(report)
@@ -232,13 +229,18 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
         readable = {m.id for m in repo.newest_first(summaries)}
         sets = [m for m in summaries if m.id in readable]
         holds = {m.id: [c.name for c in m.components] for m in sets}
-        decisions = plan(sets, policy, repo.verified_ids())
+        verified = repo.verified_ids()
+        locked = store_holds(repo, plan(sets, policy, verified))
+        decisions = plan(sets, policy, verified, {i: [h.reason() for h in hs] for i, hs in locked.items()})
         kept = [
             {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
+            | ({"locked": [h.as_dict() for h in locked[d.backup_id]]} if d.backup_id in locked else {})
             for d in decisions
             if d.keep
         ]
-        deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
+        deleted: list[dict[str, Any]] = [
+            {"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep
+        ]
         if not dry_run:
             for d in deleted:
                 # One line per deleted set, written while the exclusive lock is still held.
@@ -248,7 +250,22 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
                     op.extra.update(reason="retention policy", created_at=d["created_at"])
                     progress(f"deleting {d['id']}")
                     repo.delete(d["id"])
+                    d["storage_left"] = repo.left_after_delete(d["id"])
+                    d["freed"] = not d["storage_left"]
     return PruneResult(kept, deleted, dry_run)
+
+
+def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
+    """What the store still locks of each set the policy would delete (S3 Object Lock), by set id.
+
+    Asked only for those sets, so a bucket without Object Lock costs nothing more, and
+    retention never tries a delete the store would refuse half-way through a set.
+    """
+    found = {}
+    for d in decisions:
+        if not d.keep and (held := repo.holds(d.backup_id)):
+            found[d.backup_id] = held
+    return found
 
 
 def find_audited(
@@ -275,7 +292,7 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
-        report.findings = restorability(manifest)
+        report.findings += restorability(manifest)
         report.ok = report.ok and not report.findings
         repo.record_verification(report)
         if not report.ok:

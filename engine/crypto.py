@@ -2,8 +2,8 @@
 
 Why chunks: an artifact can be far larger than memory, and GCM authenticates a message
 only when it has been read whole. Each chunk (1 MiB of compressed data) is sealed on its
-own, with associated data binding it to the artifact's name, its position and whether it
-is the last one. So a tampered byte, a reordered, dropped or repeated chunk, a truncated
+own, with associated data binding it to its backup set's id (format v2), the artifact's
+name, its position and whether it is the last one. So a tampered byte, a reordered, dropped or repeated chunk, a truncated
 file, or a chunk moved from another artifact all fail authentication, not just a flipped
 bit. Nonces are an 8-byte random prefix per artifact plus a 4-byte chunk counter, so none
 repeats under one key.
@@ -35,7 +35,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from engine.errors import ConfigError, IntegrityError, WrongKey
 
-SCHEME = "aes-256-gcm-chunked-v1"
+# v2 (drproof 0.2): each chunk's associated data also binds the backup set's id, so an
+# artifact of an older set, copied under a newer set's id with its digest rewritten,
+# fails authentication (a replay). v1 bound only the artifact's name; v1 sets still read.
+SCHEME = "aes-256-gcm-chunked-v2"
+SCHEME_V1 = "aes-256-gcm-chunked-v1"
+SCHEMES = (SCHEME_V1, SCHEME)
 MAGIC = b"DRPENC1\n"
 CHUNK = 1 << 20
 _FRAME = struct.Struct(">I")
@@ -99,8 +104,9 @@ class Encryption:
         assert self._passphrase is not None
         return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(self._passphrase)
 
-    def for_new_set(self) -> tuple[SetCipher, dict[str, Any]]:
-        info: dict[str, Any] = {"scheme": SCHEME, "key_source": self.source}
+    def for_new_set(self, backup_id: str | None = None) -> tuple[SetCipher, dict[str, Any]]:
+        """The cipher of a new set; with ``backup_id`` (every set the engine writes) it is bound to it (v2)."""
+        info: dict[str, Any] = {"scheme": SCHEME if backup_id is not None else SCHEME_V1, "key_source": self.source}
         if self._key is not None:
             key = self._key
             info["kdf"] = "none"
@@ -109,11 +115,12 @@ class Encryption:
             key = self._derive(salt, **SCRYPT)
             info.update(kdf="scrypt", salt=salt.hex(), **SCRYPT)
         info["key_fingerprint"] = fingerprint(key)
-        return SetCipher(key), info
+        return SetCipher(key, backup_id), info
 
     def for_manifest(self, backup_id: str, info: dict[str, Any]) -> SetCipher:
-        if info.get("scheme") != SCHEME:
-            raise ConfigError(f"backup {backup_id}: unknown encryption scheme {info.get('scheme')!r}")
+        scheme = info.get("scheme")
+        if scheme not in SCHEMES:
+            raise ConfigError(f"backup {backup_id}: unknown encryption scheme {scheme!r}")
         if info.get("kdf") == "scrypt":
             if self._passphrase is None:
                 raise ConfigError(f"backup {backup_id} was encrypted with a passphrase; configure passphrase_env")
@@ -127,7 +134,7 @@ class Encryption:
                 f"backup {backup_id} was encrypted with key {info.get('key_fingerprint')}, but the configured key "
                 f"({self.source}) is {fingerprint(key)}: wrong key, refusing to decrypt"
             )
-        return SetCipher(key)
+        return SetCipher(key, backup_id if scheme == SCHEME else None)
 
 
 def _aad(name: str, index: int, final: bool) -> bytes:
@@ -135,23 +142,29 @@ def _aad(name: str, index: int, final: bool) -> bytes:
 
 
 class SetCipher:
-    def __init__(self, key: bytes) -> None:
+    """Seals and opens the artifacts of one set; bound to its id (v2) unless ``set_id`` is None (v1)."""
+
+    def __init__(self, key: bytes, set_id: str | None = None) -> None:
         self._aead = AESGCM(key)
+        # The name each chunk's associated data carries: "<set id>\0<component>/<artifact>" in
+        # v2, the artifact's name alone in v1. A NUL cannot appear in either part.
+        self._bound = f"{set_id}\0" if set_id is not None else ""
 
     def writer(self, sink: Any, name: str) -> EncryptingWriter:
-        return EncryptingWriter(self._aead, sink, name)
+        return EncryptingWriter(self._aead, sink, name, self._bound + name)
 
     def reader(self, source: Any, name: str) -> DecryptingReader:
-        return DecryptingReader(self._aead, source, name)
+        return DecryptingReader(self._aead, source, name, self._bound + name)
 
 
 class EncryptingWriter(io.RawIOBase):
     """Buffers plaintext into chunks and writes sealed frames; ``close`` seals the last one."""
 
-    def __init__(self, aead: AESGCM, sink: Any, name: str) -> None:
+    def __init__(self, aead: AESGCM, sink: Any, name: str, bound: str | None = None) -> None:
         self._aead = aead
         self._sink = sink
         self._name = name
+        self._bound = bound if bound is not None else name  # what the associated data carries
         self._prefix = os.urandom(8)
         self._index = 0
         # One fixed chunk buffer, filled in place: appending to and cutting from a growing
@@ -167,7 +180,7 @@ class EncryptingWriter(io.RawIOBase):
 
     def _seal(self, data: memoryview, final: bool) -> None:
         nonce = self._prefix + self._index.to_bytes(4, "big")
-        sealed = self._aead.encrypt(nonce, data, _aad(self._name, self._index, final))
+        sealed = self._aead.encrypt(nonce, data, _aad(self._bound, self._index, final))
         self._sink.write(_FRAME.pack(len(sealed)))
         self._sink.write(sealed)
         self._index += 1
@@ -197,10 +210,11 @@ class EncryptingWriter(io.RawIOBase):
 class DecryptingReader(io.RawIOBase):
     """Opens sealed frames in order; any tampering, reordering or truncation raises."""
 
-    def __init__(self, aead: AESGCM, source: Any, name: str) -> None:
+    def __init__(self, aead: AESGCM, source: Any, name: str, bound: str | None = None) -> None:
         self._aead = aead
         self._source = source
         self._name = name
+        self._bound = bound if bound is not None else name
         self._index = 0
         self._done = False
         self._pending = b""
@@ -229,7 +243,7 @@ class DecryptingReader(io.RawIOBase):
         nonce = self._prefix + self._index.to_bytes(4, "big")
         for final in (False, True):
             try:
-                self._pending = self._aead.decrypt(nonce, sealed, _aad(self._name, self._index, final))
+                self._pending = self._aead.decrypt(nonce, sealed, _aad(self._bound, self._index, final))
             except InvalidTag:
                 continue
             self._done = final
@@ -238,8 +252,8 @@ class DecryptingReader(io.RawIOBase):
                 raise IntegrityError(f"artifact {self._name}: data after the final chunk (tampered)")
             return
         raise IntegrityError(
-            f"artifact {self._name}: chunk {self._index} failed authentication (tampered, reordered or from "
-            "another artifact)"
+            f"artifact {self._name}: chunk {self._index} failed authentication (tampered, reordered, or from "
+            "another artifact or another backup set)"
         )
 
     def readinto(self, buffer: Any) -> int:

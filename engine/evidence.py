@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -215,19 +216,44 @@ def _hash_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _present_files(directory: Path) -> list[str]:
-    """Every regular file under ``directory`` as a sorted relative POSIX path, minus the evidence itself.
+def _present_entries(directory: Path) -> dict[str, str]:
+    """Every entry under ``directory`` that is not a plain directory, by relative POSIX path, with
+    what it is (``file``, ``symbolic link``, ``named pipe``, ...), minus the evidence itself.
 
-    Sign-off records (``reviews/``) are left out too: they come after the signature and
-    are signed, and checked, on their own.
+    Why not ``rglob`` and ``is_file``: they skip a symbolic link to a directory (so a link
+    to a tree of forged files was never reported) and anything that is not a regular file
+    (a FIFO added to the directory went unseen). The walk does not follow links; a link,
+    whatever it points to, is an entry of its own. Sign-off records (``reviews/``) are left
+    out: they come after the signature and are signed, and checked, on their own.
     """
-    found = []
-    for path in directory.rglob("*"):
-        if path.is_file():
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+        base = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = base / name
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                continue  # walked into next
             rel = path.relative_to(directory).as_posix()
-            if rel not in _OWN_FILES and not rel.startswith(REVIEWS_DIR + "/"):
-                found.append(rel)
-    return sorted(found)
+            if rel in _OWN_FILES or rel.startswith(REVIEWS_DIR + "/"):
+                continue
+            found[rel] = _KINDS.get(stat.S_IFMT(mode), "special file")
+    return dict(sorted(found.items()))
+
+
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFIFO: "named pipe",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "device",
+    stat.S_IFBLK: "device",
+}
+
+
+def _present_files(directory: Path) -> list[str]:
+    """The regular files to sign; anything else in a report directory is refused (see sign_directory)."""
+    return [rel for rel, kind in _present_entries(directory).items() if kind == "file"]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -249,6 +275,10 @@ def sign_directory(directory: Path, private_key: Ed25519PrivateKey) -> dict[str,
     """
     if not directory.is_dir():
         raise ConfigError(f"cannot sign {directory}: not a directory")
+    odd = {rel: kind for rel, kind in _present_entries(directory).items() if kind != "file"}
+    if odd:
+        shown = ", ".join(f"{rel} ({kind})" for rel, kind in list(odd.items())[:5])
+        raise ConfigError(f"cannot sign {directory}: it holds entries that are not regular files: {shown}")
     try:
         files = []
         for rel in _present_files(directory):
@@ -451,6 +481,9 @@ def verify_directory(
             continue
         seen.add(rel)
         path = directory / rel
+        if path.is_symlink():
+            report.changed[rel] = "is a symbolic link now, not the file that was signed"
+            continue
         if not path.is_file():
             report.removed.append(rel)
             continue
@@ -464,7 +497,11 @@ def verify_directory(
             report.changed[rel] = f"size {size} bytes, signed {entry.get('size')}"
         elif sha != entry.get("sha256"):
             report.changed[rel] = "SHA-256 differs from the signed value"
-    report.added = [rel for rel in _present_files(directory) if rel not in seen]
+    report.added = [
+        rel if kind == "file" else f"{rel} ({kind})"
+        for rel, kind in _present_entries(directory).items()
+        if rel not in seen
+    ]
     report.removed.sort()
     from engine.signoff import check_reviews  # signoff builds on this module's helpers
 

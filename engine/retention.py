@@ -3,12 +3,14 @@
 The plan is a pure function of the backups, the policy and which backups were verified,
 so it can be shown (``--dry-run``), tested exhaustively and applied by any repository.
 The safety rule wins over the policy: the newest verified backup of every component is
-never deleted, so pruning can never leave a component with no restorable backup.
+never deleted, so pruning can never leave a component with no restorable backup. So do
+the store's own holds (``held``: S3 Object Lock): a set the store will not delete yet is
+kept, with the object and date that hold it as the reason, and never half-deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -54,8 +56,13 @@ def _buckets(
         decisions[m.id].reasons.append(f"{label} {period}")
 
 
-def plan(manifests: Sequence[Manifest | ManifestSummary], policy: Policy, verified: set[str]) -> list[Decision]:
-    """Decisions for every backup, newest first."""
+def plan(
+    manifests: Sequence[Manifest | ManifestSummary],
+    policy: Policy,
+    verified: set[str],
+    held: Mapping[str, Sequence[str]] | None = None,
+) -> list[Decision]:
+    """Decisions for every backup, newest first; ``held``: reasons the store keeps a set, by id."""
     newest_first = sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True)
     decisions = {m.id: Decision(m.id, m.created_at, keep=False) for m in newest_first}
     for m in newest_first[: policy.keep_last]:
@@ -74,6 +81,10 @@ def plan(manifests: Sequence[Manifest | ManifestSummary], policy: Policy, verifi
             newest = holding[0]
             decisions[newest.id].keep = True
             decisions[newest.id].reasons.append(f"only verified backup of {name} left")
+    for backup_id, reasons in (held or {}).items():
+        if backup_id in decisions and reasons:
+            decisions[backup_id].keep = True
+            decisions[backup_id].reasons += list(reasons)
     # A kept incremental backup is only restorable with the sets it builds on.
     by_id = {m.id: m for m in newest_first}
     changed = True

@@ -122,3 +122,44 @@ def test_encrypted_repository_round_trip_and_verify_without_key() -> None:
             pass
         with repo.open_artifact(manifest, manifest.artifacts[0]) as fh:
             assert fh.read() == payload
+
+
+def test_sets_are_bound_to_their_id_and_v1_sets_still_read() -> None:
+    enc = Encryption(key=KEY, source="test")
+    cipher, info = enc.for_new_set("set-a")
+    assert info["scheme"] == "aes-256-gcm-chunked-v2"
+    buf = io.BytesIO()
+    with cipher.writer(buf, "c/a") as w:
+        w.write(b"payload")
+    assert enc.for_manifest("set-a", info).reader(io.BytesIO(buf.getvalue()), "c/a").read() == b"payload"
+    with pytest.raises(IntegrityError, match="another backup set"):
+        enc.for_manifest("set-b", info).reader(io.BytesIO(buf.getvalue()), "c/a").read()
+    sealed, v1, _ = _seal(b"old format")  # written without a set id: format v1
+    assert v1["scheme"] == "aes-256-gcm-chunked-v1"
+    assert _open(sealed, v1, enc) == b"old format"
+
+
+def test_an_older_sets_artifact_replayed_into_a_newer_set_is_refused() -> None:
+    """The attack v2 closes: copy an artifact across sets and rewrite the manifest's digest."""
+    import json
+
+    with tempfile.TemporaryDirectory() as d:
+        repo = LocalRepository(Path(d), Encryption(key=KEY, source="test"))
+        made = []
+        for payload in (b"old rows" * 1000, b"new rows" * 1000):
+            writer = repo.begin("x")
+            with writer.artifact("c", "a") as fh:
+                fh.write(payload)
+            made.append(writer.commit([], {}, {}))
+        old, new = made
+        old_file = Path(d) / "sets" / old.id / "c" / "a.zst"
+        new_file = Path(d) / "sets" / new.id / "c" / "a.zst"
+        new_file.write_bytes(old_file.read_bytes())
+        manifest_path = Path(d) / "sets" / new.id / "manifest.json"
+        doc = json.loads(manifest_path.read_text())
+        old_doc = json.loads((Path(d) / "sets" / old.id / "manifest.json").read_text())
+        doc["artifacts"] = old_doc["artifacts"]  # digests and sizes of the replayed file
+        manifest_path.write_text(json.dumps(doc))
+        forged = repo.get(new.id)
+        with pytest.raises(IntegrityError), repo.open_artifact(forged, forged.artifacts[0]) as fh:
+            fh.read()

@@ -96,6 +96,45 @@ def test_added_file_is_named(tmp_path: Path) -> None:
     assert report.problems() == ["added: logs/extra.txt (not in evidence.json)"]
 
 
+def test_an_added_link_to_a_forged_tree_and_an_added_fifo_are_named(tmp_path: Path) -> None:
+    import os
+
+    directory, key = _signed(tmp_path)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "results.json").write_text('{"verdict": "pass"}')
+    (directory / "evidence-extra").symlink_to(forged, target_is_directory=True)
+    os.mkfifo(directory / "logs" / "pipe")
+    report = verify_directory(directory, key.public_key())
+    assert not report.ok
+    assert report.added == ["evidence-extra (symbolic link)", "logs/pipe (named pipe)"]
+
+
+def test_a_signed_file_replaced_by_a_link_is_changed(tmp_path: Path) -> None:
+    directory, key = _signed(tmp_path)
+    target = next(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != "evidence.json" and not p.name.startswith("evidence.")
+    )
+    copy = tmp_path / "same-bytes"
+    copy.write_bytes(target.read_bytes())
+    target.unlink()
+    target.symlink_to(copy)
+    report = verify_directory(directory, key.public_key())
+    rel = target.relative_to(directory).as_posix()
+    assert not report.ok and report.changed == {rel: "is a symbolic link now, not the file that was signed"}
+
+
+def test_a_directory_with_a_link_or_pipe_is_not_signed(tmp_path: Path) -> None:
+    import os
+
+    directory = _report_dir(tmp_path)
+    os.mkfifo(directory / "pipe")
+    with pytest.raises(ConfigError, match="not regular files: pipe \\(named pipe\\)"):
+        sign_directory(directory, Ed25519PrivateKey.generate())
+
+
 def test_removed_file_is_named(tmp_path: Path) -> None:
     directory, key = _signed(tmp_path)
     (directory / "junit.xml").unlink()

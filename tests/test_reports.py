@@ -570,3 +570,14 @@ def test_report_has_no_script_and_no_external_assets(results: Results) -> None:
     for attribute, value in re.findall(r'\b(src|href)="([^"]*)"', html):
         assert not value.lower().startswith(("http://", "https://", "//")), (attribute, value)
     assert "@media print" in html and "break-inside: avoid" in html
+
+
+def test_report_on_a_file_that_is_no_results_json_says_so(tmp_path: Path) -> None:
+    from engine.errors import ConfigError
+    from reports import load_results
+
+    for body in ('{"foo": 1}', '{"repository": {"path": "x"}, "components": {}}'):
+        path = tmp_path / "r.json"
+        path.write_text(body)
+        with pytest.raises(ConfigError, match="not a drproof results file: it has no schema_version"):
+            load_results(path)

@@ -5,6 +5,7 @@ from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultPara
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.failover import KillPrimary, KillReplica, KillSentinelMajority, LagReplica, PausePrimary, StopPrimary
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
+from engine.faults.objectlock import DeleteLockedObject
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
 from engine.faults.postgres_storage import CorruptPage, DeleteWalSegments
@@ -50,6 +51,7 @@ for _fault in (
     KillReplica,
     LagReplica,
     KillSentinelMajority,
+    DeleteLockedObject,
 ):
     faults.register(_fault)
 

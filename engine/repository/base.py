@@ -17,6 +17,8 @@ from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
 from engine.errors import ConfigError, IntegrityError, RepositoryError
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
+from engine.partstream import parts_problems
+from engine.repository.objectlock import Hold
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
@@ -102,7 +104,7 @@ class EncodingSetWriter(BackupSetWriter):
         self.cipher: SetCipher | None = None
         self.encryption_info: dict[str, Any] | None = None
         if encryption is not None:
-            self.cipher, self.encryption_info = encryption.for_new_set()
+            self.cipher, self.encryption_info = encryption.for_new_set(self.id)
 
     @abstractmethod
     def _sink(self, rel: str) -> AbstractContextManager[IO[bytes]]:
@@ -260,7 +262,12 @@ class Repository(ABC):
                 readable = False  # another key: the stored bytes can still be checked
         check = self.prove_artifact if readable else self.check_artifact
         checks = [check(manifest, a) for a in manifest.artifacts]
-        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+        findings: list[str] = []
+        if readable:  # stored fingerprint parts must also be the ones the manifest records
+            damaged = {c.artifact for c in checks if not c.ok}
+            findings = parts_problems(manifest, lambda a: self.open_artifact(manifest, a, checked=True), damaged)
+        ok = all(c.ok for c in checks) and not findings
+        return VerifyReport(backup_id=backup_id, ok=ok, checks=checks, findings=findings)
 
     @contextmanager
     def open_artifact(
@@ -387,6 +394,14 @@ class Repository(ABC):
     @abstractmethod
     def lock(self, exclusive: bool) -> AbstractContextManager[None]:
         """Shared for backups and restores, exclusive for pruning."""
+
+    def holds(self, backup_id: str) -> builtins.list[Hold]:
+        """Stored objects of a set the store refuses to delete yet (S3 Object Lock); retention keeps such sets."""
+        return []
+
+    def left_after_delete(self, backup_id: str) -> builtins.list[str]:
+        """What a deleted set still occupies (versions on a versioned bucket): storage not freed."""
+        return []
 
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()

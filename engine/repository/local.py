@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from pydantic import Field
+
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import (
@@ -50,6 +52,7 @@ from engine.repository.base import (
     VerifyReport,
     safe_segment,
 )
+from engine.repository.settings import BackendSettings, OpenContext
 from engine.streams import CHUNK, HashingWriter
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
@@ -198,8 +201,32 @@ class _LocalSetWriter(EncodingSetWriter):
         owners.remove_owner(self.staging)
 
 
+class LocalSettings(BackendSettings):
+    path: Path | None = Field(
+        default=None,
+        description="Directory of the repository (relative to the file). Required in backup-config.yaml; in a "
+        "drill the default is a private directory in the run's work directory, removed afterwards.",
+    )
+
+    def describe(self) -> dict[str, str]:
+        return {"type": "local", "path": str(self.path)}
+
+    def resolve_paths(self, base: Path) -> None:
+        if self.path is not None:
+            self.path = base / self.path
+
+
 class LocalRepository(Repository):
     name: ClassVar[str] = "local"
+    Settings: ClassVar[type[BackendSettings]] = LocalSettings
+
+    @classmethod
+    def open(cls, settings: Any, ctx: OpenContext) -> LocalRepository:
+        assert isinstance(settings, LocalSettings)
+        root = settings.path if settings.path is not None else ctx.run_dir
+        if root is None:
+            raise RepositoryError("a local repository needs a path (repository.path)")
+        return cls(root, ctx.encryption, create=ctx.create)
 
     def __init__(self, root: Path, encryption: Encryption | None = None, create: bool = True) -> None:
         """Open (with ``create``, make) the repository at ``root``.

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli, servers_under
+from tests.integration.seaweedfs import s3_drill_environment
 from tests.integration.servers import require_patroni
 from tests.integration.test_pgbackrest import require_pgbackrest
 
@@ -21,6 +22,11 @@ ALL_SHIPPED = sorted(SCENARIOS.glob("*.yaml"))
 SHIPPED = [p for p in ALL_SHIPPED if (yaml.safe_load(p.read_text())["stack"].get("runtime") or "local") == "local"]
 
 
+def uses_s3(scenario: Path) -> bool:
+    """Whether a scenario keeps its backups in S3 (its endpoint and keys come from the environment)."""
+    return (yaml.safe_load(scenario.read_text()).get("repository") or {}).get("type") == "s3"
+
+
 def test_there_is_a_scenario_per_disaster() -> None:
     names = {p.stem for p in SHIPPED}
     assert "quickstart" in names and "corrupt-backup" in names
@@ -28,13 +34,18 @@ def test_there_is_a_scenario_per_disaster() -> None:
 
 
 @pytest.mark.parametrize("scenario", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
-    components = yaml.safe_load(scenario.read_text())["stack"]["components"].values()
+def test_shipped_scenario_passes(
+    scenario: Path, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = yaml.safe_load(scenario.read_text())
+    components = doc["stack"]["components"].values()
     kinds = {c["kind"] for c in components}
     if "postgres-pgbackrest" in kinds:
         require_pgbackrest()  # Debian packages: skipped without them, a failure under CI=true
     if any((c.get("seed") or {}).get("manager") == "patroni" for c in components):
         require_patroni()
+    if uses_s3(scenario):
+        s3_drill_environment(request.getfixturevalue("s3_server"), monkeypatch)
     report = tmp_path / "report"
     work = tmp_path / "work"
     code = run_cli(["run", str(scenario), "--report-dir", str(report), "--work-dir", str(work), "--quiet"])
