@@ -203,7 +203,7 @@ def _entries(listing: str) -> list[str]:
     return [line for line in listing.splitlines() if _ENTRY.match(line)]
 
 
-def _is_acl(line: str) -> bool:
+def is_acl(line: str) -> bool:
     """The entries a single pg_restore applies after the data (``ACL``, ``DEFAULT ACL``)."""
     m = _ENTRY.match(line)
     assert m is not None
@@ -217,7 +217,7 @@ def _phases(restore: list[str], target: Path, tmp: Path, env: dict[str, str]) ->
     """pg_restore lists: the pre-data items without ACLs, then every other item."""
     every = _entries(capture([*restore, "-l", str(target)], env, "listing the dump's items"))
     pre = _entries(capture([*restore, "-l", "--section=pre-data", str(target)], env, "listing the pre-data items"))
-    first = [line for line in pre if not _is_acl(line)]
+    first = [line for line in pre if not is_acl(line)]
     chosen = set(first)
     paths = tmp / "pre-data.list", tmp / "rest.list"
     paths[0].write_text("\n".join(first) + "\n", encoding="utf-8")
@@ -247,17 +247,23 @@ def _copy_targets(
         [*restore, "--data-only", "-v", "-f", "-", str(empty)], env, "reading which table each data file fills"
     )
     shutil.rmtree(empty)
+    return targets_in(script, {name for name, _ in listing})
+
+
+def targets_in(script: str, names: set[str]) -> dict[str, str]:
+    """Of a ``pg_restore -v`` script of data items: each listed file's ``COPY`` target table."""
     out: dict[str, str] = {}
     current = None
     for line in script.splitlines():
         if (m := _FILE.match(line)) is not None:
             current = m.group(1)
         elif current is not None and (c := _COPY.match(line)) is not None:
-            out[current] = c.group(1)
+            if current in names:
+                out[current] = c.group(1)
             current = None
         elif line.startswith("-- TOC entry"):
             current = None
-    return {name: table for name, table in out.items() if name in dict(listing)}
+    return out
 
 
 def _wait_for(extractor: pgdir_stream.StreamExtractor, names: list[str]) -> None:
@@ -267,6 +273,20 @@ def _wait_for(extractor: pgdir_stream.StreamExtractor, names: list[str]) -> None
         extractor.changed.wait_for(lambda: extractor.done or wanted <= set(extractor.completed))
     if extractor.error is not None:
         raise extractor.error
+
+
+def gate_levels(listing: list[tuple[str, int]], targets: dict[str, str]) -> list[tuple[int, str]]:
+    """(index in the stream of the table's last file, table), the table released last first.
+
+    A table filled from several files (partitions loaded through their root) is held
+    until the last of them is whole. Locks nest in this order, one savepoint each, so
+    the innermost is always the next one the extraction frees.
+    """
+    last: dict[str, int] = {}
+    for index, (name, _) in enumerate(listing):
+        if name in targets:
+            last[targets[name]] = index
+    return sorted(((i, t) for t, i in last.items()), reverse=True)
 
 
 class _Gate:
@@ -286,11 +306,7 @@ class _Gate:
         cls, comp: PostgresComponent, side: str, listing: list[tuple[str, int]], targets: dict[str, str]
     ) -> Iterator[_Gate | None]:
         """The gate over every table a data file fills; None if it cannot be taken here."""
-        last: dict[str, int] = {}
-        for index, (name, _) in enumerate(listing):
-            if name in targets:
-                last[targets[name]] = index
-        levels = sorted(((i, t) for t, i in last.items()), reverse=True)
+        levels = gate_levels(listing, targets)
         gate = None
         if 0 < len(levels) <= MAX_GATED:
             conn = comp.connect(side)
