@@ -145,7 +145,8 @@ class PostgresParams(SeedParams):
         ge=1,
         le=64,
         description="Parallel jobs for pg_dump and pg_restore. Above 1, the dump is taken in directory format "
-        "(the only one pg_dump parallelises) in a temporary directory on this host, then archived.",
+        "(the only one pg_dump parallelises) in a temporary directory on this host, archived while pg_dump writes "
+        "it, and loaded by pg_restore while the restore still reads it.",
     )
 
 
