@@ -257,10 +257,11 @@ def read_listing(data: bytes) -> list[tuple[str, int]]:
     """The data files of a dump, in the order its stream completes them; refused if malformed."""
     try:
         doc: Any = json.loads(data)
-        assert doc["format"] == LISTING_FORMAT
+        if doc["format"] != LISTING_FORMAT:
+            raise ValueError(f"format {doc['format']!r}")
         order = [(str(name), int(size)) for name, size in doc["files"]]
-    except (ValueError, TypeError, KeyError, AssertionError) as exc:
-        raise IntegrityError(f"the dump's file listing cannot be read ({exc!r}); it is not one drproof wrote") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IntegrityError(f"the dump's file listing cannot be read ({exc}); it is not one drproof wrote") from None
     seen: set[str] = set()
     for name, size in order:
         if not _DATA_NAME.match(name) or name in seen or size < 0:
