@@ -180,6 +180,8 @@ def load_side(comp: PostgresComponent, source: ArtifactSource, side: str, env: d
                     comp.service.tool_dsn(side),
                 ]
                 _restore_rest([*argv, str(target)], env, f"pg_restore -j {jobs} of {comp.instance!r}", extractor, gate)
+                if gate is not None:
+                    gate.held()
             thread.join()
             if extractor.error is not None:
                 raise extractor.error
@@ -296,6 +298,9 @@ class _Gate:
         self.conn = conn
         self.levels = levels  # (index of the table's last file in the stream, table), outermost first
         with conn.cursor() as cur:
+            # A server that ends idle transactions (or long statements) would drop the locks
+            # early, and pg_restore would read files still being written: none of that here.
+            cur.execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
             for depth, (_, table) in enumerate(levels):
                 cur.execute(f"SAVEPOINT gate_{depth}")
                 cur.execute(f"LOCK TABLE {table} IN SHARE MODE")
@@ -319,6 +324,17 @@ class _Gate:
         finally:
             if gate is not None:
                 gate.conn.close()  # every lock left goes with the transaction
+
+    def held(self) -> None:
+        """Refuse a restore whose locks went away before they were released (a session ended by someone)."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        except psycopg2.Error as exc:
+            raise ComponentError(
+                "the session that held pg_restore back until each data file was whole ended early "
+                f"({str(exc).strip()}); the restore is not trusted, and the live database was not touched"
+            ) from exc
 
     def release(self, completed: int) -> None:
         """Let pg_restore load each table whose files are among the first ``completed`` of the stream."""

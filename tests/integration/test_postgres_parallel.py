@@ -31,7 +31,7 @@ from engine.components.files import write_tar
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.postgres_restore import SIDE_PREFIX
 from engine.crypto import Encryption
-from engine.errors import IntegrityError, RestoreMismatch
+from engine.errors import ComponentError, IntegrityError, RestoreMismatch
 from engine.manifest import ComponentRecord, Manifest
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
@@ -212,6 +212,32 @@ def test_a_table_file_that_loads_other_rows_is_refused_by_the_proof(
 
         monkeypatch.setattr(pgdir_stream.StreamExtractor, "_write", altered)
         with pytest.raises(RestoreMismatch, match=r"public\.orders"):
+            engine_backup.restore(repo, manifest, comp)
+        assert unchanged(before, comp.fingerprint()), "a refused restore changed the live database"
+        assert _leftovers(comp) == []
+
+
+def test_a_restore_whose_locks_were_lost_early_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: someone ends the session that holds pg_restore back; the load is not trusted."""
+    with LocalRuntime(tmp_path / "work") as rt:
+        comp = _seeded(rt)
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        _drop_rows(comp)
+        before = comp.fingerprint()
+
+        def ended(self: Any, completed: int) -> None:
+            if not self.levels:
+                return
+            admin = comp.connect("postgres")
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (self.conn.get_backend_pid(),))
+            admin.close()
+            self.levels.clear()  # its locks went with it: pg_restore goes on
+
+        monkeypatch.setattr(postgres_parallel._Gate, "release", ended)
+        with pytest.raises(ComponentError, match="ended early"):
             engine_backup.restore(repo, manifest, comp)
         assert unchanged(before, comp.fingerprint()), "a refused restore changed the live database"
         assert _leftovers(comp) == []
