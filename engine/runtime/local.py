@@ -88,14 +88,28 @@ def _start_on_a_free_port(server: _PortServer, moved: Callable[[], None]) -> Non
             moved()
 
 
-def _port_taken(log: Path, offset: int) -> bool:
-    """Whether the server's log, from ``offset`` on, says its port was taken."""
+def log_since(log: Path, offset: int) -> bytes:
+    """What a server wrote to its log from ``offset`` on (nothing if it cannot be read)."""
     try:
         with open(log, "rb") as fh:
             fh.seek(offset)
-            return b"Address already in use" in fh.read()
+            return fh.read()
     except OSError:
-        return False
+        return b""
+
+
+def _port_taken(log: Path, offset: int) -> bool:
+    """Whether the server's log, from ``offset`` on, says its port was taken."""
+    return b"Address already in use" in log_since(log, offset)
+
+
+def redis_listening(log: Path, offset: int, port: int) -> bool:
+    """Whether a redis-server (or valkey-server, any mode) logged, from ``offset`` on, that it listens on ``port``.
+
+    Why not a PING: until the server has bound its port, whatever else holds that port
+    answers, or holds the connection without a word for as long as the client retries.
+    """
+    return f", port={port}.".encode() in log_since(log, offset)
 
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.

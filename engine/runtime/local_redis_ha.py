@@ -25,6 +25,7 @@ from engine.errors import FaultError, RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import RedisService
+from engine.runtime.local import PORT_ATTEMPTS, _port_taken, _size, redis_listening
 from engine.runtime.topology import ClusterSpec, Role, SentinelSpec, Topology
 
 if TYPE_CHECKING:
@@ -192,8 +193,39 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         return self._runtime.root / f"redis-{self.instance}-{name}"
 
     def _start_sentinel(self, name: str, master_port: int) -> None:
+        """Start one Sentinel, and once more on another port if its port was taken meanwhile.
+
+        Why: another drill's process can take the port between its being picked and bound
+        (a fleet runs drills four at a time); a Sentinel that could not bind exits at once.
+        The Sentinel's own log line naming its port (written once it listens) tells the two
+        apart: a PING would reach whatever holds the port (``redis_listening``). Only a start whose log says the
+        address was in use is retried, as for every server of this runtime.
+        """
         base = self._sentinel_dir(name)
         base.mkdir(exist_ok=True)
+        log = base / "sentinel.log"
+        for attempt in range(PORT_ATTEMPTS):
+            offset = _size(log)
+            port, proc = self._spawn_sentinel(name, base, master_port)
+            if self._listening(proc, log, offset, port):
+                return
+            if attempt + 1 == PORT_ATTEMPTS or not _port_taken(log, offset):
+                raise RuntimeStartError(
+                    f"Sentinel {name} of {self.instance!r} did not start. Log:\n" + processes.tail(log)
+                )
+
+    @staticmethod
+    def _listening(proc: subprocess.Popen[bytes], log: Path, offset: int, port: int) -> bool:
+        """Wait until the Sentinel says it runs on ``port`` (True) or exits (False, as after 30 s)."""
+        processes.wait_until(
+            lambda: proc.poll() is not None or redis_listening(log, offset, port), timeout=30, interval=0.02
+        )
+        if proc.poll() is None and redis_listening(log, offset, port):
+            return True
+        processes.kill(proc)
+        return False
+
+    def _spawn_sentinel(self, name: str, base: Path, master_port: int) -> tuple[int, subprocess.Popen[bytes]]:
         port = processes.free_port()
         conf = base / "sentinel.conf"
         conf.unlink(missing_ok=True)
@@ -206,6 +238,7 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         binary = self._nodes["node0"].server
         proc = processes.spawn([str(binary), str(conf), "--sentinel"], log=base / "sentinel.log")
         self._sentinels[name] = (port, proc)
+        return port, proc
 
     def _monitor(self, master_port: int) -> list[str]:
         s = self.spec
