@@ -526,7 +526,12 @@ class LocalRedis(RedisService):
         _start_on_a_free_port(self, self._write_conf)
 
     def _start_once(self) -> None:
+        offset = _size(self.log)
         self.proc = processes.spawn([str(self.server), str(self.base / "redis.conf")], log=self.log)
+        proc, port = self.proc, self.port
+        # PING only once the server says it listens: before, a process that took the port
+        # may hold the connection as long as the client retries (109 s seen in a test).
+        processes.wait_until(lambda: proc.poll() is not None or redis_listening(self.log, offset, port), timeout=30)
         if not processes.wait_until(self._answers, timeout=30):
             processes.stop(self.proc, signal.SIGTERM)
             raise RuntimeStartError(
