@@ -4,6 +4,11 @@ The plan is a pure function of the backups, the policy and which backups were ve
 so it can be shown (``--dry-run``), tested exhaustively and applied by any repository.
 The safety rule wins over the policy: the newest verified backup of every component is
 never deleted, so pruning can never leave a component with no restorable backup.
+
+"Newest" is the chain's order (``engine.chain``), never the wall clock: a backup taken
+while the clock ran a year ahead once made keep-last delete the newest real backup. The
+daily, weekly and monthly periods still need dates; each set is bucketed by its date
+capped at its successor's (and at now), so a wrong clock cannot promote it either.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from engine.chain import chain_key, effective_times
 from engine.manifest import Manifest, ManifestSummary
 
 
@@ -40,11 +46,12 @@ def _buckets(
     key: Callable[[datetime], Hashable],
     label: str,
     decisions: dict[str, Decision],
+    when: dict[str, datetime],
 ) -> None:
     """Keep the newest backup of each of the ``count`` most recent periods that have one."""
     seen: list[Hashable] = []
     for m in newest_first:
-        period = key(m.created_at)
+        period = key(when[m.id])
         if period in seen:
             continue
         if len(seen) == count:
@@ -54,18 +61,33 @@ def _buckets(
         decisions[m.id].reasons.append(f"{label} {period}")
 
 
-def plan(manifests: Sequence[Manifest | ManifestSummary], policy: Policy, verified: set[str]) -> list[Decision]:
-    """Decisions for every backup, newest first."""
-    newest_first = sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True)
+def plan(
+    manifests: Sequence[Manifest | ManifestSummary],
+    policy: Policy,
+    verified: set[str],
+    now: datetime | None = None,
+) -> list[Decision]:
+    """Decisions for every backup, newest first (the chain's order).
+
+    ``now``: dates after it are capped to it too (the operator's prune passes it; a
+    test of the policy alone may leave it out).
+    """
+    newest_first = sorted(manifests, key=chain_key, reverse=True)
+    when = effective_times(newest_first, now)
     decisions = {m.id: Decision(m.id, m.created_at, keep=False) for m in newest_first}
     for m in newest_first[: policy.keep_last]:
         decisions[m.id].keep = True
         decisions[m.id].reasons.append("keep_last")
-    _buckets(newest_first, policy.daily, lambda t: t.date().isoformat(), "daily", decisions)
+    _buckets(newest_first, policy.daily, lambda t: t.date().isoformat(), "daily", decisions, when)
     _buckets(
-        newest_first, policy.weekly, lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}", "weekly", decisions
+        newest_first,
+        policy.weekly,
+        lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}",
+        "weekly",
+        decisions,
+        when,
     )
-    _buckets(newest_first, policy.monthly, lambda t: t.strftime("%Y-%m"), "monthly", decisions)
+    _buckets(newest_first, policy.monthly, lambda t: t.strftime("%Y-%m"), "monthly", decisions, when)
 
     components = {c.name for m in newest_first for c in m.components}
     for name in sorted(components):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.chain import ChainAudit, StoredSet, Tombstone, audit, chain_key, read_tombstone, tombstone_bytes
 from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
-from engine.errors import ConfigError, IntegrityError, RepositoryError
+from engine.errors import ConfigError, FaultError, IntegrityError, RepositoryError, UntrustedSet
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
+from engine.signing import RepositoryTrust
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
@@ -45,6 +48,11 @@ class VerifyReport(BaseModel):
     checks: list[ArtifactCheck] = Field(default_factory=list)
     findings: list[str] = Field(
         default_factory=list, description="Why the set could not be restored although its bytes are sound."
+    )
+    trust: list[str] = Field(
+        default_factory=list,
+        description="What the signatures and the chain say (engine/chain.py): this set's findings first, then the "
+        "repository's; on an unsigned repository, that integrity against a repository writer is not proven.",
     )
 
     @property
@@ -94,8 +102,17 @@ class EncodingSetWriter(BackupSetWriter):
     only say where stored bytes go (``_sink``) and how a finished set is published.
     """
 
-    def __init__(self, encryption: Encryption | None, label: str | None, backup_id: str | None = None) -> None:
-        self.created_at = datetime.now(UTC)
+    def __init__(
+        self,
+        encryption: Encryption | None,
+        label: str | None,
+        backup_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        # ``now``: the repository's clock (``Repository.clock``), injectable so a drill can
+        # take a backup with a wrong clock; the completion time follows it by the elapsed time.
+        self.created_at = now or datetime.now(UTC)
+        self._started = time.monotonic()
         self.id = backup_id or new_backup_id(self.created_at)
         self.label = label
         self.records: list[ArtifactRecord] = []
@@ -145,11 +162,20 @@ class EncodingSetWriter(BackupSetWriter):
             tools=tools,
             labels=labels,
             encryption=self.encryption_info,
+            completed_at=self.created_at + timedelta(seconds=time.monotonic() - self._started),
         )
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class Repository(ABC):
     name: ClassVar[str]
+    # How sets are signed and which signatures are accepted; None: an unsigned repository.
+    trust: RepositoryTrust | None = None
+    # What a new set's ``created_at`` is read from (a drill's clock-skew fault replaces it).
+    clock: Callable[[], datetime] = staticmethod(_system_clock)
 
     @abstractmethod
     def begin(self, label: str | None = None) -> BackupSetWriter: ...
@@ -166,12 +192,13 @@ class Repository(ABC):
 
         Why: finding the newest set (an incremental's parent, "restore the latest") read
         every manifest whole first: 1.5 GB for ten sets of 100,000 files (issue 14). The
-        order comes from the summaries; a set that cannot be read whole is skipped as
+        order is the chain's (``engine.chain``), never the wall clock; a set that cannot be
+        read whole (or, on a repository that verifies, fails its signature) is skipped as
         ``list`` skips it, and named in ``broken``.
         """
         chosen = self.summaries() if sets is None else sets
         broken = dict(getattr(self, "broken", {}))
-        for summary in sorted(chosen, key=lambda m: (m.created_at, m.id), reverse=True):
+        for summary in sorted(chosen, key=chain_key, reverse=True):
             try:
                 yield self.get(summary.id)
             except RepositoryError as exc:
@@ -385,8 +412,148 @@ class Repository(ABC):
         """Remove a set so that it is unlisted before any of its files go."""
 
     @abstractmethod
-    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
-        """Shared for backups and restores, exclusive for pruning."""
+    def lock(
+        self, exclusive: bool, operation: str = "an operation", timeout: float | None = None
+    ) -> AbstractContextManager[None]:
+        """The repository lock: shared while reading or adding sets, exclusive while deleting.
+
+        Backups, copies, restores and verifications hold it shared for as long as they
+        read, so nothing they read is deleted under them; pruning holds it exclusive.
+        ``operation`` names the holder in the message of anyone who waits (with host, pid
+        and since when); after ``timeout`` seconds (default ``$DRPROOF_LOCK_TIMEOUT``,
+        else an hour) a waiter raises ``RepositoryLocked`` naming the holders.
+        """
 
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()
+
+    # -- signatures and the chain (engine/signing.py, engine/chain.py) ------------------------
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        """The signature document stored beside the manifest (``manifest.sig``), or None."""
+        return None
+
+    def _admit(self, backup_id: str, manifest_bytes: bytes) -> None:
+        """Refuse a manifest whose signature a verifying repository does not accept.
+
+        Every backend calls this on the bytes it is about to parse, so a set that fails
+        is never read, listed as usable, ordered, restored or copied; it is named instead.
+        """
+        if self.trust is None or self.trust.keys is None:
+            return
+        check = self.trust.keys.check(manifest_bytes, self.stored_signature(backup_id))
+        if not check.ok:
+            raise UntrustedSet(f"backup {backup_id} is not trusted: {check.detail}")
+
+    def _admit_copy(self, backup_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        """Refuse to publish a copied set whose signature this repository would not accept."""
+        if self.trust is None or self.trust.keys is None:
+            return
+        check = self.trust.keys.check(manifest_bytes, signature)
+        if not check.ok:
+            raise UntrustedSet(f"backup {backup_id} is not trusted, so it was not copied: {check.detail}")
+
+    def sign(self, manifest_bytes: bytes) -> bytes | None:
+        """The signature document for a set being published; None in an unsigned repository."""
+        if self.trust is None or self.trust.signer is None:
+            if self.trust is not None and self.trust.keys is not None:
+                raise ConfigError(
+                    f"the repository ({self.describe().get('path', self.name)}) verifies signatures, but no private "
+                    "key is configured to sign new sets (signing: key_file or key_env)"
+                )
+            return None
+        return self.trust.signer.sign(manifest_bytes)
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        """Every set as stored, manifest bytes and signature, whatever is wrong with it.
+
+        This default finds sets through ``summaries`` (and ``broken``); a backend that can
+        also see set directories without a manifest overrides it.
+        """
+        summaries = self.summaries()
+        broken = dict(getattr(self, "broken", {}))
+        for backup_id in [m.id for m in summaries] + sorted(broken):
+            data = self.stored_manifest_bytes(backup_id)
+            problem = None if data is not None else broken.get(backup_id, "its manifest cannot be read")
+            yield StoredSet(backup_id, data, self.stored_signature(backup_id), problem)
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        """(id, record, signature) of every set retention deleted; none in a backend that keeps none."""
+        return []
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        """Keep the record that retention deleted a set (before it is deleted)."""
+        return None
+
+    def tombstones(self) -> builtins.list[Tombstone]:
+        keys = self.trust.keys if self.trust is not None else None
+        out = []
+        for backup_id, data, sig in self.stored_tombstones():
+            t = read_tombstone(backup_id, data, sig, keys)
+            if t is not None:
+                out.append(t)
+        return out
+
+    def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        """The chain as stored: every set's signature and links, and the order of the usable ones."""
+        keys = self.trust.keys if self.trust is not None else None
+        return audit(self.stored_sets(), self.tombstones(), keys, now)
+
+    def chain_link(self) -> dict[str, Any]:
+        """The place of a set published now: after the newest usable set (or tombstone).
+
+        Called by a backend's commit while it holds the publishing lock, so two backups
+        never take one place. Retention never deletes the newest set, but a repository
+        emptied by other means continues after its newest tombstone, not from 1 again.
+        """
+        found = self.chain_audit()
+        head_id = found.head()
+        candidates: builtins.list[tuple[int, str, str]] = []
+        if head_id is not None:
+            st = found.sets[head_id]
+            candidates.append((st.summary.sequence or 0, head_id, st.sha256))
+        candidates += [(t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence]
+        if not candidates:
+            return {"sequence": 1, "previous_id": None, "previous_sha256": None}
+        place, prev_id, prev_sha = max(candidates)
+        return {"sequence": place + 1, "previous_id": prev_id, "previous_sha256": prev_sha}
+
+    @contextmanager
+    def publishing(self, operation: str) -> Iterator[None]:
+        """The exclusive section in which a new set takes its place in the chain.
+
+        A backend without a lock of its own (S3 today) publishes without one: two backups
+        at the same moment may then claim one place, which the audit reports as a fork.
+        """
+        yield
+
+    def record_deletion(self, backup_id: str, reason: str) -> None:
+        """Write the signed tombstone of a set about to be deleted (retention, an operator's prune)."""
+        data = self.stored_manifest_bytes(backup_id)
+        if data is None:
+            return
+        manifest = ManifestSummary.model_validate_json(data)
+        record = tombstone_bytes(manifest, hashlib.sha256(data).hexdigest(), reason)
+        self.write_tombstone(backup_id, record, self.sign(record))
+
+    # Damage on purpose, for drills' integrity faults (engine/faults/integrity.py).
+    def overwrite_manifest(self, backup_id: str, data: bytes) -> None:
+        raise FaultError(f"the {self.name} repository cannot rewrite a manifest on purpose")
+
+    def delete_manifest(self, backup_id: str) -> None:
+        raise FaultError(f"the {self.name} repository cannot delete a manifest on purpose")
+
+
+def verbatim_manifest(manifest: Manifest, source: Repository) -> tuple[bytes, bytes | None]:
+    """The manifest bytes and signature to copy: exactly as the source stores them.
+
+    Why not ``manifest.to_json()``: a signature covers stored bytes, and a manifest an
+    older drproof wrote may serialize differently today. The bytes must still be the
+    manifest whose artifacts the copy checks; if the source changed them meanwhile, the
+    copy is refused rather than publishing a manifest nobody checked.
+    """
+    data = source.stored_manifest_bytes(manifest.id)
+    if data is None:
+        return manifest.to_json().encode("utf-8"), None
+    if data != manifest.to_json().encode("utf-8") and Manifest.model_validate_json(data) != manifest:
+        raise IntegrityError(f"backup {manifest.id}: its manifest changed in the source while it was copied; not copied")
+    return data, source.stored_signature(manifest.id)

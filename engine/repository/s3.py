@@ -47,7 +47,9 @@ from engine.repository.base import (
     StoredArtifactMissing,
     VerifyReport,
     safe_segment,
+    verbatim_manifest,
 )
+from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
@@ -171,7 +173,7 @@ class MultipartWriter(io.RawIOBase):
 
 class _S3SetWriter(EncodingSetWriter):
     def __init__(self, repo: S3Repository, label: str | None, backup_id: str | None = None) -> None:
-        super().__init__(repo.encryption, label, backup_id)
+        super().__init__(repo.encryption, label, backup_id, now=repo.clock())
         self._repo = repo
 
     @contextmanager
@@ -194,8 +196,14 @@ class _S3SetWriter(EncodingSetWriter):
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         manifest = self._manifest(components, tools, labels)
-        # Last: this publishes the set. If it fails, the set was not published.
-        self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode(), "nothing was published")
+        with self._repo.publishing(f"publishing backup {self.id}"):
+            manifest = manifest.model_copy(update=self._repo.chain_link())
+            data = manifest.to_json().encode()
+            signature = self._repo.sign(data)
+            if signature is not None:  # before the manifest: a listed set is never unsigned
+                self._repo.put(self.id, SIGNATURE_NAME, signature, "nothing was published")
+            # Last: this publishes the set. If it fails, the set was not published.
+            self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
         return manifest
 
     def abort(self) -> None:
@@ -221,8 +229,10 @@ class S3Repository(Repository):
         endpoint_url: str | None = None,
         region: str | None = None,
         encryption: Encryption | None = None,
+        trust: RepositoryTrust | None = None,
     ) -> None:
         self.bucket = bucket
+        self.trust = trust
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.encryption = encryption
@@ -313,6 +323,7 @@ class S3Repository(Repository):
         data = self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         if data is None:
             return None
+        self._admit(backup_id, data)
         try:
             manifest = model.model_validate_json(data)
         except ValueError as exc:
@@ -342,6 +353,36 @@ class S3Repository(Repository):
             return self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         except RepositoryError:
             return None
+
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        try:
+            return self._get_bytes(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
+        except RepositoryError:
+            return None
+
+    def _pruned_key(self, backup_id: str, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "pruned", safe_segment(backup_id) + suffix) if p)
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        prefix = "/".join(p for p in (self.prefix, "pruned") if p) + "/"
+        out = []
+        with self.guard(f"listing s3://{self.bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix) :]
+                    if name.endswith(".json"):
+                        backup_id = name.removesuffix(".json")
+                        data = self._get_bytes(obj["Key"], MAX_SIGNATURE_BYTES)
+                        if data is not None:
+                            sig = self._get_bytes(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
+                            out.append((backup_id, data, sig))
+        return out
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):
+            if signature is not None:
+                self.client.put_object(Bucket=self.bucket, Key=self._pruned_key(backup_id, ".sig"), Body=signature)
+            self.client.put_object(Bucket=self.bucket, Key=self._pruned_key(backup_id, ".json"), Body=record)
 
     def list(self) -> list[Manifest]:
         return self._read_all(Manifest)
@@ -373,6 +414,8 @@ class S3Repository(Repository):
         facts = {"type": self.name, "bucket": self.bucket, "prefix": self.prefix}
         if self.endpoint_url:
             facts["endpoint_url"] = self.endpoint_url
+        if self.trust is not None and self.trust.verifies:
+            facts["signing"] = self.trust.describe()
         return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
@@ -414,19 +457,21 @@ class S3Repository(Repository):
         manifest = self.get(backup_id)
         keys = [self.key(backup_id, MANIFEST_NAME)]  # first: the set stops being listed
         keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
-        keys.append(self.key(backup_id, VERIFIED_NAME))
+        keys += [self.key(backup_id, VERIFIED_NAME), self.key(backup_id, SIGNATURE_NAME)]
         for key in keys:
             with self.guard(f"deleting {key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
 
     @contextmanager
-    def lock(self, exclusive: bool) -> Iterator[None]:
+    def lock(self, exclusive: bool, operation: str = "an operation", timeout: float | None = None) -> Iterator[None]:
         """S3 offers no lock. Backups are safe concurrently (unique ids, manifest last); run
         prune from one place only (documented)."""
         yield
 
     def import_set(self, manifest: Manifest, source: Repository) -> None:
-        """Copy a set's stored bytes verbatim (same digests), manifest last."""
+        """Copy a set's stored bytes verbatim (same digests, same signed manifest), manifest last."""
+        data, signature = verbatim_manifest(manifest, source)
+        self._admit_copy(manifest.id, data, signature)
         done: list[str] = []
         try:
             for artifact in manifest.artifacts:
@@ -448,7 +493,10 @@ class S3Repository(Repository):
                         upload.abort()
                     raise
                 done.append(key)
-            self.put(manifest.id, MANIFEST_NAME, manifest.to_json().encode())
+            if signature is not None:
+                self.put(manifest.id, SIGNATURE_NAME, signature)
+                done.append(self.key(manifest.id, SIGNATURE_NAME))
+            self.put(manifest.id, MANIFEST_NAME, data)
         except BaseException:
             for key in done:
                 with suppress(Exception):
