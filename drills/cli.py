@@ -450,14 +450,14 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> int:
     """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt."""
     from drills import standalone
-    from engine.chain import QUIET_KINDS
+    from engine.chain import NOT_PROVEN, QUIET_KINDS
 
     found = repo.chain_audit()
     summaries = {m.id: m for m in repo.summaries()}
     sets = [standalone.summary(summaries[i]) | _chain_facts(found, i) for i in found.order if i in summaries]
     broken = getattr(repo, "broken", {})
     findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
-    statement = None if found.verifies else standalone.NOT_PROVEN
+    statement = None if found.verifies else f"integrity {NOT_PROVEN}"
     if args.json:
         body = {"backups": sets, "unreadable": broken, "findings": findings, "notes": found.notes, "integrity": statement}
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
@@ -523,11 +523,9 @@ def _verify(
 
 
 def _verdict(report: Any) -> str:
-    from drills import standalone
-
     if report.ok:
-        proven = "" if standalone.NOT_PROVEN not in report.trust else " (its artifacts; its integrity against a repository writer is NOT proven: unsigned)"
-        return "verified" + proven
+        unsigned = any(line.startswith("integrity NOT proven") for line in report.trust)
+        return "verified" + (" (its artifacts; integrity against a repository writer NOT proven: unsigned)" if unsigned else "")
     return "; ".join(
         ([f"{len(report.damaged)} damaged artifact(s)"] if report.damaged else [])
         + (["not restorable"] if report.findings else [])

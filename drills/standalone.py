@@ -10,8 +10,8 @@ Every backup, verify, restore, deletion and copy is also recorded in the audit l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +20,9 @@ from typing import Any
 from drills.backup_config import BackupConfig, LocalRepositorySpec, S3RepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
-from engine import selection
+from engine import retention, selection
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
-from engine.chain import UNTRUSTING, ChainAudit
+from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
@@ -30,7 +30,7 @@ from engine.errors import BackupNotFound, ConfigError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
-from engine.retention import Policy, plan
+from engine.retention import Decision, Policy
 from engine.runtime.external import ExternalRuntime
 from engine.signing import RepositoryTrust
 
@@ -247,33 +247,22 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
     policy = Policy(keep_last=r.keep_last, daily=r.daily, weekly=r.weekly, monthly=r.monthly)
     audit = audit or AuditLog(None)
     repo = repository(config, None, writes=not dry_run)
-    with repo.lock(exclusive=True, operation="prune (retention)"):
-        # Only sets a restore could read count: a newer set whose manifest is damaged (or, in
-        # a signed repository, whose signature fails) must never take the place of the good
-        # one retention would otherwise keep; those are left alone, and `verify` names them.
-        # Each is read whole once, one at a time, so memory stays that of one manifest.
-        summaries = repo.summaries()
-        readable = {m.id for m in repo.newest_first(summaries)}
-        sets = [m for m in summaries if m.id in readable]
-        holds = {m.id: [c.name for c in m.components] for m in sets}
-        decisions = plan(sets, policy, repo.verified_ids(), now=datetime.now(UTC))
-        kept = [
-            {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
-            for d in decisions
-            if d.keep
-        ]
-        deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
-        if not dry_run:
-            for d in deleted:
-                # One line per deleted set, written while the exclusive lock is still held.
-                with audit.operation("delete", where(config, None)) as op:
-                    op.backup_ids = [d["id"]]
-                    op.components = holds.get(d["id"], [])
-                    op.extra.update(reason="retention policy", created_at=d["created_at"])
-                    progress(f"deleting {d['id']}")
-                    # The signed record first: the chain then shows a deleted set, not a missing one.
-                    repo.record_deletion(d["id"], "retention policy")
-                    repo.delete(d["id"])
+
+    @contextmanager
+    def deleting(d: Decision, holds: list[str]) -> Iterator[None]:
+        # One line per deleted set, written while the exclusive lock is still held.
+        with audit.operation("delete", where(config, None)) as op:
+            op.backup_ids = [d.backup_id]
+            op.components = holds
+            op.extra.update(reason="retention policy", created_at=d.created_at.isoformat())
+            progress(f"deleting {d.backup_id}")
+            yield
+
+    decisions = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting)
+    kept = [
+        {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons} for d in decisions if d.keep
+    ]
+    deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
     return PruneResult(kept, deleted, dry_run)
 
 
@@ -315,15 +304,9 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
     return report
 
 
-NOT_PROVEN = (
-    "integrity against anyone who can write the repository is NOT proven: its manifests are not signed (configure "
-    "`signing:`), so an artifact rewritten together with its digest, a replayed or a deleted set would go unnoticed"
-)
-
-
 def trust_findings(found: ChainAudit, backup_id: str) -> list[str]:
     """What the signatures and the chain say, the set's own findings first, then the repository's."""
-    lines = [] if found.verifies else [NOT_PROVEN]
+    lines = [] if found.verifies else [f"integrity {NOT_PROVEN}"]
     if found.verifies and backup_id in found.sets and backup_id not in found.untrusted():
         check = found.sets[backup_id].signature
         lines.append(f"{backup_id}: signature valid (key {check.key_fingerprint if check else '?'})")

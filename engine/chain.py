@@ -41,6 +41,11 @@ from engine.signing import SignatureCheck, TrustedKeys
 # NTP steps by less; a year is not drift.
 FUTURE_TOLERANCE = timedelta(minutes=10)
 TOMBSTONE_FORMAT = "drproof-tombstone-v1"
+# Said wherever a repository that does not verify signatures is reported on.
+NOT_PROVEN = (
+    "NOT proven against anyone who can write the repository: its manifests are not signed (configure signing), "
+    "so an artifact rewritten together with its digest, a replayed set or a deleted one would go unnoticed"
+)
 
 FindingKind = Literal[
     "unsigned",
@@ -111,6 +116,7 @@ class Tombstone:
     deleted_at: str
     trusted: bool
     detail: str = ""
+    created_at: str = ""
 
 
 def tombstone_bytes(manifest: Manifest | ManifestSummary, manifest_sha256: str, reason: str) -> bytes:
@@ -145,6 +151,7 @@ def read_tombstone(backup_id: str, data: bytes, signature: bytes | None, keys: T
         str(body.get("deleted_at", "")),
         trusted=check is None or check.ok,
         detail="" if check is None or check.ok else check.detail,
+        created_at=str(body.get("created_at", "")),
     )
 
 

@@ -14,11 +14,20 @@ capped at its successor's (and at now), so a wrong clock cannot promote it eithe
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from engine.chain import chain_key, effective_times
 from engine.manifest import Manifest, ManifestSummary
+
+if TYPE_CHECKING:
+    from engine.repository.base import Repository
+
+# Wraps each deletion (the standalone engine writes its audit line around it); gets the
+# decision and the components the set holds.
+Deleting = Callable[["Decision", list[str]], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -110,3 +119,37 @@ def plan(
                     decisions[c.parent].reasons.append(f"parent of {m.id}")
                     changed = True
     return [decisions[m.id] for m in newest_first]
+
+
+def prune(
+    repository: Repository,
+    policy: Policy,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    deleting: Deleting | None = None,
+) -> list[Decision]:
+    """Plan under the exclusive lock, and delete what the plan does not keep (unless ``dry_run``).
+
+    Only sets a restore could read count: a newer set whose manifest is damaged (or, in a
+    signed repository, whose signature fails) must never take the place of the good one
+    retention would otherwise keep; those are left alone, and ``verify`` names them. Each
+    manifest is read whole once, one at a time, so memory stays that of one manifest.
+    Each deletion is preceded by its signed tombstone, so the chain shows a deleted set,
+    not a missing one. Shared by ``recovery prune`` and the drill's ``prune`` step.
+    """
+    with repository.lock(exclusive=True, operation="prune (retention)"):
+        summaries = repository.summaries()
+        readable = {m.id for m in repository.newest_first(summaries)}
+        sets = [m for m in summaries if m.id in readable]
+        decisions = plan(sets, policy, repository.verified_ids(), now=now or datetime.now(UTC))
+        if dry_run:
+            return decisions
+        holds = {m.id: [c.name for c in m.components] for m in sets}
+        for d in decisions:
+            if d.keep:
+                continue
+            with deleting(d, holds.get(d.backup_id, [])) if deleting is not None else nullcontext():
+                repository.record_deletion(d.backup_id, "retention policy")
+                repository.delete(d.backup_id)
+    return decisions

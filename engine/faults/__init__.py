@@ -4,6 +4,7 @@ from engine.faults.application import KillProcess, StopProcess
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
+from engine.faults.integrity import DeleteManifest, ForgeArtifact, ReplaySet, SkewClock
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
 from engine.faults.postgres_storage import CorruptPage, DeleteWalSegments
@@ -43,6 +44,10 @@ for _fault in (
     OffsiteUnavailable,
     KillProcess,
     StopProcess,
+    ForgeArtifact,
+    ReplaySet,
+    DeleteManifest,
+    SkewClock,
 ):
     faults.register(_fault)
 

@@ -542,6 +542,14 @@ class Repository(ABC):
     def delete_manifest(self, backup_id: str) -> None:
         raise FaultError(f"the {self.name} repository cannot delete a manifest on purpose")
 
+    def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        """Store set ``source_id``'s files again as ``new_id`` with the given manifest, checking nothing.
+
+        What an attacker with write access does to replay an old set under a new id; a
+        repository's own ``import_set`` would refuse it.
+        """
+        raise FaultError(f"the {self.name} repository cannot plant a set on purpose")
+
 
 def verbatim_manifest(manifest: Manifest, source: Repository) -> tuple[bytes, bytes | None]:
     """The manifest bytes and signature to copy: exactly as the source stores them.

@@ -363,6 +363,15 @@ class LocalRepository(Repository):
     def delete_manifest(self, backup_id: str) -> None:
         (self._set_dir(backup_id) / MANIFEST_NAME).unlink()
 
+    def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        target = self._set_dir(new_id)
+        shutil.copytree(self._set_dir(source_id), target, symlinks=True)
+        for leftover in (VERIFIED_NAME, SIGNATURE_NAME):
+            (target / leftover).unlink(missing_ok=True)
+        (target / MANIFEST_NAME).write_bytes(manifest_bytes)
+        if signature is not None:
+            (target / SIGNATURE_NAME).write_bytes(signature)
+
     def _stored_path(self, manifest: Manifest, artifact: ArtifactRecord) -> Path:
         base = self._set_dir(manifest.id).resolve()
         path = (base / artifact.path).resolve()
