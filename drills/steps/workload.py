@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field
 
-from drills.crosscheck import CheckContext, str_list
+from drills.crosscheck import CheckContext, as_dict, str_list
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
 from engine.components import component_kinds
@@ -20,7 +20,8 @@ class WorkloadSpec(Strict):
     components: list[Name] | None = Field(
         default=None,
         description="Components to write to; default: every component whose kind has a workload writer "
-        "(postgres and its variants, redis and its variants, volumes, vectorstore).",
+        "(postgres and its variants, redis and its variants, volumes, vectorstore, and applications that "
+        "declare `run.workload` endpoints).",
     )
 
 
@@ -57,6 +58,12 @@ class Workload(StepKind):
                     (*path, j),
                     f"{c!r} is a {kind}, which has no workload writer "
                     "(writers: postgres and its variants, redis and its variants, volumes, vectorstore)",
+                )
+            elif kind == "application" and not as_dict(as_dict(ctx.components.get(c)).get("run")).get("workload"):
+                ctx.add(
+                    (*path, j),
+                    f"{c!r} is an application without workload endpoints: give it "
+                    "run.workload: {write: /path/{seq}, read: /path} to write the workload through it",
                 )
 
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:

@@ -7,6 +7,7 @@ acknowledged. After the restore, the records that came back tell exactly which
 acknowledged writes were lost: that is the measured recovery point.
 """
 
+from drills.workload.application import ApplicationWriter
 from drills.workload.base import WORKLOAD_MARK, Ack, Writer, writer_for, writer_kinds
 from drills.workload.files import VolumeWriter
 from drills.workload.postgres import PostgresWriter
@@ -17,5 +18,6 @@ writer_kinds.register(PostgresWriter)
 writer_kinds.register(RedisWriter)
 writer_kinds.register(VolumeWriter)
 writer_kinds.register(VectorWriter)
+writer_kinds.register(ApplicationWriter)
 
 __all__ = ["WORKLOAD_MARK", "Ack", "Writer", "writer_for", "writer_kinds"]

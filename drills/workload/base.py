@@ -27,6 +27,11 @@ class Writer(ABC):
     def __init__(self, component: Component) -> None:
         self.component = component
 
+    @classmethod
+    def accepts(cls, component: Component) -> bool:
+        """Whether this component, of the writer's kind, takes a workload (e.g. has endpoints for it)."""
+        return True
+
     @abstractmethod
     def open(self) -> None:
         """Prepare (connect, create the table or directory); called in the writing thread."""
@@ -52,7 +57,8 @@ def writer_for(component: Component) -> type[Writer] | None:
     for cls in type(component).__mro__:
         name = cls.__dict__.get("name")
         if isinstance(name, str) and name in writer_kinds and name in component_kinds:
-            return writer_kinds.get(name)
+            writer = writer_kinds.get(name)
+            return writer if writer.accepts(component) else None
     return None
 
 

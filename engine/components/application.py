@@ -51,6 +51,35 @@ class HealthProbe(BaseModel):
         return self
 
 
+class WorkloadEndpoints(BaseModel):
+    """Where a service takes the drill's workload: the writes go through the service itself.
+
+    Why: a workload written straight into the database measures the database's recovery
+    point; users lose what their *service* acknowledged. With these set, the drill's
+    workload step POSTs record N to the service and, after the restore, asks the service
+    which records it still has.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    write: str = Field(
+        description="Path POSTed for each record, with `{seq}` for its number (e.g. `/workload/{seq}`); "
+        "a 2xx answer means the service acknowledged the write."
+    )
+    read: str = Field(
+        description="Path whose GET answers a JSON list of the record numbers the service holds (e.g. `/workload`)."
+    )
+
+    @model_validator(mode="after")
+    def _paths(self) -> WorkloadEndpoints:
+        if "{seq}" not in self.write:
+            raise ValueError("write must contain {seq}, the record's number")
+        for path in (self.write, self.read):
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not a path on the service (it must start with /)")
+        return self
+
+
 class ApplicationParams(SeedParams):
     command: list[str] = Field(
         min_length=1,
@@ -62,6 +91,9 @@ class ApplicationParams(SeedParams):
         default_factory=dict, description="Extra environment (no secrets here: they would be in the scenario file)."
     )
     health: HealthProbe = Field(default_factory=lambda: HealthProbe(http="/"), description="Readiness check.")
+    workload: WorkloadEndpoints | None = Field(
+        default=None, description="Endpoints through which the drill's workload writes and reads its records."
+    )
 
 
 class ApplicationComponent(Component):
@@ -105,6 +137,10 @@ class ApplicationComponent(Component):
     def kill(self) -> None:
         if self.proc is not None:
             processes.kill(self.proc)
+
+    def url(self, path: str) -> str:
+        """The service's address for ``path``, on loopback where the runtime started it."""
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -7,6 +7,8 @@ and the port to listen on in PORT.
 
     GET /health              200 when the database and the cache both answer
     GET /customers/<id>      the customer's order count and total, and their cart
+    POST /workload/<n>       drproof's workload: record n, committed to the database
+    GET /workload            the workload records the database holds, as a JSON list
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ CACHE = redis.Redis(
 )
 
 
+# drproof leaves its workload table out of the database's fingerprint, by this name.
+WORKLOAD = "drproof_workload"
+
+
 def query(sql: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg2.connect(DB, password=DB_PASSWORD, connect_timeout=2) as conn, conn.cursor() as cur:
         cur.execute(sql, args)
-        return cur.fetchall()
+        return cur.fetchall() if cur.description else []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -44,10 +50,27 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer(200, {"status": "ok"})
             elif m := re.fullmatch(r"/customers/(\d+)", self.path):
                 self.customer(int(m.group(1)))
+            elif self.path == "/workload":
+                present = query(f"SELECT seq FROM {WORKLOAD}") if query(f"SELECT to_regclass('{WORKLOAD}')")[0][0] else []
+                self.answer(200, [int(str(row[0])) for row in present])
             else:
                 self.answer(404, {"error": "not found"})
         except (psycopg2.Error, redis.RedisError) as exc:
             self.answer(503, {"status": "unavailable", "error": type(exc).__name__})
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        m = re.fullmatch(r"/workload/(\d+)", self.path)
+        if m is None:
+            self.answer(404, {"error": "not found"})
+            return
+        try:
+            # Committed before the answer: a 2xx means the record is durable, as drproof assumes.
+            query(f"CREATE TABLE IF NOT EXISTS {WORKLOAD} (seq bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            query(f"INSERT INTO {WORKLOAD} (seq) VALUES (%s) ON CONFLICT DO NOTHING", int(m.group(1)))
+        except psycopg2.Error as exc:
+            self.answer(503, {"status": "unavailable", "error": type(exc).__name__})
+            return
+        self.answer(201, {"stored": int(m.group(1))})
 
     def customer(self, cid: int) -> None:
         rows = query("SELECT count(*), coalesce(sum(amount), 0)::text FROM orders WHERE customer_id = %s", cid)
@@ -58,7 +81,7 @@ class Handler(BaseHTTPRequestHandler):
         has_cart = bool(CACHE.exists(f"cart:{cid}"))
         self.answer(200, {"customer": cid, "orders": count, "total": total, "has_cart": has_cart})
 
-    def answer(self, status: int, body: dict[str, object]) -> None:
+    def answer(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

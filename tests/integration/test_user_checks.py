@@ -175,3 +175,61 @@ def test_the_canary_fails_when_the_restored_state_is_another_backups(tmp_path: P
     by_id = {a["id"]: a for a in results["assertions"]}
     assert by_id["canary[shop-db]"]["status"] == "fail" and "another backup's" in by_id["canary[shop-db]"]["findings"][0]
     assert by_id["canary[sessions]"]["status"] == "fail" and "no canary" in by_id["canary[sessions]"]["findings"][0]
+
+
+def _workload_drill(tmp_path: Path, app_source: str) -> Path:
+    """A drill whose live workload goes through the service, which is then lost and restarted."""
+    (tmp_path / "shop_app.py").write_text(app_source)
+    data = {
+        "name": "workload-through-the-service",
+        "objectives": {"rto": "2m", "rpo": "1m"},
+        "stack": {
+            "components": {
+                "shop-db": {"kind": "postgres", "seed": {"customers": 20, "orders_per_customer": 1}},
+                "sessions": {"kind": "redis", "seed": {"keys": 10}},
+                "web": {
+                    "kind": "application",
+                    "depends_on": ["shop-db", "sessions"],
+                    "run": {
+                        "command": ["{python}", "shop_app.py"],
+                        "health": {"http": "/health", "timeout": 30},
+                        "workload": {"write": "/workload/{seq}", "read": "/workload"},
+                    },
+                },
+            }
+        },
+        "steps": [
+            {"workload": {"components": ["web"], "rate": 20}},
+            {"wait": "1500ms"},
+            {"backup": {"name": "nightly"}},
+            {"wait": "1s"},
+            {"disaster": {"target": "shop-db", "fault": "delete_data_dir"}},
+            {"disaster": {"target": "web", "fault": "kill_process"}},
+            {"restore": {"from": "nightly"}},
+        ],
+        "assertions": ["fidelity", "rpo"],
+    }
+    path = tmp_path / "workload.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_workload_goes_through_the_service_and_its_losses_are_measured(tmp_path: Path) -> None:
+    code, results = _run(tmp_path, _workload_drill(tmp_path, APP.read_text()))
+    assert code == 0, [a for a in results["assertions"] if a["status"] != "pass"] or results["error"]
+    web = next(c for c in results["components"] if c["name"] == "web")["recovery_point"]
+    assert web["measured"] and web["survived"] > 0 and web["lost_writes"] > 0, web  # the writes after the backup
+    assert web["hole_count"] == 0
+    assert _statuses(results)["fidelity[shop-db]"] == "pass", "the service's workload table is not the data"
+
+
+def test_a_service_that_acknowledges_writes_it_did_not_keep_fails_the_rpo(tmp_path: Path) -> None:
+    """Negative control: every third write is answered 201 but never stored."""
+    lying = APP.read_text().replace(
+        'query(f"INSERT INTO {WORKLOAD}', 'int(m.group(1)) % 3 == 0 or query(f"INSERT INTO {WORKLOAD}'
+    )
+    assert lying != APP.read_text()
+    code, results = _run(tmp_path, _workload_drill(tmp_path, lying))
+    assert code == 1, results["error"]
+    rpo = next(a for a in results["assertions"] if a["name"] == "rpo")
+    assert rpo["status"] == "fail" and "lost before a surviving one" in " ".join(rpo["findings"])
