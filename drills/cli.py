@@ -439,10 +439,11 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise ConfigError("recovery restore needs --config: it says where each component is restored to")
     event: Event = "verify" if args.recovery_command == "verify" else "restore"
     # Shared from choosing the set to the end: a concurrent prune cannot delete what is read.
+    reference = standalone.offsite_reference(config, offsite) if args.repository is None else None
     with repo.lock(exclusive=False, operation=f"recovery {args.recovery_command}"):
-        manifest = standalone.find_audited(repo, args.id, args.timestamp, audit, event, repo_where)
+        manifest = standalone.find_audited(repo, args.id, args.timestamp, audit, event, repo_where, reference)
         if args.recovery_command == "verify":
-            return _verify(args, repo, manifest, repo_where, audit, out, err)
+            return _verify(args, repo, manifest, repo_where, audit, out, err, reference)
         assert config is not None
         return _restore(args, config, repo, repo_where, manifest, audit, err)
 
@@ -450,12 +451,11 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> int:
     """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt."""
     from drills import standalone
-    from engine.chain import NOT_PROVEN, QUIET_KINDS
+    from engine.chain import NOT_PROVEN, QUIET_KINDS, UNTRUSTING
 
-    found = repo.chain_audit()
-    summaries = {m.id: m for m in repo.summaries()}
-    sets = [standalone.summary(summaries[i]) | _chain_facts(found, i) for i in found.order if i in summaries]
-    broken = getattr(repo, "broken", {})
+    found = repo.chain_audit()  # every manifest read once, one at a time, without its fingerprints
+    sets = [standalone.summary(found.sets[i].summary) | _chain_facts(found, i) for i in found.order]
+    broken = {f.backup_id: f.detail for f in found.findings if f.kind in UNTRUSTING}
     findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
     statement = None if found.verifies else f"integrity {NOT_PROVEN}"
     if args.json:
@@ -469,9 +469,6 @@ def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> in
                 highlight=False,
                 markup=False,
             )
-        for name, problem in broken.items():
-            if not found.findings_for(name):
-                err.print(f"unreadable backup set {name}: {problem}", highlight=False, markup=False)
         for f in found.findings:
             err.print(f"{f.kind.upper()} {f}", highlight=False, markup=False)
         if statement:
@@ -491,11 +488,18 @@ def _chain_facts(found: Any, backup_id: str) -> dict[str, Any]:
 
 
 def _verify(
-    args: argparse.Namespace, repo: Any, manifest: Any, repo_where: str, audit: AuditLog, out: Console, err: Console
+    args: argparse.Namespace,
+    repo: Any,
+    manifest: Any,
+    repo_where: str,
+    audit: AuditLog,
+    out: Console,
+    err: Console,
+    reference: Any = None,
 ) -> int:
     from drills import standalone
 
-    report = standalone.verify(repo, manifest, repo_where, audit)
+    report = standalone.verify(repo, manifest, repo_where, audit, reference)
     if args.json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:

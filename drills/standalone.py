@@ -10,6 +10,7 @@ Every backup, verify, restore, deletion and copy is also recorded in the audit l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ from drills.targets import Binding
 from engine import backup as engine_backup
 from engine import retention, selection
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
-from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit
+from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, missing_against
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, ConfigError, IntegrityError
+from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
 from engine.repository import LocalRepository, S3Repository
 from engine.repository.base import Repository, VerifyReport
@@ -35,6 +36,8 @@ from engine.runtime.external import ExternalRuntime
 from engine.signing import RepositoryTrust
 
 Progress = Callable[[str], None]
+# Under "engine", so the CLI shows these warnings as it shows the engine's own.
+log = logging.getLogger("engine.standalone")
 BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
@@ -273,6 +276,7 @@ def find_audited(
     audit: AuditLog,
     event: Event,
     repo_where: str,
+    reference: Repository | None = None,
 ) -> Manifest:
     """:func:`find`, with a failed ``event`` on record when the backup asked for is not there."""
     with audit.operation(event, repo_where) as op:
@@ -280,11 +284,17 @@ def find_audited(
         op.record_success = False  # the verify or restore itself writes the line
         if timestamp is not None:
             op.extra["at_or_before"] = timestamp.isoformat()
-        manifest = find(repo, backup_id, timestamp)
+        manifest = find(repo, backup_id, timestamp, reference)
     return manifest
 
 
-def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLog | None = None) -> VerifyReport:
+def verify(
+    repo: Repository,
+    manifest: Manifest,
+    repo_where: str,
+    audit: AuditLog | None = None,
+    reference: Repository | None = None,
+) -> VerifyReport:
     """Re-hash every stored artifact of a set and record the result (retention protects verified sets)."""
     with (audit or AuditLog(None)).operation("verify", repo_where) as op:
         op.backup_ids = [manifest.id]
@@ -292,7 +302,7 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
         report = repo.verify(manifest.id)
         report.findings = restorability(manifest)
         found = repo.chain_audit()
-        report.trust = trust_findings(found, manifest.id)
+        report.trust = trust_findings(found, manifest.id, _reference_audit(reference))
         untrusted = [str(f) for f in found.findings if f.backup_id == manifest.id and f.kind in UNTRUSTING]
         report.ok = report.ok and not report.findings and not untrusted
         repo.record_verification(report)
@@ -304,7 +314,29 @@ def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLo
     return report
 
 
-def trust_findings(found: ChainAudit, backup_id: str) -> list[str]:
+def offsite_reference(config: BackupConfig | None, offsite: bool) -> Repository | None:
+    """The other copy of the chain to compare with: the offsite repository, when reading the primary."""
+    if config is None or config.offsite is None or offsite:
+        return None
+    try:
+        return repository(config, None, offsite=True, create=False)
+    except DrproofError as exc:
+        log.warning("the offsite copy could not be opened to compare with (%s); a newest set deleted here would go unseen", exc)
+        return None
+
+
+def _reference_audit(reference: Repository | None) -> ChainAudit | None:
+    """The reference copy's audit; one that cannot be read is left out, and said so."""
+    if reference is None:
+        return None
+    try:
+        return reference.chain_audit()
+    except DrproofError as exc:
+        log.warning("the offsite copy could not be compared with (%s); a newest set deleted here would go unseen", exc)
+        return None
+
+
+def trust_findings(found: ChainAudit, backup_id: str, reference: ChainAudit | None = None) -> list[str]:
     """What the signatures and the chain say, the set's own findings first, then the repository's."""
     lines = [] if found.verifies else [f"integrity {NOT_PROVEN}"]
     if found.verifies and backup_id in found.sets and backup_id not in found.untrusted():
@@ -312,6 +344,8 @@ def trust_findings(found: ChainAudit, backup_id: str) -> list[str]:
         lines.append(f"{backup_id}: signature valid (key {check.key_fingerprint if check else '?'})")
     lines += [f"{f.kind}: {f}" for f in found.findings if f.backup_id == backup_id]
     lines += [f"{f.kind}: {f}" for f in found.findings if f.backup_id != backup_id]
+    if reference is not None:
+        lines += [f"{f.kind}: {f}" for f in missing_against(found, reference)]
     return lines
 
 
@@ -330,16 +364,19 @@ def restorability(manifest: Manifest) -> list[str]:
     return findings
 
 
-def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
+def find(
+    repo: Repository, backup_id: str | None, timestamp: datetime | None, reference: Repository | None = None
+) -> Manifest:
     """The set a command reads: by id, the newest at or before a time, or the latest (all through the chain).
 
     A set whose signature or place in the chain forbids it is refused (UntrustedSet,
-    ChainBroken: exit 1); "latest" is refused while the chain leaves it open.
+    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, or while
+    ``reference`` (the offsite copy) holds a newer set than this repository does.
     """
     if backup_id:
         return selection.by_id(repo, backup_id).manifest
     if timestamp is None:
-        return selection.latest(repo).manifest
+        return selection.latest(repo, reference=_reference_audit(reference)).manifest
     found = repo.chain_audit()
     for candidate in reversed(found.order):
         st = found.sets[candidate]

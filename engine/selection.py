@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.chain import UNTRUSTING, ChainAudit, Finding
+from engine.chain import UNTRUSTING, ChainAudit, Finding, missing_against
 from engine.errors import BackupNotFound, ChainBroken, IntegrityError, UntrustedSet
 from engine.manifest import Manifest
 from engine.repository.base import Repository
@@ -55,10 +55,15 @@ def latest(
     repository: Repository,
     found: ChainAudit | None = None,
     components: Sequence[str] = (),
+    reference: ChainAudit | None = None,
 ) -> Chosen:
-    """The chain's newest usable set holding every one of ``components``; refused while in doubt."""
+    """The chain's newest usable set holding every one of ``components``; refused while in doubt.
+
+    ``reference``: the audit of another copy of the chain (the offsite repository); a set
+    it holds after this repository's newest is the newest deleted here, and a doubt.
+    """
     found = found or repository.chain_audit()
-    doubts = found.doubts_about_latest()
+    doubts = found.doubts_about_latest() + (missing_against(found, reference) if reference is not None else [])
     if doubts:
         head = found.head()
         instead = f"the newest set the chain vouches for is {head}; name it (--id) to restore it anyway" if head else ""

@@ -144,3 +144,20 @@ def test_prune_records_what_it_deleted_so_the_chain_stays_whole(
     )
     code, out, _ = _cli(["recovery", "list", "--config", site["prod"], "--json"], capsys)
     assert code == 0 and json.loads(out)["findings"] == []
+
+
+def test_the_newest_set_deleted_whole_is_seen_against_the_offsite_copy(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing in the primary shows a set deleted with all its files; the offsite copy does."""
+    import shutil
+
+    older, newest = site["ids"][1], site["ids"][2]
+    shutil.rmtree(site["repo"] / "sets" / newest)
+    code, _, err = _cli(["recovery", "restore", "--config", site["prod"], "--to", site["to"]], capsys)
+    assert code == 1 and f"{newest}: the other repository holds it at place 3" in err and f"vouches for is {older}" in err
+    assert list(site["sandbox"].iterdir()) == []
+    code, out, _ = _cli(["recovery", "verify", "--config", site["prod"], "--id", older, "--json"], capsys)
+    assert code == 0 and any(line.startswith(f"missing: {newest}: the other repository holds it") for line in json.loads(out)["trust"])
+    code, out, _ = _cli(["recovery", "restore", "--config", site["prod"], "--offsite", "--to", site["to"], "--json"], capsys)
+    assert code == 0 and json.loads(out)["backup"] == newest

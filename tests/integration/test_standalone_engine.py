@@ -174,7 +174,7 @@ def test_encrypted_backup_restores_only_with_the_right_key(
     assert run_cli(["backup", "--config", cfg, "--components", "conf", "files", "--json"]) == 0
     backup_id = _json(capsys)["id"]
     manifest = (stack["config"].parent / "repo" / "sets" / backup_id / "manifest.json").read_text()
-    assert "aes-256-gcm-chunked-v1" in manifest and key not in manifest
+    assert "aes-256-gcm-chunked-v2" in manifest and key not in manifest
 
     (stack["conf"].path / "app.yaml").unlink()
     monkeypatch.setenv("DRPROOF_TEST_KEY", os.urandom(32).hex())
