@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
-from engine import __version__, canary, pitr
+from engine import __version__, canary, pitr, selection
 from engine.chain import chain_key
 from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
@@ -341,6 +341,10 @@ def copy_set(source: Repository, target: Repository, manifest: Manifest) -> Veri
         target.import_set(manifest, source)
         report = target.verify(manifest.id)
         target.record_verification(report)
+        # The copy carries the source's chain: in the target too it must be a set the chain accepts.
+        problem = selection.refusal(manifest.id, target.chain_audit())
     if not report.ok:
         raise RepositoryError(f"the copy of {manifest.id} failed verification in the target: {report.damaged}")
+    if problem is not None:
+        raise problem
     return report

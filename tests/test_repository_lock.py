@@ -156,3 +156,32 @@ def test_copy_and_prune_race_fifty_rounds_and_nothing_is_lost(tmp_path: Path) ->
     offsite = standalone.repository(config, None, offsite=True)
     assert all(offsite.verify(m.id).ok for m in offsite.list())
     assert sum(outcomes.values()) == ROUNDS
+
+
+def test_backups_publishing_at_once_never_take_one_place_in_the_chain(tmp_path: Path) -> None:
+    from engine.manifest import ComponentRecord
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def backups() -> None:
+        repo = LocalRepository(tmp_path / "repo")  # each writer its own handle, as separate processes have
+        start.wait()
+        try:
+            for i in range(10):
+                writer = repo.begin(f"w{i}")
+                with writer.artifact("files", "files.tar") as sink:
+                    sink.write(b"x" * 100)
+                writer.commit([ComponentRecord(name="files", kind="volumes", artifacts=[])], {}, {})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=backups) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    found = LocalRepository(tmp_path / "repo").chain_audit()
+    assert found.findings == []
+    assert sorted(st.summary.sequence or 0 for st in found.sets.values()) == list(range(1, 41))

@@ -339,7 +339,8 @@ def _attempt(
         except ConfigError as exc:
             raise _KeyRefused(f"refusing to restore {comp.instance!r}: {exc}") from exc
         except BackupNotFound as exc:
-            return "refused", f"refusing to restore {comp.instance!r} (nothing was touched): {exc}", "set-missing"
+            why = f"backup {manifest.id} is missing from the repository ({exc})"
+            return "refused", f"refusing to restore {comp.instance!r} (nothing was touched): {why}", "set-missing"
         if spec.point_in_time is None:
             engine_backup.restore(repository, manifest, comp)
         else:
