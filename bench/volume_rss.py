@@ -207,6 +207,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         next(repo.newest_first(), None)
         mark("newest", t)
         return out
+    if spec["op"] == "verify":
+        # `drproof recovery verify`: a stored set read back and every artifact proven.
+        report = repo.verify(spec["backup_id"])
+        out["ok"] = report.ok
+        mark("verify", t)
+        return out
     where = Path(spec["path"])
     runtime = ExternalRuntime(where.parent, directories={INSTANCE: where})
     comp = VolumesComponent(INSTANCE, VolumesParams(), runtime)
@@ -220,7 +226,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 # What `drproof backup` does: write the set with its fingerprint (the next
                 # incremental needs the per-file digests; volumes take them while archiving),
                 # then re-hash the set and record the result.
-                parent = repo.list()[-1] if spec["incremental"] else None
+                parent = next(repo.newest_first()) if spec["incremental"] else None
                 manifest = engine_backup.backup(repo, [comp], parent=parent)
                 t = mark("backup + fingerprint", t)
                 try:
@@ -238,12 +244,17 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out["manifest_bytes"] = (repo.root / "sets" / manifest.id / MANIFEST_NAME).stat().st_size
             out["details"] = manifest.component(INSTANCE).details
         else:
+            # `drproof recovery restore`: the restore, then health and the fidelity check.
             manifest = repo.get(spec["backup_id"])
             engine_backup.restore(repo, manifest, comp)
             t = mark("restore", t)
-            expected = manifest.component(INSTANCE).fingerprint
+            assert comp.health().ok
+            # Its parts may be stored apart (recorded_fingerprint); drproof before issue 14 kept them inline.
+            recorded = getattr(engine_backup, "recorded_fingerprint", None)
+            expected = recorded(repo, manifest, INSTANCE) if recorded else manifest.component(INSTANCE).fingerprint
             assert expected is not None
-            out["differences"] = len(compare(expected, comp.fingerprint()))
+            diffs = compare(expected, comp.fingerprint())
+            out["differences"] = getattr(diffs, "total", len(diffs))
             t = mark("fidelity", t)
     return out
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from drills import yamlsource
 from drills.crosscheck import suggest
+from drills.repository_spec import backend_models, union
 from drills.scenario import Name, Strict
 from drills.signing_spec import SigningSpec
 from drills.targets import target_kinds
@@ -28,32 +29,18 @@ else:
     TargetSpec = Annotated[Union[tuple(target_kinds)], Field(discriminator="kind")]  # noqa: UP007
 
 
-class LocalRepositorySpec(Strict):
-    type: Literal["local"] = "local"
-    path: Path = Field(description="Directory of the repository (relative to the config file).")
-
-
-class S3RepositorySpec(Strict):
-    type: Literal["s3"]
-    bucket: str = Field(min_length=3, description="Bucket name.")
-    prefix: str = Field(default="", description="Key prefix inside the bucket.")
-    endpoint_url: str | None = Field(default=None, description="For S3-compatible stores (MinIO, Ceph, ...).")
-    region: str | None = None
-
+# One model per registered backend (engine.repository); a local one must name its directory here.
+REPOSITORY_MODELS = backend_models(
+    "RepositorySpec",
+    overrides={"local": {"path": (Path, Field(description="Directory of the repository (relative to the config file)."))}},
+)
+LocalRepositorySpec: Any = REPOSITORY_MODELS["local"]
+S3RepositorySpec: Any = REPOSITORY_MODELS["s3"]
 
 if TYPE_CHECKING:
     RepositorySpec = Any
 else:
-    RepositorySpec = Annotated[
-        Union[LocalRepositorySpec, S3RepositorySpec],  # noqa: UP007
-        Field(discriminator="type"),
-    ]
-
-
-def _default_type(value: Any) -> Any:
-    if isinstance(value, dict) and "type" not in value:
-        return {**value, "type": "local"}
-    return value
+    RepositorySpec = union(REPOSITORY_MODELS)
 
 
 class EncryptionSpec(Strict):
@@ -104,8 +91,8 @@ class BackupConfig(Strict):
     """The standalone engine's configuration."""
 
     version: Literal[1] = 1
-    repository: Annotated[RepositorySpec, BeforeValidator(_default_type)]
-    offsite: Annotated[RepositorySpec, BeforeValidator(_default_type)] | None = Field(
+    repository: RepositorySpec
+    offsite: RepositorySpec | None = Field(
         default=None, description="A second repository every backup is copied to (e.g. S3)."
     )
     compression_level: int = Field(default=3, ge=1, le=19, description="zstd level.")
@@ -134,7 +121,7 @@ class RestoreTargets(BackupConfig):
     ``--config`` one) and its ``hooks`` are the sandbox's own.
     """
 
-    repository: Annotated[RepositorySpec, BeforeValidator(_default_type)] | None = None
+    repository: RepositorySpec | None = None
 
 
 def load_config(path: Path, model_type: type[BackupConfig] = BackupConfig) -> BackupConfig:
@@ -146,8 +133,8 @@ def load_config(path: Path, model_type: type[BackupConfig] = BackupConfig) -> Ba
     base = path.resolve().parent
     # Relative paths in the file are relative to the file, as in scenarios.
     for repo in (model.repository, model.offsite):
-        if isinstance(repo, LocalRepositorySpec):
-            repo.path = base / repo.path
+        if repo is not None:
+            repo.resolve_paths(base)
     for spec in model.components.values():
         spec.resolve_paths(base)
     if model.metrics is not None:
@@ -199,6 +186,9 @@ def secret_variables(*configs: BackupConfig | None) -> list[str]:
             names += config.signing.secret_variables()
         if config.notifications is not None:
             names.append(config.notifications.webhook_url_env)
+        for repo in (config.repository, config.offsite):
+            if repo is not None:
+                names += repo.secret_variables()
     return names
 
 

@@ -42,18 +42,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"drproof {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a drill scenario and write its reports")
-    run.add_argument("scenario", type=Path)
+    run = sub.add_parser("run", help="run a drill scenario (or a fleet of them) and write its reports")
+    run.add_argument(
+        "scenario",
+        type=Path,
+        nargs="+",
+        metavar="SCENARIO",
+        help="a scenario file; several files or directories run a fleet (docs/scale.md)",
+    )
+    run.add_argument(
+        "--parallel",
+        type=_positive,
+        metavar="N",
+        help="run the scenarios as a fleet, N at a time, each in its own report subdirectory, and print a scorecard",
+    )
     run.add_argument("--runtime", help="override stack.runtime (e.g. local)")
     run.add_argument(
         "--report-dir",
         type=Path,
-        help="where to write report.html, results.json, junit.xml (default ./drproof-reports/<scenario>-<UTC time>/)",
+        help="where to write report.html, results.json, junit.xml (default ./drproof-reports/<scenario>-<UTC time>/); "
+        "a fleet writes a subdirectory per scenario there (default ./drproof-reports/fleet-<UTC time>/)",
     )
     run.add_argument("--work-dir", type=Path, help="parent directory for the run's private files (default: temp)")
     run.add_argument("--keep-workdir", action="store_true", help="keep the run's private files for inspection")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
-    run.add_argument("--json", action="store_true", help="print results.json to stdout instead of progress")
+    run.add_argument(
+        "--json", action="store_true", help="print results.json (a fleet: its scorecard) to stdout instead of progress"
+    )
     run.add_argument(
         "--sign-key",
         type=Path,
@@ -257,6 +272,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
 def _threshold(text: str) -> float:
     from drills.history import parse_threshold
 
@@ -374,8 +399,21 @@ def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: Audi
             highlight=False,
         )
         sys.stdout.write(manifest.id + "\n")
+    _warn_changed_while_archived(manifest, err)
     summary["created_at_epoch"] = manifest.created_at.timestamp()
     return summary
+
+
+def _warn_changed_while_archived(manifest: Any, err: Console) -> None:
+    """Name what did not hold still: the set is consistent, but those files are as read, not as one moment."""
+    from engine.components.livechanges import describe
+
+    for comp in manifest.components:
+        lines = describe(comp.details)
+        if lines:
+            err.print(f"[yellow]warning[/yellow]: {comp.name}: entries changed while archived (stored as read):", highlight=False)
+            for line in lines:
+                err.print(f"  {line}", highlight=False, markup=False)
 
 
 def _report_backup(
@@ -433,7 +471,9 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
             for k in result.kept:
                 out.print(f"keep   {k['id']}  {k['created_at']}  ({', '.join(k['reasons'])})", markup=False)
             for gone in result.deleted:
-                out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}", markup=False)
+                left = gone.get("storage_left") or []
+                note = f"  (storage not freed: {len(left)} version(s) left)" if left else ""
+                out.print(f"{verb:<6} {gone['id']}  {gone['created_at']}{note}", markup=False)
         return 0
     if args.recovery_command == "restore" and config is None:
         raise ConfigError("recovery restore needs --config: it says where each component is restored to")
@@ -619,11 +659,17 @@ def _default_report_dir(name: str) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from drills import fleet
     from drills.history import add_trend, earlier_runs, record_run
     from drills.loader import load_scenario
     from drills.runner import DrillRunner, Hooks
     from reports import write_all
 
+    if fleet.is_fleet(args.scenario, args.parallel):
+        from drills.fleet_command import run_fleet
+
+        return run_fleet(args, out, err)
+    args.scenario = args.scenario[0]
     loaded = load_scenario(args.scenario)
     from engine.runtime import runtimes
 

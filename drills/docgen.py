@@ -33,13 +33,14 @@ from drills.foreign_source import FOREIGN_MODELS, S3Spec
 from drills.scenario import (
     ASSERTION_MODELS,
     NAME_PATTERN,
+    REPOSITORY_MODELS,
     STEP_MODELS,
     BackupSpec,
     DisasterCommon,
+    DrillRepositoryCommon,
     Objectives,
     OffsiteSpec,
     ReportSpec,
-    RepositorySpec,
     RestoreSpec,
     Scenario,
     SqlSpec,
@@ -51,6 +52,7 @@ from drills.source import SourceSpec
 from engine.components import component_kinds
 from engine.faults import REPOSITORY_TARGET, FaultParams, faults, fits
 from engine.foreign import foreign_formats
+from engine.repository.s3 import ObjectLockSettings
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "scenario-reference.md"
 
@@ -66,7 +68,6 @@ _FALLBACK_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("Scenario", "stack"): "The components to seed, back up, break and restore, and where they run.",
     ("Scenario", "repository"): "Where backup sets are written.",
     ("Scenario", "report"): "Options for the report files.",
-    ("RepositorySpec", "type"): "Repository type; `local` (a directory) is the only one so far.",
     ("ReportSpec", "formats"): "Report files to write (report.html, results.json, junit.xml). "
     "results.json is written even when `json` is not listed.",
     ("WaitStep", "wait"): "How long to pause, e.g. `30s`.",
@@ -79,8 +80,9 @@ _FALLBACK_DESCRIPTIONS: dict[tuple[str, str], str] = {
 _SECTIONS: dict[type[BaseModel], str] = {
     Objectives: "objectives",
     Stack: "stack",
-    RepositorySpec: "repository",
+    **dict.fromkeys(REPOSITORY_MODELS.values(), "repository"),
     OffsiteSpec: "repository.offsite",
+    ObjectLockSettings: "repository.object_lock",
     ReportSpec: "report",
     SourceSpec: "source",
     S3Spec: "source.s3",
@@ -163,6 +165,8 @@ def _family(members: Sequence[Any]) -> str | None:
         return "step (see [Steps](#steps))"
     if all(m in ASSERTION_MODELS.values() for m in models):
         return "assertion (see [Assertions](#assertions))"
+    if all(m in REPOSITORY_MODELS.values() for m in models):
+        return "mapping (see [repository](#repository))"
     if all(m in FOREIGN_MODELS for m in models):
         return "foreign backup (see [Foreign backup formats](#foreign-backup-formats))"
     if all(isinstance(m, type) and issubclass(m, Strict) and m.drproof_tag in component_kinds for m in models):
@@ -345,8 +349,7 @@ def render() -> str:
         "Each entry of `components` maps a name of your choice to a component:",
         _component_entry_table(),
     )
-    out += _section(2, "repository", _table(RepositorySpec))
-    out += _section(3, "repository.offsite", _table(OffsiteSpec))
+    out += _repository_sections()
     out += _section(2, "report", _table(ReportSpec))
 
     out += _section(
@@ -412,6 +415,35 @@ def render() -> str:
         out.pop()
     _check_unique_headings(out)
     return "\n".join(out) + "\n"
+
+
+def _repository_sections() -> list[str]:
+    """`type` picks a backend (engine.repository's registry); common keys, then each backend's own."""
+    common = list(DrillRepositoryCommon.model_fields)
+    types = [m.model_fields["type"] for m in REPOSITORY_MODELS.values()]
+    type_row = [
+        "`type`",
+        "one of " + ", ".join(f"`{name}`" for name in REPOSITORY_MODELS),
+        "`local`",
+        "The storage backend, " + "; ".join(t.description or "" for t in types) + ". Its own keys are below.",
+    ]
+    out = _section(
+        2,
+        "repository",
+        "Where backup sets are written. Keys every backend takes:",
+        _table(DrillRepositoryCommon, before=[type_row]),
+    )
+    out += _section(3, "repository.offsite", _table(OffsiteSpec))
+    for name, model in REPOSITORY_MODELS.items():
+        own = _table(model, skip=[*common, "type"], empty="No keys of its own.")
+        out += _section(3, f"repository type {name}", f"Keys of `type: {name}`:", own)
+    out += _section(
+        3,
+        "repository.object_lock",
+        "S3 Object Lock on every object written (see [backup-engine.md](backup-engine.md#immutable-storage-s3-object-lock)).",
+        _table(ObjectLockSettings),
+    )
+    return out
 
 
 def _check_unique_headings(lines: Sequence[str]) -> None:

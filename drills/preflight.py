@@ -55,11 +55,23 @@ def _repository(config: BackupConfig) -> Check:
         # Resolves the encryption key and the signing key too (a backup needs the private one).
         repo = standalone.repository(config, None, create=False, writes=True)
         sets = len(repo.summaries())
+        storage = _s3_storage(repo)
     except DrproofError as exc:
         return Check(where, False, str(exc))
     key = "; encryption key resolved" if config.encryption else ""
     key += "; signing key resolved" if config.signing else "; unsigned: integrity against a repository writer not proven"
-    return Check(where, True, f"readable ({sets} sets), writable{key}")
+    return Check(where, True, f"readable ({sets} sets), writable{key}{storage}")
+
+
+def _s3_storage(repo: object) -> str:
+    """An S3 bucket's versioning and Object Lock, checked as the first write would (raises if it cannot keep the lock)."""
+    from engine.repository import S3Repository
+
+    if not isinstance(repo, S3Repository):
+        return ""
+    repo.check_bucket()
+    lock = f"; Object Lock {repo.object_lock.describe()} (enabled on the bucket)" if repo.object_lock else ""
+    return ("; versioned bucket" if repo.versioned else "") + lock
 
 
 def _audit(config: BackupConfig) -> Check:

@@ -18,19 +18,21 @@ The rule is deliberately narrow: a project's own ``pytest`` run (``testpaths = t
 must not start running the deliberately invalid scenarios kept as test data.
 
 Each item runs the drill with :class:`~drills.runner.DrillRunner`, writes the reports and
-fails unless the verdict is ``pass``. A failure shows the failing assertions with their
+fails unless the verdict is ``pass``; items are independent, so ``pytest -n N`` (pytest-xdist)
+runs them on several workers. A failure shows the failing assertions with their
 findings and the ``file:line`` that declared them; an invalid scenario shows the located
 validation problems rather than a traceback, because the fix is in the YAML, not in code.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from drills.scenario_files import SUFFIXES, is_scenario_file
 
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
@@ -38,11 +40,7 @@ if TYPE_CHECKING:
     from engine.errors import ValidationFailed
     from engine.journal import AssertionResult, Results
 
-SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR_NAME = "scenarios"
-# Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
-_SNIFF_LIMIT = 2 * 1024 * 1024 + 1
-_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source)[ \t]*:", re.MULTILINE)
 # How many findings per assertion the failure text shows; the report has them all.
 MAX_FINDINGS = 10
 
@@ -111,6 +109,26 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each drill a report directory name of its own: its file's stem, ``-2``... on a clash.
+
+    Named before ``-k``/``-m`` deselect anything, from the collection alone, so every
+    pytest-xdist worker (each collects the same items) gives a drill the same name, and two
+    ``quickstart.yaml`` in different directories never write into one ``--drproof-report-dir``
+    subdirectory at the same time.
+    """
+    taken: set[str] = set()
+    for item in items:
+        if isinstance(item, DrillItem):
+            name, n = item.path.stem, 1
+            while name in taken:
+                n += 1
+                name = f"{item.path.stem}-{n}"
+            taken.add(name)
+            item.report_name = name
+
+
 def _named_on_command_line(config: pytest.Config, file_path: Path) -> bool:
     """True when the user passed this very file as an argument (``pytest drill.yaml``)."""
     root = config.invocation_params.dir
@@ -124,22 +142,6 @@ def _named_on_command_line(config: pytest.Config, file_path: Path) -> bool:
         except OSError:
             continue
     return False
-
-
-def is_scenario_file(path: Path) -> bool:
-    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``, or a
-    restore test's ``source:``.
-
-    A textual sniff rather than a YAML parse so a scenario with a syntax error is still
-    recognised and reported as an invalid drill instead of silently not being collected.
-    """
-    try:
-        with path.open("rb") as fh:
-            text = fh.read(_SNIFF_LIMIT).decode("utf-8", errors="replace")
-    except OSError:
-        return False
-    keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
-    return "source" in keys or {"stack", "steps"} <= keys
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
@@ -189,13 +191,20 @@ class DrillFailed(Exception):
 
 
 class DrillItem(pytest.Item):
-    """Runs one scenario end to end and passes only on a ``pass`` verdict."""
+    """Runs one scenario end to end and passes only on a ``pass`` verdict.
+
+    Items are independent, so ``pytest -n N`` (pytest-xdist) may run them on any worker in
+    any order: each has its own report directory, and the runner makes each drill a
+    private work directory and lets its servers pick their own ports.
+    """
+
+    report_name: str = ""  # set at collection; the file's stem unless another drill has it
 
     def _report_dir(self) -> Path:
         """Per-item directory, so several drills in one session never overwrite each other."""
         chosen: Path | None = self.config.getoption("drproof_report_dir")
         if chosen is not None:
-            return chosen / self.path.stem
+            return chosen / (self.report_name or self.path.stem)
         # pytest's tmpdir plugin keeps its factory on the config; it is absent only when
         # that plugin is disabled (-p no:tmpdir), and then the working directory is used.
         factory = getattr(self.config, "_tmp_path_factory", None)

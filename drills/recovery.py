@@ -330,16 +330,16 @@ def _restore_one(request: Request, repo: Repository, comp: Component, progress: 
         return RestoreOutcome(name, "failed", str(exc))
     except (OSError, psycopg2.Error, redis.RedisError) as exc:
         return RestoreOutcome(name, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
-    return _judge(comp, request.manifest, progress)
+    return _judge(repo, comp, request.manifest, progress)
 
 
-def _judge(comp: Component, manifest: Manifest, progress: Progress) -> RestoreOutcome:
+def _judge(repo: Repository, comp: Component, manifest: Manifest, progress: Progress) -> RestoreOutcome:
     """Health, then the restored component's fingerprint against the backup's."""
     try:
         health = comp.health()
         if not health.ok:
             return RestoreOutcome(comp.instance, "failed", f"restored but not healthy: {health.detail}")
-        expected = manifest.component(comp.instance).fingerprint
+        expected = engine_backup.recorded_fingerprint(repo, manifest, comp.instance)
         outcome = RestoreOutcome(comp.instance, "restored", health.detail)
         if expected is None:  # the engine refuses these; kept so no path can report "match" without one
             outcome.fidelity = "not compared: the backup holds no fingerprint"
@@ -353,7 +353,7 @@ def _judge(comp: Component, manifest: Manifest, progress: Progress) -> RestoreOu
     except (DrproofError, OSError, psycopg2.Error, redis.RedisError) as exc:
         return RestoreOutcome(comp.instance, "failed", f"restored, but it could not be checked: {exc}")
     outcome.fidelity = "differs" if diffs else "match"
-    outcome.differences = [d.describe() for d in diffs]
+    outcome.differences = diffs.describe()
     if (blind := comp.blind_spot(expected.scheme)) is not None:
         outcome.notes.append(blind)
     return outcome

@@ -58,7 +58,7 @@ from engine.journal import (
     SourceLocation,
 )
 from engine.manifest import Manifest
-from engine.repository import LocalRepository
+from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository
 from engine.runtime import runtimes
 from engine.runtime.base import Runtime
@@ -219,10 +219,14 @@ class DrillRunner:
         return path if path.is_absolute() else self.loaded.base_dir / path
 
     def _open_repositories(self) -> Repository:
-        """The drill's repository (and offsite copy), encrypted with a key kept only in memory."""
+        """The drill's repository (and offsite copy), encrypted with a key kept only in memory.
+
+        Opened through the backend registry like the standalone engine's: a local one
+        defaults to a private directory of the run, an S3 one keeps the run's sets under
+        ``<prefix>/<run work directory's name>``.
+        """
         s = self.scenario
         assert self.workdir is not None
-        repo_path = self._scenario_path(s.repository.path) if s.repository.path else self.workdir / "repository"
         encryption = None
         if s.repository.encryption:
             self.key = os.urandom(32)
@@ -232,7 +236,12 @@ class DrillRunner:
             offsite = s.repository.offsite.path
             offsite_path = self._scenario_path(offsite) if offsite else self.workdir / "offsite"
             self.offsite = LocalRepository(offsite_path, encryption, trust=trust)
-        return LocalRepository(repo_path, encryption, trust=trust)
+        spec = s.repository.model_copy()
+        spec.resolve_paths(self.loaded.base_dir)
+        run = OpenContext(
+            encryption=encryption, run_dir=self.workdir / "repository", run_name=self.workdir.name, trust=trust
+        )
+        return open_repository(spec, run)
 
     def _trust(self) -> RepositoryTrust | None:
         """The drill's signing keys: made for this run and kept in memory, or the files the scenario names."""
@@ -744,13 +753,11 @@ MAX_ROW_COUNTS = 1000  # tables listed per component in results.json; the totals
 
 def content_of(fp: Fingerprint) -> tuple[dict[str, int], dict[str, int]]:
     """What a fingerprint counted: totals by unit, and rows per table (the first thousand)."""
-    totals: dict[str, int] = {}
     rows: dict[str, int] = {}
-    for name, part in fp.parts.items():
-        totals[part.unit] = totals.get(part.unit, 0) + part.count
+    for name, part in fp.parts.items():  # inline parts only: a streamed tree has files, not tables
         if part.unit == "rows" and len(rows) < MAX_ROW_COUNTS:
             rows[name] = part.count
-    return totals, rows
+    return fp.totals(), rows
 
 
 def _negative_control(r: AssertionResult) -> AssertionResult:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from drills.assertions import assertion_kinds
 from drills.durations import Duration
+from drills.repository_spec import backend_models, union
 from drills.signing_spec import SigningSpec
 from drills.source import SOURCE_BACKUP, SourceSpec
 from drills.steps import step_kinds
@@ -113,13 +114,9 @@ class OffsiteSpec(Strict):
     )
 
 
-class RepositorySpec(Strict):
-    type: Literal["local"] = "local"
-    path: Path | None = Field(
-        default=None,
-        description="Directory for backup sets (relative to the scenario). Default: a private repository in the "
-        "run's work directory, removed afterwards.",
-    )
+class DrillRepositoryCommon(Strict):
+    """Keys every backend takes in a drill, besides its own."""
+
     offsite: Annotated[OffsiteSpec | None, BeforeValidator(none_is_empty)] = Field(
         default=None,
         description="A second repository every backup step copies its new set to, verbatim and verified; a backup "
@@ -135,6 +132,15 @@ class RepositorySpec(Strict):
         "with a key pair made for this run and kept only in memory, or keys as in backup-config.yaml (`key_file`, "
         "`public_keys`, ...). Without it the report says integrity against a repository writer is not proven.",
     )
+
+
+# One model per registered backend (engine.repository), each with the keys above.
+REPOSITORY_MODELS = backend_models("DrillRepository", DrillRepositoryCommon)
+
+if TYPE_CHECKING:
+    RepositorySpec = Any
+else:
+    RepositorySpec = union(REPOSITORY_MODELS)
 
 
 class Objectives(Strict):
@@ -240,7 +246,9 @@ class Scenario(Strict):
         "[restore tests](restore-tests.md).",
     )
     stack: Stack = Field(default_factory=lambda: Stack(components={}))
-    repository: RepositorySpec = Field(default_factory=RepositorySpec)
+    repository: RepositorySpec = Field(
+        default_factory=lambda: REPOSITORY_MODELS["local"].model_validate({"type": "local"})
+    )
     steps: list[Step] = Field(
         default_factory=list,
         description="The timeline, run in order. Default with a `source`: one `restore: {from: source}`.",

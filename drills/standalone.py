@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills.backup_config import BackupConfig, LocalRepositorySpec, S3RepositorySpec
+from drills.backup_config import BackupConfig, LocalRepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
 from engine import retention, selection
@@ -29,8 +29,9 @@ from engine.components.base import Component
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
-from engine.repository import LocalRepository, S3Repository
+from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository, VerifyReport
+from engine.repository.objectlock import Hold
 from engine.retention import Decision, Policy
 from engine.runtime.external import ExternalRuntime
 from engine.signing import RepositoryTrust
@@ -42,12 +43,7 @@ BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
 def _describe(spec: Any) -> str:
-    if isinstance(spec, S3RepositorySpec):
-        facts = {"type": "s3", "bucket": spec.bucket, "prefix": spec.prefix}
-        if spec.endpoint_url:
-            facts["endpoint_url"] = spec.endpoint_url
-        return describe_repository(facts)
-    return describe_repository({"type": "local", "path": str(spec.path)})
+    return describe_repository(spec.describe())
 
 
 def where(config: BackupConfig | None, path: Path | None, offsite: bool = False) -> str:
@@ -76,9 +72,7 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
 
 
 def _open(spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True) -> Repository:
-    if isinstance(spec, S3RepositorySpec):
-        return S3Repository(spec.bucket, spec.prefix, spec.endpoint_url, spec.region, encryption, trust)
-    return LocalRepository(spec.path, encryption, create=create, trust=trust)
+    return open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
 
 
 def repository(
@@ -219,6 +213,9 @@ def take_backup(
                 canaries={c.instance for c in comps if config.components[c.instance].canary},
             )
             op.backup_ids = [manifest.id]
+            moved = {c.name: c.details["changed_while_archived"] for c in manifest.components if "changed_while_archived" in c.details}
+            if moved:  # the audit trail says which files were captured as read, not as one moment
+                op.extra["changed_while_archived"] = moved
             progress(f"verifying {manifest.id}")
             report = repo.verify(manifest.id, written=manifest)
             repo.record_verification(report)
@@ -261,12 +258,28 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
             progress(f"deleting {d.backup_id}")
             yield
 
-    decisions = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting)
+    pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting)
+    locked = pruned.locked
     kept = [
-        {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons} for d in decisions if d.keep
+        {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
+        | ({"locked": [h.as_dict() for h in locked[d.backup_id]]} if d.backup_id in locked else {})
+        for d in pruned.decisions
+        if d.keep
     ]
-    deleted = [{"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep]
+    deleted: list[dict[str, Any]] = []
+    for d in pruned.decisions:
+        if not d.keep:
+            gone: dict[str, Any] = {"id": d.backup_id, "created_at": d.created_at.isoformat()}
+            if d.backup_id in pruned.storage_left:
+                left = pruned.storage_left[d.backup_id]
+                gone.update(storage_left=left, freed=not left)
+            deleted.append(gone)
     return PruneResult(kept, deleted, dry_run)
+
+
+def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
+    """Kept for callers of the standalone module: see :func:`engine.retention.store_holds`."""
+    return retention.store_holds(repo, decisions)
 
 
 def find_audited(
@@ -300,7 +313,7 @@ def verify(
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
-        report.findings = restorability(manifest)
+        report.findings += restorability(manifest)
         found = repo.chain_audit()
         report.trust = trust_findings(found, manifest.id, _reference_audit(reference))
         untrusted = [str(f) for f in found.findings if f.backup_id == manifest.id and f.kind in UNTRUSTING]

@@ -51,13 +51,13 @@ class TargetSpec(Strict):
         default=False,
         description="Plant a canary (a random value in a drproof_canary table or a drproof:canary key) just before "
         "each backup and record its SHA-256 in the manifest, so a restore test's `canary` check proves which "
-        "backup came back. It writes into the component; postgres and redis kinds only.",
+        "backup came back. It writes into the component; postgres, redis, volumes and configuration kinds.",
     )
 
     @model_validator(mode="after")
     def _canary_fits(self) -> TargetSpec:
         if self.canary and not component_kinds.get(self.name).supports_canary:
-            raise ValueError(f"a {self.name} component cannot hold a canary (postgres and redis kinds can)")
+            raise ValueError(f"a {self.name} component cannot hold a canary (postgres, redis, volumes and configuration kinds can)")
         return self
 
     def bind(self, instance: str, binding: Binding) -> None:

@@ -15,6 +15,7 @@ from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest
+from engine.partstream import reading_from_set, store_parts
 from engine.repository.base import Repository, VerifyReport
 
 Progress = Callable[[str], None]
@@ -69,8 +70,10 @@ def _backup(
             base = _incremental_base(parent, comp)
             incremental = None
             if base is not None:
-                assert base.fingerprint is not None and parent is not None
-                incremental = (base.fingerprint, _source(repository, parent, comp.instance))
+                assert parent is not None
+                source = _source(repository, parent, comp.instance)  # its fingerprint reads stored parts
+                assert source.fingerprint is not None
+                incremental = (source.fingerprint, source)
             planted = canary.plant(comp) if comp.instance in canaries else None
             fp = (fingerprints or {}).get(comp.instance)
             if fp is None:
@@ -81,6 +84,7 @@ def _backup(
                 details = comp.backup(writer)
             if planted is not None:
                 details = {**details, "canary": planted}
+            store_parts(writer, comp.instance, fp)
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
             records.append(
                 ComponentRecord(
@@ -312,7 +316,29 @@ def _source(repository: Repository, manifest: Manifest, component: str) -> Artif
         return ArtifactSource(artifacts, opener)
     prefix = f"{component}: "
     tools = {k[len(prefix) :]: v for k, v in manifest.tools.items() if k.startswith(prefix)}
-    return ArtifactSource(artifacts, opener, record.fingerprint, record.details, tools)
+    fingerprint = record.fingerprint
+    if fingerprint is not None and fingerprint.external:
+        fingerprint = _reading_parts(repository, manifest, component, fingerprint)
+    return ArtifactSource(artifacts, opener, fingerprint, record.details, tools)
+
+
+def _reading_parts(repository: Repository, manifest: Manifest, component: str, fp: Fingerprint) -> Fingerprint:
+    """``fp`` with its parts read from the set's own artifact, every check on the way."""
+    return reading_from_set(
+        manifest, component, fp, lambda record: repository.open_artifact(manifest, record, checked=True)
+    )
+
+
+def recorded_fingerprint(repository: Repository, manifest: Manifest, component: str) -> Fingerprint | None:
+    """The fingerprint ``manifest`` recorded of ``component``, its parts readable wherever they are kept.
+
+    A fingerprint of many parts keeps them in an artifact of the set: comparing with it
+    reads them from ``repository``, checked against the manifest as they pass.
+    """
+    fp = manifest.component(component).fingerprint
+    if fp is None or not fp.external or fp.source is not None:
+        return fp
+    return _reading_parts(repository, manifest, component, fp)
 
 
 def _zstd_version() -> str:

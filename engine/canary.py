@@ -16,8 +16,11 @@ drill, ``canary: true`` on a component of backup-config.yaml.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import stat
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from engine.components.base import Component
@@ -38,3 +41,48 @@ def plant(component: Component) -> dict[str, Any]:
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+CANARY_FILE = ".drproof-canary"
+MAX_CANARY_BYTES = 4096  # what a planted value can be; a larger file at that name is not ours
+
+
+def plant_file(root: Path, value: str) -> str:
+    """Write ``value`` to ``root/.drproof-canary`` atomically (temporary file, fsync, rename), mode 0600.
+
+    Atomic because the backup reads the tree right after: a half-written canary would be
+    a canary nobody could ever match.
+    """
+    target = root / CANARY_FILE
+    temp = root / f"{CANARY_FILE}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, value.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ComponentError(f"cannot plant the canary in {root}: {exc.strerror or exc}") from exc
+    return f"file {CANARY_FILE} at the root of {root}"
+
+
+def read_file(root: Path) -> str | None:
+    """The canary value in ``root``, or None when there is none (or it is not a regular file)."""
+    try:
+        fd = os.open(root / CANARY_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ComponentError(f"cannot read the canary in {root}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_CANARY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CANARY_BYTES:
+        return None
+    return data.decode("utf-8", errors="replace")

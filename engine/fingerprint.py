@@ -4,16 +4,23 @@ A fingerprint is a set of named parts (a table, a key space, a file, a range of 
 ids), each with a SHA-256 digest and a count, plus one digest over all parts. Comparing
 two fingerprints lists the parts that are missing, unexpected or changed, which is what a
 fidelity finding must tell an operator.
+
+A fingerprint of many parts (a volume's, one part per file) keeps them out of memory and
+out of the manifest: ``parts`` is empty and ``parts_artifact`` says where the sorted
+stream of parts is and commits to it (:mod:`engine.partstream`). Code that reads parts
+therefore goes through :meth:`Fingerprint.open_parts`, never ``parts`` directly, unless
+it knows its kind keeps them inline (PostgreSQL, Redis, the vector store).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 def _unset(value: object) -> bool:
@@ -57,6 +64,74 @@ class Part:
         return self.digest == other.digest
 
 
+def name_bytes(name: str) -> bytes:
+    """A part name as the fingerprint's digest hashes it.
+
+    Undecodable bytes of a file name (``os.fsdecode``'s surrogates) hash as those bytes;
+    any other lone surrogate (which no file name produces) as UTF-8 would if it allowed it.
+    """
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
+
+
+# Parts as they pass through a stream (``engine.partstream``) or a comparison: five fields
+# per part (name, digest, count, unit, and "" or "total,tolerance,earliest"), in lists of
+# whole parts. Plain strings: a million parts are compared without a Part object each.
+FIELDS = 5
+Batch = list[str]
+
+
+def part_fields(name: str, part: Part) -> tuple[str, str, str, str, str]:
+    extra = ""
+    if part.total is not None or part.tolerance is not None or part.earliest is not None:
+        extra = ",".join("" if v is None else str(v) for v in (part.total, part.tolerance, part.earliest))
+    return name, part.digest, str(part.count), part.unit, extra
+
+
+def part_at(f: Batch, i: int) -> Part:
+    """The part whose fields start at ``f[i]``; ValueError if they are not a part's."""
+    count = int(f[i + 2])
+    if not f[i + 4]:
+        return Part(f[i + 1], count, f[i + 3])
+    total, tolerance, earliest = (int(x) if x else None for x in f[i + 4].split(","))
+    return Part(f[i + 1], count, f[i + 3], total, tolerance, earliest)
+
+
+def records(source: Iterable[Batch]) -> Iterator[tuple[str, Part]]:
+    """(name, part) of every part in ``source``; ValueError for fields that are not a part's."""
+    for f in source:
+        if not any(f[4::FIELDS]):  # the common case, without a Python loop per part
+            yield from zip(f[0::FIELDS], map(Part, f[1::FIELDS], map(int, f[2::FIELDS]), f[3::FIELDS]), strict=True)
+            continue
+        for i in range(0, len(f), FIELDS):
+            yield f[i], part_at(f, i)
+
+
+class PartsSource(Protocol):
+    """Where the parts of a fingerprint kept out of memory are read from."""
+
+    def open(self) -> AbstractContextManager[Iterator[Batch]]:
+        """Every part, in increasing order of name, checked against the fingerprint by the end."""
+
+    def raw(self) -> AbstractContextManager[Callable[[int], bytes]]:
+        """The stream of records as stored (``engine.partstream``), to copy into a backup set."""
+
+
+class PartsArtifact(BaseModel):
+    """Where a fingerprint's parts are stored, and what the manifest commits them to be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str = Field(description="The artifact of the same component holding the parts, sorted by name.")
+    count: int = Field(ge=0, description="How many parts (records) it holds.")
+    sha256: str = Field(description="SHA-256 of the stream of records before compression.")
+    totals: dict[str, int] = Field(
+        default_factory=dict, description="The sum of the parts' counts per unit, as the stream gives them."
+    )
+
+
 # How a kind computes its parts. Fingerprints in manifests of earlier drproof versions have
 # no scheme and are "1"; a kind that changes what its parts cover gives the new way a new
 # scheme and keeps computing the old one, so old backups are still compared.
@@ -68,27 +143,111 @@ class Fingerprint(BaseModel):
 
     component: str
     kind: str
-    digest: str
-    parts: dict[str, Part]
+    digest: str = Field(description="SHA-256 over every part's name and digest, in order of name.")
+    parts: dict[str, Part] = Field(description="The parts, by name; empty when they are in `parts_artifact`.")
     scheme: str = Field(default=LEGACY_SCHEME, description="How the parts were computed (see each kind's docs).")
+    parts_artifact: Annotated[
+        PartsArtifact | None,
+        Field(
+            description="For a fingerprint of many parts (a volume's): the artifact holding them, "
+            "its record count and the SHA-256 of its records. Absent when the parts are inline.",
+            exclude_if=_unset,
+        ),
+    ] = None
+    # Where stored parts are read from: a temporary file while the fingerprint is fresh,
+    # the backup set once bound to it (``engine.partstream.reading_stored``).
+    _source: PartsSource | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Fingerprint:
+        if self.parts_artifact is not None and self.parts:
+            raise ValueError("a fingerprint's parts are either inline or in an artifact, not both")
+        return self
 
     @classmethod
     def build(cls, component: str, kind: str, parts: dict[str, Part], scheme: str = LEGACY_SCHEME) -> Fingerprint:
         h = hashlib.sha256()
         ordered = {name: parts[name] for name in sorted(parts)}  # stored in order: manifests read alike
         for name, part in ordered.items():
-            h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+            h.update(name_bytes(name) + b"\0")
             h.update(part.digest.encode() + b"\0")
         return cls(component=component, kind=kind, digest=h.hexdigest(), parts=ordered, scheme=scheme)
+
+    @property
+    def external(self) -> bool:
+        """Whether the parts are kept in a stream (``parts_artifact``) rather than inline."""
+        return self.parts_artifact is not None
+
+    @property
+    def part_count(self) -> int:
+        return self.parts_artifact.count if self.parts_artifact is not None else len(self.parts)
+
+    def totals(self) -> dict[str, int]:
+        """The sum of the parts' counts per unit (rows, bytes, files...)."""
+        if self.parts_artifact is not None:
+            return dict(self.parts_artifact.totals)
+        totals: dict[str, int] = {}
+        for part in self.parts.values():
+            totals[part.unit] = totals.get(part.unit, 0) + part.count
+        return totals
+
+    def open_parts(self) -> AbstractContextManager[Iterator[tuple[str, Part]]]:
+        """Every part as (name, part), in increasing order of name, wherever they are kept.
+
+        Stored parts are checked as they are read (order, count, the manifest's SHA-256):
+        a consumer must read to the end, inside the context, before it trusts a verdict.
+        """
+        return _as_records(self.open_batches())
+
+    def open_batches(self) -> AbstractContextManager[Iterator[Batch]]:
+        """As :meth:`open_parts`, in the fields of whole parts (``FIELDS`` strings each)."""
+        if self.parts_artifact is None:
+            return _inline(self.parts)
+        if self._source is None:
+            from engine.errors import IntegrityError
+
+            raise IntegrityError(
+                f"the fingerprint of {self.component!r} keeps its {self.parts_artifact.count:,} parts in artifact "
+                f"{self.parts_artifact.artifact!r}, and no backup set was given to read them from"
+            )
+        return self._source.open()
+
+    def with_source(self, source: PartsSource) -> Fingerprint:
+        """A copy whose stored parts are read from ``source`` (the copy shares nothing mutable)."""
+        copy = self.model_copy()
+        copy._source = source
+        return copy
+
+    @property
+    def source(self) -> PartsSource | None:
+        return self._source
+
+    def __eq__(self, other: object) -> bool:
+        # Where the stored parts are read from is not part of what a fingerprint says.
+        if not isinstance(other, Fingerprint):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+
+@contextmanager
+def _inline(parts: dict[str, Part]) -> Iterator[Iterator[Batch]]:
+    # Sorted again: a manifest's dict is in whatever order its JSON had.
+    fields: Batch = []
+    for name in sorted(parts):
+        fields.extend(part_fields(name, parts[name]))
+    yield iter([fields] if fields else [])
+
+
+@contextmanager
+def _as_records(batches: AbstractContextManager[Iterator[Batch]]) -> Iterator[Iterator[tuple[str, Part]]]:
+    with batches as source:
+        yield records(source)
 
 
 def summarize(fingerprint: Fingerprint) -> str:
     """What a fingerprint covers, in a few words: "2 parts: 1,500 rows, 1 roles"."""
-    totals: dict[str, int] = {}
-    for part in fingerprint.parts.values():
-        totals[part.unit] = totals.get(part.unit, 0) + part.count
-    counted = ", ".join(f"{n:,} {unit}" for unit, n in sorted(totals.items()) if n)
-    return f"{len(fingerprint.parts)} parts" + (f": {counted}" if counted else "")
+    counted = ", ".join(f"{n:,} {unit}" for unit, n in sorted(fingerprint.totals().items()) if n)
+    return f"{fingerprint.part_count} parts" + (f": {counted}" if counted else "")
 
 
 class PartDifference(BaseModel):
@@ -135,28 +294,59 @@ class PartDifference(BaseModel):
         )
 
 
-def compare(expected: Fingerprint, actual: Fingerprint) -> list[PartDifference]:
-    """The parts that differ; two fingerprints of different schemes never compare equal."""
+# A comparison lists at most this many differences and counts the rest: a volume whose
+# million files all changed must not hold (or report) a million findings.
+MAX_LISTED = 1000
+
+
+class Comparison(list[PartDifference]):
+    """The differences between two fingerprints: the first ``MAX_LISTED`` listed, all counted.
+
+    A list, so ``if diffs`` and iteration read as before; ``total`` is how many parts
+    differ (``len`` is how many are listed) and ``compared`` how many parts were compared.
+    """
+
+    def __init__(self, listed: Iterable[PartDifference] = (), total: int = 0, compared: int = 0) -> None:
+        super().__init__(listed)
+        self.total = max(total, len(self))
+        self.compared = compared
+
+    @property
+    def unlisted(self) -> int:
+        return self.total - len(self)
+
+    def describe(self) -> list[str]:
+        """One line per listed difference, and one saying how many more were not listed."""
+        lines = [d.describe() for d in self]
+        if self.unlisted:
+            lines.append(f"and {self.unlisted:,} more parts differ (not listed)")
+        return lines
+
+
+def compare(expected: Fingerprint, actual: Fingerprint, limit: int = MAX_LISTED) -> Comparison:
+    """The parts that differ; two fingerprints of different schemes never compare equal.
+
+    A merge of the two sorted streams of parts (:mod:`engine.partmerge`): memory stays
+    flat however many parts either has, and stored parts are checked against their
+    manifest as they pass.
+    """
     if expected.scheme != actual.scheme:
-        return [
-            PartDifference(
-                part=f"fingerprint scheme {expected.scheme} (backup) against {actual.scheme} (now)",
-                change="changed",
-                expected=Part(digest=expected.digest, count=len(expected.parts), unit="parts"),
-                actual=Part(digest=actual.digest, count=len(actual.parts), unit="parts"),
-            )
-        ]
-    diffs: list[PartDifference] = []
-    for name in sorted(set(expected.parts) | set(actual.parts)):
-        e = expected.parts.get(name)
-        a = actual.parts.get(name)
-        if a is None:
-            diffs.append(PartDifference(part=name, change="missing", expected=e))
-        elif e is None:
-            diffs.append(PartDifference(part=name, change="unexpected", actual=a))
-        elif not e.matches(a):
-            diffs.append(PartDifference(part=name, change="changed", expected=e, actual=a))
-    return diffs
+        return Comparison(
+            [
+                PartDifference(
+                    part=f"fingerprint scheme {expected.scheme} (backup) against {actual.scheme} (now)",
+                    change="changed",
+                    expected=Part(digest=expected.digest, count=expected.part_count, unit="parts"),
+                    actual=Part(digest=actual.digest, count=actual.part_count, unit="parts"),
+                )
+            ],
+            total=1,
+            compared=max(expected.part_count, actual.part_count),
+        )
+    from engine.partmerge import merge  # here, not at the top: partmerge is built on this module
+
+    with expected.open_batches() as theirs, actual.open_batches() as ours:
+        return merge(theirs, ours, limit)
 
 
 class PartHasher:

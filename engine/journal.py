@@ -62,6 +62,12 @@ class BackupRecord(_Model):
     artifacts: list[dict[str, Any]] = Field(description="key, size, raw_size, sha256 of each stored artifact.")
     manifest_sha256: str
     duration_seconds: float
+    changed_while_archived: list[str] = Field(
+        default_factory=list,
+        description="Entries that changed, shrank, grew or vanished while the backup archived them, "
+        "as `<component>: <path>: <what>` (the set stores and fingerprints what it read); empty when the "
+        "data held still.",
+    )
 
 
 class DisasterRecord(_Model):

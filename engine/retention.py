@@ -3,7 +3,9 @@
 The plan is a pure function of the backups, the policy and which backups were verified,
 so it can be shown (``--dry-run``), tested exhaustively and applied by any repository.
 The safety rule wins over the policy: the newest verified backup of every component is
-never deleted, so pruning can never leave a component with no restorable backup.
+never deleted, so pruning can never leave a component with no restorable backup. So do
+the store's own holds (``held``: S3 Object Lock): a set the store will not delete yet is
+kept, with the object and date that hold it as the reason, and never half-deleted.
 
 "Newest" is the chain's order (``engine.chain``), never the wall clock: a backup taken
 while the clock ran a year ahead once made keep-last delete the newest real backup. The
@@ -13,7 +15,7 @@ capped at its successor's (and at now), so a wrong clock cannot promote it eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from engine.manifest import Manifest, ManifestSummary
 
 if TYPE_CHECKING:
     from engine.repository.base import Repository
+    from engine.repository.objectlock import Hold
 
 # Wraps each deletion (the standalone engine writes its audit line around it); gets the
 # decision and the components the set holds.
@@ -74,12 +77,13 @@ def plan(
     manifests: Sequence[Manifest | ManifestSummary],
     policy: Policy,
     verified: set[str],
+    held: Mapping[str, Sequence[str]] | None = None,
     now: datetime | None = None,
 ) -> list[Decision]:
     """Decisions for every backup, newest first (the chain's order).
 
-    ``now``: dates after it are capped to it too (the operator's prune passes it; a
-    test of the policy alone may leave it out).
+    ``held``: reasons the store keeps a set, by id. ``now``: dates after it are capped to
+    it too (the operator's prune passes it; a test of the policy alone may leave it out).
     """
     newest_first = sorted(manifests, key=chain_key, reverse=True)
     when = effective_times(newest_first, now)
@@ -105,6 +109,10 @@ def plan(
             newest = holding[0]
             decisions[newest.id].keep = True
             decisions[newest.id].reasons.append(f"only verified backup of {name} left")
+    for backup_id, reasons in (held or {}).items():
+        if backup_id in decisions and reasons:
+            decisions[backup_id].keep = True
+            decisions[backup_id].reasons += list(reasons)
     # A kept incremental backup is only restorable with the sets it builds on.
     by_id = {m.id: m for m in newest_first}
     changed = True
@@ -121,6 +129,15 @@ def plan(
     return [decisions[m.id] for m in newest_first]
 
 
+@dataclass
+class Pruned:
+    """What a prune decided and did: decisions newest first, the sets the store holds, what deletes left."""
+
+    decisions: list[Decision]
+    locked: dict[str, list[Hold]] = field(default_factory=dict)
+    storage_left: dict[str, list[str]] = field(default_factory=dict)
+
+
 def prune(
     repository: Repository,
     policy: Policy,
@@ -128,28 +145,47 @@ def prune(
     dry_run: bool = False,
     now: datetime | None = None,
     deleting: Deleting | None = None,
-) -> list[Decision]:
+) -> Pruned:
     """Plan under the exclusive lock, and delete what the plan does not keep (unless ``dry_run``).
 
     Only sets a restore could read count: a newer set whose manifest is damaged (or, in a
     signed repository, whose signature fails) must never take the place of the good one
     retention would otherwise keep; those are left alone, and ``verify`` names them. Each
-    manifest is read whole once, one at a time, so memory stays that of one manifest.
+    manifest is read whole once, one at a time, so memory stays that of one manifest. A
+    set the store will not delete yet (S3 Object Lock) is kept with its hold as the reason.
     Each deletion is preceded by its signed tombstone, so the chain shows a deleted set,
     not a missing one. Shared by ``recovery prune`` and the drill's ``prune`` step.
     """
+    when = now or datetime.now(UTC)
     with repository.lock(exclusive=True, operation="prune (retention)"):
         summaries = repository.summaries()
         readable = {m.id for m in repository.newest_first(summaries)}
         sets = [m for m in summaries if m.id in readable]
-        decisions = plan(sets, policy, repository.verified_ids(), now=now or datetime.now(UTC))
+        verified = repository.verified_ids()
+        locked = store_holds(repository, plan(sets, policy, verified, now=when))
+        held = {i: [h.reason() for h in hs] for i, hs in locked.items()}
+        result = Pruned(plan(sets, policy, verified, held, now=when), locked)
         if dry_run:
-            return decisions
+            return result
         holds = {m.id: [c.name for c in m.components] for m in sets}
-        for d in decisions:
+        for d in result.decisions:
             if d.keep:
                 continue
             with deleting(d, holds.get(d.backup_id, [])) if deleting is not None else nullcontext():
                 repository.record_deletion(d.backup_id, "retention policy")
                 repository.delete(d.backup_id)
-    return decisions
+                result.storage_left[d.backup_id] = repository.left_after_delete(d.backup_id)
+    return result
+
+
+def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
+    """What the store still locks of each set the policy would delete (S3 Object Lock), by set id.
+
+    Asked only for those sets, so a bucket without Object Lock costs nothing more, and
+    retention never tries a delete the store would refuse half-way through a set.
+    """
+    found = {}
+    for d in decisions:
+        if not d.keep and (held := repo.holds(d.backup_id)):
+            found[d.backup_id] = held
+    return found

@@ -42,6 +42,9 @@ class Entry:
 class SummaryPage:
     entries: list[Entry] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    # Drills that left no results.json to list (an invalid scenario in a fleet, a crash):
+    # named on the page so a drill that could not run never just goes missing from it.
+    not_run: list[str] = field(default_factory=list)
 
 
 def find_results(directories: Iterable[Path]) -> list[Path]:
@@ -160,6 +163,7 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
     )
     env.filters["seconds"] = _seconds
     counts = {v: sum(1 for e in page.entries if e.results.verdict == v) for v in ("pass", "fail", "error")}
+    counts["error"] += len(page.not_run)
     return env.get_template(TEMPLATE).render(
         title=title,
         page=page,
@@ -171,9 +175,16 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
     )
 
 
-def write_summary(directories: Iterable[Path], out: Path, keys: Sequence[Ed25519PublicKey] = ()) -> SummaryPage:
-    """Render and write the index atomically, so a reader never sees half a page."""
+def write_summary(
+    directories: Iterable[Path], out: Path, keys: Sequence[Ed25519PublicKey] = (), not_run: Sequence[str] = ()
+) -> SummaryPage:
+    """Render and write the index atomically, so a reader never sees half a page.
+
+    ``not_run`` names drills that were meant to run but wrote no results (with why); the
+    page lists them and counts them as errors.
+    """
     page = collect(directories, out, keys)
+    page.not_run.extend(not_run)
     text = render_summary(page)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")

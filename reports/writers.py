@@ -13,6 +13,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from reports.evidence_view import EvidenceView
 __all__ = [
     "FILENAMES",
     "FORMATS",
+    "FleetSuite",
     "load_results",
+    "render_fleet_junit",
     "render_html",
     "render_junit",
     "write_all",
+    "write_fleet_junit",
     "write_html",
     "write_json",
     "write_junit",
@@ -303,6 +307,73 @@ def render_junit(results: Results) -> bytes:
 def write_junit(results: Results, path: Path) -> Path:
     """Write the view CI reads, so a failed or unrunnable drill turns the pipeline red."""
     return _atomic_write(path, render_junit(results))
+
+
+# --- JUnit of a fleet ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetSuite:
+    """One drill of a fleet as the combined JUnit shows it.
+
+    ``results`` is None when the drill wrote none (an invalid scenario, a crash);
+    ``problem`` says why the drill is an error beyond what its results record (no results,
+    or an exit code that contradicts them), with ``details`` from its output.
+    """
+
+    name: str
+    file: str
+    results: Results | None
+    problem: str | None = None
+    details: str = ""
+
+
+def _fleet_suite(drill: FleetSuite) -> ET.Element:
+    """The drill's own testsuite, plus an error testcase when the fleet knows of a problem."""
+    if drill.results is not None:
+        suite = ET.fromstring(render_junit(drill.results)).find("testsuite")
+        assert suite is not None  # render_junit always writes exactly one
+    else:
+        suite = ET.Element("testsuite", {"name": _x(drill.name), "tests": "0", "failures": "0", "errors": "0"})
+        suite.set("skipped", "0")
+        suite.set("time", "0.000")
+        properties = ET.SubElement(suite, "properties")
+        for name, value in (("verdict", "error"), ("scenario_file", drill.file)):
+            ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
+    if drill.problem is not None:
+        case = ET.SubElement(suite, "testcase", {"classname": _x(f"drproof.{drill.name}"), "name": "drproof", "time": "0.000"})
+        element = ET.SubElement(case, "error", {"message": _x(drill.problem), "type": "drproof"})
+        element.text = _x(drill.details or drill.problem)
+        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+        suite.set("errors", str(int(suite.get("errors", "0")) + 1))
+    return suite
+
+
+def render_fleet_junit(drills: Iterable[FleetSuite]) -> bytes:
+    """One JUnit document for a whole fleet: one testsuite per drill, totals on the root.
+
+    A drill that could not run still gets a suite with an error, so CI counts every drill
+    of the fleet and none disappears from the totals.
+    """
+    root = ET.Element("testsuites", {"name": "drproof fleet"})
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    seconds = 0.0
+    for drill in drills:
+        suite = _fleet_suite(drill)
+        for key in totals:
+            totals[key] += int(suite.get(key, "0"))
+        seconds += float(suite.get("time", "0"))
+        root.append(suite)
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", _seconds_attr(seconds))
+    ET.indent(root)
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
+
+
+def write_fleet_junit(drills: Iterable[FleetSuite], path: Path) -> Path:
+    return _atomic_write(path, render_fleet_junit(drills))
 
 
 # --- HTML --------------------------------------------------------------------------------

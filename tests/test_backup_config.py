@@ -42,6 +42,22 @@ def test_documented_example_is_valid() -> None:
             ":1:1: repository.bucket: required key 'bucket' is missing",
         ),
         (
+            "repository: {type: s3, bucket: bkt, access_key_id_env: K}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            ":1:1: repository: give access_key_id_env and secret_access_key_env together",
+        ),
+        (
+            "repository: {type: s3, bucket: bkt, endpoint_url: 'https://k:s@h'}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            ":1:1: repository: endpoint_url must not hold credentials",
+        ),
+        (
+            "repository: {type: s3, bucket: bkt, object_lock: {mode: LEGAL, days: 0}}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            "repository.object_lock.mode",
+        ),
+        (
+            "repository: {type: local}\ncomponents:\n  f: {kind: volumes, path: x}\n",
+            "repository.path: required key 'path' is missing",
+        ),
+        (
             "repository: {path: r}\ncomponents:\n  f: {kind: volume, path: x}\n",
             ":3:13: components.f.kind: unknown kind 'volume'; did you mean 'volumes'?",
         ),
@@ -53,3 +69,25 @@ def test_mistakes_are_located(tmp_path: Path, body: str, expected: str) -> None:
     with pytest.raises(ValidationFailed) as exc:
         load_config(path)
     assert any(expected in str(p) for p in exc.value.problems), [str(p) for p in exc.value.problems]
+
+
+def test_s3_secrets_come_only_from_the_named_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drills.backup_config import secret_variables
+    from drills.standalone import repository
+    from engine.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "repository: {type: s3, bucket: bkt, access_key_id_env: KEY_ID, secret_access_key_env: KEY_SECRET,\n"
+        "  object_lock: {mode: COMPLIANCE, days: 30}}\ncomponents:\n  f: {kind: volumes, path: x}\n"
+    )
+    config = load_config(path)
+    assert {"KEY_ID", "KEY_SECRET"} <= set(secret_variables(config))  # kept from operators' commands
+    monkeypatch.delenv("KEY_SECRET", raising=False)
+    monkeypatch.setenv("KEY_ID", "AKIDEXAMPLE")
+    with pytest.raises(ConfigError, match=r"repository\.secret_access_key_env: the environment variable KEY_SECRET"):
+        repository(config, None)
+    monkeypatch.setenv("KEY_SECRET", "s3cr3t-never-shown")
+    repo = repository(config, None)
+    assert repo.describe() == {"type": "s3", "bucket": "bkt", "prefix": "", "object_lock": "COMPLIANCE for 30 days"}
+    assert "s3cr3t" not in repr(vars(repo))

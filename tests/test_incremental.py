@@ -122,15 +122,23 @@ def test_an_entry_that_vanishes_while_a_live_directory_is_archived_is_skipped(
     root.mkdir()
     (root / "keep.txt").write_text("kept")
     (root / ".tmp-1").write_text("partial")
-    real_lstat = os.lstat
+    real_lstat, real_open = os.lstat, os.open
 
-    def racing_lstat(name: object, *args: object, **kw: object) -> os.stat_result:
+    def race(name: object) -> None:
         if str(name).endswith(".tmp-1") and (root / ".tmp-1").exists():
             (root / ".tmp-1").rename(root / "renamed")  # the writer finished in between
+
+    def racing_lstat(name: object, *args: object, **kw: object) -> os.stat_result:
+        race(name)
         return real_lstat(name, *args, **kw)  # type: ignore[arg-type]
+
+    def racing_open(name: object, *args: object, **kw: object) -> int:
+        race(name)  # a file the listing says is regular is opened without an lstat first
+        return real_open(name, *args, **kw)  # type: ignore[arg-type]
 
     sink = io.BytesIO()
     monkeypatch.setattr(os, "lstat", racing_lstat)
+    monkeypatch.setattr(os, "open", racing_open)
     count = files.write_tar(root, sink)
     monkeypatch.undo()
     with tarfile.open(fileobj=io.BytesIO(sink.getvalue())) as archive:

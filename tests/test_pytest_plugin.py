@@ -176,3 +176,37 @@ def test_a_restore_test_is_collected_by_its_source(pytester: pytest.Pytester) ->
 
     path = _write(pytester, "scenarios/rt.yaml", "name: rt\nsource:\n  config: cfg.yaml\nassertions: [rto]\n")
     assert is_scenario_file(path)
+
+
+def _require_xdist() -> None:
+    """pytest-xdist is in the test extras: missing under CI=true is a broken set-up, not a skip."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("xdist") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but pytest-xdist is not installed; it is in drproof[test]", pytrace=False)
+        pytest.skip("pytest-xdist is not installed (pip install -e '.[test]')")
+
+
+def test_drills_run_on_pytest_xdist_workers_each_in_its_own_directory(pytester: pytest.Pytester) -> None:
+    """``pytest -n 2``: drills are independent items, so any worker runs any of them, and two
+    scenario files of the same name never share a report directory."""
+    _require_xdist()
+    _write(pytester, "scenarios/roundtrip.yaml", PASSING)
+    _write(pytester, "scenarios/sabotaged.yaml", SABOTAGED)
+    _write(pytester, "scenarios/invalid.yaml", INVALID)
+    _write(pytester, "team-b/scenarios/roundtrip.yaml", PASSING.replace("config-roundtrip", "team-b-roundtrip"))
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-v", "scenarios", "team-b", "--drproof-report-dir", str(out)
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    workers = {line.split("]")[0].lstrip("[") for line in result.stdout.lines if line.startswith("[gw")}
+    assert workers == {"gw0", "gw1"}, result.stdout.lines  # both workers ran drills
+    names = {
+        json.loads((out / d / "results.json").read_text(encoding="utf-8"))["scenario"]["name"]
+        for d in ("roundtrip", "roundtrip-2", "sabotaged")
+    }
+    assert names == {"config-roundtrip", "team-b-roundtrip", "config-sabotaged"}
+    assert not (out / "invalid").exists()  # an invalid scenario runs nothing, as without xdist

@@ -8,7 +8,9 @@ from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
 from drills.crosscheck import CheckContext, str_list
-from engine.fingerprint import compare
+from engine.backup import recorded_fingerprint
+from engine.errors import DrproofError
+from engine.fingerprint import Comparison, Fingerprint, compare
 from engine.journal import AssertionResult
 
 
@@ -60,24 +62,26 @@ class Fidelity(Assertion):
         if (unreadable := self._unreadable(rid, name, state)) is not None:
             return unreadable
         actual = state.final_fingerprints[name]
-        diffs = compare(expected, actual)
+        diffs = _compared(rid, name, expected, actual)
+        if not isinstance(diffs, Comparison):
+            return diffs
         state.results[name].differences = diffs
-        parts = len(set(expected.parts) | set(actual.parts))
+        parts = diffs.compared
         evidence: dict[str, Any] = {
             "against": "the state just before the first disaster",
             "expected_sha256": expected.digest,
             "actual_sha256": actual.digest,
             "parts_compared": parts,
-            "content_compared": _totals(expected.parts),
+            "content_compared": expected.totals(),
         }
         if diffs:
             return result(
                 rid,
                 self.name,
                 "fail",
-                f"{name}: {len(diffs)} of {parts} parts differ from the state before the disaster",
+                f"{name}: {diffs.total} of {parts} parts differ from the state before the disaster",
                 evidence=evidence,
-                findings=[d.describe() for d in diffs],
+                findings=diffs.describe(),
             )
         return result(
             rid,
@@ -99,15 +103,15 @@ class Fidelity(Assertion):
         evidence = {
             "restored_from": what,
             "restored_sha256": actual.digest,
-            "parts": len(actual.parts),
-            "content_restored": _totals(actual.parts),
+            "parts": actual.part_count,
+            "content_restored": actual.totals(),
         }
         return result(
             rid,
             self.name,
             "not_compared",
             f"{name}: not compared: the {what} carries no fingerprint taken when it was made; the restored state "
-            f"was fingerprinted ({len(actual.parts)} parts, sha256 {actual.digest[:12]}…) as evidence",
+            f"was fingerprinted ({actual.part_count} parts, sha256 {actual.digest[:12]}…) as evidence",
             evidence=evidence,
         )
 
@@ -141,13 +145,17 @@ class Fidelity(Assertion):
                 return result(rid, self.name, "error", f"{name}: no backup holds this component; nothing to compare")
             backup_name = holding[-1]
         manifest = state.backups[backup_name]
-        expected = manifest.component(name).fingerprint
+        # Kept from the backup step (its parts in a temporary file when there are many),
+        # else read from the repository.
+        expected = recorded_fingerprint(state.repository, manifest, name)
         if expected is None:
             return result(rid, self.name, "error", f"{name}: backup {backup_name} recorded no fingerprint")
         if (unreadable := self._unreadable(rid, name, state)) is not None:
             return unreadable
         actual = state.final_fingerprints[name]
-        diffs = compare(expected, actual)
+        diffs = _compared(rid, name, expected, actual)
+        if not isinstance(diffs, Comparison):
+            return diffs
         comp.differences = diffs
         evidence: dict[str, Any] = {
             "backup": backup_name,
@@ -155,21 +163,21 @@ class Fidelity(Assertion):
             "restored_from": restored[-1].backup_id if restored else None,
             "expected_sha256": expected.digest,
             "actual_sha256": actual.digest,
-            "parts_compared": len(set(expected.parts) | set(actual.parts)),
-            "content_compared": _totals(expected.parts),
+            "parts_compared": diffs.compared,
+            "content_compared": expected.totals(),
         }
         if (blind := state.components[name].blind_spot(expected.scheme)) is not None:
             evidence["not_compared"] = blind  # an older scheme's fingerprint: what it cannot see
         findings = []
         if not restored and comp.damaged_by:
             findings.append(f"{name} was damaged by {', '.join(comp.damaged_by)} and never restored")
-        findings += [d.describe() for d in diffs]
+        findings += diffs.describe()
         if diffs:
             return result(
                 rid,
                 self.name,
                 "fail",
-                f"{name}: {len(diffs)} of {evidence['parts_compared']} parts differ from backup {backup_name}",
+                f"{name}: {diffs.total} of {evidence['parts_compared']} parts differ from backup {backup_name}",
                 evidence=evidence,
                 findings=findings,
             )
@@ -183,8 +191,11 @@ class Fidelity(Assertion):
         )
 
 
-def _totals(parts: dict[str, Any]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for p in parts.values():
-        totals[p.unit] = totals.get(p.unit, 0) + p.count
-    return totals
+def _compared(rid: str, name: str, expected: Fingerprint, actual: Fingerprint) -> Comparison | AssertionResult:
+    """The comparison, or an error result when the backup's stored parts cannot be read whole."""
+    try:
+        return compare(expected, actual)
+    except DrproofError as exc:
+        return result(
+            rid, Fidelity.name, "error", f"{name}: could not compare with the backup's fingerprint", findings=[str(exc)]
+        )

@@ -12,6 +12,7 @@ from drills.crosscheck import CheckContext, str_list
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
 from engine import backup as engine_backup
+from engine.components.livechanges import describe
 from engine.errors import DrproofError
 from engine.journal import BackupRecord
 from engine.manifest import Manifest
@@ -30,7 +31,7 @@ class BackupSpec(Strict):
     components: list[Name] | None = Field(default=None, description="Components to back up; default: all.")
     canary: bool = Field(
         default=False,
-        description="Plant a canary in each component that can hold one (postgres and redis kinds) just before the "
+        description="Plant a canary in each component that can hold one (postgres, redis, volumes and configuration kinds) just before the "
         "backup; the `canary` check then proves a restore brought back this very backup.",
     )
     expect: Literal["success", "failure"] = Field(
@@ -117,6 +118,9 @@ def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
             f"backup set {manifest.id}: {len(manifest.artifacts)} artifacts, "
             f"{sum(a.size for a in manifest.artifacts)} bytes stored"
         )
+        moved = sum(int(c.details.get("changed_while_archived", {}).get("count", 0)) for c in manifest.components)
+        if moved:
+            rec["detail"] += f"; {moved} entries changed while archived (stored as read)"
 
 
 def _record(manifest: Manifest, name: str, components: list[str], duration: float) -> BackupRecord:
@@ -130,6 +134,9 @@ def _record(manifest: Manifest, name: str, components: list[str], duration: floa
         ],
         manifest_sha256=hashlib.sha256(manifest.to_json().encode()).hexdigest(),
         duration_seconds=round(duration, 6),
+        changed_while_archived=[
+            f"{c.name}: {line}" for c in manifest.components if c.name in components for line in describe(c.details)
+        ],
     )
 
 

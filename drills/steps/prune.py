@@ -64,12 +64,14 @@ class Prune(StepKind):
         policy = retention.Policy(keep_last=spec.keep_last, daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
         with run.phase(f"prune the {spec.repository} repository", "prune", step=index + 1) as rec:
             seen = repo.chain_audit()  # what retention faced: a misdated set is named before it may go
-            decisions = retention.prune(repo, policy, now=datetime.now(UTC))
+            pruned = retention.prune(repo, policy, now=datetime.now(UTC))
+            decisions = pruned.decisions
             name = {d.backup_id: state.backup_name_of(d.backup_id) or d.backup_id for d in decisions}
             kept = [d for d in decisions if d.keep]
             deleted = [d for d in decisions if not d.keep]
             rec["data"] = {
                 "kept": [{"id": d.backup_id, "name": name[d.backup_id], "reasons": d.reasons} for d in kept],
+                "locked": {i: [h.as_dict() for h in hs] for i, hs in pruned.locked.items()},
                 "deleted": [{"id": d.backup_id, "name": name[d.backup_id]} for d in deleted],
                 "chain_findings": [f"{f.kind}: {f}" for f in seen.findings],
             }

@@ -183,14 +183,12 @@ class Component(ABC):
             raise RestoreMismatch(
                 f"{self.name} {self.instance!r}: the backup holds no fingerprint to prove the restored copy against"
             )
-        diffs = compare(expected, actual)
+        diffs = compare(expected, actual, limit=5)
         if diffs:
-            shown = "; ".join(d.describe() for d in diffs[:5]) + (
-                f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
-            )
+            shown = "; ".join(d.describe() for d in diffs) + (f"; and {diffs.unlisted} more" if diffs.unlisted else "")
             raise RestoreMismatch(
                 f"{self.name} {self.instance!r}: the restored copy ({where}) differs from the backup's fingerprint "
-                f"in {len(diffs)} part(s): {shown}; the copy was discarded"
+                f"in {diffs.total} part(s): {shown}; the copy was discarded"
             )
 
     @classmethod

@@ -29,8 +29,10 @@ import yaml
 from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
-from engine.components.files import extract_tar, tree_parts, walk_files, without_directories, write_tar
+from engine.components.files import DIR, PartSink, extract_tar, tree_parts_into, walk_files, write_tar
+from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
+from engine.partstream import PartSpool
 from engine.redaction import is_secret_key, redact, redact_value
 from engine.repository.base import BackupSetWriter
 
@@ -273,9 +275,8 @@ def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
         return None
 
 
-def key_parts(root: Path) -> dict[str, Part]:
+def key_parts_into(root: Path, sink: PartSink) -> None:
     """One ``key <file>:<path>`` part per setting of every file drproof can read as settings."""
-    parts: dict[str, Part] = {}
     for f in walk_files(root):
         settings = _settings(f)
         if not settings:
@@ -285,7 +286,13 @@ def key_parts(root: Path) -> dict[str, Part]:
             digests = {path: _digest(rel, path, value, secret) for path, (value, secret) in settings.items()}
         except RecursionError:  # nested too deeply to hash key by key: the file part still covers it
             continue
-        parts.update({f"{KEY}{rel}:{path}": Part(digest=d, count=1, unit="keys") for path, d in digests.items()})
+        for path, d in digests.items():
+            sink[f"{KEY}{rel}:{path}"] = Part(digest=d, count=1, unit="keys")
+
+
+def key_parts(root: Path) -> dict[str, Part]:
+    parts: dict[str, Part] = {}
+    key_parts_into(root, parts)
     return parts
 
 
@@ -391,14 +398,42 @@ class ConfigurationComponent(Component):
         "directories and directory modes are not compared"
     }
 
-    def fingerprint(self) -> Fingerprint:
+    def _spool(self, scheme: str | None = None) -> PartSpool:
+        """Where the parts of the fingerprint in ``scheme`` go (scheme 1 had no directory parts)."""
+        if scheme == LEGACY_SCHEME:
+            return PartSpool(exclude=(DIR,))
+        return PartSpool()
+
+    def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
-        return self._fp({**tree_parts(self.path), **key_parts(self.path)})
+        key_parts_into(root, spool)
+        return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
+
+    def fingerprint(self) -> Fingerprint:
+        spool = self._spool()
+        tree_parts_into(self.path, spool)
+        return self._taken(spool, self.path)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
         if scheme != LEGACY_SCHEME:
             return None
-        return self._fp(without_directories({**tree_parts(self.path), **key_parts(self.path)}), scheme)
+        spool = self._spool(scheme)
+        tree_parts_into(self.path, spool)
+        return self._taken(spool, self.path, scheme)
+
+    # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
+    # fingerprinted and restored like any other file.
+    supports_canary: ClassVar[bool] = True
+
+    def plant_canary(self, value: str) -> str:
+        from engine.canary import plant_file
+
+        return plant_file(self.path, value)
+
+    def read_canary(self) -> str | None:
+        from engine.canary import read_file
+
+        return read_file(self.path)
 
     proves_while_staging: ClassVar[bool] = True
 
@@ -408,18 +443,20 @@ class ConfigurationComponent(Component):
         return {"entries": entries, "method": "streamed tar"}
 
     def restore(self, source: ArtifactSource) -> None:
-        def check(staging: Path, parts: dict[str, Part]) -> None:
-            staged = {**parts, **key_parts(staging)}
-            if source.fingerprint is not None and source.fingerprint.scheme == LEGACY_SCHEME:
-                fp = self._fp(without_directories(staged), LEGACY_SCHEME)
-            else:
-                fp = self._fp(staged)
+        scheme = source.fingerprint.scheme if source.fingerprint is not None else None
+        spool = self._spool(scheme)
+
+        def check(staging: Path) -> None:
+            fp = self._taken(spool, staging, LEGACY_SCHEME if scheme == LEGACY_SCHEME else None)
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
-        extract_tar(functools.partial(source.open, "config.tar"), self.path, check)
+        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool)
 
     def health(self) -> Health:
-        files = self.files()
+        try:
+            files = self.files()
+        except ComponentError as exc:  # a directory that cannot be listed: not healthy, and why
+            return Health(ok=False, detail=str(exc))
         if not files:
             return Health(ok=False, detail="no configuration files")
         problems = []

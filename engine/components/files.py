@@ -8,6 +8,7 @@ contents exactly as they were.
 
 from __future__ import annotations
 
+import errno
 import grp
 import hashlib
 import os
@@ -15,40 +16,152 @@ import pwd
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
-from engine.components.untar import TreeWriter, member_parts
+from engine.components.livechanges import LiveChanges
+from engine.components.tarread import header_sum, members
+from engine.components.untar import TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
-from engine.streams import CHUNK
+from engine.streams import CHUNK, ZSTD_FEED
 
 
 def walk_files(root: Path) -> Iterator[Path]:
-    """Every non-directory entry under root, sorted, without following symlinks."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
-        for name in dirnames:
-            p = Path(dirpath) / name
-            if p.is_symlink():
-                yield p
+    """Every non-directory entry under root, without following symlinks.
+
+    A directory that cannot be listed is an error (``sorted_tree``), never a silent gap:
+    ``os.walk`` skipped it, so a fault, health check or file list missed what was below.
+    """
+    for path, _rel, kind in sorted_tree(str(root)):
+        if kind != DIRECTORY:
+            yield Path(path)
 
 
-def file_part(path: Path) -> Part:
+# What a directory listing says an entry is (its d_type, without a stat): ``sorted_tree``'s kinds.
+OTHER, DIRECTORY, REGULAR = 0, 1, 2
+
+
+def _listing(path: str, rel: str, changes: LiveChanges | None = None) -> list[tuple[str, int]]:
+    """(name, kind) of the entries of ``path``, in the order ``sorted_tree`` visits them.
+
+    A directory sorts as its name followed by "/", so that visiting each one right where
+    it sorts gives every path below in the order of its string: "a.txt" < "a/x" < "a0".
+    A link to a directory is not one here. A directory gone since its parent was listed
+    (a live tree) has no entries, noted in ``changes``; any other failure to list one
+    (a path over the system's limit, no permission) is an error: a walk that skipped it
+    would back up, or fingerprint, less than the tree and say nothing.
+    """
+    try:
+        with os.scandir(path) as it:
+            entries = [
+                (
+                    e.name,
+                    DIRECTORY
+                    if e.is_dir(follow_symlinks=False)
+                    else REGULAR
+                    if e.is_file(follow_symlinks=False)
+                    else OTHER,
+                )
+                for e in it
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        if changes is not None and rel:
+            changes.note(rel + "/", "directory vanished or was replaced while archived; nothing below it stored")
+        return []
+    except OSError as exc:
+        raise unlistable(path, rel, exc) from exc
+    entries.sort(key=lambda e: e[0] + "/" if e[1] == DIRECTORY else e[0])
+    return entries
+
+
+def unreadable_entry(root: Path, rel: str, exc: OSError) -> ComponentError:
+    """The error for an entry that could not be archived: the backup stops, naming it."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return unlistable(str(root / rel), rel, exc)
+    return ComponentError(
+        f"cannot archive {rel or root!r}: {exc.strerror or exc}; the backup was not completed (nothing is published)"
+    )
+
+
+def unlistable(path: str, rel: str, exc: OSError) -> ComponentError:
+    """The error for a directory of a tree that cannot be read, with what to do about it."""
+    where = f"directory {rel!r}" if rel else f"directory {path}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return ComponentError(
+            f"cannot read {where}: its path is {len(os.fsencode(path))} bytes, over this system's limit "
+            f"({os.pathconf('/', 'PC_PATH_MAX')} bytes): drproof cannot back up or check a tree this deep; "
+            "shorten or move the deepest directories"
+        )
+    return ComponentError(f"cannot read {where}: {exc.strerror}; nothing below it could be backed up or checked")
+
+
+def sorted_tree(top: str, changes: LiveChanges | None = None) -> Iterator[tuple[str, str, int]]:
+    """(path, path relative to ``top``, kind) of every entry below ``top``.
+
+    Depth first, each directory right before what it holds, and in an order that gives
+    fingerprint parts in the order of their names (see ``_listing``): the part stream of
+    an archive or a walk then needs no sorting (:mod:`engine.partstream`). Nothing is
+    followed through a link; strings, not Paths, because this runs once per file. The
+    kind is what the listing said (``DIRECTORY``, ``REGULAR`` or ``OTHER``): whoever
+    opens the entry checks again.
+    """
+    stack = [(top, "", iter(_listing(top, "", changes)))]
+    while stack:
+        path, rel, entries = stack[-1]
+        for name, kind in entries:
+            child, child_rel = f"{path}/{name}", f"{rel}/{name}" if rel else name
+            yield child, child_rel, kind
+            if kind == DIRECTORY and not os.path.islink(child):  # replaced by a link since it was listed: not followed
+                stack.append((child, child_rel, iter(_listing(child, child_rel, changes))))
+                break
+        else:
+            stack.pop()
+
+
+def count_entries(top: str) -> int:
+    """How many entries below ``top`` are not directories (as ``sorted_tree`` sees them), unsorted.
+
+    For a health check that only counts: no order, no entry handed out one at a time. A
+    directory that cannot be listed raises, as in ``sorted_tree``.
+    """
+    count, stack = 0, [top]
+    while stack:
+        path = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        count += 1
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise unlistable(path, os.path.relpath(path, top), exc) from exc
+    return count
+
+
+def file_part(path: Path | str) -> Part:
     """Digest of one entry: its type, mode bits and content (or link target)."""
-    st = path.lstat()
+    st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         return symlink_part(os.readlink(path))
     if not stat.S_ISREG(st.st_mode):
         return special_part(st.st_mode)  # opening a FIFO would wait for a writer forever
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, CHUNK)
+        if len(data) < CHUNK and st.st_size < CHUNK:  # most files: one read, no chunking
+            return small_file_part(st.st_mode, data)
         digest = ContentDigest(st.st_mode)
-        while chunk := fh.read(CHUNK):
-            digest.add(chunk)
+        while data:
+            digest.add(data)
+            data = os.read(fd, CHUNK)
+    finally:
+        os.close(fd)
     return digest.part()
 
 
@@ -70,27 +183,44 @@ class ContentDigest:
 
     The part hashes content in CHUNK-sized records, so pieces are re-cut at CHUNK
     boundaries: the digest is the same whether the content came from ``file_part``'s
-    reads or from tarfile's copy loop.
+    reads or from an archive's pieces. A file that arrives whole and smaller than a
+    record (most files of a volume of many) costs one ``small_file_part`` and no hasher.
     """
 
+    __slots__ = ("_h", "_mode", "_pending")
+
     def __init__(self, mode: int) -> None:
-        self._h = PartHasher("bytes")
-        self._h.add(b"file\0" + oct(stat.S_IMODE(mode)).encode(), count=0)
-        self._pending = bytearray()
+        self._mode = mode
+        self._h: PartHasher | None = None
+        self._pending: bytes | bytearray = b""
+
+    def _hasher(self) -> PartHasher:
+        if self._h is None:
+            self._h = PartHasher("bytes")
+            self._h.add(b"file\0" + oct(stat.S_IMODE(self._mode)).encode(), count=0)
+        return self._h
 
     def add(self, data: bytes | memoryview) -> None:
-        if not self._pending and len(data) == CHUNK:
-            self._h.add(bytes(data) if isinstance(data, memoryview) else data, count=CHUNK)
-            return
-        self._pending += data
-        while len(self._pending) >= CHUNK:
-            self._h.add(bytes(self._pending[:CHUNK]), count=CHUNK)
-            del self._pending[:CHUNK]
+        if not self._pending:
+            if len(data) == CHUNK:
+                self._hasher().add(bytes(data), count=CHUNK)
+                return
+            if len(data) < CHUNK:
+                self._pending = bytes(data)
+                return
+        pending = self._pending if isinstance(self._pending, bytearray) else bytearray(self._pending)
+        pending += data
+        while len(pending) >= CHUNK:
+            self._hasher().add(bytes(pending[:CHUNK]), count=CHUNK)
+            del pending[:CHUNK]
+        self._pending = pending
 
     def part(self) -> Part:
+        if self._h is None:
+            return small_file_part(self._mode, bytes(self._pending))
         if self._pending:
             self._h.add(bytes(self._pending), count=len(self._pending))
-            self._pending.clear()
+            self._pending = b""
         return self._h.part()
 
 
@@ -107,39 +237,70 @@ def small_file_part(mode: int, data: bytes) -> Part:
     if head is None:
         record = b"file\0" + oct(stat.S_IMODE(mode)).encode()
         head = _MODE_RECORDS.setdefault(mode, len(record).to_bytes(8, "big") + record)
-    h = hashlib.sha256(head)
-    if data:
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return Part(digest=h.hexdigest(), count=len(data), unit="bytes")
+    if not data:
+        return Part(hashlib.sha256(head).hexdigest(), 0, "bytes")
+    return Part(hashlib.sha256(b"".join((head, len(data).to_bytes(8, "big"), data))).hexdigest(), len(data), "bytes")
 
 
 class _Appender:
-    """A write-only stream as tarfile's "w" mode wants it: it asks where it is, never seeks."""
+    """A write-only stream as tarfile's "w" mode wants it: it asks where it is, never seeks.
+
+    Small writes (a small file's header, content and padding) are gathered into pieces
+    of ``ZSTD_FEED``: one call down the sink's stack of writers per file cost more than
+    archiving the file did. :meth:`flush` when done.
+    """
 
     def __init__(self, sink: IO[bytes]) -> None:
         self._sink = sink
         self._offset = 0
+        self._pending = bytearray()
 
-    def write(self, data: bytes) -> int:
-        self._sink.write(data)
-        self._offset += len(data)
-        return len(data)
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if n >= ZSTD_FEED:
+            self.flush()
+            self._sink.write(data)
+        else:
+            self._pending += data
+            if len(self._pending) >= ZSTD_FEED:
+                self.flush()
+        self._offset += n
+        return n
+
+    def flush(self) -> None:
+        if self._pending:
+            self._sink.write(self._pending)
+            self._pending = bytearray()
 
     def tell(self) -> int:
         return self._offset
 
 
-class _DigestingReader:
-    """A file as tarfile reads it while archiving, digested on the way through."""
+class _AnnouncedReader:
+    """A file as tarfile reads it while archiving: digested on the way, zero-filled if it shrank.
 
-    def __init__(self, fh: IO[bytes], digest: ContentDigest) -> None:
+    tarfile copies exactly the size its header announced and raises on a short read,
+    which was a traceback for a log truncated while it was archived. Zeros past the end
+    keep the archive readable (as GNU tar does); ``stored`` says how much was real.
+    """
+
+    def __init__(self, fh: IO[bytes], size: int, digest: ContentDigest | None) -> None:
         self._fh = fh
+        self._left = size
         self._digest = digest
+        self._ended = False  # the file ran out: no more reads, whatever it holds later
+        self.stored = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        self._digest.add(data)
+        want = self._left if size < 0 else min(size, self._left)
+        data = b"" if self._ended else self._fh.read(want)
+        self.stored += len(data)
+        if len(data) < want:
+            self._ended = True
+            data += bytes(want - len(data))
+        self._left -= len(data)
+        if self._digest is not None:
+            self._digest.add(data)
         return data
 
 
@@ -165,30 +326,37 @@ def dir_part(mode: int) -> Part:
     return h.part()
 
 
-def tree_parts(root: Path, prefix: str = FILE) -> dict[str, Part]:
+class PartSink(Protocol):
+    """Where parts go as they are taken: a dict, or a :class:`~engine.partstream.PartSpool`."""
+
+    def __setitem__(self, name: str, part: Part) -> None: ...
+
+
+def tree_parts_into(root: Path, sink: PartSink) -> None:
     """A part per entry below ``root``: files, links and special files, and every directory.
 
     Directories are parts of their own because a restore can lose an empty one or its
     mode without any file changing; the root is not one (its mode is the target's).
+    Parts arrive in the order of their names (files and directories each), so a spool
+    of a million of them sorts nothing.
     """
-    parts: dict[str, Part] = {}
-    for p in walk_files(root):
-        rel = p.relative_to(root).as_posix()
-        try:
-            parts[prefix + rel] = file_part(p)
-        except OSError as exc:
-            parts[prefix + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
-    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
-        for name in dirnames:
-            d = Path(dirpath) / name
-            if d.is_symlink():
-                continue  # a link to a directory is a file entry above
+    for path, rel, kind in sorted_tree(str(root)):
+        if kind == DIRECTORY:
             try:
-                parts[DIR + d.relative_to(root).as_posix()] = dir_part(d.lstat().st_mode)
+                sink[DIR + rel] = dir_part(os.lstat(path).st_mode)
             except OSError as exc:
-                parts[DIR + d.relative_to(root).as_posix()] = Part(
-                    digest=f"unreadable: {exc.strerror}", count=0, unit="directories"
-                )
+                sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+            continue
+        try:
+            sink[FILE + rel] = file_part(path)
+        except OSError as exc:
+            sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+
+
+def tree_parts(root: Path) -> dict[str, Part]:
+    """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
+    parts: dict[str, Part] = {}
+    tree_parts_into(root, parts)
     return parts
 
 
@@ -198,37 +366,53 @@ def without_directories(parts: dict[str, Part]) -> dict[str, Part]:
 
 
 def write_tar(
-    root: Path, sink: IO[bytes], only: Sequence[str] | None = None, parts: dict[str, Part] | None = None
+    root: Path,
+    sink: IO[bytes],
+    only: Iterable[str] | None = None,
+    parts: PartSink | None = None,
+    changes: LiveChanges | None = None,
 ) -> int:
     """Stream root's contents (not root itself) as a tar; return the number of entries.
 
-    ``only`` limits the archive to these relative paths (an incremental backup's changes).
-    ``parts`` receives the fingerprint part of every entry archived, digested from the
-    very bytes written, so fingerprinting costs no second read of the tree.
+    ``only`` limits the archive to these relative paths, in the order given (an
+    incremental backup's changes). ``parts`` receives the fingerprint part of every
+    entry archived, digested from the very bytes written, so fingerprinting costs no
+    second read of the tree; they arrive in the order of their names (``sorted_tree``).
+    ``changes`` hears of every entry that changed, shrank or vanished while archived
+    (:mod:`engine.components.livechanges`); the archive stays consistent either way.
     """
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
         raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path)")
     count = 0
+    # Parts of files with more than one name, which a hard link later in the archive may
+    # name: the link's part is the content archived for its target.
+    linked: dict[str, Part] = {}
     # Mode "w" (not the stream mode "w|") writes straight through: "w|" re-buffers every
     # write into 10 KiB records by slicing a bytes object, which copies each MiB about a
     # hundred times (2.4 s of a 925 MB backup, profiled). tarfile copies file data in
     # 16 KiB pieces by default; CHUNK-sized pieces cut the Python calls per byte by 64
     # and match the fingerprint's record size.
-    with tarfile.TarFile(fileobj=_Appender(sink), mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+    out = _Appender(sink)
+    live = changes if changes is not None else LiveChanges()
+    with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
         tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # an attribute typeshed omits
-        if only is not None:
-            for rel in sorted(only):
-                count += _add(tar, str(root / rel), rel, parts)
-            return count
-        # Plain strings, not Paths: building and relativising three Path objects per
-        # entry was the largest cost left per small file (profiled, 100,000 files).
-        top = str(root)
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-            dirnames.sort()
-            below = os.path.relpath(dirpath, top).replace(os.sep, "/") if dirpath != top else ""  # once a directory
-            for name in [*sorted(dirnames), *sorted(filenames)]:
-                count += _add(tar, os.path.join(dirpath, name), f"{below}/{name}" if below else name, parts)
+        rel = ""
+        try:
+            if only is not None:
+                for rel in only:
+                    count += _add(tar, str(root / rel), rel, parts, linked, OTHER, live)
+            else:
+                # Plain strings, not Paths: building and relativising three Path objects per
+                # entry was the largest cost left per small file (profiled, 100,000 files).
+                for path, rel, kind in sorted_tree(str(root), live):
+                    # A file the listing says is regular is opened at once (and checked on
+                    # the open descriptor): no lstat, and no tarfile, for most files.
+                    done = _fast_file(tar, path, rel, parts, live) if kind == REGULAR and FAST_HEADERS else None
+                    count += done if done is not None else _add(tar, path, rel, parts, linked, kind, live)
+        except OSError as exc:  # not a vanished entry (noted above): one that cannot be read
+            raise unreadable_entry(root, rel, exc) from exc
+    out.flush()
     return count
 
 
@@ -268,7 +452,9 @@ def ustar_header(name: str, st: os.stat_result, typeflag: bytes, size: int, link
     write (a test holds the bytes equal).
     """
     mtime = int(st.st_mtime)
-    owner = _owner_fields(st.st_uid, st.st_gid)
+    owner = _OWNERS.get((st.st_uid, st.st_gid))  # known owners without a call
+    if owner is None:
+        owner = _owner_fields(st.st_uid, st.st_gid)
     try:
         raw_name, raw_link = name.encode("ascii"), linkname.encode("ascii")
     except UnicodeEncodeError:
@@ -281,21 +467,23 @@ def ustar_header(name: str, st: os.stat_result, typeflag: bytes, size: int, link
     ):
         return None
     ids, names = owner
-    block = bytearray(
-        b"".join(
-            (
-                raw_name.ljust(100, b"\0"),
-                b"%07o\0" % stat.S_IMODE(st.st_mode),
-                ids,
-                b"%011o\0%011o\0        " % (size, mtime),
-                typeflag,
-                raw_link.ljust(100, b"\0"),
-                names,
-            )
-        ).ljust(tarfile.BLOCKSIZE, b"\0")
+    head = b"".join(
+        (
+            raw_name.ljust(100, b"\0"),
+            b"%07o\0" % stat.S_IMODE(st.st_mode),
+            ids,
+            b"%011o\0%011o\0        " % (size, mtime),  # the checksum field counts as spaces
+            typeflag,
+            raw_link.ljust(100, b"\0") if raw_link else _NUL100,
+            names,
+            _TAIL,
+        )
     )
-    block[148:155] = b"%06o\0" % sum(block)
-    return bytes(block)
+    return b"%s%06o\0 %s" % (head[:148], header_sum(head), head[156:])
+
+
+_NUL100 = b"\0" * 100
+_TAIL = b"\0" * 167  # after the device fields (byte 345) to the end of the block
 
 
 _OWNERS: dict[tuple[int, int], tuple[bytes, bytes] | None] = {}
@@ -314,7 +502,9 @@ def _owner_fields(uid: int, gid: int) -> tuple[bytes, bytes] | None:
     return _OWNERS[key]
 
 
-def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] | None) -> int | None:
+def _fast_add(
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
     """Archive a plain file, directory or symlink without tarfile's per-member machinery.
 
     None when the entry is not one this covers (a hard link, a FIFO, a long or non-ASCII
@@ -323,6 +513,7 @@ def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Pa
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     if stat.S_ISDIR(st.st_mode):
         header = ustar_header(arcname + "/", st, tarfile.DIRTYPE, 0)
@@ -341,57 +532,100 @@ def _fast_add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Pa
         if parts is not None:
             parts[FILE + arcname] = symlink_part(target)
         return 1
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    if not stat.S_ISREG(st.st_mode):
         return None
-    return _fast_file(tar, path, arcname, parts)
+    return _fast_file(tar, path, arcname, parts, changes)
 
 
-def _fast_file(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] | None) -> int | None:
+def _fast_file(
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
     st = os.fstat(fd)  # the size of what is read, not of what the walk saw
-    if st.st_size <= CHUNK:  # most files: one read, and header, content and padding in one write
-        try:
-            header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
-            data = os.read(fd, st.st_size) if header is not None else b""
-        finally:
-            os.close(fd)
-        if header is None:
-            return None
-        if len(data) < st.st_size:
-            raise OSError(f"unexpected end of data: {path} shrank while it was archived")
-        padding = -st.st_size % tarfile.BLOCKSIZE
-        tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
-        tar.offset += len(header) + st.st_size + padding
-        if parts is not None:
-            parts[FILE + arcname] = small_file_part(st.st_mode, data)
-        return 1
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link (or no file): tarfile's
+        os.close(fd)
+        return None
+    if st.st_size <= CHUNK:
+        return _small_file(tar, fd, st, arcname, parts, changes)
     with os.fdopen(fd, "rb") as fh:
-        header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size) if stat.S_ISREG(st.st_mode) else None
+        header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
         if header is None:
             return None
         digest = ContentDigest(st.st_mode) if parts is not None else None
-        padding = -st.st_size % tarfile.BLOCKSIZE
         _emit(tar, header)
-        remaining = st.st_size
-        while remaining:
-            chunk = fh.read(min(CHUNK, remaining))
-            if not chunk:
-                raise OSError(f"unexpected end of data: {path} shrank while it was archived")
-            tar.fileobj.write(chunk)
-            if digest is not None:
-                digest.add(chunk)
-            remaining -= len(chunk)
-        if padding:
-            tar.fileobj.write(b"\0" * padding)
-        tar.offset += st.st_size + padding  # tarfile's own count, kept true
+        stored = _copy_announced(tar, fh, st.st_size, digest)
+        if stored < st.st_size:
+            changes.note(
+                arcname,
+                f"shrank from {st.st_size} to {stored} bytes while archived; stored zero-filled to {st.st_size} bytes",
+            )
+        else:
+            changes.after_read(arcname, fd, st, st.st_size)
     if digest is not None and parts is not None:
         parts[FILE + arcname] = digest.part()
     return 1
+
+
+def _small_file(
+    tar: tarfile.TarFile, fd: int, st: os.stat_result, arcname: str, parts: PartSink | None, changes: LiveChanges
+) -> int | None:
+    """Most files: one read, and header, content and padding in one write.
+
+    The header is written after the read, so a file that shrank meanwhile is stored as
+    read, with the size it had; a later change is noted (``after_read``).
+    """
+    try:
+        data = os.read(fd, st.st_size)
+        if len(data) < st.st_size:
+            changes.note(arcname, f"shrank from {st.st_size} to {len(data)} bytes while archived; stored as read")
+        else:
+            changes.after_read(arcname, fd, st, len(data))
+    finally:
+        os.close(fd)
+    header = ustar_header(arcname, st, tarfile.REGTYPE, len(data))
+    if header is None:
+        return None
+    padding = -len(data) % tarfile.BLOCKSIZE
+    tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
+    tar.offset += len(header) + len(data) + padding
+    if parts is not None:
+        parts[FILE + arcname] = small_file_part(st.st_mode, data)
+    return 1
+
+
+def _copy_announced(tar: tarfile.TarFile, fh: IO[bytes], size: int, digest: ContentDigest | None) -> int:
+    """Copy the ``size`` bytes a header announced; return how many the file still had.
+
+    A file that shrank after its header was written is zero-filled to the announced size
+    (as GNU tar does), so the archive stays readable and its digest is of what is stored.
+    """
+    remaining, stored = size, 0
+    while remaining:
+        chunk = fh.read(min(CHUNK, remaining))
+        if not chunk:
+            break
+        stored += len(chunk)
+        tar.fileobj.write(chunk)
+        if digest is not None:
+            digest.add(chunk)
+        remaining -= len(chunk)
+    while remaining:
+        zeros = bytes(min(CHUNK, remaining))
+        tar.fileobj.write(zeros)
+        if digest is not None:
+            digest.add(zeros)
+        remaining -= len(zeros)
+    padding = -size % tarfile.BLOCKSIZE
+    if padding:
+        tar.fileobj.write(b"\0" * padding)
+    tar.offset += size + padding  # tarfile's own count, kept true
+    return stored
 
 
 def _emit(tar: tarfile.TarFile, header: bytes) -> None:
@@ -399,7 +633,15 @@ def _emit(tar: tarfile.TarFile, header: bytes) -> None:
     tar.offset += len(header)
 
 
-def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] | None) -> int:
+def _add(
+    tar: tarfile.TarFile,
+    path: str,
+    arcname: str,
+    parts: PartSink | None,
+    linked: dict[str, Part],
+    kind: int,
+    changes: LiveChanges,
+) -> int:
     """Archive one entry and record its fingerprint part (unless ``parts`` is None); 0 if it vanished.
 
     A live directory keeps changing while it is archived (an application renaming its
@@ -410,11 +652,11 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] |
     # (``inodes``, to spot hard links): about 2 KB per file, which made a backup's memory
     # grow with the file count (measured: +100 MB at 50,000 files). Only inodes with
     # more than one name can be linked to again, so only those are kept.
-    tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
-    if FAST_HEADERS:
-        done = _fast_add(tar, path, arcname, parts)
+    if FAST_HEADERS and kind != REGULAR:  # a regular file was tried by the caller
+        done = _fast_add(tar, path, arcname, parts, changes)
         if done is not None:
             return done
+    tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
     try:
         info = tar.gettarinfo(str(path), arcname)
         if info is None:  # a socket: tar archives none
@@ -423,18 +665,9 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] |
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
         if info.isreg():
-            st = os.lstat(path)
-            if st.st_nlink == 1:
-                tar.inodes.pop((st.st_ino, st.st_dev), None)  # type: ignore[attr-defined]
-            with open(path, "rb") as fh:
-                if parts is None:
-                    tar.addfile(info, fh)
-                    return 1
-                digest = ContentDigest(info.mode)
-                tar.addfile(info, _DigestingReader(fh, digest))
-            parts[FILE + arcname] = digest.part()
-            return 1
+            return _add_regular(tar, path, info, parts, linked, changes)
     except FileNotFoundError:
+        changes.gone(arcname)
         return 0
     tar.addfile(info)
     if parts is None:
@@ -442,7 +675,7 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] |
     if info.issym():
         parts[FILE + arcname] = symlink_part(info.linkname)
     elif info.islnk():  # a second name of a file already archived: same content and mode
-        parts[FILE + arcname] = parts.get(FILE + info.linkname) or file_part(Path(path))
+        parts[FILE + arcname] = linked.get(info.linkname) or file_part(path)
     elif info.isdir():
         parts[DIR + arcname] = dir_part(info.mode)
     else:
@@ -450,14 +683,45 @@ def _add(tar: tarfile.TarFile, path: str, arcname: str, parts: dict[str, Part] |
     return 1
 
 
+def _add_regular(
+    tar: tarfile.TarFile,
+    path: str,
+    info: tarfile.TarInfo,
+    parts: PartSink | None,
+    linked: dict[str, Part],
+    changes: LiveChanges,
+) -> int:
+    """A regular file through tarfile (a hard link's first name, a long or non-ASCII name)."""
+    st = os.lstat(path)
+    if st.st_nlink == 1:
+        tar.inodes.pop((st.st_ino, st.st_dev), None)  # type: ignore[attr-defined]
+    with open(path, "rb") as fh:
+        digest = ContentDigest(info.mode) if parts is not None else None
+        reader = _AnnouncedReader(fh, info.size, digest)
+        tar.addfile(info, reader)
+        if reader.stored < info.size:
+            changes.note(
+                info.name,
+                f"shrank from {info.size} to {reader.stored} bytes while archived; stored zero-filled to {info.size} bytes",
+            )
+        else:
+            changes.after_read(info.name, fh.fileno(), st, info.size)
+    if parts is None or digest is None:
+        return 1
+    part = parts[FILE + info.name] = digest.part()
+    if st.st_nlink > 1:
+        linked[info.name] = part
+    return 1
+
+
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 Layer = tuple[Opener, list[str]]
-# ``check(staging, parts)``: judge the staged tree before it replaces anything; ``parts``
-# are the fingerprint parts of every entry, digested while it was written.
-Check = Callable[[Path, dict[str, Part]], None]
+# ``check(staging)``: judge the staged tree before it replaces anything; the parts of
+# every entry, digested while it was written, are in the sink given to extract_layers.
+Check = Callable[[Path], None]
 
 
-def extract_tar(open_stream: Opener, target: Path, check: Check | None = None) -> None:
+def extract_tar(open_stream: Opener, target: Path, check: Check | None = None, parts: PartSink | None = None) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
     ``open_stream`` is opened (and closed, which runs the stream's integrity checks)
@@ -465,26 +729,24 @@ def extract_tar(open_stream: Opener, target: Path, check: Check | None = None) -
     before the swap. Members are written by :class:`engine.components.untar.TreeWriter`:
     a hostile archive cannot write outside the target.
     """
-    extract_layers([(open_stream, [])], target, check)
+    extract_layers([(open_stream, [])], target, check, parts)
 
 
-class _Parts:
-    """Fingerprint parts of a tree being extracted, kept current across removals."""
+class _Tracker:
+    """Fingerprint parts of a tree being extracted, kept current across layers' removals."""
 
-    def __init__(self) -> None:
-        self.parts: dict[str, Part] = {}
+    def __init__(self, parts: PartSink) -> None:
+        self.parts = parts
         self._pending: tuple[str, ContentDigest] | None = None
 
-    def on_entry(self, rel: str, member: tarfile.TarInfo) -> Callable[[bytes], None] | None:
-        if member.isreg():
+    def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
+        if member.isreg() or member.islnk():
+            # A hard link's content is read back from the file it now shares (TreeWriter).
             digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
             self._pending = (rel, digest)
             return digest.add
         if member.issym():
             self.parts[FILE + rel] = symlink_part(member.linkname)
-        elif member.islnk():
-            target = FILE + "/".join(member_parts(member.linkname))
-            self.parts[FILE + rel] = self.parts.get(target, Part(digest="unknown", count=0, unit="bytes"))
         elif member.isfifo():
             self.parts[FILE + rel] = special_part(stat.S_IFIFO | member.mode)
         elif member.isdir():
@@ -497,21 +759,45 @@ class _Parts:
             self.parts[FILE + rel] = digest.part()
             self._pending = None
 
-    def removed(self, rel: str) -> None:
-        for prefix in (FILE, DIR):
-            key = prefix + rel
-            self.parts.pop(key, None)
-            for name in [k for k in self.parts if k.startswith(key + "/")]:
-                del self.parts[name]
+    def removed(self, rels: list[str]) -> None:
+        """Forget the parts of a layer's removals and of everything below them."""
+        if not rels:
+            return
+        gone = {"/".join(member_parts(rel, "removal")) for rel in rels}
+        drop = getattr(self.parts, "drop", None)
+        if drop is not None:
+            drop(lambda name: _under(name, gone))
+            return
+        assert isinstance(self.parts, dict)
+        for name in [n for n in self.parts if _under(n, gone)]:
+            del self.parts[name]
 
 
-def extract_layers(layers: Sequence[Layer], target: Path, check: Check | None = None) -> None:
+def _under(name: str, gone: set[str]) -> bool:
+    """Whether the part ``name`` ("file a/b", "dir a") is one of ``gone`` or below one."""
+    rel = name.partition(" ")[2]
+    if rel in gone:
+        return True
+    cut = rel.rfind("/")
+    while cut > 0:
+        rel = rel[:cut]
+        if rel in gone:
+            return True
+        cut = rel.rfind("/")
+    return False
+
+
+def extract_layers(
+    layers: Sequence[Layer], target: Path, check: Check | None = None, parts: PartSink | None = None
+) -> None:
     """Rebuild a tree from a full archive and the incremental layers on top of it.
 
     Each layer first removes the paths it lists (deleted or changed since its parent), then
     extracts its archive. Everything happens in a staging directory that replaces the
     target only when every layer applied, every stream passed its checks and ``check``
     accepted the result. The replaced contents are removed only after the swap.
+    ``parts`` (a dict or a spool) receives the fingerprint part of every entry of the
+    result, digested as it was written: what ``check`` proves the staged tree with.
     """
     target = target.absolute()
     if not target.parent.is_dir():
@@ -531,19 +817,20 @@ def extract_layers(layers: Sequence[Layer], target: Path, check: Check | None = 
         elif leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir(mode=0o700)
-    tracker = _Parts()
+    tracker = _Tracker(parts) if parts is not None else None
     try:
-        with TreeWriter(staging, on_entry=tracker.on_entry) as writer:
+        with TreeWriter(staging, on_entry=tracker.on_entry if tracker is not None else None) as writer:
             for open_stream, removals in layers:
                 for rel in removals:
                     writer.remove(rel)
-                    tracker.removed("/".join(member_parts(rel, "removal")))
+                if tracker is not None:
+                    tracker.removed(removals)
                 with open_stream() as stream:
                     _extract_stream(stream, writer, tracker)
             writer.finish()
         if check is not None:
             # Judge the restored content before it replaces anything live.
-            check(staging, tracker.parts)
+            check(staging)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
@@ -557,8 +844,8 @@ def extract_layers(layers: Sequence[Layer], target: Path, check: Check | None = 
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Parts) -> None:
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            writer.add(member, tar.extractfile(member) if member.isreg() else None)
+def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:
+    for member, content in members(stream):
+        writer.add(member, content)
+        if tracker is not None:
             tracker.settle()

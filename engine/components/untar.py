@@ -15,7 +15,8 @@ So drproof writes every member itself, relative to open directory descriptors:
   file) the archive created is refused, whatever that link points to and however
   long the chain. Nothing is ever resolved by path, so no realpath can be fooled.
 - Files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW``; an entry already there
-  (an earlier member of the same name) is unlinked first, never written through.
+  (an earlier member of the same name) makes that fail, and is then unlinked (never a
+  directory) and the file created again: nothing is ever written through.
 - Hard links must name a regular file already extracted, reached the same way.
 - Device nodes are refused. Set-user-ID and set-group-ID bits of files are dropped:
   the files belong to whoever runs the restore (often root), so keeping them would turn
@@ -36,16 +37,17 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
+from engine.components.tarread import members
 from engine.errors import IntegrityError
 from engine.streams import CHUNK
 
 NAME_MAX = 255
 PATH_MAX = 4095
+MAX_OPEN_DIRS = 256  # directory descriptors kept open between members
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -65,6 +67,8 @@ def member_parts(name: str, what: str = "member") -> list[str]:
     parts = name.rstrip("/").split("/")
     while parts and parts[0] == ".":  # "./a" as some tars write it
         parts.pop(0)
+    if len(name) <= NAME_MAX and name.isascii() and parts and not ("" in parts or "." in parts or ".." in parts):
+        return parts  # most names: no component can be too long, and none is empty, "." or ".."
     for part in parts:
         if part in ("", ".", ".."):
             raise HostileArchive(f"archive {what} {name!r} has a {part or 'empty'!r} path component")
@@ -75,29 +79,69 @@ def member_parts(name: str, what: str = "member") -> list[str]:
     return parts
 
 
+class TarMember(Protocol):
+    """A member as the writer needs it: ``tarfile.TarInfo``, or :class:`~engine.components.tarread.Member`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def linkname(self) -> str: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def type(self) -> bytes: ...
+    def isreg(self) -> bool: ...
+    def isdir(self) -> bool: ...
+    def issym(self) -> bool: ...
+    def islnk(self) -> bool: ...
+    def isfifo(self) -> bool: ...
+    def ischr(self) -> bool: ...
+    def isblk(self) -> bool: ...
+
+
+# Told of every entry written (its path below the root, its member); for a regular file
+# or a hard link it may return a function that is then fed the content.
+OnEntry = Callable[[str, TarMember], Callable[[bytes], None] | None]
+
+
 class TreeWriter:
     """Writes archive members into ``root``, a directory that must be fresh and private.
 
-    ``on_file(rel, mode, digest_source)`` lets a caller digest each regular file's
-    content as it is written (a fingerprint at no extra read). Directory modes are
+    ``on_entry(rel, member)`` is told of every entry written; for a regular file (or a
+    hard link) it may return a function that is then fed the content, so a caller can
+    digest each file as it is written (a fingerprint at no extra read). Directory modes are
     applied by :meth:`finish`, deepest first, so a read-only directory does not stop
     its own contents from being written.
     """
 
-    def __init__(
-        self, root: Path, on_entry: Callable[[str, tarfile.TarInfo], Callable[[bytes], None] | None] | None = None
-    ) -> None:
+    def __init__(self, root: Path, on_entry: OnEntry | None = None) -> None:
         self.root = root
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._dirs: dict[tuple[str, ...], int] = {}  # open descriptors of directories below root
         self._modes: dict[tuple[str, ...], int] = {}
         self._on_entry = on_entry
+        self._umask = _umask()
 
     def close(self) -> None:
+        self._close_dirs()
+        os.close(self._root_fd)
+
+    def _close_dirs(self) -> None:
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs.clear()
-        os.close(self._root_fd)
+
+    def _trim(self) -> None:
+        """Close the cached directory descriptors once there are many; they reopen as needed.
+
+        Why: one descriptor per directory of the archive ran into the open-files limit
+        (1,024 by default) for a tree of that many directories. Only between members, so
+        no descriptor in use is ever closed; reopening goes through the same checks.
+        """
+        if len(self._dirs) > MAX_OPEN_DIRS:
+            self._close_dirs()
 
     def __enter__(self) -> TreeWriter:
         return self
@@ -153,31 +197,33 @@ class TreeWriter:
         return False
 
     # -- members --------------------------------------------------------------------------
-    def add(self, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
-        parts = tuple(member_parts(member.name))
+    def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
+        """Write one member; ``content``: a regular file's bytes, in pieces."""
+        self._trim()
+        parts = tuple(member_parts(member.name))  # the member's path, checked once
         parent = self._dir(parts[:-1], True, member.name)
         assert parent is not None
-        name = parts[-1]
-        if member.isdir():
-            if not self._clear(parent, name, parts, keep_dir=True):
+        name, rel = parts[-1], "/".join(parts)
+        if member.isreg():
+            self._write_file(parent, name, parts, rel, member, content)
+        elif member.isdir():
+            try:
                 os.mkdir(name, 0o700, dir_fd=parent)
+            except FileExistsError:
+                if not self._clear(parent, name, parts, keep_dir=True):
+                    os.mkdir(name, 0o700, dir_fd=parent)
             self._modes[parts] = member.mode & 0o3777
-            self._notify(member)
-        elif member.isreg():
-            self._clear(parent, name, parts, keep_dir=False)
-            self._write_file(parent, name, member, data)
+            self._notify(rel, member)
         elif member.issym():
             if "\0" in member.linkname or len(member.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
                 raise HostileArchive(f"archive member {member.name!r} is a symlink with an impossible target")
-            self._clear(parent, name, parts, keep_dir=False)
-            os.symlink(member.linkname, name, dir_fd=parent)
-            self._notify(member)
+            self._create(parent, name, parts, lambda: os.symlink(member.linkname, name, dir_fd=parent))
+            self._notify(rel, member)
         elif member.islnk():
-            self._link(parent, name, parts, member)
+            self._link(parent, name, parts, rel, member)
         elif member.isfifo():
-            self._clear(parent, name, parts, keep_dir=False)
-            os.mkfifo(name, member.mode & 0o777, dir_fd=parent)
-            self._notify(member)
+            self._create(parent, name, parts, lambda: os.mkfifo(name, member.mode & 0o777, dir_fd=parent))
+            self._notify(rel, member)
         elif member.ischr() or member.isblk():
             raise HostileArchive(f"archive member {member.name!r} is a device node; no drproof backup holds one")
         else:
@@ -185,27 +231,56 @@ class TreeWriter:
                 f"archive member {member.name!r} is of tar type {member.type!r}, which is not restored"
             )
 
-    def _notify(self, member: tarfile.TarInfo) -> Callable[[bytes], None] | None:
-        return self._on_entry("/".join(member_parts(member.name)), member) if self._on_entry else None
+    def _create(self, parent: int, name: str, parts: tuple[str, ...], make: Callable[[], object]) -> None:
+        """``make()`` the entry; if something stands there already, clear it first (never a directory).
 
-    def _write_file(self, parent: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None) -> None:
-        # Straight to the descriptor: a buffered file object per member (open, flush,
-        # close) cost more than the write itself for small files, and every chunk is
-        # already CHUNK-sized.
-        fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+        Tried first and cleared only on failure: a fresh staging tree holds nothing to
+        clear, so checking beforehand cost a failing stat per member.
+        """
         try:
-            digest = self._notify(member)
-            if data is not None:
-                while chunk := data.read(CHUNK):
-                    _write_all(fd, chunk)
-                    if digest is not None:
-                        digest(chunk)
-            os.fchmod(fd, member.mode & 0o777)
+            make()
+        except FileExistsError:
+            self._clear(parent, name, parts, keep_dir=False)
+            make()
+
+    def _notify(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
+        return self._on_entry(rel, member) if self._on_entry else None
+
+    def _write_file(
+        self,
+        parent: int,
+        name: str,
+        parts: tuple[str, ...],
+        rel: str,
+        member: TarMember,
+        content: Iterable[bytes] | None,
+    ) -> None:
+        # Straight to the descriptor: a buffered file object per member (open, flush,
+        # close) cost more than the write itself for small files.
+        # Created with its mode (a file's owner may write it whatever the mode says): when
+        # the umask takes nothing from it, no fchmod per file. The tree is private anyway
+        # (staging is 0700) until it is swapped in.
+        mode = member.mode & 0o777
+        try:
+            fd = os.open(name, _FILE_FLAGS, mode, dir_fd=parent)
+        except FileExistsError:
+            self._clear(parent, name, parts, keep_dir=False)
+            fd = os.open(name, _FILE_FLAGS, mode, dir_fd=parent)
+        try:
+            digest = self._notify(rel, member)
+            for chunk in content or ():
+                written = os.write(fd, chunk)
+                if written != len(chunk):  # a short write: the rest, and a full disk said plainly
+                    _write_all(fd, memoryview(chunk)[written:])
+                if digest is not None:
+                    digest(chunk)
+            if mode & self._umask:
+                os.fchmod(fd, mode)
             os.utime(fd, (member.mtime, member.mtime))
         finally:
             os.close(fd)
 
-    def _link(self, parent: int, name: str, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+    def _link(self, parent: int, name: str, parts: tuple[str, ...], rel: str, member: TarMember) -> None:
         source = tuple(member_parts(member.linkname, "hard link target"))
         source_dir = self._dir(source[:-1], False, member.name)
         try:
@@ -218,12 +293,24 @@ class TreeWriter:
             ) from None
         if not stat.S_ISREG(st.st_mode):
             raise HostileArchive(f"archive member {member.name!r} is a hard link to something that is not a file")
-        self._clear(parent, name, parts, keep_dir=False)
-        os.link(source[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
-        self._notify(member)
+        self._create(
+            parent,
+            name,
+            parts,
+            lambda: os.link(source[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False),
+        )
+        digest = self._notify(rel, member)
+        if digest is not None:  # the content the link now shares, read back for the caller's digest
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                while chunk := os.read(fd, CHUNK):
+                    digest(chunk)
+            finally:
+                os.close(fd)
 
     def remove(self, rel: str) -> None:
         """Remove the entry ``rel`` itself (an incremental layer's removal list)."""
+        self._trim()
         parts = tuple(member_parts(rel, "removal"))
         parent = self._dir(parts[:-1], False, rel)
         if parent is None:
@@ -241,12 +328,25 @@ class TreeWriter:
     def finish(self) -> None:
         """Apply directory modes, deepest first."""
         for parts in sorted(self._modes, key=len, reverse=True):
+            self._trim()
             fd = self._dir(parts, False, "/".join(parts))
             if fd is not None:
                 os.fchmod(fd, self._modes[parts])
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux 4.7+); all bits when unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -258,9 +358,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def extract_into(stream: IO[bytes], writer: TreeWriter) -> int:
     """Every member of a tar stream through ``writer``; return how many."""
     count = 0
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            data = tar.extractfile(member) if member.isreg() else None
-            writer.add(member, data)
-            count += 1
+    for member, content in members(stream):
+        writer.add(member, content)
+        count += 1
     return count

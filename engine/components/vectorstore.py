@@ -324,7 +324,7 @@ class VectorstoreComponent(Component):
     proves_while_staging: ClassVar[bool] = True
 
     def restore(self, source: ArtifactSource) -> None:
-        def check(staging: Path, parts: dict[str, Part]) -> None:
+        def check(staging: Path) -> None:
             self._compatible(staging)
             scheme = source.fingerprint.scheme if source.fingerprint is not None else None
             self.prove_restored(source.fingerprint, self._fingerprint(staging, scheme), f"staged in {staging}")

@@ -1,8 +1,9 @@
 """Volumes: directory trees of files of any content, like uploads or a shared disk.
 
 Backed up as a streamed tar (per-file digests live in the fingerprint, so a mismatch
-names the file). Restores extract into a staging directory and swap it in, so files a
-ransomware-style fault encrypted in place are replaced, not merged.
+names the file; a volume of more than a few thousand files keeps them in an artifact of
+its own, see :mod:`engine.partstream`). Restores extract into a staging directory and
+swap it in, so files a ransomware-style fault encrypted in place are replaced, not merged.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import functools
 import json
 import os
 import random
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from pydantic import ByteSize, Field
 
@@ -21,15 +24,17 @@ from engine.components.files import (
     DIR,
     FILE,
     Check,
+    count_entries,
     extract_layers,
-    extract_tar,
-    tree_parts,
+    tree_parts_into,
     walk_files,
-    without_directories,
     write_tar,
 )
-from engine.errors import IntegrityError
+from engine.components.livechanges import LiveChanges
+from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
+from engine.partmerge import walk
+from engine.partstream import PartSpool
 from engine.repository.base import BackupSetWriter
 
 
@@ -73,9 +78,6 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
-    def fingerprint(self) -> Fingerprint:
-        return self._stable(tree_parts(self.path))
-
     # Scheme 2 adds a part per directory (empty ones and modes); scheme 1 had files only.
     fingerprint_scheme: ClassVar[str] = "volumes/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
@@ -83,47 +85,72 @@ class VolumesComponent(Component):
         "directories and directory modes are not compared"
     }
 
-    def _stable(self, parts: dict[str, Part], scheme: str | None = None) -> Fingerprint:
-        """The fingerprint of the seed data: the live workload's files are left out."""
-        workload = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
-        kept = {k: v for k, v in parts.items() if not k.startswith(workload)}
-        if scheme == LEGACY_SCHEME:
-            return self._fp(without_directories(kept), scheme)
-        return self._fp(kept)
+    def _spool(self, scheme: str | None = None) -> PartSpool:
+        """Where the parts of the fingerprint in ``scheme`` go: the live workload's files left out.
+
+        A spool, not a dict: a volume of a million files has a million parts, kept sorted
+        in a temporary file and, once backed up, in an artifact of their own.
+        """
+        return PartSpool(exclude=(*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD)
+
+    def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
+        return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
+
+    def fingerprint(self) -> Fingerprint:
+        spool = self._spool()
+        tree_parts_into(self.path, spool)
+        return self._taken(spool)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        return self._stable(tree_parts(self.path), scheme) if scheme == LEGACY_SCHEME else None
+        if scheme != LEGACY_SCHEME:
+            return None
+        spool = self._spool(scheme)
+        tree_parts_into(self.path, spool)
+        return self._taken(spool, scheme)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         return self._write_full(writer, None)
 
-    def _write_full(self, writer: BackupSetWriter, parts: dict[str, Part] | None) -> dict[str, Any]:
+    def _write_full(self, writer: BackupSetWriter, parts: PartSpool | None) -> dict[str, Any]:
+        changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
-            entries = write_tar(self.path, sink, parts=parts)
-        return {"entries": entries, "method": "streamed tar"}
+            entries = write_tar(self.path, sink, parts=parts, changes=changes)
+        return _with_changes({"entries": entries, "method": "streamed tar"}, changes)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
     ) -> tuple[dict[str, Any], Fingerprint]:
         """One read of the tree: each file is digested as it is archived."""
         if incremental is not None:
-            current = tree_parts(self.path)
-            return self._write_changes(writer, incremental[0], current), self._stable(current)
-        parts: dict[str, Part] = {}
-        details = self._write_full(writer, parts)
-        return details, self._stable(parts)
+            return self._incremental(writer, incremental[0])
+        spool = self._spool()
+        details = self._write_full(writer, spool)
+        return details, self._taken(spool)
+
+    # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
+    # fingerprinted and restored like any other file.
+    supports_canary: ClassVar[bool] = True
+
+    def plant_canary(self, value: str) -> str:
+        from engine.canary import plant_file
+
+        return plant_file(self.path, value)
+
+    def read_canary(self) -> str | None:
+        from engine.canary import read_file
+
+        return read_file(self.path)
 
     proves_while_staging: ClassVar[bool] = True
 
     def restore(self, source: ArtifactSource) -> None:
-        extract_tar(functools.partial(source.open, "files.tar"), self.path, self._prover(source))
+        self.restore_chain([source])
 
-    def _prover(self, source: ArtifactSource) -> Check:
-        """The staged tree, digested as it was written, against the fingerprint of ``source``."""
+    def _prover(self, source: ArtifactSource, spool: PartSpool) -> Check:
+        """The staged tree, digested as it was written into ``spool``, against the fingerprint of ``source``."""
 
-        def check(staging: Path, parts: dict[str, Part]) -> None:
-            scheme = source.fingerprint.scheme if source.fingerprint is not None else None
-            self.prove_restored(source.fingerprint, self._stable(parts, scheme), f"staged in {staging}")
+        def check(staging: Path) -> None:
+            self.prove_restored(source.fingerprint, self._taken(spool, _scheme(source)), f"staged in {staging}")
 
         return check
 
@@ -134,29 +161,88 @@ class VolumesComponent(Component):
     ) -> dict[str, Any]:
         """Archive only files new or changed since ``parent``; list what to remove first.
 
-        The parent's per-file digests come from its manifest, so deciding what changed
+        The parent's per-file digests come from its backup set, so deciding what changed
         costs one read of the tree, which is also this backup's fingerprint.
         """
-        return self._write_changes(writer, parent, tree_parts(self.path))
+        return self._incremental(writer, parent)[0]
 
-    def _write_changes(self, writer: BackupSetWriter, parent: Fingerprint, current: dict[str, Part]) -> dict[str, Any]:
-        def rel(name: str) -> str:
-            return name.split(" ", 1)[1]
+    def _incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> tuple[dict[str, Any], Fingerprint]:
+        spool, workload = self._spool(), _PathList()
+        tree_parts_into(self.path, _Routed(spool, workload))
+        current = self._taken(spool)
+        archived, changes = self._spool(), LiveChanges()
+        with workload:
+            details = self._write_changes(writer, parent, current, workload, archived, changes)
+        settled = self._as_archived(current, self._taken(archived), changes)
+        return _with_changes(details, changes), settled
 
-        entries = [n for n in current if n.startswith((FILE, DIR))]
-        changed = sorted(
-            rel(n) for n in entries if n not in parent.parts or parent.parts[n].digest != current[n].digest
-        )
-        gone = sorted(rel(n) for n in parent.parts if n.startswith((FILE, DIR)) and n not in current)
-        # Changed files are removed before extraction too, so a file that became a link
-        # (or the reverse) is replaced, not merged. A changed directory (its mode) is
-        # archived again on its own, never removed: its files stay.
-        removals = sorted(set(gone) | {r for r in changed if FILE + r in parent.parts})
-        with writer.artifact(self.instance, "changes.json") as sink:
-            sink.write(json.dumps({"remove": removals, "changed": changed}, indent=1).encode())
-        with writer.artifact(self.instance, "files.tar") as sink:
-            write_tar(self.path, sink, only=changed)
-        return {"method": "incremental tar", "changed": len(changed), "removed": len(gone)}
+    def _as_archived(self, current: Fingerprint, archived: Fingerprint, changes: LiveChanges) -> Fingerprint:
+        """``current`` with the parts of what was archived, where a live file changed in between.
+
+        An incremental backup fingerprints the tree first (to find what changed) and then
+        archives the changes: a file written in between is stored as it was when archived,
+        so the set's fingerprint must say that, or its own restore would be refused. One
+        pass compares the two sorted streams; a second rebuilds only when something differs.
+        """
+        vanished = {FILE + rel for rel in changes.vanished} | {DIR + rel for rel in changes.vanished}
+        differ = 0
+        for name, ours, theirs in _merged(current, archived):
+            if name in vanished or (ours is not None and theirs is not None and ours != theirs):
+                differ += 1
+                if name not in vanished:
+                    rel = name.split(" ", 1)[1]
+                    changes.note(rel, "changed between the fingerprint and the archive; the archived content is recorded")
+        if not differ:
+            return current
+        spool = self._spool()
+        for name, ours, theirs in _merged(current, archived):
+            part = theirs if theirs is not None else ours
+            if name not in vanished and part is not None:
+                spool[name] = part
+        return self._taken(spool)
+
+    def _write_changes(
+        self,
+        writer: BackupSetWriter,
+        parent: Fingerprint,
+        current: Fingerprint,
+        workload: _PathList,
+        archived: PartSpool,
+        changes: LiveChanges,
+    ) -> dict[str, Any]:
+        """The removal list and the archive of changes, found by one merge of the two fingerprints.
+
+        The live workload's entries are not in either fingerprint: they are archived
+        every time (as before fingerprints left them out).
+        """
+        with _PathList() as changed, _PathList() as removals:
+            gone = 0
+
+            def found(name: str, change: str, _e: object, _a: object) -> None:
+                nonlocal gone
+                if not name.startswith((FILE, DIR)):
+                    return
+                rel = name.split(" ", 1)[1]
+                if change == "missing":
+                    gone += 1
+                    removals.add(rel)
+                    return
+                changed.add(rel)
+                # A changed file is removed before extraction too, so a file that became a
+                # link (or the reverse) is replaced, not merged. A changed directory (its
+                # mode) is archived again on its own, never removed: its files stay.
+                if change == "changed" and name.startswith(FILE):
+                    removals.add(rel)
+
+            with parent.open_batches() as theirs, current.open_batches() as ours:
+                walk(theirs, ours, found)
+            for rel in workload:
+                changed.add(rel)
+            with writer.artifact(self.instance, "changes.json") as sink:
+                _write_changes_json(sink, {"remove": removals, "changed": changed})
+            with writer.artifact(self.instance, "files.tar") as sink:
+                write_tar(self.path, sink, only=iter(changed), parts=archived, changes=changes)
+            return {"method": "incremental tar", "changed": changed.count, "removed": gone}
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:
         layers = []
@@ -165,7 +251,8 @@ class VolumesComponent(Component):
             if "changes.json" in source.artifacts:
                 removals = _removals(source)
             layers.append((functools.partial(source.open, "files.tar"), removals))
-        extract_layers(layers, self.path, self._prover(sources[-1]))
+        spool = self._spool(_scheme(sources[-1]))
+        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool)
 
     def health(self) -> Health:
         """The tree is there and can be walked; its content is the fingerprint's to judge.
@@ -177,8 +264,116 @@ class VolumesComponent(Component):
         """
         if not self.path.is_dir():
             return Health(ok=False, detail=f"{self.path} is not a directory")
-        count = sum(1 for _ in walk_files(self.path))
+        try:
+            count = count_entries(str(self.path))
+        except ComponentError as exc:  # a directory that cannot be listed: not healthy, and why
+            return Health(ok=False, detail=str(exc))
         return Health(ok=True, detail=f"{count} entries listed")
+
+
+_WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
+
+
+def _scheme(source: ArtifactSource) -> str | None:
+    return source.fingerprint.scheme if source.fingerprint is not None else None
+
+
+def _with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any]:
+    """A backup's details, with what changed while it was archived when anything did."""
+    summary = changes.summary()
+    return {**details, "changed_while_archived": summary} if summary is not None else details
+
+
+def _merged(current: Fingerprint, archived: Fingerprint) -> Iterator[tuple[str, Part | None, Part | None]]:
+    """(name, part in ``current``, part in ``archived``) over both sorted streams, by name."""
+    with current.open_parts() as ours, archived.open_parts() as theirs:
+        a, b = next(ours, None), next(theirs, None)
+        while a is not None or b is not None:
+            if b is None or (a is not None and a[0] < b[0]):
+                assert a is not None
+                yield a[0], a[1], None
+                a = next(ours, None)
+            elif a is None or b[0] < a[0]:
+                yield b[0], None, b[1]
+                b = next(theirs, None)
+            else:
+                yield a[0], a[1], b[1]
+                a, b = next(ours, None), next(theirs, None)
+
+
+class _PathList:
+    """Relative paths kept in an anonymous temporary file, read back in the order added.
+
+    An incremental backup's lists of changed and removed paths: a million of them must
+    not be a million strings in memory.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="drproof-paths-")  # noqa: SIM115 - closed by __exit__
+        self._pending: list[str] = []
+        self._size = 0
+        self.count = 0
+
+    def __enter__(self) -> _PathList:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def add(self, rel: str) -> None:
+        self._pending.append(rel)
+        self.count += 1
+        if len(self._pending) >= 10_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = "".join(f"{p}\0" for p in self._pending).encode("utf-8", "surrogatepass")
+            os.pwrite(self._file.fileno(), data, self._size)
+            self._size += len(data)
+            self._pending = []
+
+    def __iter__(self) -> Iterator[str]:
+        self._flush()
+        pos, rest = 0, b""
+        while pos < self._size:
+            chunk = os.pread(self._file.fileno(), min(1 << 20, self._size - pos), pos)
+            pos += len(chunk)
+            data = rest + chunk
+            cut = data.rfind(b"\0") + 1
+            rest = data[cut:]
+            yield from data[:cut].decode("utf-8", "surrogatepass").split("\0")[:-1]
+
+
+class _Routed:
+    """A part sink that sends the live workload's entries to a list of paths, the rest on."""
+
+    def __init__(self, parts: PartSpool, workload: _PathList) -> None:
+        self._parts = parts
+        self._workload = workload
+
+    def __setitem__(self, name: str, part: Part) -> None:
+        if name.startswith(_WORKLOAD):
+            self._workload.add(name.split(" ", 1)[1])
+        else:
+            self._parts[name] = part
+
+
+def _write_changes_json(sink: IO[bytes], lists: dict[str, _PathList]) -> None:
+    """``{"remove": [...], "changed": [...]}`` written a piece at a time (the format restores read)."""
+    sink.write(b"{")
+    for n, (key, paths) in enumerate(lists.items()):
+        sink.write(f"{', ' if n else ''}{json.dumps(key)}: [".encode())
+        sep, batch = "", []
+        for rel in paths:
+            batch.append(json.dumps(rel))
+            if len(batch) >= 10_000:
+                sink.write((sep + ", ".join(batch)).encode())
+                sep, batch = ", ", []
+        if batch:
+            sink.write((sep + ", ".join(batch)).encode())
+        sink.write(b"]")
+    sink.write(b"}\n")
 
 
 MAX_CHANGES = 256 * 1024 * 1024  # a list of changed paths: ~50 bytes a path, millions of paths

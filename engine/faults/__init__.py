@@ -5,6 +5,7 @@ from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultPara
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
 from engine.faults.integrity import DeleteManifest, ForgeArtifact, ReplaySet, SkewClock
+from engine.faults.objectlock import DeleteLockedObject
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
 from engine.faults.postgres_storage import CorruptPage, DeleteWalSegments
@@ -44,6 +45,7 @@ for _fault in (
     OffsiteUnavailable,
     KillProcess,
     StopProcess,
+    DeleteLockedObject,
     ForgeArtifact,
     ReplaySet,
     DeleteManifest,

@@ -19,6 +19,8 @@ from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
 from engine.errors import ConfigError, FaultError, IntegrityError, RepositoryError, UntrustedSet
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
+from engine.partstream import parts_problems
+from engine.repository.objectlock import Hold
 from engine.signing import RepositoryTrust
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
@@ -287,7 +289,12 @@ class Repository(ABC):
                 readable = False  # another key: the stored bytes can still be checked
         check = self.prove_artifact if readable else self.check_artifact
         checks = [check(manifest, a) for a in manifest.artifacts]
-        return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+        findings: list[str] = []
+        if readable:  # stored fingerprint parts must also be the ones the manifest records
+            damaged = {c.artifact for c in checks if not c.ok}
+            findings = parts_problems(manifest, lambda a: self.open_artifact(manifest, a, checked=True), damaged)
+        ok = all(c.ok for c in checks) and not findings
+        return VerifyReport(backup_id=backup_id, ok=ok, checks=checks, findings=findings)
 
     @contextmanager
     def open_artifact(
@@ -423,6 +430,14 @@ class Repository(ABC):
         and since when); after ``timeout`` seconds (default ``$DRPROOF_LOCK_TIMEOUT``,
         else an hour) a waiter raises ``RepositoryLocked`` naming the holders.
         """
+
+    def holds(self, backup_id: str) -> builtins.list[Hold]:
+        """Stored objects of a set the store refuses to delete yet (S3 Object Lock); retention keeps such sets."""
+        return []
+
+    def left_after_delete(self, backup_id: str) -> builtins.list[str]:
+        """What a deleted set still occupies (versions on a versioned bucket): storage not freed."""
+        return []
 
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from engine.chain import StoredSet
 from engine.crypto import Encryption
@@ -57,6 +57,7 @@ from engine.repository.base import (
     verbatim_manifest,
 )
 from engine.repository.locking import file_lock, open_lock_file
+from engine.repository.settings import BackendSettings, OpenContext
 from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
@@ -235,8 +236,32 @@ class _LocalSetWriter(EncodingSetWriter):
         owners.remove_owner(self.staging)
 
 
+class LocalSettings(BackendSettings):
+    path: Path | None = Field(
+        default=None,
+        description="Directory of the repository (relative to the file). Required in backup-config.yaml; in a "
+        "drill the default is a private directory in the run's work directory, removed afterwards.",
+    )
+
+    def describe(self) -> dict[str, str]:
+        return {"type": "local", "path": str(self.path)}
+
+    def resolve_paths(self, base: Path) -> None:
+        if self.path is not None:
+            self.path = base / self.path
+
+
 class LocalRepository(Repository):
     name: ClassVar[str] = "local"
+    Settings: ClassVar[type[BackendSettings]] = LocalSettings
+
+    @classmethod
+    def open(cls, settings: Any, ctx: OpenContext) -> LocalRepository:
+        assert isinstance(settings, LocalSettings)
+        root = settings.path if settings.path is not None else ctx.run_dir
+        if root is None:
+            raise RepositoryError("a local repository needs a path (repository.path)")
+        return cls(root, ctx.encryption, create=ctx.create, trust=ctx.trust)
 
     def __init__(
         self,

@@ -25,8 +25,11 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from typing import IO, Any, ClassVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
@@ -49,6 +52,9 @@ from engine.repository.base import (
     safe_segment,
     verbatim_manifest,
 )
+from engine.repository.objectlock import Hold, ObjectLock, ObjectLocked
+from engine.repository.s3lease import DEFAULT_TTL, Lease, held
+from engine.repository.settings import BackendSettings, OpenContext
 from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
@@ -76,7 +82,23 @@ def _env_number(name: str, default: float, minimum: float) -> float:
     return value
 
 
-def _client(endpoint_url: str | None, region: str | None) -> Any:
+@dataclass(frozen=True)
+class Credentials:
+    """Keys read from the environment variables a configuration names (never from the file itself)."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(***)"
+
+
+class ObjectLockUnsupported(ConfigError, RepositoryError):
+    """Object Lock is configured but the bucket or the store cannot keep it."""
+
+
+def _client(endpoint_url: str | None, region: str | None, credentials: Credentials | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -93,7 +115,14 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         connect_timeout=_env_number(CONNECT_TIMEOUT_ENV, 10, 0.1),
         read_timeout=_env_number(READ_TIMEOUT_ENV, 60, 0.1),
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
+    keys: dict[str, str | None] = {}
+    if credentials is not None:
+        keys = {
+            "aws_access_key_id": credentials.access_key_id,
+            "aws_secret_access_key": credentials.secret_access_key,
+            "aws_session_token": credentials.session_token,
+        }
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config, **keys)
 
 
 class MultipartWriter(io.RawIOBase):
@@ -111,8 +140,10 @@ class MultipartWriter(io.RawIOBase):
         bucket: str,
         key: str,
         translate: Callable[[Exception], RepositoryError] | None = None,
+        write_args: dict[str, Any] | None = None,
     ) -> None:
         self._client, self._bucket, self._key = client, bucket, key
+        self._write_args = write_args or {}  # Object Lock retention, the same on every part
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
@@ -145,7 +176,9 @@ class MultipartWriter(io.RawIOBase):
 
     def _send(self, data: bytes) -> None:
         if self._upload_id is None:
-            self._upload_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)["UploadId"]
+            self._upload_id = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, **self._write_args
+            )["UploadId"]
         number = len(self._parts) + 1
         etag = self._client.upload_part(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
@@ -156,7 +189,7 @@ class MultipartWriter(io.RawIOBase):
         if self._failed is not None:
             raise self._failed
         if self._upload_id is None:  # small object: one plain PUT
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), **self._write_args)
         else:
             if self._buffer:
                 self._send_checked(bytes(self._buffer))
@@ -179,16 +212,19 @@ class _S3SetWriter(EncodingSetWriter):
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
         what = f"uploading {rel} of {self.id}"
+        key = self._repo.key(self.id, rel)
         upload = MultipartWriter(
             self._repo.client,
             self._repo.bucket,
-            self._repo.key(self.id, rel),
+            key,
             lambda exc: self._repo.error(exc, what, "nothing was published"),
+            self._repo.write_args(),
         )
         try:
             with self._repo.guard(what, "nothing was published"):
                 yield upload  # type: ignore[misc]
                 upload.finish()
+                self._repo.prove_locked(key)
         except BaseException:
             with suppress(Exception):  # the store may be unreachable; the set stays unlisted anyway
                 upload.abort()
@@ -219,8 +255,117 @@ class _S3SetWriter(EncodingSetWriter):
                 break
 
 
+class ObjectLockSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        description="COMPLIANCE: nobody can delete or shorten the lock, not even the bucket's owner. GOVERNANCE: "
+        "only a principal allowed s3:BypassGovernanceRetention can (drproof never asks to)."
+    )
+    days: int = Field(ge=1, le=36500, description="How long each object is kept after it is written.")
+
+
+def _env_name(description: str) -> Any:
+    return Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=description)
+
+
+class S3Settings(BackendSettings):
+    bucket: str = Field(min_length=3, description="Bucket name.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    endpoint_url: str | None = Field(default=None, description="For S3-compatible stores (MinIO, Ceph, SeaweedFS, ...).")
+    endpoint_url_env: str | None = _env_name(
+        "Environment variable holding the endpoint URL instead (a drill in CI against a store started for it)."
+    )
+    region: str | None = Field(default=None, description="Region of the bucket; default us-east-1.")
+    access_key_id_env: str | None = _env_name(
+        "Environment variable holding the access key id; default: boto3's own chain (AWS_* variables, profile, "
+        "instance role). Keys are never written in the file."
+    )
+    secret_access_key_env: str | None = _env_name("Environment variable holding the secret access key.")
+    session_token_env: str | None = _env_name("Environment variable holding a session token (temporary keys).")
+    object_lock: ObjectLockSettings | None = Field(
+        default=None,
+        description="S3 Object Lock on every object drproof writes; the bucket must have Object Lock enabled "
+        "(else a configuration error before anything is written).",
+    )
+    lock_lease_seconds: int = Field(
+        default=int(DEFAULT_TTL.total_seconds()),
+        ge=5,
+        description="Lifetime of the repository lock's lease object unless renewed (renewed every third of it); "
+        "a holder that died blocks others for at most this long.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> S3Settings:
+        if self.endpoint_url and self.endpoint_url_env:
+            raise ValueError("give endpoint_url or endpoint_url_env, not both")
+        if self.endpoint_url and "@" in self.endpoint_url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ValueError("endpoint_url must not hold credentials; name variables in access_key_id_env/...")
+        if bool(self.access_key_id_env) != bool(self.secret_access_key_env):
+            raise ValueError("give access_key_id_env and secret_access_key_env together")
+        return self
+
+    def describe(self) -> dict[str, str]:
+        facts = {"type": "s3", "bucket": self.bucket, "prefix": self.prefix}
+        if self.endpoint_url:
+            facts["endpoint_url"] = self.endpoint_url
+        elif self.endpoint_url_env:
+            facts["endpoint_url"] = f"${self.endpoint_url_env}"
+        return facts
+
+    def secret_variables(self) -> list[str]:
+        return [n for n in (self.access_key_id_env, self.secret_access_key_env, self.session_token_env) if n]
+
+    def endpoint(self) -> str | None:
+        if self.endpoint_url_env is None:
+            return self.endpoint_url
+        return _required_env(self.endpoint_url_env, "repository.endpoint_url_env")
+
+    def credentials(self) -> Credentials | None:
+        if self.access_key_id_env is None or self.secret_access_key_env is None:
+            return None
+        token = self.session_token_env
+        return Credentials(
+            _required_env(self.access_key_id_env, "repository.access_key_id_env"),
+            _required_env(self.secret_access_key_env, "repository.secret_access_key_env"),
+            _required_env(token, "repository.session_token_env") if token else None,
+        )
+
+    def lock(self) -> ObjectLock | None:
+        if self.object_lock is None:
+            return None
+        return ObjectLock(self.object_lock.mode, timedelta(days=self.object_lock.days))
+
+
+def _required_env(name: str, key: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"{key}: the environment variable {name} is not set (or empty)")
+    return value
+
+
 class S3Repository(Repository):
     name: ClassVar[str] = "s3"
+    Settings: ClassVar[type[BackendSettings]] = S3Settings
+
+    @classmethod
+    def open(cls, settings: Any, ctx: OpenContext) -> S3Repository:
+        """A drill's run (``ctx.run_name``) keeps its sets under ``<prefix>/<run name>``."""
+        assert isinstance(settings, S3Settings)
+        prefix = settings.prefix
+        if ctx.run_name is not None:
+            prefix = "/".join(p for p in (prefix.strip("/"), ctx.run_name) if p)
+        return cls(
+            settings.bucket,
+            prefix,
+            settings.endpoint(),
+            settings.region,
+            ctx.encryption,
+            credentials=settings.credentials(),
+            object_lock=settings.lock(),
+            lease_ttl=timedelta(seconds=settings.lock_lease_seconds),
+            trust=ctx.trust,
+        )
 
     def __init__(
         self,
@@ -229,15 +374,31 @@ class S3Repository(Repository):
         endpoint_url: str | None = None,
         region: str | None = None,
         encryption: Encryption | None = None,
+        *,
+        credentials: Credentials | None = None,
+        object_lock: ObjectLock | None = None,
+        lease_ttl: timedelta = DEFAULT_TTL,
+        lock_wait: timedelta | None = None,
         trust: RepositoryTrust | None = None,
     ) -> None:
+        """``object_lock``: the retention every object written gets (see engine.repository.objectlock).
+        ``lease_ttl``/``lock_wait``: how long a repository lock lives unrenewed, and how long an
+        operation waits for another holder's (default: twice the ttl, so a dead holder's lease
+        expires while a new operation waits)."""
         self.bucket = bucket
         self.trust = trust
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.encryption = encryption
-        self.client = _client(endpoint_url, region)
+        self.object_lock = object_lock
+        self.lease_ttl = lease_ttl
+        self.lock_wait = lock_wait if lock_wait is not None else 2 * lease_ttl
+        self.client = _client(endpoint_url, region, credentials)
         self.broken: dict[str, str] = {}
+        self.versioned: bool | None = None  # learnt from the bucket before the first write or delete
+        self.bucket_locks: bool | None = None  # whether the bucket has Object Lock enabled
+        self._lock_proven = False
+        self._lease: Lease | None = None
         # Attempts of the API call in progress (one call = the first try and its retries),
         # so an error can say how hard it was tried. Handlers must return None.
         self.attempts = 0
@@ -280,11 +441,77 @@ class S3Repository(Repository):
         parts = [p for p in (self.prefix, "sets", safe_segment(backup_id), rel) if p]
         return "/".join(parts)
 
-    def put(self, backup_id: str, rel: str, body: bytes, consequence: str | None = None) -> None:
+    def lock_key(self, name: str) -> str:
+        return "/".join(p for p in (self.prefix, "locks", name) if p)
+
+    # -- Object Lock and versioning ---------------------------------------------------------
+    def check_bucket(self) -> None:
+        """Learn once whether the bucket is versioned and locks objects; refuse a lock it cannot keep.
+
+        Called before the first write (and delete): a configured Object Lock on a bucket
+        without it is a configuration error here, never a write that silently is not locked.
+        """
+        if self.versioned is not None:
+            return
+        with self.guard(f"reading the versioning of bucket {self.bucket}"):
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        self.bucket_locks = self._bucket_lock_enabled()
+        self.versioned = status in ("Enabled", "Suspended") or self.bucket_locks
+        if self.object_lock is not None and not self.bucket_locks:
+            raise ObjectLockUnsupported(
+                f"S3 bucket {self.bucket} ({self.where()}) does not have Object Lock enabled, but the configuration "
+                f"asks for object_lock ({self.object_lock.describe()}); nothing was written. Object Lock can only be "
+                "turned on when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket): "
+                "use such a bucket, or remove object_lock from the configuration"
+            )
+
+    def _bucket_lock_enabled(self) -> bool:
+        from botocore.exceptions import ClientError
+
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(backup_id, rel), Body=body)
+            with self.guard(f"reading the Object Lock configuration of bucket {self.bucket}"):
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except RepositoryError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "ObjectLockConfigurationNotFoundError",
+                "ObjectLockConfigurationNotFound",
+                "NotImplemented",
+                "MethodNotAllowed",
+            ):
+                return False
+            raise
+        return bool(config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+    def write_args(self) -> dict[str, Any]:
+        """Arguments every PUT (or multipart upload start) carries: the Object Lock retention, if configured."""
+        self.check_bucket()
+        return self.object_lock.headers(datetime.now(UTC)) if self.object_lock is not None else {}
+
+    def prove_locked(self, key: str) -> None:
+        """After the first locked write, read the lock back: a store that ignores the headers is refused."""
+        if self.object_lock is None or self._lock_proven:
+            return
+        with self.guard(f"reading back the Object Lock of {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        if head.get("ObjectLockMode") != self.object_lock.mode or not head.get("ObjectLockRetainUntilDate"):
+            raise ObjectLockUnsupported(
+                f"S3 store {self.where()} accepted {key} with Object Lock {self.object_lock.describe()} but does not "
+                f"report it locked (mode {head.get('ObjectLockMode')!r}, retain until "
+                f"{head.get('ObjectLockRetainUntilDate')!r}); the store does not keep Object Lock. Use a store "
+                "that does, or remove object_lock from the configuration"
+            )
+        self._lock_proven = True
+
+    def put(self, backup_id: str, rel: str, body: bytes, consequence: str | None = None) -> None:
+        key = self.key(backup_id, rel)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
+        except ObjectLockUnsupported:
+            raise
         except Exception as exc:
             raise self.error(exc, f"writing {rel} of {backup_id}", consequence) from exc
+        self.prove_locked(key)
 
     def _get_bytes(self, key: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -414,6 +641,8 @@ class S3Repository(Repository):
         facts = {"type": self.name, "bucket": self.bucket, "prefix": self.prefix}
         if self.endpoint_url:
             facts["endpoint_url"] = self.endpoint_url
+        if self.object_lock is not None:
+            facts["object_lock"] = self.object_lock.describe()
         if self.trust is not None and self.trust.verifies:
             facts["signing"] = self.trust.describe()
         return facts
@@ -430,16 +659,111 @@ class S3Repository(Repository):
 
     def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
         body = self.read_stored(manifest, artifact, 0, length) if length else b""
-        self.client.put_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path), Body=body)
+        key = self.key(manifest.id, artifact.path)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
 
     def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))
+        """Destroy the artifact: on a versioned bucket every version, not only a delete marker.
+
+        A store that refuses (Object Lock, a legal hold) raises :class:`ObjectLocked`
+        naming each version it kept; what could be deleted before that is gone.
+        """
+        key = self.key(manifest.id, artifact.path)
+        self.check_bucket()
+        if not self.versioned:
+            with self.guard(f"deleting {key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            return
+        refused = self._delete_versions([v for v in self._versions(key) if v["Key"] == key])
+        if refused:
+            raise ObjectLocked(
+                f"S3 store {self.where()} refused to delete {len(refused)} version(s) of {key}: "
+                + "; ".join(f"{v['VersionId']}: {why}" for v, why in refused),
+                [self._hold(manifest.id, v) for v, _ in refused],
+            )
 
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         key = self.key(manifest.id, artifact.path)
         body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         body[offset : offset + len(data)] = data
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body))
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **self.write_args())
+
+    # -- versions and holds -----------------------------------------------------------------
+    def _versions(self, prefix: str) -> builtins.list[dict[str, Any]]:
+        """Every version and delete marker under ``prefix`` (markers have ``IsDeleteMarker``)."""
+        found: builtins.list[dict[str, Any]] = []
+        with self.guard(f"listing the versions under {prefix}"):
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [{**v, "IsDeleteMarker": False} for v in page.get("Versions", [])]
+                found += [{**m, "IsDeleteMarker": True} for m in page.get("DeleteMarkers", [])]
+        return found
+
+    def _delete_versions(
+        self, versions: builtins.list[dict[str, Any]]
+    ) -> builtins.list[tuple[dict[str, Any], str]]:
+        """Delete each version by id, data before markers; the ones the store refused, and why.
+
+        Data first, and the manifest's before the artifacts': removing a delete marker
+        while a version under it is left would make that version current again, and a
+        manifest made current again would bring a deleted set back into the listing.
+        """
+        from botocore.exceptions import ClientError
+
+        def order(v: dict[str, Any]) -> tuple[bool, bool]:
+            return (v["IsDeleteMarker"], not v["Key"].endswith("/" + MANIFEST_NAME))
+
+        refused: builtins.list[tuple[dict[str, Any], str]] = []
+        for v in sorted(versions, key=order):
+            if v["IsDeleteMarker"] and refused:
+                break  # a version under it is kept: the marker keeps it hidden
+            try:
+                with self.guard(f"deleting version {v['VersionId']} of {v['Key']}"):
+                    self.client.delete_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"])
+            except RepositoryError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, ClientError):
+                    raise
+                refused.append((v, cause.response.get("Error", {}).get("Code") or str(cause)))
+        return refused
+
+    def _hold(self, backup_id: str, version: dict[str, Any]) -> Hold:
+        """What the store says locks one version."""
+        with self.guard(f"reading the retention of {version['Key']}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=version["Key"], VersionId=version["VersionId"])
+        until = head.get("ObjectLockRetainUntilDate")
+        return Hold(
+            backup_id=backup_id,
+            key=version["Key"],
+            version_id=version["VersionId"],
+            mode=head.get("ObjectLockMode"),
+            until=until.astimezone(UTC) if until else None,
+            legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def holds(self, backup_id: str) -> builtins.list[Hold]:
+        """The versions of a set the store will not delete yet (Object Lock or a legal hold)."""
+        self.check_bucket()
+        if not self.bucket_locks:
+            return []
+        now = datetime.now(UTC)
+        found = []
+        for version in self._versions(self.key(backup_id, "")):
+            if version["IsDeleteMarker"]:
+                continue
+            hold = self._hold(backup_id, version)
+            if hold.legal_hold or (hold.until is not None and hold.until > now):
+                found.append(hold)
+        return found
+
+    def left_after_delete(self, backup_id: str) -> builtins.list[str]:
+        """Versions and delete markers still stored under a deleted set: storage not freed."""
+        self.check_bucket()
+        if not self.versioned:
+            return []
+        return [
+            f"{v['Key']} ({'delete marker' if v['IsDeleteMarker'] else 'version'} {v['VersionId']})"
+            for v in self._versions(self.key(backup_id, ""))
+        ]
 
     def record_verification(self, report: VerifyReport) -> None:
         body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged})
@@ -454,19 +778,50 @@ class S3Repository(Repository):
         return out
 
     def delete(self, backup_id: str) -> None:
+        """Unlist the set (manifest first), then remove every object; on a versioned bucket every version.
+
+        A set the store still holds (Object Lock, legal hold) is refused whole before
+        anything is deleted: deleting its manifest would only add a delete marker, hiding
+        a set whose data the store keeps anyway.
+        """
+        if self._lease is not None:
+            self._lease.check()
         manifest = self.get(backup_id)
+        holds = self.holds(backup_id)
+        if holds:
+            more = f" (and {len(holds) - 1} more)" if len(holds) > 1 else ""
+            raise ObjectLocked(f"S3 backup {backup_id} not deleted: {holds[0].reason()}{more}", holds)
         keys = [self.key(backup_id, MANIFEST_NAME)]  # first: the set stops being listed
         keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
         keys += [self.key(backup_id, VERIFIED_NAME), self.key(backup_id, SIGNATURE_NAME)]
         for key in keys:
             with self.guard(f"deleting {key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
+        if self.versioned:
+            refused = self._delete_versions(self._versions(self.key(backup_id, "")))
+            if refused:
+                raise ObjectLocked(
+                    f"S3 backup {backup_id} is unlisted but its storage was not freed: the store kept "
+                    f"{len(refused)} version(s) ({refused[0][0]['Key']}: {refused[0][1]})",
+                    [self._hold(backup_id, v) for v, _ in refused],
+                )
 
     @contextmanager
-    def lock(self, exclusive: bool, operation: str = "an operation", timeout: float | None = None) -> Iterator[None]:
-        """S3 offers no lock. Backups are safe concurrently (unique ids, manifest last); run
-        prune from one place only (documented)."""
-        yield
+    def lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
+        """A lease object under ``locks/`` (engine.repository.s3lease), renewed while the block runs.
+
+        Shared for backups, copies and restores, exclusive for pruning; a holder that
+        waits longer than ``lock_wait`` (or ``timeout`` seconds, when given) gets an error
+        naming who holds it.
+        """
+        what = operation or ("prune" if exclusive else "backup or restore")
+        wait = self.lock_wait if timeout is None else timedelta(seconds=timeout)
+        with held(self, exclusive, what, self.lease_ttl, wait, self.guard) as lease:
+            outer, self._lease = self._lease, lease
+            try:
+                yield
+            finally:
+                self._lease = outer
 
     def import_set(self, manifest: Manifest, source: Repository) -> None:
         """Copy a set's stored bytes verbatim (same digests, same signed manifest), manifest last."""
@@ -476,7 +831,7 @@ class S3Repository(Repository):
         try:
             for artifact in manifest.artifacts:
                 key = self.key(manifest.id, artifact.path)
-                upload = MultipartWriter(self.client, self.bucket, key)
+                upload = MultipartWriter(self.client, self.bucket, key, write_args=self.write_args())
                 check = HashingWriter(upload)  # type: ignore[arg-type]
                 try:
                     with self.guard(f"copying {artifact.key} of {manifest.id}"):
@@ -488,6 +843,7 @@ class S3Repository(Repository):
                                 f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied"
                             )
                         upload.finish()
+                    self.prove_locked(key)
                 except BaseException:
                     with suppress(Exception):  # the store may be unreachable; nothing is listed anyway
                         upload.abort()

@@ -1,20 +1,51 @@
-"""Fixtures for integration tests: a real S3 API (moto's server mode) on loopback."""
+"""Fixtures for integration tests: a real S3-compatible server (SeaweedFS) on loopback.
+
+One SeaweedFS serves the whole session (it takes about 4 s to start); each test makes
+its own buckets. The AWS credential variables are set for the session to the server's
+one identity, so boto3 in the tests and in drproof (in this process or a child) signs
+with it, whatever the machine's environment held.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from engine.runtime.processes import free_port
+from tests.integration.seaweedfs import SeaweedFS, seaweedfs
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    root: Path = tmp_path_factory.mktemp("seaweedfs")
+    with seaweedfs(root) as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: SeaweedFS) -> str:
+    return s3_server.endpoint
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 imitation, only where no real server fits (each use says why in its module)."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    from engine.runtime.processes import free_port
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")  # moto takes any credentials
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP proxy on loopback, in front of a real S3 API server (moto).
+"""A fault-injecting HTTP proxy on loopback, in front of a real S3 API server (SeaweedFS).
 
 Each accepted connection's first request is parsed far enough to count it and decide:
 
@@ -9,6 +9,11 @@ Each accepted connection's first request is parsed far enough to count it and de
 ``fail_first=N`` fails the first N requests and passes the rest; ``mode`` applies to all
 requests after that. Every answered failure says ``Connection: close``, so each retry of
 the client arrives on a new connection and is counted.
+
+``spare`` names requests (by their head) that always pass and count only as ``spared``:
+the repository lock's lease objects and the bucket's settings, so a fault hits the backup's
+uploads as before. A spared request is relayed with ``Connection: close`` so the next
+request of the client comes on a new connection and is judged on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import select
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 Mode = Literal["pass", "fail", "hang"]
@@ -49,13 +55,27 @@ def _header(head: bytes, name: bytes) -> bytes | None:
     return None
 
 
+def _closing(head: bytes) -> bytes:
+    """The request head asking the server to close the connection after answering."""
+    lines = [line for line in head[:-4].split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n"
+
+
 class FaultProxy:
     """Start with ``with FaultProxy(upstream_port, ...) as proxy:``; ``proxy.url`` is its endpoint."""
 
-    def __init__(self, upstream_port: int, mode: Mode = "pass", fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        mode: Mode = "pass",
+        fail_first: int = 0,
+        spare: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.mode: Mode = mode
         self.fail_first = fail_first
+        self.spare = spare
+        self.spared = 0  # relayed whatever the mode, not counted in requests
         self.requests = 0  # requests whose head was read (first request of each connection)
         self.failed = 0  # answered with 503
         self.hung = 0  # never answered
@@ -107,6 +127,11 @@ class FaultProxy:
             if got is None:
                 return
             head, rest = got
+            if self.spare is not None and self.spare(head):
+                with self._lock:
+                    self.spared += 1
+                self._relay(conn, _closing(head) + rest)
+                return
             decision = self._decide()
             if decision == "pass":
                 self._relay(conn, head + rest)

@@ -2,7 +2,7 @@
 
 Real processes throughout: ``drproof backup`` runs as a subprocess against a repository on
 a deliberately small tmpfs, against embedded PostgreSQL and Redis servers that are
-SIGKILLed while it runs, and against a real S3 API (moto) behind a fault-injecting proxy.
+SIGKILLed while it runs, and against a real S3-compatible server (SeaweedFS) behind a fault-injecting proxy.
 Each time the backup must fail with a domain error (exit 2, no traceback, no secret) that
 says what broke and where, publish nothing, and leave the sets stored before intact.
 """
@@ -26,6 +26,7 @@ from engine.components.redis import RedisComponent, RedisParams
 from engine.repository import S3Repository
 from engine.runtime.local import LocalRuntime
 from tests.integration.fault_proxy import FaultProxy
+from tests.integration.seaweedfs import SeaweedFS, bucket_name
 
 pytestmark = [pytest.mark.integration]
 
@@ -346,31 +347,19 @@ def test_redis_killed_mid_backup_fails_the_backup_clearly(tmp_path: Path) -> Non
 
 # --- 3. S3 errors and timeouts ---------------------------------------------------------------
 
-ACCESS_KEY = "AKIAFAULTPROXYTEST01"
-SECRET_KEY = "fault-proxy-secret-key-never-printed-0123"
-
-
 @pytest.fixture
-def s3_setup(s3_endpoint: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
-    """A bucket with one good set in it, written straight to moto, and a source directory."""
-    import boto3
-
-    bucket = "faults-" + request.node.name.lower().replace("_", "-")[:40]
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    ).create_bucket(Bucket=bucket)
+def s3_setup(s3_server: SeaweedFS, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A bucket with one good set in it, written straight to SeaweedFS, and a source directory."""
+    s3_endpoint = s3_server.endpoint
+    bucket = bucket_name("faults-" + request.node.name)
+    s3_server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     source = tmp_path / "files"
     source.mkdir()
     for i in range(5):  # 10 MiB, incompressible: a multipart upload of two parts
         (source / f"f{i}.bin").write_bytes(os.urandom(2 << 20))
     env = {
         **os.environ,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        **s3_server.env(),
         "DRPROOF_S3_MAX_ATTEMPTS": "4",
         "DRPROOF_S3_CONNECT_TIMEOUT": "2",
         "DRPROOF_S3_READ_TIMEOUT": "2",
@@ -387,15 +376,22 @@ def s3_setup(s3_endpoint: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
     direct = config(s3_endpoint)
     first = _backup_id(direct, env)
-    return {"bucket": bucket, "config": config, "direct": direct, "first": first, "env": env}
+    keys = (s3_server.access_key, s3_server.secret_key)
+    return {"bucket": bucket, "config": config, "direct": direct, "first": first, "env": env, "keys": keys}
+
+
+def _lock_or_settings(head: bytes) -> bool:
+    """The lease objects of the repository lock and the bucket's settings: spared by the proxy."""
+    line = head.split(b"\r\n", 1)[0]
+    return b"/locks/" in line or b"?versioning" in line or b"?object-lock" in line
 
 
 def _upstream_port(s3_endpoint: str) -> int:
     return int(s3_endpoint.rsplit(":", 1)[-1])
 
 
-def _no_secrets(result: subprocess.CompletedProcess[str]) -> None:
-    for secret in (ACCESS_KEY, SECRET_KEY):
+def _no_secrets(result: subprocess.CompletedProcess[str], keys: tuple[str, str]) -> None:
+    for secret in keys:
         assert secret not in result.stdout + result.stderr
 
 
@@ -413,11 +409,11 @@ def _store_untouched(setup: dict[str, Any], s3_endpoint: str) -> None:
 def test_s3_errors_are_retried_with_backoff_then_the_backup_succeeds(
     s3_endpoint: str, s3_setup: dict[str, Any]
 ) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="pass", fail_first=3) as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="pass", fail_first=3, spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         result = _ok(_drproof(["backup", "--config", str(config), "--json"], s3_setup["env"]))
         assert proxy.failed == 3 and proxy.requests > 3, vars(proxy)
-    _no_secrets(result)
+    _no_secrets(result, s3_setup["keys"])
     second = json.loads(result.stdout)["id"]
     assert _listed(s3_setup["direct"], s3_setup["env"]) == [s3_setup["first"], second]
     _verifies(s3_setup["direct"], second, s3_setup["env"])
@@ -426,7 +422,7 @@ def test_s3_errors_are_retried_with_backoff_then_the_backup_succeeds(
 def test_s3_failing_every_request_fails_the_backup_after_bounded_retries(
     s3_endpoint: str, s3_setup: dict[str, Any]
 ) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="fail") as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="fail", spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         started = time.monotonic()
         failed = _drproof(["backup", "--config", str(config)], s3_setup["env"])
@@ -439,13 +435,14 @@ def test_s3_failing_every_request_fails_the_backup_after_bounded_retries(
     # Exactly 4: tar and zstd writing again while they unwind must not start the retry cycle
     # over (each would cost another 4 attempts), and nothing is attempted after the failure.
     assert proxy.requests == proxy.failed == 4, vars(proxy)
+    assert proxy.spared > 0, vars(proxy)  # the repository lock was taken and released through the proxy
     assert elapsed < 30, elapsed
-    _no_secrets(failed)
+    _no_secrets(failed, s3_setup["keys"])
     _store_untouched(s3_setup, s3_endpoint)
 
 
 def test_s3_that_never_answers_fails_the_backup_within_the_timeouts(s3_endpoint: str, s3_setup: dict[str, Any]) -> None:
-    with FaultProxy(_upstream_port(s3_endpoint), mode="hang") as proxy:
+    with FaultProxy(_upstream_port(s3_endpoint), mode="hang", spare=_lock_or_settings) as proxy:
         config = s3_setup["config"](proxy.url)
         started = time.monotonic()
         failed = _drproof(["backup", "--config", str(config)], s3_setup["env"])
@@ -453,7 +450,8 @@ def test_s3_that_never_answers_fails_the_backup_within_the_timeouts(s3_endpoint:
     message = _domain_error(failed, proxy.url, s3_setup["bucket"], "after 4 attempts", "timeout")
     print(f"\nS3 hanging: {message}")
     assert proxy.requests == proxy.hung == 4, vars(proxy)
-    # Four attempts of at most a 2 s read timeout each, plus backoff and start-up.
-    assert elapsed < 25, elapsed
-    _no_secrets(failed)
+    # Four attempts of at most a 2 s read timeout each, plus backoff (up to 1 + 2 + 4 s),
+    # start-up, and taking and releasing the repository lock (lease requests, spared).
+    assert elapsed < 30, elapsed
+    _no_secrets(failed, s3_setup["keys"])
     _store_untouched(s3_setup, s3_endpoint)

@@ -1,4 +1,4 @@
-"""The S3 repository against a real S3 API server (moto in server mode, on loopback)."""
+"""The S3 repository against a real S3-compatible server (SeaweedFS, on loopback)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from engine.crypto import Encryption
 from engine.errors import IntegrityError, RepositoryError
 from engine.repository import LocalRepository, S3Repository
 from engine.runtime.processes import free_port
+from tests.integration.seaweedfs import bucket_name
 
 pytestmark = [pytest.mark.integration]
 
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.integration]
 def bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     import boto3
 
-    name = "drproof-" + request.node.name.lower().replace("_", "-")[:40]
+    name = bucket_name("drproof-" + request.node.name)
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 

@@ -11,6 +11,7 @@ import yaml
 
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli, servers_under
+from tests.integration.seaweedfs import s3_drill_environment
 from tests.integration.test_pgbackrest import require_pgbackrest
 
 pytestmark = [pytest.mark.integration]
@@ -27,10 +28,15 @@ def test_there_is_a_scenario_per_disaster() -> None:
 
 
 @pytest.mark.parametrize("scenario", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
-    kinds = {c["kind"] for c in yaml.safe_load(scenario.read_text())["stack"]["components"].values()}
+def test_shipped_scenario_passes(
+    scenario: Path, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = yaml.safe_load(scenario.read_text())
+    kinds = {c["kind"] for c in doc["stack"]["components"].values()}
     if "postgres-pgbackrest" in kinds:
         require_pgbackrest()  # Debian packages: skipped without them, a failure under CI=true
+    if (doc.get("repository") or {}).get("type") == "s3":
+        s3_drill_environment(request.getfixturevalue("s3_server"), monkeypatch)
     report = tmp_path / "report"
     work = tmp_path / "work"
     code = run_cli(["run", str(scenario), "--report-dir", str(report), "--work-dir", str(work), "--quiet"])

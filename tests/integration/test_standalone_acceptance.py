@@ -1,6 +1,6 @@
 """The standalone engine's acceptance test: a whole running stack, backed up encrypted,
 restored into *empty* servers and directories with identical fingerprints, through the
-local repository and through S3 (moto in server mode on loopback).
+local repository and through S3 (SeaweedFS on loopback).
 
 The source stack has what makes restores go wrong in practice: PostgreSQL tables with
 sequences, a materialized view and grants; Redis with every type and keys that expire;

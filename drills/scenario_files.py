@@ -1,0 +1,33 @@
+"""Which files are drill scenarios, without parsing them.
+
+Shared by the pytest plugin (which YAML files become test items) and by fleets
+(``drproof run DIR``: which files of a directory are drills), so both agree on what a
+scenario is. It lives apart from the plugin because the plugin imports pytest, which an
+installation of drproof that only runs drills need not have.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SUFFIXES = (".yaml", ".yml")
+# Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
+_SNIFF_LIMIT = 2 * 1024 * 1024 + 1
+_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source)[ \t]*:", re.MULTILINE)
+
+
+def is_scenario_file(path: Path) -> bool:
+    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``, or a
+    restore test's ``source:``.
+
+    A textual sniff rather than a YAML parse so a scenario with a syntax error is still
+    recognised and reported as an invalid drill instead of silently not being collected.
+    """
+    try:
+        with path.open("rb") as fh:
+            text = fh.read(_SNIFF_LIMIT).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
+    return "source" in keys or {"stack", "steps"} <= keys

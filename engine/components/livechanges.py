@@ -1,0 +1,64 @@
+"""What changed in a live tree while it was being archived.
+
+A backup of a running system reads files that are being written, rotated and deleted:
+a log truncated by ``copytruncate`` shrinks under the reader, a temporary file vanishes
+between the listing and the open. tar warns and carries on; drproof did neither (a
+traceback in 3 of 4 runs of a shrinking file). Now the archive stays consistent (a
+shrunk file is stored zero-filled to the size its header announced, as GNU tar does),
+the fingerprint describes the bytes actually stored, and each such entry is recorded
+here, so the manifest and the report say which files were not captured as one
+consistent state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+MAX_LISTED = 50  # entries named in the manifest; the count covers all
+
+
+class LiveChanges:
+    """Entries that changed, shrank, grew or vanished while being archived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.listed: list[str] = []
+        # Every entry listed but gone when opened, in full: an incremental backup must take
+        # them out of a fingerprint made before it archived (rare, so a list is enough).
+        self.vanished: list[str] = []
+
+    def note(self, rel: str, what: str) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_LISTED:
+            self.listed.append(f"{rel}: {what}")
+
+    def gone(self, rel: str) -> None:
+        """``rel`` was listed but had vanished when it was opened: nothing of it is stored."""
+        self.vanished.append(rel)
+        self.note(rel, "vanished while archived; not stored")
+
+    def after_read(self, rel: str, fd: int, before: os.stat_result, stored: int) -> None:
+        """Note the file if it is no longer what it was when its reading began."""
+        now = os.fstat(fd)
+        if now.st_size != before.st_size:
+            verb = "grew" if now.st_size > before.st_size else "shrank"
+            self.note(rel, f"{verb} from {before.st_size} to {now.st_size} bytes while archived; {stored} bytes stored")
+        elif now.st_mtime_ns != before.st_mtime_ns:
+            self.note(rel, "changed while archived (its modification time moved); stored as read")
+
+    def summary(self) -> dict[str, Any] | None:
+        """For a component's details in the manifest; None when nothing changed."""
+        if not self.count:
+            return None
+        return {"count": self.count, "entries": self.listed}
+
+
+def describe(details: dict[str, Any]) -> list[str]:
+    """The lines a report shows for one component's ``changed_while_archived`` details."""
+    changed = details.get("changed_while_archived")
+    if not isinstance(changed, dict):
+        return []
+    entries = [str(e) for e in changed.get("entries", [])]
+    rest = int(changed.get("count", len(entries))) - len(entries)
+    return entries + ([f"... and {rest} more"] if rest > 0 else [])
