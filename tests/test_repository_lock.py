@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drills import standalone
 from drills.backup_config import BackupConfig, load_config
-from engine.errors import BackupNotFound, RepositoryLocked
+from engine.errors import BackupNotFound, RepositoryError, RepositoryLocked
 from engine.repository.local import LocalRepository
 from engine.repository.locking import holders
 
@@ -60,11 +60,43 @@ def test_a_waiter_names_the_holder_and_gives_up_at_its_timeout(tmp_path: Path, c
 
 def test_shared_holders_do_not_wait_for_each_other(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
-    with repo.lock(exclusive=False, operation="copy"), LocalRepository(tmp_path / "repo").lock(
-        exclusive=False, operation="restore", timeout=0
-    ):
-        names = sorted(h.operation for h in holders(tmp_path / "repo" / ".lock"))
-        assert names == ["copy", "restore"]
+    seen: list[str] = []
+
+    def restore() -> None:  # another thread: its own lock, as another process would take
+        with LocalRepository(tmp_path / "repo").lock(exclusive=False, operation="restore", timeout=0):
+            seen.extend(sorted(h.operation for h in holders(tmp_path / "repo" / ".lock")))
+
+    with repo.lock(exclusive=False, operation="copy"):
+        t = threading.Thread(target=restore)
+        t.start()
+        t.join()
+    assert seen == ["copy", "restore"]
+
+
+def test_the_lock_is_reentrant_within_a_thread_and_never_upgraded(tmp_path: Path) -> None:
+    """A command holding the lock calls engine functions that take it again: one hold, no self-wait."""
+    repo = LocalRepository(tmp_path / "repo")
+    with repo.lock(exclusive=False, operation="recovery restore"):
+        with repo.lock(exclusive=False, operation="restore of files", timeout=0):
+            assert [h.operation for h in holders(tmp_path / "repo" / ".lock")] == ["recovery restore"]
+        with pytest.raises(RepositoryError, match="holds shared"), repo.lock(exclusive=True, operation="prune"):
+            pass
+    with repo.lock(exclusive=True, operation="prune"), repo.lock(exclusive=False, operation="verify", timeout=0):
+        assert [h.operation for h in holders(tmp_path / "repo" / ".lock")] == ["prune"]
+    assert holders(tmp_path / "repo" / ".lock") == []
+
+
+def test_a_wrapped_repository_takes_the_inner_lock_reentrantly(tmp_path: Path) -> None:
+    """The offsite fault's wrapper locks through the inner handle: a holder of the inner lock never waits for itself."""
+    from engine.faults.offsite import UnreachableRepository
+
+    inner = LocalRepository(tmp_path / "repo")
+    wrapped = UnreachableRepository(inner, attempts_failing=1)
+    with pytest.raises(RepositoryError, match="offsite unreachable"), wrapped.lock(exclusive=False):
+        pass
+    with inner.lock(exclusive=False, operation="copy"), wrapped.lock(exclusive=False, operation="verify", timeout=0):
+        assert [h.operation for h in holders(tmp_path / "repo" / ".lock")] == ["copy"]
+    assert holders(tmp_path / "repo" / ".lock") == []
 
 
 def test_a_note_left_by_a_dead_process_is_not_a_holder(tmp_path: Path) -> None:

@@ -181,9 +181,10 @@ class UnreachableRepository(Repository):
         self._gate()
         self.inner.delete(backup_id)
 
-    def lock(
-        self, exclusive: bool, operation: str = "an operation", timeout: float | None = None
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
     ) -> AbstractContextManager[None]:
+        """The inner repository's own lock (re-entrant on it), once the link is up."""
         self._gate()
         return self.inner.lock(exclusive, operation, timeout)
 

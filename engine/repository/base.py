@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -170,6 +171,17 @@ class EncodingSetWriter(BackupSetWriter):
 
 def _system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+_LOCKS = threading.local()
+
+
+def _held_locks() -> dict[int, tuple[bool, int]]:
+    """This thread's repository locks: (exclusive, depth) by repository handle (``id``, alive while held)."""
+    held: dict[int, tuple[bool, int]] | None = getattr(_LOCKS, "held", None)
+    if held is None:
+        held = _LOCKS.held = {}
+    return held
 
 
 class Repository(ABC):
@@ -418,18 +430,51 @@ class Repository(ABC):
     def delete(self, backup_id: str) -> None:
         """Remove a set so that it is unlisted before any of its files go."""
 
-    @abstractmethod
-    def lock(
-        self, exclusive: bool, operation: str = "an operation", timeout: float | None = None
-    ) -> AbstractContextManager[None]:
+    @contextmanager
+    def lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
         """The repository lock: shared while reading or adding sets, exclusive while deleting.
 
         Backups, copies, restores and verifications hold it shared for as long as they
         read, so nothing they read is deleted under them; pruning holds it exclusive.
         ``operation`` names the holder in the message of anyone who waits (with host, pid
-        and since when); after ``timeout`` seconds (default ``$DRPROOF_LOCK_TIMEOUT``,
-        else an hour) a waiter raises ``RepositoryLocked`` naming the holders.
+        and since when); after ``timeout`` seconds (default: the backend's) a waiter
+        raises an error naming the holders.
+
+        Re-entrant per thread and repository handle: a command that holds it and passes
+        the same repository to an engine function that takes it again holds it once. Why:
+        a lock that lets a waiting prune go before new shared holders (the S3 lease) would
+        otherwise make a thread wait for itself. Asking for the exclusive lock while
+        holding the shared one is refused, for the same reason. Two handles on one
+        repository lock apart, as two processes would.
         """
+        held = _held_locks()
+        key = id(self)
+        current = held.get(key)
+        if current is not None:
+            if exclusive and not current[0]:
+                where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+                raise RepositoryError(
+                    f"{operation or 'an operation'} needs the exclusive lock of the repository ({where}), which this "
+                    "thread holds shared; this is a bug in drproof"
+                )
+            held[key] = (current[0], current[1] + 1)
+            try:
+                yield
+            finally:
+                held[key] = current
+            return
+        with self.acquire_lock(exclusive, operation, timeout):
+            held[key] = (exclusive, 1)
+            try:
+                yield
+            finally:
+                held.pop(key, None)
+
+    @abstractmethod
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> AbstractContextManager[None]:
+        """Take the backend's lock itself (``lock`` makes it re-entrant): a file lock, an S3 lease."""
 
     def holds(self, backup_id: str) -> builtins.list[Hold]:
         """Stored objects of a set the store refuses to delete yet (S3 Object Lock); retention keeps such sets."""

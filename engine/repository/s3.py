@@ -607,9 +607,14 @@ class S3Repository(Repository):
 
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):
+            # Locked like every object drproof writes: a tombstone nobody can delete keeps its gap accounted for.
             if signature is not None:
-                self.client.put_object(Bucket=self.bucket, Key=self._pruned_key(backup_id, ".sig"), Body=signature)
-            self.client.put_object(Bucket=self.bucket, Key=self._pruned_key(backup_id, ".json"), Body=record)
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._pruned_key(backup_id, ".sig"), Body=signature, **self.write_args()
+                )
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._pruned_key(backup_id, ".json"), Body=record, **self.write_args()
+            )
 
     def list(self) -> list[Manifest]:
         return self._read_all(Manifest)
@@ -807,7 +812,7 @@ class S3Repository(Repository):
                 )
 
     @contextmanager
-    def lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    def acquire_lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
         """A lease object under ``locks/`` (engine.repository.s3lease), renewed while the block runs.
 
         Shared for backups, copies and restores, exclusive for pruning; a holder that
