@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--postgres-bin", type=Path, default=PG15, help="PostgreSQL binaries (default Debian's 15)")
     p.add_argument("--repeats", type=int, default=1, help="repetitions; medians are reported (default 1)")
     p.add_argument("--no-pgbackrest", action="store_true", help="skip the pgBackRest baseline")
+    p.add_argument(
+        "--logical-only", action="store_true", help="only pg_dump/pg_restore and drproof's postgres kind (no physical)"
+    )
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temp directory goes")
     p.add_argument("--out", type=Path, default=default_out("postgres_pgbench"), help="JSON results file")
     return p.parse_args(argv)
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the baselines need the zstd command (apt-get install -y zstd)")
     if not (args.postgres_bin / "postgres").exists():
         raise SystemExit(f"no PostgreSQL in {args.postgres_bin} (apt-get install -y postgresql-15)")
-    pgbackrest = None if args.no_pgbackrest else tool("pgbackrest", "apt-get install -y pgbackrest")
+    skip_pgbackrest = args.no_pgbackrest or args.logical_only
+    pgbackrest = None if skip_pgbackrest else tool("pgbackrest", "apt-get install -y pgbackrest")
     b = args.postgres_bin
     facts = machine_facts(
         {
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 scalar(logical, "CHECKPOINT")
                 sync()
 
+            done: dict[str, Any] = {}  # the manifest the drproof backup step wrote, for its restore
             for rep in range(1, args.repeats + 1):
                 log(f"repetition {rep}/{args.repeats}")
                 repo = LocalRepository(work / f"repo-{rep}")
@@ -180,65 +185,86 @@ def main(argv: list[str] | None = None) -> int:
                 with measure() as ph:
                     fingerprint = logical.fingerprint()
                 record_phase(s("drproof fingerprint"), ph, start)
-                settle()
-                log("  drproof logical backup")
-                start = current_rss()
-                with measure() as ph:
-                    manifest = engine_backup.backup(repo, [logical], fingerprints={INSTANCE: fingerprint})
-                stored = sum(a.size for a in manifest.artifacts)
-                record_phase(s("drproof logical backup"), ph, start, stored_bytes=stored)
-                with measure() as ph:
-                    assert repo.verify(manifest.id).ok, "a fresh backup failed verification"
-                record_phase(s("drproof verify"), ph, start)
-
                 dump_dir = work / "dump.d"
                 shutil.rmtree(dump_dir, ignore_errors=True)
-                settle()
-                log(f"  raw: pg_dump -Fd -j{args.jobs}")
-                run = run_measured(
-                    [*svc.tool("pg_dump"), "-Fd", f"-j{args.jobs}", "-f", str(dump_dir), "-d", app_dsn], env=env
-                )
-                run_measured(["sync"])
-                s(f"pg_dump -Fd -j{args.jobs}").add(
-                    seconds=run.seconds, cpu_seconds=run.cpu_seconds, peak_rss=run.peak_rss, stored_bytes=_du(dump_dir)
-                )
 
-                settle()
-                log("  drproof logical restore")
-                start = current_rss()
-                with measure() as ph:
-                    engine_backup.restore(repo, manifest, logical)
-                same_rows()
-                record_phase(s("drproof logical restore"), ph, start)
-                log("  drproof fidelity check")
-                with measure() as ph:
-                    differences = compare(fingerprint, logical.fingerprint())
-                if differences:
-                    raise SystemExit(f"drproof restore differs: {[d.describe() for d in differences[:5]]}")
-                record_phase(s("drproof fidelity check"), ph, start)
+                def drproof_backup(repo: LocalRepository = repo, fingerprint: Any = fingerprint) -> None:
+                    settle()
+                    log("  drproof logical backup")
+                    start, load = current_rss(), os.getloadavg()[0]
+                    with measure() as ph:
+                        done["manifest"] = engine_backup.backup(repo, [logical], fingerprints={INSTANCE: fingerprint})
+                    stored = sum(a.size for a in done["manifest"].artifacts)
+                    record_phase(s("drproof logical backup"), ph, start, stored_bytes=stored, load=load)
+                    with measure() as ph:
+                        assert repo.verify(done["manifest"].id).ok, "a fresh backup failed verification"
+                    record_phase(s("drproof verify"), ph, start)
 
-                settle()
-                log(f"  raw: pg_restore -j{args.jobs}")
-                run = run_measured(
-                    [
-                        *svc.tool("pg_restore"),
-                        f"-j{args.jobs}",
-                        "--clean",
-                        "--if-exists",
-                        "--create",
-                        "--exit-on-error",
-                        "-d",
-                        admin_dsn,
-                        str(dump_dir),
-                    ],
-                    env=env,
-                )
-                same_rows()
-                s(f"pg_restore -j{args.jobs}").add(
-                    seconds=run.seconds, cpu_seconds=run.cpu_seconds, peak_rss=run.peak_rss
-                )
+                def raw_dump(dump_dir: Path = dump_dir) -> None:
+                    settle()
+                    log(f"  raw: pg_dump -Fd -j{args.jobs}")
+                    load = os.getloadavg()[0]
+                    run = run_measured(
+                        [*svc.tool("pg_dump"), "-Fd", f"-j{args.jobs}", "-f", str(dump_dir), "-d", app_dsn], env=env
+                    )
+                    run_measured(["sync"])
+                    s(f"pg_dump -Fd -j{args.jobs}").add(
+                        seconds=run.seconds,
+                        cpu_seconds=run.cpu_seconds,
+                        peak_rss=run.peak_rss,
+                        stored_bytes=_du(dump_dir),
+                        load=load,
+                    )
+
+                def drproof_restore(repo: LocalRepository = repo, fingerprint: Any = fingerprint) -> None:
+                    settle()
+                    log("  drproof logical restore")
+                    start, load = current_rss(), os.getloadavg()[0]
+                    with measure() as ph:
+                        engine_backup.restore(repo, done["manifest"], logical)
+                    same_rows()
+                    record_phase(s("drproof logical restore"), ph, start, load=load)
+                    log("  drproof fidelity check")
+                    with measure() as ph:
+                        differences = compare(fingerprint, logical.fingerprint())
+                    if differences:
+                        raise SystemExit(f"drproof restore differs: {[d.describe() for d in differences[:5]]}")
+                    record_phase(s("drproof fidelity check"), ph, start)
+
+                def raw_restore(dump_dir: Path = dump_dir) -> None:
+                    settle()
+                    log(f"  raw: pg_restore -j{args.jobs}")
+                    load = os.getloadavg()[0]
+                    run = run_measured(
+                        [
+                            *svc.tool("pg_restore"),
+                            f"-j{args.jobs}",
+                            "--clean",
+                            "--if-exists",
+                            "--create",
+                            "--exit-on-error",
+                            "-d",
+                            admin_dsn,
+                            str(dump_dir),
+                        ],
+                        env=env,
+                    )
+                    same_rows()
+                    s(f"pg_restore -j{args.jobs}").add(
+                        seconds=run.seconds, cpu_seconds=run.cpu_seconds, peak_rss=run.peak_rss, load=load
+                    )
+
+                # Alternated: odd repetitions run drproof first, even ones the raw tool, so a
+                # warm cache or a neighbour's burst does not always favour the same side.
+                first_ours = rep % 2 == 1
+                for step in (drproof_backup, raw_dump) if first_ours else (raw_dump, drproof_backup):
+                    step()
+                for step in (drproof_restore, raw_restore) if first_ours else (raw_restore, drproof_restore):
+                    step()
                 shutil.rmtree(dump_dir, ignore_errors=True)
                 shutil.rmtree(repo.root, ignore_errors=True)
+                if args.logical_only:
+                    continue
 
                 # -- physical backups ---------------------------------------------------
                 # The restores above leave 6M freshly written rows; autovacuum would visit
@@ -444,6 +470,8 @@ def report(series: dict[str, Series], sizes: dict[str, float], jobs: int) -> str
             notes.append(f"WAL in the set {mb(med['wal_raw_bytes'])} MB")
         if "verify_seconds" in med:
             notes.append(f"then verify {med['verify_seconds']:.2f} s")
+        if "load" in med:
+            notes.append(f"1-min load average at start {med['load']:.1f}")
         if "replay_seconds" in med:
             notes.append(f"recover+promote {med['replay_seconds']:.2f} s")
         detail_rows.append(

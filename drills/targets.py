@@ -57,7 +57,9 @@ class TargetSpec(Strict):
     @model_validator(mode="after")
     def _canary_fits(self) -> TargetSpec:
         if self.canary and not component_kinds.get(self.name).supports_canary:
-            raise ValueError(f"a {self.name} component cannot hold a canary (postgres, redis, volumes and configuration kinds can)")
+            raise ValueError(
+                f"a {self.name} component cannot hold a canary (postgres, redis, volumes and configuration kinds can)"
+            )
         return self
 
     def bind(self, instance: str, binding: Binding) -> None:
@@ -137,14 +139,10 @@ def no_inline_password(url: str) -> str:
     return url
 
 
-class PhysicalSpec(Strict):
-    """What a physical restore of an existing server needs; every command is the operator's."""
+class ServerControlSpec(Strict):
+    """The data directory and the operator's stop and start commands, without a WAL archive."""
 
     data_directory: Path = Field(description="The server's data directory (relative to the config file).")
-    wal_archive: Path = Field(
-        description="Directory the server's archive_command copies WAL segments into "
-        "(e.g. archive_command = 'test ! -f /srv/wal/%f && cp %p /srv/wal/%f')."
-    )
     stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
     start: list[str] = Field(min_length=1, description="argv that starts it again.")
     keep_replaced: int = Field(
@@ -153,6 +151,15 @@ class PhysicalSpec(Strict):
         le=100,
         description="Data directories replaced by restores that are kept beside it (<data>.drproof-replaced-<time>), "
         "newest first; older ones are deleted after a successful restore.",
+    )
+
+
+class PhysicalSpec(ServerControlSpec):
+    """What a physical restore of an existing server needs; every command is the operator's."""
+
+    wal_archive: Path = Field(
+        description="Directory the server's archive_command copies WAL segments into "
+        "(e.g. archive_command = 'test ! -f /srv/wal/%f && cp %p /srv/wal/%f')."
     )
 
 
@@ -225,7 +232,9 @@ class PostgresPhysicalSpec(PostgresSpec):
     def bind(self, instance: str, binding: Binding) -> None:
         super().bind(instance, binding)
         p = self.physical
-        binding.physical[instance] = PhysicalTarget(p.data_directory, p.wal_archive, list(p.stop), list(p.start), p.keep_replaced)
+        binding.physical[instance] = PhysicalTarget(
+            p.data_directory, p.wal_archive, list(p.stop), list(p.start), p.keep_replaced
+        )
 
     def resolve_paths(self, base: Path) -> None:
         super().resolve_paths(base)
@@ -240,21 +249,6 @@ class PostgresPhysicalSpec(PostgresSpec):
         return (
             isinstance(other, PostgresSpec) and self.location().rsplit("/", 1)[0] == other.location().rsplit("/", 1)[0]
         )
-
-
-class ServerControlSpec(Strict):
-    """The data directory and the operator's stop and start commands, without a WAL archive."""
-
-    data_directory: Path = Field(description="The server's data directory (relative to the config file).")
-    stop: list[str] = Field(min_length=1, description="argv that stops the server, e.g. [systemctl, stop, postgresql].")
-    start: list[str] = Field(min_length=1, description="argv that starts it again.")
-    keep_replaced: int = Field(
-        default=2,
-        ge=0,
-        le=100,
-        description="Data directories replaced by restores that are kept beside it (<data>.drproof-replaced-<time>), "
-        "newest first; older ones are deleted after a successful restore.",
-    )
 
 
 class PgBackRestStanzaSpec(Strict):
@@ -281,7 +275,9 @@ class PostgresPgBackRestSpec(PostgresSpec):
     def bind(self, instance: str, binding: Binding) -> None:
         super().bind(instance, binding)
         p = self.physical
-        binding.physical[instance] = PhysicalTarget(p.data_directory, None, list(p.stop), list(p.start), p.keep_replaced)
+        binding.physical[instance] = PhysicalTarget(
+            p.data_directory, None, list(p.stop), list(p.start), p.keep_replaced
+        )
 
     def prepare(self, component: Component) -> None:
         from engine.components.postgres_pgbackrest import ExistingStanza

@@ -112,7 +112,11 @@ def test_an_added_link_to_a_forged_tree_and_an_added_fifo_are_named(tmp_path: Pa
 
 def test_a_signed_file_replaced_by_a_link_is_changed(tmp_path: Path) -> None:
     directory, key = _signed(tmp_path)
-    target = next(p for p in directory.rglob("*") if p.is_file() and p.name != "evidence.json" and not p.name.startswith("evidence."))
+    target = next(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != "evidence.json" and not p.name.startswith("evidence.")
+    )
     copy = tmp_path / "same-bytes"
     copy.write_bytes(target.read_bytes())
     target.unlink()

@@ -23,7 +23,9 @@ from tests.integration.helpers import read_results
 def _drill(tmp_path: Path, restore_from: str, after: list[Any] | None = None) -> Path:
     data = {
         "name": "file-canaries",
-        "stack": {"components": {"uploads": {"kind": "volumes", "seed": {"files": 8}}, "conf": {"kind": "configuration"}}},
+        "stack": {
+            "components": {"uploads": {"kind": "volumes", "seed": {"files": 8}}, "conf": {"kind": "configuration"}}
+        },
         "steps": [
             {"backup": {"name": "older", "canary": True}},
             {"backup": {"name": "nightly", "canary": True}},

@@ -212,7 +212,17 @@ def test_sigterm_stops_the_running_drills_once_and_keeps_their_partial_results(t
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drills.cli", "run", str(tmp_path / "drills"), "--parallel", "2", "--report-dir", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "drills.cli",
+            "run",
+            str(tmp_path / "drills"),
+            "--parallel",
+            "2",
+            "--report-dir",
+            str(out),
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -295,7 +295,9 @@ def _restore_test(rto: float, age: float, source: str, day: int, name: str = "sh
         source=source,
     )
     r.components = [
-        ComponentResult(name="db", kind="postgres", content={"rows": 1000 + day}, row_counts={"table public.t": 1000 + day})
+        ComponentResult(
+            name="db", kind="postgres", content={"rows": 1000 + day}, row_counts={"table public.t": 1000 + day}
+        )
     ]
     return r
 

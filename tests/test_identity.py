@@ -36,11 +36,22 @@ CI_CASES = {
         ("https://github.example/shop/dr/actions/runs/42/attempts/2", "42", "drills / quickstart", "alice"),
     ),
     "gitlab-ci": (
-        {"GITLAB_CI": "true", "CI_JOB_URL": "https://gl/j/7", "CI_JOB_ID": "7", "CI_JOB_NAME": "dr", "GITLAB_USER_LOGIN": "bob"},
+        {
+            "GITLAB_CI": "true",
+            "CI_JOB_URL": "https://gl/j/7",
+            "CI_JOB_ID": "7",
+            "CI_JOB_NAME": "dr",
+            "GITLAB_USER_LOGIN": "bob",
+        },
         ("https://gl/j/7", "7", "dr", "bob"),
     ),
     "jenkins": (
-        {"JENKINS_URL": "https://j/", "BUILD_URL": "https://j/job/dr/9/", "BUILD_TAG": "jenkins-dr-9", "JOB_NAME": "dr"},
+        {
+            "JENKINS_URL": "https://j/",
+            "BUILD_URL": "https://j/job/dr/9/",
+            "BUILD_TAG": "jenkins-dr-9",
+            "JOB_NAME": "dr",
+        },
         ("https://j/job/dr/9/", "jenkins-dr-9", "dr", None),
     ),
     "buildkite": (
@@ -55,7 +66,13 @@ CI_CASES = {
         ("https://bk/b/3#j1", "b-3", "drill", "carol"),
     ),
     "circleci": (
-        {"CIRCLECI": "true", "CIRCLE_BUILD_URL": "https://c/5", "CIRCLE_WORKFLOW_ID": "wf", "CIRCLE_JOB": "dr", "CIRCLE_USERNAME": "dan"},
+        {
+            "CIRCLECI": "true",
+            "CIRCLE_BUILD_URL": "https://c/5",
+            "CIRCLE_WORKFLOW_ID": "wf",
+            "CIRCLE_JOB": "dr",
+            "CIRCLE_USERNAME": "dan",
+        },
         ("https://c/5", "wf", "dr", "dan"),
     ),
 }

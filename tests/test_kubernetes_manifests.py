@@ -76,7 +76,9 @@ def _kustomization() -> dict[str, Any]:
 
 def _render() -> list[dict[str, Any]]:
     k = _kustomization()
-    assert set(k) <= _KUSTOMIZE_KEYS, f"kustomization.yaml uses fields this offline render does not: {set(k) - _KUSTOMIZE_KEYS}"
+    assert set(k) <= _KUSTOMIZE_KEYS, (
+        f"kustomization.yaml uses fields this offline render does not: {set(k) - _KUSTOMIZE_KEYS}"
+    )
     objects = [d for name in k["resources"] for d in _documents(FLEET / name)]
     for gen in k["configMapGenerator"]:
         data = {Path(f).name: (FLEET / f).read_text(encoding="utf-8") for f in gen["files"]}
@@ -149,7 +151,9 @@ def test_every_pod_runs_unprivileged_as_the_image_s_user() -> None:
         for c in pod["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, name
-            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), f"{name}: work directories need a writable /tmp"
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), (
+                f"{name}: work directories need a writable /tmp"
+            )
 
 
 def test_the_indexed_restore_tests_cover_every_system_once() -> None:

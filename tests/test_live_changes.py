@@ -24,7 +24,9 @@ SIZES = [100, 3 * CHUNK]
 IDS = ["small", "large"]
 
 
-def _archive(root: Path, monkeypatch: pytest.MonkeyPatch, fast: bool = True) -> tuple[bytes, dict[str, files.Part], LiveChanges]:
+def _archive(
+    root: Path, monkeypatch: pytest.MonkeyPatch, fast: bool = True
+) -> tuple[bytes, dict[str, files.Part], LiveChanges]:
     monkeypatch.setattr(files, "FAST_HEADERS", fast)
     sink, parts, changes = io.BytesIO(), {}, LiveChanges()
     files.write_tar(root, sink, parts=parts, changes=changes)

@@ -109,7 +109,9 @@ def test_pdf_carries_the_digest_of_its_html_and_is_signed(quickstart: Path, caps
     assert attached == html
     assert digest[:16] in _pages(quickstart / "report.pdf")[-1][1]
     capsys.readouterr()
-    assert main(["evidence", "verify", str(quickstart), "--public-key", str(quickstart.parent / "k.pub"), "--json"]) == 0
+    assert (
+        main(["evidence", "verify", str(quickstart), "--public-key", str(quickstart.parent / "k.pub"), "--json"]) == 0
+    )
     assert "report.pdf" in (quickstart / "evidence.json").read_text()
     assert "when the run finished writing its reports" in html.decode()  # the report names its pending signature
 
@@ -119,7 +121,10 @@ def test_pdf_carries_the_digest_of_its_html_and_is_signed(quickstart: Path, caps
 def test_report_pdf_rerenders_elsewhere_and_refuses_signed_directories(quickstart: Path, tmp_path: Path) -> None:
     assert main(["report", str(quickstart / "results.json"), "--pdf"]) == 2  # would change signed files
     pub = quickstart.parent / "k.pub"
-    assert main(["report", str(quickstart / "results.json"), "--pdf", "--out", str(tmp_path), "--public-key", str(pub)]) == 0
+    assert (
+        main(["report", str(quickstart / "results.json"), "--pdf", "--out", str(tmp_path), "--public-key", str(pub)])
+        == 0
+    )
     text = " ".join(t for _, t in _pages(tmp_path / "report.pdf"))
     assert "verified when this page was rendered" in text
 

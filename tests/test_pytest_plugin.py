@@ -152,8 +152,13 @@ def test_history_and_the_regression_gate_through_pytest(pytester: pytest.Pyteste
     history = pytester.path / "history.sqlite"
     for _ in range(4):
         pytester.runpytest_subprocess(
-            "scenarios", "--drproof-history", str(history), "--drproof-fail-on-regression", "20%",
-            "--drproof-report-dir", str(pytester.path / "out"),
+            "scenarios",
+            "--drproof-history",
+            str(history),
+            "--drproof-fail-on-regression",
+            "20%",
+            "--drproof-report-dir",
+            str(pytester.path / "out"),
         ).assert_outcomes(passed=1)
     results = json.loads((pytester.path / "out" / "roundtrip" / "results.json").read_text(encoding="utf-8"))
     gate = next(a for a in results["assertions"] if a["id"] == "regression[rto]")
@@ -198,9 +203,7 @@ def test_drills_run_on_pytest_xdist_workers_each_in_its_own_directory(pytester: 
     _write(pytester, "scenarios/invalid.yaml", INVALID)
     _write(pytester, "team-b/scenarios/roundtrip.yaml", PASSING.replace("config-roundtrip", "team-b-roundtrip"))
     out = pytester.path / "out"
-    result = pytester.runpytest_subprocess(
-        "-n", "2", "-v", "scenarios", "team-b", "--drproof-report-dir", str(out)
-    )
+    result = pytester.runpytest_subprocess("-n", "2", "-v", "scenarios", "team-b", "--drproof-report-dir", str(out))
     result.assert_outcomes(passed=2, failed=2)
     workers = {line.split("]")[0].lstrip("[") for line in result.stdout.lines if line.startswith("[gw")}
     assert workers == {"gw0", "gw1"}, result.stdout.lines  # both workers ran drills

@@ -230,8 +230,15 @@ def test_only_the_newest_replaced_data_directories_are_kept(tmp_path: Path) -> N
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "main.drproof-replaced-20261001T020000Z").symlink_to(tmp_path / "elsewhere")
     gone = prune_replaced(data, 2)
-    assert sorted(p.name for p in gone) == ["main.drproof-replaced-20261101T020000Z", "main.drproof-replaced-20261102T020000Z"]
+    assert sorted(p.name for p in gone) == [
+        "main.drproof-replaced-20261101T020000Z",
+        "main.drproof-replaced-20261102T020000Z",
+    ]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert "main.drproof-replaced-20261103T020000Z" in left and "main.drproof-replaced-20261102T020000Z-1" in left
-    assert {"main.drproof-partial-20261101T020000Z", "main.drproof-replaced-notes", "other.drproof-replaced-20261101T020000Z"} <= set(left)
+    assert {
+        "main.drproof-partial-20261101T020000Z",
+        "main.drproof-replaced-notes",
+        "other.drproof-replaced-20261101T020000Z",
+    } <= set(left)
     assert (tmp_path / "elsewhere").is_dir(), "a link is never followed"

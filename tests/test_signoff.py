@@ -120,7 +120,9 @@ def test_drproof_reads_what_ssh_keygen_signs(tmp_path: Path) -> None:
         sshsig.verify(armored, b'{"a": 2}\n', key.public_key())
 
 
-def test_the_documented_openssl_command_verifies_evidence_sig(signed: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_documented_openssl_command_verifies_evidence_sig(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     openssl = _tool("openssl", "openssl")
     raw = tmp_path / "evidence.sig.bin"
     raw.write_bytes(base64.b64decode((signed / SIGNATURE_FILE).read_bytes()))
@@ -175,7 +177,9 @@ def test_sign_off_round_trips_through_verify(
     assert review["signed_by"]["user"]  # who ran the sign-off, from the environment
 
 
-def test_an_edited_review_is_reported(signed: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_edited_review_is_reported(
+    signed: Path, keys: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _sign_off(signed, *keys) == 0
     (path,) = (signed / "reviews").glob("*.json")
     path.write_text(path.read_text().replace("action-required", "accepted"))

@@ -162,8 +162,25 @@ def test_webhook_on_failure_only_stays_quiet_on_a_pass(
 ) -> None:
     monkeypatch.setenv("DR_HOOK", receiver.url)
     passing = tmp_path / "pass.yaml"
-    passing.write_text(DRILL.read_text().split("  - disaster: {target: app-config, fault: modify")[0] + "assertions:\n  - fidelity\n")
-    assert main(["run", str(passing), "--report-dir", str(tmp_path / "o"), "-q", "--webhook-url-env", "DR_HOOK", "--webhook-on", "failure"]) == 0
+    passing.write_text(
+        DRILL.read_text().split("  - disaster: {target: app-config, fault: modify")[0] + "assertions:\n  - fidelity\n"
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(passing),
+                "--report-dir",
+                str(tmp_path / "o"),
+                "-q",
+                "--webhook-url-env",
+                "DR_HOOK",
+                "--webhook-on",
+                "failure",
+            ]
+        )
+        == 0
+    )
     assert receiver.received == []
     assert _run(tmp_path, "--webhook-url-env", "DR_HOOK", "--webhook-on", "failure") == 1
     assert len(receiver.received) == 1

@@ -18,9 +18,16 @@ from drills.assertions.redis_check import RedisCheckParams
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6), st.sampled_from([">", ">=", "<", "<=", "=", "!="]))
+@given(st.integers(-(10**6), 10**6), st.integers(-(10**6), 10**6), st.sampled_from([">", ">=", "<", "<=", "=", "!="]))
 def test_a_comparison_holds_exactly_when_python_says_so(value: int, limit: int, op: str) -> None:
-    expected = {">": value > limit, ">=": value >= limit, "<": value < limit, "<=": value <= limit, "=": value == limit, "!=": value != limit}[op]
+    expected = {
+        ">": value > limit,
+        ">=": value >= limit,
+        "<": value < limit,
+        "<=": value <= limit,
+        "=": value == limit,
+        "!=": value != limit,
+    }[op]
     assert judge(check_short_form(f"{op} {limit}"), value)[0] is expected
     assert judge(check_short_form(f"{op}{limit}"), str(value).encode())[0] is expected  # bytes from Redis
 

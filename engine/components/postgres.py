@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from engine.components import postgres_legacy
+from engine.components import postgres_parallel as pg_parallel
 from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import extract_tar, write_tar
+from engine.components.files import extract_tar
 from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts
 from engine.components.postgres_rows import row_parts
 from engine.components.postgres_sequences import HeadTap, sequences_in_dump
@@ -145,7 +146,8 @@ class PostgresParams(SeedParams):
         ge=1,
         le=64,
         description="Parallel jobs for pg_dump and pg_restore. Above 1, the dump is taken in directory format "
-        "(the only one pg_dump parallelises) in a temporary directory on this host, then archived.",
+        "(the only one pg_dump parallelises) in a temporary directory on this host, archived while pg_dump writes "
+        "it, and loaded by pg_restore while the restore still reads it.",
     )
 
 
@@ -428,41 +430,17 @@ class PostgresComponent(Component):
         }
 
     def _backup_parallel(self, writer: BackupSetWriter, env: dict[str, str], in_snapshot: list[str]) -> dict[str, Any]:
-        """pg_dump -Fd -j N into a private temporary directory, archived as one artifact.
+        """pg_dump -Fd -j N into a private temporary directory, archived while pg_dump writes it.
 
-        A directory-format dump cannot be streamed, so it needs local space the size of
-        the uncompressed dump for as long as the backup runs; it is removed on every path.
+        A directory-format dump cannot be streamed, so it needs local space for the files
+        pg_dump is still writing (each is removed once archived); it is all removed on
+        every path (``postgres_parallel``).
         """
         self._require_host_tools()
-        with tempfile.TemporaryDirectory(prefix="drproof-pgdump-") as tmp:
-            target = Path(tmp) / "dump"
-            run_tool(
-                [
-                    *self.service.tool("pg_dump"),
-                    "--format=directory",
-                    f"--jobs={self.params.jobs}",
-                    "--compress=0",
-                    *in_snapshot,
-                    "-f",
-                    str(target),
-                    "-d",
-                    self.service.tool_dsn(self.db),
-                ],
-                env,
-                f"pg_dump -j {self.params.jobs} of {self.instance!r}",
-            )
-            with writer.artifact(self.instance, "database.dir.tar") as sink:
-                entries = write_tar(target, sink)
-            size = sum(p.stat().st_size for p in target.iterdir())
-            if in_snapshot:
-                self._dumped_sequences = _read_sequences(target)
-        return {
-            "database": self.db,
-            "server_version": self.service.version(),
-            "dump_bytes": size,
-            "dump_files": entries,
-            "method": f"pg_dump directory format, {self.params.jobs} jobs + pg_dumpall --globals-only",
-        }
+        no_sync = ["--no-sync"] if (server_major(self.service.version()) or 0) >= 10 else []  # the artifact is fsynced
+        read = _read_sequences if in_snapshot else None
+        details, self._dumped_sequences = pg_parallel.backup(self, writer, env, [*no_sync, *in_snapshot], read)
+        return details
 
     def _require_host_tools(self) -> None:
         if isinstance(self.service, ContainerOps):
@@ -522,7 +500,7 @@ class PostgresComponent(Component):
 
     def _load_side(self, source: ArtifactSource, side: str, env: dict[str, str]) -> None:
         """Create the side database from the dump's own definition and load the dump into it."""
-        if "database.dir.tar" in source.artifacts:
+        if pg_parallel.DATA in source.artifacts or pg_parallel.ARCHIVED in source.artifacts:
             self._load_side_parallel(source, side, env)
             return
         with source.open_head("database.dump") as head:
@@ -561,11 +539,15 @@ class PostgresComponent(Component):
 
     def _load_side_parallel(self, source: ArtifactSource, side: str, env: dict[str, str]) -> None:
         self._require_host_tools()
+        if pg_parallel.DATA in source.artifacts:
+            pg_parallel.load_side(self, source, side, env)
+            return
+        # A backup taken before issue 14: the whole directory in one tar, extracted first.
         jobs = max(self.params.jobs, 2)
         with tempfile.TemporaryDirectory(prefix="drproof-pgrestore-") as tmp:
             target = Path(tmp) / "dump"
             target.mkdir()
-            extract_tar(functools.partial(source.open, "database.dir.tar"), target)
+            extract_tar(functools.partial(source.open, pg_parallel.ARCHIVED), target)
             restore = [*self.service.tool("pg_restore"), "--format=directory"]
             script = capture(
                 [*restore, "--create", "--schema-only", "-f", "-", str(target)],

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
@@ -55,6 +55,32 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+class _PortServer(Protocol):
+    log: Path
+    port: int
+
+    def _start_once(self) -> None: ...
+
+
+def _start_on_a_free_port(server: _PortServer, moved: Callable[[], None]) -> None:
+    """Start ``server``; when its port was taken between being picked and bound, pick another.
+
+    ``moved`` rewrites whatever names the port (a configuration file) before the next try.
+    Only a start whose log says the address was in use is retried: any other failure is
+    the server's own and is raised at once.
+    """
+    for attempt in range(PORT_ATTEMPTS):
+        offset = _size(server.log)
+        try:
+            server._start_once()
+            return
+        except RuntimeStartError:
+            if attempt + 1 == PORT_ATTEMPTS or not _port_taken(server.log, offset):
+                raise
+            server.port = processes.free_port()  # another process took it since it was picked
+            moved()
 
 
 def _port_taken(log: Path, offset: int) -> bool:
@@ -309,15 +335,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
 
     def _start(self) -> None:
         """Start the server; on a port another process took meanwhile, again on a new one."""
-        for attempt in range(PORT_ATTEMPTS):
-            offset = _size(self.log)
-            try:
-                self._start_once()
-                return
-            except RuntimeStartError:
-                if attempt + 1 == PORT_ATTEMPTS or not _port_taken(self.log, offset):
-                    raise
-                self.port = processes.free_port()
+        _start_on_a_free_port(self, lambda: None)
 
     def kill(self) -> None:
         if self.proc is None:
@@ -458,16 +476,7 @@ class LocalRedis(RedisService):
     def ensure_running(self) -> None:
         if self.is_running():
             return
-        for attempt in range(PORT_ATTEMPTS):
-            offset = _size(self.log)
-            try:
-                self._start_once()
-                return
-            except RuntimeStartError:
-                if attempt + 1 == PORT_ATTEMPTS or not _port_taken(self.log, offset):
-                    raise
-                self.port = processes.free_port()  # another process took it since it was picked
-                self._write_conf()
+        _start_on_a_free_port(self, self._write_conf)
 
     def _start_once(self) -> None:
         self.proc = processes.spawn([str(self.server), str(self.base / "redis.conf")], log=self.log)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import s3_server  # noqa: F401  the shipped S3 drills run on docker too
+
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 os.environ.setdefault("TC_HOST", "127.0.0.1")

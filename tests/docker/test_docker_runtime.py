@@ -14,6 +14,8 @@ from engine.components import component_kinds
 from engine.faults import faults
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli
+from tests.integration.seaweedfs import s3_drill_environment
+from tests.integration.test_shipped_scenarios import uses_s3
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -39,7 +41,11 @@ def _labelled(client: Any, run_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize("scenario", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_scenario_passes_on_docker(scenario: Path, tmp_path: Path, docker_engine: Any) -> None:
+def test_shipped_scenario_passes_on_docker(
+    scenario: Path, tmp_path: Path, docker_engine: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if uses_s3(scenario):  # the repository is a real S3 server (SeaweedFS) on the host
+        s3_drill_environment(request.getfixturevalue("s3_server"), monkeypatch)
     report = tmp_path / "r"
     code = run_cli(["run", str(scenario), "--runtime", "docker", "--report-dir", str(report), "-q"])
     results = read_results(report)

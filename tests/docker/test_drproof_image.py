@@ -61,12 +61,27 @@ def evidence() -> Iterator[str]:
 def _pod_like(image: str, evidence: str, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            "docker", "run", "--rm", "--read-only", "--user", "10001:10001",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--tmpfs", "/tmp:rw,exec,size=2g",
-            "-v", f"{FLEET / 'drills'}:/etc/drproof/drills:ro",
-            "-v", f"{evidence}:/evidence",
-            "--entrypoint", "/bin/sh", image, "-c", " ".join(command),
+            "docker",
+            "run",
+            "--rm",
+            "--read-only",
+            "--user",
+            "10001:10001",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--tmpfs",
+            "/tmp:rw,exec,size=2g",
+            "-v",
+            f"{FLEET / 'drills'}:/etc/drproof/drills:ro",
+            "-v",
+            f"{evidence}:/evidence",
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "-c",
+            " ".join(command),
         ],
         capture_output=True,
         text=True,
@@ -75,11 +90,19 @@ def _pod_like(image: str, evidence: str, *command: str) -> subprocess.CompletedP
 
 
 def test_the_image_runs_as_an_unprivileged_user_with_drproof_and_the_servers(image: str, evidence: str) -> None:
-    done = _pod_like(image, evidence, "id -u; drproof --version; ls /usr/lib/postgresql; command -v pgbackrest; command -v redis-server")
+    done = _pod_like(
+        image,
+        evidence,
+        "id -u; drproof --version; ls /usr/lib/postgresql; command -v pgbackrest; command -v redis-server",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[0] == "10001" and f"drproof {_version()}" in done.stdout
-    assert "15" in lines and any(p.endswith("/pgbackrest") for p in lines) and any(p.endswith("/redis-server") for p in lines)
+    assert (
+        "15" in lines
+        and any(p.endswith("/pgbackrest") for p in lines)
+        and any(p.endswith("/redis-server") for p in lines)
+    )
 
 
 def test_the_fleet_cronjob_s_command_passes_in_the_image(image: str, evidence: str) -> None:
@@ -87,7 +110,11 @@ def test_the_fleet_cronjob_s_command_passes_in_the_image(image: str, evidence: s
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["/bin/sh", "-c"]
     script = container["args"][0].replace("exec drproof", "drproof")
-    done = _pod_like(image, evidence, f"{script}; code=$?; cat /evidence/drills/*/junit.xml >/dev/null && ls /evidence/drills; exit $code")
+    done = _pod_like(
+        image,
+        evidence,
+        f"{script}; code=$?; cat /evidence/drills/*/junit.xml >/dev/null && ls /evidence/drills; exit $code",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     card = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL", "ERROR"))]
     assert sorted(line.split()[1] for line in card) == ["postgres-drop-table", "quickstart"], done.stdout

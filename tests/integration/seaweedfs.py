@@ -143,7 +143,11 @@ def _write_identity(root: Path, access_key: str, secret_key: str, reader: tuple[
     ]
     if reader[0]:
         identities.append(
-            {"name": "reader", "credentials": [{"accessKey": reader[0], "secretKey": reader[1]}], "actions": ["Read", "List"]}
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": reader[0], "secretKey": reader[1]}],
+                "actions": ["Read", "List"],
+            }
         )
     identity = {"identities": identities}
     (root / "s3.json").write_text(json.dumps(identity))
@@ -156,7 +160,9 @@ def _start_once(binary: Path, root: Path) -> tuple[subprocess.Popen[bytes], dict
     log.write_text("")
     proc = processes.spawn(_argv(binary, root, ports), log=log)
     s3 = ports["s3.port"]
-    up = processes.wait_until(lambda: proc.poll() is not None or _serving(log, s3), timeout=START_TIMEOUT, interval=0.05)
+    up = processes.wait_until(
+        lambda: proc.poll() is not None or _serving(log, s3), timeout=START_TIMEOUT, interval=0.05
+    )
     if up and proc.poll() is None:
         return proc, ports
     text = log.read_text(errors="replace")
@@ -179,9 +185,9 @@ def _remove_sockets(ports: dict[str, int]) -> None:
 def seaweedfs(root: Path) -> Iterator[SeaweedFS]:
     """A SeaweedFS S3 gateway on loopback with one identity; killed (its data left in ``root``) after.
 
-        SIGKILL, not SIGTERM: weed was still running 15 s after SIGTERM (and 5 s after
-        SIGINT), and a test server's data is thrown away anyway.
-        """
+    SIGKILL, not SIGTERM: weed was still running 15 s after SIGTERM (and 5 s after
+    SIGINT), and a test server's data is thrown away anyway.
+    """
     binary = require_weed()
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
@@ -198,9 +204,7 @@ def seaweedfs(root: Path) -> Iterator[SeaweedFS]:
     else:
         raise RuntimeError(f"SeaweedFS: a port was taken during each of {ATTEMPTS} starts")
     proc, ports = started
-    server = SeaweedFS(
-        f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, time.monotonic() - began, reader
-    )
+    server = SeaweedFS(f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, time.monotonic() - began, reader)
     try:
         _wait_for_buckets(server)
         yield server

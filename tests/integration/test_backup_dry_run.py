@@ -27,7 +27,11 @@ def test_dry_run_checks_every_component_and_writes_nothing(
         config = {
             "repository": {"path": str(tmp_path / "repo")},
             "components": {
-                "db": {"kind": "postgres", "url": f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", "password_env": "PG_PW"},
+                "db": {
+                    "kind": "postgres",
+                    "url": f"postgresql://postgres@127.0.0.1:{pg.port}/postgres",
+                    "password_env": "PG_PW",
+                },
                 "cache": {"kind": "redis", "url": f"redis://127.0.0.1:{rd.port}", "password_env": "REDIS_PW"},
                 "wrong-port": {"kind": "redis", "url": f"redis://127.0.0.1:{pg.port}"},
                 "files": {"kind": "volumes", "path": str(files)},
@@ -46,6 +50,8 @@ def test_dry_run_checks_every_component_and_writes_nothing(
 
 
 def test_unknown_components_get_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"repository": {"path": "repo"}, "components": {"sessions": {"kind": "volumes", "path": "."}}}))
+    (tmp_path / "cfg.yaml").write_text(
+        yaml.safe_dump({"repository": {"path": "repo"}, "components": {"sessions": {"kind": "volumes", "path": "."}}})
+    )
     code = run_cli(["backup", "--config", str(tmp_path / "cfg.yaml"), "--components", "sesions"])
     assert code == 2 and "did you mean 'sessions'?" in capsys.readouterr().err

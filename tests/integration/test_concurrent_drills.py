@@ -37,9 +37,21 @@ def test_ten_shipped_scenarios_at_once_all_pass(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(SCENARIOS.parent)}
     procs = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "drills.cli", "run", str(SCENARIOS / f"{name}.yaml"), "--quiet",
-             "--report-dir", str(tmp_path / name), "--work-dir", str(tmp_path / "work" / name)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "drills.cli",
+                "run",
+                str(SCENARIOS / f"{name}.yaml"),
+                "--quiet",
+                "--report-dir",
+                str(tmp_path / name),
+                "--work-dir",
+                str(tmp_path / "work" / name),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         for name in TEN
     }

@@ -58,6 +58,8 @@ def _drop_files(comp: Any) -> None:
 
 KINDS: dict[str, tuple[Callable[[LocalRuntime], Component], Callable[[Any], None]]] = {
     "postgres": (lambda rt: PostgresComponent("db", PostgresParams(customers=60), rt), _drop_rows),
+    # pg_dump -Fd -j2: toc, data stream and listing, each a place damage can hit
+    "postgres-jobs-2": (lambda rt: PostgresComponent("dbj", PostgresParams(customers=60, jobs=2), rt), _drop_rows),
     "redis": (lambda rt: RedisComponent("cache", RedisParams(keys=150), rt), _drop_keys),
     "redis-rdb": (lambda rt: RedisRdbComponent("snap", RedisParams(keys=150), rt), _drop_keys),
     "volumes": (lambda rt: VolumesComponent("files", VolumesParams(files=12, file_size=3000), rt), _drop_files),

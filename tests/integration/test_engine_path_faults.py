@@ -347,6 +347,7 @@ def test_redis_killed_mid_backup_fails_the_backup_clearly(tmp_path: Path) -> Non
 
 # --- 3. S3 errors and timeouts ---------------------------------------------------------------
 
+
 @pytest.fixture
 def s3_setup(s3_server: SeaweedFS, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
     """A bucket with one good set in it, written straight to SeaweedFS, and a source directory."""

@@ -53,7 +53,9 @@ def _dumps(root: Path, delete_half: bool = False) -> tuple[dict[str, Path], str]
         out = root / ("half" if delete_half else "full")
         out.mkdir()
         subprocess.run([*svc.tool("pg_dump"), "-Fc", "-f", str(out / "shop.dump"), "-d", dsn], env=env, check=True)
-        subprocess.run([*svc.tool("pg_dump"), "-Fd", "-j2", "-f", str(out / "shop.dir"), "-d", dsn], env=env, check=True)
+        subprocess.run(
+            [*svc.tool("pg_dump"), "-Fd", "-j2", "-f", str(out / "shop.dir"), "-d", dsn], env=env, check=True
+        )
         plain = subprocess.run([*svc.tool("pg_dump"), "-d", dsn], env=env, check=True, capture_output=True).stdout
         (out / "shop.sql.gz").write_bytes(gzip.compress(plain))
         digest = db.fingerprint().digest

@@ -56,9 +56,7 @@ def _run(tmp_path: Path, endpoint: str, backups: dict[str, dict[str, Any]], name
     return code, read_results(report)
 
 
-def test_backups_in_s3_restore_whole_and_a_missing_key_never_passes(
-    tmp_path: Path, s3_endpoint: str
-) -> None:
+def test_backups_in_s3_restore_whole_and_a_missing_key_never_passes(tmp_path: Path, s3_endpoint: str) -> None:
     require_pg15()
     client = _client(s3_endpoint)
     client.create_bucket(Bucket=BUCKET)
@@ -100,7 +98,6 @@ def test_backups_in_s3_restore_whole_and_a_missing_key_never_passes(
     )
     assert code == 2 and results["verdict"] == "error"
     assert f"s3://{BUCKET}/pg/gone.dump" in results["error"], results["error"]
-
 
 
 def test_a_prefix_holding_a_key_with_dotdot_is_refused_before_any_download(tmp_path: Path, moto_endpoint: str) -> None:

@@ -230,8 +230,8 @@ def _psql_file(comp: PostgresComponent, sql_file: Path) -> None:
     )
 
 
-def _load(runtime: LocalRuntime, name: str, sql_file: Path) -> PostgresComponent:
-    comp = PostgresComponent(name, PostgresParams(database=name, generate=False), runtime)
+def _load(runtime: LocalRuntime, name: str, sql_file: Path, jobs: int = 1) -> PostgresComponent:
+    comp = PostgresComponent(name, PostgresParams(database=name, generate=False, jobs=jobs), runtime)
     comp.provision()
     comp.seed()
     _psql_file(comp, sql_file)
@@ -248,11 +248,15 @@ def _round_trip(source: PostgresComponent, target: PostgresComponent, repo: Loca
 
 @pytest.mark.parametrize("server", ["18", "15"])
 @pytest.mark.parametrize("sql_file", [ZOO, *SAMPLES], ids=lambda p: p.stem)
-def test_a_logical_round_trip_into_another_server_is_identical(tmp_path: Path, server: str, sql_file: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2], ids=["custom", "directory-j2"])
+def test_a_logical_round_trip_into_another_server_is_identical(
+    tmp_path: Path, server: str, sql_file: Path, jobs: int
+) -> None:
+    """With two jobs the dump is archived while pg_dump writes it, and restored while it is extracted."""
     images = {"postgres": str(require_pg15())} if server == "15" else None
     with LocalRuntime(tmp_path / "src", images) as src, LocalRuntime(tmp_path / "dst", images) as dst:
-        source = _load(src, "db", sql_file)
-        target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst)
+        source = _load(src, "db", sql_file, jobs)
+        target = PostgresComponent("db", PostgresParams(database="db", generate=False, jobs=jobs), dst)
         target.provision()
         diffs = _round_trip(source, target, LocalRepository(tmp_path / "repo"))
         assert diffs == [], [d.describe() for d in diffs]

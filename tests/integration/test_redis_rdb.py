@@ -229,39 +229,46 @@ def test_stored_bit_rot_is_refused_before_live_data_are_touched(
     scratch.assert_gone()
 
 
-def _without_checker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend redis-check-rdb cannot run, so only the scratch server's loader judges."""
-    real_run = subprocess.run
+def _without_checker(monkeypatch: pytest.MonkeyPatch, piped: bool = False) -> None:
+    """Pretend redis-check-rdb cannot run over the file, and unless ``piped``, not beside the write either."""
+    real_run, real_popen = subprocess.run, subprocess.Popen
 
     def run(*args: Any, **kwargs: Any) -> Any:
         if "executable" in kwargs:
             raise FileNotFoundError("redis-check-rdb")
         return real_run(*args, **kwargs)
 
+    def popen(*args: Any, **kwargs: Any) -> Any:
+        if "executable" in kwargs and not piped:
+            raise FileNotFoundError("redis-check-rdb")
+        return real_popen(*args, **kwargs)
+
     monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", popen)
 
 
-@pytest.mark.parametrize("checker", [True, False], ids=["checked", "loader-only"])
+@pytest.mark.parametrize("checker", ["checked", "piped-only", "loader-only"])
 def test_a_damaged_rdb_is_refused_by_the_scratch_server_and_live_data_stay(
     runtime: LocalRuntime,
     repo: LocalRepository,
     scratch: Scratch,
     monkeypatch: pytest.MonkeyPatch,
-    checker: bool,
+    checker: str,
 ) -> None:
+    """With "piped-only", the check that reads beside the write is the one that finds the damage."""
     comp = make(runtime, keys=3000)
     manifest = backup(repo, [comp])
     data = bytearray(raw_rdb(repo, manifest))
     data[len(data) // 2] ^= 0xFF
     comp.client().set("written:after-backup", b"live")
     live = comp.fingerprint()
-    if not checker:
-        _without_checker(monkeypatch)
+    if checker != "checked":
+        _without_checker(monkeypatch, piped=checker == "piped-only")
 
     with pytest.raises(ComponentError) as caught:
         comp.restore(source_of(bytes(data)))
     message = str(caught.value)
-    if checker:
+    if checker != "loader-only":
         assert "damaged" in message and "redis-check-rdb reports" in message, message
     else:
         assert "could not load the backed-up RDB" in message, message
@@ -269,7 +276,7 @@ def test_a_damaged_rdb_is_refused_by_the_scratch_server_and_live_data_stay(
     assert unchanged(live, comp.fingerprint())
     no_secrets(message, comp.service.password, *scratch.passwords)
     scratch.assert_gone()
-    assert len(scratch.procs) == (0 if checker else 1)
+    assert len(scratch.procs) == (1 if checker == "loader-only" else 0)
 
 
 @pytest.mark.parametrize("checker", [True, False], ids=["checked", "loader-only"])

@@ -23,7 +23,9 @@ def _configs(tmp_path: Path, hooks: dict[str, Any]) -> tuple[Path, Path]:
     for i in range(5):
         (live / f"f{i}.txt").write_text(f"file {i}\n")
     prod = tmp_path / "prod.yaml"
-    prod.write_text(yaml.safe_dump({"repository": {"path": "repo"}, "components": {"files": {"kind": "volumes", "path": "live"}}}))
+    prod.write_text(
+        yaml.safe_dump({"repository": {"path": "repo"}, "components": {"files": {"kind": "volumes", "path": "live"}}})
+    )
     to = tmp_path / "sandbox.yaml"
     to.write_text(yaml.safe_dump({"components": {"files": {"kind": "volumes", "path": "sandbox"}}, "hooks": hooks}))
     return prod, to
@@ -51,7 +53,10 @@ def test_hook_output_and_status_are_recorded_and_a_failing_check_hook_fails(
     assert code == 1  # a failed check of the restored service is a failure, not "could not run"
     assert [c["status"] for c in body["components"]] == ["restored"]
     runs = body["hooks"]
-    assert [(h["when"], h["exit_code"], h["ok"]) for h in runs] == [("after_restore", 0, True), ("after_restore", 4, False)]
+    assert [(h["when"], h["exit_code"], h["ok"]) for h in runs] == [
+        ("after_restore", 0, True),
+        ("after_restore", 4, False),
+    ]
     assert "smoke test passed" in runs[0]["stdout"] and runs[1]["stderr"].strip() == "orders missing"
     audit = [json.loads(line) for line in (tmp_path / "repo" / "audit.jsonl").read_text().splitlines()]
     restore = next(e for e in audit if e["event"] == "restore")

@@ -65,7 +65,9 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         debian_redis(root / "redis", env["PROD_REDIS"]) as redis_port,
     ):
         comps: dict[str, Component] = {
-            "orders15": PostgresComponent("orders15", PostgresParams(database="orders", customers=120, sql_file=sql), rt15),
+            "orders15": PostgresComponent(
+                "orders15", PostgresParams(database="orders", customers=120, sql_file=sql), rt15
+            ),
             "shop18": PostgresComponent("shop18", PostgresParams(database="shop", customers=90), rt),
             "uploads": VolumesComponent("uploads", VolumesParams(files=10), rt),
             "app-config": ConfigurationComponent("app-config", ConfigurationParams(), rt),
@@ -135,7 +137,9 @@ def _scenario(tmp_path: Path, production: dict[str, Any], **extra: Any) -> Path:
     return path
 
 
-def _run(tmp_path: Path, scenario: Path, production: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, Any]]:
+def _run(
+    tmp_path: Path, scenario: Path, production: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, dict[str, Any]]:
     monkeypatch.setenv("PROD_KEY", production["key"])
     report = tmp_path / "report"
     code = run_cli(["run", str(scenario), "--report-dir", str(report), "--work-dir", str(tmp_path / "work"), "--quiet"])
@@ -144,7 +148,10 @@ def _run(tmp_path: Path, scenario: Path, production: dict[str, Any], monkeypatch
 
 
 def _status(results: dict[str, Any]) -> dict[str, str]:
-    return {a["id"].split("[")[0] + ("[" + a["id"].split("[")[1] if "[" in a["id"] else ""): a["status"] for a in results["assertions"]}
+    return {
+        a["id"].split("[")[0] + ("[" + a["id"].split("[")[1] if "[" in a["id"] else ""): a["status"]
+        for a in results["assertions"]
+    }
 
 
 def test_the_latest_backup_restores_into_a_sandbox_of_matching_versions(
@@ -155,7 +162,11 @@ def test_the_latest_backup_restores_into_a_sandbox_of_matching_versions(
     assert code == 0, [a for a in results["assertions"] if a["status"] != "pass"] or results["error"]
     fidelity = [a for a in results["assertions"] if a["name"] == "fidelity"]
     assert sorted(a["id"] for a in fidelity) == [
-        "fidelity[app-config]", "fidelity[orders15]", "fidelity[sessions]", "fidelity[shop18]", "fidelity[uploads]"
+        "fidelity[app-config]",
+        "fidelity[orders15]",
+        "fidelity[sessions]",
+        "fidelity[shop18]",
+        "fidelity[uploads]",
     ]
     runtime = results["runtime"]
     assert "15." in runtime["postgres:orders15"] and "18." in runtime["postgres:shop18"], runtime

@@ -116,7 +116,9 @@ def test_copies_racing_prunes_lose_nothing(open_repo: Callable[..., S3Repository
         target = LocalRepository(tmp_path / f"offsite-{round_}")
         errors: list[BaseException] = []
 
-        def copy(manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors) -> None:
+        def copy(
+            manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors
+        ) -> None:
             try:
                 # The copy holds its shared lease for the whole copy, on the handle it copies from
                 # (copy_set takes it again on that handle: re-entrant, one lease).

@@ -21,6 +21,11 @@ ALL_SHIPPED = sorted(SCENARIOS.glob("*.yaml"))
 SHIPPED = [p for p in ALL_SHIPPED if (yaml.safe_load(p.read_text())["stack"].get("runtime") or "local") == "local"]
 
 
+def uses_s3(scenario: Path) -> bool:
+    """Whether a scenario keeps its backups in S3 (its endpoint and keys come from the environment)."""
+    return (yaml.safe_load(scenario.read_text()).get("repository") or {}).get("type") == "s3"
+
+
 def test_there_is_a_scenario_per_disaster() -> None:
     names = {p.stem for p in SHIPPED}
     assert "quickstart" in names and "corrupt-backup" in names
@@ -35,7 +40,7 @@ def test_shipped_scenario_passes(
     kinds = {c["kind"] for c in doc["stack"]["components"].values()}
     if "postgres-pgbackrest" in kinds:
         require_pgbackrest()  # Debian packages: skipped without them, a failure under CI=true
-    if (doc.get("repository") or {}).get("type") == "s3":
+    if uses_s3(scenario):
         s3_drill_environment(request.getfixturevalue("s3_server"), monkeypatch)
     report = tmp_path / "report"
     work = tmp_path / "work"

@@ -60,7 +60,14 @@ def _scenario(tmp_path: Path, steps_after_restore: list[Any], assertions: list[A
 
 CHECKS: list[Any] = [
     {"query": {"target": "shop-db", "sql": "SELECT count(*) FROM customers", "expect": "= 50", "name": "customers"}},
-    {"query": {"target": "shop-db", "sql": "SELECT id FROM customers WHERE id <= 2 ORDER BY id", "expect": {"rows": [[1], [2]]}, "name": "first-two"}},
+    {
+        "query": {
+            "target": "shop-db",
+            "sql": "SELECT id FROM customers WHERE id <= 2 ORDER BY id",
+            "expect": {"rows": [[1], [2]]},
+            "name": "first-two",
+        }
+    },
     {"redis": {"target": "sessions", "command": ["DBSIZE"], "expect": "= 100"}},
     {"http": {"target": "web", "path": "/customers/3", "json": {"path": "orders", "expect": "= 2"}, "timeout": "5s"}},
     {"command": {"argv": ["{python}", "ok.py"], "components": ["shop-db"]}},
@@ -82,7 +89,11 @@ def test_every_check_passes_on_a_healthy_restore_and_the_service_counts_in_the_r
     code, results = _run(tmp_path, _scenario(tmp_path, [], CHECKS))
     assert code == 0, [a for a in results["assertions"] if a["status"] != "pass"] or results["error"]
     assert set(_statuses(results)) >= {
-        "query[customers]", "query[first-two]", "redis[sessions]", "http[web]", "command[ok.py]"
+        "query[customers]",
+        "query[first-two]",
+        "redis[sessions]",
+        "http[web]",
+        "command[ok.py]",
     }
     measured = results["measured"]
     assert measured["rto_seconds"] == measured["components"]["web"]  # the service answered last
@@ -99,7 +110,12 @@ def test_every_check_passes_on_a_healthy_restore_and_the_service_counts_in_the_r
 
 def test_checks_fail_with_their_findings_when_what_they_read_is_broken(tmp_path: Path) -> None:
     sabotage = [
-        {"sql": {"target": "shop-db", "statement": "DELETE FROM orders WHERE customer_id = 3; DELETE FROM customers WHERE id = 3"}},
+        {
+            "sql": {
+                "target": "shop-db",
+                "statement": "DELETE FROM orders WHERE customer_id = 3; DELETE FROM customers WHERE id = 3",
+            }
+        },
         {"disaster": {"target": "sessions", "fault": "flushall"}},
     ]
     checks = [*CHECKS[:4], {"command": {"argv": ["{python}", "broken.py"], "components": ["shop-db"]}}]
@@ -120,7 +136,13 @@ def test_checks_that_cannot_run_are_errors_never_passes(tmp_path: Path) -> None:
         {"query": {"target": "shop-db", "sql": "SELEC count(*) FROM customers", "name": "typo"}},
         {"query": {"target": "shop-db", "sql": "SELECT count(*) FROM no_such_table", "name": "missing-table"}},
         {"command": {"argv": ["/nonexistent/checker"], "name": "absent"}},
-        {"query": {"target": "shop-db", "sql": "INSERT INTO customers (name, email, created_at) VALUES ('x', 'x@x', now())", "name": "writes"}},
+        {
+            "query": {
+                "target": "shop-db",
+                "sql": "INSERT INTO customers (name, email, created_at) VALUES ('x', 'x@x', now())",
+                "name": "writes",
+            }
+        },
     ]
     code, results = _run(tmp_path, _scenario(tmp_path, [], checks))
     assert code == 2
@@ -170,10 +192,14 @@ def test_the_canary_proves_which_backup_came_back_and_never_shows_its_value(tmp_
 def test_the_canary_fails_when_the_restored_state_is_another_backups(tmp_path: Path) -> None:
     # The older backup's sentinel put back over the restored one: faithful data, wrong backup.
     older_into_db = {"sql": {"target": "shop-db", "statement": "UPDATE drproof_canary SET value = 'not this backup'"}}
-    code, results = _run(tmp_path, _canary_drill(tmp_path, [older_into_db, {"disaster": {"target": "sessions", "fault": "flushall"}}]))
+    code, results = _run(
+        tmp_path, _canary_drill(tmp_path, [older_into_db, {"disaster": {"target": "sessions", "fault": "flushall"}}])
+    )
     assert code == 1
     by_id = {a["id"]: a for a in results["assertions"]}
-    assert by_id["canary[shop-db]"]["status"] == "fail" and "another backup's" in by_id["canary[shop-db]"]["findings"][0]
+    assert (
+        by_id["canary[shop-db]"]["status"] == "fail" and "another backup's" in by_id["canary[shop-db]"]["findings"][0]
+    )
     assert by_id["canary[sessions]"]["status"] == "fail" and "no canary" in by_id["canary[sessions]"]["findings"][0]
 
 
