@@ -33,7 +33,9 @@ def _key(root: Path) -> Path:
 
     path = root / KEY
     key = Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -56,7 +58,9 @@ def _make_repository(root: Path, sets: int, files: int, key: Path | None) -> Non
     from engine.repository import LocalRepository
     from engine.signing import RepositoryTrust
 
-    trust = RepositoryTrust.from_settings(key_file=key, key_env=None, passphrase_env=None, public_keys=[]) if key else None
+    trust = (
+        RepositoryTrust.from_settings(key_file=key, key_env=None, passphrase_env=None, public_keys=[]) if key else None
+    )
     repo = LocalRepository(root, trust=trust)
     parts = {
         f"file dir{i % 100:03d}/file{i:07d}.bin": {"digest": f"{i:064x}", "count": 4096, "unit": "bytes"}
@@ -71,7 +75,13 @@ def _make_repository(root: Path, sets: int, files: int, key: Path | None) -> Non
 
         m = writer.commit([ComponentRecord(name="vol", kind="volumes", artifacts=[])], {}, {})
         doc = json.loads((root / "sets" / m.id / "manifest.json").read_text())
-        doc["components"][0]["fingerprint"] = {"component": "vol", "kind": "volumes", "digest": "0" * 64, "parts": parts, "scheme": "volumes/2"}
+        doc["components"][0]["fingerprint"] = {
+            "component": "vol",
+            "kind": "volumes",
+            "digest": "0" * 64,
+            "parts": parts,
+            "scheme": "volumes/2",
+        }
         doc["sequence"], doc["previous_id"], doc["previous_sha256"] = n + 1, *(previous or (None, None))
         from engine.manifest import Manifest
 
@@ -116,7 +126,11 @@ def main() -> None:
                 log(f"{name}, {flavour}")
                 argv = _ways(roots[flavour], key if flavour == "signed" else None)[name]
                 run = run_measured(argv, capture=True)
-                results[f"{name} [{flavour}]"] = {"seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "peak_rss": run.peak_rss}
+                results[f"{name} [{flavour}]"] = {
+                    "seconds": run.seconds,
+                    "cpu_seconds": run.cpu_seconds,
+                    "peak_rss": run.peak_rss,
+                }
                 rows.append([name, flavour, f"{run.seconds:.2f}", f"{run.cpu_seconds:.2f}", f"{run.peak_rss / MB:.1f}"])
     table = markdown_table(["operation (own process)", "repository", "s", "CPU s", "peak RSS MB"], rows)
     print(f"{args.sets} sets x {args.files} file parts, manifests {size / MB:.1f} MB in all\n\n{table}")

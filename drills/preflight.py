@@ -59,7 +59,9 @@ def _repository(config: BackupConfig) -> Check:
     except DrproofError as exc:
         return Check(where, False, str(exc))
     key = "; encryption key resolved" if config.encryption else ""
-    key += "; signing key resolved" if config.signing else "; unsigned: integrity against a repository writer not proven"
+    key += (
+        "; signing key resolved" if config.signing else "; unsigned: integrity against a repository writer not proven"
+    )
     return Check(where, True, f"readable ({sets} sets), writable{key}{storage}")
 
 

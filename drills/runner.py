@@ -543,22 +543,30 @@ class DrillRunner:
         """
         state = self.state
         assert state is not None
-        findings = [
-            f"step {r.step + 1}: restore of {r.component} from {r.backup} was expected to "
-            f"{'be refused' if r.expected == 'refused' else 'succeed'} but {r.outcome}"
-            + (f": {r.detail}" if r.outcome != "ok" else "")
-            for r in state.restores
-            if (r.expected == "refused") != (r.outcome == "refused") or (r.expected == "success" and r.outcome != "ok")
-        ] + [
-            f"step {r.step + 1}: restore of {r.component} from {r.backup} was refused by the {r.detector} check, "
-            f"not by {' or '.join(r.refused_by)} as declared: {r.detail}"
-            for r in state.restores
-            if r.expected == "refused" and r.outcome == "refused" and r.refused_by and r.detector not in r.refused_by
-        ] + [
-            f"step {b['step']}: backup {b['backup']} was expected to fail but succeeded"
-            for b in self.backup_outcomes
-            if b["expected"] == "failure" and b["outcome"] == "ok"
-        ]
+        findings = (
+            [
+                f"step {r.step + 1}: restore of {r.component} from {r.backup} was expected to "
+                f"{'be refused' if r.expected == 'refused' else 'succeed'} but {r.outcome}"
+                + (f": {r.detail}" if r.outcome != "ok" else "")
+                for r in state.restores
+                if (r.expected == "refused") != (r.outcome == "refused")
+                or (r.expected == "success" and r.outcome != "ok")
+            ]
+            + [
+                f"step {r.step + 1}: restore of {r.component} from {r.backup} was refused by the {r.detector} check, "
+                f"not by {' or '.join(r.refused_by)} as declared: {r.detail}"
+                for r in state.restores
+                if r.expected == "refused"
+                and r.outcome == "refused"
+                and r.refused_by
+                and r.detector not in r.refused_by
+            ]
+            + [
+                f"step {b['step']}: backup {b['backup']} was expected to fail but succeeded"
+                for b in self.backup_outcomes
+                if b["expected"] == "failure" and b["outcome"] == "ok"
+            ]
+        )
         evidence = {
             "steps_run": len(self.scenario.steps),
             "restores": [

@@ -257,7 +257,9 @@ def _admit(result: ChainAudit, s: StoredSet, keys: TrustedKeys | None) -> None:
     try:
         summary = ManifestSummary.model_validate_json(s.manifest)
     except ValidationError as exc:
-        result.findings.append(Finding(s.backup_id, "unreadable", f"its manifest is malformed ({exc.error_count()} errors)"))
+        result.findings.append(
+            Finding(s.backup_id, "unreadable", f"its manifest is malformed ({exc.error_count()} errors)")
+        )
         return
     check = keys.check(s.manifest, s.signature) if keys is not None else None
     result.sets[s.backup_id] = SetState(summary, hashlib.sha256(s.manifest).hexdigest(), check)

@@ -81,4 +81,6 @@ def latest(
             return by_id(repository, backup_id, found)
         except BackupNotFound:
             continue  # deleted since the audit: the next one
-    raise BackupNotFound("the repository holds no complete backup" + (f" of {', '.join(components)}" if components else ""))
+    raise BackupNotFound(
+        "the repository holds no complete backup" + (f" of {', '.join(components)}" if components else "")
+    )

@@ -209,5 +209,7 @@ def _signer(key_file: Path | None, key_env: str | None, passphrase_env: str | No
         return ManifestSigner(load_private_key(key_file, **kwargs), f"key file {key_file}")
     assert key_env is not None
     if not os.environ.get(key_env):
-        raise ConfigError(f"signing: environment variable {key_env} (key_env) is not set or empty; it must hold the private key PEM")
+        raise ConfigError(
+            f"signing: environment variable {key_env} (key_env) is not set or empty; it must hold the private key PEM"
+        )
     return ManifestSigner(load_private_key(None, env=key_env, **kwargs), f"environment variable {key_env}")

@@ -28,7 +28,9 @@ from engine.repository.locking import holders
 ROUNDS = 50
 
 
-def test_a_waiter_names_the_holder_and_gives_up_at_its_timeout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_waiter_names_the_holder_and_gives_up_at_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     repo = LocalRepository(tmp_path / "repo")
     held, release = threading.Event(), threading.Event()
 
@@ -51,7 +53,10 @@ def test_a_waiter_names_the_holder_and_gives_up_at_its_timeout(tmp_path: Path, c
         message = str(exc.value)
         assert message.startswith("recovery restore: gave up after")
         assert f"prune (retention) (pid {os.getpid()} on " in message and "exclusive, since" in message
-        assert any("waiting for the lock of repository" in r.getMessage() and "prune (retention)" in r.getMessage() for r in caplog.records)
+        assert any(
+            "waiting for the lock of repository" in r.getMessage() and "prune (retention)" in r.getMessage()
+            for r in caplog.records
+        )
     finally:
         release.set()
         t.join()
@@ -108,7 +113,16 @@ def test_a_note_left_by_a_dead_process_is_not_a_holder(tmp_path: Path) -> None:
     import socket
 
     (notes / "dead.json").write_text(
-        json.dumps({"host": socket.gethostname(), "pid": 2**22 + 7, "start": "1", "operation": "ghost", "exclusive": True, "since": "2026-01-01T00:00:00+00:00"})
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": 2**22 + 7,
+                "start": "1",
+                "operation": "ghost",
+                "exclusive": True,
+                "since": "2026-01-01T00:00:00+00:00",
+            }
+        )
     )
     assert holders(tmp_path / "repo" / ".lock") == [] and not (notes / "dead.json").exists()
 

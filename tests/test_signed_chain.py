@@ -153,7 +153,9 @@ def test_an_unsigned_set_in_a_signed_repository_is_named_and_refused() -> None:
         with pytest.raises(UntrustedSet, match=f"{new.id} is not trusted: it has no signature"):
             repo.get(new.id)
         assert [m.id for m in repo.summaries()] == [old.id] and new.id in repo.broken
-        with pytest.raises(ChainBroken, match=f"{new.id}: it has no signature.*newest set the chain vouches for is {old.id}"):
+        with pytest.raises(
+            ChainBroken, match=f"{new.id}: it has no signature.*newest set the chain vouches for is {old.id}"
+        ):
             selection.latest(repo)
         assert selection.by_id(repo, old.id).manifest.id == old.id
 
@@ -193,7 +195,9 @@ def test_a_forged_artifact_with_its_manifest_entry_rewritten_is_caught_only_by_t
             stored = next(other.glob(f"*/{artifact.path}")).read_bytes()
             (_set_dir(repo, m.id) / artifact.path).write_bytes(stored)
             text = (_set_dir(repo, m.id) / MANIFEST_NAME).read_text()
-            text = text.replace(artifact.sha256, forged_bytes.sha256).replace(f'"size": {artifact.size}', f'"size": {forged_bytes.size}')
+            text = text.replace(artifact.sha256, forged_bytes.sha256).replace(
+                f'"size": {artifact.size}', f'"size": {forged_bytes.size}'
+            )
             (_set_dir(repo, m.id) / MANIFEST_NAME).write_text(text)
             if signed:
                 assert _kinds(repo) == {m.id: {"altered"}}

@@ -28,10 +28,14 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 @pytest.fixture
 def site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    code, out, _ = _cli(["keys", "init", "--private", str(tmp_path / "repo.key"), "--public", str(tmp_path / "repo.pub")], capsys)
+    code, out, _ = _cli(
+        ["keys", "init", "--private", str(tmp_path / "repo.key"), "--public", str(tmp_path / "repo.pub")], capsys
+    )
     assert code == 0
     key_text = (tmp_path / "repo.key").read_text()
-    assert "BEGIN PUBLIC KEY" in out and key_text.splitlines()[1] not in out  # the public key printed, never the private
+    assert (
+        "BEGIN PUBLIC KEY" in out and key_text.splitlines()[1] not in out
+    )  # the public key printed, never the private
     assert stat.S_IMODE((tmp_path / "repo.key").stat().st_mode) == 0o600
     live, sandbox = tmp_path / "live", tmp_path / "sandbox"
     live.mkdir()
@@ -56,7 +60,14 @@ def site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
         code, out, _ = _cli(["backup", "--config", str(prod)], capsys)
         assert code == 0
         ids.append(out.strip().splitlines()[-1])
-    return {"prod": str(prod), "to": str(to), "ids": ids, "repo": tmp_path / "repo", "sandbox": sandbox, "tmp": tmp_path}
+    return {
+        "prod": str(prod),
+        "to": str(to),
+        "ids": ids,
+        "repo": tmp_path / "repo",
+        "sandbox": sandbox,
+        "tmp": tmp_path,
+    }
 
 
 def test_a_signed_chain_lists_and_verifies_clean(site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,16 +111,22 @@ def test_a_forged_newest_set_is_named_and_refused_by_every_command(
     code, _, err = _cli(["recovery", "copy", "--config", site["prod"], "--id", newest], capsys)
     assert code == 1 and "is not trusted" in err
 
-    code, out, _ = _cli(["recovery", "restore", "--config", site["prod"], "--to", site["to"], "--id", older, "--json"], capsys)
+    code, out, _ = _cli(
+        ["recovery", "restore", "--config", site["prod"], "--to", site["to"], "--id", older, "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["components"][0]["fidelity"] == "match"
     assert (site["sandbox"] / "state.txt").read_text() == "version 1\n"
 
 
-def test_an_unsigned_repository_says_integrity_is_not_proven(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unsigned_repository_says_integrity_is_not_proven(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "live").mkdir()
     (tmp_path / "live" / "a.txt").write_text("a")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"repository": {"path": "repo"}, "components": {"files": {"kind": "volumes", "path": "live"}}}))
+    cfg.write_text(
+        yaml.safe_dump({"repository": {"path": "repo"}, "components": {"files": {"kind": "volumes", "path": "live"}}})
+    )
     assert _cli(["backup", "--config", str(cfg)], capsys)[0] == 0
     code, out, err = _cli(["recovery", "verify", "--config", str(cfg)], capsys)
     assert code == 0 and "integrity NOT proven against anyone who can write the repository" in out
@@ -155,9 +172,15 @@ def test_the_newest_set_deleted_whole_is_seen_against_the_offsite_copy(
     older, newest = site["ids"][1], site["ids"][2]
     shutil.rmtree(site["repo"] / "sets" / newest)
     code, _, err = _cli(["recovery", "restore", "--config", site["prod"], "--to", site["to"]], capsys)
-    assert code == 1 and f"{newest}: the other repository holds it at place 3" in err and f"vouches for is {older}" in err
+    assert (
+        code == 1 and f"{newest}: the other repository holds it at place 3" in err and f"vouches for is {older}" in err
+    )
     assert list(site["sandbox"].iterdir()) == []
     code, out, _ = _cli(["recovery", "verify", "--config", site["prod"], "--id", older, "--json"], capsys)
-    assert code == 0 and any(line.startswith(f"missing: {newest}: the other repository holds it") for line in json.loads(out)["trust"])
-    code, out, _ = _cli(["recovery", "restore", "--config", site["prod"], "--offsite", "--to", site["to"], "--json"], capsys)
+    assert code == 0 and any(
+        line.startswith(f"missing: {newest}: the other repository holds it") for line in json.loads(out)["trust"]
+    )
+    code, out, _ = _cli(
+        ["recovery", "restore", "--config", site["prod"], "--offsite", "--to", site["to"], "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["backup"] == newest

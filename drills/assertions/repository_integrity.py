@@ -74,10 +74,29 @@ class RepositoryIntegrity(Assertion):
         if pruned:
             evidence["misdated_sets_deleted_by_retention"] = pruned
         if findings:
-            return [result(rid, self.name, "fail", "the repository audit did not see what was done to it", evidence=evidence, findings=findings)]
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "fail",
+                    "the repository audit did not see what was done to it",
+                    evidence=evidence,
+                    findings=findings,
+                )
+            ]
         if expected or pruned:
-            names = ", ".join([f"{b} ({k})" for b, k in sorted(expected)] + [f"{b} (deleted by retention)" for b in pruned])
-            return [result(rid, self.name, "pass", f"the audit accounted for every forgery and named nothing else: {names}", evidence=evidence)]
+            names = ", ".join(
+                [f"{b} ({k})" for b, k in sorted(expected)] + [f"{b} (deleted by retention)" for b in pruned]
+            )
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "pass",
+                    f"the audit accounted for every forgery and named nothing else: {names}",
+                    evidence=evidence,
+                )
+            ]
         keys = ", ".join(sorted({st.signature.key_fingerprint or "?" for st in found.sets.values() if st.signature}))
         return [
             result(
@@ -101,7 +120,9 @@ def _expected(state: DrillState, found: ChainAudit) -> dict[tuple[str, str], str
             skewed = set(d.effect.get("skewed_created_at") or [])
             for backup_id, st in found.sets.items():
                 if st.summary.created_at.isoformat() in skewed:
-                    out[(backup_id, kind)] = f"it was taken with the clock {d.effect.get('clock_offset_days')} days off (step {d.step})"
+                    out[(backup_id, kind)] = (
+                        f"it was taken with the clock {d.effect.get('clock_offset_days')} days off (step {d.step})"
+                    )
     return out
 
 
@@ -119,7 +140,9 @@ def _skewed_gone(state: DrillState, found: ChainAudit) -> tuple[list[str], list[
             if when in buried:
                 pruned.append(buried[when])
             else:
-                lost.append(f"the set taken at {when} with the clock off (step {d.step}) is gone, and no signed record says retention deleted it")
+                lost.append(
+                    f"the set taken at {when} with the clock off (step {d.step}) is gone, and no signed record says retention deleted it"
+                )
     return pruned, lost
 
 

@@ -74,7 +74,9 @@ class ForgeArtifact(Fault):
         ctx.repository.overwrite_manifest(manifest.id, forged.to_json().encode("utf-8"))
         check = ctx.repository.check_artifact(forged, forged_artifact)
         if not check.ok:
-            raise FaultError(f"{self.name}: the forged {artifact.key} does not match its rewritten entry ({check.problem})")
+            raise FaultError(
+                f"{self.name}: the forged {artifact.key} does not match its rewritten entry ({check.problem})"
+            )
         return {
             "backup_id": manifest.id,
             "artifact": artifact.key,
@@ -106,7 +108,10 @@ def _forged_body(repo: Repository, manifest: Manifest, artifact: ArtifactRecord,
     out = io.BytesIO()
     with zstd_compressor().stream_writer(out, closefd=False) as writer:
         writer.write(content)
-    return out.getvalue(), f"content changed ({min(count, len(raw) - middle)} bytes) and compressed again: a valid zstd frame"
+    return (
+        out.getvalue(),
+        f"content changed ({min(count, len(raw) - middle)} bytes) and compressed again: a valid zstd frame",
+    )
 
 
 class ReplaySetParams(FaultParams):

@@ -571,7 +571,9 @@ class Repository(ABC):
         if head_id is not None:
             st = found.sets[head_id]
             candidates.append((st.summary.sequence or 0, head_id, st.sha256))
-        candidates += [(t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence]
+        candidates += [
+            (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
+        ]
         if not candidates:
             return {"sequence": 1, "previous_id": None, "previous_sha256": None}
         place, prev_id, prev_sha = max(candidates)
@@ -623,5 +625,7 @@ def verbatim_manifest(manifest: Manifest, source: Repository) -> tuple[bytes, by
     if data is None:
         return manifest.to_json().encode("utf-8"), None
     if data != manifest.to_json().encode("utf-8") and Manifest.model_validate_json(data) != manifest:
-        raise IntegrityError(f"backup {manifest.id}: its manifest changed in the source while it was copied; not copied")
+        raise IntegrityError(
+            f"backup {manifest.id}: its manifest changed in the source while it was copied; not copied"
+        )
     return data, source.stored_signature(manifest.id)

@@ -502,7 +502,9 @@ class LocalRepository(Repository):
         shutil.rmtree(target, ignore_errors=True)
 
     @contextmanager
-    def acquire_lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
         """Shared for backups, copies and restores, exclusive for pruning: nothing read is deleted under a reader."""
         what = operation or ("prune" if exclusive else "an operation")
         with self._file_lock(".lock", "the lock of repository", exclusive, what, timeout):

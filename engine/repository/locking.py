@@ -86,7 +86,9 @@ def holders(lock_file: Path) -> list[Holder]:
     for note in sorted(directory.glob("*.json")):
         try:
             data = json.loads(note.read_text(encoding="utf-8"))
-            holder = Holder(data["host"], int(data["pid"]), str(data["operation"]), bool(data["exclusive"]), data["since"])
+            holder = Holder(
+                data["host"], int(data["pid"]), str(data["operation"]), bool(data["exclusive"]), data["since"]
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if holder.host == host and _process_start(holder.pid) != data.get("start"):

@@ -85,7 +85,9 @@ class ReadOnlyRepository(Repository):
         return {**self.inner.describe(), "access": "read-only"}
 
     @contextmanager
-    def acquire_lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
         """No lock file is created or taken: a reader must not write one into production."""
         if exclusive:
             self._refuse("take the repository's exclusive lock")

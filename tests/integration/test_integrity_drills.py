@@ -64,7 +64,10 @@ def test_without_signing_a_replayed_set_is_restored_as_the_latest(tmp_path: Path
 
 
 def test_a_refusal_by_another_check_than_declared_fails_the_drill(tmp_path: Path) -> None:
-    edit = ("{from: latest, expect: refused, refused_by: signature}", "{from: latest, expect: refused, refused_by: artifact}")
+    edit = (
+        "{from: latest, expect: refused, refused_by: signature}",
+        "{from: latest, expect: refused, refused_by: artifact}",
+    )
     code, results = _run(tmp_path, "repository-forge-artifact", edit)
     assert code == 1
     findings = _assertion(results, "timeline")["findings"]
