@@ -4,6 +4,7 @@ from engine.faults.application import KillProcess, StopProcess
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
+from engine.faults.integrity import DeleteManifest, ForgeArtifact, ReplaySet, SkewClock
 from engine.faults.objectlock import DeleteLockedObject
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
@@ -45,6 +46,10 @@ for _fault in (
     KillProcess,
     StopProcess,
     DeleteLockedObject,
+    ForgeArtifact,
+    ReplaySet,
+    DeleteManifest,
+    SkewClock,
 ):
     faults.register(_fault)
 
