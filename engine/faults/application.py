@@ -1,4 +1,4 @@
-"""Faults on an application component: its process dies or is stopped."""
+"""Faults on an application component: its process (or container) dies or is stopped."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ class KillProcess(Fault):
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
-        pid = app.proc.pid if app.proc is not None else None
+        what = app.identity()
         app.kill()
-        return {"pid": pid, "signal": "SIGKILL", "running": app.is_running()}
+        return {**what, "signal": "SIGKILL", "running": app.is_running()}
 
 
 class StopProcess(Fault):
@@ -38,6 +38,6 @@ class StopProcess(Fault):
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
-        pid = app.proc.pid if app.proc is not None else None
+        what = app.identity()
         app.stop()
-        return {"pid": pid, "signal": "SIGTERM", "running": app.is_running()}
+        return {**what, "signal": "SIGTERM", "running": app.is_running()}
