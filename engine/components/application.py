@@ -99,7 +99,7 @@ class ApplicationParams(SeedParams):
     )
     image: str | None = Field(
         default=None,
-        min_length=1,
+        pattern=r"^\S+$",
         description="Image form (docker runtime only): run the service from this local image, on the run's private "
         "network, its dependencies reached by their component names.",
     )
@@ -134,7 +134,11 @@ class ApplicationParams(SeedParams):
                 raise ValueError("give `command` (argv of a process) or `image` (a container, docker runtime only)")
             extra = [k for k in ("port", "mounts") if getattr(self, k)]
             if extra:
-                raise ValueError(f"{' and '.join(extra)} belong to the image form: add `image` or remove them")
+                one = len(extra) == 1
+                raise ValueError(
+                    f"{' and '.join(extra)} {'is' if one else 'are'} for the image form only: add `image` or remove "
+                    f"{'it' if one else 'them'}"
+                )
             return self
         if self.cwd is not None:
             raise ValueError("cwd belongs to the process form: a container runs in its image's working directory")
@@ -219,8 +223,8 @@ class ApplicationComponent(Component):
             self.box.remove()
         self.box = self.runtime.service_container(self.instance, spec)
         self.box.start()
-        assert self.box.host_port is not None
-        self.port = self.box.host_port
+        # A container that exited at once has no published port: ``recover`` reports its exit.
+        self.port = self.box.host_port or 0
 
     def _mounts(self) -> dict[Path, str]:
         """Mount sources, relative to ``cwd`` (the scenario's directory in a drill), checked to exist."""
