@@ -102,7 +102,11 @@ class _Server:
 def test_dependencies_are_given_by_their_network_address_and_directories_refused() -> None:
     db = _Server({"HOST": "shop-db", "PORT": "5432", "PASSWORD": SECRET})
     env = network_connection_env(cast(dict[str, Component], {"shop-db": db}), "application 'web'")
-    assert env == {"DRPROOF_SHOP_DB_HOST": "shop-db", "DRPROOF_SHOP_DB_PORT": "5432", "DRPROOF_SHOP_DB_PASSWORD": SECRET}
+    assert env == {
+        "DRPROOF_SHOP_DB_HOST": "shop-db",
+        "DRPROOF_SHOP_DB_PORT": "5432",
+        "DRPROOF_SHOP_DB_PASSWORD": SECRET,
+    }
     uploads = _Server(None)
     uploads.name = "volumes"
     with pytest.raises(ComponentError, match="cannot reach volumes component 'uploads'"):

@@ -192,7 +192,11 @@ class ApplicationComponent(Component):
         Nothing of the host's environment: the image brings its own PATH and locale.
         """
         port = str(self.params.container_port())
-        return {**self.params.env, **network_connection_env(self.dependencies, f"application {self.instance!r}"), "PORT": port}
+        return {
+            **self.params.env,
+            **network_connection_env(self.dependencies, f"application {self.instance!r}"),
+            "PORT": port,
+        }
 
     def argv(self) -> list[str]:
         assert self.params.command is not None
@@ -308,7 +312,9 @@ class ApplicationComponent(Component):
 
     def health(self) -> Health:
         if not self.is_running():
-            return Health(ok=False, detail="the process is not running" if self.box is None else "the container is not running")
+            return Health(
+                ok=False, detail="the process is not running" if self.box is None else "the container is not running"
+            )
         probe = self.params.health
         if probe.http is not None:
             return _http(self.port, probe.http)

@@ -44,7 +44,9 @@ class DockerServiceContainer(ServiceContainer):
                 "build it (e.g. tests/docker/build-drproof-image.sh for drproof-local/drproof) or name one you have"
             ) from exc
         except APIError as exc:
-            raise ComponentError(f"application {self.instance!r}: the engine refused the container: {exc.explanation}") from exc
+            raise ComponentError(
+                f"application {self.instance!r}: the engine refused the container: {exc.explanation}"
+            ) from exc
         self.host_port = self._published_port()
 
     def _run_kwargs(self) -> dict[str, Any]:

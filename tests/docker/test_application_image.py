@@ -53,9 +53,11 @@ def _copy(tmp_path: Path) -> Path:
 
 def _labelled(client: Any, run_id: str) -> list[str]:
     selector = {"label": [f"dev.drproof.run={run_id}"]}
-    return [c.name for c in client.containers.list(all=True, filters=selector)] + [
-        v.name for v in client.volumes.list(filters=selector)
-    ] + [n.name for n in client.networks.list(filters=selector)]
+    return (
+        [c.name for c in client.containers.list(all=True, filters=selector)]
+        + [v.name for v in client.volumes.list(filters=selector)]
+        + [n.name for n in client.networks.list(filters=selector)]
+    )
 
 
 def _statuses(results: dict[str, Any]) -> dict[str, str]:
