@@ -21,7 +21,7 @@ class KillProcess(Fault):
     name: ClassVar[str] = "kill_process"
     targets: ClassVar[frozenset[str]] = frozenset({"application"})
     Params: ClassVar[type[FaultParams]] = FaultParams
-    description: ClassVar[str] = "SIGKILL the application's process, as a crash or the OOM killer would."
+    description: ClassVar[str] = "SIGKILL the application's process (or container), as a crash or the OOM killer would."
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
@@ -34,7 +34,7 @@ class StopProcess(Fault):
     name: ClassVar[str] = "stop_process"
     targets: ClassVar[frozenset[str]] = frozenset({"application"})
     Params: ClassVar[type[FaultParams]] = FaultParams
-    description: ClassVar[str] = "Stop the application (SIGTERM, SIGKILL after 10 s): an unplanned shutdown."
+    description: ClassVar[str] = "Stop the application's process (or container): SIGTERM, SIGKILL after 10 s, an unplanned shutdown."
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
