@@ -129,6 +129,7 @@ class _Runtime:
         self.network_name = "drproof-abc123"
         self.labels = {"dev.drproof.managed": "true", "dev.drproof.run": "abc123"}
         self.app_generation = 0
+        self.app_images: dict[str, str] = {}
 
 
 def test_the_container_is_labelled_on_the_runs_network_and_its_password_only_in_its_environment() -> None:

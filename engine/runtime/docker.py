@@ -347,6 +347,7 @@ class DockerRuntime(Runtime):
         self._dirs: dict[str, Path] = {}
         self._image_ids: dict[str, str] = {}
         self.app_generation = 0  # application containers started so far (engine.runtime.docker_app)
+        self.app_images: dict[str, str] = {}  # application -> "image (id)" it last ran from, for the report
         self._closed = False
 
     def want(self, instance: str, wanted: ServerWanted) -> None:
@@ -387,6 +388,8 @@ class DockerRuntime(Runtime):
         }
         for kind, image_id in sorted(self._image_ids.items()):
             facts[f"image:{kind}"] = f"{self.images[kind]} ({image_id})"
+        for name, image in sorted(self.app_images.items()):
+            facts[f"application:{name}"] = image
         for name, pg in self._postgres.items():
             facts[f"postgres:{name}"] = pg.version()
         for name, rd in self._redis.items():

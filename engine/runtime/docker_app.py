@@ -48,6 +48,7 @@ class DockerServiceContainer(ServiceContainer):
                 f"application {self.instance!r}: the engine refused the container: {exc.explanation}"
             ) from exc
         self.host_port = self._published_port()
+        self.runtime.app_images[self.instance] = f"{self.spec.image} ({self.container.image.id})"
 
     def _run_kwargs(self) -> dict[str, Any]:
         api = self.runtime.client.api

@@ -81,6 +81,7 @@ def test_the_service_in_a_container_is_killed_restarted_and_counted_in_the_rto(
     results = read_results(report)
     assert code == 0, (results["error"], _statuses(results))
     assert set(_statuses(results).values()) == {"pass"}
+    assert results["runtime"]["application:web"].startswith(f"{IMAGE} (sha256:"), "the report names the image run"
     [kill] = [d for d in results["disasters"] if d["target"] == "web"]
     assert kill["effect"]["container"].startswith("drproof-") and kill["effect"]["running"] is False
     rto = {c["name"]: c["rto_seconds"] for c in results["components"]}
