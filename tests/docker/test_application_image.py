@@ -136,3 +136,17 @@ def test_a_service_that_does_not_come_back_fails(
     assert statuses["rto[stack]"] == "fail" and statuses["http[web]"] == "fail" and statuses["timeline"] == "fail"
     assert "pass" not in {statuses["http[web]"], statuses["http[customer-7]"]}
     assert _labelled(docker_engine, results["runtime"]["run_id"]) == []
+
+
+def test_a_stopped_service_container_is_started_again(tmp_path: Path, docker_engine: Any, app_image: str) -> None:
+    scenario = _copy(tmp_path)
+    text = scenario.read_text()
+    assert "{target: web, fault: kill_process}" in text
+    scenario.write_text(text.replace("{target: web, fault: kill_process}", "{target: web, fault: stop_process}"))
+    report = tmp_path / "r"
+    code = run_cli(["run", str(scenario), "--report-dir", str(report), "-q"])
+    results = read_results(report)
+    assert code == 0, (results["error"], _statuses(results))
+    [stop] = [d for d in results["disasters"] if d["target"] == "web"]
+    assert stop["effect"]["signal"] == "SIGTERM" and stop["effect"]["running"] is False
+    assert _labelled(docker_engine, results["runtime"]["run_id"]) == []
