@@ -82,6 +82,12 @@ class _Clock:
         return time.monotonic() - self.start
 
 
+def _kind_runtimes(spec: Any) -> frozenset[str] | None:
+    """The runtimes a component of the stack works on, as its kind says for its parameters."""
+    kind = component_kinds.get(spec.kind)
+    return kind.runtimes_for(getattr(spec, kind.params_key))
+
+
 class DrillRunner:
     def __init__(
         self,
@@ -258,9 +264,9 @@ class DrillRunner:
         """Refuse, before anything starts, components and steps this runtime cannot run."""
         s = self.scenario
         unsupported = [
-            f"{name} ({spec.kind}: {', '.join(sorted(k.runtimes))})"
+            f"{name} ({spec.kind}: {', '.join(sorted(ok))})"
             for name, spec in s.stack.components.items()
-            if (k := component_kinds.get(spec.kind)).runtimes is not None and self.runtime_name not in k.runtimes
+            if (ok := _kind_runtimes(spec)) is not None and self.runtime_name not in ok
         ]
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)

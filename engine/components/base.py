@@ -210,6 +210,11 @@ class Component(ABC):
     # stops before provisioning with a message naming the ones that work.
     runtimes: ClassVar[frozenset[str] | None] = None
 
+    @classmethod
+    def runtimes_for(cls, params: SeedParams) -> frozenset[str] | None:
+        """The runtimes a component with these parameters works on (a form may need fewer)."""
+        return cls.runtimes
+
     # Incremental backups: only kinds that set ``supports_incremental`` implement these.
     supports_incremental: ClassVar[bool] = False
 
@@ -248,6 +253,14 @@ class Component(ABC):
         """
         path = getattr(self, "path", None)
         return {"PATH": str(path)} if path is not None else {}
+
+    def network_connection_env(self) -> dict[str, str] | None:
+        """Like ``connection_env``, as a container on the run's private network reaches it.
+
+        None where the component has no address on such a network (a directory, or any
+        component off the docker runtime): an application container cannot use it.
+        """
+        return None
 
     # Kinds that can hold a canary (``engine.canary``) set this and implement the two below.
     supports_canary: ClassVar[bool] = False

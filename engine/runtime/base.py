@@ -18,6 +18,8 @@ from engine.lazy import lazy
 
 if TYPE_CHECKING:
     import redis
+
+    from engine.runtime.containers import ContainerSpec, ServiceContainer
 else:
     redis = lazy("redis")
 
@@ -64,6 +66,10 @@ class PostgresService(ABC):
     @abstractmethod
     def data_location(self) -> str:
         """Where the data live, for reports (a path, or a volume and mount point)."""
+
+    def network_dsn(self, dbname: str = "postgres") -> str | None:
+        """The libpq DSN a container on the run's network uses, or None off a container network."""
+        return None
 
     @abstractmethod
     def ensure_running(self) -> None:
@@ -194,6 +200,10 @@ class RedisService(ABC):
     @abstractmethod
     def ensure_running(self) -> None: ...
 
+    def network_address(self) -> tuple[str, int] | None:
+        """(host, port) a container on the run's network uses, or None off a container network."""
+        return None
+
     def load_checked_rdb(self, rdb: Path, dbs: list[int]) -> bool:
         """Load an RDB file drproof has already proven sound into this server, in place.
 
@@ -266,6 +276,15 @@ class Runtime(ABC):
 
     @abstractmethod
     def redis(self, instance: str) -> RedisService: ...
+
+    def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
+        """A service container on the run's private network; runtimes without one refuse."""
+        from engine.errors import RuntimeStartError
+
+        raise RuntimeStartError(
+            f"application {instance!r} runs from an image ({spec.image}), which needs the docker runtime "
+            f"(--runtime docker or stack.runtime: docker); the {self.name} runtime starts processes only"
+        )
 
     # Runtimes that own a run directory set these; ``directory`` then needs no override.
     root: Path

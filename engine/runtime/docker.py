@@ -28,6 +28,7 @@ from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime, ServerWanted
+from engine.runtime.containers import ContainerSpec, ServiceContainer
 
 if TYPE_CHECKING:
     import psycopg2
@@ -107,7 +108,7 @@ class _Container:
         # Published on loopback only: nothing outside this machine can reach the stack.
         cast(dict[str, Any], tc.ports)[f"{self.port}/tcp"] = ("127.0.0.1", None)
         tc.with_name(f"drproof-{self.runtime.run_id}-{self.instance}-{self.generation}")
-        tc.with_kwargs(labels=self.runtime.labels, network=self.runtime.network_name)
+        tc.with_kwargs(labels=self.runtime.labels, network=self.runtime.network_name, networking_config=self._alias())
         try:
             tc.start()
         except ImageNotFound as exc:
@@ -118,6 +119,11 @@ class _Container:
         self.container = tc.get_wrapped_container()
         self.host_port = int(tc.get_exposed_port(self.port))
         self.runtime.remember_image(self.kind, self.image)
+
+    def _alias(self) -> dict[str, Any]:
+        """Its component name as its address on the run's network, whatever generation it is."""
+        network = self.runtime.network_name
+        return {network: self.runtime.client.api.create_endpoint_config(aliases=[self.instance])}
 
     def resume(self) -> None:
         """Start the stopped container again; its published port may have changed."""
@@ -210,6 +216,9 @@ class DockerPostgres(PostgresService, _BoxOps):
     def tool_dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port=5432 user={self.superuser} dbname={dbname} connect_timeout=10"
 
+    def network_dsn(self, dbname: str = "postgres") -> str | None:
+        return f"host={self.box.instance} port=5432 user={self.superuser} dbname={dbname} connect_timeout=5"
+
     def tool(self, name: str) -> list[str]:
         # `-e PGPASSWORD` without a value copies it from our environment: never in argv.
         return ["docker", "exec", "-i", "-e", "PGPASSWORD", self.box.container.id, name]
@@ -284,6 +293,9 @@ class DockerRedis(RedisService, _BoxOps):
     def kill(self) -> None:
         self.box.kill()
 
+    def network_address(self) -> tuple[str, int] | None:
+        return self.box.instance, 6379
+
     def ensure_running(self) -> None:
         if self.box.running():
             return
@@ -334,6 +346,8 @@ class DockerRuntime(Runtime):
         self._redis: dict[str, DockerRedis] = {}
         self._dirs: dict[str, Path] = {}
         self._image_ids: dict[str, str] = {}
+        self.app_generation = 0  # application containers started so far (engine.runtime.docker_app)
+        self.app_images: dict[str, str] = {}  # application -> "image (id)" it last ran from, for the report
         self._closed = False
 
     def want(self, instance: str, wanted: ServerWanted) -> None:
@@ -359,6 +373,11 @@ class DockerRuntime(Runtime):
             self._redis[instance] = DockerRedis(self, instance, self.root)
         return self._redis[instance]
 
+    def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
+        from engine.runtime.docker_app import DockerServiceContainer
+
+        return DockerServiceContainer(self, instance, spec)
+
     def describe(self) -> dict[str, str]:
         facts = {
             "runtime": self.name,
@@ -369,6 +388,8 @@ class DockerRuntime(Runtime):
         }
         for kind, image_id in sorted(self._image_ids.items()):
             facts[f"image:{kind}"] = f"{self.images[kind]} ({image_id})"
+        for name, image in sorted(self.app_images.items()):
+            facts[f"application:{name}"] = image
         for name, pg in self._postgres.items():
             facts[f"postgres:{name}"] = pg.version()
         for name, rd in self._redis.items():
