@@ -17,6 +17,7 @@ from drills import yamlsource
 from drills.crosscheck import suggest
 from drills.repository_spec import backend_models, union
 from drills.scenario import Name, Strict
+from drills.signing_spec import SigningSpec
 from drills.targets import target_kinds
 from drills.validation import model_problems
 from engine.errors import Problem, ValidationFailed
@@ -96,6 +97,11 @@ class BackupConfig(Strict):
     )
     compression_level: int = Field(default=3, ge=1, le=19, description="zstd level.")
     encryption: EncryptionSpec | None = None
+    signing: SigningSpec | None = Field(
+        default=None,
+        description="Sign every manifest and check every signature (Ed25519, see docs/security.md); without it, "
+        "integrity against anyone who can write the repository is not proven.",
+    )
     retention: RetentionSpec | None = None
     hooks: HooksSpec = Field(default_factory=HooksSpec)
     notifications: NotificationsSpec | None = None
@@ -137,6 +143,8 @@ def load_config(path: Path, model_type: type[BackupConfig] = BackupConfig) -> Ba
         model.audit_log = base / model.audit_log
     if model.encryption and model.encryption.key_file:
         model.encryption.key_file = base / model.encryption.key_file
+    if model.signing is not None:
+        model.signing.resolve_paths(base)
     return model
 
 
@@ -174,6 +182,8 @@ def secret_variables(*configs: BackupConfig | None) -> list[str]:
                 names.append(name)
         if config.encryption is not None:
             names += [n for n in (config.encryption.key_env, config.encryption.passphrase_env) if n]
+        if config.signing is not None:
+            names += config.signing.secret_variables()
         if config.notifications is not None:
             names.append(config.notifications.webhook_url_env)
         for repo in (config.repository, config.offsite):

@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         help="verify the signed evidence beside results.json and show the result (repeat for a reviewer's key)",
     )
 
-    keys = sub.add_parser("keys", help="manage the Ed25519 key pair that signs report directories")
+    keys = sub.add_parser("keys", help="manage the Ed25519 key pairs that sign report directories and backup manifests")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     kinit = ksub.add_parser("init", help="generate a signing key pair (never overwrites an existing key)")
     kinit.add_argument("--private", type=Path, default=Path("drproof-signing.key"), help="private key file (0600)")
@@ -464,21 +464,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     repo = standalone.repository(config, args.repository, offsite=offsite)
     repo_where = standalone.where(config, args.repository, offsite=offsite)
     if args.recovery_command == "list":
-        sets = [standalone.summary(m) for m in repo.summaries()]
-        broken = getattr(repo, "broken", {})
-        if args.json:
-            sys.stdout.write(json.dumps({"backups": sets, "unreadable": broken}, indent=2) + "\n")
-        else:
-            for s in sets:
-                out.print(
-                    f"{s['id']}  {s['created_at']}  {s['type']:<13} {','.join(s['components'])}  "
-                    f"{s['stored_bytes']} bytes" + (f"  ({s['label']})" if s["label"] else ""),
-                    highlight=False,
-                    markup=False,
-                )
-            for name, problem in broken.items():
-                err.print(f"unreadable backup set {name}: {problem}", highlight=False, markup=False)
-        return 0 if not broken else 1
+        return _list(args, repo, out, err)
     if args.recovery_command == "prune":
         if config is None:
             raise ConfigError("recovery prune needs --config: the retention policy is in it")
@@ -497,41 +483,103 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.recovery_command == "restore" and config is None:
         raise ConfigError("recovery restore needs --config: it says where each component is restored to")
     event: Event = "verify" if args.recovery_command == "verify" else "restore"
-    manifest = standalone.find_audited(repo, args.id, args.timestamp, audit, event, repo_where)
-    if args.recovery_command == "verify":
-        report = standalone.verify(repo, manifest, repo_where, audit)
-        if args.json:
-            sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-        else:
-            for c in report.checks:
-                mark = "ok     " if c.ok else "DAMAGED"
-                out.print(
-                    f"{mark} {c.artifact} ({c.expected_size} bytes){'' if c.ok else ': ' + str(c.problem)}",
-                    highlight=False,
-                    markup=False,
-                )
-            for finding in report.findings:
-                out.print(f"NOT RESTORABLE {finding}", highlight=False, markup=False)
-            unproven = [c for c in report.checks if c.ok and not c.content_proven]
-            if unproven:
-                err.print(
-                    f"note: {len(unproven)} artifact(s) checked by their stored bytes only: the set is encrypted and "
-                    "no (or another) key is configured, so their content could not be decoded",
-                    highlight=False,
-                    markup=False,
-                )
-            verdict = (
-                "verified"
-                if report.ok
-                else "; ".join(
-                    ([f"{len(report.damaged)} damaged artifact(s)"] if report.damaged else [])
-                    + (["not restorable"] if report.findings else [])
-                )
+    # Shared from choosing the set to the end: a concurrent prune cannot delete what is read.
+    reference = standalone.offsite_reference(config, offsite) if args.repository is None else None
+    with repo.lock(exclusive=False, operation=f"recovery {args.recovery_command}"):
+        manifest = standalone.find_audited(repo, args.id, args.timestamp, audit, event, repo_where, reference)
+        if args.recovery_command == "verify":
+            return _verify(args, repo, manifest, repo_where, audit, out, err, reference)
+        assert config is not None
+        return _restore(args, config, repo, repo_where, manifest, audit, err)
+
+
+def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> int:
+    """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt."""
+    from drills import standalone
+    from engine.chain import NOT_PROVEN, QUIET_KINDS, UNTRUSTING
+
+    found = repo.chain_audit()  # every manifest read once, one at a time, without its fingerprints
+    sets = [standalone.summary(found.sets[i].summary) | _chain_facts(found, i) for i in found.order]
+    broken = {f.backup_id: f.detail for f in found.findings if f.kind in UNTRUSTING}
+    findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
+    statement = None if found.verifies else f"integrity {NOT_PROVEN}"
+    if args.json:
+        body = {"backups": sets, "unreadable": broken, "findings": findings, "notes": found.notes, "integrity": statement}
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    else:
+        for s in sets:
+            out.print(
+                f"{s['id']}  {s['created_at']}  #{s['sequence'] or '-':<5} {s['type']:<13} {','.join(s['components'])}  "
+                f"{s['stored_bytes']} bytes" + (f"  ({s['label']})" if s["label"] else ""),
+                highlight=False,
+                markup=False,
             )
-            err.print(f"backup {manifest.id}: {verdict}", highlight=False, markup=False)
-        return 0 if report.ok else 1
-    assert config is not None
-    return _restore(args, config, repo, repo_where, manifest, audit, err)
+        for f in found.findings:
+            err.print(f"{f.kind.upper()} {f}", highlight=False, markup=False)
+        if statement:
+            err.print(f"note: {statement}", highlight=False, markup=False)
+    serious = [f for f in found.findings if f.kind not in QUIET_KINDS]
+    return 0 if not broken and not serious else 1
+
+
+def _chain_facts(found: Any, backup_id: str) -> dict[str, Any]:
+    st = found.sets[backup_id]
+    check = st.signature
+    return {
+        "sequence": st.summary.sequence,
+        "manifest_sha256": st.sha256,
+        "signature": None if check is None else {"status": check.status, "key": check.key_fingerprint},
+    }
+
+
+def _verify(
+    args: argparse.Namespace,
+    repo: Any,
+    manifest: Any,
+    repo_where: str,
+    audit: AuditLog,
+    out: Console,
+    err: Console,
+    reference: Any = None,
+) -> int:
+    from drills import standalone
+
+    report = standalone.verify(repo, manifest, repo_where, audit, reference)
+    if args.json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        for c in report.checks:
+            mark = "ok     " if c.ok else "DAMAGED"
+            out.print(
+                f"{mark} {c.artifact} ({c.expected_size} bytes){'' if c.ok else ': ' + str(c.problem)}",
+                highlight=False,
+                markup=False,
+            )
+        for finding in report.findings:
+            out.print(f"NOT RESTORABLE {finding}", highlight=False, markup=False)
+        for line in report.trust:
+            out.print(f"chain  {line}", highlight=False, markup=False)
+        unproven = [c for c in report.checks if c.ok and not c.content_proven]
+        if unproven:
+            err.print(
+                f"note: {len(unproven)} artifact(s) checked by their stored bytes only: the set is encrypted and "
+                "no (or another) key is configured, so their content could not be decoded",
+                highlight=False,
+                markup=False,
+            )
+        err.print(f"backup {manifest.id}: {_verdict(report)}", highlight=False, markup=False)
+    return 0 if report.ok else 1
+
+
+def _verdict(report: Any) -> str:
+    if report.ok:
+        unsigned = any(line.startswith("integrity NOT proven") for line in report.trust)
+        return "verified" + (" (its artifacts; integrity against a repository writer NOT proven: unsigned)" if unsigned else "")
+    return "; ".join(
+        ([f"{len(report.damaged)} damaged artifact(s)"] if report.damaged else [])
+        + (["not restorable"] if report.findings else [])
+        + (["NOT TRUSTED (see the chain lines)"] if not report.damaged and not report.findings else [])
+    )
 
 
 def _restore(
@@ -846,6 +894,7 @@ def _cmd_keys(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(f"private key: {pair.private_path} (mode 0600, {protection}; keep it secret)", markup=False)
     out.print(f"public key:  {pair.public_path} (mode 0644; give it to whoever verifies)", markup=False)
     out.print(f"fingerprint: {pair.fingerprint}", markup=False)
+    out.print(pair.public_path.read_text(encoding="ascii").rstrip("\n"), markup=False, highlight=False)
     out.print(f"allowed_signers line for ssh-keygen -Y verify: {allowed_signers_line(load_public_key(pair.public_path))}", markup=False)
     return 0
 

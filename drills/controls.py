@@ -141,6 +141,15 @@ def _fact(where: str, key: str) -> Requirement:
     return requirement
 
 
+def _signed(results: Results) -> _Finding:
+    """The repository signs its manifests and checks them: only then is a backup "known to be intact".
+
+    Digests in a manifest prove nothing against whoever can rewrite the manifest too; an
+    unsigned repository records an ``integrity`` fact saying so, which is never evidence.
+    """
+    return _fact("repository", "signing")(results)
+
+
 def _completed(results: Results) -> _Finding:
     """The drill ran unattended to the end and every assertion was evaluated."""
     if results.error is not None or not results.assertions or any(a.status == "not_run" for a in results.assertions):
@@ -243,8 +252,10 @@ CATALOGUE: tuple[Control, ...] = (
         _NIST,
         "System backup: testing for reliability and integrity",
         "Check that backups can be read back intact and hold the information they should.",
-        "a backup_integrity assertion passed and every fidelity assertion passed",
-        _all_of(_assertion("backup_integrity"), _assertion("fidelity")),
+        "a backup_integrity assertion passed, every fidelity assertion passed, and the repository recorded a "
+        "`signing` fact (its manifests signed and checked; unsigned, integrity against anyone who can write the "
+        "repository is not proven)",
+        _all_of(_assertion("backup_integrity"), _assertion("fidelity"), _signed),
     ),
     Control(
         "NIST CP-9(2)",
@@ -259,8 +270,9 @@ CATALOGUE: tuple[Control, ...] = (
         _NIST,
         "System backup: cryptographic protection",
         "Encrypt backups so that a stolen or leaked copy discloses nothing and cannot be altered unnoticed.",
-        "the repository recorded an `encryption` fact and at least one backup set was written to it",
-        _all_of(_fact("repository", "encryption"), _backed_up),
+        "the repository recorded an `encryption` and a `signing` fact (encrypted artifacts, signed manifests) and at "
+        "least one backup set was written to it",
+        _all_of(_fact("repository", "encryption"), _signed, _backed_up),
     ),
     Control(
         "NIST CP-10",
@@ -275,8 +287,8 @@ CATALOGUE: tuple[Control, ...] = (
         _NIST,
         "System recovery: restore within time period",
         "Restore from state known to be intact within a set time.",
-        "an rto assertion passed and a backup_integrity assertion passed",
-        _all_of(_assertion("rto"), _assertion("backup_integrity")),
+        "an rto assertion passed, a backup_integrity assertion passed, and the repository recorded a `signing` fact",
+        _all_of(_assertion("rto"), _assertion("backup_integrity"), _signed),
     ),
     Control(
         "ISO A.5.29",

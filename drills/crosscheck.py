@@ -138,6 +138,17 @@ class CheckContext:
         if isinstance(value, str) and value not in self.components:
             self.bad_component(path, value, what)
 
+    def check_component_of(self, path: PathKey, value: Any, base: str, label: str) -> None:
+        """``value`` names a component of the stack whose kind is ``base`` or built on it.
+
+        Why one place: checks and steps that talk to a server (a SQL query, a Redis
+        command) must refuse a target of another kind at validation, not at run time.
+        """
+        self.check_component(path, value)
+        kind = self.kinds.get(value) if isinstance(value, str) else None
+        if isinstance(value, str) and value in self.components and isinstance(kind, str) and not built_on(kind, base):
+            self.add(path, f"{value!r} is a {kind}, not a {label} component")
+
     def check_backup_ref(self, path: PathKey, ref: Any, what: str = "earlier backup step") -> None:
         """A named backup must be one taken before."""
         if isinstance(ref, str) and ref not in self.backups:

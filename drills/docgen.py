@@ -550,6 +550,18 @@ def _step_section(tag: str, model: type[BaseModel]) -> list[str]:
             '```yaml\n- sql: {target: orders-db, statement: "ALTER TABLE orders ADD COLUMN note text"}\n```',
             _table(SqlSpec),
         )
+    if tag == "prune":
+        from drills.steps.prune import PruneSpec
+
+        return _section(
+            3,
+            "prune",
+            _doc(model),
+            "```yaml\n- prune: {keep_last: 1}\n```",
+            "The same retention as `drproof recovery prune`: newest by the chain, never by the clock; each deleted "
+            "set leaves a signed tombstone.",
+            _table(PruneSpec),
+        )
     raise LookupError(f"docgen has no section for step type {tag!r}; add one to _step_section")
 
 

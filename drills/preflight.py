@@ -52,12 +52,16 @@ def _repository(config: BackupConfig) -> Check:
         if not (local / "sets").is_dir():
             return Check(where, True, f"does not exist yet: the first backup creates it in {existing}")
     try:
-        repo = standalone.repository(config, None, create=False)  # resolves the encryption key too
+        # Resolves the encryption key and the signing key too (a backup needs the private one).
+        repo = standalone.repository(config, None, create=False, writes=True)
         sets = len(repo.summaries())
         storage = _s3_storage(repo)
     except DrproofError as exc:
         return Check(where, False, str(exc))
     key = "; encryption key resolved" if config.encryption else ""
+    key += (
+        "; signing key resolved" if config.signing else "; unsigned: integrity against a repository writer not proven"
+    )
     return Check(where, True, f"readable ({sets} sets), writable{key}{storage}")
 
 

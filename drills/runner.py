@@ -32,11 +32,13 @@ from drills.durations import format_duration
 from drills.foreign_source import ForeignSource, foreign_component, open_foreign
 from drills.loader import LoadedScenario
 from drills.scenario import assertion_params
+from drills.signing_spec import SigningSpec
 from drills.source import SOURCE_BACKUP, SourceSpec, open_source, sandbox_component, source_record
 from drills.steps import StepFailed, step_kinds
 from drills.workload.run import Workload, recovery_point
 from engine import __version__
 from engine.audit import describe_repository
+from engine.chain import NOT_PROVEN
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption, fingerprint
@@ -60,6 +62,7 @@ from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository
 from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
+from engine.signing import RepositoryTrust
 
 
 @dataclass
@@ -231,14 +234,28 @@ class DrillRunner:
         if s.repository.encryption:
             self.key = os.urandom(32)
             encryption = _drill_encryption(self.key)
+        trust = self._trust()
         if s.repository.offsite is not None:
             offsite = s.repository.offsite.path
             offsite_path = self._scenario_path(offsite) if offsite else self.workdir / "offsite"
-            self.offsite = LocalRepository(offsite_path, encryption)
+            self.offsite = LocalRepository(offsite_path, encryption, trust=trust)
         spec = s.repository.model_copy()
         spec.resolve_paths(self.loaded.base_dir)
-        run = OpenContext(encryption=encryption, run_dir=self.workdir / "repository", run_name=self.workdir.name)
+        run = OpenContext(
+            encryption=encryption, run_dir=self.workdir / "repository", run_name=self.workdir.name, trust=trust
+        )
         return open_repository(spec, run)
+
+    def _trust(self) -> RepositoryTrust | None:
+        """The drill's signing keys: made for this run and kept in memory, or the files the scenario names."""
+        signing = self.scenario.repository.signing
+        if signing is True:
+            return RepositoryTrust.generated()
+        if isinstance(signing, SigningSpec):
+            spec = signing.model_copy(deep=True)
+            spec.resolve_paths(self.loaded.base_dir)
+            return spec.trust(require_signer=True)
+        return None
 
     def _preflight(self) -> None:
         """Refuse, before anything starts, components and steps this runtime cannot run."""
@@ -247,7 +264,7 @@ class DrillRunner:
             f"{name} ({spec.kind} {why})"
             for name, spec in s.stack.components.items()
             if (k := component_kinds.get(spec.kind))
-            and (why := refusal(self.runtime_class(), k.needs, k.server)) is not None
+            and (why := refusal(self.runtime_class(), k.needs_for(getattr(spec, k.params_key)), k.server)) is not None
         ]
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
@@ -533,17 +550,30 @@ class DrillRunner:
         """
         state = self.state
         assert state is not None
-        findings = [
-            f"step {r.step + 1}: restore of {r.component} from {r.backup} was expected to "
-            f"{'be refused' if r.expected == 'refused' else 'succeed'} but {r.outcome}"
-            + (f": {r.detail}" if r.outcome != "ok" else "")
-            for r in state.restores
-            if (r.expected == "refused") != (r.outcome == "refused") or (r.expected == "success" and r.outcome != "ok")
-        ] + [
-            f"step {b['step']}: backup {b['backup']} was expected to fail but succeeded"
-            for b in self.backup_outcomes
-            if b["expected"] == "failure" and b["outcome"] == "ok"
-        ]
+        findings = (
+            [
+                f"step {r.step + 1}: restore of {r.component} from {r.backup} was expected to "
+                f"{'be refused' if r.expected == 'refused' else 'succeed'} but {r.outcome}"
+                + (f": {r.detail}" if r.outcome != "ok" else "")
+                for r in state.restores
+                if (r.expected == "refused") != (r.outcome == "refused")
+                or (r.expected == "success" and r.outcome != "ok")
+            ]
+            + [
+                f"step {r.step + 1}: restore of {r.component} from {r.backup} was refused by the {r.detector} check, "
+                f"not by {' or '.join(r.refused_by)} as declared: {r.detail}"
+                for r in state.restores
+                if r.expected == "refused"
+                and r.outcome == "refused"
+                and r.refused_by
+                and r.detector not in r.refused_by
+            ]
+            + [
+                f"step {b['step']}: backup {b['backup']} was expected to fail but succeeded"
+                for b in self.backup_outcomes
+                if b["expected"] == "failure" and b["outcome"] == "ok"
+            ]
+        )
         evidence = {
             "steps_run": len(self.scenario.steps),
             "restores": [
@@ -553,6 +583,7 @@ class DrillRunner:
                     "backup": r.backup,
                     "expected": r.expected,
                     "outcome": r.outcome,
+                    **({"refused_by": r.detector} if r.outcome == "refused" else {}),
                 }
                 for r in state.restores
             ],
@@ -607,6 +638,14 @@ class DrillRunner:
         if self.state is None:
             return {}
         facts = self.state.repository.describe()
+        # A restore test's integrity is that of the repository its backup is read from.
+        source = getattr(self.state.source, "repository", None)
+        trust = (source if isinstance(source, Repository) else self.state.repository).trust
+        facts.pop("signing", None)
+        if trust is not None and trust.verifies:
+            facts["signing"] = trust.describe()
+        else:
+            facts["integrity"] = NOT_PROVEN
         if self.offsite is not None:
             facts["offsite"] = self.offsite.describe().get("path", self.offsite.name)
         return facts

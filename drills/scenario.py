@@ -24,6 +24,7 @@ from pydantic import (
 from drills.assertions import assertion_kinds
 from drills.durations import Duration
 from drills.repository_spec import backend_models, union
+from drills.signing_spec import SigningSpec
 from drills.source import SOURCE_BACKUP, SourceSpec
 from drills.steps import step_kinds
 from drills.steps.backup import BackupSpec
@@ -124,6 +125,12 @@ class DrillRepositoryCommon(Strict):
     encryption: bool = Field(
         default=False,
         description="Encrypt every set (AES-256-GCM) with a random key made for this run and kept only in memory.",
+    )
+    signing: bool | SigningSpec = Field(
+        default=False,
+        description="Sign and chain every set's manifest (Ed25519) and check each before it is restored: `true` "
+        "with a key pair made for this run and kept only in memory, or keys as in backup-config.yaml (`key_file`, "
+        "`public_keys`, ...). Without it the report says integrity against a repository writer is not proven.",
     )
 
 

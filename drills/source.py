@@ -22,6 +22,7 @@ from drills.durations import Duration
 from drills.foreign_source import ForeignSpec, S3Spec
 from drills.strict import Name, Strict
 from engine.components import component_kinds
+from engine.errors import ChainBroken
 from engine.journal import BackupRecord
 from engine.manifest import Manifest
 from engine.picking import Pick, Picked, pick_set
@@ -177,7 +178,15 @@ def open_source(spec: SourceSpec, base_dir: Path) -> OpenedSource:
     now = datetime.now(UTC)
     sets = repo.summaries()
     wanted = spec.components or []
-    picked = pick_set(sets, wanted, spec.rule(), now)
+    rule = spec.rule()
+    if rule.how in ("latest", "latest_within"):
+        doubts = repo.chain_audit().doubts_about_latest()
+        if doubts:
+            raise ChainBroken(
+                "refusing to pick the latest backup: the repository leaves open which set is the newest: "
+                + "; ".join(str(d) for d in doubts)
+            )
+    picked = pick_set(sets, wanted, rule, now)
     manifest = repo.get(picked.summary.id)
     names = spec.components or [c.name for c in manifest.components]
     return OpenedSource(config_path, config, repo, manifest, picked, now, names, spec.freshness_limit)

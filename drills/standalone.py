@@ -10,28 +10,35 @@ Every backup, verify, restore, deletion and copy is also recorded in the audit l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from drills.backup_config import BackupConfig, LocalRepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
+from engine import retention, selection
 from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
+from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, missing_against
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
-from engine.errors import BackupNotFound, ConfigError, IntegrityError
+from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.manifest import Manifest, ManifestSummary
 from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository, VerifyReport
 from engine.repository.objectlock import Hold
-from engine.retention import Decision, Policy, plan
+from engine.retention import Decision, Policy
 from engine.runtime.external import ExternalRuntime
+from engine.signing import RepositoryTrust
 
 Progress = Callable[[str], None]
+# Under "engine", so the CLI shows these warnings as it shows the engine's own.
+log = logging.getLogger("engine.standalone")
 BACKUP_TYPES = ("full", "database-only", "incremental")
 
 
@@ -64,14 +71,22 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
     return AuditLog(None)
 
 
-def _open(spec: Any, encryption: Encryption | None, create: bool = True) -> Repository:
-    return open_repository(spec, OpenContext(encryption=encryption, create=create))
+def _open(spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True) -> Repository:
+    return open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
 
 
 def repository(
-    config: BackupConfig | None, path: Path | None, offsite: bool = False, create: bool = True
+    config: BackupConfig | None,
+    path: Path | None,
+    offsite: bool = False,
+    create: bool = True,
+    writes: bool = False,
 ) -> Repository:
-    """The repository a command works on; ``create=False`` for readers that must write nothing."""
+    """The repository a command works on; ``create=False`` for readers that must write nothing.
+
+    ``writes``: the command publishes sets or records deletions, so a configured
+    ``signing`` must include the private key (a restore-only host holds public keys only).
+    """
     if path is not None and config is None:
         return LocalRepository(path, create=create)
     if config is None:
@@ -80,13 +95,14 @@ def repository(
     if config.encryption is not None:
         e = config.encryption
         encryption = Encryption.from_settings(e.key_env, e.key_file, e.passphrase_env)
+    trust = config.signing.trust(require_signer=writes) if config.signing is not None else None
     if offsite:
         if config.offsite is None:
             raise ConfigError("--offsite: the configuration has no offsite repository")
-        return _open(config.offsite, encryption, create)
+        return _open(config.offsite, encryption, trust, create)
     if path is not None:
-        return LocalRepository(path, encryption, create=create)
-    return _open(config.repository, encryption, create)
+        return LocalRepository(path, encryption, create=create, trust=trust)
+    return _open(config.repository, encryption, trust, create)
 
 
 def copy(
@@ -100,27 +116,30 @@ def copy(
     audit = audit or AuditLog(None)
     source_where = where(config, None, offsite=not to_offsite)
     target_where = where(config, None, offsite=to_offsite)
-    with audit.operation("copy", target_where) as op:
-        # This line is written only if finding the set fails, or if nothing needs copying.
-        op.backup_ids = [backup_id] if backup_id else []
-        op.extra["source"] = source_where
-        source = repository(config, None, offsite=not to_offsite)
-        target = repository(config, None, offsite=to_offsite)
-        manifest = find(source, backup_id, None)
-        # An incremental set is only restorable with its parents: copy missing ones first.
-        pending = engine_backup.sets_to_copy(source, target, manifest)
-        op.backup_ids = [manifest.id]
-        op.components = [c.name for c in manifest.components]
-        op.extra["detail"] = "already present in the target"
-        op.record_success = not pending
-    # One line per set copied, so each parent of an incremental chain is on record too.
-    for m in pending:
+    with ExitStack() as held:
         with audit.operation("copy", target_where) as op:
-            op.backup_ids = [m.id]
-            op.components = [c.name for c in m.components]
+            # This line is written only if finding the set fails, or if nothing needs copying.
+            op.backup_ids = [backup_id] if backup_id else []
             op.extra["source"] = source_where
-            progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
-            engine_backup.copy_set(source, target, m)
+            source = repository(config, None, offsite=not to_offsite)
+            target = repository(config, None, offsite=to_offsite)
+            # Shared for the whole copy: a concurrent prune cannot delete what is being read.
+            held.enter_context(source.lock(exclusive=False, operation=f"copy to {target_where}"))
+            manifest = find(source, backup_id, None)
+            # An incremental set is only restorable with its parents: copy missing ones first.
+            pending = engine_backup.sets_to_copy(source, target, manifest)
+            op.backup_ids = [manifest.id]
+            op.components = [c.name for c in manifest.components]
+            op.extra["detail"] = "already present in the target"
+            op.record_success = not pending
+        # One line per set copied, so each parent of an incremental chain is on record too.
+        for m in pending:
+            with audit.operation("copy", target_where) as op:
+                op.backup_ids = [m.id]
+                op.components = [c.name for c in m.components]
+                op.extra["source"] = source_where
+                progress(f"copying {m.id} to the {'offsite' if to_offsite else 'primary'} repository")
+                engine_backup.copy_set(source, target, m)
     return manifest
 
 
@@ -176,16 +195,14 @@ def take_backup(
         op.extra["type"] = backup_type
         if label:
             op.extra["label"] = label
-        repo = repository(config, None)
+        repo = repository(config, None, writes=True)
         comps = components(config, chosen)
-        with repo.lock(exclusive=False):
+        with repo.lock(exclusive=False, operation=f"{backup_type} backup"):
             parent = None
             if backup_type == "incremental":
-                # Volumes store only their changes since the newest set; other kinds take full
-                # backups inside the same set (their tools have no cheap incremental form here).
-                parent = next(repo.newest_first(), None)
-                if parent is None:
-                    progress("no earlier backup: this incremental backup is a full one")
+                # Volumes store only their changes since the newest set of the chain; other kinds
+                # take full backups inside the same set (their tools have no cheap incremental form).
+                parent = _incremental_parent(repo, progress)
             manifest = engine_backup.backup(
                 repo,
                 comps,
@@ -207,6 +224,15 @@ def take_backup(
     return manifest
 
 
+def _incremental_parent(repo: Repository, progress: Progress) -> Manifest | None:
+    """The chain's newest set, or None (a full backup); an incremental never builds on a set in doubt."""
+    try:
+        return selection.latest(repo).manifest
+    except BackupNotFound:
+        progress("no earlier backup: this incremental backup is a full one")
+        return None
+
+
 @dataclass
 class PruneResult:
     kept: list[dict[str, Any]]
@@ -220,52 +246,40 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
     r = config.retention
     policy = Policy(keep_last=r.keep_last, daily=r.daily, weekly=r.weekly, monthly=r.monthly)
     audit = audit or AuditLog(None)
-    repo = repository(config, None)
-    with repo.lock(exclusive=True):
-        # Only sets a restore could read count: a newer set whose manifest is damaged must
-        # never take the place of the good one retention would otherwise keep. Each is read
-        # whole once, one at a time, so memory stays that of one manifest.
-        summaries = repo.summaries()
-        readable = {m.id for m in repo.newest_first(summaries)}
-        sets = [m for m in summaries if m.id in readable]
-        holds = {m.id: [c.name for c in m.components] for m in sets}
-        verified = repo.verified_ids()
-        locked = store_holds(repo, plan(sets, policy, verified))
-        decisions = plan(sets, policy, verified, {i: [h.reason() for h in hs] for i, hs in locked.items()})
-        kept = [
-            {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
-            | ({"locked": [h.as_dict() for h in locked[d.backup_id]]} if d.backup_id in locked else {})
-            for d in decisions
-            if d.keep
-        ]
-        deleted: list[dict[str, Any]] = [
-            {"id": d.backup_id, "created_at": d.created_at.isoformat()} for d in decisions if not d.keep
-        ]
-        if not dry_run:
-            for d in deleted:
-                # One line per deleted set, written while the exclusive lock is still held.
-                with audit.operation("delete", where(config, None)) as op:
-                    op.backup_ids = [d["id"]]
-                    op.components = holds.get(d["id"], [])
-                    op.extra.update(reason="retention policy", created_at=d["created_at"])
-                    progress(f"deleting {d['id']}")
-                    repo.delete(d["id"])
-                    d["storage_left"] = repo.left_after_delete(d["id"])
-                    d["freed"] = not d["storage_left"]
+    repo = repository(config, None, writes=not dry_run)
+
+    @contextmanager
+    def deleting(d: Decision, holds: list[str]) -> Iterator[None]:
+        # One line per deleted set, written while the exclusive lock is still held.
+        with audit.operation("delete", where(config, None)) as op:
+            op.backup_ids = [d.backup_id]
+            op.components = holds
+            op.extra.update(reason="retention policy", created_at=d.created_at.isoformat())
+            progress(f"deleting {d.backup_id}")
+            yield
+
+    pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting)
+    locked = pruned.locked
+    kept = [
+        {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
+        | ({"locked": [h.as_dict() for h in locked[d.backup_id]]} if d.backup_id in locked else {})
+        for d in pruned.decisions
+        if d.keep
+    ]
+    deleted: list[dict[str, Any]] = []
+    for d in pruned.decisions:
+        if not d.keep:
+            gone: dict[str, Any] = {"id": d.backup_id, "created_at": d.created_at.isoformat()}
+            if d.backup_id in pruned.storage_left:
+                left = pruned.storage_left[d.backup_id]
+                gone.update(storage_left=left, freed=not left)
+            deleted.append(gone)
     return PruneResult(kept, deleted, dry_run)
 
 
 def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
-    """What the store still locks of each set the policy would delete (S3 Object Lock), by set id.
-
-    Asked only for those sets, so a bucket without Object Lock costs nothing more, and
-    retention never tries a delete the store would refuse half-way through a set.
-    """
-    found = {}
-    for d in decisions:
-        if not d.keep and (held := repo.holds(d.backup_id)):
-            found[d.backup_id] = held
-    return found
+    """Kept for callers of the standalone module: see :func:`engine.retention.store_holds`."""
+    return retention.store_holds(repo, decisions)
 
 
 def find_audited(
@@ -275,6 +289,7 @@ def find_audited(
     audit: AuditLog,
     event: Event,
     repo_where: str,
+    reference: Repository | None = None,
 ) -> Manifest:
     """:func:`find`, with a failed ``event`` on record when the backup asked for is not there."""
     with audit.operation(event, repo_where) as op:
@@ -282,25 +297,69 @@ def find_audited(
         op.record_success = False  # the verify or restore itself writes the line
         if timestamp is not None:
             op.extra["at_or_before"] = timestamp.isoformat()
-        manifest = find(repo, backup_id, timestamp)
+        manifest = find(repo, backup_id, timestamp, reference)
     return manifest
 
 
-def verify(repo: Repository, manifest: Manifest, repo_where: str, audit: AuditLog | None = None) -> VerifyReport:
+def verify(
+    repo: Repository,
+    manifest: Manifest,
+    repo_where: str,
+    audit: AuditLog | None = None,
+    reference: Repository | None = None,
+) -> VerifyReport:
     """Re-hash every stored artifact of a set and record the result (retention protects verified sets)."""
     with (audit or AuditLog(None)).operation("verify", repo_where) as op:
         op.backup_ids = [manifest.id]
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
         report.findings += restorability(manifest)
-        report.ok = report.ok and not report.findings
+        found = repo.chain_audit()
+        report.trust = trust_findings(found, manifest.id, _reference_audit(reference))
+        untrusted = [str(f) for f in found.findings if f.backup_id == manifest.id and f.kind in UNTRUSTING]
+        report.ok = report.ok and not report.findings and not untrusted
         repo.record_verification(report)
         if not report.ok:
             problems = (
                 [f"{len(report.damaged)} damaged artifact(s): {', '.join(report.damaged)}"] if report.damaged else []
             )
-            op.fail("; ".join(problems + report.findings))
+            op.fail("; ".join(problems + report.findings + untrusted))
     return report
+
+
+def offsite_reference(config: BackupConfig | None, offsite: bool) -> Repository | None:
+    """The other copy of the chain to compare with: the offsite repository, when reading the primary."""
+    if config is None or config.offsite is None or offsite:
+        return None
+    try:
+        return repository(config, None, offsite=True, create=False)
+    except DrproofError as exc:
+        log.warning("the offsite copy could not be opened to compare with (%s); a newest set deleted here would go unseen", exc)
+        return None
+
+
+def _reference_audit(reference: Repository | None) -> ChainAudit | None:
+    """The reference copy's audit; one that cannot be read is left out, and said so."""
+    if reference is None:
+        return None
+    try:
+        return reference.chain_audit()
+    except DrproofError as exc:
+        log.warning("the offsite copy could not be compared with (%s); a newest set deleted here would go unseen", exc)
+        return None
+
+
+def trust_findings(found: ChainAudit, backup_id: str, reference: ChainAudit | None = None) -> list[str]:
+    """What the signatures and the chain say, the set's own findings first, then the repository's."""
+    lines = [] if found.verifies else [f"integrity {NOT_PROVEN}"]
+    if found.verifies and backup_id in found.sets and backup_id not in found.untrusted():
+        check = found.sets[backup_id].signature
+        lines.append(f"{backup_id}: signature valid (key {check.key_fingerprint if check else '?'})")
+    lines += [f"{f.kind}: {f}" for f in found.findings if f.backup_id == backup_id]
+    lines += [f"{f.kind}: {f}" for f in found.findings if f.backup_id != backup_id]
+    if reference is not None:
+        lines += [f"{f.kind}: {f}" for f in missing_against(found, reference)]
+    return lines
 
 
 def restorability(manifest: Manifest) -> list[str]:
@@ -318,18 +377,26 @@ def restorability(manifest: Manifest) -> list[str]:
     return findings
 
 
-def find(repo: Repository, backup_id: str | None, timestamp: datetime | None) -> Manifest:
+def find(
+    repo: Repository, backup_id: str | None, timestamp: datetime | None, reference: Repository | None = None
+) -> Manifest:
+    """The set a command reads: by id, the newest at or before a time, or the latest (all through the chain).
+
+    A set whose signature or place in the chain forbids it is refused (UntrustedSet,
+    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, or while
+    ``reference`` (the offsite copy) holds a newer set than this repository does.
+    """
     if backup_id:
-        return repo.get(backup_id)
-    sets = repo.summaries()
-    if timestamp is not None:
-        sets = [m for m in sets if m.created_at <= timestamp]
-        if not sets:
-            raise BackupNotFound(f"no backup was taken at or before {timestamp.isoformat()}")
-    newest = next(repo.newest_first(sets), None)
-    if newest is None:
-        raise BackupNotFound("the repository holds no complete backup")
-    return newest
+        return selection.by_id(repo, backup_id).manifest
+    if timestamp is None:
+        return selection.latest(repo, reference=_reference_audit(reference)).manifest
+    found = repo.chain_audit()
+    for candidate in reversed(found.order):
+        st = found.sets[candidate]
+        dated_wrong = any(f.kind == "future-dated" for f in found.findings_for(candidate))
+        if st.summary.created_at <= timestamp and not dated_wrong:
+            return selection.by_id(repo, candidate, found).manifest
+    raise BackupNotFound(f"no backup was taken at or before {timestamp.isoformat()}")
 
 
 def summary(manifest: Manifest | ManifestSummary) -> dict[str, Any]:

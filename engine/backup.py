@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
-from engine import __version__, canary, pitr
+from engine import __version__, canary, pitr, selection
+from engine.chain import chain_key
 from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
@@ -42,6 +43,20 @@ def backup(
     Components named in ``canaries`` get a fresh canary planted just before their backup
     (``engine.canary``); the manifest records its digest, never its value.
     """
+    with repository.lock(exclusive=False, operation=f"backup{f' {label}' if label else ''}"):
+        return _backup(repository, components, label, labels, fingerprints, progress, parent, canaries)
+
+
+def _backup(
+    repository: Repository,
+    components: Sequence[Component],
+    label: str | None,
+    labels: dict[str, str] | None,
+    fingerprints: dict[str, Fingerprint] | None,
+    progress: Progress | None,
+    parent: Manifest | None,
+    canaries: Collection[str],
+) -> Manifest:
     writer = repository.begin(label)
     records: list[ComponentRecord] = []
     tools: dict[str, str] = {"drproof": __version__, "zstandard": _zstd_version()}
@@ -199,6 +214,11 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
             "restore of it could be proven to hold what was backed up; refusing to restore it (nothing was "
             "touched). Restore from a backup taken with fingerprints (every `drproof backup` takes them)"
         )
+    with repository.lock(exclusive=False, operation=f"restore of {component.instance} from {manifest.id}"):
+        _restore_locked(repository, manifest, component)
+
+
+def _restore_locked(repository: Repository, manifest: Manifest, component: Component) -> None:
     sets = chain(repository, manifest, component.instance)
     _verify_before_restore(repository, sets, component)
     sources = [_source(repository, m, component.instance) for m in sets]
@@ -331,7 +351,7 @@ def sets_to_copy(source: Repository, target: Repository, manifest: Manifest) -> 
     """The sets ``target`` lacks to restore ``manifest``: an incremental set needs its parents."""
     present = {m.id for m in target.list()}
     needed = {m.id: m for c in manifest.components for m in chain(source, manifest, c.name)}
-    return [m for m in sorted(needed.values(), key=lambda m: (m.created_at, m.id)) if m.id not in present]
+    return [m for m in sorted(needed.values(), key=chain_key) if m.id not in present]
 
 
 def copy_set(source: Repository, target: Repository, manifest: Manifest) -> VerifyReport:
@@ -342,9 +362,15 @@ def copy_set(source: Repository, target: Repository, manifest: Manifest) -> Veri
     verify raises: an offsite set nobody can restore is worse than none, because it is
     trusted.
     """
-    target.import_set(manifest, source)
-    report = target.verify(manifest.id)
-    target.record_verification(report)
+    what = f"copy of {manifest.id}"
+    with source.lock(exclusive=False, operation=what), target.lock(exclusive=False, operation=what):
+        target.import_set(manifest, source)
+        report = target.verify(manifest.id)
+        target.record_verification(report)
+        # The copy carries the source's chain: in the target too it must be a set the chain accepts.
+        problem = selection.refusal(manifest.id, target.chain_audit())
     if not report.ok:
         raise RepositoryError(f"the copy of {manifest.id} failed verification in the target: {report.damaged}")
+    if problem is not None:
+        raise problem
     return report

@@ -12,7 +12,10 @@ exception escaping drproof is a bug and is shown with its traceback.
     ├── FaultError                 a fault could not be injected
     ├── RepositoryError            the backup repository could not be read or written
     │   ├── BackupNotFound         no backup set with that id or name
+    │   ├── RepositoryLocked       the repository lock was not free in time (names the holder)
     │   └── IntegrityError         stored bytes differ from the manifest (exit 1 in verify)
+    │       ├── UntrustedSet       a manifest unsigned, signed by another key, or altered
+    │       ├── ChainBroken        the chain of sets says a set is missing, replayed or out of place
     │       ├── WrongKey           the set was encrypted with another key
     │       ├── RestoreMismatch    a staged restore differs from the backup's fingerprint
     │       └── NotComparable      no fingerprint to prove a restore against
@@ -85,10 +88,35 @@ class BackupNotFound(RepositoryError):
     """No backup set matches the requested id or name."""
 
 
+class RepositoryLocked(RepositoryError):
+    """The repository lock could not be taken in time; the message names who holds it."""
+
+
 class IntegrityError(RepositoryError):
-    """Stored backup data no longer match the checksums in their manifest."""
+    """Stored backup data no longer match the checksums in their manifest.
+
+    ``detector`` names the check that refused, so a drill that expects a refusal can
+    tell a refusal by the right check from one by another (``restore: refused_by``).
+    """
 
     exit_code = 1
+    detector = "artifact"
+
+
+class UntrustedSet(IntegrityError):
+    """A set's manifest is unsigned, signed by a key not trusted here, or altered after signing.
+
+    Raised on a repository that verifies signatures, before anything of the set is used.
+    """
+
+    detector = "signature"
+
+
+class ChainBroken(IntegrityError):
+    """The chain of sets leaves it open which set this is or which is newest: a set missing,
+    replayed, forked or with its manifest deleted."""
+
+    detector = "chain"
 
 
 class WrongKey(IntegrityError):
@@ -98,6 +126,8 @@ class WrongKey(IntegrityError):
     the operator holds, and nothing live is touched.
     """
 
+    detector = "encryption-key"
+
 
 class RestoreMismatch(IntegrityError):
     """What a restore built apart from the live data is not what the backup captured.
@@ -106,6 +136,8 @@ class RestoreMismatch(IntegrityError):
     refusal (exit 1) that leaves the live data as they were.
     """
 
+    detector = "fingerprint"
+
 
 class NotComparable(IntegrityError):
     """A backup holds no fingerprint of a component, so no restore of it can be proven.
@@ -113,6 +145,8 @@ class NotComparable(IntegrityError):
     A restore that nothing can be compared with would be reported as restored on trust;
     drproof refuses it before touching anything instead.
     """
+
+    detector = "fingerprint"
 
 
 class Interrupted(DrproofError):

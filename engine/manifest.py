@@ -101,6 +101,15 @@ class Manifest(BaseModel):
         default=None, description="Scheme, KDF parameters, key source and key fingerprint; never the key."
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    # The chain (engine/chain.py): set when the set is published, under the repository's
+    # publishing lock; absent in sets of drproof versions before issue 17.
+    sequence: int | None = Field(
+        default=None, ge=1, description="Position in the repository's chain of sets, 1 for the first chained set."
+    )
+    previous_id: str | None = Field(default=None, description="The set this one follows in the chain.")
+    previous_sha256: str | None = Field(
+        default=None, description="SHA-256 of the stored manifest bytes of `previous_id`."
+    )
 
     @classmethod
     def assemble(
@@ -114,6 +123,7 @@ class Manifest(BaseModel):
         tools: dict[str, str],
         labels: dict[str, str],
         encryption: dict[str, Any] | None,
+        completed_at: datetime | None = None,
     ) -> Manifest:
         """The manifest of a finished set; each component lists the artifacts written for it."""
         from datetime import UTC
@@ -122,7 +132,7 @@ class Manifest(BaseModel):
             id=backup_id,
             label=label,
             created_at=created_at,
-            completed_at=datetime.now(UTC),
+            completed_at=completed_at or datetime.now(UTC),
             components=[
                 c.model_copy(update={"artifacts": [a.name for a in artifacts if a.component == c.name]})
                 for c in components
@@ -194,6 +204,9 @@ class ManifestSummary(BaseModel):
     components: list[ComponentSummary] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactSummary] = Field(max_length=MAX_ARTIFACTS)
     labels: dict[str, str] = Field(default_factory=dict)
+    sequence: int | None = None
+    previous_id: str | None = None
+    previous_sha256: str | None = None
 
     @classmethod
     def of(cls, manifest: Manifest) -> ManifestSummary:

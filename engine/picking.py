@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from engine.chain import chain_key
 from engine.errors import BackupNotFound
 from engine.manifest import ManifestSummary
 
@@ -40,10 +41,10 @@ class Picked:
 
 
 def holding(sets: Sequence[ManifestSummary], components: Sequence[str]) -> list[ManifestSummary]:
-    """Sets that hold every one of ``components``, oldest first."""
+    """Sets that hold every one of ``components``, oldest first (the chain's order, never the clock's)."""
     wanted = set(components)
     chosen = [s for s in sets if wanted <= {c.name for c in s.components}]
-    return sorted(chosen, key=lambda s: (s.created_at, s.id))
+    return sorted(chosen, key=chain_key)
 
 
 def pick_set(sets: Sequence[ManifestSummary], components: Sequence[str], rule: Pick, now: datetime) -> Picked:

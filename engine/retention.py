@@ -6,15 +6,31 @@ The safety rule wins over the policy: the newest verified backup of every compon
 never deleted, so pruning can never leave a component with no restorable backup. So do
 the store's own holds (``held``: S3 Object Lock): a set the store will not delete yet is
 kept, with the object and date that hold it as the reason, and never half-deleted.
+
+"Newest" is the chain's order (``engine.chain``), never the wall clock: a backup taken
+while the clock ran a year ahead once made keep-last delete the newest real backup. The
+daily, weekly and monthly periods still need dates; each set is bucketed by its date
+capped at its successor's (and at now), so a wrong clock cannot promote it either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from engine.chain import chain_key, effective_times
 from engine.manifest import Manifest, ManifestSummary
+
+if TYPE_CHECKING:
+    from engine.repository.base import Repository
+    from engine.repository.objectlock import Hold
+
+# Wraps each deletion (the standalone engine writes its audit line around it); gets the
+# decision and the components the set holds.
+Deleting = Callable[["Decision", list[str]], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -42,11 +58,12 @@ def _buckets(
     key: Callable[[datetime], Hashable],
     label: str,
     decisions: dict[str, Decision],
+    when: dict[str, datetime],
 ) -> None:
     """Keep the newest backup of each of the ``count`` most recent periods that have one."""
     seen: list[Hashable] = []
     for m in newest_first:
-        period = key(m.created_at)
+        period = key(when[m.id])
         if period in seen:
             continue
         if len(seen) == count:
@@ -61,18 +78,29 @@ def plan(
     policy: Policy,
     verified: set[str],
     held: Mapping[str, Sequence[str]] | None = None,
+    now: datetime | None = None,
 ) -> list[Decision]:
-    """Decisions for every backup, newest first; ``held``: reasons the store keeps a set, by id."""
-    newest_first = sorted(manifests, key=lambda m: (m.created_at, m.id), reverse=True)
+    """Decisions for every backup, newest first (the chain's order).
+
+    ``held``: reasons the store keeps a set, by id. ``now``: dates after it are capped to
+    it too (the operator's prune passes it; a test of the policy alone may leave it out).
+    """
+    newest_first = sorted(manifests, key=chain_key, reverse=True)
+    when = effective_times(newest_first, now)
     decisions = {m.id: Decision(m.id, m.created_at, keep=False) for m in newest_first}
     for m in newest_first[: policy.keep_last]:
         decisions[m.id].keep = True
         decisions[m.id].reasons.append("keep_last")
-    _buckets(newest_first, policy.daily, lambda t: t.date().isoformat(), "daily", decisions)
+    _buckets(newest_first, policy.daily, lambda t: t.date().isoformat(), "daily", decisions, when)
     _buckets(
-        newest_first, policy.weekly, lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}", "weekly", decisions
+        newest_first,
+        policy.weekly,
+        lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}",
+        "weekly",
+        decisions,
+        when,
     )
-    _buckets(newest_first, policy.monthly, lambda t: t.strftime("%Y-%m"), "monthly", decisions)
+    _buckets(newest_first, policy.monthly, lambda t: t.strftime("%Y-%m"), "monthly", decisions, when)
 
     components = {c.name for m in newest_first for c in m.components}
     for name in sorted(components):
@@ -99,3 +127,65 @@ def plan(
                     decisions[c.parent].reasons.append(f"parent of {m.id}")
                     changed = True
     return [decisions[m.id] for m in newest_first]
+
+
+@dataclass
+class Pruned:
+    """What a prune decided and did: decisions newest first, the sets the store holds, what deletes left."""
+
+    decisions: list[Decision]
+    locked: dict[str, list[Hold]] = field(default_factory=dict)
+    storage_left: dict[str, list[str]] = field(default_factory=dict)
+
+
+def prune(
+    repository: Repository,
+    policy: Policy,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    deleting: Deleting | None = None,
+) -> Pruned:
+    """Plan under the exclusive lock, and delete what the plan does not keep (unless ``dry_run``).
+
+    Only sets a restore could read count: a newer set whose manifest is damaged (or, in a
+    signed repository, whose signature fails) must never take the place of the good one
+    retention would otherwise keep; those are left alone, and ``verify`` names them. Each
+    manifest is read whole once, one at a time, so memory stays that of one manifest. A
+    set the store will not delete yet (S3 Object Lock) is kept with its hold as the reason.
+    Each deletion is preceded by its signed tombstone, so the chain shows a deleted set,
+    not a missing one. Shared by ``recovery prune`` and the drill's ``prune`` step.
+    """
+    when = now or datetime.now(UTC)
+    with repository.lock(exclusive=True, operation="prune (retention)"):
+        summaries = repository.summaries()
+        readable = {m.id for m in repository.newest_first(summaries)}
+        sets = [m for m in summaries if m.id in readable]
+        verified = repository.verified_ids()
+        locked = store_holds(repository, plan(sets, policy, verified, now=when))
+        held = {i: [h.reason() for h in hs] for i, hs in locked.items()}
+        result = Pruned(plan(sets, policy, verified, held, now=when), locked)
+        if dry_run:
+            return result
+        holds = {m.id: [c.name for c in m.components] for m in sets}
+        for d in result.decisions:
+            if d.keep:
+                continue
+            with deleting(d, holds.get(d.backup_id, [])) if deleting is not None else nullcontext():
+                repository.record_deletion(d.backup_id, "retention policy")
+                repository.delete(d.backup_id)
+                result.storage_left[d.backup_id] = repository.left_after_delete(d.backup_id)
+    return result
+
+
+def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
+    """What the store still locks of each set the policy would delete (S3 Object Lock), by set id.
+
+    Asked only for those sets, so a bucket without Object Lock costs nothing more, and
+    retention never tries a delete the store would refuse half-way through a set.
+    """
+    found = {}
+    for d in decisions:
+        if not d.keep and (held := repo.holds(d.backup_id)):
+            found[d.backup_id] = held
+    return found

@@ -62,7 +62,13 @@ def _results(**overrides: Any) -> Results:
         verdict="pass",
         exit_code=0,
         runtime={"runtime": "local", "isolation": "private processes"},
-        repository={"type": "local", "path": "/r", "encryption": "aes-256-gcm, key from memory", "offsite": "/o"},
+        repository={
+            "type": "local",
+            "path": "/r",
+            "encryption": "aes-256-gcm, key from memory",
+            "signing": "ed25519, trusted key(s) 00",
+            "offsite": "/o",
+        },
         environment={},
         started_at=T0,
         finished_at=T0 + timedelta(seconds=30),
@@ -287,3 +293,20 @@ def test_docs_list_every_control() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "controls.md").read_text(encoding="utf-8")
     for control in CATALOGUE:
         assert f"| `{control.id}` | {control.framework} |" in text, f"docs/controls.md misses {control.id}"
+
+
+def test_an_unsigned_repository_evidences_no_integrity_control() -> None:
+    """Digests alone prove nothing against whoever can rewrite the manifest: never a tick."""
+    unsigned = _results(
+        repository={
+            "type": "local",
+            "path": "/r",
+            "encryption": "aes-256-gcm, key from memory",
+            "offsite": "/o",
+            "integrity": "NOT proven against anyone who can write the repository: its manifests are not signed",
+        }
+    )
+    for control in ("NIST CP-9(1)", "NIST CP-10(4)", "NIST CP-9(8)"):
+        (result,) = evaluate([control], unsigned)
+        assert result.status == "not evidenced" and result.evidence == [], control
+    assert _status("NIST CP-9(1)", _results()) == "evidenced"  # the same run, signed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,8 @@ from drills import plan
 from drills.assertions.expect import ExpectSpec, check_short_form, judge
 from drills.assertions.http_check import HttpParams
 from drills.assertions.redis_check import RedisCheckParams
+from drills.validation import validate
+from drills.yamlsource import load
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,3 +109,34 @@ def test_the_critical_path_follows_what_finished_last() -> None:
     assert plan.critical_path({"disk": 1.0, "db": 3.0, "cache": 2.0, "web": 4.0}, deps) == ["disk", "db", "web"]
     assert plan.cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert plan.cycle(deps) is None
+
+
+WRONG_KINDS = """\
+name: wrong-kinds
+objectives: {rto: 1m}
+stack:
+  components:
+    db: {kind: postgres}
+    cache: {kind: redis}
+steps:
+  - backup: {name: b}
+  - sql: {target: cache, statement: "select 1"}
+assertions:
+  - query: {target: cache, sql: "select 1", expect: rows}
+  - redis: {target: db, command: [DBSIZE], expect: ">= 0"}
+  - query: {target: db, sql: "select 1", expect: rows}
+  - redis: {target: cache, command: [DBSIZE], expect: ">= 0"}
+"""
+
+
+def test_checks_and_sql_steps_refuse_a_target_of_another_kind(tmp_path: Path) -> None:
+    """Negative control: each wrong target is named at its own line; the right ones pass quietly."""
+    path = tmp_path / "wrong-kinds.yaml"
+    path.write_text(WRONG_KINDS, encoding="utf-8")
+    _, problems = validate(load(path))
+    found = sorted((p.line, p.message) for p in problems)
+    assert found == [
+        (9, "'cache' is a redis, not a PostgreSQL component"),
+        (11, "'cache' is a redis, not a PostgreSQL component"),
+        (12, "'db' is a postgres, not a Redis component"),
+    ], found

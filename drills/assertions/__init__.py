@@ -12,6 +12,7 @@ from drills.assertions.http_check import HttpCheck
 from drills.assertions.postgres_checks import PostgresChecks
 from drills.assertions.query import Query
 from drills.assertions.redis_check import RedisCheck
+from drills.assertions.repository_integrity import RepositoryIntegrity
 from drills.assertions.rpo import Rpo
 from drills.assertions.rto import Rto
 from engine.registry import Registry
@@ -30,5 +31,6 @@ assertion_kinds.register(HttpCheck)
 assertion_kinds.register(CommandCheck)
 assertion_kinds.register(Canary)
 assertion_kinds.register(FailoverOutcome)
+assertion_kinds.register(RepositoryIntegrity)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

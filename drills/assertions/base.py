@@ -71,6 +71,10 @@ class RestoreAttempt:
     outcome: str  # ok | refused | failed
     detail: str
     expected: str  # success | refused
+    # For a refusal: the check that refused (engine.errors: IntegrityError.detector), and
+    # the checks the scenario said must refuse it (``refused_by``; empty: any).
+    detector: str | None = None
+    refused_by: tuple[str, ...] = ()
 
 
 @dataclass

@@ -22,6 +22,11 @@ class FidelityParams(AssertionParams):
         "`before_disaster`: the fingerprint taken just before the first disaster (did recovery bring back "
         "the state that was lost?); an old backup or a lost change then fails.",
     )
+    backup: str | None = Field(
+        default=None,
+        description="With `against: backup`: the backup step to compare with, whichever set was restored (e.g. the "
+        "real newest, after `restore: {pick: latest}` let the repository choose); default: the one restored from.",
+    )
 
 
 class Fidelity(Assertion):
@@ -35,6 +40,7 @@ class Fidelity(Assertion):
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
         path = ("assertions", index, self.name, "components")
         ctx.check_components(path, params.get("components"))
+        ctx.check_backup_ref(("assertions", index, self.name, "backup"), params.get("backup"), "backup step")
         for j, c in str_list(params.get("components")):
             if ctx.stateless(c):
                 ctx.add((*path, j), f"{c!r} is a {ctx.kinds[c]}: it holds no data to compare; check it with http or command")
@@ -46,7 +52,7 @@ class Fidelity(Assertion):
         names = params.components or [n for n, c in state.components.items() if c.stateful]
         if params.against == "before_disaster":
             return [self._before_disaster(name, state) for name in names]
-        return [self._one(name, state) for name in names]
+        return [self._one(name, state, params.backup) for name in names]
 
     def _before_disaster(self, name: str, state: DrillState) -> AssertionResult:
         rid = f"fidelity[{name}@before-disaster]"
@@ -120,14 +126,18 @@ class Fidelity(Assertion):
             findings=[state.fingerprint_errors[name]],
         )
 
-    def _one(self, name: str, state: DrillState) -> AssertionResult:
+    def _one(self, name: str, state: DrillState, wanted: str | None = None) -> AssertionResult:
         rid = f"fidelity[{name}]"
         comp = state.results[name]
         foreign = getattr(state.source, "backups", {})
         if name in foreign:
             return self._not_compared(rid, name, state, f"{foreign[name].format.name} backup {foreign[name].location}")
         restored = [r for r in state.restores if r.component == name and r.outcome == "ok"]
-        if restored:
+        if wanted is not None:
+            if wanted not in state.backups:
+                return result(rid, self.name, "error", f"{name}: no backup named {wanted!r} was taken")
+            backup_name = wanted
+        elif restored:
             backup_name = restored[-1].backup
         else:
             holding = [n for n, m in state.backups.items() if any(c.name == name for c in m.components)]
@@ -150,6 +160,7 @@ class Fidelity(Assertion):
         evidence: dict[str, Any] = {
             "backup": backup_name,
             "backup_id": manifest.id,
+            "restored_from": restored[-1].backup_id if restored else None,
             "expected_sha256": expected.digest,
             "actual_sha256": actual.digest,
             "parts_compared": diffs.compared,

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
 from drills.assertions.expect import describe, judge, shown
-from drills.crosscheck import CheckContext, built_on
+from drills.crosscheck import CheckContext
 from drills.durations import Duration
 from engine.components.postgres import PostgresComponent
 from engine.errors import DrproofError
@@ -51,12 +51,7 @@ class Query(Assertion):
     )
 
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
-        target = params.get("target")
-        path = ("assertions", index, self.name, "target")
-        ctx.check_component(path, target)
-        kind = ctx.kinds.get(target) if isinstance(target, str) else None
-        if isinstance(kind, str) and not built_on(kind, "postgres"):
-            ctx.add(path, f"{target!r} is a {kind}, not a PostgreSQL component")
+        ctx.check_component_of(("assertions", index, self.name, "target"), params.get("target"), "postgres", "PostgreSQL")
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, QueryParams)

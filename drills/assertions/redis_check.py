@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, field_validator
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
 from drills.assertions.expect import ExpectSpec, check_short_form, describe, judge
-from drills.crosscheck import CheckContext, built_on
+from drills.crosscheck import CheckContext
 from engine.components.redis import RedisComponent
 from engine.journal import AssertionResult
 from engine.lazy import lazy
@@ -51,12 +51,7 @@ class RedisCheck(Assertion):
     )
 
     def cross_check(self, ctx: CheckContext, index: int, params: dict[str, Any]) -> None:
-        target = params.get("target")
-        path = ("assertions", index, self.name, "target")
-        ctx.check_component(path, target)
-        kind = ctx.kinds.get(target) if isinstance(target, str) else None
-        if isinstance(kind, str) and not built_on(kind, "redis"):
-            ctx.add(path, f"{target!r} is a {kind}, not a Redis component")
+        ctx.check_component_of(("assertions", index, self.name, "target"), params.get("target"), "redis", "Redis")
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, RedisCheckParams)

@@ -75,7 +75,7 @@ class Disaster(StepKind):
                 (*base, "target"),
                 f"fault {fault.name!r} hits {', '.join(sorted(fault.targets))} components, not the repository",
             )
-        if not ctx.backups:
+        if not ctx.backups and fault.needs_backup:
             ctx.add(base, "a repository fault needs an earlier backup step")
         ctx.check_backup_ref((*base, "backup"), spec.get("backup"))
         ctx.check_component((*base, "component"), spec.get("component"))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from drills import plan
 from drills.assertions import RestoreAttempt
@@ -17,9 +17,10 @@ from drills.source import SOURCE_BACKUP
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict, none_is_empty
 from engine import backup as engine_backup
+from engine import selection
 from engine.components import component_kinds
 from engine.components.base import Component
-from engine.errors import ConfigError, DrproofError, IntegrityError
+from engine.errors import BackupNotFound, ConfigError, DrproofError, IntegrityError
 from engine.lazy import lazy
 from engine.manifest import Manifest
 from engine.repository.base import Repository
@@ -34,6 +35,13 @@ else:
     redis = lazy("redis")
 
 HEALTH_TIMEOUT = 30.0
+# The checks that can refuse a restore (engine.errors: IntegrityError.detector), and
+# "set-missing" for a set that is no longer in the repository at all.
+Detector = Literal["signature", "chain", "artifact", "encryption-key", "fingerprint", "set-missing"]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
 class RestoreSpec(Strict):
@@ -50,9 +58,20 @@ class RestoreSpec(Strict):
     repository: Literal["primary", "offsite"] = Field(
         default="primary", description="Restore from the primary repository or from the offsite copy."
     )
+    pick: Literal["latest"] | None = Field(
+        default=None,
+        description="Instead of `from`: the set the repository's chain says is the newest, chosen as `drproof recovery "
+        "restore` chooses without `--id` (refused while a forged, replayed or deleted set leaves it in doubt).",
+    )
     expect: Literal["success", "refused"] = Field(
         default="success",
         description="`refused` when the drill proves a damaged backup is rejected; the step then fails if it restores.",
+    )
+    refused_by: Annotated[list[Detector], BeforeValidator(_one_or_many)] = Field(
+        default_factory=list,
+        description="With `expect: refused`: the check(s) that must be the one refusing (`signature`, `chain`, "
+        "`artifact`, `encryption-key`, `fingerprint`, `set-missing`); a refusal by another check fails the step. "
+        "Default: any.",
     )
     parallel: int = Field(
         default=1,
@@ -61,6 +80,15 @@ class RestoreSpec(Strict):
         description="Components restored at the same time; each still waits for those it `depends_on`. With "
         "more than 1 the stack's RTO is its critical path, not the sum of its restores.",
     )
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RestoreSpec:
+        if self.refused_by and self.expect != "refused":
+            raise ValueError("refused_by applies to `expect: refused` only")
+        if self.pick is not None and self.from_ is not None:
+            raise ValueError("give `from` (a backup step) or `pick: latest` (the repository's newest), not both")
+        return self
 
 
 class RestoreStep(Strict):
@@ -116,20 +144,20 @@ class Restore(StepKind):
                 if state.components[name].stateful:
                     work[name] = functools.partial(_restore_foreign, run, index, name, foreign.backups[name])
         elif spec.components is None or any(state.components[c].stateful for c in spec.components):
-            manifest = run.find_backup(spec.from_)
             repository = state.repository_of(spec.from_ or "")
-            if spec.from_ == SOURCE_BACKUP:
-                # A restore test times the restore itself: the whole stack is lost from the start.
-                _start_clock(run, f"start of the restore of backup {manifest.id}")
             if spec.repository == "offsite":
                 assert run.offsite is not None  # checked before the drill started
                 repository = run.offsite
+            chosen = _choose(run, spec, repository)
+            if isinstance(chosen, Manifest) and spec.from_ == SOURCE_BACKUP:
+                # A restore test times the restore itself: the whole stack is lost from the start.
+                _start_clock(run, f"start of the restore of backup {chosen.id}")
             # Default: every component of the backup this run has (a restore test may restore
             # only some components of its source set).
-            held = [c.name for c in manifest.components if c.name in state.components]
+            held = _held(run, chosen)
             for name in spec.components or held:
                 if state.components[name].stateful:
-                    work[name] = functools.partial(_restore_one, run, index, spec, name, manifest, repository)
+                    work[name] = functools.partial(_restore_one, run, index, spec, name, chosen, repository)
         # Services come back after the data they need: each is started again once its
         # dependencies are restored (all of them when the step names no components).
         for name, comp in state.components.items():
@@ -142,6 +170,25 @@ class Restore(StepKind):
             lambda name: work[name]() == "ok",
             lambda name, failed: _not_attempted(run, index, spec, name, failed),
         )
+
+
+def _choose(run: DrillRunner, spec: Any, repository: Repository) -> Manifest | IntegrityError:
+    """The set to restore: the named backup step's, or the chain's newest; a refusal to choose is returned."""
+    if spec.pick != "latest":
+        return run.find_backup(spec.from_)
+    try:
+        return selection.latest(repository).manifest
+    except IntegrityError as exc:
+        return exc
+
+
+def _held(run: DrillRunner, chosen: Manifest | IntegrityError) -> list[str]:
+    state = run.state
+    assert state is not None
+    if isinstance(chosen, Manifest):
+        return [c.name for c in chosen.components if c.name in state.components]
+    # No set was chosen: every data component the drill backs up would have been restored.
+    return [n for n, c in state.components.items() if c.stateful]
 
 
 def _start_clock(run: DrillRunner, why: str) -> None:
@@ -186,40 +233,56 @@ def _not_attempted(run: DrillRunner, index: int, spec: Any, name: str, failed: l
     with run.phase(f"restore {name}", "restore", step=index + 1, component=name) as rec:
         rec["detail"], rec["status"] = detail, "failed"
         rec["data"] = {"outcome": "failed", "blocked_by": failed}
-    state.restores.append(RestoreAttempt(index, spec.from_ or "", "", name, "failed", detail, spec.expect))
+    state.restores.append(
+        RestoreAttempt(index, spec.from_ or "", "", name, "failed", detail, spec.expect, refused_by=tuple(spec.refused_by))
+    )
 
 
 def _restore_one(
-    run: DrillRunner, index: int, spec: Any, name: str, manifest: Manifest, repository: Repository
+    run: DrillRunner, index: int, spec: Any, name: str, chosen: Manifest | IntegrityError, repository: Repository
 ) -> str:
     state = run.state
     assert state is not None
     comp = state.components[name]
     result = state.results[name]
-    backup_name = state.backup_name_of(manifest.id) or manifest.id
+    backup_id = chosen.id if isinstance(chosen, Manifest) else ""
+    backup_name = (state.backup_name_of(backup_id) or backup_id) if backup_id else "the latest (in doubt)"
     where = " (offsite)" if spec.repository == "offsite" else ""
     with run.phase(f"restore {name} from {backup_name}{where}", "restore", step=index + 1, component=name) as rec:
         t0 = time.monotonic()
-        outcome, detail = _attempt(run, spec, comp, manifest, repository)
+        if isinstance(chosen, Manifest):
+            outcome, detail, detector = _attempt(run, spec, comp, chosen, repository)
+        else:
+            outcome, detail, detector = "refused", f"refusing to restore {name!r} (nothing was touched): {chosen}", chosen.detector
         elapsed = time.monotonic() - t0
-        state.restores.append(RestoreAttempt(index, backup_name, manifest.id, name, outcome, detail, spec.expect))
+        state.restores.append(
+            RestoreAttempt(
+                index, backup_name, backup_id, name, outcome, detail, spec.expect, detector, tuple(spec.refused_by)
+            )
+        )
         rec["detail"] = detail
         rec["data"] = {
-            "backup_id": manifest.id,
+            "backup_id": backup_id,
             "repository": spec.repository,
             "outcome": outcome,
             "expected": spec.expect,
             "point_in_time": spec.point_in_time,
+            "refused_by": detector,
         }
         if outcome == "ok":
-            result.restored_from = manifest.id
+            result.restored_from = backup_id
             result.restore_seconds = round(elapsed, 6)
             if state.recovery_started is not None:
                 result.rto_seconds = round(run.clock.offset() - state.recovery_started, 6)
         if spec.expect == "refused":
-            rec["status"] = "refused" if outcome == "refused" else "failed"
+            right = outcome == "refused" and (not spec.refused_by or detector in spec.refused_by)
+            rec["status"] = "refused" if right else "failed"
             if outcome == "ok":
                 rec["detail"] = "expected the restore to be refused, but it went ahead: " + detail
+            elif outcome == "refused" and not right:
+                rec["detail"] = (
+                    f"refused, but by the {detector} check, not by {' or '.join(spec.refused_by)} as declared: {detail}"
+                )
         else:
             rec["status"] = {"ok": "ok", "refused": "refused", "failed": "failed"}[outcome]
     return outcome
@@ -256,34 +319,44 @@ def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBac
     return outcome
 
 
+class _KeyRefused(IntegrityError):
+    detector = "encryption-key"
+
+
 def _attempt(
     run: DrillRunner, spec: Any, comp: Component, manifest: Manifest, repository: Repository
-) -> tuple[str, str]:
-    """(outcome, detail) of one restore: ok, refused (damage, nothing touched) or failed."""
+) -> tuple[str, str, str | None]:
+    """(outcome, detail, refusing check) of one restore: ok, refused (nothing touched) or failed."""
     state = run.state
     assert state is not None
     try:
         try:
+            # Read again from the repository as an operator's restore would, through its
+            # signature and the chain: what the drill remembers of the set proves nothing.
+            manifest = selection.by_id(repository, manifest.id).manifest
             # A set the key on hand cannot open is refused before anything is touched.
             repository.cipher_for(manifest)
         except ConfigError as exc:
-            raise IntegrityError(f"refusing to restore {comp.instance!r}: {exc}") from exc
+            raise _KeyRefused(f"refusing to restore {comp.instance!r}: {exc}") from exc
+        except BackupNotFound as exc:
+            why = f"backup {manifest.id} is missing from the repository ({exc})"
+            return "refused", f"refusing to restore {comp.instance!r} (nothing was touched): {why}", "set-missing"
         if spec.point_in_time is None:
             engine_backup.restore(repository, manifest, comp)
         else:
             _restore_point_in_time(run, comp, spec.point_in_time, repository)
     except IntegrityError as exc:
-        return "refused", str(exc)
+        return "refused", str(exc), exc.detector
     except DrproofError as exc:
-        return "failed", str(exc)
+        return "failed", str(exc), None
     except (redis.RedisError, psycopg2.Error) as exc:
-        return "failed", driver_failure(comp.instance, exc)
+        return "failed", driver_failure(comp.instance, exc), None
     run.hooks.after_restore(comp)
     health = wait_healthy(comp)
     state.results[comp.instance].healthy, state.results[comp.instance].health_detail = health.ok, health.detail
     if health.ok:
-        return "ok", health.detail
-    return "failed", f"restored but not healthy: {health.detail}"
+        return "ok", health.detail, None
+    return "failed", f"restored but not healthy: {health.detail}", None
 
 
 def _restore_point_in_time(run: DrillRunner, comp: Component, point: str, repository: Repository) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from drills.crosscheck import CheckContext, built_on
+from drills.crosscheck import CheckContext
 from drills.steps.base import StepFailed, StepKind
 from drills.strict import Name, Strict
 from engine.components.postgres import PostgresComponent
@@ -36,14 +36,7 @@ class Sql(StepKind):
     model: ClassVar[type[Strict]] = SqlStep
 
     def cross_check(self, ctx: CheckContext, index: int, spec: dict[str, Any]) -> None:
-        target = spec.get("target")
-        if not isinstance(target, str):
-            return
-        path = ("steps", index, self.name, "target")
-        if target not in ctx.components:
-            ctx.bad_component(path, target)
-        elif isinstance(kind := ctx.kinds.get(target), str) and not built_on(kind, "postgres"):
-            ctx.add(path, f"{target!r} is a {kind}, not a PostgreSQL component")
+        ctx.check_component_of(("steps", index, self.name, "target"), spec.get("target"), "postgres", "PostgreSQL")
 
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         state = run.state

@@ -213,6 +213,11 @@ class Component(ABC):
     server: ClassVar[str | None] = None
     needs: ClassVar[frozenset[str]] = frozenset()
 
+    @classmethod
+    def needs_for(cls, params: SeedParams) -> frozenset[str]:
+        """The capabilities a component with these parameters needs (a form may need more than ``needs``)."""
+        return cls.needs
+
     # Incremental backups: only kinds that set ``supports_incremental`` implement these.
     supports_incremental: ClassVar[bool] = False
 
@@ -251,6 +256,14 @@ class Component(ABC):
         """
         path = getattr(self, "path", None)
         return {"PATH": str(path)} if path is not None else {}
+
+    def network_connection_env(self) -> dict[str, str] | None:
+        """Like ``connection_env``, as a container on the run's private network reaches it.
+
+        None where the component has no address on such a network (a directory, or any
+        component off the docker runtime): an application container cannot use it.
+        """
+        return None
 
     # Kinds that can hold a canary (``engine.canary``) set this and implement the two below.
     supports_canary: ClassVar[bool] = False

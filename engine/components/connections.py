@@ -48,3 +48,25 @@ def postgres_env(dsn: str, password: str | None) -> dict[str, str]:
     if password:
         env["PASSWORD"] = password
     return env
+
+
+def network_connection_env(components: Mapping[str, Component], user: str) -> dict[str, str]:
+    """The same variables as :func:`connection_env`, as a container on the run's network
+    reaches each component (its network alias and in-container port).
+
+    A component without such an address (a host directory) is refused by name rather than
+    given a host path the container cannot open.
+    """
+    from engine.errors import ComponentError
+
+    env: dict[str, str] = {}
+    for name, comp in components.items():
+        facts = comp.network_connection_env()
+        if facts is None:
+            raise ComponentError(
+                f"{user} runs in a container, which cannot reach {comp.name} component {name!r}: only servers on "
+                "the run's network (postgres, redis) can be its dependencies"
+            )
+        for key, value in facts.items():
+            env[variable(name, key)] = value
+    return env

@@ -661,6 +661,12 @@ class PostgresComponent(Component):
 
         return postgres_env(self.service.dsn(self.db), self.service.tool_env().get("PGPASSWORD"))
 
+    def network_connection_env(self) -> dict[str, str] | None:
+        from engine.components.connections import postgres_env
+
+        dsn = self.service.network_dsn(self.db)
+        return None if dsn is None else postgres_env(dsn, self.service.tool_env().get("PGPASSWORD"))
+
     def tool_versions(self) -> dict[str, str]:
         from engine.components.tools import version
 

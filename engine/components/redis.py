@@ -102,6 +102,16 @@ class RedisComponent(Component):
             env["PASSWORD"] = svc.password
         return env
 
+    def network_connection_env(self) -> dict[str, str] | None:
+        address = self.service.network_address()
+        if address is None:
+            return None
+        host, port = address
+        env = {"URL": f"redis://{host}:{port}/0", "HOST": host, "PORT": str(port)}
+        if self.service.password:
+            env["PASSWORD"] = self.service.password
+        return env
+
     def seed(self) -> dict[str, Any]:
         p = self.params
         rng = random.Random(p.random_seed)

@@ -5,6 +5,7 @@ from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultPara
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
 from engine.faults.failover import KillPrimary, KillReplica, KillSentinelMajority, LagReplica, PausePrimary, StopPrimary
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
+from engine.faults.integrity import DeleteManifest, ForgeArtifact, ReplaySet, SkewClock
 from engine.faults.objectlock import DeleteLockedObject
 from engine.faults.offsite import DeleteLocalBackups, LoseEncryptionKey, OffsiteUnavailable
 from engine.faults.postgres import DeleteAllRows, DeleteDataDir, DropTable, TruncateTable
@@ -52,6 +53,10 @@ for _fault in (
     LagReplica,
     KillSentinelMajority,
     DeleteLockedObject,
+    ForgeArtifact,
+    ReplaySet,
+    DeleteManifest,
+    SkewClock,
 ):
     faults.register(_fault)
 

@@ -1,4 +1,4 @@
-"""Faults on an application component: its process dies or is stopped."""
+"""Faults on an application component: its process (or container) dies or is stopped."""
 
 from __future__ import annotations
 
@@ -21,23 +21,23 @@ class KillProcess(Fault):
     name: ClassVar[str] = "kill_process"
     targets: ClassVar[frozenset[str]] = frozenset({"application"})
     Params: ClassVar[type[FaultParams]] = FaultParams
-    description: ClassVar[str] = "SIGKILL the application's process, as a crash or the OOM killer would."
+    description: ClassVar[str] = "SIGKILL the application's process (or container), as a crash or the OOM killer would."
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
-        pid = app.proc.pid if app.proc is not None else None
+        what = app.identity()
         app.kill()
-        return {"pid": pid, "signal": "SIGKILL", "running": app.is_running()}
+        return {**what, "signal": "SIGKILL", "running": app.is_running()}
 
 
 class StopProcess(Fault):
     name: ClassVar[str] = "stop_process"
     targets: ClassVar[frozenset[str]] = frozenset({"application"})
     Params: ClassVar[type[FaultParams]] = FaultParams
-    description: ClassVar[str] = "Stop the application (SIGTERM, SIGKILL after 10 s): an unplanned shutdown."
+    description: ClassVar[str] = "Stop the application's process (or container): SIGTERM, SIGKILL after 10 s, an unplanned shutdown."
 
     def inject(self, ctx: FaultContext) -> dict[str, Any]:
         app = _app(ctx, self.name)
-        pid = app.proc.pid if app.proc is not None else None
+        what = app.identity()
         app.stop()
-        return {"pid": pid, "signal": "SIGTERM", "running": app.is_running()}
+        return {**what, "signal": "SIGTERM", "running": app.is_running()}

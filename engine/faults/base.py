@@ -60,6 +60,9 @@ class Fault(ABC):
     hits_primary: ClassVar[bool] = False
     Params: ClassVar[type[FaultParams]]
     description: ClassVar[str]
+    # A repository fault acts on a set taken earlier, except one that changes how the
+    # next sets are taken (skew_clock): validation asks for an earlier backup step unless False.
+    needs_backup: ClassVar[bool] = True
 
     def __init__(self, params: FaultParams) -> None:
         self.params = params

@@ -8,12 +8,14 @@ copy cannot be made fails loudly instead of leaving a gap nobody notices.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import IO, Any, ClassVar
 
 from pydantic import Field
 
+from engine.chain import StoredSet
 from engine.errors import FaultError, RepositoryError
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.manifest import ArtifactRecord, Manifest
@@ -89,6 +91,7 @@ class UnreachableRepository(Repository):
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
         self.encryption = inner.encryption
+        self.trust = inner.trust
         self.remaining = attempts_failing
         self.failed_attempts = 0
 
@@ -127,6 +130,22 @@ class UnreachableRepository(Repository):
         self._gate()
         return self.inner.open_stored(manifest, artifact)
 
+    def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
+        self._gate()
+        return self.inner.stored_manifest_bytes(backup_id)
+
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        self._gate()
+        return self.inner.stored_signature(backup_id)
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        self._gate()
+        return self.inner.stored_sets()
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        self._gate()
+        return self.inner.stored_tombstones()
+
     def describe(self) -> dict[str, str]:
         return {**self.inner.describe(), "state": "unreachable" if self.down else "reachable again"}
 
@@ -162,9 +181,12 @@ class UnreachableRepository(Repository):
         self._gate()
         self.inner.delete(backup_id)
 
-    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> AbstractContextManager[None]:
+        """The inner repository's own lock (re-entrant on it), once the link is up."""
         self._gate()
-        return self.inner.lock(exclusive)
+        return self.inner.lock(exclusive, operation, timeout)
 
     def iter_sets(self) -> Iterator[Manifest]:
         self._gate()

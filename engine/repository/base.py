@@ -5,20 +5,24 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.chain import ChainAudit, StoredSet, Tombstone, audit, chain_key, read_tombstone, tombstone_bytes
 from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
-from engine.errors import ConfigError, IntegrityError, RepositoryError
+from engine.errors import ConfigError, FaultError, IntegrityError, RepositoryError, UntrustedSet
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import parts_problems
 from engine.repository.objectlock import Hold
+from engine.signing import RepositoryTrust
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
 
 
@@ -47,6 +51,11 @@ class VerifyReport(BaseModel):
     checks: list[ArtifactCheck] = Field(default_factory=list)
     findings: list[str] = Field(
         default_factory=list, description="Why the set could not be restored although its bytes are sound."
+    )
+    trust: list[str] = Field(
+        default_factory=list,
+        description="What the signatures and the chain say (engine/chain.py): this set's findings first, then the "
+        "repository's; on an unsigned repository, that integrity against a repository writer is not proven.",
     )
 
     @property
@@ -96,8 +105,17 @@ class EncodingSetWriter(BackupSetWriter):
     only say where stored bytes go (``_sink``) and how a finished set is published.
     """
 
-    def __init__(self, encryption: Encryption | None, label: str | None, backup_id: str | None = None) -> None:
-        self.created_at = datetime.now(UTC)
+    def __init__(
+        self,
+        encryption: Encryption | None,
+        label: str | None,
+        backup_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        # ``now``: the repository's clock (``Repository.clock``), injectable so a drill can
+        # take a backup with a wrong clock; the completion time follows it by the elapsed time.
+        self.created_at = now or datetime.now(UTC)
+        self._started = time.monotonic()
         self.id = backup_id or new_backup_id(self.created_at)
         self.label = label
         self.records: list[ArtifactRecord] = []
@@ -147,11 +165,31 @@ class EncodingSetWriter(BackupSetWriter):
             tools=tools,
             labels=labels,
             encryption=self.encryption_info,
+            completed_at=self.created_at + timedelta(seconds=time.monotonic() - self._started),
         )
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+_LOCKS = threading.local()
+
+
+def _held_locks() -> dict[int, tuple[bool, int]]:
+    """This thread's repository locks: (exclusive, depth) by repository handle (``id``, alive while held)."""
+    held: dict[int, tuple[bool, int]] | None = getattr(_LOCKS, "held", None)
+    if held is None:
+        held = _LOCKS.held = {}
+    return held
 
 
 class Repository(ABC):
     name: ClassVar[str]
+    # How sets are signed and which signatures are accepted; None: an unsigned repository.
+    trust: RepositoryTrust | None = None
+    # What a new set's ``created_at`` is read from (a drill's clock-skew fault replaces it).
+    clock: Callable[[], datetime] = staticmethod(_system_clock)
 
     @abstractmethod
     def begin(self, label: str | None = None) -> BackupSetWriter: ...
@@ -168,12 +206,13 @@ class Repository(ABC):
 
         Why: finding the newest set (an incremental's parent, "restore the latest") read
         every manifest whole first: 1.5 GB for ten sets of 100,000 files (issue 14). The
-        order comes from the summaries; a set that cannot be read whole is skipped as
+        order is the chain's (``engine.chain``), never the wall clock; a set that cannot be
+        read whole (or, on a repository that verifies, fails its signature) is skipped as
         ``list`` skips it, and named in ``broken``.
         """
         chosen = self.summaries() if sets is None else sets
         broken = dict(getattr(self, "broken", {}))
-        for summary in sorted(chosen, key=lambda m: (m.created_at, m.id), reverse=True):
+        for summary in sorted(chosen, key=chain_key, reverse=True):
             try:
                 yield self.get(summary.id)
             except RepositoryError as exc:
@@ -391,9 +430,51 @@ class Repository(ABC):
     def delete(self, backup_id: str) -> None:
         """Remove a set so that it is unlisted before any of its files go."""
 
+    @contextmanager
+    def lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
+        """The repository lock: shared while reading or adding sets, exclusive while deleting.
+
+        Backups, copies, restores and verifications hold it shared for as long as they
+        read, so nothing they read is deleted under them; pruning holds it exclusive.
+        ``operation`` names the holder in the message of anyone who waits (with host, pid
+        and since when); after ``timeout`` seconds (default: the backend's) a waiter
+        raises an error naming the holders.
+
+        Re-entrant per thread and repository handle: a command that holds it and passes
+        the same repository to an engine function that takes it again holds it once. Why:
+        a lock that lets a waiting prune go before new shared holders (the S3 lease) would
+        otherwise make a thread wait for itself. Asking for the exclusive lock while
+        holding the shared one is refused, for the same reason. Two handles on one
+        repository lock apart, as two processes would.
+        """
+        held = _held_locks()
+        key = id(self)
+        current = held.get(key)
+        if current is not None:
+            if exclusive and not current[0]:
+                where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+                raise RepositoryError(
+                    f"{operation or 'an operation'} needs the exclusive lock of the repository ({where}), which this "
+                    "thread holds shared; this is a bug in drproof"
+                )
+            held[key] = (current[0], current[1] + 1)
+            try:
+                yield
+            finally:
+                held[key] = current
+            return
+        with self.acquire_lock(exclusive, operation, timeout):
+            held[key] = (exclusive, 1)
+            try:
+                yield
+            finally:
+                held.pop(key, None)
+
     @abstractmethod
-    def lock(self, exclusive: bool) -> AbstractContextManager[None]:
-        """Shared for backups and restores, exclusive for pruning."""
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> AbstractContextManager[None]:
+        """Take the backend's lock itself (``lock`` makes it re-entrant): a file lock, an S3 lease."""
 
     def holds(self, backup_id: str) -> builtins.list[Hold]:
         """Stored objects of a set the store refuses to delete yet (S3 Object Lock); retention keeps such sets."""
@@ -405,3 +486,146 @@ class Repository(ABC):
 
     def iter_sets(self) -> Iterator[Manifest]:
         yield from self.list()
+
+    # -- signatures and the chain (engine/signing.py, engine/chain.py) ------------------------
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        """The signature document stored beside the manifest (``manifest.sig``), or None."""
+        return None
+
+    def _admit(self, backup_id: str, manifest_bytes: bytes) -> None:
+        """Refuse a manifest whose signature a verifying repository does not accept.
+
+        Every backend calls this on the bytes it is about to parse, so a set that fails
+        is never read, listed as usable, ordered, restored or copied; it is named instead.
+        """
+        if self.trust is None or self.trust.keys is None:
+            return
+        check = self.trust.keys.check(manifest_bytes, self.stored_signature(backup_id))
+        if not check.ok:
+            raise UntrustedSet(f"backup {backup_id} is not trusted: {check.detail}")
+
+    def _admit_copy(self, backup_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        """Refuse to publish a copied set whose signature this repository would not accept."""
+        if self.trust is None or self.trust.keys is None:
+            return
+        check = self.trust.keys.check(manifest_bytes, signature)
+        if not check.ok:
+            raise UntrustedSet(f"backup {backup_id} is not trusted, so it was not copied: {check.detail}")
+
+    def sign(self, manifest_bytes: bytes) -> bytes | None:
+        """The signature document for a set being published; None in an unsigned repository."""
+        if self.trust is None or self.trust.signer is None:
+            if self.trust is not None and self.trust.keys is not None:
+                raise ConfigError(
+                    f"the repository ({self.describe().get('path', self.name)}) verifies signatures, but no private "
+                    "key is configured to sign new sets (signing: key_file or key_env)"
+                )
+            return None
+        return self.trust.signer.sign(manifest_bytes)
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        """Every set as stored, manifest bytes and signature, whatever is wrong with it.
+
+        This default finds sets through ``summaries`` (and ``broken``); a backend that can
+        also see set directories without a manifest overrides it.
+        """
+        summaries = self.summaries()
+        broken = dict(getattr(self, "broken", {}))
+        for backup_id in [m.id for m in summaries] + sorted(broken):
+            data = self.stored_manifest_bytes(backup_id)
+            problem = None if data is not None else broken.get(backup_id, "its manifest cannot be read")
+            yield StoredSet(backup_id, data, self.stored_signature(backup_id), problem)
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        """(id, record, signature) of every set retention deleted; none in a backend that keeps none."""
+        return []
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        """Keep the record that retention deleted a set (before it is deleted)."""
+        return None
+
+    def tombstones(self) -> builtins.list[Tombstone]:
+        keys = self.trust.keys if self.trust is not None else None
+        out = []
+        for backup_id, data, sig in self.stored_tombstones():
+            t = read_tombstone(backup_id, data, sig, keys)
+            if t is not None:
+                out.append(t)
+        return out
+
+    def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        """The chain as stored: every set's signature and links, and the order of the usable ones."""
+        keys = self.trust.keys if self.trust is not None else None
+        return audit(self.stored_sets(), self.tombstones(), keys, now)
+
+    def chain_link(self) -> dict[str, Any]:
+        """The place of a set published now: after the newest usable set (or tombstone).
+
+        Called by a backend's commit while it holds the publishing lock, so two backups
+        never take one place. Retention never deletes the newest set, but a repository
+        emptied by other means continues after its newest tombstone, not from 1 again.
+        """
+        found = self.chain_audit()
+        head_id = found.head()
+        candidates: builtins.list[tuple[int, str, str]] = []
+        if head_id is not None:
+            st = found.sets[head_id]
+            candidates.append((st.summary.sequence or 0, head_id, st.sha256))
+        candidates += [
+            (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
+        ]
+        if not candidates:
+            return {"sequence": 1, "previous_id": None, "previous_sha256": None}
+        place, prev_id, prev_sha = max(candidates)
+        return {"sequence": place + 1, "previous_id": prev_id, "previous_sha256": prev_sha}
+
+    @contextmanager
+    def publishing(self, operation: str) -> Iterator[None]:
+        """The exclusive section in which a new set takes its place in the chain.
+
+        A backend without a lock of its own (S3 today) publishes without one: two backups
+        at the same moment may then claim one place, which the audit reports as a fork.
+        """
+        yield
+
+    def record_deletion(self, backup_id: str, reason: str) -> None:
+        """Write the signed tombstone of a set about to be deleted (retention, an operator's prune)."""
+        data = self.stored_manifest_bytes(backup_id)
+        if data is None:
+            return
+        manifest = ManifestSummary.model_validate_json(data)
+        record = tombstone_bytes(manifest, hashlib.sha256(data).hexdigest(), reason)
+        self.write_tombstone(backup_id, record, self.sign(record))
+
+    # Damage on purpose, for drills' integrity faults (engine/faults/integrity.py).
+    def overwrite_manifest(self, backup_id: str, data: bytes) -> None:
+        raise FaultError(f"the {self.name} repository cannot rewrite a manifest on purpose")
+
+    def delete_manifest(self, backup_id: str) -> None:
+        raise FaultError(f"the {self.name} repository cannot delete a manifest on purpose")
+
+    def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        """Store set ``source_id``'s files again as ``new_id`` with the given manifest, checking nothing.
+
+        What an attacker with write access does to replay an old set under a new id; a
+        repository's own ``import_set`` would refuse it.
+        """
+        raise FaultError(f"the {self.name} repository cannot plant a set on purpose")
+
+
+def verbatim_manifest(manifest: Manifest, source: Repository) -> tuple[bytes, bytes | None]:
+    """The manifest bytes and signature to copy: exactly as the source stores them.
+
+    Why not ``manifest.to_json()``: a signature covers stored bytes, and a manifest an
+    older drproof wrote may serialize differently today. The bytes must still be the
+    manifest whose artifacts the copy checks; if the source changed them meanwhile, the
+    copy is refused rather than publishing a manifest nobody checked.
+    """
+    data = source.stored_manifest_bytes(manifest.id)
+    if data is None:
+        return manifest.to_json().encode("utf-8"), None
+    if data != manifest.to_json().encode("utf-8") and Manifest.model_validate_json(data) != manifest:
+        raise IntegrityError(
+            f"backup {manifest.id}: its manifest changed in the source while it was copied; not copied"
+        )
+    return data, source.stored_signature(manifest.id)

@@ -3,7 +3,11 @@
 Layout::
 
     <root>/sets/<id>/manifest.json          present only for complete sets
+    <root>/sets/<id>/manifest.sig           its signature, in a signed repository (engine/signing.py)
     <root>/sets/<id>/<component>/<name>.zst
+    <root>/pruned/<id>.json (and .sig)      the record of each set retention deleted (engine/chain.py)
+    <root>/.lock, <root>/.publish.lock      the repository lock and the publishing lock, each with
+                                            ``.holders/`` notes naming who holds it (locking.py)
     <root>/.staging/<id>/...                in-progress sets; never listed
     <root>/.staging/<id>.owner              who writes it (host, pid): a dead owner's set is removed
 
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import fcntl
 import io
 import json
 import os
@@ -28,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from engine.chain import StoredSet
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, IntegrityError, RepositoryError
 from engine.manifest import (
@@ -41,7 +45,6 @@ from engine.manifest import (
     Manifest,
     ManifestModel,
     ManifestSummary,
-    load_as,
 )
 from engine.repository import staging as owners
 from engine.repository.base import (
@@ -51,9 +54,14 @@ from engine.repository.base import (
     StoredArtifactMissing,
     VerifyReport,
     safe_segment,
+    verbatim_manifest,
 )
+from engine.repository.locking import file_lock, open_lock_file
 from engine.repository.settings import BackendSettings, OpenContext
+from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
+
+PRUNED_DIR = "pruned"
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
 # configuration secrets), encrypted or not: nobody but the repository's owner reads them.
@@ -92,6 +100,24 @@ def _write_new(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """A new file of the repository with ``data``, on disk before this returns."""
+    with _create(path) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    """A small file of the repository, or None if it is absent, unreadable or too large."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -153,7 +179,7 @@ class _StoredFile(io.RawIOBase):
 
 class _LocalSetWriter(EncodingSetWriter):
     def __init__(self, repo: LocalRepository, label: str | None) -> None:
-        super().__init__(repo.encryption, label)
+        super().__init__(repo.encryption, label, now=repo.clock())
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
         owners.clean(repo.root)  # sets a killed backup left half-written (no live owner)
@@ -182,17 +208,26 @@ class _LocalSetWriter(EncodingSetWriter):
                 fh.close()
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
+        """Publish: take the next place in the chain, sign, and rename the set into ``sets/``.
+
+        The place is chosen and the set renamed under the publishing lock, so two backups
+        never claim one place; the manifest and its signature are in the set before the
+        rename makes it visible, so a listed set is never unsigned in a signed repository.
+        """
         manifest = self._manifest(components, tools, labels)
-        path = self.staging / MANIFEST_NAME
-        with _writing(self._repo.root, f"writing the manifest of set {self.id}"):
-            with _create(path) as fh:
-                fh.write(manifest.to_json().encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            _fsync_dir(self.staging)
-            final = self._repo.root / "sets" / self.id
-            os.rename(self.staging, final)
-        _fsync_dir(final.parent)
+        repo = self._repo
+        with repo.publishing(f"publishing backup {self.id}"):
+            manifest = manifest.model_copy(update=repo.chain_link())
+            data = manifest.to_json().encode("utf-8")
+            signature = repo.sign(data)
+            with _writing(repo.root, f"writing the manifest of set {self.id}"):
+                _write_synced(self.staging / MANIFEST_NAME, data)
+                if signature is not None:
+                    _write_synced(self.staging / SIGNATURE_NAME, signature)
+                _fsync_dir(self.staging)
+                final = repo.root / "sets" / self.id
+                os.rename(self.staging, final)
+            _fsync_dir(final.parent)
         owners.remove_owner(self.staging)
         return manifest
 
@@ -226,16 +261,24 @@ class LocalRepository(Repository):
         root = settings.path if settings.path is not None else ctx.run_dir
         if root is None:
             raise RepositoryError("a local repository needs a path (repository.path)")
-        return cls(root, ctx.encryption, create=ctx.create)
+        return cls(root, ctx.encryption, create=ctx.create, trust=ctx.trust)
 
-    def __init__(self, root: Path, encryption: Encryption | None = None, create: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        encryption: Encryption | None = None,
+        create: bool = True,
+        trust: RepositoryTrust | None = None,
+    ) -> None:
         """Open (with ``create``, make) the repository at ``root``.
 
         ``create=False`` is for readers that must not write (a restore test, a dry run):
         a directory without the repository's layout is an error, and nothing is made.
+        ``trust``: how sets are signed and which signatures are accepted (None: unsigned).
         """
         self.root = root
         self.encryption = encryption
+        self.trust = trust
         if not create:
             if not (root / "sets").is_dir():
                 raise RepositoryError(f"no repository at {root} (it has no sets/ directory); nothing was created")
@@ -272,25 +315,87 @@ class LocalRepository(Repository):
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
-        path = self._set_dir(backup_id) / MANIFEST_NAME
-        try:
-            if path.stat().st_size > MAX_MANIFEST_BYTES:
-                return None
-            return path.read_bytes()
-        except OSError:
-            return None
+        return _read_small(self._set_dir(backup_id) / MANIFEST_NAME, MAX_MANIFEST_BYTES)
+
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        return _read_small(self._set_dir(backup_id) / SIGNATURE_NAME, MAX_SIGNATURE_BYTES)
 
     def get(self, backup_id: str) -> Manifest:
         return self._read(backup_id, Manifest)
 
     def _read(self, backup_id: str, model: type[ManifestModel]) -> ManifestModel:
+        """Parse the manifest from the very bytes whose signature was checked (no second read)."""
         path = self._set_dir(backup_id) / MANIFEST_NAME
         if not path.is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
-        manifest = load_as(path, model)
+        data = _load_bytes(path)
+        self._admit(backup_id, data)
+        manifest = _parse(path, data, model)
         if manifest.id != backup_id:
             raise RepositoryError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
         return manifest
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        """Every set directory: with its manifest, or holding files but no manifest (its manifest deleted)."""
+        for entry in sorted((self.root / "sets").iterdir()):
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            path = entry / MANIFEST_NAME
+            if path.is_file():
+                try:
+                    data: bytes | None = _load_bytes(path)
+                    problem = None
+                except RepositoryError as exc:
+                    data, problem = None, str(exc)
+                yield StoredSet(entry.name, data, self.stored_signature(entry.name), problem)
+            elif any(entry.iterdir()):
+                yield StoredSet(entry.name, None, self.stored_signature(entry.name))
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        directory = self.root / PRUNED_DIR
+        if not directory.is_dir():
+            return []
+        out = []
+        for path in sorted(directory.glob("*.json")):
+            data = _read_small(path, MAX_SIGNATURE_BYTES)
+            if data is not None:
+                out.append((path.stem, data, _read_small(path.with_suffix(".sig"), MAX_SIGNATURE_BYTES)))
+        return out
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        directory = self.root / PRUNED_DIR
+        consequence = f"set {backup_id} was not deleted"
+        with _writing(self.root, f"recording the deletion of {backup_id}", consequence):
+            _private_dirs(directory)
+            if signature is not None:
+                _write_new(directory / f"{safe_segment(backup_id)}.sig", signature.decode("utf-8"))
+            _write_new(directory / f"{safe_segment(backup_id)}.json", record.decode("utf-8"))
+
+    @contextmanager
+    def publishing(self, operation: str) -> Iterator[None]:
+        """The short exclusive lock under which a set takes its place in the chain."""
+        with self._file_lock(".publish.lock", "the publishing lock of", True, operation):
+            yield
+
+    def overwrite_manifest(self, backup_id: str, data: bytes) -> None:
+        path = self._set_dir(backup_id) / MANIFEST_NAME
+        with open(path, "r+b") as fh:
+            fh.truncate(0)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def delete_manifest(self, backup_id: str) -> None:
+        (self._set_dir(backup_id) / MANIFEST_NAME).unlink()
+
+    def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        target = self._set_dir(new_id)
+        shutil.copytree(self._set_dir(source_id), target, symlinks=True)
+        for leftover in (VERIFIED_NAME, SIGNATURE_NAME):
+            (target / leftover).unlink(missing_ok=True)
+        (target / MANIFEST_NAME).write_bytes(manifest_bytes)
+        if signature is not None:
+            (target / SIGNATURE_NAME).write_bytes(signature)
 
     def _stored_path(self, manifest: Manifest, artifact: ArtifactRecord) -> Path:
         base = self._set_dir(manifest.id).resolve()
@@ -321,6 +426,8 @@ class LocalRepository(Repository):
         """
         if (self.root / "sets" / safe_segment(manifest.id) / MANIFEST_NAME).exists():
             raise RepositoryError(f"backup {manifest.id} is already in {self.root}")
+        data, signature = verbatim_manifest(manifest, source)
+        self._admit_copy(manifest.id, data, signature)
         staging = self.root / ".staging" / f"{manifest.id}.copy-{secrets.token_hex(4)}"
         what = f"copying set {manifest.id}"
         with _writing(self.root, what):
@@ -331,10 +438,9 @@ class LocalRepository(Repository):
             for artifact in manifest.artifacts:
                 self._import_artifact(manifest, artifact, source, staging, what)
             with _writing(self.root, what):
-                with _create(staging / MANIFEST_NAME) as fh:
-                    fh.write(manifest.to_json().encode("utf-8"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_synced(staging / MANIFEST_NAME, data)
+                if signature is not None:
+                    _write_synced(staging / SIGNATURE_NAME, signature)
                 _fsync_dir(staging)
                 os.rename(staging, self.root / "sets" / manifest.id)
             _fsync_dir(self.root / "sets")
@@ -396,24 +502,32 @@ class LocalRepository(Repository):
         shutil.rmtree(target, ignore_errors=True)
 
     @contextmanager
-    def lock(self, exclusive: bool) -> Iterator[None]:
-        """Shared for backups and restores, exclusive for pruning: a restore never loses its set."""
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
+        """Shared for backups, copies and restores, exclusive for pruning: nothing read is deleted under a reader."""
+        what = operation or ("prune" if exclusive else "an operation")
+        with self._file_lock(".lock", "the lock of repository", exclusive, what, timeout):
+            yield
+
+    @contextmanager
+    def _file_lock(
+        self, name: str, what: str, exclusive: bool, operation: str, timeout: float | None = None
+    ) -> Iterator[None]:
+        path = self.root / name
         try:
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-            fh = os.fdopen(fd, "r+")
+            fh = open_lock_file(path)
         except OSError as exc:  # a read-only or full repository: say which, not a traceback
             raise _write_error(self.root, exc, "opening its lock file", "nothing was done") from exc
-        with fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(fh, path, exclusive=exclusive, operation=operation, what=f"{what} {self.root}", timeout=timeout):
+            yield
 
     def describe(self) -> dict[str, str]:
         facts = {"type": self.name, "path": str(self.root)}
         if self.encryption is not None:
             facts["encryption"] = f"aes-256-gcm, key from {self.encryption.source}"
+        if self.trust is not None and self.trust.verifies:
+            facts["signing"] = self.trust.describe()
         return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
@@ -439,3 +553,22 @@ class LocalRepository(Repository):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _load_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+        return path.read_bytes()
+    except OSError as exc:
+        raise RepositoryError(f"{path}: cannot read manifest: {exc.strerror}") from exc
+
+
+def _parse(path: Path, data: bytes, model: type[ManifestModel]) -> ManifestModel:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc

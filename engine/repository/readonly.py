@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, ClassVar, NoReturn
 
+from engine.chain import StoredSet
 from engine.crypto import Encryption
 from engine.errors import RepositoryError
 from engine.manifest import ArtifactRecord, Manifest, ManifestSummary
 from engine.repository.base import BackupSetWriter, Repository, VerifyReport
+from engine.signing import RepositoryTrust
 
 
 class ReadOnlyRepository(Repository):
@@ -32,6 +34,14 @@ class ReadOnlyRepository(Repository):
     @encryption.setter
     def encryption(self, value: Encryption | None) -> None:
         self.inner.encryption = value
+
+    @property
+    def trust(self) -> RepositoryTrust | None:
+        return self.inner.trust
+
+    @trust.setter
+    def trust(self, value: RepositoryTrust | None) -> None:
+        self.inner.trust = value
 
     def _refuse(self, what: str) -> NoReturn:
         where = ", ".join(f"{k} {v}" for k, v in self.inner.describe().items())
@@ -50,6 +60,15 @@ class ReadOnlyRepository(Repository):
     def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
         return self.inner.stored_manifest_bytes(backup_id)
 
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        return self.inner.stored_signature(backup_id)
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        return self.inner.stored_sets()
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        return self.inner.stored_tombstones()
+
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:  # type: ignore[override]
         return self.inner.open_stored(manifest, artifact)  # type: ignore[return-value]
 
@@ -66,7 +85,9 @@ class ReadOnlyRepository(Repository):
         return {**self.inner.describe(), "access": "read-only"}
 
     @contextmanager
-    def lock(self, exclusive: bool) -> Iterator[None]:
+    def acquire_lock(
+        self, exclusive: bool, operation: str | None = None, timeout: float | None = None
+    ) -> Iterator[None]:
         """No lock file is created or taken: a reader must not write one into production."""
         if exclusive:
             self._refuse("take the repository's exclusive lock")
@@ -93,3 +114,12 @@ class ReadOnlyRepository(Repository):
 
     def delete(self, backup_id: str) -> None:
         self._refuse(f"delete backup {backup_id}")
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        self._refuse(f"record the deletion of backup {backup_id}")
+
+    def overwrite_manifest(self, backup_id: str, data: bytes) -> None:
+        self._refuse(f"change the manifest of backup {backup_id}")
+
+    def delete_manifest(self, backup_id: str) -> None:
+        self._refuse(f"delete the manifest of backup {backup_id}")

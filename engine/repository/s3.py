@@ -50,10 +50,12 @@ from engine.repository.base import (
     StoredArtifactMissing,
     VerifyReport,
     safe_segment,
+    verbatim_manifest,
 )
 from engine.repository.objectlock import Hold, ObjectLock, ObjectLocked
 from engine.repository.s3lease import DEFAULT_TTL, Lease, held
 from engine.repository.settings import BackendSettings, OpenContext
+from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
@@ -204,7 +206,7 @@ class MultipartWriter(io.RawIOBase):
 
 class _S3SetWriter(EncodingSetWriter):
     def __init__(self, repo: S3Repository, label: str | None, backup_id: str | None = None) -> None:
-        super().__init__(repo.encryption, label, backup_id)
+        super().__init__(repo.encryption, label, backup_id, now=repo.clock())
         self._repo = repo
 
     @contextmanager
@@ -230,8 +232,14 @@ class _S3SetWriter(EncodingSetWriter):
 
     def commit(self, components: list[ComponentRecord], tools: dict[str, str], labels: dict[str, str]) -> Manifest:
         manifest = self._manifest(components, tools, labels)
-        # Last: this publishes the set. If it fails, the set was not published.
-        self._repo.put(self.id, MANIFEST_NAME, manifest.to_json().encode(), "nothing was published")
+        with self._repo.publishing(f"publishing backup {self.id}"):
+            manifest = manifest.model_copy(update=self._repo.chain_link())
+            data = manifest.to_json().encode()
+            signature = self._repo.sign(data)
+            if signature is not None:  # before the manifest: a listed set is never unsigned
+                self._repo.put(self.id, SIGNATURE_NAME, signature, "nothing was published")
+            # Last: this publishes the set. If it fails, the set was not published.
+            self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
         return manifest
 
     def abort(self) -> None:
@@ -356,6 +364,7 @@ class S3Repository(Repository):
             credentials=settings.credentials(),
             object_lock=settings.lock(),
             lease_ttl=timedelta(seconds=settings.lock_lease_seconds),
+            trust=ctx.trust,
         )
 
     def __init__(
@@ -370,12 +379,14 @@ class S3Repository(Repository):
         object_lock: ObjectLock | None = None,
         lease_ttl: timedelta = DEFAULT_TTL,
         lock_wait: timedelta | None = None,
+        trust: RepositoryTrust | None = None,
     ) -> None:
         """``object_lock``: the retention every object written gets (see engine.repository.objectlock).
         ``lease_ttl``/``lock_wait``: how long a repository lock lives unrenewed, and how long an
         operation waits for another holder's (default: twice the ttl, so a dead holder's lease
         expires while a new operation waits)."""
         self.bucket = bucket
+        self.trust = trust
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.encryption = encryption
@@ -539,6 +550,7 @@ class S3Repository(Repository):
         data = self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         if data is None:
             return None
+        self._admit(backup_id, data)
         try:
             manifest = model.model_validate_json(data)
         except ValueError as exc:
@@ -568,6 +580,41 @@ class S3Repository(Repository):
             return self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         except RepositoryError:
             return None
+
+    def stored_signature(self, backup_id: str) -> bytes | None:
+        try:
+            return self._get_bytes(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
+        except RepositoryError:
+            return None
+
+    def _pruned_key(self, backup_id: str, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "pruned", safe_segment(backup_id) + suffix) if p)
+
+    def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
+        prefix = "/".join(p for p in (self.prefix, "pruned") if p) + "/"
+        out = []
+        with self.guard(f"listing s3://{self.bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix) :]
+                    if name.endswith(".json"):
+                        backup_id = name.removesuffix(".json")
+                        data = self._get_bytes(obj["Key"], MAX_SIGNATURE_BYTES)
+                        if data is not None:
+                            sig = self._get_bytes(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
+                            out.append((backup_id, data, sig))
+        return out
+
+    def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
+        with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):
+            # Locked like every object drproof writes: a tombstone nobody can delete keeps its gap accounted for.
+            if signature is not None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._pruned_key(backup_id, ".sig"), Body=signature, **self.write_args()
+                )
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._pruned_key(backup_id, ".json"), Body=record, **self.write_args()
+            )
 
     def list(self) -> list[Manifest]:
         return self._read_all(Manifest)
@@ -601,6 +648,8 @@ class S3Repository(Repository):
             facts["endpoint_url"] = self.endpoint_url
         if self.object_lock is not None:
             facts["object_lock"] = self.object_lock.describe()
+        if self.trust is not None and self.trust.verifies:
+            facts["signing"] = self.trust.describe()
         return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
@@ -749,7 +798,7 @@ class S3Repository(Repository):
             raise ObjectLocked(f"S3 backup {backup_id} not deleted: {holds[0].reason()}{more}", holds)
         keys = [self.key(backup_id, MANIFEST_NAME)]  # first: the set stops being listed
         keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
-        keys.append(self.key(backup_id, VERIFIED_NAME))
+        keys += [self.key(backup_id, VERIFIED_NAME), self.key(backup_id, SIGNATURE_NAME)]
         for key in keys:
             with self.guard(f"deleting {key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -763,14 +812,16 @@ class S3Repository(Repository):
                 )
 
     @contextmanager
-    def lock(self, exclusive: bool, operation: str | None = None) -> Iterator[None]:
+    def acquire_lock(self, exclusive: bool, operation: str | None = None, timeout: float | None = None) -> Iterator[None]:
         """A lease object under ``locks/`` (engine.repository.s3lease), renewed while the block runs.
 
         Shared for backups, copies and restores, exclusive for pruning; a holder that
-        waits longer than ``lock_wait`` gets an error naming who holds it.
+        waits longer than ``lock_wait`` (or ``timeout`` seconds, when given) gets an error
+        naming who holds it.
         """
         what = operation or ("prune" if exclusive else "backup or restore")
-        with held(self, exclusive, what, self.lease_ttl, self.lock_wait, self.guard) as lease:
+        wait = self.lock_wait if timeout is None else timedelta(seconds=timeout)
+        with held(self, exclusive, what, self.lease_ttl, wait, self.guard) as lease:
             outer, self._lease = self._lease, lease
             try:
                 yield
@@ -778,7 +829,9 @@ class S3Repository(Repository):
                 self._lease = outer
 
     def import_set(self, manifest: Manifest, source: Repository) -> None:
-        """Copy a set's stored bytes verbatim (same digests), manifest last."""
+        """Copy a set's stored bytes verbatim (same digests, same signed manifest), manifest last."""
+        data, signature = verbatim_manifest(manifest, source)
+        self._admit_copy(manifest.id, data, signature)
         done: list[str] = []
         try:
             for artifact in manifest.artifacts:
@@ -801,7 +854,10 @@ class S3Repository(Repository):
                         upload.abort()
                     raise
                 done.append(key)
-            self.put(manifest.id, MANIFEST_NAME, manifest.to_json().encode())
+            if signature is not None:
+                self.put(manifest.id, SIGNATURE_NAME, signature)
+                done.append(self.key(manifest.id, SIGNATURE_NAME))
+            self.put(manifest.id, MANIFEST_NAME, data)
         except BaseException:
             for key in done:
                 with suppress(Exception):

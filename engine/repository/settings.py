@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from engine.crypto import Encryption
+from engine.signing import RepositoryTrust
 
 if TYPE_CHECKING:
     from engine.repository.base import Repository
@@ -45,6 +46,7 @@ class OpenContext:
     """What the caller adds to the settings when it opens a repository.
 
     ``create=False`` is for readers that must write nothing (a restore test, a dry run).
+    ``trust``: the signing keys (engine.signing); None for an unsigned repository.
     A drill passes ``run_dir``, its private directory for this repository (where a backend
     that stores files keeps the run's sets when no place is configured), and ``run_name``,
     unique to the run (under which a remote backend keeps the run's objects apart from
@@ -55,6 +57,7 @@ class OpenContext:
     create: bool = True
     run_dir: Path | None = None
     run_name: str | None = None
+    trust: RepositoryTrust | None = None  # how sets are signed and which signatures are accepted
 
 
 class Backend(Protocol):

@@ -19,6 +19,8 @@ from engine.registry import Registry
 
 if TYPE_CHECKING:
     import redis
+
+    from engine.runtime.containers import ContainerSpec, ServiceContainer
 else:
     redis = lazy("redis")
 
@@ -65,6 +67,10 @@ class PostgresService(ABC):
     @abstractmethod
     def data_location(self) -> str:
         """Where the data live, for reports (a path, or a volume and mount point)."""
+
+    def network_dsn(self, dbname: str = "postgres") -> str | None:
+        """The libpq DSN a container on the run's network uses, or None off a container network."""
+        return None
 
     @abstractmethod
     def ensure_running(self) -> None:
@@ -195,6 +201,10 @@ class RedisService(ABC):
     @abstractmethod
     def ensure_running(self) -> None: ...
 
+    def network_address(self) -> tuple[str, int] | None:
+        """(host, port) a container on the run's network uses, or None off a container network."""
+        return None
+
     def load_checked_rdb(self, rdb: Path, dbs: list[int]) -> bool:
         """Load an RDB file drproof has already proven sound into this server, in place.
 
@@ -253,7 +263,8 @@ HOST_RDB = "host-rdb"
 CAPABILITIES: dict[str, str] = {
     PHYSICAL_ACCESS: "the data directory and WAL archive of its PostgreSQL servers are reachable from this host",
     OWNED_PROCESSES: "drproof starts its servers as processes on this host, so it may stop them and edit their files",
-    CONTAINERS: "its servers run in containers, which faults may kill, stop or remove with their volumes",
+    CONTAINERS: "its servers run in containers, which faults may kill, stop or remove with their volumes, and it "
+    "starts an application from an image as a container (run.image)",
     REPLICAS: "it starts replicated topologies (a primary with streaming replicas, Sentinel, Cluster)",
     HOST_RDB: "a redis-server on this host reads the RDB snapshots its Redis servers write",
 }
@@ -361,6 +372,15 @@ class Runtime(ABC):
         """The single Redis server of ``instance`` (server kind ``redis``)."""
         service: RedisService = self.server("redis", instance)
         return service
+
+    def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
+        """A service container on the run's private network; runtimes without one refuse."""
+        from engine.errors import RuntimeStartError
+
+        raise RuntimeStartError(
+            f"application {instance!r} runs from an image ({spec.image}), which needs the docker runtime "
+            f"(--runtime docker or stack.runtime: docker); the {self.name} runtime starts processes only"
+        )
 
     # Runtimes that own a run directory set these; ``directory`` then needs no override.
     root: Path

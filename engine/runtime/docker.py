@@ -37,6 +37,7 @@ from engine.runtime.base import (
     Runtime,
     ServerWanted,
 )
+from engine.runtime.containers import ContainerSpec, ServiceContainer
 
 if TYPE_CHECKING:
     import psycopg2
@@ -116,7 +117,7 @@ class _Container:
         # Published on loopback only: nothing outside this machine can reach the stack.
         cast(dict[str, Any], tc.ports)[f"{self.port}/tcp"] = ("127.0.0.1", None)
         tc.with_name(f"drproof-{self.runtime.run_id}-{self.instance}-{self.generation}")
-        tc.with_kwargs(labels=self.runtime.labels, network=self.runtime.network_name)
+        tc.with_kwargs(labels=self.runtime.labels, network=self.runtime.network_name, networking_config=self._alias())
         try:
             tc.start()
         except ImageNotFound as exc:
@@ -127,6 +128,11 @@ class _Container:
         self.container = tc.get_wrapped_container()
         self.host_port = int(tc.get_exposed_port(self.port))
         self.runtime.remember_image(self.kind, self.image)
+
+    def _alias(self) -> dict[str, Any]:
+        """Its component name as its address on the run's network, whatever generation it is."""
+        network = self.runtime.network_name
+        return {network: self.runtime.client.api.create_endpoint_config(aliases=[self.instance])}
 
     def resume(self) -> None:
         """Start the stopped container again; its published port may have changed."""
@@ -219,6 +225,9 @@ class DockerPostgres(PostgresService, _BoxOps):
     def tool_dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port=5432 user={self.superuser} dbname={dbname} connect_timeout=10"
 
+    def network_dsn(self, dbname: str = "postgres") -> str | None:
+        return f"host={self.box.instance} port=5432 user={self.superuser} dbname={dbname} connect_timeout=5"
+
     def tool(self, name: str) -> list[str]:
         # `-e PGPASSWORD` without a value copies it from our environment: never in argv.
         return ["docker", "exec", "-i", "-e", "PGPASSWORD", self.box.container.id, name]
@@ -293,6 +302,9 @@ class DockerRedis(RedisService, _BoxOps):
     def kill(self) -> None:
         self.box.kill()
 
+    def network_address(self) -> tuple[str, int] | None:
+        return self.box.instance, 6379
+
     def ensure_running(self) -> None:
         if self.box.running():
             return
@@ -342,6 +354,8 @@ class DockerRuntime(Runtime):
         self.client.networks.create(self.network_name, labels=self.labels, driver="bridge")
         self._dirs: dict[str, Path] = {}
         self._image_ids: dict[str, str] = {}
+        self.app_generation = 0  # application containers started so far (engine.runtime.docker_app)
+        self.app_images: dict[str, str] = {}  # application -> "image (id)" it last ran from, for the report
         self._closed = False
 
     def want(self, instance: str, wanted: ServerWanted) -> None:
@@ -371,6 +385,11 @@ class DockerRuntime(Runtime):
     def start_redis(self, instance: str, options: object = None) -> DockerRedis:
         return DockerRedis(self, instance, self.root)
 
+    def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
+        from engine.runtime.docker_app import DockerServiceContainer
+
+        return DockerServiceContainer(self, instance, spec)
+
     def describe(self) -> dict[str, str]:
         facts = {
             "runtime": self.name,
@@ -381,6 +400,8 @@ class DockerRuntime(Runtime):
         }
         for kind, image_id in sorted(self._image_ids.items()):
             facts[f"image:{kind}"] = f"{self.images[kind]} ({image_id})"
+        for name, image in sorted(self.app_images.items()):
+            facts[f"application:{name}"] = image
         for kind, name, svc in self.started():
             facts[f"{kind}:{name}"] = svc.version()
         return facts

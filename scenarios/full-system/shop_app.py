@@ -3,7 +3,7 @@
 Standard library HTTP server; psycopg2 and redis come with drproof (run it with the
 `{python}` drproof runs on). Connection details arrive in the environment as drproof
 gives them to application components: DRPROOF_<COMPONENT>_URL, _PASSWORD, _HOST, _PORT,
-and the port to listen on in PORT.
+and the port to listen on in PORT (on 127.0.0.1, or on SHOP_LISTEN in a container).
 
     GET /health              200 when the database and the cache both answer
     GET /customers/<id>      the customer's order count and total, and their cart
@@ -94,4 +94,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    # Loopback as a process; a container listens on its network (SHOP_LISTEN=0.0.0.0) and
+    # drproof publishes the port on the host's loopback only.
+    ThreadingHTTPServer((os.environ.get("SHOP_LISTEN", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()

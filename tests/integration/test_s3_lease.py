@@ -120,8 +120,11 @@ def test_copies_racing_prunes_lose_nothing(open_repo: Callable[..., S3Repository
             manifest: Any = manifest, target: LocalRepository = target, errors: list[BaseException] = errors
         ) -> None:
             try:
-                with open_repo(ttl=3.0, wait=30.0).lock(exclusive=False, operation="copy"):
-                    engine_backup.copy_set(source, target, source.get(manifest.id))
+                # The copy holds its shared lease for the whole copy, on the handle it copies from
+                # (copy_set takes it again on that handle: re-entrant, one lease).
+                copier = open_repo(ttl=3.0, wait=30.0)
+                with copier.lock(exclusive=False, operation="copy"):
+                    engine_backup.copy_set(copier, target, copier.get(manifest.id))
             except BackupNotFound:
                 outcomes.append("pruned before the copy began")
             except BaseException as exc:

@@ -134,6 +134,29 @@ def test_retention_keeps_locked_sets_naming_object_and_date_then_frees_them_once
     assert [m.id for m in repo.list()] == ids[2:]
 
 
+def test_a_prune_tombstone_is_locked_like_every_other_object(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
+    """The signed record of a deleted set must outlive a writer too: else deleting it turns "pruned" into "missing"."""
+    from engine import retention
+    from engine.signing import RepositoryTrust
+
+    bucket = make_bucket(lock=True)
+    repo = _repo(
+        s3_server, bucket, object_lock=ObjectLock("GOVERNANCE", timedelta(seconds=3)), trust=RepositoryTrust.generated()
+    )
+    old, _ = _write(repo), _write(repo)
+    time.sleep(3.5)  # the sets' locks expire; the tombstone written now gets a fresh one
+    before = datetime.now(UTC)
+    pruned = retention.prune(repo, Policy(keep_last=1))
+    assert [d.backup_id for d in pruned.decisions if not d.keep] == [old.id]
+    keys = [o["Key"] for o in repo.client.list_objects_v2(Bucket=bucket, Prefix="prod/pruned/")["Contents"]]
+    assert sorted(k.rsplit("/", 1)[-1] for k in keys) == [f"{old.id}.json", f"{old.id}.sig"]
+    for key in keys:
+        head = repo.client.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "GOVERNANCE", key
+        assert head["ObjectLockRetainUntilDate"] > before, key
+    assert repo.chain_audit().findings == []
+
+
 def test_versioned_bucket_delete_frees_every_version_and_never_resurrects_a_set(
     s3_server: SeaweedFS, make_bucket: MakeBucket
 ) -> None:

@@ -1,0 +1,422 @@
+"""The chain of backup sets: their order, and everything missing, replayed or out of place.
+
+Why: "latest", an incremental's parent and retention followed each set's wall-clock
+``created_at``, so one backup taken while the clock ran a year ahead made retention
+delete the newest real backup, and a plain restore brought back the stale one. Each set
+now carries its place: a ``sequence`` number and the SHA-256 of its predecessor's stored
+manifest (``previous_id``, ``previous_sha256``), chosen when it is published, under the
+repository's publishing lock. Order comes from the chain alone; dates are reported when
+they disagree, never trusted for ordering.
+
+What the audit names, by set: a signature that is missing, by another key or does not
+match (on a repository that verifies); a set the chain says existed that is neither here
+nor deleted by retention (a *tombstone*, signed like a manifest, records each set
+retention deletes); a set directory with artifacts but no manifest (its manifest
+deleted); two sets claiming one place (a fork or a replay); a set whose recorded
+predecessor is another than the one here (altered or replaced); a set retention deleted
+that is back (replayed); a date in the future or before the predecessor's. Sets written
+before chaining (no ``sequence``) are an unchained legacy prefix, ordered by date as
+before and reported as such; the first chained set follows the newest of them.
+
+What it cannot see: the newest set deleted whole, artifacts and all, leaves no trace in
+the repository itself; only a copy kept elsewhere (the offsite repository, compared by
+:func:`missing_against`) or storage that refuses deletion (S3 Object Lock) shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import ValidationError
+
+from engine.manifest import Manifest, ManifestSummary
+from engine.signing import SignatureCheck, TrustedKeys
+
+# A clock this far ahead of the checking host is still "now": hosts drift by seconds,
+# NTP steps by less; a year is not drift.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+TOMBSTONE_FORMAT = "drproof-tombstone-v1"
+# Said wherever a repository that does not verify signatures is reported on.
+NOT_PROVEN = (
+    "NOT proven against anyone who can write the repository: its manifests are not signed (configure signing), "
+    "so an artifact rewritten together with its digest, a replayed set or a deleted one would go unnoticed"
+)
+
+FindingKind = Literal[
+    "unsigned",
+    "unknown-key",
+    "altered",
+    "malformed-signature",
+    "unreadable",
+    "manifest-missing",
+    "missing",
+    "forked",
+    "reordered",
+    "replayed",
+    "future-dated",
+    "before-predecessor",
+    "legacy",
+]
+# Findings that make a set unusable: it is left out of every order and refused for restore and copy.
+UNTRUSTING: frozenset[FindingKind] = frozenset(
+    {"unsigned", "unknown-key", "altered", "malformed-signature", "unreadable", "manifest-missing", "replayed"}
+)
+# Findings that leave every set usable and the order decided: said, but not a failure of `list`.
+QUIET_KINDS: frozenset[FindingKind] = frozenset({"legacy", "future-dated", "before-predecessor"})
+_SIGNATURE_KIND: dict[str, FindingKind] = {
+    "unsigned": "unsigned",
+    "unknown-key": "unknown-key",
+    "invalid": "altered",
+    "malformed": "malformed-signature",
+}
+
+
+def chain_key(m: Manifest | ManifestSummary) -> tuple[bool, int, datetime, str]:
+    """Oldest first: the unchained legacy prefix by date, then the chain by sequence."""
+    return (m.sequence is not None, m.sequence or 0, m.created_at, m.id)
+
+
+def chain_order(sets: Iterable[ManifestSummary]) -> list[ManifestSummary]:
+    return sorted(sets, key=chain_key)
+
+
+@dataclass(frozen=True)
+class Finding:
+    backup_id: str
+    kind: FindingKind
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.backup_id}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class StoredSet:
+    """One set as stored: manifest bytes (None: absent or unreadable) and signature bytes."""
+
+    backup_id: str
+    manifest: bytes | None
+    signature: bytes | None
+    problem: str | None = None  # why the manifest could not be read, or that it is absent
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A set retention deleted, as its signed record says."""
+
+    backup_id: str
+    sequence: int | None
+    manifest_sha256: str
+    previous_id: str | None
+    deleted_at: str
+    trusted: bool
+    detail: str = ""
+    created_at: str = ""
+
+
+def tombstone_bytes(manifest: Manifest | ManifestSummary, manifest_sha256: str, reason: str) -> bytes:
+    """The record written (and signed) before retention deletes a set."""
+    body = {
+        "format": TOMBSTONE_FORMAT,
+        "id": manifest.id,
+        "sequence": manifest.sequence,
+        "manifest_sha256": manifest_sha256,
+        "previous_id": manifest.previous_id,
+        "created_at": manifest.created_at.isoformat(),
+        "deleted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "reason": reason,
+    }
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
+def read_tombstone(backup_id: str, data: bytes, signature: bytes | None, keys: TrustedKeys | None) -> Tombstone | None:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or body.get("format") != TOMBSTONE_FORMAT or body.get("id") != backup_id:
+        return None
+    check = keys.check(data, signature) if keys is not None else None
+    sequence = body.get("sequence")
+    return Tombstone(
+        backup_id,
+        sequence if isinstance(sequence, int) else None,
+        str(body.get("manifest_sha256", "")),
+        body.get("previous_id") if isinstance(body.get("previous_id"), str) else None,
+        str(body.get("deleted_at", "")),
+        trusted=check is None or check.ok,
+        detail="" if check is None or check.ok else check.detail,
+        created_at=str(body.get("created_at", "")),
+    )
+
+
+@dataclass
+class SetState:
+    summary: ManifestSummary
+    sha256: str
+    signature: SignatureCheck | None  # None: the repository does not verify
+
+
+@dataclass
+class ChainAudit:
+    """What the chain says about every set, and the order of the usable ones."""
+
+    verifies: bool
+    sets: dict[str, SetState] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # usable sets, oldest first
+    legacy: list[str] = field(default_factory=list)
+    tombstones: dict[str, Tombstone] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what is normal but worth saying (the chain's start)
+
+    def findings_for(self, backup_id: str) -> list[Finding]:
+        return [f for f in self.findings if f.backup_id == backup_id]
+
+    def untrusted(self) -> set[str]:
+        return {f.backup_id for f in self.findings if f.kind in UNTRUSTING}
+
+    @property
+    def clean(self) -> bool:
+        return not [f for f in self.findings if f.kind != "legacy"]
+
+    def head(self) -> str | None:
+        return self.order[-1] if self.order else None
+
+    def doubts_about_latest(self) -> list[Finding]:
+        """Findings that leave it open which set is really the newest.
+
+        A set whose manifest is gone, unreadable or fails its signature might have been
+        the newest (whatever place it claims), and a fork at the head has two newest:
+        "latest" is then not decided by drproof. A set missing from the middle, or a
+        validly signed older set, leaves the head alone.
+        """
+        head = self.sets[self.order[-1]].summary if self.order else None
+        doubts = []
+        for f in self.findings:
+            if f.kind == "forked" and head is not None and f.backup_id in self.sets:
+                if self.sets[f.backup_id].summary.sequence == head.sequence:
+                    doubts.append(f)
+            elif f.kind in UNTRUSTING and _could_be_newer(self.sets.get(f.backup_id), head):
+                doubts.append(f)
+        return doubts
+
+
+def _could_be_newer(state: SetState | None, head: ManifestSummary | None) -> bool:
+    """Whether a set the chain cannot use might have been the newest.
+
+    Only a place its valid signature vouches for rules that out: a forged or altered
+    manifest may claim any place, and one that is gone or unreadable claims none.
+    """
+    if head is None or state is None or state.summary.sequence is None:
+        return True
+    if state.signature is None or not state.signature.ok:
+        return True
+    return head.sequence is None or state.summary.sequence >= head.sequence
+
+
+def audit(
+    stored: Iterable[StoredSet],
+    tombstones: Sequence[Tombstone],
+    keys: TrustedKeys | None,
+    now: datetime | None = None,
+) -> ChainAudit:
+    """Check every stored set and the links between them (see the module's account)."""
+    result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
+    for s in stored:
+        _admit(result, s, keys)
+    _check_dates(result, now or datetime.now(UTC))
+    usable = [st.summary for i, st in result.sets.items() if i not in result.untrusted()]
+    _check_links(result, usable)
+    untrusted = result.untrusted()
+    ordered = chain_order(st.summary for i, st in result.sets.items() if i not in untrusted)
+    result.order = [m.id for m in ordered]
+    result.legacy = [m.id for m in ordered if m.sequence is None]
+    if result.legacy:
+        result.findings.append(
+            Finding(
+                result.legacy[-1],
+                "legacy",
+                f"{len(result.legacy)} set(s) written before sets were chained ({', '.join(result.legacy[:5])}"
+                f"{', ...' if len(result.legacy) > 5 else ''}): ordered by their dates, which nothing proves",
+            )
+        )
+    return result
+
+
+def _admit(result: ChainAudit, s: StoredSet, keys: TrustedKeys | None) -> None:
+    if s.manifest is None:
+        kind: FindingKind = "manifest-missing" if s.problem is None else "unreadable"
+        detail = s.problem or "its artifacts are stored but its manifest is gone (deleted, or a copy cut off)"
+        result.findings.append(Finding(s.backup_id, kind, detail))
+        return
+    try:
+        summary = ManifestSummary.model_validate_json(s.manifest)
+    except ValidationError as exc:
+        result.findings.append(
+            Finding(s.backup_id, "unreadable", f"its manifest is malformed ({exc.error_count()} errors)")
+        )
+        return
+    check = keys.check(s.manifest, s.signature) if keys is not None else None
+    result.sets[s.backup_id] = SetState(summary, hashlib.sha256(s.manifest).hexdigest(), check)
+    if summary.id != s.backup_id:
+        result.findings.append(Finding(s.backup_id, "altered", f"its manifest says it is set {summary.id}"))
+    if check is not None and not check.ok:
+        result.findings.append(Finding(s.backup_id, _SIGNATURE_KIND[check.status], check.detail))
+    gone = result.tombstones.get(s.backup_id)
+    if gone is not None and gone.trusted:
+        result.findings.append(
+            Finding(s.backup_id, "replayed", f"retention deleted this set at {gone.deleted_at}, yet it is here again")
+        )
+
+
+def _check_dates(result: ChainAudit, now: datetime) -> None:
+    for backup_id, st in result.sets.items():
+        if st.summary.created_at > now + FUTURE_TOLERANCE:
+            ahead = st.summary.created_at - now
+            result.findings.append(
+                Finding(
+                    backup_id,
+                    "future-dated",
+                    f"dated {st.summary.created_at.isoformat()}, {_span(ahead)} in the future (the clock of the "
+                    "host that took it was wrong): its date is not trusted for ordering",
+                )
+            )
+
+
+def _check_links(result: ChainAudit, usable: list[ManifestSummary]) -> None:
+    """Every chained set's predecessor: present and the same, or deleted by retention, or the chain's start."""
+    by_id = {m.id: m for m in usable}
+    chained = [m for m in usable if m.sequence is not None]
+    _check_forks(result, chained)
+    oldest = min((m.sequence or 0 for m in chained), default=0)
+    for m in chained:
+        if m.previous_id is None:
+            if m.sequence != 1 and m.sequence != oldest:
+                result.findings.append(
+                    Finding(m.id, "reordered", f"it claims place {m.sequence} in the chain but names no predecessor")
+                )
+            continue
+        prev = by_id.get(m.previous_id)
+        if prev is not None:
+            _check_predecessor(result, m, prev)
+            continue
+        gone = result.tombstones.get(m.previous_id)
+        if gone is not None and gone.trusted:
+            continue
+        if m.sequence == oldest:
+            result.notes.append(
+                f"the chain here starts at {m.id} (place {m.sequence}); its predecessor {m.previous_id} is not in "
+                "this repository (deleted before tombstones were kept, or never copied here)"
+            )
+            continue
+        why = f" ({gone.detail})" if gone is not None else ""
+        result.findings.append(
+            Finding(
+                m.previous_id,
+                "missing",
+                f"the set at place {(m.sequence or 1) - 1} of the chain is missing: {m.id} follows it, and no "
+                f"trusted record says retention deleted it{why}",
+            )
+        )
+
+
+def _check_forks(result: ChainAudit, chained: list[ManifestSummary]) -> None:
+    by_place: dict[int, list[str]] = {}
+    for m in chained:
+        by_place.setdefault(m.sequence or 0, []).append(m.id)
+    for place, ids in sorted(by_place.items()):
+        if len(ids) > 1:
+            for i in ids:
+                others = ", ".join(x for x in ids if x != i)
+                result.findings.append(
+                    Finding(i, "forked", f"it claims place {place} in the chain, as {others} does (a fork or a replay)")
+                )
+
+
+def _check_predecessor(result: ChainAudit, m: ManifestSummary, prev: ManifestSummary) -> None:
+    actual = result.sets[prev.id].sha256
+    if m.previous_sha256 != actual:
+        result.findings.append(
+            Finding(
+                prev.id,
+                "altered",
+                f"its manifest is not the one {m.id} was chained to (SHA-256 {actual[:16]}…, recorded "
+                f"{(m.previous_sha256 or 'none')[:16]}…): altered or replaced",
+            )
+        )
+    if prev.sequence is not None and m.sequence != prev.sequence + 1:
+        result.findings.append(
+            Finding(m.id, "reordered", f"it claims place {m.sequence} but follows {prev.id} at place {prev.sequence}")
+        )
+    later_than_parent = prev.created_at - FUTURE_TOLERANCE <= m.created_at
+    if not later_than_parent and not _is_future(result, prev.id):
+        result.findings.append(
+            Finding(
+                m.id,
+                "before-predecessor",
+                f"dated {m.created_at.isoformat()}, before its predecessor {prev.id} "
+                f"({prev.created_at.isoformat()}): one of the two clocks was wrong; the chain decides their order",
+            )
+        )
+
+
+def _is_future(result: ChainAudit, backup_id: str) -> bool:
+    return any(f.kind == "future-dated" for f in result.findings_for(backup_id))
+
+
+def _span(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def effective_times(
+    newest_first: Sequence[ManifestSummary | Manifest], now: datetime | None = None
+) -> dict[str, datetime]:
+    """Dates retention may bucket by: each set's own, never later than its successor's (or ``now``).
+
+    A set dated in the future then counts as taken no later than the set after it, so
+    one wrong clock cannot make it the newest of its day, week or month.
+    """
+    out: dict[str, datetime] = {}
+    ceiling = now
+    for m in newest_first:
+        when = m.created_at if ceiling is None else min(m.created_at, ceiling)
+        out[m.id] = when
+        ceiling = when
+    return out
+
+
+def missing_against(here: ChainAudit, reference: ChainAudit) -> list[Finding]:
+    """Sets the reference copy (the offsite repository) holds at a later place than anything here.
+
+    The only way to see the newest set deleted whole: a copy elsewhere still has it.
+    """
+    places = [st.summary.sequence for i, st in here.sets.items() if st.summary.sequence is not None]
+    top = max(places, default=0)
+    out = []
+    for backup_id in reference.order:
+        st = reference.sets[backup_id]
+        seq = st.summary.sequence
+        if seq is None or seq <= top or backup_id in here.sets:
+            continue
+        gone = here.tombstones.get(backup_id)
+        if gone is not None and gone.trusted:
+            continue
+        out.append(
+            Finding(
+                backup_id,
+                "missing",
+                f"the other repository holds it at place {seq} of the chain, after the newest set here: "
+                "it was deleted here (or never published here)",
+            )
+        )
+    return out
