@@ -514,7 +514,8 @@ def _step_section(tag: str, model: type[BaseModel]) -> list[str]:
             "`fault`",
             "string",
             "required",
-            "Which fault takes the primary away: " + ", ".join(f"[`{f.name}`](#{f.name})" for f in PRIMARY_FAULTS)
+            "Which fault takes the primary away: "
+            + ", ".join(f"[`{f.name}`](#{f.name})" for f in PRIMARY_FAULTS)
             + ".",
         ]
         return _section(
