@@ -202,8 +202,13 @@ def _parser() -> argparse.ArgumentParser:
 
     cln = sub.add_parser(
         "clean",
-        help="remove what crashed runs left: Docker containers, volumes and networks, or (with --repository) "
-        "half-written backup sets",
+        help="remove what crashed runs left: server processes of the local runtime, Docker containers, volumes "
+        "and networks, or (with --repository) half-written backup sets",
+    )
+    cln.add_argument(
+        "--runtime",
+        choices=["local", "docker"],
+        help="only this runtime's leftovers (default: every runtime's; one that cannot be asked is reported)",
     )
     cln.add_argument("--all", action="store_true", help="also remove those of runs that are still going")
     cln.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -1072,10 +1077,9 @@ def _cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from drills.doctor import docker_checks, local_checks
-    from engine.runtime.docker import DEFAULT_IMAGES
+    from drills.doctor import checks as doctor_checks
 
-    checks = [*local_checks(), *docker_checks(DEFAULT_IMAGES, required=args.runtime == "docker")]
+    checks = list(doctor_checks(args.runtime))
     failed = False
     for c in checks:
         mark = "[green]ok[/green]  " if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]")
@@ -1100,19 +1104,32 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
         if not gone:
             out.print("nothing to clean: no set of a backup that is no longer running", highlight=False, markup=False)
         return 0
-    from engine.runtime.docker import LABEL_RUN, docker_client, leftovers, remove_labelled
+    from engine.runtime import runtimes
 
-    client = docker_client()
-    runs = leftovers(client, everything=args.all)
-    if not runs:
-        out.print("nothing to clean: no drproof-labelled containers, volumes or networks of finished runs")
-        return 0
-    for run, items in sorted(runs.items()):
-        if args.dry_run:
-            out.print(f"run {run}: would remove " + ", ".join(items), highlight=False, markup=False)
-        else:
-            gone = remove_labelled(client, {LABEL_RUN: run})
-            out.print(f"run {run}: removed " + ", ".join(gone), highlight=False, markup=False)
+    found = False
+    for runtime in runtimes:
+        if args.runtime is not None and runtime.name != args.runtime:
+            continue
+        try:
+            runs = runtime.leftovers(everything=args.all)
+        except DrproofError as exc:
+            if args.runtime is not None:
+                raise
+            err.print(f"drproof: {runtime.name}: not checked: {redact(str(exc))}", highlight=False, markup=False)
+            continue
+        for run, items in sorted(runs.items()):
+            found = True
+            if args.dry_run:
+                out.print(f"{run}: would remove " + ", ".join(items), highlight=False, markup=False)
+            else:
+                gone = runtime.remove_leftovers(run)
+                out.print(f"{run}: removed " + ", ".join(gone), highlight=False, markup=False)
+    if not found:
+        out.print(
+            "nothing to clean: no server processes, containers, volumes or networks of finished runs",
+            highlight=False,
+            markup=False,
+        )
     return 0
 
 

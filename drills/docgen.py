@@ -507,6 +507,25 @@ def _step_section(tag: str, model: type[BaseModel]) -> list[str]:
             "Keys every disaster takes; the fault's own parameters go in the same mapping:",
             _table(DisasterCommon, after=[fault_row, *_rows_of(FaultParams)]),
         )
+    if tag == "failover":
+        from drills.steps.failover import PRIMARY_FAULTS, FailoverCommon
+
+        fault_row = [
+            "`fault`",
+            "string",
+            "required",
+            "Which fault takes the primary away: "
+            + ", ".join(f"[`{f.name}`](#{f.name})" for f in PRIMARY_FAULTS)
+            + ".",
+        ]
+        return _section(
+            3,
+            "failover",
+            _doc(model),
+            "```yaml\n- failover: {target: orders-db, fault: kill_primary, strategy: promote, rejoin: true}\n```",
+            "See [failover.md](failover.md) for what is measured. The fault's own parameters go in the same mapping:",
+            _table(FailoverCommon, after=[fault_row, *_rows_of(FaultParams)]),
+        )
     if tag == "restore":
         return _section(
             3,

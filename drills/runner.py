@@ -60,7 +60,7 @@ from engine.journal import (
 from engine.manifest import Manifest
 from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository
-from engine.runtime import runtimes
+from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
 from engine.signing import RepositoryTrust
 
@@ -80,12 +80,6 @@ class _Clock:
 
     def offset(self) -> float:
         return time.monotonic() - self.start
-
-
-def _kind_runtimes(spec: Any) -> frozenset[str] | None:
-    """The runtimes a component of the stack works on, as its kind says for its parameters."""
-    kind = component_kinds.get(spec.kind)
-    return kind.runtimes_for(getattr(spec, kind.params_key))
 
 
 class DrillRunner:
@@ -217,6 +211,9 @@ class DrillRunner:
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
             step_kinds.get(kind_name)().run(self, i, getattr(step, kind_name))
+        # A workload a failover left running ends with the timeline: the recovery point is
+        # read from what the writers recorded, not from writes still in flight.
+        self.stop_workload("end of the timeline")
         self._final_checks()
         if self.workload is not None:
             self._measure_rpo()
@@ -264,26 +261,30 @@ class DrillRunner:
         """Refuse, before anything starts, components and steps this runtime cannot run."""
         s = self.scenario
         unsupported = [
-            f"{name} ({spec.kind}: {', '.join(sorted(ok))})"
+            f"{name} ({spec.kind} {why})"
             for name, spec in s.stack.components.items()
-            if (ok := _kind_runtimes(spec)) is not None and self.runtime_name not in ok
+            if (k := component_kinds.get(spec.kind))
+            and (why := refusal(self.runtime_class(), k.needs_for(getattr(spec, k.params_key)), k.server)) is not None
         ]
         for i, step in enumerate(s.steps):
             kind_name = s.step_kind(i)
             unsupported += step_kinds.get(kind_name)().preflight(self, i, getattr(step, kind_name))
         if unsupported:
             raise StepFailed(
-                f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)} "
-                "(the runtimes each kind supports are in parentheses)"
+                f"these components cannot run on the {self.runtime_name} runtime: {'; '.join(unsupported)}"
             )
+
+    def runtime_class(self) -> type[Runtime]:
+        """The class of the runtime this drill runs on, for checks made before it starts."""
+        try:
+            return runtimes.get(self.runtime_name)
+        except KeyError as exc:
+            raise StepFailed(str(exc.args[0])) from None
 
     def _start_runtime(self) -> None:
         assert self.workdir is not None
         with self.phase(f"start {self.runtime_name} runtime", "provision"):
-            try:
-                runtime_cls = runtimes.get(self.runtime_name)
-            except KeyError as exc:
-                raise StepFailed(str(exc.args[0])) from None
+            runtime_cls = self.runtime_class()
             images = {str(k): v for k, v in self.scenario.stack.images.items()}
             self.runtime = runtime_cls(self.workdir, images=images)
 
@@ -472,7 +473,7 @@ class DrillRunner:
         with self.phase("measure recovery point", "check") as rec:
             windows: dict[str, float | None] = {}
             for name, stream in workload.streams.items():
-                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at)
+                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at, stream.takeovers)
                 result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
                 state.results[name].recovery_point = result
                 windows[name] = result.loss_window_seconds

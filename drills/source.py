@@ -28,6 +28,7 @@ from engine.manifest import Manifest
 from engine.picking import Pick, Picked, pick_set
 from engine.repository.base import Repository
 from engine.repository.readonly import ReadOnlyRepository
+from engine.runtime import refusal
 
 if TYPE_CHECKING:
     from drills.backup_config import BackupConfig
@@ -209,11 +210,9 @@ def sandbox_component(opened: OpenedSource, name: str, runtime: Runtime, runtime
     if record.kind not in component_kinds:
         raise StepFailed(f"backup {opened.manifest.id}: {name!r} is of kind {record.kind!r}, unknown to this drproof")
     kind = component_kinds.get(record.kind)
-    if kind.runtimes is not None and runtime_name not in kind.runtimes:
-        raise StepFailed(
-            f"{name!r} ({kind.name}) cannot be restored on the {runtime_name} runtime "
-            f"(runtimes it supports: {', '.join(sorted(kind.runtimes))})"
-        )
+    why = refusal(type(runtime), kind.needs, kind.server)
+    if why is not None:
+        raise StepFailed(f"{name!r} ({kind.name}) cannot be restored on the {runtime_name} runtime: it {why}")
     spec = opened.config.components.get(name)
     params = spec.sandbox_params(record) if spec is not None and spec.name == kind.name else kind.Params()
     wanted = kind.server_wanted(record, opened.manifest.id)

@@ -48,8 +48,12 @@ def test_keys_of_the_other_form_are_refused(params: dict[str, Any], message: str
 
 
 def test_the_image_form_runs_only_where_containers_can_be_started() -> None:
-    assert ApplicationComponent.runtimes_for(ApplicationParams(command=["./serve"])) is None
-    assert ApplicationComponent.runtimes_for(ApplicationParams(image="shop:1")) == frozenset({"docker"})
+    from engine.runtime import supporting
+
+    process = ApplicationComponent.needs_for(ApplicationParams(command=["./serve"]))
+    image = ApplicationComponent.needs_for(ApplicationParams(image="shop:1"))
+    assert "local" in supporting(process, ApplicationComponent.server)
+    assert supporting(image, ApplicationComponent.server) == ["docker"]
 
 
 def test_the_local_runtime_refuses_a_service_container(tmp_path: Path) -> None:
@@ -83,7 +87,8 @@ def test_a_drill_with_an_image_on_the_local_runtime_stops_before_anything_starts
     code = run_cli(["run", str(scenario), "--report-dir", str(report), "-q"])
     results = read_results(report)
     assert code == 2 and results["verdict"] == "error"
-    assert "cannot run on the local runtime: web (application: docker)" in results["error"]
+    refused = "cannot run on the local runtime: web (application needs containers (runtimes that have it: docker))"
+    assert refused in results["error"]
     assert all(a["status"] != "pass" for a in results["assertions"])
 
 

@@ -34,15 +34,16 @@ def _sections(page: str) -> dict[str, str]:
 
 
 def _faults_used() -> dict[str, set[str]]:
-    """Fault name → shipped scenario files whose disaster steps use it."""
+    """Fault name → shipped scenario files whose disaster (or failover) steps use it."""
     used: dict[str, set[str]] = {}
     for path in sorted(SCENARIOS.glob("*.yaml")):
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
         for step in data.get("steps", []):
-            if isinstance(step, dict) and isinstance(step.get("disaster"), dict):
-                fault = step["disaster"].get("fault")
-                if isinstance(fault, str):
-                    used.setdefault(fault, set()).add(path.name)
+            for kind in ("disaster", "failover"):
+                if isinstance(step, dict) and isinstance(step.get(kind), dict):
+                    fault = step[kind].get("fault")
+                    if isinstance(fault, str):
+                        used.setdefault(fault, set()).add(path.name)
     return used
 
 
@@ -92,7 +93,7 @@ def test_every_fault_is_in_the_table(fault: str) -> None:
 
 @pytest.mark.parametrize("fault", faults.names())
 def test_every_fault_is_used_by_a_shipped_scenario(fault: str) -> None:
-    assert _faults_used().get(fault), f"no scenario in scenarios/ has a disaster step with fault: {fault}"
+    assert _faults_used().get(fault), f"no scenario in scenarios/ has a disaster or failover step with fault: {fault}"
 
 
 @pytest.mark.parametrize("fault", faults.names())

@@ -5,6 +5,7 @@ from drills.assertions.base import Assertion, AssertionParams, DrillState, Resto
 from drills.assertions.canary import Canary
 from drills.assertions.command_check import CommandCheck
 from drills.assertions.drift import Drift
+from drills.assertions.failover import FailoverOutcome
 from drills.assertions.fidelity import Fidelity
 from drills.assertions.freshness import Freshness
 from drills.assertions.http_check import HttpCheck
@@ -29,6 +30,7 @@ assertion_kinds.register(RedisCheck)
 assertion_kinds.register(HttpCheck)
 assertion_kinds.register(CommandCheck)
 assertion_kinds.register(Canary)
+assertion_kinds.register(FailoverOutcome)
 assertion_kinds.register(RepositoryIntegrity)
 
 __all__ = ["Assertion", "AssertionParams", "DrillState", "RestoreAttempt", "assertion_kinds"]

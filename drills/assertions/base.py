@@ -108,6 +108,8 @@ class DrillState:
     previous_restore_test: RunRecord | None = None
     previous_why: str | None = None  # why there is none, when there is none
     base_dir: Path | None = None  # the scenario's directory: where a user's check programs run
+    # What each ``failover`` step measured (drills/steps/failover.py), for the failover_outcome check.
+    failovers: list[dict[str, Any]] = field(default_factory=list)
 
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)

@@ -31,8 +31,8 @@ class Rto(Assertion):
         if ctx.source is not None:
             if "restore" not in ctx.steps_seen:
                 ctx.add(("assertions", index), "rto needs a restore step to time")
-        elif not {"disaster", "restore"} <= ctx.steps_seen:
-            ctx.add(("assertions", index), "rto needs a disaster step and a restore step to time")
+        elif not {"disaster", "restore"} <= ctx.steps_seen and "failover" not in ctx.steps_seen:
+            ctx.add(("assertions", index), "rto needs a disaster step and a restore step (or a failover step) to time")
         ctx.check_component(("assertions", index, self.name, "component"), params.get("component"))
 
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:

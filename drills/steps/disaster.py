@@ -81,10 +81,11 @@ class Disaster(StepKind):
         ctx.check_component((*base, "component"), spec.get("component"))
 
     def preflight(self, run: DrillRunner, index: int, spec: Any) -> list[str]:
+        from engine.runtime import refusal
+
         fault = faults.get(spec.fault)
-        if fault.runtimes is not None and run.runtime_name not in fault.runtimes:
-            return [f"step {index + 1}, fault {fault.name} ({', '.join(sorted(fault.runtimes))})"]
-        return []
+        why = refusal(run.runtime_class(), fault.needs)
+        return [] if why is None else [f"step {index + 1}, fault {fault.name} ({why})"]
 
     def run(self, run: DrillRunner, index: int, spec: Any) -> None:
         state = run.state
@@ -104,10 +105,12 @@ class Disaster(StepKind):
             lose_key=run.lose_key if run.encrypted else None,
         )
         # The workload ends where the disaster begins: the last write it had acknowledged
-        # is the one a perfect recovery would keep.
-        run.stop_workload("disaster")
+        # is the one a perfect recovery would keep. Faults on one node of a replicated
+        # topology leave it writing: the failover that follows is what it measures.
+        if not fault.keeps_workload:
+            run.stop_workload("disaster")
         if state.first_disaster_at is None:
-            _before_first_disaster(run)
+            before_first_disaster(run)
         with run.phase(
             f"disaster {name} on {target}", "disaster", step=index + 1, component=None if component is None else target
         ) as rec:
@@ -138,7 +141,7 @@ class Disaster(StepKind):
         )
 
 
-def _before_first_disaster(run: DrillRunner) -> None:
+def before_first_disaster(run: DrillRunner) -> None:
     """Record the state a check against ``before_disaster`` compares with, and the moment."""
     state = run.state
     assert state is not None

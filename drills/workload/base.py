@@ -13,10 +13,16 @@ from engine.registry import Registry
 
 @dataclass(frozen=True)
 class Ack:
-    """One write the component acknowledged: its number and when (drill clock, seconds)."""
+    """One write the component acknowledged: its number, when (drill clock, seconds), and by which node.
+
+    ``node`` is set by writers to replicated topologies (the server that acknowledged),
+    so a failover's first write on the new primary and writes taken by two primaries at
+    once can be told apart.
+    """
 
     seq: int
     offset: float
+    node: str | None = None
 
 
 class Writer(ABC):
@@ -37,8 +43,12 @@ class Writer(ABC):
         """Prepare (connect, create the table or directory); called in the writing thread."""
 
     @abstractmethod
-    def write(self, seq: int) -> None:
-        """Write record ``seq`` durably; return only once the component acknowledged it."""
+    def write(self, seq: int) -> str | None:
+        """Write record ``seq`` durably; return only once the component acknowledged it.
+
+        Returns the node that acknowledged it where the writer can tell (a replicated
+        topology), else None.
+        """
 
     @abstractmethod
     def survivors(self) -> set[int]:

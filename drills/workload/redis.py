@@ -21,8 +21,9 @@ class RedisWriter(Writer):
         assert isinstance(self.component, RedisComponent)
         self.client = self.component.client()
 
-    def write(self, seq: int) -> None:
+    def write(self, seq: int) -> str | None:
         self.client.set(f"{WORKLOAD_MARK}:{seq}", str(seq))
+        return None
 
     def survivors(self) -> set[int]:
         assert isinstance(self.component, RedisComponent)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,9 @@ class Stream:
     acks: list[Ack] = field(default_factory=list)
     failures: int = 0
     last_error: str = ""
+    # When a new primary acknowledged its first write after each failover (drill clock):
+    # the recovery point judges the writes before each on their own (``recovery_point``).
+    takeovers: list[float] = field(default_factory=list)
     thread: threading.Thread | None = None
 
 
@@ -72,12 +75,12 @@ class Workload:
         while not self._stop.is_set():
             seq = self._seq()
             try:
-                stream.writer.write(seq)
+                node = stream.writer.write(seq)
             except Exception as exc:  # an outage, not a bug: count it and keep trying
                 stream.failures += 1
                 stream.last_error = f"{type(exc).__name__}: {exc}"[:300]
             else:
-                stream.acks.append(Ack(seq=seq, offset=self.clock()))
+                stream.acks.append(Ack(seq=seq, offset=self.clock(), node=node))
             tick += interval
             self._stop.wait(max(0.0, tick - time.monotonic()))
 
@@ -97,12 +100,21 @@ class Workload:
         return self.started_at is not None and not self._stop.is_set()
 
 
-def recovery_point(acks: list[Ack], survivors: set[int], started_at: float) -> dict[str, Any]:
-    """What a restore kept of the acknowledged writes, and the window it lost.
+def recovery_point(
+    acks: list[Ack], survivors: set[int], started_at: float, takeovers: Sequence[float] = ()
+) -> dict[str, Any]:
+    """What a restore (or a failover) kept of the acknowledged writes, and the window it lost.
 
     The loss window runs from the newest acknowledged write that came back to the last
     one acknowledged at all; when nothing came back, from the workload's start, which
     makes the figure a lower bound (marked as such).
+
+    ``takeovers`` are the moments a new primary acknowledged its first write after a
+    failover. The writes before each are judged on their own: those acknowledged after
+    the newest one that survived were lost *in that failover* (the replica had not
+    received them), and the longest such span is a loss window too. A lost write that
+    is neither (one acknowledged before a write that survived, in the same stretch) is a
+    hole: damage, whatever the window.
     """
     acked = sorted(acks, key=lambda a: a.seq)
     if not acked:
@@ -110,14 +122,22 @@ def recovery_point(acks: list[Ack], survivors: set[int], started_at: float) -> d
     last = max(acked, key=lambda a: a.offset)
     kept = [a for a in acked if a.seq in survivors]
     lost = [a for a in acked if a.seq not in survivors]
-    newest_kept = max(kept, key=lambda a: a.offset) if kept else None
-    if newest_kept is None:
-        window, bound = last.offset - started_at, "lower bound: no acknowledged write survived"
+    at_failover, windows = _lost_in_failovers(acked, survivors, started_at, sorted(takeovers))
+    since = max(takeovers, default=started_at)
+    after = [a for a in kept if a.offset >= since]  # kept since the last takeover (or the start)
+    newest_kept = max(after, key=lambda a: a.offset, default=None)
+    if newest_kept is None and last.offset >= since:
+        window, bound = last.offset - since, "lower bound: no acknowledged write survived"
     else:
-        window, bound = last.offset - newest_kept.offset, ""
+        window, bound = (last.offset - newest_kept.offset if newest_kept else 0.0), ""
+    newest_any = max(kept, key=lambda a: a.offset) if kept else None
     # Writes lost *before* the newest survivor are holes, not a window: a restore that
     # kept a later write but dropped an earlier one is damaged, whatever its RPO.
-    holes = [a.seq for a in lost if newest_kept is not None and a.offset < newest_kept.offset]
+    holes = [
+        a.seq for a in lost if a.seq not in at_failover and newest_any is not None and a.offset < newest_any.offset
+    ]
+    if at_failover:
+        bound = "; ".join(filter(None, [f"{len(at_failover)} acknowledged write(s) lost in failover(s)", bound]))
     return {
         "measured": True,
         "acknowledged": len(acked),
@@ -125,10 +145,28 @@ def recovery_point(acks: list[Ack], survivors: set[int], started_at: float) -> d
         "lost_writes": len(lost),
         "last_acknowledged": {"seq": last.seq, "offset_seconds": round(last.offset, 6)},
         "newest_surviving": (
-            {"seq": newest_kept.seq, "offset_seconds": round(newest_kept.offset, 6)} if newest_kept else None
+            {"seq": newest_any.seq, "offset_seconds": round(newest_any.offset, 6)} if newest_any else None
         ),
-        "loss_window_seconds": round(max(0.0, window), 6),
+        "loss_window_seconds": round(max(0.0, window, *windows), 6),
         "note": bound,
         "holes": holes[:20],
         "hole_count": len(holes),
     }
+
+
+def _lost_in_failovers(
+    acked: list[Ack], survivors: set[int], started_at: float, takeovers: list[float]
+) -> tuple[set[int], list[float]]:
+    """The writes lost in each failover (after the newest survivor before its takeover), and each window."""
+    lost: set[int] = set()
+    windows: list[float] = []
+    begin = started_at
+    for end in takeovers:
+        stretch = [a for a in acked if begin <= a.offset < end]
+        newest = max((a for a in stretch if a.seq in survivors), key=lambda a: a.offset, default=None)
+        tail = [a for a in stretch if a.seq not in survivors and (newest is None or a.offset > newest.offset)]
+        if tail:
+            lost.update(a.seq for a in tail)
+            windows.append(max(a.offset for a in tail) - (newest.offset if newest else begin))
+        begin = end
+    return lost, windows

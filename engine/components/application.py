@@ -30,6 +30,7 @@ from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
+from engine.runtime.base import CONTAINERS
 from engine.runtime.containers import ServiceContainer
 
 PROBE_TIMEOUT = 2.0  # seconds one health probe may take
@@ -155,6 +156,7 @@ class ApplicationParams(SeedParams):
 
 class ApplicationComponent(Component):
     name: ClassVar[str] = "application"
+    server: ClassVar[str | None] = "directory"
     Params: ClassVar[type[SeedParams]] = ApplicationParams
     description: ClassVar[str] = (
         "A service started against the restored components, as a process or (docker runtime) a container, "
@@ -166,13 +168,11 @@ class ApplicationComponent(Component):
     params: ApplicationParams
 
     @classmethod
-    def runtimes_for(cls, params: SeedParams) -> frozenset[str] | None:
-        """The image form runs on the runtimes that can start a service container."""
+    def needs_for(cls, params: SeedParams) -> frozenset[str]:
+        """The image form runs where the runtime starts containers (the ``containers`` capability)."""
         if not isinstance(params, ApplicationParams) or params.image is None:
-            return cls.runtimes
-        from engine.runtime import Runtime, runtimes
-
-        return frozenset(r.name for r in runtimes if r.service_container is not Runtime.service_container)
+            return cls.needs
+        return cls.needs | {CONTAINERS}
 
     def provision(self) -> None:
         self.dependencies: dict[str, Component] = getattr(self, "dependencies", {})

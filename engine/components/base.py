@@ -206,14 +206,17 @@ class Component(ABC):
         """
         return None
 
-    # Runtimes the kind works on; None means every runtime. A drill on another runtime
-    # stops before provisioning with a message naming the ones that work.
-    runtimes: ClassVar[frozenset[str] | None] = None
+    # The server kind the component asks its runtime for (``Runtime.server``: postgres,
+    # redis, directory, or a topology), None for none; and the runtime capabilities it
+    # needs (``engine.runtime.base.CAPABILITIES``). A drill on a runtime that lacks either
+    # stops before provisioning, with a message naming the runtimes that have them.
+    server: ClassVar[str | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def runtimes_for(cls, params: SeedParams) -> frozenset[str] | None:
-        """The runtimes a component with these parameters works on (a form may need fewer)."""
-        return cls.runtimes
+    def needs_for(cls, params: SeedParams) -> frozenset[str]:
+        """The capabilities a component with these parameters needs (a form may need more than ``needs``)."""
+        return cls.needs
 
     # Incremental backups: only kinds that set ``supports_incremental`` implement these.
     supports_incremental: ClassVar[bool] = False

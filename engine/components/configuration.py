@@ -370,6 +370,7 @@ def secrets_in_text(name: str, text: str) -> set[str]:
 
 class ConfigurationComponent(Component):
     name: ClassVar[str] = "configuration"
+    server: ClassVar[str | None] = "directory"
     Params: ClassVar[type[SeedParams]] = ConfigurationParams
     description: ClassVar[str] = "Configuration files that must exist and parse, backed up as a streamed tar."
 

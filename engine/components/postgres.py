@@ -153,6 +153,7 @@ class PostgresParams(SeedParams):
 
 class PostgresComponent(Component):
     name: ClassVar[str] = "postgres"
+    server: ClassVar[str | None] = "postgres"
     Params: ClassVar[type[SeedParams]] = PostgresParams
     description: ClassVar[str] = "A PostgreSQL database, backed up with pg_dump and restored with pg_restore."
 

@@ -46,7 +46,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import ComponentError, DrproofError
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess
+from engine.runtime.base import OWNED_PROCESSES, PHYSICAL_ACCESS, PhysicalAccess
 
 INFO_ARTIFACT = "pgbackrest-info.json"
 INSTALL_HINT = (
@@ -96,7 +96,9 @@ class ExistingStanza:
 
 class PostgresPgBackRestComponent(PostgresComponent):
     name: ClassVar[str] = "postgres-pgbackrest"
-    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local"})
+    # pgBackRest is set up by drproof for a server it started: its configuration, its
+    # archive_command and the files it restores into.
+    needs: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES})
     Params: ClassVar[type[SeedParams]] = PostgresParams
     description: ClassVar[str] = (
         "A PostgreSQL cluster backed up by pgBackRest into its own repository (full, then differential); the "

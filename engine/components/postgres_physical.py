@@ -38,7 +38,7 @@ from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
-from engine.runtime.base import PhysicalAccess
+from engine.runtime.base import PHYSICAL_ACCESS, PhysicalAccess
 
 if TYPE_CHECKING:
     import psycopg2
@@ -101,7 +101,7 @@ def _extract(stream: IO[bytes], target: Path, what: str) -> None:
 
 class PostgresPhysicalComponent(PostgresComponent):
     name: ClassVar[str] = "postgres-physical"
-    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local", "external"})  # needs the data directory
+    needs: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS})
     Params: ClassVar[type[SeedParams]] = PostgresParams
     description: ClassVar[str] = (
         "A PostgreSQL cluster backed up with pg_basebackup plus its WAL archive; restores to the end of "

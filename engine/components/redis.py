@@ -58,6 +58,7 @@ class RedisParams(SeedParams):
 
 class RedisComponent(Component):
     name: ClassVar[str] = "redis"
+    server: ClassVar[str | None] = "redis"
     Params: ClassVar[type[SeedParams]] = RedisParams
     description: ClassVar[str] = "A Redis server, backed up with DUMP and restored with RESTORE over the network."
 

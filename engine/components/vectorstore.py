@@ -122,6 +122,7 @@ class VectorstoreParams(SeedParams):
 
 class VectorstoreComponent(Component):
     name: ClassVar[str] = "vectorstore"
+    server: ClassVar[str | None] = "directory"
     Params: ClassVar[type[SeedParams]] = VectorstoreParams
     description: ClassVar[str] = "A FAISS index with its id map and embedding metadata, backed up as one archive."
 

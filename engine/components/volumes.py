@@ -47,6 +47,7 @@ class VolumesParams(SeedParams):
 
 class VolumesComponent(Component):
     name: ClassVar[str] = "volumes"
+    server: ClassVar[str | None] = "directory"
     Params: ClassVar[type[SeedParams]] = VolumesParams
     description: ClassVar[str] = "A directory tree of files, backed up as a streamed tar."
 

@@ -3,6 +3,7 @@
 from engine.faults.application import KillProcess, StopProcess
 from engine.faults.base import REPOSITORY_TARGET, Fault, FaultContext, FaultParams
 from engine.faults.containers import KillContainer, RemoveContainer, RemoveVolume, StopContainer
+from engine.faults.failover import KillPrimary, KillReplica, KillSentinelMajority, LagReplica, PausePrimary, StopPrimary
 from engine.faults.files import CorruptBytes, DeleteConfig, DeleteFiles, DeleteIndex, EncryptFiles, ModifyConfig
 from engine.faults.integrity import DeleteManifest, ForgeArtifact, ReplaySet, SkewClock
 from engine.faults.objectlock import DeleteLockedObject
@@ -45,6 +46,12 @@ for _fault in (
     OffsiteUnavailable,
     KillProcess,
     StopProcess,
+    KillPrimary,
+    StopPrimary,
+    PausePrimary,
+    KillReplica,
+    LagReplica,
+    KillSentinelMajority,
     DeleteLockedObject,
     ForgeArtifact,
     ReplaySet,

@@ -50,9 +50,14 @@ class FaultContext:
 class Fault(ABC):
     name: ClassVar[str]
     targets: ClassVar[frozenset[str]]
-    # Runtimes the fault can be injected on; None means every runtime. A drill on another
-    # runtime stops before anything starts, naming the ones that work.
-    runtimes: ClassVar[frozenset[str] | None] = None
+    # Runtime capabilities the fault needs (``engine.runtime.base.CAPABILITIES``); a drill
+    # on a runtime that lacks one stops before anything starts, naming the ones that have it.
+    needs: ClassVar[frozenset[str]] = frozenset()
+    # Faults on one node of a replicated topology leave the workload writing: what the
+    # failover that follows loses is what the drill measures. Every other fault ends it.
+    keeps_workload: ClassVar[bool] = False
+    # Faults that take the primary away: the ones a ``failover`` step starts with.
+    hits_primary: ClassVar[bool] = False
     Params: ClassVar[type[FaultParams]]
     description: ClassVar[str]
     # A repository fault acts on a set taken earlier, except one that changes how the

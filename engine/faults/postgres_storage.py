@@ -19,7 +19,7 @@ from engine.components.postgres_physical import SEGMENT
 from engine.errors import DrproofError, FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams, flip_bytes
 from engine.lazy import lazy
-from engine.runtime.base import PhysicalAccess
+from engine.runtime.base import OWNED_PROCESSES, PhysicalAccess
 
 if TYPE_CHECKING:
     import psycopg2
@@ -79,7 +79,7 @@ class CorruptPage(Fault):
     """
 
     name: ClassVar[str] = "corrupt_page"
-    runtimes: ClassVar[frozenset[str] | None] = frozenset({"local"})  # stops and edits the server's files
+    needs: ClassVar[frozenset[str]] = frozenset({OWNED_PROCESSES})  # stops and edits the server's files
     targets: ClassVar[frozenset[str]] = frozenset({"postgres"})
     Params: ClassVar[type[FaultParams]] = CorruptPageParams
     description: ClassVar[str] = (

@@ -9,12 +9,13 @@ runtime knows how that server was created.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.lazy import lazy
+from engine.registry import Registry
 
 if TYPE_CHECKING:
     import redis
@@ -249,10 +250,101 @@ class ServerWanted:
     why: str  # for messages: "backup 20261205T... of shop-db was taken from PostgreSQL 15.10"
 
 
+# -- what runtimes offer --------------------------------------------------------------------
+# A runtime has capabilities; component kinds and faults name the ones they need, and a
+# drill on a runtime that lacks one stops before anything starts, naming the runtimes
+# that have it. A new capability is one line here and in the runtimes that have it.
+PHYSICAL_ACCESS = "physical-access"
+OWNED_PROCESSES = "owned-processes"
+CONTAINERS = "containers"
+REPLICAS = "replicas"
+HOST_RDB = "host-rdb"
+
+CAPABILITIES: dict[str, str] = {
+    PHYSICAL_ACCESS: "the data directory and WAL archive of its PostgreSQL servers are reachable from this host",
+    OWNED_PROCESSES: "drproof starts its servers as processes on this host, so it may stop them and edit their files",
+    CONTAINERS: "its servers run in containers, which faults may kill, stop or remove with their volumes, and it "
+    "starts an application from an image as a container (run.image)",
+    REPLICAS: "it starts replicated topologies (a primary with streaming replicas, Sentinel, Cluster)",
+    HOST_RDB: "a redis-server on this host reads the RDB snapshots its Redis servers write",
+}
+
+
+@dataclass
+class ServerKind:
+    """One kind of server a runtime provides: the name components ask for, and how it starts one.
+
+    ``start(runtime, instance, options)`` creates the server for ``instance`` and returns
+    it running; ``options`` are the component's wishes for a topology (replicas, a
+    manager), None for a single server. A new topology is a module with its service and
+    one ``provide`` line (engine/runtime/__init__.py) per runtime that offers it.
+    """
+
+    name: str
+    start: Callable[[Any, str, Any], Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `drproof doctor`: a verdict and, when it fails, the fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
 class Runtime(ABC):
     """Provides and owns every server and directory of one drill run."""
 
     name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # The server kinds this runtime provides, by the name components ask for; each
+    # runtime class has its own (``__init_subclass__``), filled by ``provide``.
+    server_kinds: ClassVar[Registry[ServerKind]] = Registry("server kind")
+    # Whether `drproof doctor`'s checks of this runtime decide its exit code even when
+    # another runtime was asked for (the local one: every drill can run there).
+    doctor_required: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "server_kinds" not in cls.__dict__:
+            cls.server_kinds = Registry(f"{cls.__dict__.get('name', cls.__name__)} server kind")
+            cls.provide(ServerKind("directory", _start_directory, "a fresh directory of the run"))
+
+    @classmethod
+    def provide(cls, kind: ServerKind) -> ServerKind:
+        """Register a server kind this runtime offers (one line per runtime and kind)."""
+        return cls.server_kinds.register(kind)
+
+    @classmethod
+    def lacks(cls, needs: frozenset[str], server: str | None = None) -> list[str]:
+        """What of ``needs`` (capabilities) and ``server`` (a server kind) this runtime does not offer."""
+        missing = sorted(needs - cls.capabilities)
+        if server is not None and server not in cls.server_kinds:
+            missing.append(f"{server} servers")
+        return missing
+
+    def server(self, kind: str, instance: str, options: Any = None) -> Any:
+        """The server of ``kind`` for ``instance``, started on first use and owned until ``close``."""
+        started: dict[tuple[str, str], Any] = self.__dict__.setdefault("_started", {})
+        if (kind, instance) not in started:
+            if kind not in type(self).server_kinds:
+                from engine.errors import RuntimeStartError
+
+                raise RuntimeStartError(
+                    f"the {self.name} runtime provides no {kind} servers "
+                    f"(it provides: {', '.join(type(self).server_kinds.names())})"
+                )
+            started[(kind, instance)] = type(self).server_kinds.get(kind).start(self, instance, options)
+        return started[(kind, instance)]
+
+    def started(self) -> list[tuple[str, str, Any]]:
+        """Every server started so far, as (kind, instance, service), in start order; directories left out."""
+        started: dict[tuple[str, str], Any] = self.__dict__.get("_started", {})
+        return [(kind, instance, svc) for (kind, instance), svc in started.items() if kind != "directory"]
 
     def want(self, instance: str, wanted: ServerWanted) -> None:
         """Ask for the server version a backup needs, before ``postgres``/``redis`` creates it.
@@ -271,11 +363,15 @@ class Runtime(ABC):
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
         """Own ``workdir``; ``images`` maps kinds to container images for runtimes that use them."""
 
-    @abstractmethod
-    def postgres(self, instance: str) -> PostgresService: ...
+    def postgres(self, instance: str) -> PostgresService:
+        """The single PostgreSQL server of ``instance`` (server kind ``postgres``)."""
+        service: PostgresService = self.server("postgres", instance)
+        return service
 
-    @abstractmethod
-    def redis(self, instance: str) -> RedisService: ...
+    def redis(self, instance: str) -> RedisService:
+        """The single Redis server of ``instance`` (server kind ``redis``)."""
+        service: RedisService = self.server("redis", instance)
+        return service
 
     def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
         """A service container on the run's private network; runtimes without one refuse."""
@@ -306,6 +402,22 @@ class Runtime(ABC):
     def close(self) -> None:
         """Stop every server and remove everything this runtime created. Idempotent."""
 
+    # -- `drproof doctor` and `drproof clean` ----------------------------------------------
+    @classmethod
+    def doctor(cls, images: dict[str, str], required: bool) -> Iterator[Check]:
+        """Whether this machine can run this runtime's servers, one check at a time."""
+        return iter(())
+
+    @classmethod
+    def leftovers(cls, everything: bool = False) -> dict[str, list[str]]:
+        """What runs of this runtime left behind (by run), for runs whose process is gone (or all)."""
+        return {}
+
+    @classmethod
+    def remove_leftovers(cls, run: str) -> list[str]:
+        """Remove what ``leftovers`` listed for ``run``; return what went."""
+        return []
+
     def adopt(self, stop: Callable[[], None]) -> None:
         """Have ``stop`` called first when the runtime closes: a process a component started.
 
@@ -330,3 +442,7 @@ class Runtime(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _start_directory(runtime: Runtime, instance: str, options: Any) -> Path:
+    return runtime.directory(instance)

@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -27,7 +28,15 @@ from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
-from engine.runtime.base import ContainerOps, PostgresService, RedisService, Runtime, ServerWanted
+from engine.runtime.base import (
+    CONTAINERS,
+    Check,
+    ContainerOps,
+    PostgresService,
+    RedisService,
+    Runtime,
+    ServerWanted,
+)
 from engine.runtime.containers import ContainerSpec, ServiceContainer
 
 if TYPE_CHECKING:
@@ -324,6 +333,7 @@ class DockerRedis(RedisService, _BoxOps):
 
 class DockerRuntime(Runtime):
     name: ClassVar[str] = "docker"
+    capabilities: ClassVar[frozenset[str]] = frozenset({CONTAINERS})
 
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
         self.client = docker_client()
@@ -342,8 +352,6 @@ class DockerRuntime(Runtime):
         self.network_name = f"drproof-{self.run_id}"
         # A private network per run: the run's containers see each other and nothing else.
         self.client.networks.create(self.network_name, labels=self.labels, driver="bridge")
-        self._postgres: dict[str, DockerPostgres] = {}
-        self._redis: dict[str, DockerRedis] = {}
         self._dirs: dict[str, Path] = {}
         self._image_ids: dict[str, str] = {}
         self.app_generation = 0  # application containers started so far (engine.runtime.docker_app)
@@ -364,14 +372,18 @@ class DockerRuntime(Runtime):
             self._image_ids[kind] = str(self.client.images.get(image).id)
 
     def postgres(self, instance: str) -> DockerPostgres:
-        if instance not in self._postgres:
-            self._postgres[instance] = DockerPostgres(self, instance)
-        return self._postgres[instance]
+        service: DockerPostgres = self.server("postgres", instance)
+        return service
 
     def redis(self, instance: str) -> DockerRedis:
-        if instance not in self._redis:
-            self._redis[instance] = DockerRedis(self, instance, self.root)
-        return self._redis[instance]
+        service: DockerRedis = self.server("redis", instance)
+        return service
+
+    def start_postgres(self, instance: str, options: object = None) -> DockerPostgres:
+        return DockerPostgres(self, instance)
+
+    def start_redis(self, instance: str, options: object = None) -> DockerRedis:
+        return DockerRedis(self, instance, self.root)
 
     def service_container(self, instance: str, spec: ContainerSpec) -> ServiceContainer:
         from engine.runtime.docker_app import DockerServiceContainer
@@ -390,11 +402,53 @@ class DockerRuntime(Runtime):
             facts[f"image:{kind}"] = f"{self.images[kind]} ({image_id})"
         for name, image in sorted(self.app_images.items()):
             facts[f"application:{name}"] = image
-        for name, pg in self._postgres.items():
-            facts[f"postgres:{name}"] = pg.version()
-        for name, rd in self._redis.items():
-            facts[f"redis:{name}"] = rd.version()
+        for kind, name, svc in self.started():
+            facts[f"{kind}:{name}"] = svc.version()
         return facts
+
+    @classmethod
+    def doctor(cls, images: dict[str, str], required: bool) -> Iterator[Check]:
+        """The docker CLI, an engine that answers, and the images drills start containers from."""
+        fix_engine = "start an engine (as root: bash tests/docker/engine.sh, or `dockerd &`)"
+        cli = shutil.which("docker")
+        yield Check("docker CLI", cli is not None, cli or "not found", "apt-get install docker.io", required)
+        try:
+            client = docker_client()
+        except RuntimeStartError as exc:
+            yield Check("Docker engine", False, str(exc).split(". ")[0], fix_engine, required)
+            return
+        yield Check("Docker engine", True, f"version {client.version().get('Version', '?')}", required=required)
+        from docker.errors import ImageNotFound
+
+        for kind, image in sorted({**DEFAULT_IMAGES, **images}.items()):
+            try:
+                found = client.images.get(image)
+                yield Check(f"image {image} ({kind})", True, str(found.id)[:19], required=required)
+            except ImageNotFound:
+                yield Check(
+                    f"image {image} ({kind})",
+                    False,
+                    "not present (no registry is reachable from this machine)",
+                    "build it: bash tests/docker/build-images.sh (or docker pull where a registry is reachable)",
+                    required,
+                )
+        client.close()
+
+    @classmethod
+    def leftovers(cls, everything: bool = False) -> dict[str, list[str]]:
+        client = docker_client()
+        try:
+            return {f"run {run}": items for run, items in leftovers(client, everything=everything).items()}
+        finally:
+            client.close()
+
+    @classmethod
+    def remove_leftovers(cls, run: str) -> list[str]:
+        client = docker_client()
+        try:
+            return remove_labelled(client, {LABEL_RUN: run.removeprefix("run ")})
+        finally:
+            client.close()
 
     def close(self) -> None:
         if self._closed:

@@ -29,6 +29,8 @@ from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import (
+    HOST_RDB,
+    PHYSICAL_ACCESS,
     PhysicalAccess,
     PostgresService,
     RedisService,
@@ -550,6 +552,7 @@ class ExternalRuntime(Runtime):
     """Maps component instances to existing servers and directories."""
 
     name: ClassVar[str] = "external"
+    capabilities: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, HOST_RDB})
 
     def __init__(
         self,

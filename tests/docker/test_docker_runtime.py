@@ -12,6 +12,7 @@ import yaml
 
 from engine.components import component_kinds
 from engine.faults import faults
+from engine.runtime import DockerRuntime
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli
 from tests.integration.seaweedfs import s3_drill_environment
@@ -25,7 +26,7 @@ def _runs_on_docker(path: Path) -> bool:
     doc = yaml.safe_load(path.read_text())
     kinds = [component_kinds.get(c["kind"]) for c in doc["stack"]["components"].values()]
     used = [faults.get(s["disaster"]["fault"]) for s in doc["steps"] if isinstance(s, dict) and "disaster" in s]
-    return all(x.runtimes is None or "docker" in x.runtimes for x in [*kinds, *used])
+    return all(not DockerRuntime.lacks(x.needs, getattr(x, "server", None)) for x in [*kinds, *used])
 
 
 SHIPPED = [p for p in sorted(SCENARIOS.glob("*.yaml")) if _runs_on_docker(p)]

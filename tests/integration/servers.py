@@ -42,6 +42,12 @@ def require_pgbackrest() -> None:
     require("pgBackRest", shutil.which("pgbackrest") is not None, "apt-get install pgbackrest")
 
 
+def require_patroni() -> None:
+    """Debian's patroni and etcd-server: a postgres-replicated component with ``manager: patroni``."""
+    for tool, package in (("patroni", "patroni"), ("etcd", "etcd-server")):
+        require(f"Debian's {package}", shutil.which(tool) is not None, f"apt-get install {package}")
+
+
 def require_debian_redis() -> Path:
     require("Debian's redis-server 7", DEBIAN_REDIS.is_file(), "apt-get install redis-server")
     return DEBIAN_REDIS

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import run_cli, servers_under
 from tests.integration.seaweedfs import s3_drill_environment
-from tests.integration.servers import require_pgbackrest
+from tests.integration.servers import require_patroni, require_pgbackrest
 from tests.integration.test_shipped_scenarios import SHIPPED, uses_s3
 from tests.test_pytest_plugin import INVALID, SABOTAGED
 
@@ -76,6 +76,7 @@ def test_every_shipped_local_scenario_passes_four_at_a_time(
     The Docker-runtime scenarios are left to tests/docker, as in test_shipped_scenarios.
     """
     require_pgbackrest()  # postgres-pgbackrest is among them: skipped without it, a failure under CI=true
+    require_patroni()  # and postgres-patroni-leader-kill
     if any(map(uses_s3, SHIPPED)):  # the S3 drills read their endpoint and keys from the environment
         s3_drill_environment(request.getfixturevalue("s3_server"), monkeypatch)
     code, card, out = _run_fleet(SHIPPED, tmp_path, capsys)

@@ -57,6 +57,6 @@ def test_kinds_that_cannot_run_on_docker_are_refused_before_anything_starts(tmp_
                     "--report-dir", str(report), "-q"])  # fmt: skip
     assert code == 2
     assert (
-        "cannot run on the docker runtime: orders-db (postgres-physical: external, local)"
-        in read_results(report)["error"]
+        "cannot run on the docker runtime: orders-db (postgres-physical needs physical-access "
+        "(runtimes that have it: local, external))" in read_results(report)["error"]
     )

@@ -1,0 +1,197 @@
+"""redis-cluster: a Redis Cluster, masters sharing the hash slots, each with replicas.
+
+Backed up, restored and fingerprinted like ``redis``, shard by shard: the fingerprint and
+the backup read every master (one atomic script per batch, as for one server) and sum
+into one fingerprint per key space, which does not depend on which master holds a key;
+the restore empties every master and RESTOREs each key through the cluster client, which
+sends it to the master of its slot. A Cluster has only database 0 and no spare database
+to stage a restore in, so it is restored in place, after the engine proved the whole
+artifact (as ``redis`` does on a server without spare databases).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from engine.components.base import WORKLOAD_MARK, ArtifactSource, Health, SeedParams
+from engine.components.redis import _BATCH, _MAGIC, _READS, RedisComponent, RedisParams, _dump_batch
+from engine.components.redis_digest import CLUSTER_SCRIPT, Tally, digested
+from engine.components.redis_records import Keyspaces, key_space
+from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint, Part
+from engine.lazy import lazy
+from engine.repository.base import BackupSetWriter
+from engine.runtime.base import REPLICAS
+from engine.runtime.topology import ClusterSpec, Topology
+
+redis = lazy("redis")
+
+
+class RedisClusterParams(RedisParams):
+    masters: int = Field(default=3, ge=3, le=9, description="Masters sharing the 16384 hash slots (at least 3).")
+    replicas_per_master: int = Field(default=1, ge=1, le=3, description="Replicas of each master.")
+    node_timeout_ms: int = Field(
+        default=1000,
+        ge=100,
+        le=60_000,
+        description="`cluster-node-timeout`: how long a master may not answer before the others fail it over "
+        "(Redis's default is 15000).",
+    )
+
+
+class _InPlace:
+    """Where each backed-up database goes: database 0 of the Cluster itself."""
+
+    direct = True
+
+    def target(self, db: int) -> int:
+        if db != 0:
+            raise ComponentError(f"the backup holds database {db}; a Redis Cluster has only database 0")
+        return 0
+
+
+class RedisClusterComponent(RedisComponent):
+    name: ClassVar[str] = "redis-cluster"
+    server: ClassVar[str | None] = "redis-cluster"
+    needs: ClassVar[frozenset[str]] = frozenset({REPLICAS})
+    Params: ClassVar[type[SeedParams]] = RedisClusterParams
+    description: ClassVar[str] = (
+        "A Redis Cluster (masters sharing the hash slots, each with replicas) that fails a master over itself; "
+        "backed up, restored and fingerprinted like `redis`, shard by shard."
+    )
+
+    params: RedisClusterParams
+
+    def provision(self) -> None:
+        p = self.params
+        spec = ClusterSpec(
+            masters=p.masters, replicas_per_master=p.replicas_per_master, node_timeout_ms=p.node_timeout_ms
+        )
+        service = self.runtime.server(self.name, self.instance, spec)
+        self.service = service
+        self.topology: Topology = service
+
+    def _masters(self) -> list[Any]:
+        clients: list[Any] = self.service.master_clients()  # type: ignore[attr-defined]
+        return clients
+
+    def _dbs(self) -> list[int]:
+        return [0]
+
+    def _keyspaces(self, db: int) -> Keyspaces:
+        """Every master's keys summed into one set of key spaces; read again if SCAN returned a key twice."""
+        for _ in range(_READS):
+            spaces, twice = Keyspaces(), False
+            for client in self._masters():
+                tally = Tally()
+                for batch, _ in digested(client, 0, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT):
+                    spaces.add(batch)
+                twice = twice or tally.read_twice
+            if not twice:
+                break
+        return spaces
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """Each master dumped and digested batch by batch, into one artifact and one fingerprint."""
+        count, spaces = 0, Keyspaces()
+        masters = self._masters()
+        with writer.artifact(self.instance, "keys.dump") as sink:
+            sink.write(_MAGIC)
+            for client in masters:
+                tally = Tally()
+                for batch, payloads in digested(client, 0, dump=True, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT):
+                    spaces.add(batch)
+                    count += _dump_batch(0, batch, payloads, sink)
+                if tally.read_twice:
+                    raise ComponentError(
+                        f"redis-cluster {self.instance!r}: a master shrank while it was read and a key was read "
+                        "twice, so this backup would not match its own fingerprint; run the backup again"
+                    )
+        details = {
+            "keys": count,
+            "dbs": [0],
+            "masters": len(masters),
+            "server_version": self.service.version(),
+            "method": "DUMP/RESTORE over the network, master by master; fingerprint from the same atomic reads",
+        }
+        return details, self._fp(spaces.parts(0))
+
+    def restore(self, source: ArtifactSource) -> None:
+        """Every master emptied, then every key RESTOREd through the cluster client (to its slot's master)."""
+        self.service.ensure_running()
+        for client in self._masters():
+            client.flushall()
+        self._restore_keys(source, _InPlace())  # type: ignore[arg-type]
+
+    def health(self) -> Health:
+        try:
+            masters = self._masters()
+            total = sum(int(c.dbsize()) for c in masters)
+            state = "ok" if self.service.is_running() else "no master serves the workload's shard"
+        except redis.RedisError as exc:
+            return Health(ok=False, detail=f"not answering: {exc}")
+        ok = state == "ok" and len(masters) >= self.params.masters
+        return Health(ok=ok, detail=f"{len(masters)} masters answer; {total} keys; {state}")
+
+    def on_node(self, node: str) -> RedisComponent:
+        """This component reading only ``node`` of the workload's shard (a replica reads with READONLY)."""
+        view = copy.copy(self)
+        view._masters = lambda: [_node_client(self.topology.node(node).port, self.service.password)]  # type: ignore[method-assign]
+        return view
+
+    def node_fingerprints(self, node: str) -> tuple[Fingerprint, Fingerprint]:
+        """The shard's master and ``node`` (a replica of it), compared key by key with the server's digests.
+
+        A Cluster replica runs no script that reads keys (Redis 7 refuses it, READONLY or
+        not), so this comparison is not the ``redis/2`` fingerprint: per key space, the
+        keys and their ``DEBUG DIGEST-VALUE`` (the server's own digest of a value), the
+        workload's keys left out, read replica first.
+        """
+        primary = self.topology.primary()
+        if primary is None:
+            raise ComponentError(f"redis-cluster {self.instance!r}: the workload's shard has no master")
+        on_node = self._digest_values(node)
+        return self._fp(self._digest_values(primary), "redis-cluster/values"), self._fp(on_node, "redis-cluster/values")
+
+    def _digest_values(self, node: str) -> dict[str, Part]:
+        import hashlib
+
+        client = _node_client(self.topology.node(node).port, self.service.password)
+        spaces: dict[str, list[bytes]] = {}
+        keys = sorted(k for k in client.scan_iter(count=1000) if not k.startswith(WORKLOAD_MARK.encode()))
+        for at in range(0, len(keys), 500):
+            batch = keys[at : at + 500]
+            digests = client.execute_command("DEBUG", "DIGEST-VALUE", *batch)
+            for key, digest in zip(batch, digests, strict=True):
+                spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest))
+        return {
+            f"db0 keyspace {space} values": Part(
+                digest=hashlib.sha256(b"\n".join(entries)).hexdigest(), count=len(entries), unit="keys"
+            )
+            for space, entries in spaces.items()
+        }
+
+    def connection_env(self) -> dict[str, str]:
+        env = super().connection_env()
+        env["NODES"] = ",".join(self.service.addresses())  # type: ignore[attr-defined]
+        return env
+
+
+def _node_client(port: int, password: str | None) -> Any:
+    """A client of one Cluster node whose connections may read a replica's keys (``READONLY``)."""
+
+    class ReadOnlyConnection(redis.Connection):  # type: ignore[misc,name-defined]
+        def on_connect(self) -> None:
+            redis.Connection.on_connect(self)
+            self.send_command("READONLY")
+            self.read_response()
+
+    pool = redis.ConnectionPool(
+        host="127.0.0.1", port=port, password=password, socket_timeout=30, connection_class=ReadOnlyConnection
+    )
+    return redis.Redis(connection_pool=pool)
