@@ -10,7 +10,6 @@ roles, and the operations failover faults and the ``failover`` step perform on o
 
 from __future__ import annotations
 
-import copy
 from typing import ClassVar, Literal
 from urllib.parse import quote
 
@@ -18,9 +17,8 @@ from pydantic import Field
 
 from engine.components.base import SeedParams
 from engine.components.connections import libpq_fields
+from engine.components.nodes import NodeViews
 from engine.components.postgres import PostgresComponent, PostgresParams
-from engine.errors import ComponentError
-from engine.fingerprint import Fingerprint
 from engine.runtime.base import REPLICAS
 from engine.runtime.topology import ReplicatedSpec, Topology
 
@@ -41,7 +39,7 @@ class PostgresReplicatedParams(PostgresParams):
     )
 
 
-class PostgresReplicatedComponent(PostgresComponent):
+class PostgresReplicatedComponent(PostgresComponent, NodeViews):
     name: ClassVar[str] = "postgres-replicated"
     server: ClassVar[str | None] = "postgres-replicated"
     needs: ClassVar[frozenset[str]] = frozenset({REPLICAS})
@@ -62,22 +60,6 @@ class PostgresReplicatedComponent(PostgresComponent):
         service = self.runtime.server(self.name, self.instance, spec)
         self.service = service
         self.topology: Topology = service
-
-    def on_node(self, node: str) -> PostgresComponent:
-        """This component bound to one node instead of the endpoint: to read what a replica holds."""
-        view = copy.copy(self)
-        view.service = self.topology.node(node)
-        return view
-
-    def node_fingerprints(self, node: str) -> tuple[Fingerprint, Fingerprint]:
-        """The primary's fingerprint and ``node``'s, each read on its own node (rejoin fidelity).
-
-        Not through the endpoint: an old primary back on its own would answer it too.
-        """
-        primary = self.topology.primary()
-        if primary is None:
-            raise ComponentError(f"{self.name} {self.instance!r}: no node answers as primary")
-        return self.on_node(primary).fingerprint(), self.on_node(node).fingerprint()
 
     def connection_env(self) -> dict[str, str]:
         """The endpoint as a multi-host URL (``HOST`` and ``PORT`` are libpq's comma lists)."""

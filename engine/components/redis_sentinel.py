@@ -9,15 +9,13 @@ failover faults and the ``failover`` step do to them.
 
 from __future__ import annotations
 
-import copy
 from typing import ClassVar
 
 from pydantic import Field
 
 from engine.components.base import SeedParams
+from engine.components.nodes import NodeViews
 from engine.components.redis import RedisComponent, RedisParams
-from engine.errors import ComponentError
-from engine.fingerprint import Fingerprint
 from engine.runtime.base import REPLICAS
 from engine.runtime.topology import SentinelSpec, Topology
 
@@ -36,7 +34,7 @@ class RedisSentinelParams(RedisParams):
     )
 
 
-class RedisSentinelComponent(RedisComponent):
+class RedisSentinelComponent(RedisComponent, NodeViews):
     name: ClassVar[str] = "redis-sentinel"
     server: ClassVar[str | None] = "redis-sentinel"
     needs: ClassVar[frozenset[str]] = frozenset({REPLICAS})
@@ -54,22 +52,6 @@ class RedisSentinelComponent(RedisComponent):
         service = self.runtime.server(self.name, self.instance, spec)
         self.service = service
         self.topology: Topology = service
-
-    def on_node(self, node: str) -> RedisComponent:
-        """This component bound to one node instead of the endpoint: to read what a replica holds."""
-        view = copy.copy(self)
-        view.service = self.topology.node(node)
-        return view
-
-    def node_fingerprints(self, node: str) -> tuple[Fingerprint, Fingerprint]:
-        """The primary's fingerprint and ``node``'s, each read on its own node (rejoin fidelity).
-
-        Not through the endpoint: an old primary back on its own would answer it too.
-        """
-        primary = self.topology.primary()
-        if primary is None:
-            raise ComponentError(f"{self.name} {self.instance!r}: no node answers as primary")
-        return self.on_node(primary).fingerprint(), self.on_node(node).fingerprint()
 
     def connection_env(self) -> dict[str, str]:
         """The master's address as the Sentinels give it now, and the Sentinels to ask after a failover."""
