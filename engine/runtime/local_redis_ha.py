@@ -57,6 +57,16 @@ class RedisNodes:
     def address(self, node: str) -> str:
         return f"127.0.0.1:{self._nodes[node].port}"
 
+    def is_running(self) -> bool:
+        """Running while some node answers as the master: the endpoint serves."""
+        return self.primary() is not None
+
+    def kill(self) -> None:
+        """The component-level kill fault: SIGKILL whichever node is the master now."""
+        primary = self.primary()
+        if primary is not None:
+            self.kill_node(primary)
+
     def _direct(self, node: str, timeout: float = 1.0) -> redis.Redis:
         server = self._nodes[node]
         return redis.Redis(host="127.0.0.1", port=server.port, password=self.password, socket_timeout=timeout)
@@ -289,14 +299,6 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
 
     def version(self) -> str:
         return f"{self._nodes['node0'].version()} with {self.spec.sentinels} Sentinels"
-
-    def is_running(self) -> bool:
-        return self.primary() is not None
-
-    def kill(self) -> None:
-        primary = self.primary()
-        if primary is not None:
-            self.kill_node(primary)
 
     def ensure_running(self) -> None:
         """A master that answers: if none does, the last one is started again (empty) and the Sentinels told."""
@@ -640,14 +642,6 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
 
     def version(self) -> str:
         return f"{self._all['node0'].version()} as a Cluster of {self.spec.masters} masters"
-
-    def is_running(self) -> bool:
-        return self.primary() is not None
-
-    def kill(self) -> None:
-        primary = self.primary()
-        if primary is not None:
-            self.kill_node(primary)
 
     def ensure_running(self) -> None:
         """Every node that is down started again (empty; it rejoins the Cluster from its nodes.conf)."""
