@@ -64,6 +64,8 @@ from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
 from engine.signing import RepositoryTrust
 
+TIMELINE = "timeline"  # the implicit check every drill gets: its steps ran as declared
+
 
 @dataclass
 class Hooks:
@@ -600,8 +602,8 @@ class DrillRunner:
             )
         )
         return AssertionResult(
-            id="timeline",
-            name="timeline",
+            id=TIMELINE,
+            name=TIMELINE,
             status="fail" if findings else "pass",
             evidence=evidence,
             source=self._source("steps"),
@@ -666,6 +668,10 @@ class DrillRunner:
                 for idx, (tag, _) in enumerate(assertion_params(a) for a in self.scenario.assertions)
             ]
         statuses = {a.status for a in assertions}
+        declared = {a.status for a in assertions if a.id != TIMELINE}  # the implicit check only says the steps ran
+        if error is None and declared == {"not_compared"}:
+            # Every check the scenario asked for had nothing to compare with: nothing was proven, so no pass.
+            error = "nothing was compared: every check this drill declares reported 'not compared'"
         if error is not None or "error" in statuses or "not_run" in statuses or not assertions:
             verdict, code = "error", 2
         elif "fail" in statuses:

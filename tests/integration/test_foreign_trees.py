@@ -216,3 +216,22 @@ def test_a_directory_with_a_device_node_is_refused(tmp_path: Path) -> None:
     restore = next(p for p in results["phases"] if p["kind"] == "restore")
     assert "device node" in restore["detail"]
     shutil.rmtree(tree)
+
+
+def test_a_restore_test_whose_every_check_is_not_compared_is_never_a_pass(tmp_path: Path) -> None:
+    """Negative control: a foreign backup with fidelity alone proves nothing, so the drill is no pass (exit 2).
+
+    Quiet control: the same restore with the RTO measured beside it passes, fidelity shown as not compared.
+    """
+    tree = _tree(tmp_path)
+    archive = tmp_path / "uploads.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(archive), "."], check=True)
+    backups = {"uploads": {"format": "tar", "path": str(archive)}}
+    code, results = _run(tmp_path, _scenario(tmp_path / "only.yaml", backups, ["fidelity"]), "only-fidelity")
+    assert {a["id"]: a["status"] for a in results["assertions"]} == {"timeline": "pass", "fidelity[uploads]": "not_compared"}
+    assert (code, results["verdict"]) == (2, "error"), results["error"]
+    assert "nothing was compared" in results["error"]
+    code, results = _run(tmp_path, _scenario(tmp_path / "with-rto.yaml", backups), "with-rto")
+    assert (code, results["verdict"]) == (0, "pass")
+    statuses = {a["name"]: a["status"] for a in results["assertions"]}
+    assert statuses == {"timeline": "pass", "fidelity": "not_compared", "rto": "pass"}
