@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import RepositoryError
 from engine.fingerprint import Fingerprint
@@ -38,6 +38,33 @@ def _segment(value: str) -> str:
 
 
 Segment = Annotated[str, AfterValidator(_segment)]
+
+
+def _check_consistent(components: dict[str, list[str]], artifacts: list[tuple[str, str]]) -> None:
+    """Every component names exactly the artifacts stored for it, and nothing is listed twice.
+
+    Why: verify checks the artifacts a manifest lists, and restore opens the ones a
+    component names; a manifest in which they disagree (an artifact entry deleted, listed
+    twice, or stored for a component the set does not hold) was not written by drproof,
+    and it verified green while its restore could not find what it needed.
+    """
+    keys = [f"{c}/{n}" for c, n in artifacts]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"artifact {twice[0]} is listed twice")
+    orphans = sorted({c for c, _ in artifacts} - set(components))
+    if orphans:
+        raise ValueError(f"artifacts are listed for component {orphans[0]!r}, which the set does not hold")
+    for name, names in components.items():
+        stored = [n for c, n in artifacts if c == name]
+        if sorted(names) != sorted(stored):
+            raise ValueError(f"component {name!r} names artifacts {names} but the set lists {stored} for it")
+
+
+def _unique_names(names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"component {twice[0]!r} is listed twice")
 
 
 class ArtifactRecord(BaseModel):
@@ -74,7 +101,7 @@ class ArtifactRecord(BaseModel):
 class ComponentRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Segment
     kind: str
     artifacts: list[str]
     fingerprint: Fingerprint | None = Field(
@@ -92,8 +119,8 @@ class Manifest(BaseModel):
     format: Literal[1] = 1
     id: Segment
     label: str | None = Field(default=None, description="A human name, e.g. the drill step's name.")
-    created_at: datetime
-    completed_at: datetime
+    created_at: AwareDatetime
+    completed_at: AwareDatetime
     components: list[ComponentRecord] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactRecord] = Field(max_length=MAX_ARTIFACTS)
     tools: dict[str, str] = Field(default_factory=dict)
@@ -110,6 +137,14 @@ class Manifest(BaseModel):
     previous_sha256: str | None = Field(
         default=None, description="SHA-256 of the stored manifest bytes of `previous_id`."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        _unique_names([c.name for c in self.components])
+        _check_consistent(
+            {c.name: c.artifacts for c in self.components}, [(a.component, a.name) for a in self.artifacts]
+        )
+        return self
 
     @classmethod
     def assemble(
@@ -170,8 +205,9 @@ class ComponentSummary(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str
+    name: Segment
     kind: str
+    artifacts: list[str] = Field(default_factory=list)
     parent: str | None = None
 
 
@@ -199,14 +235,23 @@ class ManifestSummary(BaseModel):
     format: Literal[1] = 1
     id: Segment
     label: str | None = None
-    created_at: datetime
-    completed_at: datetime
+    created_at: AwareDatetime
+    completed_at: AwareDatetime
     components: list[ComponentSummary] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactSummary] = Field(max_length=MAX_ARTIFACTS)
     labels: dict[str, str] = Field(default_factory=dict)
     sequence: int | None = None
     previous_id: str | None = None
     previous_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ManifestSummary:
+        # Checked here too, so that `recovery list` names such a set rather than listing it.
+        _unique_names([c.name for c in self.components])
+        _check_consistent(
+            {c.name: c.artifacts for c in self.components}, [(a.component, a.name) for a in self.artifacts]
+        )
+        return self
 
     @classmethod
     def of(cls, manifest: Manifest) -> ManifestSummary:
