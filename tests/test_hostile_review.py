@@ -14,7 +14,7 @@ import io
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ def _tree(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
-def _config(path: Path, where: Path) -> Path:
+def _config(path: Path, where: Path, signing: str = "") -> Path:
     path.write_text(
-        "repository: {path: repo}\ncomponents:\n"
+        "repository: {path: repo}\n" + signing + "components:\n"
         f"  files: {{kind: volumes, path: {where / 'files'}}}\n"
         f"  conf: {{kind: configuration, path: {where / 'conf'}}}\n"
     )
@@ -58,16 +58,21 @@ def _cli(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def _make_site(tmp_path: Path, signed: bool = False) -> dict[str, Any]:
     live = tmp_path / "live"
     (live / "files").mkdir(parents=True)
     (live / "conf").mkdir()
     (live / "files" / "a.txt").write_text("one")
     (live / "conf" / "app.yaml").write_text("a: 1\n")
-    config = _config(tmp_path / "backup-config.yaml", live)
+    signing = ""
+    if signed:
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        assert _cli(["keys", "init", "--private", str(keys / "repo.key"), "--public", str(keys / "repo.pub")])[0] == 0
+        signing = f"signing: {{key_file: {keys / 'repo.key'}, public_keys: [{keys / 'repo.pub'}]}}\n"
+    config = _config(tmp_path / "backup-config.yaml", live, signing)
     (tmp_path / "scratch").mkdir()
-    scratch = _config(tmp_path / "scratch.yaml", tmp_path / "scratch")
+    scratch = _config(tmp_path / "scratch.yaml", tmp_path / "scratch", signing)
     assert _cli(["backup", "--config", str(config), "--json"])[0] == 0
     (live / "files" / "b.txt").write_text("two")
     assert _cli(["backup", "--config", str(config), "--json"])[0] == 0
@@ -75,7 +80,12 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         (tmp_path / "repo" / "sets").iterdir(),
         key=lambda p: json.loads((p / "manifest.json").read_text())["sequence"],
     )
-    yield {"root": tmp_path, "live": live, "config": config, "scratch": scratch, "newest": sets[-1]}
+    return {"root": tmp_path, "live": live, "config": config, "scratch": scratch, "newest": sets[-1]}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict[str, Any]:
+    return _make_site(tmp_path)
 
 
 def _edit(newest: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -172,3 +182,14 @@ def test_a_set_directory_that_is_a_symlink_is_named_and_latest_is_not_guessed(si
     _expect_refused(site, REFUSED)
     code, err = _cli(["recovery", "verify", "--config", str(site["config"])])
     assert code == 1 and "symbolic link" in err
+
+
+@pytest.mark.parametrize("planted", ["manifest.sig", "verified.json"])
+def test_a_fifo_beside_a_signed_manifest_is_refused_without_hanging(tmp_path: Path, planted: str) -> None:
+    """A FIFO as the signature made list, verify and restore block for ever reading it."""
+    site = _make_site(tmp_path, signed=True)
+    path = site["newest"] / planted
+    path.unlink()
+    os.mkfifo(path)
+    # verified.json is a cache of a past verification: a FIFO there must just not be trusted.
+    _expect_refused(site, REFUSED if planted == "manifest.sig" else {"list": 0, "verify": 0, "to": 0, "in-place": 0})

@@ -114,10 +114,11 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _read_small(path: Path, limit: int) -> bytes | None:
     """A small file of the repository, or None if it is absent, unreadable or too large."""
     try:
-        if path.stat().st_size > limit:
-            return None
-        return path.read_bytes()
-    except OSError:
+        with _open_regular(path) as fh:  # a FIFO planted here must not block the reader
+            if os.fstat(fh.fileno()).st_size > limit:
+                return None
+            return fh.read()
+    except (OSError, _NotRegular):
         return None
 
 
@@ -507,10 +508,11 @@ class LocalRepository(Repository):
     def verified_ids(self) -> set[str]:
         out = set()
         for entry in self._set_entries():
+            data = _read_small(entry / VERIFIED_NAME, MAX_MANIFEST_BYTES)
             try:
-                if json.loads((entry / VERIFIED_NAME).read_text()).get("ok") is True:
+                if data is not None and json.loads(data).get("ok") is True:
                     out.add(entry.name)
-            except (OSError, ValueError):
+            except (ValueError, AttributeError):
                 continue
         return out
 
@@ -606,10 +608,13 @@ def _open_regular(path: Path) -> IO[bytes]:
 
 def _load_bytes(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
-        return path.read_bytes()
+        with _open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+            return fh.read()
+    except _NotRegular as exc:
+        raise RepositoryError(f"{path}: the manifest is {exc}, not a file drproof wrote") from None
     except OSError as exc:
         raise RepositoryError(f"{path}: cannot read manifest: {exc.strerror}") from exc
 
