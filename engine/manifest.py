@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.errors import RepositoryError
+from engine.errors import IntegrityError, RepositoryError
 from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
@@ -242,7 +242,7 @@ class ManifestSummary(BaseModel):
     components: list[ComponentSummary] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactSummary] = Field(max_length=MAX_ARTIFACTS)
     labels: dict[str, str] = Field(default_factory=dict)
-    sequence: int | None = None
+    sequence: int | None = Field(default=None, ge=1)  # as Manifest's: list must not show what verify refuses
     previous_id: str | None = None
     previous_sha256: str | None = None
 
@@ -279,4 +279,4 @@ def load_as(path: Path, model: type[ManifestModel]) -> ManifestModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc
+        raise IntegrityError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc

@@ -193,3 +193,18 @@ def test_a_fifo_beside_a_signed_manifest_is_refused_without_hanging(tmp_path: Pa
     os.mkfifo(path)
     # verified.json is a cache of a past verification: a FIFO there must just not be trusted.
     _expect_refused(site, REFUSED if planted == "manifest.sig" else {"list": 0, "verify": 0, "to": 0, "in-place": 0})
+
+
+@pytest.mark.parametrize(
+    ("change", "listed"),
+    [(lambda d: d.update(sequence=0), 1), (lambda d: d.update(tools={"pg_dump": 1}), 0)],
+    ids=["place-zero", "tools-not-text"],
+)
+def test_a_malformed_manifest_is_damage_not_could_not_run(site: dict[str, Any], change: Any, listed: int) -> None:
+    """Was: verify and restore exit 2, and list green on a place 0 (the inventory did not bound it).
+
+    A manifest drproof did not write is damage found (exit 1, as the exit-code table says),
+    not a command that could not run. The inventory reads no tools, so it lists that one.
+    """
+    _edit(site["newest"], change)
+    _expect_refused(site, {"list": listed, "verify": 1, "to": 1, "in-place": 1})

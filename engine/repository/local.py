@@ -349,7 +349,7 @@ class LocalRepository(Repository):
         self._admit(backup_id, data)
         manifest = _parse(path, data, model)
         if manifest.id != backup_id:
-            raise RepositoryError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
+            raise IntegrityError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
         return manifest
 
     def stored_sets(self) -> Iterator[StoredSet]:
@@ -625,4 +625,4 @@ def _parse(path: Path, data: bytes, model: type[ManifestModel]) -> ManifestModel
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc
+        raise IntegrityError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc
