@@ -11,9 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.errors import RepositoryError
+from engine.errors import IntegrityError, RepositoryError
 from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
@@ -38,6 +38,35 @@ def _segment(value: str) -> str:
 
 
 Segment = Annotated[str, AfterValidator(_segment)]
+
+
+def _check_consistent(components: dict[str, list[str]], artifacts: list[tuple[str, str]]) -> None:
+    """Every component names exactly the artifacts stored for it, and nothing is listed twice.
+
+    Why: verify checks the artifacts a manifest lists, and restore opens the ones a
+    component names; a manifest in which they disagree (an artifact entry deleted, listed
+    twice) was not written by drproof, and it verified green while its restore could not
+    find what it needed. Artifacts of no listed component are verified and never restored,
+    as in sets the engine's own tests write without components.
+    """
+    stored: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    for c, n in artifacts:  # one pass: a manifest may list 10,000 artifacts
+        if (c, n) in seen:
+            raise ValueError(f"artifact {c}/{n} is listed twice")
+        seen.add((c, n))
+        stored.setdefault(c, []).append(n)
+    for name, names in components.items():
+        if sorted(names) != sorted(stored.get(name, [])):
+            raise ValueError(f"component {name!r} names artifacts {names} but the set lists {stored.get(name, [])}")
+
+
+def _unique_names(names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"component {n!r} is listed twice")
+        seen.add(n)
 
 
 class ArtifactRecord(BaseModel):
@@ -74,7 +103,7 @@ class ArtifactRecord(BaseModel):
 class ComponentRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Segment
     kind: str
     artifacts: list[str]
     fingerprint: Fingerprint | None = Field(
@@ -92,8 +121,8 @@ class Manifest(BaseModel):
     format: Literal[1] = 1
     id: Segment
     label: str | None = Field(default=None, description="A human name, e.g. the drill step's name.")
-    created_at: datetime
-    completed_at: datetime
+    created_at: AwareDatetime
+    completed_at: AwareDatetime
     components: list[ComponentRecord] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactRecord] = Field(max_length=MAX_ARTIFACTS)
     tools: dict[str, str] = Field(default_factory=dict)
@@ -110,6 +139,14 @@ class Manifest(BaseModel):
     previous_sha256: str | None = Field(
         default=None, description="SHA-256 of the stored manifest bytes of `previous_id`."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        _unique_names([c.name for c in self.components])
+        _check_consistent(
+            {c.name: c.artifacts for c in self.components}, [(a.component, a.name) for a in self.artifacts]
+        )
+        return self
 
     @classmethod
     def assemble(
@@ -170,8 +207,9 @@ class ComponentSummary(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str
+    name: Segment
     kind: str
+    artifacts: list[str] = Field(default_factory=list)
     parent: str | None = None
 
 
@@ -199,14 +237,23 @@ class ManifestSummary(BaseModel):
     format: Literal[1] = 1
     id: Segment
     label: str | None = None
-    created_at: datetime
-    completed_at: datetime
+    created_at: AwareDatetime
+    completed_at: AwareDatetime
     components: list[ComponentSummary] = Field(max_length=MAX_COMPONENTS)
     artifacts: list[ArtifactSummary] = Field(max_length=MAX_ARTIFACTS)
     labels: dict[str, str] = Field(default_factory=dict)
-    sequence: int | None = None
+    sequence: int | None = Field(default=None, ge=1)  # as Manifest's: list must not show what verify refuses
     previous_id: str | None = None
     previous_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ManifestSummary:
+        # Checked here too, so that `recovery list` names such a set rather than listing it.
+        _unique_names([c.name for c in self.components])
+        _check_consistent(
+            {c.name: c.artifacts for c in self.components}, [(a.component, a.name) for a in self.artifacts]
+        )
+        return self
 
     @classmethod
     def of(cls, manifest: Manifest) -> ManifestSummary:
@@ -232,4 +279,4 @@ def load_as(path: Path, model: type[ManifestModel]) -> ManifestModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc
+        raise IntegrityError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc

@@ -72,9 +72,25 @@ class ArtifactSource:
     def names(self) -> list[str]:
         return sorted(self.artifacts)
 
+    def record(self, name: str) -> ArtifactRecord:
+        """The manifest's record of artifact ``name``; a set without it is refused, not a ``KeyError``.
+
+        Why: a manifest that renames a kind's artifact (consistently, so it verifies) left
+        the restore to fail with a traceback looking for the name the kind writes.
+        """
+        from engine.errors import IntegrityError
+
+        try:
+            return self.artifacts[name]
+        except KeyError:
+            raise IntegrityError(
+                f"the backup holds no artifact {name!r} for this component (it holds: "
+                f"{', '.join(self.names()) or 'none'}): drproof did not write this set so; nothing was restored"
+            ) from None
+
     def open(self, name: str) -> Any:
         """Context manager yielding a readable stream of the decompressed artifact."""
-        return self._opener(self.artifacts[name])
+        return self._opener(self.record(name))
 
     def open_head(self, name: str) -> Any:
         """Like ``open``, for a reader that needs only the start (a dump's table of contents).
@@ -82,7 +98,7 @@ class ArtifactSource:
         Nothing is proven on exit, and the rest is not read: use it only for artifacts the
         engine proved in full before the restore began (kinds that do not stage).
         """
-        return self._opener(self.artifacts[name], whole=False)
+        return self._opener(self.record(name), whole=False)
 
     def read_small(self, name: str, limit: int) -> bytes:
         """A metadata artifact read whole, refused before memory grows if it is not small.
@@ -94,7 +110,7 @@ class ArtifactSource:
         """
         from engine.errors import IntegrityError
 
-        record = self.artifacts[name]
+        record = self.record(name)
         if record.raw_size > limit:
             raise IntegrityError(
                 f"artifact {record.key} would decompress to {record.raw_size} bytes, over the {limit}-byte limit "

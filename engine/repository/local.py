@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -113,10 +114,11 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _read_small(path: Path, limit: int) -> bytes | None:
     """A small file of the repository, or None if it is absent, unreadable or too large."""
     try:
-        if path.stat().st_size > limit:
-            return None
-        return path.read_bytes()
-    except OSError:
+        with _open_regular(path) as fh:  # a FIFO planted here must not block the reader
+            if os.fstat(fh.fileno()).st_size > limit:
+                return None
+            return fh.read()
+    except (OSError, _NotRegular):
         return None
 
 
@@ -295,6 +297,21 @@ class LocalRepository(Repository):
     def _set_dir(self, backup_id: str) -> Path:
         return self.root / "sets" / safe_segment(backup_id)
 
+    def _set_entries(self) -> builtins.list[Path]:
+        """The entries of ``sets/``, sorted; a ``sets`` that cannot be listed is the repository's fault.
+
+        Why: a ``sets`` replaced by a file (or made unreadable) escaped as a traceback out of
+        every command, ``list`` included, instead of naming the repository.
+        """
+        where = self.root / "sets"
+        try:
+            return sorted(where.iterdir())
+        except OSError as exc:
+            raise RepositoryError(
+                f"cannot list the backup sets in {where} ({exc.strerror or exc}): the repository is damaged or "
+                "not a drproof repository; nothing was read or changed"
+            ) from exc
+
     def list(self) -> list[Manifest]:
         """Complete sets, oldest first; sets whose manifest cannot be read go to ``broken``."""
         return self._read_all(Manifest)
@@ -306,7 +323,7 @@ class LocalRepository(Repository):
     def _read_all(self, model: type[ManifestModel]) -> builtins.list[ManifestModel]:
         out = []
         self.broken: dict[str, str] = {}
-        for entry in sorted((self.root / "sets").iterdir()):
+        for entry in self._set_entries():
             if (entry / MANIFEST_NAME).is_file():
                 try:
                     out.append(self._read(entry.name, model))
@@ -332,13 +349,18 @@ class LocalRepository(Repository):
         self._admit(backup_id, data)
         manifest = _parse(path, data, model)
         if manifest.id != backup_id:
-            raise RepositoryError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
+            raise IntegrityError(f"{path}: the manifest in set {backup_id} says it is set {manifest.id}")
         return manifest
 
     def stored_sets(self) -> Iterator[StoredSet]:
         """Every set directory: with its manifest, or holding files but no manifest (its manifest deleted)."""
-        for entry in sorted((self.root / "sets").iterdir()):
-            if not entry.is_dir() or entry.is_symlink():
+        for entry in self._set_entries():
+            if entry.is_symlink():
+                # drproof never links a set in: one planted here would be skipped unseen and
+                # "latest" would silently fall back to an older set.
+                yield StoredSet(entry.name, None, None, "it is a symbolic link, not a set directory drproof wrote")
+                continue
+            if not entry.is_dir():
                 continue
             path = entry / MANIFEST_NAME
             if path.is_file():
@@ -407,9 +429,13 @@ class LocalRepository(Repository):
     @contextmanager
     def open_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> Iterator[IO[bytes]]:
         try:
-            fh = open(self._stored_path(manifest, artifact), "rb")  # noqa: SIM115 - closed below
+            fh = _open_regular(self._stored_path(manifest, artifact))
         except FileNotFoundError as exc:
             raise StoredArtifactMissing(f"backup {manifest.id}: {artifact.key} is missing") from exc
+        except _NotRegular as exc:
+            raise IntegrityError(
+                f"backup {manifest.id}: {artifact.key} is stored as {exc}, not a file: drproof wrote no such thing"
+            ) from None
         except OSError as exc:
             raise RepositoryError(f"backup {manifest.id}: cannot read {artifact.key}: {exc.strerror}") from exc
         with fh:
@@ -481,11 +507,12 @@ class LocalRepository(Repository):
 
     def verified_ids(self) -> set[str]:
         out = set()
-        for entry in (self.root / "sets").iterdir():
+        for entry in self._set_entries():
+            data = _read_small(entry / VERIFIED_NAME, MAX_MANIFEST_BYTES)
             try:
-                if json.loads((entry / VERIFIED_NAME).read_text()).get("ok") is True:
+                if data is not None and json.loads(data).get("ok") is True:
                     out.add(entry.name)
-            except (OSError, ValueError):
+            except (ValueError, AttributeError):
                 continue
         return out
 
@@ -555,12 +582,39 @@ class LocalRepository(Repository):
             os.fsync(fh.fileno())
 
 
+class _NotRegular(Exception):
+    """An artifact path that names a FIFO, a directory or a device: its kind is the message."""
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open a stored artifact for reading only if it is a regular file.
+
+    Why: ``open`` on a FIFO planted in place of an artifact blocks until someone writes to
+    it, so ``verify`` and ``restore`` hung for ever. ``O_NONBLOCK`` makes the open return at
+    once whatever the path is, and the kind is checked on the descriptor itself.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+            raise _NotRegular(kind)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _load_bytes(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
-        return path.read_bytes()
+        with _open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise RepositoryError(f"{path}: manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+            return fh.read()
+    except _NotRegular as exc:
+        raise RepositoryError(f"{path}: the manifest is {exc}, not a file drproof wrote") from None
     except OSError as exc:
         raise RepositoryError(f"{path}: cannot read manifest: {exc.strerror}") from exc
 
@@ -571,4 +625,4 @@ def _parse(path: Path, data: bytes, model: type[ManifestModel]) -> ManifestModel
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise RepositoryError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc
+        raise IntegrityError(f"{path}: malformed manifest ({loc}: {first['msg']})") from exc

@@ -554,9 +554,9 @@ class S3Repository(Repository):
         try:
             manifest = model.model_validate_json(data)
         except ValueError as exc:
-            raise RepositoryError(f"S3 backup {backup_id}: malformed manifest ({exc})") from exc
+            raise IntegrityError(f"S3 backup {backup_id}: malformed manifest ({exc})") from exc
         if manifest.id != backup_id:
-            raise RepositoryError(f"S3 backup {backup_id}: its manifest says it is set {manifest.id}")
+            raise IntegrityError(f"S3 backup {backup_id}: its manifest says it is set {manifest.id}")
         return manifest
 
     def summaries(self) -> builtins.list[ManifestSummary]:
