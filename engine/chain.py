@@ -191,8 +191,10 @@ class ChainAudit:
         """Findings that leave it open which set is really the newest.
 
         A set whose manifest is gone, unreadable or fails its signature might have been
-        the newest (whatever place it claims), and a fork at the head has two newest:
-        "latest" is then not decided by drproof. A set missing from the middle, or a
+        the newest (whatever place it claims), a fork at the head has two newest, and a
+        head whose place contradicts its predecessor's (a sequence number edited upwards in
+        an unsigned repository) is newest only by that claim: "latest" is then not decided
+        by drproof. A set missing from the middle, or a
         validly signed older set, leaves the head alone.
         """
         head = self.sets[self.order[-1]].summary if self.order else None
@@ -203,6 +205,8 @@ class ChainAudit:
                     doubts.append(f)
             elif f.kind in UNTRUSTING and _could_be_newer(self.sets.get(f.backup_id), head):
                 doubts.append(f)
+            elif f.kind == "reordered" and head is not None and f.backup_id == head.id:
+                doubts.append(f)  # the newest only by a place its predecessor contradicts (an edited sequence)
         return doubts
 
 

@@ -208,3 +208,16 @@ def test_a_malformed_manifest_is_damage_not_could_not_run(site: dict[str, Any], 
     """
     _edit(site["newest"], change)
     _expect_refused(site, {"list": listed, "verify": 1, "to": 1, "in-place": 1})
+
+
+def test_a_sequence_edited_upwards_makes_latest_undecided_in_an_unsigned_repository(site: dict[str, Any]) -> None:
+    """Was: list said "reordered" but verify and restore of latest were green on the edited set.
+
+    Negative control: the newest set claims place 10**40 after its predecessor at place 1;
+    "latest" is refused everywhere. Quiet control: the same repository unedited is green.
+    """
+    assert _cli(["recovery", "verify", "--config", str(site["config"]), "--json"])[0] == 0
+    _edit(site["newest"], lambda d: d.update(sequence=10**40))
+    _expect_refused(site, REFUSED)
+    code, err = _cli(["recovery", "restore", "--to", str(site["scratch"]), "--config", str(site["config"])])
+    assert code == 1 and ("reordered" in err or "place" in err), err
