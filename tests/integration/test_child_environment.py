@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 
+from engine.runtime.processes import OWNER_ENV
 from tests.integration.helpers import run_cli
 from tests.integration.test_standalone_engine import stack  # noqa: F401  (fixture)
 
@@ -26,17 +27,20 @@ pytestmark = [pytest.mark.integration]
 
 
 class _Sampler(threading.Thread):
+    """Children started while it runs; those already there (a session's SeaweedFS) are the tests', not drproof's."""
+
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.seen: dict[int, tuple[str, dict[str, str]]] = {}
         self.stop = threading.Event()
+        self.before = {c.pid for c in psutil.Process(os.getpid()).children(recursive=True)}
 
     def run(self) -> None:
         me = psutil.Process(os.getpid())
         while not self.stop.is_set():
             for child in me.children(recursive=True):
                 try:
-                    if child.pid not in self.seen:
+                    if child.pid not in self.seen and child.pid not in self.before:
                         self.seen[child.pid] = (" ".join(child.cmdline()), child.environ())
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
@@ -80,7 +84,9 @@ def test_children_get_only_the_secret_they_need(
     for _pid, (cmd, env) in sampler.seen.items():
         values = "\n".join(env.values())
         assert key not in values and token not in values, cmd
-        assert not any(k.startswith("DRPROOF_") for k in env), cmd
+        # The one DRPROOF_ variable a server carries is its owner mark (pid and start time, no
+        # secret), by which `drproof clean` finds servers a killed drproof left.
+        assert not any(k.startswith("DRPROOF_") and k != OWNER_ENV for k in env), cmd
     for cmd, env in tools.values():
         assert redis_password not in "\n".join(env.values()), f"{cmd} holds the Redis password"
         # A tool that talks to the server gets its password; one that reads a file (the
