@@ -24,6 +24,7 @@ import pytest
 from drills.loader import load_scenario
 from drills.runner import DrillRunner
 from reports import write_all
+from tests.integration.servers import require
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +49,8 @@ FLAGS = (
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
-    if path is None:
-        reason = f"chromium is not installed ({INSTALL})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}; .ci/run must install it", pytrace=False)
-        pytest.skip(reason)
+    require("chromium", path is not None, INSTALL)
+    assert path is not None
     return path
 
 

@@ -14,7 +14,6 @@ a missing one fails instead of skipping.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from reports import load_results, write_all
 from reports.pdf import DIGEST_KEY, page_css, write_pdf
 from reports.view import format_utc
 from tests.conftest import SCENARIOS
+from tests.integration.servers import unavailable
 from tests.test_scrub import _results
 
 # Share of a page body's pixels darker than light grey. A page of the report is above 0.02;
@@ -39,9 +39,7 @@ def _require() -> Any:
         import pypdfium2
         import weasyprint  # noqa: F401
     except (ImportError, OSError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the PDF stack is missing ({exc}); install drproof[test]", pytrace=False)
-        pytest.skip(f"WeasyPrint or pypdfium2 missing: {exc}")
+        unavailable(f"WeasyPrint or pypdfium2 is missing ({exc}); install drproof[test]")
     return pypdfium2
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import require
+
 pytest_plugins = ["pytester"]
 
 PASSING = """\
@@ -186,12 +188,8 @@ def test_a_restore_test_is_collected_by_its_source(pytester: pytest.Pytester) ->
 def _require_xdist() -> None:
     """pytest-xdist is in the test extras: missing under CI=true is a broken set-up, not a skip."""
     import importlib.util
-    import os
 
-    if importlib.util.find_spec("xdist") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but pytest-xdist is not installed; it is in drproof[test]", pytrace=False)
-        pytest.skip("pytest-xdist is not installed (pip install -e '.[test]')")
+    require("pytest-xdist", importlib.util.find_spec("xdist") is not None, "pip install -e '.[test]'")
 
 
 def test_drills_run_on_pytest_xdist_workers_each_in_its_own_directory(pytester: pytest.Pytester) -> None:

@@ -33,6 +33,7 @@ from engine.repository.base import Repository
 from engine.repository.local import LocalRepository
 from engine.retention import Policy, plan
 from engine.signing import SIGNATURE_NAME, ManifestSigner, RepositoryTrust, TrustedKeys
+from tests.integration.servers import require
 
 
 def _trust(key: Ed25519PrivateKey | None = None, *also: Ed25519PublicKey) -> RepositoryTrust:
@@ -106,8 +107,7 @@ def test_a_third_party_verifies_a_manifest_with_the_public_key_alone() -> None:
 
 
 def test_openssl_verifies_a_manifest_signature(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    require("openssl", shutil.which("openssl") is not None, "apt-get install openssl")
     key = Ed25519PrivateKey.generate()
     pub = tmp_path / "repo.pub"
     pub.write_bytes(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,15 +33,14 @@ from engine.evidence import (
     verify_directory,
 )
 from engine.signoff import read_reviews, sign_off
+from tests.integration.servers import require
 from tests.test_evidence import _report_dir
 
 
 def _tool(name: str, package: str) -> str:
     path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {name} is missing; .ci/run must install {package}", pytrace=False)
-        pytest.skip(f"{name} is not installed (apt-get install {package})")
+    require(name, path is not None, f"apt-get install {package}")
+    assert path is not None
     return path
 
 

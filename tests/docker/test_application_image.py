@@ -20,6 +20,7 @@ import pytest
 from engine.runtime.docker_app import DockerServiceContainer
 from tests.conftest import SCENARIOS
 from tests.integration.helpers import read_results, run_cli
+from tests.integration.servers import unavailable
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -35,12 +36,7 @@ def app_image(docker_engine: Any) -> str:
     try:
         docker_engine.images.get(IMAGE)
     except ImageNotFound:
-        import os
-
-        message = f"image {IMAGE} is missing; build it with: bash tests/docker/build-drproof-image.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"image {IMAGE} is missing; build it with: bash tests/docker/build-drproof-image.sh")
     return IMAGE
 
 
