@@ -75,6 +75,19 @@ def docker_client() -> Any:
     return client
 
 
+def container_exists(container: Any) -> bool:
+    """Whether the engine still has ``container`` (refreshing its state): a removed one is gone, not an error."""
+    from docker.errors import NotFound
+
+    if container is None:
+        return False
+    try:
+        container.reload()
+        return True
+    except NotFound:
+        return False
+
+
 class _Container:
     """One service container with its named volume: (re)created from the same image on demand."""
 
@@ -142,15 +155,7 @@ class _Container:
         self.host_port = int(ports[0]["HostPort"])
 
     def exists(self) -> bool:
-        from docker.errors import NotFound
-
-        if self.container is None:
-            return False
-        try:
-            self.container.reload()
-            return True
-        except NotFound:
-            return False
+        return container_exists(self.container)
 
     def running(self) -> bool:
         return self.exists() and self.container.status == "running"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from engine.errors import ComponentError, RuntimeStartError
 from engine.runtime.containers import ContainerSpec, ServiceContainer
+from engine.runtime.docker import container_exists
 
 if TYPE_CHECKING:
     from engine.runtime.docker import DockerRuntime
@@ -76,15 +77,7 @@ class DockerServiceContainer(ServiceContainer):
         return int(bound[0]["HostPort"]) if bound else None
 
     def _exists(self) -> bool:
-        from docker.errors import NotFound
-
-        if self.container is None:
-            return False
-        try:
-            self.container.reload()
-            return True
-        except NotFound:
-            return False
+        return container_exists(self.container)
 
     def running(self) -> bool:
         return self._exists() and self.container.status == "running"
