@@ -64,15 +64,35 @@ def docker_client() -> Any:
     import docker
     from docker.errors import DockerException
 
+    client = None
     try:
+        _unix_socket_answers()
         client = docker.from_env(timeout=120)
         client.ping()
-    except DockerException as exc:
+    except (DockerException, OSError) as exc:
+        if client is not None:
+            client.close()
         raise RuntimeStartError(
             f"no Docker engine answers ({exc}). Start one (e.g. `dockerd &`, or run tests/docker/engine.sh "
             "as root) and check with `drproof doctor`."
         ) from exc
     return client
+
+
+def _unix_socket_answers() -> None:
+    """Connect to the engine's unix socket once, or raise the OSError that says why not.
+
+    Why: the Docker SDK asks the engine its API version while it builds the client, and
+    when nothing listens it leaves that connection's socket open (found as a
+    ResourceWarning in whichever test next ran the collector). A socket that does not
+    answer is found here, and closed here.
+    """
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        probe.connect(host.removeprefix("unix://"))
 
 
 def container_exists(container: Any) -> bool:
@@ -422,7 +442,14 @@ class DockerRuntime(Runtime):
         except RuntimeStartError as exc:
             yield Check("Docker engine", False, str(exc).split(". ")[0], fix_engine, required)
             return
-        yield Check("Docker engine", True, f"version {client.version().get('Version', '?')}", required=required)
+        try:
+            yield Check("Docker engine", True, f"version {client.version().get('Version', '?')}", required=required)
+            yield from cls._image_checks(client, images, required)
+        finally:
+            client.close()  # also when the caller stops reading the checks early
+
+    @classmethod
+    def _image_checks(cls, client: Any, images: dict[str, str], required: bool) -> Iterator[Check]:
         from docker.errors import ImageNotFound
 
         for kind, image in sorted({**DEFAULT_IMAGES, **images}.items()):
@@ -437,7 +464,6 @@ class DockerRuntime(Runtime):
                     "build it: bash tests/docker/build-images.sh (or docker pull where a registry is reachable)",
                     required,
                 )
-        client.close()
 
     @classmethod
     def leftovers(cls, everything: bool = False) -> dict[str, list[str]]:
