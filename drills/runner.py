@@ -514,6 +514,14 @@ class DrillRunner:
             for params in (assertion_params(a)[1] for a in self.scenario.assertions)
         )
 
+    def restore_proven_afterwards(self, component: str, backup: str) -> bool:
+        """Whether a declared check compares ``component``, once restored, with backup step ``backup``."""
+        for spec in self.scenario.assertions:
+            tag, params = assertion_params(spec)
+            if assertion_kinds.get(tag)().proves_restore(params, component, backup):
+                return True
+        return False
+
     @property
     def encrypted(self) -> bool:
         return self.key is not None

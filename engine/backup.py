@@ -188,7 +188,7 @@ def chain(repository: Repository, manifest: Manifest, component: str) -> list[Ma
     return sets[::-1]
 
 
-def restore(repository: Repository, manifest: Manifest, component: Component) -> None:
+def restore(repository: Repository, manifest: Manifest, component: Component, *, defer_proof: bool = False) -> bool:
     """Restore one component from a backup set; nothing live changes unless it is proven.
 
     Refused up front (an IntegrityError, nothing touched): a set without a fingerprint of
@@ -196,6 +196,13 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
     or, for kinds that do not stage their restore, fails any check of its bytes. Kinds
     that stage (``proves_while_staging``) refuse damage and a staged copy that differs
     from the fingerprint before they swap anything in.
+
+    ``defer_proof``: the caller restores into a sandbox it built and compares the restored
+    state with the set's fingerprint afterwards (a restore test's fidelity check). A kind
+    may then skip its proof before the swap where the target holds nothing, since there is
+    no live data to protect and the caller's comparison is the proof; the RTO then times
+    the restore, as ``pg_restore`` alone would, not the restore and a second proof.
+    Returns whether a proof was left to the caller, who must then make it.
     """
     try:
         record = manifest.component(component.instance)
@@ -215,13 +222,15 @@ def restore(repository: Repository, manifest: Manifest, component: Component) ->
             "touched). Restore from a backup taken with fingerprints (every `drproof backup` takes them)"
         )
     with repository.lock(exclusive=False, operation=f"restore of {component.instance} from {manifest.id}"):
-        _restore_locked(repository, manifest, component)
+        return _restore_locked(repository, manifest, component, defer_proof)
 
 
-def _restore_locked(repository: Repository, manifest: Manifest, component: Component) -> None:
+def _restore_locked(repository: Repository, manifest: Manifest, component: Component, defer_proof: bool) -> bool:
     sets = chain(repository, manifest, component.instance)
     _verify_before_restore(repository, sets, component)
     sources = [_source(repository, m, component.instance) for m in sets]
+    for source in sources:
+        source.defer_proof = defer_proof
     try:
         if len(sources) == 1:
             component.restore(sources[0])
@@ -241,6 +250,7 @@ def _restore_locked(repository: Repository, manifest: Manifest, component: Compo
         # the finding, and a refusal.
         _prove_all(repository, sets, component, cause=exc)
         raise
+    return any(source.proof_deferred for source in sources)
 
 
 def restore_to_time(

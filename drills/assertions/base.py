@@ -110,6 +110,8 @@ class DrillState:
     base_dir: Path | None = None  # the scenario's directory: where a user's check programs run
     # What each ``failover`` step measured (drills/steps/failover.py), for the failover_outcome check.
     failovers: list[dict[str, Any]] = field(default_factory=list)
+    # Components whose restore left its proof to the fidelity check (a restore test's sandbox).
+    proofs_deferred: set[str] = field(default_factory=set)
 
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)
@@ -136,6 +138,15 @@ class Assertion(ABC):
         Called after every step was checked, so ``ctx`` knows the whole timeline.
         """
         return None
+
+    def proves_restore(self, params: Any, component: str, backup: str) -> bool:
+        """Whether this check, as declared, compares ``component`` with backup step ``backup``.
+
+        Why: a restore into a sandbox may leave its proof to such a check
+        (``engine.backup.restore(defer_proof=True)``); a check that cannot fail on a
+        restore that differs from the backup must never stand in for that proof.
+        """
+        return False
 
 
 def result(id: str, name: str, status: str, summary: str, **kw: Any) -> AssertionResult:

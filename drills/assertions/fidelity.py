@@ -47,6 +47,15 @@ class Fidelity(Assertion):
         if not ctx.backups:
             ctx.add(("assertions", index), "fidelity needs a backup step to compare against")
 
+    def proves_restore(self, params: Any, component: str, backup: str) -> bool:
+        assert isinstance(params, FidelityParams)
+        return (
+            not params.negative_control
+            and params.against == "backup"
+            and params.backup in (None, backup)
+            and (params.components is None or component in params.components)
+        )
+
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, FidelityParams)
         names = params.components or [n for n, c in state.components.items() if c.stateful]
@@ -166,6 +175,8 @@ class Fidelity(Assertion):
             "parts_compared": diffs.compared,
             "content_compared": expected.totals(),
         }
+        if name in state.proofs_deferred:
+            evidence["proof"] = "this check is the restore's proof: the sandbox held nothing, so none was made before"
         if (blind := state.components[name].blind_spot(expected.scheme)) is not None:
             evidence["not_compared"] = blind  # an older scheme's fingerprint: what it cannot see
         findings = []

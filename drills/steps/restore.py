@@ -251,7 +251,7 @@ def _restore_one(
     with run.phase(f"restore {name} from {backup_name}{where}", "restore", step=index + 1, component=name) as rec:
         t0 = time.monotonic()
         if isinstance(chosen, Manifest):
-            outcome, detail, detector = _attempt(run, spec, comp, chosen, repository)
+            outcome, detail, detector = _attempt(run, index, spec, comp, chosen, repository)
         else:
             outcome, detail, detector = "refused", f"refusing to restore {name!r} (nothing was touched): {chosen}", chosen.detector
         elapsed = time.monotonic() - t0
@@ -269,6 +269,8 @@ def _restore_one(
             "point_in_time": spec.point_in_time,
             "refused_by": detector,
         }
+        if name in state.proofs_deferred:
+            rec["data"]["proof"] = "after the restore, by the fidelity check (the sandbox held nothing to protect)"
         if outcome == "ok":
             result.restored_from = backup_id
             result.restore_seconds = round(elapsed, 6)
@@ -324,7 +326,7 @@ class _KeyRefused(IntegrityError):
 
 
 def _attempt(
-    run: DrillRunner, spec: Any, comp: Component, manifest: Manifest, repository: Repository
+    run: DrillRunner, index: int, spec: Any, comp: Component, manifest: Manifest, repository: Repository
 ) -> tuple[str, str, str | None]:
     """(outcome, detail, refusing check) of one restore: ok, refused (nothing touched) or failed."""
     state = run.state
@@ -342,7 +344,9 @@ def _attempt(
             why = f"backup {manifest.id} is missing from the repository ({exc})"
             return "refused", f"refusing to restore {comp.instance!r} (nothing was touched): {why}", "set-missing"
         if spec.point_in_time is None:
-            engine_backup.restore(repository, manifest, comp)
+            deferred = _proof_deferrable(run, index, spec, comp.instance, manifest)
+            if engine_backup.restore(repository, manifest, comp, defer_proof=deferred):
+                state.proofs_deferred.add(comp.instance)
         else:
             _restore_point_in_time(run, comp, spec.point_in_time, repository)
     except IntegrityError as exc:
@@ -357,6 +361,25 @@ def _attempt(
     if health.ok:
         return "ok", health.detail, None
     return "failed", f"restored but not healthy: {health.detail}", None
+
+
+def _proof_deferrable(run: DrillRunner, index: int, spec: Any, name: str, manifest: Manifest) -> bool:
+    """Whether this restore may leave its proof before the swap to the drill's fidelity check.
+
+    Only a restore test's restore of its source set into the sandbox the runtime built,
+    expected to succeed, as the timeline's last step (nothing can change or replace what
+    it restored before the check reads it), and compared with that set by a declared
+    check: the sandbox holds no live data to protect, and the check reads the restored
+    state whole. Everywhere else (a drill's live stack, an expected refusal, a restore
+    later steps act on) the restore proves before the swap.
+    """
+    state = run.state
+    assert state is not None
+    source = state.backups.get(SOURCE_BACKUP)
+    last = index == len(run.scenario.steps) - 1
+    if state.source is None or source is None or source.id != manifest.id or spec.expect != "success" or not last:
+        return False
+    return run.restore_proven_afterwards(name, SOURCE_BACKUP)
 
 
 def _restore_point_in_time(run: DrillRunner, comp: Component, point: str, repository: Repository) -> None:

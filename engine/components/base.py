@@ -68,6 +68,12 @@ class ArtifactSource:
         self.fingerprint = fingerprint
         self.details = details or {}  # what the component recorded about its backup
         self.tools = tools or {}  # the tools that wrote it, by tool name
+        # Set by the caller: the restore goes into a target that holds nothing, and the
+        # caller proves the result against ``fingerprint`` itself once it is restored (a
+        # restore test's fidelity check). A kind whose proof before the swap is costly
+        # may then leave it to the caller, and says so in ``proof_deferred``.
+        self.defer_proof = False
+        self.proof_deferred = False
 
     def names(self) -> list[str]:
         return sorted(self.artifacts)

@@ -133,6 +133,30 @@ def creation_only(globals_sql: bytes) -> bytes:
     return b"SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n" + b"\n".join(lines) + b"\n"
 
 
+# Anything a restore could replace: relations of every kind, routines, large objects.
+_HOLDS_OBJECTS = r"""
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%')
+    OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+    OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)
+"""
+
+
+def database_exists(conn: psycopg2.extensions.connection, name: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def holds_objects(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the connected database holds anything a restore would replace."""
+    with conn.cursor() as cur:
+        cur.execute(_HOLDS_OBJECTS)
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
 def role_names(conn: psycopg2.extensions.connection) -> set[str]:
     with conn.cursor() as cur:
         cur.execute("SELECT rolname FROM pg_roles")

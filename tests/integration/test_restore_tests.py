@@ -137,6 +137,10 @@ def _scenario(tmp_path: Path, production: dict[str, Any], **extra: Any) -> Path:
     return path
 
 
+def _scenario_source(production: dict[str, Any]) -> dict[str, Any]:
+    return {"config": str(production["config"]), "pick": {"latest_within": "2h"}}
+
+
 def _run(
     tmp_path: Path, scenario: Path, production: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, dict[str, Any]]:
@@ -176,6 +180,64 @@ def test_the_latest_backup_restores_into_a_sandbox_of_matching_versions(
     assert scope["backup_age_seconds"] > 0
     assert results["measured"]["rto_seconds"] > 0
     assert _tree_state(production["root"] / "repository") == before, "the production repository is never written"
+    # The sandbox databases held nothing: their restores left the proof to fidelity, which says so.
+    proofs = {p["component"]: p["data"].get("proof") for p in results["phases"] if p["name"].startswith("restore ")}
+    assert proofs["orders15"] and proofs["shop18"], proofs
+    assert all("proof" in a["evidence"] for a in fidelity if a["id"] in ("fidelity[orders15]", "fidelity[shop18]"))
+
+
+def test_a_restore_that_loads_other_rows_fails_fidelity_when_its_proof_was_left_to_it(
+    production: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control of the deferred proof: pg_restore loses a row on the way; fidelity, the proof, fails."""
+    real = PostgresComponent._load_side
+
+    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
+        real(self, source, side, env)
+        conn = self.connect(side)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM audit_log WHERE id = 42")
+        conn.close()
+
+    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+    code, results = _run(
+        tmp_path,
+        _scenario(tmp_path, production, source={**_scenario_source(production), "components": ["orders15"]}),
+        production,
+        monkeypatch,
+    )
+    assert code == 1
+    failed = [a for a in results["assertions"] if a["status"] == "fail"]
+    assert [a["id"] for a in failed] == ["fidelity[orders15]"], failed
+    assert any("table public.audit_log" in f for f in failed[0]["findings"]), failed[0]["findings"]
+    assert "proof" in failed[0]["evidence"]
+
+
+def test_without_a_fidelity_check_the_restore_proves_before_the_swap(
+    production: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing would compare the sandbox afterwards: the restore's own proof refuses the lossy load."""
+    real = PostgresComponent._load_side
+
+    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
+        real(self, source, side, env)
+        conn = self.connect(side)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM audit_log WHERE id = 42")
+        conn.close()
+
+    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+    scenario = _scenario(
+        tmp_path,
+        production,
+        source={**_scenario_source(production), "components": ["orders15"]},
+        assertions=["rto", "freshness"],
+    )
+    code, results = _run(tmp_path, scenario, production, monkeypatch)
+    assert code == 1
+    restore = [p for p in results["phases"] if p["name"].startswith("restore orders15")]
+    assert restore[0]["status"] == "refused" and "public.audit_log" in restore[0]["detail"], restore
+    assert "proof" not in restore[0]["data"]
 
 
 def test_a_sabotaged_sandbox_copy_fails_fidelity_naming_the_table(
