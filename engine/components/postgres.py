@@ -156,6 +156,10 @@ class PostgresComponent(Component):
     server: ClassVar[str | None] = "postgres"
     Params: ClassVar[type[SeedParams]] = PostgresParams
     description: ClassVar[str] = "A PostgreSQL database, backed up with pg_dump and restored with pg_restore."
+    # The dump is loaded into a side database and read to its end, with every check of the
+    # stream, before the swap; reading every artifact once more first cost 0.28 s of a 12 s
+    # restore at pgbench scale 60 (the kinds below that replace files in place do not stage).
+    proves_while_staging: ClassVar[bool] = True
 
     params: PostgresParams
 

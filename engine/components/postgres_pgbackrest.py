@@ -100,6 +100,7 @@ class PostgresPgBackRestComponent(PostgresComponent):
     # archive_command and the files it restores into.
     needs: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES})
     Params: ClassVar[type[SeedParams]] = PostgresParams
+    proves_while_staging: ClassVar[bool] = False  # its restore is not the side database's
     description: ClassVar[str] = (
         "A PostgreSQL cluster backed up by pgBackRest into its own repository (full, then differential); the "
         "drproof set records and verifies that backup, and restores delegate to `pgbackrest restore`."

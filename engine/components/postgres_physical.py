@@ -108,6 +108,7 @@ class PostgresPhysicalComponent(PostgresComponent):
         "a backup or to any point in time the archived WAL covers."
     )
     wants_history: ClassVar[bool] = True
+    proves_while_staging: ClassVar[bool] = False  # its restore is not the side database's
     supports_point_in_time: ClassVar[bool] = True
 
     @classmethod
