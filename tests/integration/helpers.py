@@ -73,3 +73,24 @@ def unchanged(before: Fingerprint | dict[str, Fingerprint], after: Fingerprint |
         return before.keys() == after.keys() and all(unchanged(before[n], after[n]) for n in before)
     assert isinstance(before, Fingerprint) and isinstance(after, Fingerprint)
     return before.digest == after.digest and compare(before, after) == []
+
+
+def lossy_side_load(monkeypatch: Any, statement: str) -> None:
+    """Make every logical PostgreSQL restore lose data on the way: ``statement`` runs in the side database.
+
+    What a restore gets from a pg_restore that silently skipped rows, after the stream's
+    own checks passed: only a proof of the restored state (before the swap, or the
+    fidelity check it was left to) can see it.
+    """
+    from engine.components.postgres import PostgresComponent
+
+    real = PostgresComponent._load_side
+
+    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
+        real(self, source, side, env)
+        conn = self.connect(side)
+        with conn, conn.cursor() as cur:
+            cur.execute(statement)
+        conn.close()
+
+    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)

@@ -17,7 +17,6 @@ it was left, and can still see the damage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,7 +26,7 @@ from engine.errors import RestoreMismatch
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import unchanged
+from tests.integration.helpers import lossy_side_load, unchanged
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -39,16 +38,7 @@ def _images(server: str) -> dict[str, str] | None:
 
 def _lossy(monkeypatch: pytest.MonkeyPatch) -> None:
     """pg_restore loses rows on the way: the side database misses every other order."""
-    real = PostgresComponent._load_side
-
-    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
-        real(self, source, side, env)
-        conn = self.connect(side)
-        with conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM orders WHERE id % 2 = 0")
-        conn.close()
-
-    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+    lossy_side_load(monkeypatch, "DELETE FROM orders WHERE id % 2 = 0")
 
 
 def _emptied(comp: PostgresComponent) -> None:

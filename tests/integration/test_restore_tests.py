@@ -29,7 +29,7 @@ from engine.components.configuration import ConfigurationComponent, Configuratio
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import read_results, run_cli, servers_under
+from tests.integration.helpers import lossy_side_load, read_results, run_cli, servers_under
 from tests.integration.servers import PG15, debian_redis, require_pg15
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -190,16 +190,7 @@ def test_a_restore_that_loads_other_rows_fails_fidelity_when_its_proof_was_left_
     production: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Negative control of the deferred proof: pg_restore loses a row on the way; fidelity, the proof, fails."""
-    real = PostgresComponent._load_side
-
-    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
-        real(self, source, side, env)
-        conn = self.connect(side)
-        with conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM audit_log WHERE id = 42")
-        conn.close()
-
-    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+    lossy_side_load(monkeypatch, "DELETE FROM audit_log WHERE id = 42")
     code, results = _run(
         tmp_path,
         _scenario(tmp_path, production, source={**_scenario_source(production), "components": ["orders15"]}),
@@ -217,16 +208,7 @@ def test_without_a_fidelity_check_the_restore_proves_before_the_swap(
     production: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing would compare the sandbox afterwards: the restore's own proof refuses the lossy load."""
-    real = PostgresComponent._load_side
-
-    def lossy(self: PostgresComponent, source: Any, side: str, env: dict[str, str]) -> None:
-        real(self, source, side, env)
-        conn = self.connect(side)
-        with conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM audit_log WHERE id = 42")
-        conn.close()
-
-    monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+    lossy_side_load(monkeypatch, "DELETE FROM audit_log WHERE id = 42")
     scenario = _scenario(
         tmp_path,
         production,
