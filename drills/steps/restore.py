@@ -367,16 +367,17 @@ def _proof_deferrable(run: DrillRunner, index: int, spec: Any, name: str, manife
     """Whether this restore may leave its proof before the swap to the drill's fidelity check.
 
     Only a restore test's restore of its source set into the sandbox the runtime built,
-    expected to succeed, as the timeline's last step (nothing can change or replace what
-    it restored before the check reads it), and compared with that set by a declared
-    check: the sandbox holds no live data to protect, and the check reads the restored
-    state whole. Everywhere else (a drill's live stack, an expected refusal, a restore
-    later steps act on) the restore proves before the swap.
+    expected to succeed, as the timeline's last step with no workload writing (nothing can
+    change or replace what it restored before the check reads it, and the check leaves
+    no recorded write out), and compared with that set by a declared check: the sandbox
+    holds no live data to protect, and the check reads the restored state whole.
+    Everywhere else (a drill's live stack, an expected refusal, a restore later steps or
+    a workload act on) the restore proves before the swap.
     """
     state = run.state
     assert state is not None
     source = state.backups.get(SOURCE_BACKUP)
-    last = index == len(run.scenario.steps) - 1
+    last = index == len(run.scenario.steps) - 1 and not state.workload_ran
     if state.source is None or source is None or source.id != manifest.id or spec.expect != "success" or not last:
         return False
     return run.restore_proven_afterwards(name, SOURCE_BACKUP)
