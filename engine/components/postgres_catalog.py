@@ -38,7 +38,7 @@ else:
     psycopg2 = lazy("psycopg2")
 
 # Schemas that are PostgreSQL's own, in the form a WHERE clause takes.
-_USER_NS = (
+USER_NS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'"
 )
 
@@ -72,7 +72,7 @@ class ObjectClass:
 
 
 def _relations(kinds: str) -> str:
-    return f"c.relkind IN ({kinds}) AND {_USER_NS} AND {_not_extension_member('pg_class', 'c.oid')}"
+    return f"c.relkind IN ({kinds}) AND {USER_NS} AND {_not_extension_member('pg_class', 'c.oid')}"
 
 
 def _columns(oid: str) -> str:
@@ -147,7 +147,7 @@ def _sequences(_v: int) -> str:
 
 def _schemas(_v: int) -> str:
     return f"""SELECT n.nspname, {_meta("n.nspowner", "n.nspacl", "n.oid", "pg_namespace")}
-        FROM pg_namespace n WHERE {_USER_NS} AND {_not_extension_member("pg_namespace", "n.oid")}"""
+        FROM pg_namespace n WHERE {USER_NS} AND {_not_extension_member("pg_namespace", "n.oid")}"""
 
 
 def _indexes(_v: int) -> str:
@@ -163,7 +163,7 @@ def _constraints(_v: int) -> str:
           pg_get_constraintdef(co.oid) || ' validated ' || co.convalidated::text
           || ' comment ' || coalesce(obj_description(co.oid, 'pg_constraint'), '')
         FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
-        WHERE co.conrelid <> 0 AND {_USER_NS} AND {_not_extension_member("pg_constraint", "co.oid")}"""
+        WHERE co.conrelid <> 0 AND {USER_NS} AND {_not_extension_member("pg_constraint", "co.oid")}"""
 
 
 def _triggers(_v: int) -> str:
@@ -171,7 +171,7 @@ def _triggers(_v: int) -> str:
           pg_get_triggerdef(tg.oid) || ' enabled ' || tg.tgenabled::text
           || ' comment ' || coalesce(obj_description(tg.oid, 'pg_trigger'), '')
         FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT tg.tgisinternal AND {_USER_NS} AND {_not_extension_member("pg_trigger", "tg.oid")}"""
+        WHERE NOT tg.tgisinternal AND {USER_NS} AND {_not_extension_member("pg_trigger", "tg.oid")}"""
 
 
 def _policies(_v: int) -> str:
@@ -183,13 +183,13 @@ def _policies(_v: int) -> str:
           || ' check ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
           || ' comment ' || coalesce(obj_description(p.oid, 'pg_policy'), '')
         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_USER_NS}"""
+        WHERE {USER_NS}"""
 
 
 def _rules(_v: int) -> str:
     return f"""SELECT r.ev_class::regclass::text || '.' || r.rulename, pg_get_ruledef(r.oid) || ' enabled ' || r.ev_enabled::text
         FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE r.rulename <> '_RETURN' AND {_USER_NS} AND {_not_extension_member("pg_rewrite", "r.oid")}"""
+        WHERE r.rulename <> '_RETURN' AND {USER_NS} AND {_not_extension_member("pg_rewrite", "r.oid")}"""
 
 
 def _routines(_v: int) -> str:
@@ -202,7 +202,7 @@ def _routines(_v: int) -> str:
         LEFT JOIN (SELECT aggfnoid, aggkind, aggnumdirectargs, aggtransfn::text, aggfinalfn::text, aggcombinefn::text,
                           aggtranstype::regtype::text, agginitval, aggsortop::regoperator::text
                    FROM pg_aggregate) ag ON ag.aggfnoid = p.oid
-        WHERE {_USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}"""
+        WHERE {USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}"""
 
 
 def _types(_v: int) -> str:
@@ -224,7 +224,7 @@ def _types(_v: int) -> str:
           END
           || {_meta("t.typowner", "t.typacl", "t.oid", "pg_type")}
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE {_USER_NS} AND {_not_extension_member("pg_type", "t.oid")}
+        WHERE {USER_NS} AND {_not_extension_member("pg_type", "t.oid")}
           AND t.typtype IN ('b', 'c', 'd', 'e', 'r') AND NOT (t.typtype = 'b' AND t.typcategory = 'A')
           AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')"""
 
@@ -237,7 +237,7 @@ def _collations(_v: int) -> str:
           || ' owner ' || pg_get_userbyid(co.collowner)
           || ' comment ' || coalesce(obj_description(co.oid, 'pg_collation'), '')
         FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace
-        WHERE {_USER_NS} AND {_not_extension_member("pg_collation", "co.oid")}"""
+        WHERE {USER_NS} AND {_not_extension_member("pg_collation", "co.oid")}"""
 
 
 def _extensions(_v: int) -> str:
@@ -265,7 +265,7 @@ def _publications(_v: int) -> str:
 
 def _statistics(_v: int) -> str:
     return f"""SELECT n.nspname || '.' || s.stxname, pg_get_statisticsobjdef(s.oid)
-        FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {_USER_NS}"""
+        FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {USER_NS}"""
 
 
 def _foreign_servers(_v: int) -> str:

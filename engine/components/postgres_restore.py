@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.components.postgres_catalog import USER_NS
 from engine.errors import ComponentError
 from engine.lazy import lazy
 
@@ -134,11 +135,9 @@ def creation_only(globals_sql: bytes) -> bytes:
 
 
 # Anything a restore could replace: relations of every kind, routines, large objects.
-_HOLDS_OBJECTS = r"""
-SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%')
-    OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+_HOLDS_OBJECTS = f"""
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_NS})
+    OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_NS})
     OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)
 """
 
