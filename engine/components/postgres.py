@@ -27,10 +27,10 @@ from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
 from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts
-from engine.components.postgres_rows import row_parts
+from engine.components.postgres_rows import TYPED_SINCE, row_parts
 from engine.components.postgres_sequences import HeadTap, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
-from engine.errors import ComponentError, IntegrityError
+from engine.errors import ComponentError, IntegrityError, NotComparable
 from engine.fingerprint import Fingerprint, Part
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
@@ -234,19 +234,38 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 2 (this one): one part per catalog object, rows digested by the server without
-    # sorting. Scheme 1 (``postgres_legacy``) is still computed for older backups.
-    fingerprint_scheme: ClassVar[str] = "postgres/2"
+    # Scheme 3 (this one): as scheme 2, but tables of plainly typed columns are digested by
+    # their values' hashes instead of their text (``postgres_rows``), on PostgreSQL 14 and
+    # later; older servers take scheme 2, and so does a comparison with a scheme 2 backup.
+    # Scheme 2: one part per catalog object, rows digested by the server without sorting.
+    # Scheme 1 (``postgres_legacy``) is still computed for older backups.
+    fingerprint_scheme: ClassVar[str] = "postgres/3"
+    text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED}
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
     def fingerprint(self) -> Fingerprint:
-        parts = self.database_parts(self.db)
+        return self._fingerprint(None)
+
+    def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
+        if expected.scheme in (self.fingerprint_scheme, self.text_rows_scheme):
+            return self._fingerprint(expected.scheme)
+        return super().fingerprint_like(expected)
+
+    def blind_spot(self, scheme: str) -> str | None:
+        """Scheme 2 sees what scheme 3 sees: only the way rows are hashed differs."""
+        return None if scheme == self.text_rows_scheme else super().blind_spot(scheme)
+
+    def _fingerprint(self, scheme: str | None) -> Fingerprint:
+        """In ``scheme``, or (None) the newest this server can compute."""
+        scheme, parts = self.database_parts(self.db, scheme)
         if "database unreachable" in parts:  # nothing more can be read
-            return self._fp(parts)
-        return self._fp({**parts, **self._cluster_parts()})
+            return self._fp(parts, scheme)
+        return self._fp({**parts, **self._cluster_parts()}, scheme)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        if scheme == self.text_rows_scheme:
+            return self._fingerprint(scheme)
         if scheme != postgres_legacy.SCHEME:
             return None
         parts = self._legacy_database_parts(self.db)
@@ -258,6 +277,28 @@ class PostgresComponent(Component):
         finally:
             admin.close()
         return self._fp(parts, scheme)
+
+    def scheme_on(self, conn: psycopg2.extensions.connection, wanted: str | None = None) -> str:
+        """``wanted``, or the newest scheme the server behind ``conn`` can compute.
+
+        Scheme 3 needs ``hash_record_extended`` (PostgreSQL 14): a backup fingerprinted
+        in it cannot be compared on an older server, and saying so is the only honest
+        answer.
+        """
+        able = conn.server_version >= TYPED_SINCE
+        if wanted is None:
+            return self.fingerprint_scheme if able else self.text_rows_scheme
+        if wanted not in (self.fingerprint_scheme, self.text_rows_scheme):
+            raise NotComparable(
+                f"postgres {self.instance!r}: the backup's fingerprint is of scheme {wanted}, which this drproof "
+                f"cannot compute (it computes {self.fingerprint_scheme} and the older ones it documents)"
+            )
+        if wanted == self.fingerprint_scheme and not able:
+            raise NotComparable(
+                f"postgres {self.instance!r}: the backup's fingerprint is of scheme {wanted}, which needs "
+                f"PostgreSQL 14 or later; this server is {conn.server_version // 10000}"
+            )
+        return wanted
 
     def _legacy_database_parts(self, dbname: str) -> dict[str, Part]:
         try:
@@ -273,10 +314,13 @@ class PostgresComponent(Component):
     def _side_proof(self, expected: Fingerprint | None, side: str) -> tuple[Fingerprint | None, Fingerprint]:
         """The backup's and the side database's fingerprints, in the backup's scheme, of what a side proves."""
         legacy = expected is not None and expected.scheme == postgres_legacy.SCHEME
-        scheme = postgres_legacy.SCHEME if legacy else None
-        staged = self._legacy_database_parts(side) if legacy else self.database_parts(side)
+        if legacy:
+            scheme: str | None = postgres_legacy.SCHEME
+            staged = self._legacy_database_parts(side)
+        else:
+            scheme, staged = self.database_parts(side, expected.scheme if expected is not None else None)
         if expected is not None:
-            expected = self._fp({k: v for k, v in expected.parts.items() if _proven_in_side(k)}, scheme)
+            expected = self._fp({k: v for k, v in expected.parts.items() if _proven_in_side(k)}, expected.scheme)
         return expected, self._fp({k: v for k, v in staged.items() if _proven_in_side(k)}, scheme)
 
     @property
@@ -284,16 +328,21 @@ class PostgresComponent(Component):
         """Where drproof connects for cluster-wide work: never the database it restores."""
         return "postgres" if self.db != "postgres" else "template1"
 
-    def database_parts(self, dbname: str) -> dict[str, Part]:
-        """The fingerprint parts that live inside one database (everything but roles)."""
+    def database_parts(self, dbname: str, scheme: str | None = None) -> tuple[str, dict[str, Part]]:
+        """The scheme and the fingerprint parts that live inside one database (everything but roles).
+
+        ``scheme``: the current one or ``text_rows_scheme``; None, the newest the server can compute.
+        """
         try:
             conn = self.connect(dbname)
         except ComponentError as exc:
             # An absent database is a state to compare, not a crash: every object shows as missing.
-            return {"database unreachable": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
+            unreachable = {"database unreachable": Part(digest=f"unreachable: {exc}", count=0, unit="databases")}
+            return scheme or self.fingerprint_scheme, unreachable
         try:
+            scheme = self.scheme_on(conn, scheme)
             conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
-            return self._parts_in(conn, dbname=dbname)
+            return scheme, self._parts_in(conn, dbname=dbname, scheme=scheme)
         finally:
             conn.close()
 
@@ -302,8 +351,9 @@ class PostgresComponent(Component):
         conn: psycopg2.extensions.connection,
         sequence_values: dict[tuple[str, str], str | None] | None = None,
         dbname: str | None = None,
+        scheme: str | None = None,
     ) -> dict[str, Part]:
-        """The database's parts, read in ``conn``'s current transaction (one snapshot).
+        """The database's parts in ``scheme`` (None: the current), read in ``conn``'s transaction (one snapshot).
 
         Rows of tables and populated materialized views by ``postgres_rows``, every other
         object by ``postgres_catalog``. Sequence values are outside snapshots: given from
@@ -318,6 +368,7 @@ class PostgresComponent(Component):
                 relations,
                 connect=lambda: self.connect(dbname or self.db),
                 jobs=self.fingerprint_jobs,
+                typed=(scheme or self.fingerprint_scheme) == self.fingerprint_scheme,
             )
             values = sequence_values if sequence_values is not None else self._sequence_values(conn)
             extra = {f"sequence {schema}.{name}": f" value {value}" for (schema, name), value in values.items()}
@@ -385,13 +436,14 @@ class PostgresComponent(Component):
             # its archive; where they cannot be read there, the live ones just after it.
             values = self._dumped_sequences
             details["sequences"] = "read from the dump" if values is not None else "read from the server after the dump"
-            parts = self._parts_in(conn, sequence_values=values)
+            scheme = self.scheme_on(conn)
+            parts = self._parts_in(conn, sequence_values=values, scheme=scheme)
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: cannot take a snapshot: {str(exc).strip()}") from exc
         finally:
             conn.close()
         details["snapshot"] = "fingerprint and dump read in one exported snapshot"
-        return details, self._fp({**parts, **self._cluster_parts()})
+        return details, self._fp({**parts, **self._cluster_parts()}, scheme)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         return self._dump(writer, snapshot=None)

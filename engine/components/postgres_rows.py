@@ -16,6 +16,19 @@ The hash is the one PostgreSQL uses for hash partitioning; like hash partitionin
 computed the same on every little-endian host (all x86-64 and ARM servers drproof
 supports). Servers older than PostgreSQL 11, which lack it, get MD5 of each row, slower.
 
+Since scheme ``postgres/3``, a table whose every column is of a type in ``TYPED`` is
+digested without turning rows into text (``typed``), which cost about 40 % of the whole
+(pgbench scale 60: 1.8 s against 1.1 s on two connections). Each value is hashed by its
+type's own hash function, chosen because for these types two values hash alike only if
+they are the same value, text for text (no ``numeric`` ``1.0`` against ``1.00``, no
+floating-point ``-0``, no interval ``24:00`` against ``1 day``, no arrays, whose hash
+skips their bounds, no text under a non-deterministic collation). PostgreSQL combines a
+row's column hashes linearly (``hash_record_extended``): summed over a table, that would
+describe each column's values but not which row holds them, so two rows swapping one
+column's values would sum alike. The combination is hashed once more
+(``hashint8extended``) before the sum, which makes each row's digest depend on the whole
+row, as the text's hash does. Other tables keep the text.
+
 Tables are read in parallel over ``jobs`` connections that all share one exported
 snapshot, the way ``pg_dump -j`` does, so the digests describe one moment; a large
 table is split into block ranges so that one big table is read by every connection.
@@ -43,6 +56,17 @@ else:
 Connect = Callable[[], "psycopg2.extensions.connection"]
 
 
+# Built-in types whose hash function (PostgreSQL's, the one hash joins and hash partitions
+# use) tells apart every two values whose text differs: bool, bytea, "char", int8, int2,
+# int4, text, oid, bpchar (with a length: its hash ignores trailing blanks, which a
+# char(n) column pads to n anyway), varchar, date, time, timestamp, timestamptz, uuid.
+# Collatable ones only under a deterministic collation.
+TYPED = (16, 17, 18, 20, 21, 23, 25, 26, 1042, 1043, 1082, 1083, 1114, 1184, 2950)
+BPCHAR = 1042
+TYPED_SINCE = 140000  # hash_record_extended
+TYPED_ROW = "hashint8extended(hash_record_extended(t, 0), 0) AS h"
+TEXT_ROW = "t::text AS r"
+
 # A table of more blocks than this is digested in block ranges, several connections at a
 # time (TID range scans, PostgreSQL 14+): one large table is most databases' whole cost.
 SPLIT_BLOCKS = 8192  # 64 MB of 8 kB pages
@@ -57,14 +81,18 @@ class Task:
     stop: int | None = None
 
 
-def _row_digest_query(schema: str, table: str, server_num: int, task: Task) -> sql.Composed:
-    source = sql.SQL("SELECT t::text AS r FROM ONLY {} t").format(sql.Identifier(schema, table))
+def _row_digest_query(schema: str, table: str, server_num: int, task: Task, typed: bool = False) -> sql.Composed:
+    source = sql.SQL("SELECT " + (TYPED_ROW if typed else TEXT_ROW) + " FROM ONLY {} t").format(
+        sql.Identifier(schema, table)
+    )
     if task.start or task.stop is not None:
         bounds = [sql.SQL("t.ctid >= {}::tid").format(sql.Literal(f"({task.start},0)"))]
         if task.stop is not None:
             bounds.append(sql.SQL("t.ctid < {}::tid").format(sql.Literal(f"({task.stop},0)")))
         source = sql.SQL("{} WHERE {}").format(source, sql.SQL(" AND ").join(bounds))
-    if server_num >= 110000:
+    if typed:
+        lane = sql.SQL("coalesce(sum(h), 0)")
+    elif server_num >= 110000:
         lane = sql.SQL("coalesce(sum(hashtextextended(r, 0)), 0)")
     else:
         lane = sql.SQL("coalesce(sum(('x' || substr(md5(r), 1, 16))::bit(64)::bigint), 0)")
@@ -79,9 +107,9 @@ def rows_part(count: int, total: object) -> Part:
 Sums = tuple[int, int]  # rows, the sum of their hashes
 
 
-def _digest(conn: psycopg2.extensions.connection, relation: tuple[str, str, str], task: Task) -> Sums:
+def _digest(conn: psycopg2.extensions.connection, relation: tuple[str, str, str], task: Task, typed: bool) -> Sums:
     with conn.cursor() as cur:
-        cur.execute(_row_digest_query(relation[1], relation[2], conn.server_version, task))
+        cur.execute(_row_digest_query(relation[1], relation[2], conn.server_version, task, typed))
         row = cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -93,6 +121,7 @@ def row_parts(
     *,
     connect: Connect | None = None,
     jobs: int = 1,
+    typed: bool = False,
 ) -> dict[str, Part]:
     """``<label> <schema>.<table>`` -> rows part, for (label, schema, table) in ``relations``.
 
@@ -100,23 +129,52 @@ def row_parts(
     extra connections import its snapshot and take tasks (tables, or block ranges of
     large ones) from one queue, largest first. The sums of a table's ranges add up to
     the sum of the table, so the parts are the same however the work was split.
+    ``typed`` (scheme ``postgres/3``, PostgreSQL 14 or later): tables of ``TYPED``
+    columns only are digested by their values' hashes instead of their text.
     """
+    if typed and conn.server_version < TYPED_SINCE:
+        raise ValueError("typed row digests need PostgreSQL 14 or later (hash_record_extended)")
     names = [f"{label} {schema}.{table}" for label, schema, table in relations]
+    methods = typed_relations(conn, relations) if typed else [False] * len(relations)
     tasks = _tasks(conn, relations, jobs if connect is not None else 1)
     if jobs <= 1 or connect is None or len(tasks) < 2:
-        done = [(t.index, _digest(conn, relations[t.index], t)) for t in tasks]
+        done = [(t.index, _digest(conn, relations[t.index], t, methods[t.index])) for t in tasks]
     else:
-        done = _in_parallel(conn, connect, relations, tasks, jobs)
+        done = _in_parallel(conn, connect, relations, methods, tasks, jobs)
     totals: dict[int, list[int]] = {i: [0, 0] for i in range(len(relations))}
     for index, sums in done:
         totals[index] = [a + b for a, b in zip(totals[index], sums, strict=True)]
     return {names[i]: rows_part(*totals[i]) for i in range(len(relations))}
 
 
+def typed_relations(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]]) -> list[bool]:
+    """For each relation: are all its columns of a ``TYPED`` type (and a deterministic collation)?
+
+    Decided from the catalog alone, so a healthy restore decides alike; a restore that
+    changed a column's type changes the table's method and so its digest, as well as its
+    definition's part.
+    """
+    out = []
+    with conn.cursor() as cur:
+        for _label, schema, table in relations:
+            cur.execute(
+                """SELECT NOT EXISTS (
+                     SELECT 1 FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
+                     WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                       AND NOT (a.atttypid = ANY(%s::oid[]) AND (a.atttypid <> %s OR a.atttypmod > 0)
+                                AND (a.attcollation = 0 OR coalesce(co.collisdeterministic, false))))""",
+                (sql.Identifier(schema, table).as_string(conn), list(TYPED), BPCHAR),
+            )
+            row = cur.fetchone()
+            out.append(bool(row and row[0]))
+    return out
+
+
 def _in_parallel(
     conn: psycopg2.extensions.connection,
     connect: Connect,
     relations: Sequence[tuple[str, str, str]],
+    methods: Sequence[bool],
     tasks: list[Task],
     jobs: int,
 ) -> list[tuple[int, Sums]]:
@@ -136,7 +194,7 @@ def _in_parallel(
                 task = next(queue, None)
             if task is None:
                 return out
-            out.append((task.index, _digest(c, relations[task.index], task)))
+            out.append((task.index, _digest(c, relations[task.index], task, methods[task.index])))
 
     try:
         with ThreadPoolExecutor(max_workers=1 + len(workers)) as executor:
