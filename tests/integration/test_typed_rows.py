@@ -20,16 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from engine import backup as engine_backup
 from engine.components import postgres_rows
 from engine.components.postgres import PostgresComponent, PostgresParams
-from engine.errors import NotComparable
+from engine.errors import NotComparable, RestoreMismatch
 from engine.fingerprint import Fingerprint, compare
+from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import lossy_side_load
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -212,3 +216,24 @@ def test_scheme_3_is_refused_on_a_server_without_the_typed_hash(db: PostgresComp
         db.scheme_on(old_server, "postgres/3")
     with pytest.raises(NotComparable, match="postgres/9"):
         db.scheme_on(old_server, "postgres/9")
+
+
+@pytest.mark.parametrize("scheme", ["postgres/3", "postgres/2"])
+def test_a_restore_is_proven_in_its_backups_scheme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    """The side database is fingerprinted in the backup's scheme: a sound load passes, an altered e-mail is refused."""
+    with LocalRuntime(tmp_path / "rt") as rt:
+        comp = PostgresComponent("db", PostgresParams(customers=300), rt)
+        comp.provision()
+        comp.seed()
+        taken = comp.fingerprint() if scheme == "postgres/3" else comp.legacy_fingerprint(scheme)
+        assert taken is not None and taken.scheme == scheme
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp], fingerprints={"db": taken})
+        engine_backup.restore(repo, manifest, comp)
+        assert compare(taken, comp.fingerprint_like(taken)) == []
+        lossy_side_load(monkeypatch, "UPDATE customers SET email = 'someone@else.test' WHERE id = 3")
+        with pytest.raises(RestoreMismatch, match=r"public\.customers"):
+            engine_backup.restore(repo, manifest, comp)
+        assert compare(taken, comp.fingerprint_like(taken)) == [], "a refused restore changed the live database"
