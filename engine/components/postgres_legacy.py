@@ -93,7 +93,7 @@ def _table_part(conn: psycopg2.extensions.connection, schema: str, table: str) -
         h.add(("columns: " + (row[0] if row and row[0] else "")).encode(), count=0)
     with conn.cursor(name=f"fp_{abs(hash(ident))}") as cur:
         cur.itersize = 5000
-        cur.execute(f'SELECT r FROM (SELECT t::text COLLATE "C" AS r FROM ONLY {ident} t) s ORDER BY r')
+        cur.execute(f'SELECT r FROM (SELECT ROW(t.*)::text COLLATE "C" AS r FROM ONLY {ident} t) s ORDER BY r')
         for (text,) in cur:
             h.add(text.encode("utf-8"))
     return h.part()

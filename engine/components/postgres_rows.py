@@ -20,14 +20,17 @@ Since scheme ``postgres/3``, a table whose every column is of a type in ``TYPED`
 digested without turning rows into text (``typed``), which cost about 40 % of the whole
 (pgbench scale 60: 1.8 s against 1.1 s on two connections). Each value is hashed by its
 type's own hash function, chosen because for these types two values hash alike only if
-they are the same value, text for text (no ``numeric`` ``1.0`` against ``1.00``, no
-floating-point ``-0``, no interval ``24:00`` against ``1 day``, no arrays, whose hash
-skips their bounds, no text under a non-deterministic collation). PostgreSQL combines a
+they are the same value, text for text, with odds of 2^-64 (no ``numeric`` ``1.0``
+against ``1.00``, no floating-point ``-0``, no interval ``24:00`` against ``1 day``, no
+arrays, whose hash skips their bounds, no text under a non-deterministic collation, and
+no 64-bit integers or times, whose hashes keep 32 bits). PostgreSQL combines a
 row's column hashes linearly (``hash_record_extended``): summed over a table, that would
 describe each column's values but not which row holds them, so two rows swapping one
-column's values would sum alike. The combination is hashed once more
-(``hashint8extended``) before the sum, which makes each row's digest depend on the whole
-row, as the text's hash does. Other tables keep the text.
+column's values would sum alike. The combination is hashed once more before the sum,
+which makes each row's digest depend on the whole row, as the text's hash does: by
+``hashint8extended`` with the combination as its seed too, since that function alone
+folds 64 bits into 32 and would leave a changed row unseen once in 2^32. Other tables
+keep the text.
 
 Tables are read in parallel over ``jobs`` connections that all share one exported
 snapshot, the way ``pg_dump -j`` does, so the digests describe one moment; a large
@@ -57,15 +60,17 @@ Connect = Callable[[], "psycopg2.extensions.connection"]
 
 
 # Built-in types whose hash function (PostgreSQL's, the one hash joins and hash partitions
-# use) tells apart every two values whose text differs: bool, bytea, "char", int8, int2,
-# int4, text, oid, bpchar (with a length: its hash ignores trailing blanks, which a
-# char(n) column pads to n anyway), varchar, date, time, timestamp, timestamptz, uuid.
-# Collatable ones only under a deterministic collation.
-TYPED = (16, 17, 18, 20, 21, 23, 25, 26, 1042, 1043, 1082, 1083, 1114, 1184, 2950)
+# use) tells apart every two values whose text differs: bool, bytea, "char", int2, int4,
+# text, oid, bpchar (with a length: its hash ignores trailing blanks, which a char(n)
+# column pads to n anyway), varchar, date, uuid. Collatable ones only under a
+# deterministic collation. Not bigint, time, timestamp or timestamptz: their hashes fold
+# 64 bits into 32 (so that int8 hashes like int4), and -1 and 4294967295 hash alike.
+TYPED = (16, 17, 18, 21, 23, 25, 26, 1042, 1043, 1082, 2950)
 BPCHAR = 1042
 TYPED_SINCE = 140000  # hash_record_extended
-TYPED_ROW = "hashint8extended(hash_record_extended(t, 0), 0) AS h"
-TEXT_ROW = "t::text AS r"
+# ``ROW(t.*)``, not ``t``: in a table with a column named ``t``, a bare ``t`` is that column.
+TYPED_ROW = "hash_record_extended(ROW(t.*), 0) AS h"
+TEXT_ROW = "ROW(t.*)::text AS r"
 
 # A table of more blocks than this is digested in block ranges, several connections at a
 # time (TID range scans, PostgreSQL 14+): one large table is most databases' whole cost.
@@ -91,7 +96,10 @@ def _row_digest_query(schema: str, table: str, server_num: int, task: Task, type
             bounds.append(sql.SQL("t.ctid < {}::tid").format(sql.Literal(f"({task.stop},0)")))
         source = sql.SQL("{} WHERE {}").format(source, sql.SQL(" AND ").join(bounds))
     if typed:
-        lane = sql.SQL("coalesce(sum(h), 0)")
+        # The row's hash seeds a hash of itself: hashint8extended alone would fold it to 32
+        # bits. OFFSET 0 keeps the subquery whole, or the planner would compute h twice.
+        source = sql.SQL("{} OFFSET 0").format(source)
+        lane = sql.SQL("coalesce(sum(hashint8extended(h, h)), 0)")
     elif server_num >= 110000:
         lane = sql.SQL("coalesce(sum(hashtextextended(r, 0)), 0)")
     else:
