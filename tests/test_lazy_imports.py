@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DRIVERS = ("redis", "psycopg2", "faiss", "numpy", "docker", "boto3", "botocore", "jinja2")
+DRIVERS = ("redis", "msgpack", "psycopg2", "faiss", "numpy", "docker", "boto3", "botocore", "jinja2")
 
 _PROBE = """
 import json, sys

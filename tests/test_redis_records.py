@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,27 +49,35 @@ def _record(key: bytes, kind: str, value: Value) -> int:
     return int(hashlib.sha1(_lp(key) + _lp(kind.encode()) + _canonical(kind, value)).hexdigest(), 16)
 
 
-LETTER = {"hash": b"h", "set": b"S"}
+LETTER = {"hash": b"h", "set": b"S", "list": b"l", "zset": b"z"}
+
+
+def _elements(kind: str, value: Value) -> list[bytes]:
+    """What the server's command returns for ``value``: HGETALL, SMEMBERS, LRANGE, ZRANGE WITHSCORES."""
+    if kind == "hash":
+        return [x for pair in value.items() for x in pair]
+    if kind == "zset":
+        return [x for pair in value for x in pair]
+    return list(value)
 
 
 def _reply(entries: list[tuple[bytes, str, Value, bool]], expiries: list[int | None] | None) -> tuple[bytes, ...]:
     """The script's reply for ``entries`` (key, type, value, digested by the server), in section order."""
     wlens: list[int] = []
     wsizes: list[int] = []
-    usizes: list[int] = []
     wkeys: list[bytes] = []
     wdata: list[bytes] = []
-    ukinds: list[bytes] = []
-    udata: list[bytes] = []
+    rkinds: list[bytes] = []
+    rkeys: list[bytes] = []
+    rvalues: list[Any] = []
     gdata: list[bytes] = []
     for key, kind, value, by_server in entries:
-        if by_server:
+        if kind in LETTER:  # a large value's digest made by the script keeps its place (kind d)
+            rkinds.append(b"d" if by_server else LETTER[kind])
+            rkeys.append(key)
+            rvalues.append(b"%040x" % _record(key, kind, value) if by_server else _elements(kind, value))
+        elif by_server:
             gdata += [_lp(key), b"%040x" % _record(key, kind, value)]
-        elif kind in ("hash", "set"):
-            units = [_lp(f) + _lp(v) for f, v in value.items()] if kind == "hash" else list(value)
-            ukinds.append(LETTER[kind])
-            usizes += [len(units), *map(len, units)]
-            udata += [_lp(key), *units]
         else:
             record = _lp(key) + _lp(kind.encode()) + _canonical(kind, value)
             wlens.append(len(key))
@@ -81,22 +90,14 @@ def _reply(entries: list[tuple[bytes, str, Value, bool]], expiries: list[int | N
         return b"".join(b"%d:" % n for n in values)
 
     join = b"".join
-    return (
-        numbers(wlens),
-        join(wkeys),
-        numbers(wsizes),
-        join(wdata),
-        join(ukinds),
-        numbers(usizes),
-        join(udata),
-        join(gdata),
-        blob,
-    )
+    # Lua's cmsgpack packs strings as MessagePack str, never bin.
+    rdata = msgpack.packb(rkeys, use_bin_type=False) + msgpack.packb(rvalues, use_bin_type=False) if rkinds else b""
+    return (numbers(wlens), join(wkeys), numbers(wsizes), join(wdata), join(rkinds), rdata, join(gdata), blob)
 
 
 def _in_section_order(entries: list[tuple[bytes, str, Value, bool]]) -> list[tuple[bytes, str, Value, bool]]:
     def section(entry: tuple[bytes, str, Value, bool]) -> int:
-        return 2 if entry[3] else 1 if entry[1] in LETTER else 0
+        return 1 if entry[1] in LETTER else 2 if entry[3] else 0
 
     return sorted(entries, key=section)  # stable: the script's order within each section
 

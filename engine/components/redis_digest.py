@@ -88,7 +88,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local scan = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
 local keys = scan[2]
 local n = #keys
-local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', '', ''}
+local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', ''}
 if n == 0 then return out end
 
 -- Atomically, within this script: no key of the database has a time to live, so none of
@@ -108,38 +108,23 @@ else
   end
 end
 
--- Three sections, each a few long strings (see redis_records): whole records (strings,
--- lists, sorted sets), the units of hashes and sets, and digests made here.
-local WHOLE, UNITS, GIVEN = 1, 2, 3
+-- Three sections (see redis_records): whole framed records (strings), the values of
+-- lists, sorted sets, hashes and sets as the server returned them (MessagePack, the whole
+-- batch packed in one C call: framing each element in Lua was a fifth of the server's
+-- time), and digests made here.
+local WHOLE, RAW, GIVEN = 1, 2, 3
 local wlens, wkeys, wsizes, wdata, nw, nwd = {}, {}, {}, {}, 0, 0
-local ukinds, usizes, udata, nu, nus, nud = {}, {}, {}, 0, 0, 0
+local rkinds, rk, rv, nr = {}, {}, {}, 0
 local gdata, ngd = {}, 0
--- A key whose framed value is longer than this is digested here instead: what crosses
--- the network per key stays small, whatever the size of the values.
+-- A string longer than this is digested here; the packed values of a batch may take this
+-- much per key on average, or the largest are digested here too: what crosses the network
+-- per batch stays small, whatever the size of the values.
 local BIG = 1024
+local mpack = cmsgpack.pack
 
 local function given(k, lk, digest)
   gdata[ngd + 1] = lk; gdata[ngd + 2] = k; gdata[ngd + 3] = digest; ngd = ngd + 3
   return GIVEN
-end
--- Strings, lists and sorted sets are ordered: the whole framed record, for the client to hash.
-local function whole(k, lk, name, items)
-  local start = nwd
-  local total = #lk + #k + #name
-  wdata[nwd + 1] = lk; wdata[nwd + 2] = k; wdata[nwd + 3] = name; nwd = nwd + 3
-  for j = 1, #items do
-    local e = items[j]
-    local le = LEN[#e]
-    total = total + #le + #e
-    wdata[nwd + 1] = le; wdata[nwd + 2] = e; nwd = nwd + 2
-  end
-  if total > BIG then
-    local record = concat(wdata, '', start + 1, nwd)
-    nwd = start
-    return given(k, lk, sha1(record))
-  end
-  nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
-  return WHOLE
 end
 local function string_(k, lk, v)
   local total = #lk + #k + 8 + #v
@@ -148,8 +133,14 @@ local function string_(k, lk, v)
   nw = nw + 1; wlens[nw] = lk; wkeys[nw] = k; wsizes[nw] = LEN[total]
   return WHOLE
 end
--- Hashes and sets have no order: each unit (framed field and value, or member) for the
--- client to hash; the hexadecimal digests, sorted and joined by commas, are the value.
+-- The scheme redis/2 record of a large value, made here exactly as the client makes it
+-- for the others (redis_records): ordered values framed element by element; hash fields
+-- and set members each hashed, the hexadecimal digests sorted and joined by commas.
+local function framed(list)
+  local t = {}
+  for j = 1, #list do local e = list[j]; t[j] = LEN[#e] .. e end
+  return concat(t)
+end
 local function sorted_pairs(flat)
   local d, m = {}, 0
   for j = 1, #flat, 2 do
@@ -166,44 +157,39 @@ local function sorted_digests(items)
   sort(d)
   return concat(d, ',')
 end
-local function hash(k, lk)
-  local flat = call('HGETALL', k)
-  local start, ss, total = nud, nus, 0
-  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
-  nus = nus + 1; usizes[nus] = LEN[#flat / 2]
-  for j = 1, #flat, 2 do
-    local f, x = flat[j], flat[j + 1]
-    local lf, lx = LEN[#f], LEN[#x]
-    local unit = #lf + #f + #lx + #x
-    total = total + unit
-    nus = nus + 1; usizes[nus] = LEN[unit]
-    udata[nud + 1] = lf; udata[nud + 2] = f; udata[nud + 3] = lx; udata[nud + 4] = x; nud = nud + 4
-  end
-  if total > BIG then
-    nud, nus = start, ss
-    return given(k, lk, sha1(lk .. k .. '4:hash' .. sorted_pairs(flat)))
-  end
-  nu = nu + 1; ukinds[nu] = 'h'
-  return UNITS
+local NAMES = {l = '4:list', z = '4:zset'}
+local function here(k, lk, kind, v)
+  if kind == 'h' then return sha1(lk .. k .. '4:hash' .. sorted_pairs(v)) end
+  if kind == 'S' then return sha1(lk .. k .. '3:set' .. sorted_digests(v)) end
+  return sha1(lk .. k .. NAMES[kind] .. framed(v))
 end
-local function set(k, lk)
-  local members = call('SMEMBERS', k)
-  local start, ss, total = nud, nus, 0
-  udata[nud + 1] = lk; udata[nud + 2] = k; nud = nud + 2
-  nus = nus + 1; usizes[nus] = LEN[#members]
-  for j = 1, #members do
-    local e = members[j]
-    total = total + #e
-    nus = nus + 1; usizes[nus] = LEN[#e]
-    udata[nud + j] = e
+-- Each value that packs to more than BIG, from the (first + 1)-th on, replaced by its
+-- digest (kind 'd'), keeping its place, its expiry and its payload's.
+local function digest_large(first)
+  for i = first + 1, nr do
+    local k = rk[i]
+    if #mpack(rv[i]) > BIG then rv[i] = here(k, LEN[#k], rkinds[i], rv[i]); rkinds[i] = 'd' end
   end
-  nud = nud + #members
-  if total > BIG then
-    nud, nus = start, ss
-    return given(k, lk, sha1(lk .. k .. '3:set' .. sorted_digests(members)))
+end
+-- Values are held until the batch is packed; once they hold more than HELD bytes of the
+-- server's Lua memory, the large ones among them are digested, so a batch of large
+-- collections holds about HELD at a time, not all of them.
+local HELD, held_from, checked = 16 * 1024 * 1024, collectgarbage('count') * 1024, 0
+local function raw(k, kind, v)
+  nr = nr + 1; rkinds[nr] = kind; rk[nr] = k; rv[nr] = v
+  if collectgarbage('count') * 1024 - held_from > HELD then
+    digest_large(checked); checked = nr
+    held_from = collectgarbage('count') * 1024
   end
-  nu = nu + 1; ukinds[nu] = 'S'
-  return UNITS
+  return RAW
+end
+-- The batch's values, packed; over budget (BIG a key on average), the large ones digested.
+local function packed()
+  if nr == 0 then return '' end
+  local all = mpack(rk, rv)
+  if #all <= nr * BIG then return all end
+  digest_large(checked)
+  return mpack(rk, rv)
 end
 
 -- Expiries and DUMP payloads go with their key's section, in the same order.
@@ -219,10 +205,10 @@ for i = 1, n do
   end
   local section
   if kind == 'string' then section = string_(k, lk, v)
-  elseif kind == 'list' then section = whole(k, lk, '4:list', call('LRANGE', k, '0', '-1'))
-  elseif kind == 'zset' then section = whole(k, lk, '4:zset', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
-  elseif kind == 'hash' then section = hash(k, lk)
-  elseif kind == 'set' then section = set(k, lk)
+  elseif kind == 'list' then section = raw(k, 'l', call('LRANGE', k, '0', '-1'))
+  elseif kind == 'zset' then section = raw(k, 'z', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
+  elseif kind == 'hash' then section = raw(k, 'h', call('HGETALL', k))
+  elseif kind == 'set' then section = raw(k, 'S', call('SMEMBERS', k))
   elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))
   elseif kind ~= 'none' then section = given(k, lk, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
   if section then
@@ -236,9 +222,9 @@ for i = 1, n do
 end
 out[3] = concat(wlens, '', 1, nw); out[4] = concat(wkeys, '', 1, nw); out[5] = concat(wsizes, '', 1, nw)
 out[6] = concat(wdata, '', 1, nwd)
-out[7] = concat(ukinds); out[8] = concat(usizes, '', 1, nus); out[9] = concat(udata, '', 1, nud)
-out[10] = concat(gdata, '', 1, ngd)
-out[11] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
+out[8] = packed(); out[7] = concat(rkinds, '', 1, nr)
+out[9] = concat(gdata, '', 1, ngd)
+out[10] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
 for s = 1, 3 do
   local p = payloads[s]
   for j = 1, #p do out[#out + 1] = p[j] end
@@ -275,6 +261,7 @@ CLUSTER_SCRIPT = _for_cluster(SCRIPT)
 Batch = tuple[Decoded, list[bytes]]  # the batch's keys with digests and expiries; their DUMP payloads (or none)
 Reply = tuple[bytes, int, list[bytes], list[bytes]]  # cursor, DBSIZE, the sections, DUMP payloads
 RECENT_BATCHES = 4
+FIXED = 10  # the reply's cursor, DBSIZE and sections; DUMP payloads follow
 
 
 class Digester:
@@ -314,8 +301,8 @@ class Digester:
             self.send(self.cursor)
             reply = self.conn.read_response()
         self.cursor = None
-        cursor, dbsize, *sections = reply[:11]
-        return cursor, int(dbsize), sections, reply[11:]
+        cursor, dbsize, *sections = reply[:FIXED]
+        return cursor, int(dbsize), sections, reply[FIXED:]
 
     def close(self) -> None:
         if self.cursor is not None:  # a reply is still on its way: the connection cannot be reused

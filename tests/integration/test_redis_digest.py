@@ -320,3 +320,34 @@ def test_a_read_that_finds_more_keys_than_an_unchanging_database_holds_is_read_a
     again = comp.fingerprint()
     assert reads == 2, name
     assert compare(quiet, again) == [], (name, [d.describe() for d in compare(quiet, again)])
+
+
+def test_large_collections_are_digested_by_the_server_and_the_reply_stays_small(server: tuple[str, int]) -> None:
+    """40 lists and hashes of about 1 MB each in one batch: the largest are digested in the script
+    (its held values stay near 16 MB), the reply stays far below the values' size, every digest
+    is still the scheme redis/2 record."""
+    name, port = server
+    r = _client(port, 5)
+    r.eval(
+        "for i = 1, 20 do "
+        "  local items = {} for j = 1, 2048 do items[j] = string.rep(string.char(65 + j % 26), 500) .. j end "
+        "  redis.call('RPUSH', 'list:' .. i, unpack(items)) "
+        "  local flat = {} for j = 1, 2048 do flat[2 * j - 1] = 'f' .. j; flat[2 * j] = string.rep('v', 500) .. i end "
+        "  redis.call('HSET', 'hash:' .. i, unpack(flat)) "
+        "end "
+        "for i = 1, 200 do redis.call('RPUSH', 'small:' .. i, 'a', 'b') end",
+        0,
+    )
+    digester = redis_digest.Digester(r, 5, 1000, False)
+    try:
+        digester.send(b"0")
+        cursor, _, sections, _ = digester.receive()
+    finally:
+        digester.close()
+    assert cursor in (b"0", 0, "0"), "one batch holds every key"
+    kinds, packed = sections[4], sections[5]
+    assert kinds.count(b"d") == 40 and kinds.count(b"l") == 200, (name, Counter(kinds))
+    assert len(packed) < 200_000, (name, len(packed))
+    read = _read(r, 5)
+    expected = _reference(r, sorted(read))
+    assert {k: d for k, (d, _) in read.items()} == {k: d for k, (d, _) in expected.items()}
