@@ -72,12 +72,12 @@ def _reply(entries: list[tuple[bytes, str, Value, bool]], expiries: list[int | N
     rvalues: list[Any] = []
     gdata: list[bytes] = []
     for key, kind, value, by_server in entries:
-        if kind in LETTER:  # a large value's digest made by the script keeps its place (kind d)
-            rkinds.append(b"d" if by_server else LETTER[kind])
-            rkeys.append(key)
-            rvalues.append(b"%040x" % _record(key, kind, value) if by_server else _elements(kind, value))
-        elif by_server:
+        if by_server:
             gdata += [_lp(key), b"%040x" % _record(key, kind, value)]
+        elif kind in LETTER:
+            rkinds.append(LETTER[kind])
+            rkeys.append(key)
+            rvalues.append(_elements(kind, value))
         else:
             record = _lp(key) + _lp(kind.encode()) + _canonical(kind, value)
             wlens.append(len(key))
@@ -97,7 +97,7 @@ def _reply(entries: list[tuple[bytes, str, Value, bool]], expiries: list[int | N
 
 def _in_section_order(entries: list[tuple[bytes, str, Value, bool]]) -> list[tuple[bytes, str, Value, bool]]:
     def section(entry: tuple[bytes, str, Value, bool]) -> int:
-        return 1 if entry[1] in LETTER else 2 if entry[3] else 0
+        return 2 if entry[3] else 1 if entry[1] in LETTER else 0
 
     return sorted(entries, key=section)  # stable: the script's order within each section
 

@@ -116,9 +116,8 @@ local WHOLE, RAW, GIVEN = 1, 2, 3
 local wlens, wkeys, wsizes, wdata, nw, nwd = {}, {}, {}, {}, 0, 0
 local rkinds, rk, rv, nr = {}, {}, {}, 0
 local gdata, ngd = {}, 0
--- A string longer than this is digested here; the packed values of a batch may take this
--- much per key on average, or the largest are digested here too: what crosses the network
--- per batch stays small, whatever the size of the values.
+-- A key whose value takes more than this is digested here instead: what crosses the
+-- network per key stays small, whatever the size of the values.
 local BIG = 1024
 local mpack = cmsgpack.pack
 
@@ -163,33 +162,15 @@ local function here(k, lk, kind, v)
   if kind == 'S' then return sha1(lk .. k .. '3:set' .. sorted_digests(v)) end
   return sha1(lk .. k .. NAMES[kind] .. framed(v))
 end
--- Each value that packs to more than BIG, from the (first + 1)-th on, replaced by its
--- digest (kind 'd'), keeping its place, its expiry and its payload's.
-local function digest_large(first)
-  for i = first + 1, nr do
-    local k = rk[i]
-    if #mpack(rv[i]) > BIG then rv[i] = here(k, LEN[#k], rkinds[i], rv[i]); rkinds[i] = 'd' end
-  end
-end
--- Values are held until the batch is packed; once they hold more than HELD bytes of the
--- server's Lua memory, the large ones among them are digested, so a batch of large
--- collections holds about HELD at a time, not all of them.
-local HELD, held_from, checked = 16 * 1024 * 1024, collectgarbage('count') * 1024, 0
-local function raw(k, kind, v)
+-- A value is sent only if its elements take at most BIG bytes, counted before it is kept
+-- (not Lua's memory, which shares equal strings): a larger one is digested here at once,
+-- so a batch holds about BIG a key, whatever the size of the values.
+local function raw(k, lk, kind, v)
+  local size = #k
+  for j = 1, #v do size = size + #v[j] end
+  if size > BIG then return given(k, lk, here(k, lk, kind, v)) end
   nr = nr + 1; rkinds[nr] = kind; rk[nr] = k; rv[nr] = v
-  if collectgarbage('count') * 1024 - held_from > HELD then
-    digest_large(checked); checked = nr
-    held_from = collectgarbage('count') * 1024
-  end
   return RAW
-end
--- The batch's values, packed; over budget (BIG a key on average), the large ones digested.
-local function packed()
-  if nr == 0 then return '' end
-  local all = mpack(rk, rv)
-  if #all <= nr * BIG then return all end
-  digest_large(checked)
-  return mpack(rk, rv)
 end
 
 -- Expiries and DUMP payloads go with their key's section, in the same order.
@@ -205,10 +186,10 @@ for i = 1, n do
   end
   local section
   if kind == 'string' then section = string_(k, lk, v)
-  elseif kind == 'list' then section = raw(k, 'l', call('LRANGE', k, '0', '-1'))
-  elseif kind == 'zset' then section = raw(k, 'z', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
-  elseif kind == 'hash' then section = raw(k, 'h', call('HGETALL', k))
-  elseif kind == 'set' then section = raw(k, 'S', call('SMEMBERS', k))
+  elseif kind == 'list' then section = raw(k, lk, 'l', call('LRANGE', k, '0', '-1'))
+  elseif kind == 'zset' then section = raw(k, lk, 'z', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
+  elseif kind == 'hash' then section = raw(k, lk, 'h', call('HGETALL', k))
+  elseif kind == 'set' then section = raw(k, lk, 'S', call('SMEMBERS', k))
   elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))
   elseif kind ~= 'none' then section = given(k, lk, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
   if section then
@@ -222,7 +203,7 @@ for i = 1, n do
 end
 out[3] = concat(wlens, '', 1, nw); out[4] = concat(wkeys, '', 1, nw); out[5] = concat(wsizes, '', 1, nw)
 out[6] = concat(wdata, '', 1, nwd)
-out[8] = packed(); out[7] = concat(rkinds, '', 1, nr)
+out[7] = concat(rkinds, '', 1, nr); out[8] = nr > 0 and mpack(rk, rv) or ''
 out[9] = concat(gdata, '', 1, ngd)
 out[10] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
 for s = 1, 3 do

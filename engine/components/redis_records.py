@@ -22,11 +22,9 @@ The reply comes in three sections, each a few long strings:
   key) and ``rdata``, the batch's keys and the elements the server's commands returned,
   as MessagePack, which the script packs in one C call (``cmsgpack``, built into Redis's
   and Valkey's Lua). Framing each element in Lua was a fifth of the server's time; here
-  it is framed in this process, which has a core of its own. A batch whose values pack
-  to more than 1 KB a key on average has its largest digested by the script (kind ``d``,
-  the value then the 40 hexadecimal digits), so that a reply stays small;
+  it is framed in this process, which has a core of its own;
 - ``gdata``: per key the framed key and the 40 hexadecimal digits of a digest the script
-  made itself (large values, streams, module types);
+  made itself (values of more than 1 KB, streams, module types);
 - ``expiries``: empty when the database had no key with a time to live; else 16
   hexadecimal digits per key, in the order of the sections: the absolute expiry in ms,
   or ``f`` * 16.
@@ -59,7 +57,7 @@ NO_PREFIX = "(no prefix)"
 _sha1 = hashlib.sha1
 _digest = methodcaller("digest")
 _ORDERED = {ord("l"): b"4:list", ord("z"): b"4:zset"}
-_HASH, _SET, _GIVEN = ord("h"), ord("S"), ord("d")
+_HASH, _SET = ord("h"), ord("S")
 
 
 @dataclass
@@ -102,8 +100,7 @@ def _framed(element: bytes) -> bytes:
 def _values(kinds: bytes, data: bytes, keys: list[bytes], digests: list[int]) -> None:
     """Lists, sorted sets, hashes and sets: each key's record made from its elements, then hashed.
 
-    ``data`` packs two arrays, the keys and their values; a value of kind ``d`` is the
-    digest the script made of a value too large to send.
+    ``data`` packs two arrays, the keys and their values.
     """
     if not kinds:
         return
@@ -115,9 +112,6 @@ def _values(kinds: bytes, data: bytes, keys: list[bytes], digests: list[int]) ->
     sha1 = _sha1
     for kind, key, value in zip(kinds, packed[0], packed[1], strict=True):
         keys.append(key)
-        if kind == _GIVEN:
-            digests.append(int(value, 16))
-            continue
         value = value or []  # no elements: an empty array, or an empty Lua table packed as a map
         head = b"%d:%b" % (len(key), key)
         if kind == _HASH:
