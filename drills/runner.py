@@ -196,7 +196,7 @@ class DrillRunner:
 
     def _run_timeline(self) -> None:
         s = self.scenario
-        parent = self.work_root or Path(tempfile.gettempdir())
+        parent = (self.work_root or Path(tempfile.gettempdir())).absolute()
         parent.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"drproof-{s.name}-", dir=parent))
         self.state = DrillState(

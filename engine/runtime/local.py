@@ -712,7 +712,9 @@ class LocalRuntime(Runtime):
         # ``postgres`` directory means something (see ``_binaries_from``), checked before
         # anything is created so a typo leaves nothing behind.
         self._pg_bin = _binaries_from((images or {}).get("postgres"))
-        self.root = workdir / "runtime"
+        # Absolute: servers run in their data directories, and a relative path in their
+        # archive_command would resolve there (every WAL segment failed to archive).
+        self.root = workdir.absolute() / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
         self.pg_root = self.root
         self._extra_dirs: list[Path] = []
