@@ -173,6 +173,18 @@ local function raw(k, lk, kind, v)
   return RAW
 end
 
+-- A score is a double, and servers print it differently: Redis 7.0 with 17 digits
+-- (0.10000000000000001), Valkey and later Redis as the shortest text that reads back
+-- (0.1). Printed again here with 17 digits, the same double is the same text on every
+-- server, so a restore across versions is not a false alarm.
+local function scores(v)
+  for j = 2, #v, 2 do
+    local x = tonumber(v[j])
+    if x then v[j] = fmt('%.17g', x) end
+  end
+  return v
+end
+
 -- Expiries and DUMP payloads go with their key's section, in the same order.
 local expiries, payloads = {{}, {}, {}}, {{}, {}, {}}
 for i = 1, n do
@@ -187,7 +199,7 @@ for i = 1, n do
   local section
   if kind == 'string' then section = string_(k, lk, v)
   elseif kind == 'list' then section = raw(k, lk, 'l', call('LRANGE', k, '0', '-1'))
-  elseif kind == 'zset' then section = raw(k, lk, 'z', call('ZRANGE', k, '0', '-1', 'WITHSCORES'))
+  elseif kind == 'zset' then section = raw(k, lk, 'z', scores(call('ZRANGE', k, '0', '-1', 'WITHSCORES')))
   elseif kind == 'hash' then section = raw(k, lk, 'h', call('HGETALL', k))
   elseif kind == 'set' then section = raw(k, lk, 'S', call('SMEMBERS', k))
   elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))

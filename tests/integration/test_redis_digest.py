@@ -97,7 +97,10 @@ for i = 1, #KEYS do
   elseif kind == 'hash' then v = sorted_pairs(call('HGETALL', k))
   elseif kind == 'list' then v = framed(call('LRANGE', k, 0, -1))
   elseif kind == 'set' then v = sorted_digests(call('SMEMBERS', k))
-  elseif kind == 'zset' then v = framed(call('ZRANGE', k, 0, -1, 'WITHSCORES'))
+  elseif kind == 'zset' then
+    local z = call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    for j = 2, #z, 2 do z[j] = string.format('%.17g', tonumber(z[j])) end  -- scores as 17-digit text
+    v = framed(z)
   elseif kind == 'stream' then v = stream(k)
   else v = call('DUMP', k) end
   local expiry = NONE
@@ -142,6 +145,7 @@ def _seed_every_shape(r: redis.Redis, ttl: bool) -> None:
     r.sadd("tags:bin", b"\x00", b"\xff\xfe", b":")
     r.zadd("rank:1", {"m": 1.5, "n": 2.0, "o": -0.25, "p": 1e10})
     r.zadd("rank:big", {f"member {i}": i / 7 for i in range(200)})
+    r.zadd("rank:edges", {"tenth": 0.1, "tiny": 5e-324, "up": float("inf"), "down": float("-inf")})
     for i in range(3):
         r.xadd("events:1", {"n": str(i)}, id=f"{i + 1}-0")
     r.xgroup_create("events:1", "g1", id="0")

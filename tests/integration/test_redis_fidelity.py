@@ -9,6 +9,7 @@ version) and a real backup and restore by both Redis kinds: no difference at all
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.integration.servers import redis_server, require, require_debian_redi
 pytestmark = pytest.mark.integration
 
 PASSWORD = "fidelity-secret"
+INF = float("inf")
 
 
 def _binary(name: str) -> Path:
@@ -73,6 +75,9 @@ def _seed(r: redis.Redis, other: redis.Redis, order: int = 1) -> None:
     r.rpush("queue:1", "x", "y", "z")
     r.sadd("tags:1", *["p", "q", "r"][::order])
     r.zadd("rank:1", {"m": 1.5, "n": 2.0})
+    # Scores servers print differently (Redis 7.0: 17 digits; Valkey: the shortest text).
+    r.zadd("rank:2", {"tenth": 0.1, "third": 1 / 3, "tiny": 5e-324, "odd": 2.0**53 + 2, "up": INF, "down": -INF})
+    r.zadd("rank:big", {f"member-{i:03}": i / 10 for i in range(200)})  # over 1 KB: digested by the server
     for i in range(3):
         r.xadd("events:1", {"n": str(i)}, id=f"{i + 1}-0")
     r.xgroup_create("events:1", "g1", id="0")
@@ -113,6 +118,11 @@ DAMAGES: list[tuple[str, Damage, set[str]]] = [
         {"db0 keyspace tags"},
     ),
     ("sorted set score changed", lambda r, o: r.zadd("rank:1", {"m": 1.25}), {"db0 keyspace rank"}),
+    (
+        "sorted set score one unit in the last place away",
+        lambda r, o: r.zadd("rank:2", {"tenth": math.nextafter(0.1, 1.0)}),
+        {"db0 keyspace rank"},
+    ),
     ("stream entry deleted", lambda r, o: r.xdel("events:1", "3-0"), {"db0 keyspace events"}),
     (
         "stream last id moved",
