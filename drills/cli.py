@@ -1175,8 +1175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Drills drive their own display (phase by phase); the engine commands share this one.
         engine_command = args.command in ("backup", "recovery") and not getattr(args, "json", False)
-        # Long waits and warnings of the engine reach the operator; with --json only warnings do.
-        _log_to(err, verbose=engine_command)
+        # Long waits and warnings of the engine reach the operator (a drill's log in a fleet);
+        # with --json or --quiet only warnings do.
+        talkative = args.command == "run" and not (args.json or args.quiet)
+        _log_to(err, verbose=engine_command or talkative)
         with StepDisplay(err, quiet=not engine_command) as display:
             _display = display if engine_command else None
             return commands[args.command](args, out, err)

@@ -241,7 +241,7 @@ class PostgresPhysicalComponent(PostgresComponent):
             last = self._query("SELECT last_archived_wal FROM pg_stat_archiver")
             return last is not None and str(last) >= segment
 
-        if not processes.wait_until(archived, timeout=120, interval=0.05):
+        if not processes.wait_until(archived, timeout=120, interval=0.05, progress=f"WAL segment {segment} to be archived"):
             failed = self._query("SELECT last_failed_wal FROM pg_stat_archiver")
             raise ComponentError(
                 f"{self.instance!r}: WAL segment {segment} was not archived within 120 s"

@@ -348,7 +348,8 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
-        if not processes.wait_until(self._answers, timeout=60, interval=0.1):
+        waited = f"PostgreSQL on 127.0.0.1:{self.port} to answer"
+        if not processes.wait_until(self._answers, timeout=60, interval=0.1, progress=waited):
             processes.stop(self.proc, signal.SIGINT)
             raise RuntimeStartError(
                 f"PostgreSQL on 127.0.0.1:{self.port} did not answer within 60 s. Log:\n" + processes.tail(self.log)
