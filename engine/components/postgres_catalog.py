@@ -76,7 +76,19 @@ def _relations(kinds: str) -> str:
 
 
 def _columns(oid: str) -> str:
-    """A relation's columns, in order, with everything a restore can get wrong about them."""
+    """A relation's columns, in order, with everything a restore can get wrong about them.
+
+    In the order a restore keeps: an inheritance child's (not a partition's) inherited
+    columns first, by name, then its own (``postgres_rows.CHILD_ORDER``, which says why).
+    """
+    child = (
+        f"EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class ic ON ic.oid = i.inhrelid "
+        f"WHERE i.inhrelid = {oid} AND NOT ic.relispartition)"
+    )
+    order = (
+        f"CASE WHEN {child} THEN a.attinhcount = 0 ELSE true END, "
+        f'CASE WHEN a.attinhcount > 0 AND {child} THEN a.attname END COLLATE "C", a.attnum'
+    )
     return f"""(SELECT string_agg(
           quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
@@ -87,7 +99,7 @@ def _columns(oid: str) -> str:
                   THEN ' collate ' || quote_ident(co.collname) ELSE '' END
           || coalesce(' acl ' || a.attacl::text, '')
           || coalesce(' comment ' || col_description(a.attrelid, a.attnum), ''),
-          ', ' ORDER BY a.attnum)
+          ', ' ORDER BY {order})
         FROM pg_attribute a
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         LEFT JOIN pg_type t ON t.oid = a.atttypid

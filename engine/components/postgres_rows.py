@@ -69,12 +69,41 @@ TYPED = (16, 17, 18, 21, 23, 25, 26, 1042, 1043, 1082, 2950)
 BPCHAR = 1042
 TYPED_SINCE = 140000  # hash_record_extended
 # ``ROW(t.*)``, not ``t``: in a table with a column named ``t``, a bare ``t`` is that column.
-TYPED_ROW = "hash_record_extended(ROW(t.*), 0) AS h"
-TEXT_ROW = "ROW(t.*)::text AS r"
+TYPED_ROW = "hash_record_extended({}, 0) AS h"
+TEXT_ROW = "{}::text AS r"
+
+# An inheritance child's columns in an order a dump and restore keeps. pg_dump writes a
+# child as ``CREATE TABLE child (its own columns) INHERITS (parent)``, so the parent's
+# columns come first after a restore, wherever they were before (a column added to the
+# parent later was last): inherited columns by name, then the child's own in their order.
+# Partitions are not children here: pg_dump keeps their column order.
+CHILD_ORDER = """a.attinhcount = 0, CASE WHEN a.attinhcount > 0 THEN a.attname END COLLATE "C", a.attnum"""
+CHILD_COLUMNS = f"""SELECT r.n, array_agg(a.attname::text ORDER BY {CHILD_ORDER})
+  FROM unnest(%s::regclass[]) WITH ORDINALITY AS r(oid, n)
+  JOIN pg_class c ON c.oid = r.oid
+  JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+  WHERE NOT c.relispartition AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = r.oid)
+  GROUP BY r.n"""
 
 # A table of more blocks than this is digested in block ranges, several connections at a
 # time (TID range scans, PostgreSQL 14+): one large table is most databases' whole cost.
 SPLIT_BLOCKS = 8192  # 64 MB of 8 kB pages
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one relation's rows are read: by their values' hashes or their text, and in which column order.
+
+    ``columns`` None: the table's own order (``ROW(t.*)``); else these columns, in this order.
+    """
+
+    typed: bool = False
+    columns: tuple[str, ...] | None = None
+
+    def row(self) -> sql.Composable:
+        if self.columns is None:
+            return sql.SQL("ROW(t.*)")
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier("t", c) for c in self.columns))
 
 
 @dataclass(frozen=True)
@@ -86,9 +115,10 @@ class Task:
     stop: int | None = None
 
 
-def _row_digest_query(schema: str, table: str, server_num: int, task: Task, typed: bool = False) -> sql.Composed:
+def _row_digest_query(schema: str, table: str, server_num: int, task: Task, method: Method = Method()) -> sql.Composed:
+    typed = method.typed
     source = sql.SQL("SELECT " + (TYPED_ROW if typed else TEXT_ROW) + " FROM ONLY {} t").format(
-        sql.Identifier(schema, table)
+        method.row(), sql.Identifier(schema, table)
     )
     if task.start or task.stop is not None:
         bounds = [sql.SQL("t.ctid >= {}::tid").format(sql.Literal(f"({task.start},0)"))]
@@ -115,9 +145,9 @@ def rows_part(count: int, total: object) -> Part:
 Sums = tuple[int, int]  # rows, the sum of their hashes
 
 
-def _digest(conn: psycopg2.extensions.connection, relation: tuple[str, str, str], task: Task, typed: bool) -> Sums:
+def _digest(conn: psycopg2.extensions.connection, relation: tuple[str, str, str], task: Task, method: Method) -> Sums:
     with conn.cursor() as cur:
-        cur.execute(_row_digest_query(relation[1], relation[2], conn.server_version, task, typed))
+        cur.execute(_row_digest_query(relation[1], relation[2], conn.server_version, task, method))
         row = cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -138,12 +168,13 @@ def row_parts(
     large ones) from one queue, largest first. The sums of a table's ranges add up to
     the sum of the table, so the parts are the same however the work was split.
     ``typed`` (scheme ``postgres/3``, PostgreSQL 14 or later): tables of ``TYPED``
-    columns only are digested by their values' hashes instead of their text.
+    columns only are digested by their values' hashes instead of their text, and
+    inheritance children in the column order a restore keeps (``CHILD_ORDER``).
     """
     if typed and conn.server_version < TYPED_SINCE:
         raise ValueError("typed row digests need PostgreSQL 14 or later (hash_record_extended)")
     names = [f"{label} {schema}.{table}" for label, schema, table in relations]
-    methods = typed_relations(conn, relations) if typed else [False] * len(relations)
+    methods = _methods(conn, relations) if typed else [Method()] * len(relations)
     tasks = _tasks(conn, relations, jobs if connect is not None else 1)
     if jobs <= 1 or connect is None or len(tasks) < 2:
         done = [(t.index, _digest(conn, relations[t.index], t, methods[t.index])) for t in tasks]
@@ -153,6 +184,21 @@ def row_parts(
     for index, sums in done:
         totals[index] = [a + b for a, b in zip(totals[index], sums, strict=True)]
     return {names[i]: rows_part(*totals[i]) for i in range(len(relations))}
+
+
+def _methods(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]]) -> list[Method]:
+    orders = child_columns(conn, relations)
+    return [Method(typed, orders.get(i)) for i, typed in enumerate(typed_relations(conn, relations))]
+
+
+def child_columns(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]]) -> dict[int, tuple[str, ...]]:
+    """Index of each inheritance child among ``relations`` -> its columns in ``CHILD_ORDER``."""
+    if not relations:
+        return {}
+    names = [sql.Identifier(schema, table).as_string(conn) for _label, schema, table in relations]
+    with conn.cursor() as cur:
+        cur.execute(CHILD_COLUMNS, (names,))
+        return {int(n) - 1: tuple(columns) for n, columns in cur.fetchall()}
 
 
 def typed_relations(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]]) -> list[bool]:
@@ -182,7 +228,7 @@ def _in_parallel(
     conn: psycopg2.extensions.connection,
     connect: Connect,
     relations: Sequence[tuple[str, str, str]],
-    methods: Sequence[bool],
+    methods: Sequence[Method],
     tasks: list[Task],
     jobs: int,
 ) -> list[tuple[int, Sums]]:
