@@ -14,6 +14,7 @@ import random
 import re
 import struct
 import time
+from array import array
 from collections import defaultdict
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -22,7 +23,7 @@ from pydantic import Field
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import Tally, digested
 from engine.components.redis_records import Decoded, Keyspaces, key_space
-from engine.components.redis_stage import Stage, fingerprint_dbs
+from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -235,20 +236,20 @@ class RedisComponent(Component):
         stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
         try:
             stage.prepare_direct()
-            counts = self._restore_keys(source, stage)
+            restored = self._restore_keys(source, stage)
             if not stage.direct:
-                stage.check_counts(counts)
+                stage.check_counts({db: r.expected for db, r in restored.items()})
         except BaseException:
             stage.discard()
             raise
         stage.swap()
 
-    def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, int]:
-        """RESTORE the dump into the stage; return how many keys went into each database.
+    def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, Restored]:
+        """RESTORE the dump into the stage; return what went into each database.
 
         A key whose absolute expiry passed since the backup is not restored.
         """
-        counts: dict[int, int] = defaultdict(int)
+        counts: dict[int, Restored] = defaultdict(Restored)
         with source.open("keys.dump") as stream:
             if _read_exact(stream, len(_MAGIC)) != _MAGIC:
                 raise ComponentError(f"redis {self.instance!r}: artifact keys.dump is not a drproof Redis dump")
@@ -265,7 +266,7 @@ class RedisComponent(Component):
                     pipes[target] = self.client(target).pipeline(transaction=False)
                 if expires_at and expires_at <= int(time.time() * 1000):
                     continue
-                counts[db] += 1
+                counts[db].add(expires_at)
                 if expires_at:
                     pipes[target].restore(key, expires_at, payload, replace=True, absttl=True)
                 else:
@@ -291,6 +292,29 @@ class RedisComponent(Component):
 
     def tool_versions(self) -> dict[str, str]:
         return {"redis server": self.service.version()}
+
+
+class Restored:
+    """The keys restored into one database: how many without a time to live, and each other's expiry.
+
+    The expiries say, when the staged copy is counted, how many keys may have expired
+    meanwhile: a healthy restore of a server whose sessions run out was refused (review).
+    """
+
+    def __init__(self) -> None:
+        self.persistent = 0
+        self.expiries = array("q")  # 8 bytes a key, absolute ms on the backed-up server's clock
+
+    def add(self, expires_at: int) -> None:
+        if expires_at:
+            self.expiries.append(expires_at)
+        else:
+            self.persistent += 1
+
+    def expected(self) -> Expected:
+        alive_after = int(time.time() * 1000) + EXPIRY_MARGIN_MS
+        still = sum(1 for e in self.expiries if e > alive_after)
+        return Expected(self.persistent, len(self.expiries), still)
 
 
 def _dump_batch(db: int, batch: Decoded, payloads: list[bytes], sink: IO[bytes]) -> int:

@@ -65,13 +65,17 @@ def debian_redis(root: Path, password: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def redis_server(binary: Path, root: Path, password: str) -> Iterator[int]:
-    """A server of ``binary`` (Redis or Valkey) on loopback with a password; yields its port."""
+def redis_server(binary: Path, root: Path, password: str, extra: str = "") -> Iterator[int]:
+    """A server of ``binary`` (Redis or Valkey) on loopback with a password; yields its port.
+
+    ``extra``: more configuration lines (``databases 8``).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = processes.free_port()
     conf = root / "redis.conf"
     conf.write_text(
         f'bind 127.0.0.1\nport {port}\ndir {root}\nrequirepass {password}\nsave ""\nappendonly no\ndaemonize no\n'
+        + extra
     )
     conf.chmod(0o600)
     proc = processes.spawn([str(binary), str(conf)], log=root / "server.log")

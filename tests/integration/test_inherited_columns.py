@@ -17,7 +17,6 @@ the restore of a healthy dump. Children are now read in an order the restore kee
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
