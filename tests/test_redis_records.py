@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 from engine.components.base import WORKLOAD_MARK
 from engine.components.redis import RedisComponent, RedisParams
 from engine.components.redis_digest import Recent, Tally
-from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces, KeyspaceSums, decode, key_space
+from engine.components.redis_records import (
+    NO_PREFIX,
+    Decoded,
+    Keyspaces,
+    KeyspaceSums,
+    decode,
+    key_space,
+    space_name,
+)
 from engine.errors import ComponentError
 
 Value = Any  # bytes, list of bytes, list of (member, score), dict, set
@@ -157,6 +165,34 @@ def test_sums_per_key_space_are_the_per_key_sums() -> None:
         "db3 keyspace ",
         "db3 keyspace \\xff",
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=12), st.booleans()), min_size=1, max_size=12))
+def test_every_key_space_and_its_expiry_part_have_names_of_their_own(heads: list[tuple[bytes, bool]]) -> None:
+    """Prefixes such as ``user expiry`` or ``(no prefix)`` named another space's part (review).
+
+    Whatever the prefixes, each distinct one has its own parts, so no part overwrites
+    another; prefixes are drawn with spaces and the words of part names in them.
+    """
+    words = [b"user", b"user expiry", b"(no prefix)", b"expiry", b'"user expiry"', b" "]
+    keys = [(words[len(h) % len(words)] if flag else h.replace(b":", b"")) for h, flag in heads]
+    spaces = Keyspaces()
+    batch = [k + b":1" for k in keys] + [b"no-colon"]
+    spaces.add(Decoded(batch, [1] * len(batch), [1_700_000_000_000] * len(batch)))
+    names = {space_name(k) for k in keys if k.decode("utf-8", "backslashreplace") != WORKLOAD_MARK}
+    distinct = {k for k in keys if k.decode("utf-8", "backslashreplace") != WORKLOAD_MARK}
+    decoded = {k.decode("utf-8", "backslashreplace") for k in distinct}
+    if len(decoded) == len(distinct):  # invalid UTF-8 may decode like a backslash text: merged, not lost
+        assert len(names) == len(distinct)
+    parts = spaces.parts(0)
+    assert len(parts) == 2 * len(spaces.spaces), sorted(parts)
+
+
+def test_a_prefix_with_a_space_is_quoted_and_the_others_are_not() -> None:
+    assert key_space(b"user expiry:1") == '"user expiry"'
+    assert key_space(b"(no prefix):1") == '"(no prefix)"'
+    assert key_space(b"user:1") == "user" and key_space(b"plain") == NO_PREFIX
 
 
 def _batch(*keys: bytes) -> Decoded:

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import Tally, digested
-from engine.components.redis_records import Decoded, Keyspaces, key_space
+from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
 from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
@@ -336,7 +336,7 @@ def legacy_parts(client: Any, dbs: list[int]) -> dict[str, Part]:
         r = client(db)
         spaces: dict[str, list[bytes]] = defaultdict(list)
         for key in r.scan_iter(count=1000):
-            spaces[key_space(key)].append(key)
+            spaces[legacy_space(key)].append(key)
         spaces.pop(WORKLOAD_MARK, None)
         for space, keys in spaces.items():
             h = PartHasher("keys")
@@ -349,6 +349,12 @@ def legacy_parts(client: Any, dbs: list[int]) -> dict[str, Part]:
                         h.add(key + b"\0" + value)
             parts[f"db{db} keyspace {space}"] = h.part()
     return parts
+
+
+def legacy_space(key: bytes) -> str:
+    """Scheme 1's key space name: the prefix as it was, quoted or not."""
+    head, sep, _ = key.partition(b":")
+    return head.decode("utf-8", "backslashreplace") if sep else NO_PREFIX
 
 
 def _values(r: redis.Redis, keys: list[bytes]) -> list[bytes | None]:

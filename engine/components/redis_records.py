@@ -33,6 +33,7 @@ The reply comes in three sections, each a few long strings:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import methodcaller
@@ -148,7 +149,21 @@ def _expiries(blob: bytes, count: int) -> list[int | None] | None:
 
 def key_space(key: bytes) -> str:
     head, sep, _ = key.partition(b":")
-    return head.decode("utf-8", "backslashreplace") if sep else NO_PREFIX
+    return space_name(head if sep else None)
+
+
+def space_name(head: bytes | None) -> str:
+    """The name a key space's parts carry: its prefix, in double quotes if it holds a space.
+
+    Part names are ``db<N> keyspace <name>`` and ``... <name> expiry``: a prefix
+    ``user expiry`` named like the expiry part of ``user`` and overwrote it (found by
+    review), and a prefix ``(no prefix)`` like the keys without one. A name without a
+    space is left as it was; one with a space is quoted, so neither can be the other.
+    """
+    if head is None:
+        return NO_PREFIX
+    name = head.decode("utf-8", "backslashreplace")
+    return json.dumps(name, ensure_ascii=False) if " " in name else name
 
 
 @dataclass
@@ -220,7 +235,7 @@ class Keyspaces:
 
     def _sums(self, head: bytes | None) -> KeyspaceSums | None:
         if head not in self._names:
-            decoded = NO_PREFIX if head is None else head.decode("utf-8", "backslashreplace")
+            decoded = space_name(head)
             self._names[head] = None if decoded == WORKLOAD_MARK else decoded
         name = self._names[head]
         return None if name is None else self.spaces.setdefault(name, KeyspaceSums())

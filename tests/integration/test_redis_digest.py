@@ -68,12 +68,12 @@ local function stream(k)
     for _, f in ipairs(e[2]) do fields[#fields + 1] = lp(f) end
     parts[#parts + 1] = lp(e[1]) .. table.concat(fields)
   end
-  local info = kv(call('XINFO', 'STREAM', k, 'FULL'))
+  local info = kv(call('XINFO', 'STREAM', k, 'FULL', 'COUNT', '0'))
   local groups = {}
   for _, g in ipairs(info['groups'] or {}) do
     local gt = kv(g)
     local pel = {}
-    for _, p in ipairs(gt['pel'] or {}) do pel[#pel + 1] = lp(p[1]) .. lp(p[2]) .. lp(tostring(p[4])) end
+    for _, p in ipairs(gt['pending'] or {}) do pel[#pel + 1] = lp(p[1]) .. lp(p[2]) .. lp(tostring(p[4])) end
     local consumers = {}
     for _, c in ipairs(gt['consumers'] or {}) do
       local ct = kv(c)

@@ -84,6 +84,12 @@ def _seed(r: redis.Redis, other: redis.Redis, order: int = 1) -> None:
     r.xgroup_create("events:1", "g2", id="0")
     r.xreadgroup("g1", "c1", {"events:1": ">"}, count=2)
     r.xreadgroup("g2", "c9", {"events:1": ">"}, count=1)
+    # Pending entries past the first ten XINFO STREAM FULL shows by default, two consumers.
+    for i in range(15):
+        r.xadd("events:2", {"n": str(i)}, id=f"{i + 1}-0")
+    r.xgroup_create("events:2", "g", id="0")
+    r.xreadgroup("g", "c1", {"events:2": ">"}, count=12)
+    r.xreadgroup("g", "c2", {"events:2": ">"}, count=3)
     r.set("session:1", "s", ex=86400)
     other.set("other:1", "db2")
 
@@ -141,6 +147,19 @@ DAMAGES: list[tuple[str, Damage, set[str]]] = [
         {"db0 keyspace events"},
     ),
     ("consumer group destroyed", lambda r, o: r.xgroup_destroy("events:1", "g2"), {"db0 keyspace events"}),
+    (
+        "pending entry's delivery count changed",
+        lambda r, o: r.xclaim("events:1", "g1", "c1", 0, ["1-0"], retrycount=42),
+        {"db0 keyspace events"},
+    ),
+    (
+        "pending entries past the tenth swapped between consumers (counts unchanged)",
+        lambda r, o: (
+            r.xclaim("events:2", "g", "c2", 0, ["12-0"], justid=True),
+            r.xclaim("events:2", "g", "c1", 0, ["13-0"], justid=True),
+        ),
+        {"db0 keyspace events"},
+    ),
     ("time to live shortened", lambda r, o: r.expire("user:2", 60), {"db0 keyspace user expiry"}),
     ("time to live lost", lambda r, o: r.persist("user:2"), {"db0 keyspace user expiry"}),
     ("time to live added", lambda r, o: r.expire("user:1", 3600), {"db0 keyspace user expiry"}),
