@@ -23,7 +23,7 @@ from pydantic import Field
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import Tally, digested
 from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
-from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs
+from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs, server_error
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -236,7 +236,18 @@ class RedisComponent(Component):
         stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
         try:
             stage.prepare_direct()
-            restored = self._restore_keys(source, stage)
+            try:
+                restored = self._restore_keys(source, stage)
+            except redis.RedisError as exc:
+                left = "it now holds only part of the keys" if stage.direct else "the live data were not touched"
+                hint = (
+                    "; the backup was taken from a newer server version than this one reads"
+                    if "payload version" in str(exc)
+                    else ""
+                )
+                raise ComponentError(
+                    f"redis {self.instance!r}: restoring the keys failed: {server_error(exc)}; {left}{hint}"
+                ) from None
             if not stage.direct:
                 stage.check_counts({db: r.expected for db, r in restored.items()})
         except BaseException:

@@ -52,7 +52,7 @@ from engine import redistools
 from engine.childenv import tool_environment
 from engine.components.base import ArtifactSource, Component, SeedParams
 from engine.components.redis import RedisComponent, RedisParams, backup_dbs
-from engine.components.redis_stage import Expected, Stage, keyspace
+from engine.components.redis_stage import Expected, Stage, keyspace, server_error
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
@@ -391,7 +391,7 @@ class RedisRdbComponent(RedisComponent):
                     )
                 raise ComponentError(
                     f"{what}: copying the snapshot into the live server failed: "
-                    f"{_scrub(str(exc), self.service.password, scratch.password)}; {left}{hint}"
+                    f"{_scrub(server_error(exc), self.service.password, scratch.password)}; {left}{hint}"
                 ) from None
             except BaseException:
                 stage.discard()

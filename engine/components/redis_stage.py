@@ -64,6 +64,22 @@ class Expected:
         return keys - expires == self.persistent and self.expiring_min <= expires <= self.expiring_max
 
 
+def server_error(exc: BaseException) -> str:
+    """What the server said, without the command that drew it.
+
+    redis-py prefixes an error inside a pipeline with the whole command, and a
+    ``RESTORE``'s arguments are a key's serialized value: a secret stored in Redis was
+    printed, logged and written to the audit trail (found by review).
+    """
+    text = str(exc)
+    marker = "caused error: "
+    if marker in text:
+        return text.split(marker, 1)[1][:300]
+    if isinstance(exc, redis.ResponseError):
+        return text[:300]
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
 def fingerprint_dbs(parts: Iterable[str]) -> set[int]:
     """The logical databases a Redis fingerprint names ("db5 keyspace user" -> 5)."""
     return {int(m.group(1)) for name in parts if (m := _DB_PART.match(name))}

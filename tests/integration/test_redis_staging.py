@@ -145,3 +145,28 @@ def test_a_key_without_a_time_to_live_missing_from_the_stage_is_refused(
     with pytest.raises(DrproofError, match=r"10 keys.*holds 9 without.*not touched"):
         restore(repo, manifest, _component(tmp_path, live, kind, "live"))
     assert _everything(live, 8) == before
+
+
+SECRET = "sk-live-HUNTER2-very-secret"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=["redis", "redis-rdb"])
+def test_a_restore_into_an_older_server_is_refused_without_printing_a_value(
+    tmp_path: Path, kind: type[RedisComponent]
+) -> None:
+    """Valkey 9 keys into Redis 7.0: a domain error naming the cause; no stored value in it (review)."""
+    from tests.integration.test_redis_fidelity import _binary
+
+    with (
+        redis_server(_binary("valkey-9"), tmp_path / "src", PASSWORD) as src,
+        redis_server(_binary("redis-7.0"), tmp_path / "live", PASSWORD) as live,
+    ):
+        _client(src).set("api:key", SECRET)
+        _client(live).set("live:1", "must survive")
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = backup(repo, [_component(tmp_path, src, kind, "src")])
+        with pytest.raises(DrproofError) as refused:
+            restore(repo, manifest, _component(tmp_path, live, kind, "live"))
+        assert SECRET not in str(refused.value) and "HUNTER2" not in repr(refused.value)
+        assert "not touched" in str(refused.value)
+        assert _everything(live, 16) == {**{db: {} for db in range(16)}, 0: {b"live:1": _client(live).dump("live:1")}}
