@@ -27,8 +27,8 @@ from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
 from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts
-from engine.components.postgres_rows import TYPED_SINCE, row_parts
-from engine.components.postgres_sequences import HeadTap, sequences_in_dump
+from engine.components.postgres_rows import PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
+from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError, NotComparable
 from engine.fingerprint import Fingerprint, Part
@@ -362,6 +362,8 @@ class PostgresComponent(Component):
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
+                if (scheme or self.fingerprint_scheme) == self.fingerprint_scheme:
+                    cur.execute(PINNED_OUTPUT)
             relations = self._row_relations(conn)
             parts = row_parts(
                 conn,
@@ -371,7 +373,9 @@ class PostgresComponent(Component):
                 typed=(scheme or self.fingerprint_scheme) == self.fingerprint_scheme,
             )
             values = sequence_values if sequence_values is not None else self._sequence_values(conn)
-            extra = {f"sequence {schema}.{name}": f" value {value}" for (schema, name), value in values.items()}
+            if (scheme or self.fingerprint_scheme) != self.fingerprint_scheme:
+                values = {name: legacy_value(value) for name, value in values.items()}
+            extra = {f"sequence {dotted(schema)}.{dotted(name)}": f" value {value}" for (schema, name), value in values.items()}
             parts.update(catalog_parts(conn, conn.server_version, excluded=(WORKLOAD_MARK,), extra=extra))
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
@@ -399,12 +403,22 @@ class PostgresComponent(Component):
             admin.close()
 
     def _sequence_values(self, conn: psycopg2.extensions.connection) -> dict[tuple[str, str], str | None]:
+        """Each sequence's value as ``values_from_script`` reads it from a dump; None where drproof may not read it."""
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT schemaname, sequencename, last_value FROM pg_sequences "
-                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+                "SELECT schemaname, sequencename, has_sequence_privilege(format('%I.%I', schemaname, sequencename), "
+                "'SELECT') FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             )
-            return {(schema, name): None if last is None else str(last) for schema, name, last in cur.fetchall()}
+            out: dict[tuple[str, str], str | None] = {}
+            for schema, name, readable in cur.fetchall():
+                out[(schema, name)] = None
+                if readable:
+                    qualified = f"{pg_restore.quote_ident(schema)}.{pg_restore.quote_ident(name)}"
+                    cur.execute(f"SELECT last_value, is_called FROM {qualified}")
+                    row = cur.fetchone()
+                    if row is not None:
+                        out[(schema, name)] = str(row[0]) + ("" if row[1] else NOT_CALLED)
+            return out
 
     # -- backup and restore -----------------------------------------------------------------
     # Logical kinds dump inside the snapshot their fingerprint was read in; kinds built on

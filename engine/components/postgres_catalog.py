@@ -50,10 +50,35 @@ def _not_extension_member(catalog: str, oid: str) -> str:
     )
 
 
+def _dotted(name: str) -> str:
+    """SQL: a name as part names print it, in double quotes if it holds a dot or a quote.
+
+    Schema ``a.b`` with table ``c`` and schema ``a`` with table ``b.c`` were both
+    ``table a.b.c``: one part hid the other (found by review). Other names print as
+    they always did, so older backups still compare.
+    """
+    return f"CASE WHEN strpos({name}, '.') > 0 OR strpos({name}, '\"') > 0 THEN quote_ident({name}) ELSE {name} END"
+
+
+def _qualified(schema: str, name: str) -> str:
+    return f"{_dotted(schema)} || '.' || {_dotted(name)}"
+
+
+def _acl(acl: str) -> str:
+    """An access-control list as text, its entries in sorted order.
+
+    The entries are a set: pg_dump's GRANTs rebuild them in an order of their own
+    (default privileges granted to ``zed`` then ``abe`` came back ``abe`` first), and
+    compared in stored order a healthy restore was refused (found by review). Sorted,
+    a list already in order prints as before.
+    """
+    return f"CASE WHEN {acl} IS NULL THEN NULL ELSE array(SELECT x FROM unnest({acl}) x ORDER BY x::text)::text END"
+
+
 # Owner, privileges and comment of an object, as one text: appended to every definition.
 def _meta(owner: str, acl: str, oid: str, catalog: str) -> str:
     return (
-        f"' owner ' || coalesce(pg_get_userbyid({owner}), '') || ' acl ' || coalesce({acl}::text, '') "
+        f"' owner ' || coalesce(pg_get_userbyid({owner}), '') || ' acl ' || coalesce({_acl(acl)}, '') "
         f"|| ' comment ' || coalesce(obj_description({oid}, '{catalog}'), '')"
     )
 
@@ -97,7 +122,7 @@ def _columns(oid: str) -> str:
           || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
           || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
                   THEN ' collate ' || quote_ident(co.collname) ELSE '' END
-          || coalesce(' acl ' || a.attacl::text, '')
+          || coalesce(' acl ' || {_acl('a.attacl')}, '')
           || coalesce(' comment ' || col_description(a.attrelid, a.attnum), ''),
           ', ' ORDER BY {order})
         FROM pg_attribute a
@@ -108,7 +133,7 @@ def _columns(oid: str) -> str:
 
 
 def _tables(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || c.relname,
+    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           'kind ' || c.relkind::text || ' persistence ' || c.relpersistence::text
           || ' rls ' || c.relrowsecurity::text || ' forced ' || c.relforcerowsecurity::text || ' replica identity ' || c.relreplident::text
           || ' access method ' || coalesce(am.amname, '') || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
@@ -127,7 +152,7 @@ def _tables(_v: int) -> str:
 
 
 def _views(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || c.relname,
+    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           pg_get_viewdef(c.oid) || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
           || ' columns ' || coalesce({_columns("c.oid")}, '')
           || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
@@ -135,7 +160,7 @@ def _views(_v: int) -> str:
 
 
 def _matviews(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || c.relname,
+    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           pg_get_viewdef(c.oid) || ' populated ' || c.relispopulated::text
           || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
           || ' columns ' || coalesce({_columns("c.oid")}, '')
@@ -144,7 +169,7 @@ def _matviews(_v: int) -> str:
 
 
 def _sequences(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || c.relname,
+    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           format_type(s.seqtypid, NULL) || ' start ' || s.seqstart || ' increment ' || s.seqincrement
           || ' min ' || s.seqmin || ' max ' || s.seqmax || ' cache ' || s.seqcache || ' cycle ' || s.seqcycle::text
           || ' persistence ' || c.relpersistence::text
@@ -163,7 +188,7 @@ def _schemas(_v: int) -> str:
 
 
 def _indexes(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || c.relname,
+    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           pg_get_indexdef(c.oid) || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '')
           || ' clustered ' || i.indisclustered::text
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -189,8 +214,9 @@ def _triggers(_v: int) -> str:
 def _policies(_v: int) -> str:
     return f"""SELECT p.polrelid::regclass::text || '.' || p.polname,
           'command ' || p.polcmd::text || ' permissive ' || p.polpermissive::text
-          || ' roles ' || coalesce((SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END, ','
-                                                      ORDER BY 1) FROM unnest(p.polroles) r), '')
+          || ' roles ' || coalesce((SELECT string_agg(n.name, ',' ORDER BY n.name) FROM (
+                                      SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END AS name
+                                      FROM unnest(p.polroles) r) n), '')
           || ' using ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
           || ' check ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
           || ' comment ' || coalesce(obj_description(p.oid, 'pg_policy'), '')
@@ -205,7 +231,7 @@ def _rules(_v: int) -> str:
 
 
 def _routines(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+    return f"""SELECT {_qualified('n.nspname', 'p.proname')} || '(' || pg_get_function_identity_arguments(p.oid) || ')',
           CASE WHEN p.prokind = 'a' THEN
                  'aggregate ' || to_jsonb(ag)::text
                ELSE pg_get_functiondef(p.oid) END
@@ -218,12 +244,12 @@ def _routines(_v: int) -> str:
 
 
 def _types(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || t.typname,
+    return f"""SELECT {_qualified('n.nspname', 't.typname')},
           CASE t.typtype
             WHEN 'e' THEN 'enum ' || coalesce((SELECT string_agg(quote_literal(e.enumlabel), ',' ORDER BY e.enumsortorder)
                                               FROM pg_enum e WHERE e.enumtypid = t.oid), '')
             WHEN 'd' THEN 'domain ' || format_type(t.typbasetype, t.typtypmod) || ' not null ' || t.typnotnull::text
-                          || ' default ' || coalesce(t.typdefault, '')
+                          || ' default ' || coalesce(pg_get_expr(t.typdefaultbin, 0), t.typdefault, '')
                           || ' collation ' || coalesce((SELECT collname FROM pg_collation WHERE oid = t.typcollation), '')
                           || ' constraints ' || coalesce((SELECT string_agg(cc.conname || ' ' || pg_get_constraintdef(cc.oid),
                                                                            ',' ORDER BY cc.conname)
@@ -244,7 +270,7 @@ def _types(_v: int) -> str:
 def _collations(_v: int) -> str:
     # Not the encoding: pg_dump writes no encoding, so a collation made FROM "C" (any
     # encoding) comes back tied to the database's; nor the version, which is the library's.
-    return f"""SELECT n.nspname || '.' || co.collname,
+    return f"""SELECT {_qualified('n.nspname', 'co.collname')},
           (to_jsonb(co) - 'oid' - 'collnamespace' - 'collowner' - 'collversion' - 'collencoding')::text
           || ' owner ' || pg_get_userbyid(co.collowner)
           || ' comment ' || coalesce(obj_description(co.oid, 'pg_collation'), '')
@@ -264,43 +290,67 @@ def _event_triggers(_v: int) -> str:
 
 
 def _default_privileges(_v: int) -> str:
-    return """SELECT pg_get_userbyid(d.defaclrole) || ' in ' || coalesce(n.nspname, '(every schema)') || ' on '
-          || d.defaclobjtype::text, d.defaclacl::text
+    return f"""SELECT pg_get_userbyid(d.defaclrole) || ' in ' || coalesce(n.nspname, '(every schema)') || ' on '
+          || d.defaclobjtype::text, {_acl('d.defaclacl')}
         FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace"""
 
 
-def _publications(_v: int) -> str:
-    return """SELECT p.pubname, (to_jsonb(p) - 'oid')::text || ' tables ' || coalesce((SELECT string_agg(
-            pr.prrelid::regclass::text, ',' ORDER BY 1) FROM pg_publication_rel pr WHERE pr.prpubid = p.oid), '')
+def _publications(v: int) -> str:
+    """A publication's settings, owner (by name), comment, tables and, on 15+, schemas, row filters and columns.
+
+    Found by review: the tables were listed in heap order (``ORDER BY 1`` sorted by the
+    constant 1), the owner compared by OID, and a row filter or a column list that a
+    restore lost (publishing every row and every column) was not compared.
+    """
+    table = "pr.prrelid::regclass::text"
+    if v >= 150000:
+        table += (
+            " || coalesce(' where ' || pg_get_expr(pr.prqual, pr.prrelid), '')"
+            " || coalesce(' columns ' || (SELECT string_agg(quote_ident(a.attname), ',' ORDER BY a.attnum)"
+            " FROM pg_attribute a WHERE a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs)), '')"
+        )
+    schemas = (
+        " || ' schemas ' || coalesce((SELECT string_agg(pn.name, ',' ORDER BY pn.name)"
+        " FROM (SELECT pnnspid::regnamespace::text AS name FROM pg_publication_namespace WHERE pnpubid = p.oid) pn), '')"
+        if v >= 150000
+        else ""
+    )
+    return f"""SELECT p.pubname, (to_jsonb(p) - 'oid' - 'pubowner')::text || ' owner ' || pg_get_userbyid(p.pubowner)
+          || ' comment ' || coalesce(obj_description(p.oid, 'pg_publication'), '')
+          || ' tables ' || coalesce((SELECT string_agg(t.entry, ',' ORDER BY t.entry)
+                                     FROM (SELECT {table} AS entry FROM pg_publication_rel pr WHERE pr.prpubid = p.oid) t), '')
+          {schemas}
         FROM pg_publication p"""
 
 
 def _statistics(_v: int) -> str:
-    return f"""SELECT n.nspname || '.' || s.stxname, pg_get_statisticsobjdef(s.oid)
+    return f"""SELECT {_qualified('n.nspname', 's.stxname')}, pg_get_statisticsobjdef(s.oid)
         FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {USER_NS}"""
 
 
 def _foreign_servers(_v: int) -> str:
     # Options may hold credentials: they enter a digest, never a message.
-    return """SELECT s.srvname, w.fdwname || ' type ' || coalesce(s.srvtype, '') || ' version ' || coalesce(s.srvversion, '')
+    return f"""SELECT s.srvname, w.fdwname || ' type ' || coalesce(s.srvtype, '') || ' version ' || coalesce(s.srvversion, '')
           || ' options ' || coalesce(array_to_string(s.srvoptions, ','), '') || ' owner ' || pg_get_userbyid(s.srvowner)
-          || ' acl ' || coalesce(s.srvacl::text, '')
-          || ' mappings ' || coalesce((SELECT string_agg(CASE WHEN um.umuser = 0 THEN 'public' ELSE pg_get_userbyid(um.umuser) END
-                                                       || '=' || coalesce(array_to_string(um.umoptions, ','), ''), ';' ORDER BY 1)
-                                       FROM pg_user_mapping um WHERE um.umserver = s.oid), '')
+          || ' acl ' || coalesce({_acl('s.srvacl')}, '')
+          || ' comment ' || coalesce(obj_description(s.oid, 'pg_foreign_server'), '')
+          || ' mappings ' || coalesce((SELECT string_agg(m.entry, ';' ORDER BY m.entry)
+                                       FROM (SELECT CASE WHEN um.umuser = 0 THEN 'public' ELSE pg_get_userbyid(um.umuser) END
+                                                    || '=' || coalesce(array_to_string(um.umoptions, ','), '') AS entry
+                                             FROM pg_user_mapping um WHERE um.umserver = s.oid) m), '')
         FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw"""
 
 
 def _large_objects(_v: int) -> str:
     # The content's digest, computed by the server a large object at a time.
-    return """SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
-          || ' owner ' || pg_get_userbyid(m.lomowner) || ' acl ' || coalesce(m.lomacl::text, '')
+    return f"""SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
+          || ' owner ' || pg_get_userbyid(m.lomowner) || ' acl ' || coalesce({_acl('m.lomacl')}, '')
           || ' comment ' || coalesce(obj_description(m.oid, 'pg_largeobject'), '')
         FROM pg_largeobject_metadata m CROSS JOIN LATERAL (SELECT lo_get(m.oid) AS data) c"""
 
 
 def _database(_v: int) -> str:
-    return """SELECT '', 'owner ' || pg_get_userbyid(d.datdba) || ' acl ' || coalesce(d.datacl::text, '')
+    return f"""SELECT '', 'owner ' || pg_get_userbyid(d.datdba) || ' acl ' || coalesce({_acl('d.datacl')}, '')
           || ' encoding ' || pg_encoding_to_char(d.encoding) || ' collate ' || d.datcollate || ' ctype ' || d.datctype
           || ' comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '')
           || ' settings ' || coalesce((SELECT string_agg(CASE WHEN s.setrole = 0 THEN '' ELSE pg_get_userbyid(s.setrole) || ': ' END

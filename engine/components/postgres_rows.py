@@ -85,9 +85,23 @@ CHILD_COLUMNS = f"""SELECT r.n, array_agg(a.attname::text ORDER BY {CHILD_ORDER}
   WHERE NOT c.relispartition AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = r.oid)
   GROUP BY r.n"""
 
+# Settings that change how values print, pinned for scheme 3 on every connection that
+# reads (found by review): a timestamptz restored into a server of another time zone,
+# or read where IntervalStyle or extra_float_digits differ, printed differently and a
+# healthy restore was refused; a float printed with fewer digits hid a changed value.
+PINNED_OUTPUT = (
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET xmloption = 'content'"
+)
+
 # A table of more blocks than this is digested in block ranges, several connections at a
 # time (TID range scans, PostgreSQL 14+): one large table is most databases' whole cost.
 SPLIT_BLOCKS = 8192  # 64 MB of 8 kB pages
+
+
+def dotted(name: str) -> str:
+    """A name as part names print it: in double quotes if it holds a dot or a quote (``postgres_catalog._dotted``)."""
+    return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
 
 
 @dataclass(frozen=True)
@@ -173,13 +187,13 @@ def row_parts(
     """
     if typed and conn.server_version < TYPED_SINCE:
         raise ValueError("typed row digests need PostgreSQL 14 or later (hash_record_extended)")
-    names = [f"{label} {schema}.{table}" for label, schema, table in relations]
+    names = [f"{label} {dotted(schema)}.{dotted(table)}" for label, schema, table in relations]
     methods = _methods(conn, relations) if typed else [Method()] * len(relations)
     tasks = _tasks(conn, relations, jobs if connect is not None else 1)
     if jobs <= 1 or connect is None or len(tasks) < 2:
         done = [(t.index, _digest(conn, relations[t.index], t, methods[t.index])) for t in tasks]
     else:
-        done = _in_parallel(conn, connect, relations, methods, tasks, jobs)
+        done = _in_parallel(conn, connect, relations, methods, tasks, jobs, pinned=typed)
     totals: dict[int, list[int]] = {i: [0, 0] for i in range(len(relations))}
     for index, sums in done:
         totals[index] = [a + b for a, b in zip(totals[index], sums, strict=True)]
@@ -231,13 +245,14 @@ def _in_parallel(
     methods: Sequence[Method],
     tasks: list[Task],
     jobs: int,
+    pinned: bool,
 ) -> list[tuple[int, Sums]]:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_export_snapshot()")
         row = cur.fetchone()
     assert row is not None
     snapshot = str(row[0])
-    workers = [_importing(connect, snapshot) for _ in range(min(jobs, len(tasks)) - 1)]
+    workers = [_importing(connect, snapshot, pinned) for _ in range(min(jobs, len(tasks)) - 1)]
     queue = iter(tasks)
     lock = threading.Lock()
 
@@ -259,12 +274,14 @@ def _in_parallel(
             worker.close()
 
 
-def _importing(connect: Connect, snapshot: str) -> psycopg2.extensions.connection:
+def _importing(connect: Connect, snapshot: str, pinned: bool) -> psycopg2.extensions.connection:
     conn = connect()
     conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
         cur.execute("SET search_path = ''")
+        if pinned:
+            cur.execute(PINNED_OUTPUT)
     return conn
 
 

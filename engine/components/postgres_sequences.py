@@ -69,12 +69,25 @@ def split_name(qualified: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+NOT_CALLED = " not called"
+
+
 def values_from_script(script: str) -> dict[tuple[str, str], str | None]:
-    """(schema, sequence) -> the ``last_value`` pg_sequences will show after the restore."""
+    """(schema, sequence) -> its value after the restore: ``last_value``, with `` not called``
+    when ``is_called`` is false (the next ``nextval`` returns it rather than the one after)."""
     out: dict[tuple[str, str], str | None] = {}
     for literal, value, called in _SETVAL.findall(script):
-        out[split_name(literal.replace("''", "'"))] = value if called == "true" else None
+        out[split_name(literal.replace("''", "'"))] = value if called == "true" else value + NOT_CALLED
     return out
+
+
+def legacy_value(value: str | None) -> str | None:
+    """A value as schemes before ``postgres/3`` recorded it: none for a sequence not called.
+
+    Found by review: every sequence not called looked alike, so ``setval(s, 1, false)``
+    after a restore (duplicate keys ahead) passed. Scheme 3 records the value.
+    """
+    return None if value is None or value.endswith(NOT_CALLED) else value
 
 
 def sequences_in_dump(pg_restore: Path, archive: bytes | Path) -> dict[tuple[str, str], str | None]:

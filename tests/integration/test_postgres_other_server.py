@@ -1,0 +1,148 @@
+"""A logical backup restored into another server whose settings differ (found by review).
+
+The review restored hostile schemas from one fresh server into another and found healthy
+restores refused, and damage passed, where the fingerprint depended on how the target
+printed values or kept lists:
+
+- quiet controls: a server in another time zone, with another IntervalStyle and
+  ``extra_float_digits = 0``; access lists and default privileges whose entries come back
+  in another order; a publication of tables not created in name order, owned by a role
+  of its own; a foreign server with two user mappings; a domain whose default names a
+  sequence unqualified; tables in schemas whose names hold dots;
+- negative controls: a float changed in its last digits, a sequence set back without
+  being called, rows deleted from one of two tables whose dotted names used to share a
+  part, a publication's row filter and column list dropped: each named.
+
+On PostgreSQL 18 (embedded) and 15 (Debian), each restored into a server of its version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.fingerprint import Fingerprint, compare
+from engine.repository import LocalRepository
+from engine.runtime.local import LocalRuntime
+from tests.integration.servers import require_pg15
+
+pytestmark = [pytest.mark.integration]
+
+SCHEMA = """
+CREATE ROLE zed; CREATE ROLE abe; CREATE ROLE pubowner;
+CREATE TABLE ev (id int, at timestamptz, span interval, x float8);
+INSERT INTO ev VALUES (1, '2026-03-01 12:00:00+00', '1 day 02:03:04', 0.1::float8 + 0.2::float8);
+CREATE SCHEMA h;
+ALTER DEFAULT PRIVILEGES IN SCHEMA h GRANT SELECT ON TABLES TO zed;
+ALTER DEFAULT PRIVILEGES IN SCHEMA h GRANT SELECT ON TABLES TO abe;
+CREATE TABLE h.r (id int);
+GRANT SELECT ON ev TO zed; GRANT SELECT ON ev TO abe;
+CREATE SEQUENCE invoice_no; ALTER SEQUENCE invoice_no RESTART WITH 1000;
+CREATE SEQUENCE order_no;
+CREATE DOMAIN order_id AS bigint DEFAULT nextval('order_no');
+CREATE SCHEMA "a.b"; CREATE TABLE "a.b".c (x int); INSERT INTO "a.b".c VALUES (1);
+CREATE SCHEMA a; CREATE TABLE a."b.c" (x int); INSERT INTO a."b.c" VALUES (1), (2);
+CREATE TABLE zz (id int PRIMARY KEY, region text, secret text);
+CREATE TABLE aa (id int PRIMARY KEY);
+CREATE PUBLICATION pub FOR TABLE zz (id, region) WHERE (region = 'eu'), aa;
+ALTER PUBLICATION pub OWNER TO pubowner;
+CREATE FOREIGN DATA WRAPPER w; CREATE SERVER srv FOREIGN DATA WRAPPER w;
+CREATE USER MAPPING FOR zed SERVER srv OPTIONS (user 'z');
+CREATE USER MAPPING FOR abe SERVER srv OPTIONS (user 'a');
+"""
+# The target prints differently: another time zone, interval style and float precision.
+TARGET_SETTINGS = (
+    "ALTER SYSTEM SET timezone = 'Asia/Tokyo'",
+    "ALTER SYSTEM SET intervalstyle = 'iso_8601'",
+    "ALTER SYSTEM SET extra_float_digits = 0",
+    "SELECT pg_reload_conf()",
+)
+
+
+def _sql(comp: PostgresComponent, *statements: str, db: str | None = None) -> list[Any]:
+    conn = comp.connect(db) if db else comp.connect()
+    conn.autocommit = True
+    rows: list[Any] = []
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+            if cur.description is not None:
+                rows.extend(cur.fetchall())
+    conn.close()
+    return rows
+
+
+@pytest.fixture(params=["18", "15"], scope="module")
+def restored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PostgresComponent, Fingerprint]]:
+    """The backup of a source server restored into another: the target's component and the backup's fingerprint."""
+    images = {"postgres": str(require_pg15())} if request.param == "15" else None
+    root = tmp_path_factory.mktemp(f"other{request.param}")
+    schema = root / "schema.sql"
+    schema.write_text(SCHEMA)
+    with LocalRuntime(root / "src", images) as src_rt, LocalRuntime(root / "dst", images) as dst_rt:
+        source = PostgresComponent("db", PostgresParams(database="db", generate=False, sql_file=schema), src_rt)
+        source.provision()
+        source.seed()
+        taken = source.fingerprint()
+        repo = LocalRepository(root / "repo")
+        manifest = engine_backup.backup(repo, [source], fingerprints={"db": taken})
+        target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst_rt)
+        target.provision()
+        _sql(target, *TARGET_SETTINGS, db="postgres")
+        engine_backup.restore(repo, manifest, target)  # proven on a side database first: refused before the fix
+        yield target, taken
+
+
+def test_the_restore_into_a_server_that_prints_differently_is_quiet(
+    restored: tuple[PostgresComponent, Fingerprint],
+) -> None:
+    target, taken = restored
+    assert _sql(target, "SHOW timezone") == [("Asia/Tokyo",)], "the target's settings did not apply"
+    assert compare(taken, target.fingerprint()) == []
+    parts = set(taken.parts)
+    assert {'table "a.b".c', 'table a."b.c"'} <= parts, sorted(p for p in parts if p.startswith("table"))
+
+
+DAMAGES = {
+    "a float changed in its last digits": ("UPDATE ev SET x = 0.3", "table public.ev", "UPDATE ev SET x = 0.1::float8 + 0.2::float8"),
+    "a sequence set back without being called": (
+        "SELECT setval('invoice_no', 1, false)",
+        "sequence public.invoice_no",
+        "SELECT setval('invoice_no', 1000, false)",
+    ),
+    "rows deleted from one of two tables whose names share dots": (
+        'DELETE FROM a."b.c"',
+        'table a."b.c"',
+        'INSERT INTO a."b.c" VALUES (1), (2)',
+    ),
+    "a publication's row filter and column list dropped": (
+        "ALTER PUBLICATION pub SET TABLE zz, aa",
+        "publication pub",
+        "ALTER PUBLICATION pub SET TABLE zz (id, region) WHERE (region = 'eu'), aa",
+    ),
+    "a default privilege revoked": (
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA h REVOKE SELECT ON TABLES FROM abe",
+        None,
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA h GRANT SELECT ON TABLES TO abe",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_each_damage_is_named(restored: tuple[PostgresComponent, Fingerprint], damage: str) -> None:
+    target, taken = restored
+    statement, part, undo = DAMAGES[damage]
+    _sql(target, statement)
+    try:
+        named = {d.part for d in compare(taken, target.fingerprint())}
+        if part is None:
+            assert any(p.startswith("default privileges") for p in named), named
+        else:
+            assert part in named, named
+    finally:
+        _sql(target, undo)
+    assert compare(taken, target.fingerprint()) == []
