@@ -150,6 +150,6 @@ def test_sequence_values_are_read_from_setval_lines_with_any_name() -> None:
     values = values_from_script(script)
     assert values == {
         ("public", "orders_id_seq"): "1500",
-        ("public", "lonely"): None,
+        ("public", "lonely"): "1 not called",
         ("My Schema", 'it\'s."odd"'): "7",
     }
