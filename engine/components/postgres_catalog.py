@@ -123,6 +123,7 @@ def _columns(oid: str) -> str:
           || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
                   THEN ' collate ' || quote_ident(co.collname) ELSE '' END
           || coalesce(' acl ' || {_acl('a.attacl')}, '')
+          || coalesce(' options ' || array_to_string(a.attfdwoptions, ','), '')
           || coalesce(' comment ' || col_description(a.attrelid, a.attnum), ''),
           ', ' ORDER BY {order})
         FROM pg_attribute a
@@ -136,6 +137,7 @@ def _tables(_v: int) -> str:
     return f"""SELECT {_qualified('n.nspname', 'c.relname')},
           'kind ' || c.relkind::text || ' persistence ' || c.relpersistence::text
           || ' rls ' || c.relrowsecurity::text || ' forced ' || c.relforcerowsecurity::text || ' replica identity ' || c.relreplident::text
+          || coalesce(' using ' || (SELECT ri.indexrelid::regclass::text FROM pg_index ri WHERE ri.indrelid = c.oid AND ri.indisreplident), '')
           || ' access method ' || coalesce(am.amname, '') || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
           || ' of type ' || coalesce(nullif(c.reloftype, 0)::regtype::text, '')
           || ' inherits ' || coalesce((SELECT string_agg(i.inhparent::regclass::text, ',' ORDER BY i.inhseqno)
@@ -251,12 +253,18 @@ def _types(_v: int) -> str:
             WHEN 'd' THEN 'domain ' || format_type(t.typbasetype, t.typtypmod) || ' not null ' || t.typnotnull::text
                           || ' default ' || coalesce(pg_get_expr(t.typdefaultbin, 0), t.typdefault, '')
                           || ' collation ' || coalesce((SELECT collname FROM pg_collation WHERE oid = t.typcollation), '')
-                          || ' constraints ' || coalesce((SELECT string_agg(cc.conname || ' ' || pg_get_constraintdef(cc.oid),
+                          || ' constraints ' || coalesce((SELECT string_agg(cc.conname || ' ' || pg_get_constraintdef(cc.oid)
+                                                                           || coalesce(' comment ' || obj_description(cc.oid, 'pg_constraint'), ''),
                                                                            ',' ORDER BY cc.conname)
                                                           FROM pg_constraint cc WHERE cc.contypid = t.oid), '')
             WHEN 'c' THEN 'composite ' || coalesce({_columns("t.typrelid")}, '')
             WHEN 'r' THEN 'range ' || coalesce((SELECT to_jsonb(r)::text FROM (SELECT rngsubtype::regtype::text,
-                                                  rngcollation, rngsubopc::regclass::text, rngcanonical::text,
+                                                  (SELECT cn.nspname || '.' || rc.collname FROM pg_collation rc
+                                                   JOIN pg_namespace cn ON cn.oid = rc.collnamespace
+                                                   WHERE rc.oid = rngcollation) AS rngcollation,
+                                                  (SELECT on_.nspname || '.' || oc.opcname FROM pg_opclass oc
+                                                   JOIN pg_namespace on_ ON on_.oid = oc.opcnamespace
+                                                   WHERE oc.oid = rngsubopc) AS rngsubopc, rngcanonical::text,
                                                   rngsubdiff::text FROM pg_range WHERE rngtypid = t.oid) r), '')
             ELSE 'type ' || t.typtype::text || ' input ' || t.typinput::text || ' output ' || t.typoutput::text
           END
@@ -286,6 +294,7 @@ def _extensions(_v: int) -> str:
 def _event_triggers(_v: int) -> str:
     return """SELECT evtname, evtevent || ' ' || evtfoid::regproc::text || ' enabled ' || evtenabled::text
           || ' tags ' || coalesce(array_to_string(evttags, ','), '') || ' owner ' || pg_get_userbyid(evtowner)
+          || coalesce(' comment ' || obj_description(oid, 'pg_event_trigger'), '')
         FROM pg_event_trigger"""
 
 
@@ -325,6 +334,7 @@ def _publications(v: int) -> str:
 
 def _statistics(_v: int) -> str:
     return f"""SELECT {_qualified('n.nspname', 's.stxname')}, pg_get_statisticsobjdef(s.oid)
+          || ' owner ' || pg_get_userbyid(s.stxowner) || coalesce(' comment ' || obj_description(s.oid, 'pg_statistic_ext'), '')
         FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {USER_NS}"""
 
 
@@ -341,6 +351,23 @@ def _foreign_servers(_v: int) -> str:
         FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw"""
 
 
+def _foreign_data_wrappers(_v: int) -> str:
+    """Wrappers and their privileges: ``GRANT USAGE ON FOREIGN DATA WRAPPER`` is the user's, even for an extension's."""
+    return f"""SELECT w.fdwname, 'handler ' || w.fdwhandler::regproc::text || ' validator ' || w.fdwvalidator::regproc::text
+          || ' options ' || coalesce(array_to_string(w.fdwoptions, ','), '')
+          || {_meta("w.fdwowner", "w.fdwacl", "w.oid", "pg_foreign_data_wrapper")}
+        FROM pg_foreign_data_wrapper w"""
+
+
+def _subscriptions(_v: int) -> str:
+    """This database's subscriptions; not the connection string, which only a superuser reads."""
+    return """SELECT s.subname, 'enabled ' || s.subenabled::text || ' slot ' || coalesce(s.subslotname::text, '')
+          || ' publications ' || array_to_string(ARRAY(SELECT unnest(s.subpublications) ORDER BY 1), ',')
+          || ' synchronous commit ' || s.subsynccommit || ' owner ' || pg_get_userbyid(s.subowner)
+          || coalesce(' comment ' || shobj_description(s.oid, 'pg_subscription'), '')
+        FROM pg_subscription s WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+
 def _large_objects(_v: int) -> str:
     # The content's digest, computed by the server a large object at a time.
     return f"""SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
@@ -351,6 +378,7 @@ def _large_objects(_v: int) -> str:
 
 def _database(_v: int) -> str:
     return f"""SELECT '', 'owner ' || pg_get_userbyid(d.datdba) || ' acl ' || coalesce({_acl('d.datacl')}, '')
+          || CASE WHEN d.datconnlimit <> -1 THEN ' connection limit ' || d.datconnlimit ELSE '' END
           || ' encoding ' || pg_encoding_to_char(d.encoding) || ' collate ' || d.datcollate || ' ctype ' || d.datctype
           || ' comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '')
           || ' settings ' || coalesce((SELECT string_agg(CASE WHEN s.setrole = 0 THEN '' ELSE pg_get_userbyid(s.setrole) || ': ' END
@@ -380,6 +408,8 @@ CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("publication", _publications),
     ObjectClass("statistics", _statistics),
     ObjectClass("foreign server", _foreign_servers),
+    ObjectClass("foreign data wrapper", _foreign_data_wrappers),
+    ObjectClass("subscription", _subscriptions),
     ObjectClass("large object", _large_objects, unit="large objects"),
 )
 
@@ -406,11 +436,21 @@ def catalog_parts(
         for cls in CLASSES:
             cur.execute(cls.sql(server_num))
             for name, definition in cur.fetchall():
-                if any(s in name for s in skip):
+                if _excluded(name, skip):
                     continue
                 key = cls.prefix if not name else f"{cls.prefix} {name}"
                 parts[key] = part_of((definition or "") + (extra or {}).get(key, ""), cls.unit)
     return parts
+
+
+def _excluded(name: str, marks: tuple[str, ...]) -> bool:
+    """Whether an object is the drill workload's: a segment of its name is a mark, or starts with one and ``_``.
+
+    Not any name that merely contains a mark (found by review: ``shop.my_drproof_workload_log``
+    was left out of the fingerprint).
+    """
+    segments = name.replace("(", ".").split(".")
+    return any(seg == m or seg.startswith(m + "_") for seg in segments for m in marks)
 
 
 ROLE_PART = "role "

@@ -53,6 +53,14 @@ ALTER PUBLICATION pub OWNER TO pubowner;
 CREATE FOREIGN DATA WRAPPER w; CREATE SERVER srv FOREIGN DATA WRAPPER w;
 CREATE USER MAPPING FOR zed SERVER srv OPTIONS (user 'z');
 CREATE USER MAPPING FOR abe SERVER srv OPTIONS (user 'a');
+GRANT USAGE ON FOREIGN DATA WRAPPER w TO zed;
+CREATE TABLE ri (id int NOT NULL, k int NOT NULL);
+CREATE UNIQUE INDEX ri_a ON ri (id); CREATE UNIQUE INDEX ri_b ON ri (k);
+ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_a;
+CREATE COLLATION c2 FROM "C";
+CREATE TYPE textrange AS RANGE (subtype = text, collation = c2);
+CREATE TABLE my_drproof_workload_log (id int);
+INSERT INTO my_drproof_workload_log VALUES (1);
 """
 # The target prints differently: another time zone, interval style and float precision.
 TARGET_SETTINGS = (
@@ -123,6 +131,22 @@ DAMAGES = {
         "ALTER PUBLICATION pub SET TABLE zz, aa",
         "publication pub",
         "ALTER PUBLICATION pub SET TABLE zz (id, region) WHERE (region = 'eu'), aa",
+    ),
+    "replica identity moved to another index": (
+        "ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_b",
+        "table definition public.ri",
+        "ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_a",
+    ),
+    "usage on a foreign data wrapper revoked": (
+        "REVOKE USAGE ON FOREIGN DATA WRAPPER w FROM zed",
+        "foreign data wrapper w",
+        "GRANT USAGE ON FOREIGN DATA WRAPPER w TO zed",
+    ),
+    "a connection limit set on the database": ("ALTER DATABASE db CONNECTION LIMIT 5", "database", "ALTER DATABASE db CONNECTION LIMIT -1"),
+    "rows of a table whose name contains the workload's mark deleted": (
+        "DELETE FROM my_drproof_workload_log",
+        "table public.my_drproof_workload_log",
+        "INSERT INTO my_drproof_workload_log VALUES (1)",
     ),
     "a default privilege revoked": (
         "ALTER DEFAULT PRIVILEGES IN SCHEMA h REVOKE SELECT ON TABLES FROM abe",
