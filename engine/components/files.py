@@ -86,6 +86,29 @@ def unreadable_entry(root: Path, rel: str, exc: OSError) -> ComponentError:
     )
 
 
+class _DeviceNode(Exception):
+    """Raised where a device node is met while archiving; ``write_tar`` names it (``device_refused``)."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
+def device_refused(root: Path, rel: str, mode: int) -> ComponentError:
+    """The error for a device node in a tree to back up: the backup stops before anything is published.
+
+    Why refuse, not archive: no restore creates a device node (an archive holding one is
+    refused as hostile, see ``untar``), so a set holding one was published, verified and
+    then could never be restored. A device is not data either: it is access to hardware.
+    """
+    kind = "character" if stat.S_ISCHR(mode) else "block"
+    return ComponentError(
+        f"cannot back up {rel!r} in {root}: it is a {kind} device node, which drproof does not back up because "
+        "no restore may create one; move it out of the directory (or point the component at a directory that "
+        "holds only data); the backup was not completed (nothing is published)"
+    )
+
+
 def unlistable(path: str, rel: str, exc: OSError) -> ComponentError:
     """The error for a directory of a tree that cannot be read, with what to do about it."""
     where = f"directory {rel!r}" if rel else f"directory {path}"
@@ -382,9 +405,12 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
     Directories are parts of their own because a restore can lose an empty one or its
     mode without any file changing; the root is not one (its mode is the target's).
     Parts arrive in the order of their names (files and directories each), so a spool
-    of a million of them sorts nothing.
+    of a million of them sorts nothing. A socket has no part: no backup archives one (as
+    tar, ``write_tar``), so a server's socket in a live tree is not a difference.
     """
     for path, rel, kind in sorted_tree(str(root)):
+        if kind == OTHER and _is_socket(path):
+            continue
         if kind == DIRECTORY:
             try:
                 sink[DIR + rel] = dir_part(os.lstat(path).st_mode)
@@ -395,6 +421,13 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
             sink[FILE + rel] = file_part(path)
         except OSError as exc:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False  # gone or unreadable: file_part says which
 
 
 def tree_parts(root: Path) -> dict[str, Part]:
@@ -458,6 +491,8 @@ def write_tar(
                     count += done if done is not None else _add(tar, path, rel, parts, linked, kind, live, tap)
         except OSError as exc:  # not a vanished entry (noted above): one that cannot be read
             raise unreadable_entry(root, rel, exc) from exc
+        except _DeviceNode as exc:
+            raise device_refused(root, rel, exc.mode) from None
     out.flush()
     return count
 
@@ -716,8 +751,10 @@ def _add(
     tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
     try:
         info = tar.gettarinfo(str(path), arcname)
-        if info is None:  # a socket: tar archives none
+        if info is None:  # a socket: tar archives none, and fingerprints leave it out (tree_parts_into)
             return 0
+        if info.ischr() or info.isblk():
+            raise _DeviceNode(stat.S_IFCHR if info.ischr() else stat.S_IFBLK)
         # Whole seconds, as GNU tar keeps them: a fractional mtime costs a pax header
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
