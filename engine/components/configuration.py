@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import functools
 import hashlib
+import io
 import json
 import random
 import re
@@ -30,6 +31,7 @@ from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import DIR, PartSink, extract_tar, tree_parts_into, walk_files, write_tar
+from engine.components.livechanges import LiveChanges, with_changes
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partstream import PartSpool
@@ -147,8 +149,17 @@ def read_settings(path: Path) -> Any:
     if fmt is None or path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_PARSE_BYTES:
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return _parse_bytes(fmt, data)
+
+
+def _parse_bytes(fmt: str, data: bytes) -> Any:
+    """``data`` read as text the way ``Path.read_text`` reads it (strict UTF-8, universal newlines), parsed."""
+    try:
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()
+    except UnicodeDecodeError:
         return None
     return _parse(fmt, text)
 
@@ -266,7 +277,10 @@ def _bounded(doc: Any) -> bool:
 
 
 def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
-    doc = read_settings(path)
+    return _flat(read_settings(path))
+
+
+def _flat(doc: Any) -> dict[str, tuple[Any, bool]] | None:
     if doc is None or not _bounded(doc):
         return None
     try:
@@ -278,16 +292,39 @@ def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
 def key_parts_into(root: Path, sink: PartSink) -> None:
     """One ``key <file>:<path>`` part per setting of every file drproof can read as settings."""
     for f in walk_files(root):
-        settings = _settings(f)
-        if not settings:
-            continue
-        rel = f.relative_to(root).as_posix()
-        try:
-            digests = {path: _digest(rel, path, value, secret) for path, (value, secret) in settings.items()}
-        except RecursionError:  # nested too deeply to hash key by key: the file part still covers it
-            continue
-        for path, d in digests.items():
-            sink[f"{KEY}{rel}:{path}"] = Part(digest=d, count=1, unit="keys")
+        _file_keys_into(f.relative_to(root).as_posix(), _settings(f), sink)
+
+
+def _file_keys_into(rel: str, settings: dict[str, tuple[Any, bool]] | None, sink: PartSink) -> None:
+    if not settings:
+        return
+    try:
+        digests = {path: _digest(rel, path, value, secret) for path, (value, secret) in settings.items()}
+    except RecursionError:  # nested too deeply to hash key by key: the file part still covers it
+        return
+    for path, d in digests.items():
+        sink[f"{KEY}{rel}:{path}"] = Part(digest=d, count=1, unit="keys")
+
+
+class _ArchivedKeys:
+    """Key parts taken from the bytes a backup archives (a :class:`~engine.components.files.ContentTap`).
+
+    Why not from the files: a second read of a live file (an app rewriting its state
+    file) could see other bytes than the archive holds, and the set's fingerprint then
+    refused every restore of it. The restore reads the staged files, so the rules are
+    the same as ``read_settings``'s: a file of a settings format of at most
+    ``MAX_PARSE_BYTES`` (what ``limit`` asks of the archive).
+    """
+
+    limit = MAX_PARSE_BYTES
+
+    def __init__(self, sink: PartSink) -> None:
+        self._sink = sink
+
+    def take(self, rel: str, data: bytes) -> None:
+        fmt = _format(PurePosixPath(rel))
+        if fmt is not None:
+            _file_keys_into(rel, _flat(_parse_bytes(fmt, data)), self._sink)
 
 
 def key_parts(root: Path) -> dict[str, Part]:
@@ -409,6 +446,23 @@ class ConfigurationComponent(Component):
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
         key_parts_into(root, spool)
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """One read of the tree: file and key parts both come from the bytes archived.
+
+        The default (fingerprint, then archive) read each file twice; a file rewritten in
+        between gave a verified set whose every restore was refused (6 of 10 sets with an
+        app rewriting its state file every 0.5 ms).
+        """
+        if incremental is not None:  # not a kind with incremental backups: the base says so
+            return super().backup_fingerprinted(writer, incremental)
+        spool, changes = self._spool(), LiveChanges()
+        with writer.artifact(self.instance, "config.tar") as sink:
+            entries = write_tar(self.path, sink, parts=spool, changes=changes, tap=_ArchivedKeys(spool))
+        fp = spool.fingerprint(self.instance, self.name, self.fingerprint_scheme)
+        return with_changes({"entries": entries, "method": "streamed tar"}, changes), fp
 
     def fingerprint(self) -> Fingerprint:
         spool = self._spool()

@@ -86,6 +86,29 @@ def unreadable_entry(root: Path, rel: str, exc: OSError) -> ComponentError:
     )
 
 
+class _DeviceNode(Exception):
+    """Raised where a device node is met while archiving; ``write_tar`` names it (``device_refused``)."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
+def device_refused(root: Path, rel: str, mode: int) -> ComponentError:
+    """The error for a device node in a tree to back up: the backup stops before anything is published.
+
+    Why refuse, not archive: no restore creates a device node (an archive holding one is
+    refused as hostile, see ``untar``), so a set holding one was published, verified and
+    then could never be restored. A device is not data either: it is access to hardware.
+    """
+    kind = "character" if stat.S_ISCHR(mode) else "block"
+    return ComponentError(
+        f"cannot back up {rel!r} in {root}: it is a {kind} device node, which drproof does not back up because "
+        "no restore may create one; move it out of the directory (or point the component at a directory that "
+        "holds only data); the backup was not completed (nothing is published)"
+    )
+
+
 def unlistable(path: str, rel: str, exc: OSError) -> ComponentError:
     """The error for a directory of a tree that cannot be read, with what to do about it."""
     where = f"directory {rel!r}" if rel else f"directory {path}"
@@ -284,7 +307,7 @@ class _AnnouncedReader:
     keep the archive readable (as GNU tar does); ``stored`` says how much was real.
     """
 
-    def __init__(self, fh: IO[bytes], size: int, digest: ContentDigest | None) -> None:
+    def __init__(self, fh: IO[bytes], size: int, digest: ContentDigest | _Kept | None) -> None:
         self._fh = fh
         self._left = size
         self._digest = digest
@@ -332,15 +355,62 @@ class PartSink(Protocol):
     def __setitem__(self, name: str, part: Part) -> None: ...
 
 
+class ContentTap(Protocol):
+    """Who reads more than a digest from the files archived: the configuration kind its settings.
+
+    ``take`` gets the whole content of every regular file of at most ``limit`` bytes, as
+    stored in the archive (a hard link's second name gets its file's), so whatever is
+    derived from it describes the archived bytes, not a later read of a live file.
+    """
+
+    limit: int
+
+    def take(self, rel: str, data: bytes) -> None: ...
+
+
+class _Kept:
+    """A file's digest that also keeps the bytes it is fed, for a :class:`ContentTap`."""
+
+    __slots__ = ("data", "digest")
+
+    def __init__(self, digest: ContentDigest) -> None:
+        self.digest = digest
+        self.data = bytearray()
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.digest.add(data)
+        self.data += data
+
+
+def _feed(mode: int, size: int, parts: PartSink | None, tap: ContentTap | None) -> ContentDigest | _Kept | None:
+    """What a file's archived bytes are fed to: its digest, kept whole when ``tap`` takes it."""
+    if tap is not None and size <= tap.limit:
+        return _Kept(ContentDigest(mode))
+    return ContentDigest(mode) if parts is not None else None
+
+
+def _fed(feed: ContentDigest | _Kept, rel: str, tap: ContentTap | None) -> tuple[Part, bytes | None]:
+    """The part of what ``feed`` was given, and the bytes, handed to ``tap`` when it kept them."""
+    if isinstance(feed, _Kept):
+        data = bytes(feed.data)
+        if tap is not None:
+            tap.take(rel, data)
+        return feed.digest.part(), data
+    return feed.part(), None
+
+
 def tree_parts_into(root: Path, sink: PartSink) -> None:
     """A part per entry below ``root``: files, links and special files, and every directory.
 
     Directories are parts of their own because a restore can lose an empty one or its
     mode without any file changing; the root is not one (its mode is the target's).
     Parts arrive in the order of their names (files and directories each), so a spool
-    of a million of them sorts nothing.
+    of a million of them sorts nothing. A socket has no part: no backup archives one (as
+    tar, ``write_tar``), so a server's socket in a live tree is not a difference.
     """
     for path, rel, kind in sorted_tree(str(root)):
+        if kind == OTHER and _is_socket(path):
+            continue
         if kind == DIRECTORY:
             try:
                 sink[DIR + rel] = dir_part(os.lstat(path).st_mode)
@@ -351,6 +421,13 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
             sink[FILE + rel] = file_part(path)
         except OSError as exc:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False  # gone or unreadable: file_part says which
 
 
 def tree_parts(root: Path) -> dict[str, Part]:
@@ -371,6 +448,7 @@ def write_tar(
     only: Iterable[str] | None = None,
     parts: PartSink | None = None,
     changes: LiveChanges | None = None,
+    tap: ContentTap | None = None,
 ) -> int:
     """Stream root's contents (not root itself) as a tar; return the number of entries.
 
@@ -380,6 +458,7 @@ def write_tar(
     second read of the tree; they arrive in the order of their names (``sorted_tree``).
     ``changes`` hears of every entry that changed, shrank or vanished while archived
     (:mod:`engine.components.livechanges`); the archive stays consistent either way.
+    ``tap`` receives the archived content of small regular files (:class:`ContentTap`).
     """
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
@@ -387,7 +466,7 @@ def write_tar(
     count = 0
     # Parts of files with more than one name, which a hard link later in the archive may
     # name: the link's part is the content archived for its target.
-    linked: dict[str, Part] = {}
+    linked: dict[str, tuple[Part, bytes | None]] = {}
     # Mode "w" (not the stream mode "w|") writes straight through: "w|" re-buffers every
     # write into 10 KiB records by slicing a bytes object, which copies each MiB about a
     # hundred times (2.4 s of a 925 MB backup, profiled). tarfile copies file data in
@@ -401,17 +480,19 @@ def write_tar(
         try:
             if only is not None:
                 for rel in only:
-                    count += _add(tar, str(root / rel), rel, parts, linked, OTHER, live)
+                    count += _add(tar, str(root / rel), rel, parts, linked, OTHER, live, tap)
             else:
                 # Plain strings, not Paths: building and relativising three Path objects per
                 # entry was the largest cost left per small file (profiled, 100,000 files).
                 for path, rel, kind in sorted_tree(str(root), live):
                     # A file the listing says is regular is opened at once (and checked on
                     # the open descriptor): no lstat, and no tarfile, for most files.
-                    done = _fast_file(tar, path, rel, parts, live) if kind == REGULAR and FAST_HEADERS else None
-                    count += done if done is not None else _add(tar, path, rel, parts, linked, kind, live)
+                    done = _fast_file(tar, path, rel, parts, live, tap) if kind == REGULAR and FAST_HEADERS else None
+                    count += done if done is not None else _add(tar, path, rel, parts, linked, kind, live, tap)
         except OSError as exc:  # not a vanished entry (noted above): one that cannot be read
             raise unreadable_entry(root, rel, exc) from exc
+        except _DeviceNode as exc:
+            raise device_refused(root, rel, exc.mode) from None
     out.flush()
     return count
 
@@ -503,7 +584,7 @@ def _owner_fields(uid: int, gid: int) -> tuple[bytes, bytes] | None:
 
 
 def _fast_add(
-    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges, tap: ContentTap | None
 ) -> int | None:
     """Archive a plain file, directory or symlink without tarfile's per-member machinery.
 
@@ -534,11 +615,11 @@ def _fast_add(
         return 1
     if not stat.S_ISREG(st.st_mode):
         return None
-    return _fast_file(tar, path, arcname, parts, changes)
+    return _fast_file(tar, path, arcname, parts, changes, tap)
 
 
 def _fast_file(
-    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges
+    tar: tarfile.TarFile, path: str, arcname: str, parts: PartSink | None, changes: LiveChanges, tap: ContentTap | None
 ) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -552,12 +633,12 @@ def _fast_file(
         os.close(fd)
         return None
     if st.st_size <= CHUNK:
-        return _small_file(tar, fd, st, arcname, parts, changes)
+        return _small_file(tar, fd, st, arcname, parts, changes, tap)
     with os.fdopen(fd, "rb") as fh:
         header = ustar_header(arcname, st, tarfile.REGTYPE, st.st_size)
         if header is None:
             return None
-        digest = ContentDigest(st.st_mode) if parts is not None else None
+        digest = _feed(st.st_mode, st.st_size, parts, tap)
         _emit(tar, header)
         stored = _copy_announced(tar, fh, st.st_size, digest)
         if stored < st.st_size:
@@ -567,13 +648,21 @@ def _fast_file(
             )
         else:
             changes.after_read(arcname, fd, st, st.st_size)
-    if digest is not None and parts is not None:
-        parts[FILE + arcname] = digest.part()
+    if digest is not None:
+        part = _fed(digest, arcname, tap)[0]
+        if parts is not None:
+            parts[FILE + arcname] = part
     return 1
 
 
 def _small_file(
-    tar: tarfile.TarFile, fd: int, st: os.stat_result, arcname: str, parts: PartSink | None, changes: LiveChanges
+    tar: tarfile.TarFile,
+    fd: int,
+    st: os.stat_result,
+    arcname: str,
+    parts: PartSink | None,
+    changes: LiveChanges,
+    tap: ContentTap | None,
 ) -> int | None:
     """Most files: one read, and header, content and padding in one write.
 
@@ -596,10 +685,12 @@ def _small_file(
     tar.offset += len(header) + len(data) + padding
     if parts is not None:
         parts[FILE + arcname] = small_file_part(st.st_mode, data)
+    if tap is not None and len(data) <= tap.limit:
+        tap.take(arcname, data)
     return 1
 
 
-def _copy_announced(tar: tarfile.TarFile, fh: IO[bytes], size: int, digest: ContentDigest | None) -> int:
+def _copy_announced(tar: tarfile.TarFile, fh: IO[bytes], size: int, digest: ContentDigest | _Kept | None) -> int:
     """Copy the ``size`` bytes a header announced; return how many the file still had.
 
     A file that shrank after its header was written is zero-filled to the announced size
@@ -638,9 +729,10 @@ def _add(
     path: str,
     arcname: str,
     parts: PartSink | None,
-    linked: dict[str, Part],
+    linked: dict[str, tuple[Part, bytes | None]],
     kind: int,
     changes: LiveChanges,
+    tap: ContentTap | None,
 ) -> int:
     """Archive one entry and record its fingerprint part (unless ``parts`` is None); 0 if it vanished.
 
@@ -653,29 +745,32 @@ def _add(
     # grow with the file count (measured: +100 MB at 50,000 files). Only inodes with
     # more than one name can be linked to again, so only those are kept.
     if FAST_HEADERS and kind != REGULAR:  # a regular file was tried by the caller
-        done = _fast_add(tar, path, arcname, parts, changes)
+        done = _fast_add(tar, path, arcname, parts, changes, tap)
         if done is not None:
             return done
     tar.members.clear()  # type: ignore[attr-defined]  # attributes typeshed omits
     try:
         info = tar.gettarinfo(str(path), arcname)
-        if info is None:  # a socket: tar archives none
+        if info is None:  # a socket: tar archives none, and fingerprints leave it out (tree_parts_into)
             return 0
+        if info.ischr() or info.isblk():
+            raise _DeviceNode(stat.S_IFCHR if info.ischr() else stat.S_IFBLK)
         # Whole seconds, as GNU tar keeps them: a fractional mtime costs a pax header
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
         if info.isreg():
-            return _add_regular(tar, path, info, parts, linked, changes)
+            return _add_regular(tar, path, info, parts, linked, changes, tap)
     except FileNotFoundError:
         changes.gone(arcname)
         return 0
     tar.addfile(info)
+    if info.islnk():  # a second name of a file already archived: same content and mode
+        _add_link(arcname, info.linkname, path, parts, linked, tap)
+        return 1
     if parts is None:
         return 1
     if info.issym():
         parts[FILE + arcname] = symlink_part(info.linkname)
-    elif info.islnk():  # a second name of a file already archived: same content and mode
-        parts[FILE + arcname] = linked.get(info.linkname) or file_part(path)
     elif info.isdir():
         parts[DIR + arcname] = dir_part(info.mode)
     else:
@@ -688,15 +783,16 @@ def _add_regular(
     path: str,
     info: tarfile.TarInfo,
     parts: PartSink | None,
-    linked: dict[str, Part],
+    linked: dict[str, tuple[Part, bytes | None]],
     changes: LiveChanges,
+    tap: ContentTap | None,
 ) -> int:
     """A regular file through tarfile (a hard link's first name, a long or non-ASCII name)."""
     st = os.lstat(path)
     if st.st_nlink == 1:
         tar.inodes.pop((st.st_ino, st.st_dev), None)  # type: ignore[attr-defined]
     with open(path, "rb") as fh:
-        digest = ContentDigest(info.mode) if parts is not None else None
+        digest = _feed(info.mode, info.size, parts, tap)
         reader = _AnnouncedReader(fh, info.size, digest)
         tar.addfile(info, reader)
         if reader.stored < info.size:
@@ -706,12 +802,34 @@ def _add_regular(
             )
         else:
             changes.after_read(info.name, fh.fileno(), st, info.size)
-    if parts is None or digest is None:
+    if digest is None:
         return 1
-    part = parts[FILE + info.name] = digest.part()
+    part, data = _fed(digest, info.name, tap)
+    if parts is not None:
+        parts[FILE + info.name] = part
     if st.st_nlink > 1:
-        linked[info.name] = part
+        linked[info.name] = (part, data)
     return 1
+
+
+def _add_link(
+    arcname: str,
+    target: str,
+    path: str,
+    parts: PartSink | None,
+    linked: dict[str, tuple[Part, bytes | None]],
+    tap: ContentTap | None,
+) -> None:
+    """A hard link's part and content: those archived for the file it names.
+
+    No content was kept when that file was over the tap's limit: the restored link is
+    as large, so the tap would not have been given it either.
+    """
+    part, data = linked.get(target) or (None, None)
+    if parts is not None:
+        parts[FILE + arcname] = part or file_part(path)
+    if tap is not None and data is not None:
+        tap.take(arcname, data)
 
 
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]

@@ -54,6 +54,12 @@ class LiveChanges:
         return {"count": self.count, "entries": self.listed}
 
 
+def with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any]:
+    """A backup's details, with what changed while it was archived when anything did."""
+    summary = changes.summary()
+    return {**details, "changed_while_archived": summary} if summary is not None else details
+
+
 def describe(details: dict[str, Any]) -> list[str]:
     """The lines a report shows for one component's ``changed_while_archived`` details."""
     changed = details.get("changed_while_archived")

@@ -225,7 +225,10 @@ class TreeWriter:
             self._create(parent, name, parts, lambda: os.mkfifo(name, member.mode & 0o777, dir_fd=parent))
             self._notify(rel, member)
         elif member.ischr() or member.isblk():
-            raise HostileArchive(f"archive member {member.name!r} is a device node; no drproof backup holds one")
+            raise HostileArchive(
+                f"archive member {member.name!r} is a device node, which drproof never creates (its backups "
+                "refuse device nodes; one in a drproof set was archived by an earlier version)"
+            )
         else:
             raise HostileArchive(
                 f"archive member {member.name!r} is of tar type {member.type!r}, which is not restored"

@@ -30,7 +30,7 @@ from engine.components.files import (
     walk_files,
     write_tar,
 )
-from engine.components.livechanges import LiveChanges
+from engine.components.livechanges import LiveChanges, with_changes
 from engine.errors import ComponentError, IntegrityError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partmerge import walk
@@ -116,7 +116,7 @@ class VolumesComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        return _with_changes({"entries": entries, "method": "streamed tar"}, changes)
+        return with_changes({"entries": entries, "method": "streamed tar"}, changes)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -175,7 +175,7 @@ class VolumesComponent(Component):
         with workload:
             details = self._write_changes(writer, parent, current, workload, archived, changes)
         settled = self._as_archived(current, self._taken(archived), changes)
-        return _with_changes(details, changes), settled
+        return with_changes(details, changes), settled
 
     def _as_archived(self, current: Fingerprint, archived: Fingerprint, changes: LiveChanges) -> Fingerprint:
         """``current`` with the parts of what was archived, where a live file changed in between.
@@ -277,12 +277,6 @@ _WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
 
 def _scheme(source: ArtifactSource) -> str | None:
     return source.fingerprint.scheme if source.fingerprint is not None else None
-
-
-def _with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any]:
-    """A backup's details, with what changed while it was archived when anything did."""
-    summary = changes.summary()
-    return {**details, "changed_while_archived": summary} if summary is not None else details
 
 
 def _merged(current: Fingerprint, archived: Fingerprint) -> Iterator[tuple[str, Part | None, Part | None]]:
