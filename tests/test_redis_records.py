@@ -278,3 +278,19 @@ def test_a_backup_whose_read_had_a_surplus_fails_and_says_to_run_again(
             comp.backup_fingerprinted(writer)
     finally:
         writer.abort()
+
+
+def test_batches_shrink_on_large_replies_and_grow_back_to_the_asked_size() -> None:
+    """``Digester._adapt``: a reply far over ``BATCH_BYTES`` cuts the batch to fit; small ones double it up to the limit."""
+    from engine.components import redis_digest
+
+    d = object.__new__(redis_digest.Digester)
+    d.limit, d.size = 1000, redis_digest.FIRST_BATCH
+    small = [b"0", 5] + [b""] * 8 + [10]
+    for _ in range(10):
+        d._adapt(small)
+    assert d.size == 1000
+    d._adapt([b"0", 5] + [b""] * 8 + [redis_digest.BATCH_BYTES * 50])  # the script read 50 times the aim
+    assert d.size == 20
+    d._adapt([b"0", 5, b"x" * (redis_digest.BATCH_BYTES * 2)] + [b""] * 7 + [0])  # or the reply itself is large
+    assert 9 <= d.size <= 10

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.redis_digest import Tally, digested
+from engine.components.redis_digest import BATCH_BYTES, Tally, digested
 from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
 from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs, server_error
 from engine.errors import ComponentError
@@ -265,7 +265,7 @@ class RedisComponent(Component):
             if _read_exact(stream, len(_MAGIC)) != _MAGIC:
                 raise ComponentError(f"redis {self.instance!r}: artifact keys.dump is not a drproof Redis dump")
             pipes: dict[int, Any] = {}
-            pending = 0
+            pending = held = 0
             while header := stream.read(_REC.size):
                 if len(header) != _REC.size:
                     raise ComponentError(f"redis {self.instance!r}: keys.dump is truncated")
@@ -283,10 +283,11 @@ class RedisComponent(Component):
                 else:
                     pipes[target].restore(key, 0, payload, replace=True)
                 pending += 1
-                if pending >= _BATCH:
+                held += len(payload)
+                if pending >= _BATCH or held >= BATCH_BYTES:  # a thousand keys, or 16 MB of values
                     for pipe in pipes.values():
                         pipe.execute()
-                    pending = 0
+                    pending = held = 0
             for pipe in pipes.values():
                 pipe.execute()
         return counts

@@ -92,7 +92,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local scan = call('SCAN', ARGV[1], 'COUNT', ARGV[2])
 local keys = scan[2]
 local n = #keys
-local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', ''}
+local out = {scan[1], call('DBSIZE'), '', '', '', '', '', '', '', '', 0}
 if n == 0 then return out end
 
 -- Atomically, within this script: no key of the database has a time to live, so none of
@@ -111,6 +111,11 @@ else
     for j = 1, #part do vals[s + j - 1] = part[j] end
   end
 end
+
+-- Bytes of values this batch read (strings and collections' elements): the client sizes
+-- the next batch by them, so a batch of large values holds little more than one.
+local readbytes = 0
+for i = 1, n do local v = vals[i]; if v then readbytes = readbytes + #v end end
 
 -- Three sections (see redis_records): whole framed records (strings), the values of
 -- lists, sorted sets, hashes and sets as the server returned them (MessagePack, the whole
@@ -172,6 +177,7 @@ end
 local function raw(k, lk, kind, v)
   local size = #k
   for j = 1, #v do size = size + #v[j] end
+  readbytes = readbytes + size
   if size > BIG then return given(k, lk, here(k, lk, kind, v)) end
   nr = nr + 1; rkinds[nr] = kind; rk[nr] = k; rv[nr] = v
   return RAW
@@ -221,6 +227,7 @@ out[3] = concat(wlens, '', 1, nw); out[4] = concat(wkeys, '', 1, nw); out[5] = c
 out[6] = concat(wdata, '', 1, nwd)
 out[7] = concat(rkinds, '', 1, nr); out[8] = nr > 0 and mpack(rk, rv) or ''
 out[9] = concat(gdata, '', 1, ngd)
+out[11] = readbytes
 out[10] = concat(expiries[1]) .. concat(expiries[2]) .. concat(expiries[3])
 for s = 1, 3 do
   local p = payloads[s]
@@ -258,7 +265,9 @@ CLUSTER_SCRIPT = _for_cluster(SCRIPT)
 Batch = tuple[Decoded, list[bytes]]  # the batch's keys with digests and expiries; their DUMP payloads (or none)
 Reply = tuple[bytes, int, list[bytes], list[bytes]]  # cursor, DBSIZE, the sections, DUMP payloads
 RECENT_BATCHES = 4
-FIXED = 10  # the reply's cursor, DBSIZE and sections; DUMP payloads follow
+FIRST_BATCH = 16  # keys asked for first; doubled while replies are small
+BATCH_BYTES = 16 * 1024 * 1024  # a reply's size the batches aim at
+FIXED = 11  # the reply's cursor, DBSIZE, sections and bytes read; DUMP payloads follow
 
 
 class Digester:
@@ -273,7 +282,9 @@ class Digester:
 
     def __init__(self, client: redis.Redis, db: int, size: int, dump: bool, script: str = SCRIPT) -> None:
         self.client = client
-        self.args = (size, "1" if dump else "0", db)
+        self.limit = size
+        self.size = min(size, FIRST_BATCH)
+        self.rest = ("1" if dump else "0", db)
         self.script = script
         self.sha = str(client.script_load(script))
         self.pool = client.connection_pool
@@ -285,8 +296,21 @@ class Digester:
         self.cursor: bytes | None = None  # the one whose reply is awaited
 
     def send(self, cursor: bytes) -> None:
-        self.conn.send_command("EVALSHA", self.sha, 0, cursor, *self.args)
+        self.conn.send_command("EVALSHA", self.sha, 0, cursor, self.size, *self.rest)
         self.cursor = cursor
+
+    def _adapt(self, reply: list[Any]) -> None:
+        """Size the next batch so that its reply stays near ``BATCH_BYTES``.
+
+        A batch is about ``size`` keys whatever their values: 1000 strings of 1 MiB made
+        the script hold 1 GB and a backup's reply as much (found by review). Halved or
+        cut to fit when a reply is large, doubled up to the asked size while small.
+        """
+        used = max(sum(len(x) for x in reply if isinstance(x, bytes)), int(reply[FIXED - 1]))
+        if used > BATCH_BYTES:
+            self.size = max(1, int(self.size * BATCH_BYTES / used))
+        elif used < BATCH_BYTES // 4 and self.size < self.limit:
+            self.size = min(self.limit, self.size * 2)
 
     def receive(self) -> Reply:
         """The reply to the request in flight: next cursor, DBSIZE, and the framed batch."""
@@ -298,7 +322,8 @@ class Digester:
             self.send(self.cursor)
             reply = self.conn.read_response()
         self.cursor = None
-        cursor, dbsize, *sections = reply[:FIXED]
+        self._adapt(reply)
+        cursor, dbsize, *sections, _read = reply[:FIXED]
         return cursor, int(dbsize), sections, reply[FIXED:]
 
     def close(self) -> None:

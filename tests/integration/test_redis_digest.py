@@ -348,6 +348,7 @@ def test_large_collections_are_digested_by_the_server_and_the_reply_stays_small(
         0,
     )
     digester = redis_digest.Digester(r, 5, 1000, False)
+    digester.size = 1000  # the script alone: no batch sizing
     try:
         digester.send(b"0")
         cursor, _, sections, _ = digester.receive()
@@ -361,3 +362,19 @@ def test_large_collections_are_digested_by_the_server_and_the_reply_stays_small(
     read = _read(r, 5)
     expected = _reference(r, sorted(read))
     assert {k: d for k, (d, _) in read.items()} == {k: d for k, (d, _) in expected.items()}
+
+
+def test_a_batch_of_large_strings_makes_the_next_batch_smaller(server: tuple[str, int]) -> None:
+    """40 strings of 2 MiB: the script reports the bytes it read, and the next batch asks for fewer keys (review:
+    1000 such strings made the script hold 1 GB); every key is still read once."""
+    name, port = server
+    r = _client(port, 6)
+    r.eval("for i = 1, 40 do redis.call('SET', 'blob:' .. i, string.rep(string.char(64 + i % 26), 2097152)) end", 0)
+    digester = redis_digest.Digester(r, 6, 1000, False)
+    try:
+        digester.send(b"0")
+        digester.receive()
+    finally:
+        digester.close()
+    assert digester.size < redis_digest.FIRST_BATCH, (name, digester.size)
+    assert len(_read(r, 6)) == 40
