@@ -306,9 +306,11 @@ class RedisRdbComponent(RedisComponent):
         if kind == b"-" and text.startswith(b"NOAUTH"):
             raise ComponentError(f"{where}: the server requires a password, and none is configured for it")
         server_version = None
+        valkey = False
         if kind == b"$":
             found = re.search(rb"^redis_version:(\S+)", text, re.MULTILINE)
             server_version = found.group(1).decode() if found else None
+            valkey = re.search(rb"^valkey_version:", text, re.MULTILINE) is not None
         # Advertising EOF lets a server with diskless replication stream the RDB straight
         # from its fork instead of writing it to its disk first; rdb-only tells a server
         # that knows it not to follow up with its write stream. Refusals are harmless.
@@ -316,10 +318,22 @@ class RedisRdbComponent(RedisComponent):
         wire.call(b"REPLCONF", b"rdb-only", b"1")
         wire.send(b"SYNC")
         started = time.monotonic()
-        while True:
-            line = wire.line("while preparing the RDB")
-            if line:  # empty lines are keep-alives sent while the server forks and saves
-                break
+        try:
+            while True:
+                line = wire.line("while preparing the RDB")
+                if line:  # empty lines are keep-alives sent while the server forks and saves
+                    break
+        except ComponentError as exc:
+            if not valkey:
+                raise
+            # Found by review: Valkey 9 writes for a replica that does not announce its
+            # version the RDB format 11, in which a hash with field expiries (HEXPIRE)
+            # cannot be stored; the server then drops the connection.
+            raise ComponentError(
+                f"{exc}. On Valkey, one cause is data the RDB format drproof reads cannot hold (a hash with "
+                "field expiries, HEXPIRE: the server's log says \"Can't store key ... in RDB version 11\"); "
+                "kind `redis` (DUMP and RESTORE) backs such a server up"
+            ) from None
         if line.startswith(b"-"):
             raise ComponentError(
                 f"{where}: the server refused SYNC: {_scrub(line[1:].decode(errors='replace'), password)} "

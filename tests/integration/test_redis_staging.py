@@ -170,3 +170,18 @@ def test_a_restore_into_an_older_server_is_refused_without_printing_a_value(
         assert SECRET not in str(refused.value) and "HUNTER2" not in repr(refused.value)
         assert "not touched" in str(refused.value)
         assert _everything(live, 16) == {**{db: {} for db in range(16)}, 0: {b"live:1": _client(live).dump("live:1")}}
+
+
+def test_a_valkey_hash_with_field_expiries_is_refused_by_the_rdb_kind_with_the_cause(tmp_path: Path) -> None:
+    """Valkey 9 drops the replication link when a hash has field TTLs (RDB 11 cannot hold them): the error says so."""
+    from tests.integration.test_redis_fidelity import _binary
+
+    with redis_server(_binary("valkey-9"), tmp_path / "src", PASSWORD) as port:
+        r = _client(port)
+        r.hset("h:1", mapping={"a": "1", "b": "2"})
+        r.execute_command("HEXPIRE", "h:1", 3600, "FIELDS", 1, "a")
+        repo = LocalRepository(tmp_path / "repo")
+        with pytest.raises(DrproofError, match=r"HEXPIRE.*kind `redis`"):
+            backup(repo, [_component(tmp_path, port, RedisRdbComponent, "src")])
+        assert repo.list() == []
+        assert len(backup(repo, [_component(tmp_path, port, RedisComponent, "src2")]).components) == 1
