@@ -94,3 +94,19 @@ def lossy_side_load(monkeypatch: Any, statement: str) -> None:
         conn.close()
 
     monkeypatch.setattr(PostgresComponent, "_load_side", lossy)
+
+
+def pg_sql(comp: Any, *statements: str, db: str | None = None) -> list[Any]:
+    """Run ``statements`` on a PostgreSQL component's database (``db``: another one), each committed; every row returned."""
+    conn = comp.connect(db) if db else comp.connect()
+    conn.autocommit = True
+    rows: list[Any] = []
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                if cur.description is not None:
+                    rows.extend(cur.fetchall())
+    finally:
+        conn.close()
+    return rows

@@ -17,7 +17,6 @@ the restore of a healthy dump. Children are now read in an order the restore kee
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import pg_sql
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -73,21 +73,10 @@ def restored(
         yield comp, taken, before
 
 
-def _sql(comp: PostgresComponent, *statements: str) -> list[Any]:
-    conn = comp.connect()
-    conn.autocommit = True
-    rows: list[Any] = []
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-            if cur.description is not None:
-                rows.extend(cur.fetchall())
-    conn.close()
-    return rows
 
 
 def _orders(comp: PostgresComponent) -> dict[str, list[str]]:
-    rows = _sql(
+    rows = pg_sql(
         comp,
         "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped "
@@ -127,12 +116,12 @@ def test_a_change_in_a_child_is_named(
 ) -> None:
     comp, taken, _ = restored
     table, statement = CHANGES[change]
-    _sql(comp, f"CREATE TABLE saved AS TABLE ONLY {table}")
+    pg_sql(comp, f"CREATE TABLE saved AS TABLE ONLY {table}")
     try:
-        _sql(comp, statement)
+        pg_sql(comp, statement)
         assert f"table public.{table}" in _named(taken, comp)
     finally:
-        _sql(comp, f"DELETE FROM ONLY {table}", f"INSERT INTO {table} SELECT * FROM saved", "DROP TABLE saved")
+        pg_sql(comp, f"DELETE FROM ONLY {table}", f"INSERT INTO {table} SELECT * FROM saved", "DROP TABLE saved")
     assert compare(taken, comp.fingerprint()) == []
 
 
@@ -140,11 +129,11 @@ def test_a_column_type_changed_in_a_child_is_named(
     restored: tuple[PostgresComponent, Fingerprint, dict[str, list[str]]],
 ) -> None:
     comp, taken, _ = restored
-    _sql(comp, "ALTER TABLE child ALTER COLUMN own TYPE bigint")
+    pg_sql(comp, "ALTER TABLE child ALTER COLUMN own TYPE bigint")
     try:
         named = _named(taken, comp)
         # The type reaches the grandchild too; a bigint is read by its text, not its hash.
         assert {"table definition public.child", "table public.child", "table definition public.grandchild"} <= named
     finally:
-        _sql(comp, "ALTER TABLE child ALTER COLUMN own TYPE int")
+        pg_sql(comp, "ALTER TABLE child ALTER COLUMN own TYPE int")
     assert compare(taken, comp.fingerprint()) == []

@@ -19,7 +19,6 @@ On PostgreSQL 18 (embedded) and 15 (Debian), each restored into a server of its 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -28,6 +27,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import pg_sql
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -71,17 +71,6 @@ TARGET_SETTINGS = (
 )
 
 
-def _sql(comp: PostgresComponent, *statements: str, db: str | None = None) -> list[Any]:
-    conn = comp.connect(db) if db else comp.connect()
-    conn.autocommit = True
-    rows: list[Any] = []
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-            if cur.description is not None:
-                rows.extend(cur.fetchall())
-    conn.close()
-    return rows
 
 
 @pytest.fixture(params=["18", "15"], scope="module")
@@ -100,7 +89,7 @@ def restored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         manifest = engine_backup.backup(repo, [source], fingerprints={"db": taken})
         target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst_rt)
         target.provision()
-        _sql(target, *TARGET_SETTINGS, db="postgres")
+        pg_sql(target, *TARGET_SETTINGS, db="postgres")
         engine_backup.restore(repo, manifest, target)  # proven on a side database first: refused before the fix
         yield target, taken
 
@@ -109,7 +98,7 @@ def test_the_restore_into_a_server_that_prints_differently_is_quiet(
     restored: tuple[PostgresComponent, Fingerprint],
 ) -> None:
     target, taken = restored
-    assert _sql(target, "SHOW timezone") == [("Asia/Tokyo",)], "the target's settings did not apply"
+    assert pg_sql(target, "SHOW timezone") == [("Asia/Tokyo",)], "the target's settings did not apply"
     assert compare(taken, target.fingerprint()) == []
     parts = set(taken.parts)
     assert {'table "a.b".c', 'table a."b.c"'} <= parts, sorted(p for p in parts if p.startswith("table"))
@@ -160,7 +149,7 @@ DAMAGES = {
 def test_each_damage_is_named(restored: tuple[PostgresComponent, Fingerprint], damage: str) -> None:
     target, taken = restored
     statement, part, undo = DAMAGES[damage]
-    _sql(target, statement)
+    pg_sql(target, statement)
     try:
         named = {d.part for d in compare(taken, target.fingerprint())}
         if part is None:
@@ -168,5 +157,5 @@ def test_each_damage_is_named(restored: tuple[PostgresComponent, Fingerprint], d
         else:
             assert part in named, named
     finally:
-        _sql(target, undo)
+        pg_sql(target, undo)
     assert compare(taken, target.fingerprint()) == []

@@ -33,7 +33,7 @@ from engine.errors import NotComparable, RestoreMismatch
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import lossy_side_load
+from tests.integration.helpers import lossy_side_load, pg_sql
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -124,32 +124,21 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         yield comp
 
 
-def _sql(comp: PostgresComponent, *statements: str) -> list[Any]:
-    conn = comp.connect()
-    conn.autocommit = True
-    rows: list[Any] = []
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-            if cur.description is not None:
-                rows.extend(cur.fetchall())
-    conn.close()
-    return rows
 
 
 @contextmanager
 def _changed(db: PostgresComponent, table: str, *statements: str) -> Iterator[None]:
     """``statements`` committed (the fingerprint reads on connections of its own), then ``table`` put back."""
-    _sql(db, f"CREATE TABLE saved AS TABLE {table}")
+    pg_sql(db, f"CREATE TABLE saved AS TABLE {table}")
     try:
-        _sql(db, *statements)
+        pg_sql(db, *statements)
         yield
     finally:
-        _sql(db, f"DELETE FROM {table}", f"INSERT INTO {table} SELECT * FROM saved", "DROP TABLE saved")
+        pg_sql(db, f"DELETE FROM {table}", f"INSERT INTO {table} SELECT * FROM saved", "DROP TABLE saved")
 
 
 def _text_tables(db: PostgresComponent) -> list[str]:
-    return [t for t in TEXT_TABLES if t != "tags" or _sql(db, "SELECT to_regclass('public.tags')")[0][0]]
+    return [t for t in TEXT_TABLES if t != "tags" or pg_sql(db, "SELECT to_regclass('public.tags')")[0][0]]
 
 
 def _named(expected: Fingerprint, actual: Fingerprint) -> set[str]:
@@ -182,10 +171,10 @@ def test_a_column_swapped_between_two_rows_is_named(db: PostgresComponent) -> No
     before = db.fingerprint()
     # Modulo 2^64, where PostgreSQL's arithmetic on the hashes lives.
     linear = "SELECT mod(mod(sum(hash_record_extended(t, 0)), 2 ^ 64::numeric) + 2 ^ 64::numeric, 2 ^ 64::numeric) FROM people t"
-    (linear_before,) = _sql(db, linear)
+    (linear_before,) = pg_sql(db, linear)
     swap = "UPDATE people p SET email = o.email FROM people o WHERE (p.id, o.id) IN ((1, 2), (2, 1))"
     with _changed(db, "people", swap):
-        (linear_after,) = _sql(db, linear)
+        (linear_after,) = pg_sql(db, linear)
         named = _named(before, db.fingerprint())
     assert linear_after == linear_before, "the swap is invisible to a sum of linear row hashes"
     assert "table public.people" in named
@@ -225,7 +214,7 @@ def test_a_table_with_a_column_named_t_is_digested_whole(db: PostgresComponent) 
 
 def test_the_same_rows_in_another_order_are_quiet(db: PostgresComponent) -> None:
     before = db.fingerprint()
-    _sql(
+    pg_sql(
         db,
         "CREATE TEMP TABLE reordered AS SELECT * FROM people ORDER BY id DESC",
         "DELETE FROM people",
@@ -283,7 +272,7 @@ def test_scheme_2_digests_are_those_an_earlier_drproof_wrote(db: PostgresCompone
     old = db.legacy_fingerprint("postgres/2")
     assert old is not None
     for table in ("people", "prices", "stamps"):
-        ((count, total),) = _sql(
+        ((count, total),) = pg_sql(
             db, f"SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM ONLY {table} t"
         )
         assert old.parts[f"table public.{table}"] == postgres_rows.rows_part(int(count), int(total)), table
