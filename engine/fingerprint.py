@@ -18,9 +18,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 
 def _unset(value: object) -> bool:
@@ -62,6 +62,43 @@ class Part:
                 and abs(self.total - other.total) <= self.tolerance * max(self.count, 1)
             )
         return self.digest == other.digest
+
+
+# A part name JSON cannot hold, as a manifest stores it: this mark, then the name's bytes
+# in hexadecimal. No part name starts with NUL (every one starts with its kind).
+STORED_BYTES = "\0bytes:"
+
+
+def _undecodable(name: str) -> bool:
+    if name.isascii():
+        return False
+    try:
+        name.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def stored_names(parts: dict[str, Any]) -> dict[str, Any]:
+    """``parts`` with every name a manifest's JSON can hold, and give back (``read_names``).
+
+    A file name that is not UTF-8 reaches drproof with lone surrogates, which JSON
+    cannot carry: pydantic wrote U+FFFD, the stored name differed from the file's, and
+    every restore of the set was refused (found by review). Such a name is stored as its
+    bytes; every other name as it always was.
+    """
+    if not any(_undecodable(name) for name in parts):
+        return parts
+    return {(STORED_BYTES + name_bytes(n).hex() if _undecodable(n) else n): p for n, p in parts.items()}
+
+
+def read_names(parts: dict[str, Any]) -> dict[str, Any]:
+    if not any(isinstance(n, str) and n.startswith(STORED_BYTES) for n in parts):
+        return parts
+    return {
+        (bytes.fromhex(n[len(STORED_BYTES) :]).decode("utf-8", "surrogateescape") if n.startswith(STORED_BYTES) else n): p
+        for n, p in parts.items()
+    }
 
 
 def name_bytes(name: str) -> bytes:
@@ -157,6 +194,15 @@ class Fingerprint(BaseModel):
     # Where stored parts are read from: a temporary file while the fingerprint is fresh,
     # the backup set once bound to it (``engine.partstream.reading_stored``).
     _source: PartsSource | None = PrivateAttr(default=None)
+
+    @field_serializer("parts", when_used="json")
+    def _storable(self, parts: dict[str, Part]) -> dict[str, Part]:
+        return stored_names(parts)
+
+    @field_validator("parts", mode="before")
+    @classmethod
+    def _read_back(cls, parts: Any) -> Any:
+        return read_names(parts) if isinstance(parts, dict) else parts
 
     @model_validator(mode="after")
     def _one_place(self) -> Fingerprint:
