@@ -330,6 +330,8 @@ def _restore_one(request: Request, repo: Repository, comp: Component, progress: 
         return RestoreOutcome(name, "failed", str(exc))
     except (OSError, psycopg2.Error, redis.RedisError) as exc:
         return RestoreOutcome(name, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    except Exception as exc:  # a fault of drproof's: this component fails, the others and the hooks still run
+        return RestoreOutcome(name, "failed", f"unexpected {type(exc).__name__} (a drproof bug): {str(exc)[:500]}")
     return _judge(repo, comp, request.manifest, progress)
 
 

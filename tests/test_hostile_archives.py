@@ -223,3 +223,52 @@ def test_a_restore_killed_between_its_renames_is_put_back_before_the_next_one(si
     with pytest.raises(HostileArchive):
         extract_tar(_opener(_tar(("../escape", REG, None, b"x"))), target)
     assert _state(target) == before
+
+
+@pytest.mark.parametrize("mtime", ["inf", "nan", "1e400", "-1e300", "1e12"])
+def test_a_member_whose_time_no_file_can_have_is_refused_and_nothing_changes(
+    site: tuple[Path, Path, Path], mtime: str
+) -> None:
+    """A pax ``mtime`` of infinity, NaN or far out of range raised a traceback from os.utime (review)."""
+    base, target, decoy = site
+    before = _state(target)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 1
+        info.pax_headers = {"mtime": mtime}
+        tar.addfile(info, io.BytesIO(b"x"))
+    buf.seek(0)
+    with pytest.raises(HostileArchive, match="modification time"):
+        extract_tar(_opener(buf), target)
+    assert _state(target) == before
+    assert sorted(p.name for p in base.iterdir()) == ["decoy", "target"]
+
+
+def test_a_target_that_is_a_link_is_restored_where_it_points(tmp_path: Path) -> None:
+    """``vol -> disk/vol``: the data behind the link are restored, the link stays (review: it was replaced)."""
+    real = tmp_path / "disk" / "vol"
+    real.mkdir(parents=True)
+    (real / "old.txt").write_bytes(b"damaged")
+    link = tmp_path / "vol"
+    link.symlink_to(real)
+    extract_tar(_opener(_tar(("new.txt", REG, None, b"restored"))), link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert _state(real) == {"new.txt": ("file", 0o644, b"restored")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "vol"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["vol"]
+
+
+def test_a_target_that_is_a_mount_point_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mount point cannot be renamed aside: refused up front, no staged copy left (review: EBUSY, copy left)."""
+    target = tmp_path / "vol"
+    target.mkdir()
+    (target / "keep.txt").write_bytes(b"live")
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
+    with pytest.raises(ComponentError, match="mount point.*nothing was changed"):
+        extract_tar(_opener(_tar(("new.txt", REG, None, b"x"))), target)
+    assert _state(target) == {"keep.txt": ("file", 0o644, b"live")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]

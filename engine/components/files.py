@@ -918,6 +918,17 @@ def extract_layers(
     result, digested as it was written: what ``check`` proves the staged tree with.
     """
     target = target.absolute()
+    if target.is_symlink():
+        # Found by review: a target that is a link (``vol -> /mnt/disk/vol``) was renamed
+        # aside and replaced by a directory, the data it points to left as they were,
+        # and the restore said "match". The backup read through the link: so does this.
+        target = Path(os.path.realpath(target))
+    if os.path.ismount(target):
+        raise ComponentError(
+            f"cannot restore into {target}: it is a mount point, which a restore cannot replace (it builds the "
+            "copy beside the target and renames it into place); point the component at a directory inside the "
+            "mount, or restore elsewhere with --to; nothing was changed"
+        )
     if not target.parent.is_dir():
         raise ComponentError(
             f"cannot restore into {target}: its parent directory {target.parent} does not exist; create it "
@@ -955,10 +966,20 @@ def extract_layers(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():
-        staging.chmod(stat.S_IMODE(target.stat().st_mode))
-        os.rename(target, replaced)
-    os.rename(staging, target)
+    try:
+        if target.exists():
+            staging.chmod(stat.S_IMODE(target.stat().st_mode))
+            os.rename(target, replaced)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ComponentError(f"cannot set {target} aside to swap the restored copy in: {exc}; nothing was changed") from exc
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        if replaced.exists() and not target.exists():
+            os.rename(replaced, target)  # the live data back where they were
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
     shutil.rmtree(replaced, ignore_errors=True)
 
 

@@ -34,6 +34,7 @@ link points to.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import stat
@@ -50,6 +51,18 @@ PATH_MAX = 4095
 MAX_OPEN_DIRS = 256  # directory descriptors kept open between members
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# Modification times a restore sets: finite and within about ±3,000 years of 1970.
+# Infinity, NaN or 1e400 in a pax header raised a traceback from os.utime (review).
+MAX_MTIME = 1e11
+
+
+def _timestamp(member: TarMember) -> float:
+    mtime = float(member.mtime)
+    if not math.isfinite(mtime) or abs(mtime) > MAX_MTIME:
+        raise HostileArchive(f"archive member {member.name!r} has a modification time no file can have ({mtime!r})")
+    return mtime
 
 
 class HostileArchive(IntegrityError):
@@ -279,7 +292,7 @@ class TreeWriter:
                     digest(chunk)
             if mode & self._umask:
                 os.fchmod(fd, mode)
-            os.utime(fd, (member.mtime, member.mtime))
+            os.utime(fd, (_timestamp(member), _timestamp(member)))
         finally:
             os.close(fd)
 
