@@ -230,7 +230,7 @@ def test_a_member_whose_time_no_file_can_have_is_refused_and_nothing_changes(
     site: tuple[Path, Path, Path], mtime: str
 ) -> None:
     """A pax ``mtime`` of infinity, NaN or far out of range raised a traceback from os.utime (review)."""
-    base, target, decoy = site
+    base, target, _decoy = site
     before = _state(target)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -268,7 +268,7 @@ def test_a_target_that_is_a_mount_point_is_refused_before_anything_is_written(
     (target / "keep.txt").write_bytes(b"live")
     real_ismount = os.path.ismount
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
-    with pytest.raises(ComponentError, match="mount point.*nothing was changed"):
+    with pytest.raises(ComponentError, match=r"mount point.*nothing was changed"):
         extract_tar(_opener(_tar(("new.txt", REG, None, b"x"))), target)
     assert _state(target) == {"keep.txt": ("file", 0o644, b"live")}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
