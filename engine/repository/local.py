@@ -281,6 +281,8 @@ class LocalRepository(Repository):
         self.root = root
         self.encryption = encryption
         self.trust = trust
+        if root.exists() and not root.is_dir():
+            raise RepositoryError(f"the repository path {root} is a file, not a directory; name a directory")
         if not create:
             if not (root / "sets").is_dir():
                 raise RepositoryError(f"no repository at {root} (it has no sets/ directory); nothing was created")
