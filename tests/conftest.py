@@ -8,6 +8,7 @@ test command and CI run everything.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,16 @@ def scenarios_dir() -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+def empty_tree_component(kind: str, root: Path) -> Any:
+    """A provisioned, empty ``volumes`` or ``configuration`` component under ``root``: tests fill its ``path``."""
+    from engine.components.configuration import ConfigurationComponent, ConfigurationParams
+    from engine.components.volumes import VolumesComponent, VolumesParams
+
+    if kind == "volumes":
+        comp: Any = VolumesComponent("files", VolumesParams(files=0), DirsRuntime(root))  # type: ignore[arg-type]
+    else:
+        comp = ConfigurationComponent("conf", ConfigurationParams(files={}), DirsRuntime(root))  # type: ignore[arg-type]
+    comp.provision()
+    return comp

@@ -21,24 +21,17 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.base import Component
-from engine.components.configuration import ConfigurationComponent, ConfigurationParams
-from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.errors import ComponentError
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
-from tests.conftest import DirsRuntime
+from tests.conftest import empty_tree_component
 from tests.integration.servers import unavailable
 
 KINDS = ["volumes", "configuration"]
 
 
 def _component(kind: str, root: Path) -> Component:
-    comp: Component
-    if kind == "volumes":
-        comp = VolumesComponent("files", VolumesParams(files=0), DirsRuntime(root))  # type: ignore[arg-type]
-    else:
-        comp = ConfigurationComponent("conf", ConfigurationParams(files={}), DirsRuntime(root))  # type: ignore[arg-type]
-    comp.provision()
+    comp: Component = empty_tree_component(kind, root)
     path: Path = comp.path  # type: ignore[attr-defined]
     (path / "app.yaml").write_text("workers: 4\n")
     (path / "data").mkdir()

@@ -19,22 +19,15 @@ from hypothesis import strategies as st
 
 from engine import backup as engine_backup
 from engine.components.base import Component
-from engine.components.configuration import ConfigurationComponent, ConfigurationParams
-from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.fingerprint import Fingerprint, Part, compare
 from engine.repository import LocalRepository
-from tests.conftest import DirsRuntime
+from tests.conftest import empty_tree_component
 
 NAMES = [b"caf\xe9.conf", b"caf\\xe9.conf", b"\xff\xfe", b"ok.conf"]
 
 
 def _component(kind: str, root: Path) -> Component:
-    comp: Component
-    if kind == "volumes":
-        comp = VolumesComponent("files", VolumesParams(files=0), DirsRuntime(root))  # type: ignore[arg-type]
-    else:
-        comp = ConfigurationComponent("conf", ConfigurationParams(files={}), DirsRuntime(root))  # type: ignore[arg-type]
-    comp.provision()
+    comp: Component = empty_tree_component(kind, root)
     path: Path = comp.path  # type: ignore[attr-defined]
     for i, name in enumerate(NAMES):
         with open(os.path.join(os.fsencode(path), name), "wb") as fh:
