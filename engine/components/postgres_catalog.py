@@ -351,6 +351,26 @@ def _foreign_servers(_v: int) -> str:
         FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw"""
 
 
+def _extension_member_privileges(_v: int) -> str:
+    """Privileges changed on functions and relations an extension owns: the user's, and pg_dump carries them.
+
+    Only where they differ from what ``CREATE EXTENSION`` set (``pg_init_privs``), so an
+    extension left as installed adds no part. Found by review: ``GRANT EXECUTE`` on an
+    extension's function to PUBLIC after a restore passed.
+    """
+    def member(catalog: str, oid: str, acl: str, name: str, table: str, alias: str) -> str:
+        return f"""SELECT {name}, {_acl(acl)} FROM {table} {alias}
+            JOIN pg_depend d ON d.classid = '{catalog}'::regclass AND d.objid = {oid} AND d.deptype = 'e'
+            LEFT JOIN pg_init_privs ip ON ip.classoid = '{catalog}'::regclass AND ip.objoid = {oid} AND ip.objsubid = 0
+            WHERE {acl} IS DISTINCT FROM ip.initprivs"""
+
+    return (
+        member("pg_proc", "p.oid", "p.proacl", "'function ' || p.oid::regprocedure::text", "pg_proc", "p")
+        + " UNION ALL "
+        + member("pg_class", "c.oid", "c.relacl", "'relation ' || c.oid::regclass::text", "pg_class", "c")
+    )
+
+
 def _foreign_data_wrappers(_v: int) -> str:
     """Wrappers and their privileges: ``GRANT USAGE ON FOREIGN DATA WRAPPER`` is the user's, even for an extension's."""
     return f"""SELECT w.fdwname, 'handler ' || w.fdwhandler::regproc::text || ' validator ' || w.fdwvalidator::regproc::text
@@ -409,6 +429,7 @@ CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("statistics", _statistics),
     ObjectClass("foreign server", _foreign_servers),
     ObjectClass("foreign data wrapper", _foreign_data_wrappers),
+    ObjectClass("extension member privileges", _extension_member_privileges),
     ObjectClass("subscription", _subscriptions),
     ObjectClass("large object", _large_objects, unit="large objects"),
 )

@@ -59,6 +59,8 @@ CREATE UNIQUE INDEX ri_a ON ri (id); CREATE UNIQUE INDEX ri_b ON ri (k);
 ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_a;
 CREATE COLLATION c2 FROM "C";
 CREATE TYPE textrange AS RANGE (subtype = text, collation = c2);
+CREATE EXTENSION hstore;
+REVOKE EXECUTE ON FUNCTION hstore_to_json(hstore) FROM PUBLIC;
 CREATE TABLE my_drproof_workload_log (id int);
 INSERT INTO my_drproof_workload_log VALUES (1);
 """
@@ -136,6 +138,11 @@ DAMAGES = {
         "DELETE FROM my_drproof_workload_log",
         "table public.my_drproof_workload_log",
         "INSERT INTO my_drproof_workload_log VALUES (1)",
+    ),
+    "a privilege on an extension's function granted again": (
+        "GRANT EXECUTE ON FUNCTION hstore_to_json(hstore) TO PUBLIC",
+        "extension member privileges function public.hstore_to_json(public.hstore)",
+        "REVOKE EXECUTE ON FUNCTION hstore_to_json(hstore) FROM PUBLIC",
     ),
     "a default privilege revoked": (
         "ALTER DEFAULT PRIVILEGES IN SCHEMA h REVOKE SELECT ON TABLES FROM abe",
