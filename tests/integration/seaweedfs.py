@@ -9,10 +9,13 @@ Ports: the process binds eight of them. Each start picks eight free ones; if ano
 process takes one in between (the CI machine is loaded), the server exits with "address
 already in use" and the start is retried on new ports, up to ``ATTEMPTS`` times.
 
-Volumes: ``-volume.max=0`` sizes the volume count from the free disk, and each bucket is
-a collection that needs volumes of its own, so the volume size is cut to 64 MB
-(``-master.volumeSizeLimitMB``): with the default 30 GB, a disk with 50 GB free gets one
-volume and the second bucket has nowhere to write.
+Volumes: each bucket is a collection that needs volumes of its own (seven at a time),
+and ``-volume.max=0`` sized the volume count from the free disk: with 64 MB volumes
+(``-master.volumeSizeLimitMB``; the default 30 GB gave a disk with 50 GB free one
+volume), 18 GB free held about 40 buckets, and a CI run on a fuller disk failed its
+last S3 tests with ``InternalError`` (reproduced on a 1.5 GB tmpfs: 4 buckets, then the
+error; with a fixed count, 30 and more). Volumes are not preallocated, so a fixed
+``-volume.max=2000`` costs no disk until written.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def _argv(binary: Path, root: Path, ports: dict[str, int]) -> list[str]:
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         f"-dir={root / 'data'}",
-        "-volume.max=0",
+        "-volume.max=2000",
         "-master.volumeSizeLimitMB=64",
         "-master.telemetry=false",
         "-s3",
