@@ -239,7 +239,7 @@ class RedisComponent(Component):
             try:
                 restored = self._restore_keys(source, stage)
             except redis.RedisError as exc:
-                left = "it now holds only part of the keys" if stage.direct else "the live data were not touched"
+                left = stage.left()
                 hint = (
                     "; the backup was taken from a newer server version than this one reads"
                     if "payload version" in str(exc)

@@ -395,7 +395,7 @@ class RedisRdbComponent(RedisComponent):
                     stage.check_counts({db: partial(Expected, k - e, e, 0) for db, (k, e) in snapshot.items()})
             except redis.RedisError as exc:
                 stage.discard()
-                left = "it now holds only part of the keys" if stage.direct else "the live data were not touched"
+                left = stage.left()
                 hint = ""
                 if "payload version" in str(exc):
                     hint = (

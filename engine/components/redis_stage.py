@@ -191,6 +191,10 @@ class Stage:
                     "the live data were not touched"
                 )
 
+    def left(self) -> str:
+        """What a failure before the swap left: restoring directly writes into the live databases."""
+        return "it now holds only part of the keys" if self.direct else "the live data were not touched"
+
     def prepare_direct(self) -> None:
         """Restoring directly: empty the live server first, as the staged swap would."""
         if self.direct:

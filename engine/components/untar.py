@@ -292,7 +292,8 @@ class TreeWriter:
                     digest(chunk)
             if mode & self._umask:
                 os.fchmod(fd, mode)
-            os.utime(fd, (_timestamp(member), _timestamp(member)))
+            mtime = _timestamp(member)
+            os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
 
