@@ -44,7 +44,8 @@ class Part:
     count: Annotated[int, Field(description="Rows, keys, vectors or bytes covered by this part.")]
     unit: Annotated[str, Field(description="What `count` counts: rows, keys, vectors, bytes, files.")]
     # A measured part (Redis expiry times) matches within a tolerance instead of by digest:
-    # the same ``count``, and ``total`` within ``tolerance`` per counted item. Left out of
+    # the same ``count``, and ``total`` within ``tolerance`` per counted item. Tolerance 0
+    # on both sides: every item's value is in the digest, compared exactly. Left out of
     # the JSON when unset, which they are for all but expiry parts: three lines a file of
     # a volume's manifest (manifests that carry them as null read the same).
     total: Annotated[int | None, Field(exclude_if=_unset)] = None
@@ -55,13 +56,24 @@ class Part:
 
     def matches(self, other: Part) -> bool:
         if self.tolerance is not None and other.tolerance is not None:
-            return (
-                self.count == other.count
-                and self.total is not None
-                and other.total is not None
-                and abs(self.total - other.total) <= self.tolerance * max(self.count, 1)
-            )
+            if self.tolerance == other.tolerance == 0:
+                return self.digest == other.digest
+            return self.within_sum(other)
         return self.digest == other.digest
+
+    def within_sum(self, other: Part) -> bool:
+        """Same count, totals within the larger of the two tolerances per item.
+
+        The fallback where one side could not read exact values (a server without
+        PEXPIRETIME, or a manifest from before per-key expiries).
+        """
+        tolerance = max(self.tolerance or 0, other.tolerance or 0)
+        return (
+            self.count == other.count
+            and self.total is not None
+            and other.total is not None
+            and abs(self.total - other.total) <= tolerance * max(self.count, 1)
+        )
 
 
 # A part name JSON cannot hold, as a manifest stores it: this mark, then the name's bytes
@@ -96,7 +108,11 @@ def read_names(parts: dict[str, Any]) -> dict[str, Any]:
     if not any(isinstance(n, str) and n.startswith(STORED_BYTES) for n in parts):
         return parts
     return {
-        (bytes.fromhex(n[len(STORED_BYTES) :]).decode("utf-8", "surrogateescape") if n.startswith(STORED_BYTES) else n): p
+        (
+            bytes.fromhex(n[len(STORED_BYTES) :]).decode("utf-8", "surrogateescape")
+            if n.startswith(STORED_BYTES)
+            else n
+        ): p
         for n, p in parts.items()
     }
 
@@ -326,17 +342,25 @@ class PartDifference(BaseModel):
         if self.change == "unexpected" and self.actual:
             return f"{self.part}: present after restore but not in the backup ({self.actual.count} {self.actual.unit})"
         assert self.expected is not None and self.actual is not None
-        if self.expected.tolerance is not None and self.actual.total is not None and self.expected.total is not None:
-            return (
-                f"{self.part}: {self.expected.count} → {self.actual.count} {self.actual.unit}, expiry times "
-                f"{'within' if abs(self.expected.total - self.actual.total) <= self.expected.tolerance * max(self.expected.count, 1) else 'beyond'}"
-                f" {self.expected.tolerance} s each"
-            )
+        if self.expected.tolerance is not None and self.actual.tolerance is not None:
+            return self._expiry_change(self.expected, self.actual)
         counts = ""
         if self.expected.count != self.actual.count:
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
         return (
             f"{self.part}: content differs (sha256 {self.expected.digest[:12]}… → {self.actual.digest[:12]}…{counts})"
+        )
+
+    def _expiry_change(self, e: Part, a: Part) -> str:
+        counts = f"{e.count} → {a.count} {a.unit}"
+        shift = "" if e.total is None or a.total is None else f"; their sum moved {a.total - e.total:+d} s"
+        if e.tolerance == a.tolerance == 0:
+            return f"{self.part}: {counts}, the expiry moment of at least one key differs{shift}"
+        tolerance = max(e.tolerance or 0, a.tolerance or 0)
+        verdict = "within" if e.within_sum(a) else "beyond"
+        return (
+            f"{self.part}: {counts}, expiry times {verdict} {tolerance} s each{shift} (compared as a sum only:"
+            " one side could not read each key's moment exactly, or predates per-key expiries)"
         )
 
 

@@ -22,6 +22,7 @@ from engine.components.base import WORKLOAD_MARK
 from engine.components.redis import RedisComponent, RedisParams
 from engine.components.redis_digest import Recent, Tally
 from engine.components.redis_records import (
+    EXPIRY_TOLERANCE_S,
     NO_PREFIX,
     Decoded,
     Keyspaces,
@@ -31,6 +32,7 @@ from engine.components.redis_records import (
     space_name,
 )
 from engine.errors import ComponentError
+from engine.fingerprint import Part, PartDifference
 
 Value = Any  # bytes, list of bytes, list of (member, score), dict, set
 
@@ -148,8 +150,8 @@ def test_sums_per_key_space_are_the_per_key_sums() -> None:
     digests = [_record(k, "string", b"v%d" % i) for i, k in enumerate(keys)]
     expiries: list[int | None] = [None, 1_700_000_001_500, None, 1_700_000_000_000, None, 5, None]
     spaces = Keyspaces()
-    spaces.add(Decoded(keys[:3], digests[:3], expiries[:3]))
-    spaces.add(Decoded(keys[3:], digests[3:], expiries[3:]))
+    spaces.add(Decoded(keys[:3], digests[:3], expiries[:3], exact=True))
+    spaces.add(Decoded(keys[3:], digests[3:], expiries[3:], exact=True))
     one_by_one: dict[str, KeyspaceSums] = {}
     for key, digest, expiry in zip(keys, digests, expiries, strict=True):
         if key_space(key) != WORKLOAD_MARK:
@@ -165,6 +167,54 @@ def test_sums_per_key_space_are_the_per_key_sums() -> None:
         "db3 keyspace ",
         "db3 keyspace \\xff",
     }
+
+
+def _expiring(moments: dict[bytes, int], exact: bool = True) -> Part:
+    spaces = Keyspaces()
+    keys = list(moments)
+    spaces.add(Decoded(keys, [_record(k, "string", b"v") for k in keys], list(moments.values()), exact=exact))
+    return spaces.parts(0)["db0 keyspace user expiry"]
+
+
+MOMENTS = {b"user:%d" % i: 1_800_000_000_000 + 3_600_000 * i for i in range(200)}
+
+
+def test_each_keys_expiry_moment_is_compared_exactly_when_read_exactly() -> None:
+    """Negative controls: one key's moment moved by a minute among 200 (the sum's tolerance was
+    2 s a key, 400 s), and two keys' moments exchanged (the sum unchanged). Quiet control:
+    the same moments read in another order."""
+    backup = _expiring(MOMENTS)
+    moved = MOMENTS | {b"user:7": MOMENTS[b"user:7"] + 60_000}
+    swapped = MOMENTS | {b"user:1": MOMENTS[b"user:2"], b"user:2": MOMENTS[b"user:1"]}
+    assert backup.tolerance == 0
+    assert not backup.matches(_expiring(moved))
+    assert not backup.matches(_expiring(swapped))
+    assert backup.matches(_expiring(dict(reversed(list(MOMENTS.items())))))
+    finding = PartDifference(
+        part="db0 keyspace user expiry", change="changed", expected=backup, actual=_expiring(swapped)
+    )
+    assert "the expiry moment of at least one key differs; their sum moved +0 s" in finding.describe()
+
+
+def test_expiries_read_from_the_clock_fall_back_to_the_sum_and_say_so() -> None:
+    """A server without PEXPIRETIME (Redis 6.2) on either side: moments carry the clock's
+    jitter, so only the sum is compared, within 2 s a key, and the finding names the limit."""
+    backup = _expiring(MOMENTS)
+    jittered = _expiring({k: v + 3 for k, v in MOMENTS.items()}, exact=False)
+    assert jittered.tolerance == EXPIRY_TOLERANCE_S
+    assert backup.matches(jittered) and jittered.matches(backup)
+    far = _expiring({k: v + 3_000 for k, v in MOMENTS.items()}, exact=False)
+    assert not backup.matches(far)
+    text = PartDifference(part="p", change="changed", expected=backup, actual=far).describe()
+    assert "beyond 2 s each" in text and "compared as a sum only" in text
+
+
+def test_decode_reads_the_exact_mark() -> None:
+    *sections, _ = _reply([(b"k", "string", b"v", False)], None)
+    exact = decode(*sections, b"=" + b"%016x" % 1_800_000_000_000)
+    clock = decode(*sections, b"%016x" % 1_800_000_000_000)
+    assert exact.exact and exact.expiries == [1_800_000_000_000]
+    assert not clock.exact and clock.expiries == [1_800_000_000_000]
 
 
 @settings(max_examples=200, deadline=None)

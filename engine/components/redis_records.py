@@ -27,7 +27,16 @@ The reply comes in three sections, each a few long strings:
   made itself (values of more than 1 KB, streams, module types);
 - ``expiries``: empty when the database had no key with a time to live; else 16
   hexadecimal digits per key, in the order of the sections: the absolute expiry in ms,
-  or ``f`` * 16.
+  or ``f`` * 16. A leading ``=`` says the server told the moment it stored
+  (``PEXPIRETIME``), not a moment derived from the clock and ``PTTL``.
+
+Expiries are compared per key where both sides were read exactly: each expiring key adds
+``digest * expiry`` (mod 2**256) to its key space's moment sum, so one key's moment
+changed, or two keys' moments exchanged, changes the sum (the difference
+``(d1 - d2) * (e2 - e1)`` of an exchange is below 2**224 and not zero, so it cannot
+vanish modulo 2**256). Where either side could not read a batch exactly (see
+``redis_digest.MOMENT_LUA``), or the manifest predates per-key moments, only the plain
+sum is compared, within ``EXPIRY_TOLERANCE_S`` per key; the finding says so.
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ class Decoded:
     keys: list[bytes]
     digests: list[int]
     expiries: list[int | None] | None  # None: no key of the database had a time to live
+    exact: bool = False  # expiries are the moments the server stored (PEXPIRETIME)
 
 
 def decode(
@@ -85,7 +95,8 @@ def decode(
     digests = list(map(int.from_bytes, map(_digest, map(_sha1, _slices(wdata, wsizes)))))
     _values(rkinds, rdata, keys, digests)
     _given(gdata, keys, digests)
-    return Decoded(keys, digests, _expiries(expiries, len(keys)))
+    exact = expiries[:1] == b"="
+    return Decoded(keys, digests, _expiries(expiries[1:] if exact else expiries, len(keys)), exact)
 
 
 def _slices(blob: bytes, lengths: bytes) -> list[bytes]:
@@ -175,18 +186,22 @@ class KeyspaceSums:
     expiring: int = 0
     expiry_seconds: int = 0
     earliest: int | None = None
+    moments: int = 0  # sum of digest * expiry over expiring keys, mod 2**256
+    exact: bool = True  # every expiry was read as the stored moment
     _mod: int = field(default=1 << 256, repr=False)
 
-    def add(self, digest: int, expiry_ms: int | None) -> None:
+    def add(self, digest: int, expiry_ms: int | None, exact: bool = True) -> None:
         self.total = (self.total + digest) % self._mod
         self.keys += 1
         if expiry_ms is not None:
-            self.expire(expiry_ms)
+            self.expire(digest, expiry_ms, exact)
 
-    def expire(self, expiry_ms: int) -> None:
+    def expire(self, digest: int, expiry_ms: int, exact: bool) -> None:
         self.expiring += 1
         self.expiry_seconds += expiry_ms // 1000
         self.earliest = expiry_ms if self.earliest is None else min(self.earliest, expiry_ms)
+        self.moments = (self.moments + digest * expiry_ms) % self._mod
+        self.exact = self.exact and exact
 
     def parts(self, name: str) -> dict[str, Part]:
         """``name`` (the keys and values) and, where keys expire, ``name + " expiry"``."""
@@ -198,12 +213,14 @@ class KeyspaceSums:
             )
         }
         if self.expiring:
+            # Tolerance 0 marks a part whose digest holds every key's exact moment.
+            text = f"expiring {self.expiring}" + (f" moments {self.moments:064x}" if self.exact else "")
             out[name + " expiry"] = Part(
-                digest=hashlib.sha256(f"expiring {self.expiring}".encode()).hexdigest(),
+                digest=hashlib.sha256(text.encode()).hexdigest(),
                 count=self.expiring,
                 unit="expiring keys",
                 total=self.expiry_seconds,
-                tolerance=EXPIRY_TOLERANCE_S,
+                tolerance=0 if self.exact else EXPIRY_TOLERANCE_S,
                 earliest=self.earliest,
             )
         return out
@@ -229,9 +246,9 @@ class Keyspaces:
                 sums.total = (sums.total + sum(digests)) % sums._mod
                 sums.keys += len(digests)
         if batch.expiries is not None:
-            for key, expiry in zip(batch.keys, batch.expiries, strict=True):
+            for key, digest, expiry in zip(batch.keys, batch.digests, batch.expiries, strict=True):
                 if expiry is not None and (sums := self._sums(_head(key))) is not None:
-                    sums.expire(expiry)
+                    sums.expire(digest, expiry, batch.exact)
 
     def _sums(self, head: bytes | None) -> KeyspaceSums | None:
         if head not in self._names:

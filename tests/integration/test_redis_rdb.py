@@ -516,6 +516,6 @@ def test_fingerprint_of_the_kind_is_the_redis_one(runtime: LocalRuntime) -> None
     assert isinstance(fp, Fingerprint) and fp.kind == "redis-rdb"
     keyspaces = {p for p in fp.parts if not p.endswith(" expiry")}
     assert keyspaces == {"db0 keyspace cart", "db0 keyspace session", "db0 keyspace user", *DB5_PARTS}
-    # Keys with a time to live add a key space's expiry part, matched within its tolerance.
+    # Keys with a time to live add a key space's expiry part, each key's moment read exactly.
     assert {p.removesuffix(" expiry") for p in fp.parts} == keyspaces
-    assert all(fp.parts[p].tolerance for p in fp.parts if p.endswith(" expiry"))
+    assert all(fp.parts[p].tolerance == 0 for p in fp.parts if p.endswith(" expiry"))
