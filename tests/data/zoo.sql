@@ -34,6 +34,10 @@ CREATE TABLE shop.orders (
 );
 COMMENT ON TABLE shop.orders IS 'orders';
 COMMENT ON COLUMN shop.orders.note IS 'free text';
+ALTER TABLE shop.orders ALTER COLUMN note SET STORAGE EXTERNAL;
+ALTER TABLE shop.orders ALTER COLUMN note SET COMPRESSION pglz;
+ALTER TABLE shop.orders ALTER COLUMN status SET STATISTICS 500;
+ALTER TABLE shop.orders ALTER COLUMN tenant SET (n_distinct = 12);
 CREATE INDEX orders_status_idx ON shop.orders (status);
 CREATE STATISTICS shop.orders_stats ON status, amount FROM shop.orders;
 ALTER TABLE shop.orders ENABLE ROW LEVEL SECURITY;

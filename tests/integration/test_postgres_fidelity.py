@@ -104,6 +104,22 @@ DAMAGE: dict[str, tuple[list[str], str]] = {
         ["ALTER TABLE shop.orders ALTER COLUMN total DROP EXPRESSION"],
         "table definition shop.orders",
     ),
+    "column storage": (
+        ["ALTER TABLE shop.orders ALTER COLUMN note SET STORAGE EXTENDED"],
+        "table definition shop.orders",
+    ),
+    "column compression": (
+        ["ALTER TABLE shop.orders ALTER COLUMN note SET COMPRESSION default"],
+        "table definition shop.orders",
+    ),
+    "column statistics target": (
+        ["ALTER TABLE shop.orders ALTER COLUMN status SET STATISTICS -1"],
+        "table definition shop.orders",
+    ),
+    "column options": (
+        ["ALTER TABLE shop.orders ALTER COLUMN tenant RESET (n_distinct)"],
+        "table definition shop.orders",
+    ),
     "row-level security off": (["ALTER TABLE shop.orders DISABLE ROW LEVEL SECURITY"], "table definition shop.orders"),
     "row-level security forced": (["ALTER TABLE shop.orders FORCE ROW LEVEL SECURITY"], "table definition shop.orders"),
     "policy changed": (["ALTER POLICY tenant_only ON shop.orders USING (true)"], "policy shop.orders.tenant_only"),
