@@ -244,6 +244,7 @@ def _policies(_v: int) -> str:
 
 def _rules(_v: int) -> str:
     return f"""SELECT r.ev_class::regclass::text || '.' || r.rulename, pg_get_ruledef(r.oid) || ' enabled ' || r.ev_enabled::text
+          || coalesce(' comment ' || obj_description(r.oid, 'pg_rewrite'), '')
         FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE r.rulename <> '_RETURN' AND {USER_NS} AND {_not_extension_member("pg_rewrite", "r.oid")}"""
 
@@ -348,9 +349,11 @@ def _publications(v: int) -> str:
         FROM pg_publication p"""
 
 
-def _statistics(_v: int) -> str:
+def _statistics(v: int) -> str:
+    target = "CASE WHEN s.stxstattarget >= 0 THEN ' statistics ' || s.stxstattarget::text ELSE '' END" if v >= 130000 else "''"
     return f"""SELECT {_qualified('n.nspname', 's.stxname')}, pg_get_statisticsobjdef(s.oid)
           || ' owner ' || pg_get_userbyid(s.stxowner) || coalesce(' comment ' || obj_description(s.oid, 'pg_statistic_ext'), '')
+          || {target}
         FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {USER_NS}"""
 
 
@@ -404,6 +407,80 @@ def _subscriptions(_v: int) -> str:
         FROM pg_subscription s WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
 
+def _operators(_v: int) -> str:
+    return f"""SELECT {_qualified("n.nspname", "o.oprname")} || '(' || format_type(o.oprleft, NULL) || ','
+                 || format_type(o.oprright, NULL) || ')',
+          'kind ' || o.oprkind::text || ' result ' || format_type(o.oprresult, NULL)
+          || ' function ' || o.oprcode::regprocedure::text || ' restrict ' || o.oprrest::text || ' join ' || o.oprjoin::text
+          || ' commutator ' || coalesce(nullif(o.oprcom, 0)::regoperator::text, '')
+          || ' negator ' || coalesce(nullif(o.oprnegate, 0)::regoperator::text, '')
+          || ' merges ' || o.oprcanmerge::text || ' hashes ' || o.oprcanhash::text
+          || {_meta("o.oprowner", "NULL::aclitem[]", "o.oid", "pg_operator")}
+        FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_operator", "o.oid")}"""
+
+
+def _operator_families(_v: int) -> str:
+    # Members by the server's own description of each (``operator 1 (integer, integer) of
+    # operator family ... for access method hash: =(integer,integer)``): text without OIDs.
+    return f"""SELECT {_qualified("n.nspname", "f.opfname")} || ' using ' || am.amname,
+          'operators ' || coalesce((SELECT string_agg(d.t, ';' ORDER BY d.t COLLATE "C")
+                                    FROM (SELECT pg_describe_object('pg_amop'::regclass, ao.oid, 0) AS t
+                                          FROM pg_amop ao WHERE ao.amopfamily = f.oid) d), '')
+          || ' functions ' || coalesce((SELECT string_agg(d.t, ';' ORDER BY d.t COLLATE "C")
+                                        FROM (SELECT pg_describe_object('pg_amproc'::regclass, ap.oid, 0) AS t
+                                              FROM pg_amproc ap WHERE ap.amprocfamily = f.oid) d), '')
+          || {_meta("f.opfowner", "NULL::aclitem[]", "f.oid", "pg_opfamily")}
+        FROM pg_opfamily f JOIN pg_namespace n ON n.oid = f.opfnamespace JOIN pg_am am ON am.oid = f.opfmethod
+        WHERE {USER_NS} AND {_not_extension_member("pg_opfamily", "f.oid")}"""
+
+
+def _operator_classes(_v: int) -> str:
+    return f"""SELECT {_qualified("n.nspname", "c.opcname")} || ' using ' || am.amname,
+          'for ' || format_type(c.opcintype, NULL) || ' default ' || c.opcdefault::text
+          || ' family ' || fn.nspname || '.' || f.opfname || ' stores ' || coalesce(format_type(nullif(c.opckeytype, 0), NULL), '')
+          || {_meta("c.opcowner", "NULL::aclitem[]", "c.oid", "pg_opclass")}
+        FROM pg_opclass c JOIN pg_namespace n ON n.oid = c.opcnamespace JOIN pg_am am ON am.oid = c.opcmethod
+        JOIN pg_opfamily f ON f.oid = c.opcfamily JOIN pg_namespace fn ON fn.oid = f.opfnamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_opclass", "c.oid")}"""
+
+
+# pg_dump's rule for casts, access methods and the like, which live in no schema: made
+# after initdb (an OID from FirstNormalObjectId on) and not by an extension.
+_USER_OID = 16384
+
+
+def _casts(_v: int) -> str:
+    return f"""SELECT format_type(c.castsource, NULL) || ' as ' || format_type(c.casttarget, NULL),
+          'function ' || coalesce(nullif(c.castfunc, 0)::regprocedure::text, '') || ' context ' || c.castcontext::text
+          || ' method ' || c.castmethod::text || coalesce(' comment ' || obj_description(c.oid, 'pg_cast'), '')
+        FROM pg_cast c WHERE c.oid >= {_USER_OID} AND {_not_extension_member("pg_cast", "c.oid")}"""
+
+
+def _access_methods(_v: int) -> str:
+    return f"""SELECT a.amname, 'type ' || a.amtype::text || ' handler ' || a.amhandler::regprocedure::text
+          || coalesce(' comment ' || obj_description(a.oid, 'pg_am'), '')
+        FROM pg_am a WHERE a.oid >= {_USER_OID} AND {_not_extension_member("pg_am", "a.oid")}"""
+
+
+def _text_search(_v: int) -> str:
+    """Configurations with their token mappings, and dictionaries with their template and options."""
+    return f"""SELECT 'configuration ' || {_qualified("n.nspname", "c.cfgname")},
+          'parser ' || c.cfgparser::regproc::text || ' mappings '
+          || coalesce((SELECT string_agg(m.maptokentype || ':' || m.mapseqno || ':' || m.mapdict::regdictionary::text, ','
+                                         ORDER BY m.maptokentype, m.mapseqno)
+                       FROM pg_ts_config_map m WHERE m.mapcfg = c.oid), '')
+          || {_meta("c.cfgowner", "NULL::aclitem[]", "c.oid", "pg_ts_config")}
+        FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_ts_config", "c.oid")}
+        UNION ALL
+        SELECT 'dictionary ' || {_qualified("n.nspname", "d.dictname")},
+          'template ' || t.tmplname || ' options ' || coalesce(d.dictinitoption, '')
+          || {_meta("d.dictowner", "NULL::aclitem[]", "d.oid", "pg_ts_dict")}
+        FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace JOIN pg_ts_template t ON t.oid = d.dicttemplate
+        WHERE {USER_NS} AND {_not_extension_member("pg_ts_dict", "d.oid")}"""
+
+
 def _large_objects(_v: int) -> str:
     # The content's digest, computed by the server a large object at a time.
     return f"""SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
@@ -447,6 +524,12 @@ CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("foreign data wrapper", _foreign_data_wrappers),
     ObjectClass("extension member privileges", _extension_member_privileges),
     ObjectClass("subscription", _subscriptions),
+    ObjectClass("operator", _operators),
+    ObjectClass("operator family", _operator_families),
+    ObjectClass("operator class", _operator_classes),
+    ObjectClass("cast", _casts),
+    ObjectClass("access method", _access_methods),
+    ObjectClass("text search", _text_search),
     ObjectClass("large object", _large_objects, unit="large objects"),
 )
 

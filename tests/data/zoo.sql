@@ -69,6 +69,19 @@ CREATE TRIGGER orders_audit BEFORE INSERT ON shop.orders FOR EACH ROW EXECUTE FU
 CREATE FUNCTION shop.on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
 CREATE EVENT TRIGGER zoo_ddl ON ddl_command_end EXECUTE FUNCTION shop.on_ddl();
 
+-- Operators, operator classes, casts, an access method, text search: pg_dump carries them all.
+COMMENT ON RULE log_delete ON shop.log IS 'keeps the log';
+ALTER STATISTICS shop.orders_stats SET STATISTICS 300;
+CREATE FUNCTION shop.int_close(a int, b int) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT abs(a - b) < 3 $$;
+CREATE OPERATOR shop.=~= (LEFTARG = int, RIGHTARG = int, FUNCTION = shop.int_close, COMMUTATOR = OPERATOR(shop.=~=));
+COMMENT ON OPERATOR shop.=~= (int, int) IS 'close enough';
+CREATE OPERATOR CLASS shop.int4_alt_ops FOR TYPE int4 USING hash AS OPERATOR 1 =(int4, int4), FUNCTION 1 hashint4(int4);
+CREATE CAST (shop.address AS text) WITH INOUT AS ASSIGNMENT;
+CREATE ACCESS METHOD zoo_heap TYPE TABLE HANDLER heap_tableam_handler;
+CREATE TEXT SEARCH DICTIONARY shop.plain_dict (TEMPLATE = simple, ACCEPT = true);
+CREATE TEXT SEARCH CONFIGURATION shop.plain (COPY = simple);
+ALTER TEXT SEARCH CONFIGURATION shop.plain ALTER MAPPING FOR word WITH shop.plain_dict;
+
 CREATE VIEW shop.paid AS SELECT id, amount FROM shop.orders WHERE status = 'paid';
 ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT SELECT ON TABLES TO zoo_reader;
 CREATE PUBLICATION zoo_pub FOR TABLE shop.orders;
