@@ -371,11 +371,13 @@ def _foreign_servers(_v: int) -> str:
 
 
 def _extension_member_privileges(_v: int) -> str:
-    """Privileges changed on functions and relations an extension owns: the user's, and pg_dump carries them.
+    """Privileges changed on objects an extension owns: the user's, and pg_dump carries them.
 
-    Only where they differ from what ``CREATE EXTENSION`` set (``pg_init_privs``), so an
-    extension left as installed adds no part. Found by review: ``GRANT EXECUTE`` on an
-    extension's function to PUBLIC after a restore passed.
+    Functions, relations, types, languages (``REVOKE USAGE ON LANGUAGE plpgsql FROM
+    PUBLIC``, a common hardening step) and schemas. Only where they differ from what
+    ``CREATE EXTENSION`` or initdb set (``pg_init_privs``), so an extension left as
+    installed adds no part. Found by review: ``GRANT EXECUTE`` on an extension's
+    function to PUBLIC after a restore passed.
     """
     def member(catalog: str, oid: str, acl: str, name: str, table: str, alias: str) -> str:
         return f"""SELECT {name}, {_acl(acl)} FROM {table} {alias}
@@ -387,6 +389,12 @@ def _extension_member_privileges(_v: int) -> str:
         member("pg_proc", "p.oid", "p.proacl", "'function ' || p.oid::regprocedure::text", "pg_proc", "p")
         + " UNION ALL "
         + member("pg_class", "c.oid", "c.relacl", "'relation ' || c.oid::regclass::text", "pg_class", "c")
+        + " UNION ALL "
+        + member("pg_type", "t.oid", "t.typacl", "'type ' || t.oid::regtype::text", "pg_type", "t")
+        + " UNION ALL "
+        + member("pg_language", "l.oid", "l.lanacl", "'language ' || quote_ident(l.lanname)", "pg_language", "l")
+        + " UNION ALL "
+        + member("pg_namespace", "ns.oid", "ns.nspacl", "'schema ' || quote_ident(ns.nspname)", "pg_namespace", "ns")
     )
 
 

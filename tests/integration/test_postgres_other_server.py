@@ -61,6 +61,8 @@ CREATE COLLATION c2 FROM "C";
 CREATE TYPE textrange AS RANGE (subtype = text, collation = c2);
 CREATE EXTENSION hstore;
 REVOKE EXECUTE ON FUNCTION hstore_to_json(hstore) FROM PUBLIC;
+REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
+REVOKE USAGE ON TYPE hstore FROM PUBLIC;
 CREATE TABLE my_drproof_workload_log (id int);
 INSERT INTO my_drproof_workload_log VALUES (1);
 """
@@ -143,6 +145,16 @@ DAMAGES = {
         "GRANT EXECUTE ON FUNCTION hstore_to_json(hstore) TO PUBLIC",
         "extension member privileges function public.hstore_to_json(public.hstore)",
         "REVOKE EXECUTE ON FUNCTION hstore_to_json(hstore) FROM PUBLIC",
+    ),
+    "usage on the language plpgsql granted again": (
+        "GRANT USAGE ON LANGUAGE plpgsql TO PUBLIC",
+        "extension member privileges language plpgsql",
+        "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC",
+    ),
+    "usage on an extension's type granted again": (
+        "GRANT USAGE ON TYPE hstore TO PUBLIC",
+        "extension member privileges type public.hstore",
+        "REVOKE USAGE ON TYPE hstore FROM PUBLIC",
     ),
     "a default privilege revoked": (
         "ALTER DEFAULT PRIVILEGES IN SCHEMA h REVOKE SELECT ON TABLES FROM abe",
