@@ -26,7 +26,7 @@ from engine.components import postgres_parallel as pg_parallel
 from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
-from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts
+from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts, subscription_secrets
 from engine.components.postgres_rows import PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
 from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
@@ -375,7 +375,11 @@ class PostgresComponent(Component):
             values = sequence_values if sequence_values is not None else self._sequence_values(conn)
             if (scheme or self.fingerprint_scheme) != self.fingerprint_scheme:
                 values = {name: legacy_value(value) for name, value in values.items()}
-            extra = {f"sequence {dotted(schema)}.{dotted(name)}": f" value {value}" for (schema, name), value in values.items()}
+            extra = {
+                f"sequence {dotted(schema)}.{dotted(name)}": f" value {value}"
+                for (schema, name), value in values.items()
+            }
+            extra.update(subscription_secrets(conn))
             parts.update(catalog_parts(conn, conn.server_version, excluded=(WORKLOAD_MARK,), extra=extra))
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc

@@ -407,7 +407,7 @@ def _foreign_data_wrappers(_v: int) -> str:
 
 
 def _subscriptions(_v: int) -> str:
-    """This database's subscriptions; not the connection string, which only a superuser reads."""
+    """This database's subscriptions; the connection string is added where readable (``subscription_secrets``)."""
     return """SELECT s.subname, 'enabled ' || s.subenabled::text || ' slot ' || coalesce(s.subslotname::text, '')
           || ' publications ' || array_to_string(ARRAY(SELECT unnest(s.subpublications) ORDER BY 1), ',')
           || ' synchronous commit ' || s.subsynccommit || ' owner ' || pg_get_userbyid(s.subowner)
@@ -619,6 +619,28 @@ def role_definitions(conn: psycopg2.extensions.connection, connecting_role: str 
         if name in roles and name != connecting_role:
             roles[name] += " password " + digest
     return roles
+
+
+def subscription_secrets(conn: psycopg2.extensions.connection) -> dict[str, str]:
+    """Text to add to each subscription's part: the SHA-256 of its connection string.
+
+    pg_dump carries the string (host, port, database, often a password), and a restore
+    that points a subscription elsewhere is a difference; only a superuser may read it,
+    so elsewhere nothing is added. The string enters a digest, never a message.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT drproof_subconninfo")
+        try:
+            cur.execute(
+                "SELECT subname, encode(sha256(convert_to(subconninfo, 'UTF8')), 'hex') FROM pg_subscription "
+                "WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            rows = {f"subscription {name}": f" connection sha256 {digest}" for name, digest in cur.fetchall()}
+        except psycopg2.errors.InsufficientPrivilege:
+            cur.execute("ROLLBACK TO SAVEPOINT drproof_subconninfo")
+            return {}
+        cur.execute("RELEASE SAVEPOINT drproof_subconninfo")
+        return rows
 
 
 def _password_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:

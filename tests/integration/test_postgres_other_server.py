@@ -65,6 +65,8 @@ REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
 REVOKE USAGE ON TYPE hstore FROM PUBLIC;
 CREATE TABLE my_drproof_workload_log (id int);
 INSERT INTO my_drproof_workload_log VALUES (1);
+CREATE SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=1 dbname=upstream password=sub-secret'
+  PUBLICATION up WITH (connect = false);
 """
 # The target prints differently: another time zone, interval style and float precision.
 TARGET_SETTINGS = (
@@ -75,10 +77,10 @@ TARGET_SETTINGS = (
 )
 
 
-
-
 @pytest.fixture(params=["18", "15"], scope="module")
-def restored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PostgresComponent, Fingerprint]]:
+def restored(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PostgresComponent, Fingerprint]]:
     """The backup of a source server restored into another: the target's component and the backup's fingerprint."""
     images = {"postgres": str(require_pg15())} if request.param == "15" else None
     root = tmp_path_factory.mktemp(f"other{request.param}")
@@ -109,7 +111,11 @@ def test_the_restore_into_a_server_that_prints_differently_is_quiet(
 
 
 DAMAGES = {
-    "a float changed in its last digits": ("UPDATE ev SET x = 0.3", "table public.ev", "UPDATE ev SET x = 0.1::float8 + 0.2::float8"),
+    "a float changed in its last digits": (
+        "UPDATE ev SET x = 0.3",
+        "table public.ev",
+        "UPDATE ev SET x = 0.1::float8 + 0.2::float8",
+    ),
     "a sequence set back without being called": (
         "SELECT setval('invoice_no', 1, false)",
         "sequence public.invoice_no",
@@ -135,7 +141,11 @@ DAMAGES = {
         "foreign data wrapper w",
         "GRANT USAGE ON FOREIGN DATA WRAPPER w TO zed",
     ),
-    "a connection limit set on the database": ("ALTER DATABASE db CONNECTION LIMIT 5", "database", "ALTER DATABASE db CONNECTION LIMIT -1"),
+    "a connection limit set on the database": (
+        "ALTER DATABASE db CONNECTION LIMIT 5",
+        "database",
+        "ALTER DATABASE db CONNECTION LIMIT -1",
+    ),
     "rows of a table whose name contains the workload's mark deleted": (
         "DELETE FROM my_drproof_workload_log",
         "table public.my_drproof_workload_log",
@@ -155,6 +165,16 @@ DAMAGES = {
         "GRANT USAGE ON TYPE hstore TO PUBLIC",
         "extension member privileges type public.hstore",
         "REVOKE USAGE ON TYPE hstore FROM PUBLIC",
+    ),
+    "a subscription's connection string changed": (
+        "ALTER SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=2 dbname=upstream password=sub-secret'",
+        "subscription sub",
+        "ALTER SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=1 dbname=upstream password=sub-secret'",
+    ),
+    "a subscription's publications changed": (
+        "ALTER SUBSCRIPTION sub SET PUBLICATION other WITH (refresh = false)",
+        "subscription sub",
+        "ALTER SUBSCRIPTION sub SET PUBLICATION up WITH (refresh = false)",
     ),
     "a default privilege revoked": (
         "ALTER DEFAULT PRIVILEGES IN SCHEMA h REVOKE SELECT ON TABLES FROM abe",
@@ -178,3 +198,18 @@ def test_each_damage_is_named(restored: tuple[PostgresComponent, Fingerprint], d
     finally:
         pg_sql(target, undo)
     assert compare(taken, target.fingerprint()) == []
+
+
+def test_a_subscriptions_connection_string_is_compared_and_never_shown(
+    restored: tuple[PostgresComponent, Fingerprint],
+) -> None:
+    """Its digest is in the part (the damage above is named); the string, with its password, in no finding."""
+    target, taken = restored
+    pg_sql(target, "ALTER SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=3 dbname=upstream password=sub-secret'")
+    try:
+        found = compare(taken, target.fingerprint())
+        assert [d.part for d in found] == ["subscription sub"]
+        assert not any("sub-secret" in line or "port=" in line for line in found.describe())
+        assert "sub-secret" not in taken.model_dump_json()
+    finally:
+        pg_sql(target, "ALTER SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=1 dbname=upstream password=sub-secret'")
