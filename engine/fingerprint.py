@@ -27,6 +27,13 @@ def _unset(value: object) -> bool:
     return value is None
 
 
+# How a placeholder part's digest begins: what stands where a server could not be reached
+# or a file, a store could not be read. Such a part never matches another, not even an
+# identical placeholder (found by review: a vector store drproof could not read was
+# "unreadable" at backup and after restore, and the restore was called proven).
+UNMEASURED = ("unreadable:", "unreachable:")
+
+
 @dataclass(slots=True)
 class Part:
     """One named piece of a fingerprint: a digest and what it counted.
@@ -54,7 +61,14 @@ class Part:
         int | None, Field(description="For expiry parts: the earliest expiry, ms since 1970.", exclude_if=_unset)
     ] = None
 
+    @property
+    def measured(self) -> bool:
+        """False for a placeholder: a server that could not be reached, a file or store that could not be read."""
+        return not self.digest.startswith(UNMEASURED)
+
     def matches(self, other: Part) -> bool:
+        if not (self.measured and other.measured):
+            return False  # two "could not read" placeholders say nothing about the data: never a match
         if self.tolerance is not None and other.tolerance is not None:
             if self.tolerance == other.tolerance == 0:
                 return self.digest == other.digest
@@ -243,6 +257,17 @@ class Fingerprint(BaseModel):
     @property
     def part_count(self) -> int:
         return self.parts_artifact.count if self.parts_artifact is not None else len(self.parts)
+
+    def unmeasured(self) -> str | None:
+        """Why nothing was measured, when every part is a placeholder (a server unreachable); else None.
+
+        Such a fingerprint is no reading of the data: compared, it would list every part
+        of the backup as "missing", findings of a loss nobody measured (found by review:
+        a killed server's fidelity check "failed as expected" on them).
+        """
+        if self.external or not self.parts or any(p.measured for p in self.parts.values()):
+            return None
+        return "; ".join(sorted({f"{name}: {p.digest}" for name, p in self.parts.items()}))[:500]
 
     def totals(self) -> dict[str, int]:
         """The sum of the parts' counts per unit (rows, bytes, files...)."""

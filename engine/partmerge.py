@@ -12,8 +12,11 @@ plain loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import methodcaller
 
-from engine.fingerprint import FIELDS, Batch, Comparison, Part, PartDifference, part_at
+from engine.fingerprint import FIELDS, UNMEASURED, Batch, Comparison, Part, PartDifference, part_at
+
+_placeholder = methodcaller("startswith", UNMEASURED)
 
 _FIRST_RUN = 16
 _LONGEST_RUN = 8192
@@ -104,6 +107,7 @@ def walk(expected: Iterator[Batch], actual: Iterator[Batch], found: Found) -> in
             e.names[i : i + k] == a.names[j : j + k]
             and e.digests[i : i + k] == a.digests[j : j + k]
             and not any(e.extras[i : i + k])  # a part measured within a tolerance is judged alone
+            and not any(map(_placeholder, e.digests[i : i + k]))  # as is a placeholder, which never matches
         ):
             compared += k
             e.advance(k)

@@ -439,3 +439,31 @@ def test_seed_writes_valid_json_flags() -> None:
         flags = json.loads((comp.path / "feature-flags.json").read_text())
         assert len(flags) == 12
         assert comp.health().ok
+
+
+def test_placeholder_parts_never_match_not_even_each_other() -> None:
+    """Found by review: a store unreadable at backup and after restore compared equal.
+
+    Checked in a long run of matching parts too, which the merge compares in bulk.
+    """
+    from engine.fingerprint import Fingerprint, Part, compare
+
+    good = {f"file {i:05}": Part(digest=f"{i:064x}", count=1, unit="bytes") for i in range(3000)}
+    hole = Part(digest="unreadable: ValueError: not an index", count=0, unit="vectors")
+    a = Fingerprint.build("v", "vectorstore", {**good, "file 01500": hole})
+    b = Fingerprint.build("v", "vectorstore", {**good, "file 01500": hole})
+    assert not hole.matches(hole) and not hole.measured
+    assert [d.part for d in compare(a, b)] == ["file 01500"]
+    assert compare(Fingerprint.build("v", "vectorstore", good), Fingerprint.build("v", "vectorstore", good)) == []
+
+
+def test_a_fingerprint_of_placeholders_only_says_nothing_was_measured() -> None:
+    from engine.fingerprint import Fingerprint, Part
+
+    dead = Fingerprint.build("c", "redis", {"server": Part(digest="unreachable: refused", count=0, unit="keys")})
+    assert dead.unmeasured() == "server: unreachable: refused"
+    one_file = {
+        "file a": Part(digest="unreadable: Permission denied", count=0, unit="bytes"),
+        "file b": Part(digest="ab" * 32, count=3, unit="bytes"),
+    }
+    assert Fingerprint.build("v", "volumes", one_file).unmeasured() is None  # a finding, not a blind reading

@@ -91,7 +91,9 @@ def test_a_spooled_fingerprint_is_the_inline_one(records: list[tuple[str, Part]]
     assert streamed.part_count == inline.part_count
     assert streamed.totals() == inline.totals()
     assert list(_parts(streamed).items()) == list(inline.parts.items())
-    assert compare(inline, streamed).total == 0 and compare(streamed, inline).total == 0
+    # Every part matches its copy but a placeholder ("unreadable: ..."), which never matches.
+    placeholders = sum(not p.measured for p in inline.parts.values())
+    assert compare(inline, streamed).total == placeholders and compare(streamed, inline).total == placeholders
 
 
 @FAST
@@ -132,7 +134,7 @@ def test_the_streamed_comparison_lists_what_the_inline_one_does(
     naive = [
         (n, "missing" if n not in b else "unexpected" if n not in a else "changed")
         for n in sorted(set(a) | set(b))
-        if n not in a or n not in b or a[n].digest != b[n].digest
+        if n not in a or n not in b or not a[n].matches(b[n])  # a placeholder never matches
     ]
     old = partstream.INLINE_PARTS
     partstream.INLINE_PARTS = 0
