@@ -399,6 +399,13 @@ def apply_gate(results: Results, assertion: AssertionResult) -> None:
         results.verdict, results.exit_code = "fail", 1
     elif assertion.status == "error":
         results.verdict, results.exit_code = "error", 2
+    else:
+        return
+    # Controls were judged on the run before the gate (found by review: NIST CP-4 stayed
+    # "evidenced: drill ...: pass" in a FAIL report). Judged again on what it is now.
+    from drills.controls import evaluate as evaluate_controls
+
+    results.controls = evaluate_controls([c.id for c in results.controls], results)
 
 
 def earlier_runs(path: Path, results: Results) -> list[RunRecord]:

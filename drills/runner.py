@@ -454,6 +454,9 @@ class DrillRunner:
         except DrproofError as exc:
             state.fingerprint_errors[name] = str(exc)
             return
+        if (why := fp.unmeasured()) is not None:
+            state.fingerprint_errors[name] = f"{name} could not be read, so nothing was measured: {why}"
+            return
         state.final_fingerprints[name] = fp
         state.results[name].fingerprint_final = fp.digest
         state.results[name].content, state.results[name].row_counts = content_of(fp)
@@ -475,10 +478,22 @@ class DrillRunner:
         with self.phase("measure recovery point", "check") as rec:
             windows: dict[str, float | None] = {}
             for name, stream in workload.streams.items():
-                point = recovery_point(stream.acks, stream.writer.survivors(), workload.started_at, stream.takeovers)
-                result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
+                try:
+                    survivors = stream.writer.survivors()
+                except DrproofError as exc:  # not "nothing survived": nothing was read
+                    result = RecoveryPoint(
+                        measured=False,
+                        reason=f"the surviving writes could not be read: {exc}",
+                        rate=stream.rate,
+                        acknowledged=len(stream.acks),
+                        failed_writes=stream.failures,
+                    )
+                else:
+                    point = recovery_point(stream.acks, survivors, workload.started_at, stream.takeovers)
+                    result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
                 state.results[name].recovery_point = result
-                windows[name] = result.loss_window_seconds
+                # A lower bound is no measurement of the stack's RPO (the rpo check judges it).
+                windows[name] = None if result.lower_bound else result.loss_window_seconds
             rec["data"] = windows
             measured = [w for w in windows.values() if w is not None]
             state.stack_rpo = max(measured) if measured and len(measured) == len(windows) else None
@@ -506,6 +521,8 @@ class DrillRunner:
             raise StepFailed("no backup has been taken yet")
         if name is None:
             return list(state.backups.values())[-1]
+        if name not in state.backups:
+            raise StepFailed(f"no backup named {name!r} was taken (a backup step that failed leaves none)")
         return state.backups[name]
 
     def wants_state_before_disaster(self) -> bool:
@@ -639,7 +656,10 @@ class DrillRunner:
         if state is None or state.recovery_started is None:
             return None
         damaged = [r for r in state.results.values() if r.damaged_by]
-        considered = damaged or [r for r in state.results.values() if r.restored_from]
+        # A restore test's sandbox starts empty: every component of it must come back,
+        # restored or not (found by review: one of four restored made "stack recovered").
+        sandbox = [state.results[n] for n in state.sandbox if n in state.results]
+        considered = damaged or sandbox or [r for r in state.results.values() if r.restored_from]
         if not considered or any(r.rto_seconds is None for r in considered):
             return None
         return max(r.rto_seconds for r in considered if r.rto_seconds is not None)

@@ -100,6 +100,11 @@ class RecoveryPoint(_Model):
     loss_window_seconds: float | None = Field(
         default=None, description="From the newest surviving write to the last acknowledged one: the measured RPO."
     )
+    lower_bound: bool = Field(
+        default=False,
+        description="No acknowledged write survived: the loss window, counted from the workload's start, is only a "
+        "lower bound. It can fail an objective, never meet one.",
+    )
     note: str = ""
     holes: list[int] = Field(default_factory=list, description="Up to 20 writes lost before the newest survivor.")
     hole_count: int = 0

@@ -242,7 +242,7 @@ def render_junit(results: Results) -> bytes:
     ):
         ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
 
-    tests = failures = errors = 0
+    tests = failures = errors = skipped = 0
     for assertion in results.assertions:
         tests += 1
         case = ET.SubElement(
@@ -266,7 +266,11 @@ def render_junit(results: Results) -> bytes:
             element = ET.SubElement(case, "error", {"message": _x(f"not run: {assertion.summary}"), "type": "not_run"})
         elif assertion.status == "not_compared":
             # Not a failure, and never a plain pass: CI shows it as skipped, with why.
-            element = ET.SubElement(case, "skipped", {"message": _x(f"not compared: {assertion.summary}")})
+            skipped += 1
+            why = assertion.summary
+            element = ET.SubElement(
+                case, "skipped", {"message": _x(why if "not compared" in why else f"not compared: {why}")}
+            )
         else:
             continue
         if details:
@@ -290,13 +294,14 @@ def render_junit(results: Results) -> bytes:
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
-    suite.set("skipped", "0")
+    suite.set("skipped", str(skipped))
     suite.set("time", _seconds_attr(results.measured.drill_seconds))
     # JUnit's schema wants a zone-less ISO timestamp; the journal is UTC, so say UTC here.
     suite.set("timestamp", view.to_utc(results.started_at).strftime("%Y-%m-%dT%H:%M:%S"))
     suites.set("tests", str(tests))
     suites.set("failures", str(failures))
     suites.set("errors", str(errors))
+    suites.set("skipped", str(skipped))
     suites.set("time", _seconds_attr(results.measured.drill_seconds))
 
     ET.indent(suites)
@@ -341,7 +346,9 @@ def _fleet_suite(drill: FleetSuite) -> ET.Element:
         for name, value in (("verdict", "error"), ("scenario_file", drill.file)):
             ET.SubElement(properties, "property", {"name": name, "value": _x(value)})
     if drill.problem is not None:
-        case = ET.SubElement(suite, "testcase", {"classname": _x(f"drproof.{drill.name}"), "name": "drproof", "time": "0.000"})
+        case = ET.SubElement(
+            suite, "testcase", {"classname": _x(f"drproof.{drill.name}"), "name": "drproof", "time": "0.000"}
+        )
         element = ET.SubElement(case, "error", {"message": _x(drill.problem), "type": "drproof"})
         element.text = _x(drill.details or drill.problem)
         suite.set("tests", str(int(suite.get("tests", "0")) + 1))
@@ -356,7 +363,7 @@ def render_fleet_junit(drills: Iterable[FleetSuite]) -> bytes:
     of the fleet and none disappears from the totals.
     """
     root = ET.Element("testsuites", {"name": "drproof fleet"})
-    totals = {"tests": 0, "failures": 0, "errors": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     seconds = 0.0
     for drill in drills:
         suite = _fleet_suite(drill)

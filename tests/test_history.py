@@ -201,6 +201,19 @@ def test_gate_fails_a_passing_run_that_regressed(tmp_path: Path) -> None:
     assert current.assertions[-1] is result
 
 
+def test_the_gate_judges_the_controls_again_on_the_verdict_it_gave(tmp_path: Path) -> None:
+    """Found by review: NIST CP-4 stayed "evidenced: drill ...: pass" in a FAIL report."""
+    from drills.controls import evaluate
+
+    current = _results(13.0, day=5)
+    current.controls = evaluate(["NIST CP-4"], current)
+    assert current.controls[0].status == "evidenced"
+    history = trend(_earlier(tmp_path, *(_results(10.0, day=d) for d in range(3))), current, Gate(threshold=20.0))
+    apply_gate(current, regression_assertion(history, 13.0))
+    assert current.verdict == "fail"
+    assert [c.status for c in current.controls] == ["failed"]
+
+
 def test_gate_passes_within_the_threshold(tmp_path: Path) -> None:
     current = _results(11.0, day=5)
     earlier = _earlier(tmp_path, *(_results(10.0, day=d) for d in range(3)))

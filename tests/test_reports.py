@@ -581,3 +581,36 @@ def test_report_on_a_file_that_is_no_results_json_says_so(tmp_path: Path) -> Non
         path.write_text(body)
         with pytest.raises(ConfigError, match="not a drproof results file: it has no schema_version"):
             load_results(path)
+
+
+def _with_assertions(results: Results, *assertions: AssertionResult, verdict: str = "pass") -> Results:
+    return results.model_copy(
+        update={"assertions": list(assertions), "verdict": verdict, "exit_code": {"pass": 0, "fail": 1}[verdict]}
+    )
+
+
+def test_the_objectives_row_shows_the_stacks_rto_check_not_the_first_declared(results: Results) -> None:
+    """Found by review: "RTO 0.77 s against objective 0.01 s — pass" in a FAIL drill (a component's check)."""
+    component = AssertionResult(id="rto[db]", name="rto", status="pass", summary="db recovered within 1m")
+    stack = AssertionResult(id="rto[stack]", name="rto", status="fail", summary="stack took 0.77 s")
+    assert view.rto_assertion(_with_assertions(results, component, stack, verdict="fail")) is stack
+    assert view.rto_assertion(_with_assertions(results, component)) is None  # the row says "not asserted"
+    rpo = AssertionResult(id="rpo[db]", name="rpo", status="pass", summary="db")
+    assert view.rpo_assertion(_with_assertions(results, rpo)) is None
+
+
+def test_a_check_that_did_not_compare_is_counted_as_skipped_and_never_called_a_pass(results: Results) -> None:
+    """Found by review: junit said skipped="0" beside a <skipped> case; the HTML "every assertion passed"."""
+    ok = AssertionResult(id="rto[stack]", name="rto", status="pass", summary="ok")
+    blind = AssertionResult(
+        id="fidelity[db]", name="fidelity", status="not_compared", summary="db: not compared: a foreign backup"
+    )
+    passing = _with_assertions(results, ok, blind)
+    root = ET.fromstring(render_junit(passing))
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("skipped") == "1" and root.get("skipped") == "1"
+    skipped = root.find(".//skipped")
+    assert skipped is not None and skipped.get("message") == "db: not compared: a foreign backup"
+    html = render_html(passing)
+    assert "every assertion passed" not in html and "could not compare and proves nothing" in html
+    assert "every assertion passed" in render_html(_with_assertions(results, ok))

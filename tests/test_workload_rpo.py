@@ -39,7 +39,8 @@ def test_nothing_survived_is_a_lower_bound_from_the_start() -> None:
     point = recovery_point(_acks(10), set(), started_at=0.5)
     assert point["newest_surviving"] is None
     assert point["loss_window_seconds"] == round(1.9 - 0.5, 6)
-    assert "lower bound" in point["note"]
+    assert "lower bound" in point["note"] and point["lower_bound"] is True
+    assert recovery_point(_acks(10), {3}, started_at=0.5)["lower_bound"] is False
 
 
 def test_a_write_lost_before_a_surviving_one_is_a_hole() -> None:

@@ -116,6 +116,17 @@ class DrillState:
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)
 
+    @property
+    def sandbox(self) -> list[str]:
+        """The components a restore test made empty sandboxes for (none in a synthetic drill).
+
+        Each starts empty, so each must come back for the stack to count as recovered.
+        """
+        if self.source is None:
+            return []
+        names = getattr(self.source, "components", None)
+        return list(names) if names is not None else list(getattr(self.source, "backups", {}))
+
     def backup_name_of(self, backup_id: str) -> str | None:
         for name, m in self.backups.items():
             if m.id == backup_id:

@@ -68,8 +68,10 @@ class CommandCheck(Assertion):
             )
         except subprocess.TimeoutExpired as exc:
             evidence.update(_output(exc.stdout, exc.stderr, secrets))
-            finding = f"{program} still running after {params.timeout:g} s; stopped"
-            return [result(rid, self.name, "fail", finding, evidence=evidence, findings=[finding])]
+            # No verdict: a check that did not finish measured nothing, so it is an error,
+            # never a failure a negative control (expect: fail) would count as detection.
+            finding = f"{program} still running after {params.timeout:g} s; stopped: no verdict"
+            return [result(rid, self.name, "error", finding, evidence=evidence, findings=[finding])]
         except OSError as exc:
             return [result(rid, self.name, "error", f"could not start {program}: {exc}", evidence=evidence)]
         evidence.update(exit_code=done.returncode, **_output(done.stdout, done.stderr, secrets))

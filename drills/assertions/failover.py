@@ -69,12 +69,15 @@ class FailoverOutcome(Assertion):
         rto = record.get("rto_seconds")
         summary = (
             f"{record['target']}: {record['old_primary']} → {record['new_primary']} by {record['recovered_by']} in "
-            f"{rto:.2f} s, {record['lost_writes']} acknowledged write(s) lost"
+            f"{rto:.2f} s, {_lost(record)}"
             if rto is not None
             else f"{record['target']}: no new primary acknowledged a write within {record['timeout_seconds']:g} s"
         )
         if "rejoin" in record:
             summary += "; old primary " + ("rejoined" if record["rejoin"].get("ok") else "did not rejoin")
+        if not findings and params.max_lost_writes is not None and record["lost_writes"] is None:
+            # The limit cannot be judged: no node answered to count what survived.
+            return result(rid, self.name, "error", summary, evidence=evidence, findings=[_lost(record)])
         return result(rid, self.name, "fail" if findings else "pass", summary, evidence=evidence, findings=findings)
 
 
@@ -100,13 +103,23 @@ def _findings(params: FailoverParams, record: dict[str, Any]) -> list[str]:
         findings.append(
             f"{record['most_primaries_at_once']} nodes answered as primary at the same time (no write reached both)"
         )
-    if params.max_lost_writes is not None and record["lost_writes"] > params.max_lost_writes:
+    if (
+        params.max_lost_writes is not None
+        and record["lost_writes"] is not None
+        and record["lost_writes"] > params.max_lost_writes
+    ):
         findings.append(
             f"the failover lost {record['lost_writes']} acknowledged write(s), more than {params.max_lost_writes}: "
             f"{record['lost_seqs']}"
         )
     findings += _rejoin_findings(record.get("rejoin"))
     return findings
+
+
+def _lost(record: dict[str, Any]) -> str:
+    if record["lost_writes"] is None:
+        return f"acknowledged writes lost not counted ({record.get('lost_not_measured')})"
+    return f"{record['lost_writes']} acknowledged write(s) lost"
 
 
 def _rejoin_findings(rejoin: dict[str, Any] | None) -> list[str]:

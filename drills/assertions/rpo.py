@@ -56,6 +56,18 @@ class Rpo(Assertion):
         names = [params.component] if params.component else list(state.results)
         points = {n: state.results[n].recovery_point for n in names}
         missing = [n for n, p in points.items() if p is None or not p.measured]
+        # Acknowledged writes, then not read back (the server did not answer): no measurement.
+        unread = {n: p.reason for n, p in points.items() if p is not None and not p.measured and p.acknowledged}
+        if unread:  # written to, then not read back: no measurement, whatever the others say
+            return [
+                result(
+                    rid,
+                    self.name,
+                    "error",
+                    f"RPO not measured for {', '.join(unread)}: " + "; ".join(unread.values()),
+                    findings=[f"{n}: {why}" for n, why in unread.items()],
+                )
+            ]
         if params.component and missing:
             return [
                 result(rid, self.name, "error", f"RPO not measured for {params.component}: no workload wrote to it")
@@ -100,4 +112,36 @@ class Rpo(Assertion):
             f"{scope} lost {window:.2f} s of acknowledged writes ({lost} write(s)) at worst ({worst_name}), "
             f"{'within' if window <= objective else 'over'} the {format_duration(objective)} objective"
         )
-        return [result(rid, self.name, "fail" if findings else "pass", summary, evidence=evidence, findings=findings)]
+        if findings:
+            return [result(rid, self.name, "fail", summary, evidence=evidence, findings=findings)]
+        bounded = [n for n, p in measured.items() if p.lower_bound]
+        if bounded:
+            return [_only_bounded(rid, self.name, bounded, measured, objective, evidence)]
+        return [result(rid, self.name, "pass", summary, evidence=evidence, findings=findings)]
+
+
+def _only_bounded(
+    rid: str, name: str, bounded: list[str], measured: dict[str, Any], objective: float, evidence: dict[str, Any]
+) -> AssertionResult:
+    """No acknowledged write survived: the loss is at least the window since the workload began.
+
+    Found by review: that lower bound passed the objective, though the restored state
+    predated the workload (a backup taken ten seconds before it began lost at least ten
+    seconds, not the one counted) or the server was never brought back. A lower bound
+    can fail an objective (the check above does), never meet one.
+    """
+    findings = [
+        f"{n}: none of its {measured[n].acknowledged} acknowledged writes survived, so only a lower bound of "
+        f"{measured[n].loss_window_seconds:.2f} s is known (the restored state predates the workload, or its data "
+        "did not come back)"
+        for n in bounded
+    ]
+    return result(
+        rid,
+        name,
+        "error",
+        f"RPO not measured for {', '.join(bounded)}: no acknowledged write survived; the loss is at least the "
+        f"lower bound, which cannot show it is within the {format_duration(objective)} objective",
+        evidence=evidence,
+        findings=findings,
+    )

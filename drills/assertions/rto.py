@@ -53,7 +53,9 @@ class Rto(Assertion):
             "until": "restored and healthy",
         }
         if measured is None:
-            not_recovered = [r.name for r in state.results.values() if r.damaged_by and r.rto_seconds is None]
+            lost = {r.name for r in state.results.values() if r.damaged_by} | set(state.sandbox)
+            not_recovered = sorted(n for n in lost if n in state.results and state.results[n].rto_seconds is None)
+            why = {n: "damaged" if state.results[n].damaged_by else "an empty sandbox" for n in not_recovered}
             return [
                 result(
                     rid,
@@ -61,7 +63,7 @@ class Rto(Assertion):
                     "fail",
                     f"{scope} never recovered, so the RTO is unbounded",
                     evidence=evidence,
-                    findings=[f"{n}: damaged and not restored to a healthy state" for n in not_recovered],
+                    findings=[f"{n}: {why[n]} and not restored to a healthy state" for n in not_recovered],
                 )
             ]
         if measured <= objective:

@@ -285,9 +285,13 @@ class _Drill:
             if first is not None:
                 self._watch(spec.settle)
                 stream.takeovers.append(first.offset)
-            survivors = stream.writer.survivors()
+            try:
+                survivors: set[int] | None = stream.writer.survivors()
+                unread = None
+            except DrproofError as exc:  # no node answers: the loss is unknown, not "everything"
+                survivors, unread = None, str(exc)
             until = first.offset if first is not None else self.run.clock.offset()
-            lost = lost_before(stream.acks, since, until, survivors)
+            lost = lost_before(stream.acks, since, until, survivors) if survivors is not None else []
             record = {
                 "step": self.index + 1,
                 "name": self.name,
@@ -303,7 +307,8 @@ class _Drill:
                 "rto_seconds": round(first.offset - fault_at, 6) if first is not None else None,
                 "timeout_seconds": spec.timeout,
                 "acknowledged_before": sum(1 for a in stream.acks if since <= a.offset < until),
-                "lost_writes": len(lost),
+                "lost_writes": len(lost) if survivors is not None else None,
+                "lost_not_measured": unread,
                 "lost_seqs": [a.seq for a in lost[:20]],
                 "lost_span_seconds": round(lost[-1].offset - lost[0].offset, 6) if lost else 0.0,
                 "writers": [{**t.__dict__, "node": self._name(t.node)} for t in tenures(stream.acks, fault_at)],

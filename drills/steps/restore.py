@@ -246,6 +246,10 @@ def _restore_one(
     comp = state.components[name]
     result = state.results[name]
     backup_id = chosen.id if isinstance(chosen, Manifest) else ""
+    if isinstance(chosen, Manifest) and state.backup_name_of(backup_id) is None:
+        # The repository's newest set, which no backup step of the drill made (one that
+        # failed as declared still wrote it): known by its id, so checks can find it.
+        state.backups[backup_id] = chosen
     backup_name = (state.backup_name_of(backup_id) or backup_id) if backup_id else "the latest (in doubt)"
     where = " (offsite)" if spec.repository == "offsite" else ""
     with run.phase(f"restore {name} from {backup_name}{where}", "restore", step=index + 1, component=name) as rec:

@@ -49,15 +49,15 @@ class ApplicationWriter(Writer):
             raise ComponentError(f"POST {endpoints.write}: {status} {body[:200]!r}")
 
     def survivors(self) -> set[int]:
-        """The records the service reports; none when it does not answer or answers nonsense."""
+        """The records the service reports; an error when it does not answer or answers nonsense."""
         app, endpoints = self._app()
         try:
             status, body = _request(app.url(endpoints.read), "GET")
             seqs = json.loads(body) if status == 200 else None
-        except (OSError, ValueError):
-            return set()
+        except (OSError, ValueError) as exc:  # no answer is not "nothing survived": nothing was read
+            raise ComponentError(f"GET {endpoints.read}: no readable answer: {exc}") from None
         if not isinstance(seqs, list):
-            return set()
+            raise ComponentError(f"GET {endpoints.read}: answered {status}, not a JSON list of write numbers")
         return {s for s in seqs if isinstance(s, int) and not isinstance(s, bool)}
 
 

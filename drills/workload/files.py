@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.volumes import VolumesComponent
+from engine.errors import ComponentError
 
 
 class VolumeWriter(Writer):
@@ -37,5 +38,7 @@ class VolumeWriter(Writer):
         root: Path = self.component.path / WORKLOAD_MARK
         try:
             return {int(p.name) for p in root.iterdir() if p.name.isdigit()}
-        except OSError:
-            return set()
+        except FileNotFoundError:
+            return set()  # the workload's directory is not there: none of its files came back
+        except OSError as exc:
+            raise ComponentError(f"{root}: cannot list the workload's files: {exc.strerror}") from None

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.redis import RedisComponent
+from engine.errors import ComponentError
 from engine.lazy import lazy
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ class RedisWriter(Writer):
         assert isinstance(self.component, RedisComponent)
         try:
             keys = list(self.component.client().scan_iter(match=f"{WORKLOAD_MARK}:*", count=1000))
-        except redis.RedisError:
-            return set()
+        except redis.RedisError as exc:  # unreachable is not "nothing survived": nothing was read
+            raise ComponentError(f"redis {self.component.instance!r}: cannot read the workload's keys: {exc}") from None
         return {int(k.rsplit(b":", 1)[1]) for k in keys if k.rsplit(b":", 1)[1].isdigit()}
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK
 from drills.workload.redis import RedisWriter
+from engine.errors import ComponentError
 from engine.lazy import lazy
 
 if TYPE_CHECKING:
@@ -55,8 +56,8 @@ class ClusterWriter(RedisWriter):
                     tail = key.rsplit(b":", 1)[1]
                     if tail.isdigit():
                         found.add(int(tail))
-        except redis.RedisError:
-            return set()
+        except redis.RedisError as exc:  # unreachable is not "nothing survived": nothing was read
+            raise ComponentError(f"redis {self.component.instance!r}: cannot read the workload's keys: {exc}") from None
         return found
 
     def write(self, seq: int) -> str | None:

@@ -126,7 +126,8 @@ def recovery_point(
     since = max(takeovers, default=started_at)
     after = [a for a in kept if a.offset >= since]  # kept since the last takeover (or the start)
     newest_kept = max(after, key=lambda a: a.offset, default=None)
-    if newest_kept is None and last.offset >= since:
+    lower_bound = newest_kept is None and last.offset >= since
+    if lower_bound:
         window, bound = last.offset - since, "lower bound: no acknowledged write survived"
     else:
         window, bound = (last.offset - newest_kept.offset if newest_kept else 0.0), ""
@@ -148,6 +149,7 @@ def recovery_point(
             {"seq": newest_any.seq, "offset_seconds": round(newest_any.offset, 6)} if newest_any else None
         ),
         "loss_window_seconds": round(max(0.0, window, *windows), 6),
+        "lower_bound": lower_bound,
         "note": bound,
         "holes": holes[:20],
         "hole_count": len(holes),

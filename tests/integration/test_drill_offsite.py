@@ -273,3 +273,42 @@ def test_copy_set_refuses_a_damaged_source_and_publishes_nothing(tmp_path: Path)
     with pytest.raises(IntegrityError, match="damaged in the source"):
         engine_backup.copy_set(source, target, manifest)
     assert target.list() == []
+
+
+FAILED_BACKUP = """
+name: failed-backup-then-{what}
+objectives: {{rto: 1m}}
+stack:
+  components:
+    uploads: {{kind: volumes, seed: {{files: 10, file_size: 1KiB}}}}
+repository:
+  offsite: {{}}
+steps:
+  - backup: {{name: first}}
+  - disaster: {{target: repository, fault: offsite_unavailable}}
+  - backup: {{name: failing, expect: failure}}
+  - disaster: {{target: uploads, fault: delete_files}}
+  - restore: {restore}
+assertions: [fidelity, rto]
+"""
+
+
+def test_a_backup_that_failed_as_declared_cannot_be_named_later(tmp_path: Path) -> None:
+    """Found by review: validation said ok, then the restore crashed with KeyError: 'failing'."""
+    from engine.errors import ValidationFailed
+
+    path = tmp_path / "s.yaml"
+    path.write_text(FAILED_BACKUP.format(what="named", restore="{from: failing}"))
+    with pytest.raises(ValidationFailed, match=r"no earlier backup step named 'failing' \(earlier backups: first\)"):
+        load_scenario(path)
+
+
+def test_the_latest_set_a_failed_backup_left_restores_and_is_compared(tmp_path: Path) -> None:
+    """Its set was written before the offsite copy failed: pick: latest restores it, and
+    fidelity compares with its own fingerprint (this crashed with a KeyError on its id)."""
+    path = tmp_path / "s.yaml"
+    path.write_text(FAILED_BACKUP.format(what="latest", restore="{pick: latest}"))
+    results = DrillRunner(load_scenario(path), work_root=tmp_path / "work").run()
+    assert results.error is None, results.error
+    [fidelity] = [a for a in results.assertions if a.name == "fidelity"]
+    assert fidelity.status == "pass" and "match backup" in fidelity.summary

@@ -250,6 +250,7 @@ stack:
     db: {kind: postgres-replicated, seed: {customers: 50, replicas: 1}}
 steps:
   - workload: {rate: 20}
+  - wait: 1s  # writes in the backup: with none, the RPO is only a lower bound, an error
   - backup: {name: nightly}
   - wait: 1s
   - disaster: {target: db, fault: kill_primary}

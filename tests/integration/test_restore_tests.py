@@ -276,6 +276,29 @@ def test_a_damaged_set_is_refused_and_left_as_it_was(
     integrity = next(a for a in results["assertions"] if a["name"] == "backup_integrity")
     assert integrity["status"] == "fail" and any("uploads/" in f for f in integrity["findings"])
     assert _tree_state(copy / "repository") == before
+    # Found by review: the other components' restores made "stack recovered" and CP-10 evidenced.
+    rto = next(a for a in results["assertions"] if a["id"] == "rto[stack]")
+    assert rto["status"] == "fail", rto
+    assert results["measured"]["rto_seconds"] is None
+
+
+def test_a_restore_test_that_restores_one_of_its_components_never_recovers_the_stack(
+    production: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: restoring shop18 alone gave "stack recovered", exit 0, CP-10 evidenced.
+
+    Every sandbox starts empty; the four left alone never came back.
+    """
+    scenario = _scenario(
+        tmp_path,
+        production,
+        steps=[{"restore": {"from": "source", "components": ["shop18"]}}],
+        assertions=["rto"],
+    )
+    code, results = _run(tmp_path, scenario, production, monkeypatch)
+    rto = next(a for a in results["assertions"] if a["id"] == "rto[stack]")
+    assert rto["status"] == "fail" and code == 1, rto
+    assert results["measured"]["rto_seconds"] is None
 
 
 @pytest.mark.parametrize("where", ["missing-directory", "s3-closed-port"])

@@ -83,3 +83,58 @@ def test_a_drill_without_workload_never_shows_a_green_rpo(tmp_path: Path) -> Non
     # met such a drill (tests/test_workload_rpo.py), never "pass".
     with pytest.raises(ValidationFailed, match="rpo needs a workload step"):
         load_scenario(path)
+
+
+LOWER_BOUND = """
+name: rpo-lower-bound
+objectives: {rto: 1m, rpo: 5s}
+stack:
+  components:
+    sessions: {kind: redis, seed: {keys: 200}}
+steps:
+  - backup: {name: nightly}
+  - wait: 3s
+  - workload: {rate: 20}
+  - wait: 1s
+  - disaster: {target: sessions, fault: flushall}
+  - restore: {from: nightly}
+assertions: [rpo]
+"""
+
+NEVER_RESTORED = """
+name: rpo-dead-server
+objectives: {rto: 1m, rpo: 1m}
+stack:
+  components:
+    sessions: {kind: redis, seed: {keys: 200}}
+steps:
+  - backup: {name: nightly}
+  - workload: {rate: 20}
+  - wait: 1s
+  - disaster: {target: sessions, fault: kill}
+assertions: [rpo]
+"""
+
+
+@pytest.mark.parametrize(
+    ("scenario", "says"),
+    [
+        (LOWER_BOUND, "no acknowledged write survived"),
+        (NEVER_RESTORED, "the surviving writes could not be read"),
+    ],
+    ids=["restored-to-before-the-workload", "server-never-restored"],
+)
+def test_an_rpo_nobody_measured_is_never_within_the_objective(tmp_path: Path, scenario: str, says: str) -> None:
+    """Found by review: both passed (1.00 s "within the objective").
+
+    Restored from a backup taken 3 s before the workload began, the loss is at least
+    4 s; counted from the workload's start it was 1 s. A killed server read as "nothing
+    survived". Neither is a measurement that can meet an objective.
+    """
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario)
+    results = DrillRunner(load_scenario(path), work_root=tmp_path / "work").run()
+    [rpo] = [a for a in results.assertions if a.name == "rpo"]
+    assert rpo.status == "error", (rpo.status, rpo.summary)
+    assert says in rpo.summary + " ".join(rpo.findings)
+    assert results.verdict == "error" and results.exit_code == 2
