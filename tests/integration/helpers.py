@@ -118,3 +118,14 @@ def pg_sql(comp: Any, *statements: str, db: str | None = None) -> list[Any]:
     finally:
         conn.close()
     return rows
+
+
+def external_redis(tmp_path: Path, port: int, password: str, kind: Any = None, name: str = "cache") -> Any:
+    """A provisioned Redis component (``redis`` or another kind) bound to a server on ``port``, named ``cache``."""
+    from engine.components.redis import RedisComponent, RedisParams
+    from engine.runtime.external import ExternalRuntime, RedisTarget
+
+    runtime = ExternalRuntime(tmp_path / name, redis_targets={"cache": RedisTarget("127.0.0.1", port, 0, password)})
+    comp = (kind or RedisComponent)("cache", RedisParams(), runtime)
+    comp.provision()
+    return comp

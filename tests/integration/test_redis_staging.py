@@ -20,12 +20,12 @@ import pytest
 import redis
 
 from engine.backup import backup, restore
-from engine.components.redis import RedisComponent, RedisParams
+from engine.components.redis import RedisComponent
 from engine.components.redis_rdb import RedisRdbComponent
 from engine.components.redis_stage import Stage
 from engine.errors import DrproofError
 from engine.repository.local import LocalRepository
-from engine.runtime.external import ExternalRuntime, RedisTarget
+from tests.integration.helpers import external_redis
 from tests.integration.servers import redis_server, require_debian_redis
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,7 @@ KINDS = [RedisComponent, RedisRdbComponent]
 
 
 def _component(tmp_path: Path, port: int, kind: type[RedisComponent], name: str) -> RedisComponent:
-    runtime = ExternalRuntime(tmp_path / name, redis_targets={"cache": RedisTarget("127.0.0.1", port, 0, PASSWORD)})
-    comp = kind("cache", RedisParams(), runtime)
-    comp.provision()
+    comp: RedisComponent = external_redis(tmp_path, port, PASSWORD, kind, name)
     return comp
 
 
