@@ -83,11 +83,15 @@ def _header_numbers(path: Path) -> tuple[int, int, int]:
     return int(fields[1]), int(fields[2]), int(fields[6])
 
 
-def _probe(path: Path, d: int, ntotal: int, metric_type: int) -> tuple[int, int]:
-    """The first stored id, and the id of the stored vector nearest its vector.
+def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
+    """The first stored id, and the id of the stored vector nearest its vector by exact L2 distance.
 
-    Exact distances over blocks of rows; on a tie the earlier row wins, as in a flat
-    index's search, so a healthy store answers with the first id itself.
+    Why L2 whatever the store's metric: the probe shows that the rows and the id map line
+    up, and that question must have one right answer. Under inner product a longer vector
+    pointing the same way outranks the first one, and float32 rounding can rank a
+    normalised near-duplicate above it, so a healthy store failed the probe. By L2 the
+    row itself is at distance exactly 0, and on a tie the earlier row wins, so a healthy
+    store answers with the first id. Rows are read a block at a time.
     """
     row = d * 4
     with open(path, "rb") as fh:
@@ -100,8 +104,8 @@ def _probe(path: Path, d: int, ntotal: int, metric_type: int) -> tuple[int, int]
         for start in range(0, ntotal, _PROBE_ROWS):
             n = min(_PROBE_ROWS, ntotal - start)
             block = np.frombuffer(os.pread(fd, n * row, _HEADER.size + start * row), dtype="<f4").reshape(n, d)
-            score = ((block - query) ** 2).sum(axis=1) if metric_type == _METRIC_L2 else -(block @ query)
-            score = np.where(np.isnan(score), np.inf, score)  # a row faiss could never return
+            score = ((block - query) ** 2).sum(axis=1)
+            score = np.where(np.isnan(score), np.inf, score)  # a row no search could return
             pos = int(np.argmin(score))
             if best is None or score[pos] < best:
                 best_pos, best = start + pos, float(score[pos])
@@ -384,7 +388,7 @@ class VectorstoreComponent(Component):
         if problems:
             return Health(ok=False, detail="; ".join(problems))
         if ntotal:
-            first, found = _probe(self.path / INDEX, d, ntotal, metric_type)
+            first, found = _probe(self.path / INDEX, d, ntotal)
             if found != first:
                 return Health(ok=False, detail=f"probe query for id {first} returned id {found}")
         return Health(
