@@ -123,8 +123,22 @@ def _meta(comp: VectorstoreComponent, **changes: Any) -> None:
             "cannot load the store",
         ),
         (lambda c: (c.path / vectorstore.META).unlink(), "cannot load the store"),
+        (
+            lambda c: (c.path / vectorstore.META).write_text('[{"id": 7, "title": "doc"}]'),
+            "metadata.json holds a JSON array, not an object with model, dimension and metric",
+        ),
+        (lambda c: (c.path / vectorstore.META).write_text("null"), "metadata.json holds a JSON null"),
     ],
-    ids=["dimension", "metric", "id-map-short", "id-map-garbage", "index-truncated", "no-metadata"],
+    ids=[
+        "dimension",
+        "metric",
+        "id-map-short",
+        "id-map-garbage",
+        "index-truncated",
+        "no-metadata",
+        "metadata-array",
+        "metadata-null",
+    ],
 )
 def test_damage_is_seen(root: Path, damage: Any, finding: str) -> None:
     comp = _store(root, vectors=30, dimension=8)

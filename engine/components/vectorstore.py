@@ -114,6 +114,17 @@ def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
     return first, found
 
 
+def _json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words, for a message."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
+
+
 class VectorstoreParams(SeedParams):
     vectors: int = Field(default=1000, ge=1, le=100_000_000, description="Number of vectors.")
     dimension: int = Field(default=64, ge=1, le=65536, description="Embedding dimension.")
@@ -170,7 +181,7 @@ class VectorstoreComponent(Component):
 
     def _load(self, root: Path | None = None) -> tuple[Any, dict[str, Any], dict[int, str]]:
         root = root or self.path
-        meta = json.loads((root / META).read_text(encoding="utf-8"))
+        meta = self._meta(root)
         check_index_layout(root / INDEX)
         index = faiss.read_index(str(root / INDEX))
         return index, meta, self._ids(root)
@@ -182,6 +193,20 @@ class VectorstoreComponent(Component):
                 entry = json.loads(line)
                 ids[int(entry["id"])] = str(entry["document"])
         return ids
+
+    def _meta(self, root: Path) -> dict[str, Any]:
+        """``metadata.json`` as the object every reader of it expects.
+
+        Why checked here: many tools write a per-document list there; every ``meta.get``
+        then raised AttributeError, a traceback from health, dry run and restore alike.
+        """
+        meta = json.loads((root / META).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: {root / META} holds a JSON {_json_kind(meta)}, not an object with "
+                "model, dimension and metric"
+            )
+        return meta
 
     fingerprint_scheme: ClassVar[str] = "vectorstore/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
@@ -279,7 +304,7 @@ class VectorstoreComponent(Component):
         """
         index_path = root / INDEX
         try:
-            json.loads((root / META).read_text(encoding="utf-8"))
+            self._meta(root)
             check_index_layout(index_path)
             with open(index_path, "rb") as fh:
                 head = fh.read(_HEADER.size)
@@ -346,7 +371,7 @@ class VectorstoreComponent(Component):
         if not self.expected:
             return
         try:
-            meta = json.loads((staged / META).read_text(encoding="utf-8"))
+            meta = self._meta(staged)
         except (OSError, ValueError) as exc:
             raise ComponentError(f"vectorstore {self.instance!r}: the backup has no readable {META}: {exc}") from exc
         wrong = [
@@ -371,7 +396,7 @@ class VectorstoreComponent(Component):
         as a flat index's search would answer it.
         """
         try:
-            meta = json.loads((self.path / META).read_text(encoding="utf-8"))
+            meta = self._meta(self.path)
             check_index_layout(self.path / INDEX)
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
             count = self._count_ids(self.path)
