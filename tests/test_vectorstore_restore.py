@@ -70,5 +70,7 @@ def test_a_backup_whose_metadata_is_not_an_object_is_refused_by_name(tmp_path: P
     (staged / "metadata.json").write_text('[{"id": 7, "title": "doc"}]')
     with pytest.raises(ComponentError, match=r"staged/metadata.json holds a JSON array, not an object"):
         target._compatible(staged)
-    (staged / "metadata.json").write_text('{"model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 8, "metric": "l2"}')
+    (staged / "metadata.json").write_text(
+        '{"model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 8, "metric": "l2"}'
+    )
     target._compatible(staged)  # quiet control: the same file as an object passes

@@ -45,31 +45,75 @@ WORKLOAD_FILE = f"{WORKLOAD_MARK}.ids"
 _HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
 
 
+class StoreUnreadable(ValueError):
+    """Why drproof cannot read a store's vectors; ``advice`` says what the operator can do."""
+
+    advice: ClassVar[str] = "every file of the store must be readable for a restore of it to be proven"
+
+
+class UnsupportedLayout(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "drproof's vectorstore kind reads only an IndexIDMap2 over a flat index (IndexFlatL2 or IndexFlatIP), so no "
+        "restore of this backup could be proven: convert the store to that layout, or back the directory up as a "
+        "`volumes` component"
+    )
+
+
+class DamagedStore(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "the live store is damaged, and a backup of it would preserve the damage: repair or rebuild it first"
+    )
+
+
+# What faiss's four-character codes stand for, to name an index drproof does not read.
+_FOURCC = {
+    b"IxMp": "IndexIDMap",
+    b"IxM2": "IndexIDMap2",
+    b"IxF2": "IndexFlatL2",
+    b"IxFI": "IndexFlatIP",
+    b"IxFl": "IndexFlat",
+    b"IwFl": "IndexIVFFlat",
+    b"IHNf": "IndexHNSWFlat",
+    b"IxSQ": "IndexScalarQuantizer",
+    b"IxPq": "IndexPQ",
+    b"IwPQ": "IndexIVFPQ",
+}
+
+
+def _index_name(fourcc: bytes) -> str:
+    return _FOURCC.get(fourcc, f"an index of type {fourcc!r}")
+
+
 def check_index_layout(path: Path) -> None:
     """Refuse an index file whose length fields disagree with its size, before faiss reads it.
 
     faiss trusts the lengths stored in the file: one flipped bit in a length makes it try
     to allocate many gigabytes before failing. The store always writes IndexIDMap2 over a
-    flat index, whose size follows exactly from its dimension and vector count.
+    flat index, whose size follows exactly from its dimension and vector count. Raises
+    ``UnsupportedLayout`` for another index type, ``DamagedStore`` for a damaged one.
     """
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(_HEADER.size)
+    outer, inner = head[:4], head[37:41]  # a sub-index follows the 37-byte header of an id map
+    if outer != b"IxM2":
+        what = _index_name(outer) + (f" over {_index_name(inner)}" if outer == b"IxMp" and inner else "")
+        raise UnsupportedLayout(f"{path.name} is {what}, not an IndexIDMap2 over a flat index")
     if len(head) < _HEADER.size:
-        raise ValueError(f"{path.name}: {size} bytes, too short for an index header")
-    outer, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
-    if outer != b"IxM2" or inner not in (b"IxF2", b"IxFI"):
-        raise ValueError(f"{path.name}: not an IndexIDMap2 over a flat index ({outer!r}/{inner!r})")
+        raise DamagedStore(f"{path.name}: {size} bytes, too short for an index header")
+    _, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
+    if inner not in (b"IxF2", b"IxFI"):
+        raise UnsupportedLayout(f"{path.name} is an IndexIDMap2 over {_index_name(inner)}, not over a flat index")
     if d != d2 or ntotal != ntotal2 or d <= 0 or ntotal < 0 or codes != ntotal * d:
-        raise ValueError(f"{path.name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
+        raise DamagedStore(f"{path.name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
     expected = _HEADER.size + codes * 4 + 8 + ntotal * 8
     if size != expected:
-        raise ValueError(f"{path.name}: {size} bytes, but its header describes {expected}")
+        raise DamagedStore(f"{path.name}: {size} bytes, but its header describes {expected}")
     with open(path, "rb") as fh:
         fh.seek(_HEADER.size + codes * 4)
         (ids,) = struct.unpack("<Q", fh.read(8))
     if ids != ntotal:
-        raise ValueError(f"{path.name}: id map holds {ids} entries for {ntotal} vectors")
+        raise DamagedStore(f"{path.name}: id map holds {ids} entries for {ntotal} vectors")
 
 
 _METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
@@ -112,6 +156,11 @@ def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
         first = int(np.frombuffer(os.pread(fd, 8, ids_at), dtype="<i8")[0])
         found = int(np.frombuffer(os.pread(fd, 8, ids_at + best_pos * 8), dtype="<i8")[0])
     return first, found
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a message: drproof's own say what they mean; others keep their type's name."""
+    return str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
 
 
 def _json_kind(value: object) -> str:
@@ -202,9 +251,8 @@ class VectorstoreComponent(Component):
         """
         meta = json.loads((root / META).read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
-            raise ComponentError(
-                f"vectorstore {self.instance!r}: {root / META} holds a JSON {_json_kind(meta)}, not an object with "
-                "model, dimension and metric"
+            raise StoreUnreadable(
+                f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
             )
         return meta
 
@@ -235,22 +283,28 @@ class VectorstoreComponent(Component):
         recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
         return np.isin(stored_ids, recorded)
 
-    def _fingerprint(self, root: Path | None = None, scheme: str | None = None) -> Fingerprint:
-        """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
+    def _fingerprint(self, root: Path | None = None, scheme: str | None = None, strict: bool = False) -> Fingerprint:
+        """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in.
+
+        A store whose vectors cannot be read gets a ``vectors`` part saying why; ``strict``
+        (a backup) raises instead, because such a part proves nothing about a restore.
+        """
         root = root or self.path
         scheme = scheme or self.fingerprint_scheme
         parts: dict[str, Part] = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
         if scheme == LEGACY_SCHEME:
             parts = without_directories(parts)
-        streamed = self._vector_parts_from_file(parts, root, scheme)
-        if streamed is not None:
-            return streamed
         try:
+            streamed = self._vector_parts_from_file(parts, root, scheme)
+            if streamed is not None:
+                return streamed
             index, _meta, _ids = self._load(root)
             stored_ids = faiss.vector_to_array(index.id_map)
             vectors = index.index.reconstruct_n(0, index.ntotal)
         except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
-            parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
+            if strict:
+                raise self._unbackupable(root, exc) from exc
+            parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
         workload = self._workload(root, stored_ids, scheme)
         keep = ~workload
@@ -297,25 +351,21 @@ class VectorstoreComponent(Component):
         int64 after them, exactly the bytes faiss would hand back. Reading the ids and
         then one bucket of rows at a time gives the same parts in a few MB.
 
-        The same files must be readable as for ``_load`` (metadata, id map), or the part
-        says "unreadable" as before. Returns None when the store holds workload vectors
+        The same files must be readable as for ``_load`` (metadata, id map), or this
+        raises (the caller says why in a "vectors" part). Returns None when the store holds workload vectors
         (ids from ``WORKLOAD_IDS`` up), whose parts need the index rebuilt without them:
         the caller then takes the loading path.
         """
         index_path = root / INDEX
-        try:
-            self._meta(root)
-            check_index_layout(index_path)
-            with open(index_path, "rb") as fh:
-                head = fh.read(_HEADER.size)
-                d, ntotal = _HEADER.unpack(head)[1:3]
-                row = d * 4
-                fh.seek(_HEADER.size + ntotal * row + 8)
-                stored_ids = np.frombuffer(fh.read(ntotal * 8), dtype="<i8")
-            self._count_ids(root)
-        except Exception as exc:  # json ValueError, layout ValueError, files OSError
-            parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
-            return self._fp(parts, scheme)
+        self._meta(root)
+        check_index_layout(index_path)
+        with open(index_path, "rb") as fh:
+            head = fh.read(_HEADER.size)
+            d, ntotal = _HEADER.unpack(head)[1:3]
+            row = d * 4
+            fh.seek(_HEADER.size + ntotal * row + 8)
+            stored_ids = np.frombuffer(fh.read(ntotal * 8), dtype="<i8")
+        self._count_ids(root)
         if len(stored_ids) != ntotal:
             return None  # the file changed under us: let the loading path judge it
         if self._workload(root, stored_ids, scheme).any():
@@ -346,6 +396,28 @@ class VectorstoreComponent(Component):
                 parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
         return self._checked(parts, ntotal, scheme)
 
+    def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
+        """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
+        advice = exc.advice if isinstance(exc, StoreUnreadable) else StoreUnreadable.advice
+        return ComponentError(
+            f"vectorstore {self.instance!r}: cannot back up {root}: {_reason(exc)}; {advice}; nothing was published"
+        )
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """Refuse a store whose vectors cannot be read, before anything is archived.
+
+        Why: its fingerprint held only an "unreadable" part, the same in the backup and
+        in any restore of it, so an IndexIDMap, IVF or HNSW store (or one already
+        damaged) was backed up "complete", verified and its restore "proven".
+        """
+        if incremental is not None:  # not a kind with incremental backups: the base says so
+            return super().backup_fingerprinted(writer, incremental)
+        with self.store_lock:
+            fp = self._fingerprint(strict=True)
+            return self.backup(writer), fp
+
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with self.store_lock, writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink)
@@ -372,6 +444,8 @@ class VectorstoreComponent(Component):
             return
         try:
             meta = self._meta(staged)
+        except StoreUnreadable as exc:
+            raise ComponentError(f"vectorstore {self.instance!r}: {exc}; the live store was left untouched") from exc
         except (OSError, ValueError) as exc:
             raise ComponentError(f"vectorstore {self.instance!r}: the backup has no readable {META}: {exc}") from exc
         wrong = [
@@ -401,7 +475,7 @@ class VectorstoreComponent(Component):
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
             count = self._count_ids(self.path)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
-            return Health(ok=False, detail=f"cannot load the store: {type(exc).__name__}: {exc}"[:500])
+            return Health(ok=False, detail=f"cannot load the store: {_reason(exc)}"[:500])
         problems = []
         if d != meta.get("dimension"):
             problems.append(f"index dimension {d} but metadata says {meta.get('dimension')}")

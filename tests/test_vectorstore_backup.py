@@ -1,0 +1,104 @@
+"""A vector store's backup holds a fingerprint that can prove its restore, or it is refused.
+
+Negative controls: stores drproof cannot read (other index types, damaged indexes) are
+refused at backup with the reason and what to do, and nothing is published. Quiet
+control: the supported layout, of either metric, is backed up and restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from engine import backup as engine_backup
+from engine.components.vectorstore import INDEX, VectorstoreComponent, VectorstoreParams
+from engine.errors import ComponentError
+from engine.repository import LocalRepository
+from tests.conftest import DirsRuntime
+
+D, N = 8, 300
+
+
+def _store(root: Path, **params: Any) -> VectorstoreComponent:
+    comp = VectorstoreComponent("vec", VectorstoreParams(vectors=N, dimension=D, **params), DirsRuntime(root))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    return comp
+
+
+def _rewrite(comp: VectorstoreComponent, build: Callable[[], Any]) -> None:
+    """Replace the store's index with ``build()`` holding the same vectors and ids."""
+    vectors = np.random.default_rng(0).standard_normal((N, D)).astype(np.float32)
+    ids = np.arange(1, N + 1, dtype=np.int64) * 7
+    index = build()
+    if not index.is_trained:
+        index.train(vectors)
+    index.add_with_ids(vectors, ids)
+    faiss.write_index(index, str(comp.path / INDEX))
+
+
+def _truncate(comp: VectorstoreComponent) -> None:
+    path = comp.path / INDEX
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+CASES: list[tuple[str, Callable[[VectorstoreComponent], None], str]] = [
+    (
+        "idmap-flat",
+        lambda c: _rewrite(c, lambda: faiss.IndexIDMap(faiss.IndexFlatL2(D))),
+        "index.faiss is IndexIDMap over IndexFlatL2, not an IndexIDMap2 over a flat index",
+    ),
+    (
+        "ivf",
+        lambda c: _rewrite(c, lambda: faiss.IndexIVFFlat(faiss.IndexFlatL2(D), D, 4)),
+        "index.faiss is IndexIVFFlat, not an IndexIDMap2",
+    ),
+    (
+        "idmap2-hnsw",
+        lambda c: _rewrite(c, lambda: faiss.IndexIDMap2(faiss.IndexHNSWFlat(D, 8))),
+        "index.faiss is an IndexIDMap2 over IndexHNSWFlat, not over a flat index",
+    ),
+    (
+        "idmap2-sq8",
+        lambda c: _rewrite(c, lambda: faiss.IndexIDMap2(faiss.IndexScalarQuantizer(D, faiss.ScalarQuantizer.QT_8bit))),
+        "index.faiss is an IndexIDMap2 over IndexScalarQuantizer",
+    ),
+    ("truncated", _truncate, "the live store is damaged, and a backup of it would preserve the damage"),
+]
+
+
+@pytest.mark.parametrize(("damage", "reason"), [(d, r) for _, d, r in CASES], ids=[c[0] for c in CASES])
+def test_a_store_drproof_cannot_read_is_refused_at_backup(tmp_path: Path, damage: Any, reason: str) -> None:
+    comp = _store(tmp_path)
+    damage(comp)
+    repo = LocalRepository(tmp_path / "repo")
+    with pytest.raises(ComponentError, match="cannot back up") as exc:
+        engine_backup.backup(repo, [comp])
+    assert reason in str(exc.value) and "nothing was published" in str(exc.value)
+    assert repo.list() == []
+
+
+def test_an_unsupported_layout_says_what_to_do(tmp_path: Path) -> None:
+    comp = _store(tmp_path)
+    _rewrite(comp, lambda: faiss.IndexIDMap(faiss.IndexFlatL2(D)))
+    with pytest.raises(ComponentError) as exc:
+        engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
+    assert "convert the store to that layout, or back the directory up as a `volumes` component" in str(exc.value)
+
+
+@pytest.mark.parametrize("metric", ["l2", "inner_product"])
+def test_a_supported_store_is_backed_up_and_restored(tmp_path: Path, metric: str) -> None:
+    """Quiet control: the layout drproof reads, of either metric."""
+    comp = _store(tmp_path, metric=metric)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    assert [m.id for m in repo.list()] == [manifest.id]
+    assert not any(p.digest.startswith("unreadable") for p in manifest.component("vec").fingerprint.parts.values())
+    (comp.path / INDEX).unlink()
+    engine_backup.restore(repo, manifest, comp)
+    assert comp.health().ok
