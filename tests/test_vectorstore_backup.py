@@ -102,3 +102,34 @@ def test_a_supported_store_is_backed_up_and_restored(tmp_path: Path, metric: str
     (comp.path / INDEX).unlink()
     engine_backup.restore(repo, manifest, comp)
     assert comp.health().ok
+
+
+@pytest.mark.parametrize("name", [INDEX, "metadata.json", "ids.jsonl"])
+def test_a_symlinked_store_file_is_refused_at_backup_and_in_health(tmp_path: Path, name: str) -> None:
+    """The archive would hold the link, so a fingerprint read through it claimed vectors the backup lacks."""
+    comp = _store(tmp_path)
+    elsewhere = tmp_path / "bigdisk"
+    elsewhere.mkdir()
+    (comp.path / name).rename(elsewhere / name)
+    (comp.path / name).symlink_to(elsewhere / name)
+    repo = LocalRepository(tmp_path / "repo")
+    with pytest.raises(ComponentError, match=f"{name} is a symbolic link \\(to {elsewhere / name}\\)") as exc:
+        engine_backup.backup(repo, [comp])
+    assert "point the component at the directory that holds the files" in str(exc.value)
+    assert repo.list() == []
+    health = comp.health()
+    assert not health.ok and f"{name} is a symbolic link" in health.detail
+    assert comp.fingerprint().parts["vectors"].digest.startswith("unreadable")
+
+
+def test_a_store_reached_through_a_linked_directory_is_backed_up(tmp_path: Path) -> None:
+    """Quiet control: only the store's own files must not be links; its directory may be one."""
+    comp = _store(tmp_path)
+    link = tmp_path / "through-link"
+    link.symlink_to(comp.path)
+    comp.path = link
+    manifest = engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
+    assert (
+        sum(p.count for n, p in manifest.component("vec").fingerprint.parts.items() if n.startswith("vectors #")) == N
+    )
+    assert comp.health().ok

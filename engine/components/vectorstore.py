@@ -10,13 +10,14 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import struct
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
@@ -65,6 +66,29 @@ class DamagedStore(StoreUnreadable):
     )
 
 
+class LinkedFile(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "the archive would hold the link, not the file it points to: point the component at the directory that "
+        "holds the files, or replace the link by the file"
+    )
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open one of the store's files for reading, never through a symbolic link.
+
+    Why: the archive stores a link as a link, so a fingerprint read through it described
+    2,000 vectors the backup did not hold. Refusing links keeps the vector parts and the
+    ``file`` parts (which record the link) about the same thing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise LinkedFile(f"{path.name} is a symbolic link (to {os.readlink(path)})") from exc
+        raise
+    return os.fdopen(fd, "rb")
+
+
 # What faiss's four-character codes stand for, to name an index drproof does not read.
 _FOURCC = {
     b"IxMp": "IndexIDMap",
@@ -92,28 +116,31 @@ def check_index_layout(path: Path) -> None:
     flat index, whose size follows exactly from its dimension and vector count. Raises
     ``UnsupportedLayout`` for another index type, ``DamagedStore`` for a damaged one.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(_HEADER.size)
+        _check_header(path.name, size, head, fh.fileno())
+
+
+def _check_header(name: str, size: int, head: bytes, fd: int) -> None:
+    """``check_index_layout`` of the open file ``fd`` of ``size`` bytes, starting with ``head``."""
     outer, inner = head[:4], head[37:41]  # a sub-index follows the 37-byte header of an id map
     if outer != b"IxM2":
         what = _index_name(outer) + (f" over {_index_name(inner)}" if outer == b"IxMp" and inner else "")
-        raise UnsupportedLayout(f"{path.name} is {what}, not an IndexIDMap2 over a flat index")
+        raise UnsupportedLayout(f"{name} is {what}, not an IndexIDMap2 over a flat index")
     if len(head) < _HEADER.size:
-        raise DamagedStore(f"{path.name}: {size} bytes, too short for an index header")
+        raise DamagedStore(f"{name}: {size} bytes, too short for an index header")
     _, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
     if inner not in (b"IxF2", b"IxFI"):
-        raise UnsupportedLayout(f"{path.name} is an IndexIDMap2 over {_index_name(inner)}, not over a flat index")
+        raise UnsupportedLayout(f"{name} is an IndexIDMap2 over {_index_name(inner)}, not over a flat index")
     if d != d2 or ntotal != ntotal2 or d <= 0 or ntotal < 0 or codes != ntotal * d:
-        raise DamagedStore(f"{path.name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
+        raise DamagedStore(f"{name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
     expected = _HEADER.size + codes * 4 + 8 + ntotal * 8
     if size != expected:
-        raise DamagedStore(f"{path.name}: {size} bytes, but its header describes {expected}")
-    with open(path, "rb") as fh:
-        fh.seek(_HEADER.size + codes * 4)
-        (ids,) = struct.unpack("<Q", fh.read(8))
+        raise DamagedStore(f"{name}: {size} bytes, but its header describes {expected}")
+    (ids,) = struct.unpack("<Q", os.pread(fd, 8, _HEADER.size + codes * 4))
     if ids != ntotal:
-        raise DamagedStore(f"{path.name}: id map holds {ids} entries for {ntotal} vectors")
+        raise DamagedStore(f"{name}: id map holds {ids} entries for {ntotal} vectors")
 
 
 _METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
@@ -122,7 +149,7 @@ _PROBE_ROWS = 4096  # rows read at a time by the health probe
 
 def _header_numbers(path: Path) -> tuple[int, int, int]:
     """Dimension, vector count and metric of an index file ``check_index_layout`` accepted."""
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         fields = _HEADER.unpack(fh.read(_HEADER.size))
     return int(fields[1]), int(fields[2]), int(fields[6])
 
@@ -138,7 +165,7 @@ def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
     store answers with the first id. Rows are read a block at a time.
     """
     row = d * 4
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         fd = fh.fileno()
         query = np.frombuffer(os.pread(fd, row, _HEADER.size), dtype="<f4")
         if not np.isfinite(query).all():
@@ -237,7 +264,7 @@ class VectorstoreComponent(Component):
 
     def _ids(self, root: Path | None = None) -> dict[int, str]:
         ids: dict[int, str] = {}
-        with open((root or self.path) / IDS, encoding="utf-8") as fh:
+        with _open((root or self.path) / IDS) as fh:
             for line in fh:
                 entry = json.loads(line)
                 ids[int(entry["id"])] = str(entry["document"])
@@ -249,7 +276,8 @@ class VectorstoreComponent(Component):
         Why checked here: many tools write a per-document list there; every ``meta.get``
         then raised AttributeError, a traceback from health, dry run and restore alike.
         """
-        meta = json.loads((root / META).read_text(encoding="utf-8"))
+        with _open(root / META) as fh:
+            meta = json.loads(fh.read())
         if not isinstance(meta, dict):
             raise StoreUnreadable(
                 f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
@@ -359,7 +387,7 @@ class VectorstoreComponent(Component):
         index_path = root / INDEX
         self._meta(root)
         check_index_layout(index_path)
-        with open(index_path, "rb") as fh:
+        with _open(index_path) as fh:
             head = fh.read(_HEADER.size)
             d, ntotal = _HEADER.unpack(head)[1:3]
             row = d * 4
@@ -371,7 +399,7 @@ class VectorstoreComponent(Component):
         if self._workload(root, stored_ids, scheme).any():
             return None
         order = np.argsort(stored_ids, kind="stable")
-        with open(index_path, "rb") as fh:
+        with _open(index_path) as fh:
             fd = fh.fileno()
             for start in range(0, len(order), BUCKET):
                 chunk = order[start : start + BUCKET]
@@ -498,7 +526,7 @@ class VectorstoreComponent(Component):
     def _count_ids(self, root: Path) -> int:
         """The id map's entries, each parsed as ``_ids`` would, without holding them."""
         count = 0
-        with open(root / IDS, encoding="utf-8") as fh:
+        with _open(root / IDS) as fh:
             for line in fh:
                 entry = json.loads(line)
                 int(entry["id"]), str(entry["document"])
