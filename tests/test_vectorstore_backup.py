@@ -7,6 +7,10 @@ control: the supported layout, of either metric, is backed up and restored.
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import numpy as np
 import pytest
 
 from engine import backup as engine_backup
+from engine.components import vectorstore
 from engine.components.vectorstore import INDEX, VectorstoreComponent, VectorstoreParams
 from engine.errors import ComponentError
 from engine.repository import LocalRepository
@@ -133,3 +138,72 @@ def test_a_store_reached_through_a_linked_directory_is_backed_up(tmp_path: Path)
         sum(p.count for n, p in manifest.component("vec").fingerprint.parts.items() if n.startswith("vectors #")) == N
     )
     assert comp.health().ok
+
+
+class _AppWriter:
+    """An application adding documents the careful way: index to a temporary file, rename, id map line."""
+
+    def __init__(self, comp: VectorstoreComponent) -> None:
+        self.comp = comp
+        self.index = faiss.read_index(str(comp.path / INDEX))
+        self.writes = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(9)
+        while not self.stop.is_set():
+            vid = 10_000_000 + self.writes
+            self.index.add_with_ids(rng.standard_normal((1, D), dtype=np.float32), np.array([vid], dtype=np.int64))
+            tmp = self.comp.path / ".index.tmp"
+            faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, self.comp.path / INDEX)
+            with open(self.comp.path / "ids.jsonl", "a") as fh:
+                fh.write(json.dumps({"id": vid, "document": f"app-{vid}"}) + "\n")
+            self.writes += 1
+            time.sleep(0.001)
+
+    def wait_for(self, writes: int) -> None:
+        deadline = time.monotonic() + 10
+        while self.writes < writes and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+def test_a_store_written_during_its_backup_is_refused_not_published_unrestorable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The application writes between the fingerprint's read and the archive's: refused, nothing published."""
+    comp = _store(tmp_path)
+    app = _AppWriter(comp)
+    real_write_tar = vectorstore.write_tar
+
+    def write_tar_after_a_write(*args: Any, **kwargs: Any) -> int:
+        app.wait_for(app.writes + 2)  # the fingerprint was taken; the app writes before the archive reads
+        return real_write_tar(*args, **kwargs)
+
+    monkeypatch.setattr(vectorstore, "write_tar", write_tar_after_a_write)
+    repo = LocalRepository(tmp_path / "repo")
+    app.thread.start()
+    try:
+        with pytest.raises(ComponentError, match=r"the store changed while it was archived \((index.faiss|ids.jsonl)"):
+            engine_backup.backup(repo, [comp])
+    finally:
+        app.stop.set()
+        app.thread.join()
+    assert repo.list() == []
+
+
+def test_a_store_backed_up_while_quiet_restores(tmp_path: Path) -> None:
+    """Quiet control: the same application, paused during the backup: published and restored elsewhere."""
+    comp = _store(tmp_path)
+    app = _AppWriter(comp)
+    app.thread.start()
+    app.wait_for(5)
+    app.stop.set()
+    app.thread.join()
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    target = VectorstoreComponent("vec", VectorstoreParams(vectors=N, dimension=D), DirsRuntime(tmp_path / "other"))  # type: ignore[arg-type]
+    target.provision()
+    engine_backup.restore(repo, manifest, target)
+    assert target.fingerprint().digest == manifest.component("vec").fingerprint.digest

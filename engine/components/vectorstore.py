@@ -185,6 +185,12 @@ def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
     return first, found
 
 
+def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
+    """The ``file`` and ``dir`` parts of the store's directory, without the workload's record."""
+    parts = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
+    return without_directories(parts) if scheme == LEGACY_SCHEME else parts
+
+
 def _reason(exc: Exception) -> str:
     """An exception as a message: drproof's own say what they mean; others keep their type's name."""
     return str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
@@ -311,17 +317,19 @@ class VectorstoreComponent(Component):
         recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
         return np.isin(stored_ids, recorded)
 
-    def _fingerprint(self, root: Path | None = None, scheme: str | None = None, strict: bool = False) -> Fingerprint:
-        """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in.
+    def _fingerprint(self, root: Path | None = None, scheme: str | None = None) -> Fingerprint:
+        """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
+        root = root or self.path
+        scheme = scheme or self.fingerprint_scheme
+        return self._fingerprint_from(_file_parts(root, scheme), root, scheme)
+
+    def _fingerprint_from(self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False) -> Fingerprint:
+        """The fingerprint of the store at ``root`` whose file parts (as read) are ``parts``.
 
         A store whose vectors cannot be read gets a ``vectors`` part saying why; ``strict``
         (a backup) raises instead, because such a part proves nothing about a restore.
         """
-        root = root or self.path
-        scheme = scheme or self.fingerprint_scheme
-        parts: dict[str, Part] = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
-        if scheme == LEGACY_SCHEME:
-            parts = without_directories(parts)
+        parts = dict(parts)
         try:
             streamed = self._vector_parts_from_file(parts, root, scheme)
             if streamed is not None:
@@ -443,12 +451,41 @@ class VectorstoreComponent(Component):
         if incremental is not None:  # not a kind with incremental backups: the base says so
             return super().backup_fingerprinted(writer, incremental)
         with self.store_lock:
-            fp = self._fingerprint(strict=True)
-            return self.backup(writer), fp
+            read = _file_parts(self.path, self.fingerprint_scheme)
+            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True)
+            archived: dict[str, Part] = {}
+            details = self._archive(writer, archived)
+        self._same_as_archived(read, archived)
+        return details, fp
+
+    def _same_as_archived(self, read: dict[str, Part], archived: dict[str, Part]) -> None:
+        """Refuse a backup whose files changed between the fingerprint's read and the archive's.
+
+        Why: the store lock orders drproof's own threads only. An application that
+        rewrote its index meanwhile (temporary file and rename) gave a set that verified
+        clean and whose every restore was refused, as the fingerprint described other
+        bytes than the archive held. The vector parts come from the index bytes the
+        ``file`` part digests, so equal file parts mean the whole fingerprint is the
+        archive's.
+        """
+        archived = {k: v for k, v in archived.items() if WORKLOAD_MARK not in k}
+        changed = sorted(k.split(" ", 1)[1] for k in read.keys() | archived.keys() if read.get(k) != archived.get(k))
+        if changed:
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: the store changed while it was archived ({', '.join(changed)}); "
+                "its fingerprint would not describe the archived bytes, so no restore of it could be proven and "
+                "nothing was published: pause the application's writes for the backup, or "
+                "back up a snapshot of the directory"
+            )
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
-        with self.store_lock, writer.artifact(self.instance, "store.tar") as sink:
-            entries = write_tar(self.path, sink)
+        with self.store_lock:
+            return self._archive(writer, None)
+
+    def _archive(self, writer: BackupSetWriter, parts: dict[str, Part] | None) -> dict[str, Any]:
+        """Archive the store as ``store.tar``; ``parts`` gets the file parts of the bytes archived."""
+        with writer.artifact(self.instance, "store.tar") as sink:
+            entries = write_tar(self.path, sink, parts=parts)
         return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
 
     proves_while_staging: ClassVar[bool] = True
