@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, ClassVar, Literal
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import content_part, extract_tar, tree_parts, without_directories, write_tar
+from engine.components.files import ContentDigest, extract_tar, tree_parts, without_directories, write_tar
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -108,6 +108,30 @@ def _index_name(fourcc: bytes) -> str:
     return _FOURCC.get(fourcc, f"an index of type {fourcc!r}")
 
 
+_METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
+_METRICS = {0: "inner product", _METRIC_L2: "l2"}
+
+
+def _check_flags(name: str, inner: bytes, outer_flags: tuple[int, int], inner_flags: tuple[int, int]) -> None:
+    """Refuse header fields faiss acts on that disagree: the metric the inner index searches by, ``is_trained``.
+
+    Why: faiss searches with the inner index's metric field, while drproof read only the
+    outer one; one changed field made an l2 store search by inner product unnoticed.
+    A flat index is always trained: a cleared flag makes faiss refuse every add.
+    """
+    (trained, metric), (trained2, metric2) = outer_flags, inner_flags
+    if trained != 1 or trained2 != 1:
+        raise DamagedStore(f"{name}: its header says the index is not trained (a flat index always is)")
+    if metric not in _METRICS or metric2 not in _METRICS:
+        raise DamagedStore(f"{name}: metric type {metric}/{metric2} in its header is neither l2 nor inner product")
+    if metric2 != metric:
+        raise DamagedStore(
+            f"{name}: the index searches by {_METRICS[metric2]} but its id map's header says {_METRICS[metric]}"
+        )
+    if (inner == b"IxFI") != (metric2 == 0):
+        raise DamagedStore(f"{name}: an {_index_name(inner)} whose header says it searches by {_METRICS[metric2]}")
+
+
 def check_index_layout(path: Path) -> None:
     """Refuse an index file whose length fields disagree with its size, before faiss reads it.
 
@@ -130,9 +154,10 @@ def _check_header(name: str, size: int, head: bytes, fd: int) -> None:
         raise UnsupportedLayout(f"{name} is {what}, not an IndexIDMap2 over a flat index")
     if len(head) < _HEADER.size:
         raise DamagedStore(f"{name}: {size} bytes, too short for an index header")
-    _, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
+    _, d, ntotal, _, _, trained, metric, inner, d2, ntotal2, _, _, trained2, metric2, codes = _HEADER.unpack(head)
     if inner not in (b"IxF2", b"IxFI"):
         raise UnsupportedLayout(f"{name} is an IndexIDMap2 over {_index_name(inner)}, not over a flat index")
+    _check_flags(name, inner, (trained, metric), (trained2, metric2))
     if d != d2 or ntotal != ntotal2 or d <= 0 or ntotal < 0 or codes != ntotal * d:
         raise DamagedStore(f"{name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
     expected = _HEADER.size + codes * 4 + 8 + ntotal * 8
@@ -143,7 +168,6 @@ def _check_header(name: str, size: int, head: bytes, fd: int) -> None:
         raise DamagedStore(f"{name}: id map holds {ids} entries for {ntotal} vectors")
 
 
-_METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
 _PROBE_ROWS = 4096  # rows read at a time by the health probe
 
 
@@ -183,6 +207,79 @@ def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
         first = int(np.frombuffer(os.pread(fd, 8, ids_at), dtype="<i8")[0])
         found = int(np.frombuffer(os.pread(fd, 8, ids_at + best_pos * 8), dtype="<i8")[0])
     return first, found
+
+
+def _read_exactly(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, or StoreUnreadable: the file was cut short after its layout was checked."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise StoreUnreadable(f"{INDEX} changed while it was read; read it again once nothing writes the store")
+    return data
+
+
+def _bucket_parts(parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any) -> None:
+    """A ``vectors #`` part per BUCKET rows, taken in ``order`` (positions in the file, by id)."""
+    for start in range(0, len(order), BUCKET):
+        chunk = order[start : start + BUCKET]
+        first, n = int(chunk[0]), len(chunk)
+        h = PartHasher("vectors")
+        if int(chunk[-1]) - first == n - 1 and bool((np.diff(chunk) == 1).all()):
+            # Ids ascending in file order (as the store writes them): one read.
+            view = memoryview(_read_exactly(fd, n * row, _HEADER.size + first * row))
+            for i, pos in enumerate(chunk.tolist()):
+                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + view[i * row : (i + 1) * row])
+        else:
+            for pos in chunk.tolist():
+                vector = _read_exactly(fd, row, _HEADER.size + pos * row)
+                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
+        lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
+        parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
+
+
+def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep: Any) -> Part:
+    """The ``file index.faiss`` part of the open index as it would be holding only the rows ``keep`` marks.
+
+    Why from the file's own bytes: the part was taken from an index rebuilt by faiss
+    from the kept vectors, which normalised every header field it does not keep (the
+    inner metric, ``is_trained``), so damage faiss acts on compared as a match; and the
+    rebuild held the store several times over (8.6 GB for 1M x 384). Here the header is
+    the file's, with only its three counts patched (as faiss writes an index of the kept
+    rows), then the kept rows, a block at a time, and the kept ids.
+    """
+    d, ntotal, kept = int(fields[1]), int(fields[2]), int(keep.sum())
+    patched = list(fields)
+    patched[2] = patched[9] = kept
+    patched[14] = kept * d
+    digest = ContentDigest(os.fstat(fd).st_mode)
+    digest.add(_HEADER.pack(*patched))
+    row = d * 4
+    for start in range(0, ntotal, _PROBE_ROWS):
+        n = min(_PROBE_ROWS, ntotal - start)
+        block = np.frombuffer(_read_exactly(fd, n * row, _HEADER.size + start * row), dtype=np.uint8)
+        digest.add(block.reshape(n, row)[keep[start : start + n]].tobytes())
+    digest.add(struct.pack("<Q", kept))
+    digest.add(np.ascontiguousarray(stored_ids[keep], dtype="<i8").tobytes())
+    return digest.part()
+
+
+def _ids_part_without(path: Path, left_out: set[int]) -> Part:
+    """The ``file ids.jsonl`` part as the file would be without the lines of the ids ``left_out``."""
+    with _open(path) as fh:
+        digest = ContentDigest(os.fstat(fh.fileno()).st_mode)
+        pending: list[bytes] = []
+        size = 0
+        for line in fh:
+            if int(json.loads(line)["id"]) not in left_out:
+                pending.append(line)
+                size += len(line)
+                if size >= _IDS_PIECE:
+                    digest.add(b"".join(pending))
+                    pending, size = [], 0
+        digest.add(b"".join(pending))
+    return digest.part()
+
+
+_IDS_PIECE = 1 << 20  # bytes of id-map lines digested at a time
 
 
 def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
@@ -261,21 +358,6 @@ class VectorstoreComponent(Component):
         (self.path / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
-    def _load(self, root: Path | None = None) -> tuple[Any, dict[str, Any], dict[int, str]]:
-        root = root or self.path
-        meta = self._meta(root)
-        check_index_layout(root / INDEX)
-        index = faiss.read_index(str(root / INDEX))
-        return index, meta, self._ids(root)
-
-    def _ids(self, root: Path | None = None) -> dict[int, str]:
-        ids: dict[int, str] = {}
-        with _open((root or self.path) / IDS) as fh:
-            for line in fh:
-                entry = json.loads(line)
-                ids[int(entry["id"])] = str(entry["document"])
-        return ids
-
     def _meta(self, root: Path) -> dict[str, Any]:
         """``metadata.json`` as the object every reader of it expects.
 
@@ -331,40 +413,14 @@ class VectorstoreComponent(Component):
         """
         parts = dict(parts)
         try:
-            streamed = self._vector_parts_from_file(parts, root, scheme)
-            if streamed is not None:
-                return streamed
-            index, _meta, _ids = self._load(root)
-            stored_ids = faiss.vector_to_array(index.id_map)
-            vectors = index.index.reconstruct_n(0, index.ntotal)
-        except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
+            return self._vector_parts_from_file(parts, root, scheme)
+        except ComponentError:  # the coverage check: never a mere "unreadable"
+            raise
+        except Exception as exc:  # json ValueError, layout ValueError, files OSError
             if strict:
                 raise self._unbackupable(root, exc) from exc
             parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
-        workload = self._workload(root, stored_ids, scheme)
-        keep = ~workload
-        if not keep.all():
-            # The file parts as they would be without the workload's vectors: the same
-            # index rebuilt from the other vectors serialises to exactly those bytes.
-            stored_ids, vectors = stored_ids[keep], vectors[keep]
-            rebuilt = faiss.IndexIDMap2(faiss.IndexFlat(index.d, index.metric_type))
-            rebuilt.add_with_ids(vectors, stored_ids)
-            index_mode = (root / INDEX).stat().st_mode
-            parts[f"file {INDEX}"] = content_part(bytes(faiss.serialize_index(rebuilt)), index_mode)
-            left_out = {int(i) for i in faiss.vector_to_array(index.id_map)[workload]}
-            with open(root / IDS, "rb") as fh:
-                lines = b"".join(line for line in fh if int(json.loads(line)["id"]) not in left_out)
-            parts[f"file {IDS}"] = content_part(lines, (root / IDS).stat().st_mode)
-        order = np.argsort(stored_ids, kind="stable")
-        for start in range(0, len(order), BUCKET):
-            chunk = order[start : start + BUCKET]
-            h = PartHasher("vectors")
-            for pos in chunk:
-                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vectors[pos].tobytes())
-            lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
-            parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._checked(parts, len(stored_ids), scheme)
 
     def _checked(self, parts: dict[str, Part], expected: int, scheme: str) -> Fingerprint:
         """The fingerprint, once its vector parts are seen to cover every vector they should."""
@@ -376,7 +432,7 @@ class VectorstoreComponent(Component):
             )
         return self._fp(parts, scheme)
 
-    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint | None:
+    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint:
         """The vector parts read straight from ``index.faiss``, a bucket at a time.
 
         Why: loading the index with faiss and copying its vectors out with
@@ -387,50 +443,28 @@ class VectorstoreComponent(Component):
         int64 after them, exactly the bytes faiss would hand back. Reading the ids and
         then one bucket of rows at a time gives the same parts in a few MB.
 
-        The same files must be readable as for ``_load`` (metadata, id map), or this
-        raises (the caller says why in a "vectors" part). Returns None when the store holds workload vectors
-        (ids from ``WORKLOAD_IDS`` up), whose parts need the index rebuilt without them:
-        the caller then takes the loading path.
+        A drill workload's vectors are left out of the vector parts, and the ``file``
+        parts of the index and id map are digested as those files would be without them
+        (``_index_part_without``), also streaming. The metadata and id map must be
+        readable too, or this raises (the caller says why).
         """
         index_path = root / INDEX
         self._meta(root)
         check_index_layout(index_path)
-        with _open(index_path) as fh:
-            head = fh.read(_HEADER.size)
-            d, ntotal = _HEADER.unpack(head)[1:3]
-            row = d * 4
-            fh.seek(_HEADER.size + ntotal * row + 8)
-            stored_ids = np.frombuffer(fh.read(ntotal * 8), dtype="<i8")
         self._count_ids(root)
-        if len(stored_ids) != ntotal:
-            return None  # the file changed under us: let the loading path judge it
-        if self._workload(root, stored_ids, scheme).any():
-            return None
-        order = np.argsort(stored_ids, kind="stable")
         with _open(index_path) as fh:
             fd = fh.fileno()
-            for start in range(0, len(order), BUCKET):
-                chunk = order[start : start + BUCKET]
-                first, n = int(chunk[0]), len(chunk)
-                h = PartHasher("vectors")
-                if int(chunk[-1]) - first == n - 1 and bool((np.diff(chunk) == 1).all()):
-                    # Ids ascending in file order (as the store writes them): one read.
-                    block = os.pread(fd, n * row, _HEADER.size + first * row)
-                    if len(block) != n * row:
-                        return None
-                    view = memoryview(block)
-                    for i, pos in enumerate(chunk.tolist()):
-                        key = int(stored_ids[pos]).to_bytes(8, "big", signed=True)
-                        h.add(key + view[i * row : (i + 1) * row])
-                else:
-                    for pos in chunk.tolist():
-                        vector = os.pread(fd, row, _HEADER.size + pos * row)
-                        if len(vector) != row:
-                            return None
-                        h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
-                lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
-                parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._checked(parts, ntotal, scheme)
+            fields = _HEADER.unpack(_read_exactly(fd, _HEADER.size, 0))
+            d, ntotal = int(fields[1]), int(fields[2])
+            stored_ids = np.frombuffer(_read_exactly(fd, ntotal * 8, _HEADER.size + ntotal * d * 4 + 8), dtype="<i8")
+            keep = ~self._workload(root, stored_ids, scheme)
+            if not keep.all():
+                parts[f"file {INDEX}"] = _index_part_without(fd, fields, stored_ids, keep)
+                parts[f"file {IDS}"] = _ids_part_without(root / IDS, set(stored_ids[~keep].tolist()))
+            positions = np.flatnonzero(keep)
+            order = positions[np.argsort(stored_ids[positions], kind="stable")]
+            _bucket_parts(parts, fd, d * 4, stored_ids, order)
+        return self._checked(parts, len(order), scheme)
 
     def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
         """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
