@@ -58,7 +58,7 @@ def test_an_unnormalised_inner_product_store_is_healthy(root: Path, seed: int) -
     vectors = (rng.standard_normal((50, 4)) * rng.uniform(0.1, 3, (50, 1))).astype(np.float32)
     ids = np.arange(50, dtype=np.int64) * 7 + 7
     _write(comp, vectors, ids, faiss.METRIC_INNER_PRODUCT)
-    assert vectorstore._probe(comp.path / vectorstore.INDEX, 4, 50) == (7, 7)
+    assert vectorstore._probe(comp.path / vectorstore.INDEX, 4, 50) is None
     health = comp.health()
     assert health.ok, health.detail
 
@@ -147,13 +147,27 @@ def test_damage_is_seen(root: Path, damage: Any, finding: str) -> None:
     assert not health.ok and finding in health.detail
 
 
-def test_a_first_vector_that_is_not_a_number_fails_the_probe(root: Path) -> None:
-    comp = _store(root, vectors=30, dimension=8)
-    vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
-    vectors[0, 3] = np.nan
-    _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, faiss.METRIC_L2)
+@pytest.mark.parametrize("row", [0, 1, vectorstore._PROBE_ROWS + 1])
+def test_a_vector_that_is_not_a_number_is_named(root: Path, row: int) -> None:
+    """Negative control: faiss can never return such a vector, wherever it is stored."""
+    n = vectorstore._PROBE_ROWS + 5
+    comp = _store(root, vectors=n, dimension=8)
+    vectors = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    vectors[row, 3] = np.nan
+    _write(comp, vectors, np.arange(n, dtype=np.int64) * 7 + 7, faiss.METRIC_L2)
     health = comp.health()
-    assert not health.ok and "probe query for id 7 returned id -1" in health.detail
+    assert not health.ok
+    assert f"the stored vector with id {row * 7 + 7} holds NaN or infinity" in health.detail, health.detail
+
+
+def test_an_empty_store_says_no_probe_ran(root: Path) -> None:
+    comp = _store(root, vectors=1, dimension=8)
+    _write(comp, np.zeros((0, 8), dtype=np.float32), np.zeros(0, dtype=np.int64), faiss.METRIC_L2)
+    (comp.path / vectorstore.IDS).write_text("")
+    health = comp.health()
+    assert health.ok and health.detail.endswith(
+        "0 vectors, dim 8, l2, model sentence-transformers/all-MiniLM-L6-v2; no vectors to probe"
+    )
 
 
 def test_a_first_vector_outranked_by_another_is_healthy(root: Path) -> None:

@@ -178,35 +178,41 @@ def _header_numbers(path: Path) -> tuple[int, int, int]:
     return int(fields[1]), int(fields[2]), int(fields[6])
 
 
-def _probe(path: Path, d: int, ntotal: int) -> tuple[int, int]:
-    """The first stored id, and the id of the stored vector nearest its vector by exact L2 distance.
+def _probe(path: Path, d: int, ntotal: int) -> str | None:
+    """What is wrong with the stored rows, or None: every row finite, and the first found under its own id.
 
-    Why L2 whatever the store's metric: the probe shows that the rows and the id map line
-    up, and that question must have one right answer. Under inner product a longer vector
-    pointing the same way outranks the first one, and float32 rounding can rank a
-    normalised near-duplicate above it, so a healthy store failed the probe. By L2 the
-    row itself is at distance exactly 0, and on a tie the earlier row wins, so a healthy
-    store answers with the first id. Rows are read a block at a time.
+    The probe queries with the first stored vector for its nearest neighbour by exact L2
+    distance. Why L2 whatever the store's metric: the probe shows that the rows and the
+    id map line up, and that question must have one right answer. Under inner product a
+    longer vector pointing the same way outranks the first one, and float32 rounding can
+    rank a normalised near-duplicate above it, so a healthy store failed the probe. By
+    L2 the row itself is at distance exactly 0, and on a tie the earlier row wins. Every
+    row is checked for NaN and infinity while it is read: faiss can never return such a
+    vector (a NaN only in the first row used to read "returned id -1"; elsewhere it passed).
     """
     row = d * 4
+    ids_at = _HEADER.size + ntotal * row + 8
     with _open(path) as fh:
         fd = fh.fileno()
-        query = np.frombuffer(os.pread(fd, row, _HEADER.size), dtype="<f4")
-        if not np.isfinite(query).all():
-            return int(np.frombuffer(os.pread(fd, 8, _HEADER.size + ntotal * row + 8), dtype="<i8")[0]), -1
-        ids_at = _HEADER.size + ntotal * row + 8
+
+        def id_at(pos: int) -> int:
+            return int(np.frombuffer(_read_exactly(fd, 8, ids_at + pos * 8), dtype="<i8")[0])
+
+        query = np.frombuffer(_read_exactly(fd, row, _HEADER.size), dtype="<f4")
         best_pos, best = 0, None
         for start in range(0, ntotal, _PROBE_ROWS):
             n = min(_PROBE_ROWS, ntotal - start)
-            block = np.frombuffer(os.pread(fd, n * row, _HEADER.size + start * row), dtype="<f4").reshape(n, d)
+            block = np.frombuffer(_read_exactly(fd, n * row, _HEADER.size + start * row), dtype="<f4").reshape(n, d)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad = start + int(np.argmin(finite))
+                return f"the stored vector with id {id_at(bad)} holds NaN or infinity: no search can return it"
             score = ((block - query) ** 2).sum(axis=1)
-            score = np.where(np.isnan(score), np.inf, score)  # a row no search could return
             pos = int(np.argmin(score))
             if best is None or score[pos] < best:
                 best_pos, best = start + pos, float(score[pos])
-        first = int(np.frombuffer(os.pread(fd, 8, ids_at), dtype="<i8")[0])
-        found = int(np.frombuffer(os.pread(fd, 8, ids_at + best_pos * 8), dtype="<i8")[0])
-    return first, found
+        first, found = id_at(0), id_at(best_pos)
+    return None if found == first else f"probe query for id {first} returned id {found}"
 
 
 def _read_exactly(fd: int, size: int, offset: int) -> bytes:
@@ -585,14 +591,11 @@ class VectorstoreComponent(Component):
             problems.append(f"index holds {ntotal} vectors but the id map has {count}")
         if problems:
             return Health(ok=False, detail="; ".join(problems))
-        if ntotal:
-            first, found = _probe(self.path / INDEX, d, ntotal)
-            if found != first:
-                return Health(ok=False, detail=f"probe query for id {first} returned id {found}")
-        return Health(
-            ok=True,
-            detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; probe query ok",
-        )
+        wrong = _probe(self.path / INDEX, d, ntotal) if ntotal else None
+        if wrong:
+            return Health(ok=False, detail=wrong)
+        probed = "probe query ok" if ntotal else "no vectors to probe"
+        return Health(ok=True, detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; {probed}")
 
     def _count_ids(self, root: Path) -> int:
         """The id map's entries, each parsed as ``_ids`` would, without holding them."""
