@@ -51,20 +51,42 @@ def test_a_healthy_store_is_healthy(root: Path, metric: str, vectors: int) -> No
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_the_probe_answers_as_faiss_search_does(root: Path, seed: int) -> None:
-    """Unnormalised inner-product data, where the first vector is often not its own nearest."""
+def test_an_unnormalised_inner_product_store_is_healthy(root: Path, seed: int) -> None:
+    """Quiet control: maximum-inner-product data, where the first vector is often not its own best match."""
     comp = _store(root, vectors=50, dimension=4, metric="inner_product")
     rng = np.random.default_rng(seed)
     vectors = (rng.standard_normal((50, 4)) * rng.uniform(0.1, 3, (50, 1))).astype(np.float32)
     ids = np.arange(50, dtype=np.int64) * 7 + 7
     _write(comp, vectors, ids, faiss.METRIC_INNER_PRODUCT)
-    index = faiss.read_index(str(comp.path / vectorstore.INDEX))
-    _, found = index.search(vectors[:1], 1)
-    assert vectorstore._probe(comp.path / vectorstore.INDEX, 4, 50, faiss.METRIC_INNER_PRODUCT) == (
-        7,
-        int(found[0][0]),
-    )
-    assert comp.health().ok == (int(found[0][0]) == 7)
+    assert vectorstore._probe(comp.path / vectorstore.INDEX, 4, 50) is None
+    health = comp.health()
+    assert health.ok, health.detail
+
+
+def _near_duplicate(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A normalised vector and a renormalised copy with 1e-7 noise that float32 ranks above it."""
+    x = rng.standard_normal((1, 384)).astype(np.float32)
+    faiss.normalize_L2(x)
+    for _ in range(2000):
+        y = (x + rng.standard_normal((1, 384)).astype(np.float32) * 1e-7).astype(np.float32)
+        faiss.normalize_L2(y)
+        if float((y @ x.T)[0, 0]) > float((x @ x.T)[0, 0]):
+            return x, y
+    raise AssertionError("no near-duplicate that outranks its original")
+
+
+def test_a_normalised_store_with_a_near_duplicate_is_healthy(root: Path) -> None:
+    """Quiet control: the same document embedded twice (cosine similarity), as real stores hold."""
+    comp = _store(root, vectors=3, dimension=384, metric="inner_product")
+    rng = np.random.default_rng(0)
+    x, y = _near_duplicate(rng)
+    z = rng.standard_normal((1, 384)).astype(np.float32)
+    faiss.normalize_L2(z)
+    _write(comp, np.vstack([x, y, z]), np.array([7, 14, 21], dtype=np.int64), faiss.METRIC_INNER_PRODUCT)
+    _, found = faiss.read_index(str(comp.path / vectorstore.INDEX)).search(x, 1)
+    assert int(found[0][0]) == 14  # faiss's own search ranks the duplicate first: the case is real
+    health = comp.health()
+    assert health.ok, health.detail
 
 
 def test_the_index_is_never_loaded_whole(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,8 +123,22 @@ def _meta(comp: VectorstoreComponent, **changes: Any) -> None:
             "cannot load the store",
         ),
         (lambda c: (c.path / vectorstore.META).unlink(), "cannot load the store"),
+        (
+            lambda c: (c.path / vectorstore.META).write_text('[{"id": 7, "title": "doc"}]'),
+            "metadata.json holds a JSON array, not an object with model, dimension and metric",
+        ),
+        (lambda c: (c.path / vectorstore.META).write_text("null"), "metadata.json holds a JSON null"),
     ],
-    ids=["dimension", "metric", "id-map-short", "id-map-garbage", "index-truncated", "no-metadata"],
+    ids=[
+        "dimension",
+        "metric",
+        "id-map-short",
+        "id-map-garbage",
+        "index-truncated",
+        "no-metadata",
+        "metadata-array",
+        "metadata-null",
+    ],
 )
 def test_damage_is_seen(root: Path, damage: Any, finding: str) -> None:
     comp = _store(root, vectors=30, dimension=8)
@@ -111,19 +147,48 @@ def test_damage_is_seen(root: Path, damage: Any, finding: str) -> None:
     assert not health.ok and finding in health.detail
 
 
-def test_a_first_vector_that_is_not_a_number_fails_the_probe(root: Path) -> None:
-    comp = _store(root, vectors=30, dimension=8)
-    vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
-    vectors[0, 3] = np.nan
-    _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, faiss.METRIC_L2)
+@pytest.mark.parametrize("row", [0, 1, vectorstore._PROBE_ROWS + 1])
+def test_a_vector_that_is_not_a_number_is_named(root: Path, row: int) -> None:
+    """Negative control: faiss can never return such a vector, wherever it is stored."""
+    n = vectorstore._PROBE_ROWS + 5
+    comp = _store(root, vectors=n, dimension=8)
+    vectors = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    vectors[row, 3] = np.nan
+    _write(comp, vectors, np.arange(n, dtype=np.int64) * 7 + 7, faiss.METRIC_L2)
     health = comp.health()
-    assert not health.ok and "probe query for id 7 returned id -1" in health.detail
+    assert not health.ok
+    assert f"the stored vector with id {row * 7 + 7} holds NaN or infinity" in health.detail, health.detail
 
 
-def test_a_first_vector_outranked_by_another_fails_the_probe(root: Path) -> None:
+def test_an_empty_store_says_no_probe_ran(root: Path) -> None:
+    comp = _store(root, vectors=1, dimension=8)
+    _write(comp, np.zeros((0, 8), dtype=np.float32), np.zeros(0, dtype=np.int64), faiss.METRIC_L2)
+    (comp.path / vectorstore.IDS).write_text("")
+    health = comp.health()
+    assert health.ok and health.detail.endswith(
+        "0 vectors, dim 8, l2, model sentence-transformers/all-MiniLM-L6-v2; no vectors to probe"
+    )
+
+
+def test_a_first_vector_outranked_by_another_is_healthy(root: Path) -> None:
+    """Quiet control: a longer vector in the same direction wins every inner-product search."""
     comp = _store(root, vectors=30, dimension=8, metric="inner_product")
     vectors = np.random.default_rng(2).standard_normal((30, 8)).astype(np.float32)
     vectors[29] = vectors[0] * 10  # same direction, ten times as long: a larger inner product
     _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, faiss.METRIC_INNER_PRODUCT)
+    _, found = faiss.read_index(str(comp.path / vectorstore.INDEX)).search(vectors[:1], 1)
+    assert int(found[0][0]) == 210
     health = comp.health()
-    assert not health.ok and "probe query for id 7 returned id 210" in health.detail
+    assert health.ok and "probe query ok" in health.detail, health.detail
+
+
+@pytest.mark.parametrize("metric", [faiss.METRIC_L2, faiss.METRIC_INNER_PRODUCT])
+def test_a_first_vector_that_is_infinite_fails_the_probe(root: Path, metric: int) -> None:
+    """Negative control: a vector no search can return is damage under either metric."""
+    name = "l2" if metric == faiss.METRIC_L2 else "inner_product"
+    comp = _store(root, vectors=30, dimension=8, metric=name)
+    vectors = np.random.default_rng(3).standard_normal((30, 8)).astype(np.float32)
+    vectors[0, 5] = np.inf
+    _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, metric)
+    health = comp.health()
+    assert not health.ok and "id 7" in health.detail, health.detail

@@ -59,3 +59,18 @@ def test_matching_store_restores() -> None:
         (source.path / "index.faiss").unlink()
         engine_backup.restore(repo, manifest, source)
         assert source.health().ok
+
+
+def test_a_backup_whose_metadata_is_not_an_object_is_refused_by_name(tmp_path: Path) -> None:
+    """A per-document list in metadata.json: a domain error naming the file, never an AttributeError."""
+    target = _store(tmp_path / "live", "vec", dimension=8)
+    target.seed()
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "metadata.json").write_text('[{"id": 7, "title": "doc"}]')
+    with pytest.raises(ComponentError, match=r"staged/metadata.json holds a JSON array, not an object"):
+        target._compatible(staged)
+    (staged / "metadata.json").write_text(
+        '{"model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 8, "metric": "l2"}'
+    )
+    target._compatible(staged)  # quiet control: the same file as an object passes

@@ -178,3 +178,32 @@ def test_workload_vectors_leave_the_store_fingerprint_unchanged_and_are_counted(
     faiss.write_index(index, str(comp.path / "index.faiss"))
     changed = {d for d in comp.fingerprint().parts if comp.fingerprint().parts[d] != before.parts.get(d)}
     assert "file index.faiss" in changed
+
+
+def test_a_restore_is_not_undone_by_the_vector_workload(tmp_path: Any) -> None:
+    """Writes made after the backup are lost by the restore and stay lost: the writer reads the restored store."""
+    from drills.workload.vectors import VectorWriter
+    from engine import backup as engine_backup
+    from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
+    from engine.fingerprint import compare
+    from engine.repository import LocalRepository
+    from tests.conftest import DirsRuntime
+
+    comp = VectorstoreComponent("v", VectorstoreParams(vectors=50, dimension=8), DirsRuntime(tmp_path))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    writer = VectorWriter(comp)
+    writer.open()
+    for seq in (1, 2):
+        writer.write(seq)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    for seq in (3, 4):
+        writer.write(seq)
+    engine_backup.restore(repo, manifest, comp)
+    assert writer.survivors() == {1, 2}
+    writer.write(5)
+    assert writer.survivors() == {1, 2, 5}, "the writes the restore removed came back"
+    health = comp.health()
+    assert health.ok, health.detail
+    assert not list(compare(manifest.component("v").fingerprint, comp.fingerprint()))

@@ -34,31 +34,59 @@ class VectorWriter(Writer):
     def open(self) -> None:
         assert isinstance(self.component, VectorstoreComponent)
         self.store = self.component
+        self.index: Any = None
+        self.written: tuple[int, int, int] | None = None  # the index file as this writer last left it
         with self.store.store_lock:
-            self.index: Any = faiss.read_index(str(self.store.path / INDEX))
+            self._current()
+
+    def _current(self) -> Any:
+        """The store's index as it is on disk now, read again when anyone but this writer replaced it.
+
+        Why: the writer kept its own copy and wrote it back with each vector, so its first
+        write after a restore put the writes the restore had removed back over the
+        restored store (and the drill measured an RPO of 0 s, with 0 lost writes).
+        """
+        path = self.store.path / INDEX
+        st = os.stat(path, follow_symlinks=False)
+        if self.index is None or (st.st_ino, st.st_size, st.st_mtime_ns) != self.written:
+            check_index_layout(path)
+            self.index = faiss.read_index(str(path))
+            self.written = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return self.index
 
     def write(self, seq: int) -> None:
-        vector = np.random.default_rng(seq).standard_normal((1, self.index.d), dtype=np.float32)
         vid = WORKLOAD_IDS + seq
         with self.store.store_lock:
-            # Recorded first, so the fingerprint can always tell this vector from the seed's.
-            with open(self.store.path / WORKLOAD_FILE, "a", encoding="ascii") as fh:
-                fh.write(f"{vid}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.index.add_with_ids(vector, np.array([vid], dtype=np.int64))
-            tmp = self.store.path / f".{INDEX}.workload"
-            faiss.write_index(self.index, str(tmp))
-            fd = os.open(tmp, os.O_RDONLY)
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            with open(self.store.path / IDS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"id": vid, "document": f"workload-{seq}"}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.store.path / INDEX)
+                self._write(seq, vid)
+            except BaseException:
+                self.index = None  # it may hold a vector the store does not: read the store again
+                raise
+
+    def _write(self, seq: int, vid: int) -> None:
+        """One vector, recorded, added and renamed into place; the caller holds the store's lock."""
+        index = self._current()
+        vector = np.random.default_rng(seq).standard_normal((1, index.d), dtype=np.float32)
+        # Recorded first, so the fingerprint can always tell this vector from the seed's.
+        with open(self.store.path / WORKLOAD_FILE, "a", encoding="ascii") as fh:
+            fh.write(f"{vid}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        index.add_with_ids(vector, np.array([vid], dtype=np.int64))
+        tmp = self.store.path / f".{INDEX}.workload"
+        faiss.write_index(index, str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with open(self.store.path / IDS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": vid, "document": f"workload-{seq}"}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.store.path / INDEX)
+        st = os.stat(self.store.path / INDEX, follow_symlinks=False)
+        self.written = (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def survivors(self) -> set[int]:
         assert isinstance(self.component, VectorstoreComponent)

@@ -10,18 +10,19 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import struct
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import content_part, extract_tar, tree_parts, without_directories, write_tar
+from engine.components.files import ContentDigest, extract_tar, tree_parts, without_directories, write_tar
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -45,69 +46,268 @@ WORKLOAD_FILE = f"{WORKLOAD_MARK}.ids"
 _HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
 
 
+class StoreUnreadable(ValueError):
+    """Why drproof cannot read a store's vectors; ``advice`` says what the operator can do."""
+
+    advice: ClassVar[str] = "every file of the store must be readable for a restore of it to be proven"
+
+
+class UnsupportedLayout(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "drproof's vectorstore kind reads only an IndexIDMap2 over a flat index (IndexFlatL2 or IndexFlatIP), so no "
+        "restore of this backup could be proven: convert the store to that layout, or back the directory up as a "
+        "`volumes` component"
+    )
+
+
+class DamagedStore(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "the live store is damaged, and a backup of it would preserve the damage: repair or rebuild it first"
+    )
+
+
+class LinkedFile(StoreUnreadable):
+    advice: ClassVar[str] = (
+        "the archive would hold the link, not the file it points to: point the component at the directory that "
+        "holds the files, or replace the link by the file"
+    )
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open one of the store's files for reading, never through a symbolic link.
+
+    Why: the archive stores a link as a link, so a fingerprint read through it described
+    2,000 vectors the backup did not hold. Refusing links keeps the vector parts and the
+    ``file`` parts (which record the link) about the same thing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise LinkedFile(f"{path.name} is a symbolic link (to {os.readlink(path)})") from exc
+        raise
+    return os.fdopen(fd, "rb")
+
+
+# What faiss's four-character codes stand for, to name an index drproof does not read.
+_FOURCC = {
+    b"IxMp": "IndexIDMap",
+    b"IxM2": "IndexIDMap2",
+    b"IxF2": "IndexFlatL2",
+    b"IxFI": "IndexFlatIP",
+    b"IxFl": "IndexFlat",
+    b"IwFl": "IndexIVFFlat",
+    b"IHNf": "IndexHNSWFlat",
+    b"IxSQ": "IndexScalarQuantizer",
+    b"IxPq": "IndexPQ",
+    b"IwPQ": "IndexIVFPQ",
+}
+
+
+def _index_name(fourcc: bytes) -> str:
+    return _FOURCC.get(fourcc, f"an index of type {fourcc!r}")
+
+
+_METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
+_METRICS = {0: "inner product", _METRIC_L2: "l2"}
+
+
+def _check_flags(name: str, inner: bytes, outer_flags: tuple[int, int], inner_flags: tuple[int, int]) -> None:
+    """Refuse header fields faiss acts on that disagree: the metric the inner index searches by, ``is_trained``.
+
+    Why: faiss searches with the inner index's metric field, while drproof read only the
+    outer one; one changed field made an l2 store search by inner product unnoticed.
+    A flat index is always trained: a cleared flag makes faiss refuse every add.
+    """
+    (trained, metric), (trained2, metric2) = outer_flags, inner_flags
+    if trained != 1 or trained2 != 1:
+        raise DamagedStore(f"{name}: its header says the index is not trained (a flat index always is)")
+    if metric not in _METRICS or metric2 not in _METRICS:
+        raise DamagedStore(f"{name}: metric type {metric}/{metric2} in its header is neither l2 nor inner product")
+    if metric2 != metric:
+        raise DamagedStore(
+            f"{name}: the index searches by {_METRICS[metric2]} but its id map's header says {_METRICS[metric]}"
+        )
+    if (inner == b"IxFI") != (metric2 == 0):
+        raise DamagedStore(f"{name}: an {_index_name(inner)} whose header says it searches by {_METRICS[metric2]}")
+
+
 def check_index_layout(path: Path) -> None:
     """Refuse an index file whose length fields disagree with its size, before faiss reads it.
 
     faiss trusts the lengths stored in the file: one flipped bit in a length makes it try
     to allocate many gigabytes before failing. The store always writes IndexIDMap2 over a
-    flat index, whose size follows exactly from its dimension and vector count.
+    flat index, whose size follows exactly from its dimension and vector count. Raises
+    ``UnsupportedLayout`` for another index type, ``DamagedStore`` for a damaged one.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(_HEADER.size)
+        _check_header(path.name, size, head, fh.fileno())
+
+
+def _check_header(name: str, size: int, head: bytes, fd: int) -> None:
+    """``check_index_layout`` of the open file ``fd`` of ``size`` bytes, starting with ``head``."""
+    outer, inner = head[:4], head[37:41]  # a sub-index follows the 37-byte header of an id map
+    if outer != b"IxM2":
+        what = _index_name(outer) + (f" over {_index_name(inner)}" if outer == b"IxMp" and inner else "")
+        raise UnsupportedLayout(f"{name} is {what}, not an IndexIDMap2 over a flat index")
     if len(head) < _HEADER.size:
-        raise ValueError(f"{path.name}: {size} bytes, too short for an index header")
-    outer, d, ntotal, _, _, _, _, inner, d2, ntotal2, _, _, _, _, codes = _HEADER.unpack(head)
-    if outer != b"IxM2" or inner not in (b"IxF2", b"IxFI"):
-        raise ValueError(f"{path.name}: not an IndexIDMap2 over a flat index ({outer!r}/{inner!r})")
+        raise DamagedStore(f"{name}: {size} bytes, too short for an index header")
+    _, d, ntotal, _, _, trained, metric, inner, d2, ntotal2, _, _, trained2, metric2, codes = _HEADER.unpack(head)
+    if inner not in (b"IxF2", b"IxFI"):
+        raise UnsupportedLayout(f"{name} is an IndexIDMap2 over {_index_name(inner)}, not over a flat index")
+    _check_flags(name, inner, (trained, metric), (trained2, metric2))
     if d != d2 or ntotal != ntotal2 or d <= 0 or ntotal < 0 or codes != ntotal * d:
-        raise ValueError(f"{path.name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
+        raise DamagedStore(f"{name}: inconsistent header (d={d}/{d2}, ntotal={ntotal}/{ntotal2}, codes={codes})")
     expected = _HEADER.size + codes * 4 + 8 + ntotal * 8
     if size != expected:
-        raise ValueError(f"{path.name}: {size} bytes, but its header describes {expected}")
-    with open(path, "rb") as fh:
-        fh.seek(_HEADER.size + codes * 4)
-        (ids,) = struct.unpack("<Q", fh.read(8))
+        raise DamagedStore(f"{name}: {size} bytes, but its header describes {expected}")
+    (ids,) = struct.unpack("<Q", os.pread(fd, 8, _HEADER.size + codes * 4))
     if ids != ntotal:
-        raise ValueError(f"{path.name}: id map holds {ids} entries for {ntotal} vectors")
+        raise DamagedStore(f"{name}: id map holds {ids} entries for {ntotal} vectors")
 
 
-_METRIC_L2 = 1  # faiss's METRIC_L2; METRIC_INNER_PRODUCT is 0
 _PROBE_ROWS = 4096  # rows read at a time by the health probe
 
 
 def _header_numbers(path: Path) -> tuple[int, int, int]:
     """Dimension, vector count and metric of an index file ``check_index_layout`` accepted."""
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         fields = _HEADER.unpack(fh.read(_HEADER.size))
     return int(fields[1]), int(fields[2]), int(fields[6])
 
 
-def _probe(path: Path, d: int, ntotal: int, metric_type: int) -> tuple[int, int]:
-    """The first stored id, and the id of the stored vector nearest its vector.
+def _probe(path: Path, d: int, ntotal: int) -> str | None:
+    """What is wrong with the stored rows, or None: every row finite, and the first found under its own id.
 
-    Exact distances over blocks of rows; on a tie the earlier row wins, as in a flat
-    index's search, so a healthy store answers with the first id itself.
+    The probe queries with the first stored vector for its nearest neighbour by exact L2
+    distance. Why L2 whatever the store's metric: the probe shows that the rows and the
+    id map line up, and that question must have one right answer. Under inner product a
+    longer vector pointing the same way outranks the first one, and float32 rounding can
+    rank a normalised near-duplicate above it, so a healthy store failed the probe. By
+    L2 the row itself is at distance exactly 0, and on a tie the earlier row wins. Every
+    row is checked for NaN and infinity while it is read: faiss can never return such a
+    vector (a NaN only in the first row used to read "returned id -1"; elsewhere it passed).
     """
     row = d * 4
-    with open(path, "rb") as fh:
+    ids_at = _HEADER.size + ntotal * row + 8
+    with _open(path) as fh:
         fd = fh.fileno()
-        query = np.frombuffer(os.pread(fd, row, _HEADER.size), dtype="<f4")
-        if not np.isfinite(query).all():
-            return int(np.frombuffer(os.pread(fd, 8, _HEADER.size + ntotal * row + 8), dtype="<i8")[0]), -1
-        ids_at = _HEADER.size + ntotal * row + 8
+
+        def id_at(pos: int) -> int:
+            return int(np.frombuffer(_read_exactly(fd, 8, ids_at + pos * 8), dtype="<i8")[0])
+
+        query = np.frombuffer(_read_exactly(fd, row, _HEADER.size), dtype="<f4")
         best_pos, best = 0, None
         for start in range(0, ntotal, _PROBE_ROWS):
             n = min(_PROBE_ROWS, ntotal - start)
-            block = np.frombuffer(os.pread(fd, n * row, _HEADER.size + start * row), dtype="<f4").reshape(n, d)
-            score = ((block - query) ** 2).sum(axis=1) if metric_type == _METRIC_L2 else -(block @ query)
-            score = np.where(np.isnan(score), np.inf, score)  # a row faiss could never return
+            block = np.frombuffer(_read_exactly(fd, n * row, _HEADER.size + start * row), dtype="<f4").reshape(n, d)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                bad = start + int(np.argmin(finite))
+                return f"the stored vector with id {id_at(bad)} holds NaN or infinity: no search can return it"
+            score = ((block - query) ** 2).sum(axis=1)
             pos = int(np.argmin(score))
             if best is None or score[pos] < best:
                 best_pos, best = start + pos, float(score[pos])
-        first = int(np.frombuffer(os.pread(fd, 8, ids_at), dtype="<i8")[0])
-        found = int(np.frombuffer(os.pread(fd, 8, ids_at + best_pos * 8), dtype="<i8")[0])
-    return first, found
+        first, found = id_at(0), id_at(best_pos)
+    return None if found == first else f"probe query for id {first} returned id {found}"
+
+
+def _read_exactly(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, or StoreUnreadable: the file was cut short after its layout was checked."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise StoreUnreadable(f"{INDEX} changed while it was read; read it again once nothing writes the store")
+    return data
+
+
+def _bucket_parts(parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any) -> None:
+    """A ``vectors #`` part per BUCKET rows, taken in ``order`` (positions in the file, by id)."""
+    for start in range(0, len(order), BUCKET):
+        chunk = order[start : start + BUCKET]
+        first, n = int(chunk[0]), len(chunk)
+        h = PartHasher("vectors")
+        if int(chunk[-1]) - first == n - 1 and bool((np.diff(chunk) == 1).all()):
+            # Ids ascending in file order (as the store writes them): one read.
+            view = memoryview(_read_exactly(fd, n * row, _HEADER.size + first * row))
+            for i, pos in enumerate(chunk.tolist()):
+                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + view[i * row : (i + 1) * row])
+        else:
+            for pos in chunk.tolist():
+                vector = _read_exactly(fd, row, _HEADER.size + pos * row)
+                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
+        lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
+        parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
+
+
+def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep: Any) -> Part:
+    """The ``file index.faiss`` part of the open index as it would be holding only the rows ``keep`` marks.
+
+    Why from the file's own bytes: the part was taken from an index rebuilt by faiss
+    from the kept vectors, which normalised every header field it does not keep (the
+    inner metric, ``is_trained``), so damage faiss acts on compared as a match; and the
+    rebuild held the store several times over (8.6 GB for 1M x 384). Here the header is
+    the file's, with only its three counts patched (as faiss writes an index of the kept
+    rows), then the kept rows, a block at a time, and the kept ids.
+    """
+    d, ntotal, kept = int(fields[1]), int(fields[2]), int(keep.sum())
+    patched = list(fields)
+    patched[2] = patched[9] = kept
+    patched[14] = kept * d
+    digest = ContentDigest(os.fstat(fd).st_mode)
+    digest.add(_HEADER.pack(*patched))
+    row = d * 4
+    for start in range(0, ntotal, _PROBE_ROWS):
+        n = min(_PROBE_ROWS, ntotal - start)
+        block = np.frombuffer(_read_exactly(fd, n * row, _HEADER.size + start * row), dtype=np.uint8)
+        digest.add(block.reshape(n, row)[keep[start : start + n]].tobytes())
+    digest.add(struct.pack("<Q", kept))
+    digest.add(np.ascontiguousarray(stored_ids[keep], dtype="<i8").tobytes())
+    return digest.part()
+
+
+def _ids_part_without(path: Path, left_out: set[int]) -> Part:
+    """The ``file ids.jsonl`` part as the file would be without the lines of the ids ``left_out``."""
+    with _open(path) as fh:
+        digest = ContentDigest(os.fstat(fh.fileno()).st_mode)
+        pending: list[bytes] = []
+        size = 0
+        for line in fh:
+            if int(json.loads(line)["id"]) not in left_out:
+                pending.append(line)
+                size += len(line)
+                if size >= _IDS_PIECE:
+                    digest.add(b"".join(pending))
+                    pending, size = [], 0
+        digest.add(b"".join(pending))
+    return digest.part()
+
+
+_IDS_PIECE = 1 << 20  # bytes of id-map lines digested at a time
+
+
+def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
+    """The ``file`` and ``dir`` parts of the store's directory, without the workload's record."""
+    parts = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
+    return without_directories(parts) if scheme == LEGACY_SCHEME else parts
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a message: drproof's own say what they mean; others keep their type's name."""
+    return str(exc) if isinstance(exc, StoreUnreadable) else f"{type(exc).__name__}: {exc}"
+
+
+def _json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words, for a message."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 class VectorstoreParams(SeedParams):
@@ -164,20 +364,19 @@ class VectorstoreComponent(Component):
         (self.path / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
-    def _load(self, root: Path | None = None) -> tuple[Any, dict[str, Any], dict[int, str]]:
-        root = root or self.path
-        meta = json.loads((root / META).read_text(encoding="utf-8"))
-        check_index_layout(root / INDEX)
-        index = faiss.read_index(str(root / INDEX))
-        return index, meta, self._ids(root)
+    def _meta(self, root: Path) -> dict[str, Any]:
+        """``metadata.json`` as the object every reader of it expects.
 
-    def _ids(self, root: Path | None = None) -> dict[int, str]:
-        ids: dict[int, str] = {}
-        with open((root or self.path) / IDS, encoding="utf-8") as fh:
-            for line in fh:
-                entry = json.loads(line)
-                ids[int(entry["id"])] = str(entry["document"])
-        return ids
+        Why checked here: many tools write a per-document list there; every ``meta.get``
+        then raised AttributeError, a traceback from health, dry run and restore alike.
+        """
+        with _open(root / META) as fh:
+            meta = json.loads(fh.read())
+        if not isinstance(meta, dict):
+            raise StoreUnreadable(
+                f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
+            )
+        return meta
 
     fingerprint_scheme: ClassVar[str] = "vectorstore/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
@@ -210,42 +409,24 @@ class VectorstoreComponent(Component):
         """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
         root = root or self.path
         scheme = scheme or self.fingerprint_scheme
-        parts: dict[str, Part] = {k: v for k, v in tree_parts(root).items() if WORKLOAD_MARK not in k}
-        if scheme == LEGACY_SCHEME:
-            parts = without_directories(parts)
-        streamed = self._vector_parts_from_file(parts, root, scheme)
-        if streamed is not None:
-            return streamed
+        return self._fingerprint_from(_file_parts(root, scheme), root, scheme)
+
+    def _fingerprint_from(self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False) -> Fingerprint:
+        """The fingerprint of the store at ``root`` whose file parts (as read) are ``parts``.
+
+        A store whose vectors cannot be read gets a ``vectors`` part saying why; ``strict``
+        (a backup) raises instead, because such a part proves nothing about a restore.
+        """
+        parts = dict(parts)
         try:
-            index, _meta, _ids = self._load(root)
-            stored_ids = faiss.vector_to_array(index.id_map)
-            vectors = index.index.reconstruct_n(0, index.ntotal)
-        except Exception as exc:  # faiss raises RuntimeError; json ValueError; files OSError
-            parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
+            return self._vector_parts_from_file(parts, root, scheme)
+        except ComponentError:  # the coverage check: never a mere "unreadable"
+            raise
+        except Exception as exc:  # json ValueError, layout ValueError, files OSError
+            if strict:
+                raise self._unbackupable(root, exc) from exc
+            parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
-        workload = self._workload(root, stored_ids, scheme)
-        keep = ~workload
-        if not keep.all():
-            # The file parts as they would be without the workload's vectors: the same
-            # index rebuilt from the other vectors serialises to exactly those bytes.
-            stored_ids, vectors = stored_ids[keep], vectors[keep]
-            rebuilt = faiss.IndexIDMap2(faiss.IndexFlat(index.d, index.metric_type))
-            rebuilt.add_with_ids(vectors, stored_ids)
-            index_mode = (root / INDEX).stat().st_mode
-            parts[f"file {INDEX}"] = content_part(bytes(faiss.serialize_index(rebuilt)), index_mode)
-            left_out = {int(i) for i in faiss.vector_to_array(index.id_map)[workload]}
-            with open(root / IDS, "rb") as fh:
-                lines = b"".join(line for line in fh if int(json.loads(line)["id"]) not in left_out)
-            parts[f"file {IDS}"] = content_part(lines, (root / IDS).stat().st_mode)
-        order = np.argsort(stored_ids, kind="stable")
-        for start in range(0, len(order), BUCKET):
-            chunk = order[start : start + BUCKET]
-            h = PartHasher("vectors")
-            for pos in chunk:
-                h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vectors[pos].tobytes())
-            lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
-            parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._checked(parts, len(stored_ids), scheme)
 
     def _checked(self, parts: dict[str, Part], expected: int, scheme: str) -> Fingerprint:
         """The fingerprint, once its vector parts are seen to cover every vector they should."""
@@ -257,7 +438,7 @@ class VectorstoreComponent(Component):
             )
         return self._fp(parts, scheme)
 
-    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint | None:
+    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint:
         """The vector parts read straight from ``index.faiss``, a bucket at a time.
 
         Why: loading the index with faiss and copying its vectors out with
@@ -268,58 +449,83 @@ class VectorstoreComponent(Component):
         int64 after them, exactly the bytes faiss would hand back. Reading the ids and
         then one bucket of rows at a time gives the same parts in a few MB.
 
-        The same files must be readable as for ``_load`` (metadata, id map), or the part
-        says "unreadable" as before. Returns None when the store holds workload vectors
-        (ids from ``WORKLOAD_IDS`` up), whose parts need the index rebuilt without them:
-        the caller then takes the loading path.
+        A drill workload's vectors are left out of the vector parts, and the ``file``
+        parts of the index and id map are digested as those files would be without them
+        (``_index_part_without``), also streaming. The metadata and id map must be
+        readable too, or this raises (the caller says why).
         """
         index_path = root / INDEX
-        try:
-            json.loads((root / META).read_text(encoding="utf-8"))
-            check_index_layout(index_path)
-            with open(index_path, "rb") as fh:
-                head = fh.read(_HEADER.size)
-                d, ntotal = _HEADER.unpack(head)[1:3]
-                row = d * 4
-                fh.seek(_HEADER.size + ntotal * row + 8)
-                stored_ids = np.frombuffer(fh.read(ntotal * 8), dtype="<i8")
-            self._count_ids(root)
-        except Exception as exc:  # json ValueError, layout ValueError, files OSError
-            parts["vectors"] = Part(digest=f"unreadable: {type(exc).__name__}: {exc}"[:300], count=0, unit="vectors")
-            return self._fp(parts, scheme)
-        if len(stored_ids) != ntotal:
-            return None  # the file changed under us: let the loading path judge it
-        if self._workload(root, stored_ids, scheme).any():
-            return None
-        order = np.argsort(stored_ids, kind="stable")
-        with open(index_path, "rb") as fh:
+        self._meta(root)
+        check_index_layout(index_path)
+        self._count_ids(root)
+        with _open(index_path) as fh:
             fd = fh.fileno()
-            for start in range(0, len(order), BUCKET):
-                chunk = order[start : start + BUCKET]
-                first, n = int(chunk[0]), len(chunk)
-                h = PartHasher("vectors")
-                if int(chunk[-1]) - first == n - 1 and bool((np.diff(chunk) == 1).all()):
-                    # Ids ascending in file order (as the store writes them): one read.
-                    block = os.pread(fd, n * row, _HEADER.size + first * row)
-                    if len(block) != n * row:
-                        return None
-                    view = memoryview(block)
-                    for i, pos in enumerate(chunk.tolist()):
-                        key = int(stored_ids[pos]).to_bytes(8, "big", signed=True)
-                        h.add(key + view[i * row : (i + 1) * row])
-                else:
-                    for pos in chunk.tolist():
-                        vector = os.pread(fd, row, _HEADER.size + pos * row)
-                        if len(vector) != row:
-                            return None
-                        h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
-                lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
-                parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
-        return self._checked(parts, ntotal, scheme)
+            fields = _HEADER.unpack(_read_exactly(fd, _HEADER.size, 0))
+            d, ntotal = int(fields[1]), int(fields[2])
+            stored_ids = np.frombuffer(_read_exactly(fd, ntotal * 8, _HEADER.size + ntotal * d * 4 + 8), dtype="<i8")
+            keep = ~self._workload(root, stored_ids, scheme)
+            if not keep.all():
+                parts[f"file {INDEX}"] = _index_part_without(fd, fields, stored_ids, keep)
+                parts[f"file {IDS}"] = _ids_part_without(root / IDS, set(stored_ids[~keep].tolist()))
+            positions = np.flatnonzero(keep)
+            order = positions[np.argsort(stored_ids[positions], kind="stable")]
+            _bucket_parts(parts, fd, d * 4, stored_ids, order)
+        return self._checked(parts, len(order), scheme)
+
+    def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
+        """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
+        advice = exc.advice if isinstance(exc, StoreUnreadable) else StoreUnreadable.advice
+        return ComponentError(
+            f"vectorstore {self.instance!r}: cannot back up {root}: {_reason(exc)}; {advice}; nothing was published"
+        )
+
+    def backup_fingerprinted(
+        self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
+    ) -> tuple[dict[str, Any], Fingerprint]:
+        """Refuse a store whose vectors cannot be read, before anything is archived.
+
+        Why: its fingerprint held only an "unreadable" part, the same in the backup and
+        in any restore of it, so an IndexIDMap, IVF or HNSW store (or one already
+        damaged) was backed up "complete", verified and its restore "proven".
+        """
+        if incremental is not None:  # not a kind with incremental backups: the base says so
+            return super().backup_fingerprinted(writer, incremental)
+        with self.store_lock:
+            read = _file_parts(self.path, self.fingerprint_scheme)
+            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True)
+            archived: dict[str, Part] = {}
+            details = self._archive(writer, archived)
+        self._same_as_archived(read, archived)
+        return details, fp
+
+    def _same_as_archived(self, read: dict[str, Part], archived: dict[str, Part]) -> None:
+        """Refuse a backup whose files changed between the fingerprint's read and the archive's.
+
+        Why: the store lock orders drproof's own threads only. An application that
+        rewrote its index meanwhile (temporary file and rename) gave a set that verified
+        clean and whose every restore was refused, as the fingerprint described other
+        bytes than the archive held. The vector parts come from the index bytes the
+        ``file`` part digests, so equal file parts mean the whole fingerprint is the
+        archive's.
+        """
+        archived = {k: v for k, v in archived.items() if WORKLOAD_MARK not in k}
+        changed = sorted(k.split(" ", 1)[1] for k in read.keys() | archived.keys() if read.get(k) != archived.get(k))
+        if changed:
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: the store changed while it was archived ({', '.join(changed)}); "
+                "its fingerprint would not describe the archived bytes, so no restore of it could be proven and "
+                "nothing was published: pause the application's writes for the backup, or "
+                "back up a snapshot of the directory"
+            )
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
-        with self.store_lock, writer.artifact(self.instance, "store.tar") as sink:
-            entries = write_tar(self.path, sink)
+        with self.store_lock:
+            return self._archive(writer, None)
+
+    def _archive(self, writer: BackupSetWriter, parts: dict[str, Part] | None) -> dict[str, Any]:
+        """Archive the store as ``store.tar``; ``parts`` gets the file parts of the bytes archived."""
+        with writer.artifact(self.instance, "store.tar") as sink:
+            entries = write_tar(self.path, sink, parts=parts)
         return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
 
     proves_while_staging: ClassVar[bool] = True
@@ -342,7 +548,9 @@ class VectorstoreComponent(Component):
         if not self.expected:
             return
         try:
-            meta = json.loads((staged / META).read_text(encoding="utf-8"))
+            meta = self._meta(staged)
+        except StoreUnreadable as exc:
+            raise ComponentError(f"vectorstore {self.instance!r}: {exc}; the live store was left untouched") from exc
         except (OSError, ValueError) as exc:
             raise ComponentError(f"vectorstore {self.instance!r}: the backup has no readable {META}: {exc}") from exc
         wrong = [
@@ -367,12 +575,12 @@ class VectorstoreComponent(Component):
         as a flat index's search would answer it.
         """
         try:
-            meta = json.loads((self.path / META).read_text(encoding="utf-8"))
+            meta = self._meta(self.path)
             check_index_layout(self.path / INDEX)
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
             count = self._count_ids(self.path)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
-            return Health(ok=False, detail=f"cannot load the store: {type(exc).__name__}: {exc}"[:500])
+            return Health(ok=False, detail=f"cannot load the store: {_reason(exc)}"[:500])
         problems = []
         if d != meta.get("dimension"):
             problems.append(f"index dimension {d} but metadata says {meta.get('dimension')}")
@@ -383,19 +591,16 @@ class VectorstoreComponent(Component):
             problems.append(f"index holds {ntotal} vectors but the id map has {count}")
         if problems:
             return Health(ok=False, detail="; ".join(problems))
-        if ntotal:
-            first, found = _probe(self.path / INDEX, d, ntotal, metric_type)
-            if found != first:
-                return Health(ok=False, detail=f"probe query for id {first} returned id {found}")
-        return Health(
-            ok=True,
-            detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; probe query ok",
-        )
+        wrong = _probe(self.path / INDEX, d, ntotal) if ntotal else None
+        if wrong:
+            return Health(ok=False, detail=wrong)
+        probed = "probe query ok" if ntotal else "no vectors to probe"
+        return Health(ok=True, detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; {probed}")
 
     def _count_ids(self, root: Path) -> int:
         """The id map's entries, each parsed as ``_ids`` would, without holding them."""
         count = 0
-        with open(root / IDS, encoding="utf-8") as fh:
+        with _open(root / IDS) as fh:
             for line in fh:
                 entry = json.loads(line)
                 int(entry["id"]), str(entry["document"])
