@@ -178,18 +178,25 @@ def test_a_store_written_during_its_backup_is_refused_not_published_unrestorable
     real_write_tar = vectorstore.write_tar
 
     def write_tar_after_a_write(*args: Any, **kwargs: Any) -> int:
-        app.wait_for(app.writes + 2)  # the fingerprint was taken; the app writes before the archive reads
+        # The fingerprint was taken on a quiet store; the app writes twice, then the archive
+        # reads. (Writing all along made the test depend on timing: under load the
+        # fingerprint itself could catch the index and the id map from different writes.)
+        app.thread.start()
+        app.wait_for(2)
+        app.stop.set()
+        app.thread.join()
         return real_write_tar(*args, **kwargs)
 
     monkeypatch.setattr(vectorstore, "write_tar", write_tar_after_a_write)
     repo = LocalRepository(tmp_path / "repo")
-    app.thread.start()
     try:
         with pytest.raises(ComponentError, match=r"the store changed while it was archived \((index.faiss|ids.jsonl)"):
             engine_backup.backup(repo, [comp])
     finally:
         app.stop.set()
-        app.thread.join()
+        if app.thread.is_alive():
+            app.thread.join()
+    assert app.writes >= 2
     assert repo.list() == []
 
 
