@@ -816,7 +816,10 @@ def _negative_control(r: AssertionResult) -> AssertionResult:
     "error" and "not run" stay what they are: a check that could not run detected nothing.
     """
     r.expected, r.observed = "fail", r.status
-    if r.status == "fail":
+    if r.status == "fail" and r.evidence.get("measured") is False:
+        r.status = "error"  # it failed without reading anything: no detection
+        r.summary = f"measured nothing, so it detected nothing: {r.summary}"
+    elif r.status == "fail":
         r.status = "pass"
         r.evidence = {**r.evidence, "findings_as_expected": r.findings}
         r.summary = f"failed as expected: {r.summary}"

@@ -127,6 +127,18 @@ class Fidelity(Assertion):
     def _unreadable(self, rid: str, name: str, state: DrillState) -> AssertionResult | None:
         if name not in state.fingerprint_errors:
             return None
+        restored = any(r.component == name and r.outcome == "ok" for r in state.restores)
+        if not restored and (state.results[name].damaged_by or name in state.sandbox):
+            # Lost and never brought back: a failed recovery, though nothing could be read.
+            # Marked unmeasured, so a negative control does not count it as a detection.
+            return result(
+                rid,
+                self.name,
+                "fail",
+                f"{name}: never restored, and could not be read after the drill",
+                evidence={"measured": False},
+                findings=[state.fingerprint_errors[name]],
+            )
         return result(
             rid,
             self.name,

@@ -30,7 +30,15 @@ import yaml
 from pydantic import Field
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
-from engine.components.files import DIR, PartSink, extract_tar, tree_parts_into, walk_files, write_tar
+from engine.components.files import (
+    DIR,
+    PartSink,
+    extract_tar,
+    root_details,
+    tree_parts_into,
+    walk_files,
+    write_tar,
+)
 from engine.components.livechanges import LiveChanges, with_changes
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
@@ -462,7 +470,8 @@ class ConfigurationComponent(Component):
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink, parts=spool, changes=changes, tap=_ArchivedKeys(spool))
         fp = spool.fingerprint(self.instance, self.name, self.fingerprint_scheme)
-        return with_changes({"entries": entries, "method": "streamed tar"}, changes), fp
+        details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
+        return with_changes(details, changes), fp
 
     def fingerprint(self) -> Fingerprint:
         spool = self._spool()
@@ -495,7 +504,7 @@ class ConfigurationComponent(Component):
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink)
-        return {"entries": entries, "method": "streamed tar"}
+        return {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
 
     def restore(self, source: ArtifactSource) -> None:
         scheme = source.fingerprint.scheme if source.fingerprint is not None else None
@@ -505,7 +514,7 @@ class ConfigurationComponent(Component):
             fp = self._taken(spool, staging, LEGACY_SCHEME if scheme == LEGACY_SCHEME else None)
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
-        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool)
+        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, source.details.get("root"))
 
     def health(self) -> Health:
         try:

@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
@@ -839,7 +839,59 @@ Layer = tuple[Opener, list[str]]
 Check = Callable[[Path], None]
 
 
-def extract_tar(open_stream: Opener, target: Path, check: Check | None = None, parts: PartSink | None = None) -> None:
+def root_details(root: Path) -> dict[str, Any]:
+    """The directory's own mode and owner, for a backup's details: what a restore gives the
+    directory when the disaster took it whole (``extract_layers``)."""
+    st = root.stat()
+    return {
+        "mode": oct(stat.S_IMODE(st.st_mode)),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "user": (_owner_name("u", st.st_uid) or b"").decode(),
+        "group": (_owner_name("g", st.st_gid) or b"").decode(),
+    }
+
+
+def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> None:
+    """Give the staged directory the live one's mode and owner, or, where it is gone, the backup's.
+
+    Found by review: a restore of a directory the disaster deleted came back mode 0700 and
+    owned by whoever ran drproof, and one run as root over a live directory another user
+    owned left it root's: in both, an application running as that user could no longer
+    open its own files. The owner is set only by root (nobody else may).
+    """
+    if target.exists():
+        st = target.stat()
+        mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    elif recorded:
+        mode = int(str(recorded.get("mode", "0o700")), 8)
+        uid, gid = _recorded_id(recorded, "user", "uid"), _recorded_id(recorded, "group", "gid")
+    else:
+        return
+    staging.chmod(mode)
+    if os.geteuid() == 0 and uid >= 0 and gid >= 0:
+        os.chown(staging, uid, gid)
+
+
+def _recorded_id(recorded: dict[str, Any], name_key: str, id_key: str) -> int:
+    """The id of the recorded user or group on this host: by name where it exists here, as tar does."""
+    name = recorded.get(name_key)
+    try:
+        if name:
+            return pwd.getpwnam(name).pw_uid if name_key == "user" else grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    value = recorded.get(id_key)
+    return value if isinstance(value, int) else -1
+
+
+def extract_tar(
+    open_stream: Opener,
+    target: Path,
+    check: Check | None = None,
+    parts: PartSink | None = None,
+    root: dict[str, Any] | None = None,
+) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
     ``open_stream`` is opened (and closed, which runs the stream's integrity checks)
@@ -847,7 +899,7 @@ def extract_tar(open_stream: Opener, target: Path, check: Check | None = None, p
     before the swap. Members are written by :class:`engine.components.untar.TreeWriter`:
     a hostile archive cannot write outside the target.
     """
-    extract_layers([(open_stream, [])], target, check, parts)
+    extract_layers([(open_stream, [])], target, check, parts, root)
 
 
 class _Tracker:
@@ -906,7 +958,11 @@ def _under(name: str, gone: set[str]) -> bool:
 
 
 def extract_layers(
-    layers: Sequence[Layer], target: Path, check: Check | None = None, parts: PartSink | None = None
+    layers: Sequence[Layer],
+    target: Path,
+    check: Check | None = None,
+    parts: PartSink | None = None,
+    root: dict[str, Any] | None = None,
 ) -> None:
     """Rebuild a tree from a full archive and the incremental layers on top of it.
 
@@ -916,6 +972,7 @@ def extract_layers(
     accepted the result. The replaced contents are removed only after the swap.
     ``parts`` (a dict or a spool) receives the fingerprint part of every entry of the
     result, digested as it was written: what ``check`` proves the staged tree with.
+    ``root`` is the backed-up directory's own mode and owner (``root_details``).
     """
     target = target.absolute()
     if target.is_symlink():
@@ -967,8 +1024,8 @@ def extract_layers(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
+        _give_root(staging, target, root)
         if target.exists():
-            staging.chmod(stat.S_IMODE(target.stat().st_mode))
             os.rename(target, replaced)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,14 @@ from typing import Any, BinaryIO, ClassVar, Literal
 from pydantic import Field
 
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
-from engine.components.files import ContentDigest, extract_tar, tree_parts, without_directories, write_tar
+from engine.components.files import (
+    ContentDigest,
+    extract_tar,
+    root_details,
+    tree_parts,
+    without_directories,
+    write_tar,
+)
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -526,7 +533,12 @@ class VectorstoreComponent(Component):
         """Archive the store as ``store.tar``; ``parts`` gets the file parts of the bytes archived."""
         with writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts)
-        return {"files": entries, "faiss_version": faiss.__version__, "method": "tar of index, id map and metadata"}
+        return {
+            "files": entries,
+            "faiss_version": faiss.__version__,
+            "method": "tar of index, id map and metadata",
+            "root": root_details(self.path),
+        }
 
     proves_while_staging: ClassVar[bool] = True
 
@@ -537,7 +549,7 @@ class VectorstoreComponent(Component):
             self.prove_restored(source.fingerprint, self._fingerprint(staging, scheme), f"staged in {staging}")
 
         with self.store_lock:
-            extract_tar(functools.partial(source.open, "store.tar"), self.path, check)
+            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, root=source.details.get("root"))
 
     def _compatible(self, staged: Path) -> None:
         """Refuse a store built for another embedding model, dimension or metric.

@@ -26,6 +26,7 @@ from engine.components.files import (
     Check,
     count_entries,
     extract_layers,
+    root_details,
     tree_parts_into,
     walk_files,
     write_tar,
@@ -116,7 +117,7 @@ class VolumesComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        return with_changes({"entries": entries, "method": "streamed tar"}, changes)
+        return with_changes({"entries": entries, "method": "streamed tar", "root": root_details(self.path)}, changes)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -243,7 +244,12 @@ class VolumesComponent(Component):
                 _write_changes_json(sink, {"remove": removals, "changed": changed})
             with writer.artifact(self.instance, "files.tar") as sink:
                 write_tar(self.path, sink, only=iter(changed), parts=archived, changes=changes)
-            return {"method": "incremental tar", "changed": changed.count, "removed": gone}
+            return {
+                "method": "incremental tar",
+                "changed": changed.count,
+                "removed": gone,
+                "root": root_details(self.path),
+            }
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:
         layers = []
@@ -253,7 +259,7 @@ class VolumesComponent(Component):
                 removals = _removals(source)
             layers.append((functools.partial(source.open, "files.tar"), removals))
         spool = self._spool(_scheme(sources[-1]))
-        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool)
+        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, sources[-1].details.get("root"))
 
     def health(self) -> Health:
         """The tree is there and can be walked; its content is the fingerprint's to judge.
