@@ -33,7 +33,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.tarsniff import TarSniffer
 from engine.components.tools import stream_out
 from engine.components.untar import TreeWriter, extract_into
-from engine.errors import ComponentError, DrproofError
+from engine.errors import ComponentError, DrproofError, IntegrityError
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
@@ -277,7 +277,30 @@ class PostgresPhysicalComponent(PostgresComponent):
         the server archived after that one and that no backup holds yet.
         """
         settings = {"recovery_target_time": target.isoformat(), "recovery_target_inclusive": "false"} if target else {}
+        if live_after is not None:
+            self._refuse_live_gap(live_after)
         self._recover(bases, wal, settings, live_after)
+
+    def _refuse_live_gap(self, after: str) -> None:
+        """Refuse, before anything live is touched, a replay of the live archive that has a hole.
+
+        Found by review: with one segment of four moved aside, recovery stopped at the gap
+        and the transactions after it were lost, while drproof said it had replayed the
+        live archive. A segment's file size is the cluster's segment size.
+        """
+        live = self.physical.wal_archive()
+        names = [n for n in wal_names(live, after, after, "~") if SEGMENT.match(n)]
+        if not names:
+            return
+        size = (live / names[0]).stat().st_size
+        gap = wal_gap(after, names, size if size >= 1 << 20 and size & (size - 1) == 0 else 16 << 20)
+        if gap is not None:
+            raise IntegrityError(
+                f"refusing to restore {self.instance!r} (nothing was changed): the live WAL archive {live} lacks "
+                f"segment {gap}, between the newest backup's last ({after}) and {names[-1]}; a replay to the end "
+                "would stop at the gap and lose every transaction after it. Put the segment back, or restore to a "
+                "moment before it (--point-in-time)"
+            )
 
     def _histories(self, archive: Path) -> None:
         """Every timeline history the server ever archived, into the restore's WAL.
@@ -305,9 +328,15 @@ class PostgresPhysicalComponent(PostgresComponent):
             # the replay could not reach the moment just before the damage.
             with contextlib.suppress(DrproofError, psycopg2.Error):
                 self._close_segment()
-        work = self.physical.wal_archive().parent
-        archive = work / "restore-wal"
-        staging = work / "restore-staging"
+        # A directory of drproof's own, made for this restore: fixed names beside the WAL
+        # archive ("restore-wal", "restore-staging") were emptied before and removed after
+        # every restore, with whatever an operator kept there (found by review).
+        private = Path(tempfile.mkdtemp(prefix=".drproof-restore-", dir=self.physical.wal_archive().parent))
+        owner = self.physical.server_file_owner()
+        if owner is not None:
+            os.chown(private, *owner)  # the server reads the WAL in it (restore_command)
+        archive = private / "wal"
+        staging = private / "staging"
 
         def populate(data: Path) -> None:
             if len(bases) == 1:
@@ -340,8 +369,7 @@ class PostgresPhysicalComponent(PostgresComponent):
         except DrproofError as exc:
             raise ComponentError(f"physical restore of {self.instance!r} failed: {exc}") from exc
         finally:
-            _reset_dir(archive, recreate=False)
-            _reset_dir(staging, recreate=False)
+            shutil.rmtree(private, ignore_errors=True)
 
     def _combine(self, bases: list[ArtifactSource], staging: Path, data: Path) -> None:
         _reset_dir(staging)

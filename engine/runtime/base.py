@@ -113,6 +113,8 @@ def prepare_recovery(data: Path, settings: dict[str, str], owner: tuple[int, int
     """
     import os
 
+    if settings:  # drproof's own recovery; a tool that wrote its own (pgBackRest) keeps it
+        _strip_recovery(data / "postgresql.auto.conf")
     with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as fh:
         fh.write("# written by drproof for this restore\n")
         for key, value in settings.items():
@@ -121,6 +123,48 @@ def prepare_recovery(data: Path, settings: dict[str, str], owner: tuple[int, int
     if owner is not None:
         for path in [data, *data.rglob("*")]:
             os.lchown(path, *owner)
+
+
+# The settings that make a server recover, and stop it where asked. Left in a restored
+# server's postgresql.auto.conf they travel into every later base backup (found by
+# review): a restore of such a set stopped replaying "after reaching consistency" (rows
+# committed after it lost, while drproof said it had replayed the live archive), or
+# refused to start ("multiple recovery targets specified").
+RECOVERY_SETTINGS = (
+    "restore_command",
+    "recovery_end_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_lsn",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+)
+
+
+def _strip_recovery(conf: Path) -> None:
+    """Remove recovery settings (and drproof's marks) a restored postgresql.auto.conf still holds."""
+    if not conf.exists():
+        return
+    kept = [
+        line
+        for line in conf.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
+        if line.split("=", 1)[0].strip() not in RECOVERY_SETTINGS and line.strip() != "# written by drproof for this restore"
+    ]
+    conf.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
+
+
+def forget_recovery(data: Path) -> None:
+    """Once the restored server is promoted, take drproof's recovery settings out of its configuration.
+
+    Edited in place (the file keeps its owner and mode), not by ``ALTER SYSTEM``, which
+    needs a superuser: the settings are read only when a server starts, so removing them
+    from a running primary changes nothing now, and later base backups of it carry no
+    recovery target (see ``RECOVERY_SETTINGS``).
+    """
+    _strip_recovery(data / "postgresql.auto.conf")
 
 
 def login_refused(exc: Exception) -> str | None:

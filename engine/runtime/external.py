@@ -35,6 +35,7 @@ from engine.runtime.base import (
     PostgresService,
     RedisService,
     Runtime,
+    forget_recovery,
     login_refused,
     prepare_recovery,
     promoted,
@@ -427,10 +428,12 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
                 self._promoted, timeout=3600, interval=0.2, progress=f"{self.what} to finish recovery"
             ):
                 raise RuntimeStartError(f"{self.what} did not finish recovery within an hour")
+            elapsed = time.monotonic() - started
+            forget_recovery(data)
             self.replaced = kept if kept is not None and kept.exists() else None
             self._remove_marker()
             self.pruned = prune_replaced(data, self.physical.keep_replaced)
-            return time.monotonic() - started
+            return elapsed
         except BaseException:
             with contextlib.suppress(OSError):
                 self._write_marker("rolling-back", kept, begun)

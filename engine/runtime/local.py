@@ -38,6 +38,7 @@ from engine.runtime.base import (
     RedisService,
     Runtime,
     ServerWanted,
+    forget_recovery,
     prepare_recovery,
     promoted,
 )
@@ -433,7 +434,9 @@ class LocalPostgres(PostgresService, PhysicalAccess):
                 self._promoted, timeout=3600, interval=0.1, progress=f"PostgreSQL {self.base.name} to finish recovery"
             ):
                 raise RuntimeStartError("PostgreSQL did not finish recovery within an hour")
-            return time.monotonic() - started
+            elapsed = time.monotonic() - started
+            forget_recovery(data)
+            return elapsed
         except BaseException:
             self.stop()
             shutil.rmtree(data, ignore_errors=True)

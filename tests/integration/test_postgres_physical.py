@@ -163,3 +163,52 @@ def test_a_newer_backup_restores_after_an_older_one_was_restored(
 
     assert marks(comp) == ["between"]
     assert comp.health().ok
+
+
+def test_a_restored_cluster_keeps_no_recovery_settings_so_its_next_backup_replays_to_the_end(
+    stack: tuple[PostgresPhysicalComponent, LocalRepository],
+) -> None:
+    """Found by review: drproof's recovery target stayed in postgresql.auto.conf and went
+    into every later base backup; a replay of the live archive from such a set stopped
+    "after reaching consistency" and lost the rows written after it."""
+    comp, repo = stack
+    first = engine_backup.backup(repo, [comp])
+    engine_backup.restore(repo, first, comp)  # to the end of that backup: a recovery target
+    auto = (comp.service.data_dir() / "postgresql.auto.conf").read_text()
+    assert "recovery_target" not in auto and "restore_command" not in auto, auto
+    engine_backup.backup(repo, [comp])
+    insert_mark(comp, "after-the-second-backup")
+    engine_backup.restore_to_time(repo, comp, None, live_wal=True)
+    assert marks(comp) == ["after-the-second-backup"]
+
+
+def test_a_hole_in_the_live_archive_is_refused_before_anything_is_touched(
+    stack: tuple[PostgresPhysicalComponent, LocalRepository], tmp_path: Path
+) -> None:
+    comp, repo = stack
+    engine_backup.backup(repo, [comp])
+    for name in ("a", "b", "c"):
+        insert_mark(comp, name)
+        comp._close_segment()
+    live = comp.physical.wal_archive()
+    after = repo.list()[-1].component("db").details["wal_through"]
+    newer = sorted(p for p in live.iterdir() if len(p.name) == 24 and p.name > after)
+    assert len(newer) >= 3
+    newer[1].rename(tmp_path / newer[1].name)  # the operator lost one segment
+    with pytest.raises(IntegrityError, match=rf"nothing was changed.*lacks segment {newer[1].name}"):
+        engine_backup.restore_to_time(repo, comp, None, live_wal=True)
+    assert marks(comp) == ["a", "b", "c"] and comp.health().ok
+
+
+def test_a_physical_restore_leaves_the_operators_directories_beside_the_archive_alone(
+    stack: tuple[PostgresPhysicalComponent, LocalRepository],
+) -> None:
+    """Found by review: "restore-wal" and "restore-staging" beside the WAL archive were emptied and removed."""
+    comp, repo = stack
+    work = comp.physical.wal_archive().parent
+    for name in ("restore-wal", "restore-staging"):
+        (work / name).mkdir(exist_ok=True)
+        (work / name / "operator.txt").write_text("mine")
+    engine_backup.restore(repo, engine_backup.backup(repo, [comp]), comp)
+    assert all((work / n / "operator.txt").read_text() == "mine" for n in ("restore-wal", "restore-staging"))
+    assert not list(work.glob(".drproof-restore-*")), "the restore's own directory was left behind"
