@@ -540,6 +540,7 @@ class PostgresComponent(Component):
         admin = self.connect(self.admin_db)
         admin.autocommit = True
         try:
+            pg_restore.refuse_prepared(admin, self.db)
             before = pg_restore.role_names(admin)
             side = pg_restore.side_name()
             created: set[str] = set()
@@ -557,7 +558,17 @@ class PostgresComponent(Component):
                 with contextlib.suppress(psycopg2.Error):
                     pg_restore.drop_roles(admin, created)
                 raise
-            pg_restore.swap(admin, self.db, side)
+            try:
+                pg_restore.swap(admin, self.db, side)
+            except BaseException:
+                # The swap put the live database back; the proven copy and the roles made
+                # for it would be left behind (found by review: a full copy and a role).
+                with contextlib.suppress(psycopg2.Error):
+                    if pg_restore.database_exists(admin, side):
+                        pg_restore.drop_database(admin, side)
+                with contextlib.suppress(psycopg2.Error):
+                    pg_restore.drop_roles(admin, created)
+                raise
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: restore failed: {str(exc).strip()}") from exc
         finally:

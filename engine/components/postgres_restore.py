@@ -179,6 +179,24 @@ def drop_database(conn: psycopg2.extensions.connection, name: str) -> None:
             cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
 
 
+def refuse_prepared(conn: psycopg2.extensions.connection, live: str) -> None:
+    """Refuse, before anything is loaded, a live database that holds prepared transactions.
+
+    They keep it in use until committed or rolled back, so the swap could never rename it:
+    found by review, a restore spent two minutes refusing every new connection to it, then
+    failed. Nothing is changed by the refusal.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_prepared_xacts WHERE database = %s", (live,))
+        row = cur.fetchone()
+    count = int(row[0]) if row else 0
+    if count:
+        raise ComponentError(
+            f"cannot restore database {live!r}: it holds {count} prepared transaction(s) (pg_prepared_xacts), which "
+            "keep it in use; COMMIT PREPARED or ROLLBACK PREPARED them first. Nothing was changed"
+        )
+
+
 def drop_roles(conn: psycopg2.extensions.connection, names: set[str]) -> list[str]:
     """Drop roles this restore created; return those that could not be dropped."""
     kept = []

@@ -1,0 +1,70 @@
+"""A logical restore whose swap fails leaves nothing behind, and one that could never swap is refused first.
+
+Found by review: with a prepared transaction on the live database the restore refused
+every new connection to it for two minutes, then failed and left the proven side
+database (a full copy) and a role it had created; SIGTERM during the swap leaked them the
+same way. The live data were intact; the leftovers were not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from engine import backup as engine_backup
+from engine.components import postgres_restore
+from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import DrproofError
+from engine.repository import LocalRepository
+from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import pg_sql
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[PostgresComponent]:
+    with LocalRuntime(tmp_path / "rt") as rt:
+        comp = PostgresComponent("db", PostgresParams(customers=20), rt)
+        comp.provision()
+        comp.seed()
+        yield comp
+
+
+def _databases(comp: PostgresComponent) -> set[str]:
+    conn = comp.connect("postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database")
+            return {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_a_swap_that_fails_drops_the_side_database_and_its_roles(
+    db: PostgresComponent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    pg_sql(db, "DROP ROLE IF EXISTS restored_only", "CREATE ROLE restored_only", db="postgres")
+    manifest = engine_backup.backup(repo, [db])
+    pg_sql(db, "DROP ROLE restored_only", db="postgres")  # the restore creates it again
+    before = _databases(db)
+
+    def refused(*_args: object) -> None:
+        raise psycopg2.OperationalError("database is being accessed by other users")
+
+    monkeypatch.setattr(postgres_restore, "_rename_out", refused)
+    with pytest.raises(DrproofError, match="being accessed"):
+        engine_backup.restore(repo, manifest, db)
+    assert _databases(db) == before, "the side database was left behind"
+    conn = db.connect("postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'restored_only'")
+            assert cur.fetchone() == (0,), "a role the restore created was left behind"
+    finally:
+        conn.close()
+    assert db.health().ok
