@@ -10,7 +10,7 @@ the history has a gap: a set deleted, or taken from another cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from engine.errors import BackupNotFound, IntegrityError
 from engine.manifest import ComponentRecord, Manifest
@@ -52,6 +52,14 @@ def plan(
     """
     if target is not None and target.tzinfo is None:
         raise ValueError("the target time must carry a time zone")
+    if target is not None and target > datetime.now(UTC):
+        # Found by review: a target in the future stopped the live server, failed recovery
+        # ("recovery ended before configured recovery target was reached") and was rolled
+        # back with only "could not start server" to say why.
+        raise BackupNotFound(
+            f"{target.isoformat()} is in the future: no WAL reaches it. Give a moment that has passed; nothing was "
+            "changed"
+        )
     history = sorted(
         ((m, r) for m in manifests if (r := _record(m, component, kind)) is not None),
         key=lambda mr: _time(mr[1], "backup_end"),

@@ -119,3 +119,10 @@ def test_a_set_that_found_a_wal_gap_explains_why_a_time_is_unreachable() -> None
     sets[2].components[0].details["wal_gap"] = "segment 000000010000000000000007 is missing from the WAL archive"
     with pytest.raises(IntegrityError, match=r"has a hole: backup b2 found segment 000000010000000000000007"):
         pitr.plan(sets, "db", "postgres-physical", T0 + timedelta(seconds=90))
+
+
+def test_a_target_in_the_future_is_refused_even_with_the_live_archive() -> None:
+    """Found by review: it stopped the live server, failed recovery and rolled back."""
+    future = datetime.now(UTC) + timedelta(days=30)
+    with pytest.raises(BackupNotFound, match=r"is in the future: no WAL reaches it.*nothing was changed"):
+        pitr.plan(_history(2), "db", "postgres-physical", future, live_wal=True)
