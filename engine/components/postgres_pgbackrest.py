@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 from engine.childenv import tool_environment
 from engine.components.base import ArtifactSource, SeedParams
 from engine.components.postgres import PostgresComponent, PostgresParams
-from engine.errors import ComponentError, DrproofError
+from engine.errors import ComponentError, DrproofError, IntegrityError
 from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
 from engine.runtime.base import OWNED_PROCESSES, PHYSICAL_ACCESS, PhysicalAccess
@@ -353,7 +353,10 @@ class PostgresPgBackRestComponent(PostgresComponent):
         self._push_wal()
 
     def check(self, label: str) -> str:
-        """Prove that pgBackRest can restore ``label``; raise a ComponentError if it cannot.
+        """Prove that pgBackRest can restore ``label``; raise an IntegrityError if it cannot.
+
+        An IntegrityError, like damage to drproof's own artifacts: the restore is refused
+        (exit 1), not failed (found by review: the same damage exited 2 here, 1 elsewhere).
 
         ``pgbackrest verify`` (2.45) checks the files that are there: a backup whose
         directory is gone is simply not listed, and the WAL a backup needs is not compared
@@ -363,7 +366,7 @@ class PostgresPgBackRestComponent(PostgresComponent):
         info = self._info()
         records = {str(b["label"]): b for b in info.get("backup", [])}
         if label not in records:
-            raise ComponentError(
+            raise IntegrityError(
                 f"{self.instance!r}: pgBackRest backup {label} is no longer in pgBackRest's repository at "
                 f"{self.repo} (it holds: {', '.join(sorted(records)) or 'no backups'}); it was expired or deleted, "
                 "or the repository was replaced, so it cannot be restored"
@@ -394,7 +397,7 @@ class PostgresPgBackRestComponent(PostgresComponent):
             if statuses.get(name) != "valid"
         ]
         if out.returncode != 0 or problems or not re.search(r"^status: ok$", text, re.MULTILINE):
-            raise ComponentError(
+            raise IntegrityError(
                 f"{self.instance!r}: pgbackrest verify found pgBackRest's repository at {self.repo} damaged: "
                 + ("; ".join(problems) or _problem(out))
             )
@@ -419,7 +422,7 @@ class PostgresPgBackRestComponent(PostgresComponent):
         missing = [name for name in dict.fromkeys((start, stop)) if name not in present]
         missing += [f"between {a} and {b}" for a, b in itertools.pairwise(present) if not _follows(a, b)]
         if missing:
-            raise ComponentError(
+            raise IntegrityError(
                 f"{self.instance!r}: pgBackRest backup {record['label']} needs WAL {start} to {stop}, but the "
                 f"archive in {self.repo} lacks {', '.join(missing)}; the backup cannot be made consistent"
             )

@@ -18,7 +18,7 @@ from engine import backup as engine_backup
 from engine.components import postgres_pgbackrest
 from engine.components.postgres import PostgresParams
 from engine.components.postgres_pgbackrest import INFO_ARTIFACT, PostgresPgBackRestComponent
-from engine.errors import ComponentError, RuntimeStartError
+from engine.errors import ComponentError, IntegrityError, RuntimeStartError
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import PG15, require_pgbackrest
@@ -140,7 +140,7 @@ def test_damaged_pgbackrest_repository_is_refused_before_the_live_cluster_is_tou
     pid = comp.service.proc.pid
 
     damage(comp, label)
-    with pytest.raises(ComponentError) as refused:
+    with pytest.raises(IntegrityError) as refused:  # refused (exit 1), like damage to any other kind's set
         engine_backup.restore(repo, manifest, comp)
 
     assert expected in str(refused.value) and label in str(refused.value)
