@@ -229,7 +229,7 @@ class AuditLog:
             # Reading a damaged backup is refused; a backup or deletion that breaks has failed.
             refused = isinstance(exc, IntegrityError) and event in _READS_BACKUPS
             outcome: Outcome = "refused" if refused else "failed"
-            error = str(exc) if isinstance(exc, DrproofError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            error = _why(exc)
             try:
                 self._finish(op, outcome, error, started)
             except AuditError as audit_exc:
@@ -249,3 +249,17 @@ class AuditLog:
             error=error,
             **op.extra,
         )
+
+
+def _why(exc: BaseException) -> str:
+    """What the audit line says went wrong: a domain error's own words, else the exception.
+
+    An interruption is said as one (found by review: a restore stopped by SIGTERM was
+    recorded as "KeyboardInterrupt").
+    """
+    if isinstance(exc, DrproofError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT or SIGTERM) before it finished"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+

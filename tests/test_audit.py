@@ -203,3 +203,12 @@ def test_unwritable_log_stops_backup_and_prune_before_they_change_anything(
     assert err.count("cannot write the audit log") == 2
     assert run_cli(["recovery", "list", "--config", str(cfg), "--json"]) == 0, "listing needs no audit log"
     assert [b["id"] for b in json.loads(capsys.readouterr().out)["backups"]] == ids, "nothing taken, nothing deleted"
+
+
+def test_an_interrupted_operation_is_recorded_as_interrupted(tmp_path: Path) -> None:
+    """Found by review: a restore stopped by SIGTERM was recorded as "KeyboardInterrupt"."""
+    log = AuditLog(tmp_path / "audit.jsonl")
+    with pytest.raises(KeyboardInterrupt), log.operation("restore", "local /r"):
+        raise KeyboardInterrupt
+    [line] = _lines(tmp_path / "audit.jsonl")
+    assert line["outcome"] == "failed" and line["error"] == "interrupted (SIGINT or SIGTERM) before it finished"
