@@ -541,6 +541,7 @@ class PostgresComponent(Component):
         admin.autocommit = True
         try:
             pg_restore.refuse_prepared(admin, self.db)
+            pg_restore.warn_of_leftovers(admin)
             before = pg_restore.role_names(admin)
             side = pg_restore.side_name()
             created: set[str] = set()

@@ -162,6 +162,30 @@ def role_names(conn: psycopg2.extensions.connection) -> set[str]:
         return {row[0] for row in cur.fetchall()}
 
 
+def warn_of_leftovers(conn: psycopg2.extensions.connection) -> list[str]:
+    """Name the side databases an earlier restore left (killed while loading): each a full copy.
+
+    Not dropped here: another restore may be loading one right now. Only those nobody is
+    connected to are named. Found by review: a restore killed with SIGKILL left one for
+    ever, and nothing ever mentioned it.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT d.datname FROM pg_database d WHERE starts_with(d.datname, %s) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid) ORDER BY 1",
+            (SIDE_PREFIX,),
+        )
+        names = [row[0] for row in cur.fetchall()]
+    if names:
+        log.warning(
+            "this server holds %d database(s) left by interrupted restores, each a full copy: %s; drop them "
+            "(DROP DATABASE) once no restore is running",
+            len(names),
+            ", ".join(names),
+        )
+    return names
+
+
 def side_name() -> str:
     return SIDE_PREFIX + secrets.token_hex(6)
 

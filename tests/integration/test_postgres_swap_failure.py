@@ -68,3 +68,16 @@ def test_a_swap_that_fails_drops_the_side_database_and_its_roles(
     finally:
         conn.close()
     assert db.health().ok
+
+
+def test_a_side_database_an_interrupted_restore_left_is_named(
+    db: PostgresComponent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: one killed while loading stayed for ever and nothing mentioned it."""
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [db])
+    pg_sql(db, "CREATE DATABASE drproof_restore_0123456789ab", db="postgres")
+    with caplog.at_level("WARNING"):
+        engine_backup.restore(repo, manifest, db)
+    assert "drproof_restore_0123456789ab" in caplog.text and "left by interrupted restores" in caplog.text
+    assert "drproof_restore_0123456789ab" in _databases(db), "not dropped: another restore may be using it"
