@@ -204,7 +204,9 @@ steps:
 
     broken = _run(tmp_path, "cp-leave", stack + "assertions: [fidelity]\n")
     [fid] = [a for a in broken.assertions if a.name == "fidelity"]
-    assert broken.verdict != "pass" and fid.status == "error"
+    # Damaged and never restored: a failed recovery, though the table could not be read
+    # (marked unmeasured, so a negative control would not count it as a detection).
+    assert broken.verdict == "fail" and fid.status == "fail" and fid.evidence["measured"] is False
     assert any("invalid page in block" in f for f in fid.findings), fid.findings
 
 
