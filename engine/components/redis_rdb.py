@@ -448,21 +448,24 @@ class RedisRdbComponent(RedisComponent):
         svc = self.service
         auth: tuple[str, ...] = ("AUTH", svc.password) if svc.password else ()
         migrate = True
-        batch: list[bytes] = []
         expiring = _has_expiring(src, db)
+
+        def move(batch: list[bytes]) -> None:
+            nonlocal migrate
+            migrate = migrate and _migrate_batch(src, svc.host, svc.port, db, auth, batch)
+            if not migrate:
+                _copy_batch(src, dst, batch)
+            elif expiring:
+                _keep_moments(src, dst, batch)
+
+        batch: list[bytes] = []
         for key in src.scan_iter(count=_SCAN_COUNT):
             batch.append(key)
             if len(batch) >= _BATCH:
-                migrate = migrate and _migrate_batch(src, svc.host, svc.port, db, auth, batch)
-                if not migrate:
-                    _copy_batch(src, dst, batch)
-                elif expiring:
-                    _keep_moments(src, dst, batch)
+                move(batch)
                 batch = []
-        if batch and not (migrate and _migrate_batch(src, svc.host, svc.port, db, auth, batch)):
-            _copy_batch(src, dst, batch)
-        elif batch and expiring:
-            _keep_moments(src, dst, batch)
+        if batch:
+            move(batch)
 
     def tool_versions(self) -> dict[str, str]:
         versions = super().tool_versions()

@@ -35,13 +35,7 @@ def db(tmp_path: Path) -> Iterator[PostgresComponent]:
 
 
 def _databases(comp: PostgresComponent) -> set[str]:
-    conn = comp.connect("postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database")
-            return {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
+    return {row[0] for row in pg_sql(comp, "SELECT datname FROM pg_database", db="postgres")}
 
 
 def test_a_swap_that_fails_drops_the_side_database_and_its_roles(
@@ -60,13 +54,8 @@ def test_a_swap_that_fails_drops_the_side_database_and_its_roles(
     with pytest.raises(DrproofError, match="being accessed"):
         engine_backup.restore(repo, manifest, db)
     assert _databases(db) == before, "the side database was left behind"
-    conn = db.connect("postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'restored_only'")
-            assert cur.fetchone() == (0,), "a role the restore created was left behind"
-    finally:
-        conn.close()
+    left = pg_sql(db, "SELECT count(*) FROM pg_roles WHERE rolname = 'restored_only'", db="postgres")
+    assert [tuple(r) for r in left] == [(0,)], "a role the restore created was left behind"
     assert db.health().ok
 
 
