@@ -372,9 +372,13 @@ class PartDifference(BaseModel):
         counts = ""
         if self.expected.count != self.actual.count:
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
-        return (
-            f"{self.part}: content differs (sha256 {self.expected.digest[:12]}… → {self.actual.digest[:12]}…{counts})"
-        )
+        e_digest, e_owner = _owner_split(self.expected)
+        a_digest, a_owner = _owner_split(self.actual)
+        owner = f"owner differs ({e_owner} → {a_owner})" if e_owner != a_owner and e_owner and a_owner else ""
+        if owner and e_digest == a_digest:
+            return f"{self.part}: {owner}; content and mode as backed up"
+        content = f"content differs (sha256 {e_digest[:12]}… → {a_digest[:12]}…{counts})"
+        return f"{self.part}: {content}" + (f"; {owner}" if owner else "")
 
     def _expiry_change(self, e: Part, a: Part) -> str:
         counts = f"{e.count} → {a.count} {a.unit}"
@@ -387,6 +391,14 @@ class PartDifference(BaseModel):
             f"{self.part}: {counts}, expiry times {verdict} {tolerance} s each{shift} (compared as a sum only:"
             " one side could not read each key's moment exactly, or predates per-key expiries)"
         )
+
+
+def _owner_split(part: Part) -> tuple[str, str]:
+    """(digest, owner) of a part of a tree entry ("<sha256> user:group"); owner "" where it records none."""
+    if not part.measured:
+        return part.digest, ""  # "unreadable: <why>" is no digest and no owner
+    digest, _, owner = part.digest.partition(" ")
+    return digest, owner
 
 
 # A comparison lists at most this many differences and counts the rest: a volume whose

@@ -32,6 +32,7 @@ from pydantic import Field
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     DIR,
+    OWNERS_NOT_RECORDED,
     PartSink,
     extract_tar,
     root_details,
@@ -437,18 +438,19 @@ class ConfigurationComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file()]
 
-    # Scheme 2 adds a part per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "configuration/2"
+    # Scheme 3 adds each entry's owner; scheme 2 added a part per directory (empty ones
+    # and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "configuration/3"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories and directory modes are not compared"
+        "directories, directory modes and owners are not compared",
+        "configuration/2": OWNERS_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
-        """Where the parts of the fingerprint in ``scheme`` go (scheme 1 had no directory parts)."""
-        if scheme == LEGACY_SCHEME:
-            return PartSpool(exclude=(DIR,))
-        return PartSpool()
+        """Where the parts of the fingerprint in ``scheme`` go (scheme 1 had no directory parts, 2 no owners)."""
+        scheme = scheme or self.fingerprint_scheme
+        return PartSpool(exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=scheme == self.fingerprint_scheme)
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
@@ -479,7 +481,7 @@ class ConfigurationComponent(Component):
         return self._taken(spool, self.path)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme != LEGACY_SCHEME:
+        if scheme not in self.legacy_blind_spots:
             return None
         spool = self._spool(scheme)
         tree_parts_into(self.path, spool)
@@ -511,7 +513,7 @@ class ConfigurationComponent(Component):
         spool = self._spool(scheme)
 
         def check(staging: Path) -> None:
-            fp = self._taken(spool, staging, LEGACY_SCHEME if scheme == LEGACY_SCHEME else None)
+            fp = self._taken(spool, staging, scheme)
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
         extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, source.details.get("root"))

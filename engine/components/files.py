@@ -167,9 +167,14 @@ def count_entries(top: str) -> int:
     return count
 
 
-def file_part(path: Path | str) -> Part:
-    """Digest of one entry: its type, mode bits and content (or link target)."""
+def file_part(path: Path | str, owners: bool = False) -> Part:
+    """Digest of one entry: its type, mode bits and content (or link target); with ``owners``, its owner too."""
     st = os.lstat(path)
+    part = _entry_part(path, st)
+    return owned(part, st.st_uid, st.st_gid) if owners else part
+
+
+def _entry_part(path: Path | str, st: os.stat_result) -> Part:
     if stat.S_ISLNK(st.st_mode):
         return symlink_part(os.readlink(path))
     if not stat.S_ISREG(st.st_mode):
@@ -350,9 +355,76 @@ def dir_part(mode: int) -> Part:
 
 
 class PartSink(Protocol):
-    """Where parts go as they are taken: a dict, or a :class:`~engine.partstream.PartSpool`."""
+    """Where parts go as they are taken: a dict, or a :class:`~engine.partstream.PartSpool`.
+
+    A sink whose ``owners`` attribute is true takes parts that say who owns each entry
+    (:func:`owned`); a dict, or a spool for an older scheme, takes them without.
+    """
 
     def __setitem__(self, name: str, part: Part) -> None: ...
+
+
+# -- owners ------------------------------------------------------------------------------
+# From scheme 3 of volumes and configuration, a file's or directory's part ends with its
+# owner: "<digest> <user>:<group>", a name where the system has one for the id, else
+# "#<id>" (as tar records a name and falls back to the number). Why in the digest: a
+# restore that gives an application's files to root (or to nobody) leaves every byte
+# equal and the application unable to open its own data; the owner is as much what the
+# backup captured as the mode is. Why as readable text after the digest, not hashed into
+# it: a finding can then say "owner differs (app:app → root:root)" instead of "differs".
+# Names, not numbers, are compared, as tar restores by name: the same user on another
+# host may have another id.
+OWNERS_NOT_RECORDED = (
+    "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
+    "directory is not compared (content, modes, links and directories are)"
+)
+_TOKENS: dict[tuple[int, int], str] = {}
+_SYSTEM_NAMES: dict[tuple[str, int], str] = {}
+
+
+def _system_name(kind: str, number: int) -> str:
+    """The user ("u") or group name of an id, or "#<id>" where the system has none."""
+    key = (kind, number)
+    name = _SYSTEM_NAMES.get(key)
+    if name is None:
+        try:
+            name = pwd.getpwuid(number).pw_name if kind == "u" else grp.getgrgid(number).gr_name
+        except KeyError:
+            name = ""
+        name = _SYSTEM_NAMES[key] = name or f"#{number}"
+    return name
+
+
+def owner_token(uid: int, gid: int) -> str:
+    """What a part of an entry owned by ``uid``:``gid`` ends with (" user:group")."""
+    token = _TOKENS.get((uid, gid))
+    if token is None:
+        token = _TOKENS[(uid, gid)] = f" {_system_name('u', uid)}:{_system_name('g', gid)}"
+    return token
+
+
+def member_token(member: TarMember) -> str:
+    """The owner token of an archive member, from the names (else the ids) its header records."""
+    return f" {member.uname or f'#{member.uid}'}:{member.gname or f'#{member.gid}'}"
+
+
+def owned(part: Part, uid: int, gid: int) -> Part:
+    """``part`` saying that ``uid``:``gid`` owns the entry (placeholders stay as they are)."""
+    if not part.measured:
+        return part
+    return Part(part.digest + owner_token(uid, gid), part.count, part.unit)
+
+
+def _with_token(part: Part, token: str) -> Part:
+    return Part(part.digest + token, part.count, part.unit) if token else part
+
+
+def _put(parts: PartSink, name: str, part: Part, uid: int, gid: int) -> Part:
+    """Add ``part`` to ``parts``, with its owner where the sink takes owners; the part as added."""
+    if getattr(parts, "owners", False):
+        part = owned(part, uid, gid)
+    parts[name] = part
+    return part
 
 
 class ContentTap(Protocol):
@@ -408,17 +480,20 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
     of a million of them sorts nothing. A socket has no part: no backup archives one (as
     tar, ``write_tar``), so a server's socket in a live tree is not a difference.
     """
+    owners = bool(getattr(sink, "owners", False))
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
             continue
         if kind == DIRECTORY:
             try:
-                sink[DIR + rel] = dir_part(os.lstat(path).st_mode)
+                st = os.lstat(path)
+                part = dir_part(st.st_mode)
+                sink[DIR + rel] = owned(part, st.st_uid, st.st_gid) if owners else part
             except OSError as exc:
                 sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
             continue
         try:
-            sink[FILE + rel] = file_part(path)
+            sink[FILE + rel] = file_part(path, owners)
         except OSError as exc:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
 
@@ -602,7 +677,7 @@ def _fast_add(
             return None
         _emit(tar, header)
         if parts is not None:
-            parts[DIR + arcname] = dir_part(st.st_mode)
+            _put(parts, DIR + arcname, dir_part(st.st_mode), st.st_uid, st.st_gid)
         return 1
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
@@ -611,7 +686,7 @@ def _fast_add(
             return None
         _emit(tar, header)
         if parts is not None:
-            parts[FILE + arcname] = symlink_part(target)
+            _put(parts, FILE + arcname, symlink_part(target), st.st_uid, st.st_gid)
         return 1
     if not stat.S_ISREG(st.st_mode):
         return None
@@ -651,7 +726,7 @@ def _fast_file(
     if digest is not None:
         part = _fed(digest, arcname, tap)[0]
         if parts is not None:
-            parts[FILE + arcname] = part
+            _put(parts, FILE + arcname, part, st.st_uid, st.st_gid)
     return 1
 
 
@@ -684,7 +759,7 @@ def _small_file(
     tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
     tar.offset += len(header) + len(data) + padding
     if parts is not None:
-        parts[FILE + arcname] = small_file_part(st.st_mode, data)
+        _put(parts, FILE + arcname, small_file_part(st.st_mode, data), st.st_uid, st.st_gid)
     if tap is not None and len(data) <= tap.limit:
         tap.take(arcname, data)
     return 1
@@ -764,17 +839,17 @@ def _add(
         changes.gone(arcname)
         return 0
     tar.addfile(info)
-    if info.islnk():  # a second name of a file already archived: same content and mode
+    if info.islnk():  # a second name of a file already archived: same content, mode and owner
         _add_link(arcname, info.linkname, path, parts, linked, tap)
         return 1
     if parts is None:
         return 1
     if info.issym():
-        parts[FILE + arcname] = symlink_part(info.linkname)
+        _put(parts, FILE + arcname, symlink_part(info.linkname), info.uid, info.gid)
     elif info.isdir():
-        parts[DIR + arcname] = dir_part(info.mode)
+        _put(parts, DIR + arcname, dir_part(info.mode), info.uid, info.gid)
     else:
-        parts[FILE + arcname] = special_part(info.mode)
+        _put(parts, FILE + arcname, special_part(info.mode), info.uid, info.gid)
     return 1
 
 
@@ -806,7 +881,7 @@ def _add_regular(
         return 1
     part, data = _fed(digest, info.name, tap)
     if parts is not None:
-        parts[FILE + info.name] = part
+        part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid)
     if st.st_nlink > 1:
         linked[info.name] = (part, data)
     return 1
@@ -827,7 +902,7 @@ def _add_link(
     """
     part, data = linked.get(target) or (None, None)
     if parts is not None:
-        parts[FILE + arcname] = part or file_part(path)
+        parts[FILE + arcname] = part or file_part(path, bool(getattr(parts, "owners", False)))
     if tap is not None and data is not None:
         tap.take(arcname, data)
 
@@ -907,26 +982,31 @@ class _Tracker:
 
     def __init__(self, parts: PartSink) -> None:
         self.parts = parts
-        self._pending: tuple[str, ContentDigest] | None = None
+        self._owners = bool(getattr(parts, "owners", False))
+        self._pending: tuple[str, ContentDigest, str] | None = None
 
     def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
+        # The owner the archive records (by name where it has one), as the backup's part
+        # has it: the staged proof is of the archive; whether the owner could be given
+        # back is the fidelity check's to say, from the restored tree.
+        token = member_token(member) if self._owners else ""
         if member.isreg() or member.islnk():
             # A hard link's content is read back from the file it now shares (TreeWriter).
             digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
-            self._pending = (rel, digest)
+            self._pending = (rel, digest, token)
             return digest.add
         if member.issym():
-            self.parts[FILE + rel] = symlink_part(member.linkname)
+            self.parts[FILE + rel] = _with_token(symlink_part(member.linkname), token)
         elif member.isfifo():
-            self.parts[FILE + rel] = special_part(stat.S_IFIFO | member.mode)
+            self.parts[FILE + rel] = _with_token(special_part(stat.S_IFIFO | member.mode), token)
         elif member.isdir():
-            self.parts[DIR + rel] = dir_part(member.mode)
+            self.parts[DIR + rel] = _with_token(dir_part(member.mode), token)
         return None
 
     def settle(self) -> None:
         if self._pending is not None:
-            rel, digest = self._pending
-            self.parts[FILE + rel] = digest.part()
+            rel, digest, token = self._pending
+            self.parts[FILE + rel] = _with_token(digest.part(), token)
             self._pending = None
 
     def removed(self, rels: list[str]) -> None:

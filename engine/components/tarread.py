@@ -50,7 +50,7 @@ Content = Iterable[bytes]
 class Member:
     """A member as ``TreeWriter`` needs it; the attribute and method names of ``tarfile.TarInfo``."""
 
-    __slots__ = ("linkname", "mode", "mtime", "name", "size", "type")
+    __slots__ = ("gid", "gname", "linkname", "mode", "mtime", "name", "size", "type", "uid", "uname")
 
     def __init__(self, name: str, type: bytes, mode: int, mtime: float, size: int, linkname: str) -> None:
         self.name = name
@@ -59,6 +59,8 @@ class Member:
         self.mtime = mtime
         self.size = size
         self.linkname = linkname
+        self.uid = self.gid = 0
+        self.uname = self.gname = ""
 
     def isreg(self) -> bool:
         return self.type in _REGULAR
@@ -298,6 +300,7 @@ def _built(block: bytes, kind: bytes, pax: dict[str, str] | None) -> Member:
     else:
         mode, size, mtime = _num(block[100:108]), _num(block[124:136]), _num(block[136:148])
     member = Member(name, kind, mode, mtime, size, _text(block[157:257]) if block[157] else "")
+    _owner(member, block)
     if pax:
         try:
             if "path" in pax:
@@ -308,9 +311,24 @@ def _built(block: bytes, kind: bytes, pax: dict[str, str] | None) -> Member:
                 member.size = int(pax["size"])
             if "mtime" in pax:
                 member.mtime = float(pax["mtime"])
+            if "uid" in pax:
+                member.uid = int(pax["uid"])
+            if "gid" in pax:
+                member.gid = int(pax["gid"])
+            member.uname = pax.get("uname", member.uname)
+            member.gname = pax.get("gname", member.gname)
         except ValueError:
             raise _Unsupported from None
     return member
+
+
+def _owner(member: Member, block: bytes) -> None:
+    """The owner fields of a ustar header: ids and, where recorded, names (restored by name, as tar does)."""
+    member.uid, member.gid = _num(block[108:116]), _num(block[116:124])
+    if block[265]:
+        member.uname = _text(block[265:297])
+    if block[297]:
+        member.gname = _text(block[297:329])
 
 
 def _chunks(data: IO[bytes]) -> Iterator[bytes]:

@@ -21,6 +21,12 @@ So drproof writes every member itself, relative to open directory descriptors:
 - Device nodes are refused. Set-user-ID and set-group-ID bits of files are dropped:
   the files belong to whoever runs the restore (often root), so keeping them would turn
   an archive into a privilege. Directories keep set-group-ID and sticky bits.
+- Owners: run as root, every entry gets the owner its header records, by name where
+  this host knows the name, else by number (as GNU tar restores as root), so an
+  application finds its files its own after a restore. Run as anyone else, entries
+  belong to whoever runs the restore (nobody else may give files away); the fidelity
+  check then names every owner that differs. Set-user-ID bits stay dropped either way:
+  an owner given back does not make a forged archive's set-user-ID file a safe one.
 - Symlinks are created as they were archived, pointing wherever they pointed (a
   tablespace link in a base backup, ``current -> /srv/releases/42`` in a volume):
   drproof never follows one while restoring, and refusing them would make such backups
@@ -34,8 +40,10 @@ link points to.
 from __future__ import annotations
 
 import errno
+import grp
 import math
 import os
+import pwd
 import shutil
 import stat
 from collections.abc import Callable, Iterable
@@ -105,6 +113,14 @@ class TarMember(Protocol):
     def mtime(self) -> float: ...
     @property
     def type(self) -> bytes: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+    @property
+    def uname(self) -> str: ...
+    @property
+    def gname(self) -> str: ...
     def isreg(self) -> bool: ...
     def isdir(self) -> bool: ...
     def issym(self) -> bool: ...
@@ -136,6 +152,10 @@ class TreeWriter:
         self._modes: dict[tuple[str, ...], int] = {}
         self._on_entry = on_entry
         self._umask = _umask()
+        # Owners are given back only by root; a new entry is already (euid, egid)'s.
+        self._chown = os.geteuid() == 0
+        self._me = (os.geteuid(), os.getegid())
+        self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
 
     def close(self) -> None:
         self._close_dirs()
@@ -209,6 +229,21 @@ class TreeWriter:
         os.unlink(name, dir_fd=parent)
         return False
 
+    def _ids(self, member: TarMember) -> tuple[int, int]:
+        """The uid and gid on this host of the owner ``member`` records: by name, else by number."""
+        key = (member.uname, member.gname, member.uid, member.gid)
+        ids = self._owners.get(key)
+        if ids is None:
+            ids = self._owners[key] = (_id_of("u", member.uname, member.uid), _id_of("g", member.gname, member.gid))
+        return ids
+
+    def _give(self, parent: int, name: str, member: TarMember, existing: bool = False) -> None:
+        """Give the entry ``name`` (not what it may point to) its recorded owner, when run as root."""
+        if self._chown:
+            ids = self._ids(member)
+            if existing or ids != self._me:
+                os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
+
     # -- members --------------------------------------------------------------------------
     def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
         """Write one member; ``content``: a regular file's bytes, in pieces."""
@@ -220,22 +255,27 @@ class TreeWriter:
         if member.isreg():
             self._write_file(parent, name, parts, rel, member, content)
         elif member.isdir():
+            existing = False
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
             except FileExistsError:
-                if not self._clear(parent, name, parts, keep_dir=True):
+                existing = self._clear(parent, name, parts, keep_dir=True)
+                if not existing:
                     os.mkdir(name, 0o700, dir_fd=parent)
+            self._give(parent, name, member, existing)  # an earlier layer's directory may have another owner
             self._modes[parts] = member.mode & 0o3777
             self._notify(rel, member)
         elif member.issym():
             if "\0" in member.linkname or len(member.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
                 raise HostileArchive(f"archive member {member.name!r} is a symlink with an impossible target")
             self._create(parent, name, parts, lambda: os.symlink(member.linkname, name, dir_fd=parent))
+            self._give(parent, name, member)
             self._notify(rel, member)
         elif member.islnk():
             self._link(parent, name, parts, rel, member)
         elif member.isfifo():
             self._create(parent, name, parts, lambda: os.mkfifo(name, member.mode & 0o777, dir_fd=parent))
+            self._give(parent, name, member)
             self._notify(rel, member)
         elif member.ischr() or member.isblk():
             raise HostileArchive(
@@ -290,6 +330,10 @@ class TreeWriter:
                     _write_all(fd, memoryview(chunk)[written:])
                 if digest is not None:
                     digest(chunk)
+            if self._chown:
+                ids = self._ids(member)
+                if ids != self._me:
+                    os.fchown(fd, ids[0], ids[1])
             if mode & self._umask:
                 os.fchmod(fd, mode)
             mtime = _timestamp(member)
@@ -349,6 +393,16 @@ class TreeWriter:
             fd = self._dir(parts, False, "/".join(parts))
             if fd is not None:
                 os.fchmod(fd, self._modes[parts])
+
+
+def _id_of(kind: str, name: str, number: int) -> int:
+    """The id of user ("u") or group ``name`` on this host, or ``number`` where it has no such name."""
+    if name:
+        try:
+            return pwd.getpwnam(name).pw_uid if kind == "u" else grp.getgrnam(name).gr_gid
+        except KeyError:
+            pass
+    return number
 
 
 def _umask() -> int:

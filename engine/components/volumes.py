@@ -23,6 +23,7 @@ from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Hea
 from engine.components.files import (
     DIR,
     FILE,
+    OWNERS_NOT_RECORDED,
     Check,
     count_entries,
     extract_layers,
@@ -80,11 +81,13 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
-    # Scheme 2 adds a part per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "volumes/2"
+    # Scheme 3 adds each entry's owner; scheme 2 added a part per directory (empty ones
+    # and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "volumes/3"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories and directory modes are not compared"
+        "directories, directory modes and owners are not compared",
+        "volumes/2": OWNERS_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
@@ -93,7 +96,9 @@ class VolumesComponent(Component):
         A spool, not a dict: a volume of a million files has a million parts, kept sorted
         in a temporary file and, once backed up, in an artifact of their own.
         """
-        return PartSpool(exclude=(*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD)
+        scheme = scheme or self.fingerprint_scheme
+        exclude = (*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD
+        return PartSpool(exclude=exclude, owners=scheme == self.fingerprint_scheme)
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
@@ -104,7 +109,7 @@ class VolumesComponent(Component):
         return self._taken(spool)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme != LEGACY_SCHEME:
+        if scheme not in self.legacy_blind_spots:
             return None
         spool = self._spool(scheme)
         tree_parts_into(self.path, spool)
@@ -352,6 +357,7 @@ class _Routed:
     def __init__(self, parts: PartSpool, workload: _PathList) -> None:
         self._parts = parts
         self._workload = workload
+        self.owners = parts.owners
 
     def __setitem__(self, name: str, part: Part) -> None:
         if name.startswith(_WORKLOAD):

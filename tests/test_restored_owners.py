@@ -1,0 +1,200 @@
+"""Every file and directory of a restored tree gets the owner it had, and fidelity sees owners.
+
+Before (scheme 2): a restore run as root gave every file and directory inside a volume or
+configuration tree to root, and fidelity said "all parts match" (owners were neither
+restored nor fingerprinted); an application running as its own user then could not write
+its own data. Now (scheme 3) each part of a tree entry ends with its owner, a restore as
+root gives each entry the owner its header records (by name where this host knows it,
+else by number, as GNU tar does), and a finding says which owner differs.
+
+Giving files away needs root, which CI has; elsewhere these tests are skipped with the
+reason (they are not marked integration: they run in seconds on a temporary directory).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pwd
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components import untar
+from engine.components.configuration import ConfigurationComponent, ConfigurationParams
+from engine.components.files import DIR, FILE, OWNERS_NOT_RECORDED, extract_tar
+from engine.components.volumes import VolumesComponent, VolumesParams
+from engine.fingerprint import compare
+from engine.repository import LocalRepository
+from tests.conftest import DirsRuntime
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT and os.environ.get("CI") != "true", reason="only root can give files away")
+DAEMON = pwd.getpwnam("daemon")  # a named system user every Debian has (uid 1)
+NAMELESS = 4321  # an id with no name on this host
+
+
+def _volume(tmp_path: Path) -> Any:
+    comp = VolumesComponent("uploads", VolumesParams(files=6, file_size=64), DirsRuntime(tmp_path / "rt"))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    return comp
+
+
+def _give_away(root: Path) -> None:
+    """A tree as an application leaves it: its own files, a nameless id's, root's, a link of its own."""
+    os.chown(root / "dir000", DAEMON.pw_uid, DAEMON.pw_gid)
+    os.chown(root / "dir000" / "file000000.bin", DAEMON.pw_uid, DAEMON.pw_gid)
+    os.chown(root / "dir001" / "file000001.bin", NAMELESS, NAMELESS)
+    os.chown(root / "dir001" / "file000005.bin", DAEMON.pw_uid, NAMELESS)
+    os.chown(root / "latest.bin", DAEMON.pw_uid, DAEMON.pw_gid, follow_symlinks=False)
+
+
+def _owners(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_uid, st.st_gid)
+    return out
+
+
+@needs_root
+def test_a_restore_gives_every_entry_its_owner_back(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    _give_away(comp.path)
+    was = _owners(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None and recorded.scheme == "volumes/3"
+    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon:daemon")
+    assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS}")
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert _owners(comp.path) == was  # before: every entry (0, 0)
+    assert compare(recorded, comp.fingerprint()) == []  # quiet control
+
+
+@needs_root
+def test_an_owner_lost_after_a_restore_is_named(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    _give_away(comp.path)
+    before = comp.fingerprint()
+    os.chown(comp.path / "dir000" / "file000000.bin", 0, 0)
+    os.chown(comp.path / "dir000", 0, DAEMON.pw_gid)
+    os.chown(comp.path / "latest.bin", 0, 0, follow_symlinks=False)
+    found = {d.part: d.describe() for d in compare(before, comp.fingerprint())}
+    assert found == {
+        f"{FILE}dir000/file000000.bin": f"{FILE}dir000/file000000.bin: owner differs (daemon:daemon → root:root); "
+        "content and mode as backed up",
+        f"{DIR}dir000": f"{DIR}dir000: owner differs (daemon:daemon → root:daemon); content and mode as backed up",
+        f"{FILE}latest.bin": f"{FILE}latest.bin: owner differs (daemon:daemon → root:root); content and mode as backed up",
+    }
+
+
+@needs_root
+def test_a_restore_without_root_is_named_by_fidelity_not_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    """Nobody but root may give files away: the restore goes ahead (refusing it would leave
+    nothing restorable) and fidelity names every entry whose owner could not be given back."""
+    comp = _volume(tmp_path)
+    _give_away(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    shutil.rmtree(comp.path)
+    monkeypatch.setattr(untar.os, "geteuid", lambda: 1000)  # the writer now behaves as a user would
+    engine_backup.restore(repo, manifest, comp)
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    differ = {d.part for d in compare(recorded, comp.fingerprint())}
+    assert differ == {
+        f"{DIR}dir000",
+        f"{FILE}dir000/file000000.bin",
+        f"{FILE}dir001/file000001.bin",
+        f"{FILE}dir001/file000005.bin",
+        f"{FILE}latest.bin",
+    }
+
+
+@needs_root
+def test_an_owner_changed_alone_is_in_the_next_incremental_backup(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    full = engine_backup.backup(repo, [comp])
+    os.chown(comp.path / "dir002" / "file000002.bin", DAEMON.pw_uid, DAEMON.pw_gid)  # content unchanged
+    inc = engine_backup.backup(repo, [comp], parent=full)
+    assert inc.component(comp.instance).details["changed"] == 1
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, inc, comp)
+    st = (comp.path / "dir002" / "file000002.bin").stat()
+    assert (st.st_uid, st.st_gid) == (DAEMON.pw_uid, DAEMON.pw_gid)
+    engine_backup.restore(repo, full, comp)  # the older set: root's again
+    assert (comp.path / "dir002" / "file000002.bin").stat().st_uid == 0
+
+
+@needs_root
+def test_configuration_files_keep_their_owners_too(tmp_path: Path) -> None:
+    comp = ConfigurationComponent("conf", ConfigurationParams(), DirsRuntime(tmp_path / "rt"))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    target = next(p for p in comp.path.rglob("*") if p.is_file())
+    os.chown(target, DAEMON.pw_uid, DAEMON.pw_gid)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None and recorded.scheme == "configuration/3"
+    os.chown(target, 0, 0)
+    rel = f"{FILE}{target.relative_to(comp.path)}"
+    assert {d.part for d in compare(recorded, comp.fingerprint())} == {rel}  # negative control
+    engine_backup.restore(repo, manifest, comp)
+    assert target.stat().st_uid == DAEMON.pw_uid
+    assert compare(recorded, comp.fingerprint()) == []
+
+
+def _archive(*members: tuple[str, int, str, int, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, uid, uname, gid, gname in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = 1, 0o644, 1_700_000_000
+            info.uid, info.uname, info.gid, info.gname = uid, uname, gid, gname
+            tar.addfile(info, io.BytesIO(b"x"))
+    return buf.getvalue()
+
+
+@needs_root
+def test_owners_are_given_by_name_where_this_host_knows_it_else_by_number(tmp_path: Path) -> None:
+    data = _archive(
+        ("by-name", 777, "daemon", 778, "daemon"),  # another host's ids for a user this one has
+        ("by-number", NAMELESS, "no-such-user-here", NAMELESS + 1, ""),
+        ("unnamed", 5000, "", 5001, ""),
+    )
+    target = tmp_path / "restored"
+    extract_tar(lambda: _opened(data), target)
+    got = {name: ((target / name).stat().st_uid, (target / name).stat().st_gid) for name in ("by-name", "by-number", "unnamed")}
+    assert got == {
+        "by-name": (DAEMON.pw_uid, DAEMON.pw_gid),
+        "by-number": (NAMELESS, NAMELESS + 1),
+        "unnamed": (5000, 5001),
+    }
+
+
+def _opened(data: bytes) -> Any:
+    import contextlib
+
+    return contextlib.nullcontext(io.BytesIO(data))
+
+
+def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    old = comp.legacy_fingerprint("volumes/2")
+    assert old is not None and old.scheme == "volumes/2"
+    assert not any(" " in p.digest for p in old.parts.values())  # no owner in any part
+    assert f"{DIR}dir000" in old.parts  # directories, as scheme 2 had them
+    assert compare(old, comp.fingerprint_like(old)) == []
+    assert comp.blind_spot("volumes/2") == OWNERS_NOT_RECORDED
+    assert "owners" in (comp.blind_spot("1") or "")
+    assert comp.blind_spot("volumes/3") is None
