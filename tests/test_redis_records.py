@@ -292,7 +292,9 @@ def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[Red
     monkeypatch.setattr(comp, "_dbs", lambda: [0])
     reads: list[int] = []
 
-    def fake(client: None, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None) -> Iterator[Any]:
+    def fake(
+        client: None, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None, fields: bool = True
+    ) -> Iterator[Any]:
         reads.append(db)
         assert tally is not None
         keys = [b"user:1", b"user:2"] + ([b"user:1"] if len(reads) <= surplus_reads else [])

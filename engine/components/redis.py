@@ -144,14 +144,16 @@ class RedisComponent(Component):
         info = self.client().info("keyspace")
         return sorted(int(name[2:]) for name in info if name.startswith("db"))
 
-    # Scheme 2: digests computed by the server (``redis_digest``), summed per key space,
-    # expiry times compared within a tolerance, streams with their consumer groups.
-    # Scheme 1 (sorted key spaces, only whether a key expires) is still computed for
-    # backups taken by earlier drproof versions.
-    fingerprint_scheme: ClassVar[str] = "redis/2"
+    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest. Scheme 2:
+    # digests computed by the server (``redis_digest``), summed per key space, each key's
+    # expiry, streams with their consumer groups. Scheme 1 (sorted key spaces, only
+    # whether a key expires) and 2 are still computed for backups of earlier versions.
+    fingerprint_scheme: ClassVar[str] = "redis/3"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded whether a key "
-        "expires but not when, and no stream consumer groups: those are not compared"
+        "expires but not when, and no stream consumer groups: those are not compared",
+        "redis/2": "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no expiries of hash "
+        "fields (HEXPIRE): those are not compared",
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -162,26 +164,31 @@ class RedisComponent(Component):
         return self.fingerprint_of({db: db for db in dbs})
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme != LEGACY_SCHEME:
+        if scheme not in self.legacy_blind_spots:
             return None
         try:
             dbs = self._dbs()
         except redis.RedisError as exc:
             return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")}, scheme)
-        return self._fp(legacy_parts(self.client, dbs), scheme)
+        if scheme == LEGACY_SCHEME:
+            return self._fp(legacy_parts(self.client, dbs), scheme)
+        return self.fingerprint_of({db: db for db in dbs}, fields=False, scheme=scheme)
 
-    def fingerprint_of(self, mapping: dict[int, int]) -> Fingerprint:
-        """The fingerprint, reading each database ``d`` from ``mapping[d]`` (a staged copy)."""
+    def fingerprint_of(self, mapping: dict[int, int], fields: bool = True, scheme: str | None = None) -> Fingerprint:
+        """The fingerprint, reading each database ``d`` from ``mapping[d]`` (a staged copy).
+
+        ``fields`` false and ``scheme`` "redis/2": without hash fields' expiries, as scheme 2 had it.
+        """
         parts: dict[str, Part] = {}
         for db, actual in sorted(mapping.items()):
-            parts.update(self._keyspaces(actual).parts(db))
-        return self._fp(parts)
+            parts.update(self._keyspaces(actual, fields).parts(db))
+        return self._fp(parts, scheme)
 
-    def _keyspaces(self, db: int) -> Keyspaces:
+    def _keyspaces(self, db: int, fields: bool = True) -> Keyspaces:
         """Database ``db`` summed per key space; read again if SCAN returned a key twice."""
         for _ in range(_READS):
             spaces, tally = Keyspaces(), Tally()
-            for batch, _ in digested(self.client(db), db, size=_BATCH, tally=tally):
+            for batch, _ in digested(self.client(db), db, size=_BATCH, tally=tally, fields=fields):
                 spaces.add(batch)
             if not tally.read_twice:
                 break

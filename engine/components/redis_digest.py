@@ -126,6 +126,15 @@ if n == 0 then return out end
 local expiring = true
 local info = redis.pcall('INFO', 'keyspace')
 if type(info) == 'string' and info:match('\ndb' .. db .. ':keys=%d+,expires=0[,\r]') then expiring = false end
+-- Hash fields with a time to live of their own (HEXPIRE: Valkey 9, Redis 7.4): asked of
+-- a hash only when the database has such keys at all (Valkey counts them as
+-- keys_with_volatile_items, Redis as subexpiry), and only in scheme redis/3 (ARGV[5]).
+local fielded = false
+if ARGV[5] == '1' and type(info) == 'string' then
+  local line = info:match('\ndb' .. db .. ':([^\r\n]*)')
+  local count = line and (line:match('keys_with_volatile_items=(%d+)') or line:match('subexpiry=(%d+)'))
+  fielded = count ~= nil and tonumber(count) > 0
+end
 local NONE = string.rep('f', 16)
 -- Each expiry is the moment the server stored (``moment``): a healthy restore gives every
 -- key the same number, so each key's expiry can be compared exactly. A batch marked '='
@@ -178,15 +187,33 @@ local function framed(list)
   for j = 1, #list do local e = list[j]; t[j] = LEN[#e] .. e end
   return concat(t)
 end
-local function sorted_pairs(flat)
+local function sorted_pairs(flat, moments)
   local d, m = {}, 0
   for j = 1, #flat, 2 do
     local f, x = flat[j], flat[j + 1]
     m = m + 1
-    d[m] = sha1(LEN[#f] .. f .. LEN[#x] .. x)
+    local at = moments and moments[m]
+    if at and at >= 0 then d[m] = sha1(LEN[#f] .. f .. LEN[#x] .. x .. '@' .. fmt('%d', at))
+    else d[m] = sha1(LEN[#f] .. f .. LEN[#x] .. x) end
   end
   sort(d)
   return concat(d, ',')
+end
+-- Each field's expiry moment (ms since 1970, -1: none) where any field of the hash has
+-- one; nil where none has. A field's record then ends with '@<moment>': the moment is
+-- what the server stored, so a healthy restore gives the same number, and one that
+-- lost, moved or added a field's expiry changes the hash's digest. A hash without such
+-- fields digests as in scheme redis/2.
+local function field_moments(k, flat)
+  local fields, got, any = {}, {}, false
+  for j = 1, #flat, 2 do fields[#fields + 1] = flat[j] end
+  for s = 1, #fields, 4000 do
+    local e = math.min(s + 3999, #fields)
+    local part = call('HPEXPIRETIME', k, 'FIELDS', e - s + 1, unpack(fields, s, e))
+    for j = 1, #part do got[s + j - 1] = part[j]; if part[j] >= 0 then any = true end end
+  end
+  if any then return got end
+  return nil
 end
 local function sorted_digests(items)
   local d = {}
@@ -210,6 +237,13 @@ local function raw(k, lk, kind, v)
   if size > BIG then return given(k, lk, here(k, lk, kind, v)) end
   nr = nr + 1; rkinds[nr] = kind; rk[nr] = k; rv[nr] = v
   return RAW
+end
+
+local function hash(k, lk, v)
+  local moments = fielded and field_moments(k, v)
+  if not moments then return raw(k, lk, 'h', v) end
+  for j = 1, #v do readbytes = readbytes + #v[j] end
+  return given(k, lk, sha1(lk .. k .. '4:hash' .. sorted_pairs(v, moments)))
 end
 
 -- A score is a double, and servers print it differently: Redis 7.0 with 17 digits
@@ -239,7 +273,7 @@ for i = 1, n do
   if kind == 'string' then section = string_(k, lk, v)
   elseif kind == 'list' then section = raw(k, lk, 'l', call('LRANGE', k, '0', '-1'))
   elseif kind == 'zset' then section = raw(k, lk, 'z', scores(call('ZRANGE', k, '0', '-1', 'WITHSCORES')))
-  elseif kind == 'hash' then section = raw(k, lk, 'h', call('HGETALL', k))
+  elseif kind == 'hash' then section = hash(k, lk, call('HGETALL', k))
   elseif kind == 'set' then section = raw(k, lk, 'S', call('SMEMBERS', k))
   elseif kind == 'stream' then section = given(k, lk, sha1(lk .. k .. '6:stream' .. stream(k)))
   elseif kind ~= 'none' then section = given(k, lk, sha1(lk .. k .. LEN[#kind] .. kind .. call('DUMP', k))) end
@@ -310,11 +344,13 @@ class Digester:
     send each request, which the hashing thread may hold for 5 ms at a time.
     """
 
-    def __init__(self, client: redis.Redis, db: int, size: int, dump: bool, script: str = SCRIPT) -> None:
+    def __init__(
+        self, client: redis.Redis, db: int, size: int, dump: bool, script: str = SCRIPT, fields: bool = True
+    ) -> None:
         self.client = client
         self.limit = size
         self.size = min(size, FIRST_BATCH)
-        self.rest = ("1" if dump else "0", db)
+        self.rest = ("1" if dump else "0", db, "1" if fields else "0")
         self.script = script
         self.sha = str(client.script_load(script))
         self.pool = client.connection_pool
@@ -419,16 +455,18 @@ def digested(
     size: int = 1000,
     tally: Tally | None = None,
     script: str = SCRIPT,
+    fields: bool = True,
 ) -> Iterator[Batch]:
     """Every key of database ``db`` (the one ``client`` uses), a batch at a time, with digests.
 
     The server reads the next batch while the caller handles this one (``Digester``);
     one batch is held at a time, so memory stays bounded. ``script`` is ``SCRIPT``, or
-    ``CLUSTER_SCRIPT`` for a node of a Redis Cluster.
+    ``CLUSTER_SCRIPT`` for a node of a Redis Cluster. ``fields``: hash fields' own
+    expiries in the digests (scheme redis/3); false gives scheme redis/2's digests.
     """
     tally = tally if tally is not None else Tally()
     recent = Recent()
-    digester = Digester(client, db, size, dump, script)
+    digester = Digester(client, db, size, dump, script, fields)
     try:
         digester.send(b"0")
         while True:
