@@ -198,3 +198,54 @@ def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path
     assert comp.blind_spot("volumes/2") == OWNERS_NOT_RECORDED
     assert "owners" in (comp.blind_spot("1") or "")
     assert comp.blind_spot("volumes/3") is None
+
+
+def _store(tmp_path: Path) -> Any:
+    from engine.components.vectorstore import VectorstoreComponent, VectorstoreParams
+
+    comp = VectorstoreComponent("emb", VectorstoreParams(vectors=50, dimension=8), DirsRuntime(tmp_path / "rt"))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    return comp
+
+
+@needs_root
+def test_a_vector_store_gets_its_owner_back_and_fidelity_sees_it(tmp_path: Path) -> None:
+    comp = _store(tmp_path)
+    for path in [comp.path, *comp.path.iterdir()]:
+        os.chown(path, DAEMON.pw_uid, DAEMON.pw_gid)
+    was = _owners(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None and recorded.scheme == "vectorstore/3"
+    assert recorded.parts[f"{FILE}index.faiss"].digest.endswith(" daemon:daemon")
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert _owners(comp.path) == was
+    assert compare(recorded, comp.fingerprint()) == []  # quiet control
+    os.chown(comp.path / "index.faiss", 0, 0)
+    [difference] = compare(recorded, comp.fingerprint())  # negative control
+    assert difference.describe() == (
+        f"{FILE}index.faiss: owner differs (daemon:daemon → root:root); content and mode as backed up"
+    )
+
+
+@needs_root
+def test_a_vector_store_restored_without_root_is_not_refused_and_fidelity_names_owners(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from engine.components import vectorstore
+
+    comp = _store(tmp_path)
+    for path in comp.path.iterdir():
+        os.chown(path, DAEMON.pw_uid, DAEMON.pw_gid)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    monkeypatch.setattr(untar.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(vectorstore.os, "geteuid", lambda: 1000)
+    engine_backup.restore(repo, manifest, comp)  # proven but for owners: not refused
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    differ = {d.part for d in compare(recorded, comp.fingerprint())}
+    assert differ == {f"{FILE}{p.name}" for p in comp.path.iterdir()}

@@ -505,11 +505,30 @@ def _is_socket(path: str) -> bool:
         return False  # gone or unreadable: file_part says which
 
 
-def tree_parts(root: Path) -> dict[str, Part]:
+class OwnedParts(dict[str, Part]):
+    """A dict of parts that takes owners (:class:`PartSink`): a small tree's, in a scheme that records them."""
+
+    owners = True
+
+
+def tree_parts(root: Path, owners: bool = False) -> dict[str, Part]:
     """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
-    parts: dict[str, Part] = {}
+    parts: dict[str, Part] = OwnedParts() if owners else {}
     tree_parts_into(root, parts)
     return parts
+
+
+def without_owner(part: Part) -> Part:
+    """``part`` as a scheme without owners has it."""
+    if not part.measured or " " not in part.digest:
+        return part
+    return Part(part.digest.partition(" ")[0], part.count, part.unit)
+
+
+def with_owner_of(part: Part, like: Part) -> Part:
+    """``part`` with the owner ``like`` records (a part recomputed from the same file)."""
+    owner = like.digest.partition(" ")[2] if like.measured else ""
+    return _with_token(part, f" {owner}" if owner else "")
 
 
 def without_directories(parts: dict[str, Part]) -> dict[str, Part]:
