@@ -372,13 +372,17 @@ class PartDifference(BaseModel):
         counts = ""
         if self.expected.count != self.actual.count:
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
-        e_digest, e_owner = _owner_split(self.expected)
-        a_digest, a_owner = _owner_split(self.actual)
-        owner = f"owner differs ({e_owner} → {a_owner})" if e_owner != a_owner and e_owner and a_owner else ""
-        if owner and e_digest == a_digest:
-            return f"{self.part}: {owner}; content and mode as backed up"
+        e_digest, e_owner, e_attrs = _entry_split(self.expected)
+        a_digest, a_owner, a_attrs = _entry_split(self.actual)
+        notes = []
+        if e_owner != a_owner and e_owner and a_owner:
+            notes.append(f"owner differs ({e_owner} → {a_owner})")
+        if e_attrs != a_attrs and (e_owner and a_owner):
+            notes.append(_attrs_change(e_attrs, a_attrs))
+        if notes and e_digest == a_digest:
+            return f"{self.part}: {'; '.join(notes)}; content and mode as backed up"
         content = f"content differs (sha256 {e_digest[:12]}… → {a_digest[:12]}…{counts})"
-        return f"{self.part}: {content}" + (f"; {owner}" if owner else "")
+        return f"{self.part}: " + "; ".join([content, *notes])
 
     def _expiry_change(self, e: Part, a: Part) -> str:
         counts = f"{e.count} → {a.count} {a.unit}"
@@ -393,12 +397,25 @@ class PartDifference(BaseModel):
         )
 
 
-def _owner_split(part: Part) -> tuple[str, str]:
-    """(digest, owner) of a part of a tree entry ("<sha256> user:group"); owner "" where it records none."""
+def _entry_split(part: Part) -> tuple[str, str, str]:
+    """(digest, owner, attributes) of a part of a tree entry ("<sha256> user:group[ xattrs:<digest>]").
+
+    Owner "" where the part records none (another kind, an older scheme), attributes ""
+    where the entry has none.
+    """
     if not part.measured:
-        return part.digest, ""  # "unreadable: <why>" is no digest and no owner
-    digest, _, owner = part.digest.partition(" ")
-    return digest, owner
+        return part.digest, "", ""  # "unreadable: <why>" is no digest and no owner
+    digest, _, rest = part.digest.partition(" ")
+    owner, _, attrs = rest.partition(" ")
+    return digest, owner, attrs
+
+
+def _attrs_change(expected: str, actual: str) -> str:
+    if not actual:
+        return "extended attributes (ACLs, capabilities, user.*) lost"
+    if not expected:
+        return "extended attributes present that the backup did not have"
+    return "extended attributes differ"
 
 
 # A comparison lists at most this many differences and counts the rest: a volume whose

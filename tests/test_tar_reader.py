@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.components import tarread
+from engine.components import tarread, xattrs
 from engine.components.files import write_tar
 from engine.streams import CHUNK
 
@@ -32,7 +32,7 @@ def _ours(data: bytes, read_content: bool = True) -> list[tuple[Any, ...]]:
     out = []
     for member, content in tarread.members(io.BytesIO(data)):
         body = b"".join(content) if content is not None and read_content else None
-        owner = (member.uid, member.gid, member.uname, member.gname)
+        owner = (member.uid, member.gid, member.uname, member.gname, xattrs.from_pax(member.pax_headers))
         out.append((member.name, member.type, member.mode, int(member.mtime), member.size, member.linkname, owner, body))
     return out
 
@@ -46,7 +46,7 @@ def _tarfile(data: bytes, read_content: bool = True) -> list[tuple[Any, ...]]:
                 f = tar.extractfile(info)
                 assert f is not None
                 body = f.read()
-            owner = (info.uid, info.gid, info.uname, info.gname)
+            owner = (info.uid, info.gid, info.uname, info.gname, xattrs.from_pax(info.pax_headers))
             out.append((info.name, info.type, info.mode, int(info.mtime), info.size, info.linkname, owner, body))
     return out
 
@@ -81,6 +81,9 @@ def test_reading_what_write_tar_writes_agrees_with_tarfile(
         target.chmod(0o640 if i % 2 else 0o755)
         if os.geteuid() == 0 and i % 3:  # owners the reader must give as tarfile does: named, and not
             os.chown(target, 1 if i % 3 == 1 else 4321, 1 if i % 3 == 1 else 4322)
+        if i % 4 == 1:  # extended attributes: pax records, one of them not UTF-8 (hdrcharset=BINARY)
+            os.setxattr(target, "user.a", b"plain")
+            os.setxattr(target, "user.b", b"\xff\x00" * i)
     if long_name:
         deep = root / ("d" * 90) / ("e" * 90)
         deep.mkdir(parents=True)
@@ -124,7 +127,12 @@ ODD = {
     "gnu-long-name": (tarfile.GNU_FORMAT, [(_info("n" * 150, size=3), b"abc"), (_info("after", size=1), b"z")]),
     # A base-256 number (an mtime before 1970 in GNU format).
     "gnu-negative-mtime": (tarfile.GNU_FORMAT, [(_info("old", size=2, mtime=-5), b"ok")]),
-    # pax headers with keys drproof never writes (extended attributes).
+    # pax headers with keys drproof never writes.
+    "pax-comment": (
+        tarfile.PAX_FORMAT,
+        [(_info("x", size=1, pax_headers={"comment": "v"}), b"1"), (_info("y", size=1), b"2")],
+    ),
+    # Extended attributes, as drproof and GNU tar --xattrs write them.
     "pax-xattr": (
         tarfile.PAX_FORMAT,
         [(_info("x", size=1, pax_headers={"SCHILY.xattr.user.k": "v"}), b"1"), (_info("y", size=1), b"2")],
@@ -167,7 +175,7 @@ def test_a_global_pax_header_goes_to_tarfile_with_what_follows() -> None:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "global"}) as tar:
         tar.addfile(_info("a", size=1), io.BytesIO(b"a"))
     data = buf.getvalue()
-    assert _ours(data) == _tarfile(data) == [("a", tarfile.REGTYPE, 0o644, 1_700_000_000, 1, "", (0, 0, "", ""), b"a")]
+    assert _ours(data) == _tarfile(data) == [("a", tarfile.REGTYPE, 0o644, 1_700_000_000, 1, "", (0, 0, "", "", {}), b"a")]
 
 
 def test_the_reader_passes_a_member_it_cannot_read_to_tarfile_from_that_member_on() -> None:

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from engine.components import xattrs
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
 from engine.components.untar import TarMember, TreeWriter, member_parts
@@ -168,10 +169,13 @@ def count_entries(top: str) -> int:
 
 
 def file_part(path: Path | str, owners: bool = False) -> Part:
-    """Digest of one entry: its type, mode bits and content (or link target); with ``owners``, its owner too."""
+    """Digest of one entry: its type, mode bits and content (or link target); with ``owners``, its owner and
+    extended attributes too."""
     st = os.lstat(path)
     part = _entry_part(path, st)
-    return owned(part, st.st_uid, st.st_gid) if owners else part
+    if not owners:
+        return part
+    return owned(part, st.st_uid, st.st_gid, xattrs.token(xattrs.read(str(path))))
 
 
 def _entry_part(path: Path | str, st: os.stat_result) -> Part:
@@ -404,25 +408,28 @@ def owner_token(uid: int, gid: int) -> str:
 
 
 def member_token(member: TarMember) -> str:
-    """The owner token of an archive member, from the names (else the ids) its header records."""
-    return f" {member.uname or f'#{member.uid}'}:{member.gname or f'#{member.gid}'}"
+    """The owner and attribute tokens of an archive member, from the names (else the ids) and the
+    extended attributes its header records."""
+    owner = f" {member.uname or f'#{member.uid}'}:{member.gname or f'#{member.gid}'}"
+    return owner + xattrs.token(xattrs.from_pax(getattr(member, "pax_headers", None)))
 
 
-def owned(part: Part, uid: int, gid: int) -> Part:
-    """``part`` saying that ``uid``:``gid`` owns the entry (placeholders stay as they are)."""
+def owned(part: Part, uid: int, gid: int, xattr_token: str = "") -> Part:
+    """``part`` saying that ``uid``:``gid`` owns the entry, and what extended attributes it has
+    (``xattrs.token``); placeholders stay as they are."""
     if not part.measured:
         return part
-    return Part(part.digest + owner_token(uid, gid), part.count, part.unit)
+    return Part(part.digest + owner_token(uid, gid) + xattr_token, part.count, part.unit)
 
 
 def _with_token(part: Part, token: str) -> Part:
     return Part(part.digest + token, part.count, part.unit) if token else part
 
 
-def _put(parts: PartSink, name: str, part: Part, uid: int, gid: int) -> Part:
-    """Add ``part`` to ``parts``, with its owner where the sink takes owners; the part as added."""
+def _put(parts: PartSink, name: str, part: Part, uid: int, gid: int, xattr_token: str = "") -> Part:
+    """Add ``part`` to ``parts``, with its owner and attributes where the sink takes them; the part as added."""
     if getattr(parts, "owners", False):
-        part = owned(part, uid, gid)
+        part = owned(part, uid, gid, xattr_token)
     parts[name] = part
     return part
 
@@ -488,7 +495,9 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
             try:
                 st = os.lstat(path)
                 part = dir_part(st.st_mode)
-                sink[DIR + rel] = owned(part, st.st_uid, st.st_gid) if owners else part
+                if owners:
+                    part = owned(part, st.st_uid, st.st_gid, xattrs.token(xattrs.read(path)))
+                sink[DIR + rel] = part
             except OSError as exc:
                 sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
             continue
@@ -690,6 +699,8 @@ def _fast_add(
     except FileNotFoundError:
         changes.gone(arcname)
         return 0
+    if (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)) and xattrs.read(path):
+        return None  # its attributes go in a pax header: tarfile's
     if stat.S_ISDIR(st.st_mode):
         header = ustar_header(arcname + "/", st, tarfile.DIRTYPE, 0)
         if header is None:
@@ -723,7 +734,8 @@ def _fast_file(
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
     st = os.fstat(fd)  # the size of what is read, not of what the walk saw
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link (or no file): tarfile's
+    # A hard link (or no file), or a file with extended attributes (a pax header): tarfile's.
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or xattrs.read(fd):
         os.close(fd)
         return None
     if st.st_size <= CHUNK:
@@ -852,6 +864,9 @@ def _add(
         # Whole seconds, as GNU tar keeps them: a fractional mtime costs a pax header
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
+        found = xattrs.read(str(path))
+        if found:
+            info.pax_headers = xattrs.to_pax(found)
         if info.isreg():
             return _add_regular(tar, path, info, parts, linked, changes, tap)
     except FileNotFoundError:
@@ -863,12 +878,13 @@ def _add(
         return 1
     if parts is None:
         return 1
+    xt = xattrs.token(found)
     if info.issym():
-        _put(parts, FILE + arcname, symlink_part(info.linkname), info.uid, info.gid)
+        _put(parts, FILE + arcname, symlink_part(info.linkname), info.uid, info.gid, xt)
     elif info.isdir():
-        _put(parts, DIR + arcname, dir_part(info.mode), info.uid, info.gid)
+        _put(parts, DIR + arcname, dir_part(info.mode), info.uid, info.gid, xt)
     else:
-        _put(parts, FILE + arcname, special_part(info.mode), info.uid, info.gid)
+        _put(parts, FILE + arcname, special_part(info.mode), info.uid, info.gid, xt)
     return 1
 
 
@@ -900,7 +916,8 @@ def _add_regular(
         return 1
     part, data = _fed(digest, info.name, tap)
     if parts is not None:
-        part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid)
+        xt = xattrs.token(xattrs.from_pax(info.pax_headers))
+        part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid, xt)
     if st.st_nlink > 1:
         linked[info.name] = (part, data)
     return 1

@@ -40,17 +40,25 @@ _ZERO = b"\0" * BLOCK
 _MAGIC = b"ustar\x00"  # and "00": POSIX, as tarfile and pg_basebackup write it
 _REGULAR = (b"0", b"\0", b"7")
 _OTHER = (b"5", b"2", b"1", b"6", b"3", b"4")
-_PAX_KEYS = frozenset({"path", "linkpath", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname"})
+# hdrcharset=BINARY (tarfile writes it before values that are not UTF-8) changes nothing
+# here: every value is decoded with surrogates, as tarfile then decodes them.
+_PAX_KEYS = frozenset(
+    {"path", "linkpath", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname", "hdrcharset"}
+)
+_XATTR = "SCHILY.xattr."  # extended attributes (engine.components.xattrs), kept for the writer
 MAX_PAX = 1 << 20  # a pax header drproof writes holds a path or two; larger ones go to tarfile
 READ_SIZE = 1 << 20
 
 Content = Iterable[bytes]
 
 
+_NO_PAX: dict[str, str] = {}
+
+
 class Member:
     """A member as ``TreeWriter`` needs it; the attribute and method names of ``tarfile.TarInfo``."""
 
-    __slots__ = ("gid", "gname", "linkname", "mode", "mtime", "name", "size", "type", "uid", "uname")
+    __slots__ = ("gid", "gname", "linkname", "mode", "mtime", "name", "pax_headers", "size", "type", "uid", "uname")
 
     def __init__(self, name: str, type: bytes, mode: int, mtime: float, size: int, linkname: str) -> None:
         self.name = name
@@ -61,6 +69,7 @@ class Member:
         self.linkname = linkname
         self.uid = self.gid = 0
         self.uname = self.gname = ""
+        self.pax_headers: dict[str, str] = _NO_PAX  # only extended attributes' records, as tarfile names them
 
     def isreg(self) -> bool:
         return self.type in _REGULAR
@@ -160,7 +169,7 @@ def _pax(data: bytes) -> dict[str, str]:
             raise _Unsupported
         key, _, value = record[:-1].partition(b"=")
         name = key.decode("utf-8", "surrogateescape")
-        if name not in _PAX_KEYS:
+        if name not in _PAX_KEYS and not name.startswith(_XATTR):
             raise _Unsupported
         out[name] = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -317,6 +326,9 @@ def _built(block: bytes, kind: bytes, pax: dict[str, str] | None) -> Member:
                 member.gid = int(pax["gid"])
             member.uname = pax.get("uname", member.uname)
             member.gname = pax.get("gname", member.gname)
+            attrs = {k: v for k, v in pax.items() if k.startswith(_XATTR)}
+            if attrs:
+                member.pax_headers = attrs
         except ValueError:
             raise _Unsupported from None
     return member

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import grp
+import logging
 import math
 import os
 import pwd
@@ -50,9 +51,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Protocol
 
+from engine.components import xattrs
 from engine.components.tarread import members
 from engine.errors import IntegrityError
 from engine.streams import CHUNK
+
+log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 PATH_MAX = 4095
@@ -156,6 +160,8 @@ class TreeWriter:
         self._chown = os.geteuid() == 0
         self._me = (os.geteuid(), os.getegid())
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
+        self.xattrs_missed = 0  # extended attributes this restore could not set (not root, or no such namespace)
+        self._dir_xattrs: dict[tuple[str, ...], xattrs.Xattrs] = {}
 
     def close(self) -> None:
         self._close_dirs()
@@ -238,11 +244,21 @@ class TreeWriter:
         return ids
 
     def _give(self, parent: int, name: str, member: TarMember, existing: bool = False) -> None:
-        """Give the entry ``name`` (not what it may point to) its recorded owner, when run as root."""
+        """Give the entry ``name`` (not what it may point to) its recorded owner, when run as root, and
+        its extended attributes (after the owner: a change of owner clears a file capability).
+
+        A directory's attributes wait for :meth:`finish`, as its mode does: a default ACL
+        set now would be inherited by every file written into it afterwards.
+        """
         if self._chown:
             ids = self._ids(member)
             if existing or ids != self._me:
                 os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
+        found = xattrs.from_pax(getattr(member, "pax_headers", None))
+        if member.isdir():  # a later layer's member of the same directory says what it has now
+            self._dir_xattrs[tuple(member_parts(member.name))] = found
+        elif found:  # by its name under the directory's descriptor, never through a link
+            self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found)
 
     # -- members --------------------------------------------------------------------------
     def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
@@ -334,6 +350,9 @@ class TreeWriter:
                 ids = self._ids(member)
                 if ids != self._me:
                     os.fchown(fd, ids[0], ids[1])
+            found = xattrs.from_pax(getattr(member, "pax_headers", None))
+            if found:
+                self.xattrs_missed += xattrs.give(fd, found)
             if mode & self._umask:
                 os.fchmod(fd, mode)
             mtime = _timestamp(member)
@@ -387,12 +406,21 @@ class TreeWriter:
             os.unlink(parts[-1], dir_fd=parent)
 
     def finish(self) -> None:
-        """Apply directory modes, deepest first."""
+        """Apply directory attributes and modes, deepest first; say how many attributes could not be set."""
         for parts in sorted(self._modes, key=len, reverse=True):
             self._trim()
             fd = self._dir(parts, False, "/".join(parts))
             if fd is not None:
+                found = self._dir_xattrs.get(parts)
+                if found:
+                    self.xattrs_missed += xattrs.give(fd, found)
                 os.fchmod(fd, self._modes[parts])
+        if self.xattrs_missed:
+            log.warning(
+                "%d extended attribute(s) of the archive could not be set (they need root, or a file system with "
+                "their namespace); the fidelity check names each entry that lacks them",
+                self.xattrs_missed,
+            )
 
 
 def _id_of(kind: str, name: str, number: int) -> int:
