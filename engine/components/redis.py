@@ -144,7 +144,8 @@ class RedisComponent(Component):
         info = self.client().info("keyspace")
         return sorted(int(name[2:]) for name in info if name.startswith("db"))
 
-    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest. Scheme 2:
+    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest, and each stream
+    # entry framed with its number of fields and values. Scheme 2:
     # digests computed by the server (``redis_digest``), summed per key space, each key's
     # expiry, streams with their consumer groups. Scheme 1 (sorted key spaces, only
     # whether a key expires) and 2 are still computed for backups of earlier versions.
@@ -153,7 +154,7 @@ class RedisComponent(Component):
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded whether a key "
         "expires but not when, and no stream consumer groups: those are not compared",
         "redis/2": "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no expiries of hash "
-        "fields (HEXPIRE): those are not compared",
+        "fields (HEXPIRE), and not where one stream entry ends and the next begins: those are not compared",
     }
 
     def fingerprint(self) -> Fingerprint:

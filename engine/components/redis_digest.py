@@ -89,13 +89,18 @@ end
 -- 10) gives the entries, the last generated id and each group with its pending entries
 -- (id, consumer, delivery count): the list is called 'pending'; reading 'pel' (found by
 -- review) compared no pending entry at all.
+-- Scheme redis/3 (ARGV[5]) frames each entry with its number of fields and values: in
+-- scheme 2 one entry of fields a b 2-0 c d 3-0 e f read the same as three entries
+-- (found by review).
+local framed_entries = ARGV[5] == '1'
 local function stream(k)
   local parts = {}
   local info = kv(call('XINFO', 'STREAM', k, 'FULL', 'COUNT', '0'))
   for _, e in ipairs(info['entries'] or {}) do
     local fields = {}
     for _, f in ipairs(e[2]) do fields[#fields + 1] = lp(f) end
-    parts[#parts + 1] = lp(e[1]) .. concat(fields)
+    if framed_entries then parts[#parts + 1] = lp(e[1]) .. LEN[#e[2]] .. concat(fields)
+    else parts[#parts + 1] = lp(e[1]) .. concat(fields) end
   end
   local groups = {}
   for _, g in ipairs(info['groups'] or {}) do
@@ -461,8 +466,9 @@ def digested(
 
     The server reads the next batch while the caller handles this one (``Digester``);
     one batch is held at a time, so memory stays bounded. ``script`` is ``SCRIPT``, or
-    ``CLUSTER_SCRIPT`` for a node of a Redis Cluster. ``fields``: hash fields' own
-    expiries in the digests (scheme redis/3); false gives scheme redis/2's digests.
+    ``CLUSTER_SCRIPT`` for a node of a Redis Cluster. ``fields``: scheme redis/3's records
+    (hash fields' own expiries, stream entries framed with their field count); false
+    gives scheme redis/2's, for backups of earlier versions.
     """
     tally = tally if tally is not None else Tally()
     recent = Recent()

