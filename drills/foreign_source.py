@@ -11,6 +11,7 @@ a fresh, empty component. No fingerprint was taken when they were made, so fidel
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from drills.strict import Strict, literal, tagged
 from engine.components import component_kinds
 from engine.errors import ConfigError
 from engine.foreign import ForeignFacts, ForeignFormat, foreign_formats
-from engine.foreign.fetch import S3Location, materialize
+from engine.foreign.fetch import S3Location, is_s3, materialize
 from engine.runtime.base import ServerWanted
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class ForeignBackup:
     local: Path
     facts: ForeignFacts
     kind: str
+    # Seconds its download from S3 took (0 for a local path): part of the restore's time,
+    # as it would be on the day, though it happens before the sandbox starts.
+    fetch_seconds: float = 0.0
 
 
 @dataclass
@@ -106,8 +110,10 @@ def open_foreign(specs: dict[str, Any], s3: S3Spec | None, base_dir: Path, workd
     backups: dict[str, ForeignBackup] = {}
     for name, spec in specs.items():
         fmt = foreign_formats.get(spec.format)(spec)
+        started = time.monotonic()
         local = materialize(spec.path, base_dir, workdir, location)
-        backups[name] = ForeignBackup(name, fmt, spec.path, local, fmt.inspect(local), spec.kind)
+        fetched = time.monotonic() - started if is_s3(spec.path) else 0.0
+        backups[name] = ForeignBackup(name, fmt, spec.path, local, fmt.inspect(local), spec.kind, fetched)
     return ForeignSource(backups, datetime.now(UTC), list(backups))
 
 

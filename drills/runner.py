@@ -357,7 +357,11 @@ class DrillRunner:
             state.source = opened
             rec["detail"] = opened.describe()
             rec["data"] = {
-                name: {"taken_at": b.facts.taken_at.isoformat() if b.facts.taken_at else None, **b.facts.details}
+                name: {
+                    "taken_at": b.facts.taken_at.isoformat() if b.facts.taken_at else None,
+                    **b.facts.details,
+                    **({"download_seconds": round(b.fetch_seconds, 6)} if b.fetch_seconds else {}),
+                }
                 for name, b in opened.backups.items()
             }
         for name, backup in opened.backups.items():
