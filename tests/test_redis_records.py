@@ -290,6 +290,7 @@ def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[Red
     comp = RedisComponent("cache", RedisParams(), runtime=None)  # type: ignore[arg-type]
     comp.service = _Service()  # type: ignore[assignment]
     monkeypatch.setattr(comp, "_dbs", lambda: [0])
+    monkeypatch.setattr(comp, "function_parts", dict)  # no server: no function libraries to read
     reads: list[int] = []
 
     def fake(

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
+from engine.components import redis_functions
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import BATCH_BYTES, Tally, digested
 from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
@@ -144,8 +145,9 @@ class RedisComponent(Component):
         info = self.client().info("keyspace")
         return sorted(int(name[2:]) for name in info if name.startswith("db"))
 
-    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest, and each stream
-    # entry framed with its number of fields and values. Scheme 2:
+    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest, each stream
+    # entry framed with its number of fields and values, and the server's function
+    # libraries (part ``functions``, ``redis_functions``). Scheme 2:
     # digests computed by the server (``redis_digest``), summed per key space, each key's
     # expiry, streams with their consumer groups. Scheme 1 (sorted key spaces, only
     # whether a key expires) and 2 are still computed for backups of earlier versions.
@@ -154,7 +156,8 @@ class RedisComponent(Component):
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded whether a key "
         "expires but not when, and no stream consumer groups: those are not compared",
         "redis/2": "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no expiries of hash "
-        "fields (HEXPIRE), and not where one stream entry ends and the next begins: those are not compared",
+        "fields (HEXPIRE), no function libraries (FUNCTION LOAD), and not where one stream entry ends and the "
+        "next begins: those are not compared",
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -162,7 +165,16 @@ class RedisComponent(Component):
             dbs = self._dbs()
         except redis.RedisError as exc:
             return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")})
-        return self.fingerprint_of({db: db for db in dbs})
+        keys = self.fingerprint_of({db: db for db in dbs})
+        return self._fp({**keys.parts, **self.function_parts()})
+
+    # Whether this kind backs up, restores and compares the server's function libraries
+    # (``redis_functions``); the Cluster kind does not (yet).
+    keeps_functions: ClassVar[bool] = True
+
+    def function_parts(self) -> dict[str, Part]:
+        """The server's function libraries, global to it: not part of ``fingerprint_of``'s databases."""
+        return redis_functions.parts(self.client(0)) if self.keeps_functions else {}
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
         if scheme not in self.legacy_blind_spots:
@@ -176,7 +188,10 @@ class RedisComponent(Component):
         return self.fingerprint_of({db: db for db in dbs}, fields=False, scheme=scheme)
 
     def fingerprint_of(self, mapping: dict[int, int], fields: bool = True, scheme: str | None = None) -> Fingerprint:
-        """The fingerprint, reading each database ``d`` from ``mapping[d]`` (a staged copy).
+        """The fingerprint of the keys, reading each database ``d`` from ``mapping[d]`` (a staged copy).
+
+        Without the server's function libraries (``fingerprint`` adds them): they are
+        not per database, and a staged copy has the live server's, not the backup's.
 
         ``fields`` false and ``scheme`` "redis/2": without hash fields' expiries, as scheme 2 had it.
         """
@@ -222,13 +237,26 @@ class RedisComponent(Component):
                         "twice, so this backup would not match its own fingerprint; run the backup again"
                     )
                 parts.update(spaces.parts(db))
+        functions = self._backup_functions(writer, parts)
         details = {
+            **functions,
             "keys": count,
             "dbs": dbs,
             "server_version": self.service.version(),
             "method": "DUMP/RESTORE over the network; fingerprint from the same atomic reads",
         }
         return details, self._fp(parts)
+
+    def _backup_functions(self, writer: BackupSetWriter, parts: dict[str, Part]) -> dict[str, Any]:
+        """FUNCTION DUMP's payload as an artifact when the server has libraries; their part into ``parts``."""
+        if not self.keeps_functions:
+            return {}
+        function_parts, payload, count = redis_functions.dump(self.client(0))
+        parts.update(function_parts)
+        if payload is not None:
+            with writer.artifact(self.instance, redis_functions.ARTIFACT) as sink:
+                sink.write(payload)
+        return {} if count is None else {redis_functions.DETAIL: count}
 
     def restore(self, source: ArtifactSource) -> None:
         """RESTORE every key into spare databases, check every one landed, then SWAPDB (``redis_stage``).
@@ -239,8 +267,12 @@ class RedisComponent(Component):
         every busy server unrestorable. The artifact itself was proven in full before
         this began; here every key of it must be in the staged databases. The
         fingerprint comparison comes after, and a difference is reported.
+
+        The function libraries (``redis_functions``) are global to the server: read and
+        checked before anything is written, put in only once the keys were swapped in.
         """
         self.service.ensure_running()
+        functions = redis_functions.stored(source, self.client(0), f"redis {self.instance!r}")
         stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
         try:
             stage.prepare_direct()
@@ -262,6 +294,7 @@ class RedisComponent(Component):
             stage.discard()
             raise
         stage.swap()
+        redis_functions.load(self.client(0), *functions, f"redis {self.instance!r}")
 
     def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, Restored]:
         """RESTORE the dump into the stage; return what went into each database.

@@ -64,6 +64,8 @@ class RedisClusterComponent(RedisComponent):
     )
 
     params: RedisClusterParams
+    # Function libraries live on each master: not backed up, restored or compared here (docs).
+    keeps_functions: ClassVar[bool] = False
 
     def provision(self) -> None:
         p = self.params

@@ -50,6 +50,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from engine import redistools
 from engine.childenv import tool_environment
+from engine.components import redis_functions
 from engine.components.base import ArtifactSource, Component, SeedParams
 from engine.components.redis import RedisComponent, RedisParams, backup_dbs
 from engine.components.redis_digest import MOMENT_LUA
@@ -397,6 +398,7 @@ class RedisRdbComponent(RedisComponent):
             if scratch.checked and self.service.load_checked_rdb(scratch.rdb, dbs):
                 return
             scratch.start(max(_DEFAULT_DATABASES, max(dbs, default=0) + 1), version, writer)
+            functions = redis_functions.from_scratch(scratch.client(0), self.client(0), what)  # put in after the swap
             stage = Stage(self.client, set(scratch.dbs()) | backup_dbs(source), what)
             try:
                 stage.prepare_direct()
@@ -425,6 +427,7 @@ class RedisRdbComponent(RedisComponent):
                 stage.discard()
                 raise
             stage.swap()
+            redis_functions.load(self.client(0), *functions, what)
 
     def _copy_db(self, db: int, src: redis.Redis, dst: redis.Redis) -> None:
         """Copy every key of one database from the scratch server into the live one.
