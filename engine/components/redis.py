@@ -240,9 +240,11 @@ class RedisComponent(Component):
         fingerprint comparison comes after, and a difference is reported.
         """
         self.service.ensure_running()
-        stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
+        record = source.artifacts.get("keys.dump")
+        size = (record.raw_size if record else 0) + 64 * int(source.details.get("keys", 0) or 0)
+        stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}", size)
         try:
-            stage.prepare_direct()
+            stage.prepare_direct(self._first_record(source) if stage.direct else None)
             try:
                 restored = self._restore_keys(source, stage)
             except redis.RedisError as exc:
@@ -261,6 +263,16 @@ class RedisComponent(Component):
             stage.discard()
             raise
         stage.swap()
+
+    def _first_record(self, source: ArtifactSource) -> tuple[int, bytes] | None:
+        """The first key's database and DUMP payload, for ``Stage.prepare_direct`` to try on the server."""
+        with source.open_head("keys.dump") as stream:  # proven whole by the engine already
+            header = stream.read(len(_MAGIC) + _REC.size)
+            if len(header) < len(_MAGIC) + _REC.size or not header.startswith(_MAGIC):
+                return None  # an empty dump, or not one: ``_restore_keys`` says which
+            db, klen, _, plen = _REC.unpack(header[len(_MAGIC) :])
+            _read_exact(stream, klen)
+            return db, _read_exact(stream, plen)
 
     def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, Restored]:
         """RESTORE the dump into the stage; return what went into each database.
