@@ -10,13 +10,15 @@ payloads depend on internal encodings that may differ between two equal datasets
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import struct
 import time
 from array import array
 from collections import defaultdict
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from collections.abc import Generator
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import Field
 
@@ -311,15 +313,39 @@ class RedisComponent(Component):
                 pipe.execute()
         return counts
 
+    # Whether the backup reads keys with DUMP (in the digest script): redis-rdb's does not.
+    backup_dumps: ClassVar[bool] = True
+
     def health(self) -> Health:
         try:
             r = self.client()
             if not r.ping():
                 return Health(ok=False, detail="PING did not answer PONG")
-            total = sum(self.client(db).dbsize() for db in self._dbs())
-            return Health(ok=True, detail=f"PING answered; {total} keys")
+            dbs = self._dbs()
+            total = sum(self.client(db).dbsize() for db in dbs)
         except redis.RedisError as exc:
             return Health(ok=False, detail=f"not answering: {exc}")
+        refused = self._refused(dbs[0] if dbs else 0)
+        return Health(ok=False, detail=refused) if refused else Health(ok=True, detail=f"PING answered; {total} keys")
+
+    def _refused(self, db: int) -> str | None:
+        """What the backup needs that the server's user may not run, found by digesting one key.
+
+        Found by review: a user without ``+@scripting`` or ``+dump`` made ``drproof
+        backup`` print a traceback, and its dry run said "PING answered".
+        """
+        try:
+            batches = digested(self.client(db), db, dump=self.backup_dumps, size=1)
+            with contextlib.closing(cast(Generator[Any, None, None], batches)):
+                next(batches, None)
+        except redis.ResponseError as exc:
+            needs = "a Lua script (SCRIPT LOAD, EVALSHA)" + (" calling DUMP on each key" if self.backup_dumps else "")
+            other = "; or back it up with kind `redis-rdb`, which needs no DUMP" if self.backup_dumps else ""
+            return (
+                f"the server refuses a command drproof needs ({server_error(exc)}): it reads the keys with {needs}; "
+                f"allow `+@scripting{' +dump' if self.backup_dumps else ''}` to drproof's user{other}"
+            )
+        return None
 
     def tool_versions(self) -> dict[str, str]:
         return {"redis server": self.service.version()}

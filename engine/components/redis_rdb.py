@@ -269,6 +269,8 @@ class RedisRdbComponent(RedisComponent):
         "key with RESTORE from a private scratch server that loads the RDB."
     )
 
+    backup_dumps: ClassVar[bool] = False  # SYNC, not DUMP; the fingerprint's script still runs
+
     # A server binary the operator chose for the restore's scratch server (backup-config's
     # ``scratch_server``); None: the oldest on this host that reads the file.
     scratch_server: Path | None = None
