@@ -141,13 +141,9 @@ class Stage:
         self.evicted = 0
         with contextlib.suppress(redis.RedisError):
             self.evicted = _evicted(admin)
-        if _swapdb_available(admin):
-            for db in sorted(self.backup_dbs):
-                if (spare := self._next_spare()) is None:
-                    break
-                self.spare[db] = spare
-        self.direct = not self.spare
-        if self.direct:
+        first = self._next_spare() if _swapdb_available(admin) else None
+        self.direct = first is None
+        if first is None:
             log.warning(
                 "%s: the server has no spare logical database to stage the restore in (Redis Cluster, "
                 "`databases 1`, or all in use%s): restoring into the live databases directly",
@@ -155,12 +151,15 @@ class Stage:
                 self._why_no_spare(),
             )
             return
-        if len(self.spare) < len(self.backup_dbs):
-            raise ComponentError(
-                f"{what}: the backup holds {len(self.backup_dbs)} logical databases and the server has only "
-                f"{len(self.spare)} spare ones to stage them in{self._why_no_spare()}; nothing was changed"
-            )
-        self._check_commands()
+        self._check_commands(first)
+        self.free.insert(0, first)
+        for db in sorted(self.backup_dbs):
+            if (spare := self._next_spare()) is None:
+                raise ComponentError(
+                    f"{what}: the backup holds {len(self.backup_dbs)} logical databases and the server has only "
+                    f"{len(self.spare)} spare ones to stage them in{self._why_no_spare()}; nothing was changed"
+                )
+            self.spare[db] = spare
         self._check_memory(size)
 
     def _reachable(self, dbs: Iterable[int]) -> None:
@@ -220,14 +219,13 @@ class Stage:
         )
         return f"; selecting database {names} failed{why}"
 
-    def _check_commands(self) -> None:
+    def _check_commands(self, spare: int) -> None:
         """Run, on an empty spare, what the swap will run: SWAPDB inside MULTI/EXEC, and FLUSHDB.
 
         Found by review: a server that refuses either (``rename-command``, an ACL) was
         found out only after staging: the staged copy was left behind, or the swap done
         and the old data left in the spare, with a raw driver error.
         """
-        spare = next(iter(self.spare.values()))
         try:
             swaps = self.admin.pipeline(transaction=True)
             swaps.swapdb(spare, spare)
