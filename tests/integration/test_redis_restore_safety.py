@@ -225,3 +225,25 @@ def test_a_cache_with_room_for_both_copies_restores(tmp_path: Path, kind: type[R
         _live(live)
         restore(repo, manifest, _component(tmp_path, live, kind, "live"))
         _only_the_backup(live)
+
+
+def test_redis_rdb_asks_the_scratch_server_about_its_own_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 12: whether keys expire was asked of the scratch server's db 15 (the live spare's number)."""
+    from engine.components import redis_rdb
+
+    asked: list[int] = []
+    original = redis_rdb._has_expiring
+
+    def recording(src: redis.Redis, db: int) -> bool:
+        asked.append(db)
+        return original(src, db)
+
+    monkeypatch.setattr(redis_rdb, "_has_expiring", recording)
+    repo, manifest = _backed_up(tmp_path, RedisRdbComponent)
+    with redis_server(require_debian_redis(), tmp_path / "live", PASSWORD) as live:
+        _live(live)
+        restore(repo, manifest, _component(tmp_path, live, RedisRdbComponent, "live"))
+        _only_the_backup(live)
+    assert asked == [0]
