@@ -131,6 +131,15 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
         return ComponentError(
             f"{comp.name} {comp.instance!r}: lost the connection to its server during the backup ({detail}); {done}"
         )
+    if isinstance(exc, redis.ResponseError):  # a refused command (ACL, rename-command): a traceback before (review)
+        from engine.components.redis_stage import server_error
+
+        try:
+            health = comp.health()
+        except Exception:
+            health = None
+        why = health.detail if health is not None and not health.ok else f"the server refused a command: {server_error(exc)}"
+        return ComponentError(f"{comp.name} {comp.instance!r}: {' '.join(why.split())}; {done}")
     # Only components with a server (``service``: PostgreSQL, Redis) are asked; a
     # directory component's failure says what it needs to already.
     if not isinstance(exc, ComponentError) or getattr(comp, "service", None) is None:

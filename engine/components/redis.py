@@ -10,13 +10,15 @@ payloads depend on internal encodings that may differ between two equal datasets
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import struct
 import time
 from array import array
 from collections import defaultdict
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from collections.abc import Generator
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import Field
 
@@ -273,9 +275,11 @@ class RedisComponent(Component):
         """
         self.service.ensure_running()
         functions = redis_functions.stored(source, self.client(0), f"redis {self.instance!r}")
-        stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}")
+        record = source.artifacts.get("keys.dump")
+        size = (record.raw_size if record else 0) + 64 * int(source.details.get("keys", 0) or 0)
+        stage = Stage(self.client, backup_dbs(source), f"redis {self.instance!r}", size)
         try:
-            stage.prepare_direct()
+            stage.prepare_direct(self._first_record(source) if stage.direct else None)
             try:
                 restored = self._restore_keys(source, stage)
             except redis.RedisError as exc:
@@ -295,6 +299,16 @@ class RedisComponent(Component):
             raise
         stage.swap()
         redis_functions.load(self.client(0), *functions, f"redis {self.instance!r}")
+
+    def _first_record(self, source: ArtifactSource) -> tuple[int, bytes] | None:
+        """The first key's database and DUMP payload, for ``Stage.prepare_direct`` to try on the server."""
+        with source.open_head("keys.dump") as stream:  # proven whole by the engine already
+            header = stream.read(len(_MAGIC) + _REC.size)
+            if len(header) < len(_MAGIC) + _REC.size or not header.startswith(_MAGIC):
+                return None  # an empty dump, or not one: ``_restore_keys`` says which
+            db, klen, _, plen = _REC.unpack(header[len(_MAGIC) :])
+            _read_exact(stream, klen)
+            return db, _read_exact(stream, plen)
 
     def _restore_keys(self, source: ArtifactSource, stage: Stage) -> dict[int, Restored]:
         """RESTORE the dump into the stage; return what went into each database.
@@ -333,15 +347,39 @@ class RedisComponent(Component):
                 pipe.execute()
         return counts
 
+    # Whether the backup reads keys with DUMP (in the digest script): redis-rdb's does not.
+    backup_dumps: ClassVar[bool] = True
+
     def health(self) -> Health:
         try:
             r = self.client()
             if not r.ping():
                 return Health(ok=False, detail="PING did not answer PONG")
-            total = sum(self.client(db).dbsize() for db in self._dbs())
-            return Health(ok=True, detail=f"PING answered; {total} keys")
+            dbs = self._dbs()
+            total = sum(self.client(db).dbsize() for db in dbs)
         except redis.RedisError as exc:
             return Health(ok=False, detail=f"not answering: {exc}")
+        refused = self._refused(dbs[0] if dbs else 0)
+        return Health(ok=False, detail=refused) if refused else Health(ok=True, detail=f"PING answered; {total} keys")
+
+    def _refused(self, db: int) -> str | None:
+        """What the backup needs that the server's user may not run, found by digesting one key.
+
+        Found by review: a user without ``+@scripting`` or ``+dump`` made ``drproof
+        backup`` print a traceback, and its dry run said "PING answered".
+        """
+        try:
+            batches = digested(self.client(db), db, dump=self.backup_dumps, size=1)
+            with contextlib.closing(cast(Generator[Any, None, None], batches)):
+                next(batches, None)
+        except redis.ResponseError as exc:
+            needs = "a Lua script (SCRIPT LOAD, EVALSHA)" + (" calling DUMP on each key" if self.backup_dumps else "")
+            other = "; or back it up with kind `redis-rdb`, which needs no DUMP" if self.backup_dumps else ""
+            return (
+                f"the server refuses a command drproof needs ({server_error(exc)}): it reads the keys with {needs}; "
+                f"allow `+@scripting{' +dump' if self.backup_dumps else ''}` to drproof's user{other}"
+            )
+        return None
 
     def tool_versions(self) -> dict[str, str]:
         return {"redis server": self.service.version()}

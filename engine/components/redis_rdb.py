@@ -270,6 +270,8 @@ class RedisRdbComponent(RedisComponent):
         "key with RESTORE from a private scratch server that loads the RDB."
     )
 
+    backup_dumps: ClassVar[bool] = False  # SYNC, not DUMP; the fingerprint's script still runs
+
     # A server binary the operator chose for the restore's scratch server (backup-config's
     # ``scratch_server``); None: the oldest on this host that reads the file.
     scratch_server: Path | None = None
@@ -399,14 +401,14 @@ class RedisRdbComponent(RedisComponent):
                 return
             scratch.start(max(_DEFAULT_DATABASES, max(dbs, default=0) + 1), version, writer)
             functions = redis_functions.from_scratch(scratch.client(0), self.client(0), what)  # put in after the swap
-            stage = Stage(self.client, set(scratch.dbs()) | backup_dbs(source), what)
+            stage = Stage(self.client, set(scratch.dbs()) | backup_dbs(source), what, scratch.memory())
             try:
-                stage.prepare_direct()
+                stage.prepare_direct(scratch.sample() if stage.direct else None)
                 # Counted before the copy: keys with a time to live only ever become fewer,
                 # on the scratch server and the live one alike, each at its own pace.
                 snapshot = keyspace(scratch.client(0))
                 for db in scratch.dbs():
-                    self._copy_db(stage.target(db), scratch.client(db), self.client(stage.target(db)))
+                    self._copy_db(stage.target(db), scratch.client(db), self.client(stage.target(db)), db)
                 if not stage.direct:  # every key of the snapshot is in its staged database
                     stage.check_counts({db: partial(Expected, k - e, e, 0) for db, (k, e) in snapshot.items()})
             except redis.RedisError as exc:
@@ -429,7 +431,7 @@ class RedisRdbComponent(RedisComponent):
             stage.swap()
             redis_functions.load(self.client(0), *functions, what)
 
-    def _copy_db(self, db: int, src: redis.Redis, dst: redis.Redis) -> None:
+    def _copy_db(self, db: int, src: redis.Redis, dst: redis.Redis, src_db: int) -> None:
         """Copy every key of one database from the scratch server into the live one.
 
         Why MIGRATE: copying through this process (DUMP and PTTL on the scratch server,
@@ -451,7 +453,7 @@ class RedisRdbComponent(RedisComponent):
         svc = self.service
         auth: tuple[str, ...] = ("AUTH", svc.password) if svc.password else ()
         migrate = True
-        expiring = _has_expiring(src, db)
+        expiring = _has_expiring(src, src_db)  # the scratch server's own number (review: was ``db``'s)
 
         def move(batch: list[bytes]) -> None:
             nonlocal migrate
@@ -730,6 +732,21 @@ class _ScratchServer:
 
     def client(self, db: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, db=db, socket_timeout=60)
+
+    def memory(self) -> int:
+        """Bytes the loaded keys take on the scratch server: about what a staged copy needs."""
+        info = self.client(0).info("memory")
+        return max(0, int(info.get("used_memory", 0)) - int(info.get("used_memory_startup", 0)))
+
+    def sample(self) -> tuple[int, bytes] | None:
+        """One key's database and DUMP payload, for the live server to prove it takes them."""
+        for db in self.dbs():
+            src = self.client(db)
+            for key in src.scan_iter(count=_SCAN_COUNT):
+                payload = src.dump(key)
+                if isinstance(payload, bytes):
+                    return db, payload
+        return None
 
     def dbs(self) -> list[int]:
         info = self.client(0).info("keyspace")
