@@ -11,7 +11,9 @@ artifact (as ``redis`` does on a server without spare databases).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import secrets
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -51,6 +53,21 @@ class _InPlace:
         if db != 0:
             raise ComponentError(f"the backup holds database {db}; a Redis Cluster has only database 0")
         return 0
+
+
+def _prove_payload(client: Any, payload: bytes, what: str) -> None:
+    """The cluster takes one of the backup's keys (restored under a private name, then deleted), or nothing changes."""
+    key = f"drproof:restore-probe:{secrets.token_hex(8)}"
+    try:
+        client.restore(key, 0, payload)
+    except redis.RedisError as exc:
+        raise ComponentError(
+            f"{what}: the cluster refuses the backup's keys: RESTORE of one of them failed: {exc}; nothing was "
+            "changed (a cluster has no spare database, so the restore would have emptied it first)"
+        ) from None
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(key)
 
 
 class RedisClusterComponent(RedisComponent):
@@ -124,11 +141,30 @@ class RedisClusterComponent(RedisComponent):
         return details, self._fp(spaces.parts(0))
 
     def restore(self, source: ArtifactSource) -> None:
-        """Every master emptied, then every key RESTOREd through the cluster client (to its slot's master)."""
+        """Every master emptied, then every key RESTOREd through the cluster client (to its slot's master).
+
+        A cluster has no spare database to stage in, so the masters are emptied first; as
+        for ``redis`` without a spare, one of the backup's keys must be accepted before
+        (found by review: a backup from a newer server emptied the cluster, then failed),
+        and a failure says what is left.
+        """
         self.service.ensure_running()
-        for client in self._masters():
-            client.flushall()
-        self._restore_keys(source, _InPlace())  # type: ignore[arg-type]
+        what = f"redis-cluster {self.instance!r}"
+        sample = self._first_record(source)
+        try:
+            if sample is not None:
+                _prove_payload(self.client(0), sample[1], what)
+            for client in self._masters():
+                client.flushall()
+        except redis.RedisError as exc:
+            raise ComponentError(f"{what}: cannot empty the masters for the restore: {exc}; nothing was restored") from None
+        try:
+            self._restore_keys(source, _InPlace())  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            raise ComponentError(
+                f"{what}: restoring the keys failed: {exc}; the masters were emptied first and hold only the keys "
+                "restored before the failure, possibly none: restore again once the cause is fixed"
+            ) from None
 
     def health(self) -> Health:
         try:
