@@ -19,17 +19,15 @@ import shutil
 import struct
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine import backup as engine_backup
 from engine.components import tarread, xattrs
 from engine.components.files import DIR, FILE, write_tar
-from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
-from tests.conftest import DirsRuntime
+from tests.test_restored_owners import _volume
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT and os.environ.get("CI") != "true", reason="ACLs and capabilities need root")
@@ -44,13 +42,6 @@ ACL = struct.pack("<I", 2) + b"".join(
 # cap_net_bind_service=ep (VFS_CAP_REVISION_2 with the effective flag)
 CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 LABEL = b"system_u:object_r:var_t:s0\0"
-
-
-def _volume(tmp_path: Path) -> Any:
-    comp = VolumesComponent("uploads", VolumesParams(files=6, file_size=64), DirsRuntime(tmp_path / "rt"))  # type: ignore[arg-type]
-    comp.provision()
-    comp.seed()
-    return comp
 
 
 def _decorate(root: Path) -> None:
