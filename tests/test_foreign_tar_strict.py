@@ -245,3 +245,23 @@ def test_file_content_is_handed_on_in_chunks_not_lines(tmp_path: Path, monkeypat
     unpack(archive, _fresh(tmp_path / "unpacked"))
     assert sum(sizes) == len(big) and max(sizes) <= CHUNK
     assert (tmp_path / "copy" / "disk.img").stat().st_size == len(big)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
+def test_damaged_compressed_data_is_a_domain_error_naming_the_file(kind: str, tmp_path: Path) -> None:
+    """A flipped byte inside the compressed data: zlib.error (not an OSError) escaped as a traceback."""
+    import bz2
+    import lzma
+
+    raw = _tar({f"./f{i}": os.urandom(2000) + b"a" * 30_000 for i in range(8)}, tarfile.PAX_FORMAT)
+    packed = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress, "zstd": _zst}[kind](raw)
+    data = bytearray(packed)
+    if kind == "gzip":
+        data[10] = 0xFF  # the first deflate block's type: reserved, zlib.error "invalid block type"
+    else:
+        for at in range(len(data) // 3, len(data) // 3 + 64):
+            data[at] ^= 0xFF
+    path = tmp_path / "damaged.tar.x"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ComponentError, match=f"{path}: cannot unpack"):
+        scan(path)

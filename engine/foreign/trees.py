@@ -29,6 +29,7 @@ import io
 import lzma
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,7 +188,10 @@ class _Translate(contextlib.AbstractContextManager[None]):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is None:
             return
-        if isinstance(exc, tarfile.TarError | EOFError | OSError | lzma.LZMAError) or type(exc).__name__ == "ZstdError":
+        if (
+            isinstance(exc, tarfile.TarError | EOFError | OSError | lzma.LZMAError | zlib.error)
+            or type(exc).__name__ == "ZstdError"
+        ):
             raise ComponentError(f"{self.what}: cannot unpack: {type(exc).__name__}: {exc}") from None
 
 
