@@ -99,9 +99,9 @@ def _aux(key: bytes, value: bytes | int) -> bytes:
     return b"\xfa" + bytes([len(key)]) + key + encoded
 
 
-def _rdb(version: int, *fields: bytes, end: bool = True) -> bytes:
+def _rdb(version: int, *fields: bytes, end: bool = True, crc: bytes = b"\x5a" * 8) -> bytes:
     body = b"REDIS%04d" % version + b"".join(fields) + b"\xfe\x00\xfb\x00\x00"
-    return body + (b"\xff" + b"\x00" * 8 if end else b"\x00" * 9)
+    return body + (b"\xff" + crc if end else b"\x00" * 9)
 
 
 def test_the_rdb_header_says_which_redis_wrote_it_and_when() -> None:
@@ -130,6 +130,17 @@ def test_an_rdb_is_inspected_for_its_writer_time_and_end(tmp_path: Path) -> None
     path.write_bytes(b"PGDMP" + b"\x00" * 40)
     with pytest.raises(ComponentError, match="not an RDB file"):
         fmt.inspect(path)
+
+
+def test_an_rdb_without_a_checksum_cannot_be_proven_whole(tmp_path: Path) -> None:
+    """CRC 0 is "no checksum" to Redis: a damaged or cut-and-re-terminated file would load and pass."""
+    fmt = RedisRdb(RedisRdb.Params(path="x"))
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(_rdb(10, _aux(b"redis-ver", b"7.0.15"), crc=b"\x00" * 8))
+    with pytest.raises(ComponentError, match=r"carries no checksum .*rdbchecksum no"):
+        fmt.inspect(path)
+    path.write_bytes(_rdb(10, _aux(b"redis-ver", b"7.0.15")))
+    assert fmt.inspect(path).server_major == 7
 
 
 # -- WAL ranges ---------------------------------------------------------------------------------

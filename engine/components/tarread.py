@@ -23,6 +23,15 @@ is refused here that tarfile reads, and the archive's members go to the same
 hostile archive from writing outside its target. Where tarfile would quietly stop at
 a damaged header after the first member, this raises ``tarfile.ReadError``: a damaged
 archive is an error, never a shorter restore.
+
+``strict=True`` is for archives another tool wrote, trusted no more than an attacker's
+(``engine.foreign.trees``); drproof's own archives are also checked by their digest, so
+they keep the lenient reading. Strict reading also: requires the end-of-archive marker
+(two zero blocks; an archive cut at a member boundary looks whole otherwise); refuses a
+pax or GNU long-name header over ``MAX_PAX`` (tarfile reads one whole, so a small
+compressed file could claim gigabytes); seeks over content a seekable stream holds
+instead of reading it; and makes tarfile, where it takes over, refuse a damaged header
+at any offset and forget each member once read (it keeps every ``TarInfo`` otherwise).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import io
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from engine.streams import CHUNK
 
@@ -97,12 +106,13 @@ class _Unsupported(Exception):
     """A header this reader leaves to tarfile."""
 
 
-def members(stream: IO[bytes]) -> Iterator[tuple[Any, Content | None]]:
+def members(stream: IO[bytes], strict: bool = False) -> Iterator[tuple[Any, Content | None]]:
     """(member, content) of every member: content (chunks) for regular files, else None.
 
     The content of one member must be read (or left) before asking for the next.
+    ``strict``: an archive another tool wrote (see the module's docstring).
     """
-    return _Reader(stream).members()
+    return _Reader(stream, strict).members()
 
 
 def header_sum(block: bytes) -> int:
@@ -177,8 +187,10 @@ def _pax(data: bytes) -> dict[str, str]:
 
 
 class _Reader:
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], strict: bool = False) -> None:
         self._stream = stream
+        self._strict = strict
+        self._seek = strict and _seekable(stream)
         self._buf = b""
         self._pos = 0
         self._mark = 0  # where the member being read began: tarfile takes over from here
@@ -207,6 +219,9 @@ class _Reader:
         buffered = min(n, len(self._buf) - self._pos)
         self._pos += buffered
         n -= buffered
+        if n and self._seek:
+            self._stream.seek(n, io.SEEK_CUR)  # a short archive shows at the next header's read
+            return
         while n:
             more = self._stream.read(min(n, READ_SIZE))
             if not more:
@@ -237,6 +252,8 @@ class _Reader:
         while True:
             if not self._fill(BLOCK):
                 if self._pos == len(self._buf) and pax is None and self._started:
+                    if self._strict:
+                        raise tarfile.ReadError(CUT_SHORT)
                     return None  # the stream ends where a member could start: the end, as for tarfile
                 raise tarfile.ReadError("unexpected end of data" if self._started else "empty file")
             self._started = True
@@ -244,6 +261,8 @@ class _Reader:
             if block == _ZERO:
                 if pax is not None:
                     raise tarfile.ReadError("a pax header followed by the end of the archive")
+                if self._strict and (not self._fill(BLOCK) or self._take(BLOCK) != _ZERO):
+                    raise tarfile.ReadError(CUT_SHORT + " (a lone zero block)")
                 return None
             _check_sum(block)
             if block[257:263] != _MAGIC:
@@ -251,6 +270,8 @@ class _Reader:
             kind = block[156:157]
             if kind == b"x":
                 size = _num(block[124:136])
+                if self._strict and size > MAX_PAX:
+                    raise tarfile.ReadError(_too_large("pax extended", size))
                 if pax is not None or size > MAX_PAX:
                     raise _Unsupported
                 pax = _pax(self._take(size + (-size % BLOCK))[:size])
@@ -286,8 +307,11 @@ class _Reader:
     def _tarfile(self) -> Iterator[tuple[Any, Content | None]]:
         """The rest of the archive through tarfile, from the first header of the current member."""
         rest = _Prefixed(self._buf[self._mark :], self._stream)
-        with tarfile.open(fileobj=rest, mode="r|") as tar:
-            for info in tar:
+        kind = _StrictInfo if self._strict else tarfile.TarInfo
+        with tarfile.open(fileobj=rest, mode="r|", tarinfo=kind) as tar:
+            while (info := tar.next()) is not None:
+                if self._strict:
+                    tar.members.clear()  # type: ignore[attr-defined]  # stream mode needs none of them back; kept, they grow without bound
                 data = tar.extractfile(info) if info.isreg() else None
                 yield info, (_chunks(data) if data is not None else None)
 
@@ -341,6 +365,53 @@ def _owner(member: Member, block: bytes) -> None:
         member.uname = _text(block[265:297])
     if block[297]:
         member.gname = _text(block[297:329])
+
+
+CUT_SHORT = "cut short: no end-of-archive marker"
+
+
+def _too_large(what: str, size: int) -> str:
+    return f"a {what} header of {size} bytes (over {MAX_PAX}): refused, it would be read whole into memory"
+
+
+def _seekable(stream: IO[bytes]) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _StrictInfo(tarfile.TarInfo):
+    """tarfile's member for a strict reading: a damaged or missing header is an error at any offset.
+
+    ``TarFile.next`` ends the archive quietly on a bad header after the first member; these
+    errors are turned into ``ReadError``, which it lets through. The end-of-archive marker
+    is two zero blocks: after the first, the second must follow.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.HeaderError as exc:
+            name = type(exc).__name__
+            if name == "EOFHeaderError":
+                if tarfile_.fileobj is None or tarfile_.fileobj.read(BLOCK) != _ZERO:
+                    raise tarfile.ReadError(CUT_SHORT + " (a lone zero block)") from None
+                raise
+            if name in ("EmptyHeaderError", "TruncatedHeaderError"):
+                raise tarfile.ReadError(CUT_SHORT) from None
+            raise tarfile.ReadError(f"damaged header: {exc}") from None
+
+    def _proc_gnulong(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PAX:
+            raise tarfile.ReadError(_too_large("GNU long-name", self.size))
+        return super()._proc_gnulong(tarfile_)  # type: ignore[misc, no-any-return]
+
+    def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size > MAX_PAX:
+            raise tarfile.ReadError(_too_large("pax extended", self.size))
+        return super()._proc_pax(tarfile_)  # type: ignore[misc, no-any-return]
 
 
 def _chunks(data: IO[bytes]) -> Iterator[bytes]:

@@ -33,6 +33,7 @@ from engine.components.vectorstore import VectorstoreComponent, VectorstoreParam
 from engine.errors import ComponentError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.stamps import file_time
+from engine.foreign.trees import NOTHING
 
 _NAME = r"^[^/\\]+$"  # a file name inside the backup's directory, never a path out of it
 _READ_TIMEOUT = 6 * 3600
@@ -71,6 +72,8 @@ class FaissIndex(ForeignFormat):
     def inspect(self, local: Path) -> ForeignFacts:
         index, documents = self._files(local)
         found = _reader(["inspect", str(index)], f"{index}")
+        if not found.get("vectors"):
+            raise ComponentError(f"{index}: {NOTHING}: the index holds 0 vectors (an empty restore proves nothing)")
         return ForeignFacts(
             taken_at=file_time(index),
             taken_at_from="the index file's modification time (a faiss index records no time)",

@@ -3,7 +3,11 @@
 Why a child: faiss trusts the lengths stored in an index file. A damaged or hostile one
 can make it allocate without bound or crash with a segmentation fault; in drproof's own
 process that would end the run without a report and leave its sandbox servers running.
-In a child it ends the child, and the parent reports a failed read.
+In a child it ends the child, and the parent reports a failed read. A child shares the
+host's memory, though: a 93-byte index claiming a 2 GiB vector made it allocate 2 GiB, and
+the kernel's OOM killer may then pick any process. So the child bounds its own data size
+(``RLIMIT_DATA``) to a multiple of the files' size plus a floor for faiss and numpy
+themselves: a claim beyond it fails as an allocation error, reported as a failed read.
 
 Two commands, each printing one JSON object on stdout (``{"error": ...}`` and exit 1 on a
 refusal): ``inspect INDEX`` describes the index; ``convert INDEX OUT MODEL [DOCUMENTS]``
@@ -20,6 +24,7 @@ and the refusal says so, naming the type.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -203,8 +208,24 @@ def _documents(path: Path | None, ids: Any) -> dict[int, str]:
     return names
 
 
+MEMORY_FLOOR = 1 << 30  # faiss, numpy and their libraries, with room for a small index
+MEMORY_PER_BYTE = 8  # the index read, its vectors reconstructed, the store written: a few copies
+
+
+def bound_memory(files: list[Path]) -> int:
+    """Limit this process's data size to what reading ``files`` can need; the limit set."""
+    size = sum(p.stat().st_size for p in files if p.is_file())
+    limit = MEMORY_FLOOR + MEMORY_PER_BYTE * size
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return limit
+
+
 def main(argv: list[str]) -> int:
     try:
+        bound_memory([Path(a) for a in (argv[1:2] + argv[4:5])])  # the index, and the id map of a convert
         if argv[:1] == ["inspect"] and len(argv) == 2:
             result = inspect(Path(argv[1]))
         elif argv[:1] == ["convert"] and len(argv) in (4, 5):

@@ -70,6 +70,9 @@ def _download_prefix(client: object, bucket: str, prefix: str, target: Path) -> 
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             rel = PurePosixPath(obj["Key"][len(prefix) :])
+            if obj["Key"].endswith("/") and not obj.get("Size"):
+                _folder_marker(bucket, obj["Key"], rel, target)
+                continue
             if not rel.parts or rel.is_absolute() or ".." in rel.parts:
                 raise RepositoryError(f"s3://{bucket}/{obj['Key']}: a key that would land outside {target}")
             dest = target.joinpath(*rel.parts)
@@ -79,6 +82,20 @@ def _download_prefix(client: object, bucket: str, prefix: str, target: Path) -> 
             count += 1
     if count == 0:
         raise RepositoryError(f"s3://{bucket}/{prefix}: no object under this prefix")
+
+
+def _folder_marker(bucket: str, key: str, rel: PurePosixPath, target: Path) -> None:
+    """A zero-byte key ending in ``/`` (the S3 console's "Create folder", some sync tools): a directory.
+
+    The prefix's own marker is the target itself; a deeper one is made a directory (an
+    empty folder is part of the tree), never a zero-byte file that the keys below it
+    would then collide with.
+    """
+    if not rel.parts:
+        return
+    if rel.is_absolute() or ".." in rel.parts:
+        raise RepositoryError(f"s3://{bucket}/{key}: a key that would land outside {target}")
+    target.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
 
 
 def _keep_time(path: Path, modified: datetime) -> None:

@@ -9,13 +9,31 @@ pg_dump's when pg_dump was newer (its output may use settings older servers refu
 Owners and grants name roles that a dump of one database does not carry (they are
 cluster-wide). Each role the dump refers to is created in the sandbox, without login,
 before the load, so the restored objects keep their owners and privileges.
+
+A plain SQL dump is a psql script, and psql's backslash commands run on this host as
+drproof's user (``\\!`` runs a shell, ``\\copy``/``\\o``/``\\w`` write files, ``\\connect``
+moves the load to another database). A dump another tool wrote is trusted no more than
+one an attacker wrote, so it is filtered as it is piped to psql (:class:`_PlainFilter`):
+a line outside COPY data starting with a backslash is never sent and stops the load,
+except the dump's own ``\\restrict``/``\\unrestrict`` lines, which are dropped; where psql
+has ``\\restrict`` (15.14, 16.10, 17.6, 18 and later) drproof's own, with a key the dump
+cannot know, comes first, so psql itself refuses a backslash command hidden mid-line.
+The dump must end as pg_dump ends it (``-- PostgreSQL database dump complete``, outside
+COPY data): psql takes the end of its input inside COPY as the end of the data, so a dump
+cut short would otherwise load partially and pass. A ``pg_dump --create`` dump creates
+and connects to its own database, which drproof would not examine: it is refused with
+how to restore it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import re
+import secrets
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -25,9 +43,10 @@ from pydantic import Field
 from engine.components.base import Component
 from engine.components.postgres import PostgresComponent, PostgresParams, server_major
 from engine.components.tools import capture, run_tool, stream_in
-from engine.errors import ComponentError
+from engine.errors import ComponentError, IntegrityError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.stamps import pg_time
+from engine.streams import CHUNK
 
 _HEADER = {
     "created": re.compile(r"^;\s+Archive created at (.+)$", re.MULTILINE),
@@ -79,11 +98,13 @@ class PgDump(ForeignFormat):
         return self._facts(local, shape, found["server"], found["dumper"], found["dbname"], taken, taken_from)
 
     def _inspect_plain(self, local: Path) -> ForeignFacts:
-        with _open_plain(local) as fh:
+        with _plain_read_errors(local), _open_plain(local) as fh:
             head = fh.read(64 * 1024).decode("utf-8", "replace")
         server, dumper = _PLAIN_SERVER.search(head), _PLAIN_DUMPER.search(head)
         if server is None and "PostgreSQL database dump" not in head:
             raise ComponentError(f"{local}: neither a pg_dump archive nor a plain SQL dump written by pg_dump")
+        if _CREATE_DATABASE.search(head):
+            raise ComponentError(_created_database(local))
         return self._facts(
             local,
             "plain",
@@ -133,13 +154,17 @@ class PgDump(ForeignFormat):
         created = _create_roles(component, roles)
         _psql(component, f'CREATE DATABASE "{component.db.replace(chr(34), chr(34) * 2)}"', "postgres")
         if shape == "plain":
+            psql = svc.tool("psql")
+            key = secrets.token_hex(16) if _has_restrict(capture([*psql, "--version"], env, "psql --version")) else None
             with _open_plain(local) as fh:
+                plain = _PlainFilter(fh, local, key)
                 stream_in(
-                    [*svc.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", svc.tool_dsn(component.db)],
+                    [*psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", svc.tool_dsn(component.db)],
                     env,
-                    fh,
+                    io.BufferedReader(plain, CHUNK),
                     f"psql loading the plain dump {local.name} into {component.instance!r}",
                 )
+            _require_tables(component, local, plain.tables)
         else:
             run_tool(
                 [
@@ -157,7 +182,7 @@ class PgDump(ForeignFormat):
 
     def _referenced_roles(self, component: PostgresComponent, local: Path, shape: str, env: dict[str, str]) -> set[str]:
         if shape == "plain":
-            with _open_plain(local) as fh:
+            with _plain_read_errors(local), _open_plain(local) as fh:
                 return _roles_in(fh)
         script = capture(
             [*component.service.tool("pg_restore"), "--schema-only", "-f", "-", str(local)],
@@ -183,6 +208,151 @@ def _open_plain(local: Path) -> IO[bytes]:
     if gzipped:
         return gzip.open(local, "rb")  # type: ignore[return-value]
     return open(local, "rb")
+
+
+_CREATE_DATABASE = re.compile(r"^CREATE DATABASE ", re.MULTILINE)
+_COPY_START = re.compile(rb"^COPY .+ FROM stdin;\r?\n?$")
+_RESTRICT = re.compile(rb"^\\(un)?restrict [A-Za-z0-9]+\s*$")
+_TRAILER = b"-- PostgreSQL database dump complete"
+
+
+def _created_database(local: Path) -> str:
+    return (
+        f"{local}: a dump made with `pg_dump --create` (it creates its own database and connects to it with "
+        "\\connect), which drproof would not examine: restore tests load a dump into a database drproof creates. "
+        "Take the dump without --create (name the database with `database:`), or in the custom format "
+        "(`pg_dump -Fc`), whose database name drproof reads"
+    )
+
+
+@contextlib.contextmanager
+def _plain_read_errors(local: Path) -> Iterator[None]:
+    """A damaged or cut-short gzip file is a domain error naming the file, not a traceback."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ComponentError(f"{local}: the gzip file is damaged or cut short ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise ComponentError(f"{local}: cannot read the dump: {exc}") from None
+
+
+def _has_restrict(version: str) -> bool:
+    """Whether this psql has ``\\restrict`` (added in 13.22, 14.19, 15.14, 16.10, 17.6 and 18)."""
+    m = re.search(r"\(PostgreSQL\) (\d+)\.(\d+)", version)
+    if m is None:
+        return False
+    major, minor = int(m.group(1)), int(m.group(2))
+    return major >= 18 or minor >= {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}.get(major, 1 << 30)
+
+
+class _PlainFilter(io.RawIOBase):
+    """A plain dump as psql may read it: no backslash command sent, and the end proven to be pg_dump's.
+
+    Lines are read at most CHUNK bytes at a time (a COPY row may be huge); only the start
+    of a line is judged. Outside COPY data a line starting with a backslash stops the
+    load (an exception here kills psql before it reads the line), save the dump's own
+    ``\\restrict``/``\\unrestrict``, dropped in favour of drproof's key. At the end the
+    trailer must have been seen with nothing but comments after it, outside COPY data.
+    """
+
+    def __init__(self, source: IO[bytes], local: Path, key: str | None) -> None:
+        self._source = source
+        self._local = local
+        self._out = f"\\restrict {key}\n".encode() if key else b""
+        self._line = 0
+        self._at_start = True
+        self._in_copy = False
+        self._trailer = False
+        self._done = False
+        self.tables = 0  # CREATE TABLE statements outside COPY data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._out and not self._done:
+            with _plain_read_errors(self._local):
+                piece = self._source.readline(CHUNK)
+            if not piece:
+                self._finish()
+            else:
+                self._out = self._judged(piece)
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _judged(self, piece: bytes) -> bytes:
+        start, self._at_start = self._at_start, piece.endswith(b"\n")
+        if not start:
+            return piece
+        self._line += 1
+        if self._in_copy:
+            self._in_copy = piece.rstrip(b"\r\n") != b"\\."
+            return piece
+        text = piece.lstrip(b" \t")
+        if text.startswith(b"\\"):
+            if _RESTRICT.match(text):
+                return b""
+            raise IntegrityError(self._refusal(text))
+        if text.startswith(b"CREATE DATABASE "):
+            raise ComponentError(_created_database(self._local))
+        if text.startswith(b"CREATE TABLE "):
+            self.tables += 1
+        if _COPY_START.match(piece):
+            self._in_copy = True
+        if piece.startswith(_TRAILER):
+            self._trailer = True
+        elif text.strip() and not text.startswith(b"--"):
+            self._trailer = False  # SQL after the trailer: not where pg_dump ends
+        return piece
+
+    def _refusal(self, text: bytes) -> str:
+        command = text.split(None, 1)[0].decode("utf-8", "replace")[:40]
+        if command in ("\\connect", "\\c"):
+            return (
+                f"{self._local} line {self._line}: {command} moves the load to another database; "
+                + _created_database(self._local).split(": ", 1)[1]
+            )
+        return (
+            f"{self._local} line {self._line}: the psql command {command!r} outside COPY data; psql would run it on "
+            "this host, as drproof's user (a shell, a file written or read, another connection). pg_dump writes "
+            "none: refused, the dump was not loaded further"
+        )
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._in_copy:
+            raise IntegrityError(
+                f"{self._local}: cut short inside COPY data (line {self._line}): the dump is not whole"
+            )
+        if not self._trailer:
+            raise IntegrityError(
+                f"{self._local}: cut short: it does not end with pg_dump's `{_TRAILER.decode()}` (line {self._line} is "
+                "the last): the dump is not whole"
+            )
+
+
+def _require_tables(component: PostgresComponent, local: Path, dumped: int) -> None:
+    """A load that leaves no table where the dump created some went somewhere else: never a pass."""
+    if not dumped:
+        return
+    conn = component.connect(component.db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%'"
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if not row or not row[0]:
+        raise IntegrityError(
+            f"{local}: the dump creates {dumped} table(s) but database {component.db!r} has none after the load"
+        )
 
 
 def _archive_header(local: Path) -> str:

@@ -11,6 +11,11 @@ file is proven whole by ``redis-check-rdb`` (every record and the CRC64) before 
 sandbox server loads it, so a damaged snapshot fails with the checker's words. Only the
 end-of-file marker is checked while inspecting, which catches a file cut short before
 any server starts.
+
+A CRC64 field of 0 means "saved without a checksum" (``rdbchecksum no``) to Redis and to
+``redis-check-rdb``, which then check nothing: a damaged value loads, and a file cut
+short and given a forged end marker plus eight zero bytes loads as a smaller dataset.
+Such a file cannot be proven whole, so it is refused while inspecting, never passed.
 """
 
 from __future__ import annotations
@@ -109,6 +114,12 @@ class RedisRdb(ForeignFormat):
         if size < _MAGIC_LEN + _TRAILER or last != _EOF:
             raise ComponentError(
                 f"{local}: an RDB file of {size} bytes that does not end with the end-of-file marker: it was cut short"
+            )
+        if version >= 5 and tail[1:] == b"\0" * 8:
+            raise ComponentError(
+                f"{local}: the RDB file carries no checksum (its CRC64 field is 0): it was saved with "
+                "`rdbchecksum no`, or cut short and given a new end marker; Redis and redis-check-rdb then check "
+                "nothing, so it cannot be proven whole. Save snapshots with `rdbchecksum yes` (Redis's default)"
             )
         fields = aux_fields(head)
         writer = fields.get("redis-ver")

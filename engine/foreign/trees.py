@@ -12,6 +12,12 @@ file's first bytes, not its name. GNU tar writes the archive's root as ``./``; t
 entry is skipped (the target is the root), every other member is judged by its full name
 before ``strip_components`` removes leading directories, so stripping cannot hide a
 ``..``.
+
+Archives are read by drproof's strict tar reader (``engine.components.tarread``,
+``strict=True``): a damaged header at any offset, a missing end-of-archive marker, a pax
+or long-name header too large to hold, or a compressed stream cut short is an error, never
+a shorter restore. A backup that restores nothing (no member, or only the root or members
+``strip_components`` removes) is refused: an empty restore proves nothing.
 """
 
 from __future__ import annotations
@@ -23,15 +29,19 @@ import io
 import lzma
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from engine.components.tarread import members
 from engine.components.untar import TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.streams import CHUNK
+
+NOTHING = "the backup holds nothing to restore"
 
 _MAGIC = {
     b"\x1f\x8b": "gzip",
@@ -67,8 +77,70 @@ def decompressed(path: Path) -> Iterator[IO[bytes]]:
         else:
             import zstandard
 
-            with zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK) as reader:
+            zstd_frames_whole(path)
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True)
+            with reader:
                 yield io.BufferedReader(reader, CHUNK)
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_frames_whole(path: Path) -> None:
+    """Refuse a zstd file whose last frame does not end, or that ends inside one.
+
+    python-zstandard's ``stream_reader`` returns end-of-file where the input ends, finished
+    frame or not, so a cut-short ``.tar.zst`` would read as a shorter archive. This walks
+    the frames' block headers (seeking over block contents, so it reads a few bytes per
+    128 KiB block) and checks the file ends exactly where its last frame does.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        pos = 0
+        while pos < size:
+            pos = _zstd_frame(fh, pos, size, path)
+
+
+def _zstd_frame(fh: IO[bytes], pos: int, size: int, path: Path) -> int:
+    """Where the frame starting at ``pos`` ends (a zstd or a skippable frame)."""
+    cursor = _Cursor(fh, pos, size, path)
+    magic = int.from_bytes(cursor.take(4), "little")
+    if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its length, then that many bytes
+        cursor.skip(int.from_bytes(cursor.take(4), "little"))
+        return cursor.pos
+    if magic != _ZSTD_MAGIC:
+        raise ComponentError(f"{path}: cannot unpack: data after the zstd stream is not a zstd frame")
+    descriptor = cursor.take(1)[0]
+    fcs_flag, single, checksum, did_flag = descriptor >> 6, descriptor >> 5 & 1, descriptor >> 2 & 1, descriptor & 3
+    cursor.skip((0 if single else 1) + (0, 1, 2, 4)[did_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag])
+    while True:
+        header = int.from_bytes(cursor.take(3), "little")
+        last, kind, length = header & 1, header >> 1 & 3, header >> 3
+        if kind == 3:
+            raise ComponentError(f"{path}: cannot unpack: a zstd block of the reserved type (the file is damaged)")
+        cursor.skip(1 if kind == 1 else length)  # an RLE block holds one byte
+        if last:
+            break
+    cursor.skip(4 if checksum else 0)
+    return cursor.pos
+
+
+class _Cursor:
+    """A position in a file whose every move is checked against the file's end."""
+
+    def __init__(self, fh: IO[bytes], pos: int, size: int, path: Path) -> None:
+        self.fh, self.pos, self.size, self.path = fh, pos, size, path
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > self.size:
+            raise ComponentError(f"{self.path}: cannot unpack: the zstd stream is cut short (a frame does not end)")
+        self.pos += n
+
+    def take(self, n: int) -> bytes:
+        start = self.pos
+        self.skip(n)
+        self.fh.seek(start)
+        return self.fh.read(n)
 
 
 def stripped(name: str, strip: int, what: str = "member") -> str | None:
@@ -93,7 +165,7 @@ class TreeStats:
     newest: float | None = None  # newest modification time among the files and links
     skipped: int = 0  # the root entry, members above strip_components, sockets
 
-    def count(self, info: tarfile.TarInfo) -> None:
+    def count(self, info: Any) -> None:
         self.entries += 1
         if info.isreg():
             self.files += 1
@@ -116,7 +188,10 @@ class _Translate(contextlib.AbstractContextManager[None]):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is None:
             return
-        if isinstance(exc, tarfile.TarError | EOFError | OSError | lzma.LZMAError) or type(exc).__name__ == "ZstdError":
+        if (
+            isinstance(exc, tarfile.TarError | EOFError | OSError | lzma.LZMAError | zlib.error)
+            or type(exc).__name__ == "ZstdError"
+        ):
             raise ComponentError(f"{self.what}: cannot unpack: {type(exc).__name__}: {exc}") from None
 
 
@@ -124,24 +199,29 @@ def scan(path: Path, strip: int = 0) -> TreeStats:
     """Read every member header (refusing hostile names), without writing anything.
 
     An uncompressed archive is read by seeking from header to header; a compressed one
-    must be decompressed to its end.
+    must be decompressed to its end. An archive that would restore nothing is refused.
     """
     stats = TreeStats()
-    with _Translate(str(path)):
-        if compression(path) == "none":
-            with tarfile.open(path, mode="r:") as tar:
-                for info in tar:
-                    _judge(info, strip, stats)
-        else:
-            with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                for info in tar:
-                    _judge(info, strip, stats)
-    if stats.entries == 0 and stats.skipped == 0:
-        raise ComponentError(f"{path}: an empty archive (no member at all)")
+    with _Translate(str(path)), decompressed(path) as stream:
+        for info, _content in members(stream, strict=True):
+            _judge(info, strip, stats)
+    _require_entries(path, stats)
     return stats
 
 
-def _judge(info: tarfile.TarInfo, strip: int, stats: TreeStats) -> None:
+def _require_entries(path: Path, stats: TreeStats) -> None:
+    """An archive or tree that writes no entry is refused, whatever was skipped: an empty restore proves nothing."""
+    if stats.entries:
+        return
+    if stats.skipped:
+        raise ComponentError(
+            f"{path}: {NOTHING}: its {stats.skipped} entr{'y is' if stats.skipped == 1 else 'ies are'} only the "
+            "root, sockets, or members strip_components removes"
+        )
+    raise ComponentError(f"{path}: {NOTHING} (an empty archive or directory: no entry at all)")
+
+
+def _judge(info: Any, strip: int, stats: TreeStats) -> None:
     name = stripped(info.name, strip)
     if info.islnk():
         stripped(info.linkname, strip, "hard link target")
@@ -155,24 +235,25 @@ def unpack(path: Path, target: Path, strip: int = 0, accept: Callable[[str], boo
     """Extract the archive at ``path`` into ``target``, a fresh private directory.
 
     ``accept(name)`` (after stripping) may leave members out; a refused hostile member
-    stops everything with ``HostileArchive``, an integrity error.
+    stops everything with ``HostileArchive``, an integrity error. Nothing written is
+    refused as an empty backup.
     """
     stats = TreeStats()
     with _Translate(str(path)), decompressed(path) as stream, TreeWriter(target) as writer:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for info in tar:
-                name = stripped(info.name, strip)
-                if name is None or (accept is not None and not accept(name)):
-                    stats.skipped += 1
-                    continue
-                info.name = name
-                if info.islnk():
-                    link = stripped(info.linkname, strip, "hard link target")
-                    if link is None:
-                        raise ComponentError(f"{path}: hard link {name!r} points at a member strip_components removes")
-                    info.linkname = link
-                writer.add(info, tar.extractfile(info) if info.isreg() else None)
-                stats.count(info)
+        for info, content in members(stream, strict=True):
+            name = stripped(info.name, strip)
+            if name is None or (accept is not None and not accept(name)):
+                stats.skipped += 1
+                continue
+            info.name = name
+            if info.islnk():
+                link = stripped(info.linkname, strip, "hard link target")
+                if link is None:
+                    raise ComponentError(f"{path}: hard link {name!r} points at a member strip_components removes")
+                info.linkname = link
+            writer.add(info, content)
+            stats.count(info)
+        _require_entries(path, stats)
         writer.finish()
     return stats
 
@@ -183,25 +264,24 @@ def read_members(path: Path, names: set[str], limit: int = 1 << 20) -> dict[str,
     Stops as soon as all were found; a member over ``limit`` bytes is not read.
     """
     found: dict[str, bytes] = {}
-    with _Translate(str(path)):
-        if compression(path) == "none":
-            with tarfile.open(path, mode="r:") as tar:
-                _collect(tar, names, limit, found)
-        else:
-            with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                _collect(tar, names, limit, found)
+    with _Translate(str(path)), decompressed(path) as stream:
+        for info, content in members(stream, strict=True):
+            name = stripped(info.name, 0)
+            if name in names and content is not None and info.size <= limit:
+                found[name] = b"".join(content)
+            if found.keys() >= names:
+                break
     return found
 
 
-def _collect(tar: tarfile.TarFile, names: set[str], limit: int, found: dict[str, bytes]) -> None:
-    for info in tar:
-        name = stripped(info.name, 0)
-        if name in names and info.isreg() and info.size <= limit:
-            member = tar.extractfile(info)
-            if member is not None:
-                found[name] = member.read()
-        if found.keys() >= names:
-            return
+def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk
+
+
+def _walk_error(error: OSError) -> None:
+    """``os.walk`` leaves out a directory it cannot list; a copy or scan that did so would be partial."""
+    raise ComponentError(f"cannot read the directory {error.filename!r} in the backup: {error.strerror or error}")
 
 
 def copy_tree(source: Path, target: Path, skip: frozenset[str] = frozenset()) -> TreeStats:
@@ -215,7 +295,7 @@ def copy_tree(source: Path, target: Path, skip: frozenset[str] = frozenset()) ->
     stats = TreeStats()
     describer = tarfile.TarFile(fileobj=io.BytesIO(), mode="w")  # only for gettarinfo's link detection
     with _Translate(str(source)), TreeWriter(target) as writer:
-        for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(source, onerror=_walk_error, followlinks=False):
             dirnames.sort()
             below = Path(dirpath).relative_to(source)
             if below == Path("."):
@@ -229,24 +309,29 @@ def copy_tree(source: Path, target: Path, skip: frozenset[str] = frozenset()) ->
                     continue
                 if info.isreg():
                     fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    with os.fdopen(fd, "rb") as fh:
-                        writer.add(info, fh)
+                    with os.fdopen(fd, "rb") as fh:  # in CHUNKs: iterating a file yields lines, held whole
+                        writer.add(info, _chunks(fh))
                 else:
                     writer.add(info, None)
                 stats.count(info)
+        _require_entries(source, stats)
         writer.finish()
     return stats
 
 
 def newest_in_tree(source: Path) -> TreeStats:
-    """Entries, bytes and the newest modification time below ``source``, without reading files."""
+    """Entries, bytes and the newest modification time below ``source``, without reading files.
+
+    An empty tree is refused: a restore of it would prove nothing.
+    """
     stats = TreeStats()
     describer = tarfile.TarFile(fileobj=io.BytesIO(), mode="w")
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(source, onerror=_walk_error, followlinks=False):
         for name in [*dirnames, *filenames]:
             info = describer.gettarinfo(os.path.join(dirpath, name), arcname=name)
             if info is None:
                 stats.skipped += 1
             else:
                 stats.count(info)
+    _require_entries(source, stats)
     return stats
