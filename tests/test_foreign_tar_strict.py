@@ -14,6 +14,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -177,9 +179,18 @@ def test_an_empty_directory_holds_nothing_to_restore(tmp_path: Path) -> None:
         copy_tree(tmp_path / "empty", _fresh(tmp_path / "out"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 directory; the test below fakes the failure")
 def test_an_unreadable_directory_in_the_backup_is_named(tmp_path: Path) -> None:
-    _unreadable_dir_refused(tmp_path)
+    """For real: as a user, or as root without the capabilities that read any directory."""
+    if os.geteuid() != 0:
+        _unreadable_dir_refused(tmp_path)
+        return
+    code = (
+        "import sys; from pathlib import Path; import tests.test_foreign_tar_strict as t; "
+        "t._unreadable_dir_refused(Path(sys.argv[1]))"
+    )
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all"]
+    done = subprocess.run([*drop, sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_an_unreadable_directory_is_named_even_as_root(tmp_path: Path) -> None:
