@@ -52,22 +52,6 @@ def built_on(kind: str, base: str) -> bool:
     return any(c.__dict__.get("name") == base for c in component_kinds.get(kind).__mro__)
 
 
-def _clash(doc: Document, path: PathKey, name: str) -> Problem:
-    """A restore test's component that has the name of a seeded `stack.components` entry.
-
-    Found by review: the seeded component was provisioned and seeded, the restore into it
-    refused (its sandbox was not empty), and fidelity called the seeded data "the restored
-    state". Restored components live in a fresh sandbox; a name can mean only one of them.
-    """
-    return problem(
-        doc,
-        path,
-        f"{name!r} is both restored by the source and a component of stack.components; a restore test "
-        "restores into a fresh sandbox component of that name, so rename one of them",
-        at_key=isinstance(path[-1], str),
-    )
-
-
 def _foreign_kind(spec: dict[str, Any]) -> str | None:
     from engine.foreign import foreign_formats
 
@@ -103,21 +87,13 @@ class CheckContext:
         comps = dict(as_dict(as_dict(data.get("stack")).get("components")))
         kinds = {str(n): as_dict(c).get("kind") for n, c in comps.items()}
         source = as_dict(data["source"]) if "source" in data else None
-        seeded = set(comps)
-        clashes: list[tuple[PathKey, str]] = []
-        for i, name in str_list(as_dict(source).get("components")):
-            if name in seeded:
-                clashes.append((("source", "components", i), name))
+        for _, name in str_list(as_dict(source).get("components")):
             comps.setdefault(name, None)
             kinds.setdefault(name, None)  # known from the backup only at run time
         for name, spec in as_dict(as_dict(source).get("backups")).items():
-            if str(name) in seeded:
-                clashes.append((("source", "backups", str(name)), str(name)))
             comps.setdefault(str(name), None)
             kinds.setdefault(str(name), _foreign_kind(as_dict(spec)))
         ctx = cls(doc=doc, components=comps, kinds=kinds, objectives=as_dict(data.get("objectives")), source=source)
-        for path, name in clashes:
-            ctx.problems.append(_clash(doc, path, name))
         if source is not None:
             ctx.backups.append("source")
         return ctx

@@ -290,6 +290,14 @@ def _check_source(ctx: CheckContext, data: dict[str, Any]) -> None:
                 ("source", "components", i),
                 f"{name!r} is both a seeded component of the stack and a component of the source; rename one",
             )
+    # Found by review: a foreign backup named like a seeded component was restored into it,
+    # refused (not empty), and fidelity called the seeded data "the restored state".
+    for name in as_dict(ctx.source.get("backups")):
+        if name in seeded:
+            ctx.add(
+                ("source", "backups", name),
+                f"{name!r} is both a seeded component of the stack and a backup of the source; rename one",
+            )
     config = ctx.source.get("config")
     if isinstance(config, str):
         path = Path(config) if Path(config).is_absolute() else Path(ctx.doc.file).parent / config
