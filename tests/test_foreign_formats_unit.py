@@ -244,3 +244,26 @@ def test_the_admission_script_quotes_the_role_and_its_password() -> None:
     assert 'CREATE ROLE "we""ird\'role"' in script and "rolname = 'we\"ird''role'" in script
     assert "PASSWORD 'pa''ss'" in script
     assert all(line for line in script.splitlines())  # one statement a line, as single-user mode reads them
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [
+        ("psql (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)", True),
+        ("psql (PostgreSQL) 15.14", False),
+        ("psql (PostgreSQL) 16.9", True),
+        ("psql (PostgreSQL) 17.6", False),
+        ("psql (PostgreSQL) 18.0", False),
+        ("psql (PostgreSQL) 12.22", True),
+        ("not psql", True),
+    ],
+)
+def test_a_plain_dump_needs_a_psql_with_restrict(version: str, refused: bool, tmp_path: Path) -> None:
+    """Without psql's \\restrict a hostile plain dump can hide a command from the line filter."""
+    from engine.foreign.pg_dump import _restrict_key
+
+    if refused:
+        with pytest.raises(ComponentError, match=r"lacks \\restrict"):
+            _restrict_key(version, tmp_path / "shop.sql")
+    else:
+        assert len(_restrict_key(version, tmp_path / "shop.sql")) == 32

@@ -15,9 +15,11 @@ drproof's user (``\\!`` runs a shell, ``\\copy``/``\\o``/``\\w`` write files, ``
 moves the load to another database). A dump another tool wrote is trusted no more than
 one an attacker wrote, so it is filtered as it is piped to psql (:class:`_PlainFilter`):
 a line outside COPY data starting with a backslash is never sent and stops the load,
-except the dump's own ``\\restrict``/``\\unrestrict`` lines, which are dropped; where psql
-has ``\\restrict`` (15.14, 16.10, 17.6, 18 and later) drproof's own, with a key the dump
-cannot know, comes first, so psql itself refuses a backslash command hidden mid-line.
+except the dump's own ``\\restrict``/``\\unrestrict`` lines, which are dropped; drproof's own
+``\\restrict``, with a key the dump cannot know, comes first, so psql itself refuses a
+backslash command hidden mid-line or after a fake COPY line inside a quoted string. A psql
+without ``\\restrict`` (before 13.22, 14.19, 15.14, 16.10, 17.6 and 18) is refused for
+plain dumps: the line filter alone cannot be trusted with them.
 The dump must end as pg_dump ends it (``-- PostgreSQL database dump complete``, outside
 COPY data): psql takes the end of its input inside COPY as the end of the data, so a dump
 cut short would otherwise load partially and pass. A ``pg_dump --create`` dump creates
@@ -155,7 +157,7 @@ class PgDump(ForeignFormat):
         _psql(component, f'CREATE DATABASE "{component.db.replace(chr(34), chr(34) * 2)}"', "postgres")
         if shape == "plain":
             psql = svc.tool("psql")
-            key = secrets.token_hex(16) if _has_restrict(capture([*psql, "--version"], env, "psql --version")) else None
+            key = _restrict_key(capture([*psql, "--version"], env, "psql --version"), local)
             with _open_plain(local) as fh:
                 plain = _PlainFilter(fh, local, key)
                 stream_in(
@@ -234,6 +236,24 @@ def _plain_read_errors(local: Path) -> Iterator[None]:
         raise ComponentError(f"{local}: the gzip file is damaged or cut short ({type(exc).__name__}: {exc})") from None
     except OSError as exc:
         raise ComponentError(f"{local}: cannot read the dump: {exc}") from None
+
+
+def _restrict_key(version: str, local: Path) -> str:
+    """A key for psql's ``\\restrict``, or a refusal where this psql has none.
+
+    Why a refusal: the line filter judges only the start of each line, and a hostile dump
+    can hide a line that looks like ``COPY ... FROM stdin;`` inside a dollar-quoted body, so
+    that the filter takes what follows for COPY data while psql reads commands (found by
+    the helper who wrote the filter). Only psql's own ``\\restrict`` closes that; without
+    it, a plain dump could run commands on this host as drproof's user.
+    """
+    if not _has_restrict(version):
+        raise ComponentError(
+            f"{local}: a plain SQL dump is a psql script, and this psql ({version.strip()}) lacks \\restrict, "
+            "which keeps a dump's backslash commands from running on this host; use psql 13.22, 14.19, 15.14, "
+            "16.10, 17.6, 18 or later, or a custom-format dump (`pg_dump -Fc`)"
+        )
+    return secrets.token_hex(16)
 
 
 def _has_restrict(version: str) -> bool:

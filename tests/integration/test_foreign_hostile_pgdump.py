@@ -64,6 +64,10 @@ def test_cut_short_and_hostile_plain_dumps_are_refused_and_run_nothing(
     copy = next(i for i, line in enumerate(lines) if line.startswith(b"COPY public.orders"))
     trailer = next(i for i, line in enumerate(lines) if line.startswith(b"-- PostgreSQL database dump complete"))
     shell_mark, midline_mark = tmp_path / "PWNED-shell", tmp_path / "PWNED-midline"
+    dollar_mark = tmp_path / "PWNED-dollar"
+    # A line that looks like COPY inside a dollar-quoted string: the line filter takes what
+    # follows for COPY data, psql for commands. Only psql's own \restrict stops it.
+    hidden = f"SELECT $q$\nCOPY x FROM stdin;\n$q$;\n\\! touch {dollar_mark}\n".encode()
     at = next(i for i, line in enumerate(lines) if line.startswith(b"SET "))  # after the dump's own \restrict
     files = {
         "whole": gzip.compress(plain),
@@ -71,6 +75,7 @@ def test_cut_short_and_hostile_plain_dumps_are_refused_and_run_nothing(
         "cuttrailer": b"".join(lines[: trailer - 1]),  # every statement whole, the end missing
         "shell": b"".join([*lines[:at], f"\\! touch {shell_mark}\n".encode(), *lines[at:]]),
         "midline": b"".join([*lines[:at], f"SELECT 1 \\! touch {midline_mark}\n".encode(), *lines[at:]]),
+        "dollar": b"".join([*lines[:at], hidden, *lines[at:]]),
     }
     paths = {}
     for name, data in files.items():
@@ -86,7 +91,8 @@ def test_cut_short_and_hostile_plain_dumps_are_refused_and_run_nothing(
     assert "does not end with pg_dump's `-- PostgreSQL database dump complete`" in restores["cuttrailer"][1]
     assert f"line {at + 1}: the psql command '\\\\!'" in restores["shell"][1]
     assert restores["midline"][0] == "failed" and "restricted" in restores["midline"][1], restores["midline"]
-    assert not shell_mark.exists() and not midline_mark.exists()
+    assert restores["dollar"][0] == "failed", restores["dollar"]
+    assert not shell_mark.exists() and not midline_mark.exists() and not dollar_mark.exists()
 
 
 def test_a_cut_short_gzipped_dump_is_a_domain_error_not_a_traceback(
