@@ -71,7 +71,7 @@ def test_a_restore_gives_every_entry_its_owner_back(tmp_path: Path) -> None:
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
     assert recorded is not None and recorded.scheme == "volumes/3"
-    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon:daemon")
+    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1")
     assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS}")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
@@ -89,10 +89,10 @@ def test_an_owner_lost_after_a_restore_is_named(tmp_path: Path) -> None:
     os.chown(comp.path / "latest.bin", 0, 0, follow_symlinks=False)
     found = {d.part: d.describe() for d in compare(before, comp.fingerprint())}
     assert found == {
-        f"{FILE}dir000/file000000.bin": f"{FILE}dir000/file000000.bin: owner differs (daemon:daemon → root:root); "
-        "content and mode as backed up",
-        f"{DIR}dir000": f"{DIR}dir000: owner differs (daemon:daemon → root:daemon); content and mode as backed up",
-        f"{FILE}latest.bin": f"{FILE}latest.bin: owner differs (daemon:daemon → root:root); content and mode as backed up",
+        f"{FILE}dir000/file000000.bin": f"{FILE}dir000/file000000.bin: owner differs (daemon#1:daemon#1 → "
+        "root#0:root#0); content and mode as backed up",
+        f"{DIR}dir000": f"{DIR}dir000: owner differs (daemon#1:daemon#1 → root#0:daemon#1); content and mode as backed up",
+        f"{FILE}latest.bin": f"{FILE}latest.bin: owner differs (daemon#1:daemon#1 → root#0:root#0); content and mode as backed up",
     }
 
 
@@ -219,7 +219,7 @@ def test_a_vector_store_gets_its_owner_back_and_fidelity_sees_it(tmp_path: Path)
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
     assert recorded is not None and recorded.scheme == "vectorstore/3"
-    assert recorded.parts[f"{FILE}index.faiss"].digest.endswith(" daemon:daemon")
+    assert recorded.parts[f"{FILE}index.faiss"].digest.endswith(" daemon#1:daemon#1")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
     assert _owners(comp.path) == was
@@ -227,7 +227,7 @@ def test_a_vector_store_gets_its_owner_back_and_fidelity_sees_it(tmp_path: Path)
     os.chown(comp.path / "index.faiss", 0, 0)
     [difference] = compare(recorded, comp.fingerprint())  # negative control
     assert difference.describe() == (
-        f"{FILE}index.faiss: owner differs (daemon:daemon → root:root); content and mode as backed up"
+        f"{FILE}index.faiss: owner differs (daemon#1:daemon#1 → root#0:root#0); content and mode as backed up"
     )
 
 
@@ -249,3 +249,36 @@ def test_a_vector_store_restored_without_root_is_not_refused_and_fidelity_names_
     assert recorded is not None
     differ = {d.part for d in compare(recorded, comp.fingerprint())}
     assert differ == {f"{FILE}{p.name}" for p in comp.path.iterdir()}
+
+
+SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("backed_up", "here", "same"),
+    [
+        ("app#1001:app#1001", "app#1001:app#1001", True),
+        # The same user with another id on this host: restored by name.
+        ("daemon#777:daemon#778", "daemon#1:daemon#1", True),
+        # A sandbox host without the application's user: restored by number.
+        ("nosuchuser-xyz#4321:nosuchgroup-xyz#4321", "#4321:#4321", True),
+        ("nosuchuser-xyz#4321:nosuchgroup-xyz#4321", "#4322:#4321", False),
+        # ... and where the number has another name here, still by number.
+        ("nosuchuser-xyz#1:nosuchgroup-xyz#1", "daemon#1:daemon#1", True),
+        # The backup had no name for the id; this host has one: the number decides.
+        ("#1:#1", "daemon#1:daemon#1", True),
+        # This host knows the recorded user, and the entry is someone else's: a difference.
+        ("daemon#1:daemon#1", "root#0:root#0", False),
+        ("daemon#1:daemon#1", "bin#1:daemon#1", False),
+        ("daemon#1:daemon#1", "#1:daemon#1", True),
+    ],
+)
+def test_owners_compare_as_a_restore_on_this_host_gives_them(backed_up: str, here: str, same: bool) -> None:
+    from engine.fingerprint import Part
+
+    expected, actual = Part(f"{SHA} {backed_up}", 3, "bytes"), Part(f"{SHA} {here}", 3, "bytes")
+    assert expected.matches(actual) is same
+    other_content = Part(f"{'cd' * 32} {backed_up}", 3, "bytes")
+    assert not other_content.matches(actual)  # content always exactly
+    with_attrs = Part(f"{SHA} {backed_up} xattrs:0123", 3, "bytes")
+    assert not with_attrs.matches(actual)  # attributes always exactly

@@ -370,14 +370,15 @@ class PartSink(Protocol):
 
 # -- owners ------------------------------------------------------------------------------
 # From scheme 3 of volumes and configuration, a file's or directory's part ends with its
-# owner: "<digest> <user>:<group>", a name where the system has one for the id, else
-# "#<id>" (as tar records a name and falls back to the number). Why in the digest: a
+# owner: "<digest> <user>#<uid>:<group>#<gid>", each name empty where the system has none
+# for the id (as tar records a name and the number). Why in the digest: a
 # restore that gives an application's files to root (or to nobody) leaves every byte
 # equal and the application unable to open its own data; the owner is as much what the
 # backup captured as the mode is. Why as readable text after the digest, not hashed into
-# it: a finding can then say "owner differs (app:app → root:root)" instead of "differs".
-# Names, not numbers, are compared, as tar restores by name: the same user on another
-# host may have another id.
+# it: a finding can then say "owner differs (app#1001:app#1001 → root#0:root#0)"
+# instead of "differs". Compared as a restore gives owners (``Part.matches``): by name
+# where both sides name one (the same user may have another id on another host), else
+# by number (a sandbox host without the application's user gets its files by number).
 OWNERS_NOT_RECORDED = (
     "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
     "directory is not compared (content, modes, links and directories are)"
@@ -387,7 +388,7 @@ _SYSTEM_NAMES: dict[tuple[str, int], str] = {}
 
 
 def _system_name(kind: str, number: int) -> str:
-    """The user ("u") or group name of an id, or "#<id>" where the system has none."""
+    """``<name>#<id>`` of a user ("u") or group id, or ``#<id>`` where the system has no name for it."""
     key = (kind, number)
     name = _SYSTEM_NAMES.get(key)
     if name is None:
@@ -395,12 +396,12 @@ def _system_name(kind: str, number: int) -> str:
             name = pwd.getpwuid(number).pw_name if kind == "u" else grp.getgrgid(number).gr_name
         except KeyError:
             name = ""
-        name = _SYSTEM_NAMES[key] = name or f"#{number}"
+        name = _SYSTEM_NAMES[key] = f"{name}#{number}"
     return name
 
 
 def owner_token(uid: int, gid: int) -> str:
-    """What a part of an entry owned by ``uid``:``gid`` ends with (" user:group")."""
+    """What a part of an entry owned by ``uid``:``gid`` ends with (" user#uid:group#gid")."""
     token = _TOKENS.get((uid, gid))
     if token is None:
         token = _TOKENS[(uid, gid)] = f" {_system_name('u', uid)}:{_system_name('g', gid)}"
@@ -410,7 +411,7 @@ def owner_token(uid: int, gid: int) -> str:
 def member_token(member: TarMember) -> str:
     """The owner and attribute tokens of an archive member, from the names (else the ids) and the
     extended attributes its header records."""
-    owner = f" {member.uname or f'#{member.uid}'}:{member.gname or f'#{member.gid}'}"
+    owner = f" {member.uname}#{member.uid}:{member.gname}#{member.gid}"
     return owner + xattrs.token(xattrs.from_pax(getattr(member, "pax_headers", None)))
 
 
