@@ -256,7 +256,9 @@ class TreeWriter:
                 os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
         found = xattrs.from_pax(getattr(member, "pax_headers", None))
         if member.isdir():  # a later layer's member of the same directory says what it has now
-            self._dir_xattrs[tuple(member_parts(member.name))] = found
+            key = tuple(member_parts(member.name))
+            if found or key in self._dir_xattrs:
+                self._dir_xattrs[key] = found
         elif found:  # by its name under the directory's descriptor, never through a link
             self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found)
 
@@ -417,8 +419,9 @@ class TreeWriter:
                 os.fchmod(fd, self._modes[parts])
         if self.xattrs_missed:
             log.warning(
-                "%d extended attribute(s) of the archive could not be set (they need root, or a file system with "
-                "their namespace); the fidelity check names each entry that lacks them",
+                "%d extended attribute(s) of the archive were not set (file capabilities never are: like "
+                "set-user-ID bits, they would be a privilege; others need root, or a file system with their "
+                "namespace); the fidelity check names each entry that lacks them",
                 self.xattrs_missed,
             )
 

@@ -12,6 +12,9 @@ the file system lists is archived except ``security.selinux``: a label is the ho
 policy (restorecon sets it), and a restore onto another host must not carry one over.
 ACLs are copied as the kernel stores them, so a named user in an ACL is by number.
 
+File capabilities are archived and compared but not given back (``WITHHELD``): like a
+set-user-ID bit, an archive's capability would be a privilege on this host.
+
 A fingerprint part records the attributes as `` xattrs:<digest>`` after the owner
 (:func:`engine.components.files.owned`): a finding says the attributes differ, never
 their values (a value may be anything an application keeps there).
@@ -26,6 +29,11 @@ from collections.abc import Mapping
 
 PAX_PREFIX = "SCHILY.xattr."
 SKIPPED = ("security.selinux",)
+# Archived and compared, never given back: a file capability is a privilege, as a
+# set-user-ID bit is (engine.components.untar drops those too), and a forged archive's
+# capability (cap_setuid on a file anyone may run) must not become one on this host. The
+# fidelity check names the entries that lack one, so such a restore is never called whole.
+WITHHELD = ("security.capability",)
 # What setting an attribute may fail with where the restore cannot give it (not root, or
 # a file system without that namespace): the restore goes on and fidelity names the entry.
 NOT_GIVEN = (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL)
@@ -82,9 +90,12 @@ def from_pax(pax: Mapping[str, str] | None) -> Xattrs:
 
 
 def give(target: int | str, xattrs: Xattrs) -> int:
-    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many could not be set."""
+    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many were not set."""
     missed = 0
     for name, value in xattrs.items():
+        if name in WITHHELD:
+            missed += 1
+            continue
         try:
             os.setxattr(target, name, value, follow_symlinks=isinstance(target, int))
         except OSError as exc:
