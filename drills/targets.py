@@ -310,6 +310,13 @@ class RedisSpec(SecretRef, TargetSpec):
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError("expected redis://HOST:PORT")
+        if parts.username:
+            # Found by review: redis://backup@host dropped the user name, and the server's
+            # refusal of the default user then blamed the password.
+            raise ValueError(
+                f"a user name in the URL ({parts.username!r}) is not supported: drproof connects as the server's "
+                "default user, with password_env or password_file; give that user the rights a backup needs"
+            )
         _port(url)
         db = parts.path.strip("/")
         if db and not (db.isascii() and db.isdigit() and int(db) < 1_000_000):

@@ -156,3 +156,16 @@ def test_a_backup_config_with_an_impossible_port_or_database_is_refused_before_u
     assert "cfg.yaml:3:" in err and "port" in err
     assert "cfg.yaml:4:" in err and "database" in err
     assert "cfg.yaml:5:" in err
+
+
+def test_a_redis_url_with_a_user_name_is_refused_not_silently_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: the user name was dropped and the server's refusal blamed the password."""
+    (tmp_path / "cfg.yaml").write_text(
+        "repository: {path: repo}\ncomponents:\n  cache: {kind: redis, url: 'redis://backup@127.0.0.1:6379'}\n"
+    )
+    code = main(["backup", "--config", str(tmp_path / "cfg.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "cfg.yaml:3:" in err and "user name in the URL ('backup') is not supported" in err, err
