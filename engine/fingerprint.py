@@ -110,18 +110,17 @@ def _same_owner(kind: str, expected: str, actual: str) -> bool:
     """``name#id`` recorded at the backup against what owns the entry here, as a restore gives owners.
 
     A restore gives the owner by name where this host has the name, else by number (as GNU
-    tar does as root). So where both sides name a user, the names must be equal, unless
-    this host has no user of the recorded name (the restore could only give the number);
-    where either side has no name for the id, the numbers must be equal. Found by
-    planning restore tests: a sandbox host without the application's user would
+    tar does as root). So the recorded name, where this host has it, must be the owner's
+    here; otherwise (no name recorded, or none such here) the numbers must be equal.
+    Found by planning restore tests: a sandbox host without the application's user would
     otherwise fail every restored file on its owner.
     """
     e_name, _, e_id = expected.rpartition("#")
     a_name, _, a_id = actual.rpartition("#")
-    if e_name and a_name and e_name != a_name:
-        return e_id == a_id and not _known(kind, e_name)
-    if e_name and a_name:
+    if e_name and a_name == e_name:
         return True
+    if e_name and _known(kind, e_name):
+        return False  # the restore would have given the name this host has: anyone else is wrong
     return e_id == a_id
 
 
