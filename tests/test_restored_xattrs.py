@@ -139,3 +139,23 @@ def test_attributes_travel_as_tar_writes_them(tmp_path: Path) -> None:
     # drproof's own reader reads them (no fall back to tarfile for the rest of the archive)
     [(ours, _)] = list(tarread.members(io.BytesIO(sink.getvalue())))
     assert type(ours) is tarread.Member and xattrs.from_pax(ours.pax_headers) == {"user.blob": b"\xff\xfe\x00raw"}
+
+
+@needs_root
+@pytest.mark.parametrize("gone", [False, True], ids=["live directory kept", "directory deleted"])
+def test_the_restored_directory_itself_keeps_its_default_acl(tmp_path: Path, gone: bool) -> None:
+    """The root is no part of the archive: the swap put a fresh directory in its place and
+    dropped its ACL, so files created there after the restore no longer inherited it."""
+    comp = _volume(tmp_path)
+    os.setxattr(comp.path, "system.posix_acl_default", ACL)
+    os.setxattr(comp.path, "user.share", b"team")
+    was = xattrs.read(str(comp.path))
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    assert manifest.component(comp.instance).details["root"]["xattrs"]["user.share"] == b"team".hex()
+    if gone:
+        shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert xattrs.read(str(comp.path)) == was  # before: none
+    (comp.path / "new.txt").write_text("written after the restore")
+    assert "system.posix_acl_access" in xattrs.read(str(comp.path / "new.txt"))  # inherited, as before the disaster

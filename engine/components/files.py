@@ -955,13 +955,17 @@ def root_details(root: Path) -> dict[str, Any]:
     """The directory's own mode and owner, for a backup's details: what a restore gives the
     directory when the disaster took it whole (``extract_layers``)."""
     st = root.stat()
-    return {
+    details: dict[str, Any] = {
         "mode": oct(stat.S_IMODE(st.st_mode)),
         "uid": st.st_uid,
         "gid": st.st_gid,
         "user": (_owner_name("u", st.st_uid) or b"").decode(),
         "group": (_owner_name("g", st.st_gid) or b"").decode(),
     }
+    found = xattrs.read(str(root), follow_symlinks=True)
+    if found:  # a default ACL on a shared directory, most often: values in hexadecimal
+        details["xattrs"] = {name: value.hex() for name, value in found.items()}
+    return details
 
 
 def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> None:
@@ -970,19 +974,37 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
     Found by review: a restore of a directory the disaster deleted came back mode 0700 and
     owned by whoever ran drproof, and one run as root over a live directory another user
     owned left it root's: in both, an application running as that user could no longer
-    open its own files. The owner is set only by root (nobody else may).
+    open its own files. The owner is set only by root (nobody else may). Its extended
+    attributes likewise (a default ACL on a shared directory: files created in it after the
+    restore inherit it; without it, the swap dropped it).
     """
     if target.exists():
         st = target.stat()
         mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+        found = xattrs.read(str(target), follow_symlinks=True)
     elif recorded:
         mode = int(str(recorded.get("mode", "0o700")), 8)
         uid, gid = _recorded_id(recorded, "user", "uid"), _recorded_id(recorded, "group", "gid")
+        found = _recorded_xattrs(recorded)
     else:
         return
     staging.chmod(mode)
     if os.geteuid() == 0 and uid >= 0 and gid >= 0:
         os.chown(staging, uid, gid)
+    if found:
+        xattrs.give(str(staging), found)
+        staging.chmod(mode)  # an ACL set sets the group bits to its mask: the mode is the directory's
+
+
+def _recorded_xattrs(recorded: dict[str, Any]) -> xattrs.Xattrs:
+    """The root's attributes a backup recorded (``root_details``); none from a set that recorded none."""
+    found = recorded.get("xattrs")
+    if not isinstance(found, dict):
+        return {}
+    try:
+        return {str(name): bytes.fromhex(str(value)) for name, value in found.items()}
+    except ValueError:
+        return {}  # not hexadecimal: recorded by nothing drproof wrote
 
 
 def _recorded_id(recorded: dict[str, Any], name_key: str, id_key: str) -> int:
