@@ -28,10 +28,8 @@ from engine.components import tarread, xattrs
 from engine.components.files import DIR, FILE, write_tar
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
-from tests.test_restored_owners import _volume
+from tests.test_restored_owners import _volume, needs_root
 
-ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT and os.environ.get("CI") != "true", reason="ACLs and capabilities need root")
 DAEMON = pwd.getpwnam("daemon")
 
 _UNDEFINED = 0xFFFFFFFF
