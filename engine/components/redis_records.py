@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import methodcaller
@@ -164,17 +165,31 @@ def key_space(key: bytes) -> str:
 
 
 def space_name(head: bytes | None) -> str:
-    """The name a key space's parts carry: its prefix, in double quotes if it holds a space.
+    """The name a key space's parts carry: its prefix, in double quotes where it needs them.
 
-    Part names are ``db<N> keyspace <name>`` and ``... <name> expiry``: a prefix
-    ``user expiry`` named like the expiry part of ``user`` and overwrote it (found by
-    review), and a prefix ``(no prefix)`` like the keys without one. A name without a
-    space is left as it was; one with a space is quoted, so neither can be the other.
+    Part names are ``db<N> keyspace <name>`` and ``... <name> expiry``, so the name must
+    be one to one with the prefix. A prefix ``user expiry`` was named like the expiry part
+    of ``user`` and overwrote it, ``(no prefix)`` like the keys without one, and the bytes
+    ``\\xff`` like the four characters ``\\xff`` (found by review: two key spaces
+    reported as one). A prefix of plain text (valid UTF-8, no space, quote or backslash)
+    is its own name; any other is quoted as JSON, invalid bytes escaped as ``\\udcXX``
+    and a backslash as ``\\\\``, so no two prefixes share a name and no quoted name
+    is an unquoted one.
     """
     if head is None:
         return NO_PREFIX
-    name = head.decode("utf-8", "backslashreplace")
-    return json.dumps(name, ensure_ascii=False) if " " in name else name
+    name = head.decode("utf-8", "surrogateescape")
+    if _PLAIN.fullmatch(name):
+        return name
+    return _ESCAPED.sub(_escape, json.dumps(name, ensure_ascii=False))
+
+
+_PLAIN = re.compile(r'[^\s"\\\udc80-\udcff]*')
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _escape(byte: re.Match[str]) -> str:
+    return f"\\u{ord(byte.group()):04x}"
 
 
 @dataclass
