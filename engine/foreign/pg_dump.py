@@ -48,6 +48,7 @@ from engine.components.tools import capture, run_tool, stream_in
 from engine.errors import ComponentError, IntegrityError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.stamps import pg_time
+from engine.foreign.trees import NOTHING
 from engine.streams import CHUNK
 
 _HEADER = {
@@ -57,6 +58,9 @@ _HEADER = {
     "dumper": re.compile(r"^;\s+Dumped by pg_dump version: (.+)$", re.MULTILINE),
     "format": re.compile(r"^;\s+Format: (.+)$", re.MULTILINE),
 }
+# TOC lines of ``pg_restore -l``: "<id>; <catalog oid> <oid> <DESCRIPTION> <schema> <name> <owner>".
+_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )", re.MULTILINE)
+_TOC_DATA = re.compile(r"^\d+; \d+ \d+ (?:TABLE DATA|BLOBS|BLOB|LARGE OBJECT) ", re.MULTILINE)
 _PLAIN_SERVER = re.compile(r"^-- Dumped from database version (\S+)", re.MULTILINE)
 _PLAIN_DUMPER = re.compile(r"^-- Dumped by pg_dump version (\S+)", re.MULTILINE)
 # Role names as pg_dump writes them: an identifier, or a double-quoted one.
@@ -94,10 +98,13 @@ class PgDump(ForeignFormat):
             return self._inspect_plain(local)
         header = _archive_header(local)
         found = {k: (m.group(1).strip() if (m := rx.search(header)) else None) for k, rx in _HEADER.items()}
+        _require_data(local, len(_TOC_DATA.findall(header)))
         taken, taken_from = _created(found["created"]), "the dump's header (Archive created at)"
         if taken is None:
             taken, taken_from = _mtime(local), "the file's modification time"
-        return self._facts(local, shape, found["server"], found["dumper"], found["dbname"], taken, taken_from)
+        facts = self._facts(local, shape, found["server"], found["dumper"], found["dbname"], taken, taken_from)
+        facts.details["tables"] = len(_TOC_TABLE.findall(header))
+        return facts
 
     def _inspect_plain(self, local: Path) -> ForeignFacts:
         with _plain_read_errors(local), _open_plain(local) as fh:
@@ -166,6 +173,7 @@ class PgDump(ForeignFormat):
                     io.BufferedReader(plain, CHUNK),
                     f"psql loading the plain dump {local.name} into {component.instance!r}",
                 )
+            _require_data(local, plain.data)
             _require_tables(component, local, plain.tables)
         else:
             run_tool(
@@ -180,6 +188,7 @@ class PgDump(ForeignFormat):
                 env,
                 f"pg_restore of {local.name} into {component.instance!r}",
             )
+            _require_tables(component, local, int(facts.details.get("tables") or 0))
         return {"format": shape, "database": component.db, "roles_created": sorted(created), "jobs": self.params.jobs}
 
     def _referenced_roles(self, component: PostgresComponent, local: Path, shape: str, env: dict[str, str]) -> set[str]:
@@ -285,6 +294,7 @@ class _PlainFilter(io.RawIOBase):
         self._trailer = False
         self._done = False
         self.tables = 0  # CREATE TABLE statements outside COPY data
+        self.data = 0  # COPY, INSERT and large-object statements: rows or objects the dump carries
 
     def readable(self) -> bool:
         return True
@@ -322,6 +332,9 @@ class _PlainFilter(io.RawIOBase):
             self.tables += 1
         if _COPY_START.match(piece):
             self._in_copy = True
+            self.data += 1
+        elif text.startswith((b"INSERT INTO ", b"SELECT pg_catalog.lo_create(")):
+            self.data += 1
         if piece.startswith(_TRAILER):
             self._trailer = True
         elif text.strip() and not text.startswith(b"--"):
@@ -352,6 +365,20 @@ class _PlainFilter(io.RawIOBase):
                 f"{self._local}: cut short: it does not end with pg_dump's `{_TRAILER.decode()}` (line {self._line} is "
                 "the last): the dump is not whole"
             )
+
+
+def _require_data(local: Path, entries: int) -> None:
+    """A dump that carries no row and no large object proves nothing once restored: never a pass.
+
+    pg_dump writes a data entry (``COPY``, or ``INSERT`` with ``--inserts``) for every table
+    it dumps with data, even an empty one, so none at all means a dump of an empty database
+    or one made with ``--schema-only``.
+    """
+    if not entries:
+        raise ComponentError(
+            f"{local}: {NOTHING}: the dump carries no table data and no large object (a dump of an empty "
+            "database, or one made with --schema-only): a restore of it proves nothing about your data"
+        )
 
 
 def _require_tables(component: PostgresComponent, local: Path, dumped: int) -> None:
