@@ -29,6 +29,7 @@ from engine.components.redis_rdb import ARTIFACT, RedisRdbComponent, rdb_version
 from engine.errors import ComponentError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.stamps import file_time
+from engine.foreign.trees import NOTHING
 from engine.manifest import ArtifactRecord
 
 _MAGIC_LEN = 9
@@ -160,6 +161,10 @@ class RedisRdb(ForeignFormat):
         component.restore(ArtifactSource({ARTIFACT: record}, _opener(local)))
         client = component.client()
         keys = {name: int(info["keys"]) for name, info in client.info("keyspace").items() if name.startswith("db")}
+        if not sum(keys.values()):
+            # An empty server's snapshot (or one whose every key had expired) restores
+            # "successfully" and proves nothing about the data: never a pass.
+            raise ComponentError(f"{local}: {NOTHING}: no key is left after loading the RDB (an empty server's snapshot)")
         return {"rdb_version": facts.details["rdb_version"], "keys": keys}
 
 

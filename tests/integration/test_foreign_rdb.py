@@ -136,3 +136,14 @@ def test_a_damaged_snapshot_fails_and_one_cut_short_could_not_be_tested(
     bogus.write_bytes(b"*1\r\n$4\r\nPING\r\n" * 10)
     code, results = _run(tmp_path, {"cache": {"format": "rdb", "path": str(bogus)}}, "bogus")
     assert code == 2 and "not an RDB file" in results["error"]
+
+
+def test_a_snapshot_of_an_empty_server_holds_nothing_to_restore(tmp_path: Path) -> None:
+    """An RDB with no key restored "successfully" and the test passed, proving nothing."""
+    password = secrets.token_urlsafe(16)
+    out = tmp_path / "empty.rdb"
+    with redis_server(require_debian_redis(), tmp_path / "src", password) as port:
+        _dump(DEBIAN_REDIS.parent / "redis-cli", port, password, out)
+    code, results = _run(tmp_path, {"cache": {"format": "rdb", "path": str(out)}}, "empty")
+    assert code in (1, 2) and results["verdict"] in ("fail", "error")
+    assert "the backup holds nothing to restore: no key is left" in str(results.get("error")) + str(results["phases"])
