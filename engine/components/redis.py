@@ -80,7 +80,8 @@ class RedisComponent(Component):
         if match is None:
             return None
         numbers = ".".join(g for g in match.groups() if g is not None)
-        why = f"backup {backup_id} of {record.name!r} was taken from Redis {numbers}"
+        flavour = "Valkey" if "valkey" in version.lower() else "Redis"
+        why = f"backup {backup_id} of {record.name!r} was taken from {flavour} {numbers}"
         return ServerWanted("redis", int(match.group(1)), numbers, why)
 
     def client(self, db: int = 0) -> redis.Redis:

@@ -107,6 +107,20 @@ def rdb_version(head: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def server_name(info_server: bytes) -> str | None:
+    """``Valkey 9.1.2`` or ``7.0.15`` from ``INFO server``.
+
+    Valkey answers ``redis_version:7.2.4`` for clients that test it, and its own version in
+    ``valkey_version``. Recorded as 7.2.4, a Valkey 9 backup asked a restore test for any
+    server of 7.2 or later, one of which refuses its payloads (found by review).
+    """
+    valkey = re.search(rb"^valkey_version:(\S+)", info_server, re.MULTILINE)
+    if valkey is not None:
+        return f"Valkey {valkey.group(1).decode()}"
+    found = re.search(rb"^redis_version:(\S+)", info_server, re.MULTILINE)
+    return found.group(1).decode() if found else None
+
+
 def rdb_writer_version(head: bytes) -> str | None:
     """The ``redis-ver`` auxiliary field Redis writes first in every RDB (3.2 and later).
 
@@ -325,9 +339,8 @@ class RedisRdbComponent(RedisComponent):
         server_version = None
         valkey = False
         if kind == b"$":
-            found = re.search(rb"^redis_version:(\S+)", text, re.MULTILINE)
-            server_version = found.group(1).decode() if found else None
-            valkey = re.search(rb"^valkey_version:", text, re.MULTILINE) is not None
+            server_version = server_name(text)
+            valkey = server_version is not None and server_version.startswith("Valkey ")
         # Advertising EOF lets a server with diskless replication stream the RDB straight
         # from its fork instead of writing it to its disk first; rdb-only tells a server
         # that knows it not to follow up with its write stream. Refusals are harmless.

@@ -540,7 +540,8 @@ class ExternalRedis(_NotOurs, RedisService):
         except redis.RedisError as exc:
             self._failure = " ".join(str(exc).split())
             return False
-        self._version = f"Redis {info.get('redis_version', '?')}"
+        valkey = info.get("valkey_version")  # Valkey answers redis_version 7.2.4 for compatibility
+        self._version = f"Valkey {valkey}" if valkey else f"Redis {info.get('redis_version', '?')}"
         return True
 
     def ensure_running(self) -> None:
