@@ -337,15 +337,22 @@ class PartSpool:
     another in order (the common case: drproof archives and walks trees in the order of
     part names) are only concatenated; others are merged once, at the end.
 
-    Names starting with one of ``exclude`` are not parts at all (a volume leaves out the
-    live workload's files); :meth:`drop` forgets parts already added (an incremental layer's
+    Names starting with one of ``exclude``, or equal to one of ``exclude_exact``, are not
+    parts at all (a volume leaves out the live workload's directory and files); :meth:`drop` forgets parts already added (an incremental layer's
     removals). ``owners`` tells the code taking parts of a tree that this fingerprint's
     scheme records who owns each entry (:func:`engine.components.files.owned`).
     """
 
-    def __init__(self, exclude: tuple[str, ...] = (), buffer: int | None = None, owners: bool = False) -> None:
+    def __init__(
+        self,
+        exclude: tuple[str, ...] = (),
+        buffer: int | None = None,
+        owners: bool = False,
+        exclude_exact: frozenset[str] = frozenset(),
+    ) -> None:
         self.owners = owners
         self._exclude = exclude
+        self._exclude_exact = exclude_exact
         self._limit = buffer or BUFFER_PARTS
         self._buffer: list[tuple[str, Part]] = []
         self._file: _Scratch | None = None
@@ -354,7 +361,8 @@ class PartSpool:
         self._drops: list[tuple[int, Callable[[str], bool]]] = []
 
     def __setitem__(self, name: str, part: Part) -> None:
-        if not name.startswith(self._exclude):  # a prefix test, no call: this runs per file
+        # A prefix test and a set look-up, no call: this runs per file.
+        if not name.startswith(self._exclude) and name not in self._exclude_exact:
             buffer = self._buffer
             buffer.append((name, part))
             if len(buffer) >= self._limit:

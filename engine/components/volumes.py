@@ -98,7 +98,7 @@ class VolumesComponent(Component):
         """
         scheme = scheme or self.fingerprint_scheme
         exclude = (*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD
-        return PartSpool(exclude=exclude, owners=scheme == self.fingerprint_scheme)
+        return PartSpool(exclude=exclude, owners=scheme == self.fingerprint_scheme, exclude_exact=_WORKLOAD_DIR)
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
@@ -283,7 +283,10 @@ class VolumesComponent(Component):
         return Health(ok=True, detail=f"{count} entries listed")
 
 
-_WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}")
+# The live workload's directory and what is under it; not every name that starts like it
+# (found by review: ``dir drproof_workload`` as a prefix left ``drproof_workload_old/`` out).
+_WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}/")
+_WORKLOAD_DIR = frozenset({f"{DIR}{WORKLOAD_MARK}"})
 
 
 def _scheme(source: ArtifactSource) -> str | None:
@@ -360,7 +363,7 @@ class _Routed:
         self.owners = parts.owners
 
     def __setitem__(self, name: str, part: Part) -> None:
-        if name.startswith(_WORKLOAD):
+        if name.startswith(_WORKLOAD) or name in _WORKLOAD_DIR:
             self._workload.add(name.split(" ", 1)[1])
         else:
             self._parts[name] = part
