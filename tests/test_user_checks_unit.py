@@ -140,3 +140,17 @@ def test_checks_and_sql_steps_refuse_a_target_of_another_kind(tmp_path: Path) ->
         (11, "'cache' is a redis, not a PostgreSQL component"),
         (12, "'db' is a postgres, not a Redis component"),
     ], found
+
+
+def test_a_query_of_several_statements_is_refused_at_its_line(tmp_path: Path) -> None:
+    """A second statement could end the check's read-only transaction and write (review)."""
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        WRONG_KINDS.split("assertions:")[0].replace("target: cache", "target: db", 1)
+        + "assertions:\n"
+        + '  - query: {target: db, sql: "select 1; -- one statement, a comment after it"}\n'
+        + '  - query: {target: db, sql: "COMMIT; DELETE FROM orders; SELECT 1"}\n',
+        encoding="utf-8",
+    )
+    _, problems = validate(load(path))
+    assert [(p.line, "holds 3 statements" in p.message) for p in problems] == [(12, True)], problems

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
 from drills.assertions.expect import describe, judge, shown
+from drills.assertions.sql_text import statements_in
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
 from engine.components.postgres import PostgresComponent
-from engine.errors import DrproofError
+from engine.errors import ConfigError, DrproofError
 from engine.journal import AssertionResult
 from engine.lazy import lazy
 
@@ -40,6 +41,31 @@ class QueryParams(CheckParams):
     sql: str = Field(min_length=1, description="One SQL statement, run read-only.")
     timeout: Duration = Field(default=30.0, description="Statement timeout, e.g. 30s.")
     name: str | None = Field(default=None, description="Name in the report; default: the target.")
+
+    @field_validator("sql")
+    @classmethod
+    def _one_statement(cls, sql: str) -> str:
+        problem = one_statement_problem(sql)
+        if problem:
+            raise ValueError(problem)
+        return sql
+
+
+def one_statement_problem(sql: str) -> str | None:
+    """Why ``sql`` is not exactly one statement, or None.
+
+    A second statement could end the read-only transaction (``COMMIT; DELETE ...``) and
+    write in the next one: the server runs every statement of the text it is sent.
+    """
+    count = statements_in(sql)
+    if count == 1:
+        return None
+    if count < 0:
+        return "the SQL has a quote or comment that never closes, so where its statement ends cannot be told"
+    return (
+        f"the SQL holds {count} statements; a query check runs exactly one (a second one could end the read-only "
+        "transaction and write): split it into several checks"
+    )
 
 
 class Query(Assertion):
@@ -81,8 +107,17 @@ class Query(Assertion):
 
 
 def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[Any, ...]]:
+    problem = one_statement_problem(sql)  # checked at load too; here for callers that built params directly
+    if problem:
+        raise ConfigError(problem)
     conn = comp.connect()
     try:
+        # The statement count above assumes standard strings (a restored database may set
+        # them off, and then 'a\';DELETE...' would be two statements to the server).
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET standard_conforming_strings = on")
+        conn.autocommit = False
         conn.set_session(readonly=True)
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
