@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.components.postgres import dump_major, keep_own_password, server_major
-from engine.components.postgres_restore import creation_only, database_sql, quote_ident
+from engine.components.postgres_restore import creation_only, database_sql, dumped_name, quote_ident
 from engine.errors import ComponentError
 
 SCRIPT = """--
@@ -73,7 +73,8 @@ def _script(name: str) -> str:
 
 @given(name=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30))
 def test_every_database_statement_is_renamed_and_nothing_else(name: str) -> None:
-    sql = database_sql(_script(name), name, "drproof_restore_abc")
+    assert dumped_name(_script(name)) == name
+    sql = database_sql(_script(name), "drproof_restore_abc")
     side = '"drproof_restore_abc"'
     assert sql.create.strip().startswith(f"CREATE DATABASE {side} WITH TEMPLATE = template0")
     props = sql.properties
@@ -94,7 +95,7 @@ def test_every_database_statement_is_renamed_and_nothing_else(name: str) -> None
 
 def test_a_script_without_create_database_is_refused() -> None:
     with pytest.raises(ComponentError, match="no CREATE DATABASE"):
-        database_sql("SET x = 1;\n", "shop", "side")
+        database_sql("SET x = 1;\n", "side")
 
 
 def test_only_role_and_tablespace_creation_runs_before_the_side_database() -> None:

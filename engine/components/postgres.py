@@ -626,7 +626,7 @@ class PostgresComponent(Component):
                 f"reading the database definition in the dump of {self.instance!r}",
                 head,
             )
-        sql = pg_restore.database_sql(script, self.db, side)
+        sql = pg_restore.database_sql(script, side)
         self._run_sql(sql.create, env, f"creating the side database for {self.instance!r}")
         with source.open("database.dump") as stream:
             stream_in(
@@ -670,7 +670,7 @@ class PostgresComponent(Component):
                 env,
                 f"reading the database definition in the dump of {self.instance!r}",
             )
-            sql = pg_restore.database_sql(script, self.db, side)
+            sql = pg_restore.database_sql(script, side)
             self._run_sql(sql.create, env, f"creating the side database for {self.instance!r}")
             run_tool(
                 [*restore, f"--jobs={jobs}", "--exit-on-error", "-d", self.service.tool_dsn(side), str(target)],

@@ -155,7 +155,7 @@ def load_side(comp: PostgresComponent, source: ArtifactSource, side: str, env: d
             env,
             f"reading the database definition in the dump of {comp.instance!r}",
         )
-        sql = pg_restore.database_sql(script, comp.db, side)
+        sql = pg_restore.database_sql(script, side)
         comp._run_sql(sql.create, env, f"creating the side database for {comp.instance!r}")
         first, rest = _phases(restore, target, Path(tmp), env)
         targets = _copy_targets(restore, target, Path(tmp), listing, env)

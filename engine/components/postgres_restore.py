@@ -83,8 +83,25 @@ class DatabaseSql:
     properties: str  # owner, comment, privileges, settings: applied once the data are in
 
 
-def database_sql(script: str, live: str, side: str) -> DatabaseSql:
-    """The database-level statements of a dump, renamed from ``live`` to ``side``.
+_CREATED = re.compile(r'^CREATE DATABASE ("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)[ ;]', re.MULTILINE)
+
+
+def dumped_name(script: str) -> str | None:
+    """The name of the database the dump was taken from, as its ``CREATE DATABASE`` says."""
+    found = _CREATED.search(script)
+    if found is None:
+        return None
+    name = found.group(1)
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def database_sql(script: str, side: str) -> DatabaseSql:
+    """The database-level statements of a dump, renamed from the dumped database's name to ``side``.
+
+    The dumped name, not the target's: a restore into a database of another name (a
+    scratch server's ``shop_scratch`` from a backup of ``shop``) ran the dump's own
+    ``CREATE DATABASE shop`` unrenamed, left that database behind and loaded nothing
+    (found by review).
 
     ``script`` is ``pg_restore --create --schema-only -f -`` output (read from the
     archive's table of contents alone, so from a stream it costs the head of the dump).
@@ -94,6 +111,9 @@ def database_sql(script: str, live: str, side: str) -> DatabaseSql:
     dropped, except the dump's ``\\restrict`` guard, which is put around the whole
     script so nothing in a name or comment can run one.
     """
+    live = dumped_name(script)
+    if live is None:
+        raise ComponentError("the dump holds no CREATE DATABASE statement; it is not a pg_dump of one database")
     target = re.compile(r"\bDATABASE " + _ident_pattern(live))
     create: list[str] = []
     properties: list[str] = []
