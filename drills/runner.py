@@ -699,6 +699,7 @@ class DrillRunner:
                 )
                 for idx, (tag, _) in enumerate(assertion_params(a) for a in self.scenario.assertions)
             ]
+        assertions = unique_ids(assertions)
         statuses = {a.status for a in assertions}
         declared = {a.status for a in assertions if a.id != TIMELINE}  # the implicit check only says the steps ran
         if error is None and declared == {"not_compared"}:
@@ -846,3 +847,25 @@ def _environment() -> dict[str, str]:
         "machine": platform.machine(),
         "hostname": socket.gethostname(),
     }
+
+
+def unique_ids(assertions: list[AssertionResult]) -> list[AssertionResult]:
+    """Each check's id once in the run: a repeated one gets ``#2``, ``#3`` in the scenario's order.
+
+    Two unnamed checks of one kind on one target (two ``query`` checks of ``shop-db``)
+    were both ``query[shop-db]``, one passing and one failing; a CI view that merges test
+    cases by name, or anything keyed by id, could show the failure as passed (found by
+    review). The order of the scenario keeps the suffixes the same from run to run, so
+    history compares like with like.
+    """
+    seen: dict[str, int] = {}
+    taken = {a.id for a in assertions}
+    for a in assertions:
+        seen[a.id] = seen.get(a.id, 0) + 1
+        if seen[a.id] > 1:
+            n = seen[a.id]
+            while f"{a.id}#{n}" in taken:
+                n += 1
+            a.id = f"{a.id}#{n}"
+            taken.add(a.id)
+    return assertions
