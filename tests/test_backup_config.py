@@ -91,3 +91,19 @@ def test_s3_secrets_come_only_from_the_named_variables(tmp_path: Path, monkeypat
     repo = repository(config, None)
     assert repo.describe() == {"type": "s3", "bucket": "bkt", "prefix": "", "object_lock": "COMPLIANCE for 30 days"}
     assert "s3cr3t" not in repr(vars(repo))
+
+
+def test_validate_accepts_restore_targets_without_a_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``recovery restore --to`` file needs no repository; validate refused what the restore accepts (review)."""
+    from drills.cli import main
+
+    targets = tmp_path / "scratch.yaml"
+    targets.write_text("components:\n  files: {kind: volumes, path: /srv/scratch/files}\n")
+    assert main(["validate", str(targets)]) == 0
+    assert "restore targets for `recovery restore --to`" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.yaml"  # the same file with a mistake: still named at its line
+    wrong.write_text("components:\n  files: {kind: volumes, pth: /srv/scratch/files}\n")
+    assert main(["validate", str(wrong)]) == 2
+    assert "wrong.yaml:2:" in capsys.readouterr().err

@@ -122,3 +122,26 @@ def test_links_between_docs_resolve() -> None:
             assert path.is_file(), f"{page.name} links to missing {target}"
             if anchor:
                 assert anchor in _anchors(path), f"{page.name} links to #{anchor}, not a heading of {path.name}"
+
+
+def _doc_assertions() -> list[tuple[str, str, Any]]:
+    """Every assertion written in a YAML example of docs/ (blocks that parse and hold ``assertions``)."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            try:
+                data = yaml.safe_load(block)
+            except yaml.YAMLError:
+                continue
+            entries = data.get("assertions") if isinstance(data, dict) else None
+            for entry in entries if isinstance(entries, list) else []:
+                tag, params = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+                found.append((page.name, tag, params))
+    return found
+
+
+@pytest.mark.parametrize(("page", "tag", "params"), _doc_assertions())
+def test_every_assertion_in_a_doc_example_is_valid(page: str, tag: str, params: Any) -> None:
+    """The first YAML a user copies must load (found by review: `postgres_checks: {target: ...}` did not)."""
+    kind = assertion_kinds.get(tag)
+    kind.Params.model_validate(params or {})
