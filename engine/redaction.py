@@ -81,13 +81,30 @@ _ASSIGNMENT = re.compile(r"([A-Za-z0-9_.\-]+)=(\S+)")
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@")
 
 
+# Credentials recognisable by their own shape, wherever they appear in free text (a
+# sign-off note kept a GitHub token in clear, signed into the evidence: found by review).
+# Only formats whose prefix makes a false match unlikely.
+_SHAPED = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)"
+    r"|\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}"
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})\b",
+    re.DOTALL,
+)
+# An HTTP credential: the scheme's word, then a token with a digit in it (so prose such as
+# "Basic authentication" is left alone).
+_BEARER = re.compile(r"\b(Bearer|Basic|bearer)[ \t]+(?=[A-Za-z._~+/\-]*[0-9])[A-Za-z0-9._~+/\-]{8,}=*")
+
+
 def redact(text: str) -> str:
     """Last line of defence: mask anything that looks like a credential in a message.
 
     Tool and library errors quote connection strings (``password=...``) and URLs
-    (``scheme://user:password@host``); those values are masked before a message reaches a
-    terminal, a webhook or the audit log.
+    (``scheme://user:password@host``); people paste tokens into notes. Those values are
+    masked before a message reaches a terminal, a webhook, the audit log or evidence.
     """
+    text = _SHAPED.sub(REDACTED, text)
+    text = _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, text)
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
     return _ASSIGNMENT.sub(lambda m: m.group(1) + "=" + REDACTED if is_secret_key(m.group(1)) else m.group(0), text)
 

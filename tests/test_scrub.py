@@ -199,3 +199,33 @@ def test_no_planted_secret_reaches_any_output_file(tmp_path: Path, capsys: pytes
     source = results["scenario"]["source"]
     assert "session_secret: ***" in source and "password = ***" in source and "--token" in source
     assert [a["status"] for a in results["assertions"]].count("pass") == len(results["assertions"]) == 5
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "ghp_" + "a1B2" * 9,
+        "github_pat_" + "x_Y9" * 10,
+        "glpat-" + "Ab-9" * 6,
+        "xoxb-1234567890-abcdefghij",
+        "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+        "AKIAIOSFODNN7EXAMPLE",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
+    ],
+)
+def test_credentials_known_by_their_shape_are_masked_in_free_text(secret: str) -> None:
+    """A sign-off note kept a GitHub token in clear, signed into the evidence (review)."""
+    from engine.redaction import redact
+
+    masked = redact(f"restore approved; token {secret} rotated afterwards")
+    assert secret not in masked and "***" in masked
+    assert masked.startswith("restore approved; token ") and masked.endswith(" rotated afterwards")
+
+
+def test_bearer_credentials_are_masked_and_ordinary_words_are_not() -> None:
+    from engine.redaction import redact
+
+    assert redact("Authorization: Bearer abc.def-123456") == "Authorization: Bearer ***"
+    quiet = "the bearer of bad news, sk-learn, ghp_short, AKIA12, Basic authentication, Bearer tokens, eyJ alone"
+    assert redact(quiet) == quiet
