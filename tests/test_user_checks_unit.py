@@ -36,7 +36,12 @@ def test_a_comparison_holds_exactly_when_python_says_so(value: int, limit: int, 
 
 
 def test_expectations_that_cannot_be_met_by_accident() -> None:
-    assert judge("> 0", None) == (False, "'', not a number")
+    assert judge("> 0", None) == (False, "nil (no value)") and judge("> 0", "") == (False, "'', not a number")
+    assert judge("> 0", None, []) == (False, "no rows") and judge("= 0", None, [(None,)]) == (False, "NULL")
+    # Nothing read is not the empty text (review: no row or a NULL met `equals: ""`).
+    assert judge(ExpectSpec(equals=""), None, []) == (False, "no rows")
+    assert judge(ExpectSpec(matches=".*"), None, [(None,)]) == (False, "NULL")
+    assert judge(ExpectSpec(equals=""), "")[0] is True and judge(ExpectSpec(contains=""), "x")[0] is True
     assert judge("> 0", "NaN")[0] is False
     assert judge("rows", None, []) == (False, "0 row(s)") and judge("no rows", None, [])[0] is True
     assert judge(ExpectSpec(rows=[[1, "a"]]), None, [(1, "a")])[0] is True

@@ -77,6 +77,8 @@ def judge(expect: Expect, value: Any, rows: list[tuple[Any, ...]] | None = None)
         return (count > 0) == (text == "rows"), f"{count} row(s)"
     m = _COMPARISON.match(text)
     assert m is not None  # validated at load time
+    if value is None:
+        return False, _absent(rows)
     try:
         number = float(as_text(value))
     except ValueError:
@@ -101,6 +103,10 @@ def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | No
         got = [[as_text(v) for v in row] for row in (rows or [])]
         want = [[as_text(v) for v in row] for row in expect.rows]
         return got == want, f"{len(got)} row(s): {shown(got[:5])}"
+    if value is None:
+        # Nothing read is not the empty text: `equals: ""` or `matches: ".*"` met by a
+        # query that returned no row, or a NULL, would pass without a value.
+        return False, _absent(rows)
     text = as_text(value)
     if expect.equals is not None:
         return text == as_text(expect.equals), shown(value)
@@ -108,6 +114,13 @@ def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | No
         return re.search(expect.matches, text) is not None, shown(value)
     assert expect.contains is not None
     return expect.contains in text, shown(value)
+
+
+def _absent(rows: list[tuple[Any, ...]] | None) -> str:
+    """What was seen when no value was: no row, a NULL, or (a Redis reply) nil."""
+    if rows is None:
+        return "nil (no value)"
+    return "no rows" if not rows else "NULL"
 
 
 def describe(expect: Expect) -> str:
