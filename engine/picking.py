@@ -73,4 +73,5 @@ def pick_set(sets: Sequence[ManifestSummary], components: Sequence[str], rule: P
         chosen = random.Random(seed).choice(window)
         return Picked(chosen, f"chosen at random (seed {seed}) among the {len(window)} sets of the window", len(window), seed)
     newest = fitting[-1]
-    return Picked(newest, f"the newest of {len(fitting)} sets holding {names}", len(fitting))
+    held = f"holding {names}" if components else "(no components named: every component of the set is restored)"
+    return Picked(newest, f"the newest of {len(fitting)} sets {held}", len(fitting))
