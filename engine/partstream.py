@@ -340,11 +340,15 @@ class PartSpool:
     Names starting with one of ``exclude`` are not parts at all (a volume leaves out the
     live workload's files); :meth:`drop` forgets parts already added (an incremental layer's
     removals). ``owners`` tells the code taking parts of a tree that this fingerprint's
-    scheme records who owns each entry (:func:`engine.components.files.owned`).
+    scheme records who owns each entry (:func:`engine.components.files.owned`), ``links``
+    that it records which names share a file (:func:`engine.components.files.link_token`).
     """
 
-    def __init__(self, exclude: tuple[str, ...] = (), buffer: int | None = None, owners: bool = False) -> None:
+    def __init__(
+        self, exclude: tuple[str, ...] = (), buffer: int | None = None, owners: bool = False, links: bool = False
+    ) -> None:
         self.owners = owners
+        self.links = links
         self._exclude = exclude
         self._limit = buffer or BUFFER_PARTS
         self._buffer: list[tuple[str, Part]] = []

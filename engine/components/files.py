@@ -16,6 +16,7 @@ import pwd
 import shutil
 import stat
 import tarfile
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -383,6 +384,32 @@ OWNERS_NOT_RECORDED = (
     "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
     "directory is not compared (content, modes, links and directories are)"
 )
+# -- hard links --------------------------------------------------------------------------
+# From scheme 4 of volumes and configuration, the part of every name of a regular file
+# that the tree holds under more than one name, but the first in the order of names,
+# ends with " link:<that first name>" (percent-encoded: no space, any bytes). The first
+# name carries nothing, so the token is known when the name is met (no second pass) and a
+# tree that has no hard links has the parts it had. Why: a restore that gives two
+# independent copies of a file the application shares between names (a write through
+# one seen through the other, a deduplicated store, a `current` link) leaves every byte
+# equal; only which names share a file tells it. The first name in order of names, not
+# an inode number, so the same tree gives the same parts on any host.
+LINKS_NOT_RECORDED = (
+    "the backup's fingerprint (scheme 3, from an earlier drproof) recorded no hard links: which names share "
+    "one file is not compared (content, modes, owners and attributes are)"
+)
+LINK = " link:"
+
+
+def link_token(first: str) -> str:
+    """What the part of a further name of a hard-linked file ends with: the link to ``first``."""
+    return LINK + urllib.parse.quote(first, safe="/", errors="surrogateescape")
+
+
+# Names of the files met with more than one link, by (device, inode): what a walk keeps to
+# know a later name of one (only files of nlink > 1 are kept).
+LinkGroups = dict[tuple[int, int], list[str]]
+
 _TOKENS: dict[tuple[int, int], str] = {}
 _SYSTEM_NAMES: dict[tuple[str, int], str] = {}
 
@@ -479,7 +506,7 @@ def _fed(feed: ContentDigest | _Kept, rel: str, tap: ContentTap | None) -> tuple
     return feed.part(), None
 
 
-def tree_parts_into(root: Path, sink: PartSink) -> None:
+def tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups | None = None) -> None:
     """A part per entry below ``root``: files, links and special files, and every directory.
 
     Directories are parts of their own because a restore can lose an empty one or its
@@ -487,8 +514,14 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
     Parts arrive in the order of their names (files and directories each), so a spool
     of a million of them sorts nothing. A socket has no part: no backup archives one (as
     tar, ``write_tar``), so a server's socket in a live tree is not a difference.
+    Where the sink's scheme records hard links (its ``links``), ``groups`` receives the
+    names of every regular file with more than one link (an incremental backup archives
+    all of them when one changed).
     """
     owners = bool(getattr(sink, "owners", False))
+    if getattr(sink, "links", False):
+        _linked_tree_parts_into(root, sink, {} if groups is None else groups)
+        return
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
             continue
@@ -508,6 +541,31 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
 
 
+def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups) -> None:
+    """``tree_parts_into`` for a scheme that records hard links (see ``link_token``): owners too."""
+    for path, rel, kind in sorted_tree(str(root)):
+        if kind == OTHER and _is_socket(path):
+            continue
+        if kind == DIRECTORY:
+            try:
+                st = os.lstat(path)
+                sink[DIR + rel] = owned(dir_part(st.st_mode), st.st_uid, st.st_gid, xattrs.token(xattrs.read(path)))
+            except OSError as exc:
+                sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+            continue
+        try:
+            st = os.lstat(path)
+            part = owned(_entry_part(path, st), st.st_uid, st.st_gid, xattrs.token(xattrs.read(path)))
+            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):  # rare: a dict only for these
+                names = groups.setdefault((st.st_dev, st.st_ino), [])
+                if names:
+                    part = _with_token(part, link_token(names[0]))
+                names.append(rel)
+            sink[FILE + rel] = part
+        except OSError as exc:
+            sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+
+
 def _is_socket(path: str) -> bool:
     try:
         return stat.S_ISSOCK(os.lstat(path).st_mode)
@@ -521,9 +579,15 @@ class OwnedParts(dict[str, Part]):
     owners = True
 
 
-def tree_parts(root: Path, owners: bool = False) -> dict[str, Part]:
+class LinkedParts(OwnedParts):
+    """A dict of parts that takes owners and hard links (``link_token``)."""
+
+    links = True
+
+
+def tree_parts(root: Path, owners: bool = False, links: bool = False) -> dict[str, Part]:
     """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
-    parts: dict[str, Part] = OwnedParts() if owners else {}
+    parts: dict[str, Part] = LinkedParts() if links else OwnedParts() if owners else {}
     tree_parts_into(root, parts)
     return parts
 
@@ -939,7 +1003,10 @@ def _add_link(
     """
     part, data = linked.get(target) or (None, None)
     if parts is not None:
-        parts[FILE + arcname] = part or file_part(path, bool(getattr(parts, "owners", False)))
+        if part is None:  # not a regular file archived here (restores refuse such a link anyway)
+            parts[FILE + arcname] = file_part(path, bool(getattr(parts, "owners", False)))
+        else:  # the archive links it to the first name archived: the first in order of names
+            parts[FILE + arcname] = _with_token(part, link_token(target)) if getattr(parts, "links", False) else part
     if tap is not None and data is not None:
         tap.take(arcname, data)
 
@@ -1042,6 +1109,7 @@ class _Tracker:
     def __init__(self, parts: PartSink) -> None:
         self.parts = parts
         self._owners = bool(getattr(parts, "owners", False))
+        self._links = bool(getattr(parts, "links", False))
         self._pending: tuple[str, ContentDigest, str] | None = None
 
     def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
@@ -1049,6 +1117,8 @@ class _Tracker:
         # has it: the staged proof is of the archive; whether the owner could be given
         # back is the fidelity check's to say, from the restored tree.
         token = member_token(member) if self._owners else ""
+        if member.islnk() and self._links:  # the link, as the archive has it (TreeWriter made it)
+            token += link_token("/".join(member_parts(member.linkname, "hard link target")))
         if member.isreg() or member.islnk():
             # A hard link's content is read back from the file it now shares (TreeWriter).
             digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
