@@ -1117,9 +1117,9 @@ class _Tracker:
         # has it: the staged proof is of the archive; whether the owner could be given
         # back is the fidelity check's to say, from the restored tree.
         token = member_token(member) if self._owners else ""
-        if member.islnk() and self._links:  # the link, as the archive has it (TreeWriter made it)
-            token += link_token("/".join(member_parts(member.linkname, "hard link target")))
         if member.isreg() or member.islnk():
+            if self._links and not member.isreg():  # the link, as the archive has it (TreeWriter made it)
+                token += link_token("/".join(member_parts(member.linkname, "hard link target")))
             # A hard link's content is read back from the file it now shares (TreeWriter).
             digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
             self._pending = (rel, digest, token)
