@@ -299,3 +299,20 @@ def _opened(data: bytes) -> object:
     import contextlib
 
     return contextlib.nullcontext(io.BytesIO(data))
+
+
+def test_an_incremental_on_a_scheme_3_set_archives_linked_names_only_and_restores_them_linked(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    os.link(comp.path / "dir000" / "file000000.bin", comp.path / "dir002" / "m.bin")
+    repo = LocalRepository(tmp_path / "repo")
+    old = comp.legacy_fingerprint("volumes/3")
+    full = engine_backup.backup(repo, [comp], fingerprints={comp.instance: old})  # type: ignore[dict-item]
+    assert _recorded(full, comp).scheme == "volumes/3"
+    expected = groups(comp.path)
+    inc = engine_backup.backup(repo, [comp], parent=full)
+    assert _recorded(inc, comp).scheme == "volumes/4"
+    assert inc.component(comp.instance).details["changed"] == 2  # the two names of the linked file
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, inc, comp)
+    assert groups(comp.path) == expected
+    assert compare(_recorded(inc, comp), comp.fingerprint()) == []
