@@ -21,6 +21,7 @@ from engine import backup as engine_backup
 from engine.components.configuration import ConfigurationComponent, ConfigurationParams
 from engine.components.files import (
     FILE,
+    LINK,
     LINKS_NOT_RECORDED,
     LinkedParts,
     extract_tar,
@@ -89,13 +90,14 @@ def test_a_hard_link_replaced_by_an_equal_copy_differs_and_is_named(tmp_path: Pa
 
 def test_only_further_names_carry_the_link_and_a_tree_without_links_keeps_its_parts(tmp_path: Path) -> None:
     comp = _volume(tmp_path)
-    plain = tree_parts(comp.path, owners=True)
-    assert tree_parts(comp.path, links=True) == plain  # no hard link: the parts scheme 3 had
+    plain = tree_parts(comp.path, links=True)
+    assert not any(LINK in p.digest for p in plain.values())  # no hard link: no token
     first = comp.path / "dir000" / "file000000.bin"
     os.link(first, comp.path / "dir000" / "a later.bin")
     os.link(first, comp.path / "0-sorts-first.bin")
     parts = tree_parts(comp.path, links=True)
     assert parts[f"{FILE}0-sorts-first.bin"] == plain[f"{FILE}dir000/file000000.bin"]  # the first: no token
+    assert parts[f"{FILE}dir001/file000001.bin"] == plain[f"{FILE}dir001/file000001.bin"]
     token = link_token("0-sorts-first.bin")
     assert parts[f"{FILE}dir000/file000000.bin"].digest.endswith(token)
     assert parts[f"{FILE}dir000/a later.bin"].digest.endswith(token)
@@ -104,7 +106,7 @@ def test_only_further_names_carry_the_link_and_a_tree_without_links_keeps_its_pa
 def test_a_link_whose_other_name_is_outside_the_tree_is_no_link_of_the_tree(tmp_path: Path) -> None:
     comp = _volume(tmp_path / "in")
     os.link(comp.path / "dir000" / "file000000.bin", tmp_path / "outside.bin")
-    assert tree_parts(comp.path, links=True) == tree_parts(comp.path, owners=True)
+    assert not any(LINK in p.digest for p in tree_parts(comp.path, links=True).values())
 
 
 def test_names_of_any_bytes_stay_one_token(tmp_path: Path) -> None:
@@ -301,7 +303,7 @@ def _opened(data: bytes) -> object:
     return contextlib.nullcontext(io.BytesIO(data))
 
 
-def test_an_incremental_on_a_scheme_3_set_archives_linked_names_only_and_restores_them_linked(tmp_path: Path) -> None:
+def test_an_incremental_on_a_scheme_3_set_restores_linked_names_linked(tmp_path: Path) -> None:
     comp = _volume(tmp_path)
     os.link(comp.path / "dir000" / "file000000.bin", comp.path / "dir002" / "m.bin")
     repo = LocalRepository(tmp_path / "repo")
@@ -311,8 +313,53 @@ def test_an_incremental_on_a_scheme_3_set_archives_linked_names_only_and_restore
     expected = groups(comp.path)
     inc = engine_backup.backup(repo, [comp], parent=full)
     assert _recorded(inc, comp).scheme == "volumes/4"
-    assert inc.component(comp.instance).details["changed"] == 2  # the two names of the linked file
+    # Every entry: scheme 4 digests modes apart, so no part of scheme 3 is one of scheme 4.
+    assert inc.component(comp.instance).details["changed"] == len(list(comp.path.rglob("*")))
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, inc, comp)
     assert groups(comp.path) == expected
     assert compare(_recorded(inc, comp), comp.fingerprint()) == []
+
+
+# -- modes apart from content (scheme 4) ----------------------------------------------------
+
+
+def test_a_mode_change_alone_is_named_as_one_on_every_kind_of_entry(tmp_path: Path) -> None:
+    """Found by review: a chmod was "content differs (sha256 …)". The backup's parts (of the archive)
+    against the tree: each entry whose mode alone changed is named so, with both modes."""
+    comp = _volume(tmp_path)
+    big = comp.path / "dir000" / "big.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 5))  # several records: the chunked digest
+    os.mkfifo(comp.path / "fifo")
+    os.link(comp.path / "dir001" / "file000001.bin", comp.path / "dir003" / "alias.bin")
+    repo = LocalRepository(tmp_path / "repo")
+    recorded = _recorded(engine_backup.backup(repo, [comp]), comp)
+    assert compare(recorded, comp.fingerprint()) == []
+    for rel, mode in (("dir000/file000000.bin", 0o4755), ("dir000/big.bin", 0o600), ("dir002", 0o700), ("fifo", 0o600)):
+        os.chmod(comp.path / rel, mode)
+    os.chmod(comp.path / "dir001" / "file000001.bin", 0o640)  # both names of the linked file
+    assert compare(recorded, comp.fingerprint()).describe() == [
+        "dir dir002: mode differs (0755 → 0700); content as backed up",
+        "file dir000/big.bin: mode differs (0644 → 0600); content as backed up",
+        "file dir000/file000000.bin: mode differs (0644 → 4755); content as backed up",
+        "file dir001/file000001.bin: mode differs (0644 → 0640); content as backed up",
+        "file dir003/alias.bin: mode differs (0644 → 0640); content as backed up",
+        "file fifo: mode differs (0644 → 0600); content as backed up",
+    ]
+    big.write_bytes(b"other")
+    (line,) = [d for d in compare(recorded, comp.fingerprint()).describe() if "big.bin" in d]
+    assert line.startswith("file dir000/big.bin: content differs (sha256 ") and "mode differs (0644 → 0600)" in line
+
+
+def test_a_scheme_3_set_still_restores_proven_and_compares_green(tmp_path: Path) -> None:
+    """An older drproof's set (modes in the digest, no links): its restore is proven in scheme 3."""
+    comp = _volume(tmp_path)
+    os.link(comp.path / "dir000" / "file000000.bin", comp.path / "dir002" / "m.bin")
+    os.chmod(comp.path / "dir001" / "file000001.bin", 0o600)
+    repo = LocalRepository(tmp_path / "repo")
+    full = engine_backup.backup(repo, [comp], fingerprints={comp.instance: comp.legacy_fingerprint("volumes/3")})  # type: ignore[dict-item]
+    recorded = _recorded(full, comp)
+    assert recorded.scheme == "volumes/3"
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, full, comp)  # the staged proof, in scheme 3
+    assert compare(recorded, comp.fingerprint_like(recorded)) == []

@@ -71,8 +71,8 @@ def test_a_restore_gives_every_entry_its_owner_back(tmp_path: Path) -> None:
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
     assert recorded is not None and recorded.scheme == "volumes/4"
-    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1")
-    assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS}")
+    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1 mode:0644")
+    assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS} mode:0644")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
     assert _owners(comp.path) == was  # before: every entry (0, 0)
