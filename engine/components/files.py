@@ -428,11 +428,10 @@ _MODE_TOKENS: dict[int, str] = {}
 
 
 def mode_token(mode: int) -> str:
-    """What follows the owner in a scheme-4 part: " mode:<permission bits in octal>"."""
-    bits = stat.S_IMODE(mode)
-    token = _MODE_TOKENS.get(bits)
+    """What follows the owner in a scheme-4 part: " mode:<permission bits in octal>" (remembered by mode)."""
+    token = _MODE_TOKENS.get(mode)
     if token is None:
-        token = _MODE_TOKENS[bits] = f" mode:{bits:04o}"
+        token = _MODE_TOKENS[mode] = f" mode:{stat.S_IMODE(mode):04o}"
     return token
 
 
@@ -904,7 +903,7 @@ def _small_file(
     tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
     tar.offset += len(header) + len(data) + padding
     if parts is not None:
-        part = small_file_part(_bits(st.st_mode, getattr(parts, "links", False)), data)
+        part = small_file_part(stat.S_IFREG if getattr(parts, "links", False) else st.st_mode, data)
         _put(parts, FILE + arcname, part, st.st_uid, st.st_gid, mode=st.st_mode)
     if tap is not None and len(data) <= tap.limit:
         tap.take(arcname, data)
