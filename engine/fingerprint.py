@@ -419,13 +419,20 @@ class PartDifference(BaseModel):
             counts = f", {self.expected.count} → {self.actual.count} {self.actual.unit}"
         e_digest, e_owner, e_attrs = _entry_split(self.expected)
         a_digest, a_owner, a_attrs = _entry_split(self.actual)
+        (e_attrs, e_link), (a_attrs, a_link) = _link_split(e_attrs), _link_split(a_attrs)
+        (e_mode, e_attrs), (a_mode, a_attrs) = _mode_split(e_attrs), _mode_split(a_attrs)
         notes = []
+        if e_mode != a_mode and e_mode and a_mode:
+            notes.append(f"mode differs ({e_mode} → {a_mode})")
         if e_owner != a_owner and e_owner and a_owner:
             notes.append(f"owner differs ({e_owner} → {a_owner})")
         if e_attrs != a_attrs and (e_owner and a_owner):
             notes.append(_attrs_change(e_attrs, a_attrs))
+        if e_link != a_link and (e_owner and a_owner):
+            notes.append(_link_change(e_link, a_link))
         if notes and e_digest == a_digest:
-            return f"{self.part}: {'; '.join(notes)}; content and mode as backed up"
+            kept = "content as backed up" if e_mode != a_mode else "content and mode as backed up"
+            return f"{self.part}: {'; '.join(notes)}; {kept}"
         content = f"content differs (sha256 {e_digest[:12]}… → {a_digest[:12]}…{counts})"
         return f"{self.part}: " + "; ".join([content, *notes])
 
@@ -453,6 +460,43 @@ def _entry_split(part: Part) -> tuple[str, str, str]:
     digest, _, rest = part.digest.partition(" ")
     owner, _, attrs = rest.partition(" ")
     return digest, owner, attrs
+
+
+# What ends the part of a further name of a hard-linked file (engine.components.files.link_token).
+_LINK = " link:"
+
+
+def _link_split(attrs: str) -> tuple[str, str]:
+    """(attributes, name linked to) of what follows the owner in a tree entry's part.
+
+    The link token is last, and the attribute token holds no space, so the first
+    " link:" is the token, whatever the name it carries holds.
+    """
+    if attrs.startswith(_LINK[1:]):
+        return "", attrs[len(_LINK) - 1 :]
+    cut = attrs.find(_LINK)
+    return (attrs, "") if cut < 0 else (attrs[:cut], attrs[cut + len(_LINK) :])
+
+
+def _mode_split(attrs: str) -> tuple[str, str]:
+    """(permission bits, the rest) of what follows the owner in a scheme-4 part ("mode:0644 ..."); "" before."""
+    if not attrs.startswith("mode:"):
+        return "", attrs
+    mode, _, rest = attrs[len("mode:") :].partition(" ")
+    return mode, rest
+
+
+def _link_change(expected: str, actual: str) -> str:
+    from urllib.parse import unquote
+
+    def shown(quoted: str) -> str:
+        return repr(unquote(quoted, errors="surrogateescape"))
+
+    if not actual:
+        return f"hard link to {shown(expected)} lost (now a file of its own)"
+    if not expected:
+        return f"hard link to {shown(actual)} added (the backup had a file of its own)"
+    return f"hard link to {shown(expected)} lost, linked to {shown(actual)} instead"
 
 
 def _attrs_change(expected: str, actual: str) -> str:

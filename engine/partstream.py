@@ -338,9 +338,11 @@ class PartSpool:
     part names) are only concatenated; others are merged once, at the end.
 
     Names starting with one of ``exclude``, or equal to one of ``exclude_exact``, are not
-    parts at all (a volume leaves out the live workload's directory and files); :meth:`drop` forgets parts already added (an incremental layer's
-    removals). ``owners`` tells the code taking parts of a tree that this fingerprint's
-    scheme records who owns each entry (:func:`engine.components.files.owned`).
+    parts at all (a volume leaves out the live workload's directory and files); :meth:`drop`
+    forgets parts already added (an incremental layer's removals). ``owners`` tells the
+    code taking parts of a tree that this fingerprint's scheme records who owns each entry
+    (:func:`engine.components.files.owned`), ``links`` that it records which names share a
+    file (:func:`engine.components.files.link_token`).
     """
 
     def __init__(
@@ -349,8 +351,10 @@ class PartSpool:
         buffer: int | None = None,
         owners: bool = False,
         exclude_exact: frozenset[str] = frozenset(),
+        links: bool = False,
     ) -> None:
         self.owners = owners
+        self.links = links
         self._exclude = exclude
         self._exclude_exact = exclude_exact
         self._limit = buffer or BUFFER_PARTS

@@ -70,9 +70,9 @@ def test_a_restore_gives_every_entry_its_owner_back(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "volumes/3"
-    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1")
-    assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS}")
+    assert recorded is not None and recorded.scheme == "volumes/4"
+    assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1 mode:0644")
+    assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS} mode:0644")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
     assert _owners(comp.path) == was  # before: every entry (0, 0)
@@ -145,7 +145,7 @@ def test_configuration_files_keep_their_owners_too(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "configuration/3"
+    assert recorded is not None and recorded.scheme == "configuration/4"
     os.chown(target, 0, 0)
     rel = f"{FILE}{target.relative_to(comp.path)}"
     assert {d.part for d in compare(recorded, comp.fingerprint())} == {rel}  # negative control
@@ -197,7 +197,7 @@ def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path
     assert compare(old, comp.fingerprint_like(old)) == []
     assert comp.blind_spot("volumes/2") == OWNERS_NOT_RECORDED
     assert "owners" in (comp.blind_spot("1") or "")
-    assert comp.blind_spot("volumes/3") is None
+    assert comp.blind_spot("volumes/4") is None
 
 
 def _store(tmp_path: Path) -> Any:

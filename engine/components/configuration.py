@@ -32,6 +32,7 @@ from pydantic import Field
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     DIR,
+    LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
     PartSink,
     extract_tar,
@@ -438,19 +439,23 @@ class ConfigurationComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file()]
 
-    # Scheme 3 adds each entry's owner; scheme 2 added a part per directory (empty ones
-    # and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "configuration/3"
+    # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
+    # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "configuration/4"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories, directory modes and owners are not compared",
+        "directories, directory modes, owners and hard links are not compared",
         "configuration/2": OWNERS_NOT_RECORDED,
+        "configuration/3": LINKS_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
-        """Where the parts of the fingerprint in ``scheme`` go (scheme 1 had no directory parts, 2 no owners)."""
+        """Where the parts of the fingerprint in ``scheme`` go (1 had no directory parts, 2 no owners, 3 no links)."""
         scheme = scheme or self.fingerprint_scheme
-        return PartSpool(exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=scheme == self.fingerprint_scheme)
+        owners = scheme not in (LEGACY_SCHEME, "configuration/2")
+        return PartSpool(
+            exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=scheme == self.fingerprint_scheme
+        )
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.

@@ -16,6 +16,7 @@ import pwd
 import shutil
 import stat
 import tarfile
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -168,27 +169,40 @@ def count_entries(top: str) -> int:
     return count
 
 
-def file_part(path: Path | str, owners: bool = False) -> Part:
+def file_part(path: Path | str, owners: bool = False, apart: bool = False) -> Part:
     """Digest of one entry: its type, mode bits and content (or link target); with ``owners``, its owner and
-    extended attributes too."""
+    extended attributes too; with ``apart`` (scheme 4), the mode bits after the digest (``mode_token``)."""
     st = os.lstat(path)
+    if apart:
+        part, token = _apart(path, st)
+        return owned(part, st.st_uid, st.st_gid, token + xattrs.token(xattrs.read(str(path))))
     part = _entry_part(path, st)
     if not owners:
         return part
     return owned(part, st.st_uid, st.st_gid, xattrs.token(xattrs.read(str(path))))
 
 
-def _entry_part(path: Path | str, st: os.stat_result) -> Part:
+def _apart(path: Path | str, st: os.stat_result) -> tuple[Part, str]:
+    """An entry's part in scheme 4: digested without its permission bits, and the token that says them."""
+    if stat.S_ISLNK(st.st_mode):  # a symlink's mode means nothing (and no restore sets it)
+        return _entry_part(path, st), ""
+    return _entry_part(path, st, stat.S_IFMT(st.st_mode)), mode_token(st.st_mode)
+
+
+def _entry_part(path: Path | str, st: os.stat_result, mode: int | None = None) -> Part:
+    """The part of an entry, digested with ``mode`` (by default its own; scheme 4 leaves permission bits out)."""
+    if mode is None:
+        mode = st.st_mode
     if stat.S_ISLNK(st.st_mode):
         return symlink_part(os.readlink(path))
     if not stat.S_ISREG(st.st_mode):
-        return special_part(st.st_mode)  # opening a FIFO would wait for a writer forever
+        return special_part(mode)  # opening a FIFO would wait for a writer forever
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = os.read(fd, CHUNK)
         if len(data) < CHUNK and st.st_size < CHUNK:  # most files: one read, no chunking
-            return small_file_part(st.st_mode, data)
-        digest = ContentDigest(st.st_mode)
+            return small_file_part(mode, data)
+        digest = ContentDigest(mode)
         while data:
             digest.add(data)
             data = os.read(fd, CHUNK)
@@ -383,6 +397,53 @@ OWNERS_NOT_RECORDED = (
     "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
     "directory is not compared (content, modes, links and directories are)"
 )
+# -- hard links --------------------------------------------------------------------------
+# From scheme 4 of volumes and configuration, the part of every name of a regular file
+# that the tree holds under more than one name, but the first in the order of names,
+# ends with " link:<that first name>" (percent-encoded: no space, any bytes). The first
+# name carries nothing, so the token is known when the name is met (no second pass) and a
+# tree that has no hard links has the parts it had. Why: a restore that gives two
+# independent copies of a file the application shares between names (a write through
+# one seen through the other, a deduplicated store, a `current` link) leaves every byte
+# equal; only which names share a file tells it. The first name in order of names, not
+# an inode number, so the same tree gives the same parts on any host.
+LINKS_NOT_RECORDED = (
+    "the backup's fingerprint (scheme 3, from an earlier drproof) recorded no hard links: which names share "
+    "one file is not compared (content, modes, owners and attributes are)"
+)
+LINK = " link:"
+
+
+def link_token(first: str) -> str:
+    """What the part of a further name of a hard-linked file ends with: the link to ``first``."""
+    return LINK + urllib.parse.quote(first, safe="/", errors="surrogateescape")
+
+
+# Also from scheme 4, the permission bits of a file, directory or FIFO are not hashed with
+# its content but written after the owner, " mode:0644" (a symlink has none): a finding
+# then says "mode differs (0644 → 0600); content as backed up" where scheme 3 could only
+# say that the content's digest differed (found by review: an operator hunted for
+# corruption that was a chmod). Sinks whose ``links`` is true take parts of scheme 4.
+_MODE_TOKENS: dict[int, str] = {}
+
+
+def mode_token(mode: int) -> str:
+    """What follows the owner in a scheme-4 part: " mode:<permission bits in octal>" (remembered by mode)."""
+    token = _MODE_TOKENS.get(mode)
+    if token is None:
+        token = _MODE_TOKENS[mode] = f" mode:{stat.S_IMODE(mode):04o}"
+    return token
+
+
+def _bits(mode: int, apart: bool) -> int:
+    """The mode a part is digested with: its type alone where the permission bits are kept apart."""
+    return stat.S_IFMT(mode) if apart else mode
+
+
+# Names of the files met with more than one link, by (device, inode): what a walk keeps to
+# know a later name of one (only files of nlink > 1 are kept).
+LinkGroups = dict[tuple[int, int], list[str]]
+
 _TOKENS: dict[tuple[int, int], str] = {}
 _SYSTEM_NAMES: dict[tuple[str, int], str] = {}
 
@@ -408,10 +469,12 @@ def owner_token(uid: int, gid: int) -> str:
     return token
 
 
-def member_token(member: TarMember) -> str:
+def member_token(member: TarMember, apart: bool = False) -> str:
     """The owner and attribute tokens of an archive member, from the names (else the ids) and the
-    extended attributes its header records."""
+    extended attributes its header records; with ``apart`` (scheme 4), its mode too (not a symlink's)."""
     owner = f" {member.uname}#{member.uid}:{member.gname}#{member.gid}"
+    if apart and not member.issym():
+        owner += mode_token(member.mode)
     return owner + xattrs.token(xattrs.from_pax(getattr(member, "pax_headers", None)))
 
 
@@ -427,9 +490,17 @@ def _with_token(part: Part, token: str) -> Part:
     return Part(part.digest + token, part.count, part.unit) if token else part
 
 
-def _put(parts: PartSink, name: str, part: Part, uid: int, gid: int, xattr_token: str = "") -> Part:
-    """Add ``part`` to ``parts``, with its owner and attributes where the sink takes them; the part as added."""
+def _put(
+    parts: PartSink, name: str, part: Part, uid: int, gid: int, xattr_token: str = "", mode: int | None = None
+) -> Part:
+    """Add ``part`` to ``parts``, with its owner and attributes where the sink takes them; the part as added.
+
+    ``mode``: the entry's, written after the owner where the sink's scheme keeps it apart (``mode_token``);
+    the part was then digested without it (``_bits``).
+    """
     if getattr(parts, "owners", False):
+        if mode is not None and getattr(parts, "links", False):
+            xattr_token = mode_token(mode) + xattr_token
         part = owned(part, uid, gid, xattr_token)
     parts[name] = part
     return part
@@ -464,6 +535,7 @@ class _Kept:
 
 def _feed(mode: int, size: int, parts: PartSink | None, tap: ContentTap | None) -> ContentDigest | _Kept | None:
     """What a file's archived bytes are fed to: its digest, kept whole when ``tap`` takes it."""
+    mode = _bits(mode, getattr(parts, "links", False))
     if tap is not None and size <= tap.limit:
         return _Kept(ContentDigest(mode))
     return ContentDigest(mode) if parts is not None else None
@@ -479,7 +551,7 @@ def _fed(feed: ContentDigest | _Kept, rel: str, tap: ContentTap | None) -> tuple
     return feed.part(), None
 
 
-def tree_parts_into(root: Path, sink: PartSink) -> None:
+def tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups | None = None) -> None:
     """A part per entry below ``root``: files, links and special files, and every directory.
 
     Directories are parts of their own because a restore can lose an empty one or its
@@ -487,8 +559,14 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
     Parts arrive in the order of their names (files and directories each), so a spool
     of a million of them sorts nothing. A socket has no part: no backup archives one (as
     tar, ``write_tar``), so a server's socket in a live tree is not a difference.
+    Where the sink's scheme records hard links (its ``links``), ``groups`` receives the
+    names of every regular file with more than one link (an incremental backup archives
+    all of them when one changed).
     """
     owners = bool(getattr(sink, "owners", False))
+    if getattr(sink, "links", False):
+        _linked_tree_parts_into(root, sink, {} if groups is None else groups)
+        return
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
             continue
@@ -508,6 +586,33 @@ def tree_parts_into(root: Path, sink: PartSink) -> None:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
 
 
+def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups) -> None:
+    """``tree_parts_into`` for a scheme that records hard links (see ``link_token``): owners too."""
+    for path, rel, kind in sorted_tree(str(root)):
+        if kind == OTHER and _is_socket(path):
+            continue
+        if kind == DIRECTORY:
+            try:
+                st = os.lstat(path)
+                token = mode_token(st.st_mode) + xattrs.token(xattrs.read(path))
+                sink[DIR + rel] = owned(dir_part(0), st.st_uid, st.st_gid, token)
+            except OSError as exc:
+                sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+            continue
+        try:
+            st = os.lstat(path)
+            part, token = _apart(path, st)
+            part = owned(part, st.st_uid, st.st_gid, token + xattrs.token(xattrs.read(path)))
+            if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):  # rare: a dict only for these
+                names = groups.setdefault((st.st_dev, st.st_ino), [])
+                if names:
+                    part = _with_token(part, link_token(names[0]))
+                names.append(rel)
+            sink[FILE + rel] = part
+        except OSError as exc:
+            sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
+
+
 def _is_socket(path: str) -> bool:
     try:
         return stat.S_ISSOCK(os.lstat(path).st_mode)
@@ -521,9 +626,15 @@ class OwnedParts(dict[str, Part]):
     owners = True
 
 
-def tree_parts(root: Path, owners: bool = False) -> dict[str, Part]:
+class LinkedParts(OwnedParts):
+    """A dict of parts that takes owners and hard links (``link_token``)."""
+
+    links = True
+
+
+def tree_parts(root: Path, owners: bool = False, links: bool = False) -> dict[str, Part]:
     """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
-    parts: dict[str, Part] = OwnedParts() if owners else {}
+    parts: dict[str, Part] = LinkedParts() if links else OwnedParts() if owners else {}
     tree_parts_into(root, parts)
     return parts
 
@@ -708,7 +819,8 @@ def _fast_add(
             return None
         _emit(tar, header)
         if parts is not None:
-            _put(parts, DIR + arcname, dir_part(st.st_mode), st.st_uid, st.st_gid)
+            apart = getattr(parts, "links", False)
+            _put(parts, DIR + arcname, dir_part(_bits(st.st_mode, apart)), st.st_uid, st.st_gid, mode=st.st_mode)
         return 1
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
@@ -758,7 +870,7 @@ def _fast_file(
     if digest is not None:
         part = _fed(digest, arcname, tap)[0]
         if parts is not None:
-            _put(parts, FILE + arcname, part, st.st_uid, st.st_gid)
+            _put(parts, FILE + arcname, part, st.st_uid, st.st_gid, mode=st.st_mode)
     return 1
 
 
@@ -791,7 +903,8 @@ def _small_file(
     tar.fileobj.write(b"".join((header, data, b"\0" * padding)))
     tar.offset += len(header) + len(data) + padding
     if parts is not None:
-        _put(parts, FILE + arcname, small_file_part(st.st_mode, data), st.st_uid, st.st_gid)
+        part = small_file_part(stat.S_IFREG if getattr(parts, "links", False) else st.st_mode, data)
+        _put(parts, FILE + arcname, part, st.st_uid, st.st_gid, mode=st.st_mode)
     if tap is not None and len(data) <= tap.limit:
         tap.take(arcname, data)
     return 1
@@ -879,13 +992,13 @@ def _add(
         return 1
     if parts is None:
         return 1
-    xt = xattrs.token(found)
+    xt, apart = xattrs.token(found), getattr(parts, "links", False)
     if info.issym():
         _put(parts, FILE + arcname, symlink_part(info.linkname), info.uid, info.gid, xt)
     elif info.isdir():
-        _put(parts, DIR + arcname, dir_part(info.mode), info.uid, info.gid, xt)
+        _put(parts, DIR + arcname, dir_part(_bits(info.mode, apart)), info.uid, info.gid, xt, info.mode)
     else:
-        _put(parts, FILE + arcname, special_part(info.mode), info.uid, info.gid, xt)
+        _put(parts, FILE + arcname, special_part(_bits(info.mode, apart)), info.uid, info.gid, xt, info.mode)
     return 1
 
 
@@ -918,7 +1031,7 @@ def _add_regular(
     part, data = _fed(digest, info.name, tap)
     if parts is not None:
         xt = xattrs.token(xattrs.from_pax(info.pax_headers))
-        part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid, xt)
+        part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid, xt, info.mode)
     if st.st_nlink > 1:
         linked[info.name] = (part, data)
     return 1
@@ -939,7 +1052,12 @@ def _add_link(
     """
     part, data = linked.get(target) or (None, None)
     if parts is not None:
-        parts[FILE + arcname] = part or file_part(path, bool(getattr(parts, "owners", False)))
+        if part is None:  # not a regular file archived here (restores refuse such a link anyway)
+            parts[FILE + arcname] = file_part(
+                path, bool(getattr(parts, "owners", False)), bool(getattr(parts, "links", False))
+            )
+        else:  # the archive links it to the first name archived: the first in order of names
+            parts[FILE + arcname] = _with_token(part, link_token(target)) if getattr(parts, "links", False) else part
     if tap is not None and data is not None:
         tap.take(arcname, data)
 
@@ -1042,24 +1160,29 @@ class _Tracker:
     def __init__(self, parts: PartSink) -> None:
         self.parts = parts
         self._owners = bool(getattr(parts, "owners", False))
+        self._links = bool(getattr(parts, "links", False))
         self._pending: tuple[str, ContentDigest, str] | None = None
 
     def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
         # The owner the archive records (by name where it has one), as the backup's part
         # has it: the staged proof is of the archive; whether the owner could be given
         # back is the fidelity check's to say, from the restored tree.
-        token = member_token(member) if self._owners else ""
+        apart = self._links  # scheme 4: the mode after the owner, not in the digest
+        token = member_token(member, apart) if self._owners else ""
+        mode = 0 if apart else member.mode
         if member.isreg() or member.islnk():
+            if apart and not member.isreg():  # the link, as the archive has it (TreeWriter made it)
+                token += link_token("/".join(member_parts(member.linkname, "hard link target")))
             # A hard link's content is read back from the file it now shares (TreeWriter).
-            digest = ContentDigest(member.mode)  # the archived mode, as the backup digested it
+            digest = ContentDigest(mode)  # the archived mode, as the backup digested it
             self._pending = (rel, digest, token)
             return digest.add
         if member.issym():
             self.parts[FILE + rel] = _with_token(symlink_part(member.linkname), token)
         elif member.isfifo():
-            self.parts[FILE + rel] = _with_token(special_part(stat.S_IFIFO | member.mode), token)
+            self.parts[FILE + rel] = _with_token(special_part(stat.S_IFIFO | mode), token)
         elif member.isdir():
-            self.parts[DIR + rel] = _with_token(dir_part(member.mode), token)
+            self.parts[DIR + rel] = _with_token(dir_part(mode), token)
         return None
 
     def settle(self) -> None:

@@ -23,8 +23,10 @@ from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Hea
 from engine.components.files import (
     DIR,
     FILE,
+    LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
     Check,
+    LinkGroups,
     count_entries,
     extract_layers,
     root_details,
@@ -81,13 +83,14 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
-    # Scheme 3 adds each entry's owner; scheme 2 added a part per directory (empty ones
-    # and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "volumes/3"
+    # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
+    # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "volumes/4"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories, directory modes and owners are not compared",
+        "directories, directory modes, owners and hard links are not compared",
         "volumes/2": OWNERS_NOT_RECORDED,
+        "volumes/3": LINKS_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
@@ -98,7 +101,10 @@ class VolumesComponent(Component):
         """
         scheme = scheme or self.fingerprint_scheme
         exclude = (*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD
-        return PartSpool(exclude=exclude, owners=scheme == self.fingerprint_scheme, exclude_exact=_WORKLOAD_DIR)
+        owners = scheme not in (LEGACY_SCHEME, "volumes/2")
+        return PartSpool(
+            exclude=exclude, owners=owners, links=scheme == self.fingerprint_scheme, exclude_exact=_WORKLOAD_DIR
+        )
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
@@ -175,11 +181,12 @@ class VolumesComponent(Component):
 
     def _incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> tuple[dict[str, Any], Fingerprint]:
         spool, workload = self._spool(), _PathList()
-        tree_parts_into(self.path, _Routed(spool, workload))
+        groups: LinkGroups = {}  # the names of files with more than one link
+        tree_parts_into(self.path, _Routed(spool, workload), groups)
         current = self._taken(spool)
         archived, changes = self._spool(), LiveChanges()
         with workload:
-            details = self._write_changes(writer, parent, current, workload, archived, changes)
+            details = self._write_changes(writer, parent, current, workload, archived, changes, groups)
         settled = self._as_archived(current, self._taken(archived), changes)
         return with_changes(details, changes), settled
 
@@ -216,12 +223,18 @@ class VolumesComponent(Component):
         workload: _PathList,
         archived: PartSpool,
         changes: LiveChanges,
+        groups: LinkGroups,
     ) -> dict[str, Any]:
         """The removal list and the archive of changes, found by one merge of the two fingerprints.
 
         The live workload's entries are not in either fingerprint: they are archived
-        every time (as before fingerprints left them out).
+        every time (as before fingerprints left them out). Every name of a hard-linked
+        file one of whose names changed is archived, the first in order of names first:
+        tar then records the others as links to it, and the restore links them again
+        (found by review: ``ln a b`` after a full backup came back as two files).
         """
+        linked = {rel: key for key, names in groups.items() if len(names) > 1 for rel in names}
+        touched: set[tuple[int, int]] = set()
         with _PathList() as changed, _PathList() as removals:
             gone = 0
 
@@ -234,17 +247,25 @@ class VolumesComponent(Component):
                     gone += 1
                     removals.add(rel)
                     return
-                changed.add(rel)
                 # A changed file is removed before extraction too, so a file that became a
                 # link (or the reverse) is replaced, not merged. A changed directory (its
                 # mode) is archived again on its own, never removed: its files stay.
                 if change == "changed" and name.startswith(FILE):
                     removals.add(rel)
+                key = linked.get(rel) if name.startswith(FILE) else None
+                if key is not None:
+                    touched.add(key)  # archived below, with every other name of its file
+                else:
+                    changed.add(rel)
 
             with parent.open_batches() as theirs, current.open_batches() as ours:
                 walk(theirs, ours, found)
             for rel in workload:
                 changed.add(rel)
+            for key in sorted(touched, key=lambda k: groups[k][0]):
+                for rel in groups[key]:  # in order of names: the first is archived first
+                    if not rel.startswith(_WORKLOAD_FILES):  # archived above
+                        changed.add(rel)
             with writer.artifact(self.instance, "changes.json") as sink:
                 _write_changes_json(sink, {"remove": removals, "changed": changed})
             with writer.artifact(self.instance, "files.tar") as sink:
@@ -287,6 +308,7 @@ class VolumesComponent(Component):
 # (found by review: ``dir drproof_workload`` as a prefix left ``drproof_workload_old/`` out).
 _WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}/")
 _WORKLOAD_DIR = frozenset({f"{DIR}{WORKLOAD_MARK}"})
+_WORKLOAD_FILES = f"{WORKLOAD_MARK}/"
 
 
 def _scheme(source: ArtifactSource) -> str | None:
@@ -361,6 +383,7 @@ class _Routed:
         self._parts = parts
         self._workload = workload
         self.owners = parts.owners
+        self.links = parts.links
 
     def __setitem__(self, name: str, part: Part) -> None:
         if name.startswith(_WORKLOAD) or name in _WORKLOAD_DIR:
