@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from engine import backup as engine_backup
-from engine.components import tarread, xattrs
+from engine.components import tarread, untar, xattrs
 from engine.components.files import DIR, FILE, write_tar
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
@@ -157,3 +157,62 @@ def test_the_restored_directory_itself_keeps_its_default_acl(tmp_path: Path, gon
     assert xattrs.read(str(comp.path)) == was  # before: none
     (comp.path / "new.txt").write_text("written after the restore")
     assert "system.posix_acl_access" in xattrs.read(str(comp.path / "new.txt"))  # inherited, as before the disaster
+
+
+# A hostile archive's attributes (review finding 3): integrity-appraisal records that make IMA
+# accept a forged file, overlayfs control attributes, a file capability. None may be given.
+PRIVILEGED = {
+    "security.ima": b"\x04\x04" + b"A" * 32,
+    "security.evm": b"\x03\x02forged",
+    "trusted.overlay.redirect": b"/etc",
+    "trusted.overlay.metacopy": b"",
+    "security.capability": CAPABILITY,
+}
+
+
+def _archive(attrs: dict[str, bytes]) -> bytes:
+    """A pax archive of a file and a directory, each carrying ``attrs`` as GNU tar --xattrs writes them."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind in (("tool", tarfile.REGTYPE), ("layer", tarfile.DIRTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, 0o755, 1_700_000_000
+            info.pax_headers = xattrs.to_pax(attrs)
+            data = b"#!/bin/sh\necho hi\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+@needs_root
+def test_an_archive_gives_back_only_user_attributes_and_acls(tmp_path: Path) -> None:
+    """Before: only ``security.capability`` was withheld; IMA/EVM records and trusted.overlay.* were set."""
+    mine = {"user.origin": b"upload", "system.posix_acl_access": ACL}
+    target = tmp_path / "restored"
+    target.mkdir(mode=0o700)
+    with untar.TreeWriter(target) as writer:
+        untar.extract_into(io.BytesIO(_archive({**PRIVILEGED, **mine})), writer)
+        writer.finish()
+    assert xattrs.read(str(target / "tool")) == mine
+    assert set(xattrs.read(str(target / "layer"))) == set(mine)  # its mode, set after, rewrites the ACL's mask
+    assert writer.xattrs_missed == 2 * len(PRIVILEGED)  # counted: fidelity names both entries
+    assert all(xattrs.given(name) for name in mine) and not any(xattrs.given(name) for name in PRIVILEGED)
+
+
+@needs_root
+def test_a_trusted_attribute_is_archived_not_given_back_and_named(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    os.setxattr(comp.path / "dir000" / "file000000.bin", "trusted.app", b"1")
+    os.setxattr(comp.path / "dir001", "trusted.app", b"2")
+    os.setxattr(comp.path / "dir002" / "file000002.bin", "user.kept", b"3")  # the control: given back
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert xattrs.read(str(comp.path / "dir000" / "file000000.bin")) == {}
+    assert xattrs.read(str(comp.path / "dir002" / "file000002.bin")) == {"user.kept": b"3"}
+    found = {d.part: d.describe() for d in compare(recorded, comp.fingerprint())}
+    assert set(found) == {f"{FILE}dir000/file000000.bin", f"{DIR}dir001"}
+    assert all("extended attributes (ACLs, capabilities, user.*) lost" in said for said in found.values())

@@ -978,7 +978,8 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
     attributes likewise (a default ACL on a shared directory: files created in it after the
     restore inherit it; without it, the swap dropped it).
     """
-    if target.exists():
+    live = target.exists()
+    if live:
         st = target.stat()
         mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         found = xattrs.read(str(target), follow_symlinks=True)
@@ -991,8 +992,8 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
     staging.chmod(mode)
     if os.geteuid() == 0 and uid >= 0 and gid >= 0:
         os.chown(staging, uid, gid)
-    if found:
-        xattrs.give(str(staging), found)
+    if found:  # the live directory's own attributes all carry over; a backup's record only as an archive's do
+        xattrs.give(str(staging), found, host_own=live)
         staging.chmod(mode)  # an ACL set sets the group bits to its mask: the mode is the directory's
 
 

@@ -419,9 +419,10 @@ class TreeWriter:
                 os.fchmod(fd, self._modes[parts])
         if self.xattrs_missed:
             log.warning(
-                "%d extended attribute(s) of the archive were not set (file capabilities never are: like "
-                "set-user-ID bits, they would be a privilege; others need root, or a file system with their "
-                "namespace); the fidelity check names each entry that lacks them",
+                "%d extended attribute(s) of the archive were not set (only user.* attributes and POSIX ACLs "
+                "are ever given back: security.* and trusted.* ones, like set-user-ID bits, would be a privilege "
+                "an archive grants; the others need root, or a file system with their namespace); the fidelity "
+                "check names each entry that lacks them",
                 self.xattrs_missed,
             )
 

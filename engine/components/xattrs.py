@@ -12,8 +12,15 @@ the file system lists is archived except ``security.selinux``: a label is the ho
 policy (restorecon sets it), and a restore onto another host must not carry one over.
 ACLs are copied as the kernel stores them, so a named user in an ACL is by number.
 
-File capabilities are archived and compared but not given back (``WITHHELD``): like a
-set-user-ID bit, an archive's capability would be a privilege on this host.
+Only ``user.*`` attributes and POSIX ACLs are given back from an archive (``GIVEN``):
+every other attribute (``security.capability``, ``security.ima``, ``security.evm``,
+``trusted.*``, ...) is archived and compared but never set. Like a set-user-ID bit, an
+archive's file capability would be a privilege on this host; an IMA/EVM record makes
+integrity appraisal accept a forged file as is; ``trusted.overlay.*`` steers overlayfs
+when the restored tree is a container layer. An allow-list, not a deny-list: a review
+found ``security.ima``, ``security.evm`` and ``trusted.*`` given back from a hostile
+archive while only ``security.capability`` was withheld. The fidelity check names every
+entry that lacks one, so such a restore is never called whole.
 
 A fingerprint part records the attributes as `` xattrs:<digest>`` after the owner
 (:func:`engine.components.files.owned`): a finding says the attributes differ, never
@@ -29,11 +36,10 @@ from collections.abc import Mapping
 
 PAX_PREFIX = "SCHILY.xattr."
 SKIPPED = ("security.selinux",)
-# Archived and compared, never given back: a file capability is a privilege, as a
-# set-user-ID bit is (engine.components.untar drops those too), and a forged archive's
-# capability (cap_setuid on a file anyone may run) must not become one on this host. The
-# fidelity check names the entries that lack one, so such a restore is never called whole.
-WITHHELD = ("security.capability",)
+# What a restore gives back from an archive: an application's own attributes and ACLs.
+# Everything else is archived and compared, never given (see the module's docstring).
+GIVEN_PREFIXES = ("user.",)
+GIVEN_NAMES = ("system.posix_acl_access", "system.posix_acl_default")
 # What setting an attribute may fail with where the restore cannot give it (not root, or
 # a file system without that namespace): the restore goes on and fidelity names the entry.
 NOT_GIVEN = (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL)
@@ -89,11 +95,20 @@ def from_pax(pax: Mapping[str, str] | None) -> Xattrs:
     }
 
 
-def give(target: int | str, xattrs: Xattrs) -> int:
-    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many were not set."""
+def given(name: str) -> bool:
+    """Whether a restore sets the attribute ``name`` from an archive (``user.*`` and POSIX ACLs only)."""
+    return name.startswith(GIVEN_PREFIXES) or name in GIVEN_NAMES
+
+
+def give(target: int | str, xattrs: Xattrs, host_own: bool = False) -> int:
+    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many were not set.
+
+    Only those :func:`given` allows, unless ``host_own``: attributes read from this host's
+    own live directory a restore replaces (never from an archive or a backup's record).
+    """
     missed = 0
     for name, value in xattrs.items():
-        if name in WITHHELD:
+        if not host_own and not given(name):
             missed += 1
             continue
         try:
