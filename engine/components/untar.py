@@ -18,6 +18,8 @@ So drproof writes every member itself, relative to open directory descriptors:
   (an earlier member of the same name) makes that fail, and is then unlinked (never a
   directory) and the file created again: nothing is ever written through.
 - Hard links must name a regular file already extracted, reached the same way.
+- An owner id outside 0 to 2**32 - 2, a NUL byte in an owner's name, or an extended
+  attribute no file system holds refuses the whole archive (``_check_header``).
 - Device nodes are refused. Set-user-ID and set-group-ID bits of files are dropped:
   the files belong to whoever runs the restore (often root), so keeping them would turn
   an archive into a privilege. Directories keep set-group-ID and sticky bits.
@@ -75,6 +77,36 @@ def _timestamp(member: TarMember) -> float:
     if not math.isfinite(mtime) or abs(mtime) > MAX_MTIME:
         raise HostileArchive(f"archive member {member.name!r} has a modification time no file can have ({mtime!r})")
     return mtime
+
+
+# Owner ids a restore may give: 0 to 2**32 - 2. chown takes -1 and 2**32 - 1 as "leave the
+# owner alone", and a negative or larger id raised OverflowError from os.chown (review).
+MAX_ID = 2**32 - 2
+XATTR_NAME_MAX = 255  # Linux's limits for an extended attribute: no file system holds more
+XATTR_SIZE_MAX = 65536
+
+
+def _check_header(member: TarMember) -> None:
+    """Refuse owners and attributes no file can have, naming the member, before anything is written.
+
+    Why here, for every member: a pax header may say anything, and an id out of range, a
+    NUL byte in a user name or an attribute name raised OverflowError or ValueError from
+    ``os.chown``, ``pwd.getpwnam`` or ``os.setxattr`` (a traceback, found by review).
+    """
+    for what, number in (("user id", member.uid), ("group id", member.gid)):
+        if not 0 <= number <= MAX_ID:
+            raise HostileArchive(f"archive member {member.name!r} records {what} {number}, which no file can have")
+    for what, text in (("user name", member.uname), ("group name", member.gname)):
+        if "\0" in text:
+            raise HostileArchive(f"archive member {member.name!r} records a {what} with a NUL byte ({text!r})")
+    for name, value in xattrs.from_pax(getattr(member, "pax_headers", None)).items():
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if "\0" in name or not 0 < size <= XATTR_NAME_MAX or len(value) > XATTR_SIZE_MAX:
+            raise HostileArchive(
+                f"archive member {member.name!r} records an extended attribute no file can have: name "
+                f"{name[:80]!r} ({size} bytes), value of {len(value)} bytes (at most {XATTR_NAME_MAX} and "
+                f"{XATTR_SIZE_MAX}, no NUL byte)"
+            )
 
 
 class HostileArchive(IntegrityError):
@@ -267,6 +299,7 @@ class TreeWriter:
         """Write one member; ``content``: a regular file's bytes, in pieces."""
         self._trim()
         parts = tuple(member_parts(member.name))  # the member's path, checked once
+        _check_header(member)
         parent = self._dir(parts[:-1], True, member.name)
         assert parent is not None
         name, rel = parts[-1], "/".join(parts)
