@@ -20,6 +20,7 @@ import shutil
 import struct
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,77 @@ def test_a_trusted_attribute_is_archived_not_given_back_and_named(tmp_path: Path
     found = {d.part: d.describe() for d in compare(recorded, comp.fingerprint())}
     assert set(found) == {f"{FILE}dir000/file000000.bin", f"{DIR}dir001"}
     assert all("extended attributes (ACLs, capabilities, user.*) lost" in said for said in found.values())
+
+
+THUMBNAIL = b"\x89PNG" + b"x" * 60_000  # tmpfs and XFS hold it; ext4 keeps a file's attributes in one block
+
+
+def _takes_large_values(directory: Path) -> bool:
+    probe = directory / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", THUMBNAIL)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+@needs_root
+def test_an_attribute_too_large_for_the_file_system_is_not_given_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: ENOSPC from setxattr failed the whole restore ("No space left on device: 7",
+    naming neither file nor attribute). Now the attribute is not given: the restore goes on,
+    a warning names the file and the attribute, and fidelity names the entry (review finding 7).
+
+    Real on ext4 (where /tmp is here); elsewhere setxattr is made to answer as ext4 does."""
+    if _takes_large_values(tmp_path):
+        real = os.setxattr
+
+        def ext4(target: Any, name: str, value: bytes, *args: Any, **kwargs: Any) -> None:
+            if len(value) > 4096:
+                raise OSError(28, "No space left on device")
+            real(target, name, value, *args, **kwargs)
+
+        monkeypatch.setattr(os, "setxattr", ext4)
+    target = tmp_path / "restored"
+    target.mkdir()
+    archive = _archive({"user.thumbnail": THUMBNAIL, "user.small": b"kept"})
+    with untar.TreeWriter(target) as writer:
+        untar.extract_into(io.BytesIO(archive), writer)
+        writer.finish()
+    assert xattrs.read(str(target / "tool")) == {"user.small": b"kept"}
+    assert writer.xattrs_missed == 2  # the file's and the directory's
+    said = [r.getMessage() for r in caplog.records if "cannot hold" in r.getMessage()]
+    assert len(said) == 2 and all("user.thumbnail" in m for m in said)
+    assert any("of tool " in m for m in said) and any("of layer " in m for m in said)
+
+
+@needs_root
+def test_a_volume_with_an_attribute_too_large_here_restores_and_fidelity_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = _volume(tmp_path)
+    real = os.setxattr
+
+    def ext4(target: Any, name: str, value: bytes, *args: Any, **kwargs: Any) -> None:
+        if name == "user.thumbnail":
+            raise OSError(28, "No space left on device")
+        real(target, name, value, *args, **kwargs)
+
+    os.setxattr(comp.path / "dir000" / "file000000.bin", "user.thumbnail", b"small here, too large there")
+    os.setxattr(comp.path / "dir000" / "file000004.bin", "user.small", b"kept")  # the control
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    (comp.path / "live.txt").write_text("live data")
+    monkeypatch.setattr(os, "setxattr", ext4)  # the host restored to: its file system cannot hold it
+    engine_backup.restore(repo, manifest, comp)
+    monkeypatch.undo()
+    assert not (comp.path / "live.txt").exists()
+    assert os.getxattr(comp.path / "dir000" / "file000004.bin", "user.small") == b"kept"
+    [lost] = compare(recorded, comp.fingerprint())
+    assert lost.part == f"{FILE}dir000/file000000.bin" and "extended attributes (ACLs, capabilities, user.*) lost" in lost.describe()

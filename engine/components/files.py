@@ -993,7 +993,7 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
     if os.geteuid() == 0 and uid >= 0 and gid >= 0:
         os.chown(staging, uid, gid)
     if found:  # the live directory's own attributes all carry over; a backup's record only as an archive's do
-        xattrs.give(str(staging), found, host_own=live)
+        xattrs.give(str(staging), found, host_own=live, where=str(target))
         staging.chmod(mode)  # an ACL set sets the group bits to its mask: the mode is the directory's
 
 

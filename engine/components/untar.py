@@ -292,7 +292,7 @@ class TreeWriter:
             if found or key in self._dir_xattrs:
                 self._dir_xattrs[key] = found
         elif found:  # by its name under the directory's descriptor, never through a link
-            self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found)
+            self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found, where=member.name)
 
     # -- members --------------------------------------------------------------------------
     def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
@@ -387,7 +387,7 @@ class TreeWriter:
                     os.fchown(fd, ids[0], ids[1])
             found = xattrs.from_pax(getattr(member, "pax_headers", None))
             if found:
-                self.xattrs_missed += xattrs.give(fd, found)
+                self.xattrs_missed += xattrs.give(fd, found, where=rel)
             if mode & self._umask:
                 os.fchmod(fd, mode)
             mtime = _timestamp(member)
@@ -448,14 +448,14 @@ class TreeWriter:
             if fd is not None:
                 found = self._dir_xattrs.get(parts)
                 if found:
-                    self.xattrs_missed += xattrs.give(fd, found)
+                    self.xattrs_missed += xattrs.give(fd, found, where="/".join(parts))
                 os.fchmod(fd, self._modes[parts])
         if self.xattrs_missed:
             log.warning(
                 "%d extended attribute(s) of the archive were not set (only user.* attributes and POSIX ACLs "
                 "are ever given back: security.* and trusted.* ones, like set-user-ID bits, would be a privilege "
-                "an archive grants; the others need root, or a file system with their namespace); the fidelity "
-                "check names each entry that lacks them",
+                "an archive grants; the others need root, or a file system with their namespace and room for "
+                "them); the fidelity check names each entry that lacks them",
                 self.xattrs_missed,
             )
 
