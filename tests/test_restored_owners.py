@@ -14,9 +14,12 @@ reason (they are not marked integration: they run in seconds on a temporary dire
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,50 @@ def test_owners_compare_as_a_restore_on_this_host_gives_them(backed_up: str, her
     assert not other_content.matches(actual)  # content always exactly
     with_attrs = Part(f"{SHA} {backed_up} xattrs:0123", 3, "bytes")
     assert not with_attrs.matches(actual)  # attributes always exactly
+
+
+_IN_NAMESPACE = """
+import json, sys
+from pathlib import Path
+from engine import backup as engine_backup
+from engine.components.volumes import VolumesComponent, VolumesParams
+from engine.fingerprint import compare
+from engine.repository import LocalRepository
+from tests.conftest import DirsRuntime
+
+rt, repo_path = Path(sys.argv[1]), Path(sys.argv[2])
+comp = VolumesComponent("uploads", VolumesParams(files=6, file_size=64), DirsRuntime(rt))
+comp.provision()
+repo = LocalRepository(repo_path)
+manifest = repo.list()[-1]
+engine_backup.restore(repo, manifest, comp)
+recorded = manifest.component(comp.instance).fingerprint
+print(json.dumps(sorted(d.describe() for d in compare(recorded, comp.fingerprint()))))
+"""
+
+
+@needs_root
+def test_a_root_restore_in_a_user_namespace_keeps_unmapped_owners_and_fidelity_names_them(tmp_path: Path) -> None:
+    """Before: root in a rootless container (``unshare -r``) chowned to an id not mapped there,
+    chown said EINVAL, and the whole restore failed ("Invalid argument"). Now the entry stays
+    the restorer's, as in a non-root restore, and fidelity names its owner (review finding 8)."""
+    comp = _volume(tmp_path)
+    os.chown(comp.path / "dir000" / "file000000.bin", DAEMON.pw_uid, DAEMON.pw_gid)  # not mapped in the namespace
+    repo = LocalRepository(tmp_path / "repo")
+    engine_backup.backup(repo, [comp])
+    shutil.rmtree(comp.path / "dir001")  # the disaster
+    repo_root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", _IN_NAMESPACE, str(tmp_path / "rt"), str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [said] = json.loads(done.stdout.splitlines()[-1])
+    assert said.startswith(f"{FILE}dir000/file000000.bin: owner differs (daemon#1:daemon#1 → ")
+    assert sorted(p.name for p in (comp.path / "dir001").iterdir())  # restored
+    assert (comp.path / "dir000" / "file000000.bin").stat().st_uid == 0  # the restorer's (root, mapped to root)
+    assert (comp.path / "dir000" / "file000004.bin").stat().st_uid == 0  # the control: root's, as recorded

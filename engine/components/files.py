@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 from engine.components import xattrs
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
-from engine.components.untar import TarMember, TreeWriter, member_parts
+from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
 from engine.streams import CHUNK, ZSTD_FEED
@@ -991,7 +991,11 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
         return
     staging.chmod(mode)
     if os.geteuid() == 0 and uid >= 0 and gid >= 0:
-        os.chown(staging, uid, gid)
+        try:
+            os.chown(staging, uid, gid)
+        except OSError as exc:  # not mapped in this user namespace, or root squashed: left the restorer's
+            if exc.errno not in OWNER_NOT_GIVEN:
+                raise
     if found:  # the live directory's own attributes all carry over; a backup's record only as an archive's do
         xattrs.give(str(staging), found, host_own=live, where=str(target))
         staging.chmod(mode)  # an ACL set sets the group bits to its mask: the mode is the directory's
