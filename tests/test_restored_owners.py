@@ -335,3 +335,62 @@ def test_a_root_restore_in_a_user_namespace_keeps_unmapped_owners_and_fidelity_n
     assert sorted(p.name for p in (comp.path / "dir001").iterdir())  # restored
     assert (comp.path / "dir000" / "file000000.bin").stat().st_uid == 0  # the restorer's (root, mapped to root)
     assert (comp.path / "dir000" / "file000004.bin").stat().st_uid == 0  # the control: root's, as recorded
+
+
+# user::rwx group::r-x mask::rwx other::--- : a default ACL as a shared directory has one
+_PARENT_ACL = bytes.fromhex("02000000" "01000700ffffffff" "04000500ffffffff" "10000700ffffffff" "20000000ffffffff")
+
+
+def _shared(parent: Path, how: str) -> None:
+    """The parent of the restored directory as a shared one often is: set-group-ID, or with a default ACL."""
+    if how in ("set-gid", "both"):
+        os.chown(parent, 0, DAEMON.pw_gid)
+        os.chmod(parent, 0o2775)
+    if how in ("default ACL", "both"):
+        os.setxattr(parent, "system.posix_acl_default", _PARENT_ACL)
+
+
+def _acls(root: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            names = [n for n in os.listxattr(path) if n.startswith("system.posix_acl")]
+            if names:
+                found[str(path.relative_to(root))] = names
+    return found
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["set-gid", "default ACL", "both", "neither"])
+def test_a_shared_parent_directory_leaks_no_group_or_acl_into_the_restored_tree(tmp_path: Path, how: str) -> None:
+    """Before: the staging directory, created in the target's parent, inherited its group and default
+    ACL, and so did every entry (root:root ones were never chowned): fidelity said every entry differs,
+    after the live tree had been swapped out (review finding 5). "neither": the quiet control."""
+    comp = _volume(tmp_path)
+    was = _owners(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    _shared(comp.path.parent, how)
+    shutil.rmtree(comp.path / "dir000")  # the disaster: one directory lost
+    engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []
+    assert _owners(comp.path) == was
+    assert _acls(comp.path) == {}  # none on the entries, none on the restored directory itself
+    assert not comp.path.stat().st_mode & 0o2000
+
+
+@needs_root
+def test_a_vector_store_under_a_shared_parent_is_restorable(tmp_path: Path) -> None:
+    """Before: its staged proof reads the staged tree, which had the parent's group and ACLs: refused, always."""
+    comp = _store(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    _shared(comp.path.parent, "both")
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []
+    assert _acls(comp.path) == {}

@@ -1149,6 +1149,7 @@ def extract_layers(
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
     try:
+        _private(staging)
         with TreeWriter(staging, on_entry=tracker.on_entry if tracker is not None else None) as writer:
             for open_stream, removals in layers:
                 for rel in removals:
@@ -1182,6 +1183,26 @@ def extract_layers(
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _private(staging: Path) -> None:
+    """Make the fresh staging directory the restorer's own, mode 0700, with no ACL, before anything is written.
+
+    Found by review: created beside the target, it inherited the parent's group (a set-group-ID
+    parent such as ``/srv/shared``) and default ACL, and so did every entry written into it;
+    the restored tree's groups and ACLs were not the archive's, and a vector store there was
+    never restorable (its proof reads the staged tree). Its recorded mode, owner and
+    attributes are given at the end (``_give_root``), as before.
+    """
+    for name in ("system.posix_acl_default", "system.posix_acl_access"):
+        try:
+            os.removexattr(staging, name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+    if staging.stat().st_gid != os.getegid():  # inherited from a set-group-ID parent (its owner is the restorer)
+        os.chown(staging, -1, os.getegid())
+    os.chmod(staging, 0o700)  # after chown, which keeps the set-group-ID bit for root
 
 
 def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:

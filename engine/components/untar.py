@@ -195,7 +195,6 @@ class TreeWriter:
         self._umask = _umask()
         # Owners are given back only by root; a new entry is already (euid, egid)'s.
         self._chown = os.geteuid() == 0
-        self._me = (os.geteuid(), os.getegid())
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self.owners_kept = 0  # entries root could not give their owner (OWNER_NOT_GIVEN)
         self.xattrs_missed = 0  # extended attributes this restore could not set (not root, or no such namespace)
@@ -281,20 +280,19 @@ class TreeWriter:
             ids = self._owners[key] = (_id_of("u", member.uname, member.uid), _id_of("g", member.gname, member.gid))
         return ids
 
-    def _give(self, parent: int, name: str, member: TarMember, existing: bool = False) -> None:
+    def _give(self, parent: int, name: str, member: TarMember) -> None:
         """Give the entry ``name`` (not what it may point to) its recorded owner, when run as root, and
         its extended attributes (after the owner: a change of owner clears a file capability).
 
         A directory's attributes wait for :meth:`finish`, as its mode does: a default ACL
         set now would be inherited by every file written into it afterwards.
         """
-        if self._chown:
+        if self._chown:  # always, even to root's own ids: a group may be inherited where it was created (review)
             ids = self._ids(member)
-            if existing or ids != self._me:
-                try:
-                    os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
-                except OSError as exc:
-                    self._owner_not_given(exc)
+            try:
+                os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
+            except OSError as exc:
+                self._owner_not_given(exc)
         found = xattrs.from_pax(getattr(member, "pax_headers", None))
         if member.isdir():  # a later layer's member of the same directory says what it has now
             key = tuple(member_parts(member.name))
@@ -321,14 +319,12 @@ class TreeWriter:
         if member.isreg():
             self._write_file(parent, name, parts, rel, member, content)
         elif member.isdir():
-            existing = False
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
             except FileExistsError:
-                existing = self._clear(parent, name, parts, keep_dir=True)
-                if not existing:
+                if not self._clear(parent, name, parts, keep_dir=True):
                     os.mkdir(name, 0o700, dir_fd=parent)
-            self._give(parent, name, member, existing)  # an earlier layer's directory may have another owner
+            self._give(parent, name, member)  # an earlier layer's directory may have another owner
             self._modes[parts] = member.mode & 0o3777
             self._notify(rel, member)
         elif member.issym():
@@ -396,13 +392,12 @@ class TreeWriter:
                     _write_all(fd, memoryview(chunk)[written:])
                 if digest is not None:
                     digest(chunk)
-            if self._chown:
+            if self._chown:  # always, as in _give
                 ids = self._ids(member)
-                if ids != self._me:
-                    try:
-                        os.fchown(fd, ids[0], ids[1])
-                    except OSError as exc:
-                        self._owner_not_given(exc)
+                try:
+                    os.fchown(fd, ids[0], ids[1])
+                except OSError as exc:
+                    self._owner_not_given(exc)
             found = xattrs.from_pax(getattr(member, "pax_headers", None))
             if found:
                 self.xattrs_missed += xattrs.give(fd, found, where=rel)
