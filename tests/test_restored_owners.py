@@ -199,6 +199,8 @@ def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path
     assert f"{DIR}dir000" in old.parts  # directories, as scheme 2 had them
     assert compare(old, comp.fingerprint_like(old)) == []
     assert comp.blind_spot("volumes/2") == OWNERS_NOT_RECORDED
+    # scheme 2 recorded no extended attributes either: the note says so (review finding 6)
+    assert "extended attributes (ACLs, capabilities, user.*)" in OWNERS_NOT_RECORDED
     assert "owners" in (comp.blind_spot("1") or "")
     assert comp.blind_spot("volumes/3") is None
 

@@ -380,8 +380,9 @@ class PartSink(Protocol):
 # where both sides name one (the same user may have another id on another host), else
 # by number (a sandbox host without the application's user gets its files by number).
 OWNERS_NOT_RECORDED = (
-    "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
-    "directory is not compared (content, modes, links and directories are)"
+    "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners and no extended attributes: "
+    "who owns each file and directory, and its extended attributes (ACLs, capabilities, user.*), are not compared "
+    "(content, modes, links and directories are)"
 )
 _TOKENS: dict[tuple[int, int], str] = {}
 _SYSTEM_NAMES: dict[tuple[str, int], str] = {}
