@@ -396,3 +396,14 @@ def test_a_vector_store_under_a_shared_parent_is_restorable(tmp_path: Path) -> N
     engine_backup.restore(repo, manifest, comp)
     assert compare(recorded, comp.fingerprint()) == []
     assert _acls(comp.path) == {}
+
+
+@pytest.mark.parametrize("kind", ["volumes", "configuration", "vectorstore"])
+def test_every_legacy_note_says_extended_attributes_are_not_compared(kind: str) -> None:
+    """No scheme before 3 recorded extended attributes; a verdict on such a set must say so (review finding 6)."""
+    from engine.components.vectorstore import VectorstoreComponent
+
+    component = {"volumes": VolumesComponent, "configuration": ConfigurationComponent, "vectorstore": VectorstoreComponent}[kind]
+    notes = component.legacy_blind_spots
+    assert len(notes) == 2
+    assert all("extended attributes (ACLs, capabilities, user.*)" in note for note in notes.values())

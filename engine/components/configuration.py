@@ -443,7 +443,7 @@ class ConfigurationComponent(Component):
     fingerprint_scheme: ClassVar[str] = "configuration/3"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories, directory modes and owners are not compared",
+        "directories, directory modes, owners and extended attributes (ACLs, capabilities, user.*) are not compared",
         "configuration/2": OWNERS_NOT_RECORDED,
     }
 

@@ -86,7 +86,7 @@ class VolumesComponent(Component):
     fingerprint_scheme: ClassVar[str] = "volumes/3"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories, directory modes and owners are not compared",
+        "directories, directory modes, owners and extended attributes (ACLs, capabilities, user.*) are not compared",
         "volumes/2": OWNERS_NOT_RECORDED,
     }
 
