@@ -272,3 +272,56 @@ def test_a_target_that_is_a_mount_point_is_refused_before_anything_is_written(
         extract_tar(_opener(_tar(("new.txt", REG, None, b"x"))), target)
     assert _state(target) == {"keep.txt": ("file", 0o644, b"live")}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
+
+
+def _with_pax(pax: dict[str, str], kind: bytes = tarfile.REGTYPE) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("d/member")
+        info.type, info.mode, info.mtime = kind, 0o644, 1_700_000_000
+        info.size = 1 if kind == tarfile.REGTYPE else 0
+        info.pax_headers = pax
+        tar.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    buf.seek(0)
+    return buf
+
+
+IMPOSSIBLE_HEADERS = {
+    "uid -2": {"uid": "-2"},
+    "uid -1 (chown: leave alone)": {"uid": "-1"},
+    "uid 2**32-1 (chown: leave alone)": {"uid": str(2**32 - 1)},
+    "uid 2**32": {"uid": str(2**32)},
+    "gid 10**30": {"gid": str(10**30)},
+    "gid -1": {"gid": "-1"},
+    "user name with NUL": {"uname": "root\0x"},
+    "group name with NUL": {"gname": "root\0x"},
+    "attribute name with NUL": {"SCHILY.xattr.user.a\0b": "v"},
+    "attribute name of 300 bytes": {"SCHILY.xattr.user." + "a" * 300: "v"},
+    "empty attribute name": {"SCHILY.xattr.": "v"},
+    "attribute value over 64 KiB": {"SCHILY.xattr.user.big": "v" * 70_000},
+}
+
+
+@pytest.mark.parametrize("kind", [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE], ids=["file", "dir", "symlink"])
+@pytest.mark.parametrize("pax", list(IMPOSSIBLE_HEADERS.values()), ids=list(IMPOSSIBLE_HEADERS))
+def test_an_owner_or_attribute_no_file_can_have_is_refused_naming_the_member(
+    site: tuple[Path, Path, Path], pax: dict[str, str], kind: bytes
+) -> None:
+    """Before: OverflowError / ValueError from os.chown, pwd.getpwnam or os.setxattr (a traceback),
+    and an id of -1 or 2**32-1 was taken by chown as "leave the owner alone" (review finding 4)."""
+    base, target, _decoy = site
+    before = _state(target)
+    with pytest.raises(HostileArchive, match="'d/member'"):
+        extract_tar(_opener(_with_pax(pax, kind)), target)
+    assert _state(target) == before
+    assert sorted(p.name for p in base.iterdir()) == ["decoy", "target"]
+
+
+@pytest.mark.parametrize("number", [0, 3_000_000_000, 2**32 - 2])
+def test_quiet_control_the_largest_ids_a_file_can_have_restore(site: tuple[Path, Path, Path], number: int) -> None:
+    _base, target, _decoy = site
+    extract_tar(_opener(_with_pax({"uid": str(number), "gid": str(number), "SCHILY.xattr.user.a": "v" * 1000})), target)
+    st = (target / "d" / "member").lstat()
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (number, number)
+    assert (target / "d" / "member").read_bytes() == b"x"

@@ -14,9 +14,12 @@ reason (they are not marked integration: they run in seconds on a temporary dire
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -196,6 +199,8 @@ def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path
     assert f"{DIR}dir000" in old.parts  # directories, as scheme 2 had them
     assert compare(old, comp.fingerprint_like(old)) == []
     assert comp.blind_spot("volumes/2") == OWNERS_NOT_RECORDED
+    # scheme 2 recorded no extended attributes either: the note says so (review finding 6)
+    assert "extended attributes (ACLs, capabilities, user.*)" in OWNERS_NOT_RECORDED
     assert "owners" in (comp.blind_spot("1") or "")
     assert comp.blind_spot("volumes/4") is None
 
@@ -285,3 +290,120 @@ def test_owners_compare_as_a_restore_on_this_host_gives_them(backed_up: str, her
     assert not other_content.matches(actual)  # content always exactly
     with_attrs = Part(f"{SHA} {backed_up} xattrs:0123", 3, "bytes")
     assert not with_attrs.matches(actual)  # attributes always exactly
+
+
+_IN_NAMESPACE = """
+import json, sys
+from pathlib import Path
+from engine import backup as engine_backup
+from engine.components.volumes import VolumesComponent, VolumesParams
+from engine.fingerprint import compare
+from engine.repository import LocalRepository
+from tests.conftest import DirsRuntime
+
+rt, repo_path = Path(sys.argv[1]), Path(sys.argv[2])
+comp = VolumesComponent("uploads", VolumesParams(files=6, file_size=64), DirsRuntime(rt))
+comp.provision()
+repo = LocalRepository(repo_path)
+manifest = repo.list()[-1]
+engine_backup.restore(repo, manifest, comp)
+recorded = manifest.component(comp.instance).fingerprint
+print(json.dumps(sorted(d.describe() for d in compare(recorded, comp.fingerprint()))))
+"""
+
+
+@needs_root
+def test_a_root_restore_in_a_user_namespace_keeps_unmapped_owners_and_fidelity_names_them(tmp_path: Path) -> None:
+    """Before: root in a rootless container (``unshare -r``) chowned to an id not mapped there,
+    chown said EINVAL, and the whole restore failed ("Invalid argument"). Now the entry stays
+    the restorer's, as in a non-root restore, and fidelity names its owner (review finding 8)."""
+    comp = _volume(tmp_path)
+    os.chown(comp.path / "dir000" / "file000000.bin", DAEMON.pw_uid, DAEMON.pw_gid)  # not mapped in the namespace
+    repo = LocalRepository(tmp_path / "repo")
+    engine_backup.backup(repo, [comp])
+    shutil.rmtree(comp.path / "dir001")  # the disaster
+    repo_root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", _IN_NAMESPACE, str(tmp_path / "rt"), str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [said] = json.loads(done.stdout.splitlines()[-1])
+    assert said.startswith(f"{FILE}dir000/file000000.bin: owner differs (daemon#1:daemon#1 → ")
+    assert sorted(p.name for p in (comp.path / "dir001").iterdir())  # restored
+    assert (comp.path / "dir000" / "file000000.bin").stat().st_uid == 0  # the restorer's (root, mapped to root)
+    assert (comp.path / "dir000" / "file000004.bin").stat().st_uid == 0  # the control: root's, as recorded
+
+
+# user::rwx group::r-x mask::rwx other::--- : a default ACL as a shared directory has one
+_PARENT_ACL = bytes.fromhex("02000000" "01000700ffffffff" "04000500ffffffff" "10000700ffffffff" "20000000ffffffff")
+
+
+def _shared(parent: Path, how: str) -> None:
+    """The parent of the restored directory as a shared one often is: set-group-ID, or with a default ACL."""
+    if how in ("set-gid", "both"):
+        os.chown(parent, 0, DAEMON.pw_gid)
+        os.chmod(parent, 0o2775)
+    if how in ("default ACL", "both"):
+        os.setxattr(parent, "system.posix_acl_default", _PARENT_ACL)
+
+
+def _acls(root: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            names = [n for n in os.listxattr(path) if n.startswith("system.posix_acl")]
+            if names:
+                found[str(path.relative_to(root))] = names
+    return found
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["set-gid", "default ACL", "both", "neither"])
+def test_a_shared_parent_directory_leaks_no_group_or_acl_into_the_restored_tree(tmp_path: Path, how: str) -> None:
+    """Before: the staging directory, created in the target's parent, inherited its group and default
+    ACL, and so did every entry (root:root ones were never chowned): fidelity said every entry differs,
+    after the live tree had been swapped out (review finding 5). "neither": the quiet control."""
+    comp = _volume(tmp_path)
+    was = _owners(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    _shared(comp.path.parent, how)
+    shutil.rmtree(comp.path / "dir000")  # the disaster: one directory lost
+    engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []
+    assert _owners(comp.path) == was
+    assert _acls(comp.path) == {}  # none on the entries, none on the restored directory itself
+    assert not comp.path.stat().st_mode & 0o2000
+
+
+@needs_root
+def test_a_vector_store_under_a_shared_parent_is_restorable(tmp_path: Path) -> None:
+    """Before: its staged proof reads the staged tree, which had the parent's group and ACLs: refused, always."""
+    comp = _store(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component(comp.instance).fingerprint
+    assert recorded is not None
+    _shared(comp.path.parent, "both")
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []
+    assert _acls(comp.path) == {}
+
+
+@pytest.mark.parametrize("kind", ["volumes", "configuration", "vectorstore"])
+def test_every_legacy_note_says_extended_attributes_are_not_compared(kind: str) -> None:
+    """No scheme before 3 recorded extended attributes; a verdict on such a set must say so (review finding 6)."""
+    from engine.components.vectorstore import VectorstoreComponent
+
+    component = {"volumes": VolumesComponent, "configuration": ConfigurationComponent, "vectorstore": VectorstoreComponent}[kind]
+    notes = {scheme: note for scheme, note in component.legacy_blind_spots.items() if not scheme.endswith("/3")}
+    assert len(notes) == 2  # schemes 1 and 2; scheme 3 recorded attributes (its note is about hard links)
+    assert all("extended attributes (ACLs, capabilities, user.*)" in note for note in notes.values())

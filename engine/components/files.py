@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 from engine.components import xattrs
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
-from engine.components.untar import TarMember, TreeWriter, member_parts
+from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
 from engine.streams import CHUNK, ZSTD_FEED
@@ -394,8 +394,9 @@ class PartSink(Protocol):
 # where both sides name one (the same user may have another id on another host), else
 # by number (a sandbox host without the application's user gets its files by number).
 OWNERS_NOT_RECORDED = (
-    "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners: who owns each file and "
-    "directory is not compared (content, modes, links and directories are)"
+    "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no owners and no extended attributes: "
+    "who owns each file and directory, its extended attributes (ACLs, capabilities, user.*) and which names share "
+    "one file (hard links) are not compared (content, modes, symbolic links and directories are)"
 )
 # -- hard links --------------------------------------------------------------------------
 # From scheme 4 of volumes and configuration, the part of every name of a regular file
@@ -1096,7 +1097,8 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
     attributes likewise (a default ACL on a shared directory: files created in it after the
     restore inherit it; without it, the swap dropped it).
     """
-    if target.exists():
+    live = target.exists()
+    if live:
         st = target.stat()
         mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         found = xattrs.read(str(target), follow_symlinks=True)
@@ -1108,9 +1110,13 @@ def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> 
         return
     staging.chmod(mode)
     if os.geteuid() == 0 and uid >= 0 and gid >= 0:
-        os.chown(staging, uid, gid)
-    if found:
-        xattrs.give(str(staging), found)
+        try:
+            os.chown(staging, uid, gid)
+        except OSError as exc:  # not mapped in this user namespace, or root squashed: left the restorer's
+            if exc.errno not in OWNER_NOT_GIVEN:
+                raise
+    if found:  # the live directory's own attributes all carry over; a backup's record only as an archive's do
+        xattrs.give(str(staging), found, host_own=live, where=str(target))
         staging.chmod(mode)  # an ACL set sets the group bits to its mask: the mode is the directory's
 
 
@@ -1267,6 +1273,7 @@ def extract_layers(
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
     try:
+        _private(staging)
         with TreeWriter(staging, on_entry=tracker.on_entry if tracker is not None else None) as writer:
             for open_stream, removals in layers:
                 for rel in removals:
@@ -1300,6 +1307,26 @@ def extract_layers(
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _private(staging: Path) -> None:
+    """Make the fresh staging directory the restorer's own, mode 0700, with no ACL, before anything is written.
+
+    Found by review: created beside the target, it inherited the parent's group (a set-group-ID
+    parent such as ``/srv/shared``) and default ACL, and so did every entry written into it;
+    the restored tree's groups and ACLs were not the archive's, and a vector store there was
+    never restorable (its proof reads the staged tree). Its recorded mode, owner and
+    attributes are given at the end (``_give_root``), as before.
+    """
+    for name in ("system.posix_acl_default", "system.posix_acl_access"):
+        try:
+            os.removexattr(staging, name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+    if staging.stat().st_gid != os.getegid():  # inherited from a set-group-ID parent (its owner is the restorer)
+        os.chown(staging, -1, os.getegid())
+    os.chmod(staging, 0o700)  # after chown, which keeps the set-group-ID bit for root
 
 
 def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:

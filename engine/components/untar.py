@@ -18,6 +18,8 @@ So drproof writes every member itself, relative to open directory descriptors:
   (an earlier member of the same name) makes that fail, and is then unlinked (never a
   directory) and the file created again: nothing is ever written through.
 - Hard links must name a regular file already extracted, reached the same way.
+- An owner id outside 0 to 2**32 - 2, a NUL byte in an owner's name, or an extended
+  attribute no file system holds refuses the whole archive (``_check_header``).
 - Device nodes are refused. Set-user-ID and set-group-ID bits of files are dropped:
   the files belong to whoever runs the restore (often root), so keeping them would turn
   an archive into a privilege. Directories keep set-group-ID and sticky bits.
@@ -75,6 +77,41 @@ def _timestamp(member: TarMember) -> float:
     if not math.isfinite(mtime) or abs(mtime) > MAX_MTIME:
         raise HostileArchive(f"archive member {member.name!r} has a modification time no file can have ({mtime!r})")
     return mtime
+
+
+# Owner ids a restore may give: 0 to 2**32 - 2. chown takes -1 and 2**32 - 1 as "leave the
+# owner alone", and a negative or larger id raised OverflowError from os.chown (review).
+MAX_ID = 2**32 - 2
+# What chown answers root with where it cannot give an owner: an id not mapped in the user
+# namespace a rootless container runs in (EINVAL), root squashed on an NFS export (EPERM).
+# Found by review: the whole restore failed there. Now that entry stays the restorer's, as in
+# a restore run by anyone but root, and the fidelity check names its owner.
+OWNER_NOT_GIVEN = (errno.EINVAL, errno.EPERM)
+XATTR_NAME_MAX = 255  # Linux's limits for an extended attribute: no file system holds more
+XATTR_SIZE_MAX = 65536
+
+
+def _check_header(member: TarMember) -> None:
+    """Refuse owners and attributes no file can have, naming the member, before anything is written.
+
+    Why here, for every member: a pax header may say anything, and an id out of range, a
+    NUL byte in a user name or an attribute name raised OverflowError or ValueError from
+    ``os.chown``, ``pwd.getpwnam`` or ``os.setxattr`` (a traceback, found by review).
+    """
+    for what, number in (("user id", member.uid), ("group id", member.gid)):
+        if not 0 <= number <= MAX_ID:
+            raise HostileArchive(f"archive member {member.name!r} records {what} {number}, which no file can have")
+    for what, text in (("user name", member.uname), ("group name", member.gname)):
+        if "\0" in text:
+            raise HostileArchive(f"archive member {member.name!r} records a {what} with a NUL byte ({text!r})")
+    for name, value in xattrs.from_pax(getattr(member, "pax_headers", None)).items():
+        size = len(name.encode("utf-8", "surrogateescape"))
+        if "\0" in name or not 0 < size <= XATTR_NAME_MAX or len(value) > XATTR_SIZE_MAX:
+            raise HostileArchive(
+                f"archive member {member.name!r} records an extended attribute no file can have: name "
+                f"{name[:80]!r} ({size} bytes), value of {len(value)} bytes (at most {XATTR_NAME_MAX} and "
+                f"{XATTR_SIZE_MAX}, no NUL byte)"
+            )
 
 
 class HostileArchive(IntegrityError):
@@ -158,8 +195,8 @@ class TreeWriter:
         self._umask = _umask()
         # Owners are given back only by root; a new entry is already (euid, egid)'s.
         self._chown = os.geteuid() == 0
-        self._me = (os.geteuid(), os.getegid())
         self._owners: dict[tuple[str, str, int, int], tuple[int, int]] = {}
+        self.owners_kept = 0  # entries root could not give their owner (OWNER_NOT_GIVEN)
         self.xattrs_missed = 0  # extended attributes this restore could not set (not root, or no such namespace)
         self._dir_xattrs: dict[tuple[str, ...], xattrs.Xattrs] = {}
 
@@ -243,44 +280,51 @@ class TreeWriter:
             ids = self._owners[key] = (_id_of("u", member.uname, member.uid), _id_of("g", member.gname, member.gid))
         return ids
 
-    def _give(self, parent: int, name: str, member: TarMember, existing: bool = False) -> None:
+    def _give(self, parent: int, name: str, member: TarMember) -> None:
         """Give the entry ``name`` (not what it may point to) its recorded owner, when run as root, and
         its extended attributes (after the owner: a change of owner clears a file capability).
 
         A directory's attributes wait for :meth:`finish`, as its mode does: a default ACL
         set now would be inherited by every file written into it afterwards.
         """
-        if self._chown:
+        if self._chown:  # always, even to root's own ids: a group may be inherited where it was created (review)
             ids = self._ids(member)
-            if existing or ids != self._me:
+            try:
                 os.chown(name, ids[0], ids[1], dir_fd=parent, follow_symlinks=False)
+            except OSError as exc:
+                self._owner_not_given(exc)
         found = xattrs.from_pax(getattr(member, "pax_headers", None))
         if member.isdir():  # a later layer's member of the same directory says what it has now
             key = tuple(member_parts(member.name))
             if found or key in self._dir_xattrs:
                 self._dir_xattrs[key] = found
         elif found:  # by its name under the directory's descriptor, never through a link
-            self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found)
+            self.xattrs_missed += xattrs.give(f"/proc/self/fd/{parent}/{name}", found, where=member.name)
+
+    def _owner_not_given(self, exc: OSError) -> None:
+        """Count an owner chown could not give (see ``OWNER_NOT_GIVEN``); any other failure stops the restore."""
+        if exc.errno not in OWNER_NOT_GIVEN:
+            raise exc
+        self.owners_kept += 1
 
     # -- members --------------------------------------------------------------------------
     def add(self, member: TarMember, content: Iterable[bytes] | None) -> None:
         """Write one member; ``content``: a regular file's bytes, in pieces."""
         self._trim()
         parts = tuple(member_parts(member.name))  # the member's path, checked once
+        _check_header(member)
         parent = self._dir(parts[:-1], True, member.name)
         assert parent is not None
         name, rel = parts[-1], "/".join(parts)
         if member.isreg():
             self._write_file(parent, name, parts, rel, member, content)
         elif member.isdir():
-            existing = False
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
             except FileExistsError:
-                existing = self._clear(parent, name, parts, keep_dir=True)
-                if not existing:
+                if not self._clear(parent, name, parts, keep_dir=True):
                     os.mkdir(name, 0o700, dir_fd=parent)
-            self._give(parent, name, member, existing)  # an earlier layer's directory may have another owner
+            self._give(parent, name, member)  # an earlier layer's directory may have another owner
             self._modes[parts] = member.mode & 0o3777
             self._notify(rel, member)
         elif member.issym():
@@ -348,13 +392,15 @@ class TreeWriter:
                     _write_all(fd, memoryview(chunk)[written:])
                 if digest is not None:
                     digest(chunk)
-            if self._chown:
+            if self._chown:  # always, as in _give
                 ids = self._ids(member)
-                if ids != self._me:
+                try:
                     os.fchown(fd, ids[0], ids[1])
+                except OSError as exc:
+                    self._owner_not_given(exc)
             found = xattrs.from_pax(getattr(member, "pax_headers", None))
             if found:
-                self.xattrs_missed += xattrs.give(fd, found)
+                self.xattrs_missed += xattrs.give(fd, found, where=rel)
             if mode & self._umask:
                 os.fchmod(fd, mode)
             mtime = _timestamp(member)
@@ -415,13 +461,21 @@ class TreeWriter:
             if fd is not None:
                 found = self._dir_xattrs.get(parts)
                 if found:
-                    self.xattrs_missed += xattrs.give(fd, found)
+                    self.xattrs_missed += xattrs.give(fd, found, where="/".join(parts))
                 os.fchmod(fd, self._modes[parts])
+        if self.owners_kept:
+            log.warning(
+                "%d entr(y/ies) could not be given the owner the archive records (ids not mapped in this user "
+                "namespace, or root squashed by the file system): they belong to whoever runs the restore; the "
+                "fidelity check names each owner that differs",
+                self.owners_kept,
+            )
         if self.xattrs_missed:
             log.warning(
-                "%d extended attribute(s) of the archive were not set (file capabilities never are: like "
-                "set-user-ID bits, they would be a privilege; others need root, or a file system with their "
-                "namespace); the fidelity check names each entry that lacks them",
+                "%d extended attribute(s) of the archive were not set (only user.* attributes and POSIX ACLs "
+                "are ever given back: security.* and trusted.* ones, like set-user-ID bits, would be a privilege "
+                "an archive grants; the others need root, or a file system with their namespace and room for "
+                "them); the fidelity check names each entry that lacks them",
                 self.xattrs_missed,
             )
 

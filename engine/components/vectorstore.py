@@ -398,7 +398,8 @@ class VectorstoreComponent(Component):
     fingerprint_scheme: ClassVar[str] = SCHEME
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) left every vector with an id "
-        "of 2^48 or more out, and recorded no owners: those are not compared",
+        "of 2^48 or more out, and recorded no owners or extended attributes (ACLs, capabilities, user.*): those are "
+        "not compared",
         "vectorstore/2": OWNERS_NOT_RECORDED,
     }
 

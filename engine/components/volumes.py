@@ -88,7 +88,8 @@ class VolumesComponent(Component):
     fingerprint_scheme: ClassVar[str] = "volumes/4"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
-        "directories, directory modes, owners and hard links are not compared",
+        "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
+        "are not compared",
         "volumes/2": OWNERS_NOT_RECORDED,
         "volumes/3": LINKS_NOT_RECORDED,
     }

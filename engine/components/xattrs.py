@@ -12,8 +12,15 @@ the file system lists is archived except ``security.selinux``: a label is the ho
 policy (restorecon sets it), and a restore onto another host must not carry one over.
 ACLs are copied as the kernel stores them, so a named user in an ACL is by number.
 
-File capabilities are archived and compared but not given back (``WITHHELD``): like a
-set-user-ID bit, an archive's capability would be a privilege on this host.
+Only ``user.*`` attributes and POSIX ACLs are given back from an archive (``GIVEN``):
+every other attribute (``security.capability``, ``security.ima``, ``security.evm``,
+``trusted.*``, ...) is archived and compared but never set. Like a set-user-ID bit, an
+archive's file capability would be a privilege on this host; an IMA/EVM record makes
+integrity appraisal accept a forged file as is; ``trusted.overlay.*`` steers overlayfs
+when the restored tree is a container layer. An allow-list, not a deny-list: a review
+found ``security.ima``, ``security.evm`` and ``trusted.*`` given back from a hostile
+archive while only ``security.capability`` was withheld. The fidelity check names every
+entry that lacks one, so such a restore is never called whole.
 
 A fingerprint part records the attributes as `` xattrs:<digest>`` after the owner
 (:func:`engine.components.files.owned`): a finding says the attributes differ, never
@@ -24,19 +31,27 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 from collections.abc import Mapping
 
+log = logging.getLogger(__name__)
+
 PAX_PREFIX = "SCHILY.xattr."
 SKIPPED = ("security.selinux",)
-# Archived and compared, never given back: a file capability is a privilege, as a
-# set-user-ID bit is (engine.components.untar drops those too), and a forged archive's
-# capability (cap_setuid on a file anyone may run) must not become one on this host. The
-# fidelity check names the entries that lack one, so such a restore is never called whole.
-WITHHELD = ("security.capability",)
+# What a restore gives back from an archive: an application's own attributes and ACLs.
+# Everything else is archived and compared, never given (see the module's docstring).
+GIVEN_PREFIXES = ("user.",)
+GIVEN_NAMES = ("system.posix_acl_access", "system.posix_acl_default")
 # What setting an attribute may fail with where the restore cannot give it (not root, or
 # a file system without that namespace): the restore goes on and fidelity names the entry.
 NOT_GIVEN = (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL)
+# What setting one fails with where the target file system cannot hold it: ext4 keeps all of
+# a file's attributes in one block, so a 60 KB value from tmpfs or XFS does not fit there.
+# Found by review: the whole restore failed with "No space left on device: 7" on a disk with
+# gigabytes free, naming neither file nor attribute. Now it is not given, as above, and
+# named in a warning; fidelity names the entry.
+TOO_LARGE = (errno.ENOSPC, errno.E2BIG, errno.ERANGE)
 
 Xattrs = dict[str, bytes]
 
@@ -89,17 +104,36 @@ def from_pax(pax: Mapping[str, str] | None) -> Xattrs:
     }
 
 
-def give(target: int | str, xattrs: Xattrs) -> int:
-    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many were not set."""
+def given(name: str) -> bool:
+    """Whether a restore sets the attribute ``name`` from an archive (``user.*`` and POSIX ACLs only)."""
+    return name.startswith(GIVEN_PREFIXES) or name in GIVEN_NAMES
+
+
+def give(target: int | str, xattrs: Xattrs, host_own: bool = False, where: str = "") -> int:
+    """Set the attributes on ``target`` (a descriptor, or a path not followed); how many were not set.
+
+    Only those :func:`given` allows, unless ``host_own``: attributes read from this host's
+    own live directory a restore replaces (never from an archive or a backup's record).
+    ``where``: the entry's name, for the warning about an attribute too large to set.
+    """
     missed = 0
     for name, value in xattrs.items():
-        if name in WITHHELD:
+        if not host_own and not given(name):
             missed += 1
             continue
         try:
             os.setxattr(target, name, value, follow_symlinks=isinstance(target, int))
         except OSError as exc:
-            if exc.errno not in NOT_GIVEN:
+            if exc.errno in TOO_LARGE:
+                log.warning(
+                    "extended attribute %s of %s (%d bytes) was not set: the file system restored to cannot hold "
+                    "it (%s); the fidelity check names the entry",
+                    name,
+                    where or target,
+                    len(value),
+                    os.strerror(exc.errno or 0),
+                )
+            elif exc.errno not in NOT_GIVEN:
                 raise
             missed += 1
     return missed
