@@ -18,9 +18,10 @@ _POSITIONAL = re.compile(r"(string_agg|array_agg)\((?:[^()]|\([^()]*\))*ORDER BY
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.prefix)
-@pytest.mark.parametrize("server", [130000, 150000, 180000])
-def test_no_aggregate_sorts_by_a_constant(cls: ObjectClass, server: int) -> None:
-    sql = cls.sql(server)
+@pytest.mark.parametrize("server", [130000, 150000, 160000, 170000, 180000])
+@pytest.mark.parametrize("full", [True, False], ids=["scheme4", "scheme3"])
+def test_no_aggregate_sorts_by_a_constant(cls: ObjectClass, server: int, full: bool) -> None:
+    sql = cls.sql(server, full)
     assert not _POSITIONAL.search(sql), _POSITIONAL.search(sql)
 
 

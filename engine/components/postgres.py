@@ -26,7 +26,16 @@ from engine.components import postgres_parallel as pg_parallel
 from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
-from engine.components.postgres_catalog import ROLE_PART, catalog_parts, role_parts, subscription_secrets
+from engine.components.postgres_catalog import (
+    PARAMETER_PART,
+    ROLE_PART,
+    SCHEME_4_ADDS,
+    catalog_parts,
+    parameter_parts,
+    refuse_taken,
+    role_parts,
+    subscription_secrets,
+)
 from engine.components.postgres_rows import PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
 from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
@@ -96,15 +105,16 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
 
 
 def _proven_in_side(name: str) -> bool:
-    """The parts a side database is proven on before the swap: all but roles and matview rows.
+    """The parts a side database is proven on before the swap: all but roles, parameters and matview rows.
 
-    Roles are cluster-wide and set after the swap. A materialized view's rows are derived:
+    Roles and privileges on parameters are cluster-wide and set after the swap. A materialized view's rows are derived:
     pg_restore refreshes it from the restored tables, so one that was stale at backup time
     comes back different, rightly. Both are compared once the restore is done, and a
     difference is reported there.
     """
     matview_rows = name.startswith("materialized view ") and not name.startswith("materialized view definition ")
-    return name != "roles" and not name.startswith(ROLE_PART) and not matview_rows
+    cluster = name == "roles" or name.startswith((ROLE_PART, PARAMETER_PART))
+    return not cluster and not matview_rows
 
 
 def _read_sequences(archive: bytes | Path) -> dict[tuple[str, str], str | None] | None:
@@ -234,37 +244,48 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 3 (this one): as scheme 2, but tables of plainly typed columns are digested by
+    # Scheme 4 (this one): as scheme 3, and what review found missing (``SCHEME_4_ADDS``):
+    # the database's locale provider, every option of a subscription (not whether it is
+    # enabled, which pg_dump never keeps), whole aggregates, privileges on parameters, rows
+    # of extensions' configuration tables, TOAST options, index statistics targets,
+    # comments on extensions; names that hold a space quoted. PostgreSQL 14 and later.
+    # Scheme 3: as scheme 2, but tables of plainly typed columns are digested by
     # their values' hashes instead of their text (``postgres_rows``), on PostgreSQL 14 and
     # later; older servers take scheme 2, and so does a comparison with a scheme 2 backup.
     # Scheme 2: one part per catalog object, rows digested by the server without sorting.
     # Scheme 1 (``postgres_legacy``) is still computed for older backups.
-    fingerprint_scheme: ClassVar[str] = "postgres/3"
+    fingerprint_scheme: ClassVar[str] = "postgres/4"
+    typed_rows_scheme: ClassVar[str] = "postgres/3"
     text_rows_scheme: ClassVar[str] = "postgres/2"
-    legacy_blind_spots: ClassVar[dict[str, str]] = {postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED}
+    legacy_blind_spots: ClassVar[dict[str, str]] = {
+        postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED,
+        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3"),
+        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2"),
+    }
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
     def fingerprint(self) -> Fingerprint:
         return self._fingerprint(None)
 
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The schemes computed by ``database_parts``, newest first (scheme 1 has its own code)."""
+        return (self.fingerprint_scheme, self.typed_rows_scheme, self.text_rows_scheme)
+
     def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
-        if expected.scheme in (self.fingerprint_scheme, self.text_rows_scheme):
+        if expected.scheme in self.schemes:
             return self._fingerprint(expected.scheme)
         return super().fingerprint_like(expected)
-
-    def blind_spot(self, scheme: str) -> str | None:
-        """Scheme 2 sees what scheme 3 sees: only the way rows are hashed differs."""
-        return None if scheme == self.text_rows_scheme else super().blind_spot(scheme)
 
     def _fingerprint(self, scheme: str | None) -> Fingerprint:
         """In ``scheme``, or (None) the newest this server can compute."""
         scheme, parts = self.database_parts(self.db, scheme)
         if "database unreachable" in parts:  # nothing more can be read
             return self._fp(parts, scheme)
-        return self._fp({**parts, **self._cluster_parts()}, scheme)
+        return self._fp({**parts, **self._cluster_parts(scheme)}, scheme)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme == self.text_rows_scheme:
+        if scheme in self.schemes:
             return self._fingerprint(scheme)
         if scheme != postgres_legacy.SCHEME:
             return None
@@ -281,19 +302,19 @@ class PostgresComponent(Component):
     def scheme_on(self, conn: psycopg2.extensions.connection, wanted: str | None = None) -> str:
         """``wanted``, or the newest scheme the server behind ``conn`` can compute.
 
-        Scheme 3 needs ``hash_record_extended`` (PostgreSQL 14): a backup fingerprinted
-        in it cannot be compared on an older server, and saying so is the only honest
-        answer.
+        Schemes 3 and 4 need ``hash_record_extended`` (PostgreSQL 14): a backup
+        fingerprinted in them cannot be compared on an older server, and saying so is
+        the only honest answer.
         """
         able = conn.server_version >= TYPED_SINCE
         if wanted is None:
             return self.fingerprint_scheme if able else self.text_rows_scheme
-        if wanted not in (self.fingerprint_scheme, self.text_rows_scheme):
+        if wanted not in self.schemes:
             raise NotComparable(
                 f"postgres {self.instance!r}: the backup's fingerprint is of scheme {wanted}, which this drproof "
                 f"cannot compute (it computes {self.fingerprint_scheme} and the older ones it documents)"
             )
-        if wanted == self.fingerprint_scheme and not able:
+        if wanted != self.text_rows_scheme and not able:
             raise NotComparable(
                 f"postgres {self.instance!r}: the backup's fingerprint is of scheme {wanted}, which needs "
                 f"PostgreSQL 14 or later; this server is {conn.server_version // 10000}"
@@ -331,7 +352,7 @@ class PostgresComponent(Component):
     def database_parts(self, dbname: str, scheme: str | None = None) -> tuple[str, dict[str, Part]]:
         """The scheme and the fingerprint parts that live inside one database (everything but roles).
 
-        ``scheme``: the current one or ``text_rows_scheme``; None, the newest the server can compute.
+        ``scheme``: one of ``schemes``; None, the newest the server can compute.
         """
         try:
             conn = self.connect(dbname)
@@ -359,28 +380,36 @@ class PostgresComponent(Component):
         object by ``postgres_catalog``. Sequence values are outside snapshots: given from
         the dump (``sequence_values``), or read now.
         """
+        scheme = scheme or self.fingerprint_scheme
+        typed = scheme != self.text_rows_scheme  # schemes 3 and 4
+        full = scheme == self.fingerprint_scheme
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
-                if (scheme or self.fingerprint_scheme) == self.fingerprint_scheme:
+                if typed:
                     cur.execute(PINNED_OUTPUT)
             relations = self._row_relations(conn)
+            filters = self._extension_tables(conn, relations) if full else {}
             parts = row_parts(
                 conn,
                 relations,
                 connect=lambda: self.connect(dbname or self.db),
                 jobs=self.fingerprint_jobs,
-                typed=(scheme or self.fingerprint_scheme) == self.fingerprint_scheme,
+                typed=typed,
+                full=full,
+                filters=filters,
             )
             values = sequence_values if sequence_values is not None else self._sequence_values(conn)
-            if (scheme or self.fingerprint_scheme) != self.fingerprint_scheme:
+            if not typed:
                 values = {name: legacy_value(value) for name, value in values.items()}
             extra = {
-                f"sequence {dotted(schema)}.{dotted(name)}": f" value {value}"
+                f"sequence {dotted(schema, full)}.{dotted(name, full)}": f" value {value}"
                 for (schema, name), value in values.items()
             }
             extra.update(subscription_secrets(conn))
-            parts.update(catalog_parts(conn, conn.server_version, excluded=(WORKLOAD_MARK,), extra=extra))
+            for key, part in catalog_parts(conn, conn.server_version, (WORKLOAD_MARK,), extra, full).items():
+                refuse_taken(parts, key)
+                parts[key] = part
         except psycopg2.Error as exc:
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
         return parts
@@ -399,10 +428,37 @@ class PostgresComponent(Component):
             )
             return [(label, schema, name) for label, schema, name in cur.fetchall() if name != WORKLOAD_MARK]
 
-    def _cluster_parts(self) -> dict[str, Part]:
+    def _extension_tables(
+        self, conn: psycopg2.extensions.connection, relations: list[tuple[str, str, str]]
+    ) -> dict[int, str]:
+        """Adds the extensions' configuration tables to ``relations``; returns index -> the rows' ``WHERE``.
+
+        Scheme 4. ``pg_extension_config_dump`` registers a table whose rows are the
+        user's (pg_cron's jobs, pg_partman's settings), and pg_dump dumps exactly those
+        its filter keeps; every other table of an extension is the extension's own. Found
+        by review: a restore that lost them compared equal. Parts ``extension table …``.
+        """
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT n.nspname, c.relname, coalesce(x.extcondition[u.i], '')
+                   FROM pg_extension x CROSS JOIN LATERAL unnest(x.extconfig) WITH ORDINALITY AS u(cfg, i)
+                   JOIN pg_class c ON c.oid = u.cfg JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relkind = 'r' ORDER BY 1, 2"""
+            )
+            rows = cur.fetchall()
+        filters = {}
+        for schema, name, where in rows:
+            filters[len(relations)] = where
+            relations.append(("extension table", schema, name))
+        return filters
+
+    def _cluster_parts(self, scheme: str) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            return role_parts(admin, self.service.superuser)
+            parts = role_parts(admin, self.service.superuser)
+            if scheme == self.fingerprint_scheme:
+                parts.update(parameter_parts(admin))
+            return parts
         finally:
             admin.close()
 
@@ -468,7 +524,7 @@ class PostgresComponent(Component):
         finally:
             conn.close()
         details["snapshot"] = "fingerprint and dump read in one exported snapshot"
-        return details, self._fp({**parts, **self._cluster_parts()}, scheme)
+        return details, self._fp({**parts, **self._cluster_parts(scheme)}, scheme)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         return self._dump(writer, snapshot=None)

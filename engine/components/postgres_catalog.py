@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.errors import ComponentError
 from engine.fingerprint import Part
 from engine.lazy import lazy
 
@@ -50,18 +51,21 @@ def _not_extension_member(catalog: str, oid: str) -> str:
     )
 
 
-def _dotted(name: str) -> str:
-    """SQL: a name as part names print it, in double quotes if it holds a dot or a quote.
+def _dotted(name: str, full: bool = False) -> str:
+    """SQL: a name as part names print it, in double quotes if it holds a dot or a quote (``full``: or a space).
 
     Schema ``a.b`` with table ``c`` and schema ``a`` with table ``b.c`` were both
-    ``table a.b.c``: one part hid the other (found by review). Other names print as
-    they always did, so older backups still compare.
+    ``table a.b.c``: one part hid the other (found by review). So were the rows of
+    ``"definition public".t`` and the definition of ``public.t`` (``table definition
+    public.t``, found by review), so scheme ``postgres/4`` (``full``) quotes names that
+    hold a space too. Other names print as they always did, so older backups still compare.
     """
-    return f"CASE WHEN strpos({name}, '.') > 0 OR strpos({name}, '\"') > 0 THEN quote_ident({name}) ELSE {name} END"
+    space = f" OR strpos({name}, ' ') > 0" if full else ""
+    return f"CASE WHEN strpos({name}, '.') > 0 OR strpos({name}, '\"') > 0{space} THEN quote_ident({name}) ELSE {name} END"
 
 
-def _qualified(schema: str, name: str) -> str:
-    return f"{_dotted(schema)} || '.' || {_dotted(name)}"
+def _qualified(schema: str, name: str, full: bool) -> str:
+    return f"{_dotted(schema, full)} || '.' || {_dotted(name, full)}"
 
 
 def _acl(acl: str) -> str:
@@ -87,12 +91,13 @@ def _meta(owner: str, acl: str, oid: str, catalog: str) -> str:
 class ObjectClass:
     """One kind of catalog object: the prefix of its parts and the query that lists them.
 
-    ``sql(server_num)`` returns rows of (name, definition). ``unit`` says what a part
+    ``sql(server_num, full)`` returns rows of (name, definition); ``full``: scheme
+    ``postgres/4``'s coverage, else the one schemes 2 and 3 recorded. ``unit`` says what a part
     counts; ``content`` parts (large objects) compare data, the others definitions.
     """
 
     prefix: str
-    sql: Callable[[int], str]
+    sql: Callable[[int, bool], str]
     unit: str = "objects"
 
 
@@ -149,12 +154,21 @@ def _columns(oid: str, v: int) -> str:
         WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped)"""
 
 
-def _tables(v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
+def _toast_options(full: bool) -> str:
+    """The TOAST table's own options (``SET (toast.autovacuum_enabled = false)``), which pg_dump carries (scheme 4)."""
+    if not full:
+        return "''"
+    return """coalesce(' toast options ' || (SELECT array_to_string(tc.reloptions, ',') FROM pg_class tc
+                                            WHERE tc.oid = c.reltoastrelid), '')"""
+
+
+def _tables(v: int, full: bool) -> str:
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
           'kind ' || c.relkind::text || ' persistence ' || c.relpersistence::text
           || ' rls ' || c.relrowsecurity::text || ' forced ' || c.relforcerowsecurity::text || ' replica identity ' || c.relreplident::text
           || coalesce(' using ' || (SELECT ri.indexrelid::regclass::text FROM pg_index ri WHERE ri.indrelid = c.oid AND ri.indisreplident), '')
           || ' access method ' || coalesce(am.amname, '') || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
+          || {_toast_options(full)}
           || ' of type ' || coalesce(nullif(c.reloftype, 0)::regtype::text, '')
           || ' inherits ' || coalesce((SELECT string_agg(i.inhparent::regclass::text, ',' ORDER BY i.inhseqno)
                                        FROM pg_inherits i WHERE i.inhrelid = c.oid), '')
@@ -169,16 +183,16 @@ def _tables(v: int) -> str:
         WHERE {_relations("'r', 'p', 'f'")}"""
 
 
-def _views(v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
+def _views(v: int, full: bool) -> str:
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
           pg_get_viewdef(c.oid) || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
           || ' columns ' || coalesce({_columns("c.oid", v)}, '')
           || {_meta("c.relowner", "c.relacl", "c.oid", "pg_class")}
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_relations("'v'")}"""
 
 
-def _matviews(v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
+def _matviews(v: int, full: bool) -> str:
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
           pg_get_viewdef(c.oid) || ' populated ' || c.relispopulated::text
           || ' options ' || coalesce(array_to_string(c.reloptions, ','), '')
           || ' columns ' || coalesce({_columns("c.oid", v)}, '')
@@ -186,8 +200,8 @@ def _matviews(v: int) -> str:
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_relations("'m'")}"""
 
 
-def _sequences(_v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
+def _sequences(_v: int, full: bool) -> str:
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
           format_type(s.seqtypid, NULL) || ' start ' || s.seqstart || ' increment ' || s.seqincrement
           || ' min ' || s.seqmin || ' max ' || s.seqmax || ' cache ' || s.seqcache || ' cycle ' || s.seqcycle::text
           || ' persistence ' || c.relpersistence::text
@@ -200,20 +214,34 @@ def _sequences(_v: int) -> str:
         WHERE {_relations("'S'")}"""
 
 
-def _schemas(_v: int) -> str:
+def _schemas(_v: int, full: bool) -> str:
     return f"""SELECT n.nspname, {_meta("n.nspowner", "n.nspacl", "n.oid", "pg_namespace")}
         FROM pg_namespace n WHERE {USER_NS} AND {_not_extension_member("pg_namespace", "n.oid")}"""
 
 
-def _indexes(_v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'c.relname')},
+def _indexes(_v: int, full: bool) -> str:
+    """Indexes as pg_dump carries them: valid ones, and those of partitioned tables (``relkind 'I'``).
+
+    pg_dump leaves out an index left invalid by a failed ``CREATE INDEX CONCURRENTLY``:
+    listed, it made every healthy restore of such a database refused (found by review).
+    Left out, an index that comes back invalid shows as missing. Scheme 4 adds each
+    column's ``SET STATISTICS`` target (``ALTER INDEX ... ALTER COLUMN 1 SET STATISTICS``).
+    """
+    targets = (
+        """ || coalesce(' statistics ' || (SELECT string_agg(a.attnum || ':' || a.attstattarget, ',' ORDER BY a.attnum)
+                                          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                                            AND a.attstattarget >= 0), '')"""
+        if full
+        else ""
+    )
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
           pg_get_indexdef(c.oid) || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '')
-          || ' clustered ' || i.indisclustered::text
+          || ' clustered ' || i.indisclustered::text{targets}
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_relations("'i', 'I'")}"""
+        WHERE {_relations("'i', 'I'")} AND (i.indisvalid OR c.relkind = 'I')"""
 
 
-def _constraints(_v: int) -> str:
+def _constraints(_v: int, full: bool) -> str:
     return f"""SELECT co.conrelid::regclass::text || '.' || co.conname,
           pg_get_constraintdef(co.oid) || ' validated ' || co.convalidated::text
           || ' comment ' || coalesce(obj_description(co.oid, 'pg_constraint'), '')
@@ -221,7 +249,7 @@ def _constraints(_v: int) -> str:
         WHERE co.conrelid <> 0 AND {USER_NS} AND {_not_extension_member("pg_constraint", "co.oid")}"""
 
 
-def _triggers(_v: int) -> str:
+def _triggers(_v: int, full: bool) -> str:
     return f"""SELECT tg.tgrelid::regclass::text || '.' || tg.tgname,
           pg_get_triggerdef(tg.oid) || ' enabled ' || tg.tgenabled::text
           || ' comment ' || coalesce(obj_description(tg.oid, 'pg_trigger'), '')
@@ -229,7 +257,7 @@ def _triggers(_v: int) -> str:
         WHERE NOT tg.tgisinternal AND {USER_NS} AND {_not_extension_member("pg_trigger", "tg.oid")}"""
 
 
-def _policies(_v: int) -> str:
+def _policies(_v: int, full: bool) -> str:
     return f"""SELECT p.polrelid::regclass::text || '.' || p.polname,
           'command ' || p.polcmd::text || ' permissive ' || p.polpermissive::text
           || ' roles ' || coalesce((SELECT string_agg(n.name, ',' ORDER BY n.name) FROM (
@@ -242,28 +270,45 @@ def _policies(_v: int) -> str:
         WHERE {USER_NS}"""
 
 
-def _rules(_v: int) -> str:
+def _rules(_v: int, full: bool) -> str:
     return f"""SELECT r.ev_class::regclass::text || '.' || r.rulename, pg_get_ruledef(r.oid) || ' enabled ' || r.ev_enabled::text
           || coalesce(' comment ' || obj_description(r.oid, 'pg_rewrite'), '')
         FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE r.rulename <> '_RETURN' AND {USER_NS} AND {_not_extension_member("pg_rewrite", "r.oid")}"""
 
 
-def _routines(_v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 'p.proname')} || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+def _routines(_v: int, full: bool) -> str:
+    """Functions and procedures by ``pg_get_functiondef``; aggregates by their ``pg_aggregate`` row.
+
+    Scheme 4 takes the whole row (moving-aggregate functions and initial value,
+    ``FINALFUNC_MODIFY``, serial functions, ...) with its types and operators as text,
+    and ``PARALLEL``; earlier schemes took eight of its columns (found by review: a
+    moving aggregate restored with another ``MINITCOND`` compared equal).
+    """
+    aggregate = (
+        """(SELECT aggfnoid, aggkind, aggnumdirectargs, aggtransfn::text, aggfinalfn::text, aggcombinefn::text,
+                   aggtranstype::regtype::text, agginitval, aggsortop::regoperator::text FROM pg_aggregate)"""
+        if not full
+        else """(SELECT to_jsonb(a) - 'aggfnoid' - 'aggtranstype' - 'aggmtranstype' - 'aggsortop'
+                        || jsonb_build_object('aggtranstype', a.aggtranstype::regtype::text,
+                                              'aggmtranstype', nullif(a.aggmtranstype, 0)::regtype::text,
+                                              'aggsortop', nullif(a.aggsortop, 0)::regoperator::text,
+                                              'parallel', pp.proparallel) AS row, a.aggfnoid
+                 FROM pg_aggregate a JOIN pg_proc pp ON pp.oid = a.aggfnoid)"""
+    )
+    text = "to_jsonb(ag)::text" if not full else "ag.row::text"
+    return f"""SELECT {_qualified('n.nspname', 'p.proname', full)} || '(' || pg_get_function_identity_arguments(p.oid) || ')',
           CASE WHEN p.prokind = 'a' THEN
-                 'aggregate ' || to_jsonb(ag)::text
+                 'aggregate ' || {text}
                ELSE pg_get_functiondef(p.oid) END
           || {_meta("p.proowner", "p.proacl", "p.oid", "pg_proc")}
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        LEFT JOIN (SELECT aggfnoid, aggkind, aggnumdirectargs, aggtransfn::text, aggfinalfn::text, aggcombinefn::text,
-                          aggtranstype::regtype::text, agginitval, aggsortop::regoperator::text
-                   FROM pg_aggregate) ag ON ag.aggfnoid = p.oid
+        LEFT JOIN {aggregate} ag ON ag.aggfnoid = p.oid
         WHERE {USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}"""
 
 
-def _types(v: int) -> str:
-    return f"""SELECT {_qualified('n.nspname', 't.typname')},
+def _types(v: int, full: bool) -> str:
+    return f"""SELECT {_qualified('n.nspname', 't.typname', full)},
           CASE t.typtype
             WHEN 'e' THEN 'enum ' || coalesce((SELECT string_agg(quote_literal(e.enumlabel), ',' ORDER BY e.enumsortorder)
                                               FROM pg_enum e WHERE e.enumtypid = t.oid), '')
@@ -292,10 +337,10 @@ def _types(v: int) -> str:
           AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')"""
 
 
-def _collations(_v: int) -> str:
+def _collations(_v: int, full: bool) -> str:
     # Not the encoding: pg_dump writes no encoding, so a collation made FROM "C" (any
     # encoding) comes back tied to the database's; nor the version, which is the library's.
-    return f"""SELECT {_qualified('n.nspname', 'co.collname')},
+    return f"""SELECT {_qualified('n.nspname', 'co.collname', full)},
           (to_jsonb(co) - 'oid' - 'collnamespace' - 'collowner' - 'collversion' - 'collencoding')::text
           || ' owner ' || pg_get_userbyid(co.collowner)
           || ' comment ' || coalesce(obj_description(co.oid, 'pg_collation'), '')
@@ -303,25 +348,39 @@ def _collations(_v: int) -> str:
         WHERE {USER_NS} AND {_not_extension_member("pg_collation", "co.oid")}"""
 
 
-def _extensions(_v: int) -> str:
-    return """SELECT x.extname, x.extversion || ' schema ' || n.nspname
+def _extensions(_v: int, full: bool) -> str:
+    """Version and schema; scheme 4 adds the comment and the configuration tables' dump filters.
+
+    ``COMMENT ON EXTENSION`` and ``pg_extension_config_dump``'s filters are carried by
+    pg_dump; the tables' rows are parts of their own (``extension table …``).
+    """
+    if not full:
+        return """SELECT x.extname, x.extversion || ' schema ' || n.nspname
+        FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace"""
+    return f"""SELECT {_dotted("x.extname", True)}, x.extversion || ' schema ' || n.nspname
+          || ' comment ' || coalesce(obj_description(x.oid, 'pg_extension'), '')
+          || ' configuration ' || coalesce((SELECT string_agg(c.t, ';' ORDER BY c.t) FROM (
+               SELECT (SELECT quote_ident(cn.nspname) || '.' || quote_ident(cc.relname) FROM pg_class cc
+                       JOIN pg_namespace cn ON cn.oid = cc.relnamespace WHERE cc.oid = cfg)
+                      || ' ' || coalesce(x.extcondition[i], '') AS t
+               FROM unnest(x.extconfig) WITH ORDINALITY AS u(cfg, i)) c), '')
         FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace"""
 
 
-def _event_triggers(_v: int) -> str:
+def _event_triggers(_v: int, full: bool) -> str:
     return """SELECT evtname, evtevent || ' ' || evtfoid::regproc::text || ' enabled ' || evtenabled::text
           || ' tags ' || coalesce(array_to_string(evttags, ','), '') || ' owner ' || pg_get_userbyid(evtowner)
           || coalesce(' comment ' || obj_description(oid, 'pg_event_trigger'), '')
         FROM pg_event_trigger"""
 
 
-def _default_privileges(_v: int) -> str:
+def _default_privileges(_v: int, full: bool) -> str:
     return f"""SELECT pg_get_userbyid(d.defaclrole) || ' in ' || coalesce(n.nspname, '(every schema)') || ' on '
           || d.defaclobjtype::text, {_acl('d.defaclacl')}
         FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace"""
 
 
-def _publications(v: int) -> str:
+def _publications(v: int, full: bool) -> str:
     """A publication's settings, owner (by name), comment, tables and, on 15+, schemas, row filters and columns.
 
     Found by review: the tables were listed in heap order (``ORDER BY 1`` sorted by the
@@ -349,15 +408,15 @@ def _publications(v: int) -> str:
         FROM pg_publication p"""
 
 
-def _statistics(v: int) -> str:
+def _statistics(v: int, full: bool) -> str:
     target = "CASE WHEN s.stxstattarget >= 0 THEN ' statistics ' || s.stxstattarget::text ELSE '' END" if v >= 130000 else "''"
-    return f"""SELECT {_qualified('n.nspname', 's.stxname')}, pg_get_statisticsobjdef(s.oid)
+    return f"""SELECT {_qualified('n.nspname', 's.stxname', full)}, pg_get_statisticsobjdef(s.oid)
           || ' owner ' || pg_get_userbyid(s.stxowner) || coalesce(' comment ' || obj_description(s.oid, 'pg_statistic_ext'), '')
           || {target}
         FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE {USER_NS}"""
 
 
-def _foreign_servers(_v: int) -> str:
+def _foreign_servers(_v: int, full: bool) -> str:
     # Options may hold credentials: they enter a digest, never a message.
     return f"""SELECT s.srvname, w.fdwname || ' type ' || coalesce(s.srvtype, '') || ' version ' || coalesce(s.srvversion, '')
           || ' options ' || coalesce(array_to_string(s.srvoptions, ','), '') || ' owner ' || pg_get_userbyid(s.srvowner)
@@ -370,7 +429,7 @@ def _foreign_servers(_v: int) -> str:
         FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw"""
 
 
-def _extension_member_privileges(_v: int) -> str:
+def _extension_member_privileges(_v: int, full: bool) -> str:
     """Privileges changed on objects an extension owns: the user's, and pg_dump carries them.
 
     Functions, relations, types, languages (``REVOKE USAGE ON LANGUAGE plpgsql FROM
@@ -398,7 +457,7 @@ def _extension_member_privileges(_v: int) -> str:
     )
 
 
-def _foreign_data_wrappers(_v: int) -> str:
+def _foreign_data_wrappers(_v: int, full: bool) -> str:
     """Wrappers and their privileges: ``GRANT USAGE ON FOREIGN DATA WRAPPER`` is the user's, even for an extension's."""
     return f"""SELECT w.fdwname, 'handler ' || w.fdwhandler::regproc::text || ' validator ' || w.fdwvalidator::regproc::text
           || ' options ' || coalesce(array_to_string(w.fdwoptions, ','), '')
@@ -406,8 +465,23 @@ def _foreign_data_wrappers(_v: int) -> str:
         FROM pg_foreign_data_wrapper w"""
 
 
-def _subscriptions(_v: int) -> str:
-    """This database's subscriptions; the connection string is added where readable (``subscription_secrets``)."""
+def _subscriptions(_v: int, full: bool) -> str:
+    """This database's subscriptions; the connection string is added where readable (``subscription_secrets``).
+
+    Scheme 4 takes every option pg_dump carries (binary, streaming, disable on error,
+    origin, run as owner, failover, password required, two-phase: whether asked for;
+    found by review) and not whether the subscription is enabled: pg_dump always writes
+    ``connect = false``, so every restored subscription is disabled until the operator
+    enables it, and comparing it refused every healthy restore of an enabled one.
+    """
+    if full:
+        return """SELECT s.subname, (to_jsonb(s) - 'oid' - 'subdbid' - 'subname' - 'subowner' - 'subconninfo'
+                             - 'subskiplsn' - 'subenabled' - 'subtwophasestate' - 'subpublications')::text
+          || ' two phase ' || coalesce((to_jsonb(s) ->> 'subtwophasestate') <> 'd', false)::text
+          || ' publications ' || array_to_string(ARRAY(SELECT p FROM unnest(s.subpublications) p ORDER BY p), ',')
+          || ' owner ' || pg_get_userbyid(s.subowner)
+          || coalesce(' comment ' || shobj_description(s.oid, 'pg_subscription'), '')
+        FROM pg_subscription s WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
     return """SELECT s.subname, 'enabled ' || s.subenabled::text || ' slot ' || coalesce(s.subslotname::text, '')
           || ' publications ' || array_to_string(ARRAY(SELECT unnest(s.subpublications) ORDER BY 1), ',')
           || ' synchronous commit ' || s.subsynccommit || ' owner ' || pg_get_userbyid(s.subowner)
@@ -415,8 +489,8 @@ def _subscriptions(_v: int) -> str:
         FROM pg_subscription s WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
 
-def _operators(_v: int) -> str:
-    return f"""SELECT {_qualified("n.nspname", "o.oprname")} || '(' || format_type(o.oprleft, NULL) || ','
+def _operators(_v: int, full: bool) -> str:
+    return f"""SELECT {_qualified("n.nspname", "o.oprname", full)} || '(' || format_type(o.oprleft, NULL) || ','
                  || format_type(o.oprright, NULL) || ')',
           'kind ' || o.oprkind::text || ' result ' || format_type(o.oprresult, NULL)
           || ' function ' || o.oprcode::regprocedure::text || ' restrict ' || o.oprrest::text || ' join ' || o.oprjoin::text
@@ -428,10 +502,10 @@ def _operators(_v: int) -> str:
         WHERE {USER_NS} AND {_not_extension_member("pg_operator", "o.oid")}"""
 
 
-def _operator_families(_v: int) -> str:
+def _operator_families(_v: int, full: bool) -> str:
     # Members by the server's own description of each (``operator 1 (integer, integer) of
     # operator family ... for access method hash: =(integer,integer)``): text without OIDs.
-    return f"""SELECT {_qualified("n.nspname", "f.opfname")} || ' using ' || am.amname,
+    return f"""SELECT {_qualified("n.nspname", "f.opfname", full)} || ' using ' || am.amname,
           'operators ' || coalesce((SELECT string_agg(d.t, ';' ORDER BY d.t COLLATE "C")
                                     FROM (SELECT pg_describe_object('pg_amop'::regclass, ao.oid, 0) AS t
                                           FROM pg_amop ao WHERE ao.amopfamily = f.oid) d), '')
@@ -443,8 +517,8 @@ def _operator_families(_v: int) -> str:
         WHERE {USER_NS} AND {_not_extension_member("pg_opfamily", "f.oid")}"""
 
 
-def _operator_classes(_v: int) -> str:
-    return f"""SELECT {_qualified("n.nspname", "c.opcname")} || ' using ' || am.amname,
+def _operator_classes(_v: int, full: bool) -> str:
+    return f"""SELECT {_qualified("n.nspname", "c.opcname", full)} || ' using ' || am.amname,
           'for ' || format_type(c.opcintype, NULL) || ' default ' || c.opcdefault::text
           || ' family ' || fn.nspname || '.' || f.opfname || ' stores ' || coalesce(format_type(nullif(c.opckeytype, 0), NULL), '')
           || {_meta("c.opcowner", "NULL::aclitem[]", "c.oid", "pg_opclass")}
@@ -458,22 +532,22 @@ def _operator_classes(_v: int) -> str:
 _USER_OID = 16384
 
 
-def _casts(_v: int) -> str:
+def _casts(_v: int, full: bool) -> str:
     return f"""SELECT format_type(c.castsource, NULL) || ' as ' || format_type(c.casttarget, NULL),
           'function ' || coalesce(nullif(c.castfunc, 0)::regprocedure::text, '') || ' context ' || c.castcontext::text
           || ' method ' || c.castmethod::text || coalesce(' comment ' || obj_description(c.oid, 'pg_cast'), '')
         FROM pg_cast c WHERE c.oid >= {_USER_OID} AND {_not_extension_member("pg_cast", "c.oid")}"""
 
 
-def _access_methods(_v: int) -> str:
+def _access_methods(_v: int, full: bool) -> str:
     return f"""SELECT a.amname, 'type ' || a.amtype::text || ' handler ' || a.amhandler::regprocedure::text
           || coalesce(' comment ' || obj_description(a.oid, 'pg_am'), '')
         FROM pg_am a WHERE a.oid >= {_USER_OID} AND {_not_extension_member("pg_am", "a.oid")}"""
 
 
-def _text_search(_v: int) -> str:
+def _text_search(_v: int, full: bool) -> str:
     """Configurations with their token mappings, and dictionaries with their template and options."""
-    return f"""SELECT 'configuration ' || {_qualified("n.nspname", "c.cfgname")},
+    return f"""SELECT 'configuration ' || {_qualified("n.nspname", "c.cfgname", full)},
           'parser ' || c.cfgparser::regproc::text || ' mappings '
           || coalesce((SELECT string_agg(m.maptokentype || ':' || m.mapseqno || ':' || m.mapdict::regdictionary::text, ','
                                          ORDER BY m.maptokentype, m.mapseqno)
@@ -482,14 +556,14 @@ def _text_search(_v: int) -> str:
         FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace
         WHERE {USER_NS} AND {_not_extension_member("pg_ts_config", "c.oid")}
         UNION ALL
-        SELECT 'dictionary ' || {_qualified("n.nspname", "d.dictname")},
+        SELECT 'dictionary ' || {_qualified("n.nspname", "d.dictname", full)},
           'template ' || t.tmplname || ' options ' || coalesce(d.dictinitoption, '')
           || {_meta("d.dictowner", "NULL::aclitem[]", "d.oid", "pg_ts_dict")}
         FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace JOIN pg_ts_template t ON t.oid = d.dicttemplate
         WHERE {USER_NS} AND {_not_extension_member("pg_ts_dict", "d.oid")}"""
 
 
-def _large_objects(_v: int) -> str:
+def _large_objects(_v: int, full: bool) -> str:
     # The content's digest, computed by the server a large object at a time.
     return f"""SELECT m.oid::text, encode(sha256(c.data), 'hex') || ' bytes ' || length(c.data)
           || ' owner ' || pg_get_userbyid(m.lomowner) || ' acl ' || coalesce({_acl('m.lomacl')}, '')
@@ -497,10 +571,25 @@ def _large_objects(_v: int) -> str:
         FROM pg_largeobject_metadata m CROSS JOIN LATERAL (SELECT lo_get(m.oid) AS data) c"""
 
 
-def _database(_v: int) -> str:
+def _locale(v: int, full: bool) -> str:
+    """The database's locale provider and its ICU or builtin locale and ICU rules, as ``CREATE DATABASE`` sets them.
+
+    Scheme 4 (found by review: a database restored with the libc provider instead of
+    ICU or builtin sorts and case-maps differently and compared equal). Not the
+    collation version, which is the library's and which pg_dump does not carry.
+    """
+    if not full or v < 150000:
+        return "''"
+    locale = "d.datlocale" if v >= 170000 else "d.daticulocale"
+    rules = " || ' icu rules ' || coalesce(d.daticurules, '')" if v >= 160000 else ""
+    return f"' provider ' || d.datlocprovider::text || ' locale ' || coalesce({locale}, ''){rules}"
+
+
+def _database(v: int, full: bool) -> str:
     return f"""SELECT '', 'owner ' || pg_get_userbyid(d.datdba) || ' acl ' || coalesce({_acl('d.datacl')}, '')
           || CASE WHEN d.datconnlimit <> -1 THEN ' connection limit ' || d.datconnlimit ELSE '' END
           || ' encoding ' || pg_encoding_to_char(d.encoding) || ' collate ' || d.datcollate || ' ctype ' || d.datctype
+          || {_locale(v, full)}
           || ' comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '')
           || ' settings ' || coalesce((SELECT string_agg(CASE WHEN s.setrole = 0 THEN '' ELSE pg_get_userbyid(s.setrole) || ': ' END
                                                          || array_to_string(s.setconfig, ','), ';' ORDER BY s.setrole)
@@ -551,24 +640,41 @@ def catalog_parts(
     server_num: int,
     excluded: Iterable[str] = (),
     extra: dict[str, str] | None = None,
+    full: bool = True,
 ) -> dict[str, Part]:
     """Every catalog object of the database, ``<class> <name>`` -> part.
 
     Objects whose name contains one of ``excluded`` are left out (the drill workload's
     table, judged by the recovery point instead). ``extra`` adds text to a part's
     definition before it is digested (a sequence's value, which no catalog holds).
+    ``full``: scheme ``postgres/4``'s coverage, else schemes 2 and 3's.
     """
     skip = tuple(excluded)
     parts: dict[str, Part] = {}
     with conn.cursor() as cur:
         for cls in CLASSES:
-            cur.execute(cls.sql(server_num))
+            cur.execute(cls.sql(server_num, full))
             for name, definition in cur.fetchall():
                 if _excluded(name, skip):
                     continue
                 key = cls.prefix if not name else f"{cls.prefix} {name}"
+                refuse_taken(parts, key)
                 parts[key] = part_of((definition or "") + (extra or {}).get(key, ""), cls.unit)
     return parts
+
+
+def refuse_taken(parts: dict[str, Part], key: str) -> None:
+    """Two objects under one part name: one would hide the other, so the fingerprint is refused.
+
+    Found by review: the rows of ``"definition public".t`` and the definition of
+    ``public.t`` were both ``table definition public.t``, and one silently replaced the
+    other. Scheme 4 quotes names that hold a space, so this is left to older schemes.
+    """
+    if key in parts:
+        raise ComponentError(
+            f"two objects have the part name {key!r} in this fingerprint's scheme, so one would hide the other "
+            "and the comparison cannot be trusted; a backup taken by this drproof (scheme postgres/4) names them apart"
+        )
 
 
 def _excluded(name: str, marks: tuple[str, ...]) -> bool:
@@ -583,6 +689,18 @@ def _excluded(name: str, marks: tuple[str, ...]) -> bool:
 
 ROLE_PART = "role "
 EXTENSION_PART = "extension "
+# Parts of an extension's that are not ``extension <name>``: ``postgres_checks`` reads extensions by prefix.
+EXTENSION_OTHER_PARTS = ("extension member privileges ", "extension table ")
+
+# What a comparison in scheme 2 or 3 cannot see: what scheme 4 added (found by review).
+SCHEME_4_ADDS = (
+    "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record the database's locale "
+    "provider and ICU or builtin locale, a subscription's options (binary, streaming, origin, disable on error, "
+    "...), an aggregate's whole definition (moving-aggregate functions and initial value, FINALFUNC_MODIFY, "
+    "PARALLEL), privileges on parameters (GRANT SET ON PARAMETER), the rows of extensions' configuration tables, "
+    "TOAST storage options, index column statistics targets, or comments on extensions: those are not compared; "
+    "and it compares whether a subscription is enabled, which a pg_dump restore never keeps"
+)
 
 
 def role_definitions(conn: psycopg2.extensions.connection, connecting_role: str | None) -> dict[str, str]:
@@ -664,8 +782,28 @@ def role_parts(conn: psycopg2.extensions.connection, connecting_role: str | None
     return {ROLE_PART + name: part_of(text, "roles") for name, text in role_definitions(conn, connecting_role).items()}
 
 
-def extension_versions(conn: psycopg2.extensions.connection) -> dict[str, tuple[str, str]]:
-    """(version, part digest) of each extension, by name: what the ``extension <name>`` parts hold."""
+PARAMETER_PART = "parameter "
+
+
+def parameter_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
+    """Privileges on configuration parameters (``GRANT SET | ALTER SYSTEM ON PARAMETER``, PostgreSQL 15+).
+
+    Cluster-wide like roles, and carried by ``pg_dumpall --globals-only``: a restore
+    that lost one fails the role's ``SET`` (found by review). Scheme 4.
+    """
+    if conn.server_version < 150000:
+        return {}
     with conn.cursor() as cur:
-        cur.execute(_extensions(conn.server_version))
+        # A row whose every grant was revoked may stay behind, empty: pg_dumpall writes nothing for it.
+        cur.execute(f"SELECT parname, {_acl('paracl')} FROM pg_parameter_acl WHERE cardinality(paracl) > 0")
+        return {PARAMETER_PART + name: part_of(acl, "privileges") for name, acl in cur.fetchall()}
+
+
+def extension_versions(conn: psycopg2.extensions.connection, full: bool = True) -> dict[str, tuple[str, str]]:
+    """(version, part digest) of each extension, by name: what the ``extension <name>`` parts hold.
+
+    ``full``: as scheme ``postgres/4`` records them, else as schemes 2 and 3 did.
+    """
+    with conn.cursor() as cur:
+        cur.execute(_extensions(conn.server_version, full))
         return {name: (text.split(" ", 1)[0], part_of(text).digest) for name, text in cur.fetchall()}

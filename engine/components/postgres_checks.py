@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from engine.components import postgres_legacy
 from engine.components.postgres import PostgresComponent
-from engine.components.postgres_catalog import EXTENSION_PART, ROLE_PART, extension_versions, role_parts
+from engine.components.postgres_catalog import (
+    EXTENSION_OTHER_PARTS,
+    EXTENSION_PART,
+    ROLE_PART,
+    extension_versions,
+    role_parts,
+)
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
@@ -499,14 +505,18 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
         return
     parts = ctx.baseline.parts
     roles_then = {n[len(ROLE_PART) :]: p.digest for n, p in parts.items() if n.startswith(ROLE_PART)}
-    exts_then = {n[len(EXTENSION_PART) :]: p.digest for n, p in parts.items() if n.startswith(EXTENSION_PART)}
+    exts_then = {
+        n[len(EXTENSION_PART) :]: p.digest
+        for n, p in parts.items()
+        if n.startswith(EXTENSION_PART) and not n.startswith(EXTENSION_OTHER_PARTS)
+    }
     if ctx.baseline.scheme == postgres_legacy.SCHEME:
         roles_now = postgres_legacy.role_digests(ctx.conn)
         exts_now = postgres_legacy.extension_digests(ctx.conn)
     else:
         connecting = ctx.component.service.superuser
         roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in role_parts(ctx.conn, connecting).items()}
-        exts_now = extension_versions(ctx.conn)
+        exts_now = extension_versions(ctx.conn, full=ctx.baseline.scheme == ctx.component.fingerprint_scheme)
     if not roles_then and not exts_then:
         # A fingerprint taken before role and extension names were recorded.
         result.not_run = "the backup's fingerprint records no role or extension names (taken by an older drproof)"

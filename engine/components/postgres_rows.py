@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from engine.fingerprint import Part
@@ -99,9 +99,13 @@ PINNED_OUTPUT = (
 SPLIT_BLOCKS = 8192  # 64 MB of 8 kB pages
 
 
-def dotted(name: str) -> str:
-    """A name as part names print it: in double quotes if it holds a dot or a quote (``postgres_catalog._dotted``)."""
-    return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+def dotted(name: str, full: bool = False) -> str:
+    """A name as part names print it: in double quotes if it holds a dot or a quote, or (``full``) a space.
+
+    As ``postgres_catalog._dotted``, which says why.
+    """
+    quoted = "." in name or '"' in name or (full and " " in name)
+    return '"' + name.replace('"', '""') + '"' if quoted else name
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class Method:
 
     typed: bool = False
     columns: tuple[str, ...] | None = None
+    # An extension's configuration table: only the rows pg_dump takes (``WHERE <its
+    # filter>`` given to ``pg_extension_config_dump``), and read whole, not in block ranges.
+    where: str | None = None
 
     def row(self) -> sql.Composable:
         if self.columns is None:
@@ -131,9 +138,10 @@ class Task:
 
 def _row_digest_query(schema: str, table: str, server_num: int, task: Task, method: Method = Method()) -> sql.Composed:
     typed = method.typed
-    source = sql.SQL("SELECT " + (TYPED_ROW if typed else TEXT_ROW) + " FROM ONLY {} t").format(
-        method.row(), sql.Identifier(schema, table)
-    )
+    relation: sql.Composable = sql.SQL("ONLY {}").format(sql.Identifier(schema, table))
+    if method.where is not None:
+        relation = sql.SQL("(SELECT * FROM ONLY {} {})").format(sql.Identifier(schema, table), sql.SQL(method.where))
+    source = sql.SQL("SELECT " + (TYPED_ROW if typed else TEXT_ROW) + " FROM {} t").format(method.row(), relation)
     if task.start or task.stop is not None:
         bounds = [sql.SQL("t.ctid >= {}::tid").format(sql.Literal(f"({task.start},0)"))]
         if task.stop is not None:
@@ -174,6 +182,8 @@ def row_parts(
     connect: Connect | None = None,
     jobs: int = 1,
     typed: bool = False,
+    full: bool = False,
+    filters: dict[int, str] | None = None,
 ) -> dict[str, Part]:
     """``<label> <schema>.<table>`` -> rows part, for (label, schema, table) in ``relations``.
 
@@ -184,12 +194,16 @@ def row_parts(
     ``typed`` (scheme ``postgres/3``, PostgreSQL 14 or later): tables of ``TYPED``
     columns only are digested by their values' hashes instead of their text, and
     inheritance children in the column order a restore keeps (``CHILD_ORDER``).
+    ``full`` (scheme ``postgres/4``): names that hold a space are quoted (``dotted``).
+    ``filters``: index of a relation -> the ``WHERE`` clause its rows are read with.
     """
     if typed and conn.server_version < TYPED_SINCE:
         raise ValueError("typed row digests need PostgreSQL 14 or later (hash_record_extended)")
-    names = [f"{label} {dotted(schema)}.{dotted(table)}" for label, schema, table in relations]
+    names = [f"{label} {dotted(schema, full)}.{dotted(table, full)}" for label, schema, table in relations]
     methods = _methods(conn, relations) if typed else [Method()] * len(relations)
-    tasks = _tasks(conn, relations, jobs if connect is not None else 1)
+    for index, where in (filters or {}).items():
+        methods[index] = replace(methods[index], where=where)
+    tasks = _tasks(conn, relations, jobs if connect is not None else 1, set(filters or {}))
     if jobs <= 1 or connect is None or len(tasks) < 2:
         done = [(t.index, _digest(conn, relations[t.index], t, methods[t.index])) for t in tasks]
     else:
@@ -285,7 +299,9 @@ def _importing(connect: Connect, snapshot: str, pinned: bool) -> psycopg2.extens
     return conn
 
 
-def _tasks(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]], jobs: int) -> list[Task]:
+def _tasks(
+    conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, str, str]], jobs: int, whole: Collection[int] = ()
+) -> list[Task]:
     """Every relation once, largest first; with ``jobs`` > 1 on PostgreSQL 14+, large ones in block ranges.
 
     The last range of a table has no end: rows this snapshot sees are in blocks that
@@ -296,7 +312,7 @@ def _tasks(conn: psycopg2.extensions.connection, relations: Sequence[tuple[str, 
     blocks = _blocks(conn, relations)
     tasks: list[tuple[int, Task]] = []
     for i, n in enumerate(blocks):
-        if conn.server_version < 140000 or n <= SPLIT_BLOCKS:
+        if conn.server_version < 140000 or n <= SPLIT_BLOCKS or i in whole:
             tasks.append((n, Task(i)))
             continue
         pieces = max(jobs * 2, -(-n // (SPLIT_BLOCKS * 4)))

@@ -154,7 +154,7 @@ def test_the_method_follows_the_column_types(db: PostgresComponent) -> None:
         conn.close()
     expected = {t: t in TYPED_TABLES for t in tables}
     assert dict(zip(tables, methods, strict=True)) == expected
-    assert db.fingerprint().scheme == "postgres/3"
+    assert db.fingerprint().scheme == "postgres/4"
 
 
 def test_a_changed_value_in_every_typed_column_is_named(db: PostgresComponent) -> None:
@@ -224,11 +224,11 @@ def test_the_same_rows_in_another_order_are_quiet(db: PostgresComponent) -> None
     assert compare(before, after) == [] and before.digest == after.digest
 
 
-def test_a_scheme_2_backup_is_still_compared_with_nothing_unseen(db: PostgresComponent) -> None:
+def test_a_scheme_2_backup_is_still_compared_and_says_what_it_cannot_see(db: PostgresComponent) -> None:
     old = db.legacy_fingerprint("postgres/2")
     new = db.fingerprint()
     assert old is not None and old.scheme == "postgres/2"
-    assert db.blind_spot("postgres/2") is None
+    assert "locale provider" in (db.blind_spot("postgres/2") or ""), "scheme 2 records what scheme 3 did, not 4"
     assert compare(old, db.fingerprint_like(old)) == []
     assert old.parts["table public.people"] != new.parts["table public.people"], "people is digested by type now"
     assert old.parts["table public.prices"] == new.parts["table public.prices"], "prices is still digested as text"
@@ -240,13 +240,14 @@ def test_scheme_3_is_refused_on_a_server_without_the_typed_hash(db: PostgresComp
     """PostgreSQL 13 lacks hash_record_extended: it takes scheme 2, and cannot compare a scheme 3 backup."""
     old_server: Any = SimpleNamespace(server_version=130012)
     assert db.scheme_on(old_server) == "postgres/2"
-    with pytest.raises(NotComparable, match="PostgreSQL 14"):
-        db.scheme_on(old_server, "postgres/3")
+    for scheme in ("postgres/3", "postgres/4"):
+        with pytest.raises(NotComparable, match="PostgreSQL 14"):
+            db.scheme_on(old_server, scheme)
     with pytest.raises(NotComparable, match="postgres/9"):
         db.scheme_on(old_server, "postgres/9")
 
 
-@pytest.mark.parametrize("scheme", ["postgres/3", "postgres/2"])
+@pytest.mark.parametrize("scheme", ["postgres/4", "postgres/3", "postgres/2"])
 def test_a_restore_is_proven_in_its_backups_scheme(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
@@ -255,7 +256,7 @@ def test_a_restore_is_proven_in_its_backups_scheme(
         comp = PostgresComponent("db", PostgresParams(customers=300), rt)
         comp.provision()
         comp.seed()
-        taken = comp.fingerprint() if scheme == "postgres/3" else comp.legacy_fingerprint(scheme)
+        taken = comp.fingerprint() if scheme == "postgres/4" else comp.legacy_fingerprint(scheme)
         assert taken is not None and taken.scheme == scheme
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp], fingerprints={"db": taken})
