@@ -124,7 +124,7 @@ DAMAGE: dict[str, tuple[str, str, str, str]] = {
         "function public.s(integer)",
         "18 15",
     ),
-    "aggregate parallel": (_AGG, "ALTER FUNCTION s(int) PARALLEL UNSAFE", "function public.s(integer)", "18 15"),
+    "aggregate parallel": (_AGG, "UPDATE pg_proc SET proparallel = 'u' WHERE oid = 'public.s(int)'::regprocedure", "function public.s(integer)", "18 15"),
     "aggregate finalfunc modify": (
         _AGG,
         "UPDATE pg_aggregate SET aggfinalmodify = 'w' WHERE aggfnoid = 'public.s(int)'::regprocedure",
@@ -210,7 +210,7 @@ def test_older_schemes_record_what_they_did_and_refuse_a_name_collision(server: 
     _sql(comp, _AGG)
     old = comp.legacy_fingerprint("postgres/3")
     assert old is not None and old.scheme == "postgres/3"
-    _sql(comp, "ALTER FUNCTION s(int) PARALLEL UNSAFE")
+    _sql(comp, "UPDATE pg_proc SET proparallel = 'u' WHERE oid = 'public.s(int)'::regprocedure")
     assert compare(old, comp.fingerprint_like(old)) == []  # scheme 3 never recorded it: its note says so
     assert "aggregate" in (comp.blind_spot("postgres/3") or "")
     _sql(comp, 'CREATE TABLE t(a int); CREATE SCHEMA "definition public"; CREATE TABLE "definition public".t(a int)')
