@@ -127,7 +127,7 @@ def test_links_between_docs_resolve() -> None:
 def _doc_assertions() -> list[tuple[str, str, Any]]:
     """Every assertion written in a YAML example of docs/ (blocks that parse and hold ``assertions``)."""
     found = []
-    for page in sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]:
+    for page in [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]:
         for block in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
             try:
                 data = yaml.safe_load(block)
