@@ -28,7 +28,7 @@ from rich.markup import escape
 from drills.progress import StepDisplay
 from engine import __version__
 from engine.audit import AuditLog, Event
-from engine.errors import ConfigError, DrproofError, ValidationFailed
+from engine.errors import ConfigError, DrproofError, IntegrityError, ValidationFailed
 from engine.journal import Phase, Results
 from engine.redaction import redact
 
@@ -392,7 +392,13 @@ def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: Audi
                 f"backup {manifest.id} is complete in the primary repository, but the offsite copy failed: {exc}"
             ) from exc
     if config.retention is not None:
-        pruned = standalone.prune(config, dry_run=False, progress=_progress(err, args.json), audit=audit)
+        try:
+            pruned = standalone.prune(
+                config, dry_run=False, progress=_progress(err, args.json), audit=audit, fresh=[manifest.id]
+            )
+        except IntegrityError as exc:
+            sys.stdout.write(manifest.id + "\n")
+            raise IntegrityError(f"backup {manifest.id} is complete and verified, but retention {exc}") from exc
         if pruned.deleted and not args.json:
             err.print(f"retention: deleted {len(pruned.deleted)} old backup(s)", highlight=False)
     if args.json:

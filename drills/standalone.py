@@ -240,7 +240,14 @@ class PruneResult:
     dry_run: bool
 
 
-def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditLog | None = None) -> PruneResult:
+def prune(
+    config: BackupConfig,
+    dry_run: bool,
+    progress: Progress,
+    audit: AuditLog | None = None,
+    fresh: Sequence[str] = (),
+) -> PruneResult:
+    """Apply the retention policy; ``fresh``: sets verified in full by this process just now (not re-read)."""
     if config.retention is None:
         raise ConfigError("no retention policy in the configuration (add retention: {keep_last: N, daily: N, ...})")
     r = config.retention
@@ -258,7 +265,7 @@ def prune(config: BackupConfig, dry_run: bool, progress: Progress, audit: AuditL
             progress(f"deleting {d.backup_id}")
             yield
 
-    pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting)
+    pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting, fresh=fresh)
     locked = pruned.locked
     kept = [
         {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}

@@ -3,7 +3,10 @@
 The plan is a pure function of the backups, the policy and which backups were verified,
 so it can be shown (``--dry-run``), tested exhaustively and applied by any repository.
 The safety rule wins over the policy: the newest verified backup of every component is
-never deleted, so pruning can never leave a component with no restorable backup. So do
+never deleted, so pruning can never leave a component with no restorable backup. A
+verification mark is only as fresh as its date: before deleting anything, ``prune``
+re-hashes the sets the plan relies on (each component's newest kept verified set and the
+sets it builds on), and deletes nothing when one of them is damaged now. So do
 the store's own holds (``held``: S3 Object Lock): a set the store will not delete yet is
 kept, with the object and date that hold it as the reason, and never half-deleted.
 
@@ -15,17 +18,18 @@ capped at its successor's (and at now), so a wrong clock cannot promote it eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from engine.chain import chain_key, effective_times
+from engine.errors import IntegrityError
 from engine.manifest import Manifest, ManifestSummary
 
 if TYPE_CHECKING:
-    from engine.repository.base import Repository
+    from engine.repository.base import Repository, VerifyReport
     from engine.repository.objectlock import Hold
 
 # Wraps each deletion (the standalone engine writes its audit line around it); gets the
@@ -145,6 +149,7 @@ def prune(
     dry_run: bool = False,
     now: datetime | None = None,
     deleting: Deleting | None = None,
+    fresh: Collection[str] = (),
 ) -> Pruned:
     """Plan under the exclusive lock, and delete what the plan does not keep (unless ``dry_run``).
 
@@ -155,6 +160,11 @@ def prune(
     set the store will not delete yet (S3 Object Lock) is kept with its hold as the reason.
     Each deletion is preceded by its signed tombstone, so the chain shows a deleted set,
     not a missing one. Shared by ``recovery prune`` and the drill's ``prune`` step.
+
+    Before anything is deleted (and in a dry run) the sets the plan relies on are re-hashed
+    (``recheck_relied_on``); if one is damaged now, nothing is deleted and IntegrityError
+    names it. ``fresh``: sets this process verified in full moments ago (the backup that
+    just wrote them), not read again.
     """
     when = now or datetime.now(UTC)
     with repository.lock(exclusive=True, operation="prune (retention)"):
@@ -165,6 +175,9 @@ def prune(
         locked = store_holds(repository, plan(sets, policy, verified, now=when))
         held = {i: [h.reason() for h in hs] for i, hs in locked.items()}
         result = Pruned(plan(sets, policy, verified, held, now=when), locked)
+        damaged = recheck_relied_on(repository, sets, policy, verified, held, when, record=not dry_run, fresh=fresh)
+        if damaged:
+            raise IntegrityError(_refusal(damaged, sets, plan(sets, policy, verified - set(damaged), held, now=when)))
         if dry_run:
             return result
         holds = {m.id: [c.name for c in m.components] for m in sets}
@@ -176,6 +189,98 @@ def prune(
                 repository.delete(d.backup_id)
                 result.storage_left[d.backup_id] = repository.left_after_delete(d.backup_id)
     return result
+
+
+def relied_on(sets: Sequence[Manifest | ManifestSummary], decisions: list[Decision], verified: set[str]) -> list[str]:
+    """The sets a restore of each component would need after the plan: newest first.
+
+    For every component, the newest kept set that holds it and verified, and the sets
+    that one builds on for that component (its chain of parents).
+    """
+    by_id = {m.id: m for m in sets}
+    kept = {d.backup_id for d in decisions if d.keep}
+    newest_first = sorted(sets, key=chain_key, reverse=True)
+    needed: list[str] = []
+    for name in sorted({c.name for m in newest_first for c in m.components}):
+        head = next(
+            (m for m in newest_first if m.id in kept and m.id in verified and any(c.name == name for c in m.components)),
+            None,
+        )
+        while head is not None:
+            if head.id not in needed:
+                needed.append(head.id)
+            parent = next((c.parent for c in head.components if c.name == name), None)
+            head = by_id.get(parent) if parent else None
+    return sorted(needed, key=lambda i: chain_key(by_id[i]), reverse=True)
+
+
+def recheck_relied_on(
+    repository: Repository,
+    sets: Sequence[Manifest | ManifestSummary],
+    policy: Policy,
+    verified: set[str],
+    held: Mapping[str, Sequence[str]],
+    now: datetime,
+    record: bool = True,
+    fresh: Collection[str] = (),
+) -> dict[str, list[str]]:
+    """Damaged sets among those the plan relies on, with their problems (empty: all sound now).
+
+    Why: the verification mark is written when a set is verified, and bit rot or a partial
+    overwrite afterwards leaves it standing; a prune that trusted it once kept a damaged
+    newest set and deleted the only good chain. Each relied-on set's stored artifacts are
+    re-hashed (size and sha256, no decoding: the mark already proved these bytes decode).
+    A damaged one loses its mark (recorded unless ``record`` is false, as in a dry run), the
+    plan is made again without it, and the sets the new plan relies on are checked in turn,
+    so the message can name what is still restorable.
+    """
+    trusted = set(verified)
+    damaged: dict[str, list[str]] = {}
+    checked: set[str] = set(fresh) & trusted
+    while True:
+        decisions = plan(sets, policy, trusted, held, now=now)
+        todo = [i for i in relied_on(sets, decisions, trusted) if i not in checked]
+        if not todo:
+            return damaged
+        for backup_id in todo:
+            checked.add(backup_id)
+            report = _rehash(repository, backup_id)
+            if report.ok:
+                continue
+            damaged[backup_id] = [f"{c.artifact}: {c.problem}" for c in report.checks if not c.ok]
+            trusted.discard(backup_id)
+            if record:
+                repository.record_verification(report)
+
+
+def _rehash(repository: Repository, backup_id: str) -> VerifyReport:
+    from engine.repository.base import VerifyReport
+
+    manifest = repository.get(backup_id)
+    checks = [repository.check_artifact(manifest, a) for a in manifest.artifacts]
+    return VerifyReport(backup_id=backup_id, ok=all(c.ok for c in checks), checks=checks)
+
+
+def _refusal(
+    damaged: Mapping[str, list[str]], sets: Sequence[Manifest | ManifestSummary], decisions: list[Decision]
+) -> str:
+    """Why nothing was deleted, which set is damaged, and what is still restorable."""
+    holds = {m.id: sorted(c.name for c in m.components) for m in sets}
+    kept = [d for d in decisions if d.keep]
+    lines = [
+        f"backup {i} ({', '.join(holds.get(i, []))}) is damaged now although it verified when written: "
+        + "; ".join(problems[:5])
+        + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        for i, problems in damaged.items()
+    ]
+    keeps = ", ".join(f"{d.backup_id} ({', '.join(d.reasons)})" for d in kept) or "nothing"
+    return (
+        "prune deleted nothing: a set retention relies on failed its re-check.\n  "
+        + "\n  ".join(lines)
+        + f"\n  without it the policy would keep: {keeps}."
+        + "\n  Take a new backup (and run `drproof recovery verify` on the damaged set to see it whole), then prune "
+        "again."
+    )
 
 
 def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
