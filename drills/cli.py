@@ -28,7 +28,7 @@ from rich.markup import escape
 from drills.progress import StepDisplay
 from engine import __version__
 from engine.audit import AuditLog, Event
-from engine.errors import ConfigError, DrproofError, IntegrityError, ValidationFailed
+from engine.errors import BackupFindings, ConfigError, DrproofError, IntegrityError, ValidationFailed
 from engine.journal import Phase, Results
 from engine.redaction import redact
 
@@ -350,6 +350,8 @@ def _cmd_backup(args: argparse.Namespace, out: Console, err: Console) -> int:
         audit = standalone.audit_log(config, None)
         audit.check()  # an unwritable audit log stops the run before it changes anything
         summary = _run_backup(args, config, err, audit)
+        if summary.get("findings"):
+            raise BackupFindings(f"backup {summary['id']} is complete, but: " + "; ".join(summary["findings"]))
         return 0
     except DrproofError as exc:
         failure = str(exc)
@@ -383,6 +385,11 @@ def _run_backup(args: argparse.Namespace, config: Any, err: Console, audit: Audi
         config, args.components, args.type, args.label, _progress(err, args.json), audit=audit
     )
     summary = standalone.summary(manifest)
+    findings = standalone.limits(manifest)
+    if findings:  # said before the offsite copy and retention, which go on: the set is good
+        summary["findings"] = findings
+        for line in findings:
+            err.print(f"[yellow]warning[/yellow]: {escape(line)}", highlight=False)
     if config.offsite is not None:
         try:
             standalone.copy(config, manifest.id, True, _progress(err, args.json), audit=audit)
@@ -563,6 +570,8 @@ def _verify(
             )
         for finding in report.findings:
             out.print(f"NOT RESTORABLE {finding}", highlight=False, markup=False)
+        for line in report.limits:
+            out.print(f"FINDING {line}", highlight=False, markup=False)
         for line in report.trust:
             out.print(f"chain  {line}", highlight=False, markup=False)
         unproven = [c for c in report.checks if c.ok and not c.content_proven]
@@ -574,13 +583,18 @@ def _verify(
                 markup=False,
             )
         err.print(f"backup {manifest.id}: {_verdict(report)}", highlight=False, markup=False)
-    return 0 if report.ok else 1
+    return 0 if report.ok and not report.limits else 1
 
 
 def _verdict(report: Any) -> str:
     if report.ok:
         unsigned = any(line.startswith("integrity NOT proven") for line in report.trust)
-        return "verified" + (" (its artifacts; integrity against a repository writer NOT proven: unsigned)" if unsigned else "")
+        verdict = "verified" + (
+            " (its artifacts; integrity against a repository writer NOT proven: unsigned)" if unsigned else ""
+        )
+        if report.limits:
+            verdict += f", with {len(report.limits)} finding(s): " + "; ".join(report.limits)
+        return verdict
     return "; ".join(
         ([f"{len(report.damaged)} damaged artifact(s)"] if report.damaged else [])
         + (["not restorable"] if report.findings else [])

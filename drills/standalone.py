@@ -219,6 +219,9 @@ def take_backup(
             progress(f"verifying {manifest.id}")
             report = repo.verify(manifest.id, written=manifest)
             repo.record_verification(report)
+            if found := limits(manifest):  # the set is kept and verified; the command exits 1
+                op.extra["findings"] = found
+                op.fail(f"backup {manifest.id} is complete, but: " + "; ".join(found))
         if not report.ok:
             raise IntegrityError(f"backup {manifest.id} failed verification right after writing: {report.damaged}")
     return manifest
@@ -321,6 +324,7 @@ def verify(
         op.components = [c.name for c in manifest.components]
         report = repo.verify(manifest.id)
         report.findings += restorability(manifest)
+        report.limits = limits(manifest)
         found = repo.chain_audit()
         report.trust = trust_findings(found, manifest.id, _reference_audit(reference))
         untrusted = [str(f) for f in found.findings if f.backup_id == manifest.id and f.kind in UNTRUSTING]
@@ -331,6 +335,9 @@ def verify(
                 [f"{len(report.damaged)} damaged artifact(s): {', '.join(report.damaged)}"] if report.damaged else []
             )
             op.fail("; ".join(problems + report.findings + untrusted))
+        elif report.limits:  # sound and kept as verified, but not all it should be: exit 1
+            op.extra["findings"] = report.limits
+            op.fail("; ".join(report.limits))
     return report
 
 
@@ -382,6 +389,15 @@ def restorability(manifest: Manifest) -> list[str]:
             f"{record.name}: {f}" for f in component_kinds.get(record.kind).restorability(record.details, tools)
         ]
     return findings
+
+
+def limits(manifest: Manifest) -> list[str]:
+    """What each component kind says this sound set cannot do (a WAL gap before it), by component."""
+    found = []
+    for record in manifest.components:
+        if record.kind in component_kinds:
+            found += [f"{record.name}: {f}" for f in component_kinds.get(record.kind).limits(record.details)]
+    return found
 
 
 def find(

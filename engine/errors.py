@@ -10,6 +10,7 @@ exception escaping drproof is a bug and is shown with its traceback.
     ├── RuntimeStartError          a server or directory of the stack could not be provided
     ├── ComponentError             a component could not be seeded, fingerprinted or restored
     ├── FaultError                 a fault could not be injected
+    ├── BackupFindings             a backup completed and verified, but falls short (a WAL gap; exit 1)
     ├── RepositoryError            the backup repository could not be read or written
     │   ├── BackupNotFound         no backup set with that id or name
     │   ├── RepositoryLocked       the repository lock was not free in time (names the holder)
@@ -78,6 +79,18 @@ class ComponentError(DrproofError):
 
 class FaultError(DrproofError):
     """A fault could not be injected as configured."""
+
+
+class BackupFindings(DrproofError):
+    """A backup set was written, verified and kept, but what it gives falls short of what it should.
+
+    A hole in the WAL archive before a physical backup: the base backup restores, but no
+    point-in-time recovery crosses the hole. Exit 1 like a set that failed its own
+    verification, because the objective is already lost and someone must be told today,
+    not on the restore day; unlike that case, the set is good and stays.
+    """
+
+    exit_code = 1
 
 
 class RepositoryError(DrproofError):

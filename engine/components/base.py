@@ -220,6 +220,17 @@ class Component(ABC):
         return []
 
     @classmethod
+    def limits(cls, details: dict[str, Any]) -> list[str]:
+        """What a sound, restorable backup of this kind cannot do, as its manifest describes it.
+
+        Why: a set can verify and restore to its own end while an objective is already lost
+        (a hole in the WAL archive before a physical backup: no point-in-time recovery
+        across it). ``backup`` and ``verify`` say it, with a non-zero exit; it is never a
+        reason to refuse the set or to drop its verification mark.
+        """
+        return []
+
+    @classmethod
     def server_wanted(cls, record: ComponentRecord, backup_id: str) -> ServerWanted | None:
         """The server a sandbox needs to restore this backup into, or None where any will do.
 

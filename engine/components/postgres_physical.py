@@ -115,6 +115,18 @@ class PostgresPhysicalComponent(PostgresComponent):
     def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
         return []  # no dump: the cluster's own files, started by the target's own server
 
+    @classmethod
+    def limits(cls, details: dict[str, Any]) -> list[str]:
+        gap = details.get("wal_gap")
+        if not gap:
+            return []
+        after = details.get("wal_gap_after")
+        since = f"backup {after}" if after else "the previous physical backup"
+        return [
+            f"{gap}: point-in-time recovery between {since} and this backup ({details.get('backup_id')}) is "
+            "impossible; this set restores to its own end and starts a new WAL history"
+        ]
+
     dumps_in_snapshot: ClassVar[bool] = False  # files, not a dump: fingerprinted, then copied
 
     def provision(self) -> None:
@@ -198,9 +210,11 @@ class PostgresPhysicalComponent(PostgresComponent):
         names = wal_names(self.physical.wal_archive(), after, start_segment, wal_through)
         segment_size = int(self._query("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
         gap = wal_gap(after, names, segment_size)
+        gap_after = continues if gap is not None else None
         if gap is not None:
             # The base backup itself is whole and restorable; only replay across the gap is
-            # impossible. The set says so, and starts a new history instead of pretending.
+            # impossible. The set says so (``limits``: the backup exits 1 and verify names
+            # it), and starts a new history instead of pretending.
             continues = None
         with writer.artifact(self.instance, "wal.tar") as sink, tarfile.open(fileobj=sink, mode="w|") as tar:
             for name in names:
@@ -223,6 +237,7 @@ class PostgresPhysicalComponent(PostgresComponent):
             "wal_segments": len(segments),
             "wal_continues": continues,
             "wal_gap": f"segment {gap} is missing from the WAL archive" if gap else None,
+            "wal_gap_after": gap_after,  # the backup the lost window starts at (limits() names it)
         }
 
     def _close_segment(self) -> tuple[str, datetime]:

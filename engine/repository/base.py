@@ -52,6 +52,11 @@ class VerifyReport(BaseModel):
     findings: list[str] = Field(
         default_factory=list, description="Why the set could not be restored although its bytes are sound."
     )
+    limits: list[str] = Field(
+        default_factory=list,
+        description="What the set cannot do although it is sound and restores (a hole in the WAL archive before "
+        "a physical backup: no point-in-time recovery across it); the set stays verified for retention.",
+    )
     trust: list[str] = Field(
         default_factory=list,
         description="What the signatures and the chain say (engine/chain.py): this set's findings first, then the "

@@ -1,0 +1,166 @@
+"""A hole in the WAL archive is said by the backup that finds it, not on the restore day.
+
+Review finding 1 (review-pitr): `drproof backup` of a postgres-physical component whose WAL archive
+missed a segment since the previous backup exited 0 "backup complete"; only the manifest held
+`wal_gap`, and `recovery verify` said "verified". Debian's PostgreSQL 15, run by hand with pg_ctl
+as an operator's init system would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.runtime import processes
+from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import run_cli
+from tests.integration.servers import require_pg15
+
+pytestmark = [pytest.mark.integration]
+PASSWORD = "wal-gap-test-password"
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A PG 15 cluster archiving WAL into a directory, and a backup config for it."""
+    with LocalRuntime(tmp_path / "lend", images={"postgres": str(require_pg15())}) as lender:
+        bin_dir, user = lender._server_binaries(), lender._pg_user
+        base = lender.pg_root / "existing"
+        data, archive, sock = base / "data", base / "archive", base / "socket"
+        for d in (base, archive, sock):
+            d.mkdir(mode=0o755)
+            if user is not None:
+                import pwd
+
+                entry = pwd.getpwnam(user)
+                os.chown(d, entry.pw_uid, entry.pw_gid)
+        pwfile = base / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if user is not None:
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        as_user = ["runuser", "-u", user, "--"] if user else []
+        subprocess.run(
+            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+             "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        port = processes.free_port()
+        with (data / "postgresql.auto.conf").open("a") as fh:
+            fh.write(
+                f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n"
+                f"archive_mode = on\narchive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
+            )
+        pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "120"]
+        start = [*pg_ctl, "-l", str(base / "server.log"), "start"]
+        stop = [*pg_ctl, "-m", "fast", "stop"]
+        subprocess.run(start, check=True, capture_output=True)
+        monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
+        config = tmp_path / "backup-config.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "repository": {"type": "local", "path": str(tmp_path / "repo")},
+                    "components": {
+                        "db": {
+                            "kind": "postgres-physical",
+                            "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                            "password_env": "DRPROOF_TEST_PG_PASSWORD",
+                            "physical": {
+                                "data_directory": str(data),
+                                "wal_archive": str(archive),
+                                "stop": stop,
+                                "start": start,
+                            },
+                        }
+                    },
+                }
+            )
+        )
+        try:
+            yield {"config": str(config), "port": port, "archive": archive, "repo": tmp_path / "repo"}
+        finally:
+            subprocess.run(stop, capture_output=True)
+
+
+def _sql(port: int, sql: str) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password=PASSWORD, dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone()[0] if cur.description else None
+    finally:
+        conn.close()
+
+
+def _archived_segment(port: int) -> str:
+    """Write something, close the segment and wait until the archiver copied it; its name."""
+    _sql(port, "CREATE TABLE IF NOT EXISTS marks(id int); INSERT INTO marks VALUES (1)")
+    segment = str(_sql(port, "SELECT pg_walfile_name(pg_switch_wal())"))
+    assert processes.wait_until(
+        lambda: str(_sql(port, "SELECT last_archived_wal FROM pg_stat_archiver") or "") >= segment, timeout=60
+    )
+    return segment
+
+
+def _backup(server: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
+    code = run_cli(["backup", "--config", server["config"], "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def _verify(server: dict[str, Any], backup_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = run_cli(["recovery", "verify", "--config", server["config"], "--id", backup_id])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_backup_after_a_hole_in_the_wal_archive_says_so_and_exits_1(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, first, _ = _backup(server, capsys)
+    assert code == 0
+    lost = _archived_segment(server["port"])
+    _archived_segment(server["port"])
+    (server["archive"] / lost).rename(server["archive"].parent / lost)  # an operator's cleanup took it
+
+    code, second, err = _backup(server, capsys)
+
+    assert code == 1, "the point-in-time objective is lost now: the backup says so"
+    assert f"warning: db: segment {lost} is missing from the WAL archive" in err
+    assert f"between backup {first['id']} and this backup ({second['id']}) is impossible" in err
+    assert second["findings"] and lost in second["findings"][0], "--json carries it"
+    line = json.loads((server["repo"] / "audit.jsonl").read_text().splitlines()[-1])
+    assert (line["event"], line["outcome"], line["backup_ids"]) == ("backup", "failed", [second["id"]])
+    assert lost in line["findings"][0]
+    # The base backup is good: the set is kept and stays verified for retention.
+    assert json.loads((server["repo"] / "sets" / second["id"] / "verified.json").read_text())["ok"] is True
+
+    code, said = _verify(server, second["id"], capsys)
+    assert code == 1
+    assert f"FINDING db: segment {lost} is missing" in said and "with 1 finding(s)" in said
+    assert json.loads((server["repo"] / "sets" / second["id"] / "verified.json").read_text())["ok"] is True
+
+
+def test_a_backup_with_an_unbroken_wal_archive_is_quiet(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quiet control: the same steps without the hole exit 0, with no finding anywhere."""
+    code, _, _ = _backup(server, capsys)
+    assert code == 0
+    _archived_segment(server["port"])
+    _archived_segment(server["port"])
+
+    code, second, err = _backup(server, capsys)
+
+    assert code == 0 and "findings" not in second and "warning" not in err
+    code, said = _verify(server, second["id"], capsys)
+    assert code == 0 and "FINDING" not in said and said.rstrip().endswith("NOT proven: unsigned)")
