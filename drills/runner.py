@@ -705,6 +705,11 @@ class DrillRunner:
         if error is None and declared == {"not_compared"}:
             # Every check the scenario asked for had nothing to compare with: nothing was proven, so no pass.
             error = "nothing was compared: every check this drill declares reported 'not compared'"
+        if error is None and state is not None and state.unverified and "fail" not in statuses:
+            # A restore from a backup nothing verified proves nothing about the backup: never a pass.
+            error = "restored from a backup nothing verified, so this run cannot pass: " + "; ".join(
+                f"{name}: {why}" for name, why in state.unverified.items()
+            )
         if error is not None or "error" in statuses or "not_run" in statuses or not assertions:
             verdict, code = "error", 2
         elif "fail" in statuses:

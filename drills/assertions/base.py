@@ -112,6 +112,9 @@ class DrillState:
     failovers: list[dict[str, Any]] = field(default_factory=list)
     # Components whose restore left its proof to the fidelity check (a restore test's sandbox).
     proofs_deferred: set[str] = field(default_factory=set)
+    # Components restored from a foreign backup nothing could verify (``unverified: true``), with why:
+    # the run's verdict is then never pass (drills/runner.py).
+    unverified: dict[str, str] = field(default_factory=dict)
 
     def repository_of(self, backup_name: str) -> Repository:
         return self.repositories.get(backup_name, self.repository)

@@ -320,6 +320,9 @@ def _restore_foreign(run: DrillRunner, index: int, name: str, backup: ForeignBac
             result.healthy, result.health_detail = health.ok, health.detail
             outcome = "ok" if health.ok else "failed"
             detail = health.detail if health.ok else f"restored but not healthy: {health.detail}"
+        if details.get("unverified"):  # restored, but on trust: said in the phase, and the run cannot pass
+            state.unverified[name] = str(details["unverified"])
+            detail = f"UNVERIFIED ({details['unverified']}): {detail}"
         state.restores.append(RestoreAttempt(index, SOURCE_BACKUP, backup.location, name, outcome, detail, "success"))
         rec["detail"], rec["status"] = detail, outcome
         rec["data"] = {"format": backup.format.name, "location": backup.location, "outcome": outcome, **details}

@@ -13,6 +13,10 @@ Before anything is restored, a backup with a manifest is checked against it with
 ``pg_verifybackup`` (the newest one here, which reads both formats; WAL is proven by the
 recovery itself): a damaged file fails the restore naming the file, where it might
 otherwise load and go unnoticed, since no fingerprint was taken when the backup was made.
+A backup without a manifest cannot be proven: it is refused unless the scenario says
+``unverified: true``, and then the restore is marked unverified and the run cannot pass.
+Where the cluster has page checksums, ``pg_checksums --check`` runs on the recovered
+data directory before the server starts (it catches overwritten bytes, not a cut file).
 
 Not restored: tablespaces (archives other than base and pg_wal, or links in
 ``pg_tblspc``) and a WAL directory kept outside the data directory: a sandbox must not
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +56,17 @@ _TAR_NAMES = re.compile(r"^(?P<name>[^.]+)\.tar(?:\.(?P<ext>gz|zst|lz4|bz2|xz))?
 _VERIFY_TIMEOUT = 6 * 3600
 
 
+NO_MANIFEST = "the backup has no backup_manifest"
+
+
 class PgBaseBackupParams(ClusterParams):
+    unverified: bool = Field(
+        default=False,
+        description="Restore a base backup that has no `backup_manifest` (taken with `--no-manifest`, or by "
+        "PostgreSQL 12 or older). Nothing can then prove its files are the ones pg_basebackup read, so the "
+        "restore is marked unverified and the test's verdict can never be pass (at best error, exit 2); a "
+        "failing check still fails it. Without it such a backup is refused before anything starts.",
+    )
     wal: str | None = Field(
         default=None,
         description="A WAL archive directory (the files archive_command copied) for a backup taken without its "
@@ -119,6 +134,14 @@ class PgBaseBackup(ForeignFormat):
         if taken is None:
             taken, taken_from = file_time(parts.base), "the backup file's modification time"
         major = int(version.strip())
+        has_manifest = parts.manifest is not None or _embedded_manifest(parts) is not None
+        if not has_manifest and not self.params.unverified:
+            raise ComponentError(
+                f"{local}: {NO_MANIFEST}, so nothing can prove its files are the ones pg_basebackup read (a cut or "
+                "overwritten relation file restores, starts and answers queries). Take it with a manifest (the "
+                "default since PostgreSQL 13: drop --no-manifest), or set `unverified: true` on this backup to "
+                "restore it anyway: the test then cannot pass on it"
+            )
         wal = self._wal_archive(local)
         if wal is not None and not wal.is_dir():
             raise ComponentError(f"{self.params.wal}: the WAL archive {wal} is not a directory")
@@ -135,7 +158,8 @@ class PgBaseBackup(ForeignFormat):
                 "timeline": found["timeline"],
                 "backup_from": found["backup_from"],
                 "label": found["label"],
-                "manifest": parts.manifest is not None,
+                "manifest": has_manifest,
+                **({"unverified": f"{NO_MANIFEST} (unverified: true)"} if not has_manifest else {}),
                 "wal_archive": str(wal) if wal else None,
                 "database": self.params.database,
             },
@@ -162,7 +186,8 @@ class PgBaseBackup(ForeignFormat):
     def restore(self, component: Component, local: Path, facts: ForeignFacts) -> dict[str, Any]:
         comp, physical = cluster_component(component, f"the pg_basebackup {local}")
         parts = layout(local)
-        verified = _verify(parts)
+        embedded = _embedded_manifest(parts) if parts.manifest is None else None
+        verified = _verify_embedded(parts, embedded) if embedded is not None else _verify(parts)
         archive = self._wal_archive(local)
         copied: dict[str, Any] = {}
 
@@ -181,8 +206,9 @@ class PgBaseBackup(ForeignFormat):
                 copied["wal_replayed_through"] = last or "the end of the archive (the backup's end is not recorded)"
             return {"files": stats.files, "bytes": stats.bytes}
 
-        done = restore_cluster(comp, physical, fill, self.params.database)
-        return {"layout": parts.shape, "verified": verified, **copied, **done}
+        done = restore_cluster(comp, physical, fill, self.params.database, page_checksums=True)
+        unverified = {"unverified": f"{NO_MANIFEST} (unverified: true)"} if verified.startswith("not verified") else {}
+        return {"layout": parts.shape, "verified": verified, **copied, **done, **unverified}
 
 
 def _size(parts: Layout) -> int:
@@ -215,10 +241,28 @@ def _stop_segment(archive: Path, first: str, manifest: Path | None) -> str | Non
     return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
 
 
+def _embedded_manifest(parts: Layout) -> bytes | None:
+    """The ``backup_manifest`` a single tar (``pg_basebackup -D - -Ft``) carries as its last member, if any."""
+    if parts.shape != "tar" or not parts.base.is_file() or parts.base.parent.joinpath("backup_manifest").is_file():
+        return None
+    if _TAR_NAMES.match(parts.base.name) and parts.base.name.startswith("base.tar") and parts.wal_tar is not None:
+        return None  # a -Ft directory: its manifest is a file next to the tars
+    return read_members(parts.base, {"backup_manifest"}, limit=1 << 30).get("backup_manifest")
+
+
+def _verify_embedded(parts: Layout, manifest: bytes) -> str:
+    """``pg_verifybackup`` of a single tar against the manifest inside it, from a directory made for it."""
+    with tempfile.TemporaryDirectory(prefix="drproof-verifybackup-") as tmp:
+        suffix = {"gzip": ".gz", "zstd": ".zst", "bzip2": ".bz2", "xz": ".xz"}.get(compression(parts.base), "")
+        (Path(tmp) / f"base.tar{suffix}").symlink_to(parts.base.resolve())
+        (Path(tmp) / "backup_manifest").write_bytes(manifest)
+        return _verify(Layout("tar", Path(tmp) / f"base.tar{suffix}", None, Path(tmp) / "backup_manifest"))
+
+
 def _verify(parts: Layout) -> str:
     """``pg_verifybackup`` against the backup's manifest; a ComponentError names what it found."""
-    if parts.manifest is None:
-        return "not verified: the backup has no backup_manifest"
+    if parts.manifest is None:  # only with ``unverified: true`` (inspect refuses it otherwise)
+        return f"not verified: {NO_MANIFEST}"
     from engine.runtime.local import postgres_bin_dir
 
     directory = parts.manifest.parent
