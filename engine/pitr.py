@@ -26,7 +26,10 @@ HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 # pg_waldump's line for a commit or abort, run with TZ=UTC: "desc: COMMIT 2026-12-07 02:27:02.123456 UTC"
 # (a prepared transaction's: "desc: COMMIT_PREPARED 5: 2026-...").
-_DECISION = re.compile(r"desc: (?:COMMIT|ABORT)\w*(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+_DECISION = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [^,]*, desc: (?:COMMIT|ABORT)\w*(?: \d+:)? "
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
 
 
 def lsn(text: str) -> int:
@@ -108,20 +111,27 @@ def backup_end(backup_manifest: bytes) -> tuple[int, int]:
     return int(last["Timeline"]), lsn(str(last["End-LSN"]))
 
 
-def newest_decision(archive: Path, after: str, waldump: list[str]) -> tuple[datetime, str] | None:
+def newest_decision(
+    archive: Path, after: str, waldump: list[str], line: Lineage | None = None
+) -> tuple[datetime, str] | None:
     """The newest commit or abort time in the archived segments after ``after``, and its segment.
 
     Recovery to a time stops at the first commit or abort stamped at or after the target;
     without one it runs out of WAL and fails after the live server was stopped (review
     finding 5). Segments are read newest first, and only until one holds a decision: the
-    newest is usually enough, so the proof costs one ``pg_waldump`` of one segment.
+    newest is usually enough, so the proof costs one ``pg_waldump`` of one segment. With
+    ``line``, only WAL the replay follows counts: its timeline, and each ancestor's up to
+    where the next one forked off it (not what an earlier restore abandoned).
     """
     names = sorted((p.name for p in _listing(archive) if SEGMENT.match(p.name) and p.name > after), reverse=True)
     for name in names:
-        path = str(archive / name)
+        path = archive / name
+        limit = _followed_until(path, line)
+        if limit is not None and limit <= 0:
+            continue
         try:
             done = subprocess.run(
-                [*waldump, "--rmgr=Transaction", path, path],
+                [*waldump, "--rmgr=Transaction", str(path), str(path)],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -132,10 +142,33 @@ def newest_decision(archive: Path, after: str, waldump: list[str]) -> tuple[date
                 f"cannot read the archived WAL segment {path} with {waldump[0]} ({exc}), so nothing proves the "
                 "archive reaches the target; nothing was changed"
             ) from exc
-        times = [datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC) for m in _DECISION.finditer(done.stdout)]
+        times = [
+            datetime.fromisoformat(m.group(2)).replace(tzinfo=UTC)
+            for m in _DECISION.finditer(done.stdout)
+            if limit is None or lsn(m.group(1)) < limit
+        ]
         if times:
             return max(times), name
     return None
+
+
+def _followed_until(segment: Path, line: Lineage | None) -> int | None:
+    """None if the replay follows all of ``segment``, else the LSN it leaves it at (0: none of it)."""
+    timeline = int(segment.name[:8], 16)
+    if line is None or timeline == line.timeline:
+        return None
+    fork = line.forks.get(timeline)
+    if fork is None:
+        return 0
+    try:
+        size = segment.stat().st_size
+    except OSError:
+        return 0
+    if size < 1 << 20 or size & (size - 1):
+        return fork  # not a whole segment: let the records' own positions decide
+    start = (int(segment.name[8:16], 16) << 32) + int(segment.name[16:24], 16) * size
+    return fork if start < fork else 0
+
 
 
 @dataclass(frozen=True)

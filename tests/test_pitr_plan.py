@@ -185,5 +185,32 @@ def test_pg_waldump_commit_lines_are_read_as_utc() -> None:
         "rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/03000090, prev 0/03000060, "
         "desc: ABORT 2026-12-07 02:27:03.5 UTC\n"
     )
-    times = [m.group(1) for m in pitr._DECISION.finditer(out)]
+    times = [m.group(2) for m in pitr._DECISION.finditer(out)]
     assert times == ["2026-12-07 02:27:02.123456", "2026-12-07 02:27:03.5"]
+
+
+def test_only_wal_the_replay_follows_proves_the_target_is_reached(tmp_path: Path) -> None:
+    """Commits an earlier restore abandoned (after the fork) do not prove a moment reachable."""
+    archive = tmp_path / "wal"
+    archive.mkdir()
+    (archive / "00000002.history").write_text("1\t0/4000100\tbefore 2026-12-07 02:00:30+00\n")
+    for name in ("000000010000000000000004", "000000010000000000000005", "000000020000000000000004"):
+        with (archive / name).open("wb") as fh:
+            fh.truncate(16 << 20)
+    line = "rmgr: Transaction len (rec/tot): 34/34, tx: 1, lsn: {}, prev 0/0, desc: COMMIT 2026-12-07 {} UTC"
+    waldump = tmp_path / "waldump"
+    waldump.write_text(
+        "#!/bin/sh\ncase \"$2\" in\n"
+        f"*000000010000000000000004) echo '{line.format('0/04000050', '02:00:00')}'; "
+        f"echo '{line.format('0/04000300', '04:00:00')}';;\n"
+        f"*000000010000000000000005) echo '{line.format('0/05000050', '05:00:00')}';;\n"
+        "esac\n"
+    )
+    waldump.chmod(0o755)
+    found = pitr.newest_decision(archive, "000000010000000000000003", [str(waldump)], pitr.lineage(archive))
+    assert found == (datetime(2026, 12, 7, 2, tzinfo=UTC), "000000010000000000000004")
+    # Without the lineage the abandoned timeline's later commit would have counted.
+    assert pitr.newest_decision(archive, "000000010000000000000003", [str(waldump)]) == (
+        datetime(2026, 12, 7, 5, tzinfo=UTC),
+        "000000010000000000000005",
+    )

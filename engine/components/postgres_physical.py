@@ -354,7 +354,7 @@ class PostgresPhysicalComponent(PostgresComponent):
         live archive (after the newest set's last segment ``after``) must hold one.
         """
         live = self.physical.wal_archive()
-        found = pitr.newest_decision(live, after, self.service.tool("pg_waldump"))
+        found = pitr.newest_decision(live, after, self.service.tool("pg_waldump"), pitr.lineage(live))
         if found is not None and found[0] >= target:
             return
         reach = f"its newest commit is at {found[0].isoformat()} (in {found[1]})" if found else "it holds no commit"
