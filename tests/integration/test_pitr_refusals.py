@@ -206,3 +206,36 @@ def test_target_before_the_first_base_is_a_refusal(
     assert "earliest ended at" in out and "refused" in out
     assert _sql(comp, "SELECT pg_postmaster_start_time()") == started
     assert marks(comp) == ["before"]
+
+
+def test_no_base_on_the_current_timeline_is_refused_before_production_is_touched(
+    server: tuple[PostgresPhysicalComponent, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a restore to an older set, pruning leaves only a set of the abandoned timeline."""
+    comp, config = server
+    assert run_cli(["backup", "--config", str(config)]) == 0
+    older = _newest_id(config)
+    insert_mark(comp, "abandoned")
+    assert run_cli(["backup", "--config", str(config)]) == 0
+    assert run_cli(["recovery", "restore", "--in-place", "--yes", "--config", str(config), "--id", older]) != 1
+    assert marks(comp) == []  # timeline 2 forks at the end of the older set
+    written = insert_mark(comp, "on-timeline-2")
+    time.sleep(1)
+    pruning = config.with_name("prune.yaml")
+    pruning.write_text(json.dumps({**json.loads(config.read_text()), "retention": {"keep_last": 1}}))
+    assert run_cli(["recovery", "prune", "--config", str(pruning)]) == 0
+    started = _sql(comp, "SELECT pg_postmaster_start_time()")
+
+    code, out = _pitr(config, written + timedelta(milliseconds=500), capsys)
+
+    assert code == 1, out
+    assert "can start this replay" in out and "forked off it" in out and "nothing was changed" in out
+    assert _sql(comp, "SELECT pg_postmaster_start_time()") == started, "production was restarted"
+    assert marks(comp) == ["on-timeline-2"]
+
+
+def _newest_id(config: Path) -> str:
+    from engine.repository import LocalRepository
+
+    repo = LocalRepository(Path(json.loads(config.read_text())["repository"]["path"]))
+    return max(repo.list(), key=lambda m: m.created_at).id
