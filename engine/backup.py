@@ -269,15 +269,18 @@ def restore_to_time(
 
     ``target`` None replays all the WAL there is. With ``live_wal``, segments the server
     archived after the newest backup (its archive survived the disaster) continue the
-    replay. Returns the sets used, base first, and whether the live archive was. Every artifact of every set is verified
-    before the live component is touched, as for any restore.
+    replay. Returns the sets used, base first, and whether the live archive was. Every
+    artifact of every set is verified before the live component is touched, as for any
+    restore.
     """
     if not getattr(component, "supports_point_in_time", False):
         raise DrproofError(
             f"{component.instance!r} ({component.name}) cannot be restored to a point in time; "
             "only physical PostgreSQL backups (kind postgres-physical) carry the WAL that needs"
         )
-    judge: Callable[[ArtifactSource], str | None] | None = component.base_judge()  # type: ignore[attr-defined]
+    # A kind that knows timelines says which sets can start a replay on the one recovery follows.
+    judging: Callable[[], Callable[[ArtifactSource], str | None] | None] | None = getattr(component, "base_judge", None)
+    judge = judging() if judging is not None else None
 
     def why_not(m: Manifest) -> str | None:
         return judge(_source(repository, m, component.instance)) if judge is not None else None

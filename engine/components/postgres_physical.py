@@ -345,7 +345,9 @@ class PostgresPhysicalComponent(PostgresComponent):
             return f"the server's archiver could not be asked how far it got: {exc}"
         if done and seen[0] is not None and str(seen[0]) >= segment:
             return None
-        return f"archiving of {seen[2] if seen and seen[2] else segment} failed (see the server log)"
+        if not done:
+            return f"segment {segment} was not archived within 120 s (last archived: {seen[0] if seen else None})"
+        return f"archiving of {seen[2] or segment} failed (see the server log)"
 
     def _refuse_short_archive(self, target: datetime, after: str, failed: str | None) -> None:
         """Refuse, before anything live is touched, a target the archived WAL does not reach.
