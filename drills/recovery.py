@@ -370,7 +370,9 @@ def _restore_point_in_time(
     used = engine_backup.restore_to_time(repo, comp, target, live_wal=True)
     health = comp.health()
     where = getattr(getattr(comp, "service", None), "replaced", None)
-    detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id} and the live archive"
+    detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id}"
+    if used.live:
+        detail += " and the live archive"
     if where is not None:
         detail += f"; the replaced data directory is kept at {where}"
     outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", detail)

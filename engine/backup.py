@@ -264,20 +264,30 @@ def _restore_locked(repository: Repository, manifest: Manifest, component: Compo
 
 def restore_to_time(
     repository: Repository, component: Component, target: datetime | None, *, live_wal: bool = False
-) -> list[Manifest]:
+) -> pitr.Replayed:
     """Restore a component to a moment, from a base backup and the WAL after it.
 
     ``target`` None replays all the WAL there is. With ``live_wal``, segments the server
     archived after the newest backup (its archive survived the disaster) continue the
-    replay. Returns the sets used, base first. Every artifact of every set is verified
-    before the live component is touched, as for any restore.
+    replay. Returns the sets used, base first, and whether the live archive was. Every
+    artifact of every set is verified before the live component is touched, as for any
+    restore.
     """
     if not getattr(component, "supports_point_in_time", False):
         raise DrproofError(
             f"{component.instance!r} ({component.name}) cannot be restored to a point in time; "
             "only physical PostgreSQL backups (kind postgres-physical) carry the WAL that needs"
         )
-    chosen = pitr.plan(repository.list(), component.instance, component.name, target, live_wal=live_wal)
+    # A kind that knows timelines says which sets can start a replay on the one recovery follows.
+    judging: Callable[[], Callable[[ArtifactSource], str | None] | None] | None = getattr(component, "base_judge", None)
+    judge = judging() if judging is not None else None
+
+    def why_not(m: Manifest) -> str | None:
+        return judge(_source(repository, m, component.instance)) if judge is not None else None
+
+    chosen = pitr.plan(
+        repository.list(), component.instance, component.name, target, live_wal=live_wal, why_not=why_not
+    )
     bases = chain(repository, chosen.base, component.instance)
     _verify_before_restore(repository, [*bases[:-1], *chosen.sets], component)
     component.restore_to_time(  # type: ignore[attr-defined]
@@ -286,7 +296,7 @@ def restore_to_time(
         target,
         live_after=chosen.live_after,
     )
-    return [*bases[:-1], *chosen.sets]
+    return pitr.Replayed([*bases[:-1], *chosen.sets], chosen.live_after is not None)
 
 
 def _verify_before_restore(repository: Repository, sets: list[Manifest], component: Component) -> None:

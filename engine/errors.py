@@ -19,7 +19,8 @@ exception escaping drproof is a bug and is shown with its traceback.
     │       ├── ChainBroken        the chain of sets says a set is missing, replayed or out of place
     │       ├── WrongKey           the set was encrypted with another key
     │       ├── RestoreMismatch    a staged restore differs from the backup's fingerprint
-    │       └── NotComparable      no fingerprint to prove a restore against
+    │       ├── NotComparable      no fingerprint to prove a restore against
+    │       └── PointInTimeUnreachable  no base backup and archived WAL reach the moment (also a BackupNotFound)
     └── Interrupted                the user pressed Ctrl-C or the process got SIGTERM
 """
 
@@ -160,6 +161,18 @@ class NotComparable(IntegrityError):
     """
 
     detector = "fingerprint"
+
+
+class PointInTimeUnreachable(IntegrityError, BackupNotFound):
+    """No base backup and archived WAL can bring a component to the moment asked for.
+
+    A refusal like a damaged artifact (exit 1), raised before anything live is touched:
+    before the first base backup, in the future, past the newest archived WAL, or on a
+    timeline no base backup leads to. It is also a ``BackupNotFound`` (no set reaches
+    the moment), which it was before review finding 8 made it a refusal.
+    """
+
+    detector = "point-in-time"
 
 
 class Interrupted(DrproofError):

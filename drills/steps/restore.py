@@ -37,7 +37,7 @@ else:
 HEALTH_TIMEOUT = 30.0
 # The checks that can refuse a restore (engine.errors: IntegrityError.detector), and
 # "set-missing" for a set that is no longer in the repository at all.
-Detector = Literal["signature", "chain", "artifact", "encryption-key", "fingerprint", "set-missing"]
+Detector = Literal["signature", "chain", "artifact", "encryption-key", "fingerprint", "set-missing", "point-in-time"]
 
 
 def _one_or_many(value: Any) -> Any:
@@ -70,7 +70,7 @@ class RestoreSpec(Strict):
     refused_by: Annotated[list[Detector], BeforeValidator(_one_or_many)] = Field(
         default_factory=list,
         description="With `expect: refused`: the check(s) that must be the one refusing (`signature`, `chain`, "
-        "`artifact`, `encryption-key`, `fingerprint`, `set-missing`); a refusal by another check fails the step. "
+        "`artifact`, `encryption-key`, `fingerprint`, `set-missing`, `point-in-time`: the moment is unreachable); a refusal by another check fails the step. "
         "Default: any.",
     )
     parallel: int = Field(

@@ -17,23 +17,24 @@ only in how bytes get into and out of the repository, so a drill can compare the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+from engine import pitr
 from engine.components.base import ArtifactSource, SeedParams, copy_into
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.tarsniff import TarSniffer
 from engine.components.tools import stream_out
 from engine.components.untar import TreeWriter, extract_into
-from engine.errors import ComponentError, DrproofError, IntegrityError
+from engine.errors import ComponentError, DrproofError, IntegrityError, PointInTimeUnreachable
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
@@ -293,8 +294,94 @@ class PostgresPhysicalComponent(PostgresComponent):
         """
         settings = {"recovery_target_time": target.isoformat(), "recovery_target_inclusive": "false"} if target else {}
         if live_after is not None:
+            # A server that still runs (a bad migration, not a lost disk) holds its
+            # newest WAL in a segment not yet archived: archive it before stopping, or
+            # the replay could not reach the moment just before the damage.
+            failed = self._archive_now() if self.service.is_running() else None
             self._refuse_live_gap(live_after)
+            if target is not None:
+                self._refuse_short_archive(target, live_after, failed)
         self._recover(bases, wal, settings, live_after)
+
+    def base_judge(self) -> Callable[[ArtifactSource], str | None] | None:
+        """Why a set cannot start a replay on the timeline recovery will follow (None: it can).
+
+        None when the archive holds no timeline history (no restore ever forked one). A
+        set whose last archived segment is on that timeline qualifies without reading it;
+        any other is judged by where its ``backup_manifest`` says the backup ended.
+        """
+        line = pitr.lineage(self.physical.wal_archive())
+        if line is None:
+            return None
+
+        def judge(source: ArtifactSource) -> str | None:
+            through = str(source.details.get("wal_through") or "")
+            if pitr.SEGMENT.match(through) and int(through[:8], 16) == line.timeline:
+                return None
+            try:
+                with source.open("backup_manifest") as stream:
+                    timeline, end = pitr.backup_end(stream.read())
+            except (DrproofError, OSError, ValueError, KeyError, TypeError) as exc:
+                raise IntegrityError(
+                    f"refusing to restore {self.instance!r} (nothing was changed): the backup_manifest of backup "
+                    f"{source.details.get('backup_id')} cannot be read to tell its timeline: {exc}"
+                ) from exc
+            return line.why_not(timeline, end)
+
+        return judge
+
+    def _archive_now(self) -> str | None:
+        """Archive the live WAL up to now (a commit stamped now ends it); None, or why it was not.
+
+        Unlike a backup, a restore does not wait out an archiver that fails: once
+        PostgreSQL's archiver has spent its three tries after the switch, the archive is
+        what it is, and the proof that it reaches the target decides (review finding 5:
+        120 s of waiting, then production was stopped for a recovery that could not
+        succeed).
+        """
+        from engine.runtime import processes
+
+        state = "SELECT json_build_array(last_archived_wal, failed_count, last_failed_wal) FROM pg_stat_archiver"
+        try:
+            failures = int(self._query(state)[1])
+            self._query("SELECT pg_current_xact_id()")
+            segment = str(self._query("SELECT pg_walfile_name(pg_switch_wal())"))
+        except (DrproofError, psycopg2.Error) as exc:
+            return f"the server's newest WAL could not be switched out for archiving: {exc}"
+        seen: list[Any] = []
+
+        def settled() -> bool:
+            seen[:] = self._query(state)
+            return (seen[0] is not None and str(seen[0]) >= segment) or int(seen[1]) - failures >= 3
+
+        try:
+            done = processes.wait_until(settled, timeout=120, interval=0.05, progress=f"WAL segment {segment} to be archived")
+        except (DrproofError, psycopg2.Error) as exc:
+            return f"the server's archiver could not be asked how far it got: {exc}"
+        if done and seen[0] is not None and str(seen[0]) >= segment:
+            return None
+        if not done:
+            return f"segment {segment} was not archived within 120 s (last archived: {seen[0] if seen else None})"
+        return f"archiving of {seen[2] or segment} failed (see the server log)"
+
+    def _refuse_short_archive(self, target: datetime, after: str, failed: str | None) -> None:
+        """Refuse, before anything live is touched, a target the archived WAL does not reach.
+
+        Recovery stops at the first commit or abort stamped at or after the target; the
+        live archive (after the newest set's last segment ``after``) must hold one.
+        """
+        live = self.physical.wal_archive()
+        found = pitr.newest_decision(live, after, self.service.tool("pg_waldump"), pitr.lineage(live))
+        if found is not None and found[0] >= target:
+            return
+        reach = f"its newest commit is at {found[0].isoformat()} (in {found[1]})" if found else "it holds no commit"
+        raise PointInTimeUnreachable(
+            f"refusing to restore {self.instance!r} to {target.isoformat()} (nothing was changed): the WAL archived "
+            f"in {live} after the newest backup's last segment ({after}) ends before that moment: {reach}"
+            + (f"; the server's newest WAL is not archived: {failed}" if failed else "")
+            + ". Recovery would run out of WAL before the target. Fix the archiving and try again, or give an "
+            "earlier moment"
+        )
 
     def _refuse_live_gap(self, after: str) -> None:
         """Refuse, before anything live is touched, a replay of the live archive that has a hole.
@@ -337,12 +424,6 @@ class PostgresPhysicalComponent(PostgresComponent):
         target: dict[str, str],
         live_after: str | None = None,
     ) -> None:
-        if live_after is not None and self.service.is_running():
-            # A server that still runs (a bad migration, not a lost disk) holds its
-            # newest WAL in a segment not yet archived: archive it before stopping, or
-            # the replay could not reach the moment just before the damage.
-            with contextlib.suppress(DrproofError, psycopg2.Error):
-                self._close_segment()
         # A directory of drproof's own, made for this restore: fixed names beside the WAL
         # archive ("restore-wal", "restore-staging") were emptied before and removed after
         # every restore, with whatever an operator kept there (found by review).
