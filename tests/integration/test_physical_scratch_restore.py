@@ -1,0 +1,241 @@
+"""`recovery restore --to SCRATCH` of a postgres-physical backup keeps the scratch server's own identity.
+
+Production and scratch are two Debian PostgreSQL 15 clusters set up by hand, each with its
+postgresql.conf in its data directory (every non-Debian layout) naming its own port,
+sockets and WAL archive. Found by review: the scratch server started on production's
+postgresql.conf from the base backup, listened on production's port, ran production's
+archive_command (a timeline history and a WAL segment written into production's WAL
+archive) and drproof waited an hour on the scratch's port. An in-place restore of
+production is the same server: it keeps the backup's configuration, archiving included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from engine.runtime import processes
+from engine.runtime.local import LocalRuntime
+from tests.integration.servers import require_pg15
+
+pytestmark = [pytest.mark.integration]
+PASSWORD = "scratch-test-password"
+CLI_TIMEOUT = 150  # seconds; before the fix the restore waited up to an hour
+
+
+@dataclass
+class Cluster:
+    name: str
+    base: Path
+    port: int
+    pg_ctl: list[str]
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def wal(self) -> Path:
+        return self.base / "wal"
+
+    def spec(self) -> dict[str, object]:
+        return {
+            "kind": "postgres-physical",
+            "url": f"postgresql://postgres@127.0.0.1:{self.port}/shop",
+            "password_env": "DRPROOF_TEST_PG_PASSWORD",
+            "physical": {
+                "data_directory": str(self.data),
+                "wal_archive": str(self.wal),
+                "stop": [*self.pg_ctl, "-m", "fast", "stop"],
+                "start": [*self.pg_ctl, "-l", str(self.base / "server.log"), "start"],
+            },
+        }
+
+    def sql(self, statement: str, dbname: str = "shop") -> object:
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=PASSWORD, dbname=dbname, connect_timeout=5
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchone() if cur.description else None
+        finally:
+            conn.close()
+
+    def running(self) -> bool:
+        return subprocess.run([*self.pg_ctl, "status"], capture_output=True).returncode == 0
+
+
+def _make(root: Path, name: str, user: str | None, bin_dir: Path) -> Cluster:
+    base = root / name
+    for d in (base, base / "wal", base / "socket"):
+        d.mkdir(mode=0o755)
+        if user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            os.chown(d, entry.pw_uid, entry.pw_gid)
+    pwfile = base / "pw"
+    pwfile.write_text(PASSWORD + "\n")
+    if user is not None:
+        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    as_user = ["runuser", "-u", user, "--"] if user else []
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(base / "data"), "-U", "postgres", "--pwfile", str(pwfile),
+         "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = processes.free_port()
+    with (base / "data" / "postgresql.conf").open("a") as fh:
+        fh.write(
+            f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base / 'socket'}'\n"
+            f"wal_level = replica\narchive_mode = on\n"
+            f"archive_command = 'test ! -f {base / 'wal'}/%f && cp %p {base / 'wal'}/%f'\n"
+        )
+    cluster = Cluster(name, base, port, [*as_user, str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-w", "-t", "60"])
+    subprocess.run([*cluster.pg_ctl, "-l", str(base / "server.log"), "start"], check=True, capture_output=True)
+    cluster.sql("CREATE DATABASE shop", dbname="postgres")
+    return cluster
+
+
+@pytest.fixture
+def clusters(tmp_path: Path) -> Iterator[tuple[Cluster, Cluster]]:
+    bin_dir = require_pg15()
+    # The LocalRuntime only lends a directory the unprivileged server user can reach (when root).
+    with LocalRuntime(tmp_path / "lend") as lender:
+        made: list[Cluster] = []
+        try:
+            for name in ("prod", "scratch"):
+                made.append(_make(lender.pg_root, name, lender._pg_user, bin_dir))
+            yield made[0], made[1]
+        finally:
+            for cluster in made:
+                subprocess.run([*cluster.pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """Every file under ``path`` with its content's digest (byte-identical means equal)."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()
+    }
+
+
+def _cli(args: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """The real CLI in a process of its own: a hang is a failure here, not a stuck test run."""
+    env = {**os.environ, "DRPROOF_TEST_PG_PASSWORD": PASSWORD}
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drills.cli", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # drproof rolls the restore back on SIGTERM
+        out, err = proc.communicate(timeout=120)
+        pytest.fail(f"drproof was still waiting after {CLI_TIMEOUT} s:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def _configs(tmp_path: Path, prod: Cluster, scratch: Cluster) -> tuple[Path, Path]:
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32).hex().encode())
+    key.chmod(0o600)
+    prod_cfg, scratch_cfg = tmp_path / "prod.yaml", tmp_path / "scratch.yaml"
+    prod_cfg.write_text(
+        json.dumps(
+            {
+                "repository": {"type": "local", "path": str(tmp_path / "repo")},
+                "encryption": {"key_file": str(key)},
+                "components": {"shop-db": prod.spec()},
+            }
+        )
+    )
+    scratch_cfg.write_text(json.dumps({"components": {"shop-db": scratch.spec()}}))
+    return prod_cfg, scratch_cfg
+
+
+@pytest.mark.parametrize("production", ["running", "stopped"])
+def test_scratch_restore_keeps_the_scratch_servers_identity_and_leaves_production_alone(
+    clusters: tuple[Cluster, Cluster], tmp_path: Path, production: str
+) -> None:
+    prod, scratch = clusters
+    prod.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)")
+    prod_cfg, scratch_cfg = _configs(tmp_path, prod, scratch)
+    code, _, err = _cli(["backup", "--config", str(prod_cfg)], tmp_path)
+    assert code == 0, err
+    if production == "stopped":  # the usual reason to restore elsewhere
+        subprocess.run([*prod.pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+    time.sleep(1)
+    archive_before = _tree(prod.wal)
+
+    code, out, err = _cli(
+        [
+            "recovery",
+            "restore",
+            "--config",
+            str(prod_cfg),
+            "--to",
+            str(scratch_cfg),
+            "--components",
+            "shop-db",
+            "--json",
+        ],
+        tmp_path,
+    )
+
+    assert code == 0, err[-3000:]
+    outcome = json.loads(out)["components"][0]
+    assert (outcome["status"], outcome["fidelity"]) == ("restored", "match"), outcome
+    assert _tree(prod.wal) == archive_before, "the scratch restore wrote into production's WAL archive"
+    # The scratch server runs on its own port with its own archive; the backup's configuration is kept beside.
+    assert scratch.sql("SELECT count(*) FROM t") == (100,)
+    assert scratch.sql("SELECT setting FROM pg_settings WHERE name = 'port'") == (str(scratch.port),)
+    conf = (scratch.data / "postgresql.conf").read_text()
+    assert str(scratch.wal) in conf and str(prod.wal) not in conf
+    assert str(prod.wal) in (scratch.data / "postgresql.conf.from-backup").read_text()
+    scratch.sql("SELECT pg_switch_wal()")
+    assert processes.wait_until(lambda: any(p.name.endswith(".history") for p in scratch.wal.iterdir()), timeout=30)
+    assert _tree(prod.wal) == archive_before
+    if production == "running":
+        assert prod.sql("SELECT count(*) FROM t") == (100,)
+    else:
+        assert not prod.running()
+        subprocess.run([*prod.pg_ctl, "-l", str(prod.base / "server.log"), "start"], check=True, capture_output=True)
+        assert prod.sql("SELECT count(*) FROM t") == (100,)
+
+
+def test_in_place_restore_keeps_productions_archiving(clusters: tuple[Cluster, Cluster], tmp_path: Path) -> None:
+    """The quiet control: in place the backup's configuration is the server's own, archive_command included."""
+    prod, scratch = clusters
+    prod.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)")
+    prod_cfg, _ = _configs(tmp_path, prod, scratch)
+    code, _, err = _cli(["backup", "--config", str(prod_cfg)], tmp_path)
+    assert code == 0, err
+    prod.sql("INSERT INTO t VALUES (101)")
+
+    code, out, err = _cli(
+        ["recovery", "restore", "--config", str(prod_cfg), "--in-place", "--yes", "--components", "shop-db", "--json"],
+        tmp_path,
+    )
+
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["components"][0]["fidelity"] == "match"
+    assert prod.sql("SELECT count(*) FROM t") == (100,)
+    assert not (prod.data / "postgresql.conf.from-backup").exists()
+    segment = str(prod.sql("SELECT pg_walfile_name(pg_switch_wal())")[0])  # type: ignore[index]
+    prod.sql("SELECT pg_switch_wal()")
+    assert processes.wait_until(lambda: (prod.wal / segment).exists(), timeout=30), "production no longer archives"
+    assert any(p.name.endswith(".history") for p in prod.wal.iterdir())
