@@ -239,3 +239,58 @@ def test_in_place_restore_keeps_productions_archiving(clusters: tuple[Cluster, C
     prod.sql("SELECT pg_switch_wal()")
     assert processes.wait_until(lambda: (prod.wal / segment).exists(), timeout=30), "production no longer archives"
     assert any(p.name.endswith(".history") for p in prod.wal.iterdir())
+
+
+def test_a_restored_server_listening_elsewhere_ends_the_wait_saying_where(
+    clusters: tuple[Cluster, Cluster],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A port that differs from the URL's ends the wait with where the server listens, not after an hour."""
+    import signal
+
+    from engine.runtime.external import ExternalPhysicalPostgres
+    from tests.integration.helpers import run_cli
+
+    prod, scratch = clusters
+    prod.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)")
+    elsewhere = processes.free_port()
+    prod.pg_ctl = [*prod.pg_ctl, "-o", f"-p {elsewhere}"]  # the start command overrides the port
+    prod_cfg, _ = _configs(tmp_path, prod, scratch)
+    monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
+    monkeypatch.setattr(ExternalPhysicalPostgres, "silent_timeout", 3.0)
+    assert run_cli(["backup", "--config", str(prod_cfg)]) == 0
+    capsys.readouterr()
+
+    def hung(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as drproof's own SIGTERM handler: the restore rolls back
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(90)
+    try:
+        code = run_cli(
+            [
+                "recovery",
+                "restore",
+                "--config",
+                str(prod_cfg),
+                "--in-place",
+                "--yes",
+                "--components",
+                "shop-db",
+                "--json",
+            ]
+        )
+    except KeyboardInterrupt:
+        pytest.fail("drproof was still waiting for the restored server after 90 s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert code == 2
+    detail = json.loads(capsys.readouterr().out)["components"][0]["detail"]
+    assert f"nothing has listened at 127.0.0.1:{prod.port}" in detail and f"port {elsewhere}" in detail, detail
+    # Rolled back: the pre-restore data were put back and started (by the same start command).
+    prod.port = elsewhere
+    assert prod.sql("SELECT count(*) FROM t") == (100,)
