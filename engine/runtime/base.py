@@ -90,6 +90,15 @@ class PhysicalAccess(ABC):
     def wal_archive(self) -> Path:
         """Directory the server's ``archive_command`` copies each completed WAL segment into."""
 
+    @property
+    def restores_foreign_backups(self) -> bool:
+        """Whether restores here are of another server's backups (``recovery restore --to``).
+
+        Then this server's WAL archive is its own, not the backups' server's: none of its
+        WAL may be replayed as theirs, and its timelines are not theirs to follow.
+        """
+        return False
+
     @abstractmethod
     def server_file_owner(self) -> tuple[int, int] | None:
         """uid and gid the server's files must belong to, or None to keep the current user's."""

@@ -237,6 +237,10 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         self._answered = 0.0
         self.adopted: list[str] = []  # what a restore from another server took from this one (foreign_backups)
 
+    @property
+    def restores_foreign_backups(self) -> bool:
+        return self.physical.foreign_backups
+
     def wal_archive(self) -> Path:
         if self.physical.wal_archive is None:
             raise RuntimeStartError(

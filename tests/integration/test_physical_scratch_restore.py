@@ -294,3 +294,36 @@ def test_a_restored_server_listening_elsewhere_ends_the_wait_saying_where(
     # Rolled back: the pre-restore data were put back and started (by the same start command).
     prod.port = elsewhere
     assert prod.sql("SELECT count(*) FROM t") == (100,)
+
+
+def test_point_in_time_restore_into_a_scratch_replays_productions_wal_not_the_scratchs(
+    clusters: tuple[Cluster, Cluster], tmp_path: Path
+) -> None:
+    """The scratch's own archive is not production's live archive, nor are its timelines production's.
+
+    An earlier restore into the scratch forked a timeline there, and the scratch archived
+    its own writes on it into its own archive. Before the fix a later ``--to
+    --point-in-time latest`` replayed those (the scratch's "live archive", timeline
+    "latest") instead of production's WAL from the repository.
+    """
+    prod, scratch = clusters
+    prod.sql("CREATE TABLE marks (name text); INSERT INTO marks VALUES ('base')")
+    prod_cfg, scratch_cfg = _configs(tmp_path, prod, scratch)
+    to_scratch = ["recovery", "restore", "--config", str(prod_cfg), "--to", str(scratch_cfg), "--components", "shop-db"]
+    assert _cli(["backup", "--config", str(prod_cfg)], tmp_path)[0] == 0
+    code, _, err = _cli(to_scratch, tmp_path)
+    assert code == 0, err[-3000:]
+    scratch.sql("INSERT INTO marks VALUES ('scratch-only')")
+    segment = str(scratch.sql("SELECT pg_walfile_name(pg_switch_wal())")[0])  # type: ignore[index]
+    assert processes.wait_until(lambda: (scratch.wal / segment).exists(), timeout=30)
+    prod.sql("INSERT INTO marks VALUES ('prod-later')")
+    assert _cli(["backup", "--config", str(prod_cfg)], tmp_path)[0] == 0
+    archive_before = _tree(prod.wal)
+
+    code, out, err = _cli([*to_scratch, "--point-in-time", "latest", "--json"], tmp_path)
+
+    assert code == 2, err[-3000:]  # restored, but a point in time has no fingerprint to prove it: never green
+    outcome = json.loads(out)["components"][0]
+    assert outcome["status"] == "restored" and "live archive" not in outcome["detail"], outcome
+    assert scratch.sql("SELECT string_agg(name, ',' ORDER BY name) FROM marks") == ("base,prod-later",)
+    assert _tree(prod.wal) == archive_before
