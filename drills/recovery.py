@@ -306,7 +306,9 @@ def _restore_all(request: Request, repo: Repository, progress: Progress) -> Rest
     result.hooks += run_hooks(hooks.before_restore, "before_restore", progress, secrets)
     if not all(h.ok for h in result.hooks):
         return result  # a failed before_restore hook: nothing is restored, nothing changed
-    for comp in components(request.targets, request.names, provision=False, foreign_backups=not request.in_place):
+    for comp in components(
+        request.targets, request.names, provision=False, foreign_backups=not request.in_place, restoring=True
+    ):
         outcome = _restore_one(request, repo, comp, progress)
         outcome.target = request.targets.components[comp.instance].location()
         result.outcomes.append(outcome)

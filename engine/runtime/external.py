@@ -2,7 +2,9 @@
 
 The standalone engine (``drproof backup`` / ``drproof recovery``) works on a real stack.
 drproof never starts, stops, kills or wipes these servers: it connects, backs up and
-restores. A server that does not answer is an error telling the operator to start it.
+restores. A server that does not answer is an error telling the operator to start it,
+except for a physical restore of one that is certainly down (a lost disk): see
+``PhysicalTarget.restore_when_down``.
 Client tools come from the embedded PostgreSQL 18 wheel, which can dump and restore any
 server from PostgreSQL 9.2 on.
 """
@@ -106,6 +108,10 @@ class PhysicalTarget:
     # sockets, archiving, access rules) and never runs the backup's. False in place: the
     # backup's configuration is this server's own.
     foreign_backups: bool = False
+    # True for ``recovery restore``: a server that is down (stopped, or its disk lost) may
+    # be restored, since a physical restore replaces its data directory anyway; only when
+    # its URL refuses connections and no server process holds the data directory.
+    restore_when_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,14 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             return
         marker = self._read_marker()
         if marker is None:
+            if self.physical.restore_when_down and self._down():
+                log.warning(
+                    "%s does not answer and no server process holds %s: the restore replaces that data directory "
+                    "(set aside if it exists) and starts the server with its start command",
+                    self.what,
+                    self.physical.data_directory,
+                )
+                return
             super().ensure_running()
             return
         # A restore killed after it ran the stop command leaves the server down on purpose;
@@ -362,6 +376,16 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             return True
         return pid > 0
 
+    def _down(self) -> bool:
+        """Whether the server is certainly not running: its URL refuses connections, no live pid file.
+
+        A timeout or a filtered port says nothing (the server may run behind it), and a
+        pid file whose process is alive means it runs whatever the URL says.
+        """
+        failure = getattr(self, "_failure", "").lower()
+        refused = "refused" in failure or "no such file or directory" in failure
+        return refused and not self._server_process_alive()
+
     def _stop(self) -> None:
         self._run(self.physical.stop, "stop")
         if not processes.wait_until(lambda: not self.is_running(), timeout=self.stop_timeout, interval=0.2):
@@ -412,19 +436,26 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         marker = self._read_marker()
         if marker is not None:
             kept, begun = self._resume(marker)
+            was_running = True  # as before: the interrupted restore had stopped a running server
         else:
             begun = datetime.now(UTC).isoformat(timespec="seconds")
             # The replaced directory is kept, not deleted: after a restore the operator may
             # still need the state it replaced (forensics, a missed table). drproof says where.
             kept = _unused(data, "replaced") if data.exists() else None
+            down = self.physical.restore_when_down and not self.is_running() and self._down()
             self._write_marker("stopping", kept, begun)
             try:
                 self._stop()
             except RuntimeStartError:
                 # The stop command failed or the server still answers: the live data were
-                # not touched. (Interrupted here, the marker stays: a re-run resumes.)
-                self._remove_marker()
-                raise
+                # not touched. (Interrupted here, the marker stays: a re-run resumes.) On
+                # a server that was down already, a stop command may fail for that very
+                # reason (pg_ctl: "Is server running?"); it still runs, so that an init
+                # system stops restarting it.
+                if not down or self.is_running() or self._server_process_alive():
+                    self._remove_marker()
+                    raise
+            was_running = not down
             if kept is not None:
                 data.rename(kept)
                 _sync_dir(data.parent)
@@ -460,7 +491,8 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
                 kept.rename(data)
                 _sync_dir(data.parent)
                 self._remove_marker()
-                self._run(self.physical.start, "start")
+                if was_running:  # a server that was down stays down, on its own data
+                    self._run(self.physical.start, "start")
             elif kept is None:
                 self._remove_marker()
             raise

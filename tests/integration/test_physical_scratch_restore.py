@@ -327,3 +327,35 @@ def test_point_in_time_restore_into_a_scratch_replays_productions_wal_not_the_sc
     assert outcome["status"] == "restored" and "live archive" not in outcome["detail"], outcome
     assert scratch.sql("SELECT string_agg(name, ',' ORDER BY name) FROM marks") == ("base,prod-later",)
     assert _tree(prod.wal) == archive_before
+
+
+@pytest.mark.parametrize("loss", ["stopped", "data directory lost"])
+def test_in_place_restore_of_a_server_that_is_down(
+    clusters: tuple[Cluster, Cluster], tmp_path: Path, loss: str
+) -> None:
+    """The lost-disk case point-in-time recovery is for: the server cannot answer, the restore still runs.
+
+    Before, it was refused with "does not answer … start it", and with a lost data
+    directory there was nothing to start. A backup of a server that is down is still refused.
+    """
+    prod, scratch = clusters
+    prod.sql("CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100)")
+    prod_cfg, _ = _configs(tmp_path, prod, scratch)
+    assert _cli(["backup", "--config", str(prod_cfg)], tmp_path)[0] == 0
+    subprocess.run([*prod.pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+    if loss == "data directory lost":
+        prod.data.rename(prod.base / "lost")
+    code, _, err = _cli(["backup", "--config", str(prod_cfg)], tmp_path)
+    assert code != 0 and "does not answer" in err, err[-2000:]
+
+    code, out, err = _cli(
+        ["recovery", "restore", "--config", str(prod_cfg), "--in-place", "--yes", "--components", "shop-db", "--json"],
+        tmp_path,
+    )
+
+    assert code == 0, err[-3000:]
+    outcome = json.loads(out)["components"][0]
+    assert (outcome["status"], outcome["fidelity"]) == ("restored", "match"), outcome
+    assert prod.sql("SELECT count(*) FROM t") == (100,)
+    replaced = sorted(prod.base.glob("data.drproof-replaced-*"))
+    assert len(replaced) == (1 if loss == "stopped" else 0)
