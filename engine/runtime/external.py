@@ -34,6 +34,7 @@ from engine.runtime import processes
 from engine.runtime.base import (
     HOST_RDB,
     PHYSICAL_ACCESS,
+    RECOVERY_SETTINGS,
     SERVER_CONFIGURATION,
     PhysicalAccess,
     PostgresService,
@@ -579,6 +580,10 @@ def keep_own_configuration(data: Path, own: Path | None) -> list[str]:
     names = set(_OWN_FILES)
     if source is not None:
         names |= {p.name for p in source.iterdir() if p.suffix == ".conf" and p.is_file()}
+    # A restore tool's own recovery settings (pgBackRest writes its archive-get
+    # restore_command there) are this restore's, not the backup's server's: they stay.
+    auto = data / "postgresql.auto.conf"
+    carried = [line for line in _lines(auto) if line.split("=", 1)[0].strip() in RECOVERY_SETTINGS]
     adopted = []
     for name in sorted(names):
         mine = source / name if source is not None else None
@@ -590,10 +595,19 @@ def keep_own_configuration(data: Path, own: Path | None) -> list[str]:
         shutil.copy2(mine, restored)
         adopted.append(name)
     comment_out_outward(data, "not on this restore target", tuple(n for n in SERVER_CONFIGURATION if n not in adopted))
+    if carried:
+        with auto.open("a", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write("# recovery settings the restore wrote\n" + "".join(line.rstrip("\n") + "\n" for line in carried))
     # A standby.signal from the backup would keep the cluster a standby of the backup's
     # primary (drproof asks for a recovery that ends); the server decides on the rest.
     (data / "standby.signal").unlink(missing_ok=True)
     return adopted
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
 
 
 def _plain_name(value: object) -> bool:
