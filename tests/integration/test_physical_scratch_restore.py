@@ -359,3 +359,44 @@ def test_in_place_restore_of_a_server_that_is_down(
     assert prod.sql("SELECT count(*) FROM t") == (100,)
     replaced = sorted(prod.base.glob("data.drproof-replaced-*"))
     assert len(replaced) == (1 if loss == "stopped" else 0)
+
+
+def test_a_failed_restore_of_a_server_that_was_down_leaves_it_down_on_its_own_data(
+    clusters: tuple[Cluster, Cluster], tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from engine import backup as engine_backup
+    from engine.components.postgres import PostgresParams
+    from engine.components.postgres_physical import PostgresPhysicalComponent
+    from engine.errors import ComponentError
+    from engine.repository import LocalRepository
+    from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTarget
+
+    prod, _ = clusters
+    prod.sql("CREATE TABLE t (i int)")
+    spec = prod.spec()["physical"]
+    assert isinstance(spec, dict)
+
+    def component(when_down: bool) -> PostgresPhysicalComponent:
+        physical = PhysicalTarget(prod.data, prod.wal, spec["stop"], spec["start"], restore_when_down=when_down)
+        target = PostgresTarget("127.0.0.1", prod.port, "postgres", "shop", PASSWORD)
+        runtime = ExternalRuntime(Path("."), postgres={"db": target}, physical={"db": physical})
+        comp = PostgresPhysicalComponent("db", PostgresParams(database="shop"), runtime)
+        comp.provision()
+        return comp
+
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [component(False)])
+    subprocess.run([*prod.pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+    before = _tree(prod.data)
+    comp = component(True)
+    source = engine_backup._source(repo, manifest, "db")
+    beyond = datetime.fromisoformat(manifest.component("db").details["wal_through_time"]).replace(year=2099)
+
+    with pytest.raises(ComponentError, match="physical restore of 'db' failed"):
+        comp.restore_to_time([source], [source], beyond)
+
+    assert not prod.running(), "a server that was down was started by the rollback"
+    assert _tree(prod.data) == before
+    assert not list(prod.base.glob("data.drproof-*"))
