@@ -306,7 +306,9 @@ def _restore_all(request: Request, repo: Repository, progress: Progress) -> Rest
     result.hooks += run_hooks(hooks.before_restore, "before_restore", progress, secrets)
     if not all(h.ok for h in result.hooks):
         return result  # a failed before_restore hook: nothing is restored, nothing changed
-    for comp in components(request.targets, request.names, provision=False):
+    for comp in components(
+        request.targets, request.names, provision=False, foreign_backups=not request.in_place, restoring=True
+    ):
         outcome = _restore_one(request, repo, comp, progress)
         outcome.target = request.targets.components[comp.instance].location()
         result.outcomes.append(outcome)
@@ -321,7 +323,7 @@ def _restore_one(request: Request, repo: Repository, comp: Component, progress: 
         comp.provision()
         request.targets.components[name].configure(comp)
         if request.point_in_time is not None:
-            return _restore_point_in_time(repo, comp, request.point_in_time, progress)
+            return _restore_point_in_time(repo, comp, request.point_in_time, progress, live_wal=request.in_place)
         progress(f"restoring {name} from {request.manifest.id}")
         engine_backup.restore(repo, request.manifest, comp)
     except IntegrityError as exc:
@@ -362,17 +364,25 @@ def _judge(repo: Repository, comp: Component, manifest: Manifest, progress: Prog
 
 
 def _restore_point_in_time(
-    repo: Repository, comp: Component, point: datetime | str, progress: Progress
+    repo: Repository, comp: Component, point: datetime | str, progress: Progress, *, live_wal: bool
 ) -> RestoreOutcome:
+    """``live_wal`` only in place: the archive a --to configuration names is the target's own.
+
+    Its segments are that server's WAL, not production's; found by review: after an earlier
+    --to restore, the scratch's own writes (archived on its new timeline) were replayed as
+    if production's "live archive".
+    """
     target = None if point == "latest" else point
     assert target is None or isinstance(target, datetime)
     progress(f"restoring {comp.instance} to {'the newest archived WAL' if target is None else target.isoformat()}")
-    used = engine_backup.restore_to_time(repo, comp, target, live_wal=True)
+    used = engine_backup.restore_to_time(repo, comp, target, live_wal=live_wal)
     health = comp.health()
     where = getattr(getattr(comp, "service", None), "replaced", None)
     detail = f"{health.detail}; replayed WAL from {used[0].id} through {used[-1].id}"
     if used.live:
         detail += " and the live archive"
+    elif not live_wal:
+        detail += " (the repository's WAL only)"
     if where is not None:
         detail += f"; the replaced data directory is kept at {where}"
     outcome = RestoreOutcome(comp.instance, "restored" if health.ok else "failed", detail)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,16 +143,29 @@ def copy(
     return manifest
 
 
-def components(config: BackupConfig, names: Sequence[str] | None, provision: bool = True) -> list[Component]:
+def components(
+    config: BackupConfig,
+    names: Sequence[str] | None,
+    provision: bool = True,
+    *,
+    foreign_backups: bool = False,
+    restoring: bool = False,
+) -> list[Component]:
     """The chosen components, bound to the servers and directories the configuration names.
 
     ``provision=False`` leaves connecting to each to the caller, so one unreachable server
-    fails its own component, not every other one with it.
+    fails its own component, not every other one with it. ``foreign_backups``: the
+    servers receive restores of another configuration's backups (``recovery restore
+    --to``), so a physical restore keeps each server's own configuration. ``restoring``:
+    for a restore, which may replace the data directory of a physical server that is down.
     """
     chosen = list(names) if names else list(config.components)
     binding = Binding()
     for name in chosen:
         config.components[name].bind(name, binding)
+    binding.physical = {
+        k: replace(v, foreign_backups=foreign_backups, restore_when_down=restoring) for k, v in binding.physical.items()
+    }
     runtime = ExternalRuntime(
         Path("."),
         postgres=binding.postgres,

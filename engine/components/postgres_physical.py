@@ -460,6 +460,14 @@ class PostgresPhysicalComponent(PostgresComponent):
             "recovery_target_timeline": "latest",
             **target,
         }
+        through = wal[-1].details.get("wal_through")
+        if self.physical.restores_foreign_backups and "recovery_target_timeline" not in target and through:
+            # The target's own archive holds its own timelines (an earlier restore there
+            # forked one and archived its writes on it): "latest" followed that one and
+            # replayed the target's writes as the backups' (found by review). The
+            # backups' timeline is the one their WAL ends on; the target's history files
+            # still keep the new timeline's number clear of its own.
+            settings["recovery_target_timeline"] = str(int(str(through)[:8], 16))
         try:
             self.replay_seconds = self.physical.replace_cluster(populate, settings)
         except DrproofError as exc:

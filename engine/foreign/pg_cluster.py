@@ -52,18 +52,12 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import ComponentError, DrproofError
 from engine.foreign.base import ForeignParams
 from engine.runtime import processes
-from engine.runtime.base import PhysicalAccess
+from engine.runtime.base import PhysicalAccess, comment_out_outward
 
 SANDBOX_HBA = (
     "# written by drproof: the sandbox's own access rules (the backup's are in pg_hba.conf.from-backup)\n"
     "local all all peer\n"
     "host all all 127.0.0.1/32 scram-sha-256\n"
-)
-# postgresql.conf settings that point outside the data directory or at production's files.
-_OUTSIDE = re.compile(
-    r"^\s*(data_directory|hba_file|ident_file|external_pid_file|include|include_if_exists|include_dir|ssl\w*|"
-    r"archive_command|archive_library|restore_command|primary_conninfo|primary_slot_name)\b",
-    re.IGNORECASE,
 )
 _RECOVERY_TIMEOUT = 6 * 3600
 SKIPPED_DATABASES = ("postgres", "template0", "template1")
@@ -162,12 +156,7 @@ def _sandbox_config(data: Path) -> None:
     conf = data / "postgresql.conf"
     if not conf.exists():
         conf.write_text("# written by drproof: the backup held no postgresql.conf\n", encoding="utf-8")
-    # postgresql.auto.conf is production's ALTER SYSTEM: its archive and replication settings stay out too.
-    for path in (conf, data / "postgresql.auto.conf"):
-        if path.exists():
-            lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
-            kept = [f"# (not in the drproof sandbox) {line}" if _OUTSIDE.match(line) else line for line in lines]
-            path.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
+    comment_out_outward(data, "not in the drproof sandbox")
     for signal_file in ("standby.signal", "recovery.signal", "postmaster.pid"):
         (data / signal_file).unlink(missing_ok=True)
 

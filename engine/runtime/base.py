@@ -8,6 +8,7 @@ runtime knows how that server was created.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,6 +90,15 @@ class PhysicalAccess(ABC):
     def wal_archive(self) -> Path:
         """Directory the server's ``archive_command`` copies each completed WAL segment into."""
 
+    @property
+    def restores_foreign_backups(self) -> bool:
+        """Whether restores here are of another server's backups (``recovery restore --to``).
+
+        Then this server's WAL archive is its own, not the backups' server's: none of its
+        WAL may be replayed as theirs, and its timelines are not theirs to follow.
+        """
+        return False
+
     @abstractmethod
     def server_file_owner(self) -> tuple[int, int] | None:
         """uid and gid the server's files must belong to, or None to keep the current user's."""
@@ -165,6 +175,46 @@ def forget_recovery(data: Path) -> None:
     recovery target (see ``RECOVERY_SETTINGS``).
     """
     _strip_recovery(data / "postgresql.auto.conf")
+
+
+# Settings in a restored cluster's configuration that act outside its data directory: on
+# the backup's server's files, archive, replicas, port and sockets. A cluster started
+# anywhere but on the server the backup came from must not have them: a scratch restore
+# that kept them listened on production's port and ran production's archive_command,
+# writing a timeline history and a WAL segment into production's WAL archive (found by
+# review). ``synchronous_standby_names`` would make every commit wait for production's
+# standbys; ``log_directory`` may be an absolute path of production's.
+OUTWARD_SETTINGS = re.compile(
+    r"^\s*(data_directory|hba_file|ident_file|external_pid_file|include|include_if_exists|include_dir|ssl\w*|"
+    r"archive_mode|archive_command|archive_library|archive_cleanup_command|restore_command|recovery_end_command|"
+    r"primary_conninfo|primary_slot_name|synchronous_standby_names|port|listen_addresses|unix_socket_\w+|"
+    r"log_directory)\b",
+    re.IGNORECASE,
+)
+SERVER_CONFIGURATION = ("postgresql.conf", "postgresql.auto.conf")
+
+
+def comment_out_outward(data: Path, note: str, names: tuple[str, ...] = SERVER_CONFIGURATION) -> list[str]:
+    """Comment out ``OUTWARD_SETTINGS`` in the data directory's server configuration; the names done.
+
+    ``postgresql.auto.conf`` is the backed-up server's ``ALTER SYSTEM``: its archive and
+    replication settings go too. ``note`` says, in each commented line, why.
+    """
+    done = []
+    for name in names:
+        path = data / name
+        if not path.exists():
+            continue
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            match = OUTWARD_SETTINGS.match(line)
+            if match:
+                done.append(match.group(1).lower())
+                line = f"# ({note}) {line}"
+            kept.append(line)
+        path.write_text("".join(kept), encoding="utf-8", errors="surrogateescape")
+    return done
 
 
 def login_refused(exc: Exception) -> str | None:

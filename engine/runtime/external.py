@@ -2,7 +2,9 @@
 
 The standalone engine (``drproof backup`` / ``drproof recovery``) works on a real stack.
 drproof never starts, stops, kills or wipes these servers: it connects, backs up and
-restores. A server that does not answer is an error telling the operator to start it.
+restores. A server that does not answer is an error telling the operator to start it,
+except for a physical restore of one that is certainly down (a lost disk): see
+``PhysicalTarget.restore_when_down``.
 Client tools come from the embedded PostgreSQL 18 wheel, which can dump and restore any
 server from PostgreSQL 9.2 on.
 """
@@ -15,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -31,10 +34,13 @@ from engine.runtime import processes
 from engine.runtime.base import (
     HOST_RDB,
     PHYSICAL_ACCESS,
+    RECOVERY_SETTINGS,
+    SERVER_CONFIGURATION,
     PhysicalAccess,
     PostgresService,
     RedisService,
     Runtime,
+    comment_out_outward,
     forget_recovery,
     login_refused,
     prepare_recovery,
@@ -98,6 +104,15 @@ class PhysicalTarget:
     stop: list[str]
     start: list[str]
     keep_replaced: int = 2  # data directories replaced by restores that are kept, newest first
+    # True where the backups restored here come from another server (``recovery restore
+    # --to``): the restored cluster then keeps this server's own configuration (port,
+    # sockets, archiving, access rules) and never runs the backup's. False in place: the
+    # backup's configuration is this server's own.
+    foreign_backups: bool = False
+    # True for ``recovery restore``: a server that is down (stopped, or its disk lost) may
+    # be restored, since a physical restore replaces its data directory anyway; only when
+    # its URL refuses connections and no server process holds the data directory.
+    restore_when_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +241,12 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         self._pid_seen = False
         self._started = 0.0
         self._owner: tuple[int, int] | None = None
+        self._answered = 0.0
+        self.adopted: list[str] = []  # what a restore from another server took from this one (foreign_backups)
+
+    @property
+    def restores_foreign_backups(self) -> bool:
+        return self.physical.foreign_backups
 
     def wal_archive(self) -> Path:
         if self.physical.wal_archive is None:
@@ -264,6 +285,14 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             return
         marker = self._read_marker()
         if marker is None:
+            if self.physical.restore_when_down and self._down():
+                log.warning(
+                    "%s does not answer and no server process holds %s: the restore replaces that data directory "
+                    "(set aside if it exists) and starts the server with its start command",
+                    self.what,
+                    self.physical.data_directory,
+                )
+                return
             super().ensure_running()
             return
         # A restore killed after it ran the stop command leaves the server down on purpose;
@@ -348,6 +377,16 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             return True
         return pid > 0
 
+    def _down(self) -> bool:
+        """Whether the server is certainly not running: its URL refuses connections, no live pid file.
+
+        A timeout or a filtered port says nothing (the server may run behind it), and a
+        pid file whose process is alive means it runs whatever the URL says.
+        """
+        failure = getattr(self, "_failure", "").lower()
+        refused = "refused" in failure or "no such file or directory" in failure
+        return refused and not self._server_process_alive()
+
     def _stop(self) -> None:
         self._run(self.physical.stop, "stop")
         if not processes.wait_until(lambda: not self.is_running(), timeout=self.stop_timeout, interval=0.2):
@@ -398,19 +437,26 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         marker = self._read_marker()
         if marker is not None:
             kept, begun = self._resume(marker)
+            was_running = True  # as before: the interrupted restore had stopped a running server
         else:
             begun = datetime.now(UTC).isoformat(timespec="seconds")
             # The replaced directory is kept, not deleted: after a restore the operator may
             # still need the state it replaced (forensics, a missed table). drproof says where.
             kept = _unused(data, "replaced") if data.exists() else None
+            down = self.physical.restore_when_down and not self.is_running() and self._down()
             self._write_marker("stopping", kept, begun)
             try:
                 self._stop()
             except RuntimeStartError:
                 # The stop command failed or the server still answers: the live data were
-                # not touched. (Interrupted here, the marker stays: a re-run resumes.)
-                self._remove_marker()
-                raise
+                # not touched. (Interrupted here, the marker stays: a re-run resumes.) On
+                # a server that was down already, a stop command may fail for that very
+                # reason (pg_ctl: "Is server running?"); it still runs, so that an init
+                # system stops restarting it.
+                if not down or self.is_running() or self._server_process_alive():
+                    self._remove_marker()
+                    raise
+            was_running = not down
             if kept is not None:
                 data.rename(kept)
                 _sync_dir(data.parent)
@@ -420,10 +466,12 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         try:
             data.mkdir(mode=0o700)
             populate(data)
+            if self.physical.foreign_backups:
+                self.adopted = keep_own_configuration(data, kept)
             prepare_recovery(data, settings, owner)
             started = time.monotonic()
             self._run(self.physical.start, "start")
-            self._pid_seen, self._started = False, time.monotonic()
+            self._pid_seen, self._started, self._answered = False, time.monotonic(), time.monotonic()
             if not processes.wait_until(
                 self._promoted, timeout=3600, interval=0.2, progress=f"{self.what} to finish recovery"
             ):
@@ -444,10 +492,17 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
                 kept.rename(data)
                 _sync_dir(data.parent)
                 self._remove_marker()
-                self._run(self.physical.start, "start")
+                if was_running:  # a server that was down stays down, on its own data
+                    self._run(self.physical.start, "start")
             elif kept is None:
                 self._remove_marker()
             raise
+
+    # Seconds the restored server may run without anything listening at the URL's host and
+    # port. A server in recovery answers at once ("the database system is starting up"),
+    # so silence means it listens elsewhere: a scratch restore that kept production's port
+    # waited the whole hour on the scratch's (found by review).
+    silent_timeout: ClassVar[float] = 120.0
 
     def _promoted(self) -> bool:
         if promoted(self.dsn("postgres"), self.target.password):
@@ -458,11 +513,101 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         # check the wait would last the whole hour.
         if (self.physical.data_directory / "postmaster.pid").exists():
             self._pid_seen = True
+            now = time.monotonic()
+            if self._listening():
+                self._answered = now
+            elif now - self._answered > self.silent_timeout:
+                raise RuntimeStartError(self._listens_elsewhere())
         elif self._pid_seen:
             raise RuntimeStartError(f"{self.what} stopped during recovery; see the server's log")
         elif time.monotonic() - self._started > 120:
             raise RuntimeStartError(f"{self.what} did not start within 120 s of its start command")
         return False
+
+    def _listening(self) -> bool:
+        """Whether anything accepts a connection at the URL's host and port (a socket, for a path)."""
+        host, port = self.target.host, self.target.port
+        if host.startswith("/"):
+            return Path(host, f".s.PGSQL.{port}").exists()
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                return True
+        except OSError:
+            return False
+
+    def _listens_elsewhere(self) -> str:
+        """Why the wait ended: where the restored server's pid file says it listens."""
+        try:
+            lines = (self.physical.data_directory / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            lines = []
+        where = ""
+        if len(lines) >= 6:
+            where = f" Its pid file says it listens on port {lines[3]} (addresses {lines[5] or 'none'}, sockets in {lines[4] or 'none'})."
+        return (
+            f"the restored server runs, but nothing has listened at {self.target.host}:{self.target.port} for "
+            f"{self.silent_timeout:.0f} s.{where} The port, listen_addresses and unix_socket_directories it uses come "
+            f"from {self.physical.data_directory}/postgresql.conf and postgresql.auto.conf (restored from the backup "
+            "in place) or from its start command: make them match the URL"
+        )
+
+
+# A server's own configuration files in its data directory, beside any other *.conf it
+# includes; the SSL files are the defaults ``ssl_cert_file`` and the rest name there.
+_OWN_FILES = (
+    *SERVER_CONFIGURATION,
+    "pg_hba.conf",
+    "pg_ident.conf",
+    "server.crt",
+    "server.key",
+    "root.crt",
+    "root.crl",
+)
+
+
+def keep_own_configuration(data: Path, own: Path | None) -> list[str]:
+    """Give a cluster restored from another server's backup this server's configuration.
+
+    ``own`` is this server's data directory as it was before the restore (set aside, or
+    None when there was none). Each of its configuration files replaces the backup's,
+    which is kept beside it as ``<name>.from-backup``; whatever of the backup's server
+    configuration stays (this server had no such file, its postgresql.conf lives in /etc,
+    or its data directory was lost) has ``OUTWARD_SETTINGS`` commented out, so it never
+    listens on the backup's port, archives into the backup's archive or replicates from
+    its server. Returns the names taken from ``own``.
+    """
+    source = own if own is not None and own.is_dir() else None
+    names = set(_OWN_FILES)
+    if source is not None:
+        names |= {p.name for p in source.iterdir() if p.suffix == ".conf" and p.is_file()}
+    # A restore tool's own recovery settings (pgBackRest writes its archive-get
+    # restore_command there) are this restore's, not the backup's server's: they stay.
+    auto = data / "postgresql.auto.conf"
+    carried = [line for line in _lines(auto) if line.split("=", 1)[0].strip() in RECOVERY_SETTINGS]
+    adopted = []
+    for name in sorted(names):
+        mine = source / name if source is not None else None
+        if mine is None or not mine.is_file():
+            continue
+        restored = data / name
+        if restored.exists() or restored.is_symlink():
+            restored.rename(data / f"{name}.from-backup")
+        shutil.copy2(mine, restored)
+        adopted.append(name)
+    comment_out_outward(data, "not on this restore target", tuple(n for n in SERVER_CONFIGURATION if n not in adopted))
+    if carried:
+        with auto.open("a", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write("# recovery settings the restore wrote\n" + "".join(line.rstrip("\n") + "\n" for line in carried))
+    # A standby.signal from the backup would keep the cluster a standby of the backup's
+    # primary (drproof asks for a recovery that ends); the server decides on the rest.
+    (data / "standby.signal").unlink(missing_ok=True)
+    return adopted
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
 
 
 def _plain_name(value: object) -> bool:

@@ -188,3 +188,63 @@ def test_the_operators_own_stanza_backs_up_and_restores_in_place(
     [outcome] = out["components"]
     assert outcome["status"] == "restored" and outcome["fidelity"] == "match", outcome
     assert _orders(operated) == 500
+
+
+def _tree(path: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()
+    }
+
+
+def test_a_restore_to_a_scratch_server_keeps_the_scratchs_identity_and_productions_repository(
+    operated: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--to` a scratch cluster: its own port and archiving, pgBackRest's archive-get kept, production's repo untouched.
+
+    Before the fix the scratch ran production's postgresql.conf from the backup: its port
+    and its archive_command (pgbackrest archive-push into production's repository).
+    """
+    cfg, root = str(operated["config"]), operated["root"]
+    assert run_cli(["backup", "--config", cfg, "--json"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    scratch = root / "scratch"
+    scratch.mkdir(mode=0o700)
+    os.chown(scratch, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+    pwfile = scratch / "pw"
+    pwfile.write_text(operated["password"])
+    os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+    data, port = scratch / "data", processes.free_port()
+    _as_postgres(
+        [str(PG / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile), "--auth-host=scram-sha-256"]
+    )
+    with (data / "postgresql.conf").open("a") as fh:
+        fh.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{scratch}'\n")
+    pg_ctl = ["runuser", "-u", "postgres", "--", str(PG / "pg_ctl"), "-D", str(data), "-w"]
+    start, stop = [*pg_ctl, "-l", str(scratch / "server.log"), "start"], [*pg_ctl, "-m", "fast", "stop"]
+    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    try:
+        spec = yaml.safe_load(Path(cfg).read_text())["components"]["shop"]
+        spec["url"] = f"postgresql://postgres@127.0.0.1:{port}/shop"
+        spec["physical"] = {"data_directory": str(data), "stop": stop, "start": start}
+        scratch_cfg = root / "scratch.yaml"
+        scratch_cfg.write_text(yaml.safe_dump({"components": {"shop": spec}}))
+        subprocess.run(operated_stop(root), check=True, capture_output=True, timeout=120)  # production is down
+        repo_before = _tree(root / "repo")
+
+        code = run_cli(["recovery", "restore", "--config", cfg, "--to", str(scratch_cfg), "--json"])
+
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0, out
+        [outcome] = out["components"]
+        assert outcome["status"] == "restored" and outcome["fidelity"] == "match", outcome
+        assert _orders({**operated, "port": port}) == 500
+        assert "archive-push" not in (data / "postgresql.conf").read_text()
+        assert _tree(root / "repo") == repo_before, "the scratch restore wrote into production's pgBackRest repository"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+
+
+def operated_stop(root: Path) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", str(PG / "pg_ctl"), "-D", str(root / "data"), "-w", "-m", "fast", "stop"]
