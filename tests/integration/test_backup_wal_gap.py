@@ -9,7 +9,6 @@ as an operator's init system would.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import run_cli
+from tests.integration.operator_pg import init_cluster
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -30,35 +30,8 @@ PASSWORD = "wal-gap-test-password"
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A PG 15 cluster archiving WAL into a directory, and a backup config for it."""
     with LocalRuntime(tmp_path / "lend", images={"postgres": str(require_pg15())}) as lender:
-        bin_dir, user = lender._server_binaries(), lender._pg_user
-        base = lender.pg_root / "existing"
-        data, archive, sock = base / "data", base / "archive", base / "socket"
-        for d in (base, archive, sock):
-            d.mkdir(mode=0o755)
-            if user is not None:
-                import pwd
-
-                entry = pwd.getpwnam(user)
-                os.chown(d, entry.pw_uid, entry.pw_gid)
-        pwfile = base / "pw"
-        pwfile.write_text(PASSWORD + "\n")
-        if user is not None:
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", user, "--"] if user else []
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-             "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        port = processes.free_port()
-        with (data / "postgresql.auto.conf").open("a") as fh:
-            fh.write(
-                f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n"
-                f"archive_mode = on\narchive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
-            )
-        pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "120"]
-        start = [*pg_ctl, "-l", str(base / "server.log"), "start"]
-        stop = [*pg_ctl, "-m", "fast", "stop"]
+        pg = init_cluster(lender.pg_root, "existing", lender._pg_user, lender._server_binaries(), PASSWORD)
+        data, archive, port, start, stop = pg.data, pg.archive, pg.port, pg.start, pg.stop
         subprocess.run(start, check=True, capture_output=True)
         monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
         config = tmp_path / "backup-config.yaml"

@@ -6,7 +6,6 @@ init system would, and drproof only ever runs the commands it was given.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ from engine.components.postgres import PostgresParams
 from engine.components.postgres_physical import PostgresPhysicalComponent
 from engine.errors import ComponentError
 from engine.repository import LocalRepository
-from engine.runtime import processes
 from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTarget
 from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import insert_mark, marks
+from tests.integration.operator_pg import init_cluster
 
 pytestmark = [pytest.mark.integration]
 PASSWORD = "external-test-password"
@@ -34,35 +33,8 @@ def existing_server(tmp_path: Path) -> Iterator[tuple[PostgresTarget, PhysicalTa
     # A LocalRuntime only lends its server binaries and unprivileged user (when root);
     # the server itself is set up and run by hand, like any operator's.
     with LocalRuntime(tmp_path / "lend") as lender:
-        bin_dir, user = lender._server_binaries(), lender._pg_user
-        base = lender.pg_root / "existing"
-        data, archive, sock = base / "data", base / "archive", base / "socket"
-        for d in (base, archive, sock):
-            d.mkdir(mode=0o755)
-            if user is not None:
-                import pwd
-
-                entry = pwd.getpwnam(user)
-                os.chown(d, entry.pw_uid, entry.pw_gid)
-        pwfile = base / "pw"
-        pwfile.write_text(PASSWORD + "\n")
-        if user is not None:
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", user, "--"] if user else []
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-             "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        port = processes.free_port()
-        with (data / "postgresql.auto.conf").open("a") as fh:
-            fh.write(
-                f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n"
-                f"archive_mode = on\narchive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
-            )
-        pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "120"]
-        start = [*pg_ctl, "-l", str(base / "server.log"), "start"]
-        stop = [*pg_ctl, "-m", "fast", "stop"]
+        pg = init_cluster(lender.pg_root, "existing", lender._pg_user, lender._server_binaries(), PASSWORD)
+        data, archive, port, start, stop = pg.data, pg.archive, pg.port, pg.start, pg.stop
         subprocess.run(start, check=True, capture_output=True)
         try:
             yield (

@@ -26,6 +26,7 @@ import pytest
 
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
+from tests.integration.operator_pg import init_cluster
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -78,32 +79,11 @@ class Cluster:
 
 
 def _make(root: Path, name: str, user: str | None, bin_dir: Path) -> Cluster:
-    base = root / name
-    for d in (base, base / "wal", base / "socket"):
-        d.mkdir(mode=0o755)
-        if user is not None:
-            import pwd
-
-            entry = pwd.getpwnam(user)
-            os.chown(d, entry.pw_uid, entry.pw_gid)
-    pwfile = base / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    if user is not None:
-        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-    as_user = ["runuser", "-u", user, "--"] if user else []
-    subprocess.run(
-        [*as_user, str(bin_dir / "initdb"), "-D", str(base / "data"), "-U", "postgres", "--pwfile", str(pwfile),
-         "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    port = processes.free_port()
-    with (base / "data" / "postgresql.conf").open("a") as fh:
-        fh.write(
-            f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base / 'socket'}'\n"
-            f"wal_level = replica\narchive_mode = on\n"
-            f"archive_command = 'test ! -f {base / 'wal'}/%f && cp %p {base / 'wal'}/%f'\n"
-        )
-    cluster = Cluster(name, base, port, [*as_user, str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-w", "-t", "60"])
+    pg = init_cluster(
+        root, name, user, bin_dir, PASSWORD, conf="postgresql.conf", archive="wal", settings="wal_level = replica\n", wait=60
+    )
+    base = pg.base
+    cluster = Cluster(name, base, pg.port, pg.pg_ctl)
     subprocess.run([*cluster.pg_ctl, "-l", str(base / "server.log"), "start"], check=True, capture_output=True)
     cluster.sql("CREATE DATABASE shop", dbname="postgres")
     return cluster

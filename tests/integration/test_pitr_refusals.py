@@ -9,7 +9,6 @@ PostgreSQL refused to start; a target before the first base exited 2 instead of 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,10 +20,10 @@ import pytest
 
 from engine.components.postgres import PostgresParams
 from engine.components.postgres_physical import PostgresPhysicalComponent
-from engine.runtime import processes
 from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTarget
 from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import insert_mark, marks, run_cli
+from tests.integration.operator_pg import init_cluster
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -37,35 +36,8 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Po
     bin_dir = require_pg15()
     monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
     with LocalRuntime(tmp_path / "lend", images={"postgres": str(bin_dir)}) as lender:
-        user = lender._pg_user
-        base = lender.pg_root / "prod"
-        data, archive, sock = base / "data", base / "archive", base / "socket"
-        for d in (base, archive, sock):
-            d.mkdir(mode=0o755)
-            if user is not None:
-                import pwd
-
-                entry = pwd.getpwnam(user)
-                os.chown(d, entry.pw_uid, entry.pw_gid)
-        pwfile = base / "pw"
-        pwfile.write_text(PASSWORD + "\n")
-        if user is not None:
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        as_user = ["runuser", "-u", user, "--"] if user else []
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-             "--auth-host=scram-sha-256", "--auth-local=peer", "--locale=C"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        port = processes.free_port()
-        with (data / "postgresql.conf").open("a") as fh:
-            fh.write(
-                f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n"
-                f"archive_mode = on\narchive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
-            )
-        pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-t", "120"]
-        start = [*pg_ctl, "-l", str(base / "server.log"), "start"]
-        stop = [*pg_ctl, "-m", "fast", "stop"]
+        pg = init_cluster(lender.pg_root, "prod", lender._pg_user, bin_dir, PASSWORD, conf="postgresql.conf")
+        data, archive, port, start, stop = pg.data, pg.archive, pg.port, pg.start, pg.stop
         subprocess.run(start, check=True, capture_output=True)
         config = tmp_path / "config.yaml"
         config.write_text(
