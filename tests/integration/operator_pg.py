@@ -8,6 +8,7 @@ as root, an unprivileged user who may own a data directory; everything else is h
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -32,6 +33,19 @@ class OperatorCluster:
     @property
     def stop(self) -> list[str]:
         return [*self.pg_ctl, "-m", "fast", "stop"]
+
+    def write_config(self, path: Path, repository: Path, password_env: str) -> Path:
+        """A backup-config naming this cluster as component ``db`` (postgres-physical), its password by variable."""
+        physical = {"data_directory": str(self.data), "wal_archive": str(self.archive), "stop": self.stop, "start": self.start}
+        component = {
+            "kind": "postgres-physical",
+            "url": f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+            "password_env": password_env,
+            "physical": physical,
+        }
+        config = {"repository": {"type": "local", "path": str(repository)}, "components": {"db": component}}
+        path.write_text(json.dumps(config))
+        return path
 
 
 def init_cluster(

@@ -31,30 +31,10 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     """A PG 15 cluster archiving WAL into a directory, and a backup config for it."""
     with LocalRuntime(tmp_path / "lend", images={"postgres": str(require_pg15())}) as lender:
         pg = init_cluster(lender.pg_root, "existing", lender._pg_user, lender._server_binaries(), PASSWORD)
-        data, archive, port, start, stop = pg.data, pg.archive, pg.port, pg.start, pg.stop
-        subprocess.run(start, check=True, capture_output=True)
+        archive, port, stop = pg.archive, pg.port, pg.stop
+        subprocess.run(pg.start, check=True, capture_output=True)
         monkeypatch.setenv("DRPROOF_TEST_PG_PASSWORD", PASSWORD)
-        config = tmp_path / "backup-config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "repository": {"type": "local", "path": str(tmp_path / "repo")},
-                    "components": {
-                        "db": {
-                            "kind": "postgres-physical",
-                            "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                            "password_env": "DRPROOF_TEST_PG_PASSWORD",
-                            "physical": {
-                                "data_directory": str(data),
-                                "wal_archive": str(archive),
-                                "stop": stop,
-                                "start": start,
-                            },
-                        }
-                    },
-                }
-            )
-        )
+        config = pg.write_config(tmp_path / "backup-config.yaml", tmp_path / "repo", "DRPROOF_TEST_PG_PASSWORD")
         try:
             yield {"config": str(config), "port": port, "archive": archive, "repo": tmp_path / "repo"}
         finally:

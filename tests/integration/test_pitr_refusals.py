@@ -39,23 +39,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Po
         pg = init_cluster(lender.pg_root, "prod", lender._pg_user, bin_dir, PASSWORD, conf="postgresql.conf")
         data, archive, port, start, stop = pg.data, pg.archive, pg.port, pg.start, pg.stop
         subprocess.run(start, check=True, capture_output=True)
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "repository": {"type": "local", "path": str(tmp_path / "repo")},
-                    "components": {
-                        "db": {
-                            "kind": "postgres-physical",
-                            "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                            "password_env": "DRPROOF_TEST_PG_PASSWORD",
-                            "physical": {"data_directory": str(data), "wal_archive": str(archive), "stop": stop,
-                                         "start": start},
-                        }
-                    },
-                }
-            )
-        )  # fmt: skip
+        config = pg.write_config(tmp_path / "config.yaml", tmp_path / "repo", "DRPROOF_TEST_PG_PASSWORD")
         target = PostgresTarget("127.0.0.1", port, "postgres", "postgres", PASSWORD)
         physical = PhysicalTarget(data_directory=data, wal_archive=archive, stop=stop, start=start)
         comp = PostgresPhysicalComponent(
