@@ -915,7 +915,10 @@ def _cmd_keys(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(f"public key:  {pair.public_path} (mode 0644; give it to whoever verifies)", markup=False)
     out.print(f"fingerprint: {pair.fingerprint}", markup=False)
     out.print(pair.public_path.read_text(encoding="ascii").rstrip("\n"), markup=False, highlight=False)
-    out.print(f"allowed_signers line for ssh-keygen -Y verify: {allowed_signers_line(load_public_key(pair.public_path))}", markup=False)
+    # The line's namespace is the evidence one: it lets ssh-keygen check signed reports.
+    # Repository manifests signed with the same pair are checked by drproof itself.
+    line = allowed_signers_line(load_public_key(pair.public_path))
+    out.print(f"allowed_signers line for ssh-keygen -Y verify of signed reports: {line}", markup=False)
     return 0
 
 
