@@ -27,9 +27,11 @@ from engine.components import postgres_restore as pg_restore
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
 from engine.components.postgres_catalog import (
+    LABELS_UNSEEN,
     PARAMETER_PART,
     ROLE_PART,
     SCHEME_4_ADDS,
+    SCHEME_5_ADDS,
     catalog_parts,
     parameter_parts,
     refuse_taken,
@@ -244,7 +246,9 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 4 (this one): as scheme 3, and what review found missing (``SCHEME_4_ADDS``):
+    # Scheme 5 (this one): as scheme 4, and security labels (``SCHEME_5_ADDS``), on objects,
+    # the database and roles.
+    # Scheme 4: as scheme 3, and what review found missing (``SCHEME_4_ADDS``):
     # the database's locale provider, every option of a subscription (not whether it is
     # enabled, which pg_dump never keeps), whole aggregates, privileges on parameters, rows
     # of extensions' configuration tables, TOAST options, index statistics targets,
@@ -254,13 +258,15 @@ class PostgresComponent(Component):
     # later; older servers take scheme 2, and so does a comparison with a scheme 2 backup.
     # Scheme 2: one part per catalog object, rows digested by the server without sorting.
     # Scheme 1 (``postgres_legacy``) is still computed for older backups.
-    fingerprint_scheme: ClassVar[str] = "postgres/4"
+    fingerprint_scheme: ClassVar[str] = "postgres/5"
+    full_catalog_scheme: ClassVar[str] = "postgres/4"
     typed_rows_scheme: ClassVar[str] = "postgres/3"
     text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED,
-        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3"),
-        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2"),
+        "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4"),
+        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3") + f"; nor {LABELS_UNSEEN}",
+        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2") + f"; nor {LABELS_UNSEEN}",
     }
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
@@ -270,7 +276,7 @@ class PostgresComponent(Component):
     @property
     def schemes(self) -> tuple[str, ...]:
         """The schemes computed by ``database_parts``, newest first (scheme 1 has its own code)."""
-        return (self.fingerprint_scheme, self.typed_rows_scheme, self.text_rows_scheme)
+        return (self.fingerprint_scheme, self.full_catalog_scheme, self.typed_rows_scheme, self.text_rows_scheme)
 
     def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
         if expected.scheme in self.schemes:
@@ -302,7 +308,7 @@ class PostgresComponent(Component):
     def scheme_on(self, conn: psycopg2.extensions.connection, wanted: str | None = None) -> str:
         """``wanted``, or the newest scheme the server behind ``conn`` can compute.
 
-        Schemes 3 and 4 need ``hash_record_extended`` (PostgreSQL 14): a backup
+        Schemes 3 to 5 need ``hash_record_extended`` (PostgreSQL 14): a backup
         fingerprinted in them cannot be compared on an older server, and saying so is
         the only honest answer.
         """
@@ -382,7 +388,8 @@ class PostgresComponent(Component):
         """
         scheme = scheme or self.fingerprint_scheme
         typed = scheme != self.text_rows_scheme  # schemes 3 and 4
-        full = scheme == self.fingerprint_scheme
+        full = scheme in (self.fingerprint_scheme, self.full_catalog_scheme)
+        labels = scheme == self.fingerprint_scheme
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
@@ -407,7 +414,7 @@ class PostgresComponent(Component):
                 for (schema, name), value in values.items()
             }
             extra.update(subscription_secrets(conn))
-            for key, part in catalog_parts(conn, conn.server_version, (WORKLOAD_MARK,), extra, full).items():
+            for key, part in catalog_parts(conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels).items():
                 refuse_taken(parts, key)
                 parts[key] = part
         except psycopg2.Error as exc:
@@ -455,8 +462,8 @@ class PostgresComponent(Component):
     def _cluster_parts(self, scheme: str) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            parts = role_parts(admin, self.service.superuser)
-            if scheme == self.fingerprint_scheme:
+            parts = role_parts(admin, self.service.superuser, labels=scheme == self.fingerprint_scheme)
+            if scheme in (self.fingerprint_scheme, self.full_catalog_scheme):
                 parts.update(parameter_parts(admin))
             return parts
         finally:

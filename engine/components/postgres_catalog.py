@@ -571,6 +571,28 @@ def _large_objects(_v: int, full: bool) -> str:
         FROM pg_largeobject_metadata m CROSS JOIN LATERAL (SELECT lo_get(m.oid) AS data) c"""
 
 
+def _security_labels(_v: int, _full: bool) -> str:
+    """Every security label on an object of this database, and on the database itself (scheme 5).
+
+    Labels are how SELinux (``sepgsql``) and PostgreSQL Anonymizer's masking rules are
+    stored; pg_dump carries them (``SECURITY LABEL FOR provider ON ...``), so a restore
+    that loses a masking rule exposes the data it masked, and compared equal before
+    (found by review). One part per object and provider. The database's label is named
+    without the database's name, so a restore into a differently named database still
+    compares. Extension members are left out: pg_dump does not dump them, nor their
+    labels. Roles' labels are in their role parts; tablespaces are not compared.
+    """
+    return """SELECT CASE WHEN l.objtype = 'database' THEN 'on database'
+                     ELSE 'on ' || l.objtype || ' ' || l.objname END || ' (' || l.provider || ')', l.label
+        FROM pg_seclabels l
+        WHERE (l.objtype NOT IN ('role', 'tablespace', 'database')
+               OR (l.objtype = 'database' AND l.objname = quote_ident(current_database())))
+          AND (l.objnamespace IS NULL
+               OR l.objnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace))
+          AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = l.classoid AND e.objid = l.objoid
+                          AND e.deptype = 'e')"""
+
+
 def _locale(v: int, full: bool) -> str:
     """The database's locale provider and its ICU or builtin locale and ICU rules, as ``CREATE DATABASE`` sets them.
 
@@ -629,6 +651,8 @@ CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("text search", _text_search),
     ObjectClass("large object", _large_objects, unit="large objects"),
 )
+# Scheme 5 adds these to scheme 4's.
+LABEL_CLASSES: tuple[ObjectClass, ...] = (ObjectClass("security label", _security_labels, unit="labels"),)
 
 
 def part_of(definition: str, unit: str = "objects") -> Part:
@@ -641,18 +665,20 @@ def catalog_parts(
     excluded: Iterable[str] = (),
     extra: dict[str, str] | None = None,
     full: bool = True,
+    labels: bool = True,
 ) -> dict[str, Part]:
     """Every catalog object of the database, ``<class> <name>`` -> part.
 
     Objects whose name contains one of ``excluded`` are left out (the drill workload's
     table, judged by the recovery point instead). ``extra`` adds text to a part's
     definition before it is digested (a sequence's value, which no catalog holds).
-    ``full``: scheme ``postgres/4``'s coverage, else schemes 2 and 3's.
+    ``full``: scheme ``postgres/4``'s coverage, else schemes 2 and 3's; ``labels``: scheme
+    ``postgres/5``'s security labels too.
     """
     skip = tuple(excluded)
     parts: dict[str, Part] = {}
     with conn.cursor() as cur:
-        for cls in CLASSES:
+        for cls in CLASSES + (LABEL_CLASSES if labels else ()):
             cur.execute(cls.sql(server_num, full))
             for name, definition in cur.fetchall():
                 if _excluded(name, skip):
@@ -701,10 +727,29 @@ SCHEME_4_ADDS = (
     "TOAST storage options, index column statistics targets, or comments on extensions: those are not compared; "
     "and it compares whether a subscription is enabled, which a pg_dump restore never keeps"
 )
+# What a comparison in scheme 4 or older cannot see: what scheme 5 added (found by review).
+LABELS_UNSEEN = (
+    "security labels (SECURITY LABEL: sepgsql contexts, PostgreSQL Anonymizer masking rules) on objects, "
+    "the database or roles"
+)
+SCHEME_5_ADDS = (
+    "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
+    + LABELS_UNSEEN
+    + ": those are not compared"
+)
 
 
-def role_definitions(conn: psycopg2.extensions.connection, connecting_role: str | None) -> dict[str, str]:
+_ROLE_LABELS = """ || ' labels ' || coalesce((SELECT string_agg(s.provider || '=' || s.label, ',' ORDER BY s.provider)
+                        FROM pg_shseclabel s WHERE s.objoid = r.oid AND s.classoid = 'pg_authid'::regclass), '')"""
+
+
+def role_definitions(
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+) -> dict[str, str]:
     """Each role (not PostgreSQL's ``pg_*``) as text: attributes, memberships, settings, password.
+
+    ``labels``: with its security labels, as scheme ``postgres/5`` records roles
+    (``pg_dumpall --globals-only`` carries them).
 
     The password verifier enters as its SHA-256, and only where it can be read (a
     superuser reads ``pg_authid``); never the verifier itself. The role drproof connects
@@ -729,6 +774,7 @@ def role_definitions(conn: psycopg2.extensions.connection, connecting_role: str 
                   || ' settings ' || coalesce((SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
                                               WHERE s.setrole = r.oid AND s.setdatabase = 0), '')
                   || ' comment ' || coalesce(shobj_description(r.oid, 'pg_authid'), '')
+                  {_ROLE_LABELS if labels else ""}
                 FROM pg_roles r WHERE r.rolname !~ '^pg_'"""
         )
         roles = {name: text for name, text in cur.fetchall()}
@@ -778,8 +824,12 @@ def _password_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
         return rows
 
 
-def role_parts(conn: psycopg2.extensions.connection, connecting_role: str | None) -> dict[str, Part]:
-    return {ROLE_PART + name: part_of(text, "roles") for name, text in role_definitions(conn, connecting_role).items()}
+def role_parts(
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+) -> dict[str, Part]:
+    """``labels``: scheme ``postgres/5``'s roles, else the older schemes'."""
+    defs = role_definitions(conn, connecting_role, labels)
+    return {ROLE_PART + name: part_of(text, "roles") for name, text in defs.items()}
 
 
 PARAMETER_PART = "parameter "
