@@ -21,6 +21,7 @@ from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
 from tests.integration import label_provider
+from tests.integration.helpers import pg_sql
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -62,16 +63,6 @@ def _images(server: str) -> dict[str, str] | None:
     return {"postgres": str(require_pg15())} if server == "15" else None
 
 
-def _sql(comp: PostgresComponent, statements: str) -> None:
-    conn = comp.connect()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statements)
-    finally:
-        conn.close()
-
-
 def _labelled(runtime: LocalRuntime, library: Path) -> PostgresComponent:
     comp = PostgresComponent("db", PostgresParams(database="db", generate=False), runtime)
     comp.provision()
@@ -91,7 +82,7 @@ def pair(
     with LocalRuntime(root / "src", images) as src, LocalRuntime(root / "dst", images) as dst:
         source = _labelled(src, library)
         source.seed()  # the empty database
-        _sql(source, SETUP + LABELS)
+        pg_sql(source, SETUP + LABELS)
         yield source, _labelled(dst, library), root / "repo"
 
 
@@ -116,11 +107,11 @@ def test_every_label_changed_or_lost_is_named(
 ) -> None:
     source = pair[0]
     before = source.fingerprint()
-    _sql(source, damage)
+    pg_sql(source, damage)
     try:
         assert DAMAGE[damage] in {d.part for d in compare(before, source.fingerprint())}
     finally:
-        _sql(source, LABELS)  # every label as set up, for the next case
+        pg_sql(source, LABELS)  # every label as set up, for the next case
     assert compare(before, source.fingerprint()) == []  # the quiet control: as before, no difference
 
 
