@@ -388,7 +388,13 @@ class VectorstoreComponent(Component):
         then raised AttributeError, a traceback from health, dry run and restore alike.
         """
         with _open(root / META) as fh:
-            meta = json.loads(fh.read())
+            text = fh.read()
+        try:
+            meta = json.loads(text)
+        except RecursionError:
+            # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
+            # the restore's expectation check with a RecursionError traceback.
+            raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
         if not isinstance(meta, dict):
             raise StoreUnreadable(
                 f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
