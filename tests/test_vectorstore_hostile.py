@@ -18,12 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import faiss
+import numpy as np
 import pytest
 
+from engine import backup as engine_backup
 from engine.components.base import ArtifactSource
-from engine.components.vectorstore import META, VectorstoreComponent, VectorstoreParams
+from engine.components.vectorstore import INDEX, META, VectorstoreComponent, VectorstoreParams
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
+from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
 
 
@@ -63,3 +67,37 @@ def test_a_set_whose_metadata_nests_too_deeply_is_refused_by_name(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["vec"]  # no staging left behind
     live.restore(_set(genuine, fp))  # quiet control: the genuine files restore
     assert live.health().ok and _tree(live.path) == genuine
+
+
+def _write_index(path: Path, dimension: int, flat: Any) -> None:
+    index = faiss.IndexIDMap2(flat(dimension))
+    vectors = np.random.default_rng(5).standard_normal((200, dimension), dtype=np.float32)
+    index.add_with_ids(vectors, np.arange(1, 201, dtype=np.int64) * 7)
+    faiss.write_index(index, str(path / INDEX))
+
+
+@pytest.mark.parametrize(
+    ("dimension", "flat", "reason"),
+    [
+        (16, faiss.IndexFlatL2, "an index of dimension 16 (expected 8)"),
+        (8, faiss.IndexFlatIP, "an index of metric 'inner_product' (expected 'l2')"),
+        (8, faiss.IndexFlatL2, None),  # quiet control: the index agrees with its metadata
+    ],
+)
+def test_an_index_that_contradicts_the_expected_dimension_or_metric_is_refused_before_the_swap(
+    tmp_path: Path, dimension: int, flat: Any, reason: str | None
+) -> None:
+    source = _store(tmp_path / "a")
+    _write_index(source.path, dimension, flat)  # metadata.json still says dimension 8, l2
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [source])
+    live = _store(tmp_path / "b")
+    before = _tree(live.path)
+    if reason is None:
+        engine_backup.restore(repo, manifest, live)
+        assert live.health().ok and _tree(live.path) == _tree(source.path)
+        return
+    with pytest.raises(ComponentError, match="refusing to restore") as exc:
+        engine_backup.restore(repo, manifest, live)
+    assert reason in str(exc.value) and "live store was left untouched" in str(exc.value)
+    assert _tree(live.path) == before and live.health().ok

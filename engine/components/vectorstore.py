@@ -598,12 +598,34 @@ class VectorstoreComponent(Component):
             for key, value in self.expected.items()
             if value is not None and meta.get(key) != value
         ]
+        wrong += self._index_disagrees(staged)
         if wrong:
             raise ComponentError(
                 f"vectorstore {self.instance!r}: refusing to restore a store built with "
                 + ", ".join(wrong)
                 + "; the live store was left untouched"
             )
+
+    def _index_disagrees(self, staged: Path) -> list[str]:
+        """What the staged index's own header says against the expected dimension and metric.
+
+        Why: metadata.json only claims them. Found by review: a set whose metadata said
+        dimension 8, l2 over an index of dimension 16 (or searched by inner product) passed
+        this check, replaced a healthy live store, and was found unhealthy only after the
+        swap. An index whose layout cannot be read is left to the proof that follows.
+        """
+        assert self.expected is not None
+        try:
+            check_index_layout(staged / INDEX)
+            d, _, metric_type = _header_numbers(staged / INDEX)
+        except (StoreUnreadable, OSError):
+            return []
+        stated = {"dimension": d, "metric": "l2" if metric_type == _METRIC_L2 else "inner_product"}
+        return [
+            f"an index of {key} {stated[key]!r} (expected {value!r})"
+            for key, value in self.expected.items()
+            if key in stated and value is not None and stated[key] != value
+        ]
 
     def health(self) -> Health:
         """Dimension, metric and count as the files state them, and a probe query; memory bounded.
