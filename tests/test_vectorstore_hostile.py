@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.base import ArtifactSource
-from engine.components.vectorstore import INDEX, META, VectorstoreComponent, VectorstoreParams
+from engine.components.vectorstore import IDS, INDEX, META, WORKLOAD_FILE, VectorstoreComponent, VectorstoreParams
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.repository import LocalRepository
@@ -101,3 +102,36 @@ def test_an_index_that_contradicts_the_expected_dimension_or_metric_is_refused_b
         engine_backup.restore(repo, manifest, live)
     assert reason in str(exc.value) and "live store was left untouched" in str(exc.value)
     assert _tree(live.path) == before and live.health().ok
+
+
+def _hashed_ids_store(root: Path) -> tuple[VectorstoreComponent, Any]:
+    """A store keyed by 63-bit hashes of its documents, as many applications key theirs."""
+    comp = _store(root)
+    rng = np.random.default_rng(1)
+    ids = np.sort(rng.integers(1 << 50, 1 << 62, size=200)).astype(np.int64)
+    index = faiss.IndexIDMap2(faiss.IndexFlatL2(8))
+    index.add_with_ids(rng.standard_normal((200, 8), dtype=np.float32), ids)
+    faiss.write_index(index, str(comp.path / INDEX))
+    lines = [json.dumps({"id": int(i), "document": f"doc {int(i)}"}) for i in ids]
+    (comp.path / IDS).write_text("\n".join(lines) + "\n")
+    assert comp.health().ok
+    return comp, ids
+
+
+def test_a_fingerprint_covering_none_of_the_stored_vectors_is_refused(tmp_path: Path) -> None:
+    comp, ids = _hashed_ids_store(tmp_path)
+    current = comp.fingerprint()  # quiet control: the current scheme covers every vector
+    assert sum(p.count for n, p in current.parts.items() if n.startswith("vectors #")) == 200
+    with pytest.raises(ComponentError, match=r"covers none of the 200 vectors.*scheme 1"):
+        comp.legacy_fingerprint("1")
+    (comp.path / WORKLOAD_FILE).write_text("".join(f"{int(i)}\n" for i in ids))
+    with pytest.raises(ComponentError, match=rf"covers none of the 200 vectors.*{WORKLOAD_FILE} records every one"):
+        comp.fingerprint()
+
+
+def test_a_scheme_1_fingerprint_still_covers_the_ids_it_saw(tmp_path: Path) -> None:
+    """Quiet control: a store with small ids keeps its scheme 1 fingerprint (what old backups compare with)."""
+    comp = _store(tmp_path)
+    legacy = comp.legacy_fingerprint("1")
+    assert legacy is not None
+    assert sum(p.count for n, p in legacy.parts.items() if n.startswith("vectors #")) == 200

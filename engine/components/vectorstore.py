@@ -453,13 +453,30 @@ class VectorstoreComponent(Component):
             parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
 
-    def _checked(self, parts: dict[str, Part], expected: int, scheme: str) -> Fingerprint:
-        """The fingerprint, once its vector parts are seen to cover every vector they should."""
+    def _checked(self, parts: dict[str, Part], expected: int, held: int, scheme: str) -> Fingerprint:
+        """The fingerprint, once its vector parts are seen to cover every vector they should.
+
+        ``held`` is the vectors the index holds, ``expected`` those not left out. None
+        covered of many held is refused too. Why: found by review, scheme 1 left out every
+        id of 2^48 or more, so a store keyed by 63-bit hashes of its documents had no
+        vector part (nor index rows in its ``file`` part), and a restore whose every vector
+        differed compared as a match; a workload record naming every id did the same.
+        """
         covered = sum(p.count for name, p in parts.items() if name.startswith("vectors #"))
         if covered != expected:
             raise ComponentError(
                 f"vectorstore {self.instance!r}: the fingerprint covers {covered} of {expected} vectors; refusing a "
                 "fingerprint that leaves vectors out"
+            )
+        if held and not covered:
+            left_out = (
+                "scheme 1 (an earlier drproof) leaves every id of 2^48 or more out"
+                if scheme == LEGACY_SCHEME
+                else f"{WORKLOAD_FILE} records every one as a drill workload's"
+            )
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: the fingerprint covers none of the {held} vectors the store holds "
+                f"({left_out}); it would prove nothing about them, so it is refused"
             )
         return self._fp(parts, scheme)
 
@@ -496,7 +513,7 @@ class VectorstoreComponent(Component):
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
             _bucket_parts(parts, fd, d * 4, stored_ids, order)
-        return self._checked(parts, len(order), scheme)
+        return self._checked(parts, len(order), ntotal, scheme)
 
     def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
         """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
