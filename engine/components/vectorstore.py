@@ -453,7 +453,7 @@ class VectorstoreComponent(Component):
             parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
 
-    def _checked(self, parts: dict[str, Part], expected: int, held: int, scheme: str) -> Fingerprint:
+    def _checked(self, parts: dict[str, Part], expected: int, scheme: str, held: int = 0) -> Fingerprint:
         """The fingerprint, once its vector parts are seen to cover every vector they should.
 
         ``held`` is the vectors the index holds, ``expected`` those not left out. None
@@ -513,7 +513,7 @@ class VectorstoreComponent(Component):
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
             _bucket_parts(parts, fd, d * 4, stored_ids, order)
-        return self._checked(parts, len(order), ntotal, scheme)
+        return self._checked(parts, len(order), scheme, held=ntotal)
 
     def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
         """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
