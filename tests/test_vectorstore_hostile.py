@@ -5,8 +5,9 @@ domain error (it was a RecursionError traceback); a set whose metadata.json clai
 expected dimension and metric over an index of another is refused before the swap (it
 replaced a healthy live store, found unhealthy only afterwards); a fingerprint that covers
 none of the vectors a store holds is refused (a scheme 1 fingerprint of a store keyed by
-63-bit hashes compared as a match whatever its vectors). Quiet controls: the genuine set
-restores, and a store with hashed ids is fingerprinted whole by the current scheme.
+63-bit hashes compared as a match whatever its vectors); a set holding one of the store's
+files as a FIFO is refused (the restore waited for ever for a writer). Quiet controls: the
+genuine set restores, and a store with hashed ids is fingerprinted whole by the current scheme.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import pytest
 from engine import backup as engine_backup
 from engine.components.base import ArtifactSource
 from engine.components.vectorstore import IDS, INDEX, META, WORKLOAD_FILE, VectorstoreComponent, VectorstoreParams
-from engine.errors import ComponentError
+from engine.errors import ComponentError, DrproofError
 from engine.fingerprint import Fingerprint
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
@@ -43,13 +46,18 @@ def _tree(path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
 
 
-def _set(files: dict[str, bytes], fingerprint: Fingerprint) -> ArtifactSource:
-    """A backup set serving a store.tar of ``files`` (as a repository writer could have made it)."""
+def _set(files: Mapping[str, bytes | None], fingerprint: Fingerprint) -> ArtifactSource:
+    """A backup set serving a store.tar of ``files`` (as a repository writer could have made it); None: a FIFO."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
+            info.mode = 0o644
+            if data is None:
+                info.type = tarfile.FIFOTYPE
+                tar.addfile(info)
+                continue
+            info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
 
     @contextlib.contextmanager
@@ -68,6 +76,31 @@ def test_a_set_whose_metadata_nests_too_deeply_is_refused_by_name(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["vec"]  # no staging left behind
     live.restore(_set(genuine, fp))  # quiet control: the genuine files restore
     assert live.health().ok and _tree(live.path) == genuine
+
+
+@pytest.mark.parametrize("name", [META, INDEX, IDS, WORKLOAD_FILE])
+def test_a_set_holding_a_fifo_is_refused_without_waiting(tmp_path: Path, name: str) -> None:
+    live = _store(tmp_path / "live")
+    fp, genuine = live.fingerprint(), _tree(live.path)
+    failed: list[BaseException] = []
+
+    def restore() -> None:
+        try:
+            live.restore(_set({**genuine, name: None}, fp))
+        except BaseException as exc:  # the thread's outcome, judged below
+            failed.append(exc)
+
+    worker = threading.Thread(target=restore, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    hung = worker.is_alive()
+    if hung:  # release the reader the old code left waiting on the FIFO, so the test ends
+        for fifo in tmp_path.rglob(name):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=30)
+    assert not hung, f"the restore waited on a FIFO {name} for a writer"
+    assert len(failed) == 1 and isinstance(failed[0], DrproofError), failed
+    assert _tree(live.path) == genuine
 
 
 def _write_index(path: Path, dimension: int, flat: Any) -> None:

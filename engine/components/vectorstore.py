@@ -14,6 +14,7 @@ import errno
 import functools
 import json
 import os
+import stat
 import struct
 import threading
 from pathlib import Path
@@ -88,18 +89,25 @@ class LinkedFile(StoreUnreadable):
 
 
 def _open(path: Path) -> BinaryIO:
-    """Open one of the store's files for reading, never through a symbolic link.
+    """Open one of the store's files for reading, never through a symbolic link, only a regular file.
 
     Why: the archive stores a link as a link, so a fingerprint read through it described
     2,000 vectors the backup did not hold. Refusing links keeps the vector parts and the
-    ``file`` parts (which record the link) about the same thing.
+    ``file`` parts (which record the link) about the same thing. Found by review: a set
+    whose metadata.json or index.faiss was a FIFO (the archive recreates one) hung the
+    restore for ever in this open, waiting for a writer; the open does not wait now
+    (``O_NONBLOCK``), and anything but a regular file is refused.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP and path.is_symlink():
             raise LinkedFile(f"{path.name} is a symbolic link (to {os.readlink(path)})") from exc
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DamagedStore(f"{path.name} is not a regular file (a FIFO, socket or device), so it holds no data to read")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
@@ -424,7 +432,8 @@ class VectorstoreComponent(Component):
         if scheme == LEGACY_SCHEME:
             return stored_ids >= WORKLOAD_IDS
         try:
-            text = (root / WORKLOAD_FILE).read_text(encoding="ascii")
+            with _open(root / WORKLOAD_FILE) as fh:  # never a FIFO or a link (to /dev/zero): found by review
+                text = fh.read().decode("ascii")
         except FileNotFoundError:
             return np.zeros(len(stored_ids), dtype=bool)
         recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
