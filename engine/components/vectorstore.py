@@ -10,6 +10,7 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 
 from __future__ import annotations
 
+import array
 import errno
 import functools
 import json
@@ -235,6 +236,36 @@ def _probe(path: Path, d: int, ntotal: int) -> str | None:
                 best_pos, best = start + pos, float(score[pos])
         first, found = id_at(0), id_at(best_pos)
     return None if found == first else f"probe query for id {first} returned id {found}"
+
+
+def _stored_ids(path: Path, d: int, ntotal: int) -> Any:
+    """The ids stored after the vectors of an index file ``check_index_layout`` accepted."""
+    with _open(path) as fh:
+        data = _read_exactly(fh.fileno(), ntotal * 8, _HEADER.size + ntotal * d * 4 + 8)
+    return np.frombuffer(data, dtype="<i8")
+
+
+def _ids_disagree(stored: Any, named: Any) -> list[str]:
+    """What is wrong between the index's ids and those the id map names (as many of each).
+
+    Why: a search answers with the index's ids and the application looks each up in the
+    id map. Found by review: health counted the id map's lines only, so a map naming ids
+    the index does not hold, or an index holding one id twice (one of its vectors then
+    unreachable by id), was a healthy store.
+    """
+    problems = []
+    distinct = np.unique(stored)
+    if len(distinct) != len(stored):
+        problems.append(f"index holds {len(stored)} vectors under only {len(distinct)} distinct ids")
+    unnamed = np.setdiff1d(distinct, named, assume_unique=True)
+    stray = np.setdiff1d(named, distinct)
+    if len(unnamed) or len(stray):
+        examples = [f"{IDS} names {int(i)}" for i in stray[:2]] + [f"index holds {int(i)}" for i in unnamed[:2]]
+        problems.append(
+            f"the id map names {len(stray)} ids the index does not hold, and none for {len(unnamed)} of the index's "
+            f"ids (e.g. {'; '.join(examples)})"
+        )
+    return problems
 
 
 def _read_exactly(fd: int, size: int, offset: int) -> bytes:
@@ -660,13 +691,16 @@ class VectorstoreComponent(Component):
         whole store plus ~290 MB (1.83 GB for 1M x 384). The layout is checked first
         (``check_index_layout``), so the header's numbers are the file's; the probe reads
         the rows a block at a time and asks which stored vector is nearest the first,
-        as a flat index's search would answer it.
+        as a flat index's search would answer it. The id map must name exactly the index's
+        ids (``_ids_disagree``): both sets are held as int64, 8 bytes an id, a few times over,
+        far less than the vectors' 4 bytes a dimension.
         """
         try:
             meta = self._meta(self.path)
             check_index_layout(self.path / INDEX)
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
-            count = self._count_ids(self.path)
+            named = self._id_map_ids(self.path)
+            count = len(named)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
             return Health(ok=False, detail=f"cannot load the store: {_reason(exc)}"[:500])
         problems = []
@@ -677,6 +711,8 @@ class VectorstoreComponent(Component):
             problems.append(f"index metric {metric} but metadata says {meta.get('metric')}")
         if ntotal != count:
             problems.append(f"index holds {ntotal} vectors but the id map has {count}")
+        else:
+            problems += _ids_disagree(_stored_ids(self.path / INDEX, d, ntotal), named)
         if problems:
             return Health(ok=False, detail="; ".join(problems))
         wrong = _probe(self.path / INDEX, d, ntotal) if ntotal else None
@@ -684,6 +720,16 @@ class VectorstoreComponent(Component):
             return Health(ok=False, detail=wrong)
         probed = "probe query ok" if ntotal else "no vectors to probe"
         return Health(ok=True, detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; {probed}")
+
+    def _id_map_ids(self, root: Path) -> Any:
+        """The ids the id map names, in its order, as int64 (8 bytes each, not a Python int's 36)."""
+        named = array.array("q")
+        with _open(root / IDS) as fh:
+            for line in fh:
+                entry = json.loads(line)
+                named.append(int(entry["id"]))
+                str(entry["document"])
+        return np.frombuffer(named, dtype=np.int64) if named else np.zeros(0, dtype=np.int64)
 
     def _count_ids(self, root: Path) -> int:
         """The id map's entries, each parsed as ``_ids`` would, without holding them."""
