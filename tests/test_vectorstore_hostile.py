@@ -168,3 +168,25 @@ def test_a_scheme_1_fingerprint_still_covers_the_ids_it_saw(tmp_path: Path) -> N
     legacy = comp.legacy_fingerprint("1")
     assert legacy is not None
     assert sum(p.count for n, p in legacy.parts.items() if n.startswith("vectors #")) == 200
+
+
+def test_a_scheme_1_set_of_a_hashed_id_store_is_not_restored_unproven(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the set's vectors all differ from those its scheme 1 fingerprint saw, and it was restored."""
+    source, _ = _hashed_ids_store(tmp_path / "src")
+    with monkeypatch.context() as m:  # the fingerprint as an earlier drproof recorded it
+        m.setattr(
+            VectorstoreComponent, "_checked", lambda self, parts, expected, scheme, held=0: self._fp(parts, scheme)
+        )
+        recorded = source._fingerprint(scheme="1")
+    other = np.random.default_rng(9).standard_normal((200, 8), dtype=np.float32)
+    index = faiss.read_index(str(source.path / INDEX))
+    rewritten = faiss.IndexIDMap2(faiss.IndexFlatL2(8))
+    rewritten.add_with_ids(other, faiss.vector_to_array(index.id_map).astype(np.int64))
+    faiss.write_index(rewritten, str(source.path / INDEX))
+    live = _store(tmp_path / "live")
+    before = _tree(live.path)
+    with pytest.raises(ComponentError, match="covers none of the 200 vectors"):
+        live.restore(_set(_tree(source.path), recorded))
+    assert _tree(live.path) == before
