@@ -3,6 +3,8 @@
 faiss trusts the lengths an index file stores: a 93-byte IndexFlatL2 whose vector length
 claims 2 GiB made the reader child allocate 2.1 GiB before failing, from host memory the
 run shares. An index of 0 vectors restored as a healthy, empty vector store and passed.
+An index whose layers disagree on the metric is refused, and a sidecar metadata.json
+nested too deeply names no model instead of raising a traceback.
 """
 
 from __future__ import annotations
@@ -65,3 +67,37 @@ def test_an_empty_index_holds_nothing_to_restore(tmp_path: Path) -> None:
     faiss.write_index(faiss.IndexFlatL2(8), str(path))
     with pytest.raises(ComponentError, match="holds nothing to restore: the index holds 0 vectors"):
         FaissIndex(FaissParams(path=str(path))).inspect(path)
+
+
+def _idmap2_ip(path: Path) -> None:
+    vectors = np.random.default_rng(3).standard_normal((300, 8), dtype="float32")
+    faiss.normalize_L2(vectors)
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(8))
+    index.add_with_ids(vectors, np.arange(300) * 3)
+    faiss.write_index(index, str(path))
+
+
+def test_an_index_whose_layers_disagree_on_the_metric_is_refused(tmp_path: Path) -> None:
+    """faiss searches by the inner index's metric: an id map's header saying L2 over IndexFlatIP is damage.
+
+    It was converted into an L2 store, healthy, and its restore test passed.
+    """
+    path = tmp_path / "ip.faiss"
+    _idmap2_ip(path)
+    fmt = FaissIndex(FaissParams(path=str(path)))
+    assert fmt.inspect(path).details["metric"] == "inner_product"  # quiet control: the sound file
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"IxM2" and struct.unpack("<i", data[33:37]) == (0,)  # the id map's metric field
+    data[33:37] = struct.pack("<i", 1)  # METRIC_L2
+    path.write_bytes(bytes(data))
+    with pytest.raises(ComponentError, match=r"layers disagree \(IndexIDMap2 d=8 metric 1, IndexFlatIP d=8 metric 0\)"):
+        fmt.inspect(path)
+
+
+def test_a_metadata_json_nested_too_deeply_names_no_model(tmp_path: Path) -> None:
+    """A sidecar nested 200,000 deep is no model name: it was a RecursionError traceback from inspect."""
+    _idmap2_ip(tmp_path / "index.faiss")
+    (tmp_path / "metadata.json").write_text("[" * 200_000)
+    assert FaissIndex(FaissParams(path=str(tmp_path))).inspect(tmp_path).details["model"] == "unknown"
+    (tmp_path / "metadata.json").write_text('{"model": "e5-small"}')  # quiet control
+    assert FaissIndex(FaissParams(path=str(tmp_path))).inspect(tmp_path).details["model"] == "e5-small"

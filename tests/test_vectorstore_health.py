@@ -192,3 +192,38 @@ def test_a_first_vector_that_is_infinite_fails_the_probe(root: Path, metric: int
     _write(comp, vectors, np.arange(30, dtype=np.int64) * 7 + 7, metric)
     health = comp.health()
     assert not health.ok and "id 7" in health.detail, health.detail
+
+
+def _rename_first_id(comp: VectorstoreComponent) -> None:
+    path = comp.path / vectorstore.IDS
+    lines = path.read_text().splitlines(keepends=True)
+    entry = json.loads(lines[0])
+    lines[0] = json.dumps({"id": entry["id"] + 1, "document": entry["document"]}) + "\n"
+    path.write_text("".join(lines))
+
+
+def _duplicate_an_id(comp: VectorstoreComponent) -> None:
+    """Index and id map agree line for line, but id 14 is stored twice and id 7 not at all."""
+    vectors = np.random.default_rng(2).standard_normal((30, 8), dtype=np.float32)
+    ids = np.arange(1, 31, dtype=np.int64) * 7
+    ids[0] = ids[1]
+    _write(comp, vectors, ids, faiss.METRIC_L2)
+    lines = [json.dumps({"id": int(i), "document": f"doc {int(i)}"}) + "\n" for i in ids]
+    (comp.path / vectorstore.IDS).write_text("".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("damage", "finding"),
+    [
+        (_rename_first_id, "the id map names 1 ids the index does not hold, and none for 1 of the index's ids"),
+        (_duplicate_an_id, "index holds 30 vectors under only 29 distinct ids"),
+    ],
+    ids=["id-map-names-another-id", "index-id-twice"],
+)
+def test_an_id_map_that_does_not_name_the_index_ids_is_seen(root: Path, damage: Any, finding: str) -> None:
+    """A search answers with index ids, looked up in the id map: health counted the map's lines only (review)."""
+    comp = _store(root, vectors=30, dimension=8)
+    assert comp.health().ok  # quiet control: the seeded store
+    damage(comp)
+    health = comp.health()
+    assert not health.ok and finding in health.detail, health.detail

@@ -10,10 +10,12 @@ vectors themselves in id ranges, so a mismatch says which ids changed.
 
 from __future__ import annotations
 
+import array
 import errno
 import functools
 import json
 import os
+import stat
 import struct
 import threading
 from pathlib import Path
@@ -88,18 +90,25 @@ class LinkedFile(StoreUnreadable):
 
 
 def _open(path: Path) -> BinaryIO:
-    """Open one of the store's files for reading, never through a symbolic link.
+    """Open one of the store's files for reading, never through a symbolic link, only a regular file.
 
     Why: the archive stores a link as a link, so a fingerprint read through it described
     2,000 vectors the backup did not hold. Refusing links keeps the vector parts and the
-    ``file`` parts (which record the link) about the same thing.
+    ``file`` parts (which record the link) about the same thing. Found by review: a set
+    whose metadata.json or index.faiss was a FIFO (the archive recreates one) hung the
+    restore for ever in this open, waiting for a writer; the open does not wait now
+    (``O_NONBLOCK``), and anything but a regular file is refused.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP and path.is_symlink():
             raise LinkedFile(f"{path.name} is a symbolic link (to {os.readlink(path)})") from exc
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DamagedStore(f"{path.name} is not a regular file (a FIFO, socket or device), so it holds no data to read")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
@@ -227,6 +236,36 @@ def _probe(path: Path, d: int, ntotal: int) -> str | None:
                 best_pos, best = start + pos, float(score[pos])
         first, found = id_at(0), id_at(best_pos)
     return None if found == first else f"probe query for id {first} returned id {found}"
+
+
+def _stored_ids(path: Path, d: int, ntotal: int) -> Any:
+    """The ids stored after the vectors of an index file ``check_index_layout`` accepted."""
+    with _open(path) as fh:
+        data = _read_exactly(fh.fileno(), ntotal * 8, _HEADER.size + ntotal * d * 4 + 8)
+    return np.frombuffer(data, dtype="<i8")
+
+
+def _ids_disagree(stored: Any, named: Any) -> list[str]:
+    """What is wrong between the index's ids and those the id map names (as many of each).
+
+    Why: a search answers with the index's ids and the application looks each up in the
+    id map. Found by review: health counted the id map's lines only, so a map naming ids
+    the index does not hold, or an index holding one id twice (one of its vectors then
+    unreachable by id), was a healthy store.
+    """
+    problems = []
+    distinct = np.unique(stored)
+    if len(distinct) != len(stored):
+        problems.append(f"index holds {len(stored)} vectors under only {len(distinct)} distinct ids")
+    unnamed = np.setdiff1d(distinct, named, assume_unique=True)
+    stray = np.setdiff1d(named, distinct)
+    if len(unnamed) or len(stray):
+        examples = [f"{IDS} names {int(i)}" for i in stray[:2]] + [f"index holds {int(i)}" for i in unnamed[:2]]
+        problems.append(
+            f"the id map names {len(stray)} ids the index does not hold, and none for {len(unnamed)} of the index's "
+            f"ids (e.g. {'; '.join(examples)})"
+        )
+    return problems
 
 
 def _read_exactly(fd: int, size: int, offset: int) -> bytes:
@@ -388,7 +427,13 @@ class VectorstoreComponent(Component):
         then raised AttributeError, a traceback from health, dry run and restore alike.
         """
         with _open(root / META) as fh:
-            meta = json.loads(fh.read())
+            text = fh.read()
+        try:
+            meta = json.loads(text)
+        except RecursionError:
+            # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
+            # the restore's expectation check with a RecursionError traceback.
+            raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
         if not isinstance(meta, dict):
             raise StoreUnreadable(
                 f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
@@ -418,7 +463,8 @@ class VectorstoreComponent(Component):
         if scheme == LEGACY_SCHEME:
             return stored_ids >= WORKLOAD_IDS
         try:
-            text = (root / WORKLOAD_FILE).read_text(encoding="ascii")
+            with _open(root / WORKLOAD_FILE) as fh:  # never a FIFO or a link (to /dev/zero): found by review
+                text = fh.read().decode("ascii")
         except FileNotFoundError:
             return np.zeros(len(stored_ids), dtype=bool)
         recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
@@ -447,13 +493,30 @@ class VectorstoreComponent(Component):
             parts["vectors"] = Part(digest=f"unreadable: {_reason(exc)}"[:300], count=0, unit="vectors")
             return self._fp(parts, scheme)
 
-    def _checked(self, parts: dict[str, Part], expected: int, scheme: str) -> Fingerprint:
-        """The fingerprint, once its vector parts are seen to cover every vector they should."""
+    def _checked(self, parts: dict[str, Part], expected: int, scheme: str, held: int = 0) -> Fingerprint:
+        """The fingerprint, once its vector parts are seen to cover every vector they should.
+
+        ``held`` is the vectors the index holds, ``expected`` those not left out. None
+        covered of many held is refused too. Why: found by review, scheme 1 left out every
+        id of 2^48 or more, so a store keyed by 63-bit hashes of its documents had no
+        vector part (nor index rows in its ``file`` part), and a restore whose every vector
+        differed compared as a match; a workload record naming every id did the same.
+        """
         covered = sum(p.count for name, p in parts.items() if name.startswith("vectors #"))
         if covered != expected:
             raise ComponentError(
                 f"vectorstore {self.instance!r}: the fingerprint covers {covered} of {expected} vectors; refusing a "
                 "fingerprint that leaves vectors out"
+            )
+        if held and not covered:
+            left_out = (
+                "scheme 1 (an earlier drproof) leaves every id of 2^48 or more out"
+                if scheme == LEGACY_SCHEME
+                else f"{WORKLOAD_FILE} records every one as a drill workload's"
+            )
+            raise ComponentError(
+                f"vectorstore {self.instance!r}: the fingerprint covers none of the {held} vectors the store holds "
+                f"({left_out}); it would prove nothing about them, so it is refused"
             )
         return self._fp(parts, scheme)
 
@@ -490,7 +553,7 @@ class VectorstoreComponent(Component):
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
             _bucket_parts(parts, fd, d * 4, stored_ids, order)
-        return self._checked(parts, len(order), scheme)
+        return self._checked(parts, len(order), scheme, held=ntotal)
 
     def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
         """The error for a store whose vectors cannot be read: the backup stops before anything is published."""
@@ -592,12 +655,34 @@ class VectorstoreComponent(Component):
             for key, value in self.expected.items()
             if value is not None and meta.get(key) != value
         ]
+        wrong += self._index_disagrees(staged)
         if wrong:
             raise ComponentError(
                 f"vectorstore {self.instance!r}: refusing to restore a store built with "
                 + ", ".join(wrong)
                 + "; the live store was left untouched"
             )
+
+    def _index_disagrees(self, staged: Path) -> list[str]:
+        """What the staged index's own header says against the expected dimension and metric.
+
+        Why: metadata.json only claims them. Found by review: a set whose metadata said
+        dimension 8, l2 over an index of dimension 16 (or searched by inner product) passed
+        this check, replaced a healthy live store, and was found unhealthy only after the
+        swap. An index whose layout cannot be read is left to the proof that follows.
+        """
+        assert self.expected is not None
+        try:
+            check_index_layout(staged / INDEX)
+            d, _, metric_type = _header_numbers(staged / INDEX)
+        except (StoreUnreadable, OSError):
+            return []
+        stated = {"dimension": d, "metric": "l2" if metric_type == _METRIC_L2 else "inner_product"}
+        return [
+            f"an index of {key} {stated[key]!r} (expected {value!r})"
+            for key, value in self.expected.items()
+            if key in stated and value is not None and stated[key] != value
+        ]
 
     def health(self) -> Health:
         """Dimension, metric and count as the files state them, and a probe query; memory bounded.
@@ -606,13 +691,16 @@ class VectorstoreComponent(Component):
         whole store plus ~290 MB (1.83 GB for 1M x 384). The layout is checked first
         (``check_index_layout``), so the header's numbers are the file's; the probe reads
         the rows a block at a time and asks which stored vector is nearest the first,
-        as a flat index's search would answer it.
+        as a flat index's search would answer it. The id map must name exactly the index's
+        ids (``_ids_disagree``): both sets are held as int64, 8 bytes an id, a few times over,
+        far less than the vectors' 4 bytes a dimension.
         """
         try:
             meta = self._meta(self.path)
             check_index_layout(self.path / INDEX)
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
-            count = self._count_ids(self.path)
+            named = self._id_map_ids(self.path)
+            count = len(named)
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
             return Health(ok=False, detail=f"cannot load the store: {_reason(exc)}"[:500])
         problems = []
@@ -623,6 +711,8 @@ class VectorstoreComponent(Component):
             problems.append(f"index metric {metric} but metadata says {meta.get('metric')}")
         if ntotal != count:
             problems.append(f"index holds {ntotal} vectors but the id map has {count}")
+        else:
+            problems += _ids_disagree(_stored_ids(self.path / INDEX, d, ntotal), named)
         if problems:
             return Health(ok=False, detail="; ".join(problems))
         wrong = _probe(self.path / INDEX, d, ntotal) if ntotal else None
@@ -630,6 +720,16 @@ class VectorstoreComponent(Component):
             return Health(ok=False, detail=wrong)
         probed = "probe query ok" if ntotal else "no vectors to probe"
         return Health(ok=True, detail=f"{ntotal} vectors, dim {d}, {metric}, model {meta.get('model')}; {probed}")
+
+    def _id_map_ids(self, root: Path) -> Any:
+        """The ids the id map names, in its order, as int64 (8 bytes each, not a Python int's 36)."""
+        named = array.array("q")
+        with _open(root / IDS) as fh:
+            for line in fh:
+                entry = json.loads(line)
+                named.append(int(entry["id"]))
+                str(entry["document"])
+        return np.frombuffer(named, dtype=np.int64) if named else np.zeros(0, dtype=np.int64)
 
     def _count_ids(self, root: Path) -> int:
         """The id map's entries, each parsed as ``_ids`` would, without holding them."""

@@ -119,7 +119,7 @@ class FaissIndex(ForeignFormat):
         if local.is_dir() and meta.is_file() and not meta.is_symlink():
             try:
                 model = json.loads(meta.read_text(encoding="utf-8")).get("model")
-            except (ValueError, AttributeError, OSError):
+            except (ValueError, AttributeError, OSError, RecursionError):  # nested 200,000 deep: found by review
                 model = None
             if isinstance(model, str) and model:
                 return model

@@ -128,8 +128,39 @@ def _ivf_lists(ivf: Any) -> tuple[Any, Any]:
     return np.concatenate(all_ids), np.concatenate(all_rows)
 
 
+def _layers(index: Any) -> list[Any]:
+    """The index and those it searches through: an id map's inner index, an HNSW graph's storage."""
+    faiss = _faiss()
+    layers = [faiss.downcast_index(index)]
+    while True:
+        current = layers[-1]
+        if isinstance(current, faiss.IndexIDMap):
+            layers.append(faiss.downcast_index(current.index))
+        elif isinstance(current, faiss.IndexHNSW) and current.storage is not None:
+            layers.append(faiss.downcast_index(current.storage))
+        else:
+            return layers
+
+
+def _same_throughout(index: Any, chain: str) -> None:
+    """Refuse an index whose layers disagree on dimension or metric.
+
+    Why: faiss searches with the innermost index's metric, and each header states its
+    own. Found by review: an IndexIDMap2 over an IndexFlatIP whose id map's header said
+    L2 (one changed field) was converted into an L2 store, healthy, and its restore test
+    passed, although the original searched by inner product.
+    """
+    layers = _layers(index)
+    dims = {int(layer.d) for layer in layers}
+    metrics = {int(layer.metric_type) for layer in layers}
+    if len(dims) > 1 or len(metrics) > 1:
+        stated = ", ".join(f"{type(x).__name__} d={int(x.d)} metric {int(x.metric_type)}" for x in layers)
+        raise Refused(f"the index is {chain}, whose layers disagree ({stated}): the file is damaged")
+
+
 def _facts(index: Any) -> dict[str, Any]:
     chain = describe(index)
+    _same_throughout(index, chain)
     metric = METRICS.get(int(index.metric_type))
     if metric is None:
         raise Refused(f"the index is {chain} with faiss metric {index.metric_type}; drproof stores L2 or inner product")
