@@ -28,6 +28,7 @@ from engine.components.tarread import header_sum, members
 from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
+from engine.privatedir import make_private
 from engine.streams import CHUNK, ZSTD_FEED
 
 
@@ -1318,15 +1319,7 @@ def _private(staging: Path) -> None:
     never restorable (its proof reads the staged tree). Its recorded mode, owner and
     attributes are given at the end (``_give_root``), as before.
     """
-    for name in ("system.posix_acl_default", "system.posix_acl_access"):
-        try:
-            os.removexattr(staging, name)
-        except OSError as exc:
-            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-    if staging.stat().st_gid != os.getegid():  # inherited from a set-group-ID parent (its owner is the restorer)
-        os.chown(staging, -1, os.getegid())
-    os.chmod(staging, 0o700)  # after chown, which keeps the set-group-ID bit for root
+    make_private(staging)
 
 
 def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:
