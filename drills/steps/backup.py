@@ -88,6 +88,9 @@ class Backup(StepKind):
                 last.detail = f"failed as expected: {last.detail}"
         else:
             run.backup_outcomes.append(_outcome(index, name, "failure", found))
+            last = run.phases[-1]
+            if found and last.step == index + 1 and last.kind == "backup":  # the declared failure: its findings
+                last.detail = f"failed as expected: {last.detail}"
 
 
 def _outcome(index: int, name: str, expected: str, findings: list[str]) -> dict[str, Any]:

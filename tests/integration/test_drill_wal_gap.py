@@ -71,6 +71,8 @@ def test_a_drill_that_declares_the_backup_to_fail_on_the_hole_passes(tmp_path: P
     results = _run(tmp_path, WIPE, ", expect: failure")
 
     assert (results.verdict, results.exit_code) == ("pass", 0), [a.findings for a in results.assertions]
+    [phase] = [p for p in results.phases if p.name == "backup second"]
+    assert phase.status == "failed" and phase.detail.startswith("failed as expected: backup set")
 
 
 def test_a_drill_with_an_unbroken_wal_archive_passes_quietly(tmp_path: Path) -> None:
