@@ -132,3 +132,5 @@ def test_backup_whose_retention_finds_an_older_kept_set_damaged_keeps_everything
     said = capsys.readouterr()
     assert "is complete and verified, but retention prune deleted nothing" in said.err and newest in said.err
     assert len(_listed(str(cfg), capsys)) == 4
+    refused = [line for line in _audit(tmp_path) if line["outcome"] == "refused"]
+    assert [(line["event"], list(line["damaged"])) for line in refused] == [("delete", [newest])]
