@@ -507,12 +507,22 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> int:
-    """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt."""
+    """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt.
+
+    A sound set whose objective is already lost (a WAL gap before it: ``limits``) is marked
+    and its findings said, as ``backup`` and ``verify`` say them; it is not damaged, so it
+    alone does not make the inventory exit 1.
+    """
     from drills import standalone
     from engine.chain import NOT_PROVEN, QUIET_KINDS, UNTRUSTING
 
     found = repo.chain_audit()  # every manifest read once, one at a time, without its fingerprints
-    sets = [standalone.summary(found.sets[i].summary) | _chain_facts(found, i) for i in found.order]
+    sets = [
+        standalone.summary(found.sets[i].summary)
+        | _chain_facts(found, i)
+        | {"findings": standalone.limits(found.sets[i].summary)}
+        for i in found.order
+    ]
     broken = {f.backup_id: f.detail for f in found.findings if f.kind in UNTRUSTING}
     findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
     statement = None if found.verifies else f"integrity {NOT_PROVEN}"
@@ -523,10 +533,14 @@ def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> in
         for s in sets:
             out.print(
                 f"{s['id']}  {s['created_at']}  #{s['sequence'] or '-':<5} {s['type']:<13} {','.join(s['components'])}  "
-                f"{s['stored_bytes']} bytes" + (f"  ({s['label']})" if s["label"] else ""),
+                f"{s['stored_bytes']} bytes" + (f"  ({s['label']})" if s["label"] else "")
+                + (f"  [{len(s['findings'])} finding(s)]" if s["findings"] else ""),
                 highlight=False,
                 markup=False,
             )
+        for s in sets:  # a sound set whose objective is already lost (a WAL gap before it): said, exit unchanged
+            for line in s["findings"]:
+                err.print(f"FINDING {s['id']}: {line}", highlight=False, markup=False)
         for f in found.findings:
             err.print(f"{f.kind.upper()} {f}", highlight=False, markup=False)
         if statement:

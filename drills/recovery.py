@@ -360,6 +360,7 @@ def _judge(repo: Repository, comp: Component, manifest: Manifest, progress: Prog
     outcome.differences = diffs.describe()
     if (blind := comp.blind_spot(expected.scheme)) is not None:
         outcome.notes.append(blind)
+    outcome.notes += comp.comparison_notes(manifest.component(comp.instance).details)
     return outcome
 
 

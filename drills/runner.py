@@ -604,6 +604,12 @@ class DrillRunner:
                 for b in self.backup_outcomes
                 if b["expected"] == "failure" and b["outcome"] == "ok"
             ]
+            + [
+                f"step {b['step']}: backup {b['backup']} is complete, but: {line}"
+                for b in self.backup_outcomes
+                if b["expected"] == "success" and b["outcome"] == "findings"
+                for line in b["findings"]
+            ]
         )
         evidence = {
             "steps_run": len(self.scenario.steps),

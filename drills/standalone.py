@@ -11,6 +11,7 @@ Every backup, verify, restore, deletion and copy is also recorded in the audit l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from drills.backup_config import BackupConfig, LocalRepositorySpec
 from drills.targets import Binding
 from engine import backup as engine_backup
 from engine import retention, selection
-from engine.audit import DEFAULT_NAME, AuditLog, Event, describe_repository
+from engine.audit import DEFAULT_NAME, AuditError, AuditLog, Event, describe_repository
 from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, missing_against
 from engine.components import component_kinds
 from engine.components.base import Component
@@ -281,7 +282,13 @@ def prune(
             progress(f"deleting {d.backup_id}")
             yield
 
-    pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting, fresh=fresh)
+    started = time.monotonic()
+    try:
+        pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting, fresh=fresh)
+    except retention.PruneRefused as exc:
+        if not dry_run:  # a dry run records nothing, here as in verified.json
+            _audit_refused_prune(audit, where(config, None), exc, time.monotonic() - started)
+        raise
     locked = pruned.locked
     kept = [
         {"id": d.backup_id, "created_at": d.created_at.isoformat(), "reasons": d.reasons}
@@ -298,6 +305,29 @@ def prune(
                 gone.update(storage_left=left, freed=not left)
             deleted.append(gone)
     return PruneResult(kept, deleted, dry_run)
+
+
+def _audit_refused_prune(audit: AuditLog, repository: str, exc: retention.PruneRefused, seconds: float) -> None:
+    """One ``delete`` line, outcome ``refused``: the deletions not made, and the damage that stopped them.
+
+    Why: every other refusal (a restore or copy of a damaged set) leaves a line; a prune
+    that found the set retention relies on damaged is the first sign of bit rot in the
+    repository, and the audit trail is where an auditor looks for it.
+    """
+    try:
+        audit.record(
+            "delete",
+            "refused",
+            backup_ids=exc.refused,
+            components=[],
+            repository=repository,
+            duration_seconds=seconds,
+            error=str(exc),
+            reason="retention policy",
+            damaged=exc.damaged,
+        )
+    except AuditError as audit_exc:
+        raise AuditError(f"{audit_exc} (the prune itself was refused: {exc})") from exc
 
 
 def store_holds(repo: Repository, decisions: list[Decision]) -> dict[str, list[Hold]]:
@@ -404,13 +434,7 @@ def restorability(manifest: Manifest) -> list[str]:
     return findings
 
 
-def limits(manifest: Manifest) -> list[str]:
-    """What each component kind says this sound set cannot do (a WAL gap before it), by component."""
-    found = []
-    for record in manifest.components:
-        if record.kind in component_kinds:
-            found += [f"{record.name}: {f}" for f in component_kinds.get(record.kind).limits(record.details)]
-    return found
+limits = engine_backup.limits  # drills call it from here; the engine computes it
 
 
 def find(

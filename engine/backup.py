@@ -14,7 +14,7 @@ from engine.chain import chain_key
 from engine.components.base import ArtifactSource, Component
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
-from engine.manifest import ComponentRecord, Manifest
+from engine.manifest import ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import reading_from_set, store_parts
 from engine.repository.base import Repository, VerifyReport
 
@@ -403,3 +403,20 @@ def copy_set(source: Repository, target: Repository, manifest: Manifest) -> Veri
     if problem is not None:
         raise problem
     return report
+
+
+def limits(manifest: Manifest | ManifestSummary) -> list[str]:
+    """What each component kind says this sound set cannot do (a WAL gap before it), by component.
+
+    ``drproof backup`` and ``verify`` say these with exit 1, a drill's backup step fails the
+    timeline with them, and ``recovery list`` marks the set: a summary carries only the
+    details ``limits`` reads, so the inventory says the same without reading fingerprints.
+    """
+    from engine.components import component_kinds  # the registry imports every kind, some of them this module
+
+    found = []
+    for record in manifest.components:
+        if record.kind in component_kinds:
+            details = record.details if isinstance(record.details, dict) else record.details.as_details()
+            found += [f"{record.name}: {f}" for f in component_kinds.get(record.kind).limits(details)]
+    return found

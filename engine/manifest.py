@@ -202,6 +202,24 @@ class Manifest(BaseModel):
         return text
 
 
+class LimitDetails(BaseModel):
+    """The few component details a kind's ``limits`` reads (a WAL gap before the set), and nothing else.
+
+    Why not the details whole: an inventory must stay light (issue 14), and a tree's
+    details can be long. ``recovery list`` reads these to mark a sound set whose
+    point-in-time objective is already lost; every other detail is skipped unparsed.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    backup_id: str | None = None
+    wal_gap: str | None = None
+    wal_gap_after: str | None = None
+
+    def as_details(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class ComponentSummary(BaseModel):
     """A component as an inventory shows it: its fingerprint is not read."""
 
@@ -211,6 +229,7 @@ class ComponentSummary(BaseModel):
     kind: str
     artifacts: list[str] = Field(default_factory=list)
     parent: str | None = None
+    details: LimitDetails = Field(default_factory=LimitDetails)
 
 
 class ArtifactSummary(BaseModel):

@@ -37,6 +37,19 @@ if TYPE_CHECKING:
 Deleting = Callable[["Decision", list[str]], AbstractContextManager[object]]
 
 
+class PruneRefused(IntegrityError):
+    """A prune that deleted nothing because a set it relies on failed its re-check.
+
+    Carries what the message says in words, so ``recovery prune`` can write the refusal
+    to the audit log as data: the deletions refused and each damaged set's problems.
+    """
+
+    def __init__(self, message: str, damaged: Mapping[str, list[str]], refused: list[str]) -> None:
+        super().__init__(message)
+        self.damaged = dict(damaged)
+        self.refused = refused  # the sets the policy would have deleted, in the plan's order
+
+
 @dataclass(frozen=True)
 class Policy:
     keep_last: int = 0
@@ -177,7 +190,11 @@ def prune(
         result = Pruned(plan(sets, policy, verified, held, now=when), locked)
         damaged = recheck_relied_on(repository, sets, policy, verified, held, when, record=not dry_run, fresh=fresh)
         if damaged:
-            raise IntegrityError(_refusal(damaged, sets, plan(sets, policy, verified - set(damaged), held, now=when)))
+            raise PruneRefused(
+                _refusal(damaged, sets, plan(sets, policy, verified - set(damaged), held, now=when)),
+                damaged,
+                [d.backup_id for d in result.decisions if not d.keep],
+            )
         if dry_run:
             return result
         holds = {m.id: [c.name for c in m.components] for m in sets}

@@ -363,3 +363,63 @@ def test_a_scheme_3_set_still_restores_proven_and_compares_green(tmp_path: Path)
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, full, comp)  # the staged proof, in scheme 3
     assert compare(recorded, comp.fingerprint_like(recorded)) == []
+
+
+# -- hard links of symbolic links and FIFOs: not kept, and said so ----------------------------
+
+
+def _linked_specials(root: Path) -> None:
+    """A symbolic link and a FIFO with two names each (``ln`` of a symlink links the link itself)."""
+    os.symlink("dir000/file000000.bin", root / "s1")
+    os.link(root / "s1", root / "s2", follow_symlinks=False)
+    os.mkfifo(root / "p1")
+    os.link(root / "p1", root / "p2")
+    assert os.lstat(root / "s2").st_nlink == 2 and os.lstat(root / "p2").st_nlink == 2
+
+
+def _judged_notes(repo: LocalRepository, comp: VolumesComponent, manifest: object) -> list[str]:
+    from drills.recovery import _judge
+
+    outcome = _judge(repo, comp, manifest, lambda _m: None)  # type: ignore[arg-type]
+    assert outcome.fidelity == "match", outcome.differences
+    return outcome.notes
+
+
+def test_hard_links_of_symlinks_and_fifos_are_named_by_the_set_and_by_fidelity(tmp_path: Path) -> None:
+    """Before: a full and an incremental set of such a tree restored them as separate entries, and
+    fidelity said a plain "match": nothing anywhere said the links were not kept (review-trees leftover)."""
+    comp = _volume(tmp_path)
+    _linked_specials(comp.path)
+    repo = LocalRepository(tmp_path / "repo")
+    full = engine_backup.backup(repo, [comp])
+    details = full.component(comp.instance).details
+    assert details["hard_links_not_kept"]["count"] == 2
+    assert details["hard_links_not_kept"]["entries"] == [
+        "p2: a FIFO hard-linked to 'p1'; restored as a FIFO of its own",
+        "s2: a symbolic link hard-linked to 's1'; restored as a symbolic link of its own",
+    ]
+    [note] = comp.comparison_notes(details)
+    assert note.startswith("hard links between symbolic links or FIFOs are not kept: 2 such name(s)")
+
+    (comp.path / "dir001" / "file000001.bin").write_bytes(b"changed")
+    incremental = engine_backup.backup(repo, [comp], parent=full)
+    assert incremental.component(comp.instance).details["hard_links_not_kept"]["count"] == 2, "the walk sees all"
+
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, incremental, comp)
+    assert os.lstat(comp.path / "s2").st_nlink == 1 and os.readlink(comp.path / "s2") == "dir000/file000000.bin"
+    assert _judged_notes(repo, comp, incremental) == [note]
+
+
+def test_a_tree_without_linked_symlinks_or_fifos_has_no_such_note(tmp_path: Path) -> None:
+    """Quiet control: a hard-linked regular file, a plain symlink and a FIFO of one name each."""
+    comp = _volume(tmp_path)
+    os.link(comp.path / "dir000" / "file000000.bin", comp.path / "alias.bin")
+    os.symlink("alias.bin", comp.path / "s1")
+    os.mkfifo(comp.path / "p1")
+    repo = LocalRepository(tmp_path / "repo")
+    full = engine_backup.backup(repo, [comp])
+    assert "hard_links_not_kept" not in full.component(comp.instance).details
+    shutil.rmtree(comp.path)
+    engine_backup.restore(repo, full, comp)
+    assert _judged_notes(repo, comp, full) == []

@@ -189,8 +189,10 @@ class Fidelity(Assertion):
         }
         if name in state.proofs_deferred:
             evidence["proof"] = "this check is the restore's proof: the sandbox held nothing, so none was made before"
-        if (blind := state.components[name].blind_spot(expected.scheme)) is not None:
-            evidence["not_compared"] = blind  # an older scheme's fingerprint: what it cannot see
+        unseen = [blind] if (blind := state.components[name].blind_spot(expected.scheme)) is not None else []
+        unseen += state.components[name].comparison_notes(manifest.component(name).details)
+        if unseen:  # an older scheme's fingerprint, what the set did not keep: what the comparison cannot see
+            evidence["not_compared"] = "; ".join(unseen)
         findings = []
         if not restored and comp.damaged_by:
             findings.append(f"{name} was damaged by {', '.join(comp.damaged_by)} and never restored")

@@ -72,11 +72,11 @@ class Backup(StepKind):
         """One backup step; with ``expect: failure`` its failure is recorded and judged, not fatal."""
         name = backup_name(index, spec)
         if spec.expect == "success":
-            _take(run, index, spec, name)
-            run.backup_outcomes.append({"step": index + 1, "backup": name, "expected": "success", "outcome": "ok"})
+            found = _take(run, index, spec, name)
+            run.backup_outcomes.append(_outcome(index, name, "success", found))
             return
         try:
-            _take(run, index, spec, name)
+            found = _take(run, index, spec, name)
         except DrproofError as exc:
             run.backup_outcomes.append(
                 {"step": index + 1, "backup": name, "expected": "failure", "outcome": "failed", "detail": str(exc)}
@@ -87,10 +87,26 @@ class Backup(StepKind):
                 last.status = "failed"
                 last.detail = f"failed as expected: {last.detail}"
         else:
-            run.backup_outcomes.append({"step": index + 1, "backup": name, "expected": "failure", "outcome": "ok"})
+            run.backup_outcomes.append(_outcome(index, name, "failure", found))
+            last = run.phases[-1]
+            if found and last.step == index + 1 and last.kind == "backup":  # the declared failure: its findings
+                last.detail = f"failed as expected: {last.detail}"
 
 
-def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
+def _outcome(index: int, name: str, expected: str, findings: list[str]) -> dict[str, Any]:
+    """A backup that completed: ``ok``, or ``findings`` when the set is sound but an objective is lost.
+
+    Why not ``ok`` with a note: ``drproof backup`` exits 1 on the same set (a hole in the WAL
+    archive since the previous backup), so a drill that took it must not pass silently; the
+    timeline check fails unless the scenario declared the backup to fail.
+    """
+    if findings:
+        return {"step": index + 1, "backup": name, "expected": expected, "outcome": "findings", "findings": findings}
+    return {"step": index + 1, "backup": name, "expected": expected, "outcome": "ok"}
+
+
+def _take(run: DrillRunner, index: int, spec: Any, name: str) -> list[str]:
+    """Take the backup; what its set cannot do (``limits``), already put on the phase."""
     state = run.state
     assert state is not None
     # Services (application components) hold no data: a backup of "everything" leaves them out.
@@ -124,6 +140,12 @@ def _take(run: DrillRunner, index: int, spec: Any, name: str) -> None:
         moved = sum(int(c.details.get("changed_while_archived", {}).get("count", 0)) for c in manifest.components)
         if moved:
             rec["detail"] += f"; {moved} entries changed while archived (stored as read)"
+        found = engine_backup.limits(manifest)
+        if found:  # the set is kept (it restores to its own end); the phase and the timeline say what is lost
+            rec["status"] = "failed"
+            rec["data"]["findings"] = found
+            rec["detail"] += "; but: " + "; ".join(found)
+        return found
 
 
 def _record(manifest: Manifest, name: str, components: list[str], duration: float) -> BackupRecord:

@@ -345,6 +345,18 @@ class Component(ABC):
             return None
         return self.legacy_blind_spots.get(scheme, f"the backup's fingerprint is of an older scheme ({scheme})")
 
+    def comparison_notes(self, details: dict[str, Any]) -> list[str]:
+        """What a comparison with the set whose component ``details`` these are cannot see, by name.
+
+        Beside ``blind_spot`` (what a whole scheme does not record): what one set says it
+        did not keep, e.g. hard links between symbolic links or FIFOs (``HARD_LINKS_NOT_KEPT``),
+        so a "match" never hides them.
+        """
+        from engine.components.livechanges import links_note
+
+        note = links_note(details)
+        return [note] if note is not None else []
+
     def _fp(self, parts: dict[str, Any], scheme: str | None = None) -> Fingerprint:
         return Fingerprint.build(self.instance, self.name, parts, scheme or self.fingerprint_scheme)
 

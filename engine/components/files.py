@@ -8,6 +8,7 @@ contents exactly as they were.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import hashlib
@@ -28,6 +29,7 @@ from engine.components.tarread import header_sum, members
 from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
+from engine.privatedir import make_private
 from engine.streams import CHUNK, ZSTD_FEED
 
 
@@ -552,7 +554,9 @@ def _fed(feed: ContentDigest | _Kept, rel: str, tap: ContentTap | None) -> tuple
     return feed.part(), None
 
 
-def tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups | None = None) -> None:
+def tree_parts_into(
+    root: Path, sink: PartSink, groups: LinkGroups | None = None, changes: LiveChanges | None = None
+) -> None:
     """A part per entry below ``root``: files, links and special files, and every directory.
 
     Directories are parts of their own because a restore can lose an empty one or its
@@ -562,11 +566,12 @@ def tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups | None = None
     tar, ``write_tar``), so a server's socket in a live tree is not a difference.
     Where the sink's scheme records hard links (its ``links``), ``groups`` receives the
     names of every regular file with more than one link (an incremental backup archives
-    all of them when one changed).
+    all of them when one changed), and ``changes`` hears of every symbolic link or FIFO
+    with more than one name (``LiveChanges.shared_inode``: links of those are not kept).
     """
     owners = bool(getattr(sink, "owners", False))
     if getattr(sink, "links", False):
-        _linked_tree_parts_into(root, sink, {} if groups is None else groups)
+        _linked_tree_parts_into(root, sink, {} if groups is None else groups, changes)
         return
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
@@ -587,7 +592,7 @@ def tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups | None = None
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
 
 
-def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups) -> None:
+def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups, changes: LiveChanges | None) -> None:
     """``tree_parts_into`` for a scheme that records hard links (see ``link_token``): owners too."""
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
@@ -609,6 +614,8 @@ def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups) -> N
                 if names:
                     part = _with_token(part, link_token(names[0]))
                 names.append(rel)
+            elif st.st_nlink > 1 and changes is not None and (stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                changes.shared_inode(rel, st)
             sink[FILE + rel] = part
         except OSError as exc:
             sink[FILE + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="bytes")
@@ -829,6 +836,8 @@ def _fast_add(
         if header is None:
             return None
         _emit(tar, header)
+        if st.st_nlink > 1:
+            changes.shared_inode(arcname, st)
         if parts is not None:
             _put(parts, FILE + arcname, symlink_part(target), st.st_uid, st.st_gid)
         return 1
@@ -988,6 +997,10 @@ def _add(
         changes.gone(arcname)
         return 0
     tar.addfile(info)
+    if info.issym() or info.isfifo():
+        with contextlib.suppress(OSError):  # archived already; only the note would be lost
+            if (st := os.lstat(path)).st_nlink > 1:
+                changes.shared_inode(arcname, st)
     if info.islnk():  # a second name of a file already archived: same content, mode and owner
         _add_link(arcname, info.linkname, path, parts, linked, tap)
         return 1
@@ -1318,15 +1331,7 @@ def _private(staging: Path) -> None:
     never restorable (its proof reads the staged tree). Its recorded mode, owner and
     attributes are given at the end (``_give_root``), as before.
     """
-    for name in ("system.posix_acl_default", "system.posix_acl_access"):
-        try:
-            os.removexattr(staging, name)
-        except OSError as exc:
-            if exc.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-    if staging.stat().st_gid != os.getegid():  # inherited from a set-group-ID parent (its owner is the restorer)
-        os.chown(staging, -1, os.getegid())
-    os.chmod(staging, 0o700)  # after chown, which keeps the set-group-ID bit for root
+    make_private(staging)
 
 
 def _extract_stream(stream: IO[bytes], writer: TreeWriter, tracker: _Tracker | None) -> None:

@@ -13,6 +13,7 @@ consistent state.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 MAX_LISTED = 50  # entries named in the manifest; the count covers all
@@ -27,6 +28,10 @@ class LiveChanges:
         # Every entry listed but gone when opened, in full: an incremental backup must take
         # them out of a fingerprint made before it archived (rare, so a list is enough).
         self.vanished: list[str] = []
+        # Symbolic links and FIFOs with more than one name (``shared_inode``): the first
+        # name met of each, by (device, inode), and every further name, said once each.
+        self._first_names: dict[tuple[int, int], str] = {}
+        self.unlinked: dict[str, str] = {}
 
     def note(self, rel: str, what: str) -> None:
         self.count += 1
@@ -47,6 +52,21 @@ class LiveChanges:
         elif now.st_mtime_ns != before.st_mtime_ns:
             self.note(rel, "changed while archived (its modification time moved); stored as read")
 
+    def shared_inode(self, rel: str, st: os.stat_result) -> None:
+        """Note a symbolic link or FIFO that has more than one name (a hard link of one).
+
+        tar (and drproof's fingerprint scheme 4) links again only regular files: each
+        further name of such an entry is archived, restored and compared as an entry of
+        its own. It is rare and harmless for a symbolic link; two names of one FIFO are
+        one pipe to the processes that use them. The set says so (``HARD_LINKS_NOT_KEPT``)
+        rather than a restore turning them into copies silently.
+        """
+        key = (st.st_dev, st.st_ino)
+        first = self._first_names.setdefault(key, rel)
+        if first != rel and rel not in self.unlinked:
+            what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "FIFO"
+            self.unlinked[rel] = f"{rel}: a {what} hard-linked to '{first}'; restored as a {what} of its own"
+
     def summary(self) -> dict[str, Any] | None:
         """For a component's details in the manifest; None when nothing changed."""
         if not self.count:
@@ -55,9 +75,32 @@ class LiveChanges:
 
 
 def with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any]:
-    """A backup's details, with what changed while it was archived when anything did."""
+    """A backup's details, with what changed while it was archived when anything did.
+
+    And the symbolic links and FIFOs whose hard links the set does not keep (``shared_inode``).
+    """
     summary = changes.summary()
-    return {**details, "changed_while_archived": summary} if summary is not None else details
+    out = {**details, "changed_while_archived": summary} if summary is not None else dict(details)
+    if changes.unlinked:
+        entries = list(changes.unlinked.values())
+        out[HARD_LINKS_KEY] = {"count": len(entries), "entries": entries[:MAX_LISTED]}
+    return out
+
+
+HARD_LINKS_KEY = "hard_links_not_kept"
+HARD_LINKS_NOT_KEPT = (
+    "hard links between symbolic links or FIFOs are not kept: {count} such name(s) are backed up, restored and "
+    "compared as entries of their own, so which of them share one inode is not compared (e.g. {first})"
+)
+
+
+def links_note(details: dict[str, Any]) -> str | None:
+    """The named note a comparison with this set carries when it holds such names (``HARD_LINKS_NOT_KEPT``)."""
+    found = details.get(HARD_LINKS_KEY)
+    if not isinstance(found, dict) or not found.get("count"):
+        return None
+    entries = [str(e) for e in found.get("entries", [])]
+    return HARD_LINKS_NOT_KEPT.format(count=int(found["count"]), first=entries[0] if entries else "?")
 
 
 def describe(details: dict[str, Any]) -> list[str]:

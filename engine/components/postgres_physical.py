@@ -38,6 +38,7 @@ from engine.errors import ComponentError, DrproofError, IntegrityError, PointInT
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
+from engine.privatedir import make_private
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import PHYSICAL_ACCESS, PhysicalAccess
 
@@ -428,6 +429,7 @@ class PostgresPhysicalComponent(PostgresComponent):
         # archive ("restore-wal", "restore-staging") were emptied before and removed after
         # every restore, with whatever an operator kept there (found by review).
         private = Path(tempfile.mkdtemp(prefix=".drproof-restore-", dir=self.physical.wal_archive().parent))
+        make_private(private)  # the WAL and staged bases in it inherit nothing from a shared parent
         owner = self.physical.server_file_owner()
         if owner is not None:
             os.chown(private, *owner)  # the server reads the WAL in it (restore_command)

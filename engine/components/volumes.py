@@ -181,11 +181,13 @@ class VolumesComponent(Component):
         return self._incremental(writer, parent)[0]
 
     def _incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> tuple[dict[str, Any], Fingerprint]:
-        spool, workload = self._spool(), _PathList()
+        spool, workload, changes = self._spool(), _PathList(), LiveChanges()
         groups: LinkGroups = {}  # the names of files with more than one link
-        tree_parts_into(self.path, _Routed(spool, workload), groups)
+        # The walk sees every entry (the archive only the changed ones): it says which
+        # symbolic links and FIFOs have more than one name, for the whole tree.
+        tree_parts_into(self.path, _Routed(spool, workload), groups, changes)
         current = self._taken(spool)
-        archived, changes = self._spool(), LiveChanges()
+        archived = self._spool()
         with workload:
             details = self._write_changes(writer, parent, current, workload, archived, changes, groups)
         settled = self._as_archived(current, self._taken(archived), changes)

@@ -30,6 +30,7 @@ from engine import pgtools
 from engine.childenv import operator_environment, tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
+from engine.privatedir import make_private
 from engine.runtime import processes
 from engine.runtime.base import (
     HOST_RDB,
@@ -465,6 +466,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
         self._write_marker("restoring", kept, begun)
         try:
             data.mkdir(mode=0o700)
+            make_private(data)  # no group, set-group-ID bit or ACL from a shared parent (prepare_recovery gives the owner)
             populate(data)
             if self.physical.foreign_backups:
                 self.adopted = keep_own_configuration(data, kept)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
+from engine.privatedir import make_private
 from engine.runtime import processes
 from engine.runtime.base import (
     HOST_RDB,
@@ -426,6 +427,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
             data.rename(kept)
         try:
             data.mkdir(mode=0o700)
+            make_private(data)  # no group, set-group-ID bit or ACL from a shared parent (prepare_recovery gives the owner)
             populate(data)
             prepare_recovery(data, settings, self.server_file_owner())
             started = time.monotonic()

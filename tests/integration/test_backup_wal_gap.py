@@ -70,6 +70,13 @@ def _backup(server: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple
     return code, json.loads(captured.out), captured.err
 
 
+def _list(server: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str, dict[str, Any]]:
+    code = run_cli(["recovery", "list", "--config", server["config"]])
+    text = capsys.readouterr()
+    assert run_cli(["recovery", "list", "--config", server["config"], "--json"]) == code
+    return code, text.out, text.err, json.loads(capsys.readouterr().out)
+
+
 def _verify(server: dict[str, Any], backup_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = run_cli(["recovery", "verify", "--config", server["config"], "--id", backup_id])
     captured = capsys.readouterr()
@@ -97,6 +104,16 @@ def test_a_backup_after_a_hole_in_the_wal_archive_says_so_and_exits_1(
     # The base backup is good: the set is kept and stays verified for retention.
     assert json.loads((server["repo"] / "sets" / second["id"] / "verified.json").read_text())["ok"] is True
 
+    # The inventory marks the set (read from the manifest's summary, not its fingerprints);
+    # the set is sound, so the listing itself does not fail.
+    code, out, err, listed = _list(server, capsys)
+    assert code == 0
+    [row] = [line for line in out.splitlines() if line.startswith(second["id"])]
+    assert row.endswith("[1 finding(s)]")
+    assert f"FINDING {second['id']}: db: segment {lost} is missing from the WAL archive" in err
+    by_id = {s["id"]: s for s in listed["backups"]}
+    assert by_id[first["id"]]["findings"] == [] and lost in by_id[second["id"]]["findings"][0]
+
     code, said = _verify(server, second["id"], capsys)
     assert code == 1
     assert f"FINDING db: segment {lost} is missing" in said and "with 1 finding(s)" in said
@@ -115,5 +132,8 @@ def test_a_backup_with_an_unbroken_wal_archive_is_quiet(
     code, second, err = _backup(server, capsys)
 
     assert code == 0 and "findings" not in second and "warning" not in err
+    code, out, err, listed = _list(server, capsys)
+    assert code == 0 and "finding" not in out and "FINDING" not in err
+    assert [s["findings"] for s in listed["backups"]] == [[], []]
     code, said = _verify(server, second["id"], capsys)
     assert code == 0 and "FINDING" not in said and said.rstrip().endswith("NOT proven: unsigned)")

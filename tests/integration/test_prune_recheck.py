@@ -57,6 +57,10 @@ def _listed(cfg: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
     return [b["id"] for b in json.loads(capsys.readouterr().out)["backups"]]
 
 
+def _audit(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "repo" / "audit.jsonl").read_text().splitlines()]
+
+
 def _damage(tmp_path: Path, backup_id: str) -> None:
     stored = sorted((tmp_path / "repo" / "sets" / backup_id / "files").glob("*.zst"))[0]
     with stored.open("r+b") as f:
@@ -71,16 +75,24 @@ def test_prune_deletes_nothing_when_the_newest_kept_set_is_damaged_after_its_ver
     _damage(tmp_path, newest)  # bit rot after the backup verified it: verified.json still says ok
     cfg = _config(tmp_path, 1)
 
+    lines_before = _audit(tmp_path)
     assert run_cli(["recovery", "prune", "--config", cfg, "--dry-run"]) == 1
     dry = capsys.readouterr().err
     assert newest in dry and "damaged" in dry and "deleted nothing" in dry
     marks = json.loads((tmp_path / "repo" / "sets" / newest / "verified.json").read_text())
     assert marks["ok"] is True, "a dry run records nothing"
+    assert _audit(tmp_path) == lines_before, "a dry run records nothing in the audit log either"
 
     assert run_cli(["recovery", "prune", "--config", cfg]) == 1
     said = capsys.readouterr().err
     assert newest in said and "files/files.tar" in said and "sha256" in said
     assert f"{incremental} (only verified backup of files left)" in said, "names what is still restorable"
+    # The refusal is in the audit trail: which deletions were refused, and the damage that stopped them.
+    [line] = _audit(tmp_path)[len(lines_before) :]
+    assert (line["event"], line["outcome"], line["reason"]) == ("delete", "refused", "retention policy")
+    assert sorted(line["backup_ids"]) == sorted([full, incremental])
+    assert list(line["damaged"]) == [newest] and "sha256" in line["damaged"][newest][0]
+    assert "prune deleted nothing" in line["error"] and newest in line["error"]
     assert _listed(cfg, capsys) == [full, incremental, newest], "nothing was deleted"
 
     # The damaged set lost its mark: the next prune keeps the older restorable chain and says so quietly.
@@ -101,6 +113,7 @@ def test_prune_of_a_healthy_repository_deletes_as_before(tmp_path: Path, capsys:
     assert [k["id"] for k in result["kept"]] == [newest]
     assert {d["id"] for d in result["deleted"]} == {full, incremental}
     assert _listed(cfg, capsys) == [newest]
+    assert [line["outcome"] for line in _audit(tmp_path) if line["event"] == "delete"] == ["ok", "ok"]
 
 
 def test_backup_whose_retention_finds_an_older_kept_set_damaged_keeps_everything(
@@ -119,3 +132,5 @@ def test_backup_whose_retention_finds_an_older_kept_set_damaged_keeps_everything
     said = capsys.readouterr()
     assert "is complete and verified, but retention prune deleted nothing" in said.err and newest in said.err
     assert len(_listed(str(cfg), capsys)) == 4
+    refused = [line for line in _audit(tmp_path) if line["outcome"] == "refused"]
+    assert [(line["event"], list(line["damaged"])) for line in refused] == [("delete", [newest])]
