@@ -139,7 +139,7 @@ def load_results(path: Path) -> Results:
             f"version {SCHEMA_VERSION}; render it with the drproof version that wrote it"
         )
     try:
-        return Results.model_validate(data)
+        results = Results.model_validate(data)
     except ValidationError as exc:
         problems = [
             f"  {'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
@@ -149,6 +149,44 @@ def load_results(path: Path) -> Results:
             f"{path}: not a valid drproof results file, {count} problem{'s' if count != 1 else ''}:\n"
             + "\n".join(problems)
         ) from None
+    contradiction = _contradiction(results)
+    if contradiction is not None:
+        raise ConfigError(
+            f"{path}: not a results file drproof wrote: {contradiction}; it was edited or damaged, so neither "
+            "its verdict nor its checks can be trusted (render the results.json of the run itself)"
+        )
+    return results
+
+
+# What each verdict exits with (130: the run was interrupted, drills/runner.py).
+_EXIT_CODES = {"pass": (0,), "fail": (1,), "error": (2, 130)}
+
+
+def _contradiction(results: Results) -> str | None:
+    """How the verdict disagrees with the file's own checks and exit code, or None.
+
+    The runner decides the verdict from the checks (drills/runner.py): any error or check
+    not run is an error, else any failure a failure, else a pass with at least one check
+    that passed. Found by review: a results.json whose checks said "error" or "fail" under
+    ``"verdict": "pass"`` rendered a green report, counted as a pass in ``drproof summary``
+    and in a fleet; whatever the file claims, a verdict its own checks contradict is refused.
+    """
+    allowed = _EXIT_CODES[results.verdict]
+    if results.exit_code not in allowed:
+        return f"verdict {results.verdict!r} with exit code {results.exit_code} (it exits {' or '.join(map(str, allowed))})"
+    if results.verdict == "error":
+        return None
+    if results.error is not None:
+        return f"verdict {results.verdict!r} with a drill error ({results.error.strip()[:120]!r})"
+    worse = {"error", "not_run"} | ({"fail"} if results.verdict == "pass" else set())
+    bad = [a.id for a in results.assertions if a.status in worse]
+    if bad:
+        shown = ", ".join(f"{a.id}: {a.status}" for a in results.assertions if a.id in bad[:3])
+        return f"verdict {results.verdict!r} but {len(bad)} check(s) say otherwise ({shown})"
+    needed = results.verdict  # a failure needs a failed check, a pass a check that passed
+    if not any(a.status == needed for a in results.assertions):
+        return f"verdict {results.verdict!r} but no check has status {needed!r}"
+    return None
 
 
 # --- JUnit -------------------------------------------------------------------------------

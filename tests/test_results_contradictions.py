@@ -1,0 +1,93 @@
+"""A results.json whose verdict its own checks contradict is refused (review of verdicts, finding 3).
+
+A real drill writes a passing results.json; edited copies (a check in error or failed
+under ``"verdict": "pass"``, a verdict with another verdict's exit code, no check at all)
+rendered a green report, counted as a pass on the summary page and in a fleet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drills import fleet
+from drills.cli import main
+from engine.errors import ConfigError
+from reports import load_results
+from reports.summary import collect
+from tests.test_pytest_plugin import PASSING
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("drill")
+    scenario = root / "roundtrip.yaml"
+    scenario.write_text(PASSING, encoding="utf-8")
+    assert main(["run", str(scenario), "--report-dir", str(root / "report"), "--quiet"]) == 0
+    data: dict[str, Any] = json.loads((root / "report" / "results.json").read_text(encoding="utf-8"))
+    assert data["verdict"] == "pass" and len(data["assertions"]) >= 2
+    return data
+
+
+def _last_check(status: str) -> Edit:
+    return lambda d: d["assertions"][-1].update(status=status)
+
+
+CONTRADICTIONS: dict[str, Edit] = {
+    "a check in error under pass": _last_check("error"),
+    "a failed check under pass": _last_check("fail"),
+    "a check not run under pass": _last_check("not_run"),
+    "fail with exit code 0": lambda d: d.update(verdict="fail"),
+    "pass with exit code 2": lambda d: d.update(exit_code=2),
+    "pass with no check": lambda d: d.update(assertions=[]),
+    "pass with a drill error": lambda d: d.update(error="the restore did not finish"),
+    "fail with no failed check": lambda d: d.update(verdict="fail", exit_code=1),
+}
+
+
+def _write(data: dict[str, Any], edit: Edit, directory: Path) -> Path:
+    copy = json.loads(json.dumps(data))
+    edit(copy)
+    path = directory / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(copy, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("edit", CONTRADICTIONS.values(), ids=CONTRADICTIONS.keys())
+def test_a_verdict_its_checks_contradict_is_refused_everywhere(
+    passing: dict[str, Any], edit: Edit, tmp_path: Path
+) -> None:
+    path = _write(passing, edit, tmp_path / "x")
+    with pytest.raises(ConfigError, match=f"{path}: not a results file drproof wrote"):
+        load_results(path)
+    assert main(["report", str(path), "--out", str(tmp_path / "html")]) == 2
+    page = collect([tmp_path / "x"], tmp_path / "index.html")
+    assert page.entries == [] and len(page.unreadable) == 1
+    drill = fleet.Drill(Path("x.yaml"), "x", tmp_path / "x", tmp_path / "x.log")
+    assert fleet._outcome(drill, 0, 1.0).status == "error"
+
+
+CONSISTENT: dict[str, Edit] = {
+    "as written": lambda d: None,
+    "a check not compared beside one that passed": _last_check("not_compared"),
+    "fail": lambda d: (_last_check("fail")(d), d.update(verdict="fail", exit_code=1)),
+    "error": lambda d: (_last_check("error")(d), d.update(verdict="error", exit_code=2)),
+    "interrupted": lambda d: (_last_check("not_run")(d), d.update(verdict="error", exit_code=130, error="interrupted")),
+}
+
+
+@pytest.mark.parametrize("edit", CONSISTENT.values(), ids=CONSISTENT.keys())
+def test_what_the_runner_writes_is_read(passing: dict[str, Any], edit: Edit, tmp_path: Path) -> None:
+    path = _write(passing, edit, tmp_path / "x")
+    results = load_results(path)
+    assert main(["report", str(path), "--out", str(tmp_path / "html")]) == 0
+    assert len(collect([tmp_path / "x"], tmp_path / "index.html").entries) == 1
+    drill = fleet.Drill(Path("x.yaml"), "x", tmp_path / "x", tmp_path / "x.log")
+    assert fleet._outcome(drill, results.exit_code, 1.0).status == results.verdict
