@@ -819,10 +819,11 @@ def _telemetry(
 
 
 def _check_history(path: Path) -> None:
+    """Open the history and read every run, so a damaged row fails before the drill, not after it."""
     from drills.history import open_history
 
-    with open_history(path):
-        pass
+    with open_history(path) as history:
+        history.runs()
 
 
 def _gate(args: argparse.Namespace) -> Any:
