@@ -91,3 +91,25 @@ def test_what_the_runner_writes_is_read(passing: dict[str, Any], edit: Edit, tmp
     assert len(collect([tmp_path / "x"], tmp_path / "index.html").entries) == 1
     drill = fleet.Drill(Path("x.yaml"), "x", tmp_path / "x", tmp_path / "x.log")
     assert fleet._outcome(drill, results.exit_code, 1.0).status == results.verdict
+
+
+def test_a_results_file_that_cannot_be_read_is_counted_as_an_error(passing: dict[str, Any], tmp_path: Path) -> None:
+    # Review of verdicts, finding 7: a truncated results.json was left out of the page's count.
+    from reports.summary import write_summary
+
+    _write(passing, lambda d: None, tmp_path / "good")
+    cut = tmp_path / "cut" / "results.json"
+    cut.parent.mkdir()
+    cut.write_bytes(json.dumps(passing, indent=2).encode()[:500])
+    write_summary([tmp_path], tmp_path / "index.html")
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "2 drills: 1 passed, 0 failed, 1 errors" in text and "Could not be read" in text and str(cut) in text
+
+
+def test_a_page_of_readable_runs_counts_only_them(passing: dict[str, Any], tmp_path: Path) -> None:
+    from reports.summary import write_summary
+
+    _write(passing, lambda d: None, tmp_path / "good")
+    write_summary([tmp_path], tmp_path / "index.html")
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "1 drills: 1 passed, 0 failed, 0 errors" in text and "Could not be read" not in text
