@@ -142,7 +142,8 @@ def load_results(path: Path) -> Results:
         results = Results.model_validate(data)
     except ValidationError as exc:
         problems = [
-            f"  {'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            f"  {_line_of(text, err['loc'])}{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
         ]
         count = len(problems)
         raise ConfigError(
@@ -156,6 +157,49 @@ def load_results(path: Path) -> Results:
             "its verdict nor its checks can be trusted (render the results.json of the run itself)"
         )
     return results
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> str:
+    """``line N: `` of the value at ``loc`` in the JSON ``text`` (already parsed once), or "" at the top level.
+
+    A reader fixes a results.json in an editor, by line; pydantic's path alone makes them
+    count list items by hand.
+    """
+    decoder = json.JSONDecoder()
+    pos = 0
+    for part in loc:  # as deep as the path is found: a missing member is reported at its parent
+        try:
+            pos = _child(text, decoder, _skip(text, pos), part)
+        except (ValueError, IndexError):
+            break
+    return f"line {text.count(chr(10), 0, pos) + 1}: " if pos else ""
+
+
+def _skip(text: str, pos: int) -> int:
+    while text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _child(text: str, decoder: json.JSONDecoder, pos: int, part: int | str) -> int:
+    """Where the member ``part`` of the object or array starting at ``pos`` begins."""
+    opener = text[pos]
+    if opener not in "{[" or (opener == "{") != isinstance(part, str):
+        raise ValueError(part)
+    pos, index = _skip(text, pos + 1), 0
+    while text[pos] not in "}]":
+        if opener == "{":
+            key, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, _skip(text, pos) + 1)  # past the colon
+            if key == part:
+                return pos
+        elif index == part:
+            return pos
+        _, pos = decoder.raw_decode(text, pos)
+        pos, index = _skip(text, pos), index + 1
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    raise ValueError(part)
 
 
 # What each verdict exits with (130: the run was interrupted, drills/runner.py).

@@ -113,3 +113,28 @@ def test_a_page_of_readable_runs_counts_only_them(passing: dict[str, Any], tmp_p
     write_summary([tmp_path], tmp_path / "index.html")
     text = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "1 drills: 1 passed, 0 failed, 0 errors" in text and "Could not be read" not in text
+
+
+def test_a_value_of_the_wrong_type_is_named_by_file_and_line(passing: dict[str, Any], tmp_path: Path) -> None:
+    # Review of verdicts: pydantic's path alone ("assertions.1.status") made the reader count list items.
+    def edit(d: dict[str, Any]) -> None:
+        d["assertions"][1]["status"] = 5
+        d["measured"]["rto_seconds"] = "fast"
+        del d["scenario"]["name"]
+
+    path = tmp_path / "results.json"
+    copy = json.loads(json.dumps(passing))
+    edit(copy)
+    text = json.dumps(copy, indent=2, sort_keys=True)
+    path.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+    status = next(i for i, line in enumerate(lines, 1) if '"status": 5' in line)
+    rto = next(i for i, line in enumerate(lines, 1) if '"rto_seconds": "fast"' in line)
+    scenario = next(i for i, line in enumerate(lines, 1) if line == '  "scenario": {')
+    with pytest.raises(ConfigError) as caught:
+        load_results(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a valid drproof results file, 3 problems")
+    assert f"line {status}: assertions.1.status:" in message
+    assert f"line {rto}: measured.rto_seconds:" in message
+    assert f"line {scenario}: scenario.name: Field required" in message
