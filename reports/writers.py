@@ -8,6 +8,7 @@ a full disk never leaves a truncated report that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import uuid
@@ -202,6 +203,19 @@ def _child(text: str, decoder: json.JSONDecoder, pos: int, part: int | str) -> i
     raise ValueError(part)
 
 
+def _impossible_durations(results: Results) -> list[str]:
+    """The measured times no clock can give (negative, infinite, NaN): each would read as "within"."""
+    m = results.measured
+    figures: dict[str, float | None] = {
+        "measured.rto_seconds": m.rto_seconds,
+        "measured.rpo_seconds": m.rpo_seconds,
+        "measured.drill_seconds": m.drill_seconds,
+        **{f"measured.components.{n}": v for n, v in m.components.items()},
+        **{f"measured.rpo_components.{n}": v for n, v in m.rpo_components.items()},
+    }
+    return [f"{where} {v!r}" for where, v in figures.items() if v is not None and not (math.isfinite(v) and v >= 0)]
+
+
 # What each verdict exits with (130: the run was interrupted, drills/runner.py).
 _EXIT_CODES = {"pass": (0,), "fail": (1,), "error": (2, 130)}
 
@@ -215,6 +229,9 @@ def _contradiction(results: Results) -> str | None:
     ``"verdict": "pass"`` rendered a green report, counted as a pass in ``drproof summary``
     and in a fleet; whatever the file claims, a verdict its own checks contradict is refused.
     """
+    impossible = _impossible_durations(results)
+    if impossible:
+        return f"{impossible[0]} is not a duration (a measured time is finite and never negative)"
     allowed = _EXIT_CODES[results.verdict]
     if results.exit_code not in allowed:
         return f"verdict {results.verdict!r} with exit code {results.exit_code} (it exits {' or '.join(map(str, allowed))})"

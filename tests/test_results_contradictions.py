@@ -48,6 +48,9 @@ CONTRADICTIONS: dict[str, Edit] = {
     "pass with no check": lambda d: d.update(assertions=[]),
     "pass with a drill error": lambda d: d.update(error="the restore did not finish"),
     "fail with no failed check": lambda d: d.update(verdict="fail", exit_code=1),
+    "a negative RTO": lambda d: d["measured"].update(rto_seconds=-5.0),
+    "an RTO of NaN": lambda d: d["measured"].update(rto_seconds=float("nan")),
+    "a component's infinite RTO": lambda d: d["measured"]["components"].update(c=float("inf")),
 }
 
 
