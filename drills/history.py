@@ -320,6 +320,15 @@ class Gate:
     floor_seconds: float = 1.0
     min_runs: int = 3
 
+    def __post_init__(self) -> None:
+        # Found by review: --regression-runs 1 or 2 capped the baseline below min_runs, so every
+        # run was "not compared" (exit 0) however slow: a gate that could never close.
+        if self.runs < self.min_runs:
+            raise ConfigError(
+                f"--regression-runs {self.runs}: the gate's baseline needs at least {self.min_runs} passing runs "
+                "(fewer are no baseline: one slow CI machine would decide), so it could never compare"
+            )
+
 
 NOISE_FACTOR = 3.0
 
