@@ -247,6 +247,9 @@ def _contradiction(results: Results) -> str | None:
     needed = results.verdict  # a failure needs a failed check, a pass a check that passed
     if not any(a.status == needed for a in results.assertions):
         return f"verdict {results.verdict!r} but no check has status {needed!r}"
+    declared = {a.status for a in results.assertions if a.id != "timeline"}  # the implicit check: the steps ran
+    if declared == {"not_compared"}:
+        return f"verdict {results.verdict!r} but every check it declares was not compared"
     return None
 
 

@@ -48,6 +48,9 @@ CONTRADICTIONS: dict[str, Edit] = {
     "pass with no check": lambda d: d.update(assertions=[]),
     "pass with a drill error": lambda d: d.update(error="the restore did not finish"),
     "fail with no failed check": lambda d: d.update(verdict="fail", exit_code=1),
+    "pass with every declared check not compared": lambda d: [
+        a.update(status="not_compared") for a in d["assertions"] if a["id"] != "timeline"
+    ],
     "a negative RTO": lambda d: d["measured"].update(rto_seconds=-5.0),
     "an RTO of NaN": lambda d: d["measured"].update(rto_seconds=float("nan")),
     "a component's infinite RTO": lambda d: d["measured"]["components"].update(c=float("inf")),
@@ -79,7 +82,9 @@ def test_a_verdict_its_checks_contradict_is_refused_everywhere(
 
 CONSISTENT: dict[str, Edit] = {
     "as written": lambda d: None,
-    "a check not compared beside one that passed": _last_check("not_compared"),
+    "a check not compared beside one that passed": lambda d: d["assertions"].append(
+        {**d["assertions"][-1], "id": "drift", "name": "drift", "status": "not_compared", "summary": "not compared"}
+    ),
     "fail": lambda d: (_last_check("fail")(d), d.update(verdict="fail", exit_code=1)),
     "error": lambda d: (_last_check("error")(d), d.update(verdict="error", exit_code=2)),
     "interrupted": lambda d: (_last_check("not_run")(d), d.update(verdict="error", exit_code=130, error="interrupted")),
