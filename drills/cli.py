@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         metavar="N",
-        help="passing runs whose median RTO is the gate's baseline (default 5; at least 3 are needed to gate)",
+        help="passing runs whose median RTO is the gate's baseline (default 5, at least 3)",
     )
     run.add_argument(
         "--regression-floor",
@@ -716,6 +716,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise ConfigError(f"--runtime {args.runtime!r} is not available (available: {', '.join(runtimes.names())})")
     if args.fail_on_regression is not None and args.history is None:
         raise ConfigError("--fail-on-regression needs --history FILE: it compares with the runs recorded there")
+    _gate(args)  # a gate that cannot work is refused before the drill, not after it
     quiet = args.quiet or args.json
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
     # Loaded before the drill so a missing or unreadable key costs no drill run.
@@ -833,17 +834,16 @@ def _telemetry(
 
 
 def _check_history(path: Path) -> None:
+    """Open the history and read every run, so a damaged row fails before the drill, not after it."""
     from drills.history import open_history
 
-    with open_history(path):
-        pass
+    with open_history(path) as history:
+        history.runs()
 
 
 def _gate(args: argparse.Namespace) -> Any:
     from drills.history import Gate
 
-    if args.regression_runs < 1:
-        raise ConfigError("--regression-runs must be at least 1")
     return Gate(threshold=args.fail_on_regression, runs=args.regression_runs, floor_seconds=args.regression_floor)
 
 

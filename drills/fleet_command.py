@@ -35,6 +35,9 @@ def _preflight(args: argparse.Namespace) -> None:
         raise ConfigError(f"--runtime {args.runtime!r} is not available (available: {', '.join(runtimes.names())})")
     if args.fail_on_regression is not None and args.history is None:
         raise ConfigError("--fail-on-regression needs --history FILE: it compares with the runs recorded there")
+    from drills.history import Gate
+
+    Gate(threshold=args.fail_on_regression, runs=args.regression_runs)  # refused once here, not in every drill
     if args.sign_key is not None or os.environ.get(KEY_ENV):
         load_private_key(args.sign_key)
     if args.pdf:

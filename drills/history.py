@@ -175,28 +175,67 @@ class RunHistory:
             rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise _problem(self.path, exc) from None
-        return [
-            RunRecord(
-                id=r[0],
-                scenario=r[1],
-                scenario_sha256=r[2],
-                started_at=datetime.fromisoformat(r[3]),
-                finished_at=datetime.fromisoformat(r[4]),
-                verdict=r[5],
-                exit_code=r[6],
-                rto_seconds=r[7],
-                rpo_seconds=r[8],
-                drill_seconds=r[9],
-                runtime=r[10],
-                report_dir=r[11],
-                results_sha256=r[12],
-                source=r[13],
-                backup_id=r[14],
-                backup_age_seconds=r[15],
-                content=json.loads(r[16]) if r[16] else None,
-            )
-            for r in rows
-        ]
+        return [_record(self.path, r) for r in rows]
+
+
+def _record(path: Path, r: Sequence[Any]) -> RunRecord:
+    """One row as a RunRecord, or a HistoryError naming the file and the run.
+
+    SQLite keeps whatever it is given (text in a REAL column, infinity): found by review,
+    a damaged row was a traceback in ``drproof history`` and in the regression gate, and an
+    RTO of infinity in a passing row made every later run "within the allowed" change.
+    """
+    try:
+        if r[5] not in ("pass", "fail", "error"):
+            raise ValueError(f"verdict {r[5]!r} is not pass, fail or error")
+        content = json.loads(r[16]) if r[16] else None
+        if content is not None and not isinstance(content, dict):
+            raise ValueError("content is not a JSON object")
+        return RunRecord(
+            id=r[0],
+            scenario=_text(r[1], "scenario"),
+            scenario_sha256=_text(r[2], "scenario_sha256"),
+            started_at=datetime.fromisoformat(_text(r[3], "started_at")),
+            finished_at=datetime.fromisoformat(_text(r[4], "finished_at")),
+            verdict=r[5],
+            exit_code=int(_number(r[6], "exit_code")),
+            rto_seconds=_seconds(r[7], "rto_seconds"),
+            rpo_seconds=_seconds(r[8], "rpo_seconds"),
+            drill_seconds=_number(r[9], "drill_seconds"),
+            runtime=_text(r[10], "runtime"),
+            report_dir=_text(r[11], "report_dir"),
+            results_sha256=_text(r[12], "results_sha256"),
+            source=None if r[13] is None else _text(r[13], "source"),
+            backup_id=None if r[14] is None else _text(r[14], "backup_id"),
+            backup_age_seconds=None if r[15] is None else _number(r[15], "backup_age_seconds"),
+            content=content,
+        )
+    except ValueError as exc:
+        raise HistoryError(
+            f"history {path}: run {r[0]} is damaged ({exc}); delete that row or use another --history file"
+        ) from None
+
+
+def _text(value: Any, column: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{column} {value!r} is not text")
+    return value
+
+
+def _number(value: Any, column: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{column} {value!r} is not a finite number")
+    return float(value) if isinstance(value, float) else value
+
+
+def _seconds(value: Any, column: str) -> float | None:
+    """A measured time: none, or a finite number of seconds, never negative."""
+    if value is None:
+        return None
+    seconds = _number(value, column)
+    if seconds < 0:
+        raise ValueError(f"{column} {value!r} is negative")
+    return seconds
 
 
 def _prepare(path: Path, conn: sqlite3.Connection) -> None:
@@ -280,6 +319,15 @@ class Gate:
     runs: int = 5
     floor_seconds: float = 1.0
     min_runs: int = 3
+
+    def __post_init__(self) -> None:
+        # Found by review: --regression-runs 1 or 2 capped the baseline below min_runs, so every
+        # run was "not compared" (exit 0) however slow: a gate that could never close.
+        if self.runs < self.min_runs:
+            raise ConfigError(
+                f"--regression-runs {self.runs}: the gate's baseline needs at least {self.min_runs} passing runs "
+                "(fewer are no baseline: one slow CI machine would decide), so it could never compare"
+            )
 
 
 NOISE_FACTOR = 3.0

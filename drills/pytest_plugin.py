@@ -77,7 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=int,
         default=5,
-        help="passing runs whose median RTO is the gate's baseline (default 5)",
+        help="passing runs whose median RTO is the gate's baseline (default 5, at least 3)",
     )
     group.addoption(
         "--drproof-regression-floor",
@@ -275,9 +275,9 @@ def _gate(config: pytest.Config) -> Any:
     try:
         threshold = parse_threshold(raw) if raw is not None else None
         floor = parse_duration(config.getoption("drproof_regression_floor"))
+        return Gate(threshold=threshold, runs=config.getoption("drproof_regression_runs"), floor_seconds=floor)
     except (ConfigError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    return Gate(threshold=threshold, runs=config.getoption("drproof_regression_runs"), floor_seconds=floor)
 
 
 def _location(a: AssertionResult) -> str:

@@ -163,7 +163,9 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
     )
     env.filters["seconds"] = _seconds
     counts = {v: sum(1 for e in page.entries if e.results.verdict == v) for v in ("pass", "fail", "error")}
-    counts["error"] += len(page.not_run)
+    # A run that wrote no results, or results that cannot be read, is an error: found by
+    # review, a truncated results.json was left out of the count ("1 drills: 1 passed").
+    counts["error"] += len(page.not_run) + len(page.unreadable)
     return env.get_template(TEMPLATE).render(
         title=title,
         page=page,

@@ -8,6 +8,7 @@ a full disk never leaves a truncated report that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import uuid
@@ -139,16 +140,117 @@ def load_results(path: Path) -> Results:
             f"version {SCHEMA_VERSION}; render it with the drproof version that wrote it"
         )
     try:
-        return Results.model_validate(data)
+        results = Results.model_validate(data)
     except ValidationError as exc:
         problems = [
-            f"  {'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            f"  {_line_of(text, err['loc'])}{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
         ]
         count = len(problems)
         raise ConfigError(
             f"{path}: not a valid drproof results file, {count} problem{'s' if count != 1 else ''}:\n"
             + "\n".join(problems)
         ) from None
+    contradiction = _contradiction(results)
+    if contradiction is not None:
+        raise ConfigError(
+            f"{path}: not a results file drproof wrote: {contradiction}; it was edited or damaged, so neither "
+            "its verdict nor its checks can be trusted (render the results.json of the run itself)"
+        )
+    return results
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> str:
+    """``line N: `` of the value at ``loc`` in the JSON ``text`` (already parsed once), or "" at the top level.
+
+    A reader fixes a results.json in an editor, by line; pydantic's path alone makes them
+    count list items by hand.
+    """
+    decoder = json.JSONDecoder()
+    pos = 0
+    for part in loc:  # as deep as the path is found: a missing member is reported at its parent
+        try:
+            pos = _child(text, decoder, _skip(text, pos), part)
+        except (ValueError, IndexError):
+            break
+    return f"line {text.count(chr(10), 0, pos) + 1}: " if pos else ""
+
+
+def _skip(text: str, pos: int) -> int:
+    while text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _child(text: str, decoder: json.JSONDecoder, pos: int, part: int | str) -> int:
+    """Where the member ``part`` of the object or array starting at ``pos`` begins."""
+    opener = text[pos]
+    if opener not in "{[" or (opener == "{") != isinstance(part, str):
+        raise ValueError(part)
+    pos, index = _skip(text, pos + 1), 0
+    while text[pos] not in "}]":
+        if opener == "{":
+            key, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, _skip(text, pos) + 1)  # past the colon
+            if key == part:
+                return pos
+        elif index == part:
+            return pos
+        _, pos = decoder.raw_decode(text, pos)
+        pos, index = _skip(text, pos), index + 1
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    raise ValueError(part)
+
+
+def _impossible_durations(results: Results) -> list[str]:
+    """The measured times no clock can give (negative, infinite, NaN): each would read as "within"."""
+    m = results.measured
+    figures: dict[str, float | None] = {
+        "measured.rto_seconds": m.rto_seconds,
+        "measured.rpo_seconds": m.rpo_seconds,
+        "measured.drill_seconds": m.drill_seconds,
+        **{f"measured.components.{n}": v for n, v in m.components.items()},
+        **{f"measured.rpo_components.{n}": v for n, v in m.rpo_components.items()},
+    }
+    return [f"{where} {v!r}" for where, v in figures.items() if v is not None and not (math.isfinite(v) and v >= 0)]
+
+
+# What each verdict exits with (130: the run was interrupted, drills/runner.py).
+_EXIT_CODES = {"pass": (0,), "fail": (1,), "error": (2, 130)}
+
+
+def _contradiction(results: Results) -> str | None:
+    """How the verdict disagrees with the file's own checks and exit code, or None.
+
+    The runner decides the verdict from the checks (drills/runner.py): any error or check
+    not run is an error, else any failure a failure, else a pass with at least one check
+    that passed. Found by review: a results.json whose checks said "error" or "fail" under
+    ``"verdict": "pass"`` rendered a green report, counted as a pass in ``drproof summary``
+    and in a fleet; whatever the file claims, a verdict its own checks contradict is refused.
+    """
+    impossible = _impossible_durations(results)
+    if impossible:
+        return f"{impossible[0]} is not a duration (a measured time is finite and never negative)"
+    allowed = _EXIT_CODES[results.verdict]
+    if results.exit_code not in allowed:
+        return f"verdict {results.verdict!r} with exit code {results.exit_code} (it exits {' or '.join(map(str, allowed))})"
+    if results.verdict == "error":
+        return None
+    if results.error is not None:
+        return f"verdict {results.verdict!r} with a drill error ({results.error.strip()[:120]!r})"
+    worse = {"error", "not_run"} | ({"fail"} if results.verdict == "pass" else set())
+    bad = [a.id for a in results.assertions if a.status in worse]
+    if bad:
+        shown = ", ".join(f"{a.id}: {a.status}" for a in results.assertions if a.id in bad[:3])
+        return f"verdict {results.verdict!r} but {len(bad)} check(s) say otherwise ({shown})"
+    needed = results.verdict  # a failure needs a failed check, a pass a check that passed
+    if not any(a.status == needed for a in results.assertions):
+        return f"verdict {results.verdict!r} but no check has status {needed!r}"
+    declared = {a.status for a in results.assertions if a.id != "timeline"}  # the implicit check: the steps ran
+    if declared == {"not_compared"}:
+        return f"verdict {results.verdict!r} but every check it declares was not compared"
+    return None
 
 
 # --- JUnit -------------------------------------------------------------------------------

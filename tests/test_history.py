@@ -52,7 +52,7 @@ def _results(
         phases=[],
         backups=[],
         disasters=[],
-        assertions=[AssertionResult(id="rto", name="rto", status="pass", summary="ok")],
+        assertions=[AssertionResult(id="rto", name="rto", status=verdict, summary=verdict)],  # type: ignore[arg-type]
     )
 
 
@@ -356,6 +356,7 @@ def test_the_summary_shows_the_last_successful_restore_test_per_system(tmp_path:
     passed.scope.systems = ["db (postgres)", "files (volumes)"]  # type: ignore[union-attr]
     failed = _restore_test(45.0, 3600, "s", 1)
     failed.verdict, failed.exit_code = "fail", 1
+    failed.assertions[0].status = "fail"
     failed.scope.systems = ["db (postgres)", "files (volumes)"]  # type: ignore[union-attr]
     synthetic = _results(3.0, day=2, name="quickstart")
     for i, r in enumerate((passed, failed, synthetic)):

@@ -9,6 +9,7 @@ the run masked; passwords reach it only through the environment, never its argum
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from typing import Any, ClassVar
@@ -75,11 +76,27 @@ class CommandCheck(Assertion):
         except OSError as exc:
             return [result(rid, self.name, "error", f"could not start {program}: {exc}", evidence=evidence)]
         evidence.update(exit_code=done.returncode, **_output(done.stdout, done.stderr, secrets))
+        if done.returncode < 0:
+            return [_killed(rid, self.name, program, -done.returncode, evidence)]
         if done.returncode == 0:
             return [result(rid, self.name, "pass", f"{program} exited 0", evidence=evidence)]
         last = (evidence["stderr"] or evidence["stdout"]).strip().splitlines()[-1:] or [""]
         finding = f"{program} exited {done.returncode}: {last[0][:300]}"
         return [result(rid, self.name, "fail", finding, evidence=evidence, findings=[finding])]
+
+
+def _killed(rid: str, name: str, program: str, signum: int, evidence: dict[str, Any]) -> AssertionResult:
+    """A check ended by a signal (the OOM killer, a segfault, a SIGKILL) gave no verdict.
+
+    Found by review: it was a ``fail``, which a negative control (``expect: fail``) counted
+    as the detection it exists for, so a crashing checker made the drill pass.
+    """
+    try:
+        what = signal.Signals(signum).name
+    except ValueError:
+        what = f"signal {signum}"
+    finding = f"{program} was killed by {what} before it exited: no verdict"
+    return result(rid, name, "error", finding, evidence=evidence, findings=[finding])
 
 
 def _output(stdout: bytes | None, stderr: bytes | None, secrets: list[str]) -> dict[str, str]:

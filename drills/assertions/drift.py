@@ -52,7 +52,13 @@ class Drift(Assertion):
         if previous is None or not previous.content:
             why = state.previous_why or "no earlier passing restore test of this source is recorded"
             return [result("drift", self.name, "not_compared", f"not compared: {why}")]
-        names = params.components or [n for n in state.results if state.results[n].content]
+        # A component that came back empty has no content: it is compared too (found by
+        # review: it was left out, so a backup that shrank to nothing passed drift).
+        names = params.components or [n for n in state.results if state.results[n].content or n in previous.content]
+        unmeasured = {n: state.fingerprint_errors[n] for n in names if n in state.fingerprint_errors}
+        if unmeasured:
+            why = "; ".join(f"{n}: {e}" for n, e in unmeasured.items())
+            return [result("drift", self.name, "error", f"what came back could not be measured: {why}")]
         findings: list[str] = []
         compared = 0
         for name in names:
@@ -61,7 +67,7 @@ class Drift(Assertion):
                 continue
             now = state.results[name]
             compared += 1
-            findings += _drops(name, before.get("content", {}), now.content, params.max_drop)
+            findings += _drops(name, before.get("content", {}), now.content, params.max_drop, vanished=True)
             findings += _drops(name, before.get("rows", {}), now.row_counts, params.max_drop, vanished=True)
         evidence = {
             "previous_run": previous.started_at.isoformat(),

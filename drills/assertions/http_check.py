@@ -5,6 +5,12 @@ component of the run (``target``, the port it was given); drproof never sends a 
 another host. The check passes on the first answer with the expected status whose body
 matches ``body`` and whose JSON value at ``json.path`` meets ``json.expect``; it fails
 with the last answer (or connection error) when the deadline passes.
+
+The answer judged is the address's own: a redirect is not followed (its 3xx status is
+the answer, with where it pointed), and no proxy of the environment is used. Found by
+review: urllib followed a 302 to a login page, whose 200 and text met ``status: 200``
+and ``body: orders``, so an application that lost its data or its sessions passed; and
+a redirect (or an ``http_proxy``) could take the request to another host.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -117,21 +125,32 @@ def _url_of(state: DrillState, params: HttpParams) -> str | None:
     return f"http://127.0.0.1:{port}{params.path if params.path.startswith('/') else '/' + params.path}"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand a 3xx back as the answer: the page it points to is not the address checked."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# No ProxyHandler of the environment: a check of 127.0.0.1 must reach 127.0.0.1.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 def _attempt(url: str, params: HttpParams) -> tuple[bool, str]:
     """(whether this answer meets every expectation, a one-line account of it)."""
-    import urllib.error
-    import urllib.request
-
+    location = None
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
+        with _OPENER.open(url, timeout=5) as answer:
             status, body = answer.status, answer.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read(MAX_BODY)
+        status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")
     except (urllib.error.URLError, OSError) as exc:
         return False, f"no answer: {getattr(exc, 'reason', exc)}"
     text = redact(body.decode("utf-8", "replace"))
     excerpt = text[:SHOWN_BODY]
     if status != params.status:
+        if location is not None and 300 <= status < 400:
+            return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)"
         return False, f"status {status}, expected {params.status}; body {excerpt[:200]!r}"
     if params.body is not None and re.search(params.body, text) is None:
         return False, f"status {status}, but the body does not match {params.body!r}: {excerpt[:200]!r}"

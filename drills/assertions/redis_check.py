@@ -63,9 +63,13 @@ class RedisCheck(Assertion):
         evidence: dict[str, Any] = {"command": shown_command, "db": params.db, "expect": describe(params.expect)}
         try:
             reply = comp.client(params.db).execute_command(*params.command)  # type: ignore[no-untyped-call]
-        except redis.ResponseError as exc:  # WRONGTYPE and the like: the restored data are not what was there
-            finding = f"{shown_command}: {exc}"
-            return [result(rid, self.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])]
+        except redis.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):  # the restored key holds another type: the data are not what was there
+                finding = f"{shown_command}: {exc}"
+                return [result(rid, self.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])]
+            # Anything else (arguments the command refuses, NOPERM, MASTERDOWN) read no value: no
+            # verdict. Found by review: it was a 'fail', which a negative control counted as a detection.
+            return [result(rid, self.name, "error", f"{params.target}: {params.command[0]} was refused, no value was read: {exc}", evidence=evidence)]
         except redis.RedisError as exc:
             return [result(rid, self.name, "error", f"{params.target}: could not run {params.command[0]}: {exc}", evidence=evidence)]
         value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in reply] if isinstance(reply, list) else reply

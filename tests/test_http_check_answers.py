@@ -1,0 +1,85 @@
+"""The http check judges the address's own answer (review of verdicts, finding 1).
+
+A real HTTP server on loopback: ``/api/orders`` redirects to a login page whose 200 and
+text ("sign in to see your orders") met ``status: 200`` and ``body: orders`` while urllib
+followed redirects, so an application that had lost its data or its sessions passed.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from drills.assertions.base import DrillState
+from drills.assertions.http_check import HttpCheck, HttpParams
+from engine.journal import AssertionResult
+
+
+class _App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/login"):
+            self._answer(200, b"please sign in to see your orders")
+        elif self.path == "/health":
+            self._answer(200, b'{"orders": 42}')
+        else:
+            self.send_response(302)
+            self.send_header("Location", "/login?next=" + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def app() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _check(**params: Any) -> AssertionResult:
+    state = DrillState(repository=None)  # type: ignore[arg-type]
+    return HttpCheck().evaluate(HttpParams.model_validate({"timeout": "1s", **params}), state)[0]
+
+
+def test_a_redirect_to_a_login_page_is_not_the_answer_expected(app: str) -> None:
+    for extra in ({}, {"body": "orders"}):
+        r = _check(url=f"{app}/api/orders", **extra)
+        assert r.status == "fail", r.summary
+        assert "status 302, expected 200" in r.summary and "/login" in r.summary
+
+
+def test_a_redirect_can_itself_be_what_is_expected(app: str) -> None:
+    assert _check(url=f"{app}/api/orders", status=302).status == "pass"
+
+
+def test_the_address_answering_itself_still_passes(app: str) -> None:
+    r = _check(url=f"{app}/health", body="orders", json={"path": "orders", "expect": "= 42"})
+    assert r.status == "pass", r.summary
+
+
+def test_a_proxy_of_the_environment_is_not_asked(app: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CI job's http_proxy (here: nothing listens there) must not answer for 127.0.0.1.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's default opener reads the environment once
+    r = _check(url=f"{app}/health")
+    assert r.status == "pass", r.summary
