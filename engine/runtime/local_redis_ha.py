@@ -301,11 +301,32 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         return f"{self._nodes['node0'].version()} with {self.spec.sentinels} Sentinels"
 
     def ensure_running(self) -> None:
-        """A master that answers: if none does, the last one is started again (empty) and the Sentinels told."""
+        """A master that answers, keeping the keys a replica still holds.
+
+        Found by review: with the master down (before the Sentinels failed it over, or with
+        no majority of them), the dead master was restarted empty (persistence is off) and
+        made the master again; its replicas, holding every key, resynchronised from it and
+        were emptied before the restore began, so a restore refused after that had
+        destroyed the live data it said it had not touched. Now a majority of Sentinels is
+        given the time to fail over; else the most advanced replica is promoted (the
+        runbook's ``promote``, the old master fenced first) and the old master rejoins as
+        its replica. Only when no replica answers is the old master restarted empty: there
+        is no data left to keep.
+        """
         if self.primary() is not None:
             return
         named = self._named_master()
         node = named if named is not None else "node0"
+        if len(self._live_sentinels()) > len(self._sentinels) // 2 and processes.wait_until(
+            lambda: self.primary() is not None, timeout=self.spec.down_after_ms / 1000 + 10, interval=0.1
+        ):
+            return
+        if any(self.role(n) == "replica" for n in self.nodes() if n != node):
+            self.resume_node(node)
+            self._nodes[node].kill()  # fenced: a frozen master that woke would be a second one
+            self.promote(node)
+            self.rejoin(node)
+            return
         self._restart(node, [])
         self._remonitor(node)
 
