@@ -665,14 +665,65 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
         return f"{self._all['node0'].version()} as a Cluster of {self.spec.masters} masters"
 
     def ensure_running(self) -> None:
-        """Every node that is down started again (empty; it rejoins the Cluster from its nodes.conf)."""
-        for name, node in self._all.items():
-            if not node.is_running():
-                self._restart_any(name)
+        """Every node that is down started again (empty; it rejoins the Cluster from its nodes.conf).
+
+        A master that is down is first replaced by one of its replicas (``_hand_over``).
+        Found by review: restarted before its replica was promoted, the empty master
+        rejoined as the master of its slots and the replica, holding the shard's keys,
+        resynchronised from it; a restore refused after that ("nothing was changed") had
+        lost a shard.
+        """
+        down = [name for name, node in self._all.items() if not node.is_running()]
+        for name in down:
+            self._hand_over(name)
+        for name in down:
+            self._restart_any(name)
         if not processes.wait_until(
             lambda: self.primary() is not None and self._formed(), timeout=READY_TIMEOUT, interval=0.2
         ):
             raise RuntimeStartError(f"Redis Cluster {self.instance!r} did not come back to cluster_state:ok")
+
+    def _hand_over(self, name: str) -> None:
+        """If ``name`` (down) is a master with a replica that answers: that replica serves its slots first.
+
+        The Cluster's own failover is waited for (``cluster-node-timeout`` and 10 s more);
+        else the most advanced replica is promoted (``CLUSTER FAILOVER TAKEOVER``).
+        """
+        replicas = self._answering_replicas(name)
+        if not replicas:
+            return  # not a master, or no copy of its keys left: restarting it empty loses nothing
+        took_over = processes.wait_until(
+            lambda: any(self._role_any(r) == "primary" for r in replicas),
+            timeout=self.spec.node_timeout_ms / 1000 + 10,
+            interval=0.1,
+        )
+        if took_over:
+            return
+        offsets = {r: int((self._info_all(r) or {}).get("slave_repl_offset", -1)) for r in replicas}
+        chosen = max(replicas, key=lambda r: offsets[r])
+        self._cmd(chosen, "CLUSTER", "FAILOVER", "TAKEOVER")
+        if not processes.wait_until(lambda: self._role_any(chosen) == "primary", timeout=30, interval=0.05):
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and its replica {chosen} did not take its slots "
+                "over (CLUSTER FAILOVER TAKEOVER); it was not restarted empty, which would have emptied the replica"
+            )
+
+    def _answering_replicas(self, name: str) -> list[str]:
+        """The nodes that answer as replicas of ``name`` (their own INFO, not the gossiped CLUSTER NODES).
+
+        The gossiped view lags: seconds after ``CLUSTER REPLICATE`` other nodes still listed
+        a replica as a master without slots.
+        """
+        port = self._all[name].port
+        return [
+            n
+            for n, node in self._all.items()
+            if n != name
+            and node.is_running()
+            and (info := self._info_all(n)) is not None
+            and info.get("role") == "slave"
+            and int(info.get("master_port", -1)) == port
+        ]
 
     def _restart_any(self, name: str) -> None:
         node = self._all[name]

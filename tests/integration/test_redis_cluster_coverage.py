@@ -140,3 +140,38 @@ def test_a_healthy_cluster_round_trip_matches(runtime: LocalRuntime, tmp_path: P
     assert compare(recorded, comp.fingerprint()) != []
     engine_backup.restore(repo, manifest, comp)
     assert compare(recorded, comp.fingerprint()) == []
+
+
+def test_a_refused_restore_with_a_master_down_keeps_its_shard(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review (finding 6): the dead master was restarted empty before its replica took over,
+    and the replica, holding the shard's keys, resynchronised from it; the refusal then said
+    "nothing was changed"."""
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, node_timeout_ms=3000), runtime)
+    comp.provision()
+    comp.seed()
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component("cache").fingerprint
+    assert recorded is not None
+    old = comp.service.primary()
+    comp.service.node(old).kill()
+    monkeypatch.setattr(RedisClusterComponent, "_first_record", lambda self, source: (0, b"\x00not a payload"))
+    with pytest.raises(ComponentError, match="nothing was changed"):
+        engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []  # before: a third of the keys gone
+    assert comp.service.primary() not in (None, old)  # its replica serves the slots; the old one follows it
+    assert comp.service.role(old) == "replica"
+
+
+def test_a_restore_with_a_whole_shard_down_still_runs(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """Quiet control: no copy of the shard is left, so its nodes restart empty and the restore fills them."""
+    comp = _cluster(runtime, 300)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component("cache").fingerprint
+    assert recorded is not None
+    _kill_a_shard(comp)
+    engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []
