@@ -320,6 +320,8 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         if len(self._live_sentinels()) > len(self._sentinels) // 2 and processes.wait_until(
             lambda: self.primary() is not None, timeout=self.spec.down_after_ms / 1000 + 10, interval=0.1
         ):
+            if self.primary() != node and self.role(node) in ("down", "no answer"):
+                self.rejoin(node)  # as after ``promote``: the old master back, as a replica
             return
         if any(self.role(n) == "replica" for n in self.nodes() if n != node):
             self.resume_node(node)

@@ -63,6 +63,7 @@ def _refused_restore_keeps_the_keys(comp: RedisSentinelComponent, tmp_path: Path
     # before: 0 keys, the Sentinels naming node0 restarted empty
     assert compare(recorded, comp.fingerprint()) == []
     assert comp.service.primary() == "node1"  # type: ignore[attr-defined]
+    assert comp.service.role("node0") == "replica"  # type: ignore[attr-defined]
 
 
 def test_a_refused_restore_with_the_master_down_keeps_the_keys(
