@@ -316,7 +316,14 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         if self.primary() is not None:
             return
         named = self._named_master()
-        node = named if named is not None else "node0"
+        if named is None:
+            # Found by review: with no Sentinel answering, node0 was restarted empty, a healthy
+            # master with it; and clients, who ask the Sentinels, would find no master anyway.
+            raise RuntimeStartError(
+                f"no Sentinel of {self.instance!r} answers, so no client can find its master; nothing was changed: "
+                "start the Sentinels again first"
+            )
+        node = named
         if len(self._live_sentinels()) > len(self._sentinels) // 2 and processes.wait_until(
             lambda: self.primary() is not None, timeout=self.spec.down_after_ms / 1000 + 10, interval=0.1
         ):

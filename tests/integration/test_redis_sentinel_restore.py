@@ -20,7 +20,7 @@ import redis
 from engine import backup as engine_backup
 from engine.components.redis import RedisComponent
 from engine.components.redis_sentinel import RedisSentinelComponent, RedisSentinelParams
-from engine.errors import ComponentError
+from engine.errors import ComponentError, DrproofError
 from engine.faults import FaultContext, faults
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
@@ -107,3 +107,16 @@ def test_a_healthy_sentinel_round_trip_matches(runtime: LocalRuntime, tmp_path: 
     engine_backup.restore(repo, manifest, comp)
     assert compare(recorded, comp.fingerprint()) == []
     assert comp.service.primary() == "node0"  # type: ignore[attr-defined]
+
+
+def test_with_no_sentinel_left_a_restore_changes_nothing(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """Found by review: no Sentinel answering, node0 (the healthy master) was restarted empty."""
+    comp = _sentinel(runtime)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    svc = comp.service
+    svc.kill_watchers(svc.watchers())  # type: ignore[attr-defined]
+    master = svc.node("node0")  # type: ignore[attr-defined]
+    with pytest.raises(DrproofError, match=r"no Sentinel .* answers.*nothing was changed"):
+        engine_backup.restore(repo, manifest, comp)
+    assert redis.Redis(port=master.port, password=svc.password).dbsize() == 300  # before: 0
