@@ -31,6 +31,17 @@ from engine.runtime.topology import ClusterSpec, Topology
 
 redis = lazy("redis")
 
+SLOTS = 16384  # a Redis Cluster's hash slots, 0..16383
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """What redis-py raises for a cluster that fails: ``RedisClusterException`` is no ``RedisError``.
+
+    Found by review: a cluster client that finds no node, or a slot no master serves
+    (``SlotNotCoveredError``), escaped every ``except redis.RedisError`` as a traceback.
+    """
+    return (redis.RedisError, redis.RedisClusterException)
+
 
 class RedisClusterParams(RedisParams):
     masters: int = Field(default=3, ge=3, le=9, description="Masters sharing the 16384 hash slots (at least 3).")
@@ -94,8 +105,38 @@ class RedisClusterComponent(RedisComponent):
         self.topology: Topology = service
 
     def _masters(self) -> list[Any]:
-        clients: list[Any] = self.service.master_clients()  # type: ignore[attr-defined]
+        """One client per master of the Cluster's slot map, once every slot is served by one that answers.
+
+        Found by review: every node that answered as a master was read, and a shard that
+        did not answer (its master and replica down, a master not yet failed over) was
+        simply left out: a backup of two thirds of the keys, with a fingerprint of exactly
+        those, was proven and restored as a "match". Now the slot map must cover all 16384
+        slots, each master must answer as a master of this Cluster (its node id is the
+        map's: not a node of another cluster on a reused port) in ``cluster_state:ok``,
+        or nothing is read and ``ComponentError`` says which slots are not served.
+        """
+        what = f"redis-cluster {self.instance!r}"
+        ranges = _slot_map(self.service.addresses(), self.service.password, what)  # type: ignore[attr-defined]
+        _check_coverage(ranges, what)
+        clients: list[Any] = []
+        for (host, port, node_id), served in _by_master(ranges).items():
+            client = redis.Redis(host=host, port=port, password=self.service.password, socket_timeout=30)
+            problem = _not_serving(client, node_id)
+            if problem is not None:
+                client.close()
+                raise ComponentError(
+                    f"{what}: slots {served} are not served: their master {host}:{port} {problem}; nothing was "
+                    "read (a reading without that shard would miss its keys)"
+                )
+            clients.append(client)
         return clients
+
+    def client(self, db: int = 0) -> Any:
+        """The cluster client; a Cluster it cannot discover is a ComponentError, not a driver traceback."""
+        try:
+            return self.service.client(db)
+        except redis.RedisClusterException as exc:
+            raise ComponentError(f"redis-cluster {self.instance!r}: no node of the Cluster answers: {exc}") from None
 
     def _dbs(self) -> list[int]:
         return [0]
@@ -146,35 +187,71 @@ class RedisClusterComponent(RedisComponent):
         A cluster has no spare database to stage in, so the masters are emptied first; as
         for ``redis`` without a spare, one of the backup's keys must be accepted before
         (found by review: a backup from a newer server emptied the cluster, then failed),
-        and a failure says what is left.
+        and a failure says what is left. Found by review too: a Cluster with slots no
+        master served was emptied where it answered, then the restore failed with a
+        traceback (``SlotNotCoveredError``); now every slot must be served first
+        (``_masters``), and a failure while emptying names the masters already emptied.
         """
         self.service.ensure_running()
         what = f"redis-cluster {self.instance!r}"
+        try:
+            masters = self._masters()
+        except ComponentError as exc:
+            raise ComponentError(f"refusing to restore (nothing was changed): {exc}") from None
         sample = self._first_record(source)
         try:
             if sample is not None:
                 _prove_payload(self.client(0), sample[1], what)
-            for client in self._masters():
+        except _driver_errors() as exc:
+            raise ComponentError(f"{what}: the cluster does not answer: {exc}; nothing was changed") from None
+        emptied: list[str] = []
+        try:
+            for client in masters:
                 client.flushall()
+                kwargs = client.connection_pool.connection_kwargs
+                emptied.append(f"{kwargs.get('host')}:{kwargs.get('port')}")
         except redis.RedisError as exc:
-            raise ComponentError(f"{what}: cannot empty the masters for the restore: {exc}; nothing was restored") from None
+            raise ComponentError(
+                f"{what}: cannot empty the masters for the restore: {exc}; nothing was restored; masters emptied "
+                f"before the failure: {', '.join(emptied) or 'none'}; the others hold their keys as before"
+            ) from None
         try:
             self._restore_keys(source, _InPlace())  # type: ignore[arg-type]
-        except redis.RedisError as exc:
+        except _driver_errors() as exc:
             raise ComponentError(
                 f"{what}: restoring the keys failed: {exc}; the masters were emptied first and hold only the keys "
                 "restored before the failure, possibly none: restore again once the cause is fixed"
             ) from None
 
     def health(self) -> Health:
+        """Every slot served by a master that answers (``_masters``), and the workload's shard has one."""
         try:
             masters = self._masters()
             total = sum(int(c.dbsize()) for c in masters)
             state = "ok" if self.service.is_running() else "no master serves the workload's shard"
+        except ComponentError as exc:
+            return Health(ok=False, detail=str(exc))
         except redis.RedisError as exc:
             return Health(ok=False, detail=f"not answering: {exc}")
-        ok = state == "ok" and len(masters) >= self.params.masters
-        return Health(ok=ok, detail=f"{len(masters)} masters answer; {total} keys; {state}")
+        return Health(ok=state == "ok", detail=f"{len(masters)} masters serve all {SLOTS} slots; {total} keys; {state}")
+
+    def fingerprint(self) -> Fingerprint:
+        """As for ``redis``, but a Cluster that cannot be read in full is a placeholder part, never a reading.
+
+        Found by review: with every node down the fingerprint was empty (no part, no
+        error), which matches a backup of an empty cluster and reads as "every key lost"
+        otherwise; with the Cluster down it was a traceback.
+        """
+        try:
+            return super().fingerprint()
+        except (ComponentError, redis.RedisError, redis.RedisClusterException) as exc:
+            return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")})
+
+    def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
+        try:
+            return super().legacy_fingerprint(scheme)
+        except (ComponentError, redis.RedisError, redis.RedisClusterException) as exc:
+            return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")}, scheme)
 
     def on_node(self, node: str) -> RedisComponent:
         """This component reading only ``node`` of the workload's shard (a replica reads with READONLY)."""
@@ -193,8 +270,12 @@ class RedisClusterComponent(RedisComponent):
         primary = self.topology.primary()
         if primary is None:
             raise ComponentError(f"redis-cluster {self.instance!r}: the workload's shard has no master")
-        on_node = self._digest_values(node)
-        return self._fp(self._digest_values(primary), "redis-cluster/values"), self._fp(on_node, "redis-cluster/values")
+        try:
+            on_node = self._digest_values(node)
+            on_primary = self._digest_values(primary)
+        except redis.RedisError as exc:  # a node that cannot be read is a finding, not a traceback
+            raise ComponentError(f"redis-cluster {self.instance!r}: cannot read {node} or {primary}: {exc}") from None
+        return self._fp(on_primary, "redis-cluster/values"), self._fp(on_node, "redis-cluster/values")
 
     def _digest_values(self, node: str) -> dict[str, Part]:
         import hashlib
@@ -233,3 +314,83 @@ def _node_client(port: int, password: str | None) -> Any:
         host="127.0.0.1", port=port, password=password, socket_timeout=30, connection_class=ReadOnlyConnection
     )
     return redis.Redis(connection_pool=pool)
+
+
+Range = tuple[int, int, str, int, str]  # first slot, last slot, master host, port, node id
+
+
+def _slot_map(addresses: list[str], password: str | None, what: str) -> list[Range]:
+    """``CLUSTER SLOTS`` as the first node that answers it gives it."""
+    failures: list[str] = []
+    for address in addresses:
+        host, port = address.rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port), password=password, socket_timeout=5)
+        try:
+            reply = client.execute_command("CLUSTER", "SLOTS")
+        except redis.RedisError as exc:
+            failures.append(f"{address}: {exc}")
+            continue
+        finally:
+            client.close()
+        return [_range(entry, host) for entry in reply]
+    raise ComponentError(f"{what}: no node of the Cluster answers ({'; '.join(failures) or 'no nodes'})")
+
+
+def _range(entry: Any, default_host: str) -> Range:
+    start, end, master = entry[0], entry[1], entry[2]
+    host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+    node_id = master[2].decode() if isinstance(master[2], bytes) else str(master[2])
+    return int(start), int(end), host or default_host, int(master[1]), node_id
+
+
+def _check_coverage(ranges: list[Range], what: str) -> None:
+    """Every slot 0..16383 in exactly one range, or ComponentError naming the gaps."""
+    served = [0] * SLOTS
+    for start, end, *_ in ranges:
+        for slot in range(start, end + 1):
+            served[slot] += 1
+    gaps = _spans([slot for slot in range(SLOTS) if served[slot] != 1])
+    if gaps:
+        raise ComponentError(
+            f"{what}: the Cluster's slot map serves slots {gaps} by no master (or by two); nothing was read: "
+            "a reading without them would miss their keys"
+        )
+
+
+def _by_master(ranges: list[Range]) -> dict[tuple[str, int, str], str]:
+    """Each master (host, port, node id) with the slots it serves, as text for messages."""
+    slots: dict[tuple[str, int, str], list[int]] = {}
+    for start, end, host, port, node_id in ranges:
+        slots.setdefault((host, port, node_id), []).extend(range(start, end + 1))
+    return {master: _spans(served) for master, served in slots.items()}
+
+
+def _spans(slots: list[int]) -> str:
+    """``0-5460, 10923-16383`` for a sorted list of slots."""
+    spans: list[str] = []
+    for slot in slots:
+        if spans and int(spans[-1].rsplit("-", 1)[-1]) == slot - 1:
+            spans[-1] = f"{spans[-1].split('-')[0]}-{slot}"
+        else:
+            spans.append(str(slot))
+    return ", ".join(spans)
+
+
+def _not_serving(client: Any, node_id: str) -> str | None:
+    """Why this master of the slot map cannot be read as the master of its slots, or None."""
+    try:
+        role = client.execute_command("ROLE")
+        myid = client.execute_command("CLUSTER", "MYID")
+        info = client.execute_command("CLUSTER", "INFO")
+    except redis.RedisError as exc:
+        return f"does not answer ({exc})"
+    myid = myid.decode() if isinstance(myid, bytes) else str(myid)
+    info = info.decode() if isinstance(info, bytes) else str(info)
+    kind = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+    if myid != node_id:
+        return f"is another node (id {myid}, the map names {node_id})"
+    if kind != "master":
+        return f"answers as a {kind}, not a master"
+    if "cluster_state:ok" not in info:
+        return "says its cluster is down (cluster_state is not ok)"
+    return None

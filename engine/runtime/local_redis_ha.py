@@ -301,11 +301,41 @@ class LocalSentinelRedis(RedisNodes, RedisService, Topology):
         return f"{self._nodes['node0'].version()} with {self.spec.sentinels} Sentinels"
 
     def ensure_running(self) -> None:
-        """A master that answers: if none does, the last one is started again (empty) and the Sentinels told."""
+        """A master that answers, keeping the keys a replica still holds.
+
+        Found by review: with the master down (before the Sentinels failed it over, or with
+        no majority of them), the dead master was restarted empty (persistence is off) and
+        made the master again; its replicas, holding every key, resynchronised from it and
+        were emptied before the restore began, so a restore refused after that had
+        destroyed the live data it said it had not touched. Now a majority of Sentinels is
+        given the time to fail over; else the most advanced replica is promoted (the
+        runbook's ``promote``, the old master fenced first) and the old master rejoins as
+        its replica. Only when no replica answers is the old master restarted empty: there
+        is no data left to keep.
+        """
         if self.primary() is not None:
             return
         named = self._named_master()
-        node = named if named is not None else "node0"
+        if named is None:
+            # Found by review: with no Sentinel answering, node0 was restarted empty, a healthy
+            # master with it; and clients, who ask the Sentinels, would find no master anyway.
+            raise RuntimeStartError(
+                f"no Sentinel of {self.instance!r} answers, so no client can find its master; nothing was changed: "
+                "start the Sentinels again first"
+            )
+        node = named
+        if len(self._live_sentinels()) > len(self._sentinels) // 2 and processes.wait_until(
+            lambda: self.primary() is not None, timeout=self.spec.down_after_ms / 1000 + 10, interval=0.1
+        ):
+            if self.primary() != node and self.role(node) in ("down", "no answer"):
+                self.rejoin(node)  # as after ``promote``: the old master back, as a replica
+            return
+        if any(self.role(n) == "replica" for n in self.nodes() if n != node):
+            self.resume_node(node)
+            self._nodes[node].kill()  # fenced: a frozen master that woke would be a second one
+            self.promote(node)
+            self.rejoin(node)
+            return
         self._restart(node, [])
         self._remonitor(node)
 
@@ -644,14 +674,65 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
         return f"{self._all['node0'].version()} as a Cluster of {self.spec.masters} masters"
 
     def ensure_running(self) -> None:
-        """Every node that is down started again (empty; it rejoins the Cluster from its nodes.conf)."""
-        for name, node in self._all.items():
-            if not node.is_running():
-                self._restart_any(name)
+        """Every node that is down started again (empty; it rejoins the Cluster from its nodes.conf).
+
+        A master that is down is first replaced by one of its replicas (``_hand_over``).
+        Found by review: restarted before its replica was promoted, the empty master
+        rejoined as the master of its slots and the replica, holding the shard's keys,
+        resynchronised from it; a restore refused after that ("nothing was changed") had
+        lost a shard.
+        """
+        down = [name for name, node in self._all.items() if not node.is_running()]
+        for name in down:
+            self._hand_over(name)
+        for name in down:
+            self._restart_any(name)
         if not processes.wait_until(
             lambda: self.primary() is not None and self._formed(), timeout=READY_TIMEOUT, interval=0.2
         ):
             raise RuntimeStartError(f"Redis Cluster {self.instance!r} did not come back to cluster_state:ok")
+
+    def _hand_over(self, name: str) -> None:
+        """If ``name`` (down) is a master with a replica that answers: that replica serves its slots first.
+
+        The Cluster's own failover is waited for (``cluster-node-timeout`` and 10 s more);
+        else the most advanced replica is promoted (``CLUSTER FAILOVER TAKEOVER``).
+        """
+        replicas = self._answering_replicas(name)
+        if not replicas:
+            return  # not a master, or no copy of its keys left: restarting it empty loses nothing
+        took_over = processes.wait_until(
+            lambda: any(self._role_any(r) == "primary" for r in replicas),
+            timeout=self.spec.node_timeout_ms / 1000 + 10,
+            interval=0.1,
+        )
+        if took_over:
+            return
+        offsets = {r: int((self._info_all(r) or {}).get("slave_repl_offset", -1)) for r in replicas}
+        chosen = max(replicas, key=lambda r: offsets[r])
+        self._cmd(chosen, "CLUSTER", "FAILOVER", "TAKEOVER")
+        if not processes.wait_until(lambda: self._role_any(chosen) == "primary", timeout=30, interval=0.05):
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and its replica {chosen} did not take its slots "
+                "over (CLUSTER FAILOVER TAKEOVER); it was not restarted empty, which would have emptied the replica"
+            )
+
+    def _answering_replicas(self, name: str) -> list[str]:
+        """The nodes that answer as replicas of ``name`` (their own INFO, not the gossiped CLUSTER NODES).
+
+        The gossiped view lags: seconds after ``CLUSTER REPLICATE`` other nodes still listed
+        a replica as a master without slots.
+        """
+        port = self._all[name].port
+        return [
+            n
+            for n, node in self._all.items()
+            if n != name
+            and node.is_running()
+            and (info := self._info_all(n)) is not None
+            and info.get("role") == "slave"
+            and int(info.get("master_port", -1)) == port
+        ]
 
     def _restart_any(self, name: str) -> None:
         node = self._all[name]
