@@ -55,6 +55,33 @@ def _preflight(args: argparse.Namespace) -> None:
             pass
 
 
+def _refuse_shared_history(files: list[Path]) -> None:
+    """Two scenarios of one ``name:`` would share one trend and regression baseline in ``--history``.
+
+    History matches runs by the scenario's name (found by review: a fleet of two files
+    both named ``nightly`` mixed their RTOs, so each judged the other's). A file that
+    cannot be read is left to its own drill, which reports it with its line.
+    """
+    from drills import yamlsource
+    from engine.errors import ConfigError, ValidationFailed
+
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            data = yamlsource.load(path).data
+        except ValidationFailed:
+            continue
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            raise ConfigError(
+                f"{seen[name]} and {path} are both named {name!r}: with --history they would share one trend and "
+                "regression baseline, each judged by the other's runs; give each scenario its own name"
+            )
+        seen[name] = path
+
+
 def run_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
     """Run the fleet, then print the scorecard (stdout) and write the combined JUnit and summary page.
 
@@ -64,6 +91,8 @@ def run_fleet(args: argparse.Namespace, out: Console, err: Console) -> int:
     options = fleet.child_options(args)
     _preflight(args)
     files = fleet.scenario_files(args.scenario)
+    if args.history is not None:
+        _refuse_shared_history(files)
     report_root: Path = args.report_dir or default_report_root()
     drills = fleet.plan(files, report_root)
     parallel = args.parallel or 1
