@@ -778,8 +778,11 @@ class S3Repository(Repository):
         out = set()
         for backup_id in self._set_ids():
             data = self._get_bytes(self.key(backup_id, VERIFIED_NAME), 1 << 20)
-            if data and json.loads(data).get("ok") is True:
-                out.add(backup_id)
+            try:  # anyone who can write the bucket can write this record: a malformed one is "not verified"
+                if data and json.loads(data).get("ok") is True:
+                    out.add(backup_id)
+            except (ValueError, AttributeError):
+                continue
         return out
 
     def delete(self, backup_id: str) -> None:
