@@ -59,6 +59,8 @@ from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
+# A retain-until date read back may lose sub-second precision; a day cut off is no rounding.
+LOCK_DATE_SLACK = timedelta(seconds=2)
 
 
 MAX_ATTEMPTS_ENV, CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV = (
@@ -153,6 +155,11 @@ class MultipartWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def write_args(self) -> dict[str, Any]:
+        """What every request of this upload asked for (the Object Lock retention): read back after it."""
+        return self._write_args
+
     def write(self, data: Any) -> int:
         if self._failed is not None:
             raise self._failed
@@ -224,7 +231,7 @@ class _S3SetWriter(EncodingSetWriter):
             with self._repo.guard(what, "nothing was published"):
                 yield upload  # type: ignore[misc]
                 upload.finish()
-                self._repo.prove_locked(key)
+                self._repo.prove_locked(key, upload.write_args)
         except BaseException:
             with suppress(Exception):  # the store may be unreachable; the set stays unlisted anyway
                 upload.abort()
@@ -488,30 +495,41 @@ class S3Repository(Repository):
         self.check_bucket()
         return self.object_lock.headers(datetime.now(UTC)) if self.object_lock is not None else {}
 
-    def prove_locked(self, key: str) -> None:
-        """After the first locked write, read the lock back: a store that ignores the headers is refused."""
+    def prove_locked(self, key: str, asked: dict[str, Any]) -> None:
+        """After the first locked write, read the lock back: a store that does not keep what was asked is refused.
+
+        ``asked``: the write's arguments (``write_args``). Why the date too: a store (or a
+        proxy in front of it) that kept the mode but a shorter retain-until than asked
+        (a cap, a bucket default winning) would have had every set reported under a lock
+        of the configured length that the store does not hold.
+        """
         if self.object_lock is None or self._lock_proven:
             return
         with self.guard(f"reading back the Object Lock of {key}"):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        if head.get("ObjectLockMode") != self.object_lock.mode or not head.get("ObjectLockRetainUntilDate"):
+        mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        wanted = asked.get("ObjectLockRetainUntilDate")
+        short = isinstance(until, datetime) and isinstance(wanted, datetime) and until < wanted - LOCK_DATE_SLACK
+        if mode != self.object_lock.mode or not until or short:
+            kept = f"mode {mode!r}, retain until {until.isoformat() if isinstance(until, datetime) else until!r}"
+            asked_for = f", asked until {wanted.isoformat()}" if isinstance(wanted, datetime) else ""
             raise ObjectLockUnsupported(
                 f"S3 store {self.where()} accepted {key} with Object Lock {self.object_lock.describe()} but does not "
-                f"report it locked (mode {head.get('ObjectLockMode')!r}, retain until "
-                f"{head.get('ObjectLockRetainUntilDate')!r}); the store does not keep Object Lock. Use a store "
-                "that does, or remove object_lock from the configuration"
+                f"keep that lock ({kept}{asked_for}); the set is not written. Use a store that keeps the configured "
+                "mode and retention, or change object_lock in the configuration to what it keeps"
             )
         self._lock_proven = True
 
     def put(self, backup_id: str, rel: str, body: bytes, consequence: str | None = None) -> None:
         key = self.key(backup_id, rel)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
+            args = self.write_args()
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
         except ObjectLockUnsupported:
             raise
         except Exception as exc:
             raise self.error(exc, f"writing {rel} of {backup_id}", consequence) from exc
-        self.prove_locked(key)
+        self.prove_locked(key, args)
 
     def _get_bytes(self, key: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -851,7 +869,7 @@ class S3Repository(Repository):
                                 f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied"
                             )
                         upload.finish()
-                    self.prove_locked(key)
+                    self.prove_locked(key, upload.write_args)
                 except BaseException:
                     with suppress(Exception):  # the store may be unreachable; nothing is listed anyway
                         upload.abort()

@@ -10,13 +10,16 @@ any set claims that lock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from engine.manifest import VERIFIED_NAME, Manifest
 from engine.repository import S3Repository
-from engine.signing import RepositoryTrust
+from engine.repository.objectlock import ObjectLock
+from engine.repository.s3 import ObjectLockUnsupported
+from engine.signing import SIGNATURE_NAME, RepositoryTrust
 from tests.integration.seaweedfs import SeaweedFS, bucket_name
 
 pytestmark = [pytest.mark.integration]
@@ -66,3 +69,30 @@ def test_a_junk_verification_record_is_not_verified(
     repo.record_verification(repo.verify(good.id))
     repo.client.put_object(Bucket=bucket, Key=repo.key(junk.id, VERIFIED_NAME), Body=record)
     assert repo.verified_ids() == {good.id}
+
+
+def _cap_retention(repo: S3Repository, cap: timedelta) -> None:
+    """A store (or a proxy in front of it) that keeps the mode but cuts the retain-until date short."""
+
+    def shorten(params: dict[str, Any], **_: Any) -> None:
+        if "ObjectLockRetainUntilDate" in params:
+            params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + cap
+
+    for operation in ("PutObject", "CreateMultipartUpload"):
+        repo.client.meta.events.register(f"provide-client-params.s3.{operation}", shorten)
+
+
+def test_a_shorter_retention_than_configured_is_refused(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(lock=True)
+    repo = _repo(s3_server, bucket, trust, object_lock=ObjectLock("COMPLIANCE", timedelta(days=30)))
+    _cap_retention(repo, timedelta(seconds=30))
+    with pytest.raises(ObjectLockUnsupported, match=r"does not keep that lock \(mode 'COMPLIANCE', retain until"):
+        _write(repo)
+    assert repo.list() == []  # nothing was published under a lock it does not have
+
+    control = _repo(s3_server, bucket, trust, object_lock=ObjectLock("COMPLIANCE", timedelta(days=30)))
+    _cap_retention(control, timedelta(days=31))  # longer than asked: more than was asked is kept
+    manifest = _write(control)
+    head = control.client.head_object(Bucket=bucket, Key=control.key(manifest.id, SIGNATURE_NAME))
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=30)
