@@ -31,6 +31,7 @@ from typing import IO, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.chain import ChainAudit, StoredSet
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
 from engine.manifest import (
@@ -402,6 +403,8 @@ class S3Repository(Repository):
         self.lock_wait = lock_wait if lock_wait is not None else 2 * lease_ttl
         self.client = _client(endpoint_url, region, credentials)
         self.broken: dict[str, str] = {}
+        self.without_manifest: builtins.list[str] = []  # set prefixes the last listing found no manifest in
+        self._chain_notes: builtins.list[str] = []
         self.versioned: bool | None = None  # learnt from the bucket before the first write or delete
         self.bucket_locks: bool | None = None  # whether the bucket has Object Lock enabled
         self._lock_proven = False
@@ -582,7 +585,7 @@ class S3Repository(Repository):
         return self._read_all(ManifestSummary)
 
     def _read_all(self, model: type[ManifestModel]) -> builtins.list[ManifestModel]:
-        out, self.broken = [], {}
+        out, self.broken, self.without_manifest = [], {}, []
         for backup_id in self._set_ids():
             try:
                 m = self._read_manifest(backup_id, model)
@@ -591,6 +594,8 @@ class S3Repository(Repository):
                 continue
             if m is not None:
                 out.append(m)
+            else:
+                self.without_manifest.append(backup_id)
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
@@ -604,6 +609,100 @@ class S3Repository(Repository):
             return self._get_bytes(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
         except RepositoryError:
             return None
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        """Every listed set, and every set whose manifest the store shows was deleted.
+
+        Why: a set was found only through its manifest, so deleting the newest set's
+        ``manifest.json`` (on a versioned bucket, or under Object Lock, hiding it behind
+        a delete marker, all a writer can do there) made the set vanish without a word,
+        and "latest" restored the set before it, green. A set is now ``manifest-missing``
+        when its signature is stored without its manifest (it is written just before the
+        manifest, so only a deletion leaves it alone) or when the bucket keeps a version
+        of its manifest under a delete marker; a trusted tombstone (retention deleted
+        it) excuses both (``engine.chain``). Objects with neither manifest nor signature
+        are also what a backup in progress or killed leaves, so they are a note.
+        """
+        self._chain_notes = []
+        listed: set[str] = set()
+        for stored in super().stored_sets():  # lists the sets, which fills without_manifest
+            listed.add(stored.backup_id)
+            yield stored
+        quiet: builtins.list[str] = []
+        for backup_id in self.without_manifest:
+            found = self._set_without_manifest(backup_id)
+            if found is None:
+                quiet.append(backup_id)
+            else:
+                listed.add(backup_id)
+                yield found
+        hidden, notes = self._hidden_manifests(listed)
+        yield from hidden
+        hidden_ids = {h.backup_id for h in hidden}
+        quiet = [i for i in quiet if i not in hidden_ids]
+        if quiet:
+            notes.append(
+                f"{len(quiet)} set(s) hold objects but neither manifest nor signature ({', '.join(quiet[:5])}"
+                f"{', ...' if len(quiet) > 5 else ''}): a backup in progress or killed, which retention can remove "
+                "(or a set whose manifest and signature were both deleted, which a bucket without versioning "
+                "cannot tell apart)"
+            )
+        self._chain_notes = notes
+
+    def _set_without_manifest(self, backup_id: str) -> StoredSet | None:
+        """The set as stored when its signature is there without its manifest; None if neither is."""
+        signature = self.stored_signature(backup_id)
+        if signature is None:
+            return None
+        data = self.stored_manifest_bytes(backup_id)  # published since the listing read it?
+        if data is not None:
+            return StoredSet(backup_id, data, self.stored_signature(backup_id))
+        return StoredSet(
+            backup_id,
+            None,
+            signature,
+            "its signature and artifacts are stored but its manifest is gone (deleted)",
+            deleted=True,
+        )
+
+    def _hidden_manifests(self, listed: set[str]) -> tuple[builtins.list[StoredSet], builtins.list[str]]:
+        """Sets whose manifest has stored versions but no current one: deleted on a versioned bucket."""
+        from botocore.exceptions import ClientError
+
+        prefix = "/".join(p for p in (self.prefix, "sets") if p) + "/"
+        counts: dict[str, int] = {}
+        try:
+            with self.guard(f"listing the object versions under {prefix}"):
+                for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+                    for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                        backup_id, _, rel = v["Key"][len(prefix) :].partition("/")
+                        if rel == MANIFEST_NAME and backup_id not in listed:
+                            counts[backup_id] = counts.get(backup_id, 0) + (0 if "Size" not in v else 1)
+        except RepositoryError as exc:
+            if not isinstance(exc.__cause__, ClientError):
+                raise
+            code = exc.__cause__.response.get("Error", {}).get("Code")
+            return [], [
+                f"the store did not list object versions ({code}): a manifest hidden behind a delete marker "
+                "could not be looked for"
+            ]
+        out = []
+        for backup_id, versions in sorted(counts.items()):
+            if self.stored_manifest_bytes(backup_id) is not None:
+                continue  # published since the listing
+            kept = (
+                f"a delete marker hides it and the bucket keeps {versions} earlier version(s) of it"
+                if versions
+                else "only the delete marker over it is left"
+            )
+            why = f"its manifest was deleted: {kept}, yet no trusted record says retention deleted this set"
+            out.append(StoredSet(backup_id, None, None, why, deleted=True))
+        return out, []
+
+    def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        found = super().chain_audit(now)
+        found.notes += self._chain_notes
+        return found
 
     def _pruned_key(self, backup_id: str, suffix: str) -> str:
         return "/".join(p for p in (self.prefix, "pruned", safe_segment(backup_id) + suffix) if p)

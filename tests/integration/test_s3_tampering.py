@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
-from engine.manifest import VERIFIED_NAME, Manifest
+from engine import selection
+from engine.errors import ChainBroken
+from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, Manifest
 from engine.repository import S3Repository
 from engine.repository.objectlock import ObjectLock
+from engine.repository.readonly import ReadOnlyRepository
 from engine.repository.s3 import ObjectLockUnsupported
 from engine.signing import SIGNATURE_NAME, RepositoryTrust
 from tests.integration.seaweedfs import SeaweedFS, bucket_name
@@ -56,6 +59,78 @@ def _kinds(repo: S3Repository) -> dict[str, set[str]]:
     for f in repo.chain_audit().findings:
         out.setdefault(f.backup_id, set()).add(f.kind)
     return out
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_the_newest_sets_deleted_manifest_is_named_and_latest_refused(
+    s3_server: SeaweedFS, make_bucket: MakeBucket, versioned: bool
+) -> None:
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(versioned=versioned)
+    repo = _repo(s3_server, bucket, trust)
+    older = _write(repo)
+    newest = _write(repo)
+    assert selection.latest(repo).manifest.id == newest.id  # the quiet control: nothing to say
+    assert _kinds(repo) == {} and repo.chain_audit().notes == []
+
+    repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, MANIFEST_NAME))
+
+    assert _kinds(repo) == {newest.id: {"manifest-missing"}}
+    with pytest.raises(ChainBroken, match=f"{newest.id}: its signature and artifacts are stored but its manifest"):
+        selection.latest(repo)
+    assert selection.by_id(repo, older.id).manifest.id == older.id  # named, the older set still restores
+
+
+def test_a_set_deleted_whole_under_object_lock_is_named(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
+    """The rollback Object Lock is for: a writer deletes the newest set; the store keeps it under delete markers."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(lock=True)
+    repo = _repo(s3_server, bucket, trust, object_lock=ObjectLock("GOVERNANCE", timedelta(days=1)))
+    _write(repo)
+    newest = _write(repo)
+    for obj in repo.client.list_objects_v2(Bucket=bucket, Prefix=repo.key(newest.id, ""))["Contents"]:
+        repo.client.delete_object(Bucket=bucket, Key=obj["Key"])  # a delete marker each: the versions are locked
+
+    reader = _repo(s3_server, bucket, trust)
+    assert _kinds(reader) == {newest.id: {"manifest-missing"}}
+    with pytest.raises(ChainBroken, match=f"{newest.id}: its manifest was deleted: a delete marker hides it"):
+        selection.latest(reader)
+
+
+def test_a_set_retention_deleted_leaves_no_finding_on_a_versioned_bucket(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """The control: a delete marker over a manifest whose set has a signed tombstone is retention's, not a writer's."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(versioned=True)
+    repo = _repo(s3_server, bucket, trust)
+    pruned, cut_short = _write(repo), _write(repo)
+    newest = _write(repo)
+    repo.record_deletion(pruned.id, "retention")
+    repo.delete(pruned.id)  # every version freed
+    repo.record_deletion(cut_short.id, "retention")
+    repo.client.delete_object(Bucket=bucket, Key=repo.key(cut_short.id, MANIFEST_NAME))  # then interrupted
+    assert _kinds(repo) == {}
+    assert selection.latest(repo).manifest.id == newest.id
+
+
+def test_a_backup_in_progress_is_a_note_not_a_refusal(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
+    """Artifacts uploaded, neither signature nor manifest yet: a restore of the latest set meanwhile goes ahead."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(versioned=True)
+    repo = _repo(s3_server, bucket, trust)
+    newest = _write(repo)
+    writer = repo.begin("in progress")
+    with writer.artifact("comp", "data") as fh:
+        fh.write(b"y" * 1000)
+
+    found = repo.chain_audit()
+    assert _kinds(repo) == {}
+    assert any(writer.id in note and "in progress" in note for note in found.notes)
+    assert ReadOnlyRepository(repo).chain_audit().notes == found.notes  # a restore test is told too
+    assert selection.latest(repo).manifest.id == newest.id
+    writer.commit([], {}, {})
+    assert selection.latest(repo).manifest.id == writer.id
 
 
 @pytest.mark.parametrize("record", [b"[1, 2]", b"not json", b'"ok"'])
