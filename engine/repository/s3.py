@@ -549,6 +549,21 @@ class S3Repository(Repository):
             raise RepositoryError(f"S3 object {key} is {obj['ContentLength']} bytes, over the {limit} limit")
         return bytes(obj["Body"].read())
 
+    def _get_small(self, key: str, limit: int) -> bytes | None:
+        """A record only drproof writes small (tombstone, verification): None if absent or over ``limit``.
+
+        Why not an error when too large: anyone who can write the bucket can plant one,
+        and a record that only excuses or protects is safely ignored, where an error
+        stopped every audit, backup and prune of the repository (the local backend
+        ignores such files too). Failures of the store itself still raise.
+        """
+        try:
+            return self._get_bytes(key, limit)
+        except RepositoryError as exc:
+            if exc.__cause__ is None:  # over the limit: not a failure of the store
+                return None
+            raise
+
     def begin(self, label: str | None = None) -> BackupSetWriter:
         return _S3SetWriter(self, label)
 
@@ -704,6 +719,15 @@ class S3Repository(Repository):
         found.notes += self._chain_notes
         return found
 
+    @staticmethod
+    def _plain_id(name: str) -> bool:
+        """Whether a name found in a listing can be a set's id (a planted ``pruned/a/b.json`` cannot)."""
+        try:
+            safe_segment(name)
+        except RepositoryError:
+            return False
+        return True
+
     def _pruned_key(self, backup_id: str, suffix: str) -> str:
         return "/".join(p for p in (self.prefix, "pruned", safe_segment(backup_id) + suffix) if p)
 
@@ -714,11 +738,11 @@ class S3Repository(Repository):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(prefix) :]
-                    if name.endswith(".json"):
-                        backup_id = name.removesuffix(".json")
-                        data = self._get_bytes(obj["Key"], MAX_SIGNATURE_BYTES)
+                    backup_id = name.removesuffix(".json")
+                    if backup_id != name and self._plain_id(backup_id):
+                        data = self._get_small(obj["Key"], MAX_SIGNATURE_BYTES)
                         if data is not None:
-                            sig = self._get_bytes(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
+                            sig = self._get_small(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
                             out.append((backup_id, data, sig))
         return out
 
@@ -894,7 +918,7 @@ class S3Repository(Repository):
     def verified_ids(self) -> set[str]:
         out = set()
         for backup_id in self._set_ids():
-            data = self._get_bytes(self.key(backup_id, VERIFIED_NAME), 1 << 20)
+            data = self._get_small(self.key(backup_id, VERIFIED_NAME), 1 << 20)
             try:  # anyone who can write the bucket can write this record: a malformed one is "not verified"
                 if data and json.loads(data).get("ok") is True:
                     out.add(backup_id)

@@ -171,3 +171,29 @@ def test_a_shorter_retention_than_configured_is_refused(s3_server: SeaweedFS, ma
     manifest = _write(control)
     head = control.client.head_object(Bucket=bucket, Key=control.key(manifest.id, SIGNATURE_NAME))
     assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {"pruned/20200101T000000Z-000000.json": b"x" * 5000},  # over the size of any record drproof writes
+        {"pruned/20200101T000000Z-000000.json": b"{}", "pruned/20200101T000000Z-000000.sig": b"x" * 5000},
+        {"pruned/nested/20200101T000000Z-000000.json": b"{}"},  # no set's id
+    ],
+)
+def test_junk_in_pruned_does_not_stop_the_repository(
+    s3_server: SeaweedFS, make_bucket: MakeBucket, planted: dict[str, bytes]
+) -> None:
+    """Tombstones only excuse a gap: one planted too large or under a path no id has is ignored, not fatal."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    _write(repo)
+    for key, body in planted.items():
+        repo.client.put_object(Bucket=bucket, Key=f"prod/{key}", Body=body)
+    repo.client.put_object(Bucket=bucket, Key=repo.key(_write(repo).id, VERIFIED_NAME), Body=b" " * (2 << 20))
+
+    assert _kinds(repo) == {}
+    newest = _write(repo)  # a backup takes its place in the chain, which reads the tombstones
+    assert selection.latest(repo).manifest.id == newest.id
+    assert repo.verified_ids() == set()
