@@ -794,19 +794,22 @@ class S3Repository(Repository):
         return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))
+        key = self.key(manifest.id, artifact.path)
+        with self.guard(f"reading the size of {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         return int(head["ContentLength"])
 
     def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes:
-        obj = self.client.get_object(
-            Bucket=self.bucket, Key=self.key(manifest.id, artifact.path), Range=f"bytes={offset}-{offset + length - 1}"
-        )
-        return bytes(obj["Body"].read())
+        key = self.key(manifest.id, artifact.path)
+        with self.guard(f"reading {length} bytes of {key}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+            return bytes(obj["Body"].read())
 
     def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
         body = self.read_stored(manifest, artifact, 0, length) if length else b""
         key = self.key(manifest.id, artifact.path)
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
+        with self.guard(f"truncating {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
 
     def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
         """Destroy the artifact: on a versioned bucket every version, not only a delete marker.
@@ -830,9 +833,10 @@ class S3Repository(Repository):
 
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         key = self.key(manifest.id, artifact.path)
-        body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        body[offset : offset + len(data)] = data
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **self.write_args())
+        with self.guard(f"overwriting {len(data)} bytes of {key}"):
+            body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            body[offset : offset + len(data)] = data
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **self.write_args())
 
     # -- versions and holds -----------------------------------------------------------------
     def _versions(self, prefix: str) -> builtins.list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from engine import selection
-from engine.errors import ChainBroken
+from engine.errors import ChainBroken, RepositoryError
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, Manifest
 from engine.repository import S3Repository
 from engine.repository.objectlock import ObjectLock
@@ -197,3 +197,23 @@ def test_junk_in_pruned_does_not_stop_the_repository(
     newest = _write(repo)  # a backup takes its place in the chain, which reads the tombstones
     assert selection.latest(repo).manifest.id == newest.id
     assert repo.verified_ids() == set()
+
+
+def test_a_repository_fault_on_a_vanished_artifact_is_a_domain_error(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """The drills' repository faults read and rewrite stored bytes: a store error there is a RepositoryError."""
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, RepositoryTrust.generated())
+    manifest = _write(repo)
+    artifact = manifest.artifacts[0]
+    assert repo.stored_size(manifest, artifact) == artifact.size  # the control
+    repo.client.delete_object(Bucket=bucket, Key=repo.key(manifest.id, artifact.path))
+    for damage in (
+        lambda: repo.stored_size(manifest, artifact),
+        lambda: repo.read_stored(manifest, artifact, 0, 10),
+        lambda: repo.truncate_stored(manifest, artifact, 10),
+        lambda: repo.overwrite_stored(manifest, artifact, 0, b"x"),
+    ):
+        with pytest.raises(RepositoryError, match=r"^S3: .* failed \(s3://"):
+            damage()
