@@ -247,7 +247,12 @@ class _S3SetWriter(EncodingSetWriter):
             if signature is not None:  # before the manifest: a listed set is never unsigned
                 self._repo.put(self.id, SIGNATURE_NAME, signature, "nothing was published")
             # Last: this publishes the set. If it fails, the set was not published.
-            self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
+            try:
+                self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
+            except BaseException:
+                if signature is not None:
+                    self._repo.withdraw_signature(self.id)
+                raise
         return manifest
 
     def abort(self) -> None:
@@ -534,6 +539,19 @@ class S3Repository(Repository):
             raise self.error(exc, f"writing {rel} of {backup_id}", consequence) from exc
         self.prove_locked(key, args)
 
+    def withdraw_signature(self, backup_id: str) -> None:
+        """Remove the signature of a set whose manifest could not be written, if the manifest is surely absent.
+
+        Why: a signature stored without its manifest is what deleting a published set's
+        manifest leaves, and the chain audit names it (``stored_sets``); a backup that
+        failed while publishing must not look like that. Only a store that answers "no
+        such key" for the manifest proves it absent: a manifest written although its
+        answer was lost keeps its signature.
+        """
+        with suppress(Exception):
+            if self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES) is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(backup_id, SIGNATURE_NAME))
+
     def _get_bytes(self, key: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -676,7 +694,7 @@ class S3Repository(Repository):
             backup_id,
             None,
             signature,
-            "its signature and artifacts are stored but its manifest is gone (deleted)",
+            "its signature and artifacts are stored but its manifest is gone (deleted, or lost as it was written)",
             deleted=True,
         )
 

@@ -217,3 +217,31 @@ def test_a_repository_fault_on_a_vanished_artifact_is_a_domain_error(
     ):
         with pytest.raises(RepositoryError, match=r"^S3: .* failed \(s3://"):
             damage()
+
+
+def test_a_backup_that_fails_publishing_its_manifest_leaves_no_signature_alone(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """The signature goes first; when the manifest then cannot be written, it goes too: no set looks deleted."""
+    from botocore.exceptions import EndpointConnectionError
+
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    before = _write(repo)
+
+    def refuse_manifest(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith("/" + MANIFEST_NAME):
+            raise EndpointConnectionError(endpoint_url=s3_server.endpoint)
+
+    repo.client.meta.events.register("provide-client-params.s3.PutObject", refuse_manifest)
+    writer = repo.begin("t")
+    with writer.artifact("comp", "data") as fh:
+        fh.write(b"z" * 1000)
+    with pytest.raises(RepositoryError, match="nothing was published"):
+        writer.commit([], {}, {})
+    repo.client.meta.events.unregister("provide-client-params.s3.PutObject", refuse_manifest)
+
+    assert repo.stored_signature(writer.id) is None
+    assert _kinds(repo) == {}
+    assert selection.latest(repo).manifest.id == before.id
