@@ -676,9 +676,9 @@ class S3Repository(Repository):
         if quiet:
             notes.append(
                 f"{len(quiet)} set(s) hold objects but neither manifest nor signature ({', '.join(quiet[:5])}"
-                f"{', ...' if len(quiet) > 5 else ''}): a backup in progress or killed, which retention can remove "
-                "(or a set whose manifest and signature were both deleted, which a bucket without versioning "
-                "cannot tell apart)"
+                f"{', ...' if len(quiet) > 5 else ''}): a backup in progress, or one killed, whose objects drproof "
+                "does not remove (delete them once no backup runs); or a set whose manifest and signature were "
+                "both deleted, which a bucket without versioning cannot tell apart"
             )
         self._chain_notes = notes
 
