@@ -519,7 +519,8 @@ class S3Repository(Repository):
         wanted = asked.get("ObjectLockRetainUntilDate")
         short = isinstance(until, datetime) and isinstance(wanted, datetime) and until < wanted - LOCK_DATE_SLACK
         if mode != self.object_lock.mode or not until or short:
-            kept = f"mode {mode!r}, retain until {until.isoformat() if isinstance(until, datetime) else until!r}"
+            kept_until = until.isoformat() if isinstance(until, datetime) else repr(until)
+            kept = f"mode {mode!r}, retain until {kept_until}"
             asked_for = f", asked until {wanted.isoformat()}" if isinstance(wanted, datetime) else ""
             raise ObjectLockUnsupported(
                 f"S3 store {self.where()} accepted {key} with Object Lock {self.object_lock.describe()} but does not "
