@@ -4,8 +4,8 @@ Layout mirrors the local repository under a prefix: ``sets/<id>/<component>/<nam
 and ``sets/<id>/manifest.json``. S3 has no rename, so completeness rests on order: every
 artifact is uploaded (multipart, streamed in 8 MiB parts, never whole in memory) before
 the manifest, and a set is listed only if its manifest exists. A crashed backup leaves
-unlisted objects (and aborted multipart uploads) that ``delete``/prune can remove; it never
-looks complete. Credentials come from boto3's usual chain (environment, profile, instance
+unlisted objects (and aborted multipart uploads); it never looks complete. drproof does not
+remove them (``delete`` starts from the manifest): the chain audit notes them. Credentials come from boto3's usual chain (environment, profile, instance
 role), never from drproof's configuration files.
 
 Every request is retried with exponential backoff (botocore's "standard" mode) on
