@@ -245,3 +245,17 @@ def test_a_backup_that_fails_publishing_its_manifest_leaves_no_signature_alone(
     assert repo.stored_signature(writer.id) is None
     assert _kinds(repo) == {}
     assert selection.latest(repo).manifest.id == before.id
+
+
+@pytest.mark.parametrize("note", [b'{"ttl_seconds": "soon"}', b"[1]", b'{"ttl_seconds": 1e308}', b'{"ttl_seconds": NaN}'])
+def test_a_planted_lease_note_is_a_busy_lock_not_a_traceback(
+    s3_server: SeaweedFS, make_bucket: MakeBucket, note: bytes
+) -> None:
+    """Anyone who can write locks/ can plant a lease; whatever its note says, the waiter gets a RepositoryError."""
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, RepositoryTrust.generated())
+    with repo.lock(exclusive=False, operation="restore", timeout=1):
+        pass  # the control: nobody holds it
+    repo.client.put_object(Bucket=bucket, Key=repo.lock_key("exclusive.json"), Body=note)
+    with pytest.raises(RepositoryError, match="is locked by"), repo.lock(exclusive=False, operation="restore", timeout=1):
+        pass
