@@ -639,10 +639,14 @@ class S3Repository(Repository):
             return None
 
     def stored_signature(self, backup_id: str) -> bytes | None:
-        try:
-            return self._get_bytes(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
-        except RepositoryError:
+        """The signature document; None when there is none (or none drproof could have written).
+
+        A store that fails to answer raises: "it has no signature" would tell the operator
+        a set was tampered with when the store was only throttling or refusing the keys.
+        """
+        if not self._plain_id(backup_id):
             return None
+        return self._get_small(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
 
     def stored_sets(self) -> Iterator[StoredSet]:
         """Every listed set, and every set whose manifest the store shows was deleted.

@@ -259,3 +259,26 @@ def test_a_planted_lease_note_is_a_busy_lock_not_a_traceback(
     repo.client.put_object(Bucket=bucket, Key=repo.lock_key("exclusive.json"), Body=note)
     with pytest.raises(RepositoryError, match="is locked by"), repo.lock(exclusive=False, operation="restore", timeout=1):
         pass
+
+
+def test_a_signature_the_store_fails_to_return_is_not_called_missing(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """A store error (throttling past the retries, a refused key) is "could not check", never "it has no signature"."""
+    from botocore.exceptions import EndpointConnectionError
+
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    newest = _write(repo)
+    assert selection.latest(repo).manifest.id == newest.id  # the control
+
+    def fail_signature(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith("/" + SIGNATURE_NAME):
+            raise EndpointConnectionError(endpoint_url=s3_server.endpoint)
+
+    repo.client.meta.events.register("provide-client-params.s3.GetObject", fail_signature)
+    with pytest.raises(RepositoryError) as refused:
+        selection.latest(repo)
+    assert f"reading prod/sets/{newest.id}/{SIGNATURE_NAME} failed" in str(refused.value)
+    assert "no signature" not in str(refused.value)
