@@ -31,7 +31,7 @@ from typing import IO, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.chain import ChainAudit, StoredSet
+from engine.chain import ChainAudit, Finding, StoredSet
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
 from engine.manifest import (
@@ -410,6 +410,7 @@ class S3Repository(Repository):
         self.broken: dict[str, str] = {}
         self.without_manifest: builtins.list[str] = []  # set prefixes the last listing found no manifest in
         self._chain_notes: builtins.list[str] = []
+        self._hidden_versions: dict[str, tuple[str, str | None]] = {}  # hidden set: (manifest, signature) versions
         self.versioned: bool | None = None  # learnt from the bucket before the first write or delete
         self.bucket_locks: bool | None = None  # whether the bucket has Object Lock enabled
         self._lock_proven = False
@@ -709,13 +710,20 @@ class S3Repository(Repository):
 
         prefix = "/".join(p for p in (self.prefix, "sets") if p) + "/"
         counts: dict[str, int] = {}
+        newest: dict[tuple[str, str], dict[str, Any]] = {}  # (id, name): the newest data version
+        self._hidden_versions = {}
         try:
             with self.guard(f"listing the object versions under {prefix}"):
                 for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
                     for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
                         backup_id, _, rel = v["Key"][len(prefix) :].partition("/")
-                        if rel == MANIFEST_NAME and backup_id not in listed:
+                        if rel not in (MANIFEST_NAME, SIGNATURE_NAME) or backup_id in listed:
+                            continue
+                        if rel == MANIFEST_NAME:
                             counts[backup_id] = counts.get(backup_id, 0) + (0 if "Size" not in v else 1)
+                        seen = newest.get((backup_id, rel))
+                        if "Size" in v and (seen is None or v["LastModified"] > seen["LastModified"]):
+                            newest[(backup_id, rel)] = v
         except RepositoryError as exc:
             if not isinstance(exc.__cause__, ClientError):
                 raise
@@ -735,12 +743,78 @@ class S3Repository(Repository):
             )
             why = f"its manifest was deleted: {kept}, yet no trusted record says retention deleted this set"
             out.append(StoredSet(backup_id, None, None, why, deleted=True))
+            manifest = newest.get((backup_id, MANIFEST_NAME))
+            if manifest is not None:
+                signature = newest.get((backup_id, SIGNATURE_NAME))
+                self._hidden_versions[backup_id] = (
+                    manifest["VersionId"],
+                    signature["VersionId"] if signature is not None else None,
+                )
         return out, []
 
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        """The chain as stored, with what only S3 shows: notes, and the place of a set hidden by a delete marker.
+
+        A hidden set whose kept manifest proves (by a valid signature, on a repository
+        that verifies) a place before the newest set's is a set deleted from the middle
+        of the chain, ``missing`` as the chain names one, not a doubt about the newest:
+        so a versioned bucket pruned by a drproof that left delete markers (or before
+        tombstones were kept) does not refuse "latest" forever.
+        """
         found = super().chain_audit(now)
         found.notes += self._chain_notes
+        head_id = found.head()
+        if head_id is None:
+            return found
+        head = found.sets[head_id].summary
+        for backup_id, (manifest_version, signature_version) in sorted(self._hidden_versions.items()):
+            place = self._hidden_place(backup_id, manifest_version, signature_version, head)
+            if place is None:
+                continue
+            found.findings = [
+                f for f in found.findings if not (f.backup_id == backup_id and f.kind == "manifest-missing")
+            ]
+            if not any(f.backup_id == backup_id and f.kind == "missing" for f in found.findings):
+                found.findings.append(
+                    Finding(
+                        backup_id,
+                        "missing",
+                        f"its manifest was deleted (a delete marker hides it; it held {place}, before the newest set "
+                        f"{head.id}), yet no trusted record says retention deleted it",
+                    )
+                )
         return found
+
+    def _hidden_place(
+        self, backup_id: str, manifest_version: str, signature_version: str | None, head: ManifestSummary
+    ) -> str | None:
+        """The place a hidden manifest's kept version proves before ``head``; None if it proves none."""
+        try:
+            data = self._get_version(self.key(backup_id, MANIFEST_NAME), manifest_version, MAX_MANIFEST_BYTES)
+            summary = ManifestSummary.model_validate_json(data)
+            keys = self.trust.keys if self.trust is not None else None
+            if keys is not None:
+                sig = None
+                if signature_version is not None:
+                    sig = self._get_version(self.key(backup_id, SIGNATURE_NAME), signature_version, MAX_SIGNATURE_BYTES)
+                if not keys.check(data, sig).ok:
+                    return None
+        except (RepositoryError, ValueError):
+            return None
+        if summary.id != backup_id:
+            return None
+        if summary.sequence is not None and head.sequence is not None and summary.sequence < head.sequence:
+            return f"place {summary.sequence}"
+        if summary.sequence is None and (head.sequence is not None or summary.created_at < head.created_at):
+            return f"an unchained set of {summary.created_at.isoformat()}"
+        return None
+
+    def _get_version(self, key: str, version_id: str, limit: int) -> bytes:
+        with self.guard(f"reading version {version_id} of {key}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            if obj["ContentLength"] > limit:
+                raise RepositoryError(f"S3 object {key} version {version_id} is over the {limit} bytes limit")
+            return bytes(obj["Body"].read())
 
     @staticmethod
     def _plain_id(name: str) -> bool:

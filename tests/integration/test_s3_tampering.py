@@ -282,3 +282,30 @@ def test_a_signature_the_store_fails_to_return_is_not_called_missing(
         selection.latest(repo)
     assert f"reading prod/sets/{newest.id}/{SIGNATURE_NAME} failed" in str(refused.value)
     assert "no signature" not in str(refused.value)
+
+
+def test_an_older_set_hidden_by_a_delete_marker_is_missing_but_latest_still_stands(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """A set deleted with plain deletes before tombstones (or by a writer) from the middle: named, not a doubt.
+
+    Its kept manifest version proves, by its signature, a place before the newest set, so
+    it is "missing" as a set deleted from the middle is; the newest set is still "latest".
+    """
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket(versioned=True)
+    repo = _repo(s3_server, bucket, trust)
+    oldest, middle = _write(repo), _write(repo)
+    newest = _write(repo)
+    for gone in (oldest, middle):
+        for obj in repo.client.list_objects_v2(Bucket=bucket, Prefix=repo.key(gone.id, ""))["Contents"]:
+            repo.client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+    assert _kinds(repo) == {oldest.id: {"missing"}, middle.id: {"missing"}}
+    assert selection.latest(repo).manifest.id == newest.id
+
+    # The newest hidden as well: nothing is left to vouch for a place, every hidden set is a doubt.
+    for obj in repo.client.list_objects_v2(Bucket=bucket, Prefix=repo.key(newest.id, ""))["Contents"]:
+        repo.client.delete_object(Bucket=bucket, Key=obj["Key"])
+    with pytest.raises(ChainBroken, match=f"{newest.id}: its manifest was deleted"):
+        selection.latest(repo)
