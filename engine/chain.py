@@ -20,7 +20,10 @@ before and reported as such; the first chained set follows the newest of them.
 
 What it cannot see: the newest set deleted whole, artifacts and all, leaves no trace in
 the repository itself; only a copy kept elsewhere (the offsite repository, compared by
-:func:`missing_against`) or storage that refuses deletion (S3 Object Lock) shows it.
+:func:`missing_against`) or storage that keeps what was deleted (a versioned S3 bucket,
+S3 Object Lock: the S3 backend names a manifest hidden behind a delete marker) shows it.
+Nor can it tell a set planted from another repository signed with the same key: its
+signature is valid and only its predecessor is ``missing``; one key per repository.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class StoredSet:
     manifest: bytes | None
     signature: bytes | None
     problem: str | None = None  # why the manifest could not be read, or that it is absent
+    # The manifest was there and is gone (``problem`` says how the store shows it): "manifest-missing".
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,10 @@ def audit(
 
 def _admit(result: ChainAudit, s: StoredSet, keys: TrustedKeys | None) -> None:
     if s.manifest is None:
-        kind: FindingKind = "manifest-missing" if s.problem is None else "unreadable"
+        gone = result.tombstones.get(s.backup_id)
+        if s.deleted and gone is not None and gone.trusted:
+            return  # what retention's delete left (a version the store kept, a delete cut short)
+        kind: FindingKind = "manifest-missing" if s.problem is None or s.deleted else "unreadable"
         detail = s.problem or "its artifacts are stored but its manifest is gone (deleted, or a copy cut off)"
         result.findings.append(Finding(s.backup_id, kind, detail))
         return

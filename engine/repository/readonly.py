@@ -11,9 +11,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import IO, ClassVar, NoReturn
 
-from engine.chain import StoredSet
+from engine.chain import ChainAudit, StoredSet
 from engine.crypto import Encryption
 from engine.errors import RepositoryError
 from engine.manifest import ArtifactRecord, Manifest, ManifestSummary
@@ -65,6 +66,10 @@ class ReadOnlyRepository(Repository):
 
     def stored_sets(self) -> Iterator[StoredSet]:
         return self.inner.stored_sets()
+
+    def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        """The inner repository's own audit: a backend may add what it alone sees (S3's notes)."""
+        return self.inner.chain_audit(now)
 
     def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
         return self.inner.stored_tombstones()

@@ -4,8 +4,8 @@ Layout mirrors the local repository under a prefix: ``sets/<id>/<component>/<nam
 and ``sets/<id>/manifest.json``. S3 has no rename, so completeness rests on order: every
 artifact is uploaded (multipart, streamed in 8 MiB parts, never whole in memory) before
 the manifest, and a set is listed only if its manifest exists. A crashed backup leaves
-unlisted objects (and aborted multipart uploads) that ``delete``/prune can remove; it never
-looks complete. Credentials come from boto3's usual chain (environment, profile, instance
+unlisted objects (and aborted multipart uploads); it never looks complete. drproof does not
+remove them (``delete`` starts from the manifest): the chain audit notes them. Credentials come from boto3's usual chain (environment, profile, instance
 role), never from drproof's configuration files.
 
 Every request is retried with exponential backoff (botocore's "standard" mode) on
@@ -31,6 +31,7 @@ from typing import IO, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.chain import ChainAudit, Finding, StoredSet
 from engine.crypto import Encryption
 from engine.errors import BackupNotFound, ConfigError, IntegrityError, RepositoryError
 from engine.manifest import (
@@ -59,6 +60,8 @@ from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
 PART = 8 << 20  # S3 needs parts of at least 5 MiB (except the last)
+# A retain-until date read back may lose sub-second precision; a day cut off is no rounding.
+LOCK_DATE_SLACK = timedelta(seconds=2)
 
 
 MAX_ATTEMPTS_ENV, CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV = (
@@ -153,6 +156,11 @@ class MultipartWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def write_args(self) -> dict[str, Any]:
+        """What every request of this upload asked for (the Object Lock retention): read back after it."""
+        return self._write_args
+
     def write(self, data: Any) -> int:
         if self._failed is not None:
             raise self._failed
@@ -224,7 +232,7 @@ class _S3SetWriter(EncodingSetWriter):
             with self._repo.guard(what, "nothing was published"):
                 yield upload  # type: ignore[misc]
                 upload.finish()
-                self._repo.prove_locked(key)
+                self._repo.prove_locked(key, upload.write_args)
         except BaseException:
             with suppress(Exception):  # the store may be unreachable; the set stays unlisted anyway
                 upload.abort()
@@ -239,7 +247,12 @@ class _S3SetWriter(EncodingSetWriter):
             if signature is not None:  # before the manifest: a listed set is never unsigned
                 self._repo.put(self.id, SIGNATURE_NAME, signature, "nothing was published")
             # Last: this publishes the set. If it fails, the set was not published.
-            self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
+            try:
+                self._repo.put(self.id, MANIFEST_NAME, data, "nothing was published")
+            except BaseException:
+                if signature is not None:
+                    self._repo.withdraw_signature(self.id)
+                raise
         return manifest
 
     def abort(self) -> None:
@@ -395,6 +408,9 @@ class S3Repository(Repository):
         self.lock_wait = lock_wait if lock_wait is not None else 2 * lease_ttl
         self.client = _client(endpoint_url, region, credentials)
         self.broken: dict[str, str] = {}
+        self.without_manifest: builtins.list[str] = []  # set prefixes the last listing found no manifest in
+        self._chain_notes: builtins.list[str] = []
+        self._hidden_versions: dict[str, tuple[str, str | None]] = {}  # hidden set: (manifest, signature) versions
         self.versioned: bool | None = None  # learnt from the bucket before the first write or delete
         self.bucket_locks: bool | None = None  # whether the bucket has Object Lock enabled
         self._lock_proven = False
@@ -488,30 +504,55 @@ class S3Repository(Repository):
         self.check_bucket()
         return self.object_lock.headers(datetime.now(UTC)) if self.object_lock is not None else {}
 
-    def prove_locked(self, key: str) -> None:
-        """After the first locked write, read the lock back: a store that ignores the headers is refused."""
+    def prove_locked(self, key: str, asked: dict[str, Any]) -> None:
+        """After the first locked write, read the lock back: a store that does not keep what was asked is refused.
+
+        ``asked``: the write's arguments (``write_args``). Why the date too: a store (or a
+        proxy in front of it) that kept the mode but a shorter retain-until than asked
+        (a cap, a bucket default winning) would have had every set reported under a lock
+        of the configured length that the store does not hold.
+        """
         if self.object_lock is None or self._lock_proven:
             return
         with self.guard(f"reading back the Object Lock of {key}"):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        if head.get("ObjectLockMode") != self.object_lock.mode or not head.get("ObjectLockRetainUntilDate"):
+        mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+        wanted = asked.get("ObjectLockRetainUntilDate")
+        short = isinstance(until, datetime) and isinstance(wanted, datetime) and until < wanted - LOCK_DATE_SLACK
+        if mode != self.object_lock.mode or not until or short:
+            kept_until = until.isoformat() if isinstance(until, datetime) else repr(until)
+            kept = f"mode {mode!r}, retain until {kept_until}"
+            asked_for = f", asked until {wanted.isoformat()}" if isinstance(wanted, datetime) else ""
             raise ObjectLockUnsupported(
                 f"S3 store {self.where()} accepted {key} with Object Lock {self.object_lock.describe()} but does not "
-                f"report it locked (mode {head.get('ObjectLockMode')!r}, retain until "
-                f"{head.get('ObjectLockRetainUntilDate')!r}); the store does not keep Object Lock. Use a store "
-                "that does, or remove object_lock from the configuration"
+                f"keep that lock ({kept}{asked_for}); the set is not written. Use a store that keeps the configured "
+                "mode and retention, or change object_lock in the configuration to what it keeps"
             )
         self._lock_proven = True
 
     def put(self, backup_id: str, rel: str, body: bytes, consequence: str | None = None) -> None:
         key = self.key(backup_id, rel)
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
+            args = self.write_args()
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **args)
         except ObjectLockUnsupported:
             raise
         except Exception as exc:
             raise self.error(exc, f"writing {rel} of {backup_id}", consequence) from exc
-        self.prove_locked(key)
+        self.prove_locked(key, args)
+
+    def withdraw_signature(self, backup_id: str) -> None:
+        """Remove the signature of a set whose manifest could not be written, if the manifest is surely absent.
+
+        Why: a signature stored without its manifest is what deleting a published set's
+        manifest leaves, and the chain audit names it (``stored_sets``); a backup that
+        failed while publishing must not look like that. Only a store that answers "no
+        such key" for the manifest proves it absent: a manifest written although its
+        answer was lost keeps its signature.
+        """
+        with suppress(Exception):
+            if self._get_bytes(self.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES) is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(backup_id, SIGNATURE_NAME))
 
     def _get_bytes(self, key: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -527,6 +568,21 @@ class S3Repository(Repository):
         if obj["ContentLength"] > limit:
             raise RepositoryError(f"S3 object {key} is {obj['ContentLength']} bytes, over the {limit} limit")
         return bytes(obj["Body"].read())
+
+    def _get_small(self, key: str, limit: int) -> bytes | None:
+        """A record only drproof writes small (tombstone, verification): None if absent or over ``limit``.
+
+        Why not an error when too large: anyone who can write the bucket can plant one,
+        and a record that only excuses or protects is safely ignored, where an error
+        stopped every audit, backup and prune of the repository (the local backend
+        ignores such files too). Failures of the store itself still raise.
+        """
+        try:
+            return self._get_bytes(key, limit)
+        except RepositoryError as exc:
+            if exc.__cause__ is None:  # over the limit: not a failure of the store
+                return None
+            raise
 
     def begin(self, label: str | None = None) -> BackupSetWriter:
         return _S3SetWriter(self, label)
@@ -564,7 +620,7 @@ class S3Repository(Repository):
         return self._read_all(ManifestSummary)
 
     def _read_all(self, model: type[ManifestModel]) -> builtins.list[ManifestModel]:
-        out, self.broken = [], {}
+        out, self.broken, self.without_manifest = [], {}, []
         for backup_id in self._set_ids():
             try:
                 m = self._read_manifest(backup_id, model)
@@ -573,6 +629,8 @@ class S3Repository(Repository):
                 continue
             if m is not None:
                 out.append(m)
+            else:
+                self.without_manifest.append(backup_id)
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     def stored_manifest_bytes(self, backup_id: str) -> bytes | None:
@@ -582,10 +640,190 @@ class S3Repository(Repository):
             return None
 
     def stored_signature(self, backup_id: str) -> bytes | None:
-        try:
-            return self._get_bytes(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
-        except RepositoryError:
+        """The signature document; None when there is none (or none drproof could have written).
+
+        A store that fails to answer raises: "it has no signature" would tell the operator
+        a set was tampered with when the store was only throttling or refusing the keys.
+        """
+        if not self._plain_id(backup_id):
             return None
+        return self._get_small(self.key(backup_id, SIGNATURE_NAME), MAX_SIGNATURE_BYTES)
+
+    def stored_sets(self) -> Iterator[StoredSet]:
+        """Every listed set, and every set whose manifest the store shows was deleted.
+
+        Why: a set was found only through its manifest, so deleting the newest set's
+        ``manifest.json`` (on a versioned bucket, or under Object Lock, hiding it behind
+        a delete marker, all a writer can do there) made the set vanish without a word,
+        and "latest" restored the set before it, green. A set is now ``manifest-missing``
+        when its signature is stored without its manifest (it is written just before the
+        manifest, so only a deletion leaves it alone) or when the bucket keeps a version
+        of its manifest under a delete marker; a trusted tombstone (retention deleted
+        it) excuses both (``engine.chain``). Objects with neither manifest nor signature
+        are also what a backup in progress or killed leaves, so they are a note.
+        """
+        self._chain_notes = []
+        listed: set[str] = set()
+        for stored in super().stored_sets():  # lists the sets, which fills without_manifest
+            listed.add(stored.backup_id)
+            yield stored
+        quiet: builtins.list[str] = []
+        for backup_id in self.without_manifest:
+            found = self._set_without_manifest(backup_id)
+            if found is None:
+                quiet.append(backup_id)
+            else:
+                listed.add(backup_id)
+                yield found
+        hidden, notes = self._hidden_manifests(listed)
+        yield from hidden
+        hidden_ids = {h.backup_id for h in hidden}
+        quiet = [i for i in quiet if i not in hidden_ids]
+        if quiet:
+            notes.append(
+                f"{len(quiet)} set(s) hold objects but neither manifest nor signature ({', '.join(quiet[:5])}"
+                f"{', ...' if len(quiet) > 5 else ''}): a backup in progress, or one killed, whose objects drproof "
+                "does not remove (delete them once no backup runs); or a set whose manifest and signature were "
+                "both deleted, which a bucket without versioning cannot tell apart"
+            )
+        self._chain_notes = notes
+
+    def _set_without_manifest(self, backup_id: str) -> StoredSet | None:
+        """The set as stored when its signature is there without its manifest; None if neither is."""
+        signature = self.stored_signature(backup_id)
+        if signature is None:
+            return None
+        data = self.stored_manifest_bytes(backup_id)  # published since the listing read it?
+        if data is not None:
+            return StoredSet(backup_id, data, self.stored_signature(backup_id))
+        return StoredSet(
+            backup_id,
+            None,
+            signature,
+            "its signature and artifacts are stored but its manifest is gone (deleted, or lost as it was written)",
+            deleted=True,
+        )
+
+    def _hidden_manifests(self, listed: set[str]) -> tuple[builtins.list[StoredSet], builtins.list[str]]:
+        """Sets whose manifest has stored versions but no current one: deleted on a versioned bucket."""
+        from botocore.exceptions import ClientError
+
+        prefix = "/".join(p for p in (self.prefix, "sets") if p) + "/"
+        counts: dict[str, int] = {}
+        newest: dict[tuple[str, str], dict[str, Any]] = {}  # (id, name): the newest data version
+        self._hidden_versions = {}
+        try:
+            with self.guard(f"listing the object versions under {prefix}"):
+                for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+                    for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                        backup_id, _, rel = v["Key"][len(prefix) :].partition("/")
+                        if rel not in (MANIFEST_NAME, SIGNATURE_NAME) or backup_id in listed:
+                            continue
+                        if rel == MANIFEST_NAME:
+                            counts[backup_id] = counts.get(backup_id, 0) + (0 if "Size" not in v else 1)
+                        seen = newest.get((backup_id, rel))
+                        if "Size" in v and (seen is None or v["LastModified"] > seen["LastModified"]):
+                            newest[(backup_id, rel)] = v
+        except RepositoryError as exc:
+            if not isinstance(exc.__cause__, ClientError):
+                raise
+            code = exc.__cause__.response.get("Error", {}).get("Code")
+            return [], [
+                f"the store did not list object versions ({code}): a manifest hidden behind a delete marker "
+                "could not be looked for"
+            ]
+        out = []
+        for backup_id, versions in sorted(counts.items()):
+            if self.stored_manifest_bytes(backup_id) is not None:
+                continue  # published since the listing
+            kept = (
+                f"a delete marker hides it and the bucket keeps {versions} earlier version(s) of it"
+                if versions
+                else "only the delete marker over it is left"
+            )
+            why = f"its manifest was deleted: {kept}, yet no trusted record says retention deleted this set"
+            out.append(StoredSet(backup_id, None, None, why, deleted=True))
+            manifest = newest.get((backup_id, MANIFEST_NAME))
+            if manifest is not None:
+                signature = newest.get((backup_id, SIGNATURE_NAME))
+                self._hidden_versions[backup_id] = (
+                    manifest["VersionId"],
+                    signature["VersionId"] if signature is not None else None,
+                )
+        return out, []
+
+    def chain_audit(self, now: datetime | None = None) -> ChainAudit:
+        """The chain as stored, with what only S3 shows: notes, and the place of a set hidden by a delete marker.
+
+        A hidden set whose kept manifest proves (by a valid signature, on a repository
+        that verifies) a place before the newest set's is a set deleted from the middle
+        of the chain, ``missing`` as the chain names one, not a doubt about the newest:
+        so a versioned bucket pruned by a drproof that left delete markers (or before
+        tombstones were kept) does not refuse "latest" forever.
+        """
+        found = super().chain_audit(now)
+        found.notes += self._chain_notes
+        head_id = found.head()
+        if head_id is None:
+            return found
+        head = found.sets[head_id].summary
+        for backup_id, (manifest_version, signature_version) in sorted(self._hidden_versions.items()):
+            place = self._hidden_place(backup_id, manifest_version, signature_version, head)
+            if place is None:
+                continue
+            found.findings = [
+                f for f in found.findings if not (f.backup_id == backup_id and f.kind == "manifest-missing")
+            ]
+            if not any(f.backup_id == backup_id and f.kind == "missing" for f in found.findings):
+                found.findings.append(
+                    Finding(
+                        backup_id,
+                        "missing",
+                        f"its manifest was deleted (a delete marker hides it; it held {place}, before the newest set "
+                        f"{head.id}), yet no trusted record says retention deleted it",
+                    )
+                )
+        return found
+
+    def _hidden_place(
+        self, backup_id: str, manifest_version: str, signature_version: str | None, head: ManifestSummary
+    ) -> str | None:
+        """The place a hidden manifest's kept version proves before ``head``; None if it proves none."""
+        try:
+            data = self._get_version(self.key(backup_id, MANIFEST_NAME), manifest_version, MAX_MANIFEST_BYTES)
+            summary = ManifestSummary.model_validate_json(data)
+            keys = self.trust.keys if self.trust is not None else None
+            if keys is not None:
+                sig = None
+                if signature_version is not None:
+                    sig = self._get_version(self.key(backup_id, SIGNATURE_NAME), signature_version, MAX_SIGNATURE_BYTES)
+                if not keys.check(data, sig).ok:
+                    return None
+        except (RepositoryError, ValueError):
+            return None
+        if summary.id != backup_id:
+            return None
+        if summary.sequence is not None and head.sequence is not None and summary.sequence < head.sequence:
+            return f"place {summary.sequence}"
+        if summary.sequence is None and (head.sequence is not None or summary.created_at < head.created_at):
+            return f"an unchained set of {summary.created_at.isoformat()}"
+        return None
+
+    def _get_version(self, key: str, version_id: str, limit: int) -> bytes:
+        with self.guard(f"reading version {version_id} of {key}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            if obj["ContentLength"] > limit:
+                raise RepositoryError(f"S3 object {key} version {version_id} is over the {limit} bytes limit")
+            return bytes(obj["Body"].read())
+
+    @staticmethod
+    def _plain_id(name: str) -> bool:
+        """Whether a name found in a listing can be a set's id (a planted ``pruned/a/b.json`` cannot)."""
+        try:
+            safe_segment(name)
+        except RepositoryError:
+            return False
+        return True
 
     def _pruned_key(self, backup_id: str, suffix: str) -> str:
         return "/".join(p for p in (self.prefix, "pruned", safe_segment(backup_id) + suffix) if p)
@@ -597,11 +835,11 @@ class S3Repository(Repository):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     name = obj["Key"][len(prefix) :]
-                    if name.endswith(".json"):
-                        backup_id = name.removesuffix(".json")
-                        data = self._get_bytes(obj["Key"], MAX_SIGNATURE_BYTES)
+                    backup_id = name.removesuffix(".json")
+                    if backup_id != name and self._plain_id(backup_id):
+                        data = self._get_small(obj["Key"], MAX_SIGNATURE_BYTES)
                         if data is not None:
-                            sig = self._get_bytes(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
+                            sig = self._get_small(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
                             out.append((backup_id, data, sig))
         return out
 
@@ -653,19 +891,22 @@ class S3Repository(Repository):
         return facts
 
     def stored_size(self, manifest: Manifest, artifact: ArtifactRecord) -> int:
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(manifest.id, artifact.path))
+        key = self.key(manifest.id, artifact.path)
+        with self.guard(f"reading the size of {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         return int(head["ContentLength"])
 
     def read_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, length: int) -> bytes:
-        obj = self.client.get_object(
-            Bucket=self.bucket, Key=self.key(manifest.id, artifact.path), Range=f"bytes={offset}-{offset + length - 1}"
-        )
-        return bytes(obj["Body"].read())
+        key = self.key(manifest.id, artifact.path)
+        with self.guard(f"reading {length} bytes of {key}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")
+            return bytes(obj["Body"].read())
 
     def truncate_stored(self, manifest: Manifest, artifact: ArtifactRecord, length: int) -> None:
         body = self.read_stored(manifest, artifact, 0, length) if length else b""
         key = self.key(manifest.id, artifact.path)
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
+        with self.guard(f"truncating {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.write_args())
 
     def delete_stored(self, manifest: Manifest, artifact: ArtifactRecord) -> None:
         """Destroy the artifact: on a versioned bucket every version, not only a delete marker.
@@ -689,9 +930,10 @@ class S3Repository(Repository):
 
     def overwrite_stored(self, manifest: Manifest, artifact: ArtifactRecord, offset: int, data: bytes) -> None:
         key = self.key(manifest.id, artifact.path)
-        body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        body[offset : offset + len(data)] = data
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **self.write_args())
+        with self.guard(f"overwriting {len(data)} bytes of {key}"):
+            body = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            body[offset : offset + len(data)] = data
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(body), **self.write_args())
 
     # -- versions and holds -----------------------------------------------------------------
     def _versions(self, prefix: str) -> builtins.list[dict[str, Any]]:
@@ -777,9 +1019,12 @@ class S3Repository(Repository):
     def verified_ids(self) -> set[str]:
         out = set()
         for backup_id in self._set_ids():
-            data = self._get_bytes(self.key(backup_id, VERIFIED_NAME), 1 << 20)
-            if data and json.loads(data).get("ok") is True:
-                out.add(backup_id)
+            data = self._get_small(self.key(backup_id, VERIFIED_NAME), 1 << 20)
+            try:  # anyone who can write the bucket can write this record: a malformed one is "not verified"
+                if data and json.loads(data).get("ok") is True:
+                    out.add(backup_id)
+            except (ValueError, AttributeError):
+                continue
         return out
 
     def delete(self, backup_id: str) -> None:
@@ -848,7 +1093,7 @@ class S3Repository(Repository):
                                 f"backup {manifest.id}: {artifact.key} is damaged in the source; not copied"
                             )
                         upload.finish()
-                    self.prove_locked(key)
+                    self.prove_locked(key, upload.write_args)
                 except BaseException:
                     with suppress(Exception):  # the store may be unreachable; nothing is listed anyway
                         upload.abort()

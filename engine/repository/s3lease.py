@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -50,6 +51,7 @@ POLL = 0.5
 # LastModified and Date have whole seconds: a lease is judged alive one second longer, so
 # that rounding never ends it before its holder's own (monotonic) clock does.
 RESOLUTION = timedelta(seconds=1)
+MAX_TTL = timedelta(days=3650)  # a note claiming longer is read as this: no date overflows
 
 
 class Store(Protocol):
@@ -85,6 +87,22 @@ class Holder:
             f"{self.operation} on host {self.host} (pid {self.pid}) since {self.since}, "
             f"lease expires {self.expires.isoformat()} unless renewed"
         )
+
+
+def _ttl(value: object) -> timedelta:
+    """A lease's lifetime as its note says, or the default when the note does not say it usably.
+
+    Anyone who can write ``locks/`` can write a note: a lifetime that is not a number of
+    seconds, or one no date can be added to, raised ValueError or OverflowError (a
+    traceback) out of every operation that takes the lock.
+    """
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return DEFAULT_TTL
+    if not math.isfinite(seconds) or seconds < 0:
+        return DEFAULT_TTL
+    return timedelta(seconds=min(seconds, MAX_TTL.total_seconds()))
 
 
 def _code(exc: Exception) -> str:
@@ -151,14 +169,15 @@ class Lease:
             note = json.loads(obj["Body"].read(1 << 16))
         except ValueError:
             note = {}
-        ttl = timedelta(seconds=float(note.get("ttl_seconds", DEFAULT_TTL.total_seconds())))
+        if not isinstance(note, dict):
+            note = {}
         return Holder(
             key=key,
             host=str(note.get("host", "?")),
             pid=note.get("pid"),
             operation=str(note.get("operation", "?")),
             since=str(note.get("since", "?")),
-            expires=obj["LastModified"].astimezone(UTC) + ttl + RESOLUTION,
+            expires=obj["LastModified"].astimezone(UTC) + _ttl(note.get("ttl_seconds")) + RESOLUTION,
         )
 
     def _alive(self, holder: Holder | None) -> bool:
