@@ -407,6 +407,28 @@ def _json_kind(value: object) -> str:
     return "null" if value is None else "number"
 
 
+def read_metadata(root: Path) -> dict[str, Any]:
+    """``metadata.json`` of the store at ``root`` as the object every reader of it expects.
+
+    Why checked here: many tools write a per-document list there; every ``meta.get``
+    then raised AttributeError, a traceback from health, dry run, restore and the
+    ``swap_model`` fault alike. Raises ``StoreUnreadable`` (a ValueError) or OSError.
+    """
+    with _open(root / META) as fh:
+        text = fh.read()
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
+        # the restore's expectation check with a RecursionError traceback.
+        raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
+    if not isinstance(meta, dict):
+        raise StoreUnreadable(
+            f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
+        )
+    return meta
+
+
 class VectorstoreParams(SeedParams):
     vectors: int = Field(default=1000, ge=1, le=100_000_000, description="Number of vectors.")
     dimension: int = Field(default=64, ge=1, le=65536, description="Embedding dimension.")
@@ -462,24 +484,7 @@ class VectorstoreComponent(Component):
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
     def _meta(self, root: Path) -> dict[str, Any]:
-        """``metadata.json`` as the object every reader of it expects.
-
-        Why checked here: many tools write a per-document list there; every ``meta.get``
-        then raised AttributeError, a traceback from health, dry run and restore alike.
-        """
-        with _open(root / META) as fh:
-            text = fh.read()
-        try:
-            meta = json.loads(text)
-        except RecursionError:
-            # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
-            # the restore's expectation check with a RecursionError traceback.
-            raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
-        if not isinstance(meta, dict):
-            raise StoreUnreadable(
-                f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
-            )
-        return meta
+        return read_metadata(root)
 
     fingerprint_scheme: ClassVar[str] = SCHEME
     legacy_blind_spots: ClassVar[dict[str, str]] = {
