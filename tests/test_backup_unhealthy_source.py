@@ -166,3 +166,14 @@ def test_a_health_check_that_cannot_run_is_a_finding(tmp_path: Path, monkeypatch
     _, manifest = _backup(tmp_path, comp)
     [finding] = engine_backup.limits(manifest)
     assert "its health check could not run (OSError: disk went away)" in finding
+
+
+def test_a_backup_given_its_fingerprint_asks_health_itself(tmp_path: Path) -> None:
+    """A caller's fingerprint (benchmarks) skips the judging read: health is asked, never an older judgement."""
+    comp = _store(tmp_path / "src")
+    _backup(tmp_path / "a", comp)  # judged healthy on its own read
+    comp._judged = Health(ok=True, detail="stale")  # as if a failed backup had left one behind
+    _nan(comp)
+    repo = LocalRepository(tmp_path / "b")
+    manifest = engine_backup.backup(repo, [comp], fingerprints={"vec": comp.fingerprint()})
+    assert "holds NaN or infinity" in manifest.component("vec").details[UNHEALTHY_AT_BACKUP]

@@ -685,6 +685,7 @@ class VectorstoreComponent(Component):
             )
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        self._judged = None  # not judged on this read: ``health_at_backup`` asks ``health``
         with self.store_lock:
             return self._archive(writer, None)
 
