@@ -177,3 +177,23 @@ def test_a_backup_given_its_fingerprint_asks_health_itself(tmp_path: Path) -> No
     repo = LocalRepository(tmp_path / "b")
     manifest = engine_backup.backup(repo, [comp], fingerprints={"vec": comp.fingerprint()})
     assert "holds NaN or infinity" in manifest.component("vec").details[UNHEALTHY_AT_BACKUP]
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_every_row_holding_nan_is_counted_whatever_the_file_order(tmp_path: Path, ascending: bool) -> None:
+    """Both read paths of the fingerprint (one block, or row by row for ids out of file order) judge the rows."""
+    import faiss
+    import numpy as np
+
+    comp = _store(tmp_path / "src")
+    vectors = np.random.default_rng(2).standard_normal((N, D)).astype(np.float32)
+    vectors[[3, 200]] = np.inf
+    ids = np.arange(1, N + 1, dtype=np.int64) * 7
+    if not ascending:
+        vectors, ids = vectors[::-1].copy(), ids[::-1].copy()
+    index = faiss.IndexIDMap2(faiss.IndexFlatL2(D))
+    index.add_with_ids(vectors, ids)
+    faiss.write_index(index, str(comp.path / INDEX))
+    _, manifest = _backup(tmp_path, comp)
+    said = manifest.component("vec").details[UNHEALTHY_AT_BACKUP]
+    assert "2 stored vector(s) hold NaN or infinity (e.g. the one with id 28)" in said, said

@@ -299,6 +299,19 @@ def _nonfinite(rows: bytes | memoryview, d: int) -> Any:
     return np.flatnonzero(~np.isfinite(block).all(axis=1))
 
 
+class NonFinite:
+    """The stored rows found holding NaN or infinity: how many, and the id of the first (memory constant)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+
+    def add(self, ids: list[int]) -> None:
+        if ids and self.first is None:
+            self.first = ids[0]
+        self.count += len(ids)
+
+
 def _read_exactly(fd: int, size: int, offset: int) -> bytes:
     """``size`` bytes at ``offset``, or StoreUnreadable: the file was cut short after its layout was checked."""
     data = os.pread(fd, size, offset)
@@ -308,11 +321,11 @@ def _read_exactly(fd: int, size: int, offset: int) -> bytes:
 
 
 def _bucket_parts(
-    parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any, nonfinite: list[int] | None = None
+    parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any, nonfinite: NonFinite | None = None
 ) -> None:
     """A ``vectors #`` part per BUCKET rows, taken in ``order`` (positions in the file, by id).
 
-    ``nonfinite``, if given, gets the id of every row holding NaN or infinity, found in the
+    ``nonfinite``, if given, counts the rows holding NaN or infinity (the first by id), found in the
     bytes read for the parts: a backup judges its source without reading the index again.
     """
     for start in range(0, len(order), BUCKET):
@@ -323,14 +336,14 @@ def _bucket_parts(
             # Ids ascending in file order (as the store writes them): one read.
             view = memoryview(_read_exactly(fd, n * row, _HEADER.size + first * row))
             if nonfinite is not None:
-                nonfinite += [int(stored_ids[chunk[i]]) for i in _nonfinite(view, row // 4)]
+                nonfinite.add([int(stored_ids[chunk[i]]) for i in _nonfinite(view, row // 4)])
             for i, pos in enumerate(chunk.tolist()):
                 h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + view[i * row : (i + 1) * row])
         else:
             for pos in chunk.tolist():
                 vector = _read_exactly(fd, row, _HEADER.size + pos * row)
                 if nonfinite is not None and len(_nonfinite(vector, row // 4)):
-                    nonfinite.append(int(stored_ids[pos]))
+                    nonfinite.add([int(stored_ids[pos])])
                 h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
         lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
         parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
@@ -610,14 +623,14 @@ class VectorstoreComponent(Component):
                 parts[ids] = with_owner_of(_ids_part_without(root / IDS, set(stored_ids[~keep].tolist())), parts[ids])
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
-            nonfinite: list[int] | None = [] if problems is not None else None
+            nonfinite = NonFinite() if problems is not None else None
             _bucket_parts(parts, fd, d * 4, stored_ids, order, nonfinite)
         if problems is not None and named is not None and nonfinite is not None:
             header = (d, ntotal, int(fields[6]))
             problems += _store_disagrees(meta, header, named, stored_ids, len(order))
-            if nonfinite:
+            if nonfinite.count:
                 problems.append(
-                    f"{len(nonfinite)} stored vector(s) hold NaN or infinity (e.g. the one with id {nonfinite[0]}): "
+                    f"{nonfinite.count} stored vector(s) hold NaN or infinity (e.g. the one with id {nonfinite.first}): "
                     "no search can return them"
                 )
         return self._checked(parts, len(order), scheme, held=ntotal)
