@@ -78,6 +78,10 @@ def test_a_backup_of_a_store_holding_a_nan_says_so_and_exits_1(
     assert row.endswith("[1 finding(s)]")
     assert f"FINDING {taken['id']}: vectors: the source failed its health check" in err
 
+    code = run_cli(["recovery", "verify", "--config", str(config), "--id", taken["id"]])
+    said = capsys.readouterr()
+    assert code == 1 and "FINDING vectors: the source failed its health check" in said.out + said.err
+
 
 def test_a_backup_of_a_healthy_store_is_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Quiet control: exit 0, no warning, no finding in the audit line or the inventory."""
@@ -88,3 +92,6 @@ def test_a_backup_of_a_healthy_store_is_quiet(tmp_path: Path, capsys: pytest.Cap
     assert line["outcome"] == "ok" and "findings" not in line
     code, out, err = _list(config, capsys)
     assert code == 0 and "finding" not in out and "FINDING" not in err
+    code = run_cli(["recovery", "verify", "--config", str(config), "--id", taken["id"]])
+    said = capsys.readouterr()
+    assert code == 0 and "FINDING" not in said.out + said.err
