@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from engine import __version__, canary, pitr, selection
 from engine.chain import chain_key
-from engine.components.base import ArtifactSource, Component
+from engine.components.base import UNHEALTHY_AT_BACKUP, ArtifactSource, Component, Health
 from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest, ManifestSummary
@@ -84,6 +85,7 @@ def _backup(
                 details = comp.backup(writer)
             if planted is not None:
                 details = {**details, "canary": planted}
+            details = _judged(comp, details)
             store_parts(writer, comp.instance, fp)
             tools.update({f"{comp.instance}: {k}": v for k, v in comp.tool_versions().items()})
             records.append(
@@ -104,6 +106,22 @@ def _backup(
         if failure is None:
             raise
         raise failure from exc
+
+
+def _judged(comp: Component, details: dict[str, Any]) -> dict[str, Any]:
+    """``details``, with the source's failed health check at backup time recorded in them.
+
+    The set is kept either way (it is the truth of the moment, and may be all there is);
+    ``limits`` turns the record into a finding, so the backup exits 1 and says why. A
+    health check that cannot run is recorded too: "could not check" is never healthy.
+    """
+    try:
+        health = comp.health_at_backup(details)
+    except Exception as exc:  # any failure to judge is itself the finding
+        health = Health(ok=False, detail=f"its health check could not run ({type(exc).__name__}: {exc})")
+    if health.ok:
+        return details
+    return {**details, UNHEALTHY_AT_BACKUP: " ".join(health.detail.split())[:1000]}
 
 
 def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
@@ -406,7 +424,8 @@ def copy_set(source: Repository, target: Repository, manifest: Manifest) -> Veri
 
 
 def limits(manifest: Manifest | ManifestSummary) -> list[str]:
-    """What each component kind says this sound set cannot do (a WAL gap before it), by component.
+    """The findings of a sound set, by component: what each kind says it cannot do (a WAL gap
+    before it), and a source that was not healthy when it was backed up (any kind).
 
     ``drproof backup`` and ``verify`` say these with exit 1, a drill's backup step fails the
     timeline with them, and ``recovery list`` marks the set: a summary carries only the
@@ -416,7 +435,14 @@ def limits(manifest: Manifest | ManifestSummary) -> list[str]:
 
     found = []
     for record in manifest.components:
+        details = record.details if isinstance(record.details, dict) else record.details.as_details()
+        unhealthy = details.get(UNHEALTHY_AT_BACKUP)
+        if unhealthy:
+            found.append(
+                f"{record.name}: the source failed its health check when it was backed up ({unhealthy}); the set "
+                "holds that state as it was, and a restore of it brings the damage back: repair the source and "
+                "back it up again"
+            )
         if record.kind in component_kinds:
-            details = record.details if isinstance(record.details, dict) else record.details.as_details()
             found += [f"{record.name}: {f}" for f in component_kinds.get(record.kind).limits(details)]
     return found

@@ -203,7 +203,7 @@ class Manifest(BaseModel):
 
 
 class LimitDetails(BaseModel):
-    """The few component details a kind's ``limits`` reads (a WAL gap before the set), and nothing else.
+    """The few component details ``limits`` reads (a WAL gap, a source unhealthy at backup), and nothing else.
 
     Why not the details whole: an inventory must stay light (issue 14), and a tree's
     details can be long. ``recovery list`` reads these to mark a sound set whose
@@ -215,6 +215,7 @@ class LimitDetails(BaseModel):
     backup_id: str | None = None
     wal_gap: str | None = None
     wal_gap_after: str | None = None
+    unhealthy_at_backup: str | None = None  # engine.components.base.UNHEALTHY_AT_BACKUP
 
     def as_details(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -101,3 +101,96 @@ def test_a_metadata_json_nested_too_deeply_names_no_model(tmp_path: Path) -> Non
     assert FaissIndex(FaissParams(path=str(tmp_path))).inspect(tmp_path).details["model"] == "unknown"
     (tmp_path / "metadata.json").write_text('{"model": "e5-small"}')  # quiet control
     assert FaissIndex(FaissParams(path=str(tmp_path))).inspect(tmp_path).details["model"] == "e5-small"
+
+
+def _with_documents(root: Path, lines: list[str]) -> Path:
+    root.mkdir()
+    _idmap2_ip(root / "index.faiss")
+    (root / "ids.jsonl").write_text("".join(line + "\n" for line in lines))
+    return root
+
+
+def _documents(ids: list[int]) -> list[str]:
+    return [json.dumps({"id": i, "document": f"doc-{i}"}) for i in ids]
+
+
+def test_an_id_map_naming_an_id_twice_is_refused_by_name(tmp_path: Path) -> None:
+    """Found by review: the last of two lines for one id won in silence, and the other document was lost."""
+    lines = _documents([i * 3 for i in range(300)])
+    lines.insert(10, json.dumps({"id": 21, "document": "another-doc"}))
+    root = _with_documents(tmp_path / "dup", lines)
+    fmt = FaissIndex(FaissParams(path=str(root)))
+    facts = fmt.inspect(root)
+    from engine.components.vectorstore import VectorstoreComponent
+    from tests.conftest import DirsRuntime
+
+    comp = VectorstoreComponent("v", fmt.component_params(VectorstoreComponent, facts), DirsRuntime(tmp_path / "sb"))  # type: ignore[arg-type]
+    comp.provision()
+    with pytest.raises(ComponentError, match=r"ids.jsonl line 11: id 21 is named a second time"):
+        fmt.restore(comp, root, facts)
+
+
+def test_an_id_map_naming_each_id_once_is_converted(tmp_path: Path) -> None:
+    """Quiet control for the one above."""
+    root = _with_documents(tmp_path / "ok", _documents([i * 3 for i in range(300)]))
+    fmt = FaissIndex(FaissParams(path=str(root)))
+    facts = fmt.inspect(root)
+    from engine.components.vectorstore import VectorstoreComponent
+    from tests.conftest import DirsRuntime
+
+    comp = VectorstoreComponent("v", fmt.component_params(VectorstoreComponent, facts), DirsRuntime(tmp_path / "sb"))  # type: ignore[arg-type]
+    comp.provision()
+    assert fmt.restore(comp, root, facts)["documents"] == 300
+    assert comp.health().ok
+
+
+def _inspect_within(fmt: FaissIndex, local: Path, fifo: Path, seconds: float) -> BaseException | None:
+    """``inspect`` in a thread; the old code waited for a writer, so the FIFO is released if it still runs."""
+    import contextlib
+    import os
+    import threading
+
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fmt.inspect(local)
+            raised.append(None)
+        except BaseException as exc:  # handed back to the test
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    hung = worker.is_alive()
+    while worker.is_alive():  # let the blocked reader child see a writer come and go
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(0.5)
+    assert not hung, f"inspect waited on the FIFO {fifo.name} for a writer"
+    return raised[0]
+
+
+@pytest.mark.parametrize("where", ["path", "index in a directory", "id map in a directory"])
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path, where: str) -> None:
+    """Found by review: a FIFO as `path` made the reader child block until its 6-hour timeout."""
+    import os
+
+    root = tmp_path / "backup"
+    root.mkdir()
+    if where == "path":
+        fifo = local = tmp_path / "index.faiss"
+        os.mkfifo(fifo)
+        params = FaissParams(path=str(fifo))
+    elif where == "index in a directory":
+        fifo, local = root / "index.faiss", root
+        os.mkfifo(fifo)
+        params = FaissParams(path=str(root), index="index.faiss")
+    else:
+        _idmap2_ip(root / "index.faiss")
+        fifo, local = root / "ids.jsonl", root
+        os.mkfifo(fifo)
+        params = FaissParams(path=str(root))
+    raised = _inspect_within(FaissIndex(params), local, fifo, 20)
+    assert isinstance(raised, ComponentError), raised
+    assert f"{fifo}: a FIFO (named pipe), not a file" in str(raised)

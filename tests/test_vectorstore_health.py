@@ -39,6 +39,8 @@ def _write(comp: VectorstoreComponent, vectors: np.ndarray, ids: np.ndarray, met
     index = faiss.IndexIDMap2(faiss.IndexFlat(vectors.shape[1], metric))
     index.add_with_ids(vectors, ids)
     faiss.write_index(index, str(comp.path / vectorstore.INDEX))
+    meta = json.loads((comp.path / vectorstore.META).read_text())
+    (comp.path / vectorstore.META).write_text(json.dumps({**meta, "count": len(ids)}))  # health compares it
 
 
 @pytest.mark.parametrize("metric", ["l2", "inner_product"])

@@ -24,6 +24,11 @@ from engine.runtime.base import Runtime, ServerWanted
 WORKLOAD_MARK = "drproof_workload"
 
 
+# The component detail in which the engine records that the source failed its health check
+# at backup time (``Component.health_at_backup``): the health check's own words.
+UNHEALTHY_AT_BACKUP = "unhealthy_at_backup"
+
+
 # Metadata artifacts (removal lists, roles, pgBackRest's info) are read whole into memory;
 # above this size their compression ratio must also be plausible.
 MIN_BOMB_CHECK = 1 << 20
@@ -276,6 +281,19 @@ class Component(ABC):
 
     @abstractmethod
     def health(self) -> Health: ...
+
+    def health_at_backup(self, details: dict[str, Any]) -> Health:
+        """The source's health as the backup just taken of it (``details``) found it.
+
+        Why: a backup of a damaged source (a vector store holding a NaN, metadata that
+        contradicts its index) was accepted in silence, and its restore faithfully swapped
+        the damage in, found only then, on the worst day. The engine records a failure as a
+        finding of the set (``UNHEALTHY_AT_BACKUP``): the set is kept, as it may be all there
+        is, and ``drproof backup`` exits 1 the night it happens. The default asks ``health``
+        once more, after the backup; a kind whose backup already reads what its health check
+        would overrides this to judge those bytes, so the check costs no second read.
+        """
+        return self.health()
 
     def tool_versions(self) -> dict[str, str]:
         return {}

@@ -268,6 +268,50 @@ def _ids_disagree(stored: Any, named: Any) -> list[str]:
     return problems
 
 
+def _store_disagrees(meta: dict[str, Any], header: tuple[int, int, int], named: Any, stored: Any, kept: int) -> list[str]:
+    """What metadata.json, the index header (dimension, count, metric) and the id map say against each other.
+
+    ``kept`` is the index's vectors less a drill workload's (recorded in ``WORKLOAD_FILE``),
+    which metadata.json's ``count`` does not include. Shared by ``health`` and the backup's
+    own judgement of the store (``health_at_backup``), so both find the same problems.
+    """
+    d, ntotal, metric_type = header
+    problems = []
+    if d != meta.get("dimension"):
+        problems.append(f"index dimension {d} but metadata says {meta.get('dimension')}")
+    metric = "l2" if metric_type == _METRIC_L2 else "inner_product"
+    if metric != meta.get("metric"):
+        problems.append(f"index metric {metric} but metadata says {meta.get('metric')}")
+    count = meta.get("count")
+    if count is not None and (isinstance(count, bool) or count != kept):
+        besides = f" (besides {ntotal - kept} of a drill's workload)" if ntotal != kept else ""
+        problems.append(f"index holds {kept} vectors{besides} but metadata says count {count!r}")
+    if ntotal != len(named):
+        problems.append(f"index holds {ntotal} vectors but the id map has {len(named)}")
+    else:
+        problems += _ids_disagree(stored, named)
+    return problems
+
+
+def _nonfinite(rows: bytes | memoryview, d: int) -> Any:
+    """The positions, among ``rows`` (float32 rows of ``d``), of the rows holding NaN or infinity."""
+    block = np.frombuffer(rows, dtype="<f4").reshape(-1, d)
+    return np.flatnonzero(~np.isfinite(block).all(axis=1))
+
+
+class NonFinite:
+    """The stored rows found holding NaN or infinity: how many, and the id of the first (memory constant)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+
+    def add(self, ids: list[int]) -> None:
+        if ids and self.first is None:
+            self.first = ids[0]
+        self.count += len(ids)
+
+
 def _read_exactly(fd: int, size: int, offset: int) -> bytes:
     """``size`` bytes at ``offset``, or StoreUnreadable: the file was cut short after its layout was checked."""
     data = os.pread(fd, size, offset)
@@ -276,8 +320,14 @@ def _read_exactly(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-def _bucket_parts(parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any) -> None:
-    """A ``vectors #`` part per BUCKET rows, taken in ``order`` (positions in the file, by id)."""
+def _bucket_parts(
+    parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any, nonfinite: NonFinite | None = None
+) -> None:
+    """A ``vectors #`` part per BUCKET rows, taken in ``order`` (positions in the file, by id).
+
+    ``nonfinite``, if given, counts the rows holding NaN or infinity (the first by id), found in the
+    bytes read for the parts: a backup judges its source without reading the index again.
+    """
     for start in range(0, len(order), BUCKET):
         chunk = order[start : start + BUCKET]
         first, n = int(chunk[0]), len(chunk)
@@ -285,11 +335,15 @@ def _bucket_parts(parts: dict[str, Part], fd: int, row: int, stored_ids: Any, or
         if int(chunk[-1]) - first == n - 1 and bool((np.diff(chunk) == 1).all()):
             # Ids ascending in file order (as the store writes them): one read.
             view = memoryview(_read_exactly(fd, n * row, _HEADER.size + first * row))
+            if nonfinite is not None:
+                nonfinite.add([int(stored_ids[chunk[i]]) for i in _nonfinite(view, row // 4)])
             for i, pos in enumerate(chunk.tolist()):
                 h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + view[i * row : (i + 1) * row])
         else:
             for pos in chunk.tolist():
                 vector = _read_exactly(fd, row, _HEADER.size + pos * row)
+                if nonfinite is not None and len(_nonfinite(vector, row // 4)):
+                    nonfinite.add([int(stored_ids[pos])])
                 h.add(int(stored_ids[pos]).to_bytes(8, "big", signed=True) + vector)
         lo, hi = int(stored_ids[chunk[0]]), int(stored_ids[chunk[-1]])
         parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
@@ -366,6 +420,28 @@ def _json_kind(value: object) -> str:
     return "null" if value is None else "number"
 
 
+def read_metadata(root: Path) -> dict[str, Any]:
+    """``metadata.json`` of the store at ``root`` as the object every reader of it expects.
+
+    Why checked here: many tools write a per-document list there; every ``meta.get``
+    then raised AttributeError, a traceback from health, dry run, restore and the
+    ``swap_model`` fault alike. Raises ``StoreUnreadable`` (a ValueError) or OSError.
+    """
+    with _open(root / META) as fh:
+        text = fh.read()
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
+        # the restore's expectation check with a RecursionError traceback.
+        raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
+    if not isinstance(meta, dict):
+        raise StoreUnreadable(
+            f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
+        )
+    return meta
+
+
 class VectorstoreParams(SeedParams):
     vectors: int = Field(default=1000, ge=1, le=100_000_000, description="Number of vectors.")
     dimension: int = Field(default=64, ge=1, le=65536, description="Embedding dimension.")
@@ -421,24 +497,7 @@ class VectorstoreComponent(Component):
         return {"vectors": p.vectors, "dimension": p.dimension, "metric": p.metric, "model": p.model}
 
     def _meta(self, root: Path) -> dict[str, Any]:
-        """``metadata.json`` as the object every reader of it expects.
-
-        Why checked here: many tools write a per-document list there; every ``meta.get``
-        then raised AttributeError, a traceback from health, dry run and restore alike.
-        """
-        with _open(root / META) as fh:
-            text = fh.read()
-        try:
-            meta = json.loads(text)
-        except RecursionError:
-            # Found by review: a backup whose metadata.json opened 200,000 arrays stopped
-            # the restore's expectation check with a RecursionError traceback.
-            raise StoreUnreadable(f"{root / META} nests its JSON too deeply to be read") from None
-        if not isinstance(meta, dict):
-            raise StoreUnreadable(
-                f"{root / META} holds a JSON {_json_kind(meta)}, not an object with model, dimension and metric"
-            )
-        return meta
+        return read_metadata(root)
 
     fingerprint_scheme: ClassVar[str] = SCHEME
     legacy_blind_spots: ClassVar[dict[str, str]] = {
@@ -476,15 +535,18 @@ class VectorstoreComponent(Component):
         scheme = scheme or self.fingerprint_scheme
         return self._fingerprint_from(_file_parts(root, scheme), root, scheme)
 
-    def _fingerprint_from(self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False) -> Fingerprint:
+    def _fingerprint_from(
+        self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False, problems: list[str] | None = None
+    ) -> Fingerprint:
         """The fingerprint of the store at ``root`` whose file parts (as read) are ``parts``.
 
         A store whose vectors cannot be read gets a ``vectors`` part saying why; ``strict``
         (a backup) raises instead, because such a part proves nothing about a restore.
+        ``problems``, if given, gets what ``health`` would find wrong, judged on this read.
         """
         parts = dict(parts)
         try:
-            return self._vector_parts_from_file(parts, root, scheme)
+            return self._vector_parts_from_file(parts, root, scheme, problems)
         except ComponentError:  # the coverage check: never a mere "unreadable"
             raise
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
@@ -520,7 +582,9 @@ class VectorstoreComponent(Component):
             )
         return self._fp(parts, scheme)
 
-    def _vector_parts_from_file(self, parts: dict[str, Part], root: Path, scheme: str) -> Fingerprint:
+    def _vector_parts_from_file(
+        self, parts: dict[str, Part], root: Path, scheme: str, problems: list[str] | None = None
+    ) -> Fingerprint:
         """The vector parts read straight from ``index.faiss``, a bucket at a time.
 
         Why: loading the index with faiss and copying its vectors out with
@@ -535,11 +599,18 @@ class VectorstoreComponent(Component):
         parts of the index and id map are digested as those files would be without them
         (``_index_part_without``), also streaming. The metadata and id map must be
         readable too, or this raises (the caller says why).
+
+        ``problems`` (a backup judging its source, ``health_at_backup``) gets what ``health``
+        would find, from this same read: the id map is then held as int64 (8 bytes an id,
+        as ``health`` holds it), and every fingerprinted row is checked for NaN and infinity
+        as its bucket is read. A drill workload's rows (drproof's own writes) are not.
         """
         index_path = root / INDEX
-        self._meta(root)
+        meta = self._meta(root)
         check_index_layout(index_path)
-        self._count_ids(root)
+        named = self._id_map_ids(root) if problems is not None else None
+        if named is None:
+            self._count_ids(root)
         with _open(index_path) as fh:
             fd = fh.fileno()
             fields = _HEADER.unpack(_read_exactly(fd, _HEADER.size, 0))
@@ -552,7 +623,16 @@ class VectorstoreComponent(Component):
                 parts[ids] = with_owner_of(_ids_part_without(root / IDS, set(stored_ids[~keep].tolist())), parts[ids])
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
-            _bucket_parts(parts, fd, d * 4, stored_ids, order)
+            nonfinite = NonFinite() if problems is not None else None
+            _bucket_parts(parts, fd, d * 4, stored_ids, order, nonfinite)
+        if problems is not None and named is not None and nonfinite is not None:
+            header = (d, ntotal, int(fields[6]))
+            problems += _store_disagrees(meta, header, named, stored_ids, len(order))
+            if nonfinite.count:
+                problems.append(
+                    f"{nonfinite.count} stored vector(s) hold NaN or infinity (e.g. the one with id {nonfinite.first}): "
+                    "no search can return them"
+                )
         return self._checked(parts, len(order), scheme, held=ntotal)
 
     def _unbackupable(self, root: Path, exc: Exception) -> ComponentError:
@@ -573,13 +653,29 @@ class VectorstoreComponent(Component):
         """
         if incremental is not None:  # not a kind with incremental backups: the base says so
             return super().backup_fingerprinted(writer, incremental)
+        problems: list[str] = []
         with self.store_lock:
             read = _file_parts(self.path, self.fingerprint_scheme)
-            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True)
+            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True, problems=problems)
             archived: dict[str, Part] = OwnedParts()
             details = self._archive(writer, archived)
         self._same_as_archived(read, archived)
+        self._judged = Health(ok=not problems, detail="; ".join(problems) or "judged on the bytes backed up")
         return details, fp
+
+    _judged: Health | None = None  # the source's health as the last backup's read found it
+
+    def health_at_backup(self, details: dict[str, Any]) -> Health:
+        """The store as the backup's own read judged it; ``health`` only for a backup that did not judge it.
+
+        Why: ``health`` reads every row of the index for its probe, and the backup has just
+        read them all for the fingerprint (docs/performance.md, issue 14): the problems are
+        taken from that read (``_vector_parts_from_file``), and the index is not read again.
+        The probe itself adds nothing there: on a flat index whose rows are all finite, the
+        first row is its own nearest neighbour (distance 0, and the earlier row wins a tie).
+        """
+        judged, self._judged = self._judged, None
+        return judged if judged is not None else self.health()
 
     def _same_as_archived(self, read: dict[str, Part], archived: dict[str, Part]) -> None:
         """Refuse a backup whose files changed between the fingerprint's read and the archive's.
@@ -602,6 +698,7 @@ class VectorstoreComponent(Component):
             )
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
+        self._judged = None  # not judged on this read: ``health_at_backup`` asks ``health``
         with self.store_lock:
             return self._archive(writer, None)
 
@@ -693,26 +790,20 @@ class VectorstoreComponent(Component):
         the rows a block at a time and asks which stored vector is nearest the first,
         as a flat index's search would answer it. The id map must name exactly the index's
         ids (``_ids_disagree``): both sets are held as int64, 8 bytes an id, a few times over,
-        far less than the vectors' 4 bytes a dimension.
+        far less than the vectors' 4 bytes a dimension. metadata.json's ``count``, where it
+        has one, must be the index's vectors less a drill workload's (``_store_disagrees``).
         """
         try:
             meta = self._meta(self.path)
             check_index_layout(self.path / INDEX)
             d, ntotal, metric_type = _header_numbers(self.path / INDEX)
             named = self._id_map_ids(self.path)
-            count = len(named)
+            stored = _stored_ids(self.path / INDEX, d, ntotal)
+            kept = ntotal - int(self._workload(self.path, stored, SCHEME).sum())
         except Exception as exc:  # json ValueError, layout ValueError, files OSError
             return Health(ok=False, detail=f"cannot load the store: {_reason(exc)}"[:500])
-        problems = []
-        if d != meta.get("dimension"):
-            problems.append(f"index dimension {d} but metadata says {meta.get('dimension')}")
+        problems = _store_disagrees(meta, (d, ntotal, metric_type), named, stored, kept)
         metric = "l2" if metric_type == _METRIC_L2 else "inner_product"
-        if metric != meta.get("metric"):
-            problems.append(f"index metric {metric} but metadata says {meta.get('metric')}")
-        if ntotal != count:
-            problems.append(f"index holds {ntotal} vectors but the id map has {count}")
-        else:
-            problems += _ids_disagree(_stored_ids(self.path / INDEX, d, ntotal), named)
         if problems:
             return Health(ok=False, detail="; ".join(problems))
         wrong = _probe(self.path / INDEX, d, ntotal) if ntotal else None

@@ -290,6 +290,14 @@ class VolumesComponent(Component):
         spool = self._spool(_scheme(sources[-1]))
         extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, sources[-1].details.get("root"))
 
+    def health_at_backup(self, details: dict[str, Any]) -> Health:
+        """Healthy: the backup just walked and archived the whole tree, all ``health`` asks of it.
+
+        Why not ``health``: it lists the tree again, a second pass over a million entries
+        for an answer the backup already gave (one that cannot walk it fails).
+        """
+        return Health(ok=True, detail="the backup walked and archived the whole tree")
+
     def health(self) -> Health:
         """The tree is there and can be walked; its content is the fingerprint's to judge.
 

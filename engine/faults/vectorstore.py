@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from engine.components.vectorstore import INDEX, META, VectorstoreComponent, check_index_layout
+from engine.components.vectorstore import INDEX, META, VectorstoreComponent, check_index_layout, read_metadata
 from engine.errors import FaultError
 from engine.faults.base import Fault, FaultContext, FaultParams
 from engine.lazy import lazy
@@ -109,7 +109,7 @@ class SwapModel(Fault):
         root = _store(ctx)
         index_path, meta_path = root / INDEX, root / META
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = read_metadata(root)  # an object, or a ValueError: found by review, a JSON list was a traceback
             check_index_layout(index_path)
             index: Any = faiss.read_index(str(index_path))  # an IndexIDMap2, whose id_map faiss's stubs omit
         except (OSError, ValueError, RuntimeError) as exc:
@@ -152,7 +152,7 @@ class SwapModel(Fault):
 
     def _verify(self, root: Path, model: str, dimension: int, count: int, digests: dict[str, str]) -> None:
         """Read the store back: it must claim the new model and hold new vectors for every id."""
-        meta = json.loads((root / META).read_text(encoding="utf-8"))
+        meta = read_metadata(root)
         check_index_layout(root / INDEX)
         index = faiss.read_index(str(root / INDEX))
         problems = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,7 @@ class FaissIndex(ForeignFormat):
         if not local.is_dir():
             if self.params.index or self.params.documents:
                 raise ComponentError(f"{local}: `index` and `documents` name files in a directory; this is a file")
+            _refuse_special(local)
             return local, None
         if self.params.index:
             index = local / self.params.index
@@ -104,6 +106,8 @@ class FaissIndex(ForeignFormat):
         for path in (index, documents):
             if path.is_symlink():
                 raise ComponentError(f"{path}: a symlink; the backup's files must be in its directory")
+        _refuse_special(index)
+        _refuse_special(documents)
         if not index.is_file():
             raise ComponentError(f"{index}: no such index file")
         if not documents.is_file():
@@ -141,6 +145,31 @@ class FaissIndex(ForeignFormat):
             args = ["convert", str(index), str(component.path), str(facts.details["model"])]
             done = _reader([*args, str(documents)] if documents else args, f"{index}")
         return {"converted_from": done["index_type"], "vectors": done["vectors"], "documents": done["documents"]}
+
+
+_SPECIAL = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _refuse_special(path: Path) -> None:
+    """Refuse ``path`` if it exists and is not a regular file, without opening it.
+
+    Why: found by review, a `path` (or index, or id map) that was a FIFO made the reader
+    child wait in faiss's open for a writer, until its 6-hour timeout, with no verdict; an
+    id map that was one was skipped in silence, each id then standing for itself.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing: the caller says so
+    if not stat.S_ISREG(mode):
+        what = _SPECIAL.get(stat.S_IFMT(mode), "not a regular file")
+        raise ComponentError(f"{path}: {what}, not a file; a faiss backup is an index file or a directory of files")
 
 
 def _reader(args: list[str], what: str) -> dict[str, Any]:

@@ -226,9 +226,17 @@ def _documents(path: Path | None, ids: Any) -> dict[int, str]:
                 continue
             try:
                 entry = json.loads(line)
-                names[int(entry["id"])] = str(entry["document"])
+                key, document = int(entry["id"]), str(entry["document"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise Refused(f"{path.name} line {number}: not an id map entry ({exc})") from None
+            if key in names:
+                # Found by review: the last line won in silence, so which document a search
+                # answer stands for was the map's order, not its content.
+                raise Refused(
+                    f"{path.name} line {number}: id {key} is named a second time; an id map names each id once, "
+                    "so which document a search answer stands for is not left to the order of its lines"
+                )
+            names[key] = document
     held = {int(i) for i in ids.tolist()}
     missing, extra = held - set(names), set(names) - held
     if missing or extra:

@@ -379,6 +379,18 @@ def test_swap_model_leaves_a_healthy_wrong_store_that_only_a_restore_undoes(
         _inject("swap_model", store)
 
 
+@pytest.mark.parametrize("text", ["[]", '"a model"', "null", "[" * 100_000])
+def test_swap_model_of_a_store_whose_metadata_is_not_an_object_is_a_fault_error(
+    store: VectorstoreComponent, text: str
+) -> None:
+    """Found by review: JSON that is not an object gave an AttributeError traceback from the fault."""
+    (store.path / META).write_text(text)
+    before = (store.path / INDEX).read_bytes()
+    with pytest.raises(FaultError, match=r"the store cannot be loaded, so it cannot be re-embedded: .*metadata.json"):
+        _inject("swap_model", store)
+    assert (store.path / INDEX).read_bytes() == before, "nothing was rewritten"
+
+
 def _diff(expected: Any, actual: Any) -> list[Any]:
     from engine.fingerprint import compare
 
