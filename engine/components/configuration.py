@@ -87,22 +87,51 @@ def _default_files(rng: random.Random) -> dict[str, str]:
     }
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document whose merge keys copy too many entries.
+
+    Why: PyYAML copies every merged entry (``<<: *defaults``) into each mapping *while
+    loading*, before drproof's node limit can count the result. Mappings that each merge
+    the previous one make n²/2 entries from n lines: a 180 KB file took 23 s and 0.5 GB,
+    a 2.4 MB one ran out of memory, in backup, fingerprint and health alike.
+    """
+
+    merged = 0
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        before = len(node.value)
+        super().flatten_mapping(node)  # calls back here for every mapping it merges
+        self.merged += max(0, len(node.value) - before)
+        if self.merged > MAX_SETTINGS_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"merge keys (<<) copy more than {MAX_SETTINGS_NODES} entries", node.start_mark
+            )
+
+
+def _load_yaml(text: str) -> list[Any]:
+    """Every document of ``text``, as ``yaml.safe_load_all`` reads them, with merges bounded."""
+    return list(yaml.load_all(text, Loader=_BoundedLoader))
+
+
 def parse_check(path: Path) -> str | None:
     """None if the file parses in the format its extension names, else the problem.
 
     Only the first line of a parser's message is kept: the following ones quote the
-    offending line of the file, which may hold a secret.
+    offending line of the file, which may hold a secret. A file nested too deeply for
+    the parsers (``[[[[…``) is a problem, not a traceback.
     """
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix in {".yaml", ".yml"}:
-            yaml.safe_load(text)
+            _load_yaml(text)
         elif path.suffix == ".json":
             json.loads(text)
         elif path.suffix == ".ini":
             configparser.ConfigParser().read_string(text)
     except (yaml.YAMLError, ValueError, configparser.Error) as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    except RecursionError:
+        return "nested too deeply to parse"
     return None
 
 
@@ -177,7 +206,7 @@ def _parse_bytes(fmt: str, data: bytes) -> Any:
 def _parse(fmt: str, text: str) -> Any:
     try:
         if fmt == "yaml":
-            docs = list(yaml.safe_load_all(text))
+            docs = _load_yaml(text)
             return docs[0] if len(docs) == 1 else docs or None
         if fmt == "json":
             return json.loads(text)
@@ -356,11 +385,18 @@ _LOOSE_ASSIGNMENT = re.compile(r"""\s*["']?([A-Za-z0-9_.\-]+)["']?\s*[:=]\s*["']
 
 
 def _scalars(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (*_scalars(k), *_scalars(v))]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [s for v in value for s in _scalars(v)]
-    return [value] if isinstance(value, str) else []
+    """Every string in ``value``, keys included; a loop, because a secret's value may nest
+    almost as deep as the parser allowed and this runs deeper in the stack than the parser."""
+    found, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack += list(v)
+        elif isinstance(v, str):
+            found.append(v)
+    return found
 
 
 def secret_values(root: Path) -> set[str]:
