@@ -1,19 +1,26 @@
-"""Configuration files built to hurt the reader.
+"""Configuration files built to hurt the reader, and keys that are secrets themselves.
 
 Review of the configuration kind (notes/review-config): a YAML file whose mappings each
 merge the previous one (``<<: *prev``) made PyYAML copy n²/2 entries while loading (a
 180 KB file: 23 s and 0.5 GB; 2.4 MB: out of memory) in backup, fingerprint and health;
-and a deeply nested JSON or YAML file made ``health()`` raise RecursionError.
+a deeply nested JSON or YAML file made ``health()`` raise RecursionError; and a mapping
+keyed by a URL or connection string printed its password in part names, hence in every
+finding, the seed output and the reports.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine import backup as engine_backup
 from engine.components.configuration import KEY, MAX_SETTINGS_NODES, ConfigurationComponent, ConfigurationParams
+from engine.fingerprint import compare
+from engine.repository.local import LocalRepository
 from tests.test_fingerprints import DirRuntime
 
 
@@ -86,3 +93,66 @@ def test_a_secret_nested_as_deep_as_the_parser_allows_is_still_masked_in_health(
         health = comp.health()
         assert not health.ok
         assert health.detail == "broken.yaml: ParserError: while parsing a flow sequence"
+
+
+# -- keys that are credentials -----------------------------------------------------------------
+
+CREDENTIAL_KEYS = {
+    "pools.yaml": "pools:\n  'postgres://app:hunter2-pw@db/shop': {size: 10}\n",
+    "hooks.json": json.dumps({"hooks": {"https://bot:s3cr3t-tok@hooks.example/x": "on"}}),
+    "dsn.ini": "[host=db password=inisecret-9 dbname=x]\nsize = 5\n",
+}
+SECRETS = ("hunter2-pw", "s3cr3t-tok", "inisecret-9")
+
+
+def test_a_key_that_is_a_credential_is_named_masked_and_hashed_as_a_secret() -> None:
+    with _component(CREDENTIAL_KEYS) as comp:
+        before = comp.fingerprint()
+        assert {
+            "key pools.yaml:pools.postgres://app:***@db/shop",
+            'key hooks.json:hooks["https://bot:***@hooks.example/x"]',
+            'key dsn.ini:["host=db password=*** dbname=x"]',
+        } <= set(before.parts)
+        seeded = comp.seed()
+        # Only the password in the key changes: the setting is still named as changed.
+        for rel, secret in zip(CREDENTIAL_KEYS, SECRETS, strict=True):
+            path = comp.path / rel
+            path.write_text(path.read_text().replace(secret, secret.upper()))
+        diffs = compare(before, comp.fingerprint())
+        assert sum(d.part.startswith(KEY) for d in diffs) == 3
+        text = "\n".join([before.model_dump_json(), *(d.describe() for d in diffs), json.dumps(seeded)])
+        for secret in SECRETS:
+            assert secret not in text and secret.upper() not in text
+
+
+def test_ordinary_keys_are_named_as_written() -> None:
+    """Quiet control: URLs as values, and keys with dots, colons or slashes, are not masked keys."""
+    files = {"app.yaml": "routes:\n  /api/v1: backend\n  'a.b': 1\nupstream: https://db.internal:5432/x\n"}
+    with _component(files) as comp:
+        assert _keys(comp, "app.yaml") == {
+            "key app.yaml:routes./api/v1",
+            'key app.yaml:routes["a.b"]',
+            "key app.yaml:upstream",
+        }
+
+
+def test_a_scheme_4_set_naming_credential_keys_as_written_still_restores_and_compares(tmp_path: Path) -> None:
+    """Sets written before the keys were masked are proven and compared in their own scheme, in full."""
+    with _component(CREDENTIAL_KEYS) as comp:
+        old = comp.legacy_fingerprint("configuration/4")
+        assert old is not None and old.scheme == "configuration/4"
+        assert "key pools.yaml:pools.postgres://app:hunter2-pw@db/shop.size" in old.parts  # as scheme 4 named it
+        assert compare(old, comp.fingerprint_like(old)) == []
+        assert comp.blind_spot("configuration/4") is None  # nothing goes uncompared
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        source = engine_backup._source(repo, manifest, comp.instance)
+        source.fingerprint = old  # the set as an earlier drproof recorded it
+        shutil.rmtree(comp.path)
+        comp.restore(source)
+        assert compare(old, comp.fingerprint_like(old)) == []
+        (comp.path / "pools.yaml").write_text(CREDENTIAL_KEYS["pools.yaml"].replace("10", "11"))
+        assert {d.part for d in compare(old, comp.fingerprint_like(old))} == {
+            "file pools.yaml",
+            "key pools.yaml:pools.postgres://app:hunter2-pw@db/shop.size",
+        }

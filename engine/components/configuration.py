@@ -51,6 +51,7 @@ from engine.repository.base import BackupSetWriter
 KEY = "key "  # fingerprint part names of settings: "key <relative path>:<dotted.key.path>"
 MAX_PARSE_BYTES = 8 << 20  # larger files are data, not settings: whole-file part only
 MAX_SETTINGS_NODES = 100_000  # YAML aliases can make a small file a huge (or cyclic) tree
+_UNMASKED = "configuration/4"  # the last scheme that named a credential-like key as written
 MIN_SCRUB_CHARS = 4  # shorter "secrets" (flags, TTLs under secret-looking names) would garble text
 
 
@@ -239,11 +240,15 @@ def _secret_value(value: object) -> bool:
     return isinstance(value, str) and redact(value) != value
 
 
-def flatten(doc: Any) -> dict[str, tuple[Any, bool]] | None:
+def flatten(doc: Any, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
     """Dotted key path → (value, is secret), or None when two paths would read the same.
 
     Everything under a secret-looking key is one secret leaf: its child keys may be
-    secrets themselves (``api_keys: {sk-live-…: billing}``), so they are not named.
+    secrets themselves (``api_keys: {sk-live-…: billing}``), so they are not named. A key
+    that is a credential itself (a mapping keyed by DSN or by ``https://user:pw@host``) is
+    named as :func:`~engine.redaction.redact` masks it: part names reach every report.
+    Two such keys that differ only in what is masked read the same: a clash, as above.
+    ``masked=False`` names them as written, as schemes up to ``configuration/4`` did.
     """
     out: dict[str, tuple[Any, bool]] = {}
     clash = False
@@ -257,6 +262,9 @@ def flatten(doc: Any) -> dict[str, tuple[Any, bool]] | None:
     def walk(value: Any, path: tuple[str, ...]) -> None:
         if isinstance(value, dict) and value:
             for k, v in value.items():
+                if masked and _secret_value(k):  # a key that is a credential itself: shown masked, hashed with its value
+                    leaf((*path, _segment(redact(k))), {k: v}, True)
+                    continue
                 child = (*path, _segment(k))
                 if isinstance(k, str) and is_secret_key(k):
                     leaf(child, v, True)
@@ -315,23 +323,24 @@ def _bounded(doc: Any) -> bool:
     return True
 
 
-def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
-    return _flat(read_settings(path))
+def _settings(path: Path, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
+    return _flat(read_settings(path), masked)
 
 
-def _flat(doc: Any) -> dict[str, tuple[Any, bool]] | None:
+def _flat(doc: Any, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
     if doc is None or not _bounded(doc):
         return None
     try:
-        return flatten(doc)
+        return flatten(doc, masked)
     except RecursionError:
         return None
 
 
-def key_parts_into(root: Path, sink: PartSink) -> None:
-    """One ``key <file>:<path>`` part per setting of every file drproof can read as settings."""
+def key_parts_into(root: Path, sink: PartSink, masked: bool = True) -> None:
+    """One ``key <file>:<path>`` part per setting of every file drproof can read as settings
+    (``masked``: see :func:`flatten`)."""
     for f in walk_files(root):
-        _file_keys_into(f.relative_to(root).as_posix(), _settings(f), sink)
+        _file_keys_into(f.relative_to(root).as_posix(), _settings(f, masked), sink)
 
 
 def _file_keys_into(rel: str, settings: dict[str, tuple[Any, bool]] | None, sink: PartSink) -> None:
@@ -477,7 +486,9 @@ class ConfigurationComponent(Component):
 
     # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
     # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "configuration/4"
+    # Scheme 5 masks a key that is a credential itself (see ``flatten``); scheme 4 named it
+    # as written. Nothing else differs, so a scheme 4 set is compared in full, in its scheme.
+    fingerprint_scheme: ClassVar[str] = "configuration/5"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
@@ -486,18 +497,22 @@ class ConfigurationComponent(Component):
         "configuration/3": LINKS_NOT_RECORDED,
     }
 
+    def blind_spot(self, scheme: str) -> str | None:
+        """None for scheme 4 as well: it differs from 5 in how a few parts are named, not in what is compared."""
+        return None if scheme == _UNMASKED else super().blind_spot(scheme)
+
     def _spool(self, scheme: str | None = None) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go (1 had no directory parts, 2 no owners, 3 no links)."""
         scheme = scheme or self.fingerprint_scheme
         owners = scheme not in (LEGACY_SCHEME, "configuration/2")
-        return PartSpool(
-            exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=scheme == self.fingerprint_scheme
-        )
+        links = scheme in (self.fingerprint_scheme, _UNMASKED)
+        return PartSpool(exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=links)
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
-        key_parts_into(root, spool)
-        return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
+        scheme = scheme or self.fingerprint_scheme
+        key_parts_into(root, spool, masked=scheme == self.fingerprint_scheme)
+        return spool.fingerprint(self.instance, self.name, scheme)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -523,7 +538,7 @@ class ConfigurationComponent(Component):
         return self._taken(spool, self.path)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme not in self.legacy_blind_spots:
+        if scheme not in self.legacy_blind_spots and scheme != _UNMASKED:
             return None
         spool = self._spool(scheme)
         tree_parts_into(self.path, spool)
