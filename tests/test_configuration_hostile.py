@@ -5,7 +5,8 @@ merge the previous one (``<<: *prev``) made PyYAML copy n²/2 entries while load
 180 KB file: 23 s and 0.5 GB; 2.4 MB: out of memory) in backup, fingerprint and health;
 a deeply nested JSON or YAML file made ``health()`` raise RecursionError; and a mapping
 keyed by a URL or connection string printed its password in part names, hence in every
-finding, the seed output and the reports.
+finding, the seed output and the reports. And a config that is a symbolic link to a file
+outside the directory was backed up as the link alone, with nothing said.
 """
 
 from __future__ import annotations
@@ -156,3 +157,38 @@ def test_a_scheme_4_set_naming_credential_keys_as_written_still_restores_and_com
             "file pools.yaml",
             "key pools.yaml:pools.postgres://app:hunter2-pw@db/shop.size",
         }
+
+
+# -- symbolic links out of the tree ------------------------------------------------------------
+
+
+def test_a_link_to_a_config_outside_the_directory_is_named_beside_every_comparison(tmp_path: Path) -> None:
+    """The set holds the link, not the shared file: its loss was restored as nothing, and compared "match"."""
+    shared = tmp_path / "shared" / "app.yaml"
+    shared.parent.mkdir()
+    shared.write_text("port: 5432\n")
+    with _component({"local.yaml": "a: 1\n"}) as comp:
+        (comp.path / "app.yaml").symlink_to(shared)
+        (comp.path / "up.yaml").symlink_to("../../shared/app.yaml")  # relative, out of the tree all the same
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        details = manifest.component(comp.instance).details
+        assert details["links_outside"] == {
+            "count": 2,
+            "entries": [f"app.yaml -> {shared}", "up.yaml -> ../../shared/app.yaml"],
+        }
+        [note] = comp.comparison_notes(details)
+        assert note.startswith(f"2 symbolic link(s) point outside the configuration directory (e.g. app.yaml -> {shared})")
+
+
+def test_links_inside_the_directory_carry_no_note(tmp_path: Path) -> None:
+    """Quiet control: sites-enabled -> sites-available, as nginx and Apache trees do."""
+    files = {"sites-available/shop.conf": "server { listen 80; }\n", "app.yaml": "a: 1\n"}
+    with _component(files) as comp:
+        (comp.path / "sites-enabled").mkdir()
+        (comp.path / "sites-enabled" / "shop.conf").symlink_to("../sites-available/shop.conf")
+        (comp.path / "current.yaml").symlink_to(comp.path / "app.yaml")  # absolute, but inside
+        manifest = engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
+        details = manifest.component(comp.instance).details
+        assert "links_outside" not in details
+        assert comp.comparison_notes(details) == []

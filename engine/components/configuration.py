@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import string
@@ -41,7 +42,7 @@ from engine.components.files import (
     walk_files,
     write_tar,
 )
-from engine.components.livechanges import LiveChanges, with_changes
+from engine.components.livechanges import MAX_LISTED, LiveChanges, with_changes
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partstream import PartSpool
@@ -460,6 +461,35 @@ def secrets_in_text(name: str, text: str) -> set[str]:
     return found
 
 
+OUTSIDE_KEY = "links_outside"  # backup details: symbolic links that leave the configuration directory
+OUTSIDE_NOTE = (
+    "{count} symbolic link(s) point outside the configuration directory (e.g. {first}): the backup holds the "
+    "links, not what they point to, so that content is neither restored nor compared"
+)
+
+
+def links_outside(root: Path) -> list[str]:
+    """``name -> target`` of every symbolic link under ``root`` that resolves outside it.
+
+    Why: a configuration file that is a link to ``/srv/shared/app.yaml`` is archived as
+    the link. Health reads through it, fidelity compares the link's target text: the
+    shared file can be lost or rewritten and a restore still compares "match".
+    """
+    base = os.path.realpath(root)
+    found = []
+    for f in walk_files(root):
+        if f.is_symlink() and os.path.commonpath([base, os.path.realpath(f)]) != base:
+            found.append(f"{f.relative_to(root).as_posix()} -> {os.readlink(f)}")
+    return sorted(found)
+
+
+def _with_outside(details: dict[str, Any], root: Path) -> dict[str, Any]:
+    outside = links_outside(root)
+    if not outside:
+        return details
+    return {**details, OUTSIDE_KEY: {"count": len(outside), "entries": outside[:MAX_LISTED]}}
+
+
 class ConfigurationComponent(Component):
     name: ClassVar[str] = "configuration"
     server: ClassVar[str | None] = "directory"
@@ -530,7 +560,7 @@ class ConfigurationComponent(Component):
             entries = write_tar(self.path, sink, parts=spool, changes=changes, tap=_ArchivedKeys(spool))
         fp = spool.fingerprint(self.instance, self.name, self.fingerprint_scheme)
         details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
-        return with_changes(details, changes), fp
+        return with_changes(_with_outside(details, self.path), changes), fp
 
     def fingerprint(self) -> Fingerprint:
         spool = self._spool()
@@ -543,6 +573,15 @@ class ConfigurationComponent(Component):
         spool = self._spool(scheme)
         tree_parts_into(self.path, spool)
         return self._taken(spool, self.path, scheme)
+
+    def comparison_notes(self, details: dict[str, Any]) -> list[str]:
+        """And the symbolic links the set holds that point outside the directory (``links_outside``)."""
+        notes = super().comparison_notes(details)
+        found = details.get(OUTSIDE_KEY)
+        if isinstance(found, dict) and found.get("count"):
+            entries = [str(e) for e in found.get("entries", [])]
+            notes.append(OUTSIDE_NOTE.format(count=int(found["count"]), first=entries[0] if entries else "?"))
+        return notes
 
     # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
     # fingerprinted and restored like any other file.
@@ -563,7 +602,7 @@ class ConfigurationComponent(Component):
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink)
-        return {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
+        return _with_outside({"entries": entries, "method": "streamed tar", "root": root_details(self.path)}, self.path)
 
     def restore(self, source: ArtifactSource) -> None:
         scheme = source.fingerprint.scheme if source.fingerprint is not None else None
