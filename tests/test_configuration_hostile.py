@@ -18,8 +18,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from engine import backup as engine_backup
-from engine.components.configuration import KEY, MAX_SETTINGS_NODES, ConfigurationComponent, ConfigurationParams
+from engine.components.configuration import (
+    KEY,
+    MAX_SETTINGS_NODES,
+    ConfigurationComponent,
+    ConfigurationParams,
+    secrets_in_text,
+)
 from engine.fingerprint import compare
 from engine.repository.local import LocalRepository
 from tests.test_fingerprints import DirRuntime
@@ -192,3 +200,29 @@ def test_links_inside_the_directory_carry_no_note(tmp_path: Path) -> None:
         details = manifest.component(comp.instance).details
         assert "links_outside" not in details
         assert comp.comparison_notes(details) == []
+
+
+# -- values their tag does not fit -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "error"),
+    [("!!int", "ValueError"), ("!!float", "ValueError"), ("!!bool", "KeyError"), ("!!timestamp", "AttributeError")],
+)
+def test_a_value_its_yaml_tag_does_not_fit_is_a_parse_problem_that_quotes_nothing(tag: str, error: str) -> None:
+    secret = "hunter2-tagged"
+    text = f"service: x\npassword: {tag} {secret}\n"
+    with _component({"app.yaml": text}) as comp:
+        health = comp.health()  # ValueError quoted the value; KeyError and AttributeError escaped
+        assert not health.ok
+        assert health.detail == f"app.yaml: ConstructorError: a value that is not a valid {tag} ({error})"
+        assert _keys(comp, "app.yaml") == set()  # a backup took the same path: a traceback
+        assert secret in secrets_in_text("app.yaml", text)  # a scenario quoting it still masks it
+
+
+def test_values_that_fit_their_yaml_tags_are_settings() -> None:
+    """Quiet control."""
+    text = 'port: !!int "5432"\nratio: !!float "0.5"\nenabled: !!bool yes\nsince: !!timestamp 2024-01-02\n'
+    with _component({"app.yaml": text}) as comp:
+        assert comp.health().ok
+        assert _keys(comp, "app.yaml") == {f"key app.yaml:{k}" for k in ("port", "ratio", "enabled", "since")}

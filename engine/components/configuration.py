@@ -90,15 +90,28 @@ def _default_files(rng: random.Random) -> dict[str, str]:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a document whose merge keys copy too many entries.
+    """``yaml.SafeLoader`` that refuses a document whose merge keys copy too many entries,
+    and whose errors never quote a value.
 
     Why: PyYAML copies every merged entry (``<<: *defaults``) into each mapping *while
     loading*, before drproof's node limit can count the result. Mappings that each merge
     the previous one make n²/2 entries from n lines: a 180 KB file took 23 s and 0.5 GB,
-    a 2.4 MB one ran out of memory, in backup, fingerprint and health alike.
+    a 2.4 MB one ran out of memory, in backup, fingerprint and health alike. And a value
+    its tag does not fit (``password: !!int hunter2``) made the constructor raise Python's
+    own errors: ValueError quoting the value (into health texts), KeyError for ``!!bool``
+    and AttributeError for ``!!timestamp`` (tracebacks in backup and health).
     """
 
     merged = 0
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a value that is not a valid {tag} ({type(exc).__name__})", node.start_mark
+            ) from None
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         before = len(node.value)
@@ -392,6 +405,17 @@ def secret_keys(root: Path) -> list[str]:
 
 
 _LOOSE_ASSIGNMENT = re.compile(r"""\s*["']?([A-Za-z0-9_.\-]+)["']?\s*[:=]\s*["']?(.*?)["']?\s*,?\s*""")
+_YAML_TAG = re.compile(r"""!\S*\s+["']?(.*?)["']?""")  # `password: !!int hunter2`: the value after the tag
+
+
+def _loose_secrets(line: str) -> list[str]:
+    """The value of a secret-looking ``key: value`` line of a file that did not parse; with
+    a YAML tag in front (``!!str x``), also the value without it, as a parser's error quotes it."""
+    m = _LOOSE_ASSIGNMENT.fullmatch(line)
+    if m is None or not is_secret_key(m.group(1)) or not m.group(2):
+        return []
+    tagged = _YAML_TAG.fullmatch(m.group(2))
+    return [m.group(2), tagged.group(1)] if tagged else [m.group(2)]
 
 
 def _scalars(value: Any) -> list[str]:
@@ -430,9 +454,7 @@ def secret_values(root: Path) -> set[str]:
         except OSError:
             continue
         for line in lines:
-            m = _LOOSE_ASSIGNMENT.fullmatch(line)
-            if m and is_secret_key(m.group(1)):
-                found.add(m.group(2))
+            found.update(_loose_secrets(line))
     return {v for v in found if len(v) >= MIN_SCRUB_CHARS}
 
 
@@ -455,9 +477,7 @@ def secrets_in_text(name: str, text: str) -> set[str]:
             if secret:
                 found.update(_scalars(value))
     for line in text.splitlines():
-        m = _LOOSE_ASSIGNMENT.fullmatch(line)
-        if m and is_secret_key(m.group(1)) and m.group(2):
-            found.add(m.group(2))
+        found.update(_loose_secrets(line))
     return found
 
 
