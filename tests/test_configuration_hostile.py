@@ -226,3 +226,23 @@ def test_values_that_fit_their_yaml_tags_are_settings() -> None:
     with _component({"app.yaml": text}) as comp:
         assert comp.health().ok
         assert _keys(comp, "app.yaml") == {f"key app.yaml:{k}" for k in ("port", "ratio", "enabled", "since")}
+
+
+# -- seeded file names -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../escaped.yaml", "/etc/cron.d/drproof", "a/../../b.yaml", "./app.yaml", "a//b", "dir/"])
+def test_seeded_file_names_stay_inside_the_directory(name: str) -> None:
+    """They were written as given: ``../x`` next to the directory, ``/etc/cron.d/x`` anywhere."""
+    with pytest.raises(ValueError, match="must be a relative path inside the configuration directory"):
+        ConfigurationParams(files={name: "a: 1\n"})
+
+
+def test_seeded_file_names_in_subdirectories_are_fine() -> None:
+    """Quiet control."""
+    with _component({"nginx/sites-available/shop.conf": "server {}\n", ".env": "A=1\n", "a..b.yaml": "x: 1\n"}) as comp:
+        assert sorted(p.relative_to(comp.path).as_posix() for p in comp.files()) == [
+            ".env",
+            "a..b.yaml",
+            "nginx/sites-available/shop.conf",
+        ]

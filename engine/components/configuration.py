@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
@@ -61,6 +61,20 @@ class ConfigurationParams(SeedParams):
         default=None,
         description="File name → content. When absent, a realistic set of app, database and feature-flag files.",
     )
+
+    @field_validator("files")
+    @classmethod
+    def _inside(cls, files: dict[str, str] | None) -> dict[str, str] | None:
+        """Names are relative paths that stay in the directory: the seed writes them as
+        the drill's user, and ``/etc/cron.d/x`` or ``../x`` would land outside it."""
+        for name in files or {}:
+            parts = name.split("/")
+            if name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(
+                    f"file name {name!r} must be a relative path inside the configuration directory "
+                    "(no leading '/', no '.', '..' or empty parts)"
+                )
+        return files
 
 
 def _default_files(rng: random.Random) -> dict[str, str]:
