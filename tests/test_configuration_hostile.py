@@ -246,3 +246,20 @@ def test_seeded_file_names_in_subdirectories_are_fine() -> None:
             "a..b.yaml",
             "nginx/sites-available/shop.conf",
         ]
+
+
+# -- extensions in capitals ---------------------------------------------------------------------
+
+
+def test_health_parses_files_whose_extension_is_in_capitals() -> None:
+    """Key parts read APP.YAML as YAML; health only looked at lower-case suffixes: broken ones were healthy."""
+    with _component({"APP.YAML": "a: [1\n", "Flags.JSON": "{", "DB.INI": "x = 1\n", "ok.Yml": "a: 1\n"}) as comp:
+        health = comp.health()
+        assert not health.ok
+        assert [p.split(":")[0] for p in health.detail.split("; ")] == ["APP.YAML", "DB.INI", "Flags.JSON"]
+
+
+def test_files_in_capitals_that_parse_are_healthy() -> None:
+    """Quiet control."""
+    with _component({"APP.YAML": "a: 1\n", "Flags.JSON": "{}", "DB.INI": "[s]\nx = 1\n"}) as comp:
+        assert comp.health().ok

@@ -150,12 +150,13 @@ def parse_check(path: Path) -> str | None:
     the parsers (``[[[[…``) is a problem, not a traceback.
     """
     text = path.read_text(encoding="utf-8")
+    fmt = _format(path)  # case-blind, as for key parts: a broken APP.YAML was "healthy"
     try:
-        if path.suffix in {".yaml", ".yml"}:
+        if fmt == "yaml":
             _load_yaml(text)
-        elif path.suffix == ".json":
+        elif fmt == "json":
             json.loads(text)
-        elif path.suffix == ".ini":
+        elif path.suffix.lower() == ".ini":
             configparser.ConfigParser().read_string(text)
     except (yaml.YAMLError, ValueError, configparser.Error) as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
