@@ -12,6 +12,7 @@ outside the directory was backed up as the link alone, with nothing said.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ from engine.components.configuration import (
     ConfigurationParams,
     secrets_in_text,
 )
+from engine.errors import FaultError
+from engine.faults.base import FaultContext
+from engine.faults.files import ConfigFileParams, DeleteConfig
 from engine.fingerprint import compare
 from engine.repository.local import LocalRepository
 from tests.test_fingerprints import DirRuntime
@@ -263,3 +267,34 @@ def test_files_in_capitals_that_parse_are_healthy() -> None:
     """Quiet control."""
     with _component({"APP.YAML": "a: 1\n", "Flags.JSON": "{}", "DB.INI": "[s]\nx = 1\n"}) as comp:
         assert comp.health().ok
+
+
+# -- the delete fault --------------------------------------------------------------------------
+
+
+def _delete(comp: ConfigurationComponent, rel: str) -> dict[str, object]:
+    ctx = FaultContext(component=comp, repository=None, find_backup=None, rng=random.Random(0))  # type: ignore[arg-type]
+    return DeleteConfig(ConfigFileParams(file=rel)).inject(ctx)
+
+
+def test_the_delete_fault_deletes_the_link_it_names_not_its_target() -> None:
+    with _component({"sites-available/shop.conf": "server {}\n"}) as comp:
+        (comp.path / "sites-enabled").mkdir()
+        link = comp.path / "sites-enabled" / "shop.conf"
+        link.symlink_to("../sites-available/shop.conf")
+        assert _delete(comp, "sites-enabled/shop.conf") == {"files_deleted": ["sites-enabled/shop.conf"]}
+        assert not link.is_symlink()
+        assert (comp.path / "sites-available" / "shop.conf").read_text() == "server {}\n"
+
+
+def test_the_delete_fault_still_refuses_what_is_outside() -> None:
+    """Quiet control: a plain file is deleted; a link out of the tree, or ../x, is refused."""
+    with tempfile.TemporaryDirectory() as outside, _component({"app.yaml": "a: 1\n", "b.yaml": "b: 1\n"}) as comp:
+        shared = Path(outside) / "shared.yaml"
+        shared.write_text("s: 1\n")
+        (comp.path / "shared.yaml").symlink_to(shared)
+        assert _delete(comp, "app.yaml") == {"files_deleted": ["app.yaml"]}
+        for rel in ("shared.yaml", "../b.yaml", f"../{comp.path.name}/../x.yaml"):
+            with pytest.raises(FaultError, match="outside the component's directory"):
+                _delete(comp, rel)
+        assert shared.read_text() == "s: 1\n" and (comp.path / "b.yaml").exists()
