@@ -168,7 +168,7 @@ def test_configuration_sees_a_broken_hard_link(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     full = engine_backup.backup(repo, [comp])
     recorded = full.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "configuration/4"
+    assert recorded is not None and recorded.scheme == ConfigurationComponent.fingerprint_scheme
     assert compare(recorded, comp.fingerprint()) == []
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, full, comp)

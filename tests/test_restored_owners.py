@@ -148,7 +148,7 @@ def test_configuration_files_keep_their_owners_too(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "configuration/4"
+    assert recorded is not None and recorded.scheme == ConfigurationComponent.fingerprint_scheme
     os.chown(target, 0, 0)
     rel = f"{FILE}{target.relative_to(comp.path)}"
     assert {d.part for d in compare(recorded, comp.fingerprint())} == {rel}  # negative control

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import string
@@ -27,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
@@ -41,7 +42,7 @@ from engine.components.files import (
     walk_files,
     write_tar,
 )
-from engine.components.livechanges import LiveChanges, with_changes
+from engine.components.livechanges import MAX_LISTED, LiveChanges, with_changes
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partstream import PartSpool
@@ -51,6 +52,7 @@ from engine.repository.base import BackupSetWriter
 KEY = "key "  # fingerprint part names of settings: "key <relative path>:<dotted.key.path>"
 MAX_PARSE_BYTES = 8 << 20  # larger files are data, not settings: whole-file part only
 MAX_SETTINGS_NODES = 100_000  # YAML aliases can make a small file a huge (or cyclic) tree
+_UNMASKED = "configuration/4"  # the last scheme that named a credential-like key as written
 MIN_SCRUB_CHARS = 4  # shorter "secrets" (flags, TTLs under secret-looking names) would garble text
 
 
@@ -59,6 +61,20 @@ class ConfigurationParams(SeedParams):
         default=None,
         description="File name → content. When absent, a realistic set of app, database and feature-flag files.",
     )
+
+    @field_validator("files")
+    @classmethod
+    def _inside(cls, files: dict[str, str] | None) -> dict[str, str] | None:
+        """Names are relative paths that stay in the directory: the seed writes them as
+        the drill's user, and ``/etc/cron.d/x`` or ``../x`` would land outside it."""
+        for name in files or {}:
+            parts = name.split("/")
+            if name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(
+                    f"file name {name!r} must be a relative path inside the configuration directory "
+                    "(no leading '/', no '.', '..' or empty parts)"
+                )
+        return files
 
 
 def _default_files(rng: random.Random) -> dict[str, str]:
@@ -87,22 +103,65 @@ def _default_files(rng: random.Random) -> dict[str, str]:
     }
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document whose merge keys copy too many entries,
+    and whose errors never quote a value.
+
+    Why: PyYAML copies every merged entry (``<<: *defaults``) into each mapping *while
+    loading*, before drproof's node limit can count the result. Mappings that each merge
+    the previous one make n²/2 entries from n lines: a 180 KB file took 23 s and 0.5 GB,
+    a 2.4 MB one ran out of memory, in backup, fingerprint and health alike. And a value
+    its tag does not fit (``password: !!int hunter2``) made the constructor raise Python's
+    own errors: ValueError quoting the value (into health texts), KeyError for ``!!bool``
+    and AttributeError for ``!!timestamp`` (tracebacks in backup and health).
+    """
+
+    merged = 0
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a value that is not a valid {tag} ({type(exc).__name__})", node.start_mark
+            ) from None
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        before = len(node.value)
+        super().flatten_mapping(node)  # calls back here for every mapping it merges
+        self.merged += max(0, len(node.value) - before)
+        if self.merged > MAX_SETTINGS_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"merge keys (<<) copy more than {MAX_SETTINGS_NODES} entries", node.start_mark
+            )
+
+
+def _load_yaml(text: str) -> list[Any]:
+    """Every document of ``text``, as ``yaml.safe_load_all`` reads them, with merges bounded."""
+    return list(yaml.load_all(text, Loader=_BoundedLoader))
+
+
 def parse_check(path: Path) -> str | None:
     """None if the file parses in the format its extension names, else the problem.
 
     Only the first line of a parser's message is kept: the following ones quote the
-    offending line of the file, which may hold a secret.
+    offending line of the file, which may hold a secret. A file nested too deeply for
+    the parsers (``[[[[…``) is a problem, not a traceback.
     """
     text = path.read_text(encoding="utf-8")
+    fmt = _format(path)  # case-blind, as for key parts: a broken APP.YAML was "healthy"
     try:
-        if path.suffix in {".yaml", ".yml"}:
-            yaml.safe_load(text)
-        elif path.suffix == ".json":
+        if fmt == "yaml":
+            _load_yaml(text)
+        elif fmt == "json":
             json.loads(text)
-        elif path.suffix == ".ini":
+        elif path.suffix.lower() == ".ini":
             configparser.ConfigParser().read_string(text)
     except (yaml.YAMLError, ValueError, configparser.Error) as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    except RecursionError:
+        return "nested too deeply to parse"
     return None
 
 
@@ -177,7 +236,7 @@ def _parse_bytes(fmt: str, data: bytes) -> Any:
 def _parse(fmt: str, text: str) -> Any:
     try:
         if fmt == "yaml":
-            docs = list(yaml.safe_load_all(text))
+            docs = _load_yaml(text)
             return docs[0] if len(docs) == 1 else docs or None
         if fmt == "json":
             return json.loads(text)
@@ -210,11 +269,15 @@ def _secret_value(value: object) -> bool:
     return isinstance(value, str) and redact(value) != value
 
 
-def flatten(doc: Any) -> dict[str, tuple[Any, bool]] | None:
+def flatten(doc: Any, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
     """Dotted key path → (value, is secret), or None when two paths would read the same.
 
     Everything under a secret-looking key is one secret leaf: its child keys may be
-    secrets themselves (``api_keys: {sk-live-…: billing}``), so they are not named.
+    secrets themselves (``api_keys: {sk-live-…: billing}``), so they are not named. A key
+    that is a credential itself (a mapping keyed by DSN or by ``https://user:pw@host``) is
+    named as :func:`~engine.redaction.redact` masks it: part names reach every report.
+    Two such keys that differ only in what is masked read the same: a clash, as above.
+    ``masked=False`` names them as written, as schemes up to ``configuration/4`` did.
     """
     out: dict[str, tuple[Any, bool]] = {}
     clash = False
@@ -228,6 +291,9 @@ def flatten(doc: Any) -> dict[str, tuple[Any, bool]] | None:
     def walk(value: Any, path: tuple[str, ...]) -> None:
         if isinstance(value, dict) and value:
             for k, v in value.items():
+                if masked and _secret_value(k):  # a key that is a credential itself: shown masked, hashed with its value
+                    leaf((*path, _segment(redact(k))), {k: v}, True)
+                    continue
                 child = (*path, _segment(k))
                 if isinstance(k, str) and is_secret_key(k):
                     leaf(child, v, True)
@@ -286,23 +352,24 @@ def _bounded(doc: Any) -> bool:
     return True
 
 
-def _settings(path: Path) -> dict[str, tuple[Any, bool]] | None:
-    return _flat(read_settings(path))
+def _settings(path: Path, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
+    return _flat(read_settings(path), masked)
 
 
-def _flat(doc: Any) -> dict[str, tuple[Any, bool]] | None:
+def _flat(doc: Any, masked: bool = True) -> dict[str, tuple[Any, bool]] | None:
     if doc is None or not _bounded(doc):
         return None
     try:
-        return flatten(doc)
+        return flatten(doc, masked)
     except RecursionError:
         return None
 
 
-def key_parts_into(root: Path, sink: PartSink) -> None:
-    """One ``key <file>:<path>`` part per setting of every file drproof can read as settings."""
+def key_parts_into(root: Path, sink: PartSink, masked: bool = True) -> None:
+    """One ``key <file>:<path>`` part per setting of every file drproof can read as settings
+    (``masked``: see :func:`flatten`)."""
     for f in walk_files(root):
-        _file_keys_into(f.relative_to(root).as_posix(), _settings(f), sink)
+        _file_keys_into(f.relative_to(root).as_posix(), _settings(f, masked), sink)
 
 
 def _file_keys_into(rel: str, settings: dict[str, tuple[Any, bool]] | None, sink: PartSink) -> None:
@@ -353,14 +420,32 @@ def secret_keys(root: Path) -> list[str]:
 
 
 _LOOSE_ASSIGNMENT = re.compile(r"""\s*["']?([A-Za-z0-9_.\-]+)["']?\s*[:=]\s*["']?(.*?)["']?\s*,?\s*""")
+_YAML_TAG = re.compile(r"""!\S*\s+["']?(.*?)["']?""")  # `password: !!int hunter2`: the value after the tag
+
+
+def _loose_secrets(line: str) -> list[str]:
+    """The value of a secret-looking ``key: value`` line of a file that did not parse; with
+    a YAML tag in front (``!!str x``), also the value without it, as a parser's error quotes it."""
+    m = _LOOSE_ASSIGNMENT.fullmatch(line)
+    if m is None or not is_secret_key(m.group(1)) or not m.group(2):
+        return []
+    tagged = _YAML_TAG.fullmatch(m.group(2))
+    return [m.group(2), tagged.group(1)] if tagged else [m.group(2)]
 
 
 def _scalars(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (*_scalars(k), *_scalars(v))]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [s for v in value for s in _scalars(v)]
-    return [value] if isinstance(value, str) else []
+    """Every string in ``value``, keys included; a loop, because a secret's value may nest
+    almost as deep as the parser allowed and this runs deeper in the stack than the parser."""
+    found, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack += list(v)
+        elif isinstance(v, str):
+            found.append(v)
+    return found
 
 
 def secret_values(root: Path) -> set[str]:
@@ -384,9 +469,7 @@ def secret_values(root: Path) -> set[str]:
         except OSError:
             continue
         for line in lines:
-            m = _LOOSE_ASSIGNMENT.fullmatch(line)
-            if m and is_secret_key(m.group(1)):
-                found.add(m.group(2))
+            found.update(_loose_secrets(line))
     return {v for v in found if len(v) >= MIN_SCRUB_CHARS}
 
 
@@ -409,10 +492,37 @@ def secrets_in_text(name: str, text: str) -> set[str]:
             if secret:
                 found.update(_scalars(value))
     for line in text.splitlines():
-        m = _LOOSE_ASSIGNMENT.fullmatch(line)
-        if m and is_secret_key(m.group(1)) and m.group(2):
-            found.add(m.group(2))
+        found.update(_loose_secrets(line))
     return found
+
+
+OUTSIDE_KEY = "links_outside"  # backup details: symbolic links that leave the configuration directory
+OUTSIDE_NOTE = (
+    "{count} symbolic link(s) point outside the configuration directory (e.g. {first}): the backup holds the "
+    "links, not what they point to, so that content is neither restored nor compared"
+)
+
+
+def links_outside(root: Path) -> list[str]:
+    """``name -> target`` of every symbolic link under ``root`` that resolves outside it.
+
+    Why: a configuration file that is a link to ``/srv/shared/app.yaml`` is archived as
+    the link. Health reads through it, fidelity compares the link's target text: the
+    shared file can be lost or rewritten and a restore still compares "match".
+    """
+    base = os.path.realpath(root)
+    found = []
+    for f in walk_files(root):
+        if f.is_symlink() and os.path.commonpath([base, os.path.realpath(f)]) != base:
+            found.append(f"{f.relative_to(root).as_posix()} -> {os.readlink(f)}")
+    return sorted(found)
+
+
+def _with_outside(details: dict[str, Any], root: Path) -> dict[str, Any]:
+    outside = links_outside(root)
+    if not outside:
+        return details
+    return {**details, OUTSIDE_KEY: {"count": len(outside), "entries": outside[:MAX_LISTED]}}
 
 
 class ConfigurationComponent(Component):
@@ -441,7 +551,9 @@ class ConfigurationComponent(Component):
 
     # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
     # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "configuration/4"
+    # Scheme 5 masks a key that is a credential itself (see ``flatten``); scheme 4 named it
+    # as written. Nothing else differs, so a scheme 4 set is compared in full, in its scheme.
+    fingerprint_scheme: ClassVar[str] = "configuration/5"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
@@ -450,18 +562,22 @@ class ConfigurationComponent(Component):
         "configuration/3": LINKS_NOT_RECORDED,
     }
 
+    def blind_spot(self, scheme: str) -> str | None:
+        """None for scheme 4 as well: it differs from 5 in how a few parts are named, not in what is compared."""
+        return None if scheme == _UNMASKED else super().blind_spot(scheme)
+
     def _spool(self, scheme: str | None = None) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go (1 had no directory parts, 2 no owners, 3 no links)."""
         scheme = scheme or self.fingerprint_scheme
         owners = scheme not in (LEGACY_SCHEME, "configuration/2")
-        return PartSpool(
-            exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=scheme == self.fingerprint_scheme
-        )
+        links = scheme in (self.fingerprint_scheme, _UNMASKED)
+        return PartSpool(exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=links)
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
-        key_parts_into(root, spool)
-        return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
+        scheme = scheme or self.fingerprint_scheme
+        key_parts_into(root, spool, masked=scheme == self.fingerprint_scheme)
+        return spool.fingerprint(self.instance, self.name, scheme)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -479,7 +595,7 @@ class ConfigurationComponent(Component):
             entries = write_tar(self.path, sink, parts=spool, changes=changes, tap=_ArchivedKeys(spool))
         fp = spool.fingerprint(self.instance, self.name, self.fingerprint_scheme)
         details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
-        return with_changes(details, changes), fp
+        return with_changes(_with_outside(details, self.path), changes), fp
 
     def fingerprint(self) -> Fingerprint:
         spool = self._spool()
@@ -487,11 +603,20 @@ class ConfigurationComponent(Component):
         return self._taken(spool, self.path)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
-        if scheme not in self.legacy_blind_spots:
+        if scheme not in self.legacy_blind_spots and scheme != _UNMASKED:
             return None
         spool = self._spool(scheme)
         tree_parts_into(self.path, spool)
         return self._taken(spool, self.path, scheme)
+
+    def comparison_notes(self, details: dict[str, Any]) -> list[str]:
+        """And the symbolic links the set holds that point outside the directory (``links_outside``)."""
+        notes = super().comparison_notes(details)
+        found = details.get(OUTSIDE_KEY)
+        if isinstance(found, dict) and found.get("count"):
+            entries = [str(e) for e in found.get("entries", [])]
+            notes.append(OUTSIDE_NOTE.format(count=int(found["count"]), first=entries[0] if entries else "?"))
+        return notes
 
     # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
     # fingerprinted and restored like any other file.
@@ -512,7 +637,7 @@ class ConfigurationComponent(Component):
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink)
-        return {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
+        return _with_outside({"entries": entries, "method": "streamed tar", "root": root_details(self.path)}, self.path)
 
     def restore(self, source: ArtifactSource) -> None:
         scheme = source.fingerprint.scheme if source.fingerprint is not None else None

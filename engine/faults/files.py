@@ -32,6 +32,17 @@ def _inside(root: Path, rel: str, fault: str) -> Path:
     return path
 
 
+def _named(root: Path, rel: str, fault: str) -> Path:
+    """The entry ``rel`` names itself, not what it resolves to: deleting a link inside the
+    tree (``sites-enabled/shop.conf``) removed the file it points to and left the link."""
+    _inside(root, rel, fault)
+    name = Path(rel).name  # resolve the directories on the way, as rm does, not the last name
+    path = (root / rel).parent.resolve() / name
+    if name in ("", ".", "..") or not path.is_relative_to(root.resolve()):
+        raise FaultError(f"{fault}: {rel!r} is outside the component's directory")
+    return path
+
+
 def _regular_files(root: Path) -> list[Path]:
     return [f for f in walk_files(root) if f.is_file() and not f.is_symlink()]
 
@@ -165,7 +176,7 @@ class DeleteConfig(Fault):
         p = self.params
         assert isinstance(p, ConfigFileParams)
         root = _dir(ctx)
-        files = _regular_files(root) if p.file is None else [_inside(root, p.file, "delete")]
+        files = _regular_files(root) if p.file is None else [_named(root, p.file, "delete")]
         for f in files:
             if not f.is_file():
                 raise FaultError(f"delete: configuration file {p.file!r} does not exist")
