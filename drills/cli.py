@@ -185,6 +185,11 @@ def _parser() -> argparse.ArgumentParser:
             )
             r.add_argument("--yes", action="store_true", help="confirm --in-place without asking (for scripts)")
             r.add_argument(
+                "--accept-unhealthy",
+                action="store_true",
+                help="restore in place a set whose source failed its health check when it was backed up",
+            )
+            r.add_argument(
                 "--dry-run",
                 action="store_true",
                 help="prove the backup and show what would be replaced; change nothing",
@@ -632,7 +637,13 @@ def _restore(
     if args.components:
         unknown_components(targets or config, args.components, str(args.to or args.config))
     request = recovery.Request.build(
-        config, manifest, args.components, targets=targets, in_place=args.in_place, point_in_time=args.point_in_time
+        config,
+        manifest,
+        args.components,
+        targets=targets,
+        in_place=args.in_place,
+        point_in_time=args.point_in_time,
+        accept_unhealthy=args.accept_unhealthy,
     )
     progress = _progress(err, args.json)
     if not args.dry_run:

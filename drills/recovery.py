@@ -31,8 +31,8 @@ from drills.backup_config import BackupConfig, secret_variables
 from engine import backup as engine_backup
 from engine.audit import AuditLog, Outcome
 from engine.childenv import operator_environment
-from engine.components.base import Component
-from engine.errors import ConfigError, DrproofError, IntegrityError, NotComparable
+from engine.components.base import UNHEALTHY_AT_BACKUP, Component
+from engine.errors import ConfigError, DrproofError, IntegrityError, NotComparable, UnhealthySet
 from engine.fingerprint import compare, summarize
 from engine.lazy import lazy
 from engine.manifest import Manifest
@@ -71,6 +71,7 @@ class Request:
     manifest: Manifest
     names: list[str]
     point_in_time: datetime | str | None = None
+    accept_unhealthy: bool = False  # --accept-unhealthy: restore in place a set taken of an unhealthy source
 
     @classmethod
     def build(
@@ -82,6 +83,7 @@ class Request:
         targets: BackupConfig | None,
         in_place: bool,
         point_in_time: datetime | str | None = None,
+        accept_unhealthy: bool = False,
     ) -> Request:
         if (targets is None) == (not in_place):
             raise ConfigError(
@@ -96,6 +98,7 @@ class Request:
             manifest,
             list(names or [c.name for c in manifest.components]),
             point_in_time,
+            accept_unhealthy,
         )
         request.check()
         return request
@@ -114,6 +117,7 @@ class Request:
                     "cannot be: name the physical ones with --components"
                 )
         if self.in_place:
+            self._refuse_unhealthy_in_place()
             return
         for name in self.names:
             target = self.targets.components[name]
@@ -126,6 +130,32 @@ class Request:
                     f"{clashes[0]!r} lives: a restore there replaces live data. Use --in-place for that (it asks "
                     "first), or point the --to configuration at a scratch server or directory"
                 )
+
+
+    def _refuse_unhealthy_in_place(self) -> None:
+        """A set taken of a source that failed its health check is not put over live data unasked.
+
+        The set holds the damage as it was (a NaN vector, an index contradicting its
+        metadata): restored in place it brings that damage back, perhaps over a source
+        repaired since, and "latest" picks it like any other set (found by review). In a
+        sandbox (``--to``) it may be looked at freely; a point-in-time restore chooses its
+        own base. Refused before anything is read or written, dry run included.
+        """
+        if self.point_in_time is not None or self.accept_unhealthy:
+            return
+        unhealthy = {
+            c.name: c.details.get(UNHEALTHY_AT_BACKUP)
+            for c in self.manifest.components
+            if c.name in self.names and isinstance(c.details, dict) and c.details.get(UNHEALTHY_AT_BACKUP)
+        }
+        if unhealthy:
+            what = "; ".join(f"{name}: {detail}" for name, detail in unhealthy.items())
+            raise UnhealthySet(
+                f"backup {self.manifest.id} was taken of a source that failed its health check ({what}); restored "
+                "in place it would bring that damage back over the live data, which were not touched. Choose an "
+                "earlier set with --id (drproof recovery list marks sets with findings), look at this one in a "
+                "sandbox with --to, or, if this state is what you want back, add --accept-unhealthy"
+            )
 
 
 # -- dry run -------------------------------------------------------------------------------------

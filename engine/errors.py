@@ -117,6 +117,12 @@ class IntegrityError(RepositoryError):
     detector = "artifact"
 
 
+class UnhealthySet(IntegrityError):
+    """A set whose source failed its health check when it was backed up, asked to replace live data."""
+
+    detector = "health at backup"
+
+
 class UntrustedSet(IntegrityError):
     """A set's manifest is unsigned, signed by a key not trusted here, or altered after signing.
 

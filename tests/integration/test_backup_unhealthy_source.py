@@ -95,3 +95,46 @@ def test_a_backup_of_a_healthy_store_is_quiet(tmp_path: Path, capsys: pytest.Cap
     code = run_cli(["recovery", "verify", "--config", str(config), "--id", taken["id"]])
     said = capsys.readouterr()
     assert code == 0 and "FINDING" not in said.out + said.err
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_set_of_an_unhealthy_source_is_not_restored_in_place_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """"latest" is the damaged set: restored in place it would put the NaN back over a repaired store."""
+    comp, config, _ = _setup(tmp_path)
+    healthy = (comp.path / INDEX).read_bytes()
+    with open(comp.path / INDEX, "r+b") as fh:
+        fh.seek(vectorstore._HEADER.size + 10 * 8 * 4)
+        fh.write(struct.pack("<f", float("nan")))
+    code, taken, _ = _backup(config, capsys)
+    assert code == 1
+    (comp.path / INDEX).write_bytes(healthy)  # the operator repaired the source since
+    live = _tree(comp.path)
+    for dry in ([], ["--dry-run"]):
+        code = run_cli(["recovery", "restore", "--config", str(config), "--in-place", "--yes", *dry])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert f"backup {taken['id']} was taken of a source that failed its health check" in err
+        assert "--accept-unhealthy" in err
+        assert _tree(comp.path) == live, "the refused restore changed the live store"
+    # Asked for, it restores the set as it was: the damage comes back, and health says so.
+    code = run_cli(["recovery", "restore", "--config", str(config), "--in-place", "--yes", "--accept-unhealthy"])
+    said = capsys.readouterr()
+    assert (comp.path / INDEX).read_bytes() != healthy
+    assert code != 0 and "NaN" in said.out + said.err  # "restored but not healthy": never green
+
+
+def test_a_set_of_a_healthy_source_restores_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Quiet control: no finding, no refusal, no flag needed."""
+    comp, config, _ = _setup(tmp_path)
+    code, _, _ = _backup(config, capsys)
+    assert code == 0
+    live = _tree(comp.path)
+    (comp.path / INDEX).unlink()
+    code = run_cli(["recovery", "restore", "--config", str(config), "--in-place", "--yes"])
+    assert code == 0, capsys.readouterr().err
+    assert _tree(comp.path) == live
