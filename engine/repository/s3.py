@@ -843,6 +843,28 @@ class S3Repository(Repository):
                             out.append((backup_id, data, sig))
         return out
 
+    def _identity_key(self, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "repository" + suffix) if p)
+
+    def identity_location(self) -> str | None:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        data = self._get_small(self._identity_key(".json"), MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, self._get_small(self._identity_key(".sig"), MAX_SIGNATURE_BYTES)
+
+    def write_identity(self, record: bytes, signature: bytes | None) -> None:
+        with self.guard("recording the repository's identity (repository.json)", "nothing was published"):
+            if signature is not None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._identity_key(".sig"), Body=signature, **self.write_args()
+                )
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._identity_key(".json"), Body=record, **self.write_args()
+            )
+
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):
             # Locked like every object drproof writes: a tombstone nobody can delete keeps its gap accounted for.
