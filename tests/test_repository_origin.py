@@ -102,8 +102,10 @@ def test_a_set_planted_from_another_repository_is_refused_by_every_command(
     live = two["tmp"] / "live" / "state.txt"
 
     code, out, _ = _cli(["recovery", "list", "--config", two["prod"], "--json"], capsys)
-    assert code == 1
-    assert [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(foreign, "foreign")]
+    body = json.loads(out)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in body["findings"]] == [(foreign, "foreign")]
+    identity = json.loads((two["repo"] / "repository.json").read_text())["repository_id"]
+    assert body["repository_id"] == identity and {b["repository_id"] for b in body["backups"]} == {identity}
     code, _, err = _cli(["recovery", "list", "--config", two["prod"]], capsys)
     assert code == 1 and f"FOREIGN {foreign}: it was written in repository" in err
 
