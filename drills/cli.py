@@ -532,7 +532,14 @@ def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> in
     findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
     statement = None if found.verifies else f"integrity {NOT_PROVEN}"
     if args.json:
-        body = {"backups": sets, "unreadable": broken, "findings": findings, "notes": found.notes, "integrity": statement}
+        body = {
+            "backups": sets,
+            "unreadable": broken,
+            "findings": findings,
+            "notes": found.notes,
+            "integrity": statement,
+            "repository_id": found.identity,  # whose sets these are (None: no set names one, or undecided)
+        }
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
     else:
         for s in sets:
@@ -559,6 +566,7 @@ def _chain_facts(found: Any, backup_id: str) -> dict[str, Any]:
     check = st.signature
     return {
         "sequence": st.summary.sequence,
+        "repository_id": st.summary.repository_id,
         "manifest_sha256": st.sha256,
         "signature": None if check is None else {"status": check.status, "key": check.key_fingerprint},
     }

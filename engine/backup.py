@@ -411,6 +411,7 @@ def copy_set(source: Repository, target: Repository, manifest: Manifest) -> Veri
     """
     what = f"copy of {manifest.id}"
     with source.lock(exclusive=False, operation=what), target.lock(exclusive=False, operation=what):
+        target.admit_origin(manifest)  # a set of another repository is refused before any byte is stored
         target.import_set(manifest, source)
         report = target.verify(manifest.id)
         target.record_verification(report)

@@ -22,8 +22,19 @@ What it cannot see: the newest set deleted whole, artifacts and all, leaves no t
 the repository itself; only a copy kept elsewhere (the offsite repository, compared by
 :func:`missing_against`) or storage that keeps what was deleted (a versioned S3 bucket,
 S3 Object Lock: the S3 backend names a manifest hidden behind a delete marker) shows it.
-Nor can it tell a set planted from another repository signed with the same key: its
-signature is valid and only its predecessor is ``missing``; one key per repository.
+A set copied in from another repository signed with the same key (two prefixes of one
+bucket, two directories of one backup host) has a valid signature and only a ``missing``
+predecessor, as offsite copies legitimately have; what tells it apart is its origin:
+each set names, inside the signed manifest, the identity (``repository_id``) of the
+repository it was first written in, made with that repository's first set and kept by
+its verbatim offsite copies. A set naming another identity than the repository's is
+``foreign`` and never used. The repository's identity comes from the signed sets
+themselves, never from anything unsigned: the one identity its sets name, or, when they
+name several, the identity record (``repository.json``, :func:`identity_bytes`) signed
+and bound to the repository's location, so a record copied from the other repository,
+forged or deleted cannot make a foreign set this repository's (without a valid record,
+sets of several identities are all refused). Sets written before identities were kept
+carry none; that they come from this repository is said to be not proven.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from engine.signing import SignatureCheck, TrustedKeys
 # NTP steps by less; a year is not drift.
 FUTURE_TOLERANCE = timedelta(minutes=10)
 TOMBSTONE_FORMAT = "drproof-tombstone-v1"
+IDENTITY_FORMAT = "drproof-repository-v1"
 # Said wherever a repository that does not verify signatures is reported on.
 NOT_PROVEN = (
     "NOT proven against anyone who can write the repository: its manifests are not signed (configure signing), "
@@ -64,13 +76,24 @@ FindingKind = Literal[
     "future-dated",
     "before-predecessor",
     "legacy",
+    "foreign",
+    "unproven-origin",
 ]
 # Findings that make a set unusable: it is left out of every order and refused for restore and copy.
 UNTRUSTING: frozenset[FindingKind] = frozenset(
-    {"unsigned", "unknown-key", "altered", "malformed-signature", "unreadable", "manifest-missing", "replayed"}
+    {
+        "unsigned",
+        "unknown-key",
+        "altered",
+        "malformed-signature",
+        "unreadable",
+        "manifest-missing",
+        "replayed",
+        "foreign",
+    }
 )
 # Findings that leave every set usable and the order decided: said, but not a failure of `list`.
-QUIET_KINDS: frozenset[FindingKind] = frozenset({"legacy", "future-dated", "before-predecessor"})
+QUIET_KINDS: frozenset[FindingKind] = frozenset({"legacy", "future-dated", "before-predecessor", "unproven-origin"})
 _SIGNATURE_KIND: dict[str, FindingKind] = {
     "unsigned": "unsigned",
     "unknown-key": "unknown-key",
@@ -160,6 +183,45 @@ def read_tombstone(backup_id: str, data: bytes, signature: bytes | None, keys: T
     )
 
 
+def identity_bytes(repository_id: str, location: str, role: str) -> bytes:
+    """The identity record of a repository (signed like a manifest): whose sets it holds, and where.
+
+    ``location`` binds the record to the repository it was written in (``s3://bucket/prefix``,
+    a local directory's resolved path), so the record of another repository signed with the
+    same key, copied here, is not this repository's. ``role``: ``origin`` where the identity
+    was made, ``copy`` in an offsite repository holding the origin's copies.
+    """
+    body = {
+        "format": IDENTITY_FORMAT,
+        "repository_id": repository_id,
+        "location": location,
+        "role": role,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
+def read_identity(data: bytes, signature: bytes | None, keys: TrustedKeys | None, location: str) -> str | None:
+    """The repository identity a stored record vouches for here; None if it vouches for none.
+
+    None when the record is malformed, not validly signed (on a repository that verifies),
+    or was written for another location (copied from another repository, or the repository
+    moved): the sets themselves then decide, and several identities among them are refused.
+    """
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or body.get("format") != IDENTITY_FORMAT or body.get("location") != location:
+        return None
+    rid = body.get("repository_id")
+    if not isinstance(rid, str):
+        return None
+    if keys is not None and not keys.check(data, signature).ok:
+        return None
+    return rid
+
+
 @dataclass
 class SetState:
     summary: ManifestSummary
@@ -178,6 +240,10 @@ class ChainAudit:
     legacy: list[str] = field(default_factory=list)
     tombstones: dict[str, Tombstone] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what is normal but worth saying (the chain's start)
+    # The repository's identity (see the module's account); None: no set names one, or the
+    # sets name several and no valid identity record says which (``ambiguous``).
+    identity: str | None = None
+    ambiguous: bool = False
 
     def findings_for(self, backup_id: str) -> list[Finding]:
         return [f for f in self.findings if f.backup_id == backup_id]
@@ -187,7 +253,7 @@ class ChainAudit:
 
     @property
     def clean(self) -> bool:
-        return not [f for f in self.findings if f.kind != "legacy"]
+        return not [f for f in self.findings if f.kind not in ("legacy", "unproven-origin")]
 
     def head(self) -> str | None:
         return self.order[-1] if self.order else None
@@ -233,11 +299,16 @@ def audit(
     tombstones: Sequence[Tombstone],
     keys: TrustedKeys | None,
     now: datetime | None = None,
+    recorded_identity: str | None = None,
 ) -> ChainAudit:
-    """Check every stored set and the links between them (see the module's account)."""
+    """Check every stored set and the links between them (see the module's account).
+
+    ``recorded_identity``: what the repository's identity record vouches for (read_identity).
+    """
     result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
     for s in stored:
         _admit(result, s, keys)
+    _check_origins(result, recorded_identity)
     _check_dates(result, now or datetime.now(UTC))
     usable = [st.summary for i, st in result.sets.items() if i not in result.untrusted()]
     _check_links(result, usable)
@@ -284,6 +355,87 @@ def _admit(result: ChainAudit, s: StoredSet, keys: TrustedKeys | None) -> None:
         result.findings.append(
             Finding(s.backup_id, "replayed", f"retention deleted this set at {gone.deleted_at}, yet it is here again")
         )
+
+
+def _check_origins(result: ChainAudit, recorded: str | None) -> None:
+    """Name every set written in another repository than this one (``foreign``), before any link is read.
+
+    Before the links: a foreign set's predecessor is the other repository's, and calling it
+    ``missing`` here would send the operator after a set this repository never had.
+    """
+    untrusted = result.untrusted()
+    usable = [st.summary for i, st in result.sets.items() if i not in untrusted]
+    named: dict[str, list[str]] = {}
+    for m in usable:
+        if m.repository_id is not None:
+            named.setdefault(m.repository_id, []).append(m.id)
+    own = recorded if recorded is not None else (next(iter(named)) if len(named) == 1 else None)
+    result.identity = own
+    if own is None and len(named) > 1:
+        result.ambiguous = True
+        listing = "; ".join(f"{rid}: {', '.join(sorted(ids)[:5])}" for rid, ids in sorted(named.items()))
+        for ids in named.values():
+            for backup_id in ids:
+                result.findings.append(
+                    Finding(
+                        backup_id,
+                        "foreign",
+                        f"the repository holds sets of {len(named)} repositories ({listing}) and no valid identity "
+                        "record (repository.json) says which is this one: none of them is used until the sets copied "
+                        "in from the other repository are removed",
+                    )
+                )
+    elif own is not None:
+        for rid, ids in named.items():
+            for backup_id in ids if rid != own else []:
+                result.findings.append(
+                    Finding(
+                        backup_id,
+                        "foreign",
+                        f"it was written in repository {rid}, not in this one ({own}): a set copied in from another "
+                        "repository signed with the same key; it is never restored, copied or chained as this "
+                        "repository's",
+                    )
+                )
+    late = _unnamed_after_origin(result, usable, own)
+    unproven = [m.id for m in chain_order(usable) if m.repository_id is None and m.id not in late]
+    if unproven and result.verifies:
+        result.findings.append(
+            Finding(
+                unproven[-1],
+                "unproven-origin",
+                f"{len(unproven)} set(s) name no repository ({', '.join(unproven[-5:])}"
+                f"{', ...' if len(unproven) > 5 else ''}; written before sets named their repository): that they "
+                "were written here and not copied in from another repository signed with the same key is not proven",
+            )
+        )
+
+
+def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own: str | None) -> set[str]:
+    """Sets naming no repository at a later place than this repository's first set that names it: ``foreign``.
+
+    Why: since that set, drproof has named the repository in every set it published here,
+    so a set without a name placed after it was written elsewhere (another repository's
+    set from before it named its own, copied in). A set without a name placed before it is
+    one of this repository's older sets, or indistinguishable from one: only its origin is
+    said to be unproven.
+    """
+    places = [m.sequence for m in usable if m.repository_id == own and m.sequence is not None]
+    if own is None or not places:
+        return set()
+    first = min(places)
+    late = {m.id for m in usable if m.repository_id is None and m.sequence is not None and m.sequence > first}
+    for backup_id in sorted(late):
+        result.findings.append(
+            Finding(
+                backup_id,
+                "foreign",
+                f"it names no repository, yet claims place {result.sets[backup_id].summary.sequence} in the chain, "
+                f"after place {first}, since which every set written here names this repository ({own}): a set "
+                "copied in from another repository signed with the same key",
+            )
+        )
+    return late
 
 
 def _check_dates(result: ChainAudit, now: datetime) -> None:

@@ -40,6 +40,16 @@ def _segment(value: str) -> str:
 Segment = Annotated[str, AfterValidator(_segment)]
 
 
+def _repository_id(value: str) -> str:
+    """A repository identity as drproof makes one: 32 lowercase hex digits (``secrets.token_hex(16)``)."""
+    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{value[:40]!r} is not a repository identity (32 lowercase hex digits)")
+    return value
+
+
+RepositoryId = Annotated[str, AfterValidator(_repository_id)]
+
+
 def _check_consistent(components: dict[str, list[str]], artifacts: list[tuple[str, str]]) -> None:
     """Every component names exactly the artifacts stored for it, and nothing is listed twice.
 
@@ -138,6 +148,13 @@ class Manifest(BaseModel):
     previous_id: str | None = Field(default=None, description="The set this one follows in the chain.")
     previous_sha256: str | None = Field(
         default=None, description="SHA-256 of the stored manifest bytes of `previous_id`."
+    )
+    # Signed with the rest, so a set copied in from another repository that shares the
+    # signing key is named (engine/chain.py); absent in sets of drproof versions before it.
+    repository_id: RepositoryId | None = Field(
+        default=None,
+        description="Identity of the repository the set was written in (kept by its verbatim offsite copies), "
+        "made when that repository's first set was written.",
     )
 
     @model_validator(mode="after")
@@ -265,6 +282,7 @@ class ManifestSummary(BaseModel):
     sequence: int | None = Field(default=None, ge=1)  # as Manifest's: list must not show what verify refuses
     previous_id: str | None = None
     previous_sha256: str | None = None
+    repository_id: RepositoryId | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ManifestSummary:

@@ -22,7 +22,7 @@ from engine.journal import AssertionResult
 
 # What the audit must call each fault's set; skew_clock depends on its direction.
 EXPECTED_KIND = {"forge_artifact": "altered", "replay_set": "altered", "delete_manifest": "manifest-missing"}
-IGNORED_KINDS = frozenset({"legacy"})
+IGNORED_KINDS = frozenset({"legacy", "unproven-origin"})
 
 
 class RepositoryIntegrityParams(AssertionParams):

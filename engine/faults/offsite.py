@@ -142,6 +142,17 @@ class UnreachableRepository(Repository):
         self._gate()
         return self.inner.stored_sets()
 
+    def identity_location(self) -> str | None:
+        return self.inner.identity_location()
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        self._gate()
+        return self.inner.stored_identity()
+
+    def write_identity(self, record: bytes, signature: bytes | None) -> None:
+        self._gate()
+        self.inner.write_identity(record, signature)
+
     def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
         self._gate()
         return self.inner.stored_tombstones()

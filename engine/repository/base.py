@@ -15,10 +15,20 @@ from typing import IO, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.chain import ChainAudit, StoredSet, Tombstone, audit, chain_key, read_tombstone, tombstone_bytes
+from engine.chain import (
+    ChainAudit,
+    StoredSet,
+    Tombstone,
+    audit,
+    chain_key,
+    identity_bytes,
+    read_identity,
+    read_tombstone,
+    tombstone_bytes,
+)
 from engine.crypto import Encryption, SetCipher
 from engine.decoding import decoded, prove
-from engine.errors import ConfigError, FaultError, IntegrityError, RepositoryError, UntrustedSet
+from engine.errors import ChainBroken, ConfigError, FaultError, IntegrityError, RepositoryError, UntrustedSet
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import parts_problems
 from engine.repository.objectlock import Hold
@@ -559,9 +569,91 @@ class Repository(ABC):
         return out
 
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
-        """The chain as stored: every set's signature and links, and the order of the usable ones."""
+        """The chain as stored: every set's signature, origin and links, and the order of the usable ones."""
         keys = self.trust.keys if self.trust is not None else None
-        return audit(self.stored_sets(), self.tombstones(), keys, now)
+        return audit(self.stored_sets(), self.tombstones(), keys, now, self.recorded_identity())
+
+    # -- the repository's identity (engine/chain.py: whose sets these are) ---------------------
+    def identity_location(self) -> str | None:
+        """Where this repository is, as its identity record binds it; None: the backend keeps no record."""
+        return None
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        """The identity record (``repository.json``) and its signature as stored, or None."""
+        return None
+
+    def write_identity(self, record: bytes, signature: bytes | None) -> None:
+        """Store the identity record (replacing an older one)."""
+        return None
+
+    def recorded_identity(self) -> str | None:
+        """The identity this repository's record vouches for here (signed, this location), or None."""
+        location = self.identity_location()
+        stored = self.stored_identity() if location is not None else None
+        if location is None or stored is None:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        return read_identity(stored[0], stored[1], keys, location)
+
+    def claim_identity(self, repository_id: str, role: str) -> None:
+        """Record ``repository_id`` as this repository's, unless a valid record here already says so.
+
+        Written when a repository's first set is published (or first copy received), and
+        again when the record is gone, forged, or was written elsewhere (the repository
+        moved): the sets themselves keep the identity, so a deleted record is written back
+        from them and never replaced by a new identity. A host that cannot sign (public
+        keys only) writes none: an unsigned record would vouch for nothing.
+        """
+        location = self.identity_location()
+        if location is None or self.recorded_identity() == repository_id:
+            return
+        if self.trust is not None and self.trust.keys is not None and self.trust.signer is None:
+            return
+        record = identity_bytes(repository_id, location, role)
+        self.write_identity(record, self.sign(record))
+
+    def identity_for_new_set(self, found: ChainAudit) -> str:
+        """The identity a set published now names: the repository's own, or a new one for its first.
+
+        Refused while the repository holds sets of several repositories and no valid record
+        says which is this one: a new set would have to take a side nobody can prove.
+        """
+        if found.ambiguous:
+            where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+            raise ChainBroken(
+                f"the repository ({where}) holds sets written in several repositories and no valid identity record "
+                "says which is this one; nothing was published: remove the sets copied in from the other repository "
+                "(recovery list names them as foreign) and back up again"
+            )
+        repository_id = found.identity or secrets.token_hex(16)
+        self.claim_identity(repository_id, "origin")
+        return repository_id
+
+    def admit_origin(self, manifest: Manifest) -> None:
+        """Refuse to copy in a set written in another repository than the one whose sets this one holds.
+
+        Why: an offsite repository legitimately holds copies of its source's sets (which
+        name the source's identity); a set of another repository copied into it would be
+        refused there as foreign anyway, after its bytes were stored. The first copy
+        records whose copies the repository holds.
+        """
+        origin = manifest.repository_id
+        if origin is None:
+            return
+        found = self.chain_audit()
+        where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+        if found.ambiguous:
+            raise ChainBroken(
+                f"backup {manifest.id} was not copied: the target ({where}) holds sets of several repositories and "
+                "no valid identity record says which is its own; remove the sets copied in from the other repository"
+            )
+        if found.identity is not None and found.identity != origin:
+            raise ChainBroken(
+                f"backup {manifest.id} was not copied: it was written in repository {origin}, and the target "
+                f"({where}) holds the sets of repository {found.identity}; give each repository its own offsite "
+                "repository (prefix or directory)"
+            )
+        self.claim_identity(origin, "copy")
 
     def chain_link(self) -> dict[str, Any]:
         """The place of a set published now: after the newest usable set (or tombstone).
@@ -569,6 +661,7 @@ class Repository(ABC):
         Called by a backend's commit while it holds the publishing lock, so two backups
         never take one place. Retention never deletes the newest set, but a repository
         emptied by other means continues after its newest tombstone, not from 1 again.
+        The set also names the repository's identity (``identity_for_new_set``).
         """
         found = self.chain_audit()
         head_id = found.head()
@@ -579,10 +672,11 @@ class Repository(ABC):
         candidates += [
             (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
         ]
+        identity = {"repository_id": self.identity_for_new_set(found)}
         if not candidates:
-            return {"sequence": 1, "previous_id": None, "previous_sha256": None}
+            return {"sequence": 1, "previous_id": None, "previous_sha256": None} | identity
         place, prev_id, prev_sha = max(candidates)
-        return {"sequence": place + 1, "previous_id": prev_id, "previous_sha256": prev_sha}
+        return {"sequence": place + 1, "previous_id": prev_id, "previous_sha256": prev_sha} | identity
 
     @contextmanager
     def publishing(self, operation: str) -> Iterator[None]:

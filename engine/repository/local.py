@@ -6,6 +6,7 @@ Layout::
     <root>/sets/<id>/manifest.sig           its signature, in a signed repository (engine/signing.py)
     <root>/sets/<id>/<component>/<name>.zst
     <root>/pruned/<id>.json (and .sig)      the record of each set retention deleted (engine/chain.py)
+    <root>/repository.json (and .sig)       the identity record: whose sets these are, and where (engine/chain.py)
     <root>/.lock, <root>/.publish.lock      the repository lock and the publishing lock, each with
                                             ``.holders/`` notes naming who holds it (locking.py)
     <root>/.staging/<id>/...                in-progress sets; never listed
@@ -63,6 +64,8 @@ from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
 from engine.streams import CHUNK, HashingWriter
 
 PRUNED_DIR = "pruned"
+IDENTITY_NAME = "repository.json"  # the identity record (engine/chain.py), signed beside it in repository.sig
+IDENTITY_SIGNATURE = "repository.sig"
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
 # configuration secrets), encrypted or not: nobody but the repository's owner reads them.
@@ -385,6 +388,21 @@ class LocalRepository(Repository):
             if data is not None:
                 out.append((path.stem, data, _read_small(path.with_suffix(".sig"), MAX_SIGNATURE_BYTES)))
         return out
+
+    def identity_location(self) -> str | None:
+        return str(self.root.resolve())
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        data = _read_small(self.root / IDENTITY_NAME, MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, _read_small(self.root / IDENTITY_SIGNATURE, MAX_SIGNATURE_BYTES)
+
+    def write_identity(self, record: bytes, signature: bytes | None) -> None:
+        with _writing(self.root, "recording the repository's identity"):
+            if signature is not None:
+                _write_new(self.root / IDENTITY_SIGNATURE, signature.decode("utf-8"))
+            _write_new(self.root / IDENTITY_NAME, record.decode("utf-8"))
 
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         directory = self.root / PRUNED_DIR

@@ -71,6 +71,12 @@ class ReadOnlyRepository(Repository):
         """The inner repository's own audit: a backend may add what it alone sees (S3's notes)."""
         return self.inner.chain_audit(now)
 
+    def identity_location(self) -> str | None:
+        return self.inner.identity_location()
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        return self.inner.stored_identity()
+
     def stored_tombstones(self) -> builtins.list[tuple[str, bytes, bytes | None]]:
         return self.inner.stored_tombstones()
 

@@ -6,7 +6,9 @@ artifact is uploaded (multipart, streamed in 8 MiB parts, never whole in memory)
 the manifest, and a set is listed only if its manifest exists. A crashed backup leaves
 unlisted objects (and aborted multipart uploads); it never looks complete. drproof does not
 remove them (``delete`` starts from the manifest): the chain audit notes them. Credentials come from boto3's usual chain (environment, profile, instance
-role), never from drproof's configuration files.
+role), never from drproof's configuration files, resolved by each repository in a boto3
+session of its own (``_session``: never boto3's default session, which keeps the first
+credentials it found for the whole process).
 
 Every request is retried with exponential backoff (botocore's "standard" mode) on
 throttling, 5xx answers, timeouts and dropped connections, and bounded by connect and
@@ -23,6 +25,7 @@ import builtins
 import io
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -101,8 +104,35 @@ class ObjectLockUnsupported(ConfigError, RepositoryError):
     """Object Lock is configured but the bucket or the store cannot keep it."""
 
 
-def _client(endpoint_url: str | None, region: str | None, credentials: Credentials | None = None) -> Any:
+_LOADER_LOCK = threading.Lock()
+_LOADER: Any = None  # botocore's loader of service models, shared by every repository's own session
+
+
+def _session() -> Any:
+    """A boto3 session of the repository's own, never boto3's cached default one.
+
+    Why: ``boto3.client`` uses one process-wide default session, which resolves the
+    credentials chain (environment, profile, instance role) once and keeps the answer, so
+    a second repository opened after the environment changed (another configuration's
+    keys, a second store in one process, a test's second server) signed its requests with
+    the first one's keys and failed with InvalidAccessKeyId. Each repository resolves its
+    own credentials now; the service models (the slow part, about 150 ms) are loaded once
+    and shared, so a session costs about as much as a client did.
+    """
+    global _LOADER
     import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
+
+
+def _client(endpoint_url: str | None, region: str | None, credentials: Credentials | None = None) -> Any:
     from botocore.config import Config
 
     # Standard retry mode: exponential backoff with jitter on throttling, 5xx errors,
@@ -125,7 +155,7 @@ def _client(endpoint_url: str | None, region: str | None, credentials: Credentia
             "aws_secret_access_key": credentials.secret_access_key,
             "aws_session_token": credentials.session_token,
         }
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config, **keys)
+    return _session().client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config, **keys)
 
 
 class MultipartWriter(io.RawIOBase):
@@ -842,6 +872,28 @@ class S3Repository(Repository):
                             sig = self._get_small(self._pruned_key(backup_id, ".sig"), MAX_SIGNATURE_BYTES)
                             out.append((backup_id, data, sig))
         return out
+
+    def _identity_key(self, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "repository" + suffix) if p)
+
+    def identity_location(self) -> str | None:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def stored_identity(self) -> tuple[bytes, bytes | None] | None:
+        data = self._get_small(self._identity_key(".json"), MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, self._get_small(self._identity_key(".sig"), MAX_SIGNATURE_BYTES)
+
+    def write_identity(self, record: bytes, signature: bytes | None) -> None:
+        with self.guard("recording the repository's identity (repository.json)", "nothing was published"):
+            if signature is not None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._identity_key(".sig"), Body=signature, **self.write_args()
+                )
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._identity_key(".json"), Body=record, **self.write_args()
+            )
 
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):

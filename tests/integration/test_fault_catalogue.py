@@ -451,7 +451,7 @@ def test_repository_faults_damage_exactly_one_artifact_and_restore_is_refused(
 
         endpoint = request.getfixturevalue("s3_endpoint")
         bucket = f"drproof-catalogue-{random.randrange(1 << 30)}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
         repo = S3Repository(bucket, endpoint_url=endpoint)
     else:
         repo = LocalRepository(tmp_path / "repo")

@@ -36,7 +36,7 @@ BUCKET = "acme-backups"
 
 
 def _client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
 
 def _run(tmp_path: Path, endpoint: str, backups: dict[str, dict[str, Any]], name: str) -> tuple[int, dict[str, Any]]:

@@ -23,7 +23,7 @@ def bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     import boto3
 
     name = bucket_name("drproof-" + request.node.name)
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 
 

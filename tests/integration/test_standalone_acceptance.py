@@ -82,7 +82,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[
         return
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = f"drproof-accept-{secrets.token_hex(4)}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     yield {"type": "s3", "bucket": bucket, "prefix": "prod", "endpoint_url": endpoint, "region": "us-east-1"}
 
 

@@ -246,7 +246,7 @@ def test_offsite_copy_survives_loss_of_every_local_backup(
 
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="offsite-drill")
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="offsite-drill")
     config = yaml.safe_load(stack["config"].read_text())
     config["offsite"] = {"type": "s3", "bucket": "offsite-drill", "prefix": "shop", "endpoint_url": s3_endpoint}
     stack["config"].write_text(yaml.safe_dump(config))
@@ -361,7 +361,7 @@ def test_copying_an_incremental_set_offsite_brings_its_parents(
     assert run_cli(["backup", "--config", cfg, "--components", "files", "--type", "incremental", "--json"]) == 0
     child = _json(capsys)["id"]
 
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="chain-offsite")
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="chain-offsite")
     config = yaml.safe_load(stack["config"].read_text())
     config["offsite"] = {"type": "s3", "bucket": "chain-offsite", "endpoint_url": s3_endpoint}
     stack["config"].write_text(yaml.safe_dump(config))
