@@ -269,36 +269,6 @@ def test_files_in_capitals_that_parse_are_healthy() -> None:
         assert comp.health().ok
 
 
-# -- duplicate keys ----------------------------------------------------------------------------
-
-
-DUPLICATES = {
-    "app.yaml": "db:\n  host: a\n  password: s3cret-one\n  password: s3cret-two\n",
-    "list.yml": "- name: x\n  port: 1\n- {name: y, port: 2, port: 3}\n",
-    "flags.json": '{"beta": true, "beta": false}',
-}
-
-
-def test_a_key_named_twice_is_unhealthy_by_line_and_never_quoted() -> None:
-    """PyYAML and json keep the last value silently: such a file was healthy, while strict parsers refuse it."""
-    with _component(DUPLICATES) as comp:
-        health = comp.health()
-    assert not health.ok
-    problems = dict(p.split(": ", 1) for p in health.detail.split("; "))
-    assert sorted(problems) == ["app.yaml", "flags.json", "list.yml"]
-    assert problems["app.yaml"].startswith("line 4: a key appears twice")
-    assert problems["list.yml"].startswith("line 3: a key appears twice")
-    assert "appears twice in one object" in problems["flags.json"]
-    assert "password" not in health.detail and "s3cret" not in health.detail and "port" not in health.detail
-
-
-def test_merge_keys_and_the_same_key_in_two_mappings_are_healthy() -> None:
-    """Quiet control: ``<<`` twice in a row is PyYAML's own merge, and one key per mapping is no duplicate."""
-    text = "base: &b {a: 1}\nmore: &m {c: 3}\nx:\n  <<: *b\n  <<: *m\n  a: 2\ny: {a: 1}\n"
-    with _component({"ok.yaml": text, "ok.json": '{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}'}) as comp:
-        assert comp.health().ok, comp.health().detail
-
-
 # -- the delete fault --------------------------------------------------------------------------
 
 

@@ -154,9 +154,8 @@ def parse_check(path: Path) -> str | None:
     try:
         if fmt == "yaml":
             _load_yaml(text)
-            return _yaml_duplicate_key(text)
         elif fmt == "json":
-            json.loads(text, object_pairs_hook=_unique_pairs)
+            json.loads(text)
         elif path.suffix.lower() == ".ini":
             configparser.ConfigParser().read_string(text)
     except (yaml.YAMLError, ValueError, configparser.Error) as exc:
@@ -164,41 +163,6 @@ def parse_check(path: Path) -> str | None:
     except RecursionError:
         return "nested too deeply to parse"
     return None
-
-
-DUPLICATE_KEY = "a key appears twice in one mapping: parsers disagree on which value wins, and strict ones refuse the file"
-
-
-def _yaml_duplicate_key(text: str) -> str | None:
-    """The first mapping that names one key twice, by line; never the key, which may be a secret.
-
-    PyYAML keeps the last value silently, so such a file "parsed" and was healthy (found
-    by review), while YAML 1.2 forbids it and strict loaders (Go's yaml.v3, ruamel) refuse
-    it: the service may not start on the very file a restore brings back. Merge keys
-    (``<<``) are PyYAML's own and left to it.
-    """
-    for root in yaml.compose_all(text, Loader=_BoundedLoader):
-        stack = [root] if root is not None else []
-        while stack:
-            node = stack.pop()
-            if isinstance(node, yaml.MappingNode):
-                seen: set[tuple[str, str]] = set()
-                for key, value in node.value:
-                    if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                        if (key.tag, key.value) in seen:
-                            return f"line {key.start_mark.line + 1}: {DUPLICATE_KEY}"
-                        seen.add((key.tag, key.value))
-                    stack += [key, value]
-            elif isinstance(node, yaml.SequenceNode):
-                stack += node.value
-    return None
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when it names one key twice (RFC 8259: names SHOULD be unique)."""
-    if len({k for k, _ in pairs}) != len(pairs):
-        raise ValueError(DUPLICATE_KEY.replace("mapping", "object"))
-    return dict(pairs)
 
 
 # -- settings: files read as nested keys ------------------------------------------------------
