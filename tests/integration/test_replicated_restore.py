@@ -1,0 +1,115 @@
+"""A restore of postgres-replicated is healthy only once every answering replica holds it.
+
+Found by review: the restore goes into the primary through the endpoint, and health read
+only that endpoint; a replica whose replay was paused or whose WAL receiver had stopped
+kept serving the data from before the restore while the restore was reported healthy.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components.postgres_replicated import PostgresReplicatedComponent, PostgresReplicatedParams
+from engine.faults import FaultContext, faults
+from engine.manifest import Manifest
+from engine.repository import LocalRepository
+from engine.runtime.local import LocalRuntime
+from tests.integration.servers import require_patroni
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
+    rt = LocalRuntime(tmp_path / "work")
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _backed_up(runtime: LocalRuntime, tmp_path: Path, **params: Any) -> tuple[PostgresReplicatedComponent, Manifest]:
+    """A seeded cluster, a backup of it, then every order deleted (the disaster a restore undoes)."""
+    comp = PostgresReplicatedComponent("db", PostgresReplicatedParams(customers=20, **params), runtime)
+    comp.provision()
+    comp.seed()
+    backup_set = engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
+    conn = comp.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM orders")
+    finally:
+        conn.close()
+    return comp, backup_set
+
+
+def _lag(comp: PostgresReplicatedComponent, how: str) -> str:
+    fault = faults.get("lag_replica")
+    ctx = FaultContext(component=comp, repository=None, find_backup=lambda _: None, rng=random.Random(1))  # type: ignore[arg-type]
+    return str(fault(fault.Params(how=how)).inject(ctx)["node"])
+
+
+def _restore(comp: PostgresReplicatedComponent, backup_set: Manifest, tmp_path: Path) -> None:
+    engine_backup.restore(LocalRepository(tmp_path / "repo"), backup_set, comp)
+
+
+@pytest.mark.parametrize(("how", "why"), [("replay", "WAL replay paused"), ("receive", "not streaming")])
+def test_a_replica_left_behind_by_a_restore_is_not_healthy(
+    runtime: LocalRuntime, tmp_path: Path, how: str, why: str
+) -> None:
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    expected = backup_set.component("db").fingerprint
+    lagging = _lag(comp, how)
+    _restore(comp, backup_set, tmp_path)
+    assert comp.fingerprint() == expected  # the primary holds the restore ...
+    assert comp.on_node(lagging).fingerprint() != expected  # ... the replica still serves the old data
+    health = comp.health()
+    assert not health.ok and lagging in health.detail and why in health.detail, health.detail
+
+
+def test_a_resumed_replica_catches_up_and_the_cluster_is_healthy_again(runtime: LocalRuntime, tmp_path: Path) -> None:
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    lagging = _lag(comp, "replay")
+    _restore(comp, backup_set, tmp_path)
+    assert not comp.health().ok
+    conn = comp.on_node(lagging).connect("postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_wal_replay_resume()")
+    finally:
+        conn.close()
+    health = comp.health()
+    assert health.ok, health.detail
+    assert comp.on_node(lagging).fingerprint() == backup_set.component("db").fingerprint
+
+
+@pytest.mark.parametrize("manager", ["none", "patroni"])
+def test_quiet_control_a_healthy_restore_has_every_replica_hold_it(
+    runtime: LocalRuntime, tmp_path: Path, manager: str
+) -> None:
+    """Healthy means caught up: each replica, read on its own right after health, holds the restore."""
+    if manager == "patroni":
+        require_patroni()
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=2, manager=manager)
+    _restore(comp, backup_set, tmp_path)
+    health = comp.health()
+    assert health.ok and "2 replica(s) streaming and caught up" in health.detail, health.detail
+    expected = backup_set.component("db").fingerprint
+    for node in comp.topology.replicas():
+        assert comp.on_node(node).fingerprint() == expected, node
+
+
+def test_a_down_replica_is_named_but_serves_nothing_stale(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """A failover drill may leave a node down on purpose: it is told, and health stays ok."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=2)
+    comp.topology.kill_node("node2")
+    _restore(comp, backup_set, tmp_path)
+    health = comp.health()
+    assert health.ok and "node2 down" in health.detail, health.detail
