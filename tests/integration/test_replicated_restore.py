@@ -16,6 +16,7 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.postgres_replicated import PostgresReplicatedComponent, PostgresReplicatedParams
+from engine.errors import IntegrityError
 from engine.faults import FaultContext, faults
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
@@ -113,3 +114,51 @@ def test_a_down_replica_is_named_but_serves_nothing_stale(runtime: LocalRuntime,
     _restore(comp, backup_set, tmp_path)
     health = comp.health()
     assert health.ok and "node2 down" in health.detail, health.detail
+
+
+def _damage_dumps(tmp_path: Path) -> None:
+    for victim in (p for p in (tmp_path / "repo").rglob("*") if p.is_file() and "database.dump" in p.name):
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+
+
+def test_a_refused_restore_after_the_primary_lost_its_data_keeps_the_replicas_copy(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Found by review: the restore first built an empty primary and re-cloned the replica from it,
+    then was refused: the one copy left was destroyed by a restore that 'touched nothing'."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    live = comp.fingerprint()
+    _damage_dumps(tmp_path)
+    comp.service.wipe_data()  # node0's data directory is gone; node1 holds every row
+    with pytest.raises(IntegrityError, match="refusing to restore"):
+        _restore(comp, backup_set, tmp_path)
+    assert comp.on_node("node1").fingerprint() == live
+    assert comp.fingerprint() == live  # the endpoint reaches it: node1 was promoted
+
+
+def test_quiet_control_a_restore_after_the_primary_lost_its_data_restores_every_node(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    comp.service.wipe_data()
+    _restore(comp, backup_set, tmp_path)
+    health = comp.health()
+    assert health.ok and "1 replica(s) streaming and caught up" in health.detail, health.detail
+    expected = backup_set.component("db").fingerprint
+    for node in comp.topology.nodes():
+        assert comp.on_node(node).fingerprint() == expected, node
+
+
+def test_a_restore_after_a_failover_and_rejoin_reaches_the_new_primary(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """Found by review: the endpoint listed node0 first; a replica after the failover, it refused the
+    login to the side database it had not replayed yet, and libpq did not try the new primary."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    comp.topology.kill_node("node0")
+    comp.topology.promote("node0")
+    comp.topology.rejoin("node0")
+    _restore(comp, backup_set, tmp_path)
+    assert comp.fingerprint() == backup_set.component("db").fingerprint
+    health = comp.health()
+    assert health.ok, health.detail
