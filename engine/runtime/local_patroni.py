@@ -275,7 +275,10 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         candidates = [n for n in self.nodes() if n != failed and self.role(n) == "replica"]
         if not candidates:
             raise FaultError(f"no replica of {self.instance!r} answers: there is nothing to promote")
-        chosen = max(candidates, key=lambda n: self._lsn(n, "pg_last_wal_receive_lsn()"))
+        try:
+            chosen = max(candidates, key=lambda n: self._lsn(n, "pg_last_wal_receive_lsn()"))
+        except psycopg2.Error as exc:  # a candidate that died or hung meanwhile
+            raise FaultError(f"reading the replicas of {self.instance!r} failed: {str(exc).strip()}") from exc
         body = json.dumps({"candidate": chosen}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{self._api[chosen]}/failover", data=body, method="POST",

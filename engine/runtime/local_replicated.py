@@ -327,6 +327,12 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         return {"node": node, "signal": "SIGCONT"}
 
     def lag(self, node: str, how: str) -> dict[str, Any]:
+        try:
+            return self._lag(node, how)
+        except psycopg2.Error as exc:
+            raise FaultError(f"{node} of {self.instance!r} could not be made to lag: {str(exc).strip()}") from exc
+
+    def _lag(self, node: str, how: str) -> dict[str, Any]:
         if self.role(node) != "replica":
             raise FaultError(f"{node} of {self.instance!r} is not a replica answering now ({self.role(node)})")
         if how == "replay":
@@ -352,6 +358,14 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         return int(row[0]) if row and row[0] is not None else -1
 
     def promote(self, failed: str) -> dict[str, Any]:
+        try:
+            return self._promote(failed)
+        except psycopg2.Error as exc:  # a candidate that died or hung meanwhile: a domain error, not a traceback
+            raise FaultError(
+                f"the promotion runbook on {self.instance!r} failed (primary now: {self.current}): {str(exc).strip()}"
+            ) from exc
+
+    def _promote(self, failed: str) -> dict[str, Any]:
         candidates = [n for n in self.nodes() if n != failed and self.role(n) == "replica"]
         if not candidates:
             raise FaultError(f"no replica of {self.instance!r} answers: there is nothing to promote")
