@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from engine.components.base import Health, SeedParams
+from engine.components.base import ArtifactSource, Health, SeedParams
 from engine.components.connections import libpq_fields
 from engine.components.nodes import NodeViews
 from engine.components.postgres import PostgresComponent, PostgresParams
@@ -35,6 +35,12 @@ REPLICA_CATCH_UP = 10.0
 _PRIMARY_POSITION = (
     "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
     "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+)
+# Whether a commit on the primary can return: it waits for a synchronous standby when the
+# primary names any (plain 'ANY 1 (*)', or Patroni's synchronous_mode naming one).
+_COMMITS_WAIT = (
+    "SELECT current_setting('synchronous_standby_names'), (SELECT count(*) FROM pg_stat_replication "
+    "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))"
 )
 _REPLICA_POSITION = (
     "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn, pg_is_wal_replay_paused(), r.status, r.received_tli, "
@@ -122,12 +128,51 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
                 if problem is not None:
                     problems.append(problem)
         streaming = len(self.topology.nodes()) - 1 - len(absent) - len(problems)
+        blocked = self._commit_problem(primary)
+        if blocked is not None:
+            problems.append(blocked)
         detail = f"{endpoint.detail}; primary {primary}, {streaming} replica(s) streaming and caught up"
         if absent:
             detail += f"; {', '.join(absent)}"
         if problems:
             return Health(ok=False, detail=f"{detail}; but {'; '.join(problems)}")
         return Health(ok=True, detail=detail)
+
+    def restore(self, source: ArtifactSource) -> None:
+        """Refuse, before anything is touched, a restore whose commits could never return.
+
+        Why: with synchronous replication and no synchronous standby connected, every
+        commit waits for ever; the restore hung on its first CREATE DATABASE (found by
+        review) instead of saying why.
+        """
+        self.service.ensure_running()
+        primary = self.topology.primary()
+        blocked = self._commit_problem(primary) if primary is not None else None
+        if blocked is not None:
+            raise ComponentError(
+                f"refusing to restore {self.instance!r} (nothing was touched): {blocked}; bring a replica back "
+                "(or turn synchronous replication off) first"
+            )
+        super().restore(source)
+
+    def _commit_problem(self, primary: str) -> str | None:
+        """Why a commit on ``primary`` cannot return now (no synchronous standby to wait for), or None."""
+        found: list[str | None] = [None]
+
+        def commits() -> bool:
+            try:
+                names, synchronous = self._on(primary, _COMMITS_WAIT)
+            except ComponentError as exc:
+                found[0] = f"primary {primary} cannot be read: {exc}"
+                return False
+            if str(names).strip() and int(synchronous) == 0:
+                found[0] = (
+                    f"primary {primary} waits for a synchronous standby ({names}) and none streams: it takes no write"
+                )
+                return False
+            return True
+
+        return None if processes.wait_until(commits, timeout=REPLICA_CATCH_UP, interval=0.1) else found[0]
 
     def _replica_problem(self, node: str, primary: str, target: int, timeline: int) -> str | None:
         """Why ``node`` does not hold what the primary held at ``target``, or None once it does."""

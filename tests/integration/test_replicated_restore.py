@@ -16,7 +16,7 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.postgres_replicated import PostgresReplicatedComponent, PostgresReplicatedParams
-from engine.errors import IntegrityError
+from engine.errors import ComponentError, IntegrityError
 from engine.faults import FaultContext, faults
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
@@ -162,3 +162,29 @@ def test_a_restore_after_a_failover_and_rejoin_reaches_the_new_primary(runtime: 
     assert comp.fingerprint() == backup_set.component("db").fingerprint
     health = comp.health()
     assert health.ok, health.detail
+
+
+def test_a_synchronous_cluster_without_a_standby_is_not_healthy_and_its_restore_is_refused(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Found by review: every commit waited for a standby that was down; health read SELECTs and said
+    ok, and the restore hung for ever on its first CREATE DATABASE."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1, synchronous=True)
+    live = comp.fingerprint()
+    comp.topology.kill_node("node1")
+    health = comp.health()
+    assert not health.ok and "waits for a synchronous standby" in health.detail, health.detail
+    with pytest.raises(ComponentError, match=r"refusing to restore 'db' \(nothing was touched\)"):
+        _restore(comp, backup_set, tmp_path)
+    assert comp.fingerprint() == live
+
+
+def test_quiet_control_a_synchronous_cluster_with_one_standby_left_restores(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=2, synchronous=True)
+    comp.topology.kill_node("node2")
+    _restore(comp, backup_set, tmp_path)
+    health = comp.health()
+    assert health.ok and "node2 down" in health.detail, health.detail
+    assert comp.on_node("node1").fingerprint() == backup_set.component("db").fingerprint
