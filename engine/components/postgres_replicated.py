@@ -131,6 +131,7 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         blocked = self._commit_problem(primary)
         if blocked is not None:
             problems.append(blocked)
+        problems += self.topology.manager_problems()
         detail = f"{endpoint.detail}; primary {primary}, {streaming} replica(s) streaming and caught up"
         if absent:
             detail += f"; {', '.join(absent)}"

@@ -335,6 +335,23 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
                 time.sleep(1.0)
         return True
 
+    def manager_problems(self) -> list[str]:
+        """A running PostgreSQL whose Patroni does not answer is unmanaged: no failover to or from it.
+
+        Why: Patroni starts PostgreSQL in a session of its own, so a dead Patroni leaves its
+        server running and health answered ok (found by review); the cluster had quietly
+        lost its automatic failover for that node.
+        """
+        return [
+            f"{name}'s Patroni does not answer while its PostgreSQL runs (unmanaged: no automatic failover)"
+            for name in self.nodes()
+            if self._postmaster(name) is not None and name not in self._paused and not self._api_answers(name)
+        ]
+
+    def _api_answers(self, node: str) -> bool:
+        """Whether the node's Patroni REST API answers within a few seconds (a busy one may miss one call)."""
+        return processes.wait_until(lambda: self._api_state(node) is not None, timeout=5, interval=0.5)
+
     def _api_state(self, node: str) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self._api[node]}/patroni", timeout=2) as reply:

@@ -7,7 +7,9 @@ kept serving the data from before the restore while the restore was reported hea
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,3 +190,20 @@ def test_quiet_control_a_synchronous_cluster_with_one_standby_left_restores(
     health = comp.health()
     assert health.ok and "node2 down" in health.detail, health.detail
     assert comp.on_node("node1").fingerprint() == backup_set.component("db").fingerprint
+
+
+def test_a_replica_whose_patroni_died_is_not_healthy(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """Found by review: Patroni runs PostgreSQL in a session of its own, so a killed Patroni left a
+    replica streaming, unmanaged (no automatic failover to it), and health said ok."""
+    require_patroni()
+    comp = PostgresReplicatedComponent("db", PostgresReplicatedParams(customers=5, replicas=2, manager="patroni"), runtime)
+    comp.provision()
+    comp.seed()
+    assert comp.health().ok
+    topology: Any = comp.topology
+    patroni = topology._patroni["node2"]
+    os.killpg(patroni.pid, signal.SIGKILL)
+    patroni.wait(10)
+    assert topology.role("node2") == "replica"  # its PostgreSQL streams on
+    health = comp.health()
+    assert not health.ok and "node2's Patroni does not answer" in health.detail, health.detail
