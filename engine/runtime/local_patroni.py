@@ -370,6 +370,13 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         """Patroni keeps its nodes running; drproof starts the Patroni of every node that is down."""
         if self.primary() is not None:
             return
+        if self._etcd is not None and self._etcd.poll() is not None:
+            # Without its DCS Patroni demotes every leader and elects none: waiting would only
+            # end in "no leader" two minutes later, without the cause (found by review).
+            raise RuntimeStartError(
+                f"etcd, Patroni's DCS for {self.instance!r}, is not running (exit {self._etcd.returncode}): Patroni "
+                "keeps no leader without it. Log:\n" + processes.tail(self._etcd_dir / "etcd.log")
+            )
         for name in self.nodes():
             if not self._alive(name):
                 self._start_node(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.postgres_replicated import PostgresReplicatedComponent, PostgresReplicatedParams
-from engine.errors import ComponentError, IntegrityError
+from engine.errors import ComponentError, IntegrityError, RuntimeStartError
 from engine.faults import FaultContext, faults
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
+from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import require_patroni
 
@@ -207,3 +209,18 @@ def test_a_replica_whose_patroni_died_is_not_healthy(runtime: LocalRuntime, tmp_
     assert topology.role("node2") == "replica"  # its PostgreSQL streams on
     health = comp.health()
     assert not health.ok and "node2's Patroni does not answer" in health.detail, health.detail
+
+
+def test_a_restore_while_patroni_has_no_etcd_says_so_at_once(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """Found by review: with etcd dead Patroni demotes its leader; the restore waited 120 s, then said
+    only "Patroni brought no leader up"."""
+    require_patroni()
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1, manager="patroni")
+    topology: Any = comp.topology
+    topology._etcd.kill()
+    topology._etcd.wait(10)
+    assert processes.wait_until(lambda: topology.primary() is None, timeout=60, interval=0.5)
+    started = time.monotonic()
+    with pytest.raises(RuntimeStartError, match="etcd, Patroni's DCS for 'db', is not running"):
+        _restore(comp, backup_set, tmp_path)
+    assert time.monotonic() - started < 30
