@@ -10,17 +10,42 @@ roles, and the operations failover faults and the ``failover`` step perform on o
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field
 
-from engine.components.base import SeedParams
+from engine.components.base import ArtifactSource, Health, SeedParams
 from engine.components.connections import libpq_fields
 from engine.components.nodes import NodeViews
 from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import ComponentError
+from engine.lazy import lazy
+from engine.runtime import processes
 from engine.runtime.base import REPLICAS
 from engine.runtime.topology import ReplicatedSpec, Topology
+
+if TYPE_CHECKING:
+    import psycopg2
+else:
+    psycopg2 = lazy("psycopg2")
+
+# Seconds a replica may take to replay what the primary had written when health was asked.
+REPLICA_CATCH_UP = 10.0
+_PRIMARY_POSITION = (
+    "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+)
+# Whether a commit on the primary can return: it waits for a synchronous standby when the
+# primary names any (plain 'ANY 1 (*)', or Patroni's synchronous_mode naming one).
+_COMMITS_WAIT = (
+    "SELECT current_setting('synchronous_standby_names'), (SELECT count(*) FROM pg_stat_replication "
+    "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))"
+)
+_REPLICA_POSITION = (
+    "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn, pg_is_wal_replay_paused(), r.status, r.received_tli, "
+    "r.sender_host, r.sender_port FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true"
+)
 
 
 class PostgresReplicatedParams(PostgresParams):
@@ -68,3 +93,127 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         hosts = ",".join(f"{h}:{p}" for h, p in zip(f["host"].split(","), f["port"].split(","), strict=True))
         env["URL"] = f"postgresql://{quote(f['user'])}@{hosts}/{quote(self.db)}?target_session_attrs=read-write"
         return env
+
+    def health(self) -> Health:
+        """The endpoint's health, and every answering replica streaming from the primary, caught up.
+
+        Why: the endpoint reaches only the primary, so a replica whose replay was paused or
+        whose WAL receiver stopped kept serving the data from before a restore while health
+        said ok (found by review), and the restore's RTO stopped before the replicas had the
+        restored data. The primary's WAL position is read once; each replica must replay up
+        to it within ``REPLICA_CATCH_UP`` seconds, on the primary's timeline, streaming from
+        the primary. A node that is down or does not answer serves nothing stale: it is named
+        in the detail, not failed (a failover drill may leave its old primary down on purpose).
+        """
+        endpoint = super().health()
+        if not endpoint.ok:
+            return endpoint
+        primary = self.topology.primary()
+        if primary is None:
+            return Health(ok=False, detail=f"{endpoint.detail}; but no node answers as primary now")
+        try:
+            target, timeline = (int(v) for v in self._on(primary, _PRIMARY_POSITION))
+        except ComponentError as exc:
+            return Health(ok=False, detail=f"primary {primary} cannot tell its WAL position: {exc}")
+        problems: list[str] = []
+        absent: list[str] = []
+        for node in (n for n in self.topology.nodes() if n != primary):
+            role = self.topology.role(node)
+            if role in ("down", "no answer"):
+                absent.append(f"{node} {role}")
+            elif role == "primary":
+                problems.append(f"{node} answers as a second primary beside {primary}")
+            else:
+                problem = self._replica_problem(node, primary, target, timeline)
+                if problem is not None:
+                    problems.append(problem)
+        streaming = len(self.topology.nodes()) - 1 - len(absent) - len(problems)
+        blocked = self._commit_problem(primary)
+        if blocked is not None:
+            problems.append(blocked)
+        problems += self.topology.manager_problems()
+        detail = f"{endpoint.detail}; primary {primary}, {streaming} replica(s) streaming and caught up"
+        if absent:
+            detail += f"; {', '.join(absent)}"
+        if problems:
+            return Health(ok=False, detail=f"{detail}; but {'; '.join(problems)}")
+        return Health(ok=True, detail=detail)
+
+    def restore(self, source: ArtifactSource) -> None:
+        """Refuse, before anything is touched, a restore whose commits could never return.
+
+        Why: with synchronous replication and no synchronous standby connected, every
+        commit waits for ever; the restore hung on its first CREATE DATABASE (found by
+        review) instead of saying why.
+        """
+        self.service.ensure_running()
+        primary = self.topology.primary()
+        blocked = self._commit_problem(primary) if primary is not None else None
+        if blocked is not None:
+            raise ComponentError(
+                f"refusing to restore {self.instance!r} (nothing was touched): {blocked}; bring a replica back "
+                "(or turn synchronous replication off) first"
+            )
+        super().restore(source)
+
+    def _commit_problem(self, primary: str) -> str | None:
+        """Why a commit on ``primary`` cannot return now (no synchronous standby to wait for), or None."""
+        found: list[str | None] = [None]
+
+        def commits() -> bool:
+            try:
+                names, synchronous = self._on(primary, _COMMITS_WAIT)
+            except ComponentError as exc:
+                found[0] = f"primary {primary} cannot be read: {exc}"
+                return False
+            if str(names).strip() and int(synchronous) == 0:
+                found[0] = (
+                    f"primary {primary} waits for a synchronous standby ({names}) and none streams: it takes no write"
+                )
+                return False
+            return True
+
+        return None if processes.wait_until(commits, timeout=REPLICA_CATCH_UP, interval=0.1) else found[0]
+
+    def _replica_problem(self, node: str, primary: str, target: int, timeline: int) -> str | None:
+        """Why ``node`` does not hold what the primary held at ``target``, or None once it does."""
+        found: list[str | None] = [None]
+
+        def state() -> bool:
+            try:
+                replayed, paused, status, received_tli, host, port = self._on(node, _REPLICA_POSITION)
+            except ComponentError as exc:
+                found[0] = f"{node} cannot be read: {exc}"
+                return False
+            source = f"{host}:{port}" if host is not None else None
+            if status != "streaming":
+                found[0] = f"{node} is not streaming from the primary (WAL receiver: {status or 'none'})"
+            elif source != self.topology.address(primary):
+                found[0] = f"{node} streams from {source}, not from the primary {primary}"
+            elif received_tli != timeline:
+                found[0] = f"{node} follows timeline {received_tli}, the primary writes timeline {timeline}"
+            elif paused:
+                found[0] = f"{node} has its WAL replay paused"
+            elif replayed is None or int(replayed) < target:
+                found[0] = f"{node} has not replayed the primary's WAL within {REPLICA_CATCH_UP:.0f} s"
+            else:
+                return True
+            return False
+
+        return None if processes.wait_until(state, timeout=REPLICA_CATCH_UP, interval=0.1) else found[0]
+
+    def _on(self, node: str, sql: str) -> tuple[Any, ...]:
+        """One row of ``sql`` read on ``node`` itself, not through the endpoint."""
+        conn = self.on_node(node).connect("postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                row = cur.fetchone()
+        except psycopg2.Error as exc:
+            raise ComponentError(f"{node}: {str(exc).strip()}") from exc
+        finally:
+            conn.close()
+        if row is None:
+            raise ComponentError(f"{node}: no answer to {sql!r}")
+        return tuple(row)

@@ -275,7 +275,10 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         candidates = [n for n in self.nodes() if n != failed and self.role(n) == "replica"]
         if not candidates:
             raise FaultError(f"no replica of {self.instance!r} answers: there is nothing to promote")
-        chosen = max(candidates, key=lambda n: self._lsn(n, "pg_last_wal_receive_lsn()"))
+        try:
+            chosen = max(candidates, key=lambda n: self._lsn(n, "pg_last_wal_receive_lsn()"))
+        except psycopg2.Error as exc:  # a candidate that died or hung meanwhile
+            raise FaultError(f"reading the replicas of {self.instance!r} failed: {str(exc).strip()}") from exc
         body = json.dumps({"candidate": chosen}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{self._api[chosen]}/failover", data=body, method="POST",
@@ -332,6 +335,23 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
                 time.sleep(1.0)
         return True
 
+    def manager_problems(self) -> list[str]:
+        """A running PostgreSQL whose Patroni does not answer is unmanaged: no failover to or from it.
+
+        Why: Patroni starts PostgreSQL in a session of its own, so a dead Patroni leaves its
+        server running and health answered ok (found by review); the cluster had quietly
+        lost its automatic failover for that node.
+        """
+        return [
+            f"{name}'s Patroni does not answer while its PostgreSQL runs (unmanaged: no automatic failover)"
+            for name in self.nodes()
+            if self._postmaster(name) is not None and name not in self._paused and not self._api_answers(name)
+        ]
+
+    def _api_answers(self, node: str) -> bool:
+        """Whether the node's Patroni REST API answers within a few seconds (a busy one may miss one call)."""
+        return processes.wait_until(lambda: self._api_state(node) is not None, timeout=5, interval=0.5)
+
     def _api_state(self, node: str) -> dict[str, Any] | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self._api[node]}/patroni", timeout=2) as reply:
@@ -350,6 +370,13 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         """Patroni keeps its nodes running; drproof starts the Patroni of every node that is down."""
         if self.primary() is not None:
             return
+        if self._etcd is not None and self._etcd.poll() is not None:
+            # Without its DCS Patroni demotes every leader and elects none: waiting would only
+            # end in "no leader" two minutes later, without the cause (found by review).
+            raise RuntimeStartError(
+                f"etcd, Patroni's DCS for {self.instance!r}, is not running (exit {self._etcd.returncode}): Patroni "
+                "keeps no leader without it. Log:\n" + processes.tail(self._etcd_dir / "etcd.log")
+            )
         for name in self.nodes():
             if not self._alive(name):
                 self._start_node(name)

@@ -164,13 +164,16 @@ class LocalReplicatedPostgres(PostgresService, Topology):
 
     # -- the endpoint (PostgresService) ------------------------------------------------------
     def dsn(self, dbname: str = "postgres") -> str:
-        """Every node, in node order, asking for the one that accepts writes.
+        """Every node, the primary drproof last saw first, asking for the one that accepts writes.
 
-        In order, not shuffled: libpq gives up at the first node that refuses the login
-        itself (a database a lagging replica does not have yet, right after it was
-        created) instead of trying the next one.
+        Not shuffled, and the primary first: libpq gives up at the first node that refuses
+        the login itself (a database a lagging replica does not have yet, right after it
+        was created) instead of trying the next one. In plain node order, a restore after a
+        promotion failed so: node0, a replica by then, did not have the side database yet
+        when pg_restore connected to it (found by review).
         """
-        nodes = list(self._nodes.values())
+        order = [self.current, *(n for n in self._nodes if n != self.current)]
+        nodes = [self._nodes[n] for n in order]
         hosts = ",".join("127.0.0.1" for _ in nodes)
         ports = ",".join(str(n.port) for n in nodes)
         return (
@@ -209,6 +212,9 @@ class LocalReplicatedPostgres(PostgresService, Topology):
             return
         node = self._nodes[self.current]
         if not (node.data_dir() / "PG_VERSION").exists():
+            if self.replicas():
+                self._take_over_from(self.current)
+                return
             node.ensure_running()  # a new, empty cluster: every replica is cloned from it again
             for name in self.nodes():
                 if name != self.current:
@@ -217,6 +223,20 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         node.ensure_running()
         if not processes.wait_until(lambda: self.role(self.current) == "primary", timeout=READY_TIMEOUT, interval=0.1):
             raise RuntimeStartError(f"{self.current} of {self.instance!r} restarted but did not answer as primary")
+
+    def _take_over_from(self, lost: str) -> None:
+        """The primary's data are gone but a replica answers: promote it, then clone ``lost`` from it.
+
+        Why: building a new empty primary re-cloned every replica from it, so a restore
+        that was then refused (a damaged set) had already destroyed the only copy left,
+        the replicas' (found by review). Promoting the most advanced replica is what an
+        operator would do, and keeps that copy whatever the restore does next.
+        """
+        try:
+            self.promote(lost)
+        except FaultError as exc:
+            raise RuntimeStartError(f"{lost} of {self.instance!r} lost its data and no replica took over: {exc}") from exc
+        self._clone(lost, self.current)
 
     def stop(self) -> None:
         """End every node (the runtime's close, which then deletes their files).
@@ -307,6 +327,12 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         return {"node": node, "signal": "SIGCONT"}
 
     def lag(self, node: str, how: str) -> dict[str, Any]:
+        try:
+            return self._lag(node, how)
+        except psycopg2.Error as exc:
+            raise FaultError(f"{node} of {self.instance!r} could not be made to lag: {str(exc).strip()}") from exc
+
+    def _lag(self, node: str, how: str) -> dict[str, Any]:
         if self.role(node) != "replica":
             raise FaultError(f"{node} of {self.instance!r} is not a replica answering now ({self.role(node)})")
         if how == "replay":
@@ -332,6 +358,14 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         return int(row[0]) if row and row[0] is not None else -1
 
     def promote(self, failed: str) -> dict[str, Any]:
+        try:
+            return self._promote(failed)
+        except psycopg2.Error as exc:  # a candidate that died or hung meanwhile: a domain error, not a traceback
+            raise FaultError(
+                f"the promotion runbook on {self.instance!r} failed (primary now: {self.current}): {str(exc).strip()}"
+            ) from exc
+
+    def _promote(self, failed: str) -> dict[str, Any]:
         candidates = [n for n in self.nodes() if n != failed and self.role(n) == "replica"]
         if not candidates:
             raise FaultError(f"no replica of {self.instance!r} answers: there is nothing to promote")

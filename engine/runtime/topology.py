@@ -116,6 +116,10 @@ class Topology(ABC):
         """Whether replica ``node`` has everything the primary has written so far."""
         return self.role(node) == "replica"
 
+    def manager_problems(self) -> list[str]:
+        """Nodes whose server runs but whose manager (Patroni) does not: no automatic failover involves them."""
+        return []
+
     def watchers(self) -> list[str]:
         """The processes that decide failovers (Sentinels), by name; none for most topologies."""
         return []

