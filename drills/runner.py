@@ -665,11 +665,10 @@ class DrillRunner:
         state = self.state
         if state is None or state.recovery_started is None:
             return None
-        damaged = [r for r in state.results.values() if r.damaged_by]
         # A restore test's sandbox starts empty: every component of it must come back,
         # restored or not (found by review: one of four restored made "stack recovered").
-        sandbox = [state.results[n] for n in state.sandbox if n in state.results]
-        considered = damaged or sandbox or [r for r in state.results.values() if r.restored_from]
+        # A component a restore replaced was down while it was restored, damaged or not.
+        considered = [state.results[n] for n in state.recovering]
         if not considered or any(r.rto_seconds is None for r in considered):
             return None
         return max(r.rto_seconds for r in considered if r.rto_seconds is not None)
