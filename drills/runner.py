@@ -470,7 +470,7 @@ class DrillRunner:
         if workload is None or not workload.running:
             return
         with self.phase(f"stop workload ({why})", "workload") as rec:
-            workload.stop()
+            workload.stop(why)
             rec["data"] = {
                 name: {"acknowledged": len(s.acks), "failed": s.failures} for name, s in workload.streams.items()
             }
@@ -493,7 +493,13 @@ class DrillRunner:
                         failed_writes=stream.failures,
                     )
                 else:
-                    point = recovery_point(stream.acks, survivors, workload.started_at, stream.takeovers)
+                    stopped = workload.stop_requested_at if workload.stop_reason == "disaster" else None
+                    point = recovery_point(stream.acks, survivors, workload.started_at, stream.takeovers, stopped)
+                    if not stream.acks:  # written to, and never acknowledged: say why
+                        point["reason"] = (
+                            f"the workload wrote to it and it acknowledged none of {stream.failures} write(s)"
+                            + (f" (last error: {stream.last_error})" if stream.last_error else "")
+                        )
                     result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
                 state.results[name].recovery_point = result
                 # A lower bound is no measurement of the stack's RPO (the rpo check judges it).

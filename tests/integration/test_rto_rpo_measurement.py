@@ -71,3 +71,81 @@ def test_the_rto_clock_starts_when_the_fault_does(whole_set: Results) -> None:
     assert rto is not None and disaster.duration_seconds > 0.1  # the SIGKILL, then the deletion
     # From the start of the disaster phase to the end of the last restore, the fault's own time included.
     assert abs(rto - (back - disaster.offset_seconds)) < 0.01, (rto, back, disaster)
+
+
+SPARSE = """
+name: rpo-sparse
+objectives: {rto: 1m, rpo: 1s}
+stack:
+  components:
+    sessions: {kind: redis, seed: {keys: 100}}
+steps:
+  - workload: {rate: RATE}
+  - wait: 1s
+  - backup: {name: nightly}
+  - wait: 3s
+  - disaster: {target: sessions, fault: flushall}
+  - restore: {from: nightly}
+assertions: [rpo]
+"""
+
+
+@pytest.mark.parametrize(("rate", "status"), [("0.2", "error"), ("20", "fail")], ids=["sparse", "control"])
+def test_a_workload_that_did_not_probe_the_last_seconds_never_meets_the_objective(
+    tmp_path: Path, rate: str, status: str
+) -> None:
+    """One write at the start, the next due after the disaster: nothing acknowledged was lost, and
+    3 s of writes after the backup would have been. The control at 20 writes/s measures those 3 s."""
+    results = _run(tmp_path, SPARSE.replace("RATE", rate))
+    [rpo] = [a for a in results.assertions if a.name == "rpo"]
+    assert rpo.status == status, (rpo.status, rpo.summary, rpo.findings)
+    point = results.components[0].recovery_point
+    assert point is not None and point.unprobed_seconds is not None
+    if status == "error":
+        assert point.loss_window_seconds == 0.0 and point.unprobed_seconds > 2.5
+        assert "no write probed" in rpo.summary and results.exit_code == 2
+    else:
+        assert (point.loss_window_seconds or 0) > 2.5 and point.unprobed_seconds < 0.2
+
+
+REFUSING = """
+name: rpo-refusing
+objectives: {rto: 1m, rpo: 10s}
+stack:
+  components:
+    sessions: {kind: redis, seed: {keys: 100}}
+    uploads: {kind: volumes, seed: {files: 10, file_size: 4KiB}}
+steps:
+  - workload: {rate: 20}
+  - wait: 1s
+  - backup: {name: nightly}
+  - wait: 1s
+  - disaster: {target: sessions, fault: flushall}
+  - disaster: {target: uploads, fault: delete_files, fraction: 1.0}
+  - restore: {from: nightly}
+assertions: [rpo]
+"""
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["every-write-refused", "control"])
+def test_a_component_that_acknowledged_no_write_is_not_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuse: bool
+) -> None:
+    """A server that refuses every write (a read-only replica, min-replicas-to-write, out of memory),
+    simulated at the writer; the drill is otherwise real. The stack passed on the volume alone."""
+    import redis
+
+    from drills.workload.redis import RedisWriter
+
+    def refused(self: RedisWriter, seq: int) -> None:
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+    if refuse:
+        monkeypatch.setattr(RedisWriter, "write", refused)
+    results = _run(tmp_path, REFUSING)
+    [rpo] = [a for a in results.assertions if a.name == "rpo"]
+    if refuse:
+        assert rpo.status == "error" and "sessions" in rpo.summary, rpo.summary
+        assert "acknowledged none of" in rpo.summary and "ReadOnlyError" in rpo.summary
+    else:
+        assert rpo.status == "pass", (rpo.summary, rpo.findings)
