@@ -149,3 +149,45 @@ def test_a_component_that_acknowledged_no_write_is_not_measured(
         assert "acknowledged none of" in rpo.summary and "ReadOnlyError" in rpo.summary
     else:
         assert rpo.status == "pass", (rpo.summary, rpo.findings)
+
+
+UNREADABLE = """
+name: rpo-unreadable-marks
+objectives: {rto: 1m, rpo: 10s}
+stack:
+  components:
+    orders-db: {kind: postgres, seed: {customers: 20, orders_per_customer: 1}}
+steps:
+  - workload: {rate: 20}
+  - wait: 1s
+  - backup: {name: nightly}
+  - wait: 1s
+  - disaster: {target: orders-db, fault: delete_data_dir}
+  - restore: {from: nightly}
+assertions: [rpo]
+"""
+
+
+def test_workload_rows_that_cannot_be_read_are_an_unmeasured_rpo_not_an_internal_error(tmp_path: Path) -> None:
+    """After the restore the workload's table is a view whose SELECT fails (as a damaged page would)."""
+    from drills.runner import Hooks
+    from engine.components.base import Component
+
+    def unreadable(comp: Component) -> None:
+        conn = comp.connect()  # type: ignore[attr-defined]
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE drproof_workload")
+            cur.execute("CREATE VIEW drproof_workload AS SELECT (1 / (random() * 0)::int)::bigint AS seq")
+        conn.close()
+
+    path = tmp_path / "s.yaml"
+    path.write_text(UNREADABLE)
+    runner = DrillRunner(
+        load_scenario(path), runtime="local", work_root=tmp_path / "w", hooks=Hooks(after_restore=unreadable)
+    )
+    results = runner.run()
+    assert results.error is None and runner.internal_error is None, results.error
+    [rpo] = [a for a in results.assertions if a.name == "rpo"]
+    assert rpo.status == "error" and "cannot read the workload's rows" in rpo.summary, rpo.summary
+    assert results.exit_code == 2
