@@ -217,6 +217,7 @@ def test_a_component_that_acknowledged_no_write_makes_the_stack_rpo_an_error() -
     # Quiet control: a component no workload wrote to at all is named, not judged.
     ok = Rpo().evaluate(RpoParams(), _state({"db": _point(1.0), "cfg": None}))
     assert ok[0].status == "pass" and ok[0].evidence["not_written"] == ["cfg"]
+    assert ok[0].summary.endswith("not measured (no workload wrote to them): cfg")
 
 
 def test_time_no_write_probed_before_the_disaster_keeps_the_rpo_from_passing() -> None:

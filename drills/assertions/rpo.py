@@ -114,6 +114,8 @@ class Rpo(Assertion):
             f"{scope} lost {window:.2f} s of acknowledged writes ({lost} write(s)) at worst ({worst_name}), "
             f"{'within' if window <= objective else 'over'} the {format_duration(objective)} objective"
         )
+        if missing:  # said where the verdict is read, not only in the evidence
+            summary += f"; not measured (no workload wrote to them): {', '.join(missing)}"
         if findings:
             return [result(rid, self.name, "fail", summary, evidence=evidence, findings=findings)]
         bounded = [n for n, p in measured.items() if p.lower_bound]
