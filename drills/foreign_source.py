@@ -96,6 +96,16 @@ class ForeignSource:
         return None if not times or any(t is None for t in times) else min(t for t in times if t is not None)
 
     @property
+    def taken_at_from(self) -> str:
+        """Where the time of each backup comes from, for the evidence."""
+        return "; ".join(f"{n}: {b.facts.taken_at_from}" for n, b in self.backups.items())
+
+    @property
+    def dated_by_file_stamp(self) -> list[str]:
+        """The backups dated only by their file's own modification time, which a copy resets."""
+        return [n for n, b in self.backups.items() if b.facts.dated_by_file_stamp]
+
+    @property
     def age_seconds(self) -> float:
         taken = self.taken_at
         return (self.opened_at - taken).total_seconds() if taken is not None else float("nan")

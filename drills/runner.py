@@ -470,7 +470,7 @@ class DrillRunner:
         if workload is None or not workload.running:
             return
         with self.phase(f"stop workload ({why})", "workload") as rec:
-            workload.stop()
+            workload.stop(why)
             rec["data"] = {
                 name: {"acknowledged": len(s.acks), "failed": s.failures} for name, s in workload.streams.items()
             }
@@ -493,7 +493,13 @@ class DrillRunner:
                         failed_writes=stream.failures,
                     )
                 else:
-                    point = recovery_point(stream.acks, survivors, workload.started_at, stream.takeovers)
+                    stopped = workload.stop_requested_at if workload.stop_reason == "disaster" else None
+                    point = recovery_point(stream.acks, survivors, workload.started_at, stream.takeovers, stopped)
+                    if not stream.acks:  # written to, and never acknowledged: say why
+                        point["reason"] = (
+                            f"the workload wrote to it and it acknowledged none of {stream.failures} write(s)"
+                            + (f" (last error: {stream.last_error})" if stream.last_error else "")
+                        )
                     result = RecoveryPoint(rate=stream.rate, failed_writes=stream.failures, **point)
                 state.results[name].recovery_point = result
                 # A lower bound is no measurement of the stack's RPO (the rpo check judges it).
@@ -665,11 +671,10 @@ class DrillRunner:
         state = self.state
         if state is None or state.recovery_started is None:
             return None
-        damaged = [r for r in state.results.values() if r.damaged_by]
         # A restore test's sandbox starts empty: every component of it must come back,
         # restored or not (found by review: one of four restored made "stack recovered").
-        sandbox = [state.results[n] for n in state.sandbox if n in state.results]
-        considered = damaged or sandbox or [r for r in state.results.values() if r.restored_from]
+        # A component a restore replaced was down while it was restored, damaged or not.
+        considered = [state.results[n] for n in state.recovering]
         if not considered or any(r.rto_seconds is None for r in considered):
             return None
         return max(r.rto_seconds for r in considered if r.rto_seconds is not None)

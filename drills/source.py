@@ -156,6 +156,15 @@ class OpenedSource:
         return self.manifest.created_at
 
     @property
+    def taken_at_from(self) -> str:
+        return "the set's manifest (created_at)"
+
+    @property
+    def dated_by_file_stamp(self) -> list[str]:
+        """None: a drproof set records when it was taken in its manifest, which a copy keeps."""
+        return []
+
+    @property
     def age_seconds(self) -> float:
         """How old the backup was when the test opened it (negative: dated in the future)."""
         return (self.opened_at - self.manifest.created_at).total_seconds()

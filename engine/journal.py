@@ -108,6 +108,11 @@ class RecoveryPoint(_Model):
     note: str = ""
     holes: list[int] = Field(default_factory=list, description="Up to 20 writes lost before the newest survivor.")
     hole_count: int = 0
+    unprobed_seconds: float | None = Field(
+        default=None,
+        description="From the last acknowledged write to the disaster that stopped the workload: time no write "
+        "probed, so the loss window may be up to this much longer. Null when the workload did not end at a disaster.",
+    )
 
 
 class ComponentResult(_Model):

@@ -244,3 +244,28 @@ def test_a_source_is_either_a_config_or_backups(tmp_path: Path) -> None:
     (tmp_path / "rt.yaml").write_text("name: neither\nsource: {}\nassertions: [rto]\n")
     with pytest.raises(ValidationFailed, match="give either `config`"):
         load_scenario(tmp_path / "rt.yaml")
+
+
+def test_a_time_a_copy_resets_is_told_from_one_the_backup_records() -> None:
+    from engine.foreign.base import ForeignFacts
+
+    now = datetime.now(UTC)
+    stamped = [
+        "the file's modification time",
+        "the file's modification time (a plain SQL dump records none)",
+        "the index file's modification time (a faiss index records no time)",
+        "the newest modification time of a file or link in it",
+        "the directory's modification time",
+        "the archive file's modification time",
+        "the backup file's modification time",
+        "the repository's modification time",
+    ]
+    recorded = [
+        "the dump's header (Archive created at)",
+        "the RDB's ctime field (when it was saved)",
+        "backup_label's START TIME",
+        "pgBackRest's record of when the backup stopped",
+        "the newest modification time of a file in it",
+    ]
+    assert all(ForeignFacts(now, t).dated_by_file_stamp for t in stamped)
+    assert not any(ForeignFacts(now, t).dated_by_file_stamp for t in recorded)

@@ -207,3 +207,34 @@ def test_a_restore_is_not_undone_by_the_vector_workload(tmp_path: Any) -> None:
     health = comp.health()
     assert health.ok, health.detail
     assert not list(compare(manifest.component("v").fingerprint, comp.fingerprint()))
+
+
+def test_a_component_that_acknowledged_no_write_makes_the_stack_rpo_an_error() -> None:
+    """Found by review: its every write failed, so it was "not written" and the stack passed on the others."""
+    none = RecoveryPoint(measured=False, acknowledged=0, failed_writes=40, reason="acknowledged none of 40 write(s)")
+    r = Rpo().evaluate(RpoParams(), _state({"db": _point(1.0), "cache": none}))
+    assert r[0].status == "error" and "cache" in r[0].summary
+    # Quiet control: a component no workload wrote to at all is named, not judged.
+    ok = Rpo().evaluate(RpoParams(), _state({"db": _point(1.0), "cfg": None}))
+    assert ok[0].status == "pass" and ok[0].evidence["not_written"] == ["cfg"]
+    assert ok[0].summary.endswith("not measured (no workload wrote to them): cfg")
+
+
+def test_time_no_write_probed_before_the_disaster_keeps_the_rpo_from_passing() -> None:
+    """Found by review: one write every 5 s, the disaster 4.3 s after the last: "0.00 s", within 1 s."""
+    sparse = _point(0.0, lost=0).model_copy(update={"unprobed_seconds": 4.3, "rate": 0.2})
+    r = Rpo().evaluate(RpoParams(max="1s"), _state({"db": sparse}))
+    assert r[0].status == "error" and "up to 4.30 s" in r[0].findings[0]
+    # Over the objective anyway: a failure, not an error.
+    over = _point(2.0).model_copy(update={"unprobed_seconds": 4.3, "rate": 0.2})
+    assert Rpo().evaluate(RpoParams(max="1s"), _state({"db": over}))[0].status == "fail"
+    # Quiet control: a write every 50 ms leaves 0.04 s unprobed; the measured window stands.
+    dense = _point(0.5).model_copy(update={"unprobed_seconds": 0.04, "rate": 20.0})
+    ok = Rpo().evaluate(RpoParams(max="1s"), _state({"db": dense}))
+    assert ok[0].status == "pass" and ok[0].evidence["measured_seconds"] == 0.5
+
+
+def test_recovery_point_counts_the_time_from_the_last_write_to_the_disaster() -> None:
+    point = recovery_point(_acks(10), {1, 2, 3}, started_at=1.0, stopped_at=2.5)
+    assert point["unprobed_seconds"] == round(2.5 - 1.9, 6)
+    assert recovery_point(_acks(10), {1}, started_at=1.0)["unprobed_seconds"] is None  # not stopped by a disaster

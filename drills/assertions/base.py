@@ -130,6 +130,20 @@ class DrillState:
         names = getattr(self.source, "components", None)
         return list(names) if names is not None else list(getattr(self.source, "backups", {}))
 
+    @property
+    def recovering(self) -> list[str]:
+        """The components the stack's RTO waits for: every one a disaster damaged, every one a
+        restore replaced or tried to (a refused restore touched nothing), and a restore test's
+        sandboxes.
+
+        Found by review: only the damaged ones counted, so a restore step that put the whole
+        set back stopped the stack's clock at the damaged database while the volume it
+        replaced next was still being restored (and one whose restore failed was ignored).
+        """
+        touched = {a.component for a in self.restores if a.outcome != "refused"}
+        names = {n for n, r in self.results.items() if r.damaged_by} | touched | set(self.sandbox)
+        return [n for n in self.results if n in names]
+
     def backup_name_of(self, backup_id: str) -> str | None:
         for name, m in self.backups.items():
             if m.id == backup_id:

@@ -70,6 +70,7 @@ class Freshness(Assertion):
             "limit_seconds": limit,
             "limit_from": limit_from,
             "clock": "wall clock (UTC) of the manifest and of this host",
+            "taken_at_from": source.taken_at_from,
         }
         if age < -FUTURE_TOLERANCE_S:
             return [
@@ -87,6 +88,9 @@ class Freshness(Assertion):
                 )
             ]
         shown = format_duration(max(round(age), 0))
+        stamped = source.dated_by_file_stamp
+        if age <= limit and stamped:
+            return [_unproven(rid, self.name, source.label, stamped, shown, evidence)]
         if age <= limit:
             summary = f"{source.label} was {shown} old, within the {format_duration(limit)} limit"
             return [result(rid, self.name, "pass", summary, evidence=evidence)]
@@ -108,3 +112,25 @@ def _limit(params: FreshnessParams, latest_within: float | None, rpo: float | No
     if latest_within is not None:
         return latest_within, "source.pick.latest_within"
     return rpo, "objectives.rpo"
+
+
+def _unproven(
+    rid: str, name: str, label: str, stamped: list[str], shown: str, evidence: dict[str, Any]
+) -> AssertionResult:
+    """Young only by a file's modification time: not a pass (a copy or a touch makes any backup young).
+
+    An old stamp still fails (above): a copy is never older than what it copies.
+    """
+    return result(
+        rid,
+        name,
+        "not_compared",
+        f"{label} looks {shown} old, but only by its file's modification time, which any copy, touch or upload "
+        "resets: its age is not proven",
+        evidence=evidence,
+        findings=[
+            f"{n}: dated only by its file's modification time; a format that records when it was taken (pg_dump "
+            "-Fc or -Fd, an RDB with its ctime, a tar of the files) would prove the age"
+            for n in stamped
+        ],
+    )

@@ -56,9 +56,11 @@ class Rpo(Assertion):
         names = [params.component] if params.component else list(state.results)
         points = {n: state.results[n].recovery_point for n in names}
         missing = [n for n, p in points.items() if p is None or not p.measured]
-        # Acknowledged writes, then not read back (the server did not answer): no measurement.
-        unread = {n: p.reason for n, p in points.items() if p is not None and not p.measured and p.acknowledged}
-        if unread:  # written to, then not read back: no measurement, whatever the others say
+        # Written to, then not read back (the server did not answer), or never acknowledged
+        # a write at all (found by review: a component whose every write failed was left
+        # out and the stack passed on the others): no measurement, whatever the others say.
+        unread = {n: p.reason for n, p in points.items() if p is not None and not p.measured}
+        if unread:
             return [
                 result(
                     rid,
@@ -112,11 +114,20 @@ class Rpo(Assertion):
             f"{scope} lost {window:.2f} s of acknowledged writes ({lost} write(s)) at worst ({worst_name}), "
             f"{'within' if window <= objective else 'over'} the {format_duration(objective)} objective"
         )
+        if missing:  # said where the verdict is read, not only in the evidence
+            summary += f"; not measured (no workload wrote to them): {', '.join(missing)}"
         if findings:
             return [result(rid, self.name, "fail", summary, evidence=evidence, findings=findings)]
         bounded = [n for n, p in measured.items() if p.lower_bound]
         if bounded:
             return [_only_bounded(rid, self.name, bounded, measured, objective, evidence)]
+        unprobed = {
+            n: p
+            for n, p in measured.items()
+            if (p.loss_window_seconds or 0.0) + (p.unprobed_seconds or 0.0) > objective
+        }
+        if unprobed:
+            return [_unprobed(rid, self.name, unprobed, objective, evidence)]
         return [result(rid, self.name, "pass", summary, evidence=evidence, findings=findings)]
 
 
@@ -143,5 +154,34 @@ def _only_bounded(
         f"RPO not measured for {', '.join(bounded)}: no acknowledged write survived; the loss is at least the "
         f"lower bound, which cannot show it is within the {format_duration(objective)} objective",
         evidence=evidence,
+        findings=findings,
+    )
+
+
+def _unprobed(
+    rid: str, name: str, unprobed: dict[str, Any], objective: float, evidence: dict[str, Any]
+) -> AssertionResult:
+    """The measured window is within the objective, but the workload stopped probing too early to show it.
+
+    Found by review: with one write every 5 s, a backup just after a write and the
+    disaster 3 s later, no acknowledged write was lost and the RPO "0.00 s" met a 1 s
+    objective, though 3 s of writes made after the backup would have been lost. The
+    time from a component's last acknowledged write to the disaster (a slow rate, or
+    writes failing before it) was probed by no write: the loss may be that much longer.
+    """
+    findings = [
+        f"{n}: its last acknowledged write came {p.unprobed_seconds:.2f} s before the disaster, so a loss of up to "
+        f"{(p.loss_window_seconds or 0.0) + p.unprobed_seconds:.2f} s cannot be excluded (its {p.acknowledged} "
+        f"write(s) at {p.rate:g}/s, {p.failed_writes} failed)"
+        for n, p in unprobed.items()
+    ]
+    return result(
+        rid,
+        name,
+        "error",
+        f"RPO not measured for {', '.join(unprobed)}: no write probed the last moments before the disaster, so "
+        f"the loss cannot be shown within the {format_duration(objective)} objective (raise the workload's rate, "
+        "or find why its writes failed)",
+        evidence={**evidence, "unprobed_seconds": {n: p.unprobed_seconds for n, p in unprobed.items()}},
         findings=findings,
     )

@@ -53,9 +53,9 @@ class Rto(Assertion):
             "until": "restored and healthy",
         }
         if measured is None:
-            lost = {r.name for r in state.results.values() if r.damaged_by} | set(state.sandbox)
+            lost = [params.component] if params.component else state.recovering
             not_recovered = sorted(n for n in lost if n in state.results and state.results[n].rto_seconds is None)
-            why = {n: "damaged" if state.results[n].damaged_by else "an empty sandbox" for n in not_recovered}
+            why = {n: _why_down(state, n) for n in not_recovered}
             return [
                 result(
                     rid,
@@ -86,3 +86,9 @@ class Rto(Assertion):
                 findings=[f"RTO exceeded by {measured - objective:.2f} s"],
             )
         ]
+
+
+def _why_down(state: DrillState, name: str) -> str:
+    if state.results[name].damaged_by:
+        return "damaged"
+    return "an empty sandbox" if name in state.sandbox else "replaced by a restore that failed"

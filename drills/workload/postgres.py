@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.postgres import PostgresComponent
+from engine.errors import ComponentError
 from engine.lazy import lazy
 
 if TYPE_CHECKING:
@@ -71,6 +72,13 @@ class PostgresWriter(Writer):
                     return set()
                 cur.execute(f"SELECT seq FROM {WORKLOAD_MARK}")
                 return {int(r[0]) for r in cur.fetchall()}
+        except psycopg2.Error as exc:
+            # Found by review: a SELECT that fails (a damaged page, a permission) ended the
+            # drill as an internal error; it is a recovery point that could not be read.
+            text = " ".join(str(exc).split())
+            raise ComponentError(
+                f"postgres {self.component.instance!r}: cannot read the workload's rows: {type(exc).__name__}: {text}"
+            ) from None
         finally:
             conn.close()
 

@@ -41,6 +41,11 @@ class Workload:
         self._stop = threading.Event()
         self.started_at: float | None = None
         self.stopped_at: float | None = None
+        # When, on the drill clock, the writers were told to stop, and why ("disaster":
+        # the moment of the loss, so the time since each stream's last acknowledged write
+        # was never probed by a write; see ``recovery_point``'s ``stopped_at``).
+        self.stop_requested_at: float | None = None
+        self.stop_reason = ""
         self._next_seq = 1
         self._seq_lock = threading.Lock()
 
@@ -84,9 +89,10 @@ class Workload:
             tick += interval
             self._stop.wait(max(0.0, tick - time.monotonic()))
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
         if self._stop.is_set():
             return
+        self.stop_requested_at, self.stop_reason = self.clock(), reason
         self._stop.set()
         for stream in self.streams.values():
             if stream.thread is not None:
@@ -101,7 +107,11 @@ class Workload:
 
 
 def recovery_point(
-    acks: list[Ack], survivors: set[int], started_at: float, takeovers: Sequence[float] = ()
+    acks: list[Ack],
+    survivors: set[int],
+    started_at: float,
+    takeovers: Sequence[float] = (),
+    stopped_at: float | None = None,
 ) -> dict[str, Any]:
     """What a restore (or a failover) kept of the acknowledged writes, and the window it lost.
 
@@ -115,6 +125,12 @@ def recovery_point(
     received them), and the longest such span is a loss window too. A lost write that
     is neither (one acknowledged before a write that survived, in the same stretch) is a
     hole: damage, whatever the window.
+
+    ``stopped_at`` is the moment of the loss when the workload ended there (a disaster):
+    the time from the last acknowledged write to it was probed by no write (a slow rate,
+    or writes failing), so the real loss window may be that much longer than the one
+    measured (``unprobed_seconds``; found by review: one write every 5 s, the backup
+    after it and the disaster 3 s later measured "0.00 s lost").
     """
     acked = sorted(acks, key=lambda a: a.seq)
     if not acked:
@@ -153,6 +169,7 @@ def recovery_point(
         "note": bound,
         "holes": holes[:20],
         "hole_count": len(holes),
+        "unprobed_seconds": None if stopped_at is None else round(max(0.0, stopped_at - last.offset), 6),
     }
 
 

@@ -47,6 +47,18 @@ class ForeignFacts:
     size_bytes: int = 0
     details: dict[str, Any] = field(default_factory=dict)  # for the report: format, database, ...
 
+    @property
+    def dated_by_file_stamp(self) -> bool:
+        """Whether ``taken_at`` is the backup file's (or directory's) own modification time.
+
+        Any copy, ``touch`` or upload resets that stamp to "now": found by review, a month-old
+        plain dump copied nightly to where the restore test reads it passed ``freshness``
+        as one second old. A time the backup records inside itself (a dump's header, an
+        RDB's ctime, backup_label, the members of a tar) is not reset by a copy.
+        """
+        text = self.taken_at_from
+        return "modification time" in text and "of a file in it" not in text
+
 
 class ForeignFormat(ABC):
     name: ClassVar[str]  # what a scenario writes as `format:`
