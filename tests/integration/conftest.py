@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: a real S3-compatible server (SeaweedFS) on loopback.
+"""Fixtures for integration tests: a real S3-compatible server (SeaweedFS) on loopback, and a local runtime.
 
 One SeaweedFS serves the whole session (it takes about 4 s to start); each test makes
 its own buckets. The AWS credential variables are set for the session to the server's
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.runtime.local import LocalRuntime
 from tests.integration.seaweedfs import SeaweedFS, seaweedfs
 
 
@@ -52,3 +53,10 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
+    """A local runtime of the test's own, closed (every server it started stopped) after the test."""
+    with LocalRuntime(tmp_path / "work") as rt:
+        yield rt

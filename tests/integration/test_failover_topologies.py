@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ from tests.integration.servers import require_patroni
 pytestmark = [pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "work")
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def _postgres(runtime: LocalRuntime, **params: Any) -> PostgresReplicatedComponent:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,11 +40,6 @@ pytestmark = pytest.mark.integration
 KEY_SPACES = ["session", "cart", "user"]
 DB5_PARTS = {"db5 keyspace jobs", "db5 keyspace events", "db5 keyspace (no prefix)"}
 
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    with LocalRuntime(tmp_path / "work") as rt:
-        yield rt
 
 
 @pytest.fixture

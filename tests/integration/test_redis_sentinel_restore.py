@@ -11,7 +11,6 @@ empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ from engine.runtime.local import LocalRuntime
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "work")
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def _sentinel(runtime: LocalRuntime) -> RedisSentinelComponent:

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ from tests.integration.servers import require_patroni
 
 pytestmark = [pytest.mark.integration]
 
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "work")
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def _backed_up(runtime: LocalRuntime, tmp_path: Path, **params: Any) -> tuple[PostgresReplicatedComponent, Manifest]:
