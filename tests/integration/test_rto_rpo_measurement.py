@@ -68,9 +68,16 @@ def test_the_rto_clock_starts_when_the_fault_does(whole_set: Results) -> None:
     last_restore = max((p for p in whole_set.phases if p.kind == "restore"), key=lambda p: p.offset_seconds)
     back = last_restore.offset_seconds + last_restore.duration_seconds
     rto = whole_set.measured.rto_seconds
-    assert rto is not None and disaster.duration_seconds > 0.1  # the SIGKILL, then the deletion
-    # From the start of the disaster phase to the end of the last restore, the fault's own time included.
-    assert abs(rto - (back - disaster.offset_seconds)) < 0.01, (rto, back, disaster)
+    took = disaster.duration_seconds
+    # The SIGKILL, then the deletion: 0.1 to 1 s here, once 0.095 s in CI (a 0.1 s bound failed there).
+    assert rto is not None and took > 0.02
+    # Counted from the fault's start, the RTO holds the fault's own time: counted from its
+    # end (before the fix) it would be at most the time from the end of the disaster to the
+    # end of the last restore. Margins, not equality: the phases' bookkeeping around the
+    # readings takes milliseconds, more on a loaded machine (an exact 10 ms bound raced in CI).
+    after_fault = back - (disaster.offset_seconds + took)
+    assert rto > after_fault + took / 2, (rto, back, disaster)
+    assert rto <= back - disaster.offset_seconds + 0.05, (rto, back, disaster)
 
 
 SPARSE = """
