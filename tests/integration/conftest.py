@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.runtime.local import LocalRuntime
-from tests.integration.seaweedfs import SeaweedFS, seaweedfs
+from tests.integration.seaweedfs import MakeBucket, SeaweedFS, bucket_name, seaweedfs
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,19 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     """A local runtime of the test's own, closed (every server it started stopped) after the test."""
     with LocalRuntime(tmp_path / "work") as rt:
         yield rt
+
+
+
+@pytest.fixture
+def make_bucket(s3_server: SeaweedFS, request: pytest.FixtureRequest) -> MakeBucket:
+    """A new bucket on the session's SeaweedFS, named after the test: with Object Lock, or versioned."""
+
+    def make(lock: bool = False, versioned: bool = False) -> str:
+        name = bucket_name(request.node.name)
+        client: Any = s3_server.client()
+        client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
+        if versioned and not lock:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+    return make

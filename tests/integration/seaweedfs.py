@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,10 @@ def _wait_for_buckets(server: SeaweedFS) -> None:
 
     if not processes.wait_until(ready, timeout=START_TIMEOUT, interval=0.1):
         raise RuntimeError(f"SeaweedFS at {server.endpoint} answers but never listed its buckets")
+
+
+# The ``make_bucket`` fixture (conftest): ``make(lock=False, versioned=False)`` -> a new bucket's name.
+MakeBucket = Callable[..., str]
 
 
 def bucket_name(hint: str) -> str:

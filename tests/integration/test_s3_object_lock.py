@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,24 +25,10 @@ from engine.repository.objectlock import ObjectLock, ObjectLocked
 from engine.repository.s3 import ObjectLockUnsupported
 from engine.retention import Policy, plan
 from tests.integration.helpers import run_cli
-from tests.integration.seaweedfs import SeaweedFS, bucket_name
+from tests.integration.seaweedfs import MakeBucket, SeaweedFS
 
 pytestmark = [pytest.mark.integration]
 
-MakeBucket = Callable[..., str]
-
-
-@pytest.fixture
-def make_bucket(s3_server: SeaweedFS, request: pytest.FixtureRequest) -> MakeBucket:
-    def make(lock: bool = False, versioned: bool = False) -> str:
-        name = bucket_name("lock-" + request.node.name)
-        client: Any = s3_server.client()
-        client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
-        if versioned and not lock:
-            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-        return name
-
-    return make
 
 
 def _write(repo: S3Repository, payload: bytes = b"x" * 1000) -> Any:

@@ -9,7 +9,6 @@ any set claims that lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,24 +22,10 @@ from engine.repository.objectlock import ObjectLock
 from engine.repository.readonly import ReadOnlyRepository
 from engine.repository.s3 import ObjectLockUnsupported
 from engine.signing import SIGNATURE_NAME, RepositoryTrust
-from tests.integration.seaweedfs import SeaweedFS, bucket_name
+from tests.integration.seaweedfs import MakeBucket, SeaweedFS
 
 pytestmark = [pytest.mark.integration]
 
-MakeBucket = Callable[..., str]
-
-
-@pytest.fixture
-def make_bucket(s3_server: SeaweedFS, request: pytest.FixtureRequest) -> MakeBucket:
-    def make(lock: bool = False, versioned: bool = False) -> str:
-        name = bucket_name("tamper-" + request.node.name)
-        client: Any = s3_server.client()
-        client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
-        if versioned and not lock:
-            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-        return name
-
-    return make
 
 
 def _repo(s3_server: SeaweedFS, bucket: str, trust: RepositoryTrust, **kwargs: Any) -> S3Repository:
