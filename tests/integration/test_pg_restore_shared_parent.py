@@ -29,12 +29,15 @@ from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTar
 from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import insert_mark, marks
 from tests.integration.operator_pg import init_cluster
-from tests.integration.servers import require_pg15
+from tests.integration.servers import require, require_pg15
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason="only root gives groups away"),
-]
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(autouse=True)
+def _as_root() -> None:
+    """Only root gives groups away; under CI=true a failure, never a skip (.ci/run runs as root)."""
+    require("root (only root gives a file's group away)", os.geteuid() == 0, "run the tests as root")
 PASSWORD = "shared-parent-test-password"
 DAEMON = pwd.getpwnam("daemon")
 # user::rwx group::r-x mask::rwx other::--- : a default ACL as a shared directory has one

@@ -19,14 +19,19 @@ from engine.errors import FaultError
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
 from engine.runtime.local_replicated import LocalReplicatedPostgres
+from tests.integration.servers import require
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[LocalReplicatedPostgres]:
-    if not processes.current_is_root():
-        pytest.skip("needs root: the server (user drproof) must be unable to read a file root makes private")
+    # Under CI=true a failure, never a skip (.ci/run runs as root).
+    require(
+        "root (the server, user drproof, must be unable to read a file root makes private)",
+        processes.current_is_root(),
+        "run the tests as root",
+    )
     rt = LocalRuntime(tmp_path / "work")
     try:
         comp = PostgresReplicatedComponent("db", PostgresReplicatedParams(customers=5, replicas=2), rt)
