@@ -22,7 +22,7 @@ from engine.components.postgres import PostgresParams
 from engine.components.postgres_physical import PostgresPhysicalComponent
 from engine.runtime.external import ExternalRuntime, PhysicalTarget, PostgresTarget
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import insert_mark, marks, run_cli
+from tests.integration.helpers import insert_mark, marks, pg_sql, run_cli
 from tests.integration.operator_pg import init_cluster
 from tests.integration.servers import require_pg15
 
@@ -54,14 +54,9 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Po
 
 
 def _sql(comp: PostgresPhysicalComponent, sql: str) -> Any:
-    conn = comp.connect("postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchone()[0] if cur.description else None
-    finally:
-        conn.close()
+    """The first value ``sql`` returns on the ``postgres`` database, or None."""
+    rows = pg_sql(comp, sql, db="postgres")
+    return rows[0][0] if rows else None
 
 
 def _pitr(config: Path, moment: datetime | str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
