@@ -220,7 +220,8 @@ class Manifest(BaseModel):
 
 
 class LimitDetails(BaseModel):
-    """The few component details ``limits`` reads (a WAL gap, a source unhealthy at backup), and nothing else.
+    """The few component details ``limits`` reads (a WAL gap, a source unhealthy at backup, a
+    pgBackRest cluster's tablespaces), and nothing else.
 
     Why not the details whole: an inventory must stay light (issue 14), and a tree's
     details can be long. ``recovery list`` reads these to mark a sound set whose
@@ -233,6 +234,8 @@ class LimitDetails(BaseModel):
     wal_gap: str | None = None
     wal_gap_after: str | None = None
     unhealthy_at_backup: str | None = None  # engine.components.base.UNHEALTHY_AT_BACKUP
+    tablespaces: list[str] | None = None  # a pgBackRest backup drproof cannot restore
+    pgbackrest_label: str | None = None
 
     def as_details(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -110,6 +110,17 @@ class PostgresPgBackRestComponent(PostgresComponent):
     def restorability(cls, details: dict[str, Any], tools: dict[str, str]) -> list[str]:
         return []  # no dump: the cluster's own files, started by the target's own server
 
+    @classmethod
+    def limits(cls, details: dict[str, Any]) -> list[str]:
+        """A cluster with tablespaces: pgBackRest's set is sound, drproof cannot restore it.
+
+        Why a limit and not silence: the backup is good for ``pgbackrest restore`` by hand,
+        but a drill or ``recovery restore`` of it is refused (:func:`_tablespace_refusal`),
+        so the team must hear it on the day of the backup, not on the day of the restore.
+        """
+        spaces = details.get("tablespaces")
+        return [_tablespace_refusal(details.get("pgbackrest_label", "?"), spaces)] if spaces else []
+
     dumps_in_snapshot: ClassVar[bool] = False  # files, not a dump: fingerprinted, then copied
 
     def provision(self) -> None:
@@ -329,6 +340,7 @@ class PostgresPgBackRestComponent(PostgresComponent):
             "database_bytes": record["info"]["size"],
             "repository_bytes": record["info"]["repository"]["delta"],
             "verify": verified,
+            "tablespaces": _tablespaces(record),
         }
 
     def _push_wal(self) -> int:
@@ -443,6 +455,9 @@ class PostgresPgBackRestComponent(PostgresComponent):
         is refused while the live cluster is still untouched.
         """
         label = self._label_of(source)
+        spaces = self._tablespaces_of(source)
+        if spaces:  # refused before anything is checked, stopped or written
+            raise ComponentError(f"{self.instance!r}: {_tablespace_refusal(label, spaces)}")
         self.check(label)
         owner = self.physical.server_file_owner()
 
@@ -502,8 +517,36 @@ class PostgresPgBackRestComponent(PostgresComponent):
             )
         return label
 
+    def _tablespaces_of(self, source: ArtifactSource) -> list[str]:
+        """The tablespaces the set's pgBackRest backup holds, from its info record (any set's)."""
+        with source.open(INFO_ARTIFACT) as stream:
+            [stanza] = json.loads(stream.read())  # _label_of has proved the shape
+        return _tablespaces(stanza["backup"][0])
+
     def tool_versions(self) -> dict[str, str]:
         return {"postgres server": self.service.version(), "pgbackrest": self.pgbackrest_release}
+
+
+def _tablespaces(record: dict[str, Any]) -> list[str]:
+    """``name (oid N) at /path`` for each tablespace a pgBackRest backup record lists.
+
+    pgBackRest restores a tablespace to where its link pointed, which is the live
+    tablespace's directory, outside the fresh data directory drproof restores into: a
+    restore there would write into (or be refused by) live data.
+    """
+    spaces = record.get("tablespace") or []
+    if not isinstance(spaces, list):
+        raise ComponentError(f"pgBackRest's backup record lists tablespaces as {type(spaces).__name__}, not a list")
+    return [f"{t.get('name')} (oid {t.get('oid')}) at {t.get('destination')}" for t in spaces if isinstance(t, dict)]
+
+
+def _tablespace_refusal(label: str, spaces: list[str]) -> str:
+    return (
+        f"pgBackRest backup {label} holds tablespace(s) {'; '.join(spaces)}; drproof restores a pgBackRest backup "
+        "into a fresh data directory and cannot restore tablespaces, whose files pgBackRest puts back at their "
+        "live location. Restore this cluster by hand with `pgbackrest restore --set="
+        f"{label} --tablespace-map=<name>=<empty directory>` on a spare host, or move the tables into pg_default"
+    )
 
 
 def _follows(a: str, b: str) -> bool:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         comp.provision()
         comp.seed()
         yield comp, LocalRepository(tmp_path / "repo")
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """An empty directory outside pytest's private tmp tree, which the server's user can reach."""
+    path = Path(tempfile.mkdtemp(prefix="drproof-tablespace-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _change(comp: PostgresPgBackRestComponent) -> None:
@@ -234,3 +244,42 @@ def test_an_interrupted_pgbackrest_backup_does_not_block_restoring_an_intact_one
     # The next backup resumes or replaces it, and is verified like any other.
     again = engine_backup.backup(repo, [comp])
     assert again.component("orders-db").details["verify"].startswith("ok")
+
+
+def test_a_cluster_with_a_tablespace_is_named_at_backup_and_its_restore_refused_untouched(
+    stack: Stack, reachable_dir: Path
+) -> None:
+    """pgBackRest puts tablespaces back at their live location, outside the fresh data
+    directory drproof restores into: the restore is refused before the server is stopped,
+    with drproof's explanation instead of pgBackRest's raw one, and the backup says so."""
+    comp, repo = stack
+    quiet = engine_backup.backup(repo, [comp])  # quiet control: no tablespace, no limit
+    assert engine_backup.limits(quiet) == []
+    space = reachable_dir
+    owner = comp.physical.server_file_owner()
+    if owner is not None:
+        os.chown(space, *owner)
+    conn = comp.connect()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLESPACE side LOCATION '{space}'")
+            cur.execute("CREATE TABLE archived (n int) TABLESPACE side")
+            cur.execute("INSERT INTO archived SELECT generate_series(1, 500)")
+    finally:
+        conn.close()
+    manifest = engine_backup.backup(repo, [comp])
+    [limit] = engine_backup.limits(manifest)
+    assert "tablespace(s) side (oid " in limit and str(space) in limit
+    assert "pgbackrest restore --set=" in limit
+    summary = next(s for s in repo.list() if s.id == manifest.id)
+    assert engine_backup.limits(summary) == [limit]  # the inventory says it without reading fingerprints
+
+    _change(comp)
+    live = comp.fingerprint()
+    started = comp.service.is_running()
+    with pytest.raises(ComponentError, match="cannot restore tablespaces"):
+        engine_backup.restore(repo, manifest, comp)
+    assert started and comp.service.is_running()
+    assert comp.fingerprint() == live
+
