@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -440,6 +441,54 @@ class Repository(ABC):
 
     @abstractmethod
     def verified_ids(self) -> set[str]: ...
+
+    def verification_record(self, report: VerifyReport) -> tuple[bytes, bytes | None]:
+        """The verification mark (``verified.json``) and its signature (``verified.sig``, None when unsigned).
+
+        Why signed, and bound to the set and its manifest: anyone who can write the
+        repository could write ``{"ok": true}`` beside a set that failed its verification
+        (or copy a sound set's mark to it), and retention then kept that set as the
+        newest verified one and deleted an older sound one. A mark names the set and the
+        SHA-256 of its stored manifest, and on a repository that verifies signatures only
+        a mark signed by a trusted key counts (``trusts_verification``). A host holding
+        public keys only writes an unsigned mark, which such a repository does not count.
+        """
+        from datetime import UTC, datetime
+
+        manifest = self.stored_manifest_bytes(report.backup_id)
+        body = {
+            "ok": report.ok,
+            "at": datetime.now(UTC).isoformat(),
+            "damaged": report.damaged,
+            "backup_id": report.backup_id,
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
+        }
+        data = (json.dumps(body) + "\n").encode("utf-8")
+        signer = self.trust.signer if self.trust is not None else None
+        return data, signer.sign(data) if signer is not None else None
+
+    def trusts_verification(self, backup_id: str, data: bytes | None, signature: bytes | None) -> bool:
+        """Whether a stored mark says the set verified, in a way this repository accepts.
+
+        An unsigned repository takes the mark's word, as before (nothing there is proven
+        against a repository writer: ``engine.chain.NOT_PROVEN``). One that verifies
+        signatures takes only a mark signed by a trusted key that names this set and its
+        manifest as stored now; a mark of an older drproof (unsigned) counts as none, so
+        the set is treated as unverified until ``recovery verify`` marks it again.
+        """
+        try:
+            body = json.loads(data) if data is not None else None
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(body, dict) or body.get("ok") is not True:
+            return False
+        if self.trust is None or self.trust.keys is None:
+            return True
+        assert data is not None
+        if not self.trust.keys.check(data, signature).ok or body.get("backup_id") != backup_id:
+            return False
+        manifest = self.stored_manifest_bytes(backup_id)
+        return manifest is not None and body.get("manifest_sha256") == hashlib.sha256(manifest).hexdigest()
 
     @abstractmethod
     def delete(self, backup_id: str) -> None:

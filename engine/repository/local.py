@@ -22,14 +22,12 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import json
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -42,6 +40,7 @@ from engine.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     VERIFIED_NAME,
+    VERIFIED_SIGNATURE,
     ArtifactRecord,
     ComponentRecord,
     Manifest,
@@ -433,7 +432,7 @@ class LocalRepository(Repository):
     def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
         target = self._set_dir(new_id)
         shutil.copytree(self._set_dir(source_id), target, symlinks=True)
-        for leftover in (VERIFIED_NAME, SIGNATURE_NAME):
+        for leftover in (VERIFIED_NAME, VERIFIED_SIGNATURE, SIGNATURE_NAME):
             (target / leftover).unlink(missing_ok=True)
         (target / MANIFEST_NAME).write_bytes(manifest_bytes)
         if signature is not None:
@@ -519,21 +518,21 @@ class LocalRepository(Repository):
 
     def record_verification(self, report: VerifyReport) -> None:
         """Remember the outcome of a full verification; retention protects verified sets."""
-        path = self._set_dir(report.backup_id) / VERIFIED_NAME
-        body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
+        directory = self._set_dir(report.backup_id)
+        data, signature = self.verification_record(report)  # an older mark's signature never fits these bytes
         consequence = f"set {report.backup_id} is stored but its verification was not recorded"
         with _writing(self.root, f"recording the verification of {report.backup_id}", consequence):
-            _write_new(path, body)
+            _write_new(directory / VERIFIED_NAME, data.decode("utf-8"))
+            if signature is not None:
+                _write_new(directory / VERIFIED_SIGNATURE, signature.decode("utf-8"))
 
     def verified_ids(self) -> set[str]:
         out = set()
         for entry in self._set_entries():
             data = _read_small(entry / VERIFIED_NAME, MAX_MANIFEST_BYTES)
-            try:
-                if data is not None and json.loads(data).get("ok") is True:
-                    out.add(entry.name)
-            except (ValueError, AttributeError):
-                continue
+            signature = _read_small(entry / VERIFIED_SIGNATURE, MAX_SIGNATURE_BYTES)
+            if self.trusts_verification(entry.name, data, signature):
+                out.add(entry.name)
         return out
 
     def delete(self, backup_id: str) -> None:
