@@ -24,7 +24,7 @@ from drills.targets import Binding
 from engine import backup as engine_backup
 from engine import retention, selection
 from engine.audit import DEFAULT_NAME, AuditError, AuditLog, Event, describe_repository
-from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, missing_against
+from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, PublishedRecord, missing_against
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
@@ -350,7 +350,7 @@ def find_audited(
         op.record_success = False  # the verify or restore itself writes the line
         if timestamp is not None:
             op.extra["at_or_before"] = timestamp.isoformat()
-        manifest = find(repo, backup_id, timestamp, reference)
+        manifest = find(repo, backup_id, timestamp, reference, audit.published(repo_where))
     return manifest
 
 
@@ -438,18 +438,23 @@ limits = engine_backup.limits  # drills call it from here; the engine computes i
 
 
 def find(
-    repo: Repository, backup_id: str | None, timestamp: datetime | None, reference: Repository | None = None
+    repo: Repository,
+    backup_id: str | None,
+    timestamp: datetime | None,
+    reference: Repository | None = None,
+    published: PublishedRecord | None = None,
 ) -> Manifest:
     """The set a command reads: by id, the newest at or before a time, or the latest (all through the chain).
 
     A set whose signature or place in the chain forbids it is refused (UntrustedSet,
-    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, or while
-    ``reference`` (the offsite copy) holds a newer set than this repository does.
+    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, while
+    ``reference`` (the offsite copy) holds a newer set than this repository does, or while
+    ``published`` (the audit log) names a newer set that is gone.
     """
     if backup_id:
         return selection.by_id(repo, backup_id).manifest
     if timestamp is None:
-        return selection.latest(repo, reference=_reference_audit(reference)).manifest
+        return selection.latest(repo, reference=_reference_audit(reference), published=published).manifest
     found = repo.chain_audit()
     for candidate in reversed(found.order):
         st = found.sets[candidate]

@@ -559,6 +559,46 @@ def effective_times(
     return out
 
 
+@dataclass(frozen=True)
+class PublishedRecord:
+    """The sets a record kept apart from the chain names as published in the repository, oldest first.
+
+    The audit log (``engine.audit.AuditLog.published``): ``source`` says which, for messages.
+    """
+
+    source: str
+    backup_ids: tuple[str, ...]
+
+
+def missing_from_record(here: ChainAudit, record: PublishedRecord) -> list[Finding]:
+    """Sets the record names as published after every set here, and that are gone without a tombstone.
+
+    Why after every set here: a set missing from the middle is named by its successor's
+    link already, and leaves "latest" alone; one published after the newest set here is
+    the newest set deleted whole, which nothing in the repository shows (the module's
+    account), and a restore of "latest" would roll live data back to the set before it.
+    A set still here in any state (unreadable, its manifest deleted) is named by the
+    audit already.
+    """
+    present = set(here.sets) | {f.backup_id for f in here.findings if f.kind != "missing"}
+    last = max((i for i, b in enumerate(record.backup_ids) if b in present), default=-1)
+    out = []
+    for backup_id in record.backup_ids[last + 1 :]:
+        gone = here.tombstones.get(backup_id)
+        if gone is not None and gone.trusted:
+            continue
+        out.append(
+            Finding(
+                backup_id,
+                "missing",
+                f"{record.source} records that it was backed up into this repository after every set here, yet it is "
+                "neither here nor deleted by retention: the newest set was deleted whole (a rollback), so \"latest\" "
+                "would be an older set",
+            )
+        )
+    return out
+
+
 def missing_against(here: ChainAudit, reference: ChainAudit) -> list[Finding]:
     """Sets the reference copy (the offsite repository) holds at a later place than anything here.
 

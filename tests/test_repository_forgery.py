@@ -13,9 +13,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from drills.cli import main
 from engine.manifest import VERIFIED_NAME, VERIFIED_SIGNATURE, ComponentRecord, Manifest
 from engine.repository.base import Repository, VerifyReport
 from engine.repository.local import LocalRepository
@@ -102,3 +106,120 @@ def test_a_mark_written_without_the_private_key_does_not_count_where_signatures_
         _verified(repo, m)
         assert reader.verified_ids() == {m.id}
 
+
+# -- a. rollback: the newest set deleted whole -------------------------------------------------
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _config(tmp: Path, extra: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {
+        "repository": {"path": "repo"},
+        "signing": {"key_file": "repo.key", "public_keys": ["repo.pub"]},
+        "components": {"files": {"kind": "volumes", "path": "live"}},
+    } | (extra or {})
+    (tmp / "prod.yaml").write_text(yaml.safe_dump(body))
+    return str(tmp / "prod.yaml")
+
+
+@pytest.fixture
+def chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """Three signed sets of ``live`` made by ``drproof backup``; live data equal to the newest."""
+    assert _cli(["keys", "init", "--private", str(tmp_path / "repo.key"), "--public", str(tmp_path / "repo.pub")], capsys)[0] == 0
+    (tmp_path / "live").mkdir()
+    return {"tmp": tmp_path}
+
+
+def _backups(chain: dict[str, Any], capsys: pytest.CaptureFixture[str], extra: dict[str, Any] | None = None) -> list[str]:
+    tmp: Path = chain["tmp"]
+    chain["config"] = config = _config(tmp, extra)
+    ids = []
+    for i in range(3):
+        (tmp / "live" / "state.txt").write_text(f"version {i}\n")
+        code, out, err = _cli(["backup", "--config", config], capsys)
+        assert code == 0, err
+        ids.append(out.strip().splitlines()[-1])
+    return ids
+
+
+def _live(chain: dict[str, Any]) -> str:
+    return (chain["tmp"] / "live" / "state.txt").read_text()
+
+
+def _restore_latest(chain: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code, _, err = _cli(["recovery", "restore", "--config", chain["config"], "--in-place", "--yes"], capsys)
+    return code, err
+
+
+def _refused_as_rolled_back(chain: dict[str, Any], gone: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _restore_latest(chain, capsys)
+    assert code == 1 and "refusing to choose the latest backup" in err and gone in err and "audit log" in err
+    assert _live(chain) == "version 2\n"  # live data exactly as it was, not rolled back to version 1
+    code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(gone, "missing")]
+
+
+def test_the_newest_set_deleted_whole_is_not_silently_replaced_by_the_one_before(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys)
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    _refused_as_rolled_back(chain, ids[-1], capsys)
+    # Named, not a lock-out: the older set restores when asked for by id.
+    code, _, err = _cli(["recovery", "restore", "--config", chain["config"], "--in-place", "--yes", "--id", ids[1]], capsys)
+    assert code == 0, err
+    assert _live(chain) == "version 1\n"
+
+
+def test_the_newest_set_moved_out_with_the_identity_record_replaced_is_refused(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys)
+    repo: Path = chain["tmp"] / "repo"
+    (repo / "sets" / ids[-1]).rename(chain["tmp"] / "hidden")
+    (repo / "repository.json").write_text('{"format": "drproof-repository-v1"}\n')
+    _refused_as_rolled_back(chain, ids[-1], capsys)
+
+
+def test_an_audit_log_kept_outside_the_repository_names_the_rollback(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys, {"audit_log": "host-audit/audit.jsonl"})
+    assert not (chain["tmp"] / "repo" / "audit.jsonl").exists()
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    _refused_as_rolled_back(chain, ids[-1], capsys)
+
+
+def test_a_healthy_repository_pruned_and_backed_up_again_restores_latest(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys, {"retention": {"keep_last": 1}})
+    (chain["tmp"] / "live" / "state.txt").write_text("changed after the last backup\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 0, err
+    assert _live(chain) == "version 2\n"
+    code, _, err = _cli(["recovery", "prune", "--config", chain["config"]], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (chain["tmp"] / "repo" / "sets").iterdir()) == [ids[-1]]
+    code, out, err = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    assert code == 0 and json.loads(out)["findings"] == [], err
+    (chain["tmp"] / "live" / "state.txt").write_text("changed again\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 0, err
+    assert _live(chain) == "version 2\n"
+
+
+def test_a_set_deleted_from_the_middle_leaves_latest_alone(chain: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """The head is still the newest set: no rollback, so no refusal; ``list`` names the gap (the chain's link)."""
+    ids = _backups(chain, capsys)
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[1])
+    (chain["tmp"] / "live" / "state.txt").write_text("changed after the last backup\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 0, err
+    assert _live(chain) == "version 2\n"
+    code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(ids[1], "missing")]
