@@ -73,7 +73,9 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
 
 
 def _open(spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True) -> Repository:
-    return open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
+    repo = open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
+    repo.pinned_identity = getattr(spec, "repository_id", None)  # refused whole if it is another repository
+    return repo
 
 
 def repository(

@@ -223,3 +223,76 @@ def test_a_set_deleted_from_the_middle_leaves_latest_alone(chain: dict[str, Any]
     assert _live(chain) == "version 2\n"
     code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
     assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(ids[1], "missing")]
+
+
+# -- c. a pinned repository identity -----------------------------------------------------------
+
+PIN = "0123456789abcdef0123456789abcdef"
+
+
+def _identity(repo: Path) -> str:
+    return str(json.loads((repo / "repository.json").read_text())["repository_id"])
+
+
+def _pin(chain: dict[str, Any], repository_id: str, path: str = "repo") -> None:
+    doc = yaml.safe_load(Path(chain["config"]).read_text())
+    doc["repository"] = {"path": path, "repository_id": repository_id}
+    Path(chain["config"]).write_text(yaml.safe_dump(doc))
+
+
+def test_an_empty_repository_takes_the_pinned_identity_and_stays_green(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys, {"repository": {"path": "repo", "repository_id": PIN}})
+    assert _identity(chain["tmp"] / "repo") == PIN
+    code, out, err = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    body = json.loads(out)
+    assert code == 0 and body["findings"] == [] and body["repository_id"] == PIN, err
+    assert {b["repository_id"] for b in body["backups"]} == {PIN} and len(body["backups"]) == len(ids)
+    (chain["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 0 and _live(chain) == "version 2\n", err
+
+
+def test_pinning_the_identity_a_repository_already_has_keeps_it_green(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _backups(chain, capsys)
+    _pin(chain, _identity(chain["tmp"] / "repo"))
+    (chain["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 0 and _live(chain) == "version 2\n", err
+    code, _, err = _cli(["backup", "--config", chain["config"]], capsys)
+    assert code == 0, err
+
+
+def test_a_pinned_configuration_pointed_at_another_repository_is_refused_from_the_first_use(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another repository signed with the same key (its sets, its identity record) is never read as this one."""
+    _backups(chain, capsys)  # "repo": another repository of this host, same key
+    other = _identity(chain["tmp"] / "repo")
+    _pin(chain, PIN)
+    (chain["tmp"] / "live" / "state.txt").write_text("live, not to be touched\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 1 and f"is not repository {PIN}" in err and other in err
+    assert _live(chain) == "live, not to be touched\n"
+    for argv in (["recovery", "list"], ["recovery", "verify"], ["backup"]):
+        code, _, err = _cli([*argv, "--config", chain["config"]], capsys)
+        assert code == 1 and f"is not repository {PIN}" in err, argv
+    assert len(list((chain["tmp"] / "repo" / "sets").iterdir())) == 3  # the backup published nothing
+
+
+def test_an_identity_record_of_another_repository_refuses_even_an_empty_one(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _backups(chain, capsys)
+    other = _identity(chain["tmp"] / "repo")
+    fresh = chain["tmp"] / "fresh"
+    fresh.mkdir()
+    for name in ("repository.json", "repository.sig"):  # what a writer of both plants
+        shutil.copyfile(chain["tmp"] / "repo" / name, fresh / name)
+    _pin(chain, PIN, "fresh")
+    code, _, err = _cli(["backup", "--config", chain["config"]], capsys)
+    assert code == 1 and f"its identity record names {other}" in err
+    assert not (fresh / "sets").exists() or list((fresh / "sets").iterdir()) == []

@@ -17,6 +17,7 @@ from typing import IO, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.chain import (
+    IDENTITY_FORMAT,
     ChainAudit,
     StoredSet,
     Tombstone,
@@ -617,10 +618,69 @@ class Repository(ABC):
                 out.append(t)
         return out
 
+    # The identity the configuration pins (``repository.repository_id``); None: the sets decide.
+    pinned_identity: str | None = None
+
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
-        """The chain as stored: every set's signature, origin and links, and the order of the usable ones."""
+        """The chain as stored: every set's signature, origin and links, and the order of the usable ones.
+
+        With a pinned identity, that identity is the repository's (sets naming another are
+        ``foreign``), and a repository that is plainly another one is refused whole
+        (``check_pinned``) before any set is used.
+        """
         keys = self.trust.keys if self.trust is not None else None
-        return audit(self.stored_sets(), self.tombstones(), keys, now, self.recorded_identity())
+        found = audit(self.stored_sets(), self.tombstones(), keys, now, self.pinned_identity or self.recorded_identity())
+        self.check_pinned(found)
+        return found
+
+    def check_pinned(self, found: ChainAudit) -> None:
+        """Refuse a repository that is not the one the configuration pins (``repository_id``).
+
+        Why: without a pin, a repository's identity is whatever its first set names, so a
+        configuration pointed (by a writer of the storage, a swapped mount or a changed
+        prefix) at another repository signed with the same key read that repository's sets
+        as its own from the first use. Refused when the identity record, validly signed,
+        names another identity (wherever it was written), or when sets name identities and
+        none of them is the pinned one; a repository with no set yet, or only sets older
+        than identities, takes the pinned identity with its next set.
+        """
+        pinned = self.pinned_identity
+        if pinned is None:
+            return
+        claimed = self._record_claim()
+        named = sorted(
+            {
+                st.summary.repository_id
+                for st in found.sets.values()
+                if st.summary.repository_id is not None and (st.signature is None or st.signature.ok)
+            }
+        )
+        if (claimed is None or claimed == pinned) and (not named or pinned in named):
+            return
+        where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+        says = f"its identity record names {claimed}" if claimed not in (None, pinned) else f"its sets name {', '.join(named)}"
+        raise ChainBroken(
+            f"the repository ({where}) is not repository {pinned}, which the configuration pins (repository_id): "
+            f"{says}. Nothing was read from it or written to it; point the configuration at the right repository, "
+            "or correct repository_id if this repository is the one meant"
+        )
+
+    def _record_claim(self) -> str | None:
+        """The identity the stored record names, if it is validly signed (or the repository is unsigned); any location."""
+        stored = self.stored_identity() if self.identity_location() is not None else None
+        if stored is None:
+            return None
+        try:
+            body = json.loads(stored[0])
+        except (ValueError, UnicodeDecodeError):
+            return None
+        rid = body.get("repository_id") if isinstance(body, dict) else None
+        if not isinstance(rid, str) or body.get("format") != IDENTITY_FORMAT:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        if keys is not None and not keys.check(stored[0], stored[1]).ok:
+            return None
+        return rid
 
     # -- the repository's identity (engine/chain.py: whose sets these are) ---------------------
     def identity_location(self) -> str | None:
@@ -674,7 +734,7 @@ class Repository(ABC):
                 "says which is this one; nothing was published: remove the sets copied in from the other repository "
                 "(recovery list names them as foreign) and back up again"
             )
-        repository_id = found.identity or secrets.token_hex(16)
+        repository_id = found.identity or self.pinned_identity or secrets.token_hex(16)
         self.claim_identity(repository_id, "origin")
         return repository_id
 
