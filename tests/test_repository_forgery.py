@@ -225,6 +225,64 @@ def test_a_set_deleted_from_the_middle_leaves_latest_alone(chain: dict[str, Any]
     assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(ids[1], "missing")]
 
 
+
+def test_the_parent_of_the_newest_incremental_deleted_whole_refuses_latest_and_leaves_live_data(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Held before this review: the newest set's link names the gap, and its restore refuses before touching anything."""
+    ids = _backups(chain, capsys)
+    (chain["tmp"] / "live" / "state.txt").write_text("version 3\n")
+    code, out, err = _cli(["backup", "--config", chain["config"], "--type", "incremental"], capsys)
+    assert code == 0, err
+    newest = out.strip().splitlines()[-1]
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])  # the incremental's parent, and its chain predecessor
+    (chain["tmp"] / "live" / "state.txt").write_text("live now\n")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 1 and f"'files' is incremental on {ids[-1]}, which is gone" in err and newest in err
+    assert _live(chain) == "live now\n"
+    code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(ids[-1], "missing")]
+
+
+
+# -- d. what held before this review (kept as regression tests) -------------------------------
+
+
+def _swap_signatures(sets: Path, ids: list[str]) -> None:
+    a, b = sets / ids[-1] / "manifest.sig", sets / ids[-2] / "manifest.sig"
+    first = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(first)
+
+
+def _replay_under_a_newer_name(sets: Path, ids: list[str]) -> None:
+    shutil.copytree(sets / ids[0], sets / "29990101T000000Z-aaaaaa")
+
+
+def _symlink_newest_outside(sets: Path, ids: list[str]) -> None:
+    outside = sets.parent.parent / "outside"
+    shutil.copytree(sets / ids[0], outside)
+    shutil.rmtree(sets / ids[-1])
+    (sets / ids[-1]).symlink_to(outside)
+
+
+@pytest.mark.parametrize("attack", [_swap_signatures, _replay_under_a_newer_name, _symlink_newest_outside])
+def test_forged_sets_never_become_latest_nor_restore(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str], attack: Any
+) -> None:
+    ids = _backups(chain, capsys)
+    attack(chain["tmp"] / "repo" / "sets", ids)
+    (chain["tmp"] / "live" / "state.txt").write_text("live now\n")
+    code, err = _restore_latest(chain, capsys)
+    assert _live(chain) in ("live now\n", "version 2\n"), err  # never an older set's content
+    if code == 0:  # the forgery is a set of its own, never the newest: the true newest restored
+        assert attack is _replay_under_a_newer_name and _live(chain) == "version 2\n"
+    else:
+        assert "refusing to choose the latest backup" in err
+    code, _, _ = _cli(["recovery", "list", "--config", chain["config"]], capsys)
+    assert code == 1
+
+
 # -- c. a pinned repository identity -----------------------------------------------------------
 
 PIN = "0123456789abcdef0123456789abcdef"
