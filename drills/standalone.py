@@ -352,7 +352,8 @@ def find_audited(
         op.record_success = False  # the verify or restore itself writes the line
         if timestamp is not None:
             op.extra["at_or_before"] = timestamp.isoformat()
-        manifest = find(repo, backup_id, timestamp, reference, audit.published(repo_where))
+        latest = not backup_id and timestamp is None  # only "latest" can be a rollback the log shows
+        manifest = find(repo, backup_id, timestamp, reference, audit.published(repo_where) if latest else None)
     return manifest
 
 
