@@ -155,9 +155,11 @@ def _restore_latest(chain: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     return code, err
 
 
-def _refused_as_rolled_back(chain: dict[str, Any], gone: str, capsys: pytest.CaptureFixture[str]) -> None:
+def _refused_as_rolled_back(
+    chain: dict[str, Any], gone: str, capsys: pytest.CaptureFixture[str], by: str = "audit log"
+) -> None:
     code, err = _restore_latest(chain, capsys)
-    assert code == 1 and "refusing to choose the latest backup" in err and gone in err and "audit log" in err
+    assert code == 1 and "refusing to choose the latest backup" in err and gone in err and by in err
     assert _live(chain) == "version 2\n"  # live data exactly as it was, not rolled back to version 1
     code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
     assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(gone, "missing")]
@@ -168,6 +170,7 @@ def test_the_newest_set_deleted_whole_is_not_silently_replaced_by_the_one_before
 ) -> None:
     ids = _backups(chain, capsys)
     shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    (chain["tmp"] / "repo" / "head.json").unlink()  # a writer who knows the head record: the audit log remains
     _refused_as_rolled_back(chain, ids[-1], capsys)
     # Named, not a lock-out: the older set restores when asked for by id.
     code, _, err = _cli(["recovery", "restore", "--config", chain["config"], "--in-place", "--yes", "--id", ids[1]], capsys)
@@ -182,6 +185,7 @@ def test_the_newest_set_moved_out_with_the_identity_record_replaced_is_refused(
     repo: Path = chain["tmp"] / "repo"
     (repo / "sets" / ids[-1]).rename(chain["tmp"] / "hidden")
     (repo / "repository.json").write_text('{"format": "drproof-repository-v1"}\n')
+    (repo / "head.json").unlink()
     _refused_as_rolled_back(chain, ids[-1], capsys)
 
 
@@ -191,7 +195,37 @@ def test_an_audit_log_kept_outside_the_repository_names_the_rollback(
     ids = _backups(chain, capsys, {"audit_log": "host-audit/audit.jsonl"})
     assert not (chain["tmp"] / "repo" / "audit.jsonl").exists()
     shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    (chain["tmp"] / "repo" / "head.json").unlink()
     _refused_as_rolled_back(chain, ids[-1], capsys)
+
+
+def test_the_signed_head_record_names_the_rollback_when_the_audit_log_is_cut_too(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys)
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    (chain["tmp"] / "repo" / "audit.jsonl").write_text("")  # the same writer cut the default audit log
+    _refused_as_rolled_back(chain, ids[-1], capsys, by="signed head record")
+
+
+def test_the_next_backup_after_a_rollback_keeps_naming_the_lost_set(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The next set follows the lost one in the chain, so its signed link names the loss after the head moves on."""
+    ids = _backups(chain, capsys)
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    (chain["tmp"] / "repo" / "audit.jsonl").write_text("")
+    (chain["tmp"] / "live" / "state.txt").write_text("version 3\n")
+    code, out, err = _cli(["backup", "--config", chain["config"]], capsys)
+    assert code == 0, err
+    newest = out.strip().splitlines()[-1]
+    code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json"], capsys)
+    body = json.loads(out)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in body["findings"]] == [(ids[-1], "missing")]
+    assert [b["sequence"] for b in body["backups"]] == [1, 2, 4]
+    (chain["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(chain, capsys)  # the new set is truly the newest: restored
+    assert code == 0 and _live(chain) == "version 3\n" and newest, err
 
 
 def test_a_healthy_repository_pruned_and_backed_up_again_restores_latest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -23,7 +24,9 @@ from engine.chain import (
     Tombstone,
     audit,
     chain_key,
+    head_bytes,
     identity_bytes,
+    read_head,
     read_identity,
     read_tombstone,
     tombstone_bytes,
@@ -191,6 +194,7 @@ def _system_clock() -> datetime:
 
 
 _LOCKS = threading.local()
+log = logging.getLogger("engine.repository")
 
 
 def _held_locks() -> dict[int, tuple[bool, int]]:
@@ -629,7 +633,14 @@ class Repository(ABC):
         (``check_pinned``) before any set is used.
         """
         keys = self.trust.keys if self.trust is not None else None
-        found = audit(self.stored_sets(), self.tombstones(), keys, now, self.pinned_identity or self.recorded_identity())
+        found = audit(
+            self.stored_sets(),
+            self.tombstones(),
+            keys,
+            now,
+            self.pinned_identity or self.recorded_identity(),
+            self.recorded_head(),
+        )
         self.check_pinned(found)
         return found
 
@@ -694,6 +705,39 @@ class Repository(ABC):
     def write_identity(self, record: bytes, signature: bytes | None) -> None:
         """Store the identity record (replacing an older one)."""
         return None
+
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        """The head record (``head.json``) and its signature as stored, or None."""
+        return None
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        """Store the head record (replacing the older one)."""
+        return None
+
+    def recorded_head(self) -> tuple[str, int, str] | None:
+        """The newest set (id, place, manifest SHA-256) the head record vouches for here (signed, here), or None."""
+        location = self.identity_location()
+        stored = self.stored_head() if location is not None else None
+        if location is None or stored is None:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        return read_head(stored[0], stored[1], keys, location)
+
+    def record_head(self, manifest: Manifest, data: bytes) -> None:
+        """After publishing ``manifest`` (stored as ``data``): rewrite the head record to name it.
+
+        Called under the publishing lock, after the set is visible. A record that cannot be
+        written costs only its evidence (it names an older set, which a set here reaches),
+        so it is warned about and the backup stands.
+        """
+        location = self.identity_location()
+        if location is None or manifest.sequence is None:
+            return
+        record = head_bytes(manifest.id, manifest.sequence, hashlib.sha256(data).hexdigest(), location)
+        try:
+            self.write_head(record, self.sign(record))
+        except (RepositoryError, ConfigError) as exc:
+            log.warning("backup %s is published, but the head record was not rewritten: %s", manifest.id, exc)
 
     def recorded_identity(self) -> str | None:
         """The identity this repository's record vouches for here (signed, this location), or None."""
@@ -781,6 +825,10 @@ class Repository(ABC):
         candidates += [
             (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
         ]
+        if found.head_lost is not None and (head := self.recorded_head()) is not None:
+            # The newest set was deleted whole: the next set follows it all the same, so its
+            # signed link keeps naming the loss (``missing``) after the head record is rewritten.
+            candidates.append((head[1], head[0], head[2]))
         identity = {"repository_id": self.identity_for_new_set(found)}
         if not candidates:
             return {"sequence": 1, "previous_id": None, "previous_sha256": None} | identity

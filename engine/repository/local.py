@@ -65,6 +65,8 @@ from engine.streams import CHUNK, HashingWriter
 PRUNED_DIR = "pruned"
 IDENTITY_NAME = "repository.json"  # the identity record (engine/chain.py), signed beside it in repository.sig
 IDENTITY_SIGNATURE = "repository.sig"
+HEAD_NAME = "head.json"  # the newest set published here (engine/chain.py head_bytes), signed in head.sig
+HEAD_SIGNATURE = "head.sig"
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
 # configuration secrets), encrypted or not: nobody but the repository's owner reads them.
@@ -232,6 +234,7 @@ class _LocalSetWriter(EncodingSetWriter):
                 final = repo.root / "sets" / self.id
                 os.rename(self.staging, final)
             _fsync_dir(final.parent)
+            repo.record_head(manifest, data)
         owners.remove_owner(self.staging)
         return manifest
 
@@ -402,6 +405,19 @@ class LocalRepository(Repository):
             if signature is not None:
                 _write_new(self.root / IDENTITY_SIGNATURE, signature.decode("utf-8"))
             _write_new(self.root / IDENTITY_NAME, record.decode("utf-8"))
+
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        data = _read_small(self.root / HEAD_NAME, MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, _read_small(self.root / HEAD_SIGNATURE, MAX_SIGNATURE_BYTES)
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        with _writing(self.root, "recording the newest set (head.json)", "the set is published all the same"):
+            (self.root / HEAD_SIGNATURE).unlink(missing_ok=True)
+            _write_new(self.root / HEAD_NAME, record.decode("utf-8"))
+            if signature is not None:
+                _write_new(self.root / HEAD_SIGNATURE, signature.decode("utf-8"))
 
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         directory = self.root / PRUNED_DIR

@@ -283,6 +283,7 @@ class _S3SetWriter(EncodingSetWriter):
                 if signature is not None:
                     self._repo.withdraw_signature(self.id)
                 raise
+            self._repo.record_head(manifest, data)
         return manifest
 
     def abort(self) -> None:
@@ -894,6 +895,23 @@ class S3Repository(Repository):
             self.client.put_object(
                 Bucket=self.bucket, Key=self._identity_key(".json"), Body=record, **self.write_args()
             )
+
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        data = self._get_small(self._head_key(".json"), MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, self._get_small(self._head_key(".sig"), MAX_SIGNATURE_BYTES)
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        with self.guard("recording the newest set (head.json)", "the set is published all the same"):
+            self.client.put_object(Bucket=self.bucket, Key=self._head_key(".json"), Body=record, **self.write_args())
+            if signature is not None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._head_key(".sig"), Body=signature, **self.write_args()
+                )
+
+    def _head_key(self, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "head" + suffix) if p)
 
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):

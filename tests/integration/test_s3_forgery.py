@@ -63,6 +63,28 @@ def test_the_newest_set_deleted_whole_is_named_by_the_hosts_audit_log(
     newest = sets[-1]
     for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
         repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    for suffix in (".json", ".sig"):  # a writer who knows the head record deletes it too
+        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
     assert selection.latest(repo).manifest.id == sets[1].id  # what the repository alone shows: a rollback
     with pytest.raises(ChainBroken, match=f"{newest.id}: the audit log"):
         selection.latest(repo, published=log.published(where))
+
+
+def test_the_newest_set_deleted_whole_is_named_by_the_signed_head_record(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """No audit log (an S3 repository has none unless configured): the head record beside the sets names the loss."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    sets = [_write(repo) for _ in range(3)]
+    assert selection.latest(repo).manifest.id == sets[-1].id and repo.chain_audit().findings == []  # quiet control
+    newest = sets[-1]
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    with pytest.raises(ChainBroken, match=f"{newest.id}: the repository's signed head record"):
+        selection.latest(repo)
+    after = _write(repo)  # the next backup follows the lost set: its link keeps naming it
+    assert after.previous_id == newest.id and after.sequence == 4
+    assert selection.latest(repo).manifest.id == after.id
+    assert [(f.backup_id, f.kind) for f in repo.chain_audit().findings] == [(newest.id, "missing")]
