@@ -29,9 +29,23 @@ else:
     TargetSpec = Annotated[Union[tuple(target_kinds)], Field(discriminator="kind")]  # noqa: UP007
 
 
+class PinnedRepository(Strict):
+    """What backup-config.yaml adds to every backend's ``repository:`` (and ``offsite:``) keys."""
+
+    repository_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="Pin the repository's identity (32 lowercase hex digits, as `recovery list --json` shows it as "
+        "`repository_id`): a repository whose signed identity record or sets name another identity is refused by "
+        "every command, from the first use; an empty repository takes it with its first set. For `offsite:`, the "
+        "identity of the repository whose copies it holds (the primary's). Default: the sets decide.",
+    )
+
+
 # One model per registered backend (engine.repository); a local one must name its directory here.
 REPOSITORY_MODELS = backend_models(
     "RepositorySpec",
+    common=PinnedRepository,
     overrides={"local": {"path": (Path, Field(description="Directory of the repository (relative to the config file)."))}},
 )
 LocalRepositorySpec: Any = REPOSITORY_MODELS["local"]

@@ -20,17 +20,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from drills.progress import StepDisplay
 from engine import __version__
-from engine.audit import AuditLog, Event
+from engine.audit import AuditError, AuditLog, Event
 from engine.errors import BackupFindings, ConfigError, DrproofError, IntegrityError, ValidationFailed
 from engine.journal import Phase, Results
 from engine.redaction import redact
+
+if TYPE_CHECKING:
+    from engine.chain import PublishedRecord
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
@@ -482,7 +485,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     repo = standalone.repository(config, args.repository, offsite=offsite)
     repo_where = standalone.where(config, args.repository, offsite=offsite)
     if args.recovery_command == "list":
-        return _list(args, repo, out, err)
+        return _list(args, repo, out, err, _published(audit, repo_where, err))
     if args.recovery_command == "prune":
         if config is None:
             raise ConfigError("recovery prune needs --config: the retention policy is in it")
@@ -511,7 +514,18 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _restore(args, config, repo, repo_where, manifest, audit, err)
 
 
-def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> int:
+def _published(audit: AuditLog, repo_where: str, err: Console) -> PublishedRecord | None:
+    """What the audit log says was backed up here; listing needs no audit log, so one it cannot read is said."""
+    try:
+        return audit.published(repo_where)
+    except AuditError as exc:
+        err.print(f"warning: {exc}; a newest set deleted whole would go unseen", highlight=False, markup=False)
+        return None
+
+
+def _list(
+    args: argparse.Namespace, repo: Any, out: Console, err: Console, published: PublishedRecord | None = None
+) -> int:
     """Every set in the chain's order, then every finding by set; exit 1 when a set is damaged or in doubt.
 
     A sound set whose objective is already lost (a WAL gap before it: ``limits``) is marked
@@ -519,9 +533,11 @@ def _list(args: argparse.Namespace, repo: Any, out: Console, err: Console) -> in
     alone does not make the inventory exit 1.
     """
     from drills import standalone
-    from engine.chain import NOT_PROVEN, QUIET_KINDS, UNTRUSTING
+    from engine.chain import NOT_PROVEN, QUIET_KINDS, UNTRUSTING, missing_from_record
 
     found = repo.chain_audit()  # every manifest read once, one at a time, without its fingerprints
+    if published is not None:  # the newest set deleted whole: only the audit log still names it
+        found.findings += missing_from_record(found, published)
     sets = [
         standalone.summary(found.sets[i].summary)
         | _chain_facts(found, i)

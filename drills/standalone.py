@@ -24,7 +24,7 @@ from drills.targets import Binding
 from engine import backup as engine_backup
 from engine import retention, selection
 from engine.audit import DEFAULT_NAME, AuditError, AuditLog, Event, describe_repository
-from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, missing_against
+from engine.chain import NOT_PROVEN, UNTRUSTING, ChainAudit, PublishedRecord, missing_against
 from engine.components import component_kinds
 from engine.components.base import Component
 from engine.crypto import Encryption
@@ -73,7 +73,9 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
 
 
 def _open(spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True) -> Repository:
-    return open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
+    repo = open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
+    repo.pinned_identity = getattr(spec, "repository_id", None)  # refused whole if it is another repository
+    return repo
 
 
 def repository(
@@ -350,7 +352,8 @@ def find_audited(
         op.record_success = False  # the verify or restore itself writes the line
         if timestamp is not None:
             op.extra["at_or_before"] = timestamp.isoformat()
-        manifest = find(repo, backup_id, timestamp, reference)
+        latest = not backup_id and timestamp is None  # only "latest" can be a rollback the log shows
+        manifest = find(repo, backup_id, timestamp, reference, audit.published(repo_where) if latest else None)
     return manifest
 
 
@@ -438,18 +441,23 @@ limits = engine_backup.limits  # drills call it from here; the engine computes i
 
 
 def find(
-    repo: Repository, backup_id: str | None, timestamp: datetime | None, reference: Repository | None = None
+    repo: Repository,
+    backup_id: str | None,
+    timestamp: datetime | None,
+    reference: Repository | None = None,
+    published: PublishedRecord | None = None,
 ) -> Manifest:
     """The set a command reads: by id, the newest at or before a time, or the latest (all through the chain).
 
     A set whose signature or place in the chain forbids it is refused (UntrustedSet,
-    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, or while
-    ``reference`` (the offsite copy) holds a newer set than this repository does.
+    ChainBroken: exit 1); "latest" is refused while the chain leaves it open, while
+    ``reference`` (the offsite copy) holds a newer set than this repository does, or while
+    ``published`` (the audit log) names a newer set that is gone.
     """
     if backup_id:
         return selection.by_id(repo, backup_id).manifest
     if timestamp is None:
-        return selection.latest(repo, reference=_reference_audit(reference)).manifest
+        return selection.latest(repo, reference=_reference_audit(reference), published=published).manifest
     found = repo.chain_audit()
     for candidate in reversed(found.order):
         st = found.sets[candidate]

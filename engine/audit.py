@@ -32,12 +32,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from engine import __version__
 from engine.errors import DrproofError, IntegrityError
 from engine.redaction import redact
+
+if TYPE_CHECKING:
+    from engine.chain import PublishedRecord
 
 Event = Literal["backup", "verify", "restore", "delete", "copy"]
 # "unverified": done, but nothing could prove the result (a point-in-time restore has no
@@ -213,6 +216,34 @@ class AuditLog:
                 f"the {event} ({outcome}) of {', '.join(backup_ids) or 'no backup id'} is not recorded"
             ) from exc
 
+    def published(self, repository: str) -> PublishedRecord | None:
+        """The sets this log records as published in ``repository``, oldest first; None without a log.
+
+        Why: the newest set deleted whole (directory, manifest and signature) leaves no
+        trace in the repository itself (engine/chain.py), and "latest" became the set
+        before it: a restore in place rolled live data back, exit 0. Every backup that
+        published a set wrote a line here first, so a set the log names after every set
+        still present, that retention did not delete, is a set that went missing
+        (:func:`engine.chain.missing_from_record`). A log kept away from the repository
+        (``audit_log`` on the backup host) is out of a repository writer's reach; the
+        default one inside a local repository only catches a writer who missed it.
+        Lines that cannot be read are skipped: the log vouches only for what it says.
+        """
+        from engine.chain import PublishedRecord
+
+        if self.path is None:
+            return None
+        ids: dict[str, None] = {}
+        try:
+            with open(self.path, "rb") as fh:
+                for raw in fh:
+                    _published_line(raw, repository, ids)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log {self.path}: {exc.strerror or exc}") from exc
+        return PublishedRecord(f"the audit log {self.path}", tuple(ids))
+
     @contextmanager
     def operation(self, event: Event, repository: str) -> Iterator[Operation]:
         """Time the block and record it: ``ok`` unless the block called ``fail()``, and
@@ -249,6 +280,27 @@ class AuditLog:
             error=error,
             **op.extra,
         )
+
+
+def _published_line(raw: bytes, repository: str, ids: dict[str, None]) -> None:
+    """Add what one audit line says was published in ``repository`` to ``ids``; drop what it says was deleted.
+
+    A backup that published its set but found a limit of it (a WAL gap) ends ``failed``
+    with its ``findings``: its set is there all the same.
+    """
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if not isinstance(record, dict) or record.get("repository") != repository:
+        return
+    backup_ids = [b for b in record.get("backup_ids") or [] if isinstance(b, str)]
+    event, outcome = record.get("event"), record.get("outcome")
+    if event == "backup" and (outcome == "ok" or (outcome == "failed" and record.get("findings"))):
+        ids.update(dict.fromkeys(backup_ids))
+    elif event == "delete" and outcome == "ok":
+        for b in backup_ids:
+            ids.pop(b, None)
 
 
 def _why(exc: BaseException) -> str:

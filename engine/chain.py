@@ -18,10 +18,13 @@ that is back (replayed); a date in the future or before the predecessor's. Sets 
 before chaining (no ``sequence``) are an unchained legacy prefix, ordered by date as
 before and reported as such; the first chained set follows the newest of them.
 
-What it cannot see: the newest set deleted whole, artifacts and all, leaves no trace in
-the repository itself; only a copy kept elsewhere (the offsite repository, compared by
-:func:`missing_against`) or storage that keeps what was deleted (a versioned S3 bucket,
-S3 Object Lock: the S3 backend names a manifest hidden behind a delete marker) shows it.
+What the sets cannot show: the newest set deleted whole, artifacts and all, leaves no
+trace among the other sets. Witnesses outside the sets show it: the signed head record
+each backup rewrites (:func:`head_bytes`; unless the writer deletes it too, or puts back
+an older copy), the audit log on the backup host (:func:`missing_from_record`), a copy
+kept elsewhere (the offsite repository, compared by :func:`missing_against`) or storage
+that keeps what was deleted (a versioned S3 bucket, S3 Object Lock: the S3 backend names
+a manifest hidden behind a delete marker).
 A set copied in from another repository signed with the same key (two prefixes of one
 bucket, two directories of one backup host) has a valid signature and only a ``missing``
 predecessor, as offsite copies legitimately have; what tells it apart is its origin:
@@ -56,6 +59,7 @@ from engine.signing import SignatureCheck, TrustedKeys
 FUTURE_TOLERANCE = timedelta(minutes=10)
 TOMBSTONE_FORMAT = "drproof-tombstone-v1"
 IDENTITY_FORMAT = "drproof-repository-v1"
+HEAD_FORMAT = "drproof-head-v1"
 # Said wherever a repository that does not verify signatures is reported on.
 NOT_PROVEN = (
     "NOT proven against anyone who can write the repository: its manifests are not signed (configure signing), "
@@ -222,6 +226,44 @@ def read_identity(data: bytes, signature: bytes | None, keys: TrustedKeys | None
     return rid
 
 
+def head_bytes(backup_id: str, sequence: int, manifest_sha256: str, location: str) -> bytes:
+    """The head record (signed like a manifest): the newest set published here, and its place.
+
+    Why: the newest set deleted whole leaves no trace among the sets (the module's
+    account). Each backup rewrites this record after publishing, so a record naming a set
+    that is gone, at a place no set here reaches, shows that deletion to anyone who left
+    the record in place. A writer who deletes the record too, or puts back an older copy
+    they kept, is not seen by it: the audit log and the offsite copy are the other witnesses.
+    """
+    body = {
+        "format": HEAD_FORMAT,
+        "id": backup_id,
+        "sequence": sequence,
+        "manifest_sha256": manifest_sha256,
+        "location": location,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
+def read_head(
+    data: bytes, signature: bytes | None, keys: TrustedKeys | None, location: str
+) -> tuple[str, int, str] | None:
+    """(set id, place, manifest SHA-256) a stored head record vouches for here; None if malformed, unsigned or elsewhere."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or body.get("format") != HEAD_FORMAT or body.get("location") != location:
+        return None
+    backup_id, sequence, sha = body.get("id"), body.get("sequence"), body.get("manifest_sha256")
+    if not isinstance(backup_id, str) or not isinstance(sha, str) or type(sequence) is not int:
+        return None
+    if keys is not None and not keys.check(data, signature).ok:
+        return None
+    return backup_id, sequence, sha
+
+
 @dataclass
 class SetState:
     summary: ManifestSummary
@@ -244,6 +286,8 @@ class ChainAudit:
     # sets name several and no valid identity record says which (``ambiguous``).
     identity: str | None = None
     ambiguous: bool = False
+    # The set the head record names as the newest, gone without a tombstone and at a place no set here reaches.
+    head_lost: Finding | None = None
 
     def findings_for(self, backup_id: str) -> list[Finding]:
         return [f for f in self.findings if f.backup_id == backup_id]
@@ -269,7 +313,7 @@ class ChainAudit:
         validly signed older set, leaves the head alone.
         """
         head = self.sets[self.order[-1]].summary if self.order else None
-        doubts = []
+        doubts = [self.head_lost] if self.head_lost is not None else []
         for f in self.findings:
             if f.kind == "forked" and head is not None and f.backup_id in self.sets:
                 if self.sets[f.backup_id].summary.sequence == head.sequence:
@@ -300,10 +344,12 @@ def audit(
     keys: TrustedKeys | None,
     now: datetime | None = None,
     recorded_identity: str | None = None,
+    recorded_head: tuple[str, int, str] | None = None,
 ) -> ChainAudit:
     """Check every stored set and the links between them (see the module's account).
 
-    ``recorded_identity``: what the repository's identity record vouches for (read_identity).
+    ``recorded_identity``: what the repository's identity record vouches for (read_identity);
+    ``recorded_head``: the newest set its head record vouches for (read_head).
     """
     result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
     for s in stored:
@@ -316,6 +362,8 @@ def audit(
     ordered = chain_order(st.summary for i, st in result.sets.items() if i not in untrusted)
     result.order = [m.id for m in ordered]
     result.legacy = [m.id for m in ordered if m.sequence is None]
+    if recorded_head is not None:
+        _check_head(result, recorded_head[0], recorded_head[1])
     if result.legacy:
         result.findings.append(
             Finding(
@@ -438,6 +486,25 @@ def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own
     return late
 
 
+def _check_head(result: ChainAudit, backup_id: str, sequence: int) -> None:
+    """Name the set the head record says is the newest when it is gone and nothing here reaches its place."""
+    present = set(result.sets) | {f.backup_id for f in result.findings if f.kind != "missing"}
+    gone = result.tombstones.get(backup_id)
+    if backup_id in present or (gone is not None and gone.trusted):
+        return
+    top = max((st.summary.sequence or 0 for st in result.sets.values()), default=0)
+    if top >= sequence:
+        return  # a later backup took its place since: the record is only older than the chain
+    result.head_lost = Finding(
+        backup_id,
+        "missing",
+        f"the repository's signed head record names it as the newest set (place {sequence} of the chain), yet it is "
+        f"neither here nor deleted by retention and no set here reaches place {sequence}: the newest set was deleted "
+        "whole (a rollback), so \"latest\" would be an older set",
+    )
+    result.findings.append(result.head_lost)
+
+
 def _check_dates(result: ChainAudit, now: datetime) -> None:
     for backup_id, st in result.sets.items():
         if st.summary.created_at > now + FUTURE_TOLERANCE:
@@ -556,6 +623,47 @@ def effective_times(
         when = m.created_at if ceiling is None else min(m.created_at, ceiling)
         out[m.id] = when
         ceiling = when
+    return out
+
+
+@dataclass(frozen=True)
+class PublishedRecord:
+    """The sets a record kept apart from the chain names as published in the repository, oldest first.
+
+    The audit log (``engine.audit.AuditLog.published``): ``source`` says which, for messages.
+    """
+
+    source: str
+    backup_ids: tuple[str, ...]
+
+
+def missing_from_record(here: ChainAudit, record: PublishedRecord) -> list[Finding]:
+    """Sets the record names as published after every set here, and that are gone without a tombstone.
+
+    Why after every set here: a set missing from the middle is named by its successor's
+    link already, and leaves "latest" alone; one published after the newest set here is
+    the newest set deleted whole, which the other sets do not show (the module's
+    account), and a restore of "latest" would roll live data back to the set before it.
+    A set still here in any state (unreadable, its manifest deleted) is named by the
+    audit already.
+    """
+    present = set(here.sets) | {f.backup_id for f in here.findings if f.kind != "missing"}
+    last = max((i for i, b in enumerate(record.backup_ids) if b in present), default=-1)
+    out = []
+    named = {f.backup_id for f in here.findings}  # the head record may have named it already
+    for backup_id in record.backup_ids[last + 1 :]:
+        gone = here.tombstones.get(backup_id)
+        if (gone is not None and gone.trusted) or backup_id in named:
+            continue
+        out.append(
+            Finding(
+                backup_id,
+                "missing",
+                f"{record.source} records that it was backed up into this repository after every set here, yet it is "
+                "neither here nor deleted by retention: the newest set was deleted whole (a rollback), so \"latest\" "
+                "would be an older set",
+            )
+        )
     return out
 
 

@@ -18,6 +18,7 @@ from engine.fingerprint import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = "verified.json"  # written beside the manifest by a full verification
+VERIFIED_SIGNATURE = "verified.sig"  # its signature (Repository.verification_record)
 # A manifest carries ~193 bytes per file of a volume's fingerprint, so this admits about
 # 690,000 files (19.3 MB for 100,000 files of 100 B, measured), and refuses by size
 # alone (before reading a byte) what would take gigabytes to parse: a 162 MB manifest

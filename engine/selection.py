@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.chain import UNTRUSTING, ChainAudit, Finding, missing_against
+from engine.chain import UNTRUSTING, ChainAudit, Finding, PublishedRecord, missing_against, missing_from_record
 from engine.errors import BackupNotFound, ChainBroken, IntegrityError, UntrustedSet
 from engine.manifest import Manifest
 from engine.repository.base import Repository
@@ -56,14 +56,18 @@ def latest(
     found: ChainAudit | None = None,
     components: Sequence[str] = (),
     reference: ChainAudit | None = None,
+    published: PublishedRecord | None = None,
 ) -> Chosen:
     """The chain's newest usable set holding every one of ``components``; refused while in doubt.
 
     ``reference``: the audit of another copy of the chain (the offsite repository); a set
     it holds after this repository's newest is the newest deleted here, and a doubt.
+    ``published``: the sets the audit log says were backed up here; one it names after
+    every set here that is gone without a tombstone is a doubt too.
     """
     found = found or repository.chain_audit()
     doubts = found.doubts_about_latest() + (missing_against(found, reference) if reference is not None else [])
+    doubts += missing_from_record(found, published) if published is not None else []
     if doubts:
         head = found.head()
         instead = f"the newest set the chain vouches for is {head}; name it (--id) to restore it anyway" if head else ""

@@ -385,8 +385,11 @@ def test_an_offsite_copy_carries_the_same_signed_chain() -> None:
             for name in (MANIFEST_NAME, SIGNATURE_NAME):
                 assert (_set_dir(offsite, m.id) / name).read_bytes() == (_set_dir(primary, m.id) / name).read_bytes()
         assert offsite.chain_audit().findings == [] and offsite.chain_audit().order == [m.id for m in sets]
-        # The newest deleted whole from the primary: only the copy elsewhere shows it.
+        # The newest deleted whole from the primary: its signed head record names it, and once a
+        # writer deletes that record too, only the copy elsewhere shows it.
         shutil.rmtree(_set_dir(primary, sets[-1].id))
+        assert [(f.backup_id, f.kind) for f in primary.chain_audit().findings] == [(sets[-1].id, "missing")]
+        (primary.root / "head.json").unlink()
         assert primary.chain_audit().findings == []
         missing = missing_against(primary.chain_audit(), offsite.chain_audit())
         assert [(f.backup_id, f.kind) for f in missing] == [(sets[-1].id, "missing")]

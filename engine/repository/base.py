@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
+import logging
 import secrets
 import threading
 import time
@@ -16,12 +18,15 @@ from typing import IO, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.chain import (
+    IDENTITY_FORMAT,
     ChainAudit,
     StoredSet,
     Tombstone,
     audit,
     chain_key,
+    head_bytes,
     identity_bytes,
+    read_head,
     read_identity,
     read_tombstone,
     tombstone_bytes,
@@ -189,6 +194,7 @@ def _system_clock() -> datetime:
 
 
 _LOCKS = threading.local()
+log = logging.getLogger("engine.repository")
 
 
 def _held_locks() -> dict[int, tuple[bool, int]]:
@@ -441,6 +447,54 @@ class Repository(ABC):
     @abstractmethod
     def verified_ids(self) -> set[str]: ...
 
+    def verification_record(self, report: VerifyReport) -> tuple[bytes, bytes | None]:
+        """The verification mark (``verified.json``) and its signature (``verified.sig``, None when unsigned).
+
+        Why signed, and bound to the set and its manifest: anyone who can write the
+        repository could write ``{"ok": true}`` beside a set that failed its verification
+        (or copy a sound set's mark to it), and retention then kept that set as the
+        newest verified one and deleted an older sound one. A mark names the set and the
+        SHA-256 of its stored manifest, and on a repository that verifies signatures only
+        a mark signed by a trusted key counts (``trusts_verification``). A host holding
+        public keys only writes an unsigned mark, which such a repository does not count.
+        """
+        from datetime import UTC, datetime
+
+        manifest = self.stored_manifest_bytes(report.backup_id)
+        body = {
+            "ok": report.ok,
+            "at": datetime.now(UTC).isoformat(),
+            "damaged": report.damaged,
+            "backup_id": report.backup_id,
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
+        }
+        data = (json.dumps(body) + "\n").encode("utf-8")
+        signer = self.trust.signer if self.trust is not None else None
+        return data, signer.sign(data) if signer is not None else None
+
+    def trusts_verification(self, backup_id: str, data: bytes | None, signature: bytes | None) -> bool:
+        """Whether a stored mark says the set verified, in a way this repository accepts.
+
+        An unsigned repository takes the mark's word, as before (nothing there is proven
+        against a repository writer: ``engine.chain.NOT_PROVEN``). One that verifies
+        signatures takes only a mark signed by a trusted key that names this set and its
+        manifest as stored now; a mark of an older drproof (unsigned) counts as none, so
+        the set is treated as unverified until ``recovery verify`` marks it again.
+        """
+        try:
+            body = json.loads(data) if data is not None else None
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(body, dict) or body.get("ok") is not True:
+            return False
+        if self.trust is None or self.trust.keys is None:
+            return True
+        assert data is not None
+        if not self.trust.keys.check(data, signature).ok or body.get("backup_id") != backup_id:
+            return False
+        manifest = self.stored_manifest_bytes(backup_id)
+        return manifest is not None and body.get("manifest_sha256") == hashlib.sha256(manifest).hexdigest()
+
     @abstractmethod
     def delete(self, backup_id: str) -> None:
         """Remove a set so that it is unlisted before any of its files go."""
@@ -568,10 +622,76 @@ class Repository(ABC):
                 out.append(t)
         return out
 
+    # The identity the configuration pins (``repository.repository_id``); None: the sets decide.
+    pinned_identity: str | None = None
+
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
-        """The chain as stored: every set's signature, origin and links, and the order of the usable ones."""
+        """The chain as stored: every set's signature, origin and links, and the order of the usable ones.
+
+        With a pinned identity, that identity is the repository's (sets naming another are
+        ``foreign``), and a repository that is plainly another one is refused whole
+        (``check_pinned``) before any set is used.
+        """
         keys = self.trust.keys if self.trust is not None else None
-        return audit(self.stored_sets(), self.tombstones(), keys, now, self.recorded_identity())
+        found = audit(
+            self.stored_sets(),
+            self.tombstones(),
+            keys,
+            now,
+            self.pinned_identity or self.recorded_identity(),
+            self.recorded_head(),
+        )
+        self.check_pinned(found)
+        return found
+
+    def check_pinned(self, found: ChainAudit) -> None:
+        """Refuse a repository that is not the one the configuration pins (``repository_id``).
+
+        Why: without a pin, a repository's identity is whatever its first set names, so a
+        configuration pointed (by a writer of the storage, a swapped mount or a changed
+        prefix) at another repository signed with the same key read that repository's sets
+        as its own from the first use. Refused when the identity record, validly signed,
+        names another identity (wherever it was written), or when sets name identities and
+        none of them is the pinned one; a repository with no set yet, or only sets older
+        than identities, takes the pinned identity with its next set.
+        """
+        pinned = self.pinned_identity
+        if pinned is None:
+            return
+        claimed = self._record_claim()
+        named = sorted(
+            {
+                st.summary.repository_id
+                for st in found.sets.values()
+                if st.summary.repository_id is not None and (st.signature is None or st.signature.ok)
+            }
+        )
+        if (claimed is None or claimed == pinned) and (not named or pinned in named):
+            return
+        where = ", ".join(f"{k} {v}" for k, v in self.describe().items())
+        says = f"its identity record names {claimed}" if claimed not in (None, pinned) else f"its sets name {', '.join(named)}"
+        raise ChainBroken(
+            f"the repository ({where}) is not repository {pinned}, which the configuration pins (repository_id): "
+            f"{says}. Nothing was read from it or written to it; point the configuration at the right repository, "
+            "or correct repository_id if this repository is the one meant"
+        )
+
+    def _record_claim(self) -> str | None:
+        """The identity the stored record names, if it is validly signed (or the repository is unsigned); any location."""
+        stored = self.stored_identity() if self.identity_location() is not None else None
+        if stored is None:
+            return None
+        try:
+            body = json.loads(stored[0])
+        except (ValueError, UnicodeDecodeError):
+            return None
+        rid = body.get("repository_id") if isinstance(body, dict) else None
+        if not isinstance(rid, str) or body.get("format") != IDENTITY_FORMAT:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        if keys is not None and not keys.check(stored[0], stored[1]).ok:
+            return None
+        return rid
 
     # -- the repository's identity (engine/chain.py: whose sets these are) ---------------------
     def identity_location(self) -> str | None:
@@ -585,6 +705,39 @@ class Repository(ABC):
     def write_identity(self, record: bytes, signature: bytes | None) -> None:
         """Store the identity record (replacing an older one)."""
         return None
+
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        """The head record (``head.json``) and its signature as stored, or None."""
+        return None
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        """Store the head record (replacing the older one)."""
+        return None
+
+    def recorded_head(self) -> tuple[str, int, str] | None:
+        """The newest set (id, place, manifest SHA-256) the head record vouches for here (signed, here), or None."""
+        location = self.identity_location()
+        stored = self.stored_head() if location is not None else None
+        if location is None or stored is None:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        return read_head(stored[0], stored[1], keys, location)
+
+    def record_head(self, manifest: Manifest, data: bytes) -> None:
+        """After publishing ``manifest`` (stored as ``data``): rewrite the head record to name it.
+
+        Called under the publishing lock, after the set is visible. A record that cannot be
+        written costs only its evidence (it names an older set, which a set here reaches),
+        so it is warned about and the backup stands.
+        """
+        location = self.identity_location()
+        if location is None or manifest.sequence is None:
+            return
+        record = head_bytes(manifest.id, manifest.sequence, hashlib.sha256(data).hexdigest(), location)
+        try:
+            self.write_head(record, self.sign(record))
+        except (RepositoryError, ConfigError) as exc:
+            log.warning("backup %s is published, but the head record was not rewritten: %s", manifest.id, exc)
 
     def recorded_identity(self) -> str | None:
         """The identity this repository's record vouches for here (signed, this location), or None."""
@@ -625,7 +778,7 @@ class Repository(ABC):
                 "says which is this one; nothing was published: remove the sets copied in from the other repository "
                 "(recovery list names them as foreign) and back up again"
             )
-        repository_id = found.identity or secrets.token_hex(16)
+        repository_id = found.identity or self.pinned_identity or secrets.token_hex(16)
         self.claim_identity(repository_id, "origin")
         return repository_id
 
@@ -672,6 +825,10 @@ class Repository(ABC):
         candidates += [
             (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
         ]
+        if found.head_lost is not None and (head := self.recorded_head()) is not None:
+            # The newest set was deleted whole: the next set follows it all the same, so its
+            # signed link keeps naming the loss (``missing``) after the head record is rewritten.
+            candidates.append((head[1], head[0], head[2]))
         identity = {"repository_id": self.identity_for_new_set(found)}
         if not candidates:
             return {"sequence": 1, "previous_id": None, "previous_sha256": None} | identity

@@ -22,14 +22,12 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import json
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -42,6 +40,7 @@ from engine.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     VERIFIED_NAME,
+    VERIFIED_SIGNATURE,
     ArtifactRecord,
     ComponentRecord,
     Manifest,
@@ -66,6 +65,8 @@ from engine.streams import CHUNK, HashingWriter
 PRUNED_DIR = "pruned"
 IDENTITY_NAME = "repository.json"  # the identity record (engine/chain.py), signed beside it in repository.sig
 IDENTITY_SIGNATURE = "repository.sig"
+HEAD_NAME = "head.json"  # the newest set published here (engine/chain.py head_bytes), signed in head.sig
+HEAD_SIGNATURE = "head.sig"
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
 # configuration secrets), encrypted or not: nobody but the repository's owner reads them.
@@ -233,6 +234,7 @@ class _LocalSetWriter(EncodingSetWriter):
                 final = repo.root / "sets" / self.id
                 os.rename(self.staging, final)
             _fsync_dir(final.parent)
+            repo.record_head(manifest, data)
         owners.remove_owner(self.staging)
         return manifest
 
@@ -404,6 +406,19 @@ class LocalRepository(Repository):
                 _write_new(self.root / IDENTITY_SIGNATURE, signature.decode("utf-8"))
             _write_new(self.root / IDENTITY_NAME, record.decode("utf-8"))
 
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        data = _read_small(self.root / HEAD_NAME, MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, _read_small(self.root / HEAD_SIGNATURE, MAX_SIGNATURE_BYTES)
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        with _writing(self.root, "recording the newest set (head.json)", "the set is published all the same"):
+            (self.root / HEAD_SIGNATURE).unlink(missing_ok=True)
+            _write_new(self.root / HEAD_NAME, record.decode("utf-8"))
+            if signature is not None:
+                _write_new(self.root / HEAD_SIGNATURE, signature.decode("utf-8"))
+
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         directory = self.root / PRUNED_DIR
         consequence = f"set {backup_id} was not deleted"
@@ -433,7 +448,7 @@ class LocalRepository(Repository):
     def plant_set(self, source_id: str, new_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
         target = self._set_dir(new_id)
         shutil.copytree(self._set_dir(source_id), target, symlinks=True)
-        for leftover in (VERIFIED_NAME, SIGNATURE_NAME):
+        for leftover in (VERIFIED_NAME, VERIFIED_SIGNATURE, SIGNATURE_NAME):
             (target / leftover).unlink(missing_ok=True)
         (target / MANIFEST_NAME).write_bytes(manifest_bytes)
         if signature is not None:
@@ -519,21 +534,21 @@ class LocalRepository(Repository):
 
     def record_verification(self, report: VerifyReport) -> None:
         """Remember the outcome of a full verification; retention protects verified sets."""
-        path = self._set_dir(report.backup_id) / VERIFIED_NAME
-        body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged}) + "\n"
+        directory = self._set_dir(report.backup_id)
+        data, signature = self.verification_record(report)  # an older mark's signature never fits these bytes
         consequence = f"set {report.backup_id} is stored but its verification was not recorded"
         with _writing(self.root, f"recording the verification of {report.backup_id}", consequence):
-            _write_new(path, body)
+            _write_new(directory / VERIFIED_NAME, data.decode("utf-8"))
+            if signature is not None:
+                _write_new(directory / VERIFIED_SIGNATURE, signature.decode("utf-8"))
 
     def verified_ids(self) -> set[str]:
         out = set()
         for entry in self._set_entries():
             data = _read_small(entry / VERIFIED_NAME, MAX_MANIFEST_BYTES)
-            try:
-                if data is not None and json.loads(data).get("ok") is True:
-                    out.add(entry.name)
-            except (ValueError, AttributeError):
-                continue
+            signature = _read_small(entry / VERIFIED_SIGNATURE, MAX_SIGNATURE_BYTES)
+            if self.trusts_verification(entry.name, data, signature):
+                out.add(entry.name)
         return out
 
     def delete(self, backup_id: str) -> None:

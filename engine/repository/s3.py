@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import io
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from engine.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     VERIFIED_NAME,
+    VERIFIED_SIGNATURE,
     ArtifactRecord,
     ComponentRecord,
     Manifest,
@@ -283,6 +283,7 @@ class _S3SetWriter(EncodingSetWriter):
                 if signature is not None:
                     self._repo.withdraw_signature(self.id)
                 raise
+            self._repo.record_head(manifest, data)
         return manifest
 
     def abort(self) -> None:
@@ -895,6 +896,23 @@ class S3Repository(Repository):
                 Bucket=self.bucket, Key=self._identity_key(".json"), Body=record, **self.write_args()
             )
 
+    def stored_head(self) -> tuple[bytes, bytes | None] | None:
+        data = self._get_small(self._head_key(".json"), MAX_SIGNATURE_BYTES)
+        if data is None:
+            return None
+        return data, self._get_small(self._head_key(".sig"), MAX_SIGNATURE_BYTES)
+
+    def write_head(self, record: bytes, signature: bytes | None) -> None:
+        with self.guard("recording the newest set (head.json)", "the set is published all the same"):
+            self.client.put_object(Bucket=self.bucket, Key=self._head_key(".json"), Body=record, **self.write_args())
+            if signature is not None:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._head_key(".sig"), Body=signature, **self.write_args()
+                )
+
+    def _head_key(self, suffix: str) -> str:
+        return "/".join(p for p in (self.prefix, "head" + suffix) if p)
+
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         with self.guard(f"recording the deletion of {backup_id}", f"set {backup_id} was not deleted"):
             # Locked like every object drproof writes: a tombstone nobody can delete keeps its gap accounted for.
@@ -1065,18 +1083,19 @@ class S3Repository(Repository):
         ]
 
     def record_verification(self, report: VerifyReport) -> None:
-        body = json.dumps({"ok": report.ok, "at": datetime.now(UTC).isoformat(), "damaged": report.damaged})
-        self.put(report.backup_id, VERIFIED_NAME, body.encode())
+        data, signature = self.verification_record(report)  # an older mark's signature never fits these bytes
+        self.put(report.backup_id, VERIFIED_NAME, data)
+        if signature is not None:
+            self.put(report.backup_id, VERIFIED_SIGNATURE, signature)
 
     def verified_ids(self) -> set[str]:
         out = set()
         for backup_id in self._set_ids():
+            # Anyone who can write the bucket can write this record: only what trusts_verification accepts counts.
             data = self._get_small(self.key(backup_id, VERIFIED_NAME), 1 << 20)
-            try:  # anyone who can write the bucket can write this record: a malformed one is "not verified"
-                if data and json.loads(data).get("ok") is True:
-                    out.add(backup_id)
-            except (ValueError, AttributeError):
-                continue
+            signature = self._get_small(self.key(backup_id, VERIFIED_SIGNATURE), MAX_SIGNATURE_BYTES)
+            if self.trusts_verification(backup_id, data, signature):
+                out.add(backup_id)
         return out
 
     def delete(self, backup_id: str) -> None:
@@ -1095,7 +1114,7 @@ class S3Repository(Repository):
             raise ObjectLocked(f"S3 backup {backup_id} not deleted: {holds[0].reason()}{more}", holds)
         keys = [self.key(backup_id, MANIFEST_NAME)]  # first: the set stops being listed
         keys += [self.key(backup_id, a.path) for a in manifest.artifacts]
-        keys += [self.key(backup_id, VERIFIED_NAME), self.key(backup_id, SIGNATURE_NAME)]
+        keys += [self.key(backup_id, n) for n in (VERIFIED_NAME, VERIFIED_SIGNATURE, SIGNATURE_NAME)]
         for key in keys:
             with self.guard(f"deleting {key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=key)

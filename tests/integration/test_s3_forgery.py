@@ -1,0 +1,90 @@
+"""A writer of a signed S3 repository (no private key) on a real SeaweedFS: planted verification marks, and the
+newest set deleted whole while the backup host's audit log still names it (review "an unforgeable repository")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import selection
+from engine.audit import AuditLog, describe_repository
+from engine.errors import ChainBroken
+from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, VERIFIED_SIGNATURE, Manifest
+from engine.repository import S3Repository
+from engine.signing import SIGNATURE_NAME, RepositoryTrust
+from tests.integration.seaweedfs import MakeBucket, SeaweedFS
+
+pytestmark = [pytest.mark.integration]
+
+
+def _repo(s3_server: SeaweedFS, bucket: str, trust: RepositoryTrust) -> S3Repository:
+    return S3Repository(bucket, prefix="prod", endpoint_url=s3_server.endpoint, trust=trust)
+
+
+def _write(repo: S3Repository, payload: bytes = b"x" * 1000) -> Manifest:
+    writer = repo.begin("t")
+    with writer.artifact("comp", "data") as fh:
+        fh.write(payload)
+    return writer.commit([], {}, {})
+
+
+def test_a_planted_or_copied_verification_mark_is_not_verified(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    failed, good = _write(repo), _write(repo)
+    repo.record_verification(repo.verify(good.id))
+    assert repo.verified_ids() == {good.id}  # the quiet control
+    record = json.dumps({"ok": True, "at": "2099-01-01T00:00:00+00:00", "damaged": []}).encode()
+    repo.client.put_object(Bucket=bucket, Key=repo.key(failed.id, VERIFIED_NAME), Body=record)
+    assert repo.verified_ids() == {good.id}
+    for name in (VERIFIED_NAME, VERIFIED_SIGNATURE):  # the sound set's signed mark, copied
+        body = repo.client.get_object(Bucket=bucket, Key=repo.key(good.id, name))["Body"].read()
+        repo.client.put_object(Bucket=bucket, Key=repo.key(failed.id, name), Body=body)
+    assert repo.verified_ids() == {good.id}
+
+
+def test_the_newest_set_deleted_whole_is_named_by_the_hosts_audit_log(
+    s3_server: SeaweedFS, make_bucket: MakeBucket, tmp_path: Path
+) -> None:
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    where = describe_repository(repo.describe())
+    log = AuditLog(tmp_path / "audit.jsonl")
+    sets = []
+    for _ in range(3):
+        with log.operation("backup", where) as op:
+            sets.append(_write(repo))
+            op.backup_ids = [sets[-1].id]
+    assert selection.latest(repo, published=log.published(where)).manifest.id == sets[-1].id  # quiet control
+    newest = sets[-1]
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    for suffix in (".json", ".sig"):  # a writer who knows the head record deletes it too
+        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
+    assert selection.latest(repo).manifest.id == sets[1].id  # what the repository alone shows: a rollback
+    with pytest.raises(ChainBroken, match=f"{newest.id}: the audit log"):
+        selection.latest(repo, published=log.published(where))
+
+
+def test_the_newest_set_deleted_whole_is_named_by_the_signed_head_record(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """No audit log (an S3 repository has none unless configured): the head record beside the sets names the loss."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    sets = [_write(repo) for _ in range(3)]
+    assert selection.latest(repo).manifest.id == sets[-1].id and repo.chain_audit().findings == []  # quiet control
+    newest = sets[-1]
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    with pytest.raises(ChainBroken, match=f"{newest.id}: the repository's signed head record"):
+        selection.latest(repo)
+    after = _write(repo)  # the next backup follows the lost set: its link keeps naming it
+    assert after.previous_id == newest.id and after.sequence == 4
+    assert selection.latest(repo).manifest.id == after.id
+    assert [(f.backup_id, f.kind) for f in repo.chain_audit().findings] == [(newest.id, "missing")]
