@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -58,6 +59,10 @@ class CommandCheck(Assertion):
         extra = connection_env(chosen)
         secrets = [v for k, v in extra.items() if k.endswith("_PASSWORD")]
         evidence: dict[str, Any] = {"argv": params.argv, "environment": sorted(extra), "timeout_seconds": params.timeout}
+        if (missing := _missing_script(params.argv, state)) is not None:
+            # Python would exit 2 ("can't open file"), a 'fail' a negative control counted as a
+            # detection (found by review): the check never ran, so it is an error.
+            return [result(rid, self.name, "error", f"could not start {program}: {missing}", evidence=evidence)]
         try:
             done = subprocess.run(
                 argv,
@@ -83,6 +88,14 @@ class CommandCheck(Assertion):
         last = (evidence["stderr"] or evidence["stdout"]).strip().splitlines()[-1:] or [""]
         finding = f"{program} exited {done.returncode}: {last[0][:300]}"
         return [result(rid, self.name, "fail", finding, evidence=evidence, findings=[finding])]
+
+
+def _missing_script(argv: list[str], state: DrillState) -> str | None:
+    """Why ``{python} SCRIPT`` cannot start (the script does not exist), or None."""
+    if argv[0] != "{python}" or len(argv) < 2 or argv[1].startswith("-"):
+        return None
+    script = (state.base_dir or Path.cwd()) / argv[1]
+    return None if script.is_file() else f"no such file {str(script)!r}"
 
 
 def _killed(rid: str, name: str, program: str, signum: int, evidence: dict[str, Any]) -> AssertionResult:
