@@ -547,8 +547,15 @@ def _list(
     broken = {f.backup_id: f.detail for f in found.findings if f.kind in UNTRUSTING}
     findings = [{"backup": f.backup_id, "kind": f.kind, "detail": f.detail} for f in found.findings]
     statement = None if found.verifies else f"integrity {NOT_PROVEN}"
+    serious = [f for f in found.findings if f.kind not in QUIET_KINDS]
     if args.json:
+        # Found by review: a set's own findings (a WAL hole, unhealthy at backup) were only
+        # inside its entry, and the top-level `findings` (the chain's) stayed empty, so a
+        # script reading the top level saw nothing. They are said there too.
+        with_findings = [{"backup": s["id"], "findings": s["findings"]} for s in sets if s["findings"]]
         body = {
+            "needs_attention": bool(broken or serious or with_findings),
+            "sets_with_findings": with_findings,
             "backups": sets,
             "unreadable": broken,
             "findings": findings,
@@ -573,7 +580,6 @@ def _list(
             err.print(f"{f.kind.upper()} {f}", highlight=False, markup=False)
         if statement:
             err.print(f"note: {statement}", highlight=False, markup=False)
-    serious = [f for f in found.findings if f.kind not in QUIET_KINDS]
     return 0 if not broken and not serious else 1
 
 

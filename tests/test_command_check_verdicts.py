@@ -6,6 +6,10 @@ Real child processes: one kills itself with SIGKILL as the OOM killer would; und
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 from drills.assertions.base import DrillState
@@ -31,3 +35,34 @@ def test_an_exit_code_is_still_a_verdict() -> None:
     failed = _run("import sys; print('3 orders missing', file=sys.stderr); sys.exit(1)")
     assert failed.status == "fail" and "3 orders missing" in failed.summary
     assert _negative_control(_run("raise SystemExit(1)", expect="fail")).status == "pass"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_check_that_times_out_takes_what_it_started_with_it(tmp_path: Path) -> None:
+    # Review of verdict-honesty leftovers, 2: only the program was killed on timeout, and its
+    # children (here a background sleep of a shell) kept running after the check "stopped".
+    pidfile = tmp_path / "grandchild.pid"
+    state = DrillState(repository=None, base_dir=tmp_path)  # type: ignore[arg-type]
+    spec = CommandParams.model_validate(
+        {"argv": ["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; sleep 1000"], "timeout": "1s", "expect": "fail"}
+    )
+    r = CommandCheck().evaluate(spec, state)[0]
+    grandchild = int(pidfile.read_text())
+    try:
+        deadline = time.monotonic() + 5
+        while _alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(grandchild), "the shell's background sleep outlived the check's timeout"
+        assert r.status == "error" and "still running after 1 s" in r.summary, r.summary
+        assert _negative_control(r).status == "error"
+    finally:
+        if _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)

@@ -9,9 +9,11 @@ the run masked; passwords reach it only through the environment, never its argum
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -58,15 +60,12 @@ class CommandCheck(Assertion):
         extra = connection_env(chosen)
         secrets = [v for k, v in extra.items() if k.endswith("_PASSWORD")]
         evidence: dict[str, Any] = {"argv": params.argv, "environment": sorted(extra), "timeout_seconds": params.timeout}
+        if (missing := _missing_script(params.argv, state)) is not None:
+            # Python would exit 2 ("can't open file"), a 'fail' a negative control counted as a
+            # detection (found by review): the check never ran, so it is an error.
+            return [result(rid, self.name, "error", f"could not start {program}: {missing}", evidence=evidence)]
         try:
-            done = subprocess.run(
-                argv,
-                env=tool_environment(extra),
-                cwd=state.base_dir,
-                capture_output=True,
-                timeout=params.timeout,
-                check=False,
-            )
+            done = _run(argv, tool_environment(extra), state.base_dir, params.timeout)
         except subprocess.TimeoutExpired as exc:
             evidence.update(_output(exc.stdout, exc.stderr, secrets))
             # No verdict: a check that did not finish measured nothing, so it is an error,
@@ -83,6 +82,35 @@ class CommandCheck(Assertion):
         last = (evidence["stderr"] or evidence["stdout"]).strip().splitlines()[-1:] or [""]
         finding = f"{program} exited {done.returncode}: {last[0][:300]}"
         return [result(rid, self.name, "fail", finding, evidence=evidence, findings=[finding])]
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path | None, timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """Run the check in a session of its own, and end every process of it when it is done.
+
+    Found by review: on timeout only the program was killed, so what it started
+    (``sh -c 'sleep 1000 & sleep 1000'``, a test runner's workers) kept running, and
+    kept reading and writing the restored stack, after drproof reported the check stopped.
+    A process that starts a session of its own leaves the group and is not reached. The
+    group is signalled before the program is reaped, so its id cannot belong to anyone else.
+    """
+    with subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet (at worst a zombie): the group is still its own
+            stdout, stderr = proc.communicate()
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _missing_script(argv: list[str], state: DrillState) -> str | None:
+    """Why ``{python} SCRIPT`` cannot start (the script does not exist), or None."""
+    if argv[0] != "{python}" or len(argv) < 2 or argv[1].startswith("-"):
+        return None
+    script = (state.base_dir or Path.cwd()) / argv[1]
+    return None if script.is_file() else f"no such file {str(script)!r}"
 
 
 def _killed(rid: str, name: str, program: str, signum: int, evidence: dict[str, Any]) -> AssertionResult:

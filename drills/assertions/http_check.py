@@ -107,11 +107,16 @@ class HttpCheck(Assertion):
         attempts = 0
         while True:
             attempts += 1
-            ok, seen = _attempt(url, params)
+            ok, seen, measured = _attempt(url, params)
             if ok or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
         evidence.update(attempts=attempts, last_answer=seen)
+        if not measured:
+            # No answer, or no value at json.path: nothing was read, and a typo (a port, a
+            # path into the JSON) looks the same; a negative control must not count it as a
+            # detection (found by review: a wrong port made an `expect: fail` check pass).
+            evidence["measured"] = False
         if ok:
             return [result(rid, self.name, "pass", f"GET {url}: {seen}", evidence=evidence)]
         return [result(rid, self.name, "fail", f"GET {url}: {seen}", evidence=evidence, findings=[seen])]
@@ -136,8 +141,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
-def _attempt(url: str, params: HttpParams) -> tuple[bool, str]:
-    """(whether this answer meets every expectation, a one-line account of it)."""
+def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
+    """(whether this answer meets every expectation, a one-line account of it, whether anything was read)."""
     location = None
     try:
         with _OPENER.open(url, timeout=5) as answer:
@@ -145,27 +150,27 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str]:
     except urllib.error.HTTPError as exc:
         status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")
     except (urllib.error.URLError, OSError) as exc:
-        return False, f"no answer: {getattr(exc, 'reason', exc)}"
+        return False, f"no answer: {getattr(exc, 'reason', exc)}", False
     text = redact(body.decode("utf-8", "replace"))
     excerpt = text[:SHOWN_BODY]
     if status != params.status:
         if location is not None and 300 <= status < 400:
-            return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)"
-        return False, f"status {status}, expected {params.status}; body {excerpt[:200]!r}"
+            return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)", True
+        return False, f"status {status}, expected {params.status}; body {excerpt[:200]!r}", True
     if params.body is not None and re.search(params.body, text) is None:
-        return False, f"status {status}, but the body does not match {params.body!r}: {excerpt[:200]!r}"
+        return False, f"status {status}, but the body does not match {params.body!r}: {excerpt[:200]!r}", True
     if params.json_value is not None:
         return _json_value(status, text, params.json_value)
-    return True, f"status {status}"
+    return True, f"status {status}", True
 
 
-def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str]:
+def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, bool]:
     try:
         node: Any = json.loads(text)
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return False, f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"
+        return False, f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})", False
     held, seen = judge(spec.expect, node)
     verdict = "meets" if held else "does not meet"
-    return held, f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'"
+    return held, f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'", True

@@ -5,7 +5,9 @@ match". The SQL runs in a read-only transaction (so a check cannot change what i
 checks) with a statement timeout, and its result is judged against ``expect``. A result
 that does not meet it fails the drill (exit 1) with what was read; SQL that cannot run
 is an error (exit 2), except a table or column that does not exist in the restored
-database: that is what a broken restore looks like, so it fails.
+database: that is what a broken restore looks like, so it fails; but it read nothing (a
+typo looks the same), so under a negative control (``outcome: fail``) it is an error,
+never a detection.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class Query(Assertion):
             text = " ".join(str(exc).split())
             evidence["sqlstate"] = exc.pgcode
             if exc.pgcode in MISSING_OBJECT:
+                # A failed restore, but the query read nothing, and a typo looks the same: marked
+                # unmeasured, so a negative control (outcome: fail) does not count it as a detection.
+                # Found by review: `custmer_id` under outcome: fail made the drill pass.
+                evidence["measured"] = False
                 summary = f"{params.target}: what the query reads is missing from the restored database: {text}"
                 return [result(rid, self.name, "fail", summary, evidence=evidence, findings=[text])]
             return [result(rid, self.name, "error", f"{params.target}: the query could not run: {text}", evidence=evidence)]

@@ -76,6 +76,8 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
     )
 
     params: PostgresReplicatedParams
+    # Set once a restore went into the cluster: from then on every declared node must answer.
+    restored: bool = False
 
     def provision(self) -> None:
         p = self.params
@@ -102,8 +104,11 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         said ok (found by review), and the restore's RTO stopped before the replicas had the
         restored data. The primary's WAL position is read once; each replica must replay up
         to it within ``REPLICA_CATCH_UP`` seconds, on the primary's timeline, streaming from
-        the primary. A node that is down or does not answer serves nothing stale: it is named
-        in the detail, not failed (a failover drill may leave its old primary down on purpose).
+        the primary. A node that is down or does not answer serves nothing stale: before any
+        restore it is named in the detail, not failed (a failover drill may leave its old
+        primary down on purpose). After a restore it fails health: a restore brings back the
+        declared cluster, and one with a node down is not whole (found by review: a replica
+        killed before the restore stayed down, and the restore, its RTO and the drill passed).
         """
         endpoint = super().health()
         if not endpoint.ok:
@@ -135,6 +140,12 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         detail = f"{endpoint.detail}; primary {primary}, {streaming} replica(s) streaming and caught up"
         if absent:
             detail += f"; {', '.join(absent)}"
+            if self.restored:
+                declared = len(self.topology.nodes())
+                problems.append(
+                    f"{len(absent)} of the {declared} declared nodes down after the restore "
+                    f"({', '.join(absent)}): the cluster is not whole"
+                )
         if problems:
             return Health(ok=False, detail=f"{detail}; but {'; '.join(problems)}")
         return Health(ok=True, detail=detail)
@@ -155,6 +166,7 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
                 "(or turn synchronous replication off) first"
             )
         super().restore(source)
+        self.restored = True
 
     def _commit_problem(self, primary: str) -> str | None:
         """Why a commit on ``primary`` cannot return now (no synchronous standby to wait for), or None."""

@@ -138,3 +138,31 @@ def test_a_set_of_a_healthy_source_restores_in_place(tmp_path: Path, capsys: pyt
     code = run_cli(["recovery", "restore", "--config", str(config), "--in-place", "--yes"])
     assert code == 0, capsys.readouterr().err
     assert _tree(comp.path) == live
+
+
+def _list_json(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = run_cli(["recovery", "list", "--config", str(config), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("nan", [True, False], ids=["unhealthy-at-backup", "quiet-control"])
+def test_the_inventory_says_a_sets_finding_at_its_top_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nan: bool
+) -> None:
+    """Review of verdict-honesty leftovers, 4: `list` is an inventory (exit 0 on a sound set with a finding,
+    as documented), but its JSON said the finding only inside the set's entry; the top-level `findings`
+    (the chain's) was empty, so a script reading the top level was told nothing was wrong."""
+    comp, config, _ = _setup(tmp_path)
+    if nan:
+        with open(comp.path / INDEX, "r+b") as fh:
+            fh.seek(vectorstore._HEADER.size + 10 * 8 * 4)
+            fh.write(struct.pack("<f", float("nan")))
+    _, taken, _ = _backup(config, capsys)
+    code, body = _list_json(config, capsys)
+    assert code == 0, "an inventory: the finding alone does not make the exit 1 (backup and verify exit 1)"
+    if nan:
+        assert body["needs_attention"] is True
+        [entry] = body["sets_with_findings"]
+        assert entry["backup"] == taken["id"] and "NaN" in entry["findings"][0], entry
+    else:
+        assert (body["needs_attention"], body["sets_with_findings"]) == (False, [])
