@@ -264,8 +264,9 @@ class RedisClusterComponent(RedisComponent):
 
         A Cluster replica runs no script that reads keys (Redis 7 refuses it, READONLY or
         not), so this comparison is not the ``redis/2`` fingerprint: per key space, the
-        keys and their ``DEBUG DIGEST-VALUE`` (the server's own digest of a value), the
-        workload's keys left out, read replica first.
+        keys and their ``DEBUG DIGEST-VALUE`` (the server's own digest of a value), and the
+        exact expiry moment of each expiring key, the workload's keys left out, read
+        replica first.
         """
         primary = self.topology.primary()
         if primary is None:
@@ -278,22 +279,42 @@ class RedisClusterComponent(RedisComponent):
         return self._fp(on_primary, "redis-cluster/values"), self._fp(on_node, "redis-cluster/values")
 
     def _digest_values(self, node: str) -> dict[str, Part]:
+        """Per key space, each key's value digest and, in a part of its own, each expiring key's moment.
+
+        Found by review: only values were compared, so a rejoined node that had lost a
+        key's time to live (or held another moment) read as holding the same content.
+        Cluster nodes are Redis 7 or later, which replicate expiries as absolute moments
+        (``PEXPIREAT``) and answer ``PEXPIRETIME``, so a healthy replica holds exactly the
+        master's moment: compared exactly, as the ``redis`` fingerprint does.
+        """
         import hashlib
 
         client = _node_client(self.topology.node(node).port, self.service.password)
         spaces: dict[str, list[bytes]] = {}
+        expiring: dict[str, list[bytes]] = {}
         keys = sorted(k for k in client.scan_iter(count=1000) if not k.startswith(WORKLOAD_MARK.encode()))
         for at in range(0, len(keys), 500):
             batch = keys[at : at + 500]
-            digests = client.execute_command("DEBUG", "DIGEST-VALUE", *batch)
-            for key, digest in zip(batch, digests, strict=True):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("DEBUG", "DIGEST-VALUE", *batch)
+            for key in batch:
+                pipe.execute_command("PEXPIRETIME", key)
+            digests, *moments = pipe.execute()
+            for key, digest, moment in zip(batch, digests, moments, strict=True):
                 spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest))
-        return {
+                if int(moment) >= 0:
+                    expiring.setdefault(key_space(key), []).append(key + b"@" + str(int(moment)).encode())
+        parts = {
             f"db0 keyspace {space} values": Part(
                 digest=hashlib.sha256(b"\n".join(entries)).hexdigest(), count=len(entries), unit="keys"
             )
             for space, entries in spaces.items()
         }
+        for space, entries in expiring.items():
+            parts[f"db0 keyspace {space} expiry"] = Part(
+                digest=hashlib.sha256(b"\n".join(entries)).hexdigest(), count=len(entries), unit="expiring keys"
+            )
+        return parts
 
     def connection_env(self) -> dict[str, str]:
         env = super().connection_env()
@@ -304,9 +325,20 @@ class RedisClusterComponent(RedisComponent):
 def _node_client(port: int, password: str | None) -> Any:
     """A client of one Cluster node whose connections may read a replica's keys (``READONLY``)."""
 
+    # Found by review: redis-py 6 and later connect through ``on_connect_check_health``,
+    # not ``on_connect``, so READONLY was never sent; only SCAN and DEBUG (no key) were
+    # asked, which a replica answers anyway. A key's PEXPIRETIME got MOVED.
     class ReadOnlyConnection(redis.Connection):  # type: ignore[misc,name-defined]
+        def on_connect_check_health(self, check_health: bool = True) -> None:
+            redis.Connection.on_connect_check_health(self, check_health)
+            self.send_command("READONLY")
+            self.read_response()
+
         def on_connect(self) -> None:
-            redis.Connection.on_connect(self)
+            if hasattr(redis.Connection, "on_connect_check_health"):  # calls the method above
+                redis.Connection.on_connect(self)
+                return
+            redis.Connection.on_connect(self)  # redis-py 5
             self.send_command("READONLY")
             self.read_response()
 
