@@ -141,13 +141,15 @@ class RedisClusterComponent(RedisComponent):
     def _dbs(self) -> list[int]:
         return [0]
 
-    def _keyspaces(self, db: int, fields: bool = True) -> Keyspaces:
+    def _keyspaces(self, db: int, fields: bool = True, counters: bool = True) -> Keyspaces:
         """Every master's keys summed into one set of key spaces; read again if SCAN returned a key twice."""
         for _ in range(_READS):
             spaces, twice = Keyspaces(), False
             for client in self._masters():
                 tally = Tally()
-                for batch, _ in digested(client, 0, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT, fields=fields):
+                for batch, _ in digested(
+                    client, 0, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT, fields=fields, counters=counters
+                ):
                     spaces.add(batch)
                 twice = twice or tally.read_twice
             if not twice:
