@@ -300,3 +300,36 @@ def test_cluster_rejoin_fidelity_compares_expiry_moments(runtime: LocalRuntime) 
     on_primary, on_node = comp.node_fingerprints(replica)
     found = [d.describe() for d in compare(on_primary, on_node)]
     assert any(" expiry" in f for f in found), found
+
+
+def test_cluster_rejoin_fidelity_compares_hash_field_expiries_on_valkey(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose hash lost a field's time to live (HEXPIRE, Valkey 9) differs from its master.
+
+    Found by review: DEBUG DIGEST-VALUE does not see a field's TTL, so such a node read as
+    the same. Quiet control: a healthy replica of a hash with field expiries compares equal.
+    """
+    from engine.runtime import local_redis_ha
+    from tests.integration.test_redis_fidelity import _binary
+
+    monkeypatch.setattr(local_redis_ha, "cluster_server", lambda: _binary("valkey-9"))
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=20), runtime)
+    comp.provision()
+    comp.seed()
+    primary = comp.topology.primary()
+    assert primary is not None
+    [replica] = comp.topology.replicas()
+    master = redis.Redis(host="127.0.0.1", port=comp.topology.node(primary).port, password=comp.service.password)
+    assert master.info("server").get("server_name") == "valkey"
+    served = next(k for k in master.scan_iter(count=1000) if not k.startswith(b"drproof_workload"))
+    key, field = b"fields:{" + served + b"}", b"f1"  # the hash tag puts it in the shard's slots
+    master.hset(key, mapping={field: "a", "f2": "b"})
+    master.execute_command("HEXPIRE", key, 86400, "FIELDS", 1, field)
+    master.wait(1, 5000)
+    assert not compare(*comp.node_fingerprints(replica))  # quiet control
+
+    unreplicated = "redis.set_repl(redis.REPL_NONE) return redis.call(unpack(ARGV))"
+    master.eval(unreplicated, 1, key, "HPERSIST", key, "FIELDS", 1, field)
+    found = [d.describe() for d in compare(*comp.node_fingerprints(replica))]
+    assert any("values" in f for f in found), found
