@@ -303,9 +303,9 @@ class RedisClusterComponent(RedisComponent):
             for key in batch:
                 pipe.execute_command("PEXPIRETIME", key)
             digests, *moments = pipe.execute()
-            fields = _field_moments(client, batch) if fielded else {}
+            extra = _beyond_digest(client, batch, fielded)
             for key, digest, moment in zip(batch, digests, moments, strict=True):
-                spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest) + fields.get(key, b""))
+                spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest) + extra.get(key, b""))
                 if int(moment) >= 0:
                     expiring.setdefault(key_space(key), []).append(key + b"@" + str(int(moment)).encode())
         parts = {
@@ -332,17 +332,72 @@ def _has_field_expiries(client: Any) -> bool:
     return any(int(info.get(name, 0) or 0) > 0 for name in ("keys_with_volatile_items", "subexpiry"))
 
 
-def _field_moments(client: Any, batch: list[bytes]) -> dict[bytes, bytes]:
-    """Per hash of ``batch`` with a field that expires: every field's moment (HPEXPIRETIME), sorted by field.
+def _beyond_digest(client: Any, batch: list[bytes], fielded: bool) -> dict[bytes, bytes]:
+    """What ``DEBUG DIGEST-VALUE`` does not see of the keys of ``batch``, per key that has any.
 
-    Found by review: ``DEBUG DIGEST-VALUE`` does not see a field's time to live (Valkey 9:
-    added or moved, the digest stays), so a node that lost one read as the same. Asked
-    only where the node counts such hashes; three pipelined round trips per batch.
+    Found by review (Redis 7.0 and Valkey 9): a stream's digest is its entries only, not
+    its consumer groups, last id or counters; a hash's does not include its fields' own
+    expiries. A node that lost those read as holding the same. One pipelined round trip
+    for the types, then one per kind present.
     """
     pipe = client.pipeline(transaction=False)
     for key in batch:
         pipe.type(key)
-    hashes = [key for key, kind in zip(batch, pipe.execute(), strict=True) if kind in (b"hash", "hash")]
+    kinds = [kind.decode() if isinstance(kind, bytes) else str(kind) for kind in pipe.execute()]
+    out = _streams(client, [key for key, kind in zip(batch, kinds, strict=True) if kind == "stream"])
+    if fielded:
+        out.update(_field_moments(client, [key for key, kind in zip(batch, kinds, strict=True) if kind == "hash"]))
+    return out
+
+
+def _streams(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
+    """Each stream's last id, counters and consumer groups (pending entries with consumer and delivery count).
+
+    As the ``redis`` fingerprint reads them (``redis_digest``), from ``XINFO STREAM FULL``;
+    times of delivery and activity left out (they move by themselves).
+    """
+    if not keys:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", "0", NEVER_DECODE=True)
+    return {key: b"|stream:" + _stream_text(info) for key, info in zip(keys, pipe.execute(), strict=True)}
+
+
+def _flat(reply: Any) -> dict[bytes, Any]:
+    """A RESP2 flat list of names and values (or a dict) as a dict keyed by bytes."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in pairs}
+
+
+def _lp(value: Any) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"%d:%s" % (len(data), data)
+
+
+def _stream_text(reply: Any) -> bytes:
+    info = _flat(reply)
+    head = b"".join(_lp(info.get(name, b"")) for name in (b"last-generated-id", b"entries-added", b"max-deleted-entry-id"))
+    groups = []
+    for raw in info.get(b"groups") or []:
+        group = _flat(raw)
+        pending = b"".join(_lp(p[0]) + _lp(p[1]) + _lp(p[3]) for p in group.get(b"pending") or [])
+        consumers = sorted(
+            _lp(c[b"name"]) + _lp(c[b"pel-count"]) for c in (_flat(x) for x in group.get(b"consumers") or [])
+        )
+        groups.append(_lp(group[b"name"]) + _lp(group[b"last-delivered-id"]) + pending + b"|" + b"".join(consumers))
+    return head + b"#" + b";".join(sorted(groups))
+
+
+def _field_moments(client: Any, hashes: list[bytes]) -> dict[bytes, bytes]:
+    """Per hash with a field that expires: every field's moment (HPEXPIRETIME), sorted by field.
+
+    Found by review: ``DEBUG DIGEST-VALUE`` does not see a field's time to live (Valkey 9:
+    added or moved, the digest stays), so a node that lost one read as the same. Asked
+    only where the node counts such hashes.
+    """
+    if not hashes:
+        return {}
     pipe = client.pipeline(transaction=False)
     for key in hashes:
         pipe.hkeys(key)

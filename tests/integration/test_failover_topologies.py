@@ -333,3 +333,44 @@ def test_cluster_rejoin_fidelity_compares_hash_field_expiries_on_valkey(
     master.eval(unreplicated, 1, key, "HPERSIST", key, "FIELDS", 1, field)
     found = [d.describe() for d in compare(*comp.node_fingerprints(replica))]
     assert any("values" in f for f in found), found
+
+
+def test_cluster_rejoin_fidelity_compares_stream_groups_and_counters(runtime: LocalRuntime) -> None:
+    """A node whose stream lost a consumer group's position, a pending entry's consumer or a counter differs.
+
+    Found by review: DEBUG DIGEST-VALUE of a stream is its entries only (Redis 7.0 and
+    Valkey 9). Quiet control: a healthy replica of a stream with a group compares equal.
+    """
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=20), runtime)
+    comp.provision()
+    comp.seed()
+    primary = comp.topology.primary()
+    assert primary is not None
+    [replica] = comp.topology.replicas()
+    master = redis.Redis(host="127.0.0.1", port=comp.topology.node(primary).port, password=comp.service.password)
+    served = next(k for k in master.scan_iter(count=1000) if not k.startswith(b"drproof_workload"))
+    key = b"events:{" + served + b"}"  # the hash tag puts it in the shard's slots
+
+    def replicated_stream() -> None:
+        master.delete(key)
+        for i in range(1, 6):
+            master.xadd(key, {"f": str(i)}, id=f"{i}-0")
+        master.xdel(key, "2-0")
+        master.xgroup_create(key, "workers", id="0")
+        master.xreadgroup("workers", "alice", {key: ">"}, count=2)
+        master.wait(1, 5000)
+        assert not compare(*comp.node_fingerprints(replica))  # quiet control
+
+    # Each changed on the master only (what a node that missed writes holds, seen from the
+    # other side): the group's position, a pending entry, the counters.
+    unreplicated = "redis.set_repl(redis.REPL_NONE) return redis.call(unpack(ARGV))"
+    changes = [
+        ("XGROUP", "SETID", key, "workers", "4-0"),
+        ("XACK", key, "workers", "1-0"),
+        ("XSETID", key, "5-0", "ENTRIESADDED", 50, "MAXDELETEDID", "2-0"),
+    ]
+    for change in changes:
+        replicated_stream()
+        master.eval(unreplicated, 1, key, *change)
+        found = [d.describe() for d in compare(*comp.node_fingerprints(replica))]
+        assert any("values" in f for f in found), (change, found)
