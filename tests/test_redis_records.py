@@ -302,7 +302,13 @@ def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[Red
     reads: list[int] = []
 
     def fake(
-        client: None, db: int, dump: bool = False, size: int = 1000, tally: Tally | None = None, fields: bool = True
+        client: None,
+        db: int,
+        dump: bool = False,
+        size: int = 1000,
+        tally: Tally | None = None,
+        fields: bool = True,
+        counters: bool = True,
     ) -> Iterator[Any]:
         reads.append(db)
         assert tally is not None

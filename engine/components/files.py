@@ -12,6 +12,7 @@ import contextlib
 import errno
 import grp
 import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -31,6 +32,8 @@ from engine.errors import ComponentError
 from engine.fingerprint import Part, PartHasher
 from engine.privatedir import make_private
 from engine.streams import CHUNK, ZSTD_FEED
+
+log = logging.getLogger(__name__)
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -1279,10 +1282,7 @@ def extract_layers(
         # data. Put it back before anything else, so a refusal now leaves it in place.
         os.rename(replaced, target)
     for leftover in (staging, replaced):
-        if leftover.is_symlink() or leftover.is_file():
-            leftover.unlink()
-        elif leftover.exists():
-            shutil.rmtree(leftover)
+        _remove_leftover(leftover)
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
     try:
@@ -1319,7 +1319,46 @@ def extract_layers(
             os.rename(replaced, target)  # the live data back where they were
         shutil.rmtree(staging, ignore_errors=True)
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
-    shutil.rmtree(replaced, ignore_errors=True)
+    _discard_replaced(replaced)
+
+
+def _remove_leftover(leftover: Path) -> None:
+    """Remove what an earlier restore left beside the target; refuse, naming it, where that is not allowed.
+
+    Found by review: a file made immutable or append-only (``chattr +i``/``+a``) cannot be
+    deleted, even by root, so the copy set aside by a restore of such a tree stayed, and
+    the next restore died with a bare ``PermissionError`` traceback. Nothing is changed yet.
+    """
+    try:
+        if leftover.is_symlink() or leftover.is_file():
+            leftover.unlink()
+        elif leftover.exists():
+            shutil.rmtree(leftover)
+    except OSError as exc:
+        raise ComponentError(
+            f"cannot remove {leftover}, left by an earlier restore: {exc}. A file in it may be immutable or "
+            f"append-only (see lsattr -R {leftover}; chattr -R -i -a {leftover} clears that): remove it and run "
+            "the restore again; nothing was changed"
+        ) from None
+
+
+def _discard_replaced(replaced: Path) -> None:
+    """Delete the live contents a restore replaced; where some cannot be, say so instead of leaving them silently.
+
+    The restore is complete either way: the restored tree is in place.
+    """
+    failures: list[str] = []
+    shutil.rmtree(replaced, onerror=lambda _fn, path, exc: failures.append(f"{path}: {exc[1]}"))
+    if failures:
+        log.warning(
+            "the restore is in place, but %d entr%s of the replaced contents could not be removed and remain in %s "
+            "(e.g. %s); a file may be immutable or append-only (chattr -R -i -a %s, then remove it)",
+            len(failures),
+            "y" if len(failures) == 1 else "ies",
+            replaced,
+            failures[0],
+            replaced,
+        )
 
 
 def _private(staging: Path) -> None:

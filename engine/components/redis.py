@@ -148,19 +148,22 @@ class RedisComponent(Component):
         info = self.client().info("keyspace")
         return sorted(int(name[2:]) for name in info if name.startswith("db"))
 
-    # Scheme 3: hash fields' own expiries (HEXPIRE) in the hash's digest, each stream
+    # Scheme 4: each stream's entries-added and max-deleted-entry-id. Scheme 3: hash
+    # fields' own expiries (HEXPIRE) in the hash's digest, each stream
     # entry framed with its number of fields and values, and the server's function
     # libraries (part ``functions``, ``redis_functions``). Scheme 2:
     # digests computed by the server (``redis_digest``), summed per key space, each key's
     # expiry, streams with their consumer groups. Scheme 1 (sorted key spaces, only
-    # whether a key expires) and 2 are still computed for backups of earlier versions.
-    fingerprint_scheme: ClassVar[str] = "redis/3"
+    # whether a key expires), 2 and 3 are still computed for backups of earlier versions.
+    fingerprint_scheme: ClassVar[str] = "redis/4"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded whether a key "
         "expires but not when, and no stream consumer groups: those are not compared",
         "redis/2": "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no expiries of hash "
         "fields (HEXPIRE), no function libraries (FUNCTION LOAD), and not where one stream entry ends and the "
         "next begins: those are not compared",
+        "redis/3": "the backup's fingerprint (scheme 3, from an earlier drproof) recorded no stream counters "
+        "(entries-added, max-deleted-entry-id): those are not compared",
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -188,26 +191,33 @@ class RedisComponent(Component):
             return self._fp({"server": Part(digest=f"unreachable: {exc}", count=0, unit="keys")}, scheme)
         if scheme == LEGACY_SCHEME:
             return self._fp(legacy_parts(self.client, dbs), scheme)
-        return self.fingerprint_of({db: db for db in dbs}, fields=False, scheme=scheme)
+        if scheme == "redis/2":
+            return self.fingerprint_of({db: db for db in dbs}, fields=False, counters=False, scheme=scheme)
+        keys = self.fingerprint_of({db: db for db in dbs}, counters=False, scheme=scheme)
+        return self._fp({**keys.parts, **self.function_parts()}, scheme)
 
-    def fingerprint_of(self, mapping: dict[int, int], fields: bool = True, scheme: str | None = None) -> Fingerprint:
+    def fingerprint_of(
+        self, mapping: dict[int, int], fields: bool = True, scheme: str | None = None, counters: bool = True
+    ) -> Fingerprint:
         """The fingerprint of the keys, reading each database ``d`` from ``mapping[d]`` (a staged copy).
 
         Without the server's function libraries (``fingerprint`` adds them): they are
         not per database, and a staged copy has the live server's, not the backup's.
 
         ``fields`` false and ``scheme`` "redis/2": without hash fields' expiries, as scheme 2 had it.
+        ``counters`` false: without streams' entries-added and max-deleted-entry-id, as
+        schemes 2 and 3 had them.
         """
         parts: dict[str, Part] = {}
         for db, actual in sorted(mapping.items()):
-            parts.update(self._keyspaces(actual, fields).parts(db))
+            parts.update(self._keyspaces(actual, fields, counters).parts(db))
         return self._fp(parts, scheme)
 
-    def _keyspaces(self, db: int, fields: bool = True) -> Keyspaces:
+    def _keyspaces(self, db: int, fields: bool = True, counters: bool = True) -> Keyspaces:
         """Database ``db`` summed per key space; read again if SCAN returned a key twice."""
         for _ in range(_READS):
             spaces, tally = Keyspaces(), Tally()
-            for batch, _ in digested(self.client(db), db, size=_BATCH, tally=tally, fields=fields):
+            for batch, _ in digested(self.client(db), db, size=_BATCH, tally=tally, fields=fields, counters=counters):
                 spaces.add(batch)
             if not tally.read_twice:
                 break

@@ -141,13 +141,15 @@ class RedisClusterComponent(RedisComponent):
     def _dbs(self) -> list[int]:
         return [0]
 
-    def _keyspaces(self, db: int, fields: bool = True) -> Keyspaces:
+    def _keyspaces(self, db: int, fields: bool = True, counters: bool = True) -> Keyspaces:
         """Every master's keys summed into one set of key spaces; read again if SCAN returned a key twice."""
         for _ in range(_READS):
             spaces, twice = Keyspaces(), False
             for client in self._masters():
                 tally = Tally()
-                for batch, _ in digested(client, 0, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT, fields=fields):
+                for batch, _ in digested(
+                    client, 0, size=_BATCH, tally=tally, script=CLUSTER_SCRIPT, fields=fields, counters=counters
+                ):
                     spaces.add(batch)
                 twice = twice or tally.read_twice
             if not twice:
@@ -264,8 +266,9 @@ class RedisClusterComponent(RedisComponent):
 
         A Cluster replica runs no script that reads keys (Redis 7 refuses it, READONLY or
         not), so this comparison is not the ``redis/2`` fingerprint: per key space, the
-        keys and their ``DEBUG DIGEST-VALUE`` (the server's own digest of a value), the
-        workload's keys left out, read replica first.
+        keys and their ``DEBUG DIGEST-VALUE`` (the server's own digest of a value), and the
+        exact expiry moment of each expiring key, the workload's keys left out, read
+        replica first.
         """
         primary = self.topology.primary()
         if primary is None:
@@ -278,22 +281,44 @@ class RedisClusterComponent(RedisComponent):
         return self._fp(on_primary, "redis-cluster/values"), self._fp(on_node, "redis-cluster/values")
 
     def _digest_values(self, node: str) -> dict[str, Part]:
+        """Per key space, each key's value digest and, in a part of its own, each expiring key's moment.
+
+        Found by review: only values were compared, so a rejoined node that had lost a
+        key's time to live (or held another moment) read as holding the same content.
+        Cluster nodes are Redis 7 or later, which replicate expiries as absolute moments
+        (``PEXPIREAT``) and answer ``PEXPIRETIME``, so a healthy replica holds exactly the
+        master's moment: compared exactly, as the ``redis`` fingerprint does.
+        """
         import hashlib
 
         client = _node_client(self.topology.node(node).port, self.service.password)
         spaces: dict[str, list[bytes]] = {}
+        expiring: dict[str, list[bytes]] = {}
         keys = sorted(k for k in client.scan_iter(count=1000) if not k.startswith(WORKLOAD_MARK.encode()))
+        fielded = _has_field_expiries(client)
         for at in range(0, len(keys), 500):
             batch = keys[at : at + 500]
-            digests = client.execute_command("DEBUG", "DIGEST-VALUE", *batch)
-            for key, digest in zip(batch, digests, strict=True):
-                spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest))
-        return {
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("DEBUG", "DIGEST-VALUE", *batch)
+            for key in batch:
+                pipe.execute_command("PEXPIRETIME", key)
+            digests, *moments = pipe.execute()
+            extra = _beyond_digest(client, batch, fielded)
+            for key, digest, moment in zip(batch, digests, moments, strict=True):
+                spaces.setdefault(key_space(key), []).append(key + b"=" + bytes(digest) + extra.get(key, b""))
+                if int(moment) >= 0:
+                    expiring.setdefault(key_space(key), []).append(key + b"@" + str(int(moment)).encode())
+        parts = {
             f"db0 keyspace {space} values": Part(
                 digest=hashlib.sha256(b"\n".join(entries)).hexdigest(), count=len(entries), unit="keys"
             )
             for space, entries in spaces.items()
         }
+        for space, entries in expiring.items():
+            parts[f"db0 keyspace {space} expiry"] = Part(
+                digest=hashlib.sha256(b"\n".join(entries)).hexdigest(), count=len(entries), unit="expiring keys"
+            )
+        return parts
 
     def connection_env(self) -> dict[str, str]:
         env = super().connection_env()
@@ -301,12 +326,110 @@ class RedisClusterComponent(RedisComponent):
         return env
 
 
+def _has_field_expiries(client: Any) -> bool:
+    """Whether the node holds hash fields with a time to live of their own (HEXPIRE: Valkey 9, Redis 7.4)."""
+    info = client.info("keyspace").get("db0", {})
+    return any(int(info.get(name, 0) or 0) > 0 for name in ("keys_with_volatile_items", "subexpiry"))
+
+
+def _beyond_digest(client: Any, batch: list[bytes], fielded: bool) -> dict[bytes, bytes]:
+    """What ``DEBUG DIGEST-VALUE`` does not see of the keys of ``batch``, per key that has any.
+
+    Found by review (Redis 7.0 and Valkey 9): a stream's digest is its entries only, not
+    its consumer groups, last id or counters; a hash's does not include its fields' own
+    expiries. A node that lost those read as holding the same. One pipelined round trip
+    for the types, then one per kind present.
+    """
+    pipe = client.pipeline(transaction=False)
+    for key in batch:
+        pipe.type(key)
+    kinds = [kind.decode() if isinstance(kind, bytes) else str(kind) for kind in pipe.execute()]
+    out = _streams(client, [key for key, kind in zip(batch, kinds, strict=True) if kind == "stream"])
+    if fielded:
+        out.update(_field_moments(client, [key for key, kind in zip(batch, kinds, strict=True) if kind == "hash"]))
+    return out
+
+
+def _streams(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
+    """Each stream's last id, counters and consumer groups (pending entries with consumer and delivery count).
+
+    As the ``redis`` fingerprint reads them (``redis_digest``), from ``XINFO STREAM FULL``;
+    times of delivery and activity left out (they move by themselves).
+    """
+    if not keys:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", "0", NEVER_DECODE=True)
+    return {key: b"|stream:" + _stream_text(info) for key, info in zip(keys, pipe.execute(), strict=True)}
+
+
+def _flat(reply: Any) -> dict[bytes, Any]:
+    """A RESP2 flat list of names and values (or a dict) as a dict keyed by bytes."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in pairs}
+
+
+def _lp(value: Any) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"%d:%s" % (len(data), data)
+
+
+def _stream_text(reply: Any) -> bytes:
+    info = _flat(reply)
+    head = b"".join(_lp(info.get(name, b"")) for name in (b"last-generated-id", b"entries-added", b"max-deleted-entry-id"))
+    groups = []
+    for raw in info.get(b"groups") or []:
+        group = _flat(raw)
+        pending = b"".join(_lp(p[0]) + _lp(p[1]) + _lp(p[3]) for p in group.get(b"pending") or [])
+        consumers = sorted(
+            _lp(c[b"name"]) + _lp(c[b"pel-count"]) for c in (_flat(x) for x in group.get(b"consumers") or [])
+        )
+        groups.append(_lp(group[b"name"]) + _lp(group[b"last-delivered-id"]) + pending + b"|" + b"".join(consumers))
+    return head + b"#" + b";".join(sorted(groups))
+
+
+def _field_moments(client: Any, hashes: list[bytes]) -> dict[bytes, bytes]:
+    """Per hash with a field that expires: every field's moment (HPEXPIRETIME), sorted by field.
+
+    Found by review: ``DEBUG DIGEST-VALUE`` does not see a field's time to live (Valkey 9:
+    added or moved, the digest stays), so a node that lost one read as the same. Asked
+    only where the node counts such hashes.
+    """
+    if not hashes:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in hashes:
+        pipe.hkeys(key)
+    names = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for key, fields in zip(hashes, names, strict=True):
+        pipe.execute_command("HPEXPIRETIME", key, "FIELDS", len(fields), *fields)
+    out: dict[bytes, bytes] = {}
+    for key, fields, moments in zip(hashes, names, pipe.execute(), strict=True):
+        if any(int(m) >= 0 for m in moments):
+            pairs = sorted(b"%d:%s@%d" % (len(f), bytes(f), int(m)) for f, m in zip(fields, moments, strict=True))
+            out[key] = b"|fields:" + b"".join(pairs)
+    return out
+
+
 def _node_client(port: int, password: str | None) -> Any:
     """A client of one Cluster node whose connections may read a replica's keys (``READONLY``)."""
 
+    # Found by review: redis-py 6 and later connect through ``on_connect_check_health``,
+    # not ``on_connect``, so READONLY was never sent; only SCAN and DEBUG (no key) were
+    # asked, which a replica answers anyway. A key's PEXPIRETIME got MOVED.
     class ReadOnlyConnection(redis.Connection):  # type: ignore[misc,name-defined]
+        def on_connect_check_health(self, check_health: bool = True) -> None:
+            redis.Connection.on_connect_check_health(self, check_health)
+            self.send_command("READONLY")
+            self.read_response()
+
         def on_connect(self) -> None:
-            redis.Connection.on_connect(self)
+            if hasattr(redis.Connection, "on_connect_check_health"):  # calls the method above
+                redis.Connection.on_connect(self)
+                return
+            redis.Connection.on_connect(self)  # redis-py 5
             self.send_command("READONLY")
             self.read_response()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from drills.loader import load_scenario
 from drills.runner import DrillRunner
@@ -20,6 +21,7 @@ from drills.workload.run import Stream
 from engine.components.postgres_replicated import PostgresReplicatedComponent, PostgresReplicatedParams
 from engine.components.redis_cluster import RedisClusterComponent, RedisClusterParams
 from engine.faults import FaultContext, faults
+from engine.fingerprint import compare
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import require_patroni
@@ -257,3 +259,118 @@ def test_restore_from_backup_is_the_third_strategy(tmp_path: Path) -> None:
     assert db.recovery_point is not None and db.recovery_point.lost_writes > 0  # the writes after the backup
     assert db.recovery_point.hole_count == 0
     assert [p.name for p in results.phases if p.name.startswith("stop workload")] == ["stop workload (disaster)"]
+
+
+def test_cluster_rejoin_fidelity_compares_expiry_moments(runtime: LocalRuntime) -> None:
+    """A node whose key lost its time to live, or holds another moment, differs from its master.
+
+    Found by review: the node comparison read only DEBUG DIGEST-VALUE, so a replica that
+    had lost a TTL read as holding the same content. Quiet control: a healthy replica
+    (expiries replicated as absolute moments) compares equal.
+    """
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=50), runtime)
+    comp.provision()
+    comp.seed()
+    primary = comp.topology.primary()
+    assert primary is not None
+    [replica] = comp.topology.replicas()
+    password = comp.service.password
+    master = redis.Redis(host="127.0.0.1", port=comp.topology.node(primary).port, password=password)
+    ttl_keys = [k for k in master.scan_iter(count=1000) if not k.startswith(b"drproof_workload")][:2]
+    assert len(ttl_keys) == 2, "the shard holds seeded keys"
+    for k in ttl_keys:
+        master.expire(k, 86400)
+    master.wait(1, 5000)
+    on_primary, on_node = comp.node_fingerprints(replica)
+    assert not compare(on_primary, on_node), [d.describe() for d in compare(on_primary, on_node)]
+    assert any(name.endswith(" expiry") for name in on_primary.parts)
+
+    # A replica refuses writes in a Cluster: the master changes without replicating it
+    # (what a node that missed writes holds, seen from the other side).
+    unreplicated = "redis.set_repl(redis.REPL_NONE) return redis.call(unpack(ARGV))"
+    moment = master.pexpiretime(ttl_keys[0])
+    master.eval(unreplicated, 1, ttl_keys[0], "PERSIST", ttl_keys[0])
+    on_primary, on_node = comp.node_fingerprints(replica)
+    found = [d.describe() for d in compare(on_primary, on_node)]
+    assert any(" expiry" in f for f in found), found
+
+    master.eval(unreplicated, 1, ttl_keys[0], "PEXPIREAT", ttl_keys[0], moment)  # as the replica has it
+    assert not compare(*comp.node_fingerprints(replica))
+    master.eval(unreplicated, 1, ttl_keys[1], "PEXPIREAT", ttl_keys[1], master.pexpiretime(ttl_keys[1]) + 1)
+    on_primary, on_node = comp.node_fingerprints(replica)
+    found = [d.describe() for d in compare(on_primary, on_node)]
+    assert any(" expiry" in f for f in found), found
+
+
+def test_cluster_rejoin_fidelity_compares_hash_field_expiries_on_valkey(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose hash lost a field's time to live (HEXPIRE, Valkey 9) differs from its master.
+
+    Found by review: DEBUG DIGEST-VALUE does not see a field's TTL, so such a node read as
+    the same. Quiet control: a healthy replica of a hash with field expiries compares equal.
+    """
+    from engine.runtime import local_redis_ha
+    from tests.integration.test_redis_fidelity import _binary
+
+    monkeypatch.setattr(local_redis_ha, "cluster_server", lambda: _binary("valkey-9"))
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=20), runtime)
+    comp.provision()
+    comp.seed()
+    primary = comp.topology.primary()
+    assert primary is not None
+    [replica] = comp.topology.replicas()
+    master = redis.Redis(host="127.0.0.1", port=comp.topology.node(primary).port, password=comp.service.password)
+    assert master.info("server").get("server_name") == "valkey"
+    served = next(k for k in master.scan_iter(count=1000) if not k.startswith(b"drproof_workload"))
+    key, field = b"fields:{" + served + b"}", b"f1"  # the hash tag puts it in the shard's slots
+    master.hset(key, mapping={field: "a", "f2": "b"})
+    master.execute_command("HEXPIRE", key, 86400, "FIELDS", 1, field)
+    master.wait(1, 5000)
+    assert not compare(*comp.node_fingerprints(replica))  # quiet control
+
+    unreplicated = "redis.set_repl(redis.REPL_NONE) return redis.call(unpack(ARGV))"
+    master.eval(unreplicated, 1, key, "HPERSIST", key, "FIELDS", 1, field)
+    found = [d.describe() for d in compare(*comp.node_fingerprints(replica))]
+    assert any("values" in f for f in found), found
+
+
+def test_cluster_rejoin_fidelity_compares_stream_groups_and_counters(runtime: LocalRuntime) -> None:
+    """A node whose stream lost a consumer group's position, a pending entry's consumer or a counter differs.
+
+    Found by review: DEBUG DIGEST-VALUE of a stream is its entries only (Redis 7.0 and
+    Valkey 9). Quiet control: a healthy replica of a stream with a group compares equal.
+    """
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=20), runtime)
+    comp.provision()
+    comp.seed()
+    primary = comp.topology.primary()
+    assert primary is not None
+    [replica] = comp.topology.replicas()
+    master = redis.Redis(host="127.0.0.1", port=comp.topology.node(primary).port, password=comp.service.password)
+    served = next(k for k in master.scan_iter(count=1000) if not k.startswith(b"drproof_workload"))
+    key = b"events:{" + served + b"}"  # the hash tag puts it in the shard's slots
+
+    def replicated_stream() -> None:
+        master.delete(key)
+        for i in range(1, 6):
+            master.xadd(key, {"f": str(i)}, id=f"{i}-0")
+        master.xdel(key, "2-0")
+        master.xgroup_create(key, "workers", id="0")
+        master.xreadgroup("workers", "alice", {key: ">"}, count=2)
+        master.wait(1, 5000)
+        assert not compare(*comp.node_fingerprints(replica))  # quiet control
+
+    # Each changed on the master only (what a node that missed writes holds, seen from the
+    # other side): the group's position, a pending entry, the counters.
+    unreplicated = "redis.set_repl(redis.REPL_NONE) return redis.call(unpack(ARGV))"
+    changes = [
+        ("XGROUP", "SETID", key, "workers", "4-0"),
+        ("XACK", key, "workers", "1-0"),
+        ("XSETID", key, "5-0", "ENTRIESADDED", 50, "MAXDELETEDID", "2-0"),
+    ]
+    for change in changes:
+        replicated_stream()
+        master.eval(unreplicated, 1, key, *change)
+        found = [d.describe() for d in compare(*comp.node_fingerprints(replica))]
+        assert any("values" in f for f in found), (change, found)
