@@ -20,21 +20,31 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-
-from drills.progress import StepDisplay
 from engine import __version__
-from engine.audit import AuditLog, Event
 from engine.errors import BackupFindings, ConfigError, DrproofError, IntegrityError, ValidationFailed
-from engine.journal import Phase, Results
 from engine.redaction import redact
+
+if TYPE_CHECKING:
+    # Imported where used: `validate`, `schema` and `--help` need none of them, and they
+    # are a large part of a start-up that the 3x-of-an-empty-interpreter target counts.
+    from rich.console import Console
+
+    from drills.progress import StepDisplay
+    from engine.audit import AuditLog, Event
+    from engine.journal import Phase, Results
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
 DEFAULT_HISTORY = "drproof-history.sqlite"
+
+
+def escape(text: str) -> str:
+    """Rich's markup escaping, with rich imported only by the commands that print markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -720,6 +730,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from drills import fleet
     from drills.history import add_trend, earlier_runs, record_run
     from drills.loader import load_scenario
+    from drills.progress import StepDisplay
     from drills.runner import DrillRunner, Hooks
     from reports import write_all
 
@@ -1080,11 +1091,12 @@ def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _validate_file(path: Path) -> str:
     """Validate a scenario, or a backup-config (recognised by its keys); what it was, for the ok line."""
     from drills import yamlsource
-    from drills.backup_config import RestoreTargets, load_config, looks_like_backup_config
-    from drills.loader import load_scenario
+    from drills.scenario_files import looks_like_backup_config
 
     doc = yamlsource.load(path)
     if looks_like_backup_config(doc):
+        from drills.backup_config import RestoreTargets, load_config
+
         if isinstance(doc.data, dict) and "repository" not in doc.data:
             # A `recovery restore --to` file needs none (found by review: validate refused
             # what the restore accepts); a backup with it still refuses it, at its line.
@@ -1092,12 +1104,16 @@ def _validate_file(path: Path) -> str:
             return " (restore targets for `recovery restore --to`: no repository, so not a backup-config)"
         load_config(path)
         return " (backup-config)"
+    from drills.loader import load_scenario
+
     load_scenario(path)
     return ""
 
 
 def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.results:
+        from engine.journal import Results
+
         schema = Results.model_json_schema()
     elif args.backup_config:
         from drills.backup_config import BackupConfig
@@ -1215,6 +1231,10 @@ def _log_to(err: Console, verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    from drills.progress import StepDisplay
+
     # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -22,8 +22,22 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {drivers!r})))
+print(json.dumps(sorted(m for m in sys.modules if {match})))
 """
+
+
+def _imported(argv: list[str], names: tuple[str, ...], *, whole_packages: bool) -> list[str]:
+    """Which of ``names`` (or, with whole_packages, modules of those packages) ``drproof argv`` imported."""
+    match = f"m.split('.')[0] in {set(names)!r}" if whole_packages else f"m in {set(names)!r}"
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(match=match), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    found: list[str] = json.loads(out.strip().splitlines()[-1])
+    return found
 
 
 @pytest.mark.parametrize(
@@ -32,11 +46,32 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {drivers!r}
     ids=["validate", "help", "validate-help"],
 )
 def test_no_driver_is_imported(argv: list[str]) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(drivers=set(DRIVERS)), *argv],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == []
+    assert _imported(argv, DRIVERS, whole_packages=True) == []
+
+
+# What each command must leave unimported, beyond the drivers: validating a scenario needs
+# its schema, not the terminal's live display, the backup-config schema, HTTP and TLS
+# (the `http` check's client), or the report journal's JSON Schema; `--help` needs argparse.
+_NOT_FOR_VALIDATE = (
+    "rich.progress",
+    "drills.backup_config",
+    "drills.targets",
+    "urllib.request",
+    "http.client",
+    "ssl",
+)
+_NOT_FOR_HELP = ("rich", "pydantic", "yaml", "engine.journal", "engine.audit", "drills.progress")
+
+
+@pytest.mark.parametrize(
+    ("argv", "forbidden"),
+    [
+        (["validate", str(REPO / "scenarios" / "quickstart.yaml")], _NOT_FOR_VALIDATE),
+        (["--help"], _NOT_FOR_HELP),
+        (["validate", "--help"], _NOT_FOR_HELP),
+        (["history", "--help"], _NOT_FOR_HELP),
+    ],
+    ids=["validate", "help", "validate-help", "history-help"],
+)
+def test_commands_import_only_what_they_use(argv: list[str], forbidden: tuple[str, ...]) -> None:
+    assert _imported(argv, forbidden, whole_packages=False) == []

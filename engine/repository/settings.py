@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from engine.crypto import Encryption
-from engine.signing import RepositoryTrust
 
 if TYPE_CHECKING:
     from engine.repository.base import Repository
+    from engine.signing import RepositoryTrust  # an annotation only: engine.signing brings cryptography
 
 
 class BackendSettings(BaseModel):
