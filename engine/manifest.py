@@ -80,7 +80,7 @@ def _unique_names(names: list[str]) -> None:
 
 
 class ArtifactRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     component: Segment
     name: Segment
@@ -111,7 +111,7 @@ class ArtifactRecord(BaseModel):
 
 
 class ComponentRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: Segment
     kind: str
@@ -126,7 +126,7 @@ class ComponentRecord(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     format: Literal[1] = 1
     id: Segment
@@ -227,7 +227,7 @@ class LimitDetails(BaseModel):
     point-in-time objective is already lost; every other detail is skipped unparsed.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     backup_id: str | None = None
     wal_gap: str | None = None
@@ -241,7 +241,7 @@ class LimitDetails(BaseModel):
 class ComponentSummary(BaseModel):
     """A component as an inventory shows it: its fingerprint is not read."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     name: Segment
     kind: str
@@ -251,7 +251,7 @@ class ComponentSummary(BaseModel):
 
 
 class ArtifactSummary(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     component: str
     name: str
@@ -269,7 +269,7 @@ class ManifestSummary(BaseModel):
     says so. A set whose fingerprints are damaged still lists; ``verify`` judges it.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     format: Literal[1] = 1
     id: Segment

@@ -40,7 +40,7 @@ SHOWN_BODY = 2000
 
 
 class JsonValue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(min_length=1, description="Dotted path into the JSON answer, list items by index: `orders.0.id`.")
     expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(description="As for `query`.")

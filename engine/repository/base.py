@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # an annotation only: engine.signing brings cryptography
 
 
 class ArtifactCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     artifact: str
     ok: bool
@@ -56,7 +56,7 @@ class ArtifactCheck(BaseModel):
 
 
 class VerifyReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     backup_id: str
     ok: bool

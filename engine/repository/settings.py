@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class BackendSettings(BaseModel):
     """The keys one backend takes in a ``repository:`` mapping (``type`` selects the backend)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     def describe(self) -> dict[str, str]:
         """Where the repository is, for reports and the audit log (never credentials)."""
