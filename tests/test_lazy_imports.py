@@ -76,3 +76,32 @@ _NOT_FOR_HELP = ("rich", "pydantic", "yaml", "engine.journal", "engine.audit", "
 )
 def test_commands_import_only_what_they_use(argv: list[str], forbidden: tuple[str, ...]) -> None:
     assert _imported(argv, forbidden, whole_packages=False) == []
+
+
+_COMPILED = """
+import json, re, sys
+compiled = []
+_compile = re.compile
+def recording(pattern, flags=0):
+    compiled.append(pattern if isinstance(pattern, str) else repr(pattern))
+    return _compile(pattern, flags)
+re.compile = recording
+from drills.cli import main
+main(sys.argv[1:])
+print(json.dumps(compiled))
+"""
+
+
+def test_validate_compiles_no_sql_lexer_pattern() -> None:
+    """The dollar-quote pattern of the `query` check's lexer takes 5 ms to compile (its Unicode
+    ranges): a scenario's validation runs no query, so it is compiled when a check first needs it."""
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILED, "validate", str(REPO / "scenarios" / "quickstart.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    compiled: list[str] = json.loads(out.strip().splitlines()[-1])
+    assert compiled, "the probe saw no re.compile at all: it no longer observes anything"
+    assert not [p for p in compiled if p.startswith("\\$(")]
