@@ -204,9 +204,3 @@ def secret_variables(*configs: BackupConfig | None) -> list[str]:
             if repo is not None:
                 names += repo.secret_variables()
     return names
-
-
-def looks_like_backup_config(doc: yamlsource.Document) -> bool:
-    """Whether a parsed file is a backup-config rather than a scenario: its top-level keys say so."""
-    data = doc.data if isinstance(doc.data, dict) else {}
-    return "components" in data and not ({"name", "steps", "stack", "source", "assertions"} & set(data))

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -20,24 +21,92 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
-from rich.console import Console
-from rich.markup import escape
-
-from drills.progress import StepDisplay
 from engine import __version__
-from engine.audit import AuditError, AuditLog, Event
 from engine.errors import BackupFindings, ConfigError, DrproofError, IntegrityError, ValidationFailed
-from engine.journal import Phase, Results
 from engine.redaction import redact
 
 if TYPE_CHECKING:
+    # Imported where used: `validate`, `schema` and `--help` need none of them, and they
+    # are a large part of a start-up that the 3x-of-an-empty-interpreter target counts.
+    from rich.console import Console
+
+    from drills.progress import StepDisplay
+    from engine.audit import AuditLog, Event
     from engine.chain import PublishedRecord
+    from engine.journal import Phase, Results
 
 _STATUS_STYLE = {"ok": "green", "refused": "yellow", "failed": "red", "error": "bold red", "skipped": "dim"}
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red"}
 DEFAULT_HISTORY = "drproof-history.sqlite"
+
+
+# Two colons around a word: what rich may read as an emoji code (`:smile:`) and replace.
+_EMOJI_LIKE = re.compile(r":\S*?:")
+
+
+class _Console:
+    """rich's Console, made the first time something is printed through it.
+
+    rich's console is some 40 modules, a twentieth of a second of `drproof validate`, which
+    prints one plain line per valid file, and `drproof schema`, which writes JSON itself. A
+    line rich would print exactly as it is (printable, no `:name:`) goes straight to the file,
+    flushed as rich flushes; anything else, and every other use, goes through rich.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)  # as _consoles makes them
+        return self._console
+
+    @property
+    def file(self) -> IO[str]:
+        if self._console is not None:
+            return self._console.file
+        return sys.stderr if self._stderr else sys.stdout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rich(), name)
+
+    def plain_line(self, text: str) -> None:
+        """What ``print(text, highlight=False, markup=False)`` writes, without rich where rich changes nothing."""
+        file = self.file
+        if self._console is None and file is not None and text.isprintable() and _EMOJI_LIKE.search(text) is None:
+            file.write(text + "\n")
+            file.flush()
+        else:
+            self._rich().print(text, highlight=False, markup=False)
+
+
+def _consoles(lazy: bool) -> tuple[Console, Console]:
+    """stdout's and stderr's consoles; for `validate` and `schema`, made only if rich is needed."""
+    if lazy:
+        return cast("Console", _Console()), cast("Console", _Console(stderr=True))
+    from rich.console import Console
+
+    # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
+    return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _plain_line(console: Console, text: str) -> None:
+    if isinstance(console, _Console):
+        console.plain_line(text)
+    else:
+        console.print(text, highlight=False, markup=False)
+
+
+def escape(text: str) -> str:
+    """Rich's markup escaping, with rich imported only by the commands that print markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -516,6 +585,8 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _published(audit: AuditLog, repo_where: str, err: Console) -> PublishedRecord | None:
     """What the audit log says was backed up here; listing needs no audit log, so one it cannot read is said."""
+    from engine.audit import AuditError
+
     try:
         return audit.published(repo_where)
     except AuditError as exc:
@@ -742,6 +813,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from drills import fleet
     from drills.history import add_trend, earlier_runs, record_run
     from drills.loader import load_scenario
+    from drills.progress import StepDisplay
     from drills.runner import DrillRunner, Hooks
     from reports import write_all
 
@@ -1091,7 +1163,7 @@ def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
     for f in args.files:
         try:
             what = _validate_file(f)
-            out.print(f"{f}: ok{what}", highlight=False, markup=False)
+            _plain_line(out, f"{f}: ok{what}")
         except ValidationFailed as exc:
             code = 2
             for p in exc.problems:
@@ -1102,11 +1174,12 @@ def _cmd_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _validate_file(path: Path) -> str:
     """Validate a scenario, or a backup-config (recognised by its keys); what it was, for the ok line."""
     from drills import yamlsource
-    from drills.backup_config import RestoreTargets, load_config, looks_like_backup_config
-    from drills.loader import load_scenario
+    from drills.scenario_files import looks_like_backup_config
 
     doc = yamlsource.load(path)
     if looks_like_backup_config(doc):
+        from drills.backup_config import RestoreTargets, load_config
+
         if isinstance(doc.data, dict) and "repository" not in doc.data:
             # A `recovery restore --to` file needs none (found by review: validate refused
             # what the restore accepts); a backup with it still refuses it, at its line.
@@ -1114,12 +1187,16 @@ def _validate_file(path: Path) -> str:
             return " (restore targets for `recovery restore --to`: no repository, so not a backup-config)"
         load_config(path)
         return " (backup-config)"
+    from drills.loader import load_scenario
+
     load_scenario(path)
     return ""
 
 
 def _cmd_schema(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.results:
+        from engine.journal import Results
+
         schema = Results.model_json_schema()
     elif args.backup_config:
         from drills.backup_config import BackupConfig
@@ -1237,9 +1314,9 @@ def _log_to(err: Console, verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # soft_wrap: a `file:line:col: ...` problem must stay on one line in pipes and CI logs.
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    from drills.progress import StepDisplay
+
+    out, err = _consoles(lazy=args.command in ("validate", "schema"))
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     commands = {
         "run": _cmd_run,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 class StepDisplay:
@@ -23,12 +24,15 @@ class StepDisplay:
     def __init__(self, console: Console, quiet: bool = False) -> None:
         self.console = console
         self.quiet = quiet
-        self.live = console.is_terminal and not quiet
+        self.live = not quiet and console.is_terminal  # a quiet display never asks (nor makes the console)
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}  # live steps by name: restores may run side by side
 
     def __enter__(self) -> StepDisplay:
         if self.live:
+            # Imported here: every command opens a display, few of them on a terminal.
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
@@ -64,11 +68,11 @@ class StepDisplay:
         if self.quiet:
             return
         if self._progress is None:
-            self.console.print(f"[dim]…[/dim] {escape(text)}", highlight=False)
+            self.console.print(f"[dim]…[/dim] {_escape(text)}", highlight=False)
             return
         if text in self._tasks:
             self._progress.remove_task(self._tasks.pop(text))
-        self._tasks[text] = self._progress.add_task(escape(text))
+        self._tasks[text] = self._progress.add_task(_escape(text))
 
     def end(self, line: str, text: str | None = None) -> None:
         """Step ``text`` (the only live one, if not given) finished: print ``line`` (rich markup) for good."""
@@ -79,3 +83,9 @@ class StepDisplay:
             if key is not None and key in self._tasks:
                 self._progress.remove_task(self._tasks.pop(key))
         self.console.print(line, highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

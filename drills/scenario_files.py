@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drills.yamlsource import Document
 
 SUFFIXES = (".yaml", ".yml")
 # Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
@@ -31,3 +35,13 @@ def is_scenario_file(path: Path) -> bool:
         return False
     keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
     return "source" in keys or {"stack", "steps"} <= keys
+
+
+def looks_like_backup_config(doc: Document) -> bool:
+    """Whether a parsed file is a backup-config rather than a scenario: its top-level keys say so.
+
+    Here rather than in drills.backup_config so that `drproof validate` of a scenario
+    does not import the backup-config schema (and the target kinds it is built from).
+    """
+    data = doc.data if isinstance(doc.data, dict) else {}
+    return "components" in data and not ({"name", "steps", "stack", "source", "assertions"} & set(data))

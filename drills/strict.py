@@ -15,7 +15,11 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Lower-case letter
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    # defer_build: a model's validator is built when first used, not at import. Every kind's
+    # models are defined at import (the registries need them), and building them all cost
+    # `drproof validate` about a third of its CPU; a scenario uses a few. Safe with threads
+    # from pydantic 2.14, whose rebuild takes a lock (hence the floor in pyproject.toml).
+    model_config = ConfigDict(defer_build=True, extra="forbid", populate_by_name=False)
 
     # The YAML key or literal value that selects this model inside a union; used to
     # find the model for a precise "unknown key" message.

@@ -47,12 +47,14 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
 from engine.manifest import Manifest, ManifestSummary
-from engine.signing import SignatureCheck, TrustedKeys
+
+if TYPE_CHECKING:  # annotations only: engine.signing brings cryptography, which validating a scenario does not need
+    from engine.signing import SignatureCheck, TrustedKeys
 
 # A clock this far ahead of the checking host is still "now": hosts drift by seconds,
 # NTP steps by less; a year is not drift.

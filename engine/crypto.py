@@ -27,13 +27,19 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, IntegrityError, WrongKey
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# Imported on first use: every repository module imports this one, and `drproof validate`
+# (which encrypts nothing) paid for cryptography at start-up.
+_aead = lazy("cryptography.hazmat.primitives.ciphers.aead")
+_exceptions = lazy("cryptography.exceptions")
+_scrypt = lazy("cryptography.hazmat.primitives.kdf.scrypt")
 
 # v2 (drproof 0.2): each chunk's associated data also binds the backup set's id, so an
 # artifact of an older set, copied under a newer set's id with its digest rewritten,
@@ -102,7 +108,8 @@ class Encryption:
 
     def _derive(self, salt: bytes, n: int, r: int, p: int) -> bytes:
         assert self._passphrase is not None
-        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(self._passphrase)
+        key: bytes = _scrypt.Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(self._passphrase)
+        return key
 
     def for_new_set(self, backup_id: str | None = None) -> tuple[SetCipher, dict[str, Any]]:
         """The cipher of a new set; with ``backup_id`` (every set the engine writes) it is bound to it (v2)."""
@@ -145,7 +152,7 @@ class SetCipher:
     """Seals and opens the artifacts of one set; bound to its id (v2) unless ``set_id`` is None (v1)."""
 
     def __init__(self, key: bytes, set_id: str | None = None) -> None:
-        self._aead = AESGCM(key)
+        self._aead = _aead.AESGCM(key)
         # The name each chunk's associated data carries: "<set id>\0<component>/<artifact>" in
         # v2, the artifact's name alone in v1. A NUL cannot appear in either part.
         self._bound = f"{set_id}\0" if set_id is not None else ""
@@ -244,7 +251,7 @@ class DecryptingReader(io.RawIOBase):
         for final in (False, True):
             try:
                 self._pending = self._aead.decrypt(nonce, sealed, _aad(self._bound, self._index, final))
-            except InvalidTag:
+            except _exceptions.InvalidTag:
                 continue
             self._done = final
             self._index += 1

@@ -30,14 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__, sshsig
 from engine.errors import ConfigError, DrproofError
+
+if TYPE_CHECKING:
+    # cryptography is imported where used: `drproof validate` and `--help` sign nothing, and it was
+    # a tenth of their start-up (every repository module imports this one through engine.signing).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "EVIDENCE_FILE",
@@ -71,6 +72,8 @@ _BLOCK = 1 << 20
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:
     """Names a key pair without revealing anything: SHA-256 of the raw public key, first 16 bytes in hex."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).digest()[:16].hex()
 
@@ -115,6 +118,9 @@ def init_keys(private_path: Path, public_path: Path, passphrase_env: str = PASSP
     so a key at rest on a laptop is not usable by whoever copies the file. Existing files
     are never replaced: losing a signing key silently would orphan every signed report.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     for path in (private_path, public_path):
         if path.exists() or path.is_symlink():
             raise ConfigError(f"{path} already exists; refusing to overwrite a key (move it away first)")
@@ -152,6 +158,10 @@ def load_private_key(
 
     Error messages name where the key came from, never what it contains.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if path is not None:
         where = f"signing key file {path}"
         try:
@@ -188,6 +198,10 @@ def load_private_key(
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """The verification key: a public key PEM as written by ``init_keys``."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         pem = path.read_bytes()
     except OSError as exc:
@@ -387,6 +401,8 @@ def signer_of(
     data: bytes, signature: bytes, keys: Sequence[Ed25519PublicKey]
 ) -> Ed25519PublicKey | None:
     """The first of ``keys`` whose signature ``signature`` is over ``data``, or None."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         raw = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError):

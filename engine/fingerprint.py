@@ -234,7 +234,7 @@ class PartsSource(Protocol):
 class PartsArtifact(BaseModel):
     """Where a fingerprint's parts are stored, and what the manifest commits them to be."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     artifact: str = Field(description="The artifact of the same component holding the parts, sorted by name.")
     count: int = Field(ge=0, description="How many parts (records) it holds.")
@@ -251,7 +251,7 @@ LEGACY_SCHEME = "1"
 
 
 class Fingerprint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     component: str
     kind: str
@@ -383,7 +383,7 @@ def summarize(fingerprint: Fingerprint) -> str:
 
 
 class PartDifference(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     part: str
     change: str = Field(description="missing | unexpected | changed")

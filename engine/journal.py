@@ -27,7 +27,7 @@ ControlStatus = Literal["evidenced", "failed", "not evidenced"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class SourceLocation(_Model):

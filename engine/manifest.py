@@ -81,7 +81,7 @@ def _unique_names(names: list[str]) -> None:
 
 
 class ArtifactRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     component: Segment
     name: Segment
@@ -112,7 +112,7 @@ class ArtifactRecord(BaseModel):
 
 
 class ComponentRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     name: Segment
     kind: str
@@ -127,7 +127,7 @@ class ComponentRecord(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     format: Literal[1] = 1
     id: Segment
@@ -229,7 +229,7 @@ class LimitDetails(BaseModel):
     point-in-time objective is already lost; every other detail is skipped unparsed.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     backup_id: str | None = None
     wal_gap: str | None = None
@@ -245,7 +245,7 @@ class LimitDetails(BaseModel):
 class ComponentSummary(BaseModel):
     """A component as an inventory shows it: its fingerprint is not read."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     name: Segment
     kind: str
@@ -255,7 +255,7 @@ class ComponentSummary(BaseModel):
 
 
 class ArtifactSummary(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     component: str
     name: str
@@ -273,7 +273,7 @@ class ManifestSummary(BaseModel):
     says so. A set whose fingerprints are damaged still lists; ``verify`` judges it.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     format: Literal[1] = 1
     id: Segment

@@ -34,13 +34,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Literal
 
 from engine.errors import ConfigError
 from engine.evidence import fingerprint, load_private_key, load_public_key
+
+if TYPE_CHECKING:  # cryptography is imported where used (engine.evidence says why)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNATURE_NAME = "manifest.sig"
 SIGNATURE_FORMAT = "drproof-manifest-signature-v1"
@@ -122,6 +122,8 @@ class TrustedKeys:
 
 
 def _valid(key: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(signature, data)
     except InvalidSignature:
@@ -175,6 +177,8 @@ class RepositoryTrust:
     @classmethod
     def generated(cls) -> RepositoryTrust:
         """A fresh key pair kept only in memory: a drill's own repository."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = Ed25519PrivateKey.generate()
         return cls(ManifestSigner(key, "the drill's in-memory key"), TrustedKeys([key.public_key()]))
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:  # cryptography is imported where used (engine.evidence says why)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = ["NAMESPACE", "SshsigError", "allowed_signers_line", "openssh_public_key", "sign", "verify"]
 
@@ -42,12 +42,16 @@ def _string(data: bytes) -> bytes:
 
 
 def _key_blob(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return _string(_KEY_TYPE) + _string(raw)
 
 
 def openssh_public_key(key: Ed25519PublicKey) -> str:
     """``ssh-ed25519 AAAA…``: the public key as OpenSSH writes it, from ``cryptography``."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
@@ -103,6 +107,8 @@ class _Reader:
 
 def verify(armored: str | bytes, message: bytes, key: Ed25519PublicKey, namespace: str = NAMESPACE) -> None:
     """Check an armored SSH signature of ``message`` by ``key`` in ``namespace``; raise SshsigError if not."""
+    from cryptography.exceptions import InvalidSignature
+
     text = armored.decode("ascii", "replace") if isinstance(armored, bytes) else armored
     body = text.strip()
     if not (body.startswith(_BEGIN) and body.endswith(_END)):

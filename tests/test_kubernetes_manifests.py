@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from drills import yamlsource
-from drills.backup_config import BackupConfig, looks_like_backup_config
+from drills.backup_config import BackupConfig
+from drills.scenario_files import looks_like_backup_config
 from drills.validation import model_problems, validate
 
 MANIFESTS = sorted((Path(__file__).resolve().parent.parent / "docs" / "examples" / "kubernetes").glob("*.yaml"))

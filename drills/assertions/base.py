@@ -31,7 +31,7 @@ from engine.repository.base import Repository
 
 
 class AssertionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     expect: Literal["pass", "fail"] = Field(
         default="pass",

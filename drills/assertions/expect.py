@@ -23,7 +23,7 @@ MAX_SHOWN = 300  # characters of a value shown in a finding
 
 
 class ExpectSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     equals: Any = Field(default=None, description="The value, as text, equals this (as text).")
     matches: str | None = Field(default=None, description="A regular expression the value (as text) matches.")

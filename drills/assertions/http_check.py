@@ -15,12 +15,11 @@ a redirect (or an ``http_proxy``) could take the request to another host.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-import urllib.error
-import urllib.request
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,13 +31,16 @@ from drills.durations import Duration
 from engine.journal import AssertionResult
 from engine.redaction import redact
 
+if TYPE_CHECKING:
+    import urllib.request
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_BODY = 1 << 20  # bytes of an answer read
 SHOWN_BODY = 2000
 
 
 class JsonValue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(min_length=1, description="Dotted path into the JSON answer, list items by index: `orders.0.id`.")
     expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(description="As for `query`.")
@@ -130,22 +132,28 @@ def _url_of(state: DrillState, params: HttpParams) -> str | None:
     return f"http://127.0.0.1:{port}{params.path if params.path.startswith('/') else '/' + params.path}"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Hand a 3xx back as the answer: the page it points to is not the address checked."""
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """Built on first use: urllib.request brings http.client and ssl, which validating a scenario does not need."""
+    import urllib.request
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        """Hand a 3xx back as the answer: the page it points to is not the address checked."""
 
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
 
-# No ProxyHandler of the environment: a check of 127.0.0.1 must reach 127.0.0.1.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    # No ProxyHandler of the environment: a check of 127.0.0.1 must reach 127.0.0.1.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
     """(whether this answer meets every expectation, a one-line account of it, whether anything was read)."""
+    import urllib.error
+
     location = None
     try:
-        with _OPENER.open(url, timeout=5) as answer:
+        with _opener().open(url, timeout=5) as answer:
             status, body = answer.status, answer.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
         status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")

@@ -39,7 +39,7 @@ PROBE_TIMEOUT = 2.0  # seconds one health probe may take
 class HealthProbe(BaseModel):
     """How to tell that the application works: one of an HTTP path, a TCP connect, a command."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     http: str | None = Field(default=None, description="Path requested on 127.0.0.1:PORT; healthy on a 2xx answer.")
     tcp: bool = Field(default=False, description="Healthy when 127.0.0.1:PORT accepts a connection.")
@@ -67,7 +67,7 @@ class WorkloadEndpoints(BaseModel):
     which records it still has.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     write: str = Field(
         description="Path POSTed for each record, with `{seq}` for its number (e.g. `/workload/{seq}`); "

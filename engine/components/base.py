@@ -38,13 +38,13 @@ MAX_METADATA_RATIO = 1000
 class SeedParams(BaseModel):
     """Base of every component's ``seed:`` model; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     random_seed: int = 42
 
 
 class Health(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     ok: bool
     detail: str

@@ -24,7 +24,7 @@ REPOSITORY_TARGET = "repository"
 
 
 class FaultParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     random_seed: int = 1
 

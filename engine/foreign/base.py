@@ -28,7 +28,7 @@ from engine.components.base import Component
 class ForeignParams(BaseModel):
     """What a scenario says about one foreign backup; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(
         description="The backup: a local path (relative to the scenario) or an S3 URL `s3://bucket/key` "

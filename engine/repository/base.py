@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,12 +37,14 @@ from engine.errors import ChainBroken, ConfigError, FaultError, IntegrityError, 
 from engine.manifest import ArtifactRecord, ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import parts_problems
 from engine.repository.objectlock import Hold
-from engine.signing import RepositoryTrust
 from engine.streams import CHUNK, CountingWriter, HashingWriter, zstd_compressor
+
+if TYPE_CHECKING:  # an annotation only: engine.signing brings cryptography
+    from engine.signing import RepositoryTrust
 
 
 class ArtifactCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     artifact: str
     ok: bool
@@ -59,7 +61,7 @@ class ArtifactCheck(BaseModel):
 
 
 class VerifyReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     backup_id: str
     ok: bool

@@ -300,7 +300,7 @@ class _S3SetWriter(EncodingSetWriter):
 
 
 class ObjectLockSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
         description="COMPLIANCE: nobody can delete or shorten the lock, not even the bucket's owner. GOVERNANCE: "

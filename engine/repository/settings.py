@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from engine.crypto import Encryption
-from engine.signing import RepositoryTrust
 
 if TYPE_CHECKING:
     from engine.repository.base import Repository
+    from engine.signing import RepositoryTrust  # an annotation only: engine.signing brings cryptography
 
 
 class BackendSettings(BaseModel):
     """The keys one backend takes in a ``repository:`` mapping (``type`` selects the backend)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     def describe(self) -> dict[str, str]:
         """Where the repository is, for reports and the audit log (never credentials)."""
