@@ -188,10 +188,17 @@ class _LocalSetWriter(EncodingSetWriter):
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
         owners.clean(repo.root)  # sets a killed backup left half-written (no live owner)
-        with _writing(repo.root, f"starting set {self.id}"):
-            self.staging.mkdir(mode=DIR_MODE)
-            self.staging.chmod(DIR_MODE)
-            owners.write_owner(self.staging)
+        try:
+            with _writing(repo.root, f"starting set {self.id}"):
+                self.staging.mkdir(mode=DIR_MODE)
+                self.staging.chmod(DIR_MODE)
+                owners.write_owner(self.staging)
+        except BaseException:
+            # Found by review: on a full disk the directory was made and its owner note cut
+            # short; no writer was returned to abort, and a note that does not parse is
+            # "not ours to judge", so neither the next backup nor ``drproof clean`` removed them.
+            self.abort()
+            raise
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
