@@ -133,7 +133,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothing was published") -> RepositoryError:
+def _write_error(
+    root: Path, exc: OSError, what: str, consequence: str = "nothing was published", full_advice: str | None = None
+) -> RepositoryError:
     """A failed write into the repository, told as what to do rather than as ``OSError``.
 
     A full disk (ENOSPC) or quota (EDQUOT) is the common case on the worst day, and the
@@ -143,7 +145,7 @@ def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothin
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         head = f"repository {root} is full ({reason})"
-        advice = "free space in the repository (or prune old sets) and run again"
+        advice = full_advice or "free space in the repository (or prune old sets) and run again"
     else:
         head = f"cannot write to repository {root} ({reason})"
         advice = "fix the repository's storage and run again"
@@ -151,12 +153,14 @@ def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothin
 
 
 @contextmanager
-def _writing(root: Path, what: str, consequence: str = "nothing was published") -> Iterator[None]:
+def _writing(
+    root: Path, what: str, consequence: str = "nothing was published", full_advice: str | None = None
+) -> Iterator[None]:
     """Turn an ``OSError`` from repository I/O inside the block into a :func:`_write_error`."""
     try:
         yield
     except OSError as exc:
-        raise _write_error(root, exc, what, consequence) from exc
+        raise _write_error(root, exc, what, consequence, full_advice) from exc
 
 
 class _StoredFile(io.RawIOBase):
@@ -414,7 +418,13 @@ class LocalRepository(Repository):
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         directory = self.root / PRUNED_DIR
         consequence = f"set {backup_id} was not deleted"
-        with _writing(self.root, f"recording the deletion of {backup_id}", consequence):
+        # Found by review: "prune old sets" was the advice when pruning itself found the disk full.
+        advice = (
+            "each deletion is recorded (a few KiB) before the set is deleted: free a little space on the "
+            "repository's disk outside its sets and run the prune again"
+        )
+        owners.empty_trash(self.root)  # sets a killed prune deleted only in part: space to record this
+        with _writing(self.root, f"recording the deletion of {backup_id}", consequence, advice):
             _private_dirs(directory)
             if signature is not None:
                 _write_new(directory / f"{safe_segment(backup_id)}.sig", signature.decode("utf-8"))
@@ -549,6 +559,7 @@ class LocalRepository(Repository):
         if not (source / MANIFEST_NAME).is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
         trash = self.root / ".trash"
+        owners.empty_trash(self.root)
         _private_dirs(trash)
         target = trash / f"{backup_id}-{secrets.token_hex(3)}"
         os.rename(source, target)

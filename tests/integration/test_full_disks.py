@@ -131,3 +131,22 @@ def test_a_restore_refused_for_a_full_live_disk_leaves_the_live_data_byte_for_by
         assert "No space left on device" in refused.stderr, refused.stderr[-3000:]
         assert _tree_hash(path) == before
         assert sorted(p.name for p in tmpfs.iterdir()) == ["conf", "filler", "vol"]
+
+
+def test_a_prune_on_a_full_repository_disk_deletes_nothing_and_does_not_advise_pruning(
+    tmp_path: Path, tmpfs: Path
+) -> None:
+    """Each deletion is recorded before it happens; on a full disk that record fails. The advice was "prune"."""
+    vol = _volume(tmp_path / "vol", 2, 1 << 20)
+    config = _config(tmp_path / "backup-config.yaml", tmpfs / "repo", vol={"kind": "volumes", "path": str(vol)})
+    for _ in range(2):
+        done = _drproof("backup", "--config", str(config))
+        assert done.returncode == 0, done.stderr[-3000:]
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "retention": {"keep_last": 1}}))
+    _fill(tmpfs)
+    failed = _drproof("recovery", "prune", "--config", str(config))
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert "was not deleted" in failed.stderr and "run the prune again" in failed.stderr, failed.stderr[-3000:]
+    assert "or prune old sets" not in failed.stderr, failed.stderr[-3000:]
+    assert len(list((tmpfs / "repo" / "sets").iterdir())) == 2
