@@ -14,7 +14,6 @@ import functools
 import io
 import random
 import re
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,6 +46,7 @@ from engine.lazy import lazy
 from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import ContainerOps, PostgresService, ServerWanted
+from engine.scratch import scratch_dir
 
 if TYPE_CHECKING:
     import psycopg2
@@ -723,7 +723,7 @@ class PostgresComponent(Component):
             return
         # A backup taken before issue 14: the whole directory in one tar, extracted first.
         jobs = max(self.params.jobs, 2)
-        with tempfile.TemporaryDirectory(prefix="drproof-pgrestore-") as tmp:
+        with scratch_dir("drproof-pgrestore-") as tmp:
             target = Path(tmp) / "dump"
             target.mkdir()
             extract_tar(functools.partial(source.open, pg_parallel.ARCHIVED), target)
