@@ -88,3 +88,19 @@ def test_a_deletion_with_nothing_left_over_deletes_only_its_set(
     assert [m.id for m in repo.list()] == [second, newest] and all(repo.verify(i).ok for i in (second, newest))
     assert main(["clean", "--repository", str(repo.root)]) == 0
     assert "nothing to clean" in capsys.readouterr().out
+
+
+def test_a_prune_killed_between_recording_and_deleting_a_set_is_named_and_finished_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """The set is back under its tombstone, as a replay would put it: the finding names both causes, and a prune ends it."""
+    from engine import retention
+
+    repo = LocalRepository(tmp_path / "repo")
+    first, _second, newest = (_set(repo, 1 << 10) for _ in range(3))
+    repo.record_deletion(first, "retention policy")  # killed right after this
+    (finding,) = [f for f in repo.chain_audit().findings if f.backup_id == first]
+    assert finding.kind == "replayed" and "prune was interrupted" in finding.detail
+    retention.prune(repo, retention.Policy(keep_last=1))
+    assert [m.id for m in repo.list()] == [newest]
+    assert repo.chain_audit().findings == []
