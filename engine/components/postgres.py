@@ -187,6 +187,8 @@ class PostgresComponent(Component):
         try:
             conn = psycopg2.connect(self.service.dsn(dbname or self.db), password=env.get("PGPASSWORD"))
         except psycopg2.OperationalError as exc:
+            if "is not currently accepting connections" in str(exc):
+                raise ComponentError(_refusing_connections(self.instance, dbname or self.db)) from exc
             raise ComponentError(f"postgres {self.instance!r}: cannot connect: {str(exc).strip()}") from exc
         return conn
 
@@ -854,3 +856,22 @@ class PostgresComponent(Component):
             "pg_restore": version([*self.service.tool("pg_restore"), "--version"]),
             "client tools": self.service.client_tools(),
         }
+
+
+def _refusing_connections(instance: str, dbname: str) -> str:
+    """Why a database refuses every new connection, and how to end it.
+
+    Found by review: a logical restore stops new connections to the live database for
+    the moment of its swap (``ALLOW_CONNECTIONS false``); one killed then left it so, and
+    the next backup said the server "stopped or became unreachable", while it answered.
+    """
+    return (
+        f"postgres {instance!r}: database {dbname!r} refuses new connections (ALLOW_CONNECTIONS false; the server "
+        "answers), as a drproof restore killed during its swap leaves it (or someone set it): end it with "
+        f"ALTER DATABASE {_ident(dbname)} WITH ALLOW_CONNECTIONS true, or run that restore again"
+    )
+
+
+def _ident(name: str) -> str:
+    """``name`` as an SQL identifier, for a message (no connection needed)."""
+    return '"' + name.replace('"', '""') + '"'

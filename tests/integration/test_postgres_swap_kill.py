@@ -20,9 +20,10 @@ import pytest
 from engine import backup as engine_backup
 from engine.components import postgres_restore
 from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import ComponentError
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import pg_sql
+from tests.integration.helpers import pg_sql, see_parents_servers
 
 pytestmark = [pytest.mark.integration]
 
@@ -48,6 +49,7 @@ def _killed_restore(db: PostgresComponent, repo: LocalRepository, manifest: Any,
                 os._exit(137)
 
         try:
+            see_parents_servers()
             postgres_restore._execute = execute  # type: ignore[assignment]
             engine_backup.restore(repo, manifest, db)
         finally:
@@ -89,3 +91,17 @@ def test_a_restore_killed_before_its_swap_leaves_the_live_database_and_the_next_
     engine_backup.restore(repo, manifest, db)  # raises unless proven
     assert "after_backup" not in {r[0] for r in pg_sql(db, "SELECT tablename FROM pg_tables")}
     assert db.health().ok
+
+
+def test_a_backup_after_a_restore_killed_before_its_swap_says_why_the_database_refuses_connections(
+    db: PostgresComponent, tmp_path: Path
+) -> None:
+    """It said the server "stopped or became unreachable": it answers, and the fix is one ALTER DATABASE."""
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [db])
+    _killed_restore(db, repo, manifest, "ALLOW_CONNECTIONS false")
+    with pytest.raises(ComponentError) as caught:
+        engine_backup.backup(repo, [db])
+    message = str(caught.value)
+    assert "refuses new connections" in message and "WITH ALLOW_CONNECTIONS true" in message, message
+    assert "stopped or became unreachable" not in message, message

@@ -21,6 +21,7 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime
 from engine.scratch import scratch_dir
+from tests.integration.helpers import see_parents_servers
 
 pytestmark = [pytest.mark.integration]
 
@@ -54,6 +55,7 @@ def test_the_next_backup_removes_the_dump_a_killed_backup_left(
                 os._exit(137)
 
             pgdir_stream.follow = follow  # type: ignore[assignment]
+            see_parents_servers()
             engine_backup.backup(repo, [db])
         finally:
             os._exit(0)
