@@ -1300,6 +1300,13 @@ def extract_layers(
             check(staging)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Found by review: said as "[Errno 28] ..." alone, with no word of what was kept or what to do.
+            raise ComponentError(
+                f"cannot restore into {target}: a disk is full ({exc.strerror}) while building the restored copy "
+                f"in {staging.name} beside it, which needs room for a whole second copy on that filesystem (and "
+                "temporary space); free space and run again; nothing was changed"
+            ) from exc
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

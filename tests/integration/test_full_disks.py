@@ -107,7 +107,10 @@ def test_a_full_repository_disk_still_restores_and_a_backup_fails_leaving_nothin
 
 
 def test_a_restore_refused_for_a_full_live_disk_leaves_the_live_data_byte_for_byte(tmp_path: Path, tmpfs: Path) -> None:
-    """Quiet control (held at review): the staged copy does not fit beside the live one; nothing changes."""
+    """The staged copy does not fit beside the live one; nothing changes (held at review), and the refusal says so.
+
+    The message was the bare ``[Errno 28] No space left on device``, without what was kept or what to do.
+    """
     vol = _volume(tmpfs / "vol", 12, 1 << 20)
     conf = tmpfs / "conf"
     conf.mkdir()
@@ -129,6 +132,7 @@ def test_a_restore_refused_for_a_full_live_disk_leaves_the_live_data_byte_for_by
         refused = _drproof("recovery", "restore", "--in-place", "--yes", "--config", str(config), "--components", name)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
         assert "No space left on device" in refused.stderr, refused.stderr[-3000:]
+        assert "nothing was changed" in refused.stderr and "free space" in refused.stderr, refused.stderr[-3000:]
         assert _tree_hash(path) == before
         assert sorted(p.name for p in tmpfs.iterdir()) == ["conf", "filler", "vol"]
 
