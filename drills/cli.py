@@ -1259,10 +1259,13 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
         if not (args.repository / "sets").is_dir():
             raise ConfigError(f"{args.repository} is not a drproof repository (no sets/ directory)")
         gone = staging.clean(args.repository, dry_run=args.dry_run)
+        trash = staging.empty_trash(args.repository, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         for backup_id in gone:
             out.print(f"{verb} the half-written set .staging/{backup_id}", highlight=False, markup=False)
-        if not gone:
+        for name in trash:
+            out.print(f"{verb} what a deleted set left in .trash/{name}", highlight=False, markup=False)
+        if not gone and not trash:
             out.print("nothing to clean: no set of a backup that is no longer running", highlight=False, markup=False)
         return 0
     from engine.runtime import runtimes

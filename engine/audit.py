@@ -10,7 +10,8 @@ Why the writing is this strict:
   ``O_APPEND``. On a local filesystem the kernel puts every such write at the end of the
   file in one piece, so concurrent drproof processes (a cron backup and an operator's
   restore) never interleave half lines. A short write is reported, never completed by a
-  second write that another process's line could split.
+  second write that another process's line could split; the next line then starts on a
+  line of its own (``_after_torn_line``).
 - **Durable before the command returns.** Every line is fsynced; a line that was printed
   as written survives a crash.
 - **Loud failure.** A log that cannot be written raises :class:`AuditError` (exit code
@@ -22,6 +23,7 @@ Why the writing is this strict:
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
@@ -202,8 +204,16 @@ class AuditLog:
         )
         data = (text + "\n").encode("ascii")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+                readable = True
+            except PermissionError:  # a log this process may append to but not read: no check
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                readable = False
+            try:
+                if readable:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # no other drproof mid-write while the end is read
+                    data = _after_torn_line(fd) + data
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(f"short write ({written} of {len(data)} bytes)")
@@ -315,3 +325,16 @@ def _why(exc: BaseException) -> str:
         return "interrupted (SIGINT or SIGTERM) before it finished"
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
+
+def _after_torn_line(fd: int) -> bytes:
+    """A newline to start with when the log does not end with one (a line cut short), else nothing.
+
+    Why: a write cut short by a full disk is reported and never completed, so the log
+    ended in half a line; found by review, the next line was appended to it, and a reader
+    taking one JSON object per line lost that next record too (an audited deletion, say).
+    Starting on a line of its own keeps it whole; the torn one stays, visibly torn.
+    """
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        return b"\n"
+    return b""

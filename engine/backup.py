@@ -169,6 +169,8 @@ def _server_failure(comp: Component, exc: Exception) -> ComponentError | None:
     if health.ok or health.detail.startswith("query failed"):
         return None  # the server answers; what failed is the data (a damaged page), already said
     detail = " ".join(health.detail.split())
+    if "ALLOW_CONNECTIONS false" in str(exc):
+        return ComponentError(f"{str(exc).rstrip('.')}; {done}")  # it answers: not "stopped or unreachable"
     if "password authentication failed" in detail or isinstance(exc.__cause__, redis.AuthenticationError):
         return ComponentError(
             f"{str(exc).rstrip('.')}; {comp.instance!r} refused the password ({detail}); check the configured "

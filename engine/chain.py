@@ -403,7 +403,15 @@ def _admit(result: ChainAudit, s: StoredSet, keys: TrustedKeys | None) -> None:
     gone = result.tombstones.get(s.backup_id)
     if gone is not None and gone.trusted:
         result.findings.append(
-            Finding(s.backup_id, "replayed", f"retention deleted this set at {gone.deleted_at}, yet it is here again")
+            Finding(
+                s.backup_id,
+                "replayed",
+                # Found by review: a prune killed between recording a deletion and deleting the
+                # set leaves exactly this too; the finding named only the attack.
+                f"retention deleted this set at {gone.deleted_at}, yet it is here again (put back by someone, or "
+                "a prune was interrupted before it removed the set: if no one put it back, `drproof recovery "
+                "prune` finishes the deletion)",
+            )
         )
 
 

@@ -212,3 +212,25 @@ def test_an_interrupted_operation_is_recorded_as_interrupted(tmp_path: Path) -> 
         raise KeyboardInterrupt
     [line] = _lines(tmp_path / "audit.jsonl")
     assert line["outcome"] == "failed" and line["error"] == "interrupted (SIGINT or SIGTERM) before it finished"
+
+
+def test_a_line_after_one_a_full_disk_cut_short_is_whole(tmp_path: Path) -> None:
+    """Found by review: after a short write (ENOSPC) the next record was glued to the torn half line."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    _record(log)
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[:40])  # what a write cut short by a full disk leaves
+    _record(log, event="delete", outcome="ok")
+    lines = path.read_text().splitlines()
+    assert lines[1] == whole[:40].decode()
+    assert json.loads(lines[2])["event"] == "delete"
+
+
+def test_lines_of_an_intact_log_follow_each_other_without_blank_lines(tmp_path: Path) -> None:
+    """Quiet control: a log ending in a newline gets no extra one."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    for _ in range(3):
+        _record(log)
+    assert [json.loads(line)["event"] for line in path.read_text().split("\n")[:-1]] == ["backup"] * 3

@@ -686,9 +686,13 @@ def write_tar(
     (:mod:`engine.components.livechanges`); the archive stays consistent either way.
     ``tap`` receives the archived content of small regular files (:class:`ContentTap`).
     """
+    aside = interrupted_swap(root)
     if not root.is_dir():
         # An empty archive of a missing directory would be a backup of nothing that looks fine.
-        raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path)")
+        found = f"; {aside}" if aside else ""
+        raise ComponentError(f"{root} is not a directory: nothing to back up (check the configured path){found}")
+    if aside:
+        raise ComponentError(f"refusing to back up {root}: {aside}; nothing was backed up")
     count = 0
     # Parts of files with more than one name, which a hard link later in the archive may
     # name: the link's part is the content archived for its target.
@@ -1275,14 +1279,9 @@ def extract_layers(
             f"cannot restore into {target}: its parent directory {target.parent} does not exist; create it "
             "(with the owner and mode the application expects) and run the restore again"
         )
-    staging = target.with_name(target.name + ".drproof-restoring")
-    replaced = target.with_name(target.name + ".drproof-replaced")
-    if replaced.is_dir() and not replaced.is_symlink() and not target.exists():
-        # A restore killed between its two renames: what it set aside is still the live
-        # data. Put it back before anything else, so a refusal now leaves it in place.
-        os.rename(replaced, target)
-    for leftover in (staging, replaced):
-        _remove_leftover(leftover)
+    staging, replaced, note = _swap_names(target)
+    _settle_interrupted_swap(target, replaced, note)
+    _remove_leftover(staging)  # a staged copy is never live data
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
     try:
@@ -1301,25 +1300,38 @@ def extract_layers(
             check(staging)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Found by review: said as "[Errno 28] ..." alone, with no word of what was kept or what to do.
+            raise ComponentError(
+                f"cannot restore into {target}: a disk is full ({exc.strerror}) while building the restored copy "
+                f"in {staging.name} beside it, which needs room for a whole second copy on that filesystem (and "
+                "temporary space); free space and run again; nothing was changed"
+            ) from exc
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
         _give_root(staging, target, root)
+        _write_swap_note(note, staging)
         if target.exists():
             os.rename(target, replaced)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ComponentError(f"cannot set {target} aside to swap the restored copy in: {exc}; nothing was changed") from exc
+        note.unlink(missing_ok=True)
+        raise ComponentError(
+            f"cannot set {target} aside to swap the restored copy in: {exc}; nothing was changed"
+        ) from exc
     try:
         os.rename(staging, target)
     except OSError as exc:
         if replaced.exists() and not target.exists():
             os.rename(replaced, target)  # the live data back where they were
         shutil.rmtree(staging, ignore_errors=True)
+        note.unlink(missing_ok=True)
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
-    _discard_replaced(replaced)
+    if _discard_replaced(replaced):
+        note.unlink(missing_ok=True)  # kept otherwise: the next restore knows the leftover is garbage
 
 
 def _remove_leftover(leftover: Path) -> None:
@@ -1342,10 +1354,11 @@ def _remove_leftover(leftover: Path) -> None:
         ) from None
 
 
-def _discard_replaced(replaced: Path) -> None:
+def _discard_replaced(replaced: Path) -> bool:
     """Delete the live contents a restore replaced; where some cannot be, say so instead of leaving them silently.
 
-    The restore is complete either way: the restored tree is in place.
+    The restore is complete either way: the restored tree is in place. Returns whether all
+    of it went, so that the swap's note stays beside a leftover that proves it garbage.
     """
     failures: list[str] = []
     shutil.rmtree(replaced, onerror=lambda _fn, path, exc: failures.append(f"{path}: {exc[1]}"))
@@ -1359,6 +1372,91 @@ def _discard_replaced(replaced: Path) -> None:
             failures[0],
             replaced,
         )
+    return not failures
+
+
+def _swap_names(target: Path) -> tuple[Path, Path, Path]:
+    """The staged copy, the live tree set aside during the swap, and the note of the swap, beside ``target``."""
+    return (
+        target.with_name(target.name + ".drproof-restoring"),
+        target.with_name(target.name + ".drproof-replaced"),
+        target.with_name(target.name + ".drproof-swap"),
+    )
+
+
+def _write_swap_note(note: Path, staging: Path) -> None:
+    """Record which directory the swap moves into place (its inode), on disk before the first rename.
+
+    Why: after a kill, a tree at the target and one set aside beside it are either a
+    finished swap (the target is the staged copy, the one aside is garbage) or an
+    unfinished one whose target someone made since (an application or ``docker -v``
+    recreating an empty directory): there the one aside is the only copy of the live
+    data. The inode, which a rename keeps, tells them apart.
+    """
+    tmp = note.with_name(note.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.stat(staging).st_ino}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, note)
+
+
+def _swapped_in(target: Path, note: Path) -> bool:
+    """Whether ``target`` is the very directory the swap recorded in ``note`` moved into place."""
+    try:
+        recorded = int(note.read_text(encoding="utf-8").strip())
+        return target.is_dir() and not target.is_symlink() and os.stat(target).st_ino == recorded
+    except (OSError, ValueError):
+        return False
+
+
+def _settle_interrupted_swap(target: Path, replaced: Path, note: Path) -> None:
+    """Deal with what a restore killed during its swap left, before this one touches anything.
+
+    Found by review: a restore killed between its two renames left the live data aside; if
+    the application recreated the (empty) directory before the next restore, that restore
+    deleted the data set aside as a leftover, then was refused, saying "the live data were
+    not touched": the only copy of them was gone. Data aside are now removed only when the
+    note proves the swap finished; otherwise the restore is refused, naming both.
+    """
+    if replaced.is_symlink() or replaced.is_file():
+        replaced.unlink()  # drproof sets aside only directories: not live data of its making
+    elif replaced.exists():
+        if not target.exists() and not target.is_symlink():
+            # Killed between the two renames: what it set aside is still the live data.
+            # Put it back before anything else, so a refusal now leaves it in place.
+            os.rename(replaced, target)
+        elif _swapped_in(target, note):
+            _remove_leftover(replaced)  # what a finished swap replaced (killed, or immutable files in it)
+        else:
+            raise ComponentError(
+                f"cannot restore into {target}: an earlier restore was interrupted while swapping it, and the data "
+                f"it set aside are still in {replaced}, while {target} was made since (by the application?). "
+                f"Keep the one you want: move {replaced.name} back to {target.name} (or delete it if {target} is "
+                "right), then run again; nothing was changed"
+            )
+    note.unlink(missing_ok=True)
+    note.with_name(note.name + ".tmp").unlink(missing_ok=True)
+
+
+def interrupted_swap(target: Path) -> str:
+    """A sentence about live data a killed restore left aside beside ``target``, or "" if there are none.
+
+    Why: such data are the live data (or, where the directory was made since, the only
+    copy of them); a backup that said only "not a directory", or that archived the empty
+    directory an application recreated, hid where they were until retention pruned the
+    sets that still held them. Data aside after a finished swap (the note proves it) are
+    garbage, not live data: "".
+    """
+    target = Path(os.path.realpath(target))
+    _staging, replaced, note = _swap_names(target)
+    if not replaced.is_dir() or replaced.is_symlink() or _swapped_in(target, note):
+        return ""
+    return (
+        f"a restore of {target} was interrupted while swapping it, and the live data it set aside are in "
+        f"{replaced}: move that back to {target.name} (or run the restore again, which does when {target.name} "
+        "is absent)"
+    )
 
 
 def _private(staging: Path) -> None:

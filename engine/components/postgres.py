@@ -14,7 +14,6 @@ import functools
 import io
 import random
 import re
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,6 +46,7 @@ from engine.lazy import lazy
 from engine.manifest import ComponentRecord
 from engine.repository.base import BackupSetWriter
 from engine.runtime.base import ContainerOps, PostgresService, ServerWanted
+from engine.scratch import scratch_dir
 
 if TYPE_CHECKING:
     import psycopg2
@@ -187,6 +187,8 @@ class PostgresComponent(Component):
         try:
             conn = psycopg2.connect(self.service.dsn(dbname or self.db), password=env.get("PGPASSWORD"))
         except psycopg2.OperationalError as exc:
+            if "is not currently accepting connections" in str(exc):
+                raise ComponentError(_refusing_connections(self.instance, dbname or self.db)) from exc
             raise ComponentError(f"postgres {self.instance!r}: cannot connect: {str(exc).strip()}") from exc
         return conn
 
@@ -723,7 +725,7 @@ class PostgresComponent(Component):
             return
         # A backup taken before issue 14: the whole directory in one tar, extracted first.
         jobs = max(self.params.jobs, 2)
-        with tempfile.TemporaryDirectory(prefix="drproof-pgrestore-") as tmp:
+        with scratch_dir("drproof-pgrestore-") as tmp:
             target = Path(tmp) / "dump"
             target.mkdir()
             extract_tar(functools.partial(source.open, pg_parallel.ARCHIVED), target)
@@ -854,3 +856,22 @@ class PostgresComponent(Component):
             "pg_restore": version([*self.service.tool("pg_restore"), "--version"]),
             "client tools": self.service.client_tools(),
         }
+
+
+def _refusing_connections(instance: str, dbname: str) -> str:
+    """Why a database refuses every new connection, and how to end it.
+
+    Found by review: a logical restore stops new connections to the live database for
+    the moment of its swap (``ALLOW_CONNECTIONS false``); one killed then left it so, and
+    the next backup said the server "stopped or became unreachable", while it answered.
+    """
+    return (
+        f"postgres {instance!r}: database {dbname!r} refuses new connections (ALLOW_CONNECTIONS false; the server "
+        "answers), as a drproof restore killed during its swap leaves it (or someone set it): end it with "
+        f"ALTER DATABASE {_ident(dbname)} WITH ALLOW_CONNECTIONS true, or run that restore again"
+    )
+
+
+def _ident(name: str) -> str:
+    """``name`` as an SQL identifier, for a message (no connection needed)."""
+    return '"' + name.replace('"', '""') + '"'

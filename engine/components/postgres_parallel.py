@@ -55,6 +55,7 @@ from engine.components.tools import _errors, capture, run_tool
 from engine.errors import ComponentError
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
+from engine.scratch import scratch_dir
 
 if TYPE_CHECKING:
     import psycopg2
@@ -89,7 +90,7 @@ def backup(
     sequence values it reads from the dump's ``toc.dat``.
     """
     jobs = comp.params.jobs
-    with tempfile.TemporaryDirectory(prefix="drproof-pgdump-") as tmp:
+    with scratch_dir("drproof-pgdump-") as tmp:
         target = Path(tmp) / "dump"
         target.mkdir(mode=0o700)  # pg_dump takes an empty directory; the watch needs it to exist first
         argv = [
@@ -140,7 +141,7 @@ def load_side(comp: PostgresComponent, source: ArtifactSource, side: str, env: d
     jobs = max(comp.params.jobs, 2)
     listing = pgdir_stream.read_listing(source.read_small(LISTING, pgdir_stream.MAX_LISTING))
     restore = [*comp.service.tool("pg_restore"), "--format=directory"]
-    with tempfile.TemporaryDirectory(prefix="drproof-pgrestore-") as tmp:
+    with scratch_dir("drproof-pgrestore-") as tmp:
         target = Path(tmp) / "dump"
         target.mkdir(mode=0o700)
         _stage_toc(source, target)

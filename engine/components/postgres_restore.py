@@ -15,9 +15,10 @@ then a traceback). So drproof restores beside the live database instead:
    difference, or any failure before this point, drops the side database and leaves
    the live one exactly as it was.
 3. **Swap.** New connections to the live database are refused for the moment of the
-   swap (``ALLOW_CONNECTIONS false``), its sessions are ended, it is renamed aside, the
-   side database takes its name, and only then is the old one dropped. A rename that
-   fails puts everything back.
+   swap (``ALLOW_CONNECTIONS false``), its sessions are ended, it is renamed aside and
+   the side database takes its name in one transaction (a restore killed in between
+   leaves the live database where it was), and only then is the old one dropped. A
+   rename that fails puts everything back.
 
 Roles are cluster-wide, and the side database needs them to exist (owners, grants). So
 roles the backup has and the server lacks are created first: additive, no existing role
@@ -259,10 +260,10 @@ _RENAME_ATTEMPTS = 20
 def swap(conn: psycopg2.extensions.connection, live: str, side: str) -> str | None:
     """Give ``side`` the name ``live``; return the name the old database was dropped under.
 
-    The old database is renamed aside first and dropped only once the side database has
-    its name; any failure on the way renames back and re-allows connections. Returns
-    None when there was no live database; if dropping the old one fails after a
-    successful swap, it is kept under that name and a warning says so.
+    The old database is renamed aside and ``side`` renamed in within one transaction, and
+    the old one dropped only after it committed; any failure on the way rolls back and
+    re-allows connections. Returns None when there was no live database; if dropping the
+    old one fails after a successful swap, it is kept under that name and a warning says so.
     """
     replaced = REPLACED_PREFIX + secrets.token_hex(6)
     with conn.cursor() as cur:
@@ -274,16 +275,9 @@ def swap(conn: psycopg2.extensions.connection, live: str, side: str) -> str | No
     allowed = bool(row[0])
     _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS false")
     try:
-        _rename_out(conn, live, replaced)
+        _swap_names(conn, live, side, replaced)
     except BaseException:
         with contextlib.suppress(psycopg2.Error):
-            _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS {str(allowed).lower()}")
-        raise
-    try:
-        _execute(conn, f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(live)}")
-    except BaseException:
-        with contextlib.suppress(psycopg2.Error):
-            _execute(conn, f"ALTER DATABASE {quote_ident(replaced)} RENAME TO {quote_ident(live)}")
             _execute(conn, f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS {str(allowed).lower()}")
         raise
     try:
@@ -300,21 +294,35 @@ def swap(conn: psycopg2.extensions.connection, live: str, side: str) -> str | No
     return replaced
 
 
-def _rename_out(conn: psycopg2.extensions.connection, live: str, replaced: str) -> None:
-    """Rename the live database aside, ending the sessions that hold it (which may reconnect)."""
+def _swap_names(conn: psycopg2.extensions.connection, live: str, side: str, replaced: str) -> None:
+    """Rename ``live`` to ``replaced`` and ``side`` to ``live`` in one transaction, ending the sessions that hold it.
+
+    Why one transaction: found by review, a restore killed (SIGKILL, OOM, a lost SSH
+    session) between the two renames, each committed on its own, left no database under
+    the live name at all, the data under a random ``drproof_replaced_`` name that nothing
+    ever mentioned again, and the next backup failing on a database that "does not
+    exist". A transaction the server rolls back when its client dies leaves the live
+    database where it was. Sessions that reconnect make a rename fail: it is retried.
+    """
     for attempt in range(_RENAME_ATTEMPTS):
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (live,),
-            )
+        _execute(conn, "BEGIN")
         try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    (live,),
+                )
             _execute(conn, f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(replaced)}")
+            _execute(conn, f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(live)}")
+            _execute(conn, "COMMIT")
             return
-        except psycopg2.errors.ObjectInUse:
-            if attempt == _RENAME_ATTEMPTS - 1:
+        except BaseException as exc:
+            with contextlib.suppress(psycopg2.Error):
+                _execute(conn, "ROLLBACK")
+            if not isinstance(exc, psycopg2.errors.ObjectInUse) or attempt == _RENAME_ATTEMPTS - 1:
                 raise
-            time.sleep(0.1 * (attempt + 1))
+        time.sleep(0.1 * (attempt + 1))
 
 
 def _execute(conn: psycopg2.extensions.connection, sql: str) -> None:

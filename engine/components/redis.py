@@ -26,7 +26,15 @@ from engine.components import redis_functions
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import BATCH_BYTES, Tally, digested
 from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
-from engine.components.redis_stage import EXPIRY_MARGIN_MS, Expected, Stage, fingerprint_dbs, server_error
+from engine.components.redis_stage import (
+    EXPIRY_MARGIN_MS,
+    Expected,
+    Stage,
+    fingerprint_dbs,
+    leftover_message,
+    server_error,
+    staged_leftovers,
+)
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
@@ -237,6 +245,8 @@ class RedisComponent(Component):
         count = 0
         parts: dict[str, Part] = {}
         dbs = self._dbs()
+        if leftovers := staged_leftovers(self.client, dbs):
+            raise ComponentError(leftover_message(f"redis {self.instance!r}", leftovers))
         with writer.artifact(self.instance, "keys.dump") as sink:
             sink.write(_MAGIC)
             for db in dbs:
@@ -292,6 +302,7 @@ class RedisComponent(Component):
         try:
             stage.prepare_direct(self._first_record(source) if stage.direct else None)
             try:
+                stage.mark()
                 restored = self._restore_keys(source, stage)
             except redis.RedisError as exc:
                 left = stage.left()
@@ -304,6 +315,7 @@ class RedisComponent(Component):
                     f"redis {self.instance!r}: restoring the keys failed: {server_error(exc)}; {left}{hint}"
                 ) from None
             if not stage.direct:
+                stage.unmark()
                 stage.check_counts({db: r.expected for db, r in restored.items()})
         except BaseException:
             stage.discard()

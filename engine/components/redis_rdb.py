@@ -54,7 +54,14 @@ from engine.components import redis_functions
 from engine.components.base import ArtifactSource, Component, SeedParams
 from engine.components.redis import RedisComponent, RedisParams, backup_dbs
 from engine.components.redis_digest import MOMENT_LUA
-from engine.components.redis_stage import Expected, Stage, keyspace, server_error
+from engine.components.redis_stage import (
+    Expected,
+    Stage,
+    keyspace,
+    leftover_message,
+    server_error,
+    staged_leftovers,
+)
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
@@ -311,6 +318,7 @@ class RedisRdbComponent(RedisComponent):
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         svc = self.service
         where = f"redis-rdb {self.instance!r} ({svc.host}:{svc.port})"
+        self._refuse_staged_leftovers()
         try:
             sock = socket.create_connection((svc.host, svc.port), timeout=_IDLE_TIMEOUT)
         except OSError as exc:
@@ -324,6 +332,15 @@ class RedisRdbComponent(RedisComponent):
                 raise ComponentError(f"{where}: the server sent nothing for {_IDLE_TIMEOUT:.0f} s") from None
             except OSError as exc:
                 raise ComponentError(f"{where}: connection lost: {_scrub(str(exc), svc.password)}") from None
+
+    def _refuse_staged_leftovers(self) -> None:
+        """A partial copy a killed restore staged in a spare database is not live data (``staged_leftovers``)."""
+        try:
+            leftovers = staged_leftovers(self.client, keyspace(self.client(0)))
+        except redis.RedisError:
+            return  # a server that does not answer: the backup itself says so
+        if leftovers:
+            raise ComponentError(leftover_message(f"redis-rdb {self.instance!r}", leftovers))
 
     def _sync(self, wire: _Wire, writer: BackupSetWriter, where: str) -> dict[str, Any]:
         password = self.service.password
@@ -417,12 +434,14 @@ class RedisRdbComponent(RedisComponent):
             stage = Stage(self.client, set(scratch.dbs()) | backup_dbs(source), what, scratch.memory())
             try:
                 stage.prepare_direct(scratch.sample() if stage.direct else None)
+                stage.mark()
                 # Counted before the copy: keys with a time to live only ever become fewer,
                 # on the scratch server and the live one alike, each at its own pace.
                 snapshot = keyspace(scratch.client(0))
                 for db in scratch.dbs():
                     self._copy_db(stage.target(db), scratch.client(db), self.client(stage.target(db)), db)
                 if not stage.direct:  # every key of the snapshot is in its staged database
+                    stage.unmark()
                     stage.check_counts({db: partial(Expected, k - e, e, 0) for db, (k, e) in snapshot.items()})
             except redis.RedisError as exc:
                 stage.discard()

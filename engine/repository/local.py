@@ -134,7 +134,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothing was published") -> RepositoryError:
+def _write_error(
+    root: Path, exc: OSError, what: str, consequence: str = "nothing was published", full_advice: str | None = None
+) -> RepositoryError:
     """A failed write into the repository, told as what to do rather than as ``OSError``.
 
     A full disk (ENOSPC) or quota (EDQUOT) is the common case on the worst day, and the
@@ -144,7 +146,7 @@ def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothin
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         head = f"repository {root} is full ({reason})"
-        advice = "free space in the repository (or prune old sets) and run again"
+        advice = full_advice or "free space in the repository (or prune old sets) and run again"
     else:
         head = f"cannot write to repository {root} ({reason})"
         advice = "fix the repository's storage and run again"
@@ -152,12 +154,14 @@ def _write_error(root: Path, exc: OSError, what: str, consequence: str = "nothin
 
 
 @contextmanager
-def _writing(root: Path, what: str, consequence: str = "nothing was published") -> Iterator[None]:
+def _writing(
+    root: Path, what: str, consequence: str = "nothing was published", full_advice: str | None = None
+) -> Iterator[None]:
     """Turn an ``OSError`` from repository I/O inside the block into a :func:`_write_error`."""
     try:
         yield
     except OSError as exc:
-        raise _write_error(root, exc, what, consequence) from exc
+        raise _write_error(root, exc, what, consequence, full_advice) from exc
 
 
 class _StoredFile(io.RawIOBase):
@@ -189,10 +193,17 @@ class _LocalSetWriter(EncodingSetWriter):
         self._repo = repo
         self.staging = repo.root / ".staging" / self.id
         owners.clean(repo.root)  # sets a killed backup left half-written (no live owner)
-        with _writing(repo.root, f"starting set {self.id}"):
-            self.staging.mkdir(mode=DIR_MODE)
-            self.staging.chmod(DIR_MODE)
-            owners.write_owner(self.staging)
+        try:
+            with _writing(repo.root, f"starting set {self.id}"):
+                self.staging.mkdir(mode=DIR_MODE)
+                self.staging.chmod(DIR_MODE)
+                owners.write_owner(self.staging)
+        except BaseException:
+            # Found by review: on a full disk the directory was made and its owner note cut
+            # short; no writer was returned to abort, and a note that does not parse is
+            # "not ours to judge", so neither the next backup nor ``drproof clean`` removed them.
+            self.abort()
+            raise
 
     @contextmanager
     def _sink(self, rel: str) -> Iterator[IO[bytes]]:
@@ -422,7 +433,13 @@ class LocalRepository(Repository):
     def write_tombstone(self, backup_id: str, record: bytes, signature: bytes | None) -> None:
         directory = self.root / PRUNED_DIR
         consequence = f"set {backup_id} was not deleted"
-        with _writing(self.root, f"recording the deletion of {backup_id}", consequence):
+        # Found by review: "prune old sets" was the advice when pruning itself found the disk full.
+        advice = (
+            "each deletion is recorded (a few KiB) before the set is deleted: free a little space on the "
+            "repository's disk outside its sets and run the prune again"
+        )
+        owners.empty_trash(self.root)  # sets a killed prune deleted only in part: space to record this
+        with _writing(self.root, f"recording the deletion of {backup_id}", consequence, advice):
             _private_dirs(directory)
             if signature is not None:
                 _write_new(directory / f"{safe_segment(backup_id)}.sig", signature.decode("utf-8"))
@@ -557,6 +574,7 @@ class LocalRepository(Repository):
         if not (source / MANIFEST_NAME).is_file():
             raise BackupNotFound(f"no complete backup set {backup_id!r} in {self.root}")
         trash = self.root / ".trash"
+        owners.empty_trash(self.root)
         _private_dirs(trash)
         target = trash / f"{backup_id}-{secrets.token_hex(3)}"
         os.rename(source, target)

@@ -108,6 +108,32 @@ def _describe_holders(lock_file: Path) -> str:
 
 @contextmanager
 def _note(lock_file: Path, operation: str, exclusive: bool) -> Iterator[None]:
+    """Leave a note naming this holder while the block runs; without one if it cannot be written.
+
+    Why: the note only names the holder to those who wait; the lock is the flock. On a
+    full repository disk its write raised ENOSPC as a traceback out of every command that
+    takes the lock, ``restore`` and ``verify`` included: the day the backup disk filled up,
+    nothing could be restored from it, and the empty note was left behind for ever.
+    """
+    try:
+        path = _write_note(lock_file, operation, exclusive)
+    except OSError as exc:
+        log.warning(
+            "%s: cannot leave a note naming this holder beside %s (%s); going on without",
+            operation,
+            lock_file,
+            exc.strerror or exc,
+        )
+        path = None
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def _write_note(lock_file: Path, operation: str, exclusive: bool) -> Path:
+    """The note naming this holder, written whole or not at all (raises OSError)."""
     directory = _notes_dir(lock_file)
     with suppress(FileExistsError):
         directory.mkdir(mode=0o700)
@@ -122,12 +148,13 @@ def _note(lock_file: Path, operation: str, exclusive: bool) -> Iterator[None]:
     }
     path = directory / f"{socket.gethostname()}-{pid}-{secrets.token_hex(4)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(body))
     try:
-        yield
-    finally:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(body))
+    except BaseException:
         path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def open_lock_file(lock_file: Path) -> IO[str]:

@@ -58,6 +58,29 @@ def is_stale(staging: Path, now: float | None = None) -> bool:
     return not isinstance(pid, int) or _process_start(pid) != note.get("start")
 
 
+def empty_trash(root: Path, dry_run: bool = False) -> list[str]:
+    """Remove (or, with ``dry_run``, list) what deleted sets left in ``root/.trash``; their names.
+
+    Why: a set is deleted by renaming it out of ``sets/`` into ``.trash`` and then removing
+    its files; a prune killed while removing them left the rest there for ever, hidden and
+    never counted, and neither the next prune nor ``drproof clean`` freed it: on a
+    repository disk that was full (why one prunes), the space never came back. Everything
+    in ``.trash`` is a set already unlisted, so it is always safe to remove.
+    """
+    trash = root / ".trash"
+    if not trash.is_dir() or trash.is_symlink():
+        return []
+    gone = []
+    for entry in sorted(trash.iterdir()):
+        gone.append(entry.name)
+        if not dry_run:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    return gone
+
+
 def clean(root: Path, dry_run: bool = False) -> list[str]:
     """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids."""
     staging_dir = root / ".staging"

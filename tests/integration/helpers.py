@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,23 @@ def external_redis(tmp_path: Path, port: int, password: str, kind: Any = None, n
     comp = (kind or RedisComponent)("cache", RedisParams(), runtime)
     comp.provision()
     return comp
+
+
+def see_parents_servers() -> None:
+    """In a forked child: servers the parent started count as running while their process lives.
+
+    Why: asked from a child, ``Popen.poll`` of the parent's server gets ECHILD and takes it
+    for exited, and the runtime then starts a second postmaster on the same directory.
+    ``WNOWAIT`` leaves the child's own processes' exit status for ``poll`` to collect.
+    """
+    real_poll = subprocess.Popen.poll
+
+    def poll(self: subprocess.Popen[bytes]) -> int | None:
+        if self.returncode is None:
+            try:
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return None if Path(f"/proc/{self.pid}").exists() else 0
+        return real_poll(self)
+
+    subprocess.Popen.poll = poll  # type: ignore[method-assign]

@@ -50,7 +50,7 @@ def test_a_swap_that_fails_drops_the_side_database_and_its_roles(
     def refused(*_args: object) -> None:
         raise psycopg2.OperationalError("database is being accessed by other users")
 
-    monkeypatch.setattr(postgres_restore, "_rename_out", refused)
+    monkeypatch.setattr(postgres_restore, "_swap_names", refused)
     with pytest.raises(DrproofError, match="being accessed"):
         engine_backup.restore(repo, manifest, db)
     assert _databases(db) == before, "the side database was left behind"

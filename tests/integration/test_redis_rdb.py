@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import redis
 
 from engine.backup import backup, restore
 from engine.components import redis_rdb
@@ -406,6 +407,11 @@ class FakeService:
 
     def version(self) -> str:
         return "Redis server v=9.9.9"
+
+    def client(self, db: int = 0) -> Any:
+        # The fake speaks only the replication handshake, not commands (the backup's look
+        # for a restore's staged leftovers asks one, and goes on when it cannot).
+        raise redis.ConnectionError("the fake server answers no commands")
 
 
 def _fake_backup(tmp_path: Path, server: FakeServer) -> tuple[LocalRepository, Manifest | ComponentError]:
