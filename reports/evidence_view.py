@@ -46,6 +46,20 @@ class ReviewView:
     def decision_words(self) -> str:
         return DECISION_WORDS.get(self.decision, self.decision)
 
+    @property
+    def tone(self) -> str:
+        """The badge colour: green only for an acceptance whose signature verified.
+
+        Found by review: the badge was coloured by the decision alone, so a review whose
+        signature did not verify (edited, or signed by an unknown key) showed a green
+        "accepted" on the summary page and in the report, beside the words saying it was forged.
+        """
+        if self.status not in ("verified", "not verified") or self.decision == "rejected":
+            return "fail"
+        if self.decision == "accepted":
+            return "pass" if self.status == "verified" else "neutral"
+        return "error"
+
 
 @dataclass(frozen=True)
 class EvidenceView:
