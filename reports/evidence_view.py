@@ -69,6 +69,9 @@ class EvidenceView:
     signed_at: str | None = None
     problems: list[str] = field(default_factory=list)
     reviews: list[ReviewView] = field(default_factory=list)
+    # False when verification showed that results.json is not the file that was signed (or
+    # the signature itself failed): the verdict it records is then unproven. None: not checked.
+    results_intact: bool | None = None
 
     @property
     def latest(self) -> ReviewView | None:
@@ -143,10 +146,18 @@ def verified(directory: Path, keys: Sequence[Ed25519PublicKey]) -> EvidenceView:
             f"verified when this page was rendered: {kinds} by key {report.key_fingerprint}, "
             f"made {report.created_at}; all {report.checked} files intact"
         )
-        return EvidenceView("verified", summary, report.key_fingerprint, report.created_at, [], reviews)
+        return EvidenceView(
+            "verified", summary, report.key_fingerprint, report.created_at, [], reviews, results_intact=True
+        )
     problems = report.problems()
     summary = f"NOT intact when this page was rendered: {len(problems)} problem(s), listed under Sign-off"
-    return EvidenceView("not-intact", summary, report.key_fingerprint, report.created_at, problems, reviews)
+    # A forged review leaves the drill's own record intact; a changed results.json does not.
+    results_json = "results.json"  # reports.writers.FILENAMES["json"]; writers imports this module
+    intact = report.signature_ok and report.ssh_ok and results_json not in report.changed
+    intact = intact and results_json not in report.removed
+    return EvidenceView(
+        "not-intact", summary, report.key_fingerprint, report.created_at, problems, reviews, results_intact=intact
+    )
 
 
 def from_directory(directory: Path, keys: Sequence[Ed25519PublicKey] = ()) -> EvidenceView:

@@ -122,6 +122,20 @@ class SystemStatus:
     last_success: Entry | None
 
 
+def unproven(entry: Entry) -> bool:
+    """Verification showed this run's results.json is not the file that was signed."""
+    return entry.evidence is not None and entry.evidence.results_intact is False
+
+
+def shown_verdict(entry: Entry) -> str:
+    """The verdict the page counts: a record whose signature shows it was altered proves nothing.
+
+    Found by review: a signed results.json rewritten from fail to pass was listed and counted
+    as a PASS (beside a red "NOT intact"), and as a system's last successful restore test.
+    """
+    return "error" if unproven(entry) else entry.results.verdict
+
+
 def restore_test_systems(page: SummaryPage) -> list[SystemStatus]:
     """Per system, the last successful restore test of its real backups.
 
@@ -138,7 +152,7 @@ def restore_test_systems(page: SummaryPage) -> list[SystemStatus]:
         for system in scope.systems:
             key = f"{system} from {scope.repository or 'an unnamed repository'}"
             newest.setdefault(key, entry)
-            if entry.results.verdict == "pass":
+            if shown_verdict(entry) == "pass":
                 success.setdefault(key, entry)
     return [SystemStatus(key, newest[key], success.get(key)) for key in sorted(newest)]
 
@@ -162,11 +176,12 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
         lstrip_blocks=True,
     )
     env.filters["seconds"] = _seconds
-    counts = {v: sum(1 for e in page.entries if e.results.verdict == v) for v in ("pass", "fail", "error")}
+    counts = {v: sum(1 for e in page.entries if shown_verdict(e) == v) for v in ("pass", "fail", "error")}
     # A run that wrote no results, or results that cannot be read, is an error: found by
     # review, a truncated results.json was left out of the count ("1 drills: 1 passed").
     counts["error"] += len(page.not_run) + len(page.unreadable)
     return env.get_template(TEMPLATE).render(
+        unproven=unproven,
         title=title,
         page=page,
         counts=counts,
