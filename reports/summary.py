@@ -99,16 +99,17 @@ def coverage(page: SummaryPage) -> Coverage:
     An auditor asks per control, not per drill: "which of this month's drills prove
     CP-9(1), and did they pass?" A control no scenario declares does not appear.
     """
-    newest: dict[str, Results] = {}
+    newest: dict[str, Entry] = {}
     for entry in page.entries:  # newest first
-        newest.setdefault(entry.results.scenario.name, entry.results)
+        newest.setdefault(entry.results.scenario.name, entry)
     scenarios = sorted(newest)
     titles: dict[str, str] = {}
     status: dict[tuple[str, str], str] = {}
-    for name, results in newest.items():
-        for control in getattr(results, "controls", []):
+    for name, entry in newest.items():
+        for control in getattr(entry.results, "controls", []):
             titles.setdefault(control.id, control.title)
-            status[(control.id, name)] = str(control.status)
+            # An altered record evidences nothing, whatever it claims (see shown_verdict).
+            status[(control.id, name)] = "unproven" if unproven(entry) else str(control.status)
     rows = [(cid, titles[cid], [status.get((cid, s)) for s in scenarios]) for cid in sorted(titles)]
     return Coverage(scenarios=scenarios, rows=rows)
 

@@ -45,7 +45,7 @@ def _forge_a_pass(directory: Path) -> None:
 
 
 def test_a_rewritten_results_json_is_unproven_not_a_pass(tmp_path: Path, keys: tuple[Path, Path]) -> None:
-    forged = _signed_run(tmp_path, "sabotaged", SABOTAGED, keys[0])
+    forged = _signed_run(tmp_path, "sabotaged", SABOTAGED + "controls: [NIST CP-9]\n", keys[0])
     _forge_a_pass(forged)
     _signed_run(tmp_path, "roundtrip", PASSING, keys[0])  # the quiet control, beside it
     page = tmp_path / "index.html"
@@ -54,6 +54,8 @@ def test_a_rewritten_results_json_is_unproven_not_a_pass(tmp_path: Path, keys: t
     assert "2 drills: 1 passed, 0 failed, 1 errors" in text
     assert "UNPROVEN" in text and "records PASS, but results.json is not the file that was signed" in text
     assert text.count('<span class="badge pass">PASS</span>') == 1
+    coverage = text.split("Control coverage")[1]
+    assert '<span class="badge neutral">unproven</span>' in coverage and "evidenced" not in coverage
 
     out = tmp_path / "rerendered"
     argv = ["report", str(forged / "results.json"), "--out", str(out), "--public-key", str(keys[1])]
