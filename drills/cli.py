@@ -805,8 +805,49 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _default_report_dir(name: str) -> Path:
+    """A new directory per run: a second run of the scenario within the same second gets ``-2``."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("drproof-reports") / f"{name}-{stamp}"
+    base = Path("drproof-reports") / f"{name}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+# What a run may write into its report directory besides results.json (reports/writers.py
+# FILENAMES, the PDF); listed here so that checking a directory imports nothing heavy.
+_OPTIONAL_OUTPUTS = ("report.html", "junit.xml", "report.pdf")
+
+
+def _refuse_signed_evidence(report_dir: Path, signing: bool) -> None:
+    """Refuse, before any drill runs, an unsigned run into a directory that holds signed evidence.
+
+    Found by review: such a run replaced the reports and left evidence.json and its
+    signatures behind, so the page listing it said the new, unsigned files were "signed by
+    key ..." (NOT verified); `drproof report` already refuses to change signed files. A
+    signing run replaces the evidence with its own, so re-running a signed schedule into
+    the same directory still works.
+    """
+    if not signing and (report_dir / "evidence.json").exists():
+        raise ConfigError(
+            f"{report_dir} holds the signed evidence of an earlier run: writing this unsigned run's reports "
+            "there would leave that signature claiming them; give a new --report-dir (the default is a new "
+            "directory per run) or sign this run too (--sign-key)"
+        )
+
+
+def _remove_stale_outputs(report_dir: Path, written: dict[str, Path]) -> None:
+    """Remove what an earlier run wrote into this directory and this run does not replace.
+
+    Found by review: a scenario writing only results.json (``report: {formats: [json]}``)
+    into a directory of an earlier passing run left that run's PASS report.html and
+    junit.xml beside its own FAIL results.json; CI read the stale junit.xml.
+    """
+    replaced = {path.name for path in written.values()}
+    for name in _OPTIONAL_OUTPUTS:
+        if name not in replaced:
+            (report_dir / name).unlink(missing_ok=True)
 
 
 def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -834,6 +875,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     report_dir = args.report_dir or _default_report_dir(loaded.scenario.name)
     # Loaded before the drill so a missing or unreadable key costs no drill run.
     signing_key = _signing_key(args.sign_key)
+    _refuse_signed_evidence(report_dir, signing=signing_key is not None)
     if args.pdf:
         from reports.pdf import check_available
 
@@ -1134,6 +1176,7 @@ def _write(
         from reports.pdf import write_pdf
 
         paths["pdf"] = write_pdf(results, paths["html"])
+    _remove_stale_outputs(report_dir, paths)
     return paths
 
 

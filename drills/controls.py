@@ -14,9 +14,11 @@ that the string a user types is the one an auditor searches for. See docs/contro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from engine.components import component_kinds
 from engine.journal import ControlResult, ControlStatus, Results
 
 __all__ = [
@@ -103,6 +105,35 @@ def _fully_recovered(results: Results) -> _Finding:
     if any(not c.restored_from or c.healthy is not True for c in results.components):
         return _Finding("not evidenced")
     return _Finding("evidenced", [f"{c.name}: restored from {c.restored_from}, healthy" for c in results.components])
+
+
+_FIDELITY_ID = re.compile(r"^fidelity\[(?P<component>[^\]@]+)(?:@before-disaster)?\](?:#\d+)?$")
+
+
+def _holds_data(kind: str) -> bool:
+    """A kind whose content a fidelity check can compare (an application holds none)."""
+    return kind not in component_kinds or component_kinds.get(kind).stateful
+
+
+def _every_restore_compared(results: Results) -> _Finding:
+    """Each restored component that holds data had its content compared, and it matched.
+
+    Found by review: with ``fidelity: {components: [uploads]}`` and app-config restored too,
+    full recovery (CP-4(4)), "comes back whole and unaltered" (SOC2 A1.3) and "bring back
+    any data that was lost" (HIPAA) were evidenced by ``fidelity[uploads]: pass`` alone,
+    while app-config ended the drill holding other data than its backup. A restore whose
+    result nobody compared is restored, not recovered.
+    """
+    compared = {
+        m.group("component")
+        for a in results.assertions
+        if a.name == "fidelity" and a.expected == "pass" and a.status == "pass"
+        if (m := _FIDELITY_ID.match(a.id))
+    }
+    restored = [c.name for c in results.components if c.restored_from and _holds_data(c.kind)]
+    if not restored or any(name not in compared for name in restored):
+        return _Finding("not evidenced")
+    return _Finding("evidenced", [f"fidelity compared for every restored component: {', '.join(restored)}"])
 
 
 def _backed_up(results: Results) -> _Finding:
@@ -228,8 +259,9 @@ CATALOGUE: tuple[Control, ...] = (
         _NIST,
         "Contingency plan testing: full recovery and reconstitution",
         "Bring the whole system back to a known, working state as part of the test, not just a part of it.",
-        "every component was restored and is healthy, and every fidelity check passed",
-        _all_of(_fully_recovered, _assertion("fidelity")),
+        "every component was restored and is healthy, every fidelity check passed, and each component that holds "
+        "data had its content compared",
+        _all_of(_fully_recovered, _assertion("fidelity"), _every_restore_compared),
     ),
     Control(
         "NIST CP-4(5)",
@@ -327,16 +359,18 @@ CATALOGUE: tuple[Control, ...] = (
         _SOC2,
         "Recovery plan testing",
         "Test the recovery plan, including whether the backed-up data comes back whole and unaltered.",
-        "a restore completed and every fidelity assertion passed",
-        _all_of(_restored, _assertion("fidelity")),
+        "a restore completed, every fidelity assertion passed, and every restored component that holds data had "
+        "its content compared",
+        _all_of(_restored, _assertion("fidelity"), _every_restore_compared),
     ),
     Control(
         "HIPAA 164.308(a)(7)(ii)(B)",
         _HIPAA,
         "Disaster recovery plan",
         "Have procedures that bring back any data that was lost.",
-        "a disaster was injected, a restore completed and every fidelity assertion passed",
-        _all_of(_disrupted, _restored, _assertion("fidelity")),
+        "a disaster was injected, a restore completed, every fidelity assertion passed, and every restored "
+        "component that holds data had its content compared",
+        _all_of(_disrupted, _restored, _assertion("fidelity"), _every_restore_compared),
     ),
     Control(
         "HIPAA 164.308(a)(7)(ii)(D)",

@@ -697,7 +697,10 @@ class DrillRunner:
 
     def _results(self, started_at: datetime, error: str | None) -> Results:
         state = self.state
-        if error is None and self.assertion_results is not None:
+        if self.assertion_results is not None:
+            # The checks were judged (before teardown): keep what they found even when
+            # teardown then failed. Found by review: a teardown error replaced them all
+            # with "not checked", hiding a fidelity failure that had found lost data.
             assertions = self.assertion_results
         else:
             assertions = [

@@ -18,15 +18,21 @@ if TYPE_CHECKING:
 SUFFIXES = (".yaml", ".yml")
 # Larger files are refused by the loader anyway; reading more just to sniff keys is waste.
 _SNIFF_LIMIT = 2 * 1024 * 1024 + 1
-_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source)[ \t]*:", re.MULTILINE)
+_TOP_LEVEL_KEY = re.compile(r"^(stack|steps|source|assertions)[ \t]*:", re.MULTILINE)
 
 
 def is_scenario_file(path: Path) -> bool:
-    """Whether ``path`` looks like a drill scenario: top-level ``stack:`` and ``steps:``, or a
-    restore test's ``source:``.
+    """Whether ``path`` looks like a drill scenario: a top-level ``stack:`` (a drill) or
+    ``source:`` (a restore test), or ``steps:`` together with ``assertions:``.
 
     A textual sniff rather than a YAML parse so a scenario with a syntax error is still
     recognised and reported as an invalid drill instead of silently not being collected.
+    One drill key is enough (found by review): requiring both ``stack:`` and ``steps:``
+    dropped a scenario whose ``steps:`` was mistyped (``step:``) from a fleet and from
+    pytest without a word, and the fleet's scorecard, JUnit and index page were green
+    with that drill missing. A misspelt key must make an invalid drill, never no drill.
+    CI files with a top-level ``steps:`` (Cloud Build, Azure Pipelines) have no
+    ``assertions:``, and a backup configuration has neither.
     """
     try:
         with path.open("rb") as fh:
@@ -34,7 +40,7 @@ def is_scenario_file(path: Path) -> bool:
     except OSError:
         return False
     keys = {m.group(1) for m in _TOP_LEVEL_KEY.finditer(text)}
-    return "source" in keys or {"stack", "steps"} <= keys
+    return bool(keys & {"stack", "source"}) or {"steps", "assertions"} <= keys
 
 
 def looks_like_backup_config(doc: Document) -> bool:

@@ -46,6 +46,20 @@ class ReviewView:
     def decision_words(self) -> str:
         return DECISION_WORDS.get(self.decision, self.decision)
 
+    @property
+    def tone(self) -> str:
+        """The badge colour: green only for an acceptance whose signature verified.
+
+        Found by review: the badge was coloured by the decision alone, so a review whose
+        signature did not verify (edited, or signed by an unknown key) showed a green
+        "accepted" on the summary page and in the report, beside the words saying it was forged.
+        """
+        if self.status not in ("verified", "not verified") or self.decision == "rejected":
+            return "fail"
+        if self.decision == "accepted":
+            return "pass" if self.status == "verified" else "neutral"
+        return "error"
+
 
 @dataclass(frozen=True)
 class EvidenceView:
@@ -55,6 +69,9 @@ class EvidenceView:
     signed_at: str | None = None
     problems: list[str] = field(default_factory=list)
     reviews: list[ReviewView] = field(default_factory=list)
+    # False when verification showed that results.json is not the file that was signed (or
+    # the signature itself failed): the verdict it records is then unproven. None: not checked.
+    results_intact: bool | None = None
 
     @property
     def latest(self) -> ReviewView | None:
@@ -129,10 +146,18 @@ def verified(directory: Path, keys: Sequence[Ed25519PublicKey]) -> EvidenceView:
             f"verified when this page was rendered: {kinds} by key {report.key_fingerprint}, "
             f"made {report.created_at}; all {report.checked} files intact"
         )
-        return EvidenceView("verified", summary, report.key_fingerprint, report.created_at, [], reviews)
+        return EvidenceView(
+            "verified", summary, report.key_fingerprint, report.created_at, [], reviews, results_intact=True
+        )
     problems = report.problems()
     summary = f"NOT intact when this page was rendered: {len(problems)} problem(s), listed under Sign-off"
-    return EvidenceView("not-intact", summary, report.key_fingerprint, report.created_at, problems, reviews)
+    # A forged review leaves the drill's own record intact; a changed results.json does not.
+    results_json = "results.json"  # reports.writers.FILENAMES["json"]; writers imports this module
+    intact = report.signature_ok and report.ssh_ok and results_json not in report.changed
+    intact = intact and results_json not in report.removed
+    return EvidenceView(
+        "not-intact", summary, report.key_fingerprint, report.created_at, problems, reviews, results_intact=intact
+    )
 
 
 def from_directory(directory: Path, keys: Sequence[Ed25519PublicKey] = ()) -> EvidenceView:

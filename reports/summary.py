@@ -99,16 +99,17 @@ def coverage(page: SummaryPage) -> Coverage:
     An auditor asks per control, not per drill: "which of this month's drills prove
     CP-9(1), and did they pass?" A control no scenario declares does not appear.
     """
-    newest: dict[str, Results] = {}
+    newest: dict[str, Entry] = {}
     for entry in page.entries:  # newest first
-        newest.setdefault(entry.results.scenario.name, entry.results)
+        newest.setdefault(entry.results.scenario.name, entry)
     scenarios = sorted(newest)
     titles: dict[str, str] = {}
     status: dict[tuple[str, str], str] = {}
-    for name, results in newest.items():
-        for control in getattr(results, "controls", []):
+    for name, entry in newest.items():
+        for control in getattr(entry.results, "controls", []):
             titles.setdefault(control.id, control.title)
-            status[(control.id, name)] = str(control.status)
+            # An altered record evidences nothing, whatever it claims (see shown_verdict).
+            status[(control.id, name)] = "unproven" if unproven(entry) else str(control.status)
     rows = [(cid, titles[cid], [status.get((cid, s)) for s in scenarios]) for cid in sorted(titles)]
     return Coverage(scenarios=scenarios, rows=rows)
 
@@ -120,6 +121,20 @@ class SystemStatus:
     system: str  # "shop-db (postgres) from local /backups/shop"
     newest: Entry
     last_success: Entry | None
+
+
+def unproven(entry: Entry) -> bool:
+    """Verification showed this run's results.json is not the file that was signed."""
+    return entry.evidence is not None and entry.evidence.results_intact is False
+
+
+def shown_verdict(entry: Entry) -> str:
+    """The verdict the page counts: a record whose signature shows it was altered proves nothing.
+
+    Found by review: a signed results.json rewritten from fail to pass was listed and counted
+    as a PASS (beside a red "NOT intact"), and as a system's last successful restore test.
+    """
+    return "error" if unproven(entry) else entry.results.verdict
 
 
 def restore_test_systems(page: SummaryPage) -> list[SystemStatus]:
@@ -138,7 +153,7 @@ def restore_test_systems(page: SummaryPage) -> list[SystemStatus]:
         for system in scope.systems:
             key = f"{system} from {scope.repository or 'an unnamed repository'}"
             newest.setdefault(key, entry)
-            if entry.results.verdict == "pass":
+            if shown_verdict(entry) == "pass":
                 success.setdefault(key, entry)
     return [SystemStatus(key, newest[key], success.get(key)) for key in sorted(newest)]
 
@@ -162,11 +177,12 @@ def render_summary(page: SummaryPage, title: str = "drproof drills") -> str:
         lstrip_blocks=True,
     )
     env.filters["seconds"] = _seconds
-    counts = {v: sum(1 for e in page.entries if e.results.verdict == v) for v in ("pass", "fail", "error")}
+    counts = {v: sum(1 for e in page.entries if shown_verdict(e) == v) for v in ("pass", "fail", "error")}
     # A run that wrote no results, or results that cannot be read, is an error: found by
     # review, a truncated results.json was left out of the count ("1 drills: 1 passed").
     counts["error"] += len(page.not_run) + len(page.unreadable)
     return env.get_template(TEMPLATE).render(
+        unproven=unproven,
         title=title,
         page=page,
         counts=counts,

@@ -588,16 +588,21 @@ def objective_chart(results: Results) -> ObjectiveChart | None:
         status = _row_status(assertion, measured, objective)
         top = OBJ_TOP + index * OBJ_GROUP
         word = {"none": "not judged"}.get(status, status)
+        fill = STATUS_FILLS[status]
         if assertion is None and status in ("pass", "fail"):
             # The numbers compare, but no assertion judged them: say so rather than "pass".
             word = ("within" if status == "pass" else "over") + " objective, not asserted"
+            # Nor paint it as one (found by review): the bar was the pass green while the
+            # table beside it said "not asserted" in grey. Over the objective stays red: a
+            # warning is never a false pass.
+            fill = STATUS_FILLS["none"] if status == "pass" else fill
         rows.append(
             ChartRow(
                 name=name,
                 status=status,
                 label_y=top + OBJ_BAR + 6,
                 objective=bar("objective", objective, top, OBJECTIVE_FILL, ""),
-                measured=bar("measured", measured, top + OBJ_BAR + 4, STATUS_FILLS[status], f" — {word}"),
+                measured=bar("measured", measured, top + OBJ_BAR + 4, fill, f" — {word}"),
             )
         )
         described.append(

@@ -310,3 +310,34 @@ def test_an_unsigned_repository_evidences_no_integrity_control() -> None:
         (result,) = evaluate([control], unsigned)
         assert result.status == "not evidenced" and result.evidence == [], control
     assert _status("NIST CP-9(1)", _results()) == "evidenced"  # the same run, signed
+
+
+def test_restored_data_nobody_compared_is_not_recovery_evidence() -> None:
+    """Found by review: ``fidelity: {components: [uploads]}`` with app-config restored too (and
+    altered afterwards) evidenced full recovery, "whole and unaltered" and "bring back any
+    data that was lost" on ``fidelity[uploads]: pass`` alone."""
+    two = [
+        ComponentResult(name="db", kind="postgres", restored_from="b1", healthy=True),
+        ComponentResult(name="cache", kind="redis", restored_from="b1", healthy=True),
+    ]
+    only_db = _results(components=two)
+    whole = ("NIST CP-4(4)", "SOC2 A1.3", "HIPAA 164.308(a)(7)(ii)(B)")
+    for control in whole:
+        assert _status(control, only_db) == "not evidenced", control
+    # Sampling is what CP-9(2) asks, so one compared component is enough there.
+    assert _status("NIST CP-9(2)", only_db) == "evidenced"
+    # The quiet control: both compared (one against the state before the disaster, one a
+    # repeated check with a #2 suffix), and an application, which holds no data, restored too.
+    both = _results(
+        components=[*two, ComponentResult(name="web", kind="application", restored_from="b1", healthy=True)],
+        assertions=[
+            _assertion("fidelity[db]"),
+            _assertion("fidelity[cache@before-disaster]"),
+            _assertion("fidelity[db]#2"),
+            _assertion("rto[stack]"),
+            _assertion("rpo[stack]"),
+            _assertion("backup_integrity[nightly]"),
+        ],
+    )
+    for control in whole:
+        assert _status(control, both) == "evidenced", control

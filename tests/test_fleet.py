@@ -264,3 +264,37 @@ def test_sigterm_stops_the_running_drills_once_and_keeps_their_partial_results(t
     assert "not run: the fleet was interrupted" in card[2]
     suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
     assert len(suites) == 3 and all(s.get("errors") != "0" for s in suites)  # all three drills, none green
+
+
+def test_a_scenario_with_a_misspelt_top_level_key_is_an_error_not_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the directory sniff wanted both ``stack:`` and ``steps:``, so a drill
+    whose ``steps:`` was typed ``step:`` was silently left out: "1 drills: 1 passed", exit 0,
+    a green combined JUnit and index page. A misspelt key makes an invalid drill, never no drill.
+    """
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "drills/roundtrip.yaml", PASSING)
+    renamed = PASSING.replace("name: config-roundtrip", "name: typo")
+    _write(tmp_path, "drills/typo-steps.yaml", renamed.replace("steps:", "step:"))
+    _write(tmp_path, "drills/typo-stack.yaml", renamed.replace("stack:", "stak:"))
+    # Not drills, and still not collected: a backup configuration, CI files (one with top-level steps:).
+    _write(tmp_path, "drills/backup-config.yaml", NOT_A_SCENARIO)
+    _write(tmp_path, "drills/cloudbuild.yaml", "steps:\n  - name: gcr.io/cloud-builders/docker\n    args: [build, .]\n")
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "drills"), "--parallel", "2", "--report-dir", str(out)])
+    printed = capsys.readouterr()
+    assert code == 2, printed.err
+    card = printed.out.strip().splitlines()
+    assert sorted(line.split()[:2] for line in card) == [
+        ["ERROR", "typo-stack"],
+        ["ERROR", "typo-steps"],
+        ["PASS", "roundtrip"],
+    ]
+    assert "3 drills: 1 passed, 0 failed, 2 errors" in printed.err
+    root = ET.parse(out / "junit.xml").getroot()
+    assert sorted(s.get("name") for s in root.findall("testsuite")) == ["config-roundtrip", "typo-stack", "typo-steps"]
+    assert root.get("errors") == "2"
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "3 drills: 1 passed, 0 failed, 2 errors" in page and "typo-steps" in page and "typo-stack" in page
+    assert not (out / "backup-config").exists() and not (out / "cloudbuild.log").exists()

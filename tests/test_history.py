@@ -232,6 +232,22 @@ def test_gate_with_too_few_passing_runs_is_not_compared_never_a_pass(tmp_path: P
     assert (current.verdict, current.exit_code) == ("pass", 0)  # it does not block while the history fills
 
 
+def test_a_run_without_an_rto_is_a_gate_error_even_without_a_baseline(tmp_path: Path) -> None:
+    """Found by review: a drill that never measures an RTO never builds a baseline, so its
+    gate stayed "not compared: 0 of the 3 needed are recorded" (exit 0) run after passing
+    run; docs/history.md says a run that measured no RTO is an error."""
+    for earlier in ([], _earlier(tmp_path, *(_results(None, day=d) for d in range(3)))):
+        current = _results(None, day=5)
+        result = regression_assertion(trend(earlier, current, Gate(threshold=20.0)), None)
+        assert result.status == "error" and "measured no RTO" in result.summary
+        apply_gate(current, result)
+        assert (current.verdict, current.exit_code) == ("error", 2)
+    # The quiet control: a measured RTO with a history still filling is not compared, exit 0.
+    current = _results(5.0, day=5)
+    result = regression_assertion(trend([], current, Gate(threshold=20.0)), 5.0)
+    assert result.status == "not_compared" and "passing runs with a measured RTO" in result.summary
+
+
 def test_a_failing_run_keeps_its_exit_code(tmp_path: Path) -> None:
     current = _results(50.0, "error", day=5)
     earlier = _earlier(tmp_path, *(_results(10.0, day=d) for d in range(3)))

@@ -113,6 +113,16 @@ def test_yaml_without_stack_and_steps_is_not_collected(pytester: pytest.Pytester
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
 
 
+def test_a_scenario_with_a_misspelt_key_is_collected_and_fails(pytester: pytest.Pytester) -> None:
+    """Found by review: ``step:`` for ``steps:`` made the file no scenario at all, so
+    pytest ran nothing and a CI job gating on it stayed green."""
+    _write(pytester, "scenarios/typo.yaml", PASSING.replace("steps:", "step:"))
+    _write(pytester, "scenarios/cloudbuild.yaml", "steps:\n  - name: gcr.io/cloud-builders/docker\n")
+    result = pytester.runpytest_subprocess("scenarios")
+    result.assert_outcomes(failed=1)
+    assert "invalid scenario" in result.stdout.str() and "Traceback" not in result.stdout.str()
+
+
 def test_scenarios_outside_a_scenarios_directory_need_the_option(pytester: pytest.Pytester) -> None:
     # Mirrors this repository: invalid scenarios kept as test data under tests/data.
     _write(pytester, "tests/data/invalid/bad.yaml", INVALID)

@@ -498,6 +498,23 @@ def test_objective_chart_is_an_accessible_svg_with_the_numbers(results: Results)
     assert chart.rows[0].measured.text == "measured 1 min 30 s — over objective, not asserted"
 
 
+
+def test_an_objective_met_but_not_asserted_is_never_painted_green(results: Results) -> None:
+    """Found by review: with an RTO objective and no rto assertion, the measured bar was the
+    pass green while the table row beside it said "not asserted" in grey."""
+    unasserted = results.model_copy(update={"assertions": [a for a in results.assertions if a.name != "rto"]})
+    chart = view.objective_chart(unasserted)
+    assert chart is not None and chart.rows[0].measured is not None
+    assert chart.rows[0].measured.text == "measured 42.50 s — within objective, not asserted"
+    assert chart.rows[0].measured.fill == view.STATUS_FILLS["none"] != view.STATUS_FILLS["pass"]
+    section = render_html(unasserted).split('<section id="objectives"')[1].split("</section>")[0]
+    assert view.STATUS_FILLS["pass"] not in section and "badge-pass" not in section
+    # The quiet control: asserted and met, the bar is green.
+    asserted = view.objective_chart(results)
+    assert asserted is not None and asserted.rows[0].measured is not None
+    assert asserted.rows[0].measured.fill == view.STATUS_FILLS["pass"]
+
+
 def test_objective_chart_absent_when_nothing_to_draw(instant: Results) -> None:
     assert view.objective_chart(instant) is None
     assert '<svg class="chart"' not in render_html(instant)
