@@ -299,6 +299,7 @@ def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[Red
     comp.service = _Service()  # type: ignore[assignment]
     monkeypatch.setattr(comp, "_dbs", lambda: [0])
     monkeypatch.setattr(comp, "function_parts", dict)  # no server: no function libraries to read
+    monkeypatch.setattr("engine.components.redis.staged_leftovers", lambda client, dbs: [])  # nor staged copies
     reads: list[int] = []
 
     def fake(
