@@ -251,7 +251,7 @@ class PostgresComponent(Component):
     # Scheme 6 (this one): as scheme 5, and what review found missing (``SCHEME_6_ADDS``):
     # partitions' indexes attached to their partitioned index, inherited columns and CHECK
     # constraints a child also defines itself, conversions, languages, text search parsers
-    # and templates, transforms.
+    # and templates, transforms, who granted a role membership (16+).
     # Scheme 5: as scheme 4, and security labels (``SCHEME_5_ADDS``), on objects,
     # the database and roles.
     # Scheme 4: as scheme 3, and what review found missing (``SCHEME_4_ADDS``):
@@ -480,7 +480,8 @@ class PostgresComponent(Component):
         admin = self.connect(self.admin_db)
         try:
             labels = scheme in (self.fingerprint_scheme, self.labels_scheme)
-            parts = role_parts(admin, self.service.superuser, labels=labels)
+            grantors = scheme == self.fingerprint_scheme
+            parts = role_parts(admin, self.service.superuser, labels=labels, grantors=grantors)
             if scheme in (self.fingerprint_scheme, self.labels_scheme, self.full_catalog_scheme):
                 parts.update(parameter_parts(admin))
             return parts

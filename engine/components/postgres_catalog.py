@@ -831,7 +831,7 @@ LABELS_UNSEEN = (
 SCHEME_6_UNSEEN = (
     "partitions' indexes attached to their partitioned table's index, inherited columns and CHECK constraints "
     "a child also defines itself, conversions, procedural languages, text search parsers and templates, "
-    "and transforms made outside extensions"
+    "and transforms made outside extensions, and who granted a role membership (GRANTED BY, PostgreSQL 16+)"
 )
 SCHEME_6_ADDS = (
     "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
@@ -850,12 +850,17 @@ _ROLE_LABELS = """ || ' labels ' || coalesce((SELECT string_agg(s.provider || '=
 
 
 def role_definitions(
-    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True, grantors: bool = True
 ) -> dict[str, str]:
     """Each role (not PostgreSQL's ``pg_*``) as text: attributes, memberships, settings, password.
 
     ``labels``: with its security labels, as scheme ``postgres/5`` records roles
-    (``pg_dumpall --globals-only`` carries them).
+    (``pg_dumpall --globals-only`` carries them). ``grantors``: on PostgreSQL 16 and
+    later, who granted each membership, as scheme ``postgres/6`` records it: since 16 the
+    grantor decides who may revoke it and a membership is dropped with its grantor, and
+    ``pg_dumpall`` carries it (``GRANTED BY``); a restore that gave every membership to
+    another grantor compared equal (found by review). Memberships of one role granted by
+    several grantors are listed in a fixed order (before, in any order the server chose).
 
     The password verifier enters as its SHA-256, and only where it can be read (a
     superuser reads ``pg_authid``); never the verifier itself. The role drproof connects
@@ -866,6 +871,10 @@ def role_definitions(
     options = (
         " || CASE WHEN m.inherit_option THEN ' inherit' ELSE '' END || CASE WHEN m.set_option THEN ' set' ELSE '' END"
     )
+    if grantors:
+        options += " || ' by ' || coalesce(pg_get_userbyid(m.grantor), '')"
+    # Memberships of one role held several times (one per grantor, 16+) by their whole text.
+    entry = f"g.rolname || CASE WHEN m.admin_option THEN ' admin' ELSE '' END {options if server_num >= 160000 else ''}"
     with conn.cursor() as cur:
         cur.execute(
             f"""SELECT r.rolname,
@@ -873,9 +882,7 @@ def role_definitions(
                   || ' createdb ' || r.rolcreatedb || ' login ' || r.rolcanlogin || ' replication ' || r.rolreplication
                   || ' bypassrls ' || r.rolbypassrls || ' connlimit ' || r.rolconnlimit
                   || ' valid until ' || coalesce(r.rolvaliduntil::text, '')
-                  || ' member of ' || coalesce((SELECT string_agg(g.rolname
-                        || CASE WHEN m.admin_option THEN ' admin' ELSE '' END {options if server_num >= 160000 else ""},
-                        ',' ORDER BY g.rolname)
+                  || ' member of ' || coalesce((SELECT string_agg({entry}, ',' ORDER BY g.rolname, ({entry}) COLLATE "C")
                         FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), '')
                   || ' settings ' || coalesce((SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
                                               WHERE s.setrole = r.oid AND s.setdatabase = 0), '')
@@ -931,10 +938,10 @@ def _password_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
 
 
 def role_parts(
-    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True, grantors: bool = True
 ) -> dict[str, Part]:
-    """``labels``: scheme ``postgres/5``'s roles, else the older schemes'."""
-    defs = role_definitions(conn, connecting_role, labels)
+    """``labels``: scheme ``postgres/5``'s roles; ``grantors``: scheme ``postgres/6``'s; else the older schemes'."""
+    defs = role_definitions(conn, connecting_role, labels, grantors)
     return {ROLE_PART + name: part_of(text, "roles") for name, text in defs.items()}
 
 

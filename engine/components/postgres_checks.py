@@ -517,7 +517,9 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
         connecting = ctx.component.service.superuser
         comp, scheme = ctx.component, ctx.baseline.scheme
         labels = scheme in (comp.fingerprint_scheme, comp.labels_scheme)
-        roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in role_parts(ctx.conn, connecting, labels).items()}
+        grantors = scheme == comp.fingerprint_scheme
+        roles = role_parts(ctx.conn, connecting, labels, grantors)
+        roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in roles.items()}
         full = scheme in (comp.fingerprint_scheme, comp.labels_scheme, comp.full_catalog_scheme)
         exts_now = extension_versions(ctx.conn, full=full)
     if not roles_then and not exts_then:

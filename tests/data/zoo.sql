@@ -7,6 +7,11 @@ CREATE ROLE zoo_writer LOGIN PASSWORD 'zoo-writer-password';
 GRANT zoo_reader TO zoo_writer;
 ALTER ROLE zoo_writer SET work_mem = '8MB';
 COMMENT ON ROLE zoo_reader IS 'reads the shop';
+-- A membership granted by a role other than the superuser (GRANTED BY, compared on 16+).
+CREATE ROLE zoo_admin NOLOGIN;
+GRANT zoo_reader TO zoo_admin WITH ADMIN OPTION;
+CREATE ROLE zoo_auditor NOLOGIN;
+GRANT zoo_reader TO zoo_auditor GRANTED BY zoo_admin;
 
 CREATE SCHEMA shop;
 CREATE SCHEMA empty_schema;

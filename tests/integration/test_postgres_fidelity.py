@@ -225,6 +225,11 @@ ROLE_DAMAGE: dict[str, tuple[list[str], list[str], str]] = {
         "role zoo_writer",
     ),
     "role attribute": (["ALTER ROLE zoo_reader CREATEDB"], ["ALTER ROLE zoo_reader NOCREATEDB"], "role zoo_reader"),
+    "membership grantor": (  # scheme 6 (found by review): compared equal before
+        ["REVOKE zoo_reader FROM zoo_auditor GRANTED BY zoo_admin", "GRANT zoo_reader TO zoo_auditor"],
+        ["REVOKE zoo_reader FROM zoo_auditor", "GRANT zoo_reader TO zoo_auditor GRANTED BY zoo_admin"],
+        "role zoo_auditor",
+    ),
 }
 
 

@@ -6,7 +6,8 @@ these compared equal ("all parts match"): a partition's index no longer attached
 partitioned index (the step pg_dump restores apart; lost, the partitioned index stays
 invalid), an inheritance child's own copy of an inherited column or CHECK constraint
 (lost, dropping the parent's column drops the child's data), conversions, procedural
-languages, text search parsers and templates, transforms. On PostgreSQL 18 (embedded)
+languages, text search parsers and templates, transforms, and (16+) who granted a role
+membership. On PostgreSQL 18 (embedded)
 and 15 (Debian). Backups of scheme 5 are still compared in their own scheme, with a note
 of what it cannot see. Quiet controls: the zoo and the sample databases round trip clean
 (``test_postgres_fidelity``), and a copy of the zoo has the same fingerprint.
@@ -145,6 +146,27 @@ def test_a_partition_index_attached_as_before_is_quiet(server: PostgresComponent
         " CREATE UNIQUE INDEX pi ON ONLY p(a); CREATE UNIQUE INDEX p1_a_idx ON p1(a); ALTER INDEX pi ATTACH PARTITION p1_a_idx",
     )
     assert compare(original.fingerprint(), rebuilt.fingerprint()) == []
+
+
+def test_who_granted_a_role_membership_is_compared_from_postgresql_16(server: PostgresComponent) -> None:
+    """``GRANT ga TO gb GRANTED BY gc`` restored as granted by another role: named from 16 on (15 gives it no meaning)."""
+    comp = _fresh(server)
+    _sql(
+        comp,
+        "CREATE ROLE s6_ga; CREATE ROLE s6_gb; CREATE ROLE s6_gc; GRANT s6_ga TO s6_gc WITH ADMIN OPTION;"
+        " GRANT s6_ga TO s6_gb GRANTED BY s6_gc",
+    )
+    try:
+        before, old = comp.fingerprint(), comp.legacy_fingerprint("postgres/5")
+        assert old is not None
+        _sql(comp, "REVOKE s6_ga FROM s6_gb GRANTED BY s6_gc; GRANT s6_ga TO s6_gb")
+        named = {d.part for d in compare(before, comp.fingerprint())}
+        major = comp.connect().server_version // 10000
+        assert named == ({"role s6_gb"} if major >= 16 else set())
+        assert compare(old, comp.fingerprint_like(old)) == []  # scheme 5 never recorded it: its note says so
+        assert "GRANTED BY" in (comp.blind_spot("postgres/5") or "")
+    finally:
+        _sql(comp, "DROP ROLE s6_gb; DROP ROLE s6_gc; DROP ROLE s6_ga")
 
 
 def test_a_scheme_5_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see(server: PostgresComponent) -> None:
