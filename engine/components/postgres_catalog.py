@@ -667,6 +667,40 @@ def _text_search_code(_v: int, full: bool) -> str:
         WHERE {USER_NS} AND {_not_extension_member("pg_ts_template", "t.oid")}"""
 
 
+def _composite_types(v: int, full: bool) -> str:
+    """A composite type's attributes (name, type, collation, comment), scheme 6.
+
+    The ``type`` part meant to hold them, but its query named the composite as ``t``
+    inside a subquery whose own ``t`` is each attribute's type, so it read no attribute
+    at all: an attribute lost, added or retyped compared equal (found by review). Schemes
+    2 to 5 keep that part as they recorded it, so their backups still compare.
+    """
+    # ``ct``, not ``t``: ``_columns`` names each attribute's type ``t``.
+    return f"""SELECT {_qualified('n.nspname', 'ct.typname', full)}, coalesce({_columns("ct.typrelid", v)}, '')
+        FROM pg_type ct JOIN pg_namespace n ON n.oid = ct.typnamespace
+        WHERE ct.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = ct.typrelid) = 'c'
+          AND {USER_NS} AND {_not_extension_member("pg_type", "ct.oid")}"""
+
+
+def _base_types(_v: int, full: bool) -> str:
+    """A base type's whole ``pg_type`` row (``CREATE TYPE ... (INPUT, OUTPUT, RECEIVE, ..., DEFAULT)``), scheme 6.
+
+    The ``type`` part compares only its input and output functions: a restore that lost
+    its binary I/O, typmod or analyze functions, default, category or alignment compared
+    equal (found by review). Functions print by name; OIDs that differ on every server
+    (its own, its array's, its schema's, its owner's) are left out.
+    """
+    return f"""SELECT {_qualified('n.nspname', 't.typname', full)},
+          (to_jsonb(t) - 'oid' - 'typnamespace' - 'typowner' - 'typrelid' - 'typarray' - 'typacl' - 'typelem'
+                       - 'typcollation' - 'typbasetype')::text
+          || ' element ' || coalesce(nullif(t.typelem, 0)::regtype::text, '')
+          || ' collation ' || coalesce((SELECT collname FROM pg_collation WHERE oid = t.typcollation), '')
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.typtype = 'b' AND NOT (t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
+                                       AND EXISTS (SELECT 1 FROM pg_type e WHERE e.oid = t.typelem AND e.typarray = t.oid))
+          AND {USER_NS} AND {_not_extension_member("pg_type", "t.oid")}"""
+
+
 def _transforms(_v: int, full: bool) -> str:
     """Transforms (``CREATE TRANSFORM``) made outside extensions (scheme 6)."""
     return f"""SELECT format_type(t.trftype, NULL) || ' language ' || quote_ident(l.lanname),
@@ -745,6 +779,8 @@ SCHEME_6_CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("language", _languages),
     ObjectClass("text search", _text_search_code),
     ObjectClass("transform", _transforms),
+    ObjectClass("composite type", _composite_types),
+    ObjectClass("base type", _base_types),
 )
 
 
@@ -831,7 +867,8 @@ LABELS_UNSEEN = (
 SCHEME_6_UNSEEN = (
     "partitions' indexes attached to their partitioned table's index, inherited columns and CHECK constraints "
     "a child also defines itself, conversions, procedural languages, text search parsers and templates, "
-    "and transforms made outside extensions, and who granted a role membership (GRANTED BY, PostgreSQL 16+)"
+    "and transforms made outside extensions, who granted a role membership (GRANTED BY, PostgreSQL 16+), "
+    "a composite type's attributes and a base type's definition beyond its input and output functions"
 )
 SCHEME_6_ADDS = (
     "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "

@@ -102,6 +102,12 @@ CREATE LANGUAGE zoo_pl HANDLER shop.zoo_pl_handler;
 CREATE FUNCTION shop.int_from_sql(internal) RETURNS internal LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
 CREATE FUNCTION shop.int_to_sql(internal) RETURNS int LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
 CREATE TRANSFORM FOR int LANGUAGE zoo_pl (FROM SQL WITH FUNCTION shop.int_from_sql(internal), TO SQL WITH FUNCTION shop.int_to_sql(internal));
+CREATE TYPE shop.small_id;
+CREATE FUNCTION shop.small_id_in(cstring) RETURNS shop.small_id LANGUAGE internal IMMUTABLE STRICT AS 'int4in';
+CREATE FUNCTION shop.small_id_out(shop.small_id) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';
+CREATE FUNCTION shop.small_id_recv(internal) RETURNS shop.small_id LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
+CREATE TYPE shop.small_id (INPUT = shop.small_id_in, OUTPUT = shop.small_id_out, RECEIVE = shop.small_id_recv,
+                           INTERNALLENGTH = 4, PASSEDBYVALUE, ALIGNMENT = int4, DEFAULT = '0');
 CREATE TEXT SEARCH TEMPLATE shop.plain_template (LEXIZE = dsimple_lexize);
 CREATE TEXT SEARCH PARSER shop.plain_parser (START = prsd_start, GETTOKEN = prsd_nexttoken, END = prsd_end, LEXTYPES = prsd_lextype);
 COMMENT ON TEXT SEARCH PARSER shop.plain_parser IS 'the default one, again';

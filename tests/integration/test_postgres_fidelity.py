@@ -208,6 +208,16 @@ DAMAGE: dict[str, tuple[list[str], str]] = {
         "text search parser shop.plain_parser",
     ),
     "text search template dropped": (["DROP TEXT SEARCH TEMPLATE shop.plain_template"], "text search template shop.plain_template"),
+    "composite type attribute dropped": (["ALTER TYPE shop.address DROP ATTRIBUTE city"], "composite type shop.address"),
+    "composite type attribute comment": (["COMMENT ON COLUMN shop.address.city IS 'a city'"], "composite type shop.address"),
+    "base type receive function lost": (
+        ["UPDATE pg_type SET typreceive = 0 WHERE oid = 'shop.small_id'::regtype"],
+        "base type shop.small_id",
+    ),
+    "base type default": (
+        ["UPDATE pg_type SET typdefault = NULL WHERE oid = 'shop.small_id'::regtype"],
+        "base type shop.small_id",
+    ),
     "row content": (["UPDATE shop.events SET at = at + 1 WHERE id = 7"], "table shop.events_2026"),
 }
 

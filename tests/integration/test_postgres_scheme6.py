@@ -6,8 +6,9 @@ these compared equal ("all parts match"): a partition's index no longer attached
 partitioned index (the step pg_dump restores apart; lost, the partitioned index stays
 invalid), an inheritance child's own copy of an inherited column or CHECK constraint
 (lost, dropping the parent's column drops the child's data), conversions, procedural
-languages, text search parsers and templates, transforms, and (16+) who granted a role
-membership. On PostgreSQL 18 (embedded)
+languages, text search parsers and templates, transforms, (16+) who granted a role
+membership, a composite type's attributes (the ``type`` part meant to hold them but read
+none) and a base type's definition beyond its input and output functions. On PostgreSQL 18 (embedded)
 and 15 (Debian). Backups of scheme 5 are still compared in their own scheme, with a note
 of what it cannot see. Quiet controls: the zoo and the sample databases round trip clean
 (``test_postgres_fidelity``), and a copy of the zoo has the same fingerprint.
@@ -88,6 +89,13 @@ _PARSER = (
     " LEXTYPES = prsd_lextype)"
 )
 _TEMPLATE = "CREATE TEXT SEARCH TEMPLATE tpl (LEXIZE = dsimple_lexize)"
+_BASE = (
+    "CREATE TYPE bt; CREATE FUNCTION bt_in(cstring) RETURNS bt LANGUAGE internal IMMUTABLE STRICT AS 'int4in';"
+    " CREATE FUNCTION bt_out(bt) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';"
+    " CREATE FUNCTION bt_recv(internal) RETURNS bt LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';"
+    " CREATE TYPE bt (INPUT = bt_in, OUTPUT = bt_out, RECEIVE = bt_recv, INTERNALLENGTH = 4, PASSEDBYVALUE,"
+    " ALIGNMENT = int4, DEFAULT = '0')"
+)
 # name -> (setup, damage a faulty restore could do, the part that must say so)
 DAMAGE: dict[str, tuple[str, str, str]] = {
     "partition index not attached": (_PARTITIONED, _DETACHED, "index attachment public.p1_a_idx"),
@@ -121,6 +129,19 @@ DAMAGE: dict[str, tuple[str, str, str]] = {
         "COMMENT ON TEXT SEARCH TEMPLATE tpl IS NULL",
         "text search template public.tpl",
     ),
+    "composite attribute added": ("CREATE TYPE ct AS (a text)", "ALTER TYPE ct ADD ATTRIBUTE b int", "composite type public.ct"),
+    "composite attribute retyped": (
+        "CREATE TYPE ct AS (a text, b int)",
+        "ALTER TYPE ct ALTER ATTRIBUTE b TYPE bigint",
+        "composite type public.ct",
+    ),
+    "composite attribute collation": (
+        'CREATE TYPE ct AS (a text COLLATE "C")',
+        "DROP TYPE ct; CREATE TYPE ct AS (a text)",
+        "composite type public.ct",
+    ),
+    "base type receive function": (_BASE, "ALTER TYPE bt SET (RECEIVE = NONE)", "base type public.bt"),
+    "base type default": (_BASE, "UPDATE pg_type SET typdefault = NULL WHERE typname = 'bt'", "base type public.bt"),
     "transform lost": (_TRANSFORM, "DROP TRANSFORM FOR int LANGUAGE pl2", "transform integer language pl2"),
 }
 
