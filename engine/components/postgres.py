@@ -31,6 +31,8 @@ from engine.components.postgres_catalog import (
     ROLE_PART,
     SCHEME_4_ADDS,
     SCHEME_5_ADDS,
+    SCHEME_6_ADDS,
+    SCHEME_6_UNSEEN,
     catalog_parts,
     parameter_parts,
     refuse_taken,
@@ -248,7 +250,11 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 5 (this one): as scheme 4, and security labels (``SCHEME_5_ADDS``), on objects,
+    # Scheme 6 (this one): as scheme 5, and what review found missing (``SCHEME_6_ADDS``):
+    # partitions' indexes attached to their partitioned index, inherited columns and CHECK
+    # constraints a child also defines itself, conversions, languages, text search parsers
+    # and templates, transforms, who granted a role membership (16+).
+    # Scheme 5: as scheme 4, and security labels (``SCHEME_5_ADDS``), on objects,
     # the database and roles.
     # Scheme 4: as scheme 3, and what review found missing (``SCHEME_4_ADDS``):
     # the database's locale provider, every option of a subscription (not whether it is
@@ -260,15 +266,17 @@ class PostgresComponent(Component):
     # later; older servers take scheme 2, and so does a comparison with a scheme 2 backup.
     # Scheme 2: one part per catalog object, rows digested by the server without sorting.
     # Scheme 1 (``postgres_legacy``) is still computed for older backups.
-    fingerprint_scheme: ClassVar[str] = "postgres/5"
+    fingerprint_scheme: ClassVar[str] = "postgres/6"
+    labels_scheme: ClassVar[str] = "postgres/5"
     full_catalog_scheme: ClassVar[str] = "postgres/4"
     typed_rows_scheme: ClassVar[str] = "postgres/3"
     text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED,
-        "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4"),
-        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3") + f"; nor {LABELS_UNSEEN}",
-        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2") + f"; nor {LABELS_UNSEEN}",
+        "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5"),
+        "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4") + f"; nor {SCHEME_6_UNSEEN}",
+        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3") + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}",
+        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2") + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}",
     }
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
@@ -278,7 +286,13 @@ class PostgresComponent(Component):
     @property
     def schemes(self) -> tuple[str, ...]:
         """The schemes computed by ``database_parts``, newest first (scheme 1 has its own code)."""
-        return (self.fingerprint_scheme, self.full_catalog_scheme, self.typed_rows_scheme, self.text_rows_scheme)
+        return (
+            self.fingerprint_scheme,
+            self.labels_scheme,
+            self.full_catalog_scheme,
+            self.typed_rows_scheme,
+            self.text_rows_scheme,
+        )
 
     def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
         if expected.scheme in self.schemes:
@@ -310,7 +324,7 @@ class PostgresComponent(Component):
     def scheme_on(self, conn: psycopg2.extensions.connection, wanted: str | None = None) -> str:
         """``wanted``, or the newest scheme the server behind ``conn`` can compute.
 
-        Schemes 3 to 5 need ``hash_record_extended`` (PostgreSQL 14): a backup
+        Schemes 3 to 6 need ``hash_record_extended`` (PostgreSQL 14): a backup
         fingerprinted in them cannot be compared on an older server, and saying so is
         the only honest answer.
         """
@@ -389,9 +403,10 @@ class PostgresComponent(Component):
         the dump (``sequence_values``), or read now.
         """
         scheme = scheme or self.fingerprint_scheme
-        typed = scheme != self.text_rows_scheme  # schemes 3 and 4
-        full = scheme in (self.fingerprint_scheme, self.full_catalog_scheme)
-        labels = scheme == self.fingerprint_scheme
+        typed = scheme != self.text_rows_scheme  # schemes 3 to 6
+        full = scheme in (self.fingerprint_scheme, self.labels_scheme, self.full_catalog_scheme)
+        labels = scheme in (self.fingerprint_scheme, self.labels_scheme)
+        attachments = scheme == self.fingerprint_scheme
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
@@ -416,7 +431,9 @@ class PostgresComponent(Component):
                 for (schema, name), value in values.items()
             }
             extra.update(subscription_secrets(conn))
-            for key, part in catalog_parts(conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels).items():
+            for key, part in catalog_parts(
+                conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels, attachments
+            ).items():
                 refuse_taken(parts, key)
                 parts[key] = part
         except psycopg2.Error as exc:
@@ -464,8 +481,10 @@ class PostgresComponent(Component):
     def _cluster_parts(self, scheme: str) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            parts = role_parts(admin, self.service.superuser, labels=scheme == self.fingerprint_scheme)
-            if scheme in (self.fingerprint_scheme, self.full_catalog_scheme):
+            labels = scheme in (self.fingerprint_scheme, self.labels_scheme)
+            grantors = scheme == self.fingerprint_scheme
+            parts = role_parts(admin, self.service.superuser, labels=labels, grantors=grantors)
+            if scheme in (self.fingerprint_scheme, self.labels_scheme, self.full_catalog_scheme):
                 parts.update(parameter_parts(admin))
             return parts
         finally:

@@ -593,6 +593,124 @@ def _security_labels(_v: int, _full: bool) -> str:
                           AND e.deptype = 'e')"""
 
 
+def _index_attachments(_v: int, full: bool) -> str:
+    """Each partition's index attached to its partitioned table's index (``ALTER INDEX ... ATTACH PARTITION``), scheme 6.
+
+    pg_dump restores a partitioned index as ``CREATE INDEX ... ON ONLY`` and attaches
+    each partition's index in a step of its own; a restore that lost that step kept every
+    index's definition but left the partitioned index invalid (never used by a query,
+    and a unique one no longer unique across partitions), and compared equal (found by
+    review). Named after the partition's index.
+    """
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)}, 'to ' || pc.relname::text || ' in ' || pn.nspname::text
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+        WHERE {_relations("'i', 'I'")}"""
+
+
+def _inheritance(_v: int, full: bool) -> str:
+    """Of an inheritance child (not a partition): which inherited columns and constraints it also defines itself, scheme 6.
+
+    pg_dump keeps a column or ``CHECK`` constraint that a child both inherits and
+    declares (``CREATE TABLE c (a int) INHERITS (p)``) as the child's own; lost, a later
+    ``ALTER TABLE p DROP COLUMN a`` drops the child's column and its data too. Compared
+    equal before (found by review). Partitions are left out: pg_dump builds them its own way.
+    """
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)},
+          'columns ' || coalesce((SELECT string_agg(quote_ident(a.attname) || CASE WHEN a.attislocal THEN ' local' ELSE '' END,
+                                                    ', ' ORDER BY a.attname COLLATE "C")
+                                  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                    AND a.attinhcount > 0), '')
+          || ' constraints ' || coalesce((SELECT string_agg(quote_ident(co.conname) || CASE WHEN co.conislocal THEN ' local' ELSE '' END,
+                                                            ', ' ORDER BY co.conname COLLATE "C")
+                                          FROM pg_constraint co WHERE co.conrelid = c.oid AND co.coninhcount > 0
+                                            AND co.contype = 'c'), '')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_relations("'r', 'p', 'f'")} AND NOT c.relispartition
+          AND EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"""
+
+
+def _conversions(_v: int, full: bool) -> str:
+    """Encoding conversions (``CREATE CONVERSION``), scheme 6: pg_dump carries them with owner and comment."""
+    return f"""SELECT {_qualified('n.nspname', 'cv.conname', full)},
+          'for ' || pg_encoding_to_char(cv.conforencoding) || ' to ' || pg_encoding_to_char(cv.contoencoding)
+          || ' function ' || cv.conproc::regprocedure::text || ' default ' || cv.condefault::text
+          || {_meta("cv.conowner", "NULL::aclitem[]", "cv.oid", "pg_conversion")}
+        FROM pg_conversion cv JOIN pg_namespace n ON n.oid = cv.connamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_conversion", "cv.oid")}"""
+
+
+def _languages(_v: int, full: bool) -> str:
+    """Procedural languages made with ``CREATE LANGUAGE``, not by an extension (scheme 6): handlers, owner, privileges."""
+    return f"""SELECT quote_ident(l.lanname), 'trusted ' || l.lanpltrusted::text
+          || ' handler ' || coalesce(nullif(l.lanplcallfoid, 0)::regprocedure::text, '')
+          || ' inline ' || coalesce(nullif(l.laninline, 0)::regprocedure::text, '')
+          || ' validator ' || coalesce(nullif(l.lanvalidator, 0)::regprocedure::text, '')
+          || {_meta("l.lanowner", "l.lanacl", "l.oid", "pg_language")}
+        FROM pg_language l WHERE l.oid >= {_USER_OID} AND {_not_extension_member("pg_language", "l.oid")}"""
+
+
+def _text_search_code(_v: int, full: bool) -> str:
+    """Text search parsers and templates made outside extensions (scheme 6): their functions and comment."""
+    return f"""SELECT 'parser ' || {_qualified("n.nspname", "p.prsname", full)},
+          'start ' || p.prsstart::regproc::text || ' token ' || p.prstoken::regproc::text
+          || ' end ' || p.prsend::regproc::text || ' headline ' || coalesce(nullif(p.prsheadline, 0)::regproc::text, '')
+          || ' lextypes ' || p.prslextype::regproc::text
+          || coalesce(' comment ' || obj_description(p.oid, 'pg_ts_parser'), '')
+        FROM pg_ts_parser p JOIN pg_namespace n ON n.oid = p.prsnamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_ts_parser", "p.oid")}
+        UNION ALL
+        SELECT 'template ' || {_qualified("n.nspname", "t.tmplname", full)},
+          'init ' || coalesce(nullif(t.tmplinit, 0)::regproc::text, '') || ' lexize ' || t.tmpllexize::regproc::text
+          || coalesce(' comment ' || obj_description(t.oid, 'pg_ts_template'), '')
+        FROM pg_ts_template t JOIN pg_namespace n ON n.oid = t.tmplnamespace
+        WHERE {USER_NS} AND {_not_extension_member("pg_ts_template", "t.oid")}"""
+
+
+def _composite_types(v: int, full: bool) -> str:
+    """A composite type's attributes (name, type, collation, comment), scheme 6.
+
+    The ``type`` part meant to hold them, but its query named the composite as ``t``
+    inside a subquery whose own ``t`` is each attribute's type, so it read no attribute
+    at all: an attribute lost, added or retyped compared equal (found by review). Schemes
+    2 to 5 keep that part as they recorded it, so their backups still compare.
+    """
+    # ``ct``, not ``t``: ``_columns`` names each attribute's type ``t``.
+    return f"""SELECT {_qualified('n.nspname', 'ct.typname', full)}, coalesce({_columns("ct.typrelid", v)}, '')
+        FROM pg_type ct JOIN pg_namespace n ON n.oid = ct.typnamespace
+        WHERE ct.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = ct.typrelid) = 'c'
+          AND {USER_NS} AND {_not_extension_member("pg_type", "ct.oid")}"""
+
+
+def _base_types(_v: int, full: bool) -> str:
+    """A base type's whole ``pg_type`` row (``CREATE TYPE ... (INPUT, OUTPUT, RECEIVE, ..., DEFAULT)``), scheme 6.
+
+    The ``type`` part compares only its input and output functions: a restore that lost
+    its binary I/O, typmod or analyze functions, default, category or alignment compared
+    equal (found by review). Functions print by name; OIDs that differ on every server
+    (its own, its array's, its schema's, its owner's) are left out.
+    """
+    return f"""SELECT {_qualified('n.nspname', 't.typname', full)},
+          (to_jsonb(t) - 'oid' - 'typnamespace' - 'typowner' - 'typrelid' - 'typarray' - 'typacl' - 'typelem'
+                       - 'typcollation' - 'typbasetype')::text
+          || ' element ' || coalesce(nullif(t.typelem, 0)::regtype::text, '')
+          || ' collation ' || coalesce((SELECT collname FROM pg_collation WHERE oid = t.typcollation), '')
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.typtype = 'b' AND NOT (t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
+                                       AND EXISTS (SELECT 1 FROM pg_type e WHERE e.oid = t.typelem AND e.typarray = t.oid))
+          AND {USER_NS} AND {_not_extension_member("pg_type", "t.oid")}"""
+
+
+def _transforms(_v: int, full: bool) -> str:
+    """Transforms (``CREATE TRANSFORM``) made outside extensions (scheme 6)."""
+    return f"""SELECT format_type(t.trftype, NULL) || ' language ' || quote_ident(l.lanname),
+          'from sql ' || coalesce(nullif(t.trffromsql, 0)::regprocedure::text, '')
+          || ' to sql ' || coalesce(nullif(t.trftosql, 0)::regprocedure::text, '')
+          || coalesce(' comment ' || obj_description(t.oid, 'pg_transform'), '')
+        FROM pg_transform t JOIN pg_language l ON l.oid = t.trflang
+        WHERE t.oid >= {_USER_OID} AND {_not_extension_member("pg_transform", "t.oid")}"""
+
+
 def _locale(v: int, full: bool) -> str:
     """The database's locale provider and its ICU or builtin locale and ICU rules, as ``CREATE DATABASE`` sets them.
 
@@ -653,6 +771,17 @@ CLASSES: tuple[ObjectClass, ...] = (
 )
 # Scheme 5 adds these to scheme 4's.
 LABEL_CLASSES: tuple[ObjectClass, ...] = (ObjectClass("security label", _security_labels, unit="labels"),)
+# Scheme 6 adds these to scheme 5's.
+SCHEME_6_CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("index attachment", _index_attachments),
+    ObjectClass("inheritance", _inheritance),
+    ObjectClass("conversion", _conversions),
+    ObjectClass("language", _languages),
+    ObjectClass("text search", _text_search_code),
+    ObjectClass("transform", _transforms),
+    ObjectClass("composite type", _composite_types),
+    ObjectClass("base type", _base_types),
+)
 
 
 def part_of(definition: str, unit: str = "objects") -> Part:
@@ -666,6 +795,7 @@ def catalog_parts(
     extra: dict[str, str] | None = None,
     full: bool = True,
     labels: bool = True,
+    attachments: bool = True,
 ) -> dict[str, Part]:
     """Every catalog object of the database, ``<class> <name>`` -> part.
 
@@ -673,12 +803,13 @@ def catalog_parts(
     table, judged by the recovery point instead). ``extra`` adds text to a part's
     definition before it is digested (a sequence's value, which no catalog holds).
     ``full``: scheme ``postgres/4``'s coverage, else schemes 2 and 3's; ``labels``: scheme
-    ``postgres/5``'s security labels too.
+    ``postgres/5``'s security labels too; ``attachments``: scheme ``postgres/6``'s
+    ``SCHEME_6_CLASSES`` too.
     """
     skip = tuple(excluded)
     parts: dict[str, Part] = {}
     with conn.cursor() as cur:
-        for cls in CLASSES + (LABEL_CLASSES if labels else ()):
+        for cls in CLASSES + (LABEL_CLASSES if labels else ()) + (SCHEME_6_CLASSES if attachments else ()):
             cur.execute(cls.sql(server_num, full))
             for name, definition in cur.fetchall():
                 if _excluded(name, skip):
@@ -732,6 +863,18 @@ LABELS_UNSEEN = (
     "security labels (SECURITY LABEL: sepgsql contexts, PostgreSQL Anonymizer masking rules) on objects, "
     "the database or roles"
 )
+# What a comparison in scheme 5 or older cannot see: what scheme 6 added (found by review).
+SCHEME_6_UNSEEN = (
+    "partitions' indexes attached to their partitioned table's index, inherited columns and CHECK constraints "
+    "a child also defines itself, conversions, procedural languages, text search parsers and templates, "
+    "and transforms made outside extensions, who granted a role membership (GRANTED BY, PostgreSQL 16+), "
+    "a composite type's attributes and a base type's definition beyond its input and output functions"
+)
+SCHEME_6_ADDS = (
+    "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
+    + SCHEME_6_UNSEEN
+    + ": those are not compared"
+)
 SCHEME_5_ADDS = (
     "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
     + LABELS_UNSEEN
@@ -744,12 +887,17 @@ _ROLE_LABELS = """ || ' labels ' || coalesce((SELECT string_agg(s.provider || '=
 
 
 def role_definitions(
-    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True, grantors: bool = True
 ) -> dict[str, str]:
     """Each role (not PostgreSQL's ``pg_*``) as text: attributes, memberships, settings, password.
 
     ``labels``: with its security labels, as scheme ``postgres/5`` records roles
-    (``pg_dumpall --globals-only`` carries them).
+    (``pg_dumpall --globals-only`` carries them). ``grantors``: on PostgreSQL 16 and
+    later, who granted each membership, as scheme ``postgres/6`` records it: since 16 the
+    grantor decides who may revoke it and a membership is dropped with its grantor, and
+    ``pg_dumpall`` carries it (``GRANTED BY``); a restore that gave every membership to
+    another grantor compared equal (found by review). Memberships of one role granted by
+    several grantors are listed in a fixed order (before, in any order the server chose).
 
     The password verifier enters as its SHA-256, and only where it can be read (a
     superuser reads ``pg_authid``); never the verifier itself. The role drproof connects
@@ -760,6 +908,10 @@ def role_definitions(
     options = (
         " || CASE WHEN m.inherit_option THEN ' inherit' ELSE '' END || CASE WHEN m.set_option THEN ' set' ELSE '' END"
     )
+    if grantors:
+        options += " || ' by ' || coalesce(pg_get_userbyid(m.grantor), '')"
+    # Memberships of one role held several times (one per grantor, 16+) by their whole text.
+    entry = f"g.rolname || CASE WHEN m.admin_option THEN ' admin' ELSE '' END {options if server_num >= 160000 else ''}"
     with conn.cursor() as cur:
         cur.execute(
             f"""SELECT r.rolname,
@@ -767,9 +919,7 @@ def role_definitions(
                   || ' createdb ' || r.rolcreatedb || ' login ' || r.rolcanlogin || ' replication ' || r.rolreplication
                   || ' bypassrls ' || r.rolbypassrls || ' connlimit ' || r.rolconnlimit
                   || ' valid until ' || coalesce(r.rolvaliduntil::text, '')
-                  || ' member of ' || coalesce((SELECT string_agg(g.rolname
-                        || CASE WHEN m.admin_option THEN ' admin' ELSE '' END {options if server_num >= 160000 else ""},
-                        ',' ORDER BY g.rolname)
+                  || ' member of ' || coalesce((SELECT string_agg({entry}, ',' ORDER BY g.rolname, ({entry}) COLLATE "C")
                         FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid), '')
                   || ' settings ' || coalesce((SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
                                               WHERE s.setrole = r.oid AND s.setdatabase = 0), '')
@@ -825,10 +975,10 @@ def _password_digests(conn: psycopg2.extensions.connection) -> dict[str, str]:
 
 
 def role_parts(
-    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True
+    conn: psycopg2.extensions.connection, connecting_role: str | None, labels: bool = True, grantors: bool = True
 ) -> dict[str, Part]:
-    """``labels``: scheme ``postgres/5``'s roles, else the older schemes'."""
-    defs = role_definitions(conn, connecting_role, labels)
+    """``labels``: scheme ``postgres/5``'s roles; ``grantors``: scheme ``postgres/6``'s; else the older schemes'."""
+    defs = role_definitions(conn, connecting_role, labels, grantors)
     return {ROLE_PART + name: part_of(text, "roles") for name, text in defs.items()}
 
 

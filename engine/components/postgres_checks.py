@@ -516,9 +516,12 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
     else:
         connecting = ctx.component.service.superuser
         comp, scheme = ctx.component, ctx.baseline.scheme
-        labels = scheme == comp.fingerprint_scheme
-        roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in role_parts(ctx.conn, connecting, labels).items()}
-        exts_now = extension_versions(ctx.conn, full=scheme in (comp.fingerprint_scheme, comp.full_catalog_scheme))
+        labels = scheme in (comp.fingerprint_scheme, comp.labels_scheme)
+        grantors = scheme == comp.fingerprint_scheme
+        roles = role_parts(ctx.conn, connecting, labels, grantors)
+        roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in roles.items()}
+        full = scheme in (comp.fingerprint_scheme, comp.labels_scheme, comp.full_catalog_scheme)
+        exts_now = extension_versions(ctx.conn, full=full)
     if not roles_then and not exts_then:
         # A fingerprint taken before role and extension names were recorded.
         result.not_run = "the backup's fingerprint records no role or extension names (taken by an older drproof)"

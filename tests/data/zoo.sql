@@ -7,6 +7,11 @@ CREATE ROLE zoo_writer LOGIN PASSWORD 'zoo-writer-password';
 GRANT zoo_reader TO zoo_writer;
 ALTER ROLE zoo_writer SET work_mem = '8MB';
 COMMENT ON ROLE zoo_reader IS 'reads the shop';
+-- A membership granted by a role other than the superuser (GRANTED BY, compared on 16+).
+CREATE ROLE zoo_admin NOLOGIN;
+GRANT zoo_reader TO zoo_admin WITH ADMIN OPTION;
+CREATE ROLE zoo_auditor NOLOGIN;
+GRANT zoo_reader TO zoo_auditor GRANTED BY zoo_admin;
 
 CREATE SCHEMA shop;
 CREATE SCHEMA empty_schema;
@@ -82,6 +87,31 @@ CREATE TEXT SEARCH DICTIONARY shop.plain_dict (TEMPLATE = simple, ACCEPT = true)
 CREATE TEXT SEARCH CONFIGURATION shop.plain (COPY = simple);
 ALTER TEXT SEARCH CONFIGURATION shop.plain ALTER MAPPING FOR word WITH shop.plain_dict;
 
+-- Scheme postgres/6: partitions' indexes attached to their partitioned index, an inheritance
+-- child's own copy of an inherited column and CHECK constraint, a conversion, a language, text
+-- search code, a transform. The language's handler is a function of the database's own: with
+-- pg_catalog's, pg_dump writes CREATE LANGUAGE without it, which no server restores.
+CREATE INDEX events_id_idx ON shop.events (id);
+CREATE TABLE shop.archive (msg text, CONSTRAINT short_msg CHECK (length(msg) < 100));
+CREATE TABLE shop.archive_2026 (msg text, CONSTRAINT short_msg CHECK (length(msg) < 100), kept date) INHERITS (shop.archive);
+CREATE TABLE shop.archive_2027 (kept date) INHERITS (shop.archive);
+CREATE CONVERSION shop.latin1_utf8 FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8;
+COMMENT ON CONVERSION shop.latin1_utf8 IS 'ours';
+CREATE FUNCTION shop.zoo_pl_handler() RETURNS language_handler LANGUAGE c AS '$libdir/plpgsql', 'plpgsql_call_handler';
+CREATE LANGUAGE zoo_pl HANDLER shop.zoo_pl_handler;
+CREATE FUNCTION shop.int_from_sql(internal) RETURNS internal LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
+CREATE FUNCTION shop.int_to_sql(internal) RETURNS int LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
+CREATE TRANSFORM FOR int LANGUAGE zoo_pl (FROM SQL WITH FUNCTION shop.int_from_sql(internal), TO SQL WITH FUNCTION shop.int_to_sql(internal));
+CREATE TYPE shop.small_id;
+CREATE FUNCTION shop.small_id_in(cstring) RETURNS shop.small_id LANGUAGE internal IMMUTABLE STRICT AS 'int4in';
+CREATE FUNCTION shop.small_id_out(shop.small_id) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';
+CREATE FUNCTION shop.small_id_recv(internal) RETURNS shop.small_id LANGUAGE internal IMMUTABLE STRICT AS 'int4recv';
+CREATE TYPE shop.small_id (INPUT = shop.small_id_in, OUTPUT = shop.small_id_out, RECEIVE = shop.small_id_recv,
+                           INTERNALLENGTH = 4, PASSEDBYVALUE, ALIGNMENT = int4, DEFAULT = '0');
+CREATE TEXT SEARCH TEMPLATE shop.plain_template (LEXIZE = dsimple_lexize);
+CREATE TEXT SEARCH PARSER shop.plain_parser (START = prsd_start, GETTOKEN = prsd_nexttoken, END = prsd_end, LEXTYPES = prsd_lextype);
+COMMENT ON TEXT SEARCH PARSER shop.plain_parser IS 'the default one, again';
+
 CREATE VIEW shop.paid AS SELECT id, amount FROM shop.orders WHERE status = 'paid';
 ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT SELECT ON TABLES TO zoo_reader;
 CREATE PUBLICATION zoo_pub FOR TABLE shop.orders;
@@ -92,6 +122,7 @@ SELECT (ARRAY['new', 'paid', 'shipped']::shop.status[])[1 + g % 3], g * 1.5, 'or
 FROM generate_series(1, 200) g;
 INSERT INTO shop.events SELECT g, date '2026-01-01' + g FROM generate_series(1, 600) g;
 INSERT INTO shop.log VALUES ('one'), ('two');
+INSERT INTO shop.archive_2026 VALUES ('kept', '2026-03-01');
 SELECT nextval('shop.invoice_no');
 CREATE MATERIALIZED VIEW shop.order_stats AS SELECT status, count(*) AS n FROM shop.orders GROUP BY status;
 SELECT lo_from_bytea(424242, 'large object content'::bytea);

@@ -186,6 +186,38 @@ DAMAGE: dict[str, tuple[list[str], str]] = {
     ),
     "rule comment": (["COMMENT ON RULE log_delete ON shop.log IS NULL"], "rule shop.log.log_delete"),
     "statistics target": (["ALTER STATISTICS shop.orders_stats SET STATISTICS -1"], "statistics shop.orders_stats"),
+    # Scheme 6 (found by review): each compared equal before.
+    "partition index not attached": (
+        [
+            "DELETE FROM pg_depend WHERE objid = 'shop.events_2027_id_idx'::regclass"
+            " AND refobjid = 'shop.events_id_idx'::regclass",
+            "DELETE FROM pg_inherits WHERE inhrelid = 'shop.events_2027_id_idx'::regclass",
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'shop.events_id_idx'::regclass",
+        ],
+        "index attachment shop.events_2027_id_idx",
+    ),
+    "inherited column no longer the child's own": (
+        ["UPDATE pg_attribute SET attislocal = false WHERE attrelid = 'shop.archive_2026'::regclass AND attname = 'msg'"],
+        "inheritance shop.archive_2026",
+    ),
+    "conversion dropped": (["DROP CONVERSION shop.latin1_utf8"], "conversion shop.latin1_utf8"),
+    "language dropped": (["DROP LANGUAGE zoo_pl CASCADE"], "language zoo_pl"),
+    "transform dropped": (["DROP TRANSFORM FOR int LANGUAGE zoo_pl"], "transform integer language zoo_pl"),
+    "text search parser comment": (
+        ["COMMENT ON TEXT SEARCH PARSER shop.plain_parser IS NULL"],
+        "text search parser shop.plain_parser",
+    ),
+    "text search template dropped": (["DROP TEXT SEARCH TEMPLATE shop.plain_template"], "text search template shop.plain_template"),
+    "composite type attribute dropped": (["ALTER TYPE shop.address DROP ATTRIBUTE city"], "composite type shop.address"),
+    "composite type attribute comment": (["COMMENT ON COLUMN shop.address.city IS 'a city'"], "composite type shop.address"),
+    "base type receive function lost": (
+        ["UPDATE pg_type SET typreceive = 0 WHERE oid = 'shop.small_id'::regtype"],
+        "base type shop.small_id",
+    ),
+    "base type default": (
+        ["UPDATE pg_type SET typdefault = NULL WHERE oid = 'shop.small_id'::regtype"],
+        "base type shop.small_id",
+    ),
     "row content": (["UPDATE shop.events SET at = at + 1 WHERE id = 7"], "table shop.events_2026"),
 }
 
@@ -203,6 +235,11 @@ ROLE_DAMAGE: dict[str, tuple[list[str], list[str], str]] = {
         "role zoo_writer",
     ),
     "role attribute": (["ALTER ROLE zoo_reader CREATEDB"], ["ALTER ROLE zoo_reader NOCREATEDB"], "role zoo_reader"),
+    "membership grantor": (  # scheme 6 (found by review): compared equal before
+        ["REVOKE zoo_reader FROM zoo_auditor GRANTED BY zoo_admin", "GRANT zoo_reader TO zoo_auditor"],
+        ["REVOKE zoo_reader FROM zoo_auditor", "GRANT zoo_reader TO zoo_auditor GRANTED BY zoo_admin"],
+        "role zoo_auditor",
+    ),
 }
 
 
