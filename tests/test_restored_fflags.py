@@ -1,0 +1,164 @@
+"""Inode flags (``chattr +i``, ``+a``, ``+d`` ...) of a volume: archived, given back and compared (volumes/5).
+
+Found by review (r03): a restore dropped an audit log's append-only flag and a pinned
+file's immutable flag, and fidelity said "match": the flags were neither archived nor
+fingerprinted. Now the archive carries them (pax ``SCHILY.fflags``, as bsdtar), a restore
+sets them last, and a flag lost or added is a finding naming the entry and the flag.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components import fflags
+from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED
+from engine.fingerprint import Fingerprint, compare
+from engine.repository import LocalRepository
+from tests.test_restored_owners import _volume, needs_root
+
+LOG = "dir001/file000001.bin"  # append-only: an audit log
+PINNED = "dir000/file000000.bin"  # immutable: a pinned file
+
+
+def _chattr(flag: str, path: Path) -> None:
+    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"chattr {flag} failed here: {done.stderr}")
+        pytest.skip(f"chattr {flag} is not supported here: {done.stderr}")
+
+
+def _unflag(tmp_path: Path) -> None:
+    subprocess.run(["chattr", "-R", "-i", "-a", str(tmp_path)], capture_output=True, check=False)
+
+
+def _flags(path: Path) -> fflags.Flags:
+    return fflags.read_path(str(path), directory=path.is_dir())
+
+
+@pytest.fixture
+def flagged(tmp_path: Path) -> Iterator[Any]:
+    """A seeded volume: an immutable file, an append-only file, an append-only directory and a no-dump file."""
+    comp = _volume(tmp_path)
+    (comp.path / "audit").mkdir()
+    (comp.path / "audit" / "today.log").write_bytes(b"line 1\n")
+    _chattr("+d", comp.path / "dir002" / "file000002.bin")
+    _chattr("+i", comp.path / PINNED)
+    _chattr("+a", comp.path / LOG)
+    _chattr("+a", comp.path / "audit")
+    try:
+        yield comp
+    finally:
+        _unflag(tmp_path)
+
+
+def _recorded(manifest: Any, comp: Any) -> Fingerprint:
+    fp = manifest.component(comp.instance).fingerprint
+    assert fp is not None
+    return fp  # type: ignore[no-any-return]
+
+
+def _lost(comp: Any, tmp_path: Path) -> None:
+    """The disaster: the whole tree gone (its flags cleared first, so it can be)."""
+    _unflag(comp.path)
+    shutil.rmtree(comp.path)
+
+
+@needs_root
+def test_quiet_control_a_round_trip_gives_every_flag_back_and_matches(flagged: Any, tmp_path: Path) -> None:
+    comp = flagged
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = _recorded(manifest, comp)
+    assert recorded.scheme == "volumes/5"
+    assert compare(recorded, comp.fingerprint()) == []  # the archive's parts are the walk's
+    _lost(comp, tmp_path)
+    engine_backup.restore(repo, manifest, comp)
+    assert _flags(comp.path / PINNED) == 0x10  # immutable
+    assert _flags(comp.path / LOG) == 0x20  # append-only
+    assert _flags(comp.path / "audit") == 0x20
+    assert _flags(comp.path / "dir002" / "file000002.bin") == 0x40  # no dump
+    assert _flags(comp.path / "dir003" / "file000003.bin") == 0
+    assert (comp.path / "audit" / "today.log").read_bytes() == b"line 1\n"
+    assert compare(recorded, comp.fingerprint()) == []
+
+
+@needs_root
+def test_a_flag_dropped_after_a_restore_is_named_with_the_file_and_the_flag(flagged: Any, tmp_path: Path) -> None:
+    comp = flagged
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    _lost(comp, tmp_path)
+    engine_backup.restore(repo, manifest, comp)
+    subprocess.run(["chattr", "-a", str(comp.path / LOG)], check=True)
+    diffs = compare(_recorded(manifest, comp), comp.fingerprint())
+    assert [d.part for d in diffs] == [FILE + LOG]
+    (line,) = diffs.describe()
+    assert "inode flags differ (lost append-only (+a))" in line and "content and mode as backed up" in line, line
+
+
+def test_a_flag_added_is_named(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    try:
+        before = comp.fingerprint()
+        _chattr("+d", comp.path / "dir000")
+        _chattr("+A", comp.path / PINNED)
+        (dir_line, file_line) = compare(before, comp.fingerprint()).describe()
+    finally:
+        _unflag(tmp_path)
+    assert dir_line.startswith(f"{DIR}dir000: inode flags differ (added no dump (+d))"), dir_line
+    assert file_line.startswith(f"{FILE}{PINNED}: inode flags differ (added no atime (+A))"), file_line
+
+
+@needs_root
+def test_an_incremental_archives_a_file_whose_only_change_is_a_flag_and_gives_it_back(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    try:
+        repo = LocalRepository(tmp_path / "repo")
+        full = engine_backup.backup(repo, [comp])
+        _chattr("+i", comp.path / PINNED)
+        inc = engine_backup.backup(repo, [comp], parent=full)
+        assert _recorded(inc, comp).scheme == "volumes/5"
+        _lost(comp, tmp_path)
+        engine_backup.restore(repo, inc, comp)
+        assert _flags(comp.path / PINNED) == 0x10
+        assert compare(_recorded(inc, comp), comp.fingerprint()) == []
+        assert compare(_recorded(full, comp), comp.fingerprint()).describe() == [
+            f"{FILE}{PINNED}: inode flags differ (added immutable (+i)); content and mode as backed up"
+        ]
+    finally:
+        _unflag(tmp_path)
+
+
+def test_a_scheme_4_set_is_compared_without_flags_and_says_so(flagged: Any) -> None:
+    comp = flagged
+    old = comp.legacy_fingerprint("volumes/4")
+    assert old is not None and old.scheme == "volumes/4"
+    assert not any("fflags:" in p.digest for p in old.parts.values())
+    assert any(" mode:" in p.digest for p in old.parts.values())  # modes apart, as scheme 4 had them
+    _unflag(comp.path)  # a restore that lost every flag: scheme 4 cannot see it, and says so
+    assert compare(old, comp.fingerprint_like(old)) == []
+    assert comp.blind_spot("volumes/4") == FLAGS_NOT_RECORDED
+    assert "immutable, append-only" in FLAGS_NOT_RECORDED
+    assert comp.blind_spot("volumes/5") is None
+
+
+def test_flags_a_file_system_cannot_say_are_not_readable_never_none() -> None:
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        flags = fflags.read(fd)
+    finally:
+        os.close(fd)
+    assert flags is None
+    assert fflags.token(flags) == " fflags:?"
+    assert fflags.from_pax(fflags.to_pax(flags)) is None
+    assert fflags.token(0) == ""  # an entry without flags: parts as before
+    assert fflags.from_pax({fflags.PAX_KEY: "schg,sappnd,unknown"}) == 0x30  # bsdtar's names, unknown ones ignored
