@@ -162,3 +162,17 @@ def test_flags_a_file_system_cannot_say_are_not_readable_never_none() -> None:
     assert fflags.from_pax(fflags.to_pax(flags)) is None
     assert fflags.token(0) == ""  # an entry without flags: parts as before
     assert fflags.from_pax({fflags.PAX_KEY: "schg,sappnd,unknown"}) == 0x30  # bsdtar's names, unknown ones ignored
+
+
+@needs_root
+def test_a_staging_copy_holding_flags_it_was_given_is_removed_whole(tmp_path: Path) -> None:
+    """A restore that fails after the flags were given (the swap) removes its own copy, immutable files included."""
+    from engine.components.files import _discard_staging
+
+    staging = tmp_path / "vol.drproof-restoring"
+    (staging / "d").mkdir(parents=True)
+    (staging / "d" / "pinned").write_bytes(b"x")
+    _chattr("+i", staging / "d" / "pinned")
+    _chattr("+a", staging / "d")
+    _discard_staging(staging)
+    assert not staging.exists()

@@ -1411,8 +1411,11 @@ def _remove_leftover(leftover: Path) -> None:
 def _discard_replaced(replaced: Path) -> None:
     """Delete the live contents a restore replaced; where some cannot be, say so instead of leaving them silently.
 
-    The restore is complete either way: the restored tree is in place.
+    The restore is complete either way: the restored tree is in place. Nothing to do where
+    there was no live tree to set aside (the disaster took it whole).
     """
+    if not replaced.exists() and not replaced.is_symlink():
+        return
     failures: list[str] = []
     shutil.rmtree(replaced, onerror=lambda _fn, path, exc: failures.append(f"{path}: {exc[1]}"))
     if failures:
