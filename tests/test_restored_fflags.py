@@ -176,3 +176,47 @@ def test_a_staging_copy_holding_flags_it_was_given_is_removed_whole(tmp_path: Pa
     _chattr("+a", staging / "d")
     _discard_staging(staging)
     assert not staging.exists()
+
+
+def _no_flags_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that keeps no inode flags (NFS, FUSE): FS_IOC_GETFLAGS fails with ENOTTY."""
+    import errno
+
+    def ioctl(*_args: object) -> bytes:
+        raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+
+
+def test_a_tree_whose_flags_cannot_be_read_records_not_readable_and_every_verdict_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    comp = _volume(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    with monkeypatch.context() as patched:
+        _no_flags_here(patched)
+        manifest = engine_backup.backup(repo, [comp])
+        recorded = _recorded(manifest, comp)
+        details = manifest.component(comp.instance).details
+        assert recorded.parts[FILE + PINNED].digest.endswith(" fflags:?")
+        assert recorded.parts[DIR + "dir000"].digest.endswith(" fflags:?")
+        assert not recorded.parts[FILE + "latest.bin"].digest.endswith("?")  # a symlink has no flags
+        assert compare(recorded, comp.fingerprint()) == []
+        (note,) = comp.comparison_notes(details)
+        assert note.startswith("inode flags (chattr +i, +a ...) could not be read on 10 entr(y/ies)"), note
+        shutil.rmtree(comp.path)
+        engine_backup.restore(repo, manifest, comp)  # the staged proof reads "?" from the archive
+        assert compare(recorded, comp.fingerprint()) == []
+    # Restored onto a file system that has flags: "not readable" is not "none", so it differs.
+    diffs = compare(recorded, comp.fingerprint())
+    assert diffs.total == 10
+    assert any(
+        line.startswith(f"{FILE}{PINNED}: inode flags could not be compared (not readable → none)")
+        for line in diffs.describe()
+    ), diffs.describe()
+
+
+def test_quiet_control_a_tree_whose_flags_read_carries_no_note(tmp_path: Path) -> None:
+    comp = _volume(tmp_path)
+    manifest = engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
+    assert comp.comparison_notes(manifest.component(comp.instance).details) == []

@@ -625,7 +625,10 @@ def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups, chan
                 st = os.lstat(path)
                 token = mode_token(st.st_mode) + xattrs.token(xattrs.read(path))
                 if with_flags:
-                    token += fflags.token(fflags.read_path(path, directory=True))
+                    flags = fflags.read_path(path, directory=True)
+                    token += fflags.token(flags)
+                    if flags is None and changes is not None:
+                        changes.flags_unreadable(rel)
                 sink[DIR + rel] = owned(dir_part(0), st.st_uid, st.st_gid, token)
             except OSError as exc:
                 sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
@@ -637,6 +640,8 @@ def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups, chan
             token += xattrs.token(xattrs.read(path))
             if found:
                 token += fflags.token(found[0])
+                if found[0] is None and changes is not None:
+                    changes.flags_unreadable(rel)
             part = owned(part, st.st_uid, st.st_gid, token)
             if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):  # rare: a dict only for these
                 names = groups.setdefault((st.st_dev, st.st_ino), [])
@@ -1029,7 +1034,9 @@ def _add(
         info.mtime = int(info.mtime)
         found = xattrs.read(str(path))
         flags = _flags_of(path, info)
-        if found or flags:
+        if flags is None:
+            changes.flags_unreadable(arcname)
+        if found or flags != 0:  # None: "not readable", recorded as such
             info.pax_headers = {**xattrs.to_pax(found), **fflags.to_pax(flags)}
         if info.isreg():
             return _add_regular(tar, path, info, parts, linked, changes, tap)
