@@ -46,11 +46,12 @@ def _flags(path: Path) -> fflags.Flags:
 
 @pytest.fixture
 def flagged(tmp_path: Path) -> Iterator[Any]:
-    """A seeded volume: an immutable file, an append-only file, an append-only directory and a no-dump file."""
+    """A seeded volume: an immutable file (with a second name), an append-only file and directory, a no-dump file."""
     comp = _volume(tmp_path)
     (comp.path / "audit").mkdir()
     (comp.path / "audit" / "today.log").write_bytes(b"line 1\n")
     _chattr("+d", comp.path / "dir002" / "file000002.bin")
+    os.link(comp.path / PINNED, comp.path / "dir003" / "pinned-alias.bin")  # its flags are the inode's
     _chattr("+i", comp.path / PINNED)
     _chattr("+a", comp.path / LOG)
     _chattr("+a", comp.path / "audit")
@@ -83,6 +84,7 @@ def test_quiet_control_a_round_trip_gives_every_flag_back_and_matches(flagged: A
     _lost(comp, tmp_path)
     engine_backup.restore(repo, manifest, comp)
     assert _flags(comp.path / PINNED) == 0x10  # immutable
+    assert (comp.path / PINNED).stat().st_ino == (comp.path / "dir003" / "pinned-alias.bin").stat().st_ino
     assert _flags(comp.path / LOG) == 0x20  # append-only
     assert _flags(comp.path / "audit") == 0x20
     assert _flags(comp.path / "dir002" / "file000002.bin") == 0x40  # no dump
