@@ -222,3 +222,34 @@ def test_quiet_control_a_tree_whose_flags_read_carries_no_note(tmp_path: Path) -
     comp = _volume(tmp_path)
     manifest = engine_backup.backup(LocalRepository(tmp_path / "repo"), [comp])
     assert comp.comparison_notes(manifest.component(comp.instance).details) == []
+
+
+@needs_root
+def test_flags_a_restore_may_not_set_are_a_warning_and_named_by_fidelity(
+    flagged: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a restore run by anyone but root: +i and +a need CAP_LINUX_IMMUTABLE (EPERM); the restore goes on."""
+    import errno
+    import fcntl
+    import logging
+
+    comp = flagged
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    _lost(comp, tmp_path)
+    real = fcntl.ioctl
+
+    def ioctl(fd: int, request: int, arg: bytes) -> bytes:
+        if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & 0x30:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real(fd, request, arg)
+
+    monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+    with caplog.at_level(logging.WARNING, logger="engine.components.untar"):
+        engine_backup.restore(repo, manifest, comp)
+    monkeypatch.undo()
+    assert "4 entr(y/ies) could not be given the inode flags" in caplog.text, caplog.text
+    assert _flags(comp.path / "dir002" / "file000002.bin") == 0x40  # no dump: the owner's to set, given
+    lines = compare(_recorded(manifest, comp), comp.fingerprint()).describe()
+    assert f"{FILE}{LOG}: inode flags differ (lost append-only (+a)); content and mode as backed up" in lines, lines
+    assert f"{FILE}{PINNED}: inode flags differ (lost immutable (+i)); content and mode as backed up" in lines, lines
