@@ -253,3 +253,33 @@ def test_flags_a_restore_may_not_set_are_a_warning_and_named_by_fidelity(
     lines = compare(_recorded(manifest, comp), comp.fingerprint()).describe()
     assert f"{FILE}{LOG}: inode flags differ (lost append-only (+a)); content and mode as backed up" in lines, lines
     assert f"{FILE}{PINNED}: inode flags differ (lost immutable (+i)); content and mode as backed up" in lines, lines
+
+
+@needs_root
+def test_a_pinned_configuration_file_comes_back_immutable_and_a_lost_flag_is_named(tmp_path: Path) -> None:
+    """configuration/6: the same archive, restore and comparison of flags as volumes/5."""
+    from engine.components.configuration import ConfigurationComponent, ConfigurationParams
+    from tests.conftest import DirsRuntime
+
+    comp = ConfigurationComponent("conf", ConfigurationParams(), DirsRuntime(tmp_path))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    pinned = sorted(p for p in comp.path.rglob("*") if p.is_file())[0]
+    rel = str(pinned.relative_to(comp.path))
+    try:
+        _chattr("+i", pinned)
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        recorded = _recorded(manifest, comp)
+        assert recorded.scheme == "configuration/6"
+        assert compare(recorded, comp.fingerprint()) == []
+        _lost(comp, tmp_path)
+        engine_backup.restore(repo, manifest, comp)
+        assert _flags(pinned) == 0x10
+        assert compare(recorded, comp.fingerprint()) == []  # quiet control
+        subprocess.run(["chattr", "-i", str(pinned)], check=True)
+        assert compare(recorded, comp.fingerprint()).describe() == [
+            f"{FILE}{rel}: inode flags differ (lost immutable (+i)); content and mode as backed up"
+        ]
+    finally:
+        _unflag(tmp_path)

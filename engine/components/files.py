@@ -432,7 +432,7 @@ LINK = " link:"
 # From scheme 5 of volumes, an entry's inode flags follow its attributes, before a link:
 # " fflags:schg,sappnd" (``engine.components.fflags``; "?" where its file system cannot say).
 FLAGS_NOT_RECORDED = (
-    "the backup's fingerprint (scheme 4, from an earlier drproof) recorded no inode flags: whether a file or "
+    "the backup's fingerprint (an earlier drproof's scheme) recorded no inode flags: whether a file or "
     "directory is immutable, append-only or no-dump (chattr +i/+a/+d ...) is not compared (content, modes, "
     "owners, attributes and hard links are)"
 )
