@@ -41,6 +41,7 @@ UNREADABLE = "?"
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
+_ZEROS = bytes(8)  # the buffer FS_IOC_GETFLAGS writes into (an int; 8 bytes whatever the kernel's width)
 
 # (bit, libarchive's name, chattr's letter, what it protects), in lsattr's order.
 _FLAGS = (
@@ -69,13 +70,12 @@ Flags = int | None  # None: not readable here
 
 def read(fd: int) -> Flags:
     """The covered flags of the open entry ``fd``; None where its file system cannot say."""
-    try:
-        raw = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0\0\0\0\0\0\0\0")
+    try:  # the kernel writes an int into the zeroed buffer: its other bytes stay zero
+        return int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETFLAGS, _ZEROS), "little") & COVERED
     except OSError as exc:
         if exc.errno in UNSUPPORTED:
             return None
         raise
-    return int.from_bytes(raw[:4], "little") & COVERED
 
 
 def read_path(path: str, directory: bool = False) -> Flags:
