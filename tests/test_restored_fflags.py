@@ -283,3 +283,22 @@ def test_a_pinned_configuration_file_comes_back_immutable_and_a_lost_flag_is_nam
         ]
     finally:
         _unflag(tmp_path)
+
+
+@needs_root
+def test_a_staging_copy_left_with_flags_by_a_killed_restore_is_removed_by_the_next(
+    flagged: Any, tmp_path: Path
+) -> None:
+    """Killed between giving the flags and the swap: the copy is drproof's own, so the next restore clears and removes
+    it (the replaced live copy, the operator's, is still refused: test_restored_flags)."""
+    comp = flagged
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    staging = comp.path.with_name(comp.path.name + ".drproof-restoring")
+    (staging / "d").mkdir(parents=True)
+    (staging / "d" / "pinned").write_bytes(b"x")
+    _chattr("+i", staging / "d" / "pinned")
+    _lost(comp, tmp_path)
+    engine_backup.restore(repo, manifest, comp)
+    assert not staging.exists()
+    assert compare(_recorded(manifest, comp), comp.fingerprint()) == []

@@ -1341,6 +1341,8 @@ def extract_layers(
         # A restore killed between its two renames: what it set aside is still the live
         # data. Put it back before anything else, so a refusal now leaves it in place.
         os.rename(replaced, target)
+    if staging.is_dir() and not staging.is_symlink():
+        _discard_staging(staging)  # drproof's own copy (a restore killed before its swap): flags it gave too
     for leftover in (staging, replaced):
         _remove_leftover(leftover)
     staging.mkdir(mode=0o700)
