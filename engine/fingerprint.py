@@ -421,6 +421,7 @@ class PartDifference(BaseModel):
         a_digest, a_owner, a_attrs = _entry_split(self.actual)
         (e_attrs, e_link), (a_attrs, a_link) = _link_split(e_attrs), _link_split(a_attrs)
         (e_mode, e_attrs), (a_mode, a_attrs) = _mode_split(e_attrs), _mode_split(a_attrs)
+        (e_attrs, e_flags), (a_attrs, a_flags) = _flags_split(e_attrs), _flags_split(a_attrs)
         notes = []
         if e_mode != a_mode and e_mode and a_mode:
             notes.append(f"mode differs ({e_mode} → {a_mode})")
@@ -428,6 +429,8 @@ class PartDifference(BaseModel):
             notes.append(f"owner differs ({e_owner} → {a_owner})")
         if e_attrs != a_attrs and (e_owner and a_owner):
             notes.append(_attrs_change(e_attrs, a_attrs))
+        if e_flags != a_flags and (e_owner and a_owner):
+            notes.append(_flags_change(e_flags, a_flags))
         if e_link != a_link and (e_owner and a_owner):
             notes.append(_link_change(e_link, a_link))
         if notes and e_digest == a_digest:
@@ -484,6 +487,32 @@ def _mode_split(attrs: str) -> tuple[str, str]:
         return "", attrs
     mode, _, rest = attrs[len("mode:") :].partition(" ")
     return mode, rest
+
+
+_FLAGS = "fflags:"
+
+
+def _flags_split(attrs: str) -> tuple[str, str]:
+    """(the rest, inode flags) of a tree entry's attributes ("xattrs:<digest> fflags:schg"); flags "" where none."""
+    if attrs.startswith(_FLAGS):
+        return "", attrs[len(_FLAGS) :]
+    cut = attrs.find(" " + _FLAGS)
+    return (attrs, "") if cut < 0 else (attrs[:cut], attrs[cut + len(_FLAGS) + 1 :])
+
+
+def _flags_change(expected: str, actual: str) -> str:
+    """What a finding says of inode flags that differ: each flag lost or added, by what it protects."""
+    from engine.components.fflags import described
+
+    if actual == "?" or expected == "?":
+        return f"inode flags could not be compared ({described(expected)} → {described(actual)})"
+    e, a = set(filter(None, expected.split(","))), set(filter(None, actual.split(",")))
+    said = []
+    if e - a:
+        said.append(f"lost {described(','.join(sorted(e - a)))}")
+    if a - e:
+        said.append(f"added {described(','.join(sorted(a - e)))}")
+    return f"inode flags differ ({'; '.join(said)})"
 
 
 def _link_change(expected: str, actual: str) -> str:

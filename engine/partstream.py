@@ -342,7 +342,8 @@ class PartSpool:
     forgets parts already added (an incremental layer's removals). ``owners`` tells the
     code taking parts of a tree that this fingerprint's scheme records who owns each entry
     (:func:`engine.components.files.owned`), ``links`` that it records which names share a
-    file (:func:`engine.components.files.link_token`).
+    file (:func:`engine.components.files.link_token`), ``fflags`` that it records inode
+    flags (:mod:`engine.components.fflags`).
     """
 
     def __init__(
@@ -352,9 +353,11 @@ class PartSpool:
         owners: bool = False,
         exclude_exact: frozenset[str] = frozenset(),
         links: bool = False,
+        fflags: bool = False,
     ) -> None:
         self.owners = owners
         self.links = links
+        self.fflags = fflags
         self._exclude = exclude
         self._exclude_exact = exclude_exact
         self._limit = buffer or BUFFER_PARTS

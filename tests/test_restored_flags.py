@@ -87,3 +87,18 @@ def test_quiet_control_a_restore_of_a_tree_without_flags_leaves_nothing_and_warn
         engine_backup.restore(repo, manifest, comp)
     assert not comp.path.with_name(comp.path.name + ".drproof-replaced").exists()
     assert "could not be removed" not in caplog.text
+
+
+def test_a_restore_of_a_tree_the_disaster_took_whole_warns_of_no_leftover(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found while adding inode flags: with no live tree to set aside, the restore still tried to remove
+    the copy it never made and warned that "1 entry ... could not be removed" (No such file or directory)."""
+    comp = _volume(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    shutil.rmtree(comp.path)
+    with caplog.at_level(logging.WARNING, logger="engine.components.files"):
+        engine_backup.restore(repo, manifest, comp)
+    assert _tree(comp.path)
+    assert "could not be removed" not in caplog.text

@@ -370,10 +370,9 @@ class Component(ABC):
         did not keep, e.g. hard links between symbolic links or FIFOs (``HARD_LINKS_NOT_KEPT``),
         so a "match" never hides them.
         """
-        from engine.components.livechanges import links_note
+        from engine.components.livechanges import flags_note, links_note
 
-        note = links_note(details)
-        return [note] if note is not None else []
+        return [note for note in (links_note(details), flags_note(details)) if note is not None]
 
     def _fp(self, parts: dict[str, Any], scheme: str | None = None) -> Fingerprint:
         return Fingerprint.build(self.instance, self.name, parts, scheme or self.fingerprint_scheme)

@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 from engine.components.base import ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     DIR,
+    FLAGS_NOT_RECORDED,
     LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
     PartSink,
@@ -552,31 +553,37 @@ class ConfigurationComponent(Component):
     # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
     # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
     # Scheme 5 masks a key that is a credential itself (see ``flatten``); scheme 4 named it
-    # as written. Nothing else differs, so a scheme 4 set is compared in full, in its scheme.
-    fingerprint_scheme: ClassVar[str] = "configuration/5"
+    # as written. Scheme 6 adds inode flags (chattr +i on a pinned file: engine.components.fflags).
+    fingerprint_scheme: ClassVar[str] = "configuration/6"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
         "are not compared",
         "configuration/2": OWNERS_NOT_RECORDED,
         "configuration/3": LINKS_NOT_RECORDED,
+        "configuration/5": FLAGS_NOT_RECORDED,
     }
 
     def blind_spot(self, scheme: str) -> str | None:
-        """None for scheme 4 as well: it differs from 5 in how a few parts are named, not in what is compared."""
-        return None if scheme == _UNMASKED else super().blind_spot(scheme)
+        """Scheme 4 as scheme 5: it differs from 5 in how a few parts are named, not in what is compared."""
+        return super().blind_spot("configuration/5" if scheme == _UNMASKED else scheme)
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go (1 had no directory parts, 2 no owners, 3 no links)."""
         scheme = scheme or self.fingerprint_scheme
         owners = scheme not in (LEGACY_SCHEME, "configuration/2")
-        links = scheme in (self.fingerprint_scheme, _UNMASKED)
-        return PartSpool(exclude=(DIR,) if scheme == LEGACY_SCHEME else (), owners=owners, links=links)
+        links = scheme in (self.fingerprint_scheme, "configuration/5", _UNMASKED)
+        return PartSpool(
+            exclude=(DIR,) if scheme == LEGACY_SCHEME else (),
+            owners=owners,
+            links=links,
+            fflags=scheme == self.fingerprint_scheme,
+        )
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
         scheme = scheme or self.fingerprint_scheme
-        key_parts_into(root, spool, masked=scheme == self.fingerprint_scheme)
+        key_parts_into(root, spool, masked=scheme in (self.fingerprint_scheme, "configuration/5"))
         return spool.fingerprint(self.instance, self.name, scheme)
 
     def backup_fingerprinted(

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from engine.components import xattrs
+from engine.components import fflags, xattrs
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
 from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
@@ -187,15 +187,24 @@ def file_part(path: Path | str, owners: bool = False, apart: bool = False) -> Pa
     return owned(part, st.st_uid, st.st_gid, xattrs.token(xattrs.read(str(path))))
 
 
-def _apart(path: Path | str, st: os.stat_result) -> tuple[Part, str]:
-    """An entry's part in scheme 4: digested without its permission bits, and the token that says them."""
+def _apart(path: Path | str, st: os.stat_result, flags: list[fflags.Flags] | None = None) -> tuple[Part, str]:
+    """An entry's part in scheme 4: digested without its permission bits, and the token that says them.
+
+    ``flags`` receives a regular file's inode flags (``_entry_part``).
+    """
     if stat.S_ISLNK(st.st_mode):  # a symlink's mode means nothing (and no restore sets it)
         return _entry_part(path, st), ""
-    return _entry_part(path, st, stat.S_IFMT(st.st_mode)), mode_token(st.st_mode)
+    return _entry_part(path, st, stat.S_IFMT(st.st_mode), flags), mode_token(st.st_mode)
 
 
-def _entry_part(path: Path | str, st: os.stat_result, mode: int | None = None) -> Part:
-    """The part of an entry, digested with ``mode`` (by default its own; scheme 4 leaves permission bits out)."""
+def _entry_part(
+    path: Path | str, st: os.stat_result, mode: int | None = None, flags: list[fflags.Flags] | None = None
+) -> Part:
+    """The part of an entry, digested with ``mode`` (by default its own; scheme 4 leaves permission bits out).
+
+    ``flags``: where given, a regular file's inode flags are appended to it, read on the
+    descriptor opened for the content (one ioctl, no second open).
+    """
     if mode is None:
         mode = st.st_mode
     if stat.S_ISLNK(st.st_mode):
@@ -204,6 +213,8 @@ def _entry_part(path: Path | str, st: os.stat_result, mode: int | None = None) -
         return special_part(mode)  # opening a FIFO would wait for a writer forever
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
+        if flags is not None:
+            flags.append(fflags.read(fd))
         data = os.read(fd, CHUNK)
         if len(data) < CHUNK and st.st_size < CHUNK:  # most files: one read, no chunking
             return small_file_part(mode, data)
@@ -418,6 +429,13 @@ LINKS_NOT_RECORDED = (
     "one file is not compared (content, modes, owners and attributes are)"
 )
 LINK = " link:"
+# From scheme 5 of volumes, an entry's inode flags follow its attributes, before a link:
+# " fflags:schg,sappnd" (``engine.components.fflags``; "?" where its file system cannot say).
+FLAGS_NOT_RECORDED = (
+    "the backup's fingerprint (an earlier drproof's scheme) recorded no inode flags: whether a file or "
+    "directory is immutable, append-only or no-dump (chattr +i/+a/+d ...) is not compared (content, modes, "
+    "owners, attributes and hard links are)"
+)
 
 
 def link_token(first: str) -> str:
@@ -596,7 +614,9 @@ def tree_parts_into(
 
 
 def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups, changes: LiveChanges | None) -> None:
-    """``tree_parts_into`` for a scheme that records hard links (see ``link_token``): owners too."""
+    """``tree_parts_into`` for a scheme that records hard links (see ``link_token``): owners too, and
+    inode flags where the sink's ``fflags`` says its scheme records them (``fflags.token``)."""
+    with_flags = bool(getattr(sink, "fflags", False))
     for path, rel, kind in sorted_tree(str(root)):
         if kind == OTHER and _is_socket(path):
             continue
@@ -604,14 +624,25 @@ def _linked_tree_parts_into(root: Path, sink: PartSink, groups: LinkGroups, chan
             try:
                 st = os.lstat(path)
                 token = mode_token(st.st_mode) + xattrs.token(xattrs.read(path))
+                if with_flags:
+                    flags = fflags.read_path(path, directory=True)
+                    token += fflags.token(flags)
+                    if flags is None and changes is not None:
+                        changes.flags_unreadable(rel)
                 sink[DIR + rel] = owned(dir_part(0), st.st_uid, st.st_gid, token)
             except OSError as exc:
                 sink[DIR + rel] = Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
             continue
         try:
             st = os.lstat(path)
-            part, token = _apart(path, st)
-            part = owned(part, st.st_uid, st.st_gid, token + xattrs.token(xattrs.read(path)))
+            found: list[fflags.Flags] | None = [] if with_flags else None
+            part, token = _apart(path, st, found)
+            token += xattrs.token(xattrs.read(path))
+            if found:
+                token += fflags.token(found[0])
+                if found[0] is None and changes is not None:
+                    changes.flags_unreadable(rel)
+            part = owned(part, st.st_uid, st.st_gid, token)
             if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):  # rare: a dict only for these
                 names = groups.setdefault((st.st_dev, st.st_ino), [])
                 if names:
@@ -643,9 +674,17 @@ class LinkedParts(OwnedParts):
     links = True
 
 
-def tree_parts(root: Path, owners: bool = False, links: bool = False) -> dict[str, Part]:
+class FlaggedParts(LinkedParts):
+    """A dict of parts that takes owners, hard links and inode flags (``fflags.token``)."""
+
+    fflags = True
+
+
+def tree_parts(root: Path, owners: bool = False, links: bool = False, flags: bool = False) -> dict[str, Part]:
     """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
-    parts: dict[str, Part] = LinkedParts() if links else OwnedParts() if owners else {}
+    parts: dict[str, Part] = (
+        FlaggedParts() if flags else LinkedParts() if links else OwnedParts() if owners else {}
+    )
     tree_parts_into(root, parts)
     return parts
 
@@ -828,6 +867,8 @@ def _fast_add(
         return 0
     if (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)) and xattrs.read(path):
         return None  # its attributes go in a pax header: tarfile's
+    if stat.S_ISDIR(st.st_mode) and fflags.read_path(path, directory=True) != 0:
+        return None  # its inode flags (or that they cannot be read) go in a pax header: tarfile's
     if stat.S_ISDIR(st.st_mode):
         header = ustar_header(arcname + "/", st, tarfile.DIRTYPE, 0)
         if header is None:
@@ -864,8 +905,8 @@ def _fast_file(
     except OSError:
         return None  # replaced by a link or something else since the walk: tarfile judges it
     st = os.fstat(fd)  # the size of what is read, not of what the walk saw
-    # A hard link (or no file), or a file with extended attributes (a pax header): tarfile's.
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or xattrs.read(fd):
+    # A hard link (or no file), or a file with extended attributes or inode flags (a pax header): tarfile's.
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or fflags.read(fd) != 0 or xattrs.read(fd):
         os.close(fd)
         return None
     if st.st_size <= CHUNK:
@@ -996,8 +1037,11 @@ def _add(
         # (1 KiB and a slow path in tarfile) for every file, and fidelity ignores mtimes.
         info.mtime = int(info.mtime)
         found = xattrs.read(str(path))
-        if found:
-            info.pax_headers = xattrs.to_pax(found)
+        flags = _flags_of(path, info)
+        if flags is None:
+            changes.flags_unreadable(arcname)
+        if found or flags != 0:  # None: "not readable", recorded as such
+            info.pax_headers = {**xattrs.to_pax(found), **fflags.to_pax(flags)}
         if info.isreg():
             return _add_regular(tar, path, info, parts, linked, changes, tap)
     except FileNotFoundError:
@@ -1013,7 +1057,7 @@ def _add(
         return 1
     if parts is None:
         return 1
-    xt, apart = xattrs.token(found), getattr(parts, "links", False)
+    xt, apart = xattrs.token(found) + _flags_token(parts, flags), getattr(parts, "links", False)
     if info.issym():
         _put(parts, FILE + arcname, symlink_part(info.linkname), info.uid, info.gid, xt)
     elif info.isdir():
@@ -1021,6 +1065,18 @@ def _add(
     else:
         _put(parts, FILE + arcname, special_part(_bits(info.mode, apart)), info.uid, info.gid, xt, info.mode)
     return 1
+
+
+def _flags_of(path: str, info: tarfile.TarInfo) -> fflags.Flags:
+    """The inode flags of a file (any of its names) or directory being archived; 0 for other entries."""
+    if not (info.isreg() or info.islnk() or info.isdir()):
+        return 0  # chattr sets none on a link or a FIFO
+    return fflags.read_path(path, directory=info.isdir())
+
+
+def _flags_token(parts: PartSink | None, flags: fflags.Flags) -> str:
+    """The inode flags' token where the sink's scheme records them (its ``fflags``), else nothing."""
+    return fflags.token(flags) if getattr(parts, "fflags", False) else ""
 
 
 def _add_regular(
@@ -1052,6 +1108,7 @@ def _add_regular(
     part, data = _fed(digest, info.name, tap)
     if parts is not None:
         xt = xattrs.token(xattrs.from_pax(info.pax_headers))
+        xt += _flags_token(parts, fflags.from_pax(info.pax_headers))
         part = _put(parts, FILE + info.name, part, st.st_uid, st.st_gid, xt, info.mode)
     if st.st_nlink > 1:
         linked[info.name] = (part, data)
@@ -1187,6 +1244,7 @@ class _Tracker:
         self.parts = parts
         self._owners = bool(getattr(parts, "owners", False))
         self._links = bool(getattr(parts, "links", False))
+        self._fflags = bool(getattr(parts, "fflags", False))
         self._pending: tuple[str, ContentDigest, str] | None = None
 
     def on_entry(self, rel: str, member: TarMember) -> Callable[[bytes], None] | None:
@@ -1195,6 +1253,8 @@ class _Tracker:
         # back is the fidelity check's to say, from the restored tree.
         apart = self._links  # scheme 4: the mode after the owner, not in the digest
         token = member_token(member, apart) if self._owners else ""
+        if self._fflags:
+            token += fflags.token(fflags.from_pax(getattr(member, "pax_headers", None)))
         mode = 0 if apart else member.mode
         if member.isreg() or member.islnk():
             if apart and not member.isreg():  # the link, as the archive has it (TreeWriter made it)
@@ -1281,6 +1341,8 @@ def extract_layers(
         )
     staging, replaced, note = _swap_names(target)
     _settle_interrupted_swap(target, replaced, note)
+    if staging.is_dir() and not staging.is_symlink():
+        _discard_staging(staging)  # drproof's own copy (a restore killed before its swap): flags it gave too
     _remove_leftover(staging)  # a staged copy is never live data
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
@@ -1295,11 +1357,12 @@ def extract_layers(
                 with open_stream() as stream:
                     _extract_stream(stream, writer, tracker)
             writer.finish()
-        if check is not None:
-            # Judge the restored content before it replaces anything live.
-            check(staging)
+            if check is not None:
+                # Judge the restored content before it replaces anything live.
+                check(staging)
+            writer.give_flags()  # last: an immutable entry takes no further change
     except (tarfile.TarError, OSError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard_staging(staging)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # Found by review: said as "[Errno 28] ..." alone, with no word of what was kept or what to do.
             raise ComponentError(
@@ -1309,7 +1372,7 @@ def extract_layers(
             ) from exc
         raise ComponentError(f"cannot extract archive into {target}: {exc}") from exc
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard_staging(staging)
         raise
     try:
         _give_root(staging, target, root)
@@ -1317,7 +1380,7 @@ def extract_layers(
         if target.exists():
             os.rename(target, replaced)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard_staging(staging)
         note.unlink(missing_ok=True)
         raise ComponentError(
             f"cannot set {target} aside to swap the restored copy in: {exc}; nothing was changed"
@@ -1327,11 +1390,23 @@ def extract_layers(
     except OSError as exc:
         if replaced.exists() and not target.exists():
             os.rename(replaced, target)  # the live data back where they were
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard_staging(staging)
         note.unlink(missing_ok=True)
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
     if _discard_replaced(replaced):
         note.unlink(missing_ok=True)  # kept otherwise: the next restore knows the leftover is garbage
+
+
+def _discard_staging(staging: Path) -> None:
+    """Remove drproof's own staging copy after a failed restore, clearing the inode flags it gave first.
+
+    The copy is drproof's, not the operator's: flags it set from the archive (an immutable
+    file) must not leave it behind for the next restore to refuse.
+    """
+    shutil.rmtree(staging, ignore_errors=True)
+    if staging.exists() and not staging.is_symlink():
+        fflags.clear_tree(str(staging))
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _remove_leftover(leftover: Path) -> None:
@@ -1359,7 +1434,10 @@ def _discard_replaced(replaced: Path) -> bool:
 
     The restore is complete either way: the restored tree is in place. Returns whether all
     of it went, so that the swap's note stays beside a leftover that proves it garbage.
+    Nothing to do where there was no live tree to set aside (the disaster took it whole).
     """
+    if not replaced.exists() and not replaced.is_symlink():
+        return True
     failures: list[str] = []
     shutil.rmtree(replaced, onerror=lambda _fn, path, exc: failures.append(f"{path}: {exc[1]}"))
     if failures:

@@ -32,6 +32,8 @@ class LiveChanges:
         # name met of each, by (device, inode), and every further name, said once each.
         self._first_names: dict[tuple[int, int], str] = {}
         self.unlinked: dict[str, str] = {}
+        # Entries whose inode flags their file system could not say (``flags_unreadable``).
+        self.flagless: dict[str, None] = {}
 
     def note(self, rel: str, what: str) -> None:
         self.count += 1
@@ -67,6 +69,14 @@ class LiveChanges:
             what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "FIFO"
             self.unlinked[rel] = f"{rel}: a {what} hard-linked to '{first}'; restored as a {what} of its own"
 
+    def flags_unreadable(self, rel: str) -> None:
+        """Note an entry whose inode flags could not be read (``engine.components.fflags``: NFS, FUSE).
+
+        Its part says "?" (never "none"), and the set says so (``FLAGS_NOT_READABLE``): a
+        comparison of "?" with "?" is no check of the flags, so the verdict carries the note.
+        """
+        self.flagless[rel] = None
+
     def summary(self) -> dict[str, Any] | None:
         """For a component's details in the manifest; None when nothing changed."""
         if not self.count:
@@ -84,7 +94,27 @@ def with_changes(details: dict[str, Any], changes: LiveChanges) -> dict[str, Any
     if changes.unlinked:
         entries = list(changes.unlinked.values())
         out[HARD_LINKS_KEY] = {"count": len(entries), "entries": entries[:MAX_LISTED]}
+    if changes.flagless:
+        names = list(changes.flagless)
+        out[FLAGS_KEY] = {"count": len(names), "entries": names[:MAX_LISTED]}
     return out
+
+
+FLAGS_KEY = "inode_flags_not_readable"
+FLAGS_NOT_READABLE = (
+    "inode flags (chattr +i, +a ...) could not be read on {count} entr(y/ies) of this set (its file system does "
+    "not say, e.g. NFS or FUSE; e.g. {first}): they are recorded as not readable, so whether they were immutable "
+    "or append-only is not compared"
+)
+
+
+def flags_note(details: dict[str, Any]) -> str | None:
+    """The named note a comparison with this set carries when it could not read some inode flags."""
+    found = details.get(FLAGS_KEY)
+    if not isinstance(found, dict) or not found.get("count"):
+        return None
+    entries = [str(e) for e in found.get("entries", [])]
+    return FLAGS_NOT_READABLE.format(count=int(found["count"]), first=repr(entries[0]) if entries else "?")
 
 
 HARD_LINKS_KEY = "hard_links_not_kept"

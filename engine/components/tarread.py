@@ -55,6 +55,7 @@ _PAX_KEYS = frozenset(
     {"path", "linkpath", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname", "hdrcharset"}
 )
 _XATTR = "SCHILY.xattr."  # extended attributes (engine.components.xattrs), kept for the writer
+_FFLAGS = "SCHILY.fflags"  # inode flags (engine.components.fflags), kept for the writer
 MAX_PAX = 1 << 20  # a pax header drproof writes holds a path or two; larger ones go to tarfile
 READ_SIZE = 1 << 20
 
@@ -78,7 +79,8 @@ class Member:
         self.linkname = linkname
         self.uid = self.gid = 0
         self.uname = self.gname = ""
-        self.pax_headers: dict[str, str] = _NO_PAX  # only extended attributes' records, as tarfile names them
+        # Only extended attributes' and inode flags' records, as tarfile names them.
+        self.pax_headers: dict[str, str] = _NO_PAX
 
     def isreg(self) -> bool:
         return self.type in _REGULAR
@@ -179,7 +181,7 @@ def _pax(data: bytes) -> dict[str, str]:
             raise _Unsupported
         key, _, value = record[:-1].partition(b"=")
         name = key.decode("utf-8", "surrogateescape")
-        if name not in _PAX_KEYS and not name.startswith(_XATTR):
+        if name not in _PAX_KEYS and name != _FFLAGS and not name.startswith(_XATTR):
             raise _Unsupported
         out[name] = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -350,7 +352,7 @@ def _built(block: bytes, kind: bytes, pax: dict[str, str] | None) -> Member:
                 member.gid = int(pax["gid"])
             member.uname = pax.get("uname", member.uname)
             member.gname = pax.get("gname", member.gname)
-            attrs = {k: v for k, v in pax.items() if k.startswith(_XATTR)}
+            attrs = {k: v for k, v in pax.items() if k.startswith(_XATTR) or k == _FFLAGS}
             if attrs:
                 member.pax_headers = attrs
         except ValueError:

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Protocol
 
-from engine.components import xattrs
+from engine.components import fflags, xattrs
 from engine.components.tarread import members
 from engine.errors import IntegrityError
 from engine.streams import CHUNK
@@ -199,6 +199,9 @@ class TreeWriter:
         self.owners_kept = 0  # entries root could not give their owner (OWNER_NOT_GIVEN)
         self.xattrs_missed = 0  # extended attributes this restore could not set (not root, or no such namespace)
         self._dir_xattrs: dict[tuple[str, ...], xattrs.Xattrs] = {}
+        # Inode flags to set once the tree is whole and proved (``give_flags``), by path.
+        self._flags: dict[tuple[str, ...], int] = {}
+        self.flags_missed = 0  # entries whose inode flags this restore could not set
 
     def close(self) -> None:
         self._close_dirs()
@@ -316,6 +319,7 @@ class TreeWriter:
         parent = self._dir(parts[:-1], True, member.name)
         assert parent is not None
         name, rel = parts[-1], "/".join(parts)
+        self._note_flags(parts, member)
         if member.isreg():
             self._write_file(parent, name, parts, rel, member, content)
         elif member.isdir():
@@ -347,6 +351,48 @@ class TreeWriter:
         else:
             raise HostileArchive(
                 f"archive member {member.name!r} is of tar type {member.type!r}, which is not restored"
+            )
+
+    def _note_flags(self, parts: tuple[str, ...], member: TarMember) -> None:
+        """Remember the inode flags a member records, for ``give_flags``; a later layer's member says what it has now."""
+        flagged = member.isreg() or member.isdir() or member.islnk()
+        flags = fflags.from_pax(getattr(member, "pax_headers", None)) if flagged else 0
+        if flags:
+            self._flags[parts] = flags
+        elif parts in self._flags:
+            del self._flags[parts]
+
+    def give_flags(self) -> None:
+        """Set the inode flags the archive records, deepest first: call last, once the tree is whole and proved.
+
+        Last, because an immutable file can no longer be written, chowned or chmodded, and an
+        immutable or append-only directory takes no new entry and loses none (an incremental
+        layer's removals). Deepest first, so a directory's flags follow its contents'.
+        A flag that cannot be set (``+i`` and ``+a`` need root; a file system without flags) is
+        counted and named in a warning; the fidelity check names each entry that lacks it.
+        """
+        for parts in sorted(self._flags, key=len, reverse=True):
+            self._trim()
+            parent = self._dir(parts[:-1], False, "/".join(parts))
+            if parent is None:
+                continue
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+            except FileNotFoundError:
+                continue
+            except PermissionError:  # not root, and the entry's mode keeps its owner out
+                self.flags_missed += 1
+                continue
+            try:
+                if not fflags.give(fd, self._flags[parts]):
+                    self.flags_missed += 1
+            finally:
+                os.close(fd)
+        if self.flags_missed:
+            log.warning(
+                "%d entr(y/ies) could not be given the inode flags the archive records (chattr +i and +a need "
+                "root; some file systems keep no flags): the fidelity check names each entry that lacks them",
+                self.flags_missed,
             )
 
     def _create(self, parent: int, name: str, parts: tuple[str, ...], make: Callable[[], object]) -> None:
@@ -447,7 +493,10 @@ class TreeWriter:
             st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return
+        self._flags.pop(parts, None)
         if stat.S_ISDIR(st.st_mode):
+            for below in [p for p in self._flags if p[: len(parts)] == parts]:
+                del self._flags[below]
             self._forget_dirs_under(parts)
             shutil.rmtree(parts[-1], dir_fd=parent)
         else:

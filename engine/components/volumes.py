@@ -23,6 +23,7 @@ from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Hea
 from engine.components.files import (
     DIR,
     FILE,
+    FLAGS_NOT_RECORDED,
     LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
     Check,
@@ -83,15 +84,17 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
-    # Scheme 4 adds which names share a file (hard links); scheme 3 each entry's owner;
-    # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "volumes/4"
+    # Scheme 5 adds inode flags (chattr +i, +a, ...: engine.components.fflags); scheme 4
+    # which names share a file (hard links); scheme 3 each entry's owner; scheme 2 a part
+    # per directory (empty ones and modes); scheme 1 had files only.
+    fingerprint_scheme: ClassVar[str] = "volumes/5"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
         "are not compared",
         "volumes/2": OWNERS_NOT_RECORDED,
         "volumes/3": LINKS_NOT_RECORDED,
+        "volumes/4": FLAGS_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None) -> PartSpool:
@@ -103,8 +106,13 @@ class VolumesComponent(Component):
         scheme = scheme or self.fingerprint_scheme
         exclude = (*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD
         owners = scheme not in (LEGACY_SCHEME, "volumes/2")
+        links = scheme in ("volumes/4", self.fingerprint_scheme)
         return PartSpool(
-            exclude=exclude, owners=owners, links=scheme == self.fingerprint_scheme, exclude_exact=_WORKLOAD_DIR
+            exclude=exclude,
+            owners=owners,
+            links=links,
+            fflags=scheme == self.fingerprint_scheme,
+            exclude_exact=_WORKLOAD_DIR,
         )
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
@@ -395,6 +403,7 @@ class _Routed:
         self._workload = workload
         self.owners = parts.owners
         self.links = parts.links
+        self.fflags = parts.fflags
 
     def __setitem__(self, name: str, part: Part) -> None:
         if name.startswith(_WORKLOAD) or name in _WORKLOAD_DIR:
