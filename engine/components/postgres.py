@@ -39,7 +39,7 @@ from engine.components.postgres_catalog import (
     role_parts,
     subscription_secrets,
 )
-from engine.components.postgres_rows import PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
+from engine.components.postgres_rows import ALL_ROWS, PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
 from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError, NotComparable
@@ -410,6 +410,7 @@ class PostgresComponent(Component):
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
+                cur.execute(ALL_ROWS)
                 if typed:
                     cur.execute(PINNED_OUTPUT)
             relations = self._row_relations(conn)
@@ -437,7 +438,13 @@ class PostgresComponent(Component):
                 refuse_taken(parts, key)
                 parts[key] = part
         except psycopg2.Error as exc:
-            raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}") from exc
+            hint = (
+                "; the fingerprint reads every row, as pg_dump does: connect as a superuser, a role with "
+                "BYPASSRLS, or the table's owner without FORCE ROW LEVEL SECURITY"
+                if exc.pgcode == "42501" and "row-level security" in str(exc)  # insufficient_privilege
+                else ""
+            )
+            raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}{hint}") from exc
         return parts
 
     def _row_relations(self, conn: psycopg2.extensions.connection) -> list[tuple[str, str, str]]:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import ComponentError
 from engine.fingerprint import compare
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import require_pg15
@@ -201,3 +202,35 @@ def test_a_scheme_5_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see
     assert "attached" in (comp.blind_spot("postgres/5") or "")
     assert "attached" in (comp.blind_spot("postgres/4") or "")
     assert comp.blind_spot("postgres/6") is None
+
+
+_FORCED = (
+    "CREATE ROLE rls_owner_{n}; CREATE TABLE t(id int, tenant text);"
+    " INSERT INTO t SELECT g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 10) g;"
+    " ALTER TABLE t OWNER TO rls_owner_{n}; GRANT USAGE ON SCHEMA public TO rls_owner_{n};"
+    " ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t FORCE ROW LEVEL SECURITY;"
+    " CREATE POLICY only_a ON t USING (tenant = 'a')"
+)
+
+
+def test_a_role_that_row_security_restricts_cannot_fingerprint_a_subset(server: PostgresComponent) -> None:
+    """Found by review: the fingerprint read rows with row security on, so a role a policy
+    restricts (here the table's owner under FORCE ROW LEVEL SECURITY) digested only the
+    rows it could see. Only the catalog read after it, which such a role cannot make
+    (``pg_user_mapping``), kept that from a match, and failed naming another table. Now,
+    as pg_dump does, the rows are read whole or the read fails, saying why and what to do."""
+    comp = _fresh(server)
+    n = comp.db
+    _sql(comp, _FORCED.format(n=n))
+    conn = comp.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET ROLE rls_owner_{n}")
+        with pytest.raises(ComponentError, match=r"(?s)row-level security.*BYPASSRLS"):
+            comp._parts_in(conn)
+    finally:
+        conn.close()
+    # Quiet control: a role row security does not restrict reads every row, hidden ones included.
+    before = comp.fingerprint()
+    _sql(comp, "DELETE FROM t WHERE tenant = 'b'")
+    assert "table public.t" in {d.part for d in compare(before, comp.fingerprint())}
