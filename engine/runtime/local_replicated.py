@@ -428,6 +428,38 @@ class LocalReplicatedPostgres(PostgresService, Topology):
             "primary_timeline": self.timeline(primary),
         }
 
+    def rebuild(self, node: str) -> dict[str, Any]:
+        """Re-clone ``node`` from the current primary with pg_basebackup, start it, wait until it caught up.
+
+        Why a clone and not a restart: the node may be a former primary that diverged, or
+        have missed more WAL than the primary keeps (a restore writes the whole database
+        again); a base backup of the primary as it is now is right in every case. Only a
+        node that is down is rebuilt (its copy is older than the primary's); the caller
+        decides when, after the primary's data were proven.
+        """
+        primary = self.primary()
+        if primary is None or primary == node:
+            raise RuntimeStartError(f"{node} of {self.instance!r} cannot be rebuilt: the primary is {primary or 'not answering'}")
+        role = self.role(node)
+        if role != "down":
+            raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: it is {role}, not down")
+        started = time.monotonic()
+        try:
+            self._clone(node, primary)
+        except OSError as exc:
+            raise RuntimeStartError(f"re-cloning {node} of {self.instance!r} from {primary} failed: {exc}") from exc
+        if not processes.wait_until(lambda: self.caught_up(node), timeout=CATCH_UP_TIMEOUT, interval=0.1):
+            raise RuntimeStartError(
+                f"{node} of {self.instance!r} was re-cloned from {primary} but did not catch up within "
+                f"{CATCH_UP_TIMEOUT:.0f} s"
+            )
+        return {
+            "node": node,
+            "from": primary,
+            "how": "pg_basebackup",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
     def caught_up(self, node: str) -> bool:
         primary = self.primary()
         if primary is None or self.role(node) != "replica":
