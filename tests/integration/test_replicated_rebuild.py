@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from engine.components.postgres_replicated import PostgresReplicatedComponent
+from engine.errors import IntegrityError
 from engine.runtime import local_patroni
 from engine.runtime.local import LocalRuntime
 from tests.integration.servers import require_patroni
-from tests.integration.test_replicated_restore import _backed_up, _restore
+from tests.integration.test_replicated_restore import _backed_up, _damage_dumps, _restore
 
 pytestmark = [pytest.mark.integration]
 
@@ -70,19 +71,21 @@ def test_a_restore_rebuilds_a_killed_or_wiped_replica(
     _every_node_holds_the_restore(comp, backup_set.component("db").fingerprint)
 
 
-def test_a_primary_that_lost_its_data_is_still_replaced_first_and_a_down_replica_rebuilt(
-    runtime: LocalRuntime, tmp_path: Path
+@pytest.mark.parametrize("how", ["kill", "wipe"])
+def test_a_primary_that_lost_its_data_is_still_replaced_first_and_a_down_replica_comes_back(
+    runtime: LocalRuntime, tmp_path: Path, how: str
 ) -> None:
     """The promote-first rule (review of pgbackrest/replicated, 2) holds with a replica down as well:
-    node1 is promoted before the restore, node0 re-cloned from it, node2 rebuilt after the proof."""
+    a replica is promoted before the restore and node0 re-cloned from it. node2, killed with its data,
+    is started for the take-over and repointed to the new primary; wiped, it is rebuilt after the proof."""
     comp, backup_set = _backed_up(runtime, tmp_path, replicas=2)
-    comp.topology.kill_node("node2")
+    _harm(comp, "node2", how)
     comp.service.wipe_data()  # node0, the primary
     _restore(comp, backup_set, tmp_path)
-    assert comp.topology.primary() == "node1"
+    assert comp.topology.primary() in ("node1", "node2")
     health = comp.health()
-    assert health.ok and "rebuilt after the restore: node2 (" in health.detail, health.detail
-    assert "node0" not in comp.rebuilt  # cloned by the take-over, before the restore
+    assert health.ok and "2 replica(s) streaming and caught up" in health.detail, health.detail
+    assert list(comp.rebuilt) == ([] if how == "kill" else ["node2"]), health.detail
     _every_node_holds_the_restore(comp, backup_set.component("db").fingerprint)
 
 
@@ -130,3 +133,21 @@ def test_quiet_control_a_healthy_restore_rebuilds_nothing(runtime: LocalRuntime,
     assert comp.rebuilt == {} and comp.not_rebuilt == {}
     assert {n: _started_at(comp, n) for n in comp.topology.nodes()} == before
     _every_node_holds_the_restore(comp, backup_set.component("db").fingerprint)
+
+
+def test_a_refused_restore_after_the_primary_lost_its_data_keeps_a_down_replicas_copy(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Found by this review: with the primary's data gone and its only replica down (killed, its data
+    intact), the restore's start built an empty primary and re-cloned the replica from it, then the
+    damaged set was refused: the one copy left was destroyed by a restore that "touched nothing".
+    Now the down replica is started and promoted first, like an answering one."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=1)
+    live = comp.fingerprint()
+    _damage_dumps(tmp_path)
+    comp.topology.kill_node("node1")
+    comp.service.wipe_data()  # node0, the primary
+    with pytest.raises(IntegrityError, match="refusing to restore"):
+        _restore(comp, backup_set, tmp_path)
+    assert comp.topology.primary() == "node1"
+    assert comp.on_node("node1").fingerprint() == live
