@@ -131,12 +131,11 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         except ComponentError as exc:
             return Health(ok=False, detail=f"primary {primary} cannot tell its WAL position: {exc}")
         problems: list[str] = []
-        absent: list[str] = []
+        absent: dict[str, str] = {}  # node: "down" or "no answer"
         for node in (n for n in self.topology.nodes() if n != primary):
             role = self.topology.role(node)
             if role in ("down", "no answer"):
-                why = self.not_rebuilt.get(node) if self.restored else None
-                absent.append(f"{node} {role}" + (f" ({why})" if why else ""))
+                absent[node] = role
             elif role == "primary":
                 problems.append(f"{node} answers as a second primary beside {primary}")
             else:
@@ -152,12 +151,13 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         if self.rebuilt:
             detail += "; rebuilt after the restore: " + ", ".join(f"{n} ({how})" for n, how in self.rebuilt.items())
         if absent:
-            detail += f"; {', '.join(absent)}"
+            detail += "; " + ", ".join(f"{n} {role}" for n, role in absent.items())
             if self.restored:
                 declared = len(self.topology.nodes())
+                why = [f"{n} {role}" + (f": {self.not_rebuilt[n]}" if n in self.not_rebuilt else "") for n, role in absent.items()]
                 problems.append(
                     f"{len(absent)} of the {declared} declared nodes down after the restore "
-                    f"({', '.join(absent)}): the cluster is not whole"
+                    f"({', '.join(why)}): the cluster is not whole"
                 )
         if problems:
             return Health(ok=False, detail=f"{detail}; but {'; '.join(problems)}")
