@@ -317,7 +317,8 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
 
         Patroni clones a node with no data from the leader itself (pg_basebackup, its
         ``create_replica_methods`` default), so drproof only clears what was left and
-        starts it, as an operator would; any Patroni of the node still running is ended first.
+        starts it, as an operator would. A node whose Patroni still runs is Patroni's to
+        bring back, and is left alone.
         """
         primary = self.primary()
         if primary is None or primary == node:
@@ -325,8 +326,13 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         role = self.role(node)
         if role != "down":
             raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: it is {role}, not down")
+        proc = self._patroni.get(node)
+        if proc is not None and proc.poll() is None:
+            # Its Patroni runs and manages the node (it may be starting or cloning it right now):
+            # never taken from under it; health judges what it brings back.
+            raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: its Patroni runs and brings it back itself")
         started = time.monotonic()
-        self.kill_node(node)
+        self.kill_node(node)  # a PostgreSQL left without its Patroni
         data = self._nodes[node].data_dir()
         shutil.rmtree(data, ignore_errors=True)
         if data.exists():
