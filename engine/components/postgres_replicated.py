@@ -19,7 +19,7 @@ from engine.components.base import ArtifactSource, Health, SeedParams
 from engine.components.connections import libpq_fields
 from engine.components.nodes import NodeViews
 from engine.components.postgres import PostgresComponent, PostgresParams
-from engine.errors import ComponentError
+from engine.errors import ComponentError, DrproofError
 from engine.lazy import lazy
 from engine.runtime import processes
 from engine.runtime.base import REPLICAS
@@ -46,6 +46,12 @@ _REPLICA_POSITION = (
     "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn, pg_is_wal_replay_paused(), r.status, r.received_tli, "
     "r.sender_host, r.sender_port FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true"
 )
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """An error (a log tail, a tool's stderr) as one line, cut at ``limit`` characters, for health's detail."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class PostgresReplicatedParams(PostgresParams):
@@ -78,6 +84,9 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
     params: PostgresReplicatedParams
     # Set once a restore went into the cluster: from then on every declared node must answer.
     restored: bool = False
+    # After the last restore: nodes rebuilt (how, seconds) and nodes that could not be (why).
+    rebuilt: dict[str, str]
+    not_rebuilt: dict[str, str]
 
     def provision(self) -> None:
         p = self.params
@@ -87,6 +96,7 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         service = self.runtime.server(self.name, self.instance, spec)
         self.service = service
         self.topology: Topology = service
+        self.rebuilt, self.not_rebuilt = {}, {}
 
     def connection_env(self) -> dict[str, str]:
         """The endpoint as a multi-host URL (``HOST`` and ``PORT`` are libpq's comma lists)."""
@@ -121,11 +131,11 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         except ComponentError as exc:
             return Health(ok=False, detail=f"primary {primary} cannot tell its WAL position: {exc}")
         problems: list[str] = []
-        absent: list[str] = []
+        absent: dict[str, str] = {}  # node: "down" or "no answer"
         for node in (n for n in self.topology.nodes() if n != primary):
             role = self.topology.role(node)
             if role in ("down", "no answer"):
-                absent.append(f"{node} {role}")
+                absent[node] = role
             elif role == "primary":
                 problems.append(f"{node} answers as a second primary beside {primary}")
             else:
@@ -138,13 +148,16 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
             problems.append(blocked)
         problems += self.topology.manager_problems()
         detail = f"{endpoint.detail}; primary {primary}, {streaming} replica(s) streaming and caught up"
+        if self.rebuilt:
+            detail += "; rebuilt after the restore: " + ", ".join(f"{n} ({how})" for n, how in self.rebuilt.items())
         if absent:
-            detail += f"; {', '.join(absent)}"
+            detail += "; " + ", ".join(f"{n} {role}" for n, role in absent.items())
             if self.restored:
                 declared = len(self.topology.nodes())
+                why = [f"{n} {role}" + (f": {self.not_rebuilt[n]}" if n in self.not_rebuilt else "") for n, role in absent.items()]
                 problems.append(
                     f"{len(absent)} of the {declared} declared nodes down after the restore "
-                    f"({', '.join(absent)}): the cluster is not whole"
+                    f"({', '.join(why)}): the cluster is not whole"
                 )
         if problems:
             return Health(ok=False, detail=f"{detail}; but {'; '.join(problems)}")
@@ -167,6 +180,34 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
             )
         super().restore(source)
         self.restored = True
+        self._rebuild_down_nodes(source)
+
+    def _rebuild_down_nodes(self, source: ArtifactSource) -> None:
+        """Re-clone every declared node that is down (killed, or its data wiped) from the restored primary.
+
+        Why: a restore brings back the declared cluster; one that leaves a killed or wiped
+        replica down is not whole (health says so), and a DR drill that lost a node could
+        never be green. This runs only once the restore into the primary returned, i.e.
+        was proven and swapped in: a down node's copy is older than the primary's, and a
+        refused restore never reaches here, so no node's data is touched before then.
+        Nodes that answer are never rebuilt (a lagging one is health's finding); a node
+        that cannot be rebuilt stays down, and health names it with the reason. A restore
+        whose proof was left to its caller (a restore test's sandbox) rebuilds nothing:
+        the proof comes after, and nothing may be re-cloned before it.
+        """
+        self.rebuilt, self.not_rebuilt = {}, {}
+        primary = self.topology.primary()
+        down = [n for n in self.topology.nodes() if n != primary and self.topology.role(n) == "down"]
+        for node in down:
+            if source.proof_deferred:
+                self.not_rebuilt[node] = "not rebuilt: the restore's proof was left to the caller"
+                continue
+            try:
+                done = self.topology.rebuild(node)
+            except (DrproofError, OSError) as exc:
+                self.not_rebuilt[node] = f"could not be rebuilt: {_one_line(str(exc))}"
+            else:
+                self.rebuilt[node] = f"re-cloned from {done['from']}: {done['how']}, {done['seconds']:.1f} s"
 
     def _commit_problem(self, primary: str) -> str | None:
         """Why a commit on ``primary`` cannot return now (no synchronous standby to wait for), or None."""

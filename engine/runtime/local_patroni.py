@@ -49,6 +49,7 @@ TTL = 10
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 4
 START_TIMEOUT = 120.0
+REBUILD_TIMEOUT = 120.0  # a rebuilt node's clone by Patroni, then its catching up
 INSTALL = "apt-get install patroni etcd-server"
 
 
@@ -309,6 +310,44 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
             "seconds": round(time.monotonic() - started, 3),
             "timeline": self.timeline(node),
             "primary_timeline": self.timeline(primary) if primary else None,
+        }
+
+    def rebuild(self, node: str) -> dict[str, Any]:
+        """Empty ``node``'s data directory and start its Patroni: it bootstraps a replica from the leader.
+
+        Patroni clones a node with no data from the leader itself (pg_basebackup, its
+        ``create_replica_methods`` default), so drproof only clears what was left and
+        starts it, as an operator would. A node whose Patroni still runs is Patroni's to
+        bring back, and is left alone.
+        """
+        primary = self.primary()
+        if primary is None or primary == node:
+            raise RuntimeStartError(f"{node} of {self.instance!r} cannot be rebuilt: the leader is {primary or 'not answering'}")
+        role = self.role(node)
+        if role != "down":
+            raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: it is {role}, not down")
+        proc = self._patroni.get(node)
+        if proc is not None and proc.poll() is None:
+            # Its Patroni runs and manages the node (it may be starting or cloning it right now):
+            # never taken from under it; health judges what it brings back.
+            raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: its Patroni runs and brings it back itself")
+        started = time.monotonic()
+        self.kill_node(node)  # a PostgreSQL left without its Patroni
+        data = self._nodes[node].data_dir()
+        shutil.rmtree(data, ignore_errors=True)
+        if data.exists():
+            raise RuntimeStartError(f"{node} of {self.instance!r} cannot be rebuilt: {data} could not be emptied")
+        self._start_node(node)
+        if not processes.wait_until(lambda: self._settled(node), timeout=REBUILD_TIMEOUT, interval=0.5):
+            raise RuntimeStartError(
+                f"Patroni did not bring {node} of {self.instance!r} back as a caught-up replica of {primary} within "
+                f"{REBUILD_TIMEOUT:.0f} s. Log:\n{self._log_tail(node)}"
+            )
+        return {
+            "node": node,
+            "from": primary,
+            "how": "Patroni's replica bootstrap from the leader",
+            "seconds": round(time.monotonic() - started, 3),
         }
 
     def _settled(self, node: str) -> bool:

@@ -212,17 +212,39 @@ class LocalReplicatedPostgres(PostgresService, Topology):
             return
         node = self._nodes[self.current]
         if not (node.data_dir() / "PG_VERSION").exists():
+            self._start_down_standbys()
             if self.replicas():
                 self._take_over_from(self.current)
                 return
-            node.ensure_running()  # a new, empty cluster: every replica is cloned from it again
+            # A new, empty cluster: only nodes with no data are cloned from it now; one that
+            # holds data is left as it is until a restore was proven (then it is rebuilt).
+            node.ensure_running()
             for name in self.nodes():
-                if name != self.current:
+                if name != self.current and not self._has_data(name):
                     self._clone(name, self.current)
             return
         node.ensure_running()
         if not processes.wait_until(lambda: self.role(self.current) == "primary", timeout=READY_TIMEOUT, interval=0.1):
             raise RuntimeStartError(f"{self.current} of {self.instance!r} restarted but did not answer as primary")
+
+    def _has_data(self, name: str) -> bool:
+        return (self._nodes[name].data_dir() / "PG_VERSION").exists()
+
+    def _start_down_standbys(self) -> None:
+        """Start every standby that is down but holds its data, so that it can be promoted.
+
+        Why: with the primary's data gone and its replicas down too (killed with it), the
+        start built a new, empty primary and re-cloned every replica from it, before the
+        restore was proven: a restore refused then had destroyed the only copies left
+        (found by review). A standby only replays what it has, so starting it changes
+        nothing it holds; one that does not come up is left alone.
+        """
+        for name in self.nodes():
+            server = self._nodes[name]
+            if name == self.current or self.role(name) != "down" or not (server.data_dir() / "standby.signal").exists():
+                continue
+            with contextlib.suppress(RuntimeStartError):
+                server.ensure_running()
 
     def _take_over_from(self, lost: str) -> None:
         """The primary's data are gone but a replica answers: promote it, then clone ``lost`` from it.
@@ -426,6 +448,38 @@ class LocalReplicatedPostgres(PostgresService, Topology):
             "seconds": round(time.monotonic() - started, 3),
             "timeline": self.timeline(node),
             "primary_timeline": self.timeline(primary),
+        }
+
+    def rebuild(self, node: str) -> dict[str, Any]:
+        """Re-clone ``node`` from the current primary with pg_basebackup, start it, wait until it caught up.
+
+        Why a clone and not a restart: the node may be a former primary that diverged, or
+        have missed more WAL than the primary keeps (a restore writes the whole database
+        again); a base backup of the primary as it is now is right in every case. Only a
+        node that is down is rebuilt (its copy is older than the primary's); the caller
+        decides when, after the primary's data were proven.
+        """
+        primary = self.primary()
+        if primary is None or primary == node:
+            raise RuntimeStartError(f"{node} of {self.instance!r} cannot be rebuilt: the primary is {primary or 'not answering'}")
+        role = self.role(node)
+        if role != "down":
+            raise RuntimeStartError(f"{node} of {self.instance!r} is not rebuilt: it is {role}, not down")
+        started = time.monotonic()
+        try:
+            self._clone(node, primary)
+        except OSError as exc:
+            raise RuntimeStartError(f"re-cloning {node} of {self.instance!r} from {primary} failed: {exc}") from exc
+        if not processes.wait_until(lambda: self.caught_up(node), timeout=CATCH_UP_TIMEOUT, interval=0.1):
+            raise RuntimeStartError(
+                f"{node} of {self.instance!r} was re-cloned from {primary} but did not catch up within "
+                f"{CATCH_UP_TIMEOUT:.0f} s"
+            )
+        return {
+            "node": node,
+            "from": primary,
+            "how": "pg_basebackup",
+            "seconds": round(time.monotonic() - started, 3),
         }
 
     def caught_up(self, node: str) -> bool:

@@ -106,6 +106,15 @@ class Topology(ABC):
     def rejoin(self, node: str) -> dict[str, Any]:
         """Bring ``node`` (a failed former primary) back as a replica of the current primary, caught up."""
 
+    def rebuild(self, node: str) -> dict[str, Any]:
+        """Re-clone ``node`` (down, or its data gone) from the current primary and start it as a replica.
+
+        Only for topologies whose nodes can be cloned (replicated PostgreSQL); others refuse.
+        """
+        from engine.errors import RuntimeStartError
+
+        raise RuntimeStartError(f"this topology cannot rebuild a node ({node})")
+
     def lag(self, node: str, how: str) -> dict[str, Any]:
         """Make replica ``node`` fall behind (``how`` is topology-specific); refused where it means nothing."""
         from engine.errors import FaultError
