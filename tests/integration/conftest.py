@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from engine.runtime.local import LocalRuntime
+
+if TYPE_CHECKING:
+    from engine.components.postgres import PostgresComponent
 from tests.integration.seaweedfs import MakeBucket, SeaweedFS, bucket_name, seaweedfs
 
 
@@ -62,6 +65,16 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     with LocalRuntime(tmp_path / "work") as rt:
         yield rt
 
+
+@pytest.fixture
+def seeded_postgres(runtime: LocalRuntime) -> PostgresComponent:
+    """A seeded PostgreSQL (20 customers) of the embedded server, in the test's own runtime."""
+    from engine.components.postgres import PostgresComponent, PostgresParams
+
+    comp = PostgresComponent("db", PostgresParams(customers=20), runtime)
+    comp.provision()
+    comp.seed()
+    return comp
 
 
 @pytest.fixture

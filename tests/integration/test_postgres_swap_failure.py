@@ -8,7 +8,6 @@ same way. The live data were intact; the leftovers were not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -16,22 +15,17 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components import postgres_restore
-from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.postgres import PostgresComponent
 from engine.errors import DrproofError
 from engine.repository import LocalRepository
-from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import pg_sql
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[PostgresComponent]:
-    with LocalRuntime(tmp_path / "rt") as rt:
-        comp = PostgresComponent("db", PostgresParams(customers=20), rt)
-        comp.provision()
-        comp.seed()
-        yield comp
+def db(seeded_postgres: PostgresComponent) -> PostgresComponent:
+    return seeded_postgres
 
 
 def _databases(comp: PostgresComponent) -> set[str]:

@@ -11,7 +11,6 @@ its client dies.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,17 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components import postgres_restore
-from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.postgres import PostgresComponent
 from engine.errors import ComponentError
 from engine.repository import LocalRepository
-from engine.runtime.local import LocalRuntime
 from tests.integration.helpers import pg_sql, see_parents_servers
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[PostgresComponent]:
-    with LocalRuntime(tmp_path / "rt") as rt:
-        comp = PostgresComponent("db", PostgresParams(customers=20), rt)
-        comp.provision()
-        comp.seed()
-        yield comp
+def db(seeded_postgres: PostgresComponent) -> PostgresComponent:
+    return seeded_postgres
 
 
 def _killed_restore(db: PostgresComponent, repo: LocalRepository, manifest: Any, after: str) -> None:
