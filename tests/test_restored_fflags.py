@@ -22,18 +22,11 @@ from engine.components import fflags
 from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
+from tests.test_restored_flags import _chattr
 from tests.test_restored_owners import _volume, needs_root
 
 LOG = "dir001/file000001.bin"  # append-only: an audit log
 PINNED = "dir000/file000000.bin"  # immutable: a pinned file
-
-
-def _chattr(flag: str, path: Path) -> None:
-    done = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"chattr {flag} failed here: {done.stderr}")
-        pytest.skip(f"chattr {flag} is not supported here: {done.stderr}")
 
 
 def _unflag(tmp_path: Path) -> None:
