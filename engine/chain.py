@@ -290,6 +290,7 @@ class ChainAudit:
     ambiguous: bool = False
     # The set the head record names as the newest, gone without a tombstone and at a place no set here reaches.
     head_lost: Finding | None = None
+    lost_head: tuple[str, int, str] | None = None  # (id, place, manifest SHA-256) of that set, as its record names it
 
     def findings_for(self, backup_id: str) -> list[Finding]:
         return [f for f in self.findings if f.backup_id == backup_id]
@@ -347,11 +348,14 @@ def audit(
     now: datetime | None = None,
     recorded_identity: str | None = None,
     recorded_head: tuple[str, int, str] | None = None,
+    witnessed_head: tuple[str, tuple[str, int, str]] | None = None,
 ) -> ChainAudit:
     """Check every stored set and the links between them (see the module's account).
 
     ``recorded_identity``: what the repository's identity record vouches for (read_identity);
-    ``recorded_head``: the newest set its head record vouches for (read_head).
+    ``recorded_head``: the newest set its head record vouches for (read_head);
+    ``witnessed_head``: (repository identity, newest set) this host's own record names
+    (engine/witness.py), held against the chain only when the identities agree.
     """
     result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
     for s in stored:
@@ -365,7 +369,9 @@ def audit(
     result.order = [m.id for m in ordered]
     result.legacy = [m.id for m in ordered if m.sequence is None]
     if recorded_head is not None:
-        _check_head(result, recorded_head[0], recorded_head[1])
+        _check_head(result, recorded_head, "the repository's signed head record names")
+    if witnessed_head is not None and result.head_lost is None and witnessed_head[0] == result.identity:
+        _check_head(result, witnessed_head[1], "this host's own record of the newest set it saw here names")
     if result.legacy:
         result.findings.append(
             Finding(
@@ -496,8 +502,9 @@ def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own
     return late
 
 
-def _check_head(result: ChainAudit, backup_id: str, sequence: int) -> None:
-    """Name the set the head record says is the newest when it is gone and nothing here reaches its place."""
+def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str) -> None:
+    """Name the set a head record says is the newest when it is gone and nothing here reaches its place."""
+    backup_id, sequence = head[0], head[1]
     present = set(result.sets) | {f.backup_id for f in result.findings if f.kind != "missing"}
     gone = result.tombstones.get(backup_id)
     if backup_id in present or (gone is not None and gone.trusted):
@@ -508,10 +515,11 @@ def _check_head(result: ChainAudit, backup_id: str, sequence: int) -> None:
     result.head_lost = Finding(
         backup_id,
         "missing",
-        f"the repository's signed head record names it as the newest set (place {sequence} of the chain), yet it is "
+        f"{source} it as the newest set (place {sequence} of the chain), yet it is "
         f"neither here nor deleted by retention and no set here reaches place {sequence}: the newest set was deleted "
         "whole (a rollback), so \"latest\" would be an older set",
     )
+    result.lost_head = head
     result.findings.append(result.head_lost)
 
 

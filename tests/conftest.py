@@ -7,10 +7,16 @@ test command and CI run everything.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# This host's witness of each repository's newest set (engine/witness.py) is kept in a
+# directory of the test session's own, never in the home of whoever runs the tests.
+os.environ["DRPROOF_STATE_DIR"] = tempfile.mkdtemp(prefix="drproof-test-state-")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

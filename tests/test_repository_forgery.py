@@ -165,6 +165,13 @@ def _refused_as_rolled_back(
     assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(gone, "missing")]
 
 
+@pytest.fixture
+def no_witness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This host keeps no record of its own (engine/witness.py): the repository's records alone."""
+    monkeypatch.setenv("DRPROOF_STATE_DIR", "")
+
+
+@pytest.mark.usefixtures("no_witness")
 def test_the_newest_set_deleted_whole_is_not_silently_replaced_by_the_one_before(
     chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -178,6 +185,7 @@ def test_the_newest_set_deleted_whole_is_not_silently_replaced_by_the_one_before
     assert _live(chain) == "version 1\n"
 
 
+@pytest.mark.usefixtures("no_witness")
 def test_the_newest_set_moved_out_with_the_identity_record_replaced_is_refused(
     chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -189,6 +197,7 @@ def test_the_newest_set_moved_out_with_the_identity_record_replaced_is_refused(
     _refused_as_rolled_back(chain, ids[-1], capsys)
 
 
+@pytest.mark.usefixtures("no_witness")
 def test_an_audit_log_kept_outside_the_repository_names_the_rollback(
     chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

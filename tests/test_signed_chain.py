@@ -371,7 +371,8 @@ def test_effective_times_never_run_ahead_of_a_successor() -> None:
 # -- copies -------------------------------------------------------------------------------------
 
 
-def test_an_offsite_copy_carries_the_same_signed_chain() -> None:
+def test_an_offsite_copy_carries_the_same_signed_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRPROOF_STATE_DIR", "")  # this host's own record is tested in test_witness.py
     from engine.backup import copy_set
 
     trust = _trust()

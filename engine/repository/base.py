@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine import witness
 from engine.chain import (
     IDENTITY_FORMAT,
     ChainAudit,
@@ -642,9 +643,41 @@ class Repository(ABC):
             now,
             self.pinned_identity or self.recorded_identity(),
             self.recorded_head(),
+            self.witnessed_head(),
         )
         self.check_pinned(found)
+        self.witness_head(found)
         return found
+
+    def witnessed_head(self) -> tuple[str, tuple[str, int, str]] | None:
+        """(identity, newest set) this host's own record names for this repository (engine/witness.py), or None."""
+        location = self.identity_location()
+        held = witness.recall(location) if location is not None else None
+        if location is None or held is None:
+            return None
+        keys = self.trust.keys if self.trust is not None else None
+        head = read_head(held.record, held.signature, keys, location)
+        return (held.repository_id, head) if head is not None else None
+
+    def witness_head(self, found: ChainAudit) -> None:
+        """Keep the repository's head record on this host when it names the chain's newest set, whole and trusted.
+
+        Why: a restore host that never ran a backup still learns the newest place it saw,
+        so a later rollback of this repository is named there too. Nothing is kept from a
+        chain with doubts about its newest set, nor a record the chain does not bear out.
+        """
+        location, stored = self.identity_location(), self.stored_head()
+        head_id = found.head()
+        if location is None or stored is None or head_id is None or found.identity is None:
+            return
+        if found.doubts_about_latest():
+            return
+        keys = self.trust.keys if self.trust is not None else None
+        head = read_head(stored[0], stored[1], keys, location)
+        st = found.sets[head_id]
+        if head is None or head != (head_id, st.summary.sequence, st.sha256) or st.summary.repository_id != found.identity:
+            return
+        witness.remember(location, found.identity, stored[0], stored[1], head[1])
 
     def check_pinned(self, found: ChainAudit) -> None:
         """Refuse a repository that is not the one the configuration pins (``repository_id``).
@@ -737,7 +770,10 @@ class Repository(ABC):
             return
         record = head_bytes(manifest.id, manifest.sequence, hashlib.sha256(data).hexdigest(), location)
         try:
-            self.write_head(record, self.sign(record))
+            signature = self.sign(record)
+            if manifest.repository_id is not None:
+                witness.remember(location, manifest.repository_id, record, signature, manifest.sequence)
+            self.write_head(record, signature)
         except (RepositoryError, ConfigError) as exc:
             log.warning("backup %s is published, but the head record was not rewritten: %s", manifest.id, exc)
 
@@ -827,7 +863,7 @@ class Repository(ABC):
         candidates += [
             (t.sequence, t.backup_id, t.manifest_sha256) for t in found.tombstones.values() if t.trusted and t.sequence
         ]
-        if found.head_lost is not None and (head := self.recorded_head()) is not None:
+        if found.head_lost is not None and (head := found.lost_head) is not None:
             # The newest set was deleted whole: the next set follows it all the same, so its
             # signed link keeps naming the loss (``missing``) after the head record is rewritten.
             candidates.append((head[1], head[0], head[2]))

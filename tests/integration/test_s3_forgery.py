@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import selection
+from engine import selection, witness
 from engine.audit import AuditLog, describe_repository
 from engine.errors import ChainBroken
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, VERIFIED_SIGNATURE, Manifest
@@ -47,8 +47,9 @@ def test_a_planted_or_copied_verification_mark_is_not_verified(s3_server: Seawee
 
 
 def test_the_newest_set_deleted_whole_is_named_by_the_hosts_audit_log(
-    s3_server: SeaweedFS, make_bucket: MakeBucket, tmp_path: Path
+    s3_server: SeaweedFS, make_bucket: MakeBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(witness.STATE_ENV, "")  # the audit log alone; this host's own record is tested below
     trust = RepositoryTrust.generated()
     bucket = make_bucket()
     repo = _repo(s3_server, bucket, trust)
@@ -88,3 +89,22 @@ def test_the_newest_set_deleted_whole_is_named_by_the_signed_head_record(
     assert after.previous_id == newest.id and after.sequence == 4
     assert selection.latest(repo).manifest.id == after.id
     assert [(f.backup_id, f.kind) for f in repo.chain_audit().findings] == [(newest.id, "missing")]
+
+
+def test_the_newest_set_deleted_with_its_head_record_is_named_by_this_hosts_record(
+    s3_server: SeaweedFS, make_bucket: MakeBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No audit log, the head record deleted too: the host that wrote the newest set remembers it (engine/witness.py)."""
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path / "state"))
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    repo = _repo(s3_server, bucket, trust)
+    sets = [_write(repo) for _ in range(3)]
+    assert selection.latest(repo).manifest.id == sets[-1].id and repo.chain_audit().findings == []  # quiet control
+    newest = sets[-1]
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    for suffix in (".json", ".sig"):
+        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
+    with pytest.raises(ChainBroken, match=f"{newest.id}: this host's own record"):
+        selection.latest(repo)

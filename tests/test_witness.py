@@ -1,0 +1,165 @@
+"""This host's own record of each repository's newest set (engine/witness.py).
+
+A writer of the repository who deletes the newest set whole, deletes or rolls back the head
+record and empties the audit log kept in the repository left a chain that ended one set
+earlier: "latest" restored the older set in place, exit 0. The host that made (or read)
+the newer set remembers it, out of that writer's reach. Each attack is made on a real
+repository through the CLI; the healthy paths beside it stay quiet.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drills.cli import main
+from engine import witness
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def site(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A signed repository configuration over ``live``, and this host's state directory."""
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path / "backup-host-state"))
+    code = _cli(["keys", "init", "--private", str(tmp_path / "repo.key"), "--public", str(tmp_path / "repo.pub")], capsys)
+    assert code[0] == 0
+    (tmp_path / "live").mkdir()
+    body = {
+        "repository": {"path": "repo"},
+        "signing": {"key_file": "repo.key", "public_keys": ["repo.pub"]},
+        "components": {"files": {"kind": "volumes", "path": "live"}},
+    }
+    (tmp_path / "prod.yaml").write_text(yaml.safe_dump(body))
+    return {"tmp": tmp_path, "config": str(tmp_path / "prod.yaml"), "repo": tmp_path / "repo"}
+
+
+def _backup(site: dict[str, Any], version: int, capsys: pytest.CaptureFixture[str]) -> str:
+    (site["tmp"] / "live" / "state.txt").write_text(f"version {version}\n")
+    code, out, err = _cli(["backup", "--config", site["config"]], capsys)
+    assert code == 0, err
+    return out.strip().splitlines()[-1]
+
+
+def _live(site: dict[str, Any]) -> str:
+    return (site["tmp"] / "live" / "state.txt").read_text()
+
+
+def _restore_latest(site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code, _, err = _cli(["recovery", "restore", "--config", site["config"], "--in-place", "--yes"], capsys)
+    return code, err
+
+
+def _roll_back(site: dict[str, Any], newest: str, old_head: tuple[bytes, bytes] | None = None) -> None:
+    """What a writer of the storage does: the newest set, the head record and the audit log in the repository."""
+    repo: Path = site["repo"]
+    shutil.rmtree(repo / "sets" / newest)
+    (repo / "head.sig").unlink(missing_ok=True)
+    (repo / "head.json").unlink()
+    if old_head is not None:  # an older signed head record they kept
+        (repo / "head.json").write_bytes(old_head[0])
+        (repo / "head.sig").write_bytes(old_head[1])
+    (repo / "audit.jsonl").write_text("")
+
+
+def _refused(site: dict[str, Any], gone: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _restore_latest(site, capsys)
+    assert code == 1 and "refusing to choose the latest backup" in err, err
+    assert gone in err and "this host's own record" in err
+    assert _live(site) == "version 2\n"  # live data exactly as it was
+    code, out, _ = _cli(["recovery", "list", "--config", site["config"], "--json"], capsys)
+    assert code == 1 and [(f["backup"], f["kind"]) for f in json.loads(out)["findings"]] == [(gone, "missing")]
+
+
+def test_the_newest_set_deleted_with_the_head_record_and_the_audit_log_is_named(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [_backup(site, v, capsys) for v in range(3)]
+    _roll_back(site, ids[-1])
+    _refused(site, ids[-1], capsys)
+    code, _, err = _cli(["recovery", "restore", "--config", site["config"], "--in-place", "--yes", "--id", ids[1]], capsys)
+    assert code == 0, err  # named, not a lock-out: the older set restores when asked for by id
+    assert _live(site) == "version 1\n"
+
+
+def test_an_older_signed_head_record_put_back_is_seen(site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [_backup(site, v, capsys) for v in range(2)]
+    kept = ((site["repo"] / "head.json").read_bytes(), (site["repo"] / "head.sig").read_bytes())
+    ids.append(_backup(site, 2, capsys))
+    _roll_back(site, ids[-1], old_head=kept)
+    _refused(site, ids[-1], capsys)
+
+
+def test_a_restore_host_learns_the_newest_set_by_reading_the_repository(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [_backup(site, v, capsys) for v in range(3)]
+    monkeypatch.setenv(witness.STATE_ENV, str(site["tmp"] / "restore-host-state"))
+    assert _cli(["recovery", "list", "--config", site["config"]], capsys)[0] == 0  # a routine look, nothing amiss
+    _roll_back(site, ids[-1])
+    _refused(site, ids[-1], capsys)
+
+
+def test_a_repository_started_again_at_the_same_place_is_not_held_to_the_old_history(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for v in range(3):
+        _backup(site, v, capsys)
+    shutil.rmtree(site["repo"])  # deliberately emptied: its next set names a new identity
+    _backup(site, 7, capsys)
+    (site["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(site, capsys)
+    assert code == 0, err
+    assert _live(site) == "version 7\n"
+
+
+def test_healthy_backups_prune_and_restore_stay_quiet(site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    body = yaml.safe_load(Path(site["config"]).read_text()) | {"retention": {"keep_last": 1}}
+    Path(site["config"]).write_text(yaml.safe_dump(body))
+    for v in range(3):
+        _backup(site, v, capsys)  # retention deletes the older sets after each backup
+    code, out, err = _cli(["recovery", "list", "--config", site["config"], "--json"], capsys)
+    assert code == 0 and json.loads(out)["findings"] == [], err
+    (site["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(site, capsys)
+    assert code == 0, err
+    assert _live(site) == "version 2\n"
+
+
+def test_a_host_that_cannot_keep_its_record_still_backs_up(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = site["tmp"] / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv(witness.STATE_ENV, str(blocker))  # mkdir under a file fails
+    _backup(site, 0, capsys)
+    code, err = _restore_latest(site, capsys)
+    assert code == 0, err
+
+
+def test_the_record_never_moves_backwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path))
+    newer, older = b'{"sequence": 5}', b'{"sequence": 4}'
+    witness.remember("/r", "id-1", newer, None, 5)
+    witness.remember("/r", "id-1", older, None, 4)
+    held = witness.recall("/r")
+    assert held is not None and held.record == newer
+    witness.remember("/r", "id-2", older, None, 4)  # another identity at the same place replaces it
+    held = witness.recall("/r")
+    assert held is not None and (held.repository_id, held.record) == ("id-2", older)
+    assert witness.recall("/elsewhere") is None
+
+
+def test_an_empty_state_setting_keeps_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(witness.STATE_ENV, "")
+    witness.remember("/r", "id-1", b'{"sequence": 1}', None, 1)
+    assert witness.state_dir() is None and witness.recall("/r") is None
