@@ -241,12 +241,15 @@ class DrillRunner:
             offsite = s.repository.offsite.path
             offsite_path = self._scenario_path(offsite) if offsite else self.workdir / "offsite"
             self.offsite = LocalRepository(offsite_path, encryption, trust=trust)
+            self.offsite.keeps_witness = False
         spec = s.repository.model_copy()
         spec.resolve_paths(self.loaded.base_dir)
         run = OpenContext(
             encryption=encryption, run_dir=self.workdir / "repository", run_name=self.workdir.name, trust=trust
         )
-        return open_repository(spec, run)
+        repo = open_repository(spec, run)
+        repo.keeps_witness = False  # the drill's own sets: no host record outlives the run (engine/witness.py)
+        return repo
 
     def _trust(self) -> RepositoryTrust | None:
         """The drill's signing keys: made for this run and kept in memory, or the files the scenario names."""

@@ -163,3 +163,21 @@ def test_an_empty_state_setting_keeps_no_record(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv(witness.STATE_ENV, "")
     witness.remember("/r", "id-1", b'{"sequence": 1}', None, 1)
     assert witness.state_dir() is None and witness.recall("/r") is None
+
+
+def test_a_repository_that_keeps_no_witness_writes_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drill's throwaway repository (drills/runner.py) leaves nothing in the host's state directory."""
+    from engine.manifest import ComponentRecord
+    from engine.repository.local import LocalRepository
+    from engine.signing import RepositoryTrust
+
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path / "state"))
+    for keeps in (False, True):
+        repo = LocalRepository(tmp_path / f"repo-{keeps}", trust=RepositoryTrust.generated())
+        repo.keeps_witness = keeps
+        writer = repo.begin("t")
+        with writer.artifact("files", "files.tar") as sink:
+            sink.write(b"data")
+        writer.commit([ComponentRecord(name="files", kind="volumes", artifacts=[])], {}, {})
+        repo.chain_audit()
+        assert (witness.recall(str(repo.root.resolve())) is not None) is keeps

@@ -627,6 +627,9 @@ class Repository(ABC):
 
     # The identity the configuration pins (``repository.repository_id``); None: the sets decide.
     pinned_identity: str | None = None
+    # Whether this host keeps its own record of the newest set (engine/witness.py); off for a
+    # drill's throwaway repository, whose run directory is removed with it.
+    keeps_witness: bool = True
 
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
         """The chain as stored: every set's signature, origin and links, and the order of the usable ones.
@@ -651,7 +654,7 @@ class Repository(ABC):
 
     def witnessed_head(self) -> tuple[str, tuple[str, int, str]] | None:
         """(identity, newest set) this host's own record names for this repository (engine/witness.py), or None."""
-        location = self.identity_location()
+        location = self.identity_location() if self.keeps_witness else None
         held = witness.recall(location) if location is not None else None
         if location is None or held is None:
             return None
@@ -666,6 +669,8 @@ class Repository(ABC):
         so a later rollback of this repository is named there too. Nothing is kept from a
         chain with doubts about its newest set, nor a record the chain does not bear out.
         """
+        if not self.keeps_witness:
+            return
         location, stored = self.identity_location(), self.stored_head()
         head_id = found.head()
         if location is None or stored is None or head_id is None or found.identity is None:
@@ -771,7 +776,7 @@ class Repository(ABC):
         record = head_bytes(manifest.id, manifest.sequence, hashlib.sha256(data).hexdigest(), location)
         try:
             signature = self.sign(record)
-            if manifest.repository_id is not None:
+            if manifest.repository_id is not None and self.keeps_witness:
                 witness.remember(location, manifest.repository_id, record, signature, manifest.sequence)
             self.write_head(record, signature)
         except (RepositoryError, ConfigError) as exc:
