@@ -30,6 +30,16 @@ def _write(repo: S3Repository, payload: bytes = b"x" * 1000) -> Manifest:
     return writer.commit([], {}, {})
 
 
+def _delete_newest(repo: S3Repository, bucket: str, sets: list[Manifest], head_record: bool) -> Manifest:
+    """What a writer of the bucket does: the newest set deleted whole (and the head record with it)."""
+    newest = sets[-1]
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    for suffix in (".json", ".sig") if head_record else ():
+        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
+    return newest
+
+
 def test_a_planted_or_copied_verification_mark_is_not_verified(s3_server: SeaweedFS, make_bucket: MakeBucket) -> None:
     trust = RepositoryTrust.generated()
     bucket = make_bucket()
@@ -61,11 +71,7 @@ def test_the_newest_set_deleted_whole_is_named_by_the_hosts_audit_log(
             sets.append(_write(repo))
             op.backup_ids = [sets[-1].id]
     assert selection.latest(repo, published=log.published(where)).manifest.id == sets[-1].id  # quiet control
-    newest = sets[-1]
-    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
-        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
-    for suffix in (".json", ".sig"):  # a writer who knows the head record deletes it too
-        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
+    newest = _delete_newest(repo, bucket, sets, head_record=True)  # a writer who knows the head record
     assert selection.latest(repo).manifest.id == sets[1].id  # what the repository alone shows: a rollback
     with pytest.raises(ChainBroken, match=f"{newest.id}: the audit log"):
         selection.latest(repo, published=log.published(where))
@@ -80,9 +86,7 @@ def test_the_newest_set_deleted_whole_is_named_by_the_signed_head_record(
     repo = _repo(s3_server, bucket, trust)
     sets = [_write(repo) for _ in range(3)]
     assert selection.latest(repo).manifest.id == sets[-1].id and repo.chain_audit().findings == []  # quiet control
-    newest = sets[-1]
-    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
-        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    newest = _delete_newest(repo, bucket, sets, head_record=False)
     with pytest.raises(ChainBroken, match=f"{newest.id}: the repository's signed head record"):
         selection.latest(repo)
     after = _write(repo)  # the next backup follows the lost set: its link keeps naming it
@@ -101,10 +105,6 @@ def test_the_newest_set_deleted_with_its_head_record_is_named_by_this_hosts_reco
     repo = _repo(s3_server, bucket, trust)
     sets = [_write(repo) for _ in range(3)]
     assert selection.latest(repo).manifest.id == sets[-1].id and repo.chain_audit().findings == []  # quiet control
-    newest = sets[-1]
-    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
-        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
-    for suffix in (".json", ".sig"):
-        repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
+    newest = _delete_newest(repo, bucket, sets, head_record=True)
     with pytest.raises(ChainBroken, match=f"{newest.id}: this host's own record"):
         selection.latest(repo)
