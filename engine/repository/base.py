@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.chain import (
     IDENTITY_FORMAT,
     ChainAudit,
+    Role,
     StoredSet,
     Tombstone,
     audit,
@@ -616,16 +617,39 @@ class Repository(ABC):
         return None
 
     def tombstones(self) -> builtins.list[Tombstone]:
+        """Every stored tombstone; trusted only if validly signed and written by this repository (``own_role``)."""
         keys = self.trust.keys if self.trust is not None else None
+        role, identity = self.own_role(), self.pinned_identity or self.recorded_identity()
         out = []
         for backup_id, data, sig in self.stored_tombstones():
-            t = read_tombstone(backup_id, data, sig, keys)
+            t = read_tombstone(backup_id, data, sig, keys, role, identity)
             if t is not None:
                 out.append(t)
         return out
 
     # The identity the configuration pins (``repository.repository_id``); None: the sets decide.
     pinned_identity: str | None = None
+    # The role the configuration gives this repository: ``origin`` (``repository:``) or
+    # ``copy`` (``offsite:``); None: opened without one (the identity record says, see own_role).
+    role: Role | None = None
+
+    def own_role(self) -> Role:
+        """This repository's role, which its tombstones name and which a tombstone must name to count here.
+
+        Why from the configuration first: it is kept on the backup host, out of reach of a
+        writer of the storage. Opened without one (the engine's API, ``--repository``), the
+        role the identity record vouches for here (signed, this location) says it; with no
+        valid record, ``origin``: a writer who deletes an offsite's record can then make it
+        take the primary's tombstones, which a configured ``offsite:`` never does.
+        """
+        if self.role is not None:
+            return self.role
+        location = self.identity_location()
+        stored = self.stored_identity() if location is not None else None
+        keys = self.trust.keys if self.trust is not None else None
+        if location is None or stored is None or read_identity(stored[0], stored[1], keys, location) is None:
+            return "origin"
+        return "copy" if json.loads(stored[0]).get("role") == "copy" else "origin"
 
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
         """The chain as stored: every set's signature, origin and links, and the order of the usable ones.
@@ -852,7 +876,9 @@ class Repository(ABC):
         if data is None:
             return
         manifest = ManifestSummary.model_validate_json(data)
-        record = tombstone_bytes(manifest, hashlib.sha256(data).hexdigest(), reason)
+        record = tombstone_bytes(
+            manifest, hashlib.sha256(data).hexdigest(), reason, self.own_role(), self.identity_location()
+        )
         self.write_tombstone(backup_id, record, self.sign(record))
 
     # Damage on purpose, for drills' integrity faults (engine/faults/integrity.py).
