@@ -20,6 +20,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drills.cli import main
+from engine import retention, selection
+from engine.backup import copy_set
 from engine.manifest import VERIFIED_NAME, VERIFIED_SIGNATURE, ComponentRecord, Manifest
 from engine.repository.base import Repository, VerifyReport
 from engine.repository.local import LocalRepository
@@ -487,3 +489,29 @@ def _trust_of(chain: dict[str, Any]) -> RepositoryTrust:
     return RepositoryTrust.from_settings(
         key_file=tmp / "repo.key", key_env=None, passphrase_env=None, public_keys=[tmp / "repo.pub"]
     )
+
+
+def test_the_offsites_other_signed_records_copied_into_the_primary_vouch_for_nothing_there() -> None:
+    """Verification marks, the identity record and sets the offsite holds, copied into the primary (same key, same sets)."""
+    trust = _trust()
+    with tempfile.TemporaryDirectory() as d:
+        primary, offsite = LocalRepository(Path(d) / "p", trust=trust), LocalRepository(Path(d) / "o", trust=trust)
+        offsite.role = "copy"  # as a configuration's `offsite:` opens it
+        sets = [_write(primary, bytes([i]) * 50) for i in range(3)]
+        for m in sets:
+            copy_set(primary, offsite, m)
+        _verified(offsite, sets[1])
+        _failed(primary, sets[1])
+        assert sets[1].id in offsite.verified_ids() and primary.verified_ids() == set()  # quiet controls
+        for name in (VERIFIED_NAME, VERIFIED_SIGNATURE):  # the offsite's signed mark for the same set and manifest
+            shutil.copyfile(offsite.root / "sets" / sets[1].id / name, primary.root / "sets" / sets[1].id / name)
+        assert primary.verified_ids() == set()
+        for name in ("repository.json", "repository.sig"):  # bound to the offsite's location: vouches for nothing here
+            shutil.copyfile(offsite.root / name, primary.root / name)
+        assert primary.recorded_identity() is None and primary.own_role() == "origin"
+        assert primary.chain_audit().findings == [] and primary.chain_audit().identity == sets[0].repository_id
+        retention.prune(primary, retention.Policy(keep_last=2))  # the primary prunes sets[0]: its own tombstone
+        assert primary.chain_audit().findings == []
+        shutil.copytree(offsite.root / "sets" / sets[0].id, primary.root / "sets" / sets[0].id)  # put back from the offsite
+        assert [(f.backup_id, f.kind) for f in primary.chain_audit().findings] == [(sets[0].id, "replayed")]
+        assert selection.latest(primary).manifest.id == sets[-1].id

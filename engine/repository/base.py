@@ -460,6 +460,9 @@ class Repository(ABC):
         SHA-256 of its stored manifest, and on a repository that verifies signatures only
         a mark signed by a trusted key counts (``trusts_verification``). A host holding
         public keys only writes an unsigned mark, which such a repository does not count.
+        The mark also names the role of the repository whose copy was verified (``own_role``):
+        the offsite's mark for the same set (same manifest), copied into the primary, does
+        not count there, nor the primary's in the offsite; each copy is verified on its own.
         """
         from datetime import UTC, datetime
 
@@ -470,6 +473,7 @@ class Repository(ABC):
             "damaged": report.damaged,
             "backup_id": report.backup_id,
             "manifest_sha256": hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
+            "role": self.own_role(),
         }
         data = (json.dumps(body) + "\n").encode("utf-8")
         signer = self.trust.signer if self.trust is not None else None
@@ -482,7 +486,8 @@ class Repository(ABC):
         against a repository writer: ``engine.chain.NOT_PROVEN``). One that verifies
         signatures takes only a mark signed by a trusted key that names this set and its
         manifest as stored now; a mark of an older drproof (unsigned) counts as none, so
-        the set is treated as unverified until ``recovery verify`` marks it again.
+        the set is treated as unverified until ``recovery verify`` marks it again, and so does
+        a mark written in the repository of the other role (``verification_record``).
         """
         try:
             body = json.loads(data) if data is not None else None
@@ -494,6 +499,8 @@ class Repository(ABC):
             return True
         assert data is not None
         if not self.trust.keys.check(data, signature).ok or body.get("backup_id") != backup_id:
+            return False
+        if body.get("role") is not None and body.get("role") != self.own_role():  # none: the mark predates roles
             return False
         manifest = self.stored_manifest_bytes(backup_id)
         return manifest is not None and body.get("manifest_sha256") == hashlib.sha256(manifest).hexdigest()
