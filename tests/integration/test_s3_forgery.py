@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import selection
+from engine import retention, selection
 from engine.audit import AuditLog, describe_repository
+from engine.backup import copy_set
 from engine.errors import ChainBroken
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, VERIFIED_SIGNATURE, Manifest
 from engine.repository import S3Repository
@@ -88,3 +89,38 @@ def test_the_newest_set_deleted_whole_is_named_by_the_signed_head_record(
     assert after.previous_id == newest.id and after.sequence == 4
     assert selection.latest(repo).manifest.id == after.id
     assert [(f.backup_id, f.kind) for f in repo.chain_audit().findings] == [(newest.id, "missing")]
+
+
+def _delete_set(repo: S3Repository, bucket: str, m: Manifest) -> None:
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in m.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(m.id, rel))
+
+
+def _copy_tombstone(source: S3Repository, target: S3Repository, bucket: str, backup_id: str) -> None:
+    for suffix in (".json", ".sig"):
+        body = source.client.get_object(Bucket=bucket, Key=source._pruned_key(backup_id, suffix))["Body"].read()
+        target.client.put_object(Bucket=bucket, Key=target._pruned_key(backup_id, suffix), Body=body)
+
+
+def test_a_tombstone_copied_between_the_primary_and_its_offsite_excuses_nothing(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """Two prefixes of one bucket, one key: each prunes on its own (quiet); the offsite's tombstone does not count in the primary."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    primary = _repo(s3_server, bucket, trust)
+    offsite = S3Repository(bucket, prefix="offsite", endpoint_url=s3_server.endpoint, trust=trust)
+    primary.role, offsite.role = "origin", "copy"  # as `repository:` and `offsite:` of a configuration open them
+    sets = []
+    for _ in range(4):
+        sets.append(_write(primary))
+        copy_set(primary, offsite, sets[-1])
+    retention.prune(offsite, retention.Policy(keep_last=1))  # the offsite keeps only the newest
+    retention.prune(primary, retention.Policy(keep_last=3))  # the primary keeps three
+    assert [m.id for m in offsite.summaries()] == [sets[-1].id]
+    assert offsite.chain_audit().findings == [] and primary.chain_audit().findings == []  # quiet controls
+    _delete_set(primary, bucket, sets[2])  # from the middle of the primary
+    _copy_tombstone(offsite, primary, bucket, sets[2].id)
+    found = primary.chain_audit()
+    assert [(f.backup_id, f.kind) for f in found.findings] == [(sets[2].id, "missing")]
+    assert "written by an offsite copy at s3://" in found.findings[0].detail
