@@ -515,3 +515,21 @@ def test_the_offsites_other_signed_records_copied_into_the_primary_vouch_for_not
         shutil.copytree(offsite.root / "sets" / sets[0].id, primary.root / "sets" / sets[0].id)  # put back from the offsite
         assert [(f.backup_id, f.kind) for f in primary.chain_audit().findings] == [(sets[0].id, "replayed")]
         assert selection.latest(primary).manifest.id == sets[-1].id
+
+
+def test_a_tombstone_written_before_tombstones_named_their_repository_still_excuses_its_set() -> None:
+    """The quiet control for upgrades: a signed tombstone without repository, role or location counts as before."""
+    trust = _trust()
+    with _repo(trust) as repo:
+        sets = [_write(repo, bytes([i]) * 50) for i in range(3)]
+        retention.prune(repo, retention.Policy(keep_last=1))
+        old = repo.root / "pruned" / f"{sets[1].id}.json"
+        body = json.loads(old.read_text())
+        assert (body["role"], body["repository_id"], body["location"]) == ("origin", sets[1].repository_id, str(repo.root.resolve()))
+        for name in ("repository_id", "role", "location"):
+            del body[name]
+        data = (json.dumps(body, indent=2) + "\n").encode()
+        old.write_bytes(data)
+        assert trust.signer is not None
+        old.with_suffix(".sig").write_bytes(trust.signer.sign(data))
+        assert repo.chain_audit().findings == [] and selection.latest(repo).manifest.id == sets[-1].id
