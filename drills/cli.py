@@ -558,7 +558,7 @@ def _cmd_recovery(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.recovery_command == "prune":
         if config is None:
             raise ConfigError("recovery prune needs --config: the retention policy is in it")
-        result = standalone.prune(config, args.dry_run, _progress(err, args.json), audit=audit)
+        result = standalone.prune(config, args.dry_run, _progress(err, args.json), audit=audit, offsite=offsite)
         if args.json:
             sys.stdout.write(json.dumps(result.__dict__, indent=2) + "\n")
         else:

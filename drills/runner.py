@@ -242,6 +242,7 @@ class DrillRunner:
             offsite_path = self._scenario_path(offsite) if offsite else self.workdir / "offsite"
             self.offsite = LocalRepository(offsite_path, encryption, trust=trust)
             self.offsite.keeps_witness = False
+            self.offsite.role = "copy"  # its tombstones are its own; the primary's are refused there
         spec = s.repository.model_copy()
         spec.resolve_paths(self.loaded.base_dir)
         run = OpenContext(

@@ -72,9 +72,12 @@ def audit_log(config: BackupConfig | None, path: Path | None) -> AuditLog:
     return AuditLog(None)
 
 
-def _open(spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True) -> Repository:
+def _open(
+    spec: Any, encryption: Encryption | None, trust: RepositoryTrust | None, create: bool = True, offsite: bool = False
+) -> Repository:
     repo = open_repository(spec, OpenContext(encryption=encryption, create=create, trust=trust))
     repo.pinned_identity = getattr(spec, "repository_id", None)  # refused whole if it is another repository
+    repo.role = "copy" if offsite else "origin"  # whose tombstones count there (the other's are refused)
     return repo
 
 
@@ -102,7 +105,7 @@ def repository(
     if offsite:
         if config.offsite is None:
             raise ConfigError("--offsite: the configuration has no offsite repository")
-        return _open(config.offsite, encryption, trust, create)
+        return _open(config.offsite, encryption, trust, create, offsite=True)
     if path is not None:
         return LocalRepository(path, encryption, create=create, trust=trust)
     return _open(config.repository, encryption, trust, create)
@@ -265,19 +268,25 @@ def prune(
     progress: Progress,
     audit: AuditLog | None = None,
     fresh: Sequence[str] = (),
+    offsite: bool = False,
 ) -> PruneResult:
-    """Apply the retention policy; ``fresh``: sets verified in full by this process just now (not re-read)."""
+    """Apply the retention policy; ``fresh``: sets verified in full by this process just now (not re-read).
+
+    ``offsite``: prune the configuration's offsite repository (``recovery prune --offsite``),
+    which records its deletions as an offsite copy's; the primary is left alone.
+    """
     if config.retention is None:
         raise ConfigError("no retention policy in the configuration (add retention: {keep_last: N, daily: N, ...})")
     r = config.retention
     policy = Policy(keep_last=r.keep_last, daily=r.daily, weekly=r.weekly, monthly=r.monthly)
     audit = audit or AuditLog(None)
-    repo = repository(config, None, writes=not dry_run)
+    repo = repository(config, None, offsite=offsite, writes=not dry_run)
+    repo_where = where(config, None, offsite=offsite)
 
     @contextmanager
     def deleting(d: Decision, holds: list[str]) -> Iterator[None]:
         # One line per deleted set, written while the exclusive lock is still held.
-        with audit.operation("delete", where(config, None)) as op:
+        with audit.operation("delete", repo_where) as op:
             op.backup_ids = [d.backup_id]
             op.components = holds
             op.extra.update(reason="retention policy", created_at=d.created_at.isoformat())
@@ -289,7 +298,7 @@ def prune(
         pruned = retention.prune(repo, policy, dry_run=dry_run, now=datetime.now(UTC), deleting=deleting, fresh=fresh)
     except retention.PruneRefused as exc:
         if not dry_run:  # a dry run records nothing, here as in verified.json
-            _audit_refused_prune(audit, where(config, None), exc, time.monotonic() - started)
+            _audit_refused_prune(audit, repo_where, exc, time.monotonic() - started)
         raise
     locked = pruned.locked
     kept = [

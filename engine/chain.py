@@ -151,10 +151,33 @@ class Tombstone:
     trusted: bool
     detail: str = ""
     created_at: str = ""
+    # The repository that wrote it (its identity, role and location); None: written before tombstones named it.
+    repository_id: str | None = None
+    role: str | None = None
+    location: str | None = None
 
 
-def tombstone_bytes(manifest: Manifest | ManifestSummary, manifest_sha256: str, reason: str) -> bytes:
-    """The record written (and signed) before retention deletes a set."""
+# A repository's role: where its identity was made (the primary) or a copy of it (the offsite).
+Role = Literal["origin", "copy"]
+ROLE_NAMES: dict[str, str] = {"origin": "the primary repository", "copy": "an offsite copy"}
+
+
+def tombstone_bytes(
+    manifest: Manifest | ManifestSummary,
+    manifest_sha256: str,
+    reason: str,
+    role: Role = "origin",
+    location: str | None = None,
+) -> bytes:
+    """The record written (and signed) before retention deletes a set.
+
+    It names the repository that deleted the set: the set's repository (``repository_id``,
+    which a primary and its offsite copy share), the ``role`` of the one that pruned
+    (``origin``: the primary; ``copy``: the offsite) and its ``location``. Why: the offsite
+    holds the same sets under the same key and prunes them on its own; without the role its
+    tombstone, copied into the primary's ``pruned/``, made a set a writer deleted there look
+    deleted by retention (:func:`read_tombstone` refuses it now).
+    """
     body = {
         "format": TOMBSTONE_FORMAT,
         "id": manifest.id,
@@ -164,11 +187,30 @@ def tombstone_bytes(manifest: Manifest | ManifestSummary, manifest_sha256: str, 
         "created_at": manifest.created_at.isoformat(),
         "deleted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reason": reason,
+        "repository_id": manifest.repository_id,
+        "role": role,
+        "location": location,
     }
     return (json.dumps(body, indent=2) + "\n").encode("utf-8")
 
 
-def read_tombstone(backup_id: str, data: bytes, signature: bytes | None, keys: TrustedKeys | None) -> Tombstone | None:
+def read_tombstone(
+    backup_id: str,
+    data: bytes,
+    signature: bytes | None,
+    keys: TrustedKeys | None,
+    role: Role = "origin",
+    identity: str | None = None,
+) -> Tombstone | None:
+    """A stored tombstone, trusted only if validly signed and written by this repository.
+
+    ``role``: this repository's (``origin`` or ``copy``); ``identity``: its identity when
+    known (pinned or recorded). A tombstone written by a repository in the other role (the
+    offsite's, copied into the primary, or the primary's into the offsite) or by another
+    repository is not trusted: the set it names is then ``missing``, and the finding says
+    whose tombstone it is. Tombstones written before they named their repository (no
+    ``role``) are taken as before: nothing in them says where they were written.
+    """
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -177,16 +219,38 @@ def read_tombstone(backup_id: str, data: bytes, signature: bytes | None, keys: T
         return None
     check = keys.check(data, signature) if keys is not None else None
     sequence = body.get("sequence")
+    written = {k: body.get(k) if isinstance(body.get(k), str) else None for k in ("repository_id", "role", "location")}
+    detail = "" if check is None or check.ok else check.detail
+    if not detail:
+        detail = _foreign_tombstone(written, role, identity)
     return Tombstone(
         backup_id,
         sequence if isinstance(sequence, int) else None,
         str(body.get("manifest_sha256", "")),
         body.get("previous_id") if isinstance(body.get("previous_id"), str) else None,
         str(body.get("deleted_at", "")),
-        trusted=check is None or check.ok,
-        detail="" if check is None or check.ok else check.detail,
+        trusted=not detail,
+        detail=detail,
         created_at=str(body.get("created_at", "")),
+        **written,
     )
+
+
+def _foreign_tombstone(written: dict[str, str | None], role: Role, identity: str | None) -> str:
+    """Why a validly signed tombstone is not this repository's, or "" if it is (or cannot be told)."""
+    where = f" at {written['location']}" if written["location"] else ""
+    if identity is not None and written["repository_id"] not in (None, identity):
+        return (
+            f"its tombstone in pruned/ was written by repository {written['repository_id']}{where}, not by this one "
+            f"({identity}): a tombstone copied in from another repository excuses nothing here"
+        )
+    if written["role"] is not None and written["role"] != role:
+        return (
+            f"its tombstone in pruned/ was written by {ROLE_NAMES.get(written['role'], repr(written['role']))}{where}, "
+            f"not by this repository ({ROLE_NAMES[role]}): a tombstone copied in from the other copy of the chain "
+            "excuses nothing here (each repository prunes, and records its own deletions, on its own)"
+        )
+    return ""
 
 
 def identity_bytes(repository_id: str, location: str, role: str) -> bytes:
@@ -503,21 +567,34 @@ def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own
 
 
 def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str) -> None:
-    """Name the set a head record says is the newest when it is gone and nothing here reaches its place."""
+    """Name the set a head record says is the newest when it is gone and nothing here reaches its place.
+
+    A tombstone does not excuse it: retention never deletes the newest set (every policy
+    keeps the newest of its newest period), so a set the head record still names as the
+    newest, with no set after it, was not pruned, whatever a tombstone in pruned/ says
+    (one copied in, or written when someone deleted the newest set by other means).
+    """
     backup_id, sequence = head[0], head[1]
     present = set(result.sets) | {f.backup_id for f in result.findings if f.kind != "missing"}
-    gone = result.tombstones.get(backup_id)
-    if backup_id in present or (gone is not None and gone.trusted):
+    if backup_id in present:
         return
     top = max((st.summary.sequence or 0 for st in result.sets.values()), default=0)
     if top >= sequence:
         return  # a later backup took its place since: the record is only older than the chain
+    gone = result.tombstones.get(backup_id)
+    if gone is not None and gone.trusted:
+        why = (
+            f"a tombstone in pruned/ says retention deleted it at {gone.deleted_at}, but retention never deletes the "
+            "newest set"
+        )
+    else:
+        why = "it is neither here nor deleted by retention" + (f" ({gone.detail})" if gone is not None else "")
     result.head_lost = Finding(
         backup_id,
         "missing",
-        f"{source} it as the newest set (place {sequence} of the chain), yet it is "
-        f"neither here nor deleted by retention and no set here reaches place {sequence}: the newest set was deleted "
-        "whole (a rollback), so \"latest\" would be an older set",
+        f"{source} it as the newest set (place {sequence} of the chain), yet {why}, "
+        f"and no set here reaches place {sequence}: the newest set was deleted whole (a rollback), so \"latest\" would "
+        "be an older set",
     )
     result.lost_head = head
     result.findings.append(result.head_lost)

@@ -20,6 +20,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drills.cli import main
+from engine import retention, selection
+from engine.backup import copy_set
 from engine.manifest import VERIFIED_NAME, VERIFIED_SIGNATURE, ComponentRecord, Manifest
 from engine.repository.base import Repository, VerifyReport
 from engine.repository.local import LocalRepository
@@ -397,3 +399,146 @@ def test_an_identity_record_of_another_repository_refuses_even_an_empty_one(
     code, _, err = _cli(["backup", "--config", chain["config"]], capsys)
     assert code == 1 and f"its identity record names {other}" in err
     assert not (fresh / "sets").exists() or list((fresh / "sets").iterdir()) == []
+
+
+# -- e. tombstones: only the repository that pruned a set excuses its absence ------------------
+
+
+def _offsite_pruned(chain: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Three backups copied offsite; then the offsite alone pruned (keep_last 1): its tombstones name ids[0], ids[1]."""
+    ids = _backups(chain, capsys, {"offsite": {"path": "offsite"}})
+    _config(chain["tmp"], {"offsite": {"path": "offsite"}, "retention": {"keep_last": 1}})
+    code, _, err = _cli(["recovery", "prune", "--config", chain["config"], "--offsite"], capsys)
+    assert code == 0, err
+    tmp: Path = chain["tmp"]
+    assert sorted(p.name for p in (tmp / "offsite" / "sets").iterdir()) == [ids[-1]]
+    assert sorted(p.name for p in (tmp / "repo" / "sets").iterdir()) == sorted(ids)  # `--offsite` left the primary alone
+    for offsite in ([], ["--offsite"]):  # the quiet controls: both repositories clean
+        code, out, err = _cli(["recovery", "list", "--config", chain["config"], "--json", *offsite], capsys)
+        assert code == 0 and json.loads(out)["findings"] == [], err
+    return ids
+
+
+def _copy_tombstone(chain: dict[str, Any], backup_id: str, source: str = "offsite", target: str = "repo") -> None:
+    tmp: Path = chain["tmp"]
+    (tmp / target / "pruned").mkdir(exist_ok=True)
+    for suffix in (".json", ".sig"):
+        shutil.copyfile(tmp / source / "pruned" / f"{backup_id}{suffix}", tmp / target / "pruned" / f"{backup_id}{suffix}")
+
+
+def _missing_naming_the_offsite(chain: dict[str, Any], gone: str, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code, out, _ = _cli(["recovery", "list", "--config", chain["config"], "--json", *args], capsys)
+    findings = json.loads(out)["findings"]
+    assert code == 1 and [(f["backup"], f["kind"]) for f in findings] == [(gone, "missing")], findings
+    detail: str = findings[0]["detail"]
+    assert "tombstone" in detail and "excuses nothing" in detail
+    return detail
+
+
+def test_an_offsite_tombstone_copied_into_the_primary_does_not_excuse_a_deleted_set(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _offsite_pruned(chain, capsys)
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[1])
+    _copy_tombstone(chain, ids[1])
+    detail = _missing_naming_the_offsite(chain, ids[1], capsys)
+    assert "written by an offsite copy" in detail and str(chain["tmp"] / "offsite") in detail
+    code, err = _restore_latest(chain, capsys)  # a set gone from the middle leaves "latest" alone
+    assert code == 0 and _live(chain) == "version 2\n", err
+
+
+def test_a_primary_tombstone_copied_into_the_offsite_does_not_excuse_a_deleted_copy(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _backups(chain, capsys, {"offsite": {"path": "offsite"}, "retention": {"keep_last": 1}})
+    tmp: Path = chain["tmp"]
+    assert sorted(p.name for p in (tmp / "repo" / "sets").iterdir()) == [ids[-1]]  # the primary pruned the rest
+    for offsite in ([], ["--offsite"]):  # the quiet controls
+        code, out, err = _cli(["recovery", "list", "--config", chain["config"], "--json", *offsite], capsys)
+        assert code == 0 and json.loads(out)["findings"] == [], err
+    shutil.rmtree(tmp / "offsite" / "sets" / ids[1])  # from the middle of the offsite's copies
+    _copy_tombstone(chain, ids[1], source="repo", target="offsite")
+    detail = _missing_naming_the_offsite(chain, ids[1], capsys, "--offsite")
+    assert "written by the primary repository" in detail
+
+
+def test_a_tombstone_for_the_newest_set_does_not_excuse_its_deletion(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tombstone the offsite signed for the newest set (retention never deletes it), copied in: "latest" refused."""
+    ids = _offsite_pruned(chain, capsys)
+    offsite = LocalRepository(chain["tmp"] / "offsite", trust=_trust_of(chain))
+    offsite.record_deletion(ids[-1], "retention policy")  # as the offsite's own retention would sign it
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    _copy_tombstone(chain, ids[-1])
+    (chain["tmp"] / "repo" / "audit.jsonl").write_text("")  # cut too: the signed head record is the witness
+    code, err = _restore_latest(chain, capsys)
+    assert code == 1 and "refusing to choose the latest backup" in err and ids[-1] in err, err
+    assert _live(chain) == "version 2\n"
+    _missing_naming_the_offsite(chain, ids[-1], capsys)
+
+
+def test_the_primarys_own_tombstone_for_its_newest_set_does_not_excuse_its_deletion(
+    chain: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signed here, yet for the set the head record names with nothing after it: retention never wrote it."""
+    ids = _backups(chain, capsys)
+    repo = LocalRepository(chain["tmp"] / "repo", trust=_trust_of(chain))
+    repo.record_deletion(ids[-1], "retention policy")
+    shutil.rmtree(chain["tmp"] / "repo" / "sets" / ids[-1])
+    (chain["tmp"] / "repo" / "audit.jsonl").write_text("")
+    code, err = _restore_latest(chain, capsys)
+    assert code == 1 and "refusing to choose the latest backup" in err and ids[-1] in err and "never deletes" in err
+    assert _live(chain) == "version 2\n"
+
+
+def _trust_of(chain: dict[str, Any]) -> RepositoryTrust:
+    """The key pair ``drproof keys init`` wrote, as the engine's API takes it."""
+    tmp: Path = chain["tmp"]
+    return RepositoryTrust.from_settings(
+        key_file=tmp / "repo.key", key_env=None, passphrase_env=None, public_keys=[tmp / "repo.pub"]
+    )
+
+
+def test_the_offsites_other_signed_records_copied_into_the_primary_vouch_for_nothing_there() -> None:
+    """Verification marks, the identity record and sets the offsite holds, copied into the primary (same key, same sets)."""
+    trust = _trust()
+    with tempfile.TemporaryDirectory() as d:
+        primary, offsite = LocalRepository(Path(d) / "p", trust=trust), LocalRepository(Path(d) / "o", trust=trust)
+        offsite.role = "copy"  # as a configuration's `offsite:` opens it
+        sets = [_write(primary, bytes([i]) * 50) for i in range(3)]
+        for m in sets:
+            copy_set(primary, offsite, m)
+        _verified(offsite, sets[1])
+        _failed(primary, sets[1])
+        assert sets[1].id in offsite.verified_ids() and primary.verified_ids() == set()  # quiet controls
+        for name in (VERIFIED_NAME, VERIFIED_SIGNATURE):  # the offsite's signed mark for the same set and manifest
+            shutil.copyfile(offsite.root / "sets" / sets[1].id / name, primary.root / "sets" / sets[1].id / name)
+        assert primary.verified_ids() == set()
+        for name in ("repository.json", "repository.sig"):  # bound to the offsite's location: vouches for nothing here
+            shutil.copyfile(offsite.root / name, primary.root / name)
+        assert primary.recorded_identity() is None and primary.own_role() == "origin"
+        assert primary.chain_audit().findings == [] and primary.chain_audit().identity == sets[0].repository_id
+        retention.prune(primary, retention.Policy(keep_last=2))  # the primary prunes sets[0]: its own tombstone
+        assert primary.chain_audit().findings == []
+        shutil.copytree(offsite.root / "sets" / sets[0].id, primary.root / "sets" / sets[0].id)  # put back from the offsite
+        assert [(f.backup_id, f.kind) for f in primary.chain_audit().findings] == [(sets[0].id, "replayed")]
+        assert selection.latest(primary).manifest.id == sets[-1].id
+
+
+def test_a_tombstone_written_before_tombstones_named_their_repository_still_excuses_its_set() -> None:
+    """The quiet control for upgrades: a signed tombstone without repository, role or location counts as before."""
+    trust = _trust()
+    with _repo(trust) as repo:
+        sets = [_write(repo, bytes([i]) * 50) for i in range(3)]
+        retention.prune(repo, retention.Policy(keep_last=1))
+        old = repo.root / "pruned" / f"{sets[1].id}.json"
+        body = json.loads(old.read_text())
+        assert (body["role"], body["repository_id"], body["location"]) == ("origin", sets[1].repository_id, str(repo.root.resolve()))
+        for name in ("repository_id", "role", "location"):
+            del body[name]
+        data = (json.dumps(body, indent=2) + "\n").encode()
+        old.write_bytes(data)
+        assert trust.signer is not None
+        old.with_suffix(".sig").write_bytes(trust.signer.sign(data))
+        assert repo.chain_audit().findings == [] and selection.latest(repo).manifest.id == sets[-1].id

@@ -92,6 +92,7 @@ class UnreachableRepository(Repository):
         self.name = inner.name  # type: ignore[misc]
         self.encryption = inner.encryption
         self.trust = inner.trust
+        self.role = inner.role
         self.remaining = attempts_failing
         self.failed_attempts = 0
 

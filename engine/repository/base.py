@@ -21,6 +21,7 @@ from engine import witness
 from engine.chain import (
     IDENTITY_FORMAT,
     ChainAudit,
+    Role,
     StoredSet,
     Tombstone,
     audit,
@@ -460,6 +461,9 @@ class Repository(ABC):
         SHA-256 of its stored manifest, and on a repository that verifies signatures only
         a mark signed by a trusted key counts (``trusts_verification``). A host holding
         public keys only writes an unsigned mark, which such a repository does not count.
+        The mark also names the role of the repository whose copy was verified (``own_role``):
+        the offsite's mark for the same set (same manifest), copied into the primary, does
+        not count there, nor the primary's in the offsite; each copy is verified on its own.
         """
         from datetime import UTC, datetime
 
@@ -470,6 +474,7 @@ class Repository(ABC):
             "damaged": report.damaged,
             "backup_id": report.backup_id,
             "manifest_sha256": hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
+            "role": self.own_role(),
         }
         data = (json.dumps(body) + "\n").encode("utf-8")
         signer = self.trust.signer if self.trust is not None else None
@@ -482,7 +487,8 @@ class Repository(ABC):
         against a repository writer: ``engine.chain.NOT_PROVEN``). One that verifies
         signatures takes only a mark signed by a trusted key that names this set and its
         manifest as stored now; a mark of an older drproof (unsigned) counts as none, so
-        the set is treated as unverified until ``recovery verify`` marks it again.
+        the set is treated as unverified until ``recovery verify`` marks it again, and so does
+        a mark written in the repository of the other role (``verification_record``).
         """
         try:
             body = json.loads(data) if data is not None else None
@@ -494,6 +500,8 @@ class Repository(ABC):
             return True
         assert data is not None
         if not self.trust.keys.check(data, signature).ok or body.get("backup_id") != backup_id:
+            return False
+        if body.get("role") is not None and body.get("role") != self.own_role():  # none: the mark predates roles
             return False
         manifest = self.stored_manifest_bytes(backup_id)
         return manifest is not None and body.get("manifest_sha256") == hashlib.sha256(manifest).hexdigest()
@@ -617,10 +625,12 @@ class Repository(ABC):
         return None
 
     def tombstones(self) -> builtins.list[Tombstone]:
+        """Every stored tombstone; trusted only if validly signed and written by this repository (``own_role``)."""
         keys = self.trust.keys if self.trust is not None else None
+        role, identity = self.own_role(), self.pinned_identity or self.recorded_identity()
         out = []
         for backup_id, data, sig in self.stored_tombstones():
-            t = read_tombstone(backup_id, data, sig, keys)
+            t = read_tombstone(backup_id, data, sig, keys, role, identity)
             if t is not None:
                 out.append(t)
         return out
@@ -630,6 +640,27 @@ class Repository(ABC):
     # Whether this host keeps its own record of the newest set (engine/witness.py); off for a
     # drill's throwaway repository, whose run directory is removed with it.
     keeps_witness: bool = True
+    # The role the configuration gives this repository: ``origin`` (``repository:``) or
+    # ``copy`` (``offsite:``); None: opened without one (the identity record says, see own_role).
+    role: Role | None = None
+
+    def own_role(self) -> Role:
+        """This repository's role, which its tombstones name and which a tombstone must name to count here.
+
+        Why from the configuration first: it is kept on the backup host, out of reach of a
+        writer of the storage. Opened without one (the engine's API, ``--repository``), the
+        role the identity record vouches for here (signed, this location) says it; with no
+        valid record, ``origin``: a writer who deletes an offsite's record can then make it
+        take the primary's tombstones, which a configured ``offsite:`` never does.
+        """
+        if self.role is not None:
+            return self.role
+        location = self.identity_location()
+        stored = self.stored_identity() if location is not None else None
+        keys = self.trust.keys if self.trust is not None else None
+        if location is None or stored is None or read_identity(stored[0], stored[1], keys, location) is None:
+            return "origin"
+        return "copy" if json.loads(stored[0]).get("role") == "copy" else "origin"
 
     def chain_audit(self, now: datetime | None = None) -> ChainAudit:
         """The chain as stored: every set's signature, origin and links, and the order of the usable ones.
@@ -893,7 +924,9 @@ class Repository(ABC):
         if data is None:
             return
         manifest = ManifestSummary.model_validate_json(data)
-        record = tombstone_bytes(manifest, hashlib.sha256(data).hexdigest(), reason)
+        record = tombstone_bytes(
+            manifest, hashlib.sha256(data).hexdigest(), reason, self.own_role(), self.identity_location()
+        )
         self.write_tombstone(backup_id, record, self.sign(record))
 
     # Damage on purpose, for drills' integrity faults (engine/faults/integrity.py).

@@ -27,6 +27,7 @@ class ReadOnlyRepository(Repository):
 
     def __init__(self, inner: Repository) -> None:
         self.inner = inner
+        self.role = inner.role
 
     @property
     def encryption(self) -> Encryption | None:

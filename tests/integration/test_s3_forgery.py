@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import selection, witness
+from engine import retention, selection, witness
 from engine.audit import AuditLog, describe_repository
+from engine.backup import copy_set
 from engine.errors import ChainBroken
 from engine.manifest import MANIFEST_NAME, VERIFIED_NAME, VERIFIED_SIGNATURE, Manifest
 from engine.repository import S3Repository
@@ -33,8 +34,7 @@ def _write(repo: S3Repository, payload: bytes = b"x" * 1000) -> Manifest:
 def _delete_newest(repo: S3Repository, bucket: str, sets: list[Manifest], head_record: bool) -> Manifest:
     """What a writer of the bucket does: the newest set deleted whole (and the head record with it)."""
     newest = sets[-1]
-    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in newest.artifacts]:
-        repo.client.delete_object(Bucket=bucket, Key=repo.key(newest.id, rel))
+    _delete_set(repo, bucket, newest)
     for suffix in (".json", ".sig") if head_record else ():
         repo.client.delete_object(Bucket=bucket, Key=repo._head_key(suffix))
     return newest
@@ -108,3 +108,38 @@ def test_the_newest_set_deleted_with_its_head_record_is_named_by_this_hosts_reco
     newest = _delete_newest(repo, bucket, sets, head_record=True)
     with pytest.raises(ChainBroken, match=f"{newest.id}: this host's own record"):
         selection.latest(repo)
+
+
+def _delete_set(repo: S3Repository, bucket: str, m: Manifest) -> None:
+    for rel in [MANIFEST_NAME, SIGNATURE_NAME] + [a.path for a in m.artifacts]:
+        repo.client.delete_object(Bucket=bucket, Key=repo.key(m.id, rel))
+
+
+def _copy_tombstone(source: S3Repository, target: S3Repository, bucket: str, backup_id: str) -> None:
+    for suffix in (".json", ".sig"):
+        body = source.client.get_object(Bucket=bucket, Key=source._pruned_key(backup_id, suffix))["Body"].read()
+        target.client.put_object(Bucket=bucket, Key=target._pruned_key(backup_id, suffix), Body=body)
+
+
+def test_a_tombstone_copied_between_the_primary_and_its_offsite_excuses_nothing(
+    s3_server: SeaweedFS, make_bucket: MakeBucket
+) -> None:
+    """Two prefixes of one bucket, one key: each prunes on its own (quiet); the offsite's tombstone does not count in the primary."""
+    trust = RepositoryTrust.generated()
+    bucket = make_bucket()
+    primary = _repo(s3_server, bucket, trust)
+    offsite = S3Repository(bucket, prefix="offsite", endpoint_url=s3_server.endpoint, trust=trust)
+    primary.role, offsite.role = "origin", "copy"  # as `repository:` and `offsite:` of a configuration open them
+    sets = []
+    for _ in range(4):
+        sets.append(_write(primary))
+        copy_set(primary, offsite, sets[-1])
+    retention.prune(offsite, retention.Policy(keep_last=1))  # the offsite keeps only the newest
+    retention.prune(primary, retention.Policy(keep_last=3))  # the primary keeps three
+    assert [m.id for m in offsite.summaries()] == [sets[-1].id]
+    assert offsite.chain_audit().findings == [] and primary.chain_audit().findings == []  # quiet controls
+    _delete_set(primary, bucket, sets[2])  # from the middle of the primary
+    _copy_tombstone(offsite, primary, bucket, sets[2].id)
+    found = primary.chain_audit()
+    assert [(f.backup_id, f.kind) for f in found.findings] == [(sets[2].id, "missing")]
+    assert "written by an offsite copy at s3://" in found.findings[0].detail
