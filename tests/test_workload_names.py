@@ -124,3 +124,12 @@ def test_a_vector_store_leaves_the_workload_record_out(tmp_path: Path) -> None:
     writer.write(1)
     assert (comp.path / f"{WORKLOAD_MARK}.ids").exists()
     assert compare(before, comp.fingerprint()) == []
+
+
+def test_the_shop_service_marks_its_workload_table_as_drproof_leaves_it_out() -> None:
+    """The full-system drill's service writes the workload's table itself: it must carry the same comment."""
+    from engine.components.postgres_catalog import WORKLOAD_COMMENT
+
+    shop = (Path(__file__).parent.parent / "scenarios" / "full-system" / "shop_app.py").read_text(encoding="utf-8")
+    assert f'WORKLOAD_COMMENT = "{WORKLOAD_COMMENT}"' in shop
+    assert "COMMENT ON TABLE {WORKLOAD} IS %s" in shop
