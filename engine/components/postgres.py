@@ -169,6 +169,13 @@ class PostgresParams(SeedParams):
     )
 
 
+# Scheme 1's rule (``postgres_legacy``): any name that holds the mark.
+LEGACY_WORKLOAD_UNSEEN = (
+    "objects whose name holds drproof_workload anywhere (in any schema): scheme 1 left them out as the drill "
+    "workload's, so a restore that lost or changed such an object of the database's own was not seen"
+)
+
+
 class PostgresComponent(Component):
     name: ClassVar[str] = "postgres"
     server: ClassVar[str | None] = "postgres"
@@ -280,7 +287,7 @@ class PostgresComponent(Component):
     typed_rows_scheme: ClassVar[str] = "postgres/3"
     text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
-        postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED,
+        postgres_legacy.SCHEME: f"{postgres_legacy.NOT_COVERED}; nor {LEGACY_WORKLOAD_UNSEEN}",
         "postgres/6": WORKLOAD_NAMES_UNSEEN.format(scheme="postgres/6"),
         "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5") + f"; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
         "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4")

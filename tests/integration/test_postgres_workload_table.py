@@ -92,4 +92,5 @@ def test_a_scheme_6_backup_compares_in_its_own_scheme_and_says_what_it_left_out(
     assert compare(old, comp.fingerprint_like(old)) == []  # its rule: the workload's table, by name
     assert "drproof_workload" in (comp.blind_spot("postgres/6") or "")
     assert "drproof_workload" in (comp.blind_spot("postgres/2") or "")
+    assert "drproof_workload" in (comp.blind_spot("1") or "")  # scheme 1: any name holding it
     assert comp.blind_spot("postgres/7") is None
