@@ -243,7 +243,10 @@ class RedisComponent(Component):
         in both fingerprints of a backup and its restore, seen alike, or as a difference
         (never hidden).
         """
-        return bool(self.client(db).get(WORKLOAD_MARKER_KEY) == WORKLOAD_MARKER)
+        try:
+            return bool(self.client(db).get(WORKLOAD_MARKER_KEY) == WORKLOAD_MARKER)
+        except redis.ResponseError:  # WRONGTYPE: a hash or list of that name is the database's own
+            return False
 
     def _keyspaces(
         self, db: int, fields: bool = True, counters: bool = True, workload: bool | None = None

@@ -86,6 +86,15 @@ def test_a_key_the_workload_could_have_written_is_compared_where_it_never_ran(ca
     assert SPACE in {d.part for d in compare(taken, cache.fingerprint())}
 
 
+def test_a_key_of_the_markers_name_but_another_type_is_the_databases_own(cache: RedisComponent) -> None:
+    cache.client().hset(WORKLOAD_MARK, "field", "value")
+    cache.client().set(f"{WORKLOAD_MARK}:7", "7")
+    taken = cache.fingerprint()  # no traceback (WRONGTYPE), and nothing left out
+    cache.client().delete(f"{WORKLOAD_MARK}:7")
+    cache.client().hset(WORKLOAD_MARK, "field", "changed")
+    assert {d.part for d in compare(taken, cache.fingerprint())} == {SPACE, "db0 keyspace (no prefix)"}
+
+
 def test_the_workloads_keys_in_another_database_than_the_marked_one_are_compared(cache: RedisComponent) -> None:
     _write(cache, range(1, 3))  # marks db 0
     other = cache.client(1)
