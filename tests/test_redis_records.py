@@ -300,6 +300,7 @@ def _component(monkeypatch: pytest.MonkeyPatch, surplus_reads: int) -> tuple[Red
     monkeypatch.setattr(comp, "_dbs", lambda: [0])
     monkeypatch.setattr(comp, "function_parts", dict)  # no server: no function libraries to read
     monkeypatch.setattr("engine.components.redis.staged_leftovers", lambda client, dbs: [])  # nor staged copies
+    monkeypatch.setattr(comp, "workload_marked", lambda db: False)  # nor a drill workload's marker
     reads: list[int] = []
 
     def fake(
@@ -362,3 +363,16 @@ def test_batches_shrink_on_large_replies_and_grow_back_to_the_asked_size() -> No
     assert d.size == 20
     d._adapt([b"0", 5, b"x" * (redis_digest.BATCH_BYTES * 2)] + [b""] * 7 + [0])  # or the reply itself is large
     assert 9 <= d.size <= 10
+
+
+def test_only_the_workloads_own_keys_are_left_out_where_it_marked_the_database() -> None:
+    """Scheme 5: the marker and ``drproof_workload:<n>`` (``:{w}:<n>``) only; look-alikes are data (found by review)."""
+    own = [WORKLOAD_MARK.encode(), f"{WORKLOAD_MARK}:1".encode(), f"{WORKLOAD_MARK}:{{w}}:2".encode()]
+    alike = [f"{WORKLOAD_MARK}:x".encode(), f"{WORKLOAD_MARK}_archive:1".encode(), f"{WORKLOAD_MARK}:1:2".encode()]
+    keys = own + alike + [b"user:1"]
+    batch = Decoded(keys, list(range(1, len(keys) + 1)), [None] * len(keys))
+    marked, unmarked = Keyspaces(workload=True), Keyspaces(workload=False)
+    marked.add(batch)
+    unmarked.add(batch)
+    assert {s: v.keys for s, v in marked.spaces.items()} == {WORKLOAD_MARK: 2, f"{WORKLOAD_MARK}_archive": 1, "user": 1}
+    assert sum(v.keys for v in unmarked.spaces.values()) == len(keys)  # no workload ran: nothing left out

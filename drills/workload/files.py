@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
-from engine.components.volumes import VolumesComponent
+from engine.components.volumes import WORKLOAD_MARKER, WORKLOAD_MARKER_FILE, VolumesComponent, workload_marked
 from engine.errors import ComponentError
 
 
@@ -22,6 +22,13 @@ class VolumeWriter(Writer):
         assert isinstance(self.component, VolumesComponent)
         self.root = self.component.path / WORKLOAD_MARK
         self.root.mkdir(exist_ok=True)
+        # The recorded fact that this directory is the workload's: fingerprints leave it
+        # out only where this file is (a volume's own drproof_workload/ is compared).
+        marker = self.root / WORKLOAD_MARKER_FILE
+        if not workload_marked(self.component.path):
+            tmp = self.root / f".{WORKLOAD_MARKER_FILE}.tmp"
+            tmp.write_bytes(WORKLOAD_MARKER)
+            os.rename(tmp, marker)
 
     def write(self, seq: int) -> None:
         tmp = self.root / f".{seq}.tmp"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.postgres import PostgresComponent
+from engine.components.postgres_catalog import WORKLOAD_COMMENT
 from engine.errors import ComponentError
 from engine.lazy import lazy
 
@@ -30,9 +31,14 @@ class PostgresWriter(Writer):
         conn.autocommit = True  # a commit per write: acknowledged means durable
         self.conn = conn
         with conn.cursor() as cur:
+            # One simple query, one transaction: the table never exists without the comment
+            # that tells fingerprints it is the workload's (and only it: a user's table named
+            # like it elsewhere is compared, found by review).
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {WORKLOAD_MARK} "
-                "(seq bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                "(seq bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp()); "
+                f"COMMENT ON TABLE {WORKLOAD_MARK} IS %s",
+                (WORKLOAD_COMMENT,),
             )
 
     def _connect(self) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK, Writer
 from engine.components.redis import RedisComponent
+from engine.components.redis_records import WORKLOAD_MARKER, WORKLOAD_MARKER_KEY
 from engine.errors import ComponentError
 from engine.lazy import lazy
 
@@ -15,12 +16,18 @@ else:
     redis = lazy("redis")
 
 
+def mark(client: Any) -> None:
+    """Mark the database written to as the workload's: fingerprints leave out its keys there, and only there."""
+    client.set(WORKLOAD_MARKER_KEY, WORKLOAD_MARKER)
+
+
 class RedisWriter(Writer):
     name: ClassVar[str] = "redis"
 
     def open(self) -> None:
         assert isinstance(self.component, RedisComponent)
         self.client = self.component.client()
+        mark(self.client)
 
     def write(self, seq: int) -> str | None:
         self.client.set(f"{WORKLOAD_MARK}:{seq}", str(seq))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drills.workload.base import WORKLOAD_MARK
-from drills.workload.redis import RedisWriter
+from drills.workload.redis import RedisWriter, mark
 from engine.errors import ComponentError
 from engine.lazy import lazy
 
@@ -46,6 +46,7 @@ class ClusterWriter(RedisWriter):
 
     def open(self) -> None:
         self.client: Any = self.component.client()  # type: ignore[attr-defined]
+        mark(self.client)
 
     def survivors(self) -> set[int]:
         """The workload's keys on every master (or on the one node a view of the component reads)."""

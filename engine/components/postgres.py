@@ -33,11 +33,15 @@ from engine.components.postgres_catalog import (
     SCHEME_5_ADDS,
     SCHEME_6_ADDS,
     SCHEME_6_UNSEEN,
+    WORKLOAD_NAMES_UNSEEN,
+    WORKLOAD_NAMES_UNSEEN_TAIL,
+    Workload,
     catalog_parts,
     parameter_parts,
     refuse_taken,
     role_parts,
     subscription_secrets,
+    workload_objects,
 )
 from engine.components.postgres_rows import ALL_ROWS, PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
 from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
@@ -165,6 +169,13 @@ class PostgresParams(SeedParams):
     )
 
 
+# Scheme 1's rule (``postgres_legacy``): any name that holds the mark.
+LEGACY_WORKLOAD_UNSEEN = (
+    "objects whose name holds drproof_workload anywhere (in any schema): scheme 1 left them out as the drill "
+    "workload's, so a restore that lost or changed such an object of the database's own was not seen"
+)
+
+
 class PostgresComponent(Component):
     name: ClassVar[str] = "postgres"
     server: ClassVar[str | None] = "postgres"
@@ -250,7 +261,10 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 6 (this one): as scheme 5, and what review found missing (``SCHEME_6_ADDS``):
+    # Scheme 7 (this one): as scheme 6, but only the drill workload's own table is left
+    # out, the one it marked with ``WORKLOAD_COMMENT`` (and its rows, indexes, sequences),
+    # not every object named like it in every schema (``WORKLOAD_NAMES_UNSEEN``).
+    # Scheme 6: as scheme 5, and what review found missing (``SCHEME_6_ADDS``):
     # partitions' indexes attached to their partitioned index, inherited columns and CHECK
     # constraints a child also defines itself, conversions, languages, text search parsers
     # and templates, transforms, who granted a role membership (16+).
@@ -266,17 +280,22 @@ class PostgresComponent(Component):
     # later; older servers take scheme 2, and so does a comparison with a scheme 2 backup.
     # Scheme 2: one part per catalog object, rows digested by the server without sorting.
     # Scheme 1 (``postgres_legacy``) is still computed for older backups.
-    fingerprint_scheme: ClassVar[str] = "postgres/6"
+    fingerprint_scheme: ClassVar[str] = "postgres/7"
+    attachments_scheme: ClassVar[str] = "postgres/6"
     labels_scheme: ClassVar[str] = "postgres/5"
     full_catalog_scheme: ClassVar[str] = "postgres/4"
     typed_rows_scheme: ClassVar[str] = "postgres/3"
     text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
-        postgres_legacy.SCHEME: postgres_legacy.NOT_COVERED,
-        "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5"),
-        "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4") + f"; nor {SCHEME_6_UNSEEN}",
-        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3") + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}",
-        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2") + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}",
+        postgres_legacy.SCHEME: f"{postgres_legacy.NOT_COVERED}; nor {LEGACY_WORKLOAD_UNSEEN}",
+        "postgres/6": WORKLOAD_NAMES_UNSEEN.format(scheme="postgres/6"),
+        "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5") + f"; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4")
+        + f"; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3")
+        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2")
+        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
     }
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
@@ -288,6 +307,7 @@ class PostgresComponent(Component):
         """The schemes computed by ``database_parts``, newest first (scheme 1 has its own code)."""
         return (
             self.fingerprint_scheme,
+            self.attachments_scheme,
             self.labels_scheme,
             self.full_catalog_scheme,
             self.typed_rows_scheme,
@@ -404,16 +424,18 @@ class PostgresComponent(Component):
         """
         scheme = scheme or self.fingerprint_scheme
         typed = scheme != self.text_rows_scheme  # schemes 3 to 6
-        full = scheme in (self.fingerprint_scheme, self.labels_scheme, self.full_catalog_scheme)
-        labels = scheme in (self.fingerprint_scheme, self.labels_scheme)
-        attachments = scheme == self.fingerprint_scheme
+        full = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme, self.full_catalog_scheme)
+        labels = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme)
+        attachments = scheme in (self.fingerprint_scheme, self.attachments_scheme)
+        # Scheme 7 leaves out exactly the table the workload marked; older ones, their own rule.
+        owned = workload_objects(conn, WORKLOAD_MARK, full) if scheme == self.fingerprint_scheme else None
         try:
             with conn.cursor() as cur:
                 cur.execute("SET search_path = ''")  # every name the server prints, schema-qualified
                 cur.execute(ALL_ROWS)
                 if typed:
                     cur.execute(PINNED_OUTPUT)
-            relations = self._row_relations(conn)
+            relations = self._row_relations(conn, owned)
             filters = self._extension_tables(conn, relations) if full else {}
             parts = row_parts(
                 conn,
@@ -433,7 +455,7 @@ class PostgresComponent(Component):
             }
             extra.update(subscription_secrets(conn))
             for key, part in catalog_parts(
-                conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels, attachments
+                conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels, attachments, owned
             ).items():
                 refuse_taken(parts, key)
                 parts[key] = part
@@ -447,8 +469,14 @@ class PostgresComponent(Component):
             raise ComponentError(f"postgres {self.instance!r}: fingerprint failed: {str(exc).strip()}{hint}") from exc
         return parts
 
-    def _row_relations(self, conn: psycopg2.extensions.connection) -> list[tuple[str, str, str]]:
-        """(part label, schema, name) of every relation with rows: tables, populated materialized views."""
+    def _row_relations(
+        self, conn: psycopg2.extensions.connection, owned: Workload | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(part label, schema, name) of every relation with rows: tables, populated materialized views.
+
+        Not the drill workload's: with ``owned`` (scheme 7), exactly the table it marked;
+        without (older schemes, their own rule), every table named as it, in every schema.
+        """
         with conn.cursor() as cur:
             cur.execute(
                 """SELECT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'table' END, n.nspname, c.relname
@@ -459,7 +487,10 @@ class PostgresComponent(Component):
                      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
                                      AND e.objid = c.oid AND e.deptype = 'e')"""
             )
-            return [(label, schema, name) for label, schema, name in cur.fetchall() if name != WORKLOAD_MARK]
+            rows = cur.fetchall()
+        if owned is not None:
+            return [(label, schema, name) for label, schema, name in rows if (schema, name) not in owned.tables]
+        return [(label, schema, name) for label, schema, name in rows if name != WORKLOAD_MARK]
 
     def _extension_tables(
         self, conn: psycopg2.extensions.connection, relations: list[tuple[str, str, str]]
@@ -488,10 +519,10 @@ class PostgresComponent(Component):
     def _cluster_parts(self, scheme: str) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            labels = scheme in (self.fingerprint_scheme, self.labels_scheme)
-            grantors = scheme == self.fingerprint_scheme
+            labels = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme)
+            grantors = scheme in (self.fingerprint_scheme, self.attachments_scheme)
             parts = role_parts(admin, self.service.superuser, labels=labels, grantors=grantors)
-            if scheme in (self.fingerprint_scheme, self.labels_scheme, self.full_catalog_scheme):
+            if scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme, self.full_catalog_scheme):
                 parts.update(parameter_parts(admin))
             return parts
         finally:

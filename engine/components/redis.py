@@ -25,7 +25,14 @@ from pydantic import Field
 from engine.components import redis_functions
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.redis_digest import BATCH_BYTES, Tally, digested
-from engine.components.redis_records import NO_PREFIX, Decoded, Keyspaces
+from engine.components.redis_records import (
+    NO_PREFIX,
+    WORKLOAD_MARKER,
+    WORKLOAD_MARKER_KEY,
+    WORKLOAD_SPACE_UNSEEN,
+    Decoded,
+    Keyspaces,
+)
 from engine.components.redis_stage import (
     EXPIRY_MARGIN_MS,
     Expected,
@@ -156,22 +163,28 @@ class RedisComponent(Component):
         info = self.client().info("keyspace")
         return sorted(int(name[2:]) for name in info if name.startswith("db"))
 
-    # Scheme 4: each stream's entries-added and max-deleted-entry-id. Scheme 3: hash
+    # Scheme 5: as scheme 4, but only the drill workload's own keys are left out, in a
+    # database holding its marker (``redis_records.WORKLOAD_MARKER``), not the key space
+    # ``drproof_workload`` of every database. Scheme 4: each stream's entries-added and max-deleted-entry-id. Scheme 3: hash
     # fields' own expiries (HEXPIRE) in the hash's digest, each stream
     # entry framed with its number of fields and values, and the server's function
     # libraries (part ``functions``, ``redis_functions``). Scheme 2:
     # digests computed by the server (``redis_digest``), summed per key space, each key's
     # expiry, streams with their consumer groups. Scheme 1 (sorted key spaces, only
     # whether a key expires), 2 and 3 are still computed for backups of earlier versions.
-    fingerprint_scheme: ClassVar[str] = "redis/4"
+    fingerprint_scheme: ClassVar[str] = "redis/5"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded whether a key "
-        "expires but not when, and no stream consumer groups: those are not compared",
+        "expires but not when, and no stream consumer groups: those are not compared; "
+        + WORKLOAD_SPACE_UNSEEN,
         "redis/2": "the backup's fingerprint (scheme 2, from an earlier drproof) recorded no expiries of hash "
         "fields (HEXPIRE), no function libraries (FUNCTION LOAD), and not where one stream entry ends and the "
-        "next begins: those are not compared",
+        "next begins: those are not compared; "
+        + WORKLOAD_SPACE_UNSEEN,
         "redis/3": "the backup's fingerprint (scheme 3, from an earlier drproof) recorded no stream counters "
-        "(entries-added, max-deleted-entry-id): those are not compared",
+        "(entries-added, max-deleted-entry-id): those are not compared; "
+        + WORKLOAD_SPACE_UNSEEN,
+        "redis/4": "the backup's fingerprint (scheme 4, from an earlier drproof) " + WORKLOAD_SPACE_UNSEEN,
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -201,7 +214,7 @@ class RedisComponent(Component):
             return self._fp(legacy_parts(self.client, dbs), scheme)
         if scheme == "redis/2":
             return self.fingerprint_of({db: db for db in dbs}, fields=False, counters=False, scheme=scheme)
-        keys = self.fingerprint_of({db: db for db in dbs}, counters=False, scheme=scheme)
+        keys = self.fingerprint_of({db: db for db in dbs}, counters=scheme == "redis/4", scheme=scheme)
         return self._fp({**keys.parts, **self.function_parts()}, scheme)
 
     def fingerprint_of(
@@ -217,14 +230,33 @@ class RedisComponent(Component):
         schemes 2 and 3 had them.
         """
         parts: dict[str, Part] = {}
+        current = scheme in (None, self.fingerprint_scheme)
         for db, actual in sorted(mapping.items()):
-            parts.update(self._keyspaces(actual, fields, counters).parts(db))
+            workload = self.workload_marked(actual) if current else None
+            parts.update(self._keyspaces(actual, fields, counters, workload).parts(db))
         return self._fp(parts, scheme)
 
-    def _keyspaces(self, db: int, fields: bool = True, counters: bool = True) -> Keyspaces:
-        """Database ``db`` summed per key space; read again if SCAN returned a key twice."""
+    def workload_marked(self, db: int) -> bool:
+        """Whether a drill workload marked database ``db`` as the one it writes to (``WORKLOAD_MARKER``).
+
+        Read before the keys: a workload that starts while they are read leaves its keys
+        in both fingerprints of a backup and its restore, seen alike, or as a difference
+        (never hidden).
+        """
+        try:
+            return bool(self.client(db).get(WORKLOAD_MARKER_KEY) == WORKLOAD_MARKER)
+        except redis.ResponseError:  # WRONGTYPE: a hash or list of that name is the database's own
+            return False
+
+    def _keyspaces(
+        self, db: int, fields: bool = True, counters: bool = True, workload: bool | None = None
+    ) -> Keyspaces:
+        """Database ``db`` summed per key space; read again if SCAN returned a key twice.
+
+        ``workload``: as ``Keyspaces`` takes it (None: schemes 1 to 4's rule).
+        """
         for _ in range(_READS):
-            spaces, tally = Keyspaces(), Tally()
+            spaces, tally = Keyspaces(workload), Tally()
             for batch, _ in digested(self.client(db), db, size=_BATCH, tally=tally, fields=fields, counters=counters):
                 spaces.add(batch)
             if not tally.read_twice:
@@ -250,7 +282,7 @@ class RedisComponent(Component):
         with writer.artifact(self.instance, "keys.dump") as sink:
             sink.write(_MAGIC)
             for db in dbs:
-                spaces, tally = Keyspaces(), Tally()
+                spaces, tally = Keyspaces(self.workload_marked(db)), Tally()
                 for batch, payloads in digested(self.client(db), db, dump=True, size=_BATCH, tally=tally):
                     spaces.add(batch)
                     count += _dump_batch(db, batch, payloads, sink)

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from engine.components.base import WORKLOAD_MARK, ArtifactSource, Health, SeedParams
+from engine.components.base import ArtifactSource, Health, SeedParams
 from engine.components.redis import _BATCH, _MAGIC, _READS, RedisComponent, RedisParams, _dump_batch
 from engine.components.redis_digest import CLUSTER_SCRIPT, Tally, digested
-from engine.components.redis_records import Keyspaces, key_space
+from engine.components.redis_records import Keyspaces, key_space, workload_key
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part
 from engine.lazy import lazy
@@ -141,10 +141,12 @@ class RedisClusterComponent(RedisComponent):
     def _dbs(self) -> list[int]:
         return [0]
 
-    def _keyspaces(self, db: int, fields: bool = True, counters: bool = True) -> Keyspaces:
+    def _keyspaces(
+        self, db: int, fields: bool = True, counters: bool = True, workload: bool | None = None
+    ) -> Keyspaces:
         """Every master's keys summed into one set of key spaces; read again if SCAN returned a key twice."""
         for _ in range(_READS):
-            spaces, twice = Keyspaces(), False
+            spaces, twice = Keyspaces(workload), False
             for client in self._masters():
                 tally = Tally()
                 for batch, _ in digested(
@@ -160,7 +162,7 @@ class RedisClusterComponent(RedisComponent):
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
     ) -> tuple[dict[str, Any], Fingerprint]:
         """Each master dumped and digested batch by batch, into one artifact and one fingerprint."""
-        count, spaces = 0, Keyspaces()
+        count, spaces = 0, Keyspaces(self.workload_marked(0))
         masters = self._masters()
         with writer.artifact(self.instance, "keys.dump") as sink:
             sink.write(_MAGIC)
@@ -294,7 +296,8 @@ class RedisClusterComponent(RedisComponent):
         client = _node_client(self.topology.node(node).port, self.service.password)
         spaces: dict[str, list[bytes]] = {}
         expiring: dict[str, list[bytes]] = {}
-        keys = sorted(k for k in client.scan_iter(count=1000) if not k.startswith(WORKLOAD_MARK.encode()))
+        # The workload's keys exactly, not every key that starts like them (found by review).
+        keys = sorted(k for k in client.scan_iter(count=1000) if not workload_key(k))
         fielded = _has_field_expiries(client)
         for at in range(0, len(keys), 500):
             batch = keys[at : at + 500]

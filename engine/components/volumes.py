@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import random
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,34 @@ from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part
 from engine.partmerge import walk
 from engine.partstream import PartSpool
 from engine.repository.base import BackupSetWriter
+
+# The file the drill workload writes in its directory when it starts
+# (``drills/workload/files.py``), with this text: the recorded fact scheme 6 leaves the
+# directory out on. Schemes 1 to 5 left out a top-level ``drproof_workload/`` in every
+# volume, even where no workload ran (found by review). The file travels with the
+# directory into a backup and out of a restore; the backup records whether it left the
+# directory out (``WORKLOAD_DETAIL``), so its restore's staged copy is proven alike.
+WORKLOAD_MARKER_FILE = ".drproof-workload"
+WORKLOAD_MARKER = b"drproof drill workload: files here are judged by the recovery point, not by fingerprints\n"
+WORKLOAD_DETAIL = "workload_dir_left_out"
+WORKLOAD_DIR_UNSEEN = (
+    "left out a top-level directory drproof_workload/ as the drill workload's, even where no workload ran: "
+    "a restore that lost or changed what the volume itself kept there is not seen"
+)
+
+
+def workload_marked(root: Path) -> bool:
+    """Whether ``root/drproof_workload/`` holds the workload's marker: a regular file (never a link) of that text."""
+    try:
+        fd = os.open(root / WORKLOAD_MARK / WORKLOAD_MARKER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, len(WORKLOAD_MARKER) + 1) == WORKLOAD_MARKER
+    finally:
+        os.close(fd)
 
 
 class VolumesParams(SeedParams):
@@ -84,42 +113,52 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
-    # Scheme 5 adds inode flags (chattr +i, +a, ...: engine.components.fflags); scheme 4
+    # Scheme 6 leaves out the top-level directory ``drproof_workload/`` only where the
+    # drill workload marked it (``WORKLOAD_MARKER``), not in every volume. Scheme 5 adds inode flags (chattr +i, +a, ...: engine.components.fflags); scheme 4
     # which names share a file (hard links); scheme 3 each entry's owner; scheme 2 a part
     # per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "volumes/5"
+    fingerprint_scheme: ClassVar[str] = "volumes/6"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
-        "are not compared",
-        "volumes/2": OWNERS_NOT_RECORDED,
-        "volumes/3": LINKS_NOT_RECORDED,
-        "volumes/4": FLAGS_NOT_RECORDED,
+        "are not compared; " + WORKLOAD_DIR_UNSEEN,
+        "volumes/2": f"{OWNERS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
+        "volumes/3": f"{LINKS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
+        "volumes/4": f"{FLAGS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
+        "volumes/5": "the backup's fingerprint (scheme 5, from an earlier drproof) " + WORKLOAD_DIR_UNSEEN,
     }
 
-    def _spool(self, scheme: str | None = None) -> PartSpool:
+    def _spool(self, scheme: str | None = None, marked: bool = False) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go: the live workload's files left out.
 
+        In scheme 6, only where ``marked`` (the workload's directory holds its marker);
+        older schemes, by their own rule, in every volume.
         A spool, not a dict: a volume of a million files has a million parts, kept sorted
         in a temporary file and, once backed up, in an artifact of their own.
         """
         scheme = scheme or self.fingerprint_scheme
-        exclude = (*_WORKLOAD, DIR) if scheme == LEGACY_SCHEME else _WORKLOAD
+        current = scheme == self.fingerprint_scheme
+        workload = marked or not current
+        exclude = _WORKLOAD if workload else ()
         owners = scheme not in (LEGACY_SCHEME, "volumes/2")
-        links = scheme in ("volumes/4", self.fingerprint_scheme)
+        links = scheme in ("volumes/4", "volumes/5", self.fingerprint_scheme)
         return PartSpool(
-            exclude=exclude,
+            exclude=(*exclude, DIR) if scheme == LEGACY_SCHEME else exclude,
             owners=owners,
             links=links,
-            fflags=scheme == self.fingerprint_scheme,
-            exclude_exact=_WORKLOAD_DIR,
+            fflags=scheme in ("volumes/5", self.fingerprint_scheme),
+            exclude_exact=_WORKLOAD_DIR if workload else frozenset(),
         )
+
+    def _marked(self) -> bool:
+        """Whether a drill workload marked its directory here (``WORKLOAD_MARKER``)."""
+        return workload_marked(self.path)
 
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
 
     def fingerprint(self) -> Fingerprint:
-        spool = self._spool()
+        spool = self._spool(marked=self._marked())
         tree_parts_into(self.path, spool)
         return self._taken(spool)
 
@@ -131,13 +170,14 @@ class VolumesComponent(Component):
         return self._taken(spool, scheme)
 
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
-        return self._write_full(writer, None)
+        return self._write_full(writer, None, self._marked())
 
-    def _write_full(self, writer: BackupSetWriter, parts: PartSpool | None) -> dict[str, Any]:
+    def _write_full(self, writer: BackupSetWriter, parts: PartSpool | None, marked: bool) -> dict[str, Any]:
         changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        return with_changes({"entries": entries, "method": "streamed tar", "root": root_details(self.path)}, changes)
+        details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path), WORKLOAD_DETAIL: marked}
+        return with_changes(details, changes)
 
     def backup_fingerprinted(
         self, writer: BackupSetWriter, incremental: tuple[Fingerprint, ArtifactSource] | None = None
@@ -145,8 +185,9 @@ class VolumesComponent(Component):
         """One read of the tree: each file is digested as it is archived."""
         if incremental is not None:
             return self._incremental(writer, incremental[0])
-        spool = self._spool()
-        details = self._write_full(writer, spool)
+        marked = self._marked()
+        spool = self._spool(marked=marked)
+        details = self._write_full(writer, spool, marked)
         return details, self._taken(spool)
 
     # A canary is a file at the root (engine.canary): part of the tree, so it is backed up,
@@ -189,19 +230,23 @@ class VolumesComponent(Component):
         return self._incremental(writer, parent)[0]
 
     def _incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> tuple[dict[str, Any], Fingerprint]:
-        spool, workload, changes = self._spool(), _PathList(), LiveChanges()
+        marked = self._marked()
+        spool, workload, changes = self._spool(marked=marked), _PathList(), LiveChanges()
         groups: LinkGroups = {}  # the names of files with more than one link
         # The walk sees every entry (the archive only the changed ones): it says which
         # symbolic links and FIFOs have more than one name, for the whole tree.
-        tree_parts_into(self.path, _Routed(spool, workload), groups, changes)
+        tree_parts_into(self.path, _Routed(spool, workload, marked), groups, changes)
         current = self._taken(spool)
-        archived = self._spool()
+        archived = self._spool(marked=marked)
         with workload:
             details = self._write_changes(writer, parent, current, workload, archived, changes, groups)
-        settled = self._as_archived(current, self._taken(archived), changes)
+        details[WORKLOAD_DETAIL] = marked
+        settled = self._as_archived(current, self._taken(archived), changes, marked)
         return with_changes(details, changes), settled
 
-    def _as_archived(self, current: Fingerprint, archived: Fingerprint, changes: LiveChanges) -> Fingerprint:
+    def _as_archived(
+        self, current: Fingerprint, archived: Fingerprint, changes: LiveChanges, marked: bool
+    ) -> Fingerprint:
         """``current`` with the parts of what was archived, where a live file changed in between.
 
         An incremental backup fingerprints the tree first (to find what changed) and then
@@ -219,7 +264,7 @@ class VolumesComponent(Component):
                     changes.note(rel, "changed between the fingerprint and the archive; the archived content is recorded")
         if not differ:
             return current
-        spool = self._spool()
+        spool = self._spool(marked=marked)
         for name, ours, theirs in _merged(current, archived):
             part = theirs if theirs is not None else ours
             if name not in vanished and part is not None:
@@ -275,7 +320,7 @@ class VolumesComponent(Component):
                 changed.add(rel)
             for key in sorted(touched, key=lambda k: groups[k][0]):
                 for rel in groups[key]:  # in order of names: the first is archived first
-                    if not rel.startswith(_WORKLOAD_FILES):  # archived above
+                    if not (workload.count and rel.startswith(_WORKLOAD_FILES)):  # archived above
                         changed.add(rel)
             with writer.artifact(self.instance, "changes.json") as sink:
                 _write_changes_json(sink, {"remove": removals, "changed": changed})
@@ -295,7 +340,8 @@ class VolumesComponent(Component):
             if "changes.json" in source.artifacts:
                 removals = _removals(source)
             layers.append((functools.partial(source.open, "files.tar"), removals))
-        spool = self._spool(_scheme(sources[-1]))
+        # Left out of the staged copy's fingerprint as the backup left it out (its details).
+        spool = self._spool(_scheme(sources[-1]), bool(sources[-1].details.get(WORKLOAD_DETAIL)))
         extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, sources[-1].details.get("root"))
 
     def health_at_backup(self, details: dict[str, Any]) -> Health:
@@ -324,7 +370,8 @@ class VolumesComponent(Component):
 
 
 # The live workload's directory and what is under it; not every name that starts like it
-# (found by review: ``dir drproof_workload`` as a prefix left ``drproof_workload_old/`` out).
+# (found by review: ``dir drproof_workload`` as a prefix left ``drproof_workload_old/`` out),
+# and (scheme 6) only where the workload left its marker in it.
 _WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}/")
 _WORKLOAD_DIR = frozenset({f"{DIR}{WORKLOAD_MARK}"})
 _WORKLOAD_FILES = f"{WORKLOAD_MARK}/"
@@ -398,15 +445,16 @@ class _PathList:
 class _Routed:
     """A part sink that sends the live workload's entries to a list of paths, the rest on."""
 
-    def __init__(self, parts: PartSpool, workload: _PathList) -> None:
+    def __init__(self, parts: PartSpool, workload: _PathList, marked: bool) -> None:
         self._parts = parts
         self._workload = workload
+        self._marked = marked
         self.owners = parts.owners
         self.links = parts.links
         self.fflags = parts.fflags
 
     def __setitem__(self, name: str, part: Part) -> None:
-        if name.startswith(_WORKLOAD) or name in _WORKLOAD_DIR:
+        if self._marked and (name.startswith(_WORKLOAD) or name in _WORKLOAD_DIR):
             self._workload.add(name.split(" ", 1)[1])
         else:
             self._parts[name] = part

@@ -31,8 +31,11 @@ CACHE = redis.Redis(
 )
 
 
-# drproof leaves its workload table out of the database's fingerprint, by this name.
+# drproof leaves its workload table out of the database's fingerprint: the table of this
+# name that carries this comment (engine.components.postgres_catalog.WORKLOAD_COMMENT),
+# and no other (a table merely named so is the database's own and compared).
 WORKLOAD = "drproof_workload"
+WORKLOAD_COMMENT = "drproof drill workload: its rows are judged by the recovery point, not by fingerprints"
 
 
 def query(sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -65,7 +68,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             # Committed before the answer: a 2xx means the record is durable, as drproof assumes.
-            query(f"CREATE TABLE IF NOT EXISTS {WORKLOAD} (seq bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            query(
+                f"CREATE TABLE IF NOT EXISTS {WORKLOAD} (seq bigint PRIMARY KEY, written_at timestamptz NOT NULL "
+                f"DEFAULT clock_timestamp()); COMMENT ON TABLE {WORKLOAD} IS %s",
+                WORKLOAD_COMMENT,
+            )
             query(f"INSERT INTO {WORKLOAD} (seq) VALUES (%s) ON CONFLICT DO NOTHING", int(m.group(1)))
         except psycopg2.Error as exc:
             self.answer(503, {"status": "unavailable", "error": type(exc).__name__})

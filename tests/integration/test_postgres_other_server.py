@@ -65,6 +65,12 @@ REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
 REVOKE USAGE ON TYPE hstore FROM PUBLIC;
 CREATE TABLE my_drproof_workload_log (id int);
 INSERT INTO my_drproof_workload_log VALUES (1);
+CREATE SCHEMA shop; CREATE SCHEMA sales;
+CREATE TABLE shop.drproof_workload_archive (id serial PRIMARY KEY, note text);
+INSERT INTO shop.drproof_workload_archive (note) VALUES ('kept');
+CREATE TABLE shop.drproof_workload (id int); INSERT INTO shop.drproof_workload VALUES (1);
+CREATE TABLE drproof_workload (id int); INSERT INTO drproof_workload VALUES (1);
+CREATE FUNCTION sales.drproof_workload_x() RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE SUBSCRIPTION sub CONNECTION 'host=127.0.0.1 port=1 dbname=upstream password=sub-secret'
   PUBLICATION up WITH (connect = false);
 """
@@ -150,6 +156,33 @@ DAMAGES = {
         "DELETE FROM my_drproof_workload_log",
         "table public.my_drproof_workload_log",
         "INSERT INTO my_drproof_workload_log VALUES (1)",
+    ),
+    # Found by review: the database's own objects named like the drill workload's were
+    # left out in every schema, though no workload ever ran on this backup.
+    "rows of a user's table named like the workload's, in another schema, deleted": (
+        "DELETE FROM shop.drproof_workload_archive",
+        "table shop.drproof_workload_archive",
+        "INSERT INTO shop.drproof_workload_archive VALUES (1, 'kept')",
+    ),
+    "a user's sequence named like the workload's set back": (
+        "SELECT setval('shop.drproof_workload_archive_id_seq', 1, false)",
+        "sequence shop.drproof_workload_archive_id_seq",
+        "SELECT setval('shop.drproof_workload_archive_id_seq', 1, true)",
+    ),
+    "a user's function named like the workload's changed": (
+        "CREATE OR REPLACE FUNCTION sales.drproof_workload_x() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+        "function sales.drproof_workload_x()",
+        "CREATE OR REPLACE FUNCTION sales.drproof_workload_x() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    ),
+    "a user's table of the workload's name, in another schema, lost": (
+        "DROP TABLE shop.drproof_workload",
+        "table definition shop.drproof_workload",
+        "CREATE TABLE shop.drproof_workload (id int); INSERT INTO shop.drproof_workload VALUES (1)",
+    ),
+    "rows of a user's table of the workload's very name, where no workload ran, deleted": (
+        "DELETE FROM drproof_workload",
+        "table public.drproof_workload",
+        "INSERT INTO drproof_workload VALUES (1)",
     ),
     "a privilege on an extension's function granted again": (
         "GRANT EXECUTE ON FUNCTION hstore_to_json(hstore) TO PUBLIC",

@@ -181,7 +181,7 @@ def test_each_damage_class_is_named(
     _seed(r, other)
     comp = _component(tmp_path, port)
     before = comp.fingerprint()
-    assert before.scheme == "redis/4"
+    assert before.scheme == "redis/5"
     assert unchanged(before, comp.fingerprint()), "quiet control: two readings of the same data"
     damage(r, other)
     differences = compare(before, comp.fingerprint())
@@ -245,7 +245,7 @@ def test_a_backup_and_restore_round_trip_is_identical(
     repo = LocalRepository(tmp_path / "repo")
     manifest = backup(repo, [comp])
     [record] = manifest.components
-    assert record.fingerprint is not None and record.fingerprint.scheme == "redis/4"
+    assert record.fingerprint is not None and record.fingerprint.scheme == "redis/5"
     r.flushall()
     r.set("user:1", "written after the backup")
     time.sleep(0.01)

@@ -75,7 +75,7 @@ def _restored(servers: tuple[int, int], tmp_path: Path) -> tuple[Fingerprint, Re
     repo = LocalRepository(tmp_path / "repo")
     manifest = backup(repo, [source])
     record = manifest.component("cache").fingerprint
-    assert record is not None and record.scheme == "redis/4"
+    assert record is not None and record.scheme == "redis/5"
     target: RedisComponent = external_redis(tmp_path, live, PASSWORD, RedisComponent, "live")
     restore(repo, manifest, target)
     return record, target

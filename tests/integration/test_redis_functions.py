@@ -94,7 +94,7 @@ def _backup(tmp_path: Path, port: int, kind: str) -> tuple[LocalRepository, Mani
     repo = LocalRepository(tmp_path / "repo")
     manifest = backup(repo, [comp])
     record = manifest.component("cache").fingerprint
-    assert record is not None and record.scheme == "redis/4"
+    assert record is not None and record.scheme == "redis/5"
     return repo, manifest, record
 
 

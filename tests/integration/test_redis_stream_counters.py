@@ -57,7 +57,7 @@ def test_stream_counters_lost_by_a_rebuild_are_a_difference(tmp_path: Path, serv
         _stream(c)
         c.function_load("#!lua name=lib\nredis.register_function('f', function() return 1 end)")
         before, old = comp.fingerprint(), comp.legacy_fingerprint("redis/3")
-        assert before.scheme == "redis/4"
+        assert before.scheme == "redis/5"
         payload = c.dump(KEY)
         c.restore(KEY, 0, payload, replace=True)
         assert compare(before, comp.fingerprint()) == []  # quiet control: a DUMP/RESTORE round trip
