@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -193,3 +194,28 @@ def test_flags_a_file_system_cannot_say_are_not_readable_and_the_verdict_says_so
     # Restored onto a file system that has flags: "not readable" is not "none", so it differs.
     lines = compare(recorded, comp.fingerprint()).describe()
     assert f"{FILE}{INDEX}: inode flags could not be compared (not readable → none)" in " ".join(lines), lines
+
+
+@needs_root
+@pytest.mark.parametrize(("flag", "said"), [("+i", "immutable (+i)"), ("+a", "append-only (+a)")])
+def test_a_restore_over_a_store_directory_that_is_itself_protected_says_why_and_changes_nothing(
+    tmp_path: Path, flag: str, said: str
+) -> None:
+    """The store directory's own flags are not in the fingerprint (like its mode); a restore over it cannot replace
+    it, and the refusal says which flag forbids it and what to run (it said only "Operation not permitted")."""
+    from engine.errors import ComponentError
+
+    comp = _new_store(tmp_path)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    before = {p.name: p.read_bytes() for p in comp.path.iterdir()}
+    try:
+        _chattr(flag, comp.path)
+        with pytest.raises(ComponentError, match=rf"the directory itself is {re.escape(said)}.*chattr -i -a .*nothing"):
+            engine_backup.restore(repo, manifest, comp)
+        assert {p.name: p.read_bytes() for p in comp.path.iterdir()} == before
+        assert not comp.path.with_name(comp.path.name + ".drproof-restoring").exists()
+    finally:
+        _unflag(tmp_path)
+    engine_backup.restore(repo, manifest, comp)  # quiet control: without the flag, the same restore goes through
+    assert compare(_recorded(manifest, comp), comp.fingerprint()) == []
