@@ -24,7 +24,7 @@ import pytest
 from engine import backup as engine_backup
 from engine.components import fflags
 from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED
-from engine.components.vectorstore import IDS, INDEX, VectorstoreComponent, VectorstoreParams
+from engine.components.vectorstore import IDS, INDEX, ROOT_PART, VectorstoreComponent, VectorstoreParams
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
@@ -186,8 +186,10 @@ def test_flags_a_file_system_cannot_say_are_not_readable_and_the_verdict_says_so
         manifest = engine_backup.backup(repo, [comp])
         recorded = _recorded(manifest, comp)
         assert recorded.parts[FILE + INDEX].digest.endswith(" fflags:?"), recorded.parts[FILE + INDEX]
+        assert recorded.parts[ROOT_PART].digest.endswith(" fflags:?"), recorded.parts[ROOT_PART]
         (note,) = comp.comparison_notes(manifest.component(comp.instance).details)
-        assert note.startswith("inode flags (chattr +i, +a ...) could not be read on 3 entr(y/ies)"), note
+        # the three files and the store's directory
+        assert note.startswith("inode flags (chattr +i, +a ...) could not be read on 4 entr(y/ies)"), note
         shutil.rmtree(comp.path)
         engine_backup.restore(repo, manifest, comp)  # the staged proof: "?" as the archive records it
         assert compare(recorded, comp.fingerprint()) == []
@@ -219,3 +221,55 @@ def test_a_restore_over_a_store_directory_that_is_itself_protected_says_why_and_
         _unflag(tmp_path)
     engine_backup.restore(repo, manifest, comp)  # quiet control: without the flag, the same restore goes through
     assert compare(_recorded(manifest, comp), comp.fingerprint()) == []
+
+
+@needs_root
+def test_the_store_directorys_own_flag_is_given_back_after_the_swap_and_compared(tmp_path: Path) -> None:
+    comp = _new_store(tmp_path)
+    try:
+        _chattr("+a", comp.path)  # append-only: vectors may be added, no file of the store removed or renamed
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        recorded = _recorded(manifest, comp)
+        assert recorded.parts[ROOT_PART].digest.endswith(" fflags:sappnd"), recorded.parts[ROOT_PART]
+        assert manifest.component(comp.instance).details["root"]["fflags"] == "sappnd"
+        assert compare(recorded, comp.fingerprint()) == []
+        _lost(comp)
+        engine_backup.restore(repo, manifest, comp)
+        assert _flags(comp.path) == APPEND_ONLY
+        assert compare(recorded, comp.fingerprint()) == []  # quiet control
+        subprocess.run(["chattr", "-a", str(comp.path)], check=True)
+        assert compare(recorded, comp.fingerprint()).describe() == [
+            f"{ROOT_PART}: inode flags differ (lost append-only (+a)); content and mode as backed up"
+        ]
+    finally:
+        _unflag(tmp_path)
+
+
+@needs_root
+def test_a_store_directory_whose_flag_cannot_be_given_back_is_a_warning_and_a_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    comp = _new_store(tmp_path)
+    try:
+        _chattr("+i", comp.path)
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        _lost(comp)
+        real = fcntl.ioctl
+
+        def ioctl(fd: int, request: int, arg: bytes) -> bytes:
+            if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & IMMUTABLE:
+                raise OSError(errno.EPERM, "Operation not permitted")
+            return real(fd, request, arg)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+        with caplog.at_level(logging.WARNING, logger="engine.components.vectorstore"):
+            engine_backup.restore(repo, manifest, comp)
+        monkeypatch.undo()
+        assert "could not be given the inode flags the backup records for it (immutable (+i)" in caplog.text
+        assert compare(_recorded(manifest, comp), comp.fingerprint()).describe() == [
+            f"{ROOT_PART}: inode flags differ (lost immutable (+i)); content and mode as backed up"
+        ]
+    finally:
+        _unflag(tmp_path)

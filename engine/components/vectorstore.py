@@ -14,6 +14,7 @@ import array
 import errno
 import functools
 import json
+import logging
 import os
 import stat
 import struct
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
+from engine.components import fflags
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     FLAGS_NOT_RECORDED,
@@ -30,7 +32,9 @@ from engine.components.files import (
     ContentDigest,
     FlaggedParts,
     OwnedParts,
+    dir_part,
     extract_tar,
+    owned,
     root_details,
     tree_parts,
     with_owner_of,
@@ -43,6 +47,8 @@ from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
+
+log = logging.getLogger(__name__)
 
 faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
 np = lazy("numpy")
@@ -412,6 +418,28 @@ def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
     return without_directories(parts) if scheme == LEGACY_SCHEME else parts
 
 
+ROOT_PART = "dir ."  # scheme 4: the store's directory itself, its owner and inode flags
+
+
+def _root_flags(root: Path) -> fflags.Flags:
+    return fflags.read_path(os.path.realpath(root), directory=True)
+
+
+def _root_part(root: Path) -> Part:
+    """The part of the store's directory itself: its owner and inode flags ("?" where they cannot be read).
+
+    Why: the directory is the restore's target, not a member of the archive, and a restore
+    builds a new one: a store kept ``chattr +i`` (no file of it added, renamed or removed)
+    came back without the flag and matched. Its mode is not compared: a restore keeps the
+    live directory's (``files._give_root``).
+    """
+    try:
+        st = os.stat(root)
+        return owned(dir_part(0), st.st_uid, st.st_gid, fflags.token(_root_flags(root)))
+    except OSError as exc:  # gone, or not a directory: a difference, never a match
+        return Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+
+
 def _parts_sink(scheme: str) -> dict[str, Part]:
     """An empty dict of parts that takes what ``scheme`` records (the archive's, as ``_file_parts`` reads them)."""
     return FlaggedParts() if scheme == SCHEME else OwnedParts()
@@ -555,7 +583,10 @@ class VectorstoreComponent(Component):
         """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
         root = root or self.path
         scheme = scheme or self.fingerprint_scheme
-        return self._fingerprint_from(_file_parts(root, scheme), root, scheme)
+        parts = _file_parts(root, scheme)
+        if scheme == SCHEME:
+            parts[ROOT_PART] = _root_part(root)
+        return self._fingerprint_from(parts, root, scheme)
 
     def _fingerprint_from(
         self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False, problems: list[str] | None = None
@@ -679,7 +710,8 @@ class VectorstoreComponent(Component):
         problems: list[str] = []
         with self.store_lock:
             read = _file_parts(self.path, self.fingerprint_scheme)
-            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True, problems=problems)
+            whole = {**read, ROOT_PART: _root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
+            fp = self._fingerprint_from(whole, self.path, self.fingerprint_scheme, strict=True, problems=problems)
             archived = _parts_sink(self.fingerprint_scheme)
             details = self._archive(writer, archived)
         self._same_as_archived(read, archived)
@@ -735,11 +767,17 @@ class VectorstoreComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
+        root = root_details(self.path)
+        flags = _root_flags(self.path)
+        if flags is None:
+            changes.flags_unreadable(".")
+        if flags != 0:  # what a restore gives the new directory after the swap (``_give_root_flags``)
+            root["fflags"] = fflags.text(flags)
         details = {
             "files": entries,
             "faiss_version": faiss.__version__,
             "method": "tar of index, id map and metadata",
-            "root": root_details(self.path),
+            "root": root,
         }
         return with_changes(details, changes)
 
@@ -759,19 +797,43 @@ class VectorstoreComponent(Component):
 
         def check(staging: Path) -> None:
             self._compatible(staging)
-            if archived is not None:
+            if archived is not None and expected is not None:
                 read = {k: v for k, v in archived.items() if k != WORKLOAD_PART}
+                if ROOT_PART in expected.parts:  # given after the swap: the fidelity check reads it
+                    read[ROOT_PART] = expected.parts[ROOT_PART]
                 self.prove_restored(expected, self._fingerprint_from(read, staging, SCHEME), f"staged in {staging}")
                 return
             self._prove_staged(expected, staging)
 
+        root = source.details.get("root")
         with self.store_lock:
-            extract_tar(
-                functools.partial(source.open, "store.tar"),
+            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, parts=archived, root=root)
+            self._give_root_flags(root)
+
+    def _give_root_flags(self, root: object) -> None:
+        """Give the restored directory the inode flags the backup recorded for it (``_archive``), once swapped in.
+
+        After the swap, because an immutable or append-only directory cannot be renamed. The
+        live directory's own flags cannot be kept: a restore over such a directory is
+        refused before anything changes (``files._protected``). One not given (``+i`` and
+        ``+a`` need root) is a warning, and the fidelity check names it.
+        """
+        recorded = root.get("fflags") if isinstance(root, dict) else None
+        flags = fflags.from_pax({fflags.PAX_KEY: recorded}) if isinstance(recorded, str) else 0
+        if not flags:  # none recorded, or "not readable" at the backup: nothing known to give
+            return
+        fd = os.open(os.path.realpath(self.path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            given = fflags.give(fd, flags)
+        finally:
+            os.close(fd)
+        if not given:
+            log.warning(
+                "vectorstore %r: %s could not be given the inode flags the backup records for it (%s; chattr +i and "
+                "+a need root): the fidelity check names it",
+                self.instance,
                 self.path,
-                check,
-                parts=archived,
-                root=source.details.get("root"),
+                fflags.described(fflags.text(flags)),
             )
 
     def _prove_staged(self, expected: Fingerprint | None, staging: Path) -> None:
