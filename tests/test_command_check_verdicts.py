@@ -135,3 +135,30 @@ def test_a_background_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> 
     finally:
         if _alive(stubborn):
             os.kill(stubborn, signal.SIGKILL)
+
+
+def test_a_drill_interrupted_during_a_check_ends_the_checks_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a check runs: Popen's exit does not wait for the program, so its group must be ended here."""
+    from drills.assertions import command_check
+
+    pidfile = tmp_path / "program.pid"
+    real = command_check._Output.read_until
+
+    def interrupted(self: Any, done: Any, deadline: float) -> bool:
+        real(self, lambda: pidfile.exists() and bool(pidfile.read_text().strip()), deadline)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command_check._Output, "read_until", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _check(tmp_path, f"sleep 1000 & echo $! > {pidfile}; sleep 1000")
+    background = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(background) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not _alive(background), "the check's background sleep outlived the interrupted drill"
+    finally:
+        if _alive(background):
+            os.kill(background, signal.SIGKILL)

@@ -129,7 +129,11 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path | None, timeout: float)
     ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         with _Output(proc.stdout, proc.stderr) as output:
-            exited = output.read_until(lambda: _exited(proc.pid), time.monotonic() + timeout)
+            try:
+                exited = output.read_until(lambda: _exited(proc.pid), time.monotonic() + timeout)
+            except BaseException:  # the drill interrupted (Ctrl-C): the check's processes end with it
+                _kill_group(proc.pid)
+                raise
             left_running = _end_group(proc.pid) if exited else _kill_group(proc.pid)
             held_open = not output.read_until(output.closed, time.monotonic() + DRAIN)
         returncode = proc.wait()
