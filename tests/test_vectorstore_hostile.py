@@ -13,9 +13,11 @@ genuine set restores, and a store with hashed ids is fingerprinted whole by the 
 from __future__ import annotations
 
 import contextlib
+import grp
 import io
 import json
 import os
+import pwd
 import tarfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -53,6 +55,10 @@ def _set(files: Mapping[str, bytes | None], fingerprint: Fingerprint) -> Artifac
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.mode = 0o644
+            # Owned as drproof's writer records them (by name too): a set of scheme 4 is proven
+            # with the archive's owners, so a nameless owner would differ from the live files'.
+            info.uid, info.gid = os.getuid(), os.getgid()
+            info.uname, info.gname = pwd.getpwuid(info.uid).pw_name, grp.getgrgid(info.gid).gr_name
             if data is None:
                 info.type = tarfile.FIFOTYPE
                 tar.addfile(info)

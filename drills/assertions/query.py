@@ -130,5 +130,20 @@ def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[
             cur.execute(sql)
             return list(cur.fetchmany(MAX_ROWS)) if cur.description else []
     finally:
-        conn.rollback()
+        _end(conn)
+
+
+def _end(conn: Any) -> None:
+    """Roll the check's transaction back and close its connection, whatever state the connection is in.
+
+    Found by review (s32): on a connection the server had ended (``pg_terminate_backend``,
+    a restart), the rollback raised "connection already closed", which replaced the
+    query's own error in the verdict, and ``close`` was never reached.
+    """
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg2.Error:
+        pass  # the connection broke: the query's own outcome (or error) is what the verdict says
+    finally:
         conn.close()

@@ -57,6 +57,7 @@ COVERED = 0
 for _bit, *_rest in _FLAGS:
     COVERED |= _bit
 _BY_NAME = {name: bit for bit, name, _letter, _what in _FLAGS}
+NO_RENAME = _BY_NAME["schg"] | _BY_NAME["sappnd"]  # immutable, append-only: the entry cannot be renamed or removed
 _NAMES: dict[int, str] = {}
 
 # What FS_IOC_GETFLAGS fails with on a file system that keeps no such flags (or will not say).

@@ -1383,7 +1383,7 @@ def extract_layers(
         _discard_staging(staging)
         note.unlink(missing_ok=True)
         raise ComponentError(
-            f"cannot set {target} aside to swap the restored copy in: {exc}; nothing was changed"
+            f"cannot set {target} aside to swap the restored copy in: {exc}{_protected(target, exc)}; nothing was changed"
         ) from exc
     try:
         os.rename(staging, target)
@@ -1395,6 +1395,29 @@ def extract_layers(
         raise ComponentError(f"cannot move the restored copy into {target}: {exc}; nothing was changed") from exc
     if _discard_replaced(replaced):
         note.unlink(missing_ok=True)  # kept otherwise: the next restore knows the leftover is garbage
+
+
+def _protected(target: Path, exc: OSError) -> str:
+    """Why the directory ``target`` could not be renamed, where its own inode flags forbid it; else "".
+
+    Found by review (s32): a store directory made immutable or append-only (``chattr +i``/``+a``)
+    refused every restore over it with a bare "Operation not permitted": the restore replaces
+    the directory itself, and those flags forbid renaming it.
+    """
+    if exc.errno != errno.EPERM:
+        return ""
+    try:
+        flags = fflags.read_path(str(target), directory=True)
+    except OSError:
+        return ""
+    held = (flags or 0) & fflags.NO_RENAME
+    if not held:
+        return ""
+    return (
+        f" (the directory itself is {fflags.described(fflags.text(held))}, which forbids renaming it, and a restore "
+        f"replaces the directory: clear the flag with `chattr -i -a {target}` to restore over it, and set it again "
+        "after)"
+    )
 
 
 def _discard_staging(staging: Path) -> None:

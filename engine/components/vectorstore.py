@@ -14,6 +14,7 @@ import array
 import errno
 import functools
 import json
+import logging
 import os
 import stat
 import struct
@@ -23,12 +24,17 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
+from engine.components import fflags
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
+    FLAGS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
     ContentDigest,
+    FlaggedParts,
     OwnedParts,
+    dir_part,
     extract_tar,
+    owned,
     root_details,
     tree_parts,
     with_owner_of,
@@ -36,10 +42,13 @@ from engine.components.files import (
     without_owner,
     write_tar,
 )
+from engine.components.livechanges import LiveChanges, with_changes
 from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
+
+log = logging.getLogger(__name__)
 
 faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
 np = lazy("numpy")
@@ -349,7 +358,7 @@ def _bucket_parts(
         parts[f"vectors #{start // BUCKET:04d} (ids {lo}-{hi})"] = h.part()
 
 
-def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep: Any) -> Part:
+def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep: Any, apart: bool) -> Part:
     """The ``file index.faiss`` part of the open index as it would be holding only the rows ``keep`` marks.
 
     Why from the file's own bytes: the part was taken from an index rebuilt by faiss
@@ -357,13 +366,14 @@ def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep:
     inner metric, ``is_trained``), so damage faiss acts on compared as a match; and the
     rebuild held the store several times over (8.6 GB for 1M x 384). Here the header is
     the file's, with only its three counts patched (as faiss writes an index of the kept
-    rows), then the kept rows, a block at a time, and the kept ids.
+    rows), then the kept rows, a block at a time, and the kept ids. ``apart``: the scheme
+    writes the permission bits after the owner (``mode_token``), not in the digest.
     """
     d, ntotal, kept = int(fields[1]), int(fields[2]), int(keep.sum())
     patched = list(fields)
     patched[2] = patched[9] = kept
     patched[14] = kept * d
-    digest = ContentDigest(os.fstat(fd).st_mode)
+    digest = ContentDigest(_digested_mode(os.fstat(fd).st_mode, apart))
     digest.add(_HEADER.pack(*patched))
     row = d * 4
     for start in range(0, ntotal, _PROBE_ROWS):
@@ -375,10 +385,10 @@ def _index_part_without(fd: int, fields: tuple[Any, ...], stored_ids: Any, keep:
     return digest.part()
 
 
-def _ids_part_without(path: Path, left_out: set[int]) -> Part:
+def _ids_part_without(path: Path, left_out: set[int], apart: bool) -> Part:
     """The ``file ids.jsonl`` part as the file would be without the lines of the ids ``left_out``."""
     with _open(path) as fh:
-        digest = ContentDigest(os.fstat(fh.fileno()).st_mode)
+        digest = ContentDigest(_digested_mode(os.fstat(fh.fileno()).st_mode, apart))
         pending: list[bytes] = []
         size = 0
         for line in fh:
@@ -395,13 +405,52 @@ def _ids_part_without(path: Path, left_out: set[int]) -> Part:
 _IDS_PIECE = 1 << 20  # bytes of id-map lines digested at a time
 
 
+def _digested_mode(mode: int, apart: bool) -> int:
+    """The mode a file's content digest holds: only its type where the scheme writes the permission bits apart."""
+    return stat.S_IFMT(mode) if apart else mode
+
+
 def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
     """The ``file`` and ``dir`` parts of the store's directory, without the workload's record."""
-    parts = {k: v for k, v in tree_parts(root, owners=scheme == SCHEME).items() if k != WORKLOAD_PART}
+    flags = scheme == SCHEME
+    parts = tree_parts(root, owners=scheme in OWNED_SCHEMES, links=flags, flags=flags)
+    parts = {k: v for k, v in parts.items() if k != WORKLOAD_PART}
     return without_directories(parts) if scheme == LEGACY_SCHEME else parts
 
 
-SCHEME = "vectorstore/3"  # scheme 3: each file's and directory's owner (engine.components.files.owned)
+ROOT_PART = "dir ."  # scheme 4: the store's directory itself, its owner and inode flags
+
+
+def _root_flags(root: Path) -> fflags.Flags:
+    return fflags.read_path(os.path.realpath(root), directory=True)
+
+
+def _root_part(root: Path) -> Part:
+    """The part of the store's directory itself: its owner and inode flags ("?" where they cannot be read).
+
+    Why: the directory is the restore's target, not a member of the archive, and a restore
+    builds a new one: a store kept ``chattr +i`` (no file of it added, renamed or removed)
+    came back without the flag and matched. Its mode is not compared: a restore keeps the
+    live directory's (``files._give_root``).
+    """
+    try:
+        st = os.stat(root)
+        return owned(dir_part(0), st.st_uid, st.st_gid, fflags.token(_root_flags(root)))
+    except OSError as exc:  # gone, or not a directory: a difference, never a match
+        return Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+
+
+def _parts_sink(scheme: str) -> dict[str, Part]:
+    """An empty dict of parts that takes what ``scheme`` records (the archive's, as ``_file_parts`` reads them)."""
+    return FlaggedParts() if scheme == SCHEME else OwnedParts()
+
+
+# Scheme 4: each entry's inode flags (chattr +i, +a ...: engine.components.fflags), with the
+# permission bits after the owner and hard links, as volumes/5 records them. Scheme 3: each
+# file's and directory's owner (engine.components.files.owned). Scheme 2: every id.
+SCHEME = "vectorstore/4"
+OWNED = "vectorstore/3"
+OWNED_SCHEMES = (SCHEME, OWNED)
 
 
 def _reason(exc: Exception) -> str:
@@ -505,6 +554,7 @@ class VectorstoreComponent(Component):
         "of 2^48 or more out, and recorded no owners or extended attributes (ACLs, capabilities, user.*): those are "
         "not compared",
         "vectorstore/2": OWNERS_NOT_RECORDED,
+        OWNED: FLAGS_NOT_RECORDED,
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -533,7 +583,10 @@ class VectorstoreComponent(Component):
         """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
         root = root or self.path
         scheme = scheme or self.fingerprint_scheme
-        return self._fingerprint_from(_file_parts(root, scheme), root, scheme)
+        parts = _file_parts(root, scheme)
+        if scheme == SCHEME:
+            parts[ROOT_PART] = _root_part(root)
+        return self._fingerprint_from(parts, root, scheme)
 
     def _fingerprint_from(
         self, parts: dict[str, Part], root: Path, scheme: str, strict: bool = False, problems: list[str] | None = None
@@ -619,8 +672,9 @@ class VectorstoreComponent(Component):
             keep = ~self._workload(root, stored_ids, scheme)
             if not keep.all():
                 index, ids = f"file {INDEX}", f"file {IDS}"
-                parts[index] = with_owner_of(_index_part_without(fd, fields, stored_ids, keep), parts[index])
-                parts[ids] = with_owner_of(_ids_part_without(root / IDS, set(stored_ids[~keep].tolist())), parts[ids])
+                apart, left_out = scheme == SCHEME, set(stored_ids[~keep].tolist())
+                parts[index] = with_owner_of(_index_part_without(fd, fields, stored_ids, keep, apart), parts[index])
+                parts[ids] = with_owner_of(_ids_part_without(root / IDS, left_out, apart), parts[ids])
             positions = np.flatnonzero(keep)
             order = positions[np.argsort(stored_ids[positions], kind="stable")]
             nonfinite = NonFinite() if problems is not None else None
@@ -656,8 +710,9 @@ class VectorstoreComponent(Component):
         problems: list[str] = []
         with self.store_lock:
             read = _file_parts(self.path, self.fingerprint_scheme)
-            fp = self._fingerprint_from(read, self.path, self.fingerprint_scheme, strict=True, problems=problems)
-            archived: dict[str, Part] = OwnedParts()
+            whole = {**read, ROOT_PART: _root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
+            fp = self._fingerprint_from(whole, self.path, self.fingerprint_scheme, strict=True, problems=problems)
+            archived = _parts_sink(self.fingerprint_scheme)
             details = self._archive(writer, archived)
         self._same_as_archived(read, archived)
         self._judged = Health(ok=not problems, detail="; ".join(problems) or "judged on the bytes backed up")
@@ -703,35 +758,96 @@ class VectorstoreComponent(Component):
             return self._archive(writer, None)
 
     def _archive(self, writer: BackupSetWriter, parts: dict[str, Part] | None) -> dict[str, Any]:
-        """Archive the store as ``store.tar``; ``parts`` gets the file parts of the bytes archived."""
+        """Archive the store as ``store.tar``; ``parts`` gets the file parts of the bytes archived.
+
+        The details name the entries whose inode flags their file system could not say
+        (``LiveChanges.flags_unreadable``): recorded as not readable, and every comparison
+        with the set says so (``comparison_notes``).
+        """
+        changes = LiveChanges()
         with writer.artifact(self.instance, "store.tar") as sink:
-            entries = write_tar(self.path, sink, parts=parts)
-        return {
+            entries = write_tar(self.path, sink, parts=parts, changes=changes)
+        root = root_details(self.path)
+        flags = _root_flags(self.path)
+        if flags is None:
+            changes.flags_unreadable(".")
+        if flags != 0:  # what a restore gives the new directory after the swap (``_give_root_flags``)
+            root["fflags"] = fflags.text(flags)
+        details = {
             "files": entries,
             "faiss_version": faiss.__version__,
             "method": "tar of index, id map and metadata",
-            "root": root_details(self.path),
+            "root": root,
         }
+        return with_changes(details, changes)
 
     proves_while_staging: ClassVar[bool] = True
 
     def restore(self, source: ArtifactSource) -> None:
+        """Extract beside the store, prove the staged copy, swap it in; its inode flags are given last.
+
+        A set of scheme 4 is proven with the ``file`` parts as the archive has them, digested
+        while extracted (owners and inode flags included): the flags are given only after the
+        proof (an immutable file takes no further change), so the staged files do not have
+        them yet. The fidelity check that follows reads the restored store itself, and names
+        an entry that lost its flag (a restore run by anyone but root cannot set +i or +a).
+        """
+        expected = source.fingerprint
+        archived = _parts_sink(SCHEME) if expected is not None and expected.scheme == SCHEME else None
+
         def check(staging: Path) -> None:
             self._compatible(staging)
-            expected = source.fingerprint
-            scheme = expected.scheme if expected is not None else None
-            if expected is not None and scheme == SCHEME and os.geteuid() != 0:
-                # Nobody but root may give files away: refusing the restore for owners it
-                # cannot set would leave nothing restorable. The rest is proven here; the
-                # fidelity check that follows names every owner that differs.
-                scheme = "vectorstore/2"
-                expected = Fingerprint.build(
-                    expected.component, expected.kind, {n: without_owner(p) for n, p in expected.parts.items()}, scheme
-                )
-            self.prove_restored(expected, self._fingerprint(staging, scheme), f"staged in {staging}")
+            if archived is not None and expected is not None:
+                read = {k: v for k, v in archived.items() if k != WORKLOAD_PART}
+                if ROOT_PART in expected.parts:  # given after the swap: the fidelity check reads it
+                    read[ROOT_PART] = expected.parts[ROOT_PART]
+                self.prove_restored(expected, self._fingerprint_from(read, staging, SCHEME), f"staged in {staging}")
+                return
+            self._prove_staged(expected, staging)
 
+        root = source.details.get("root")
         with self.store_lock:
-            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, root=source.details.get("root"))
+            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, parts=archived, root=root)
+            self._give_root_flags(root)
+
+    def _give_root_flags(self, root: object) -> None:
+        """Give the restored directory the inode flags the backup recorded for it (``_archive``), once swapped in.
+
+        After the swap, because an immutable or append-only directory cannot be renamed. The
+        live directory's own flags cannot be kept: a restore over such a directory is
+        refused before anything changes (``files._protected``). One not given (``+i`` and
+        ``+a`` need root) is a warning, and the fidelity check names it.
+        """
+        recorded = root.get("fflags") if isinstance(root, dict) else None
+        flags = fflags.from_pax({fflags.PAX_KEY: recorded}) if isinstance(recorded, str) else 0
+        if not flags:  # none recorded, or "not readable" at the backup: nothing known to give
+            return
+        fd = os.open(os.path.realpath(self.path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            given = fflags.give(fd, flags)
+        finally:
+            os.close(fd)
+        if not given:
+            log.warning(
+                "vectorstore %r: %s could not be given the inode flags the backup records for it (%s; chattr +i and "
+                "+a need root): the fidelity check names it",
+                self.instance,
+                self.path,
+                fflags.described(fflags.text(flags)),
+            )
+
+    def _prove_staged(self, expected: Fingerprint | None, staging: Path) -> None:
+        """Prove the staged store against a set of an older scheme, by reading it."""
+        scheme = expected.scheme if expected is not None else None
+        if expected is not None and scheme == OWNED and os.geteuid() != 0:
+            # Nobody but root may give files away: refusing the restore for owners it
+            # cannot set would leave nothing restorable. The rest is proven here; the
+            # fidelity check that follows names every owner that differs.
+            scheme = "vectorstore/2"
+            expected = Fingerprint.build(
+                expected.component, expected.kind, {n: without_owner(p) for n, p in expected.parts.items()}, scheme
+            )
+        self.prove_restored(expected, self._fingerprint(staging, scheme), f"staged in {staging}")
 
     def _compatible(self, staged: Path) -> None:
         """Refuse a store built for another embedding model, dimension or metric.

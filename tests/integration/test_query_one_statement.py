@@ -153,3 +153,25 @@ def test_a_database_without_standard_strings_cannot_hide_a_second_statement(db: 
 def test_one_statement_with_a_trailing_semicolon_runs(db: PostgresComponent) -> None:
     outcome = _evaluate(db, "SELECT count(*) FROM orders; -- all of them\n")
     assert outcome.status == "pass"
+
+
+def test_a_connection_the_server_ends_is_closed_and_the_verdict_says_why(
+    db: PostgresComponent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review (s32): the rollback on a broken connection raised "connection already closed", which replaced
+    the query's own error in the verdict, and the connection was never closed."""
+    opened: list[Any] = []
+    real = db.connect
+
+    def connect() -> Any:
+        opened.append(real())
+        return opened[-1]
+
+    monkeypatch.setattr(db, "connect", connect)
+    outcome = _evaluate(db, "SELECT pg_terminate_backend(pg_backend_pid())")
+    assert outcome.status == "error", outcome.summary
+    assert "server closed the connection unexpectedly" in outcome.summary, outcome.summary
+    assert "connection already closed" not in outcome.summary, outcome.summary
+    assert [conn.closed for conn in opened] == [1]  # closed by the check (2: broken, left open)
+    monkeypatch.undo()
+    assert _evaluate(db, "SELECT count(*) FROM orders").status == "pass"  # quiet control
