@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, check_short_form, describe, judge, shown
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, shown
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
 from engine.journal import AssertionResult
@@ -179,6 +179,9 @@ def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, boo
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return False, f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})", False
-    held, seen = judge(spec.expect, node)
+    try:
+        held, seen = judge(spec.expect, node)
+    except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read
+        return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
     verdict = "meets" if held else "does not meet"
     return held, f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'", True

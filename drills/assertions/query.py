@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, field_validator
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
-from drills.assertions.expect import describe, judge, shown
+from drills.assertions.expect import MAX_ROWS, Unjudgeable, describe, judge, shown, single_value
 from drills.assertions.sql_text import statements_in
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 else:
     psycopg2 = lazy("psycopg2")
 
-MAX_ROWS = 1000  # rows read from a check's result; evidence shows the first few
-SHOWN_ROWS = 10
+SHOWN_ROWS = 10  # rows of the result shown in the evidence (at most MAX_ROWS + 1 are read)
 # SQLSTATEs that mean "the restored database lacks what the check reads": a failure of the
 # restore, not of the check (undefined table, column, function, schema).
 MISSING_OBJECT = {"42P01", "42703", "42883", "3F000"}
@@ -103,16 +102,50 @@ class Query(Assertion):
             return [result(rid, self.name, "error", f"{params.target}: the query could not run: {text}", evidence=evidence)]
         except DrproofError as exc:
             return [result(rid, self.name, "error", f"{params.target}: could not run the query: {exc}", evidence=evidence)]
+        if rows is None:
+            # SET, DO, CALL ...: no result at all, which `no rows` would have met (found by review).
+            summary = f"{params.target}: the statement returned no result set, so there is nothing to judge: give a SELECT"
+            return [result(rid, self.name, "error", summary, evidence=evidence)]
+        evidence.update(
+            rows_read=min(len(rows), MAX_ROWS),
+            rows_truncated=len(rows) > MAX_ROWS,
+            first_rows=[[shown(v) for v in row] for row in rows[:SHOWN_ROWS]],
+        )
+        why = _not_one_value(params, rows)
+        if why is not None:
+            evidence["measured"] = False
+            return [result(rid, self.name, "error", f"{params.target}: {why}", evidence=evidence)]
         value = rows[0][0] if rows and rows[0] else None
-        held, seen = judge(params.expect, value, rows)
-        evidence.update(rows_read=len(rows), first_rows=[[shown(v) for v in row] for row in rows[:SHOWN_ROWS]])
+        try:
+            held, seen = judge(params.expect, value, rows)
+        except Unjudgeable as exc:
+            evidence["measured"] = False
+            summary = f"{params.target}: {exc}: cast it to text in the SQL (::text), or select one element"
+            return [result(rid, self.name, "error", summary, evidence=evidence)]
         if held:
             return [result(rid, self.name, "pass", f"{params.target}: {seen} meets '{describe(params.expect)}'", evidence=evidence)]
         finding = f"expected {describe(params.expect)}, got {seen}"
         return [result(rid, self.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])]
 
 
-def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[Any, ...]]:
+def _not_one_value(params: QueryParams, rows: list[tuple[Any, ...]]) -> str | None:
+    """Why an expectation of one value cannot judge ``rows``, or None.
+
+    Found by review: ``> 0`` judged only the first value of a result of several rows or
+    columns, so `SELECT n FROM daily_counts` passed on its first day whatever the others held.
+    """
+    if not single_value(params.expect) or (len(rows) <= 1 and all(len(row) <= 1 for row in rows)):
+        return None
+    shape = f"{'more than ' + str(MAX_ROWS) if len(rows) > MAX_ROWS else len(rows)} row(s) of {len(rows[0])} column(s)"
+    return (
+        f"the query returned {shape}, and '{describe(params.expect)}' judges one value: make it return one "
+        "(count(*), an aggregate, LIMIT 1, one column), or expect {rows: [...]}"
+    )
+
+
+def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[Any, ...]] | None:
+    """The first MAX_ROWS + 1 rows (one more than a `{rows: ...}` may list, so a longer result never
+    matches it); None when the statement returns no result set."""
     problem = one_statement_problem(sql)  # checked at load too; here for callers that built params directly
     if problem:
         raise ConfigError(problem)
@@ -128,7 +161,7 @@ def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
             cur.execute(sql)
-            return list(cur.fetchmany(MAX_ROWS)) if cur.description else []
+            return list(cur.fetchmany(MAX_ROWS + 1)) if cur.description is not None else None
     finally:
         conn.rollback()
         conn.close()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, field_validator
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, check_short_form, describe, judge
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge
 from drills.crosscheck import CheckContext
 from engine.components.redis import RedisComponent
 from engine.journal import AssertionResult
@@ -73,7 +73,14 @@ class RedisCheck(Assertion):
         except redis.RedisError as exc:
             return [result(rid, self.name, "error", f"{params.target}: could not run {params.command[0]}: {exc}", evidence=evidence)]
         value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in reply] if isinstance(reply, list) else reply
-        held, seen = judge(params.expect, value)
+        try:
+            held, seen = judge(params.expect, value)
+        except Unjudgeable as exc:
+            # A list, set or hash reply judged by its Python text: `contains: "{"` passed on a
+            # missing hash (found by review). No verdict: the check asks for one value.
+            evidence["measured"] = False
+            summary = f"{params.target}: {shown_command}: {exc}: read one value (HGET, LINDEX, SISMEMBER), or expect rows / no rows"
+            return [result(rid, self.name, "error", summary, evidence=evidence)]
         evidence["reply"] = seen
         if held:
             return [result(rid, self.name, "pass", f"{params.target}: {shown_command} → {seen} meets '{describe(params.expect)}'", evidence=evidence)]

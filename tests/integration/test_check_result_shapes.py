@@ -1,0 +1,102 @@
+"""A user's check judges exactly what it read, on real servers (hostile review of user checks).
+
+Each of these passed before: ``no rows`` on a statement with no result at all (``SET``,
+``DO``); ``> 0`` on the first value of a result of several rows or columns; ``= 2**53`` on
+2**53 + 1; ``{rows: [...1000 rows]}`` on a result of 1001 (only 1000 were read); ``{rows:
+[[""]]}`` on a NULL; ``rows`` and ``contains`` on the empty reply Redis gives for a missing
+hash, set or list. PostgreSQL 15 and the local runtime's Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from drills.assertions.base import DrillState
+from drills.assertions.query import Query, QueryParams
+from drills.assertions.redis_check import RedisCheck, RedisCheckParams
+from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.redis import RedisComponent, RedisParams
+from engine.journal import AssertionResult
+from engine.runtime.local import LocalRuntime
+from tests.integration.servers import PG15, require_pg15
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillState]:
+    require_pg15()
+    with LocalRuntime(tmp_path_factory.mktemp("shapes") / "rt", images={"postgres": str(PG15)}) as rt:
+        db = PostgresComponent("shop-db", PostgresParams(database="shop", customers=5), rt)
+        cache = RedisComponent("sessions", RedisParams(keys=5), rt)
+        for comp in (db, cache):
+            comp.provision()
+            comp.seed()
+        cache.client(0).rpush("check:list", "sku-1", "sku-2")
+        yield DrillState(repository=None, components={"shop-db": db, "sessions": cache})  # type: ignore[arg-type]
+
+
+def _query(state: DrillState, sql: str, expect: Any) -> AssertionResult:
+    [r] = Query().evaluate(QueryParams(target="shop-db", sql=sql, expect=expect), state)
+    return r
+
+
+def _redis(state: DrillState, command: list[str], expect: Any) -> AssertionResult:
+    [r] = RedisCheck().evaluate(RedisCheckParams(target="sessions", command=command, expect=expect), state)
+    return r
+
+
+@pytest.mark.parametrize("sql", ["SET search_path = nowhere", "DO $$ BEGIN END $$"])
+def test_a_statement_with_no_result_meets_nothing(state: DrillState, sql: str) -> None:
+    r = _query(state, sql, "no rows")
+    assert r.status == "error" and "no result set" in r.summary
+
+
+@pytest.mark.parametrize(
+    ("sql", "shape"),
+    [("SELECT n FROM (VALUES (5), (0), (-3)) v(n)", "3 row(s) of 1 column(s)"), ("SELECT 1, 'broken'", "1 row(s) of 2")],
+)
+def test_one_value_is_never_the_first_of_several(state: DrillState, sql: str, shape: str) -> None:
+    r = _query(state, sql, "> 0")
+    assert r.status == "error" and shape in r.summary and r.evidence["measured"] is False
+
+
+def test_numbers_and_nulls_are_judged_exactly(state: DrillState) -> None:
+    assert _query(state, "SELECT 9007199254740993::bigint", "= 9007199254740992").status == "fail"
+    assert _query(state, "SELECT NULL::text", {"rows": [[""]]}).status == "fail"
+    assert _query(state, "SELECT ''::text", {"rows": [[None]]}).status == "fail"
+    r = _query(state, "SELECT ARRAY[10, 20]", {"contains": "1"})
+    assert r.status == "error" and "::text" in r.summary
+
+
+def test_a_result_longer_than_what_is_read_never_matches_rows(state: DrillState) -> None:
+    r = _query(state, "SELECT g FROM generate_series(1, 1001) g", {"rows": [[i] for i in range(1, 1001)]})
+    assert r.status == "fail" and r.evidence["rows_truncated"] is True
+
+
+def test_results_of_the_expected_shape_still_pass(state: DrillState) -> None:
+    """The quiet control."""
+    assert _query(state, "SELECT count(*) FROM customers", "= 5").status == "pass"
+    assert _query(state, "SELECT 9007199254740993::bigint", "= 9007199254740993").status == "pass"
+    assert _query(state, "SELECT NULL::text, 'a'", {"rows": [[None, "a"]]}).status == "pass"
+    assert _query(state, "SELECT g FROM generate_series(1, 1000) g", {"rows": [[i] for i in range(1, 1001)]}).status == "pass"
+    assert _query(state, "SELECT g FROM generate_series(1, 3) g", "rows").status == "pass"
+    assert _query(state, "SELECT 1 WHERE false", "no rows").status == "pass"
+    assert _query(state, "SELECT 'Infinity'::float8", "> 0").status == "pass"
+
+
+@pytest.mark.parametrize("command", [["HGETALL", "no:such:hash"], ["SMEMBERS", "no:such:set"], ["LRANGE", "no:such", "0", "-1"]])
+def test_an_empty_redis_reply_has_no_rows(state: DrillState, command: list[str]) -> None:
+    assert _redis(state, command, "rows").status == "fail"
+    r = _redis(state, command, {"contains": "{"})
+    assert r.status == "error" and r.evidence["measured"] is False
+
+
+def test_redis_replies_with_values_still_pass(state: DrillState) -> None:
+    """The quiet control."""
+    assert _redis(state, ["LRANGE", "check:list", "0", "-1"], "rows").status == "pass"
+    assert _redis(state, ["LINDEX", "check:list", "1"], {"equals": "sku-2"}).status == "pass"
+    assert _redis(state, ["LLEN", "check:list"], "= 2").status == "pass"
