@@ -64,6 +64,13 @@ class HttpParams(AssertionParams):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK:
             raise ValueError("a check may only request this machine: http://127.0.0.1:PORT/... (or give `target`)")
+        if "@" in parts.netloc:
+            # Found by review: `http://user:password@127.0.0.1/` was written whole into the check's
+            # id, summary and evidence (results.json, junit.xml, the report), and urllib never sent it.
+            raise ValueError(
+                "a URL with a user or password (user:password@) is not sent as credentials and would be written "
+                "into the report: request an address that needs none, or check it with a `command`"
+            )
         return url
 
     @field_validator("body")
@@ -101,10 +108,13 @@ class HttpCheck(Assertion):
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, HttpParams)
         url = params.url or _url_of(state, params)
-        rid = f"http[{params.name or params.target or url}]"
+        # What is shown of the address: a token in its query (`?access_token=...`) is masked,
+        # as everywhere a run writes (found by review: it was in the id, summary and evidence).
+        seen_url = redact(url) if url is not None else None
+        rid = f"http[{params.name or params.target or seen_url}]"
         if url is None:
             return [result(rid, self.name, "error", f"{params.target!r} is not an application component of this run")]
-        evidence: dict[str, Any] = {"url": url, "expected_status": params.status, "timeout_seconds": params.timeout}
+        evidence: dict[str, Any] = {"url": seen_url, "expected_status": params.status, "timeout_seconds": params.timeout}
         deadline = time.monotonic() + params.timeout
         attempts = 0
         while True:
@@ -120,8 +130,8 @@ class HttpCheck(Assertion):
             # detection (found by review: a wrong port made an `expect: fail` check pass).
             evidence["measured"] = False
         if ok:
-            return [result(rid, self.name, "pass", f"GET {url}: {seen}", evidence=evidence)]
-        return [result(rid, self.name, "fail", f"GET {url}: {seen}", evidence=evidence, findings=[seen])]
+            return [result(rid, self.name, "pass", f"GET {seen_url}: {seen}", evidence=evidence)]
+        return [result(rid, self.name, "fail", f"GET {seen_url}: {seen}", evidence=evidence, findings=[seen])]
 
 
 def _url_of(state: DrillState, params: HttpParams) -> str | None:
@@ -158,7 +168,7 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
     except urllib.error.HTTPError as exc:
         status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")
     except (urllib.error.URLError, OSError) as exc:
-        return False, f"no answer: {getattr(exc, 'reason', exc)}", False
+        return False, f"no answer: {redact(str(getattr(exc, 'reason', exc)))}", False
     text = redact(body.decode("utf-8", "replace"))
     excerpt = text[:SHOWN_BODY]
     if status != params.status:
