@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
+from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result, unrestored_sandbox
 from drills.assertions.expect import MAX_ROWS, Unjudgeable, describe, judge, shown, single_value
 from drills.assertions.sql_text import statements_in
 from drills.crosscheck import CheckContext
@@ -87,6 +87,9 @@ class Query(Assertion):
         if not isinstance(comp, PostgresComponent):
             return [result(rid, self.name, "error", f"{params.target!r} is not a PostgreSQL component of this run")]
         evidence: dict[str, Any] = {"sql": params.sql, "expect": describe(params.expect), "timeout_seconds": params.timeout}
+        empty = unrestored_sandbox(state, params.target)
+        if empty is not None:
+            return [result(rid, self.name, "not_compared", empty, evidence={**evidence, "measured": False})]
         try:
             rows = _read_only(comp, params.sql, params.timeout)
         except psycopg2.Error as exc:

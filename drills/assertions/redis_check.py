@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, field_validator
 
-from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
+from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result, unrestored_sandbox
 from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge
 from drills.crosscheck import CheckContext
 from engine.components.redis import RedisComponent
@@ -61,6 +61,9 @@ class RedisCheck(Assertion):
             return [result(rid, self.name, "error", f"{params.target!r} is not a Redis component of this run")]
         shown_command = " ".join(params.command)
         evidence: dict[str, Any] = {"command": shown_command, "db": params.db, "expect": describe(params.expect)}
+        empty = unrestored_sandbox(state, params.target)
+        if empty is not None:
+            return [result(rid, self.name, "not_compared", empty, evidence={**evidence, "measured": False})]
         try:
             reply = comp.client(params.db).execute_command(*params.command)  # type: ignore[no-untyped-call]
         except redis.ResponseError as exc:
