@@ -26,6 +26,8 @@ class _App(http.server.BaseHTTPRequestHandler):
             self._answer(200, b"please sign in to see your orders")
         elif self.path == "/health":
             self._answer(200, b'{"orders": 42}')
+        elif self.path == "/note":
+            self._answer(200, b'{"note": "password=hunter22", "orders": 5}')
         elif self.path.startswith("/empty"):
             self._answer(200, b'{"orders": [], "ok": true}')
         else:
@@ -106,3 +108,13 @@ def test_an_empty_json_array_has_no_rows_and_is_not_one_value(app: str) -> None:
     r = _check(url=f"{app}/empty", json={"path": "orders", "expect": {"contains": "["}})
     assert r.status == "fail" and r.evidence["measured"] is False and "not one value" in r.summary
     assert _check(url=f"{app}/empty", json={"path": "ok", "expect": {"equals": True}}).status == "pass"  # control
+
+
+def test_an_answer_is_judged_as_sent_and_shown_masked(app: str) -> None:
+    """The body was masked before it was judged: `password=...` in it broke its JSON, and the check failed."""
+    r = _check(url=f"{app}/note", json={"path": "orders", "expect": "= 5"}, body='"orders"')
+    assert r.status == "pass", r.summary
+    r = _check(url=f"{app}/note", json={"path": "orders", "expect": "= 6"})
+    assert r.status == "fail" and "hunter22" not in r.model_dump_json()
+    r = _check(url=f"{app}/note", status=201)
+    assert r.status == "fail" and "password=***" in r.summary and "hunter22" not in r.model_dump_json()

@@ -169,8 +169,10 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
         status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")
     except (urllib.error.URLError, OSError) as exc:
         return False, f"no answer: {redact(str(getattr(exc, 'reason', exc)))}", False
-    text = redact(body.decode("utf-8", "replace"))
-    excerpt = text[:SHOWN_BODY]
+    # Judged on the answer as sent, shown masked. Found by review: the body was masked before it
+    # was judged, so `{"note": "password=x", "orders": 5}` was no JSON any more and failed.
+    text = body.decode("utf-8", "replace")
+    excerpt = redact(text[:SHOWN_BODY])
     if status != params.status:
         if location is not None and 300 <= status < 400:
             return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)", True
@@ -188,10 +190,10 @@ def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, boo
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return False, f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})", False
+        return False, redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"), False
     try:
         held, seen = judge(spec.expect, node)
     except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read
         return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
     verdict = "meets" if held else "does not meet"
-    return held, f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'", True
+    return held, redact(f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'"), True
