@@ -90,8 +90,9 @@ class Query(Assertion):
         empty = unrestored_sandbox(state, params.target)
         if empty is not None:
             return [result(rid, self.name, "not_compared", empty, evidence={**evidence, "measured": False})]
+        words = isinstance(params.expect, str) and not single_value(params.expect)  # rows / no rows
         try:
-            rows = _read_only(comp, params.sql, params.timeout)
+            rows, one_row = _read_only(comp, params.sql, params.timeout, explain=words)
         except psycopg2.Error as exc:
             text = " ".join(str(exc).split())
             evidence["sqlstate"] = exc.pgcode
@@ -108,6 +109,13 @@ class Query(Assertion):
         if rows is None:
             # SET, DO, CALL ...: no result at all, which `no rows` would have met (found by review).
             summary = f"{params.target}: the statement returned no result set, so there is nothing to judge: give a SELECT"
+            return [result(rid, self.name, "error", summary, evidence=evidence)]
+        if one_row is not None:
+            evidence["measured"] = False
+            summary = (
+                f"{params.target}: '{describe(params.expect)}' cannot fail on this query: it is {one_row}; "
+                "judge its value instead (expect: '> 0', '= 42', {equals: ...})"
+            )
             return [result(rid, self.name, "error", summary, evidence=evidence)]
         evidence.update(
             rows_read=min(len(rows), MAX_ROWS),
@@ -146,9 +154,12 @@ def _not_one_value(params: QueryParams, rows: list[tuple[Any, ...]]) -> str | No
     )
 
 
-def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[Any, ...]] | None:
+def _read_only(
+    comp: PostgresComponent, sql: str, timeout: float, explain: bool = False
+) -> tuple[list[tuple[Any, ...]] | None, str | None]:
     """The first MAX_ROWS + 1 rows (one more than a `{rows: ...}` may list, so a longer result never
-    matches it); None when the statement returns no result set."""
+    matches it), None when the statement returns no result set; and, with ``explain``, why its
+    plan always returns exactly one row (None when it can return none or several)."""
     problem = one_statement_problem(sql)  # checked at load too; here for callers that built params directly
     if problem:
         raise ConfigError(problem)
@@ -163,8 +174,43 @@ def _read_only(comp: PostgresComponent, sql: str, timeout: float) -> list[tuple[
         conn.set_session(readonly=True)
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
+            one_row = _always_one_row(cur, sql) if explain else None
             cur.execute(sql)
-            return list(cur.fetchmany(MAX_ROWS + 1)) if cur.description is not None else None
+            rows = list(cur.fetchmany(MAX_ROWS + 1)) if cur.description is not None else None
+            return rows, one_row
     finally:
         conn.rollback()
         conn.close()
+
+
+def _always_one_row(cur: Any, sql: str) -> str | None:
+    """Why the plan of ``sql`` returns exactly one row whatever the data, or None.
+
+    Found by review: `SELECT count(*) FROM orders` under the default `rows` passed on an
+    empty restored table (an aggregate returns its one row either way). The plan, not a
+    reading of the SQL, says so; EXPLAIN without ANALYZE runs nothing. A statement EXPLAIN
+    refuses is left to run as it is.
+    """
+    cur.execute("SAVEPOINT drproof_explain")
+    try:
+        cur.execute("EXPLAIN (FORMAT JSON) " + sql)
+        row = cur.fetchone()
+    except psycopg2.Error:
+        cur.execute("ROLLBACK TO SAVEPOINT drproof_explain")
+        return None
+    cur.execute("RELEASE SAVEPOINT drproof_explain")
+    try:
+        plan = row[0][0]["Plan"]
+    except (TypeError, LookupError):
+        return None
+    return _one_row_plan(plan) if isinstance(plan, dict) else None
+
+
+def _one_row_plan(plan: dict[str, Any]) -> str | None:
+    kind = plan.get("Node Type")
+    if kind == "Aggregate" and plan.get("Strategy") == "Plain" and "Filter" not in plan:  # no GROUP BY, no HAVING
+        return "an aggregate without GROUP BY (count(*), max(...)), which returns one row whether the table holds any or not"
+    outer = [p for p in plan.get("Plans", []) if isinstance(p, dict) and p.get("Parent Relationship") == "Outer"]
+    if kind == "Result" and "One-Time Filter" not in plan and not outer:
+        return "a SELECT of expressions with no FROM (EXISTS(...), a constant), which returns one row whatever they are"
+    return None

@@ -100,3 +100,30 @@ def test_redis_replies_with_values_still_pass(state: DrillState) -> None:
     assert _redis(state, ["LRANGE", "check:list", "0", "-1"], "rows").status == "pass"
     assert _redis(state, ["LINDEX", "check:list", "1"], {"equals": "sku-2"}).status == "pass"
     assert _redis(state, ["LLEN", "check:list"], "= 2").status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("SELECT count(*) FROM customers WHERE false", "aggregate without GROUP BY"),
+        ("SELECT max(id) FROM customers WHERE false", "aggregate without GROUP BY"),
+        ("SELECT EXISTS (SELECT 1 FROM customers WHERE false)", "no FROM"),
+        ("SELECT 1", "no FROM"),
+    ],
+)
+def test_rows_that_every_result_meets_is_no_check(state: DrillState, sql: str, why: str) -> None:
+    """`SELECT count(*) FROM orders` under the default `rows` passed on an empty table."""
+    for expect in ("rows", "no rows"):
+        r = _query(state, sql, expect)
+        assert r.status == "error" and why in r.summary and r.evidence["measured"] is False, r.summary
+
+
+def test_rows_still_judges_queries_whose_row_count_depends_on_the_data(state: DrillState) -> None:
+    """The quiet control: a HAVING, a WHERE on a constant, a scan, a grouped count, SHOW."""
+    assert _query(state, "SELECT count(*) FROM customers HAVING count(*) > 100", "rows").status == "fail"
+    assert _query(state, "SELECT count(*) FROM customers HAVING count(*) > 1", "rows").status == "pass"
+    assert _query(state, "SELECT 1 WHERE false", "no rows").status == "pass"
+    assert _query(state, "SELECT 1 FROM customers LIMIT 1", "rows").status == "pass"
+    assert _query(state, "SELECT id, count(*) FROM customers WHERE false GROUP BY id", "no rows").status == "pass"
+    assert _query(state, "SHOW server_version", "rows").status == "pass"  # EXPLAIN refuses it: judged as it runs
+    assert _query(state, "SELECT count(*) FROM customers", "> 0").status == "pass"
