@@ -76,3 +76,9 @@ def test_one_value_expectations_still_judge_one() -> None:
     assert judge(ExpectSpec(contains="ok"), "all ok")[0] is True
     assert judge(ExpectSpec(equals=2), b"2")[0] is True
     assert judge(ExpectSpec(matches="^p"), "paid")[0] is True
+
+
+def test_a_bytea_is_judged_as_postgresql_shows_it() -> None:
+    """psycopg2 gives a bytea as a memoryview, which was judged as "<memory at 0x...>"."""
+    assert judge(ExpectSpec(equals="\\x616263"), memoryview(b"abc")) == (True, "\\x616263")
+    assert judge(ExpectSpec(contains="memory"), memoryview(b"abc"))[0] is False

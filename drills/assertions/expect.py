@@ -78,6 +78,10 @@ def check_short_form(text: str) -> str:
 def as_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, memoryview):
+        # A PostgreSQL bytea, as psql shows it (hex). Found by review: it was judged as
+        # "<memory at 0x...>", so `matches: "."` passed on an empty bytea.
+        return "\\x" + value.tobytes().hex()
     return "" if value is None else str(value)
 
 

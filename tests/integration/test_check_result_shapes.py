@@ -68,6 +68,8 @@ def test_numbers_and_nulls_are_judged_exactly(state: DrillState) -> None:
     assert _query(state, "SELECT 9007199254740993::bigint", "= 9007199254740992").status == "fail"
     assert _query(state, "SELECT NULL::text", {"rows": [[""]]}).status == "fail"
     assert _query(state, "SELECT ''::text", {"rows": [[None]]}).status == "fail"
+    assert _query(state, "SELECT 'abc'::bytea", {"equals": "\\x616263"}).status == "pass"
+    assert _query(state, "SELECT ''::bytea", {"contains": "memory"}).status == "fail"
     r = _query(state, "SELECT ARRAY[10, 20]", {"contains": "1"})
     assert r.status == "error" and "::text" in r.summary
 
