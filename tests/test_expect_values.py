@@ -14,6 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from drills.assertions.expect import MAX_ROWS, ExpectSpec, Unjudgeable, check_short_form, judge
+from drills.assertions.http_check import HttpParams
+from drills.assertions.redis_check import RedisCheckParams
 
 BIG = 2**53
 
@@ -82,3 +84,16 @@ def test_a_bytea_is_judged_as_postgresql_shows_it() -> None:
     """psycopg2 gives a bytea as a memoryview, which was judged as "<memory at 0x...>"."""
     assert judge(ExpectSpec(equals="\\x616263"), memoryview(b"abc")) == (True, "\\x616263")
     assert judge(ExpectSpec(contains="memory"), memoryview(b"abc"))[0] is False
+
+
+def test_rows_of_a_query_are_not_asked_of_a_reply() -> None:
+    """`{rows: []}` on a Redis reply or a JSON value compared no rows with none, and passed."""
+    for value in (b"anything", None, 0):
+        with pytest.raises(Unjudgeable, match="rows of a query"):
+            judge(ExpectSpec(rows=[]), value)
+    with pytest.raises(ValidationError, match="judges a query's rows"):
+        RedisCheckParams(target="s", command=["GET", "k"], expect={"rows": []})
+    with pytest.raises(ValidationError, match="judges a query's rows"):
+        HttpParams.model_validate({"url": "http://127.0.0.1:1/", "json": {"path": "a", "expect": {"rows": [["x"]]}}})
+    RedisCheckParams(target="s", command=["GET", "k"], expect={"equals": "v"})  # the quiet control
+    assert judge(ExpectSpec(rows=[]), None, [])[0] is True  # a query's empty result still meets it

@@ -65,6 +65,13 @@ class ExpectSpec(BaseModel):
 Expect = str | ExpectSpec
 
 
+def not_rows(expect: Expect) -> Expect:
+    """Refuse ``{rows: ...}`` where no query is run (a Redis reply, a JSON value): it would judge nothing."""
+    if isinstance(expect, ExpectSpec) and expect.rows is not None:
+        raise ValueError("{rows: ...} judges a query's rows; a reply is one value: use equals, matches, contains or a comparison")
+    return expect
+
+
 def check_short_form(text: str) -> str:
     """Validate ``> 0`` / ``rows`` / ``no rows`` at load time; anything else is refused."""
     if text.strip() in _WORDS or _COMPARISON.match(text.strip()):
@@ -163,6 +170,10 @@ def _number(value: Any) -> Decimal | None:
 
 def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | None) -> tuple[bool, str]:
     if expect.rows is not None:
+        if rows is None:
+            # Found by review: on a Redis reply or a JSON value, `{rows: []}` compared no rows
+            # with none and passed whatever was read.
+            raise Unjudgeable("{rows: ...} judges the rows of a query, and this is a single reply")
         # A NULL is not the empty text: `{rows: [[""]]}` must not be met by a NULL, nor `[[null]]` by ''.
         got = [[_cell(v) for v in row] for row in (rows or [])]
         want = [[_cell(v) for v in row] for row in expect.rows]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, shown
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows, shown
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
 from engine.journal import AssertionResult
@@ -43,7 +43,9 @@ class JsonValue(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(min_length=1, description="Dotted path into the JSON answer, list items by index: `orders.0.id`.")
-    expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(description="As for `query`.")
+    expect: Annotated[Annotated[str, AfterValidator(check_short_form)] | ExpectSpec, AfterValidator(not_rows)] = Field(
+        description="As for `query`, on one value (not `{rows: ...}`)."
+    )
 
 
 class HttpParams(AssertionParams):

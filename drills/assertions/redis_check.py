@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, field_validator
 
 from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result, unrestored_sandbox
-from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows
 from drills.crosscheck import CheckContext
 from engine.components.redis import RedisComponent
 from engine.journal import AssertionResult
@@ -30,7 +30,7 @@ class RedisCheckParams(CheckParams):
     db: int = Field(default=0, ge=0, le=15, description="Logical database.")
     name: str | None = Field(default=None, description="Name in the report; default: the target.")
 
-    expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(
+    expect: Annotated[Annotated[str, AfterValidator(check_short_form)] | ExpectSpec, AfterValidator(not_rows)] = Field(
         default="> 0", description="As for `query`, on the reply: `> 0`, `= N`, `{equals: X}`, `{matches: REGEX}`, ..."
     )
 
