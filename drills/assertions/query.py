@@ -106,37 +106,44 @@ class Query(Assertion):
             return [result(rid, self.name, "error", f"{params.target}: the query could not run: {text}", evidence=evidence)]
         except DrproofError as exc:
             return [result(rid, self.name, "error", f"{params.target}: could not run the query: {exc}", evidence=evidence)]
-        if rows is None:
-            # SET, DO, CALL ...: no result at all, which `no rows` would have met (found by review).
-            summary = f"{params.target}: the statement returned no result set, so there is nothing to judge: give a SELECT"
-            return [result(rid, self.name, "error", summary, evidence=evidence)]
-        if one_row is not None:
-            evidence["measured"] = False
-            summary = (
-                f"{params.target}: '{describe(params.expect)}' cannot fail on this query: it is {one_row}; "
-                "judge its value instead (expect: '> 0', '= 42', {equals: ...})"
-            )
-            return [result(rid, self.name, "error", summary, evidence=evidence)]
-        evidence.update(
-            rows_read=min(len(rows), MAX_ROWS),
-            rows_truncated=len(rows) > MAX_ROWS,
-            first_rows=[[shown(v) for v in row] for row in rows[:SHOWN_ROWS]],
+        return [_verdict(rid, params, rows, one_row, evidence)]
+
+
+def _verdict(
+    rid: str, params: QueryParams, rows: list[tuple[Any, ...]] | None, one_row: str | None, evidence: dict[str, Any]
+) -> AssertionResult:
+    """The result of what the query read: a pass or fail only when ``expect`` can judge it."""
+    if rows is None:
+        # SET, DO, CALL ...: no result at all, which `no rows` would have met (found by review).
+        summary = f"{params.target}: the statement returned no result set, so there is nothing to judge: give a SELECT"
+        return result(rid, Query.name, "error", summary, evidence=evidence)
+    if one_row is not None:
+        evidence["measured"] = False
+        summary = (
+            f"{params.target}: '{describe(params.expect)}' cannot fail on this query: it is {one_row}; "
+            "judge its value instead (expect: '> 0', '= 42', {equals: ...})"
         )
-        why = _not_one_value(params, rows)
-        if why is not None:
-            evidence["measured"] = False
-            return [result(rid, self.name, "error", f"{params.target}: {why}", evidence=evidence)]
-        value = rows[0][0] if rows and rows[0] else None
-        try:
-            held, seen = judge(params.expect, value, rows)
-        except Unjudgeable as exc:
-            evidence["measured"] = False
-            summary = f"{params.target}: {exc}: cast it to text in the SQL (::text), or select one element"
-            return [result(rid, self.name, "error", summary, evidence=evidence)]
-        if held:
-            return [result(rid, self.name, "pass", f"{params.target}: {seen} meets '{describe(params.expect)}'", evidence=evidence)]
-        finding = f"expected {describe(params.expect)}, got {seen}"
-        return [result(rid, self.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])]
+        return result(rid, Query.name, "error", summary, evidence=evidence)
+    evidence.update(
+        rows_read=min(len(rows), MAX_ROWS),
+        rows_truncated=len(rows) > MAX_ROWS,
+        first_rows=[[shown(v) for v in row] for row in rows[:SHOWN_ROWS]],
+    )
+    why = _not_one_value(params, rows)
+    if why is not None:
+        evidence["measured"] = False
+        return result(rid, Query.name, "error", f"{params.target}: {why}", evidence=evidence)
+    value = rows[0][0] if rows and rows[0] else None
+    try:
+        held, seen = judge(params.expect, value, rows)
+    except Unjudgeable as exc:
+        evidence["measured"] = False
+        summary = f"{params.target}: {exc}: cast it to text in the SQL (::text), or select one element"
+        return result(rid, Query.name, "error", summary, evidence=evidence)
+    if held:
+        return result(rid, Query.name, "pass", f"{params.target}: {seen} meets '{describe(params.expect)}'", evidence=evidence)
+    finding = f"expected {describe(params.expect)}, got {seen}"
+    return result(rid, Query.name, "fail", f"{params.target}: {finding}", evidence=evidence, findings=[finding])
 
 
 def _not_one_value(params: QueryParams, rows: list[tuple[Any, ...]]) -> str | None:
