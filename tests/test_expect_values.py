@@ -97,3 +97,12 @@ def test_rows_of_a_query_are_not_asked_of_a_reply() -> None:
         HttpParams.model_validate({"url": "http://127.0.0.1:1/", "json": {"path": "a", "expect": {"rows": [["x"]]}}})
     RedisCheckParams(target="s", command=["GET", "k"], expect={"equals": "v"})  # the quiet control
     assert judge(ExpectSpec(rows=[]), None, [])[0] is True  # a query's empty result still meets it
+
+
+def test_a_credential_read_is_judged_but_never_shown() -> None:
+    """A connection string read by a query was written in clear into results and reports."""
+    held, seen = judge(ExpectSpec(contains="hunter22"), "postgresql://app:hunter22@db/shop")
+    assert held is True and "hunter22" not in seen and seen == "postgresql://app:***@db/shop"
+    held, seen = judge(ExpectSpec(rows=[["postgresql://app:hunter22@db/shop"]]), None, [("postgresql://app:hunter22@db/shop",)])
+    assert held is True and "hunter22" not in seen
+    assert judge(ExpectSpec(equals="ok"), "ok") == (True, "ok")  # the quiet control: plain values shown as they are

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.redaction import redact
+
 _COMPARISON = re.compile(r"^(>=|<=|==|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)$")
 _WORDS = ("rows", "no rows")
 MAX_SHOWN = 300  # characters of a value shown in a finding
@@ -93,7 +95,14 @@ def as_text(value: Any) -> str:
 
 
 def shown(value: Any) -> str:
+    """``value`` as a report shows it: capped, and masked where it looks like a credential.
+
+    Found by review: a query reading a connection string (``postgresql://app:pw@...``) or a
+    Redis value holding a token wrote it in clear into results.json, junit.xml and the
+    report, while an http body was masked. Only what is shown is masked, never what is judged.
+    """
     text = as_text(value) if not isinstance(value, list | tuple) else repr(value)
+    text = redact(text)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 

@@ -25,6 +25,7 @@ from engine.components.postgres import PostgresComponent
 from engine.errors import ConfigError, DrproofError
 from engine.journal import AssertionResult
 from engine.lazy import lazy
+from engine.redaction import redact
 
 if TYPE_CHECKING:
     import psycopg2
@@ -86,7 +87,7 @@ class Query(Assertion):
         comp = state.components.get(params.target)
         if not isinstance(comp, PostgresComponent):
             return [result(rid, self.name, "error", f"{params.target!r} is not a PostgreSQL component of this run")]
-        evidence: dict[str, Any] = {"sql": params.sql, "expect": describe(params.expect), "timeout_seconds": params.timeout}
+        evidence: dict[str, Any] = {"sql": redact(params.sql), "expect": describe(params.expect), "timeout_seconds": params.timeout}
         empty = unrestored_sandbox(state, params.target)
         if empty is not None:
             return [result(rid, self.name, "not_compared", empty, evidence={**evidence, "measured": False})]
@@ -94,7 +95,7 @@ class Query(Assertion):
         try:
             rows, one_row = _read_only(comp, params.sql, params.timeout, explain=words)
         except psycopg2.Error as exc:
-            text = " ".join(str(exc).split())
+            text = redact(" ".join(str(exc).split()))
             evidence["sqlstate"] = exc.pgcode
             if exc.pgcode in MISSING_OBJECT:
                 # A failed restore, but the query read nothing, and a typo looks the same: marked

@@ -129,3 +129,14 @@ def test_rows_still_judges_queries_whose_row_count_depends_on_the_data(state: Dr
     assert _query(state, "SELECT id, count(*) FROM customers WHERE false GROUP BY id", "no rows").status == "pass"
     assert _query(state, "SHOW server_version", "rows").status == "pass"  # EXPLAIN refuses it: judged as it runs
     assert _query(state, "SELECT count(*) FROM customers", "> 0").status == "pass"
+
+
+def test_a_credential_a_check_reads_is_masked_in_what_it_writes(state: DrillState) -> None:
+    """A connection string in a table, or a token in a Redis value, was written in clear into results."""
+    r = _query(state, "SELECT 'postgresql://app:hunter22@db.internal/shop'", {"contains": "db.internal"})
+    assert r.status == "pass" and "hunter22" not in r.model_dump_json()
+    r = _query(state, "SELECT 'postgresql://app:hunter22@db.internal/shop'", {"contains": "elsewhere"})
+    assert r.status == "fail" and "hunter22" not in r.model_dump_json() and "app:***@db.internal" in r.summary
+    state.components["sessions"].client(0).set("check:token", "password=hunter22")  # type: ignore[attr-defined]
+    r = _redis(state, ["GET", "check:token"], {"equals": "password=hunter22"})
+    assert r.status == "pass" and "hunter22" not in r.model_dump_json()
