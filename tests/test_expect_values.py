@@ -8,6 +8,7 @@ an empty Redis hash or set; ``contains: "{"`` by an empty hash.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -106,3 +107,10 @@ def test_a_credential_read_is_judged_but_never_shown() -> None:
     held, seen = judge(ExpectSpec(rows=[["postgresql://app:hunter22@db/shop"]]), None, [("postgresql://app:hunter22@db/shop",)])
     assert held is True and "hunter22" not in seen
     assert judge(ExpectSpec(equals="ok"), "ok") == (True, "ok")  # the quiet control: plain values shown as they are
+
+
+def test_a_timestamp_with_time_zone_is_judged_in_utc() -> None:
+    """The same instant met `matches: "^2026-12-07"` from a server in Tokyo and not from one in UTC."""
+    tokyo = datetime(2026, 12, 7, 8, 30, tzinfo=timezone(timedelta(hours=9)))
+    assert judge(ExpectSpec(matches="^2026-12-07"), tokyo) == (False, "2026-12-06 23:30:00+00:00")
+    assert judge(ExpectSpec(equals="2026-12-07 08:30:00"), datetime(2026, 12, 7, 8, 30))[0] is True  # no zone: as read

@@ -8,7 +8,8 @@ long forms are mappings: ``{equals: X}`` (the value, as text, is X as text),
 ``{matches: REGEX}`` (the value as text matches anywhere), ``{contains: TEXT}``, and
 ``{rows: [[...], ...]}`` (a query returned exactly these rows, values compared as text, a
 NULL only with ``null``). Numbers are compared exactly (as decimals: a bigint above 2**53
-is not its neighbour). A reply of several values (a Redis list, set or hash, a JSON array
+is not its neighbour); a timestamp with time zone as its UTC text, whatever the server's
+TimeZone. A reply of several values (a Redis list, set or hash, a JSON array
 or object) meets ``rows`` when it holds any; an expectation of one value cannot judge it
 (:class:`Unjudgeable`, an error of the check, never a verdict).
 """
@@ -16,6 +17,7 @@ or object) meets ``rows`` when it holds any; an expectation of one value cannot 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -87,6 +89,10 @@ def check_short_form(text: str) -> str:
 def as_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        # A timestamptz, in UTC whatever the server's TimeZone. Found by review: the same
+        # instant met `matches: "^2026-12-07"` from a database set to Asia/Tokyo and not in UTC.
+        return str(value.astimezone(UTC))
     if isinstance(value, memoryview):
         # A PostgreSQL bytea, as psql shows it (hex). Found by review: it was judged as
         # "<memory at 0x...>", so `matches: "."` passed on an empty bytea.

@@ -140,3 +140,26 @@ def test_a_credential_a_check_reads_is_masked_in_what_it_writes(state: DrillStat
     state.components["sessions"].client(0).set("check:token", "password=hunter22")  # type: ignore[attr-defined]
     r = _redis(state, ["GET", "check:token"], {"equals": "password=hunter22"})
     assert r.status == "pass" and "hunter22" not in r.model_dump_json()
+
+
+def test_a_timestamptz_reads_the_same_whatever_the_servers_time_zone(state: DrillState) -> None:
+    """From a database set to Asia/Tokyo, 23:30 UTC met `matches: "^2026-12-07"` (the next day there)."""
+    db: Any = state.components["shop-db"]
+    sql = "SELECT timestamptz '2026-12-06 23:30:00+00'"
+    verdicts = []
+    try:
+        for zone in ("Asia/Tokyo", "UTC"):
+            _set_time_zone(db, f"SET timezone = '{zone}'")
+            verdicts.append(_query(state, sql, {"matches": "^2026-12-06 23:30:00"}).status)
+            verdicts.append(_query(state, sql, {"matches": "^2026-12-07"}).status)
+    finally:
+        _set_time_zone(db, "RESET timezone")
+    assert verdicts == ["pass", "fail", "pass", "fail"]
+
+
+def _set_time_zone(db: Any, setting: str) -> None:
+    conn = db.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER DATABASE shop {setting}")
+    conn.close()
