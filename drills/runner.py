@@ -720,8 +720,9 @@ class DrillRunner:
         assertions = unique_ids(assertions)
         statuses = {a.status for a in assertions}
         declared = {a.status for a in assertions if a.id != TIMELINE}  # the implicit check only says the steps ran
-        if error is None and declared == {"not_compared"}:
+        if error is None and declared == {"not_compared"} and "fail" not in statuses:
             # Every check the scenario asked for had nothing to compare with: nothing was proven, so no pass.
+            # (A failed timeline, a restore that failed, is itself the finding: the run fails.)
             error = "nothing was compared: every check this drill declares reported 'not compared'"
         if error is None and state is not None and state.unverified and "fail" not in statuses:
             # A restore from a backup nothing verified proves nothing about the backup: never a pass.

@@ -26,6 +26,10 @@ class _App(http.server.BaseHTTPRequestHandler):
             self._answer(200, b"please sign in to see your orders")
         elif self.path == "/health":
             self._answer(200, b'{"orders": 42}')
+        elif self.path == "/note":
+            self._answer(200, b'{"note": "password=hunter22", "orders": 5}')
+        elif self.path.startswith("/empty"):
+            self._answer(200, b'{"orders": [], "ok": true}')
         else:
             self.send_response(302)
             self.send_header("Location", "/login?next=" + self.path)
@@ -83,3 +87,34 @@ def test_a_proxy_of_the_environment_is_not_asked(app: str, monkeypatch: pytest.M
     monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's default opener reads the environment once
     r = _check(url=f"{app}/health")
     assert r.status == "pass", r.summary
+
+
+def test_a_token_in_the_address_is_never_written_into_results(app: str) -> None:
+    """Found by review: `?access_token=...` was in the check's id, summary and evidence."""
+    r = _check(url=f"{app}/empty?access_token=tok123456")
+    assert r.status == "pass", r.summary
+    assert "tok123456" not in r.model_dump_json() and "access_token=***" in r.id
+
+
+def test_an_address_with_credentials_is_refused_at_load(app: str) -> None:
+    """urllib never sent them, and the URL was written whole into every report."""
+    with pytest.raises(ValueError, match="user or password"):
+        _check(url=app.replace("http://", "http://admin:s3cretpw@") + "/health")
+
+
+def test_an_empty_json_array_has_no_rows_and_is_not_one_value(app: str) -> None:
+    """`rows` was met by `[]` (it counted as one value); `contains: "["` by its Python text."""
+    assert _check(url=f"{app}/empty", json={"path": "orders", "expect": "rows"}).status == "fail"
+    r = _check(url=f"{app}/empty", json={"path": "orders", "expect": {"contains": "["}})
+    assert r.status == "fail" and r.evidence["measured"] is False and "not one value" in r.summary
+    assert _check(url=f"{app}/empty", json={"path": "ok", "expect": {"equals": True}}).status == "pass"  # control
+
+
+def test_an_answer_is_judged_as_sent_and_shown_masked(app: str) -> None:
+    """The body was masked before it was judged: `password=...` in it broke its JSON, and the check failed."""
+    r = _check(url=f"{app}/note", json={"path": "orders", "expect": "= 5"}, body='"orders"')
+    assert r.status == "pass", r.summary
+    r = _check(url=f"{app}/note", json={"path": "orders", "expect": "= 6"})
+    assert r.status == "fail" and "hunter22" not in r.model_dump_json()
+    r = _check(url=f"{app}/note", status=201)
+    assert r.status == "fail" and "password=***" in r.summary and "hunter22" not in r.model_dump_json()

@@ -177,5 +177,28 @@ class Assertion(ABC):
         return False
 
 
+def unrestored_sandbox(state: DrillState, name: str) -> str | None:
+    """Why ``name`` holds nothing of the backup for a check to judge, or None.
+
+    A restore test's sandbox starts empty: until a restore into it succeeds, a check that
+    reads it judges an empty server. Found by review: with the restore failed (a damaged
+    RDB), ``EXISTS banned:1`` expecting ``= 0`` passed on the empty sandbox. Such a check is
+    ``not_compared``: never a pass, never a detection, and the run's verdict rests on what
+    found the restore failing. Outside a restore test a component holds its live data
+    whether a restore was refused or not.
+    """
+    if name not in state.sandbox:
+        return None
+    attempts = [a for a in state.restores if a.component == name]
+    if any(a.outcome == "ok" for a in attempts):
+        return None
+    if not attempts:
+        what = "no restore into it ran"
+    else:
+        detail = " ".join(attempts[-1].detail.split())
+        what = f"its restore {attempts[-1].outcome} ({detail[:200]})"
+    return f"{name} is the restore test's sandbox and {what}, so it holds nothing of the backup to check"
+
+
 def result(id: str, name: str, status: str, summary: str, **kw: Any) -> AssertionResult:
     return AssertionResult(id=id, name=name, status=status, summary=summary, **kw)  # type: ignore[arg-type]

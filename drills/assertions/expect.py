@@ -6,20 +6,39 @@ validated: a comparison with a number (``> 0``, ``>= 10``, ``= 42``, ``!= 0``) o
 single value read, ``rows`` (a query returned at least one row) and ``no rows``. The
 long forms are mappings: ``{equals: X}`` (the value, as text, is X as text),
 ``{matches: REGEX}`` (the value as text matches anywhere), ``{contains: TEXT}``, and
-``{rows: [[...], ...]}`` (a query returned exactly these rows, values compared as text).
+``{rows: [[...], ...]}`` (a query returned exactly these rows, values compared as text, a
+NULL only with ``null``). Numbers are compared exactly (as decimals: a bigint above 2**53
+is not its neighbour); a timestamp with time zone as its UTC text, whatever the server's
+TimeZone. A reply of several values (a Redis list, set or hash, a JSON array
+or object) meets ``rows`` when it holds any; an expectation of one value cannot judge it
+(:class:`Unjudgeable`, an error of the check, never a verdict).
 """
 
 from __future__ import annotations
 
-import math
 import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.redaction import redact
+
 _COMPARISON = re.compile(r"^(>=|<=|==|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)$")
 _WORDS = ("rows", "no rows")
 MAX_SHOWN = 300  # characters of a value shown in a finding
+MAX_ROWS = 1000  # rows a query check reads, and so rows a `{rows: ...}` expectation may list
+# A reply of several values (a Redis list, set or hash; a JSON array or object).
+COLLECTION = (list, tuple, set, frozenset, dict)
+
+
+class Unjudgeable(ValueError):
+    """The value read cannot be judged by this expectation (it is not one value): no verdict.
+
+    Found by review: a list, set or hash reply was judged by its Python text, so
+    ``contains: "{"`` passed on an empty hash and a comparison never saw which value it meant.
+    """
 
 
 class ExpectSpec(BaseModel):
@@ -28,7 +47,11 @@ class ExpectSpec(BaseModel):
     equals: Any = Field(default=None, description="The value, as text, equals this (as text).")
     matches: str | None = Field(default=None, description="A regular expression the value (as text) matches.")
     contains: str | None = Field(default=None, description="Text the value (as text) contains.")
-    rows: list[list[Any]] | None = Field(default=None, description="A query's exact result, values as text.")
+    rows: list[list[Any]] | None = Field(
+        default=None,
+        max_length=MAX_ROWS,
+        description=f"A query's exact result, values as text (at most {MAX_ROWS} rows; null is SQL NULL).",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> ExpectSpec:
@@ -46,6 +69,13 @@ class ExpectSpec(BaseModel):
 Expect = str | ExpectSpec
 
 
+def not_rows(expect: Expect) -> Expect:
+    """Refuse ``{rows: ...}`` where no query is run (a Redis reply, a JSON value): it would judge nothing."""
+    if isinstance(expect, ExpectSpec) and expect.rows is not None:
+        raise ValueError("{rows: ...} judges a query's rows; a reply is one value: use equals, matches, contains or a comparison")
+    return expect
+
+
 def check_short_form(text: str) -> str:
     """Validate ``> 0`` / ``rows`` / ``no rows`` at load time; anything else is refused."""
     if text.strip() in _WORDS or _COMPARISON.match(text.strip()):
@@ -59,33 +89,63 @@ def check_short_form(text: str) -> str:
 def as_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        # A timestamptz, in UTC whatever the server's TimeZone. Found by review: the same
+        # instant met `matches: "^2026-12-07"` from a database set to Asia/Tokyo and not in UTC.
+        return str(value.astimezone(UTC))
+    if isinstance(value, memoryview):
+        # A PostgreSQL bytea, as psql shows it (hex). Found by review: it was judged as
+        # "<memory at 0x...>", so `matches: "."` passed on an empty bytea.
+        return "\\x" + value.tobytes().hex()
     return "" if value is None else str(value)
 
 
 def shown(value: Any) -> str:
+    """``value`` as a report shows it: capped, and masked where it looks like a credential.
+
+    Found by review: a query reading a connection string (``postgresql://app:pw@...``) or a
+    Redis value holding a token wrote it in clear into results.json, junit.xml and the
+    report, while an http body was masked. Only what is shown is masked, never what is judged.
+    """
     text = as_text(value) if not isinstance(value, list | tuple) else repr(value)
+    text = redact(text)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
+def single_value(expect: Expect) -> bool:
+    """Whether ``expect`` judges one value (a comparison, equals, matches, contains), not a row set."""
+    if isinstance(expect, ExpectSpec):
+        return expect.rows is None
+    return expect.strip() not in _WORDS
+
+
 def judge(expect: Expect, value: Any, rows: list[tuple[Any, ...]] | None = None) -> tuple[bool, str]:
-    """(held, what was seen) for ``value`` (the single value read) or ``rows`` (a query's result)."""
+    """(held, what was seen) for ``value`` (the single value read) or ``rows`` (a query's result).
+
+    Raises :class:`Unjudgeable` when ``value`` is a collection and ``expect`` wants one value.
+    """
+    if isinstance(value, COLLECTION) and single_value(expect):
+        raise Unjudgeable(
+            f"what was read is {len(value)} value(s) (a {type(value).__name__}), and '{describe(expect)}' judges one"
+        )
     if isinstance(expect, ExpectSpec):
         return _judge_spec(expect, value, rows)
     text = expect.strip()
     if text in _WORDS:
-        count = len(rows or []) if rows is not None else (0 if value is None else 1)
-        return (count > 0) == (text == "rows"), f"{count} row(s)"
+        count = _count(value, rows)
+        unit = "value(s)" if isinstance(value, COLLECTION) else "row(s)"
+        return (count > 0) == (text == "rows"), f"{count} {unit}"
     m = _COMPARISON.match(text)
     assert m is not None  # validated at load time
     if value is None:
         return False, _absent(rows)
-    try:
-        number = float(as_text(value))
-    except ValueError:
+    number = _number(value)
+    if number is None:
         return False, f"{shown(value)!r}, not a number"
-    if math.isnan(number):
+    if number.is_nan():
         return False, "NaN"
-    limit = float(m.group(2))
+    # Decimal, not float: a bigint above 2**53 equalled its neighbour as a float (found by review).
+    limit = Decimal(m.group(2))
     held = {
         ">": number > limit,
         ">=": number >= limit,
@@ -98,10 +158,40 @@ def judge(expect: Expect, value: Any, rows: list[tuple[Any, ...]] | None = None)
     return held, shown(value)
 
 
+def _count(value: Any, rows: list[tuple[Any, ...]] | None) -> int:
+    """Rows of a query; items of a collection reply (an empty list, set or hash has none); else 0 or 1."""
+    if rows is not None:
+        return len(rows)
+    if isinstance(value, COLLECTION):
+        return len(value)
+    return 0 if value is None else 1
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(nan|inf|infinity)\s*$", re.IGNORECASE)
+
+
+def _number(value: Any) -> Decimal | None:
+    """``value`` as an exact number, or None: a boolean is not 1, and ``1_000`` is text, not a thousand."""
+    if isinstance(value, bool):
+        return None
+    text = repr(value) if isinstance(value, float) else as_text(value)
+    if not _NUMBER.match(text):
+        return None
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:  # pragma: no cover - the pattern admits only what Decimal reads
+        return None
+
+
 def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | None) -> tuple[bool, str]:
     if expect.rows is not None:
-        got = [[as_text(v) for v in row] for row in (rows or [])]
-        want = [[as_text(v) for v in row] for row in expect.rows]
+        if rows is None:
+            # Found by review: on a Redis reply or a JSON value, `{rows: []}` compared no rows
+            # with none and passed whatever was read.
+            raise Unjudgeable("{rows: ...} judges the rows of a query, and this is a single reply")
+        # A NULL is not the empty text: `{rows: [[""]]}` must not be met by a NULL, nor `[[null]]` by ''.
+        got = [[_cell(v) for v in row] for row in (rows or [])]
+        want = [[_cell(v) for v in row] for row in expect.rows]
         return got == want, f"{len(got)} row(s): {shown(got[:5])}"
     if value is None:
         # Nothing read is not the empty text: `equals: ""` or `matches: ".*"` met by a
@@ -114,6 +204,10 @@ def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | No
         return re.search(expect.matches, text) is not None, shown(value)
     assert expect.contains is not None
     return expect.contains in text, shown(value)
+
+
+def _cell(value: Any) -> str | None:
+    return None if value is None else as_text(value)
 
 
 def _absent(rows: list[tuple[Any, ...]] | None) -> str:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, check_short_form, describe, judge, shown
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows, shown
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
 from engine.journal import AssertionResult
@@ -43,7 +43,9 @@ class JsonValue(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(min_length=1, description="Dotted path into the JSON answer, list items by index: `orders.0.id`.")
-    expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(description="As for `query`.")
+    expect: Annotated[Annotated[str, AfterValidator(check_short_form)] | ExpectSpec, AfterValidator(not_rows)] = Field(
+        description="As for `query`, on one value (not `{rows: ...}`)."
+    )
 
 
 class HttpParams(AssertionParams):
@@ -64,6 +66,13 @@ class HttpParams(AssertionParams):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK:
             raise ValueError("a check may only request this machine: http://127.0.0.1:PORT/... (or give `target`)")
+        if "@" in parts.netloc:
+            # Found by review: `http://user:password@127.0.0.1/` was written whole into the check's
+            # id, summary and evidence (results.json, junit.xml, the report), and urllib never sent it.
+            raise ValueError(
+                "a URL with a user or password (user:password@) is not sent as credentials and would be written "
+                "into the report: request an address that needs none, or check it with a `command`"
+            )
         return url
 
     @field_validator("body")
@@ -101,10 +110,13 @@ class HttpCheck(Assertion):
     def evaluate(self, params: Any, state: DrillState) -> list[AssertionResult]:
         assert isinstance(params, HttpParams)
         url = params.url or _url_of(state, params)
-        rid = f"http[{params.name or params.target or url}]"
+        # What is shown of the address: a token in its query (`?access_token=...`) is masked,
+        # as everywhere a run writes (found by review: it was in the id, summary and evidence).
+        seen_url = redact(url) if url is not None else None
+        rid = f"http[{params.name or params.target or seen_url}]"
         if url is None:
             return [result(rid, self.name, "error", f"{params.target!r} is not an application component of this run")]
-        evidence: dict[str, Any] = {"url": url, "expected_status": params.status, "timeout_seconds": params.timeout}
+        evidence: dict[str, Any] = {"url": seen_url, "expected_status": params.status, "timeout_seconds": params.timeout}
         deadline = time.monotonic() + params.timeout
         attempts = 0
         while True:
@@ -120,8 +132,8 @@ class HttpCheck(Assertion):
             # detection (found by review: a wrong port made an `expect: fail` check pass).
             evidence["measured"] = False
         if ok:
-            return [result(rid, self.name, "pass", f"GET {url}: {seen}", evidence=evidence)]
-        return [result(rid, self.name, "fail", f"GET {url}: {seen}", evidence=evidence, findings=[seen])]
+            return [result(rid, self.name, "pass", f"GET {seen_url}: {seen}", evidence=evidence)]
+        return [result(rid, self.name, "fail", f"GET {seen_url}: {seen}", evidence=evidence, findings=[seen])]
 
 
 def _url_of(state: DrillState, params: HttpParams) -> str | None:
@@ -158,9 +170,11 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
     except urllib.error.HTTPError as exc:
         status, body, location = exc.code, exc.read(MAX_BODY), exc.headers.get("Location")
     except (urllib.error.URLError, OSError) as exc:
-        return False, f"no answer: {getattr(exc, 'reason', exc)}", False
-    text = redact(body.decode("utf-8", "replace"))
-    excerpt = text[:SHOWN_BODY]
+        return False, f"no answer: {redact(str(getattr(exc, 'reason', exc)))}", False
+    # Judged on the answer as sent, shown masked. Found by review: the body was masked before it
+    # was judged, so `{"note": "password=x", "orders": 5}` was no JSON any more and failed.
+    text = body.decode("utf-8", "replace")
+    excerpt = redact(text[:SHOWN_BODY])
     if status != params.status:
         if location is not None and 300 <= status < 400:
             return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)", True
@@ -178,7 +192,10 @@ def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, boo
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return False, f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})", False
-    held, seen = judge(spec.expect, node)
+        return False, redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"), False
+    try:
+        held, seen = judge(spec.expect, node)
+    except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read
+        return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
     verdict = "meets" if held else "does not meet"
-    return held, f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'", True
+    return held, redact(f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'"), True

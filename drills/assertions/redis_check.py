@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field, field_validator
 
-from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, check_short_form, describe, judge
+from drills.assertions.base import Assertion, AssertionParams, CheckParams, DrillState, result, unrestored_sandbox
+from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows
 from drills.crosscheck import CheckContext
 from engine.components.redis import RedisComponent
 from engine.journal import AssertionResult
@@ -30,7 +30,7 @@ class RedisCheckParams(CheckParams):
     db: int = Field(default=0, ge=0, le=15, description="Logical database.")
     name: str | None = Field(default=None, description="Name in the report; default: the target.")
 
-    expect: Annotated[str, AfterValidator(check_short_form)] | ExpectSpec = Field(
+    expect: Annotated[Annotated[str, AfterValidator(check_short_form)] | ExpectSpec, AfterValidator(not_rows)] = Field(
         default="> 0", description="As for `query`, on the reply: `> 0`, `= N`, `{equals: X}`, `{matches: REGEX}`, ..."
     )
 
@@ -61,6 +61,9 @@ class RedisCheck(Assertion):
             return [result(rid, self.name, "error", f"{params.target!r} is not a Redis component of this run")]
         shown_command = " ".join(params.command)
         evidence: dict[str, Any] = {"command": shown_command, "db": params.db, "expect": describe(params.expect)}
+        empty = unrestored_sandbox(state, params.target)
+        if empty is not None:
+            return [result(rid, self.name, "not_compared", empty, evidence={**evidence, "measured": False})]
         try:
             reply = comp.client(params.db).execute_command(*params.command)  # type: ignore[no-untyped-call]
         except redis.ResponseError as exc:
@@ -73,7 +76,14 @@ class RedisCheck(Assertion):
         except redis.RedisError as exc:
             return [result(rid, self.name, "error", f"{params.target}: could not run {params.command[0]}: {exc}", evidence=evidence)]
         value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in reply] if isinstance(reply, list) else reply
-        held, seen = judge(params.expect, value)
+        try:
+            held, seen = judge(params.expect, value)
+        except Unjudgeable as exc:
+            # A list, set or hash reply judged by its Python text: `contains: "{"` passed on a
+            # missing hash (found by review). No verdict: the check asks for one value.
+            evidence["measured"] = False
+            summary = f"{params.target}: {shown_command}: {exc}: read one value (HGET, LINDEX, SISMEMBER), or expect rows / no rows"
+            return [result(rid, self.name, "error", summary, evidence=evidence)]
         evidence["reply"] = seen
         if held:
             return [result(rid, self.name, "pass", f"{params.target}: {shown_command} → {seen} meets '{describe(params.expect)}'", evidence=evidence)]
