@@ -65,7 +65,7 @@ def test_invalid_index_and_enabled_subscription_round_trip_quietly(tmp_path: Pat
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [source])
         expected = manifest.component("db").fingerprint
-        assert expected is not None and expected.scheme == "postgres/6"  # scheme 4's classes, and more
+        assert expected is not None and expected.scheme == "postgres/7"  # scheme 4's classes, and more
         engine_backup.restore(repo, manifest, target)
         diffs = compare(expected, target.fingerprint())
         assert diffs == [], [d.describe() for d in diffs]

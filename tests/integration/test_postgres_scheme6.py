@@ -153,7 +153,7 @@ def test_every_damage_scheme_6_added_is_named(server: PostgresComponent, case: s
     comp = _fresh(server)
     _sql(comp, setup)
     before = comp.fingerprint()
-    assert before.scheme == "postgres/6"
+    assert before.scheme == "postgres/7"  # scheme 6's classes, and more
     _sql(comp, damage)
     assert part in {d.part for d in compare(before, comp.fingerprint())}
 
@@ -201,7 +201,7 @@ def test_a_scheme_5_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see
     assert compare(old, comp.fingerprint_like(old)) == []  # scheme 5 never recorded it: its note says so
     assert "attached" in (comp.blind_spot("postgres/5") or "")
     assert "attached" in (comp.blind_spot("postgres/4") or "")
-    assert comp.blind_spot("postgres/6") is None
+    assert comp.blind_spot("postgres/7") is None
 
 
 _FORCED = (

@@ -93,7 +93,7 @@ def test_a_healthy_round_trip_keeps_every_label_and_compares_equal(
     repo = LocalRepository(repo_dir)
     manifest = engine_backup.backup(repo, [source])
     expected = manifest.component("db").fingerprint
-    assert expected is not None and expected.scheme == "postgres/6"  # scheme 5's labels, and more
+    assert expected is not None and expected.scheme == "postgres/7"  # scheme 5's labels, and more
     labels = {n for n in expected.parts if n.startswith("security label ")}
     assert len(labels) == 5, labels  # schema, table, column, view, function (the role's is in its role part)
     engine_backup.restore(repo, manifest, target)

@@ -154,7 +154,7 @@ def test_the_method_follows_the_column_types(db: PostgresComponent) -> None:
         conn.close()
     expected = {t: t in TYPED_TABLES for t in tables}
     assert dict(zip(tables, methods, strict=True)) == expected
-    assert db.fingerprint().scheme == "postgres/6"
+    assert db.fingerprint().scheme == "postgres/7"
 
 
 def test_a_changed_value_in_every_typed_column_is_named(db: PostgresComponent) -> None:
@@ -240,14 +240,14 @@ def test_scheme_3_is_refused_on_a_server_without_the_typed_hash(db: PostgresComp
     """PostgreSQL 13 lacks hash_record_extended: it takes scheme 2, and cannot compare a scheme 3 backup."""
     old_server: Any = SimpleNamespace(server_version=130012)
     assert db.scheme_on(old_server) == "postgres/2"
-    for scheme in ("postgres/3", "postgres/4", "postgres/5", "postgres/6"):
+    for scheme in ("postgres/3", "postgres/4", "postgres/5", "postgres/6", "postgres/7"):
         with pytest.raises(NotComparable, match="PostgreSQL 14"):
             db.scheme_on(old_server, scheme)
     with pytest.raises(NotComparable, match="postgres/9"):
         db.scheme_on(old_server, "postgres/9")
 
 
-@pytest.mark.parametrize("scheme", ["postgres/6", "postgres/5", "postgres/4", "postgres/3", "postgres/2"])
+@pytest.mark.parametrize("scheme", ["postgres/7", "postgres/6", "postgres/5", "postgres/4", "postgres/3", "postgres/2"])
 def test_a_restore_is_proven_in_its_backups_scheme(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
@@ -256,7 +256,7 @@ def test_a_restore_is_proven_in_its_backups_scheme(
         comp = PostgresComponent("db", PostgresParams(customers=300), rt)
         comp.provision()
         comp.seed()
-        taken = comp.fingerprint() if scheme == "postgres/6" else comp.legacy_fingerprint(scheme)
+        taken = comp.fingerprint() if scheme == "postgres/7" else comp.legacy_fingerprint(scheme)
         assert taken is not None and taken.scheme == scheme
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp], fingerprints={"db": taken})
