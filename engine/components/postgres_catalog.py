@@ -737,7 +737,6 @@ def _database(v: int, full: bool) -> str:
         FROM pg_database d WHERE d.datname = current_database()"""
 
 
-
 def _database_properties(_v: int, _full: bool) -> str:
     """What ``pg_dump --create`` sets on the database beyond the ``database`` part (scheme 7).
 

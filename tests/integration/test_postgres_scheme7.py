@@ -35,6 +35,7 @@ from engine import backup as engine_backup
 from engine import childenv
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.postgres_physical import PostgresPhysicalComponent
+from engine.errors import ComponentError
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime import processes
@@ -108,7 +109,11 @@ DAMAGE: dict[str, tuple[str, str, str]] = {
         "ALTER TABLE t SET TABLESPACE pg_default",
         "tablespace of public.t",
     ),
-    "table moved into a tablespace": ("CREATE TABLE t(a int)", "ALTER TABLE t SET TABLESPACE {ts}", "tablespace of public.t"),
+    "table moved into a tablespace": (
+        "CREATE TABLE t(a int)",
+        "ALTER TABLE t SET TABLESPACE {ts}",
+        "tablespace of public.t",
+    ),
     "index back in the default tablespace": (
         "CREATE TABLE t(a int); CREATE INDEX ti ON t(a) TABLESPACE {ts}",
         "ALTER INDEX ti SET TABLESPACE pg_default",
@@ -165,7 +170,11 @@ def test_every_damage_scheme_7_added_is_named(server: PostgresComponent, spaces:
 
 # name -> (CREATE DATABASE options, damage run from another database, the part that must say so)
 DATABASE_DAMAGE: dict[str, tuple[str, str, str]] = {
-    "default tablespace lost": ("TABLESPACE {ts}", "ALTER DATABASE {db} SET TABLESPACE pg_default", "database properties"),
+    "default tablespace lost": (
+        "TABLESPACE {ts}",
+        "ALTER DATABASE {db} SET TABLESPACE pg_default",
+        "database properties",
+    ),
     "template flag": ("IS_TEMPLATE false", "ALTER DATABASE {db} IS_TEMPLATE true", "database properties"),
     "connection limit": ("CONNECTION LIMIT 5", "ALTER DATABASE {db} CONNECTION LIMIT -1", "database"),
     # A database that takes no connections cannot be read at all: every part is missing.
@@ -331,9 +340,7 @@ def test_a_logical_round_trip_with_tablespaces_is_identical(tmp_path: Path, spac
         manifest = engine_backup.backup(repo, [source])
         expected = manifest.component("db").fingerprint
         assert expected is not None and expected.scheme == "postgres/7"
-        assert {f"tablespace of public.{n}" for n in ("archive", "t_note", "totals", "p")} <= set(
-            expected.parts
-        )
+        assert {f"tablespace of public.{n}" for n in ("archive", "t_note", "totals", "p")} <= set(expected.parts)
         engine_backup.restore(repo, manifest, target)
         diffs = compare(expected, target.fingerprint())
         assert diffs == [], [d.describe() for d in diffs]
@@ -360,3 +367,20 @@ def test_a_physical_round_trip_with_money_and_database_properties_is_identical(t
         engine_backup.restore(repo, manifest, comp)
         diffs = compare(expected, comp.fingerprint())
         assert diffs == [], [d.describe() for d in diffs]
+
+
+@pytest.mark.parametrize("major", ["18", "15"])
+def test_a_physical_backup_of_a_cluster_with_tablespaces_is_refused_saying_what_to_do(
+    tmp_path: Path, spaces: Path, major: str
+) -> None:
+    """pg_basebackup to one stream cannot hold a tablespace: drproof says which, and the way out."""
+    with LocalRuntime(tmp_path / "rt", _images(major)) as rt:
+        comp = PostgresPhysicalComponent("db", PostgresParams(database="db", generate=False), rt)
+        comp.provision()
+        comp.seed()
+        repo = LocalRepository(tmp_path / "repo")
+        engine_backup.backup(repo, [comp])  # quiet control: no tablespace, a backup
+        ts = _tablespace(comp, spaces)
+        _sql(comp, f"CREATE TABLE t(a int) TABLESPACE {ts}")
+        with pytest.raises(ComponentError, match=rf"tablespace\(s\) {ts}; .*logical postgres kind"):
+            engine_backup.backup(repo, [comp])
