@@ -35,11 +35,12 @@ from engine import backup as engine_backup
 from engine import childenv
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.postgres_physical import PostgresPhysicalComponent
-from engine.errors import ComponentError
+from engine.errors import ComponentError, RestoreMismatch
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import lossy_side_load
 from tests.integration.servers import require_pg15, unavailable
 
 pytestmark = [pytest.mark.integration]
@@ -384,3 +385,27 @@ def test_a_physical_backup_of_a_cluster_with_tablespaces_is_refused_saying_what_
         _sql(comp, f"CREATE TABLE t(a int) TABLESPACE {ts}")
         with pytest.raises(ComponentError, match=rf"tablespace\(s\) {ts}; .*logical postgres kind"):
             engine_backup.backup(repo, [comp])
+
+
+@pytest.mark.parametrize("major", ["18", "15"])
+def test_a_restore_that_put_a_table_back_in_pg_default_is_refused(
+    tmp_path: Path, spaces: Path, major: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end, on the server the backup came from: a sound restore passes; one whose load put
+    ``archive`` in pg_default (what ``--no-tablespaces`` or a missing tablespace does) is refused
+    naming it, and the live database stays as it was."""
+    with LocalRuntime(tmp_path / "rt", _images(major)) as rt:
+        comp = PostgresComponent("db", PostgresParams(database="db", generate=False), rt)
+        comp.provision()
+        comp.seed()
+        _furnish(comp, spaces)
+        repo = LocalRepository(tmp_path / "repo")
+        manifest = engine_backup.backup(repo, [comp])
+        expected = manifest.component("db").fingerprint
+        assert expected is not None
+        engine_backup.restore(repo, manifest, comp)  # quiet control: the same server, its tablespaces
+        assert compare(expected, comp.fingerprint()) == []
+        lossy_side_load(monkeypatch, "ALTER TABLE archive SET TABLESPACE pg_default")
+        with pytest.raises(RestoreMismatch, match=r"tablespace of public\.archive"):
+            engine_backup.restore(repo, manifest, comp)
+        assert compare(expected, comp.fingerprint()) == [], "a refused restore changed the live database"
