@@ -33,7 +33,9 @@ from engine.components.postgres_catalog import (
     SCHEME_5_ADDS,
     SCHEME_6_ADDS,
     SCHEME_6_UNSEEN,
-    WORKLOAD_NAMES_UNSEEN,
+    SCHEME_7_ADDS,
+    SCHEME_7_UNSEEN,
+    TABLESPACE_PART,
     WORKLOAD_NAMES_UNSEEN_TAIL,
     Workload,
     catalog_parts,
@@ -41,9 +43,10 @@ from engine.components.postgres_catalog import (
     refuse_taken,
     role_parts,
     subscription_secrets,
+    tablespace_parts,
     workload_objects,
 )
-from engine.components.postgres_rows import ALL_ROWS, PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
+from engine.components.postgres_rows import ALL_ROWS, PINNED_MONEY, PINNED_OUTPUT, TYPED_SINCE, dotted, row_parts
 from engine.components.postgres_sequences import NOT_CALLED, HeadTap, legacy_value, sequences_in_dump
 from engine.components.tools import capture, run_tool, stream_in, stream_out
 from engine.errors import ComponentError, IntegrityError, NotComparable
@@ -113,15 +116,15 @@ def keep_own_password(sql: bytes, role: str) -> bytes:
 
 
 def _proven_in_side(name: str) -> bool:
-    """The parts a side database is proven on before the swap: all but roles, parameters and matview rows.
+    """The parts a side database is proven on before the swap: all but roles, parameters, tablespaces, matview rows.
 
-    Roles and privileges on parameters are cluster-wide and set after the swap. A materialized view's rows are derived:
+    Roles, privileges on parameters and tablespaces' attributes are cluster-wide and set after the swap. A materialized view's rows are derived:
     pg_restore refreshes it from the restored tables, so one that was stale at backup time
     comes back different, rightly. Both are compared once the restore is done, and a
     difference is reported there.
     """
     matview_rows = name.startswith("materialized view ") and not name.startswith("materialized view definition ")
-    cluster = name == "roles" or name.startswith((ROLE_PART, PARAMETER_PART))
+    cluster = name == "roles" or name.startswith((ROLE_PART, PARAMETER_PART, TABLESPACE_PART))
     return not cluster and not matview_rows
 
 
@@ -261,7 +264,10 @@ class PostgresComponent(Component):
             )
             return [(r[0], r[1]) for r in cur.fetchall() if r[1] != WORKLOAD_MARK]
 
-    # Scheme 7 (this one): as scheme 6, but only the drill workload's own table is left
+    # Scheme 7 (this one): as scheme 6, and what review found missing (``SCHEME_7_ADDS``):
+    # tablespaces (cluster-wide, not their location), each relation's tablespace, the
+    # database's default tablespace, IS_TEMPLATE and ALLOW_CONNECTIONS; money read in
+    # lc_monetary "C" (``PINNED_MONEY``); and only the drill workload's own table is left
     # out, the one it marked with ``WORKLOAD_COMMENT`` (and its rows, indexes, sequences),
     # not every object named like it in every schema (``WORKLOAD_NAMES_UNSEEN``).
     # Scheme 6: as scheme 5, and what review found missing (``SCHEME_6_ADDS``):
@@ -288,14 +294,15 @@ class PostgresComponent(Component):
     text_rows_scheme: ClassVar[str] = "postgres/2"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         postgres_legacy.SCHEME: f"{postgres_legacy.NOT_COVERED}; nor {LEGACY_WORKLOAD_UNSEEN}",
-        "postgres/6": WORKLOAD_NAMES_UNSEEN.format(scheme="postgres/6"),
-        "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5") + f"; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        "postgres/6": SCHEME_7_ADDS.format(scheme="postgres/6") + f"; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        "postgres/5": SCHEME_6_ADDS.format(scheme="postgres/5")
+        + f"; nor {SCHEME_7_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
         "postgres/4": SCHEME_5_ADDS.format(scheme="postgres/4")
-        + f"; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        + f"; nor {SCHEME_6_UNSEEN}; nor {SCHEME_7_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
         "postgres/3": SCHEME_4_ADDS.format(scheme="postgres/3")
-        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {SCHEME_7_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
         "postgres/2": SCHEME_4_ADDS.format(scheme="postgres/2")
-        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
+        + f"; nor {LABELS_UNSEEN}; nor {SCHEME_6_UNSEEN}; nor {SCHEME_7_UNSEEN}; nor {WORKLOAD_NAMES_UNSEEN_TAIL}",
     }
     fingerprint_jobs: ClassVar[int] = 2  # connections reading rows in parallel, as pg_dump -j2
 
@@ -313,6 +320,10 @@ class PostgresComponent(Component):
             self.typed_rows_scheme,
             self.text_rows_scheme,
         )
+
+    def records(self, scheme: str, since: str) -> bool:
+        """Whether ``scheme`` records what scheme ``since`` added: it is ``since`` or newer (``schemes``); else False."""
+        return scheme in self.schemes and self.schemes.index(scheme) <= self.schemes.index(since)
 
     def fingerprint_like(self, expected: Fingerprint) -> Fingerprint:
         if expected.scheme in self.schemes:
@@ -344,7 +355,7 @@ class PostgresComponent(Component):
     def scheme_on(self, conn: psycopg2.extensions.connection, wanted: str | None = None) -> str:
         """``wanted``, or the newest scheme the server behind ``conn`` can compute.
 
-        Schemes 3 to 6 need ``hash_record_extended`` (PostgreSQL 14): a backup
+        Schemes 3 and later need ``hash_record_extended`` (PostgreSQL 14): a backup
         fingerprinted in them cannot be compared on an older server, and saying so is
         the only honest answer.
         """
@@ -423,10 +434,11 @@ class PostgresComponent(Component):
         the dump (``sequence_values``), or read now.
         """
         scheme = scheme or self.fingerprint_scheme
-        typed = scheme != self.text_rows_scheme  # schemes 3 to 6
-        full = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme, self.full_catalog_scheme)
-        labels = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme)
-        attachments = scheme in (self.fingerprint_scheme, self.attachments_scheme)
+        typed = scheme != self.text_rows_scheme  # schemes 3 and later
+        full = self.records(scheme, self.full_catalog_scheme)
+        labels = self.records(scheme, self.labels_scheme)
+        attachments = self.records(scheme, self.attachments_scheme)
+        storage = self.records(scheme, self.fingerprint_scheme)
         # Scheme 7 leaves out exactly the table the workload marked; older ones, their own rule.
         owned = workload_objects(conn, WORKLOAD_MARK, full) if scheme == self.fingerprint_scheme else None
         try:
@@ -435,6 +447,8 @@ class PostgresComponent(Component):
                 cur.execute(ALL_ROWS)
                 if typed:
                     cur.execute(PINNED_OUTPUT)
+                if storage:
+                    cur.execute(PINNED_MONEY)
             relations = self._row_relations(conn, owned)
             filters = self._extension_tables(conn, relations) if full else {}
             parts = row_parts(
@@ -445,6 +459,7 @@ class PostgresComponent(Component):
                 typed=typed,
                 full=full,
                 filters=filters,
+                money=storage,
             )
             values = sequence_values if sequence_values is not None else self._sequence_values(conn)
             if not typed:
@@ -455,7 +470,7 @@ class PostgresComponent(Component):
             }
             extra.update(subscription_secrets(conn))
             for key, part in catalog_parts(
-                conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels, attachments, owned
+                conn, conn.server_version, (WORKLOAD_MARK,), extra, full, labels, attachments, storage, owned
             ).items():
                 refuse_taken(parts, key)
                 parts[key] = part
@@ -519,11 +534,15 @@ class PostgresComponent(Component):
     def _cluster_parts(self, scheme: str) -> dict[str, Part]:
         admin = self.connect(self.admin_db)
         try:
-            labels = scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme)
-            grantors = scheme in (self.fingerprint_scheme, self.attachments_scheme)
+            labels = self.records(scheme, self.labels_scheme)
+            grantors = self.records(scheme, self.attachments_scheme)
             parts = role_parts(admin, self.service.superuser, labels=labels, grantors=grantors)
-            if scheme in (self.fingerprint_scheme, self.attachments_scheme, self.labels_scheme, self.full_catalog_scheme):
+            if self.records(scheme, self.full_catalog_scheme):
                 parts.update(parameter_parts(admin))
+            if self.records(scheme, self.fingerprint_scheme):
+                for key, part in tablespace_parts(admin).items():
+                    refuse_taken(parts, key)
+                    parts[key] = part
             return parts
         finally:
             admin.close()

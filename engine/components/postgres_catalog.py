@@ -580,7 +580,7 @@ def _security_labels(_v: int, _full: bool) -> str:
     (found by review). One part per object and provider. The database's label is named
     without the database's name, so a restore into a differently named database still
     compares. Extension members are left out: pg_dump does not dump them, nor their
-    labels. Roles' labels are in their role parts; tablespaces are not compared.
+    labels. Roles' labels are in their role parts, tablespaces' in theirs (scheme 7).
     """
     return """SELECT CASE WHEN l.objtype = 'database' THEN 'on database'
                      ELSE 'on ' || l.objtype || ' ' || l.objname END || ' (' || l.provider || ')', l.label
@@ -737,6 +737,37 @@ def _database(v: int, full: bool) -> str:
         FROM pg_database d WHERE d.datname = current_database()"""
 
 
+def _database_properties(_v: int, _full: bool) -> str:
+    """What ``pg_dump --create`` sets on the database beyond the ``database`` part (scheme 7).
+
+    Its default tablespace (``CREATE DATABASE ... TABLESPACE``), where every relation
+    of no tablespace of its own lives; whether it is a template (``IS_TEMPLATE``) and
+    takes connections (``ALLOW_CONNECTIONS``). A restore that lost them compared equal
+    (found by review). The connection limit is in the ``database`` part since scheme 2.
+    """
+    return """SELECT '', 'tablespace ' || quote_ident(t.spcname) || ' template ' || d.datistemplate::text
+          || ' allow connections ' || d.datallowconn::text
+        FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = current_database()"""
+
+
+def _tablespace_of(_v: int, full: bool) -> str:
+    """The tablespace of each relation that has one of its own (scheme 7).
+
+    pg_dump writes ``SET default_tablespace = fast_ssd`` before each table, index or
+    materialized view created there: a restore that put one back in the database's
+    default instead (``--no-tablespaces``, a tablespace missing on the target) compared
+    equal (found by review). Relations in the database's default tablespace (stored as
+    0) have no part, so one moved there or from there shows as missing or unexpected;
+    a change of the default itself is the ``database properties`` part. The indexes
+    are those the ``index`` class lists (valid ones, as pg_dump carries them).
+    """
+    kinds = "CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'm' THEN 'materialized view' WHEN 'i' THEN 'index' ELSE 'partitioned index' END"
+    return f"""SELECT {_qualified('n.nspname', 'c.relname', full)}, {kinds} || ' in ' || quote_ident(t.spcname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_tablespace t ON t.oid = c.reltablespace
+        LEFT JOIN pg_index i ON i.indexrelid = c.oid
+        WHERE {_relations("'r', 'p', 'm', 'i', 'I'")} AND (i.indexrelid IS NULL OR i.indisvalid OR c.relkind = 'I')"""
+
+
 CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("database", _database),
     ObjectClass("schema", _schemas),
@@ -782,6 +813,11 @@ SCHEME_6_CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("composite type", _composite_types),
     ObjectClass("base type", _base_types),
 )
+# Scheme 7 adds these to scheme 6's.
+STORAGE_CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("database properties", _database_properties),
+    ObjectClass("tablespace of", _tablespace_of),
+)
 
 
 def part_of(definition: str, unit: str = "objects") -> Part:
@@ -796,6 +832,7 @@ def catalog_parts(
     full: bool = True,
     labels: bool = True,
     attachments: bool = True,
+    storage: bool = True,
     owned: Workload | None = None,
 ) -> dict[str, Part]:
     """Every catalog object of the database, ``<class> <name>`` -> part.
@@ -806,12 +843,13 @@ def catalog_parts(
     definition before it is digested (a sequence's value, which no catalog holds).
     ``full``: scheme ``postgres/4``'s coverage, else schemes 2 and 3's; ``labels``: scheme
     ``postgres/5``'s security labels too; ``attachments``: scheme ``postgres/6``'s
-    ``SCHEME_6_CLASSES`` too.
+    ``SCHEME_6_CLASSES`` too; ``storage``: scheme ``postgres/7``'s ``STORAGE_CLASSES`` too.
     """
     skip = tuple(excluded)
     parts: dict[str, Part] = {}
     with conn.cursor() as cur:
-        for cls in CLASSES + (LABEL_CLASSES if labels else ()) + (SCHEME_6_CLASSES if attachments else ()):
+        classes = CLASSES + (LABEL_CLASSES if labels else ()) + (SCHEME_6_CLASSES if attachments else ())
+        for cls in classes + (STORAGE_CLASSES if storage else ()):
             cur.execute(cls.sql(server_num, full))
             for name, definition in cur.fetchall():
                 if owned.owns(name) if owned is not None else _excluded(name, skip):
@@ -943,6 +981,18 @@ SCHEME_6_UNSEEN = (
     "and transforms made outside extensions, who granted a role membership (GRANTED BY, PostgreSQL 16+), "
     "a composite type's attributes and a base type's definition beyond its input and output functions"
 )
+# What a comparison in scheme 6 or older cannot see: what scheme 7 added (found by review).
+SCHEME_7_UNSEEN = (
+    "tablespaces (their owner, options, privileges, comment and labels), which tablespace each table, "
+    "index and materialized view lives in, the database's default tablespace, whether it is a template "
+    "(IS_TEMPLATE) or takes connections (ALLOW_CONNECTIONS); and money values were read in the server's "
+    "lc_monetary, so a server of another lc_monetary reports every money column as different"
+)
+SCHEME_7_ADDS = (
+    "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
+    + SCHEME_7_UNSEEN
+    + ": those are not compared"
+)
 SCHEME_6_ADDS = (
     "the backup's fingerprint (scheme {scheme}, from an earlier drproof) did not record "
     + SCHEME_6_UNSEEN
@@ -1070,6 +1120,34 @@ def parameter_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
         # A row whose every grant was revoked may stay behind, empty: pg_dumpall writes nothing for it.
         cur.execute(f"SELECT parname, {_acl('paracl')} FROM pg_parameter_acl WHERE cardinality(paracl) > 0")
         return {PARAMETER_PART + name: part_of(acl, "privileges") for name, acl in cur.fetchall()}
+
+
+TABLESPACE_PART = "tablespace definition "
+
+
+def tablespace_parts(conn: psycopg2.extensions.connection) -> dict[str, Part]:
+    """Each tablespace (not PostgreSQL's ``pg_*``): owner, options, privileges, comment, security labels (scheme 7).
+
+    Cluster-wide like roles, and carried by ``pg_dumpall --globals-only``: a restore
+    that lost a tablespace's grant or its ``random_page_cost`` compared equal (found by
+    review). Not its location: a restore onto another host or into a sandbox puts it
+    elsewhere (``pg_basebackup --tablespace-mapping``, a directory the operator made
+    first), rightly, and the data in it are compared table by table. No privileges
+    and the owner's own (``GRANT CREATE ... TO`` its owner) are one list, as pg_dumpall
+    writes neither and a restore gives the first: compared apart, a healthy restore
+    was refused (found by the round trip in ``test_postgres_scheme7``).
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT t.spcname, 'owner ' || pg_get_userbyid(t.spcowner)
+                  || ' acl ' || {_acl("coalesce(t.spcacl, acldefault('t', t.spcowner))")}
+                  || ' options ' || coalesce((SELECT string_agg(o, ',' ORDER BY o) FROM unnest(t.spcoptions) o), '')
+                  || ' comment ' || coalesce(shobj_description(t.oid, 'pg_tablespace'), '')
+                  || ' labels ' || coalesce((SELECT string_agg(l.provider || '=' || l.label, ',' ORDER BY l.provider)
+                        FROM pg_shseclabel l WHERE l.objoid = t.oid AND l.classoid = 'pg_tablespace'::regclass), '')
+                FROM pg_tablespace t WHERE t.spcname !~ '^pg_'"""
+        )
+        return {TABLESPACE_PART + name: part_of(text, "tablespaces") for name, text in cur.fetchall()}
 
 
 def extension_versions(conn: psycopg2.extensions.connection, full: bool = True) -> dict[str, tuple[str, str]]:

@@ -516,11 +516,11 @@ def _roles_extensions(ctx: _Context, result: CheckResult) -> None:
     else:
         connecting = ctx.component.service.superuser
         comp, scheme = ctx.component, ctx.baseline.scheme
-        labels = scheme in (comp.fingerprint_scheme, comp.labels_scheme)
-        grantors = scheme == comp.fingerprint_scheme
+        labels = comp.records(scheme, comp.labels_scheme)
+        grantors = comp.records(scheme, comp.attachments_scheme)
         roles = role_parts(ctx.conn, connecting, labels, grantors)
         roles_now = {n[len(ROLE_PART) :]: p.digest for n, p in roles.items()}
-        full = scheme in (comp.fingerprint_scheme, comp.labels_scheme, comp.full_catalog_scheme)
+        full = comp.records(scheme, comp.full_catalog_scheme)
         exts_now = extension_versions(ctx.conn, full=full)
     if not roles_then and not exts_then:
         # A fingerprint taken before role and extension names were recorded.

@@ -178,7 +178,27 @@ class PostgresPhysicalComponent(PostgresComponent):
                 copy_into(stream, out)
             return self._backup(writer, manifest)
 
+    def _refuse_tablespaces(self) -> None:
+        """A cluster with tablespaces cannot be backed up as one stream: say so, and what to do.
+
+        pg_basebackup writes every tablespace as a tar of its own and refuses to put more
+        than one on stdout, which drproof streams into the repository; its own message
+        ("can only write single tablespace to stdout, database has 2") named neither the
+        tablespace nor a way out (found while adding tablespaces to the fingerprint).
+        """
+        spaces = self._query(
+            "SELECT string_agg(quote_ident(spcname), ', ' ORDER BY spcname) FROM pg_tablespace WHERE spcname !~ '^pg_'"
+        )
+        if spaces:
+            raise ComponentError(
+                f"postgres-physical {self.instance!r}: the cluster has tablespace(s) {spaces}; drproof streams "
+                "pg_basebackup as one tar, which cannot hold a tablespace. Back the database up with the logical "
+                "postgres kind (pg_dump keeps which tablespace each table is in), or move its relations into "
+                "pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces"
+            )
+
     def _backup(self, writer: BackupSetWriter, parent_manifest: Path | None) -> dict[str, Any]:
+        self._refuse_tablespaces()
         system_id = str(self._query("SELECT system_identifier FROM pg_control_system()"))
         start_segment = self._query("SELECT pg_walfile_name(pg_current_wal_lsn())")
         env = self.service.tool_env()

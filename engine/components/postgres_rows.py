@@ -94,6 +94,16 @@ PINNED_OUTPUT = (
     "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET xmloption = 'content'"
 )
 
+# ``money`` prints in the session's lc_monetary (symbol, separators, decimal places), which
+# comes from the server's configuration: read on a server of another lc_monetary, every
+# money value printed differently and a healthy restore (even a physical copy) was refused,
+# and a value that a restore into such a server misread (12,345 with no decimal places read
+# back as 12,345.00) was judged by text that had changed for both reasons (found by review).
+# Pinned to "C" for scheme 7, every money value prints as its exact amount in hundredths
+# (``$1,234.56``: two places, one symbol), so equal text is an equal stored value, whatever
+# the server's locale. Catalog text (a money default) is read in the same session.
+PINNED_MONEY = "SET lc_monetary = 'C'"
+
 # Every row or an error, never the rows a policy lets this role see (found by review): with
 # row security on, a role subject to a policy (a table owner under FORCE ROW LEVEL SECURITY)
 # digests a subset, which would match a restore that lost the rest; only a later catalog
@@ -190,6 +200,7 @@ def row_parts(
     typed: bool = False,
     full: bool = False,
     filters: dict[int, str] | None = None,
+    money: bool = False,
 ) -> dict[str, Part]:
     """``<label> <schema>.<table>`` -> rows part, for (label, schema, table) in ``relations``.
 
@@ -202,6 +213,8 @@ def row_parts(
     inheritance children in the column order a restore keeps (``CHILD_ORDER``).
     ``full`` (scheme ``postgres/4``): names that hold a space are quoted (``dotted``).
     ``filters``: index of a relation -> the ``WHERE`` clause its rows are read with.
+    ``money`` (scheme ``postgres/7``): workers read money in lc_monetary "C" (``PINNED_MONEY``),
+    as ``conn`` must already.
     """
     if typed and conn.server_version < TYPED_SINCE:
         raise ValueError("typed row digests need PostgreSQL 14 or later (hash_record_extended)")
@@ -213,7 +226,8 @@ def row_parts(
     if jobs <= 1 or connect is None or len(tasks) < 2:
         done = [(t.index, _digest(conn, relations[t.index], t, methods[t.index])) for t in tasks]
     else:
-        done = _in_parallel(conn, connect, relations, methods, tasks, jobs, pinned=typed)
+        pins = ((PINNED_OUTPUT,) if typed else ()) + ((PINNED_MONEY,) if money else ())
+        done = _in_parallel(conn, connect, relations, methods, tasks, jobs, pins)
     totals: dict[int, list[int]] = {i: [0, 0] for i in range(len(relations))}
     for index, sums in done:
         totals[index] = [a + b for a, b in zip(totals[index], sums, strict=True)]
@@ -265,14 +279,14 @@ def _in_parallel(
     methods: Sequence[Method],
     tasks: list[Task],
     jobs: int,
-    pinned: bool,
+    pins: tuple[str, ...],
 ) -> list[tuple[int, Sums]]:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_export_snapshot()")
         row = cur.fetchone()
     assert row is not None
     snapshot = str(row[0])
-    workers = [_importing(connect, snapshot, pinned) for _ in range(min(jobs, len(tasks)) - 1)]
+    workers = [_importing(connect, snapshot, pins) for _ in range(min(jobs, len(tasks)) - 1)]
     queue = iter(tasks)
     lock = threading.Lock()
 
@@ -294,15 +308,15 @@ def _in_parallel(
             worker.close()
 
 
-def _importing(connect: Connect, snapshot: str, pinned: bool) -> psycopg2.extensions.connection:
+def _importing(connect: Connect, snapshot: str, pins: tuple[str, ...]) -> psycopg2.extensions.connection:
     conn = connect()
     conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
         cur.execute("SET search_path = ''")
         cur.execute(ALL_ROWS)
-        if pinned:
-            cur.execute(PINNED_OUTPUT)
+        for pin in pins:
+            cur.execute(pin)
     return conn
 
 
