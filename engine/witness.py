@@ -51,7 +51,8 @@ def state_dir() -> Path | None:
     return Path(base) / "drproof"
 
 
-def _file_for(location: str) -> Path | None:
+def file_for(location: str) -> Path | None:
+    """The file that keeps the record for ``location`` (named in a refusal: deleting it accepts a rollback made on purpose)."""
     root = state_dir()
     if root is None:
         return None
@@ -60,7 +61,7 @@ def _file_for(location: str) -> Path | None:
 
 def recall(location: str) -> Witnessed | None:
     """The head record this host kept for the repository at ``location``; None if none or unreadable."""
-    path = _file_for(location)
+    path = file_for(location)
     if path is None:
         return None
     try:
@@ -79,7 +80,7 @@ def recall(location: str) -> Witnessed | None:
 
 def remember(location: str, repository_id: str, record: bytes, signature: bytes | None, sequence: int) -> None:
     """Keep ``record`` (naming place ``sequence``) unless this host already saw a later place of the same repository."""
-    path = _file_for(location)
+    path = file_for(location)
     if path is None:
         return
     held = recall(location)

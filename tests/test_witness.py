@@ -181,3 +181,109 @@ def test_a_repository_that_keeps_no_witness_writes_none(tmp_path: Path, monkeypa
         writer.commit([ComponentRecord(name="files", kind="volumes", artifacts=[])], {}, {})
         repo.chain_audit()
         assert (witness.recall(str(repo.root.resolve())) is not None) is keeps
+
+
+@pytest.mark.parametrize("head_record", ["kept", "deleted", "none kept anywhere"])
+def test_an_older_signed_manifest_copied_over_the_newest_sets_is_seen(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, head_record: str
+) -> None:
+    """The newest set's manifest replaced by an older set's, validly signed: "latest" was the set before it, exit 0.
+
+    Only an ``altered`` finding was left, which did not count as a doubt (the copied
+    manifest's signed place is older), and its mere presence stood for the set the head
+    record (and this host's record) named.
+    """
+    if head_record == "none kept anywhere":
+        monkeypatch.setenv(witness.STATE_ENV, "")
+    ids = [_backup(site, v, capsys) for v in range(3)]
+    repo: Path = site["repo"]
+    for name in ("manifest.json", "manifest.sig"):
+        shutil.copy(repo / "sets" / ids[0] / name, repo / "sets" / ids[-1] / name)
+    if head_record != "kept":
+        (repo / "head.json").unlink()
+        (repo / "head.sig").unlink()
+    code, err = _restore_latest(site, capsys)
+    assert code == 1 and "refusing to choose the latest backup" in err and ids[-1] in err, err
+    assert _live(site) == "version 2\n"  # live data exactly as it was
+
+
+def test_a_refusal_names_this_hosts_record_and_deleting_it_accepts_a_rollback_made_on_purpose(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator who puts the repository back from a snapshot on purpose is told which file to delete, and it works."""
+    for v in range(2):
+        _backup(site, v, capsys)
+    shutil.copytree(site["repo"], site["tmp"] / "snapshot")
+    _backup(site, 2, capsys)
+    shutil.rmtree(site["repo"])
+    shutil.copytree(site["tmp"] / "snapshot", site["repo"])  # the repository rolled back on purpose
+    code, err = _restore_latest(site, capsys)
+    [record] = (site["tmp"] / "backup-host-state" / "witness").glob("*.json")
+    assert code == 1 and f"delete that record, {record}, before the next backup" in err, err
+    record.unlink()
+    _backup(site, 3, capsys)
+    code, out, err = _cli(["recovery", "list", "--config", site["config"], "--json"], capsys)
+    assert code == 0 and json.loads(out)["findings"] == [], err  # no lasting scar in the chain
+    (site["tmp"] / "live" / "state.txt").write_text("changed\n")
+    code, err = _restore_latest(site, capsys)
+    assert code == 0 and _live(site) == "version 3\n", err
+
+
+def _legacy_repository(tmp_path: Path) -> tuple[Any, list[str]]:
+    """A signed repository whose two sets an older drproof wrote (they name no repository; no identity record)."""
+    import hashlib
+
+    from engine.repository.local import MANIFEST_NAME, SIGNATURE_NAME, LocalRepository
+    from engine.signing import RepositoryTrust
+
+    trust = RepositoryTrust.generated()
+    repo = LocalRepository(tmp_path / "repo", trust=trust)
+    ids = [_api_backup(repo, payload) for payload in (b"v1", b"v2")]
+    previous_sha, signer = None, trust.signer
+    assert signer is not None
+    for backup_id in ids:
+        path = repo.root / "sets" / backup_id / MANIFEST_NAME
+        body = json.loads(path.read_text())
+        del body["repository_id"]
+        body["previous_sha256"] = previous_sha or body["previous_sha256"]
+        data = (json.dumps(body, indent=2) + "\n").encode()
+        path.write_bytes(data)
+        (path.parent / SIGNATURE_NAME).write_bytes(signer.sign(data))
+        previous_sha = hashlib.sha256(data).hexdigest()
+    for name in ("repository.json", "repository.sig", "head.json", "head.sig"):
+        (repo.root / name).unlink()
+    return repo, ids
+
+
+def _api_backup(repo: Any, payload: bytes) -> str:
+    writer = repo.begin("t")
+    with writer.artifact("comp", "data") as fh:
+        fh.write(payload)
+    return str(writer.commit([], {}, {}).id)
+
+
+def test_deleting_every_set_that_names_the_repository_does_not_hide_the_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade, the newer sets (which name the repository) deleted with its identity and head records.
+
+    Only sets an older drproof wrote were left, naming no repository: the chain had no
+    identity to match this host's record against, and "latest" was the pre-upgrade set.
+    """
+    from engine import selection
+    from engine.errors import ChainBroken
+
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path / "state"))
+    repo, ids = _legacy_repository(tmp_path)
+    newer = [_api_backup(repo, b"v3"), _api_backup(repo, b"v4")]
+    assert selection.latest(repo).manifest.id == newer[-1]  # control: the upgraded repository is healthy
+    for backup_id in newer:
+        shutil.rmtree(repo.root / "sets" / backup_id)
+    for name in ("repository.json", "repository.sig", "head.json", "head.sig"):
+        (repo.root / name).unlink()
+    with pytest.raises(ChainBroken, match=f"{newer[-1]}: this host's own record"):
+        selection.latest(repo)
+    (repo.root / "sets").mkdir(exist_ok=True)
+    for backup_id in ids:
+        shutil.rmtree(repo.root / "sets" / backup_id)  # emptied whole: started again, not held to the old history
+    assert repo.chain_audit().findings == []
