@@ -17,11 +17,16 @@ logged, and the repository's own records still stand.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 WITNESS_FORMAT = "drproof-witness-v1"
 STATE_ENV = "DRPROOF_STATE_DIR"  # where the witness lives; set to an empty string to keep none
 MAX_WITNESS_BYTES = 64 * 1024
+LOCK_WAIT = 10.0  # seconds a write waits for another drproof process writing the same record
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,7 @@ def recall(location: str) -> Witnessed | None:
     if path is None:
         return None
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_WITNESS_BYTES + 1)
+        raw = _read_regular(path)
         body = json.loads(raw)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
@@ -78,11 +83,54 @@ def recall(location: str) -> Witnessed | None:
     return Witnessed(rid, record.encode("utf-8"), sig.encode("utf-8") if isinstance(sig, str) else None, path)
 
 
+def _read_regular(path: Path) -> bytes:
+    """At most one byte over the limit of a regular file; anything else (a FIFO someone left there) is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return fh.read(MAX_WITNESS_BYTES + 1)
+
+
 def remember(location: str, repository_id: str, record: bytes, signature: bytes | None, sequence: int) -> None:
-    """Keep ``record`` (naming place ``sequence``) unless this host already saw a later place of the same repository."""
+    """Keep ``record`` (naming place ``sequence``) unless this host already saw a later place of the same repository.
+
+    Under a lock on the record's file: a backup writing place 6 while a ``recovery list``
+    that read place 5 writes too must not leave 5 (the record would move backwards, and a
+    rollback to 5 go unseen). A lock not had within LOCK_WAIT seconds leaves the record as it is.
+    """
     path = file_for(location)
     if path is None:
         return
+    try:
+        with _locked(path):
+            _remember_locked(path, location, repository_id, record, signature, sequence)
+    except OSError as exc:
+        log.warning("cannot keep this host's record of the newest set in %s (%s): %s", location, path, exc)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(f"another drproof process held {path.with_suffix('.lock')} for {LOCK_WAIT} s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remember_locked(
+    path: Path, location: str, repository_id: str, record: bytes, signature: bytes | None, sequence: int
+) -> None:
     held = recall(location)
     if held is not None and held.repository_id == repository_id and _sequence(held.record) >= sequence:
         return
@@ -93,10 +141,7 @@ def remember(location: str, repository_id: str, record: bytes, signature: bytes 
         "head": record.decode("utf-8"),
         "signature": signature.decode("utf-8") if signature is not None else None,
     }
-    try:
-        _write_atomically(path, json.dumps(body, indent=2) + "\n")
-    except OSError as exc:
-        log.warning("cannot keep this host's record of the newest set in %s (%s): %s", location, path, exc)
+    _write_atomically(path, json.dumps(body, indent=2) + "\n")
 
 
 def _sequence(record: bytes) -> int:

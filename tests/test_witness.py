@@ -287,3 +287,55 @@ def test_deleting_every_set_that_names_the_repository_does_not_hide_the_rollback
     for backup_id in ids:
         shutil.rmtree(repo.root / "sets" / backup_id)  # emptied whole: started again, not held to the old history
     assert repo.chain_audit().findings == []
+
+
+def test_two_processes_writing_one_record_never_move_it_backwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``recovery list`` that read place 5 writes while a backup writes place 6: the record must end at 6.
+
+    Each write read the record, compared, and wrote it: the slower writer put the older
+    place back over the newer one, so a rollback to it went unseen.
+    """
+    import threading
+
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path))
+    real_write = witness._write_atomically
+    reader_may_write = threading.Event()
+
+    def slow_write(path: Path, text: str) -> None:
+        if '"sequence": 5' in text:
+            reader_may_write.wait(5)  # the reader is between its comparison and its write
+        real_write(path, text)
+
+    monkeypatch.setattr(witness, "_write_atomically", slow_write)
+    reader = threading.Thread(target=witness.remember, args=("/r", "id-1", b'{"sequence": 5}', None, 5))
+    reader.start()
+    backup = threading.Thread(target=witness.remember, args=("/r", "id-1", b'{"sequence": 6}', None, 6))
+    backup.start()
+    backup.join(0.5)
+    reader_may_write.set()
+    reader.join(10)
+    backup.join(10)
+    held = witness.recall("/r")
+    assert held is not None and held.record == b'{"sequence": 6}'
+
+
+def test_a_record_that_is_not_a_regular_file_is_ignored_without_waiting(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO (or a directory) where the record belongs: read as no record, never waited on; backups go on."""
+    import os
+    import threading
+
+    _backup(site, 0, capsys)
+    [record] = (site["tmp"] / "backup-host-state" / "witness").glob("*.json")
+    record.unlink()
+    os.mkfifo(record)
+    location = json.loads((site["repo"] / "head.json").read_text())["location"]
+    looking = threading.Thread(target=witness.recall, args=(location,), daemon=True)
+    looking.start()
+    looking.join(10)
+    assert not looking.is_alive(), "reading this host's record waited on a FIFO"
+    assert _cli(["recovery", "list", "--config", site["config"]], capsys)[0] == 0
+    _backup(site, 1, capsys)  # a rename puts the record back in its place
+    code, err = _restore_latest(site, capsys)
+    assert code == 0 and _live(site) == "version 1\n", err
