@@ -415,15 +415,16 @@ def audit(
     now: datetime | None = None,
     recorded_identity: str | None = None,
     recorded_head: tuple[str, int, str] | None = None,
-    witnessed_head: tuple[str, tuple[str, int, str]] | None = None,
+    witnessed_head: Sequence[tuple[str, tuple[str, int, str]]] = (),
     witness_file: str | None = None,
 ) -> ChainAudit:
     """Check every stored set and the links between them (see the module's account).
 
     ``recorded_identity``: what the repository's identity record vouches for (read_identity);
     ``recorded_head``: the newest set its head record vouches for (read_head);
-    ``witnessed_head``: (repository identity, newest set) this host's own record names
-    (engine/witness.py), held against the chain only when the identities agree (``_witness_applies``);
+    ``witnessed_head``: (repository identity, newest set) this host's own records name for
+    this place (engine/witness.py), the last written last; held against the chain only for
+    its identity (``_witnessed_for``);
     ``witness_file``: where that record is kept, named with the way out of a deliberate rollback.
     """
     result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
@@ -439,10 +440,11 @@ def audit(
     result.legacy = [m.id for m in ordered if m.sequence is None]
     if recorded_head is not None:
         _check_head(result, recorded_head, "the repository's signed head record names")
-    if witnessed_head is not None and result.head_lost is None and _witness_applies(result, witnessed_head[0]):
+    witnessed = _witnessed_for(result, witnessed_head)
+    if witnessed is not None and result.head_lost is None:
         _check_head(
             result,
-            witnessed_head[1],
+            witnessed,
             "this host's own record of the newest set it saw here names",
             f"if the repository was put back from a snapshot or an older copy on purpose, delete that record, "
             f"{witness_file}, before the next backup"
@@ -579,18 +581,22 @@ def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own
     return late
 
 
-def _witness_applies(result: ChainAudit, witnessed_identity: str) -> bool:
-    """Whether this host's record of the repository at this place is held against this chain.
+def _witnessed_for(
+    result: ChainAudit, witnessed: Sequence[tuple[str, tuple[str, int, str]]]
+) -> tuple[str, int, str] | None:
+    """The newest set this host's record names for this chain's repository, if its record is held against it.
 
-    It is when the chain is the repository the record was kept for, and also when the
-    chain names no repository at all but still holds sets: only sets written before sets
-    named their repository are left, and deleting every newer set with the identity record
-    otherwise took the record out of play (a rollback to before the upgrade, exit 0). A
-    place emptied and started again has no set left, or names a new identity: not held.
+    The record kept for this chain's identity; when the chain names no repository at all
+    but still holds sets (only sets an older drproof wrote are left, every newer one
+    deleted with the identity record, which otherwise took the record out of play: a
+    rollback to before the upgrade, exit 0), the record written last. A place emptied and
+    started again has no set left, or names a new identity: not held to the old history.
     """
     if result.identity is not None:
-        return result.identity == witnessed_identity
-    return not result.ambiguous and bool(result.sets)
+        return next((head for rid, head in reversed(witnessed) if rid == result.identity), None)
+    if result.ambiguous or not result.sets or not witnessed:
+        return None
+    return witnessed[-1][1]
 
 
 def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str, way_out: str = "") -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WITNESS_FORMAT = "drproof-witness-v1"
 STATE_ENV = "DRPROOF_STATE_DIR"  # where the witness lives; set to an empty string to keep none
 MAX_WITNESS_BYTES = 64 * 1024
+MAX_IDENTITIES = 8  # repositories remembered per place (the oldest forgotten first)
 LOCK_WAIT = 10.0  # seconds a write waits for another drproof process writing the same record
 
 
@@ -66,19 +67,40 @@ def file_for(location: str) -> Path | None:
 
 
 def recall(location: str) -> Witnessed | None:
-    """The head record this host kept for the repository at ``location``; None if none or unreadable."""
+    """The head record this host kept last for the repository at ``location``; None if none or unreadable."""
+    held = recall_all(location)
+    return held[-1] if held else None
+
+
+def recall_all(location: str) -> list[Witnessed]:
+    """Every head record this host keeps for ``location``, one per repository identity, the last written last.
+
+    Why more than one: a place that held another repository for a while (swapped in by a
+    writer of the storage, with the same signing key) must not make this host forget the
+    newest set of the repository that is put back there.
+    """
     path = file_for(location)
     if path is None:
-        return None
+        return []
     try:
         raw = _read_regular(path)
         body = json.loads(raw)
     except (OSError, ValueError, UnicodeDecodeError):
-        return None
+        return []
     if len(raw) > MAX_WITNESS_BYTES or not isinstance(body, dict) or body.get("format") != WITNESS_FORMAT:
+        return []
+    if body.get("location") != location:
+        return []
+    others = body.get("others")
+    entries = [*(others if isinstance(others, list) else []), body]
+    return [w for w in (_entry(e, path) for e in entries) if w is not None]
+
+
+def _entry(entry: object, path: Path) -> Witnessed | None:
+    if not isinstance(entry, dict):
         return None
-    rid, record, sig = body.get("repository_id"), body.get("head"), body.get("signature")
-    if body.get("location") != location or not isinstance(rid, str) or not isinstance(record, str):
+    rid, record, sig = entry.get("repository_id"), entry.get("head"), entry.get("signature")
+    if not isinstance(rid, str) or not isinstance(record, str):
         return None
     return Witnessed(rid, record.encode("utf-8"), sig.encode("utf-8") if isinstance(sig, str) else None, path)
 
@@ -131,17 +153,27 @@ def _locked(path: Path) -> Iterator[None]:
 def _remember_locked(
     path: Path, location: str, repository_id: str, record: bytes, signature: bytes | None, sequence: int
 ) -> None:
-    held = recall(location)
-    if held is not None and held.repository_id == repository_id and _sequence(held.record) >= sequence:
+    held = recall_all(location)
+    if any(w.repository_id == repository_id and _sequence(w.record) >= sequence for w in held):
         return
+    others = [
+        {"repository_id": w.repository_id, "head": w.record.decode("utf-8"), "signature": _text(w.signature)}
+        for w in held
+        if w.repository_id != repository_id
+    ][-(MAX_IDENTITIES - 1) :]
     body = {
         "format": WITNESS_FORMAT,
         "location": location,
         "repository_id": repository_id,
         "head": record.decode("utf-8"),
-        "signature": signature.decode("utf-8") if signature is not None else None,
+        "signature": _text(signature),
+        "others": others,  # the other repositories seen here, oldest first
     }
     _write_atomically(path, json.dumps(body, indent=2) + "\n")
+
+
+def _text(signature: bytes | None) -> str | None:
+    return signature.decode("utf-8") if signature is not None else None
 
 
 def _sequence(record: bytes) -> int:

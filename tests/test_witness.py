@@ -339,3 +339,49 @@ def test_a_record_that_is_not_a_regular_file_is_ignored_without_waiting(
     _backup(site, 1, capsys)  # a rename puts the record back in its place
     code, err = _restore_latest(site, capsys)
     assert code == 0 and _live(site) == "version 1\n", err
+
+
+def test_another_repository_swapped_in_for_a_while_does_not_make_this_host_forget(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A writer swaps in another repository signed with the same key, a backup runs into it, then they put this
+    one back without its newest set.
+
+    The host kept one record per place: the other repository's replaced this one's, so the
+    rollback went unseen and "latest" restored the older set, exit 0.
+    """
+    ids = [_backup(site, v, capsys) for v in range(3)]
+    other = yaml.safe_load(Path(site["config"]).read_text())
+    other["repository"] = {"path": "other-repo"}
+    (site["tmp"] / "other.yaml").write_text(yaml.safe_dump(other))
+    assert _cli(["backup", "--config", str(site["tmp"] / "other.yaml")], capsys)[0] == 0
+    repo: Path = site["repo"]
+    repo.rename(site["tmp"] / "kept-aside")
+    (site["tmp"] / "other-repo").rename(repo)  # swapped in
+    _backup(site, 3, capsys)  # the backup host writes into it (unpinned), and reads it
+    shutil.rmtree(repo)
+    (site["tmp"] / "kept-aside").rename(repo)  # put back, without its newest set
+    (site["tmp"] / "live" / "state.txt").write_text("version 2\n")
+    _roll_back(site, ids[-1])
+    _refused(site, ids[-1], capsys)
+
+
+def test_records_of_several_repositories_at_one_place_are_kept_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(witness.STATE_ENV, str(tmp_path))
+    witness.remember("/r", "id-0", b'{"sequence": 7}', None, 7)
+    for n in range(1, witness.MAX_IDENTITIES):
+        witness.remember("/r", f"id-{n}", b'{"sequence": 1}', None, 1)
+    witness.remember("/r", "id-0", b'{"sequence": 3}', None, 3)  # never backwards
+    held = {w.repository_id: w.record for w in witness.recall_all("/r")}
+    assert len(held) == witness.MAX_IDENTITIES and held["id-0"] == b'{"sequence": 7}'
+    witness.remember("/r", "id-new", b'{"sequence": 1}', None, 1)
+    held = {w.repository_id: w.record for w in witness.recall_all("/r")}
+    assert len(held) == witness.MAX_IDENTITIES and "id-0" not in held  # the oldest written is forgotten first
+    path = witness.file_for("/r")
+    assert path is not None and path.stat().st_size < witness.MAX_WITNESS_BYTES
+    body = json.loads(path.read_text())
+    del body["others"]  # as the first drproof to keep a record wrote it
+    path.write_text(json.dumps(body))
+    assert [w.repository_id for w in witness.recall_all("/r")] == ["id-new"]

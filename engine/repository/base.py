@@ -695,15 +695,18 @@ class Repository(ABC):
         """
         return self.identity_location() if self.keeps_witness else None
 
-    def witnessed_head(self) -> tuple[str, tuple[str, int, str]] | None:
-        """(identity, newest set) this host's own record names for this repository (engine/witness.py), or None."""
+    def witnessed_head(self) -> builtins.list[tuple[str, tuple[str, int, str]]]:
+        """(identity, newest set) of each repository this host's own record names at this place (engine/witness.py)."""
         place, location = self.witness_place(), self.identity_location()
-        held = witness.recall(place) if place is not None else None
-        if location is None or held is None:
-            return None
+        if place is None or location is None:
+            return []
         keys = self.trust.keys if self.trust is not None else None
-        head = read_head(held.record, held.signature, keys, location)
-        return (held.repository_id, head) if head is not None else None
+        out = []
+        for held in witness.recall_all(place):
+            head = read_head(held.record, held.signature, keys, location)
+            if head is not None:
+                out.append((held.repository_id, head))
+        return out
 
     def witness_file(self) -> Path | None:
         """The file in which this host keeps its record of this repository's newest set, or None (none kept)."""
