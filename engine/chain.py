@@ -385,20 +385,23 @@ class ChainAudit:
             if f.kind == "forked" and head is not None and f.backup_id in self.sets:
                 if self.sets[f.backup_id].summary.sequence == head.sequence:
                     doubts.append(f)
-            elif f.kind in UNTRUSTING and _could_be_newer(self.sets.get(f.backup_id), head):
+            elif f.kind in UNTRUSTING and _could_be_newer(f.backup_id, self.sets.get(f.backup_id), head):
                 doubts.append(f)
             elif f.kind == "reordered" and head is not None and f.backup_id == head.id:
                 doubts.append(f)  # the newest only by a place its predecessor contradicts (an edited sequence)
         return doubts
 
 
-def _could_be_newer(state: SetState | None, head: ManifestSummary | None) -> bool:
+def _could_be_newer(backup_id: str, state: SetState | None, head: ManifestSummary | None) -> bool:
     """Whether a set the chain cannot use might have been the newest.
 
     Only a place its valid signature vouches for rules that out: a forged or altered
-    manifest may claim any place, and one that is gone or unreadable claims none.
+    manifest may claim any place, and one that is gone or unreadable claims none. A
+    validly signed manifest of *another* set in this set's place vouches for nothing
+    about this one: its own manifest is gone (an older set's manifest copied over the
+    newest one's made "latest" the set before it, exit 0).
     """
-    if head is None or state is None or state.summary.sequence is None:
+    if head is None or state is None or state.summary.sequence is None or state.summary.id != backup_id:
         return True
     if state.signature is None or not state.signature.ok:
         return True
@@ -412,14 +415,17 @@ def audit(
     now: datetime | None = None,
     recorded_identity: str | None = None,
     recorded_head: tuple[str, int, str] | None = None,
-    witnessed_head: tuple[str, tuple[str, int, str]] | None = None,
+    witnessed_head: Sequence[tuple[str, tuple[str, int, str]]] = (),
+    witness_file: str | None = None,
 ) -> ChainAudit:
     """Check every stored set and the links between them (see the module's account).
 
     ``recorded_identity``: what the repository's identity record vouches for (read_identity);
     ``recorded_head``: the newest set its head record vouches for (read_head);
-    ``witnessed_head``: (repository identity, newest set) this host's own record names
-    (engine/witness.py), held against the chain only when the identities agree.
+    ``witnessed_head``: (repository identity, newest set) this host's own records name for
+    this place (engine/witness.py), the last written last; held against the chain only for
+    its identity (``_witnessed_for``);
+    ``witness_file``: where that record is kept, named with the way out of a deliberate rollback.
     """
     result = ChainAudit(verifies=keys is not None, tombstones={t.backup_id: t for t in tombstones})
     for s in stored:
@@ -434,8 +440,17 @@ def audit(
     result.legacy = [m.id for m in ordered if m.sequence is None]
     if recorded_head is not None:
         _check_head(result, recorded_head, "the repository's signed head record names")
-    if witnessed_head is not None and result.head_lost is None and witnessed_head[0] == result.identity:
-        _check_head(result, witnessed_head[1], "this host's own record of the newest set it saw here names")
+    witnessed = _witnessed_for(result, witnessed_head)
+    if witnessed is not None and result.head_lost is None:
+        _check_head(
+            result,
+            witnessed,
+            "this host's own record of the newest set it saw here names",
+            f"if the repository was put back from a snapshot or an older copy on purpose, delete that record, "
+            f"{witness_file}, before the next backup"
+            if witness_file
+            else "",
+        )
     if result.legacy:
         result.findings.append(
             Finding(
@@ -566,7 +581,25 @@ def _unnamed_after_origin(result: ChainAudit, usable: list[ManifestSummary], own
     return late
 
 
-def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str) -> None:
+def _witnessed_for(
+    result: ChainAudit, witnessed: Sequence[tuple[str, tuple[str, int, str]]]
+) -> tuple[str, int, str] | None:
+    """The newest set this host's record names for this chain's repository, if its record is held against it.
+
+    The record kept for this chain's identity; when the chain names no repository at all
+    but still holds sets (only sets an older drproof wrote are left, every newer one
+    deleted with the identity record, which otherwise took the record out of play: a
+    rollback to before the upgrade, exit 0), the record written last. A place emptied and
+    started again has no set left, or names a new identity: not held to the old history.
+    """
+    if result.identity is not None:
+        return next((head for rid, head in reversed(witnessed) if rid == result.identity), None)
+    if result.ambiguous or not result.sets or not witnessed:
+        return None
+    return witnessed[-1][1]
+
+
+def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str, way_out: str = "") -> None:
     """Name the set a head record says is the newest when it is gone and nothing here reaches its place.
 
     A tombstone does not excuse it: retention never deletes the newest set (every policy
@@ -574,15 +607,19 @@ def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str) -> 
     newest, with no set after it, was not pruned, whatever a tombstone in pruned/ says
     (one copied in, or written when someone deleted the newest set by other means).
     """
-    backup_id, sequence = head[0], head[1]
-    present = set(result.sets) | {f.backup_id for f in result.findings if f.kind != "missing"}
-    if backup_id in present:
-        return
-    top = max((st.summary.sequence or 0 for st in result.sets.values()), default=0)
+    backup_id, sequence, sha = head
+    st = result.sets.get(backup_id)
+    if st is not None and st.sha256 == sha:
+        return  # the set it names is here, as it named it (whatever else is wrong with it is a finding of its own)
+    if st is None and any(f.backup_id == backup_id and f.kind != "missing" for f in result.findings):
+        return  # here, but its manifest is gone or unreadable: a finding that already leaves "latest" open
+    top = max((s.summary.sequence or 0 for s in result.sets.values()), default=0)
     if top >= sequence:
         return  # a later backup took its place since: the record is only older than the chain
     gone = result.tombstones.get(backup_id)
-    if gone is not None and gone.trusted:
+    if st is not None:
+        why = "the manifest stored in its place is not the one the record names (another set's, or altered)"
+    elif gone is not None and gone.trusted:
         why = (
             f"a tombstone in pruned/ says retention deleted it at {gone.deleted_at}, but retention never deletes the "
             "newest set"
@@ -594,7 +631,7 @@ def _check_head(result: ChainAudit, head: tuple[str, int, str], source: str) -> 
         "missing",
         f"{source} it as the newest set (place {sequence} of the chain), yet {why}, "
         f"and no set here reaches place {sequence}: the newest set was deleted whole (a rollback), so \"latest\" would "
-        "be an older set",
+        "be an older set" + (f" ({way_out})" if way_out else ""),
     )
     result.lost_head = head
     result.findings.append(result.head_lost)

@@ -312,6 +312,7 @@ def test_after_every_set_was_deleted_the_chain_continues_after_the_tombstones() 
 def test_legacy_sets_are_an_unchained_prefix_the_chain_follows() -> None:
     with tempfile.TemporaryDirectory() as d:
         repo = LocalRepository(Path(d) / "repo")
+        repo.keeps_witness = False  # no host kept a record of sets before head records existed
         legacy = [_write(repo), _write(repo)]
         for m in legacy:  # as drproof before issue 17 wrote them
             path = _set_dir(repo, m.id) / MANIFEST_NAME
@@ -319,6 +320,7 @@ def test_legacy_sets_are_an_unchained_prefix_the_chain_follows() -> None:
             for key in ("sequence", "previous_id", "previous_sha256"):
                 body.pop(key)
             path.write_text(json.dumps(body, indent=2) + "\n")
+        (repo.root / "head.json").unlink()  # nor a head record: it names a set whose manifest is another now
         new = _write(repo)
         assert new.sequence == 1 and new.previous_id == legacy[-1].id
         found = repo.chain_audit()

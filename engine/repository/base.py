@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -678,20 +679,39 @@ class Repository(ABC):
             self.pinned_identity or self.recorded_identity(),
             self.recorded_head(),
             self.witnessed_head(),
+            str(self.witness_file() or ""),
         )
         self.check_pinned(found)
         self.witness_head(found)
         return found
 
-    def witnessed_head(self) -> tuple[str, tuple[str, int, str]] | None:
-        """(identity, newest set) this host's own record names for this repository (engine/witness.py), or None."""
-        location = self.identity_location() if self.keeps_witness else None
-        held = witness.recall(location) if location is not None else None
-        if location is None or held is None:
-            return None
+    def witness_place(self) -> str | None:
+        """Where this host's record of the newest set is filed (engine/witness.py): the repository's location.
+
+        A backend whose location does not say on which store it is (S3: bucket and
+        prefix) adds the store, so a primary and an offsite with the same bucket and
+        prefix on two stores do not share one record (the offsite, which lags by design,
+        was held to the primary's newest place and "latest" refused there).
+        """
+        return self.identity_location() if self.keeps_witness else None
+
+    def witnessed_head(self) -> builtins.list[tuple[str, tuple[str, int, str]]]:
+        """(identity, newest set) of each repository this host's own record names at this place (engine/witness.py)."""
+        place, location = self.witness_place(), self.identity_location()
+        if place is None or location is None:
+            return []
         keys = self.trust.keys if self.trust is not None else None
-        head = read_head(held.record, held.signature, keys, location)
-        return (held.repository_id, head) if head is not None else None
+        out = []
+        for held in witness.recall_all(place):
+            head = read_head(held.record, held.signature, keys, location)
+            if head is not None:
+                out.append((held.repository_id, head))
+        return out
+
+    def witness_file(self) -> Path | None:
+        """The file in which this host keeps its record of this repository's newest set, or None (none kept)."""
+        place = self.witness_place()
+        return witness.file_for(place) if place is not None else None
 
     def witness_head(self, found: ChainAudit) -> None:
         """Keep the repository's head record on this host when it names the chain's newest set, whole and trusted.
@@ -713,7 +733,8 @@ class Repository(ABC):
         st = found.sets[head_id]
         if head is None or head != (head_id, st.summary.sequence, st.sha256) or st.summary.repository_id != found.identity:
             return
-        witness.remember(location, found.identity, stored[0], stored[1], head[1])
+        if (place := self.witness_place()) is not None:
+            witness.remember(place, found.identity, stored[0], stored[1], head[1])
 
     def check_pinned(self, found: ChainAudit) -> None:
         """Refuse a repository that is not the one the configuration pins (``repository_id``).
@@ -807,8 +828,8 @@ class Repository(ABC):
         record = head_bytes(manifest.id, manifest.sequence, hashlib.sha256(data).hexdigest(), location)
         try:
             signature = self.sign(record)
-            if manifest.repository_id is not None and self.keeps_witness:
-                witness.remember(location, manifest.repository_id, record, signature, manifest.sequence)
+            if manifest.repository_id is not None and (place := self.witness_place()) is not None:
+                witness.remember(place, manifest.repository_id, record, signature, manifest.sequence)
             self.write_head(record, signature)
         except (RepositoryError, ConfigError) as exc:
             log.warning("backup %s is published, but the head record was not rewritten: %s", manifest.id, exc)

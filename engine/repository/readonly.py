@@ -75,6 +75,9 @@ class ReadOnlyRepository(Repository):
     def identity_location(self) -> str | None:
         return self.inner.identity_location()
 
+    def witness_place(self) -> str | None:
+        return self.inner.witness_place() if self.keeps_witness else None
+
     def stored_identity(self) -> tuple[bytes, bytes | None] | None:
         return self.inner.stored_identity()
 

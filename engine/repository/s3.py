@@ -880,6 +880,12 @@ class S3Repository(Repository):
     def identity_location(self) -> str | None:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    def witness_place(self) -> str | None:
+        """The location and the store: the same bucket and prefix on another endpoint is another repository here."""
+        if not self.keeps_witness:
+            return None
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
     def stored_identity(self) -> tuple[bytes, bytes | None] | None:
         data = self._get_small(self._identity_key(".json"), MAX_SIGNATURE_BYTES)
         if data is None:
