@@ -14,7 +14,6 @@ import array
 import errno
 import functools
 import json
-import logging
 import os
 import stat
 import struct
@@ -24,18 +23,18 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
-from engine.components import fflags
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     FLAGS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
+    ROOT_PART,
     ContentDigest,
     FlaggedParts,
     OwnedParts,
-    dir_part,
     extract_tar,
-    owned,
-    root_details,
+    flagged_root_details,
+    give_root_flags,
+    root_part,
     tree_parts,
     with_owner_of,
     without_directories,
@@ -47,8 +46,6 @@ from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
-
-log = logging.getLogger(__name__)
 
 faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
 np = lazy("numpy")
@@ -418,28 +415,6 @@ def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
     return without_directories(parts) if scheme == LEGACY_SCHEME else parts
 
 
-ROOT_PART = "dir ."  # scheme 4: the store's directory itself, its owner and inode flags
-
-
-def _root_flags(root: Path) -> fflags.Flags:
-    return fflags.read_path(os.path.realpath(root), directory=True)
-
-
-def _root_part(root: Path) -> Part:
-    """The part of the store's directory itself: its owner and inode flags ("?" where they cannot be read).
-
-    Why: the directory is the restore's target, not a member of the archive, and a restore
-    builds a new one: a store kept ``chattr +i`` (no file of it added, renamed or removed)
-    came back without the flag and matched. Its mode is not compared: a restore keeps the
-    live directory's (``files._give_root``).
-    """
-    try:
-        st = os.stat(root)
-        return owned(dir_part(0), st.st_uid, st.st_gid, fflags.token(_root_flags(root)))
-    except OSError as exc:  # gone, or not a directory: a difference, never a match
-        return Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
-
-
 def _parts_sink(scheme: str) -> dict[str, Part]:
     """An empty dict of parts that takes what ``scheme`` records (the archive's, as ``_file_parts`` reads them)."""
     return FlaggedParts() if scheme == SCHEME else OwnedParts()
@@ -585,7 +560,7 @@ class VectorstoreComponent(Component):
         scheme = scheme or self.fingerprint_scheme
         parts = _file_parts(root, scheme)
         if scheme == SCHEME:
-            parts[ROOT_PART] = _root_part(root)
+            parts[ROOT_PART] = root_part(root)
         return self._fingerprint_from(parts, root, scheme)
 
     def _fingerprint_from(
@@ -710,7 +685,7 @@ class VectorstoreComponent(Component):
         problems: list[str] = []
         with self.store_lock:
             read = _file_parts(self.path, self.fingerprint_scheme)
-            whole = {**read, ROOT_PART: _root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
+            whole = {**read, ROOT_PART: root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
             fp = self._fingerprint_from(whole, self.path, self.fingerprint_scheme, strict=True, problems=problems)
             archived = _parts_sink(self.fingerprint_scheme)
             details = self._archive(writer, archived)
@@ -767,12 +742,7 @@ class VectorstoreComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        root = root_details(self.path)
-        flags = _root_flags(self.path)
-        if flags is None:
-            changes.flags_unreadable(".")
-        if flags != 0:  # what a restore gives the new directory after the swap (``_give_root_flags``)
-            root["fflags"] = fflags.text(flags)
+        root = flagged_root_details(self.path, changes)  # its flags given after the swap (``give_root_flags``)
         details = {
             "files": entries,
             "faiss_version": faiss.__version__,
@@ -808,33 +778,7 @@ class VectorstoreComponent(Component):
         root = source.details.get("root")
         with self.store_lock:
             extract_tar(functools.partial(source.open, "store.tar"), self.path, check, parts=archived, root=root)
-            self._give_root_flags(root)
-
-    def _give_root_flags(self, root: object) -> None:
-        """Give the restored directory the inode flags the backup recorded for it (``_archive``), once swapped in.
-
-        After the swap, because an immutable or append-only directory cannot be renamed. The
-        live directory's own flags cannot be kept: a restore over such a directory is
-        refused before anything changes (``files._protected``). One not given (``+i`` and
-        ``+a`` need root) is a warning, and the fidelity check names it.
-        """
-        recorded = root.get("fflags") if isinstance(root, dict) else None
-        flags = fflags.from_pax({fflags.PAX_KEY: recorded}) if isinstance(recorded, str) else 0
-        if not flags:  # none recorded, or "not readable" at the backup: nothing known to give
-            return
-        fd = os.open(os.path.realpath(self.path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            given = fflags.give(fd, flags)
-        finally:
-            os.close(fd)
-        if not given:
-            log.warning(
-                "vectorstore %r: %s could not be given the inode flags the backup records for it (%s; chattr +i and "
-                "+a need root): the fidelity check names it",
-                self.instance,
-                self.path,
-                fflags.described(fflags.text(flags)),
-            )
+            give_root_flags(self.path, root, f"vectorstore {self.instance!r}")
 
     def _prove_staged(self, expected: Fingerprint | None, staging: Path) -> None:
         """Prove the staged store against a set of an older scheme, by reading it."""
