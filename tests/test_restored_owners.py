@@ -223,7 +223,7 @@ def test_a_vector_store_gets_its_owner_back_and_fidelity_sees_it(tmp_path: Path)
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "vectorstore/4"
+    assert recorded is not None and recorded.scheme == "vectorstore/5"
     assert recorded.parts[f"{FILE}index.faiss"].digest.endswith(" daemon#1:daemon#1 mode:0644")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
