@@ -135,7 +135,7 @@ def test_a_store_of_a_drill_workload_is_not_a_count_finding(tmp_path: Path) -> N
     faiss.write_index(index, str(comp.path / INDEX))
     with open(comp.path / IDS, "a") as fh:
         fh.writelines(json.dumps({"id": int(i), "document": f"w-{i}"}) + "\n" for i in extra)
-    (comp.path / vectorstore.WORKLOAD_FILE).write_text("".join(f"{i}\n" for i in extra))
+    (comp.path / vectorstore.WORKLOAD_FILE).write_text(vectorstore.WORKLOAD_HEADER + "".join(f"{i}\n" for i in extra))
     assert comp.health().ok
     _, manifest = _backup(tmp_path, comp)
     assert engine_backup.limits(manifest) == []

@@ -29,7 +29,7 @@ from engine.components.configuration import (
     ConfigurationParams,
     secrets_in_text,
 )
-from engine.components.files import FLAGS_NOT_RECORDED
+from engine.components.files import FLAGS_NOT_RECORDED, ROOT_NOT_RECORDED
 from engine.errors import FaultError
 from engine.faults.base import FaultContext
 from engine.faults.files import ConfigFileParams, DeleteConfig
@@ -157,7 +157,7 @@ def test_a_scheme_4_set_naming_credential_keys_as_written_still_restores_and_com
         assert old is not None and old.scheme == "configuration/4"
         assert "key pools.yaml:pools.postgres://app:hunter2-pw@db/shop.size" in old.parts  # as scheme 4 named it
         assert compare(old, comp.fingerprint_like(old)) == []
-        assert comp.blind_spot("configuration/4") == FLAGS_NOT_RECORDED  # only inode flags go uncompared
+        assert comp.blind_spot("configuration/4") == f"{FLAGS_NOT_RECORDED}; {ROOT_NOT_RECORDED}"  # flags, and the root
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp])
         source = engine_backup._source(repo, manifest, comp.instance)

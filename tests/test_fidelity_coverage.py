@@ -16,6 +16,7 @@ from engine.components.vectorstore import (
     IDS,
     INDEX,
     WORKLOAD_FILE,
+    WORKLOAD_HEADER,
     WORKLOAD_IDS,
     VectorstoreComponent,
     VectorstoreParams,
@@ -111,7 +112,7 @@ def test_only_recorded_workload_vectors_are_left_out(tmp_path: Path) -> None:
     comp = _store_with_ids(tmp_path, [*HASHED, WORKLOAD_IDS + 1, WORKLOAD_IDS + 2])
     before = comp.fingerprint()
     assert sum(p.count for n, p in before.parts.items() if n.startswith("vectors #")) == len(HASHED) + 2
-    (comp.path / WORKLOAD_FILE).write_text(f"{WORKLOAD_IDS + 1}\n{WORKLOAD_IDS + 2}\n")
+    (comp.path / WORKLOAD_FILE).write_text(f"{WORKLOAD_HEADER}{WORKLOAD_IDS + 1}\n{WORKLOAD_IDS + 2}\n")
     workload = comp.fingerprint()
     assert sum(p.count for n, p in workload.parts.items() if n.startswith("vectors #")) == len(HASHED)
     assert not any(WORKLOAD_FILE in n for n in workload.parts)

@@ -65,7 +65,7 @@ def test_a_hard_link_replaced_by_an_equal_copy_differs_and_is_named(tmp_path: Pa
     a, b = comp.path / "dir000" / "file000000.bin", comp.path / "dir001" / "alias.bin"
     os.link(a, b)
     before = comp.fingerprint()
-    assert before.scheme == "volumes/6"
+    assert before.scheme == "volumes/7"
     data = b.read_bytes()
     b.unlink()
     b.write_bytes(data)
@@ -156,7 +156,7 @@ def test_a_scheme_3_backup_is_compared_without_links_and_says_so(tmp_path: Path)
     assert any(" " in p.digest for p in old.parts.values())  # owners, as scheme 3 had them
     assert compare(old, comp.fingerprint_like(old)) == []
     assert (comp.blind_spot("volumes/3") or "").startswith(LINKS_NOT_RECORDED)
-    assert comp.blind_spot("volumes/6") is None
+    assert comp.blind_spot("volumes/7") is None
 
 
 def test_configuration_sees_a_broken_hard_link(tmp_path: Path) -> None:
@@ -312,7 +312,7 @@ def test_an_incremental_on_a_scheme_3_set_restores_linked_names_linked(tmp_path:
     assert _recorded(full, comp).scheme == "volumes/3"
     expected = groups(comp.path)
     inc = engine_backup.backup(repo, [comp], parent=full)
-    assert _recorded(inc, comp).scheme == "volumes/6"
+    assert _recorded(inc, comp).scheme == "volumes/7"
     # Every entry: scheme 4 digests modes apart, so no part of scheme 3 is one of scheme 4.
     assert inc.component(comp.instance).details["changed"] == len(list(comp.path.rglob("*")))
     shutil.rmtree(comp.path)

@@ -272,7 +272,7 @@ def test_a_volume_round_trips_with_its_parts_in_an_artifact(tmp_path: Path) -> N
     manifest = engine_backup.backup(repo, [comp])
     fp = manifest.component("files").fingerprint
     assert fp is not None and fp.parts == {} and fp.parts_artifact is not None
-    assert fp.parts_artifact.count == fp.part_count == 30 + 3 + 1  # files, directories, the symlink
+    assert fp.parts_artifact.count == fp.part_count == 30 + 3 + 1 + 1  # files, directories, the symlink, the root (dir .)
     assert PARTS_ARTIFACT in manifest.component("files").artifacts
     stored = json.loads((repo.root / "sets" / manifest.id / "manifest.json").read_text())
     assert stored["components"][0]["fingerprint"]["parts"] == {}
@@ -285,7 +285,7 @@ def test_a_volume_round_trips_with_its_parts_in_an_artifact(tmp_path: Path) -> N
     # The summary of the set says what it covers without reading the parts.
     from engine.fingerprint import summarize
 
-    assert summarize(fp) == "34 parts: 9,000 bytes, 3 directories"
+    assert summarize(fp) == "35 parts: 9,000 bytes, 4 directories"
 
 
 @pytest.mark.usefixtures("external")
@@ -336,7 +336,7 @@ def test_an_inline_manifest_of_many_parts_still_restores_and_compares(
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     fp = manifest.component("files").fingerprint
-    assert fp is not None and not fp.external and len(fp.parts) == 34
+    assert fp is not None and not fp.external and len(fp.parts) == 35
     monkeypatch.setattr(partstream, "INLINE_PARTS", 0)
     restored = _restore_into(repo, repo.get(manifest.id), tmp_path)
     assert restored.fingerprint().external
@@ -446,7 +446,7 @@ def test_damaged_parts_are_refused_and_named_wherever_they_are_read(tmp_path: Pa
     ("meta", "problem"),
     [
         ({"count": 33}, "than the 33 the manifest records"),
-        ({"count": 35}, "34 parts stored, the manifest records 35"),
+        ({"count": 36}, "35 parts stored, the manifest records 36"),
         ({"sha256": "0" * 64}, "SHA-256 differs"),
         ({"totals": {"bytes": 1, "directories": 3}}, "totals differ"),
         ({"artifact": "elsewhere"}, "which the set does not hold"),

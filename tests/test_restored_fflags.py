@@ -19,7 +19,7 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components import fflags
-from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED
+from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED, ROOT_PART
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from tests.test_restored_flags import _chattr
@@ -72,7 +72,7 @@ def test_quiet_control_a_round_trip_gives_every_flag_back_and_matches(flagged: A
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = _recorded(manifest, comp)
-    assert recorded.scheme == "volumes/6"
+    assert recorded.scheme == "volumes/7"
     assert compare(recorded, comp.fingerprint()) == []  # the archive's parts are the walk's
     _lost(comp, tmp_path)
     engine_backup.restore(repo, manifest, comp)
@@ -121,7 +121,7 @@ def test_an_incremental_archives_a_file_whose_only_change_is_a_flag_and_gives_it
         full = engine_backup.backup(repo, [comp])
         _chattr("+i", comp.path / PINNED)
         inc = engine_backup.backup(repo, [comp], parent=full)
-        assert _recorded(inc, comp).scheme == "volumes/6"
+        assert _recorded(inc, comp).scheme == "volumes/7"
         _lost(comp, tmp_path)
         engine_backup.restore(repo, inc, comp)
         assert _flags(comp.path / PINNED) == 0x10
@@ -143,7 +143,7 @@ def test_a_scheme_4_set_is_compared_without_flags_and_says_so(flagged: Any) -> N
     assert compare(old, comp.fingerprint_like(old)) == []
     assert (comp.blind_spot("volumes/4") or "").startswith(FLAGS_NOT_RECORDED)
     assert "immutable, append-only" in FLAGS_NOT_RECORDED
-    assert comp.blind_spot("volumes/6") is None
+    assert comp.blind_spot("volumes/7") is None
 
 
 def test_flags_a_file_system_cannot_say_are_not_readable_never_none() -> None:
@@ -195,16 +195,17 @@ def test_a_tree_whose_flags_cannot_be_read_records_not_readable_and_every_verdic
         details = manifest.component(comp.instance).details
         assert recorded.parts[FILE + PINNED].digest.endswith(" fflags:?")
         assert recorded.parts[DIR + "dir000"].digest.endswith(" fflags:?")
+        assert recorded.parts[ROOT_PART].digest.endswith(" fflags:?")  # the directory itself (volumes/7), counted too
         assert not recorded.parts[FILE + "latest.bin"].digest.endswith("?")  # a symlink has no flags
         assert compare(recorded, comp.fingerprint()) == []
         (note,) = comp.comparison_notes(details)
-        assert note.startswith("inode flags (chattr +i, +a ...) could not be read on 10 entr(y/ies)"), note
+        assert note.startswith("inode flags (chattr +i, +a ...) could not be read on 11 entr(y/ies)"), note
         shutil.rmtree(comp.path)
         engine_backup.restore(repo, manifest, comp)  # the staged proof reads "?" from the archive
         assert compare(recorded, comp.fingerprint()) == []
     # Restored onto a file system that has flags: "not readable" is not "none", so it differs.
     diffs = compare(recorded, comp.fingerprint())
-    assert diffs.total == 10
+    assert diffs.total == 11  # the ten entries and the directory itself
     assert any(
         line.startswith(f"{FILE}{PINNED}: inode flags could not be compared (not readable → none)")
         for line in diffs.describe()
@@ -264,7 +265,7 @@ def test_a_pinned_configuration_file_comes_back_immutable_and_a_lost_flag_is_nam
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp])
         recorded = _recorded(manifest, comp)
-        assert recorded.scheme == "configuration/6"
+        assert recorded.scheme == "configuration/7"
         assert compare(recorded, comp.fingerprint()) == []
         _lost(comp, tmp_path)
         engine_backup.restore(repo, manifest, comp)

@@ -73,7 +73,7 @@ def test_a_restore_gives_every_entry_its_owner_back(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "volumes/6"
+    assert recorded is not None and recorded.scheme == "volumes/7"
     assert recorded.parts[f"{FILE}dir000/file000000.bin"].digest.endswith(" daemon#1:daemon#1 mode:0644")
     assert recorded.parts[f"{FILE}dir001/file000001.bin"].digest.endswith(f" #{NAMELESS}:#{NAMELESS} mode:0644")
     shutil.rmtree(comp.path)
@@ -202,7 +202,7 @@ def test_a_scheme_2_backup_is_compared_without_owners_and_says_so(tmp_path: Path
     # scheme 2 recorded no extended attributes either: the note says so (review finding 6)
     assert "extended attributes (ACLs, capabilities, user.*)" in OWNERS_NOT_RECORDED
     assert "owners" in (comp.blind_spot("1") or "")
-    assert comp.blind_spot("volumes/6") is None
+    assert comp.blind_spot("volumes/7") is None
 
 
 def _store(tmp_path: Path) -> Any:
@@ -223,7 +223,7 @@ def test_a_vector_store_gets_its_owner_back_and_fidelity_sees_it(tmp_path: Path)
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     recorded = manifest.component(comp.instance).fingerprint
-    assert recorded is not None and recorded.scheme == "vectorstore/4"
+    assert recorded is not None and recorded.scheme == "vectorstore/5"
     assert recorded.parts[f"{FILE}index.faiss"].digest.endswith(" daemon#1:daemon#1 mode:0644")
     shutil.rmtree(comp.path)
     engine_backup.restore(repo, manifest, comp)
@@ -404,7 +404,7 @@ def test_every_legacy_note_says_extended_attributes_are_not_compared(kind: str) 
     from engine.components.vectorstore import VectorstoreComponent
 
     component = {"volumes": VolumesComponent, "configuration": ConfigurationComponent, "vectorstore": VectorstoreComponent}[kind]
-    later = ("/3", "/4", "/5")  # these recorded attributes (their notes: hard links, inode flags)
+    later = ("/3", "/4", "/5", "/6")  # these recorded attributes (their notes: hard links, inode flags, the root)
     notes = {scheme: note for scheme, note in component.legacy_blind_spots.items() if not scheme.endswith(later)}
     assert len(notes) == 2  # schemes 1 and 2
     assert all("extended attributes (ACLs, capabilities, user.*)" in note for note in notes.values())

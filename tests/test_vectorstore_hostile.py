@@ -30,7 +30,15 @@ import pytest
 
 from engine import backup as engine_backup
 from engine.components.base import ArtifactSource
-from engine.components.vectorstore import IDS, INDEX, META, WORKLOAD_FILE, VectorstoreComponent, VectorstoreParams
+from engine.components.vectorstore import (
+    IDS,
+    INDEX,
+    META,
+    WORKLOAD_FILE,
+    WORKLOAD_HEADER,
+    VectorstoreComponent,
+    VectorstoreParams,
+)
 from engine.errors import ComponentError, DrproofError
 from engine.fingerprint import Fingerprint
 from engine.repository import LocalRepository
@@ -163,7 +171,7 @@ def test_a_fingerprint_covering_none_of_the_stored_vectors_is_refused(tmp_path: 
     assert sum(p.count for n, p in current.parts.items() if n.startswith("vectors #")) == 200
     with pytest.raises(ComponentError, match=r"covers none of the 200 vectors.*scheme 1"):
         comp.legacy_fingerprint("1")
-    (comp.path / WORKLOAD_FILE).write_text("".join(f"{int(i)}\n" for i in ids))
+    (comp.path / WORKLOAD_FILE).write_text(WORKLOAD_HEADER + "".join(f"{int(i)}\n" for i in ids))  # as marked
     with pytest.raises(ComponentError, match=rf"covers none of the 200 vectors.*{WORKLOAD_FILE} records every one"):
         comp.fingerprint()
 

@@ -77,7 +77,7 @@ def test_a_volumes_own_drproof_workload_directory_lost_by_a_restore_is_named(tmp
     shutil.rmtree(comp.path / WORKLOAD_MARK)
     names = {d.part for d in compare(taken, comp.fingerprint())}
     assert names == {f"dir {WORKLOAD_MARK}", f"file {WORKLOAD_MARK}/ledger.csv"}
-    assert taken.scheme == "volumes/6"
+    assert taken.scheme == "volumes/7"
 
 
 def test_the_workload_writing_around_a_volumes_backup_and_restore_is_quiet(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Workload vectors added to the FAISS store, each written durably before it counts.
 
 A FAISS store has no server to acknowledge a write: the store's files are the truth.
-A write records its id (``WORKLOAD_IDS + seq``) in the store's workload file, adds one
+A write records its id (``WORKLOAD_IDS + seq``) in the store's workload file (which
+opens with ``WORKLOAD_HEADER``, the mark the fingerprint leaves it out on), adds one
 vector and its id-map line, writes the index to a temporary file, fsyncs and renames it
 into place, all under the store's lock so a backup never archives an index and an id map
 from different moments. The fingerprint leaves out exactly the recorded ids.
@@ -18,6 +19,7 @@ from engine.components.vectorstore import (
     IDS,
     INDEX,
     WORKLOAD_FILE,
+    WORKLOAD_HEADER,
     WORKLOAD_IDS,
     VectorstoreComponent,
     check_index_layout,
@@ -67,8 +69,11 @@ class VectorWriter(Writer):
         """One vector, recorded, added and renamed into place; the caller holds the store's lock."""
         index = self._current()
         vector = np.random.default_rng(seq).standard_normal((1, index.d), dtype=np.float32)
-        # Recorded first, so the fingerprint can always tell this vector from the seed's.
+        # Recorded first, so the fingerprint can always tell this vector from the seed's; the
+        # record opens with the workload's mark, the fact the fingerprint leaves it out on.
         with open(self.store.path / WORKLOAD_FILE, "a", encoding="ascii") as fh:
+            if fh.tell() == 0:
+                fh.write(WORKLOAD_HEADER)
             fh.write(f"{vid}\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -36,9 +36,14 @@ from engine.components.files import (
     FLAGS_NOT_RECORDED,
     LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
+    ROOT_NOT_RECORDED,
+    ROOT_PART,
     PartSink,
+    expected_root_part,
     extract_tar,
-    root_details,
+    flagged_root_details,
+    give_root_flags,
+    root_part,
     tree_parts_into,
     walk_files,
     write_tar,
@@ -54,6 +59,8 @@ KEY = "key "  # fingerprint part names of settings: "key <relative path>:<dotted
 MAX_PARSE_BYTES = 8 << 20  # larger files are data, not settings: whole-file part only
 MAX_SETTINGS_NODES = 100_000  # YAML aliases can make a small file a huge (or cyclic) tree
 _UNMASKED = "configuration/4"  # the last scheme that named a credential-like key as written
+_FLAGGED = ("configuration/6", "configuration/7")  # inode flags recorded
+_MASKED = ("configuration/5", *_FLAGGED)  # a credential-like key masked (and hard links recorded)
 MIN_SCRUB_CHARS = 4  # shorter "secrets" (flags, TTLs under secret-looking names) would garble text
 
 
@@ -554,14 +561,16 @@ class ConfigurationComponent(Component):
     # scheme 2 a part per directory (empty ones and modes); scheme 1 had files only.
     # Scheme 5 masks a key that is a credential itself (see ``flatten``); scheme 4 named it
     # as written. Scheme 6 adds inode flags (chattr +i on a pinned file: engine.components.fflags).
-    fingerprint_scheme: ClassVar[str] = "configuration/6"
+    # Scheme 7 adds the directory itself (``dir .``: its owner and inode flags).
+    fingerprint_scheme: ClassVar[str] = "configuration/7"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
-        "are not compared",
-        "configuration/2": OWNERS_NOT_RECORDED,
-        "configuration/3": LINKS_NOT_RECORDED,
-        "configuration/5": FLAGS_NOT_RECORDED,
+        "are not compared; " + ROOT_NOT_RECORDED,
+        "configuration/2": f"{OWNERS_NOT_RECORDED}; {ROOT_NOT_RECORDED}",
+        "configuration/3": f"{LINKS_NOT_RECORDED}; {ROOT_NOT_RECORDED}",
+        "configuration/5": f"{FLAGS_NOT_RECORDED}; {ROOT_NOT_RECORDED}",
+        "configuration/6": ROOT_NOT_RECORDED,
     }
 
     def blind_spot(self, scheme: str) -> str | None:
@@ -572,18 +581,18 @@ class ConfigurationComponent(Component):
         """Where the parts of the fingerprint in ``scheme`` go (1 had no directory parts, 2 no owners, 3 no links)."""
         scheme = scheme or self.fingerprint_scheme
         owners = scheme not in (LEGACY_SCHEME, "configuration/2")
-        links = scheme in (self.fingerprint_scheme, "configuration/5", _UNMASKED)
+        links = scheme in (*_MASKED, _UNMASKED)
         return PartSpool(
             exclude=(DIR,) if scheme == LEGACY_SCHEME else (),
             owners=owners,
             links=links,
-            fflags=scheme == self.fingerprint_scheme,
+            fflags=scheme in _FLAGGED,
         )
 
     def _taken(self, spool: PartSpool, root: Path, scheme: str | None = None) -> Fingerprint:
         # File parts catch every byte (comments, whitespace, modes); key parts name the setting.
         scheme = scheme or self.fingerprint_scheme
-        key_parts_into(root, spool, masked=scheme in (self.fingerprint_scheme, "configuration/5"))
+        key_parts_into(root, spool, masked=scheme in _MASKED)
         return spool.fingerprint(self.instance, self.name, scheme)
 
     def backup_fingerprinted(
@@ -598,14 +607,17 @@ class ConfigurationComponent(Component):
         if incremental is not None:  # not a kind with incremental backups: the base says so
             return super().backup_fingerprinted(writer, incremental)
         spool, changes = self._spool(), LiveChanges()
+        spool[ROOT_PART] = root_part(self.path)
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink, parts=spool, changes=changes, tap=_ArchivedKeys(spool))
         fp = spool.fingerprint(self.instance, self.name, self.fingerprint_scheme)
-        details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path)}
+        root = flagged_root_details(self.path, changes)  # its flags given after the swap (``give_root_flags``)
+        details = {"entries": entries, "method": "streamed tar", "root": root}
         return with_changes(_with_outside(details, self.path), changes), fp
 
     def fingerprint(self) -> Fingerprint:
         spool = self._spool()
+        spool[ROOT_PART] = root_part(self.path)
         tree_parts_into(self.path, spool)
         return self._taken(spool, self.path)
 
@@ -644,17 +656,25 @@ class ConfigurationComponent(Component):
     def backup(self, writer: BackupSetWriter) -> dict[str, Any]:
         with writer.artifact(self.instance, "config.tar") as sink:
             entries = write_tar(self.path, sink)
-        return _with_outside({"entries": entries, "method": "streamed tar", "root": root_details(self.path)}, self.path)
+        changes = LiveChanges()  # only whether the directory's own flags could be read
+        root = flagged_root_details(self.path, changes)
+        details = {"entries": entries, "method": "streamed tar", "root": root}
+        return with_changes(_with_outside(details, self.path), changes)
 
     def restore(self, source: ArtifactSource) -> None:
         scheme = source.fingerprint.scheme if source.fingerprint is not None else None
         spool = self._spool(scheme)
 
         def check(staging: Path) -> None:
+            recorded = expected_root_part(source.fingerprint)
+            if recorded is not None:  # given after the swap (``give_root_flags``): the fidelity check reads it
+                spool[ROOT_PART] = recorded
             fp = self._taken(spool, staging, scheme)
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
-        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, source.details.get("root"))
+        root = source.details.get("root")
+        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, root)
+        give_root_flags(self.path, root, f"configuration {self.instance!r}")
 
     def health(self) -> Health:
         try:

@@ -29,7 +29,7 @@ from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
 from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
 from engine.errors import ComponentError
-from engine.fingerprint import Part, PartHasher
+from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.privatedir import make_private
 from engine.streams import CHUNK, ZSTD_FEED
 
@@ -435,6 +435,11 @@ FLAGS_NOT_RECORDED = (
     "the backup's fingerprint (an earlier drproof's scheme) recorded no inode flags: whether a file or "
     "directory is immutable, append-only or no-dump (chattr +i/+a/+d ...) is not compared (content, modes, "
     "owners, attributes and hard links are)"
+)
+
+ROOT_NOT_RECORDED = (
+    "the backup's fingerprint (an earlier drproof's scheme) did not record the directory's own owner and inode "
+    "flags (chattr +a/+i on the backed-up directory itself): a restore that lost them is not seen"
 )
 
 
@@ -1162,6 +1167,88 @@ def root_details(root: Path) -> dict[str, Any]:
     if found:  # a default ACL on a shared directory, most often: values in hexadecimal
         details["xattrs"] = {name: value.hex() for name, value in found.items()}
     return details
+
+
+ROOT_PART = "dir ."  # the directory itself (volumes/7, configuration/7, vectorstore/4): its owner and inode flags
+
+
+def root_flags(root: Path) -> fflags.Flags:
+    """The inode flags of the directory ``root`` itself (through a link, as the backup reads it); None: unreadable."""
+    return fflags.read_path(os.path.realpath(root), directory=True)
+
+
+def root_part(root: Path) -> Part:
+    """The part of the directory itself: its owner and inode flags ("?" where they cannot be read).
+
+    Why: the directory is the restore's target, not a member of the archive, and a restore
+    builds a new one: a directory kept ``chattr +a``/``+i`` came back without the flag when
+    the disaster took it whole, and matched (found in s32). Its mode is not compared: a
+    restore keeps the live directory's (``_give_root``).
+    """
+    try:
+        st = os.stat(root)
+        return owned(dir_part(0), st.st_uid, st.st_gid, fflags.token(root_flags(root)))
+    except OSError as exc:  # gone, or not a directory: a difference, never a match
+        return Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+
+
+def flagged_root_details(root: Path, changes: LiveChanges) -> dict[str, Any]:
+    """``root_details`` and the directory's own inode flags (``fflags``), which a restore gives after the swap.
+
+    Flags that cannot be read are noted in ``changes`` (the set's ``FLAGS_NOT_READABLE`` note).
+    """
+    details = root_details(root)
+    flags = root_flags(root)
+    if flags is None:
+        changes.flags_unreadable(".")
+    if flags:
+        details["fflags"] = fflags.text(flags)
+    return details
+
+
+def expected_root_part(expected: Fingerprint | None) -> Part | None:
+    """The ``ROOT_PART`` a backup recorded, if any: found by name in its sorted parts, which are read only up to it.
+
+    Why: a staged copy is proven before the swap, when its directory does not yet have the
+    flags it is given after (``give_root_flags``): the proof takes the recorded part, and
+    the fidelity check reads the restored directory.
+    """
+    if expected is None:
+        return None
+    with expected.open_parts() as parts:
+        for name, part in parts:
+            if name == ROOT_PART:
+                return part
+            if name > ROOT_PART:
+                return None
+    return None
+
+
+def give_root_flags(target: Path, recorded: object, what: str) -> None:
+    """Give the restored directory the inode flags the backup recorded for it (``flagged_root_details``).
+
+    After the swap, because an immutable or append-only directory cannot be renamed. The
+    live directory's own flags cannot be kept: a restore over such a directory is refused
+    before anything changes (``_protected``). One not given (``+i`` and ``+a`` need root)
+    is a warning, and the fidelity check names it.
+    """
+    flags_text = recorded.get("fflags") if isinstance(recorded, dict) else None
+    flags = fflags.from_pax({fflags.PAX_KEY: flags_text}) if isinstance(flags_text, str) else 0
+    if not flags:  # none recorded, or "not readable" at the backup: nothing known to give
+        return
+    fd = os.open(os.path.realpath(target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        given = fflags.give(fd, flags)
+    finally:
+        os.close(fd)
+    if not given:
+        log.warning(
+            "%s: %s could not be given the inode flags the backup records for it (%s; chattr +i and +a need root): "
+            "the fidelity check names it",
+            what,
+            target,
+            fflags.described(fflags.text(flags)),
+        )
 
 
 def _give_root(staging: Path, target: Path, recorded: dict[str, Any] | None) -> None:

@@ -14,7 +14,6 @@ import array
 import errno
 import functools
 import json
-import logging
 import os
 import stat
 import struct
@@ -24,18 +23,18 @@ from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field
 
-from engine.components import fflags
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import (
     FLAGS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
+    ROOT_PART,
     ContentDigest,
     FlaggedParts,
     OwnedParts,
-    dir_part,
     extract_tar,
-    owned,
-    root_details,
+    flagged_root_details,
+    give_root_flags,
+    root_part,
     tree_parts,
     with_owner_of,
     without_directories,
@@ -47,8 +46,6 @@ from engine.errors import ComponentError
 from engine.fingerprint import LEGACY_SCHEME, Fingerprint, Part, PartHasher
 from engine.lazy import lazy
 from engine.repository.base import BackupSetWriter
-
-log = logging.getLogger(__name__)
 
 faiss = lazy("faiss")  # loaded on first use: see engine/lazy.py
 np = lazy("numpy")
@@ -66,6 +63,32 @@ WORKLOAD_FILE = f"{WORKLOAD_MARK}.ids"
 # Only that file is left out of the fingerprint, not any name holding the mark (found by
 # review: ``notes-on-drproof_workload.txt`` rewritten was a match).
 WORKLOAD_PART = f"file {WORKLOAD_FILE}"
+# The first line the drill workload writes in WORKLOAD_FILE: the recorded fact scheme 5
+# leaves the file and its ids out on (as volumes/6, redis/5 and postgres/7 leave out only
+# what the workload marked). Schemes 2 to 4 took any file of that name as the workload's
+# (found in s32: a store's own ``drproof_workload.ids`` was not compared, nor the vectors
+# it listed). Scheme 5 also leaves out only ids of the workload's range (WORKLOAD_IDS up).
+WORKLOAD_HEADER = "# drproof drill workload: these vectors are judged by the recovery point, not by fingerprints\n"
+WORKLOAD_IDS_UNSEEN = (
+    f"left out the file {WORKLOAD_FILE} and every vector it lists as a drill workload's, even where no workload "
+    "wrote it: a restore that lost or changed a store's own file of that name, or those vectors, is not seen"
+)
+
+
+def workload_marked(root: Path) -> bool:
+    """Whether the store's ``WORKLOAD_FILE`` is the drill workload's: a regular file (never a link) that opens with
+    ``WORKLOAD_HEADER``."""
+    try:
+        fd = os.open(root / WORKLOAD_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        header = WORKLOAD_HEADER.encode("ascii")
+        return os.read(fd, len(header)) == header
+    finally:
+        os.close(fd)
 
 
 _HEADER = struct.Struct("<4siqqqBi4siqqqBiQ")  # IDMap2 header, Flat header, code count
@@ -411,46 +434,32 @@ def _digested_mode(mode: int, apart: bool) -> int:
 
 
 def _file_parts(root: Path, scheme: str) -> dict[str, Part]:
-    """The ``file`` and ``dir`` parts of the store's directory, without the workload's record."""
-    flags = scheme == SCHEME
-    parts = tree_parts(root, owners=scheme in OWNED_SCHEMES, links=flags, flags=flags)
-    parts = {k: v for k, v in parts.items() if k != WORKLOAD_PART}
+    """The ``file`` and ``dir`` parts of the store's directory, without the workload's record (``_without_record``)."""
+    flags = scheme in FLAGGED_SCHEMES
+    parts = _without_record(tree_parts(root, owners=scheme in OWNED_SCHEMES, links=flags, flags=flags), root, scheme)
     return without_directories(parts) if scheme == LEGACY_SCHEME else parts
 
 
-ROOT_PART = "dir ."  # scheme 4: the store's directory itself, its owner and inode flags
-
-
-def _root_flags(root: Path) -> fflags.Flags:
-    return fflags.read_path(os.path.realpath(root), directory=True)
-
-
-def _root_part(root: Path) -> Part:
-    """The part of the store's directory itself: its owner and inode flags ("?" where they cannot be read).
-
-    Why: the directory is the restore's target, not a member of the archive, and a restore
-    builds a new one: a store kept ``chattr +i`` (no file of it added, renamed or removed)
-    came back without the flag and matched. Its mode is not compared: a restore keeps the
-    live directory's (``files._give_root``).
-    """
-    try:
-        st = os.stat(root)
-        return owned(dir_part(0), st.st_uid, st.st_gid, fflags.token(_root_flags(root)))
-    except OSError as exc:  # gone, or not a directory: a difference, never a match
-        return Part(digest=f"unreadable: {exc.strerror}", count=0, unit="directories")
+def _without_record(parts: dict[str, Part], root: Path, scheme: str) -> dict[str, Part]:
+    """``parts`` without the workload's record: in scheme 5 only where it is marked (``workload_marked``)."""
+    if scheme == SCHEME and not workload_marked(root):
+        return dict(parts)  # the store's own file of that name, if it has one: compared
+    return {k: v for k, v in parts.items() if k != WORKLOAD_PART}
 
 
 def _parts_sink(scheme: str) -> dict[str, Part]:
     """An empty dict of parts that takes what ``scheme`` records (the archive's, as ``_file_parts`` reads them)."""
-    return FlaggedParts() if scheme == SCHEME else OwnedParts()
+    return FlaggedParts() if scheme in FLAGGED_SCHEMES else OwnedParts()
 
 
 # Scheme 4: each entry's inode flags (chattr +i, +a ...: engine.components.fflags), with the
 # permission bits after the owner and hard links, as volumes/5 records them. Scheme 3: each
 # file's and directory's owner (engine.components.files.owned). Scheme 2: every id.
-SCHEME = "vectorstore/4"
+SCHEME = "vectorstore/5"
+FLAGGED = "vectorstore/4"
+FLAGGED_SCHEMES = (SCHEME, FLAGGED)
 OWNED = "vectorstore/3"
-OWNED_SCHEMES = (SCHEME, OWNED)
+OWNED_SCHEMES = (*FLAGGED_SCHEMES, OWNED)
 
 
 def _reason(exc: Exception) -> str:
@@ -553,8 +562,9 @@ class VectorstoreComponent(Component):
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) left every vector with an id "
         "of 2^48 or more out, and recorded no owners or extended attributes (ACLs, capabilities, user.*): those are "
         "not compared",
-        "vectorstore/2": OWNERS_NOT_RECORDED,
-        OWNED: FLAGS_NOT_RECORDED,
+        "vectorstore/2": f"{OWNERS_NOT_RECORDED}; {WORKLOAD_IDS_UNSEEN}",
+        OWNED: f"{FLAGS_NOT_RECORDED}; {WORKLOAD_IDS_UNSEEN}",
+        FLAGGED: f"the backup's fingerprint (scheme 4, from an earlier drproof) {WORKLOAD_IDS_UNSEEN}",
     }
 
     def fingerprint(self) -> Fingerprint:
@@ -568,24 +578,33 @@ class VectorstoreComponent(Component):
             return self._fingerprint(scheme=scheme)
 
     def _workload(self, root: Path, stored_ids: Any, scheme: str) -> Any:
-        """A mask of the workload's vectors among ``stored_ids``: the recorded ones (scheme 1: an id range)."""
+        """A mask of the workload's vectors among ``stored_ids``: the recorded ones (scheme 1: an id range).
+
+        Scheme 5: only where the workload marked its record (``WORKLOAD_HEADER``), and only
+        ids of its range; a store's own file of that name leaves nothing out.
+        """
         if scheme == LEGACY_SCHEME:
             return stored_ids >= WORKLOAD_IDS
+        nothing = np.zeros(len(stored_ids), dtype=bool)
+        if scheme == SCHEME and not workload_marked(root):
+            return nothing
         try:
             with _open(root / WORKLOAD_FILE) as fh:  # never a FIFO or a link (to /dev/zero): found by review
                 text = fh.read().decode("ascii")
         except FileNotFoundError:
-            return np.zeros(len(stored_ids), dtype=bool)
+            return nothing
+        text = text.removeprefix(WORKLOAD_HEADER)  # older schemes read a marked record as their own rule did
         recorded = np.array([int(line) for line in text.split()], dtype=np.int64)
-        return np.isin(stored_ids, recorded)
+        mask = np.isin(stored_ids, recorded)
+        return mask & (stored_ids >= WORKLOAD_IDS) if scheme == SCHEME else mask
 
     def _fingerprint(self, root: Path | None = None, scheme: str | None = None) -> Fingerprint:
         """The store's fingerprint; of a staged copy at ``root`` before a restore swaps it in."""
         root = root or self.path
         scheme = scheme or self.fingerprint_scheme
         parts = _file_parts(root, scheme)
-        if scheme == SCHEME:
-            parts[ROOT_PART] = _root_part(root)
+        if scheme in FLAGGED_SCHEMES:
+            parts[ROOT_PART] = root_part(root)
         return self._fingerprint_from(parts, root, scheme)
 
     def _fingerprint_from(
@@ -672,7 +691,7 @@ class VectorstoreComponent(Component):
             keep = ~self._workload(root, stored_ids, scheme)
             if not keep.all():
                 index, ids = f"file {INDEX}", f"file {IDS}"
-                apart, left_out = scheme == SCHEME, set(stored_ids[~keep].tolist())
+                apart, left_out = scheme in FLAGGED_SCHEMES, set(stored_ids[~keep].tolist())
                 parts[index] = with_owner_of(_index_part_without(fd, fields, stored_ids, keep, apart), parts[index])
                 parts[ids] = with_owner_of(_ids_part_without(root / IDS, left_out, apart), parts[ids])
             positions = np.flatnonzero(keep)
@@ -710,7 +729,7 @@ class VectorstoreComponent(Component):
         problems: list[str] = []
         with self.store_lock:
             read = _file_parts(self.path, self.fingerprint_scheme)
-            whole = {**read, ROOT_PART: _root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
+            whole = {**read, ROOT_PART: root_part(self.path)} if self.fingerprint_scheme == SCHEME else read
             fp = self._fingerprint_from(whole, self.path, self.fingerprint_scheme, strict=True, problems=problems)
             archived = _parts_sink(self.fingerprint_scheme)
             details = self._archive(writer, archived)
@@ -742,7 +761,7 @@ class VectorstoreComponent(Component):
         ``file`` part digests, so equal file parts mean the whole fingerprint is the
         archive's.
         """
-        archived = {k: v for k, v in archived.items() if k != WORKLOAD_PART}
+        archived = _without_record(archived, self.path, self.fingerprint_scheme)
         changed = sorted(k.split(" ", 1)[1] for k in read.keys() | archived.keys() if read.get(k) != archived.get(k))
         if changed:
             raise ComponentError(
@@ -767,12 +786,7 @@ class VectorstoreComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "store.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        root = root_details(self.path)
-        flags = _root_flags(self.path)
-        if flags is None:
-            changes.flags_unreadable(".")
-        if flags != 0:  # what a restore gives the new directory after the swap (``_give_root_flags``)
-            root["fflags"] = fflags.text(flags)
+        root = flagged_root_details(self.path, changes)  # its flags given after the swap (``give_root_flags``)
         details = {
             "files": entries,
             "faiss_version": faiss.__version__,
@@ -786,55 +800,31 @@ class VectorstoreComponent(Component):
     def restore(self, source: ArtifactSource) -> None:
         """Extract beside the store, prove the staged copy, swap it in; its inode flags are given last.
 
-        A set of scheme 4 is proven with the ``file`` parts as the archive has them, digested
+        A set of scheme 4 or 5 is proven with the ``file`` parts as the archive has them, digested
         while extracted (owners and inode flags included): the flags are given only after the
         proof (an immutable file takes no further change), so the staged files do not have
         them yet. The fidelity check that follows reads the restored store itself, and names
         an entry that lost its flag (a restore run by anyone but root cannot set +i or +a).
         """
         expected = source.fingerprint
-        archived = _parts_sink(SCHEME) if expected is not None and expected.scheme == SCHEME else None
+        scheme = expected.scheme if expected is not None else None
+        archived = _parts_sink(scheme) if scheme in FLAGGED_SCHEMES else None
 
         def check(staging: Path) -> None:
             self._compatible(staging)
             if archived is not None and expected is not None:
-                read = {k: v for k, v in archived.items() if k != WORKLOAD_PART}
+                read = _without_record(archived, staging, expected.scheme)
                 if ROOT_PART in expected.parts:  # given after the swap: the fidelity check reads it
                     read[ROOT_PART] = expected.parts[ROOT_PART]
-                self.prove_restored(expected, self._fingerprint_from(read, staging, SCHEME), f"staged in {staging}")
+                fp = self._fingerprint_from(read, staging, expected.scheme)
+                self.prove_restored(expected, fp, f"staged in {staging}")
                 return
             self._prove_staged(expected, staging)
 
         root = source.details.get("root")
         with self.store_lock:
             extract_tar(functools.partial(source.open, "store.tar"), self.path, check, parts=archived, root=root)
-            self._give_root_flags(root)
-
-    def _give_root_flags(self, root: object) -> None:
-        """Give the restored directory the inode flags the backup recorded for it (``_archive``), once swapped in.
-
-        After the swap, because an immutable or append-only directory cannot be renamed. The
-        live directory's own flags cannot be kept: a restore over such a directory is
-        refused before anything changes (``files._protected``). One not given (``+i`` and
-        ``+a`` need root) is a warning, and the fidelity check names it.
-        """
-        recorded = root.get("fflags") if isinstance(root, dict) else None
-        flags = fflags.from_pax({fflags.PAX_KEY: recorded}) if isinstance(recorded, str) else 0
-        if not flags:  # none recorded, or "not readable" at the backup: nothing known to give
-            return
-        fd = os.open(os.path.realpath(self.path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            given = fflags.give(fd, flags)
-        finally:
-            os.close(fd)
-        if not given:
-            log.warning(
-                "vectorstore %r: %s could not be given the inode flags the backup records for it (%s; chattr +i and "
-                "+a need root): the fidelity check names it",
-                self.instance,
-                self.path,
-                fflags.described(fflags.text(flags)),
-            )
+            give_root_flags(self.path, root, f"vectorstore {self.instance!r}")
 
     def _prove_staged(self, expected: Fingerprint | None, staging: Path) -> None:
         """Prove the staged store against a set of an older scheme, by reading it."""

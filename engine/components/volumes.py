@@ -27,11 +27,16 @@ from engine.components.files import (
     FLAGS_NOT_RECORDED,
     LINKS_NOT_RECORDED,
     OWNERS_NOT_RECORDED,
+    ROOT_NOT_RECORDED,
+    ROOT_PART,
     Check,
     LinkGroups,
     count_entries,
+    expected_root_part,
     extract_layers,
-    root_details,
+    flagged_root_details,
+    give_root_flags,
+    root_part,
     tree_parts_into,
     walk_files,
     write_tar,
@@ -113,40 +118,44 @@ class VolumesComponent(Component):
     def files(self) -> list[Path]:
         return [f for f in walk_files(self.path) if f.is_file() and not f.is_symlink()]
 
+    # Scheme 7 adds the volume's directory itself (``dir .``: its owner and inode flags).
     # Scheme 6 leaves out the top-level directory ``drproof_workload/`` only where the
     # drill workload marked it (``WORKLOAD_MARKER``), not in every volume. Scheme 5 adds inode flags (chattr +i, +a, ...: engine.components.fflags); scheme 4
     # which names share a file (hard links); scheme 3 each entry's owner; scheme 2 a part
     # per directory (empty ones and modes); scheme 1 had files only.
-    fingerprint_scheme: ClassVar[str] = "volumes/6"
+    fingerprint_scheme: ClassVar[str] = "volumes/7"
     legacy_blind_spots: ClassVar[dict[str, str]] = {
         LEGACY_SCHEME: "the backup's fingerprint (scheme 1, from an earlier drproof) recorded files only: empty "
         "directories, directory modes, owners, extended attributes (ACLs, capabilities, user.*) and hard links "
-        "are not compared; " + WORKLOAD_DIR_UNSEEN,
-        "volumes/2": f"{OWNERS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
-        "volumes/3": f"{LINKS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
-        "volumes/4": f"{FLAGS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}",
-        "volumes/5": "the backup's fingerprint (scheme 5, from an earlier drproof) " + WORKLOAD_DIR_UNSEEN,
+        "are not compared; " + WORKLOAD_DIR_UNSEEN + "; " + ROOT_NOT_RECORDED,
+        "volumes/2": f"{OWNERS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}; {ROOT_NOT_RECORDED}",
+        "volumes/3": f"{LINKS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}; {ROOT_NOT_RECORDED}",
+        "volumes/4": f"{FLAGS_NOT_RECORDED}; {WORKLOAD_DIR_UNSEEN}; {ROOT_NOT_RECORDED}",
+        "volumes/5": "the backup's fingerprint (scheme 5, from an earlier drproof) "
+        + WORKLOAD_DIR_UNSEEN
+        + "; "
+        + ROOT_NOT_RECORDED,
+        "volumes/6": ROOT_NOT_RECORDED,
     }
 
     def _spool(self, scheme: str | None = None, marked: bool = False) -> PartSpool:
         """Where the parts of the fingerprint in ``scheme`` go: the live workload's files left out.
 
-        In scheme 6, only where ``marked`` (the workload's directory holds its marker);
-        older schemes, by their own rule, in every volume.
+        In schemes 6 and 7, only where ``marked`` (the workload's directory holds its
+        marker); older schemes, by their own rule, in every volume.
         A spool, not a dict: a volume of a million files has a million parts, kept sorted
         in a temporary file and, once backed up, in an artifact of their own.
         """
         scheme = scheme or self.fingerprint_scheme
-        current = scheme == self.fingerprint_scheme
-        workload = marked or not current
+        workload = marked or scheme not in _MARKED_SCHEMES
         exclude = _WORKLOAD if workload else ()
         owners = scheme not in (LEGACY_SCHEME, "volumes/2")
-        links = scheme in ("volumes/4", "volumes/5", self.fingerprint_scheme)
+        links = scheme in ("volumes/4", "volumes/5", *_MARKED_SCHEMES)
         return PartSpool(
             exclude=(*exclude, DIR) if scheme == LEGACY_SCHEME else exclude,
             owners=owners,
             links=links,
-            fflags=scheme in ("volumes/5", self.fingerprint_scheme),
+            fflags=scheme in ("volumes/5", *_MARKED_SCHEMES),
             exclude_exact=_WORKLOAD_DIR if workload else frozenset(),
         )
 
@@ -157,15 +166,20 @@ class VolumesComponent(Component):
     def _taken(self, spool: PartSpool, scheme: str | None = None) -> Fingerprint:
         return spool.fingerprint(self.instance, self.name, scheme or self.fingerprint_scheme)
 
+    def _with_root(self, spool: PartSpool) -> PartSpool:
+        """``spool`` with the part of the volume's directory itself (scheme 7), as it is now."""
+        spool[ROOT_PART] = root_part(self.path)
+        return spool
+
     def fingerprint(self) -> Fingerprint:
-        spool = self._spool(marked=self._marked())
+        spool = self._with_root(self._spool(marked=self._marked()))
         tree_parts_into(self.path, spool)
         return self._taken(spool)
 
     def legacy_fingerprint(self, scheme: str) -> Fingerprint | None:
         if scheme not in self.legacy_blind_spots:
             return None
-        spool = self._spool(scheme)
+        spool = self._spool(scheme, marked=scheme in _MARKED_SCHEMES and self._marked())
         tree_parts_into(self.path, spool)
         return self._taken(spool, scheme)
 
@@ -176,7 +190,8 @@ class VolumesComponent(Component):
         changes = LiveChanges()
         with writer.artifact(self.instance, "files.tar") as sink:
             entries = write_tar(self.path, sink, parts=parts, changes=changes)
-        details = {"entries": entries, "method": "streamed tar", "root": root_details(self.path), WORKLOAD_DETAIL: marked}
+        root = flagged_root_details(self.path, changes)  # its flags given after the swap (``give_root_flags``)
+        details = {"entries": entries, "method": "streamed tar", "root": root, WORKLOAD_DETAIL: marked}
         return with_changes(details, changes)
 
     def backup_fingerprinted(
@@ -186,7 +201,7 @@ class VolumesComponent(Component):
         if incremental is not None:
             return self._incremental(writer, incremental[0])
         marked = self._marked()
-        spool = self._spool(marked=marked)
+        spool = self._with_root(self._spool(marked=marked))
         details = self._write_full(writer, spool, marked)
         return details, self._taken(spool)
 
@@ -213,6 +228,9 @@ class VolumesComponent(Component):
         """The staged tree, digested as it was written into ``spool``, against the fingerprint of ``source``."""
 
         def check(staging: Path) -> None:
+            recorded = expected_root_part(source.fingerprint)
+            if recorded is not None:  # given after the swap (``give_root_flags``): the fidelity check reads it
+                spool[ROOT_PART] = recorded
             self.prove_restored(source.fingerprint, self._taken(spool, _scheme(source)), f"staged in {staging}")
 
         return check
@@ -231,7 +249,7 @@ class VolumesComponent(Component):
 
     def _incremental(self, writer: BackupSetWriter, parent: Fingerprint) -> tuple[dict[str, Any], Fingerprint]:
         marked = self._marked()
-        spool, workload, changes = self._spool(marked=marked), _PathList(), LiveChanges()
+        spool, workload, changes = self._with_root(self._spool(marked=marked)), _PathList(), LiveChanges()
         groups: LinkGroups = {}  # the names of files with more than one link
         # The walk sees every entry (the archive only the changed ones): it says which
         # symbolic links and FIFOs have more than one name, for the whole tree.
@@ -296,7 +314,7 @@ class VolumesComponent(Component):
 
             def found(name: str, change: str, _e: object, _a: object) -> None:
                 nonlocal gone
-                if not name.startswith((FILE, DIR)):
+                if name == ROOT_PART or not name.startswith((FILE, DIR)):  # the root: no member, its details
                     return
                 rel = name.split(" ", 1)[1]
                 if change == "missing":
@@ -330,7 +348,7 @@ class VolumesComponent(Component):
                 "method": "incremental tar",
                 "changed": changed.count,
                 "removed": gone,
-                "root": root_details(self.path),
+                "root": flagged_root_details(self.path, changes),
             }
 
     def restore_chain(self, sources: list[ArtifactSource]) -> None:
@@ -342,7 +360,9 @@ class VolumesComponent(Component):
             layers.append((functools.partial(source.open, "files.tar"), removals))
         # Left out of the staged copy's fingerprint as the backup left it out (its details).
         spool = self._spool(_scheme(sources[-1]), bool(sources[-1].details.get(WORKLOAD_DETAIL)))
-        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, sources[-1].details.get("root"))
+        root = sources[-1].details.get("root")
+        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, root)
+        give_root_flags(self.path, root, f"volume {self.instance!r}")
 
     def health_at_backup(self, details: dict[str, Any]) -> Health:
         """Healthy: the backup just walked and archived the whole tree, all ``health`` asks of it.
@@ -375,6 +395,7 @@ class VolumesComponent(Component):
 _WORKLOAD = (f"{FILE}{WORKLOAD_MARK}/", f"{DIR}{WORKLOAD_MARK}/")
 _WORKLOAD_DIR = frozenset({f"{DIR}{WORKLOAD_MARK}"})
 _WORKLOAD_FILES = f"{WORKLOAD_MARK}/"
+_MARKED_SCHEMES = ("volumes/6", "volumes/7")  # the workload left out only where it marked its directory
 
 
 def _scheme(source: ArtifactSource) -> str | None:
