@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,35 @@ def see_parents_servers() -> None:
         return real_poll(self)
 
     subprocess.Popen.poll = poll  # type: ignore[method-assign]
+
+
+@contextmanager
+def restored_into_another_server(
+    root: Path, schema: str, images: dict[str, str] | None, *target_settings: str
+) -> Iterator[tuple[Any, Fingerprint]]:
+    """A database made from ``schema``, backed up and restored (proven) into another server: (target, backup's fingerprint).
+
+    ``target_settings`` run on the target's ``postgres`` database before the restore (a
+    server that prints differently). The servers stop when the block ends.
+    """
+    from engine import backup as engine_backup
+    from engine.components.postgres import PostgresComponent, PostgresParams
+    from engine.repository import LocalRepository
+    from engine.runtime.local import LocalRuntime
+
+    (root / "schema.sql").write_text(schema)
+    with LocalRuntime(root / "src", images) as src_rt, LocalRuntime(root / "dst", images) as dst_rt:
+        source = PostgresComponent(
+            "db", PostgresParams(database="db", generate=False, sql_file=root / "schema.sql"), src_rt
+        )
+        source.provision()
+        source.seed()
+        taken = source.fingerprint()
+        repo = LocalRepository(root / "repo")
+        manifest = engine_backup.backup(repo, [source], fingerprints={"db": taken})
+        target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst_rt)
+        target.provision()
+        if target_settings:
+            pg_sql(target, *target_settings, db="postgres")
+        engine_backup.restore(repo, manifest, target)
+        yield target, taken

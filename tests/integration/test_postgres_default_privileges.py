@@ -12,16 +12,12 @@ beside them is still named. On PostgreSQL 18 (embedded) and 15 (Debian).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from engine import backup as engine_backup
-from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.postgres import PostgresComponent
 from engine.fingerprint import Fingerprint, compare
-from engine.repository import LocalRepository
-from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import pg_sql
+from tests.integration.helpers import pg_sql, restored_into_another_server
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -58,23 +54,10 @@ DAMAGE = {
 def restored(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[PostgresComponent, Fingerprint]]:
-    """The backup restored into another server by the engine's own (proven) restore."""
+    """The backup restored into another server by the engine's own (proven) restore: refused before the fix."""
     images = {"postgres": str(require_pg15())} if request.param == "15" else None
-    root: Path = tmp_path_factory.mktemp(f"defaults{request.param}")
-    (root / "schema.sql").write_text(SCHEMA)
-    with LocalRuntime(root / "src", images) as src_rt, LocalRuntime(root / "dst", images) as dst_rt:
-        source = PostgresComponent(
-            "db", PostgresParams(database="db", generate=False, sql_file=root / "schema.sql"), src_rt
-        )
-        source.provision()
-        source.seed()
-        taken = source.fingerprint()
-        repo = LocalRepository(root / "repo")
-        manifest = engine_backup.backup(repo, [source], fingerprints={"db": taken})
-        target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst_rt)
-        target.provision()
-        engine_backup.restore(repo, manifest, target)  # refused before: 12 parts differed
-        yield target, taken
+    with restored_into_another_server(tmp_path_factory.mktemp(f"defaults{request.param}"), SCHEMA, images) as found:
+        yield found
 
 
 def test_a_healthy_restore_of_lists_that_grant_only_the_defaults_is_quiet(

@@ -22,12 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import backup as engine_backup
-from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.components.postgres import PostgresComponent
 from engine.fingerprint import Fingerprint, compare
-from engine.repository import LocalRepository
-from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import pg_sql
+from tests.integration.helpers import pg_sql, restored_into_another_server
 from tests.integration.servers import require_pg15
 
 pytestmark = [pytest.mark.integration]
@@ -90,20 +87,9 @@ def restored(
     """The backup of a source server restored into another: the target's component and the backup's fingerprint."""
     images = {"postgres": str(require_pg15())} if request.param == "15" else None
     root = tmp_path_factory.mktemp(f"other{request.param}")
-    schema = root / "schema.sql"
-    schema.write_text(SCHEMA)
-    with LocalRuntime(root / "src", images) as src_rt, LocalRuntime(root / "dst", images) as dst_rt:
-        source = PostgresComponent("db", PostgresParams(database="db", generate=False, sql_file=schema), src_rt)
-        source.provision()
-        source.seed()
-        taken = source.fingerprint()
-        repo = LocalRepository(root / "repo")
-        manifest = engine_backup.backup(repo, [source], fingerprints={"db": taken})
-        target = PostgresComponent("db", PostgresParams(database="db", generate=False), dst_rt)
-        target.provision()
-        pg_sql(target, *TARGET_SETTINGS, db="postgres")
-        engine_backup.restore(repo, manifest, target)  # proven on a side database first: refused before the fix
-        yield target, taken
+    # Proven on a side database first: refused before the fix.
+    with restored_into_another_server(root, SCHEMA, images, *TARGET_SETTINGS) as found:
+        yield found
 
 
 def test_the_restore_into_a_server_that_prints_differently_is_quiet(
