@@ -227,9 +227,11 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
                 reached.append(f"patroni {proc.pid}")
         postmaster = self._postmaster(name)
         if postmaster is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(postmaster), sig)
-                reached.append(f"postgres {postmaster}")
+            # Every child of the postmaster leads a process group of its own (setsid): the
+            # postmaster's group alone left a paused replica streaming (found by review).
+            pids = processes.signal_server(postmaster, sig)
+            if pids:
+                reached.append(f"postgres {postmaster} and {len(pids) - 1} child process(es)")
         return reached
 
     def _alive(self, name: str) -> bool:
