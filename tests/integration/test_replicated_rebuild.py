@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +218,26 @@ def test_quiet_control_two_killed_replicas_are_both_rebuilt(
     assert list(comp.rebuilt) == ["node2", "node3"] and comp.not_rebuilt == {}
     for node in comp.topology.nodes():
         assert comp.on_node(node).fingerprint() == backup_set.component("db").fingerprint, node
+
+
+def test_a_patroni_node_whose_api_port_was_taken_meanwhile_is_still_rebuilt(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's REST API port is picked once and bound again at every start of its Patroni; taken
+    meanwhile, Patroni exited at once and the rebuild waited out its whole timeout to fail. Now Patroni
+    is started again on a new port."""
+    require_patroni()
+    monkeypatch.setattr(local_patroni, "REBUILD_TIMEOUT", 40.0)
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=2, manager="patroni")
+    topology: Any = comp.topology
+    _harm(comp, "node2", "kill")
+    taken = topology._api["node2"]
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its own TIME_WAIT connections
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        _restore(comp, backup_set, tmp_path)
+        health = comp.health()
+    assert health.ok and "rebuilt after the restore: node2 (" in health.detail, health.detail
+    assert topology._api["node2"] != taken
+    _every_node_holds_the_restore(comp, backup_set.component("db").fingerprint)
