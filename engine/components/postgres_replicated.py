@@ -10,6 +10,7 @@ roles, and the operations failover faults and the ``failover`` step perform on o
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 else:
     psycopg2 = lazy("psycopg2")
 
+# How many down nodes a restore rebuilds at once (each a base backup of the primary).
+REBUILD_CONCURRENCY = 3
 # Seconds a replica may take to replay what the primary had written when health was asked.
 REPLICA_CATCH_UP = 10.0
 _PRIMARY_POSITION = (
@@ -37,9 +40,13 @@ _PRIMARY_POSITION = (
     "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
 )
 # Whether a commit on the primary can return: it waits for a synchronous standby when the
-# primary names any (plain 'ANY 1 (*)', or Patroni's synchronous_mode naming one).
+# primary names any (plain 'ANY 1 (*)', or Patroni's synchronous_mode naming one), and the
+# latest reply of a synchronous standby. A frozen standby stays listed as 'streaming' until
+# wal_sender_timeout (60 s) ends its WAL sender, and commits wait for it meanwhile: only a
+# standby whose reply time moves on while we watch is one a commit can count on (every node
+# reports every second: the runtime sets wal_receiver_status_interval = 1s).
 _COMMITS_WAIT = (
-    "SELECT current_setting('synchronous_standby_names'), (SELECT count(*) FROM pg_stat_replication "
+    "SELECT current_setting('synchronous_standby_names'), (SELECT max(reply_time)::text FROM pg_stat_replication "
     "WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))"
 )
 _REPLICA_POSITION = (
@@ -197,31 +204,56 @@ class PostgresReplicatedComponent(PostgresComponent, NodeViews):
         """
         self.rebuilt, self.not_rebuilt = {}, {}
         primary = self.topology.primary()
-        down = [n for n in self.topology.nodes() if n != primary and self.topology.role(n) == "down"]
-        for node in down:
-            if source.proof_deferred:
+        roles = {n: self.topology.role(n) for n in self.topology.nodes() if n != primary}
+        for node in (n for n, role in roles.items() if role == "no answer"):
+            # Its server runs (paused, hung): never re-cloned from under it. Health names it.
+            self.not_rebuilt[node] = "not rebuilt: its server runs but answers nothing (paused or hung)"
+        down = [n for n, role in roles.items() if role == "down"]
+        if source.proof_deferred:
+            for node in down:
                 self.not_rebuilt[node] = "not rebuilt: the restore's proof was left to the caller"
-                continue
-            try:
-                done = self.topology.rebuild(node)
-            except (DrproofError, OSError) as exc:
-                self.not_rebuilt[node] = f"could not be rebuilt: {_one_line(str(exc))}"
+            return
+        if not down:
+            return
+        # Concurrently, a few at a time: each is a base backup of the primary and a wait for
+        # its catch-up, mostly waiting on the primary and the disk; one after the other, the
+        # RTO grew by a whole rebuild per down node. Each node's outcome is its own.
+        with ThreadPoolExecutor(max_workers=min(REBUILD_CONCURRENCY, len(down))) as pool:
+            outcomes = {node: pool.submit(self._rebuild_one, node) for node in down}
+        for node, outcome in outcomes.items():
+            done, why = outcome.result()
+            if why is not None:
+                self.not_rebuilt[node] = why
             else:
-                self.rebuilt[node] = f"re-cloned from {done['from']}: {done['how']}, {done['seconds']:.1f} s"
+                self.rebuilt[node] = done
+
+    def _rebuild_one(self, node: str) -> tuple[str, str | None]:
+        """Rebuild ``node``: (how it was rebuilt, None), or ("", why it could not be)."""
+        try:
+            done = self.topology.rebuild(node)
+        except (DrproofError, OSError) as exc:
+            return "", f"could not be rebuilt: {_one_line(str(exc))}"
+        return f"re-cloned from {done['from']}: {done['how']}, {done['seconds']:.1f} s", None
 
     def _commit_problem(self, primary: str) -> str | None:
         """Why a commit on ``primary`` cannot return now (no synchronous standby to wait for), or None."""
         found: list[str | None] = [None]
+        first: list[str | None] = []  # the latest synchronous reply time when the check began
 
         def commits() -> bool:
             try:
-                names, synchronous = self._on(primary, _COMMITS_WAIT)
+                names, latest = self._on(primary, _COMMITS_WAIT)
             except ComponentError as exc:
                 found[0] = f"primary {primary} cannot be read: {exc}"
                 return False
-            if str(names).strip() and int(synchronous) == 0:
+            if not str(names).strip():
+                return True
+            if not first:
+                first.append(latest)
+            if latest is None or latest == first[0]:
                 found[0] = (
-                    f"primary {primary} waits for a synchronous standby ({names}) and none streams: it takes no write"
+                    f"primary {primary} waits for a synchronous standby ({names}) and none streams and answers "
+                    f"within {REPLICA_CATCH_UP:.0f} s: it takes no write"
                 )
                 return False
             return True

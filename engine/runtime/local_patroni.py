@@ -26,12 +26,14 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.childenv import tool_environment
 from engine.errors import FaultError, RuntimeStartError
 from engine.lazy import lazy
 from engine.runtime import processes
+from engine.runtime.local import log_since
 from engine.runtime.local_replicated import CATCH_UP_TIMEOUT, NODE_SETTINGS, LocalReplicatedPostgres
 from engine.runtime.topology import ReplicatedSpec, Role
 
@@ -49,7 +51,8 @@ TTL = 10
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 4
 START_TIMEOUT = 120.0
-REBUILD_TIMEOUT = 120.0  # a rebuilt node's clone by Patroni, then its catching up
+REBUILD_TIMEOUT = 120.0
+API_PORT_ATTEMPTS = 3  # starts of a node's Patroni whose REST API port was taken, each on a new port  # a rebuilt node's clone by Patroni, then its catching up
 INSTALL = "apt-get install patroni etcd-server"
 
 
@@ -193,11 +196,37 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
         }
 
     def _start_node(self, name: str) -> None:
+        """Start the node's Patroni; if its REST API port was taken meanwhile, again on a new one.
+
+        Why: the port is picked once, when the topology is made, and bound at every start
+        of the node's Patroni (the replicas' first start comes once the leader is up; a
+        rebuild's, whole steps after the node was killed). Anything that took it meanwhile
+        made Patroni exit at once ("Address already in use"), and drproof waited out its
+        whole start or rebuild timeout (120 s) to report a node that never came back
+        (shown by taking the port before a rebuild).
+        """
         node = self._nodes[name]
         env = tool_environment({"PATH": f"{node.server_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
-        self._patroni[name] = processes.spawn(
-            [self._patroni_bin, str(node.base / "patroni.yml")], log=node.base / "patroni.log", user=node.user, env=env
-        )
+        log = node.base / "patroni.log"
+        for attempt in range(API_PORT_ATTEMPTS):
+            offset = log.stat().st_size if log.exists() else 0
+            proc = processes.spawn([self._patroni_bin, str(node.base / "patroni.yml")], log=log, user=node.user, env=env)
+            self._patroni[name] = proc
+            processes.wait_until(
+                lambda p=proc: p.poll() is not None or self._api_state(name) is not None,  # type: ignore[misc]
+                timeout=30,
+                interval=0.2,
+            )
+            if proc.poll() is None or attempt + 1 == API_PORT_ATTEMPTS or not self._api_port_taken(log, offset):
+                return
+            self._api[name] = processes.free_port()
+            self._write_config(name)
+
+    @staticmethod
+    def _api_port_taken(log: Path, offset: int) -> bool:
+        """Whether Patroni's log, from ``offset`` on, says it could not bind its REST API."""
+        said = log_since(log, offset)
+        return b"Couldn't start a service on" in said and b"Address already in use" in said
 
     def _log_tail(self, name: str) -> str:
         return processes.tail(self._nodes[name].base / "patroni.log", 25)
@@ -227,9 +256,11 @@ class LocalPatroniPostgres(LocalReplicatedPostgres):
                 reached.append(f"patroni {proc.pid}")
         postmaster = self._postmaster(name)
         if postmaster is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(postmaster), sig)
-                reached.append(f"postgres {postmaster}")
+            # Every child of the postmaster leads a process group of its own (setsid): the
+            # postmaster's group alone left a paused replica streaming (found by review).
+            pids = processes.signal_server(postmaster, sig)
+            if pids:
+                reached.append(f"postgres {postmaster} and {len(pids) - 1} child process(es)")
         return reached
 
     def _alive(self, name: str) -> bool:

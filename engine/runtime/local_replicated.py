@@ -336,15 +336,19 @@ class LocalReplicatedPostgres(PostgresService, Topology):
         server = self._nodes[node]
         if not server.is_running() or server.proc is None:
             raise FaultError(f"{node} of {self.instance!r} is not running: there is nothing to pause")
-        os.killpg(server.proc.pid, signal.SIGSTOP)
+        reached = processes.signal_server(server.proc.pid, signal.SIGSTOP)
         self._paused.add(node)
-        return {"node": node, "address": self.address(node), "signal": "SIGSTOP (every process of the server)"}
+        return {
+            "node": node,
+            "address": self.address(node),
+            "signal": "SIGSTOP (every process of the server)",
+            "processes": len(reached),
+        }
 
     def resume_node(self, node: str) -> dict[str, Any]:
         server = self._nodes[node]
         if server.proc is not None and server.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.proc.pid, signal.SIGCONT)
+            processes.signal_server(server.proc.pid, signal.SIGCONT)
         self._paused.discard(node)
         return {"node": node, "signal": "SIGCONT"}
 

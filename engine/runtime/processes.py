@@ -7,6 +7,7 @@ kernel kill them if drproof itself is SIGKILLed, so no server outlives its run.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -231,3 +232,46 @@ def remove_leftovers(run: str) -> list[str]:
                 continue
             gone.append(f"process {pid} ({cmd[:80]})")
     return gone
+
+
+def _parent(pid: int) -> int | None:
+    """The parent pid of ``pid`` (field 4 of /proc/PID/stat), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, as /proc lists them now."""
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
+
+
+def signal_server(postmaster: int, sig: signal.Signals) -> list[int]:
+    """Send ``sig`` to a PostgreSQL postmaster and to every process it started; the pids reached.
+
+    Why not ``killpg``: every child of a postmaster (backends, the WAL receiver, the startup
+    process replaying WAL, the WAL senders) makes itself a process-group leader
+    (``setsid`` in ``InitPostmasterChild``), so the postmaster's group holds the postmaster
+    alone. A "paused" server was only a paused postmaster: its replica kept receiving,
+    replaying and acknowledging synchronous commits, and its open sessions kept answering
+    (found by review, measured). The postmaster is signalled first, so that it forks no
+    new child while its children are listed; resumed, it goes last, for the same reason.
+    Any other signal (SIGKILL) reaches the children listed before it, since a dead
+    postmaster's children are no longer its children.
+    """
+    reached = []
+    if sig == signal.SIGSTOP:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(postmaster, sig)
+            reached.append(postmaster)
+        order = children(postmaster)
+    else:
+        kids = children(postmaster)
+        order = [*kids, postmaster] if sig == signal.SIGCONT else [postmaster, *kids]
+    for pid in order:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            reached.append(pid)
+    return reached

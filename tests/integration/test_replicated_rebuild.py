@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,84 @@ def test_a_refused_restore_after_the_primary_lost_its_data_keeps_a_down_replicas
         _restore(comp, backup_set, tmp_path)
     assert comp.topology.primary() == "node1"
     assert comp.on_node("node1").fingerprint() == live
+
+
+def _timed_rebuilds(
+    comp: PostgresReplicatedComponent, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, tuple[float, float]]:
+    """Record when each node's rebuild started and ended (the topology's own rebuild does the work)."""
+    spans: dict[str, tuple[float, float]] = {}
+    rebuild = comp.topology.rebuild
+
+    def timed(node: str) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            return rebuild(node)
+        finally:
+            spans[node] = (started, time.monotonic())
+
+    monkeypatch.setattr(comp.topology, "rebuild", timed)
+    return spans
+
+
+def test_two_down_replicas_are_rebuilt_at_once_each_with_its_own_outcome(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rebuilds ran one after the other, so each down node added a whole rebuild to the RTO; now they
+    overlap. Negative part: node3 cannot be rebuilt (its parent directory is read-only) while node2 can;
+    each node's outcome stays its own: node2 rebuilt, node3 named red with its own reason."""
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=3)
+    _harm(comp, "node2", "kill")
+    _harm(comp, "node3", "wipe")
+    spans = _timed_rebuilds(comp, monkeypatch)
+    with _read_only(comp.topology.node("node3").base):
+        _restore(comp, backup_set, tmp_path)
+        health = comp.health()
+    (start2, end2), (start3, end3) = spans["node2"], spans["node3"]
+    assert start2 < end3 and start3 < end2, spans  # the two rebuilds overlapped
+    assert list(comp.rebuilt) == ["node2"], comp.rebuilt
+    assert list(comp.not_rebuilt) == ["node3"] and "could not be rebuilt: " in comp.not_rebuilt["node3"]
+    assert "node2" not in comp.not_rebuilt["node3"], comp.not_rebuilt  # node3's reason is node3's own
+    assert not health.ok and "(node3 down: could not be rebuilt: " in health.detail, health.detail
+    assert "2 replica(s) streaming and caught up" in health.detail, health.detail
+    assert comp.on_node("node2").fingerprint() == backup_set.component("db").fingerprint
+
+
+@pytest.mark.parametrize("manager", ["none", "patroni"])
+def test_quiet_control_two_killed_replicas_are_both_rebuilt(
+    runtime: LocalRuntime, tmp_path: Path, manager: str
+) -> None:
+    if manager == "patroni":
+        require_patroni()
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=3, manager=manager)
+    _harm(comp, "node2", "kill")
+    _harm(comp, "node3", "kill")
+    _restore(comp, backup_set, tmp_path)
+    health = comp.health()
+    assert health.ok and "3 replica(s) streaming and caught up" in health.detail, health.detail
+    assert list(comp.rebuilt) == ["node2", "node3"] and comp.not_rebuilt == {}
+    for node in comp.topology.nodes():
+        assert comp.on_node(node).fingerprint() == backup_set.component("db").fingerprint, node
+
+
+def test_a_patroni_node_whose_api_port_was_taken_meanwhile_is_still_rebuilt(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's REST API port is picked once and bound again at every start of its Patroni; taken
+    meanwhile, Patroni exited at once and the rebuild waited out its whole timeout to fail. Now Patroni
+    is started again on a new port."""
+    require_patroni()
+    monkeypatch.setattr(local_patroni, "REBUILD_TIMEOUT", 40.0)
+    comp, backup_set = _backed_up(runtime, tmp_path, replicas=2, manager="patroni")
+    topology: Any = comp.topology
+    _harm(comp, "node2", "kill")
+    taken = topology._api["node2"]
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its own TIME_WAIT connections
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        _restore(comp, backup_set, tmp_path)
+        health = comp.health()
+    assert health.ok and "rebuilt after the restore: node2 (" in health.detail, health.detail
+    assert topology._api["node2"] != taken
+    _every_node_holds_the_restore(comp, backup_set.component("db").fingerprint)
