@@ -235,3 +235,14 @@ def test_the_cluster_script_is_the_same_script_read_key_by_key() -> None:
     assert CLUSTER_SCRIPT.startswith("#!lua flags=no-writes,allow-cross-slot-keys\n")
     assert "MGET" in SCRIPT and "MGET" not in CLUSTER_SCRIPT
     assert CLUSTER_SCRIPT.count("\n") == SCRIPT.count("\n") - 2  # 9 lines of MGET became 6, plus the flags line
+
+
+def test_a_split_brain_names_its_nodes_in_one_order_whichever_wrote_first() -> None:
+    """The record lists the pair in the order the nodes first wrote, which timing decides (a CI run under load)."""
+    from drills.assertions.failover import _findings
+
+    record: dict[str, Any] = {"rto_seconds": 1.0, "recovered_by": "promote"}
+    for nodes in (["node1", "node0"], ["node0", "node1"]):
+        record["split_brain"] = [{"nodes": nodes, "overlap_seconds": 3.5, "writes": {"node0": 1, "node1": 2}}]
+        [finding] = _findings(FailoverParams(), record)
+        assert finding.startswith("split brain: node0 and node1 both acknowledged writes during 3.50 s")

@@ -94,7 +94,7 @@ def _findings(params: FailoverParams, record: dict[str, Any]) -> list[str]:
     if rto is not None and params.recovered_by is not None and record["recovered_by"] != params.recovered_by:
         findings.append(f"the new primary came by {record['recovered_by']}, not by {params.recovered_by}")
     for overlap in record.get("split_brain", []):
-        a, b = overlap["nodes"]
+        a, b = sorted(overlap["nodes"])  # as named in the drill; the record's order is which node wrote first
         findings.append(
             f"split brain: {a} and {b} both acknowledged writes during {overlap['overlap_seconds']:.2f} s "
             f"({overlap['writes']})"
