@@ -175,4 +175,4 @@ def test_a_connection_the_server_ends_is_closed_and_the_verdict_says_why(
     assert "connection already closed" not in outcome.summary, outcome.summary
     assert [conn.closed for conn in opened] == [1]  # closed by the check (2: broken, left open)
     monkeypatch.undo()
-    assert _evaluate(db, "SELECT count(*) FROM orders").status == "pass"  # quiet control
+    assert _evaluate(db, "SELECT count(*) FROM orders", "> 0").status == "pass"  # quiet control
