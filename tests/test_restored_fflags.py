@@ -22,7 +22,7 @@ from engine.components import fflags
 from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED, ROOT_PART
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
-from tests.test_restored_flags import _chattr
+from tests.test_restored_flags import _chattr, refuse_flags
 from tests.test_restored_owners import _volume, needs_root
 
 LOG = "dir001/file000001.bin"  # append-only: an audit log
@@ -223,22 +223,13 @@ def test_flags_a_restore_may_not_set_are_a_warning_and_named_by_fidelity(
     flagged: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """As a restore run by anyone but root: +i and +a need CAP_LINUX_IMMUTABLE (EPERM); the restore goes on."""
-    import errno
-    import fcntl
     import logging
 
     comp = flagged
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [comp])
     _lost(comp, tmp_path)
-    real = fcntl.ioctl
-
-    def ioctl(fd: int, request: int, arg: bytes) -> bytes:
-        if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & 0x30:
-            raise OSError(errno.EPERM, "Operation not permitted")
-        return real(fd, request, arg)
-
-    monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+    refuse_flags(monkeypatch, 0x30)
     with caplog.at_level(logging.WARNING, logger="engine.components.untar"):
         engine_backup.restore(repo, manifest, comp)
     monkeypatch.undo()

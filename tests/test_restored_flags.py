@@ -33,6 +33,23 @@ def _chattr(flag: str, path: Path) -> None:
         unavailable(f"chattr {flag} is not supported here ({done.stderr.strip()})")
 
 
+def refuse_flags(monkeypatch: pytest.MonkeyPatch, mask: int) -> None:
+    """Make setting any of the inode flags in ``mask`` fail with EPERM, as for a restore run without CAP_LINUX_IMMUTABLE."""
+    import errno
+    import fcntl
+
+    from engine.components import fflags
+
+    real = fcntl.ioctl
+
+    def ioctl(fd: int, request: int, arg: bytes) -> bytes:
+        if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & mask:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real(fd, request, arg)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+
+
 @pytest.fixture
 def flagged(tmp_path: Path) -> Iterator[Any]:
     """A seeded volume with one immutable and one append-only file; flags cleared afterwards."""

@@ -12,8 +12,6 @@ flag) match. Older sets are compared in their own scheme, and their note says so
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import shutil
 import subprocess
@@ -28,7 +26,7 @@ from engine.components.files import ROOT_NOT_RECORDED, ROOT_PART
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
-from tests.test_restored_flags import _chattr
+from tests.test_restored_flags import _chattr, refuse_flags
 from tests.test_restored_owners import _volume, needs_root
 
 IMMUTABLE, APPEND_ONLY = 0x10, 0x20
@@ -106,14 +104,7 @@ def test_a_restore_that_drops_the_directorys_flag_is_a_warning_and_a_difference(
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp])
         _lost(comp)
-        real = fcntl.ioctl
-
-        def ioctl(fd: int, request: int, arg: bytes) -> bytes:
-            if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & APPEND_ONLY:
-                raise OSError(errno.EPERM, "Operation not permitted")
-            return real(fd, request, arg)  # type: ignore[no-any-return]
-
-        monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+        refuse_flags(monkeypatch, APPEND_ONLY)
         with caplog.at_level(logging.WARNING, logger="engine.components.files"):
             engine_backup.restore(repo, manifest, comp)
         monkeypatch.undo()

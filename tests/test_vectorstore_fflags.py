@@ -10,7 +10,6 @@ controls: a healthy round trip (a drill workload's vectors too) matches.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import re
 import shutil
@@ -28,7 +27,7 @@ from engine.components.vectorstore import IDS, INDEX, ROOT_PART, VectorstoreComp
 from engine.fingerprint import Fingerprint, compare
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
-from tests.test_restored_flags import _chattr
+from tests.test_restored_flags import _chattr, refuse_flags
 from tests.test_restored_owners import needs_root
 
 IMMUTABLE, APPEND_ONLY = 0x10, 0x20
@@ -102,14 +101,7 @@ def test_a_restore_that_cannot_give_the_flags_back_is_a_difference_naming_each_f
     repo = LocalRepository(tmp_path / "repo")
     manifest = engine_backup.backup(repo, [store])
     _lost(store)
-    real = fcntl.ioctl
-
-    def ioctl(fd: int, request: int, arg: bytes) -> bytes:
-        if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & (IMMUTABLE | APPEND_ONLY):
-            raise OSError(errno.EPERM, "Operation not permitted")
-        return real(fd, request, arg)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+    refuse_flags(monkeypatch, (IMMUTABLE | APPEND_ONLY))
     with caplog.at_level(logging.WARNING, logger="engine.components.untar"):
         engine_backup.restore(repo, manifest, store)
     monkeypatch.undo()
@@ -256,14 +248,7 @@ def test_a_store_directory_whose_flag_cannot_be_given_back_is_a_warning_and_a_di
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [comp])
         _lost(comp)
-        real = fcntl.ioctl
-
-        def ioctl(fd: int, request: int, arg: bytes) -> bytes:
-            if request == fflags.FS_IOC_SETFLAGS and int.from_bytes(arg[:4], "little") & IMMUTABLE:
-                raise OSError(errno.EPERM, "Operation not permitted")
-            return real(fd, request, arg)  # type: ignore[no-any-return]
-
-        monkeypatch.setattr(fflags.fcntl, "ioctl", ioctl)
+        refuse_flags(monkeypatch, IMMUTABLE)
         with caplog.at_level(logging.WARNING, logger="engine.components.vectorstore"):
             engine_backup.restore(repo, manifest, comp)
         monkeypatch.undo()
