@@ -23,12 +23,13 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.smallfiles import replace_with
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +186,6 @@ def _sequence(record: bytes) -> int:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a crash leaves the old record or the new, never half."""
+    """A crash leaves the old record or the new, never half (the directory made owner-only first)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".witness-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_with(path, text)

@@ -60,6 +60,8 @@ from engine.repository.base import (
 from engine.repository.locking import file_lock, open_lock_file
 from engine.repository.settings import BackendSettings, OpenContext
 from engine.signing import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, RepositoryTrust
+from engine.smallfiles import create_private as _create
+from engine.smallfiles import replace_with as _write_new
 from engine.streams import CHUNK, HashingWriter
 
 PRUNED_DIR = "pruned"
@@ -69,8 +71,8 @@ HEAD_NAME = "head.json"  # the newest set published here (engine/chain.py head_b
 HEAD_SIGNATURE = "head.sig"
 
 # Backups hold everything a stack holds (rows, role password verifiers in globals.sql,
-# configuration secrets), encrypted or not: nobody but the repository's owner reads them.
-FILE_MODE = 0o600
+# configuration secrets), encrypted or not: nobody but the repository's owner reads them
+# (files are created 0600 by engine/smallfiles.py).
 DIR_MODE = 0o700
 
 
@@ -85,26 +87,6 @@ def _private_dirs(path: Path, upto: Path | None = None) -> None:
         with suppress(FileExistsError):
             d.mkdir(mode=DIR_MODE)
         d.chmod(DIR_MODE)  # mkdir's mode passes through the umask
-
-
-def _create(path: Path) -> IO[bytes]:
-    """A new file of the repository, owner-only; never an existing one, never through a link."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    return os.fdopen(fd, "wb")
-
-
-def _write_new(path: Path, text: str) -> None:
-    """Write a small file under a temporary name, fsync it, and rename it into place."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with _create(tmp) as fh:
-            fh.write(text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_synced(path: Path, data: bytes) -> None:
