@@ -32,7 +32,7 @@ from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.runtime.local import LocalRuntime, postgres_bin_dir
 from tests.conftest import SCENARIOS
-from tests.integration.helpers import read_results, run_cli
+from tests.integration.helpers import pg_sql, read_results, run_cli
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,14 +59,7 @@ class Stack:
         engine_backup.restore(self.repo, self.manifest, self.comp)
 
     def sql(self, *statements: str) -> None:
-        conn = self.comp.connect()
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
+        pg_sql(self.comp, *statements)
 
     def ladder(self, *checks: str) -> dict[str, CheckResult]:
         return {r.name: r for r in run_checks(self.comp, self.baseline, checks or None)}

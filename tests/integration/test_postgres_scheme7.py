@@ -40,22 +40,10 @@ from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import lossy_side_load
+from tests.integration.helpers import lossy_side_load, pg_sql
 from tests.integration.servers import require_pg15, unavailable
 
 pytestmark = [pytest.mark.integration]
-
-
-def _sql(comp: PostgresComponent, *statements: str, db: str | None = None) -> None:
-    """Each statement on its own (``CREATE TABLESPACE`` refuses to run in a multi-statement query)."""
-    conn = comp.connect(db)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def _images(major: str) -> dict[str, str] | None:
@@ -82,7 +70,7 @@ def _tablespace(comp: PostgresComponent, spaces: Path, *options: str) -> str:
     owner = comp.service.server_file_owner()  # type: ignore[attr-defined]
     if owner is not None:
         os.chown(where, *owner)
-    _sql(comp, f"CREATE TABLESPACE {name} LOCATION '{where}'", *options, db="postgres")
+    pg_sql(comp, f"CREATE TABLESPACE {name} LOCATION '{where}'", *options, db="postgres")
     return name
 
 
@@ -91,13 +79,13 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with LocalRuntime(tmp_path_factory.mktemp(f"pg{request.param}"), _images(request.param)) as runtime:
         comp = PostgresComponent("db", PostgresParams(database="postgres", generate=False), runtime)
         comp.provision()
-        _sql(comp, "DO $$BEGIN CREATE ROLE s7_owner; EXCEPTION WHEN duplicate_object THEN END$$")
+        pg_sql(comp, "DO $$BEGIN CREATE ROLE s7_owner; EXCEPTION WHEN duplicate_object THEN END$$")
         yield comp
 
 
 def _fresh(server: PostgresComponent, options: str = "") -> PostgresComponent:
     name = f"s7_{next(_made)}"
-    _sql(server, f"CREATE DATABASE {name} {options}", db="postgres")
+    pg_sql(server, f"CREATE DATABASE {name} {options}", db="postgres")
     comp = PostgresComponent("db", PostgresParams(database=name, generate=False), server.runtime)
     comp.provision()
     return comp
@@ -159,10 +147,10 @@ def test_every_damage_scheme_7_added_is_named(server: PostgresComponent, spaces:
     setup, damage, part = DAMAGE[case]
     comp = _fresh(server)
     ts = _tablespace(comp, spaces)
-    _sql(comp, *setup.format(ts=ts).split("; "))
+    pg_sql(comp, *setup.format(ts=ts).split("; "))
     before = comp.fingerprint()
     assert before.scheme == "postgres/7"
-    _sql(comp, damage.format(ts=ts))
+    pg_sql(comp, damage.format(ts=ts))
     named = {d.part for d in compare(before, comp.fingerprint())}
     assert part.format(ts=ts) in named, sorted(named)
     old = comp.legacy_fingerprint("postgres/6")  # scheme 6 never recorded it: its note says so
@@ -188,13 +176,13 @@ def test_every_change_to_the_database_itself_is_named(server: PostgresComponent,
     options, damage, part = DATABASE_DAMAGE[case]
     ts = _tablespace(server, spaces)
     comp = _fresh(server, options.format(ts=ts))
-    _sql(comp, "CREATE TABLE t(a int)", "INSERT INTO t VALUES (1)")
+    pg_sql(comp, "CREATE TABLE t(a int)", "INSERT INTO t VALUES (1)")
     before = comp.fingerprint()
-    _sql(server, damage.format(db=comp.db), db="postgres")
+    pg_sql(server, damage.format(db=comp.db), db="postgres")
     try:
         assert part in {d.part for d in compare(before, comp.fingerprint())}
     finally:
-        _sql(server, f"ALTER DATABASE {comp.db} IS_TEMPLATE false ALLOW_CONNECTIONS true", db="postgres")
+        pg_sql(server, f"ALTER DATABASE {comp.db} IS_TEMPLATE false ALLOW_CONNECTIONS true", db="postgres")
 
 
 def test_a_scheme_6_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see(
@@ -202,7 +190,7 @@ def test_a_scheme_6_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see
 ) -> None:
     comp = _fresh(server)
     ts = _tablespace(comp, spaces)
-    _sql(comp, f"CREATE TABLE t(m money) TABLESPACE {ts}")
+    pg_sql(comp, f"CREATE TABLE t(m money) TABLESPACE {ts}")
     old = comp.legacy_fingerprint("postgres/6")
     assert old is not None and old.scheme == "postgres/6"
     assert not [name for name in old.parts if name.startswith(("tablespace", "database properties"))]
@@ -215,9 +203,9 @@ def test_a_scheme_6_backup_is_compared_in_its_scheme_and_says_what_it_cannot_see
 def test_a_money_value_changed_is_named(server: PostgresComponent) -> None:
     """Negative control: what a restore that misread 12.34 as 1234 (another locale's decimal places) leaves."""
     comp = _fresh(server)
-    _sql(comp, "CREATE TABLE t(id int, m money DEFAULT 1.5)", "INSERT INTO t VALUES (1, 12.34), (2, -0.01)")
+    pg_sql(comp, "CREATE TABLE t(id int, m money DEFAULT 1.5)", "INSERT INTO t VALUES (1, 12.34), (2, -0.01)")
     before = comp.fingerprint()
-    _sql(comp, "UPDATE t SET m = m * 100 WHERE id = 1")
+    pg_sql(comp, "UPDATE t SET m = m * 100 WHERE id = 1")
     assert "table public.t" in {d.part for d in compare(before, comp.fingerprint())}
 
 
@@ -264,10 +252,10 @@ def test_money_read_where_lc_monetary_differs_is_the_same_money(
         comp = PostgresComponent("db", PostgresParams(database="shop", generate=False), runtime)
         comp.provision()
         comp.seed()
-        _sql(comp, "CREATE TABLE t(id int, m money DEFAULT 1.5)", "INSERT INTO t VALUES (1, 12.34), (2, -1234567.89)")
+        pg_sql(comp, "CREATE TABLE t(id int, m money DEFAULT 1.5)", "INSERT INTO t VALUES (1, 12.34), (2, -1234567.89)")
         before, old = comp.fingerprint(), comp.legacy_fingerprint("postgres/6")
         assert old is not None
-        _sql(comp, "ALTER SYSTEM SET lc_monetary = 'ja_JP.UTF-8'", "SELECT pg_reload_conf()", db="postgres")
+        pg_sql(comp, "ALTER SYSTEM SET lc_monetary = 'ja_JP.UTF-8'", "SELECT pg_reload_conf()", db="postgres")
         assert processes.wait_until(lambda: _monetary(comp) == "ja_JP.UTF-8", timeout=10)
         conn = comp.connect()
         try:
@@ -279,7 +267,7 @@ def test_money_read_where_lc_monetary_differs_is_the_same_money(
         assert compare(before, comp.fingerprint()) == []
         named = {d.part for d in compare(old, comp.fingerprint_like(old))}
         assert named == {"table public.t"}  # scheme 6: a false difference
-        _sql(comp, "UPDATE t SET m = m + '1'::money WHERE id = 2")  # one yen: one hundredth of the stored dollar
+        pg_sql(comp, "UPDATE t SET m = m + '1'::money WHERE id = 2")  # one yen: one hundredth of the stored dollar
         assert {d.part for d in compare(before, comp.fingerprint())} == {"table public.t"}
 
 
@@ -288,9 +276,9 @@ def test_money_read_where_lc_monetary_differs_is_the_same_money(
 
 def _furnish(comp: PostgresComponent, spaces: Path) -> tuple[str, str]:
     """Two tablespaces with owner, options, a grant and a comment, and the database ``db`` placed in them."""
-    _sql(comp, "DO $$BEGIN CREATE ROLE s7_owner; EXCEPTION WHEN duplicate_object THEN END$$")
+    pg_sql(comp, "DO $$BEGIN CREATE ROLE s7_owner; EXCEPTION WHEN duplicate_object THEN END$$")
     fast, slow = _tablespace(comp, spaces), _tablespace(comp, spaces)
-    _sql(
+    pg_sql(
         comp,
         f"ALTER TABLESPACE {fast} OWNER TO s7_owner",
         f"ALTER TABLESPACE {fast} SET (random_page_cost = 1.1, seq_page_cost = 0.9)",
@@ -300,7 +288,7 @@ def _furnish(comp: PostgresComponent, spaces: Path) -> tuple[str, str]:
         "ALTER DATABASE db CONNECTION LIMIT 50",
         db="postgres",
     )
-    _sql(
+    pg_sql(
         comp,
         "CREATE TABLE t(id int PRIMARY KEY, m money DEFAULT 1.5, note text)",
         f"CREATE TABLE archive(id int, m money) TABLESPACE {slow}",
@@ -329,14 +317,14 @@ def test_a_logical_round_trip_with_tablespaces_is_identical(tmp_path: Path, spac
         target.provision()
         # pg_dumpall sets a tablespace's owner in its CREATE TABLESPACE, which fails on one
         # that exists: the operator makes them as they were, owner included.
-        _sql(target, "CREATE ROLE s7_owner", db="postgres")
+        pg_sql(target, "CREATE ROLE s7_owner", db="postgres")
         for name, owner_role in ((fast, "s7_owner"), (slow, "CURRENT_USER")):
             where = spaces / f"{name}_elsewhere"
             where.mkdir()
             owner = target.service.server_file_owner()  # type: ignore[attr-defined]
             if owner is not None:
                 os.chown(where, *owner)
-            _sql(target, f"CREATE TABLESPACE {name} OWNER {owner_role} LOCATION '{where}'", db="postgres")
+            pg_sql(target, f"CREATE TABLESPACE {name} OWNER {owner_role} LOCATION '{where}'", db="postgres")
         repo = LocalRepository(tmp_path / "repo")
         manifest = engine_backup.backup(repo, [source])
         expected = manifest.component("db").fingerprint
@@ -354,8 +342,8 @@ def test_a_physical_round_trip_with_money_and_database_properties_is_identical(t
         comp = PostgresPhysicalComponent("db", PostgresParams(database="db", generate=False), rt)
         comp.provision()
         comp.seed()
-        _sql(comp, "ALTER DATABASE db CONNECTION LIMIT 50", db="postgres")
-        _sql(
+        pg_sql(comp, "ALTER DATABASE db CONNECTION LIMIT 50", db="postgres")
+        pg_sql(
             comp,
             "CREATE TABLE t(id int PRIMARY KEY, m money DEFAULT 1.5)",
             "INSERT INTO t SELECT g, g * 1.25 FROM generate_series(1, 200) g",
@@ -382,7 +370,7 @@ def test_a_physical_backup_of_a_cluster_with_tablespaces_is_refused_saying_what_
         repo = LocalRepository(tmp_path / "repo")
         engine_backup.backup(repo, [comp])  # quiet control: no tablespace, a backup
         ts = _tablespace(comp, spaces)
-        _sql(comp, f"CREATE TABLE t(a int) TABLESPACE {ts}")
+        pg_sql(comp, f"CREATE TABLE t(a int) TABLESPACE {ts}")
         with pytest.raises(ComponentError, match=rf"tablespace\(s\) {ts}; .*logical postgres kind"):
             engine_backup.backup(repo, [comp])
 
