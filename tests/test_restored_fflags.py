@@ -20,21 +20,16 @@ import pytest
 from engine import backup as engine_backup
 from engine.components import fflags
 from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED, ROOT_PART
-from engine.fingerprint import Fingerprint, compare
+from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from tests.test_restored_flags import _chattr, refuse_flags
+from tests.test_restored_flags import flags_of as _flags
+from tests.test_restored_flags import recorded as _recorded
+from tests.test_restored_flags import unflag as _unflag
 from tests.test_restored_owners import _volume, needs_root
 
 LOG = "dir001/file000001.bin"  # append-only: an audit log
 PINNED = "dir000/file000000.bin"  # immutable: a pinned file
-
-
-def _unflag(tmp_path: Path) -> None:
-    subprocess.run(["chattr", "-R", "-i", "-a", str(tmp_path)], capture_output=True, check=False)
-
-
-def _flags(path: Path) -> fflags.Flags:
-    return fflags.read_path(str(path), directory=path.is_dir())
 
 
 @pytest.fixture
@@ -52,12 +47,6 @@ def flagged(tmp_path: Path) -> Iterator[Any]:
         yield comp
     finally:
         _unflag(tmp_path)
-
-
-def _recorded(manifest: Any, comp: Any) -> Fingerprint:
-    fp = manifest.component(comp.instance).fingerprint
-    assert fp is not None
-    return fp  # type: ignore[no-any-return]
 
 
 def _lost(comp: Any, tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from engine import backup as engine_backup
+from engine.components import fflags
 from engine.errors import ComponentError
+from engine.fingerprint import Fingerprint
 from engine.repository import LocalRepository
 from tests.integration.servers import unavailable
 from tests.test_restored_owners import _volume, needs_root
@@ -31,6 +33,28 @@ def _chattr(flag: str, path: Path) -> None:
     done = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         unavailable(f"chattr {flag} is not supported here ({done.stderr.strip()})")
+
+
+def unflag(path: Path) -> None:
+    """Clear +i and +a under ``path`` so pytest (or a test's disaster) can remove it."""
+    subprocess.run(["chattr", "-R", "-i", "-a", str(path)], capture_output=True, check=False)
+
+
+def flags_of(path: Path) -> fflags.Flags:
+    return fflags.read_path(str(path), directory=path.is_dir())
+
+
+def recorded(manifest: Any, comp: Any) -> Fingerprint:
+    """The fingerprint a backup recorded for ``comp``."""
+    fp = manifest.component(comp.instance).fingerprint
+    assert fp is not None
+    return fp  # type: ignore[no-any-return]
+
+
+def lost(comp: Any) -> None:
+    """The disaster: the component's whole directory gone (its flags cleared first, so it can be)."""
+    unflag(comp.path)
+    shutil.rmtree(comp.path)
 
 
 def refuse_flags(monkeypatch: pytest.MonkeyPatch, mask: int) -> None:

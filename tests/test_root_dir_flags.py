@@ -13,7 +13,6 @@ flag) match. Older sets are compared in their own scheme, and their note says so
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,15 @@ from typing import Any
 import pytest
 
 from engine import backup as engine_backup
-from engine.components import fflags
 from engine.components.files import ROOT_NOT_RECORDED, ROOT_PART
-from engine.fingerprint import Fingerprint, compare
+from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
 from tests.test_restored_flags import _chattr, refuse_flags
+from tests.test_restored_flags import flags_of as _flags
+from tests.test_restored_flags import lost as _lost
+from tests.test_restored_flags import recorded as _recorded
+from tests.test_restored_flags import unflag as _unflag
 from tests.test_restored_owners import _volume, needs_root
 
 IMMUTABLE, APPEND_ONLY = 0x10, 0x20
@@ -42,26 +44,6 @@ def _component(kind: str, tmp_path: Path) -> Any:
     comp.provision()
     comp.seed()
     return comp
-
-
-def _unflag(tmp_path: Path) -> None:
-    subprocess.run(["chattr", "-R", "-i", "-a", str(tmp_path)], capture_output=True, check=False)
-
-
-def _flags(path: Path) -> fflags.Flags:
-    return fflags.read_path(str(path), directory=True)
-
-
-def _recorded(manifest: Any, comp: Any) -> Fingerprint:
-    fp = manifest.component(comp.instance).fingerprint
-    assert fp is not None
-    return fp  # type: ignore[no-any-return]
-
-
-def _lost(comp: Any) -> None:
-    """The disaster: the whole directory gone (its flags cleared first, so it can be)."""
-    _unflag(comp.path)
-    shutil.rmtree(comp.path)
 
 
 LOST_A = f"{ROOT_PART}: inode flags differ (lost append-only (+a)); content and mode as backed up"

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,21 +23,17 @@ from engine import backup as engine_backup
 from engine.components import fflags
 from engine.components.files import DIR, FILE, FLAGS_NOT_RECORDED
 from engine.components.vectorstore import IDS, INDEX, ROOT_PART, VectorstoreComponent, VectorstoreParams
-from engine.fingerprint import Fingerprint, compare
+from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
 from tests.test_restored_flags import _chattr, refuse_flags
+from tests.test_restored_flags import flags_of as _flags
+from tests.test_restored_flags import lost as _lost
+from tests.test_restored_flags import recorded as _recorded
+from tests.test_restored_flags import unflag as _unflag
 from tests.test_restored_owners import needs_root
 
 IMMUTABLE, APPEND_ONLY = 0x10, 0x20
-
-
-def _unflag(path: Path) -> None:
-    subprocess.run(["chattr", "-R", "-i", "-a", str(path)], capture_output=True, check=False)
-
-
-def _flags(path: Path) -> fflags.Flags:
-    return fflags.read_path(str(path), directory=path.is_dir())
 
 
 def _new_store(tmp_path: Path) -> VectorstoreComponent:
@@ -61,18 +56,6 @@ def store(tmp_path: Path) -> Iterator[VectorstoreComponent]:
         yield comp
     finally:
         _unflag(tmp_path)
-
-
-def _recorded(manifest: Any, comp: VectorstoreComponent) -> Fingerprint:
-    fp = manifest.component(comp.instance).fingerprint
-    assert fp is not None
-    return fp  # type: ignore[no-any-return]
-
-
-def _lost(comp: VectorstoreComponent) -> None:
-    """The disaster: the store's files gone (their flags cleared first, so they can be)."""
-    _unflag(comp.path)
-    shutil.rmtree(comp.path)
 
 
 @needs_root
