@@ -279,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
 
     cln = sub.add_parser(
         "clean",
-        help="remove what crashed runs left: server processes of the local runtime, Docker containers, volumes "
+        help="remove what crashed runs left: server processes of the local runtime and their directories in the "
+        "system temp directory, Docker containers, volumes "
         "and networks, or (with --repository) half-written backup sets",
     )
     cln.add_argument(

@@ -62,6 +62,7 @@ from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository
 from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
+from engine.scratch import owned_dir
 from engine.signing import RepositoryTrust
 
 TIMELINE = "timeline"  # the implicit check every drill gets: its steps ran as declared
@@ -196,9 +197,7 @@ class DrillRunner:
 
     def _run_timeline(self) -> None:
         s = self.scenario
-        parent = (self.work_root or Path(tempfile.gettempdir())).absolute()
-        parent.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"drproof-{s.name}-", dir=parent))
+        self.workdir = self._make_workdir(s.name)
         self.state = DrillState(
             repository=self._open_repositories(),
             rto_objective=s.objectives.rto,
@@ -556,6 +555,20 @@ class DrillRunner:
     @property
     def encrypted(self) -> bool:
         return self.key is not None
+
+    def _make_workdir(self, name: str) -> Path:
+        """The run's private directory; in the system temp directory, named so a killed run's is removed.
+
+        A drill SIGKILLed mid-run left its whole directory (the repository, a restored
+        production database) in /tmp for ever. Named for this process, it is removed by
+        the next run of the same scenario once this process is gone. A ``--work-dir`` (maybe
+        shared between hosts, where a pid says nothing) and a kept directory are never swept.
+        """
+        if self.work_root is None and not self.keep_workdir:
+            return owned_dir(f"drproof-{name}-")
+        parent = (self.work_root or Path(tempfile.gettempdir())).absolute()
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"drproof-{name}-", dir=parent))
 
     def _teardown(self) -> str | None:
         problem = None

@@ -7,6 +7,12 @@ ever: 6.6 MB for a 300,000-row table, the size of the database for a real one, a
 every killed run one more. A directory made here carries its owner's pid and the
 process's start time in its name, and making one removes the same kind left by
 processes of this host that are gone (or whose pid another process now uses).
+
+The same holds for the directories a run's servers live in (a PostgreSQL data directory
+restored from a production backup in a restore test, an RDB file being checked): a run
+SIGKILLed mid-drill took its servers with it (PR_SET_PDEATHSIG) but left their files in
+``/tmp`` (found: four per killed drill). ``owned_dir`` names them the same way, and
+``drproof clean`` lists and removes the ones whose run is gone.
 """
 
 from __future__ import annotations
@@ -15,28 +21,74 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from engine.repository.staging import _process_start
 
-_OWNED = re.compile(r"(\d+)-(\d+)-")
+# The whole rest of the name: a prefix that is itself a prefix of another's ("drproof-a-"
+# and "drproof-a-1-") must not read the other's numbers as an owner.
+_OWNED = re.compile(r"(\d+)-(\d+)-[a-z0-9_]+")
 
 
-def stale(prefix: str, where: Path | None = None) -> list[Path]:
-    """Directories ``<prefix><pid>-<start>-*`` of this user whose process is gone."""
+def owner_of(prefix: str, entry: Path) -> int | None:
+    """The pid in ``entry``'s name if it is ``<prefix><pid>-<start>-*`` and that process is gone."""
+    if not entry.name.startswith(prefix):
+        return None
+    owned = _OWNED.fullmatch(entry.name[len(prefix) :])
+    if owned is None or _process_start(int(owned[1])) == owned[2]:
+        return None
+    return int(owned[1])
+
+
+def stale(prefix: str, where: Path | None = None, owners: Collection[int] = ()) -> list[Path]:
+    """Directories ``<prefix><pid>-<start>-*`` of this user (or of ``owners``) whose process is gone."""
     base = Path(where or tempfile.gettempdir())
+    uids = {os.geteuid(), *owners}
     found = []
     for entry in base.glob(f"{prefix}*"):
-        owned = _OWNED.match(entry.name[len(prefix) :])
         try:
-            mine = entry.is_dir() and not entry.is_symlink() and entry.stat().st_uid == os.geteuid()
+            mine = entry.is_dir() and not entry.is_symlink() and entry.stat().st_uid in uids
         except OSError:
             continue
-        if owned and mine and _process_start(int(owned[1])) != owned[2]:
+        if mine and owner_of(prefix, entry) is not None:
             found.append(entry)
     return sorted(found)
+
+
+def owned_dir(prefix: str, where: Path | None = None, owners: Collection[int] = ()) -> Path:
+    """A new private directory named for this process (see the module), after removing stale ones of ``prefix``."""
+    for leftover in stale(prefix, where, owners):
+        remove_tree(leftover)
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{pid}-{_process_start(pid)}-", dir=where))
+
+
+def remove_tree(path: Path, attempts: int = 3) -> str | None:
+    """Remove ``path`` and everything under it; None once gone, else what stayed and why.
+
+    Why not ``rmtree(ignore_errors=True)``: a server that is still shutting down writes
+    its statistics or one more WAL segment while the tree goes, the removal loses the race
+    and nothing says so (found: partial server directories left after normal runs). A few
+    tries a moment apart win it; what still stays is named, never silently kept.
+    """
+    problems: list[str] = []
+
+    def note(_func: object, where: str, info: tuple[type[BaseException], BaseException, object]) -> None:
+        exc = info[1]
+        problems.append(f"{where}: {exc.strerror if isinstance(exc, OSError) else exc}")
+
+    for attempt in range(attempts):
+        if not os.path.lexists(path):
+            return None
+        problems.clear()
+        shutil.rmtree(path, onerror=note)  # ``onexc`` from Python 3.12 on
+        if not os.path.lexists(path):
+            return None
+        time.sleep(0.2 * (attempt + 1))
+    return "; ".join(problems[:3]) or "still there"
 
 
 @contextmanager

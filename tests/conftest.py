@@ -7,7 +7,9 @@ test command and CI run everything.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 # This host's witness of each repository's newest set (engine/witness.py) is kept in a
 # directory of the test session's own, never in the home of whoever runs the tests.
 os.environ["DRPROOF_STATE_DIR"] = tempfile.mkdtemp(prefix="drproof-test-state-")
+atexit.register(shutil.rmtree, os.environ["DRPROOF_STATE_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

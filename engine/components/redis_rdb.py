@@ -42,7 +42,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -69,6 +68,7 @@ from engine.repository.base import BackupSetWriter
 from engine.runtime import processes
 from engine.runtime.base import HOST_RDB
 from engine.runtime.local import redis_bin_dir
+from engine.scratch import owned_dir
 from engine.streams import CHUNK
 
 if TYPE_CHECKING:
@@ -624,7 +624,7 @@ class _ScratchServer:
         ]
         self.chosen = self.candidates[0]
         self.binary = self.chosen.path
-        self.dir = Path(tempfile.mkdtemp(prefix="drproof-redis-rdb-"))
+        self.dir = owned_dir("drproof-redis-rdb-")  # a killed run's copy is removed by the next
         self.rdb = self.dir / ARTIFACT
         self.log = self.dir / "server.log"
         self.password = secrets.token_urlsafe(24)

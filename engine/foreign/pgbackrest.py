@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from engine.errors import ComponentError
 from engine.foreign.base import ForeignFacts, ForeignFormat, ForeignParams
 from engine.foreign.pg_cluster import ClusterParams, cluster_component, restore_cluster, sandbox_params
 from engine.foreign.stamps import file_time
+from engine.scratch import owned_dir
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _TIMEOUT = 6 * 3600
@@ -216,7 +216,7 @@ def _segments(start: str, stop: str, size: int) -> Iterator[str]:
 @contextlib.contextmanager
 def _private() -> Iterator[Path]:
     """A private home for one pgBackRest run: an empty configuration, its log and lock directories."""
-    home = Path(tempfile.mkdtemp(prefix="drproof-pgbackrest-"))
+    home = owned_dir("drproof-pgbackrest-")
     try:
         for sub in ("conf.d", "log", "lock"):
             (home / sub).mkdir(mode=0o700)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from engine import scratch
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 else:
     psycopg2 = lazy("psycopg2")
     redis = lazy("redis")
+
+log = logging.getLogger(__name__)
 
 # A port is picked free, then bound by the server a moment later; under load another
 # process can take it in between ("Address already in use", seen failing a CI run). The
@@ -237,7 +240,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         # A Unix socket path is limited to about 107 bytes, and run directories carry the
         # scenario's name: the socket gets a short private directory of its own. The
         # runtime removes it with the rest of the run.
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="drproof-pgs-"))
+        self.socket_dir = scratch.owned_dir(SOCKET_PREFIX, owners=_uids_of(user))
         self.socket_dir.chmod(0o755)
         (base / "wal-archive").mkdir()
         if user is not None:
@@ -717,6 +720,56 @@ def _traversable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
 
 
+SERVERS_PREFIX = "drproof-pg-"  # a root run's server directories, when its own are not reachable
+SOCKET_PREFIX = "drproof-pgs-"  # a PostgreSQL server's socket directory (short: a socket path has ~107 bytes)
+
+
+def _uids_of(user: str | None) -> tuple[int, ...]:
+    """The uid of the servers' system user, whose socket directories a root run may remove."""
+    if user is None:
+        return ()
+    import pwd
+
+    return (pwd.getpwnam(user).pw_uid,)
+
+
+def _stale_run_files() -> dict[int, list[Path]]:
+    """Server directories in the system temp directory of local runs that are gone, by their pid."""
+    owners: tuple[int, ...] = ()
+    if processes.current_is_root():
+        with contextlib.suppress(KeyError):
+            owners = _uids_of(PG_SYSTEM_USER)
+    found: dict[int, list[Path]] = {}
+    for prefix in (SERVERS_PREFIX, SOCKET_PREFIX):
+        for path in scratch.stale(prefix, owners=owners):
+            pid = scratch.owner_of(prefix, path)
+            if pid is not None:
+                found.setdefault(pid, []).append(path)
+    return found
+
+
+def _remove_run_files(dirs: list[Path], grace: float = 10.0) -> None:
+    """Remove a closed run's directories, first ending what still works in them; warn of what could not go.
+
+    The servers were stopped, but one may still be writing its last statistics, or a
+    manager (Patroni) restarted it: such a process is given a moment, then killed, so the
+    removal does not lose the race and leave half a data directory behind.
+    """
+    if not processes.wait_until(lambda: not processes.working_in(dirs), timeout=grace, interval=0.1):
+        for pid in processes.working_in(dirs):
+            log.warning("process %d still worked in the run's files after its server was stopped: killed", pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        processes.wait_until(lambda: not processes.working_in(dirs), timeout=5, interval=0.1)
+    for path in dirs:
+        left = scratch.remove_tree(path)
+        if left is not None:
+            later = (
+                "`drproof clean` removes it" if path.name.startswith((SERVERS_PREFIX, SOCKET_PREFIX)) else "remove it"
+            )
+            log.warning("could not remove %s (%s); %s once this run has ended", path, left, later)
+
+
 class LocalRuntime(Runtime):
     name: ClassVar[str] = "local"
     capabilities: ClassVar[frozenset[str]] = frozenset({PHYSICAL_ACCESS, OWNED_PROCESSES, HOST_RDB, REPLICAS})
@@ -744,9 +797,7 @@ class LocalRuntime(Runtime):
             for p in (workdir, self.root):
                 p.chmod(p.stat().st_mode | 0o711)
             if not _traversable_by_others(self.root):
-                import tempfile
-
-                self.pg_root = Path(tempfile.mkdtemp(prefix="drproof-pg-"))
+                self.pg_root = scratch.owned_dir(SERVERS_PREFIX)
                 self.pg_root.chmod(0o711)
                 self._extra_dirs.append(self.pg_root)
         self._server_bin: Path | None = None
@@ -836,11 +887,18 @@ class LocalRuntime(Runtime):
     @classmethod
     def leftovers(cls, everything: bool = False) -> dict[str, list[str]]:
         """Server processes of local runs whose drproof is gone (or all): ``processes.owned_by``."""
-        return processes.leftovers(everything)
+        runs = processes.leftovers(everything)
+        for pid, paths in _stale_run_files().items():
+            runs.setdefault(f"local pid {pid}", []).extend(f"directory {p}" for p in paths)
+        return runs
 
     @classmethod
     def remove_leftovers(cls, run: str) -> list[str]:
-        return processes.remove_leftovers(run)
+        gone = processes.remove_leftovers(run)
+        for pid, paths in _stale_run_files().items():
+            if f"local pid {pid}" == run:
+                gone += [f"directory {p}" for p in paths if scratch.remove_tree(p) is None]
+        return gone
 
     def describe(self) -> dict[str, str]:
         facts = {
@@ -862,7 +920,6 @@ class LocalRuntime(Runtime):
                 svc.stop()
             except Exception as exc:  # keep stopping the others; report at the end
                 errors.append(f"{type(svc).__name__}: {exc}")
-        for path in [self.root, *self._extra_dirs]:
-            shutil.rmtree(path, ignore_errors=True)
+        _remove_run_files([self.root, *self._extra_dirs])
         if errors:
             raise RuntimeStartError("some servers could not be stopped cleanly: " + "; ".join(errors))

@@ -234,6 +234,30 @@ def remove_leftovers(run: str) -> list[str]:
     return gone
 
 
+def working_in(dirs: Sequence[Path]) -> list[int]:
+    """Processes this drproof started (``OWNER_ENV``) whose working directory is in ``dirs``.
+
+    A PostgreSQL server and every process it forks work in their data directory: what
+    still works there after its server was stopped is a server still shutting down, or
+    one a manager restarted, and removing the tree under it loses the race. Only our own
+    children count: an operator's shell sitting in a kept run directory is not one.
+    """
+    roots = [str(d.absolute()) for d in dirs]
+    mine = f"{OWNER_ENV}={owner_mark()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            inside = any(cwd == r or cwd.startswith(r + "/") for r in roots)
+            if inside and mine in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def _parent(pid: int) -> int | None:
     """The parent pid of ``pid`` (field 4 of /proc/PID/stat), or None once it is gone."""
     try:

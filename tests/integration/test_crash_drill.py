@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -76,9 +78,9 @@ def _cli(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     )
 
 
-def _kill_after(args: list[str], delay: float) -> bool:
+def _kill_after(args: list[str], delay: float, env: dict[str, str] | None = None) -> bool:
     """Run drproof, SIGKILL its whole process group after ``delay`` s; True if it was still running."""
-    proc = _cli(args)
+    proc = _cli(args, env=env)
     time.sleep(delay)
     alive = proc.poll() is None
     if alive:
@@ -87,8 +89,26 @@ def _kill_after(args: list[str], delay: float) -> bool:
     return alive
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "drills.cli", *args], capture_output=True, timeout=300)
+def _server_dirs(tmp: Path) -> list[Path]:
+    """The directories runs gave their servers in ``tmp`` (their TMPDIR): data, WAL, sockets."""
+    return sorted(tmp.glob("drproof-pg*"))
+
+
+@pytest.fixture(scope="module")
+def run_tmp() -> Iterator[Path]:
+    """A TMPDIR of the killed runs' own, so what they leave there is theirs alone.
+
+    Reachable by the servers' system user (a root run puts its servers' directories
+    there when the work directory is not), as /tmp is.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="drproof-crash-tmp-"))
+    tmp.chmod(0o711)
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "drills.cli", *args], capture_output=True, timeout=300, env=env)
 
 
 def _assert_whole_report(report: Path) -> None:
@@ -126,14 +146,17 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(delay=st.floats(min_value=0.5, max_value=4.0))
-def test_a_drill_killed_at_any_moment_leaves_no_server_no_torn_report_and_reruns(drill: Path, delay: float) -> None:
+def test_a_drill_killed_at_any_moment_leaves_no_server_no_torn_report_and_reruns(
+    drill: Path, run_tmp: Path, delay: float
+) -> None:
     repo_path, report, work = drill / "repo", drill / "report", drill / "work"
     before = {m.id for m in LocalRepository(repo_path).list()}
     first = {p: p.read_bytes() for p in (drill / "report").iterdir()}
     assert first
     args = ["run", str(drill / "drill.yaml"), "--report-dir", str(report), "--work-dir", str(work), "-q"]
 
-    _kill_after(args, delay)
+    env = {**os.environ, "TMPDIR": str(run_tmp)}
+    _kill_after(args, delay, env)
 
     # The servers the killed run started die with it (the kernel's parent-death signal):
     # allow a moment for a short-lived tool (initdb, pg_dump) the kill caught mid-run.
@@ -141,23 +164,30 @@ def test_a_drill_killed_at_any_moment_leaves_no_server_no_torn_report_and_reruns
     while servers_under(work) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert servers_under(work) == [], "a killed drill left processes running"
-    # The killed run's private directory stays behind (nobody is left to remove it, and
-    # `drproof clean` is for Docker only), but others can neither list nor write it
+    # The killed run's private directory under --work-dir stays behind (a --work-dir may be
+    # shared between hosts, where a pid names nothing), but others can neither list nor write it
     # (0711: the unprivileged server user only traverses it), and the files that hold a
     # server password are the owner's alone.
     for leftover in work.iterdir():
         assert leftover.stat().st_mode & 0o066 == 0, oct(leftover.stat().st_mode)
         for secret_file in [*leftover.rglob("redis.conf"), *leftover.rglob("pwfile")]:
             assert secret_file.stat().st_mode & 0o077 == 0, secret_file
+    # Its servers' directories in /tmp (a root run's, when the work directory is not
+    # reachable by the server user) are named for it: `drproof clean` lists them.
+    left = _server_dirs(run_tmp)
+    if left:
+        listed = _run(["clean", "--runtime", "local", "--dry-run"], env).stdout.decode()
+        assert all(str(d) in listed for d in left), listed
     # Same report directory as the complete runs: each file is the whole of some run's.
     _assert_whole_report(report)
     assert {p.name for p in report.iterdir() if not p.name.startswith(".")} >= {p.name for p in first}
     _assert_repository_whole(repo_path, before)
 
-    again = _run(args)
+    again = _run(args, env)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     _assert_whole_report(report)
     assert servers_under(work) == []
+    assert _server_dirs(run_tmp) == [], f"the next run left the killed run's server directories: {left}"
     _assert_repository_whole(repo_path, before)
 
 
