@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import pwd
+import random
 import signal
 import subprocess
 import threading
@@ -139,7 +140,52 @@ def wait_until(
     return check()
 
 
+# Servers get ports from here up to the start of the kernel's ephemeral range.
+_PORT_FLOOR = 15000
+_PORT_TRIES = 64
+
+
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server to bind a moment later; outside the ephemeral range.
+
+    Why: a port the kernel hands out for ``bind(0)`` comes from its ephemeral range, the
+    same range every outgoing connection on the host takes its local port from. Between
+    the pick and the server's bind (or a rebuild's restart on the same port, whole steps
+    later), any client connection (a test's, a drill's own health check) could take it,
+    and under load one did (a test failed in CI). Below that range only a process that
+    binds a port explicitly can take it. Where the range leaves too little below it, the
+    kernel's pick it is.
+    """
+    low = _ephemeral_low()
+    if low - _PORT_FLOOR >= 1000:
+        pick = random.SystemRandom()
+        for _ in range(_PORT_TRIES):
+            port = pick.randrange(_PORT_FLOOR, low)
+            if _bindable(port):
+                return port
+    return _kernel_port()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), or 0 where it cannot be read."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_port() -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

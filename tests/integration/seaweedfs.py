@@ -91,17 +91,13 @@ def require_weed() -> Path:
 
 
 def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all held open together while picked)."""
-    held = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
+    """``count`` distinct free loopback ports, outside the ephemeral range (``processes.free_port``)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = processes.free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _serving(log: Path, port: int) -> bool:
