@@ -56,11 +56,15 @@ def small_disk() -> Iterator[Path]:
         mountpoint.rmdir()
 
 
-@pytest.fixture
-def small_db(small_disk: Path) -> Iterator[PostgresComponent]:
-    """A seeded database (about 14 MB) of a server whose data directory is on ``small_disk``."""
+@pytest.fixture(params=[1, 2], ids=["custom", "directory"])
+def small_db(small_disk: Path, request: pytest.FixtureRequest) -> Iterator[PostgresComponent]:
+    """A seeded database (about 14 MB) of a server whose data directory is on ``small_disk``.
+
+    Dumped in custom format (streamed into pg_restore) and in directory format (jobs 2,
+    extracted to a scratch directory while pg_restore -j loads it).
+    """
     with LocalRuntime(small_disk / "work") as rt:
-        comp = PostgresComponent("db", PostgresParams(customers=20_000), rt)
+        comp = PostgresComponent("db", PostgresParams(customers=20_000, jobs=request.param), rt)
         comp.provision()
         assert cast(LocalPostgres, comp.service).data_dir().is_relative_to(small_disk)
         comp.seed()
