@@ -23,6 +23,7 @@ from pydantic import Field
 from engine.components import postgres_legacy
 from engine.components import postgres_parallel as pg_parallel
 from engine.components import postgres_restore as pg_restore
+from engine.components import postgres_space as pg_space
 from engine.components.base import WORKLOAD_MARK, ArtifactSource, Component, Health, SeedParams
 from engine.components.files import extract_tar
 from engine.components.postgres_catalog import (
@@ -627,7 +628,7 @@ class PostgresComponent(Component):
                 f"pg_dumpall --globals-only for {self.instance!r}",
             )
         if self.params.jobs > 1:
-            return self._backup_parallel(writer, env, in_snapshot)
+            return {**self._backup_parallel(writer, env, in_snapshot), **self._space_details()}
         with writer.artifact(self.instance, "database.dump") as sink:
             tap = HeadTap(sink)
             size = stream_out(
@@ -650,7 +651,16 @@ class PostgresComponent(Component):
             "server_version": self.service.version(),
             "dump_bytes": size,
             "method": "pg_dump custom format + pg_dumpall --globals-only",
+            **self._space_details(),
         }
+
+    def _space_details(self) -> dict[str, Any]:
+        """The database's size, so a restore can refuse one that would fill the server's disk (``postgres_space``)."""
+        conn = self.connect()
+        try:
+            return pg_space.details_of(conn)
+        finally:
+            conn.close()
 
     def _backup_parallel(self, writer: BackupSetWriter, env: dict[str, str], in_snapshot: list[str]) -> dict[str, Any]:
         """pg_dump -Fd -j N into a private temporary directory, archived while pg_dump writes it.
@@ -682,6 +692,7 @@ class PostgresComponent(Component):
         admin.autocommit = True
         try:
             pg_restore.refuse_prepared(admin, self.db)
+            space = pg_space.preflight(self, source, admin)
             pg_restore.warn_of_leftovers(admin)
             before = pg_restore.role_names(admin)
             side = pg_restore.side_name()
@@ -691,7 +702,8 @@ class PostgresComponent(Component):
                     self._psql(pg_restore.creation_only(roles), env, f"creating the roles of {self.instance!r}")
                 finally:
                     created = pg_restore.role_names(admin) - before
-                self._load_side(source, side, env)
+                with pg_space.watching(self, space, side):
+                    self._load_side(source, side, env)
                 if not self._proof_left_to_caller(source, admin):
                     self.prove_restored(*self._side_proof(source.fingerprint, side), f"side database {side!r}")
             except BaseException:

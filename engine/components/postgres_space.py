@@ -1,0 +1,359 @@
+"""Disk space for a logical PostgreSQL restore: refused before it starts, stopped before the disk fills.
+
+A logical restore loads the backup into a side database on the SAME server, beside the
+live one (``postgres_restore``), so for a while the server's disk holds both, plus the
+WAL the load writes. Nothing checked that it fits. Measured on a PostgreSQL 18 server
+with its data directory on a tmpfs: a 28 MB database restored with 8 MB free filled the
+disk, the checkpointer PANICked ("could not write to file pg_logical/
+replorigin_checkpoint.tmp: No space left on device") and the live server went down: a
+restore that made things worse than the damage it came to repair.
+
+So, before anything is created (``preflight``):
+
+* **What the restore needs** is the database's size at backup time
+  (``pg_database_size``, recorded as ``database_bytes`` in the set's details). A set
+  written before it was recorded has only its dump's size: the need is then estimated
+  as ``ESTIMATE_FACTOR`` times the uncompressed dump, and a guess never refuses a
+  restore; it is said, and the guard below watches.
+* **Where it goes** is the filesystem of the server's data directory, when it is
+  reachable from this host: always for the local runtime; for another server, when its
+  ``SHOW data_directory`` is a path that exists here *and* is the same cluster: the
+  system identifier at the head of that directory's ``global/pg_control`` equals the
+  server's ``pg_control_system()``. A path alone proves nothing (a container's
+  ``/var/lib/postgresql/data`` may also exist on its host, holding another cluster).
+  Where it is not reachable the restore says it could not check, and goes on.
+* **The reserve** kept free is ``max(1 GiB, 5 %)`` of that filesystem: the WAL the load
+  writes is held until a checkpoint recycles it, up to ``max_wal_size`` (1 GB by
+  default), and the live server keeps serving its own writes meanwhile; 5 % is the
+  share filesystems themselves keep back, for large disks where 1 GiB is a rounding.
+* A directory-format (``jobs > 1``) set is also extracted to a scratch directory
+  (``engine.scratch``) in the system temp directory: its filesystem must hold the dump,
+  and when it is the data directory's, both needs add up.
+
+A refusal is a ``ComponentError`` naming the server, the filesystem, the needed and
+free bytes and the ways out, and nothing was changed.
+
+While the side database is loaded (``watching``), a thread reads the data directory's
+free space every ``POLL_SECONDS``; once it falls below the reserve it ends every session
+of the side database (pg_restore and its workers fail at once), and the restore's own
+clean-up drops the side database. The live database is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.components.base import ArtifactSource
+from engine.errors import ComponentError
+from engine.lazy import lazy
+
+if TYPE_CHECKING:
+    import psycopg2
+    import psycopg2.extensions
+
+    from engine.components.postgres import PostgresComponent
+else:
+    psycopg2 = lazy("psycopg2")
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+RESERVE_FLOOR = GIB  # bytes kept free at least: room for max_wal_size's default of WAL
+RESERVE_SHARE = 0.05  # and at least this share of the filesystem
+# Database size per byte of uncompressed pg_dump, for sets that did not record the size.
+# Measured: 2.98 for drproof's seeded schema (28 MB database, 9.4 MB dump); row headers
+# (24 bytes a row), indexes and free space in pages make a database larger than its dump.
+ESTIMATE_FACTOR = 3
+SCRATCH_MARGIN = 64 << 20  # kept free on a scratch filesystem that is not the server's
+POLL_SECONDS = 0.5  # PostgreSQL loads well under 1 GiB (the reserve) in that time
+
+# The artifacts a directory-format dump is extracted from (``postgres_parallel``).
+_EXTRACTED = ("database.dir.data.tar", "database.dir.toc", "database.dir.tar")
+_DUMPS = ("database.dump", *_EXTRACTED)
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """One filesystem as ``statvfs`` sees it, by a path on it."""
+
+    path: Path
+    device: int
+    size: int
+    free: int  # f_bavail: what an unprivileged writer (the server) may still use
+
+
+def filesystem(path: Path) -> Filesystem:
+    st = os.statvfs(path)
+    return Filesystem(path, os.stat(path).st_dev, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+
+
+def reserve(fs: Filesystem) -> int:
+    """Bytes the server's filesystem keeps free through a restore (see the module)."""
+    return max(RESERVE_FLOOR, int(fs.size * RESERVE_SHARE))
+
+
+@dataclass(frozen=True)
+class Need:
+    """What the side database will take, and how that is known."""
+
+    bytes: int
+    exact: bool
+    how: str
+
+
+def database_need(source: ArtifactSource) -> Need | None:
+    """The size recorded at backup time; else an estimate from the dump; None if neither is known."""
+    recorded = source.details.get("database_bytes")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+        return Need(recorded, True, "the database's size when it was backed up (pg_database_size)")
+    dump = dump_bytes(source)
+    if dump <= 0:
+        return None
+    how = (
+        f"estimated as {ESTIMATE_FACTOR} x the uncompressed dump's {dump} bytes (the backup set predates "
+        "recording the database's size)"
+    )
+    return Need(dump * ESTIMATE_FACTOR, False, how)
+
+
+def dump_bytes(source: ArtifactSource) -> int:
+    """The uncompressed dump's size: as the details record it, else the artifacts' raw sizes."""
+    recorded = source.details.get("dump_bytes")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
+    return sum(record.raw_size for name, record in source.artifacts.items() if name in _DUMPS)
+
+
+def scratch_need(source: ArtifactSource) -> int:
+    """Bytes the restore extracts to its scratch directory: a directory-format dump whole; a custom one streams."""
+    return sum(record.raw_size for name, record in source.artifacts.items() if name in _EXTRACTED)
+
+
+def database_bytes(conn: psycopg2.extensions.connection) -> int | None:
+    """``pg_database_size`` of the connected database, for the set's details; None where it cannot be read."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database())")
+            row = cur.fetchone()
+    except psycopg2.Error:
+        conn.rollback()
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
+# -- where the server keeps its data --------------------------------------------------------
+def data_directory(comp: PostgresComponent, admin: psycopg2.extensions.connection) -> tuple[Path | None, str]:
+    """The server's data directory if this host can see its filesystem, else None; and why."""
+    from engine.runtime.local import LocalPostgres
+
+    if isinstance(comp.service, LocalPostgres):
+        return comp.service.data_dir(), "the local runtime's own server"
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT current_setting('data_directory'), (SELECT system_identifier FROM pg_control_system())")
+            row = cur.fetchone()
+    except psycopg2.Error as exc:
+        return None, f"the server does not say where its data directory is ({' '.join(str(exc).split())})"
+    assert row is not None
+    path, ident = Path(str(row[0])), int(row[1])
+    return _same_cluster(path, ident)
+
+
+def _same_cluster(path: Path, ident: int) -> tuple[Path | None, str]:
+    """``path`` when its ``global/pg_control`` names cluster ``ident``: the same server, seen from here."""
+    try:
+        with open(path / "global" / "pg_control", "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return None, f"its data directory {path} cannot be read from this host ({exc.strerror or exc})"
+    if len(head) < 8 or struct.unpack("=Q", head)[0] != ident:
+        return None, f"{path} on this host holds another cluster than the server's (system identifier {ident})"
+    return path, f"its data directory {path} (system identifier {ident}) is on this host"
+
+
+# -- before the restore ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What the guard watches while the side database loads; None data directory: nothing to watch."""
+
+    data_dir: Path | None
+    reserve: int
+
+
+def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.extensions.connection) -> Plan:
+    """Refuse, before anything is created, a restore whose side database or extracted dump cannot fit."""
+    where, why = data_directory(comp, admin)
+    need = database_need(source)
+    scratch = scratch_need(source)
+    if scratch:
+        _check_scratch(comp, scratch, where)
+    if where is None:
+        log.warning(
+            "postgres %r: free space for the restore was not checked and is not watched: %s. The side "
+            "database needs %s beside the live one",
+            comp.instance,
+            why,
+            _amount(need),
+        )
+        return Plan(None, 0)
+    fs = filesystem(where)
+    kept = reserve(fs)
+    if need is None:
+        log.warning(
+            "postgres %r: the backup set records neither the database's nor the dump's size, so free space "
+            "could not be checked before the restore; it is watched while the restore loads",
+            comp.instance,
+        )
+    elif need.bytes + _shared_scratch(fs, scratch) + kept > fs.free:
+        _refuse_or_warn(comp, fs, need, scratch, kept)
+    else:
+        log.info(
+            "postgres %r: the restore needs %s; %s has %d bytes free and keeps %d",
+            comp.instance,
+            _amount(need),
+            fs.path,
+            fs.free,
+            kept,
+        )
+    return Plan(where, kept)
+
+
+def _amount(need: Need | None) -> str:
+    return "an unknown amount of space" if need is None else f"{need.bytes} bytes ({need.how})"
+
+
+def _shared_scratch(fs: Filesystem, scratch: int) -> int:
+    """The extracted dump's bytes when the scratch directory is on the server's filesystem, else 0."""
+    import tempfile
+
+    return scratch if scratch and filesystem(Path(tempfile.gettempdir())).device == fs.device else 0
+
+
+def _refuse_or_warn(comp: PostgresComponent, fs: Filesystem, need: Need, scratch: int, kept: int) -> None:
+    """A recorded need that does not fit is refused; an estimated one is said, and left to the guard.
+
+    Why not refuse on the estimate: the factor is an average, and a database of
+    compressible text is smaller than its dump; refusing on a guess could block the one
+    restore that fits, while the guard stops one that does not before the disk fills.
+    """
+    shared = _shared_scratch(fs, scratch)
+    total = need.bytes + shared
+    extra = f" and {shared} bytes of the extracted dump in the scratch directory" if shared else ""
+    if not need.exact:
+        log.warning(
+            "postgres %r: the restore may not fit on the filesystem of the server's data directory %s: it needs "
+            "about %d bytes (%s)%s and keeps %d free; %d are free. It is watched and stopped, the live database "
+            "untouched, if free space falls below that",
+            comp.instance,
+            fs.path,
+            total,
+            need.how,
+            extra,
+            kept,
+            fs.free,
+        )
+        return
+    raise ComponentError(
+        f"postgres {comp.instance!r}: refusing to restore: the side database it loads beside the live one needs "
+        f"{need.bytes} bytes ({need.how}){extra}, and the filesystem of the server's data directory {fs.path} has "
+        f"{fs.free} bytes free and must keep {kept} free as a reserve (max(1 GiB, 5%) of the filesystem, for WAL "
+        "and the live server's own writes: PostgreSQL stops when it cannot write WAL). Free at least "
+        f"{total + kept - fs.free} bytes there, or restore to another server (--to). Nothing was changed"
+    )
+
+
+def _check_scratch(comp: PostgresComponent, scratch: int, where: Path | None) -> None:
+    """The scratch directory must hold the extracted dump; on the server's filesystem, ``preflight`` adds it up."""
+    import tempfile
+
+    tmp = filesystem(Path(tempfile.gettempdir()))
+    if where is not None and filesystem(where).device == tmp.device:
+        return
+    if scratch + SCRATCH_MARGIN > tmp.free:
+        raise ComponentError(
+            f"postgres {comp.instance!r}: refusing to restore: the dump is extracted to a scratch directory in "
+            f"{tmp.path} and needs {scratch} bytes there; that filesystem has {tmp.free} bytes free (and keeps "
+            f"{SCRATCH_MARGIN}). Free space there, or point TMPDIR at a filesystem with room. Nothing was changed"
+        )
+
+
+# -- while the side database loads --------------------------------------------------------------
+class Watch:
+    """Ends the side database's sessions once the data directory's free space falls below the reserve."""
+
+    def __init__(self, comp: PostgresComponent, plan: Plan, side: str) -> None:
+        assert plan.data_dir is not None
+        self.data_dir, self.reserve, self.side, self.instance = plan.data_dir, plan.reserve, side, comp.instance
+        self.low: int | None = None  # free bytes seen when it stopped the restore
+        self.stop = threading.Event()
+        # Connected now: a new session on a nearly full disk may fail to start.
+        self.conn = comp.connect(comp.admin_db)
+        self.conn.autocommit = True
+
+    def run(self) -> None:
+        while not self.stop.wait(POLL_SECONDS):
+            free = filesystem(self.data_dir).free
+            if free < self.reserve:
+                self.low = free if self.low is None else min(self.low, free)
+                self._end_sessions()
+
+    def _end_sessions(self) -> None:
+        """pg_restore and its workers fail on their next statement; every poll, in case one reconnects."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    (self.side,),
+                )
+        except psycopg2.Error as exc:
+            log.warning("postgres %r: could not stop the restore: %s", self.instance, " ".join(str(exc).split()))
+
+    def error(self) -> ComponentError:
+        return ComponentError(
+            f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's data "
+            f"directory {self.data_dir} fell to {self.low} bytes, below the {self.reserve} kept as a reserve "
+            "(PostgreSQL stops when it cannot write WAL). The side database is dropped and the live database was "
+            "not touched; free space there, or restore to another server (--to)"
+        )
+
+
+@contextmanager
+def watching(comp: PostgresComponent, plan: Plan, side: str) -> Iterator[None]:
+    """Watch free space while the block loads ``side``; its failure, if the watch stopped it, says why."""
+    if plan.data_dir is None:
+        yield
+        return
+    watch = Watch(comp, plan, side)
+    thread = threading.Thread(target=watch.run, name="drproof-pg-space", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException as exc:
+        _finish(watch, thread)
+        if watch.low is not None:
+            raise watch.error() from exc
+        raise
+    _finish(watch, thread)
+    if watch.low is not None:
+        raise watch.error()
+
+
+def _finish(watch: Watch, thread: threading.Thread) -> None:
+    watch.stop.set()
+    thread.join()
+    watch.conn.close()
+
+
+def details_of(conn: psycopg2.extensions.connection) -> dict[str, Any]:
+    """The set's details that let a restore check its space: ``database_bytes`` when it could be read."""
+    size = database_bytes(conn)
+    return {} if size is None else {"database_bytes": size}

@@ -1,0 +1,208 @@
+"""A logical restore never fills the server's disk: refused before it starts, stopped before the disk is full.
+
+Real embedded PostgreSQL servers whose data directory is on a small tmpfs (root only;
+under CI=true a failure, never a skip). Found: a restore whose side database did not fit
+beside the live one filled the disk, the checkpointer PANICked and the live server went
+down, where before it was only damaged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from engine import backup as engine_backup
+from engine.components import postgres_space
+from engine.components.postgres import PostgresComponent, PostgresParams
+from engine.errors import ComponentError
+from engine.manifest import Manifest
+from engine.repository import LocalRepository
+from engine.runtime.external import ExternalPostgres, PostgresTarget
+from engine.runtime.local import LocalPostgres, LocalRuntime
+from tests.integration.helpers import pg_sql
+from tests.integration.servers import require
+
+pytestmark = [pytest.mark.integration]
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 160 MiB tmpfs for the server's data directory; unmounted afterwards, also on failure.
+
+    Mounted in the system temp directory, not pytest's: the server's user must reach its
+    data directory through every parent, and pytest's are private (the runtime would put
+    the server elsewhere, on the ordinary disk).
+    """
+    require("root (mounting a tmpfs)", os.geteuid() == 0, "run the tests as root")
+    mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-space-"))
+    mountpoint.chmod(0o711)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mountpoint)], capture_output=True)
+    assert done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}"
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+        mountpoint.rmdir()
+
+
+@pytest.fixture(params=[1, 2], ids=["custom", "directory"])
+def small_db(small_disk: Path, request: pytest.FixtureRequest) -> Iterator[PostgresComponent]:
+    """A seeded database (about 14 MB) of a server whose data directory is on ``small_disk``.
+
+    Dumped in custom format (streamed into pg_restore) and in directory format (jobs 2,
+    extracted to a scratch directory while pg_restore -j loads it).
+    """
+    with LocalRuntime(small_disk / "work") as rt:
+        comp = PostgresComponent("db", PostgresParams(customers=20_000, jobs=request.param), rt)
+        comp.provision()
+        assert cast(LocalPostgres, comp.service).data_dir().is_relative_to(small_disk)
+        comp.seed()
+        yield comp
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _fill_to(disk: Path, free: int) -> None:
+    """Leave ``free`` bytes of ``disk`` free, in a file of its own."""
+    with open(disk / "filler", "ab") as fh:
+        fh.write(b"\0" * max(_free(disk) - free, 0))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _side_databases(comp: PostgresComponent) -> list[str]:
+    rows = pg_sql(comp, "SELECT datname FROM pg_database WHERE starts_with(datname, 'drproof_')", db="postgres")
+    return [row[0] for row in rows]
+
+
+def _backup(comp: PostgresComponent, tmp_path: Path) -> tuple[LocalRepository, Manifest]:
+    repo = LocalRepository(tmp_path / "repo")  # on the ordinary disk: only the server's is small
+    return repo, engine_backup.backup(repo, [comp])
+
+
+def _server_log(comp: PostgresComponent) -> str:
+    return cast(LocalPostgres, comp.service).log.read_text(errors="replace")
+
+
+def _small_reserve(monkeypatch: pytest.MonkeyPatch, floor: int) -> None:
+    """The reserve of a 160 MiB disk, not of a production one (1 GiB would refuse every restore here)."""
+    monkeypatch.setattr(postgres_space, "RESERVE_FLOOR", floor)
+    monkeypatch.setattr(postgres_space, "RESERVE_SHARE", 0.0)
+
+
+def test_a_set_bigger_than_the_free_space_is_refused_before_anything_is_created(
+    small_db: PostgresComponent, small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the side database filled the disk and the server PANICked (measured: the live server went down)."""
+    _small_reserve(monkeypatch, 8 * MIB)
+    repo, manifest = _backup(small_db, tmp_path)
+    size = manifest.component("db").details["database_bytes"]
+    assert isinstance(size, int) and size > 10 * MIB
+    before = small_db.fingerprint()
+    _fill_to(small_disk, size + 4 * MIB)  # room for the live server, not for a second copy and the reserve
+    with pytest.raises(ComponentError, match="refusing to restore") as refused:
+        engine_backup.restore(repo, manifest, small_db)
+    message = str(refused.value)
+    assert f"needs {size} bytes" in message and "bytes free" in message and "Nothing was changed" in message
+    assert "--to" in message and str(cast(LocalPostgres, small_db.service).data_dir()) in message
+    assert _side_databases(small_db) == []
+    assert small_db.health().ok
+    assert small_db.fingerprint().parts == before.parts
+    assert "PANIC" not in _server_log(small_db)
+
+
+def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_serving(
+    small_db: PostgresComponent, small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something else fills the disk while the side database loads: the guard ends pg_restore and drops it."""
+    _small_reserve(monkeypatch, 48 * MIB)
+    monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
+    repo, manifest = _backup(small_db, tmp_path)
+    before = small_db.fingerprint()
+    assert _free(small_disk) > manifest.component("db").details["database_bytes"] + 48 * MIB  # the check passes
+    filled = threading.Event()
+
+    def fill_once_loading() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _side_databases(small_db):
+            time.sleep(0.01)
+        _fill_to(small_disk, 16 * MIB)  # less than the side database still needs: the disk would fill
+        filled.set()
+
+    filler = threading.Thread(target=fill_once_loading, daemon=True)
+    filler.start()
+    with pytest.raises(ComponentError, match="restore stopped: free space") as stopped:
+        engine_backup.restore(repo, manifest, small_db)
+    filler.join()
+    assert filled.is_set()
+    assert "live database was not touched" in str(stopped.value)
+    assert _side_databases(small_db) == []
+    assert small_db.health().ok
+    assert small_db.fingerprint().parts == before.parts
+    assert "PANIC" not in _server_log(small_db)
+
+
+def test_a_restore_that_fits_is_checked_quietly_and_restores(
+    small_db: PostgresComponent,
+    small_disk: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The control: free space enough for the side database and the reserve; no warning, restored."""
+    _small_reserve(monkeypatch, 8 * MIB)
+    repo, manifest = _backup(small_db, tmp_path)
+    pg_sql(small_db, "DELETE FROM orders WHERE id % 2 = 0")
+    with caplog.at_level("WARNING", logger="engine"):
+        engine_backup.restore(repo, manifest, small_db)
+    assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+    assert small_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+    assert _side_databases(small_db) == []
+
+
+def test_a_production_sized_reserve_passes_on_an_ordinary_disk(
+    seeded_postgres: PostgresComponent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default reserve, max(1 GiB, 5%), on the machine's own disk: a small set restores without a word."""
+    repo, manifest = _backup(seeded_postgres, tmp_path)
+    recorded = manifest.component("db").details["database_bytes"]
+    live = pg_sql(seeded_postgres, "SELECT pg_database_size(current_database())")[0][0]
+    assert abs(recorded - live) < 1 * MIB
+    with caplog.at_level("WARNING", logger="engine"):
+        engine_backup.restore(repo, manifest, seeded_postgres)
+    assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+
+
+def test_another_servers_data_directory_counts_only_when_it_is_the_same_cluster(
+    seeded_postgres: PostgresComponent,
+) -> None:
+    """An external server is checked where its data directory is on this host and holds its own cluster."""
+    local = cast(LocalPostgres, seeded_postgres.service)
+    target = PostgresTarget("127.0.0.1", local.port, local.superuser, "app", local.password)
+    outside: Any = type("Outside", (), {"service": ExternalPostgres(target)})()
+    admin = seeded_postgres.connect("postgres")
+    try:
+        found, why = postgres_space.data_directory(outside, admin)
+        with admin.cursor() as cur:
+            cur.execute("SELECT system_identifier FROM pg_control_system()")
+            row = cur.fetchone()
+    finally:
+        admin.close()
+    assert found is not None and found.resolve() == local.data_dir().resolve(), why
+    assert row is not None
+    other, why = postgres_space._same_cluster(local.data_dir(), int(row[0]) + 1)
+    assert other is None and "another cluster" in why
