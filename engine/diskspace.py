@@ -89,6 +89,22 @@ def require_free(path: Path | str, needed: int, what: str) -> None:
     )
 
 
+def require_all(needs: list[tuple[Path, int]], what: str) -> None:
+    """:func:`require_free` for writes to several places: the bytes bound for one filesystem are added up.
+
+    Why: a restore may write in two places (a data directory, a scratch directory for
+    WAL) that are one filesystem or two; checked apart, two writes that each fit could
+    together fill a shared one.
+    """
+    by_device: dict[int, tuple[Path, int]] = {}
+    for path, needed in needs:
+        device = os.stat(path).st_dev
+        first, total = by_device.get(device, (path, 0))
+        by_device[device] = (first, total + needed)
+    for path, needed in by_device.values():
+        require_free(path, needed, what)
+
+
 class SpaceGuard:
     """Stops a write when the free space of its filesystem falls below the reserve.
 

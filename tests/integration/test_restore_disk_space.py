@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +44,9 @@ MiB = 1 << 20
 def _tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` at ``mountpoint``; unmounted afterwards, also on failure."""
     mountpoint.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)], capture_output=True
+    )
     if done.returncode != 0:
         message = f"cannot mount a tmpfs (these tests need root): {done.stderr.decode().strip()}"
         if os.environ.get("CI") == "true":
@@ -226,3 +229,66 @@ def test_a_disk_filled_by_another_process_during_the_restore_stops_it_above_empt
     assert "nothing was changed" in str(caught.value)
     assert free_bytes(disk) >= done[0]  # the staged copy is gone
     _untouched(comp, before)
+
+
+# --- postgres-physical: the new cluster is built beside the live one ----------------------------
+
+
+@pytest.fixture
+def pg_on_disk(tmp_path: Path) -> Iterator[tuple[Path, Any, LocalRepository]]:
+    """A physical PostgreSQL cluster (data and WAL archive) on a 256 MiB tmpfs; the repository elsewhere."""
+    from engine.components.postgres import PostgresParams
+    from engine.components.postgres_physical import PostgresPhysicalComponent
+    from engine.runtime.local import LocalRuntime
+
+    # Outside tmp_path (mode 0700): the server's user must reach its data directory, or a
+    # root run keeps it in the system's temporary directory, not on this filesystem.
+    place = Path(tempfile.mkdtemp(prefix="drproof-test-disk-"))
+    place.rmdir()
+    with _tmpfs(place, "256m") as mountpoint, LocalRuntime(mountpoint / "work") as runtime:
+        comp = PostgresPhysicalComponent("db", PostgresParams(customers=300), runtime)
+        comp.provision()
+        comp.seed()
+        assert comp.service.data_dir().is_relative_to(mountpoint)
+        yield mountpoint, comp, LocalRepository(tmp_path / "repo")
+    place.rmdir()
+
+
+def _cluster_bytes(manifest: Manifest) -> int:
+    return sum(a.raw_size for a in manifest.artifacts_of("db") if a.name == "base.tar")
+
+
+def test_a_physical_restore_that_does_not_fit_is_refused_before_the_server_is_stopped(
+    pg_on_disk: tuple[Path, Any, LocalRepository],
+) -> None:
+    from tests.integration.helpers import insert_mark, marks
+
+    disk, comp, repo = pg_on_disk
+    manifest = engine_backup.backup(repo, [comp])
+    insert_mark(comp, "after-the-backup")
+    # Leave less than the new cluster needs beside the live one (but plenty for its WAL).
+    _occupy(disk, free_bytes(disk) - _cluster_bytes(manifest) // 2)
+    data = comp.service.data_dir()
+    started = (data / "postmaster.pid").read_text()
+    with pytest.raises(InsufficientSpace, match="nothing was changed") as caught:
+        engine_backup.restore(repo, manifest, comp)
+    assert str(disk) in str(caught.value)
+    assert (data / "postmaster.pid").read_text() == started  # never stopped
+    assert marks(comp) == ["after-the-backup"] and comp.health().ok
+
+
+def test_a_physical_restore_that_fits_restores_within_the_room_counted(
+    pg_on_disk: tuple[Path, Any, LocalRepository],
+) -> None:
+    from engine.components.postgres_physical import _on_disk
+    from tests.integration.helpers import insert_mark, marks
+
+    _, comp, repo = pg_on_disk
+    manifest = engine_backup.backup(repo, [comp])
+    insert_mark(comp, "after-the-backup")
+    engine_backup.restore(repo, manifest, comp)
+    assert marks(comp) == [] and comp.health().ok
+    data = comp.service.data_dir()
+    taken = sum(p.lstat().st_blocks * 512 for p in data.rglob("*") if p.parent.name != "pg_wal")
+    print("cluster on disk", taken, "archived", _cluster_bytes(manifest), "bound", _on_disk(_cluster_bytes(manifest)))
+    assert taken <= _on_disk(_cluster_bytes(manifest)), (taken, _cluster_bytes(manifest))
