@@ -135,6 +135,21 @@ def test_a_set_that_fits_restores_and_matches(tmp_path: Path, disk: Path) -> Non
     assert free_bytes(disk) == free - (_allocated(comp.path) - held)
 
 
+def test_a_restore_to_another_place_is_checked_against_that_places_filesystem(tmp_path: Path, disk: Path) -> None:
+    """``--to``: the set comes from a roomy disk, the new place is the small one."""
+    source = _volume(tmp_path / "source", files=12, size=512 * 1024)  # 6 MiB, on the large filesystem
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [source])
+    _occupy(disk, 14 * MiB)  # leaves about 6 MiB: not the 6 MiB and the reserve
+    elsewhere = VolumesComponent("files", VolumesParams(files=0), DirsRuntime(disk))  # type: ignore[arg-type]
+    elsewhere.provision()
+    free = free_bytes(disk)
+    with pytest.raises(InsufficientSpace, match=str(disk)):
+        engine_backup.restore(repo, manifest, elsewhere)
+    assert free_bytes(disk) == free and not list(elsewhere.path.iterdir())
+    _untouched(elsewhere, {})
+
+
 def _forge(repo: LocalRepository, manifest: Manifest, stored: bytes, raw_size: int) -> Manifest:
     """Replace the set's files.tar artifact and rewrite its manifest entry to match (an unsigned repository)."""
     root = repo.root / "sets" / manifest.id
