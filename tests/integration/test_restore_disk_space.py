@@ -28,6 +28,7 @@ import pytest
 import zstandard
 
 from engine import backup as engine_backup
+from engine.components.files import room_for
 from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.diskspace import free_bytes, reserve_for
 from engine.errors import InsufficientSpace, IntegrityError
@@ -232,6 +233,9 @@ def test_a_disk_filled_by_another_process_during_the_restore_stops_it_above_empt
     repo, manifest = _backed_up_then_changed(tmp_path, comp)
     before = _contents(comp.path)
     reserve = reserve_for(disk)
+    # Just room enough for the check before the restore, so the filler's own allocation is quick.
+    room = room_for([engine_backup._source(repo, manifest, "files")], "files.tar").bytes_on(disk)
+    _occupy(disk, free_bytes(disk) - (room + reserve + 4 * MiB), name="before")
     staging = comp.path.with_name(comp.path.name + ".drproof-restoring")
     done: list[int] = []
     filler = threading.Thread(target=_fill_when_staging_appears, args=(disk, staging, reserve + 2 * MiB, done))
@@ -307,3 +311,26 @@ def test_a_physical_restore_that_fits_restores_within_the_room_counted(
     taken = sum(p.lstat().st_blocks * 512 for p in data.rglob("*") if p.parent.name != "pg_wal")
     print("cluster on disk", taken, "archived", _cluster_bytes(manifest), "bound", _on_disk(_cluster_bytes(manifest)))
     assert taken <= _on_disk(_cluster_bytes(manifest)), (taken, _cluster_bytes(manifest))
+
+
+def test_a_disk_filled_during_a_physical_restore_stops_it_and_puts_the_live_cluster_back(
+    pg_on_disk: tuple[Path, Any, LocalRepository],
+) -> None:
+    from tests.integration.helpers import insert_mark, marks
+
+    disk, comp, repo = pg_on_disk
+    manifest = engine_backup.backup(repo, [comp])
+    insert_mark(comp, "after-the-backup")
+    # Just room enough for the check before the restore, so the filler's own allocation is quick.
+    needed = sum(a.raw_size for a in manifest.artifacts_of("db") if a.name in ("base.tar", "wal.tar"))
+    _occupy(disk, free_bytes(disk) - (needed + needed // 100 + reserve_for(disk) + 4 * MiB), name="before")
+    aside = comp.service.data_dir().with_name("data.before-restore")  # the live cluster, set aside by the restore
+    done: list[int] = []
+    filler = threading.Thread(target=_fill_when_staging_appears, args=(disk, aside, reserve_for(disk) + 2 * MiB, done))
+    filler.start()
+    try:
+        with pytest.raises(InsufficientSpace, match=r"fell to .* below the"):
+            engine_backup.restore(repo, manifest, comp)
+    finally:
+        filler.join()
+    assert marks(comp) == ["after-the-backup"] and comp.health().ok  # the live cluster, back and running
