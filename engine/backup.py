@@ -13,7 +13,15 @@ from typing import Any
 from engine import __version__, canary, pitr, selection
 from engine.chain import chain_key
 from engine.components.base import UNHEALTHY_AT_BACKUP, ArtifactSource, Component, Health
-from engine.errors import BackupNotFound, ComponentError, DrproofError, IntegrityError, NotComparable, RepositoryError
+from engine.errors import (
+    BackupNotFound,
+    ComponentError,
+    DrproofError,
+    InsufficientSpace,
+    IntegrityError,
+    NotComparable,
+    RepositoryError,
+)
 from engine.fingerprint import Fingerprint
 from engine.manifest import ComponentRecord, Manifest, ManifestSummary
 from engine.partstream import reading_from_set, store_parts
@@ -272,8 +280,8 @@ def _restore_locked(repository: Repository, manifest: Manifest, component: Compo
             raise
         raise type(exc)(f"refusing to restore {component.instance!r} (the live data were not touched): {exc}") from exc
     except (DrproofError, OSError) as exc:
-        if not component.proves_while_staging:
-            raise
+        if not component.proves_while_staging or isinstance(exc, InsufficientSpace):
+            raise  # no room is about the disk, not the set: reading every artifact again tells nothing
         # A staged restore that broke mid-stream (a tar parser meeting the end of a cut
         # artifact) says what broke, not why: if the artifact itself is damaged, that is
         # the finding, and a refusal.

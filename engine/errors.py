@@ -9,6 +9,7 @@ exception escaping drproof is a bug and is shown with its traceback.
     │   └── ValidationFailed       many located problems at once (file:line:col)
     ├── RuntimeStartError          a server or directory of the stack could not be provided
     ├── ComponentError             a component could not be seeded, fingerprinted or restored
+    │   └── InsufficientSpace      a restore would leave (or left) its filesystem without its reserve
     ├── FaultError                 a fault could not be injected
     ├── BackupFindings             a backup completed and verified, but falls short (a WAL gap; exit 1)
     ├── RepositoryError            the backup repository could not be read or written
@@ -76,6 +77,16 @@ class RuntimeStartError(DrproofError):
 
 class ComponentError(DrproofError):
     """A component operation (seed, fingerprint, backup, restore, health) failed."""
+
+
+class InsufficientSpace(ComponentError):
+    """A restore refused (or stopped) because its filesystem lacks room for what it writes.
+
+    Raised before anything is written when the set will not fit beside the live data with
+    a reserve left for the applications there, or while writing when something else
+    filled the disk meanwhile; the staged copy is removed and the live data are as they
+    were (``engine.diskspace``).
+    """
 
 
 class FaultError(DrproofError):

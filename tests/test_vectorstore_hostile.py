@@ -41,6 +41,7 @@ from engine.components.vectorstore import (
 )
 from engine.errors import ComponentError, DrproofError
 from engine.fingerprint import Fingerprint
+from engine.manifest import ArtifactRecord
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
 
@@ -78,7 +79,11 @@ def _set(files: Mapping[str, bytes | None], fingerprint: Fingerprint) -> Artifac
     def opener(record: Any, whole: bool = True) -> Iterator[io.BytesIO]:
         yield io.BytesIO(buf.getvalue())
 
-    return ArtifactSource({"store.tar": object()}, opener, fingerprint=fingerprint)  # type: ignore[dict-item]
+    raw = buf.getvalue()
+    record = ArtifactRecord(
+        component="vs", name="store.tar", path="vs/store.tar.zst", size=len(raw), sha256="0" * 64, raw_size=len(raw)
+    )
+    return ArtifactSource({"store.tar": record}, opener, fingerprint=fingerprint)
 
 
 def test_a_set_whose_metadata_nests_too_deeply_is_refused_by_name(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from engine.components.files import (
     extract_tar,
     flagged_root_details,
     give_root_flags,
+    room_for,
     root_part,
     tree_parts_into,
     walk_files,
@@ -673,7 +674,8 @@ class ConfigurationComponent(Component):
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
         root = source.details.get("root")
-        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, root)
+        room = room_for([source], "config.tar")
+        extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, root, room)
         give_root_flags(self.path, root, f"configuration {self.instance!r}")
 
     def health(self) -> Health:

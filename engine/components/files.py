@@ -22,16 +22,20 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from engine.components import fflags, xattrs
 from engine.components.livechanges import LiveChanges
 from engine.components.tarread import header_sum, members
 from engine.components.untar import OWNER_NOT_GIVEN, TarMember, TreeWriter, member_parts
+from engine.diskspace import SpaceGuard, block_size, require_free
 from engine.errors import ComponentError
 from engine.fingerprint import Fingerprint, Part, PartHasher
 from engine.privatedir import make_private
 from engine.streams import CHUNK, ZSTD_FEED
+
+if TYPE_CHECKING:
+    from engine.components.base import ArtifactSource
 
 log = logging.getLogger(__name__)
 
@@ -1150,6 +1154,48 @@ Layer = tuple[Opener, list[str]]
 # ``check(staging)``: judge the staged tree before it replaces anything; the parts of
 # every entry, digested while it was written, are in the sink given to extract_layers.
 Check = Callable[[Path], None]
+TAR_BLOCK = 512
+
+
+class Room(NamedTuple):
+    """What a staged tree can take at most: the archives' bytes, and how many entries they hold.
+
+    Why both: on disk every file and directory takes whole blocks, so a tree of small
+    files takes more than its archive (a 1-byte file: 1 KiB archived, 4 KiB on ext4).
+    Each entry is given one block on top of its archived bytes (``bytes_on``).
+    """
+
+    archived: int
+    entries: int
+
+    def bytes_on(self, path: Path) -> int:
+        """The bytes the tree may take on the filesystem of ``path``."""
+        return self.archived + self.entries * block_size(path)
+
+
+def room_for(sources: Sequence[ArtifactSource], artifact: str) -> Room:
+    """The room a restore of ``artifact`` from this chain of sets (full first) takes, from their manifests.
+
+    An upper bound, counted from what is signed, before a byte is read: every layer's
+    archive whole (``raw_size``: its bytes before compression; a layer's files replace
+    older ones, but the bound counts both), and of its entries the fingerprint's count,
+    never more than its archive can hold (every entry has a 512-byte header). A
+    manifest that understates ``raw_size`` is stopped at it while reading
+    (``engine.decoding``), so the bound holds for a hostile one too.
+    """
+    archived = entries = 0
+    for source in sources:
+        raw = source.record(artifact).raw_size
+        archived += raw
+        entries += min(_entries(source.fingerprint, raw), raw // TAR_BLOCK)
+    return Room(archived, entries)
+
+
+def _entries(fp: Fingerprint | None, raw: int) -> int:
+    """The entries a set's fingerprint counts (the archive's bound where it has none)."""
+    if fp is None:
+        return raw // TAR_BLOCK
+    return fp.parts_artifact.count if fp.parts_artifact is not None else len(fp.parts)
 
 
 def root_details(root: Path) -> dict[str, Any]:
@@ -1313,6 +1359,7 @@ def extract_tar(
     check: Check | None = None,
     parts: PartSink | None = None,
     root: dict[str, Any] | None = None,
+    room: Room | None = None,
 ) -> None:
     """Replace target's contents with the archive's, atomically from a reader's view.
 
@@ -1321,7 +1368,7 @@ def extract_tar(
     before the swap. Members are written by :class:`engine.components.untar.TreeWriter`:
     a hostile archive cannot write outside the target.
     """
-    extract_layers([(open_stream, [])], target, check, parts, root)
+    extract_layers([(open_stream, [])], target, check, parts, root, room)
 
 
 class _Tracker:
@@ -1398,6 +1445,7 @@ def extract_layers(
     check: Check | None = None,
     parts: PartSink | None = None,
     root: dict[str, Any] | None = None,
+    room: Room | None = None,
 ) -> None:
     """Rebuild a tree from a full archive and the incremental layers on top of it.
 
@@ -1408,6 +1456,8 @@ def extract_layers(
     ``parts`` (a dict or a spool) receives the fingerprint part of every entry of the
     result, digested as it was written: what ``check`` proves the staged tree with.
     ``root`` is the backed-up directory's own mode and owner (``root_details``).
+    ``room`` (``room_for``) is checked against the free space beside the target before
+    anything is written, and the free space is watched while writing (``engine.diskspace``).
     """
     target = target.absolute()
     if target.is_symlink():
@@ -1431,6 +1481,10 @@ def extract_layers(
     if staging.is_dir() and not staging.is_symlink():
         _discard_staging(staging)  # drproof's own copy (a restore killed before its swap): flags it gave too
     _remove_leftover(staging)  # a staged copy is never live data
+    what = f"the restored copy of {target.name}"
+    if room is not None:
+        require_free(target.parent, room.bytes_on(target.parent), what)
+    guard = SpaceGuard(target.parent, what)
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None
     try:
@@ -1442,7 +1496,7 @@ def extract_layers(
                 if tracker is not None:
                     tracker.removed(removals)
                 with open_stream() as stream:
-                    _extract_stream(stream, writer, tracker)
+                    _extract_stream(guard.reading(stream), writer, tracker)
             writer.finish()
             if check is not None:
                 # Judge the restored content before it replaces anything live.

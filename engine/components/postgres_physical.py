@@ -34,7 +34,8 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.components.tarsniff import TarSniffer
 from engine.components.tools import stream_out
 from engine.components.untar import TreeWriter, extract_into
-from engine.errors import ComponentError, DrproofError, IntegrityError, PointInTimeUnreachable
+from engine.diskspace import SpaceGuard, require_all
+from engine.errors import ComponentError, DrproofError, InsufficientSpace, IntegrityError, PointInTimeUnreachable
 from engine.fingerprint import Fingerprint
 from engine.lazy import lazy
 from engine.manifest import ComponentRecord
@@ -92,10 +93,15 @@ def wal_gap(after: str | None, names: list[str], segment_size: int) -> str | Non
 
 
 def _extract(stream: IO[bytes], target: Path, what: str) -> None:
-    """Unpack into ``target``, a directory the restore just created (no swap needed)."""
+    """Unpack into ``target``, a directory the restore just created (no swap needed).
+
+    Its filesystem's free space is watched while unpacking (``engine.diskspace``): a disk
+    another process fills meanwhile stops the restore above empty, which then puts the
+    live cluster back, instead of leaving it no room for its WAL.
+    """
     try:
         with TreeWriter(target) as writer:
-            extract_into(stream, writer)
+            extract_into(SpaceGuard(target, what).reading(stream), writer)
             writer.finish()
     except (tarfile.TarError, OSError) as exc:
         raise ComponentError(f"{what}: cannot unpack: {exc}") from exc
@@ -445,6 +451,7 @@ class PostgresPhysicalComponent(PostgresComponent):
         target: dict[str, str],
         live_after: str | None = None,
     ) -> None:
+        self._require_room(bases, wal)
         # A directory of drproof's own, made for this restore: fixed names beside the WAL
         # archive ("restore-wal", "restore-staging") were emptied before and removed after
         # every restore, with whatever an operator kept there (found by review).
@@ -492,10 +499,30 @@ class PostgresPhysicalComponent(PostgresComponent):
             settings["recovery_target_timeline"] = str(int(str(through)[:8], 16))
         try:
             self.replay_seconds = self.physical.replace_cluster(populate, settings)
+        except InsufficientSpace:
+            raise  # says itself what was kept and what to do
         except DrproofError as exc:
             raise ComponentError(f"physical restore of {self.instance!r} failed: {exc}") from exc
         finally:
             shutil.rmtree(private, ignore_errors=True)
+
+    def _require_room(self, bases: list[ArtifactSource], wal: list[ArtifactSource]) -> None:
+        """Refuse, before the server is stopped, a restore whose files do not fit (``engine.diskspace``).
+
+        Counted from the manifests: the new cluster, built beside the live one (which stays
+        until the new one has promoted), takes at most its base archives' ``raw_size``
+        (PostgreSQL's files are whole 8 KiB pages, which take on disk what they take in the
+        archive; 1 % more for the directories and small files that are not). The restore's
+        WAL, and for a chain every base unpacked for pg_combinebackup, go to a scratch
+        directory beside the WAL archive; where both are one filesystem, they add up.
+        """
+        cluster = sum(_on_disk(s.record("base.tar").raw_size) for s in bases)
+        scratch = sum(s.record("wal.tar").raw_size for s in wal) + (cluster if len(bases) > 1 else 0)
+        needs = [(self.physical.wal_archive().parent, scratch)]
+        data = self.physical.cluster_directory()
+        if data is not None:
+            needs.append((data.parent, cluster))
+        require_all(needs, f"the restored cluster of {self.instance!r}")
 
     def _combine(self, bases: list[ArtifactSource], staging: Path, data: Path) -> None:
         _reset_dir(staging)
@@ -516,6 +543,11 @@ class PostgresPhysicalComponent(PostgresComponent):
                 raise ComponentError(f"pg_combinebackup for {self.instance!r} failed: {result.stderr.strip()[-2000:]}")
         finally:
             _reset_dir(staging, recreate=False)
+
+
+def _on_disk(archived: int) -> int:
+    """What a base backup's archive of ``archived`` bytes takes at most once unpacked."""
+    return archived + archived // 100
 
 
 def _reset_dir(path: Path, recreate: bool = True) -> None:

@@ -34,6 +34,7 @@ from engine.components.files import (
     extract_tar,
     flagged_root_details,
     give_root_flags,
+    room_for,
     root_part,
     tree_parts,
     with_owner_of,
@@ -823,7 +824,8 @@ class VectorstoreComponent(Component):
 
         root = source.details.get("root")
         with self.store_lock:
-            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, parts=archived, root=root)
+            room = room_for([source], "store.tar")
+            extract_tar(functools.partial(source.open, "store.tar"), self.path, check, archived, root, room)
             give_root_flags(self.path, root, f"vectorstore {self.instance!r}")
 
     def _prove_staged(self, expected: Fingerprint | None, staging: Path) -> None:

@@ -36,6 +36,7 @@ from engine.components.files import (
     extract_layers,
     flagged_root_details,
     give_root_flags,
+    room_for,
     root_part,
     tree_parts_into,
     walk_files,
@@ -361,7 +362,8 @@ class VolumesComponent(Component):
         # Left out of the staged copy's fingerprint as the backup left it out (its details).
         spool = self._spool(_scheme(sources[-1]), bool(sources[-1].details.get(WORKLOAD_DETAIL)))
         root = sources[-1].details.get("root")
-        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, root)
+        room = room_for(sources, "files.tar")
+        extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, root, room)
         give_root_flags(self.path, root, f"volume {self.instance!r}")
 
     def health_at_backup(self, details: dict[str, Any]) -> Health:

@@ -103,6 +103,14 @@ class PhysicalAccess(ABC):
     def server_file_owner(self) -> tuple[int, int] | None:
         """uid and gid the server's files must belong to, or None to keep the current user's."""
 
+    def cluster_directory(self) -> Path | None:
+        """The data directory ``replace_cluster`` rebuilds, or None where drproof cannot see it.
+
+        Why: the new cluster is built beside the old one, on the same filesystem, before the
+        old one goes; a restore checks that filesystem's free space before stopping anything.
+        """
+        return None
+
     @abstractmethod
     def replace_cluster(self, populate: Callable[[Path], None], settings: dict[str, str]) -> float:
         """Stop the server, rebuild its data directory with ``populate``, recover, promote.

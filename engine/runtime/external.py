@@ -257,6 +257,9 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             )
         return self.physical.wal_archive
 
+    def cluster_directory(self) -> Path | None:
+        return self.physical.data_directory
+
     def server_file_owner(self) -> tuple[int, int] | None:
         # Read once, from the server's own directory, before a restore replaces it with
         # one drproof creates (and would otherwise own). After an interrupted restore the

@@ -265,6 +265,9 @@ class LocalPostgres(PostgresService, PhysicalAccess):
     def data_location(self) -> str:
         return str(self.data_dir())
 
+    def cluster_directory(self) -> Path | None:
+        return self.data_dir()
+
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={self.superuser} dbname={dbname} connect_timeout=5"
 

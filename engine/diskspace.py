@@ -1,0 +1,163 @@
+"""Room on a filesystem for what a restore writes: checked before it starts, and while it writes.
+
+Why: a restore builds a whole second copy beside the live data (same filesystem) and
+swaps it in. Nothing looked at free space, so a set larger than the room left filled
+that disk to 100 % before failing with ENOSPC; meanwhile every application writing
+there (a database's WAL, logs) had its writes fail, and PostgreSQL PANICs when it cannot
+write WAL. The restore failed anyway: a restore that made things worse.
+
+So a restore asks :func:`require_free` for the bytes it will write, plus a reserve left
+to the live applications, before it writes anything; and a :class:`SpaceGuard` stops it
+when the free space falls below that reserve while it writes (another process filled the
+disk meanwhile). Free space is ``f_bavail`` (what an unprivileged process may still
+use), never ``f_bfree``: the blocks a filesystem keeps for root are for root's own
+emergencies, not for drproof's copy.
+
+The reserve is 5 % of the filesystem, at most 1 GiB. Why not more: it must never by
+itself make a small filesystem unrestorable (a 500 MiB configuration partition keeps
+25 MiB), and on a large one 1 GiB is 64 WAL segments of 16 MiB, minutes of a busy
+database's writes, on top of the root reserve the filesystem keeps anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from engine.errors import InsufficientSpace
+
+RESERVE_FRACTION = 0.05
+RESERVE_CAP = 1 << 30
+# How many bytes a guard lets pass between two looks at the free space, at most. A look
+# (statvfs) costs microseconds; a guard looks at least every half reserve, so a restore
+# alone can never eat the reserve between two looks.
+CHECK_EVERY = 64 << 20
+
+
+def free_bytes(path: Path | str) -> int:
+    """Bytes an unprivileged process may still write on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def block_size(path: Path | str) -> int:
+    """The filesystem's allocation unit: what one small file or directory takes at least."""
+    return os.statvfs(path).f_frsize or 4096
+
+
+def reserve_for(path: Path | str) -> int:
+    """The free space a restore leaves to the applications on the filesystem of ``path``."""
+    st = os.statvfs(path)
+    return min(RESERVE_CAP, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
+
+
+def mount_of(path: Path | str) -> str:
+    """The mount point of the filesystem holding ``path``: what a message names."""
+    current = os.path.realpath(path)
+    while not os.path.ismount(current):
+        current = os.path.dirname(current)
+    return current
+
+
+def size_text(n: int) -> str:
+    """Bytes as people read them: 1.5 GiB, 12.0 MiB, 512 B."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # not reached
+
+
+def require_free(path: Path | str, needed: int, what: str) -> None:
+    """Refuse, before anything is written, ``needed`` bytes the filesystem of ``path`` cannot take.
+
+    ``what`` says what would be written ("the restored copy of volume 'files'"). The
+    refusal names the filesystem, what is needed, what is free and the reserve kept,
+    and the ways out; it is raised before anything is written, so nothing was changed.
+    """
+    free, reserve = free_bytes(path), reserve_for(path)
+    if needed + reserve <= free:
+        return
+    raise InsufficientSpace(
+        f"refusing to write {what} into {path}: the filesystem there ({mount_of(path)}) has {size_text(free)} free, "
+        f"and this needs {size_text(needed)} plus {size_text(reserve)} kept free for the applications writing there "
+        f"(short by {size_text(needed + reserve - free)}). Free space there, or restore elsewhere with --to; "
+        "nothing was changed"
+    )
+
+
+def require_all(needs: list[tuple[Path, int]], what: str) -> None:
+    """:func:`require_free` for writes to several places: the bytes bound for one filesystem are added up.
+
+    Why: a restore may write in two places (a data directory, a scratch directory for
+    WAL) that are one filesystem or two; checked apart, two writes that each fit could
+    together fill a shared one.
+    """
+    by_device: dict[int, tuple[Path, int]] = {}
+    for path, needed in needs:
+        device = os.stat(path).st_dev
+        first, total = by_device.get(device, (path, 0))
+        by_device[device] = (first, total + needed)
+    for path, needed in by_device.values():
+        require_free(path, needed, what)
+
+
+class SpaceGuard:
+    """Stops a write when the free space of its filesystem falls below the reserve.
+
+    Why: the check before the write sees the disk as it was; another process may fill it
+    meanwhile. Bytes are counted as they pass (:meth:`passed`, or a stream from
+    :meth:`reading`), and the free space is looked at every ``every`` bytes, never per
+    file. The caller removes what it wrote when this raises.
+    """
+
+    def __init__(self, path: Path | str, what: str, every: int = CHECK_EVERY) -> None:
+        self.path = str(path)
+        self.what = what
+        self.reserve = reserve_for(path)
+        self.every = max(1, min(every, self.reserve // 2))
+        self._since = 0
+
+    def passed(self, n: int) -> None:
+        """Count ``n`` bytes about to be written; look at the free space when enough have passed."""
+        self._since += n
+        if self._since >= self.every:
+            self._since = 0
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`InsufficientSpace` if the free space is below the reserve now."""
+        free = free_bytes(self.path)
+        if free < self.reserve:
+            raise InsufficientSpace(
+                f"stopped writing {self.what} into {self.path}: the free space of its filesystem "
+                f"({mount_of(self.path)}) fell to {size_text(free)}, below the {size_text(self.reserve)} kept free "
+                "for the applications writing there (something else is filling it). Free space there, or restore "
+                "elsewhere with --to; what was written was removed and nothing was changed"
+            )
+
+    def reading(self, stream: IO[bytes]) -> IO[bytes]:
+        """``stream``, counting what is read from it: what is read is what gets written."""
+        return io.BufferedReader(_Counted(stream, self), 1 << 16)
+
+
+class _Counted(io.RawIOBase):
+    """A readable stream that tells its guard how many bytes went through."""
+
+    def __init__(self, source: IO[bytes], guard: SpaceGuard) -> None:
+        self._source = source
+        self._guard = guard
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        n = len(data)
+        self._guard.passed(n)
+        view[:n] = data
+        return n
