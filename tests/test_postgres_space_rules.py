@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from engine import diskspace
 from engine.components import postgres_space
 from engine.components.base import ArtifactSource
 from engine.errors import ComponentError
@@ -77,10 +78,11 @@ def test_a_recorded_need_that_does_not_fit_is_refused_with_the_ways_out() -> Non
     assert "/data" in text and "--to" in text and "Nothing was changed" in text
 
 
-def test_the_reserve_is_a_gib_or_five_percent() -> None:
-    assert postgres_space.reserve(_fs(0)) == postgres_space.GIB
-    big = postgres_space.Filesystem(Path("/"), device=-1, size=100 * postgres_space.GIB, free=0)
-    assert postgres_space.reserve(big) == 5 * postgres_space.GIB
+def test_the_reserve_is_room_for_wal_not_a_share_of_a_large_disk(tmp_path: Path) -> None:
+    """A share alone kept 100 GB back on a 2 TB disk; the reserve is the WAL's 1 GiB, never less than the trees'."""
+    fs = postgres_space.filesystem(tmp_path)
+    assert postgres_space.reserve(fs) == max(postgres_space.GIB, diskspace.reserve_for(tmp_path))
+    assert postgres_space.reserve(fs) == postgres_space.GIB
 
 
 def test_a_data_directory_of_another_cluster_or_out_of_reach_is_not_used(tmp_path: Path) -> None:

@@ -22,10 +22,9 @@ So, before anything is created (``preflight``):
   server's ``pg_control_system()``. A path alone proves nothing (a container's
   ``/var/lib/postgresql/data`` may also exist on its host, holding another cluster).
   Where it is not reachable the restore says it could not check, and goes on.
-* **The reserve** kept free is ``max(1 GiB, 5 %)`` of that filesystem: the WAL the load
+* **The reserve** kept free is 1 GiB of that filesystem (``reserve``): the WAL the load
   writes is held until a checkpoint recycles it, up to ``max_wal_size`` (1 GB by
-  default), and the live server keeps serving its own writes meanwhile; 5 % is the
-  share filesystems themselves keep back, for large disks where 1 GiB is a rounding.
+  default), and the live server keeps serving its own writes meanwhile.
 * A directory-format (``jobs > 1``) set is also extracted to a scratch directory
   (``engine.scratch``) in the system temp directory: its filesystem must hold the dump,
   and when it is the data directory's, both needs add up.
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import diskspace
 from engine.components.base import ArtifactSource
 from engine.errors import ComponentError
 from engine.lazy import lazy
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 RESERVE_FLOOR = GIB  # bytes kept free at least: room for max_wal_size's default of WAL
-RESERVE_SHARE = 0.05  # and at least this share of the filesystem
 # Database size per byte of uncompressed pg_dump, for sets that did not record the size.
 # Measured: 2.98 for drproof's seeded schema (28 MB database, 9.4 MB dump); row headers
 # (24 bytes a row), indexes and free space in pages make a database larger than its dump.
@@ -96,8 +95,14 @@ def filesystem(path: Path) -> Filesystem:
 
 
 def reserve(fs: Filesystem) -> int:
-    """Bytes the server's filesystem keeps free through a restore (see the module)."""
-    return max(RESERVE_FLOOR, int(fs.size * RESERVE_SHARE))
+    """Bytes the server's filesystem keeps free through a restore: room for WAL, and the applications' reserve.
+
+    Not a share of the filesystem alone: 5 % of a 2 TB disk kept 100 GB back and refused
+    a 10 MB restore on a server with 90 GB free, on the day it was needed. The WAL the
+    load writes stays until a checkpoint recycles it (``max_wal_size``, 1 GB by default);
+    the file-tree restores' reserve (``diskspace.reserve_for``) is never more than that.
+    """
+    return max(RESERVE_FLOOR, diskspace.reserve_for(fs.path))
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ def _refuse_or_warn(comp: PostgresComponent, fs: Filesystem, need: Need, scratch
     raise ComponentError(
         f"postgres {comp.instance!r}: refusing to restore: the side database it loads beside the live one needs "
         f"{need.bytes} bytes ({need.how}){extra}, and the filesystem of the server's data directory {fs.path} has "
-        f"{fs.free} bytes free and must keep {kept} free as a reserve (max(1 GiB, 5%) of the filesystem, for WAL "
+        f"{fs.free} bytes free and must keep {kept} free as a reserve (for WAL "
         "and the live server's own writes: PostgreSQL stops when it cannot write WAL). Free at least "
         f"{total + kept - fs.free} bytes there, or restore to another server (--to). Nothing was changed"
     )

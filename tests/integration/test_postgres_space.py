@@ -20,6 +20,7 @@ from typing import Any, cast
 import pytest
 
 from engine import backup as engine_backup
+from engine import diskspace
 from engine.components import postgres_space
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import ComponentError
@@ -101,7 +102,7 @@ def _server_log(comp: PostgresComponent) -> str:
 def _small_reserve(monkeypatch: pytest.MonkeyPatch, floor: int) -> None:
     """The reserve of a 160 MiB disk, not of a production one (1 GiB would refuse every restore here)."""
     monkeypatch.setattr(postgres_space, "RESERVE_FLOOR", floor)
-    monkeypatch.setattr(postgres_space, "RESERVE_SHARE", 0.0)
+    monkeypatch.setattr(diskspace, "RESERVE_FRACTION", 0.0)
 
 
 def test_a_set_bigger_than_the_free_space_is_refused_before_anything_is_created(
