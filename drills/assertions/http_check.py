@@ -25,9 +25,19 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows, shown
+from drills.assertions.expect import (
+    COLLECTION,
+    ExpectSpec,
+    Unjudgeable,
+    check_short_form,
+    describe,
+    judge,
+    not_rows,
+    shown,
+)
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
+from drills.yamlsource import WrittenFloat
 from engine.journal import AssertionResult
 from engine.redaction import redact
 
@@ -116,7 +126,11 @@ class HttpCheck(Assertion):
         rid = f"http[{params.name or params.target or seen_url}]"
         if url is None:
             return [result(rid, self.name, "error", f"{params.target!r} is not an application component of this run")]
-        evidence: dict[str, Any] = {"url": seen_url, "expected_status": params.status, "timeout_seconds": params.timeout}
+        evidence: dict[str, Any] = {
+            "url": seen_url,
+            "expected_status": params.status,
+            "timeout_seconds": params.timeout,
+        }
         deadline = time.monotonic() + params.timeout
         attempts = 0
         while True:
@@ -177,7 +191,11 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
     excerpt = redact(text[:SHOWN_BODY])
     if status != params.status:
         if location is not None and 300 <= status < 400:
-            return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)", True
+            return (
+                False,
+                f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)",
+                True,
+            )
         return False, f"status {status}, expected {params.status}; body {excerpt[:200]!r}", True
     if params.body is not None and re.search(params.body, text) is None:
         return False, f"status {status}, but the body does not match {params.body!r}: {excerpt[:200]!r}", True
@@ -188,14 +206,21 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
 
 def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, bool]:
     try:
-        node: Any = json.loads(text)
+        # The number as the body wrote it: a float is not 0.10000000000000001 nor 9007199254740993.5.
+        node: Any = json.loads(text, parse_float=WrittenFloat.parse)
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return False, redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"), False
+        return (
+            False,
+            redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"),
+            False,
+        )
     try:
         held, seen = judge(spec.expect, node)
     except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read
-        return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
+        if isinstance(node, COLLECTION):
+            return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
+        return False, f"status {status}, but {spec.path} cannot be judged so: {exc}", False
     verdict = "meets" if held else "does not meet"
     return held, redact(f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'"), True
