@@ -86,10 +86,7 @@ class _Loader(_Base):  # type: ignore[misc]
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
             why = str(exc) if isinstance(exc, ValueError) and "limit" in str(exc) else "not a valid value for it"
             raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"cannot read {shown!r} as {node.tag.replace('tag:yaml.org,2002:', '!!')}: {why}",
-                node.start_mark,
+                None, None, f"cannot read {shown!r} as {node.tag.replace('tag:yaml.org,2002:', '!!')}: {why}", node.start_mark
             ) from None
 
 

@@ -1,8 +1,9 @@
 """``equals`` is typed by how the scenario wrote its value (review of user checks).
 
-Both sides were compared as Python text: ``{equals: true}`` and ``{equals: "t"}`` never met
-a PostgreSQL boolean (its text was ``True``), ``{equals: 1}`` never a numeric ``1.00``:
-checks that failed where the data were right. Now an unquoted boolean judges a boolean,
+Both sides were compared as Python text: ``{equals: "t"}`` and ``{equals: "true"}`` never
+met a true PostgreSQL boolean (its text was ``True``, which ``{equals: "True"}`` met),
+``{equals: 1}`` never a numeric ``1.00``: checks that failed where the data were right;
+and ``{equals: 0.10000000000000001}`` met numeric ``0.1`` (YAML's float is 0.1), a false pass. Now an unquoted boolean judges a boolean,
 an unquoted number the value as an exact decimal (never a float: 9007199254740993 is not
 9007199254740992, 0.10000000000000001 is not 0.1), a quoted string text, and a boolean
 against text is an error that says how to write the check, never a verdict. The values

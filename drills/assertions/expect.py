@@ -94,9 +94,7 @@ def _one_value(wanted: Any) -> None:
 def not_rows(expect: Expect) -> Expect:
     """Refuse ``{rows: ...}`` where no query is run (a Redis reply, a JSON value): it would judge nothing."""
     if isinstance(expect, ExpectSpec) and expect.rows is not None:
-        raise ValueError(
-            "{rows: ...} judges a query's rows; a reply is one value: use equals, matches, contains or a comparison"
-        )
+        raise ValueError("{rows: ...} judges a query's rows; a reply is one value: use equals, matches, contains or a comparison")
     return expect
 
 
@@ -243,9 +241,10 @@ _BOOLEAN_TEXT = (
 def equal(wanted: Any, value: Any) -> bool:
     """Whether ``value`` (read, not NULL) is ``wanted`` (as the scenario wrote it), typed by how it was written.
 
-    Found by review: both were compared as Python text, so ``{equals: true}`` and
-    ``{equals: "t"}`` never met a PostgreSQL boolean (its text is ``True``), nor
-    ``{equals: 1}`` a numeric ``1.00``: failures where the data were right. Now a boolean
+    Found by review: both were compared as Python text, so ``{equals: "t"}`` and
+    ``{equals: "true"}`` never met a true PostgreSQL boolean (its text was ``True``), nor
+    ``{equals: 1}`` a numeric ``1.00``: failures where the data were right; and
+    ``{equals: 0.10000000000000001}`` (a YAML float: 0.1) met numeric ``0.1``, a false pass. Now a boolean
     judges a boolean, a number an exact number (Decimal, as the comparisons: a bigint
     above 2**53 is not its neighbour, ``0.1`` is not the float nearest it), and a quoted
     string text. Raises :class:`Unjudgeable` where the two kinds cannot be compared

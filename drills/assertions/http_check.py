@@ -126,11 +126,7 @@ class HttpCheck(Assertion):
         rid = f"http[{params.name or params.target or seen_url}]"
         if url is None:
             return [result(rid, self.name, "error", f"{params.target!r} is not an application component of this run")]
-        evidence: dict[str, Any] = {
-            "url": seen_url,
-            "expected_status": params.status,
-            "timeout_seconds": params.timeout,
-        }
+        evidence: dict[str, Any] = {"url": seen_url, "expected_status": params.status, "timeout_seconds": params.timeout}
         deadline = time.monotonic() + params.timeout
         attempts = 0
         while True:
@@ -191,11 +187,7 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
     excerpt = redact(text[:SHOWN_BODY])
     if status != params.status:
         if location is not None and 300 <= status < 400:
-            return (
-                False,
-                f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)",
-                True,
-            )
+            return False, f"status {status}, expected {params.status}: redirected to {redact(location)[:200]!r} (not followed)", True
         return False, f"status {status}, expected {params.status}; body {excerpt[:200]!r}", True
     if params.body is not None and re.search(params.body, text) is None:
         return False, f"status {status}, but the body does not match {params.body!r}: {excerpt[:200]!r}", True
@@ -211,11 +203,7 @@ def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, boo
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return (
-            False,
-            redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"),
-            False,
-        )
+        return False, redact(f"status {status}, but no JSON value at {spec.path!r} ({type(exc).__name__}: {exc})"), False
     try:
         held, seen = judge(spec.expect, node)
     except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read

@@ -1,7 +1,7 @@
 """``equals`` on what real servers give: a PostgreSQL boolean, numeric, bigint, float8; a Redis reply.
 
-Before: ``{equals: true}`` and ``{equals: "t"}`` failed on a true boolean (judged as
-Python's ``True``), ``{equals: 1}`` on numeric ``1.00``, and ``{equals:
+Before: ``{equals: "t"}`` failed on a true boolean (judged as Python's ``True``),
+``{equals: 1}`` on numeric ``1.00``, and ``{equals:
 0.10000000000000001}`` passed on numeric ``0.1`` (both read as the float 0.1). The checks
 are written as a scenario writes them (through the YAML loader). PostgreSQL 18 (embedded)
 and 15 (Debian), and the local runtime's Redis.
