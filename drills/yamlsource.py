@@ -8,6 +8,7 @@ last one — a typo'd copy of a check would then quietly replace the original.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,53 @@ def _scalar_key(node: yaml.Node) -> Any:
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError, yaml.YAMLError):
             return node.value  # a key the data cannot hold either: parsing reports it
     return f"<{node.tag}>"
+
+
+class WrittenFloat(float):
+    """A float that keeps the decimal it was written as (``0.10000000000000001``, not ``0.1``).
+
+    Why: a check's ``{equals: 0.1}`` is compared with a database's exact numeric, and a
+    binary float is not what the user wrote (``9007199254740993.0`` is read as ...992,
+    ``0.10000000000000001`` as ``0.1``): compared as the float, one number would equal
+    its neighbour. Everything else sees a float.
+    """
+
+    written: str
+
+    def __new__(cls, value: float, written: str) -> WrittenFloat:
+        made = super().__new__(cls, value)
+        made.written = written
+        return made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WrittenFloat, (float(self), self.written))
+
+    @classmethod
+    def parse(cls, written: str) -> WrittenFloat:
+        """For ``json.loads(parse_float=...)``: a JSON number with a fraction or an exponent."""
+        return cls(float(written), written)
+
+
+_DECIMAL = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _construct_float(loader: Any, node: yaml.ScalarNode) -> float:
+    """A YAML float, as a :class:`WrittenFloat` when written as a plain decimal (not ``.inf``, ``1_0.5``, ``1:30.5``)."""
+    value: float = yaml.SafeLoader.construct_yaml_float(loader, node)
+    written = str(node.value)
+    return WrittenFloat(value, written) if _DECIMAL.match(written) else value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def _represent_float(dumper: Any, data: WrittenFloat) -> Any:
+    """Dumped as written: a parsed document dumps back to the same numbers (PyYAML looks up exact types)."""
+    return dumper.represent_scalar("tag:yaml.org,2002:float", data.written)
+
+
+for _representer in (yaml.representer.SafeRepresenter, yaml.representer.Representer):
+    _representer.add_representer(WrittenFloat, _represent_float)
 
 
 class _TooBig(Exception):

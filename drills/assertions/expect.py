@@ -4,10 +4,12 @@ Shared by the ``query``, ``redis`` and ``http`` checks so a business rule is wri
 same way whatever it reads. The short forms are text, checked when the scenario is
 validated: a comparison with a number (``> 0``, ``>= 10``, ``= 42``, ``!= 0``) of the
 single value read, ``rows`` (a query returned at least one row) and ``no rows``. The
-long forms are mappings: ``{equals: X}`` (the value, as text, is X as text),
+long forms are mappings: ``{equals: X}`` (typed by how X is written: an unquoted
+``true``/``false`` is a boolean and judges only a boolean, an unquoted number judges the
+value as an exact number like ``= N``, a quoted string compares text and refuses a boolean),
 ``{matches: REGEX}`` (the value as text matches anywhere), ``{contains: TEXT}``, and
-``{rows: [[...], ...]}`` (a query returned exactly these rows, values compared as text, a
-NULL only with ``null``). Numbers are compared exactly (as decimals: a bigint above 2**53
+``{rows: [[...], ...]}`` (a query returned exactly these rows, each value judged as
+``equals`` judges it, a NULL only with ``null``). Numbers are compared exactly (as decimals: a bigint above 2**53
 is not its neighbour); a timestamp with time zone as its UTC text, whatever the server's
 TimeZone. A reply of several values (a Redis list, set or hash, a JSON array
 or object) meets ``rows`` when it holds any; an expectation of one value cannot judge it
@@ -23,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drills.yamlsource import WrittenFloat
 from engine.redaction import redact
 
 _COMPARISON = re.compile(r"^(>=|<=|==|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)$")
@@ -44,13 +47,21 @@ class Unjudgeable(ValueError):
 class ExpectSpec(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
 
-    equals: Any = Field(default=None, description="The value, as text, equals this (as text).")
+    equals: Any = Field(
+        default=None,
+        description=(
+            "The value equals this: `true`/`false` (unquoted) a boolean; an unquoted number the value as an exact "
+            "number (`1` equals numeric 1.00); a quoted string the value's text (a boolean is refused: write true/false)."
+        ),
+    )
     matches: str | None = Field(default=None, description="A regular expression the value (as text) matches.")
     contains: str | None = Field(default=None, description="Text the value (as text) contains.")
     rows: list[list[Any]] | None = Field(
         default=None,
         max_length=MAX_ROWS,
-        description=f"A query's exact result, values as text (at most {MAX_ROWS} rows; null is SQL NULL).",
+        description=(
+            f"A query's exact result, each value judged as by equals (at most {MAX_ROWS} rows; null is SQL NULL)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -58,6 +69,8 @@ class ExpectSpec(BaseModel):
         given = [k for k in ("equals", "matches", "contains", "rows") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of equals, matches, contains, rows")
+        for wanted in [self.equals] if self.equals is not None else [v for row in self.rows or [] for v in row]:
+            _one_value(wanted)
         if self.matches is not None:
             try:
                 re.compile(self.matches)
@@ -67,6 +80,15 @@ class ExpectSpec(BaseModel):
 
 
 Expect = str | ExpectSpec
+
+
+def _one_value(wanted: Any) -> None:
+    """Refuse at load what ``equals`` (or a cell of ``rows``) could never be met by honestly."""
+    if isinstance(wanted, COLLECTION):
+        raise ValueError("equals (and each value of rows) takes one value: a quoted string, a number, true or false")
+    number = _number(wanted) if isinstance(wanted, int | float | Decimal) else None
+    if number is not None and number.is_nan():
+        raise ValueError("equals: .nan is never equal to anything (NaN is not NaN); compare a text instead")
 
 
 def not_rows(expect: Expect) -> Expect:
@@ -174,7 +196,10 @@ def _number(value: Any) -> Decimal | None:
     """``value`` as an exact number, or None: a boolean is not 1, and ``1_000`` is text, not a thousand."""
     if isinstance(value, bool):
         return None
-    text = repr(value) if isinstance(value, float) else as_text(value)
+    if isinstance(value, WrittenFloat):
+        text = value.written  # as the scenario or the JSON wrote it: the float may not be that decimal
+    else:
+        text = repr(value) if isinstance(value, float) else as_text(value)
     if not _NUMBER.match(text):
         return None
     try:
@@ -191,19 +216,64 @@ def _judge_spec(expect: ExpectSpec, value: Any, rows: list[tuple[Any, ...]] | No
             raise Unjudgeable("{rows: ...} judges the rows of a query, and this is a single reply")
         # A NULL is not the empty text: `{rows: [[""]]}` must not be met by a NULL, nor `[[null]]` by ''.
         got = [[_cell(v) for v in row] for row in (rows or [])]
-        want = [[_cell(v) for v in row] for row in expect.rows]
-        return got == want, f"{len(got)} row(s): {shown(got[:5])}"
+        return _same_rows(expect.rows, rows or []), f"{len(got)} row(s): {shown(got[:5])}"
     if value is None:
         # Nothing read is not the empty text: `equals: ""` or `matches: ".*"` met by a
         # query that returned no row, or a NULL, would pass without a value.
         return False, _absent(rows)
-    text = as_text(value)
     if expect.equals is not None:
-        return text == as_text(expect.equals), shown(value)
+        return equal(expect.equals, value), shown(value)
+    if isinstance(value, bool):
+        raise Unjudgeable(_BOOLEAN_TEXT.format(value=str(value).lower()))
+    text = as_text(value)
     if expect.matches is not None:
         return re.search(expect.matches, text) is not None, shown(value)
     assert expect.contains is not None
     return expect.contains in text, shown(value)
+
+
+_BOOLEAN_TEXT = (
+    "what was read is a boolean ({value}), and its text ('t', 'true', 'True') depends on who prints it: "
+    "judge it with {{equals: true}} or {{equals: false}}, unquoted"
+)
+
+
+def equal(wanted: Any, value: Any) -> bool:
+    """Whether ``value`` (read, not NULL) is ``wanted`` (as the scenario wrote it), typed by how it was written.
+
+    Found by review: both were compared as Python text, so ``{equals: "t"}`` and
+    ``{equals: "true"}`` never met a true PostgreSQL boolean (its text was ``True``), nor
+    ``{equals: 1}`` a numeric ``1.00``: failures where the data were right; and
+    ``{equals: 0.10000000000000001}`` (a YAML float: 0.1) met numeric ``0.1``, a false pass. Now a boolean
+    judges a boolean, a number an exact number (Decimal, as the comparisons: a bigint
+    above 2**53 is not its neighbour, ``0.1`` is not the float nearest it), and a quoted
+    string text. Raises :class:`Unjudgeable` where the two kinds cannot be compared
+    honestly (a boolean against anything else): an error of the check, never a verdict.
+    """
+    if isinstance(wanted, bool):
+        if not isinstance(value, bool):
+            raise Unjudgeable(
+                f"{{equals: {str(wanted).lower()}}} judges a boolean, and what was read is not one "
+                f'({type(value).__name__} {shown(value)!r}); to compare its text, quote it: equals: "{shown(value)}"'
+            )
+        return value is wanted
+    if isinstance(wanted, int | float | Decimal):
+        want, got = _number(wanted), _number(value)
+        return want is not None and got is not None and not got.is_nan() and got == want
+    if isinstance(value, bool):
+        raise Unjudgeable(_BOOLEAN_TEXT.format(value=str(value).lower()))
+    return as_text(value) == as_text(wanted)
+
+
+def _same_rows(wanted: list[list[Any]], rows: list[tuple[Any, ...]]) -> bool:
+    """Whether ``rows`` are exactly ``wanted``, each value as :func:`equal` judges it; a NULL only ``null``."""
+    if len(wanted) != len(rows) or any(len(w) != len(r) for w, r in zip(wanted, rows, strict=True)):
+        return False
+    return all(
+        (w is None and v is None) or (w is not None and v is not None and equal(w, v))
+        for want_row, row in zip(wanted, rows, strict=True)
+        for w, v in zip(want_row, row, strict=True)
+    )
 
 
 def _cell(value: Any) -> str | None:
@@ -221,4 +291,9 @@ def describe(expect: Expect) -> str:
     if isinstance(expect, str):
         return expect
     key = next(k for k in ("equals", "matches", "contains", "rows") if getattr(expect, k) is not None)
-    return f"{key} {shown(getattr(expect, key))}"
+    wanted = getattr(expect, key)
+    if isinstance(wanted, bool):
+        return f"{key} {str(wanted).lower()}"
+    if key == "equals" and isinstance(wanted, str):
+        return f'{key} "{shown(wanted)}"'  # quoted: text, not the number or boolean it may look like
+    return f"{key} {shown(wanted)}"

@@ -25,9 +25,19 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.assertions.base import Assertion, AssertionParams, DrillState, result
-from drills.assertions.expect import ExpectSpec, Unjudgeable, check_short_form, describe, judge, not_rows, shown
+from drills.assertions.expect import (
+    COLLECTION,
+    ExpectSpec,
+    Unjudgeable,
+    check_short_form,
+    describe,
+    judge,
+    not_rows,
+    shown,
+)
 from drills.crosscheck import CheckContext
 from drills.durations import Duration
+from drills.yamlsource import WrittenFloat
 from engine.journal import AssertionResult
 from engine.redaction import redact
 
@@ -188,7 +198,8 @@ def _attempt(url: str, params: HttpParams) -> tuple[bool, str, bool]:
 
 def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, bool]:
     try:
-        node: Any = json.loads(text)
+        # The number as the body wrote it: a float is not 0.10000000000000001 nor 9007199254740993.5.
+        node: Any = json.loads(text, parse_float=WrittenFloat.parse)
         for step in spec.path.split("."):
             node = node[int(step)] if isinstance(node, list) else node[step]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -196,6 +207,8 @@ def _json_value(status: int, text: str, spec: JsonValue) -> tuple[bool, str, boo
     try:
         held, seen = judge(spec.expect, node)
     except Unjudgeable as exc:  # an array or object judged by its Python text: no value was read
-        return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
+        if isinstance(node, COLLECTION):
+            return False, f"status {status}, but {spec.path} is not one value: {exc}; give a path to one item", False
+        return False, f"status {status}, but {spec.path} cannot be judged so: {exc}", False
     verdict = "meets" if held else "does not meet"
     return held, redact(f"status {status}, {spec.path} = {shown(seen)} {verdict} '{describe(spec.expect)}'"), True

@@ -212,8 +212,21 @@ def side_name() -> str:
 
 
 def drop_database(conn: psycopg2.extensions.connection, name: str) -> None:
-    """Drop ``name`` and its sessions; a no-op if it does not exist."""
+    """Drop drproof's own database ``name`` (a side or replaced copy) and its sessions; a no-op if it does not exist.
+
+    A template database cannot be dropped: found by review, a restore of a database with
+    ``IS_TEMPLATE true`` kept the database it replaced as a full copy under
+    ``drproof_replaced_*``, and a refused one silently kept its side copy, which had the
+    flag once the database's properties were applied. The copy is un-templated first;
+    only copies are (the restored database keeps the flag the backup recorded).
+    """
+    if not name.startswith((SIDE_PREFIX, REPLACED_PREFIX)):
+        raise ValueError(f"drop_database drops only drproof's own copies, not {name!r}")
     with conn.cursor() as cur:
+        cur.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,))
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            cur.execute(f"ALTER DATABASE {quote_ident(name)} IS_TEMPLATE false")
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
