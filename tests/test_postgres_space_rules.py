@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,30 @@ def test_a_data_directory_out_of_reach_is_said_and_the_restore_goes_on(
         plan = postgres_space.preflight(_Comp(), source, None)  # type: ignore[arg-type]
     assert plan.data_dir is None  # nothing to watch, and not refused
     assert "was not checked and is not watched: it is in a container" in caplog.text and "5000 bytes" in caplog.text
+
+
+def test_the_guard_thread_survives_an_error_says_it_once_and_still_stops_the_load(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Found by review: any error in the guard's thread ended it, unseen; the load then ran on unwatched."""
+    monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.001)
+    looks = iter([OSError(5, "Input/output error")] * 3 + [0] * 1000)
+    ended: list[int] = []
+
+    def filesystem(path: Path) -> postgres_space.Filesystem:
+        look = next(looks)
+        if isinstance(look, Exception):
+            raise look
+        if len(ended) >= 2:
+            watch.stop.set()
+        return postgres_space.Filesystem(path, 1, 100, look)
+
+    monkeypatch.setattr(postgres_space, "filesystem", filesystem)
+    watch = object.__new__(postgres_space.Watch)
+    watch.data_dir, watch.reserve, watch.side, watch.instance = tmp_path, 10, "side", "db"
+    watch.low, watch.stop, watch._said = None, threading.Event(), set()
+    monkeypatch.setattr(watch, "_end_sessions", lambda: ended.append(1), raising=False)
+    with caplog.at_level(logging.WARNING):
+        watch.run()
+    assert watch.low == 0 and len(ended) >= 2  # it went on after the errors, and ended the load
+    assert caplog.text.count("the disk space guard of the restore failed (OSError") == 1

@@ -299,28 +299,77 @@ class Watch:
         self.data_dir, self.reserve, self.side, self.instance = plan.data_dir, plan.reserve, side, comp.instance
         self.low: int | None = None  # free bytes seen when it stopped the restore
         self.stop = threading.Event()
+        self._said: set[str] = set()
+        self._comp = comp
         # Connected now: a new session on a nearly full disk may fail to start.
-        self.conn = comp.connect(comp.admin_db)
-        self.conn.autocommit = True
+        self.conn = self._session()
+
+    def _session(self) -> psycopg2.extensions.connection:
+        conn = self._comp.connect(self._comp.admin_db)
+        conn.autocommit = True
+        return conn
 
     def run(self) -> None:
+        """Poll until stopped; never ends on an error, which would leave the load unwatched and say nothing."""
         while not self.stop.wait(POLL_SECONDS):
-            free = filesystem(self.data_dir).free
-            if free < self.reserve:
-                self.low = free if self.low is None else min(self.low, free)
-                self._end_sessions()
+            try:
+                free = filesystem(self.data_dir).free
+                if free < self.reserve:
+                    self.low = free if self.low is None else min(self.low, free)
+                    self._end_sessions()
+                else:
+                    self._keep_session()
+            except Exception as exc:  # a thread's exception is printed nowhere the user reads
+                said = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                if said not in self._said:  # once each, not every poll
+                    self._said.add(said)
+                    log.warning(
+                        "postgres %r: the disk space guard of the restore failed (%s); it tries again",
+                        self.instance,
+                        said,
+                    )
 
-    def _end_sessions(self) -> None:
-        """pg_restore and its workers fail on their next statement; every poll, in case one reconnects."""
+    def _keep_session(self) -> None:
+        """Use the guard's session every poll, and replace it at once if the server ended it.
+
+        Why: the guard's session must be ready the moment the disk fills. Left idle, a
+        server's ``idle_session_timeout`` or a clean-up job of idle sessions ends it, and
+        that is only found when it is needed, one reconnection late, while the load
+        keeps writing.
+        """
         try:
             with self.conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                    "AND pid <> pg_backend_pid()",
-                    (self.side,),
-                )
-        except psycopg2.Error as exc:
-            log.warning("postgres %r: could not stop the restore: %s", self.instance, " ".join(str(exc).split()))
+                cur.execute("SELECT 1")
+        except psycopg2.Error:
+            self.conn.close()
+            self.conn = self._session()
+
+    def _end_sessions(self) -> None:
+        """pg_restore and its workers fail on their next statement; every poll, in case one reconnects.
+
+        Found by review: the guard's session sits idle until the disk fills, and a server
+        that ends idle sessions (``idle_session_timeout``, a clean-up job) had ended it;
+        the guard then only logged, every poll, while the load filled the disk and the
+        server PANICked. A session that fails is replaced once, at once (the reserve is
+        still free, so a new session starts).
+        """
+        for attempt in (1, 2):
+            try:
+                if self.conn.closed:
+                    self.conn = self._session()
+                with self.conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                        "AND pid <> pg_backend_pid()",
+                        (self.side,),
+                    )
+                return
+            except (psycopg2.Error, ComponentError) as exc:
+                self.conn.close()
+                if attempt == 2:
+                    log.warning(
+                        "postgres %r: could not stop the restore: %s", self.instance, " ".join(str(exc).split())
+                    )
 
     def error(self) -> ComponentError:
         return ComponentError(

@@ -9,6 +9,7 @@ down, where before it was only damaged.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -141,7 +142,9 @@ def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not _side_databases(small_db):
             time.sleep(0.01)
-        _fill_to(small_disk, 16 * MIB)  # less than the side database still needs: the disk would fill
+        # Below the reserve, with room for what the load writes until it is ended and for the clean-up's
+        # checkpoint (16 MiB left the DROP of the side database failing on a full disk, 1 run in 4).
+        _fill_to(small_disk, 32 * MIB)
         filled.set()
 
     filler = threading.Thread(target=fill_once_loading, daemon=True)
@@ -155,6 +158,59 @@ def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_s
     assert small_db.health().ok
     assert small_db.fingerprint().parts == before.parts
     assert "PANIC" not in _server_log(small_db)
+
+
+def test_a_guard_whose_session_was_ended_still_stops_the_restore(
+    small_db: PostgresComponent, small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the guard's own connection sits idle until the disk fills; a server that ends idle
+    sessions (``idle_session_timeout``, a pgbouncer, a DBA's clean-up job) left the guard unable to end the load.
+    It said "could not stop the restore" every poll while pg_restore filled the disk, and the server PANICked.
+    """
+    _small_reserve(monkeypatch, 48 * MIB)
+    monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
+    watches: list[postgres_space.Watch] = []
+    real_init = postgres_space.Watch.__init__
+
+    def init(self: postgres_space.Watch, *args: Any) -> None:
+        real_init(self, *args)
+        watches.append(self)
+
+    monkeypatch.setattr(postgres_space.Watch, "__init__", init)
+    repo, manifest = _backup(small_db, tmp_path)
+    before = small_db.fingerprint()
+    filled = threading.Event()
+    ended: list[int] = []
+
+    def end_the_guards_session_then_fill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (_side_databases(small_db) and watches):
+            time.sleep(0.01)
+        guard = watches[0]
+        session = guard.conn
+        ended.append(session.get_backend_pid())
+        pg_sql(small_db, f"SELECT pg_terminate_backend({ended[0]})", db="postgres")
+        until = time.monotonic() + 5
+        while guard.conn is session and time.monotonic() < until:  # the guard finds its session gone
+            time.sleep(0.005)
+        # Below the reserve, with room for what the load writes until it is ended and the clean-up's checkpoint.
+        _fill_to(small_disk, 32 * MIB)
+        filled.set()
+
+    filler = threading.Thread(target=end_the_guards_session_then_fill, daemon=True)
+    filler.start()
+    with pytest.raises(ComponentError, match="restore stopped: free space"):
+        engine_backup.restore(repo, manifest, small_db)
+    filler.join()
+    assert filled.is_set()
+    log = _server_log(small_db)
+    assert _side_databases(small_db) == [], log[-3000:]
+    # The guard ended the load's sessions (before: it could not, and only the load's end or a full disk stopped it).
+    stopped = re.findall(r"\[(\d+)\] FATAL:  terminating connection due to administrator command", log)
+    assert {int(pid) for pid in stopped} - set(ended), log[-3000:]
+    assert small_db.health().ok
+    assert small_db.fingerprint().parts == before.parts
+    assert "PANIC" not in log
 
 
 def test_a_restore_that_fits_is_checked_quietly_and_restores(
