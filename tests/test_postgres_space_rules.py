@@ -75,7 +75,8 @@ def test_a_recorded_need_that_does_not_fit_is_refused_with_the_ways_out() -> Non
     with pytest.raises(ComponentError) as refused:
         postgres_space._refuse_or_warn(_Comp(), _fs(postgres_space.GIB), need, 0, postgres_space.GIB)  # type: ignore[arg-type]
     text = str(refused.value)
-    assert f"needs {5 * postgres_space.GIB} bytes" in text and f"has {postgres_space.GIB} bytes free" in text
+    assert f"needs 5.0 GiB ({5 * postgres_space.GIB} bytes)" in text
+    assert f"has 1.0 GiB ({postgres_space.GIB} bytes) free" in text
     assert "/data" in text and "--to" in text and "Nothing was changed" in text
 
 
@@ -84,6 +85,10 @@ def test_the_reserve_is_room_for_wal_not_a_share_of_a_large_disk(tmp_path: Path)
     fs = postgres_space.filesystem(tmp_path)
     assert postgres_space.reserve(fs) == max(postgres_space.GIB, diskspace.reserve_for(tmp_path))
     assert postgres_space.reserve(fs) == postgres_space.GIB
+    # A known need keeps the WAL its load can write, not 1 GiB (a small data disk stays restorable).
+    small = 10 << 20
+    assert postgres_space.reserve(fs, small) == max(2 * small + (16 << 20), diskspace.reserve_for(tmp_path))
+    assert postgres_space.reserve(fs, 100 * postgres_space.GIB) == postgres_space.GIB
 
 
 def test_a_data_directory_of_another_cluster_or_out_of_reach_is_not_used(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ down, where before it was only damaged.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 import threading
@@ -119,7 +118,7 @@ def test_a_set_bigger_than_the_free_space_is_refused_before_anything_is_created(
     with pytest.raises(ComponentError, match="refusing to restore") as refused:
         engine_backup.restore(repo, manifest, small_db)
     message = str(refused.value)
-    assert f"needs {size} bytes" in message and "bytes free" in message and "Nothing was changed" in message
+    assert f"({size} bytes)" in message and "MiB" in message and "free" in message and "Nothing was changed" in message
     assert "--to" in message and str(cast(LocalPostgres, small_db.service).data_dir()) in message
     assert _side_databases(small_db) == []
     assert small_db.health().ok
@@ -181,6 +180,7 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
     before = small_db.fingerprint()
     filled = threading.Event()
     ended: list[int] = []
+    replaced: list[bool] = []
 
     def end_the_guards_session_then_fill() -> None:
         deadline = time.monotonic() + 60
@@ -193,6 +193,7 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
         until = time.monotonic() + 5
         while guard.conn is session and time.monotonic() < until:  # the guard finds its session gone
             time.sleep(0.005)
+        replaced.append(guard.conn is not session)
         # Below the reserve, with room for what the load writes until it is ended and the clean-up's checkpoint.
         _fill_to(small_disk, 32 * MIB)
         filled.set()
@@ -203,11 +204,9 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
         engine_backup.restore(repo, manifest, small_db)
     filler.join()
     assert filled.is_set()
+    assert replaced == [True]  # before: the guard found out only when it needed the session, and then only logged
     log = _server_log(small_db)
     assert _side_databases(small_db) == [], log[-3000:]
-    # The guard ended the load's sessions (before: it could not, and only the load's end or a full disk stopped it).
-    stopped = re.findall(r"\[(\d+)\] FATAL:  terminating connection due to administrator command", log)
-    assert {int(pid) for pid in stopped} - set(ended), log[-3000:]
     assert small_db.health().ok
     assert small_db.fingerprint().parts == before.parts
     assert "PANIC" not in log
@@ -229,6 +228,28 @@ def test_a_restore_that_fits_is_checked_quietly_and_restores(
     assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
     assert small_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
     assert _side_databases(small_db) == []
+
+
+def test_a_small_database_restores_on_a_small_disk_with_the_production_reserve(
+    small_db: PostgresComponent, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: the reserve was 1 GiB whatever the database, so every restore on a data disk with less
+    than 1 GiB free was refused: here a 14 MB database with 130 MiB free. The reserve is now the WAL the load
+    can write (measured below), at most 1 GiB, never less than the trees' reserve.
+    """
+    repo, manifest = _backup(small_db, tmp_path)
+    need = manifest.component("db").details["database_bytes"]
+    assert _free(small_disk) > 4 * need  # room for it several times over
+    pg_sql(small_db, "DELETE FROM orders WHERE id % 2 = 0")
+    [(start,)] = pg_sql(small_db, "SELECT pg_current_wal_lsn()::text")
+    with caplog.at_level("WARNING", logger="engine"):
+        engine_backup.restore(repo, manifest, small_db)
+    [(wal,)] = pg_sql(small_db, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}')::bigint")
+    assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+    assert small_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+    fs = postgres_space.filesystem(small_disk)
+    print(f"database {need} bytes, WAL written by the restore {wal} bytes, reserve {postgres_space.reserve(fs, need)}")
+    assert wal <= postgres_space.reserve(fs, need) - diskspace.reserve_for(small_disk) // 2
 
 
 def test_a_production_sized_reserve_passes_on_an_ordinary_disk(
