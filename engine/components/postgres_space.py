@@ -392,8 +392,8 @@ class Watch:
         return ComponentError(
             f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's data "
             f"directory {self.data_dir} fell to {_size(self.low or 0)}, below the {_size(self.reserve)} kept as a reserve "
-            "(PostgreSQL stops when it cannot write WAL). The side database is dropped and the live database was "
-            "not touched; free space there, or restore to another server (--to)"
+            "(PostgreSQL stops when it cannot write WAL). The live database was not touched (the side database is "
+            "dropped); free space there, or restore to another server (--to)"
         )
 
 

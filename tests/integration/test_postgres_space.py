@@ -284,3 +284,45 @@ def test_another_servers_data_directory_counts_only_when_it_is_the_same_cluster(
     assert row is not None
     other, why = postgres_space._same_cluster(local.data_dir(), int(row[0]) + 1)
     assert other is None and "another cluster" in why
+
+
+def test_a_side_database_the_clean_up_could_not_drop_is_named_in_the_failure(
+    seeded_postgres: PostgresComponent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review (1 run in 4 of the guard's test with 16 MiB left): DROP DATABASE of the side database
+    failed on the full disk ("checkpoint request failed"), the error was swallowed, and the failure said
+    "the side database is dropped" while a whole copy stayed on the disk. The drop's failure is now said.
+    """
+    import psycopg2
+
+    from engine.components import postgres_restore
+
+    repo, manifest = _backup(seeded_postgres, tmp_path)
+    real_drop = postgres_restore.drop_database
+
+    def drop_fails(_conn: Any, _name: str) -> None:
+        raise psycopg2.errors.InternalError("checkpoint request failed")
+
+    monkeypatch.setattr(PostgresComponent, "_load_side", lambda self, source, side, env: _create_then_fail(self, side))
+    monkeypatch.setattr(postgres_restore, "drop_database", drop_fails)
+    with pytest.raises(ComponentError) as failed:
+        engine_backup.restore(repo, manifest, seeded_postgres)
+    [side] = _side_databases(seeded_postgres)
+    message = str(failed.value)
+    assert "restore stopped" in message and f"{side!r}" in message and "could not be dropped" in message, message
+    assert "checkpoint request failed" in message and f"DROP DATABASE {side}" in message
+    monkeypatch.setattr(postgres_restore, "drop_database", real_drop)
+    conn = seeded_postgres.connect("postgres")
+    conn.autocommit = True
+    real_drop(conn, side)
+    conn.close()
+
+
+def _create_then_fail(comp: PostgresComponent, side: str) -> None:
+    """The side database exists, then the load fails (as when the guard ends it)."""
+    conn = comp.connect("postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{side}"')
+    conn.close()
+    raise ComponentError("postgres 'db': restore stopped: free space fell (as the guard says it)")
