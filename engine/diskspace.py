@@ -71,12 +71,21 @@ def size_text(n: int) -> str:
     return f"{n} B"  # not reached
 
 
-def require_free(path: Path | str, needed: int, what: str) -> None:
+TO_ELSEWHERE = "Free space there, or restore elsewhere with --to"
+
+
+def fits(path: Path | str, needed: int) -> bool:
+    """Whether ``needed`` more bytes leave the filesystem of ``path`` its reserve: for a step that can be skipped."""
+    return needed + reserve_for(path) <= free_bytes(path)
+
+
+def require_free(path: Path | str, needed: int, what: str, ways_out: str = TO_ELSEWHERE) -> None:
     """Refuse, before anything is written, ``needed`` bytes the filesystem of ``path`` cannot take.
 
     ``what`` says what would be written ("the restored copy of volume 'files'"). The
     refusal names the filesystem, what is needed, what is free and the reserve kept,
-    and the ways out; it is raised before anything is written, so nothing was changed.
+    and the ways out (``ways_out``: a scratch directory is moved with TMPDIR, not --to);
+    it is raised before anything is written, so nothing was changed.
     """
     free, reserve = free_bytes(path), reserve_for(path)
     if needed + reserve <= free:
@@ -84,8 +93,7 @@ def require_free(path: Path | str, needed: int, what: str) -> None:
     raise InsufficientSpace(
         f"refusing to write {what} into {path}: the filesystem there ({mount_of(path)}) has {size_text(free)} free, "
         f"and this needs {size_text(needed)} plus {size_text(reserve)} kept free for the applications writing there "
-        f"(short by {size_text(needed + reserve - free)}). Free space there, or restore elsewhere with --to; "
-        "nothing was changed"
+        f"(short by {size_text(needed + reserve - free)}). {ways_out}; nothing was changed"
     )
 
 
@@ -114,9 +122,10 @@ class SpaceGuard:
     file. The caller removes what it wrote when this raises.
     """
 
-    def __init__(self, path: Path | str, what: str, every: int = CHECK_EVERY) -> None:
+    def __init__(self, path: Path | str, what: str, every: int = CHECK_EVERY, ways_out: str = TO_ELSEWHERE) -> None:
         self.path = str(path)
         self.what = what
+        self.ways_out = ways_out
         self.reserve = reserve_for(path)
         self.every = max(1, min(every, self.reserve // 2))
         self._since = 0
@@ -135,8 +144,8 @@ class SpaceGuard:
             raise InsufficientSpace(
                 f"stopped writing {self.what} into {self.path}: the free space of its filesystem "
                 f"({mount_of(self.path)}) fell to {size_text(free)}, below the {size_text(self.reserve)} kept free "
-                "for the applications writing there (something else is filling it). Free space there, or restore "
-                "elsewhere with --to; what was written was removed and nothing was changed"
+                f"for the applications writing there (something else is filling it). {self.ways_out}; what was "
+                "written was removed and nothing was changed"
             )
 
     def reading(self, stream: IO[bytes]) -> IO[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def test_a_recorded_need_that_does_not_fit_is_refused_with_the_ways_out() -> Non
     with pytest.raises(ComponentError) as refused:
         postgres_space._refuse_or_warn(_Comp(), _fs(postgres_space.GIB), need, 0, postgres_space.GIB)  # type: ignore[arg-type]
     text = str(refused.value)
-    assert f"needs {5 * postgres_space.GIB} bytes" in text and f"has {postgres_space.GIB} bytes free" in text
+    assert f"needs 5.0 GiB ({5 * postgres_space.GIB} bytes)" in text
+    assert f"has 1.0 GiB ({postgres_space.GIB} bytes) free" in text
     assert "/data" in text and "--to" in text and "Nothing was changed" in text
 
 
@@ -83,6 +85,10 @@ def test_the_reserve_is_room_for_wal_not_a_share_of_a_large_disk(tmp_path: Path)
     fs = postgres_space.filesystem(tmp_path)
     assert postgres_space.reserve(fs) == max(postgres_space.GIB, diskspace.reserve_for(tmp_path))
     assert postgres_space.reserve(fs) == postgres_space.GIB
+    # A known need keeps the WAL its load can write, not 1 GiB (a small data disk stays restorable).
+    small = 10 << 20
+    assert postgres_space.reserve(fs, small) == max(2 * small + (16 << 20), diskspace.reserve_for(tmp_path))
+    assert postgres_space.reserve(fs, 100 * postgres_space.GIB) == postgres_space.GIB
 
 
 def test_a_data_directory_of_another_cluster_or_out_of_reach_is_not_used(tmp_path: Path) -> None:
@@ -104,3 +110,30 @@ def test_a_data_directory_out_of_reach_is_said_and_the_restore_goes_on(
         plan = postgres_space.preflight(_Comp(), source, None)  # type: ignore[arg-type]
     assert plan.data_dir is None  # nothing to watch, and not refused
     assert "was not checked and is not watched: it is in a container" in caplog.text and "5000 bytes" in caplog.text
+
+
+def test_the_guard_thread_survives_an_error_says_it_once_and_still_stops_the_load(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Found by review: any error in the guard's thread ended it, unseen; the load then ran on unwatched."""
+    monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.001)
+    looks = iter([OSError(5, "Input/output error")] * 3 + [0] * 1000)
+    ended: list[int] = []
+
+    def filesystem(path: Path) -> postgres_space.Filesystem:
+        look = next(looks)
+        if isinstance(look, Exception):
+            raise look
+        if len(ended) >= 2:
+            watch.stop.set()
+        return postgres_space.Filesystem(path, 1, 100, look)
+
+    monkeypatch.setattr(postgres_space, "filesystem", filesystem)
+    watch = object.__new__(postgres_space.Watch)
+    watch.data_dir, watch.reserve, watch.side, watch.instance = tmp_path, 10, "side", "db"
+    watch.low, watch.stop, watch._said = None, threading.Event(), set()
+    monkeypatch.setattr(watch, "_end_sessions", lambda: ended.append(1), raising=False)
+    with caplog.at_level(logging.WARNING):
+        watch.run()
+    assert watch.low == 0 and len(ended) >= 2  # it went on after the errors, and ended the load
+    assert caplog.text.count("the disk space guard of the restore failed (OSError") == 1

@@ -1173,22 +1173,35 @@ class Room(NamedTuple):
         return self.archived + self.entries * block_size(path)
 
 
-def room_for(sources: Sequence[ArtifactSource], artifact: str) -> Room:
+def room_for(sources: Sequence[ArtifactSource], artifact: str, tree_bytes: bool = False) -> Room:
     """The room a restore of ``artifact`` from this chain of sets (full first) takes, from their manifests.
 
-    An upper bound, counted from what is signed, before a byte is read: every layer's
-    archive whole (``raw_size``: its bytes before compression; a layer's files replace
-    older ones, but the bound counts both), and of its entries the fingerprint's count,
-    never more than its archive can hold (every entry has a 512-byte header). A
-    manifest that understates ``raw_size`` is stopped at it while reading
-    (``engine.decoding``), so the bound holds for a hostile one too.
+    An upper bound, counted from what is signed, before a byte is read: after each layer
+    the staged tree holds at most what it held before plus that layer's archive
+    (``raw_size``: its bytes before compression), and, with ``tree_bytes`` (a volume,
+    whose fingerprint's ``bytes`` are its files' sizes), never more than the tree that
+    set's fingerprint measured. The room is the largest of these over the chain: a layer
+    first removes what it replaces, so the staged tree is never more than the larger of
+    the trees before and after it. Found by review: the archives were added up, so a
+    chain of six incrementals of one 4 MiB file that changes daily "needed" 28 MiB
+    for a 4 MiB tree, and a restore that fitted was refused. Entries alike: at most the
+    fingerprint's count, never more than the archives can hold (a 512-byte header
+    each). A manifest that understates ``raw_size`` is stopped at it while reading
+    (``engine.decoding``); a fingerprint that understates the tree is caught by the
+    guard (``engine.diskspace.SpaceGuard``) and then by the proof of the staged tree.
     """
-    archived = entries = 0
+    held = entries = peak = peak_entries = 0
     for source in sources:
         raw = source.record(artifact).raw_size
-        archived += raw
-        entries += min(_entries(source.fingerprint, raw), raw // TAR_BLOCK)
-    return Room(archived, entries)
+        held += raw
+        entries += raw // TAR_BLOCK
+        fp = source.fingerprint
+        if fp is not None:
+            entries = min(entries, _entries(fp, raw))
+            if tree_bytes and "bytes" in fp.totals():
+                held = min(held, fp.totals()["bytes"])
+        peak, peak_entries = max(peak, held), max(peak_entries, entries)
+    return Room(peak, peak_entries)
 
 
 def _entries(fp: Fingerprint | None, raw: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     import psycopg2.extensions
 else:
     psycopg2 = lazy("psycopg2")
+
+log = logging.getLogger(__name__)
 
 SEED_SCHEMA = """
 CREATE TABLE customers (
@@ -706,9 +709,8 @@ class PostgresComponent(Component):
                     self._load_side(source, side, env)
                 if not self._proof_left_to_caller(source, admin):
                     self.prove_restored(*self._side_proof(source.fingerprint, side), f"side database {side!r}")
-            except BaseException:
-                with contextlib.suppress(psycopg2.Error):
-                    pg_restore.drop_database(admin, side)
+            except BaseException as exc:
+                _drop_side(admin, side, exc, self.instance)
                 with contextlib.suppress(psycopg2.Error):
                     pg_restore.drop_roles(admin, created)
                 raise
@@ -963,3 +965,23 @@ def _refusing_connections(instance: str, dbname: str) -> str:
 def _ident(name: str) -> str:
     """``name`` as an SQL identifier, for a message (no connection needed)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _drop_side(admin: psycopg2.extensions.connection, side: str, failure: BaseException, instance: str) -> None:
+    """Drop the side database of a failed restore; if that fails too, say so in the failure's own message.
+
+    Found by review: the drop's error was swallowed, and a restore stopped because the
+    disk was filling said "the side database is dropped" while DROP DATABASE had failed
+    on that full disk ("checkpoint request failed"), leaving a whole copy of the database
+    on it and nothing to say so.
+    """
+    try:
+        pg_restore.drop_database(admin, side)
+    except psycopg2.Error as exc:
+        left = (
+            f"the side database {side!r} it loaded could not be dropped ({' '.join(str(exc).split())}) and still "
+            f"takes room on the server: drop it (DROP DATABASE {side}) once the server can write again"
+        )
+        log.warning("postgres %r: %s", instance, left)
+        if isinstance(failure, ComponentError) and failure.args and isinstance(failure.args[0], str):
+            failure.args = (f"{failure.args[0]}; but {left}", *failure.args[1:])

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import diskspace
 from engine.components.base import ArtifactSource
-from engine.errors import ComponentError
+from engine.errors import ComponentError, InsufficientSpace
 from engine.lazy import lazy
 
 if TYPE_CHECKING:
@@ -66,7 +66,13 @@ else:
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-RESERVE_FLOOR = GIB  # bytes kept free at least: room for max_wal_size's default of WAL
+RESERVE_FLOOR = GIB  # bytes kept free at most for WAL: max_wal_size's default
+# WAL a load writes per byte of the database it makes, at most, and a margin for the live
+# server's own writes meanwhile. Measured (tests/integration/test_postgres_space.py):
+# restoring an 18 MB database wrote 11.7 MB of WAL, 0.65 bytes per byte (PostgreSQL 18); 2 leaves
+# room for full-page images after a checkpoint and for index builds.
+WAL_PER_BYTE = 2
+WAL_MARGIN = 16 << 20  # one WAL segment
 # Database size per byte of uncompressed pg_dump, for sets that did not record the size.
 # Measured: 2.98 for drproof's seeded schema (28 MB database, 9.4 MB dump); row headers
 # (24 bytes a row), indexes and free space in pages make a database larger than its dump.
@@ -94,15 +100,21 @@ def filesystem(path: Path) -> Filesystem:
     return Filesystem(path, os.stat(path).st_dev, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
-def reserve(fs: Filesystem) -> int:
-    """Bytes the server's filesystem keeps free through a restore: room for WAL, and the applications' reserve.
+def reserve(fs: Filesystem, need: int | None = None) -> int:
+    """Bytes the server's filesystem keeps free through a restore of ``need`` bytes: its WAL, and the applications' reserve.
 
     Not a share of the filesystem alone: 5 % of a 2 TB disk kept 100 GB back and refused
     a 10 MB restore on a server with 90 GB free, on the day it was needed. The WAL the
-    load writes stays until a checkpoint recycles it (``max_wal_size``, 1 GB by default);
-    the file-tree restores' reserve (``diskspace.reserve_for``) is never more than that.
+    load writes stays until a checkpoint recycles it (``max_wal_size``, 1 GB by
+    default), so never more than that is kept for it; but a load writes WAL in
+    proportion to what it loads (``WAL_PER_BYTE``), so a small database keeps that
+    much, not 1 GiB. Found by review: 1 GiB for every restore refused a 18 MB database
+    on a data disk with 84 MiB free, and every restore on a disk with less than 1 GiB
+    free. The file-tree restores' reserve (``diskspace.reserve_for``) is kept at least.
+    An unknown need keeps the whole 1 GiB.
     """
-    return max(RESERVE_FLOOR, diskspace.reserve_for(fs.path))
+    wal = RESERVE_FLOOR if need is None else min(RESERVE_FLOOR, WAL_PER_BYTE * need + WAL_MARGIN)
+    return max(wal, diskspace.reserve_for(fs.path))
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,7 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
         )
         return Plan(None, 0)
     fs = filesystem(where)
-    kept = reserve(fs)
+    kept = reserve(fs, None if need is None else need.bytes)
     if need is None:
         log.warning(
             "postgres %r: the backup set records neither the database's nor the dump's size, so free space "
@@ -221,18 +233,23 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
         _refuse_or_warn(comp, fs, need, scratch, kept)
     else:
         log.info(
-            "postgres %r: the restore needs %s; %s has %d bytes free and keeps %d",
+            "postgres %r: the restore needs %s; %s has %s free and keeps %s",
             comp.instance,
             _amount(need),
             fs.path,
-            fs.free,
-            kept,
+            _size(fs.free),
+            _size(kept),
         )
     return Plan(where, kept)
 
 
 def _amount(need: Need | None) -> str:
-    return "an unknown amount of space" if need is None else f"{need.bytes} bytes ({need.how})"
+    return "an unknown amount of space" if need is None else f"{_size(need.bytes)}: {need.how}"
+
+
+def _size(n: int) -> str:
+    """A size as people read it, and exact: 17.1 MiB (17938111 bytes)."""
+    return f"{diskspace.size_text(n)} ({n} bytes)"
 
 
 def _shared_scratch(fs: Filesystem, scratch: int) -> int:
@@ -251,27 +268,27 @@ def _refuse_or_warn(comp: PostgresComponent, fs: Filesystem, need: Need, scratch
     """
     shared = _shared_scratch(fs, scratch)
     total = need.bytes + shared
-    extra = f" and {shared} bytes of the extracted dump in the scratch directory" if shared else ""
+    extra = f" and {_size(shared)} of the extracted dump in the scratch directory" if shared else ""
     if not need.exact:
         log.warning(
             "postgres %r: the restore may not fit on the filesystem of the server's data directory %s: it needs "
-            "about %d bytes (%s)%s and keeps %d free; %d are free. It is watched and stopped, the live database "
+            "about %s (%s)%s and keeps %s free; %s are free. It is watched and stopped, the live database "
             "untouched, if free space falls below that",
             comp.instance,
             fs.path,
-            total,
+            _size(total),
             need.how,
             extra,
-            kept,
-            fs.free,
+            _size(kept),
+            _size(fs.free),
         )
         return
-    raise ComponentError(
+    raise InsufficientSpace(
         f"postgres {comp.instance!r}: refusing to restore: the side database it loads beside the live one needs "
-        f"{need.bytes} bytes ({need.how}){extra}, and the filesystem of the server's data directory {fs.path} has "
-        f"{fs.free} bytes free and must keep {kept} free as a reserve (for WAL "
+        f"{_size(need.bytes)}: {need.how}{extra}; and the filesystem of the server's data directory {fs.path} has "
+        f"{_size(fs.free)} free and must keep {_size(kept)} free as a reserve (for WAL "
         "and the live server's own writes: PostgreSQL stops when it cannot write WAL). Free at least "
-        f"{total + kept - fs.free} bytes there, or restore to another server (--to). Nothing was changed"
+        f"{_size(total + kept - fs.free)} there, or restore to another server (--to). Nothing was changed"
     )
 
 
@@ -283,10 +300,10 @@ def _check_scratch(comp: PostgresComponent, scratch: int, where: Path | None) ->
     if where is not None and filesystem(where).device == tmp.device:
         return
     if scratch + SCRATCH_MARGIN > tmp.free:
-        raise ComponentError(
+        raise InsufficientSpace(
             f"postgres {comp.instance!r}: refusing to restore: the dump is extracted to a scratch directory in "
-            f"{tmp.path} and needs {scratch} bytes there; that filesystem has {tmp.free} bytes free (and keeps "
-            f"{SCRATCH_MARGIN}). Free space there, or point TMPDIR at a filesystem with room. Nothing was changed"
+            f"{tmp.path} and needs {_size(scratch)} there; that filesystem has {_size(tmp.free)} free (and keeps "
+            f"{diskspace.size_text(SCRATCH_MARGIN)}). Free space there, or point TMPDIR at a filesystem with room. Nothing was changed"
         )
 
 
@@ -299,35 +316,84 @@ class Watch:
         self.data_dir, self.reserve, self.side, self.instance = plan.data_dir, plan.reserve, side, comp.instance
         self.low: int | None = None  # free bytes seen when it stopped the restore
         self.stop = threading.Event()
+        self._said: set[str] = set()
+        self._comp = comp
         # Connected now: a new session on a nearly full disk may fail to start.
-        self.conn = comp.connect(comp.admin_db)
-        self.conn.autocommit = True
+        self.conn = self._session()
+
+    def _session(self) -> psycopg2.extensions.connection:
+        conn = self._comp.connect(self._comp.admin_db)
+        conn.autocommit = True
+        return conn
 
     def run(self) -> None:
+        """Poll until stopped; never ends on an error, which would leave the load unwatched and say nothing."""
         while not self.stop.wait(POLL_SECONDS):
-            free = filesystem(self.data_dir).free
-            if free < self.reserve:
-                self.low = free if self.low is None else min(self.low, free)
-                self._end_sessions()
+            try:
+                free = filesystem(self.data_dir).free
+                if free < self.reserve:
+                    self.low = free if self.low is None else min(self.low, free)
+                    self._end_sessions()
+                else:
+                    self._keep_session()
+            except Exception as exc:  # a thread's exception is printed nowhere the user reads
+                said = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                if said not in self._said:  # once each, not every poll
+                    self._said.add(said)
+                    log.warning(
+                        "postgres %r: the disk space guard of the restore failed (%s); it tries again",
+                        self.instance,
+                        said,
+                    )
 
-    def _end_sessions(self) -> None:
-        """pg_restore and its workers fail on their next statement; every poll, in case one reconnects."""
+    def _keep_session(self) -> None:
+        """Use the guard's session every poll, and replace it at once if the server ended it.
+
+        Why: the guard's session must be ready the moment the disk fills. Left idle, a
+        server's ``idle_session_timeout`` or a clean-up job of idle sessions ends it, and
+        that is only found when it is needed, one reconnection late, while the load
+        keeps writing.
+        """
         try:
             with self.conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                    "AND pid <> pg_backend_pid()",
-                    (self.side,),
-                )
-        except psycopg2.Error as exc:
-            log.warning("postgres %r: could not stop the restore: %s", self.instance, " ".join(str(exc).split()))
+                cur.execute("SELECT 1")
+        except psycopg2.Error:
+            self.conn.close()
+            self.conn = self._session()
+
+    def _end_sessions(self) -> None:
+        """pg_restore and its workers fail on their next statement; every poll, in case one reconnects.
+
+        Found by review: the guard's session sits idle until the disk fills, and a server
+        that ends idle sessions (``idle_session_timeout``, a clean-up job) had ended it;
+        the guard then only logged, every poll, while the load filled the disk and the
+        server PANICked. A session that fails is replaced once, at once (the reserve is
+        still free, so a new session starts).
+        """
+        for attempt in (1, 2):
+            try:
+                if self.conn.closed:
+                    self.conn = self._session()
+                with self.conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                        "AND pid <> pg_backend_pid()",
+                        (self.side,),
+                    )
+                return
+            except (psycopg2.Error, ComponentError) as exc:
+                self.conn.close()
+                if attempt == 2:
+                    log.warning(
+                        "postgres %r: could not stop the restore: %s", self.instance, " ".join(str(exc).split())
+                    )
 
     def error(self) -> ComponentError:
         return ComponentError(
             f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's data "
-            f"directory {self.data_dir} fell to {self.low} bytes, below the {self.reserve} kept as a reserve "
-            "(PostgreSQL stops when it cannot write WAL). The side database is dropped and the live database was "
-            "not touched; free space there, or restore to another server (--to)"
+            f"directory {self.data_dir} fell to {_size(self.low or 0)}, below the {_size(self.reserve)} kept as a reserve "
+            "(PostgreSQL stops when it cannot write WAL). The live database was not touched (the side database is "
+            "dropped); free space there, or restore to another server (--to)"
         )
 
 

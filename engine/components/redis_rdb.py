@@ -35,6 +35,7 @@ compared in one drill.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -47,7 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from engine import redistools
+from engine import diskspace, redistools
 from engine.childenv import tool_environment
 from engine.components import redis_functions
 from engine.components.base import ArtifactSource, Component, SeedParams
@@ -416,6 +417,8 @@ class RedisRdbComponent(RedisComponent):
         if ARTIFACT not in source.names():
             raise ComponentError(f"{what}: the backup holds no {ARTIFACT} (it holds: {', '.join(source.names())})")
         with _ScratchServer(what, self.scratch_server) as scratch:
+            record = source.artifacts.get(ARTIFACT)
+            scratch.require_room(record.raw_size if record is not None else 0)
             with source.open(ARTIFACT) as stream:
                 head = scratch.receive(stream)
             version = rdb_version(head)
@@ -608,6 +611,12 @@ def _copy_batch(src: redis.Redis, dst: redis.Redis, keys: list[bytes]) -> None:
 _VERSION_REFUSED = re.compile(r"Can't handle RDB format version (\d+)")
 
 
+_SCRATCH_WAYS_OUT = (
+    "Free space there, or point TMPDIR at a filesystem with room for the RDB file (the restore writes it there "
+    "to check it before the live server is touched)"
+)
+
+
 class _ScratchServer:
     """A private redis-server that lives only to read one RDB file, gone on every exit path.
 
@@ -643,6 +652,16 @@ class _ScratchServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def require_room(self, size: int) -> None:
+        """Refuse, before a byte is written, an RDB of ``size`` bytes the scratch directory's filesystem cannot take.
+
+        Found by review: nothing looked; the system temp directory is often the live
+        server's own filesystem, which the copy filled to 100 % before failing with a
+        bare "[Errno 28] No space left on device" (and a Redis that cannot write its
+        snapshot refuses writes). The same reserve as a tree restore's is kept.
+        """
+        diskspace.require_free(self.dir, size, f"the backed-up RDB of {self.what} (to check it)", _SCRATCH_WAYS_OUT)
+
     def receive(self, stream: IO[bytes]) -> bytes:
         """Write the artifact into the scratch directory, checked as it is written; return its first bytes.
 
@@ -657,6 +676,9 @@ class _ScratchServer:
         head = b""
         checker = _PipedCheck.start(self.candidates[0], self.dir)
         fd = os.open(self.rdb, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        stream = diskspace.SpaceGuard(
+            self.dir, f"the backed-up RDB of {self.what}", ways_out=_SCRATCH_WAYS_OUT
+        ).reading(stream)
         try:
             with os.fdopen(fd, "wb") as fh:
                 while chunk := stream.read(CHUNK):
@@ -665,9 +687,14 @@ class _ScratchServer:
                     fh.write(chunk)
                     if checker is not None:
                         checker.feed(chunk)
-        except BaseException:
+        except BaseException as exc:
             if checker is not None:
                 checker.abandon()
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ComponentError(
+                    f"{self.what}: the scratch directory {self.dir} ran out of room ({exc.strerror}) while the "
+                    f"backed-up RDB was written into it to be checked. {_SCRATCH_WAYS_OUT}; nothing live was touched"
+                ) from None
             raise
         self.streamed = checker.verdict() if checker is not None else None
         return head

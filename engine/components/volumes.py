@@ -362,7 +362,7 @@ class VolumesComponent(Component):
         # Left out of the staged copy's fingerprint as the backup left it out (its details).
         spool = self._spool(_scheme(sources[-1]), bool(sources[-1].details.get(WORKLOAD_DETAIL)))
         root = sources[-1].details.get("root")
-        room = room_for(sources, "files.tar")
+        room = room_for(sources, "files.tar", tree_bytes=True)
         extract_layers(layers, self.path, self._prover(sources[-1], spool), spool, root, room)
         give_root_flags(self.path, root, f"volume {self.instance!r}")
 

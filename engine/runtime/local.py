@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from engine import scratch
+from engine import diskspace, scratch
 from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
@@ -587,7 +587,9 @@ class LocalRedis(RedisService):
         - no memory limit (``maxmemory 0``): loading ignores a limit RESTORE would hit;
         - no AOF (a restart would replay the old AOF) and no replicas (a reload is not
           replicated), and the server has more databases than the file uses;
-        - the server's directory is the one the runtime made for it.
+        - the server's directory is the one the runtime made for it;
+        - the file can be linked there, or its copy leaves that filesystem its reserve
+          (``engine.diskspace``).
 
         The file is put next to the server's own under a name of its own, and
         ``dbfilename`` points at it only inside one MULTI/EXEC with the reload, so the
@@ -628,6 +630,11 @@ class LocalRedis(RedisService):
                 try:
                     os.link(rdb, staged)  # same file system: no copy
                 except OSError:
+                    # Found by review: the copy was made whatever the room, and filled the live
+                    # server's disk to 100 % (its snapshots fail, and Redis then refuses writes).
+                    # Without room for it and the reserve, the keys go over the network instead.
+                    if not diskspace.fits(staged.parent, rdb.stat().st_size):
+                        return False
                     shutil.copyfile(rdb, staged)
                 tx = live.pipeline(transaction=True)
                 tx.config_set("dbfilename", staged.name)

@@ -151,6 +151,30 @@ def test_a_restore_to_another_place_is_checked_against_that_places_filesystem(tm
     _untouched(elsewhere, {})
 
 
+def test_a_chain_of_incrementals_of_one_changing_file_is_counted_as_its_tree_not_its_archives(
+    tmp_path: Path, disk: Path
+) -> None:
+    """Found by review: the archives of a chain were added up; this chain's are 28 MiB, its tree 4 MiB.
+
+    A 4 MiB file that changes between backups (a database file, an image) is archived
+    whole by each incremental. The staged tree only ever holds one copy of it (a layer
+    removes what it replaces), so the restore fits on a 20 MiB disk with 16 MiB free. It
+    was refused ("needs 28.0 MiB"): the worst day, a healthy restore refused.
+    """
+    comp = _volume(disk, files=1, size=4 * MiB)
+    big = next(p for p in comp.path.rglob("*") if p.is_file() and p.stat().st_size == 4 * MiB)
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp], fingerprints={"files": comp.fingerprint()})
+    for _ in range(6):
+        big.write_bytes(os.urandom(4 * MiB))
+        manifest = engine_backup.backup(repo, [comp], fingerprints={"files": comp.fingerprint()}, parent=manifest)
+    archived = sum(r.raw_size for m in repo.list() for r in m.artifacts_of("files") if r.name == "files.tar")
+    assert archived > free_bytes(disk), (archived, free_bytes(disk))  # the archives alone would not fit
+    big.write_bytes(b"damaged")
+    engine_backup.restore(repo, manifest, comp)
+    assert comp.fingerprint() == engine_backup.recorded_fingerprint(repo, manifest, "files")
+
+
 def _forge(repo: LocalRepository, manifest: Manifest, stored: bytes, raw_size: int) -> Manifest:
     """Replace the set's files.tar artifact and rewrite its manifest entry to match (an unsigned repository)."""
     root = repo.root / "sets" / manifest.id
