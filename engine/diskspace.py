@@ -24,9 +24,10 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from engine.errors import InsufficientSpace
+from engine.streams import TapReader
 
 RESERVE_FRACTION = 0.05
 RESERVE_CAP = 1 << 30
@@ -150,23 +151,5 @@ class SpaceGuard:
 
     def reading(self, stream: IO[bytes]) -> IO[bytes]:
         """``stream``, counting what is read from it: what is read is what gets written."""
-        return io.BufferedReader(_Counted(stream, self), 1 << 16)
+        return io.BufferedReader(TapReader(stream, lambda data: self.passed(len(data))), 1 << 16)
 
-
-class _Counted(io.RawIOBase):
-    """A readable stream that tells its guard how many bytes went through."""
-
-    def __init__(self, source: IO[bytes], guard: SpaceGuard) -> None:
-        self._source = source
-        self._guard = guard
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._source.read(len(view))
-        n = len(data)
-        self._guard.passed(n)
-        view[:n] = data
-        return n

@@ -185,3 +185,25 @@ def restored_into_another_server(
             pg_sql(target, *target_settings, db="postgres")
         engine_backup.restore(repo, manifest, target)
         yield target, taken
+
+
+@contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str, mode: str | None = None) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``mountpoint`` (made if missing); unmounted afterwards, also on failure.
+
+    A full disk is the worst day's common case, and a real filesystem is the only honest
+    way to fill one. Mounting needs root: without it the test is unavailable (a failure
+    under CI=true, as every missing server is).
+    """
+    from tests.integration.servers import unavailable
+
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (f",mode={mode}" if mode else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True)
+    if done.returncode != 0:
+        unavailable(f"a tmpfs mount (these tests need root): {done.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)

@@ -26,6 +26,7 @@ from engine.components.redis import RedisComponent, RedisParams
 from engine.repository import S3Repository
 from engine.runtime.local import LocalRuntime
 from tests.integration.fault_proxy import FaultProxy
+from tests.integration.helpers import mounted_tmpfs
 from tests.integration.seaweedfs import SeaweedFS, bucket_name
 
 pytestmark = [pytest.mark.integration]
@@ -99,16 +100,8 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 20 MiB tmpfs as the repository directory; unmounted afterwards, also on failure."""
-    mountpoint = tmp_path / "repo"
-    mountpoint.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mountpoint)], capture_output=True)
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (these tests need root): {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "repo", "20m") as mountpoint:
         yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
 
 
 def _free_bytes(path: Path) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.servers import require
+from tests.integration.helpers import mounted_tmpfs
 
 pytestmark = [pytest.mark.integration]
 
@@ -35,16 +35,8 @@ def _drproof(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 20 MiB tmpfs; unmounted afterwards, also on failure."""
-    require("root (mounting a tmpfs)", os.geteuid() == 0, "run the tests as root")
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mountpoint)], capture_output=True)
-    assert done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}"
-    try:
+    with mounted_tmpfs(tmp_path / "small", "20m") as mountpoint:
         yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
 
 
 def _fill(disk: Path) -> None:
@@ -109,7 +101,8 @@ def test_a_full_repository_disk_still_restores_and_a_backup_fails_leaving_nothin
 def test_a_restore_refused_for_a_full_live_disk_leaves_the_live_data_byte_for_byte(tmp_path: Path, tmpfs: Path) -> None:
     """The staged copy does not fit beside the live one; nothing changes (held at review), and the refusal says so.
 
-    The message was the bare ``[Errno 28] No space left on device``, without what was kept or what to do.
+    The message was the bare ``[Errno 28] No space left on device``, without what was kept or what to do;
+    now the restore is refused before it writes a byte, saying how much room is missing.
     """
     vol = _volume(tmpfs / "vol", 12, 1 << 20)
     conf = tmpfs / "conf"
@@ -131,8 +124,9 @@ def test_a_restore_refused_for_a_full_live_disk_leaves_the_live_data_byte_for_by
         before = _tree_hash(path)
         refused = _drproof("recovery", "restore", "--in-place", "--yes", "--config", str(config), "--components", name)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
-        assert "No space left on device" in refused.stderr, refused.stderr[-3000:]
-        assert "nothing was changed" in refused.stderr and "free space" in refused.stderr, refused.stderr[-3000:]
+        said = refused.stderr
+        assert "refusing to write the restored copy" in said and "short by" in said, said[-3000:]
+        assert "nothing was changed" in said and "Free space there" in said and "--to" in said, said[-3000:]
         assert _tree_hash(path) == before
         assert sorted(p.name for p in tmpfs.iterdir()) == ["conf", "filler", "vol"]
 

@@ -9,7 +9,6 @@ down, where before it was only damaged.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,8 +27,7 @@ from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.runtime.external import ExternalPostgres, PostgresTarget
 from engine.runtime.local import LocalPostgres, LocalRuntime
-from tests.integration.helpers import pg_sql
-from tests.integration.servers import require
+from tests.integration.helpers import mounted_tmpfs, pg_sql
 
 pytestmark = [pytest.mark.integration]
 
@@ -44,16 +42,12 @@ def small_disk() -> Iterator[Path]:
     data directory through every parent, and pytest's are private (the runtime would put
     the server elsewhere, on the ordinary disk).
     """
-    require("root (mounting a tmpfs)", os.geteuid() == 0, "run the tests as root")
     mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-space-"))
     mountpoint.chmod(0o711)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mountpoint)], capture_output=True)
-    assert done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}"
     try:
-        yield mountpoint
+        with mounted_tmpfs(mountpoint, "160m") as disk:
+            yield disk
     finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
         mountpoint.rmdir()
 
 

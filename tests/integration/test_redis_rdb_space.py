@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,28 +28,11 @@ from engine.fingerprint import compare
 from engine.repository.local import LocalRepository
 from engine.runtime import local as local_runtime
 from engine.runtime.local import LocalRuntime
+from tests.integration.helpers import mounted_tmpfs
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-
-
-@contextmanager
-def _tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
-    mountpoint.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)], capture_output=True
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs (these tests need root): {done.stderr.decode().strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
 
 
 def _occupy(disk: Path, leave: int) -> None:
@@ -74,7 +54,7 @@ def _cache(runtime: LocalRuntime) -> RedisRdbComponent:
 def test_a_scratch_directory_without_room_refuses_the_restore_before_the_live_server_is_touched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with LocalRuntime(tmp_path / "work") as runtime, _tmpfs(tmp_path / "tmp", "24m") as tmp:
+    with LocalRuntime(tmp_path / "work") as runtime, mounted_tmpfs(tmp_path / "tmp", "24m", "0755") as tmp:
         comp = _cache(runtime)
         repo = LocalRepository(tmp_path / "repo")
         manifest = backup(repo, [comp])
@@ -100,7 +80,7 @@ def test_a_live_directory_without_room_for_the_loaded_copy_is_not_filled_and_the
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The scratch directory elsewhere (a copy, not a link): the live server's disk keeps its room."""
-    with _tmpfs(tmp_path / "live", "32m") as live, LocalRuntime(live / "work") as runtime:
+    with mounted_tmpfs(tmp_path / "live", "32m", "0755") as live, LocalRuntime(live / "work") as runtime:
         comp = _cache(runtime)
         repo = LocalRepository(tmp_path / "repo")
         manifest = backup(repo, [comp])

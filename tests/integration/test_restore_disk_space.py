@@ -14,13 +14,11 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +33,24 @@ from engine.errors import InsufficientSpace, IntegrityError
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
+from tests.integration.helpers import mounted_tmpfs
 
 pytestmark = [pytest.mark.integration]
 
 MiB = 1 << 20
 
 
-@contextmanager
-def _tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` at ``mountpoint``; unmounted afterwards, also on failure."""
-    mountpoint.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)], capture_output=True
-    )
-    if done.returncode != 0:
-        message = f"cannot mount a tmpfs (these tests need root): {done.stderr.decode().strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 20 MiB filesystem for the live data."""
-    with _tmpfs(tmp_path / "disk", "20m") as mountpoint:
+    with mounted_tmpfs(tmp_path / "disk", "20m", "0755") as mountpoint:
         yield mountpoint
 
 
 @pytest.fixture
 def big_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB filesystem for the live data."""
-    with _tmpfs(tmp_path / "disk", "64m") as mountpoint:
+    with mounted_tmpfs(tmp_path / "disk", "64m", "0755") as mountpoint:
         yield mountpoint
 
 
@@ -288,7 +268,7 @@ def pg_on_disk(tmp_path: Path) -> Iterator[tuple[Path, Any, LocalRepository]]:
     # root run keeps it in the system's temporary directory, not on this filesystem.
     place = Path(tempfile.mkdtemp(prefix="drproof-test-disk-"))
     place.rmdir()
-    with _tmpfs(place, "256m") as mountpoint, LocalRuntime(mountpoint / "work") as runtime:
+    with mounted_tmpfs(place, "256m", "0755") as mountpoint, LocalRuntime(mountpoint / "work") as runtime:
         comp = PostgresPhysicalComponent("db", PostgresParams(customers=300), runtime)
         comp.provision()
         comp.seed()
