@@ -36,16 +36,18 @@ MIB = 1 << 20
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
-    """A 160 MiB tmpfs for the server's data directory; unmounted afterwards, also on failure.
+    """A 512 MiB tmpfs for the server's data directory; unmounted afterwards, also on failure.
 
     Mounted in the system temp directory, not pytest's: the server's user must reach its
     data directory through every parent, and pytest's are private (the runtime would put
-    the server elsewhere, on the ordinary disk).
+    the server elsewhere, on the ordinary disk). 512 MiB: a run whose server wheel the
+    server's user cannot reach (tox's ``.tox``) copies its install tree, about 100 MB,
+    into the run's directory on this disk (at 160 MiB the tests failed under CI's tox).
     """
     mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-space-"))
     mountpoint.chmod(0o711)
     try:
-        with mounted_tmpfs(mountpoint, "160m") as disk:
+        with mounted_tmpfs(mountpoint, "512m") as disk:
             yield disk
     finally:
         mountpoint.rmdir()
@@ -79,6 +81,15 @@ def _fill_to(disk: Path, free: int) -> None:
         os.fsync(fh.fileno())
 
 
+def _leave_just_room(disk: Path, manifest: Manifest) -> None:
+    """Fill ``disk`` before the restore to just above what the check asks (the database and a 48 MiB reserve).
+
+    So that filling it below the reserve during the load writes tens of megabytes, not the
+    whole disk: on a large disk the filler was still writing when the load had finished.
+    """
+    _fill_to(disk, manifest.component("db").details["database_bytes"] + 72 * MIB)
+
+
 def _side_databases(comp: PostgresComponent) -> list[str]:
     rows = pg_sql(comp, "SELECT datname FROM pg_database WHERE starts_with(datname, 'drproof_')", db="postgres")
     return [row[0] for row in rows]
@@ -94,7 +105,7 @@ def _server_log(comp: PostgresComponent) -> str:
 
 
 def _small_reserve(monkeypatch: pytest.MonkeyPatch, floor: int) -> None:
-    """The reserve of a 160 MiB disk, not of a production one (1 GiB would refuse every restore here)."""
+    """The reserve of a 512 MiB disk, not of a production one (1 GiB would refuse every restore here)."""
     monkeypatch.setattr(postgres_space, "RESERVE_FLOOR", floor)
     monkeypatch.setattr(diskspace, "RESERVE_FRACTION", 0.0)
 
@@ -128,6 +139,7 @@ def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_s
     monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
     repo, manifest = _backup(small_db, tmp_path)
     before = small_db.fingerprint()
+    _leave_just_room(small_disk, manifest)
     assert _free(small_disk) > manifest.component("db").details["database_bytes"] + 48 * MIB  # the check passes
     filled = threading.Event()
 
@@ -172,6 +184,7 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
     monkeypatch.setattr(postgres_space.Watch, "__init__", init)
     repo, manifest = _backup(small_db, tmp_path)
     before = small_db.fingerprint()
+    _leave_just_room(small_disk, manifest)
     filled = threading.Event()
     ended: list[int] = []
     replaced: list[bool] = []
