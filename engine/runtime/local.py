@@ -28,7 +28,7 @@ from engine.childenv import tool_environment
 from engine.errors import RuntimeStartError
 from engine.lazy import lazy
 from engine.privatedir import make_private
-from engine.runtime import processes
+from engine.runtime import processes, sysv
 from engine.runtime.base import (
     HOST_RDB,
     OWNED_PROCESSES,
@@ -356,6 +356,7 @@ class LocalPostgres(PostgresService, PhysicalAccess):
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         self.proc = processes.spawn(argv, log=self.log, user=self.user)
+        sysv.note_creator(self.proc.pid)  # its System V segment outlives a SIGKILL (``sysv``)
         waited = f"PostgreSQL on 127.0.0.1:{self.port} to answer"
         if not processes.wait_until(self._answers, timeout=60, interval=0.1, progress=waited):
             processes.stop(self.proc, signal.SIGINT)
@@ -743,12 +744,21 @@ def _uids_of(user: str | None) -> tuple[int, ...]:
     return (pwd.getpwnam(user).pw_uid,)
 
 
+SHARED_MEMORY_RUN = "local servers killed earlier"  # ``drproof clean``'s name for their orphaned segments
+
+
+def _server_uids() -> tuple[int, ...]:
+    """The uid whose orphaned segments are drproof's alone: the servers' system user of a root run."""
+    if not processes.current_is_root():
+        return ()
+    with contextlib.suppress(KeyError):
+        return _uids_of(PG_SYSTEM_USER)
+    return ()
+
+
 def _stale_run_files() -> dict[int, list[Path]]:
     """Server directories in the system temp directory of local runs that are gone, by their pid."""
-    owners: tuple[int, ...] = ()
-    if processes.current_is_root():
-        with contextlib.suppress(KeyError):
-            owners = _uids_of(PG_SYSTEM_USER)
+    owners = _server_uids()
     found: dict[int, list[Path]] = {}
     for prefix in (SERVERS_PREFIX, SOCKET_PREFIX):
         for path in scratch.stale(prefix, owners=owners):
@@ -767,7 +777,11 @@ def _remove_run_files(dirs: list[Path], grace: float = 10.0) -> None:
     """
     if not processes.wait_until(lambda: not processes.working_in(dirs), timeout=grace, interval=0.1):
         for pid in processes.working_in(dirs):
-            log.warning("process %d still worked in the run's files after its server was stopped: killed", pid)
+            log.warning(
+                "process %d (%s) still worked in the run's files after its server was stopped: killed",
+                pid,
+                processes.command_line(pid),
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         processes.wait_until(lambda: not processes.working_in(dirs), timeout=5, interval=0.1)
@@ -800,6 +814,7 @@ class LocalRuntime(Runtime):
         if processes.current_is_root():
             _ensure_system_user(PG_SYSTEM_USER)
             self._pg_user = PG_SYSTEM_USER
+            self._release_shared_memory()  # what killed servers of earlier runs left: at the limit, initdb fails
             # The unprivileged server user must be able to reach its data directory. We
             # open up only the directories this run created; if a parent we do not own is
             # closed (e.g. a 0700 home or pytest's temp root), the servers get a private
@@ -900,15 +915,29 @@ class LocalRuntime(Runtime):
         runs = processes.leftovers(everything)
         for pid, paths in _stale_run_files().items():
             runs.setdefault(f"local pid {pid}", []).extend(f"directory {p}" for p in paths)
+        segments = [f"shared memory segment {s.shmid}" for uid in _server_uids() for s in sysv.orphans(uid)]
+        if segments:
+            runs[SHARED_MEMORY_RUN] = segments
         return runs
 
     @classmethod
     def remove_leftovers(cls, run: str) -> list[str]:
         gone = processes.remove_leftovers(run)
+        if run == SHARED_MEMORY_RUN:
+            gone += [item for uid in _server_uids() for item in sysv.remove_orphans(uid)]
         for pid, paths in _stale_run_files().items():
             if f"local pid {pid}" == run:
                 gone += [f"directory {p}" for p in paths if scratch.remove_tree(p) is None]
         return gone
+
+    def _release_shared_memory(self) -> None:
+        """Remove the System V segments the run's killed servers left (``sysv``); a root run's, of any earlier run too."""
+        if self._pg_user is not None:
+            gone = sysv.remove_orphans(_uids_of(self._pg_user)[0])
+        else:
+            gone = sysv.remove_orphans(os.geteuid(), only_ours=True)
+        if gone:
+            log.info("removed %d shared memory segment(s) that killed servers left", len(gone))
 
     def describe(self) -> dict[str, str]:
         facts = {
@@ -931,5 +960,6 @@ class LocalRuntime(Runtime):
             except Exception as exc:  # keep stopping the others; report at the end
                 errors.append(f"{type(svc).__name__}: {exc}")
         _remove_run_files([self.root, *self._extra_dirs])
+        self._release_shared_memory()
         if errors:
             raise RuntimeStartError("some servers could not be stopped cleanly: " + "; ".join(errors))

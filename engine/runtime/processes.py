@@ -280,6 +280,14 @@ def remove_leftovers(run: str) -> list[str]:
     return gone
 
 
+def command_line(pid: int) -> str:
+    """``pid``'s command line, shortened, for a message; "?" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+    except OSError:
+        return "?"
+
+
 def working_in(dirs: Sequence[Path]) -> list[int]:
     """Processes this drproof started (``OWNER_ENV``) whose working directory is in ``dirs``.
 
