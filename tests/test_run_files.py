@@ -91,7 +91,7 @@ def test_close_ends_our_late_writer_and_removes_the_whole_tree(
             local._remove_run_files([run], grace=0.5)
         assert not run.exists()
         assert writer.wait(5) is not None
-        assert f"process {writer.pid} still worked" in caplog.text
+        assert f"process {writer.pid} (sh -c " in caplog.text and "still worked" in caplog.text
     finally:
         writer.kill()
         writer.wait()
