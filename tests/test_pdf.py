@@ -92,7 +92,9 @@ def test_quickstart_pdf_has_no_blank_page_and_correct_headers(quickstart: Path) 
     date = format_utc(results.started_at)
     assert 2 <= len(pages) <= 16  # Chromium printed 11 letter pages before; A4 with flowing sections
     for number, (ink, text) in enumerate(pages, start=1):
-        assert ink > INK_THRESHOLD, f"page {number} of {len(pages)} is blank ({ink:.4f})"
+        body = [line for line in text.splitlines() if "drproof drill quickstart" not in line and " of " not in line]
+        # A short last page (the scenario's last lines, the colophon) has little ink but is not blank.
+        assert ink > INK_THRESHOLD or "".join(body).strip(), f"page {number} of {len(pages)} is blank ({ink:.4f})"
         assert "drproof drill quickstart" in text and "PASS" in text and date in text, f"page {number} header"
         assert f"page {number} of {len(pages)}" in text
     assert "Run by" in pages[0][1] and "What was tested" in pages[0][1]  # identity and scope on page one
