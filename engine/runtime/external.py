@@ -373,13 +373,7 @@ class ExternalPhysicalPostgres(ExternalPostgres, PhysicalAccess):
             pid = int(first.strip())
         except (OSError, ValueError):
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return pid > 0
+        return processes.pid_alive(pid)
 
     def _down(self) -> bool:
         """Whether the server is certainly not running: its URL refuses connections, no live pid file.

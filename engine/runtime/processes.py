@@ -280,6 +280,19 @@ def remove_leftovers(run: str) -> list[str]:
     return gone
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's counts: signalling it is refused, not absent)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def command_line(pid: int) -> str:
     """``pid``'s command line, shortened, for a message; "?" once it is gone."""
     try:

@@ -15,9 +15,10 @@ and must not lose it.
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.runtime import processes
 
 _TABLE = Path("/proc/sysvipc/shm")
 _IPC_RMID = 0
@@ -63,7 +64,7 @@ def orphans(uid: int, only_ours: bool = False) -> list[Segment]:
     return [
         s
         for s in segments()
-        if s.uid == uid and s.attached == 0 and not _alive(s.creator) and (not only_ours or s.creator in _creators)
+        if s.uid == uid and s.attached == 0 and not processes.pid_alive(s.creator) and (not only_ours or s.creator in _creators)
     ]
 
 
@@ -76,13 +77,3 @@ def remove(segment: Segment) -> bool:
 def remove_orphans(uid: int, only_ours: bool = False) -> list[str]:
     """Remove ``uid``'s orphaned segments (see ``orphans``); a description of each that went."""
     return [f"shared memory segment {s.shmid}" for s in orphans(uid, only_ours) if remove(s)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
