@@ -207,3 +207,22 @@ def mounted_tmpfs(mountpoint: Path, size: str, mode: str | None = None) -> Itera
     finally:
         if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def postgres_images(version: str) -> dict[str, str] | None:
+    """The runtime's ``images`` for a PostgreSQL major: Debian's 15, or None for the wheel's 18."""
+    from tests.integration.servers import require_pg15
+
+    return {"postgres": str(require_pg15())} if version == "15" else None
+
+
+@contextmanager
+def empty_postgres(root: Path, version: str) -> Iterator[Any]:
+    """A running PostgreSQL ``version`` ("15" or "18") with nothing seeded: a component on its ``postgres`` database."""
+    from engine.components.postgres import PostgresComponent, PostgresParams
+    from engine.runtime.local import LocalRuntime
+
+    with LocalRuntime(root, postgres_images(version)) as runtime:
+        comp = PostgresComponent("db", PostgresParams(database="postgres", generate=False), runtime)
+        comp.provision()
+        yield comp

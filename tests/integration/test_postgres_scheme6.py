@@ -23,8 +23,7 @@ import pytest
 from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import ComponentError
 from engine.fingerprint import compare
-from engine.runtime.local import LocalRuntime
-from tests.integration.servers import require_pg15
+from tests.integration.helpers import empty_postgres
 
 pytestmark = [pytest.mark.integration]
 
@@ -41,10 +40,7 @@ def _sql(comp: PostgresComponent, statements: str, db: str | None = None) -> Non
 
 @pytest.fixture(scope="module", params=["18", "15"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresComponent]:
-    images = {"postgres": str(require_pg15())} if request.param == "15" else None
-    with LocalRuntime(tmp_path_factory.mktemp(f"pg{request.param}"), images) as runtime:
-        comp = PostgresComponent("db", PostgresParams(database="postgres", generate=False), runtime)
-        comp.provision()
+    with empty_postgres(tmp_path_factory.mktemp(f"pg{request.param}"), request.param) as comp:
         yield comp
 
 

@@ -24,19 +24,14 @@ from engine.components.postgres import PostgresComponent, PostgresParams
 from engine.errors import DrproofError, RestoreMismatch
 from engine.fingerprint import compare
 from engine.repository import LocalRepository
-from engine.runtime.local import LocalRuntime
-from tests.integration.helpers import lossy_side_load, pg_sql
-from tests.integration.servers import require_pg15
+from tests.integration.helpers import empty_postgres, lossy_side_load, pg_sql
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module", params=["18", "15"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresComponent]:
-    images = {"postgres": str(require_pg15())} if request.param == "15" else None
-    with LocalRuntime(tmp_path_factory.mktemp(f"pg{request.param}"), images) as runtime:
-        comp = PostgresComponent("db", PostgresParams(database="postgres", generate=False), runtime)
-        comp.provision()
+    with empty_postgres(tmp_path_factory.mktemp(f"pg{request.param}"), request.param) as comp:
         yield comp
 
 
