@@ -530,6 +530,7 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
         self._all: dict[str, LocalRedis] = {}
         self._nodes: dict[str, LocalRedis] = {}  # the workload's shard
         self._paused: set[str] = set()
+        self._ids: dict[str, str] = {}  # node name -> Cluster node id (kept in nodes.conf across restarts)
         self.host, self.port = "127.0.0.1", 0
 
     def _conf(self) -> list[str]:
@@ -551,6 +552,7 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             node.ensure_running()
         self.port = self._all["node0"].port
         ids = {name: str(self._cmd(name, "CLUSTER", "MYID")) for name in self._all}
+        self._ids = ids
         self._assign_slots()
         for name in list(self._all)[1:]:
             self._cmd("node0", "CLUSTER", "MEET", "127.0.0.1", str(self._all[name].port))
@@ -611,11 +613,14 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             return False
 
     def _info_all(self, name: str) -> dict[str, Any] | None:
+        client = self._admin(name)
         try:
-            info: dict[str, Any] = self._admin(name).info("replication")
+            info: dict[str, Any] = client.info("replication")
             return info
         except redis.RedisError:
             return None
+        finally:
+            client.close()
 
     def _shard_of_workload(self) -> list[str]:
         """The master serving the workload's slot, then its replicas."""
@@ -693,29 +698,101 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             raise RuntimeStartError(f"Redis Cluster {self.instance!r} did not come back to cluster_state:ok")
 
     def _hand_over(self, name: str) -> None:
-        """If ``name`` (down) is a master with a replica that answers: that replica serves its slots first.
+        """If ``name`` (down) is a master whose keys a running replica holds: that replica serves its slots first.
 
         The Cluster's own failover is waited for (``cluster-node-timeout`` and 10 s more);
-        else the most advanced replica is promoted (``CLUSTER FAILOVER TAKEOVER``).
+        else the most advanced replica is promoted (``CLUSTER FAILOVER TAKEOVER``); then
+        every node that answers must see the new master own the slots (``_converged``)
+        before the dead node is restarted. Anything short of that is a refusal that
+        restarts nothing: the dead master, restarted empty while its replica still
+        followed it, would have the replica resynchronise from it and empty the shard.
         """
-        replicas = self._answering_replicas(name)
+        replicas = self._replicas_of(name)
         if not replicas:
             return  # not a master, or no copy of its keys left: restarting it empty loses nothing
-        took_over = processes.wait_until(
+        promoted = self._wait_promoted(name, replicas)
+        if not processes.wait_until(lambda: self._converged(name, promoted), timeout=30, interval=0.1):
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and its replica {promoted} was promoted, but "
+                "not every node sees it own the slots within 30 s; nothing was restarted (the dead master, restarted "
+                "before, could empty the shard): check CLUSTER NODES and run again"
+            )
+
+    def _wait_promoted(self, name: str, replicas: list[str]) -> str:
+        """The replica of dead ``name`` that answers as a master: by the Cluster's failover, else by TAKEOVER."""
+        promoted = [r for r in replicas if self._role_any(r) == "primary"]
+        if not promoted and processes.wait_until(
             lambda: any(self._role_any(r) == "primary" for r in replicas),
             timeout=self.spec.node_timeout_ms / 1000 + 10,
             interval=0.1,
-        )
-        if took_over:
-            return
+        ):
+            promoted = [r for r in replicas if self._role_any(r) == "primary"]
+        if promoted:
+            return promoted[0]
         offsets = {r: int((self._info_all(r) or {}).get("slave_repl_offset", -1)) for r in replicas}
         chosen = max(replicas, key=lambda r: offsets[r])
-        self._cmd(chosen, "CLUSTER", "FAILOVER", "TAKEOVER")
+        try:
+            self._cmd(chosen, "CLUSTER", "FAILOVER", "TAKEOVER")
+        except redis.RedisError as exc:
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and its replica {chosen} does not answer "
+                f"({exc}); nothing was restarted: restarted empty, {name} could empty the replica"
+            ) from None
         if not processes.wait_until(lambda: self._role_any(chosen) == "primary", timeout=30, interval=0.05):
             raise RuntimeStartError(
                 f"{name} of Redis Cluster {self.instance!r} is down and its replica {chosen} did not take its slots "
                 "over (CLUSTER FAILOVER TAKEOVER); it was not restarted empty, which would have emptied the replica"
             )
+        return chosen
+
+    def _replicas_of(self, name: str) -> list[str]:
+        """The running nodes that hold a copy of ``name``'s keys: by their own INFO or by the Cluster's view.
+
+        Found in CI under load: a replica slow to answer its own INFO was not counted, the
+        dead master was restarted empty at once, and the replica resynchronised from it (a
+        refused restore, "nothing was changed", had lost a third of the keys). The
+        gossiped ``CLUSTER NODES`` of every node that answers names the replicas too; a
+        replica that follows an earlier failover's master is named by its own INFO.
+        """
+        own = set(self._answering_replicas(name))
+        return sorted(own | self._gossiped_replicas(name))
+
+    def _gossiped_replicas(self, name: str) -> set[str]:
+        """Running nodes that any answering node lists as a replica of ``name``; none answering is a refusal."""
+        by_id = {node_id: n for n, node_id in self._ids.items()}
+        others = [n for n, node in self._all.items() if n != name and node.is_running()]
+        found: set[str] = set()
+        answered = False
+        for other in others:
+            try:
+                text = str(self._cmd(other, "CLUSTER", "NODES"))
+            except redis.RedisError:
+                continue
+            answered = True
+            for line in text.splitlines():
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == self._ids.get(name) and by_id.get(fields[0]) in others:
+                    found.add(by_id[fields[0]])
+        if others and not answered:
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and none of the running nodes "
+                f"({', '.join(others)}) answers CLUSTER NODES, so whether a replica holds its keys is unknown; "
+                "nothing was restarted"
+            )
+        return found
+
+    def _converged(self, dead: str, promoted: str) -> bool:
+        """Every running node that answers lists ``promoted`` as a master with slots and ``dead`` with none."""
+        dead_id, new_id = self._ids.get(dead), self._ids.get(promoted)
+        for other in (n for n, node in self._all.items() if n != dead and node.is_running()):
+            try:
+                lines = {f.split()[0]: f.split() for f in str(self._cmd(other, "CLUSTER", "NODES")).splitlines()}
+            except redis.RedisError:
+                return False
+            new, old = lines.get(new_id or ""), lines.get(dead_id or "")
+            if new is None or "master" not in new[2] or len(new) < 9 or (old is not None and len(old) > 8):
+                return False
+        return True
 
     def _answering_replicas(self, name: str) -> list[str]:
         """The nodes that answer as replicas of ``name`` (their own INFO, not the gossiped CLUSTER NODES).

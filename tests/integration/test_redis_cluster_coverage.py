@@ -10,7 +10,9 @@ emptied the masters that answered, then failed with a driver traceback.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,6 +26,7 @@ from engine.fingerprint import compare
 from engine.repository import LocalRepository
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
+from engine.runtime.local_redis_ha import LocalClusterRedis
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +157,39 @@ def test_a_refused_restore_with_a_master_down_keeps_its_shard(
     assert compare(recorded, comp.fingerprint()) == []  # before: a third of the keys gone
     assert comp.service.primary() not in (None, old)  # its replica serves the slots; the old one follows it
     assert comp.service.role(old) == "replica"
+
+
+def test_a_replica_slow_to_answer_still_keeps_its_shard(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in CI under load: the dead master's replica, slow to answer its own INFO, was not
+    counted; the master was restarted empty at once, the replica resynchronised from it, and a
+    refused restore ("nothing was changed") had lost a third of the keys. Here the replica does
+    not answer INFO for its first 4 s (the Cluster's failover takes 3 s and more)."""
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, node_timeout_ms=3000), runtime)
+    comp.provision()
+    comp.seed()
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component("cache").fingerprint
+    assert recorded is not None
+    svc = comp.service
+    old = svc.primary()
+    assert old is not None
+    replica = next(n for n in svc._nodes if n != old)  # type: ignore[attr-defined]
+    answers = LocalClusterRedis._info_all
+    quiet_until = time.monotonic() + 4
+
+    def slow(self: LocalClusterRedis, name: str) -> dict[str, Any] | None:
+        return None if name == replica and time.monotonic() < quiet_until else answers(self, name)
+
+    monkeypatch.setattr(LocalClusterRedis, "_info_all", slow)
+    svc.node(old).kill()
+    monkeypatch.setattr(RedisClusterComponent, "_first_record", lambda self, source: (0, b"\x00not a payload"))
+    with pytest.raises(ComponentError, match="nothing was changed"):
+        engine_backup.restore(repo, manifest, comp)
+    assert compare(recorded, comp.fingerprint()) == []  # before: the shard of the dead master empty
+    assert svc.primary() == replica
 
 
 def test_a_restore_with_a_whole_shard_down_still_runs(runtime: LocalRuntime, tmp_path: Path) -> None:
