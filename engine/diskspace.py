@@ -17,6 +17,13 @@ The reserve is 5 % of the filesystem, at most 1 GiB. Why not more: it must never
 itself make a small filesystem unrestorable (a 500 MiB configuration partition keeps
 25 MiB), and on a large one 1 GiB is 64 WAL segments of 16 MiB, minutes of a busy
 database's writes, on top of the root reserve the filesystem keeps anyway.
+
+Files take inodes as well as bytes: a tree of many small files can use up a
+filesystem's inodes with most of its bytes free, and then every application there fails
+to create a file (ENOSPC, with ``df`` showing room). So a restore of a tree also asks for
+its entries' inodes (``entries``), with a reserve of 5 % of the filesystem's inodes, at
+most 10,000, and the guard looks at both. A filesystem that reports no inode count
+(btrfs, some network filesystems allocate them on demand) is not limited by one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ RESERVE_CAP = 1 << 30
 # (statvfs) costs microseconds; a guard looks at least every half reserve, so a restore
 # alone can never eat the reserve between two looks.
 CHECK_EVERY = 64 << 20
+INODE_RESERVE_CAP = 10_000
+# The fewest bytes a tar stream spends on one entry (its header block): a guard counting
+# bytes knows from it how many entries can at most have been made since its last look.
+ENTRY_BYTES = 512
 
 
 def free_bytes(path: Path | str) -> int:
@@ -52,6 +63,17 @@ def reserve_for(path: Path | str) -> int:
     """The free space a restore leaves to the applications on the filesystem of ``path``."""
     st = os.statvfs(path)
     return min(RESERVE_CAP, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
+
+
+def free_inodes(path: Path | str) -> int | None:
+    """Inodes an unprivileged process may still take on the filesystem of ``path``; None if it has no fixed count."""
+    st = os.statvfs(path)
+    return None if st.f_files == 0 else st.f_favail
+
+
+def inode_reserve_for(path: Path | str) -> int:
+    """The free inodes a restore leaves to the applications on the filesystem of ``path``."""
+    return min(INODE_RESERVE_CAP, int(os.statvfs(path).f_files * RESERVE_FRACTION))
 
 
 def mount_of(path: Path | str) -> str:
@@ -80,8 +102,8 @@ def fits(path: Path | str, needed: int) -> bool:
     return needed + reserve_for(path) <= free_bytes(path)
 
 
-def require_free(path: Path | str, needed: int, what: str, ways_out: str = TO_ELSEWHERE) -> None:
-    """Refuse, before anything is written, ``needed`` bytes the filesystem of ``path`` cannot take.
+def require_free(path: Path | str, needed: int, what: str, ways_out: str = TO_ELSEWHERE, entries: int = 0) -> None:
+    """Refuse, before anything is written, ``needed`` bytes (and ``entries`` inodes) the filesystem cannot take.
 
     ``what`` says what would be written ("the restored copy of volume 'files'"). The
     refusal names the filesystem, what is needed, what is free and the reserve kept,
@@ -90,11 +112,28 @@ def require_free(path: Path | str, needed: int, what: str, ways_out: str = TO_EL
     """
     free, reserve = free_bytes(path), reserve_for(path)
     if needed + reserve <= free:
+        _require_inodes(path, entries, what, ways_out)
         return
     raise InsufficientSpace(
         f"refusing to write {what} into {path}: the filesystem there ({mount_of(path)}) has {size_text(free)} free, "
         f"and this needs {size_text(needed)} plus {size_text(reserve)} kept free for the applications writing there "
         f"(short by {size_text(needed + reserve - free)}). {ways_out}; nothing was changed"
+    )
+
+
+def _require_inodes(path: Path | str, entries: int, what: str, ways_out: str) -> None:
+    """The inode half of :func:`require_free`."""
+    free = free_inodes(path)
+    if entries <= 0 or free is None:
+        return
+    reserve = inode_reserve_for(path)
+    if entries + reserve <= free:
+        return
+    raise InsufficientSpace(
+        f"refusing to write {what} into {path}: the filesystem there ({mount_of(path)}) has {free} inodes (file "
+        f"slots) free, and this creates up to {entries} files and directories plus {reserve} inodes kept free for "
+        f"the applications there (short by {entries + reserve - free}); its bytes would fit. {ways_out}; "
+        "nothing was changed"
     )
 
 
@@ -128,7 +167,15 @@ class SpaceGuard:
         self.what = what
         self.ways_out = ways_out
         self.reserve = reserve_for(path)
-        self.every = max(1, min(every, self.reserve // 2))
+        # Inodes: the floor is the reserve, or half of what was free at the start when that is
+        # less than twice the reserve. Why: the writes that watch inodes without counting them
+        # first (a cluster, an RDB) must not be stopped at their first look on a filesystem that
+        # was already short of inodes; they are stopped before they take the last of them.
+        at_start = free_inodes(path)
+        self.inode_reserve = None if at_start is None else min(inode_reserve_for(path), at_start // 2)
+        # Look often enough that neither half of the reserve can be eaten between two looks.
+        by_inodes = self.inode_reserve * ENTRY_BYTES // 2 if self.inode_reserve is not None else every
+        self.every = max(1, min(every, self.reserve // 2, by_inodes))
         self._since = 0
 
     def passed(self, n: int) -> None:
@@ -148,8 +195,15 @@ class SpaceGuard:
                 f"for the applications writing there (something else is filling it). {self.ways_out}; what was "
                 "written was removed and nothing was changed"
             )
+        inodes = free_inodes(self.path) if self.inode_reserve is not None else None
+        if inodes is not None and self.inode_reserve is not None and inodes < self.inode_reserve:
+            raise InsufficientSpace(
+                f"stopped writing {self.what} into {self.path}: the free inodes of its filesystem "
+                f"({mount_of(self.path)}) fell to {inodes}, below the {self.inode_reserve} kept free for the "
+                f"applications there (something else is creating files). {self.ways_out}; what was written was "
+                "removed and nothing was changed"
+            )
 
     def reading(self, stream: IO[bytes]) -> IO[bytes]:
         """``stream``, counting what is read from it: what is read is what gets written."""
         return io.BufferedReader(TapReader(stream, lambda data: self.passed(len(data))), 1 << 16)
-

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import backup as engine_backup
+from engine import diskspace
 from engine.components.files import room_for
 from engine.components.volumes import VolumesComponent, VolumesParams
-from engine.diskspace import free_bytes, mount_of, require_free, reserve_for, size_text
+from engine.diskspace import SpaceGuard, free_bytes, mount_of, require_free, reserve_for, size_text
 from engine.errors import InsufficientSpace
 from engine.repository import LocalRepository
 from tests.conftest import DirsRuntime
@@ -44,3 +47,61 @@ def test_the_room_counted_from_the_manifest_bounds_what_the_restored_tree_takes(
     engine_backup.restore(repo, manifest, comp)
     taken = sum(p.lstat().st_blocks * 512 for p in comp.path.rglob("*")) + comp.path.stat().st_blocks * 512
     assert taken <= room.bytes_on(comp.path.parent), (taken, room)
+
+
+class _Statvfs:
+    """``os.statvfs`` of a 1 GiB filesystem with ``files`` inodes, ``avail`` of them free."""
+
+    def __init__(self, files: int, avail: int) -> None:
+        self.f_frsize, self.f_blocks, self.f_bavail = 4096, 1 << 18, 1 << 17
+        self.f_files, self.f_favail = files, avail
+
+
+def _statvfs(monkeypatch: pytest.MonkeyPatch, files: int, avail: int) -> None:
+    fake = _Statvfs(files, avail)
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)
+
+
+def test_entries_beyond_the_free_inodes_and_their_reserve_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _statvfs(monkeypatch, files=100_000, avail=6_000)  # reserve: 5 % = 5,000
+    require_free("/data", 1000, "a tree", entries=1_000)  # quiet control: 1,000 + 5,000 fit in 6,000
+    with pytest.raises(InsufficientSpace, match="inodes"):
+        require_free("/data", 1000, "a tree", entries=1_001)
+
+
+def test_a_filesystem_without_an_inode_count_is_not_limited_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """btrfs reports no inode count (``f_files`` 0): nothing to refuse on, and the guard does not look."""
+    _statvfs(monkeypatch, files=0, avail=0)
+    require_free("/data", 1000, "a tree", entries=10_000_000)
+    guard = SpaceGuard("/data", "a tree")
+    assert guard.inode_reserve is None
+    guard.check()
+
+
+def test_the_guard_stops_when_another_writer_takes_the_inodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It looks often enough (every half inode reserve of 512-byte headers) that the reserve cannot be
+    used up between two looks; it fires once the free inodes fall below the reserve."""
+    stat: dict[str, Any] = {"fake": _Statvfs(1_000_000, 50_000)}  # reserve: the 10,000 cap
+    monkeypatch.setattr(os, "statvfs", lambda path: stat["fake"])
+    guard = SpaceGuard("/data", "a tree")
+    assert guard.inode_reserve == diskspace.INODE_RESERVE_CAP
+    assert guard.every <= guard.inode_reserve * diskspace.ENTRY_BYTES // 2
+    guard.check()  # quiet control
+    stat["fake"] = _Statvfs(1_000_000, 9_999)
+    with pytest.raises(InsufficientSpace, match="inodes"):
+        guard.passed(guard.every)
+
+
+def test_a_guard_started_short_of_inodes_lets_the_write_take_half_of_what_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A physical restore counts no entries first: on a filesystem already below the inode reserve it is
+    not stopped at its first look, but before it takes the last inodes."""
+    stat: dict[str, Any] = {"fake": _Statvfs(1_000_000, 4_000)}
+    monkeypatch.setattr(os, "statvfs", lambda path: stat["fake"])
+    guard = SpaceGuard("/data", "a cluster")
+    assert guard.inode_reserve == 2_000
+    guard.check()
+    stat["fake"] = _Statvfs(1_000_000, 1_999)
+    with pytest.raises(InsufficientSpace, match="inodes"):
+        guard.check()

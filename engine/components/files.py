@@ -691,9 +691,7 @@ class FlaggedParts(LinkedParts):
 
 def tree_parts(root: Path, owners: bool = False, links: bool = False, flags: bool = False) -> dict[str, Part]:
     """``tree_parts_into`` a dict: for small trees and tests; components use a spool."""
-    parts: dict[str, Part] = (
-        FlaggedParts() if flags else LinkedParts() if links else OwnedParts() if owners else {}
-    )
+    parts: dict[str, Part] = FlaggedParts() if flags else LinkedParts() if links else OwnedParts() if owners else {}
     tree_parts_into(root, parts)
     return parts
 
@@ -1167,6 +1165,10 @@ class Room(NamedTuple):
 
     archived: int
     entries: int
+    # Whether ``entries`` was counted by fingerprints (a set without one bounds it by its
+    # archive's 512-byte headers: fine for bytes, but as inodes a false refusal of a large
+    # file's restore on a filesystem with few inodes, so then only the guard watches them).
+    counted: bool = True
 
     def bytes_on(self, path: Path) -> int:
         """The bytes the tree may take on the filesystem of ``path``."""
@@ -1191,17 +1193,19 @@ def room_for(sources: Sequence[ArtifactSource], artifact: str, tree_bytes: bool 
     guard (``engine.diskspace.SpaceGuard``) and then by the proof of the staged tree.
     """
     held = entries = peak = peak_entries = 0
+    counted = True
     for source in sources:
         raw = source.record(artifact).raw_size
         held += raw
         entries += raw // TAR_BLOCK
         fp = source.fingerprint
+        counted = counted and fp is not None
         if fp is not None:
             entries = min(entries, _entries(fp, raw))
             if tree_bytes and "bytes" in fp.totals():
                 held = min(held, fp.totals()["bytes"])
         peak, peak_entries = max(peak, held), max(peak_entries, entries)
-    return Room(peak, peak_entries)
+    return Room(peak, peak_entries, counted)
 
 
 def _entries(fp: Fingerprint | None, raw: int) -> int:
@@ -1496,7 +1500,7 @@ def extract_layers(
     _remove_leftover(staging)  # a staged copy is never live data
     what = f"the restored copy of {target.name}"
     if room is not None:
-        require_free(target.parent, room.bytes_on(target.parent), what)
+        require_free(target.parent, room.bytes_on(target.parent), what, entries=room.entries if room.counted else 0)
     guard = SpaceGuard(target.parent, what)
     staging.mkdir(mode=0o700)
     tracker = _Tracker(parts) if parts is not None else None

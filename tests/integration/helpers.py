@@ -188,7 +188,7 @@ def restored_into_another_server(
 
 
 @contextmanager
-def mounted_tmpfs(mountpoint: Path, size: str, mode: str | None = None) -> Iterator[Path]:
+def mounted_tmpfs(mountpoint: Path, size: str, mode: str | None = None, inodes: int | None = None) -> Iterator[Path]:
     """A tmpfs of ``size`` at ``mountpoint`` (made if missing); unmounted afterwards, also on failure.
 
     A full disk is the worst day's common case, and a real filesystem is the only honest
@@ -198,7 +198,7 @@ def mounted_tmpfs(mountpoint: Path, size: str, mode: str | None = None) -> Itera
     from tests.integration.servers import unavailable
 
     mountpoint.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (f",mode={mode}" if mode else "")
+    options = f"size={size}" + (f",mode={mode}" if mode else "") + (f",nr_inodes={inodes}" if inodes else "")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True)
     if done.returncode != 0:
         unavailable(f"a tmpfs mount (these tests need root): {done.stderr.decode().strip()}")

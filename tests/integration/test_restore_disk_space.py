@@ -28,7 +28,7 @@ import zstandard
 from engine import backup as engine_backup
 from engine.components.files import room_for
 from engine.components.volumes import VolumesComponent, VolumesParams
-from engine.diskspace import free_bytes, reserve_for
+from engine.diskspace import free_bytes, free_inodes, reserve_for
 from engine.errors import InsufficientSpace, IntegrityError
 from engine.manifest import Manifest
 from engine.repository import LocalRepository
@@ -114,6 +114,44 @@ def test_a_set_that_fits_restores_and_matches(tmp_path: Path, disk: Path) -> Non
     assert comp.fingerprint() == engine_backup.recorded_fingerprint(repo, manifest, "files")
     # The replaced tree is gone: the disk holds the restored tree once, no second copy.
     assert free_bytes(disk) == free - (_allocated(comp.path) - held)
+
+
+@pytest.fixture
+def few_inodes(tmp_path: Path) -> Iterator[Path]:
+    """A roomy filesystem (20 MiB) with 600 inodes: small files run out of inodes, not bytes."""
+    with mounted_tmpfs(tmp_path / "inodes", "20m", "0755", inodes=600) as mountpoint:
+        yield mountpoint
+
+
+def test_a_tree_with_more_entries_than_free_inodes_is_refused_before_anything_is_written(
+    tmp_path: Path, few_inodes: Path
+) -> None:
+    """Bytes to spare, inodes not: before, nothing counted inodes, so the staged copy took all but a
+    few of them here (with fewer, all of them, then ENOSPC); an application there that cannot create
+    a file fails with "No space left on device" while ``df`` shows room."""
+    comp = _volume(few_inodes, files=150, size=100)
+    repo, manifest = _backed_up_then_changed(tmp_path, comp)
+    other = few_inodes / "other-application"
+    other.mkdir()
+    for i in range(275):
+        (other / f"{i}.log").touch()
+    before, inodes, free = _contents(comp.path), free_inodes(few_inodes), free_bytes(few_inodes)
+    assert inodes is not None and 155 < inodes < 180  # room for the tree's files, not with the reserve
+    with pytest.raises(InsufficientSpace) as caught:
+        engine_backup.restore(repo, manifest, comp)
+    message = str(caught.value)
+    for needle in (str(few_inodes), "inodes", "nothing was changed"):
+        assert needle in message, (needle, message)
+    assert (free_inodes(few_inodes), free_bytes(few_inodes)) == (inodes, free)
+    _untouched(comp, before)
+
+
+def test_a_tree_that_fits_the_free_inodes_restores(tmp_path: Path, few_inodes: Path) -> None:
+    """Quiet control: the same tree on the same filesystem, without the other application's files."""
+    comp = _volume(few_inodes, files=150, size=100)
+    repo, manifest = _backed_up_then_changed(tmp_path, comp)
+    engine_backup.restore(repo, manifest, comp)
+    assert comp.fingerprint() == engine_backup.recorded_fingerprint(repo, manifest, "files")
 
 
 def test_a_restore_to_another_place_is_checked_against_that_places_filesystem(tmp_path: Path, disk: Path) -> None:
