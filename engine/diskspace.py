@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +47,22 @@ INODE_RESERVE_CAP = 10_000
 # The fewest bytes a tar stream spends on one entry (its header block): a guard counting
 # bytes knows from it how many entries can at most have been made since its last look.
 ENTRY_BYTES = 512
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """One filesystem as ``statvfs`` saw it at one moment, by a path on it: what a plan compares."""
+
+    path: Path
+    device: int
+    size: int
+    free: int  # f_bavail: what an unprivileged writer (a server) may still use
+
+
+def filesystem(path: Path) -> Filesystem:
+    """A :class:`Filesystem` reading of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return Filesystem(path, os.stat(path).st_dev, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
 def free_bytes(path: Path | str) -> int:

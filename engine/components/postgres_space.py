@@ -41,7 +41,6 @@ clean-up drops the side database. The live database is never touched.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import diskspace
 from engine.components.base import ArtifactSource
+from engine.diskspace import Filesystem, filesystem
 from engine.errors import ComponentError, InsufficientSpace
 from engine.lazy import lazy
 
@@ -83,21 +83,6 @@ POLL_SECONDS = 0.5  # PostgreSQL loads well under 1 GiB (the reserve) in that ti
 # The artifacts a directory-format dump is extracted from (``postgres_parallel``).
 _EXTRACTED = ("database.dir.data.tar", "database.dir.toc", "database.dir.tar")
 _DUMPS = ("database.dump", *_EXTRACTED)
-
-
-@dataclass(frozen=True)
-class Filesystem:
-    """One filesystem as ``statvfs`` sees it, by a path on it."""
-
-    path: Path
-    device: int
-    size: int
-    free: int  # f_bavail: what an unprivileged writer (the server) may still use
-
-
-def filesystem(path: Path) -> Filesystem:
-    st = os.statvfs(path)
-    return Filesystem(path, os.stat(path).st_dev, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
 
 
 def reserve(fs: Filesystem, need: int | None = None) -> int:
