@@ -73,6 +73,9 @@ RESERVE_FLOOR = GIB  # bytes kept free at most for WAL: max_wal_size's default
 # room for full-page images after a checkpoint and for index builds.
 WAL_PER_BYTE = 2
 WAL_MARGIN = 16 << 20  # one WAL segment
+# Kept free at least on a WAL filesystem of its own (``pg_wal`` a link to another disk):
+# room for the live server's WAL while a stopped load's last writes land (4 segments).
+WAL_FLOOR = 64 << 20
 # Database size per byte of uncompressed pg_dump, for sets that did not record the size.
 # Measured: 2.98 for drproof's seeded schema (28 MB database, 9.4 MB dump); row headers
 # (24 bytes a row), indexes and free space in pages make a database larger than its dump.
@@ -184,10 +187,21 @@ def _same_cluster(path: Path, ident: int) -> tuple[Path | None, str]:
 # -- before the restore ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """What the guard watches while the side database loads; None data directory: nothing to watch."""
+    """What the guard watches while the side database loads; None data directory: nothing to watch.
+
+    ``wal_dir`` and ``wal_floor``: the server's ``pg_wal`` when it is on another
+    filesystem than the data directory, and the free space kept there.
+    """
 
     data_dir: Path | None
     reserve: int
+    wal_dir: Path | None = None
+    wal_floor: int = 0
+
+    def watched(self) -> list[tuple[Path, int]]:
+        """Each filesystem the load writes to, with the free space it must keep."""
+        found = [] if self.data_dir is None else [(self.data_dir, self.reserve)]
+        return found + ([] if self.wal_dir is None else [(self.wal_dir, self.wal_floor)])
 
 
 def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.extensions.connection) -> Plan:
@@ -207,7 +221,10 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
         )
         return Plan(None, 0)
     fs = filesystem(where)
-    kept = reserve(fs, None if need is None else need.bytes)
+    wal = _wal_elsewhere(where, fs)
+    # WAL on a disk of its own: the data directory's filesystem keeps the trees' reserve only.
+    kept = reserve(fs, None if need is None else need.bytes) if wal is None else diskspace.reserve_for(fs.path)
+    wal_floor = 0 if wal is None else _check_wal(comp, wal, need)
     if need is None:
         log.warning(
             "postgres %r: the backup set records neither the database's nor the dump's size, so free space "
@@ -225,7 +242,49 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
             _size(fs.free),
             _size(kept),
         )
-    return Plan(where, kept)
+    return Plan(where, kept, None if wal is None else wal.path, wal_floor)
+
+
+def _wal_elsewhere(where: Path, fs: Filesystem) -> Filesystem | None:
+    """The filesystem of ``pg_wal`` when it is not the data directory's (a link to a disk of its own)."""
+    try:
+        wal = filesystem((where / "pg_wal").resolve())
+    except OSError:
+        return None  # not readable from here: the data directory's own check stands
+    return None if wal.device == fs.device else wal
+
+
+def wal_need(need: Need | None) -> int:
+    """The WAL a load of ``need`` writes at most before a checkpoint recycles it (``reserve``'s reasoning)."""
+    return RESERVE_FLOOR if need is None else min(RESERVE_FLOOR, WAL_PER_BYTE * need.bytes + WAL_MARGIN)
+
+
+def _check_wal(comp: PostgresComponent, wal: Filesystem, need: Need | None) -> int:
+    """Refuse a load whose WAL cannot fit on ``pg_wal``'s own filesystem; the floor the guard keeps there.
+
+    Why: with ``pg_wal`` on a disk of its own (a common production layout) the load's WAL
+    goes there, not beside the data; nothing looked at that disk, and a server that
+    cannot write WAL PANICs. The floor: the trees' reserve, and never less than
+    ``WAL_FLOOR``, room for the live server's WAL while a stopped load's last writes land.
+    """
+    floor = max(WAL_FLOOR, diskspace.reserve_for(wal.path))
+    written = wal_need(need)
+    if written + floor <= wal.free:
+        return floor
+    says = (
+        f"the server's WAL directory is on a filesystem of its own ({wal.path}): it has {_size(wal.free)} free, and "
+        f"the load writes up to {_size(written)} of WAL there ({_amount(need)}) and must leave {_size(floor)} free "
+        "for the live server's WAL (PostgreSQL stops when it cannot write WAL)"
+    )
+    if need is None or not need.exact:
+        log.warning(
+            "postgres %r: the restore may not fit: %s. It is watched and stopped if it does not", comp.instance, says
+        )
+        return floor
+    raise InsufficientSpace(
+        f"postgres {comp.instance!r}: refusing to restore: {says}. Free at least "
+        f"{_size(written + floor - wal.free)} there, or restore to another server (--to). Nothing was changed"
+    )
 
 
 def _amount(need: Need | None) -> str:
@@ -299,7 +358,10 @@ class Watch:
     def __init__(self, comp: PostgresComponent, plan: Plan, side: str) -> None:
         assert plan.data_dir is not None
         self.data_dir, self.reserve, self.side, self.instance = plan.data_dir, plan.reserve, side, comp.instance
+        self.watched = plan.watched()
         self.low: int | None = None  # free bytes seen when it stopped the restore
+        self.where = plan.data_dir  # the filesystem (by a path on it) whose space stopped it
+        self.kept = plan.reserve
         self.stop = threading.Event()
         self._said: set[str] = set()
         self._comp = comp
@@ -315,9 +377,7 @@ class Watch:
         """Poll until stopped; never ends on an error, which would leave the load unwatched and say nothing."""
         while not self.stop.wait(POLL_SECONDS):
             try:
-                free = filesystem(self.data_dir).free
-                if free < self.reserve:
-                    self.low = free if self.low is None else min(self.low, free)
+                if self._short():
                     self._end_sessions()
                 else:
                     self._keep_session()
@@ -330,6 +390,16 @@ class Watch:
                         self.instance,
                         said,
                     )
+
+    def _short(self) -> bool:
+        """Whether a watched filesystem's free space is below what it keeps; the first such is remembered."""
+        for path, kept in self.watched:
+            free = filesystem(path).free
+            if free < kept:
+                if self.low is None or (path == self.where and free < self.low):
+                    self.low, self.where, self.kept = free, path, kept
+                return True
+        return False
 
     def _keep_session(self) -> None:
         """Use the guard's session every poll, and replace it at once if the server ended it.
@@ -375,8 +445,9 @@ class Watch:
 
     def error(self) -> ComponentError:
         return ComponentError(
-            f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's data "
-            f"directory {self.data_dir} fell to {_size(self.low or 0)}, below the {_size(self.reserve)} kept as a reserve "
+            f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's "
+            f"{'data directory' if self.where == self.data_dir else 'WAL directory'} {self.where} fell to "
+            f"{_size(self.low or 0)}, below the {_size(self.kept)} kept as a reserve "
             "(PostgreSQL stops when it cannot write WAL). The live database was not touched (the side database is "
             "dropped); free space there, or restore to another server (--to)"
         )

@@ -333,3 +333,97 @@ def _create_then_fail(comp: PostgresComponent, side: str) -> None:
         cur.execute(f'CREATE DATABASE "{side}"')
     conn.close()
     raise ComponentError("postgres 'db': restore stopped: free space fell (as the guard says it)")
+
+
+# -- pg_wal on a filesystem of its own ---------------------------------------------------------
+@pytest.fixture
+def wal_disk() -> Iterator[Path]:
+    """A 512 MiB tmpfs for the server's WAL, in the system temp directory (the server's user reaches it)."""
+    mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-wal-"))
+    mountpoint.chmod(0o711)
+    try:
+        with mounted_tmpfs(mountpoint, "512m", "0711") as disk:
+            yield disk
+    finally:
+        mountpoint.rmdir()
+
+
+@pytest.fixture
+def wal_db(runtime: LocalRuntime, wal_disk: Path) -> PostgresComponent:
+    """A seeded database (about 14 MB) of a server whose ``pg_wal`` links to ``wal_disk``, a common layout."""
+    import shutil
+
+    comp = PostgresComponent("db", PostgresParams(customers=20_000), runtime)
+    comp.provision()
+    server = cast(LocalPostgres, comp.service)
+    server.stop()
+    wal, moved = server.data_dir() / "pg_wal", wal_disk / "pg_wal"
+    shutil.copytree(wal, moved, symlinks=True)
+    owner = server.server_file_owner()
+    if owner is not None:
+        for path in [moved, *moved.rglob("*")]:
+            os.lchown(path, *owner)
+    shutil.rmtree(wal)
+    wal.symlink_to(moved)
+    server.ensure_running()
+    comp.seed()
+    return comp
+
+
+def test_a_load_whose_wal_cannot_fit_on_the_wal_disk_is_refused(
+    wal_db: PostgresComponent, wal_disk: Path, tmp_path: Path
+) -> None:
+    """Before: only the data directory's filesystem was looked at; the WAL disk was neither checked nor watched."""
+    repo, manifest = _backup(wal_db, tmp_path)
+    need = postgres_space.Need(manifest.component("db").details["database_bytes"], True, "recorded")
+    before = wal_db.fingerprint()
+    _fill_to(wal_disk, postgres_space.wal_need(need) + postgres_space.WAL_FLOOR - 8 * MIB)
+    with pytest.raises(ComponentError, match="refusing to restore") as refused:
+        engine_backup.restore(repo, manifest, wal_db)
+    message = str(refused.value)
+    assert "WAL directory" in message and str(wal_disk) in message and "Nothing was changed" in message, message
+    assert _side_databases(wal_db) == []
+    assert wal_db.health().ok and wal_db.fingerprint().parts == before.parts
+    assert "PANIC" not in _server_log(wal_db)
+
+
+def test_a_wal_disk_filled_during_the_load_stops_it_and_the_live_database_keeps_serving(
+    wal_db: PostgresComponent, wal_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something else fills the WAL disk while the side database loads: the guard ends the load there too."""
+    monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
+    repo, manifest = _backup(wal_db, tmp_path)
+    need = postgres_space.Need(manifest.component("db").details["database_bytes"], True, "recorded")
+    before = wal_db.fingerprint()
+    _fill_to(wal_disk, postgres_space.wal_need(need) + postgres_space.WAL_FLOOR + 16 * MIB)
+    filled = threading.Event()
+
+    def fill_once_loading() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _side_databases(wal_db):
+            time.sleep(0.01)
+        _fill_to(wal_disk, 32 * MIB)  # below the floor, with room for the live server's WAL and the clean-up
+        filled.set()
+
+    filler = threading.Thread(target=fill_once_loading, daemon=True)
+    filler.start()
+    with pytest.raises(ComponentError, match="restore stopped: free space") as stopped:
+        engine_backup.restore(repo, manifest, wal_db)
+    filler.join()
+    assert filled.is_set()
+    assert "WAL directory" in str(stopped.value) and "live database was not touched" in str(stopped.value)
+    assert _side_databases(wal_db) == []
+    assert wal_db.health().ok and wal_db.fingerprint().parts == before.parts
+    assert "PANIC" not in _server_log(wal_db)
+
+
+def test_a_load_that_fits_the_wal_disk_restores_quietly(
+    wal_db: PostgresComponent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Quiet control: the same layout with room; no warning, restored."""
+    repo, manifest = _backup(wal_db, tmp_path)
+    pg_sql(wal_db, "DELETE FROM orders WHERE id % 2 = 0")
+    with caplog.at_level("WARNING", logger="engine"):
+        engine_backup.restore(repo, manifest, wal_db)
+    assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+    assert wal_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
