@@ -105,3 +105,26 @@ def test_a_guard_started_short_of_inodes_lets_the_write_take_half_of_what_is_lef
     stat["fake"] = _Statvfs(1_000_000, 1_999)
     with pytest.raises(InsufficientSpace, match="inodes"):
         guard.check()
+
+
+def _base(raw: int, details: dict[str, Any]) -> Any:
+    from engine.components.base import ArtifactSource
+    from engine.manifest import ArtifactRecord
+
+    record = ArtifactRecord(
+        component="db", name="base.tar", path="db/base.tar.zst", size=1, sha256="0" * 64, raw_size=raw
+    )
+    return ArtifactSource({"base.tar": record}, opener=None, details=details)
+
+
+def test_a_physical_chain_counts_its_newest_cluster_and_an_old_chain_without_the_record_its_sum() -> None:
+    from engine.components.postgres_physical import _on_disk, combined_bound
+
+    full, incr = _base(100 << 20, {"cluster_bytes": 90 << 20}), _base(20 << 20, {"cluster_bytes": 95 << 20})
+    unpacked = _on_disk(120 << 20)
+    assert combined_bound([full], _on_disk(100 << 20)) == _on_disk(100 << 20)  # one base: its archive
+    assert combined_bound([full, incr], unpacked) == _on_disk(115 << 20)  # newest databases and its archive
+    old = _base(20 << 20, {})  # written before cluster_bytes was recorded
+    assert combined_bound([full, old], unpacked) == unpacked
+    odd = _base(20 << 20, {"cluster_bytes": "95"})  # not a number: not trusted
+    assert combined_bound([full, odd], unpacked) == unpacked

@@ -258,6 +258,8 @@ class PostgresPhysicalComponent(PostgresComponent):
             "backup_id": writer.id,
             "incremental": parent_manifest is not None,
             "base_bytes": size,
+            # What the cluster's databases took: bounds the cluster a chain combines into.
+            "cluster_bytes": int(self._query("SELECT sum(pg_database_size(oid))::bigint FROM pg_database")),
             "backup_end": backup_end.isoformat(),
             "wal_from": segments[0] if segments else None,
             "wal_through": wal_through,
@@ -516,8 +518,9 @@ class PostgresPhysicalComponent(PostgresComponent):
         WAL, and for a chain every base unpacked for pg_combinebackup, go to a scratch
         directory beside the WAL archive; where both are one filesystem, they add up.
         """
-        cluster = sum(_on_disk(s.record("base.tar").raw_size) for s in bases)
-        scratch = sum(s.record("wal.tar").raw_size for s in wal) + (cluster if len(bases) > 1 else 0)
+        unpacked = sum(_on_disk(s.record("base.tar").raw_size) for s in bases)
+        cluster = combined_bound(bases, unpacked)
+        scratch = sum(s.record("wal.tar").raw_size for s in wal) + (unpacked if len(bases) > 1 else 0)
         needs = [(self.physical.wal_archive().parent, scratch)]
         data = self.physical.cluster_directory()
         if data is not None:
@@ -543,6 +546,25 @@ class PostgresPhysicalComponent(PostgresComponent):
                 raise ComponentError(f"pg_combinebackup for {self.instance!r} failed: {result.stderr.strip()[-2000:]}")
         finally:
             _reset_dir(staging, recreate=False)
+
+
+def combined_bound(bases: list[ArtifactSource], unpacked: int) -> int:
+    """The most a chain's combined cluster takes: its newest set's databases and base archive, if recorded.
+
+    Why not the sum of the chain's archives (``unpacked``): pg_combinebackup writes one
+    cluster as of the newest backup, so a full backup and six incrementals of a few
+    changed blocks "needed" seven clusters' room, a false refusal on the day the restore
+    is needed. The newest set records its databases' size (``cluster_bytes``); its own
+    archive bounds the rest (the WAL fetched, configuration, the non-database files). A
+    set without the record (older drproof) keeps the sum.
+    """
+    if len(bases) < 2:
+        return unpacked
+    newest = bases[-1]
+    recorded = newest.details.get("cluster_bytes")
+    if not isinstance(recorded, int) or recorded < 0:
+        return unpacked
+    return min(unpacked, _on_disk(recorded + newest.record("base.tar").raw_size))
 
 
 def _on_disk(archived: int) -> int:
