@@ -760,10 +760,11 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
     def _gossiped_replicas(self, name: str) -> set[str]:
         """Running nodes that any answering node lists as a replica of ``name``; none answering is a refusal."""
         by_id = {node_id: n for n, node_id in self._ids.items()}
+        # A paused node (a drill's SIGSTOP) is asked nothing, but still holds what it held.
         others = [n for n, node in self._all.items() if n != name and node.is_running()]
         found: set[str] = set()
         answered = False
-        for other in others:
+        for other in (n for n in others if n not in self._paused):
             try:
                 text = str(self._cmd(other, "CLUSTER", "NODES"))
             except redis.RedisError:
@@ -784,7 +785,8 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
     def _converged(self, dead: str, promoted: str) -> bool:
         """Every running node that answers lists ``promoted`` as a master with slots and ``dead`` with none."""
         dead_id, new_id = self._ids.get(dead), self._ids.get(promoted)
-        for other in (n for n, node in self._all.items() if n != dead and node.is_running()):
+        # A node a drill paused (SIGSTOP) answers nothing until resumed: it learns the change then.
+        for other in (n for n, node in self._all.items() if n != dead and node.is_running() and n not in self._paused):
             try:
                 lines = {f.split()[0]: f.split() for f in str(self._cmd(other, "CLUSTER", "NODES")).splitlines()}
             except redis.RedisError:
