@@ -132,7 +132,12 @@ def test_the_guard_thread_survives_an_error_says_it_once_and_still_stops_the_loa
     watch = object.__new__(postgres_space.Watch)
     watch.data_dir, watch.reserve, watch.side, watch.instance = tmp_path, 10, "side", "db"
     watch.low, watch.stop, watch._said = None, threading.Event(), set()
-    watch.watched, watch.where, watch.kept = [(tmp_path, 10)], tmp_path, 10
+    watch.watched, watch.where, watch.what, watch.kept = (
+        [("data directory", tmp_path, 10)],
+        tmp_path,
+        "data directory",
+        10,
+    )
     monkeypatch.setattr(watch, "_end_sessions", lambda: ended.append(1), raising=False)
     with caplog.at_level(logging.WARNING):
         watch.run()

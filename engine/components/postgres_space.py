@@ -197,11 +197,14 @@ class Plan:
     reserve: int
     wal_dir: Path | None = None
     wal_floor: int = 0
+    # (what, a path on it, kept): a tablespace's filesystem other than the data directory's.
+    spaces: tuple[tuple[str, Path, int], ...] = ()
 
-    def watched(self) -> list[tuple[Path, int]]:
-        """Each filesystem the load writes to, with the free space it must keep."""
-        found = [] if self.data_dir is None else [(self.data_dir, self.reserve)]
-        return found + ([] if self.wal_dir is None else [(self.wal_dir, self.wal_floor)])
+    def watched(self) -> list[tuple[str, Path, int]]:
+        """Each filesystem the load writes to: what it holds, a path on it, and the free space it must keep."""
+        found = [] if self.data_dir is None else [("data directory", self.data_dir, self.reserve)]
+        found += [] if self.wal_dir is None else [("WAL directory", self.wal_dir, self.wal_floor)]
+        return found + list(self.spaces)
 
 
 def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.extensions.connection) -> Plan:
@@ -221,10 +224,19 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
         )
         return Plan(None, 0)
     fs = filesystem(where)
+    spaces = _tablespaces_elsewhere(comp, admin, source, fs)
     wal = _wal_elsewhere(where, fs)
-    # WAL on a disk of its own: the data directory's filesystem keeps the trees' reserve only.
+    # The WAL the load writes follows the whole database, wherever its tables go; on a
+    # disk of its own, the data directory's filesystem keeps the trees' reserve only.
     kept = reserve(fs, None if need is None else need.bytes) if wal is None else diskspace.reserve_for(fs.path)
     wal_floor = 0 if wal is None else _check_wal(comp, wal, need)
+    _check_data(comp, fs, _less(need, sum(b for _, _, b in spaces)), scratch, kept)
+    watched = tuple((what, space.path, diskspace.reserve_for(space.path)) for what, space, _ in spaces)
+    return Plan(where, kept, None if wal is None else wal.path, wal_floor, watched)
+
+
+def _check_data(comp: PostgresComponent, fs: Filesystem, need: Need | None, scratch: int, kept: int) -> None:
+    """The data directory's filesystem: the side database's bytes there, the scratch copy if it shares it, ``kept``."""
     if need is None:
         log.warning(
             "postgres %r: the backup set records neither the database's nor the dump's size, so free space "
@@ -242,7 +254,95 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
             _size(fs.free),
             _size(kept),
         )
-    return Plan(where, kept, None if wal is None else wal.path, wal_floor)
+
+
+def _less(need: Need | None, elsewhere: int) -> Need | None:
+    """The data directory's share of ``need`` once ``elsewhere`` bytes go to tablespaces on other filesystems."""
+    if need is None or not elsewhere:
+        return need
+    return Need(
+        max(0, need.bytes - elsewhere), need.exact, f"{need.how}, less {elsewhere} bytes in tablespaces elsewhere"
+    )
+
+
+def tablespace_bytes(conn: psycopg2.extensions.connection) -> dict[str, int]:
+    """Bytes of the connected database's relations per tablespace (the database's default for those with none).
+
+    Recorded at backup when any lies outside ``pg_default``: the side database puts each
+    relation where the dump says (its ``CREATE DATABASE ... TABLESPACE`` and each
+    relation's), so those bytes go to that tablespace's filesystem, not the data
+    directory's. Shared catalogs are in no database and are left out.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT t.spcname, sum(pg_relation_size(c.oid, 'main') + pg_relation_size(c.oid, 'fsm') "
+            "+ pg_relation_size(c.oid, 'vm') + pg_relation_size(c.oid, 'init'))::bigint "
+            "FROM pg_class c JOIN pg_database d ON d.datname = current_database() "
+            "JOIN pg_tablespace t ON t.oid = CASE c.reltablespace WHEN 0 THEN d.dattablespace ELSE c.reltablespace END "
+            "WHERE NOT c.relisshared GROUP BY t.spcname"
+        )
+        return {str(name): int(size or 0) for name, size in cur.fetchall()}
+
+
+def _recorded_spaces(source: ArtifactSource) -> dict[str, int]:
+    """The set's ``tablespace_bytes`` outside ``pg_default``, as far as they are well formed."""
+    recorded = source.details.get("tablespace_bytes")
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        str(name): size
+        for name, size in recorded.items()
+        if name != "pg_default" and isinstance(size, int) and not isinstance(size, bool) and size > 0
+    }
+
+
+def _tablespaces_elsewhere(
+    comp: PostgresComponent, admin: psycopg2.extensions.connection, source: ArtifactSource, fs: Filesystem
+) -> list[tuple[str, Filesystem, int]]:
+    """Tablespaces the load writes to on other filesystems than the data directory's, each checked for room.
+
+    Why: the whole database was counted against the data directory's filesystem. A
+    database whose large tables live in a tablespace on a disk of their own was refused
+    on a small system disk it would barely touch, and the tablespace's disk, which the
+    load does fill, was neither checked nor watched. A tablespace the server lacks, or
+    whose directory this host cannot see, stays counted on the data directory (the load
+    fails on the first, and the second cannot be looked at).
+    """
+    recorded = _recorded_spaces(source)
+    if not recorded:
+        return []
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = ANY(%s)", (list(recorded),)
+        )
+        locations = {str(name): str(path) for name, path in cur.fetchall() if path}
+    found: list[tuple[str, Filesystem, int]] = []
+    for name, size in sorted(recorded.items()):
+        try:
+            space = filesystem(Path(locations[name]))
+        except (KeyError, OSError):
+            continue
+        if space.device != fs.device:
+            found.append((f"tablespace {name}", space, size))
+    _check_spaces(comp, found)
+    return found
+
+
+def _check_spaces(comp: PostgresComponent, spaces: list[tuple[str, Filesystem, int]]) -> None:
+    """Refuse a load whose tablespaces' bytes do not fit their filesystems (added up where they share one)."""
+    by_device: dict[int, tuple[Filesystem, int, list[str]]] = {}
+    for what, space, size in spaces:
+        first, total, names = by_device.get(space.device, (space, 0, []))
+        by_device[space.device] = (first, total + size, [*names, what])
+    for space, total, names in by_device.values():
+        kept = diskspace.reserve_for(space.path)
+        if total + kept > space.free:
+            raise InsufficientSpace(
+                f"postgres {comp.instance!r}: refusing to restore: the side database puts {_size(total)} in "
+                f"{', '.join(names)} (recorded at backup), on the filesystem of {space.path}, which has "
+                f"{_size(space.free)} free and keeps {_size(kept)} free for the applications there. Free at least "
+                f"{_size(total + kept - space.free)} there, or restore to another server (--to). Nothing was changed"
+            )
 
 
 def _wal_elsewhere(where: Path, fs: Filesystem) -> Filesystem | None:
@@ -361,6 +461,7 @@ class Watch:
         self.watched = plan.watched()
         self.low: int | None = None  # free bytes seen when it stopped the restore
         self.where = plan.data_dir  # the filesystem (by a path on it) whose space stopped it
+        self.what = "data directory"
         self.kept = plan.reserve
         self.stop = threading.Event()
         self._said: set[str] = set()
@@ -393,11 +494,11 @@ class Watch:
 
     def _short(self) -> bool:
         """Whether a watched filesystem's free space is below what it keeps; the first such is remembered."""
-        for path, kept in self.watched:
+        for what, path, kept in self.watched:
             free = filesystem(path).free
             if free < kept:
                 if self.low is None or (path == self.where and free < self.low):
-                    self.low, self.where, self.kept = free, path, kept
+                    self.low, self.where, self.what, self.kept = free, path, what, kept
                 return True
         return False
 
@@ -446,7 +547,7 @@ class Watch:
     def error(self) -> ComponentError:
         return ComponentError(
             f"postgres {self.instance!r}: restore stopped: free space on the filesystem of the server's "
-            f"{'data directory' if self.where == self.data_dir else 'WAL directory'} {self.where} fell to "
+            f"{self.what} {self.where} fell to "
             f"{_size(self.low or 0)}, below the {_size(self.kept)} kept as a reserve "
             "(PostgreSQL stops when it cannot write WAL). The live database was not touched (the side database is "
             "dropped); free space there, or restore to another server (--to)"
@@ -483,4 +584,12 @@ def _finish(watch: Watch, thread: threading.Thread) -> None:
 def details_of(conn: psycopg2.extensions.connection) -> dict[str, Any]:
     """The set's details that let a restore check its space: ``database_bytes`` when it could be read."""
     size = database_bytes(conn)
-    return {} if size is None else {"database_bytes": size}
+    details: dict[str, Any] = {} if size is None else {"database_bytes": size}
+    try:
+        spaces = tablespace_bytes(conn)
+    except psycopg2.Error:
+        conn.rollback()
+        return details
+    if set(spaces) - {"pg_default"}:
+        details["tablespace_bytes"] = spaces
+    return details

@@ -427,3 +427,90 @@ def test_a_load_that_fits_the_wal_disk_restores_quietly(
         engine_backup.restore(repo, manifest, wal_db)
     assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
     assert wal_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+
+
+# -- tables in a tablespace on another filesystem ----------------------------------------------
+def _into_tablespace(comp: PostgresComponent, where: Path) -> None:
+    """Every table and index of the database moved into a new tablespace ``fast`` at ``where`` (made for the server)."""
+    where.mkdir()
+    owner = cast(LocalPostgres, comp.service).server_file_owner()
+    if owner is not None:
+        os.chown(where, *owner)
+    pg_sql(comp, f"CREATE TABLESPACE fast LOCATION '{where}'", db="postgres")
+    pg_sql(comp, "ALTER TABLE ALL IN TABLESPACE pg_default SET TABLESPACE fast")
+    pg_sql(comp, "ALTER INDEX ALL IN TABLESPACE pg_default SET TABLESPACE fast")
+
+
+def _drop_tablespace(comp: PostgresComponent) -> None:
+    pg_sql(comp, "ALTER TABLE ALL IN TABLESPACE fast SET TABLESPACE pg_default")
+    pg_sql(comp, "ALTER INDEX ALL IN TABLESPACE fast SET TABLESPACE pg_default")
+    pg_sql(comp, "DROP TABLESPACE fast", db="postgres")
+
+
+@pytest.fixture
+def roomy_place() -> Iterator[Path]:
+    """A directory on the machine's own disk the server's user reaches (not pytest's private tree)."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="drproof-test-ts-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_tables_in_a_tablespace_elsewhere_are_not_counted_against_the_data_directory(
+    small_disk: Path, roomy_place: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by reading the check: the whole database was counted on the data directory's filesystem, so a small
+    system disk refused the restore of a database whose tables live in a tablespace on a disk of their own."""
+    with LocalRuntime(small_disk / "work") as rt:
+        comp = PostgresComponent("db", PostgresParams(customers=40_000), rt)
+        comp.provision()
+        comp.seed()
+        _into_tablespace(comp, roomy_place / "fast")
+        repo, manifest = _backup(comp, tmp_path)
+        details = manifest.component("db").details
+        whole, elsewhere = details["database_bytes"], details["tablespace_bytes"]["fast"]
+        assert elsewhere > whole // 2, details
+        fs = postgres_space.filesystem(small_disk)
+        kept = postgres_space.reserve(fs, whole)
+        # Room for the side database's share here and the reserve, not for the whole database.
+        _fill_to(small_disk, whole - elsewhere + kept + elsewhere // 2)
+        pg_sql(comp, "DELETE FROM orders WHERE id % 2 = 0")
+        with caplog.at_level("WARNING", logger="engine"):
+            engine_backup.restore(repo, manifest, comp)
+        assert comp.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+        assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+        assert "PANIC" not in _server_log(comp)
+        _drop_tablespace(comp)
+
+
+def test_a_tablespace_disk_without_room_for_its_tables_is_refused(
+    seeded_postgres: PostgresComponent, tmp_path: Path
+) -> None:
+    """Before: the tablespace's filesystem was neither checked nor watched; the load filled it."""
+    mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-tsdisk-"))
+    mountpoint.chmod(0o711)
+    try:
+        with mounted_tmpfs(mountpoint, "64m", "0711") as disk:
+            comp = seeded_postgres
+            pg_sql(
+                comp,
+                "INSERT INTO orders (customer_id, amount, status, placed_at) "
+                "SELECT 1, g % 1000, 'placed', now() FROM generate_series(1, 200000) g",
+            )
+            _into_tablespace(comp, disk / "fast")
+            repo, manifest = _backup(comp, tmp_path)
+            elsewhere = manifest.component("db").details["tablespace_bytes"]["fast"]
+            before = comp.fingerprint()
+            _fill_to(disk, elsewhere)  # the tables' bytes, not the reserve as well
+            with pytest.raises(ComponentError, match="refusing to restore") as refused:
+                engine_backup.restore(repo, manifest, comp)
+            message = str(refused.value)
+            assert "tablespace fast" in message and "Nothing was changed" in message, message
+            assert _side_databases(comp) == []
+            assert comp.health().ok and comp.fingerprint().parts == before.parts
+            (disk / "filler").unlink()
+            _drop_tablespace(comp)
+    finally:
+        mountpoint.rmdir()
