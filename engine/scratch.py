@@ -91,6 +91,20 @@ def remove_tree(path: Path, attempts: int = 3) -> str | None:
     return "; ".join(problems[:3]) or "still there"
 
 
+def kept_dir(prefix: str, where: Path | None = None) -> Path:
+    """A new directory that no run ever removes (a ``--keep-workdir`` or ``--work-dir`` one): ``<prefix>kept-*``.
+
+    Why the word: ``mkdtemp(prefix)`` alone gave ``drproof-upgrade-15-17-x8k2j1ab`` for a
+    kept run of scenario ``upgrade-15-17``, and the next run of scenario ``upgrade`` read
+    that as the directory of a dead process 15 and removed it (found by review: a kept
+    work directory, restored database and all, gone; ``drproof clean`` did the same to a
+    kept ``pg-15-18`` as a server directory of "local pid 15"). A run directory is
+    ``<pid>-<start>-<one word>`` after its prefix; here a word that is not a number always
+    comes before the last dash, so no prefix, of any scenario, can read it as one.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}kept-", dir=where))
+
+
 @contextmanager
 def scratch_dir(prefix: str) -> Iterator[str]:
     """A private temporary directory (as ``tempfile.TemporaryDirectory``), after removing stale ones of ``prefix``."""

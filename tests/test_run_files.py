@@ -123,3 +123,37 @@ def test_clean_lists_a_dead_runs_server_directories(tmp_path: Path, monkeypatch:
     assert all(str(live) not in item for items in listed.values() for item in items)
     assert local.LocalRuntime.remove_leftovers(f"local pid {pid}") == [f"directory {dead}"]
     assert not dead.exists() and live.is_dir()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("how", [{"keep_workdir": True}, {"work_root": "tmp"}])
+def test_a_kept_work_directory_is_never_read_as_a_dead_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: dict[str, object]
+) -> None:
+    """Found by review: a kept run of scenario "upgrade-15-17" was ``drproof-upgrade-15-17-<random>``, which the
+    next run of scenario "upgrade" read as the directory of a dead pid 15 and removed (restored database and all);
+    ``drproof clean`` read a kept "pg-15-18" as a dead run's server directory the same way."""
+    from drills.loader import load_scenario
+    from drills.runner import DrillRunner
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    options = {k: (tmp_path if v == "tmp" else v) for k, v in how.items()}
+    runner = DrillRunner(load_scenario(REPO / "scenarios" / "quickstart.yaml"), **options)  # type: ignore[arg-type]
+    kept = [runner._make_workdir("upgrade-15-17"), runner._make_workdir("pg-15-18")]
+    for d in kept:
+        (d / "restored").mkdir()
+    scratch.owned_dir("drproof-upgrade-")  # the next run of scenario "upgrade"
+    listed = local.LocalRuntime.leftovers()
+    assert all(str(tmp_path) not in item for items in listed.values() for item in items), listed
+    assert all((d / "restored").is_dir() for d in kept)
+
+
+def test_a_dead_runs_work_directory_is_still_removed_by_the_next_run(tmp_path: Path) -> None:
+    """Quiet control: the sweep of a SIGKILLed run's work directory still works."""
+    pid, start = _dead_pid()
+    dead = tmp_path / f"drproof-upgrade-{pid}-{start}-abcd1234"
+    (dead / "restored").mkdir(parents=True)
+    scratch.owned_dir("drproof-upgrade-", tmp_path)
+    assert not dead.exists()
