@@ -214,8 +214,9 @@ def current_is_root() -> bool:
     return os.geteuid() == 0
 
 
-# Every server drproof starts carries this variable, naming the drproof process (pid and
-# its start time, so a reused pid is not mistaken for it); the processes the server
+# Every server drproof starts carries this variable, naming the drproof process (pid, its
+# start time so a reused pid is not mistaken for it, and its pid namespace so a drproof
+# in a container is not mistaken for this host's process of that pid); the processes the server
 # starts in turn inherit it. Most servers die with drproof (PR_SET_PDEATHSIG), but not
 # what a manager such as Patroni starts in a session of its own: `drproof clean` finds
 # those by the variable.
@@ -231,13 +232,42 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), or "" where it cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
+
+
 def owner_mark() -> str:
-    return f"{os.getpid()}:{_start_ticks(os.getpid())}"
+    """``pid:start:pid namespace`` of this drproof (see ``OWNER_ENV``)."""
+    return f"{os.getpid()}:{_start_ticks(os.getpid())}:{_pid_namespace()}"
 
 
 def _alive(mark: str) -> bool:
-    pid, _, ticks = mark.partition(":")
+    """Whether the drproof ``mark`` names still runs; one of another pid namespace counts as running.
+
+    Why: a drproof in a container (a CI job with ``--runtime local``) names itself by its
+    pid *there*, 1 or 7; read here, that pid is another process or none, and `drproof
+    clean` on the host took the container's live servers for a dead run's and killed them
+    (found by review). From here its liveness cannot be told, so it is not ours to end;
+    its processes die with its container. A mark without a namespace is an older drproof's.
+    """
+    pid, ticks, namespace = [*mark.split(":"), "", ""][:3]
+    if namespace and namespace != _pid_namespace():
+        return True
     return pid.isdigit() and _start_ticks(int(pid)) == ticks
+
+
+def _run_of(mark: str, alive: bool) -> str:
+    """The name ``drproof clean`` gives the run of ``mark``: its pid, and whether it still runs.
+
+    Why the second part: a pid is reused. With the pid alone, the dead run's leftovers
+    and the servers of a live run that has the same pid now were one run, and removing
+    the first (a plain `drproof clean`, not ``--all``) killed the second (found by review).
+    """
+    return f"local pid {mark.split(':')[0]}" + (" (still running)" if alive else "")
 
 
 def _marked() -> list[tuple[int, str, str]]:
@@ -262,8 +292,9 @@ def leftovers(everything: bool = False) -> dict[str, list[str]]:
     """Processes drproof started whose drproof is gone (or all of them), by owner."""
     runs: dict[str, list[str]] = {}
     for pid, mark, cmd in _marked():
-        if everything or not _alive(mark):
-            runs.setdefault(f"local pid {mark.split(':')[0]}", []).append(f"process {pid} ({cmd[:80]})")
+        alive = _alive(mark)
+        if everything or not alive:
+            runs.setdefault(_run_of(mark, alive), []).append(f"process {pid} ({cmd[:80]})")
     return runs
 
 
@@ -271,7 +302,7 @@ def remove_leftovers(run: str) -> list[str]:
     """SIGKILL the processes ``leftovers`` listed under ``run``; return what went."""
     gone = []
     for pid, mark, cmd in _marked():
-        if f"local pid {mark.split(':')[0]}" == run and pid != os.getpid():
+        if _run_of(mark, _alive(mark)) == run and pid != os.getpid():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

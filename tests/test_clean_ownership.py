@@ -1,0 +1,99 @@
+"""`drproof clean` ends only what a gone drproof of this host left: never a live run's servers.
+
+Found by review: the run a leftover belonged to was named by its drproof's pid alone, so a
+dead run's leftover and the servers of a live run that now has the same pid were one run,
+and a plain `drproof clean` killed both; and a drproof in a container (another pid
+namespace) named itself by its pid there, which on the host is another process or none,
+so its live servers were a dead run's leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from engine.runtime import processes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def _sleeper(marker: str, mark: str | None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process named ``marker`` carrying ``mark`` as its owner (none: not drproof's)."""
+    env = {k: v for k, v in os.environ.items() if k != processes.OWNER_ENV}
+    if mark is not None:
+        env[processes.OWNER_ENV] = mark
+    proc = subprocess.Popen(["bash", "-c", f"exec -a {marker} sleep 60"], env=env)
+    try:
+        time.sleep(0.2)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _listed(marker: str, everything: bool = False) -> dict[str, list[str]]:
+    return {run: i for run, items in processes.leftovers(everything).items() if (i := [x for x in items if marker in x])}
+
+
+def test_clean_of_a_dead_run_leaves_the_live_run_that_has_its_pid_now_alone() -> None:
+    marker = f"drproof-reuse-test-{time.monotonic_ns()}"
+    with _sleeper(marker + "-drproof", None) as live_drproof:  # a live drproof that got a dead one's pid
+        pid = live_drproof.pid
+        start = processes._start_ticks(pid)
+        namespace = processes._pid_namespace()
+        with (
+            _sleeper(marker + "-old", f"{pid}:1:{namespace}") as old,
+            _sleeper(marker + "-live", f"{pid}:{start}:{namespace}") as live,
+        ):
+            assert _listed(marker) == {f"local pid {pid}": [f"process {old.pid} ({marker}-old 60)"]}
+            gone = processes.remove_leftovers(f"local pid {pid}")
+            assert gone == [f"process {old.pid} ({marker}-old 60)"]  # quiet control: the dead run's still goes
+            assert old.wait(5) is not None
+            time.sleep(0.2)
+            assert live.poll() is None, "a live run's server was killed"
+            assert _listed(marker, everything=True) == {
+                f"local pid {pid} (still running)": [f"process {live.pid} ({marker}-live 60)"]
+            }
+
+
+def test_the_servers_of_a_drproof_in_another_pid_namespace_are_not_a_dead_runs() -> None:
+    """The mark of a drproof in a container: pid 1 of a namespace that is not ours."""
+    marker = f"drproof-namespace-test-{time.monotonic_ns()}"
+    with _sleeper(marker, f"1:{time.monotonic_ns()}:4026000001"):
+        assert _listed(marker) == {}
+        assert list(_listed(marker, everything=True)) == ["local pid 1 (still running)"]
+
+
+def test_a_real_drproof_in_a_pid_namespace_keeps_its_servers(tmp_path: Path) -> None:
+    """The same with a real pid namespace (``unshare``, as a container has): its pid 1 is not this host's."""
+    marker = f"drproof-unshare-test-{time.monotonic_ns()}"
+    script = (
+        "from pathlib import Path; from engine.runtime import processes; import sys; "
+        f"p = processes.spawn(['bash', '-c', 'exec -a {marker} sleep 60'], log=Path({str(tmp_path / 'log')!r})); "
+        "print(processes.owner_mark(), flush=True); sys.stdin.read(); p.kill()"
+    )
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script]
+    try:
+        inner = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    with inner:
+        assert inner.stdout is not None and inner.stdin is not None and inner.stderr is not None
+        mark = inner.stdout.readline().decode().strip()
+        try:
+            if not mark:
+                pytest.skip(f"no pid namespace here: {inner.stderr.read().decode()[:200]}")
+            assert mark.startswith("1:")
+            time.sleep(0.2)
+            assert _listed(marker) == {}
+        finally:
+            inner.stdin.close()
+            inner.wait(10)
