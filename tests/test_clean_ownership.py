@@ -10,6 +10,7 @@ so its live servers were a dead run's leftovers.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +41,9 @@ def _sleeper(marker: str, mark: str | None) -> Iterator[subprocess.Popen[bytes]]
 
 
 def _listed(marker: str, everything: bool = False) -> dict[str, list[str]]:
-    return {run: i for run, items in processes.leftovers(everything).items() if (i := [x for x in items if marker in x])}
+    return {
+        run: i for run, items in processes.leftovers(everything).items() if (i := [x for x in items if marker in x])
+    }
 
 
 def test_clean_of_a_dead_run_leaves_the_live_run_that_has_its_pid_now_alone() -> None:
@@ -97,3 +100,20 @@ def test_a_real_drproof_in_a_pid_namespace_keeps_its_servers(tmp_path: Path) -> 
         finally:
             inner.stdin.close()
             inner.wait(10)
+
+
+def test_a_docker_run_of_another_host_is_gone_only_once_older_than_any_drill() -> None:
+    import datetime
+
+    from engine.runtime import docker
+
+    def created(days: float) -> str:
+        then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+        return then.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+
+    other = {docker.LABEL_HOST: "ci-job-container-b", docker.LABEL_PID: "1"}
+    assert docker._run_alive(other, created(0.01))
+    assert docker._run_alive(other, "not a time")  # unreadable: not ours to judge
+    assert not docker._run_alive(other, created(8))
+    inside = {docker.LABEL_HOST: socket.gethostname(), docker.LABEL_OWNER: "1:5:4026000001"}
+    assert docker._run_alive(inside, created(0.01))  # this hostname, but a container's pid namespace

@@ -16,10 +16,12 @@ is explicit, on every exit path.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import secrets
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -55,6 +57,10 @@ LABEL_MANAGED = "dev.drproof.managed"
 LABEL_RUN = "dev.drproof.run"
 LABEL_PID = "dev.drproof.pid"
 LABEL_HOST = "dev.drproof.host"
+LABEL_OWNER = "dev.drproof.owner"  # pid:start:pid namespace of the drproof (``processes.owner_mark``)
+# A run of another host (a CI job in a container of its own, sharing the Docker engine):
+# whether its drproof still runs cannot be told from here, so only its age says it is gone.
+OTHER_HOST_STALE_S = 7 * 86400
 PGDATA = "/var/lib/postgresql/data"
 READY_TIMEOUT = 90.0
 
@@ -371,6 +377,7 @@ class DockerRuntime(Runtime):
             LABEL_RUN: self.run_id,
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
+            LABEL_OWNER: processes.owner_mark(),
         }
         self.root = workdir / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
@@ -512,18 +519,51 @@ def remove_labelled(client: Any, labels: dict[str, str]) -> list[str]:
 def leftovers(client: Any, *, everything: bool = False) -> dict[str, list[str]]:
     """drproof-labelled resources by run id, for runs whose process is gone (or all)."""
     runs: dict[str, list[str]] = {}
-    me = socket.gethostname()
     selector = {"label": [f"{LABEL_MANAGED}=true"]}
-    items: list[tuple[str, dict[str, str]]] = []
-    items += [(f"container {c.name}", c.labels) for c in client.containers.list(all=True, filters=selector)]
-    items += [(f"volume {v.name}", v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
-    items += [(f"network {n.name}", n.attrs.get("Labels") or {}) for n in client.networks.list(filters=selector)]
-    for what, labels in items:
-        run, pid, host = labels.get(LABEL_RUN, "?"), labels.get(LABEL_PID, ""), labels.get(LABEL_HOST, "")
-        alive = host == me and pid.isdigit() and _pid_alive(int(pid))
-        if everything or not alive:
-            runs.setdefault(run, []).append(what)
+    items: list[tuple[str, dict[str, str], str]] = []
+    items += [
+        (f"container {c.name}", c.labels, c.attrs.get("Created", ""))
+        for c in client.containers.list(all=True, filters=selector)
+    ]
+    items += [
+        (f"volume {v.name}", v.attrs.get("Labels") or {}, v.attrs.get("CreatedAt", ""))
+        for v in client.volumes.list(filters=selector)
+    ]
+    items += [
+        (f"network {n.name}", n.attrs.get("Labels") or {}, n.attrs.get("Created", ""))
+        for n in client.networks.list(filters=selector)
+    ]
+    for what, labels, created in items:
+        if everything or not _run_alive(labels, created):
+            runs.setdefault(labels.get(LABEL_RUN, "?"), []).append(what)
     return runs
+
+
+def _run_alive(labels: dict[str, str], created: str) -> bool:
+    """Whether the run that labelled a resource may still be going.
+
+    Why not "gone unless this host's pid lives": a run of another host (a CI job in its
+    own container, sharing the Docker engine through its socket, has a hostname of its
+    own) was always "gone", and `drproof clean` anywhere removed its containers and
+    volumes mid-drill (found by review). Its drproof cannot be seen from here: it is gone
+    only once older than any drill (``OTHER_HOST_STALE_S``), like a repository's staging.
+    """
+    owner = labels.get(LABEL_OWNER, "")
+    if labels.get(LABEL_HOST, "") != socket.gethostname() or (owner and processes.in_another_namespace(owner)):
+        return _age_s(created) < OTHER_HOST_STALE_S
+    if owner:
+        return processes.owner_alive(owner)
+    pid = labels.get(LABEL_PID, "")  # labelled by an older drproof
+    return pid.isdigit() and _pid_alive(int(pid))
+
+
+def _age_s(created: str) -> float:
+    """Seconds since Docker's ``Created`` time (UTC, ``2026-12-07T19:17:00.123Z``); 0 if unreadable."""
+    try:
+        then = datetime.datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return 0.0
+    return time.time() - then.timestamp()
 
 
 def _pid_alive(pid: int) -> bool:

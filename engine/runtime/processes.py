@@ -245,7 +245,7 @@ def owner_mark() -> str:
     return f"{os.getpid()}:{_start_ticks(os.getpid())}:{_pid_namespace()}"
 
 
-def _alive(mark: str) -> bool:
+def owner_alive(mark: str) -> bool:
     """Whether the drproof ``mark`` names still runs; one of another pid namespace counts as running.
 
     Why: a drproof in a container (a CI job with ``--runtime local``) names itself by its
@@ -254,10 +254,16 @@ def _alive(mark: str) -> bool:
     (found by review). From here its liveness cannot be told, so it is not ours to end;
     its processes die with its container. A mark without a namespace is an older drproof's.
     """
-    pid, ticks, namespace = [*mark.split(":"), "", ""][:3]
-    if namespace and namespace != _pid_namespace():
+    if in_another_namespace(mark):
         return True
+    pid, ticks = [*mark.split(":"), ""][:2]
     return pid.isdigit() and _start_ticks(int(pid)) == ticks
+
+
+def in_another_namespace(mark: str) -> bool:
+    """Whether the drproof ``mark`` names runs in another pid namespace than this process (see ``owner_alive``)."""
+    namespace = [*mark.split(":"), "", ""][2]
+    return bool(namespace) and namespace != _pid_namespace()
 
 
 def _run_of(mark: str, alive: bool) -> str:
@@ -292,7 +298,7 @@ def leftovers(everything: bool = False) -> dict[str, list[str]]:
     """Processes drproof started whose drproof is gone (or all of them), by owner."""
     runs: dict[str, list[str]] = {}
     for pid, mark, cmd in _marked():
-        alive = _alive(mark)
+        alive = owner_alive(mark)
         if everything or not alive:
             runs.setdefault(_run_of(mark, alive), []).append(f"process {pid} ({cmd[:80]})")
     return runs
@@ -302,7 +308,7 @@ def remove_leftovers(run: str) -> list[str]:
     """SIGKILL the processes ``leftovers`` listed under ``run``; return what went."""
     gone = []
     for pid, mark, cmd in _marked():
-        if _run_of(mark, _alive(mark)) == run and pid != os.getpid():
+        if _run_of(mark, owner_alive(mark)) == run and pid != os.getpid():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
