@@ -51,7 +51,7 @@ def test_clean_of_a_dead_run_leaves_the_live_run_that_has_its_pid_now_alone() ->
     with _sleeper(marker + "-drproof", None) as live_drproof:  # a live drproof that got a dead one's pid
         pid = live_drproof.pid
         start = processes._start_ticks(pid)
-        namespace = processes._pid_namespace()
+        namespace = processes.pid_namespace()
         with (
             _sleeper(marker + "-old", f"{pid}:1:{namespace}") as old,
             _sleeper(marker + "-live", f"{pid}:{start}:{namespace}") as live,

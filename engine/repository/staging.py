@@ -3,11 +3,12 @@
 A backup builds its set in ``.staging/<id>`` and renames it into ``sets/`` when complete.
 A backup that was killed (SIGKILL, a power loss) leaves its half-written set there
 forever: never listed, never restored, but holding disk. Each set being written has an
-owner note beside it (``.staging/<id>.owner``: host, pid and the process's start time), so
-the next backup and ``drproof clean`` can tell a live writer from a dead one. A set whose
-owner is a process of this host that no longer exists (or is another process now using
-the pid) is stale; one of another host is left alone unless it is older than a week; one
-without a note (an older drproof, or killed before writing it) after a day.
+owner note beside it (``.staging/<id>.owner``: host, pid, the process's start time and
+its pid namespace), so the next backup and ``drproof clean`` can tell a live writer from
+a dead one. A set whose owner is a process of this host that no longer exists (or is
+another process now using the pid) is stale; one of another host (or pid namespace: a
+container) is left alone unless it is older than a week; one without a note (an older
+drproof, or killed before writing it) after a day.
 """
 
 from __future__ import annotations
@@ -32,8 +33,27 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def pid_namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), or "" where it cannot be read.
+
+    Why: a pid names a process only in its own namespace. A backup in a container that
+    shares the host's name (``--network host``, or no UTS namespace of its own) is pid 1
+    or 7 there; read on the host, that pid is another process or none, and its live set
+    was removed as a dead one's (found by review).
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
+
+
 def write_owner(staging: Path) -> None:
-    note = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    note = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": _process_start(os.getpid()),
+        "pidns": pid_namespace(),
+    }
     staging.with_name(staging.name + ".owner").write_text(json.dumps(note), encoding="utf-8")
 
 
@@ -52,8 +72,8 @@ def is_stale(staging: Path, now: float | None = None) -> bool:
         return age > NO_NOTE_STALE_S if staging.exists() else False
     except (OSError, ValueError):
         return False  # unreadable: not ours to judge
-    if note.get("host") != socket.gethostname():
-        return age > OTHER_HOST_STALE_S
+    if note.get("host") != socket.gethostname() or note.get("pidns", "") not in ("", pid_namespace()):
+        return age > OTHER_HOST_STALE_S  # its writer cannot be seen from here
     pid = note.get("pid")
     return not isinstance(pid, int) or _process_start(pid) != note.get("start")
 

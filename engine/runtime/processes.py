@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.childenv import tool_environment
+from engine.repository.staging import pid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +233,9 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _pid_namespace() -> str:
-    """This process's pid namespace (the inode of /proc/self/ns/pid), or "" where it cannot be read."""
-    try:
-        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
-    except OSError:
-        return ""
-
-
 def owner_mark() -> str:
     """``pid:start:pid namespace`` of this drproof (see ``OWNER_ENV``)."""
-    return f"{os.getpid()}:{_start_ticks(os.getpid())}:{_pid_namespace()}"
+    return f"{os.getpid()}:{_start_ticks(os.getpid())}:{pid_namespace()}"
 
 
 def owner_alive(mark: str) -> bool:
@@ -263,7 +256,7 @@ def owner_alive(mark: str) -> bool:
 def in_another_namespace(mark: str) -> bool:
     """Whether the drproof ``mark`` names runs in another pid namespace than this process (see ``owner_alive``)."""
     namespace = [*mark.split(":"), "", ""][2]
-    return bool(namespace) and namespace != _pid_namespace()
+    return bool(namespace) and namespace != pid_namespace()
 
 
 def _run_of(mark: str, alive: bool) -> str:

@@ -40,7 +40,7 @@ def _dead_mark() -> str:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     start = processes._start_ticks(proc.pid)
     proc.wait()
-    return f"{proc.pid}:{start}:{processes._pid_namespace()}"
+    return f"{proc.pid}:{start}:{processes.pid_namespace()}"
 
 
 def test_a_run_of_another_host_is_left_alone_and_a_gone_run_of_this_host_is_not(
