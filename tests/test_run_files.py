@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine import scratch
+from engine.repository import staging
 from engine.runtime import local, processes
 
 
@@ -157,3 +158,40 @@ def test_a_dead_runs_work_directory_is_still_removed_by_the_next_run(tmp_path: P
     (dead / "restored").mkdir(parents=True)
     scratch.owned_dir("drproof-upgrade-", tmp_path)
     assert not dead.exists()
+
+
+def test_a_live_runs_directory_in_another_pid_namespace_is_not_a_dead_ones(tmp_path: Path) -> None:
+    """Found by review: a drproof in a container sharing this /tmp is pid 1 there; read here, pid 1 is another
+    process, so its live run's directories were removed as a dead one's."""
+    code = (
+        "import sys; from pathlib import Path; from engine import scratch; "
+        "print(scratch.owned_dir('drproof-pg-', Path(sys.argv[1])), flush=True); sys.stdin.read()"
+    )
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(tmp_path)]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    with proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        theirs = proc.stdout.readline().strip()
+        try:
+            if not theirs:
+                pytest.skip(f"no pid namespace here: {proc.stderr.read()[:200]}")
+            assert Path(theirs).name.startswith("drproof-pg-1-")
+            assert scratch.stale("drproof-pg-", tmp_path) == []
+            scratch.owned_dir("drproof-pg-", tmp_path)
+            assert Path(theirs).is_dir()
+        finally:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+def test_a_dead_runs_directory_named_with_this_namespace_is_still_removed(tmp_path: Path) -> None:
+    """Quiet control: the name now carries the namespace, and a dead owner's is still swept."""
+    pid, start = _dead_pid()
+    dead = tmp_path / f"drproof-pg-{pid}-{start}-n{staging.pid_namespace()}_abcd1234"
+    dead.mkdir()
+    assert scratch.stale("drproof-pg-", tmp_path) == [dead]
+    live = scratch.owned_dir("drproof-pg-", tmp_path)
+    assert not dead.exists() and scratch.owner_of("drproof-pg-", live) is None
