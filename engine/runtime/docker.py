@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -501,18 +502,39 @@ class DockerRuntime(Runtime):
 
 
 def remove_labelled(client: Any, labels: dict[str, str]) -> list[str]:
-    """Remove containers, then volumes, then networks carrying all ``labels``; return what went."""
-    selector = [f"{k}={v}" for k, v in labels.items()]
+    """Remove containers, then volumes, then networks carrying all ``labels``; return what went.
+
+    What is gone by the time it is removed (another `drproof clean`, or the run's own close
+    racing a ``--all``) is not an error: two cleanups at once ended one of them in a
+    docker.errors.NotFound traceback, the rest of its run's resources left (found by
+    review). What cannot be removed is named in a RuntimeStartError once the rest is gone.
+    """
+    from docker.errors import APIError, NotFound
+
+    selector = {"label": [f"{k}={v}" for k, v in labels.items()]}
     gone: list[str] = []
-    for c in client.containers.list(all=True, filters={"label": selector}):
-        c.remove(force=True, v=True)
-        gone.append(f"container {c.name}")
-    for v in client.volumes.list(filters={"label": selector}):
-        v.remove(force=True)
-        gone.append(f"volume {v.name}")
-    for n in client.networks.list(filters={"label": selector}):
-        n.remove()
-        gone.append(f"network {n.name}")
+    problems: list[str] = []
+
+    def attempt(what: str, remove: Callable[[], object]) -> None:
+        try:
+            remove()
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code == 409 and "in progress" in str(exc.explanation):
+                return  # another cleanup is removing it
+            problems.append(f"{what}: {exc.explanation or exc}")
+            return
+        gone.append(what)
+
+    for c in client.containers.list(all=True, filters=selector, ignore_removed=True):
+        attempt(f"container {c.name}", functools.partial(c.remove, force=True, v=True))
+    for v in client.volumes.list(filters=selector):
+        attempt(f"volume {v.name}", functools.partial(v.remove, force=True))
+    for n in client.networks.list(filters=selector):
+        attempt(f"network {n.name}", n.remove)
+    if problems:
+        raise RuntimeStartError("could not remove Docker resources: " + "; ".join(problems))
     return gone
 
 
@@ -523,7 +545,7 @@ def leftovers(client: Any, *, everything: bool = False) -> dict[str, list[str]]:
     items: list[tuple[str, dict[str, str], str]] = []
     items += [
         (f"container {c.name}", c.labels, c.attrs.get("Created", ""))
-        for c in client.containers.list(all=True, filters=selector)
+        for c in client.containers.list(all=True, filters=selector, ignore_removed=True)
     ]
     items += [
         (f"volume {v.name}", v.attrs.get("Labels") or {}, v.attrs.get("CreatedAt", ""))

@@ -7,6 +7,7 @@ every other job's drill containers and volumes removed by its `drproof clean`, m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -25,8 +26,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 def volumes(docker_engine: Any) -> Iterator[list[Any]]:
     made: list[Any] = []
     yield made
+    from docker.errors import NotFound
+
     for v in made:
-        v.remove(force=True)
+        with contextlib.suppress(NotFound):
+            v.remove(force=True)
 
 
 def _volume(client: Any, made: list[Any], **labels: str) -> str:
@@ -60,3 +64,36 @@ def test_a_run_of_another_host_is_left_alone_and_a_gone_run_of_this_host_is_not(
     assert listed.get(gone) == [f"volume drproof-{gone}"]  # quiet control: a gone run of this host still goes
     everything = docker.leftovers(docker_engine, everything=True)
     assert {other, live, gone} <= set(everything)  # --all: every run
+
+
+class _RacedVolumes:
+    """The engine's volumes, where another cleanup removes the first one right after ours lists them."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def list(self, **kwargs: Any) -> list[Any]:
+        found = self.client.volumes.list(**kwargs)
+        other = docker.docker_client()  # the other `drproof clean`
+        try:
+            other.volumes.get(found[0].name).remove(force=True)
+        finally:
+            other.close()
+        return list(found)
+
+
+class _Raced:
+    def __init__(self, client: Any) -> None:
+        self.containers, self.networks, self.volumes = client.containers, client.networks, _RacedVolumes(client)
+
+
+def test_a_resource_another_cleanup_removed_first_is_no_traceback(docker_engine: Any, volumes: list[Any]) -> None:
+    """Found by review: two cleanups at once (two CI jobs' `drproof clean`, or one racing a run's close) ended
+    one in a docker.errors.NotFound traceback, the rest of the run's resources left behind."""
+    run = _volume(docker_engine, volumes, **{docker.LABEL_HOST: "gone"})
+    second = docker_engine.volumes.create(name=f"drproof-{run}-2", labels=volumes[0].attrs["Labels"])
+    volumes.append(second)
+    listed = sorted(v.name for v in docker_engine.volumes.list(filters={"label": [f"{docker.LABEL_RUN}={run}"]}))
+    gone = docker.remove_labelled(_Raced(docker_engine), {docker.LABEL_RUN: run})
+    assert len(gone) == 1 and gone[0] in [f"volume {n}" for n in listed]
+    assert docker_engine.volumes.list(filters={"label": [f"{docker.LABEL_RUN}={run}"]}) == []
