@@ -102,3 +102,21 @@ def test_a_note_of_another_pid_namespace_is_judged_by_age_only(tmp_path: Path) -
     week_ago = time.time() - staging.OTHER_HOST_STALE_S - 60
     os.utime(old, (week_ago, week_ago))
     assert staging.clean(root) == ["old"] and young.is_dir()
+
+
+def test_a_staging_link_to_a_shared_disk_is_not_swept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by review: ``.staging`` linked to a scratch disk made another user's old directory there a stale set."""
+    (tmp_path / "repo" / "sets").mkdir(parents=True)
+    theirs = tmp_path / "scratch" / "alice-results"
+    theirs.mkdir(parents=True)
+    (theirs / "r.csv").write_text("precious")
+    days_ago = time.time() - 3 * 86400
+    os.utime(theirs, (days_ago, days_ago))
+    (tmp_path / "repo" / ".staging").symlink_to(tmp_path / "scratch")
+    assert main(["clean", "--repository", str(tmp_path / "repo")]) == 0
+    assert (theirs / "r.csv").read_text() == "precious"
+    assert "nothing to clean" in capsys.readouterr().out
+    # quiet control: the same directory in a real .staging is a set killed before its note, and goes
+    (tmp_path / "repo" / ".staging").unlink()
+    (tmp_path / "scratch").rename(tmp_path / "repo" / ".staging")
+    assert staging.clean(tmp_path / "repo") == ["alice-results"]

@@ -102,9 +102,15 @@ def empty_trash(root: Path, dry_run: bool = False) -> list[str]:
 
 
 def clean(root: Path, dry_run: bool = False) -> list[str]:
-    """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids."""
+    """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids.
+
+    A ``.staging`` that is a symbolic link is not judged, as ``.trash`` is not: pointing at
+    a scratch disk, it made every directory there older than a day and without an owner
+    note "a set killed before writing its note", and the next backup or `drproof clean`
+    removed another user's directory (found by review).
+    """
     staging_dir = root / ".staging"
-    if not staging_dir.is_dir():
+    if not staging_dir.is_dir() or staging_dir.is_symlink():
         return []
     gone = []
     for entry in sorted(staging_dir.iterdir()):
