@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.repository.staging import _process_start, pid_namespace
+from engine.repository.staging import _process_start, pid_namespace, processes_visible
 
 # The whole rest of the name: a prefix that is itself a prefix of another's ("drproof-a-"
 # and "drproof-a-1-") must not read the other's numbers as an owner. ``n<namespace>_``
@@ -47,7 +47,7 @@ def owner_of(prefix: str, entry: Path) -> int | None:
     owned = _OWNED.fullmatch(entry.name[len(prefix) :])
     if owned is None or (owned[3] is not None and owned[3] != pid_namespace()):
         return None
-    if _process_start(int(owned[1])) == owned[2]:
+    if not processes_visible() or _process_start(int(owned[1])) == owned[2]:
         return None
     return int(owned[1])
 

@@ -195,3 +195,36 @@ def test_a_dead_runs_directory_named_with_this_namespace_is_still_removed(tmp_pa
     assert scratch.stale("drproof-pg-", tmp_path) == [dead]
     live = scratch.owned_dir("drproof-pg-", tmp_path)
     assert not dead.exists() and scratch.owner_of("drproof-pg-", live) is None
+
+
+def test_without_proc_no_run_is_judged_gone(tmp_path: Path) -> None:
+    """Found by review: where /proc cannot be read (a chroot or sandbox without it) every owner looked gone, and
+    `drproof clean` listed a live CI run's server directories for removal; a live backup's set went the same way."""
+    import json
+    import shlex
+    import socket
+
+    start = scratch._process_start(os.getpid())
+    live = tmp_path / f"drproof-pg-{os.getpid()}-{start}-abcd1234"  # as an older drproof (no namespace) names it
+    live.mkdir()
+    writing = tmp_path / "repo" / ".staging" / "20261207T000000Z-abcdef"
+    writing.mkdir(parents=True)
+    note = {"host": socket.gethostname(), "pid": os.getpid(), "start": start}  # an older drproof's note
+    writing.with_name(writing.name + ".owner").write_text(json.dumps(note))
+    code = (
+        "import json, sys; from pathlib import Path; from engine import scratch; "
+        "from engine.repository import staging; "
+        "print(json.dumps([str(p) for p in scratch.stale('drproof-pg-', Path(sys.argv[1]))] "
+        "+ staging.clean(Path(sys.argv[1]) / 'repo')))"
+    )
+    python = f"{sys.executable} -c {shlex.quote(code)} {shlex.quote(str(tmp_path))}"
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs none /proc && {python}"]
+    try:
+        seen = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    if seen.returncode != 0 and "mount" in seen.stderr:
+        pytest.skip(f"cannot hide /proc here: {seen.stderr[:200]}")
+    assert seen.returncode == 0, seen.stderr
+    assert json.loads(seen.stdout) == []
+    assert live.is_dir() and writing.is_dir()

@@ -33,6 +33,18 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def processes_visible() -> bool:
+    """Whether /proc shows processes here at all (it shows this one).
+
+    Why: ``_process_start`` is None both for a process that is gone and where /proc
+    cannot be read (a chroot or sandbox without it). In the second case every owner
+    looked gone, and a live run's directories and a live backup's set were removed as
+    leftovers (found by review: ``drproof clean`` without /proc listed a live CI run's
+    server directories). Where nothing can be told, nothing is judged gone.
+    """
+    return _process_start(os.getpid()) is not None
+
+
 def pid_namespace() -> str:
     """This process's pid namespace (the inode of /proc/self/ns/pid), or "" where it cannot be read.
 
@@ -75,6 +87,8 @@ def is_stale(staging: Path, now: float | None = None) -> bool:
     if note.get("host") != socket.gethostname() or note.get("pidns", "") not in ("", pid_namespace()):
         return age > OTHER_HOST_STALE_S  # its writer cannot be seen from here
     pid = note.get("pid")
+    if not processes_visible():
+        return False
     return not isinstance(pid, int) or _process_start(pid) != note.get("start")
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.childenv import tool_environment
-from engine.repository.staging import pid_namespace
+from engine.repository.staging import pid_namespace, processes_visible
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def owner_alive(mark: str) -> bool:
     (found by review). From here its liveness cannot be told, so it is not ours to end;
     its processes die with its container. A mark without a namespace is an older drproof's.
     """
-    if in_another_namespace(mark):
+    if in_another_namespace(mark) or not processes_visible():
         return True
     pid, ticks = [*mark.split(":"), ""][:2]
     return pid.isdigit() and _start_ticks(int(pid)) == ticks
@@ -269,13 +269,19 @@ def _run_of(mark: str, alive: bool) -> str:
     return f"local pid {mark.split(':')[0]}" + (" (still running)" if alive else "")
 
 
+def _pids() -> list[Path]:
+    """The /proc entry of every process; none where /proc cannot be read (a chroot or sandbox without it)."""
+    try:
+        return [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+
+
 def _marked() -> list[tuple[int, str, str]]:
     """(pid, owner mark, command line) of every process carrying ``OWNER_ENV`` that we may read."""
     found = []
     prefix = (OWNER_ENV + "=").encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _pids():
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -342,8 +348,8 @@ def working_in(dirs: Sequence[Path]) -> list[int]:
     roots = [str(d.absolute()) for d in dirs]
     mine = f"{OWNER_ENV}={owner_mark()}".encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for entry in _pids():
+        if int(entry.name) == os.getpid():
             continue
         try:
             cwd = os.readlink(entry / "cwd")
@@ -366,7 +372,7 @@ def _parent(pid: int) -> int | None:
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, as /proc lists them now."""
-    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
+    return [int(e.name) for e in _pids() if _parent(int(e.name)) == pid]
 
 
 def signal_server(postmaster: int, sig: signal.Signals) -> list[int]:
