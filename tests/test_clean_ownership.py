@@ -117,3 +117,39 @@ def test_a_docker_run_of_another_host_is_gone_only_once_older_than_any_drill() -
     assert not docker._run_alive(other, created(8))
     inside = {docker.LABEL_HOST: socket.gethostname(), docker.LABEL_OWNER: "1:5:4026000001"}
     assert docker._run_alive(inside, created(0.01))  # this hostname, but a container's pid namespace
+
+
+def _dead_mark() -> str:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = processes._start_ticks(proc.pid)
+    proc.wait()
+    return f"{proc.pid}:{start}:{processes.pid_namespace()}"
+
+
+def test_clean_never_kills_the_process_that_took_a_listed_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: between the listing of /proc and the kill, a leftover may end and its pid go to another
+    program's process, which the plain kill ended. The listing here is that stale one."""
+    mark = _dead_mark()
+    with _sleeper(f"drproof-took-pid-{time.monotonic_ns()}", None) as theirs:
+        monkeypatch.setattr(processes, "_marked", lambda: [(theirs.pid, mark, "postgres")])
+        assert processes.remove_leftovers(f"local pid {mark.split(':')[0]}") == []
+        time.sleep(0.2)
+        assert theirs.poll() is None, "another program's process was killed"
+
+
+def test_close_never_kills_the_process_that_took_a_listed_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a closing run's late writers: the process now at the listed pid is not ours, though it works
+    in the run's directory (an operator's shell)."""
+    from engine.runtime import local
+
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != processes.OWNER_ENV}
+    theirs = subprocess.Popen(["sleep", "60"], cwd=run, env=env)
+    try:
+        monkeypatch.setattr(processes, "working_in", lambda dirs: [theirs.pid])
+        local._remove_run_files([run], grace=0.2)
+        assert theirs.poll() is None, "an operator's process was killed"
+    finally:
+        theirs.kill()
+        theirs.wait()

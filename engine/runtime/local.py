@@ -777,13 +777,11 @@ def _remove_run_files(dirs: list[Path], grace: float = 10.0) -> None:
     """
     if not processes.wait_until(lambda: not processes.working_in(dirs), timeout=grace, interval=0.1):
         for pid in processes.working_in(dirs):
-            log.warning(
-                "process %d (%s) still worked in the run's files after its server was stopped: killed",
-                pid,
-                processes.command_line(pid),
-            )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            line = processes.command_line(pid)
+            if processes.kill_if_still(pid, lambda p: processes.works_in(p, dirs)):
+                log.warning(
+                    "process %d (%s) still worked in the run's files after its server was stopped: killed", pid, line
+                )
         processes.wait_until(lambda: not processes.working_in(dirs), timeout=5, interval=0.1)
     for path in dirs:
         left = scratch.remove_tree(path)

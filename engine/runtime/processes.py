@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import pwd
@@ -307,13 +308,18 @@ def remove_leftovers(run: str) -> list[str]:
     """SIGKILL the processes ``leftovers`` listed under ``run``; return what went."""
     gone = []
     for pid, mark, cmd in _marked():
-        if _run_of(mark, owner_alive(mark)) == run and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        listed = _run_of(mark, owner_alive(mark)) == run and pid != os.getpid()
+        if listed and kill_if_still(pid, functools.partial(_carries, mark)):
             gone.append(f"process {pid} ({cmd[:80]})")
     return gone
+
+
+def _carries(mark: str, pid: int) -> bool:
+    """Whether ``pid`` carries the owner ``mark`` (and we may read its environment)."""
+    try:
+        return _mark_of(pid) == mark
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -345,20 +351,55 @@ def working_in(dirs: Sequence[Path]) -> list[int]:
     one a manager restarted, and removing the tree under it loses the race. Only our own
     children count: an operator's shell sitting in a kept run directory is not one.
     """
+    return [int(e.name) for e in _pids() if int(e.name) != os.getpid() and works_in(int(e.name), dirs)]
+
+
+def works_in(pid: int, dirs: Sequence[Path]) -> bool:
+    """Whether ``pid`` is a process this drproof started working in ``dirs`` (see ``working_in``)."""
     roots = [str(d.absolute()) for d in dirs]
-    mine = f"{OWNER_ENV}={owner_mark()}".encode()
-    found = []
-    for entry in _pids():
-        if int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            inside = any(cwd == r or cwd.startswith(r + "/") for r in roots)
-            if inside and mine in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        inside = any(cwd == r or cwd.startswith(r + "/") for r in roots)
+        return inside and _mark_of(pid) == owner_mark()
+    except OSError:
+        return False
+
+
+def _mark_of(pid: int) -> str | None:
+    """The ``OWNER_ENV`` mark ``pid`` carries, if any (and if we may read its environment)."""
+    prefix = (OWNER_ENV + "=").encode()
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    marks = [e[len(prefix) :].decode(errors="replace") for e in env if e.startswith(prefix)]
+    return marks[0] if marks else None
+
+
+def kill_if_still(pid: int, still: Callable[[int], bool]) -> bool:
+    """SIGKILL ``pid`` if ``still(pid)`` holds for the process that has that pid now; whether it was sent.
+
+    Why: between a listing of /proc and the kill, the listed process may end and its pid
+    go to another process, an operator's or another program's, which a plain ``kill``
+    would end (found by review). A pidfd pins the process: checked after it is opened,
+    the check and the signal are about the same process, or the signal finds it gone.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # no pidfd (a kernel before 5.3): only the narrow window is left
+        fd = -1
+    try:
+        if not still(pid):
+            return False
+        if fd >= 0:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
 
 
 def _parent(pid: int) -> int | None:
