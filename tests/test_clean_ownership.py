@@ -9,7 +9,9 @@ so its live servers were a dead run's leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -153,3 +155,67 @@ def test_close_never_kills_the_process_that_took_a_listed_pid(tmp_path: Path, mo
     finally:
         theirs.kill()
         theirs.wait()
+
+
+_REUSE = """
+import sys, time
+from pathlib import Path
+from engine.runtime import local, processes
+
+out = Path(sys.argv[1])
+# The stand-in postmaster's child ends during the clean shutdown; the next pid is made its, and another program's
+# process (a session of its own, no drproof mark) takes it; then the stand-in exits.
+on_int = (
+    "kill $child; wait $child; echo $((child - 1)) > /proc/sys/kernel/ns_last_pid; "
+    "setsid env -u DRPROOF_SERVER_OF sleep 100 </dev/null >/dev/null 2>&1 & "
+    f"sleep 0.2; cat /proc/$child/comm > {out}/took; echo $child > {out}/child; exit 0"
+)
+svc = local.LocalPostgres.__new__(local.LocalPostgres)
+svc.proc = processes.spawn(["sh", "-c", f"sleep 100 & child=$!; trap '{on_int}' INT; wait"], log=out / "log")
+time.sleep(0.5)
+svc.stop()
+time.sleep(0.5)  # a SIGKILLed process is a zombie (Z) a moment later
+child = int((out / "child").read_text())
+took = (out / "took").read_text() if (out / "took").exists() else "?"
+print(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0], took, sep="|")
+"""
+
+
+def test_a_clean_stop_never_kills_the_process_that_took_a_childs_pid(tmp_path: Path) -> None:
+    """Found by review: ``LocalPostgres.stop`` listed the postmaster's children, shut it down (seconds), then
+    SIGKILLed the listed pids; a child that ended meanwhile may have left its pid to another program's process.
+    Reproduced in a pid namespace of its own, where the next pid can be chosen (``ns_last_pid``)."""
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _REUSE, str(tmp_path)]
+    try:
+        seen = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    if seen.returncode != 0 and ("unshare" in seen.stderr or "ns_last_pid" in seen.stderr):
+        pytest.skip(f"no pid namespace of our own here: {seen.stderr[-200:]}")
+    assert seen.returncode == 0, seen.stderr
+    state, took = seen.stdout.strip().split("|")
+    assert took.strip() == "sleep", f"the pid was not taken as planned: {seen.stdout!r}"
+    assert state != "Z", "another program's process was killed"
+
+
+def test_a_clean_stop_still_kills_a_child_the_shutdown_left(tmp_path: Path) -> None:
+    """Quiet control: a child that outlived its server's clean shutdown (a paused one) is still ended."""
+    from engine.runtime import local
+
+    svc = local.LocalPostgres.__new__(local.LocalPostgres)
+    svc.proc = processes.spawn(
+        ["sh", "-c", f"setsid sleep 100 & echo $! > {tmp_path}/child; trap 'exit 0' INT; wait"], log=tmp_path / "log"
+    )
+    time.sleep(0.5)
+    child = int((tmp_path / "child").read_text())
+    try:
+        svc.stop()
+        deadline = time.monotonic() + 5
+        while processes.pid_alive(child) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, os.WNOHANG)
+            time.sleep(0.05)
+        assert not processes.pid_alive(child) or processes.command_line(child) == ""
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

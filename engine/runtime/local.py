@@ -10,6 +10,7 @@ created for this run, keeps all its files under the run's work directory, and is
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -408,13 +409,16 @@ class LocalPostgres(PostgresService, PhysicalAccess):
 
     def stop(self) -> None:
         if self.proc is not None:
-            children = processes.children(self.proc.pid)
+            # With its start time: the shutdown takes seconds, and a child that ended in it
+            # may have left its pid to another program's process, which a kill by pid ended
+            # (found by review, in a pid namespace where the next pid can be chosen).
+            children = [(pid, processes.start_of(pid)) for pid in processes.children(self.proc.pid)]
             processes.stop(self.proc, signal.SIGINT)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            for pid in children:  # what a clean shutdown did not end (a paused child)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            for pid, start in children:  # what a clean shutdown did not end (a paused child)
+                if start is not None:
+                    processes.kill_if_still(pid, functools.partial(processes.started_at, start))
             processes.wait_until(lambda: not _group_alive(self.proc.pid if self.proc else 0), timeout=10)
 
     def wipe_data(self) -> None:

@@ -411,6 +411,16 @@ def _parent(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def start_of(pid: int) -> str | None:
+    """``pid``'s start time (clock ticks since boot): with the pid, names one process for good; None once gone."""
+    return _start_ticks(pid)
+
+
+def started_at(start: str, pid: int) -> bool:
+    """Whether ``pid`` is still the process that started at ``start`` (see ``start_of``)."""
+    return _start_ticks(pid) == start
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, as /proc lists them now."""
     return [int(e.name) for e in _pids() if _parent(int(e.name)) == pid]
