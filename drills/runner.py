@@ -62,7 +62,7 @@ from engine.repository import LocalRepository, OpenContext, open_repository
 from engine.repository.base import Repository
 from engine.runtime import refusal, runtimes
 from engine.runtime.base import Runtime
-from engine.scratch import owned_dir
+from engine.scratch import kept_dir, owned_dir
 from engine.signing import RepositoryTrust
 
 TIMELINE = "timeline"  # the implicit check every drill gets: its steps ran as declared
@@ -568,7 +568,7 @@ class DrillRunner:
             return owned_dir(f"drproof-{name}-")
         parent = (self.work_root or Path(tempfile.gettempdir())).absolute()
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"drproof-{name}-", dir=parent))
+        return kept_dir(f"drproof-{name}-", parent)
 
     def _teardown(self) -> str | None:
         problem = None

@@ -26,21 +26,36 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.repository.staging import _process_start
+from engine.repository.staging import _process_start, pid_namespace, processes_visible
 
 # The whole rest of the name: a prefix that is itself a prefix of another's ("drproof-a-"
-# and "drproof-a-1-") must not read the other's numbers as an owner.
-_OWNED = re.compile(r"(\d+)-(\d+)-[a-z0-9_]+")
+# and "drproof-a-1-") must not read the other's numbers as an owner. ``n<namespace>_``
+# (the owner's pid namespace) is absent from the names of older drproofs.
+_OWNED = re.compile(r"(\d+)-(\d+)-(?:n(\d+)_)?[a-z0-9_]+")
 
 
 def owner_of(prefix: str, entry: Path) -> int | None:
-    """The pid in ``entry``'s name if it is ``<prefix><pid>-<start>-*`` and that process is gone."""
+    """The pid in ``entry``'s name if it is ``<prefix><pid>-<start>-*`` and that process is gone.
+
+    One of another pid namespace is never gone: a drproof in a container that shares this
+    /tmp (a bind mount, a pod's shared volume) names its directories by its pid there, 1
+    or 7, which here is another process or none; its live run's directories were removed
+    as a dead one's (found by review).
+    """
     if not entry.name.startswith(prefix):
         return None
     owned = _OWNED.fullmatch(entry.name[len(prefix) :])
-    if owned is None or _process_start(int(owned[1])) == owned[2]:
+    if owned is None or (owned[3] is not None and owned[3] != pid_namespace()):
+        return None
+    if not processes_visible() or _process_start(int(owned[1])) == owned[2]:
         return None
     return int(owned[1])
+
+
+def _own_name(prefix: str) -> str:
+    """``<prefix><pid>-<start>-n<pid namespace>_``: what ``owner_of`` reads back."""
+    pid = os.getpid()
+    return f"{prefix}{pid}-{_process_start(pid)}-n{pid_namespace()}_"
 
 
 def stale(prefix: str, where: Path | None = None, owners: Collection[int] = ()) -> list[Path]:
@@ -62,8 +77,7 @@ def owned_dir(prefix: str, where: Path | None = None, owners: Collection[int] = 
     """A new private directory named for this process (see the module), after removing stale ones of ``prefix``."""
     for leftover in stale(prefix, where, owners):
         remove_tree(leftover)
-    pid = os.getpid()
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{pid}-{_process_start(pid)}-", dir=where))
+    return Path(tempfile.mkdtemp(prefix=_own_name(prefix), dir=where))
 
 
 def remove_tree(path: Path, attempts: int = 3) -> str | None:
@@ -91,11 +105,24 @@ def remove_tree(path: Path, attempts: int = 3) -> str | None:
     return "; ".join(problems[:3]) or "still there"
 
 
+def kept_dir(prefix: str, where: Path | None = None) -> Path:
+    """A new directory that no run ever removes (a ``--keep-workdir`` or ``--work-dir`` one): ``<prefix>kept-*``.
+
+    Why the word: ``mkdtemp(prefix)`` alone gave ``drproof-upgrade-15-17-x8k2j1ab`` for a
+    kept run of scenario ``upgrade-15-17``, and the next run of scenario ``upgrade`` read
+    that as the directory of a dead process 15 and removed it (found by review: a kept
+    work directory, restored database and all, gone; ``drproof clean`` did the same to a
+    kept ``pg-15-18`` as a server directory of "local pid 15"). A run directory is
+    ``<pid>-<start>-<one word>`` after its prefix; here a word that is not a number always
+    comes before the last dash, so no prefix, of any scenario, can read it as one.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}kept-", dir=where))
+
+
 @contextmanager
 def scratch_dir(prefix: str) -> Iterator[str]:
     """A private temporary directory (as ``tempfile.TemporaryDirectory``), after removing stale ones of ``prefix``."""
     for leftover in stale(prefix):
         shutil.rmtree(leftover, ignore_errors=True)
-    pid = os.getpid()
-    with tempfile.TemporaryDirectory(prefix=f"{prefix}{pid}-{_process_start(pid)}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=_own_name(prefix)) as tmp:
         yield tmp

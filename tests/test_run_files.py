@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine import scratch
+from engine.repository import staging
 from engine.runtime import local, processes
 
 
@@ -123,3 +124,107 @@ def test_clean_lists_a_dead_runs_server_directories(tmp_path: Path, monkeypatch:
     assert all(str(live) not in item for items in listed.values() for item in items)
     assert local.LocalRuntime.remove_leftovers(f"local pid {pid}") == [f"directory {dead}"]
     assert not dead.exists() and live.is_dir()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("how", [{"keep_workdir": True}, {"work_root": "tmp"}])
+def test_a_kept_work_directory_is_never_read_as_a_dead_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: dict[str, object]
+) -> None:
+    """Found by review: a kept run of scenario "upgrade-15-17" was ``drproof-upgrade-15-17-<random>``, which the
+    next run of scenario "upgrade" read as the directory of a dead pid 15 and removed (restored database and all);
+    ``drproof clean`` read a kept "pg-15-18" as a dead run's server directory the same way."""
+    from drills.loader import load_scenario
+    from drills.runner import DrillRunner
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    options = {k: (tmp_path if v == "tmp" else v) for k, v in how.items()}
+    runner = DrillRunner(load_scenario(REPO / "scenarios" / "quickstart.yaml"), **options)  # type: ignore[arg-type]
+    kept = [runner._make_workdir("upgrade-15-17"), runner._make_workdir("pg-15-18")]
+    for d in kept:
+        (d / "restored").mkdir()
+    scratch.owned_dir("drproof-upgrade-")  # the next run of scenario "upgrade"
+    listed = local.LocalRuntime.leftovers()
+    assert all(str(tmp_path) not in item for items in listed.values() for item in items), listed
+    assert all((d / "restored").is_dir() for d in kept)
+
+
+def test_a_dead_runs_work_directory_is_still_removed_by_the_next_run(tmp_path: Path) -> None:
+    """Quiet control: the sweep of a SIGKILLed run's work directory still works."""
+    pid, start = _dead_pid()
+    dead = tmp_path / f"drproof-upgrade-{pid}-{start}-abcd1234"
+    (dead / "restored").mkdir(parents=True)
+    scratch.owned_dir("drproof-upgrade-", tmp_path)
+    assert not dead.exists()
+
+
+def test_a_live_runs_directory_in_another_pid_namespace_is_not_a_dead_ones(tmp_path: Path) -> None:
+    """Found by review: a drproof in a container sharing this /tmp is pid 1 there; read here, pid 1 is another
+    process, so its live run's directories were removed as a dead one's."""
+    code = (
+        "import sys; from pathlib import Path; from engine import scratch; "
+        "print(scratch.owned_dir('drproof-pg-', Path(sys.argv[1])), flush=True); sys.stdin.read()"
+    )
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(tmp_path)]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    with proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        theirs = proc.stdout.readline().strip()
+        try:
+            if not theirs:
+                pytest.skip(f"no pid namespace here: {proc.stderr.read()[:200]}")
+            assert Path(theirs).name.startswith("drproof-pg-1-")
+            assert scratch.stale("drproof-pg-", tmp_path) == []
+            scratch.owned_dir("drproof-pg-", tmp_path)
+            assert Path(theirs).is_dir()
+        finally:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+def test_a_dead_runs_directory_named_with_this_namespace_is_still_removed(tmp_path: Path) -> None:
+    """Quiet control: the name now carries the namespace, and a dead owner's is still swept."""
+    pid, start = _dead_pid()
+    dead = tmp_path / f"drproof-pg-{pid}-{start}-n{staging.pid_namespace()}_abcd1234"
+    dead.mkdir()
+    assert scratch.stale("drproof-pg-", tmp_path) == [dead]
+    live = scratch.owned_dir("drproof-pg-", tmp_path)
+    assert not dead.exists() and scratch.owner_of("drproof-pg-", live) is None
+
+
+def test_without_proc_no_run_is_judged_gone(tmp_path: Path) -> None:
+    """Found by review: where /proc cannot be read (a chroot or sandbox without it) every owner looked gone, and
+    `drproof clean` listed a live CI run's server directories for removal; a live backup's set went the same way."""
+    import json
+    import shlex
+    import socket
+
+    start = scratch._process_start(os.getpid())
+    live = tmp_path / f"drproof-pg-{os.getpid()}-{start}-abcd1234"  # as an older drproof (no namespace) names it
+    live.mkdir()
+    writing = tmp_path / "repo" / ".staging" / "20261207T000000Z-abcdef"
+    writing.mkdir(parents=True)
+    note = {"host": socket.gethostname(), "pid": os.getpid(), "start": start}  # an older drproof's note
+    writing.with_name(writing.name + ".owner").write_text(json.dumps(note))
+    code = (
+        "import json, sys; from pathlib import Path; from engine import scratch; "
+        "from engine.repository import staging; "
+        "print(json.dumps([str(p) for p in scratch.stale('drproof-pg-', Path(sys.argv[1]))] "
+        "+ staging.clean(Path(sys.argv[1]) / 'repo')))"
+    )
+    python = f"{sys.executable} -c {shlex.quote(code)} {shlex.quote(str(tmp_path))}"
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs none /proc && {python}"]
+    try:
+        seen = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    if seen.returncode != 0 and "mount" in seen.stderr:
+        pytest.skip(f"cannot hide /proc here: {seen.stderr[:200]}")
+    assert seen.returncode == 0, seen.stderr
+    assert json.loads(seen.stdout) == []
+    assert live.is_dir() and writing.is_dir()

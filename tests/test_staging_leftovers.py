@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,3 +63,60 @@ def test_clean_lists_then_removes_and_leaves_other_hosts_and_recent_notes_alone(
     old = time.time() - staging.NO_NOTE_STALE_S - 60
     os.utime(recent, (old, old))
     assert staging.clean(repo.root) == ["20260101T000000Z-nonote"] and other.exists()
+
+
+def test_a_live_backup_in_another_pid_namespace_of_this_host_keeps_its_set(tmp_path: Path) -> None:
+    """Found by review: a backup in a container with the host's name (``--network host``) is pid 1 there; read
+    here, pid 1 is another process, and its live set was removed as a dead one's."""
+    repo = LocalRepository(tmp_path / "repo")
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom engine.repository.local import LocalRepository\n"
+        "w = LocalRepository(Path(sys.argv[1])).begin('x')\nprint(w.id, flush=True)\nsys.stdin.read()\n"
+    )
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(repo.root)]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare")
+    with proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        backup_id = proc.stdout.readline().strip()
+        try:
+            if not backup_id:
+                pytest.skip(f"no pid namespace here: {proc.stderr.read()[:200]}")
+            note = json.loads((repo.root / ".staging" / f"{backup_id}.owner").read_text())
+            assert note["pid"] == 1
+            assert staging.clean(repo.root) == [] and (repo.root / ".staging" / backup_id).is_dir()
+        finally:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+def test_a_note_of_another_pid_namespace_is_judged_by_age_only(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    young, old = root / ".staging" / "young", root / ".staging" / "old"
+    for d in (young, old):
+        d.mkdir(parents=True)
+        note = {"host": socket.gethostname(), "pid": 1, "start": "1", "pidns": "4026000001"}
+        d.with_name(d.name + ".owner").write_text(json.dumps(note))
+    week_ago = time.time() - staging.OTHER_HOST_STALE_S - 60
+    os.utime(old, (week_ago, week_ago))
+    assert staging.clean(root) == ["old"] and young.is_dir()
+
+
+def test_a_staging_link_to_a_shared_disk_is_not_swept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by review: ``.staging`` linked to a scratch disk made another user's old directory there a stale set."""
+    (tmp_path / "repo" / "sets").mkdir(parents=True)
+    theirs = tmp_path / "scratch" / "alice-results"
+    theirs.mkdir(parents=True)
+    (theirs / "r.csv").write_text("precious")
+    days_ago = time.time() - 3 * 86400
+    os.utime(theirs, (days_ago, days_ago))
+    (tmp_path / "repo" / ".staging").symlink_to(tmp_path / "scratch")
+    assert main(["clean", "--repository", str(tmp_path / "repo")]) == 0
+    assert (theirs / "r.csv").read_text() == "precious"
+    assert "nothing to clean" in capsys.readouterr().out
+    # quiet control: the same directory in a real .staging is a set killed before its note, and goes
+    (tmp_path / "repo" / ".staging").unlink()
+    (tmp_path / "scratch").rename(tmp_path / "repo" / ".staging")
+    assert staging.clean(tmp_path / "repo") == ["alice-results"]

@@ -3,11 +3,12 @@
 A backup builds its set in ``.staging/<id>`` and renames it into ``sets/`` when complete.
 A backup that was killed (SIGKILL, a power loss) leaves its half-written set there
 forever: never listed, never restored, but holding disk. Each set being written has an
-owner note beside it (``.staging/<id>.owner``: host, pid and the process's start time), so
-the next backup and ``drproof clean`` can tell a live writer from a dead one. A set whose
-owner is a process of this host that no longer exists (or is another process now using
-the pid) is stale; one of another host is left alone unless it is older than a week; one
-without a note (an older drproof, or killed before writing it) after a day.
+owner note beside it (``.staging/<id>.owner``: host, pid, the process's start time and
+its pid namespace), so the next backup and ``drproof clean`` can tell a live writer from
+a dead one. A set whose owner is a process of this host that no longer exists (or is
+another process now using the pid) is stale; one of another host (or pid namespace: a
+container) is left alone unless it is older than a week; one without a note (an older
+drproof, or killed before writing it) after a day.
 """
 
 from __future__ import annotations
@@ -32,8 +33,39 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def processes_visible() -> bool:
+    """Whether /proc shows processes here at all (it shows this one).
+
+    Why: ``_process_start`` is None both for a process that is gone and where /proc
+    cannot be read (a chroot or sandbox without it). In the second case every owner
+    looked gone, and a live run's directories and a live backup's set were removed as
+    leftovers (found by review: ``drproof clean`` without /proc listed a live CI run's
+    server directories). Where nothing can be told, nothing is judged gone.
+    """
+    return _process_start(os.getpid()) is not None
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), or "" where it cannot be read.
+
+    Why: a pid names a process only in its own namespace. A backup in a container that
+    shares the host's name (``--network host``, or no UTS namespace of its own) is pid 1
+    or 7 there; read on the host, that pid is another process or none, and its live set
+    was removed as a dead one's (found by review).
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
+
+
 def write_owner(staging: Path) -> None:
-    note = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    note = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": _process_start(os.getpid()),
+        "pidns": pid_namespace(),
+    }
     staging.with_name(staging.name + ".owner").write_text(json.dumps(note), encoding="utf-8")
 
 
@@ -52,9 +84,11 @@ def is_stale(staging: Path, now: float | None = None) -> bool:
         return age > NO_NOTE_STALE_S if staging.exists() else False
     except (OSError, ValueError):
         return False  # unreadable: not ours to judge
-    if note.get("host") != socket.gethostname():
-        return age > OTHER_HOST_STALE_S
+    if note.get("host") != socket.gethostname() or note.get("pidns", "") not in ("", pid_namespace()):
+        return age > OTHER_HOST_STALE_S  # its writer cannot be seen from here
     pid = note.get("pid")
+    if not processes_visible():
+        return False
     return not isinstance(pid, int) or _process_start(pid) != note.get("start")
 
 
@@ -82,9 +116,15 @@ def empty_trash(root: Path, dry_run: bool = False) -> list[str]:
 
 
 def clean(root: Path, dry_run: bool = False) -> list[str]:
-    """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids."""
+    """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids.
+
+    A ``.staging`` that is a symbolic link is not judged, as ``.trash`` is not: pointing at
+    a scratch disk, it made every directory there older than a day and without an owner
+    note "a set killed before writing its note", and the next backup or `drproof clean`
+    removed another user's directory (found by review).
+    """
     staging_dir = root / ".staging"
-    if not staging_dir.is_dir():
+    if not staging_dir.is_dir() or staging_dir.is_symlink():
         return []
     gone = []
     for entry in sorted(staging_dir.iterdir()):

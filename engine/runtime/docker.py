@@ -16,11 +16,14 @@ is explicit, on every exit path.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -55,6 +58,10 @@ LABEL_MANAGED = "dev.drproof.managed"
 LABEL_RUN = "dev.drproof.run"
 LABEL_PID = "dev.drproof.pid"
 LABEL_HOST = "dev.drproof.host"
+LABEL_OWNER = "dev.drproof.owner"  # pid:start:pid namespace of the drproof (``processes.owner_mark``)
+# A run of another host (a CI job in a container of its own, sharing the Docker engine):
+# whether its drproof still runs cannot be told from here, so only its age says it is gone.
+OTHER_HOST_STALE_S = 7 * 86400
 PGDATA = "/var/lib/postgresql/data"
 READY_TIMEOUT = 90.0
 
@@ -371,6 +378,7 @@ class DockerRuntime(Runtime):
             LABEL_RUN: self.run_id,
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
+            LABEL_OWNER: processes.owner_mark(),
         }
         self.root = workdir / "runtime"
         self.root.mkdir(parents=True, exist_ok=False)
@@ -494,36 +502,90 @@ class DockerRuntime(Runtime):
 
 
 def remove_labelled(client: Any, labels: dict[str, str]) -> list[str]:
-    """Remove containers, then volumes, then networks carrying all ``labels``; return what went."""
-    selector = [f"{k}={v}" for k, v in labels.items()]
+    """Remove containers, then volumes, then networks carrying all ``labels``; return what went.
+
+    What is gone by the time it is removed (another `drproof clean`, or the run's own close
+    racing a ``--all``) is not an error: two cleanups at once ended one of them in a
+    docker.errors.NotFound traceback, the rest of its run's resources left (found by
+    review). What cannot be removed is named in a RuntimeStartError once the rest is gone.
+    """
+    from docker.errors import APIError, NotFound
+
+    selector = {"label": [f"{k}={v}" for k, v in labels.items()]}
     gone: list[str] = []
-    for c in client.containers.list(all=True, filters={"label": selector}):
-        c.remove(force=True, v=True)
-        gone.append(f"container {c.name}")
-    for v in client.volumes.list(filters={"label": selector}):
-        v.remove(force=True)
-        gone.append(f"volume {v.name}")
-    for n in client.networks.list(filters={"label": selector}):
-        n.remove()
-        gone.append(f"network {n.name}")
+    problems: list[str] = []
+
+    def attempt(what: str, remove: Callable[[], object]) -> None:
+        try:
+            remove()
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code == 409 and "in progress" in str(exc.explanation):
+                return  # another cleanup is removing it
+            problems.append(f"{what}: {exc.explanation or exc}")
+            return
+        gone.append(what)
+
+    for c in client.containers.list(all=True, filters=selector, ignore_removed=True):
+        attempt(f"container {c.name}", functools.partial(c.remove, force=True, v=True))
+    for v in client.volumes.list(filters=selector):
+        attempt(f"volume {v.name}", functools.partial(v.remove, force=True))
+    for n in client.networks.list(filters=selector):
+        attempt(f"network {n.name}", n.remove)
+    if problems:
+        raise RuntimeStartError("could not remove Docker resources: " + "; ".join(problems))
     return gone
 
 
 def leftovers(client: Any, *, everything: bool = False) -> dict[str, list[str]]:
     """drproof-labelled resources by run id, for runs whose process is gone (or all)."""
     runs: dict[str, list[str]] = {}
-    me = socket.gethostname()
     selector = {"label": [f"{LABEL_MANAGED}=true"]}
-    items: list[tuple[str, dict[str, str]]] = []
-    items += [(f"container {c.name}", c.labels) for c in client.containers.list(all=True, filters=selector)]
-    items += [(f"volume {v.name}", v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
-    items += [(f"network {n.name}", n.attrs.get("Labels") or {}) for n in client.networks.list(filters=selector)]
-    for what, labels in items:
-        run, pid, host = labels.get(LABEL_RUN, "?"), labels.get(LABEL_PID, ""), labels.get(LABEL_HOST, "")
-        alive = host == me and pid.isdigit() and _pid_alive(int(pid))
-        if everything or not alive:
-            runs.setdefault(run, []).append(what)
+    items: list[tuple[str, dict[str, str], str]] = []
+    items += [
+        (f"container {c.name}", c.labels, c.attrs.get("Created", ""))
+        for c in client.containers.list(all=True, filters=selector, ignore_removed=True)
+    ]
+    items += [
+        (f"volume {v.name}", v.attrs.get("Labels") or {}, v.attrs.get("CreatedAt", ""))
+        for v in client.volumes.list(filters=selector)
+    ]
+    items += [
+        (f"network {n.name}", n.attrs.get("Labels") or {}, n.attrs.get("Created", ""))
+        for n in client.networks.list(filters=selector)
+    ]
+    for what, labels, created in items:
+        if everything or not _run_alive(labels, created):
+            runs.setdefault(labels.get(LABEL_RUN, "?"), []).append(what)
     return runs
+
+
+def _run_alive(labels: dict[str, str], created: str) -> bool:
+    """Whether the run that labelled a resource may still be going.
+
+    Why not "gone unless this host's pid lives": a run of another host (a CI job in its
+    own container, sharing the Docker engine through its socket, has a hostname of its
+    own) was always "gone", and `drproof clean` anywhere removed its containers and
+    volumes mid-drill (found by review). Its drproof cannot be seen from here: it is gone
+    only once older than any drill (``OTHER_HOST_STALE_S``), like a repository's staging.
+    """
+    owner = labels.get(LABEL_OWNER, "")
+    if labels.get(LABEL_HOST, "") != socket.gethostname() or (owner and processes.in_another_namespace(owner)):
+        return _age_s(created) < OTHER_HOST_STALE_S
+    if owner:
+        return processes.owner_alive(owner)
+    pid = labels.get(LABEL_PID, "")  # labelled by an older drproof
+    return pid.isdigit() and _pid_alive(int(pid))
+
+
+def _age_s(created: str) -> float:
+    """Seconds since Docker's ``Created`` time (UTC, ``2026-12-07T19:17:00.123Z``); 0 if unreadable."""
+    try:
+        then = datetime.datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return 0.0
+    return time.time() - then.timestamp()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ created for this run, keeps all its files under the run's work directory, and is
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -408,13 +409,16 @@ class LocalPostgres(PostgresService, PhysicalAccess):
 
     def stop(self) -> None:
         if self.proc is not None:
-            children = processes.children(self.proc.pid)
+            # With its start time: the shutdown takes seconds, and a child that ended in it
+            # may have left its pid to another program's process, which a kill by pid ended
+            # (found by review, in a pid namespace where the next pid can be chosen).
+            children = [(pid, processes.start_of(pid)) for pid in processes.children(self.proc.pid)]
             processes.stop(self.proc, signal.SIGINT)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            for pid in children:  # what a clean shutdown did not end (a paused child)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            for pid, start in children:  # what a clean shutdown did not end (a paused child)
+                if start is not None:
+                    processes.kill_if_still(pid, functools.partial(processes.started_at, start))
             processes.wait_until(lambda: not _group_alive(self.proc.pid if self.proc else 0), timeout=10)
 
     def wipe_data(self) -> None:
@@ -777,13 +781,11 @@ def _remove_run_files(dirs: list[Path], grace: float = 10.0) -> None:
     """
     if not processes.wait_until(lambda: not processes.working_in(dirs), timeout=grace, interval=0.1):
         for pid in processes.working_in(dirs):
-            log.warning(
-                "process %d (%s) still worked in the run's files after its server was stopped: killed",
-                pid,
-                processes.command_line(pid),
-            )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            line = processes.command_line(pid)
+            if processes.kill_if_still(pid, lambda p: processes.works_in(p, dirs)):
+                log.warning(
+                    "process %d (%s) still worked in the run's files after its server was stopped: killed", pid, line
+                )
         processes.wait_until(lambda: not processes.working_in(dirs), timeout=5, interval=0.1)
     for path in dirs:
         left = scratch.remove_tree(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import pwd
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.childenv import tool_environment
+from engine.repository.staging import pid_namespace, processes_visible
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +216,9 @@ def current_is_root() -> bool:
     return os.geteuid() == 0
 
 
-# Every server drproof starts carries this variable, naming the drproof process (pid and
-# its start time, so a reused pid is not mistaken for it); the processes the server
+# Every server drproof starts carries this variable, naming the drproof process (pid, its
+# start time so a reused pid is not mistaken for it, and its pid namespace so a drproof
+# in a container is not mistaken for this host's process of that pid); the processes the server
 # starts in turn inherit it. Most servers die with drproof (PR_SET_PDEATHSIG), but not
 # what a manager such as Patroni starts in a session of its own: `drproof clean` finds
 # those by the variable.
@@ -232,21 +235,54 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def owner_mark() -> str:
-    return f"{os.getpid()}:{_start_ticks(os.getpid())}"
+    """``pid:start:pid namespace`` of this drproof (see ``OWNER_ENV``)."""
+    return f"{os.getpid()}:{_start_ticks(os.getpid())}:{pid_namespace()}"
 
 
-def _alive(mark: str) -> bool:
-    pid, _, ticks = mark.partition(":")
+def owner_alive(mark: str) -> bool:
+    """Whether the drproof ``mark`` names still runs; one of another pid namespace counts as running.
+
+    Why: a drproof in a container (a CI job with ``--runtime local``) names itself by its
+    pid *there*, 1 or 7; read here, that pid is another process or none, and `drproof
+    clean` on the host took the container's live servers for a dead run's and killed them
+    (found by review). From here its liveness cannot be told, so it is not ours to end;
+    its processes die with its container. A mark without a namespace is an older drproof's.
+    """
+    if in_another_namespace(mark) or not processes_visible():
+        return True
+    pid, ticks = [*mark.split(":"), ""][:2]
     return pid.isdigit() and _start_ticks(int(pid)) == ticks
+
+
+def in_another_namespace(mark: str) -> bool:
+    """Whether the drproof ``mark`` names runs in another pid namespace than this process (see ``owner_alive``)."""
+    namespace = [*mark.split(":"), "", ""][2]
+    return bool(namespace) and namespace != pid_namespace()
+
+
+def _run_of(mark: str, alive: bool) -> str:
+    """The name ``drproof clean`` gives the run of ``mark``: its pid, and whether it still runs.
+
+    Why the second part: a pid is reused. With the pid alone, the dead run's leftovers
+    and the servers of a live run that has the same pid now were one run, and removing
+    the first (a plain `drproof clean`, not ``--all``) killed the second (found by review).
+    """
+    return f"local pid {mark.split(':')[0]}" + (" (still running)" if alive else "")
+
+
+def _pids() -> list[Path]:
+    """The /proc entry of every process; none where /proc cannot be read (a chroot or sandbox without it)."""
+    try:
+        return [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
 
 
 def _marked() -> list[tuple[int, str, str]]:
     """(pid, owner mark, command line) of every process carrying ``OWNER_ENV`` that we may read."""
     found = []
     prefix = (OWNER_ENV + "=").encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _pids():
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -262,8 +298,9 @@ def leftovers(everything: bool = False) -> dict[str, list[str]]:
     """Processes drproof started whose drproof is gone (or all of them), by owner."""
     runs: dict[str, list[str]] = {}
     for pid, mark, cmd in _marked():
-        if everything or not _alive(mark):
-            runs.setdefault(f"local pid {mark.split(':')[0]}", []).append(f"process {pid} ({cmd[:80]})")
+        alive = owner_alive(mark)
+        if everything or not alive:
+            runs.setdefault(_run_of(mark, alive), []).append(f"process {pid} ({cmd[:80]})")
     return runs
 
 
@@ -271,13 +308,18 @@ def remove_leftovers(run: str) -> list[str]:
     """SIGKILL the processes ``leftovers`` listed under ``run``; return what went."""
     gone = []
     for pid, mark, cmd in _marked():
-        if f"local pid {mark.split(':')[0]}" == run and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        listed = _run_of(mark, owner_alive(mark)) == run and pid != os.getpid()
+        if listed and kill_if_still(pid, functools.partial(_carries, mark)):
             gone.append(f"process {pid} ({cmd[:80]})")
     return gone
+
+
+def _carries(mark: str, pid: int) -> bool:
+    """Whether ``pid`` carries the owner ``mark`` (and we may read its environment)."""
+    try:
+        return _mark_of(pid) == mark
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -309,20 +351,55 @@ def working_in(dirs: Sequence[Path]) -> list[int]:
     one a manager restarted, and removing the tree under it loses the race. Only our own
     children count: an operator's shell sitting in a kept run directory is not one.
     """
+    return [int(e.name) for e in _pids() if int(e.name) != os.getpid() and works_in(int(e.name), dirs)]
+
+
+def works_in(pid: int, dirs: Sequence[Path]) -> bool:
+    """Whether ``pid`` is a process this drproof started working in ``dirs`` (see ``working_in``)."""
     roots = [str(d.absolute()) for d in dirs]
-    mine = f"{OWNER_ENV}={owner_mark()}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            inside = any(cwd == r or cwd.startswith(r + "/") for r in roots)
-            if inside and mine in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        inside = any(cwd == r or cwd.startswith(r + "/") for r in roots)
+        return inside and _mark_of(pid) == owner_mark()
+    except OSError:
+        return False
+
+
+def _mark_of(pid: int) -> str | None:
+    """The ``OWNER_ENV`` mark ``pid`` carries, if any (and if we may read its environment)."""
+    prefix = (OWNER_ENV + "=").encode()
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    marks = [e[len(prefix) :].decode(errors="replace") for e in env if e.startswith(prefix)]
+    return marks[0] if marks else None
+
+
+def kill_if_still(pid: int, still: Callable[[int], bool]) -> bool:
+    """SIGKILL ``pid`` if ``still(pid)`` holds for the process that has that pid now; whether it was sent.
+
+    Why: between a listing of /proc and the kill, the listed process may end and its pid
+    go to another process, an operator's or another program's, which a plain ``kill``
+    would end (found by review). A pidfd pins the process: checked after it is opened,
+    the check and the signal are about the same process, or the signal finds it gone.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # no pidfd (a kernel before 5.3): only the narrow window is left
+        fd = -1
+    try:
+        if not still(pid):
+            return False
+        if fd >= 0:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
 
 
 def _parent(pid: int) -> int | None:
@@ -334,9 +411,19 @@ def _parent(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def start_of(pid: int) -> str | None:
+    """``pid``'s start time (clock ticks since boot): with the pid, names one process for good; None once gone."""
+    return _start_ticks(pid)
+
+
+def started_at(start: str, pid: int) -> bool:
+    """Whether ``pid`` is still the process that started at ``start`` (see ``start_of``)."""
+    return _start_ticks(pid) == start
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, as /proc lists them now."""
-    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
+    return [int(e.name) for e in _pids() if _parent(int(e.name)) == pid]
 
 
 def signal_server(postmaster: int, sig: signal.Signals) -> list[int]:
