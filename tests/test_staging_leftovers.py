@@ -116,7 +116,27 @@ def test_a_staging_link_to_a_shared_disk_is_not_swept(tmp_path: Path, capsys: py
     assert main(["clean", "--repository", str(tmp_path / "repo")]) == 0
     assert (theirs / "r.csv").read_text() == "precious"
     assert "nothing to clean" in capsys.readouterr().out
-    # quiet control: the same directory in a real .staging is a set killed before its note, and goes
+    # control: the same directory, named as a set, in a real .staging is a set killed before its note, and goes
     (tmp_path / "repo" / ".staging").unlink()
     (tmp_path / "scratch").rename(tmp_path / "repo" / ".staging")
-    assert staging.clean(tmp_path / "repo") == ["alice-results"]
+    (tmp_path / "repo" / ".staging" / "alice-results").rename(
+        tmp_path / "repo" / ".staging" / "20260101T000000Z-0a1b2c"
+    )
+    assert staging.clean(tmp_path / "repo") == ["20260101T000000Z-0a1b2c"]
+
+
+def test_a_directory_that_is_not_a_sets_name_is_not_swept(tmp_path: Path) -> None:
+    """Found by review: in a directory that only looks like a repository (``sets/`` and ``.staging/``), every
+    directory older than a day without an owner note was removed as a set killed before its note."""
+    root = tmp_path / "not-a-repo"
+    (root / "sets").mkdir(parents=True)
+    theirs = root / ".staging" / "alice-results"
+    theirs.mkdir(parents=True)
+    (theirs / "thesis.tex").write_text("years of work")
+    killed = root / ".staging" / "20260101T000000Z-0a1b2c"  # control: a set's name, killed before its note
+    killed.mkdir()
+    old = time.time() - staging.NO_NOTE_STALE_S - 60
+    for entry in (theirs, killed):
+        os.utime(entry, (old, old))
+    assert staging.clean(root) == ["20260101T000000Z-0a1b2c"]
+    assert (theirs / "thesis.tex").read_text() == "years of work"

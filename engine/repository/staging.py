@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -115,6 +116,19 @@ def empty_trash(root: Path, dry_run: bool = False) -> list[str]:
     return gone
 
 
+# What drproof names a set being written: its id (``new_backup_id``), or a copy of one.
+_SET_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9A-Za-z_-]+(\.copy-[0-9a-f]+)?$")
+
+
+def _ours(entry: Path) -> bool:
+    """A set drproof writes: it has an owner note, or it bears a set's name (one killed before its note).
+
+    Found by review: in a directory that only looks like a repository (``sets/`` and
+    ``.staging/``), every directory older than a day without a note was removed.
+    """
+    return entry.with_name(entry.name + ".owner").exists() or bool(_SET_NAME.match(entry.name))
+
+
 def clean(root: Path, dry_run: bool = False) -> list[str]:
     """Remove (or, with ``dry_run``, list) the stale sets in ``root/.staging``; their ids.
 
@@ -128,7 +142,7 @@ def clean(root: Path, dry_run: bool = False) -> list[str]:
         return []
     gone = []
     for entry in sorted(staging_dir.iterdir()):
-        if entry.is_dir() and not entry.is_symlink() and is_stale(entry):
+        if entry.is_dir() and not entry.is_symlink() and _ours(entry) and is_stale(entry):
             gone.append(entry.name)
             if not dry_run:
                 shutil.rmtree(entry, ignore_errors=True)
