@@ -1314,7 +1314,7 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
         return 0
     from engine.runtime import runtimes
 
-    found = False
+    found, failed = False, False
     for runtime in runtimes:
         if args.runtime is not None and runtime.name != args.runtime:
             continue
@@ -1327,18 +1327,32 @@ def _cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
             continue
         for run, items in sorted(runs.items()):
             found = True
-            if args.dry_run:
-                out.print(f"{run}: would remove " + ", ".join(items), highlight=False, markup=False)
-            else:
-                gone = runtime.remove_leftovers(run)
-                out.print(f"{run}: removed " + ", ".join(gone), highlight=False, markup=False)
+            failed = not _clean_run(runtime, run, items, args.dry_run, out, err) or failed
     if not found:
         out.print(
             "nothing to clean: no server processes, containers, volumes or networks of finished runs",
             highlight=False,
             markup=False,
         )
-    return 0
+    return 1 if failed else 0
+
+
+def _clean_run(runtime: Any, run: str, items: list[str], dry_run: bool, out: Console, err: Console) -> bool:
+    """One run's leftovers removed (or listed); False when some stayed, said, so the other runs are still cleaned.
+
+    Found by review: a removal that failed for one run (a container the engine would not
+    remove) ended the command, and the other runs' leftovers stayed.
+    """
+    if dry_run:
+        out.print(f"{run}: would remove " + ", ".join(items), highlight=False, markup=False)
+        return True
+    try:
+        gone = runtime.remove_leftovers(run)
+    except DrproofError as exc:
+        err.print(f"drproof: {run}: not all removed: {redact(str(exc))}", highlight=False, markup=False)
+        return False
+    out.print(f"{run}: removed " + ", ".join(gone), highlight=False, markup=False)
+    return True
 
 
 class _Redacted(logging.Formatter):

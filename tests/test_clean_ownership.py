@@ -219,3 +219,39 @@ def test_a_clean_stop_still_kills_a_child_the_shutdown_left(tmp_path: Path) -> N
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_run_whose_leftovers_cannot_all_be_removed_does_not_stop_the_others(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: one run's failed removal (a container the engine would not remove) ended `drproof clean`
+    with the other runs' leftovers still there; now each run is tried, the failure said, and the exit is 1."""
+    from drills.cli import main
+    from engine import runtime as runtime_module
+    from engine.errors import RuntimeStartError
+
+    removed: list[str] = []
+
+    class Stubborn:
+        name = "local"
+
+        @staticmethod
+        def leftovers(everything: bool = False) -> dict[str, list[str]]:
+            return {"local pid 1": ["a container"], "local pid 2": ["a directory"]}
+
+        @staticmethod
+        def remove_leftovers(run: str) -> list[str]:
+            if run == "local pid 1":
+                raise RuntimeStartError("container drproof-x could not be removed: device busy")
+            removed.append(run)
+            return ["a directory"]
+
+    monkeypatch.setattr(runtime_module, "runtimes", [Stubborn])
+    assert main(["clean"]) == 1
+    captured = capsys.readouterr()
+    assert removed == ["local pid 2"]
+    assert "local pid 1: not all removed: container drproof-x could not be removed" in captured.err
+    assert "local pid 2: removed a directory" in captured.out
+    removed.clear()
+    monkeypatch.setattr(Stubborn, "remove_leftovers", staticmethod(lambda run: removed.append(run) or ["x"]))
+    assert main(["clean"]) == 0 and removed == ["local pid 1", "local pid 2"]  # control: all removed, exit 0
