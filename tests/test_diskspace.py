@@ -128,3 +128,15 @@ def test_a_physical_chain_counts_its_newest_cluster_and_an_old_chain_without_the
     assert combined_bound([full, old], unpacked) == unpacked
     odd = _base(20 << 20, {"cluster_bytes": "95"})  # not a number: not trusted
     assert combined_bound([full, odd], unpacked) == unpacked
+
+
+def test_a_chain_whose_newest_set_records_true_as_its_cluster_size_keeps_the_sum() -> None:
+    """Found by review: ``isinstance(True, int)`` holds, so a manifest's ``"cluster_bytes": true`` bounded the
+    combined cluster at its newest archive plus one byte; the room check passed a chain that did not fit."""
+    from engine.components.postgres_physical import _on_disk, combined_bound
+
+    full = _base(100 << 20, {"cluster_bytes": 90 << 20})
+    unpacked = _on_disk(120 << 20)
+    for odd in (True, False, -1):
+        assert combined_bound([full, _base(20 << 20, {"cluster_bytes": odd})], unpacked) == unpacked, odd
+    assert combined_bound([full, _base(20 << 20, {"cluster_bytes": 0})], unpacked) == _on_disk(20 << 20)  # control

@@ -537,15 +537,39 @@ class PostgresPhysicalComponent(PostgresComponent):
                 with src.open("base.tar") as stream:
                     _extract(stream, target, f"base backup {i + 1} of {len(bases)} of {self.instance!r}")
                 dirs.append(str(target))
-            result = subprocess.run(
+            returncode, stderr = _combine_watched(
                 [*self.service.tool("pg_combinebackup"), *dirs, "-o", str(data)],
-                capture_output=True,
-                text=True,
+                SpaceGuard(data, f"the cluster pg_combinebackup combines for {self.instance!r}"),
             )
-            if result.returncode != 0:
-                raise ComponentError(f"pg_combinebackup for {self.instance!r} failed: {result.stderr.strip()[-2000:]}")
+            if returncode != 0:
+                raise ComponentError(f"pg_combinebackup for {self.instance!r} failed: {stderr.strip()[-2000:]}")
         finally:
             _reset_dir(staging, recreate=False)
+
+
+def _combine_watched(command: list[str], guard: SpaceGuard) -> tuple[int, str]:
+    """Run pg_combinebackup, stopped (``InsufficientSpace``) once its output's filesystem falls below the reserve.
+
+    Why: the room check counts the combined cluster from the newest set's ``cluster_bytes``;
+    a wrong record (a manifest's ``true``, a database dropped between the backup and its
+    measure) let pg_combinebackup, which nothing watched, write the disk to its last byte
+    (found by review: it failed with "could not write to file ... wrote 16384 of 409600",
+    every other writer on that filesystem starved meanwhile). The extracts are watched
+    as they pass; this write is another process's, so its filesystem is looked at every
+    ``COMBINE_POLL_SECONDS``.
+    """
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        while True:
+            try:
+                _, stderr = proc.communicate(timeout=COMBINE_POLL_SECONDS)
+                return proc.returncode, stderr
+            except subprocess.TimeoutExpired:
+                try:
+                    guard.check()
+                except InsufficientSpace:
+                    proc.kill()
+                    proc.communicate()
+                    raise
 
 
 def combined_bound(bases: list[ArtifactSource], unpacked: int) -> int:
@@ -562,9 +586,12 @@ def combined_bound(bases: list[ArtifactSource], unpacked: int) -> int:
         return unpacked
     newest = bases[-1]
     recorded = newest.details.get("cluster_bytes")
-    if not isinstance(recorded, int) or recorded < 0:
-        return unpacked
+    if not isinstance(recorded, int) or isinstance(recorded, bool) or recorded < 0:
+        return unpacked  # a manifest's ``true`` is 1 to isinstance: it bounded the cluster at its archive
     return min(unpacked, _on_disk(recorded + newest.record("base.tar").raw_size))
+
+
+COMBINE_POLL_SECONDS = 0.01  # statvfs is cheap; a fast disk writes a small reserve in tens of milliseconds
 
 
 def _on_disk(archived: int) -> int:

@@ -410,3 +410,31 @@ def test_a_physical_chain_is_counted_as_the_cluster_it_combines_into_not_the_sum
     taken = sum(p.lstat().st_blocks * 512 for p in data.rglob("*") if p.parent.name != "pg_wal")
     print("combined cluster", taken, "bound", bound, "sum of the chain", unpacked)
     assert taken <= bound, (taken, bound)
+
+
+def test_a_chain_whose_recorded_cluster_is_too_small_is_stopped_while_combining_not_written_to_the_last_byte(
+    pg_on_disk: tuple[Path, Any, LocalRepository],
+) -> None:
+    """Found by review: the room check trusts the newest set's ``cluster_bytes``; a record too small (here 0: a
+    manifest's ``true`` counted as 1 the same way) let the check pass and pg_combinebackup, which nothing
+    watched, wrote the disk full and failed with "could not write to file ... wrote 16384 of 409600". Now the
+    combine is watched like the extracts: stopped at the reserve with a domain error, the live cluster back."""
+    from engine.components.postgres_physical import _on_disk, combined_bound
+    from tests.integration.helpers import insert_mark, marks
+
+    disk, comp, repo = pg_on_disk
+    chain = [engine_backup.backup(repo, [comp])]
+    insert_mark(comp, "after-0")
+    chain.append(engine_backup.backup(repo, [comp], parent=chain[-1]))
+    insert_mark(comp, "after-the-chain")
+    newest = chain[-1]
+    newest.component("db").details["cluster_bytes"] = 0  # wrong, as a database dropped before the measure
+    bases = [engine_backup._source(repo, m, "db") for m in chain]
+    unpacked = sum(_on_disk(s.record("base.tar").raw_size) for s in bases)
+    bound = combined_bound(bases, unpacked)
+    wal = sum(a.raw_size for a in newest.artifacts_of("db") if a.name == "wal.tar")
+    room = unpacked + wal + bound + reserve_for(disk)
+    _occupy(disk, free_bytes(disk) - (room + (2 << 20)))  # passes the check; the whole cluster does not fit
+    with pytest.raises(InsufficientSpace, match="stopped writing the cluster pg_combinebackup combines"):
+        engine_backup.restore(repo, newest, comp)
+    assert marks(comp) == ["after-0", "after-the-chain"] and comp.health().ok  # the live cluster, back
