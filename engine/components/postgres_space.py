@@ -229,7 +229,8 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
     # The WAL the load writes follows the whole database, wherever its tables go; on a
     # disk of its own, the data directory's filesystem keeps the trees' reserve only.
     kept = reserve(fs, None if need is None else need.bytes) if wal is None else diskspace.reserve_for(fs.path)
-    wal_floor = 0 if wal is None else _check_wal(comp, wal, need)
+    beside = 0 if wal is None else sum(b for _, space, b in spaces if space.device == wal.device)
+    wal_floor = 0 if wal is None else _check_wal(comp, wal, need, beside)
     _check_data(comp, fs, _less(need, sum(b for _, _, b in spaces)), scratch, kept)
     watched = tuple((what, space.path, diskspace.reserve_for(space.path)) for what, space, _ in spaces)
     return Plan(where, kept, None if wal is None else wal.path, wal_floor, watched)
@@ -359,22 +360,26 @@ def wal_need(need: Need | None) -> int:
     return RESERVE_FLOOR if need is None else min(RESERVE_FLOOR, WAL_PER_BYTE * need.bytes + WAL_MARGIN)
 
 
-def _check_wal(comp: PostgresComponent, wal: Filesystem, need: Need | None) -> int:
+def _check_wal(comp: PostgresComponent, wal: Filesystem, need: Need | None, tables: int = 0) -> int:
     """Refuse a load whose WAL cannot fit on ``pg_wal``'s own filesystem; the floor the guard keeps there.
 
     Why: with ``pg_wal`` on a disk of its own (a common production layout) the load's WAL
     goes there, not beside the data; nothing looked at that disk, and a server that
     cannot write WAL PANICs. The floor: the trees' reserve, and never less than
     ``WAL_FLOOR``, room for the live server's WAL while a stopped load's last writes land.
+    ``tables``: the bytes of tablespaces on that same filesystem. Found by review: each
+    was checked alone (the tables against the trees' reserve, the WAL against the floor),
+    so a WAL disk that held either but not both passed, and the load ate the WAL's floor.
     """
     floor = max(WAL_FLOOR, diskspace.reserve_for(wal.path))
     written = wal_need(need)
-    if written + floor <= wal.free:
+    if written + tables + floor <= wal.free:
         return floor
+    also = f", and {_size(tables)} of the side database's tables in tablespaces there (recorded at backup)" if tables else ""
     says = (
         f"the server's WAL directory is on a filesystem of its own ({wal.path}): it has {_size(wal.free)} free, and "
-        f"the load writes up to {_size(written)} of WAL there ({_amount(need)}) and must leave {_size(floor)} free "
-        "for the live server's WAL (PostgreSQL stops when it cannot write WAL)"
+        f"the load writes up to {_size(written)} of WAL there ({_amount(need)}){also} and must leave {_size(floor)} "
+        "free for the live server's WAL (PostgreSQL stops when it cannot write WAL)"
     )
     if need is None or not need.exact:
         log.warning(
@@ -383,7 +388,7 @@ def _check_wal(comp: PostgresComponent, wal: Filesystem, need: Need | None) -> i
         return floor
     raise InsufficientSpace(
         f"postgres {comp.instance!r}: refusing to restore: {says}. Free at least "
-        f"{_size(written + floor - wal.free)} there, or restore to another server (--to). Nothing was changed"
+        f"{_size(written + tables + floor - wal.free)} there, or restore to another server (--to). Nothing was changed"
     )
 
 

@@ -514,3 +514,37 @@ def test_a_tablespace_disk_without_room_for_its_tables_is_refused(
             _drop_tablespace(comp)
     finally:
         mountpoint.rmdir()
+
+
+@pytest.mark.parametrize("room", ["short", "enough"])
+def test_a_tablespace_on_the_wal_disk_is_counted_with_the_wal(
+    wal_db: PostgresComponent, wal_disk: Path, tmp_path: Path, room: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: with a tablespace on pg_wal's own disk, the tables were checked against that disk's small
+    reserve and the WAL against its floor, each alone; a disk with room for either but not both passed, and the
+    load would eat the floor kept for the live server's WAL. Control: with room for both, it restores quietly."""
+    _into_tablespace(wal_db, wal_disk / "fast")
+    try:
+        repo, manifest = _backup(wal_db, tmp_path)
+        details = manifest.component("db").details
+        tables = details["tablespace_bytes"]["fast"]
+        wal = postgres_space.wal_need(postgres_space.Need(details["database_bytes"], True, "recorded"))
+        before = wal_db.fingerprint()
+        _fill_to(wal_disk, wal + postgres_space.WAL_FLOOR + (tables // 2 if room == "short" else tables + 16 * MIB))
+        if room == "short":
+            with pytest.raises(ComponentError, match="refusing to restore") as refused:
+                engine_backup.restore(repo, manifest, wal_db)
+            message = str(refused.value)
+            assert "WAL directory" in message and "tablespaces there" in message, message
+            assert "Nothing was changed" in message and _side_databases(wal_db) == []
+            assert wal_db.health().ok and wal_db.fingerprint().parts == before.parts
+        else:
+            pg_sql(wal_db, "DELETE FROM orders WHERE id % 2 = 0")
+            with caplog.at_level("WARNING", logger="engine"):
+                engine_backup.restore(repo, manifest, wal_db)
+            assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+            assert wal_db.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+        assert "PANIC" not in _server_log(wal_db)
+    finally:
+        (wal_disk / "filler").unlink(missing_ok=True)
+        _drop_tablespace(wal_db)
