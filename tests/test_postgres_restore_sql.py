@@ -154,3 +154,17 @@ def test_sequence_values_are_read_from_setval_lines_with_any_name() -> None:
         ("public", "lonely"): "1 not called",
         ("My Schema", 'it\'s."odd"'): "7",
     }
+
+
+def test_the_tablespaces_the_globals_create_are_found_where_they_create_them() -> None:
+    """What the room check looks at for a tablespace the server lacks (pg_dumpall's own quoting)."""
+    from engine.components.postgres_restore import tablespace_locations
+
+    globals_sql = (
+        b"CREATE ROLE bob;\n"
+        b"CREATE TABLESPACE fast OWNER postgres LOCATION '/srv/fast';\n"
+        b"CREATE TABLESPACE \"Odd \"\"Space\" OWNER \"LOCATION 'x'\" LOCATION '/srv/it''s here';\n"
+        b"ALTER TABLESPACE fast SET (random_page_cost='1.1');\n"
+    )
+    assert tablespace_locations(globals_sql) == {"fast": "/srv/fast", 'Odd "Space': "/srv/it's here"}
+    assert tablespace_locations(b"") == {}

@@ -695,7 +695,7 @@ class PostgresComponent(Component):
         admin.autocommit = True
         try:
             pg_restore.refuse_prepared(admin, self.db)
-            space = pg_space.preflight(self, source, admin)
+            space = pg_space.preflight(self, source, admin, roles)
             pg_restore.warn_of_leftovers(admin)
             before = pg_restore.role_names(admin)
             side = pg_restore.side_name()

@@ -144,6 +144,26 @@ _CREATE_ROLE = re.compile(rb"^CREATE ROLE (?:\"(?:[^\"]|\"\")+\"|[A-Za-z_][A-Za-
 _CREATE_TABLESPACE = re.compile(rb"^CREATE TABLESPACE [^\n]*;$", re.MULTILINE)
 
 
+_TABLESPACE_AT = re.compile(
+    r"""^CREATE TABLESPACE ("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*) .*LOCATION '((?:[^']|'')*)';$""", re.MULTILINE
+)
+
+
+def tablespace_locations(globals_sql: bytes) -> dict[str, str]:
+    """Each tablespace ``creation_only`` creates, by name: the directory ``pg_dumpall`` recorded for it.
+
+    Why: a server rebuilt on the worst day lacks the tablespaces; the restore creates them
+    there, so the room check must look at that directory's filesystem, not count their
+    tables against the data directory's (found by review: a false refusal on a small
+    system disk, and the tablespace's own disk unchecked).
+    """
+    found: dict[str, str] = {}
+    for match in _TABLESPACE_AT.finditer(globals_sql.decode("utf-8", "replace")):
+        name, location = match.group(1), match.group(2).replace("''", "'")
+        found[name[1:-1].replace('""', '"') if name.startswith('"') else name] = location
+    return found
+
+
 def creation_only(globals_sql: bytes) -> bytes:
     """Of ``pg_dumpall --globals-only`` output, what only adds: CREATE ROLE and CREATE TABLESPACE.
 

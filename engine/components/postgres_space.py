@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import diskspace
+from engine.components import postgres_restore as pg_restore
 from engine.components.base import ArtifactSource
 from engine.diskspace import Filesystem, filesystem
 from engine.errors import ComponentError, InsufficientSpace
@@ -207,8 +208,14 @@ class Plan:
         return found + list(self.spaces)
 
 
-def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.extensions.connection) -> Plan:
-    """Refuse, before anything is created, a restore whose side database or extracted dump cannot fit."""
+def preflight(
+    comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.extensions.connection, globals_sql: bytes = b""
+) -> Plan:
+    """Refuse, before anything is created, a restore whose side database or extracted dump cannot fit.
+
+    ``globals_sql``: the set's ``pg_dumpall --globals-only``, whose tablespaces the restore
+    creates where the server lacks them.
+    """
     where, why = data_directory(comp, admin)
     need = database_need(source)
     scratch = scratch_need(source)
@@ -224,7 +231,7 @@ def preflight(comp: PostgresComponent, source: ArtifactSource, admin: psycopg2.e
         )
         return Plan(None, 0)
     fs = filesystem(where)
-    spaces = _tablespaces_elsewhere(comp, admin, source, fs)
+    spaces = _tablespaces_elsewhere(comp, admin, source, fs, globals_sql)
     wal = _wal_elsewhere(where, fs)
     # The WAL the load writes follows the whole database, wherever its tables go; on a
     # disk of its own, the data directory's filesystem keeps the trees' reserve only.
@@ -298,7 +305,11 @@ def _recorded_spaces(source: ArtifactSource) -> dict[str, int]:
 
 
 def _tablespaces_elsewhere(
-    comp: PostgresComponent, admin: psycopg2.extensions.connection, source: ArtifactSource, fs: Filesystem
+    comp: PostgresComponent,
+    admin: psycopg2.extensions.connection,
+    source: ArtifactSource,
+    fs: Filesystem,
+    globals_sql: bytes = b"",
 ) -> list[tuple[str, Filesystem, int]]:
     """Tablespaces the load writes to on other filesystems than the data directory's, each checked for room.
 
@@ -307,7 +318,10 @@ def _tablespaces_elsewhere(
     on a small system disk it would barely touch, and the tablespace's disk, which the
     load does fill, was neither checked nor watched. A tablespace the server lacks, or
     whose directory this host cannot see, stays counted on the data directory (the load
-    fails on the first, and the second cannot be looked at).
+    fails on the first, and the second cannot be looked at). A tablespace the server
+    lacks but the set's globals create (``creation_only``) is looked at where they create
+    it, its directory having to exist for ``CREATE TABLESPACE``; found by review: a server
+    rebuilt on the worst day lacks them all, and the restore was refused on its system disk.
     """
     recorded = _recorded_spaces(source)
     if not recorded:
@@ -316,7 +330,11 @@ def _tablespaces_elsewhere(
         cur.execute(
             "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = ANY(%s)", (list(recorded),)
         )
-        locations = {str(name): str(path) for name, path in cur.fetchall() if path}
+        rows = cur.fetchall()
+    created = pg_restore.tablespace_locations(globals_sql)
+    present = {str(name) for name, _ in rows}
+    locations = {name: path for name, path in created.items() if name not in present}
+    locations.update({str(name): str(path) for name, path in rows if path})
     found: list[tuple[str, Filesystem, int]] = []
     for name, size in sorted(recorded.items()):
         try:

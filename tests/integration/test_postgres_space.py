@@ -548,3 +548,32 @@ def test_a_tablespace_on_the_wal_disk_is_counted_with_the_wal(
     finally:
         (wal_disk / "filler").unlink(missing_ok=True)
         _drop_tablespace(wal_db)
+
+
+def test_a_tablespace_the_restore_creates_on_a_rebuilt_server_is_counted_on_its_own_disk(
+    small_disk: Path, roomy_place: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: the room check ran before the restore creates the set's tablespaces, so on a server that
+    lacks them (rebuilt on the worst day) their tables were counted on the data directory: a small system disk
+    refused a restore it would barely touch, and the tablespace's disk was neither checked nor watched."""
+    with LocalRuntime(small_disk / "work") as rt:
+        comp = PostgresComponent("db", PostgresParams(customers=40_000), rt)
+        comp.provision()
+        comp.seed()
+        _into_tablespace(comp, roomy_place / "fast")
+        repo, manifest = _backup(comp, tmp_path)
+        details = manifest.component("db").details
+        whole, elsewhere = details["database_bytes"], details["tablespace_bytes"]["fast"]
+        _drop_tablespace(comp)  # the server no longer has it; its (empty) directory is still there
+        fs = postgres_space.filesystem(small_disk)
+        _fill_to(small_disk, whole - elsewhere + postgres_space.reserve(fs, whole) + elsewhere // 2)
+        with caplog.at_level("WARNING", logger="engine"):
+            engine_backup.restore(repo, manifest, comp)
+        assert comp.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+        assert not [r for r in caplog.records if r.name.startswith("engine.components.postgres_space")]
+        on_fast = pg_sql(
+            comp, "SELECT count(*) FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE spcname = 'fast'"
+        )
+        assert on_fast[0][0] > 0  # the load did put them there
+        assert "PANIC" not in _server_log(comp)
+        _drop_tablespace(comp)
