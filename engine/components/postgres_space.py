@@ -231,7 +231,7 @@ def preflight(
         )
         return Plan(None, 0)
     fs = filesystem(where)
-    spaces = _tablespaces_elsewhere(comp, admin, source, fs, globals_sql)
+    spaces = _tablespaces_elsewhere(comp, admin, source, fs, globals_sql, scratch)
     wal = _wal_elsewhere(where, fs)
     # The WAL the load writes follows the whole database, wherever its tables go; on a
     # disk of its own, the data directory's filesystem keeps the trees' reserve only.
@@ -310,6 +310,7 @@ def _tablespaces_elsewhere(
     source: ArtifactSource,
     fs: Filesystem,
     globals_sql: bytes = b"",
+    scratch: int = 0,
 ) -> list[tuple[str, Filesystem, int]]:
     """Tablespaces the load writes to on other filesystems than the data directory's, each checked for room.
 
@@ -343,24 +344,32 @@ def _tablespaces_elsewhere(
             continue
         if space.device != fs.device:
             found.append((f"tablespace {name}", space, size))
-    _check_spaces(comp, found)
+    _check_spaces(comp, found, scratch)
     return found
 
 
-def _check_spaces(comp: PostgresComponent, spaces: list[tuple[str, Filesystem, int]]) -> None:
-    """Refuse a load whose tablespaces' bytes do not fit their filesystems (added up where they share one)."""
+def _check_spaces(comp: PostgresComponent, spaces: list[tuple[str, Filesystem, int]], scratch: int = 0) -> None:
+    """Refuse a load whose tablespaces' bytes do not fit their filesystems (added up where they share one).
+
+    ``scratch``: the extracted dump's bytes, added where the scratch directory shares the
+    filesystem. Found by review: each was checked alone, so a disk with room for the
+    tables or for the extracted dump, not both, passed and the load filled it.
+    """
     by_device: dict[int, tuple[Filesystem, int, list[str]]] = {}
     for what, space, size in spaces:
         first, total, names = by_device.get(space.device, (space, 0, []))
         by_device[space.device] = (first, total + size, [*names, what])
     for space, total, names in by_device.values():
         kept = diskspace.reserve_for(space.path)
-        if total + kept > space.free:
+        shared = _shared_scratch(space, scratch)
+        also = f", and the dump extracted to the scratch directory {_size(shared)} there," if shared else ""
+        if total + shared + kept > space.free:
             raise InsufficientSpace(
                 f"postgres {comp.instance!r}: refusing to restore: the side database puts {_size(total)} in "
-                f"{', '.join(names)} (recorded at backup), on the filesystem of {space.path}, which has "
+                f"{', '.join(names)} (recorded at backup){also} on the filesystem of {space.path}, which has "
                 f"{_size(space.free)} free and keeps {_size(kept)} free for the applications there. Free at least "
-                f"{_size(total + kept - space.free)} there, or restore to another server (--to). Nothing was changed"
+                f"{_size(total + shared + kept - space.free)} there, or restore to another server (--to). "
+                "Nothing was changed"
             )
 
 

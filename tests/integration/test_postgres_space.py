@@ -577,3 +577,49 @@ def test_a_tablespace_the_restore_creates_on_a_rebuilt_server_is_counted_on_its_
         assert on_fast[0][0] > 0  # the load did put them there
         assert "PANIC" not in _server_log(comp)
         _drop_tablespace(comp)
+
+
+@pytest.mark.parametrize("room", ["short", "enough"])
+def test_a_tablespace_on_the_scratch_disk_is_counted_with_the_extracted_dump(
+    runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: str
+) -> None:
+    """Found by review: a directory-format set is extracted to the system temp directory; with a tablespace on that
+    same disk, the tables and the extracted dump were each checked alone, so a disk with room for either, not
+    both, passed. Control: with room for both, it restores."""
+    comp = PostgresComponent("db", PostgresParams(customers=20, jobs=2), runtime)
+    comp.provision()
+    comp.seed()
+    pg_sql(
+        comp,
+        "INSERT INTO orders (customer_id, amount, status, placed_at) "
+        "SELECT 1, g % 1000, 'placed', now() FROM generate_series(1, 1500000) g",
+    )
+    mountpoint = Path(tempfile.mkdtemp(prefix="drproof-test-scratchdisk-"))
+    mountpoint.chmod(0o711)
+    try:
+        with mounted_tmpfs(mountpoint, "384m", "0711") as disk:
+            _into_tablespace(comp, disk / "fast")
+            repo, manifest = _backup(comp, tmp_path)
+            tables = manifest.component("db").details["tablespace_bytes"]["fast"]
+            scratch = postgres_space.scratch_need(engine_backup._source(repo, manifest, "db"))
+            # Tables larger than the scratch check's own margin: only then does adding up tell.
+            assert tables > postgres_space.SCRATCH_MARGIN and scratch > 4 * MIB, (tables, scratch)
+            (disk / "tmp").mkdir()
+            monkeypatch.setattr(tempfile, "tempdir", str(disk / "tmp"))
+            kept = diskspace.reserve_for(disk)
+            _fill_to(disk, tables + kept + (scratch // 2 if room == "short" else scratch + 16 * MIB))
+            before = comp.fingerprint()
+            if room == "short":
+                with pytest.raises(ComponentError, match="refusing to restore") as refused:
+                    engine_backup.restore(repo, manifest, comp)
+                message = str(refused.value)
+                assert "tablespace fast" in message and "scratch directory" in message, message
+                assert _side_databases(comp) == [] and comp.fingerprint().parts == before.parts
+            else:
+                engine_backup.restore(repo, manifest, comp)
+                assert comp.fingerprint().parts == manifest.component("db").fingerprint.parts  # type: ignore[union-attr]
+            monkeypatch.undo()
+            (disk / "filler").unlink(missing_ok=True)
+            _drop_tablespace(comp)
+    finally:
+        mountpoint.rmdir()
