@@ -82,12 +82,12 @@ def _fill_to(disk: Path, free: int) -> None:
 
 
 def _leave_just_room(disk: Path, manifest: Manifest) -> None:
-    """Fill ``disk`` before the restore to just above what the check asks (the database and a 48 MiB reserve).
+    """Fill ``disk`` before the restore to just above what the check asks (the database and a 96 MiB reserve).
 
     So that filling it below the reserve during the load writes tens of megabytes, not the
     whole disk: on a large disk the filler was still writing when the load had finished.
     """
-    _fill_to(disk, manifest.component("db").details["database_bytes"] + 72 * MIB)
+    _fill_to(disk, manifest.component("db").details["database_bytes"] + 120 * MIB)
 
 
 def _side_databases(comp: PostgresComponent) -> list[str]:
@@ -108,6 +108,14 @@ def _small_reserve(monkeypatch: pytest.MonkeyPatch, floor: int) -> None:
     """The reserve of a 512 MiB disk, not of a production one (1 GiB would refuse every restore here)."""
     monkeypatch.setattr(postgres_space, "RESERVE_FLOOR", floor)
     monkeypatch.setattr(diskspace, "RESERVE_FRACTION", 0.0)
+
+
+def _guarded_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 96 MiB reserve (WAL counted at 6 bytes a byte): the guard stops the load at half of it, 48 MiB,
+    which leaves room, once the filler has taken the disk to 32 MiB, for what the load writes until it is
+    ended and for the clean-up's checkpoint."""
+    _small_reserve(monkeypatch, 96 * MIB)
+    monkeypatch.setattr(postgres_space, "WAL_PER_BYTE", 6)
 
 
 def test_a_set_bigger_than_the_free_space_is_refused_before_anything_is_created(
@@ -135,12 +143,12 @@ def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_s
     small_db: PostgresComponent, small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Something else fills the disk while the side database loads: the guard ends pg_restore and drops it."""
-    _small_reserve(monkeypatch, 48 * MIB)
+    _guarded_reserve(monkeypatch)
     monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
     repo, manifest = _backup(small_db, tmp_path)
     before = small_db.fingerprint()
     _leave_just_room(small_disk, manifest)
-    assert _free(small_disk) > manifest.component("db").details["database_bytes"] + 48 * MIB  # the check passes
+    assert _free(small_disk) > manifest.component("db").details["database_bytes"] + 96 * MIB  # the check passes
     filled = threading.Event()
 
     def fill_once_loading() -> None:
@@ -172,7 +180,7 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
     sessions (``idle_session_timeout``, a pgbouncer, a DBA's clean-up job) left the guard unable to end the load.
     It said "could not stop the restore" every poll while pg_restore filled the disk, and the server PANICked.
     """
-    _small_reserve(monkeypatch, 48 * MIB)
+    _guarded_reserve(monkeypatch)
     monkeypatch.setattr(postgres_space, "POLL_SECONDS", 0.05)
     watches: list[postgres_space.Watch] = []
     real_init = postgres_space.Watch.__init__
@@ -351,13 +359,21 @@ def wal_disk() -> Iterator[Path]:
 @pytest.fixture
 def wal_db(runtime: LocalRuntime, wal_disk: Path) -> PostgresComponent:
     """A seeded database (about 14 MB) of a server whose ``pg_wal`` links to ``wal_disk``, a common layout."""
-    import shutil
 
     comp = PostgresComponent("db", PostgresParams(customers=20_000), runtime)
     comp.provision()
+    _move_wal(comp, wal_disk / "pg_wal")
+    comp.seed()
+    return comp
+
+
+def _move_wal(comp: PostgresComponent, moved: Path) -> None:
+    """The server's ``pg_wal`` moved to ``moved`` and linked from the data directory (the server stopped meanwhile)."""
+    import shutil
+
     server = cast(LocalPostgres, comp.service)
     server.stop()
-    wal, moved = server.data_dir() / "pg_wal", wal_disk / "pg_wal"
+    wal = server.data_dir() / "pg_wal"
     shutil.copytree(wal, moved, symlinks=True)
     owner = server.server_file_owner()
     if owner is not None:
@@ -366,8 +382,6 @@ def wal_db(runtime: LocalRuntime, wal_disk: Path) -> PostgresComponent:
     shutil.rmtree(wal)
     wal.symlink_to(moved)
     server.ensure_running()
-    comp.seed()
-    return comp
 
 
 def test_a_load_whose_wal_cannot_fit_on_the_wal_disk_is_refused(
@@ -462,18 +476,23 @@ def test_tables_in_a_tablespace_elsewhere_are_not_counted_against_the_data_direc
     small_disk: Path, roomy_place: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Found by reading the check: the whole database was counted on the data directory's filesystem, so a small
-    system disk refused the restore of a database whose tables live in a tablespace on a disk of their own."""
+    system disk refused the restore of a database whose tables live in a tablespace on a disk of their own.
+
+    The WAL is on the roomy disk too (a layout of a small system disk): with it on the small one, the load's
+    own WAL took the guard below the reserve the check had asked for, 1 run in 4 (the guard's floor is
+    counted from the whole reserve; an open question, in the notes).
+    """
     with LocalRuntime(small_disk / "work") as rt:
         comp = PostgresComponent("db", PostgresParams(customers=40_000), rt)
         comp.provision()
+        _move_wal(comp, roomy_place / "pg_wal")
         comp.seed()
         _into_tablespace(comp, roomy_place / "fast")
         repo, manifest = _backup(comp, tmp_path)
         details = manifest.component("db").details
         whole, elsewhere = details["database_bytes"], details["tablespace_bytes"]["fast"]
         assert elsewhere > whole // 2, details
-        fs = postgres_space.filesystem(small_disk)
-        kept = postgres_space.reserve(fs, whole)
+        kept = postgres_space.reserve(postgres_space.filesystem(small_disk), whole)
         # Room for the side database's share here and the reserve, not for the whole database.
         _fill_to(small_disk, whole - elsewhere + kept + elsewhere // 2)
         pg_sql(comp, "DELETE FROM orders WHERE id % 2 = 0")
