@@ -601,9 +601,16 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             self._cmd(name, "CLUSTER", "REPLICATE", ids[master])
 
     def _formed(self) -> bool:
-        """Every node running says cluster_state:ok, and every replica's link to its master is up."""
+        """Every node running says cluster_state:ok, and every replica's link to its master is up.
+
+        A node a drill paused (SIGSTOP) is not asked: it answers nothing until resumed, so
+        found by review, a restore with a node of the shard paused (a replica: every slot served)
+        waited minutes on its timeouts and was refused. What it holds is judged elsewhere:
+        a paused master still named in the slot map is a refusal of ``_masters``, and health
+        names it.
+        """
         try:
-            running = [n for n in self._all if self._all[n].is_running()]
+            running = [n for n in self._all if self._all[n].is_running() and n not in self._paused]
             for name in running:
                 if "cluster_state:ok" not in str(self._cmd(name, "CLUSTER", "INFO")):
                     return False
@@ -667,6 +674,8 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
     def _role_any(self, name: str) -> Role:
         if not self._all[name].is_running():
             return "down"
+        if name in self._paused:
+            return "no answer"  # asked, it would hold the caller for the client's timeouts
         info = self._info_all(name)
         if info is None:
             return "no answer"
@@ -720,6 +729,12 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
 
     def _wait_promoted(self, name: str, replicas: list[str]) -> str:
         """The replica of dead ``name`` that answers as a master: by the Cluster's failover, else by TAKEOVER."""
+        if all(r in self._paused for r in replicas):
+            raise RuntimeStartError(
+                f"{name} of Redis Cluster {self.instance!r} is down and its replica {', '.join(replicas)}, holding its "
+                "keys, is paused (SIGSTOP), so nothing can take its slots over; nothing was restarted (restarted empty, "
+                f"{name} could empty the replica): resume it and run again"
+            )
         promoted = [r for r in replicas if self._role_any(r) == "primary"]
         if not promoted and processes.wait_until(
             lambda: any(self._role_any(r) == "primary" for r in replicas),
@@ -729,8 +744,9 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             promoted = [r for r in replicas if self._role_any(r) == "primary"]
         if promoted:
             return promoted[0]
-        offsets = {r: int((self._info_all(r) or {}).get("slave_repl_offset", -1)) for r in replicas}
-        chosen = max(replicas, key=lambda r: offsets[r])
+        answering = [r for r in replicas if r not in self._paused]
+        offsets = {r: int((self._info_all(r) or {}).get("slave_repl_offset", -1)) for r in answering}
+        chosen = max(answering, key=lambda r: offsets[r])
         try:
             self._cmd(chosen, "CLUSTER", "FAILOVER", "TAKEOVER")
         except redis.RedisError as exc:
@@ -808,6 +824,7 @@ class LocalClusterRedis(RedisNodes, RedisService, Topology):
             for n, node in self._all.items()
             if n != name
             and node.is_running()
+            and n not in self._paused  # it answers nothing: the gossiped view names it (_gossiped_replicas)
             and (info := self._info_all(n)) is not None
             and info.get("role") == "slave"
             and int(info.get("master_port", -1)) == port
