@@ -140,3 +140,30 @@ def test_a_chain_whose_newest_set_records_true_as_its_cluster_size_keeps_the_sum
     for odd in (True, False, -1):
         assert combined_bound([full, _base(20 << 20, {"cluster_bytes": odd})], unpacked) == unpacked, odd
     assert combined_bound([full, _base(20 << 20, {"cluster_bytes": 0})], unpacked) == _on_disk(20 << 20)  # control
+
+
+def test_a_vector_stores_buckets_of_vectors_are_no_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: a vector store's fingerprint has a ``vectors #`` part per 1,000 vectors, and
+    each counted as a file to create: 50 "files" for a store of a few, a false refusal on a
+    filesystem short of inodes. Counted now: no more than the store's files and directories."""
+    from engine.components import vectorstore
+
+    params = vectorstore.VectorstoreParams(vectors=50_000, dimension=2)
+    comp = vectorstore.VectorstoreComponent("vec", params, DirsRuntime(tmp_path / "rt"))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    rooms: list[Any] = []
+    extract = vectorstore.extract_tar
+
+    def spy(*args: Any) -> None:
+        rooms.append(args[5])
+        extract(*args)
+
+    monkeypatch.setattr(vectorstore, "extract_tar", spy)
+    engine_backup.restore(repo, manifest, comp)
+    entries = sum(1 for _ in comp.path.rglob("*")) + 1  # and the directory itself
+    fp = manifest.component("vec").fingerprint
+    assert fp is not None and fp.part_count > 50
+    assert 0 < rooms[0].entries <= entries, (rooms, entries)

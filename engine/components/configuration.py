@@ -381,6 +381,12 @@ def key_parts_into(root: Path, sink: PartSink, masked: bool = True) -> None:
         _file_keys_into(f.relative_to(root).as_posix(), _settings(f, masked), sink)
 
 
+def _settings_parts(totals: dict[str, int]) -> int:
+    """The parts of a fingerprint that are settings, not files (one ``key`` part, count 1, each):
+    no inode of the restored tree (``room_for``)."""
+    return totals.get("keys", 0)
+
+
 def _file_keys_into(rel: str, settings: dict[str, tuple[Any, bool]] | None, sink: PartSink) -> None:
     if not settings:
         return
@@ -674,7 +680,7 @@ class ConfigurationComponent(Component):
             self.prove_restored(source.fingerprint, fp, f"staged in {staging}")
 
         root = source.details.get("root")
-        room = room_for([source], "config.tar")
+        room = room_for([source], "config.tar", other_parts=_settings_parts)
         extract_tar(functools.partial(source.open, "config.tar"), self.path, check, spool, root, room)
         give_root_flags(self.path, root, f"configuration {self.instance!r}")
 

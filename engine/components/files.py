@@ -1175,7 +1175,12 @@ class Room(NamedTuple):
         return self.archived + self.entries * block_size(path)
 
 
-def room_for(sources: Sequence[ArtifactSource], artifact: str, tree_bytes: bool = False) -> Room:
+def room_for(
+    sources: Sequence[ArtifactSource],
+    artifact: str,
+    tree_bytes: bool = False,
+    other_parts: Callable[[dict[str, int]], int] | None = None,
+) -> Room:
     """The room a restore of ``artifact`` from this chain of sets (full first) takes, from their manifests.
 
     An upper bound, counted from what is signed, before a byte is read: after each layer
@@ -1188,7 +1193,11 @@ def room_for(sources: Sequence[ArtifactSource], artifact: str, tree_bytes: bool 
     chain of six incrementals of one 4 MiB file that changes daily "needed" 28 MiB
     for a 4 MiB tree, and a restore that fitted was refused. Entries alike: at most the
     fingerprint's count, never more than the archives can hold (a 512-byte header
-    each). A manifest that understates ``raw_size`` is stopped at it while reading
+    each). ``other_parts``: how many of a fingerprint's parts, from its totals, are
+    no file or directory (a configuration's settings, a vector store's buckets of
+    vectors); found by review: counted as entries, one 500 KiB settings file "created
+    up to 960 files" and its restore was refused on a filesystem with 597 free inodes.
+    A manifest that understates ``raw_size`` is stopped at it while reading
     (``engine.decoding``); a fingerprint that understates the tree is caught by the
     guard (``engine.diskspace.SpaceGuard``) and then by the proof of the staged tree.
     """
@@ -1201,18 +1210,20 @@ def room_for(sources: Sequence[ArtifactSource], artifact: str, tree_bytes: bool 
         fp = source.fingerprint
         counted = counted and fp is not None
         if fp is not None:
-            entries = min(entries, _entries(fp, raw))
+            entries = min(entries, _entries(fp, raw, other_parts))
             if tree_bytes and "bytes" in fp.totals():
                 held = min(held, fp.totals()["bytes"])
         peak, peak_entries = max(peak, held), max(peak_entries, entries)
     return Room(peak, peak_entries, counted)
 
 
-def _entries(fp: Fingerprint | None, raw: int) -> int:
-    """The entries a set's fingerprint counts (the archive's bound where it has none)."""
+def _entries(fp: Fingerprint | None, raw: int, other_parts: Callable[[dict[str, int]], int] | None = None) -> int:
+    """The entries a set's fingerprint counts (the archive's bound where it has none): its parts
+    less those ``other_parts`` says are no file or directory."""
     if fp is None:
         return raw // TAR_BLOCK
-    return fp.parts_artifact.count if fp.parts_artifact is not None else len(fp.parts)
+    others = other_parts(fp.totals()) if other_parts is not None else 0
+    return max(0, fp.part_count - others)
 
 
 def root_details(root: Path) -> dict[str, Any]:

@@ -353,6 +353,12 @@ def _read_exactly(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
+def _bucket_count(totals: dict[str, int]) -> int:
+    """The fewest ``vectors #`` parts a fingerprint of its ``vectors`` can have (at most BUCKET in each):
+    parts that are no file of the restored store (``room_for``), never more than there are."""
+    return -(-totals.get("vectors", 0) // BUCKET)
+
+
 def _bucket_parts(
     parts: dict[str, Part], fd: int, row: int, stored_ids: Any, order: Any, nonfinite: NonFinite | None = None
 ) -> None:
@@ -824,7 +830,7 @@ class VectorstoreComponent(Component):
 
         root = source.details.get("root")
         with self.store_lock:
-            room = room_for([source], "store.tar")
+            room = room_for([source], "store.tar", other_parts=_bucket_count)
             extract_tar(functools.partial(source.open, "store.tar"), self.path, check, archived, root, room)
             give_root_flags(self.path, root, f"vectorstore {self.instance!r}")
 

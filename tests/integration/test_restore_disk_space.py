@@ -26,6 +26,7 @@ import pytest
 import zstandard
 
 from engine import backup as engine_backup
+from engine.components.configuration import ConfigurationComponent, ConfigurationParams
 from engine.components.files import room_for
 from engine.components.volumes import VolumesComponent, VolumesParams
 from engine.diskspace import free_bytes, free_inodes, reserve_for
@@ -438,3 +439,35 @@ def test_a_chain_whose_recorded_cluster_is_too_small_is_stopped_while_combining_
     with pytest.raises(InsufficientSpace, match="stopped writing the cluster pg_combinebackup combines"):
         engine_backup.restore(repo, newest, comp)
     assert marks(comp) == ["after-0", "after-the-chain"] and comp.health().ok  # the live cluster, back
+
+
+def _configuration(disk: Path, files: dict[str, str]) -> ConfigurationComponent:
+    comp = ConfigurationComponent("conf", ConfigurationParams(files=files), DirsRuntime(disk))  # type: ignore[arg-type]
+    comp.provision()
+    comp.seed()
+    return comp
+
+
+def test_a_settings_file_is_one_inode_not_one_per_setting(tmp_path: Path, few_inodes: Path) -> None:
+    """Found by review: a configuration's fingerprint has a part per setting as well as per file, and
+    all of them counted as entries: one 480 KiB JSON file of 30,000 settings "created up to 960 files"
+    (its archive's bound) and its restore was refused on a filesystem with 597 inodes free."""
+    comp = _configuration(few_inodes, {"app.json": json.dumps({f"k{i}": i for i in range(30_000)})})
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    (comp.path / "app.json").write_text('{"k": 1}')
+    engine_backup.restore(repo, manifest, comp)
+    assert comp.fingerprint() == engine_backup.recorded_fingerprint(repo, manifest, "conf")
+
+
+def test_a_configuration_of_many_files_is_still_counted(tmp_path: Path, few_inodes: Path) -> None:
+    """Control: the settings are left out of the count, the files are not."""
+    comp = _configuration(few_inodes, {f"conf.d/{i}.ini": f"[s]\nk = {i}\n" for i in range(150)})
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    for i in range(275):
+        (few_inodes / f"{i}.log").touch()
+    before = _contents(comp.path)
+    with pytest.raises(InsufficientSpace, match="inodes"):
+        engine_backup.restore(repo, manifest, comp)
+    assert _contents(comp.path) == before
