@@ -10,7 +10,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +63,33 @@ def empty_tree_component(kind: str, root: Path) -> Any:
         comp = ConfigurationComponent("conf", ConfigurationParams(files={}), DirsRuntime(root))  # type: ignore[arg-type]
     comp.provision()
     return comp
+
+
+@contextmanager
+def in_pid_namespace(code: str, arg: str) -> Iterator[str]:
+    """Python ``code`` (given ``arg`` as ``sys.argv[1]``) running as pid 1 of a new pid namespace: a drproof in
+    a container that shares this host's files. Yields the first line it prints; it runs until the block ends
+    (it should wait on stdin). Where no namespace can be made the test is skipped, or fails under CI=true.
+    """
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, arg]
+
+    def unavailable(why: str) -> None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"a pid namespace is needed and unavailable: {why}")
+        pytest.skip(why)
+
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        unavailable("no unshare")
+        raise
+    with proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        line = proc.stdout.readline().strip()
+        try:
+            if not line:
+                unavailable(f"no pid namespace here: {proc.stderr.read()[:200]}")
+            yield line
+        finally:
+            proc.stdin.close()
+            proc.wait(10)

@@ -21,6 +21,7 @@ import pytest
 from engine import scratch
 from engine.repository import staging
 from engine.runtime import local, processes
+from tests.conftest import in_pid_namespace
 
 
 def _dead_pid() -> tuple[int, str]:
@@ -167,24 +168,11 @@ def test_a_live_runs_directory_in_another_pid_namespace_is_not_a_dead_ones(tmp_p
         "import sys; from pathlib import Path; from engine import scratch; "
         "print(scratch.owned_dir('drproof-pg-', Path(sys.argv[1])), flush=True); sys.stdin.read()"
     )
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(tmp_path)]
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    except FileNotFoundError:
-        pytest.skip("no unshare")
-    with proc:
-        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-        theirs = proc.stdout.readline().strip()
-        try:
-            if not theirs:
-                pytest.skip(f"no pid namespace here: {proc.stderr.read()[:200]}")
-            assert Path(theirs).name.startswith("drproof-pg-1-")
-            assert scratch.stale("drproof-pg-", tmp_path) == []
-            scratch.owned_dir("drproof-pg-", tmp_path)
-            assert Path(theirs).is_dir()
-        finally:
-            proc.stdin.close()
-            proc.wait(10)
+    with in_pid_namespace(code, str(tmp_path)) as theirs:
+        assert Path(theirs).name.startswith("drproof-pg-1-")
+        assert scratch.stale("drproof-pg-", tmp_path) == []
+        scratch.owned_dir("drproof-pg-", tmp_path)
+        assert Path(theirs).is_dir()
 
 
 def test_a_dead_runs_directory_named_with_this_namespace_is_still_removed(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from drills.cli import main
 from engine.repository import staging
 from engine.repository.local import LocalRepository
+from tests.conftest import in_pid_namespace
 
 
 def _killed_backup(repo_root: Path) -> str:
@@ -73,23 +74,10 @@ def test_a_live_backup_in_another_pid_namespace_of_this_host_keeps_its_set(tmp_p
         "import sys, time\nfrom pathlib import Path\nfrom engine.repository.local import LocalRepository\n"
         "w = LocalRepository(Path(sys.argv[1])).begin('x')\nprint(w.id, flush=True)\nsys.stdin.read()\n"
     )
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(repo.root)]
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    except FileNotFoundError:
-        pytest.skip("no unshare")
-    with proc:
-        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-        backup_id = proc.stdout.readline().strip()
-        try:
-            if not backup_id:
-                pytest.skip(f"no pid namespace here: {proc.stderr.read()[:200]}")
-            note = json.loads((repo.root / ".staging" / f"{backup_id}.owner").read_text())
-            assert note["pid"] == 1
-            assert staging.clean(repo.root) == [] and (repo.root / ".staging" / backup_id).is_dir()
-        finally:
-            proc.stdin.close()
-            proc.wait(10)
+    with in_pid_namespace(code, str(repo.root)) as backup_id:
+        note = json.loads((repo.root / ".staging" / f"{backup_id}.owner").read_text())
+        assert note["pid"] == 1
+        assert staging.clean(repo.root) == [] and (repo.root / ".staging" / backup_id).is_dir()
 
 
 def test_a_note_of_another_pid_namespace_is_judged_by_age_only(tmp_path: Path) -> None:
