@@ -139,6 +139,30 @@ def test_a_set_bigger_than_the_free_space_is_refused_before_anything_is_created(
     assert "PANIC" not in _server_log(small_db)
 
 
+def _stopped_once_loading(comp: PostgresComponent, disk: Path, repo: LocalRepository, manifest: Manifest) -> str:
+    """Restore, filling ``disk`` to 32 MiB free once the side database exists (another writer); the guard's error.
+
+    32 MiB: below the guard's floor, with room for what the load writes until it is ended and for the
+    clean-up's checkpoint (16 MiB left the DROP of the side database failing on a full disk, 1 run in 4).
+    """
+    filled = threading.Event()
+
+    def fill_once_loading() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _side_databases(comp):
+            time.sleep(0.01)
+        _fill_to(disk, 32 * MIB)
+        filled.set()
+
+    filler = threading.Thread(target=fill_once_loading, daemon=True)
+    filler.start()
+    with pytest.raises(ComponentError, match="restore stopped: free space") as stopped:
+        engine_backup.restore(repo, manifest, comp)
+    filler.join()
+    assert filled.is_set()
+    return str(stopped.value)
+
+
 def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_serving(
     small_db: PostgresComponent, small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,24 +173,8 @@ def test_a_restore_the_disk_fills_under_is_stopped_and_the_live_database_keeps_s
     before = small_db.fingerprint()
     _leave_just_room(small_disk, manifest)
     assert _free(small_disk) > manifest.component("db").details["database_bytes"] + 96 * MIB  # the check passes
-    filled = threading.Event()
-
-    def fill_once_loading() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _side_databases(small_db):
-            time.sleep(0.01)
-        # Below the reserve, with room for what the load writes until it is ended and for the clean-up's
-        # checkpoint (16 MiB left the DROP of the side database failing on a full disk, 1 run in 4).
-        _fill_to(small_disk, 32 * MIB)
-        filled.set()
-
-    filler = threading.Thread(target=fill_once_loading, daemon=True)
-    filler.start()
-    with pytest.raises(ComponentError, match="restore stopped: free space") as stopped:
-        engine_backup.restore(repo, manifest, small_db)
-    filler.join()
-    assert filled.is_set()
-    assert "live database was not touched" in str(stopped.value)
+    stopped = _stopped_once_loading(small_db, small_disk, repo, manifest)
+    assert "live database was not touched" in stopped
     assert _side_databases(small_db) == []
     assert small_db.health().ok
     assert small_db.fingerprint().parts == before.parts
@@ -410,22 +418,8 @@ def test_a_wal_disk_filled_during_the_load_stops_it_and_the_live_database_keeps_
     need = postgres_space.Need(manifest.component("db").details["database_bytes"], True, "recorded")
     before = wal_db.fingerprint()
     _fill_to(wal_disk, postgres_space.wal_need(need) + postgres_space.WAL_FLOOR + 16 * MIB)
-    filled = threading.Event()
-
-    def fill_once_loading() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _side_databases(wal_db):
-            time.sleep(0.01)
-        _fill_to(wal_disk, 32 * MIB)  # below the floor, with room for the live server's WAL and the clean-up
-        filled.set()
-
-    filler = threading.Thread(target=fill_once_loading, daemon=True)
-    filler.start()
-    with pytest.raises(ComponentError, match="restore stopped: free space") as stopped:
-        engine_backup.restore(repo, manifest, wal_db)
-    filler.join()
-    assert filled.is_set()
-    assert "WAL directory" in str(stopped.value) and "live database was not touched" in str(stopped.value)
+    stopped = _stopped_once_loading(wal_db, wal_disk, repo, manifest)
+    assert "WAL directory" in stopped and "live database was not touched" in stopped
     assert _side_databases(wal_db) == []
     assert wal_db.health().ok and wal_db.fingerprint().parts == before.parts
     assert "PANIC" not in _server_log(wal_db)

@@ -22,7 +22,8 @@ from engine import backup as engine_backup
 from engine.components import redis_cluster
 from engine.components.redis_cluster import RedisClusterComponent, RedisClusterParams
 from engine.errors import ComponentError, DrproofError
-from engine.fingerprint import compare
+from engine.fingerprint import Fingerprint, compare
+from engine.manifest import Manifest
 from engine.repository import LocalRepository
 from engine.runtime import processes
 from engine.runtime.local import LocalRuntime
@@ -53,6 +54,20 @@ def _kill_a_shard(comp: RedisClusterComponent) -> list[int]:
         for name, node in svc._all.items()  # type: ignore[attr-defined]
         if name not in (master, replica) and svc._role_any(name) == "primary"  # type: ignore[attr-defined]
     ]
+
+
+def _backed_up(
+    runtime: LocalRuntime, tmp_path: Path, **params: Any
+) -> tuple[RedisClusterComponent, LocalRepository, Manifest, Fingerprint]:
+    """A seeded Cluster of 300 keys (``params``: more of its settings) backed up; the set and its fingerprint."""
+    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, **params), runtime)
+    comp.provision()
+    comp.seed()
+    repo = LocalRepository(tmp_path / "repo")
+    manifest = engine_backup.backup(repo, [comp])
+    recorded = manifest.component("cache").fingerprint
+    assert recorded is not None
+    return comp, repo, manifest, recorded
 
 
 def test_a_backup_with_a_shard_down_is_refused(runtime: LocalRuntime, tmp_path: Path) -> None:
@@ -125,11 +140,7 @@ def test_a_restore_meeting_unserved_slots_changes_nothing(
 
 def test_a_healthy_cluster_round_trip_matches(runtime: LocalRuntime, tmp_path: Path) -> None:
     """Quiet control: backup, damage, restore, and the fingerprint matches again."""
-    comp = _cluster(runtime, 300)
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path)
     comp.client().delete("user:0", "session:1")
     assert compare(recorded, comp.fingerprint()) != []
     engine_backup.restore(repo, manifest, comp)
@@ -142,13 +153,7 @@ def test_a_refused_restore_with_a_master_down_keeps_its_shard(
     """Found by review (finding 6): the dead master was restarted empty before its replica took over,
     and the replica, holding the shard's keys, resynchronised from it; the refusal then said
     "nothing was changed"."""
-    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, node_timeout_ms=3000), runtime)
-    comp.provision()
-    comp.seed()
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path, node_timeout_ms=3000)
     old = comp.service.primary()
     comp.service.node(old).kill()
     monkeypatch.setattr(RedisClusterComponent, "_first_record", lambda self, source: (0, b"\x00not a payload"))
@@ -166,13 +171,7 @@ def test_a_replica_slow_to_answer_still_keeps_its_shard(
     counted; the master was restarted empty at once, the replica resynchronised from it, and a
     refused restore ("nothing was changed") had lost a third of the keys. Here the replica does
     not answer INFO for its first 4 s (the Cluster's failover takes 3 s and more)."""
-    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, node_timeout_ms=3000), runtime)
-    comp.provision()
-    comp.seed()
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path, node_timeout_ms=3000)
     svc = comp.service
     old = svc.primary()
     assert old is not None
@@ -194,11 +193,7 @@ def test_a_replica_slow_to_answer_still_keeps_its_shard(
 
 def test_a_restore_with_a_whole_shard_down_still_runs(runtime: LocalRuntime, tmp_path: Path) -> None:
     """Quiet control: no copy of the shard is left, so its nodes restart empty and the restore fills them."""
-    comp = _cluster(runtime, 300)
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path)
     _kill_a_shard(comp)
     engine_backup.restore(repo, manifest, comp)
     assert compare(recorded, comp.fingerprint()) == []
@@ -209,11 +204,7 @@ def test_a_restore_with_a_replica_paused_runs(runtime: LocalRuntime, tmp_path: P
     waited for the Cluster to be whole, and every ask held it for the client's timeouts: the restore
     of a Cluster whose every slot was served was refused after minutes ("did not come back to
     cluster_state:ok"). The paused replica is not asked; it catches up once resumed."""
-    comp = _cluster(runtime, 300)
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path)
     comp.client().delete("user:0", "session:1")
     svc = comp.service
     replica = next(n for n in svc.nodes() if n != svc.primary())
@@ -233,13 +224,7 @@ def test_a_master_down_with_its_replica_paused_is_refused_at_once_keeping_the_sh
     can take the slots over, so nothing is restarted, the refusal says to resume it (before: "does
     not answer (Timeout reading from socket)" after the client's timeouts), and once resumed it takes
     the slots over with all the shard's keys."""
-    comp = RedisClusterComponent("cache", RedisClusterParams(keys=300, node_timeout_ms=1000), runtime)
-    comp.provision()
-    comp.seed()
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path, node_timeout_ms=1000)
     svc = comp.service
     old = svc.primary()
     assert old is not None
@@ -262,15 +247,7 @@ def test_a_master_down_with_one_of_two_replicas_paused_is_not_restarted(
     followed it: in 3 runs of 10 the shard's new master, its old one and the resumed replica were
     all empty after a restore refused with "nothing was changed". Now nothing is restarted while a
     node is paused, and the shard's keys are all there once it is resumed."""
-    comp = RedisClusterComponent(
-        "cache", RedisClusterParams(keys=300, node_timeout_ms=3000, replicas_per_master=2), runtime
-    )
-    comp.provision()
-    comp.seed()
-    repo = LocalRepository(tmp_path / "repo")
-    manifest = engine_backup.backup(repo, [comp])
-    recorded = manifest.component("cache").fingerprint
-    assert recorded is not None
+    comp, repo, manifest, recorded = _backed_up(runtime, tmp_path, node_timeout_ms=3000, replicas_per_master=2)
     svc = comp.service
     old = svc.primary()
     assert old is not None
