@@ -26,7 +26,8 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.repository.staging import _process_start, pid_namespace, processes_visible
+from engine.procinfo import pid_namespace, processes_visible
+from engine.procinfo import start_ticks as _process_start
 
 # The whole rest of the name: a prefix that is itself a prefix of another's ("drproof-a-"
 # and "drproof-a-1-") must not read the other's numbers as an owner. ``n<namespace>_``

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.errors import ConfigError, RepositoryLocked
-from engine.repository.staging import _process_start
+from engine.procinfo import start_ticks as _process_start
 
 log = logging.getLogger("engine.repository.lock")
 

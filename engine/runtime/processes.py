@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from engine.childenv import tool_environment
-from engine.repository.staging import pid_namespace, processes_visible
+from engine.procinfo import pid_namespace, processes_visible
+from engine.procinfo import start_ticks as _start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +224,6 @@ def current_is_root() -> bool:
 # what a manager such as Patroni starts in a session of its own: `drproof clean` finds
 # those by the variable.
 OWNER_ENV = "DRPROOF_SERVER_OF"
-
-
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def owner_mark() -> str:
