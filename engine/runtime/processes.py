@@ -277,7 +277,7 @@ def _marked() -> list[tuple[int, str, str]]:
     for entry in _pids():
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cmd = _program((entry / "cmdline").read_bytes())
         except OSError:
             continue
         marks = [e[len(prefix) :].decode(errors="replace") for e in env if e.startswith(prefix)]
@@ -304,6 +304,17 @@ def remove_leftovers(run: str) -> list[str]:
         if listed and kill_if_still(pid, functools.partial(_carries, mark)):
             gone.append(f"process {pid} ({cmd[:80]})")
     return gone
+
+
+def _program(cmdline: bytes) -> str:
+    """A process's command line as ``drproof clean`` names it: the program's own name first, then its arguments.
+
+    Why: the full path came first and was cut at 80 characters, so a server run from a
+    copy of its install in a run directory showed as ``/tmp/drproof-pg-…/server-install/
+    embedded_postgr``: neither the user nor a test could see it was PostgreSQL.
+    """
+    argv = cmdline.decode(errors="replace").split("\0")
+    return " ".join([os.path.basename(argv[0]), *argv[1:]]).strip()
 
 
 def _carries(mark: str, pid: int) -> bool:

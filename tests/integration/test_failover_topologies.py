@@ -221,10 +221,14 @@ def test_clean_finds_patroni_postgres_left_by_a_killed_drproof(tmp_path: Path) -
         "print(svc.primary(), flush=True)\n"
         "os._exit(0)  # no cleanup, as after SIGKILL\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.stdout.strip() == "node0", out.stderr[-2000:]
-    owner = next((run for run, items in processes.leftovers().items() if any("postgres" in i for i in items)), None)
-    assert owner is not None, processes.leftovers()
+    with subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as killed:
+        stdout, stderr = killed.communicate(timeout=300)
+    assert stdout.strip() == "node0", stderr[-2000:]
+    owner = f"local pid {killed.pid}"  # the gone drproof's run; before, found by "postgres" in a cut command line
+    found = processes.leftovers()
+    assert any(item.split(" (", 1)[1].startswith("postgres") for item in found.get(owner, [])), found
     gone = processes.remove_leftovers(owner)
     assert any("postgres" in g for g in gone)
     assert processes.wait_until(lambda: owner not in processes.leftovers(), timeout=15)
