@@ -87,7 +87,7 @@ def _leave_just_room(disk: Path, manifest: Manifest) -> None:
     So that filling it below the reserve during the load writes tens of megabytes, not the
     whole disk: on a large disk the filler was still writing when the load had finished.
     """
-    _fill_to(disk, manifest.component("db").details["database_bytes"] + 120 * MIB)
+    _fill_to(disk, manifest.component("db").details["database_bytes"] + 100 * MIB)
 
 
 def _side_databases(comp: PostgresComponent) -> list[str]:
@@ -207,8 +207,8 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
 
     def end_the_guards_session_then_fill() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (_side_databases(small_db) and watches):
-            time.sleep(0.01)
+        while time.monotonic() < deadline and not watches:  # the guard starts before the side database
+            time.sleep(0.001)
         guard = watches[0]
         session = guard.conn
         ended.append(session.get_backend_pid())
@@ -217,6 +217,10 @@ def test_a_guard_whose_session_was_ended_still_stops_the_restore(
         while guard.conn is session and time.monotonic() < until:  # the guard finds its session gone
             time.sleep(0.005)
         replaced.append(guard.conn is not session)
+        # Filled as soon as the load has begun: ending and replacing the session first left a small
+        # load finished before the disk was filled, 1 run in 10.
+        while time.monotonic() < deadline and not _side_databases(small_db):
+            time.sleep(0.01)
         # Below the reserve, with room for what the load writes until it is ended and the clean-up's checkpoint.
         _fill_to(small_disk, 32 * MIB)
         filled.set()
