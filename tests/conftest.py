@@ -71,13 +71,9 @@ def in_pid_namespace(code: str, arg: str) -> Iterator[str]:
     a container that shares this host's files. Yields the first line it prints; it runs until the block ends
     (it should wait on stdin). Where no namespace can be made the test is skipped, or fails under CI=true.
     """
+    from tests.integration.servers import unavailable
+
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, arg]
-
-    def unavailable(why: str) -> None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"a pid namespace is needed and unavailable: {why}")
-        pytest.skip(why)
-
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from engine.runtime import processes
+from tests.conftest import in_pid_namespace
+from tests.integration.servers import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,23 +87,10 @@ def test_a_real_drproof_in_a_pid_namespace_keeps_its_servers(tmp_path: Path) -> 
         f"p = processes.spawn(['bash', '-c', 'exec -a {marker} sleep 60'], log=Path({str(tmp_path / 'log')!r})); "
         "print(processes.owner_mark(), flush=True); sys.stdin.read(); p.kill()"
     )
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script]
-    try:
-        inner = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        pytest.skip("no unshare")
-    with inner:
-        assert inner.stdout is not None and inner.stdin is not None and inner.stderr is not None
-        mark = inner.stdout.readline().decode().strip()
-        try:
-            if not mark:
-                pytest.skip(f"no pid namespace here: {inner.stderr.read().decode()[:200]}")
-            assert mark.startswith("1:")
-            time.sleep(0.2)
-            assert _listed(marker) == {}
-        finally:
-            inner.stdin.close()
-            inner.wait(10)
+    with in_pid_namespace(script, "") as mark:
+        assert mark.startswith("1:")
+        time.sleep(0.2)
+        assert _listed(marker) == {}
 
 
 def test_a_docker_run_of_another_host_is_gone_only_once_older_than_any_drill() -> None:
@@ -189,9 +178,9 @@ def test_a_clean_stop_never_kills_the_process_that_took_a_childs_pid(tmp_path: P
     try:
         seen = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=60)
     except FileNotFoundError:
-        pytest.skip("no unshare")
+        unavailable("no unshare")
     if seen.returncode != 0 and ("unshare" in seen.stderr or "ns_last_pid" in seen.stderr):
-        pytest.skip(f"no pid namespace of our own here: {seen.stderr[-200:]}")
+        unavailable(f"no pid namespace of our own here: {seen.stderr[-200:]}")
     assert seen.returncode == 0, seen.stderr
     state, took = seen.stdout.strip().split("|")
     assert took.strip() == "sleep", f"the pid was not taken as planned: {seen.stdout!r}"

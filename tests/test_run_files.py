@@ -22,6 +22,7 @@ from engine import scratch
 from engine.repository import staging
 from engine.runtime import local, processes
 from tests.conftest import in_pid_namespace
+from tests.integration.servers import unavailable
 
 
 def _dead_pid() -> tuple[int, str]:
@@ -210,9 +211,9 @@ def test_without_proc_no_run_is_judged_gone(tmp_path: Path) -> None:
     try:
         seen = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60)
     except FileNotFoundError:
-        pytest.skip("no unshare")
+        unavailable("no unshare")
     if seen.returncode != 0 and "mount" in seen.stderr:
-        pytest.skip(f"cannot hide /proc here: {seen.stderr[:200]}")
+        unavailable(f"cannot hide /proc here: {seen.stderr[:200]}")
     assert seen.returncode == 0, seen.stderr
     assert json.loads(seen.stdout) == []
     assert live.is_dir() and writing.is_dir()
