@@ -130,7 +130,7 @@ def test_the_guard_thread_survives_an_error_says_it_once_and_still_stops_the_loa
 
     monkeypatch.setattr(postgres_space, "filesystem", filesystem)
     watch = object.__new__(postgres_space.Watch)
-    watch.data_dir, watch.reserve, watch.side, watch.instance = tmp_path, 10, "side", "db"
+    watch.side, watch.instance = "side", "db"
     watch.low, watch.stop, watch._said = None, threading.Event(), set()
     watch.watched, watch.where, watch.what, watch.kept = (
         [("data directory", tmp_path, 10)],

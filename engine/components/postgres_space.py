@@ -495,12 +495,11 @@ class Watch:
 
     def __init__(self, comp: PostgresComponent, plan: Plan, side: str) -> None:
         assert plan.data_dir is not None
-        self.data_dir, self.reserve, self.side, self.instance = plan.data_dir, plan.reserve, side, comp.instance
+        self.side, self.instance = side, comp.instance
         self.watched = plan.watched()
         self.low: int | None = None  # free bytes seen when it stopped the restore
-        self.where = plan.data_dir  # the filesystem (by a path on it) whose space stopped it
-        self.what = "data directory"
-        self.kept = plan.reserve // 2
+        # What stopped it: the filesystem's role, a path on it, what it keeps (the data directory until then).
+        self.what, self.where, self.kept = self.watched[0]
         self.stop = threading.Event()
         self._said: set[str] = set()
         self._comp = comp
